@@ -1,0 +1,159 @@
+//! Typed errors, one enum per kind of operation.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::event::{ExpectedVersion, Position};
+use crate::stream_id::StreamId;
+
+/// A value the caller gave was malformed. Names the field and says what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidInput {
+    /// The field that was wrong, such as `stream_id` or `events[3].event_type`.
+    pub field: String,
+    /// What is wrong with it, as a sentence fragment.
+    pub reason: String,
+}
+
+impl InvalidInput {
+    /// Builds an error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A request went over one of the limits in [`crate::limits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is {actual}; the limit is {max}")]
+pub struct LimitError {
+    /// What was measured, such as `events in one append` or `events[0] data bytes`.
+    pub what: String,
+    /// The limit.
+    pub max: u64,
+    /// What the request had.
+    pub actual: u64,
+}
+
+impl LimitError {
+    /// Builds a limit error.
+    pub fn new(what: impl Into<String>, max: usize, actual: usize) -> Self {
+        LimitError {
+            what: what.into(),
+            max: max as u64,
+            actual: actual as u64,
+        }
+    }
+
+    /// Returns an error when `actual > max`.
+    pub fn check(what: impl FnOnce() -> String, max: usize, actual: usize) -> Result<(), Self> {
+        if actual > max {
+            Err(LimitError::new(what(), max, actual))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The stream version a stream is at, or none when it does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActualVersion(pub Option<u64>);
+
+impl fmt::Display for ActualVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("no stream"),
+        }
+    }
+}
+
+/// Why an append failed. When an append fails, none of its events were written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The stream was not at the version the caller expected (optimistic concurrency).
+    #[error("wrong expected version for stream {stream}: expected {expected}, actual {actual}")]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The version the stream is at (`None`: it does not exist).
+        actual: ActualVersion,
+    },
+    /// An event id is already stored for a different event (another stream, another place in
+    /// this stream, or an append that only partly matches what is stored).
+    #[error("event id {event_id} is already used by another event (stream {stream})")]
+    EventIdConflict {
+        /// The reused id.
+        event_id: Uuid,
+        /// The stream of the append that was refused.
+        stream: StreamId,
+    },
+    /// The request was malformed.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The request went over a limit.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// The store stopped after an I/O error and refuses appends until it is reopened.
+    #[error("the store has stopped and refuses appends until it is reopened: {0}")]
+    Stopped(String),
+    /// The backend could not be reached (a database connection failed, for example).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed while writing.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl AppendError {
+    /// Whether this is a [`AppendError::WrongExpectedVersion`].
+    pub fn is_wrong_expected_version(&self) -> bool {
+        matches!(self, AppendError::WrongExpectedVersion { .. })
+    }
+}
+
+/// Why a read, a listing or a subscription failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The stream has no events.
+    #[error("stream {0} not found")]
+    StreamNotFound(StreamId),
+    /// The request was malformed.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The request went over a limit.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// Stored data failed its checks (CRC, length or position).
+    #[error("corruption in {file} at offset {offset}: {reason}")]
+    Corruption {
+        /// The file, or table, holding the bad record.
+        file: String,
+        /// Byte offset of the bad record in that file (0 when not applicable).
+        offset: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// The backend could not be reached.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed while reading.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A subscription is no longer able to deliver events; resume from `resume_after`.
+    #[error("subscription ended after position {resume_after:?}: {reason}")]
+    SubscriptionEnded {
+        /// The last position (or stream version) delivered.
+        resume_after: Option<Position>,
+        /// Why it ended.
+        reason: String,
+    },
+}

@@ -1,0 +1,416 @@
+//! The event model: what is appended ([`EventData`]) and what is read back ([`RecordedEvent`]).
+
+use std::fmt;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{InvalidInput, LimitError};
+use crate::limits;
+use crate::stream_id::{category_of, StreamId};
+
+/// The content type of JSON payloads, the default.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// A point in time as the store records it: UTC with microsecond precision.
+pub type Timestamp = DateTime<Utc>;
+
+/// Microseconds since the Unix epoch, the form timestamps take on disk.
+pub fn timestamp_to_micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`timestamp_to_micros`]. Out-of-range values clamp to the epoch.
+pub fn timestamp_from_micros(micros: i64) -> Timestamp {
+    Utc.timestamp_micros(micros).single().unwrap_or_default()
+}
+
+/// A position in the global order of all events. Readers see events in increasing position;
+/// positions are unique but not necessarily dense (a backend may skip numbers).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// The lowest position.
+    pub const START: Position = Position(0);
+    /// A position above every stored event; reading backward from here starts at the newest.
+    pub const END: Position = Position(u64::MAX);
+
+    /// The position as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the caller believes the stream's version is before an append (optimistic concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "version")]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's last event must have this version (versions start at 0).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` (`None`: no stream) satisfies this expectation.
+    pub fn matches(self, actual: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual.is_none(),
+            ExpectedVersion::StreamExists => actual.is_some(),
+            ExpectedVersion::Exact(v) => actual == Some(v),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("stream exists"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Event metadata: a JSON object. Correlation id, causation id and user id have typed
+/// accessors; any other key is kept as given.
+///
+/// ```
+/// use strata_core::Metadata;
+/// let m = Metadata::new().with_correlation_id("req-789").with_user_id("user-456");
+/// assert_eq!(m.correlation_id(), Some("req-789"));
+/// assert_eq!(m.causation_id(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metadata(Map<String, Value>);
+
+/// Key of the correlation id in metadata.
+pub const CORRELATION_ID_KEY: &str = "correlationId";
+/// Key of the causation id in metadata.
+pub const CAUSATION_ID_KEY: &str = "causationId";
+/// Key of the user id in metadata.
+pub const USER_ID_KEY: &str = "userId";
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Metadata(Map::new())
+    }
+
+    /// Wraps a JSON object.
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Metadata(map)
+    }
+
+    /// The correlation id, if set.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.get_str(CORRELATION_ID_KEY)
+    }
+    /// The causation id, if set.
+    pub fn causation_id(&self) -> Option<&str> {
+        self.get_str(CAUSATION_ID_KEY)
+    }
+    /// The user id, if set.
+    pub fn user_id(&self) -> Option<&str> {
+        self.get_str(USER_ID_KEY)
+    }
+    /// Sets the correlation id.
+    pub fn with_correlation_id(self, id: impl Into<String>) -> Self {
+        self.with(CORRELATION_ID_KEY, Value::String(id.into()))
+    }
+    /// Sets the causation id.
+    pub fn with_causation_id(self, id: impl Into<String>) -> Self {
+        self.with(CAUSATION_ID_KEY, Value::String(id.into()))
+    }
+    /// Sets the user id.
+    pub fn with_user_id(self, id: impl Into<String>) -> Self {
+        self.with(USER_ID_KEY, Value::String(id.into()))
+    }
+    /// Sets any key.
+    pub fn with(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.0.insert(key.into(), value);
+        self
+    }
+    /// Reads any key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+    fn get_str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+    /// The whole object.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Encodes to bytes as stored: empty metadata is zero bytes, otherwise compact JSON.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        if self.0.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&self.0).unwrap_or_default()
+        }
+    }
+
+    /// Decodes stored bytes (the inverse of [`Metadata::to_bytes`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        if bytes.is_empty() {
+            Ok(Metadata::new())
+        } else {
+            serde_json::from_slice(bytes).map(Metadata)
+        }
+    }
+}
+
+/// An event to append. The store assigns the stream version, global position and recorded-at
+/// time; it assigns a UUIDv7 id when none is given.
+///
+/// ```
+/// use strata_core::{EventData, Metadata};
+/// let e = EventData::json("MoneyDeposited", &serde_json::json!({"amount": 200}))
+///     .unwrap()
+///     .with_metadata(Metadata::new().with_correlation_id("req-789"));
+/// assert_eq!(e.content_type, "application/json");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventData {
+    /// The event's id. Give one to make retries idempotent; `None` lets the store assign one.
+    pub event_id: Option<Uuid>,
+    /// The event type: a stable name chosen by the application.
+    pub event_type: String,
+    /// The payload's content type; [`CONTENT_TYPE_JSON`] by default.
+    pub content_type: String,
+    /// The payload. For JSON it must be one valid JSON document.
+    pub data: Vec<u8>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+impl EventData {
+    /// A JSON event from any serializable value.
+    pub fn json<T: Serialize + ?Sized>(
+        event_type: impl Into<String>,
+        data: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(EventData {
+            event_id: None,
+            event_type: event_type.into(),
+            content_type: CONTENT_TYPE_JSON.to_owned(),
+            data: serde_json::to_vec(data)?,
+            metadata: Metadata::new(),
+        })
+    }
+
+    /// A payload of another content type, kept as raw bytes.
+    pub fn binary(
+        event_type: impl Into<String>,
+        content_type: impl Into<String>,
+        data: Vec<u8>,
+    ) -> Self {
+        EventData {
+            event_id: None,
+            event_type: event_type.into(),
+            content_type: content_type.into(),
+            data,
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// Sets the event id (for idempotent retries).
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The stream it belongs to (the mission's aggregate id).
+    pub stream_id: StreamId,
+    /// Its version in the stream: 0 for the first event, dense.
+    pub stream_version: u64,
+    /// Its place in the global order.
+    pub position: Position,
+    /// When the store recorded it (UTC, never decreasing in position order).
+    pub recorded_at: Timestamp,
+    /// The event type.
+    pub event_type: String,
+    /// The payload's content type.
+    pub content_type: String,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+impl RecordedEvent {
+    /// The stream's category (the mission's aggregate type).
+    pub fn category(&self) -> &str {
+        category_of(self.stream_id.as_str())
+    }
+
+    /// Whether the payload is JSON.
+    pub fn is_json(&self) -> bool {
+        self.content_type == CONTENT_TYPE_JSON
+    }
+
+    /// Decodes the JSON payload.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.data)
+    }
+
+    /// The payload as a JSON value when it is JSON.
+    pub fn data_json(&self) -> Option<Value> {
+        if self.is_json() {
+            serde_json::from_slice(&self.data).ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// Checks one event of an append against the model's rules and the limits. `index` is the
+/// event's place in the append, used to name the field in errors.
+pub fn validate_event(index: usize, event: &EventData) -> Result<(), crate::AppendError> {
+    let field = |name: &str| format!("events[{index}].{name}");
+    if event.event_type.is_empty() {
+        return Err(InvalidInput::new(field("event_type"), "must not be empty").into());
+    }
+    if event.event_type.chars().any(char::is_control) {
+        return Err(
+            InvalidInput::new(field("event_type"), "must not contain control characters").into(),
+        );
+    }
+    LimitError::check(
+        || field("event_type bytes"),
+        limits::EVENT_TYPE_MAX_BYTES,
+        event.event_type.len(),
+    )?;
+    if event.content_type.is_empty() || !event.content_type.is_ascii() {
+        return Err(InvalidInput::new(
+            field("content_type"),
+            "must be a non-empty ASCII media type",
+        )
+        .into());
+    }
+    if event.content_type.chars().any(|c| c.is_ascii_control()) {
+        return Err(InvalidInput::new(
+            field("content_type"),
+            "must not contain control characters",
+        )
+        .into());
+    }
+    LimitError::check(
+        || field("content_type bytes"),
+        limits::CONTENT_TYPE_MAX_BYTES,
+        event.content_type.len(),
+    )?;
+    LimitError::check(
+        || field("data bytes"),
+        limits::EVENT_DATA_MAX_BYTES,
+        event.data.len(),
+    )?;
+    if event.content_type == CONTENT_TYPE_JSON
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&event.data).is_err()
+    {
+        return Err(InvalidInput::new(
+            field("data"),
+            "is not valid JSON but the content type is application/json",
+        )
+        .into());
+    }
+    if event.event_id == Some(Uuid::nil()) {
+        return Err(InvalidInput::new(field("event_id"), "must not be the nil UUID").into());
+    }
+    Ok(())
+}
+
+/// Checks a whole append: the count, each event, the total size, and that no event id appears
+/// twice. Returns the encoded metadata of each event, which every backend stores.
+pub fn validate_append(events: &[EventData]) -> Result<Vec<Vec<u8>>, crate::AppendError> {
+    if events.is_empty() {
+        return Err(InvalidInput::new("events", "an append needs at least one event").into());
+    }
+    LimitError::check(
+        || "events in one append".to_owned(),
+        limits::APPEND_EVENTS_MAX,
+        events.len(),
+    )?;
+    let mut total = 0usize;
+    let mut metas = Vec::with_capacity(events.len());
+    let mut ids = std::collections::HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        validate_event(i, e)?;
+        let meta = e.metadata.to_bytes();
+        LimitError::check(
+            || format!("events[{i}].metadata bytes"),
+            limits::EVENT_METADATA_MAX_BYTES,
+            meta.len(),
+        )?;
+        total += e.data.len() + meta.len();
+        if let Some(id) = e.event_id {
+            if !ids.insert(id) {
+                return Err(InvalidInput::new(
+                    format!("events[{i}].event_id"),
+                    format!("{id} appears twice in one append"),
+                )
+                .into());
+            }
+        }
+        metas.push(meta);
+    }
+    LimitError::check(
+        || "bytes in one append".to_owned(),
+        limits::APPEND_MAX_BYTES,
+        total,
+    )?;
+    Ok(metas)
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The stream's version after the append (the version of its last event).
+    pub stream_version: u64,
+    /// The global position of each appended event, in order.
+    pub positions: Vec<Position>,
+}
+
+impl AppendResult {
+    /// The position of the last event appended.
+    pub fn last_position(&self) -> Position {
+        self.positions.last().copied().unwrap_or_default()
+    }
+}

@@ -1,0 +1,40 @@
+//! # strata-core
+//!
+//! The event model and the [`EventStore`] trait shared by every Strata backend. No I/O lives
+//! here: the embedded log (`strata-log`), PostgreSQL (`strata-postgres`) and the in-memory
+//! reference store (`strata-testkit`) implement the trait, and one conformance suite checks
+//! them all.
+//!
+//! ```
+//! use strata_core::{EventData, ExpectedVersion, StreamId};
+//! let stream = StreamId::new("account-123").unwrap();
+//! assert_eq!(stream.category(), "account");
+//! let event = EventData::json("AccountOpened", &serde_json::json!({"initialBalance": 100})).unwrap();
+//! assert!(ExpectedVersion::NoStream.matches(None));
+//! # let _ = event;
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod event;
+pub mod limits;
+mod options;
+mod store;
+mod stream_id;
+mod subscription;
+
+pub use async_trait::async_trait;
+pub use error::{ActualVersion, AppendError, InvalidInput, LimitError, ReadError};
+pub use event::{
+    timestamp_from_micros, timestamp_to_micros, validate_append, validate_event, AppendResult,
+    EventData, ExpectedVersion, Metadata, Position, RecordedEvent, Timestamp, CAUSATION_ID_KEY,
+    CONTENT_TYPE_JSON, CORRELATION_ID_KEY, USER_ID_KEY,
+};
+pub use options::{
+    Direction, Filter, ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom,
+    SubscriptionTarget,
+};
+pub use store::{AllPage, CategorySummary, EventStore, Page, StreamInfo, StreamSummary};
+pub use stream_id::{category_of, StreamId};
+pub use subscription::{Cursor, Subscription};
+pub use uuid::Uuid;

@@ -1,0 +1,138 @@
+//! The `EventStore` trait every backend implements.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::{AppendError, ReadError};
+use crate::event::{AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, Timestamp};
+use crate::options::{ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom, SubscriptionTarget};
+use crate::stream_id::StreamId;
+use crate::subscription::Subscription;
+
+/// One page of a `$all` read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllPage {
+    /// The events, in the read's direction.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next read in the same direction starts (inclusive): just past the last
+    /// position this read examined. `None` when a backward read reached the start.
+    pub next: Option<Position>,
+    /// Whether the read reached the newest stored event (forward) or the oldest (backward).
+    pub is_end: bool,
+}
+
+/// What is known about one stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamInfo {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// Whether it has any event.
+    pub exists: bool,
+    /// The version of its last event.
+    pub current_version: Option<u64>,
+    /// How many events it has.
+    pub event_count: u64,
+    /// When its first event was recorded.
+    pub first_recorded_at: Option<Timestamp>,
+    /// When its last event was recorded.
+    pub last_recorded_at: Option<Timestamp>,
+    /// The global position of its last event.
+    pub last_position: Option<Position>,
+}
+
+/// One stream in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamSummary {
+    /// The stream.
+    pub stream_id: String,
+    /// Its category.
+    pub category: String,
+    /// How many events it has.
+    pub event_count: u64,
+    /// The global position of its last event.
+    pub last_position: Position,
+}
+
+/// One category in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CategorySummary {
+    /// The category.
+    pub category: String,
+    /// How many streams it has.
+    pub stream_count: u64,
+    /// How many events its streams hold.
+    pub event_count: u64,
+}
+
+/// A page of a listing, in name order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    /// The entries.
+    pub items: Vec<T>,
+    /// Pass as [`ListOptions::after`] for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// An event store. Every backend (the embedded log, PostgreSQL, the in-memory reference)
+/// implements this and passes the same conformance suite.
+///
+/// ```
+/// # async fn demo(store: &dyn strata_core::EventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// use strata_core::{EventData, ExpectedVersion, ReadStreamOptions, StreamId};
+/// let stream = StreamId::new("account-123")?;
+/// let opened = EventData::json("AccountOpened", &serde_json::json!({"initialBalance": 100}))?;
+/// let result = store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await?;
+/// assert_eq!(result.stream_version, 0);
+/// let events = store.read_stream(&stream, ReadStreamOptions::forward()).await?;
+/// assert_eq!(events[0].event_type, "AccountOpened");
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if the stream is at `expected`. Returns once the
+    /// events are durable. Retrying an acknowledged append with the same event ids succeeds
+    /// again without writing duplicates.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError>;
+
+    /// Reads events of one stream. A stream with no events is [`ReadError::StreamNotFound`].
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError>;
+
+    /// Reads the global order, optionally filtered.
+    async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError>;
+
+    /// What is known about one stream (also for a stream that does not exist).
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError>;
+
+    /// Streams in name order, paged.
+    async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError>;
+
+    /// Categories in name order, paged.
+    async fn list_categories(
+        &self,
+        options: ListOptions,
+    ) -> Result<Page<CategorySummary>, ReadError>;
+
+    /// The position of the last event recorded at or before `at`; `None` when there is none.
+    /// With [`ReadStreamOptions::max_position`] this answers "what was the state then?".
+    async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError>;
+
+    /// The position of the newest event readers can see; `None` when the store is empty.
+    async fn head(&self) -> Result<Option<Position>, ReadError>;
+
+    /// A signal that changes after new events become readable. Subscriptions wait on it.
+    fn changes(&self) -> watch::Receiver<u64>;
+
+    /// Follows `target` from `from`: catches up from storage, then delivers new events as they
+    /// are appended, with no gap and no duplicate at the seam.
+    fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription;
+}

@@ -1,0 +1,219 @@
+//! Catch-up subscriptions shared by every backend.
+//!
+//! A subscription reads pages from storage after its cursor; when it has read everything it
+//! waits for the store's change signal (or the poll interval) and reads again. Because every
+//! delivered event comes from a storage read strictly after the cursor, there is no seam where
+//! an event could be skipped or repeated. It holds at most one page in memory, so a slow
+//! consumer costs nothing but its cursor: it simply reads older pages later.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::{InvalidInput, ReadError};
+use crate::event::{Position, RecordedEvent};
+use crate::limits;
+use crate::options::{ReadAllOptions, ReadStreamOptions, SubscribeFrom, SubscriptionTarget};
+use crate::store::EventStore;
+
+/// Where a subscription is: the last delivered position (for `$all`) or version (for a stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Not started; resolves on the first read.
+    Unresolved(SubscribeFrom),
+    /// `$all`: the next read starts at this position (inclusive).
+    AllNext(Position),
+    /// A stream: the next read starts at this version.
+    StreamNext(u64),
+}
+
+/// A live subscription. Call [`Subscription::next`] in a loop, or turn it into a
+/// `futures::Stream` with [`Subscription::into_stream`].
+pub struct Subscription {
+    store: Arc<dyn EventStore>,
+    target: SubscriptionTarget,
+    cursor: Cursor,
+    buffer: VecDeque<RecordedEvent>,
+    changes: watch::Receiver<u64>,
+    poll_interval: Duration,
+    page_events: usize,
+    last_delivered: Option<RecordedEventKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordedEventKey {
+    position: Position,
+    stream_version: u64,
+}
+
+impl Subscription {
+    /// A subscription on `store`. Backends call this from [`EventStore::subscribe`].
+    pub fn new(store: Arc<dyn EventStore>, target: SubscriptionTarget, from: SubscribeFrom) -> Self {
+        let changes = store.changes();
+        Subscription {
+            store,
+            target,
+            cursor: Cursor::Unresolved(from),
+            buffer: VecDeque::new(),
+            changes,
+            poll_interval: Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS),
+            page_events: limits::SUBSCRIPTION_PAGE_EVENTS,
+            last_delivered: None,
+        }
+    }
+
+    /// Changes how long a caught-up subscription waits before it looks at storage anyway.
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Changes how many events one storage read fetches (at most
+    /// [`limits::SUBSCRIPTION_PAGE_EVENTS`]).
+    pub fn with_page_events(mut self, events: usize) -> Self {
+        self.page_events = events.clamp(1, limits::SUBSCRIPTION_PAGE_EVENTS);
+        self
+    }
+
+    /// The position of the last delivered event, to resume `$all` from with
+    /// [`SubscribeFrom::AfterPosition`].
+    pub fn last_position(&self) -> Option<Position> {
+        self.last_delivered.map(|k| k.position)
+    }
+
+    /// The version of the last delivered event, to resume a stream from with
+    /// [`SubscribeFrom::AfterVersion`].
+    pub fn last_version(&self) -> Option<u64> {
+        self.last_delivered.map(|k| k.stream_version)
+    }
+
+    /// The next event; waits until one is appended when caught up.
+    pub async fn next(&mut self) -> Result<RecordedEvent, ReadError> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.last_delivered = Some(RecordedEventKey {
+                    position: event.position,
+                    stream_version: event.stream_version,
+                });
+                return Ok(event);
+            }
+            // Mark the current change value as seen *before* reading, so a commit that lands
+            // after the read wakes the wait below.
+            self.changes.borrow_and_update();
+            if self.fill().await? {
+                continue;
+            }
+            // Caught up: wait for a change or the poll interval, whichever comes first.
+            let _ = tokio::time::timeout(self.poll_interval, self.changes.changed()).await;
+        }
+    }
+
+    /// Like [`Subscription::next`] but returns `None` instead of waiting when caught up.
+    pub async fn try_next(&mut self) -> Result<Option<RecordedEvent>, ReadError> {
+        if self.buffer.is_empty() {
+            self.fill().await?;
+        }
+        match self.buffer.is_empty() {
+            true => Ok(None),
+            false => self.next().await.map(Some),
+        }
+    }
+
+    /// The subscription as a `futures::Stream` of results.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<RecordedEvent, ReadError>> {
+        futures::stream::unfold(self, |mut sub| async move {
+            let item = sub.next().await;
+            Some((item, sub))
+        })
+    }
+
+    async fn resolve(&mut self, from: SubscribeFrom) -> Result<Cursor, ReadError> {
+        Ok(match (&self.target, from) {
+            (SubscriptionTarget::All(_), SubscribeFrom::Start) => Cursor::AllNext(Position::START),
+            (SubscriptionTarget::All(_), SubscribeFrom::AfterPosition(p)) => {
+                Cursor::AllNext(Position(p.0.saturating_add(1)))
+            }
+            (SubscriptionTarget::All(_), SubscribeFrom::End) => match self.store.head().await? {
+                Some(p) => Cursor::AllNext(Position(p.0 + 1)),
+                None => Cursor::AllNext(Position::START),
+            },
+            (SubscriptionTarget::Stream(_), SubscribeFrom::Start) => Cursor::StreamNext(0),
+            (SubscriptionTarget::Stream(_), SubscribeFrom::AfterVersion(v)) => {
+                Cursor::StreamNext(v.saturating_add(1))
+            }
+            (SubscriptionTarget::Stream(s), SubscribeFrom::End) => {
+                let info = self.store.stream_info(s).await?;
+                Cursor::StreamNext(info.current_version.map_or(0, |v| v + 1))
+            }
+            (SubscriptionTarget::All(_), SubscribeFrom::AfterVersion(_)) => {
+                return Err(InvalidInput::new(
+                    "from",
+                    "a subscription to $all resumes after a position, not a stream version",
+                )
+                .into())
+            }
+            (SubscriptionTarget::Stream(_), SubscribeFrom::AfterPosition(_)) => {
+                return Err(InvalidInput::new(
+                    "from",
+                    "a stream subscription resumes after a stream version, not a position",
+                )
+                .into())
+            }
+        })
+    }
+
+    /// Reads the next page into the buffer. Returns whether anything was added.
+    async fn fill(&mut self) -> Result<bool, ReadError> {
+        if let Cursor::Unresolved(from) = self.cursor {
+            self.cursor = self.resolve(from).await?;
+        }
+        match (&self.target, self.cursor) {
+            (SubscriptionTarget::All(filter), Cursor::AllNext(from)) => {
+                let page = self
+                    .store
+                    .read_all(
+                        ReadAllOptions::forward()
+                            .from(from)
+                            .limit(self.page_events)
+                            .filter(filter.clone()),
+                    )
+                    .await?;
+                if let Some(next) = page.next {
+                    // A backend never moves a forward cursor backward; assert the pairing.
+                    debug_assert!(next >= from);
+                    self.cursor = Cursor::AllNext(next.max(from));
+                }
+                let added = !page.events.is_empty();
+                self.buffer.extend(page.events);
+                Ok(added)
+            }
+            (SubscriptionTarget::Stream(stream), Cursor::StreamNext(version)) => {
+                let events = match self
+                    .store
+                    .read_stream(
+                        stream,
+                        ReadStreamOptions::forward()
+                            .from_version(version)
+                            .limit(self.page_events),
+                    )
+                    .await
+                {
+                    Ok(events) => events,
+                    Err(ReadError::StreamNotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                if let Some(last) = events.last() {
+                    self.cursor = Cursor::StreamNext(last.stream_version + 1);
+                }
+                let added = !events.is_empty();
+                self.buffer.extend(events);
+                Ok(added)
+            }
+            _ => Err(ReadError::Storage(
+                "subscription cursor does not fit its target".to_owned(),
+            )),
+        }
+    }
+}
