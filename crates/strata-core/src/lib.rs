@@ -19,6 +19,7 @@ mod error;
 mod event;
 pub mod limits;
 mod options;
+mod snapshot;
 mod store;
 mod stream_id;
 mod subscription;
@@ -34,6 +35,7 @@ pub use options::{
     Direction, Filter, ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom,
     SubscriptionTarget,
 };
+pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 pub use store::{AllPage, CategorySummary, EventStore, Page, StreamInfo, StreamSummary};
 pub use stream_id::{category_of, StreamId};
 pub use subscription::{Cursor, Subscription};

@@ -62,3 +62,7 @@ pub const SUBSCRIPTION_POLL_INTERVAL_MS: u64 = 500;
 pub const READ_SCAN_MAX_EVENTS: usize = 100_000;
 
 const _: () = assert!(READ_SCAN_MAX_EVENTS >= READ_PAGE_MAX_EVENTS);
+
+/// Largest snapshot, in bytes. A snapshot is one aggregate's state; 16 MiB is far beyond any
+/// sane aggregate and still bounded.
+pub const SNAPSHOT_MAX_BYTES: usize = 16 * 1024 * 1024;

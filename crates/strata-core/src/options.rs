@@ -156,7 +156,9 @@ impl Filter {
             )?;
         }
         if self.event_types.iter().any(String::is_empty) {
-            return Err(InvalidInput::new("filter.event_types", "must not contain empty names").into());
+            return Err(
+                InvalidInput::new("filter.event_types", "must not contain empty names").into(),
+            );
         }
         Ok(())
     }

@@ -6,7 +6,9 @@ use tokio::sync::watch;
 
 use crate::error::{AppendError, ReadError};
 use crate::event::{AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, Timestamp};
-use crate::options::{ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom, SubscriptionTarget};
+use crate::options::{
+    ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom, SubscriptionTarget,
+};
 use crate::stream_id::StreamId;
 use crate::subscription::Subscription;
 

@@ -63,7 +63,10 @@ fn validate_stream_id(id: &str) -> Result<(), InvalidInput> {
     if id.len() > STREAM_ID_MAX_BYTES {
         return Err(InvalidInput::new(
             "stream_id",
-            format!("is {} bytes long; the limit is {STREAM_ID_MAX_BYTES}", id.len()),
+            format!(
+                "is {} bytes long; the limit is {STREAM_ID_MAX_BYTES}",
+                id.len()
+            ),
         ));
     }
     if id.starts_with('$') {
@@ -149,7 +152,9 @@ mod tests {
         assert!(StreamId::new("$x").is_err());
         assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
         assert_eq!(
-            serde_json::from_str::<StreamId>("\"order-1\"").unwrap().as_str(),
+            serde_json::from_str::<StreamId>("\"order-1\"")
+                .unwrap()
+                .as_str(),
             "order-1"
         );
     }

@@ -50,7 +50,11 @@ struct RecordedEventKey {
 
 impl Subscription {
     /// A subscription on `store`. Backends call this from [`EventStore::subscribe`].
-    pub fn new(store: Arc<dyn EventStore>, target: SubscriptionTarget, from: SubscribeFrom) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Self {
         let changes = store.changes();
         Subscription {
             store,

@@ -1,0 +1,75 @@
+//! Snapshot storage: every backend keeps aggregate snapshots beside its events.
+
+use async_trait::async_trait;
+
+use crate::error::{InvalidInput, LimitError};
+use crate::event::Timestamp;
+use crate::limits;
+use crate::stream_id::StreamId;
+
+/// A stored snapshot of an aggregate's state after applying its stream up to
+/// `stream_version` (inclusive).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The aggregate's stream.
+    pub stream_id: StreamId,
+    /// The version of the last event the state includes.
+    pub stream_version: u64,
+    /// The schema version of the state's encoding, chosen by the aggregate. A loader ignores
+    /// snapshots whose schema version it does not expect.
+    pub schema_version: u32,
+    /// The encoded state (JSON by convention).
+    pub data: Vec<u8>,
+    /// When the snapshot was taken.
+    pub taken_at: Timestamp,
+}
+
+impl Snapshot {
+    /// Checks the snapshot against the limits.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        LimitError::check(
+            || "snapshot bytes".to_owned(),
+            limits::SNAPSHOT_MAX_BYTES,
+            self.data.len(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Why a snapshot operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The request was malformed.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The snapshot is over a limit.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// The backend could not be reached.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed, or a stored snapshot failed its checks.
+    #[error("snapshot storage error: {0}")]
+    Storage(String),
+}
+
+/// Where snapshots live. Snapshots are derived data: they can be deleted at any time and
+/// rebuilt by replaying the stream.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Stores `snapshot`, replacing one at the same stream and version. Durable on return.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError>;
+
+    /// The newest snapshot of `stream` at or below `max_version` (any version when `None`)
+    /// whose schema version is `schema_version`.
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, SnapshotError>;
+
+    /// Deletes every snapshot of `stream`. Returns how many there were.
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError>;
+}
