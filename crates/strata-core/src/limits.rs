@@ -66,3 +66,30 @@ const _: () = assert!(READ_SCAN_MAX_EVENTS >= READ_PAGE_MAX_EVENTS);
 /// Largest snapshot, in bytes. A snapshot is one aggregate's state; 16 MiB is far beyond any
 /// sane aggregate and still bounded.
 pub const SNAPSHOT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+// --- The embedded engine (`strata-log`) ---
+
+/// Appends waiting for the writer. Callers beyond this wait (back-pressure) instead of
+/// queueing without bound. Large enough that 64+ concurrent writers never wait on the queue.
+pub const WRITER_QUEUE_MAX_APPENDS: usize = 4096;
+
+/// Most appends the writer combines into one write + fdatasync (group commit).
+pub const WRITER_BATCH_MAX_APPENDS: usize = 1024;
+
+/// Most bytes the writer combines into one write + fdatasync. Past a few MiB, a bigger batch
+/// no longer amortises the fsync better but delays every waiter in it.
+pub const WRITER_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Default size at which a segment is sealed and a new one started.
+pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Smallest segment size a store may be configured with (tests use small segments to
+/// exercise rotation).
+pub const SEGMENT_MAX_BYTES_MIN: u64 = 4 * 1024;
+
+/// Largest segment: record locations keep 40 bits of offset.
+pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 40;
+
+const _: () = assert!(WRITER_BATCH_MAX_APPENDS <= WRITER_QUEUE_MAX_APPENDS);
+const _: () = assert!(APPEND_MAX_BYTES as u64 <= SEGMENT_MAX_BYTES_MAX);
+const _: () = assert!(SEGMENT_MAX_BYTES_MIN <= SEGMENT_MAX_BYTES_DEFAULT);

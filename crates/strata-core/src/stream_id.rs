@@ -96,6 +96,12 @@ impl fmt::Debug for StreamId {
     }
 }
 
+impl std::borrow::Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for StreamId {
     fn as_ref(&self) -> &str {
         &self.0

@@ -1,1 +1,35 @@
-//! Work in progress.
+//! # strata-log
+//!
+//! Strata's embedded storage engine and default backend: a segmented append-only log with
+//! group commit, in-memory indexes persisted beside it, crash recovery, and a snapshot file.
+//! The on-disk format is documented byte by byte in `docs/format.md` and in [`format`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
+//! let dir = tempfile::tempdir()?;
+//! let store = strata_log::LogStore::open(dir.path())?;
+//! let account = StreamId::new("account-123")?;
+//! let opened = EventData::json("AccountOpened", &serde_json::json!({"initialBalance": 100}))?;
+//! let r = store.append(&account, ExpectedVersion::NoStream, vec![opened]).await?;
+//! assert_eq!(r.stream_version, 0);
+//! // A second handle on the same directory is refused while this one is open.
+//! assert!(strata_log::LogStore::open(dir.path()).is_err());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod format;
+mod index;
+pub mod io;
+mod recovery;
+mod segment;
+mod snapshots;
+mod store;
+mod verify;
+mod writer;
+
+pub use error::OpenError;
+pub use store::{LogConfig, LogStore, OpenReport, LOCK_FILE};
+pub use verify::{verify, VerifyReport};

@@ -1,0 +1,406 @@
+//! The on-disk format, byte by byte (see `docs/format.md`). All integers are little-endian.
+//!
+//! A segment file starts with a 64-byte header, followed by records. Each record starts at an
+//! 8-byte-aligned offset and is zero-padded to the next multiple of 8.
+//!
+//! ```text
+//! segment header (64 bytes)
+//!   0  magic "STRATALG"            8
+//!   8  format version (u32) = 1    4
+//!  12  header length (u32) = 64    4
+//!  16  salt (u64, random)          8
+//!  24  segment number (u64)        8
+//!  32  first position (u64)        8
+//!  40  created at, µs (i64)        8
+//!  48  reserved, zero              12
+//!  60  CRC32C of bytes 0..60       4
+//!
+//! record (64-byte header + variable part + padding)
+//!   0  record length (u32), without padding
+//!   4  CRC32C of salt (8 bytes LE) ++ record bytes 8..length
+//!   8  position (u64)
+//!  16  recorded at, µs since epoch (i64)
+//!  24  event id (16 bytes, UUID big-endian as in RFC 9562)
+//!  40  stream version (u64)
+//!  48  data length (u32)
+//!  52  metadata length (u32)
+//!  56  stream id length (u16)
+//!  58  event type length (u16)
+//!  60  content type length (u8)
+//!  61  flags (u8): bit 0 = COMMIT, set on the last event of an append
+//!  62  reserved, zero (u16)
+//!  64  stream id, event type, content type, metadata, data
+//! ```
+
+use strata_core::{StreamId, Uuid};
+
+/// Magic bytes at the start of every segment.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"STRATALG";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes in a segment header.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+/// Bytes in a record header.
+pub const RECORD_HEADER_BYTES: usize = 64;
+/// Records start at multiples of this.
+pub const RECORD_ALIGN_BYTES: usize = 8;
+/// Flag: the last record of an append. An append is visible only when its COMMIT is stored.
+pub const FLAG_COMMIT: u8 = 1;
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Random per segment; mixed into every record CRC so stale bytes never validate.
+    pub salt: u64,
+    /// The segment's number (its file name).
+    pub segment_no: u64,
+    /// Position of the first record the segment holds.
+    pub first_position: u64,
+    /// When the segment was created, µs since the epoch.
+    pub created_at_us: i64,
+}
+
+impl SegmentHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+        let mut b = [0u8; SEGMENT_HEADER_BYTES as usize];
+        b[0..8].copy_from_slice(SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.salt.to_le_bytes());
+        b[24..32].copy_from_slice(&self.segment_no.to_le_bytes());
+        b[32..40].copy_from_slice(&self.first_position.to_le_bytes());
+        b[40..48].copy_from_slice(&self.created_at_us.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header.
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, String> {
+        if b.len() < SEGMENT_HEADER_BYTES as usize {
+            return Err(format!("segment header is {} bytes, expected 64", b.len()));
+        }
+        if &b[0..8] != SEGMENT_MAGIC {
+            return Err("not a Strata segment (bad magic)".to_owned());
+        }
+        let crc = u32_at(b, 60);
+        if crc32c::crc32c(&b[0..60]) != crc {
+            return Err("segment header CRC mismatch".to_owned());
+        }
+        let version = u32_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "segment format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            ));
+        }
+        if u32_at(b, 12) as u64 != SEGMENT_HEADER_BYTES {
+            return Err("unexpected segment header length".to_owned());
+        }
+        Ok(SegmentHeader {
+            salt: u64_at(b, 16),
+            segment_no: u64_at(b, 24),
+            first_position: u64_at(b, 32),
+            created_at_us: u64_at(b, 40) as i64,
+        })
+    }
+}
+
+/// One event as a record, borrowed for encoding.
+pub struct RecordRef<'a> {
+    /// Global position.
+    pub position: u64,
+    /// Recorded-at, µs.
+    pub recorded_at_us: i64,
+    /// Event id.
+    pub event_id: Uuid,
+    /// Stream version.
+    pub stream_version: u64,
+    /// Stream id.
+    pub stream_id: &'a str,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Content type.
+    pub content_type: &'a str,
+    /// Encoded metadata.
+    pub metadata: &'a [u8],
+    /// Payload.
+    pub data: &'a [u8],
+    /// Flags.
+    pub flags: u8,
+}
+
+/// Bytes a record with these variable parts occupies, padding included.
+pub fn padded_len(unpadded: usize) -> usize {
+    unpadded.div_ceil(RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
+}
+
+impl RecordRef<'_> {
+    /// Record length without padding.
+    pub fn len(&self) -> usize {
+        RECORD_HEADER_BYTES
+            + self.stream_id.len()
+            + self.event_type.len()
+            + self.content_type.len()
+            + self.metadata.len()
+            + self.data.len()
+    }
+
+    /// Appends the encoded, padded record to `out`.
+    pub fn encode_into(&self, salt: u64, out: &mut Vec<u8>) {
+        let len = self.len();
+        let start = out.len();
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]); // CRC, filled below
+        out.extend_from_slice(&self.position.to_le_bytes());
+        out.extend_from_slice(&self.recorded_at_us.to_le_bytes());
+        out.extend_from_slice(self.event_id.as_bytes());
+        out.extend_from_slice(&self.stream_version.to_le_bytes());
+        out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.stream_id.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(self.event_type.len() as u16).to_le_bytes());
+        out.push(self.content_type.len() as u8);
+        out.push(self.flags);
+        out.extend_from_slice(&[0u8; 2]);
+        out.extend_from_slice(self.stream_id.as_bytes());
+        out.extend_from_slice(self.event_type.as_bytes());
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(self.metadata);
+        out.extend_from_slice(self.data);
+        let crc = record_crc(salt, &out[start + 8..start + len]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        out.resize(start + padded_len(len), 0);
+    }
+}
+
+fn record_crc(salt: u64, body: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&salt.to_le_bytes());
+    crc32c::crc32c_append(c, body)
+}
+
+/// A record decoded from bytes, borrowing them.
+#[derive(Debug)]
+pub struct DecodedRecord<'a> {
+    /// Global position.
+    pub position: u64,
+    /// Recorded-at, µs.
+    pub recorded_at_us: i64,
+    /// Event id.
+    pub event_id: Uuid,
+    /// Stream version.
+    pub stream_version: u64,
+    /// Stream id.
+    pub stream_id: &'a str,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Content type.
+    pub content_type: &'a str,
+    /// Encoded metadata.
+    pub metadata: &'a [u8],
+    /// Payload.
+    pub data: &'a [u8],
+    /// Flags.
+    pub flags: u8,
+    /// Bytes the record occupies, padding included.
+    pub padded_len: usize,
+}
+
+/// Why bytes did not decode as a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the record needs; `needed` is the full padded length when known.
+    Short {
+        /// Bytes needed for the whole record, when the length field could be read.
+        needed: Option<usize>,
+    },
+    /// The bytes are not a valid record.
+    Invalid(String),
+}
+
+/// The record length stored at the start of `b`, if `b` holds at least 4 bytes and the value
+/// is plausible.
+pub fn peek_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 4 {
+        return None;
+    }
+    let len = u32_at(b, 0) as usize;
+    (len >= RECORD_HEADER_BYTES).then_some(len)
+}
+
+/// Decodes the record at the start of `b`, checking length, CRC and structure.
+pub fn decode_record(salt: u64, b: &[u8]) -> Result<DecodedRecord<'_>, DecodeError> {
+    if b.len() < RECORD_HEADER_BYTES {
+        return Err(DecodeError::Short {
+            needed: peek_len(b).map(padded_len),
+        });
+    }
+    let len = u32_at(b, 0) as usize;
+    if len < RECORD_HEADER_BYTES {
+        return Err(DecodeError::Invalid(format!(
+            "record length {len} is too small"
+        )));
+    }
+    let data_len = u32_at(b, 48) as usize;
+    let meta_len = u32_at(b, 52) as usize;
+    let sid_len = u16_at(b, 56) as usize;
+    let et_len = u16_at(b, 58) as usize;
+    let ct_len = b[60] as usize;
+    let flags = b[61];
+    let expected = RECORD_HEADER_BYTES + sid_len + et_len + ct_len + meta_len + data_len;
+    if expected != len {
+        return Err(DecodeError::Invalid(format!(
+            "record length {len} does not match its parts ({expected})"
+        )));
+    }
+    if b.len() < len {
+        return Err(DecodeError::Short {
+            needed: Some(padded_len(len)),
+        });
+    }
+    let crc = u32_at(b, 4);
+    if record_crc(salt, &b[8..len]) != crc {
+        return Err(DecodeError::Invalid("record CRC mismatch".to_owned()));
+    }
+    if u16_at(b, 62) != 0 || flags & !FLAG_COMMIT != 0 {
+        return Err(DecodeError::Invalid("unknown record flags".to_owned()));
+    }
+    let mut at = RECORD_HEADER_BYTES;
+    let mut take = |n: usize| {
+        let s = &b[at..at + n];
+        at += n;
+        s
+    };
+    let stream_id = std::str::from_utf8(take(sid_len))
+        .map_err(|_| DecodeError::Invalid("stream id is not UTF-8".to_owned()))?;
+    let event_type = std::str::from_utf8(take(et_len))
+        .map_err(|_| DecodeError::Invalid("event type is not UTF-8".to_owned()))?;
+    let content_type = std::str::from_utf8(take(ct_len))
+        .map_err(|_| DecodeError::Invalid("content type is not UTF-8".to_owned()))?;
+    let metadata = take(meta_len);
+    let data = take(data_len);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&b[24..40]);
+    Ok(DecodedRecord {
+        position: u64_at(b, 8),
+        recorded_at_us: u64_at(b, 16) as i64,
+        event_id: Uuid::from_bytes(id),
+        stream_version: u64_at(b, 40),
+        stream_id,
+        event_type,
+        content_type,
+        metadata,
+        data,
+        flags,
+        padded_len: padded_len(len),
+    })
+}
+
+impl DecodedRecord<'_> {
+    /// Whether this record ends its append.
+    pub fn is_commit(&self) -> bool {
+        self.flags & FLAG_COMMIT != 0
+    }
+
+    /// Converts into an owned event.
+    pub fn to_event(&self) -> Result<strata_core::RecordedEvent, String> {
+        Ok(strata_core::RecordedEvent {
+            event_id: self.event_id,
+            stream_id: StreamId::new(self.stream_id).map_err(|e| e.to_string())?,
+            stream_version: self.stream_version,
+            position: strata_core::Position(self.position),
+            recorded_at: strata_core::timestamp_from_micros(self.recorded_at_us),
+            event_type: self.event_type.to_owned(),
+            content_type: self.content_type.to_owned(),
+            data: self.data.to_vec(),
+            metadata: strata_core::Metadata::from_bytes(self.metadata)
+                .map_err(|e| format!("metadata is not JSON: {e}"))?,
+        })
+    }
+}
+
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(flags: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        RecordRef {
+            position: 7,
+            recorded_at_us: 1_700_000_000_000_000,
+            event_id: Uuid::from_u128(42),
+            stream_version: 3,
+            stream_id: "account-1",
+            event_type: "MoneyDeposited",
+            content_type: "application/json",
+            metadata: b"{\"a\":1}",
+            data: b"{\"amount\":5}",
+            flags,
+        }
+        .encode_into(99, &mut out);
+        out
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let b = sample(FLAG_COMMIT);
+        assert_eq!(b.len() % RECORD_ALIGN_BYTES, 0);
+        let r = decode_record(99, &b).unwrap();
+        assert_eq!(r.position, 7);
+        assert_eq!(r.stream_id, "account-1");
+        assert_eq!(r.data, b"{\"amount\":5}");
+        assert!(r.is_commit());
+        assert_eq!(r.padded_len, b.len());
+    }
+
+    #[test]
+    fn other_salt_does_not_validate() {
+        let b = sample(0);
+        assert!(matches!(
+            decode_record(98, &b),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let b = sample(FLAG_COMMIT);
+        let len = u32_at(&b, 0) as usize;
+        for i in 0..len {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[i] ^= 1 << bit;
+                assert!(decode_record(99, &c).is_err(), "flip at byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_crc() {
+        let h = SegmentHeader {
+            salt: 5,
+            segment_no: 2,
+            first_position: 100,
+            created_at_us: 9,
+        };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+        let mut c = b;
+        c[20] ^= 1;
+        assert!(SegmentHeader::decode(&c).is_err());
+    }
+}

@@ -1,0 +1,641 @@
+//! The in-memory indexes: where each position lives on disk, and which positions belong to
+//! each stream, category and event type; plus event ids (for idempotent retries) and
+//! timestamps (for temporal reads). Rebuilt from the log when missing or behind; persisted
+//! by [`Index::encode`] so that opening a large store does not rescan it.
+//!
+//! Memory per event: 24 bytes of [`Entry`], 8 bytes in each of the stream, category and
+//! event-type position lists, and one event-id map slot (16-byte key, 8-byte value, about
+//! 30 bytes with the hash table's overhead): about 86 bytes per event. Per stream: its name,
+//! a list header and a map slot, about 100 bytes plus the name.
+
+use std::collections::{BTreeMap, HashMap};
+
+use strata_core::{category_of, Direction, Filter, StreamId, Uuid};
+
+use crate::format::{u16_at, u32_at, u64_at};
+
+/// A location in the log: segment number in the high 24 bits, byte offset in the low 40.
+pub(crate) type Loc = u64;
+const LOC_OFFSET_BITS: u32 = 40;
+
+pub(crate) fn loc(segment_no: u64, offset: u64) -> Loc {
+    debug_assert!(offset < 1 << LOC_OFFSET_BITS);
+    (segment_no << LOC_OFFSET_BITS) | offset
+}
+pub(crate) fn loc_segment(l: Loc) -> u64 {
+    l >> LOC_OFFSET_BITS
+}
+pub(crate) fn loc_offset(l: Loc) -> u64 {
+    l & ((1 << LOC_OFFSET_BITS) - 1)
+}
+
+/// What the index keeps per position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub loc: Loc,
+    pub recorded_at_us: i64,
+    pub stream: u32,
+    pub event_type: u32,
+}
+
+pub(crate) struct StreamEntry {
+    pub id: StreamId,
+    pub category: u32,
+    pub positions: Vec<u64>,
+}
+
+pub(crate) struct NamedList {
+    pub name: String,
+    pub positions: Vec<u64>,
+    pub streams: u64,
+}
+
+/// All indexes. Position `p` is `entries[p]`: positions are dense from 0 in this backend.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub entries: Vec<Entry>,
+    pub event_ids: Vec<Uuid>,
+    ids: HashMap<Uuid, u64>,
+    pub streams: Vec<StreamEntry>,
+    stream_nos: BTreeMap<StreamId, u32>,
+    pub categories: Vec<NamedList>,
+    category_nos: BTreeMap<String, u32>,
+    pub types: Vec<NamedList>,
+    type_nos: HashMap<String, u32>,
+}
+
+/// One event as the index learns it.
+pub(crate) struct NewEntry<'a> {
+    pub position: u64,
+    pub loc: Loc,
+    pub recorded_at_us: i64,
+    pub stream: &'a StreamId,
+    pub event_type: &'a str,
+    pub event_id: Uuid,
+}
+
+impl Index {
+    pub fn next_position(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    pub fn head(&self) -> Option<u64> {
+        self.next_position().checked_sub(1)
+    }
+
+    pub fn last_recorded_at_us(&self) -> i64 {
+        self.entries.last().map_or(i64::MIN, |e| e.recorded_at_us)
+    }
+
+    pub fn stream_no(&self, stream: &StreamId) -> Option<u32> {
+        self.stream_nos.get(stream).copied()
+    }
+
+    /// The stream's current version, `None` when it has no events.
+    pub fn stream_version(&self, stream: &StreamId) -> Option<u64> {
+        let s = self.stream_no(stream)?;
+        (self.streams[s as usize].positions.len() as u64).checked_sub(1)
+    }
+
+    pub fn position_of_id(&self, id: &Uuid) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
+    /// Adds one event. Positions must arrive in order.
+    pub fn push(&mut self, e: NewEntry<'_>) {
+        assert_eq!(
+            e.position,
+            self.next_position(),
+            "index positions must be dense"
+        );
+        let stream = match self.stream_nos.get(e.stream) {
+            Some(&s) => s,
+            None => {
+                let cat_name = category_of(e.stream.as_str());
+                let category = match self.category_nos.get(cat_name) {
+                    Some(&c) => c,
+                    None => {
+                        let c = self.categories.len() as u32;
+                        self.categories.push(NamedList {
+                            name: cat_name.to_owned(),
+                            positions: Vec::new(),
+                            streams: 0,
+                        });
+                        self.category_nos.insert(cat_name.to_owned(), c);
+                        c
+                    }
+                };
+                self.categories[category as usize].streams += 1;
+                let s = self.streams.len() as u32;
+                self.streams.push(StreamEntry {
+                    id: e.stream.clone(),
+                    category,
+                    positions: Vec::new(),
+                });
+                self.stream_nos.insert(e.stream.clone(), s);
+                s
+            }
+        };
+        let event_type = match self.type_nos.get(e.event_type) {
+            Some(&t) => t,
+            None => {
+                let t = self.types.len() as u32;
+                self.types.push(NamedList {
+                    name: e.event_type.to_owned(),
+                    positions: Vec::new(),
+                    streams: 0,
+                });
+                self.type_nos.insert(e.event_type.to_owned(), t);
+                t
+            }
+        };
+        let se = &mut self.streams[stream as usize];
+        se.positions.push(e.position);
+        self.categories[se.category as usize]
+            .positions
+            .push(e.position);
+        self.types[event_type as usize].positions.push(e.position);
+        self.entries.push(Entry {
+            loc: e.loc,
+            recorded_at_us: e.recorded_at_us,
+            stream,
+            event_type,
+        });
+        self.event_ids.push(e.event_id);
+        self.ids.insert(e.event_id, e.position);
+    }
+
+    /// Positions of a stream read, with their locations.
+    pub fn stream_slice(
+        &self,
+        stream: u32,
+        direction: Direction,
+        from_version: Option<u64>,
+        limit: usize,
+        max_position: Option<u64>,
+    ) -> Vec<(u64, Loc)> {
+        let positions = &self.streams[stream as usize].positions;
+        let visible = match max_position {
+            Some(max) => positions.partition_point(|&p| p <= max),
+            None => positions.len(),
+        };
+        let positions = &positions[..visible];
+        let pick = |p: &u64| (*p, self.entries[*p as usize].loc);
+        match direction {
+            Direction::Forward => {
+                let from = from_version.unwrap_or(0).min(positions.len() as u64) as usize;
+                positions[from..].iter().take(limit).map(pick).collect()
+            }
+            Direction::Backward => {
+                let end = match from_version {
+                    Some(v) => (v.saturating_add(1)).min(positions.len() as u64) as usize,
+                    None => positions.len(),
+                };
+                positions[..end]
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(pick)
+                    .collect()
+            }
+        }
+    }
+
+    /// Positions of a `$all` read. Returns the positions with locations, the cursor for the
+    /// next read and whether the end (or start) was reached.
+    pub fn all_slice(
+        &self,
+        direction: Direction,
+        from: Option<u64>,
+        limit: usize,
+        filter: &Filter,
+        max_position: Option<u64>,
+        scan_max: usize,
+    ) -> AllSlice {
+        let Some(head) = self.head() else {
+            return AllSlice {
+                hits: Vec::new(),
+                next: match direction {
+                    Direction::Forward => Some(from.unwrap_or(0)),
+                    Direction::Backward => None,
+                },
+                is_end: true,
+            };
+        };
+        let top = max_position.map_or(head, |m| m.min(head));
+        let matcher = Matcher::new(self, filter);
+        let driver = Driver::new(self, filter);
+        let mut hits = Vec::new();
+        let mut examined = 0usize;
+        match direction {
+            Direction::Forward => {
+                let from = from.unwrap_or(0);
+                if max_position.is_some_and(|m| m < from) || from > head {
+                    return AllSlice {
+                        hits,
+                        next: Some(from),
+                        is_end: true,
+                    };
+                }
+                let mut cursor = driver.forward(from);
+                let mut next = from;
+                loop {
+                    if hits.len() >= limit || examined >= scan_max {
+                        return AllSlice {
+                            hits,
+                            next: Some(next),
+                            is_end: false,
+                        };
+                    }
+                    match cursor.next_forward() {
+                        Some(p) if p <= top => {
+                            examined += 1;
+                            next = p + 1;
+                            if matcher.matches(self, p) {
+                                hits.push((p, self.entries[p as usize].loc));
+                            }
+                        }
+                        _ => {
+                            return AllSlice {
+                                hits,
+                                next: Some(next.max(top + 1)),
+                                is_end: true,
+                            }
+                        }
+                    }
+                }
+            }
+            Direction::Backward => {
+                let start = from.map_or(top, |f| f.min(top));
+                let mut cursor = driver.backward(start);
+                let mut next = Some(start);
+                loop {
+                    if hits.len() >= limit || examined >= scan_max {
+                        return AllSlice {
+                            hits,
+                            next,
+                            is_end: false,
+                        };
+                    }
+                    match cursor.next_backward() {
+                        Some(p) => {
+                            examined += 1;
+                            next = p.checked_sub(1);
+                            if matcher.matches(self, p) {
+                                hits.push((p, self.entries[p as usize].loc));
+                            }
+                            if next.is_none() {
+                                return AllSlice {
+                                    hits,
+                                    next: None,
+                                    is_end: true,
+                                };
+                            }
+                        }
+                        None => {
+                            return AllSlice {
+                                hits,
+                                next: None,
+                                is_end: true,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The position of the last event recorded at or before `ts_us`.
+    pub fn position_at(&self, ts_us: i64) -> Option<u64> {
+        let n = self.entries.partition_point(|e| e.recorded_at_us <= ts_us);
+        (n as u64).checked_sub(1)
+    }
+
+    pub fn list_streams(
+        &self,
+        after: Option<&str>,
+        prefix: Option<&str>,
+        limit: usize,
+    ) -> (Vec<u32>, bool) {
+        list_page(&self.stream_nos, after, prefix, limit)
+    }
+
+    pub fn list_categories(
+        &self,
+        after: Option<&str>,
+        prefix: Option<&str>,
+        limit: usize,
+    ) -> (Vec<u32>, bool) {
+        list_page(&self.category_nos, after, prefix, limit)
+    }
+
+    /// Encodes the index for persistence. `log_end` identifies the log position it covers
+    /// (segment number, offset, salt), checked against the log when loaded.
+    pub fn encode(&self, log_end: LogEnd) -> Vec<u8> {
+        let n = self.entries.len();
+        let mut out = Vec::with_capacity(64 + n * 40);
+        out.extend_from_slice(INDEX_MAGIC);
+        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+        out.extend_from_slice(&log_end.segment_no.to_le_bytes());
+        out.extend_from_slice(&log_end.offset.to_le_bytes());
+        out.extend_from_slice(&log_end.salt.to_le_bytes());
+        out.extend_from_slice(&(self.streams.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.types.len() as u32).to_le_bytes());
+        for (e, id) in self.entries.iter().zip(&self.event_ids) {
+            out.extend_from_slice(&e.loc.to_le_bytes());
+            out.extend_from_slice(&e.recorded_at_us.to_le_bytes());
+            out.extend_from_slice(&e.stream.to_le_bytes());
+            out.extend_from_slice(&e.event_type.to_le_bytes());
+            out.extend_from_slice(id.as_bytes());
+        }
+        for s in &self.streams {
+            out.extend_from_slice(&(s.id.as_str().len() as u16).to_le_bytes());
+            out.extend_from_slice(s.id.as_str().as_bytes());
+        }
+        for t in &self.types {
+            out.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
+            out.extend_from_slice(t.name.as_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a persisted index, checking its CRC and structure.
+    pub fn decode(b: &[u8]) -> Result<(Index, LogEnd), String> {
+        if b.len() < 56 + 4 || &b[0..8] != INDEX_MAGIC {
+            return Err("not a Strata index file".to_owned());
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32c::crc32c(body) != u32_at(crc, 0) {
+            return Err("index file CRC mismatch".to_owned());
+        }
+        if u32_at(b, 8) != INDEX_VERSION {
+            return Err("index file version not supported".to_owned());
+        }
+        let n = u64_at(b, 16) as usize;
+        let log_end = LogEnd {
+            segment_no: u64_at(b, 24),
+            offset: u64_at(b, 32),
+            salt: u64_at(b, 40),
+        };
+        let stream_count = u32_at(b, 48) as usize;
+        let type_count = u32_at(b, 52) as usize;
+        let mut at = 56usize;
+        let entries_bytes = n.checked_mul(40).ok_or("index too large")?;
+        if body.len() < at + entries_bytes {
+            return Err("index file truncated".to_owned());
+        }
+        let raw_entries = &body[at..at + entries_bytes];
+        at += entries_bytes;
+        let mut read_names = |count: usize| -> Result<Vec<String>, String> {
+            let mut names = Vec::with_capacity(count);
+            for _ in 0..count {
+                if body.len() < at + 2 {
+                    return Err("index file truncated".to_owned());
+                }
+                let len = u16_at(body, at) as usize;
+                at += 2;
+                if body.len() < at + len {
+                    return Err("index file truncated".to_owned());
+                }
+                let s = std::str::from_utf8(&body[at..at + len])
+                    .map_err(|_| "index name is not UTF-8")?;
+                names.push(s.to_owned());
+                at += len;
+            }
+            Ok(names)
+        };
+        let stream_names = read_names(stream_count)?;
+        let type_names = read_names(type_count)?;
+        let stream_ids = stream_names
+            .into_iter()
+            .map(|s| StreamId::new(s).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut index = Index::default();
+        index.entries.reserve(n);
+        index.event_ids.reserve(n);
+        index.ids.reserve(n);
+        for (p, chunk) in raw_entries.chunks_exact(40).enumerate() {
+            let stream = u32_at(chunk, 16) as usize;
+            let etype = u32_at(chunk, 20) as usize;
+            let (Some(sid), Some(tname)) = (stream_ids.get(stream), type_names.get(etype)) else {
+                return Err("index entry names an unknown stream or type".to_owned());
+            };
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&chunk[24..40]);
+            index.push(NewEntry {
+                position: p as u64,
+                loc: u64_at(chunk, 0),
+                recorded_at_us: u64_at(chunk, 8) as i64,
+                stream: sid,
+                event_type: tname,
+                event_id: Uuid::from_bytes(id),
+            });
+        }
+        Ok((index, log_end))
+    }
+}
+
+/// One page of names from a name-ordered map: names after `after`, starting with `prefix`.
+/// Returns the values and whether more remain.
+fn list_page<K: std::borrow::Borrow<str> + Ord>(
+    map: &BTreeMap<K, u32>,
+    after: Option<&str>,
+    prefix: Option<&str>,
+    limit: usize,
+) -> (Vec<u32>, bool) {
+    use std::ops::Bound;
+    let lower = match (after, prefix) {
+        (Some(a), Some(p)) if p > a => Bound::Included(p),
+        (Some(a), _) => Bound::Excluded(a),
+        (None, Some(p)) => Bound::Included(p),
+        (None, None) => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for (k, &v) in map.range::<str, _>((lower, Bound::Unbounded)) {
+        if prefix.is_some_and(|p| !k.borrow().starts_with(p)) {
+            break;
+        }
+        if out.len() == limit {
+            return (out, true);
+        }
+        out.push(v);
+    }
+    (out, false)
+}
+
+const INDEX_MAGIC: &[u8; 8] = b"STRATAIX";
+const INDEX_VERSION: u32 = 1;
+
+/// The end of the log an index covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogEnd {
+    pub segment_no: u64,
+    pub offset: u64,
+    pub salt: u64,
+}
+
+pub(crate) struct AllSlice {
+    pub hits: Vec<(u64, Loc)>,
+    pub next: Option<u64>,
+    pub is_end: bool,
+}
+
+/// A filter compiled against the index's numbering.
+struct Matcher<'f> {
+    types: Option<Vec<u32>>,
+    categories: Option<Vec<u32>>,
+    prefix: Option<&'f str>,
+}
+
+impl<'f> Matcher<'f> {
+    fn new(index: &Index, filter: &'f Filter) -> Self {
+        let types = (!filter.event_types.is_empty()).then(|| {
+            filter
+                .event_types
+                .iter()
+                .filter_map(|t| index.type_nos.get(t).copied())
+                .collect()
+        });
+        let categories = (!filter.categories.is_empty()).then(|| {
+            filter
+                .categories
+                .iter()
+                .filter_map(|c| index.category_nos.get(c).copied())
+                .collect()
+        });
+        Matcher {
+            types,
+            categories,
+            prefix: filter.stream_prefix.as_deref(),
+        }
+    }
+
+    fn matches(&self, index: &Index, position: u64) -> bool {
+        let e = &index.entries[position as usize];
+        let s = &index.streams[e.stream as usize];
+        self.types
+            .as_ref()
+            .is_none_or(|t| t.contains(&e.event_type))
+            && self
+                .categories
+                .as_ref()
+                .is_none_or(|c| c.contains(&s.category))
+            && self.prefix.is_none_or(|p| s.id.as_str().starts_with(p))
+    }
+}
+
+/// Which positions a `$all` read walks: all of them, or the union of category or type lists.
+enum Driver<'a> {
+    All,
+    Lists(Vec<&'a [u64]>),
+}
+
+impl<'a> Driver<'a> {
+    fn new(index: &'a Index, filter: &Filter) -> Self {
+        if !filter.categories.is_empty() {
+            Driver::Lists(
+                filter
+                    .categories
+                    .iter()
+                    .filter_map(|c| index.category_nos.get(c))
+                    .map(|&c| index.categories[c as usize].positions.as_slice())
+                    .collect(),
+            )
+        } else if !filter.event_types.is_empty() {
+            Driver::Lists(
+                filter
+                    .event_types
+                    .iter()
+                    .filter_map(|t| index.type_nos.get(t))
+                    .map(|&t| index.types[t as usize].positions.as_slice())
+                    .collect(),
+            )
+        } else {
+            Driver::All
+        }
+    }
+
+    fn forward(&self, from: u64) -> Walk<'a> {
+        match self {
+            Driver::All => Walk::Range { next: Some(from) },
+            Driver::Lists(lists) => Walk::Merge(
+                lists
+                    .iter()
+                    .map(|l| {
+                        let i = l.partition_point(|&p| p < from);
+                        (*l, i as isize)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn backward(&self, from: u64) -> Walk<'a> {
+        match self {
+            Driver::All => Walk::Range { next: Some(from) },
+            Driver::Lists(lists) => Walk::Merge(
+                lists
+                    .iter()
+                    .map(|l| {
+                        let i = l.partition_point(|&p| p <= from) as isize - 1;
+                        (*l, i)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+enum Walk<'a> {
+    Range { next: Option<u64> },
+    Merge(Vec<(&'a [u64], isize)>),
+}
+
+impl Walk<'_> {
+    fn next_forward(&mut self) -> Option<u64> {
+        match self {
+            Walk::Range { next } => {
+                let p = (*next)?;
+                *next = p.checked_add(1);
+                Some(p)
+            }
+            Walk::Merge(heads) => {
+                let (best, _) = heads
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, (l, i))| l.get(*i as usize).map(|p| (k, *p)))
+                    .min_by_key(|&(_, p)| p)?;
+                let (l, i) = &mut heads[best];
+                let p = l[*i as usize];
+                *i += 1;
+                Some(p)
+            }
+        }
+    }
+
+    fn next_backward(&mut self) -> Option<u64> {
+        match self {
+            Walk::Range { next } => {
+                let p = (*next)?;
+                *next = p.checked_sub(1);
+                Some(p)
+            }
+            Walk::Merge(heads) => {
+                let (best, _) = heads
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, i))| *i >= 0)
+                    .map(|(k, (l, i))| (k, l[*i as usize]))
+                    .max_by_key(|&(_, p)| p)?;
+                let (l, i) = &mut heads[best];
+                let p = l[*i as usize];
+                *i -= 1;
+                Some(p)
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! File I/O behind a small trait, so tests can inject write and sync failures in-process.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// An open file: positional reads and writes, durability, truncation.
+pub trait LogFile: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes written data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, offset)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The file system operations the log uses.
+pub trait Vfs: Send + Sync {
+    /// Opens a file for reading and writing; creates it when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>>;
+    /// Makes a directory's entries durable (after create, rename, remove).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdVfs;
+
+struct StdFile(File);
+
+impl LogFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+impl Vfs for StdVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(StdFile(f)))
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+}
+
+/// A [`Vfs`] that fails on command: after a number of successful writes or syncs, every
+/// further write or sync fails with an I/O error, as a full or failing disk would. Used by
+/// the fail-stop tests.
+#[derive(Clone, Default)]
+pub struct FaultyVfs {
+    state: Arc<FaultState>,
+}
+
+#[derive(Default)]
+struct FaultState {
+    writes_left: AtomicU64,
+    syncs_left: AtomicU64,
+    armed: AtomicBool,
+    faults: AtomicU64,
+}
+
+impl FaultyVfs {
+    /// A file system that works until armed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// From now on, allow `writes` more writes and `syncs` more syncs, then fail each one.
+    pub fn fail_after(&self, writes: u64, syncs: u64) {
+        self.state.writes_left.store(writes, Ordering::SeqCst);
+        self.state.syncs_left.store(syncs, Ordering::SeqCst);
+        self.state.armed.store(true, Ordering::SeqCst);
+    }
+    /// Stops failing.
+    pub fn heal(&self) {
+        self.state.armed.store(false, Ordering::SeqCst);
+    }
+    /// How many operations were failed so far.
+    pub fn faults(&self) -> u64 {
+        self.state.faults.load(Ordering::SeqCst)
+    }
+}
+
+impl FaultState {
+    fn check(&self, counter: &AtomicU64, what: &str) -> io::Result<()> {
+        if !self.armed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let ok = counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if ok {
+            Ok(())
+        } else {
+            self.faults.fetch_add(1, Ordering::SeqCst);
+            Err(io::Error::other(format!("injected {what} failure")))
+        }
+    }
+}
+
+struct FaultyFile {
+    inner: Arc<dyn LogFile>,
+    state: Arc<FaultState>,
+}
+
+impl LogFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.state.check(&self.state.writes_left, "write")?;
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.state.check(&self.state.syncs_left, "fsync")?;
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.state.check(&self.state.writes_left, "truncate")?;
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl Vfs for FaultyVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
+        Ok(Arc::new(FaultyFile {
+            inner: StdVfs.open(path, create)?,
+            state: self.state.clone(),
+        }))
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.state
+            .check(&self.state.syncs_left, "directory fsync")?;
+        StdVfs.sync_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdVfs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdVfs.remove(path)
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, directory fsync.
+pub fn write_file_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = PathBuf::from(path);
+    tmp.set_extension("tmp");
+    let f = vfs.open(&tmp, true)?;
+    f.set_len(0)?;
+    f.write_all_at(bytes, 0)?;
+    f.sync_data()?;
+    drop(f);
+    vfs.rename(&tmp, path)?;
+    vfs.sync_dir(dir)
+}

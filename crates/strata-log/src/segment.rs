@@ -1,0 +1,174 @@
+//! Segment files and reading records from them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use strata_core::{ReadError, RecordedEvent};
+
+use crate::format::{decode_record, DecodeError, SegmentHeader};
+use crate::index::{loc_offset, loc_segment, Loc};
+use crate::io::LogFile;
+
+/// One open segment file.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub file: Arc<dyn LogFile>,
+    pub header: SegmentHeader,
+}
+
+/// File name of segment `no`.
+pub(crate) fn segment_file_name(no: u64) -> String {
+    format!("{no:020}.seg")
+}
+
+/// Parses a segment file name.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The open segments, numbered from 0 and contiguous.
+#[derive(Default)]
+pub(crate) struct Segments {
+    list: RwLock<Vec<Arc<Segment>>>,
+}
+
+/// Reading a record larger than this issues a second read.
+const FIRST_READ_BYTES: usize = 1024;
+/// Records closer together than this are fetched in one read.
+const COALESCE_GAP_BYTES: u64 = 8 * 1024;
+/// Largest single read when coalescing.
+const COALESCE_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Segments {
+    pub fn push(&self, seg: Arc<Segment>) {
+        let mut list = self.list.write();
+        assert_eq!(
+            list.len() as u64,
+            seg.header.segment_no,
+            "segments are contiguous"
+        );
+        list.push(seg);
+    }
+
+    pub fn get(&self, no: u64) -> Option<Arc<Segment>> {
+        self.list.read().get(no as usize).cloned()
+    }
+
+    pub fn last(&self) -> Option<Arc<Segment>> {
+        self.list.read().last().cloned()
+    }
+
+    /// Reads the events at `items` (position, location), in the order given. Records close
+    /// together on disk are fetched with one read. Every record is checked: CRC, structure,
+    /// and that it holds the position the index says.
+    pub fn read_events(&self, items: &[(u64, Loc)]) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_unstable_by_key(|&i| items[i].1);
+        let mut out: Vec<Option<RecordedEvent>> = vec![None; items.len()];
+        let mut k = 0;
+        while k < order.len() {
+            let (_, first_loc) = items[order[k]];
+            let seg_no = loc_segment(first_loc);
+            let seg = self.get(seg_no).ok_or_else(|| ReadError::Corruption {
+                file: segment_file_name(seg_no),
+                offset: loc_offset(first_loc),
+                reason: "the index points into a segment that does not exist".to_owned(),
+            })?;
+            // Extend the run while the next record is in the same segment and close by.
+            let start = loc_offset(first_loc);
+            let mut end_k = k + 1;
+            while end_k < order.len() {
+                let l = items[order[end_k]].1;
+                let prev = loc_offset(items[order[end_k - 1]].1);
+                if loc_segment(l) != seg_no
+                    || loc_offset(l) - prev > COALESCE_GAP_BYTES
+                    || loc_offset(l) - start > COALESCE_MAX_BYTES
+                {
+                    break;
+                }
+                end_k += 1;
+            }
+            let last_off = loc_offset(items[order[end_k - 1]].1);
+            let window_len = (last_off - start) as usize + FIRST_READ_BYTES;
+            let mut window = vec![0u8; window_len];
+            let n = read_up_to(&*seg.file, &mut window, start)
+                .map_err(|e| io_err(&seg.path, start, e))?;
+            window.truncate(n);
+            for &i in &order[k..end_k] {
+                let (position, l) = items[i];
+                let off = loc_offset(l);
+                let rel = (off - start) as usize;
+                let event = match decode_at(&seg, &window[rel.min(window.len())..], off, position) {
+                    Ok(e) => e,
+                    Err(Needed(needed)) => {
+                        let mut buf = vec![0u8; needed];
+                        seg.file
+                            .read_exact_at(&mut buf, off)
+                            .map_err(|e| io_err(&seg.path, off, e))?;
+                        match decode_at(&seg, &buf, off, position) {
+                            Ok(r) => r,
+                            Err(_) => Err(ReadError::Corruption {
+                                file: seg.path.display().to_string(),
+                                offset: off,
+                                reason: "record shorter than its length field".to_owned(),
+                            }),
+                        }
+                    }
+                }?;
+                out[i] = Some(event);
+            }
+            k = end_k;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}
+
+struct Needed(usize);
+
+fn decode_at(
+    seg: &Segment,
+    bytes: &[u8],
+    offset: u64,
+    position: u64,
+) -> Result<Result<RecordedEvent, ReadError>, Needed> {
+    let corruption = |reason: String| ReadError::Corruption {
+        file: seg.path.display().to_string(),
+        offset,
+        reason,
+    };
+    match decode_record(seg.header.salt, bytes) {
+        Ok(r) if r.position == position => Ok(r.to_event().map_err(corruption)),
+        Ok(r) => Ok(Err(corruption(format!(
+            "record holds position {} where the index expects {position}",
+            r.position
+        )))),
+        Err(DecodeError::Short { needed: Some(n) }) if n > bytes.len() => Err(Needed(n)),
+        Err(DecodeError::Short { .. }) => Ok(Err(corruption("record is cut short".to_owned()))),
+        Err(DecodeError::Invalid(reason)) => Ok(Err(corruption(reason))),
+    }
+}
+
+/// Reads as many bytes as are there, up to `buf.len()`.
+pub(crate) fn read_up_to(
+    file: &dyn LogFile,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+fn io_err(path: &Path, offset: u64, e: std::io::Error) -> ReadError {
+    ReadError::Storage(format!("reading {} at {offset}: {e}", path.display()))
+}

@@ -1,0 +1,426 @@
+//! `LogStore`: the embedded backend, implementing `EventStore` and `SnapshotStore`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use strata_core::limits::{self, WRITER_QUEUE_MAX_APPENDS};
+use strata_core::{
+    timestamp_from_micros, timestamp_to_micros, validate_append, AllPage, AppendError,
+    AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion, ListOptions, Page,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, Snapshot, SnapshotError,
+    SnapshotStore, StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription,
+    SubscriptionTarget, Timestamp,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{io_ctx, OpenError};
+use crate::io::{StdVfs, Vfs};
+use crate::recovery::recover;
+use crate::snapshots::{SnapshotFile, SNAPSHOT_FILE};
+use crate::writer::{AppendRequest, Shared, State, Writer};
+
+/// The lock file that marks a data directory as owned by one process.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct LogConfig {
+    /// Seal a segment and start a new one past this size.
+    pub segment_max_bytes: u64,
+    /// Load the persisted index when it matches the log (otherwise always rebuild it).
+    pub use_index_file: bool,
+    /// The file system; tests swap in a fault-injecting one.
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_max_bytes: limits::SEGMENT_MAX_BYTES_DEFAULT,
+            use_index_file: true,
+            vfs: Arc::new(StdVfs),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("segment_max_bytes", &self.segment_max_bytes)
+            .field("use_index_file", &self.use_index_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened while opening, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Events in the store.
+    pub events: u64,
+    /// Whether the index came from its file rather than a full rebuild.
+    pub index_loaded: bool,
+    /// Events read from the log on open (all of them when the index was rebuilt).
+    pub events_scanned: u64,
+    /// A torn tail that was cut: (file, length before, length after).
+    pub truncated: Option<(PathBuf, u64, u64)>,
+}
+
+/// The embedded event store. Cheap to clone; all clones share one store. The store closes
+/// (and writes its index file) when the last clone is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
+/// let dir = tempfile::tempdir()?;
+/// let store = strata_log::LogStore::open(dir.path())?;
+/// let stream = StreamId::new("account-123")?;
+/// let e = EventData::json("AccountOpened", &serde_json::json!({"initialBalance": 100}))?;
+/// store.append(&stream, ExpectedVersion::NoStream, vec![e]).await?;
+/// let events = store.read_stream(&stream, ReadStreamOptions::forward()).await?;
+/// assert_eq!(events.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    snapshots: SnapshotFile,
+    report: OpenReport,
+    _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it drains; it then writes the index file.
+        self.tx.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the store in `dir` with the default configuration.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogStore, OpenError> {
+        Self::open_with(dir, LogConfig::default())
+    }
+
+    /// Opens (or creates) the store in `dir`.
+    pub fn open_with(dir: impl AsRef<Path>, config: LogConfig) -> Result<LogStore, OpenError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !(limits::SEGMENT_MAX_BYTES_MIN..=limits::SEGMENT_MAX_BYTES_MAX)
+            .contains(&config.segment_max_bytes)
+        {
+            return Err(OpenError::InvalidConfig(format!(
+                "segment_max_bytes must be between {} and {}",
+                limits::SEGMENT_MAX_BYTES_MIN,
+                limits::SEGMENT_MAX_BYTES_MAX
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_ctx(format!("opening {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked {
+                    dir,
+                    lock: lock_path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_ctx(format!("locking {}", lock_path.display()))(e))
+            }
+        }
+        let rec = recover(&dir, &*config.vfs, config.use_index_file)?;
+        let snapshots = SnapshotFile::open(&*config.vfs, dir.join(SNAPSHOT_FILE))
+            .map_err(io_ctx("opening the snapshot file"))?;
+        let tail = rec
+            .segments
+            .last()
+            .ok_or_else(|| OpenError::InvalidConfig("no segment".to_owned()))?;
+        let log_end = crate::index::LogEnd {
+            segment_no: tail.header.segment_no,
+            offset: rec.tail_len,
+            salt: tail.header.salt,
+        };
+        let report = OpenReport {
+            events: rec.index.next_position(),
+            index_loaded: rec.index_loaded,
+            events_scanned: rec.events_scanned,
+            truncated: rec.truncated.clone(),
+        };
+        let (changes, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            vfs: config.vfs.clone(),
+            state: parking_lot::RwLock::new(State {
+                index: rec.index,
+                log_end,
+            }),
+            segments: rec.segments,
+            changes,
+            stopped: Mutex::new(None),
+            segment_max_bytes: config.segment_max_bytes,
+            checkpoint_lock: Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX_APPENDS);
+        let writer = Writer {
+            shared: shared.clone(),
+            tail,
+            tail_len: rec.tail_len,
+            checkpoint_thread: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("strata-writer".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(io_ctx("starting the writer thread"))?;
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                snapshots,
+                report,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// What happened while opening.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.report
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// Why the store stopped accepting appends, if it did.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.inner.shared.stopped_reason()
+    }
+
+    /// Writes the index file now (it is also written on close and when a segment is sealed).
+    pub fn checkpoint_index(&self) -> std::io::Result<()> {
+        self.inner.shared.checkpoint_index()
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<AppendRequest>> {
+        self.inner.tx.lock().clone()
+    }
+
+    fn read_locs(&self, items: &[(u64, u64)]) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.inner.shared.segments.read_events(items)
+    }
+}
+
+#[async_trait]
+impl EventStore for LogStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError> {
+        let metadata = validate_append(&events)?;
+        if let Some(reason) = self.stopped_reason() {
+            return Err(AppendError::Stopped(reason));
+        }
+        let (reply, answer) = oneshot::channel();
+        let req = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            metadata,
+            reply,
+        };
+        let closed = || AppendError::Stopped("the store is closing".to_owned());
+        let tx = self.sender().ok_or_else(closed)?;
+        tx.send(req).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| {
+            AppendError::Stopped(
+                self.stopped_reason()
+                    .unwrap_or_else(|| "the writer ended before answering".to_owned()),
+            )
+        })?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        options.validate()?;
+        let items = {
+            let st = self.inner.shared.state.read();
+            let Some(s) = st.index.stream_no(stream) else {
+                return Err(ReadError::StreamNotFound(stream.clone()));
+            };
+            st.index.stream_slice(
+                s,
+                options.direction,
+                options.from_version,
+                options.limit,
+                options.max_position.map(Position::get),
+            )
+        };
+        self.read_locs(&items)
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
+        options.validate()?;
+        let slice = {
+            let st = self.inner.shared.state.read();
+            st.index.all_slice(
+                options.direction,
+                options.from.map(Position::get),
+                options.limit,
+                &options.filter,
+                options.max_position.map(Position::get),
+                limits::READ_SCAN_MAX_EVENTS,
+            )
+        };
+        Ok(AllPage {
+            events: self.read_locs(&slice.hits)?,
+            next: slice.next.map(Position),
+            is_end: slice.is_end,
+        })
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
+        let st = self.inner.shared.state.read();
+        let index = &st.index;
+        let Some(s) = index.stream_no(stream) else {
+            return Ok(StreamInfo {
+                stream_id: stream.clone(),
+                exists: false,
+                current_version: None,
+                event_count: 0,
+                first_recorded_at: None,
+                last_recorded_at: None,
+                last_position: None,
+            });
+        };
+        let positions = &index.streams[s as usize].positions;
+        let ts = |p: &u64| timestamp_from_micros(index.entries[*p as usize].recorded_at_us);
+        Ok(StreamInfo {
+            stream_id: stream.clone(),
+            exists: !positions.is_empty(),
+            current_version: (positions.len() as u64).checked_sub(1),
+            event_count: positions.len() as u64,
+            first_recorded_at: positions.first().map(ts),
+            last_recorded_at: positions.last().map(ts),
+            last_position: positions.last().map(|&p| Position(p)),
+        })
+    }
+
+    async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
+        options.validate()?;
+        let st = self.inner.shared.state.read();
+        let index = &st.index;
+        let (nos, more) = index.list_streams(
+            options.after.as_deref(),
+            options.prefix.as_deref(),
+            options.limit,
+        );
+        let items: Vec<StreamSummary> = nos
+            .into_iter()
+            .map(|s| {
+                let e = &index.streams[s as usize];
+                StreamSummary {
+                    stream_id: e.id.as_str().to_owned(),
+                    category: index.categories[e.category as usize].name.clone(),
+                    event_count: e.positions.len() as u64,
+                    last_position: Position(e.positions.last().copied().unwrap_or_default()),
+                }
+            })
+            .collect();
+        let next = more
+            .then(|| items.last().map(|i| i.stream_id.clone()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn list_categories(
+        &self,
+        options: ListOptions,
+    ) -> Result<Page<CategorySummary>, ReadError> {
+        options.validate()?;
+        let st = self.inner.shared.state.read();
+        let index = &st.index;
+        let (nos, more) = index.list_categories(
+            options.after.as_deref(),
+            options.prefix.as_deref(),
+            options.limit,
+        );
+        let items: Vec<CategorySummary> = nos
+            .into_iter()
+            .map(|c| {
+                let e = &index.categories[c as usize];
+                CategorySummary {
+                    category: e.name.clone(),
+                    stream_count: e.streams,
+                    event_count: e.positions.len() as u64,
+                }
+            })
+            .collect();
+        let next = more
+            .then(|| items.last().map(|i| i.category.clone()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
+        let st = self.inner.shared.state.read();
+        Ok(st.index.position_at(timestamp_to_micros(at)).map(Position))
+    }
+
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        Ok(self.inner.shared.state.read().index.head().map(Position))
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.shared.changes.subscribe()
+    }
+
+    fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription {
+        Subscription::new(Arc::new(self.clone()), target, from)
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for LogStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        self.inner.snapshots.save(&snapshot)
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        self.inner
+            .snapshots
+            .load(stream, schema_version, max_version)
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
+        self.inner.snapshots.delete(stream)
+    }
+}

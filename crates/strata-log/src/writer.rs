@@ -1,0 +1,425 @@
+//! The single writer: group commit with expected-version checks in order.
+//!
+//! Appenders send requests over a bounded queue. The writer thread takes every request that
+//! is waiting (up to the batch limits), checks each against the stream versions in order
+//! (including earlier requests of the same batch), encodes the accepted ones into one
+//! buffer, writes it and calls fdatasync once. Only then does it publish the new events to
+//! the index and answer each request. A write or sync error stops the store (fail-stop): no
+//! request of that batch, nor any later one, is acknowledged until the store is reopened.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use strata_core::limits::{WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES};
+use strata_core::{
+    ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, StreamId, Uuid,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::format::{
+    padded_len, RecordRef, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use crate::index::{loc, Index, LogEnd, NewEntry};
+use crate::io::{write_file_atomic, Vfs};
+use crate::recovery::{create_segment, now_us, INDEX_FILE, SEGMENTS_DIR};
+use crate::segment::{Segment, Segments};
+
+/// The index and the end of the log it covers, changed together.
+pub(crate) struct State {
+    pub index: Index,
+    pub log_end: LogEnd,
+}
+
+/// What the writer and the readers share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub vfs: Arc<dyn Vfs>,
+    pub state: RwLock<State>,
+    pub segments: Segments,
+    pub changes: watch::Sender<u64>,
+    pub stopped: Mutex<Option<String>>,
+    pub segment_max_bytes: u64,
+    /// Held while the index file is written, so two checkpoints never share the temp file.
+    pub checkpoint_lock: Mutex<()>,
+}
+
+impl Shared {
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.stopped.lock().clone()
+    }
+
+    fn stop(&self, reason: String) {
+        tracing::error!(%reason, "the store stopped after an I/O error; appends are refused until it is reopened");
+        let mut s = self.stopped.lock();
+        if s.is_none() {
+            *s = Some(reason);
+        }
+    }
+
+    /// Writes the index file (temp file, fsync, rename, directory fsync).
+    pub fn checkpoint_index(&self) -> std::io::Result<()> {
+        let _guard = self.checkpoint_lock.lock();
+        let bytes = {
+            let st = self.state.read();
+            st.index.encode(st.log_end)
+        };
+        write_file_atomic(&*self.vfs, &self.dir.join(INDEX_FILE), &bytes)
+    }
+}
+
+/// One append waiting for the writer.
+pub(crate) struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EventData>,
+    pub metadata: Vec<Vec<u8>>,
+    pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+}
+
+impl AppendRequest {
+    fn encoded_bytes(&self) -> usize {
+        self.events
+            .iter()
+            .zip(&self.metadata)
+            .map(|(e, m)| {
+                padded_len(
+                    RECORD_HEADER_BYTES
+                        + self.stream.as_str().len()
+                        + e.event_type.len()
+                        + e.content_type.len()
+                        + m.len()
+                        + e.data.len(),
+                )
+            })
+            .sum()
+    }
+}
+
+/// The writer thread's own state: the open tail segment.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub tail: Arc<Segment>,
+    pub tail_len: u64,
+    /// The index checkpoint running in the background, if any.
+    pub checkpoint_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What staging decided for one request.
+enum Staged {
+    Reply(Result<AppendResult, AppendError>),
+    Written(AppendResult),
+    /// Its first event id is in this very batch: decide after this batch is durable.
+    Defer,
+}
+
+impl Writer {
+    pub fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        let mut deferred: Vec<AppendRequest> = Vec::new();
+        loop {
+            let mut batch = std::mem::take(&mut deferred);
+            if batch.is_empty() {
+                match rx.blocking_recv() {
+                    Some(r) => batch.push(r),
+                    None => break,
+                }
+            }
+            let mut bytes: usize = batch.iter().map(AppendRequest::encoded_bytes).sum();
+            while batch.len() < WRITER_BATCH_MAX_APPENDS && bytes < WRITER_BATCH_MAX_BYTES {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.encoded_bytes();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            deferred = self.process(batch, bytes);
+        }
+        if let Some(t) = self.checkpoint_thread.take() {
+            let _ = t.join();
+        }
+        if self.shared.stopped_reason().is_none() {
+            if let Err(e) = self.shared.checkpoint_index() {
+                tracing::warn!(error = %e, "could not write the index file on close; it will be rebuilt from the log");
+            }
+        }
+    }
+
+    /// Handles one batch; returns the requests deferred to the next batch.
+    fn process(&mut self, batch: Vec<AppendRequest>, bytes: usize) -> Vec<AppendRequest> {
+        if let Some(reason) = self.shared.stopped_reason() {
+            for r in batch {
+                let _ = r.reply.send(Err(AppendError::Stopped(reason.clone())));
+            }
+            return Vec::new();
+        }
+        // Seal the tail segment first if this batch would overflow it.
+        if self.tail_len > SEGMENT_HEADER_BYTES
+            && self.tail_len + bytes as u64 > self.shared.segment_max_bytes
+        {
+            if let Err(e) = self.rotate() {
+                self.shared
+                    .stop(format!("creating a new segment failed: {e}"));
+                return self.process(batch, bytes);
+            }
+        }
+        let salt = self.tail.header.salt;
+        let seg_no = self.tail.header.segment_no;
+        let mut buf = Vec::with_capacity(bytes);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut new_entries: Vec<(u64, u64, i64, usize, usize, Uuid)> = Vec::new();
+        {
+            let st = self.shared.state.read();
+            let index = &st.index;
+            let mut next_position = index.next_position();
+            let mut last_ts = index.last_recorded_at_us();
+            let mut batch_versions: HashMap<&StreamId, u64> = HashMap::new();
+            let mut batch_ids: HashSet<Uuid> = HashSet::new();
+            for (ri, req) in batch.iter().enumerate() {
+                let actual = batch_versions
+                    .get(&req.stream)
+                    .copied()
+                    .or_else(|| index.stream_version(&req.stream));
+                let staged = self.stage_one(index, req, actual, &batch_ids);
+                let staged = match staged {
+                    Ok(Some(done)) => Staged::Reply(done),
+                    Ok(None) => {
+                        // Accepted: encode.
+                        let first_version = actual.map_or(0, |v| v + 1);
+                        let ts = now_us().max(last_ts);
+                        last_ts = ts;
+                        let mut positions = Vec::with_capacity(req.events.len());
+                        let n = req.events.len();
+                        for (k, (e, meta)) in req.events.iter().zip(&req.metadata).enumerate() {
+                            let id = e.event_id.unwrap_or_else(Uuid::now_v7);
+                            let off = self.tail_len + buf.len() as u64;
+                            RecordRef {
+                                position: next_position,
+                                recorded_at_us: ts,
+                                event_id: id,
+                                stream_version: first_version + k as u64,
+                                stream_id: req.stream.as_str(),
+                                event_type: &e.event_type,
+                                content_type: &e.content_type,
+                                metadata: meta,
+                                data: &e.data,
+                                flags: if k + 1 == n { FLAG_COMMIT } else { 0 },
+                            }
+                            .encode_into(salt, &mut buf);
+                            batch_ids.insert(id);
+                            new_entries.push((next_position, off, ts, ri, k, id));
+                            positions.push(Position(next_position));
+                            next_position += 1;
+                        }
+                        let version = first_version + n as u64 - 1;
+                        batch_versions.insert(&req.stream, version);
+                        Staged::Written(AppendResult {
+                            stream_version: version,
+                            positions,
+                        })
+                    }
+                    Err(Deferred) => Staged::Defer,
+                };
+                outcomes.push(staged);
+            }
+        }
+
+        // Write and make durable.
+        if !buf.is_empty() {
+            let write = self
+                .tail
+                .file
+                .write_all_at(&buf, self.tail_len)
+                .and_then(|()| self.tail.file.sync_data());
+            if let Err(e) = write {
+                self.shared
+                    .stop(format!("writing {} failed: {e}", self.tail.path.display()));
+                let reason = self.shared.stopped_reason().unwrap_or_default();
+                let mut deferred = Vec::new();
+                for (req, outcome) in batch.into_iter().zip(outcomes) {
+                    match outcome {
+                        Staged::Reply(r) => {
+                            let _ = req.reply.send(r);
+                        }
+                        Staged::Written(_) => {
+                            let _ = req.reply.send(Err(AppendError::Stopped(reason.clone())));
+                        }
+                        Staged::Defer => deferred.push(req),
+                    }
+                }
+                return deferred;
+            }
+            // Publish to readers, then wake subscribers.
+            let mut st = self.shared.state.write();
+            for (position, off, ts, ri, k, id) in new_entries {
+                st.index.push(NewEntry {
+                    position,
+                    loc: loc(seg_no, off),
+                    recorded_at_us: ts,
+                    stream: &batch[ri].stream,
+                    event_type: &batch[ri].events[k].event_type,
+                    event_id: id,
+                });
+            }
+            self.tail_len += buf.len() as u64;
+            st.log_end = LogEnd {
+                segment_no: seg_no,
+                offset: self.tail_len,
+                salt,
+            };
+            drop(st);
+            self.shared.changes.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        let mut deferred = Vec::new();
+        for (req, outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                Staged::Reply(r) => {
+                    let _ = req.reply.send(r);
+                }
+                Staged::Written(r) => {
+                    let _ = req.reply.send(Ok(r));
+                }
+                Staged::Defer => deferred.push(req),
+            }
+        }
+        deferred
+    }
+
+    /// Checks one request. `Ok(None)`: accept and write. `Ok(Some(r))`: answer `r` without
+    /// writing. `Err(Deferred)`: its first id is in this batch; retry after it is durable.
+    fn stage_one(
+        &self,
+        index: &Index,
+        req: &AppendRequest,
+        actual: Option<u64>,
+        batch_ids: &HashSet<Uuid>,
+    ) -> Result<Option<Result<AppendResult, AppendError>>, Deferred> {
+        if let Some(first_id) = req.events[0].event_id {
+            if batch_ids.contains(&first_id) {
+                return Err(Deferred);
+            }
+            if let Some(first_pos) = index.position_of_id(&first_id) {
+                return Ok(Some(self.retry_result(index, req, first_pos)));
+            }
+        }
+        if !req.expected.matches(actual) {
+            return Ok(Some(Err(AppendError::WrongExpectedVersion {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual: ActualVersion(actual),
+            })));
+        }
+        for e in &req.events {
+            if let Some(id) = e.event_id {
+                if batch_ids.contains(&id) || index.position_of_id(&id).is_some() {
+                    return Ok(Some(Err(AppendError::EventIdConflict {
+                        event_id: id,
+                        stream: req.stream.clone(),
+                    })));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The answer to an append whose first event id is already stored at `first_pos`: the
+    /// original result when the whole append is stored as given, otherwise a conflict.
+    fn retry_result(
+        &self,
+        index: &Index,
+        req: &AppendRequest,
+        first_pos: u64,
+    ) -> Result<AppendResult, AppendError> {
+        let conflict = |id: Uuid| AppendError::EventIdConflict {
+            event_id: id,
+            stream: req.stream.clone(),
+        };
+        let first_id = req.events[0].event_id.unwrap_or_default();
+        let Some(stream_no) = index.stream_no(&req.stream) else {
+            return Err(conflict(first_id));
+        };
+        let entry = index.entries[first_pos as usize];
+        if entry.stream != stream_no {
+            return Err(conflict(first_id));
+        }
+        let positions = &index.streams[stream_no as usize].positions;
+        let Ok(first_version) = positions.binary_search(&first_pos) else {
+            return Err(conflict(first_id));
+        };
+        let first_version = first_version as u64;
+        let fits_expected = match req.expected {
+            ExpectedVersion::Exact(v) => first_version == v + 1,
+            ExpectedVersion::NoStream => first_version == 0,
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+        };
+        if !fits_expected {
+            return Err(conflict(first_id));
+        }
+        let n = req.events.len() as u64;
+        let Some(stored) = positions.get(first_version as usize..(first_version + n) as usize)
+        else {
+            return Err(conflict(first_id));
+        };
+        let items: Vec<(u64, u64)> = stored
+            .iter()
+            .map(|&p| (p, index.entries[p as usize].loc))
+            .collect();
+        let events = self
+            .shared
+            .segments
+            .read_events(&items)
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        for (given, stored) in req.events.iter().zip(&events) {
+            if given.event_id != Some(stored.event_id)
+                || given.event_type != stored.event_type
+                || given.data != stored.data
+                || given.content_type != stored.content_type
+            {
+                return Err(conflict(given.event_id.unwrap_or_default()));
+            }
+        }
+        Ok(AppendResult {
+            stream_version: first_version + n - 1,
+            positions: stored.iter().map(|&p| Position(p)).collect(),
+        })
+    }
+
+    /// Seals the tail segment and starts a new one.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let next_position = self.shared.state.read().index.next_position();
+        let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
+        let seg = create_segment(
+            &*self.shared.vfs,
+            &seg_dir,
+            self.tail.header.segment_no + 1,
+            next_position,
+        )?;
+        self.shared.segments.push(seg.clone());
+        self.tail = seg;
+        self.tail_len = SEGMENT_HEADER_BYTES;
+        {
+            let mut st = self.shared.state.write();
+            st.log_end = LogEnd {
+                segment_no: self.tail.header.segment_no,
+                offset: self.tail_len,
+                salt: self.tail.header.salt,
+            };
+        }
+        // Persist the index now and then so a reopen after a crash rescans at most about one
+        // segment. Done on a helper thread: it only reads the index.
+        if let Some(t) = self.checkpoint_thread.take() {
+            let _ = t.join();
+        }
+        let shared = self.shared.clone();
+        self.checkpoint_thread = Some(std::thread::spawn(move || {
+            if let Err(e) = shared.checkpoint_index() {
+                tracing::warn!(error = %e, "could not write the index file");
+            }
+        }));
+        Ok(())
+    }
+}
+
+struct Deferred;

@@ -1,0 +1,266 @@
+//! Reopening, torn tails, corruption, the lock file and the persisted index.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
+};
+use strata_log::{LogConfig, LogStore, OpenError};
+
+fn ev(i: usize) -> EventData {
+    EventData::json(
+        "Deposited",
+        &serde_json::json!({ "amount": i, "pad": "x".repeat(i % 50) }),
+    )
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn append_n(store: &LogStore, streams: usize, n: usize) {
+    rt().block_on(async {
+        for i in 0..n {
+            let s = StreamId::new(format!("account-{}", i % streams)).unwrap();
+            store
+                .append(&s, ExpectedVersion::Any, vec![ev(i)])
+                .await
+                .unwrap();
+        }
+    });
+}
+
+fn all_events(store: &LogStore) -> Vec<strata_core::RecordedEvent> {
+    rt().block_on(async {
+        let mut out = Vec::new();
+        let mut from = strata_core::Position(0);
+        loop {
+            let page = store
+                .read_all(ReadAllOptions::forward().from(from).limit(1000))
+                .await
+                .unwrap();
+            out.extend(page.events);
+            from = page.next.unwrap();
+            if page.is_end {
+                return out;
+            }
+        }
+    })
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+#[test]
+fn reopen_keeps_everything_with_and_without_index_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 16 * 1024,
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    append_n(&store, 7, 500);
+    let before = all_events(&store);
+    assert_eq!(before.len(), 500);
+    drop(store);
+    assert!(
+        std::fs::read_dir(dir.path().join("segments"))
+            .unwrap()
+            .count()
+            > 3
+    );
+
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    assert!(store.open_report().index_loaded);
+    assert_eq!(store.open_report().events_scanned, 0);
+    assert_eq!(all_events(&store), before);
+    drop(store);
+
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let store = LogStore::open_with(dir.path(), config).unwrap();
+    assert!(!store.open_report().index_loaded);
+    assert_eq!(store.open_report().events_scanned, 500);
+    assert_eq!(all_events(&store), before);
+    rt().block_on(async {
+        let s = StreamId::new("account-3").unwrap();
+        let evs = store
+            .read_stream(&s, ReadStreamOptions::forward())
+            .await
+            .unwrap();
+        assert_eq!(evs.len(), 71);
+        assert!(evs
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.stream_version == i as u64));
+    });
+}
+
+#[test]
+fn a_stale_index_file_is_caught_up_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 3, 100);
+    store.checkpoint_index().unwrap();
+    let saved = std::fs::read(dir.path().join("index.bin")).unwrap();
+    append_n(&store, 3, 50);
+    let before = all_events(&store);
+    drop(store);
+    std::fs::write(dir.path().join("index.bin"), saved).unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(store.open_report().index_loaded);
+    assert_eq!(store.open_report().events_scanned, 50);
+    assert_eq!(all_events(&store), before);
+}
+
+#[test]
+fn a_second_opener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = LogStore::open(dir.path()).unwrap();
+    match LogStore::open(dir.path()) {
+        Err(OpenError::Locked { .. }) => {}
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Cut the last record at every byte offset, and fill the cut with zeros and with garbage:
+/// the store opens with exactly the earlier records and accepts the next append.
+#[test]
+fn torn_tail_at_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 2, 5);
+    let before = all_events(&store);
+    drop(store);
+    let seg = last_segment(dir.path());
+    let full = std::fs::read(&seg).unwrap();
+    // Append one more event and find where it starts.
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 2, 1);
+    drop(store);
+    let with_last = std::fs::read(&seg).unwrap();
+    let start = full.len();
+    assert!(with_last.len() > start);
+    let after = {
+        let store = LogStore::open(dir.path()).unwrap();
+        all_events(&store)
+    };
+    // The new record is whole once its unpadded bytes are there (padding is not covered).
+    let unpadded = u32::from_le_bytes(with_last[start..start + 4].try_into().unwrap()) as usize;
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let mut garbage_seed = 0x9e3779b97f4a7c15u64;
+    for cut in start..with_last.len() {
+        for fill in ["none", "zeros", "garbage"] {
+            let mut bytes = with_last[..cut].to_vec();
+            let pad = with_last.len() - cut;
+            match fill {
+                "zeros" => bytes.extend(std::iter::repeat_n(0u8, pad)),
+                "garbage" => bytes.extend((0..pad).map(|_| {
+                    garbage_seed ^= garbage_seed << 13;
+                    garbage_seed ^= garbage_seed >> 7;
+                    garbage_seed ^= garbage_seed << 17;
+                    garbage_seed as u8
+                })),
+                _ => {}
+            }
+            std::fs::write(&seg, &bytes).unwrap();
+            let _ = std::fs::remove_file(dir.path().join("index.bin"));
+            let store = LogStore::open(dir.path())
+                .unwrap_or_else(|e| panic!("cut at {cut} with {fill}: {e}"));
+            let expected = if cut >= start + unpadded {
+                &after
+            } else {
+                &before
+            };
+            assert_eq!(&all_events(&store), expected, "cut at {cut} with {fill}");
+            if cut < start + unpadded && (cut > start || fill != "none") {
+                assert!(
+                    store.open_report().truncated.is_some(),
+                    "cut at {cut} with {fill}"
+                );
+            }
+            // The next append lands right after the earlier records.
+            rt().block_on(async {
+                let s = StreamId::new("account-9").unwrap();
+                let r = store
+                    .append(&s, ExpectedVersion::NoStream, vec![ev(1)])
+                    .await
+                    .unwrap();
+                assert_eq!(r.positions[0].0, expected.len() as u64);
+            });
+            drop(store);
+            // Restore the original tail for the next round.
+            std::fs::write(&seg, &full).unwrap();
+        }
+    }
+}
+
+#[test]
+fn invalid_record_followed_by_valid_ones_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 2, 10);
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Flip a byte inside the payload of the third record (records start at offset 64).
+    let offset = 64 + 3 * 8 + 100;
+    bytes[offset] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    match LogStore::open(dir.path()) {
+        Err(OpenError::Corruption {
+            file, offset: at, ..
+        }) => {
+            assert_eq!(file, seg);
+            assert!(at > 64 && at <= offset as u64, "offset {at}");
+        }
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+    assert!(strata_log::verify(dir.path()).is_err());
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 8 * 1024,
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    append_n(&store, 2, 300);
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let first = dir.path().join("segments").join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 0x55; // inside the last record of a sealed segment
+    std::fs::write(&first, &bytes).unwrap();
+    match LogStore::open_with(dir.path(), config) {
+        Err(OpenError::Corruption { file, .. }) => assert_eq!(file, first),
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn verify_counts_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 4, 40);
+    drop(store);
+    let r = strata_log::verify(dir.path()).unwrap();
+    assert_eq!(r.events, 40);
+    assert_eq!(r.streams, 4);
+    assert!(r.torn_tail.is_none());
+}
