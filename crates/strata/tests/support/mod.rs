@@ -1,0 +1,249 @@
+//! Shared pieces of the integration tests: a small aggregate, store factories, and store
+//! wrappers that inject faults (failing snapshot writes, competing writers).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use strata::{
+    async_trait, AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore,
+    ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
+    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
+};
+use strata::{Aggregate, DomainEvent};
+use tokio::sync::watch;
+
+/// A running total that can be closed. Small enough to reason about in every test.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    pub total: i64,
+    pub count: u64,
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TallyEvent {
+    Added { amount: i64 },
+    Closed,
+}
+
+impl DomainEvent for TallyEvent {}
+
+#[derive(Debug, Clone)]
+pub enum TallyCommand {
+    Add(i64),
+    AddMany(Vec<i64>),
+    Close,
+    Nothing,
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum TallyError {
+    #[error("the tally is closed")]
+    Closed,
+    #[error("adding zero changes nothing")]
+    Zero,
+}
+
+impl Aggregate for Tally {
+    type Event = TallyEvent;
+    type Command = TallyCommand;
+    type Error = TallyError;
+    const CATEGORY: &'static str = "tally";
+
+    fn handle(&self, command: TallyCommand) -> Result<Vec<TallyEvent>, TallyError> {
+        if self.closed {
+            return Err(TallyError::Closed);
+        }
+        match command {
+            TallyCommand::Add(0) => Err(TallyError::Zero),
+            TallyCommand::Add(amount) => Ok(vec![TallyEvent::Added { amount }]),
+            TallyCommand::AddMany(amounts) => Ok(amounts
+                .into_iter()
+                .map(|amount| TallyEvent::Added { amount })
+                .collect()),
+            TallyCommand::Close => Ok(vec![TallyEvent::Closed]),
+            TallyCommand::Nothing => Ok(vec![]),
+        }
+    }
+
+    fn apply(&mut self, event: &TallyEvent) {
+        match event {
+            TallyEvent::Added { amount } => {
+                self.total += amount;
+                self.count += 1;
+            }
+            TallyEvent::Closed => self.closed = true,
+        }
+    }
+}
+
+/// A fresh embedded store in a temporary directory (kept alive by the returned guard).
+pub fn log_store() -> (tempfile::TempDir, strata_log::LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = strata_log::LogStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+/// Appends raw events to a stream, as another program (or an older version) would have.
+pub async fn seed<S: EventStore>(store: &S, stream: &str, events: Vec<EventData>) -> AppendResult {
+    store
+        .append(
+            &StreamId::new(stream).unwrap(),
+            ExpectedVersion::Any,
+            events,
+        )
+        .await
+        .unwrap()
+}
+
+/// A store whose snapshot writes fail (and count how often they were tried).
+#[derive(Clone)]
+pub struct FailingSnapshots<S> {
+    pub inner: S,
+    pub attempts: Arc<AtomicU32>,
+}
+
+impl<S> FailingSnapshots<S> {
+    pub fn new(inner: S) -> Self {
+        FailingSnapshots {
+            inner,
+            attempts: Arc::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+/// A store where, before each of the next `remaining` appends, another writer appends one
+/// event to the same stream first — the command's append then meets a conflict.
+#[derive(Clone)]
+pub struct Interfering<S> {
+    pub inner: S,
+    pub remaining: Arc<AtomicU32>,
+    pub competing: EventData,
+}
+
+impl<S> Interfering<S> {
+    pub fn new(inner: S, times: u32, competing: EventData) -> Self {
+        Interfering {
+            inner,
+            remaining: Arc::new(AtomicU32::new(times)),
+            competing,
+        }
+    }
+}
+
+macro_rules! delegate_event_store {
+    ($ty:ident, |$this:ident, $stream:ident, $expected:ident, $events:ident| $append:block) => {
+        #[async_trait]
+        impl<S: EventStore + SnapshotStore + Clone> EventStore for $ty<S> {
+            async fn append(
+                &self,
+                $stream: &StreamId,
+                $expected: ExpectedVersion,
+                $events: Vec<EventData>,
+            ) -> Result<AppendResult, AppendError> {
+                let $this = self;
+                $append
+            }
+            async fn read_stream(
+                &self,
+                stream: &StreamId,
+                options: ReadStreamOptions,
+            ) -> Result<Vec<RecordedEvent>, ReadError> {
+                self.inner.read_stream(stream, options).await
+            }
+            async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
+                self.inner.read_all(options).await
+            }
+            async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
+                self.inner.stream_info(stream).await
+            }
+            async fn list_streams(
+                &self,
+                options: ListOptions,
+            ) -> Result<Page<StreamSummary>, ReadError> {
+                self.inner.list_streams(options).await
+            }
+            async fn list_categories(
+                &self,
+                options: ListOptions,
+            ) -> Result<Page<CategorySummary>, ReadError> {
+                self.inner.list_categories(options).await
+            }
+            async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
+                self.inner.position_at(at).await
+            }
+            async fn head(&self) -> Result<Option<Position>, ReadError> {
+                self.inner.head().await
+            }
+            fn changes(&self) -> watch::Receiver<u64> {
+                self.inner.changes()
+            }
+            fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription {
+                self.inner.subscribe(target, from)
+            }
+        }
+    };
+}
+
+delegate_event_store!(FailingSnapshots, |this, stream, expected, events| {
+    this.inner.append(stream, expected, events).await
+});
+
+delegate_event_store!(Interfering, |this, stream, expected, events| {
+    let take = this
+        .remaining
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if take {
+        this.inner
+            .append(stream, ExpectedVersion::Any, vec![this.competing.clone()])
+            .await?;
+    }
+    this.inner.append(stream, expected, events).await
+});
+
+#[async_trait]
+impl<S: SnapshotStore> SnapshotStore for FailingSnapshots<S> {
+    async fn save_snapshot(&self, _snapshot: Snapshot) -> Result<(), SnapshotError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        Err(SnapshotError::Storage(
+            "injected: the disk is full".to_owned(),
+        ))
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        self.inner
+            .load_snapshot(stream, schema_version, max_version)
+            .await
+    }
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
+        self.inner.delete_snapshots(stream).await
+    }
+}
+
+#[async_trait]
+impl<S: SnapshotStore> SnapshotStore for Interfering<S> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        self.inner
+            .load_snapshot(stream, schema_version, max_version)
+            .await
+    }
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
+        self.inner.delete_snapshots(stream).await
+    }
+}
