@@ -12,7 +12,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let scale = if quick { strata_bench::Scale::Quick } else { strata_bench::Scale::Full };
+    let scale = if quick {
+        strata_bench::Scale::Quick
+    } else {
+        strata_bench::Scale::Full
+    };
     match rt.block_on(strata_bench::log::run(&dir, scale)) {
         Ok(report) => print!("{report}"),
         Err(e) => {

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strata_core::{EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, ReadStreamOptions, StreamId};
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, ReadStreamOptions, StreamId,
+};
 use strata_log::LogStore;
 
 use crate::measure::{histogram, Latency, Throughput};
@@ -115,7 +117,10 @@ async fn populate(store: &LogStore, total: u64, target: &StreamId) -> Result<(),
             while r < rounds {
                 let other = sid(format!("account-{}", r % 10_000));
                 let batch = (0..99).map(|i| event(r * 100 + i, 40)).collect();
-                store.append(&other, ExpectedVersion::Any, batch).await.map_err(|e| e.to_string())?;
+                store
+                    .append(&other, ExpectedVersion::Any, batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 store
                     .append(&target, ExpectedVersion::Any, vec![event(r, 40)])
                     .await
@@ -213,12 +218,19 @@ impl fmt::Display for LogBenchReport {
         let disk = self.disk_fsyncs_per_sec;
         writeln!(f, "Embedded store (strata-log)")?;
         writeln!(f, "  baseline: disk 4 KiB write+fdatasync: {disk:.0}/s")?;
-        writeln!(f, "  {:<34} {:>12} {:>12} {:>10}  latency", "append", "appends/s", "events/s", "x fsync")?;
+        writeln!(
+            f,
+            "  {:<34} {:>12} {:>12} {:>10}  latency",
+            "append", "appends/s", "events/s", "x fsync"
+        )?;
         for r in &self.appends {
             writeln!(
                 f,
                 "  {:<34} {:>12.0} {:>12.0} {:>9.1}x  {}",
-                format!("{} writer(s), {} event(s)/append", r.writers, r.events_per_append),
+                format!(
+                    "{} writer(s), {} event(s)/append",
+                    r.writers, r.events_per_append
+                ),
                 r.throughput.ops_per_sec(),
                 r.throughput.events_per_sec(),
                 r.throughput.ops_per_sec() / disk,
@@ -247,4 +259,3 @@ impl fmt::Display for LogBenchReport {
         )
     }
 }
-

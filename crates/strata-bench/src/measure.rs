@@ -69,6 +69,7 @@ impl fmt::Display for Latency {
 /// A new histogram for latencies of 1 µs to 60 s.
 pub fn histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
-        hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
+        hdrhistogram::Histogram::new(3)
+            .unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
     })
 }

@@ -26,6 +26,7 @@ pub struct AllPage {
 
 /// What is known about one stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
     /// The stream.
     pub stream_id: StreamId,
@@ -45,6 +46,7 @@ pub struct StreamInfo {
 
 /// One stream in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StreamSummary {
     /// The stream.
     pub stream_id: String,
@@ -58,6 +60,7 @@ pub struct StreamSummary {
 
 /// One category in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CategorySummary {
     /// The category.
     pub category: String,

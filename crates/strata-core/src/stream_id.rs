@@ -9,7 +9,8 @@ use crate::limits::STREAM_ID_MAX_BYTES;
 
 /// The name of a stream, such as `account-123`: the mission's aggregate id.
 ///
-/// A stream id is 1 to [`STREAM_ID_MAX_BYTES`] bytes of UTF-8 with no control characters, and
+/// A stream id is 1 to [`STREAM_ID_MAX_BYTES`] bytes of UTF-8 with no whitespace or control
+/// characters, and
 /// does not start with `$` (names starting with `$`, such as `$all`, are reserved for Strata).
 ///
 /// ```
@@ -75,10 +76,10 @@ fn validate_stream_id(id: &str) -> Result<(), InvalidInput> {
             "must not start with `$`; such names are reserved",
         ));
     }
-    if id.chars().any(char::is_control) {
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(InvalidInput::new(
             "stream_id",
-            "must not contain control characters",
+            "must not contain whitespace or control characters",
         ));
     }
     Ok(())
@@ -155,6 +156,7 @@ mod tests {
         assert_eq!(e.field, "stream_id");
         assert!(StreamId::new("a\nb").is_err());
         assert!(StreamId::new("a\0b").is_err());
+        assert!(StreamId::new("a b").is_err());
         assert!(StreamId::new("$x").is_err());
         assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
         assert_eq!(

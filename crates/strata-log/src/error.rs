@@ -33,7 +33,6 @@ pub enum OpenError {
         /// What was being done.
         context: String,
         /// The error.
-        #[source]
         source: std::io::Error,
     },
 }

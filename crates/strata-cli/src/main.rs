@@ -1,0 +1,376 @@
+//! `strata`: the command-line front door to a Strata store.
+
+mod output;
+mod tour;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, Filter, ListOptions, Metadata, Position,
+    ReadAllOptions, ReadStreamOptions, StreamId, SubscribeFrom, SubscriptionTarget, Uuid,
+};
+use strata_log::LogStore;
+
+use crate::output::Printer;
+
+/// Strata: an event store and event-sourcing toolkit.
+#[derive(Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    /// The data directory of the embedded store.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_DATA",
+        default_value = "./strata-data"
+    )]
+    data: PathBuf,
+    /// Print JSON (one document per line) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A scripted tour of Strata on the mission's bank account.
+    Tour,
+    /// Append one event to a stream.
+    Append(AppendArgs),
+    /// Read a stream, or `$all`.
+    Read(ReadArgs),
+    /// Follow a stream or `$all` as events are appended (Ctrl-C to stop).
+    Tail(TailArgs),
+    /// List streams (or categories) with their event counts.
+    Streams(StreamsArgs),
+    /// Show what is known about one stream.
+    Info {
+        /// The stream.
+        stream: String,
+    },
+    /// Check every record of the data directory (CRC, positions, versions).
+    Verify,
+    /// Run the benchmarks.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct AppendArgs {
+    /// The stream, such as `account-123`.
+    stream: String,
+    /// The event type, such as `MoneyDeposited`.
+    event_type: String,
+    /// The event's data as JSON; `-` reads it from standard input.
+    #[arg(id = "payload", value_name = "DATA", default_value = "{}")]
+    payload: String,
+    /// Expected version: `any`, `no-stream`, `exists`, or a version number.
+    #[arg(long, default_value = "any")]
+    expected: String,
+    /// The event id (for idempotent retries); assigned by the store when absent.
+    #[arg(long)]
+    id: Option<Uuid>,
+    /// Metadata as a JSON object (correlationId, causationId, userId, anything else).
+    #[arg(long)]
+    metadata: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct FilterArgs {
+    /// Only these event types (repeatable).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Only these categories (repeatable).
+    #[arg(long = "category")]
+    categories: Vec<String>,
+    /// Only streams whose id starts with this.
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        let mut f = Filter::default()
+            .event_types(self.types.clone())
+            .categories(self.categories.clone());
+        f.stream_prefix = self.prefix.clone();
+        f
+    }
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    /// A stream, or `$all` for the global order.
+    stream: String,
+    /// Start at this version (a stream) or position (`$all`), inclusive.
+    #[arg(long)]
+    from: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    backward: bool,
+    /// Most events to print.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Show history as it was at this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long)]
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// A stream, or `$all`.
+    stream: String,
+    /// Start from the first event instead of only new ones.
+    #[arg(long)]
+    from_start: bool,
+    /// Resume after this position (`$all`) or version (a stream).
+    #[arg(long, conflicts_with = "from_start")]
+    after: Option<u64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Args)]
+struct StreamsArgs {
+    /// List categories instead of streams.
+    #[arg(long)]
+    categories: bool,
+    /// Only names starting with this.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Continue after this name (the `next` of the previous page).
+    #[arg(long)]
+    after: Option<String>,
+    /// Most entries.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A small, fast run instead of the full-size one.
+    #[arg(long)]
+    quick: bool,
+    /// Where to put the benchmark's stores (removed afterwards).
+    #[arg(long, default_value = "./strata-bench-data")]
+    dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(cli: &Cli) -> Result<LogStore> {
+    LogStore::open(&cli.data).with_context(|| format!("cannot open {}", cli.data.display()))
+}
+
+fn stream_arg(s: &str) -> Result<StreamId> {
+    StreamId::new(s).map_err(Into::into)
+}
+
+fn parse_expected(s: &str) -> Result<ExpectedVersion> {
+    Ok(match s {
+        "any" => ExpectedVersion::Any,
+        "no-stream" => ExpectedVersion::NoStream,
+        "exists" => ExpectedVersion::StreamExists,
+        n => ExpectedVersion::Exact(n.parse().with_context(|| {
+            format!("--expected must be any, no-stream, exists or a version number, not {n:?}")
+        })?),
+    })
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let p = Printer::new(cli.json);
+    match &cli.command {
+        Command::Tour => tour::run(&open(&cli)?, &p).await,
+        Command::Append(a) => {
+            let store = open(&cli)?;
+            let stream = stream_arg(&a.stream)?;
+            let data = if a.payload == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading data from stdin")?
+            } else {
+                a.payload.clone()
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&data).context("the event data is not valid JSON")?;
+            let mut event = EventData::json(a.event_type.clone(), &value)?;
+            if let Some(id) = a.id {
+                event = event.with_id(id);
+            }
+            if let Some(m) = &a.metadata {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(m).context("--metadata must be a JSON object")?;
+                event = event.with_metadata(Metadata::from_map(map));
+            }
+            let r = store
+                .append(&stream, parse_expected(&a.expected)?, vec![event])
+                .await?;
+            p.appended(&stream, &r);
+            Ok(())
+        }
+        Command::Read(a) => {
+            let store = open(&cli)?;
+            let max_position = match a.as_of {
+                Some(t) => match store.position_at(t).await? {
+                    Some(p) => Some(p),
+                    None => {
+                        p.note(&format!("nothing was recorded at or before {t}"));
+                        return Ok(());
+                    }
+                },
+                None => None,
+            };
+            if a.stream == "$all" {
+                let mut o = if a.backward {
+                    ReadAllOptions::backward()
+                } else {
+                    ReadAllOptions::forward()
+                }
+                .limit(a.limit)
+                .filter(a.filter.filter());
+                if let Some(f) = a.from {
+                    o = o.from(Position(f));
+                }
+                if let Some(m) = max_position {
+                    o = o.max_position(m);
+                }
+                let page = store.read_all(o).await?;
+                for e in &page.events {
+                    p.event(e);
+                }
+                if !page.is_end {
+                    if let Some(n) = page.next {
+                        p.note(&format!("more: --from {n}"));
+                    }
+                }
+            } else {
+                let stream = stream_arg(&a.stream)?;
+                let mut o = if a.backward {
+                    ReadStreamOptions::backward()
+                } else {
+                    ReadStreamOptions::forward()
+                }
+                .limit(a.limit);
+                if let Some(f) = a.from {
+                    o = o.from_version(f);
+                }
+                if let Some(m) = max_position {
+                    o = o.max_position(m);
+                }
+                for e in store.read_stream(&stream, o).await? {
+                    p.event(&e);
+                }
+            }
+            Ok(())
+        }
+        Command::Tail(a) => {
+            let store = open(&cli)?;
+            let (target, from) = if a.stream == "$all" {
+                let from = match (a.from_start, a.after) {
+                    (true, _) => SubscribeFrom::Start,
+                    (_, Some(n)) => SubscribeFrom::AfterPosition(Position(n)),
+                    _ => SubscribeFrom::End,
+                };
+                (SubscriptionTarget::All(a.filter.filter()), from)
+            } else {
+                let from = match (a.from_start, a.after) {
+                    (true, _) => SubscribeFrom::Start,
+                    (_, Some(n)) => SubscribeFrom::AfterVersion(n),
+                    _ => SubscribeFrom::End,
+                };
+                (SubscriptionTarget::Stream(stream_arg(&a.stream)?), from)
+            };
+            let mut sub = store.subscribe(target, from);
+            let mut seen = 0u64;
+            while a.count.is_none_or(|c| seen < c) {
+                tokio::select! {
+                    e = sub.next() => { p.event(&e?); seen += 1; }
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+            Ok(())
+        }
+        Command::Streams(a) => {
+            let store = open(&cli)?;
+            let mut o = ListOptions::default().limit(a.limit);
+            o.after = a.after.clone();
+            o.prefix = a.prefix.clone();
+            if a.categories {
+                let page = store.list_categories(o).await?;
+                p.categories(&page);
+            } else {
+                let page = store.list_streams(o).await?;
+                p.streams(&page);
+            }
+            Ok(())
+        }
+        Command::Info { stream } => {
+            let store = open(&cli)?;
+            let info = store.stream_info(&stream_arg(stream)?).await?;
+            p.info(&info);
+            Ok(())
+        }
+        Command::Verify => {
+            let r = strata_log::verify(&cli.data)?;
+            p.verify(&cli.data, &r);
+            Ok(())
+        }
+        Command::Bench(b) => {
+            let scale = if b.quick {
+                strata_bench::Scale::Quick
+            } else {
+                strata_bench::Scale::Full
+            };
+            if !cli.json {
+                eprintln!(
+                    "running the embedded-store benchmarks in {} ({})...",
+                    b.dir.display(),
+                    if b.quick {
+                        "quick"
+                    } else {
+                        "full size, about two minutes"
+                    }
+                );
+            }
+            let report = strata_bench::log::run(&b.dir, scale)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let _ = std::fs::remove_dir_all(&b.dir);
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Printing results for people (text) or scripts (`--json`, one document per line).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use strata_core::{
+    AppendResult, CategorySummary, Page, RecordedEvent, StreamId, StreamInfo, StreamSummary,
+};
+use strata_log::VerifyReport;
+
+pub struct Printer {
+    json: bool,
+}
+
+/// An event as a JSON document, with the mission's field names.
+pub fn event_json(e: &RecordedEvent) -> Value {
+    let mut v = json!({
+        "eventId": e.event_id,
+        "streamId": e.stream_id.as_str(),
+        "category": e.category(),
+        "eventType": e.event_type,
+        "version": e.stream_version,
+        "position": e.position.0,
+        "recordedAt": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "contentType": e.content_type,
+        "metadata": e.metadata.as_map(),
+    });
+    match e.data_json() {
+        Some(d) => v["data"] = d,
+        None => v["dataHex"] = Value::String(e.data.iter().map(|b| format!("{b:02x}")).collect()),
+    }
+    v
+}
+
+impl Printer {
+    pub fn new(json: bool) -> Self {
+        Printer { json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    pub fn note(&self, text: &str) {
+        if self.json {
+            println!("{}", json!({ "note": text }));
+        } else {
+            println!("{text}");
+        }
+    }
+
+    pub fn appended(&self, stream: &StreamId, r: &AppendResult) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "streamId": stream.as_str(),
+                    "version": r.stream_version,
+                    "positions": r.positions.iter().map(|p| p.0).collect::<Vec<_>>(),
+                })
+            );
+        } else {
+            println!(
+                "appended {} event(s) to {stream}: now at version {}, position {}",
+                r.positions.len(),
+                r.stream_version,
+                r.last_position()
+            );
+        }
+    }
+
+    pub fn event(&self, e: &RecordedEvent) {
+        if self.json {
+            println!("{}", event_json(e));
+        } else {
+            let data = match e.data_json() {
+                Some(d) => d.to_string(),
+                None => format!("<{} bytes of {}>", e.data.len(), e.content_type),
+            };
+            let meta = if e.metadata.is_empty() {
+                String::new()
+            } else {
+                format!("  meta {}", Value::Object(e.metadata.as_map().clone()))
+            };
+            println!(
+                "#{:<6} {}@{}  {}  {}  {data}{meta}",
+                e.position.0,
+                e.stream_id,
+                e.stream_version,
+                e.event_type,
+                e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            );
+        }
+    }
+
+    pub fn streams(&self, page: &Page<StreamSummary>) {
+        if self.json {
+            println!("{}", json!({ "streams": page.items, "next": page.next }));
+            return;
+        }
+        println!(
+            "{:<40} {:<20} {:>10} {:>12}",
+            "STREAM", "CATEGORY", "EVENTS", "LAST POS"
+        );
+        for s in &page.items {
+            println!(
+                "{:<40} {:<20} {:>10} {:>12}",
+                s.stream_id, s.category, s.event_count, s.last_position.0
+            );
+        }
+        if let Some(n) = &page.next {
+            println!("more: --after {n}");
+        }
+    }
+
+    pub fn categories(&self, page: &Page<CategorySummary>) {
+        if self.json {
+            println!("{}", json!({ "categories": page.items, "next": page.next }));
+            return;
+        }
+        println!("{:<30} {:>10} {:>12}", "CATEGORY", "STREAMS", "EVENTS");
+        for c in &page.items {
+            println!(
+                "{:<30} {:>10} {:>12}",
+                c.category, c.stream_count, c.event_count
+            );
+        }
+        if let Some(n) = &page.next {
+            println!("more: --after {n}");
+        }
+    }
+
+    pub fn info(&self, i: &StreamInfo) {
+        if self.json {
+            println!("{}", serde_json::to_string(i).unwrap_or_default());
+            return;
+        }
+        if !i.exists {
+            println!("stream {} does not exist", i.stream_id);
+            return;
+        }
+        println!("stream          {}", i.stream_id);
+        println!("category        {}", i.stream_id.category());
+        println!("events          {}", i.event_count);
+        if let Some(v) = i.current_version {
+            println!("current version {v}");
+        }
+        if let Some(p) = i.last_position {
+            println!("last position   {}", p.0);
+        }
+        if let (Some(a), Some(b)) = (i.first_recorded_at, i.last_recorded_at) {
+            println!("first recorded  {}", a.to_rfc3339());
+            println!("last recorded   {}", b.to_rfc3339());
+        }
+    }
+
+    pub fn verify(&self, dir: &Path, r: &VerifyReport) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "segments": r.segments,
+                    "events": r.events,
+                    "streams": r.streams,
+                    "bytes": r.bytes,
+                    "tornTail": r.torn_tail.as_ref().map(|(f, o, why)| json!({"file": f, "offset": o, "reason": why})),
+                })
+            );
+            return;
+        }
+        println!(
+            "{}: OK: {} events in {} streams, {} segment(s), {} bytes; every record's CRC, position and version checked",
+            dir.display(),
+            r.events,
+            r.streams,
+            r.segments,
+            r.bytes
+        );
+        if let Some((f, o, why)) = &r.torn_tail {
+            println!(
+                "note: a torn tail at {} offset {o} ({why}) will be cut on the next open; it was never acknowledged",
+                f.display()
+            );
+        }
+    }
+}
