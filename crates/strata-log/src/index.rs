@@ -165,7 +165,8 @@ impl Index {
         self.ids.insert(e.event_id, e.position);
     }
 
-    /// Positions of a stream read, with their locations.
+    /// Positions of a stream read, with their locations; `None` when the stream has no event
+    /// at or below `max_position`.
     pub fn stream_slice(
         &self,
         stream: u32,
@@ -173,30 +174,35 @@ impl Index {
         from_version: Option<u64>,
         limit: usize,
         max_position: Option<u64>,
-    ) -> Vec<(u64, Loc)> {
+    ) -> Option<Vec<(u64, Loc)>> {
         let positions = &self.streams[stream as usize].positions;
         let visible = match max_position {
             Some(max) => positions.partition_point(|&p| p <= max),
             None => positions.len(),
         };
         let positions = &positions[..visible];
+        if positions.is_empty() {
+            return None;
+        }
         let pick = |p: &u64| (*p, self.entries[*p as usize].loc);
         match direction {
             Direction::Forward => {
                 let from = from_version.unwrap_or(0).min(positions.len() as u64) as usize;
-                positions[from..].iter().take(limit).map(pick).collect()
+                Some(positions[from..].iter().take(limit).map(pick).collect())
             }
             Direction::Backward => {
                 let end = match from_version {
                     Some(v) => (v.saturating_add(1)).min(positions.len() as u64) as usize,
                     None => positions.len(),
                 };
-                positions[..end]
-                    .iter()
-                    .rev()
-                    .take(limit)
-                    .map(pick)
-                    .collect()
+                Some(
+                    positions[..end]
+                        .iter()
+                        .rev()
+                        .take(limit)
+                        .map(pick)
+                        .collect(),
+                )
             }
         }
     }
@@ -241,10 +247,12 @@ impl Index {
                 let mut next = from;
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
+                        // Report the end when nothing is left to examine.
+                        let is_end = cursor.peek_forward().is_none_or(|p| p > top);
                         return AllSlice {
                             hits,
-                            next: Some(next),
-                            is_end: false,
+                            next: Some(if is_end { next.max(top + 1) } else { next }),
+                            is_end,
                         };
                     }
                     match cursor.next_forward() {
@@ -271,10 +279,11 @@ impl Index {
                 let mut next = Some(start);
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
+                        let is_end = cursor.peek_backward().is_none();
                         return AllSlice {
                             hits,
-                            next,
-                            is_end: false,
+                            next: if is_end { None } else { next },
+                            is_end,
                         };
                     }
                     match cursor.next_backward() {
@@ -596,6 +605,27 @@ enum Walk<'a> {
 }
 
 impl Walk<'_> {
+    fn peek_forward(&self) -> Option<u64> {
+        match self {
+            Walk::Range { next } => *next,
+            Walk::Merge(heads) => heads
+                .iter()
+                .filter_map(|(l, i)| l.get(*i as usize).copied())
+                .min(),
+        }
+    }
+
+    fn peek_backward(&self) -> Option<u64> {
+        match self {
+            Walk::Range { next } => *next,
+            Walk::Merge(heads) => heads
+                .iter()
+                .filter(|(_, i)| *i >= 0)
+                .map(|(l, i)| l[*i as usize])
+                .max(),
+        }
+    }
+
     fn next_forward(&mut self) -> Option<u64> {
         match self {
             Walk::Range { next } => {

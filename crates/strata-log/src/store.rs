@@ -271,13 +271,15 @@ impl EventStore for LogStore {
             let Some(s) = st.index.stream_no(stream) else {
                 return Err(ReadError::StreamNotFound(stream.clone()));
             };
-            st.index.stream_slice(
-                s,
-                options.direction,
-                options.from_version,
-                options.limit,
-                options.max_position.map(Position::get),
-            )
+            st.index
+                .stream_slice(
+                    s,
+                    options.direction,
+                    options.from_version,
+                    options.limit,
+                    options.max_position.map(Position::get),
+                )
+                .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?
         };
         self.read_locs(&items)
     }

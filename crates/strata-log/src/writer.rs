@@ -377,7 +377,7 @@ impl Writer {
                 || given.data != stored.data
                 || given.content_type != stored.content_type
             {
-                return Err(conflict(given.event_id.unwrap_or_default()));
+                return Err(conflict(given.event_id.unwrap_or(first_id)));
             }
         }
         Ok(AppendResult {
