@@ -1,0 +1,193 @@
+//! A user profile whose events evolved from schema v1 to v2, on Strata's embedded store.
+//!
+//! Run it with `cargo run -p strata --example users` (optionally followed by a directory to
+//! keep the data in; by default a temporary directory is used).
+//!
+//! The store is first seeded with events exactly as version 1 of the application wrote them
+//! (`UserCreated { name }`). The current code only knows `UserCreated { firstName, lastName }`;
+//! the upcaster in `domain.rs` bridges the two on every read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod domain;
+
+use std::error::Error;
+
+use domain::{User, UserCommand};
+use serde_json::json;
+use strata::{
+    CommandEnvelope, EventData, EventStore, ExecuteError, ExpectedVersion, Metadata,
+    ReadAllOptions, Repository, StreamId, SCHEMA_VERSION_KEY,
+};
+use strata_log::LogStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let temp = tempfile::tempdir()?;
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| temp.path().to_path_buf(), Into::into);
+    println!("Strata users example: an event schema that evolved, read through an upcaster");
+    println!("Data directory: {}\n", dir.display());
+    let store = LogStore::open(&dir)?;
+
+    println!("1. Version 1 of the application recorded users like this (seeded directly):");
+    let v1 = [
+        ("user-1", "UserCreated", json!({"name": "John Doe"})),
+        (
+            "user-1",
+            "EmailChanged",
+            json!({"email": "john@example.com"}),
+        ),
+        ("user-2", "UserCreated", json!({"name": "Ada"})),
+        (
+            "user-3",
+            "UserCreated",
+            json!({"name": "Grace Brewster Hopper"}),
+        ),
+    ];
+    for (stream, event_type, data) in v1 {
+        store
+            .append(
+                &StreamId::new(stream)?,
+                ExpectedVersion::Any,
+                vec![EventData::json(event_type, &data)?],
+            )
+            .await?;
+        println!("   {stream}: {event_type} {data}   (no schemaVersion: version 1)");
+    }
+    println!();
+
+    println!("2. Today's code loads them; the upcaster turns each v1 UserCreated into v2:");
+    let users = Repository::<User, _>::new(store.clone());
+    for id in ["1", "2", "3"] {
+        let user = users.load(id).await?;
+        println!(
+            "   user-{id}: first name {:?}, last name {:?}, email {}",
+            user.first_name,
+            user.last_name,
+            user.email.as_deref().unwrap_or("-")
+        );
+    }
+    println!();
+
+    println!(
+        "3. New events are written at their type's newest schema (UserCreated is at v2 now; \
+         the version goes in the metadata):"
+    );
+    run(
+        &users,
+        "4",
+        UserCommand::Create {
+            first_name: "Barbara".into(),
+            last_name: "Liskov".into(),
+        },
+    )
+    .await?;
+    run(
+        &users,
+        "2",
+        UserCommand::Rename {
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+        },
+    )
+    .await?;
+    run(
+        &users,
+        "2",
+        UserCommand::ChangeEmail {
+            email: "not-an-address".into(),
+        },
+    )
+    .await?;
+    run(
+        &users,
+        "1",
+        UserCommand::Create {
+            first_name: "John".into(),
+            last_name: "Again".into(),
+        },
+    )
+    .await?;
+    println!();
+
+    println!("4. The log as stored: old events were never rewritten; v1 and v2 live side by side.");
+    let all = store.read_all(ReadAllOptions::forward().limit(100)).await?;
+    for e in &all.events {
+        let version = e
+            .metadata
+            .get(SCHEMA_VERSION_KEY)
+            .map_or_else(|| "1 (absent)".to_owned(), |v| v.to_string());
+        println!(
+            "   position {} | {:<7} {:<13} schema v{:<11} {}",
+            e.position,
+            e.stream_id,
+            e.event_type,
+            version,
+            String::from_utf8_lossy(&e.data)
+        );
+    }
+    println!();
+
+    println!("5. A projection reading raw events asks the upcasters too, and sees only v2:");
+    let upcasters = domain::upcasters();
+    for e in all.events.iter().filter(|e| e.event_type == "UserCreated") {
+        let newest = upcasters.upcast_recorded(e)?;
+        println!(
+            "   {:<7} UserCreated {}",
+            newest.stream_id,
+            String::from_utf8_lossy(&newest.data)
+        );
+    }
+    println!();
+
+    println!("6. An event this code cannot read (written by a future v3) is a clear error:");
+    store
+        .append(
+            &StreamId::new("user-5")?,
+            ExpectedVersion::NoStream,
+            vec![
+                EventData::json("UserCreated", &json!({"names": ["Edsger", "Dijkstra"]}))?
+                    .with_metadata(Metadata::new().with(SCHEMA_VERSION_KEY, json!(3))),
+            ],
+        )
+        .await?;
+    match users.load("5").await {
+        Ok(user) => println!("   unexpectedly loaded {:?}", user.state),
+        Err(e) => println!("   loading user-5 failed: {e}"),
+    }
+    println!("\nDone.");
+    Ok(())
+}
+
+/// Executes one command and says what happened.
+async fn run(
+    users: &Repository<User, LogStore>,
+    id: &str,
+    command: UserCommand,
+) -> Result<(), Box<dyn Error>> {
+    let described = format!("{command:?}");
+    match users.execute(id, CommandEnvelope::new(command)).await {
+        Ok(done) => {
+            for data in done
+                .events
+                .iter()
+                .map(|e| users.codec().encode(e))
+                .collect::<Result<Vec<_>, _>>()?
+            {
+                println!(
+                    "   user-{id}: {described} -> {} {} (schema v{})",
+                    data.event_type,
+                    String::from_utf8_lossy(&data.data),
+                    strata::schema_version_of(&data.metadata)?
+                );
+            }
+            Ok(())
+        }
+        Err(ExecuteError::Rejected(reason)) => {
+            println!("   user-{id}: {described} -> refused: {reason}");
+            Ok(())
+        }
+        Err(other) => Err(other.into()),
+    }
+}
