@@ -18,9 +18,12 @@ pub struct AllPage {
     /// The events, in the read's direction.
     pub events: Vec<RecordedEvent>,
     /// Where the next read in the same direction starts (inclusive): just past the last
-    /// position this read examined. `None` when a backward read reached the start.
+    /// position this read examined, so every matching event between the read's start and
+    /// `next` was returned. `None` when a backward read reached the start.
     pub next: Option<Position>,
-    /// Whether the read reached the newest stored event (forward) or the oldest (backward).
+    /// Whether the read reached the newest stored event (forward) or the oldest (backward):
+    /// no event past `next` passes the filter right now. A backend may examine less than it
+    /// could and report `false`; it never reports `true` while a match remains.
     pub is_end: bool,
 }
 
