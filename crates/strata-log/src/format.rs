@@ -137,7 +137,7 @@ pub fn padded_len(unpadded: usize) -> usize {
 
 impl RecordRef<'_> {
     /// Record length without padding.
-    pub fn len(&self) -> usize {
+    pub fn encoded_len(&self) -> usize {
         RECORD_HEADER_BYTES
             + self.stream_id.len()
             + self.event_type.len()
@@ -148,7 +148,7 @@ impl RecordRef<'_> {
 
     /// Appends the encoded, padded record to `out`.
     pub fn encode_into(&self, salt: u64, out: &mut Vec<u8>) {
-        let len = self.len();
+        let len = self.encoded_len();
         let start = out.len();
         out.extend_from_slice(&(len as u32).to_le_bytes());
         out.extend_from_slice(&[0u8; 4]); // CRC, filled below

@@ -111,7 +111,7 @@ pub(crate) fn scan_segment(
 ) -> Result<ScanEnd, OpenError> {
     let file_len = seg
         .file
-        .len()
+        .size()
         .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = start;
@@ -169,7 +169,7 @@ pub(crate) fn scan_segment(
 pub(crate) fn find_valid_record_after(seg: &Segment, from: u64) -> Result<Option<u64>, OpenError> {
     let file_len = seg
         .file
-        .len()
+        .size()
         .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
     if file_len <= from {
         return Ok(None);
@@ -190,17 +190,24 @@ pub(crate) fn find_valid_record_after(seg: &Segment, from: u64) -> Result<Option
     Ok(None)
 }
 
+/// A segment file whose header did not check out.
+struct BadSegment {
+    path: PathBuf,
+    reason: String,
+    len: u64,
+}
+
 fn open_segment(
     vfs: &dyn Vfs,
     seg_dir: &Path,
     no: u64,
-) -> Result<Result<Arc<Segment>, (PathBuf, String, u64)>, OpenError> {
+) -> Result<Result<Arc<Segment>, BadSegment>, OpenError> {
     let path = seg_dir.join(segment_file_name(no));
     let file = vfs
         .open(&path, false)
         .map_err(io_ctx(format!("opening {}", path.display())))?;
     let len = file
-        .len()
+        .size()
         .map_err(io_ctx(format!("reading {}", path.display())))?;
     let mut hb = vec![0u8; SEGMENT_HEADER_BYTES as usize];
     let n =
@@ -208,15 +215,15 @@ fn open_segment(
     hb.truncate(n);
     match SegmentHeader::decode(&hb) {
         Ok(header) if header.segment_no == no => Ok(Ok(Arc::new(Segment { path, file, header }))),
-        Ok(header) => Ok(Err((
+        Ok(header) => Ok(Err(BadSegment {
             path,
-            format!(
+            reason: format!(
                 "header says segment {} but the file name says {no}",
                 header.segment_no
             ),
             len,
-        ))),
-        Err(reason) => Ok(Err((path, reason, len))),
+        })),
+        Err(reason) => Ok(Err(BadSegment { path, reason, len })),
     }
 }
 
@@ -239,7 +246,7 @@ pub(crate) fn recover(
         nos.remove(0);
         match open_segment(vfs, &seg_dir, no)? {
             Ok(seg) => opened.push(seg),
-            Err((path, reason, len)) => {
+            Err(BadSegment { path, reason, len }) => {
                 let is_last = nos.is_empty();
                 let all_zero_or_short = len < SEGMENT_HEADER_BYTES || {
                     let f = vfs
@@ -295,7 +302,7 @@ pub(crate) fn recover(
                 Ok((loaded, end)) => {
                     let fits = opened.get(end.segment_no as usize).is_some_and(|s| {
                         s.header.salt == end.salt
-                            && s.file.len().is_ok_and(|l| l >= end.offset)
+                            && s.file.size().is_ok_and(|l| l >= end.offset)
                             && end.offset >= SEGMENT_HEADER_BYTES
                     });
                     if fits {
@@ -378,7 +385,7 @@ pub(crate) fn recover(
         })?;
         let file_len = seg
             .file
-            .len()
+            .size()
             .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
         let sealed = no != last_no;
         let problem = match end {

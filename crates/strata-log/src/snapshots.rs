@@ -117,7 +117,7 @@ fn decode(b: &[u8]) -> Option<Decoded> {
 impl SnapshotFile {
     pub fn open(vfs: &dyn Vfs, path: PathBuf) -> std::io::Result<SnapshotFile> {
         let file = vfs.open(&path, true)?;
-        let file_len = file.len()?;
+        let file_len = file.size()?;
         let mut by_stream: HashMap<StreamId, BTreeMap<u64, Meta>> = HashMap::new();
         let mut off = 0u64;
         while off < file_len {

@@ -170,7 +170,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         report.segments += 1;
         report.bytes += seg
             .file
-            .len()
+            .size()
             .map_err(io_ctx(format!("reading {}", path.display())))?;
     }
     report.streams = versions.len() as u64;

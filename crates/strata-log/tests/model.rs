@@ -230,7 +230,7 @@ fn run(ops: Vec<Op>) {
                     }
                 }
                 Op::Reopen => {
-                    log = None;
+                    drop(log.take());
                     log = Some(LogStore::open_with(dir.path(), config.clone()).unwrap());
                 }
             }
