@@ -1,1 +1,68 @@
-//! Work in progress.
+//! # strata-postgres
+//!
+//! Strata's [`EventStore`](strata_core::EventStore) and
+//! [`SnapshotStore`](strata_core::SnapshotStore) on PostgreSQL (13 or newer).
+//!
+//! - **The mission's schema.** Events live in `<schema>.events` with the mission's columns
+//!   (`event_id`, `aggregate_id` = stream id, `aggregate_type` = category, `event_type`,
+//!   `version`, `data`/`metadata` as `JSONB`, `created_at`, `UNIQUE (aggregate_id, version)`),
+//!   plus `position` (the global order), `transaction_id` (for the ordering guarantee),
+//!   `content_type` and `data_bytes` (the payload exactly as appended; `data` is its parsed
+//!   JSONB copy, NULL for other content types).
+//! - **Ordering subscribers can trust.** Readers of `$all` only see events below a watermark,
+//!   the oldest transaction still running, and positions are taken in transaction-id order, so
+//!   a catch-up reader never skips an event that commits late and never sees one twice. No
+//!   table lock, no row every writer updates. The design and its proof are in
+//!   `docs/guarantees.md`, "PostgreSQL ordering".
+//! - **Group commit.** Concurrent appends are grouped into one transaction (each still checked
+//!   and answered on its own), so many writers share one commit.
+//! - **Wake-ups.** A `LISTEN` connection (reconnecting with backoff) wakes subscriptions when
+//!   another process appends; subscriptions poll as a fallback.
+//! - **Migrations** are embedded and versioned, run under an advisory lock; a schema newer than
+//!   the code is refused with [`ConnectError::SchemaTooNew`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
+//! use strata_postgres::{PgStoreOptions, PostgresStore};
+//!
+//! let store = PostgresStore::connect_with(
+//!     PgStoreOptions::new("postgres://postgres@127.0.0.1:5432/test").with_schema("bank"),
+//! )
+//! .await?;
+//! let account = StreamId::new("account-123")?;
+//! let opened = EventData::json("AccountOpened", &serde_json::json!({"initialBalance": 100}))?;
+//! store.append(&account, ExpectedVersion::NoStream, vec![opened]).await?;
+//! let events = store.read_stream(&account, ReadStreamOptions::forward()).await?;
+//! assert_eq!(events[0].event_type, "AccountOpened");
+//! # Ok(()) }
+//! ```
+//!
+//! A wrong URL, a refused connection or a missing database is a [`ConnectError`] whose message
+//! is one line naming the problem:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use strata_postgres::{ConnectError, PostgresStore};
+//! let err = PostgresStore::connect("mysql://nope").await.unwrap_err();
+//! assert!(matches!(err, ConnectError::InvalidUrl { .. }));
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+mod append;
+mod error;
+mod event_store;
+pub mod limits;
+mod migrate;
+mod notify;
+mod options;
+mod read;
+mod snapshot;
+mod sql;
+mod store;
+
+pub use error::ConnectError;
+pub use migrate::SCHEMA_VERSION;
+pub use options::PgStoreOptions;
+pub use store::PostgresStore;

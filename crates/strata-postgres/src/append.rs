@@ -1,0 +1,431 @@
+//! The append path: validation, grouping concurrent appends into one transaction (group
+//! commit), and turning the `strata_append` function's answers and races into typed results.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::{Executor, Postgres, Row};
+use strata_core::{
+    validate_append, ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion,
+    InvalidInput, Position, StreamId, Uuid, CONTENT_TYPE_JSON,
+};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::error::{append_error, constraint, is_unavailable, sqlstate};
+use crate::limits;
+use crate::store::Shared;
+
+/// One event ready for the database.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: String,
+    /// Also store a JSONB copy in `data`.
+    pub json: bool,
+    pub data: Vec<u8>,
+    pub metadata: Option<String>,
+}
+
+/// One append waiting for a writer.
+pub(crate) struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<PreparedEvent>,
+    pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+}
+
+impl AppendRequest {
+    fn bytes(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.as_ref().map_or(0, String::len))
+            .sum()
+    }
+}
+
+/// Whether JSON text holds the escape `\u0000`, which PostgreSQL's jsonb cannot store.
+pub(crate) fn has_nul_escape(json: &[u8]) -> bool {
+    let mut backslashes = 0usize;
+    for (i, &b) in json.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if backslashes % 2 == 1 && b == b'u' && json.get(i + 1..i + 5).is_some_and(|h| h == b"0000")
+        {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
+}
+
+/// Validates an append and turns it into what the database stores.
+pub(crate) fn prepare(events: Vec<EventData>) -> Result<Vec<PreparedEvent>, AppendError> {
+    let metas = validate_append(&events)?;
+    events
+        .into_iter()
+        .zip(metas)
+        .enumerate()
+        .map(|(i, (e, meta))| {
+            let metadata = if meta.is_empty() {
+                None
+            } else {
+                if has_nul_escape(&meta) {
+                    return Err(InvalidInput::new(
+                        format!("events[{i}].metadata"),
+                        "holds the character U+0000, which PostgreSQL's jsonb cannot store",
+                    )
+                    .into());
+                }
+                Some(String::from_utf8(meta).map_err(|_| {
+                    InvalidInput::new(format!("events[{i}].metadata"), "is not UTF-8")
+                })?)
+            };
+            let json = e.content_type == CONTENT_TYPE_JSON
+                && std::str::from_utf8(&e.data).is_ok()
+                && !has_nul_escape(&e.data);
+            Ok(PreparedEvent {
+                id: e.event_id.unwrap_or_else(Uuid::now_v7),
+                event_type: e.event_type,
+                content_type: e.content_type,
+                json,
+                data: e.data,
+                metadata,
+            })
+        })
+        .collect()
+}
+
+/// The receiving end of the append queue, shared by the writer tasks.
+pub(crate) struct Queue {
+    rx: mpsc::Receiver<AppendRequest>,
+    /// A request taken from the channel that did not fit in the previous batch.
+    held: Option<AppendRequest>,
+}
+
+impl Queue {
+    pub(crate) fn new(rx: mpsc::Receiver<AppendRequest>) -> Self {
+        Queue { rx, held: None }
+    }
+
+    /// Waits for one request, then takes whatever else is queued, within the batch limits.
+    async fn next_batch(&mut self) -> Option<Vec<AppendRequest>> {
+        let first = match self.held.take() {
+            Some(r) => r,
+            None => self.rx.recv().await?,
+        };
+        let mut events = first.events.len();
+        let mut bytes = first.bytes();
+        let mut batch = vec![first];
+        while batch.len() < limits::APPEND_BATCH_MAX_APPENDS {
+            let Ok(next) = self.rx.try_recv() else {
+                break;
+            };
+            if events + next.events.len() > limits::APPEND_BATCH_MAX_EVENTS
+                || bytes + next.bytes() > limits::APPEND_BATCH_MAX_BYTES
+            {
+                self.held = Some(next);
+                break;
+            }
+            events += next.events.len();
+            bytes += next.bytes();
+            batch.push(next);
+        }
+        Some(batch)
+    }
+}
+
+/// A writer task: takes batches off the queue and runs them until the queue closes.
+pub(crate) async fn writer(shared: Arc<Shared>, queue: Arc<Mutex<Queue>>) {
+    loop {
+        let batch = {
+            let mut q = queue.lock().await;
+            q.next_batch().await
+        };
+        let Some(batch) = batch else {
+            return;
+        };
+        run_batch(&shared, batch).await;
+    }
+}
+
+/// What the database said about one append.
+pub(crate) enum Outcome {
+    Done(Result<AppendResult, AppendError>),
+}
+
+impl Outcome {
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn into_result(self) -> Result<AppendResult, AppendError> {
+        match self {
+            Outcome::Done(r) => r,
+        }
+    }
+}
+
+async fn run_batch(shared: &Shared, mut batch: Vec<AppendRequest>) {
+    // Appends to the same stream sit next to each other (the function relies on it to track a
+    // stream's version within the batch) and every batch inserts streams in the same order,
+    // which keeps two batches from deadlocking on each other's index entries.
+    batch.sort_by(|a, b| a.stream.cmp(&b.stream));
+    let result = execute(shared, &shared.pool, &batch, true).await;
+    shared.appended();
+    match result {
+        Ok(outcomes) => {
+            for (req, Outcome::Done(r)) in batch.into_iter().zip(outcomes) {
+                let _ = req.reply.send(r);
+            }
+        }
+        Err(e) if batch.len() == 1 || is_unavailable(&e) => {
+            for req in batch {
+                let r = match is_unavailable(&e) {
+                    true => Err(append_error(&e)),
+                    false => run_single(shared, &req, Some(e_clone(&e))).await,
+                };
+                let _ = req.reply.send(r);
+            }
+        }
+        Err(_) => {
+            // One append lost a race or is bad: settle each on its own.
+            for req in batch {
+                let r = run_single(shared, &req, None).await;
+                let _ = req.reply.send(r);
+            }
+        }
+    }
+}
+
+/// Copies what matters of an error (sqlx errors are not `Clone`).
+fn e_clone(e: &sqlx::Error) -> FirstError {
+    FirstError {
+        code: sqlstate(e),
+        constraint: constraint(e),
+        unavailable: is_unavailable(e),
+        error: append_error(e),
+    }
+}
+
+struct FirstError {
+    code: Option<String>,
+    constraint: Option<String>,
+    unavailable: bool,
+    error: AppendError,
+}
+
+/// Runs one append on its own, retrying races, until it has a definite answer. `first` is the
+/// error of an attempt already made with exactly this request, if any.
+async fn run_single(
+    shared: &Shared,
+    req: &AppendRequest,
+    mut first: Option<FirstError>,
+) -> Result<AppendResult, AppendError> {
+    let mut json = true;
+    for attempt in 0..=limits::APPEND_RACE_RETRIES_MAX {
+        let err = match first.take() {
+            Some(e) => e,
+            None => {
+                let single = std::slice::from_ref(req);
+                let r = execute(shared, &shared.pool, single, json).await;
+                shared.appended();
+                match r {
+                    Ok(mut outcomes) => {
+                        let Some(Outcome::Done(r)) = outcomes.pop() else {
+                            return Err(AppendError::Storage(
+                                "strata_append returned no row".to_owned(),
+                            ));
+                        };
+                        return r;
+                    }
+                    Err(e) => e_clone(&e),
+                }
+            }
+        };
+        if err.unavailable {
+            return Err(err.error);
+        }
+        match (err.code.as_deref(), err.constraint.as_deref()) {
+            // Another transaction appended to this stream first: read its version again.
+            (Some("23505"), Some("idx_aggregate")) | (Some("40P01"), _) | (Some("40001"), _) => {}
+            (Some("23505"), Some("events_pkey")) => {
+                // An id of this append was stored meanwhile. A later id: a conflict. The first
+                // id: the next attempt decides between retry and conflict.
+                if let Some(used) = first_used_id(shared, req).await? {
+                    if Some(&used) != req.events.first().map(|e| &e.id) {
+                        return Err(AppendError::EventIdConflict {
+                            event_id: used,
+                            stream: req.stream.clone(),
+                        });
+                    }
+                }
+            }
+            (Some(code), _) if code.starts_with("22") => {
+                if json {
+                    // The payload is valid JSON that jsonb cannot hold (a number out of its
+                    // range, say): keep the bytes only.
+                    json = false;
+                } else {
+                    return Err(InvalidInput::new(
+                        "events.metadata",
+                        "is JSON that PostgreSQL's jsonb cannot store",
+                    )
+                    .into());
+                }
+            }
+            _ => return Err(err.error),
+        }
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+        }
+    }
+    Err(AppendError::Storage(format!(
+        "gave up after {} retries of an append racing with others",
+        limits::APPEND_RACE_RETRIES_MAX
+    )))
+}
+
+async fn first_used_id(shared: &Shared, req: &AppendRequest) -> Result<Option<Uuid>, AppendError> {
+    let ids: Vec<Uuid> = req.events.iter().map(|e| e.id).collect();
+    sqlx::query_scalar(&shared.sql.first_used_id)
+        .bind(ids)
+        .fetch_optional(&shared.pool)
+        .await
+        .map_err(|e| append_error(&e))
+}
+
+/// Calls `strata_append` once for `batch` (one transaction when `executor` is the pool).
+pub(crate) async fn execute<'e, E>(
+    shared: &Shared,
+    executor: E,
+    batch: &[AppendRequest],
+    json: bool,
+) -> Result<Vec<Outcome>, sqlx::Error>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let n_events: usize = batch.iter().map(|r| r.events.len()).sum();
+    let mut streams = Vec::with_capacity(batch.len());
+    let mut categories = Vec::with_capacity(batch.len());
+    let mut kinds = Vec::with_capacity(batch.len());
+    let mut expected = Vec::with_capacity(batch.len());
+    let mut counts = Vec::with_capacity(batch.len());
+    let mut event_append = Vec::with_capacity(n_events);
+    let mut event_index = Vec::with_capacity(n_events);
+    let mut ids = Vec::with_capacity(n_events);
+    let mut types = Vec::with_capacity(n_events);
+    let mut content_types = Vec::with_capacity(n_events);
+    let mut jsons = Vec::with_capacity(n_events);
+    let mut data: Vec<&[u8]> = Vec::with_capacity(n_events);
+    let mut metadata: Vec<Option<&str>> = Vec::with_capacity(n_events);
+    for (a, req) in batch.iter().enumerate() {
+        streams.push(req.stream.as_str());
+        categories.push(req.stream.category());
+        let (kind, version): (i16, i64) = match req.expected {
+            ExpectedVersion::Any => (0, 0),
+            ExpectedVersion::NoStream => (1, 0),
+            ExpectedVersion::StreamExists => (2, 0),
+            // A version above i64::MAX cannot exist; -2 never matches a stored version.
+            ExpectedVersion::Exact(v) => (3, i64::try_from(v).unwrap_or(-2)),
+        };
+        kinds.push(kind);
+        expected.push(version);
+        counts.push(req.events.len() as i32);
+        for (k, e) in req.events.iter().enumerate() {
+            event_append.push(a as i32 + 1);
+            event_index.push(k as i32);
+            ids.push(e.id);
+            types.push(e.event_type.as_str());
+            content_types.push(e.content_type.as_str());
+            jsons.push(json && e.json);
+            data.push(e.data.as_slice());
+            metadata.push(e.metadata.as_deref());
+        }
+    }
+    let rows: Vec<PgRow> = sqlx::query(&shared.sql.append)
+        .bind(streams)
+        .bind(categories)
+        .bind(kinds)
+        .bind(expected)
+        .bind(counts)
+        .bind(event_append)
+        .bind(event_index)
+        .bind(ids)
+        .bind(types)
+        .bind(content_types)
+        .bind(jsons)
+        .bind(data)
+        .bind(metadata)
+        .fetch_all(executor)
+        .await?;
+    if rows.len() != batch.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "strata_append returned {} rows for {} appends",
+            rows.len(),
+            batch.len()
+        )));
+    }
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut committed_xid = None;
+    for (row, req) in rows.iter().zip(batch) {
+        let status: i16 = row.try_get(0)?;
+        let version: Option<i64> = row.try_get(1)?;
+        let first: Option<i64> = row.try_get(2)?;
+        let positions: Option<Vec<i64>> = row.try_get(3)?;
+        let conflict: Option<Uuid> = row.try_get(4)?;
+        let xid: i64 = row.try_get(5)?;
+        let n = req.events.len() as u64;
+        let r = match status {
+            0 => {
+                committed_xid = Some(xid);
+                let first = first.unwrap_or_default() as u64;
+                Ok(AppendResult {
+                    stream_version: version.unwrap_or_default() as u64,
+                    positions: (first..first + n).map(Position).collect(),
+                })
+            }
+            1 => Err(AppendError::WrongExpectedVersion {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual: ActualVersion(version.map(|v| v as u64)),
+            }),
+            2 => Err(AppendError::EventIdConflict {
+                event_id: conflict.unwrap_or_default(),
+                stream: req.stream.clone(),
+            }),
+            3 => Ok(AppendResult {
+                stream_version: version.unwrap_or_default() as u64,
+                positions: positions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| Position(p as u64))
+                    .collect(),
+            }),
+            other => Err(AppendError::Storage(format!(
+                "strata_append returned unknown status {other}"
+            ))),
+        };
+        outcomes.push(Outcome::Done(r));
+    }
+    if let Some(xid) = committed_xid {
+        shared.own_xid.fetch_max(xid as u64, Ordering::AcqRel);
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_escapes_are_found() {
+        assert!(has_nul_escape(br#""\u0000""#));
+        assert!(has_nul_escape(br#"{"a":"x\u0000y"}"#));
+        assert!(!has_nul_escape(br#""\\u0000""#));
+        assert!(has_nul_escape(br#""\\\u0000""#));
+        assert!(!has_nul_escape(br#""u0000""#));
+        assert!(!has_nul_escape(br#""\u0001""#));
+    }
+}

@@ -1,0 +1,88 @@
+//! Wake-ups: a `LISTEN` task that bumps the store's change signal when any process appends, and
+//! a notifier that sends one coalesced `NOTIFY` after this process's appends.
+//!
+//! The `NOTIFY` is deliberately not sent inside the append transaction: PostgreSQL serialises
+//! the commits of all transactions that notify (they take a database-wide lock from pre-commit
+//! until the commit record is flushed), which measured here cut 16-writer throughput about
+//! fourfold. Local subscribers are woken directly when an append transaction ends; other
+//! processes are woken by the notifier, at most one `NOTIFY` per
+//! [`crate::limits::NOTIFY_MIN_INTERVAL_MS`]. Subscriptions poll as a fallback, so a lost
+//! notification (a dropped `LISTEN` connection) delays delivery, never loses an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+
+use crate::limits;
+use crate::store::Shared;
+
+/// Listens on `channel` until the store is dropped (the task is aborted), reconnecting with
+/// exponential backoff when the connection drops.
+pub(crate) async fn listener(options: PgConnectOptions, channel: String, shared: Arc<Shared>) {
+    let min = Duration::from_millis(limits::LISTEN_RECONNECT_MIN_MS);
+    let max = Duration::from_millis(limits::LISTEN_RECONNECT_MAX_MS);
+    let mut backoff = min;
+    let bump = || shared.changes.send_modify(|v| *v = v.wrapping_add(1));
+    loop {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(options.clone());
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "LISTEN connection failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max);
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(&channel).await {
+            tracing::warn!(error = %e, ?backoff, "LISTEN failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max);
+            continue;
+        }
+        // Anything appended while we were not listening is found by the next read.
+        bump();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => {
+                    backoff = min;
+                    bump();
+                }
+                Ok(None) => {
+                    // The connection was lost and re-established: notifications in between
+                    // are gone, so have subscribers look.
+                    tracing::info!("LISTEN connection was lost and re-established");
+                    bump();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "LISTEN connection lost; reconnecting");
+                    bump();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one `NOTIFY` per burst of appends.
+pub(crate) async fn notifier(shared: Arc<Shared>) {
+    let pause = Duration::from_millis(limits::NOTIFY_MIN_INTERVAL_MS);
+    loop {
+        shared.dirty.notified().await;
+        if let Err(e) = sqlx::query(&shared.sql.notify)
+            .bind(&shared.channel)
+            .execute(&shared.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "NOTIFY failed; subscribers elsewhere will poll");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! Every statement the store runs, rendered once per store for its schema.
+
+/// The columns of an event, in the order [`crate::read::event_from_row`] reads them.
+const EVENT_COLUMNS: &str = "e.position, e.event_id, e.aggregate_id, e.version, e.created_at, \
+     e.event_type, e.content_type, e.data_bytes, e.metadata::text";
+
+/// The snapshot's xmin (every transaction below it has ended) and the newest position whose
+/// transaction is below it: the readable head. Rows at or below `hi` are final (see
+/// docs/guarantees.md, "PostgreSQL ordering").
+const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
+            (SELECT p.position FROM {schema}.events p
+              WHERE p.transaction_id < w.xmin ORDER BY p.position DESC LIMIT 1) AS hi,
+            (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo
+       FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) w";
+
+pub(crate) struct Sql {
+    pub append: String,
+    pub first_used_id: String,
+    pub read_all_forward: String,
+    pub read_all_backward: String,
+    pub head: String,
+    pub position_at: String,
+    pub read_stream_forward: String,
+    pub read_stream_backward: String,
+    pub stream_first: String,
+    pub stream_info: String,
+    pub list_streams: String,
+    pub list_categories: String,
+    pub notify: String,
+    pub save_snapshot: String,
+    pub load_snapshot: String,
+    pub delete_snapshots: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Sql {
+        let r = |s: &str| {
+            s.replace("{watermark}", WATERMARK)
+                .replace("{cols}", EVENT_COLUMNS)
+                .replace("{schema}", schema)
+        };
+        // $1 from (inclusive), $2 newest allowed (max_position), $3 window end (exclusive),
+        // $4 event types, $5 categories, $6 stream prefix, $7 limit.
+        let filter = "AND (cardinality($4::text[]) = 0 OR e.event_type = ANY($4::text[]))
+                  AND (cardinality($5::text[]) = 0 OR e.aggregate_type = ANY($5::text[]))
+                  AND ($6::text IS NULL OR starts_with(e.aggregate_id, $6::text))";
+        let stream_ids = "WITH RECURSIVE s(id) AS (
+                (SELECT e.aggregate_id FROM {schema}.events e
+                  WHERE e.aggregate_id > $1::text AND e.aggregate_id >= $2::text
+                  ORDER BY e.aggregate_id LIMIT 1)
+              UNION ALL
+                SELECT (SELECT e.aggregate_id FROM {schema}.events e
+                         WHERE e.aggregate_id > s.id ORDER BY e.aggregate_id LIMIT 1)
+                  FROM s WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
+            )";
+        Sql {
+            append: r(
+                "SELECT * FROM {schema}.strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13)",
+            ),
+            first_used_id: r(
+                "SELECT x.id FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, o)
+                 WHERE EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = x.id)
+                 ORDER BY x.o LIMIT 1",
+            ),
+            read_all_forward: r(&format!(
+                "WITH h AS MATERIALIZED ({{watermark}})
+                 SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (
+                     SELECT * FROM {{schema}}.events e
+                      WHERE e.position >= $1 AND e.position <= least(coalesce(h.hi, -1), $2)
+                        AND e.position < $3
+                        {filter}
+                      ORDER BY e.position LIMIT $7) e ON true
+                 ORDER BY e.position"
+            )),
+            read_all_backward: r(&format!(
+                "WITH h AS MATERIALIZED ({{watermark}})
+                 SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (
+                     SELECT * FROM {{schema}}.events e
+                      WHERE e.position <= least(coalesce(h.hi, -1), $2, $1)
+                        AND e.position > least(coalesce(h.hi, -1), $2, $1) - $3
+                        {filter}
+                      ORDER BY e.position DESC LIMIT $7) e ON true
+                 ORDER BY e.position DESC"
+            )),
+            head: r("{watermark}"),
+            position_at: r("WITH h AS MATERIALIZED ({watermark})
+                 SELECT h.xmin, {schema}.strata_position_at($1, h.hi) FROM h"),
+            read_stream_forward: r("SELECT {cols} FROM {schema}.events e
+                 WHERE e.aggregate_id = $1 AND e.version >= $2 AND e.position <= $3
+                 ORDER BY e.version LIMIT $4"),
+            read_stream_backward: r("SELECT {cols} FROM {schema}.events e
+                 WHERE e.aggregate_id = $1 AND e.version <= $2 AND e.position <= $3
+                 ORDER BY e.version DESC LIMIT $4"),
+            stream_first: r("SELECT e.position FROM {schema}.events e
+                 WHERE e.aggregate_id = $1 ORDER BY e.version LIMIT 1"),
+            stream_info: r("SELECT l.version, l.position, l.created_at,
+                    (SELECT f.created_at FROM {schema}.events f
+                      WHERE f.aggregate_id = $1 ORDER BY f.version LIMIT 1) AS first_at
+                 FROM (SELECT e.version, e.position, e.created_at FROM {schema}.events e
+                        WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) l"),
+            // $1 after (exclusive, '' for none), $2 prefix ('' for none), $3 limit.
+            list_streams: r(&format!(
+                "{stream_ids}
+                 SELECT s.id, l.version, l.position FROM s
+                 CROSS JOIN LATERAL (SELECT e.version, e.position FROM {{schema}}.events e
+                                      WHERE e.aggregate_id = s.id
+                                      ORDER BY e.version DESC LIMIT 1) l
+                 WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
+                 LIMIT $3"
+            )),
+            list_categories: r(&format!(
+                "{stream_ids}, c AS (
+                     SELECT split_part(s.id, '-', 1) AS category, count(*) AS streams,
+                            sum(l.version + 1)::bigint AS events
+                       FROM s
+                      CROSS JOIN LATERAL (SELECT e.version FROM {{schema}}.events e
+                                           WHERE e.aggregate_id = s.id
+                                           ORDER BY e.version DESC LIMIT 1) l
+                      WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
+                      GROUP BY 1)
+                 SELECT category, streams, events FROM c
+                  WHERE category > $4::text AND starts_with(category, $2::text)
+                  ORDER BY category COLLATE \"C\" LIMIT $3"
+            )),
+            notify: "SELECT pg_notify($1, '')".to_owned(),
+            save_snapshot: r("INSERT INTO {schema}.snapshots
+                   (stream_id, stream_version, schema_version, data, taken_at, taken_at_nanos)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (stream_id, stream_version) DO UPDATE SET
+                   schema_version = EXCLUDED.schema_version, data = EXCLUDED.data,
+                   taken_at = EXCLUDED.taken_at, taken_at_nanos = EXCLUDED.taken_at_nanos"),
+            load_snapshot: r(
+                "SELECT stream_version, schema_version, data, taken_at, taken_at_nanos
+                 FROM {schema}.snapshots
+                 WHERE stream_id = $1 AND stream_version <= $2 AND schema_version = $3
+                 ORDER BY stream_version DESC LIMIT 1",
+            ),
+            delete_snapshots: r("DELETE FROM {schema}.snapshots WHERE stream_id = $1"),
+        }
+    }
+}

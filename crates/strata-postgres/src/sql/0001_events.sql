@@ -1,0 +1,246 @@
+-- Strata schema version 1: the mission's `events` table plus what a real store needs.
+-- `{schema}` is replaced by the configured schema name before this runs.
+
+-- Global positions. Taken only inside `strata_append`'s critical section (see below), so their
+-- order is the order in which appending transactions were assigned their transaction ids.
+CREATE SEQUENCE {schema}.events_position_seq AS BIGINT MINVALUE 0 START WITH 0 CACHE 1;
+
+-- The last recorded_at handed out, in microseconds since the Unix epoch. A sequence because
+-- its updates are not transactional: a clock that steps backward cannot make recorded_at
+-- decrease, and no writer waits for another writer's commit to read it.
+CREATE SEQUENCE {schema}.recorded_at_clock AS BIGINT MINVALUE 0 START WITH 0 CACHE 1;
+
+CREATE TABLE {schema}.events (
+    event_id       UUID PRIMARY KEY,
+    aggregate_id   TEXT COLLATE "C" NOT NULL,   -- the stream id (`account-123`)
+    aggregate_type TEXT COLLATE "C" NOT NULL,   -- the category (`account`)
+    event_type     TEXT NOT NULL,
+    version        BIGINT NOT NULL,             -- stream version: 0, 1, 2, ... dense
+    data           JSONB,                       -- the payload parsed, for SQL; NULL unless JSON
+    metadata       JSONB,                       -- NULL when empty
+    created_at     TIMESTAMPTZ NOT NULL,        -- recorded_at, never decreasing in position order
+    position       BIGINT NOT NULL,             -- the global order
+    transaction_id XID8 NOT NULL,               -- pg_current_xact_id() of the appending transaction
+    content_type   TEXT NOT NULL,
+    data_bytes     BYTEA NOT NULL,              -- the payload exactly as appended
+    -- Optimistic locking, as in the mission. Its index is the mission's idx_aggregate on
+    -- (aggregate_id, version); a second identical index would only slow appends down.
+    CONSTRAINT idx_aggregate UNIQUE (aggregate_id, version),
+    CONSTRAINT events_version_check CHECK (version >= 0),
+    CONSTRAINT events_position_check CHECK (position >= 0)
+);
+CREATE UNIQUE INDEX events_position_key ON {schema}.events (position);
+
+CREATE TABLE {schema}.snapshots (
+    stream_id      TEXT COLLATE "C" NOT NULL,
+    stream_version BIGINT NOT NULL,
+    schema_version BIGINT NOT NULL,
+    data           BYTEA NOT NULL,
+    taken_at       TIMESTAMPTZ NOT NULL,
+    taken_at_nanos INT NOT NULL,                -- nanoseconds within taken_at's second
+    PRIMARY KEY (stream_id, stream_version)
+);
+
+-- Appends a batch of appends in one transaction. Every append is checked on its own (idempotent
+-- retry, expected version) and gets one result row, in order; the accepted ones are inserted
+-- together. A race with another transaction (a unique violation) fails the whole statement and
+-- the client retries the appends one by one.
+--
+-- Status: 0 appended, 1 wrong expected version (o_stream_version = actual, NULL: no stream),
+-- 2 event id conflict (o_conflict_id), 3 idempotent retry (o_stream_version and o_positions are
+-- those of the original append).
+CREATE FUNCTION {schema}.strata_append(
+    p_streams        TEXT[],      -- per append
+    p_categories     TEXT[],
+    p_expected_kinds SMALLINT[],  -- 0 any, 1 no stream, 2 stream exists, 3 exact
+    p_expected       BIGINT[],
+    p_counts         INT[],
+    p_event_append   INT[],       -- per event: the 1-based index of its append
+    p_event_index    INT[],       -- per event: its 0-based index within its append
+    p_ids            UUID[],
+    p_types          TEXT[],
+    p_content_types  TEXT[],
+    p_json           BOOLEAN[],   -- also store the payload as JSONB in `data`
+    p_data           BYTEA[],
+    p_metadata       TEXT[])      -- NULL when empty
+RETURNS TABLE (o_status SMALLINT, o_stream_version BIGINT, o_first_position BIGINT,
+               o_positions BIGINT[], o_conflict_id UUID, o_xid BIGINT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_appends   INT := cardinality(p_streams);
+    v_events    INT := cardinality(p_ids);
+    v_first     BIGINT;
+    v_xid       XID8;
+    v_us        BIGINT;
+    v_at        TIMESTAMPTZ;
+    v_base      BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_appends]);
+    v_offset    INT := 1;
+    v_count     INT;
+    v_stream    TEXT;
+    v_cur       BIGINT;
+    v_known     BOOLEAN := false;
+    v_prev      TEXT := NULL;
+    v_prev_ver  BIGINT;
+    v_f_stream  TEXT;
+    v_f_version BIGINT;
+    v_kind      SMALLINT;
+    v_ok        BOOLEAN;
+    v_used      UUID;
+    v_positions BIGINT[];
+    v_row       RECORD;
+    v_conflict  UUID;
+BEGIN
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        -- The ordering proof needs this transaction's id to be assigned inside the critical
+        -- section below; a transaction that already wrote something cannot append.
+        RAISE EXCEPTION 'strata_append must run in a transaction that has not written yet'
+            USING ERRCODE = 'SX001';
+    END IF;
+
+    -- The critical section: transaction id, positions and recorded_at are taken together under
+    -- a session-level advisory lock that is released at once (not at commit), so for any two
+    -- appending transactions, xid order = position order = recorded_at order. It holds no row
+    -- lock and does no I/O; writers only queue here for a few microseconds, never for a commit.
+    BEGIN
+        PERFORM pg_advisory_lock({lock_key});
+        v_xid := pg_current_xact_id();
+        v_first := nextval('{schema}.events_position_seq');
+        IF v_events > 1 THEN
+            PERFORM setval('{schema}.events_position_seq', v_first + v_events - 1);
+        END IF;
+        v_us := greatest((extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT,
+                         (SELECT last_value FROM {schema}.recorded_at_clock));
+        PERFORM setval('{schema}.recorded_at_clock', v_us);
+        PERFORM pg_advisory_unlock({lock_key});
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock({lock_key});
+        RAISE;
+    END;
+    v_at := 'epoch'::TIMESTAMPTZ + v_us * INTERVAL '1 microsecond';
+
+    FOR i IN 1..v_appends LOOP
+        v_count := p_counts[i];
+        v_stream := p_streams[i];
+        v_kind := p_expected_kinds[i];
+        IF v_prev IS DISTINCT FROM v_stream THEN
+            v_known := false;
+            v_prev := v_stream;
+        END IF;
+        SELECT e.aggregate_id, e.version INTO v_f_stream, v_f_version
+            FROM {schema}.events e WHERE e.event_id = p_ids[v_offset];
+        IF FOUND THEN
+            -- The first id is stored: a retry of an acknowledged append, or a conflict.
+            v_conflict := NULL;
+            v_positions := ARRAY[]::BIGINT[];
+            IF v_f_stream <> v_stream
+               OR (v_kind = 3 AND v_f_version <> p_expected[i] + 1)
+               OR (v_kind = 1 AND v_f_version <> 0) THEN
+                v_conflict := p_ids[v_offset];
+            ELSE
+                FOR k IN 0..v_count - 1 LOOP
+                    SELECT e.aggregate_id, e.version, e.event_type, e.data_bytes, e.position
+                        INTO v_row FROM {schema}.events e WHERE e.event_id = p_ids[v_offset + k];
+                    IF NOT FOUND THEN
+                        v_conflict := p_ids[v_offset];
+                        EXIT;
+                    END IF;
+                    IF v_row.aggregate_id <> v_stream OR v_row.version <> v_f_version + k
+                       OR v_row.event_type <> p_types[v_offset + k]
+                       OR v_row.data_bytes <> p_data[v_offset + k] THEN
+                        v_conflict := p_ids[v_offset + k];
+                        EXIT;
+                    END IF;
+                    v_positions := v_positions || v_row.position;
+                END LOOP;
+            END IF;
+            IF v_conflict IS NULL THEN
+                RETURN QUERY SELECT 3::SMALLINT, v_f_version + v_count - 1, NULL::BIGINT,
+                    v_positions, NULL::UUID, v_xid::TEXT::BIGINT;
+            ELSE
+                RETURN QUERY SELECT 2::SMALLINT, NULL::BIGINT, NULL::BIGINT, NULL::BIGINT[],
+                    v_conflict, v_xid::TEXT::BIGINT;
+            END IF;
+        ELSE
+            IF v_known THEN
+                v_cur := v_prev_ver;
+            ELSE
+                SELECT e.version INTO v_cur FROM {schema}.events e
+                    WHERE e.aggregate_id = v_stream ORDER BY e.version DESC LIMIT 1;
+                IF NOT FOUND THEN
+                    v_cur := NULL;
+                END IF;
+                v_known := true;
+                v_prev_ver := v_cur;
+            END IF;
+            v_ok := CASE v_kind
+                WHEN 0 THEN true
+                WHEN 1 THEN v_cur IS NULL
+                WHEN 2 THEN v_cur IS NOT NULL
+                ELSE v_cur IS NOT NULL AND v_cur = p_expected[i]
+            END;
+            IF v_ok THEN
+                v_base[i] := coalesce(v_cur, -1) + 1;
+                v_prev_ver := v_base[i] + v_count - 1;
+                RETURN QUERY SELECT 0::SMALLINT, v_prev_ver, v_first + v_offset - 1,
+                    NULL::BIGINT[], NULL::UUID, v_xid::TEXT::BIGINT;
+            ELSE
+                -- A reused id wins over a wrong version, as in every backend.
+                SELECT x.id INTO v_used
+                    FROM unnest(p_ids[v_offset:v_offset + v_count - 1]) WITH ORDINALITY AS x(id, o)
+                    WHERE EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = x.id)
+                    ORDER BY x.o LIMIT 1;
+                IF FOUND THEN
+                    RETURN QUERY SELECT 2::SMALLINT, NULL::BIGINT, NULL::BIGINT, NULL::BIGINT[],
+                        v_used, v_xid::TEXT::BIGINT;
+                ELSE
+                    RETURN QUERY SELECT 1::SMALLINT, v_cur, NULL::BIGINT, NULL::BIGINT[],
+                        NULL::UUID, v_xid::TEXT::BIGINT;
+                END IF;
+            END IF;
+        END IF;
+        v_offset := v_offset + v_count;
+    END LOOP;
+
+    INSERT INTO {schema}.events (position, event_id, aggregate_id, aggregate_type, event_type,
+        version, data, metadata, created_at, transaction_id, content_type, data_bytes)
+    SELECT v_first + x.o - 1, x.id, p_streams[x.a], p_categories[x.a], x.t,
+        v_base[x.a] + x.k,
+        CASE WHEN x.j THEN convert_from(x.d, 'UTF8')::JSONB END,
+        x.m::JSONB, v_at, v_xid, x.c, x.d
+    FROM unnest(p_ids, p_types, p_content_types, p_json, p_data, p_metadata, p_event_append,
+                p_event_index) WITH ORDINALITY AS x(id, t, c, j, d, m, a, k, o)
+    WHERE v_base[x.a] IS NOT NULL
+    ORDER BY x.o;
+END
+$fn$;
+
+-- The last position at or below p_hi whose recorded_at is at or before p_at, by binary search
+-- over the position index (recorded_at never decreases in position order).
+CREATE FUNCTION {schema}.strata_position_at(p_at TIMESTAMPTZ, p_hi BIGINT)
+RETURNS BIGINT LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    v_lo   BIGINT;
+    v_hi   BIGINT := p_hi;
+    v_mid  BIGINT;
+    v_pos  BIGINT;
+    v_at   TIMESTAMPTZ;
+    v_best BIGINT := NULL;
+BEGIN
+    SELECT e.position INTO v_lo FROM {schema}.events e ORDER BY e.position LIMIT 1;
+    IF v_lo IS NULL OR v_hi IS NULL THEN
+        RETURN NULL;
+    END IF;
+    WHILE v_lo <= v_hi LOOP
+        v_mid := v_lo + (v_hi - v_lo) / 2;
+        SELECT e.position, e.created_at INTO v_pos, v_at FROM {schema}.events e
+            WHERE e.position >= v_mid AND e.position <= v_hi ORDER BY e.position LIMIT 1;
+        IF NOT FOUND OR v_at > p_at THEN
+            v_hi := v_mid - 1;
+        ELSE
+            v_best := v_pos;
+            v_lo := v_pos + 1;
+        END IF;
+    END LOOP;
+    RETURN v_best;
+END
+$fn$;

@@ -1,0 +1,232 @@
+//! [`PostgresStore`]: connecting, the shared state behind every clone, and the background
+//! tasks (append writers, listener, notifier).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use strata_core::{AppendError, AppendResult, EventData, ExpectedVersion, StreamId};
+use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use crate::append::{self, AppendRequest, Queue};
+use crate::error::{connect_error, ConnectError, Target};
+use crate::options::PgStoreOptions;
+use crate::sql::Sql;
+use crate::{limits, migrate, notify};
+
+/// State shared by every clone of a store and by its background tasks.
+pub(crate) struct Shared {
+    pub pool: PgPool,
+    pub schema: String,
+    pub sql: Sql,
+    /// Bumped whenever events may have become readable.
+    pub changes: watch::Sender<u64>,
+    /// The highest transaction id of an append this store committed: reads of `$all` wait
+    /// (briefly) until it is below the watermark, so a caller reads its own writes.
+    pub own_xid: AtomicU64,
+    /// Wakes the notifier, which tells other processes.
+    pub dirty: Notify,
+    pub notify: bool,
+    pub channel: String,
+}
+
+impl Shared {
+    /// Called after every append transaction ends, committed or not: either may let events
+    /// become readable (an aborted transaction can be the one that held the watermark back).
+    pub(crate) fn appended(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        if self.notify {
+            self.dirty.notify_one();
+        }
+    }
+}
+
+/// Aborts the background tasks when the last clone of the store is dropped.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<AppendRequest>,
+    _tasks: Tasks,
+}
+
+/// An [`strata_core::EventStore`] and [`strata_core::SnapshotStore`] on PostgreSQL. Cloning is
+/// cheap; clones share the connection pool and background tasks, which stop when the last
+/// clone is dropped. Must be created inside a Tokio runtime.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.shared.schema)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` with default options (schema `strata`), creating or migrating the
+    /// schema as needed.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        Self::connect_with(PgStoreOptions::new(url)).await
+    }
+
+    /// Connects with `options`.
+    pub async fn connect_with(options: PgStoreOptions) -> Result<Self, ConnectError> {
+        options.validate()?;
+        let connect =
+            PgConnectOptions::from_str(&options.url).map_err(|e| ConnectError::InvalidUrl {
+                reason: crate::error::first_line(&e.to_string()),
+            })?;
+        let connect = connect.application_name("strata");
+        let target = Target {
+            host: connect.get_host().to_owned(),
+            port: connect.get_port(),
+            database: connect
+                .get_database()
+                .unwrap_or(connect.get_username())
+                .to_owned(),
+            user: connect.get_username().to_owned(),
+            timeout_ms: options.connect_timeout.as_millis() as u64,
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect.clone());
+        let pool = match tokio::time::timeout(options.connect_timeout, pool).await {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(e)) => return Err(connect_error(&e, &target)),
+            Err(_) => return Err(connect_error(&sqlx::Error::PoolTimedOut, &target)),
+        };
+        migrate::migrate(&pool, &options.schema, options.migrate).await?;
+
+        let (changes, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            schema: options.schema.clone(),
+            sql: Sql::new(&options.schema),
+            changes,
+            own_xid: AtomicU64::new(0),
+            dirty: Notify::new(),
+            notify: options.notify,
+            channel: format!("strata_{}", options.schema),
+        });
+        let (tx, rx) = mpsc::channel(limits::APPEND_QUEUE_MAX);
+        let queue = Arc::new(Mutex::new(Queue::new(rx)));
+        let mut tasks = Vec::new();
+        for _ in 0..options.append_writers.max(1) {
+            tasks.push(tokio::spawn(append::writer(shared.clone(), queue.clone())));
+        }
+        tasks.push(tokio::spawn(notify::listener(
+            connect,
+            shared.channel.clone(),
+            shared.clone(),
+        )));
+        if options.notify {
+            tasks.push(tokio::spawn(notify::notifier(shared.clone())));
+        }
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                shared,
+                queue: tx,
+                _tasks: Tasks(tasks),
+            }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The connection pool, for running your own queries beside the store (read models in
+    /// the same database, for example).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.shared.pool
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.shared.schema
+    }
+
+    pub(crate) async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError> {
+        let events = append::prepare(events)?;
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        if self.inner.queue.send(request).await.is_err() {
+            return Err(AppendError::Unavailable(
+                "the store's append writers have stopped".to_owned(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AppendError::Unavailable(
+                "the append writer stopped before answering".to_owned(),
+            ))
+        })
+    }
+
+    /// Test hook: appends like [`strata_core::EventStore::append`] but in an explicit
+    /// transaction that stays open for `hold` after the events are inserted and before it
+    /// commits, as a slow or descheduled writer would. Bypasses batching. Only with the
+    /// `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub async fn append_holding_transaction(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        hold: std::time::Duration,
+    ) -> Result<AppendResult, AppendError> {
+        let events = append::prepare(events)?;
+        let (reply, _answer) = oneshot::channel();
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        let shared = self.shared();
+        let err = |e: sqlx::Error| crate::error::append_error(&e);
+        let mut tx = shared.pool.begin().await.map_err(err)?;
+        let outcome = append::execute(shared, &mut *tx, std::slice::from_ref(&request), true).await;
+        tokio::time::sleep(hold).await;
+        let result = match outcome {
+            Ok(mut o) => {
+                tx.commit().await.map_err(err)?;
+                o.pop()
+                    .map(append::Outcome::into_result)
+                    .unwrap_or_else(|| {
+                        Err(AppendError::Storage(
+                            "strata_append returned no row".to_owned(),
+                        ))
+                    })
+            }
+            Err(e) => Err(err(e)),
+        };
+        shared.appended();
+        result
+    }
+}
