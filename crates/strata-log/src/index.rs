@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use strata_core::{category_of, Direction, Filter, StreamId, Uuid};
 
 use crate::format::{u16_at, u32_at, u64_at};
@@ -55,13 +57,13 @@ pub(crate) struct NamedList {
 pub(crate) struct Index {
     pub entries: Vec<Entry>,
     pub event_ids: Vec<Uuid>,
-    ids: HashMap<Uuid, u64>,
+    ids: FastMap<Uuid, u64>,
     pub streams: Vec<StreamEntry>,
     stream_nos: BTreeMap<StreamId, u32>,
     pub categories: Vec<NamedList>,
     category_nos: BTreeMap<String, u32>,
     pub types: Vec<NamedList>,
-    type_nos: HashMap<String, u32>,
+    type_nos: FastMap<String, u32>,
 }
 
 /// One event as the index learns it.
@@ -103,66 +105,92 @@ impl Index {
 
     /// Adds one event. Positions must arrive in order.
     pub fn push(&mut self, e: NewEntry<'_>) {
-        assert_eq!(
+        let stream = self.stream_no_or_insert(e.stream);
+        let event_type = self.type_no_or_insert(e.event_type);
+        self.push_resolved(
             e.position,
-            self.next_position(),
-            "index positions must be dense"
+            e.loc,
+            e.recorded_at_us,
+            stream,
+            event_type,
+            e.event_id,
         );
-        let stream = match self.stream_nos.get(e.stream) {
-            Some(&s) => s,
+    }
+
+    /// The number of `stream`, adding the stream (and its category) when new.
+    pub fn stream_no_or_insert(&mut self, stream: &StreamId) -> u32 {
+        if let Some(&s) = self.stream_nos.get(stream) {
+            return s;
+        }
+        let cat_name = category_of(stream.as_str());
+        let category = match self.category_nos.get(cat_name) {
+            Some(&c) => c,
             None => {
-                let cat_name = category_of(e.stream.as_str());
-                let category = match self.category_nos.get(cat_name) {
-                    Some(&c) => c,
-                    None => {
-                        let c = self.categories.len() as u32;
-                        self.categories.push(NamedList {
-                            name: cat_name.to_owned(),
-                            positions: Vec::new(),
-                            streams: 0,
-                        });
-                        self.category_nos.insert(cat_name.to_owned(), c);
-                        c
-                    }
-                };
-                self.categories[category as usize].streams += 1;
-                let s = self.streams.len() as u32;
-                self.streams.push(StreamEntry {
-                    id: e.stream.clone(),
-                    category,
-                    positions: Vec::new(),
-                });
-                self.stream_nos.insert(e.stream.clone(), s);
-                s
-            }
-        };
-        let event_type = match self.type_nos.get(e.event_type) {
-            Some(&t) => t,
-            None => {
-                let t = self.types.len() as u32;
-                self.types.push(NamedList {
-                    name: e.event_type.to_owned(),
+                let c = self.categories.len() as u32;
+                self.categories.push(NamedList {
+                    name: cat_name.to_owned(),
                     positions: Vec::new(),
                     streams: 0,
                 });
-                self.type_nos.insert(e.event_type.to_owned(), t);
-                t
+                self.category_nos.insert(cat_name.to_owned(), c);
+                c
             }
         };
+        self.categories[category as usize].streams += 1;
+        let s = self.streams.len() as u32;
+        self.streams.push(StreamEntry {
+            id: stream.clone(),
+            category,
+            positions: Vec::new(),
+        });
+        self.stream_nos.insert(stream.clone(), s);
+        s
+    }
+
+    /// The number of `event_type`, adding it when new.
+    pub fn type_no_or_insert(&mut self, event_type: &str) -> u32 {
+        if let Some(&t) = self.type_nos.get(event_type) {
+            return t;
+        }
+        let t = self.types.len() as u32;
+        self.types.push(NamedList {
+            name: event_type.to_owned(),
+            positions: Vec::new(),
+            streams: 0,
+        });
+        self.type_nos.insert(event_type.to_owned(), t);
+        t
+    }
+
+    /// Adds one event whose stream and type numbers are known.
+    pub fn push_resolved(
+        &mut self,
+        position: u64,
+        loc: Loc,
+        recorded_at_us: i64,
+        stream: u32,
+        event_type: u32,
+        event_id: Uuid,
+    ) {
+        assert_eq!(
+            position,
+            self.next_position(),
+            "index positions must be dense"
+        );
         let se = &mut self.streams[stream as usize];
-        se.positions.push(e.position);
+        se.positions.push(position);
         self.categories[se.category as usize]
             .positions
-            .push(e.position);
-        self.types[event_type as usize].positions.push(e.position);
+            .push(position);
+        self.types[event_type as usize].positions.push(position);
         self.entries.push(Entry {
-            loc: e.loc,
-            recorded_at_us: e.recorded_at_us,
+            loc,
+            recorded_at_us,
             stream,
             event_type,
         });
-        self.event_ids.push(e.event_id);
-        self.ids.insert(e.event_id, e.position);
+        self.event_ids.push(event_id);
+        self.ids.insert(event_id, position);
     }
 
     /// Positions of a stream read, with their locations; `None` when the stream has no event
@@ -427,22 +455,33 @@ impl Index {
         index.entries.reserve(n);
         index.event_ids.reserve(n);
         index.ids.reserve(n);
+        // Number streams and types as the file does, so entries can be pushed resolved.
+        for sid in &stream_ids {
+            if index.stream_no_or_insert(sid) as usize + 1 != index.streams.len() {
+                return Err("index file names a stream twice".to_owned());
+            }
+        }
+        for t in &type_names {
+            if index.type_no_or_insert(t) as usize + 1 != index.types.len() {
+                return Err("index file names an event type twice".to_owned());
+            }
+        }
         for (p, chunk) in raw_entries.chunks_exact(40).enumerate() {
-            let stream = u32_at(chunk, 16) as usize;
-            let etype = u32_at(chunk, 20) as usize;
-            let (Some(sid), Some(tname)) = (stream_ids.get(stream), type_names.get(etype)) else {
+            let stream = u32_at(chunk, 16);
+            let etype = u32_at(chunk, 20);
+            if stream as usize >= stream_ids.len() || etype as usize >= type_names.len() {
                 return Err("index entry names an unknown stream or type".to_owned());
-            };
+            }
             let mut id = [0u8; 16];
             id.copy_from_slice(&chunk[24..40]);
-            index.push(NewEntry {
-                position: p as u64,
-                loc: u64_at(chunk, 0),
-                recorded_at_us: u64_at(chunk, 8) as i64,
-                stream: sid,
-                event_type: tname,
-                event_id: Uuid::from_bytes(id),
-            });
+            index.push_resolved(
+                p as u64,
+                u64_at(chunk, 0),
+                u64_at(chunk, 8) as i64,
+                stream,
+                etype,
+                Uuid::from_bytes(id),
+            );
         }
         Ok((index, log_end))
     }

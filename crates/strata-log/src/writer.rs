@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::format::{
     padded_len, RecordRef, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::index::{loc, Index, LogEnd, NewEntry};
+use crate::index::{loc, Index, LogEnd};
 use crate::io::{write_file_atomic, Vfs};
 use crate::recovery::{create_segment, now_us, INDEX_FILE, SEGMENTS_DIR};
 use crate::segment::{Segment, Segments};
@@ -253,15 +253,28 @@ impl Writer {
             }
             // Publish to readers, then wake subscribers.
             let mut st = self.shared.state.write();
+            let mut current: Option<(usize, u32)> = None;
+            let mut last_type: Option<(&str, u32)> = None;
             for (position, off, ts, ri, k, id) in new_entries {
-                st.index.push(NewEntry {
-                    position,
-                    loc: loc(seg_no, off),
-                    recorded_at_us: ts,
-                    stream: &batch[ri].stream,
-                    event_type: &batch[ri].events[k].event_type,
-                    event_id: id,
-                });
+                let stream = match current {
+                    Some((r, s)) if r == ri => s,
+                    _ => {
+                        let s = st.index.stream_no_or_insert(&batch[ri].stream);
+                        current = Some((ri, s));
+                        s
+                    }
+                };
+                let type_name = batch[ri].events[k].event_type.as_str();
+                let event_type = match last_type {
+                    Some((name, t)) if name == type_name => t,
+                    _ => {
+                        let t = st.index.type_no_or_insert(type_name);
+                        last_type = Some((type_name, t));
+                        t
+                    }
+                };
+                st.index
+                    .push_resolved(position, loc(seg_no, off), ts, stream, event_type, id);
             }
             self.tail_len += buf.len() as u64;
             st.log_end = LogEnd {
