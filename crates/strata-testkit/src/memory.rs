@@ -579,6 +579,51 @@ mod tests {
         assert_eq!(back.next, Some(Position(0)));
     }
 
+    /// The reference is exact where the trait allows slack: `is_end` is set on the page that
+    /// examined the newest (forward) or oldest (backward) visible event.
+    #[tokio::test]
+    async fn is_end_exactly_at_the_last_visible_event() {
+        let store = MemoryStore::new();
+        for i in 0..5 {
+            store
+                .append(&sid(&format!("s-{i}")), ExpectedVersion::Any, vec![ev("A")])
+                .await
+                .unwrap();
+        }
+        let page = |o: ReadAllOptions| {
+            let store = store.clone();
+            async move { store.read_all(o).await.unwrap() }
+        };
+        let p = page(ReadAllOptions::forward().limit(5)).await;
+        assert_eq!(
+            (p.events.len(), p.next, p.is_end),
+            (5, Some(Position(5)), true)
+        );
+        let p = page(ReadAllOptions::forward().limit(4)).await;
+        assert_eq!(
+            (p.events.len(), p.next, p.is_end),
+            (4, Some(Position(4)), false)
+        );
+        let p = page(ReadAllOptions::forward().limit(2).max_position(Position(1))).await;
+        assert_eq!(
+            (p.events.len(), p.next, p.is_end),
+            (2, Some(Position(2)), true)
+        );
+        let p = page(ReadAllOptions::backward().limit(5)).await;
+        assert_eq!((p.events.len(), p.next, p.is_end), (5, None, true));
+        let p = page(ReadAllOptions::backward().limit(4)).await;
+        assert_eq!(
+            (p.events.len(), p.next, p.is_end),
+            (4, Some(Position(0)), false)
+        );
+        let f = Filter::default().stream_prefix("s-3");
+        let p = page(ReadAllOptions::forward().limit(1).filter(f)).await;
+        assert_eq!(
+            (p.events.len(), p.next, p.is_end),
+            (1, Some(Position(4)), false)
+        );
+    }
+
     #[tokio::test]
     async fn limit_zero_examines_nothing() {
         let store = MemoryStore::new();

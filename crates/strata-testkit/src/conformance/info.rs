@@ -24,8 +24,8 @@ pub async fn head_tracks_last_position<S: EventStore + Clone>(store: S) {
         Some(r.positions[3]),
         "a failed append moves nothing"
     );
-    let newest = read_all(&store, ReadAllOptions::backward().limit(1)).await;
-    assert_eq!(newest.events[0].position, r.positions[3]);
+    let newest = read_all_pages(&store, ReadAllOptions::backward().limit(1)).await;
+    assert_eq!(newest[0].position, r.positions[3]);
 }
 
 /// `stream_info` of a missing stream says so; of an existing one it gives the version, count,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use strata_core::{
-    AllPage, AppendError, AppendResult, EventData, EventStore, ExpectedVersion, InvalidInput,
-    LimitError, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId,
-    Subscription,
+    AllPage, AppendError, AppendResult, Direction, EventData, EventStore, ExpectedVersion,
+    InvalidInput, LimitError, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, StreamId, Subscription,
 };
 
 use super::WAIT;
@@ -81,18 +81,107 @@ pub(crate) async fn stream_events<S: EventStore>(
     read_stream(store, stream, ReadStreamOptions::forward()).await
 }
 
+/// One `read_all` call, its page checked with [`check_page`]. A backend may return fewer events
+/// than it could (a prefix of what paging would return), so compare whole results through
+/// [`read_all_pages`].
 pub(crate) async fn read_all<S: EventStore>(store: &S, options: ReadAllOptions) -> AllPage {
-    within("read_all", store.read_all(options.clone()))
+    let page = within("read_all", store.read_all(options.clone()))
         .await
-        .unwrap_or_else(|e| panic!("read_all({options:?}) failed: {e:?}"))
+        .unwrap_or_else(|e| panic!("read_all({options:?}) failed: {e:?}"));
+    check_page(&options, &page);
+    page
+}
+
+/// Checks what every page of `$all` must satisfy, whatever the backend chose to examine:
+/// at most `limit` events, in the read's direction, within `from` and `max_position`, passing
+/// the filter, and a `next` that is past them (forward) or before them (backward).
+pub(crate) fn check_page(options: &ReadAllOptions, page: &AllPage) {
+    let what = format!("read_all({options:?})");
+    assert!(
+        page.events.len() <= options.limit,
+        "{what}: {} events is more than the limit",
+        page.events.len()
+    );
+    let forward = options.direction == Direction::Forward;
+    for pair in page.events.windows(2) {
+        let ordered = if forward {
+            pair[0].position < pair[1].position
+        } else {
+            pair[0].position > pair[1].position
+        };
+        assert!(
+            ordered,
+            "{what}: events out of order ({} then {})",
+            pair[0].position, pair[1].position
+        );
+    }
+    for e in &page.events {
+        assert!(
+            options.filter.matches(e),
+            "{what}: event {} does not pass the filter",
+            e.position
+        );
+        if let Some(max) = options.max_position {
+            assert!(
+                e.position <= max,
+                "{what}: event {} is past max_position",
+                e.position
+            );
+        }
+        if let Some(from) = options.from {
+            let inside = if forward {
+                e.position >= from
+            } else {
+                e.position <= from
+            };
+            assert!(
+                inside,
+                "{what}: event {} is on the wrong side of `from`",
+                e.position
+            );
+        }
+    }
+    if forward {
+        let next = page
+            .next
+            .unwrap_or_else(|| panic!("{what}: a forward read always returns next"));
+        if let Some(last) = page.events.last() {
+            assert!(
+                next > last.position,
+                "{what}: next {next} is not past the last event"
+            );
+        }
+        if let Some(from) = options.from {
+            assert!(
+                next >= from,
+                "{what}: next {next} moved backward from {from}"
+            );
+        }
+    } else {
+        match (page.next, page.events.last()) {
+            (Some(next), Some(last)) => assert!(
+                next < last.position,
+                "{what}: next {next} is not before the last event"
+            ),
+            (None, _) => assert!(page.is_end, "{what}: no next but is_end = false"),
+            _ => {}
+        }
+        if let (Some(next), Some(from)) = (page.next, options.from) {
+            assert!(
+                next <= from,
+                "{what}: next {next} moved forward from {from}"
+            );
+        }
+    }
 }
 
 /// Every event of `$all` that passes `options`' filter, in `options`' direction, by following
-/// `next` until `is_end`. Checks on the way that every page makes progress.
-pub(crate) async fn read_all_pages<S: EventStore>(
+/// `next` until `is_end`, with the `next` of the last page. Checks every page with
+/// [`check_page`] (through [`read_all`]) and that every page makes progress.
+pub(crate) async fn read_all_to_end<S: EventStore>(
     store: &S,
     options: ReadAllOptions,
-) -> Vec<RecordedEvent> {
+) -> (Vec<RecordedEvent>, Option<Position>) {
     let mut out = Vec::new();
     let mut options = options;
     for _ in 0..100_000 {
@@ -100,7 +189,7 @@ pub(crate) async fn read_all_pages<S: EventStore>(
         let progressed = !page.events.is_empty() || page.next != options.from;
         out.extend(page.events);
         if page.is_end {
-            return out;
+            return (out, page.next);
         }
         assert!(
             progressed,
@@ -113,6 +202,15 @@ pub(crate) async fn read_all_pages<S: EventStore>(
         }
     }
     panic!("read_all paging did not reach the end within 100,000 pages");
+}
+
+/// Every event of `$all` that passes `options`' filter, in `options`' direction (see
+/// [`read_all_to_end`]).
+pub(crate) async fn read_all_pages<S: EventStore>(
+    store: &S,
+    options: ReadAllOptions,
+) -> Vec<RecordedEvent> {
+    read_all_to_end(store, options).await.0
 }
 
 /// Every event of `$all`, oldest first.
