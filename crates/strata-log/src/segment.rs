@@ -37,7 +37,7 @@ pub(crate) struct Segments {
 }
 
 /// Reading a record larger than this issues a second read.
-const FIRST_READ_BYTES: usize = 1024;
+const FIRST_READ_BYTES: usize = 512;
 /// Records closer together than this are fetched in one read.
 const COALESCE_GAP_BYTES: u64 = 8 * 1024;
 /// Largest single read when coalescing.
@@ -66,18 +66,33 @@ impl Segments {
     /// together on disk are fetched with one read. Every record is checked: CRC, structure,
     /// and that it holds the position the index says.
     pub fn read_events(&self, items: &[(u64, Loc)]) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_unstable_by_key(|&i| items[i].1);
-        let mut out: Vec<Option<RecordedEvent>> = vec![None; items.len()];
+        // Visit records in file order: forward reads already are, backward reads are reversed.
+        let order: Vec<usize> = if items.windows(2).all(|w| w[0].1 < w[1].1) {
+            (0..items.len()).collect()
+        } else if items.windows(2).all(|w| w[0].1 > w[1].1) {
+            (0..items.len()).rev().collect()
+        } else {
+            let mut o: Vec<usize> = (0..items.len()).collect();
+            o.sort_unstable_by_key(|&i| items[i].1);
+            o
+        };
+        let mut out: Vec<Option<RecordedEvent>> = (0..items.len()).map(|_| None).collect();
+        let mut window: Vec<u8> = Vec::new();
+        let mut seg: Option<Arc<Segment>> = None;
         let mut k = 0;
         while k < order.len() {
             let (_, first_loc) = items[order[k]];
             let seg_no = loc_segment(first_loc);
-            let seg = self.get(seg_no).ok_or_else(|| ReadError::Corruption {
-                file: segment_file_name(seg_no),
-                offset: loc_offset(first_loc),
-                reason: "the index points into a segment that does not exist".to_owned(),
-            })?;
+            if seg.as_ref().is_none_or(|s| s.header.segment_no != seg_no) {
+                seg = Some(self.get(seg_no).ok_or_else(|| ReadError::Corruption {
+                    file: segment_file_name(seg_no),
+                    offset: loc_offset(first_loc),
+                    reason: "the index points into a segment that does not exist".to_owned(),
+                })?);
+            }
+            let Some(seg) = seg.as_deref() else {
+                unreachable!("set just above")
+            };
             // Extend the run while the next record is in the same segment and close by.
             let start = loc_offset(first_loc);
             let mut end_k = k + 1;
@@ -94,22 +109,24 @@ impl Segments {
             }
             let last_off = loc_offset(items[order[end_k - 1]].1);
             let window_len = (last_off - start) as usize + FIRST_READ_BYTES;
-            let mut window = vec![0u8; window_len];
-            let n = read_up_to(&*seg.file, &mut window, start)
+            if window.len() < window_len {
+                window.resize(window_len, 0);
+            }
+            let n = read_up_to(&*seg.file, &mut window[..window_len], start)
                 .map_err(|e| io_err(&seg.path, start, e))?;
-            window.truncate(n);
+            let filled = &window[..n];
             for &i in &order[k..end_k] {
                 let (position, l) = items[i];
                 let off = loc_offset(l);
-                let rel = (off - start) as usize;
-                let event = match decode_at(&seg, &window[rel.min(window.len())..], off, position) {
+                let rel = ((off - start) as usize).min(filled.len());
+                let event = match decode_at(seg, &filled[rel..], off, position) {
                     Ok(e) => e,
                     Err(Needed(needed)) => {
                         let mut buf = vec![0u8; needed];
                         seg.file
                             .read_exact_at(&mut buf, off)
                             .map_err(|e| io_err(&seg.path, off, e))?;
-                        match decode_at(&seg, &buf, off, position) {
+                        match decode_at(seg, &buf, off, position) {
                             Ok(r) => r,
                             Err(_) => Err(ReadError::Corruption {
                                 file: seg.path.display().to_string(),
