@@ -31,7 +31,7 @@ pub struct ReadStreamOptions {
     pub direction: Direction,
     /// First version to return (inclusive). `None`: the start (forward) or the end (backward).
     pub from_version: Option<u64>,
-    /// Most events to return, at most [`limits::READ_PAGE_MAX_EVENTS`].
+    /// Most events to return, at most [`limits::READ_PAGE_MAX_EVENTS`]; 0 returns nothing.
     pub limit: usize,
     /// Only events at or below this global position: a read "as of" a point in history.
     pub max_position: Option<Position>,

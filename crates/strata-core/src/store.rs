@@ -99,8 +99,13 @@ pub struct Page<T> {
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` atomically if the stream is at `expected`. Returns once the
-    /// events are durable. Retrying an acknowledged append with the same event ids succeeds
-    /// again without writing duplicates.
+    /// events are durable.
+    ///
+    /// Retrying an acknowledged append succeeds again without writing duplicates: when the
+    /// first event's id is stored, and every event of the append is stored in this stream at
+    /// consecutive versions with the same id, event type and data (and, for `Exact(v)`, the
+    /// first at `v + 1`; for `NoStream`, at 0), the original result is returned. Any other
+    /// reuse of a stored id is [`AppendError::EventIdConflict`]. Metadata is not compared.
     async fn append(
         &self,
         stream: &StreamId,

@@ -116,8 +116,10 @@ impl Subscription {
 
     /// Like [`Subscription::next`] but returns `None` instead of waiting when caught up.
     pub async fn try_next(&mut self) -> Result<Option<RecordedEvent>, ReadError> {
-        if self.buffer.is_empty() {
-            self.fill().await?;
+        while self.buffer.is_empty() {
+            if !self.fill().await? {
+                break;
+            }
         }
         match self.buffer.is_empty() {
             true => Ok(None),
@@ -168,7 +170,8 @@ impl Subscription {
         })
     }
 
-    /// Reads the next page into the buffer. Returns whether anything was added.
+    /// Reads the next page into the buffer. Returns whether it made progress: events were
+    /// added, or the cursor moved past events that did not match and more remain.
     async fn fill(&mut self) -> Result<bool, ReadError> {
         if let Cursor::Unresolved(from) = self.cursor {
             self.cursor = self.resolve(from).await?;
@@ -184,14 +187,18 @@ impl Subscription {
                             .filter(filter.clone()),
                     )
                     .await?;
+                let mut moved = false;
                 if let Some(next) = page.next {
                     // A backend never moves a forward cursor backward; assert the pairing.
                     debug_assert!(next >= from);
+                    moved = next > from;
                     self.cursor = Cursor::AllNext(next.max(from));
                 }
                 let added = !page.events.is_empty();
                 self.buffer.extend(page.events);
-                Ok(added)
+                // A page of a sparse filter may hold nothing yet move the cursor: that is
+                // progress, so read on at once instead of waiting for a change.
+                Ok(added || (moved && !page.is_end))
             }
             (SubscriptionTarget::Stream(stream), Cursor::StreamNext(version)) => {
                 let events = match self

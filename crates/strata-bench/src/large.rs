@@ -1,0 +1,106 @@
+//! The memory budget check: a store of many events (10 million by default) must open and
+//! serve on this machine. The store is filled in this process; opening it is measured in a
+//! fresh process (so its memory is the open store's alone) by `strata bench --large`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
+use strata_log::LogStore;
+
+/// Resident and peak memory of this process, in bytes, from `/proc/self/status`.
+pub fn memory_bytes() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Fills `dir` with `events` events spread over `streams` streams (100-event appends from 16
+/// concurrent writers). Returns how long it took.
+pub async fn populate(dir: &Path, events: u64, streams: u64) -> Result<Duration, String> {
+    let store = LogStore::open(dir).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let appends = events / 100;
+    let tasks = 16u64;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut a = t;
+            while a < appends {
+                let stream =
+                    StreamId::new(format!("account-{}", a % streams)).map_err(|e| e.to_string())?;
+                let batch = (0..100)
+                    .map(|i| {
+                        EventData::json(
+                            "MoneyDeposited",
+                            &serde_json::json!({"amount": i, "currency": "EUR"}),
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                store
+                    .append(&stream, ExpectedVersion::Any, batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                a += tasks;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| e.to_string())??;
+    }
+    drop(store);
+    Ok(start.elapsed())
+}
+
+/// What opening a large store cost, measured in the process that opened it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OpenMeasure {
+    /// Events in the store.
+    pub events: u64,
+    /// Time to open, in ms.
+    pub open_ms: u64,
+    /// Whether the index file was used.
+    pub index_loaded: bool,
+    /// Resident memory after opening and serving a few reads, in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident memory, in bytes.
+    pub peak_rss_bytes: u64,
+    /// Time to read one stream after opening, in µs.
+    pub stream_read_us: u64,
+}
+
+/// Opens the store in `dir`, serves a read, and reports time and memory.
+pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
+    let t = Instant::now();
+    let store = LogStore::open(dir).map_err(|e| e.to_string())?;
+    let open_ms = t.elapsed().as_millis() as u64;
+    let s = StreamId::new("account-7").map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let events = store
+        .read_stream(&s, strata_core::ReadStreamOptions::forward().limit(1000))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream_read_us = t.elapsed().as_micros() as u64;
+    if events.is_empty() {
+        return Err("the large store has no account-7 events".to_owned());
+    }
+    let (rss_bytes, peak_rss_bytes) = memory_bytes();
+    Ok(OpenMeasure {
+        events: store.open_report().events,
+        open_ms,
+        index_loaded: store.open_report().index_loaded,
+        rss_bytes,
+        peak_rss_bytes,
+        stream_read_us,
+    })
+}
