@@ -56,6 +56,9 @@ enum Command {
     Verify,
     /// Run the benchmarks.
     Bench(BenchArgs),
+    /// Open the store, serve a read and print time and memory (used by `bench --large`).
+    #[command(hide = true)]
+    BenchOpen,
 }
 
 #[derive(Args)]
@@ -162,6 +165,66 @@ struct BenchArgs {
     /// Where to put the benchmark's stores (removed afterwards).
     #[arg(long, default_value = "./strata-bench-data")]
     dir: PathBuf,
+    /// Instead: fill a store with this many events and measure opening it in a fresh
+    /// process, with and without its index file (the memory budget check).
+    #[arg(long, value_name = "EVENTS")]
+    large: Option<u64>,
+}
+
+/// `strata bench --large N`: fill a store, then open it in fresh processes.
+async fn bench_large(dir: &std::path::Path, events: u64, p: &Printer) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    eprintln!("filling {} with {events} events...", dir.display());
+    let took = strata_bench::large::populate(dir, events, (events / 100).max(1))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "filled in {:.1} s ({:.0} events/s)",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+    let exe = std::env::current_exe().context("finding the strata binary")?;
+    let measure = || -> Result<strata_bench::large::OpenMeasure> {
+        let out = std::process::Command::new(&exe)
+            .arg("--data")
+            .arg(dir)
+            .arg("bench-open")
+            .output()
+            .context("running strata bench-open")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "bench-open failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let with_index = measure()?;
+    std::fs::remove_file(dir.join("index.bin")).context("removing the index file")?;
+    let rebuilt = measure()?;
+    let _ = std::fs::remove_dir_all(dir);
+    if p.is_json() {
+        println!(
+            "{}",
+            serde_json::json!({"withIndex": with_index, "rebuilt": rebuilt})
+        );
+    } else {
+        for (name, m) in [
+            ("with index file", &with_index),
+            ("rebuilding index", &rebuilt),
+        ] {
+            println!(
+                "open {} events, {name}: {} ms; resident memory {:.0} MiB (peak {:.0} MiB, {:.0} bytes/event); a 1,000-event stream read right after: {:.2} ms",
+                m.events,
+                m.open_ms,
+                m.rss_bytes as f64 / 1048576.0,
+                m.peak_rss_bytes as f64 / 1048576.0,
+                m.rss_bytes as f64 / m.events.max(1) as f64,
+                m.stream_read_us as f64 / 1000.0
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -343,6 +406,17 @@ async fn run(cli: Cli) -> Result<()> {
             let r = strata_log::verify(&cli.data)?;
             p.verify(&cli.data, &r);
             Ok(())
+        }
+        Command::BenchOpen => {
+            let m = strata_bench::large::open_and_measure(&cli.data)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        Command::Bench(b) if b.large.is_some() => {
+            let events = b.large.unwrap_or_default();
+            bench_large(&b.dir, events, &p).await
         }
         Command::Bench(b) => {
             let scale = if b.quick {
