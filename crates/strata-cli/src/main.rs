@@ -372,7 +372,7 @@ async fn run(cli: Cli) -> Result<()> {
                 };
                 (SubscriptionTarget::Stream(stream_arg(&a.stream)?), from)
             };
-            let mut sub = store.subscribe(target, from);
+            let mut sub = store.subscribe(target, from).await?;
             let mut seen = 0u64;
             while a.count.is_none_or(|c| seen < c) {
                 tokio::select! {

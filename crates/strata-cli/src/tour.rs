@@ -162,10 +162,12 @@ pub async fn run(store: &LogStore, p: &Printer) -> Result<()> {
     ));
 
     say("\n6. A live subscription: it catches up from storage, then turns live.");
-    let mut sub = store.subscribe(
-        SubscriptionTarget::Stream(account.clone()),
-        SubscribeFrom::Start,
-    );
+    let mut sub = store
+        .subscribe(
+            SubscriptionTarget::Stream(account.clone()),
+            SubscribeFrom::Start,
+        )
+        .await?;
     for _ in 0..events.len() {
         let e = sub.next().await?;
         say(&format!(

@@ -146,6 +146,13 @@ pub trait EventStore: Send + Sync + 'static {
     fn changes(&self) -> watch::Receiver<u64>;
 
     /// Follows `target` from `from`: catches up from storage, then delivers new events as they
-    /// are appended, with no gap and no duplicate at the seam.
-    fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription;
+    /// are appended, with no gap and no duplicate at the seam. The starting point is fixed
+    /// when this returns: with [`SubscribeFrom::End`], every event appended after that is
+    /// delivered. Backends implement it as
+    /// `Subscription::start(Arc::new(self.clone()), target, from).await`.
+    async fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Result<Subscription, ReadError>;
 }

@@ -49,14 +49,15 @@ struct RecordedEventKey {
 }
 
 impl Subscription {
-    /// A subscription on `store`. Backends call this from [`EventStore::subscribe`].
-    pub fn new(
+    /// A subscription on `store`, its starting point fixed before it returns (so `End` means
+    /// the head as of this call). Backends call this from [`EventStore::subscribe`].
+    pub async fn start(
         store: Arc<dyn EventStore>,
         target: SubscriptionTarget,
         from: SubscribeFrom,
-    ) -> Self {
+    ) -> Result<Self, ReadError> {
         let changes = store.changes();
-        Subscription {
+        let mut sub = Subscription {
             store,
             target,
             cursor: Cursor::Unresolved(from),
@@ -65,7 +66,9 @@ impl Subscription {
             poll_interval: Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS),
             page_events: limits::SUBSCRIPTION_PAGE_EVENTS,
             last_delivered: None,
-        }
+        };
+        sub.cursor = sub.resolve(from).await?;
+        Ok(sub)
     }
 
     /// Changes how long a caught-up subscription waits before it looks at storage anyway.

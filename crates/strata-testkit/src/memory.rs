@@ -446,8 +446,12 @@ impl EventStore for MemoryStore {
         self.changes.subscribe()
     }
 
-    fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription {
-        Subscription::new(Arc::new(self.clone()), target, from)
+    async fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Result<Subscription, ReadError> {
+        Subscription::start(Arc::new(self.clone()), target, from).await
     }
 }
 

@@ -470,11 +470,17 @@ pub async fn recorded_event_is_the_same_through_every_read<S: EventStore + Clone
     assert_eq!(all[1], e);
     let all_back = read_all_pages(&store, ReadAllOptions::backward().from(e.position)).await;
     assert_eq!(all_back.first(), Some(&e));
-    let mut sub = store.subscribe(SubscriptionTarget::Stream(s.clone()), SubscribeFrom::Start);
+    let mut sub = store
+        .subscribe(SubscriptionTarget::Stream(s.clone()), SubscribeFrom::Start)
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut sub, "the stream's event").await, e);
-    let mut sub_all = store.subscribe(
-        SubscriptionTarget::All(strata_core::Filter::default().categories(["account"])),
-        SubscribeFrom::Start,
-    );
+    let mut sub_all = store
+        .subscribe(
+            SubscriptionTarget::All(strata_core::Filter::default().categories(["account"])),
+            SubscribeFrom::Start,
+        )
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut sub_all, "the account event").await, e);
 }

@@ -239,10 +239,13 @@ pub async fn read_limits_are_enforced<S: EventStore + Clone>(store: S) {
             .await,
         "list_categories limit",
     );
-    let mut sub = store.subscribe(
-        SubscriptionTarget::All(filters[0].clone()),
-        SubscribeFrom::Start,
-    );
+    let mut sub = store
+        .subscribe(
+            SubscriptionTarget::All(filters[0].clone()),
+            SubscribeFrom::Start,
+        )
+        .await
+        .unwrap();
     expect_read_limit(
         within("a subscription with a bad filter", sub.next()).await,
         "subscription filter",
