@@ -14,7 +14,8 @@ use crate::limits;
 /// the state). The [`crate::Repository`] does the rest: loading, appending with optimistic
 /// concurrency, retries, metadata and snapshots.
 ///
-/// The state is `Serialize + DeserializeOwned` so that it can be snapshotted; change
+/// The state is `Clone` so that the repository can keep recently used aggregates in memory,
+/// and `Serialize + DeserializeOwned` so that it can be snapshotted; change
 /// [`Aggregate::SNAPSHOT_SCHEMA_VERSION`] whenever its encoding changes, and old snapshots are
 /// ignored (the aggregate is rebuilt by a full replay) instead of being misread.
 ///
@@ -22,7 +23,7 @@ use crate::limits;
 /// use serde::{Deserialize, Serialize};
 /// use strata::{Aggregate, DomainEvent};
 ///
-/// #[derive(Debug, Default, Serialize, Deserialize)]
+/// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 /// struct Counter { value: u64 }
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +56,9 @@ use crate::limits;
 /// }
 /// assert_eq!(Counter::stream_id("7").unwrap().as_str(), "counter-7");
 /// ```
-pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     /// The events this aggregate records.
     type Event: DomainEvent + Serialize + DeserializeOwned + Clone + std::fmt::Debug;
     /// The commands it accepts. Cloned when a conflicting command is retried.

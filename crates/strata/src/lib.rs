@@ -23,7 +23,7 @@
 //! use strata::{Aggregate, DomainEvent};
 //! use strata::testing::AggregateTest;
 //!
-//! #[derive(Debug, Default, Serialize, Deserialize)]
+//! #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 //! struct Account { open: bool, balance: u64 }
 //!
 //! // The variant names are the stored event types. (`rename_all` on the enum itself would
@@ -88,10 +88,37 @@
 //! .when(AccountCommand::Withdraw(150))
 //! .then_expect_events([AccountEvent::MoneyWithdrawn { amount: 150 }]);
 //! assert_eq!(account.balance, 150);
+//!
+//! // The same account on the embedded store: commands in, events stored, state replayed.
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use strata::{CommandEnvelope, ExecuteError, Repository};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = strata_log::LogStore::open(dir.path()).unwrap();
+//! let accounts = Repository::<Account, _>::new(store);
+//!
+//! let opened = accounts
+//!     .execute("123", CommandEnvelope::new(AccountCommand::Open { initial_balance: 100 })
+//!         .user_id("teller-7"))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(opened.version, Some(0));
+//! accounts.execute("123", AccountCommand::Deposit(200)).await.unwrap();
+//! let done = accounts.execute("123", AccountCommand::Withdraw(150)).await.unwrap();
+//! assert_eq!((done.balance, done.version), (150, Some(2)));
+//!
+//! let refused = accounts.execute("123", AccountCommand::Withdraw(1_000)).await.unwrap_err();
+//! assert!(matches!(refused, ExecuteError::Rejected(AccountError::InsufficientFunds { .. })));
+//!
+//! let history = accounts.read_events("123", 0, 10).await.unwrap();
+//! assert_eq!(history[0].event_type, "AccountOpened");
+//! assert_eq!(history[0].metadata.user_id(), Some("teller-7"));
+//! assert_eq!(accounts.load_at_version("123", 1).await.unwrap().balance, 300);
+//! # });
 //! ```
 #![deny(missing_docs)]
 
 mod aggregate;
+mod cache;
 mod codec;
 mod command;
 mod error;

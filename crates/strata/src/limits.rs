@@ -21,9 +21,19 @@ pub const COMMAND_RETRIES_DEFAULT: u32 = 3;
 /// command into an unbounded loop.
 pub const COMMAND_RETRIES_MAX: u32 = 100;
 
+/// Default number of aggregates a repository keeps in memory between commands. A cached
+/// aggregate is caught up with a single short read instead of a snapshot load and a replay;
+/// a thousand covers the working set of a busy service while bounding memory to a thousand
+/// states.
+pub const AGGREGATE_CACHE_ENTRIES_DEFAULT: usize = 1_000;
+
+/// Most aggregates a repository may be configured to keep in memory.
+pub const AGGREGATE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+
 /// Most events one [`crate::Repository::read_events`] call returns.
 pub const HISTORY_PAGE_MAX_EVENTS: usize = READ_PAGE_MAX_EVENTS;
 
 const _: () = assert!(LOAD_PAGE_EVENTS <= READ_PAGE_MAX_EVENTS);
 const _: () = assert!(LOAD_PAGE_EVENTS > 0);
 const _: () = assert!(COMMAND_RETRIES_DEFAULT <= COMMAND_RETRIES_MAX);
+const _: () = assert!(AGGREGATE_CACHE_ENTRIES_DEFAULT <= AGGREGATE_CACHE_ENTRIES_MAX);

@@ -12,6 +12,7 @@ use strata_core::{
 };
 
 use crate::aggregate::Aggregate;
+use crate::cache::AggregateCache;
 use crate::command::CommandEnvelope;
 use crate::error::{ExecuteError, LoadError, TakeSnapshotError};
 use crate::limits;
@@ -35,8 +36,12 @@ pub struct Loaded<A> {
     pub last_recorded_at: Option<Timestamp>,
     /// The version of the snapshot the load started from, if one was used.
     pub snapshot_version: Option<u64>,
-    /// How many events were replayed on top of the snapshot (or from the start).
+    /// How many events this load replayed on top of its starting point (the cached state, the
+    /// snapshot, or the start of the stream).
     pub events_replayed: u64,
+    /// Whether the load started from the repository's in-memory cache (then caught up with
+    /// the events stored since) rather than from a snapshot or the start.
+    pub from_cache: bool,
 }
 
 impl<A> Loaded<A> {
@@ -99,7 +104,7 @@ impl<A: Aggregate> Deref for Executed<A> {
 /// ```
 /// # use serde::{Deserialize, Serialize};
 /// # use strata::{Aggregate, DomainEvent, Repository};
-/// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: u64 }
+/// # #[derive(Debug, Default, Clone, Serialize, Deserialize)] struct Counter { value: u64 }
 /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)] enum Ev { Incremented { by: u64 } }
 /// # impl DomainEvent for Ev {}
 /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
@@ -118,6 +123,7 @@ impl<A: Aggregate> Deref for Executed<A> {
 /// ```
 pub struct Repository<A: Aggregate, S> {
     store: Arc<S>,
+    cache: Arc<AggregateCache<A>>,
     codec: EventCodec<A::Event>,
     snapshot_interval: u64,
     max_retries: u32,
@@ -129,6 +135,7 @@ impl<A: Aggregate, S> Clone for Repository<A, S> {
     fn clone(&self) -> Self {
         Repository {
             store: Arc::clone(&self.store),
+            cache: Arc::clone(&self.cache),
             codec: self.codec.clone(),
             snapshot_interval: self.snapshot_interval,
             max_retries: self.max_retries,
@@ -166,6 +173,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     pub fn from_arc(store: Arc<S>) -> Self {
         Repository {
             store,
+            cache: Arc::new(AggregateCache::new(limits::AGGREGATE_CACHE_ENTRIES_DEFAULT)),
             codec: EventCodec::new(),
             snapshot_interval: A::SNAPSHOT_INTERVAL,
             max_retries: limits::COMMAND_RETRIES_DEFAULT,
@@ -185,6 +193,17 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// [`limits::COMMAND_RETRIES_MAX`]).
     pub fn with_max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries.min(limits::COMMAND_RETRIES_MAX);
+        self
+    }
+
+    /// Keeps at most `aggregates` recently used aggregates in memory (0: none), instead of
+    /// [`limits::AGGREGATE_CACHE_ENTRIES_DEFAULT`]. A cached aggregate is always caught up with
+    /// the events stored after it before it is used, so the cache never serves stale state;
+    /// it saves the snapshot load and the replay.
+    pub fn with_cache_capacity(mut self, aggregates: usize) -> Self {
+        self.cache = Arc::new(AggregateCache::new(
+            aggregates.min(limits::AGGREGATE_CACHE_ENTRIES_MAX),
+        ));
         self
     }
 
@@ -225,7 +244,18 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 
     /// [`Repository::load`] by stream id.
     pub async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
-        self.load_bounded(stream, Bound::default()).await
+        if let Some(mut cached) = self.cache.get(stream) {
+            cached.from_cache = true;
+            cached.events_replayed = 0;
+            self.replay_into(&mut cached, Bound::default()).await?;
+            if cached.events_replayed > 0 {
+                self.cache.put(&cached);
+            }
+            return Ok(cached);
+        }
+        let loaded = self.load_bounded(stream, Bound::default()).await?;
+        self.cache.put(&loaded);
+        Ok(loaded)
     }
 
     /// The state of the aggregate `id` right after its event at `version`, from the newest
@@ -318,7 +348,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let CommandEnvelope { command, context } = command.into();
         let metadata = context.event_metadata();
-        let mut loaded = self.load_bounded(stream, Bound::default()).await?;
+        let mut loaded = self.load_stream(stream).await?;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -366,6 +396,11 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                             loaded.snapshot_version,
                         )
                         .await;
+                    loaded.version = Some(result.stream_version);
+                    loaded.last_position = Some(result.last_position());
+                    loaded.last_recorded_at = None;
+                    loaded.snapshot_version = snapshot_version.or(loaded.snapshot_version);
+                    self.cache.put(&loaded);
                     return Ok(Executed {
                         stream_id: loaded.stream_id,
                         version: Some(result.stream_version),
@@ -432,11 +467,21 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         Ok(Some(version))
     }
 
-    /// Deletes every snapshot of the aggregate `id`; the next load replays all its events
-    /// (and the next command writes a fresh snapshot). Returns how many there were.
+    /// Deletes every snapshot of the aggregate `id` and forgets its cached state; the next
+    /// load replays all its events (and the next command writes a fresh snapshot). Returns
+    /// how many snapshots there were.
     pub async fn delete_snapshots(&self, id: &str) -> Result<u64, TakeSnapshotError> {
         let stream = A::stream_id(id).map_err(LoadError::InvalidId)?;
+        self.cache.remove(&stream);
         Ok(self.store.delete_snapshots(&stream).await?)
+    }
+
+    /// Forgets the cached state of the aggregate `id`, if any; its next load starts from its
+    /// newest snapshot.
+    pub fn evict(&self, id: &str) {
+        if let Ok(stream) = A::stream_id(id) {
+            self.cache.remove(&stream);
+        }
     }
 
     /// The decoded (and upcast) events of the aggregate `id`, from `from_version`, at most
@@ -622,6 +667,7 @@ fn empty<A: Default>(stream: StreamId) -> Loaded<A> {
         last_recorded_at: None,
         snapshot_version: None,
         events_replayed: 0,
+        from_cache: false,
     }
 }
 

@@ -9,7 +9,7 @@
 //! # use serde::{Deserialize, Serialize};
 //! # use strata::{Aggregate, DomainEvent};
 //! use strata::testing::AggregateTest;
-//! # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter { value: u64 }
+//! # #[derive(Debug, Default, Clone, Serialize, Deserialize)] struct Counter { value: u64 }
 //! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)] enum Ev { Incremented { by: u64 } }
 //! # impl DomainEvent for Ev {}
 //! # #[derive(Debug, PartialEq, thiserror::Error)] #[error("would pass 10")] struct TooBig;
@@ -260,7 +260,7 @@ mod tests {
     use super::*;
     use crate::{DomainEvent, Upcasters};
 
-    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[derive(Debug, Default, Clone, Serialize, Deserialize)]
     struct Light {
         on: bool,
         name: String,

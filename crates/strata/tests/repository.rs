@@ -24,7 +24,7 @@ fn stream(s: &str) -> StreamId {
 #[tokio::test]
 async fn a_command_appends_its_events_and_a_load_replays_them() {
     let (_dir, store) = log_store();
-    let repo = Repository::<Tally, _>::new(store.clone());
+    let repo = Repository::<Tally, _>::new(store.clone()).with_cache_capacity(0);
 
     let missing = repo.load("1").await.unwrap();
     assert_eq!(missing.version, None);
@@ -232,7 +232,9 @@ async fn the_same_command_id_cannot_record_its_events_twice() {
 #[tokio::test]
 async fn snapshots_are_written_every_interval_and_used_by_loads() {
     let (_dir, store) = log_store();
-    let repo = Repository::<Tally, _>::new(store.clone()).with_snapshot_interval(10);
+    let repo = Repository::<Tally, _>::new(store.clone())
+        .with_snapshot_interval(10)
+        .with_cache_capacity(0);
     let mut snapshots = Vec::new();
     for _ in 0..25 {
         let done = repo.execute("s", TallyCommand::Add(1)).await.unwrap();
@@ -263,7 +265,9 @@ async fn snapshots_are_written_every_interval_and_used_by_loads() {
     assert_eq!(next.snapshot_version, Some(32));
 
     // Interval 0 never snapshots; an explicit snapshot works whatever the interval.
-    let never = Repository::<Tally, _>::new(store).with_snapshot_interval(0);
+    let never = Repository::<Tally, _>::new(store)
+        .with_snapshot_interval(0)
+        .with_cache_capacity(0);
     for _ in 0..3 {
         assert_eq!(
             never
@@ -296,7 +300,9 @@ async fn a_failing_snapshot_write_never_fails_the_command() {
 #[tokio::test]
 async fn snapshots_of_another_schema_or_unreadable_ones_are_ignored() {
     let (_dir, store) = log_store();
-    let repo = Repository::<Tally, _>::new(store.clone()).with_snapshot_interval(0);
+    let repo = Repository::<Tally, _>::new(store.clone())
+        .with_snapshot_interval(0)
+        .with_cache_capacity(0);
     for _ in 0..4 {
         repo.execute("x", TallyCommand::Add(2)).await.unwrap();
     }
@@ -337,6 +343,7 @@ async fn loads_page_through_long_streams() {
     for page in [1, 7, 10, 50, 51] {
         let repo = Repository::<Tally, _>::new(store.clone())
             .with_snapshot_interval(0)
+            .with_cache_capacity(0)
             .with_page_events(page);
         let id = format!("p{page}");
         repo.execute(&id, TallyCommand::AddMany((1..=50).collect()))
@@ -433,15 +440,20 @@ async fn load_as_of_a_time_sees_only_what_was_recorded_by_then() {
 #[tokio::test]
 async fn an_event_that_cannot_be_decoded_is_a_typed_error_naming_it() {
     let (_dir, store) = log_store();
-    let repo = Repository::<Tally, _>::new(store.clone());
-    repo.execute("e1", TallyCommand::Add(1)).await.unwrap();
-
+    // The cached path (catching up on the new event) and the cold path fail the same way.
+    let cached = Repository::<Tally, _>::new(store.clone());
+    cached.execute("e1", TallyCommand::Add(1)).await.unwrap();
     seed(
         &store,
         "tally-e1",
         vec![EventData::json("Renamed", &json!({})).unwrap()],
     )
     .await;
+    let LoadError::Decode(d) = cached.load("e1").await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!((d.version, d.kind), (1, DecodeErrorKind::UnknownEventType));
+    let repo = Repository::<Tally, _>::new(store.clone()).with_cache_capacity(0);
     let err = repo.load("e1").await.unwrap_err();
     let LoadError::Decode(d) = &err else {
         panic!("{err:?}")
@@ -551,4 +563,36 @@ async fn history_reads_decoded_events_with_their_metadata() {
     assert_eq!(events[0].stream_version, 1);
     assert_eq!(events[1].metadata.user_id(), Some("u1"));
     assert!(repo.read_events("nobody", 0, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_cache_catches_up_with_writes_from_elsewhere() {
+    let (_dir, store) = log_store();
+    let here = Repository::<Tally, _>::new(store.clone());
+    // Another process (or another repository) writing to the same aggregate.
+    let elsewhere = Repository::<Tally, _>::new(store.clone()).with_cache_capacity(0);
+    here.execute("k", TallyCommand::Add(1)).await.unwrap();
+    let hit = here.load("k").await.unwrap();
+    assert!(hit.from_cache);
+    assert_eq!((hit.events_replayed, hit.total), (0, 1));
+
+    elsewhere
+        .execute("k", TallyCommand::AddMany(vec![10, 20]))
+        .await
+        .unwrap();
+    let caught_up = here.load("k").await.unwrap();
+    assert!(caught_up.from_cache);
+    assert_eq!((caught_up.events_replayed, caught_up.total), (2, 31));
+    assert_eq!(caught_up.version, Some(2));
+
+    // A command decided on the cached state sees the other writes first (no conflict needed).
+    elsewhere.execute("k", TallyCommand::Close).await.unwrap();
+    let err = here.execute("k", TallyCommand::Add(1)).await.unwrap_err();
+    assert_eq!(err.rejection(), Some(&TallyError::Closed));
+
+    // Evicting forgets the state; the next load is cold.
+    here.evict("k");
+    let cold = here.load("k").await.unwrap();
+    assert!(!cold.from_cache);
+    assert_eq!(cold.events_replayed, 4);
 }

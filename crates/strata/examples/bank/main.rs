@@ -155,16 +155,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
             println!("   snapshot written at version {v}");
         }
     }
-    let bob = accounts.load("456").await?;
+    // A fresh repository has nothing cached: it loads the way a restarted service would.
+    let cold = Repository::<BankAccount, _>::new(accounts.store().as_ref().clone());
+    let bob = cold.load("456").await?;
     println!(
-        "   Loading account-456 (version {}): started from the snapshot at version {} and \
+        "   Loading account-456 cold (version {}): started from the snapshot at version {} and \
          replayed only {} events; balance {}",
         version(bob.version),
         version(bob.snapshot_version),
         bob.events_replayed,
         bob.balance
     );
-    let past = accounts.load_at_version("456", 150).await?;
+    let past = cold.load_at_version("456", 150).await?;
     println!(
         "   Loading it at version 150: from the snapshot at version {}, replayed {} events; \
          balance {}",

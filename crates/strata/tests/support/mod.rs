@@ -181,8 +181,12 @@ macro_rules! delegate_event_store {
             fn changes(&self) -> watch::Receiver<u64> {
                 self.inner.changes()
             }
-            fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription {
-                self.inner.subscribe(target, from)
+            async fn subscribe(
+                &self,
+                target: SubscriptionTarget,
+                from: SubscribeFrom,
+            ) -> Result<Subscription, ReadError> {
+                self.inner.subscribe(target, from).await
             }
         }
     };
