@@ -184,7 +184,7 @@ async fn run_batch(shared: &Shared, mut batch: Vec<AppendRequest>) {
             for req in batch {
                 let r = match is_unavailable(&e) {
                     true => Err(append_error(&e)),
-                    false => run_single(shared, &req, Some(e_clone(&e))).await,
+                    false => run_single(shared, &req, Some(FirstError::from(&e))).await,
                 };
                 let _ = req.reply.send(r);
             }
@@ -199,26 +199,28 @@ async fn run_batch(shared: &Shared, mut batch: Vec<AppendRequest>) {
     }
 }
 
-/// Copies what matters of an error (sqlx errors are not `Clone`).
-fn e_clone(e: &sqlx::Error) -> FirstError {
-    FirstError {
-        code: sqlstate(e),
-        constraint: constraint(e),
-        unavailable: is_unavailable(e),
-        error: append_error(e),
-    }
-}
-
-struct FirstError {
+/// What matters of a failed attempt (sqlx errors are not `Clone`).
+pub(crate) struct FirstError {
     code: Option<String>,
     constraint: Option<String>,
     unavailable: bool,
     error: AppendError,
 }
 
+impl From<&sqlx::Error> for FirstError {
+    fn from(e: &sqlx::Error) -> Self {
+        FirstError {
+            code: sqlstate(e),
+            constraint: constraint(e),
+            unavailable: is_unavailable(e),
+            error: append_error(e),
+        }
+    }
+}
+
 /// Runs one append on its own, retrying races, until it has a definite answer. `first` is the
 /// error of an attempt already made with exactly this request, if any.
-async fn run_single(
+pub(crate) async fn run_single(
     shared: &Shared,
     req: &AppendRequest,
     mut first: Option<FirstError>,
@@ -240,7 +242,7 @@ async fn run_single(
                         };
                         return r;
                     }
-                    Err(e) => e_clone(&e),
+                    Err(e) => FirstError::from(&e),
                 }
             }
         };
@@ -367,19 +369,27 @@ where
             batch.len()
         )));
     }
-    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
     let mut committed_xid = None;
-    for (row, req) in rows.iter().zip(batch) {
-        let status: i16 = row.try_get(0)?;
-        let version: Option<i64> = row.try_get(1)?;
-        let first: Option<i64> = row.try_get(2)?;
-        let positions: Option<Vec<i64>> = row.try_get(3)?;
-        let conflict: Option<Uuid> = row.try_get(4)?;
-        let xid: i64 = row.try_get(5)?;
+    for row in &rows {
+        let index: i32 = row.try_get(0)?;
+        let status: i16 = row.try_get(1)?;
+        let version: Option<i64> = row.try_get(2)?;
+        let first: Option<i64> = row.try_get(3)?;
+        let positions: Option<Vec<i64>> = row.try_get(4)?;
+        let conflict: Option<Uuid> = row.try_get(5)?;
+        let xid: Option<i64> = row.try_get(6)?;
+        let slot = usize::try_from(index - 1)
+            .ok()
+            .filter(|&i| i < batch.len() && outcomes[i].is_none())
+            .ok_or_else(|| {
+                sqlx::Error::Protocol(format!("strata_append answered for append {index}"))
+            })?;
+        let req = &batch[slot];
         let n = req.events.len() as u64;
         let r = match status {
             0 => {
-                committed_xid = Some(xid);
+                committed_xid = committed_xid.max(xid);
                 let first = first.unwrap_or_default() as u64;
                 Ok(AppendResult {
                     stream_version: version.unwrap_or_default() as u64,
@@ -407,8 +417,9 @@ where
                 "strata_append returned unknown status {other}"
             ))),
         };
-        outcomes.push(Outcome::Done(r));
+        outcomes[slot] = Some(Outcome::Done(r));
     }
+    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
     if let Some(xid) = committed_xid {
         shared.own_xid.fetch_max(xid as u64, Ordering::AcqRel);
     }

@@ -63,7 +63,11 @@ impl EventStore for PostgresStore {
         self.shared().changes.subscribe()
     }
 
-    fn subscribe(&self, target: SubscriptionTarget, from: SubscribeFrom) -> Subscription {
-        Subscription::new(Arc::new(self.clone()), target, from)
+    async fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Result<Subscription, ReadError> {
+        Subscription::start(Arc::new(self.clone()), target, from).await
     }
 }

@@ -66,3 +66,15 @@ pub use error::ConnectError;
 pub use migrate::SCHEMA_VERSION;
 pub use options::PgStoreOptions;
 pub use store::PostgresStore;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn connect_futures_can_be_spawned() {
+        let f = crate::PostgresStore::connect("postgres://x@127.0.0.1:1/x");
+        assert_send(&f);
+        drop(f);
+    }
+}

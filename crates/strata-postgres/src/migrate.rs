@@ -7,7 +7,7 @@
 //! A database whose recorded version is newer than this code's is refused with
 //! [`ConnectError::SchemaTooNew`].
 
-use sqlx::{PgPool, Row};
+use sqlx::{Executor, PgPool, Row};
 
 use crate::error::{first_line, ConnectError};
 
@@ -86,7 +86,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, apply: bool) -> Result<
                 reason: "the schema has no Strata tables and migrations are turned off".to_owned(),
             });
         }
-        sqlx::raw_sql(&render(
+        let sql = render(
             "CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE IF NOT EXISTS {schema}.strata_migrations (
                  version     INT PRIMARY KEY,
@@ -94,10 +94,9 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, apply: bool) -> Result<
                  applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
              );",
             schema,
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| err0(&e))?;
+        );
+        // A plain string runs as a simple query, which may hold several statements.
+        tx.execute(sql.as_str()).await.map_err(|e| err0(&e))?;
     }
     let current: i32 = sqlx::query(&render(
         "SELECT coalesce(max(version), 0) AS v FROM {schema}.strata_migrations",
@@ -131,8 +130,8 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, apply: bool) -> Result<
             "applying migration: {}",
             m.description
         );
-        sqlx::raw_sql(&render(m.sql, schema))
-            .execute(&mut *tx)
+        let sql = render(m.sql, schema);
+        tx.execute(sql.as_str())
             .await
             .map_err(|e| db_error(schema, m.version, &e))?;
         sqlx::query(&render(

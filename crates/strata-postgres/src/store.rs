@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
 use strata_core::{AppendError, AppendResult, EventData, ExpectedVersion, StreamId};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -87,6 +88,11 @@ impl PostgresStore {
     /// Connects with `options`.
     pub async fn connect_with(options: PgStoreOptions) -> Result<Self, ConnectError> {
         options.validate()?;
+        if !(options.url.starts_with("postgres://") || options.url.starts_with("postgresql://")) {
+            return Err(ConnectError::InvalidUrl {
+                reason: "it must start with postgres:// or postgresql://".to_owned(),
+            });
+        }
         let connect =
             PgConnectOptions::from_str(&options.url).map_err(|e| ConnectError::InvalidUrl {
                 reason: crate::error::first_line(&e.to_string()),
@@ -102,15 +108,24 @@ impl PostgresStore {
             user: connect.get_username().to_owned(),
             timeout_ms: options.connect_timeout.as_millis() as u64,
         };
+        // One direct connection first: the pool retries failed connects until its timeout,
+        // which would hide *why* it failed (refused, no such database, bad password).
+        match tokio::time::timeout(
+            options.connect_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        {
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+            Ok(Err(e)) => return Err(connect_error(&e, &target)),
+            Err(_) => return Err(connect_error(&sqlx::Error::PoolTimedOut, &target)),
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
-            .connect_with(connect.clone());
-        let pool = match tokio::time::timeout(options.connect_timeout, pool).await {
-            Ok(Ok(pool)) => pool,
-            Ok(Err(e)) => return Err(connect_error(&e, &target)),
-            Err(_) => return Err(connect_error(&sqlx::Error::PoolTimedOut, &target)),
-        };
+            .connect_lazy_with(connect.clone());
         migrate::migrate(&pool, &options.schema, options.migrate).await?;
 
         let (changes, _) = watch::channel(0u64);
@@ -224,7 +239,12 @@ impl PostgresStore {
                         ))
                     })
             }
-            Err(e) => Err(err(e)),
+            Err(e) => {
+                // Lost a race (or worse): settle it the way the normal path does.
+                let first = append::FirstError::from(&e);
+                drop(tx);
+                append::run_single(shared, &request, Some(first)).await
+            }
         };
         shared.appended();
         result

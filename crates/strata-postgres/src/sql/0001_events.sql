@@ -42,13 +42,21 @@ CREATE TABLE {schema}.snapshots (
 );
 
 -- Appends a batch of appends in one transaction. Every append is checked on its own (idempotent
--- retry, expected version) and gets one result row, in order; the accepted ones are inserted
--- together. A race with another transaction (a unique violation) fails the whole statement and
--- the client retries the appends one by one.
+-- retry, expected version) and gets one result row (o_index = its 1-based place in the batch);
+-- the accepted ones are inserted together. A race with another transaction (a unique
+-- violation) fails the whole statement and the client retries the appends one by one.
 --
 -- Status: 0 appended, 1 wrong expected version (o_stream_version = actual, NULL: no stream),
 -- 2 event id conflict (o_conflict_id), 3 idempotent retry (o_stream_version and o_positions are
 -- those of the original append).
+--
+-- Order of work, which the ordering proof relies on (docs/guarantees.md):
+--   1. read: every check, with no transaction id assigned yet;
+--   2. the critical section: transaction id, positions and recorded_at, taken together;
+--   3. write: one INSERT.
+-- Reading stream versions before taking positions means an append that succeeds read every
+-- earlier committed event of its stream before it took its positions, so within a stream,
+-- versions and positions increase together.
 CREATE FUNCTION {schema}.strata_append(
     p_streams        TEXT[],      -- per append
     p_categories     TEXT[],
@@ -63,7 +71,7 @@ CREATE FUNCTION {schema}.strata_append(
     p_json           BOOLEAN[],   -- also store the payload as JSONB in `data`
     p_data           BYTEA[],
     p_metadata       TEXT[])      -- NULL when empty
-RETURNS TABLE (o_status SMALLINT, o_stream_version BIGINT, o_first_position BIGINT,
+RETURNS TABLE (o_index INT, o_status SMALLINT, o_stream_version BIGINT, o_first_position BIGINT,
                o_positions BIGINT[], o_conflict_id UUID, o_xid BIGINT)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -74,6 +82,9 @@ DECLARE
     v_us        BIGINT;
     v_at        TIMESTAMPTZ;
     v_base      BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_appends]);
+    v_last      BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_appends]);
+    v_start     INT[] := array_fill(NULL::INT, ARRAY[v_appends]);
+    v_accepted  INT := 0;
     v_offset    INT := 1;
     v_count     INT;
     v_stream    TEXT;
@@ -97,27 +108,7 @@ BEGIN
             USING ERRCODE = 'SX001';
     END IF;
 
-    -- The critical section: transaction id, positions and recorded_at are taken together under
-    -- a session-level advisory lock that is released at once (not at commit), so for any two
-    -- appending transactions, xid order = position order = recorded_at order. It holds no row
-    -- lock and does no I/O; writers only queue here for a few microseconds, never for a commit.
-    BEGIN
-        PERFORM pg_advisory_lock({lock_key});
-        v_xid := pg_current_xact_id();
-        v_first := nextval('{schema}.events_position_seq');
-        IF v_events > 1 THEN
-            PERFORM setval('{schema}.events_position_seq', v_first + v_events - 1);
-        END IF;
-        v_us := greatest((extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT,
-                         (SELECT last_value FROM {schema}.recorded_at_clock));
-        PERFORM setval('{schema}.recorded_at_clock', v_us);
-        PERFORM pg_advisory_unlock({lock_key});
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-        PERFORM pg_advisory_unlock({lock_key});
-        RAISE;
-    END;
-    v_at := 'epoch'::TIMESTAMPTZ + v_us * INTERVAL '1 microsecond';
-
+    -- 1. Checks. Reads only.
     FOR i IN 1..v_appends LOOP
         v_count := p_counts[i];
         v_stream := p_streams[i];
@@ -154,11 +145,11 @@ BEGIN
                 END LOOP;
             END IF;
             IF v_conflict IS NULL THEN
-                RETURN QUERY SELECT 3::SMALLINT, v_f_version + v_count - 1, NULL::BIGINT,
-                    v_positions, NULL::UUID, v_xid::TEXT::BIGINT;
+                RETURN QUERY SELECT i, 3::SMALLINT, v_f_version + v_count - 1, NULL::BIGINT,
+                    v_positions, NULL::UUID, NULL::BIGINT;
             ELSE
-                RETURN QUERY SELECT 2::SMALLINT, NULL::BIGINT, NULL::BIGINT, NULL::BIGINT[],
-                    v_conflict, v_xid::TEXT::BIGINT;
+                RETURN QUERY SELECT i, 2::SMALLINT, NULL::BIGINT, NULL::BIGINT, NULL::BIGINT[],
+                    v_conflict, NULL::BIGINT;
             END IF;
         ELSE
             IF v_known THEN
@@ -180,9 +171,10 @@ BEGIN
             END;
             IF v_ok THEN
                 v_base[i] := coalesce(v_cur, -1) + 1;
-                v_prev_ver := v_base[i] + v_count - 1;
-                RETURN QUERY SELECT 0::SMALLINT, v_prev_ver, v_first + v_offset - 1,
-                    NULL::BIGINT[], NULL::UUID, v_xid::TEXT::BIGINT;
+                v_last[i] := v_base[i] + v_count - 1;
+                v_start[i] := v_offset;
+                v_prev_ver := v_last[i];
+                v_accepted := v_accepted + 1;
             ELSE
                 -- A reused id wins over a wrong version, as in every backend.
                 SELECT x.id INTO v_used
@@ -190,17 +182,47 @@ BEGIN
                     WHERE EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = x.id)
                     ORDER BY x.o LIMIT 1;
                 IF FOUND THEN
-                    RETURN QUERY SELECT 2::SMALLINT, NULL::BIGINT, NULL::BIGINT, NULL::BIGINT[],
-                        v_used, v_xid::TEXT::BIGINT;
+                    RETURN QUERY SELECT i, 2::SMALLINT, NULL::BIGINT, NULL::BIGINT,
+                        NULL::BIGINT[], v_used, NULL::BIGINT;
                 ELSE
-                    RETURN QUERY SELECT 1::SMALLINT, v_cur, NULL::BIGINT, NULL::BIGINT[],
-                        NULL::UUID, v_xid::TEXT::BIGINT;
+                    RETURN QUERY SELECT i, 1::SMALLINT, v_cur, NULL::BIGINT, NULL::BIGINT[],
+                        NULL::UUID, NULL::BIGINT;
                 END IF;
             END IF;
         END IF;
         v_offset := v_offset + v_count;
     END LOOP;
 
+    IF v_accepted = 0 THEN
+        RETURN;
+    END IF;
+
+    -- 2. The critical section: transaction id, positions and recorded_at are taken together
+    -- under a session-level advisory lock that is released at once (not at commit), so for any
+    -- two appending transactions, xid order = position order = recorded_at order. It holds no
+    -- row lock and does no I/O; writers queue here for microseconds, never for a commit.
+    BEGIN
+        PERFORM pg_advisory_lock({lock_key});
+        v_xid := pg_current_xact_id();
+        v_first := nextval('{schema}.events_position_seq');
+        IF v_events > 1 THEN
+            PERFORM setval('{schema}.events_position_seq', v_first + v_events - 1);
+        END IF;
+        v_us := greatest((extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT,
+                         (SELECT last_value FROM {schema}.recorded_at_clock));
+        PERFORM setval('{schema}.recorded_at_clock', v_us);
+        PERFORM pg_advisory_unlock({lock_key});
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock({lock_key});
+        RAISE;
+    END;
+    v_at := 'epoch'::TIMESTAMPTZ + v_us * INTERVAL '1 microsecond';
+
+    RETURN QUERY SELECT i, 0::SMALLINT, v_last[i], v_first + v_start[i] - 1, NULL::BIGINT[],
+        NULL::UUID, v_xid::TEXT::BIGINT
+        FROM generate_subscripts(v_base, 1) AS i WHERE v_base[i] IS NOT NULL;
+
+    -- 3. The write.
     INSERT INTO {schema}.events (position, event_id, aggregate_id, aggregate_type, event_type,
         version, data, metadata, created_at, transaction_id, content_type, data_bytes)
     SELECT v_first + x.o - 1, x.id, p_streams[x.a], p_categories[x.a], x.t,
