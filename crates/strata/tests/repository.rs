@@ -1,5 +1,6 @@
-//! The repository against the embedded store: loads, commands, metadata, retries, snapshots,
-//! temporal loads, decode errors.
+//! The repository on every backend (embedded, in-memory reference, PostgreSQL): loads,
+//! commands, metadata, retries, snapshots, temporal loads, decode errors. Each case is a
+//! generic function; `cases!` at the bottom runs every case on every backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -9,21 +10,18 @@ use std::time::Duration;
 
 use serde_json::json;
 use strata::{
-    ActualVersion, CommandEnvelope, DecodeErrorKind, EventData, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Metadata, ReadStreamOptions, Repository, Snapshot, SnapshotStore,
-    StreamId, UpcastError, Uuid,
+    ActualVersion, CommandEnvelope, DecodeErrorKind, EventData, ExecuteError, ExpectedVersion,
+    LoadError, Metadata, ReadStreamOptions, Repository, Snapshot, StreamId, UpcastError, Uuid,
 };
 use support::{
-    log_store, seed, FailingSnapshots, Interfering, Tally, TallyCommand, TallyError, TallyEvent,
+    seed, Backend, FailingSnapshots, Interfering, Tally, TallyCommand, TallyError, TallyEvent,
 };
 
 fn stream(s: &str) -> StreamId {
     StreamId::new(s).unwrap()
 }
 
-#[tokio::test]
-async fn a_command_appends_its_events_and_a_load_replays_them() {
-    let (_dir, store) = log_store();
+async fn a_command_appends_its_events_and_a_load_replays_them<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store.clone()).with_cache_capacity(0);
 
     let missing = repo.load("1").await.unwrap();
@@ -61,9 +59,7 @@ async fn a_command_appends_its_events_and_a_load_replays_them() {
     assert_eq!(raw[0].data_json(), Some(json!({"amount": 5})));
 }
 
-#[tokio::test]
-async fn metadata_flows_from_the_command_to_every_event() {
-    let (_dir, store) = log_store();
+async fn metadata_flows_from_the_command_to_every_event<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store.clone());
     let command_id = Uuid::now_v7();
     let envelope = CommandEnvelope::new(TallyCommand::AddMany(vec![1, 2]))
@@ -110,9 +106,7 @@ async fn metadata_flows_from_the_command_to_every_event() {
     assert_eq!(raw[0].metadata.user_id(), None);
 }
 
-#[tokio::test]
-async fn a_rejected_command_writes_nothing() {
-    let (_dir, store) = log_store();
+async fn a_rejected_command_writes_nothing<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store.clone());
     let err = repo.execute("r", TallyCommand::Add(0)).await.unwrap_err();
     assert_eq!(err.rejection(), Some(&TallyError::Zero));
@@ -130,9 +124,7 @@ async fn a_rejected_command_writes_nothing() {
     assert_eq!(repo.load("r").await.unwrap().version, Some(0));
 }
 
-#[tokio::test]
-async fn a_command_that_causes_nothing_appends_nothing() {
-    let (_dir, store) = log_store();
+async fn a_command_that_causes_nothing_appends_nothing<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store);
     let none = repo.execute("z", TallyCommand::Nothing).await.unwrap();
     assert_eq!(none.version, None);
@@ -143,9 +135,7 @@ async fn a_command_that_causes_nothing_appends_nothing() {
     assert_eq!(again.position, added.position);
 }
 
-#[tokio::test]
-async fn a_conflict_is_retried_against_the_new_state() {
-    let (_dir, store) = log_store();
+async fn a_conflict_is_retried_against_the_new_state<S: Backend>(store: S) {
     let competing = EventData::json("Added", &json!({"amount": 1000})).unwrap();
     let store = Interfering::new(store, 2, competing);
     let repo = Repository::<Tally, _>::new(store.clone());
@@ -158,9 +148,7 @@ async fn a_conflict_is_retried_against_the_new_state() {
     assert_eq!(repo.load("c").await.unwrap().total, 2001);
 }
 
-#[tokio::test]
-async fn a_conflict_that_outlasts_the_retries_is_returned() {
-    let (_dir, store) = log_store();
+async fn a_conflict_that_outlasts_the_retries_is_returned<S: Backend>(store: S) {
     let competing = EventData::json("Added", &json!({"amount": 1000})).unwrap();
     let store = Interfering::new(store, 10, competing);
     let repo = Repository::<Tally, _>::new(store.clone()).with_max_retries(2);
@@ -186,9 +174,7 @@ async fn a_conflict_that_outlasts_the_retries_is_returned() {
     assert_eq!((loaded.total, loaded.count), (3000, 3));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commands_on_one_aggregate_lose_no_update() {
-    let (_dir, store) = log_store();
+async fn concurrent_commands_on_one_aggregate_lose_no_update<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store).with_max_retries(100);
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -215,9 +201,7 @@ async fn concurrent_commands_on_one_aggregate_lose_no_update() {
     assert!(succeeded > 0);
 }
 
-#[tokio::test]
-async fn the_same_command_id_cannot_record_its_events_twice() {
-    let (_dir, store) = log_store();
+async fn the_same_command_id_cannot_record_its_events_twice<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store);
     let envelope = CommandEnvelope::new(TallyCommand::Add(10)).command_id(Uuid::now_v7());
     repo.execute("d", envelope.clone()).await.unwrap();
@@ -229,9 +213,7 @@ async fn the_same_command_id_cannot_record_its_events_twice() {
     assert_eq!(repo.load("d").await.unwrap().total, 10);
 }
 
-#[tokio::test]
-async fn snapshots_are_written_every_interval_and_used_by_loads() {
-    let (_dir, store) = log_store();
+async fn snapshots_are_written_every_interval_and_used_by_loads<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store.clone())
         .with_snapshot_interval(10)
         .with_cache_capacity(0);
@@ -283,9 +265,7 @@ async fn snapshots_are_written_every_interval_and_used_by_loads() {
     assert_eq!(never.load("t").await.unwrap().snapshot_version, Some(2));
 }
 
-#[tokio::test]
-async fn a_failing_snapshot_write_never_fails_the_command() {
-    let (_dir, store) = log_store();
+async fn a_failing_snapshot_write_never_fails_the_command<S: Backend>(store: S) {
     let store = FailingSnapshots::new(store);
     let repo = Repository::<Tally, _>::new(store.clone()).with_snapshot_interval(1);
     for i in 0..3 {
@@ -297,9 +277,7 @@ async fn a_failing_snapshot_write_never_fails_the_command() {
     assert_eq!(repo.load("f").await.unwrap().total, 3);
 }
 
-#[tokio::test]
-async fn snapshots_of_another_schema_or_unreadable_ones_are_ignored() {
-    let (_dir, store) = log_store();
+async fn snapshots_of_another_schema_or_unreadable_ones_are_ignored<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store.clone())
         .with_snapshot_interval(0)
         .with_cache_capacity(0);
@@ -337,9 +315,7 @@ async fn snapshots_of_another_schema_or_unreadable_ones_are_ignored() {
     assert_eq!(loaded.total, 8);
 }
 
-#[tokio::test]
-async fn loads_page_through_long_streams() {
-    let (_dir, store) = log_store();
+async fn loads_page_through_long_streams<S: Backend>(store: S) {
     for page in [1, 7, 10, 50, 51] {
         let repo = Repository::<Tally, _>::new(store.clone())
             .with_snapshot_interval(0)
@@ -357,9 +333,7 @@ async fn loads_page_through_long_streams() {
     }
 }
 
-#[tokio::test]
-async fn load_at_version_uses_snapshots_at_or_below_it() {
-    let (_dir, store) = log_store();
+async fn load_at_version_uses_snapshots_at_or_below_it<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store).with_snapshot_interval(10);
     for amount in 1..=30 {
         repo.execute("v", TallyCommand::Add(amount)).await.unwrap();
@@ -399,9 +373,7 @@ async fn load_at_version_uses_snapshots_at_or_below_it() {
     ));
 }
 
-#[tokio::test]
-async fn load_as_of_a_time_sees_only_what_was_recorded_by_then() {
-    let (_dir, store) = log_store();
+async fn load_as_of_a_time_sees_only_what_was_recorded_by_then<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store.clone()).with_snapshot_interval(3);
     let before_anything = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -437,9 +409,7 @@ async fn load_as_of_a_time_sees_only_what_was_recorded_by_then() {
     );
 }
 
-#[tokio::test]
-async fn an_event_that_cannot_be_decoded_is_a_typed_error_naming_it() {
-    let (_dir, store) = log_store();
+async fn an_event_that_cannot_be_decoded_is_a_typed_error_naming_it<S: Backend>(store: S) {
     // The cached path (catching up on the new event) and the cold path fail the same way.
     let cached = Repository::<Tally, _>::new(store.clone());
     cached.execute("e1", TallyCommand::Add(1)).await.unwrap();
@@ -536,9 +506,7 @@ async fn an_event_that_cannot_be_decoded_is_a_typed_error_naming_it() {
     );
 }
 
-#[tokio::test]
-async fn invalid_ids_are_refused() {
-    let (_dir, store) = log_store();
+async fn invalid_ids_are_refused<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store);
     assert!(matches!(repo.load("").await, Err(LoadError::InvalidId(_))));
     assert!(matches!(
@@ -547,9 +515,7 @@ async fn invalid_ids_are_refused() {
     ));
 }
 
-#[tokio::test]
-async fn history_reads_decoded_events_with_their_metadata() {
-    let (_dir, store) = log_store();
+async fn history_reads_decoded_events_with_their_metadata<S: Backend>(store: S) {
     let repo = Repository::<Tally, _>::new(store);
     repo.execute(
         "h",
@@ -565,9 +531,7 @@ async fn history_reads_decoded_events_with_their_metadata() {
     assert!(repo.read_events("nobody", 0, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn the_cache_catches_up_with_writes_from_elsewhere() {
-    let (_dir, store) = log_store();
+async fn the_cache_catches_up_with_writes_from_elsewhere<S: Backend>(store: S) {
     let here = Repository::<Tally, _>::new(store.clone());
     // Another process (or another repository) writing to the same aggregate.
     let elsewhere = Repository::<Tally, _>::new(store.clone()).with_cache_capacity(0);
@@ -595,4 +559,35 @@ async fn the_cache_catches_up_with_writes_from_elsewhere() {
     let cold = here.load("k").await.unwrap();
     assert!(!cold.from_cache);
     assert_eq!(cold.events_replayed, 4);
+}
+
+macro_rules! cases {
+    ($($backend:ident => $make:expr),* $(,)?) => {$(
+        support::backend_tests!($backend, $make, [
+            a_command_appends_its_events_and_a_load_replays_them,
+            metadata_flows_from_the_command_to_every_event,
+            a_rejected_command_writes_nothing,
+            a_command_that_causes_nothing_appends_nothing,
+            a_conflict_is_retried_against_the_new_state,
+            a_conflict_that_outlasts_the_retries_is_returned,
+            concurrent_commands_on_one_aggregate_lose_no_update,
+            the_same_command_id_cannot_record_its_events_twice,
+            snapshots_are_written_every_interval_and_used_by_loads,
+            a_failing_snapshot_write_never_fails_the_command,
+            snapshots_of_another_schema_or_unreadable_ones_are_ignored,
+            loads_page_through_long_streams,
+            load_at_version_uses_snapshots_at_or_below_it,
+            load_as_of_a_time_sees_only_what_was_recorded_by_then,
+            an_event_that_cannot_be_decoded_is_a_typed_error_naming_it,
+            invalid_ids_are_refused,
+            history_reads_decoded_events_with_their_metadata,
+            the_cache_catches_up_with_writes_from_elsewhere,
+        ]);
+    )*};
+}
+
+cases! {
+    embedded => crate::support::log_backend(),
+    memory => crate::support::memory_backend(),
+    postgres => crate::support::postgres_backend(),
 }

@@ -80,12 +80,84 @@ impl Aggregate for Tally {
     }
 }
 
-/// A fresh embedded store in a temporary directory (kept alive by the returned guard).
-pub fn log_store() -> (tempfile::TempDir, strata_log::LogStore) {
+/// What the repository tests need of a backend.
+pub trait Backend: EventStore + SnapshotStore + Clone {}
+impl<T: EventStore + SnapshotStore + Clone> Backend for T {}
+
+/// What must outlive a test's store, and what to clean up after it.
+pub enum Cleanup {
+    /// Nothing.
+    Nothing,
+    /// A temporary directory, removed when dropped.
+    Dir(tempfile::TempDir),
+    /// A PostgreSQL schema to drop.
+    PgSchema(strata_postgres::PostgresStore, String),
+}
+
+impl Cleanup {
+    pub async fn run(self) {
+        if let Cleanup::PgSchema(store, schema) = self {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(store.pool())
+                .await;
+        }
+    }
+}
+
+/// A fresh embedded store in a temporary directory.
+pub async fn log_backend() -> Option<(Cleanup, strata_log::LogStore)> {
     let dir = tempfile::tempdir().unwrap();
     let store = strata_log::LogStore::open(dir.path()).unwrap();
-    (dir, store)
+    Some((Cleanup::Dir(dir), store))
 }
+
+/// A fresh in-memory reference store.
+pub async fn memory_backend() -> Option<(Cleanup, strata_testkit::MemoryStore)> {
+    Some((Cleanup::Nothing, strata_testkit::MemoryStore::new()))
+}
+
+/// A PostgreSQL store in a fresh schema of the test database (`STRATA_TEST_DATABASE_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/test`). When no database is reachable the
+/// test is skipped with a message, except under CI (`CI` set), where that is a failure.
+pub async fn postgres_backend() -> Option<(Cleanup, strata_postgres::PostgresStore)> {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let url = std::env::var("STRATA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!(
+        "t_toolkit_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let options = strata_postgres::PgStoreOptions::new(&url).with_schema(&schema);
+    match strata_postgres::PostgresStore::connect_with(options).await {
+        Ok(store) => Some((Cleanup::PgSchema(store.clone(), schema), store)),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPING a PostgreSQL repository test: no database at {url}: {e}");
+            None
+        }
+        Err(e) => panic!("the PostgreSQL repository tests need a database at {url}: {e}"),
+    }
+}
+
+/// One `#[test]` per case and backend: `backend_tests!(module, factory, [case, ...])`.
+macro_rules! backend_tests {
+    ($backend:ident, $make:expr, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((cleanup, store)) = $make.await else {
+                        return;
+                    };
+                    super::$case(store).await;
+                    cleanup.run().await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;
 
 /// Appends raw events to a stream, as another program (or an older version) would have.
 pub async fn seed<S: EventStore>(store: &S, stream: &str, events: Vec<EventData>) -> AppendResult {
