@@ -33,10 +33,10 @@ use tokio::sync::watch;
 /// let store = MemoryStore::new();
 /// let stream = StreamId::new("account-123").unwrap();
 /// let opened = EventData::json("AccountOpened", &serde_json::json!({"initialBalance": 100})).unwrap();
-/// let result = store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.unwrap();
+/// let result = store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.expect("subscribe");
 /// assert_eq!(result.stream_version, 0);
 /// assert_eq!(result.positions, vec![Position(0)]);
-/// let events = store.read_stream(&stream, ReadStreamOptions::forward()).await.unwrap();
+/// let events = store.read_stream(&stream, ReadStreamOptions::forward()).await.expect("subscribe");
 /// assert_eq!(events[0].event_type, "AccountOpened");
 /// # });
 /// ```
@@ -518,7 +518,7 @@ mod tests {
             .unwrap();
         assert_eq!(a.positions, vec![Position(0), Position(1)]);
         assert_eq!(b.positions, vec![Position(2)]);
-        assert_eq!(store.head().await.unwrap(), Some(Position(2)));
+        assert_eq!(store.head().await.expect("subscribe"), Some(Position(2)));
     }
 
     #[tokio::test]
@@ -596,7 +596,7 @@ mod tests {
         }
         let page = |o: ReadAllOptions| {
             let store = store.clone();
-            async move { store.read_all(o).await.unwrap() }
+            async move { store.read_all(o).await.expect("subscribe") }
         };
         let p = page(ReadAllOptions::forward().limit(5)).await;
         assert_eq!(

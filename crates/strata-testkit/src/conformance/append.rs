@@ -473,7 +473,7 @@ pub async fn recorded_event_is_the_same_through_every_read<S: EventStore + Clone
     let mut sub = store
         .subscribe(SubscriptionTarget::Stream(s.clone()), SubscribeFrom::Start)
         .await
-        .unwrap();
+        .expect("subscribe");
     assert_eq!(next_event(&mut sub, "the stream's event").await, e);
     let mut sub_all = store
         .subscribe(
@@ -481,6 +481,6 @@ pub async fn recorded_event_is_the_same_through_every_read<S: EventStore + Clone
             SubscribeFrom::Start,
         )
         .await
-        .unwrap();
+        .expect("subscribe");
     assert_eq!(next_event(&mut sub_all, "the account event").await, e);
 }

@@ -245,7 +245,7 @@ pub async fn read_limits_are_enforced<S: EventStore + Clone>(store: S) {
             SubscribeFrom::Start,
         )
         .await
-        .unwrap();
+        .expect("subscribe");
     expect_read_limit(
         within("a subscription with a bad filter", sub.next()).await,
         "subscription filter",

@@ -263,7 +263,7 @@ macro_rules! snapshot_store_conformance_tests {
 ///
 /// async fn make_store() -> TestStore<MyStore> {
 ///     let dir = tempfile::tempdir().unwrap();
-///     let store = MyStore::open(dir.path()).await.unwrap();
+///     let store = MyStore::open(dir.path()).await.expect("subscribe");
 ///     TestStore::new(store).with_guard(dir)
 /// }
 ///

@@ -43,7 +43,10 @@ pub async fn subscribe_all_from_start_catches_up_then_goes_live<S: EventStore + 
     )
     .await;
     let stored = all_events(&store).await;
-    let mut sub = store.subscribe(all(), SubscribeFrom::Start).await.unwrap();
+    let mut sub = store
+        .subscribe(all(), SubscribeFrom::Start)
+        .await
+        .expect("subscribe");
     assert_eq!(sub.last_position(), None);
     let caught_up = next_events(&mut sub, 3, "catch-up").await;
     assert_eq!(caught_up, stored);
@@ -65,14 +68,20 @@ pub async fn subscribe_all_from_start_catches_up_then_goes_live<S: EventStore + 
 /// A `$all` subscription from the end delivers only events appended after it started, on an
 /// empty store and on a store with events.
 pub async fn subscribe_all_from_end_gets_only_new_events<S: EventStore + Clone>(store: S) {
-    let mut early = store.subscribe(all(), SubscribeFrom::End).await.unwrap();
+    let mut early = store
+        .subscribe(all(), SubscribeFrom::End)
+        .await
+        .expect("subscribe");
     try_next_none(&mut early, "from the end of an empty store").await;
     let first = append(&store, &sid("a-1"), ExpectedVersion::Any, evs("E", 0, 3)).await;
     let got = next_events(&mut early, 3, "subscription from the end of an empty store").await;
     let positions: Vec<_> = got.iter().map(|e| e.position).collect();
     assert_eq!(positions, first.positions);
 
-    let mut late = store.subscribe(all(), SubscribeFrom::End).await.unwrap();
+    let mut late = store
+        .subscribe(all(), SubscribeFrom::End)
+        .await
+        .expect("subscribe");
     try_next_none(&mut late, "from the end of a store with events").await;
     let second = append(&store, &sid("b-1"), ExpectedVersion::Any, evs("E", 3, 2)).await;
     let got = next_events(&mut late, 2, "subscription from the end").await;
@@ -101,14 +110,14 @@ pub async fn subscribe_all_after_position<S: EventStore + Clone>(store: S) {
     let mut sub = store
         .subscribe(all(), SubscribeFrom::AfterPosition(stored[1].position))
         .await
-        .unwrap();
+        .expect("subscribe");
     let got = next_events(&mut sub, 3, "events after position 1").await;
     assert_eq!(got, stored[2..].to_vec());
     assert_quiet(&mut sub, "caught up").await;
     let mut at_head = store
         .subscribe(all(), SubscribeFrom::AfterPosition(stored[4].position))
         .await
-        .unwrap();
+        .expect("subscribe");
     try_next_none(&mut at_head, "after the head").await;
     append(&store, &sid("s-9"), ExpectedVersion::Any, evs("E", 9, 1)).await;
     let live = next_event(&mut at_head, "the event after the head").await;
@@ -155,7 +164,7 @@ pub async fn subscribe_all_filtered<S: EventStore + Clone>(store: S) {
             SubscribeFrom::Start,
         )
         .await
-        .unwrap();
+        .expect("subscribe");
     let stored: Vec<_> = all_events(&store)
         .await
         .into_iter()
@@ -202,7 +211,7 @@ pub async fn subscribe_stream_from_start<S: EventStore + Clone>(store: S) {
     let mut sub = store
         .subscribe(SubscriptionTarget::Stream(s.clone()), SubscribeFrom::Start)
         .await
-        .unwrap();
+        .expect("subscribe");
     try_next_none(&mut sub, "a stream with no events").await;
     append(
         &store,
@@ -229,7 +238,7 @@ pub async fn subscribe_stream_from_start<S: EventStore + Clone>(store: S) {
     let mut again = store
         .subscribe(SubscriptionTarget::Stream(s.clone()), SubscribeFrom::Start)
         .await
-        .unwrap();
+        .expect("subscribe");
     assert_eq!(
         next_events(&mut again, 3, "catch-up of the stream").await,
         got
@@ -246,13 +255,16 @@ pub async fn subscribe_stream_after_version_and_from_end<S: EventStore + Clone>(
     let mut after = store
         .subscribe(target(), SubscribeFrom::AfterVersion(2))
         .await
-        .unwrap();
+        .expect("subscribe");
     assert_eq!(
         next_events(&mut after, 2, "versions 3 and 4").await,
         stored[3..].to_vec()
     );
     assert_quiet(&mut after, "caught up").await;
-    let mut end = store.subscribe(target(), SubscribeFrom::End).await.unwrap();
+    let mut end = store
+        .subscribe(target(), SubscribeFrom::End)
+        .await
+        .expect("subscribe");
     try_next_none(&mut end, "from the end of the stream").await;
     append(
         &store,
@@ -274,7 +286,7 @@ pub async fn subscribe_stream_after_version_and_from_end<S: EventStore + Clone>(
             SubscribeFrom::End,
         )
         .await
-        .unwrap();
+        .expect("subscribe");
     try_next_none(&mut missing, "from the end of a missing stream").await;
     append(
         &store,
@@ -296,7 +308,7 @@ async fn run_seam<S: EventStore + Clone>(store: &S, filter: Filter, expected_tot
             SubscribeFrom::Start,
         )
         .await
-        .unwrap();
+        .expect("subscribe");
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -389,7 +401,10 @@ pub async fn subscription_resumes_from_checkpoint<S: EventStore + Clone>(store: 
         };
         append(&store, &stream, ExpectedVersion::Any, evs("E", i, 1)).await;
     }
-    let mut sub = store.subscribe(all(), SubscribeFrom::Start).await.unwrap();
+    let mut sub = store
+        .subscribe(all(), SubscribeFrom::Start)
+        .await
+        .expect("subscribe");
     let first = next_events(&mut sub, 4, "the first four").await;
     let checkpoint = sub
         .last_position()
@@ -401,7 +416,7 @@ pub async fn subscription_resumes_from_checkpoint<S: EventStore + Clone>(store: 
     let mut resumed = store
         .subscribe(all(), SubscribeFrom::AfterPosition(checkpoint))
         .await
-        .unwrap();
+        .expect("subscribe");
     let rest = next_events(&mut resumed, 9, "the rest").await;
     assert_eq!(rest, stored[4..].to_vec());
     assert_quiet(&mut resumed, "nothing after the rest").await;
@@ -410,7 +425,7 @@ pub async fn subscription_resumes_from_checkpoint<S: EventStore + Clone>(store: 
     let mut stream_sub = store
         .subscribe(target(), SubscribeFrom::Start)
         .await
-        .unwrap();
+        .expect("subscribe");
     let head_part = next_events(&mut stream_sub, 5, "the stream's first five").await;
     let version = stream_sub
         .last_version()
@@ -420,7 +435,7 @@ pub async fn subscription_resumes_from_checkpoint<S: EventStore + Clone>(store: 
     let mut resumed = store
         .subscribe(target(), SubscribeFrom::AfterVersion(version))
         .await
-        .unwrap();
+        .expect("subscribe");
     let stream_all = stream_events(&store, &s).await;
     let rest = next_events(&mut resumed, stream_all.len() - 5, "the stream's rest").await;
     assert_eq!(rest, stream_all[5..].to_vec());
