@@ -1,0 +1,261 @@
+//! Errors as RFC 9457 problem documents, each with a stable `code`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use strata_core::{AppendError, ReadError};
+
+/// The media type of problem documents.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The stable, machine-readable error codes the server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the request was malformed; `field` names what was wrong.
+    InvalidRequest,
+    /// 401: no token, or a token the server does not know.
+    Unauthorized,
+    /// 403: the token is known but lacks the right for this stream or endpoint.
+    Forbidden,
+    /// 404: the stream has no events.
+    StreamNotFound,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint exists but not with this method.
+    MethodNotAllowed,
+    /// 409: optimistic concurrency; carries `expected` and `actual`.
+    WrongExpectedVersion,
+    /// 409: an event id is already used by a different event.
+    EventIdConflict,
+    /// 413: the body, or the append, is over a limit.
+    PayloadTooLarge,
+    /// 429: too many open subscriptions for this token (or this server).
+    TooManySubscriptions,
+    /// 500: a failure inside the server; the details are in its log, not in the answer.
+    Internal,
+    /// 503: the store cannot serve right now (stopped after an I/O error, database down).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears in documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::StreamNotFound => "stream_not_found",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::WrongExpectedVersion => "wrong_expected_version",
+            ErrorCode::EventIdConflict => "event_id_conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::StreamNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::WrongExpectedVersion | ErrorCode::EventIdConflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "Invalid request",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::StreamNotFound => "Stream not found",
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::MethodNotAllowed => "Method not allowed",
+            ErrorCode::WrongExpectedVersion => "Wrong expected version",
+            ErrorCode::EventIdConflict => "Event id conflict",
+            ErrorCode::PayloadTooLarge => "Payload too large",
+            ErrorCode::TooManySubscriptions => "Too many subscriptions",
+            ErrorCode::Internal => "Internal error",
+            ErrorCode::Unavailable => "Unavailable",
+        }
+    }
+}
+
+/// An error answered as a problem document. Build with the constructors; `From` conversions
+/// map the store's typed errors.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A sentence a person understands.
+    pub detail: String,
+    /// Extra members of the document (`field`, `expected`, `actual`, ...).
+    pub extra: Map<String, Value>,
+    /// For internal errors: what really happened, logged once, never sent.
+    pub internal: Option<String>,
+}
+
+impl ApiError {
+    /// An error with `code` and `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+            internal: None,
+        }
+    }
+
+    /// `invalid_request` naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl AsRef<str>) -> Self {
+        let field = field.into();
+        let reason = reason.as_ref();
+        let detail = format!("invalid {field}: {reason}");
+        ApiError::new(ErrorCode::InvalidRequest, detail)
+            .with("field", Value::String(field))
+            .with("reason", Value::String(reason.to_owned()))
+    }
+
+    /// `internal`: the client gets a generic sentence, the log gets `what`.
+    pub fn internal(what: impl Into<String>) -> Self {
+        let mut e = ApiError::new(
+            ErrorCode::Internal,
+            "the server failed to handle the request; the details are in its log",
+        );
+        e.internal = Some(what.into());
+        e
+    }
+
+    /// Adds a member to the document.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+
+    /// The problem document.
+    pub fn to_json(&self) -> Value {
+        let mut doc = json!({
+            "type": format!("urn:strata:problem:{}", self.code.as_str()),
+            "title": self.code.title(),
+            "status": self.code.status().as_u16(),
+            "code": self.code.as_str(),
+            "detail": self.detail,
+        });
+        if let Value::Object(m) = &mut doc {
+            for (k, v) in &self.extra {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        doc
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(what) = &self.internal {
+            // The one place internal errors are logged; the request span carries the request id.
+            tracing::error!(code = self.code.as_str(), error = %what, "request failed");
+        }
+        let status = self.code.status();
+        let body = self.to_json().to_string();
+        let mut res = (status, body).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.code == ErrorCode::Unauthorized {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"strata\""),
+            );
+        }
+        res
+    }
+}
+
+fn expected_json(e: strata_core::ExpectedVersion) -> Value {
+    match e {
+        strata_core::ExpectedVersion::Any => json!("any"),
+        strata_core::ExpectedVersion::NoStream => json!("no_stream"),
+        strata_core::ExpectedVersion::StreamExists => json!("stream_exists"),
+        strata_core::ExpectedVersion::Exact(v) => json!(v),
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            } => ApiError::new(
+                ErrorCode::WrongExpectedVersion,
+                format!(
+                    "stream {stream} was expected at {expected} but is at {actual}; nothing was written"
+                ),
+            )
+            .with("streamId", json!(stream.as_str()))
+            .with("expected", expected_json(expected))
+            .with("actual", json!(actual.0)),
+            AppendError::EventIdConflict { event_id, stream } => ApiError::new(
+                ErrorCode::EventIdConflict,
+                format!(
+                    "event id {event_id} is already used by another event; nothing was written to {stream}"
+                ),
+            )
+            .with("eventId", json!(event_id)),
+            AppendError::InvalidInput(i) => ApiError::invalid(i.field, i.reason),
+            AppendError::Limit(l) => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("{l}; nothing was written"),
+            )
+            .with("what", json!(l.what))
+            .with("limit", json!(l.max))
+            .with("actual", json!(l.actual)),
+            AppendError::Stopped(why) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the store has stopped accepting appends until it is reopened: {why}"),
+            ),
+            AppendError::Unavailable(why) => {
+                ApiError::new(ErrorCode::Unavailable, format!("the store is unavailable: {why}"))
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::StreamNotFound(s) => ApiError::new(
+                ErrorCode::StreamNotFound,
+                format!("stream {s} has no events"),
+            )
+            .with("streamId", json!(s.as_str())),
+            ReadError::InvalidInput(i) => ApiError::invalid(i.field, i.reason),
+            ReadError::Limit(l) => {
+                ApiError::new(ErrorCode::InvalidRequest, l.to_string()).with("limit", json!(l.max))
+            }
+            ReadError::Unavailable(why) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the store is unavailable: {why}"),
+            ),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! # strata-server
+//!
+//! Strata over HTTP: a JSON API for appends and reads, live subscriptions as server-sent events,
+//! API tokens with per-stream-prefix rights, Prometheus metrics and an OpenAPI document. It is a
+//! library: [`app`] builds an [`axum::Router`] over any [`EventStore`] (the embedded log or
+//! PostgreSQL), and [`serve`] runs it on a listener, with TLS when given a certificate. The
+//! `strata serve` command is a thin shell around these two.
+//!
+//! Every error is an RFC 9457 problem document (`application/problem+json`) with a stable
+//! `code`; see [`ErrorCode`]. Every input is bounded by the server limits in
+//! `strata_core::limits`. The HTTP API is described in `docs/http-api.md` and at
+//! `GET /openapi.json`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use tower::ServiceExt;
+//!
+//! let store = Arc::new(strata_testkit::MemoryStore::new());
+//! let state = strata_server::AppState::new(store, strata_server::ServerConfig::default()).unwrap();
+//! let app = strata_server::app(state);
+//! let append = Request::post("/streams/account-1")
+//!     .body(Body::from(r#"{"expectedVersion":"no_stream","events":[{"eventType":"AccountOpened","data":{"initialBalance":100}}]}"#))
+//!     .unwrap();
+//! let response = app.clone().oneshot(append).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! let read = Request::get("/streams/account-1").body(Body::empty()).unwrap();
+//! assert_eq!(app.oneshot(read).await.unwrap().status(), 200);
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod auth;
+pub mod client;
+mod config;
+mod error;
+mod metrics;
+pub mod openapi;
+mod query;
+mod routes;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use strata_core::{limits, EventStore};
+
+pub use auth::{hash_token, new_token, Principal};
+pub use config::{Action, GrantConfig, Role, ServerConfig, TokenConfig};
+pub use error::{ApiError, ErrorCode, PROBLEM_JSON};
+pub use metrics::Metrics;
+pub use routes::{app, ROUTES};
+
+/// What every handler shares: the store, the configuration, the token table, the metrics.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    store: Arc<dyn EventStore>,
+    config: ServerConfig,
+    auth: auth::Auth,
+    metrics: Metrics,
+    subscriptions: Mutex<Subscriptions>,
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    per_token: HashMap<String, usize>,
+    total: usize,
+}
+
+impl AppState {
+    /// State over `store`; `config` is validated (the error lists every bad value).
+    pub fn new(store: Arc<dyn EventStore>, config: ServerConfig) -> Result<Self, Vec<String>> {
+        config.validate()?;
+        Ok(AppState {
+            inner: Arc::new(StateInner {
+                store,
+                auth: auth::Auth::new(&config),
+                config,
+                metrics: Metrics::default(),
+                subscriptions: Mutex::new(Subscriptions::default()),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn auth(&self) -> &auth::Auth {
+        &self.inner.auth
+    }
+
+    /// Takes a subscription slot for `principal`, or `too_many_subscriptions`.
+    pub(crate) fn subscription_slot(
+        &self,
+        principal: &Principal,
+    ) -> Result<SubscriptionSlot, ApiError> {
+        let per_token_max = self.inner.config.subscriptions_per_token_max as usize;
+        let mut subs = self.inner.subscriptions.lock();
+        let mine = subs.per_token.get(&principal.key).copied().unwrap_or(0);
+        if mine >= per_token_max {
+            return Err(ApiError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "token {:?} already has {mine} open subscriptions; the limit is {per_token_max}",
+                    principal.name
+                ),
+            ));
+        }
+        if subs.total >= limits::SERVER_SUBSCRIPTIONS_MAX {
+            return Err(ApiError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "the server has {} open subscriptions, its limit",
+                    subs.total
+                ),
+            ));
+        }
+        *subs.per_token.entry(principal.key.clone()).or_default() += 1;
+        subs.total += 1;
+        drop(subs);
+        self.inner.metrics.subscription(1);
+        Ok(SubscriptionSlot {
+            state: self.clone(),
+            key: principal.key.clone(),
+        })
+    }
+}
+
+/// An open subscription's place in the per-token count; freed on drop.
+pub(crate) struct SubscriptionSlot {
+    state: AppState,
+    key: String,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        let mut subs = self.state.inner.subscriptions.lock();
+        if let Some(n) = subs.per_token.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                subs.per_token.remove(&self.key);
+            }
+        }
+        subs.total = subs.total.saturating_sub(1);
+        drop(subs);
+        self.state.inner.metrics.subscription(-1);
+    }
+}
+
+/// A TLS certificate chain and private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// The private key.
+    pub key_file: PathBuf,
+}
+
+/// Why [`serve`] stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The TLS files could not be loaded.
+    #[error("cannot load the TLS certificate {cert} and key {key}: {source}")]
+    Tls {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The listener failed.
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves `router` on `listener` (already bound) until `shutdown` completes, then lets open
+/// requests finish for up to `SERVER_SHUTDOWN_GRACE_MS` (subscriptions are closed).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    tls: Option<TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    listener.set_nonblocking(true)?;
+    let grace = Duration::from_millis(limits::SERVER_SHUTDOWN_GRACE_MS);
+    match tls {
+        None => {
+            use axum::serve::ListenerExt;
+            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(());
+            });
+            let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+            tokio::select! {
+                r = &mut server => r?,
+                _ = async { let _ = stop_rx.await; tokio::time::sleep(grace).await } => {}
+            }
+            Ok(())
+        }
+        Some(files) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                &files.cert_file,
+                &files.key_file,
+            )
+            .await
+            .map_err(|source| ServeError::Tls {
+                cert: files.cert_file.clone(),
+                key: files.key_file.clone(),
+                source,
+            })?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(grace));
+            });
+            axum_server::from_tcp_rustls(listener, config)
+                .handle(handle)
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Checks that the TLS files can be loaded, for validating a configuration at start.
+pub async fn check_tls(files: &TlsFiles) -> Result<(), ServeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert_file, &files.key_file)
+        .await
+        .map(|_| ())
+        .map_err(|source| ServeError::Tls {
+            cert: files.cert_file.clone(),
+            key: files.key_file.clone(),
+            source,
+        })
+}

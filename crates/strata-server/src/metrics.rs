@@ -1,0 +1,174 @@
+//! Counters and histograms, written in the Prometheus text exposition format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the append latency histogram, in seconds.
+const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The server's metrics. All updates are lock-free.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    appends: AtomicU64,
+    events_appended: AtomicU64,
+    conflicts: AtomicU64,
+    append_errors: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    latency_sum_us: AtomicU64,
+    latency_count: AtomicU64,
+    subscriptions_open: AtomicI64,
+    subscriptions_total: AtomicU64,
+    subscribers_lagged: AtomicU64,
+    events_delivered: AtomicU64,
+    responses: [AtomicU64; 5],
+}
+
+impl Metrics {
+    /// A successful append of `events` that took `took`.
+    pub fn append_ok(&self, events: usize, took: Duration) {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.events_appended
+            .fetch_add(events as u64, Ordering::Relaxed);
+        self.observe(took);
+    }
+
+    /// A failed append; `conflict` when it was a wrong expected version.
+    pub fn append_failed(&self, conflict: bool, took: Duration) {
+        if conflict {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.append_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.observe(took);
+    }
+
+    fn observe(&self, took: Duration) {
+        let s = took.as_secs_f64();
+        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            if s <= *b {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A subscription opened (`+1`) or closed (`-1`).
+    pub fn subscription(&self, delta: i64) {
+        self.subscriptions_open.fetch_add(delta, Ordering::Relaxed);
+        if delta > 0 {
+            self.subscriptions_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A subscriber was disconnected for being slow.
+    pub fn lagged(&self) {
+        self.subscribers_lagged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An event was handed to a subscriber's connection.
+    pub fn delivered(&self) {
+        self.events_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response with `status`.
+    pub fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Open subscriptions now.
+    pub fn subscriptions_open(&self) -> i64 {
+        self.subscriptions_open.load(Ordering::Relaxed)
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut o,
+            "strata_appends_total",
+            "Successful append requests.",
+            g(&self.appends),
+        );
+        counter(
+            &mut o,
+            "strata_events_appended_total",
+            "Events written by successful appends (rate() gives events per second).",
+            g(&self.events_appended),
+        );
+        counter(
+            &mut o,
+            "strata_append_conflicts_total",
+            "Appends refused with wrong_expected_version.",
+            g(&self.conflicts),
+        );
+        counter(
+            &mut o,
+            "strata_append_errors_total",
+            "Appends that failed for any other reason.",
+            g(&self.append_errors),
+        );
+        counter(
+            &mut o,
+            "strata_subscriptions_total",
+            "Subscriptions opened.",
+            g(&self.subscriptions_total),
+        );
+        counter(
+            &mut o,
+            "strata_subscribers_lagged_total",
+            "Subscribers disconnected because they fell behind.",
+            g(&self.subscribers_lagged),
+        );
+        counter(
+            &mut o,
+            "strata_subscription_events_total",
+            "Events handed to subscribers.",
+            g(&self.events_delivered),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP strata_subscriptions_open Open server-sent-event subscriptions.\n# TYPE strata_subscriptions_open gauge\nstrata_subscriptions_open {}",
+            self.subscriptions_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP strata_append_duration_seconds Time to acknowledge an append (durable).\n# TYPE strata_append_duration_seconds histogram"
+        );
+        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "strata_append_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                g(&self.latency_buckets[i])
+            );
+        }
+        let count = g(&self.latency_count);
+        let _ = writeln!(
+            o,
+            "strata_append_duration_seconds_bucket{{le=\"+Inf\"}} {count}\nstrata_append_duration_seconds_sum {}\nstrata_append_duration_seconds_count {count}",
+            g(&self.latency_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "# HELP strata_http_responses_total HTTP responses by status class.\n# TYPE strata_http_responses_total counter"
+        );
+        for (i, a) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "strata_http_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                g(a)
+            );
+        }
+        o
+    }
+}

@@ -1,0 +1,500 @@
+//! The OpenAPI document served at `/openapi.json`. It is written by hand; a test checks that its
+//! paths and methods are exactly [`crate::ROUTES`], and that each is routed.
+
+use serde_json::{json, Map, Value};
+use strata_core::limits;
+
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+    })
+}
+
+fn sse(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "text/event-stream": { "schema": { "type": "string" } } }
+    })
+}
+
+fn responses(success: (&str, Value), errors: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    m.insert(success.0.to_owned(), success.1);
+    for (code, d) in errors {
+        m.insert((*code).to_owned(), problem(d));
+    }
+    Value::Object(m)
+}
+
+const AUTH_ERRORS: [(&str, &str); 2] = [
+    ("401", "No token, or an unknown token (`unauthorized`)."),
+    ("403", "The token lacks the right (`forbidden`)."),
+];
+
+fn errs(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![(
+        "400",
+        "Invalid request (`invalid_request`, naming `field`).",
+    )];
+    v.extend(AUTH_ERRORS);
+    v.extend_from_slice(extra);
+    v.push(("503", "The store is unavailable (`unavailable`)."));
+    v
+}
+
+fn param(name: &str, place: &str, description: &str, schema: Value, required: bool) -> Value {
+    json!({ "name": name, "in": place, "description": description, "required": required, "schema": schema })
+}
+
+fn stream_path_param() -> Value {
+    param(
+        "stream",
+        "path",
+        "The stream id, percent-encoded (1 to 255 bytes, no whitespace, not starting with `$`).",
+        json!({ "type": "string", "minLength": 1, "maxLength": limits::STREAM_ID_MAX_BYTES }),
+        true,
+    )
+}
+
+fn u64_schema() -> Value {
+    json!({ "type": "integer", "format": "int64", "minimum": 0 })
+}
+
+fn common_read_params() -> Vec<Value> {
+    vec![
+        param(
+            "direction",
+            "query",
+            "Oldest first (`forward`, the default) or newest first.",
+            json!({ "type": "string", "enum": ["forward", "backward"] }),
+            false,
+        ),
+        param(
+            "limit",
+            "query",
+            "Most events in the page (default 100).",
+            json!({ "type": "integer", "minimum": 1, "maximum": limits::SERVER_PAGE_MAX_EVENTS }),
+            false,
+        ),
+        param(
+            "maxPosition",
+            "query",
+            "Only events at or below this global position (history as it was then).",
+            u64_schema(),
+            false,
+        ),
+        param(
+            "asOf",
+            "query",
+            "Only events recorded at or before this time (RFC 3339); not with maxPosition.",
+            json!({ "type": "string", "format": "date-time" }),
+            false,
+        ),
+    ]
+}
+
+fn filter_params(with_category: bool, with_prefix: bool) -> Vec<Value> {
+    let mut v = vec![param(
+        "eventType",
+        "query",
+        "Only these event types (repeat the parameter for several).",
+        json!({ "type": "array", "items": { "type": "string", "minLength": 1 }, "maxItems": limits::FILTER_MAX_TERMS }),
+        false,
+    )];
+    if with_category {
+        v.push(param(
+            "category",
+            "query",
+            "Only streams of these categories (repeatable).",
+            json!({ "type": "array", "items": { "type": "string" }, "maxItems": limits::FILTER_MAX_TERMS }),
+            false,
+        ));
+    }
+    if with_prefix {
+        v.push(param(
+            "prefix",
+            "query",
+            "Only streams whose id starts with this. A token limited to stream prefixes must give one inside them.",
+            json!({ "type": "string", "minLength": 1, "maxLength": limits::FILTER_PREFIX_MAX_BYTES }),
+            false,
+        ));
+    }
+    for p in &mut v {
+        p["style"] = json!("form");
+        p["explode"] = json!(true);
+    }
+    v
+}
+
+fn start_params() -> Vec<Value> {
+    vec![
+        param(
+            "from",
+            "query",
+            "`start` (every stored event first) or `end` (only new events; the default).",
+            json!({ "type": "string", "enum": ["start", "end"] }),
+            false,
+        ),
+        param(
+            "after",
+            "query",
+            "Resume after this position (`$all`, categories) or version (a stream); not with `from`.",
+            u64_schema(),
+            false,
+        ),
+        param(
+            "Last-Event-ID",
+            "header",
+            "Set by SSE clients on reconnect: resume after this id. Takes precedence over `from` and `after`.",
+            json!({ "type": "string", "pattern": "^[0-9]{1,20}$" }),
+            false,
+        ),
+    ]
+}
+
+fn list_params() -> Vec<Value> {
+    vec![
+        param(
+            "prefix",
+            "query",
+            "Only names starting with this.",
+            json!({ "type": "string", "minLength": 1, "maxLength": limits::STREAM_ID_MAX_BYTES }),
+            false,
+        ),
+        param(
+            "after",
+            "query",
+            "Only names after this one (the `nextAfter` of the previous page).",
+            json!({ "type": "string", "maxLength": limits::STREAM_ID_MAX_BYTES }),
+            false,
+        ),
+        param(
+            "limit",
+            "query",
+            "Most entries (default 100).",
+            json!({ "type": "integer", "minimum": 1, "maximum": limits::LIST_PAGE_MAX_ENTRIES }),
+            false,
+        ),
+    ]
+}
+
+fn schemas() -> Value {
+    json!({
+        "Problem": {
+            "type": "object",
+            "description": "An RFC 9457 problem document.",
+            "required": ["type", "title", "status", "code", "detail"],
+            "properties": {
+                "type": { "type": "string" },
+                "title": { "type": "string" },
+                "status": { "type": "integer" },
+                "code": { "type": "string", "enum": [
+                    "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
+                    "method_not_allowed", "wrong_expected_version", "event_id_conflict",
+                    "payload_too_large", "too_many_subscriptions", "internal", "unavailable"] },
+                "detail": { "type": "string" },
+                "field": { "type": "string" },
+                "expected": {},
+                "actual": {}
+            }
+        },
+        "ExpectedVersion": {
+            "description": "`any`, `no_stream`, `stream_exists`, or the version the stream's last event must have.",
+            "oneOf": [
+                { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
+                { "type": "integer", "format": "int64", "minimum": 0 }
+            ]
+        },
+        "NewEvent": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["eventType"],
+            "properties": {
+                "eventId": { "type": "string", "format": "uuid", "description": "Give one to make retries idempotent." },
+                "eventType": { "type": "string", "minLength": 1, "maxLength": limits::EVENT_TYPE_MAX_BYTES },
+                "contentType": { "type": "string", "description": "`application/json` when absent." },
+                "data": { "description": "The payload of a JSON event: any JSON value." },
+                "dataBase64": { "type": "string", "description": "The payload of any other content type." },
+                "metadata": { "type": "object", "description": "correlationId, causationId, userId, anything else." }
+            }
+        },
+        "AppendRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["events"],
+            "properties": {
+                "expectedVersion": { "$ref": "#/components/schemas/ExpectedVersion" },
+                "events": { "type": "array", "minItems": 1, "maxItems": limits::SERVER_APPEND_EVENTS_MAX,
+                            "items": { "$ref": "#/components/schemas/NewEvent" } }
+            }
+        },
+        "AppendResult": {
+            "type": "object",
+            "required": ["streamId", "version", "positions"],
+            "properties": {
+                "streamId": { "type": "string" },
+                "version": { "type": "integer", "description": "The stream's version after the append." },
+                "positions": { "type": "array", "items": { "type": "integer" } }
+            }
+        },
+        "Event": {
+            "type": "object",
+            "required": ["eventId", "streamId", "category", "eventType", "version", "position", "recordedAt", "contentType", "metadata"],
+            "properties": {
+                "eventId": { "type": "string", "format": "uuid" },
+                "streamId": { "type": "string" },
+                "category": { "type": "string" },
+                "eventType": { "type": "string" },
+                "version": { "type": "integer" },
+                "position": { "type": "integer" },
+                "recordedAt": { "type": "string", "format": "date-time" },
+                "contentType": { "type": "string" },
+                "metadata": { "type": "object" },
+                "data": {},
+                "dataBase64": { "type": "string" }
+            }
+        },
+        "StreamPage": {
+            "type": "object",
+            "required": ["streamId", "direction", "events", "next"],
+            "properties": {
+                "streamId": { "type": "string" },
+                "direction": { "type": "string", "enum": ["forward", "backward"] },
+                "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } },
+                "next": { "type": "string", "nullable": true, "description": "The next page, or null." }
+            }
+        },
+        "AllPage": {
+            "type": "object",
+            "required": ["direction", "events", "nextPosition", "isEnd", "next"],
+            "properties": {
+                "direction": { "type": "string", "enum": ["forward", "backward"] },
+                "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } },
+                "nextPosition": { "type": "integer", "nullable": true },
+                "isEnd": { "type": "boolean" },
+                "next": { "type": "string", "nullable": true }
+            }
+        },
+        "StreamInfo": {
+            "type": "object",
+            "required": ["streamId", "exists", "eventCount"],
+            "properties": {
+                "streamId": { "type": "string" },
+                "exists": { "type": "boolean" },
+                "currentVersion": { "type": "integer", "nullable": true },
+                "eventCount": { "type": "integer" },
+                "firstRecordedAt": { "type": "string", "format": "date-time", "nullable": true },
+                "lastRecordedAt": { "type": "string", "format": "date-time", "nullable": true },
+                "lastPosition": { "type": "integer", "nullable": true }
+            }
+        },
+        "StreamList": {
+            "type": "object",
+            "required": ["items", "nextAfter", "next"],
+            "properties": {
+                "items": { "type": "array", "items": { "type": "object",
+                    "required": ["streamId", "category", "eventCount", "lastPosition"],
+                    "properties": { "streamId": { "type": "string" }, "category": { "type": "string" },
+                                    "eventCount": { "type": "integer" }, "lastPosition": { "type": "integer" } } } },
+                "nextAfter": { "type": "string", "nullable": true },
+                "next": { "type": "string", "nullable": true }
+            }
+        },
+        "CategoryList": {
+            "type": "object",
+            "required": ["items", "nextAfter", "next"],
+            "properties": {
+                "items": { "type": "array", "items": { "type": "object",
+                    "required": ["category", "streamCount", "eventCount"],
+                    "properties": { "category": { "type": "string" }, "streamCount": { "type": "integer" },
+                                    "eventCount": { "type": "integer" } } } },
+                "nextAfter": { "type": "string", "nullable": true },
+                "next": { "type": "string", "nullable": true }
+            }
+        },
+        "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true } } },
+        "PositionAt": { "type": "object", "required": ["position"], "properties": { "position": { "type": "integer", "nullable": true } } },
+        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true } } }
+    })
+}
+
+/// The OpenAPI 3.0 document of the API.
+pub fn document() -> Value {
+    let mut read_stream = vec![stream_path_param()];
+    read_stream.extend(common_read_params());
+    read_stream.push(param(
+        "from",
+        "query",
+        "First version to return (inclusive).",
+        u64_schema(),
+        false,
+    ));
+    let mut read_all = common_read_params();
+    read_all.push(param(
+        "from",
+        "query",
+        "First position to consider (inclusive).",
+        u64_schema(),
+        false,
+    ));
+    read_all.extend(filter_params(true, true));
+    let mut sub_all = start_params();
+    sub_all.extend(filter_params(true, true));
+    let mut sub_stream = vec![stream_path_param()];
+    sub_stream.extend(start_params());
+    let mut sub_cat = vec![param(
+        "category",
+        "path",
+        "The category: the part of stream ids before their first `-`.",
+        json!({ "type": "string", "minLength": 1, "maxLength": limits::STREAM_ID_MAX_BYTES }),
+        true,
+    )];
+    sub_cat.extend(start_params());
+    sub_cat.extend(filter_params(false, false));
+    let sse_desc = "A stream of server-sent events: `event: event` with `id:` the position (`$all`, categories) or version (a stream) and `data:` an Event; `event: lagged` (then the connection closes) when the subscriber fell behind, its id the position to resume after; `event: error` with a problem document. Keep-alive comments in between.";
+
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Strata",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The HTTP API of the Strata event store. Errors are RFC 9457 problem documents with a stable `code`. See docs/http-api.md."
+        },
+        "components": {
+            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        },
+        "security": [ { "token": [] }, {} ],
+        "paths": {
+            "/streams/{stream}": {
+                "post": {
+                    "operationId": "append",
+                    "summary": "Append events to a stream, atomically, if it is at the expected version.",
+                    "parameters": [stream_path_param()],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendRequest" } } } },
+                    "responses": responses(("200", ok("Appended (or an acknowledged retry).", "AppendResult")),
+                        &errs(&[("409", "`wrong_expected_version` (with expected and actual) or `event_id_conflict`."),
+                                ("413", "Over a limit (`payload_too_large`).")]))
+                },
+                "get": {
+                    "operationId": "readStream",
+                    "summary": "Read a stream forward or backward, paged.",
+                    "parameters": read_stream,
+                    "responses": responses(("200", ok("A page of events, with the next page's link.", "StreamPage")),
+                        &errs(&[("404", "The stream has no events (`stream_not_found`).")]))
+                }
+            },
+            "/streams/{stream}/info": {
+                "get": {
+                    "operationId": "streamInfo",
+                    "summary": "What is known about a stream (also one that does not exist).",
+                    "parameters": [stream_path_param()],
+                    "responses": responses(("200", ok("The stream's version, count and times.", "StreamInfo")), &errs(&[]))
+                }
+            },
+            "/streams": {
+                "get": {
+                    "operationId": "listStreams",
+                    "summary": "Streams in name order with their event counts.",
+                    "parameters": list_params(),
+                    "responses": responses(("200", ok("A page of streams.", "StreamList")), &errs(&[]))
+                }
+            },
+            "/categories": {
+                "get": {
+                    "operationId": "listCategories",
+                    "summary": "Categories in name order with stream and event counts.",
+                    "parameters": list_params(),
+                    "responses": responses(("200", ok("A page of categories.", "CategoryList")), &errs(&[]))
+                }
+            },
+            "/all": {
+                "get": {
+                    "operationId": "readAll",
+                    "summary": "Read the global order from a position, filtered, paged.",
+                    "parameters": read_all,
+                    "responses": responses(("200", ok("A page of events.", "AllPage")), &errs(&[]))
+                }
+            },
+            "/all/head": {
+                "get": {
+                    "operationId": "head",
+                    "summary": "The position of the newest event.",
+                    "responses": responses(("200", ok("The head.", "Head")), &errs(&[]))
+                }
+            },
+            "/all/position-at": {
+                "get": {
+                    "operationId": "positionAt",
+                    "summary": "The position of the last event recorded at or before a time.",
+                    "parameters": [param("time", "query", "An RFC 3339 time.", json!({ "type": "string", "format": "date-time" }), true)],
+                    "responses": responses(("200", ok("The position, or null.", "PositionAt")), &errs(&[]))
+                }
+            },
+            "/subscriptions/all": {
+                "get": {
+                    "operationId": "subscribeAll",
+                    "summary": "Follow the global order (filtered) as server-sent events.",
+                    "parameters": sub_all,
+                    "responses": responses(("200", sse(sse_desc)), &errs(&[("429", "Too many open subscriptions for this token (`too_many_subscriptions`).")]))
+                }
+            },
+            "/subscriptions/streams/{stream}": {
+                "get": {
+                    "operationId": "subscribeStream",
+                    "summary": "Follow one stream as server-sent events; ids are versions.",
+                    "parameters": sub_stream,
+                    "responses": responses(("200", sse(sse_desc)), &errs(&[("429", "Too many open subscriptions for this token (`too_many_subscriptions`).")]))
+                }
+            },
+            "/subscriptions/categories/{category}": {
+                "get": {
+                    "operationId": "subscribeCategory",
+                    "summary": "Follow one category as server-sent events; ids are positions.",
+                    "parameters": sub_cat,
+                    "responses": responses(("200", sse(sse_desc)), &errs(&[("429", "Too many open subscriptions for this token (`too_many_subscriptions`).")]))
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "The process is up.",
+                    "security": [],
+                    "responses": responses(("200", ok("Up.", "Status")), &[("400", "Invalid request.")])
+                }
+            },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "The store answers reads.",
+                    "security": [],
+                    "responses": responses(("200", ok("Ready.", "Status")), &[("400", "Invalid request."), ("503", "Not ready (`unavailable`).")])
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (the admin role when tokens are configured).",
+                    "responses": responses(("200", json!({ "description": "Prometheus text format.", "content": { "text/plain": { "schema": { "type": "string" } } } })),
+                        &[("400", "Invalid request."), AUTH_ERRORS[0], AUTH_ERRORS[1]])
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "security": [],
+                    "responses": responses(("200", json!({ "description": "OpenAPI 3.0.", "content": { "application/json": { "schema": { "type": "object" } } } })), &[("400", "Invalid request.")])
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,96 @@
+//! Listings: streams and categories with counts.
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use strata_core::{limits, ListOptions};
+
+use super::{caller, paged_response};
+use crate::auth::forbidden;
+use crate::config::Action;
+use crate::error::ApiError;
+use crate::query::{encode, Query};
+use crate::AppState;
+
+fn options(q: &Query) -> Result<ListOptions, ApiError> {
+    let mut o = ListOptions::default().limit(q.limit(100, limits::LIST_PAGE_MAX_ENTRIES)?);
+    o.after = q.one("after")?.map(str::to_owned);
+    o.prefix = q.nonempty("prefix")?.map(str::to_owned);
+    for (name, v) in [("after", &o.after), ("prefix", &o.prefix)] {
+        if v.as_ref()
+            .is_some_and(|v| v.len() > limits::STREAM_ID_MAX_BYTES)
+        {
+            return Err(ApiError::invalid(
+                name,
+                format!("is longer than {} bytes", limits::STREAM_ID_MAX_BYTES),
+            ));
+        }
+    }
+    Ok(o)
+}
+
+fn next_link(base: &str, o: &ListOptions, next: Option<&String>) -> Option<String> {
+    next.map(|after| {
+        let mut link = format!("{base}?after={}&limit={}", encode(after), o.limit);
+        if let Some(p) = &o.prefix {
+            link.push_str(&format!("&prefix={}", encode(p)));
+        }
+        link
+    })
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListOut<T> {
+    items: Vec<T>,
+    next_after: Option<String>,
+    next: Option<String>,
+}
+
+/// `GET /streams`
+pub(crate) async fn streams(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &headers)?;
+    let q = Query::parse(raw.as_deref(), &["prefix", "after", "limit"])?;
+    let o = options(&q)?;
+    if !who.can_all(Action::Read, o.prefix.as_deref()) {
+        return Err(forbidden(
+            &who,
+            Action::Read,
+            "the list of streams without a prefix inside the token's stream prefixes",
+        ));
+    }
+    let page = st.store().list_streams(o.clone()).await?;
+    let next = next_link("/streams", &o, page.next.as_ref());
+    let out = ListOut {
+        items: page.items,
+        next_after: page.next,
+        next: next.clone(),
+    };
+    Ok(paged_response(&out, next.as_deref()))
+}
+
+/// `GET /categories`
+pub(crate) async fn categories(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &headers)?;
+    let q = Query::parse(raw.as_deref(), &["prefix", "after", "limit"])?;
+    let o = options(&q)?;
+    if !who.can_all(Action::Read, None) {
+        return Err(forbidden(&who, Action::Read, "the list of categories"));
+    }
+    let page = st.store().list_categories(o.clone()).await?;
+    let next = next_link("/categories", &o, page.next.as_ref());
+    let out = ListOut {
+        items: page.items,
+        next_after: page.next,
+        next: next.clone(),
+    };
+    Ok(paged_response(&out, next.as_deref()))
+}

@@ -1,0 +1,182 @@
+//! The router: one file per route group.
+
+mod all;
+mod listing;
+mod streams;
+mod subscriptions;
+mod system;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use strata_core::StreamId;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+/// Every route of the API as (method, path template): the OpenAPI document is checked against
+/// this list, and a test checks that each is routed.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/streams/{stream}"),
+    ("GET", "/streams/{stream}"),
+    ("GET", "/streams/{stream}/info"),
+    ("GET", "/streams"),
+    ("GET", "/categories"),
+    ("GET", "/all"),
+    ("GET", "/all/head"),
+    ("GET", "/all/position-at"),
+    ("GET", "/subscriptions/all"),
+    ("GET", "/subscriptions/streams/{stream}"),
+    ("GET", "/subscriptions/categories/{category}"),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API over `state`, with request ids, tracing, metrics and panic safety.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/streams/{stream}",
+            post(streams::append).get(streams::read),
+        )
+        .route("/streams/{stream}/info", get(streams::info))
+        .route("/streams", get(listing::streams))
+        .route("/categories", get(listing::categories))
+        .route("/all", get(all::read))
+        .route("/all/head", get(all::head))
+        .route("/all/position-at", get(all::position_at))
+        .route("/subscriptions/all", get(subscriptions::all))
+        .route("/subscriptions/streams/{stream}", get(subscriptions::stream))
+        .route(
+            "/subscriptions/categories/{category}",
+            get(subscriptions::category),
+        )
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    state.metrics().response(res.status().as_u16());
+    res
+}
+
+/// Authenticates the caller.
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
+    state.auth().authenticate(headers)
+}
+
+/// A path parameter, with rejections as `invalid_request`.
+pub(crate) fn path_param(
+    p: Result<Path<String>, PathRejection>,
+    name: &str,
+) -> Result<String, ApiError> {
+    p.map(|Path(s)| s)
+        .map_err(|e| ApiError::invalid(name.to_owned(), e.body_text()))
+}
+
+/// A stream id from the path.
+pub(crate) fn stream_param(p: Result<Path<String>, PathRejection>) -> Result<StreamId, ApiError> {
+    let s = path_param(p, "stream")?;
+    StreamId::new(s).map_err(|e| ApiError::invalid("stream", e.reason))
+}
+
+/// Reads a request body up to `max` bytes: `payload_too_large` beyond.
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max: u64,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is larger than {max} bytes; nothing was written"),
+        )
+        .with("limit", serde_json::json!(max))
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    match http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::invalid("body", format!("could not be read: {e}"))),
+    }
+}
+
+/// A JSON response.
+pub(crate) fn json_response(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("serializing a response: {e}")).into_response(),
+    }
+}
+
+/// A JSON response with a `Link: <next>; rel="next"` header when there is a next page.
+pub(crate) fn paged_response(value: &impl serde::Serialize, next: Option<&str>) -> Response {
+    let mut res = json_response(value);
+    if let Some(n) = next {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{n}>; rel=\"next\"")) {
+            res.headers_mut().insert(header::LINK, v);
+        }
+    }
+    res
+}

@@ -1,0 +1,221 @@
+//! One stream: append, read, info.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::json;
+use strata_core::{limits, Direction, Position, ReadStreamOptions, RecordedEvent, StreamId};
+
+use super::{caller, json_response, paged_response, read_body, stream_param};
+use crate::auth::forbidden;
+use crate::config::Action;
+use crate::error::{ApiError, ErrorCode};
+use crate::query::{encode, Query};
+use crate::wire::{AppendBody, EventOut};
+use crate::AppState;
+
+/// `POST /streams/{stream}`
+pub(crate) async fn append(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &headers)?;
+    let stream = stream_param(path)?;
+    if !who.can(Action::Write, stream.as_str()) {
+        return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
+    }
+    Query::parse(raw.as_deref(), &[])?;
+    let bytes = read_body(body, &headers, st.config().request_body_max_bytes).await?;
+    let body = AppendBody::parse(&bytes)?;
+    if body.events.len() > limits::SERVER_APPEND_EVENTS_MAX {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "an append may hold at most {} events, this one has {}; nothing was written",
+                limits::SERVER_APPEND_EVENTS_MAX,
+                body.events.len()
+            ),
+        )
+        .with("limit", json!(limits::SERVER_APPEND_EVENTS_MAX)));
+    }
+    let (expected, events) = body.into_events()?;
+    let n = events.len();
+    let started = Instant::now();
+    match st.store().append(&stream, expected, events).await {
+        Ok(r) => {
+            st.metrics().append_ok(n, started.elapsed());
+            Ok(json_response(&json!({
+                "streamId": stream.as_str(),
+                "version": r.stream_version,
+                "positions": r.positions.iter().map(|p| p.0).collect::<Vec<_>>(),
+            })))
+        }
+        Err(e) => {
+            st.metrics()
+                .append_failed(e.is_wrong_expected_version(), started.elapsed());
+            Err(e.into())
+        }
+    }
+}
+
+/// `direction` from a query.
+pub(crate) fn direction(q: &Query) -> Result<Direction, ApiError> {
+    match q.one("direction")? {
+        None | Some("forward") => Ok(Direction::Forward),
+        Some("backward") => Ok(Direction::Backward),
+        Some(d) => Err(ApiError::invalid(
+            "direction",
+            format!("must be forward or backward, not {d:?}"),
+        )),
+    }
+}
+
+/// `maxPosition` or `asOf` from a query: `Ok(Some(None))` when `asOf` is before every event.
+pub(crate) async fn max_position(
+    st: &AppState,
+    q: &Query,
+) -> Result<Option<Option<Position>>, ApiError> {
+    let max = q.u64("maxPosition")?;
+    let as_of = q.timestamp("asOf")?;
+    match (max, as_of) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "asOf",
+            "give asOf or maxPosition, not both",
+        )),
+        (Some(p), None) => Ok(Some(Some(Position(p)))),
+        (None, Some(t)) => Ok(Some(st.store().position_at(t).await?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Cuts `events` so that their payloads and metadata stay under the page byte limit; returns
+/// whether it cut.
+pub(crate) fn cut_to_bytes(events: &mut Vec<RecordedEvent>) -> bool {
+    let mut total = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        total += e.data.len() + e.metadata.as_map().len() * 16 + 256;
+        if total > limits::SERVER_PAGE_MAX_BYTES && i > 0 {
+            events.truncate(i);
+            return true;
+        }
+    }
+    false
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamPage<'a> {
+    stream_id: &'a str,
+    direction: Direction,
+    events: Vec<EventOut<'a>>,
+    next: Option<String>,
+}
+
+/// `GET /streams/{stream}`
+pub(crate) async fn read(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &headers)?;
+    let stream = stream_param(path)?;
+    if !who.can(Action::Read, stream.as_str()) {
+        return Err(forbidden(&who, Action::Read, &format!("stream {stream}")));
+    }
+    let q = Query::parse(
+        raw.as_deref(),
+        &["direction", "from", "limit", "maxPosition", "asOf"],
+    )?;
+    let dir = direction(&q)?;
+    let limit = q.limit(
+        limits::SERVER_PAGE_DEFAULT_EVENTS.min(st.config().page_max_events as usize),
+        st.config().page_max_events as usize,
+    )?;
+    let from = q.u64("from")?;
+    let mut o = match dir {
+        Direction::Forward => ReadStreamOptions::forward(),
+        Direction::Backward => ReadStreamOptions::backward(),
+    }
+    .limit(limit);
+    if let Some(f) = from {
+        o = o.from_version(f);
+    }
+    let max = max_position(&st, &q).await?;
+    match max {
+        Some(None) => {
+            return Err(ApiError::new(
+                ErrorCode::StreamNotFound,
+                format!("stream {stream} had no events at that time"),
+            )
+            .with("streamId", json!(stream.as_str())))
+        }
+        Some(Some(p)) => o = o.max_position(p),
+        None => {}
+    }
+    let mut events = st.store().read_stream(&stream, o).await?;
+    let cut = cut_to_bytes(&mut events);
+    let next = next_stream_link(&stream, dir, limit, max.flatten(), &events, cut);
+    let page = StreamPage {
+        stream_id: stream.as_str(),
+        direction: dir,
+        events: events.iter().map(EventOut::new).collect(),
+        next: next.clone(),
+    };
+    Ok(paged_response(&page, next.as_deref()))
+}
+
+fn next_stream_link(
+    stream: &StreamId,
+    dir: Direction,
+    limit: usize,
+    max: Option<Position>,
+    events: &[RecordedEvent],
+    cut: bool,
+) -> Option<String> {
+    let last = events.last()?;
+    if events.len() < limit && !cut {
+        return None;
+    }
+    let from = match dir {
+        Direction::Forward => last.stream_version.checked_add(1)?,
+        Direction::Backward => last.stream_version.checked_sub(1)?,
+    };
+    let mut link = format!(
+        "/streams/{}?direction={}&from={from}&limit={limit}",
+        encode(stream.as_str()),
+        if dir == Direction::Forward {
+            "forward"
+        } else {
+            "backward"
+        }
+    );
+    if let Some(m) = max {
+        link.push_str(&format!("&maxPosition={}", m.0));
+    }
+    Some(link)
+}
+
+/// `GET /streams/{stream}/info`
+pub(crate) async fn info(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &headers)?;
+    let stream = stream_param(path)?;
+    if !who.can(Action::Read, stream.as_str()) {
+        return Err(forbidden(&who, Action::Read, &format!("stream {stream}")));
+    }
+    Query::parse(raw.as_deref(), &[])?;
+    let info = st.store().stream_info(&stream).await?;
+    Ok(json_response(&info))
+}

@@ -1,0 +1,90 @@
+//! Health, readiness, metrics, the OpenAPI document, and the answers for unknown routes.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{caller, json_response};
+use crate::error::{ApiError, ErrorCode};
+use crate::query::Query;
+use crate::AppState;
+
+/// `GET /health`: the process is up.
+pub(crate) async fn health(RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    Query::parse(raw.as_deref(), &[])?;
+    Ok(json_response(&json!({ "status": "ok" })))
+}
+
+/// `GET /ready`: the store answers a read.
+pub(crate) async fn ready(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    Query::parse(raw.as_deref(), &[])?;
+    match st.store().head().await {
+        Ok(head) => Ok(json_response(
+            &json!({ "status": "ready", "head": head.map(|p| p.0) }),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the store does not answer reads right now",
+            ))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text; the admin role when tokens are configured.
+pub(crate) async fn metrics(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &headers)?;
+    if !who.is_admin() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "token {:?} may not read metrics: that needs the admin role",
+                who.name
+            ),
+        ));
+    }
+    Query::parse(raw.as_deref(), &[])?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        st.metrics().render(),
+    )
+        .into_response())
+}
+
+/// `GET /openapi.json`
+pub(crate) async fn openapi(RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    Query::parse(raw.as_deref(), &[])?;
+    Ok(json_response(&crate::openapi::document()))
+}
+
+/// Any path the API does not have.
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("there is no endpoint {} (see /openapi.json)", uri.path()),
+    )
+}
+
+/// A known path with a method it does not take.
+pub(crate) async fn method_not_allowed(method: Method) -> ApiError {
+    method_not_allowed_for(&method)
+}
+
+fn method_not_allowed_for(method: &Method) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("this endpoint does not take {method} (see /openapi.json)"),
+    )
+}

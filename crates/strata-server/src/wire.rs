@@ -1,0 +1,286 @@
+//! The JSON shapes of the API, shared by the server and [`crate::client`].
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use strata_core::{
+    EventData, ExpectedVersion, Metadata, Position, RecordedEvent, StreamId, Uuid,
+    CONTENT_TYPE_JSON,
+};
+
+use crate::error::ApiError;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// An event as the API returns it: the mission's field names; `data` for JSON payloads (byte
+/// for byte as appended), `dataBase64` for any other content type.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventOut<'a> {
+    event_id: Uuid,
+    stream_id: &'a str,
+    category: &'a str,
+    event_type: &'a str,
+    version: u64,
+    position: u64,
+    recorded_at: String,
+    content_type: &'a str,
+    metadata: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+}
+
+impl<'a> EventOut<'a> {
+    /// The API form of `e`.
+    pub fn new(e: &'a RecordedEvent) -> Self {
+        let data = if e.is_json() {
+            std::str::from_utf8(&e.data)
+                .ok()
+                .and_then(|s| RawValue::from_string(s.to_owned()).ok())
+        } else {
+            None
+        };
+        let data_base64 = data.is_none().then(|| B64.encode(&e.data));
+        EventOut {
+            event_id: e.event_id,
+            stream_id: e.stream_id.as_str(),
+            category: e.category(),
+            event_type: &e.event_type,
+            version: e.stream_version,
+            position: e.position.0,
+            recorded_at: e
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            content_type: &e.content_type,
+            metadata: e.metadata.as_map(),
+            data,
+            data_base64,
+        }
+    }
+}
+
+/// [`EventOut`] as a JSON value.
+pub fn event_to_json(e: &RecordedEvent) -> Value {
+    serde_json::to_value(EventOut::new(e)).unwrap_or(Value::Null)
+}
+
+/// The inverse of [`event_to_json`], for clients.
+pub fn event_from_json(v: &Value) -> Result<RecordedEvent, String> {
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("event without {k}"))
+    };
+    let n = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("event without {k}"))
+    };
+    let content_type = s("contentType")?.to_owned();
+    let data = match (v.get("data"), v.get("dataBase64").and_then(Value::as_str)) {
+        (_, Some(b)) => B64.decode(b).map_err(|e| format!("dataBase64: {e}"))?,
+        (Some(d), None) => serde_json::to_vec(d).map_err(|e| e.to_string())?,
+        (None, None) => Vec::new(),
+    };
+    let metadata = match v.get("metadata") {
+        Some(Value::Object(m)) => Metadata::from_map(m.clone()),
+        _ => Metadata::new(),
+    };
+    Ok(RecordedEvent {
+        event_id: s("eventId")?.parse().map_err(|e| format!("eventId: {e}"))?,
+        stream_id: StreamId::new(s("streamId")?).map_err(|e| e.to_string())?,
+        stream_version: n("version")?,
+        position: Position(n("position")?),
+        recorded_at: chrono::DateTime::parse_from_rfc3339(s("recordedAt")?)
+            .map_err(|e| format!("recordedAt: {e}"))?
+            .with_timezone(&chrono::Utc),
+        event_type: s("eventType")?.to_owned(),
+        content_type,
+        data,
+        metadata,
+    })
+}
+
+/// The expected version as the API spells it: `"any"`, `"no_stream"`, `"stream_exists"` or
+/// a version number.
+pub fn expected_to_json(e: ExpectedVersion) -> Value {
+    match e {
+        ExpectedVersion::Any => json!("any"),
+        ExpectedVersion::NoStream => json!("no_stream"),
+        ExpectedVersion::StreamExists => json!("stream_exists"),
+        ExpectedVersion::Exact(v) => json!(v),
+    }
+}
+
+/// An expected version in a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireExpected(pub ExpectedVersion);
+
+impl<'de> Deserialize<'de> for WireExpected {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WireExpected;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"any\", \"no_stream\", \"stream_exists\" or a version number")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WireExpected, E> {
+                Ok(WireExpected(match s {
+                    "any" => ExpectedVersion::Any,
+                    "no_stream" => ExpectedVersion::NoStream,
+                    "stream_exists" => ExpectedVersion::StreamExists,
+                    _ => return Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WireExpected, E> {
+                Ok(WireExpected(ExpectedVersion::Exact(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One event in an append request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventIn {
+    /// The client's id, for idempotent retries.
+    #[serde(default)]
+    pub event_id: Option<Uuid>,
+    /// The event type.
+    pub event_type: String,
+    /// The content type; JSON when absent.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// A JSON payload (kept byte for byte).
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+    /// Any other payload, base64.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// An append request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppendBody {
+    /// The expected version; `any` when absent.
+    #[serde(default)]
+    pub expected_version: Option<WireExpected>,
+    /// The events, one or more.
+    pub events: Vec<EventIn>,
+}
+
+impl AppendBody {
+    /// Parses a body; errors name the field (`events[2].eventType`).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let body: AppendBody = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path == "?" || path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            };
+            ApiError::invalid(field, e.into_inner().to_string())
+        })?;
+        Ok(body)
+    }
+
+    /// The events to append.
+    pub fn into_events(self) -> Result<(ExpectedVersion, Vec<EventData>), ApiError> {
+        let expected = self.expected_version.map_or(ExpectedVersion::Any, |e| e.0);
+        let mut out = Vec::with_capacity(self.events.len());
+        for (i, e) in self.events.into_iter().enumerate() {
+            let content_type = e
+                .content_type
+                .unwrap_or_else(|| CONTENT_TYPE_JSON.to_owned());
+            let data = match (content_type == CONTENT_TYPE_JSON, e.data, e.data_base64) {
+                (_, Some(_), Some(_)) => {
+                    return Err(ApiError::invalid(
+                        format!("events[{i}]"),
+                        "give data or dataBase64, not both",
+                    ))
+                }
+                (true, Some(d), None) => d.get().as_bytes().to_vec(),
+                (true, None, _) => {
+                    return Err(ApiError::invalid(
+                        format!("events[{i}].data"),
+                        "a JSON event needs data (any JSON value)",
+                    ))
+                }
+                (false, Some(_), None) => {
+                    return Err(ApiError::invalid(
+                        format!("events[{i}].data"),
+                        "a non-JSON content type takes its payload as dataBase64",
+                    ))
+                }
+                (false, None, Some(b)) => B64.decode(b.as_bytes()).map_err(|err| {
+                    ApiError::invalid(format!("events[{i}].dataBase64"), err.to_string())
+                })?,
+                (false, None, None) => Vec::new(),
+            };
+            out.push(EventData {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                content_type,
+                data,
+                metadata: e.metadata.map(Metadata::from_map).unwrap_or_default(),
+            });
+        }
+        Ok((expected, out))
+    }
+}
+
+/// An append request body for `events` (used by clients).
+pub fn append_body(expected: ExpectedVersion, events: &[EventData]) -> Value {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            let mut v = json!({ "eventType": e.event_type, "contentType": e.content_type });
+            if let Some(id) = e.event_id {
+                v["eventId"] = json!(id);
+            }
+            if !e.metadata.is_empty() {
+                v["metadata"] = Value::Object(e.metadata.as_map().clone());
+            }
+            let json_data = (e.content_type == CONTENT_TYPE_JSON)
+                .then(|| serde_json::from_slice::<Value>(&e.data).ok())
+                .flatten();
+            match json_data {
+                Some(d) => v["data"] = d,
+                None => v["dataBase64"] = json!(B64.encode(&e.data)),
+            }
+            v
+        })
+        .collect();
+    json!({ "expectedVersion": expected_to_json(expected), "events": events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = AppendBody::parse(br#"{"events":[{"eventType":1,"data":{}}]}"#).unwrap_err();
+        assert_eq!(e.extra["field"], "events[0].eventType");
+        let e = AppendBody::parse(br#"{"events":[],"x":1}"#).unwrap_err();
+        assert!(e.detail.contains("unknown field"), "{}", e.detail);
+        let e = AppendBody::parse(br#"{"expectedVersion":-1,"events":[]}"#).unwrap_err();
+        assert_eq!(e.extra["field"], "expectedVersion");
+        let b = AppendBody::parse(
+            br#"{"expectedVersion":"no_stream","events":[{"eventType":"A","data":{"z":1,"a":2}}]}"#,
+        )
+        .unwrap();
+        let (exp, evs) = b.into_events().unwrap();
+        assert_eq!(exp, ExpectedVersion::NoStream);
+        assert_eq!(evs[0].data, br#"{"z":1,"a":2}"#);
+    }
+}

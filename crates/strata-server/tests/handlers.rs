@@ -1,0 +1,1052 @@
+//! Handler tests without a socket: `app(...).oneshot(request)`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use strata_core::{
+    async_trait, AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore,
+    ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription,
+    SubscriptionTarget, Timestamp,
+};
+use strata_server::{app, hash_token, Action, AppState, Role, ServerConfig, TokenConfig, ROUTES};
+use strata_testkit::MemoryStore;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// A store that can be made to fail like a stopped log or an unreachable database.
+#[derive(Clone)]
+struct Faulty {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl EventStore for Faulty {
+    async fn append(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        ev: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AppendError::Stopped("fdatasync failed: EIO".to_owned()));
+        }
+        self.inner.append(s, e, ev).await
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamId,
+        o: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ReadError::Storage("disk on fire".to_owned()));
+        }
+        self.inner.read_stream(s, o).await
+    }
+    async fn read_all(&self, o: ReadAllOptions) -> Result<AllPage, ReadError> {
+        self.inner.read_all(o).await
+    }
+    async fn stream_info(&self, s: &StreamId) -> Result<StreamInfo, ReadError> {
+        self.inner.stream_info(s).await
+    }
+    async fn list_streams(&self, o: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
+        self.inner.list_streams(o).await
+    }
+    async fn list_categories(&self, o: ListOptions) -> Result<Page<CategorySummary>, ReadError> {
+        self.inner.list_categories(o).await
+    }
+    async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
+        self.inner.position_at(at).await
+    }
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ReadError::Unavailable("connection refused".to_owned()));
+        }
+        self.inner.head().await
+    }
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+    async fn subscribe(
+        &self,
+        t: SubscriptionTarget,
+        f: SubscribeFrom,
+    ) -> Result<Subscription, ReadError> {
+        Subscription::start(Arc::new(self.clone()), t, f).await
+    }
+}
+
+struct T {
+    app: Router,
+    store: Faulty,
+}
+
+fn setup(config: ServerConfig) -> T {
+    let store = Faulty {
+        inner: MemoryStore::new(),
+        down: Arc::new(AtomicBool::new(false)),
+    };
+    let state = AppState::new(Arc::new(store.clone()), config).unwrap();
+    T {
+        app: app(state),
+        store,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+    fn code(&self) -> String {
+        assert_eq!(
+            self.headers["content-type"], "application/problem+json",
+            "{}",
+            self.text
+        );
+        self.json()["code"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn get(app: &Router, uri: &str) -> Resp {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn post(app: &Router, uri: &str, body: impl Into<Body>) -> Resp {
+    send(
+        app,
+        Request::post(uri)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap(),
+    )
+    .await
+}
+
+fn one(event_type: &str, data: Value) -> Value {
+    json!({ "eventType": event_type, "data": data })
+}
+
+async fn append(app: &Router, stream: &str, expected: Value, events: Vec<Value>) -> Resp {
+    post(
+        app,
+        &format!("/streams/{stream}"),
+        json!({ "expectedVersion": expected, "events": events }).to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn append_read_info_and_listings() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    let r = append(
+        app,
+        "account-1",
+        json!("no_stream"),
+        vec![one("AccountOpened", json!({"initialBalance": 100}))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["version"], 0);
+    let id = "0190a0f4-0000-7000-8000-000000000001";
+    let deposit = json!({"eventId": id, "eventType": "MoneyDeposited", "data": {"amount": 200}, "metadata": {"userId": "u1"}});
+    let r = append(app, "account-1", json!(0), vec![deposit.clone()]).await;
+    assert_eq!(r.json()["version"], 1);
+    let first_positions = r.json()["positions"].clone();
+    // The same append again (a retry whose answer was lost) is acknowledged, not duplicated.
+    let r = append(app, "account-1", json!(0), vec![deposit]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["positions"], first_positions);
+    // Several events at once, binary payloads, stream_exists and any.
+    let r = append(
+        app,
+        "account-1",
+        json!("stream_exists"),
+        vec![
+            one("MoneyWithdrawn", json!({"amount": 50})),
+            json!({"eventType": "Scan", "contentType": "image/png", "dataBase64": "iVBORw=="}),
+        ],
+    )
+    .await;
+    assert_eq!(r.json()["version"], 3);
+    assert_eq!(r.json()["positions"].as_array().unwrap().len(), 2);
+    let r = append(
+        app,
+        "order-9",
+        json!("any"),
+        vec![one("OrderPlaced", json!({}))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    // Conflict: 409 with expected and actual, nothing written.
+    let r = append(app, "account-1", json!(0), vec![one("X", json!(1))]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.code(), "wrong_expected_version");
+    assert_eq!(r.json()["expected"], 0);
+    assert_eq!(r.json()["actual"], 3);
+    let r = append(
+        app,
+        "account-1",
+        json!("no_stream"),
+        vec![one("X", json!(1))],
+    )
+    .await;
+    assert_eq!(r.json()["expected"], "no_stream");
+    let r = append(
+        app,
+        "nobody-1",
+        json!("stream_exists"),
+        vec![one("X", json!(1))],
+    )
+    .await;
+    assert_eq!(r.json()["actual"], Value::Null);
+    // The id reused for another event.
+    let r = append(
+        app,
+        "order-9",
+        json!("any"),
+        vec![json!({"eventId": id, "eventType": "Other", "data": {}})],
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.code(), "event_id_conflict");
+
+    // Read forward, paged with explicit next links.
+    let r = get(app, "/streams/account-1?limit=2").await;
+    assert_eq!(r.status, 200);
+    let page = r.json();
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page["events"][0]["eventType"], "AccountOpened");
+    assert_eq!(page["events"][0]["data"]["initialBalance"], 100);
+    assert_eq!(page["events"][1]["metadata"]["userId"], "u1");
+    let next = page["next"].as_str().unwrap().to_owned();
+    assert!(r.headers["link"].to_str().unwrap().contains("rel=\"next\""));
+    let page2 = get(app, &next).await.json();
+    assert_eq!(page2["events"][0]["version"], 2);
+    assert_eq!(page2["events"][1]["dataBase64"], "iVBORw==");
+    assert_eq!(page2["events"][1]["contentType"], "image/png");
+    // Backward.
+    let r = get(app, "/streams/account-1?direction=backward&limit=3").await;
+    let b = r.json();
+    assert_eq!(b["events"][0]["version"], 3);
+    assert_eq!(b["events"][2]["version"], 1);
+    let last = get(app, b["next"].as_str().unwrap()).await.json();
+    assert_eq!(last["events"].as_array().unwrap().len(), 1);
+    assert_eq!(last["next"], Value::Null);
+    // As of a position.
+    let r = get(app, "/streams/account-1?maxPosition=0").await.json();
+    assert_eq!(r["events"].as_array().unwrap().len(), 1);
+    let r = get(app, "/streams/account-1?asOf=2000-01-01T00:00:00Z").await;
+    assert_eq!(r.status, 404);
+    let r = get(app, "/streams/account-1?asOf=2999-01-01T00:00:00Z")
+        .await
+        .json();
+    assert_eq!(r["events"].as_array().unwrap().len(), 4);
+
+    // $all, filtered and paged.
+    let r = get(app, "/all?limit=2").await.json();
+    assert_eq!(r["events"].as_array().unwrap().len(), 2);
+    assert_eq!(r["isEnd"], false);
+    let r2 = get(app, r["next"].as_str().unwrap()).await.json();
+    assert_eq!(r2["events"][0]["position"], r["nextPosition"]);
+    let r = get(app, "/all?category=order").await.json();
+    assert_eq!(r["events"].as_array().unwrap().len(), 1);
+    assert_eq!(r["isEnd"], true);
+    let r = get(
+        app,
+        "/all?eventType=MoneyDeposited&eventType=MoneyWithdrawn",
+    )
+    .await
+    .json();
+    assert_eq!(r["events"].as_array().unwrap().len(), 2);
+    let r = get(app, "/all?prefix=acc&direction=backward&limit=1")
+        .await
+        .json();
+    assert_eq!(r["events"][0]["eventType"], "Scan");
+    let r = get(app, "/all?from=1&limit=1").await.json();
+    assert_eq!(r["events"][0]["position"].as_u64().unwrap(), 1);
+
+    // Info, listings, head, position-at.
+    let r = get(app, "/streams/account-1/info").await.json();
+    assert_eq!(r["currentVersion"], 3);
+    assert_eq!(r["eventCount"], 4);
+    let r = get(app, "/streams/nobody-1/info").await.json();
+    assert_eq!(r["exists"], false);
+    let r = get(app, "/streams?limit=1").await.json();
+    assert_eq!(r["items"][0]["streamId"], "account-1");
+    assert_eq!(r["items"][0]["eventCount"], 4);
+    assert_eq!(r["nextAfter"], "account-1");
+    let r = get(app, r["next"].as_str().unwrap()).await.json();
+    assert_eq!(r["items"][0]["streamId"], "order-9");
+    let r = get(app, "/streams?prefix=ord").await.json();
+    assert_eq!(r["items"].as_array().unwrap().len(), 1);
+    let r = get(app, "/categories").await.json();
+    assert_eq!(r["items"][0]["category"], "account");
+    assert_eq!(r["items"][0]["streamCount"], 1);
+    assert_eq!(r["items"][1]["eventCount"], 1);
+    let r = get(app, "/all/head").await.json();
+    assert_eq!(r["head"], 4);
+    let r = get(app, "/all/position-at?time=2999-01-01T00:00:00Z")
+        .await
+        .json();
+    assert_eq!(r["position"], 4);
+    let r = get(app, "/all/position-at?time=2000-01-01T00:00:00%2B01:00")
+        .await
+        .json();
+    assert_eq!(r["position"], Value::Null);
+
+    // Health, readiness, metrics.
+    assert_eq!(get(app, "/health").await.status, 200);
+    assert_eq!(get(app, "/ready").await.json()["head"], 4);
+    let m = get(app, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.text.contains("strata_appends_total 5"), "{}", m.text);
+    assert!(
+        m.text.contains("strata_append_conflicts_total 3"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("strata_append_duration_seconds_count"));
+    assert!(m.text.contains("strata_subscriptions_open 0"));
+    // Every response carries a request id.
+    assert!(get(app, "/health")
+        .await
+        .headers
+        .contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_problem_and_writes_nothing() {
+    let t = setup(ServerConfig {
+        request_body_max_bytes: 4096,
+        ..ServerConfig::default()
+    });
+    let app = &t.app;
+    let good = json!({"events": [one("A", json!({}))]}).to_string();
+    let cases: Vec<(&str, Body, u16, &str)> = vec![
+        ("/streams/a-1", Body::from("{"), 400, "body"),
+        ("/streams/a-1", Body::from("[]"), 400, "body"),
+        ("/streams/a-1", Body::from(""), 400, "body"),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"events": [{"eventType": 5, "data": 1}]}"#),
+            400,
+            "events[0].eventType",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"events": [{"eventType": "A", "data": 1, "x": 2}]}"#),
+            400,
+            "events[0].x",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"expectedVersion": "maybe", "events": []}"#),
+            400,
+            "expectedVersion",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"expectedVersion": -3, "events": []}"#),
+            400,
+            "expectedVersion",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"expectedVersion": 1e400, "events": []}"#),
+            400,
+            "expectedVersion",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"events": []}"#),
+            400,
+            "events",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"events": [{"eventType": ""  , "data": 1}]}"#),
+            400,
+            "events[0].event_type",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"events": [{"eventType": "A"}]}"#),
+            400,
+            "events[0].data",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(
+                r#"{"events": [{"eventType": "A", "contentType": "x/y", "dataBase64": "***"}]}"#,
+            ),
+            400,
+            "events[0].dataBase64",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(r#"{"events": [{"eventType": "A", "data": 1, "eventId": "nope"}]}"#),
+            400,
+            "events[0].eventId",
+        ),
+        (
+            "/streams/a-1",
+            Body::from(b"{\"events\": [{\"eventType\": \"\xff\xfe\", \"data\": 1}]}".to_vec()),
+            400,
+            "events[0].eventType",
+        ),
+        ("/streams/a-1", Body::from("x".repeat(5000)), 413, ""),
+        ("/streams/%20a", Body::from(good.clone()), 400, "stream"),
+        ("/streams/%24all", Body::from(good.clone()), 400, "stream"),
+        ("/streams/%ff%fe", Body::from(good.clone()), 400, "stream"),
+        ("/streams/a-1?x=1", Body::from(good.clone()), 400, "x"),
+    ];
+    for (uri, body, status, field) in cases {
+        let r = send(app, Request::post(uri).body(body).unwrap()).await;
+        assert_eq!(r.status.as_u16(), status, "{uri}: {}", r.text);
+        let code = r.code();
+        if status == 400 {
+            assert_eq!(code, "invalid_request");
+            assert_eq!(r.json()["field"], field, "{uri}: {}", r.text);
+        } else {
+            assert_eq!(code, "payload_too_large");
+        }
+    }
+    // A body without a content length (chunked) over the limit.
+    let chunks = futures::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1000]))),
+    );
+    let r = send(
+        app,
+        Request::post("/streams/a-1")
+            .body(Body::from_stream(chunks))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    // Too many events in one append.
+    let t2 = setup(ServerConfig::default());
+    let many: Vec<Value> = (0..10_001)
+        .map(|_| json!({"eventType": "A", "data": 0}))
+        .collect();
+    let r = append(&t2.app, "a-1", json!("any"), many).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.code(), "payload_too_large");
+    // An event over the store's data limit.
+    let big = "x".repeat(strata_core::limits::EVENT_DATA_MAX_BYTES + 10);
+    let r = append(&t2.app, "a-1", json!("any"), vec![one("A", json!(big))]).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.json()["what"], "events[0].data bytes");
+
+    // Reads.
+    let reads = [
+        ("/streams/a-1?limit=0", "limit"),
+        ("/streams/a-1?limit=1001", "limit"),
+        ("/streams/a-1?limit=-1", "limit"),
+        ("/streams/a-1?from=x", "from"),
+        ("/streams/a-1?from=1&from=2", "from"),
+        ("/streams/a-1?direction=up", "direction"),
+        ("/streams/a-1?asOf=yesterday", "asOf"),
+        (
+            "/streams/a-1?asOf=2020-01-01T00:00:00Z&maxPosition=1",
+            "asOf",
+        ),
+        ("/streams/a-1?zzz=1", "zzz"),
+        ("/streams/a-1?%ff=1", "query parameter name"),
+        ("/streams/a-1?from=%ff", "from"),
+        ("/streams/a-1?from=%f", "from"),
+        ("/all?eventType=", "eventType"),
+        ("/all?prefix=", "prefix"),
+        ("/all?unknown", "unknown"),
+        ("/all/position-at", "time"),
+        ("/streams?limit=5000", "limit"),
+        ("/categories?after=%C3%28", "after"),
+        ("/subscriptions/all?from=yesterday", "from"),
+        ("/subscriptions/all?from=start&after=3", "after"),
+        ("/subscriptions/categories/a-b", "category"),
+        ("/health?x=1", "x"),
+    ];
+    for (uri, field) in reads {
+        let r = get(app, uri).await;
+        assert_eq!(r.status, 400, "{uri}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request", "{uri}");
+        assert_eq!(r.json()["field"], field, "{uri}: {}", r.text);
+    }
+    let many_types: String = (0..65).map(|i| format!("eventType=t{i}&")).collect();
+    let r = get(app, &format!("/all?{many_types}")).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = send(
+        app,
+        Request::get("/subscriptions/all")
+            .header("last-event-id", "abc")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["field"], "Last-Event-ID");
+
+    // Not found and method not allowed.
+    let r = get(app, "/streams/a-1").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (404, "stream_not_found")
+    );
+    let r = get(app, "/nothing/here").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (404, "not_found"));
+    let r = send(
+        app,
+        Request::delete("/streams/a-1").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (405, "method_not_allowed")
+    );
+    let r = post(app, "/all", "{}").await;
+    assert_eq!(r.status, 405);
+
+    // Nothing was written by any of it.
+    assert_eq!(t.store.head().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn unavailable_and_internal_errors() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    append(app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    t.store.down.store(true, Ordering::SeqCst);
+    let r = append(app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.code(), "unavailable");
+    assert!(r.json()["detail"].as_str().unwrap().contains("stopped"));
+    let r = get(app, "/ready").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
+    // A storage failure is a generic 500: the details stay in the log.
+    let r = get(app, "/streams/a-1").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.code(), "internal");
+    assert!(!r.text.contains("fire"), "{}", r.text);
+    let r = get(app, "/metrics").await;
+    assert!(r.text.contains("strata_append_errors_total 1"));
+}
+
+const ADMIN: &str = "admin-token";
+const WRITER: &str = "writer-token";
+const READER: &str = "reader-token";
+const OTHER: &str = "other-token";
+const NOSUB: &str = "nosub-token";
+
+fn auth_config() -> ServerConfig {
+    ServerConfig {
+        tokens: vec![
+            TokenConfig::new("admin", &hash_token(ADMIN), Role::Admin),
+            TokenConfig::new("writer", &hash_token(WRITER), Role::Writer)
+                .with_prefixes(["account-"]),
+            TokenConfig::new("reader", &hash_token(READER), Role::Reader)
+                .with_prefixes(["account-"]),
+            TokenConfig::new("other", &hash_token(OTHER), Role::Writer).with_prefixes(["other-"]),
+            TokenConfig::new("nosub", &hash_token(NOSUB), Role::Reader)
+                .with_prefixes(Vec::<String>::new())
+                .with_grant("", &[Action::Read]),
+        ],
+        ..ServerConfig::default()
+    }
+}
+
+async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Resp {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let body = if method == "POST" {
+        Body::from(json!({"events": [one("A", json!(1))]}).to_string())
+    } else {
+        Body::empty()
+    };
+    let res = app.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    // Subscriptions stream forever: read only a first chunk of those.
+    let text = if headers
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"))
+    {
+        String::new()
+    } else {
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Resp {
+        status,
+        headers,
+        text,
+    }
+}
+
+#[tokio::test]
+async fn permission_matrix() {
+    let t = setup(auth_config());
+    let app = &t.app;
+    // Some data, written with the admin token.
+    for s in ["account-1", "other-1"] {
+        let r = call(app, "POST", &format!("/streams/{s}"), Some(ADMIN)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // (method, uri, tokens that may, tokens that may not)
+    let matrix: Vec<(&str, &str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "POST",
+            "/streams/account-1",
+            vec![ADMIN, WRITER],
+            vec![READER, OTHER, NOSUB],
+        ),
+        (
+            "GET",
+            "/streams/account-1",
+            vec![ADMIN, WRITER, READER, NOSUB],
+            vec![OTHER],
+        ),
+        (
+            "GET",
+            "/streams/account-1/info",
+            vec![ADMIN, WRITER, READER, NOSUB],
+            vec![OTHER],
+        ),
+        (
+            "GET",
+            "/streams",
+            vec![ADMIN, NOSUB],
+            vec![WRITER, READER, OTHER],
+        ),
+        (
+            "GET",
+            "/streams?prefix=account-",
+            vec![ADMIN, WRITER, READER, NOSUB],
+            vec![OTHER],
+        ),
+        (
+            "GET",
+            "/categories",
+            vec![ADMIN, NOSUB],
+            vec![WRITER, READER, OTHER],
+        ),
+        (
+            "GET",
+            "/all",
+            vec![ADMIN, NOSUB],
+            vec![WRITER, READER, OTHER],
+        ),
+        (
+            "GET",
+            "/all?category=account",
+            vec![ADMIN, NOSUB],
+            vec![WRITER, READER, OTHER],
+        ),
+        (
+            "GET",
+            "/all?prefix=account-",
+            vec![ADMIN, WRITER, READER, NOSUB],
+            vec![OTHER],
+        ),
+        (
+            "GET",
+            "/all?prefix=acc",
+            vec![ADMIN, NOSUB],
+            vec![WRITER, READER, OTHER],
+        ),
+        (
+            "GET",
+            "/all/head",
+            vec![ADMIN, WRITER, READER, OTHER, NOSUB],
+            vec![],
+        ),
+        (
+            "GET",
+            "/all/position-at?time=2020-01-01T00:00:00Z",
+            vec![ADMIN, WRITER, READER, OTHER, NOSUB],
+            vec![],
+        ),
+        (
+            "GET",
+            "/subscriptions/all",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+        (
+            "GET",
+            "/subscriptions/all?prefix=account-",
+            vec![ADMIN, WRITER, READER],
+            vec![OTHER, NOSUB],
+        ),
+        (
+            "GET",
+            "/subscriptions/streams/account-1",
+            vec![ADMIN, WRITER, READER],
+            vec![OTHER, NOSUB],
+        ),
+        (
+            "GET",
+            "/subscriptions/categories/account",
+            vec![ADMIN, WRITER, READER],
+            vec![OTHER, NOSUB],
+        ),
+        (
+            "GET",
+            "/subscriptions/categories/other",
+            vec![ADMIN, OTHER],
+            vec![WRITER, READER, NOSUB],
+        ),
+        (
+            "GET",
+            "/metrics",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+    ];
+    let mut covered = std::collections::HashSet::new();
+    for (method, uri, allowed, denied) in &matrix {
+        covered.insert((*method, uri.split('?').next().unwrap()));
+        for token in [None, Some("wrong-token")] {
+            let r = call(app, method, uri, token).await;
+            assert_eq!(r.status, 401, "{method} {uri} with {token:?}: {}", r.text);
+            assert_eq!(r.code(), "unauthorized");
+            assert!(r.headers.contains_key("www-authenticate"));
+        }
+        for token in allowed {
+            let r = call(app, method, uri, Some(token)).await;
+            assert!(
+                r.status.is_success(),
+                "{method} {uri} with {token}: {} {}",
+                r.status,
+                r.text
+            );
+        }
+        for token in denied {
+            let r = call(app, method, uri, Some(token)).await;
+            assert_eq!(r.status, 403, "{method} {uri} with {token}: {}", r.text);
+            assert_eq!(r.code(), "forbidden");
+        }
+    }
+    // Every route that needs a token is in the matrix; the open ones answer without one.
+    for (method, path) in ROUTES {
+        let concrete = path
+            .replace("{stream}", "account-1")
+            .replace("{category}", "account");
+        if ["/health", "/ready", "/openapi.json"].contains(path) {
+            let r = call(app, method, &concrete, None).await;
+            assert_eq!(r.status, 200, "{path}");
+        } else {
+            assert!(
+                covered.contains(&(*method, concrete.as_str())),
+                "{method} {path} not in the matrix"
+            );
+        }
+    }
+    // A malformed Authorization header.
+    let r = send(
+        app,
+        Request::get("/all")
+            .header("authorization", "Basic abc")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
+
+/// Reads SSE events from a body until `n` events (not keep-alives) have arrived.
+async fn sse_events(
+    body: &mut (impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin),
+    buf: &mut String,
+    n: usize,
+) -> Vec<(String, Option<String>, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut ev, mut id, mut data) = ("message".to_owned(), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    ev = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if !data.is_empty() {
+                out.push((ev, id, data));
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an SSE event in time")
+            .expect("the stream still open")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    out
+}
+
+async fn open_sse(
+    app: &Router,
+    uri: &str,
+    last_event_id: Option<&str>,
+) -> axum::body::BodyDataStream {
+    let mut b = Request::get(uri);
+    if let Some(id) = last_event_id {
+        b = b.header("last-event-id", id);
+    }
+    let res = app
+        .clone()
+        .oneshot(b.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    res.into_body().into_data_stream()
+}
+
+#[tokio::test]
+async fn subscriptions_catch_up_go_live_and_resume() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    for i in 0..3 {
+        append(app, "account-1", json!("any"), vec![one("A", json!(i))]).await;
+        append(app, "order-1", json!("any"), vec![one("B", json!(i))]).await;
+    }
+    // $all from the start: ids are positions.
+    let mut body = open_sse(app, "/subscriptions/all?from=start", None).await;
+    let mut buf = String::new();
+    let evs = sse_events(&mut body, &mut buf, 6).await;
+    let ids: Vec<_> = evs.iter().map(|e| e.1.clone().unwrap()).collect();
+    assert_eq!(ids, ["0", "1", "2", "3", "4", "5"]);
+    assert_eq!(evs[0].0, "event");
+    let e0: Value = serde_json::from_str(&evs[0].2).unwrap();
+    assert_eq!(e0["streamId"], "account-1");
+    // Live.
+    append(
+        app,
+        "order-1",
+        json!("any"),
+        vec![one(
+            "B",
+            json!({"multi":
+        "line"}),
+        )],
+    )
+    .await;
+    let live = sse_events(&mut body, &mut buf, 1).await;
+    assert_eq!(live[0].1.as_deref(), Some("6"));
+    drop(body);
+
+    // Resume with Last-Event-ID: no gap, no duplicate (it wins over `from`).
+    let mut body = open_sse(app, "/subscriptions/all?from=end", Some("3")).await;
+    let mut buf = String::new();
+    let evs = sse_events(&mut body, &mut buf, 3).await;
+    let ids: Vec<_> = evs.iter().map(|e| e.1.clone().unwrap()).collect();
+    assert_eq!(ids, ["4", "5", "6"]);
+    drop(body);
+
+    // A stream: ids are versions; `after`.
+    let mut body = open_sse(app, "/subscriptions/streams/account-1?after=0", None).await;
+    let mut buf = String::new();
+    let evs = sse_events(&mut body, &mut buf, 2).await;
+    let ids: Vec<_> = evs.iter().map(|e| e.1.clone().unwrap()).collect();
+    assert_eq!(ids, ["1", "2"]);
+    drop(body);
+
+    // A category from now: only new events of that category.
+    let mut body = open_sse(app, "/subscriptions/categories/order", None).await;
+    let mut buf = String::new();
+    append(app, "account-1", json!("any"), vec![one("A", json!(9))]).await;
+    append(app, "order-2", json!("any"), vec![one("B", json!(9))]).await;
+    let evs = sse_events(&mut body, &mut buf, 1).await;
+    let e: Value = serde_json::from_str(&evs[0].2).unwrap();
+    assert_eq!(e["streamId"], "order-2");
+    assert_eq!(evs[0].1.as_deref(), Some("8"));
+    drop(body);
+
+    // $all filtered by event type.
+    let mut body = open_sse(app, "/subscriptions/all?from=start&eventType=A", None).await;
+    let mut buf = String::new();
+    let evs = sse_events(&mut body, &mut buf, 4).await;
+    assert!(evs.iter().all(|e| e.2.contains("\"eventType\":\"A\"")));
+}
+
+#[tokio::test]
+async fn slow_subscriber_is_disconnected_with_its_resume_position() {
+    let t = setup(ServerConfig {
+        sse_buffer_events: 4,
+        sse_slow_subscriber_timeout_ms: 200,
+        ..ServerConfig::default()
+    });
+    let app = &t.app;
+    let mut body = open_sse(app, "/subscriptions/all?from=start", None).await;
+    for i in 0..20 {
+        append(app, "a-1", json!("any"), vec![one("A", json!(i))]).await;
+    }
+    // Do not read: the buffer fills and stays full past the timeout.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut buf = String::new();
+    let mut got = Vec::new();
+    loop {
+        let evs = sse_events(&mut body, &mut buf, 1).await;
+        got.push(evs[0].clone());
+        if evs[0].0 != "event" {
+            break;
+        }
+    }
+    let last = got.last().unwrap();
+    assert_eq!(last.0, "lagged");
+    let doc: Value = serde_json::from_str(&last.2).unwrap();
+    let delivered = got.len() - 1;
+    assert!(
+        delivered <= 6,
+        "at most the buffer (and one in flight) is held: {delivered}"
+    );
+    assert_eq!(doc["resumeAfter"], json!(delivered as u64 - 1));
+    assert_eq!(
+        last.1.as_deref(),
+        Some((delivered - 1).to_string().as_str())
+    );
+    // The connection then ends.
+    let end = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .unwrap();
+    assert!(end.is_none());
+    assert!(get(app, "/metrics")
+        .await
+        .text
+        .contains("strata_subscribers_lagged_total 1"));
+    // Resuming from there delivers the rest, once each.
+    let mut body = open_sse(app, "/subscriptions/all", last.1.as_deref()).await;
+    let mut buf = String::new();
+    let rest = sse_events(&mut body, &mut buf, 20 - delivered).await;
+    assert_eq!(rest[0].1, Some(delivered.to_string()));
+    assert_eq!(rest.last().unwrap().1.as_deref(), Some("19"));
+}
+
+#[tokio::test]
+async fn subscriptions_per_token_are_bounded() {
+    let t = setup(ServerConfig {
+        subscriptions_per_token_max: 2,
+        ..ServerConfig::default()
+    });
+    let a = open_sse(&t.app, "/subscriptions/all", None).await;
+    let b = open_sse(&t.app, "/subscriptions/all", None).await;
+    let r = get(&t.app, "/subscriptions/all").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.code(), "too_many_subscriptions");
+    assert!(get(&t.app, "/metrics")
+        .await
+        .text
+        .contains("strata_subscriptions_open 2"));
+    drop(a);
+    drop(b);
+    // The slots come back once the connections are gone.
+    let mut ok = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let res = t
+            .app
+            .clone()
+            .oneshot(
+                Request::get("/subscriptions/all")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_router() {
+    let t = setup(ServerConfig::default());
+    let doc = get(&t.app, "/openapi.json").await.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routed: std::collections::BTreeSet<_> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(documented, routed);
+    // Each route is really routed: never the router's own not_found or method_not_allowed.
+    for (method, path) in ROUTES {
+        let concrete = path
+            .replace("{stream}", "account-1")
+            .replace("{category}", "account")
+            .replace(
+                "/all/position-at",
+                "/all/position-at?time=2020-01-01T00:00:00Z",
+            );
+        let r = call(&t.app, method, &concrete, None).await;
+        assert!(
+            r.status.is_success() || r.status == 404 && r.text.contains("stream_not_found"),
+            "{method} {path}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    // Every documented parameter of each operation is accepted (not an unknown parameter).
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (_, op) in ops.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] != "query" {
+                    continue;
+                }
+                let name = p["name"].as_str().unwrap();
+                let concrete = path
+                    .replace("{stream}", "account-1")
+                    .replace("{category}", "account");
+                let r = call(&t.app, "GET", &format!("{concrete}?{name}=@@"), None).await;
+                assert!(
+                    !r.text.contains("is not a parameter"),
+                    "{path}?{name}: {}",
+                    r.text
+                );
+            }
+        }
+    }
+}
