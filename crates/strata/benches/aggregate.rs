@@ -9,7 +9,12 @@
 //!   events are durable (fdatasync), so the disk's own 4 KiB write+fdatasync rate, measured
 //!   first and printed, is the yardstick for these figures.
 //!
-//! `STRATA_BENCH_DIR` chooses where the stores live (default: the system temp directory).
+//! - The same commands on PostgreSQL (`commands/postgres/...`) when a database is reachable at
+//!   `STRATA_BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); skipped
+//!   with a message otherwise.
+//!
+//! `STRATA_BENCH_DIR` chooses where the embedded stores live (default: the system temp
+//! directory).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 // The bank example's domain. Benches build with `cfg(test)`, which brings in the example's
@@ -53,7 +58,13 @@ fn main() {
         .unwrap();
     let mut c = Criterion::default().configure_from_args();
     loads(&mut c, &rt, &base.join("loads"));
-    commands(&mut c, &rt, &base.join("commands"));
+    commands(
+        &mut c,
+        &rt,
+        "embedded",
+        LogStore::open(base.join("commands")).unwrap(),
+    );
+    postgres(&mut c, &rt);
     c.final_summary();
     println!(
         "disk baseline (again): {:.0} fdatasync/s",
@@ -152,9 +163,13 @@ async fn seed_account(store: &LogStore, id: &str, n: u64) {
     assert_eq!(written, n);
 }
 
-fn commands(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
-    let store = LogStore::open(dir).unwrap();
-    let mut group = c.benchmark_group("commands");
+fn commands<S: EventStore + SnapshotStore + Clone>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    backend: &str,
+    store: S,
+) {
+    let mut group = c.benchmark_group(format!("commands/{backend}"));
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(10));
     // `cached`: the repository's default, aggregates kept in memory between commands (each
@@ -215,6 +230,28 @@ fn commands(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
         }
     }
     group.finish();
+}
+
+/// The same commands on PostgreSQL, in a fresh schema of `STRATA_BENCH_DATABASE_URL` (default
+/// the test database on 127.0.0.1:5432). Skipped with a message when none is reachable.
+fn postgres(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let url = std::env::var("STRATA_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("bench_toolkit_{}", std::process::id());
+    let options = strata_postgres::PgStoreOptions::new(&url).with_schema(&schema);
+    let store = match rt.block_on(strata_postgres::PostgresStore::connect_with(options)) {
+        Ok(store) => store,
+        Err(e) => {
+            println!("skipping the PostgreSQL benchmarks: no database at {url}: {e}");
+            return;
+        }
+    };
+    commands(c, rt, "postgres", store.clone());
+    rt.block_on(async {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(store.pool())
+            .await;
+    });
 }
 
 /// The disk's own rate of 4 KiB write + fdatasync, the bound on one caller's commands/s.

@@ -85,7 +85,7 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// The state after the events.
     pub state: A,
-    /// How many times the command was decided (1 unless it met concurrency conflicts).
+    /// How many times the command was tried: 1 plus the concurrency conflicts it met.
     pub attempts: u32,
     /// The version of the snapshot written after this command, if one was.
     pub snapshot_version: Option<u64>,
@@ -348,14 +348,36 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let CommandEnvelope { command, context } = command.into();
         let metadata = context.event_metadata();
-        let mut loaded = self.load_stream(stream).await?;
-        let mut attempts = 0u32;
+        // A cached state is used as it is: the append's exact expected version proves it was
+        // current, and a conflict catches it up. Only a refusal or a no-op decided on it is
+        // checked against the events stored since before it is returned (below), because
+        // those outcomes are not confirmed by an append. This saves a read per command.
+        let (mut loaded, mut current) = match self.cache.get(stream) {
+            Some(mut cached) => {
+                cached.from_cache = true;
+                cached.events_replayed = 0;
+                (cached, false)
+            }
+            None => {
+                let loaded = self.load_bounded(stream, Bound::default()).await?;
+                self.cache.put(&loaded);
+                (loaded, true)
+            }
+        };
+        let mut attempts = 1u32;
         loop {
-            attempts += 1;
-            let events = loaded
-                .state
-                .handle(command.clone())
-                .map_err(ExecuteError::Rejected)?;
+            let decision = loaded.state.handle(command.clone());
+            let appends = matches!(&decision, Ok(events) if !events.is_empty());
+            if !appends && !current {
+                let before = loaded.version;
+                self.replay_into(&mut loaded, Bound::default()).await?;
+                current = true;
+                if loaded.version != before {
+                    self.cache.put(&loaded);
+                    continue;
+                }
+            }
+            let events = decision.map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
                 return Ok(Executed {
                     stream_id: loaded.stream_id,
@@ -432,6 +454,9 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                     // `handle` does not change the state, so catching up from where this
                     // load stopped gives the same state as a fresh load.
                     self.replay_into(&mut loaded, Bound::default()).await?;
+                    self.cache.put(&loaded);
+                    current = true;
+                    attempts += 1;
                 }
                 Err(AppendError::EventIdConflict { .. }) => {
                     return Err(ExecuteError::DuplicateCommand {

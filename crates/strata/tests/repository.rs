@@ -554,6 +554,50 @@ async fn the_cache_catches_up_with_writes_from_elsewhere<S: Backend>(store: S) {
     let err = here.execute("k", TallyCommand::Add(1)).await.unwrap_err();
     assert_eq!(err.rejection(), Some(&TallyError::Closed));
 
+    // A refusal or a no-op decided on a cached state is checked against the events stored
+    // since: here the cache says 31, the store says 41.
+    let other = elsewhere.execute("k2", TallyCommand::Add(1)).await.unwrap();
+    assert_eq!(other.version, Some(0));
+    here.load("k2").await.unwrap();
+    elsewhere
+        .execute("k2", TallyCommand::Add(10))
+        .await
+        .unwrap();
+    let done = here
+        .execute(
+            "k2",
+            TallyCommand::AddIfTotal {
+                expected_total: 11,
+                amount: 5,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.total, done.version, done.attempts), (16, Some(2), 1));
+    elsewhere
+        .execute("k2", TallyCommand::Add(100))
+        .await
+        .unwrap();
+    let none = here.execute("k2", TallyCommand::Nothing).await.unwrap();
+    assert_eq!((none.version, none.total), (Some(3), 116));
+    let err = here
+        .execute(
+            "k2",
+            TallyCommand::AddIfTotal {
+                expected_total: 16,
+                amount: 1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.rejection(),
+        Some(&TallyError::WrongTotal {
+            expected: 16,
+            actual: 116
+        })
+    );
+
     // Evicting forgets the state; the next load is cold.
     here.evict("k");
     let cold = here.load("k").await.unwrap();

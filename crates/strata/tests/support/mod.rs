@@ -37,6 +37,11 @@ pub enum TallyCommand {
     AddMany(Vec<i64>),
     Close,
     Nothing,
+    /// Adds `amount` only when the total is `expected_total` (a rule that depends on state).
+    AddIfTotal {
+        expected_total: i64,
+        amount: i64,
+    },
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -45,6 +50,8 @@ pub enum TallyError {
     Closed,
     #[error("adding zero changes nothing")]
     Zero,
+    #[error("the total is {actual}, not {expected}")]
+    WrongTotal { expected: i64, actual: i64 },
 }
 
 impl Aggregate for Tally {
@@ -66,6 +73,19 @@ impl Aggregate for Tally {
                 .collect()),
             TallyCommand::Close => Ok(vec![TallyEvent::Closed]),
             TallyCommand::Nothing => Ok(vec![]),
+            TallyCommand::AddIfTotal {
+                expected_total,
+                amount,
+            } => {
+                if self.total == expected_total {
+                    Ok(vec![TallyEvent::Added { amount }])
+                } else {
+                    Err(TallyError::WrongTotal {
+                        expected: expected_total,
+                        actual: self.total,
+                    })
+                }
+            }
         }
     }
 
