@@ -109,7 +109,7 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     }
 
     /// The upcasters that bring old payloads of these events to their newest schema.
-    /// Called once when a [`crate::Repository`] or [`crate::EventDecoder`] is built.
+    /// Called once when a [`crate::Repository`] or [`crate::EventCodec`] is built.
     fn upcasters() -> Upcasters {
         Upcasters::new()
     }

@@ -323,10 +323,13 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         .await
     }
 
-    /// Executes a command on the aggregate `id`: loads it, lets it decide, and appends the
-    /// events it caused with the version it was loaded at as the expected version. When
-    /// another writer got there first, reads what it wrote and decides again, at most
-    /// [`Repository::with_max_retries`] times, then reports [`ExecuteError::Conflict`].
+    /// Executes a command on the aggregate `id`: loads it (from the cache when it is there,
+    /// see [`Repository::with_cache_capacity`]), lets it decide, and appends the events it
+    /// caused with the version it was loaded at as the expected version. When another writer
+    /// got there first, reads what it wrote and decides again, at most
+    /// [`Repository::with_max_retries`] times, then reports [`ExecuteError::Conflict`]. A
+    /// refusal or a no-op decided on a cached state is checked against the events stored
+    /// since before it is returned.
     ///
     /// Every event carries the command's metadata (see [`crate::CommandContext`]). A snapshot
     /// is written when [`Repository::snapshot_interval`] events have accumulated since the
