@@ -11,7 +11,7 @@ use strata_core::{
     validate_append, ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion,
     InvalidInput, Position, StreamId, Uuid, CONTENT_TYPE_JSON,
 };
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::oneshot;
 
 use crate::error::{append_error, constraint, is_unavailable, sqlstate};
 use crate::limits;
@@ -100,56 +100,91 @@ pub(crate) fn prepare(events: Vec<EventData>) -> Result<Vec<PreparedEvent>, Appe
         .collect()
 }
 
-/// The receiving end of the append queue, shared by the writer tasks.
+/// Appends waiting for a transaction, and how many batch tasks are running.
+///
+/// Group commit without idle writer threads: an arriving append queues itself and, when fewer
+/// than `max_in_flight` batch tasks run, spawns one. A batch task takes everything queued
+/// (within the batch limits), runs it as one transaction, answers each append, and goes on
+/// while appends are waiting. So a lone append costs one task spawn, and under load appends
+/// that arrive during a transaction share the next one.
 pub(crate) struct Queue {
-    rx: mpsc::Receiver<AppendRequest>,
-    /// A request taken from the channel that did not fit in the previous batch.
-    held: Option<AppendRequest>,
+    state: std::sync::Mutex<QueueState>,
+    max_in_flight: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: std::collections::VecDeque<AppendRequest>,
+    in_flight: usize,
 }
 
 impl Queue {
-    pub(crate) fn new(rx: mpsc::Receiver<AppendRequest>) -> Self {
-        Queue { rx, held: None }
+    pub(crate) fn new(max_in_flight: usize) -> Self {
+        Queue {
+            state: std::sync::Mutex::new(QueueState::default()),
+            max_in_flight: max_in_flight.max(1),
+        }
     }
 
-    /// Waits for one request, then takes whatever else is queued, within the batch limits.
-    async fn next_batch(&mut self) -> Option<Vec<AppendRequest>> {
-        let first = match self.held.take() {
-            Some(r) => r,
-            None => self.rx.recv().await?,
-        };
-        let mut events = first.events.len();
-        let mut bytes = first.bytes();
-        let mut batch = vec![first];
-        while batch.len() < limits::APPEND_BATCH_MAX_APPENDS {
-            let Ok(next) = self.rx.try_recv() else {
-                break;
-            };
-            if events + next.events.len() > limits::APPEND_BATCH_MAX_EVENTS
-                || bytes + next.bytes() > limits::APPEND_BATCH_MAX_BYTES
-            {
-                self.held = Some(next);
-                break;
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every
+        // critical section is a few pushes and pops), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `request`; starts a batch task when one may start.
+    pub(crate) fn submit(&self, shared: &Arc<Shared>, request: AppendRequest) {
+        let batch = {
+            let mut state = self.lock();
+            state.pending.push_back(request);
+            if state.in_flight >= self.max_in_flight {
+                return;
             }
-            events += next.events.len();
-            bytes += next.bytes();
-            batch.push(next);
+            state.in_flight += 1;
+            take_batch(&mut state.pending)
+        };
+        tokio::spawn(batch_task(shared.clone(), batch));
+    }
+
+    /// The next batch for a task that just finished one, or `None` (and the task ends).
+    fn next(&self) -> Option<Vec<AppendRequest>> {
+        let mut state = self.lock();
+        if state.pending.is_empty() {
+            state.in_flight -= 1;
+            None
+        } else {
+            Some(take_batch(&mut state.pending))
         }
-        Some(batch)
     }
 }
 
-/// A writer task: takes batches off the queue and runs them until the queue closes.
-pub(crate) async fn writer(shared: Arc<Shared>, queue: Arc<Mutex<Queue>>) {
+/// Takes the oldest queued appends that fit in one batch (always at least one).
+fn take_batch(pending: &mut std::collections::VecDeque<AppendRequest>) -> Vec<AppendRequest> {
+    let mut batch = Vec::new();
+    let (mut events, mut bytes) = (0usize, 0usize);
+    while let Some(next) = pending.front() {
+        let fits = batch.len() < limits::APPEND_BATCH_MAX_APPENDS
+            && events + next.events.len() <= limits::APPEND_BATCH_MAX_EVENTS
+            && bytes + next.bytes() <= limits::APPEND_BATCH_MAX_BYTES;
+        if !batch.is_empty() && !fits {
+            break;
+        }
+        events += next.events.len();
+        bytes += next.bytes();
+        batch.extend(pending.pop_front());
+    }
+    batch
+}
+
+async fn batch_task(shared: Arc<Shared>, mut batch: Vec<AppendRequest>) {
     loop {
-        let batch = {
-            let mut q = queue.lock().await;
-            q.next_batch().await
-        };
-        let Some(batch) = batch else {
-            return;
-        };
         run_batch(&shared, batch).await;
+        match shared.queue.next() {
+            Some(next) => batch = next,
+            None => return,
+        }
     }
 }
 
@@ -346,7 +381,8 @@ where
             metadata.push(e.metadata.as_deref());
         }
     }
-    let rows: Vec<PgRow> = sqlx::query(&shared.sql.append)
+    shared.append_transactions.fetch_add(1, Ordering::Relaxed);
+    let row: PgRow = sqlx::query(&shared.sql.append)
         .bind(streams)
         .bind(categories)
         .bind(kinds)
@@ -360,66 +396,60 @@ where
         .bind(jsons)
         .bind(data)
         .bind(metadata)
-        .fetch_all(executor)
+        .fetch_one(executor)
         .await?;
-    if rows.len() != batch.len() {
+    let statuses: Vec<Option<i16>> = row.try_get(0)?;
+    let versions: Vec<Option<i64>> = row.try_get(1)?;
+    let firsts: Vec<Option<i64>> = row.try_get(2)?;
+    let conflicts: Vec<Option<Uuid>> = row.try_get(3)?;
+    let replayed: Vec<i64> = row.try_get(4)?;
+    let xid: Option<i64> = row.try_get(5)?;
+    let n = batch.len();
+    if statuses.len() != n || versions.len() != n || firsts.len() != n || conflicts.len() != n {
         return Err(sqlx::Error::Protocol(format!(
-            "strata_append returned {} rows for {} appends",
-            rows.len(),
-            batch.len()
+            "strata_append answered {} of {n} appends",
+            statuses.len()
         )));
     }
-    let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
-    let mut committed_xid = None;
-    for row in &rows {
-        let index: i32 = row.try_get(0)?;
-        let status: i16 = row.try_get(1)?;
-        let version: Option<i64> = row.try_get(2)?;
-        let first: Option<i64> = row.try_get(3)?;
-        let positions: Option<Vec<i64>> = row.try_get(4)?;
-        let conflict: Option<Uuid> = row.try_get(5)?;
-        let xid: Option<i64> = row.try_get(6)?;
-        let slot = usize::try_from(index - 1)
-            .ok()
-            .filter(|&i| i < batch.len() && outcomes[i].is_none())
-            .ok_or_else(|| {
-                sqlx::Error::Protocol(format!("strata_append answered for append {index}"))
-            })?;
-        let req = &batch[slot];
-        let n = req.events.len() as u64;
-        let r = match status {
-            0 => {
-                committed_xid = committed_xid.max(xid);
-                let first = first.unwrap_or_default() as u64;
+    let mut replayed = replayed.into_iter();
+    let mut outcomes = Vec::with_capacity(n);
+    for (i, req) in batch.iter().enumerate() {
+        let count = req.events.len() as u64;
+        let r = match statuses[i] {
+            Some(0) => {
+                let first = firsts[i].unwrap_or_default() as u64;
                 Ok(AppendResult {
-                    stream_version: version.unwrap_or_default() as u64,
-                    positions: (first..first + n).map(Position).collect(),
+                    stream_version: versions[i].unwrap_or_default() as u64,
+                    positions: (first..first + count).map(Position).collect(),
                 })
             }
-            1 => Err(AppendError::WrongExpectedVersion {
+            Some(1) => Err(AppendError::WrongExpectedVersion {
                 stream: req.stream.clone(),
                 expected: req.expected,
-                actual: ActualVersion(version.map(|v| v as u64)),
+                actual: ActualVersion(versions[i].map(|v| v as u64)),
             }),
-            2 => Err(AppendError::EventIdConflict {
-                event_id: conflict.unwrap_or_default(),
+            Some(2) => Err(AppendError::EventIdConflict {
+                event_id: conflicts[i].unwrap_or_default(),
                 stream: req.stream.clone(),
             }),
-            3 => Ok(AppendResult {
-                stream_version: version.unwrap_or_default() as u64,
-                positions: positions
-                    .unwrap_or_default()
-                    .into_iter()
+            Some(3) => Ok(AppendResult {
+                stream_version: versions[i].unwrap_or_default() as u64,
+                positions: replayed
+                    .by_ref()
+                    .take(count as usize)
                     .map(|p| Position(p as u64))
                     .collect(),
             }),
             other => Err(AppendError::Storage(format!(
-                "strata_append returned unknown status {other}"
+                "strata_append returned status {other:?}"
             ))),
         };
-        outcomes[slot] = Some(Outcome::Done(r));
+        outcomes.push(Outcome::Done(r));
     }
-    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+    shared
+        .appends_answered
+        .fetch_add(n as u64, Ordering::Relaxed);
+    let committed_xid = statuses.contains(&Some(0)).then_some(xid).flatten();
     if let Some(xid) = committed_xid {
         shared.own_xid.fetch_max(xid as u64, Ordering::AcqRel);
     }

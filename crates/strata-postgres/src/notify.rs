@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::Executor;
 
 use crate::limits;
 use crate::store::Shared;
@@ -76,11 +77,8 @@ pub(crate) async fn notifier(shared: Arc<Shared>) {
     let pause = Duration::from_millis(limits::NOTIFY_MIN_INTERVAL_MS);
     loop {
         shared.dirty.notified().await;
-        if let Err(e) = sqlx::query(&shared.sql.notify)
-            .bind(&shared.channel)
-            .execute(&shared.pool)
-            .await
-        {
+        // A plain string runs as one simple query holding several statements.
+        if let Err(e) = shared.pool.execute(shared.sql.notify.as_str()).await {
             tracing::debug!(error = %e, "NOTIFY failed; subscribers elsewhere will poll");
         }
         tokio::time::sleep(pause).await;

@@ -123,7 +123,11 @@ impl Sql {
                   WHERE category > $4::text AND starts_with(category, $2::text)
                   ORDER BY category COLLATE \"C\" LIMIT $3"
             )),
-            notify: "SELECT pg_notify($1, '')".to_owned(),
+            // A wake-up needs no durability: commit it without waiting for the WAL flush.
+            notify: format!(
+                "BEGIN; SET LOCAL synchronous_commit TO off; \
+                 SELECT pg_notify('strata_{schema}', ''); COMMIT;"
+            ),
             save_snapshot: r("INSERT INTO {schema}.snapshots
                    (stream_id, stream_version, schema_version, data, taken_at, taken_at_nanos)
                  VALUES ($1, $2, $3, $4, $5, $6)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use strata_core::{AppendError, AppendResult, EventData, ExpectedVersion, StreamId};
-use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::append::{self, AppendRequest, Queue};
@@ -17,6 +17,7 @@ use crate::error::{connect_error, ConnectError, Target};
 use crate::options::PgStoreOptions;
 use crate::sql::Sql;
 use crate::{limits, migrate, notify};
+use tokio::sync::Semaphore;
 
 /// State shared by every clone of a store and by its background tasks.
 pub(crate) struct Shared {
@@ -32,6 +33,14 @@ pub(crate) struct Shared {
     pub dirty: Notify,
     pub notify: bool,
     pub channel: String,
+    /// Append transactions run (batches and single retries).
+    pub append_transactions: AtomicU64,
+    /// Appends answered.
+    pub appends_answered: AtomicU64,
+    /// Appends waiting for or in a transaction.
+    pub queue: Queue,
+    /// Bounds `queue`: an append takes a permit before it queues.
+    pub queue_permits: Semaphore,
 }
 
 impl Shared {
@@ -58,7 +67,6 @@ impl Drop for Tasks {
 
 struct Inner {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<AppendRequest>,
     _tasks: Tasks,
 }
 
@@ -138,13 +146,12 @@ impl PostgresStore {
             dirty: Notify::new(),
             notify: options.notify,
             channel: format!("strata_{}", options.schema),
+            append_transactions: AtomicU64::new(0),
+            appends_answered: AtomicU64::new(0),
+            queue: Queue::new(options.append_writers),
+            queue_permits: Semaphore::new(limits::APPEND_QUEUE_MAX),
         });
-        let (tx, rx) = mpsc::channel(limits::APPEND_QUEUE_MAX);
-        let queue = Arc::new(Mutex::new(Queue::new(rx)));
         let mut tasks = Vec::new();
-        for _ in 0..options.append_writers.max(1) {
-            tasks.push(tokio::spawn(append::writer(shared.clone(), queue.clone())));
-        }
         tasks.push(tokio::spawn(notify::listener(
             connect,
             shared.channel.clone(),
@@ -156,7 +163,6 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 shared,
-                queue: tx,
                 _tasks: Tasks(tasks),
             }),
         })
@@ -170,6 +176,18 @@ impl PostgresStore {
     /// the same database, for example).
     pub fn pool(&self) -> &PgPool {
         &self.inner.shared.pool
+    }
+
+    /// How many append transactions this store has run and how many appends they answered:
+    /// their ratio is the average group-commit batch.
+    pub fn append_stats(&self) -> (u64, u64) {
+        let s = &self.inner.shared;
+        (
+            s.append_transactions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            s.appends_answered
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The schema holding the store's tables.
@@ -191,14 +209,17 @@ impl PostgresStore {
             events,
             reply,
         };
-        if self.inner.queue.send(request).await.is_err() {
-            return Err(AppendError::Unavailable(
-                "the store's append writers have stopped".to_owned(),
-            ));
-        }
+        let shared = &self.inner.shared;
+        // Back-pressure: at most APPEND_QUEUE_MAX appends wait or run at once.
+        let _permit = shared
+            .queue_permits
+            .acquire()
+            .await
+            .map_err(|_| AppendError::Unavailable("the store is shutting down".to_owned()))?;
+        shared.queue.submit(shared, request);
         answer.await.unwrap_or_else(|_| {
             Err(AppendError::Unavailable(
-                "the append writer stopped before answering".to_owned(),
+                "the append task stopped before answering".to_owned(),
             ))
         })
     }

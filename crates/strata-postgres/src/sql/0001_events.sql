@@ -42,13 +42,15 @@ CREATE TABLE {schema}.snapshots (
 );
 
 -- Appends a batch of appends in one transaction. Every append is checked on its own (idempotent
--- retry, expected version) and gets one result row (o_index = its 1-based place in the batch);
--- the accepted ones are inserted together. A race with another transaction (a unique
+-- retry, expected version) and gets its own answer, at its index in the output arrays; the
+-- accepted ones are inserted together. A race with another transaction (a unique
 -- violation) fails the whole statement and the client retries the appends one by one.
 --
--- Status: 0 appended, 1 wrong expected version (o_stream_version = actual, NULL: no stream),
--- 2 event id conflict (o_conflict_id), 3 idempotent retry (o_stream_version and o_positions are
--- those of the original append).
+-- o_status: 0 appended (o_first_position = its first position, the rest follow), 1 wrong
+-- expected version (o_stream_version = actual, NULL: no stream), 2 event id conflict
+-- (o_conflict_id), 3 idempotent retry (o_stream_version is the original one; the original
+-- positions are in o_positions, which concatenates those of every status-3 append in order).
+-- o_xid: this transaction's id, NULL when nothing was appended.
 --
 -- Order of work, which the ordering proof relies on (docs/guarantees.md):
 --   1. read: every check, with no transaction id assigned yet;
@@ -70,9 +72,9 @@ CREATE FUNCTION {schema}.strata_append(
     p_content_types  TEXT[],
     p_json           BOOLEAN[],   -- also store the payload as JSONB in `data`
     p_data           BYTEA[],
-    p_metadata       TEXT[])      -- NULL when empty
-RETURNS TABLE (o_index INT, o_status SMALLINT, o_stream_version BIGINT, o_first_position BIGINT,
-               o_positions BIGINT[], o_conflict_id UUID, o_xid BIGINT)
+    p_metadata       TEXT[],      -- NULL when empty
+    OUT o_status SMALLINT[], OUT o_stream_version BIGINT[], OUT o_first_position BIGINT[],
+    OUT o_conflict_id UUID[], OUT o_positions BIGINT[], OUT o_xid BIGINT)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_appends   INT := cardinality(p_streams);
@@ -82,7 +84,6 @@ DECLARE
     v_us        BIGINT;
     v_at        TIMESTAMPTZ;
     v_base      BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_appends]);
-    v_last      BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_appends]);
     v_start     INT[] := array_fill(NULL::INT, ARRAY[v_appends]);
     v_accepted  INT := 0;
     v_offset    INT := 1;
@@ -101,6 +102,11 @@ DECLARE
     v_row       RECORD;
     v_conflict  UUID;
 BEGIN
+    o_status := array_fill(NULL::SMALLINT, ARRAY[v_appends]);
+    o_stream_version := array_fill(NULL::BIGINT, ARRAY[v_appends]);
+    o_first_position := array_fill(NULL::BIGINT, ARRAY[v_appends]);
+    o_conflict_id := array_fill(NULL::UUID, ARRAY[v_appends]);
+    o_positions := ARRAY[]::BIGINT[];
     IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
         -- The ordering proof needs this transaction's id to be assigned inside the critical
         -- section below; a transaction that already wrote something cannot append.
@@ -117,9 +123,16 @@ BEGIN
             v_known := false;
             v_prev := v_stream;
         END IF;
-        SELECT e.aggregate_id, e.version INTO v_f_stream, v_f_version
-            FROM {schema}.events e WHERE e.event_id = p_ids[v_offset];
-        IF FOUND THEN
+        -- One statement looks up both the first id and (unless known) the stream's version.
+        SELECT f.aggregate_id, f.version,
+               CASE WHEN NOT v_known THEN
+                   (SELECT e.version FROM {schema}.events e
+                     WHERE e.aggregate_id = v_stream ORDER BY e.version DESC LIMIT 1)
+               END
+          INTO v_f_stream, v_f_version, v_cur
+          FROM (SELECT 1) AS one
+          LEFT JOIN {schema}.events f ON f.event_id = p_ids[v_offset];
+        IF v_f_stream IS NOT NULL THEN
             -- The first id is stored: a retry of an acknowledged append, or a conflict.
             v_conflict := NULL;
             v_positions := ARRAY[]::BIGINT[];
@@ -145,21 +158,17 @@ BEGIN
                 END LOOP;
             END IF;
             IF v_conflict IS NULL THEN
-                RETURN QUERY SELECT i, 3::SMALLINT, v_f_version + v_count - 1, NULL::BIGINT,
-                    v_positions, NULL::UUID, NULL::BIGINT;
+                o_status[i] := 3;
+                o_stream_version[i] := v_f_version + v_count - 1;
+                o_positions := o_positions || v_positions;
             ELSE
-                RETURN QUERY SELECT i, 2::SMALLINT, NULL::BIGINT, NULL::BIGINT, NULL::BIGINT[],
-                    v_conflict, NULL::BIGINT;
+                o_status[i] := 2;
+                o_conflict_id[i] := v_conflict;
             END IF;
         ELSE
             IF v_known THEN
                 v_cur := v_prev_ver;
             ELSE
-                SELECT e.version INTO v_cur FROM {schema}.events e
-                    WHERE e.aggregate_id = v_stream ORDER BY e.version DESC LIMIT 1;
-                IF NOT FOUND THEN
-                    v_cur := NULL;
-                END IF;
                 v_known := true;
                 v_prev_ver := v_cur;
             END IF;
@@ -171,9 +180,10 @@ BEGIN
             END;
             IF v_ok THEN
                 v_base[i] := coalesce(v_cur, -1) + 1;
-                v_last[i] := v_base[i] + v_count - 1;
                 v_start[i] := v_offset;
-                v_prev_ver := v_last[i];
+                v_prev_ver := v_base[i] + v_count - 1;
+                o_status[i] := 0;
+                o_stream_version[i] := v_prev_ver;
                 v_accepted := v_accepted + 1;
             ELSE
                 -- A reused id wins over a wrong version, as in every backend.
@@ -182,11 +192,11 @@ BEGIN
                     WHERE EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = x.id)
                     ORDER BY x.o LIMIT 1;
                 IF FOUND THEN
-                    RETURN QUERY SELECT i, 2::SMALLINT, NULL::BIGINT, NULL::BIGINT,
-                        NULL::BIGINT[], v_used, NULL::BIGINT;
+                    o_status[i] := 2;
+                    o_conflict_id[i] := v_used;
                 ELSE
-                    RETURN QUERY SELECT i, 1::SMALLINT, v_cur, NULL::BIGINT, NULL::BIGINT[],
-                        NULL::UUID, NULL::BIGINT;
+                    o_status[i] := 1;
+                    o_stream_version[i] := v_cur;
                 END IF;
             END IF;
         END IF;
@@ -218,9 +228,12 @@ BEGIN
     END;
     v_at := 'epoch'::TIMESTAMPTZ + v_us * INTERVAL '1 microsecond';
 
-    RETURN QUERY SELECT i, 0::SMALLINT, v_last[i], v_first + v_start[i] - 1, NULL::BIGINT[],
-        NULL::UUID, v_xid::TEXT::BIGINT
-        FROM generate_subscripts(v_base, 1) AS i WHERE v_base[i] IS NOT NULL;
+    o_xid := v_xid::TEXT::BIGINT;
+    FOR i IN 1..v_appends LOOP
+        IF v_start[i] IS NOT NULL THEN
+            o_first_position[i] := v_first + v_start[i] - 1;
+        END IF;
+    END LOOP;
 
     -- 3. The write.
     INSERT INTO {schema}.events (position, event_id, aggregate_id, aggregate_type, event_type,

@@ -1,0 +1,563 @@
+//! Benchmarks of the PostgreSQL backend (`strata-postgres`), with the naive baseline measured
+//! against the same server in the same run: one plain `INSERT` per transaction into the
+//! mission's `events` table exactly as the mission writes it (UUID aggregate ids, no global
+//! position, no ordering guarantee, no idempotency).
+//!
+//! Every schema it uses is dropped and created afresh (`bench_pg_naive`, `bench_pg_append`,
+//! `bench_pg_store`), and dropped again at the end.
+//!
+//! Needs `strata-postgres`, `sqlx` (workspace) and `tokio` as dependencies of the crate that
+//! includes it.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let report = strata_bench::postgres::run(
+//!     "postgres://postgres@127.0.0.1:5432/test",
+//!     strata_bench::postgres::PgBenchScale::Full,
+//! )
+//! .await
+//! .unwrap();
+//! println!("{report}");
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Executor, PgPool};
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
+    SubscribeFrom, SubscriptionTarget, Uuid,
+};
+use strata_postgres::{PgStoreOptions, PostgresStore};
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgBenchScale {
+    /// The sizes the targets are stated at: 1,000,000 events, 5 s per append row.
+    Full,
+    /// A small run for smoke tests: 50,000 events, 1 s per append row.
+    Quick,
+}
+
+impl PgBenchScale {
+    /// Events loaded for the read benchmarks.
+    pub fn store_events(self) -> u64 {
+        match self {
+            PgBenchScale::Full => 1_000_000,
+            PgBenchScale::Quick => 50_000,
+        }
+    }
+    /// Events in the one stream that is read back.
+    pub fn stream_events(self) -> u64 {
+        match self {
+            PgBenchScale::Full => 10_000,
+            PgBenchScale::Quick => 2_000,
+        }
+    }
+    /// Seconds each append row runs.
+    pub fn append_secs(self) -> f64 {
+        match self {
+            PgBenchScale::Full => 5.0,
+            PgBenchScale::Quick => 1.0,
+        }
+    }
+}
+
+/// One append measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgAppendRow {
+    /// `"strata"` or `"naive"`.
+    pub system: &'static str,
+    /// Concurrent writers.
+    pub writers: usize,
+    /// Events per append (per transaction, for the baseline).
+    pub events_per_append: usize,
+    /// Appends completed.
+    pub appends: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Median acknowledgement latency of one append, in µs.
+    pub latency_us_p50: u64,
+    /// 99th percentile acknowledgement latency, in µs.
+    pub latency_us_p99: u64,
+}
+
+impl PgAppendRow {
+    /// Events per second.
+    pub fn events_per_sec(&self) -> f64 {
+        (self.appends * self.events_per_append as u64) as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgBenchReport {
+    /// The server's version string.
+    pub server: String,
+    /// Single-event appends (Strata and the naive baseline) and 100-event appends.
+    pub appends: Vec<PgAppendRow>,
+    /// Events bulk-loaded for the reads.
+    pub store_events: u64,
+    /// How long the bulk load took (multi-event appends from several writers).
+    pub load_elapsed: Duration,
+    /// Events in the stream read back.
+    pub stream_events: u64,
+    /// Reading that whole stream, median of several reads.
+    pub stream_read: Duration,
+    /// A catch-up subscription over all of `$all` (the generic subscription, 512-event pages).
+    pub catch_up: Duration,
+    /// Reading `$all` with `read_all` pages of 10,000 events.
+    pub read_all: Duration,
+}
+
+impl PgBenchReport {
+    fn row(&self, system: &str, writers: usize, per: usize) -> Option<&PgAppendRow> {
+        self.appends
+            .iter()
+            .find(|r| r.system == system && r.writers == writers && r.events_per_append == per)
+    }
+
+    /// Strata's single-event events/s with 16 writers over the naive baseline's.
+    pub fn ratio_16_writers(&self) -> Option<f64> {
+        Some(
+            self.row("strata", 16, 1)?.events_per_sec()
+                / self.row("naive", 16, 1)?.events_per_sec(),
+        )
+    }
+
+    /// Catch-up events/s.
+    pub fn catch_up_events_per_sec(&self) -> f64 {
+        self.store_events as f64 / self.catch_up.as_secs_f64()
+    }
+}
+
+impl fmt::Display for PgBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "PostgreSQL backend benchmark ({})", self.server)?;
+        writeln!(
+            f,
+            "{:<8} {:>7} {:>12} {:>12} {:>10} {:>10}",
+            "system", "writers", "events/app", "events/s", "p50 µs", "p99 µs"
+        )?;
+        for r in &self.appends {
+            writeln!(
+                f,
+                "{:<8} {:>7} {:>12} {:>12.0} {:>10} {:>10}",
+                r.system,
+                r.writers,
+                r.events_per_append,
+                r.events_per_sec(),
+                r.latency_us_p50,
+                r.latency_us_p99
+            )?;
+        }
+        for w in [1, 4, 16] {
+            if let (Some(s), Some(n)) = (self.row("strata", w, 1), self.row("naive", w, 1)) {
+                writeln!(
+                    f,
+                    "{w:>2} writers: Strata / naive = {:.2}x{}",
+                    s.events_per_sec() / n.events_per_sec(),
+                    if w == 16 { "  (target >= 1.0x)" } else { "" }
+                )?;
+            }
+        }
+        if let Some(r) = self.appends.iter().find(|r| r.events_per_append == 100) {
+            writeln!(
+                f,
+                "100-event appends: {:.0} events/s (target >= 100,000)",
+                r.events_per_sec()
+            )?;
+        }
+        writeln!(
+            f,
+            "bulk load: {} events in {:.2} s ({:.0} events/s)",
+            self.store_events,
+            self.load_elapsed.as_secs_f64(),
+            self.store_events as f64 / self.load_elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "read one stream of {} events among {}: {:.2} ms ({:.0} events/s)",
+            self.stream_events,
+            self.store_events,
+            self.stream_read.as_secs_f64() * 1e3,
+            self.stream_events as f64 / self.stream_read.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "catch-up subscription over $all: {:.2} s ({:.0} events/s, target >= 500,000)",
+            self.catch_up.as_secs_f64(),
+            self.catch_up_events_per_sec()
+        )?;
+        write!(
+            f,
+            "read_all in 10,000-event pages: {:.2} s ({:.0} events/s)",
+            self.read_all.as_secs_f64(),
+            self.store_events as f64 / self.read_all.as_secs_f64()
+        )
+    }
+}
+
+/// The mission's table, exactly as the mission writes it.
+pub const NAIVE_SCHEMA: &str = "
+CREATE TABLE events (
+    event_id UUID PRIMARY KEY,
+    aggregate_id UUID NOT NULL,
+    aggregate_type VARCHAR(100) NOT NULL,
+    event_type VARCHAR(100) NOT NULL,
+    version INT NOT NULL,
+    data JSONB NOT NULL,
+    metadata JSONB,
+    created_at TIMESTAMP DEFAULT NOW(),
+
+    UNIQUE (aggregate_id, version)  -- Optimistic locking
+);
+
+CREATE INDEX idx_aggregate ON events(aggregate_id, version);
+";
+
+const NAIVE_INSERT: &str = "INSERT INTO bench_pg_naive.events \
+     (event_id, aggregate_id, aggregate_type, event_type, version, data, metadata) \
+     VALUES ($1, $2, 'BankAccount', 'MoneyDeposited', $3, $4::text::jsonb, $5::text::jsonb)";
+
+/// Streams each writer cycles through, so appends go to existing streams at growing versions.
+const STREAMS_PER_WRITER: usize = 64;
+
+fn payload(i: u64) -> String {
+    format!(
+        r#"{{"amount":{},"currency":"EUR","note":"deposit at the counter"}}"#,
+        i % 1000
+    )
+}
+
+const METADATA: &str = r#"{"correlationId":"req-789","userId":"user-456"}"#;
+
+fn event(i: u64) -> EventData {
+    EventData {
+        event_id: None,
+        event_type: "MoneyDeposited".to_owned(),
+        content_type: strata_core::CONTENT_TYPE_JSON.to_owned(),
+        data: payload(i).into_bytes(),
+        metadata: strata_core::Metadata::from_bytes(METADATA.as_bytes()).unwrap_or_default(),
+    }
+}
+
+fn sid(s: String) -> Result<StreamId, String> {
+    StreamId::new(s).map_err(|e| e.to_string())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Drops `schema` and everything in it.
+pub async fn reset_schema(pool: &PgPool, schema: &str) -> Result<(), String> {
+    pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+        .await
+        .map_err(|e| format!("dropping {schema}: {e}"))?;
+    Ok(())
+}
+
+/// The naive baseline: `writers` tasks each running one plain `INSERT` per transaction into
+/// `bench_pg_naive.events` for `secs` seconds.
+pub async fn naive_rows(pool: &PgPool, writers: usize, secs: f64) -> Result<PgAppendRow, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let aggregates: Vec<Uuid> = (0..STREAMS_PER_WRITER).map(|_| Uuid::now_v7()).collect();
+            let mut versions = vec![0i32; STREAMS_PER_WRITER];
+            let mut lat = Vec::new();
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let k = i % STREAMS_PER_WRITER;
+                let t = Instant::now();
+                sqlx::query(NAIVE_INSERT)
+                    .bind(Uuid::now_v7())
+                    .bind(aggregates[k])
+                    .bind(versions[k])
+                    .bind(payload(i as u64))
+                    .bind(METADATA)
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| format!("naive insert: {e}"))?;
+                lat.push(t.elapsed().as_micros() as u64);
+                versions[k] += 1;
+                i += 1;
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    finish("naive", writers, 1, start, tasks).await
+}
+
+/// Strata: `writers` tasks each appending `per_append` events per call for `secs` seconds
+/// (streams are named with `tag`, so runs with different tags do not collide).
+pub async fn strata_rows(
+    store: &PostgresStore,
+    writers: usize,
+    per_append: usize,
+    secs: f64,
+    tag: &str,
+) -> Result<PgAppendRow, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let streams: Vec<StreamId> = (0..STREAMS_PER_WRITER)
+            .map(|k| sid(format!("account-{tag}w{writers}x{w}s{k}")))
+            .collect::<Result<_, _>>()?;
+        tasks.push(tokio::spawn(async move {
+            let mut versions: Vec<Option<u64>> = vec![None; STREAMS_PER_WRITER];
+            let mut lat = Vec::new();
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let k = i % STREAMS_PER_WRITER;
+                let expected =
+                    versions[k].map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                let events = (0..per_append as u64)
+                    .map(|j| event(i as u64 + j))
+                    .collect();
+                let t = Instant::now();
+                let r = store
+                    .append(&streams[k], expected, events)
+                    .await
+                    .map_err(|e| format!("strata append: {e}"))?;
+                lat.push(t.elapsed().as_micros() as u64);
+                versions[k] = Some(r.stream_version);
+                i += 1;
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    finish("strata", writers, per_append, start, tasks).await
+}
+
+async fn finish(
+    system: &'static str,
+    writers: usize,
+    per_append: usize,
+    start: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<u64>, String>>>,
+) -> Result<PgAppendRow, String> {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = start.elapsed();
+    lat.sort_unstable();
+    Ok(PgAppendRow {
+        system,
+        writers,
+        events_per_append: per_append,
+        appends: lat.len() as u64,
+        elapsed,
+        latency_us_p50: percentile(&lat, 0.5),
+        latency_us_p99: percentile(&lat, 0.99),
+    })
+}
+
+/// Loads `total` events with multi-event appends from 4 writers: 1,000-event appends to
+/// `account-<n>` streams, and `stream_events` events to `account-target` spread through the
+/// load.
+async fn bulk_load(
+    store: &PostgresStore,
+    total: u64,
+    stream_events: u64,
+) -> Result<Duration, String> {
+    const PER_APPEND: u64 = 1_000;
+    const WRITERS: u64 = 4;
+    let appends = total / PER_APPEND;
+    let target_appends = stream_events / PER_APPEND;
+    let every = (appends / target_appends.max(1)).max(1);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let target = Arc::new(tokio::sync::Mutex::new(None::<u64>));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let (store, next, target) = (store.clone(), next.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= appends {
+                    return Ok::<_, String>(());
+                }
+                let events: Vec<EventData> =
+                    (0..PER_APPEND).map(|j| event(n * PER_APPEND + j)).collect();
+                if n % every == 0 && n / every < target_appends {
+                    // The target stream's appends are serialised so its versions stay in order.
+                    let mut version = target.lock().await;
+                    let expected =
+                        version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    let r = store
+                        .append(&sid("account-target".to_owned())?, expected, events)
+                        .await
+                        .map_err(|e| format!("bulk load: {e}"))?;
+                    *version = Some(r.stream_version);
+                } else {
+                    store
+                        .append(
+                            &sid(format!("account-{n}"))?,
+                            ExpectedVersion::NoStream,
+                            events,
+                        )
+                        .await
+                        .map_err(|e| format!("bulk load: {e}"))?;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs every PostgreSQL benchmark against `database_url` and returns what it measured.
+pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchReport, String> {
+    let admin = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(database_url)
+        .await
+        .map_err(|e| format!("connecting to {database_url}: {e}"))?;
+    let server: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let server = server.split(" on ").next().unwrap_or(&server).to_owned();
+    for schema in ["bench_pg_naive", "bench_pg_append", "bench_pg_store"] {
+        reset_schema(&admin, schema).await?;
+    }
+    admin
+        .execute(
+            format!(
+                "CREATE SCHEMA bench_pg_naive; SET search_path TO bench_pg_naive; {NAIVE_SCHEMA} \
+                 RESET search_path;"
+            )
+            .as_str(),
+        )
+        .await
+        .map_err(|e| format!("creating the naive schema: {e}"))?;
+    // STRATA_BENCH_PG_WRITERS (append writer tasks) and STRATA_BENCH_PG_NOTIFY=0 tune the store
+    // for experiments; the defaults are the store's own.
+    let writers_env = std::env::var("STRATA_BENCH_PG_WRITERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let notify_env = std::env::var("STRATA_BENCH_PG_NOTIFY").map_or(true, |v| v != "0");
+    let connect = |schema: &str| {
+        let mut options = PgStoreOptions::new(database_url)
+            .with_schema(schema)
+            .with_max_connections(20)
+            .with_notify(notify_env);
+        if let Some(w) = writers_env {
+            options = options.with_append_writers(w);
+        }
+        PostgresStore::connect_with(options)
+    };
+    let store = connect("bench_pg_append")
+        .await
+        .map_err(|e| e.to_string())?;
+    let secs = scale.append_secs();
+    let mut appends = Vec::new();
+    // Interleave the two systems so that load from elsewhere on the machine hits both alike.
+    for writers in [1usize, 4, 16] {
+        appends.push(naive_rows(&admin, writers, secs).await?);
+        appends.push(strata_rows(&store, writers, 1, secs, "single").await?);
+    }
+    appends.push(strata_rows(&store, 4, 100, secs, "hundred").await?);
+    let (transactions, answered) = store.append_stats();
+    if std::env::var_os("STRATA_BENCH_PG_VERBOSE").is_some() {
+        eprintln!("append transactions {transactions}, appends {answered}");
+    }
+    drop(store);
+
+    let store = connect("bench_pg_store").await.map_err(|e| e.to_string())?;
+    let total = scale.store_events();
+    let stream_events = scale.stream_events();
+    let load_elapsed = bulk_load(&store, total, stream_events).await?;
+    admin
+        .execute("VACUUM ANALYZE bench_pg_store.events")
+        .await
+        .map_err(|e| format!("vacuum: {e}"))?;
+
+    let target = sid("account-target".to_owned())?;
+    let mut reads = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let events = store
+            .read_stream(
+                &target,
+                ReadStreamOptions::forward().limit(stream_events as usize),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        reads.push(t.elapsed());
+        if events.len() as u64 != stream_events {
+            return Err(format!("read {} events of the target stream", events.len()));
+        }
+    }
+    reads.sort();
+    let stream_read = reads[reads.len() / 2];
+
+    let t = Instant::now();
+    let mut sub = store
+        .subscribe(
+            SubscriptionTarget::All(Default::default()),
+            SubscribeFrom::Start,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut seen = 0u64;
+    while seen < total {
+        let e = sub.next().await.map_err(|e| e.to_string())?;
+        std::hint::black_box(&e);
+        seen += 1;
+    }
+    let catch_up = t.elapsed();
+
+    let t = Instant::now();
+    let mut from = None;
+    let mut read = 0u64;
+    loop {
+        let mut o = ReadAllOptions::forward().limit(10_000);
+        if let Some(f) = from {
+            o = o.from(f);
+        }
+        let page = store.read_all(o).await.map_err(|e| e.to_string())?;
+        read += page.events.len() as u64;
+        from = page.next;
+        if page.is_end {
+            break;
+        }
+    }
+    let read_all = t.elapsed();
+    if read != total {
+        return Err(format!(
+            "read_all returned {read} events, {total} were loaded"
+        ));
+    }
+    drop(store);
+    for schema in ["bench_pg_naive", "bench_pg_append", "bench_pg_store"] {
+        reset_schema(&admin, schema).await?;
+    }
+    Ok(PgBenchReport {
+        server,
+        appends,
+        store_events: total,
+        load_elapsed,
+        stream_events,
+        stream_read,
+        catch_up,
+        read_all,
+    })
+}

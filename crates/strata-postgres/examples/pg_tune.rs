@@ -1,0 +1,73 @@
+//! Compares Strata's single-event appends with the naive baseline at one writer count, several
+//! times, alternating, to see through a noisy machine:
+//!
+//! ```text
+//! cargo run --release -p strata-postgres --example pg_tune -- [writers] [rounds] [secs] [append_writers...]
+//! ```
+
+#[path = "../../strata-bench/src/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
+use sqlx::Executor;
+use strata_postgres::{PgStoreOptions, PostgresStore};
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let url = std::env::var("STRATA_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, d: f64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let writers = arg(0, 16.0) as usize;
+    let rounds = arg(1, 3.0) as usize;
+    let secs = arg(2, 3.0);
+    let mut configs: Vec<usize> = args.iter().skip(3).filter_map(|a| a.parse().ok()).collect();
+    if configs.is_empty() {
+        configs.push(PgStoreOptions::new("").append_writers);
+    }
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(24)
+        .connect(&url)
+        .await
+        .map_err(|e| e.to_string())?;
+    postgres::reset_schema(&admin, "bench_pg_naive").await?;
+    admin
+        .execute(
+            format!(
+                "CREATE SCHEMA bench_pg_naive; SET search_path TO bench_pg_naive; {} RESET search_path;",
+                postgres::NAIVE_SCHEMA
+            )
+            .as_str(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for &aw in &configs {
+        postgres::reset_schema(&admin, "bench_pg_tune").await?;
+        let store = PostgresStore::connect_with(
+            PgStoreOptions::new(url.clone())
+                .with_schema("bench_pg_tune")
+                .with_max_connections(24)
+                .with_append_writers(aw),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for round in 0..rounds {
+            let n = postgres::naive_rows(&admin, writers, secs).await?;
+            let before = store.append_stats();
+            let s = postgres::strata_rows(&store, writers, 1, secs, &format!("r{round}")).await?;
+            let after = store.append_stats();
+            let batch = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
+            println!(
+                "append_writers {aw:>2} round {round}: naive {:>7.0}/s  strata {:>7.0}/s  ratio {:.2}  batch {batch:.1}  p50 {} vs {} µs",
+                n.events_per_sec(),
+                s.events_per_sec(),
+                s.events_per_sec() / n.events_per_sec(),
+                n.latency_us_p50,
+                s.latency_us_p50
+            );
+        }
+    }
+    postgres::reset_schema(&admin, "bench_pg_naive").await?;
+    postgres::reset_schema(&admin, "bench_pg_tune").await?;
+    Ok(())
+}
