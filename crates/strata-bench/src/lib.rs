@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod disk;
+pub mod http;
 pub mod large;
 pub mod log;
 mod measure;

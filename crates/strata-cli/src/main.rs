@@ -1,10 +1,13 @@
 //! `strata`: the command-line front door to a Strata store.
 
+mod config;
 mod output;
+mod serve;
 mod tour;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -20,14 +23,27 @@ use crate::output::Printer;
 #[derive(Parser)]
 #[command(name = "strata", version, about, long_about = None)]
 struct Cli {
-    /// The data directory of the embedded store.
+    /// The data directory of the embedded store [default: ./strata-data].
+    #[arg(long, global = true, env = "STRATA_DATA")]
+    data: Option<PathBuf>,
+    /// Use PostgreSQL at this URL instead of the embedded store
+    /// (postgres://user[:password]@host[:port]/database).
     #[arg(
         long,
         global = true,
-        env = "STRATA_DATA",
-        default_value = "./strata-data"
+        env = "STRATA_DATABASE_URL",
+        hide_env_values = true
     )]
-    data: PathBuf,
+    database_url: Option<String>,
+    /// Talk to a running Strata server instead of opening a store (http://127.0.0.1:2113).
+    #[arg(long, global = true, env = "STRATA_SERVER")]
+    server: Option<String>,
+    /// The API token for --server.
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https --server with a private certificate.
+    #[arg(long, global = true, env = "STRATA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print JSON (one document per line) instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -37,6 +53,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (and live subscriptions) on the store.
+    Serve(serve::ServeArgs),
     /// A scripted tour of Strata on the mission's bank account.
     Tour,
     /// Append one event to a stream.
@@ -56,9 +74,28 @@ enum Command {
     Verify,
     /// Run the benchmarks.
     Bench(BenchArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Open the store, serve a read and print time and memory (used by `bench --large`).
     #[command(hide = true)]
     BenchOpen,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random token; prints it once, with the config entry holding its hash.
+    New {
+        /// A name for logs.
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// reader, writer or admin.
+        #[arg(long, default_value = "reader")]
+        role: String,
+        /// Limit the role to streams starting with this (repeatable; default: every stream).
+        #[arg(long = "prefix")]
+        prefixes: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -169,6 +206,10 @@ struct BenchArgs {
     /// process, with and without its index file (the memory budget check).
     #[arg(long, value_name = "EVENTS")]
     large: Option<u64>,
+    /// Instead: the HTTP benchmarks, against an in-process server on loopback (or the
+    /// running server given with --server), beside in-process appends for comparison.
+    #[arg(long)]
+    http: bool,
 }
 
 /// `strata bench --large N`: fill a store, then open it in fresh processes.
@@ -228,14 +269,20 @@ async fn bench_large(dir: &std::path::Path, events: u64, p: &Printer) -> Result<
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server logs requests' spans and start-up at info; client commands only warnings.
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -252,8 +299,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(cli: &Cli) -> Result<LogStore> {
-    LogStore::open(&cli.data).with_context(|| format!("cannot open {}", cli.data.display()))
+impl Cli {
+    fn data_dir(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA))
+    }
+}
+
+/// The store the client commands work on: a server, PostgreSQL, or the embedded log.
+async fn open(cli: &Cli) -> Result<Arc<dyn EventStore>> {
+    if let Some(url) = &cli.server {
+        if cli.database_url.is_some() || cli.data.is_some() {
+            anyhow::bail!(
+                "--server talks to a running server: do not give --data or --database-url with it"
+            );
+        }
+        let client =
+            strata_server::client::Client::new(url, cli.token.clone(), cli.ca_cert.as_deref())?;
+        return Ok(Arc::new(client));
+    }
+    if let Some(url) = &cli.database_url {
+        if cli.data.is_some() {
+            anyhow::bail!("give --data or --database-url, not both");
+        }
+        let store = strata_postgres::PostgresStore::connect(url).await?;
+        return Ok(Arc::new(store));
+    }
+    let dir = cli.data_dir();
+    let store = LogStore::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Where the store is, for people.
+fn location(cli: &Cli) -> String {
+    match (&cli.server, &cli.database_url) {
+        (Some(url), _) => format!("the server at {url}"),
+        (None, Some(_)) => "PostgreSQL".to_owned(),
+        (None, None) => cli.data_dir().display().to_string(),
+    }
 }
 
 fn stream_arg(s: &str) -> Result<StreamId> {
@@ -274,9 +358,37 @@ fn parse_expected(s: &str) -> Result<ExpectedVersion> {
 async fn run(cli: Cli) -> Result<()> {
     let p = Printer::new(cli.json);
     match &cli.command {
-        Command::Tour => tour::run(&open(&cli)?, &p).await,
+        Command::Serve(a) => serve::run(&cli, a).await,
+        Command::Token(TokenCommand::New {
+            name,
+            role,
+            prefixes,
+        }) => {
+            let role = match role.as_str() {
+                "reader" | "writer" | "admin" => role.clone(),
+                r => anyhow::bail!("--role must be reader, writer or admin, not {r:?}"),
+            };
+            let token = strata_server::new_token();
+            let hash = strata_server::hash_token(&token);
+            let prefixes = if prefixes.is_empty() {
+                String::new()
+            } else {
+                format!("prefixes = {}\n", serde_json::to_string(prefixes)?)
+            };
+            if p.is_json() {
+                println!(
+                    "{}",
+                    serde_json::json!({"token": token, "sha256": hash, "name": name, "role": role})
+                );
+            } else {
+                println!("token (give it to the client; it is not stored anywhere): {token}\n");
+                println!("add to the server's config file:\n\n[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nrole = \"{role}\"\n{prefixes}");
+            }
+            Ok(())
+        }
+        Command::Tour => tour::run(open(&cli).await?, &location(&cli), &p).await,
         Command::Append(a) => {
-            let store = open(&cli)?;
+            let store = open(&cli).await?;
             let stream = stream_arg(&a.stream)?;
             let data = if a.payload == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading data from stdin")?
@@ -301,7 +413,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Read(a) => {
-            let store = open(&cli)?;
+            let store = open(&cli).await?;
             let max_position = match a.as_of {
                 Some(t) => match store.position_at(t).await? {
                     Some(p) => Some(p),
@@ -356,7 +468,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Tail(a) => {
-            let store = open(&cli)?;
+            let store = open(&cli).await?;
             let (target, from) = if a.stream == "$all" {
                 let from = match (a.from_start, a.after) {
                     (true, _) => SubscribeFrom::Start,
@@ -372,6 +484,27 @@ async fn run(cli: Cli) -> Result<()> {
                 };
                 (SubscriptionTarget::Stream(stream_arg(&a.stream)?), from)
             };
+            if let Some(url) = &cli.server {
+                let client = strata_server::client::Client::new(
+                    url,
+                    cli.token.clone(),
+                    cli.ca_cert.as_deref(),
+                )?;
+                let path = strata_server::client::subscription_path(
+                    &target,
+                    !matches!(from, SubscribeFrom::End),
+                );
+                let mut follow = client.follow(path, a.after);
+                let mut seen = 0u64;
+                drop(store);
+                while a.count.is_none_or(|c| seen < c) {
+                    tokio::select! {
+                        e = follow.next() => { p.event(&e?); seen += 1; }
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+                return Ok(());
+            }
             let mut sub = store.subscribe(target, from).await?;
             let mut seen = 0u64;
             while a.count.is_none_or(|c| seen < c) {
@@ -383,7 +516,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Streams(a) => {
-            let store = open(&cli)?;
+            let store = open(&cli).await?;
             let mut o = ListOptions::default().limit(a.limit);
             o.after = a.after.clone();
             o.prefix = a.prefix.clone();
@@ -397,21 +530,60 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { stream } => {
-            let store = open(&cli)?;
+            let store = open(&cli).await?;
             let info = store.stream_info(&stream_arg(stream)?).await?;
             p.info(&info);
             Ok(())
         }
         Command::Verify => {
-            let r = strata_log::verify(&cli.data)?;
-            p.verify(&cli.data, &r);
+            if cli.server.is_some() || cli.database_url.is_some() {
+                anyhow::bail!("verify checks the embedded store's files: it works on --data only");
+            }
+            let dir = cli.data_dir();
+            let r = strata_log::verify(&dir)?;
+            p.verify(&dir, &r);
             Ok(())
         }
         Command::BenchOpen => {
-            let m = strata_bench::large::open_and_measure(&cli.data)
+            let m = strata_bench::large::open_and_measure(&cli.data_dir())
                 .await
                 .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        Command::Bench(b) if b.http || cli.server.is_some() => {
+            let scale = if b.quick {
+                strata_bench::Scale::Quick
+            } else {
+                strata_bench::Scale::Full
+            };
+            let target = match &cli.server {
+                Some(url) => strata_bench::http::Target::Server {
+                    url: url.clone(),
+                    token: cli.token.clone(),
+                },
+                None => strata_bench::http::Target::InProcess,
+            };
+            if !cli.json {
+                eprintln!(
+                    "running the HTTP benchmarks ({}) in {}...",
+                    if b.quick {
+                        "quick"
+                    } else {
+                        "full size, about a minute"
+                    },
+                    b.dir.display()
+                );
+            }
+            let report = strata_bench::http::run(&b.dir, target, scale)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let _ = std::fs::remove_dir_all(&b.dir);
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
             Ok(())
         }
         Command::Bench(b) if b.large.is_some() => {

@@ -1,5 +1,6 @@
 //! `strata tour`: the mission's bank account, told through the store's API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -8,7 +9,6 @@ use strata_core::{
     AppendError, EventData, EventStore, ExpectedVersion, Metadata, ReadStreamOptions,
     RecordedEvent, StreamId, SubscribeFrom, SubscriptionTarget, Uuid,
 };
-use strata_log::LogStore;
 
 use crate::output::Printer;
 
@@ -34,7 +34,7 @@ fn ev(kind: &str, data: serde_json::Value) -> Result<EventData> {
     ))
 }
 
-async fn free_account_id(store: &LogStore) -> Result<StreamId> {
+async fn free_account_id(store: &dyn EventStore) -> Result<StreamId> {
     for n in 0u32.. {
         let id = if n == 0 {
             "account-123".to_owned()
@@ -49,16 +49,15 @@ async fn free_account_id(store: &LogStore) -> Result<StreamId> {
     unreachable!("some account id is free")
 }
 
-pub async fn run(store: &LogStore, p: &Printer) -> Result<()> {
+pub async fn run(store: Arc<dyn EventStore>, location: &str, p: &Printer) -> Result<()> {
     let say = |s: &str| {
         if !p.is_json() {
             println!("{s}");
         }
     };
-    let account = free_account_id(store).await?;
+    let account = free_account_id(&*store).await?;
     say(&format!(
-        "Strata tour: the bank account from the mission, in {}\n",
-        store.dir().display()
+        "Strata tour: the bank account from the mission, in {location}\n"
     ));
     say(&format!("1. Open {account} with 100, deposit 200, withdraw 150. Each append is durable (fdatasync) before it is acknowledged."));
     let r = store

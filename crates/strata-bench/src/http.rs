@@ -1,0 +1,388 @@
+//! Benchmarks of the HTTP server (`strata bench --http`, or `strata bench --server URL` against
+//! a running server): appends/s and latency over HTTP with 1, 16 and 64 connections, delivery
+//! latency of server-sent events to 100 subscribers of `$all` at 10,000 events/s, and, in the
+//! same run, the in-process embedded append throughput with 64 writers that the HTTP numbers are
+//! compared with.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_core::{EventData, ExpectedVersion};
+use strata_log::LogStore;
+use strata_server::client::Client;
+
+use crate::log::{append_bench, AppendRow};
+use crate::measure::{histogram, Latency, Throughput};
+use crate::Scale;
+
+/// Which server to measure.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A server started in this process on loopback, on the embedded store in the bench dir.
+    InProcess,
+    /// A running server.
+    Server {
+        /// Its base URL.
+        url: String,
+        /// A token with write and subscribe rights on `bench-` streams and `$all`.
+        token: Option<String>,
+    },
+}
+
+/// HTTP appends with one number of connections.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpAppendRow {
+    /// Concurrent connections, one append in flight on each.
+    pub connections: usize,
+    /// Appends (one event each).
+    pub throughput: Throughput,
+    /// Time from sending the request to the answer.
+    pub latency: Latency,
+    /// Requests that failed.
+    pub errors: u64,
+}
+
+/// Delivery of live events to SSE subscribers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRow {
+    /// Subscribers of `$all`.
+    pub subscribers: usize,
+    /// The append rate aimed at, events/s.
+    pub target_events_per_sec: u64,
+    /// Events appended (each delivered to every subscriber).
+    pub events: u64,
+    /// The append rate reached.
+    pub events_per_sec: f64,
+    /// From the start of the append request to one subscriber's receipt, over every
+    /// (event, subscriber) pair.
+    pub latency: Latency,
+    /// From the start of the append request until the last of the subscribers has the event.
+    pub latency_all: Latency,
+    /// Deliveries missing when the run ended (should be 0).
+    pub missing: u64,
+}
+
+/// Everything one HTTP run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpBenchReport {
+    /// Where the server was.
+    pub server: String,
+    /// In-process appends with 64 writers on the embedded store, measured in this run.
+    pub in_process: AppendRow,
+    /// HTTP appends.
+    pub http: Vec<HttpAppendRow>,
+    /// SSE delivery.
+    pub delivery: DeliveryRow,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+fn ev(i: u64) -> EventData {
+    EventData::json(
+        "MoneyDeposited",
+        &serde_json::json!({ "amount": i % 1000, "currency": "EUR", "note": "x".repeat(40) }),
+    )
+    .unwrap_or_else(|_| unreachable!("a JSON literal serializes"))
+}
+
+async fn http_appends(
+    url: &str,
+    token: &Option<String>,
+    connections: usize,
+    secs: f64,
+) -> Result<HttpAppendRow, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        // One client per connection, so each task really has its own connection.
+        let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("bench-http{connections}-{c}");
+            let mut h = histogram();
+            let (mut ops, mut errors) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client
+                    .append_raw(&stream, ExpectedVersion::Any, &[ev(ops)])
+                    .await
+                {
+                    Ok(_) => {
+                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                        ops += 1;
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (h, ops, errors)
+        }));
+    }
+    let mut all = histogram();
+    let (mut ops, mut errors) = (0, 0);
+    for t in tasks {
+        let (h, o, e) = t.await.map_err(|e| e.to_string())?;
+        let _ = all.add(&h);
+        ops += o;
+        errors += e;
+    }
+    Ok(HttpAppendRow {
+        connections,
+        throughput: Throughput::new(ops, ops, start.elapsed()),
+        latency: Latency::from_histogram(&all),
+        errors,
+    })
+}
+
+/// The microsecond timestamp and sequence number the delivery benchmark puts in each event.
+fn parse_marks(data: &str) -> Option<(u64, u64)> {
+    let num = |key: &str| -> Option<u64> {
+        let i = data.find(key)? + key.len();
+        let rest = &data[i..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    Some((num("\"sentUs\":")?, num("\"seq\":")?))
+}
+
+async fn delivery(
+    url: &str,
+    token: &Option<String>,
+    subscribers: usize,
+    rate: u64,
+    secs: f64,
+) -> Result<DeliveryRow, String> {
+    let run = now_us();
+    let total = (rate as f64 * secs) as u64;
+    let writers = 10u64;
+    let tick = Duration::from_millis(10);
+    let per_append = (rate * tick.as_millis() as u64 / 1000 / writers).max(1);
+    let total = total / (writers * per_append) * (writers * per_append);
+    let all_done: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    // Subscribers first, from now, each on its own connection.
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+        let mut stream = client
+            .sse(
+                &format!("/subscriptions/all?from=end&prefix=bench-live-{run}"),
+                None,
+            )
+            .await
+            .map_err(|e| format!("subscribing: {e}"))?;
+        let all_done = all_done.clone();
+        subs.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut got = 0u64;
+            let deadline = Instant::now() + Duration::from_secs_f64(secs + 30.0);
+            while got < total && Instant::now() < deadline {
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+                let Ok(Ok(Some(e))) = next else { break };
+                if e.event != "event" {
+                    continue;
+                }
+                let now = now_us();
+                if let Some((sent, seq)) = parse_marks(&e.data) {
+                    let _ = h.record(now.saturating_sub(sent).max(1));
+                    if let Some(slot) = all_done.get(seq as usize) {
+                        slot.fetch_max(now, Ordering::Relaxed);
+                    }
+                    got += 1;
+                }
+            }
+            (h, got)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Writers: `writers` tasks, each appending `per_append` events every tick.
+    let start = Instant::now();
+    let mut ws = Vec::new();
+    for w in 0..writers {
+        let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+        let sent_at = sent_at.clone();
+        ws.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            let stream = format!("bench-live-{run}-{w}");
+            let mut seq = w * per_append;
+            while seq < total {
+                interval.tick().await;
+                let sent = now_us();
+                let events: Vec<EventData> = (seq..seq + per_append)
+                    .map(|s| {
+                        sent_at[s as usize].store(sent, Ordering::Relaxed);
+                        EventData::json(
+                            "Tick",
+                            &serde_json::json!({ "sentUs": sent, "seq": s, "pad": "x".repeat(40) }),
+                        )
+                        .unwrap_or_else(|_| unreachable!("a JSON literal serializes"))
+                    })
+                    .collect();
+                if let Err(e) = client
+                    .append_raw(&stream, ExpectedVersion::Any, &events)
+                    .await
+                {
+                    return Err(format!("append: {e}"));
+                }
+                seq += writers * per_append;
+            }
+            Ok(())
+        }));
+    }
+    for w in ws {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    let elapsed = start.elapsed();
+    let mut all = histogram();
+    let mut delivered = 0;
+    for s in subs {
+        let (h, got) = s.await.map_err(|e| e.to_string())?;
+        let _ = all.add(&h);
+        delivered += got;
+    }
+    let mut last = histogram();
+    for (done, sent) in all_done.iter().zip(sent_at.iter()) {
+        let (d, s) = (done.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
+        if d > 0 && s > 0 {
+            let _ = last.record(d.saturating_sub(s).max(1));
+        }
+    }
+    Ok(DeliveryRow {
+        subscribers,
+        target_events_per_sec: rate,
+        events: total,
+        events_per_sec: total as f64 / elapsed.as_secs_f64(),
+        latency: Latency::from_histogram(&all),
+        latency_all: Latency::from_histogram(&last),
+        missing: (total * subscribers as u64).saturating_sub(delivered),
+    })
+}
+
+/// Runs the HTTP benchmarks; the stores live in `dir`.
+pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchReport, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let secs = scale.append_secs();
+    let delivery_secs = match scale {
+        Scale::Full => 5.0,
+        Scale::Quick => 1.0,
+    };
+    // The in-process comparison, on its own store in the same directory (same disk).
+    let in_process = {
+        let store = LogStore::open(dir.join("in-process")).map_err(|e| e.to_string())?;
+        append_bench(&store, 64, 1, secs).await?
+    };
+    let (url, token, server_task, label) = match target {
+        Target::Server { url, token } => (url.clone(), token, None, url),
+        Target::InProcess => {
+            let store = LogStore::open(dir.join("served")).map_err(|e| e.to_string())?;
+            let state = strata_server::AppState::new(
+                Arc::new(store),
+                strata_server::ServerConfig::default(),
+            )
+            .map_err(|e| e.join("; "))?;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(strata_server::serve(
+                listener,
+                strata_server::app(state),
+                None,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            (
+                format!("http://{addr}"),
+                None,
+                Some((stop, task)),
+                format!("in-process server on http://{addr}, embedded store"),
+            )
+        }
+    };
+    let mut http = Vec::new();
+    for connections in [1, 16, 64] {
+        http.push(http_appends(&url, &token, connections, secs).await?);
+    }
+    let delivery = delivery(&url, &token, 100, 10_000, delivery_secs).await?;
+    if let Some((stop, task)) = server_task {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    Ok(HttpBenchReport {
+        server: label,
+        in_process,
+        http,
+        delivery,
+    })
+}
+
+impl fmt::Display for HttpBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = self.in_process.throughput.ops_per_sec();
+        writeln!(f, "HTTP server ({})", self.server)?;
+        writeln!(
+            f,
+            "  in-process, 64 writers, 1 event/append: {base:.0} appends/s, {}",
+            self.in_process.latency
+        )?;
+        writeln!(
+            f,
+            "  {:<28} {:>12} {:>14}  latency",
+            "HTTP append, 1 event", "appends/s", "of in-process"
+        )?;
+        for r in &self.http {
+            writeln!(
+                f,
+                "  {:<28} {:>12.0} {:>13.0}%  {}{}",
+                format!("{} connection(s)", r.connections),
+                r.throughput.ops_per_sec(),
+                100.0 * r.throughput.ops_per_sec() / base.max(1e-9),
+                r.latency,
+                if r.errors > 0 {
+                    format!(" ({} errors)", r.errors)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        let d = &self.delivery;
+        writeln!(
+            f,
+            "  SSE: {} subscribers of $all, {} events at {:.0} events/s (target {}):",
+            d.subscribers, d.events, d.events_per_sec, d.target_events_per_sec
+        )?;
+        writeln!(
+            f,
+            "    append start to each subscriber:      {}, max {:.2} ms",
+            d.latency,
+            d.latency.max_us as f64 / 1000.0
+        )?;
+        writeln!(
+            f,
+            "    append start to the last subscriber:  {}, max {:.2} ms",
+            d.latency_all,
+            d.latency_all.max_us as f64 / 1000.0
+        )?;
+        writeln!(f, "    missing deliveries: {}", d.missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn marks() {
+        assert_eq!(
+            super::parse_marks(r#"{"sentUs":123,"seq":7,"pad":"x"}"#),
+            Some((123, 7))
+        );
+    }
+}

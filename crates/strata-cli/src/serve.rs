@@ -1,0 +1,127 @@
+//! `strata serve`: the HTTP API on the embedded store or PostgreSQL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use strata_core::EventStore;
+
+use crate::config::{self, Backend, Given};
+use crate::Cli;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A TOML config file (listen, data, database_url, [tls], [limits], [[tokens]]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:2113; also STRATA_LISTEN]. Any address
+    /// other than loopback needs API tokens in the config file.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM) [also STRATA_TLS_CERT_FILE].
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file [also STRATA_TLS_KEY_FILE].
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
+    if cli.server.is_some() {
+        anyhow::bail!("serve runs a server: --server is for the client commands");
+    }
+    let given = Given {
+        config_file: args.config.clone(),
+        listen: args.listen.clone(),
+        data: cli.data.clone(),
+        database_url: cli.database_url.clone(),
+        tls_cert_file: args.tls_cert_file.clone(),
+        tls_key_file: args.tls_key_file.clone(),
+    };
+    let resolved = match config::resolve(&given, &|k| std::env::var(k).ok()) {
+        Ok(r) => r,
+        Err(errors) => {
+            let n = errors.len();
+            let list: Vec<String> = errors.into_iter().map(|e| format!("  - {e}")).collect();
+            anyhow::bail!(
+                "the configuration has {n} problem{}:\n{}",
+                if n == 1 { "" } else { "s" },
+                list.join("\n")
+            );
+        }
+    };
+    if let Some(tls) = &resolved.tls {
+        strata_server::check_tls(tls).await?;
+    }
+    if !resolved.listen.ip().is_loopback() && resolved.tls.is_none() {
+        tracing::warn!(
+            "listening on {} without TLS: tokens and events cross the network in clear text",
+            resolved.listen
+        );
+    }
+    let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
+        Backend::Embedded(dir) => {
+            let store = strata_log::LogStore::open(dir)
+                .with_context(|| format!("cannot open {}", dir.display()))?;
+            (
+                Arc::new(store),
+                format!("the embedded store in {}", dir.display()),
+            )
+        }
+        Backend::Postgres(url) => {
+            let store = strata_postgres::PostgresStore::connect(url).await?;
+            (Arc::new(store), "PostgreSQL".to_owned())
+        }
+    };
+    let auth = if resolved.server.auth_enabled() {
+        format!("{} API token(s)", resolved.server.tokens.len())
+    } else {
+        "no authentication (loopback only)".to_owned()
+    };
+    let state = strata_server::AppState::new(store, resolved.server.clone())
+        .map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let listener = std::net::TcpListener::bind(resolved.listen)
+        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if resolved.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // One line on stdout that scripts (and the end-to-end test) wait for.
+    println!("strata: serving {what} on {scheme}://{addr} with {auth}");
+    tracing::info!(%addr, "serving");
+    strata_server::serve(
+        listener,
+        strata_server::app(state),
+        resolved.tls,
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
