@@ -101,7 +101,7 @@ async fn subscriber(
     let mut sub = store
         .subscribe(SubscriptionTarget::All(filter), SubscribeFrom::Start)
         .await
-        .unwrap();
+        .expect("subscribe");
     let mut seen = Vec::new();
     // Generous while writers run; once they are done, a subscriber has 60 s to catch up (a
     // skipped event shows up as a subscriber that never reaches the committed count).
@@ -224,6 +224,35 @@ async fn catch_up_subscribers_never_skip_or_repeat_under_out_of_order_commits() 
         "wrote {} events",
         committed.len()
     );
+    // Within each stream, versions are dense and positions increase with them.
+    let mut after: Option<String> = None;
+    loop {
+        let mut o = ListOptions::default().limit(100);
+        if let Some(a) = &after {
+            o = o.after(a.clone());
+        }
+        let page = store.list_streams(o).await.expect("list_streams");
+        for summary in &page.items {
+            let s = StreamId::new(summary.stream_id.clone()).expect("stream id");
+            let events = store
+                .read_stream(&s, ReadStreamOptions::forward())
+                .await
+                .expect("read_stream");
+            assert_eq!(events.len() as u64, summary.event_count);
+            for (i, pair) in events.windows(2).enumerate() {
+                assert_eq!(pair[0].stream_version, i as u64);
+                assert!(
+                    pair[0].position < pair[1].position,
+                    "{s}: positions follow versions"
+                );
+                assert!(pair[0].recorded_at <= pair[1].recorded_at);
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
     expected_all.store(committed.len() as u64, Ordering::Release);
     expected_accounts.store(accounts.len() as u64, Ordering::Release);
 
