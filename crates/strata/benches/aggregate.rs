@@ -3,7 +3,9 @@
 //! - `load/replay/N` and `load/snapshot/N`: loading a bank account of N events (1,000,
 //!   10,000, 100,000) by full replay, and from a snapshot 50 events behind the head — the
 //!   snapshot path must not grow with N.
-//! - `commands/{cached,cold}/callers/C`: bank deposits (load + decide + append, snapshots
+//! - `commands/<backend>/raw-append/writers/W`: the store's own rate for the same load
+//!   (single-event appends, W = 1 and 16 writers), the ceiling for the commands below.
+//! - `commands/<backend>/{cached,cold}/callers/C`: bank deposits (load + decide + append, snapshots
 //!   every 100 events) with C = 1 and 16 concurrent callers, each on its own account, with the
 //!   repository's aggregate cache on (the default) and off. Every command waits until its
 //!   events are durable (fdatasync), so the disk's own 4 KiB write+fdatasync rate, measured
@@ -63,8 +65,9 @@ fn main() {
         &rt,
         "embedded",
         LogStore::open(base.join("commands")).unwrap(),
+        &base,
     );
-    postgres(&mut c, &rt);
+    postgres(&mut c, &rt, &base);
     c.final_summary();
     println!(
         "disk baseline (again): {:.0} fdatasync/s",
@@ -168,13 +171,67 @@ fn commands<S: EventStore + SnapshotStore + Clone>(
     rt: &tokio::runtime::Runtime,
     backend: &str,
     store: S,
+    disk: &Path,
 ) {
+    println!(
+        "disk right now: {:.0} write(4 KiB)+fdatasync per second",
+        fdatasync_rate(disk, 1.0).unwrap()
+    );
     let mut group = c.benchmark_group(format!("commands/{backend}"));
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(10));
-    // `cached`: the repository's default, aggregates kept in memory between commands (each
-    // command still reads the events stored after the cached version). `cold`: no cache, so
-    // every command loads the newest snapshot and replays the events after it (0-99).
+    // The store's own rate in this run: single-event appends to the writer's own stream with
+    // no check, the ceiling for commands (each command is one such append plus its decision).
+    for writers in [1usize, 16] {
+        let streams: Vec<StreamId> = (0..writers)
+            .map(|i| StreamId::new(format!("raw-{writers}-{i}")).unwrap())
+            .collect();
+        let event = EventCodec::<AccountEvent>::new()
+            .encode(&AccountEvent::MoneyDeposited { amount: 1 })
+            .unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("raw-append/writers", writers),
+            &writers,
+            |b, _| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let store = store.clone();
+                    let streams = streams.clone();
+                    let event = event.clone();
+                    async move {
+                        let per_writer = iters.div_ceil(streams.len() as u64);
+                        let start = Instant::now();
+                        let tasks: Vec<_> = streams
+                            .into_iter()
+                            .map(|stream| {
+                                let store = store.clone();
+                                let event = event.clone();
+                                tokio::spawn(async move {
+                                    for _ in 0..per_writer {
+                                        store
+                                            .append(
+                                                &stream,
+                                                ExpectedVersion::Any,
+                                                vec![event.clone()],
+                                            )
+                                            .await
+                                            .unwrap();
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        let ran = per_writer * writers as u64;
+                        start.elapsed().mul_f64(iters as f64 / ran as f64)
+                    }
+                });
+            },
+        );
+    }
+    // `cached`: the repository's default, aggregates kept in memory between commands, so a
+    // command is a decision and one append. `cold`: no cache, so every command loads the
+    // newest snapshot and replays the events after it (0-99) first.
     for (mode, cache) in [
         ("cached", strata::limits::AGGREGATE_CACHE_ENTRIES_DEFAULT),
         ("cold", 0),
@@ -234,7 +291,7 @@ fn commands<S: EventStore + SnapshotStore + Clone>(
 
 /// The same commands on PostgreSQL, in a fresh schema of `STRATA_BENCH_DATABASE_URL` (default
 /// the test database on 127.0.0.1:5432). Skipped with a message when none is reachable.
-fn postgres(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+fn postgres(c: &mut Criterion, rt: &tokio::runtime::Runtime, disk: &Path) {
     let url = std::env::var("STRATA_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("bench_toolkit_{}", std::process::id());
@@ -246,7 +303,7 @@ fn postgres(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             return;
         }
     };
-    commands(c, rt, "postgres", store.clone());
+    commands(c, rt, "postgres", store.clone(), disk);
     rt.block_on(async {
         let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .execute(store.pool())
