@@ -469,12 +469,19 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
         .map_err(|e| e.to_string())?;
     let secs = scale.append_secs();
     let mut appends = Vec::new();
+    // STRATA_BENCH_PG_READS_ONLY=1 skips the append rows (for working on the read path).
+    let reads_only = std::env::var_os("STRATA_BENCH_PG_READS_ONLY").is_some();
     // Interleave the two systems so that load from elsewhere on the machine hits both alike.
     for writers in [1usize, 4, 16] {
+        if reads_only {
+            break;
+        }
         appends.push(naive_rows(&admin, writers, secs).await?);
         appends.push(strata_rows(&store, writers, 1, secs, "single").await?);
     }
-    appends.push(strata_rows(&store, 4, 100, secs, "hundred").await?);
+    if !reads_only {
+        appends.push(strata_rows(&store, 4, 100, secs, "hundred").await?);
+    }
     let (transactions, answered) = store.append_stats();
     if std::env::var_os("STRATA_BENCH_PG_VERBOSE").is_some() {
         eprintln!("append transactions {transactions}, appends {answered}");

@@ -12,11 +12,93 @@ mod postgres;
 use sqlx::Executor;
 use strata_postgres::{PgStoreOptions, PostgresStore};
 
+/// This process's CPU time (user + system), from /proc.
+fn cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    std::time::Duration::from_millis(ticks * 10)
+}
+
+/// `pg_tune catchup [events]`: loads a store once (schema bench_pg_catchup, kept) and times
+/// catch-up subscriptions over it, wall time and this process's CPU time.
+async fn catchup(url: &str, events: u64) -> Result<(), String> {
+    use strata_core::{
+        EventData, EventStore, ExpectedVersion, StreamId, SubscribeFrom, SubscriptionTarget,
+    };
+    let store =
+        PostgresStore::connect_with(PgStoreOptions::new(url).with_schema("bench_pg_catchup"))
+            .await
+            .map_err(|e| e.to_string())?;
+    if store.head().await.map_err(|e| e.to_string())?.is_none() {
+        let meta = strata_core::Metadata::new()
+            .with_correlation_id("req-789")
+            .with_user_id("user-456");
+        for n in 0..events / 1000 {
+            let batch: Vec<EventData> = (0..1000)
+                .map(|i| {
+                    EventData::json(
+                        "MoneyDeposited",
+                        &serde_json::json!({"amount": i, "currency": "EUR"}),
+                    )
+                    .map(|e| e.with_metadata(meta.clone()))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let s = StreamId::new(format!("account-{n}")).map_err(|e| e.to_string())?;
+            store
+                .append(&s, ExpectedVersion::NoStream, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        store
+            .pool()
+            .execute("VACUUM ANALYZE bench_pg_catchup.events")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for round in 0..3 {
+        let (t, c) = (std::time::Instant::now(), cpu_time());
+        let mut sub = store
+            .subscribe(
+                SubscriptionTarget::All(Default::default()),
+                SubscribeFrom::Start,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut n = 0u64;
+        while n < events {
+            std::hint::black_box(sub.next().await.map_err(|e| e.to_string())?);
+            n += 1;
+        }
+        let (wall, cpu) = (t.elapsed(), cpu_time() - c);
+        println!(
+            "catch-up round {round}: {n} events in {wall:?} ({:.0}/s), client CPU {cpu:?} ({:.2} µs/event)",
+            n as f64 / wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let url = std::env::var("STRATA_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("catchup") {
+        let events = args
+            .get(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1_000_000);
+        return catchup(&url, events).await;
+    }
     let arg = |i: usize, d: f64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let writers = arg(0, 16.0) as usize;
     let rounds = arg(1, 3.0) as usize;

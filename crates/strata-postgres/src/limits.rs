@@ -36,11 +36,28 @@ pub const READ_YOUR_WRITES_WAIT_MS: u64 = 5_000;
 /// PostgreSQL serialises at commit, so they are coalesced: at most one per this interval.
 pub const NOTIFY_MIN_INTERVAL_MS: u64 = 2;
 
+/// Largest forward page that is read ahead: the subscription page size, so catch-ups overlap
+/// reading the next page with delivering the current one.
+pub const READ_AHEAD_MAX_EVENTS: usize = strata_core::limits::SUBSCRIPTION_PAGE_EVENTS;
+
+/// Pages read ahead in one query: one round trip and one watermark per this many pages.
+pub const READ_AHEAD_PAGES: usize = 4;
+
+/// Read-ahead entries (a chunk being read, or a page of one) kept per store: room for several
+/// catching-up readers; the oldest entry is dropped to make room.
+pub const READ_AHEAD_SLOTS: usize = 32;
+
+/// A chunk read ahead keeps pages only up to this many bytes of events, so read-ahead memory
+/// stays within `READ_AHEAD_SLOTS` times this.
+pub const READ_AHEAD_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// Backoff bounds for reconnecting the `LISTEN` connection.
 pub const LISTEN_RECONNECT_MIN_MS: u64 = 100;
 /// See [`LISTEN_RECONNECT_MIN_MS`].
 pub const LISTEN_RECONNECT_MAX_MS: u64 = 5_000;
 
+const _: () =
+    assert!(READ_AHEAD_MAX_EVENTS * READ_AHEAD_PAGES <= strata_core::limits::READ_PAGE_MAX_EVENTS);
 const _: () = assert!(LISTEN_RECONNECT_MIN_MS <= LISTEN_RECONNECT_MAX_MS);
 const _: () = assert!(APPEND_BATCH_MAX_EVENTS >= strata_core::limits::APPEND_EVENTS_MAX);
 const _: () = assert!(APPEND_BATCH_MAX_BYTES >= strata_core::limits::APPEND_MAX_BYTES);

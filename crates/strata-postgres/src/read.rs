@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::{Row, ValueRef};
 use strata_core::{
     limits as core_limits, AllPage, CategorySummary, Direction, ListOptions, Metadata, Page,
     Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
@@ -30,28 +30,49 @@ fn corruption(position: i64, reason: String) -> ReadError {
 }
 
 /// Decodes an event from the columns of [`crate::sql`]'s `EVENT_COLUMNS`, starting at `at`.
+///
+/// The column types are fixed by our own SQL, so values are decoded without sqlx's per-column
+/// type check, and text and bytes are read straight from the row buffer: this is the hot loop
+/// of every catch-up.
 pub(crate) fn event_from_row(row: &PgRow, at: usize) -> Result<RecordedEvent, ReadError> {
     let get_err = |e: sqlx::Error| ReadError::Storage(crate::error::describe(&e));
-    let position: i64 = row.try_get(at).map_err(get_err)?;
-    let event_id: Uuid = row.try_get(at + 1).map_err(get_err)?;
-    let stream: String = row.try_get(at + 2).map_err(get_err)?;
-    let version: i64 = row.try_get(at + 3).map_err(get_err)?;
-    let recorded_at: DateTime<Utc> = row.try_get(at + 4).map_err(get_err)?;
-    let event_type: String = row.try_get(at + 5).map_err(get_err)?;
-    let content_type: String = row.try_get(at + 6).map_err(get_err)?;
-    let data: Vec<u8> = row.try_get(at + 7).map_err(get_err)?;
-    let metadata: Option<String> = row.try_get(at + 8).map_err(get_err)?;
+    let raw = |i: usize| -> Result<Option<&[u8]>, ReadError> {
+        let v = row.try_get_raw(at + i).map_err(get_err)?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        v.as_bytes()
+            .map(Some)
+            .map_err(|e| ReadError::Storage(format!("column {}: {e}", at + i)))
+    };
+    let position: i64 = row.try_get_unchecked(at).map_err(get_err)?;
+    let event_id: Uuid = row.try_get_unchecked(at + 1).map_err(get_err)?;
+    let stream = raw(2)?.unwrap_or_default();
+    let version: i64 = row.try_get_unchecked(at + 3).map_err(get_err)?;
+    let recorded_at: DateTime<Utc> = row.try_get_unchecked(at + 4).map_err(get_err)?;
+    let text = |i: usize| -> Result<String, ReadError> {
+        let bytes = raw(i)?.unwrap_or_default();
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|e| corruption(position, format!("column {} is not UTF-8: {e}", at + i)))
+    };
+    let event_type = text(5)?;
+    let content_type = text(6)?;
+    let data = raw(7)?.unwrap_or_default().to_vec();
+    let metadata = raw(8)?;
     if position < 0 || version < 0 {
         return Err(corruption(
             position,
             format!("negative position or version {version}"),
         ));
     }
+    let stream = std::str::from_utf8(stream)
+        .map_err(|e| corruption(position, format!("stream id is not UTF-8: {e}")))?;
     let stream_id = StreamId::new(stream)
         .map_err(|e| corruption(position, format!("stored stream id is invalid: {e}")))?;
     let metadata = match metadata {
         None => Metadata::new(),
-        Some(m) => Metadata::from_bytes(m.as_bytes())
+        Some(m) => Metadata::from_bytes(m)
             .map_err(|e| corruption(position, format!("metadata does not decode: {e}")))?,
     };
     Ok(RecordedEvent {
@@ -65,6 +86,123 @@ pub(crate) fn event_from_row(row: &PgRow, at: usize) -> Result<RecordedEvent, Re
         data,
         metadata,
     })
+}
+
+/// What a read-ahead page was read for: a later read uses it only when it asks for exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadAheadKey {
+    from: Option<Position>,
+    limit: usize,
+    max_position: Option<Position>,
+    filter: strata_core::Filter,
+}
+
+impl ReadAheadKey {
+    fn of(o: &ReadAllOptions) -> Self {
+        ReadAheadKey {
+            from: o.from,
+            limit: o.limit,
+            max_position: o.max_position,
+            filter: o.filter.clone(),
+        }
+    }
+}
+
+/// One page of a read-ahead chunk and where it starts.
+pub(crate) struct AheadPage {
+    from: Option<Position>,
+    page: AllPage,
+}
+
+/// Splits a chunk read from `from` into full pages of `limit` events that are not at the end.
+/// Each keeps the cursor rule of a fresh read: `next` just past its last event. Pages whose
+/// bytes exceed [`limits::READ_AHEAD_MAX_BYTES`] in total are not kept.
+fn split_pages(chunk: AllPage, from: Option<Position>, limit: usize) -> Vec<AheadPage> {
+    let mut pages = Vec::new();
+    let total = chunk.events.len();
+    let chunk_end = chunk.is_end;
+    let mut from = from;
+    let mut bytes = 0usize;
+    let mut events = chunk.events.into_iter().peekable();
+    let mut taken = 0usize;
+    while total - taken >= limit {
+        let page_events: Vec<RecordedEvent> = events.by_ref().take(limit).collect();
+        taken += limit;
+        // The last full page of a chunk that reached the end is at the end: not kept.
+        if taken == total && chunk_end {
+            break;
+        }
+        bytes += page_events
+            .iter()
+            .map(|e| e.data.len() + e.event_type.len() + e.stream_id.as_str().len() + 64)
+            .sum::<usize>();
+        if bytes > limits::READ_AHEAD_MAX_BYTES {
+            break;
+        }
+        let next = page_events.last().map(|e| Position(e.position.0 + 1));
+        pages.push(AheadPage {
+            from,
+            page: AllPage {
+                events: page_events,
+                next,
+                is_end: false,
+            },
+        });
+        from = next;
+    }
+    pages
+}
+
+/// A read-ahead entry: a chunk still being read, or one page of a chunk already read.
+pub(crate) enum Slot {
+    Pending(tokio::task::JoinHandle<Result<Vec<AheadPage>, ReadError>>),
+    Ready(AllPage),
+}
+
+/// Pages being read ahead, at most [`limits::READ_AHEAD_SLOTS`]; the oldest is dropped (and
+/// its read cancelled) to make room.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    slots: std::sync::Mutex<std::collections::VecDeque<(ReadAheadKey, Slot)>>,
+}
+
+impl ReadAhead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(ReadAheadKey, Slot)>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, key: &ReadAheadKey) -> Option<Slot> {
+        let mut slots = self.lock();
+        let i = slots.iter().position(|(k, _)| k == key)?;
+        slots.remove(i).map(|(_, t)| t)
+    }
+
+    fn put(&self, key: ReadAheadKey, slot: Slot) {
+        let mut slots = self.lock();
+        if let Some(i) = slots.iter().position(|(k, _)| *k == key) {
+            if let Some((_, Slot::Pending(old))) = slots.remove(i) {
+                old.abort();
+            }
+        }
+        while slots.len() >= limits::READ_AHEAD_SLOTS {
+            if let Some((_, Slot::Pending(old))) = slots.pop_front() {
+                old.abort();
+            }
+        }
+        slots.push_back((key, slot));
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for (_, slot) in self.lock().drain(..) {
+            if let Slot::Pending(t) = slot {
+                t.abort();
+            }
+        }
+    }
 }
 
 /// Waits for this store's own commits to become readable, with backoff, up to a bound.
@@ -136,11 +274,84 @@ impl PostgresStore {
         rows.iter().map(|r| event_from_row(r, 0)).collect()
     }
 
+    /// `read_all`, with read-ahead for forward paging: after a forward read returns a full
+    /// page that is not at the end, the next [`limits::READ_AHEAD_PAGES`] pages (from its
+    /// `next`, same options) are read in one query in the background, so a catch-up finds its
+    /// next reads ready and overlaps reading with delivering. Pages below the watermark are
+    /// final, so a page read ahead is exactly what a fresh read would return; only full pages
+    /// not at the end are kept, anything else is read afresh.
     pub(crate) async fn read_all_events(
         &self,
         options: ReadAllOptions,
     ) -> Result<AllPage, ReadError> {
         options.validate()?;
+        let ahead = options.direction == Direction::Forward
+            && options.limit > 0
+            && options.limit <= limits::READ_AHEAD_MAX_EVENTS;
+        if !ahead {
+            return self.read_all_once(options).await;
+        }
+        let read_ahead = &self.shared().read_ahead;
+        let mut page = None;
+        match read_ahead.take(&ReadAheadKey::of(&options)) {
+            Some(Slot::Ready(p)) => page = Some(p),
+            Some(Slot::Pending(task)) => {
+                if let Ok(Ok(mut pages)) = task.await {
+                    if !pages.is_empty() {
+                        let first = pages.remove(0);
+                        if first.from == options.from {
+                            // Start reading the chunk after this one now, while this one is
+                            // being delivered.
+                            if let Some(last) = pages.last().or(Some(&first)) {
+                                self.read_ahead_from(&options, last.page.next);
+                            }
+                            for p in pages {
+                                let key = ReadAheadKey {
+                                    from: p.from,
+                                    ..ReadAheadKey::of(&options)
+                                };
+                                read_ahead.put(key, Slot::Ready(p.page));
+                            }
+                            page = Some(first.page);
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        match page {
+            Some(p) => Ok(p),
+            None => {
+                let p = self.read_all_once(options.clone()).await?;
+                if p.events.len() == options.limit && !p.is_end {
+                    self.read_ahead_from(&options, p.next);
+                }
+                Ok(p)
+            }
+        }
+    }
+
+    /// Starts reading ahead the pages after `next` (when there is one).
+    fn read_ahead_from(&self, options: &ReadAllOptions, next: Option<Position>) {
+        let Some(next) = next else {
+            return;
+        };
+        let limit = options.limit;
+        let chunk = options
+            .clone()
+            .from(next)
+            .limit(limit * limits::READ_AHEAD_PAGES);
+        let key = ReadAheadKey::of(&options.clone().from(next));
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            let from = chunk.from;
+            let page = store.read_all_once(chunk).await?;
+            Ok(split_pages(page, from, limit))
+        });
+        self.shared().read_ahead.put(key, Slot::Pending(task));
+    }
+
+    async fn read_all_once(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
         let filtered = !options.filter.is_empty();
         let scan = core_limits::READ_SCAN_MAX_EVENTS as i64;
         let max = options.max_position.map_or(i64::MAX, |p| to_i64(p.0));
@@ -174,11 +385,26 @@ impl PostgresStore {
             let xmin: i64 = first.try_get(0).map_err(read_error)?;
             let hi: Option<i64> = first.try_get(1).map_err(read_error)?;
             let lo: Option<i64> = first.try_get(2).map_err(read_error)?;
-            let events = rows
-                .iter()
-                .filter(|r| matches!(r.try_get::<Option<i64>, _>(3), Ok(Some(_))))
-                .map(|r| event_from_row(r, 3))
-                .collect::<Result<Vec<_>, _>>()?;
+            // The LEFT JOIN yields one row of NULL event columns when no event matched.
+            let mut events = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let empty = r.try_get_raw(3).map_err(read_error)?.is_null();
+                if !empty {
+                    events.push(event_from_row(r, 3)?);
+                }
+            }
+            // The lateral subquery returns its rows in index order and the one-row outer side
+            // keeps it; check rather than pay for a second sort in SQL.
+            let in_order = match options.direction {
+                Direction::Forward => events.windows(2).all(|w| w[0].position < w[1].position),
+                Direction::Backward => events.windows(2).all(|w| w[0].position > w[1].position),
+            };
+            if !in_order {
+                events.sort_by_key(|e| e.position);
+                if options.direction == Direction::Backward {
+                    events.reverse();
+                }
+            }
             let top = hi.map(|h| h.min(max));
             let page = match options.direction {
                 Direction::Forward => forward_page(events, start, bound, top, limit),
@@ -490,6 +716,50 @@ mod tests {
         // Limit zero examines nothing.
         let p = forward_page(Vec::new(), 1, i64::MAX, Some(5), 0);
         assert_eq!((p.next, p.is_end), (Some(Position(1)), false));
+    }
+
+    fn event_at(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::nil(),
+            stream_id: StreamId::new("a-1").unwrap(),
+            stream_version: position,
+            position: Position(position),
+            recorded_at: chrono::Utc::now(),
+            event_type: "E".to_owned(),
+            content_type: strata_core::CONTENT_TYPE_JSON.to_owned(),
+            data: b"{}".to_vec(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn read_ahead_keeps_only_full_pages_not_at_the_end() {
+        // 10 events with gaps, pages of 3: pages [0,2,4], [5,6,9], [10,11,12]; 13 is a tail.
+        let positions = [0u64, 2, 4, 5, 6, 9, 10, 11, 12, 13];
+        let chunk = AllPage {
+            events: positions.iter().map(|&p| event_at(p)).collect(),
+            next: Some(Position(14)),
+            is_end: false,
+        };
+        let pages = split_pages(chunk, Some(Position(0)), 3);
+        assert_eq!(pages.len(), 3);
+        assert_eq!(pages[0].from, Some(Position(0)));
+        assert_eq!(pages[0].page.next, Some(Position(5)));
+        assert_eq!(pages[1].from, Some(Position(5)));
+        assert_eq!(pages[2].from, Some(Position(10)));
+        assert_eq!(pages[2].page.next, Some(Position(13)));
+        assert!(pages
+            .iter()
+            .all(|p| !p.page.is_end && p.page.events.len() == 3));
+        // A chunk that reached the end: its last full page is at the end and is dropped.
+        let chunk = AllPage {
+            events: (0..6).map(event_at).collect(),
+            next: Some(Position(6)),
+            is_end: true,
+        };
+        let pages = split_pages(chunk, None, 3);
+        assert_eq!(pages.len(), 1);
+        assert_eq!(pages[0].from, None);
     }
 
     #[test]

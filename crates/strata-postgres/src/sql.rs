@@ -70,8 +70,7 @@ impl Sql {
                       WHERE e.position >= $1 AND e.position <= least(coalesce(h.hi, -1), $2)
                         AND e.position < $3
                         {filter}
-                      ORDER BY e.position LIMIT $7) e ON true
-                 ORDER BY e.position"
+                      ORDER BY e.position LIMIT $7) e ON true"
             )),
             read_all_backward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
@@ -80,8 +79,7 @@ impl Sql {
                       WHERE e.position <= least(coalesce(h.hi, -1), $2, $1)
                         AND e.position > least(coalesce(h.hi, -1), $2, $1) - $3
                         {filter}
-                      ORDER BY e.position DESC LIMIT $7) e ON true
-                 ORDER BY e.position DESC"
+                      ORDER BY e.position DESC LIMIT $7) e ON true"
             )),
             head: r("{watermark}"),
             position_at: r("WITH h AS MATERIALIZED ({watermark})

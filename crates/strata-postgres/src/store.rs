@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub queue: Queue,
     /// Bounds `queue`: an append takes a permit before it queues.
     pub queue_permits: Semaphore,
+    /// Forward pages of `$all` being read ahead.
+    pub read_ahead: crate::read::ReadAhead,
 }
 
 impl Shared {
@@ -105,7 +107,12 @@ impl PostgresStore {
             PgConnectOptions::from_str(&options.url).map_err(|e| ConnectError::InvalidUrl {
                 reason: crate::error::first_line(&e.to_string()),
             })?;
-        let connect = connect.application_name("strata");
+        // The store's reads walk indexes in order and stop at a limit; without statistics
+        // (a young table) the planner may prefer a bitmap scan of the whole range plus a sort,
+        // which is disastrous for paging through $all. Bitmap scans are off on its sessions.
+        let connect = connect
+            .application_name("strata")
+            .options([("enable_bitmapscan", "off")]);
         let target = Target {
             host: connect.get_host().to_owned(),
             port: connect.get_port(),
@@ -150,6 +157,7 @@ impl PostgresStore {
             appends_answered: AtomicU64::new(0),
             queue: Queue::new(options.append_writers),
             queue_permits: Semaphore::new(limits::APPEND_QUEUE_MAX),
+            read_ahead: Default::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(notify::listener(
@@ -172,8 +180,8 @@ impl PostgresStore {
         &self.inner.shared
     }
 
-    /// The connection pool, for running your own queries beside the store (read models in
-    /// the same database, for example).
+    /// The store's connection pool. Its sessions have `enable_bitmapscan` off (the store's
+    /// reads are index-ordered scans with a limit); use your own pool for other queries.
     pub fn pool(&self) -> &PgPool {
         &self.inner.shared.pool
     }
