@@ -26,6 +26,36 @@ fn cpu_time() -> std::time::Duration {
     std::time::Duration::from_millis(ticks * 10)
 }
 
+/// CPU time of every `postgres` process on the machine, from /proc.
+fn postgres_cpu_time() -> std::time::Duration {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if comm.trim() != "postgres" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        ticks += fields
+            .get(11)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+    }
+    std::time::Duration::from_millis(ticks * 10)
+}
+
 /// `pg_tune catchup [events]`: loads a store once (schema bench_pg_catchup, kept) and times
 /// catch-up subscriptions over it, wall time and this process's CPU time.
 async fn catchup(url: &str, events: u64) -> Result<(), String> {
@@ -134,10 +164,37 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
         for round in 0..rounds {
+            let lsn = || async {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+                )
+                .fetch_one(&admin)
+                .await
+                .unwrap_or(0)
+            };
+            let w0 = lsn().await;
+            let (c0, p0) = (cpu_time(), postgres_cpu_time());
             let n = postgres::naive_rows(&admin, writers, secs).await?;
+            let (c1, p1) = (cpu_time(), postgres_cpu_time());
+            let w1 = lsn().await;
             let before = store.append_stats();
             let s = postgres::strata_rows(&store, writers, 1, secs, &format!("r{round}")).await?;
             let after = store.append_stats();
+            let (c2, p2) = (cpu_time(), postgres_cpu_time());
+            let w2 = lsn().await;
+            println!(
+                "  WAL bytes/append: naive {} strata {}",
+                (w1 - w0) / n.appends.max(1) as i64,
+                (w2 - w1) / s.appends.max(1) as i64
+            );
+            let per = |d: std::time::Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+            println!(
+                "  cpu µs/append: naive client {:.0} server {:.0}; strata client {:.0} server {:.0}",
+                per(c1 - c0, n.appends),
+                per(p1 - p0, n.appends),
+                per(c2 - c1, s.appends),
+                per(p2 - p1, s.appends)
+            );
             let batch = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
             println!(
                 "append_writers {aw:>2} round {round}: naive {:>7.0}/s  strata {:>7.0}/s  ratio {:.2}  batch {batch:.1}  p50 {} vs {} µs",

@@ -207,7 +207,7 @@ async fn run_batch(shared: &Shared, mut batch: Vec<AppendRequest>) {
     // stream's version within the batch) and every batch inserts streams in the same order,
     // which keeps two batches from deadlocking on each other's index entries.
     batch.sort_by(|a, b| a.stream.cmp(&b.stream));
-    let result = execute(shared, &shared.pool, &batch, true).await;
+    let result = execute_on_pool(shared, &batch, true).await;
     shared.appended();
     match result {
         Ok(outcomes) => {
@@ -266,7 +266,7 @@ pub(crate) async fn run_single(
             Some(e) => e,
             None => {
                 let single = std::slice::from_ref(req);
-                let r = execute(shared, &shared.pool, single, json).await;
+                let r = execute_on_pool(shared, single, json).await;
                 shared.appended();
                 match r {
                     Ok(mut outcomes) => {
@@ -331,6 +331,32 @@ async fn first_used_id(shared: &Shared, req: &AppendRequest) -> Result<Option<Uu
         .fetch_optional(&shared.pool)
         .await
         .map_err(|e| append_error(&e))
+}
+
+/// Runs `batch` as one transaction on a pooled connection. The function holds a session-level
+/// advisory lock for a few statements; should it fail in between, the lock is released here on
+/// the same connection (or the connection is closed) before the pool can hand it out again.
+async fn execute_on_pool(
+    shared: &Shared,
+    batch: &[AppendRequest],
+    json: bool,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut conn = shared.pool.acquire().await?;
+    let result = execute(shared, &mut *conn, batch, json).await;
+    if result.is_err() {
+        release_locks(&mut conn).await;
+    }
+    result
+}
+
+/// Releases any session-level advisory lock a failed append left on `conn`, or closes it.
+pub(crate) async fn release_locks(conn: &mut sqlx::pool::PoolConnection<Postgres>) {
+    let released = sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut **conn)
+        .await;
+    if released.is_err() {
+        conn.close_on_drop();
+    }
 }
 
 /// Calls `strata_append` once for `batch` (one transaction when `executor` is the pool).

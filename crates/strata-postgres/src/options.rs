@@ -39,14 +39,14 @@ pub struct PgStoreOptions {
 }
 
 impl PgStoreOptions {
-    /// Defaults for `url`: schema `strata`, 16 connections, 8 append writers, 5 s connect
+    /// Defaults for `url`: schema `strata`, 16 connections, 4 append batches in flight, 5 s connect
     /// timeout, migrations and notifications on.
     pub fn new(url: impl Into<String>) -> Self {
         PgStoreOptions {
             url: url.into(),
             schema: limits::DEFAULT_SCHEMA.to_owned(),
             max_connections: 16,
-            append_writers: 8,
+            append_writers: 4,
             connect_timeout: Duration::from_secs(5),
             migrate: true,
             notify: true,

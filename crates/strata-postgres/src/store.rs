@@ -254,12 +254,20 @@ impl PostgresStore {
         };
         let shared = self.shared();
         let err = |e: sqlx::Error| crate::error::append_error(&e);
-        let mut tx = shared.pool.begin().await.map_err(err)?;
-        let outcome = append::execute(shared, &mut *tx, std::slice::from_ref(&request), true).await;
+        let mut conn = shared.pool.acquire().await.map_err(err)?;
+        sqlx::query("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        let outcome =
+            append::execute(shared, &mut *conn, std::slice::from_ref(&request), true).await;
         tokio::time::sleep(hold).await;
         let result = match outcome {
             Ok(mut o) => {
-                tx.commit().await.map_err(err)?;
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
                 o.pop()
                     .map(append::Outcome::into_result)
                     .unwrap_or_else(|| {
@@ -271,7 +279,9 @@ impl PostgresStore {
             Err(e) => {
                 // Lost a race (or worse): settle it the way the normal path does.
                 let first = append::FirstError::from(&e);
-                drop(tx);
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                append::release_locks(&mut conn).await;
+                drop(conn);
                 append::run_single(shared, &request, Some(first)).await
             }
         };

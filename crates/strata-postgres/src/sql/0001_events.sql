@@ -211,21 +211,23 @@ BEGIN
     -- under a session-level advisory lock that is released at once (not at commit), so for any
     -- two appending transactions, xid order = position order = recorded_at order. It holds no
     -- row lock and does no I/O; writers queue here for microseconds, never for a commit.
-    BEGIN
-        PERFORM pg_advisory_lock({lock_key});
-        v_xid := pg_current_xact_id();
-        v_first := nextval('{schema}.events_position_seq');
-        IF v_events > 1 THEN
-            PERFORM setval('{schema}.events_position_seq', v_first + v_events - 1);
-        END IF;
-        v_us := greatest((extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT,
-                         (SELECT last_value FROM {schema}.recorded_at_clock));
-        PERFORM setval('{schema}.recorded_at_clock', v_us);
-        PERFORM pg_advisory_unlock({lock_key});
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-        PERFORM pg_advisory_unlock({lock_key});
-        RAISE;
-    END;
+    --
+    -- Two statements: the first takes the lock (the subquery `l`, which the lateral `r` depends
+    -- on, so it runs first) and then the id, the first position and the time; the second
+    -- records the time and the last position and releases the lock (left to right). If
+    -- anything fails in between, the client releases the lock with pg_advisory_unlock_all()
+    -- on the same connection before reusing it, and a closed connection releases it anyway.
+    SELECT r.x, r.p, r.us INTO v_xid, v_first, v_us
+      FROM (SELECT pg_advisory_lock({lock_key})::TEXT AS locked) AS l,
+           LATERAL (SELECT l.locked, pg_current_xact_id() AS x,
+                           nextval('{schema}.events_position_seq') AS p,
+                           greatest((extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT,
+                                    (SELECT c.last_value FROM {schema}.recorded_at_clock c))
+                               AS us) AS r;
+    PERFORM CASE WHEN v_events > 1
+                THEN setval('{schema}.events_position_seq', v_first + v_events - 1) END,
+            setval('{schema}.recorded_at_clock', v_us),
+            pg_advisory_unlock({lock_key});
     v_at := 'epoch'::TIMESTAMPTZ + v_us * INTERVAL '1 microsecond';
 
     o_xid := v_xid::TEXT::BIGINT;
