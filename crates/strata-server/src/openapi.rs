@@ -54,18 +54,29 @@ fn param(name: &str, place: &str, description: &str, schema: Value, required: bo
     json!({ "name": name, "in": place, "description": description, "required": required, "schema": schema })
 }
 
+/// A stream id: no whitespace or control characters, not starting with `$`. The limit is
+/// 255 bytes of UTF-8; 63 characters always fit in it.
+fn stream_id_schema() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limits::STREAM_ID_MAX_BYTES,
+        "pattern": "^[^$\\s\\x00-\\x1f\\x7f-\\x9f][^\\s\\x00-\\x1f\\x7f-\\x9f]*$"
+    })
+}
+
 fn stream_path_param() -> Value {
     param(
         "stream",
         "path",
-        "The stream id, percent-encoded (1 to 255 bytes, no whitespace, not starting with `$`).",
-        json!({ "type": "string", "minLength": 1, "maxLength": limits::STREAM_ID_MAX_BYTES }),
+        "The stream id, percent-encoded: 1 to 255 bytes of UTF-8, no whitespace or control characters, not starting with `$`.",
+        stream_id_schema(),
         true,
     )
 }
 
 fn u64_schema() -> Value {
-    json!({ "type": "integer", "format": "int64", "minimum": 0 })
+    json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX })
 }
 
 fn common_read_params() -> Vec<Value> {
@@ -206,32 +217,60 @@ fn schemas() -> Value {
                 "actual": {}
             }
         },
-        "ExpectedVersion": {
-            "description": "`any`, `no_stream`, `stream_exists`, or the version the stream's last event must have.",
-            "oneOf": [
-                { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
-                { "type": "integer", "format": "int64", "minimum": 0 }
-            ]
-        },
-        "NewEvent": {
+        "JsonEvent": {
             "type": "object",
+            "description": "An event with a JSON payload.",
             "additionalProperties": false,
             "required": ["eventType"],
             "properties": {
-                "eventId": { "type": "string", "format": "uuid", "description": "Give one to make retries idempotent." },
-                "eventType": { "type": "string", "minLength": 1, "maxLength": limits::EVENT_TYPE_MAX_BYTES },
-                "contentType": { "type": "string", "description": "`application/json` when absent." },
-                "data": { "description": "The payload of a JSON event: any JSON value." },
-                "dataBase64": { "type": "string", "description": "The payload of any other content type." },
-                "metadata": { "type": "object", "description": "correlationId, causationId, userId, anything else." }
+                "eventId": { "$ref": "#/components/schemas/EventId" },
+                "eventType": { "$ref": "#/components/schemas/EventType" },
+                "contentType": { "type": "string", "enum": ["application/json"], "description": "The default." },
+                "data": { "description": "Any JSON value (`null` when absent), stored byte for byte." },
+                "metadata": { "$ref": "#/components/schemas/Metadata" }
             }
+        },
+        "BinaryEvent": {
+            "type": "object",
+            "description": "An event with a payload of another content type (any printable ASCII media type).",
+            "additionalProperties": false,
+            "required": ["eventType", "contentType"],
+            "properties": {
+                "eventId": { "$ref": "#/components/schemas/EventId" },
+                "eventType": { "$ref": "#/components/schemas/EventType" },
+                "contentType": { "type": "string", "enum": ["application/octet-stream", "text/plain", "image/png", "application/protobuf"] },
+                "dataBase64": { "type": "string", "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$",
+                                "description": "The payload, base64 (padding optional; empty when absent)." },
+                "metadata": { "$ref": "#/components/schemas/Metadata" }
+            }
+        },
+        "EventId": {
+            "type": "string", "format": "uuid",
+            "not": { "enum": ["00000000-0000-0000-0000-000000000000"] },
+            "description": "Give one to make retries idempotent; unique within one append; not the nil UUID."
+        },
+        "EventType": {
+            "type": "string", "minLength": 1, "maxLength": limits::EVENT_TYPE_MAX_BYTES / 4,
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+            "description": "At most 255 bytes of UTF-8, no control characters."
+        },
+        "Metadata": { "type": "object", "description": "correlationId, causationId, userId, anything else (at most 64 KiB)." },
+        "NewEvent": {
+            "oneOf": [ { "$ref": "#/components/schemas/JsonEvent" }, { "$ref": "#/components/schemas/BinaryEvent" } ]
         },
         "AppendRequest": {
             "type": "object",
             "additionalProperties": false,
             "required": ["events"],
             "properties": {
-                "expectedVersion": { "$ref": "#/components/schemas/ExpectedVersion" },
+                "expectedVersion": {
+                    "description": "`any` (the default, also when null), `no_stream`, `stream_exists`, or the version the stream's last event must have.",
+                    "nullable": true,
+                    "oneOf": [
+                        { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
+                        { "type": "integer", "minimum": 0, "maximum": u64::MAX }
+                    ]
+                },
                 "events": { "type": "array", "minItems": 1, "maxItems": limits::SERVER_APPEND_EVENTS_MAX,
                             "items": { "$ref": "#/components/schemas/NewEvent" } }
             }

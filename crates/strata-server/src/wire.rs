@@ -11,7 +11,13 @@ use strata_core::{
 
 use crate::error::ApiError;
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Standard base64; decoding also takes unpadded input and non-zero trailing bits.
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// An event as the API returns it: the mission's field names; `data` for JSON payloads (byte
 /// for byte as appended), `dataBase64` for any other content type.
@@ -209,10 +215,12 @@ impl AppendBody {
                     ))
                 }
                 (true, Some(d), None) => d.get().as_bytes().to_vec(),
-                (true, None, _) => {
+                // A JSON event without data has the payload `null`.
+                (true, None, None) => b"null".to_vec(),
+                (true, None, Some(_)) => {
                     return Err(ApiError::invalid(
-                        format!("events[{i}].data"),
-                        "a JSON event needs data (any JSON value)",
+                        format!("events[{i}].dataBase64"),
+                        "a JSON event takes its payload as data; dataBase64 needs a non-JSON contentType",
                     ))
                 }
                 (false, Some(_), None) => {

@@ -77,22 +77,24 @@ pub(crate) fn direction(q: &Query) -> Result<Direction, ApiError> {
     }
 }
 
-/// `maxPosition` or `asOf` from a query: `Ok(Some(None))` when `asOf` is before every event.
+/// `maxPosition` and/or `asOf` from a query (both bounds apply when both are given):
+/// `Ok(Some(None))` when `asOf` is before every event.
 pub(crate) async fn max_position(
     st: &AppState,
     q: &Query,
 ) -> Result<Option<Option<Position>>, ApiError> {
-    let max = q.u64("maxPosition")?;
-    let as_of = q.timestamp("asOf")?;
-    match (max, as_of) {
-        (Some(_), Some(_)) => Err(ApiError::invalid(
-            "asOf",
-            "give asOf or maxPosition, not both",
-        )),
-        (Some(p), None) => Ok(Some(Some(Position(p)))),
-        (None, Some(t)) => Ok(Some(st.store().position_at(t).await?)),
-        (None, None) => Ok(None),
-    }
+    let max = q.u64("maxPosition")?.map(Position);
+    let as_of = match q.timestamp("asOf")? {
+        Some(t) => Some(st.store().position_at(t).await?),
+        None => None,
+    };
+    Ok(match (max, as_of) {
+        (Some(m), Some(Some(p))) => Some(Some(m.min(p))),
+        (Some(_), Some(None)) | (None, Some(None)) => Some(None),
+        (None, Some(Some(p))) => Some(Some(p)),
+        (Some(m), None) => Some(Some(m)),
+        (None, None) => None,
+    })
 }
 
 /// Cuts `events` so that their payloads and metadata stay under the page byte limit; returns
