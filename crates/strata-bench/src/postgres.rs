@@ -425,8 +425,10 @@ async fn bulk_load(
 
 /// Runs every PostgreSQL benchmark against `database_url` and returns what it measured.
 pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchReport, String> {
+    // The baseline's pool is tuned like the store's: no ping before every acquire.
     let admin = PgPoolOptions::new()
         .max_connections(20)
+        .test_before_acquire(false)
         .connect(database_url)
         .await
         .map_err(|e| format!("connecting to {database_url}: {e}"))?;

@@ -139,6 +139,7 @@ async fn main() -> Result<(), String> {
     }
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(24)
+        .test_before_acquire(false)
         .connect(&url)
         .await
         .map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ pub const READ_YOUR_WRITES_WAIT_MS: u64 = 5_000;
 
 /// Shortest time between two cross-process `NOTIFY`s. Each NOTIFY is a small transaction that
 /// PostgreSQL serialises at commit, so they are coalesced: at most one per this interval.
-pub const NOTIFY_MIN_INTERVAL_MS: u64 = 2;
+pub const NOTIFY_MIN_INTERVAL_MS: u64 = 10;
 
 /// Largest forward page that is read ahead: the subscription page size, so catch-ups overlap
 /// reading the next page with delivering the current one.

@@ -137,9 +137,12 @@ impl PostgresStore {
             Ok(Err(e)) => return Err(connect_error(&e, &target)),
             Err(_) => return Err(connect_error(&sqlx::Error::PoolTimedOut, &target)),
         }
+        // No ping before every acquire: a broken connection fails its statement instead, which
+        // every caller handles, and the ping would cost each append and read a round trip.
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
+            .test_before_acquire(false)
             .connect_lazy_with(connect.clone());
         migrate::migrate(&pool, &options.schema, options.migrate).await?;
 
