@@ -30,7 +30,7 @@ pub const APPEND_RACE_RETRIES_MAX: u32 = 100;
 /// Longest a read waits for this store's own committed appends to become readable in `$all`
 /// (read-your-writes). They become readable when every older transaction in the cluster has
 /// ended; a transaction left open elsewhere makes a read return without them after this.
-pub const READ_YOUR_WRITES_WAIT_MS: u64 = 5_000;
+pub const READ_YOUR_WRITES_WAIT_MS: u64 = 1_000;
 
 /// Shortest time between two cross-process `NOTIFY`s. Each NOTIFY is a small transaction that
 /// PostgreSQL serialises at commit, so they are coalesced: at most one per this interval.
