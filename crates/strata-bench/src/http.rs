@@ -163,7 +163,7 @@ async fn delivery(
 ) -> Result<DeliveryRow, String> {
     let run = now_us();
     let total = (rate as f64 * secs) as u64;
-    let writers = 10u64;
+    let writers = 20u64;
     let tick = Duration::from_millis(10);
     let per_append = (rate * tick.as_millis() as u64 / 1000 / writers).max(1);
     let total = total / (writers * per_append) * (writers * per_append);

@@ -182,6 +182,7 @@ impl Client {
         Ok(SseStream {
             body: Box::pin(res.bytes_stream()),
             buf: Vec::new(),
+            start: 0,
         })
     }
 
@@ -237,6 +238,8 @@ pub struct SseStream {
     body:
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>,
     buf: Vec<u8>,
+    /// Where the unparsed part of `buf` starts.
+    start: usize,
 }
 
 impl SseStream {
@@ -247,7 +250,14 @@ impl SseStream {
                 return Ok(Some(e));
             }
             match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => {
+                    // Drop what was parsed before growing the buffer.
+                    if self.start > 0 {
+                        self.buf.drain(..self.start);
+                        self.start = 0;
+                    }
+                    self.buf.extend_from_slice(&chunk)
+                }
                 Some(Err(e)) => return Err(ClientError::Transport(error_chain(&e))),
                 None => return Ok(None),
             }
@@ -257,17 +267,17 @@ impl SseStream {
     fn parse_one(&mut self) -> Option<SseEvent> {
         loop {
             // An event ends at a blank line.
-            let text = self.buf.as_slice();
+            let text = &self.buf[self.start..];
             let end = find_blank_line(text)?;
-            let block = String::from_utf8_lossy(&text[..end.0]).into_owned();
-            self.buf.drain(..end.1);
+            let block = String::from_utf8_lossy(&text[..end.0]);
             let mut ev = SseEvent {
-                event: "message".to_owned(),
+                event: String::new(),
                 id: None,
                 data: String::new(),
             };
             let mut has_data = false;
-            for line in block.lines() {
+            for line in block.split('\n') {
+                let line = line.strip_suffix('\r').unwrap_or(line);
                 if line.starts_with(':') {
                     continue;
                 }
@@ -285,6 +295,10 @@ impl SseStream {
                     }
                     _ => {}
                 }
+            }
+            self.start += end.1;
+            if ev.event.is_empty() {
+                ev.event.push_str("message");
             }
             if has_data || ev.id.is_some() {
                 return Some(ev);

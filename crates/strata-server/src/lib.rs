@@ -36,6 +36,7 @@ mod auth;
 pub mod client;
 mod config;
 mod error;
+mod hub;
 mod metrics;
 pub mod openapi;
 mod query;
@@ -71,6 +72,7 @@ struct StateInner {
     auth: auth::Auth,
     metrics: Metrics,
     subscriptions: Mutex<Subscriptions>,
+    hub: hub::Hub,
 }
 
 #[derive(Default)]
@@ -90,6 +92,7 @@ impl AppState {
                 config,
                 metrics: Metrics::default(),
                 subscriptions: Mutex::new(Subscriptions::default()),
+                hub: hub::Hub::default(),
             }),
         })
     }
@@ -107,6 +110,10 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub(crate) fn hub(&self) -> &hub::Hub {
+        &self.inner.hub
     }
 
     pub(crate) fn auth(&self) -> &auth::Auth {

@@ -970,6 +970,59 @@ async fn slow_subscriber_is_disconnected_with_its_resume_position() {
 }
 
 #[tokio::test]
+async fn a_subscriber_left_behind_by_the_live_fan_out_goes_back_to_storage() {
+    let t = setup(ServerConfig {
+        sse_buffer_events: 2,
+        ..ServerConfig::default()
+    });
+    let app = &t.app;
+    let mut body = open_sse(app, "/subscriptions/all?from=start", None).await;
+    let mut buf = String::new();
+    append(app, "a-1", json!("any"), vec![one("A", json!(0))]).await;
+    assert_eq!(
+        sse_events(&mut body, &mut buf, 1).await[0].1.as_deref(),
+        Some("0")
+    );
+    // Live now. 200 separate commits (more batches than the fan-out channel holds) while the
+    // subscriber does not read.
+    for i in 1..200 {
+        append(app, "a-1", json!("any"), vec![one("A", json!(i))]).await;
+    }
+    let evs = sse_events(&mut body, &mut buf, 199).await;
+    let ids: Vec<u64> = evs
+        .iter()
+        .map(|e| e.1.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..200).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn idle_subscriptions_get_keep_alives() {
+    let t = setup(ServerConfig {
+        sse_keep_alive_interval_ms: 100,
+        ..ServerConfig::default()
+    });
+    let res = t
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/subscriptions/all")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+    let mut body = res.into_body().into_data_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&chunk[..], b": keep-alive\n\n");
+}
+
+#[tokio::test]
 async fn subscriptions_per_token_are_bounded() {
     let t = setup(ServerConfig {
         subscriptions_per_token_max: 2,

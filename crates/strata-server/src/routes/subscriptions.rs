@@ -10,11 +10,12 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use strata_core::{Filter, Position, SubscribeFrom, SubscriptionTarget};
 use tokio::sync::{mpsc, oneshot};
@@ -24,8 +25,11 @@ use super::{caller, path_param, stream_param};
 use crate::auth::forbidden;
 use crate::config::Action;
 use crate::error::ApiError;
+use crate::hub::{sse_frame, Rendered};
+
+/// Most bytes one write to a subscriber's connection gathers from its buffer.
+const COALESCE_MAX_BYTES: usize = 256 * 1024;
 use crate::query::Query;
-use crate::wire::EventOut;
 use crate::AppState;
 
 const PARAMS_ALL: &[&str] = &["from", "after", "eventType", "category", "prefix"];
@@ -67,68 +71,158 @@ fn start(q: &Query, headers: &HeaderMap) -> Result<Start, ApiError> {
 }
 
 enum Frame {
-    Event(u64, String),
+    Event(Bytes),
     Lagged(Option<u64>),
     Error(ApiError, Option<u64>),
 }
 
-fn to_sse(frame: Frame) -> Event {
+fn frame_bytes(frame: Frame) -> Bytes {
     match frame {
-        Frame::Event(id, data) => Event::default()
-            .event("event")
-            .id(id.to_string())
-            .data(data),
-        Frame::Lagged(resume) => {
-            let e = Event::default().event("lagged").data(
-                json!({
-                    "code": "slow_subscriber",
-                    "detail": "this subscriber fell behind and was disconnected; resume after resumeAfter (the SSE id) with Last-Event-ID",
-                    "resumeAfter": resume,
-                })
-                .to_string(),
-            );
-            match resume {
-                Some(id) => e.id(id.to_string()),
-                None => e,
-            }
-        }
+        Frame::Event(b) => b,
+        Frame::Lagged(resume) => sse_frame(
+            "lagged",
+            resume,
+            &json!({
+                "code": "slow_subscriber",
+                "detail": "this subscriber fell behind and was disconnected; resume after resumeAfter (the SSE id) with Last-Event-ID",
+                "resumeAfter": resume,
+            })
+            .to_string(),
+        ),
         Frame::Error(err, resume) => {
             let mut doc = err.to_json();
             doc["resumeAfter"] = json!(resume);
             if let Some(what) = &err.internal {
                 tracing::error!(error = %what, "subscription failed");
             }
-            Event::default().event("error").data(doc.to_string())
+            sse_frame("error", None, &doc.to_string())
         }
     }
 }
 
-/// Removes whitespace outside strings, so an event's JSON is one line (SSE data lines must not
-/// hold a line break).
-fn one_line(json: String) -> String {
-    if !json.contains(['\n', '\r']) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !c.is_whitespace() {
-            out.push(c);
+/// Which events of the hub a subscription wants, and its id for them.
+enum Matcher {
+    All(Filter),
+    Stream(String),
+}
+
+impl Matcher {
+    fn matches(&self, r: &Rendered) -> bool {
+        match self {
+            Matcher::All(f) => f.matches_parts(&r.stream_id, &r.event_type),
+            Matcher::Stream(s) => r.stream_id == *s,
         }
     }
-    out
+    fn id(&self, r: &Rendered) -> u64 {
+        match self {
+            Matcher::All(_) => r.position,
+            Matcher::Stream(_) => r.stream_version,
+        }
+    }
+}
+
+/// Hands one frame to the connection; `Err(Some(frame))` ends the subscription with that last
+/// word, `Err(None)` ends it silently (the client left).
+async fn deliver(
+    tx: &mpsc::Sender<Frame>,
+    frame: Frame,
+    slow: Duration,
+    st: &AppState,
+    resume: Option<u64>,
+) -> Result<(), Option<Frame>> {
+    match tx.try_send(frame) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(None),
+        Err(mpsc::error::TrySendError::Full(frame)) => {
+            match tokio::time::timeout(slow, tx.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(None),
+                Err(_) => {
+                    st.metrics().lagged();
+                    return Err(Some(Frame::Lagged(resume)));
+                }
+            }
+        }
+    }
+    st.metrics().delivered();
+    Ok(())
+}
+
+/// Runs one subscription until the client leaves or it ends with a last word: catch up from
+/// storage, then follow the hub; back to storage whenever the hub moved on without it.
+async fn follow(
+    st: &AppState,
+    target: &SubscriptionTarget,
+    matcher: &Matcher,
+    mut resume: Option<u64>,
+    tx: &mpsc::Sender<Frame>,
+) -> Option<Frame> {
+    let slow = Duration::from_millis(st.config().sse_slow_subscriber_timeout_ms);
+    let from = |resume: Option<u64>| match (resume, matcher) {
+        (None, _) => SubscribeFrom::Start,
+        (Some(v), Matcher::Stream(_)) => SubscribeFrom::AfterVersion(v),
+        (Some(p), Matcher::All(_)) => SubscribeFrom::AfterPosition(Position(p)),
+    };
+    loop {
+        // Join the hub before the last storage read: nothing falls between the two.
+        let mut live = st.hub().subscribe(st.store());
+        let mut sub = match st.store().subscribe(target.clone(), from(resume)).await {
+            Ok(s) => s,
+            Err(e) => return Some(Frame::Error(e.into(), resume)),
+        };
+        // Catch up from storage.
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = tx.closed() => return None,
+                r = sub.try_next() => r,
+            };
+            let event = match next {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => return Some(Frame::Error(e.into(), resume)),
+            };
+            let r = match Rendered::new(&event) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Some(Frame::Error(
+                        ApiError::internal(format!("serializing an event: {e}")),
+                        resume,
+                    ))
+                }
+            };
+            let id = matcher.id(&r);
+            if let Err(last) = deliver(tx, Frame::Event(r.frame(id)), slow, st, resume).await {
+                return last;
+            }
+            resume = Some(id);
+        }
+        drop(sub);
+        // Live from the hub.
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = tx.closed() => return None,
+                b = live.recv() => b,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                // Fell behind the hub (or it stopped): back to storage from where we are.
+                Err(_) => break,
+            };
+            for r in batch.iter() {
+                let id = matcher.id(r);
+                if resume.is_some_and(|last| id <= last) || !matcher.matches(r) {
+                    continue;
+                }
+                let frame = Frame::Event(r.frame(id));
+                if let Err(last) = deliver(tx, frame, slow, st, resume).await {
+                    return last;
+                }
+                resume = Some(id);
+            }
+        }
+    }
 }
 
 async fn open(
@@ -137,94 +231,73 @@ async fn open(
     target: SubscriptionTarget,
     start: Start,
 ) -> Result<Response, ApiError> {
-    let by_version = matches!(target, SubscriptionTarget::Stream(_));
+    let matcher = match &target {
+        SubscriptionTarget::All(f) => Matcher::All(f.clone()),
+        SubscriptionTarget::Stream(s) => Matcher::Stream(s.as_str().to_owned()),
+    };
     let slot = st.subscription_slot(who)?;
     // Resolve `end` here so the first resume point (and so every SSE id) is exact.
-    let (from, mut resume) = match start {
-        Start::Beginning => (SubscribeFrom::Start, None),
-        Start::After(n) if by_version => (SubscribeFrom::AfterVersion(n), Some(n)),
-        Start::After(n) => (SubscribeFrom::AfterPosition(Position(n)), Some(n)),
+    let resume = match start {
+        Start::Beginning => None,
+        Start::After(n) => Some(n),
         Start::End => match &target {
-            SubscriptionTarget::Stream(s) => match st.store().stream_info(s).await?.current_version
-            {
-                Some(v) => (SubscribeFrom::AfterVersion(v), Some(v)),
-                None => (SubscribeFrom::Start, None),
-            },
-            SubscriptionTarget::All(_) => match st.store().head().await? {
-                Some(p) => (SubscribeFrom::AfterPosition(p), Some(p.0)),
-                None => (SubscribeFrom::Start, None),
-            },
+            SubscriptionTarget::Stream(s) => st.store().stream_info(s).await?.current_version,
+            SubscriptionTarget::All(_) => st.store().head().await?.map(|p| p.0),
         },
     };
-    let mut sub = st.store().subscribe(target, from).await?;
     let cfg = st.config();
     let (tx, rx) = mpsc::channel::<Frame>(cfg.sse_buffer_events as usize);
     let (fin_tx, fin_rx) = oneshot::channel::<Frame>();
-    let slow = Duration::from_millis(cfg.sse_slow_subscriber_timeout_ms);
     let state = st.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        let fin = loop {
-            let next = tokio::select! {
-                biased;
-                _ = tx.closed() => break None,
-                r = sub.next() => r,
-            };
-            let event = match next {
-                Ok(e) => e,
-                Err(e) => break Some(Frame::Error(e.into(), resume)),
-            };
-            let id = if by_version {
-                event.stream_version
-            } else {
-                event.position.0
-            };
-            let data = match serde_json::to_string(&EventOut::new(&event)) {
-                Ok(s) => one_line(s),
-                Err(e) => {
-                    break Some(Frame::Error(
-                        ApiError::internal(format!("serializing an event: {e}")),
-                        resume,
-                    ))
-                }
-            };
-            match tx.try_send(Frame::Event(id, data)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => break None,
-                Err(mpsc::error::TrySendError::Full(frame)) => {
-                    match tokio::time::timeout(slow, tx.send(frame)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => {
-                            state.metrics().lagged();
-                            break Some(Frame::Lagged(resume));
-                        }
-                    }
-                }
-            }
-            state.metrics().delivered();
-            resume = Some(id);
-        };
-        if let Some(f) = fin {
-            let _ = fin_tx.send(f);
+        if let Some(last) = follow(&state, &target, &matcher, resume, &tx).await {
+            let _ = fin_tx.send(last);
         }
     });
-    let stream = futures::stream::unfold((rx, Some(fin_rx)), |(mut rx, fin)| async move {
-        match rx.recv().await {
-            Some(frame) => Some((Ok::<_, Infallible>(to_sse(frame)), (rx, fin))),
-            None => {
-                // The task ended: after what it buffered comes its last word, if any.
+    let keep_alive = Duration::from_millis(cfg.sse_keep_alive_interval_ms);
+    let stream = futures::stream::unfold((rx, Some(fin_rx)), move |(mut rx, fin)| async move {
+        let first = match tokio::time::timeout(keep_alive, rx.recv()).await {
+            Err(_) => {
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from_static(b": keep-alive\n\n")),
+                    (rx, fin),
+                ))
+            }
+            Ok(Some(frame)) => frame_bytes(frame),
+            // The task ended: after what it buffered comes its last word, if any.
+            Ok(None) => {
                 let last = fin?.await.ok()?;
-                Some((Ok(to_sse(last)), (rx, None)))
+                return Some((Ok(frame_bytes(last)), (rx, None)));
             }
+        };
+        // Whatever else is already waiting goes out in the same write.
+        let mut more = match rx.try_recv() {
+            Ok(frame) => frame_bytes(frame),
+            Err(_) => return Some((Ok(first), (rx, fin))),
+        };
+        let mut out = BytesMut::with_capacity(first.len() * 8);
+        out.extend_from_slice(&first);
+        loop {
+            out.extend_from_slice(&more);
+            if out.len() >= COALESCE_MAX_BYTES {
+                break;
+            }
+            more = match rx.try_recv() {
+                Ok(frame) => frame_bytes(frame),
+                Err(_) => break,
+            };
         }
+        Some((Ok(out.freeze()), (rx, fin)))
     });
-    let keep_alive = KeepAlive::new()
-        .interval(Duration::from_millis(cfg.sse_keep_alive_interval_ms))
-        .text("keep-alive");
-    let mut res = Sse::new(stream).keep_alive(keep_alive).into_response();
-    res.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(res)
 }
 
