@@ -156,3 +156,34 @@ const _: () =
 const _: () = assert!(EVENT_DATA_MAX_BYTES + EVENT_METADATA_MAX_BYTES <= SERVER_PAGE_MAX_BYTES);
 const _: () = assert!(SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX <= SERVER_SUBSCRIPTIONS_MAX);
 const _: () = assert!(SERVER_SSE_BUFFER_EVENTS >= SUBSCRIPTION_PAGE_EVENTS);
+
+// --- Projections ---
+
+/// Most events a projection applies in one read-model transaction. Batching amortises the
+/// commit (an fsync in SQLite's WAL mode) over many events — the difference between a few
+/// thousand and a few hundred thousand events per second — while one batch stays small enough
+/// that a failed batch is cheap to redo and the write lock is held for milliseconds.
+pub const PROJECTION_BATCH_MAX_EVENTS: usize = 1_000;
+
+/// How many times a projection handler's error is retried (with backoff) before the
+/// projection stops as failed. Transient errors (a locked database) clear within a few
+/// retries; a bug does not, and then the projection must stop loudly rather than skip.
+pub const PROJECTION_HANDLER_RETRIES: u32 = 5;
+
+/// The first retry backoff of a failed handler; it doubles on each retry.
+pub const PROJECTION_RETRY_BACKOFF_MS_INITIAL: u64 = 10;
+
+/// The longest backoff between two retries of a failed handler.
+pub const PROJECTION_RETRY_BACKOFF_MS_MAX: u64 = 1_000;
+
+/// How long a read-model connection waits for SQLite's write lock before it reports the
+/// database busy. Several projections share one file; a batch holds the lock for
+/// milliseconds, so seconds of waiting means something is stuck.
+pub const PROJECTION_SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Most projections one runner manages. Each costs a task and a connection.
+pub const PROJECTIONS_MAX: usize = 256;
+
+const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
+const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS > 0);
+const _: () = assert!(PROJECTION_RETRY_BACKOFF_MS_INITIAL <= PROJECTION_RETRY_BACKOFF_MS_MAX);

@@ -123,6 +123,7 @@ mod codec;
 mod command;
 mod error;
 pub mod limits;
+pub mod projection;
 mod repository;
 pub mod testing;
 mod upcast;

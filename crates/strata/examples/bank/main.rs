@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod domain;
+mod read_models;
 
 use std::error::Error;
 use std::time::Duration;
@@ -174,6 +175,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         past.events_replayed,
         past.balance
     );
+    read_models::demo(&dir).await?;
     println!("\nDone. Every state above was rebuilt from events; nothing was updated in place.");
     Ok(())
 }

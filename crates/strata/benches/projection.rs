@@ -1,0 +1,208 @@
+//! `cargo bench -p strata --bench projection`: projections on the embedded store.
+//!
+//! - **catch-up**: the bank's `account_balances` projection (examples/bank/read_models.rs)
+//!   over `STRATA_BENCH_EVENTS` events (default 1,000,000: 1,000 accounts, each opened and
+//!   then deposited to / withdrawn from) into SQLite, in batches of
+//!   `PROJECTION_BATCH_MAX_EVENTS` events per transaction. Target: ≥ 100,000 events/s.
+//! - **lag**: an async balance projection while `STRATA_BENCH_RATE` single-event appends per
+//!   second (default 10,000, from 16 writers) run for `STRATA_BENCH_SECONDS` (default 5 s).
+//!   The lag of an event is the time from its append being acknowledged to the projection
+//!   having committed it (what a read-your-writes query waits). Target: p99 < 50 ms.
+//!
+//! `STRATA_BENCH_DIR` chooses where the stores live (default: the system temp directory).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../examples/bank/domain.rs"]
+#[allow(unused)]
+mod domain;
+#[path = "../examples/bank/read_models.rs"]
+#[allow(unused)]
+mod read_models;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata::projection::{Projections, SqliteReadModels};
+use strata::{EventData, EventStore, ExpectedVersion, StreamId};
+use strata_log::LogStore;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn event(kind: &str, amount: u64) -> EventData {
+    match kind {
+        "AccountOpened" => EventData::json(
+            kind,
+            &serde_json::json!({"owner": "bench", "initialBalance": amount}),
+        ),
+        _ => EventData::json(kind, &serde_json::json!({ "amount": amount })),
+    }
+    .unwrap()
+}
+
+async fn catch_up(base: &std::path::Path) {
+    let total = env_u64("STRATA_BENCH_EVENTS", 1_000_000);
+    let accounts = 1_000u64;
+    let data = base.join("catch-up");
+    let store = LogStore::open(&data).unwrap();
+    let started = Instant::now();
+    let per_account = total / accounts;
+    // Each append is one account's next 1,000 events (or fewer), so filling is quick.
+    let mut written = 0u64;
+    let chunk = 1_000u64;
+    let mut offset = 0;
+    while offset < per_account {
+        let n = chunk.min(per_account - offset);
+        for a in 0..accounts {
+            let stream = StreamId::new(format!("account-{a}")).unwrap();
+            let events: Vec<EventData> = (offset..offset + n)
+                .map(|i| match i {
+                    0 => event("AccountOpened", 100),
+                    i if i % 3 == 0 => event("MoneyWithdrawn", 1),
+                    _ => event("MoneyDeposited", 2),
+                })
+                .collect();
+            store
+                .append(&stream, ExpectedVersion::Any, events)
+                .await
+                .unwrap();
+            written += n;
+        }
+        offset += n;
+    }
+    println!(
+        "catch-up: wrote {written} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let models = SqliteReadModels::next_to(&data).unwrap();
+    let projections = Projections::new(Arc::new(store.clone()), models.clone());
+    let started = Instant::now();
+    // Registering an inline projection catches it up from its checkpoint (0) synchronously.
+    projections
+        .inline(read_models::AccountBalances)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "catch-up: account_balances over {written} events into SQLite: {elapsed:.2} s = {:.0} events/s",
+        written as f64 / elapsed
+    );
+    let rows: i64 = models
+        .connect()
+        .unwrap()
+        .query_row("SELECT count(*) FROM account_balances", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows as u64, accounts);
+}
+
+async fn lag(base: &std::path::Path) {
+    let rate = env_u64("STRATA_BENCH_RATE", 10_000);
+    let seconds = env_u64("STRATA_BENCH_SECONDS", 5);
+    let writers = 16u64;
+    let data = base.join("lag");
+    let store = LogStore::open(&data).unwrap();
+    let models = SqliteReadModels::next_to(&data).unwrap();
+    let projections = Projections::new(Arc::new(store.clone()), models);
+    projections
+        .spawn(read_models::AccountBalances)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let projections = projections.clone();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamId::new(format!("account-{w}")).unwrap();
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![event("AccountOpened", 0)],
+                )
+                .await
+                .unwrap();
+            let per_writer = rate / writers;
+            let interval = Duration::from_secs_f64(1.0 / per_writer as f64);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut appended = 0u64;
+            while started.elapsed() < Duration::from_secs(seconds) {
+                ticker.tick().await;
+                let r = store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![event("MoneyDeposited", 1)],
+                    )
+                    .await
+                    .unwrap();
+                let acked = Instant::now();
+                let projections = projections.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    projections
+                        .wait_for(
+                            "account_balances",
+                            r.last_position(),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                        .unwrap();
+                    let _ = tx.send(acked.elapsed());
+                });
+                appended += 1;
+            }
+            appended
+        }));
+    }
+    drop(tx);
+    let mut appended = 0;
+    for t in tasks {
+        appended += t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lags = Vec::new();
+    while let Some(l) = rx.recv().await {
+        lags.push(l);
+    }
+    lags.sort();
+    let pct = |q: f64| {
+        let i = ((lags.len() as f64 - 1.0) * q).round() as usize;
+        lags[i].as_secs_f64() * 1e3
+    };
+    println!(
+        "lag: {appended} appends in {elapsed:.1} s = {:.0} appends/s; async projection lag \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        appended as f64 / elapsed,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    projections.shutdown().await;
+}
+
+fn main() {
+    // `cargo test --benches` runs benches with `--bench` absent; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let base = std::env::var("STRATA_BENCH_DIR").map_or_else(
+        |_| tempfile::tempdir().unwrap(),
+        |d| tempfile::tempdir_in(d).unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        catch_up(base.path()).await;
+        lag(base.path()).await;
+    });
+}

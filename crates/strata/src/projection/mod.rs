@@ -1,0 +1,163 @@
+//! Projections: the query side of CQRS.
+//!
+//! A [`Projection`] turns the events it wants (a [`Filter`] on categories and event types)
+//! into a read model: SQLite tables it writes with ordinary SQL through [`Sql`]. The runner
+//! ([`Projections`]) keeps, for each projection, a checkpoint (the last global position
+//! applied) and a status in the same database, written in the same transaction as the
+//! read-model change, so a crash never applies an event twice or loses one.
+//!
+//! Each projection runs one of two ways, chosen when it is registered:
+//!
+//! - **inline** ([`Projections::inline`]): applied by [`ProjectedStore::append`] right after
+//!   the append is durable and before the caller is answered. A crash in between leaves the
+//!   checkpoint behind the log; registering the projection again catches it up (repair).
+//! - **async** ([`Projections::spawn`]): a background task follows `$all` from its checkpoint
+//!   in batches of up to [`limits::PROJECTION_BATCH_MAX_EVENTS`] events per transaction.
+//!
+//! Either can be **rebuilt** ([`Projections::rebuild`]) into fresh tables while the current
+//! ones keep serving; the swap is one transaction, so a query never sees a half-built model.
+//!
+//! Queries read the plain table names through [`SqliteReadModels::connect`]; after a write,
+//! [`Projections::wait_for`] waits until a projection has passed the write's position, or
+//! returns [`ProjectionError::NotYetConsistent`]. `docs/projections.md` walks through it all.
+//!
+//! Handlers see each event at least once and, because the checkpoint is read and written in
+//! the batch's transaction, their effects are applied exactly once. A handler must still be
+//! deterministic (a rebuild replays it), and side effects outside the read-model database are
+//! not covered by the transaction.
+
+mod runner;
+mod sqlite;
+
+use strata_core::{Filter, Position, ReadError, RecordedEvent, Uuid};
+
+use crate::limits;
+
+pub use runner::{
+    ProjectedStore, ProjectionInfo, ProjectionMode, ProjectionStatus, Projections, RebuildProgress,
+};
+pub use sqlite::{Sql, SqliteReadModels};
+
+/// A read model fed by events.
+///
+/// ```
+/// use strata::projection::{HandlerError, Projection, Sql};
+/// use strata::{Filter, RecordedEvent};
+///
+/// struct Balances;
+/// impl Projection for Balances {
+///     fn name(&self) -> &str { "balances" }
+///     fn filter(&self) -> Filter { Filter::default().categories(["account"]) }
+///     fn tables(&self) -> &[&'static str] { &["balances"] }
+///     fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+///         sql.execute_batch("CREATE TABLE {balances} (account TEXT PRIMARY KEY, balance INTEGER)")
+///     }
+///     fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
+///         let amount = event.data_json().and_then(|d| d["amount"].as_i64()).unwrap_or(0);
+///         sql.execute(
+///             "INSERT INTO {balances} VALUES (?1, ?2)
+///              ON CONFLICT (account) DO UPDATE SET balance = balance + ?2",
+///             rusqlite::params![event.stream_id.as_str(), amount],
+///         )?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name: the key of its checkpoint and status.
+    fn name(&self) -> &str;
+
+    /// The events it wants. Other events move its checkpoint without reaching the handler.
+    fn filter(&self) -> Filter;
+
+    /// The tables it owns. Handlers and `setup` name them `{table}` in SQL; queries read them
+    /// by their plain names.
+    fn tables(&self) -> &[&'static str];
+
+    /// Creates its tables (and indexes) in a fresh, empty generation.
+    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError>;
+
+    /// Applies one event inside the batch's transaction. An error rolls the batch back; the
+    /// event is retried with backoff and, if it keeps failing, the projection stops as failed
+    /// at that event.
+    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError>;
+}
+
+/// Why a handler could not apply an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl HandlerError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        HandlerError(message.into())
+    }
+}
+
+impl From<rusqlite::Error> for HandlerError {
+    fn from(e: rusqlite::Error) -> Self {
+        HandlerError(format!("sql: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        HandlerError(format!("event payload: {e}"))
+    }
+}
+
+/// Why a projection operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The projection did not pass `position` within the wait: the read model may be stale
+    /// for this caller. Retry later or answer "not yet".
+    #[error(
+        "projection {projection} is not yet consistent with position {position}: it has \
+         reached {reached:?} after waiting {waited_ms} ms"
+    )]
+    NotYetConsistent {
+        /// The projection.
+        projection: String,
+        /// The position asked for.
+        position: Position,
+        /// The position it has passed (`None`: nothing yet).
+        reached: Option<Position>,
+        /// How long the caller waited.
+        waited_ms: u64,
+    },
+    /// The handler kept failing on one event: the projection stopped there. Fix the handler
+    /// (or the data) and [`Projections::resume`]; it continues from this event.
+    #[error(
+        "projection {projection} failed at position {position:?} (event {event_id:?}): {reason}"
+    )]
+    Failed {
+        /// The projection.
+        projection: String,
+        /// The position of the event it failed on.
+        position: Option<Position>,
+        /// The id of that event.
+        event_id: Option<Uuid>,
+        /// The handler's (or the store's) error.
+        reason: String,
+    },
+    /// No projection of this name is registered.
+    #[error("no projection named {0}")]
+    UnknownProjection(String),
+    /// A projection of this name is registered already.
+    #[error("a projection named {0} is registered already")]
+    AlreadyRegistered(String),
+    /// More than [`limits::PROJECTIONS_MAX`] projections.
+    #[error("at most {} projections can be registered", limits::PROJECTIONS_MAX)]
+    TooMany,
+    /// A rebuild of this projection is running already.
+    #[error("projection {0} is being rebuilt already")]
+    RebuildInProgress(String),
+    /// The read-model database failed.
+    #[error("read-model database: {0}")]
+    ReadModel(String),
+    /// The event store failed a read.
+    #[error("event store: {0}")]
+    Read(#[from] ReadError),
+}
