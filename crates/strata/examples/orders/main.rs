@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod domain;
+mod read_models;
 
 use std::error::Error;
 
@@ -153,6 +154,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             );
         }
     }
+    read_models::demo(&dir).await?;
     println!("\nDone.");
     Ok(())
 }
