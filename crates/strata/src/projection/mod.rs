@@ -26,6 +26,7 @@
 //! deterministic (a rebuild replays it), and side effects outside the read-model database are
 //! not covered by the transaction.
 
+mod postgres;
 mod runner;
 mod sqlite;
 
@@ -33,8 +34,10 @@ use strata_core::{Filter, Position, ReadError, RecordedEvent, Uuid};
 
 use crate::limits;
 
+pub use postgres::{PgProjection, PgProjections, PgReadModels};
 pub use runner::{
-    ProjectedStore, ProjectionInfo, ProjectionMode, ProjectionStatus, Projections, RebuildProgress,
+    InlineProjections, ProjectedStore, ProjectionInfo, ProjectionMode, ProjectionStatus,
+    Projections, RebuildProgress,
 };
 pub use sqlite::{Sql, SqliteReadModels};
 
@@ -97,6 +100,12 @@ impl HandlerError {
 
 impl From<rusqlite::Error> for HandlerError {
     fn from(e: rusqlite::Error) -> Self {
+        HandlerError(format!("sql: {e}"))
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
         HandlerError(format!("sql: {e}"))
     }
 }

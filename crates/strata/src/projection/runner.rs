@@ -92,9 +92,9 @@ pub struct RebuildProgress {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Progress {
-    through: Option<Position>,
-    failed: Option<ProjectionError>,
+pub(crate) struct Progress {
+    pub through: Option<Position>,
+    pub failed: Option<ProjectionError>,
 }
 
 #[derive(Default)]
@@ -823,12 +823,27 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// [`Projections::wait_for`] reports it; if the process dies in between, registering the
 /// projection again catches it up.
 #[derive(Clone)]
-pub struct ProjectedStore<S> {
+pub struct ProjectedStore<S, P = Projections> {
     inner: S,
-    projections: Projections,
+    projections: P,
 }
 
-impl<S> std::fmt::Debug for ProjectedStore<S> {
+/// Projections an append applies before it returns: [`Projections`] (SQLite read models) and
+/// [`super::PgProjections`] (PostgreSQL read models).
+#[async_trait]
+pub trait InlineProjections: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// Applies every inline projection up to `position`.
+    async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError>;
+}
+
+#[async_trait]
+impl InlineProjections for Projections {
+    async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError> {
+        Projections::apply_inline(self, position).await
+    }
+}
+
+impl<S, P: std::fmt::Debug> std::fmt::Debug for ProjectedStore<S, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectedStore")
             .field("projections", &self.projections)
@@ -836,9 +851,9 @@ impl<S> std::fmt::Debug for ProjectedStore<S> {
     }
 }
 
-impl<S: EventStore + Clone> ProjectedStore<S> {
+impl<S: EventStore + Clone, P: InlineProjections> ProjectedStore<S, P> {
     /// Wraps `inner`; `projections` must read the same store.
-    pub fn new(inner: S, projections: Projections) -> Self {
+    pub fn new(inner: S, projections: P) -> Self {
         ProjectedStore { inner, projections }
     }
 
@@ -848,13 +863,13 @@ impl<S: EventStore + Clone> ProjectedStore<S> {
     }
 
     /// The projections.
-    pub fn projections(&self) -> &Projections {
+    pub fn projections(&self) -> &P {
         &self.projections
     }
 }
 
 #[async_trait]
-impl<S: EventStore + Clone> EventStore for ProjectedStore<S> {
+impl<S: EventStore + Clone, P: InlineProjections> EventStore for ProjectedStore<S, P> {
     async fn append(
         &self,
         stream: &StreamId,
@@ -917,7 +932,7 @@ impl<S: EventStore + Clone> EventStore for ProjectedStore<S> {
 }
 
 #[async_trait]
-impl<S: SnapshotStore + Clone> SnapshotStore for ProjectedStore<S> {
+impl<S: SnapshotStore + Clone, P: InlineProjections> SnapshotStore for ProjectedStore<S, P> {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
         self.inner.save_snapshot(snapshot).await
     }

@@ -1,0 +1,628 @@
+//! The PostgreSQL read-model store: projections whose tables, checkpoint and status live in a
+//! PostgreSQL schema, each batch one transaction (the checkpoint row is locked, checked and
+//! moved in it), run async or inline.
+//!
+//! Inline on PostgreSQL runs in its own transaction right after the append commits, not in
+//! the append's transaction: `strata-postgres` has no hook to append inside a caller's
+//! transaction yet (see `docs/projections.md`). So a failing inline handler does not roll the
+//! append back; the projection stops as failed at that event, as an async one does.
+//!
+//! Not here yet (SQLite only): blue/green rebuild and reset.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, Row};
+use strata_core::{EventStore, Filter, Position, ReadAllOptions, RecordedEvent, Uuid};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::runner::{InlineProjections, Progress};
+use super::{HandlerError, ProjectionError};
+use crate::limits;
+
+/// A read model in PostgreSQL.
+#[async_trait]
+pub trait PgProjection: Send + Sync + 'static {
+    /// A stable name: the key of its checkpoint and status.
+    fn name(&self) -> &str;
+    /// The events it wants.
+    fn filter(&self) -> Filter;
+    /// Creates its tables if they do not exist (`CREATE TABLE IF NOT EXISTS ...`). Runs with
+    /// `search_path` set to the read-model schema.
+    async fn setup(&self, conn: &mut PgConnection) -> Result<(), HandlerError>;
+    /// Applies one event inside the batch's transaction (with `search_path` set to the
+    /// read-model schema).
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), HandlerError>;
+}
+
+fn db(e: sqlx::Error) -> ProjectionError {
+    ProjectionError::ReadModel(e.to_string())
+}
+
+fn to_i64(p: Position) -> i64 {
+    i64::try_from(p.0).unwrap_or(i64::MAX)
+}
+
+fn from_i64(v: Option<i64>) -> Option<Position> {
+    v.map(|v| Position(u64::try_from(v).unwrap_or(0)))
+}
+
+/// Read models in one PostgreSQL schema. Its pool's sessions have `search_path` set to the
+/// schema, so queries name tables plainly.
+#[derive(Debug, Clone)]
+pub struct PgReadModels {
+    pool: PgPool,
+    schema: String,
+}
+
+impl PgReadModels {
+    /// Connects to `url` and creates `schema` and the checkpoint table if needed. The schema
+    /// name must be a plain identifier (letters, digits, `_`).
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, ProjectionError> {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ProjectionError::ReadModel(format!(
+                "schema {schema:?} is not a plain identifier"
+            )));
+        }
+        let set_path = format!("SET search_path TO \"{schema}\"");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .after_connect(move |conn, _| {
+                let set_path = set_path.clone();
+                Box::pin(async move {
+                    conn.execute(set_path.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(db)?;
+        pool.execute(
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+                 CREATE TABLE IF NOT EXISTS \"{schema}\".strata_projections (
+                     name TEXT PRIMARY KEY, checkpoint BIGINT, status TEXT NOT NULL,
+                     last_error TEXT, error_position BIGINT, error_event_id TEXT)"
+            )
+            .as_str(),
+        )
+        .await
+        .map_err(db)?;
+        Ok(PgReadModels {
+            pool,
+            schema: schema.to_owned(),
+        })
+    }
+
+    /// The pool (sessions on the read-model schema), for queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+struct PgEntry {
+    projection: Arc<dyn PgProjection>,
+    filter: Filter,
+    inline: bool,
+    apply_lock: tokio::sync::Mutex<()>,
+    progress: watch::Sender<Progress>,
+    paused: StdMutex<bool>,
+    task: StdMutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+}
+
+enum BatchError {
+    Handler { index: usize, error: HandlerError },
+    Db(ProjectionError),
+}
+
+/// Runs projections of one event store into PostgreSQL read models. Cheap to clone.
+#[derive(Clone)]
+pub struct PgProjections {
+    store: Arc<dyn EventStore>,
+    models: PgReadModels,
+    entries: Arc<RwLock<HashMap<String, Arc<PgEntry>>>>,
+}
+
+impl std::fmt::Debug for PgProjections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgProjections")
+            .field("schema", &self.models.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgProjections {
+    /// A runner for projections of `store` into `models`.
+    pub fn new(store: Arc<dyn EventStore>, models: PgReadModels) -> Self {
+        PgProjections {
+            store,
+            models,
+            entries: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+
+    /// Registers an inline projection (applied by [`super::ProjectedStore`] after each
+    /// append) and catches it up with the log.
+    pub async fn inline(&self, projection: impl PgProjection) -> Result<(), ProjectionError> {
+        let entry = self.register(Arc::new(projection), true).await?;
+        if entry.progress.borrow().failed.is_none() {
+            self.catch_up(&entry, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers an async projection and starts its background task.
+    pub async fn spawn(&self, projection: impl PgProjection) -> Result<(), ProjectionError> {
+        let entry = self.register(Arc::new(projection), false).await?;
+        if entry.progress.borrow().failed.is_none() {
+            self.start_task(&entry);
+        }
+        Ok(())
+    }
+
+    async fn register(
+        &self,
+        projection: Arc<dyn PgProjection>,
+        inline: bool,
+    ) -> Result<Arc<PgEntry>, ProjectionError> {
+        let name = projection.name().to_owned();
+        {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            if entries.contains_key(&name) {
+                return Err(ProjectionError::AlreadyRegistered(name));
+            }
+            if entries.len() >= limits::PROJECTIONS_MAX {
+                return Err(ProjectionError::TooMany);
+            }
+        }
+        let mut tx = self.models.pool.begin().await.map_err(db)?;
+        projection
+            .setup(&mut tx)
+            .await
+            .map_err(|e| ProjectionError::ReadModel(format!("setup of {name} failed: {e}")))?;
+        sqlx::query(
+            "INSERT INTO strata_projections (name, status) VALUES ($1, 'running')
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let row = sqlx::query(
+            "SELECT checkpoint, status, last_error, error_position, error_event_id
+             FROM strata_projections WHERE name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let status: String = row.get(1);
+        let failed = (status == "failed").then(|| ProjectionError::Failed {
+            projection: name.clone(),
+            position: from_i64(row.get(3)),
+            event_id: row
+                .get::<Option<String>, _>(4)
+                .and_then(|s| Uuid::parse_str(&s).ok()),
+            reason: row.get::<Option<String>, _>(2).unwrap_or_default(),
+        });
+        let entry = Arc::new(PgEntry {
+            filter: projection.filter(),
+            projection,
+            inline,
+            apply_lock: tokio::sync::Mutex::new(()),
+            progress: watch::Sender::new(Progress {
+                through: from_i64(row.get(0)),
+                failed,
+            }),
+            paused: StdMutex::new(status == "paused"),
+            task: StdMutex::new(None),
+        });
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.contains_key(&name) {
+            return Err(ProjectionError::AlreadyRegistered(name));
+        }
+        entries.insert(name, entry.clone());
+        Ok(entry)
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<PgEntry>, ProjectionError> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+    }
+
+    async fn checkpoint_of(&self, name: &str) -> Result<Option<Position>, ProjectionError> {
+        let cp: Option<i64> =
+            sqlx::query_scalar("SELECT checkpoint FROM strata_projections WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.models.pool)
+                .await
+                .map_err(db)?;
+        Ok(from_i64(cp))
+    }
+
+    /// One transaction: lock the checkpoint row, apply the events after it, move it.
+    async fn apply_batch(
+        &self,
+        entry: &PgEntry,
+        events: &[RecordedEvent],
+        scanned: Option<Position>,
+    ) -> Result<Option<Position>, BatchError> {
+        let name = entry.projection.name();
+        let mut conn = self
+            .models
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| BatchError::Db(db(e)))?;
+        let mut tx = conn.begin().await.map_err(|e| BatchError::Db(db(e)))?;
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT checkpoint FROM strata_projections WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| BatchError::Db(db(e)))?;
+        let stored = from_i64(stored);
+        let mut checkpoint = stored;
+        for (index, event) in events.iter().enumerate() {
+            if stored.is_some_and(|c| event.position <= c) {
+                continue;
+            }
+            entry
+                .projection
+                .apply(&mut tx, event)
+                .await
+                .map_err(|error| BatchError::Handler { index, error })?;
+            checkpoint = Some(event.position);
+        }
+        if let Some(s) = scanned {
+            if checkpoint.is_none_or(|c| s > c) {
+                checkpoint = Some(s);
+            }
+        }
+        if checkpoint != stored {
+            sqlx::query("UPDATE strata_projections SET checkpoint = $2 WHERE name = $1")
+                .bind(name)
+                .bind(checkpoint.map(to_i64))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| BatchError::Db(db(e)))?;
+        }
+        tx.commit().await.map_err(|e| BatchError::Db(db(e)))?;
+        Ok(checkpoint)
+    }
+
+    async fn step(&self, entry: &PgEntry) -> Result<(Option<Position>, bool), ProjectionError> {
+        let checkpoint = self.checkpoint_of(entry.projection.name()).await?;
+        let from = checkpoint.map_or(Position::START, |p| Position(p.0 + 1));
+        let page = self
+            .store
+            .read_all(
+                ReadAllOptions::forward()
+                    .from(from)
+                    .limit(limits::PROJECTION_BATCH_MAX_EVENTS)
+                    .filter(entry.filter.clone()),
+            )
+            .await?;
+        let scanned = page
+            .next
+            .and_then(|n| n.0.checked_sub(1))
+            .map(Position)
+            .filter(|s| *s >= from);
+        let events = page.events;
+        let mut start = 0;
+        loop {
+            let error = match self.apply_batch(entry, &events[start..], scanned).await {
+                Ok(cp) => return Ok((cp.or(checkpoint), page.is_end)),
+                Err(BatchError::Db(e)) => return Err(e),
+                Err(BatchError::Handler { index, error }) => {
+                    let failing = start + index;
+                    if index > 0 {
+                        match self.apply_batch(entry, &events[start..failing], None).await {
+                            Ok(_) => {}
+                            Err(BatchError::Db(e)) => return Err(e),
+                            Err(BatchError::Handler { error, .. }) => {
+                                return Err(ProjectionError::ReadModel(error.0))
+                            }
+                        }
+                    }
+                    start = failing;
+                    error
+                }
+            };
+            let event = &events[start];
+            let mut last = error;
+            let mut backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL;
+            let mut recovered = false;
+            for attempt in 1..=limits::PROJECTION_HANDLER_RETRIES {
+                tracing::warn!(
+                    projection = entry.projection.name(),
+                    position = event.position.0,
+                    attempt,
+                    error = %last,
+                    "projection handler failed; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+                backoff = (backoff * 2).min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX);
+                match self
+                    .apply_batch(entry, std::slice::from_ref(event), None)
+                    .await
+                {
+                    Ok(_) => {
+                        recovered = true;
+                        break;
+                    }
+                    Err(BatchError::Handler { error, .. }) => last = error,
+                    Err(BatchError::Db(e)) => return Err(e),
+                }
+            }
+            if !recovered {
+                return Err(ProjectionError::Failed {
+                    projection: entry.projection.name().to_owned(),
+                    position: Some(event.position),
+                    event_id: Some(event.event_id),
+                    reason: last.0,
+                });
+            }
+            start += 1;
+        }
+    }
+
+    fn publish(entry: &PgEntry, checkpoint: Option<Position>) {
+        entry.progress.send_if_modified(|p| {
+            let moved = checkpoint > p.through;
+            if moved {
+                p.through = checkpoint;
+            }
+            moved
+        });
+    }
+
+    async fn fail(&self, entry: &PgEntry, error: ProjectionError) {
+        let error = match error {
+            e @ ProjectionError::Failed { .. } => e,
+            other => ProjectionError::Failed {
+                projection: entry.projection.name().to_owned(),
+                position: None,
+                event_id: None,
+                reason: other.to_string(),
+            },
+        };
+        tracing::error!(projection = entry.projection.name(), error = %error, "projection failed");
+        if let ProjectionError::Failed {
+            position,
+            event_id,
+            reason,
+            ..
+        } = &error
+        {
+            let stored = sqlx::query(
+                "UPDATE strata_projections SET status = 'failed', last_error = $2,
+                        error_position = $3, error_event_id = $4 WHERE name = $1",
+            )
+            .bind(entry.projection.name())
+            .bind(reason)
+            .bind(position.map(to_i64))
+            .bind(event_id.map(|id| id.to_string()))
+            .execute(&self.models.pool)
+            .await;
+            if let Err(e) = stored {
+                tracing::error!(error = %e, "could not record a projection failure");
+            }
+        }
+        entry.progress.send_modify(|p| p.failed = Some(error));
+    }
+
+    async fn catch_up(
+        &self,
+        entry: &PgEntry,
+        target: Option<Position>,
+    ) -> Result<(), ProjectionError> {
+        let _guard = entry.apply_lock.lock().await;
+        loop {
+            if entry.progress.borrow().failed.is_some() {
+                return Ok(());
+            }
+            match self.step(entry).await {
+                Ok((checkpoint, is_end)) => {
+                    Self::publish(entry, checkpoint);
+                    if is_end || target.is_some_and(|t| checkpoint >= Some(t)) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.fail(entry, e.clone()).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn start_task(&self, entry: &Arc<PgEntry>) {
+        let mut task = self.task_slot(entry);
+        if task.as_ref().is_some_and(|(_, t)| !t.is_finished()) {
+            return;
+        }
+        let (stop_tx, mut stop) = watch::channel(false);
+        let this = self.clone();
+        let entry = entry.clone();
+        let handle = tokio::spawn(async move {
+            let mut changes = this.store.changes();
+            let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                changes.borrow_and_update();
+                let outcome = {
+                    let _guard = entry.apply_lock.lock().await;
+                    this.step(&entry).await
+                };
+                match outcome {
+                    Ok((checkpoint, is_end)) => {
+                        Self::publish(&entry, checkpoint);
+                        if is_end {
+                            tokio::select! {
+                                _ = changes.changed() => {}
+                                _ = stop.changed() => {}
+                                _ = tokio::time::sleep(poll) => {}
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        this.fail(&entry, e).await;
+                        return;
+                    }
+                }
+            }
+        });
+        *task = Some((stop_tx, handle));
+    }
+
+    fn task_slot<'a>(
+        &self,
+        entry: &'a PgEntry,
+    ) -> std::sync::MutexGuard<'a, Option<(watch::Sender<bool>, JoinHandle<()>)>> {
+        entry.task.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn stop_task(&self, entry: &PgEntry) {
+        let task = self.task_slot(entry).take();
+        if let Some((stop, handle)) = task {
+            let _ = stop.send(true);
+            let _ = handle.await;
+        }
+    }
+
+    /// Stops a projection after its current batch.
+    pub async fn pause(&self, name: &str) -> Result<(), ProjectionError> {
+        let entry = self.entry(name)?;
+        *entry.paused.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop_task(&entry).await;
+        sqlx::query("UPDATE strata_projections SET status = 'paused' WHERE name = $1 AND status <> 'failed'")
+            .bind(name)
+            .execute(&self.models.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Runs a paused or failed projection again from its checkpoint.
+    pub async fn resume(&self, name: &str) -> Result<(), ProjectionError> {
+        let entry = self.entry(name)?;
+        sqlx::query(
+            "UPDATE strata_projections SET status = 'running', last_error = NULL,
+                    error_position = NULL, error_event_id = NULL WHERE name = $1",
+        )
+        .bind(name)
+        .execute(&self.models.pool)
+        .await
+        .map_err(db)?;
+        entry.progress.send_modify(|p| p.failed = None);
+        *entry.paused.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        if entry.inline {
+            self.catch_up(&entry, None).await
+        } else {
+            self.start_task(&entry);
+            Ok(())
+        }
+    }
+
+    /// Waits until `name` has passed `position`; [`ProjectionError::NotYetConsistent`] on
+    /// timeout, [`ProjectionError::Failed`] if it stopped first.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        let entry = self.entry(name)?;
+        let started = Instant::now();
+        let mut rx = entry.progress.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|p| p.through >= Some(position) || p.failed.is_some()),
+        )
+        .await;
+        let progress = entry.progress.borrow().clone();
+        if progress.through >= Some(position) {
+            return Ok(());
+        }
+        if let (Ok(Ok(_)), Some(failed)) = (waited, progress.failed) {
+            return Err(failed);
+        }
+        Err(ProjectionError::NotYetConsistent {
+            projection: name.to_owned(),
+            position,
+            reached: progress.through,
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The last position `name` has passed.
+    pub fn checkpoint(&self, name: &str) -> Result<Option<Position>, ProjectionError> {
+        Ok(self.entry(name)?.progress.borrow().through)
+    }
+
+    /// Stops every background task after its current batch.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Arc<PgEntry>> = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
+            self.stop_task(&entry).await;
+        }
+    }
+}
+
+#[async_trait]
+impl InlineProjections for PgProjections {
+    async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError> {
+        let inline: Vec<Arc<PgEntry>> = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|e| e.inline)
+            .cloned()
+            .collect();
+        let mut first_error = None;
+        for entry in inline {
+            let paused = *entry.paused.lock().unwrap_or_else(|p| p.into_inner());
+            let progress = entry.progress.borrow().clone();
+            if paused || progress.failed.is_some() || progress.through >= Some(position) {
+                continue;
+            }
+            if let Err(e) = self.catch_up(&entry, Some(position)).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
