@@ -482,7 +482,8 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
         appends.push(strata_rows(&store, writers, 1, secs, "single").await?);
     }
     if !reads_only {
-        appends.push(strata_rows(&store, 4, 100, secs, "hundred").await?);
+        // 8 writers, as in the embedded store's benchmark.
+        appends.push(strata_rows(&store, 8, 100, secs, "hundred").await?);
     }
     let (transactions, answered) = store.append_stats();
     if std::env::var_os("STRATA_BENCH_PG_VERBOSE").is_some() {

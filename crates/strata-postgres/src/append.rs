@@ -342,11 +342,76 @@ async fn execute_on_pool(
     json: bool,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut conn = shared.pool.acquire().await?;
-    let result = execute(shared, &mut *conn, batch, json).await;
+    let result = match batch {
+        [one] => match execute_one(shared, &mut conn, one, json).await {
+            Ok(Some(outcome)) => Ok(vec![outcome]),
+            Ok(None) => execute(shared, &mut *conn, batch, json).await,
+            Err(e) => Err(e),
+        },
+        _ => execute(shared, &mut *conn, batch, json).await,
+    };
     if result.is_err() {
         release_locks(&mut conn).await;
     }
     result
+}
+
+/// The one-statement path for a single append (`APPEND_ONE` in `sql.rs`). `None`: it did not
+/// append (the first id is stored, or the expected version does not match) and the caller
+/// asks `strata_append` for the precise answer.
+async fn execute_one(
+    shared: &Shared,
+    conn: &mut sqlx::pool::PoolConnection<Postgres>,
+    req: &AppendRequest,
+    json: bool,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    let (kind, version) = expected_parts(req.expected);
+    let n = req.events.len();
+    let ids: Vec<Uuid> = req.events.iter().map(|e| e.id).collect();
+    let types: Vec<&str> = req.events.iter().map(|e| e.event_type.as_str()).collect();
+    let content_types: Vec<&str> = req.events.iter().map(|e| e.content_type.as_str()).collect();
+    let jsons: Vec<bool> = req.events.iter().map(|e| json && e.json).collect();
+    let data: Vec<&[u8]> = req.events.iter().map(|e| e.data.as_slice()).collect();
+    let metadata: Vec<Option<&str>> = req.events.iter().map(|e| e.metadata.as_deref()).collect();
+    shared.append_transactions.fetch_add(1, Ordering::Relaxed);
+    let row: PgRow = sqlx::query(&shared.sql.append_one)
+        .bind(req.stream.as_str())
+        .bind(req.stream.category())
+        .bind(kind)
+        .bind(version)
+        .bind(ids)
+        .bind(types)
+        .bind(content_types)
+        .bind(jsons)
+        .bind(data)
+        .bind(metadata)
+        .fetch_one(&mut **conn)
+        .await?;
+    let first: Option<i64> = row.try_get(0)?;
+    let xid: Option<i64> = row.try_get(1)?;
+    let (Some(first), Some(xid)) = (first, xid) else {
+        return Ok(None);
+    };
+    let cur: Option<i64> = row.try_get(2)?;
+    shared.appends_answered.fetch_add(1, Ordering::Relaxed);
+    shared.own_xid.fetch_max(xid as u64, Ordering::AcqRel);
+    let first = first as u64;
+    Ok(Some(Outcome::Done(Ok(AppendResult {
+        stream_version: (cur.unwrap_or(-1) + n as i64) as u64,
+        positions: (first..first + n as u64).map(Position).collect(),
+    }))))
+}
+
+/// The expected version as the SQL functions take it: a kind (0 any, 1 no stream, 2 stream
+/// exists, 3 exact) and a version.
+fn expected_parts(expected: ExpectedVersion) -> (i16, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, 0),
+        ExpectedVersion::NoStream => (1, 0),
+        ExpectedVersion::StreamExists => (2, 0),
+        // A version above i64::MAX cannot exist; -2 never matches a stored version.
+        ExpectedVersion::Exact(v) => (3, i64::try_from(v).unwrap_or(-2)),
+    }
 }
 
 /// Releases any session-level advisory lock a failed append left on `conn`, or closes it.
@@ -386,13 +451,7 @@ where
     for (a, req) in batch.iter().enumerate() {
         streams.push(req.stream.as_str());
         categories.push(req.stream.category());
-        let (kind, version): (i16, i64) = match req.expected {
-            ExpectedVersion::Any => (0, 0),
-            ExpectedVersion::NoStream => (1, 0),
-            ExpectedVersion::StreamExists => (2, 0),
-            // A version above i64::MAX cannot exist; -2 never matches a stored version.
-            ExpectedVersion::Exact(v) => (3, i64::try_from(v).unwrap_or(-2)),
-        };
+        let (kind, version) = expected_parts(req.expected);
         kinds.push(kind);
         expected.push(version);
         counts.push(req.events.len() as i32);

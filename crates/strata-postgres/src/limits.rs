@@ -51,6 +51,10 @@ pub const READ_AHEAD_SLOTS: usize = 32;
 /// stays within `READ_AHEAD_SLOTS` times this.
 pub const READ_AHEAD_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// How often the notifier looks whether this store's appends are readable yet before it
+/// sends its `NOTIFY`.
+pub const NOTIFY_SETTLE_POLL_MS: u64 = 2;
+
 /// Backoff bounds for reconnecting the `LISTEN` connection.
 pub const LISTEN_RECONNECT_MIN_MS: u64 = 100;
 /// See [`LISTEN_RECONNECT_MIN_MS`].

@@ -72,11 +72,25 @@ pub(crate) async fn listener(options: PgConnectOptions, channel: String, shared:
     }
 }
 
-/// Sends one `NOTIFY` per burst of appends.
+/// Sends one `NOTIFY` per burst of appends, once they are readable: a reader woken before the
+/// watermark has passed them would find nothing and go back to waiting until its next poll.
 pub(crate) async fn notifier(shared: Arc<Shared>) {
     let pause = Duration::from_millis(limits::NOTIFY_MIN_INTERVAL_MS);
+    let settle = Duration::from_millis(limits::NOTIFY_SETTLE_POLL_MS);
     loop {
         shared.dirty.notified().await;
+        let own = shared.own_xid.load(std::sync::atomic::Ordering::Acquire);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(limits::READ_YOUR_WRITES_WAIT_MS) {
+            let xmin: Result<i64, _> =
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(&shared.pool)
+                    .await;
+            match xmin {
+                Ok(x) if (x as u64) <= own => tokio::time::sleep(settle).await,
+                _ => break,
+            }
+        }
         // A plain string runs as one simple query holding several statements.
         if let Err(e) = shared.pool.execute(shared.sql.notify.as_str()).await {
             tracing::debug!(error = %e, "NOTIFY failed; subscribers elsewhere will poll");

@@ -25,8 +25,11 @@ pub struct PgStoreOptions {
     /// Most connections in the pool (appends, reads and the notifier share it; the listener
     /// has its own).
     pub max_connections: u32,
-    /// How many append batches may be in flight at once. Concurrent appends beyond this are
-    /// grouped into batches, one transaction each (group commit).
+    /// How many append transactions may be in flight at once. Appends arriving while they
+    /// run wait and are grouped into the next batch, one transaction each (group commit).
+    /// Fewer means bigger batches and less work per append; more means less waiting when the
+    /// database is slow to commit. 2 was best for 16 concurrent writers on this project's
+    /// 2-core test machine (see `examples/pg_tune.rs`).
     pub append_writers: usize,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
@@ -39,14 +42,14 @@ pub struct PgStoreOptions {
 }
 
 impl PgStoreOptions {
-    /// Defaults for `url`: schema `strata`, 16 connections, 4 append batches in flight, 5 s connect
+    /// Defaults for `url`: schema `strata`, 16 connections, 2 append batches in flight, 5 s connect
     /// timeout, migrations and notifications on.
     pub fn new(url: impl Into<String>) -> Self {
         PgStoreOptions {
             url: url.into(),
             schema: limits::DEFAULT_SCHEMA.to_owned(),
             max_connections: 16,
-            append_writers: 4,
+            append_writers: 2,
             connect_timeout: Duration::from_secs(5),
             migrate: true,
             notify: true,

@@ -13,8 +13,61 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
             (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo
        FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) w";
 
+/// The common case of one append in one statement, without the plpgsql function: one
+/// prepared plan instead of a function's statements. It appends only when the first event id
+/// is new and the expected version matches; otherwise it writes nothing and the caller asks
+/// `strata_append` for the precise answer. It follows the same order as `strata_append`:
+/// the checks read the statement's snapshot (taken before anything else), then the critical
+/// section (`l` and `r`, evaluated per row of `ok`, so only when appending) takes the lock,
+/// the transaction id, the positions and the time, and `unl` records the last position and
+/// time and releases the lock; the insert comes last. A failure in between leaves the lock
+/// to the caller's `pg_advisory_unlock_all()`.
+///
+/// $1 stream, $2 category, $3 expected kind, $4 expected version, $5 ids, $6 types,
+/// $7 content types, $8 json flags, $9 payloads, $10 metadata.
+const APPEND_ONE: &str = "
+WITH chk AS MATERIALIZED (
+    SELECT (SELECT e.version FROM {schema}.events e
+             WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) AS cur,
+           EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen
+), ok AS MATERIALIZED (
+    SELECT c.cur FROM chk c
+     WHERE NOT c.seen
+       AND CASE $3::smallint WHEN 0 THEN true
+                             WHEN 1 THEN c.cur IS NULL
+                             WHEN 2 THEN c.cur IS NOT NULL
+                             ELSE c.cur IS NOT NULL AND c.cur = $4::bigint END
+), cs AS MATERIALIZED (
+    SELECT ok.cur, r.x, r.p, r.us
+      FROM ok,
+           LATERAL (SELECT ok.cur AS dep, pg_advisory_lock({lock_key})::text AS locked) AS l,
+           LATERAL (SELECT l.locked, pg_current_xact_id() AS x,
+                           nextval('{schema}.events_position_seq') AS p,
+                           greatest((extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+                                    (SELECT c.last_value FROM {schema}.recorded_at_clock c))
+                               AS us) AS r
+), unl AS MATERIALIZED (
+    SELECT CASE WHEN cardinality($5::uuid[]) > 1
+                THEN setval('{schema}.events_position_seq', cs.p + cardinality($5::uuid[]) - 1)
+           END AS last_position,
+           setval('{schema}.recorded_at_clock', cs.us) AS last_time,
+           pg_advisory_unlock({lock_key}) AS unlocked
+      FROM cs
+), ins AS (
+    INSERT INTO {schema}.events (position, event_id, aggregate_id, aggregate_type, event_type,
+        version, data, metadata, created_at, transaction_id, content_type, data_bytes)
+    SELECT cs.p + x.o - 1, x.id, $1, $2, x.t, coalesce(cs.cur, -1) + x.o,
+           CASE WHEN x.j THEN convert_from(x.d, 'UTF8')::jsonb END, x.m::jsonb,
+           'epoch'::timestamptz + cs.us * interval '1 microsecond', cs.x, x.c, x.d
+      FROM cs, unnest($5::uuid[], $6::text[], $7::text[], $8::boolean[], $9::bytea[], $10::text[])
+               WITH ORDINALITY AS x(id, t, c, j, d, m, o)
+)
+SELECT cs.p, cs.x::text::bigint, chk.cur, (SELECT count(*) FROM unl)
+  FROM chk LEFT JOIN cs ON true";
+
 pub(crate) struct Sql {
     pub append: String,
+    pub append_one: String,
     pub first_used_id: String,
     pub read_all_forward: String,
     pub read_all_backward: String,
@@ -34,8 +87,10 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
+        let lock_key = crate::migrate::append_lock_key(schema).to_string();
         let r = |s: &str| {
-            s.replace("{watermark}", WATERMARK)
+            s.replace("{lock_key}", &lock_key)
+                .replace("{watermark}", WATERMARK)
                 .replace("{cols}", EVENT_COLUMNS)
                 .replace("{schema}", schema)
         };
@@ -54,6 +109,7 @@ impl Sql {
                   FROM s WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
             )";
         Sql {
+            append_one: r(APPEND_ONE),
             append: r(
                 "SELECT * FROM {schema}.strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
                  $10, $11, $12, $13)",

@@ -90,6 +90,27 @@ async fn exactly_one_append_wins_per_expected_version() {
             pair[1].data_json().unwrap()["task"]
         );
     }
+    // No append left the critical section's advisory lock behind (losers took every path:
+    // the one-statement append, the function, races retried one by one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND a.application_name = 'strata'
+                AND a.datname = current_database()",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if held == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held} advisory locks still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(store);
     support::drop_schema(schema).await;
 }
