@@ -234,3 +234,54 @@ async fn inline_postgres_projection_is_current_when_the_append_returns() {
     assert_eq!(model(&db.models).await, fold(&db.store, None).await);
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rebuild_while_appends_continue_swaps_in_the_full_fold() {
+    let Some(db) = db().await else { return };
+    let projections = PgProjections::new(Arc::new(db.store.clone()), db.models.clone());
+    projections
+        .spawn(Balances {
+            fail_on: Arc::new(AtomicI64::new(-1)),
+        })
+        .await
+        .unwrap();
+    for i in 0..1_500 {
+        append(&db.store, i % 20, 1).await;
+    }
+    let writer = {
+        let store = db.store.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                append(&store, i % 20, 2).await;
+            }
+        })
+    };
+    let mut reports = 0;
+    let checkpoint = projections
+        .rebuild("balances", |_| reports += 1)
+        .await
+        .unwrap();
+    assert!(reports > 0);
+    assert!(checkpoint.is_some());
+    writer.await.unwrap();
+    let head = db.store.head().await.unwrap().unwrap();
+    projections
+        .wait_for("balances", head, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(model(&db.models).await, fold(&db.store, None).await);
+    let info = projections.status("balances").await.unwrap();
+    assert_eq!(info.lag_events, 0);
+    // No rebuild schema is left behind.
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1")
+        .bind(format!("{}__rebuild_%", db.models.schema()))
+        .fetch_one(db.models.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    // reset = rebuild from scratch.
+    projections.reset("balances").await.unwrap();
+    assert_eq!(model(&db.models).await, fold(&db.store, None).await);
+    projections.shutdown().await;
+    db.cleanup().await;
+}

@@ -7,9 +7,14 @@
 //! transaction yet (see `docs/projections.md`). So a failing inline handler does not roll the
 //! append back; the projection stops as failed at that event, as an async one does.
 //!
-//! Not here yet (SQLite only): blue/green rebuild and reset.
+//! A rebuild replays into a fresh schema (`<schema>__rebuild_<name>`, with `search_path` set
+//! to it for `setup` and `apply`) and swaps in one transaction: the projection's old tables
+//! are dropped and the fresh ones moved into the read-model schema with
+//! `ALTER TABLE ... SET SCHEMA` (PostgreSQL DDL is transactional, so queries see the old
+//! tables or the complete new ones). A projection owns every table it creates.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,7 +25,9 @@ use strata_core::{EventStore, Filter, Position, ReadAllOptions, RecordedEvent, U
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::runner::{InlineProjections, Progress};
+use super::runner::{
+    InlineProjections, Progress, ProjectionInfo, ProjectionMode, ProjectionStatus, RebuildProgress,
+};
 use super::{HandlerError, ProjectionError};
 use crate::limits;
 
@@ -124,6 +131,7 @@ struct PgEntry {
     apply_lock: tokio::sync::Mutex<()>,
     progress: watch::Sender<Progress>,
     paused: StdMutex<bool>,
+    rebuilding: AtomicBool,
     task: StdMutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
 
@@ -233,6 +241,7 @@ impl PgProjections {
                 failed,
             }),
             paused: StdMutex::new(status == "paused"),
+            rebuilding: AtomicBool::new(false),
             task: StdMutex::new(None),
         });
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
@@ -584,6 +593,253 @@ impl PgProjections {
     /// The last position `name` has passed.
     pub fn checkpoint(&self, name: &str) -> Result<Option<Position>, ProjectionError> {
         Ok(self.entry(name)?.progress.borrow().through)
+    }
+
+    /// One projection's status, checkpoint, lag and last error.
+    pub async fn status(&self, name: &str) -> Result<ProjectionInfo, ProjectionError> {
+        let entry = self.entry(name)?;
+        let row = sqlx::query(
+            "SELECT checkpoint, status, last_error, error_position, error_event_id
+             FROM strata_projections WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&self.models.pool)
+        .await
+        .map_err(db)?;
+        let stored: String = row.get(1);
+        let status = if entry.progress.borrow().failed.is_some() || stored == "failed" {
+            ProjectionStatus::Failed
+        } else if entry.rebuilding.load(Ordering::SeqCst) {
+            ProjectionStatus::Rebuilding
+        } else if *entry.paused.lock().unwrap_or_else(|p| p.into_inner()) {
+            ProjectionStatus::Paused
+        } else {
+            ProjectionStatus::Running
+        };
+        let checkpoint = entry.progress.borrow().through.max(from_i64(row.get(0)));
+        let head = self.store.head().await?;
+        let passed = checkpoint.map_or(0, |c| c.0 + 1);
+        let lag_events = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
+        let mut lag_seconds = 0.0;
+        if lag_events > 0 {
+            let page = self
+                .store
+                .read_all(ReadAllOptions::forward().from(Position(passed)).limit(1))
+                .await?;
+            if let Some(oldest) = page.events.first() {
+                let age = chrono::Utc::now() - oldest.recorded_at;
+                lag_seconds = age.num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
+            }
+        }
+        Ok(ProjectionInfo {
+            name: name.to_owned(),
+            mode: if entry.inline {
+                ProjectionMode::Inline
+            } else {
+                ProjectionMode::Async
+            },
+            status,
+            checkpoint,
+            lag_events,
+            lag_seconds,
+            last_error: row.get(2),
+            error_position: from_i64(row.get(3)),
+            error_event_id: row.get(4),
+        })
+    }
+
+    /// Every projection, in name order.
+    pub async fn list(&self) -> Result<Vec<ProjectionInfo>, ProjectionError> {
+        let mut names: Vec<String> = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.status(&name).await?);
+        }
+        Ok(out)
+    }
+
+    fn rebuild_schema(&self, name: &str) -> String {
+        let clean: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("{}__rebuild_{clean}", self.models.schema)
+    }
+
+    /// Rebuilds `name` from position 0 into a fresh schema while the current tables keep
+    /// serving (and keep being updated), then swaps the tables in one transaction once the
+    /// fresh copy has caught up. `on_progress` is called after every batch. Returns the
+    /// checkpoint the swapped-in tables start from.
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        mut on_progress: impl FnMut(&RebuildProgress) + Send,
+    ) -> Result<Option<Position>, ProjectionError> {
+        let entry = self.entry(name)?;
+        if entry.rebuilding.swap(true, Ordering::SeqCst) {
+            return Err(ProjectionError::RebuildInProgress(name.to_owned()));
+        }
+        let result = self.rebuild_inner(&entry, &mut on_progress).await;
+        entry.rebuilding.store(false, Ordering::SeqCst);
+        if result.is_err() {
+            let _ = self
+                .models
+                .pool
+                .execute(
+                    format!(
+                        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                        self.rebuild_schema(name)
+                    )
+                    .as_str(),
+                )
+                .await;
+        }
+        result
+    }
+
+    async fn rebuild_inner(
+        &self,
+        entry: &PgEntry,
+        on_progress: &mut (dyn FnMut(&RebuildProgress) + Send),
+    ) -> Result<Option<Position>, ProjectionError> {
+        let name = entry.projection.name().to_owned();
+        let fresh = self.rebuild_schema(&name);
+        let target = self.models.schema.clone();
+        {
+            let mut tx = self.models.pool.begin().await.map_err(db)?;
+            tx.execute(
+                format!(
+                    "DROP SCHEMA IF EXISTS \"{fresh}\" CASCADE; CREATE SCHEMA \"{fresh}\";
+                     SET LOCAL search_path TO \"{fresh}\""
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(db)?;
+            entry
+                .projection
+                .setup(&mut tx)
+                .await
+                .map_err(|e| ProjectionError::ReadModel(format!("setup of {name} failed: {e}")))?;
+            tx.commit().await.map_err(db)?;
+        }
+        let started = Instant::now();
+        let mut applied = 0u64;
+        let mut checkpoint: Option<Position> = None;
+        let mut report = |applied: u64, position: Option<Position>, head: Option<Position>| {
+            let elapsed = started.elapsed();
+            let passed = position.map_or(0, |p| p.0 + 1);
+            let remaining = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
+            let rate = passed as f64 / elapsed.as_secs_f64().max(1e-6);
+            on_progress(&RebuildProgress {
+                projection: name.clone(),
+                applied_events: applied,
+                position,
+                head,
+                remaining_events: remaining,
+                events_per_second: rate,
+                eta: (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate)),
+                elapsed,
+            });
+        };
+        let mut locked = None;
+        loop {
+            let from = checkpoint.map_or(Position::START, |p| Position(p.0 + 1));
+            let page = self
+                .store
+                .read_all(
+                    ReadAllOptions::forward()
+                        .from(from)
+                        .limit(limits::PROJECTION_BATCH_MAX_EVENTS)
+                        .filter(entry.filter.clone()),
+                )
+                .await?;
+            let mut tx = self.models.pool.begin().await.map_err(db)?;
+            tx.execute(format!("SET LOCAL search_path TO \"{fresh}\"").as_str())
+                .await
+                .map_err(db)?;
+            for event in &page.events {
+                if let Err(error) = entry.projection.apply(&mut tx, event).await {
+                    return Err(ProjectionError::Failed {
+                        projection: name.clone(),
+                        position: Some(event.position),
+                        event_id: Some(event.event_id),
+                        reason: format!("during rebuild: {error}"),
+                    });
+                }
+                checkpoint = Some(event.position);
+            }
+            tx.commit().await.map_err(db)?;
+            applied += page.events.len() as u64;
+            if let Some(s) = page.next.and_then(|n| n.0.checked_sub(1)).map(Position) {
+                checkpoint = checkpoint.max(Some(s));
+            }
+            report(applied, checkpoint, self.store.head().await?);
+            if page.is_end {
+                if locked.is_some() {
+                    break;
+                }
+                // Hold off the serving copy's writers for the last events and the swap.
+                locked = Some(entry.apply_lock.lock().await);
+            }
+        }
+        let mut tx = self.models.pool.begin().await.map_err(db)?;
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1
+             AND tablename <> 'strata_projections'",
+        )
+        .bind(&target)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let fresh_tables: Vec<String> =
+            sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
+                .bind(&fresh)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        for t in &fresh_tables {
+            if old.contains(t) {
+                tx.execute(format!("DROP TABLE \"{target}\".\"{t}\" CASCADE").as_str())
+                    .await
+                    .map_err(db)?;
+            }
+            tx.execute(format!("ALTER TABLE \"{fresh}\".\"{t}\" SET SCHEMA \"{target}\"").as_str())
+                .await
+                .map_err(db)?;
+        }
+        tx.execute(format!("DROP SCHEMA \"{fresh}\" CASCADE").as_str())
+            .await
+            .map_err(db)?;
+        sqlx::query("UPDATE strata_projections SET checkpoint = $2 WHERE name = $1")
+            .bind(&name)
+            .bind(checkpoint.map(to_i64))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        drop(locked);
+        Self::publish(entry, checkpoint);
+        Ok(checkpoint)
+    }
+
+    /// Replaces a projection's tables with ones replayed from position 0 and clears a
+    /// failure. On PostgreSQL this is a [`PgProjections::rebuild`] (queries never see a
+    /// partial model), followed by a resume when the projection had failed.
+    pub async fn reset(&self, name: &str) -> Result<Option<Position>, ProjectionError> {
+        let checkpoint = self.rebuild(name, |_| {}).await?;
+        let entry = self.entry(name)?;
+        if entry.progress.borrow().failed.is_some() {
+            self.resume(name).await?;
+        }
+        Ok(checkpoint)
     }
 
     /// Stops every background task after its current batch.
