@@ -141,17 +141,48 @@ async fn http_appends(
     })
 }
 
-/// The microsecond timestamp and sequence number the delivery benchmark puts in each event.
-fn parse_marks(data: &str) -> Option<(u64, u64)> {
-    let num = |key: &str| -> Option<u64> {
-        let i = data.find(key)? + key.len();
-        let rest = &data[i..];
-        let end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        rest[..end].parse().ok()
+/// Finds the `"sentUs":N` and `"seq":N` marks the delivery benchmark puts in each event, in
+/// raw SSE bytes, without parsing the stream: the load generator shares the machine with the
+/// server, so it must cost as little as it can. Returns the marks found and how many bytes of
+/// `buf` were consumed (a mark cut by the end of the buffer waits for the next chunk).
+fn scan_marks(buf: &[u8], sent: &memchr::memmem::Finder<'_>, out: &mut Vec<(u64, u64)>) -> usize {
+    let num = |b: &[u8]| -> Option<(u64, usize)> {
+        let end = b.iter().position(|c| !c.is_ascii_digit())?;
+        let mut n = 0u64;
+        for c in &b[..end] {
+            n = n * 10 + u64::from(c - b'0');
+        }
+        Some((n, end))
     };
-    Some((num("\"sentUs\":")?, num("\"seq\":")?))
+    let mut at = 0;
+    while let Some(i) = sent.find(&buf[at..]) {
+        let start = at + i;
+        let p = start + 9;
+        let Some((sent_us, len)) = num(&buf[p..]) else {
+            return start;
+        };
+        // `,"seq":` follows directly.
+        let q = p + len + 7;
+        if buf.len() <= q {
+            return start;
+        }
+        let Some((seq, len2)) = num(&buf[q..]) else {
+            return start;
+        };
+        out.push((sent_us, seq));
+        at = q + len2;
+    }
+    // Keep a possible partial mark at the end.
+    buf.len().saturating_sub(8).max(at)
+}
+
+/// The marks in one event's data (for tests and the text form).
+#[cfg(test)]
+fn parse_marks(data: &str) -> Option<(u64, u64)> {
+    let f = memchr::memmem::Finder::new(b"\"sentUs\":");
+    let mut out = Vec::new();
+    scan_marks(format!("{data} ").as_bytes(), &f, &mut out);
+    out.first().copied()
 }
 
 async fn delivery(
@@ -184,15 +215,21 @@ async fn delivery(
         subs.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut got = 0u64;
+            let finder = memchr::memmem::Finder::new(b"\"sentUs\":");
+            let mut buf: Vec<u8> = Vec::new();
+            let mut marks = Vec::new();
             let deadline = Instant::now() + Duration::from_secs_f64(secs + 30.0);
             while got < total && Instant::now() < deadline {
-                let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
-                let Ok(Ok(Some(e))) = next else { break };
-                if e.event != "event" {
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.next_chunk()).await;
+                let Ok(Ok(Some(chunk))) = next else { break };
+                buf.extend_from_slice(&chunk);
+                let used = scan_marks(&buf, &finder, &mut marks);
+                buf.drain(..used);
+                if marks.is_empty() {
                     continue;
                 }
                 let now = now_us();
-                if let Some((sent, seq)) = parse_marks(&e.data) {
+                for (sent, seq) in marks.drain(..) {
                     let _ = h.record(now.saturating_sub(sent).max(1));
                     if let Some(slot) = all_done.get(seq as usize) {
                         slot.fetch_max(now, Ordering::Relaxed);

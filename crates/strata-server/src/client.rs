@@ -243,6 +243,16 @@ pub struct SseStream {
 }
 
 impl SseStream {
+    /// The next chunk of the response as it came off the connection, unparsed (for load
+    /// generators that scan it themselves); `None` when the server closed the stream.
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        match self.body.next().await {
+            Some(Ok(chunk)) => Ok(Some(chunk)),
+            Some(Err(e)) => Err(ClientError::Transport(error_chain(&e))),
+            None => Ok(None),
+        }
+    }
+
     /// The next event; `None` when the server closed the stream.
     pub async fn next(&mut self) -> Result<Option<SseEvent>, ClientError> {
         loop {
@@ -562,6 +572,9 @@ impl EventStore for Client {
             next: options.from,
             is_end: false,
         };
+        if options.limit == 0 {
+            return Ok(page);
+        }
         loop {
             let want = (options.limit - out.len()).clamp(1, PAGE);
             let mut path = format!(
