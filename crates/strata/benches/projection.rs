@@ -236,6 +236,37 @@ impl strata::projection::PgProjection for PgBalances {
         .await?;
         Ok(())
     }
+
+    /// One statement per batch: the deltas summed per account, upserted with `unnest`.
+    async fn apply_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[strata::RecordedEvent],
+    ) -> Result<(), (usize, strata::projection::HandlerError)> {
+        let mut deltas = std::collections::BTreeMap::<&str, i64>::new();
+        for event in events {
+            let data = event.data_json().unwrap_or_default();
+            let delta = match event.event_type.as_str() {
+                "AccountOpened" => data["initialBalance"].as_i64().unwrap_or(0),
+                "MoneyWithdrawn" => -data["amount"].as_i64().unwrap_or(0),
+                _ => data["amount"].as_i64().unwrap_or(0),
+            };
+            *deltas.entry(event.stream_id.as_str()).or_default() += delta;
+        }
+        let (ids, sums): (Vec<String>, Vec<i64>) =
+            deltas.into_iter().map(|(k, v)| (k.to_owned(), v)).unzip();
+        sqlx::query(
+            "INSERT INTO account_balances SELECT * FROM unnest($1::text[], $2::bigint[])
+             ON CONFLICT (account_id) DO UPDATE
+             SET balance = account_balances.balance + EXCLUDED.balance",
+        )
+        .bind(ids)
+        .bind(sums)
+        .execute(conn)
+        .await
+        .map_err(|e| (0, e.into()))?;
+        Ok(())
+    }
 }
 
 async fn catch_up_postgres() {

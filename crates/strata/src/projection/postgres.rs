@@ -48,6 +48,22 @@ pub trait PgProjection: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), HandlerError>;
+
+    /// Applies a batch of events (in order, all after the checkpoint) inside one transaction.
+    /// The default calls [`PgProjection::apply`] for each; override it to turn a batch into a
+    /// few set-based statements (one round trip instead of one per event). On error, return
+    /// the index of the event that failed: the batch is rolled back, the events before it are
+    /// applied again as a smaller batch, and that event is retried on its own.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), (usize, HandlerError)> {
+        for (index, event) in events.iter().enumerate() {
+            self.apply(conn, event).await.map_err(|e| (index, e))?;
+        }
+        Ok(())
+    }
 }
 
 fn db(e: sqlx::Error) -> ProjectionError {
@@ -295,16 +311,22 @@ impl PgProjections {
         .map_err(|e| BatchError::Db(db(e)))?;
         let stored = from_i64(stored);
         let mut checkpoint = stored;
-        for (index, event) in events.iter().enumerate() {
-            if stored.is_some_and(|c| event.position <= c) {
-                continue;
-            }
+        // Events are in position order: skip those at or below the stored checkpoint.
+        let skip = events
+            .iter()
+            .take_while(|e| stored.is_some_and(|c| e.position <= c))
+            .count();
+        let fresh = &events[skip..];
+        if !fresh.is_empty() {
             entry
                 .projection
-                .apply(&mut tx, event)
+                .apply_batch(&mut tx, fresh)
                 .await
-                .map_err(|error| BatchError::Handler { index, error })?;
-            checkpoint = Some(event.position);
+                .map_err(|(index, error)| BatchError::Handler {
+                    index: skip + index.min(fresh.len() - 1),
+                    error,
+                })?;
+            checkpoint = fresh.last().map(|e| e.position);
         }
         if let Some(s) = scanned {
             if checkpoint.is_none_or(|c| s > c) {
