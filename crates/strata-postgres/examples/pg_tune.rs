@@ -160,7 +160,8 @@ async fn main() -> Result<(), String> {
             PgStoreOptions::new(url.clone())
                 .with_schema("bench_pg_tune")
                 .with_max_connections(24)
-                .with_append_writers(aw),
+                .with_append_writers(aw)
+                .with_notify(std::env::var("STRATA_BENCH_PG_NOTIFY").map_or(true, |v| v != "0")),
         )
         .await
         .map_err(|e| e.to_string())?;
