@@ -352,3 +352,60 @@ fn tokens_guard_a_non_loopback_style_setup() {
     assert!(!ok);
     assert!(err.contains("forbidden"), "{err}");
 }
+
+/// HTTPS from a certificate and key file; the client trusts a private CA with --ca-cert.
+/// Needs the `openssl` command to make the certificates; says so and skips without it.
+#[test]
+fn serves_https_with_a_certificate_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |script: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(d)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !sh("command -v openssl") {
+        eprintln!("skipped: no openssl command to make a test certificate");
+        return;
+    }
+    assert!(sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -subj /CN=test-ca -days 2 \
+         && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out leaf.csr -subj /CN=localhost \
+         && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext \
+         && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext"
+    ));
+    let cert = d.join("cert.pem");
+    let key = d.join("key.pem");
+    let ca = d.join("ca.pem");
+    let server = start(
+        &d.join("data"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let (ok, out, err) = run_cli(&[
+        "--server",
+        &server.url,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "append",
+        "tls-1",
+        "A",
+        "{}",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("version 0"));
+    // Without trusting the CA the client refuses the connection.
+    let (ok, _, err) = run_cli(&["--server", &server.url, "info", "tls-1"]);
+    assert!(!ok);
+    assert!(err.contains("certificate"), "{err}");
+}
