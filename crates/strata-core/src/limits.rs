@@ -150,8 +150,9 @@ const _: () = assert!(SERVER_APPEND_EVENTS_MAX <= APPEND_EVENTS_MAX);
 const _: () = assert!(SERVER_PAGE_DEFAULT_EVENTS <= SERVER_PAGE_MAX_EVENTS);
 const _: () = assert!(SERVER_PAGE_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
 // One event at the payload limit fits in one request, even base64-encoded (4/3) with metadata.
-const _: () =
-    assert!(EVENT_DATA_MAX_BYTES / 3 * 4 + EVENT_METADATA_MAX_BYTES < SERVER_REQUEST_BODY_MAX_BYTES);
+const _: () = assert!(
+    EVENT_DATA_MAX_BYTES / 3 * 4 + EVENT_METADATA_MAX_BYTES < SERVER_REQUEST_BODY_MAX_BYTES
+);
 // One event at the payload limit fits in one read page.
 const _: () = assert!(EVENT_DATA_MAX_BYTES + EVENT_METADATA_MAX_BYTES <= SERVER_PAGE_MAX_BYTES);
 const _: () = assert!(SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX <= SERVER_SUBSCRIPTIONS_MAX);
