@@ -275,14 +275,22 @@ async fn rebuild_while_appends_continue_swaps_in_the_full_fold() {
         })
     };
     let mut reports = 0;
+    // The fresh copy (generation 2) as of each report; the last report is taken with the
+    // serving copy's writers held off, right before the swap.
+    let mut last_seen = None;
     let checkpoint = projections
         .rebuild("balances", |p| {
             reports += 1;
             assert!(p.events_per_second >= 0.0);
+            last_seen = Some((p.position, table(&models, "balances__g2")));
         })
         .await
         .unwrap();
     assert!(reports > 0);
+    // The swapped-in model equals the fold over all events up to its checkpoint.
+    let (seen_at, seen) = last_seen.unwrap();
+    assert_eq!(seen_at, checkpoint);
+    assert_eq!(seen, fold(&store, checkpoint).await);
     // Right after the swap (no writes to the read model in between can be assumed, so
     // compare against the fold up to the checkpoint the projection reports now).
     let info = projections.status("balances").await.unwrap();

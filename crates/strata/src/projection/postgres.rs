@@ -501,6 +501,7 @@ impl PgProjections {
         let entry = entry.clone();
         let handle = tokio::spawn(async move {
             let mut changes = this.store.changes();
+            let mut transient_failures = 0u32;
             let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
             loop {
                 if *stop.borrow() {
@@ -513,6 +514,7 @@ impl PgProjections {
                 };
                 match outcome {
                     Ok((checkpoint, is_end)) => {
+                        transient_failures = 0;
                         Self::publish(&entry, checkpoint);
                         if is_end {
                             tokio::select! {
@@ -521,6 +523,22 @@ impl PgProjections {
                                 _ = tokio::time::sleep(poll) => {}
                             }
                         }
+                    }
+                    Err(e @ ProjectionError::Failed { .. }) => {
+                        this.fail(&entry, e).await;
+                        return;
+                    }
+                    // The store or the read-model database failed (not the handler): retry with
+                    // backoff, then stop as failed.
+                    Err(e) if transient_failures < limits::PROJECTION_HANDLER_RETRIES => {
+                        transient_failures += 1;
+                        tracing::warn!(projection = entry.projection.name(), error = %e, "projection step failed; retrying");
+                        let backoff =
+                            limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL << transient_failures;
+                        tokio::time::sleep(Duration::from_millis(
+                            backoff.min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX),
+                        ))
+                        .await;
                     }
                     Err(e) => {
                         this.fail(&entry, e).await;

@@ -519,6 +519,7 @@ impl Projections {
 
     async fn run(self, entry: Arc<Entry>, mut stop: watch::Receiver<bool>) {
         let mut changes = self.inner.store.changes();
+        let mut transient_failures = 0u32;
         let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
         loop {
             if *stop.borrow() {
@@ -532,6 +533,7 @@ impl Projections {
             };
             match outcome {
                 Ok(o) => {
+                    transient_failures = 0;
                     Self::publish(&entry, o.checkpoint);
                     if o.is_end {
                         tokio::select! {
@@ -540,6 +542,21 @@ impl Projections {
                             _ = tokio::time::sleep(poll) => {}
                         }
                     }
+                }
+                Err(e @ ProjectionError::Failed { .. }) => {
+                    self.fail(&entry, e).await;
+                    return;
+                }
+                // The store or the read-model database failed (not the handler): retry with
+                // backoff, then stop as failed.
+                Err(e) if transient_failures < limits::PROJECTION_HANDLER_RETRIES => {
+                    transient_failures += 1;
+                    tracing::warn!(projection = entry.projection.name(), error = %e, "projection step failed; retrying");
+                    let backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL << transient_failures;
+                    tokio::time::sleep(Duration::from_millis(
+                        backoff.min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX),
+                    ))
+                    .await;
                 }
                 Err(e) => {
                     self.fail(&entry, e).await;
