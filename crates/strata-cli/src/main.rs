@@ -490,11 +490,21 @@ async fn run(cli: Cli) -> Result<()> {
                     cli.token.clone(),
                     cli.ca_cert.as_deref(),
                 )?;
-                let path = strata_server::client::subscription_path(
-                    &target,
-                    !matches!(from, SubscribeFrom::End),
-                );
-                let mut follow = client.follow(path, a.after);
+                // Fix "from now" to a position (or version) here, so that a reconnect resumes
+                // exactly where this started even before the first event arrives.
+                let after = match (&target, from) {
+                    (_, SubscribeFrom::AfterPosition(p)) => Some(p.0),
+                    (_, SubscribeFrom::AfterVersion(v)) => Some(v),
+                    (_, SubscribeFrom::Start) => None,
+                    (SubscriptionTarget::All(_), SubscribeFrom::End) => {
+                        client.head().await?.map(|p| p.0)
+                    }
+                    (SubscriptionTarget::Stream(s), SubscribeFrom::End) => {
+                        client.stream_info(s).await?.current_version
+                    }
+                };
+                let path = strata_server::client::subscription_path(&target, true);
+                let mut follow = client.follow(path, after);
                 let mut seen = 0u64;
                 drop(store);
                 while a.count.is_none_or(|c| seen < c) {
