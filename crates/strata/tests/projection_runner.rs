@@ -366,3 +366,69 @@ async fn pause_resume_and_reset() {
     assert_eq!(projections.list().await.unwrap().len(), 1);
     projections.shutdown().await;
 }
+
+/// Events per type: a second projection in the same SQLite file.
+struct TypeCounts;
+
+impl Projection for TypeCounts {
+    fn name(&self) -> &str {
+        "type_counts"
+    }
+    fn filter(&self) -> Filter {
+        Filter::default()
+    }
+    fn tables(&self) -> &[&'static str] {
+        &["type_counts"]
+    }
+    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+        sql.execute_batch("CREATE TABLE {type_counts} (t TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    }
+    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
+        sql.execute(
+            "INSERT INTO {type_counts} VALUES (?1, 1) ON CONFLICT (t) DO UPDATE SET n = n + 1",
+            [event.event_type.as_str()],
+        )?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_and_async_projections_share_one_file_under_concurrent_appends() {
+    let (_dir, store, models, projections) = setup();
+    projections.spawn(Balances::new("balances")).await.unwrap();
+    projections.inline(TypeCounts).await.unwrap();
+    let projected = ProjectedStore::new(store.clone(), projections.clone());
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let projected = projected.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    append(&projected, w, i64::from(i)).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let head = store.head().await.unwrap().unwrap();
+    // Inline: current as soon as the appends returned.
+    assert_eq!(projections.checkpoint("type_counts").unwrap(), Some(head));
+    let n: i64 = models
+        .connect()
+        .unwrap()
+        .query_row("SELECT n FROM type_counts WHERE t = 'Deposited'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 800);
+    projections
+        .wait_for("balances", head, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(table(&models, "balances"), fold(&store, None).await);
+    for info in projections.list().await.unwrap() {
+        assert_eq!(info.status, ProjectionStatus::Running, "{info:?}");
+    }
+    projections.shutdown().await;
+}

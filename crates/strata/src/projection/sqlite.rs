@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use strata_core::{Position, RecordedEvent, Uuid};
 
 use super::{HandlerError, Projection, ProjectionError};
@@ -213,7 +213,13 @@ pub(crate) fn ensure(conn: &mut Connection, p: &dyn Projection) -> Result<Meta, 
     if let Some(meta) = read_meta(conn, p.name())? {
         return Ok(meta);
     }
-    let tx = conn.transaction().map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    // Another process may have created it since the check above; the write lock settles it.
+    if let Some(meta) = read_meta(&tx, p.name())? {
+        return Ok(meta);
+    }
     create_generation(&tx, p, 1)?;
     point_views(&tx, p, None, 1)?;
     tx.execute(
@@ -314,7 +320,9 @@ pub(crate) fn clear_error(conn: &Connection, name: &str) -> Result<(), Projectio
 /// Empties the serving copy and its checkpoint (the projection then replays from 0).
 pub(crate) fn reset(conn: &mut Connection, p: &dyn Projection) -> Result<(), ProjectionError> {
     let meta = ensure(conn, p)?;
-    let tx = conn.transaction().map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
     create_generation(&tx, p, meta.generation)?;
     point_views(&tx, p, None, meta.generation)?;
     tx.execute(
@@ -333,7 +341,9 @@ pub(crate) fn begin_rebuild(
 ) -> Result<i64, ProjectionError> {
     let meta = ensure(conn, p)?;
     let generation = meta.generation.max(meta.rebuild_generation.unwrap_or(0)) + 1;
-    let tx = conn.transaction().map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
     if let Some(stale) = meta.rebuild_generation {
         for t in p.tables() {
             tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{}\";", physical(t, stale)))
@@ -362,7 +372,9 @@ pub(crate) fn finish_rebuild(
     let generation = meta
         .rebuild_generation
         .ok_or_else(|| ProjectionError::ReadModel("no rebuild in progress".into()))?;
-    let tx = conn.transaction().map_err(db)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
     point_views(&tx, p, Some(meta.generation), generation)?;
     tx.execute(
         "UPDATE strata_projections SET generation = ?2, checkpoint = rebuild_checkpoint,
@@ -397,6 +409,10 @@ pub(crate) enum BatchError {
     Db(ProjectionError),
 }
 
+/// Every writing transaction is `BEGIN IMMEDIATE`: it takes SQLite's write lock before it reads
+/// the checkpoint, so two writers of one file (several projections, or two processes) queue
+/// on the busy timeout instead of one failing with a stale snapshot when it upgrades.
+///
 /// Applies `events` (those after the stored checkpoint) and moves the checkpoint to the last
 /// of them, or to `scanned_through` when that is further (events the filter skipped), in one
 /// transaction. Returns the new checkpoint.
@@ -407,7 +423,9 @@ pub(crate) fn apply_batch(
     events: &[RecordedEvent],
     scanned_through: Option<Position>,
 ) -> Result<Option<Position>, BatchError> {
-    let tx = conn.transaction().map_err(|e| BatchError::Db(db(e)))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| BatchError::Db(db(e)))?;
     let meta = read_meta(&tx, p.name())
         .map_err(BatchError::Db)?
         .ok_or_else(|| BatchError::Db(ProjectionError::UnknownProjection(p.name().into())))?;
