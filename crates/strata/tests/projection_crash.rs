@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use strata::projection::{HandlerError, Projection, Projections, Sql, SqliteReadModels};
+use strata::projection::{
+    HandlerError, ProjectedStore, Projection, Projections, Sql, SqliteReadModels,
+};
 use strata::{
     EventData, EventStore, ExpectedVersion, Filter, Position, ReadAllOptions, RecordedEvent,
     StreamId,
@@ -121,7 +123,14 @@ fn projection_crash_child_entry() {
         let store = LogStore::open(&data).unwrap();
         let models = SqliteReadModels::next_to(&data).unwrap();
         let projections = Projections::new(Arc::new(store.clone()), models);
-        projections.spawn(Tally).await.unwrap();
+        let inline = std::env::var("STRATA_PROJECTION_CRASH_INLINE").is_ok();
+        if inline {
+            projections.inline(Tally).await.unwrap();
+        } else {
+            projections.spawn(Tally).await.unwrap();
+        }
+        // Inline: every append goes through the projected store (applied before it returns).
+        let store = ProjectedStore::new(store, projections.clone());
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         loop {
             // Other categories interleave: they move the checkpoint, not the model.
@@ -155,6 +164,17 @@ fn killing_an_async_projection_never_double_applies_or_loses_events() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(25);
+    kill_cycles(cycles, false);
+}
+
+/// Inline: the child is killed between an append being durable and its inline application
+/// (or anywhere else); registering the projection again repairs it by catching up.
+#[test]
+fn killing_an_inline_projection_is_repaired_on_restart() {
+    kill_cycles(10, true);
+}
+
+fn kill_cycles(cycles: u64, inline: bool) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
@@ -165,7 +185,11 @@ fn killing_an_async_projection_never_double_applies_or_loses_events() {
         .unwrap();
     let mut behind_at_kill = 0;
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if inline {
+            command.env("STRATA_PROJECTION_CRASH_INLINE", "1");
+        }
+        let mut child = command
             .args(["--exact", "projection_crash_child_entry", "--nocapture"])
             .env(CHILD_ENV, dir.path())
             .env("STRATA_PROJECTION_CRASH_SEED", cycle.to_string())
@@ -184,8 +208,23 @@ fn killing_an_async_projection_never_double_applies_or_loses_events() {
             let projections = Projections::new(Arc::new(store.clone()), models.clone());
             // Where the killed projection had got to, against the log it left.
             let head = store.head().await.unwrap();
-            projections.spawn(Tally).await.unwrap();
-            let at_restart = projections.checkpoint("tally").unwrap();
+            let at_restart = if inline {
+                // Registering an inline projection catches it up before it returns.
+                let stored = SqliteReadModels::next_to(&data).unwrap().connect().unwrap();
+                let cp: Option<i64> = stored
+                    .query_row(
+                        "SELECT checkpoint FROM strata_projections WHERE name = 'tally'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap_or(None);
+                projections.inline(Tally).await.unwrap();
+                assert_eq!(projections.checkpoint("tally").unwrap(), head);
+                cp.map(|c| Position(u64::try_from(c).unwrap()))
+            } else {
+                projections.spawn(Tally).await.unwrap();
+                projections.checkpoint("tally").unwrap()
+            };
             if at_restart < head {
                 behind_at_kill += 1;
             }
@@ -212,7 +251,11 @@ fn killing_an_async_projection_never_double_applies_or_loses_events() {
         let store = LogStore::open(&data).unwrap();
         let models = SqliteReadModels::next_to(&data).unwrap();
         let projections = Projections::new(Arc::new(store.clone()), models.clone());
-        projections.spawn(Tally).await.unwrap();
+        if inline {
+            projections.inline(Tally).await.unwrap();
+        } else {
+            projections.spawn(Tally).await.unwrap();
+        }
         let before = read_model(&models);
         projections.rebuild("tally", |_| {}).await.unwrap();
         projections.shutdown().await;
