@@ -364,6 +364,12 @@ async fn pause_resume_and_reset() {
         .unwrap();
     assert_eq!(table(&models, "balances"), fold(&store, None).await);
     assert_eq!(projections.list().await.unwrap().len(), 1);
+    // What another process (the CLI) sees in the file.
+    let stored = models.stored().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name, "balances");
+    assert_eq!(stored[0].checkpoint, Some(p2));
+    assert!(!stored[0].rebuild_started);
     projections.shutdown().await;
 }
 

@@ -39,7 +39,7 @@ pub use runner::{
     InlineProjections, ProjectedStore, ProjectionInfo, ProjectionMode, ProjectionStatus,
     Projections, RebuildProgress,
 };
-pub use sqlite::{Sql, SqliteReadModels};
+pub use sqlite::{Sql, SqliteReadModels, StoredProjection};
 
 /// A read model fed by events.
 ///

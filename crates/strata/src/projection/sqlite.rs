@@ -66,6 +66,34 @@ impl SqliteReadModels {
         &self.path
     }
 
+    /// Every projection recorded in this database, as stored (name order), without
+    /// registering any: what a CLI or another process can show (`strata projections`).
+    pub fn stored(&self) -> Result<Vec<StoredProjection>, ProjectionError> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, generation, checkpoint, status, last_error, error_position,
+                        error_event_id, rebuild_generation IS NOT NULL
+                 FROM strata_projections ORDER BY name",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredProjection {
+                    name: r.get(0)?,
+                    generation: r.get(1)?,
+                    checkpoint: from_i64(r.get(2)?),
+                    status: r.get(3)?,
+                    last_error: r.get(4)?,
+                    error_position: from_i64(r.get(5)?),
+                    error_event_id: r.get(6)?,
+                    rebuild_started: r.get(7)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
     /// A new connection, for queries (WAL mode: readers never block the projections).
     pub fn connect(&self) -> Result<Connection, ProjectionError> {
         let conn = Connection::open(&self.path).map_err(db)?;
@@ -83,6 +111,28 @@ impl SqliteReadModels {
             .map_err(db)?;
         Ok(conn)
     }
+}
+
+/// One projection's row in the read-model database, as [`SqliteReadModels::stored`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredProjection {
+    /// Its name.
+    pub name: String,
+    /// The generation of tables serving queries.
+    pub generation: i64,
+    /// The last position it has passed.
+    pub checkpoint: Option<Position>,
+    /// `running`, `paused` or `failed` (as last recorded).
+    pub status: String,
+    /// The error it stopped on.
+    pub last_error: Option<String>,
+    /// The position of the event it stopped on.
+    pub error_position: Option<Position>,
+    /// The id of that event.
+    pub error_event_id: Option<String>,
+    /// Whether a rebuild was started and has not been swapped in (running now, or abandoned).
+    pub rebuild_started: bool,
 }
 
 /// The handle a projection writes its read model through: ordinary SQL inside the batch's
