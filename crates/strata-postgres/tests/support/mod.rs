@@ -55,10 +55,13 @@ pub fn unreachable_database(e: ConnectError) -> ! {
             database_url()
         );
     }
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures `eprintln!`, and the exit
+    // below would swallow what it captured.
+    let message = format!(
         "SKIPPING the PostgreSQL tests: {e}. Start PostgreSQL or set STRATA_TEST_DATABASE_URL \
-         (under CI this is a failure)."
+         (under CI this is a failure).\n"
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
     std::process::exit(0);
 }
 
