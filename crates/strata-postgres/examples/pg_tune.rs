@@ -94,7 +94,7 @@ async fn catchup(url: &str, events: u64) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     for round in 0..3 {
-        let (t, c) = (std::time::Instant::now(), cpu_time());
+        let (t, c, pc) = (std::time::Instant::now(), cpu_time(), postgres_cpu_time());
         let mut sub = store
             .subscribe(
                 SubscriptionTarget::All(Default::default()),
@@ -107,11 +107,12 @@ async fn catchup(url: &str, events: u64) -> Result<(), String> {
             std::hint::black_box(sub.next().await.map_err(|e| e.to_string())?);
             n += 1;
         }
-        let (wall, cpu) = (t.elapsed(), cpu_time() - c);
+        let (wall, cpu, pcpu) = (t.elapsed(), cpu_time() - c, postgres_cpu_time() - pc);
         println!(
-            "catch-up round {round}: {n} events in {wall:?} ({:.0}/s), client CPU {cpu:?} ({:.2} µs/event)",
+            "catch-up round {round}: {n} events in {wall:?} ({:.0}/s), client CPU {:.2} µs/event, postgres CPU {:.2} µs/event",
             n as f64 / wall.as_secs_f64(),
-            cpu.as_secs_f64() * 1e6 / n as f64
+            cpu.as_secs_f64() * 1e6 / n as f64,
+            pcpu.as_secs_f64() * 1e6 / n as f64
         );
     }
     Ok(())

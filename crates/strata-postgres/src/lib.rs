@@ -14,8 +14,12 @@
 //!   a catch-up reader never skips an event that commits late and never sees one twice. No
 //!   table lock, no row every writer updates. The design and its proof are in
 //!   `docs/guarantees.md`, "PostgreSQL ordering".
-//! - **Group commit.** Concurrent appends are grouped into one transaction (each still checked
-//!   and answered on its own), so many writers share one commit.
+//! - **Group commit.** At most [`PgStoreOptions::append_writers`] append transactions run at
+//!   once; appends arriving meanwhile share the next one (each still checked and answered on
+//!   its own). A lone append is one prepared statement.
+//! - **Read-ahead.** Forward pages of `$all` (up to the subscription page size) are read a few
+//!   pages ahead in the background, so a catch-up overlaps reading with delivering. Pages below
+//!   the watermark never change, so a page read ahead is exactly what a fresh read returns.
 //! - **Wake-ups.** A `LISTEN` connection (reconnecting with backoff) wakes subscriptions when
 //!   another process appends; subscriptions poll as a fallback.
 //! - **Migrations** are embedded and versioned, run under an advisory lock; a schema newer than
