@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::runner::{
-    InlineProjections, Progress, ProjectionInfo, ProjectionMode, ProjectionStatus, RebuildProgress,
+    stalled, InlineProjections, Progress, ProjectionInfo, ProjectionMode, ProjectionStatus,
+    RebuildProgress, STALL_SLEEP_MS,
 };
 use super::{HandlerError, ProjectionError};
 use crate::limits;
@@ -472,14 +473,21 @@ impl PgProjections {
         target: Option<Position>,
     ) -> Result<(), ProjectionError> {
         let _guard = entry.apply_lock.lock().await;
+        let mut stalls = 0u32;
         loop {
             if entry.progress.borrow().failed.is_some() {
                 return Ok(());
             }
+            let before = entry.progress.borrow().through;
             match self.step(entry).await {
                 Ok((checkpoint, is_end)) => {
                     Self::publish(entry, checkpoint);
                     if is_end || target.is_some_and(|t| checkpoint >= Some(t)) {
+                        return Ok(());
+                    }
+                    // `$all` held back behind another open transaction: wait a little (at
+                    // most a second), then leave the rest to the next append.
+                    if checkpoint <= before && stalled(&mut stalls).await {
                         return Ok(());
                     }
                 }
@@ -508,6 +516,7 @@ impl PgProjections {
                     return;
                 }
                 changes.borrow_and_update();
+                let before = entry.progress.borrow().through;
                 let outcome = {
                     let _guard = entry.apply_lock.lock().await;
                     this.step(&entry).await
@@ -516,7 +525,7 @@ impl PgProjections {
                     Ok((checkpoint, is_end)) => {
                         transient_failures = 0;
                         Self::publish(&entry, checkpoint);
-                        if is_end {
+                        if is_end || checkpoint <= before {
                             tokio::select! {
                                 _ = changes.changed() => {}
                                 _ = stop.changed() => {}
@@ -822,6 +831,9 @@ impl PgProjections {
                 checkpoint = checkpoint.max(Some(s));
             }
             report(applied, checkpoint, self.store.head().await?);
+            if !page.is_end && page.events.is_empty() {
+                tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+            }
             if page.is_end {
                 if locked.is_some() {
                     break;

@@ -458,15 +458,23 @@ impl Projections {
         target: Option<Position>,
     ) -> Result<(), ProjectionError> {
         let _guard = entry.apply_lock.lock().await;
+        let mut stalls = 0u32;
         loop {
             if entry.progress.borrow().failed.is_some() {
                 return Ok(());
             }
+            let before = entry.progress.borrow().through;
             match self.step(entry, Target::Live).await {
                 Ok(o) => {
                     Self::publish(entry, o.checkpoint);
                     let reached = target.is_some_and(|t| o.checkpoint >= Some(t));
                     if o.is_end || reached {
+                        return Ok(());
+                    }
+                    if o.checkpoint <= before && stalled(&mut stalls).await {
+                        // The backend showed nothing new without saying it reached the end
+                        // (PostgreSQL holds `$all` back behind an open transaction): leave the
+                        // rest to the next append rather than spin.
                         return Ok(());
                     }
                 }
@@ -527,6 +535,7 @@ impl Projections {
             }
             // Seen before reading, so an append that lands after the read wakes the wait.
             changes.borrow_and_update();
+            let before = entry.progress.borrow().through;
             let outcome = {
                 let _guard = entry.apply_lock.lock().await;
                 self.step(&entry, Target::Live).await
@@ -535,7 +544,9 @@ impl Projections {
                 Ok(o) => {
                     transient_failures = 0;
                     Self::publish(&entry, o.checkpoint);
-                    if o.is_end {
+                    // Nothing new though not at the end (a backend holding `$all` back): wait
+                    // like a caught-up subscription instead of spinning.
+                    if o.is_end || o.checkpoint <= before {
                         tokio::select! {
                             _ = changes.changed() => {}
                             _ = stop.changed() => {}
@@ -684,6 +695,9 @@ impl Projections {
             if o.is_end {
                 break;
             }
+            if o.applied == 0 {
+                tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+            }
         }
         // The last few events and the swap, with the serving copy's writers held off, so the
         // fresh copy is at or past the serving one when it takes over.
@@ -691,6 +705,9 @@ impl Projections {
         loop {
             let o = self.step(entry, Target::Rebuild).await?;
             applied += o.applied;
+            if !o.is_end && o.applied == 0 {
+                tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+            }
             if o.is_end {
                 let head = self.inner.store.head().await?;
                 report(applied, o.checkpoint, head);
@@ -811,6 +828,19 @@ impl Projections {
             Self::stop_task(&entry).await;
         }
     }
+}
+
+/// How long a catch-up waits when a page showed nothing new without reaching the end.
+pub(crate) const STALL_SLEEP_MS: u64 = 2;
+
+/// Counts a stalled page; `true` once the stalls add up to a second (then give up for now).
+pub(crate) async fn stalled(stalls: &mut u32) -> bool {
+    *stalls += 1;
+    if u64::from(*stalls) * STALL_SLEEP_MS >= 1_000 {
+        return true;
+    }
+    tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+    false
 }
 
 fn batch_error(e: BatchError) -> ProjectionError {
