@@ -143,7 +143,6 @@ impl Client {
         events: &[EventData],
     ) -> Result<Value, ClientError> {
         let body = append_body(expected, events);
-        let body = serde_json::to_vec(&body).map_err(|e| ClientError::Config(e.to_string()))?;
         Self::answer(
             self.request(
                 reqwest::Method::POST,

@@ -70,9 +70,9 @@ impl Metrics {
         self.subscribers_lagged.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An event was handed to a subscriber's connection.
-    pub fn delivered(&self) {
-        self.events_delivered.fetch_add(1, Ordering::Relaxed);
+    /// `n` events were handed to a subscriber's connection.
+    pub fn delivered(&self, n: u64) {
+        self.events_delivered.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A response with `status`.

@@ -246,29 +246,43 @@ impl AppendBody {
     }
 }
 
-/// An append request body for `events` (used by clients).
-pub fn append_body(expected: ExpectedVersion, events: &[EventData]) -> Value {
-    let events: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            let mut v = json!({ "eventType": e.event_type, "contentType": e.content_type });
-            if let Some(id) = e.event_id {
-                v["eventId"] = json!(id);
-            }
-            if !e.metadata.is_empty() {
-                v["metadata"] = Value::Object(e.metadata.as_map().clone());
-            }
-            let json_data = (e.content_type == CONTENT_TYPE_JSON)
-                .then(|| serde_json::from_slice::<Value>(&e.data).ok())
-                .flatten();
-            match json_data {
-                Some(d) => v["data"] = d,
-                None => v["dataBase64"] = json!(B64.encode(&e.data)),
-            }
-            v
-        })
-        .collect();
-    json!({ "expectedVersion": expected_to_json(expected), "events": events })
+/// An append request body for `events` (used by clients). JSON payloads are written as they
+/// are (the server checks them); other payloads as base64.
+pub fn append_body(expected: ExpectedVersion, events: &[EventData]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + events.iter().map(|e| e.data.len() + 96).sum::<usize>());
+    out.extend_from_slice(b"{\"expectedVersion\":");
+    out.extend_from_slice(expected_to_json(expected).to_string().as_bytes());
+    out.extend_from_slice(b",\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"eventType\":");
+        out.extend_from_slice(Value::String(e.event_type.clone()).to_string().as_bytes());
+        out.extend_from_slice(b",\"contentType\":");
+        out.extend_from_slice(Value::String(e.content_type.clone()).to_string().as_bytes());
+        if let Some(id) = e.event_id {
+            out.extend_from_slice(format!(",\"eventId\":\"{id}\"").as_bytes());
+        }
+        if !e.metadata.is_empty() {
+            out.extend_from_slice(b",\"metadata\":");
+            out.extend_from_slice(&e.metadata.to_bytes());
+        }
+        let raw_json = e.content_type == CONTENT_TYPE_JSON
+            && !e.data.is_empty()
+            && std::str::from_utf8(&e.data).is_ok();
+        if raw_json {
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(&e.data);
+        } else {
+            out.extend_from_slice(b",\"dataBase64\":\"");
+            out.extend_from_slice(B64.encode(&e.data).as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 #[cfg(test)]

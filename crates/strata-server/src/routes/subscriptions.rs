@@ -71,14 +71,21 @@ fn start(q: &Query, headers: &HeaderMap) -> Result<Start, ApiError> {
 }
 
 enum Frame {
-    Event(Bytes),
+    Events(Vec<Bytes>),
     Lagged(Option<u64>),
     Error(ApiError, Option<u64>),
 }
 
 fn frame_bytes(frame: Frame) -> Bytes {
     match frame {
-        Frame::Event(b) => b,
+        Frame::Events(mut frames) if frames.len() == 1 => frames.pop().unwrap_or_default(),
+        Frame::Events(frames) => {
+            let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            for f in &frames {
+                out.extend_from_slice(f);
+            }
+            out.freeze()
+        }
         Frame::Lagged(resume) => sse_frame(
             "lagged",
             resume,
@@ -121,15 +128,27 @@ impl Matcher {
     }
 }
 
-/// Hands one frame to the connection; `Err(Some(frame))` ends the subscription with that last
-/// word, `Err(None)` ends it silently (the client left).
+/// Events one message to the connection carries at most. Passing events in chunks keeps the
+/// cost of the hand-over per chunk, not per event, when a hundred subscribers follow a busy
+/// store; the buffer bound stays in events (capacity in chunks times the chunk size).
+const CHUNK_EVENTS_MAX: usize = 64;
+
+/// Hands a chunk of event frames to the connection (with `last`, the id of its last event);
+/// `Err(Some(frame))` ends the subscription with that last word, `Err(None)` ends it silently
+/// (the client left). On success `resume` moves to `last`.
 async fn deliver(
     tx: &mpsc::Sender<Frame>,
-    frame: Frame,
+    chunk: &mut Vec<Bytes>,
+    last: Option<u64>,
     slow: Duration,
     st: &AppState,
-    resume: Option<u64>,
+    resume: &mut Option<u64>,
 ) -> Result<(), Option<Frame>> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let n = chunk.len();
+    let frame = Frame::Events(std::mem::take(chunk));
     match tx.try_send(frame) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Closed(_)) => return Err(None),
@@ -139,12 +158,13 @@ async fn deliver(
                 Ok(Err(_)) => return Err(None),
                 Err(_) => {
                     st.metrics().lagged();
-                    return Err(Some(Frame::Lagged(resume)));
+                    return Err(Some(Frame::Lagged(*resume)));
                 }
             }
         }
     }
-    st.metrics().delivered();
+    st.metrics().delivered(n as u64);
+    *resume = last;
     Ok(())
 }
 
@@ -156,6 +176,7 @@ async fn follow(
     matcher: &Matcher,
     mut resume: Option<u64>,
     tx: &mpsc::Sender<Frame>,
+    chunk_max: usize,
 ) -> Option<Frame> {
     let slow = Duration::from_millis(st.config().sse_slow_subscriber_timeout_ms);
     let from = |resume: Option<u64>| match (resume, matcher) {
@@ -163,6 +184,7 @@ async fn follow(
         (Some(v), Matcher::Stream(_)) => SubscribeFrom::AfterVersion(v),
         (Some(p), Matcher::All(_)) => SubscribeFrom::AfterPosition(Position(p)),
     };
+    let mut chunk: Vec<Bytes> = Vec::with_capacity(chunk_max);
     loop {
         // Join the hub before the last storage read: nothing falls between the two.
         let mut live = st.hub().subscribe(st.store());
@@ -171,6 +193,7 @@ async fn follow(
             Err(e) => return Some(Frame::Error(e.into(), resume)),
         };
         // Catch up from storage.
+        let mut last = resume;
         loop {
             let next = tokio::select! {
                 biased;
@@ -180,7 +203,12 @@ async fn follow(
             let event = match next {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
-                Err(e) => return Some(Frame::Error(e.into(), resume)),
+                Err(e) => {
+                    if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+                        return end;
+                    }
+                    return Some(Frame::Error(e.into(), resume));
+                }
             };
             let r = match Rendered::new(&event) {
                 Ok(r) => r,
@@ -192,10 +220,16 @@ async fn follow(
                 }
             };
             let id = matcher.id(&r);
-            if let Err(last) = deliver(tx, Frame::Event(r.frame(id)), slow, st, resume).await {
-                return last;
+            chunk.push(r.frame(id));
+            last = Some(id);
+            if chunk.len() >= chunk_max {
+                if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+                    return end;
+                }
             }
-            resume = Some(id);
+        }
+        if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+            return end;
         }
         drop(sub);
         // Live from the hub.
@@ -210,16 +244,22 @@ async fn follow(
                 // Fell behind the hub (or it stopped): back to storage from where we are.
                 Err(_) => break,
             };
+            let mut last = resume;
             for r in batch.iter() {
                 let id = matcher.id(r);
-                if resume.is_some_and(|last| id <= last) || !matcher.matches(r) {
+                if last.is_some_and(|l| id <= l) || !matcher.matches(r) {
                     continue;
                 }
-                let frame = Frame::Event(r.frame(id));
-                if let Err(last) = deliver(tx, frame, slow, st, resume).await {
-                    return last;
+                chunk.push(r.frame(id));
+                last = Some(id);
+                if chunk.len() >= chunk_max {
+                    if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+                        return end;
+                    }
                 }
-                resume = Some(id);
+            }
+            if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+                return end;
             }
         }
     }
@@ -246,12 +286,13 @@ async fn open(
         },
     };
     let cfg = st.config();
-    let (tx, rx) = mpsc::channel::<Frame>(cfg.sse_buffer_events as usize);
+    let chunk_max = CHUNK_EVENTS_MAX.min(cfg.sse_buffer_events as usize).max(1);
+    let (tx, rx) = mpsc::channel::<Frame>((cfg.sse_buffer_events as usize / chunk_max).max(1));
     let (fin_tx, fin_rx) = oneshot::channel::<Frame>();
     let state = st.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        if let Some(last) = follow(&state, &target, &matcher, resume, &tx).await {
+        if let Some(last) = follow(&state, &target, &matcher, resume, &tx, chunk_max).await {
             let _ = fin_tx.send(last);
         }
     });
