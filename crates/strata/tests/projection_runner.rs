@@ -349,9 +349,19 @@ async fn pause_resume_and_reset() {
         .await
         .unwrap_err();
     assert!(matches!(err, ProjectionError::NotYetConsistent { .. }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let info = projections.status("balances").await.unwrap();
     assert_eq!(info.lag_events, 1);
-    assert!(info.lag_seconds >= 0.0);
+    // The unprocessed event is at least the 200 ms wait plus this sleep old.
+    assert!(info.lag_seconds >= 0.3, "{}", info.lag_seconds);
+    assert!(matches!(
+        projections.wait_for("nope", p2, Duration::ZERO).await,
+        Err(ProjectionError::UnknownProjection(_))
+    ));
+    assert!(matches!(
+        projections.spawn(Balances::new("balances")).await,
+        Err(ProjectionError::AlreadyRegistered(_))
+    ));
     projections.resume("balances").await.unwrap();
     projections
         .wait_for("balances", p2, Duration::from_secs(5))
