@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::projection::{
-    HandlerError, ProjectedStore, Projection, ProjectionError, ProjectionStatus, Projections, Sql,
-    SqliteReadModels,
+    HandlerError, ProjectedAppendError, ProjectedStore, Projection, ProjectionError,
+    ProjectionStatus, Projections, Sql, SqliteReadModels,
 };
 use strata::{
     EventData, EventStore, ExpectedVersion, Filter, Position, ReadAllOptions, RecordedEvent,
@@ -237,13 +237,32 @@ async fn inline_projection_is_current_when_the_append_returns_and_repairs_on_res
         let store = LogStore::open(&data).unwrap();
         let models = SqliteReadModels::next_to(&data).unwrap();
         let projections = Projections::new(Arc::new(store.clone()), models.clone());
-        projections.inline(Balances::new("balances")).await.unwrap();
+        let balances = Balances::new("balances");
+        let fail_on = balances.fail_on.clone();
+        projections.inline(balances).await.unwrap();
         let projected = ProjectedStore::new(store.clone(), projections.clone());
         for i in 0..50 {
             let p = append(&projected, i % 4, 10).await;
             // No wait: the read model already has it.
             assert_eq!(projections.checkpoint("balances").unwrap(), Some(p));
         }
+        assert_eq!(table(&models, "balances"), fold(&store, None).await);
+        // A handler failure on an inline projection reaches the caller with the append's
+        // result (the events are durable).
+        let stream = StreamId::new("account-9").unwrap();
+        fail_on.store(666, Ordering::SeqCst);
+        let err = projected
+            .append_projected(&stream, ExpectedVersion::Any, vec![deposit(666)])
+            .await
+            .unwrap_err();
+        let ProjectedAppendError::Projection { result, error } = err else {
+            panic!("expected a projection failure");
+        };
+        assert!(
+            matches!(error, ProjectionError::Failed { position, .. } if position == Some(result.last_position()))
+        );
+        fail_on.store(-1, Ordering::SeqCst);
+        projections.resume("balances").await.unwrap();
         assert_eq!(table(&models, "balances"), fold(&store, None).await);
         // A "crash" between append and inline application: appends straight to the store.
         for i in 0..20 {

@@ -36,8 +36,8 @@ use crate::limits;
 
 pub use postgres::{PgProjection, PgProjections, PgReadModels};
 pub use runner::{
-    InlineProjections, ProjectedStore, ProjectionInfo, ProjectionMode, ProjectionStatus,
-    Projections, RebuildProgress,
+    InlineProjections, ProjectedAppendError, ProjectedStore, ProjectionInfo, ProjectionMode,
+    ProjectionStatus, Projections, RebuildProgress,
 };
 pub use sqlite::{Sql, SqliteReadModels, StoredProjection};
 

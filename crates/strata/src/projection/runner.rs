@@ -875,6 +875,23 @@ pub struct ProjectedStore<S, P = Projections> {
     projections: P,
 }
 
+/// Why [`ProjectedStore::append_projected`] did not fully succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectedAppendError {
+    /// The append failed; nothing was written and no projection ran.
+    #[error(transparent)]
+    Append(AppendError),
+    /// The append is durable but an inline projection failed on it (and stopped as failed).
+    #[error("the append is stored (up to position {}) but an inline projection failed: {error}", result.last_position().0)]
+    Projection {
+        /// The append's result.
+        result: AppendResult,
+        /// The projection's error.
+        error: ProjectionError,
+    },
+}
+
 /// Projections an append applies before it returns: [`Projections`] (SQLite read models) and
 /// [`super::PgProjections`] (PostgreSQL read models).
 #[async_trait]
@@ -902,6 +919,26 @@ impl<S: EventStore + Clone, P: InlineProjections> ProjectedStore<S, P> {
     /// Wraps `inner`; `projections` must read the same store.
     pub fn new(inner: S, projections: P) -> Self {
         ProjectedStore { inner, projections }
+    }
+
+    /// Appends like [`EventStore::append`] and says whether the inline projections applied
+    /// the events: the append is durable either way, so a projection failure carries its
+    /// result.
+    pub async fn append_projected(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, ProjectedAppendError> {
+        let result = self
+            .inner
+            .append(stream, expected, events)
+            .await
+            .map_err(ProjectedAppendError::Append)?;
+        match self.projections.apply_inline(result.last_position()).await {
+            Ok(()) => Ok(result),
+            Err(error) => Err(ProjectedAppendError::Projection { result, error }),
+        }
     }
 
     /// The wrapped store.
