@@ -18,6 +18,7 @@ pub mod http;
 pub mod large;
 pub mod log;
 mod measure;
+pub mod postgres;
 
 pub use measure::{Latency, Throughput};
 
