@@ -157,14 +157,14 @@ fn start_params() -> Vec<Value> {
         param(
             "after",
             "query",
-            "Resume after this position (`$all`, categories) or version (a stream); not with `from`.",
+            "Resume after this position (`$all`, categories) or version (a stream); wins over `from`.",
             u64_schema(),
             false,
         ),
         param(
             "Last-Event-ID",
             "header",
-            "Set by SSE clients on reconnect: resume after this id. Takes precedence over `from` and `after`.",
+            "Set by SSE clients on reconnect: resume after this id. Wins over `from` and `after`.",
             json!({ "type": "string", "pattern": "^[0-9]{1,20}$" }),
             false,
         ),

@@ -502,7 +502,7 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() {
         ("/streams?limit=5000", "limit"),
         ("/categories?after=%C3%28", "after"),
         ("/subscriptions/all?from=yesterday", "from"),
-        ("/subscriptions/all?from=start&after=3", "after"),
+        ("/subscriptions/all?from=start&from=end", "from"),
         ("/subscriptions/categories/a-b", "category"),
         ("/health?x=1", "x"),
     ];

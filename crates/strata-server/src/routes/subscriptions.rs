@@ -43,7 +43,20 @@ enum Start {
     After(u64),
 }
 
+/// Where to start: `Last-Event-ID` wins over `after`, which wins over `from`; all of them are
+/// checked even when another wins.
 fn start(q: &Query, headers: &HeaderMap) -> Result<Start, ApiError> {
+    let from = match q.one("from")? {
+        None | Some("end") => Start::End,
+        Some("start") => Start::Beginning,
+        Some(f) => {
+            return Err(ApiError::invalid(
+                "from",
+                format!("must be start or end (or use after=N), not {f:?}"),
+            ))
+        }
+    };
+    let after = q.u64("after")?;
     if let Some(v) = headers.get("last-event-id") {
         let s = v
             .to_str()
@@ -58,16 +71,10 @@ fn start(q: &Query, headers: &HeaderMap) -> Result<Start, ApiError> {
             });
         }
     }
-    match (q.one("from")?, q.u64("after")?) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("after", "give from or after, not both")),
-        (None, Some(n)) => Ok(Start::After(n)),
-        (None | Some("end"), None) => Ok(Start::End),
-        (Some("start"), None) => Ok(Start::Beginning),
-        (Some(f), None) => Err(ApiError::invalid(
-            "from",
-            format!("must be start or end (or use after=N), not {f:?}"),
-        )),
-    }
+    Ok(match after {
+        Some(n) => Start::After(n),
+        None => from,
+    })
 }
 
 enum Frame {
