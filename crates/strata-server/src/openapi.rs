@@ -165,7 +165,7 @@ fn start_params() -> Vec<Value> {
             "Last-Event-ID",
             "header",
             "Set by SSE clients on reconnect: resume after this id. Wins over `from` and `after`.",
-            json!({ "type": "string", "pattern": "^[0-9]{1,20}$" }),
+            json!({ "type": "string", "pattern": "^[0-9]{1,19}$" }),
             false,
         ),
     ]
@@ -392,8 +392,13 @@ pub fn document() -> Value {
     let mut sub_cat = vec![param(
         "category",
         "path",
-        "The category: the part of stream ids before their first `-`.",
-        json!({ "type": "string", "minLength": 1, "maxLength": limits::STREAM_ID_MAX_BYTES }),
+        "The category: the part of stream ids before their first `-` (so it holds no `-`).",
+        json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": limits::STREAM_ID_MAX_BYTES,
+            "pattern": "^[^$\\s\\x00-\\x1f\\x7f-\\x9f-][^\\s\\x00-\\x1f\\x7f-\\x9f-]*$"
+        }),
         true,
     )];
     sub_cat.extend(start_params());
