@@ -194,7 +194,6 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn into_result(self) -> Result<AppendResult, AppendError> {
         match self {
             Outcome::Done(r) => r,

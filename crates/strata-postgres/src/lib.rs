@@ -17,6 +17,10 @@
 //! - **Group commit.** At most [`PgStoreOptions::append_writers`] append transactions run at
 //!   once; appends arriving meanwhile share the next one (each still checked and answered on
 //!   its own). A lone append is one prepared statement.
+//! - **Appends inside your transaction.** [`PostgresStore::append_in_transaction`] appends as
+//!   the first write of a caller's transaction, so the caller's other writes (a read model, an
+//!   outbox) commit or roll back with the events; the ordering guarantee still holds (see
+//!   `docs/guarantees.md`, "Appending inside a caller's transaction").
 //! - **Read-ahead.** Forward pages of `$all` (up to the subscription page size) are read a few
 //!   pages ahead in the background, so a catch-up overlaps reading with delivering. Pages below
 //!   the watermark never change, so a page read ahead is exactly what a fresh read returns.
@@ -65,11 +69,13 @@ mod read;
 mod snapshot;
 mod sql;
 mod store;
+mod transaction;
 
 pub use error::ConnectError;
 pub use migrate::SCHEMA_VERSION;
 pub use options::PgStoreOptions;
 pub use store::PostgresStore;
+pub use transaction::is_transaction_race;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,260 @@
+//! `PostgresStore::append_in_transaction`: the events commit or roll back with the caller's
+//! other writes, and the store's append semantics (expected version, idempotent retry,
+//! event-id conflicts, the first-write rule, races) hold through it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use strata_core::{
+    AppendError, EventData, EventStore, ExpectedVersion, Position, ReadAllOptions,
+    ReadStreamOptions, StreamId, Uuid,
+};
+use strata_postgres::{is_transaction_race, PostgresStore};
+
+fn ev(n: i64) -> EventData {
+    EventData::json("Happened", &json!({ "n": n })).unwrap()
+}
+
+async fn side_table(store: &PostgresStore, schema: &str) {
+    sqlx::query(&format!(
+        "CREATE TABLE {schema}.side (n BIGINT PRIMARY KEY)"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+async fn side_rows(store: &PostgresStore, schema: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.side"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn all_positions(store: &PostgresStore) -> Vec<Position> {
+    store
+        .read_all(ReadAllOptions::forward().limit(1000))
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.position)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_and_rolls_back_with_the_callers_writes() {
+    let (store, schema) = support::connect("in_tx", |o| o).await;
+    side_table(&store, &schema).await;
+    let s = StreamId::new("account-1").unwrap();
+
+    // Rolled back: neither the events nor the side row exist, and the lock is not leaked.
+    let mut tx = store.pool().begin().await.unwrap();
+    let r = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::NoStream, vec![ev(1), ev(2)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 1);
+    sqlx::query(&format!("INSERT INTO {schema}.side VALUES (1)"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    store.notify_appended();
+    assert!(store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .is_err_or_empty());
+    assert!(all_positions(&store).await.is_empty());
+    assert_eq!(side_rows(&store, &schema).await, 0);
+
+    // Committed: both, and invisible to other sessions until the commit.
+    let mut tx = store.pool().begin().await.unwrap();
+    let r = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::NoStream, vec![ev(3)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 0);
+    sqlx::query(&format!("INSERT INTO {schema}.side VALUES (3)"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        all_positions(&store).await.is_empty(),
+        "not visible before commit"
+    );
+    let own = store
+        .read_in_transaction(&mut tx, Position::START, r.last_position(), 10)
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 1);
+    assert!(store
+        .wait_for_earlier_appends(&mut tx, Duration::from_secs(5))
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    store.notify_appended();
+    assert_eq!(all_positions(&store).await, r.positions);
+    assert_eq!(side_rows(&store, &schema).await, 1);
+
+    // A plain append still works (no advisory lock left behind) and orders after it.
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.append(&s, ExpectedVersion::Exact(0), vec![ev(4)]),
+    )
+    .await
+    .expect("a plain append after in-transaction appends must not hang")
+    .unwrap();
+    assert!(next.last_position() > r.last_position());
+    support::drop_schema(schema).await;
+}
+
+trait EmptyOrErr {
+    fn is_err_or_empty(&self) -> bool;
+}
+impl<T, E> EmptyOrErr for Result<Vec<T>, E> {
+    fn is_err_or_empty(&self) -> bool {
+        self.as_ref().map_or(true, Vec::is_empty)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_version_idempotency_and_first_write_rule() {
+    let (store, schema) = support::connect("in_tx_rules", |o| o).await;
+    side_table(&store, &schema).await;
+    let s = StreamId::new("account-1").unwrap();
+    let ids = [Uuid::now_v7(), Uuid::now_v7()];
+    let first = store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![ev(1).with_id(ids[0]), ev(2).with_id(ids[1])],
+        )
+        .await
+        .unwrap();
+
+    let mut tx = store.pool().begin().await.unwrap();
+    // Wrong expected version: a typed error, nothing written, the transaction still usable.
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(7)] {
+        let err = store
+            .append_in_transaction(&mut tx, &s, expected, vec![ev(9)])
+            .await
+            .unwrap_err();
+        match err {
+            AppendError::WrongExpectedVersion { actual, .. } => assert_eq!(actual.0, Some(1)),
+            other => panic!("expected a version conflict, got {other:?}"),
+        }
+    }
+    // Idempotent retry: the stored result, nothing new.
+    let again = store
+        .append_in_transaction(
+            &mut tx,
+            &s,
+            ExpectedVersion::NoStream,
+            vec![ev(1).with_id(ids[0]), ev(2).with_id(ids[1])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert!(!store
+        .wait_for_earlier_appends(&mut tx, Duration::from_secs(1))
+        .await
+        .unwrap());
+    // An id reused for a different place: a conflict.
+    let err = store
+        .append_in_transaction(
+            &mut tx,
+            &s,
+            ExpectedVersion::Any,
+            vec![ev(3).with_id(ids[1])],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::EventIdConflict { event_id, .. } if event_id == ids[1]));
+    // A real append, then a second one in the same transaction is refused.
+    let r = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::Exact(1), vec![ev(5)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 2);
+    let err = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::Exact(2), vec![ev(6)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, AppendError::InvalidInput(i) if i.to_string().contains("transaction")),
+        "{err:?}"
+    );
+    tx.commit().await.unwrap();
+    store.notify_appended();
+    assert_eq!(all_positions(&store).await.len(), 3);
+
+    // The first-write rule: a transaction that already wrote cannot append.
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query(&format!("INSERT INTO {schema}.side VALUES (1)"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::Any, vec![ev(7)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::InvalidInput(_)), "{err:?}");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        side_rows(&store, &schema).await,
+        1,
+        "the transaction stayed usable"
+    );
+    assert_eq!(all_positions(&store).await.len(), 3);
+    support::drop_schema(schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_race_asks_for_a_new_transaction() {
+    let (store, schema) = support::connect("in_tx_race", |o| o).await;
+    let s = StreamId::new("account-1").unwrap();
+    // A slow writer holds its transaction open with version 0 of the stream.
+    let slow = {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::spawn(async move {
+            store
+                .append_holding_transaction(
+                    &s,
+                    ExpectedVersion::Any,
+                    vec![ev(1)],
+                    Duration::from_millis(500),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut tx = store.pool().begin().await.unwrap();
+    let err = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::Any, vec![ev(2)])
+        .await
+        .unwrap_err();
+    assert!(is_transaction_race(&err), "{err:?}");
+    tx.rollback().await.unwrap();
+    slow.await.unwrap().unwrap();
+    // The retry in a new transaction settles it.
+    let mut tx = store.pool().begin().await.unwrap();
+    let r = store
+        .append_in_transaction(&mut tx, &s, ExpectedVersion::Any, vec![ev(2)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 1);
+    tx.commit().await.unwrap();
+    let plain = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.append(&s, ExpectedVersion::Exact(1), vec![ev(3)]),
+    )
+    .await
+    .expect("no advisory lock left behind")
+    .unwrap();
+    assert_eq!(plain.stream_version, 2);
+    support::drop_schema(schema).await;
+}
