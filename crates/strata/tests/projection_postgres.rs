@@ -216,9 +216,10 @@ async fn inline_postgres_projection_is_current_when_the_append_returns() {
     }
     assert_eq!(model(&db.models).await, fold(&db.store, None).await);
 
-    // Without an append-in-transaction hook in strata-postgres, a failing inline handler
-    // cannot roll the append back: the append stands and the projection stops as failed
-    // at that event (see docs/projections.md).
+    // In this mode (`PgProjections::new`: after the append's commit) a failing inline handler
+    // cannot roll the append back: the append stands and the projection stops as failed at
+    // that event. `PgProjections::transactional` rolls it back instead
+    // (projection_postgres_transactional.rs).
     fail_on.store(99, Ordering::SeqCst);
     let p = append(&projected, 1, 99).await;
     let err = projections

@@ -2,10 +2,12 @@
 //! PostgreSQL schema, each batch one transaction (the checkpoint row is locked, checked and
 //! moved in it), run async or inline.
 //!
-//! Inline on PostgreSQL runs in its own transaction right after the append commits, not in
-//! the append's transaction: `strata-postgres` has no hook to append inside a caller's
-//! transaction yet (see `docs/projections.md`). So a failing inline handler does not roll the
-//! append back; the projection stops as failed at that event, as an async one does.
+//! Inline on PostgreSQL has two modes. [`PgProjections::new`]: the projections run in their
+//! own transaction right after the append commits, so a failing inline handler does not roll
+//! the append back (the projection stops as failed at that event, as an async one does).
+//! [`PgProjections::transactional`] (read models in the store's database): the append, the
+//! inline handlers and their checkpoints are one transaction
+//! ([`PostgresStore::append_in_transaction`]), so a failing handler rolls the append back.
 //!
 //! A rebuild replays into a fresh schema (`<schema>__rebuild_<name>`, with `search_path` set
 //! to it for `setup` and `apply`) and swaps in one transaction: the projection's old tables
@@ -21,13 +23,17 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Row};
-use strata_core::{EventStore, Filter, Position, ReadAllOptions, RecordedEvent, Uuid};
+use strata_core::{
+    AppendError, AppendResult, EventData, EventStore, ExpectedVersion, Filter, Position,
+    ReadAllOptions, RecordedEvent, StreamId, Uuid,
+};
+use strata_postgres::PostgresStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::runner::{
-    stalled, InlineProjections, Progress, ProjectionInfo, ProjectionMode, ProjectionStatus,
-    RebuildProgress, STALL_SLEEP_MS,
+    append_then_apply, stalled, InlineProjections, Progress, ProjectedAppendError, ProjectionInfo,
+    ProjectionMode, ProjectionStatus, RebuildProgress, STALL_SLEEP_MS,
 };
 use super::{HandlerError, ProjectionError};
 use crate::limits;
@@ -163,6 +169,9 @@ pub struct PgProjections {
     store: Arc<dyn EventStore>,
     models: PgReadModels,
     entries: Arc<RwLock<HashMap<String, Arc<PgEntry>>>>,
+    /// Set by [`PgProjections::transactional`]: inline appends go through this store's
+    /// `append_in_transaction`, in the same transaction as the inline handlers.
+    transactional: Option<PostgresStore>,
 }
 
 impl std::fmt::Debug for PgProjections {
@@ -180,11 +189,50 @@ impl PgProjections {
             store,
             models,
             entries: Arc::new(RwLock::new(HashMap::new())),
+            transactional: None,
         }
     }
 
+    /// A runner for projections of `store` into `models` whose inline projections run in the
+    /// append's own transaction: [`super::ProjectedStore`] appends with
+    /// [`PostgresStore::append_in_transaction`] on a read-model connection, applies every
+    /// inline projection up to the appended events and moves their checkpoints, then commits
+    /// once. A failing handler rolls the append back
+    /// ([`ProjectedAppendError::RolledBack`]). `models` must be in the same database as
+    /// `store` (checked: its sessions must see the store's `events` table).
+    pub async fn transactional(
+        store: PostgresStore,
+        models: PgReadModels,
+    ) -> Result<Self, ProjectionError> {
+        let events = format!("\"{}\".events", store.schema());
+        let visible: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&events)
+            .fetch_one(&models.pool)
+            .await
+            .map_err(db)?;
+        let store_db: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(store.pool())
+            .await
+            .map_err(db)?;
+        let models_db: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(&models.pool)
+            .await
+            .map_err(db)?;
+        if !visible || store_db != models_db {
+            return Err(ProjectionError::ReadModel(format!(
+                "transactional inline projections need the read models in the store's database: \
+                 {events} is not visible from schema {} (database {models_db}, store's {store_db})",
+                models.schema
+            )));
+        }
+        let mut this = PgProjections::new(Arc::new(store.clone()), models);
+        this.transactional = Some(store);
+        Ok(this)
+    }
+
     /// Registers an inline projection (applied by [`super::ProjectedStore`] after each
-    /// append) and catches it up with the log.
+    /// append, or in the append's transaction with [`PgProjections::transactional`]) and
+    /// catches it up with the log.
     pub async fn inline(&self, projection: impl PgProjection) -> Result<(), ProjectionError> {
         let entry = self.register(Arc::new(projection), true).await?;
         if entry.progress.borrow().failed.is_none() {
@@ -909,8 +957,180 @@ impl PgProjections {
     }
 }
 
+/// Why one attempt of a transactional inline append failed.
+enum TxError {
+    Append(AppendError),
+    Rolled(ProjectedAppendError),
+    Db(String),
+}
+
+impl PgProjections {
+    /// The transactional inline append: retried in a new transaction when the append lost a
+    /// race it cannot settle inside one.
+    async fn append_transactional(
+        &self,
+        pg: &PostgresStore,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, ProjectedAppendError> {
+        let mut attempt = 0u32;
+        loop {
+            let outcome = self
+                .append_transactional_once(pg, stream, expected, events.clone())
+                .await;
+            pg.notify_appended();
+            match outcome {
+                Ok(Some(result)) => return Ok(result),
+                // Nothing appended (an idempotent retry): the events are already stored;
+                // apply them the non-transactional way (usually a no-op).
+                Ok(None) => return append_then_apply(self, pg, stream, expected, events).await,
+                Err(TxError::Append(e))
+                    if strata_postgres::is_transaction_race(&e)
+                        && attempt < strata_postgres::limits::APPEND_RACE_RETRIES_MAX =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+                }
+                Err(TxError::Append(e)) => return Err(ProjectedAppendError::Append(e)),
+                Err(TxError::Rolled(e)) => return Err(e),
+                Err(TxError::Db(e)) => {
+                    return Err(ProjectedAppendError::Append(AppendError::Storage(format!(
+                        "inline projection transaction failed (nothing was appended unless the \
+                         commit itself failed): {e}"
+                    ))))
+                }
+            }
+        }
+    }
+
+    /// One transaction: append, wait until every older append ended (so the positions below
+    /// ours are final), then for each inline projection lock its checkpoint row, apply the
+    /// events after it up to ours, move it; commit. `Ok(None)`: nothing was appended.
+    async fn append_transactional_once(
+        &self,
+        pg: &PostgresStore,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<Option<AppendResult>, TxError> {
+        let dberr = |e: sqlx::Error| TxError::Db(e.to_string());
+        let mut tx = self.models.pool.begin().await.map_err(dberr)?;
+        let result = pg
+            .append_in_transaction(&mut tx, stream, expected, events)
+            .await
+            .map_err(TxError::Append)?;
+        let wait = Duration::from_millis(strata_postgres::limits::READ_YOUR_WRITES_WAIT_MS * 5);
+        let appended = pg
+            .wait_for_earlier_appends(&mut tx, wait)
+            .await
+            .map_err(|e| TxError::Db(e.to_string()))?;
+        if !appended {
+            return Ok(None);
+        }
+        let mut entries: Vec<Arc<PgEntry>> = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|e| e.inline)
+            .cloned()
+            .collect();
+        entries.sort_by(|a, b| a.projection.name().cmp(b.projection.name()));
+        let through = result.last_position();
+        let mut guards = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            guards.push(entry.apply_lock.lock().await);
+        }
+        let mut moved = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let paused = *entry.paused.lock().unwrap_or_else(|p| p.into_inner());
+            if paused || entry.progress.borrow().failed.is_some() {
+                continue;
+            }
+            let name = entry.projection.name();
+            let stored: Option<i64> = sqlx::query_scalar(
+                "SELECT checkpoint FROM strata_projections WHERE name = $1 FOR UPDATE",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(dberr)?;
+            let stored = from_i64(stored);
+            if stored >= Some(through) {
+                continue;
+            }
+            let mut from = stored.map_or(Position::START, |p| Position(p.0 + 1));
+            loop {
+                let page = pg
+                    .read_in_transaction(
+                        &mut tx,
+                        from,
+                        through,
+                        limits::PROJECTION_BATCH_MAX_EVENTS,
+                    )
+                    .await
+                    .map_err(|e| TxError::Db(e.to_string()))?;
+                let Some(last) = page.last().map(|e| e.position) else {
+                    break;
+                };
+                let full = page.len() >= limits::PROJECTION_BATCH_MAX_EVENTS;
+                let wanted: Vec<RecordedEvent> = page
+                    .into_iter()
+                    .filter(|e| entry.filter.matches(e))
+                    .collect();
+                if !wanted.is_empty() {
+                    if let Err((index, error)) =
+                        entry.projection.apply_batch(&mut tx, &wanted).await
+                    {
+                        let event = &wanted[index.min(wanted.len() - 1)];
+                        return Err(TxError::Rolled(ProjectedAppendError::RolledBack {
+                            projection: name.to_owned(),
+                            event_id: event.event_id,
+                            reason: error.0,
+                        }));
+                    }
+                }
+                from = Position(last.0 + 1);
+                if !full || last >= through {
+                    break;
+                }
+            }
+            sqlx::query("UPDATE strata_projections SET checkpoint = $2 WHERE name = $1")
+                .bind(name)
+                .bind(to_i64(through))
+                .execute(&mut *tx)
+                .await
+                .map_err(dberr)?;
+            moved.push(entry.clone());
+        }
+        tx.commit().await.map_err(dberr)?;
+        drop(guards);
+        for entry in moved {
+            Self::publish(&entry, Some(through));
+        }
+        Ok(Some(result))
+    }
+}
+
 #[async_trait]
 impl InlineProjections for PgProjections {
+    async fn append_projected(
+        &self,
+        store: &dyn EventStore,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, ProjectedAppendError> {
+        match &self.transactional {
+            Some(pg) => {
+                self.append_transactional(pg, stream, expected, events)
+                    .await
+            }
+            None => append_then_apply(self, store, stream, expected, events).await,
+        }
+    }
+
     async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError> {
         let inline: Vec<Arc<PgEntry>> = self
             .entries

@@ -890,6 +890,20 @@ pub enum ProjectedAppendError {
         /// The projection's error.
         error: ProjectionError,
     },
+    /// An inline projection failed on the append's events (or on events before them it had
+    /// to apply first) inside the append's transaction, so the append was rolled back with the
+    /// read-model change: nothing was written, the projection's checkpoint did not move, and
+    /// the projection is not marked failed. Only from [`super::PgProjections`] in its
+    /// transactional mode ([`super::PgProjections::transactional`]).
+    #[error("an inline projection failed, so the append was rolled back: {projection} at event {event_id}: {reason}")]
+    RolledBack {
+        /// The projection whose handler failed.
+        projection: String,
+        /// The event it failed on.
+        event_id: Uuid,
+        /// The handler's error.
+        reason: String,
+    },
 }
 
 /// Projections an append applies before it returns: [`Projections`] (SQLite read models) and
@@ -898,6 +912,38 @@ pub enum ProjectedAppendError {
 pub trait InlineProjections: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// Applies every inline projection up to `position`.
     async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError>;
+
+    /// Appends to `store` and applies the inline projections: what
+    /// [`ProjectedStore::append_projected`] runs. The default appends, then calls
+    /// [`InlineProjections::apply_inline`]; [`super::PgProjections`] in its transactional mode
+    /// does both in one PostgreSQL transaction.
+    async fn append_projected(
+        &self,
+        store: &dyn EventStore,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, ProjectedAppendError> {
+        append_then_apply(self, store, stream, expected, events).await
+    }
+}
+
+/// The default [`InlineProjections::append_projected`]: append (durable), then apply.
+pub(crate) async fn append_then_apply<P: InlineProjections>(
+    projections: &P,
+    store: &dyn EventStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<EventData>,
+) -> Result<AppendResult, ProjectedAppendError> {
+    let result = store
+        .append(stream, expected, events)
+        .await
+        .map_err(ProjectedAppendError::Append)?;
+    match projections.apply_inline(result.last_position()).await {
+        Ok(()) => Ok(result),
+        Err(error) => Err(ProjectedAppendError::Projection { result, error }),
+    }
 }
 
 #[async_trait]
@@ -930,15 +976,9 @@ impl<S: EventStore + Clone, P: InlineProjections> ProjectedStore<S, P> {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, ProjectedAppendError> {
-        let result = self
-            .inner
-            .append(stream, expected, events)
+        self.projections
+            .append_projected(&self.inner, stream, expected, events)
             .await
-            .map_err(ProjectedAppendError::Append)?;
-        match self.projections.apply_inline(result.last_position()).await {
-            Ok(()) => Ok(result),
-            Err(error) => Err(ProjectedAppendError::Projection { result, error }),
-        }
     }
 
     /// The wrapped store.
@@ -960,11 +1000,20 @@ impl<S: EventStore + Clone, P: InlineProjections> EventStore for ProjectedStore<
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
-        let result = self.inner.append(stream, expected, events).await?;
-        if let Err(e) = self.projections.apply_inline(result.last_position()).await {
-            tracing::error!(error = %e, "inline projection failed after a durable append");
+        match self
+            .projections
+            .append_projected(&self.inner, stream, expected, events)
+            .await
+        {
+            Ok(result) => Ok(result),
+            Err(ProjectedAppendError::Append(e)) => Err(e),
+            Err(ProjectedAppendError::Projection { result, error }) => {
+                tracing::error!(error = %error, "inline projection failed after a durable append");
+                Ok(result)
+            }
+            // Nothing was written: the caller must not believe the append happened.
+            Err(e) => Err(AppendError::Storage(e.to_string())),
         }
-        Ok(result)
     }
 
     async fn read_stream(
