@@ -164,8 +164,8 @@ fn start_params() -> Vec<Value> {
         param(
             "Last-Event-ID",
             "header",
-            "Set by SSE clients on reconnect: resume after this id. Wins over `from` and `after`.",
-            json!({ "type": "string", "pattern": "^[0-9]{1,19}$" }),
+            "Set by SSE clients on reconnect: resume after this id (empty: none). Wins over `from` and `after`.",
+            json!({ "type": "string", "pattern": "^([0-9]{1,19})?$" }),
             false,
         ),
     ]
