@@ -21,7 +21,17 @@ fn ok(description: &str, schema: &str) -> Value {
 fn sse(description: &str) -> Value {
     json!({
         "description": description,
-        "content": { "text/event-stream": { "schema": { "type": "string" } } }
+        "content": { "text/event-stream": { "schema": {
+            "type": "object",
+            "description": "One server-sent event.",
+            "required": ["data"],
+            "properties": {
+                "event": { "type": "string", "enum": ["event", "lagged", "error"] },
+                "id": { "type": "string", "pattern": "^[0-9]+$" },
+                "data": { "type": "string", "description": "An Event (`event`), a resume notice (`lagged`) or a problem document (`error`), as JSON." },
+                "retry": { "type": "integer" }
+            }
+        } } }
     })
 }
 
