@@ -2,6 +2,7 @@
 
 mod config;
 mod output;
+mod projections;
 mod serve;
 mod tour;
 
@@ -72,6 +73,9 @@ enum Command {
     },
     /// Check every record of the data directory (CRC, positions, versions).
     Verify,
+    /// List the projections recorded next to the data directory: status, checkpoint, lag,
+    /// last error.
+    Projections,
     /// Run the benchmarks.
     Bench(BenchArgs),
     /// Manage API tokens.
@@ -545,6 +549,15 @@ async fn run(cli: Cli) -> Result<()> {
             let info = store.stream_info(&stream_arg(stream)?).await?;
             p.info(&info);
             Ok(())
+        }
+        Command::Projections => {
+            if cli.server.is_some() || cli.database_url.is_some() {
+                anyhow::bail!(
+                    "projections lists the SQLite read models next to an embedded store: it works on --data only"
+                );
+            }
+            let store = open(&cli).await?;
+            projections::list(&cli.data_dir(), &*store, &p).await
         }
         Command::Verify => {
             if cli.server.is_some() || cli.database_url.is_some() {
