@@ -43,8 +43,8 @@ pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()
         return Ok(());
     }
     println!(
-        "{:<28} {:<11} {:>12} {:>10}  {}",
-        "PROJECTION", "STATUS", "CHECKPOINT", "LAG", "LAST ERROR"
+        "{:<28} {:<11} {:>12} {:>10}  LAST ERROR",
+        "PROJECTION", "STATUS", "CHECKPOINT", "LAG"
     );
     for s in &stored {
         let status = if s.rebuild_started {
