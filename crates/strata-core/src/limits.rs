@@ -188,3 +188,104 @@ pub const PROJECTIONS_MAX: usize = 256;
 const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
 const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS > 0);
 const _: () = assert!(PROJECTION_RETRY_BACKOFF_MS_INITIAL <= PROJECTION_RETRY_BACKOFF_MS_MAX);
+
+// --- The toolkit (`strata`) ---
+
+/// Default number of events between two snapshots of an aggregate. The mission's figure: a
+/// load then replays at most 99 events after its snapshot, a few hundred microseconds of
+/// decoding, while snapshot writes stay rare (one per hundred events).
+pub const SNAPSHOT_INTERVAL_DEFAULT: u64 = 100;
+
+/// Events read per page while replaying an aggregate. Large enough that a 10,000-event stream
+/// is five reads, small enough that a page of ordinary events stays around a megabyte.
+pub const LOAD_PAGE_EVENTS: usize = 2_048;
+
+/// Default number of times a command is retried after a concurrency conflict. Each retry
+/// reads only the events that won the race, so a retry is cheap; three covers ordinary
+/// contention, and a hotter aggregate should report the conflict rather than spin.
+pub const COMMAND_RETRIES_DEFAULT: u32 = 3;
+
+/// Most retries a repository may be configured with, so a misconfiguration cannot turn one
+/// command into an unbounded loop.
+pub const COMMAND_RETRIES_MAX: u32 = 100;
+
+/// Default number of aggregates a repository keeps in memory between commands. A cached
+/// aggregate is caught up with a single short read instead of a snapshot load and a replay;
+/// a thousand covers the working set of a busy service while bounding memory to a thousand
+/// states.
+pub const AGGREGATE_CACHE_ENTRIES_DEFAULT: usize = 1_000;
+
+/// Most aggregates a repository may be configured to keep in memory.
+pub const AGGREGATE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+
+/// Most events one `Repository::read_events` (in `strata`) call returns.
+pub const HISTORY_PAGE_MAX_EVENTS: usize = READ_PAGE_MAX_EVENTS;
+
+const _: () = assert!(LOAD_PAGE_EVENTS <= READ_PAGE_MAX_EVENTS);
+const _: () = assert!(LOAD_PAGE_EVENTS > 0);
+const _: () = assert!(COMMAND_RETRIES_DEFAULT <= COMMAND_RETRIES_MAX);
+const _: () = assert!(AGGREGATE_CACHE_ENTRIES_DEFAULT <= AGGREGATE_CACHE_ENTRIES_MAX);
+
+// --- The PostgreSQL backend (`strata-postgres`) ---
+
+/// Longest schema name. The notification channel is `strata_<schema>` and PostgreSQL
+/// identifiers are at most 63 bytes.
+pub const SCHEMA_NAME_MAX_BYTES: usize = 48;
+
+/// Most appends grouped into one transaction. Large enough that 16+ concurrent writers share a
+/// commit; small enough that one failed batch (retried append by append) costs little.
+pub const APPEND_BATCH_MAX_APPENDS: usize = 64;
+
+/// Most events in one batch transaction: one append's maximum, so a batch never holds more in
+/// memory than the largest single append.
+pub const APPEND_BATCH_MAX_EVENTS: usize = APPEND_EVENTS_MAX;
+
+/// Most payload bytes in one batch transaction, likewise one append's maximum.
+pub const APPEND_BATCH_MAX_BYTES: usize = APPEND_MAX_BYTES;
+
+/// Appends waiting for a writer. Callers beyond this wait to enqueue (back-pressure).
+pub const APPEND_QUEUE_MAX: usize = 1024;
+
+/// How often one append is retried after losing a race (a unique violation or deadlock)
+/// before it gives up with a storage error. Each retry re-reads the stream, so only a stream
+/// that is appended to without pause by others can exhaust this.
+pub const APPEND_RACE_RETRIES_MAX: u32 = 100;
+
+/// Longest a read waits for this store's own committed appends to become readable in `$all`
+/// (read-your-writes). They become readable when every older transaction in the cluster has
+/// ended; a transaction left open elsewhere makes a read return without them after this.
+pub const READ_YOUR_WRITES_WAIT_MS: u64 = 1_000;
+
+/// Shortest time between two cross-process `NOTIFY`s. Each NOTIFY is a small transaction that
+/// PostgreSQL serialises at commit, so they are coalesced: at most one per this interval.
+pub const NOTIFY_MIN_INTERVAL_MS: u64 = 10;
+
+/// Largest forward page that is read ahead: the subscription page size, so catch-ups overlap
+/// reading the next page with delivering the current one.
+pub const READ_AHEAD_MAX_EVENTS: usize = SUBSCRIPTION_PAGE_EVENTS;
+
+/// Pages read ahead in one query: one round trip and one watermark per this many pages.
+pub const READ_AHEAD_PAGES: usize = 4;
+
+/// Read-ahead entries (a chunk being read, or a page of one) kept per store: room for several
+/// catching-up readers; the oldest entry is dropped to make room.
+pub const READ_AHEAD_SLOTS: usize = 32;
+
+/// A chunk read ahead keeps pages only up to this many bytes of events, so read-ahead memory
+/// stays within `READ_AHEAD_SLOTS` times this.
+pub const READ_AHEAD_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// How often the notifier looks whether this store's appends are readable yet before it
+/// sends its `NOTIFY`.
+pub const NOTIFY_SETTLE_POLL_MS: u64 = 2;
+
+/// Backoff bounds for reconnecting the `LISTEN` connection.
+pub const LISTEN_RECONNECT_MIN_MS: u64 = 100;
+/// See [`LISTEN_RECONNECT_MIN_MS`].
+pub const LISTEN_RECONNECT_MAX_MS: u64 = 5_000;
+
+const _: () = assert!(READ_AHEAD_MAX_EVENTS * READ_AHEAD_PAGES <= READ_PAGE_MAX_EVENTS);
+const _: () = assert!(LISTEN_RECONNECT_MIN_MS <= LISTEN_RECONNECT_MAX_MS);
+const _: () = assert!(APPEND_BATCH_MAX_EVENTS >= APPEND_EVENTS_MAX);
+const _: () = assert!(APPEND_BATCH_MAX_BYTES >= APPEND_MAX_BYTES);
+const _: () = assert!(SCHEMA_NAME_MAX_BYTES + "strata_".len() <= 63);
