@@ -80,6 +80,12 @@ pub const WRITER_BATCH_MAX_APPENDS: usize = 1024;
 /// no longer amortises the fsync better but delays every waiter in it.
 pub const WRITER_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 
+/// Longest the writer waits, after answering a batch, for those appenders to send their next
+/// append so that it joins the next batch. Without it, concurrent appenders split into two
+/// cohorts that take turns, each batch holding half of them. Only spent while appenders that
+/// were just answered have not come back; an idle store never waits.
+pub const WRITER_LINGER_US: u64 = 200;
+
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 

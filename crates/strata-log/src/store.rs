@@ -14,7 +14,7 @@ use strata_core::{
     SnapshotStore, StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription,
     SubscriptionTarget, Timestamp,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::error::{io_ctx, OpenError};
 use crate::io::{StdVfs, Vfs};
@@ -90,7 +90,9 @@ pub struct LogStore {
 
 struct Inner {
     shared: Arc<Shared>,
-    tx: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    tx: Mutex<Option<crossbeam_channel::Sender<AppendRequest>>>,
+    /// One permit per queued append: the queue's bound, waited on asynchronously.
+    queue_permits: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     snapshots: SnapshotFile,
     report: OpenReport,
@@ -177,7 +179,7 @@ impl LogStore {
             segment_max_bytes: config.segment_max_bytes,
             checkpoint_lock: Mutex::new(()),
         });
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE_MAX_APPENDS);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer {
             shared: shared.clone(),
             tail,
@@ -192,6 +194,7 @@ impl LogStore {
             inner: Arc::new(Inner {
                 shared,
                 tx: Mutex::new(Some(tx)),
+                queue_permits: Arc::new(Semaphore::new(WRITER_QUEUE_MAX_APPENDS)),
                 writer: Mutex::new(Some(handle)),
                 snapshots,
                 report,
@@ -220,7 +223,7 @@ impl LogStore {
         self.inner.shared.checkpoint_index()
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<AppendRequest>> {
+    fn sender(&self) -> Option<crossbeam_channel::Sender<AppendRequest>> {
         self.inner.tx.lock().clone()
     }
 
@@ -241,6 +244,16 @@ impl EventStore for LogStore {
         if let Some(reason) = self.stopped_reason() {
             return Err(AppendError::Stopped(reason));
         }
+        let closed = || AppendError::Stopped("the store is closing".to_owned());
+        // The queue is bounded by permits: beyond WRITER_QUEUE_MAX_APPENDS waiting appends,
+        // callers wait here (back-pressure) instead of queueing without bound.
+        let permit = self
+            .inner
+            .queue_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
         let (reply, answer) = oneshot::channel();
         let req = AppendRequest {
             stream: stream.clone(),
@@ -248,10 +261,10 @@ impl EventStore for LogStore {
             events,
             metadata,
             reply,
+            _permit: permit,
         };
-        let closed = || AppendError::Stopped("the store is closing".to_owned());
         let tx = self.sender().ok_or_else(closed)?;
-        tx.send(req).await.map_err(|_| closed())?;
+        tx.send(req).map_err(|_| closed())?;
         answer.await.map_err(|_| {
             AppendError::Stopped(
                 self.stopped_reason()

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use strata_core::limits::{WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES};
+use strata_core::limits::{WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US};
 use strata_core::{
     ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, StreamId, Uuid,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::format::{
     padded_len, RecordRef, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
@@ -76,6 +76,8 @@ pub(crate) struct AppendRequest {
     pub events: Vec<EventData>,
     pub metadata: Vec<Vec<u8>>,
     pub reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+    /// Its place in the bounded queue, given back when the request is dropped.
+    pub _permit: OwnedSemaphorePermit,
 }
 
 impl AppendRequest {
@@ -115,14 +117,24 @@ enum Staged {
 }
 
 impl Writer {
-    pub fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+    pub fn run(mut self, rx: crossbeam_channel::Receiver<AppendRequest>) {
         let mut deferred: Vec<AppendRequest> = Vec::new();
+        // Appenders answered by the previous batch: they are likely to send again at once.
+        let mut just_answered = 0usize;
+        // Appends already waiting when the previous batch was answered.
+        let mut waiting_then = 0usize;
         loop {
             let mut batch = std::mem::take(&mut deferred);
             if batch.is_empty() {
-                match rx.blocking_recv() {
-                    Some(r) => batch.push(r),
-                    None => break,
+                let idle_since = std::time::Instant::now();
+                match rx.recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+                // A long idle wait means the last batch's appenders are not coming back soon.
+                if idle_since.elapsed() > std::time::Duration::from_micros(WRITER_LINGER_US) {
+                    just_answered = 0;
+                    waiting_then = 0;
                 }
             }
             let mut bytes: usize = batch.iter().map(AppendRequest::encoded_bytes).sum();
@@ -135,7 +147,27 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Give the appenders just answered a moment to join this batch (see
+            // WRITER_LINGER_US): what was already waiting, plus those.
+            let target = (waiting_then + just_answered).min(WRITER_BATCH_MAX_APPENDS);
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_micros(WRITER_LINGER_US);
+            while batch.len() < target && bytes < WRITER_BATCH_MAX_BYTES {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match rx.recv_timeout(deadline - now) {
+                    Ok(r) => {
+                        bytes += r.encoded_bytes();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            just_answered = batch.len();
             deferred = self.process(batch, bytes);
+            waiting_then = rx.len() + deferred.len();
         }
         if let Some(t) = self.checkpoint_thread.take() {
             let _ = t.join();
