@@ -644,67 +644,58 @@ enum Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn peek_forward(&self) -> Option<u64> {
+    /// The next position in the walk's direction, and which list holds it (`None` for a
+    /// range), without moving.
+    fn head(&self, forward: bool) -> Option<(Option<usize>, u64)> {
         match self {
-            Walk::Range { next } => *next,
-            Walk::Merge(heads) => heads
-                .iter()
-                .filter_map(|(l, i)| l.get(*i as usize).copied())
-                .min(),
-        }
-    }
-
-    fn peek_backward(&self) -> Option<u64> {
-        match self {
-            Walk::Range { next } => *next,
-            Walk::Merge(heads) => heads
-                .iter()
-                .filter(|(_, i)| *i >= 0)
-                .map(|(l, i)| l[*i as usize])
-                .max(),
-        }
-    }
-
-    fn next_forward(&mut self) -> Option<u64> {
-        match self {
-            Walk::Range { next } => {
-                let p = (*next)?;
-                *next = p.checked_add(1);
-                Some(p)
-            }
+            Walk::Range { next } => next.map(|p| (None, p)),
             Walk::Merge(heads) => {
-                let (best, _) = heads
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, (l, i))| l.get(*i as usize).map(|p| (k, *p)))
-                    .min_by_key(|&(_, p)| p)?;
-                let (l, i) = &mut heads[best];
-                let p = l[*i as usize];
-                *i += 1;
-                Some(p)
-            }
-        }
-    }
-
-    fn next_backward(&mut self) -> Option<u64> {
-        match self {
-            Walk::Range { next } => {
-                let p = (*next)?;
-                *next = p.checked_sub(1);
-                Some(p)
-            }
-            Walk::Merge(heads) => {
-                let (best, _) = heads
+                let candidates = heads
                     .iter()
                     .enumerate()
                     .filter(|(_, (_, i))| *i >= 0)
-                    .map(|(k, (l, i))| (k, l[*i as usize]))
-                    .max_by_key(|&(_, p)| p)?;
-                let (l, i) = &mut heads[best];
-                let p = l[*i as usize];
-                *i -= 1;
-                Some(p)
+                    .filter_map(|(k, (l, i))| l.get(*i as usize).map(|p| (Some(k), *p)));
+                if forward {
+                    candidates.min_by_key(|&(_, p)| p)
+                } else {
+                    candidates.max_by_key(|&(_, p)| p)
+                }
             }
         }
+    }
+
+    /// Takes the next position in the walk's direction.
+    fn advance(&mut self, forward: bool) -> Option<u64> {
+        let (list, p) = self.head(forward)?;
+        match self {
+            Walk::Range { next } => {
+                *next = if forward {
+                    p.checked_add(1)
+                } else {
+                    p.checked_sub(1)
+                };
+            }
+            Walk::Merge(heads) => {
+                let i = &mut heads[list.unwrap_or_default()].1;
+                *i += if forward { 1 } else { -1 };
+            }
+        }
+        Some(p)
+    }
+
+    fn peek_forward(&self) -> Option<u64> {
+        self.head(true).map(|(_, p)| p)
+    }
+
+    fn peek_backward(&self) -> Option<u64> {
+        self.head(false).map(|(_, p)| p)
+    }
+
+    fn next_forward(&mut self) -> Option<u64> {
+        self.advance(true)
+    }
+
+    fn next_backward(&mut self) -> Option<u64> {
+        self.advance(false)
     }
 }
