@@ -12,6 +12,8 @@ use strata_server::{ServerConfig, TlsFiles, TokenConfig};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2113";
 /// The embedded store's default data directory.
 pub const DEFAULT_DATA: &str = "./strata-data";
+/// The projections `strata serve` hosts unless told otherwise.
+pub const DEFAULT_PROJECTIONS: &[&str] = &[strata::projection::EventTypeCounts::NAME];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +25,7 @@ struct FileConfig {
     limits: Option<LimitsSection>,
     #[serde(default)]
     tokens: Vec<TokenConfig>,
+    projections: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +62,8 @@ pub struct Resolved {
     pub backend: Backend,
     pub tls: Option<TlsFiles>,
     pub server: ServerConfig,
+    /// The built-in projections to host.
+    pub projections: Vec<String>,
 }
 
 /// What the command line gave (flags, or the variables clap reads for the global flags).
@@ -70,6 +75,8 @@ pub struct Given {
     pub database_url: Option<String>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// `--projection NAME` (repeatable); `Some(empty)` for `--no-projections`.
+    pub projections: Option<Vec<String>>,
 }
 
 /// Resolves and validates; `env` reads an environment variable.
@@ -221,6 +228,39 @@ pub fn resolve(
         }));
     }
 
+    // Projections: flags, env (comma-separated), file, default.
+    let (projections, projections_src) = match (
+        &given.projections,
+        env("STRATA_PROJECTIONS"),
+        &file.projections,
+    ) {
+        (Some(v), _, _) => (v.clone(), "--projection".to_owned()),
+        (None, Some(v), _) => (
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            "STRATA_PROJECTIONS".to_owned(),
+        ),
+        (None, None, Some(v)) => (v.clone(), from_file("projections")),
+        (None, None, None) => (
+            DEFAULT_PROJECTIONS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            "the default".to_owned(),
+        ),
+    };
+    for p in &projections {
+        if !strata::projection::BUILTIN_PROJECTIONS.contains(&p.as_str()) {
+            errors.push(format!(
+                "{projections_src} names the projection {p:?}: strata serve hosts the built-in {} (an application hosts its own by embedding strata-server)",
+                strata::projection::BUILTIN_PROJECTIONS.join(", ")
+            ));
+        }
+    }
+
     // Loopback only without credentials.
     if let Some(addr) = listen {
         if !addr.ip().is_loopback() && server.tokens.is_empty() {
@@ -236,6 +276,7 @@ pub fn resolve(
             backend,
             tls,
             server,
+            projections,
         }),
         _ => Err(errors),
     }
@@ -261,6 +302,27 @@ mod tests {
         assert_eq!(r.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(r.backend, Backend::Embedded(PathBuf::from(DEFAULT_DATA)));
         assert!(r.tls.is_none());
+        assert_eq!(r.projections, vec!["event-type-counts".to_owned()]);
+    }
+
+    #[test]
+    fn projections_come_from_flags_env_or_file_and_must_be_known() {
+        let none = Given {
+            projections: Some(Vec::new()),
+            ..Given::default()
+        };
+        assert!(resolve(&none, &no_env).unwrap().projections.is_empty());
+        let env = |k: &str| (k == "STRATA_PROJECTIONS").then(|| "".to_owned());
+        assert!(resolve(&Given::default(), &env)
+            .unwrap()
+            .projections
+            .is_empty());
+        let env = |k: &str| (k == "STRATA_PROJECTIONS").then(|| "balances".to_owned());
+        let errors = resolve(&Given::default(), &env).unwrap_err();
+        assert!(
+            errors[0].contains("STRATA_PROJECTIONS names the projection \"balances\""),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -73,9 +73,11 @@ enum Command {
     },
     /// Check every record of the data directory (CRC, positions, versions).
     Verify,
-    /// List the projections recorded next to the data directory: status, checkpoint, lag,
-    /// last error.
-    Projections,
+    /// List, pause, resume, reset or rebuild projections (on a server with --server).
+    Projections {
+        #[command(subcommand)]
+        command: Option<projections::ProjectionsCommand>,
+    },
     /// Run the benchmarks.
     Bench(BenchArgs),
     /// Manage API tokens.
@@ -550,14 +552,42 @@ async fn run(cli: Cli) -> Result<()> {
             p.info(&info);
             Ok(())
         }
-        Command::Projections => {
-            if cli.server.is_some() || cli.database_url.is_some() {
-                anyhow::bail!(
-                    "projections lists the SQLite read models next to an embedded store: it works on --data only"
-                );
+        Command::Projections { command } => {
+            use projections::ProjectionsCommand as P;
+            let command = command.clone().unwrap_or(P::List);
+            if let Some(url) = &cli.server {
+                if cli.database_url.is_some() || cli.data.is_some() {
+                    anyhow::bail!(
+                        "--server talks to a running server: do not give --data or --database-url with it"
+                    );
+                }
+                let client = strata_server::client::Client::new(
+                    url,
+                    cli.token.clone(),
+                    cli.ca_cert.as_deref(),
+                )?;
+                return projections::on_server(&client, &command, &p).await;
             }
-            let store = open(&cli).await?;
-            projections::list(&cli.data_dir(), &*store, &p).await
+            match &command {
+                P::List if cli.database_url.is_none() => {
+                    let store = open(&cli).await?;
+                    projections::list(&cli.data_dir(), &*store, &p).await
+                }
+                P::List => anyhow::bail!(
+                    "listing PostgreSQL read models needs the program that hosts them: pass --server URL"
+                ),
+                P::Rebuild { name } => {
+                    let backend = match &cli.database_url {
+                        Some(url) => config::Backend::Postgres(url.clone()),
+                        None => config::Backend::Embedded(cli.data_dir()),
+                    };
+                    let store = open(&cli).await?;
+                    projections::rebuild_here(&backend, store, name, &p).await
+                }
+                P::Pause { .. } | P::Resume { .. } | P::Reset { .. } => anyhow::bail!(
+                    "pause, resume and reset act on projections while they run, in the program that hosts them: pass --server URL"
+                ),
+            }
         }
         Command::Verify => {
             if cli.server.is_some() || cli.database_url.is_some() {

@@ -1,17 +1,315 @@
-//! `strata projections`: the projections recorded next to a data directory, with their
-//! status, checkpoint and lag. Projections are application code, so they run (and are paused,
-//! resumed and rebuilt) in the application that registers them; this command reads what they
-//! recorded, from any process.
+//! `strata projections`: list, pause, resume, reset and rebuild projections, and the built-in
+//! projections `strata serve` hosts.
+//!
+//! Projections are application code, so they run in the program that registers them: with
+//! `--server URL` these commands operate the projections that server hosts (its built-in ones,
+//! or an application's when it embeds `strata-server`). Without `--server`, `list` reads what
+//! projections recorded next to an embedded data directory, and `rebuild` rebuilds a built-in
+//! projection in this process.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
-use strata::projection::SqliteReadModels;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use strata::projection::{
+    EventTypeCounts, PgProjections, PgReadModels, ProjectionControl, Projections, RebuildProgress,
+    SqliteReadModels,
+};
 use strata_core::EventStore;
+use strata_server::client::{projection_path, Client};
 
+use crate::config::Backend;
 use crate::output::Printer;
 
+/// The PostgreSQL schema of the built-in projections' read models.
+pub const PG_READ_MODEL_SCHEMA: &str = "strata_read_models";
+
+/// How often `rebuild --server` polls the rebuild's progress.
+const REBUILD_POLL_INTERVAL_MS: u64 = 200;
+
+#[derive(Subcommand, Clone)]
+pub enum ProjectionsCommand {
+    /// Status, checkpoint, lag and last error of each projection (the default).
+    List,
+    /// Stop a projection after its current batch (needs --server).
+    Pause {
+        /// The projection.
+        name: String,
+    },
+    /// Run a paused or failed projection again from its checkpoint (needs --server).
+    Resume {
+        /// The projection.
+        name: String,
+    },
+    /// Empty a projection and replay it from position 0 (needs --server).
+    Reset {
+        /// The projection.
+        name: String,
+    },
+    /// Rebuild a projection into a fresh copy and swap it in once caught up, with a progress
+    /// bar: on the server with --server, else a built-in projection in this process.
+    Rebuild {
+        /// The projection.
+        name: String,
+    },
+}
+
+/// Built-in projections hosted by this process.
+pub enum Hosted {
+    Sqlite(Projections),
+    Postgres(PgProjections),
+}
+
+impl Hosted {
+    /// Registers the built-in projections `names` (async) over `store`, with their read models
+    /// next to the data directory (SQLite) or in [`PG_READ_MODEL_SCHEMA`]. `None` for no names.
+    pub async fn start(
+        backend: &Backend,
+        store: Arc<dyn EventStore>,
+        names: &[String],
+    ) -> Result<Option<Hosted>> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let hosted = match backend {
+            Backend::Embedded(dir) => {
+                let models = SqliteReadModels::next_to(dir).with_context(|| {
+                    format!("opening the read models next to {}", dir.display())
+                })?;
+                Hosted::Sqlite(Projections::new(store, models))
+            }
+            Backend::Postgres(url) => {
+                let models = PgReadModels::connect(url, PG_READ_MODEL_SCHEMA)
+                    .await
+                    .context("opening the PostgreSQL read models")?;
+                Hosted::Postgres(PgProjections::new(store, models))
+            }
+        };
+        for name in names {
+            // Config validation admits only built-in names; this is the one there is.
+            if name != EventTypeCounts::NAME {
+                anyhow::bail!("{name:?} is not a built-in projection");
+            }
+            match &hosted {
+                Hosted::Sqlite(p) => p.spawn(EventTypeCounts).await?,
+                Hosted::Postgres(p) => p.spawn(EventTypeCounts).await?,
+            }
+        }
+        Ok(Some(hosted))
+    }
+
+    pub fn control(&self) -> Arc<dyn ProjectionControl> {
+        match self {
+            Hosted::Sqlite(p) => Arc::new(p.clone()),
+            Hosted::Postgres(p) => Arc::new(p.clone()),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        match self {
+            Hosted::Sqlite(p) => p.shutdown().await,
+            Hosted::Postgres(p) => p.shutdown().await,
+        }
+    }
+}
+
+/// One rebuild's progress as both paths report it.
+struct Shown {
+    passed: u64,
+    total: u64,
+    events_per_second: f64,
+    eta: Option<Duration>,
+}
+
+fn progress_bar(name: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} events  {msg}  ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("rebuilding {name}"));
+    bar
+}
+
+fn show(bar: &ProgressBar, s: &Shown) {
+    bar.set_length(s.total.max(1));
+    bar.set_position(s.passed.min(s.total));
+    let eta = s.eta.map_or("-".to_owned(), |d| {
+        format!("{:.0}s left", d.as_secs_f64().ceil())
+    });
+    bar.set_message(format!("{:.0} events/s, {eta}", s.events_per_second));
+}
+
+fn shown_of(p: &RebuildProgress) -> Shown {
+    Shown {
+        passed: p.position.map_or(0, |c| c.0 + 1),
+        total: p.head.map_or(0, |h| h.0 + 1),
+        events_per_second: p.events_per_second,
+        eta: p.eta,
+    }
+}
+
+fn shown_of_json(r: &Value) -> Shown {
+    let passed = r["position"].as_u64().map_or(0, |c| c + 1);
+    Shown {
+        passed,
+        total: r["head"].as_u64().map_or(passed, |h| h + 1),
+        events_per_second: r["eventsPerSecond"].as_f64().unwrap_or(0.0),
+        eta: r["etaSeconds"]
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64),
+    }
+}
+
+fn rebuilt(p: &Printer, name: &str, applied: u64, elapsed_s: f64, checkpoint: Option<u64>) {
+    if p.is_json() {
+        println!(
+            "{}",
+            json!({ "rebuilt": name, "appliedEvents": applied, "elapsedSeconds": elapsed_s, "checkpoint": checkpoint })
+        );
+    } else {
+        let rate = applied as f64 / elapsed_s.max(1e-6);
+        let at = checkpoint.map_or("nothing yet".to_owned(), |c| format!("position {c}"));
+        println!(
+            "rebuilt {name}: {applied} events applied in {elapsed_s:.1} s ({rate:.0} events/s); it serves from {at}"
+        );
+    }
+}
+
+/// `strata projections ... --server URL`
+pub async fn on_server(client: &Client, cmd: &ProjectionsCommand, p: &Printer) -> Result<()> {
+    let path = |name: &str, op: &str| format!("{}{op}", projection_path(name));
+    match cmd {
+        ProjectionsCommand::List => {
+            let v = client.get_json("/projections").await?;
+            let items = v["projections"].as_array().cloned().unwrap_or_default();
+            print_list(p, &items);
+        }
+        ProjectionsCommand::Pause { name } => {
+            let v = client.post_json(&path(name, "/pause")).await?;
+            print_list(p, &[v]);
+        }
+        ProjectionsCommand::Resume { name } => {
+            let v = client.post_json(&path(name, "/resume")).await?;
+            print_list(p, &[v]);
+        }
+        ProjectionsCommand::Reset { name } => {
+            let v = client.post_json(&path(name, "/reset")).await?;
+            print_list(p, &[v]);
+        }
+        ProjectionsCommand::Rebuild { name } => {
+            client.post_json(&path(name, "/rebuild")).await?;
+            let bar = progress_bar(name);
+            loop {
+                let v = client.get_json(&path(name, "")).await?;
+                let r = &v["rebuild"];
+                show(&bar, &shown_of_json(r));
+                match r["state"].as_str() {
+                    Some("done") => {
+                        bar.finish_and_clear();
+                        rebuilt(
+                            p,
+                            name,
+                            r["appliedEvents"].as_u64().unwrap_or(0),
+                            r["elapsedSeconds"].as_f64().unwrap_or(0.0),
+                            r["checkpoint"].as_u64(),
+                        );
+                        return Ok(());
+                    }
+                    Some("failed") => {
+                        bar.abandon();
+                        anyhow::bail!(
+                            "the rebuild of {name} failed: {}",
+                            r["error"].as_str().unwrap_or("no reason given")
+                        );
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(REBUILD_POLL_INTERVAL_MS)).await,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `strata projections rebuild NAME` in this process: a built-in projection, on the embedded
+/// store or PostgreSQL.
+pub async fn rebuild_here(
+    backend: &Backend,
+    store: Arc<dyn EventStore>,
+    name: &str,
+    p: &Printer,
+) -> Result<()> {
+    if !strata::projection::BUILTIN_PROJECTIONS.contains(&name) {
+        anyhow::bail!(
+            "{name:?} is not a built-in projection ({}); an application's projections are rebuilt by the program that hosts them: pass --server URL",
+            strata::projection::BUILTIN_PROJECTIONS.join(", ")
+        );
+    }
+    let hosted = Hosted::start(backend, store, &[name.to_owned()])
+        .await?
+        .context("no projection to rebuild")?;
+    let control = hosted.control();
+    let bar = progress_bar(name);
+    let mut last: Option<RebuildProgress> = None;
+    let result = control
+        .rebuild(name, &mut |progress: &RebuildProgress| {
+            show(&bar, &shown_of(progress));
+            last = Some(progress.clone());
+        })
+        .await;
+    hosted.shutdown().await;
+    let checkpoint = result?;
+    bar.finish_and_clear();
+    let (applied, elapsed) = last.map_or((0, 0.0), |l| (l.applied_events, l.elapsed.as_secs_f64()));
+    rebuilt(p, name, applied, elapsed, checkpoint.map(|c| c.0));
+    Ok(())
+}
+
+fn print_list(p: &Printer, items: &[Value]) {
+    if p.is_json() {
+        for i in items {
+            println!("{i}");
+        }
+        return;
+    }
+    println!(
+        "{:<28} {:<7} {:<11} {:>12} {:>10} {:>9}  LAST ERROR",
+        "PROJECTION", "MODE", "STATUS", "CHECKPOINT", "LAG", "LAG (s)"
+    );
+    for i in items {
+        let checkpoint = i["checkpoint"]
+            .as_u64()
+            .map_or("-".to_owned(), |c| c.to_string());
+        let error = match (i["lastError"].as_str(), i["errorPosition"].as_u64()) {
+            (Some(e), Some(pos)) => format!(
+                "at position {pos} (event {}): {e}",
+                i["errorEventId"].as_str().unwrap_or("?")
+            ),
+            (Some(e), None) => e.to_owned(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<28} {:<7} {:<11} {:>12} {:>10} {:>9}  {}",
+            i["name"].as_str().unwrap_or("?"),
+            i["mode"].as_str().unwrap_or("?"),
+            i["status"].as_str().unwrap_or("?"),
+            checkpoint,
+            i["lagEvents"].as_u64().unwrap_or(0),
+            i["lagSeconds"]
+                .as_f64()
+                .map_or("-".to_owned(), |s| format!("{s:.1}")),
+            error
+        );
+    }
+}
+
+/// `strata projections list` on an embedded data directory: what the projections recorded.
 pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()> {
     let path = SqliteReadModels::path_next_to(data);
     if !path.exists() {
@@ -35,34 +333,29 @@ pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()
             .map(|e| (h, e.recorded_at)),
         None => None,
     };
+    let items: Vec<Value> = stored
+        .iter()
+        .map(|s| {
+            let status = if s.rebuild_started {
+                format!("{} (rebuilding)", s.status)
+            } else {
+                s.status.clone()
+            };
+            json!({
+                "name": s.name,
+                "mode": "-",
+                "status": status,
+                "checkpoint": s.checkpoint,
+                "lagEvents": lag_events(head, s.checkpoint.map(|c| c.0)),
+                "lastError": s.last_error,
+                "errorPosition": s.error_position,
+                "errorEventId": s.error_event_id,
+            })
+        })
+        .collect();
+    print_list(p, &items);
     if p.is_json() {
-        for s in &stored {
-            let lag = lag_events(head, s.checkpoint.map(|c| c.0));
-            println!("{}", json!({ "projection": s, "lagEvents": lag }));
-        }
         return Ok(());
-    }
-    println!(
-        "{:<28} {:<11} {:>12} {:>10}  LAST ERROR",
-        "PROJECTION", "STATUS", "CHECKPOINT", "LAG"
-    );
-    for s in &stored {
-        let status = if s.rebuild_started {
-            format!("{} (rebuilding)", s.status)
-        } else {
-            s.status.clone()
-        };
-        let checkpoint = s.checkpoint.map_or("-".to_owned(), |c| c.0.to_string());
-        let lag = lag_events(head, s.checkpoint.map(|c| c.0));
-        let error = match (&s.last_error, s.error_position, &s.error_event_id) {
-            (Some(e), Some(pos), Some(id)) => format!("at position {pos} (event {id}): {e}"),
-            (Some(e), _, _) => e.clone(),
-            _ => String::new(),
-        };
-        println!(
-            "{:<28} {:<11} {:>12} {:>10}  {}",
-            s.name, status, checkpoint, lag, error
-        );
     }
     if let Some((h, t)) = head_time {
         println!("store head: position {h}, recorded {}", t.to_rfc3339());
@@ -70,6 +363,7 @@ pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()
     Ok(())
 }
 
+/// Positions between a checkpoint and the head.
 fn lag_events(head: Option<u64>, checkpoint: Option<u64>) -> u64 {
     match (head, checkpoint) {
         (Some(h), Some(c)) => h.saturating_sub(c),

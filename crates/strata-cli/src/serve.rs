@@ -25,6 +25,13 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert-file [also STRATA_TLS_KEY_FILE].
     #[arg(long)]
     tls_key_file: Option<PathBuf>,
+    /// A built-in projection to host (repeatable) [default: event-type-counts; also
+    /// STRATA_PROJECTIONS, comma-separated].
+    #[arg(long = "projection", value_name = "NAME")]
+    projections: Vec<String>,
+    /// Host no projections.
+    #[arg(long, conflicts_with = "projections")]
+    no_projections: bool,
 }
 
 async fn shutdown_signal() {
@@ -61,6 +68,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         database_url: cli.database_url.clone(),
         tls_cert_file: args.tls_cert_file.clone(),
         tls_key_file: args.tls_key_file.clone(),
+        projections: if args.no_projections {
+            Some(Vec::new())
+        } else if args.projections.is_empty() {
+            None
+        } else {
+            Some(args.projections.clone())
+        },
     };
     let resolved = match config::resolve(&given, &|k| std::env::var(k).ok()) {
         Ok(r) => r,
@@ -102,8 +116,17 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     } else {
         "no authentication (loopback only)".to_owned()
     };
-    let state = strata_server::AppState::new(store, resolved.server.clone())
+    let hosted = crate::projections::Hosted::start(
+        &resolved.backend,
+        Arc::clone(&store),
+        &resolved.projections,
+    )
+    .await?;
+    let mut state = strata_server::AppState::new(store, resolved.server.clone())
         .map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    if let Some(h) = &hosted {
+        state = state.with_projections(h.control());
+    }
     let listener = std::net::TcpListener::bind(resolved.listen)
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let addr = listener.local_addr()?;
@@ -113,7 +136,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         "http"
     };
     // One line on stdout that scripts (and the end-to-end test) wait for.
-    println!("strata: serving {what} on {scheme}://{addr} with {auth}");
+    let hosting = if resolved.projections.is_empty() {
+        String::new()
+    } else {
+        format!(", hosting projections {}", resolved.projections.join(", "))
+    };
+    println!("strata: serving {what} on {scheme}://{addr} with {auth}{hosting}");
     tracing::info!(%addr, "serving");
     strata_server::serve(
         listener,
@@ -122,6 +150,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(h) = hosted {
+        h.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -409,3 +409,88 @@ fn serves_https_with_a_certificate_file() {
     assert!(!ok);
     assert!(err.contains("certificate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_projections_are_listed_paused_and_rebuilt_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    // Events written before the server starts: the hosted projection catches up on them.
+    for (stream, ty) in [
+        ("account-1", "AccountOpened"),
+        ("account-1", "MoneyDeposited"),
+    ] {
+        let (ok, out, err) = run_cli(&["--data", &data_arg, "append", stream, ty, "{}"]);
+        assert!(ok, "{out}{err}");
+    }
+    // Without a server: a built-in projection is rebuilt in this process.
+    let (ok, out, err) = run_cli(&[
+        "--data",
+        &data_arg,
+        "projections",
+        "rebuild",
+        "event-type-counts",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with("rebuilt event-type-counts: 2 events applied"),
+        "{out}"
+    );
+    let (ok, out, _) = run_cli(&["--data", &data_arg, "projections", "--json"]);
+    assert!(ok);
+    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (row["checkpoint"].clone(), row["lagEvents"].clone()),
+        (1.into(), 0.into())
+    );
+    let (ok, _, err) = run_cli(&["--data", &data_arg, "projections", "rebuild", "balances"]);
+    assert!(!ok);
+    assert!(err.contains("not a built-in projection"), "{err}");
+
+    let server = start(&data, "127.0.0.1:0", &[]);
+    let url = server.url.clone();
+    let client = Client::new(&url, None, None).unwrap();
+    client
+        .append_raw(
+            "order-1",
+            ExpectedVersion::NoStream,
+            &[EventData::json("OrderPlaced", &serde_json::json!({})).unwrap()],
+        )
+        .await
+        .unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--server", url.as_str(), "projections"];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out, err) = cli(&["--json"]);
+        assert!(ok, "{out}{err}");
+        let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(v["name"], "event-type-counts");
+        if v["checkpoint"] == 2 {
+            assert_eq!(v["status"], "running");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out, err) = cli(&["pause", "event-type-counts"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("paused"), "{out}");
+    let (ok, out, err) = cli(&["rebuild", "event-type-counts"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("rebuilt event-type-counts: 3 events applied"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&["resume", "event-type-counts", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["rebuild"]["state"], "done");
+    let (ok, _, err) = cli(&["reset", "nope"]);
+    assert!(!ok);
+    assert!(err.contains("projection_not_found"), "{err}");
+}

@@ -191,6 +191,9 @@ pub const PROJECTION_SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Most projections one runner manages. Each costs a task and a connection.
 pub const PROJECTIONS_MAX: usize = 256;
 
+/// Bytes in a projection's name (the server refuses longer names in paths).
+pub const PROJECTION_NAME_MAX_BYTES: usize = 128;
+
 const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
 const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS > 0);
 const _: () = assert!(PROJECTION_RETRY_BACKOFF_MS_INITIAL <= PROJECTION_RETRY_BACKOFF_MS_MAX);

@@ -135,6 +135,11 @@ impl Client {
         Self::answer(self.request(reqwest::Method::GET, path).send().await).await
     }
 
+    /// `POST path` with an empty body, as JSON (the projection operations).
+    pub async fn post_json(&self, path: &str) -> Result<Value, ClientError> {
+        Self::answer(self.request(reqwest::Method::POST, path).send().await).await
+    }
+
     /// Appends over HTTP; the answer as the server gave it.
     pub async fn append_raw(
         &self,
@@ -713,4 +718,10 @@ pub fn subscription_path(target: &SubscriptionTarget, from_start: bool) -> Strin
         }
         SubscriptionTarget::All(f) => format!("/subscriptions/all?from={from}{}", filter_query(f)),
     }
+}
+
+/// The path of a projection's resource, `/projections/{name}`, with `name` percent-encoded;
+/// append `/pause`, `/resume`, `/reset` or `/rebuild` for an operation.
+pub fn projection_path(name: &str) -> String {
+    format!("/projections/{}", encode(name))
 }

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     StreamNotFound,
     /// 404: no such endpoint.
     NotFound,
+    /// 404: the server hosts no projection of this name.
+    ProjectionNotFound,
     /// 405: the endpoint exists but not with this method.
     MethodNotAllowed,
     /// 409: optimistic concurrency; carries `expected` and `actual`.
@@ -30,6 +32,8 @@ pub enum ErrorCode {
     EventIdConflict,
     /// 413: the body, or the append, is over a limit.
     PayloadTooLarge,
+    /// 409: a rebuild of this projection is running already.
+    RebuildInProgress,
     /// 429: too many open subscriptions for this token (or this server).
     TooManySubscriptions,
     /// 500: a failure inside the server; the details are in its log, not in the answer.
@@ -47,6 +51,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StreamNotFound => "stream_not_found",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::ProjectionNotFound => "projection_not_found",
+            ErrorCode::RebuildInProgress => "rebuild_in_progress",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::WrongExpectedVersion => "wrong_expected_version",
             ErrorCode::EventIdConflict => "event_id_conflict",
@@ -63,9 +69,13 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::StreamNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::StreamNotFound | ErrorCode::NotFound | ErrorCode::ProjectionNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::WrongExpectedVersion | ErrorCode::EventIdConflict => StatusCode::CONFLICT,
+            ErrorCode::WrongExpectedVersion
+            | ErrorCode::EventIdConflict
+            | ErrorCode::RebuildInProgress => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +90,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::StreamNotFound => "Stream not found",
             ErrorCode::NotFound => "Not found",
+            ErrorCode::ProjectionNotFound => "Projection not found",
+            ErrorCode::RebuildInProgress => "Rebuild in progress",
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::WrongExpectedVersion => "Wrong expected version",
             ErrorCode::EventIdConflict => "Event id conflict",

@@ -40,6 +40,7 @@ mod hub;
 mod metrics;
 pub mod openapi;
 mod query;
+mod rebuilds;
 mod routes;
 pub mod wire;
 
@@ -50,7 +51,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+use strata::projection::ProjectionControl;
 use strata_core::{limits, EventStore};
 
 pub use auth::{hash_token, new_token, Principal};
@@ -73,6 +75,8 @@ struct StateInner {
     metrics: Metrics,
     subscriptions: Mutex<Subscriptions>,
     hub: hub::Hub,
+    projections: RwLock<Option<Arc<dyn ProjectionControl>>>,
+    rebuilds: rebuilds::Rebuilds,
 }
 
 #[derive(Default)]
@@ -93,8 +97,43 @@ impl AppState {
                 metrics: Metrics::default(),
                 subscriptions: Mutex::new(Subscriptions::default()),
                 hub: hub::Hub::default(),
+                projections: RwLock::new(None),
+                rebuilds: rebuilds::Rebuilds::default(),
             }),
         })
+    }
+
+    /// Hosts `projections`: the `/projections` endpoints list and operate them, and
+    /// `/metrics` reports their lag. Without this, the server hosts none.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use strata::projection::{EventTypeCounts, Projections, SqliteReadModels};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Arc::new(strata_log::LogStore::open(dir.path().join("data")).unwrap());
+    /// let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
+    /// let projections = Projections::new(store.clone(), models);
+    /// projections.spawn(EventTypeCounts).await.unwrap();
+    /// let state = strata_server::AppState::new(store, strata_server::ServerConfig::default())
+    ///     .unwrap()
+    ///     .with_projections(Arc::new(projections.clone()));
+    /// let _router = strata_server::app(state);
+    /// projections.shutdown().await;
+    /// # });
+    /// ```
+    pub fn with_projections(self, projections: Arc<dyn ProjectionControl>) -> Self {
+        *self.inner.projections.write() = Some(projections);
+        self
+    }
+
+    /// The projections this server hosts.
+    pub fn projections(&self) -> Option<Arc<dyn ProjectionControl>> {
+        self.inner.projections.read().clone()
+    }
+
+    pub(crate) fn rebuilds(&self) -> &rebuilds::Rebuilds {
+        &self.inner.rebuilds
     }
 
     /// The store.

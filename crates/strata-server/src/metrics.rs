@@ -4,6 +4,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use strata::projection::ProjectionInfo;
+
 /// Upper bounds of the append latency histogram, in seconds.
 const LATENCY_BUCKETS_S: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -170,5 +172,64 @@ impl Metrics {
             );
         }
         o
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One gauge's value for a projection.
+type Gauge = fn(&ProjectionInfo) -> f64;
+
+/// The hosted projections' gauges: lag in events and in seconds, checkpoint, and a 1 for the
+/// status each is in.
+pub(crate) fn render_projections(o: &mut String, infos: &[ProjectionInfo]) {
+    let gauges: [(&str, &str, Gauge); 3] = [
+        (
+            "strata_projection_lag_events",
+            "Events between a projection's checkpoint and the store's head.",
+            |i| i.lag_events as f64,
+        ),
+        (
+            "strata_projection_lag_seconds",
+            "Age of the oldest event a projection has not applied yet (0 when caught up).",
+            |i| i.lag_seconds,
+        ),
+        (
+            "strata_projection_checkpoint",
+            "The last global position a projection has passed (-1: none yet).",
+            |i| i.checkpoint.map_or(-1.0, |c| c.0 as f64),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for i in infos {
+            let _ = writeln!(
+                o,
+                "{name}{{projection=\"{}\"}} {}",
+                label(&i.name),
+                value(i)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP strata_projection_status A projection's status (1 for the one it is in).\n# TYPE strata_projection_status gauge"
+    );
+    for i in infos {
+        let status = serde_json::to_value(i.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "strata_projection_status{{projection=\"{}\",status=\"{status}\"}} 1",
+            label(&i.name)
+        );
     }
 }

@@ -85,6 +85,16 @@ fn stream_path_param() -> Value {
     )
 }
 
+fn projection_param() -> Value {
+    param(
+        "name",
+        "path",
+        "The projection's name.",
+        json!({ "type": "string", "minLength": 1, "maxLength": limits::PROJECTION_NAME_MAX_BYTES }),
+        true,
+    )
+}
+
 fn u64_schema() -> Value {
     json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX })
 }
@@ -207,6 +217,44 @@ fn list_params() -> Vec<Value> {
     ]
 }
 
+fn projection_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "A projection the server hosts: status, checkpoint, lag, last error and latest rebuild.",
+        "required": ["name", "mode", "status", "lagEvents", "lagSeconds"],
+        "properties": {
+            "name": { "type": "string" },
+            "mode": { "type": "string", "enum": ["inline", "async"] },
+            "status": { "type": "string", "enum": ["running", "paused", "rebuilding", "failed"] },
+            "checkpoint": { "type": "integer", "nullable": true, "description": "The last global position it has passed." },
+            "lagEvents": { "type": "integer", "description": "Positions between the checkpoint and the store's head." },
+            "lagSeconds": { "type": "number", "description": "Age of the oldest event not applied yet." },
+            "lastError": { "type": "string", "nullable": true },
+            "errorPosition": { "type": "integer", "nullable": true },
+            "errorEventId": { "type": "string", "nullable": true },
+            "rebuild": {
+                "type": "object",
+                "nullable": true,
+                "description": "The latest rebuild started over HTTP.",
+                "properties": {
+                    "state": { "type": "string", "enum": ["running", "done", "failed"] },
+                    "startedAt": { "type": "string", "format": "date-time" },
+                    "finishedAt": { "type": "string", "format": "date-time", "nullable": true },
+                    "appliedEvents": { "type": "integer" },
+                    "position": { "type": "integer", "nullable": true },
+                    "head": { "type": "integer", "nullable": true },
+                    "remainingEvents": { "type": "integer" },
+                    "eventsPerSecond": { "type": "number" },
+                    "etaSeconds": { "type": "number", "nullable": true },
+                    "elapsedSeconds": { "type": "number" },
+                    "checkpoint": { "type": "integer", "nullable": true },
+                    "error": { "type": "string", "nullable": true }
+                }
+            }
+        }
+    })
+}
+
 fn schemas() -> Value {
     json!({
         "Problem": {
@@ -220,7 +268,8 @@ fn schemas() -> Value {
                 "code": { "type": "string", "enum": [
                     "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
                     "method_not_allowed", "wrong_expected_version", "event_id_conflict",
-                    "payload_too_large", "too_many_subscriptions", "internal", "unavailable"] },
+                    "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
+                    "projection_not_found", "rebuild_in_progress"] },
                 "detail": { "type": "string" },
                 "field": { "type": "string" },
                 "expected": {},
@@ -331,6 +380,12 @@ fn schemas() -> Value {
                 "isEnd": { "type": "boolean" },
                 "next": { "type": "string", "nullable": true }
             }
+        },
+        "Projection": projection_schema(),
+        "ProjectionList": {
+            "type": "object",
+            "required": ["projections"],
+            "properties": { "projections": { "type": "array", "items": { "$ref": "#/components/schemas/Projection" } } }
         },
         "StreamInfo": {
             "type": "object",
@@ -515,6 +570,55 @@ pub fn document() -> Value {
                     "summary": "Follow one category as server-sent events; ids are positions.",
                     "parameters": sub_cat,
                     "responses": responses(("200", sse(sse_desc)), &errs(&[("429", "Too many open subscriptions for this token (`too_many_subscriptions`).")]))
+                }
+            },
+            "/projections": {
+                "get": {
+                    "operationId": "listProjections",
+                    "summary": "The projections the serving program hosts, with status, lag and latest rebuild.",
+                    "responses": responses(("200", ok("Every projection, in name order.", "ProjectionList")), &errs(&[]))
+                }
+            },
+            "/projections/{name}": {
+                "get": {
+                    "operationId": "projectionStatus",
+                    "summary": "One projection; a running rebuild's progress is in `rebuild`.",
+                    "parameters": [projection_param()],
+                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`).")]))
+                }
+            },
+            "/projections/{name}/pause": {
+                "post": {
+                    "operationId": "pauseProjection",
+                    "summary": "Stop a projection after its current batch (admin).",
+                    "parameters": [projection_param()],
+                    "responses": responses(("200", ok("The projection, paused.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`).")]))
+                }
+            },
+            "/projections/{name}/resume": {
+                "post": {
+                    "operationId": "resumeProjection",
+                    "summary": "Run a paused or failed projection again from its checkpoint (admin).",
+                    "parameters": [projection_param()],
+                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`).")]))
+                }
+            },
+            "/projections/{name}/reset": {
+                "post": {
+                    "operationId": "resetProjection",
+                    "summary": "Empty a projection and replay it from position 0 (admin).",
+                    "parameters": [projection_param()],
+                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`).")]))
+                }
+            },
+            "/projections/{name}/rebuild": {
+                "post": {
+                    "operationId": "rebuildProjection",
+                    "summary": "Start a blue/green rebuild in the background (admin); follow it with GET /projections/{name}.",
+                    "parameters": [projection_param()],
+                    "responses": responses(("202", ok("The rebuild started.", "Projection")), &errs(&[
+                        ("404", "No such projection (`projection_not_found`)."),
+                        ("409", "A rebuild is running already (`rebuild_in_progress`).")]))
                 }
             },
             "/health": {

@@ -11,6 +11,7 @@ use axum::Router;
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use strata::projection::{EventTypeCounts, Projections, SqliteReadModels};
 use strata_core::{
     async_trait, AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore,
     ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
@@ -88,6 +89,30 @@ impl EventStore for Faulty {
 struct T {
     app: Router,
     store: Faulty,
+    /// Set by [`setup_with_projections`]: the hosted runner and its read-model directory.
+    projections: Option<(Projections, tempfile::TempDir)>,
+}
+
+const PROJECTION: &str = EventTypeCounts::NAME;
+
+/// [`setup`], with the built-in event-type-counts projection hosted (async, SQLite).
+async fn setup_with_projections(config: ServerConfig) -> T {
+    let store = Faulty {
+        inner: MemoryStore::new(),
+        down: Arc::new(AtomicBool::new(false)),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
+    let projections = Projections::new(Arc::new(store.clone()), models);
+    projections.spawn(EventTypeCounts).await.unwrap();
+    let state = AppState::new(Arc::new(store.clone()), config)
+        .unwrap()
+        .with_projections(Arc::new(projections.clone()));
+    T {
+        app: app(state),
+        store,
+        projections: Some((projections, dir)),
+    }
 }
 
 fn setup(config: ServerConfig) -> T {
@@ -99,6 +124,7 @@ fn setup(config: ServerConfig) -> T {
     T {
         app: app(state),
         store,
+        projections: None,
     }
 }
 
@@ -626,7 +652,7 @@ async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Res
 
 #[tokio::test]
 async fn permission_matrix() {
-    let t = setup(auth_config());
+    let t = setup_with_projections(auth_config()).await;
     let app = &t.app;
     // Some data, written with the admin token.
     for s in ["account-1", "other-1"] {
@@ -743,6 +769,42 @@ async fn permission_matrix() {
             vec![ADMIN],
             vec![WRITER, READER, OTHER, NOSUB],
         ),
+        (
+            "GET",
+            "/projections",
+            vec![ADMIN, WRITER, READER, OTHER, NOSUB],
+            vec![],
+        ),
+        (
+            "GET",
+            "/projections/event-type-counts",
+            vec![ADMIN, WRITER, READER, OTHER, NOSUB],
+            vec![],
+        ),
+        (
+            "POST",
+            "/projections/event-type-counts/pause",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+        (
+            "POST",
+            "/projections/event-type-counts/resume",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+        (
+            "POST",
+            "/projections/event-type-counts/reset",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+        (
+            "POST",
+            "/projections/event-type-counts/rebuild",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
     ];
     let mut covered = std::collections::HashSet::new();
     for (method, uri, allowed, denied) in &matrix {
@@ -772,7 +834,8 @@ async fn permission_matrix() {
     for (method, path) in ROUTES {
         let concrete = path
             .replace("{stream}", "account-1")
-            .replace("{category}", "account");
+            .replace("{category}", "account")
+            .replace("{name}", PROJECTION);
         if ["/health", "/ready", "/openapi.json"].contains(path) {
             let r = call(app, method, &concrete, None).await;
             assert_eq!(r.status, 200, "{path}");
@@ -1063,7 +1126,7 @@ async fn subscriptions_per_token_are_bounded() {
 
 #[tokio::test]
 async fn openapi_document_matches_the_router() {
-    let t = setup(ServerConfig::default());
+    let t = setup_with_projections(ServerConfig::default()).await;
     let doc = get(&t.app, "/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.0.3");
     let mut documented = std::collections::BTreeSet::new();
@@ -1082,6 +1145,7 @@ async fn openapi_document_matches_the_router() {
         let concrete = path
             .replace("{stream}", "account-1")
             .replace("{category}", "account")
+            .replace("{name}", PROJECTION)
             .replace(
                 "/all/position-at",
                 "/all/position-at?time=2020-01-01T00:00:00Z",
@@ -1104,7 +1168,8 @@ async fn openapi_document_matches_the_router() {
                 let name = p["name"].as_str().unwrap();
                 let concrete = path
                     .replace("{stream}", "account-1")
-                    .replace("{category}", "account");
+                    .replace("{category}", "account")
+                    .replace("{name}", PROJECTION);
                 let r = call(&t.app, "GET", &format!("{concrete}?{name}=@@"), None).await;
                 assert!(
                     !r.text.contains("is not a parameter"),
@@ -1114,4 +1179,131 @@ async fn openapi_document_matches_the_router() {
             }
         }
     }
+}
+
+/// Polls `GET /projections/{PROJECTION}` until `done` holds for it (at most 10 s).
+async fn projection_until(app: &Router, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(app, &format!("/projections/{PROJECTION}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let v = r.json();
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn hosted_projections_are_listed_paused_resumed_and_rebuilt() {
+    let t = setup_with_projections(ServerConfig::default()).await;
+    let app = &t.app;
+    for (stream, ty) in [
+        ("account-1", "AccountOpened"),
+        ("account-1", "MoneyDeposited"),
+        ("account-2", "AccountOpened"),
+        ("order-1", "OrderPlaced"),
+    ] {
+        let r = append(app, stream, json!("any"), vec![one(ty, json!({}))]).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let v = projection_until(app, |v| v["checkpoint"] == 3).await;
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["mode"], "async");
+    assert_eq!(v["lagEvents"], 0);
+    assert_eq!(v["rebuild"], Value::Null);
+    let list = get(app, "/projections").await.json();
+    assert_eq!(list["projections"].as_array().unwrap().len(), 1);
+    assert_eq!(list["projections"][0]["name"], PROJECTION);
+
+    // Paused: new events wait, and the lag shows in the status and in /metrics.
+    let r = post(app, &format!("/projections/{PROJECTION}/pause"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["status"], "paused");
+    append(
+        app,
+        "account-1",
+        json!("any"),
+        vec![one("MoneyDeposited", json!({}))],
+    )
+    .await;
+    let v = get(app, &format!("/projections/{PROJECTION}")).await.json();
+    assert_eq!(
+        (v["checkpoint"].clone(), v["lagEvents"].clone()),
+        (json!(3), json!(1))
+    );
+    let metrics = get(app, "/metrics").await.text;
+    assert!(
+        metrics.contains(&format!(
+            "strata_projection_lag_events{{projection=\"{PROJECTION}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "strata_projection_status{{projection=\"{PROJECTION}\",status=\"paused\"}} 1"
+    )));
+    let r = post(app, &format!("/projections/{PROJECTION}/resume"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    projection_until(app, |v| v["checkpoint"] == 4 && v["status"] == "running").await;
+
+    // A rebuild runs in the background; its progress and outcome are in the status.
+    let r = post(app, &format!("/projections/{PROJECTION}/rebuild"), "").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!(r.json()["rebuild"]["startedAt"].is_string());
+    let v = projection_until(app, |v| v["rebuild"]["state"] != "running").await;
+    assert_eq!(v["rebuild"]["state"], "done", "{v}");
+    assert_eq!(v["rebuild"]["checkpoint"], 4);
+    assert_eq!(v["rebuild"]["appliedEvents"], 5);
+    assert_eq!(v["rebuild"]["remainingEvents"], 0);
+    assert_eq!(v["checkpoint"], 4);
+    // The swapped-in read model counts every event once.
+    let (projections, _) = t.projections.as_ref().unwrap();
+    let conn = projections.read_models().connect().unwrap();
+    let deposits: i64 = conn
+        .query_row(
+            "SELECT events FROM event_type_counts WHERE category = 'account' AND event_type = 'MoneyDeposited'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(deposits, 2);
+    let total: i64 = conn
+        .query_row("SELECT SUM(events) FROM event_type_counts", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(total, 5);
+
+    // Reset replays from 0 and ends at the same counts.
+    let r = post(app, &format!("/projections/{PROJECTION}/reset"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    projection_until(app, |v| v["checkpoint"] == 4).await;
+
+    // Unknown and malformed names, and a server that hosts none.
+    let r = get(app, "/projections/nope").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (404, "projection_not_found")
+    );
+    let r = post(app, "/projections/nope/rebuild", "").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (404, "projection_not_found")
+    );
+    let long = "p".repeat(strata_core::limits::PROJECTION_NAME_MAX_BYTES + 1);
+    let r = get(app, &format!("/projections/{long}")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_request")
+    );
+    let r = get(app, "/projections?x=1").await;
+    assert_eq!(r.status, 400);
+    let bare = setup(ServerConfig::default());
+    let r = get(&bare.app, "/projections").await;
+    assert_eq!(r.json(), json!({ "projections": [] }));
+    let r = get(&bare.app, &format!("/projections/{PROJECTION}")).await;
+    assert_eq!(r.code(), "projection_not_found");
+    projections.shutdown().await;
 }

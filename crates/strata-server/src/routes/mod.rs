@@ -2,6 +2,7 @@
 
 mod all;
 mod listing;
+mod projections;
 mod streams;
 mod subscriptions;
 mod system;
@@ -40,6 +41,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/subscriptions/all"),
     ("GET", "/subscriptions/streams/{stream}"),
     ("GET", "/subscriptions/categories/{category}"),
+    ("GET", "/projections"),
+    ("GET", "/projections/{name}"),
+    ("POST", "/projections/{name}/pause"),
+    ("POST", "/projections/{name}/resume"),
+    ("POST", "/projections/{name}/reset"),
+    ("POST", "/projections/{name}/rebuild"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -67,6 +74,12 @@ pub fn app(state: AppState) -> Router {
             "/subscriptions/categories/{category}",
             get(subscriptions::category),
         )
+        .route("/projections", get(projections::list))
+        .route("/projections/{name}", get(projections::status))
+        .route("/projections/{name}/pause", post(projections::pause))
+        .route("/projections/{name}/resume", post(projections::resume))
+        .route("/projections/{name}/reset", post(projections::reset))
+        .route("/projections/{name}/rebuild", post(projections::rebuild))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics))

@@ -53,12 +53,20 @@ pub(crate) async fn metrics(
         ));
     }
     Query::parse(raw.as_deref(), &[])?;
+    let mut text = st.metrics().render();
+    if let Some(control) = st.projections() {
+        match control.list().await {
+            Ok(infos) => crate::metrics::render_projections(&mut text, &infos),
+            // The store's own metrics are still worth scraping.
+            Err(e) => tracing::warn!(error = %e, "projection metrics unavailable"),
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        st.metrics().render(),
+        text,
     )
         .into_response())
 }

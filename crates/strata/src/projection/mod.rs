@@ -21,11 +21,17 @@
 //! [`Projections::wait_for`] waits until a projection has passed the write's position, or
 //! returns [`ProjectionError::NotYetConsistent`]. `docs/projections.md` walks through it all.
 //!
+//! A serving program hands its runner to `strata-server` as a [`ProjectionControl`] (list,
+//! pause, resume, reset, rebuild over HTTP); [`EventTypeCounts`] is a projection that ships
+//! with Strata, so `strata serve` can host one without application code.
+//!
 //! Handlers see each event at least once and, because the checkpoint is read and written in
 //! the batch's transaction, their effects are applied exactly once. A handler must still be
 //! deterministic (a rebuild replays it), and side effects outside the read-model database are
 //! not covered by the transaction.
 
+mod builtin;
+mod control;
 mod postgres;
 mod runner;
 mod sqlite;
@@ -34,6 +40,8 @@ use strata_core::{Filter, Position, ReadError, RecordedEvent, Uuid};
 
 use crate::limits;
 
+pub use builtin::{EventTypeCounts, BUILTIN_PROJECTIONS};
+pub use control::ProjectionControl;
 pub use postgres::{PgProjection, PgProjections, PgReadModels};
 pub use runner::{
     InlineProjections, ProjectedAppendError, ProjectedStore, ProjectionInfo, ProjectionMode,

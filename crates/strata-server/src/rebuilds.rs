@@ -1,0 +1,135 @@
+//! Rebuilds started over HTTP: each runs as a background task, and its latest progress (or
+//! its outcome) is kept here for `GET /projections/{name}`. One entry per projection, so the
+//! table is bounded by the number of projections the program registers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use strata::projection::{ProjectionControl, RebuildProgress};
+use strata_core::limits;
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Where a rebuild stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Running,
+    Done { checkpoint: Option<u64> },
+    Failed { error: String },
+}
+
+/// The latest rebuild of one projection.
+#[derive(Debug, Clone)]
+pub(crate) struct RebuildRun {
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    progress: Option<RebuildProgress>,
+    outcome: Outcome,
+}
+
+impl RebuildRun {
+    /// The `rebuild` member of a projection document.
+    pub(crate) fn to_json(&self) -> Value {
+        let (state, checkpoint, error) = match &self.outcome {
+            Outcome::Running => ("running", None, None),
+            Outcome::Done { checkpoint } => ("done", *checkpoint, None),
+            Outcome::Failed { error } => ("failed", None, Some(error.clone())),
+        };
+        let p = self.progress.as_ref();
+        json!({
+            "state": state,
+            "startedAt": self.started_at.to_rfc3339(),
+            "finishedAt": self.finished_at.map(|t| t.to_rfc3339()),
+            "appliedEvents": p.map_or(0, |p| p.applied_events),
+            "position": p.and_then(|p| p.position).map(|p| p.0),
+            "head": p.and_then(|p| p.head).map(|p| p.0),
+            "remainingEvents": p.map_or(0, |p| p.remaining_events),
+            "eventsPerSecond": p.map_or(0.0, |p| p.events_per_second),
+            "etaSeconds": p.and_then(|p| p.eta).map(|d| d.as_secs_f64()),
+            "elapsedSeconds": p.map_or(0.0, |p| p.elapsed.as_secs_f64()),
+            "checkpoint": checkpoint,
+            "error": error,
+        })
+    }
+}
+
+/// The rebuilds of this server's projections.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Rebuilds {
+    runs: Arc<Mutex<HashMap<String, RebuildRun>>>,
+}
+
+impl Rebuilds {
+    /// The latest rebuild of `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<RebuildRun> {
+        self.runs.lock().get(name).cloned()
+    }
+
+    /// Starts rebuilding `name` in the background, or `rebuild_in_progress`.
+    pub(crate) fn start(
+        &self,
+        control: Arc<dyn ProjectionControl>,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        {
+            let mut runs = self.runs.lock();
+            if runs
+                .get(name)
+                .is_some_and(|r| matches!(r.outcome, Outcome::Running))
+            {
+                return Err(ApiError::new(
+                    ErrorCode::RebuildInProgress,
+                    format!(
+                        "projection {name} is being rebuilt already; see GET /projections/{name}"
+                    ),
+                )
+                .with("projection", json!(name)));
+            }
+            if !runs.contains_key(name) && runs.len() >= limits::PROJECTIONS_MAX {
+                return Err(ApiError::internal(
+                    "more rebuild records than projections can exist",
+                ));
+            }
+            runs.insert(
+                name.to_owned(),
+                RebuildRun {
+                    started_at: Utc::now(),
+                    finished_at: None,
+                    progress: None,
+                    outcome: Outcome::Running,
+                },
+            );
+        }
+        let runs = Arc::clone(&self.runs);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let progress_runs = Arc::clone(&runs);
+            let progress_name = name.clone();
+            let mut on_progress = move |p: &RebuildProgress| {
+                if let Some(run) = progress_runs.lock().get_mut(&progress_name) {
+                    run.progress = Some(p.clone());
+                }
+            };
+            let result = control.rebuild(&name, &mut on_progress).await;
+            let outcome = match result {
+                Ok(checkpoint) => Outcome::Done {
+                    checkpoint: checkpoint.map(|c| c.0),
+                },
+                Err(e) => {
+                    tracing::warn!(projection = %name, error = %e, "rebuild failed");
+                    Outcome::Failed {
+                        error: e.to_string(),
+                    }
+                }
+            };
+            if let Some(run) = runs.lock().get_mut(&name) {
+                run.outcome = outcome;
+                run.finished_at = Some(Utc::now());
+            }
+        });
+        Ok(())
+    }
+}
