@@ -188,6 +188,13 @@ fn start_params() -> Vec<Value> {
             json!({ "type": "string", "pattern": "^([0-9]{1,19})?$" }),
             false,
         ),
+        param(
+            "access_token",
+            "query",
+            "The API token, for clients that cannot send an Authorization header (a browser's EventSource); never together with the header. URLs end up in logs and histories: prefer the header where you can.",
+            json!({ "type": "string" }),
+            false,
+        ),
     ]
 }
 

@@ -1307,3 +1307,53 @@ async fn hosted_projections_are_listed_paused_resumed_and_rebuilt() {
     assert_eq!(r.code(), "projection_not_found");
     projections.shutdown().await;
 }
+
+#[tokio::test]
+async fn subscriptions_take_the_token_as_access_token_for_event_source() {
+    let t = setup(auth_config());
+    let app = &t.app;
+    let ok = call(
+        app,
+        "GET",
+        &format!("/subscriptions/streams/account-1?from=start&access_token={READER}"),
+        None,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.headers["content-type"], "text/event-stream");
+    // The token's rights still apply.
+    let r = call(
+        app,
+        "GET",
+        &format!("/subscriptions/categories/other?access_token={READER}"),
+        None,
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (403, "forbidden"));
+    let r = call(app, "GET", "/subscriptions/all?access_token=nope", None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (401, "unauthorized")
+    );
+    // Header and parameter together are refused, as is the parameter off subscriptions.
+    let r = call(
+        app,
+        "GET",
+        &format!("/subscriptions/streams/account-1?access_token={READER}"),
+        Some(READER),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_request")
+    );
+    let r = call(
+        app,
+        "GET",
+        &format!("/streams/account-1?access_token={READER}"),
+        Some(READER),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("is not a parameter"), "{}", r.text);
+}

@@ -8,6 +8,7 @@
 //! Memory per subscriber is bounded by the channel; the store is never read ahead further.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::all::{check_all, filter};
 use super::{caller, path_param, stream_param};
-use crate::auth::forbidden;
+use crate::auth::{forbidden, Principal};
 use crate::config::Action;
 use crate::error::ApiError;
 use crate::hub::{sse_frame, Rendered};
@@ -32,9 +33,39 @@ const COALESCE_MAX_BYTES: usize = 256 * 1024;
 use crate::query::Query;
 use crate::AppState;
 
-const PARAMS_ALL: &[&str] = &["from", "after", "eventType", "category", "prefix"];
-const PARAMS_STREAM: &[&str] = &["from", "after"];
-const PARAMS_CATEGORY: &[&str] = &["from", "after", "eventType"];
+const PARAMS_ALL: &[&str] = &[
+    "from",
+    "after",
+    "eventType",
+    "category",
+    "prefix",
+    ACCESS_TOKEN,
+];
+const PARAMS_STREAM: &[&str] = &["from", "after", ACCESS_TOKEN];
+const PARAMS_CATEGORY: &[&str] = &["from", "after", "eventType", ACCESS_TOKEN];
+
+/// The query parameter that carries the API token for clients that cannot send headers (a
+/// browser's `EventSource`), as RFC 6750 section 2.3 describes.
+const ACCESS_TOKEN: &str = "access_token";
+
+/// The caller of a subscription: the `Authorization` header, or the `access_token` parameter
+/// (never both).
+fn subscriber(st: &AppState, headers: &HeaderMap, q: &Query) -> Result<Arc<Principal>, ApiError> {
+    let Some(token) = q.one(ACCESS_TOKEN)? else {
+        return caller(st, headers);
+    };
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(ApiError::invalid(
+            ACCESS_TOKEN,
+            "give the token in the Authorization header or in access_token, not both",
+        ));
+    }
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ApiError::invalid(ACCESS_TOKEN, "is not a token"))?;
+    let mut with_token = HeaderMap::new();
+    with_token.insert(header::AUTHORIZATION, value);
+    caller(st, &with_token)
+}
 
 /// Where to start, before `end` is resolved.
 enum Start {
@@ -355,8 +386,8 @@ pub(crate) async fn all(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers)?;
     let q = Query::parse(raw.as_deref(), PARAMS_ALL)?;
+    let who = subscriber(&st, &headers, &q)?;
     let f = filter(&q)?;
     check_all(&who, Action::Subscribe, &f)?;
     let start = start(&q, &headers)?;
@@ -370,7 +401,8 @@ pub(crate) async fn stream(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers)?;
+    let q = Query::parse(raw.as_deref(), PARAMS_STREAM)?;
+    let who = subscriber(&st, &headers, &q)?;
     let stream = stream_param(path)?;
     if !who.can(Action::Subscribe, stream.as_str()) {
         return Err(forbidden(
@@ -379,7 +411,6 @@ pub(crate) async fn stream(
             &format!("stream {stream}"),
         ));
     }
-    let q = Query::parse(raw.as_deref(), PARAMS_STREAM)?;
     let start = start(&q, &headers)?;
     open(st, &who, SubscriptionTarget::Stream(stream), start).await
 }
@@ -391,7 +422,8 @@ pub(crate) async fn category(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers)?;
+    let q = Query::parse(raw.as_deref(), PARAMS_CATEGORY)?;
+    let who = subscriber(&st, &headers, &q)?;
     let category = path_param(path, "category")?;
     if category.is_empty()
         || category.contains('-')
@@ -413,7 +445,6 @@ pub(crate) async fn category(
             &format!("category {category}"),
         ));
     };
-    let q = Query::parse(raw.as_deref(), PARAMS_CATEGORY)?;
     let mut f = Filter::default()
         .categories([category.clone()])
         .event_types(q.all("eventType"));
