@@ -1,156 +1,37 @@
 //! PostgreSQL read models: async with read-your-writes, a failing handler stopping at its
-//! event and resuming after the fix, inline through `ProjectedStore`. The database is
-//! `STRATA_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without
-//! one the tests are skipped with a message, except under CI (`CI` set), where they fail.
+//! event and resuming after the fix, inline through `ProjectedStore`, rebuilds, and the
+//! built-in `EventTypeCounts` (against a fold, and rebuilt through `ProjectionControl`). The
+//! database is `STRATA_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! without one the tests are skipped with a message, except under CI (`CI` set), where they
+//! fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgConnection;
 use strata::projection::{
-    HandlerError, PgProjection, PgProjections, PgReadModels, ProjectedStore, ProjectionError,
+    EventTypeCounts, PgProjections, PgReadModels, ProjectedStore, ProjectionControl,
+    ProjectionError, ProjectionStatus, RebuildProgress,
 };
-use strata::{
-    async_trait, EventData, EventStore, ExpectedVersion, Filter, Position, ReadAllOptions,
-    RecordedEvent, StreamId,
-};
-use strata_postgres::{PgStoreOptions, PostgresStore};
+use strata::{EventData, EventStore, ExpectedVersion, Position, ReadAllOptions};
+use strata_postgres::PostgresStore;
+use support::pg::{account, db, deposit, fold, model, Balances};
 
-struct Balances {
-    fail_on: Arc<AtomicI64>,
-}
-
-#[async_trait]
-impl PgProjection for Balances {
-    fn name(&self) -> &str {
-        "balances"
-    }
-    fn filter(&self) -> Filter {
-        Filter::default().categories(["account"])
-    }
-    async fn setup(&self, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY,
-                 balance BIGINT NOT NULL, events BIGINT NOT NULL)",
-        )
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), HandlerError> {
-        let amount = event
-            .data_json()
-            .and_then(|d| d["amount"].as_i64())
-            .unwrap_or(0);
-        if amount == self.fail_on.load(Ordering::SeqCst) {
-            return Err(HandlerError::new(format!("refusing amount {amount}")));
-        }
-        sqlx::query(
-            "INSERT INTO balances VALUES ($1, $2, 1) ON CONFLICT (account)
-             DO UPDATE SET balance = balances.balance + $2, events = balances.events + 1",
-        )
-        .bind(event.stream_id.as_str())
-        .bind(amount)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-}
-
-struct Db {
-    store: PostgresStore,
-    models: PgReadModels,
-    schemas: [String; 2],
-}
-
-impl Db {
-    async fn cleanup(self) {
-        for s in &self.schemas {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
-                .execute(self.store.pool())
-                .await;
-        }
-    }
-}
-
-async fn db() -> Option<Db> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let url = std::env::var("STRATA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let events = format!("t_proj_ev_{}_{n}", std::process::id());
-    let reads = format!("t_proj_rm_{}_{n}", std::process::id());
-    let store =
-        match PostgresStore::connect_with(PgStoreOptions::new(&url).with_schema(&events)).await {
-            Ok(store) => store,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPING a PostgreSQL projection test: no database at {url}: {e}");
-                return None;
-            }
-            Err(e) => panic!("the PostgreSQL projection tests need a database at {url}: {e}"),
-        };
-    let models = PgReadModels::connect(&url, &reads).await.unwrap();
-    Some(Db {
-        store,
-        models,
-        schemas: [events, reads],
-    })
-}
-
-fn deposit(amount: i64) -> EventData {
-    EventData::json("Deposited", &serde_json::json!({ "amount": amount })).unwrap()
-}
-
-async fn append(store: &impl EventStore, account: u32, amount: i64) -> Position {
-    let stream = StreamId::new(format!("account-{account}")).unwrap();
+async fn append(store: &impl EventStore, n: u32, amount: i64) -> Position {
     store
-        .append(&stream, ExpectedVersion::Any, vec![deposit(amount)])
+        .append(&account(n), ExpectedVersion::Any, vec![deposit(amount)])
         .await
         .unwrap()
         .last_position()
 }
 
-async fn model(models: &PgReadModels) -> BTreeMap<String, (i64, i64)> {
-    sqlx::query_as::<_, (String, i64, i64)>("SELECT account, balance, events FROM balances")
-        .fetch_all(models.pool())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(a, b, n)| (a, (b, n)))
-        .collect()
-}
-
-async fn fold(store: &PostgresStore, through: Option<Position>) -> BTreeMap<String, (i64, i64)> {
-    let page = store
-        .read_all(
-            ReadAllOptions::forward()
-                .limit(10_000)
-                .filter(Filter::default().categories(["account"])),
-        )
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for e in page.events {
-        if through.is_some_and(|t| e.position > t) {
-            break;
-        }
-        let entry = out.entry(e.stream_id.to_string()).or_insert((0, 0));
-        entry.0 += e.data_json().unwrap()["amount"].as_i64().unwrap();
-        entry.1 += 1;
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_postgres_projection_fails_at_its_event_and_resumes() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("proj").await else { return };
     let fail_on = Arc::new(AtomicI64::new(13));
     let projections = PgProjections::new(Arc::new(db.store.clone()), db.models.clone());
     projections
@@ -200,7 +81,7 @@ async fn async_postgres_projection_fails_at_its_event_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_postgres_projection_is_current_when_the_append_returns() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("proj").await else { return };
     let fail_on = Arc::new(AtomicI64::new(-1));
     let projections = PgProjections::new(Arc::new(db.store.clone()), db.models.clone());
     projections
@@ -238,7 +119,7 @@ async fn inline_postgres_projection_is_current_when_the_append_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rebuild_while_appends_continue_swaps_in_the_full_fold() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("proj").await else { return };
     let projections = PgProjections::new(Arc::new(db.store.clone()), db.models.clone());
     projections
         .spawn(Balances {
@@ -283,6 +164,130 @@ async fn postgres_rebuild_while_appends_continue_swaps_in_the_full_fold() {
     // reset = rebuild from scratch.
     projections.reset("balances").await.unwrap();
     assert_eq!(model(&db.models).await, fold(&db.store, None).await);
+    projections.shutdown().await;
+    db.cleanup().await;
+}
+
+/// `event_type_counts` rows: (category, event type) -> (events, last position, last recorded
+/// at as text).
+async fn event_type_counts(
+    models: &PgReadModels,
+) -> BTreeMap<(String, String), (i64, i64, String)> {
+    sqlx::query_as::<_, (String, String, i64, i64, String)>(
+        "SELECT category, event_type, events, last_position, last_recorded_at::text
+         FROM event_type_counts",
+    )
+    .fetch_all(models.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(c, t, n, p, at)| ((c, t), (n, p, at)))
+    .collect()
+}
+
+/// What `event_type_counts` should hold (without the times): every event folded into
+/// (category, event type) -> (events, last position).
+async fn fold_event_type_counts(store: &PostgresStore) -> BTreeMap<(String, String), (i64, i64)> {
+    let page = store
+        .read_all(ReadAllOptions::forward().limit(10_000))
+        .await
+        .unwrap();
+    assert!(page.is_end);
+    let mut out = BTreeMap::new();
+    for e in page.events {
+        let key = (e.category().to_owned(), e.event_type.as_str().to_owned());
+        let entry = out.entry(key).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = i64::try_from(e.position.0).unwrap();
+    }
+    out
+}
+
+fn without_times(
+    rows: &BTreeMap<(String, String), (i64, i64, String)>,
+) -> BTreeMap<(String, String), (i64, i64)> {
+    rows.iter()
+        .map(|(k, (n, p, _))| (k.clone(), (*n, *p)))
+        .collect()
+}
+
+/// Appends a batch of `types` events (several per append, so a projection batch holds runs of
+/// one type and mixes of types) to `stream`.
+async fn append_types(store: &PostgresStore, stream: &str, types: &[&str]) -> Position {
+    let events = types
+        .iter()
+        .map(|t| EventData::json(*t, &serde_json::json!({})).unwrap())
+        .collect();
+    support::seed(store, stream, events).await.last_position()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_event_type_counts_on_postgres_match_the_fold_and_survive_a_rebuild() {
+    let Some(db) = db("proj").await else { return };
+    let name = EventTypeCounts::NAME;
+    let projections = PgProjections::new(Arc::new(db.store.clone()), db.models.clone());
+    // Events before the projection exists and after: it catches up, then follows.
+    append_types(
+        &db.store,
+        "account-1",
+        &["Opened", "Deposited", "Deposited"],
+    )
+    .await;
+    projections.spawn(EventTypeCounts).await.unwrap();
+    let streams = ["account-1", "account-2", "order-1", "order-2", "user"];
+    let types = ["Opened", "Deposited", "Withdrawn", "Placed", "Renamed"];
+    let mut last = Position::START;
+    for i in 0..120usize {
+        let stream = streams[i % streams.len()];
+        let batch: Vec<&str> = (0..1 + i % 4)
+            .map(|j| types[(i * 7 + j) % types.len()])
+            .collect();
+        last = append_types(&db.store, stream, &batch).await;
+    }
+    projections
+        .wait_for(name, last, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let before = event_type_counts(&db.models).await;
+    let expected = fold_event_type_counts(&db.store).await;
+    assert_eq!(without_times(&before), expected);
+    // Several categories and types, and the counts add up to every event.
+    let categories: std::collections::BTreeSet<&str> =
+        expected.keys().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(categories, ["account", "order", "user"].into());
+    let seen: std::collections::BTreeSet<&str> = expected.keys().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(seen, types.into());
+    let total: i64 = expected.values().map(|(n, _)| n).sum();
+    assert_eq!(total, i64::try_from(last.0 + 1).unwrap());
+
+    // A rebuild through the operator's trait object swaps in identical rows.
+    let control: Arc<dyn ProjectionControl> = Arc::new(projections.clone());
+    let mut reports: Vec<RebuildProgress> = Vec::new();
+    let checkpoint = control
+        .rebuild(name, &mut |p: &RebuildProgress| reports.push(p.clone()))
+        .await
+        .unwrap();
+    assert_eq!(checkpoint, Some(last));
+    let final_report = reports.last().expect("a progress report");
+    assert_eq!(final_report.projection, name);
+    assert_eq!(final_report.position, Some(last));
+    assert_eq!(final_report.remaining_events, 0);
+    assert_eq!(event_type_counts(&db.models).await, before);
+    let info = control.status(name).await.unwrap();
+    assert_eq!(info.status, ProjectionStatus::Running);
+    assert_eq!(info.checkpoint, Some(last));
+    assert_eq!(info.lag_events, 0);
+
+    // The swapped-in table goes on being updated.
+    let last = append_types(&db.store, "order-3", &["Placed", "Cancelled"]).await;
+    projections
+        .wait_for(name, last, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        without_times(&event_type_counts(&db.models).await),
+        fold_event_type_counts(&db.store).await
+    );
     projections.shutdown().await;
     db.cleanup().await;
 }

@@ -7,124 +7,22 @@
 //! the tests are skipped with a message, except under CI (`CI` set), where they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgConnection;
 use strata::projection::{
-    HandlerError, PgProjection, PgProjections, PgReadModels, ProjectedAppendError, ProjectedStore,
-    ProjectionStatus,
+    PgProjections, PgReadModels, ProjectedAppendError, ProjectedStore, ProjectionStatus,
 };
 use strata::{
-    async_trait, AppendError, EventData, EventStore, ExpectedVersion, Filter, ReadAllOptions,
-    ReadStreamOptions, RecordedEvent, StreamId, Uuid,
+    AppendError, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, RecordedEvent,
+    Uuid,
 };
 use strata_postgres::{PgStoreOptions, PostgresStore};
-
-struct Balances {
-    fail_on: Arc<AtomicI64>,
-}
-
-#[async_trait]
-impl PgProjection for Balances {
-    fn name(&self) -> &str {
-        "balances"
-    }
-    fn filter(&self) -> Filter {
-        Filter::default().categories(["account"])
-    }
-    async fn setup(&self, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY,
-                 balance BIGINT NOT NULL, events BIGINT NOT NULL)",
-        )
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), HandlerError> {
-        let amount = event
-            .data_json()
-            .and_then(|d| d["amount"].as_i64())
-            .unwrap_or(0);
-        if amount == self.fail_on.load(Ordering::SeqCst) {
-            return Err(HandlerError::new(format!("refusing amount {amount}")));
-        }
-        sqlx::query(
-            "INSERT INTO balances VALUES ($1, $2, 1) ON CONFLICT (account)
-             DO UPDATE SET balance = balances.balance + $2, events = balances.events + 1",
-        )
-        .bind(event.stream_id.as_str())
-        .bind(amount)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-}
-
-struct Db {
-    store: PostgresStore,
-    models: PgReadModels,
-    schemas: [String; 2],
-}
-
-impl Db {
-    async fn cleanup(self) {
-        for s in &self.schemas {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
-                .execute(self.store.pool())
-                .await;
-        }
-    }
-}
-
-async fn db() -> Option<Db> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let url = std::env::var("STRATA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let events = format!("t_ptx_ev_{}_{n}", std::process::id());
-    let reads = format!("t_ptx_rm_{}_{n}", std::process::id());
-    let store =
-        match PostgresStore::connect_with(PgStoreOptions::new(&url).with_schema(&events)).await {
-            Ok(store) => store,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPING a PostgreSQL projection test: no database at {url}: {e}");
-                return None;
-            }
-            Err(e) => panic!("the PostgreSQL projection tests need a database at {url}: {e}"),
-        };
-    let models = PgReadModels::connect(&url, &reads).await.unwrap();
-    Some(Db {
-        store,
-        models,
-        schemas: [events, reads],
-    })
-}
-
-fn deposit(amount: i64) -> EventData {
-    EventData::json("Deposited", &serde_json::json!({ "amount": amount })).unwrap()
-}
-
-fn account(n: u32) -> StreamId {
-    StreamId::new(format!("account-{n}")).unwrap()
-}
-
-async fn model(models: &PgReadModels) -> BTreeMap<String, (i64, i64)> {
-    sqlx::query_as::<_, (String, i64, i64)>("SELECT account, balance, events FROM balances")
-        .fetch_all(models.pool())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(a, b, n)| (a, (b, n)))
-        .collect()
-}
+use support::pg::{account, db, deposit, fold, model, Balances, Db};
 
 async fn stored_checkpoint(models: &PgReadModels) -> Option<i64> {
     sqlx::query_scalar("SELECT checkpoint FROM strata_projections WHERE name = 'balances'")
@@ -139,16 +37,6 @@ async fn all_events(store: &PostgresStore) -> Vec<RecordedEvent> {
         .await
         .unwrap()
         .events
-}
-
-async fn fold(store: &PostgresStore) -> BTreeMap<String, (i64, i64)> {
-    let mut out = BTreeMap::new();
-    for e in all_events(store).await {
-        let entry = out.entry(e.stream_id.to_string()).or_insert((0, 0));
-        entry.0 += e.data_json().unwrap()["amount"].as_i64().unwrap();
-        entry.1 += 1;
-    }
-    out
 }
 
 async fn setup(db: &Db, fail_on: &Arc<AtomicI64>) -> ProjectedStore<PostgresStore, PgProjections> {
@@ -166,7 +54,7 @@ async fn setup(db: &Db, fail_on: &Arc<AtomicI64>) -> ProjectedStore<PostgresStor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_inline_handler_rolls_the_append_back() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("ptx").await else { return };
     let fail_on = Arc::new(AtomicI64::new(13));
     let projected = setup(&db, &fail_on).await;
     let a = account(1);
@@ -245,13 +133,13 @@ async fn a_failing_inline_handler_rolls_the_append_back() {
         stored_checkpoint(&db.models).await,
         Some(second.last_position().0 as i64)
     );
-    assert_eq!(model(&db.models).await, fold(&db.store).await);
+    assert_eq!(model(&db.models).await, fold(&db.store, None).await);
     db.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_conflicts_and_idempotent_retries_go_through_unchanged() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("ptx").await else { return };
     let fail_on = Arc::new(AtomicI64::new(i64::MIN));
     let projected = setup(&db, &fail_on).await;
     let a = account(1);
@@ -291,7 +179,7 @@ async fn version_conflicts_and_idempotent_retries_go_through_unchanged() {
         ProjectedAppendError::Append(AppendError::WrongExpectedVersion { .. })
     ));
     assert_eq!(all_events(&db.store).await.len(), 2);
-    assert_eq!(model(&db.models).await, fold(&db.store).await);
+    assert_eq!(model(&db.models).await, fold(&db.store, None).await);
     assert_eq!(
         stored_checkpoint(&db.models).await,
         Some(first.last_position().0 as i64)
@@ -301,7 +189,7 @@ async fn version_conflicts_and_idempotent_retries_go_through_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_projected_and_plain_appends_leave_the_fold() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("ptx").await else { return };
     let fail_on = Arc::new(AtomicI64::new(i64::MIN));
     let projected = setup(&db, &fail_on).await;
     let mut tasks = Vec::new();
@@ -336,7 +224,7 @@ async fn concurrent_projected_and_plain_appends_leave_the_fold() {
         .await
         .unwrap();
     assert_eq!(all_events(&db.store).await.len(), 151);
-    assert_eq!(model(&db.models).await, fold(&db.store).await);
+    assert_eq!(model(&db.models).await, fold(&db.store, None).await);
     assert_eq!(
         stored_checkpoint(&db.models).await,
         Some(last.last_position().0 as i64)
@@ -351,7 +239,7 @@ async fn concurrent_projected_and_plain_appends_leave_the_fold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_the_read_models_cannot_see_is_refused() {
-    let Some(db) = db().await else { return };
+    let Some(db) = db("ptx").await else { return };
     // Read models whose sessions cannot see the store's events table (here: it was dropped;
     // in practice: another database) cannot share its transactions.
     let other = PostgresStore::connect_with(

@@ -31,6 +31,7 @@
 //! not covered by the transaction.
 
 mod builtin;
+mod common;
 mod control;
 mod postgres;
 mod runner;

@@ -15,10 +15,8 @@
 //! `ALTER TABLE ... SET SCHEMA` (PostgreSQL DDL is transactional, so queries see the old
 //! tables or the complete new ones). A projection owns every table it creates.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
@@ -28,12 +26,11 @@ use strata_core::{
     ReadAllOptions, RecordedEvent, StreamId, Uuid,
 };
 use strata_postgres::PostgresStore;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use super::common::{self, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored};
 use super::runner::{
-    append_then_apply, stalled, InlineProjections, Progress, ProjectedAppendError, ProjectionInfo,
-    ProjectionMode, ProjectionStatus, RebuildProgress, STALL_SLEEP_MS,
+    append_then_apply, InlineProjections, ProjectedAppendError, ProjectionInfo, ProjectionMode,
+    RebuildProgress,
 };
 use super::{HandlerError, ProjectionError};
 use crate::limits;
@@ -147,28 +144,15 @@ impl PgReadModels {
     }
 }
 
-struct PgEntry {
-    projection: Arc<dyn PgProjection>,
-    filter: Filter,
-    inline: bool,
-    apply_lock: tokio::sync::Mutex<()>,
-    progress: watch::Sender<Progress>,
-    paused: StdMutex<bool>,
-    rebuilding: AtomicBool,
-    task: StdMutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
-}
-
-enum BatchError {
-    Handler { index: usize, error: HandlerError },
-    Db(ProjectionError),
-}
+/// A projection the PostgreSQL runner has registered (its transactions come from the pool).
+type PgEntry = common::Entry<dyn PgProjection, ()>;
 
 /// Runs projections of one event store into PostgreSQL read models. Cheap to clone.
 #[derive(Clone)]
 pub struct PgProjections {
     store: Arc<dyn EventStore>,
     models: PgReadModels,
-    entries: Arc<RwLock<HashMap<String, Arc<PgEntry>>>>,
+    entries: Arc<Registry<PgEntry>>,
     /// Set by [`PgProjections::transactional`]: inline appends go through this store's
     /// `append_in_transaction`, in the same transaction as the inline handlers.
     transactional: Option<PostgresStore>,
@@ -188,7 +172,7 @@ impl PgProjections {
         PgProjections {
             store,
             models,
-            entries: Arc::new(RwLock::new(HashMap::new())),
+            entries: Arc::new(Registry::default()),
             transactional: None,
         }
     }
@@ -234,18 +218,22 @@ impl PgProjections {
     /// append, or in the append's transaction with [`PgProjections::transactional`]) and
     /// catches it up with the log.
     pub async fn inline(&self, projection: impl PgProjection) -> Result<(), ProjectionError> {
-        let entry = self.register(Arc::new(projection), true).await?;
+        let entry = self
+            .register(Arc::new(projection), ProjectionMode::Inline)
+            .await?;
         if entry.progress.borrow().failed.is_none() {
-            self.catch_up(&entry, None).await?;
+            common::catch_up(self, &entry, None).await?;
         }
         Ok(())
     }
 
     /// Registers an async projection and starts its background task.
     pub async fn spawn(&self, projection: impl PgProjection) -> Result<(), ProjectionError> {
-        let entry = self.register(Arc::new(projection), false).await?;
+        let entry = self
+            .register(Arc::new(projection), ProjectionMode::Async)
+            .await?;
         if entry.progress.borrow().failed.is_none() {
-            self.start_task(&entry);
+            common::start_task(self, &entry);
         }
         Ok(())
     }
@@ -253,18 +241,10 @@ impl PgProjections {
     async fn register(
         &self,
         projection: Arc<dyn PgProjection>,
-        inline: bool,
+        mode: ProjectionMode,
     ) -> Result<Arc<PgEntry>, ProjectionError> {
         let name = projection.name().to_owned();
-        {
-            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-            if entries.contains_key(&name) {
-                return Err(ProjectionError::AlreadyRegistered(name));
-            }
-            if entries.len() >= limits::PROJECTIONS_MAX {
-                return Err(ProjectionError::TooMany);
-            }
-        }
+        self.entries.check_free(&name)?;
         let mut tx = self.models.pool.begin().await.map_err(db)?;
         projection
             .setup(&mut tx)
@@ -278,52 +258,44 @@ impl PgProjections {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        let stored = self.stored(&mut *tx, &name).await?;
+        tx.commit().await.map_err(db)?;
+        let entry = PgEntry::new(
+            name.clone(),
+            projection.clone(),
+            projection.filter(),
+            mode,
+            (),
+            &stored,
+        );
+        self.entries.insert(name, entry)
+    }
+
+    /// The projection's row in `strata_projections`.
+    async fn stored(
+        &self,
+        conn: impl sqlx::PgExecutor<'_>,
+        name: &str,
+    ) -> Result<Stored, ProjectionError> {
         let row = sqlx::query(
             "SELECT checkpoint, status, last_error, error_position, error_event_id
              FROM strata_projections WHERE name = $1",
         )
-        .bind(&name)
-        .fetch_one(&mut *tx)
+        .bind(name)
+        .fetch_one(conn)
         .await
         .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        let status: String = row.get(1);
-        let failed = (status == "failed").then(|| ProjectionError::Failed {
-            projection: name.clone(),
-            position: from_i64(row.get(3)),
-            event_id: row
-                .get::<Option<String>, _>(4)
-                .and_then(|s| Uuid::parse_str(&s).ok()),
-            reason: row.get::<Option<String>, _>(2).unwrap_or_default(),
-        });
-        let entry = Arc::new(PgEntry {
-            filter: projection.filter(),
-            projection,
-            inline,
-            apply_lock: tokio::sync::Mutex::new(()),
-            progress: watch::Sender::new(Progress {
-                through: from_i64(row.get(0)),
-                failed,
-            }),
-            paused: StdMutex::new(status == "paused"),
-            rebuilding: AtomicBool::new(false),
-            task: StdMutex::new(None),
-        });
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.contains_key(&name) {
-            return Err(ProjectionError::AlreadyRegistered(name));
-        }
-        entries.insert(name, entry.clone());
-        Ok(entry)
+        Ok(Stored {
+            checkpoint: from_i64(row.get(0)),
+            status: row.get(1),
+            last_error: row.get(2),
+            error_position: from_i64(row.get(3)),
+            error_event_id: row.get(4),
+        })
     }
 
     fn entry(&self, name: &str) -> Result<Arc<PgEntry>, ProjectionError> {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+        self.entries.get(name)
     }
 
     async fn checkpoint_of(&self, name: &str) -> Result<Option<Position>, ProjectionError> {
@@ -394,9 +366,10 @@ impl PgProjections {
         Ok(checkpoint)
     }
 
-    async fn step(&self, entry: &PgEntry) -> Result<(Option<Position>, bool), ProjectionError> {
-        let checkpoint = self.checkpoint_of(entry.projection.name()).await?;
-        let from = checkpoint.map_or(Position::START, |p| Position(p.0 + 1));
+    /// Reads one page after the checkpoint and applies it (with retries).
+    async fn step(&self, entry: &PgEntry) -> Result<Stepped, ProjectionError> {
+        let checkpoint = self.checkpoint_of(&entry.name).await?;
+        let from = common::after(checkpoint);
         let page = self
             .store
             .read_all(
@@ -406,227 +379,23 @@ impl PgProjections {
                     .filter(entry.filter.clone()),
             )
             .await?;
-        let scanned = page
-            .next
-            .and_then(|n| n.0.checked_sub(1))
-            .map(Position)
-            .filter(|s| *s >= from);
-        let events = page.events;
-        let mut start = 0;
-        loop {
-            let error = match self.apply_batch(entry, &events[start..], scanned).await {
-                Ok(cp) => return Ok((cp.or(checkpoint), page.is_end)),
-                Err(BatchError::Db(e)) => return Err(e),
-                Err(BatchError::Handler { index, error }) => {
-                    let failing = start + index;
-                    if index > 0 {
-                        match self.apply_batch(entry, &events[start..failing], None).await {
-                            Ok(_) => {}
-                            Err(BatchError::Db(e)) => return Err(e),
-                            Err(BatchError::Handler { error, .. }) => {
-                                return Err(ProjectionError::ReadModel(error.0))
-                            }
-                        }
-                    }
-                    start = failing;
-                    error
-                }
-            };
-            let event = &events[start];
-            let mut last = error;
-            let mut backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL;
-            let mut recovered = false;
-            for attempt in 1..=limits::PROJECTION_HANDLER_RETRIES {
-                tracing::warn!(
-                    projection = entry.projection.name(),
-                    position = event.position.0,
-                    attempt,
-                    error = %last,
-                    "projection handler failed; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(backoff)).await;
-                backoff = (backoff * 2).min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX);
-                match self
-                    .apply_batch(entry, std::slice::from_ref(event), None)
-                    .await
-                {
-                    Ok(_) => {
-                        recovered = true;
-                        break;
-                    }
-                    Err(BatchError::Handler { error, .. }) => last = error,
-                    Err(BatchError::Db(e)) => return Err(e),
-                }
-            }
-            if !recovered {
-                return Err(ProjectionError::Failed {
-                    projection: entry.projection.name().to_owned(),
-                    position: Some(event.position),
-                    event_id: Some(event.event_id),
-                    reason: last.0,
-                });
-            }
-            start += 1;
-        }
-    }
-
-    fn publish(entry: &PgEntry, checkpoint: Option<Position>) {
-        entry.progress.send_if_modified(|p| {
-            let moved = checkpoint > p.through;
-            if moved {
-                p.through = checkpoint;
-            }
-            moved
-        });
-    }
-
-    async fn fail(&self, entry: &PgEntry, error: ProjectionError) {
-        let error = match error {
-            e @ ProjectionError::Failed { .. } => e,
-            other => ProjectionError::Failed {
-                projection: entry.projection.name().to_owned(),
-                position: None,
-                event_id: None,
-                reason: other.to_string(),
-            },
+        let scanned = common::scanned_through(page.next, from);
+        let events = &page.events;
+        let apply = |range: std::ops::Range<usize>, scanned: Option<Position>| {
+            self.apply_batch(entry, &events[range], scanned)
         };
-        tracing::error!(projection = entry.projection.name(), error = %error, "projection failed");
-        if let ProjectionError::Failed {
-            position,
-            event_id,
-            reason,
-            ..
-        } = &error
-        {
-            let stored = sqlx::query(
-                "UPDATE strata_projections SET status = 'failed', last_error = $2,
-                        error_position = $3, error_event_id = $4 WHERE name = $1",
-            )
-            .bind(entry.projection.name())
-            .bind(reason)
-            .bind(position.map(to_i64))
-            .bind(event_id.map(|id| id.to_string()))
-            .execute(&self.models.pool)
-            .await;
-            if let Err(e) = stored {
-                tracing::error!(error = %e, "could not record a projection failure");
-            }
-        }
-        entry.progress.send_modify(|p| p.failed = Some(error));
-    }
-
-    async fn catch_up(
-        &self,
-        entry: &PgEntry,
-        target: Option<Position>,
-    ) -> Result<(), ProjectionError> {
-        let _guard = entry.apply_lock.lock().await;
-        let mut stalls = 0u32;
-        loop {
-            if entry.progress.borrow().failed.is_some() {
-                return Ok(());
-            }
-            let before = entry.progress.borrow().through;
-            match self.step(entry).await {
-                Ok((checkpoint, is_end)) => {
-                    Self::publish(entry, checkpoint);
-                    if is_end || target.is_some_and(|t| checkpoint >= Some(t)) {
-                        return Ok(());
-                    }
-                    // `$all` held back behind another open transaction: wait a little (at
-                    // most a second), then leave the rest to the next append.
-                    if checkpoint <= before && stalled(&mut stalls).await {
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    self.fail(entry, e.clone()).await;
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    fn start_task(&self, entry: &Arc<PgEntry>) {
-        let mut task = self.task_slot(entry);
-        if task.as_ref().is_some_and(|(_, t)| !t.is_finished()) {
-            return;
-        }
-        let (stop_tx, mut stop) = watch::channel(false);
-        let this = self.clone();
-        let entry = entry.clone();
-        let handle = tokio::spawn(async move {
-            let mut changes = this.store.changes();
-            let mut transient_failures = 0u32;
-            let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
-            loop {
-                if *stop.borrow() {
-                    return;
-                }
-                changes.borrow_and_update();
-                let before = entry.progress.borrow().through;
-                let outcome = {
-                    let _guard = entry.apply_lock.lock().await;
-                    this.step(&entry).await
-                };
-                match outcome {
-                    Ok((checkpoint, is_end)) => {
-                        transient_failures = 0;
-                        Self::publish(&entry, checkpoint);
-                        if is_end || checkpoint <= before {
-                            tokio::select! {
-                                _ = changes.changed() => {}
-                                _ = stop.changed() => {}
-                                _ = tokio::time::sleep(poll) => {}
-                            }
-                        }
-                    }
-                    Err(e @ ProjectionError::Failed { .. }) => {
-                        this.fail(&entry, e).await;
-                        return;
-                    }
-                    // The store or the read-model database failed (not the handler): retry with
-                    // backoff, then stop as failed.
-                    Err(e) if transient_failures < limits::PROJECTION_HANDLER_RETRIES => {
-                        transient_failures += 1;
-                        tracing::warn!(projection = entry.projection.name(), error = %e, "projection step failed; retrying");
-                        let backoff =
-                            limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL << transient_failures;
-                        tokio::time::sleep(Duration::from_millis(
-                            backoff.min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX),
-                        ))
-                        .await;
-                    }
-                    Err(e) => {
-                        this.fail(&entry, e).await;
-                        return;
-                    }
-                }
-            }
-        });
-        *task = Some((stop_tx, handle));
-    }
-
-    fn task_slot<'a>(
-        &self,
-        entry: &'a PgEntry,
-    ) -> std::sync::MutexGuard<'a, Option<(watch::Sender<bool>, JoinHandle<()>)>> {
-        entry.task.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn stop_task(&self, entry: &PgEntry) {
-        let task = self.task_slot(entry).take();
-        if let Some((stop, handle)) = task {
-            let _ = stop.send(true);
-            let _ = handle.await;
-        }
+        let applied = common::apply_with_retry(&entry.name, events, scanned, apply).await?;
+        Ok(Stepped {
+            checkpoint: applied.or(checkpoint),
+            is_end: page.is_end,
+        })
     }
 
     /// Stops a projection after its current batch.
     pub async fn pause(&self, name: &str) -> Result<(), ProjectionError> {
         let entry = self.entry(name)?;
-        *entry.paused.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.stop_task(&entry).await;
+        entry.set_paused(true);
+        entry.stop_task().await;
         sqlx::query("UPDATE strata_projections SET status = 'paused' WHERE name = $1 AND status <> 'failed'")
             .bind(name)
             .execute(&self.models.pool)
@@ -646,13 +415,14 @@ impl PgProjections {
         .execute(&self.models.pool)
         .await
         .map_err(db)?;
-        entry.progress.send_modify(|p| p.failed = None);
-        *entry.paused.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        if entry.inline {
-            self.catch_up(&entry, None).await
-        } else {
-            self.start_task(&entry);
-            Ok(())
+        entry.clear_failure().await;
+        entry.set_paused(false);
+        match entry.mode {
+            ProjectionMode::Inline => common::catch_up(self, &entry, None).await,
+            ProjectionMode::Async => {
+                common::start_task(self, &entry);
+                Ok(())
+            }
         }
     }
 
@@ -664,27 +434,7 @@ impl PgProjections {
         position: Position,
         timeout: Duration,
     ) -> Result<(), ProjectionError> {
-        let entry = self.entry(name)?;
-        let started = Instant::now();
-        let mut rx = entry.progress.subscribe();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|p| p.through >= Some(position) || p.failed.is_some()),
-        )
-        .await;
-        let progress = entry.progress.borrow().clone();
-        if progress.through >= Some(position) {
-            return Ok(());
-        }
-        if let (Ok(Ok(_)), Some(failed)) = (waited, progress.failed) {
-            return Err(failed);
-        }
-        Err(ProjectionError::NotYetConsistent {
-            projection: name.to_owned(),
-            position,
-            reached: progress.through,
-            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })
+        self.entry(name)?.wait_for(position, timeout).await
     }
 
     /// The last position `name` has passed.
@@ -694,72 +444,12 @@ impl PgProjections {
 
     /// One projection's status, checkpoint, lag and last error.
     pub async fn status(&self, name: &str) -> Result<ProjectionInfo, ProjectionError> {
-        let entry = self.entry(name)?;
-        let row = sqlx::query(
-            "SELECT checkpoint, status, last_error, error_position, error_event_id
-             FROM strata_projections WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_one(&self.models.pool)
-        .await
-        .map_err(db)?;
-        let stored: String = row.get(1);
-        let status = if entry.progress.borrow().failed.is_some() || stored == "failed" {
-            ProjectionStatus::Failed
-        } else if entry.rebuilding.load(Ordering::SeqCst) {
-            ProjectionStatus::Rebuilding
-        } else if *entry.paused.lock().unwrap_or_else(|p| p.into_inner()) {
-            ProjectionStatus::Paused
-        } else {
-            ProjectionStatus::Running
-        };
-        let checkpoint = entry.progress.borrow().through.max(from_i64(row.get(0)));
-        let head = self.store.head().await?;
-        let passed = checkpoint.map_or(0, |c| c.0 + 1);
-        let lag_events = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
-        let mut lag_seconds = 0.0;
-        if lag_events > 0 {
-            let page = self
-                .store
-                .read_all(ReadAllOptions::forward().from(Position(passed)).limit(1))
-                .await?;
-            if let Some(oldest) = page.events.first() {
-                let age = chrono::Utc::now() - oldest.recorded_at;
-                lag_seconds = age.num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
-            }
-        }
-        Ok(ProjectionInfo {
-            name: name.to_owned(),
-            mode: if entry.inline {
-                ProjectionMode::Inline
-            } else {
-                ProjectionMode::Async
-            },
-            status,
-            checkpoint,
-            lag_events,
-            lag_seconds,
-            last_error: row.get(2),
-            error_position: from_i64(row.get(3)),
-            error_event_id: row.get(4),
-        })
+        common::status(self, name).await
     }
 
     /// Every projection, in name order.
     pub async fn list(&self) -> Result<Vec<ProjectionInfo>, ProjectionError> {
-        let mut names: Vec<String> = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            out.push(self.status(&name).await?);
-        }
-        Ok(out)
+        common::list(self).await
     }
 
     fn rebuild_schema(&self, name: &str) -> String {
@@ -780,11 +470,9 @@ impl PgProjections {
         mut on_progress: impl FnMut(&RebuildProgress) + Send,
     ) -> Result<Option<Position>, ProjectionError> {
         let entry = self.entry(name)?;
-        if entry.rebuilding.swap(true, Ordering::SeqCst) {
-            return Err(ProjectionError::RebuildInProgress(name.to_owned()));
-        }
+        let claim = entry.claim_rebuild()?;
         let result = self.rebuild_inner(&entry, &mut on_progress).await;
-        entry.rebuilding.store(false, Ordering::SeqCst);
+        drop(claim);
         if result.is_err() {
             let _ = self
                 .models
@@ -827,28 +515,12 @@ impl PgProjections {
                 .map_err(|e| ProjectionError::ReadModel(format!("setup of {name} failed: {e}")))?;
             tx.commit().await.map_err(db)?;
         }
-        let started = Instant::now();
+        let reporter = RebuildReporter::start(&name);
         let mut applied = 0u64;
         let mut checkpoint: Option<Position> = None;
-        let mut report = |applied: u64, position: Option<Position>, head: Option<Position>| {
-            let elapsed = started.elapsed();
-            let passed = position.map_or(0, |p| p.0 + 1);
-            let remaining = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
-            let rate = passed as f64 / elapsed.as_secs_f64().max(1e-6);
-            on_progress(&RebuildProgress {
-                projection: name.clone(),
-                applied_events: applied,
-                position,
-                head,
-                remaining_events: remaining,
-                events_per_second: rate,
-                eta: (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate)),
-                elapsed,
-            });
-        };
         let mut locked = None;
         loop {
-            let from = checkpoint.map_or(Position::START, |p| Position(p.0 + 1));
+            let from = common::after(checkpoint);
             let page = self
                 .store
                 .read_all(
@@ -878,9 +550,9 @@ impl PgProjections {
             if let Some(s) = page.next.and_then(|n| n.0.checked_sub(1)).map(Position) {
                 checkpoint = checkpoint.max(Some(s));
             }
-            report(applied, checkpoint, self.store.head().await?);
+            on_progress(&reporter.progress(applied, checkpoint, self.store.head().await?));
             if !page.is_end && page.events.is_empty() {
-                tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+                common::stall().await;
             }
             if page.is_end {
                 if locked.is_some() {
@@ -926,7 +598,7 @@ impl PgProjections {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         drop(locked);
-        Self::publish(entry, checkpoint);
+        entry.publish(checkpoint);
         Ok(checkpoint)
     }
 
@@ -944,16 +616,7 @@ impl PgProjections {
 
     /// Stops every background task after its current batch.
     pub async fn shutdown(&self) {
-        let entries: Vec<Arc<PgEntry>> = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for entry in entries {
-            self.stop_task(&entry).await;
-        }
+        common::shutdown(self).await;
     }
 }
 
@@ -1028,15 +691,8 @@ impl PgProjections {
         if !appended {
             return Ok(None);
         }
-        let mut entries: Vec<Arc<PgEntry>> = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|e| e.inline)
-            .cloned()
-            .collect();
-        entries.sort_by(|a, b| a.projection.name().cmp(b.projection.name()));
+        let mut entries = self.entries.select(|e| e.mode == ProjectionMode::Inline);
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         let through = result.last_position();
         let mut guards = Vec::with_capacity(entries.len());
         for entry in &entries {
@@ -1044,11 +700,10 @@ impl PgProjections {
         }
         let mut moved = Vec::with_capacity(entries.len());
         for entry in &entries {
-            let paused = *entry.paused.lock().unwrap_or_else(|p| p.into_inner());
-            if paused || entry.progress.borrow().failed.is_some() {
+            if entry.paused() || entry.progress.borrow().failed.is_some() {
                 continue;
             }
-            let name = entry.projection.name();
+            let name = entry.name.as_str();
             let stored: Option<i64> = sqlx::query_scalar(
                 "SELECT checkpoint FROM strata_projections WHERE name = $1 FOR UPDATE",
             )
@@ -1107,7 +762,7 @@ impl PgProjections {
         tx.commit().await.map_err(dberr)?;
         drop(guards);
         for entry in moved {
-            Self::publish(&entry, Some(through));
+            entry.publish(Some(through));
         }
         Ok(Some(result))
     }
@@ -1132,25 +787,49 @@ impl InlineProjections for PgProjections {
     }
 
     async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError> {
-        let inline: Vec<Arc<PgEntry>> = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|e| e.inline)
-            .cloned()
-            .collect();
-        let mut first_error = None;
-        for entry in inline {
-            let paused = *entry.paused.lock().unwrap_or_else(|p| p.into_inner());
-            let progress = entry.progress.borrow().clone();
-            if paused || progress.failed.is_some() || progress.through >= Some(position) {
-                continue;
-            }
-            if let Err(e) = self.catch_up(&entry, Some(position)).await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        common::apply_inline(self, position).await
+    }
+}
+
+#[async_trait]
+impl Runner for PgProjections {
+    type Projection = dyn PgProjection;
+    type Conn = ();
+
+    fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    fn registry(&self) -> &Registry<PgEntry> {
+        &self.entries
+    }
+
+    async fn step_live(&self, entry: &PgEntry) -> Result<Stepped, ProjectionError> {
+        self.step(entry).await
+    }
+
+    async fn read_stored(&self, entry: &PgEntry) -> Result<Stored, ProjectionError> {
+        self.stored(&self.models.pool, &entry.name).await
+    }
+
+    async fn record_failure(
+        &self,
+        entry: &PgEntry,
+        reason: String,
+        position: Option<Position>,
+        event_id: Option<Uuid>,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "UPDATE strata_projections SET status = 'failed', last_error = $2,
+                    error_position = $3, error_event_id = $4 WHERE name = $1",
+        )
+        .bind(&entry.name)
+        .bind(reason)
+        .bind(position.map(to_i64))
+        .bind(event_id.map(|id| id.to_string()))
+        .execute(&self.models.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 }

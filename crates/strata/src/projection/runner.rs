@@ -1,24 +1,22 @@
 //! The projection runner: inline application after appends, async background tasks,
 //! pause / resume / reset, blue/green rebuilds, lag and read-your-writes waits.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
 use serde::Serialize;
 use strata_core::{
     AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion,
-    Filter, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
-    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp, Uuid,
+    ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary, SubscribeFrom,
+    Subscription, SubscriptionTarget, Timestamp, Uuid,
 };
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use super::sqlite::{self, BatchError, Target};
+use super::common::{self, lock, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored};
+use super::sqlite::{self, Target};
 use super::{Projection, ProjectionError, SqliteReadModels};
 use crate::limits;
 
@@ -91,31 +89,8 @@ pub struct RebuildProgress {
     pub elapsed: Duration,
 }
 
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Progress {
-    pub through: Option<Position>,
-    pub failed: Option<ProjectionError>,
-}
-
-#[derive(Default)]
-struct Control {
-    paused: bool,
-    stop: Option<watch::Sender<bool>>,
-    task: Option<JoinHandle<()>>,
-}
-
-struct Entry {
-    projection: Arc<dyn Projection>,
-    filter: Filter,
-    mode: ProjectionMode,
-    conn: Arc<StdMutex<Connection>>,
-    /// Serialises the writers of the serving copy (the async task, inline appends, the end of
-    /// a rebuild) so their read-then-apply steps do not interleave.
-    apply_lock: tokio::sync::Mutex<()>,
-    progress: watch::Sender<Progress>,
-    control: StdMutex<Control>,
-    rebuilding: AtomicBool,
-}
+/// A projection the SQLite runner has registered, with its read-model connection.
+type Entry = common::Entry<dyn Projection, Arc<StdMutex<Connection>>>;
 
 struct StepOutcome {
     applied: u64,
@@ -126,7 +101,7 @@ struct StepOutcome {
 struct Inner {
     store: Arc<dyn EventStore>,
     models: SqliteReadModels,
-    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    entries: Registry<Entry>,
 }
 
 /// Runs projections against one event store and one read-model database. Cheap to clone.
@@ -181,10 +156,6 @@ impl std::fmt::Debug for Projections {
     }
 }
 
-fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Projections {
     /// A runner for projections of `store` into `models`.
     pub fn new(store: Arc<dyn EventStore>, models: SqliteReadModels) -> Self {
@@ -192,7 +163,7 @@ impl Projections {
             inner: Arc::new(Inner {
                 store,
                 models,
-                entries: RwLock::new(HashMap::new()),
+                entries: Registry::default(),
             }),
         }
     }
@@ -213,8 +184,8 @@ impl Projections {
         let entry = self
             .register(Arc::new(projection), ProjectionMode::Inline)
             .await?;
-        if !lock(&entry.control).paused && entry.progress.borrow().failed.is_none() {
-            self.catch_up_live(&entry, None).await?;
+        if !entry.paused() && entry.progress.borrow().failed.is_none() {
+            common::catch_up(self, &entry, None).await?;
         }
         Ok(())
     }
@@ -225,8 +196,8 @@ impl Projections {
         let entry = self
             .register(Arc::new(projection), ProjectionMode::Async)
             .await?;
-        if !lock(&entry.control).paused && entry.progress.borrow().failed.is_none() {
-            self.start_task(&entry);
+        if !entry.paused() && entry.progress.borrow().failed.is_none() {
+            common::start_task(self, &entry);
         }
         Ok(())
     }
@@ -237,15 +208,7 @@ impl Projections {
         mode: ProjectionMode,
     ) -> Result<Arc<Entry>, ProjectionError> {
         let name = projection.name().to_owned();
-        {
-            let entries = self.entries_read();
-            if entries.contains_key(&name) {
-                return Err(ProjectionError::AlreadyRegistered(name));
-            }
-            if entries.len() >= limits::PROJECTIONS_MAX {
-                return Err(ProjectionError::TooMany);
-            }
-        }
+        self.inner.entries.check_free(&name)?;
         let conn = self.inner.models.connect()?;
         let conn = Arc::new(StdMutex::new(conn));
         let meta = {
@@ -253,52 +216,19 @@ impl Projections {
             let p = projection.clone();
             blocking(move || sqlite::ensure(&mut lock(&conn), p.as_ref())).await?
         };
-        let failed = (meta.status == "failed").then(|| ProjectionError::Failed {
-            projection: name.clone(),
-            position: meta.error_position,
-            event_id: meta
-                .error_event_id
-                .as_deref()
-                .and_then(|s| Uuid::parse_str(s).ok()),
-            reason: meta.last_error.clone().unwrap_or_default(),
-        });
-        let entry = Arc::new(Entry {
-            filter: projection.filter(),
-            projection,
+        let entry = Entry::new(
+            name.clone(),
+            projection.clone(),
+            projection.filter(),
             mode,
             conn,
-            apply_lock: tokio::sync::Mutex::new(()),
-            progress: watch::Sender::new(Progress {
-                through: meta.checkpoint,
-                failed,
-            }),
-            control: StdMutex::new(Control {
-                paused: meta.status == "paused",
-                ..Control::default()
-            }),
-            rebuilding: AtomicBool::new(false),
-        });
-        let mut entries = self
-            .inner
-            .entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        if entries.contains_key(&name) {
-            return Err(ProjectionError::AlreadyRegistered(name));
-        }
-        entries.insert(name, entry.clone());
-        Ok(entry)
-    }
-
-    fn entries_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Entry>>> {
-        self.inner.entries.read().unwrap_or_else(|p| p.into_inner())
+            &stored(meta),
+        );
+        self.inner.entries.insert(name, entry)
     }
 
     fn entry(&self, name: &str) -> Result<Arc<Entry>, ProjectionError> {
-        self.entries_read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+        self.inner.entries.get(name)
     }
 
     /// Runs `f` on the entry's connection on a blocking thread.
@@ -315,7 +245,7 @@ impl Projections {
     async fn step(&self, entry: &Entry, target: Target) -> Result<StepOutcome, ProjectionError> {
         let checkpoint =
             Self::with_conn(entry, move |c, p| sqlite::checkpoint(c, p.name(), target)).await?;
-        let from = checkpoint.map_or(Position::START, |p| Position(p.0 + 1));
+        let from = common::after(checkpoint);
         let page: AllPage = self
             .inner
             .store
@@ -326,17 +256,20 @@ impl Projections {
                     .filter(entry.filter.clone()),
             )
             .await?;
-        // Every matching event before `next` was returned, so the checkpoint may move to
-        // just before it even past events the filter skipped: `wait_for` works for any
-        // position, not only the projection's own events.
-        let scanned = page
-            .next
-            .and_then(|n| n.0.checked_sub(1))
-            .map(Position)
-            .filter(|s| *s >= from);
+        let scanned = common::scanned_through(page.next, from);
         let applied = page.events.len() as u64;
-        let checkpoint = self
-            .apply_with_retry(entry, target, Arc::new(page.events), scanned)
+        let events = Arc::new(page.events);
+        let apply = |range: std::ops::Range<usize>, scanned: Option<Position>| {
+            let events = events.clone();
+            async move {
+                Self::with_conn(entry, move |c, p| {
+                    sqlite::apply_batch(c, p, target, &events[range], scanned)
+                })
+                .await
+                .map_err(BatchError::from)
+            }
+        };
+        let checkpoint = common::apply_with_retry(&entry.name, &events, scanned, apply)
             .await?
             .or(checkpoint);
         Ok(StepOutcome {
@@ -346,256 +279,18 @@ impl Projections {
         })
     }
 
-    async fn apply_with_retry(
-        &self,
-        entry: &Entry,
-        target: Target,
-        events: Arc<Vec<RecordedEvent>>,
-        scanned: Option<Position>,
-    ) -> Result<Option<Position>, ProjectionError> {
-        let apply = |range: std::ops::Range<usize>, scanned: Option<Position>| {
-            let events = events.clone();
-            Self::with_conn(entry, move |c, p| {
-                sqlite::apply_batch(c, p, target, &events[range], scanned)
-            })
-        };
-        let mut start = 0;
-        loop {
-            let error = match apply(start..events.len(), scanned).await {
-                Ok(checkpoint) => return Ok(checkpoint),
-                Err(BatchError::Db(e)) => return Err(e),
-                Err(BatchError::Handler { index, error }) => {
-                    let failing = start + index;
-                    if index > 0 {
-                        // Commit the events before the failing one, so a resume starts at it.
-                        apply(start..failing, None).await.map_err(batch_error)?;
-                    }
-                    start = failing;
-                    error
-                }
-            };
-            let event = &events[start];
-            let mut last = error;
-            let mut backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL;
-            let mut recovered = false;
-            for attempt in 1..=limits::PROJECTION_HANDLER_RETRIES {
-                tracing::warn!(
-                    projection = entry.projection.name(),
-                    position = event.position.0,
-                    event_id = %event.event_id,
-                    attempt,
-                    error = %last,
-                    "projection handler failed; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(backoff)).await;
-                backoff = (backoff * 2).min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX);
-                match apply(start..start + 1, None).await {
-                    Ok(_) => {
-                        recovered = true;
-                        break;
-                    }
-                    Err(BatchError::Handler { error, .. }) => last = error,
-                    Err(BatchError::Db(e)) => return Err(e),
-                }
-            }
-            if !recovered {
-                return Err(ProjectionError::Failed {
-                    projection: entry.projection.name().to_owned(),
-                    position: Some(event.position),
-                    event_id: Some(event.event_id),
-                    reason: last.0,
-                });
-            }
-            start += 1;
-        }
-    }
-
-    fn publish(entry: &Entry, checkpoint: Option<Position>) {
-        entry.progress.send_if_modified(|p| {
-            if checkpoint > p.through {
-                p.through = checkpoint;
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    async fn fail(&self, entry: &Entry, error: ProjectionError) {
-        let (position, event_id, reason) = match &error {
-            ProjectionError::Failed {
-                position,
-                event_id,
-                reason,
-                ..
-            } => (*position, *event_id, reason.clone()),
-            other => (None, None, other.to_string()),
-        };
-        let error = match error {
-            e @ ProjectionError::Failed { .. } => e,
-            other => ProjectionError::Failed {
-                projection: entry.projection.name().to_owned(),
-                position: None,
-                event_id: None,
-                reason: other.to_string(),
-            },
-        };
-        tracing::error!(projection = entry.projection.name(), error = %error, "projection failed");
-        let stored = Self::with_conn(entry, move |c, p| {
-            sqlite::set_failed(c, p.name(), &reason, position, event_id)
-        })
-        .await;
-        if let Err(e) = stored {
-            tracing::error!(projection = entry.projection.name(), error = %e, "could not record the failure");
-        }
-        entry.progress.send_modify(|p| p.failed = Some(error));
-    }
-
-    /// Applies the serving copy up to `target` (or the end of the log), holding the apply lock.
-    async fn catch_up_live(
-        &self,
-        entry: &Entry,
-        target: Option<Position>,
-    ) -> Result<(), ProjectionError> {
-        let _guard = entry.apply_lock.lock().await;
-        let mut stalls = 0u32;
-        loop {
-            if entry.progress.borrow().failed.is_some() {
-                return Ok(());
-            }
-            let before = entry.progress.borrow().through;
-            match self.step(entry, Target::Live).await {
-                Ok(o) => {
-                    Self::publish(entry, o.checkpoint);
-                    let reached = target.is_some_and(|t| o.checkpoint >= Some(t));
-                    if o.is_end || reached {
-                        return Ok(());
-                    }
-                    if o.checkpoint <= before && stalled(&mut stalls).await {
-                        // The backend showed nothing new without saying it reached the end
-                        // (PostgreSQL holds `$all` back behind an open transaction): leave the
-                        // rest to the next append rather than spin.
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    self.fail(entry, e.clone()).await;
-                    return Err(e);
-                }
-            }
-        }
-    }
-
     /// Applies every registered inline projection up to `position`. [`ProjectedStore`] calls
     /// this after each append; call it yourself when appending through another handle.
     pub async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError> {
-        let inline: Vec<Arc<Entry>> = self
-            .entries_read()
-            .values()
-            .filter(|e| e.mode == ProjectionMode::Inline)
-            .cloned()
-            .collect();
-        let mut first_error = None;
-        for entry in inline {
-            if lock(&entry.control).paused || entry.progress.borrow().failed.is_some() {
-                continue;
-            }
-            if entry.progress.borrow().through >= Some(position) {
-                continue;
-            }
-            if let Err(e) = self.catch_up_live(&entry, Some(position)).await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    fn start_task(&self, entry: &Arc<Entry>) {
-        let mut control = lock(&entry.control);
-        if control.task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        control.paused = false;
-        control.stop = Some(stop_tx);
-        let this = self.clone();
-        let task_entry = entry.clone();
-        control.task = Some(tokio::spawn(async move {
-            this.run(task_entry, stop_rx).await;
-        }));
-    }
-
-    async fn run(self, entry: Arc<Entry>, mut stop: watch::Receiver<bool>) {
-        let mut changes = self.inner.store.changes();
-        let mut transient_failures = 0u32;
-        let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            // Seen before reading, so an append that lands after the read wakes the wait.
-            changes.borrow_and_update();
-            let before = entry.progress.borrow().through;
-            let outcome = {
-                let _guard = entry.apply_lock.lock().await;
-                self.step(&entry, Target::Live).await
-            };
-            match outcome {
-                Ok(o) => {
-                    transient_failures = 0;
-                    Self::publish(&entry, o.checkpoint);
-                    // Nothing new though not at the end (a backend holding `$all` back): wait
-                    // like a caught-up subscription instead of spinning.
-                    if o.is_end || o.checkpoint <= before {
-                        tokio::select! {
-                            _ = changes.changed() => {}
-                            _ = stop.changed() => {}
-                            _ = tokio::time::sleep(poll) => {}
-                        }
-                    }
-                }
-                Err(e @ ProjectionError::Failed { .. }) => {
-                    self.fail(&entry, e).await;
-                    return;
-                }
-                // The store or the read-model database failed (not the handler): retry with
-                // backoff, then stop as failed.
-                Err(e) if transient_failures < limits::PROJECTION_HANDLER_RETRIES => {
-                    transient_failures += 1;
-                    tracing::warn!(projection = entry.projection.name(), error = %e, "projection step failed; retrying");
-                    let backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL << transient_failures;
-                    tokio::time::sleep(Duration::from_millis(
-                        backoff.min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX),
-                    ))
-                    .await;
-                }
-                Err(e) => {
-                    self.fail(&entry, e).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn stop_task(entry: &Entry) {
-        let task = {
-            let mut control = lock(&entry.control);
-            if let Some(stop) = control.stop.take() {
-                let _ = stop.send(true);
-            }
-            control.task.take()
-        };
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        common::apply_inline(self, position).await
     }
 
     /// Stops a projection after its current batch. Inline appends stop applying it; its
     /// checkpoint stays where it is.
     pub async fn pause(&self, name: &str) -> Result<(), ProjectionError> {
         let entry = self.entry(name)?;
-        lock(&entry.control).paused = true;
-        Self::stop_task(&entry).await;
+        entry.set_paused(true);
+        entry.stop_task().await;
         let _guard = entry.apply_lock.lock().await;
         if entry.progress.borrow().failed.is_none() {
             Self::with_conn(&entry, |c, p| sqlite::set_status(c, p.name(), "paused")).await?;
@@ -612,11 +307,11 @@ impl Projections {
             sqlite::set_status(c, p.name(), "running")
         })
         .await?;
-        entry.progress.send_modify(|p| p.failed = None);
-        lock(&entry.control).paused = false;
+        entry.clear_failure().await;
+        entry.set_paused(false);
         match entry.mode {
-            ProjectionMode::Async => self.start_task(&entry),
-            ProjectionMode::Inline => self.catch_up_live(&entry, None).await?,
+            ProjectionMode::Async => common::start_task(self, &entry),
+            ProjectionMode::Inline => common::catch_up(self, &entry, None).await?,
         }
         Ok(())
     }
@@ -625,9 +320,9 @@ impl Projections {
     /// (while it does, queries see a partial model: [`Projections::rebuild`] avoids that).
     pub async fn reset(&self, name: &str) -> Result<(), ProjectionError> {
         let entry = self.entry(name)?;
-        let was_paused = lock(&entry.control).paused;
-        lock(&entry.control).paused = true;
-        Self::stop_task(&entry).await;
+        let was_paused = entry.paused();
+        entry.set_paused(true);
+        entry.stop_task().await;
         {
             let _guard = entry.apply_lock.lock().await;
             Self::with_conn(&entry, sqlite::reset).await?;
@@ -636,7 +331,7 @@ impl Projections {
                 p.failed = None;
             });
         }
-        lock(&entry.control).paused = was_paused;
+        entry.set_paused(was_paused);
         if was_paused {
             Ok(())
         } else {
@@ -654,12 +349,8 @@ impl Projections {
         mut on_progress: impl FnMut(&RebuildProgress) + Send,
     ) -> Result<Option<Position>, ProjectionError> {
         let entry = self.entry(name)?;
-        if entry.rebuilding.swap(true, Ordering::SeqCst) {
-            return Err(ProjectionError::RebuildInProgress(name.to_owned()));
-        }
-        let result = self.rebuild_inner(&entry, &mut on_progress).await;
-        entry.rebuilding.store(false, Ordering::SeqCst);
-        result
+        let _claim = entry.claim_rebuild()?;
+        self.rebuild_inner(&entry, &mut on_progress).await
     }
 
     async fn rebuild_inner(
@@ -668,35 +359,19 @@ impl Projections {
         on_progress: &mut (dyn FnMut(&RebuildProgress) + Send),
     ) -> Result<Option<Position>, ProjectionError> {
         Self::with_conn(entry, sqlite::begin_rebuild).await?;
-        let started = Instant::now();
+        let reporter = RebuildReporter::start(&entry.name);
         let mut applied = 0u64;
-        let mut report = |applied: u64, position: Option<Position>, head: Option<Position>| {
-            let elapsed = started.elapsed();
-            let passed = position.map_or(0, |p| p.0 + 1);
-            let remaining = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
-            let rate = passed as f64 / elapsed.as_secs_f64().max(1e-6);
-            on_progress(&RebuildProgress {
-                projection: entry.projection.name().to_owned(),
-                applied_events: applied,
-                position,
-                head,
-                remaining_events: remaining,
-                events_per_second: rate,
-                eta: (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate)),
-                elapsed,
-            });
-        };
         // Catch up without the apply lock: the serving copy goes on being updated.
         loop {
             let o = self.step(entry, Target::Rebuild).await?;
             applied += o.applied;
             let head = self.inner.store.head().await?;
-            report(applied, o.checkpoint, head);
+            on_progress(&reporter.progress(applied, o.checkpoint, head));
             if o.is_end {
                 break;
             }
             if o.applied == 0 {
-                tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+                common::stall().await;
             }
         }
         // The last few events and the swap, with the serving copy's writers held off, so the
@@ -706,22 +381,18 @@ impl Projections {
             let o = self.step(entry, Target::Rebuild).await?;
             applied += o.applied;
             if !o.is_end && o.applied == 0 {
-                tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+                common::stall().await;
             }
             if o.is_end {
                 let head = self.inner.store.head().await?;
-                report(applied, o.checkpoint, head);
+                on_progress(&reporter.progress(applied, o.checkpoint, head));
                 break;
             }
         }
         let checkpoint = Self::with_conn(entry, sqlite::finish_rebuild).await?;
-        entry.progress.send_modify(|p| {
-            if checkpoint > p.through {
-                p.through = checkpoint;
-            }
-        });
+        entry.publish(checkpoint);
         tracing::info!(
-            projection = entry.projection.name(),
+            projection = %entry.name,
             applied,
             checkpoint = ?checkpoint,
             "projection rebuilt and swapped in"
@@ -738,27 +409,7 @@ impl Projections {
         position: Position,
         timeout: Duration,
     ) -> Result<(), ProjectionError> {
-        let entry = self.entry(name)?;
-        let started = Instant::now();
-        let mut rx = entry.progress.subscribe();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|p| p.through >= Some(position) || p.failed.is_some()),
-        )
-        .await;
-        let progress = entry.progress.borrow().clone();
-        if progress.through >= Some(position) {
-            return Ok(());
-        }
-        if let (Ok(Ok(_)), Some(failed)) = (waited, progress.failed) {
-            return Err(failed);
-        }
-        Err(ProjectionError::NotYetConsistent {
-            projection: name.to_owned(),
-            position,
-            reached: progress.through,
-            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })
+        self.entry(name)?.wait_for(position, timeout).await
     }
 
     /// The last position `name` has passed.
@@ -768,85 +419,70 @@ impl Projections {
 
     /// One projection's status, checkpoint, lag and last error.
     pub async fn status(&self, name: &str) -> Result<ProjectionInfo, ProjectionError> {
-        let entry = self.entry(name)?;
-        let meta = Self::with_conn(&entry, |c, p| sqlite::read_meta(c, p.name()))
-            .await?
-            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))?;
-        let status = if entry.progress.borrow().failed.is_some() || meta.status == "failed" {
-            ProjectionStatus::Failed
-        } else if entry.rebuilding.load(Ordering::SeqCst) {
-            ProjectionStatus::Rebuilding
-        } else if lock(&entry.control).paused {
-            ProjectionStatus::Paused
-        } else {
-            ProjectionStatus::Running
-        };
-        let checkpoint = entry.progress.borrow().through.max(meta.checkpoint);
-        let head = self.inner.store.head().await?;
-        let passed = checkpoint.map_or(0, |c| c.0 + 1);
-        let lag_events = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
-        let mut lag_seconds = 0.0;
-        if lag_events > 0 {
-            let page = self
-                .inner
-                .store
-                .read_all(ReadAllOptions::forward().from(Position(passed)).limit(1))
-                .await?;
-            if let Some(oldest) = page.events.first() {
-                let age = chrono::Utc::now() - oldest.recorded_at;
-                lag_seconds = age.num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
-            }
-        }
-        Ok(ProjectionInfo {
-            name: name.to_owned(),
-            mode: entry.mode,
-            status,
-            checkpoint,
-            lag_events,
-            lag_seconds,
-            last_error: meta.last_error,
-            error_position: meta.error_position,
-            error_event_id: meta.error_event_id,
-        })
+        common::status(self, name).await
     }
 
     /// Every projection, in name order.
     pub async fn list(&self) -> Result<Vec<ProjectionInfo>, ProjectionError> {
-        let mut names: Vec<String> = self.entries_read().keys().cloned().collect();
-        names.sort();
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            out.push(self.status(&name).await?);
-        }
-        Ok(out)
+        common::list(self).await
     }
 
     /// Stops every background task after its current batch (checkpoints are already durable).
     pub async fn shutdown(&self) {
-        let entries: Vec<Arc<Entry>> = self.entries_read().values().cloned().collect();
-        for entry in entries {
-            Self::stop_task(&entry).await;
-        }
+        common::shutdown(self).await;
     }
 }
 
-/// How long a catch-up waits when a page showed nothing new without reaching the end.
-pub(crate) const STALL_SLEEP_MS: u64 = 2;
-
-/// Counts a stalled page; `true` once the stalls add up to a second (then give up for now).
-pub(crate) async fn stalled(stalls: &mut u32) -> bool {
-    *stalls += 1;
-    if u64::from(*stalls) * STALL_SLEEP_MS >= 1_000 {
-        return true;
+/// The parts of a projection's SQLite metadata both runners keep.
+fn stored(meta: sqlite::Meta) -> Stored {
+    Stored {
+        checkpoint: meta.checkpoint,
+        status: meta.status,
+        last_error: meta.last_error,
+        error_position: meta.error_position,
+        error_event_id: meta.error_event_id,
     }
-    tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
-    false
 }
 
-fn batch_error(e: BatchError) -> ProjectionError {
-    match e {
-        BatchError::Db(e) => e,
-        BatchError::Handler { error, .. } => ProjectionError::ReadModel(error.0),
+#[async_trait]
+impl Runner for Projections {
+    type Projection = dyn Projection;
+    type Conn = Arc<StdMutex<Connection>>;
+
+    fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    fn registry(&self) -> &Registry<Entry> {
+        &self.inner.entries
+    }
+
+    async fn step_live(&self, entry: &Entry) -> Result<Stepped, ProjectionError> {
+        let o = self.step(entry, Target::Live).await?;
+        Ok(Stepped {
+            checkpoint: o.checkpoint,
+            is_end: o.is_end,
+        })
+    }
+
+    async fn read_stored(&self, entry: &Entry) -> Result<Stored, ProjectionError> {
+        Self::with_conn(entry, |c, p| sqlite::read_meta(c, p.name()))
+            .await?
+            .map(stored)
+            .ok_or_else(|| ProjectionError::UnknownProjection(entry.name.clone()))
+    }
+
+    async fn record_failure(
+        &self,
+        entry: &Entry,
+        reason: String,
+        position: Option<Position>,
+        event_id: Option<Uuid>,
+    ) -> Result<(), ProjectionError> {
+        Self::with_conn(entry, move |c, p| {
+            sqlite::set_failed(c, p.name(), &reason, position, event_id)
+        })
+        .await
     }
 }
 

@@ -15,6 +15,8 @@ use strata::{
 use strata::{Aggregate, DomainEvent};
 use tokio::sync::watch;
 
+pub mod pg;
+
 /// A running total that can be closed. Small enough to reason about in every test.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
@@ -161,6 +163,8 @@ pub async fn postgres_backend() -> Option<(Cleanup, strata_postgres::PostgresSto
 }
 
 /// One `#[test]` per case and backend: `backend_tests!(module, factory, [case, ...])`.
+// Not every test that includes `support` runs backend cases.
+#[allow(unused_macros)]
 macro_rules! backend_tests {
     ($backend:ident, $make:expr, [$($case:ident),* $(,)?]) => {
         mod $backend {
@@ -177,6 +181,7 @@ macro_rules! backend_tests {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use backend_tests;
 
 /// Appends raw events to a stream, as another program (or an older version) would have.

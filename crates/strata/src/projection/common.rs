@@ -1,0 +1,685 @@
+//! What the two projection runners share: [`super::Projections`] (SQLite read models) and
+//! [`super::PgProjections`] (PostgreSQL read models) differ in how they reach their database
+//! (a SQLite connection on a blocking thread, sqlx transactions) but follow the log, retry,
+//! fail, wait, report and control their background tasks the same way. That part is here,
+//! written once against [`Runner`], which each of them implements for its database.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use strata_core::{EventStore, Filter, Position, ReadAllOptions, RecordedEvent, Uuid};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::runner::{ProjectionInfo, ProjectionMode, ProjectionStatus, RebuildProgress};
+use super::{sqlite, HandlerError, ProjectionError};
+use crate::limits;
+
+/// A projection's progress as its waiters see it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    pub through: Option<Position>,
+    pub failed: Option<ProjectionError>,
+}
+
+/// Locks `m`, taking the value over from a holder that panicked.
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A projection's row in its runner's `strata_projections` table.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub checkpoint: Option<Position>,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub error_position: Option<Position>,
+    pub error_event_id: Option<String>,
+}
+
+impl Stored {
+    /// The failure it was left with, if its status is `failed`.
+    fn failure(&self, name: &str) -> Option<ProjectionError> {
+        (self.status == "failed").then(|| ProjectionError::Failed {
+            projection: name.to_owned(),
+            position: self.error_position,
+            event_id: self
+                .error_event_id
+                .as_deref()
+                .and_then(|s| Uuid::parse_str(s).ok()),
+            reason: self.last_error.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// A registered projection: the runner's handle on it (`projection`, `conn`) and the state
+/// both runners keep alike.
+pub(crate) struct Entry<P: ?Sized, C> {
+    pub projection: Arc<P>,
+    pub name: String,
+    pub filter: Filter,
+    pub mode: ProjectionMode,
+    /// What the runner needs besides the projection to reach its read model.
+    pub conn: C,
+    /// Serialises the writers of the serving copy (the async task, inline appends, the end of
+    /// a rebuild) so their read-then-apply steps do not interleave.
+    pub apply_lock: tokio::sync::Mutex<()>,
+    pub progress: watch::Sender<Progress>,
+    pub control: StdMutex<TaskControl>,
+    pub rebuilding: AtomicBool,
+}
+
+impl<P: ?Sized, C> Entry<P, C> {
+    /// An entry starting where `stored` left the projection (paused, failed, its checkpoint).
+    pub fn new(
+        name: String,
+        projection: Arc<P>,
+        filter: Filter,
+        mode: ProjectionMode,
+        conn: C,
+        stored: &Stored,
+    ) -> Self {
+        Entry {
+            progress: watch::Sender::new(Progress {
+                through: stored.checkpoint,
+                failed: stored.failure(&name),
+            }),
+            control: StdMutex::new(TaskControl {
+                paused: stored.status == "paused",
+                ..TaskControl::default()
+            }),
+            name,
+            projection,
+            filter,
+            mode,
+            conn,
+            apply_lock: tokio::sync::Mutex::new(()),
+            rebuilding: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether it is paused.
+    pub fn paused(&self) -> bool {
+        lock(&self.control).paused
+    }
+
+    /// Marks it paused or not.
+    pub fn set_paused(&self, paused: bool) {
+        lock(&self.control).paused = paused;
+    }
+
+    /// Moves the published checkpoint forward to `checkpoint` (never back).
+    pub fn publish(&self, checkpoint: Option<Position>) {
+        self.progress.send_if_modified(|p| {
+            let moved = checkpoint > p.through;
+            if moved {
+                p.through = checkpoint;
+            }
+            moved
+        });
+    }
+
+    /// Marks it rebuilding; [`ProjectionError::RebuildInProgress`] if it is already. The flag
+    /// is cleared when the guard is dropped.
+    pub fn claim_rebuild(&self) -> Result<RebuildClaim<'_>, ProjectionError> {
+        if self.rebuilding.swap(true, Ordering::SeqCst) {
+            return Err(ProjectionError::RebuildInProgress(self.name.clone()));
+        }
+        Ok(RebuildClaim(&self.rebuilding))
+    }
+
+    /// Stops its background task after the current batch and waits for it.
+    pub async fn stop_task(&self) {
+        let task = {
+            let mut control = lock(&self.control);
+            if let Some(stop) = control.stop.take() {
+                let _ = stop.send(true);
+            }
+            control.task.take()
+        };
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Clears a failure before a resume. A failed projection's task ends right after it
+    /// publishes the failure; it is waited for here, so that a resume that comes quickly
+    /// does not find it still running and start no task.
+    pub async fn clear_failure(&self) {
+        if self.progress.borrow().failed.is_some() {
+            self.stop_task().await;
+        }
+        self.progress.send_modify(|p| p.failed = None);
+    }
+
+    /// Waits until it has passed `position`; see [`super::Projections::wait_for`].
+    pub async fn wait_for(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        let started = Instant::now();
+        let mut rx = self.progress.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|p| p.through >= Some(position) || p.failed.is_some()),
+        )
+        .await;
+        let progress = self.progress.borrow().clone();
+        if progress.through >= Some(position) {
+            return Ok(());
+        }
+        if let (Ok(Ok(_)), Some(failed)) = (waited, progress.failed) {
+            return Err(failed);
+        }
+        Err(ProjectionError::NotYetConsistent {
+            projection: self.name.clone(),
+            position,
+            reached: progress.through,
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// Clears an entry's rebuilding flag when dropped.
+pub(crate) struct RebuildClaim<'a>(&'a AtomicBool);
+
+impl Drop for RebuildClaim<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether a projection is paused, and its background task if it has one.
+#[derive(Default)]
+pub(crate) struct TaskControl {
+    pub paused: bool,
+    stop: Option<watch::Sender<bool>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The registered projections of one runner, by name.
+pub(crate) struct Registry<E> {
+    entries: RwLock<HashMap<String, Arc<E>>>,
+}
+
+impl<E> Default for Registry<E> {
+    fn default() -> Self {
+        Registry {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<E> Registry<E> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<E>>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fails when `name` is taken or the registry is full.
+    pub fn check_free(&self, name: &str) -> Result<(), ProjectionError> {
+        let entries = self.read();
+        if entries.contains_key(name) {
+            return Err(ProjectionError::AlreadyRegistered(name.to_owned()));
+        }
+        if entries.len() >= limits::PROJECTIONS_MAX {
+            return Err(ProjectionError::TooMany);
+        }
+        Ok(())
+    }
+
+    /// Adds `entry` under `name` unless the name was taken meanwhile.
+    pub fn insert(&self, name: String, entry: E) -> Result<Arc<E>, ProjectionError> {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.contains_key(&name) {
+            return Err(ProjectionError::AlreadyRegistered(name));
+        }
+        let entry = Arc::new(entry);
+        entries.insert(name, entry.clone());
+        Ok(entry)
+    }
+
+    /// The entry named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<E>, ProjectionError> {
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+    }
+
+    /// Every name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The entries `keep` accepts.
+    pub fn select(&self, keep: impl Fn(&E) -> bool) -> Vec<Arc<E>> {
+        self.read().values().filter(|e| keep(e)).cloned().collect()
+    }
+}
+
+/// What one step of the serving copy came to.
+pub(crate) struct Stepped {
+    /// The checkpoint after it.
+    pub checkpoint: Option<Position>,
+    /// Whether the page read was the end of the log.
+    pub is_end: bool,
+}
+
+/// Why a batch did not commit.
+pub(crate) enum BatchError {
+    /// The handler failed on `events[index]`; nothing of the batch was written.
+    Handler { index: usize, error: HandlerError },
+    /// The database failed.
+    Db(ProjectionError),
+}
+
+impl From<sqlite::BatchError> for BatchError {
+    fn from(e: sqlite::BatchError) -> Self {
+        match e {
+            sqlite::BatchError::Handler { index, error } => BatchError::Handler { index, error },
+            sqlite::BatchError::Db(e) => BatchError::Db(e),
+        }
+    }
+}
+
+/// The position just before `next` (the page's continuation), if it is at or after `from`:
+/// every matching event before `next` was returned, so a checkpoint may move there even past
+/// events the filter skipped, and `wait_for` works for any position, not only the
+/// projection's own events.
+pub(crate) fn scanned_through(next: Option<Position>, from: Position) -> Option<Position> {
+    next.and_then(|n| n.0.checked_sub(1))
+        .map(Position)
+        .filter(|s| *s >= from)
+}
+
+/// The first position after `checkpoint`.
+pub(crate) fn after(checkpoint: Option<Position>) -> Position {
+    checkpoint.map_or(Position::START, |p| Position(p.0 + 1))
+}
+
+/// Applies `events` with `apply(range, scanned)` (one transaction each call, returning the new
+/// checkpoint). When the handler fails on an event, the events before it are committed, then
+/// that event is retried alone with backoff; if it keeps failing the projection fails there.
+pub(crate) async fn apply_with_retry<F, Fut>(
+    name: &str,
+    events: &[RecordedEvent],
+    scanned: Option<Position>,
+    apply: F,
+) -> Result<Option<Position>, ProjectionError>
+where
+    F: Fn(Range<usize>, Option<Position>) -> Fut,
+    Fut: Future<Output = Result<Option<Position>, BatchError>>,
+{
+    let mut start = 0;
+    loop {
+        let error = match apply(start..events.len(), scanned).await {
+            Ok(checkpoint) => return Ok(checkpoint),
+            Err(BatchError::Db(e)) => return Err(e),
+            Err(BatchError::Handler { index, error }) => {
+                let failing = start + index;
+                if index > 0 {
+                    // Commit the events before the failing one, so a resume starts at it.
+                    match apply(start..failing, None).await {
+                        Ok(_) => {}
+                        Err(BatchError::Db(e)) => return Err(e),
+                        Err(BatchError::Handler { error, .. }) => {
+                            return Err(ProjectionError::ReadModel(error.0))
+                        }
+                    }
+                }
+                start = failing;
+                error
+            }
+        };
+        let event = &events[start];
+        let mut last = error;
+        let mut backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL;
+        let mut recovered = false;
+        for attempt in 1..=limits::PROJECTION_HANDLER_RETRIES {
+            tracing::warn!(
+                projection = name,
+                position = event.position.0,
+                event_id = %event.event_id,
+                attempt,
+                error = %last,
+                "projection handler failed; retrying"
+            );
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX);
+            match apply(start..start + 1, None).await {
+                Ok(_) => {
+                    recovered = true;
+                    break;
+                }
+                Err(BatchError::Handler { error, .. }) => last = error,
+                Err(BatchError::Db(e)) => return Err(e),
+            }
+        }
+        if !recovered {
+            return Err(ProjectionError::Failed {
+                projection: name.to_owned(),
+                position: Some(event.position),
+                event_id: Some(event.event_id),
+                reason: last.0,
+            });
+        }
+        start += 1;
+    }
+}
+
+/// How long a catch-up waits when a page showed nothing new without reaching the end.
+pub(crate) const STALL_SLEEP_MS: u64 = 2;
+
+/// Counts a stalled page; `true` once the stalls add up to a second (then give up for now).
+pub(crate) async fn stalled(stalls: &mut u32) -> bool {
+    *stalls += 1;
+    if u64::from(*stalls) * STALL_SLEEP_MS >= 1_000 {
+        return true;
+    }
+    tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+    false
+}
+
+/// Sleeps a moment after a page that showed nothing new without reaching the end.
+pub(crate) async fn stall() {
+    tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
+}
+
+/// Builds the [`RebuildProgress`] reports of one rebuild.
+pub(crate) struct RebuildReporter<'a> {
+    projection: &'a str,
+    started: Instant,
+}
+
+impl<'a> RebuildReporter<'a> {
+    /// Starts the clock of a rebuild of `projection`.
+    pub fn start(projection: &'a str) -> Self {
+        RebuildReporter {
+            projection,
+            started: Instant::now(),
+        }
+    }
+
+    /// How far it has come: `applied` events, `position` passed, with the store at `head`.
+    pub fn progress(
+        &self,
+        applied: u64,
+        position: Option<Position>,
+        head: Option<Position>,
+    ) -> RebuildProgress {
+        let elapsed = self.started.elapsed();
+        let passed = position.map_or(0, |p| p.0 + 1);
+        let remaining = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
+        let rate = passed as f64 / elapsed.as_secs_f64().max(1e-6);
+        RebuildProgress {
+            projection: self.projection.to_owned(),
+            applied_events: applied,
+            position,
+            head,
+            remaining_events: remaining,
+            events_per_second: rate,
+            eta: (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate)),
+            elapsed,
+        }
+    }
+}
+
+/// A projection runner, as the shared code drives it.
+#[async_trait]
+pub(crate) trait Runner: Clone + Send + Sync + 'static {
+    /// The projection trait it runs.
+    type Projection: ?Sized + Send + Sync + 'static;
+    /// Its per-projection handle on the read-model database.
+    type Conn: Send + Sync + 'static;
+
+    /// The event store it follows.
+    fn event_store(&self) -> &Arc<dyn EventStore>;
+
+    /// Its projections.
+    fn registry(&self) -> &Registry<RunnerEntry<Self>>;
+
+    /// Reads and applies one page of the serving copy after its checkpoint (the caller
+    /// holds the apply lock).
+    async fn step_live(&self, entry: &RunnerEntry<Self>) -> Result<Stepped, ProjectionError>;
+
+    /// The projection's row in the read-model database.
+    async fn read_stored(&self, entry: &RunnerEntry<Self>) -> Result<Stored, ProjectionError>;
+
+    /// Stores that the projection failed at `position` (event `event_id`) for `reason`.
+    async fn record_failure(
+        &self,
+        entry: &RunnerEntry<Self>,
+        reason: String,
+        position: Option<Position>,
+        event_id: Option<Uuid>,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// A runner's entry type.
+pub(crate) type RunnerEntry<R> = Entry<<R as Runner>::Projection, <R as Runner>::Conn>;
+
+/// Stops the projection as failed with `error`: stored, logged and published to its waiters.
+pub(crate) async fn fail<R: Runner>(runner: &R, entry: &RunnerEntry<R>, error: ProjectionError) {
+    let error = match error {
+        e @ ProjectionError::Failed { .. } => e,
+        other => ProjectionError::Failed {
+            projection: entry.name.clone(),
+            position: None,
+            event_id: None,
+            reason: other.to_string(),
+        },
+    };
+    tracing::error!(projection = %entry.name, error = %error, "projection failed");
+    if let ProjectionError::Failed {
+        position,
+        event_id,
+        reason,
+        ..
+    } = &error
+    {
+        let stored = runner
+            .record_failure(entry, reason.clone(), *position, *event_id)
+            .await;
+        if let Err(e) = stored {
+            tracing::error!(projection = %entry.name, error = %e, "could not record the failure");
+        }
+    }
+    entry.progress.send_modify(|p| p.failed = Some(error));
+}
+
+/// Applies the serving copy up to `target` (or the end of the log), holding the apply lock.
+pub(crate) async fn catch_up<R: Runner>(
+    runner: &R,
+    entry: &RunnerEntry<R>,
+    target: Option<Position>,
+) -> Result<(), ProjectionError> {
+    let _guard = entry.apply_lock.lock().await;
+    let mut stalls = 0u32;
+    loop {
+        if entry.progress.borrow().failed.is_some() {
+            return Ok(());
+        }
+        let before = entry.progress.borrow().through;
+        match runner.step_live(entry).await {
+            Ok(o) => {
+                entry.publish(o.checkpoint);
+                let reached = target.is_some_and(|t| o.checkpoint >= Some(t));
+                if o.is_end || reached {
+                    return Ok(());
+                }
+                if o.checkpoint <= before && stalled(&mut stalls).await {
+                    // The backend showed nothing new without saying it reached the end
+                    // (PostgreSQL holds `$all` back behind an open transaction): leave the
+                    // rest to the next append rather than spin.
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                fail(runner, entry, e.clone()).await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Applies every inline projection that is neither paused nor failed up to `position`;
+/// returns the first error.
+pub(crate) async fn apply_inline<R: Runner>(
+    runner: &R,
+    position: Position,
+) -> Result<(), ProjectionError> {
+    let inline = runner
+        .registry()
+        .select(|e| e.mode == ProjectionMode::Inline);
+    let mut first_error = None;
+    for entry in inline {
+        if entry.paused() || entry.progress.borrow().failed.is_some() {
+            continue;
+        }
+        if entry.progress.borrow().through >= Some(position) {
+            continue;
+        }
+        if let Err(e) = catch_up(runner, &entry, Some(position)).await {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Starts the projection's background task unless one is running.
+pub(crate) fn start_task<R: Runner>(runner: &R, entry: &Arc<RunnerEntry<R>>) {
+    let mut control = lock(&entry.control);
+    if control.task.as_ref().is_some_and(|t| !t.is_finished()) {
+        return;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    control.stop = Some(stop_tx);
+    let runner = runner.clone();
+    let entry = entry.clone();
+    control.task = Some(tokio::spawn(async move {
+        follow(&runner, &entry, stop_rx).await;
+    }));
+}
+
+/// The background task: steps the serving copy, then waits for the next append, until
+/// stopped or failed.
+async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::Receiver<bool>) {
+    let mut changes = runner.event_store().changes();
+    let mut transient_failures = 0u32;
+    let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Seen before reading, so an append that lands after the read wakes the wait.
+        changes.borrow_and_update();
+        let before = entry.progress.borrow().through;
+        let outcome = {
+            let _guard = entry.apply_lock.lock().await;
+            runner.step_live(entry).await
+        };
+        match outcome {
+            Ok(o) => {
+                transient_failures = 0;
+                entry.publish(o.checkpoint);
+                // Nothing new though not at the end (a backend holding `$all` back): wait
+                // like a caught-up subscription instead of spinning.
+                if o.is_end || o.checkpoint <= before {
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        _ = stop.changed() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+            Err(e @ ProjectionError::Failed { .. }) => {
+                fail(runner, entry, e).await;
+                return;
+            }
+            // The store or the read-model database failed (not the handler): retry with
+            // backoff, then stop as failed.
+            Err(e) if transient_failures < limits::PROJECTION_HANDLER_RETRIES => {
+                transient_failures += 1;
+                tracing::warn!(projection = %entry.name, error = %e, "projection step failed; retrying");
+                let backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL << transient_failures;
+                tokio::time::sleep(Duration::from_millis(
+                    backoff.min(limits::PROJECTION_RETRY_BACKOFF_MS_MAX),
+                ))
+                .await;
+            }
+            Err(e) => {
+                fail(runner, entry, e).await;
+                return;
+            }
+        }
+    }
+}
+
+/// One projection's status, checkpoint, lag and last error.
+pub(crate) async fn status<R: Runner>(
+    runner: &R,
+    name: &str,
+) -> Result<ProjectionInfo, ProjectionError> {
+    let entry = runner.registry().get(name)?;
+    let stored = runner.read_stored(&entry).await?;
+    let status = if entry.progress.borrow().failed.is_some() || stored.status == "failed" {
+        ProjectionStatus::Failed
+    } else if entry.rebuilding.load(Ordering::SeqCst) {
+        ProjectionStatus::Rebuilding
+    } else if entry.paused() {
+        ProjectionStatus::Paused
+    } else {
+        ProjectionStatus::Running
+    };
+    let checkpoint = entry.progress.borrow().through.max(stored.checkpoint);
+    let store = runner.event_store();
+    let head = store.head().await?;
+    let passed = checkpoint.map_or(0, |c| c.0 + 1);
+    let lag_events = head.map_or(0, |h| (h.0 + 1).saturating_sub(passed));
+    let mut lag_seconds = 0.0;
+    if lag_events > 0 {
+        let page = store
+            .read_all(ReadAllOptions::forward().from(Position(passed)).limit(1))
+            .await?;
+        if let Some(oldest) = page.events.first() {
+            let age = chrono::Utc::now() - oldest.recorded_at;
+            lag_seconds = age.num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
+        }
+    }
+    Ok(ProjectionInfo {
+        name: name.to_owned(),
+        mode: entry.mode,
+        status,
+        checkpoint,
+        lag_events,
+        lag_seconds,
+        last_error: stored.last_error,
+        error_position: stored.error_position,
+        error_event_id: stored.error_event_id,
+    })
+}
+
+/// Every projection, in name order.
+pub(crate) async fn list<R: Runner>(runner: &R) -> Result<Vec<ProjectionInfo>, ProjectionError> {
+    let names = runner.registry().names();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(status(runner, &name).await?);
+    }
+    Ok(out)
+}
+
+/// Stops every background task after its current batch.
+pub(crate) async fn shutdown<R: Runner>(runner: &R) {
+    for entry in runner.registry().select(|_| true) {
+        entry.stop_task().await;
+    }
+}
