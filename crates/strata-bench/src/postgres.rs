@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 use strata_core::{
-    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
-    SubscribeFrom, SubscriptionTarget, Uuid,
+    EventData, EventStore, ExpectedVersion, Filter, ListOptions, ReadAllOptions, ReadStreamOptions,
+    StreamId, SubscribeFrom, SubscriptionTarget, Uuid,
 };
 use strata_postgres::{PgStoreOptions, PostgresStore};
 
@@ -130,6 +130,45 @@ pub struct PgBenchReport {
     pub catch_up: Duration,
     /// Reading `$all` with `read_all` pages of 10,000 events.
     pub read_all: Duration,
+    /// Reading `$all` unfiltered in pages of [`FILTER_PAGE`] events (the baseline of the
+    /// filtered rows).
+    pub read_all_paged: PgPagedRead,
+    /// Reading `$all` filtered on the rare category [`RARE_CATEGORY`] (1% of the events at
+    /// full scale).
+    pub filtered_category: PgPagedRead,
+    /// Reading `$all` filtered on the rare event type [`RARE_EVENT_TYPE`] (the same events).
+    pub filtered_type: PgPagedRead,
+    /// `list_categories`, first page, median of several calls.
+    pub list_categories: Duration,
+}
+
+/// Events per page of the paged `read_all` rows: a subscription's page.
+pub const FILTER_PAGE: usize = strata_core::limits::SUBSCRIPTION_PAGE_EVENTS;
+/// The category of the rare events (one append in 100 of the bulk load).
+pub const RARE_CATEGORY: &str = "audit";
+/// The event type of the rare events.
+pub const RARE_EVENT_TYPE: &str = "AuditRecorded";
+
+/// A paged `read_all` from the start to the end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgPagedRead {
+    /// Events returned.
+    pub events: u64,
+    /// Calls to `read_all`.
+    pub pages: u64,
+    /// Wall time of the whole read.
+    pub elapsed: Duration,
+}
+
+impl PgPagedRead {
+    /// Events per second.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+    /// Milliseconds per `read_all` call.
+    pub fn ms_per_page(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e3 / self.pages.max(1) as f64
+    }
 }
 
 impl PgBenchReport {
@@ -211,11 +250,46 @@ impl fmt::Display for PgBenchReport {
             self.catch_up.as_secs_f64(),
             self.catch_up_events_per_sec()
         )?;
-        write!(
+        writeln!(
             f,
             "read_all in 10,000-event pages: {:.2} s ({:.0} events/s)",
             self.read_all.as_secs_f64(),
             self.store_events as f64 / self.read_all.as_secs_f64()
+        )?;
+        let base = &self.read_all_paged;
+        writeln!(
+            f,
+            "read_all in {FILTER_PAGE}-event pages: {} events, {} pages, {:.2} s \
+             ({:.0} events/s, {:.3} ms/page)",
+            base.events,
+            base.pages,
+            base.elapsed.as_secs_f64(),
+            base.events_per_sec(),
+            base.ms_per_page()
+        )?;
+        for (what, r) in [
+            (format!("category {RARE_CATEGORY}"), &self.filtered_category),
+            (format!("event type {RARE_EVENT_TYPE}"), &self.filtered_type),
+        ] {
+            writeln!(
+                f,
+                "read_all filtered on {what} ({:.1}% of events), {FILTER_PAGE}-event pages: \
+                 {} events, {} pages, {:.3} s ({:.0} events/s, {:.3} ms/page; \
+                 events/s {:.2}x and ms/page {:.2}x the unfiltered read)",
+                r.events as f64 * 100.0 / self.store_events as f64,
+                r.events,
+                r.pages,
+                r.elapsed.as_secs_f64(),
+                r.events_per_sec(),
+                r.ms_per_page(),
+                r.events_per_sec() / base.events_per_sec(),
+                r.ms_per_page() / base.ms_per_page()
+            )?;
+        }
+        write!(
+            f,
+            "list_categories (first page): {:.3} ms",
+            self.list_categories.as_secs_f64() * 1e3
         )
     }
 }
@@ -387,8 +461,9 @@ async fn finish(
 }
 
 /// Loads `total` events with multi-event appends from 4 writers: 1,000-event appends to
-/// `account-<n>` streams, and `stream_events` events to `account-target` spread through the
-/// load.
+/// `account-<n>` streams, `stream_events` events to `account-target` spread through the
+/// load, and one append in 100 to an `audit-<n>` stream with events of type
+/// [`RARE_EVENT_TYPE`] (the rare category of the filtered reads).
 async fn bulk_load(
     store: &PostgresStore,
     total: u64,
@@ -423,6 +498,22 @@ async fn bulk_load(
                         .await
                         .map_err(|e| format!("bulk load: {e}"))?;
                     *version = Some(r.stream_version);
+                } else if is_rare(n) {
+                    let events = events
+                        .into_iter()
+                        .map(|mut e| {
+                            e.event_type = RARE_EVENT_TYPE.to_owned();
+                            e
+                        })
+                        .collect();
+                    store
+                        .append(
+                            &sid(format!("{RARE_CATEGORY}-{n}"))?,
+                            ExpectedVersion::NoStream,
+                            events,
+                        )
+                        .await
+                        .map_err(|e| format!("bulk load: {e}"))?;
                 } else {
                     store
                         .append(
@@ -440,6 +531,23 @@ async fn bulk_load(
         t.await.map_err(|e| e.to_string())??;
     }
     Ok(start.elapsed())
+}
+
+/// Whether the bulk load's append `n` goes to the rare category (unless it is the target
+/// stream's).
+fn is_rare(n: u64) -> bool {
+    n % 100 == 1
+}
+
+/// How many rare events [`bulk_load`] writes.
+fn rare_events(total: u64, stream_events: u64) -> u64 {
+    let appends = total / 1_000;
+    let target_appends = stream_events / 1_000;
+    let every = (appends / target_appends.max(1)).max(1);
+    (0..appends)
+        .filter(|&n| is_rare(n) && !(n % every == 0 && n / every < target_appends))
+        .count() as u64
+        * 1_000
 }
 
 /// Runs every PostgreSQL benchmark against `database_url` and returns what it measured.
@@ -580,6 +688,42 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
             "read_all returned {read} events, {total} were loaded"
         ));
     }
+
+    let rare = rare_events(total, stream_events);
+    let read_all_paged = paged_read(&store, Filter::default()).await?;
+    if read_all_paged.events != total {
+        return Err(format!(
+            "paged read_all returned {} events, {total} were loaded",
+            read_all_paged.events
+        ));
+    }
+    let filtered_category =
+        paged_read(&store, Filter::default().categories([RARE_CATEGORY])).await?;
+    let filtered_type =
+        paged_read(&store, Filter::default().event_types([RARE_EVENT_TYPE])).await?;
+    for r in [&filtered_category, &filtered_type] {
+        if r.events != rare {
+            return Err(format!(
+                "a filtered read returned {} events, {rare} rare events were loaded",
+                r.events
+            ));
+        }
+    }
+    let mut lists = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let page = store
+            .list_categories(ListOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        lists.push(t.elapsed());
+        if page.items.len() != 2 {
+            return Err(format!("list_categories returned {:?}", page.items));
+        }
+    }
+    lists.sort();
+    let list_categories = lists[lists.len() / 2];
+
     drop(store);
     for schema in ["bench_pg_naive", "bench_pg_append", "bench_pg_store"] {
         reset_schema(&admin, schema).await?;
@@ -593,5 +737,41 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
         stream_read,
         catch_up,
         read_all,
+        read_all_paged,
+        filtered_category,
+        filtered_type,
+        list_categories,
+    })
+}
+
+/// Reads `$all` with `filter` from the start to the end in pages of [`FILTER_PAGE`] events.
+pub async fn paged_read(store: &PostgresStore, filter: Filter) -> Result<PgPagedRead, String> {
+    let t = Instant::now();
+    let mut from = None;
+    let (mut events, mut pages) = (0u64, 0u64);
+    loop {
+        let mut o = ReadAllOptions::forward()
+            .limit(FILTER_PAGE)
+            .filter(filter.clone());
+        if let Some(f) = from {
+            o = o.from(f);
+        }
+        let page = store.read_all(o).await.map_err(|e| e.to_string())?;
+        pages += 1;
+        for e in &page.events {
+            if !filter.matches(e) {
+                return Err(format!("a filtered read returned {e:?}"));
+            }
+        }
+        events += page.events.len() as u64;
+        from = page.next;
+        if page.is_end {
+            break;
+        }
+    }
+    Ok(PgPagedRead {
+        events,
+        pages,
+        elapsed: t.elapsed(),
     })
 }

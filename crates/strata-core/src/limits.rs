@@ -61,7 +61,14 @@ pub const SUBSCRIPTION_POLL_INTERVAL_MS: u64 = 500;
 /// has with a cursor to continue from. Bounds the work of one call on a sparse filter.
 pub const READ_SCAN_MAX_EVENTS: usize = 100_000;
 
+/// Most rows an index-driven filtered read on PostgreSQL checks one by one (a filter on a
+/// category and an event type walks one index and checks the other field per row) in one
+/// call. Each check is a lookup by position, dearer than a window scan's row, hence the
+/// smaller bound.
+pub const READ_INDEXED_CHECK_MAX_ROWS: usize = 20_000;
+
 const _: () = assert!(READ_SCAN_MAX_EVENTS >= READ_PAGE_MAX_EVENTS);
+const _: () = assert!(READ_INDEXED_CHECK_MAX_ROWS >= READ_PAGE_MAX_EVENTS);
 
 /// Largest snapshot, in bytes. A snapshot is one aggregate's state; 16 MiB is far beyond any
 /// sane aggregate and still bounded.
@@ -85,6 +92,12 @@ pub const WRITER_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// cohorts that take turns, each batch holding half of them. Only spent while appenders that
 /// were just answered have not come back; an idle store never waits.
 pub const WRITER_LINGER_US: u64 = 200;
+
+/// Zeros the writer lays down ahead of the tail segment's end, so that most appends overwrite
+/// bytes the file already has: their fdatasync then flushes data only, not a new file size
+/// (on ext4 and XFS, growing a file costs a journal commit per fdatasync). Recovery cuts the
+/// zeros off again; the tail is never preallocated past the segment's maximum size.
+pub const SEGMENT_PREALLOCATE_BYTES: u64 = 1024 * 1024;
 
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;

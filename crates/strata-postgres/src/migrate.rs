@@ -18,14 +18,21 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "events and snapshots tables, append and position_at functions",
-    sql: include_str!("sql/0001_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "events and snapshots tables, append and position_at functions",
+        sql: include_str!("sql/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "indexes for filtered reads and category listings",
+        sql: include_str!("sql/0002_filter_indexes.sql"),
+    },
+];
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const _: () = assert!(MIGRATIONS.len() as i32 == SCHEMA_VERSION);
 
@@ -160,6 +167,13 @@ mod tests {
             lock_key("strata-migrate", "x")
         );
         assert_ne!(append_lock_key("x"), append_lock_key("y"));
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.description);
+        }
     }
 
     #[test]

@@ -88,6 +88,76 @@ pub(crate) fn event_from_row(row: &PgRow, at: usize) -> Result<RecordedEvent, Re
     })
 }
 
+/// Which index drives a filtered forward read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// (aggregate_type, position): the keys are categories.
+    Category,
+    /// (event_type, position): the keys are event types.
+    EventType,
+}
+
+/// How a filtered forward `$all` read uses an index: the rows of `keys` in `driver`'s index
+/// include every match; with `residual`, the rest of the filter is checked on each of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexPlan {
+    driver: Driver,
+    keys: Vec<String>,
+    residual: bool,
+}
+
+impl IndexPlan {
+    /// The plan for `filter`, or `None` when no index narrows it (an unfiltered read, or a
+    /// stream prefix without `-` alone: it reads position windows).
+    ///
+    /// A stream's category is its id up to the first `-`. So a prefix with a `-` names one
+    /// category, and a prefix without one matches exactly the streams whose category starts
+    /// with it.
+    fn of(filter: &strata_core::Filter) -> Option<IndexPlan> {
+        let prefix = filter.stream_prefix.as_deref().filter(|p| !p.is_empty());
+        let prefix_category = prefix
+            .filter(|p| p.contains('-'))
+            .map(strata_core::category_of);
+        let dedup = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if !filter.categories.is_empty() {
+            // Only the categories the prefix allows: then a prefix without `-` is implied.
+            let keys: Vec<String> = dedup(&filter.categories)
+                .into_iter()
+                .filter(|c| match (prefix, prefix_category) {
+                    (_, Some(pc)) => c == pc,
+                    (Some(p), None) => c.starts_with(p),
+                    (None, _) => true,
+                })
+                .collect();
+            return Some(IndexPlan {
+                driver: Driver::Category,
+                keys,
+                residual: !filter.event_types.is_empty() || prefix_category.is_some(),
+            });
+        }
+        if let Some(pc) = prefix_category {
+            return Some(IndexPlan {
+                driver: Driver::Category,
+                keys: vec![pc.to_owned()],
+                residual: true,
+            });
+        }
+        if !filter.event_types.is_empty() {
+            return Some(IndexPlan {
+                driver: Driver::EventType,
+                keys: dedup(&filter.event_types),
+                residual: prefix.is_some(),
+            });
+        }
+        None
+    }
+}
+
 /// What a read-ahead page was read for: a later read uses it only when it asks for exactly this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReadAheadKey {
@@ -356,27 +426,46 @@ impl PostgresStore {
         let scan = core_limits::READ_SCAN_MAX_EVENTS as i64;
         let max = options.max_position.map_or(i64::MAX, |p| to_i64(p.0));
         let limit = options.limit;
+        let indexed = match options.direction {
+            Direction::Forward => IndexPlan::of(&options.filter),
+            Direction::Backward => None,
+        };
         let mut ryw = ReadYourWrites::new(self);
         loop {
-            let (query, start, bound) = match options.direction {
-                Direction::Forward => {
+            let (rows, start, bound, at) = match (&indexed, options.direction) {
+                (Some(plan), _) => {
+                    let from = options.from.map_or(0, |p| to_i64(p.0));
+                    let rows = self.run_indexed(plan, from, max, &options).await?;
+                    // The cut (column 3), when there is one, ends what this read examined.
+                    let cut: Option<i64> = match rows.first() {
+                        Some(r) => r.try_get(3).map_err(read_error)?,
+                        None => None,
+                    };
+                    (rows, from, cut.map_or(i64::MAX, |c| c.saturating_add(1)), 4)
+                }
+                (None, Direction::Forward) => {
                     let from = options.from.map_or(0, |p| to_i64(p.0));
                     let end = if filtered {
                         from.saturating_add(scan)
                     } else {
                         i64::MAX
                     };
-                    (&self.shared().sql.read_all_forward, from, end)
+                    let query = &self.shared().sql.read_all_forward;
+                    let rows = self
+                        .run_read_all(query, from, max, end, &options, filtered, scan)
+                        .await?;
+                    (rows, from, end, 3)
                 }
-                Direction::Backward => {
+                (None, Direction::Backward) => {
                     let from = options.from.map_or(i64::MAX, |p| to_i64(p.0));
-                    // Filled in below once the head is known; the SQL clamps `from` itself.
-                    (&self.shared().sql.read_all_backward, from, -1)
+                    // The SQL clamps `from` itself.
+                    let query = &self.shared().sql.read_all_backward;
+                    let rows = self
+                        .run_read_all(query, from, max, -1, &options, filtered, scan)
+                        .await?;
+                    (rows, from, -1, 3)
                 }
             };
-            let rows = self
-                .run_read_all(query, start, max, bound, &options, filtered, scan)
-                .await?;
             let Some(first) = rows.first() else {
                 return Err(ReadError::Storage(
                     "the $all read returned no row".to_owned(),
@@ -388,9 +477,9 @@ impl PostgresStore {
             // The LEFT JOIN yields one row of NULL event columns when no event matched.
             let mut events = Vec::with_capacity(rows.len());
             for r in &rows {
-                let empty = r.try_get_raw(3).map_err(read_error)?.is_null();
+                let empty = r.try_get_raw(at).map_err(read_error)?.is_null();
                 if !empty {
-                    events.push(event_from_row(r, 3)?);
+                    events.push(event_from_row(r, at)?);
                 }
             }
             // The lateral subquery returns its rows in index order and the one-row outer side
@@ -423,6 +512,40 @@ impl PostgresStore {
             }
             return Ok(page);
         }
+    }
+
+    /// A forward filtered read over the index `plan` names (see `crate::sql`'s
+    /// `indexed_forward`).
+    async fn run_indexed(
+        &self,
+        plan: &IndexPlan,
+        from: i64,
+        max: i64,
+        options: &ReadAllOptions,
+    ) -> Result<Vec<PgRow>, ReadError> {
+        let sql = &self.shared().sql;
+        let query = match (plan.driver, plan.residual) {
+            (Driver::Category, false) => &sql.read_all_by_category,
+            (Driver::Category, true) => &sql.read_all_by_category_filtered,
+            (Driver::EventType, false) => &sql.read_all_by_type,
+            (Driver::EventType, true) => &sql.read_all_by_type_filtered,
+        };
+        // With a residual filter each key examines at most its share of the scan bound (but
+        // at least a page), so one call examines about `READ_INDEXED_CHECK_MAX_ROWS` rows.
+        let share = core_limits::READ_INDEXED_CHECK_MAX_ROWS / plan.keys.len().max(1);
+        let cap = share.max(options.limit).max(1) as i64;
+        sqlx::query(query)
+            .bind(from)
+            .bind(max)
+            .bind(cap)
+            .bind(&options.filter.event_types)
+            .bind(&options.filter.categories)
+            .bind(options.filter.stream_prefix.as_deref())
+            .bind(options.limit as i64)
+            .bind(&plan.keys)
+            .fetch_all(self.pool())
+            .await
+            .map_err(read_error)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -557,10 +680,9 @@ impl PostgresStore {
     ) -> Result<Page<CategorySummary>, ReadError> {
         options.validate()?;
         let rows = sqlx::query(&self.shared().sql.list_categories)
-            .bind("")
+            .bind(options.after.as_deref().unwrap_or(""))
             .bind(options.prefix.as_deref().unwrap_or(""))
             .bind(options.limit as i64 + 1)
-            .bind(options.after.as_deref().unwrap_or(""))
             .fetch_all(self.pool())
             .await
             .map_err(read_error)?;
@@ -760,6 +882,59 @@ mod tests {
         let pages = split_pages(chunk, None, 3);
         assert_eq!(pages.len(), 1);
         assert_eq!(pages[0].from, None);
+    }
+
+    #[test]
+    fn index_plans() {
+        use strata_core::Filter;
+        let plan = |f: Filter| IndexPlan::of(&f).map(|p| (p.driver, p.keys, p.residual));
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(plan(Filter::default()), None);
+        assert_eq!(
+            plan(Filter::default().categories(["b", "a", "b"])),
+            Some((Driver::Category, keys(&["a", "b"]), false))
+        );
+        assert_eq!(
+            plan(Filter::default().categories(["a"]).event_types(["T"])),
+            Some((Driver::Category, keys(&["a"]), true))
+        );
+        assert_eq!(
+            plan(Filter::default().event_types(["T", "S"])),
+            Some((Driver::EventType, keys(&["S", "T"]), false))
+        );
+        // A prefix with `-` is one category, checked row by row.
+        assert_eq!(
+            plan(Filter::default().stream_prefix("acc-1")),
+            Some((Driver::Category, keys(&["acc"]), true))
+        );
+        assert_eq!(
+            plan(
+                Filter::default()
+                    .categories(["acc", "other"])
+                    .stream_prefix("acc-1")
+            ),
+            Some((Driver::Category, keys(&["acc"]), true))
+        );
+        // A prefix without `-` keeps the categories starting with it, and nothing else is
+        // needed; alone it has no index.
+        assert_eq!(
+            plan(
+                Filter::default()
+                    .categories(["account", "order", "acc"])
+                    .stream_prefix("acc")
+            ),
+            Some((Driver::Category, keys(&["acc", "account"]), false))
+        );
+        assert_eq!(
+            plan(Filter::default().event_types(["T"]).stream_prefix("acc")),
+            Some((Driver::EventType, keys(&["T"]), true))
+        );
+        assert_eq!(plan(Filter::default().stream_prefix("acc")), None);
+        assert_eq!(plan(Filter::default().stream_prefix("")), None);
+        assert_eq!(
+            plan(Filter::default().categories(["a"]).stream_prefix("b-")),
+            Some((Driver::Category, Vec::new(), true))
+        );
     }
 
     #[test]

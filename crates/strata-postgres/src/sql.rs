@@ -65,6 +65,84 @@ WITH chk AS MATERIALIZED (
 SELECT cs.p, cs.x::text::bigint, chk.cur, (SELECT count(*) FROM unl)
   FROM chk LEFT JOIN cs ON true";
 
+/// A forward filtered read of `$all` driven by the index on (`column`, position): a k-way merge
+/// of the first rows after the cursor of each key (category or event type) in `$8`, so its
+/// cost follows the matching events, not the table. Nothing above the readable head `hi` (and
+/// `max_position`) is read, as for every `$all` read.
+///
+/// Without `residual`, every row of a key matches: each key gives its first `$7` (the limit)
+/// positions from the index alone, the first `$7` of them all are the page.
+///
+/// With `residual` (the rest of the filter, checked on each row), each key examines at most
+/// `$3` rows; a key that found fewer than `$7` matches among them may have more past its
+/// `$3`-th row, so the read stops at the lowest such position, `cut`, and returns it: the
+/// page then holds the matches at or below `cut`, and the caller continues after it.
+///
+/// Every scan of a key is ordered by (`column`, position) and reads only positions, so the
+/// index alone answers it (index-only); the residual columns are then fetched row by row by
+/// position (the `LIMIT 1` lateral keeps that a nested loop, which stops at the page's last
+/// match). Reading the residual columns in the same scan lets the planner prefer the position
+/// index with a filter for a key it cannot estimate (a generic plan, a key from an array),
+/// which is the table scan this avoids.
+///
+/// $1 from (inclusive), $2 newest allowed (max_position), $3 rows examined per key (with
+/// residual), $4 event types, $5 categories, $6 stream prefix, $7 limit, $8 keys.
+fn indexed_forward(column: &str, residual: Option<&str>) -> String {
+    let keyed = |alias: &str| {
+        format!("{alias}.{column} = k.key AND {alias}.position >= $1 AND {alias}.position <= t.top")
+    };
+    let (m, cut) = match residual {
+        None => (
+            format!(
+                "SELECT k.key, x.position FROM k CROSS JOIN t CROSS JOIN LATERAL (
+                     SELECT e.position FROM {{schema}}.events e WHERE {}
+                      ORDER BY e.{column}, e.position LIMIT $7) x",
+                keyed("e")
+            ),
+            "SELECT NULL::bigint AS cut".to_owned(),
+        ),
+        Some(filter) => (
+            format!(
+                "SELECT k.key, x.position FROM k CROSS JOIN t CROSS JOIN LATERAL (
+                     SELECT c.position FROM (
+                         SELECT e.position FROM {{schema}}.events e WHERE {}
+                          ORDER BY e.{column}, e.position LIMIT $3) c
+                     CROSS JOIN LATERAL (
+                         SELECT e.event_type, e.aggregate_type, e.aggregate_id
+                           FROM {{schema}}.events e WHERE e.position = c.position LIMIT 1) e
+                      WHERE true {filter}
+                      ORDER BY c.position LIMIT $7) x",
+                keyed("e")
+            ),
+            format!(
+                "SELECT min(cp.position) AS cut
+                   FROM k LEFT JOIN (SELECT m.key, count(*) AS n FROM m GROUP BY m.key) g
+                          ON g.key = k.key
+                  CROSS JOIN t CROSS JOIN LATERAL (
+                     SELECT p.position FROM {{schema}}.events p WHERE {}
+                      ORDER BY p.{column}, p.position OFFSET $3 - 1 LIMIT 1) cp
+                  WHERE coalesce(g.n, 0) < $7",
+                keyed("p")
+            ),
+        ),
+    };
+    // Every variant is bound with the same list; the client sends each parameter's type,
+    // so a variant that leaves some unused is fine.
+    format!(
+        "WITH h AS MATERIALIZED ({{watermark}}),
+              t AS MATERIALIZED (SELECT least(coalesce(h.hi, -1), $2::bigint) AS top FROM h),
+              k AS MATERIALIZED (SELECT unnest($8::text[]) AS key),
+              m AS MATERIALIZED ({m}),
+              c AS MATERIALIZED ({cut})
+         SELECT h.xmin, h.hi, h.lo, c.cut, {{cols}} FROM h CROSS JOIN c LEFT JOIN LATERAL (
+             SELECT e.* FROM (SELECT m.position FROM m
+                               WHERE m.position <= coalesce(c.cut, m.position)
+                               ORDER BY m.position LIMIT $7) s
+               JOIN {{schema}}.events e ON e.position = s.position
+              ORDER BY e.position) e ON true"
+    )
+}
+
 pub(crate) struct Sql {
     pub append: String,
     pub append_one: String,
@@ -73,6 +151,10 @@ pub(crate) struct Sql {
     pub earlier_appends_ended: String,
     pub read_all_forward: String,
     pub read_all_backward: String,
+    pub read_all_by_category: String,
+    pub read_all_by_category_filtered: String,
+    pub read_all_by_type: String,
+    pub read_all_by_type_filtered: String,
     pub head: String,
     pub position_at: String,
     pub read_stream_forward: String,
@@ -149,6 +231,10 @@ impl Sql {
                         {filter}
                       ORDER BY e.position LIMIT $7) e ON true"
             )),
+            read_all_by_category: r(&indexed_forward("aggregate_type", None)),
+            read_all_by_category_filtered: r(&indexed_forward("aggregate_type", Some(filter))),
+            read_all_by_type: r(&indexed_forward("event_type", None)),
+            read_all_by_type_filtered: r(&indexed_forward("event_type", Some(filter))),
             read_all_backward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
                  SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (
@@ -184,20 +270,32 @@ impl Sql {
                  WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
                  LIMIT $3"
             )),
-            list_categories: r(&format!(
-                "{stream_ids}, c AS (
-                     SELECT split_part(s.id, '-', 1) AS category, count(*) AS streams,
-                            sum(l.version + 1)::bigint AS events
-                       FROM s
-                      CROSS JOIN LATERAL (SELECT e.version FROM {{schema}}.events e
-                                           WHERE e.aggregate_id = s.id
-                                           ORDER BY e.version DESC LIMIT 1) l
-                      WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
-                      GROUP BY 1)
-                 SELECT category, streams, events FROM c
-                  WHERE category > $4::text AND starts_with(category, $2::text)
-                  ORDER BY category COLLATE \"C\" LIMIT $3"
-            )),
+            // $1 after (exclusive, '' for none), $2 prefix ('' for none), $3 limit. Skips from
+            // one category to the next over `events_stream_starts` (one entry per stream), so
+            // it reads only the categories of the page, and for each only its streams: their
+            // ids from that index, their last versions from `idx_aggregate`, both index-only.
+            // Versions are dense from 0, so a stream holds its last version + 1 events.
+            list_categories: r("WITH RECURSIVE c(cat) AS (
+                     (SELECT e.aggregate_type FROM {schema}.events e
+                       WHERE e.version = 0 AND e.aggregate_type > $1::text
+                         AND e.aggregate_type >= $2::text
+                       ORDER BY e.aggregate_type LIMIT 1)
+                   UNION ALL
+                     SELECT (SELECT e.aggregate_type FROM {schema}.events e
+                              WHERE e.version = 0 AND e.aggregate_type > c.cat
+                              ORDER BY e.aggregate_type LIMIT 1)
+                       FROM c WHERE c.cat IS NOT NULL AND starts_with(c.cat, $2::text)
+                 ), p AS (
+                     SELECT c.cat FROM c
+                      WHERE c.cat IS NOT NULL AND starts_with(c.cat, $2::text) LIMIT $3)
+                 SELECT p.cat, n.streams, n.events FROM p CROSS JOIN LATERAL (
+                     SELECT count(*) AS streams, coalesce(sum(l.version + 1), 0)::bigint AS events
+                       FROM {schema}.events s CROSS JOIN LATERAL (
+                           SELECT e.version FROM {schema}.events e
+                            WHERE e.aggregate_id = s.aggregate_id
+                            ORDER BY e.version DESC LIMIT 1) l
+                      WHERE s.aggregate_type = p.cat AND s.version = 0) n
+                  ORDER BY p.cat"),
             // A wake-up needs no durability: commit it without waiting for the WAL flush.
             notify: format!(
                 "BEGIN; SET LOCAL synchronous_commit TO off; \

@@ -125,6 +125,78 @@ async fn migrations_run_once_even_when_processes_start_together() {
     support::drop_schema(schema).await;
 }
 
+/// A schema at version 1 (the filter indexes missing) is brought to version 2 with its events
+/// kept and read through the new indexes; version 2 is idempotent where an operator built the
+/// indexes by hand beforehand.
+#[tokio::test]
+async fn a_version_1_schema_is_upgraded() {
+    let (store, schema) = support::connect("upgrade", |o| o).await;
+    let s = StreamId::new("audit-1").unwrap();
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", &1).unwrap()],
+        )
+        .await
+        .unwrap();
+    let indexes = format!(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = '{schema}' AND indexname IN \
+         ('events_category_position', 'events_type_position', 'events_stream_starts')"
+    );
+    let count = |pool: sqlx::PgPool, q: String| async move {
+        sqlx::query_scalar::<_, i64>(&q)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count(store.pool().clone(), indexes.clone()).await, 3);
+    // Back to what version 1 created.
+    sqlx::raw_sql(&format!(
+        "DROP INDEX {schema}.events_category_position, {schema}.events_type_position, \
+                    {schema}.events_stream_starts;
+         DELETE FROM {schema}.strata_migrations WHERE version >= 2;"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let connect = || {
+        PostgresStore::connect_with(
+            PgStoreOptions::new(support::database_url()).with_schema(schema.clone()),
+        )
+    };
+    let upgraded = connect().await.unwrap();
+    assert_eq!(count(upgraded.pool().clone(), indexes.clone()).await, 3);
+    let versions = format!("SELECT max(version)::bigint FROM {schema}.strata_migrations");
+    assert_eq!(
+        count(upgraded.pool().clone(), versions.clone()).await,
+        i64::from(SCHEMA_VERSION)
+    );
+    let page = upgraded
+        .read_all(
+            strata_core::ReadAllOptions::forward()
+                .filter(strata_core::Filter::default().categories(["audit"])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1);
+    // Indexes already there, version 2 not recorded: applying it again is harmless.
+    sqlx::query(&format!(
+        "DELETE FROM {schema}.strata_migrations WHERE version >= 2"
+    ))
+    .execute(upgraded.pool())
+    .await
+    .unwrap();
+    let again = connect().await.unwrap();
+    assert_eq!(count(again.pool().clone(), indexes).await, 3);
+    assert_eq!(
+        count(again.pool().clone(), versions).await,
+        i64::from(SCHEMA_VERSION)
+    );
+    drop((store, upgraded, again));
+    support::drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn a_schema_newer_than_the_code_is_refused() {
     let (store, schema) = support::connect("new", |o| o).await;
