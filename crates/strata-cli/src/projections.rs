@@ -16,8 +16,8 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use strata::projection::{
-    EventTypeCounts, PgProjections, PgReadModels, ProjectionControl, Projections, RebuildProgress,
-    SqliteReadModels,
+    EventTypeCounts, PgProjections, PgReadModels, ProjectionControl, ProjectionStatus, Projections,
+    RebuildProgress, SqliteReadModels,
 };
 use strata_core::EventStore;
 use strata_server::client::{projection_path, Client};
@@ -126,9 +126,10 @@ struct Shown {
 }
 
 fn progress_bar(name: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    // Hidden until the first report gives it a length.
+    let bar = ProgressBar::hidden();
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} events  {msg}  ({elapsed})")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} events {msg} ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -137,6 +138,9 @@ fn progress_bar(name: &str) -> ProgressBar {
 }
 
 fn show(bar: &ProgressBar, s: &Shown) {
+    if bar.is_hidden() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+    }
     bar.set_length(s.total.max(1));
     bar.set_position(s.passed.min(s.total));
     let eta = s.eta.map_or("-".to_owned(), |d| {
@@ -255,6 +259,12 @@ pub async fn rebuild_here(
         .await?
         .context("no projection to rebuild")?;
     let control = hosted.control();
+    // The serving copy need not catch up while the fresh one is built from 0 (that would do
+    // the work twice): hold it, and let it go on from the swapped-in checkpoint afterwards.
+    let was_paused = control.status(name).await?.status == ProjectionStatus::Paused;
+    if !was_paused {
+        control.pause(name).await?;
+    }
     let bar = progress_bar(name);
     let mut last: Option<RebuildProgress> = None;
     let result = control
@@ -263,6 +273,9 @@ pub async fn rebuild_here(
             last = Some(progress.clone());
         })
         .await;
+    if !was_paused && result.is_ok() {
+        control.resume(name).await?;
+    }
     hosted.shutdown().await;
     let checkpoint = result?;
     bar.finish_and_clear();
