@@ -165,6 +165,27 @@ pub(crate) fn scan_segment(
     }
 }
 
+/// Whether every byte of `seg` from `from` to the end of the file is zero: the tail the writer
+/// preallocates ahead of its last record (see `SEGMENT_PREALLOCATE_BYTES`), not a torn write.
+pub(crate) fn zeros_to_end(seg: &Segment, from: u64) -> Result<bool, OpenError> {
+    let ctx = || io_ctx(format!("reading {}", seg.path.display()));
+    let file_len = seg.file.size().map_err(ctx())?;
+    let mut buf = vec![0u8; SCAN_CHUNK_BYTES];
+    let mut off = from;
+    while off < file_len {
+        let want = ((file_len - off) as usize).min(buf.len());
+        let n = read_up_to(&*seg.file, &mut buf[..want], off).map_err(ctx())?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
+}
+
 /// Whether any valid record starts at an aligned offset after `from` in `seg`.
 pub(crate) fn find_valid_record_after(seg: &Segment, from: u64) -> Result<Option<u64>, OpenError> {
     let file_len = seg
@@ -397,7 +418,18 @@ pub(crate) fn recover(
             )),
             ScanEnd::Invalid { offset, reason } => Some((offset, reason, Some(offset))),
         };
-        if let Some((bad_offset, reason, search_from)) = problem {
+        // The writer's preallocated zeros after the last commit: cut them quietly.
+        let preallocated = !sealed
+            && matches!(&problem, Some((bad, _, Some(_))) if *bad == committed_end)
+            && zeros_to_end(seg, committed_end)?;
+        if preallocated {
+            seg.file
+                .set_len(committed_end)
+                .map_err(io_ctx(format!("truncating {}", seg.path.display())))?;
+            seg.file
+                .sync_data()
+                .map_err(io_ctx(format!("syncing {}", seg.path.display())))?;
+        } else if let Some((bad_offset, reason, search_from)) = problem {
             if sealed {
                 return Err(OpenError::Corruption {
                     file: seg.path.clone(),

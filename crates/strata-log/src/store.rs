@@ -184,6 +184,7 @@ impl LogStore {
             shared: shared.clone(),
             tail,
             tail_len: rec.tail_len,
+            allocated_len: rec.tail_len,
             checkpoint_thread: None,
         };
         let handle = std::thread::Builder::new()

@@ -9,7 +9,7 @@ use crate::error::{io_ctx, OpenError};
 use crate::format::SEGMENT_HEADER_BYTES;
 use crate::io::{StdVfs, Vfs};
 use crate::recovery::{
-    find_valid_record_after, list_segments, scan_segment, ScanEnd, SEGMENTS_DIR,
+    find_valid_record_after, list_segments, scan_segment, zeros_to_end, ScanEnd, SEGMENTS_DIR,
 };
 use crate::segment::{read_up_to, segment_file_name, Segment};
 use crate::store::LOCK_FILE;
@@ -155,7 +155,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             )),
             ScanEnd::Invalid { offset, reason } => Some((offset, reason)),
         };
-        if let Some((offset, reason)) = problem {
+        // The writer's preallocated zeros after the last commit are not a torn write.
+        let preallocated = last
+            && matches!(&problem, Some((offset, _)) if *offset == committed_end)
+            && zeros_to_end(&seg, committed_end)?;
+        if let Some((offset, reason)) = problem.filter(|_| !preallocated) {
             if !last {
                 return Err(corruption(offset, reason));
             }

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use strata_core::limits::{WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US};
+use strata_core::limits::{
+    SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
+};
 use strata_core::{
     ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, StreamId, Uuid,
 };
@@ -104,6 +106,8 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub tail: Arc<Segment>,
     pub tail_len: u64,
+    /// The tail segment's file length: `tail_len` plus zeros preallocated ahead of it.
+    pub allocated_len: u64,
     /// The index checkpoint running in the background, if any.
     pub checkpoint_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -261,9 +265,8 @@ impl Writer {
         // Write and make durable.
         if !buf.is_empty() {
             let write = self
-                .tail
-                .file
-                .write_all_at(&buf, self.tail_len)
+                .preallocate(buf.len() as u64)
+                .and_then(|()| self.tail.file.write_all_at(&buf, self.tail_len))
                 .and_then(|()| self.tail.file.sync_data());
             if let Err(e) = write {
                 self.shared
@@ -431,8 +434,33 @@ impl Writer {
         })
     }
 
+    /// Makes sure the tail file already has room for `bytes` more: when not, appends zeros up
+    /// to [`SEGMENT_PREALLOCATE_BYTES`] past what is needed (within the segment's maximum).
+    /// The zeros are made durable by the batch's own fdatasync.
+    fn preallocate(&mut self, bytes: u64) -> std::io::Result<()> {
+        let needed = self.tail_len + bytes;
+        if needed <= self.allocated_len {
+            return Ok(());
+        }
+        let target = (needed + SEGMENT_PREALLOCATE_BYTES)
+            .min(self.shared.segment_max_bytes)
+            .max(needed);
+        let from = self.allocated_len.max(needed);
+        if target > from {
+            let zeros = vec![0u8; (target - from) as usize];
+            self.tail.file.write_all_at(&zeros, from)?;
+        }
+        self.allocated_len = target;
+        Ok(())
+    }
+
     /// Seals the tail segment and starts a new one.
     fn rotate(&mut self) -> std::io::Result<()> {
+        // A sealed segment ends at its last record: cut the preallocated zeros.
+        if self.allocated_len > self.tail_len {
+            self.tail.file.set_len(self.tail_len)?;
+            self.tail.file.sync_data()?;
+        }
         let next_position = self.shared.state.read().index.next_position();
         let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
         let seg = create_segment(
@@ -444,6 +472,7 @@ impl Writer {
         self.shared.segments.push(seg.clone());
         self.tail = seg;
         self.tail_len = SEGMENT_HEADER_BYTES;
+        self.allocated_len = SEGMENT_HEADER_BYTES;
         {
             let mut st = self.shared.state.write();
             st.log_end = LogEnd {

@@ -53,6 +53,14 @@ fn all_events(store: &LogStore) -> Vec<strata_core::RecordedEvent> {
     })
 }
 
+/// A segment's bytes up to the end of its last record: the writer preallocates zeros after it.
+/// Records end with their JSON payload (a non-zero byte) padded with zeros to 8 bytes.
+fn without_preallocated_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
+    let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes.truncate(last_nonzero.div_ceil(8) * 8);
+    bytes
+}
+
 fn last_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join("segments"))
         .unwrap()
@@ -144,12 +152,12 @@ fn torn_tail_at_every_offset() {
     let before = all_events(&store);
     drop(store);
     let seg = last_segment(dir.path());
-    let full = std::fs::read(&seg).unwrap();
+    let full = without_preallocated_zeros(std::fs::read(&seg).unwrap());
     // Append one more event and find where it starts.
     let store = LogStore::open(dir.path()).unwrap();
     append_n(&store, 2, 1);
     drop(store);
-    let with_last = std::fs::read(&seg).unwrap();
+    let with_last = without_preallocated_zeros(std::fs::read(&seg).unwrap());
     let start = full.len();
     assert!(with_last.len() > start);
     let after = {
@@ -184,7 +192,9 @@ fn torn_tail_at_every_offset() {
                 &before
             };
             assert_eq!(&all_events(&store), expected, "cut at {cut} with {fill}");
-            if cut < start + unpadded && (cut > start || fill != "none") {
+            // Zeros right after the last commit are the writer's preallocation, cut quietly;
+            // anything else there is a torn write, reported.
+            if cut < start + unpadded && (cut > start || fill == "garbage") {
                 assert!(
                     store.open_report().truncated.is_some(),
                     "cut at {cut} with {fill}"
@@ -263,4 +273,69 @@ fn verify_counts_everything() {
     assert_eq!(r.events, 40);
     assert_eq!(r.streams, 4);
     assert!(r.torn_tail.is_none());
+}
+
+#[test]
+fn preallocated_tail_is_cut_quietly_and_sealed_segments_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 3, 30);
+    let written = all_events(&store);
+    drop(store);
+    // The tail segment carries zeros ahead of its last record.
+    let seg = last_segment(dir.path());
+    let on_disk = std::fs::read(&seg).unwrap();
+    let data_end = without_preallocated_zeros(on_disk.clone()).len();
+    assert!(
+        on_disk.len() > data_end
+            && on_disk.len() as u64 >= strata_core::limits::SEGMENT_PREALLOCATE_BYTES,
+        "{} bytes on disk, {data_end} of records",
+        on_disk.len()
+    );
+    // verify and a reopen see a clean end, not a torn write, and the file is cut back.
+    assert!(strata_log::verify(dir.path()).unwrap().torn_tail.is_none());
+    for use_index in [true, false] {
+        if !use_index {
+            std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        assert!(store.open_report().truncated.is_none());
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), data_end as u64);
+        assert_eq!(all_events(&store), written);
+        drop(store);
+    }
+
+    // With small segments, every sealed segment ends at its last record.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 8 * 1024,
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    append_n(&store, 2, 300);
+    let written = all_events(&store);
+    let last = last_segment(dir.path());
+    let mut sealed = 0;
+    for entry in std::fs::read_dir(dir.path().join("segments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path == last {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() <= 8 * 1024, "{}", path.display());
+        assert_eq!(
+            without_preallocated_zeros(bytes.clone()),
+            bytes,
+            "{}",
+            path.display()
+        );
+        sealed += 1;
+    }
+    assert!(sealed >= 3, "{sealed} sealed segments");
+    // The tail is preallocated no further than the segment's maximum.
+    assert!(std::fs::metadata(&last).unwrap().len() <= 8 * 1024);
+    drop(store);
+    let store = LogStore::open_with(dir.path(), config).unwrap();
+    assert_eq!(all_events(&store), written);
+    assert!(store.open_report().truncated.is_none());
 }
