@@ -102,28 +102,46 @@ async fn http_appends(
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..connections {
-        // One client per connection, so each task really has its own connection.
-        let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
-        tasks.push(tokio::spawn(async move {
+    // Plain HTTP goes through the lean generator (see [`crate::lean`]); HTTPS through the
+    // full client.
+    if let Some(ep) = crate::lean::Endpoint::parse(url) {
+        for c in 0..connections {
             let stream = format!("bench-http{connections}-{c}");
-            let mut h = histogram();
-            let (mut ops, mut errors) = (0u64, 0u64);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match client
-                    .append_raw(&stream, ExpectedVersion::Any, &[ev(ops)])
-                    .await
-                {
-                    Ok(_) => {
-                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                        ops += 1;
+            // A random id base per connection; each request adds its sequence number.
+            let id_base = strata_core::Uuid::new_v4().as_u128() & !u128::from(u64::MAX);
+            tasks.push(tokio::spawn(crate::lean::append_loop(
+                ep.clone(),
+                token.clone(),
+                stream,
+                id_base,
+                deadline,
+                u64::MAX,
+            )));
+        }
+    } else {
+        for c in 0..connections {
+            // One client per connection, so each task really has its own connection.
+            let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("bench-http{connections}-{c}");
+                let mut h = histogram();
+                let (mut ops, mut errors) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match client
+                        .append_raw(&stream, ExpectedVersion::Any, &[ev(ops)])
+                        .await
+                    {
+                        Ok(_) => {
+                            let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                            ops += 1;
+                        }
+                        Err(_) => errors += 1,
                     }
-                    Err(_) => errors += 1,
                 }
-            }
-            (h, ops, errors)
-        }));
+                (h, ops, errors)
+            }));
+        }
     }
     let mut all = histogram();
     let (mut ops, mut errors) = (0, 0);

@@ -16,6 +16,7 @@
 pub mod disk;
 pub mod http;
 pub mod large;
+mod lean;
 pub mod log;
 mod measure;
 pub mod postgres;

@@ -311,3 +311,13 @@ const _: () = assert!(LISTEN_RECONNECT_MIN_MS <= LISTEN_RECONNECT_MAX_MS);
 const _: () = assert!(APPEND_BATCH_MAX_EVENTS >= APPEND_EVENTS_MAX);
 const _: () = assert!(APPEND_BATCH_MAX_BYTES >= APPEND_MAX_BYTES);
 const _: () = assert!(SCHEMA_NAME_MAX_BYTES + "strata_".len() <= 63);
+
+// --- The benchmarks' HTTP load generator (`strata bench --http`) ---
+
+/// Bytes the load generator reads from a connection at a time (an append's answer is about
+/// 200 bytes; a longer one is read in several steps).
+pub const BENCH_HTTP_READ_BUFFER_BYTES: usize = 4096;
+
+/// The load generator's pause after a failed connect, so a server that is down is not
+/// hammered.
+pub const BENCH_HTTP_RECONNECT_DELAY_MS: u64 = 10;
