@@ -339,3 +339,77 @@ fn preallocated_tail_is_cut_quietly_and_sealed_segments_have_none() {
     assert_eq!(all_events(&store), written);
     assert!(store.open_report().truncated.is_none());
 }
+
+/// Snapshot saves are not fdatasynced one by one: a crash may tear or lose the newest ones.
+/// Open cuts the file at the first record that fails its checks and keeps the ones before.
+#[test]
+fn a_torn_snapshot_is_cut_and_the_earlier_ones_are_kept() {
+    use strata_core::{Snapshot, SnapshotStore};
+    let dir = tempfile::tempdir().unwrap();
+    let stream = StreamId::new("account-1").unwrap();
+    let snap = |version: u64| Snapshot {
+        stream_id: stream.clone(),
+        stream_version: version,
+        schema_version: 1,
+        data: format!(r#"{{"balance":{version}}}"#).into_bytes(),
+        taken_at: strata_core::timestamp_from_micros(1_700_000_000_000_000),
+    };
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 1, 30);
+    rt().block_on(async {
+        for v in [9, 19, 29] {
+            store.save_snapshot(snap(v)).await.unwrap();
+        }
+    });
+    drop(store);
+    let path = dir.path().join("snapshots.log");
+    let bytes = std::fs::read(&path).unwrap();
+    // Each record starts with its length (u32 LE): find where the third one starts.
+    let len_at = |off: usize| u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+    let third = len_at(0) + len_at(len_at(0));
+    let record = bytes.len() - third;
+    for torn in [
+        bytes[..bytes.len() - 5].to_vec(),
+        [&bytes[..third], &vec![0u8; record][..]].concat(),
+        {
+            let mut b = bytes.clone();
+            b[third + 20] ^= 0xff;
+            b
+        },
+    ] {
+        std::fs::write(&path, &torn).unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        rt().block_on(async {
+            let latest = store
+                .load_snapshot(&stream, 1, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(latest.stream_version, 19);
+            // The store goes on saving after the cut.
+            store.save_snapshot(snap(29)).await.unwrap();
+            let latest = store
+                .load_snapshot(&stream, 1, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(latest.stream_version, 29);
+        });
+        drop(store);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+    // A delete is durable and survives a reopen.
+    let store = LogStore::open(dir.path()).unwrap();
+    rt().block_on(async {
+        assert_eq!(store.delete_snapshots(&stream).await.unwrap(), 3);
+    });
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    rt().block_on(async {
+        assert!(store
+            .load_snapshot(&stream, 1, None)
+            .await
+            .unwrap()
+            .is_none());
+    });
+}

@@ -47,12 +47,12 @@ impl Metrics {
         self.observe(took);
     }
 
+    /// One increment per observation: the bucket it falls in (none past the last bound);
+    /// `render` sums them into Prometheus' cumulative buckets.
     fn observe(&self, took: Duration) {
         let s = took.as_secs_f64();
-        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
-            if s <= *b {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| s <= *b) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_sum_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
@@ -146,11 +146,12 @@ impl Metrics {
             o,
             "# HELP strata_append_duration_seconds Time to acknowledge an append (durable).\n# TYPE strata_append_duration_seconds histogram"
         );
+        let mut cumulative = 0u64;
         for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            cumulative += g(&self.latency_buckets[i]);
             let _ = writeln!(
                 o,
-                "strata_append_duration_seconds_bucket{{le=\"{b}\"}} {}",
-                g(&self.latency_buckets[i])
+                "strata_append_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
             );
         }
         let count = g(&self.latency_count);
@@ -231,5 +232,33 @@ pub(crate) fn render_projections(o: &mut String, infos: &[ProjectionInfo]) {
             "strata_projection_status{{projection=\"{}\",status=\"{status}\"}} 1",
             label(&i.name)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.append_ok(1, Duration::from_micros(50));
+        m.append_ok(1, Duration::from_millis(2));
+        m.append_failed(true, Duration::from_secs(5));
+        let text = m.render();
+        let bucket = |le: &str| {
+            let prefix = format!("strata_append_duration_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no bucket {le} in {text}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert_eq!(bucket("0.0001"), 1);
+        assert_eq!(bucket("0.001"), 1);
+        assert_eq!(bucket("0.0025"), 2);
+        assert_eq!(bucket("2.5"), 2);
+        assert_eq!(bucket("+Inf"), 3);
+        assert!(text.contains("strata_append_conflicts_total 1"));
     }
 }
