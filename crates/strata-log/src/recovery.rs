@@ -422,13 +422,17 @@ pub(crate) fn recover(
         let preallocated = !sealed
             && matches!(&problem, Some((bad, _, Some(_))) if *bad == committed_end)
             && zeros_to_end(seg, committed_end)?;
-        if preallocated {
+        // Cuts the file at the end of its last commit, durably, before anything is appended.
+        let cut = || -> Result<(), OpenError> {
             seg.file
                 .set_len(committed_end)
                 .map_err(io_ctx(format!("truncating {}", seg.path.display())))?;
             seg.file
                 .sync_data()
-                .map_err(io_ctx(format!("syncing {}", seg.path.display())))?;
+                .map_err(io_ctx(format!("syncing {}", seg.path.display())))
+        };
+        if preallocated {
+            cut()?;
         } else if let Some((bad_offset, reason, search_from)) = problem {
             if sealed {
                 return Err(OpenError::Corruption {
@@ -446,14 +450,9 @@ pub(crate) fn recover(
                     });
                 }
             }
-            // A torn tail: cut it and make the cut durable before anything is appended.
+            // A torn tail.
             tracing::warn!(file = %seg.path.display(), from = file_len, to = committed_end, %reason, "truncating a torn tail");
-            seg.file
-                .set_len(committed_end)
-                .map_err(io_ctx(format!("truncating {}", seg.path.display())))?;
-            seg.file
-                .sync_data()
-                .map_err(io_ctx(format!("syncing {}", seg.path.display())))?;
+            cut()?;
             truncated = Some((seg.path.clone(), file_len, committed_end));
         }
         tail_len = committed_end;
