@@ -99,6 +99,12 @@ pub const WRITER_LINGER_US: u64 = 200;
 /// zeros off again; the tail is never preallocated past the segment's maximum size.
 pub const SEGMENT_PREALLOCATE_BYTES: u64 = 1024 * 1024;
 
+/// Events from which one read (a stream or `$all` page) is split across threads.
+pub const READ_PARALLEL_MIN_EVENTS: usize = 2_048;
+
+/// Most threads one read is split across (and never more than the machine's cores).
+pub const READ_PARALLEL_MAX_THREADS: usize = 4;
+
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 

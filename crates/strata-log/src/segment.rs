@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use strata_core::limits::{READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS};
 use strata_core::{ReadError, RecordedEvent};
 
 use crate::format::{decode_record, DecodeError, SegmentHeader};
@@ -65,18 +66,64 @@ impl Segments {
     /// Reads the events at `items` (position, location), in the order given. Records close
     /// together on disk are fetched with one read. Every record is checked: CRC, structure,
     /// and that it holds the position the index says.
+    ///
+    /// A long read (at least [`READ_PARALLEL_MIN_EVENTS`]) is split into contiguous parts
+    /// read on up to [`READ_PARALLEL_MAX_THREADS`] threads at once: most of its time is one
+    /// `pread` per record far from the others, and the parts are independent.
     pub fn read_events(&self, items: &[(u64, Loc)]) -> Result<Vec<RecordedEvent>, ReadError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(READ_PARALLEL_MAX_THREADS)
+            .min(items.len() / READ_PARALLEL_MIN_EVENTS.max(1) + 1);
+        if threads < 2 || items.len() < READ_PARALLEL_MIN_EVENTS {
+            return self.read_events_serial(items);
+        }
+        let part = items.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<RecordedEvent>, ReadError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(part)
+                .map(|chunk| scope.spawn(move || self.read_events_serial(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ReadError::Storage("a read thread panicked".to_owned()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(items.len());
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(out)
+    }
+
+    fn read_events_serial(&self, items: &[(u64, Loc)]) -> Result<Vec<RecordedEvent>, ReadError> {
         // Visit records in file order: forward reads already are, backward reads are reversed.
-        let order: Vec<usize> = if items.windows(2).all(|w| w[0].1 < w[1].1) {
+        // Those two (every stream and `$all` read) decode straight into the answer, in file
+        // order, reversed at the end for a backward read; only another order goes through a
+        // slot per item.
+        let forward = items.windows(2).all(|w| w[0].1 < w[1].1);
+        let backward = !forward && items.windows(2).all(|w| w[0].1 > w[1].1);
+        let order: Vec<usize> = if forward {
             (0..items.len()).collect()
-        } else if items.windows(2).all(|w| w[0].1 > w[1].1) {
+        } else if backward {
             (0..items.len()).rev().collect()
         } else {
             let mut o: Vec<usize> = (0..items.len()).collect();
             o.sort_unstable_by_key(|&i| items[i].1);
             o
         };
-        let mut out: Vec<Option<RecordedEvent>> = (0..items.len()).map(|_| None).collect();
+        let in_file_order = forward || backward;
+        let mut decoded: Vec<RecordedEvent> =
+            Vec::with_capacity(if in_file_order { items.len() } else { 0 });
+        let mut slots: Vec<Option<RecordedEvent>> = if in_file_order {
+            Vec::new()
+        } else {
+            (0..items.len()).map(|_| None).collect()
+        };
         let mut window: Vec<u8> = Vec::new();
         let mut seg: Option<Arc<Segment>> = None;
         let mut k = 0;
@@ -136,11 +183,22 @@ impl Segments {
                         }
                     }
                 }?;
-                out[i] = Some(event);
+                if in_file_order {
+                    decoded.push(event);
+                } else {
+                    slots[i] = Some(event);
+                }
             }
             k = end_k;
         }
-        Ok(out.into_iter().flatten().collect())
+        if backward {
+            decoded.reverse();
+        }
+        if in_file_order {
+            Ok(decoded)
+        } else {
+            Ok(slots.into_iter().flatten().collect())
+        }
     }
 }
 
