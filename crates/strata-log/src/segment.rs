@@ -67,15 +67,25 @@ impl Segments {
     /// together on disk are fetched with one read. Every record is checked: CRC, structure,
     /// and that it holds the position the index says.
     ///
-    /// A long read (at least [`READ_PARALLEL_MIN_EVENTS`]) is split into contiguous parts
-    /// read on up to [`READ_PARALLEL_MAX_THREADS`] threads at once: most of its time is one
-    /// `pread` per record far from the others, and the parts are independent.
+    /// A long read of records spread apart (at least [`READ_PARALLEL_MIN_EVENTS`] events, half
+    /// as many separate reads) is split into contiguous parts read on up to
+    /// [`READ_PARALLEL_MAX_THREADS`] threads at once: most of its time is one `pread` per
+    /// record, and the parts are independent.
     pub fn read_events(&self, items: &[(u64, Loc)]) -> Result<Vec<RecordedEvent>, ReadError> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(READ_PARALLEL_MAX_THREADS)
             .min(items.len() / READ_PARALLEL_MIN_EVENTS.max(1) + 1);
-        if threads < 2 || items.len() < READ_PARALLEL_MIN_EVENTS {
+        // Only records spread apart are worth it: neighbours are read together anyway (a page
+        // of `$all` is a few large reads), and a thread costs more than it saves there.
+        let scattered = || {
+            items
+                .windows(2)
+                .filter(|w| loc_offset(w[0].1).abs_diff(loc_offset(w[1].1)) > COALESCE_GAP_BYTES)
+                .count()
+                >= READ_PARALLEL_MIN_EVENTS / 2
+        };
+        if threads < 2 || items.len() < READ_PARALLEL_MIN_EVENTS || !scattered() {
             return self.read_events_serial(items);
         }
         let part = items.len().div_ceil(threads);
@@ -93,7 +103,10 @@ impl Segments {
                 })
                 .collect()
         });
-        let mut out = Vec::with_capacity(items.len());
+        // The first part's vector takes the rest (growing a large vector remaps it, no copy).
+        let mut parts = parts.into_iter();
+        let mut out = parts.next().unwrap_or_else(|| Ok(Vec::new()))?;
+        out.reserve(items.len() - out.len());
         for p in parts {
             out.extend(p?);
         }

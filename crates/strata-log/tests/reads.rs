@@ -12,15 +12,17 @@ use strata_log::{LogConfig, LogStore};
 async fn long_reads_return_every_event_in_order_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
-        segment_max_bytes: 64 * 1024,
+        segment_max_bytes: 1024 * 1024,
         ..LogConfig::default()
     };
     let store = LogStore::open_with(dir.path(), config).unwrap();
     let streams: Vec<StreamId> = (0..3)
         .map(|i| StreamId::new(format!("account-{i}")).unwrap())
         .collect();
-    // Stream 0 gets every other event, so its records are spread among the others'.
-    let total = 3 * READ_PARALLEL_MIN_EVENTS + 17;
+    // Stream 0 gets every other event, each followed by a large one of stream 1 or 2, so its
+    // records lie apart on disk and a read of it is split across threads.
+    let total = 2 * (READ_PARALLEL_MIN_EVENTS + 17);
+    let pad = "x".repeat(9 * 1024);
     let mut expected: Vec<Vec<u64>> = vec![Vec::new(); 3];
     for n in 0..total as u64 {
         let s = match n % 4 {
@@ -28,7 +30,12 @@ async fn long_reads_return_every_event_in_order_across_segments() {
             1 => 1,
             _ => 2,
         };
-        let e = EventData::json("Counted", &serde_json::json!({ "n": n })).unwrap();
+        let body = if s == 0 {
+            serde_json::json!({ "n": n })
+        } else {
+            serde_json::json!({ "n": n, "pad": pad })
+        };
+        let e = EventData::json("Counted", &body).unwrap();
         store
             .append(&streams[s], ExpectedVersion::Any, vec![e])
             .await
