@@ -46,6 +46,13 @@ pub const RECORD_HEADER_BYTES: usize = 64;
 pub const RECORD_ALIGN_BYTES: usize = 8;
 /// Flag: the last record of an append. An append is visible only when its COMMIT is stored.
 pub const FLAG_COMMIT: u8 = 1;
+/// Flag: the first record of a write batch (one write + fdatasync), set in segments whose
+/// header has [`SegmentHeader::batch_marks`]. A batch is written only after the previous one
+/// was made durable, so a valid batch start after a damaged record proves that record was
+/// durable once (corruption); without one, the damage is the torn last batch.
+pub const FLAG_BATCH_START: u8 = 2;
+/// Header byte 48, bit 0: the segment's records carry [`FLAG_BATCH_START`].
+const HEADER_FLAG_BATCH_MARKS: u8 = 1;
 
 /// A decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +65,9 @@ pub struct SegmentHeader {
     pub first_position: u64,
     /// When the segment was created, µs since the epoch.
     pub created_at_us: i64,
+    /// Its records mark where each write batch starts ([`FLAG_BATCH_START`]). Segments
+    /// created before the marks existed have none, and are never preallocated.
+    pub batch_marks: bool,
 }
 
 impl SegmentHeader {
@@ -71,6 +81,9 @@ impl SegmentHeader {
         b[24..32].copy_from_slice(&self.segment_no.to_le_bytes());
         b[32..40].copy_from_slice(&self.first_position.to_le_bytes());
         b[40..48].copy_from_slice(&self.created_at_us.to_le_bytes());
+        if self.batch_marks {
+            b[48] = HEADER_FLAG_BATCH_MARKS;
+        }
         let crc = crc32c::crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -102,6 +115,7 @@ impl SegmentHeader {
             segment_no: u64_at(b, 24),
             first_position: u64_at(b, 32),
             created_at_us: u64_at(b, 40) as i64,
+            batch_marks: b[48] & HEADER_FLAG_BATCH_MARKS != 0,
         })
     }
 }
@@ -262,7 +276,7 @@ pub fn decode_record(salt: u64, b: &[u8]) -> Result<DecodedRecord<'_>, DecodeErr
     if record_crc(salt, &b[8..len]) != crc {
         return Err(DecodeError::Invalid("record CRC mismatch".to_owned()));
     }
-    if u16_at(b, 62) != 0 || flags & !FLAG_COMMIT != 0 {
+    if u16_at(b, 62) != 0 || flags & !(FLAG_COMMIT | FLAG_BATCH_START) != 0 {
         return Err(DecodeError::Invalid("unknown record flags".to_owned()));
     }
     let mut at = RECORD_HEADER_BYTES;
@@ -300,6 +314,11 @@ impl DecodedRecord<'_> {
     /// Whether this record ends its append.
     pub fn is_commit(&self) -> bool {
         self.flags & FLAG_COMMIT != 0
+    }
+
+    /// Whether this record starts a write batch.
+    pub fn starts_batch(&self) -> bool {
+        self.flags & FLAG_BATCH_START != 0
     }
 
     /// Converts into an owned event.
@@ -396,9 +415,15 @@ mod tests {
             segment_no: 2,
             first_position: 100,
             created_at_us: 9,
+            batch_marks: false,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+        let marked = SegmentHeader {
+            batch_marks: true,
+            ..h
+        };
+        assert_eq!(SegmentHeader::decode(&marked.encode()).unwrap(), marked);
         let mut c = b;
         c[20] ^= 1;
         assert!(SegmentHeader::decode(&c).is_err());

@@ -60,6 +60,7 @@ pub(crate) fn create_segment(
         segment_no: no,
         first_position,
         created_at_us: now_us(),
+        batch_marks: true,
     };
     let file = vfs.open(&path, true)?;
     file.set_len(0)?;
@@ -209,6 +210,39 @@ pub(crate) fn find_valid_record_after(seg: &Segment, from: u64) -> Result<Option
         rel += align;
     }
     Ok(None)
+}
+
+/// Whether a valid record that starts a write batch lies after `from` in `seg`: in a segment
+/// with batch marks, what tells corruption (a later batch was written after this one was
+/// durable) from the torn last batch (its records after a hole all belong to it).
+pub(crate) fn batch_start_after(seg: &Segment, from: u64) -> Result<bool, OpenError> {
+    let file_len = seg
+        .file
+        .size()
+        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+    if file_len <= from {
+        return Ok(false);
+    }
+    let mut rest = vec![0u8; (file_len - from) as usize];
+    let n = read_up_to(&*seg.file, &mut rest, from)
+        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+    rest.truncate(n);
+    let align = crate::format::RECORD_ALIGN_BYTES;
+    let mut rel = align;
+    while rel + crate::format::RECORD_HEADER_BYTES <= rest.len() {
+        match decode_record(seg.header.salt, &rest[rel..]) {
+            Ok(r) if r.starts_batch() => return Ok(true),
+            Ok(r) => rel += r.padded_len,
+            Err(_) => rel += align,
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the damage at `bad` (with a valid record after it) is corruption: always in a
+/// segment without batch marks; in one with them, only when a later batch follows.
+pub(crate) fn damage_is_corruption(seg: &Segment, bad: u64) -> Result<bool, OpenError> {
+    Ok(!seg.header.batch_marks || batch_start_after(seg, bad)?)
 }
 
 /// A segment file whose header did not check out.
@@ -443,11 +477,19 @@ pub(crate) fn recover(
             }
             if let Some(from) = search_from {
                 if let Some(valid) = find_valid_record_after(seg, from)? {
-                    return Err(OpenError::Corruption {
-                        file: seg.path.clone(),
-                        offset: bad_offset,
-                        reason: format!("{reason}; a valid record follows at offset {valid}, so this is not a torn write"),
-                    });
+                    if damage_is_corruption(seg, from)? {
+                        return Err(OpenError::Corruption {
+                            file: seg.path.clone(),
+                            offset: bad_offset,
+                            reason: format!(
+                                "{reason}; a valid record follows at offset {valid}, so this is \
+                                 not a torn write"
+                            ),
+                        });
+                    }
+                    // The last batch, torn: its records after the hole were never
+                    // acknowledged (its fdatasync did not finish). Cut below.
+                    tracing::warn!(file = %seg.path.display(), offset = from, valid, "records of the torn last batch follow the damage");
                 }
             }
             // A torn tail.

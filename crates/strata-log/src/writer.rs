@@ -21,7 +21,7 @@ use strata_core::{
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::format::{
-    padded_len, RecordRef, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    padded_len, RecordRef, FLAG_BATCH_START, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::index::{loc, Index, LogEnd};
 use crate::io::{write_file_atomic, Vfs};
@@ -202,6 +202,7 @@ impl Writer {
             }
         }
         let salt = self.tail.header.salt;
+        let batch_marks = self.tail.header.batch_marks;
         let seg_no = self.tail.header.segment_no;
         let mut buf = Vec::with_capacity(bytes);
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -241,7 +242,12 @@ impl Writer {
                                 content_type: &e.content_type,
                                 metadata: meta,
                                 data: &e.data,
-                                flags: if k + 1 == n { FLAG_COMMIT } else { 0 },
+                                flags: if k + 1 == n { FLAG_COMMIT } else { 0 }
+                                    | if buf.is_empty() && batch_marks {
+                                        FLAG_BATCH_START
+                                    } else {
+                                        0
+                                    },
                             }
                             .encode_into(salt, &mut buf);
                             batch_ids.insert(id);
@@ -439,7 +445,8 @@ impl Writer {
     /// The zeros are made durable by the batch's own fdatasync.
     fn preallocate(&mut self, bytes: u64) -> std::io::Result<()> {
         let needed = self.tail_len + bytes;
-        if needed <= self.allocated_len {
+        // Only a segment whose batches are marked can tell a torn overwrite from corruption.
+        if needed <= self.allocated_len || !self.tail.header.batch_marks {
             return Ok(());
         }
         let target = (needed + SEGMENT_PREALLOCATE_BYTES)

@@ -413,3 +413,64 @@ fn a_torn_snapshot_is_cut_and_the_earlier_ones_are_kept() {
             .is_none());
     });
 }
+
+/// A crash during the last batch's fdatasync may keep any of its pages: a hole inside it with
+/// complete records after it. Those records were never acknowledged; the batch is cut, not
+/// taken for corruption. Damage in an earlier batch, with later batches after it, still is.
+#[test]
+fn a_hole_in_the_torn_last_batch_is_cut_and_earlier_damage_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 2, 10);
+    let before = all_events(&store);
+    drop(store);
+    let seg = last_segment(dir.path());
+    let batch_start = without_preallocated_zeros(std::fs::read(&seg).unwrap()).len();
+    // The last batch: one append of 60 events, about 10 KiB.
+    let store = LogStore::open(dir.path()).unwrap();
+    rt().block_on(async {
+        let s = StreamId::new("account-7").unwrap();
+        store
+            .append(&s, ExpectedVersion::Any, (0..60).map(ev).collect())
+            .await
+            .unwrap();
+    });
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let data_end = without_preallocated_zeros(bytes.clone()).len();
+    // A lost stretch inside the last batch; its commit record after it is intact.
+    let hole = batch_start + 1024;
+    assert!(hole + 2048 + 1024 < data_end, "{batch_start} {data_end}");
+    let mut torn = bytes.clone();
+    torn[hole..hole + 2048].fill(0);
+    std::fs::write(&seg, &torn).unwrap();
+    assert!(strata_log::verify(dir.path()).unwrap().torn_tail.is_some());
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(store.open_report().truncated.is_some());
+    assert_eq!(all_events(&store), before);
+    drop(store);
+
+    // The same damage in an earlier batch, with later batches after it: corruption.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    rt().block_on(async {
+        let s = StreamId::new("account-7").unwrap();
+        store
+            .append(&s, ExpectedVersion::Any, (0..60).map(ev).collect())
+            .await
+            .unwrap();
+    });
+    append_n(&store, 2, 10);
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[1024..3072].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        LogStore::open(dir.path()),
+        Err(OpenError::Corruption { .. })
+    ));
+    assert!(strata_log::verify(dir.path()).is_err());
+}
