@@ -72,10 +72,15 @@ impl Segments {
     /// [`READ_PARALLEL_MAX_THREADS`] threads at once: most of its time is one `pread` per
     /// record, and the parts are independent.
     pub fn read_events(&self, items: &[(u64, Loc)]) -> Result<Vec<RecordedEvent>, ReadError> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
+        if items.len() < READ_PARALLEL_MIN_EVENTS {
+            return self.read_events_serial(items);
+        }
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores =
+            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = cores
             .min(READ_PARALLEL_MAX_THREADS)
-            .min(items.len() / READ_PARALLEL_MIN_EVENTS.max(1) + 1);
+            .min(items.len() / READ_PARALLEL_MIN_EVENTS + 1);
         // Only records spread apart are worth it: neighbours are read together anyway (a page
         // of `$all` is a few large reads), and a thread costs more than it saves there.
         let scattered = || {
@@ -85,21 +90,28 @@ impl Segments {
                 .count()
                 >= READ_PARALLEL_MIN_EVENTS / 2
         };
-        if threads < 2 || items.len() < READ_PARALLEL_MIN_EVENTS || !scattered() {
+        if threads < 2 || !scattered() {
             return self.read_events_serial(items);
         }
         let part = items.len().div_ceil(threads);
         let parts: Vec<Result<Vec<RecordedEvent>, ReadError>> = std::thread::scope(|scope| {
+            // A part whose thread cannot be started is read on this one.
             let handles: Vec<_> = items
                 .chunks(part)
-                .map(|chunk| scope.spawn(move || self.read_events_serial(chunk)))
+                .map(|chunk| {
+                    std::thread::Builder::new()
+                        .name("strata-read".to_owned())
+                        .spawn_scoped(scope, move || self.read_events_serial(chunk))
+                        .map_err(|_| chunk)
+                })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
                         Err(ReadError::Storage("a read thread panicked".to_owned()))
-                    })
+                    }),
+                    Err(chunk) => self.read_events_serial(chunk),
                 })
                 .collect()
         });
