@@ -273,7 +273,9 @@ pub async fn rebuild_here(
             last = Some(progress.clone());
         })
         .await;
-    if !was_paused && result.is_ok() {
+    // Let it go on whether or not the rebuild worked: a failed rebuild leaves the serving
+    // copy as it was, and it must not stay paused for the next program that hosts it.
+    if !was_paused {
         control.resume(name).await?;
     }
     hosted.shutdown().await;

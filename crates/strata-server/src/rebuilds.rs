@@ -106,6 +106,12 @@ impl Rebuilds {
         let runs = Arc::clone(&self.runs);
         let name = name.to_owned();
         tokio::spawn(async move {
+            // Marks the run failed if the task ends without an outcome (a panic, a shutdown),
+            // so it never shows as running for good.
+            let _unfinished = Unfinished {
+                runs: Arc::clone(&runs),
+                name: name.clone(),
+            };
             let progress_runs = Arc::clone(&runs);
             let progress_name = name.clone();
             let mut on_progress = move |p: &RebuildProgress| {
@@ -125,11 +131,34 @@ impl Rebuilds {
                     }
                 }
             };
-            if let Some(run) = runs.lock().get_mut(&name) {
+            // A statement, not the block's tail: the lock must be released before
+            // `_unfinished` is dropped (it takes the same lock).
+            let mut all = runs.lock();
+            if let Some(run) = all.get_mut(&name) {
                 run.outcome = outcome;
                 run.finished_at = Some(Utc::now());
             }
+            drop(all);
         });
         Ok(())
+    }
+}
+
+/// See its use in [`Rebuilds::start`].
+struct Unfinished {
+    runs: Arc<Mutex<HashMap<String, RebuildRun>>>,
+    name: String,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(run) = self.runs.lock().get_mut(&self.name) {
+            if matches!(run.outcome, Outcome::Running) {
+                run.outcome = Outcome::Failed {
+                    error: "the rebuild task ended without finishing".to_owned(),
+                };
+                run.finished_at = Some(Utc::now());
+            }
+        }
     }
 }
