@@ -171,7 +171,7 @@ pub(crate) fn scan_segment(
 pub(crate) fn zeros_to_end(seg: &Segment, from: u64) -> Result<bool, OpenError> {
     let ctx = || io_ctx(format!("reading {}", seg.path.display()));
     let file_len = seg.file.size().map_err(ctx())?;
-    let mut buf = vec![0u8; SCAN_CHUNK_BYTES];
+    let mut buf = vec![0u8; SCAN_CHUNK_BYTES.min(file_len.saturating_sub(from) as usize)];
     let mut off = from;
     while off < file_len {
         let want = ((file_len - off) as usize).min(buf.len());
@@ -187,8 +187,12 @@ pub(crate) fn zeros_to_end(seg: &Segment, from: u64) -> Result<bool, OpenError> 
     Ok(true)
 }
 
-/// Whether any valid record starts at an aligned offset after `from` in `seg`.
-pub(crate) fn find_valid_record_after(seg: &Segment, from: u64) -> Result<Option<u64>, OpenError> {
+/// Whether the damage at `from` in `seg` is corruption: the offset of a valid record after it
+/// when it is, `None` when it is a torn write. Valid records after damage prove it was once
+/// durable, except in a segment with batch marks when none of them starts a batch: then they
+/// all belong to the torn last batch, which was never acknowledged (its fdatasync did not
+/// finish). One read of the rest of the file serves both questions.
+pub(crate) fn corruption_after(seg: &Segment, from: u64) -> Result<Option<u64>, OpenError> {
     let file_len = seg
         .file
         .size()
@@ -203,46 +207,21 @@ pub(crate) fn find_valid_record_after(seg: &Segment, from: u64) -> Result<Option
     let align = crate::format::RECORD_ALIGN_BYTES;
     let first = (from as usize).div_ceil(align) * align - from as usize;
     let mut rel = if first == 0 { align } else { first };
-    while rel + crate::format::RECORD_HEADER_BYTES <= rest.len() {
-        if decode_record(seg.header.salt, &rest[rel..]).is_ok() {
-            return Ok(Some(from + rel as u64));
-        }
-        rel += align;
-    }
-    Ok(None)
-}
-
-/// Whether a valid record that starts a write batch lies after `from` in `seg`: in a segment
-/// with batch marks, what tells corruption (a later batch was written after this one was
-/// durable) from the torn last batch (its records after a hole all belong to it).
-pub(crate) fn batch_start_after(seg: &Segment, from: u64) -> Result<bool, OpenError> {
-    let file_len = seg
-        .file
-        .size()
-        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
-    if file_len <= from {
-        return Ok(false);
-    }
-    let mut rest = vec![0u8; (file_len - from) as usize];
-    let n = read_up_to(&*seg.file, &mut rest, from)
-        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
-    rest.truncate(n);
-    let align = crate::format::RECORD_ALIGN_BYTES;
-    let mut rel = align;
+    let mut first_valid = None;
     while rel + crate::format::RECORD_HEADER_BYTES <= rest.len() {
         match decode_record(seg.header.salt, &rest[rel..]) {
-            Ok(r) if r.starts_batch() => return Ok(true),
-            Ok(r) => rel += r.padded_len,
+            Ok(r) => {
+                let at = from + rel as u64;
+                first_valid.get_or_insert(at);
+                if !seg.header.batch_marks || r.starts_batch() {
+                    return Ok(first_valid);
+                }
+                rel += r.padded_len;
+            }
             Err(_) => rel += align,
         }
     }
-    Ok(false)
-}
-
-/// Whether the damage at `bad` (with a valid record after it) is corruption: always in a
-/// segment without batch marks; in one with them, only when a later batch follows.
-pub(crate) fn damage_is_corruption(seg: &Segment, bad: u64) -> Result<bool, OpenError> {
-    Ok(!seg.header.batch_marks || batch_start_after(seg, bad)?)
+    Ok(None)
 }
 
 /// A segment file whose header did not check out.
@@ -476,20 +455,15 @@ pub(crate) fn recover(
                 });
             }
             if let Some(from) = search_from {
-                if let Some(valid) = find_valid_record_after(seg, from)? {
-                    if damage_is_corruption(seg, from)? {
-                        return Err(OpenError::Corruption {
-                            file: seg.path.clone(),
-                            offset: bad_offset,
-                            reason: format!(
-                                "{reason}; a valid record follows at offset {valid}, so this is \
-                                 not a torn write"
-                            ),
-                        });
-                    }
-                    // The last batch, torn: its records after the hole were never
-                    // acknowledged (its fdatasync did not finish). Cut below.
-                    tracing::warn!(file = %seg.path.display(), offset = from, valid, "records of the torn last batch follow the damage");
+                if let Some(valid) = corruption_after(seg, from)? {
+                    return Err(OpenError::Corruption {
+                        file: seg.path.clone(),
+                        offset: bad_offset,
+                        reason: format!(
+                            "{reason}; a valid record follows at offset {valid}, so this is \
+                             not a torn write"
+                        ),
+                    });
                 }
             }
             // A torn tail.

@@ -9,8 +9,7 @@ use crate::error::{io_ctx, OpenError};
 use crate::format::SEGMENT_HEADER_BYTES;
 use crate::io::{StdVfs, Vfs};
 use crate::recovery::{
-    damage_is_corruption, find_valid_record_after, list_segments, scan_segment, zeros_to_end,
-    ScanEnd, SEGMENTS_DIR,
+    corruption_after, list_segments, scan_segment, zeros_to_end, ScanEnd, SEGMENTS_DIR,
 };
 use crate::segment::{read_up_to, segment_file_name, Segment};
 use crate::store::LOCK_FILE;
@@ -164,15 +163,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             if !last {
                 return Err(corruption(offset, reason));
             }
-            if let Some(valid) = find_valid_record_after(&seg, offset)? {
-                // In a segment with batch marks, valid records after the damage that all
-                // belong to the last batch are that batch torn, not corruption.
-                if damage_is_corruption(&seg, offset)? {
-                    return Err(corruption(
-                        offset,
-                        format!("{reason}; a valid record follows at offset {valid}"),
-                    ));
-                }
+            if let Some(valid) = corruption_after(&seg, offset)? {
+                return Err(corruption(
+                    offset,
+                    format!("{reason}; a valid record follows at offset {valid}"),
+                ));
             }
             report.torn_tail = Some((path.clone(), offset, reason));
         }

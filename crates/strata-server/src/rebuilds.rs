@@ -8,10 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use strata::projection::{ProjectionControl, RebuildProgress};
+use strata::projection::{ProjectionControl, ProjectionError, RebuildProgress};
 use strata_core::limits;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 
 /// Where a rebuild stands.
 #[derive(Debug, Clone)]
@@ -80,13 +80,7 @@ impl Rebuilds {
                 .get(name)
                 .is_some_and(|r| matches!(r.outcome, Outcome::Running))
             {
-                return Err(ApiError::new(
-                    ErrorCode::RebuildInProgress,
-                    format!(
-                        "projection {name} is being rebuilt already; see GET /projections/{name}"
-                    ),
-                )
-                .with("projection", json!(name)));
+                return Err(ProjectionError::RebuildInProgress(name.to_owned()).into());
             }
             if !runs.contains_key(name) && runs.len() >= limits::PROJECTIONS_MAX {
                 return Err(ApiError::internal(

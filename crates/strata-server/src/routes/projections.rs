@@ -170,31 +170,26 @@ async fn operate(
         return Err(unknown(&name));
     };
     tracing::info!(projection = %name, op = op.verb(), by = %who.name, "projection operation");
+    if let Op::Rebuild = op {
+        // Fails fast on an unknown name; the rebuild itself runs in the background and
+        // reports its progress in GET /projections/{name}.
+        control.status(&name).await?;
+        st.rebuilds().start(control, &name)?;
+        let body = one(&st, &name).await?;
+        return Ok((StatusCode::ACCEPTED, json_response(&body)).into_response());
+    }
     // Pause, resume and reset take several steps: each runs in its own task, so a client
     // that goes away does not stop one halfway.
-    let in_task = |op: Op| {
-        let (control, name) = (control.clone(), name.clone());
-        tokio::spawn(async move {
-            match op {
-                Op::Pause => control.pause(&name).await,
-                Op::Resume => control.resume(&name).await,
-                Op::Reset | Op::Rebuild => control.reset(&name).await,
-            }
-        })
-    };
-    match op {
-        Op::Pause | Op::Resume | Op::Reset => in_task(op)
-            .await
-            .map_err(|e| ApiError::internal(format!("projection {}: {e}", op.verb())))??,
-        Op::Rebuild => {
-            // Fails fast on an unknown name; the rebuild itself runs in the background and
-            // reports its progress in GET /projections/{name}.
-            control.status(&name).await?;
-            st.rebuilds().start(control, &name)?;
-            let body = one(&st, &name).await?;
-            return Ok((StatusCode::ACCEPTED, json_response(&body)).into_response());
+    let task_name = name.clone();
+    tokio::spawn(async move {
+        match op {
+            Op::Pause => control.pause(&task_name).await,
+            Op::Resume => control.resume(&task_name).await,
+            Op::Reset | Op::Rebuild => control.reset(&task_name).await,
         }
-    }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("projection {}: {e}", op.verb())))??;
     Ok(json_response(&one(&st, &name).await?))
 }
 
