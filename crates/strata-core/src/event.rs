@@ -99,9 +99,17 @@ impl fmt::Display for ExpectedVersion {
 /// assert_eq!(m.correlation_id(), Some("req-789"));
 /// assert_eq!(m.causation_id(), None);
 /// ```
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Metadata(Map<String, Value>);
+///
+/// Metadata read from a store ([`Metadata::from_bytes`]) is checked at once but turned into a
+/// map only when a key is first looked at: a catch-up over a million events that never looks
+/// at their metadata does not build a million maps.
+#[derive(Clone, Default)]
+pub struct Metadata {
+    /// The object, built on first use when `raw` holds it.
+    map: std::sync::OnceLock<Map<String, Value>>,
+    /// Stored bytes of a non-empty object, checked to be one; `None` once built or edited.
+    raw: Option<Box<[u8]>>,
+}
 
 /// Key of the correlation id in metadata.
 pub const CORRELATION_ID_KEY: &str = "correlationId";
@@ -113,12 +121,15 @@ pub const USER_ID_KEY: &str = "userId";
 impl Metadata {
     /// Empty metadata.
     pub fn new() -> Self {
-        Metadata(Map::new())
+        Metadata::default()
     }
 
     /// Wraps a JSON object.
     pub fn from_map(map: Map<String, Value>) -> Self {
-        Metadata(map)
+        Metadata {
+            map: std::sync::OnceLock::from(map),
+            raw: None,
+        }
     }
 
     /// The correlation id, if set.
@@ -146,42 +157,125 @@ impl Metadata {
         self.with(USER_ID_KEY, Value::String(id.into()))
     }
     /// Sets any key.
-    pub fn with(mut self, key: impl Into<String>, value: Value) -> Self {
-        self.0.insert(key.into(), value);
-        self
+    pub fn with(self, key: impl Into<String>, value: Value) -> Self {
+        let mut map = self.into_map();
+        map.insert(key.into(), value);
+        Metadata::from_map(map)
     }
     /// Reads any key.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
+        self.as_map().get(key)
     }
     fn get_str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
+        self.get(key).and_then(Value::as_str)
     }
     /// The whole object.
     pub fn as_map(&self) -> &Map<String, Value> {
-        &self.0
+        self.map.get_or_init(|| match &self.raw {
+            // Checked by `from_bytes` to be a JSON object, so this parse succeeds.
+            Some(raw) => serde_json::from_slice(raw).unwrap_or_default(),
+            None => Map::new(),
+        })
+    }
+    /// The object, owned.
+    pub fn into_map(mut self) -> Map<String, Value> {
+        self.as_map();
+        self.map.take().unwrap_or_default()
     }
     /// Whether no key is set.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        // Stored bytes are kept only for a non-empty object.
+        self.raw.is_none() && self.as_map().is_empty()
     }
 
-    /// Encodes to bytes as stored: empty metadata is zero bytes, otherwise compact JSON.
+    /// Encodes to bytes as stored: empty metadata is zero bytes, otherwise compact JSON
+    /// (metadata read from a store gives back the bytes it was read from).
     pub fn to_bytes(&self) -> Vec<u8> {
-        if self.0.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&self.0).unwrap_or_default()
+        match &self.raw {
+            Some(raw) => raw.to_vec(),
+            None if self.as_map().is_empty() => Vec::new(),
+            None => serde_json::to_vec(self.as_map()).unwrap_or_default(),
         }
     }
 
-    /// Decodes stored bytes (the inverse of [`Metadata::to_bytes`]).
+    /// Decodes stored bytes (the inverse of [`Metadata::to_bytes`]): zero bytes are empty
+    /// metadata, anything else must be one JSON object. The bytes are checked now; the map is
+    /// built when first used.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        if bytes.is_empty() {
-            Ok(Metadata::new())
-        } else {
-            serde_json::from_slice(bytes).map(Metadata)
+        let body = bytes.trim_ascii();
+        if body.is_empty() {
+            return Ok(Metadata::new());
         }
+        if !body.starts_with(b"{") || nests_deeper_than(body, LAZY_NESTING_MAX) {
+            // Not an object (the map's own parse says why), or nested deep enough that the
+            // map's parse, unlike the check below, could hit its recursion limit: parse now.
+            return serde_json::from_slice::<Map<String, Value>>(bytes).map(Metadata::from_map);
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)?;
+        // An object with nothing but whitespace between its braces is empty.
+        if body[1..].trim_ascii() == b"}" {
+            return Ok(Metadata::new());
+        }
+        Ok(Metadata {
+            map: std::sync::OnceLock::new(),
+            raw: Some(bytes.into()),
+        })
+    }
+}
+
+/// Deepest nesting of metadata whose map is built lazily; well below serde_json's recursion
+/// limit (128), which its parse into a map obeys and its mere check does not.
+const LAZY_NESTING_MAX: usize = 64;
+
+/// Whether the JSON text `bytes` nests arrays and objects deeper than `max` (strings skipped).
+fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_map() == other.as_map()
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Metadata").field(self.as_map()).finish()
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_map().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(Metadata::from_map)
     }
 }
 
@@ -412,5 +506,83 @@ impl AppendResult {
     /// The position of the last event appended.
     pub fn last_position(&self) -> Position {
         self.positions.last().copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eager(bytes: &[u8]) -> Result<Map<String, Value>, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    #[test]
+    fn metadata_from_bytes_matches_an_eager_parse() {
+        for text in [
+            r#"{"correlationId":"req-789","userId":"user-456"}"#,
+            r#"  {"a": [1, {"b": "}\"{"}], "c": null}  "#,
+            r#"{"nested":{"deeper":{"x":1.5e3}}}"#,
+        ] {
+            let m = Metadata::from_bytes(text.as_bytes()).unwrap();
+            assert!(!m.is_empty());
+            assert_eq!(m.as_map(), &eager(text.as_bytes()).unwrap(), "{text}");
+            // Stored bytes come back as they were.
+            assert_eq!(m.to_bytes(), text.as_bytes());
+            assert_eq!(m, Metadata::from_map(eager(text.as_bytes()).unwrap()));
+        }
+        let m = Metadata::from_bytes(br#"{"correlationId":"req-789"}"#).unwrap();
+        assert_eq!(m.correlation_id(), Some("req-789"));
+        let m = m.with_user_id("u");
+        assert_eq!(m.user_id(), Some("u"));
+        assert_eq!(m.correlation_id(), Some("req-789"));
+        assert_eq!(m.to_bytes(), br#"{"correlationId":"req-789","userId":"u"}"#);
+    }
+
+    #[test]
+    fn metadata_from_bytes_rejects_what_is_not_one_object() {
+        for bad in [
+            &b"[1,2]"[..],
+            b"\"text\"",
+            b"{\"a\":1",
+            b"{\"a\":1} {}",
+            b"{\"a\":1} x",
+            b"{'a':1}",
+            b"\xff",
+        ] {
+            assert!(
+                Metadata::from_bytes(bad).is_err(),
+                "{:?} was accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_from_bytes_empty_forms_are_empty() {
+        for empty in [&b""[..], b"  ", b"{}", b" { \n } "] {
+            let m = Metadata::from_bytes(empty).unwrap();
+            assert!(m.is_empty());
+            assert!(m.to_bytes().is_empty());
+            assert_eq!(m, Metadata::new());
+        }
+    }
+
+    #[test]
+    fn metadata_nested_past_the_parse_limit_is_an_error_not_an_empty_map() {
+        let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        // Within serde_json's recursion limit: accepted, and the map is the eager one.
+        let ok = deep(100);
+        let m = Metadata::from_bytes(ok.as_bytes()).unwrap();
+        assert_eq!(m.as_map(), &eager(ok.as_bytes()).unwrap());
+        // Past it: the eager parse's error, as before the map was built lazily.
+        let too_deep = deep(200);
+        assert!(eager(too_deep.as_bytes()).is_err());
+        assert!(Metadata::from_bytes(too_deep.as_bytes()).is_err());
+        // Brackets inside strings do not count.
+        assert!(!nests_deeper_than(
+            format!("{{\"a\":\"{}\"}}", "[".repeat(200)).as_bytes(),
+            LAZY_NESTING_MAX
+        ));
     }
 }

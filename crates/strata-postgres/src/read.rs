@@ -304,6 +304,73 @@ impl ReadYourWrites {
     }
 }
 
+/// Runs `query` and hands each row to `f` as it arrives, so decoding overlaps with the
+/// server producing the rest (and no row outlives its decoding).
+async fn for_each_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    pool: &sqlx::PgPool,
+    mut f: impl FnMut(&PgRow) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    use futures::TryStreamExt;
+    let mut rows = query.fetch(pool);
+    while let Some(row) = rows.try_next().await.map_err(read_error)? {
+        f(&row)?;
+    }
+    Ok(())
+}
+
+/// The watermark columns every `$all` read returns on each row (see `crate::sql`).
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    xmin: i64,
+    hi: Option<i64>,
+    lo: Option<i64>,
+}
+
+/// What one `$all` query returned: the watermark, the cut of an indexed read, the events.
+struct Fetched {
+    head: Option<Head>,
+    cut: Option<i64>,
+    events: Vec<RecordedEvent>,
+}
+
+impl Fetched {
+    /// Runs an `$all` query whose rows are the watermark columns, the cut when `with_cut`,
+    /// then an event's columns (all NULL on the one row of a read that matched nothing).
+    async fn collect<'q>(
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        pool: &sqlx::PgPool,
+        limit: usize,
+        with_cut: bool,
+    ) -> Result<Fetched, ReadError> {
+        let at = if with_cut { 4 } else { 3 };
+        let mut out = Fetched {
+            head: None,
+            cut: None,
+            events: Vec::with_capacity(limit.min(core_limits::READ_PAGE_MAX_EVENTS)),
+        };
+        for_each_row(query, pool, |r| {
+            if out.head.is_none() {
+                out.head = Some(Head {
+                    xmin: r.try_get(0).map_err(read_error)?,
+                    hi: r.try_get(1).map_err(read_error)?,
+                    lo: r.try_get(2).map_err(read_error)?,
+                });
+                if with_cut {
+                    out.cut = r.try_get(3).map_err(read_error)?;
+                }
+            }
+            // The LEFT JOIN yields one row of NULL event columns when no event matched.
+            if !r.try_get_raw(at).map_err(read_error)?.is_null() {
+                out.events.push(event_from_row(r, at)?);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
 impl PostgresStore {
     pub(crate) async fn read_stream_events(
         &self,
@@ -323,15 +390,18 @@ impl PostgresStore {
                 options.from_version.map_or(i64::MAX, to_i64),
             ),
         };
-        let rows = sqlx::query(query)
+        let mut events = Vec::with_capacity(options.limit.min(core_limits::READ_PAGE_MAX_EVENTS));
+        let query = sqlx::query(query)
             .bind(stream.as_str())
             .bind(from)
             .bind(max)
-            .bind(options.limit as i64)
-            .fetch_all(self.pool())
-            .await
-            .map_err(read_error)?;
-        if rows.is_empty() {
+            .bind(options.limit as i64);
+        for_each_row(query, self.pool(), |r| {
+            events.push(event_from_row(r, 0)?);
+            Ok(())
+        })
+        .await?;
+        if events.is_empty() {
             let first: Option<i64> = sqlx::query_scalar(&sql.stream_first)
                 .bind(stream.as_str())
                 .fetch_optional(self.pool())
@@ -341,7 +411,7 @@ impl PostgresStore {
                 return Err(ReadError::StreamNotFound(stream.clone()));
             }
         }
-        rows.iter().map(|r| event_from_row(r, 0)).collect()
+        Ok(events)
     }
 
     /// `read_all`, with read-ahead for forward paging: after a forward read returns a full
@@ -432,16 +502,13 @@ impl PostgresStore {
         };
         let mut ryw = ReadYourWrites::new(self);
         loop {
-            let (rows, start, bound, at) = match (&indexed, options.direction) {
+            let (fetched, start, bound) = match (&indexed, options.direction) {
                 (Some(plan), _) => {
                     let from = options.from.map_or(0, |p| to_i64(p.0));
-                    let rows = self.run_indexed(plan, from, max, &options).await?;
-                    // The cut (column 3), when there is one, ends what this read examined.
-                    let cut: Option<i64> = match rows.first() {
-                        Some(r) => r.try_get(3).map_err(read_error)?,
-                        None => None,
-                    };
-                    (rows, from, cut.map_or(i64::MAX, |c| c.saturating_add(1)), 4)
+                    let fetched = self.run_indexed(plan, from, max, &options).await?;
+                    // The cut, when there is one, ends what this read examined.
+                    let bound = fetched.cut.map_or(i64::MAX, |c| c.saturating_add(1));
+                    (fetched, from, bound)
                 }
                 (None, Direction::Forward) => {
                     let from = options.from.map_or(0, |p| to_i64(p.0));
@@ -451,37 +518,31 @@ impl PostgresStore {
                         i64::MAX
                     };
                     let query = &self.shared().sql.read_all_forward;
-                    let rows = self
+                    let fetched = self
                         .run_read_all(query, from, max, end, &options, filtered, scan)
                         .await?;
-                    (rows, from, end, 3)
+                    (fetched, from, end)
                 }
                 (None, Direction::Backward) => {
                     let from = options.from.map_or(i64::MAX, |p| to_i64(p.0));
                     // The SQL clamps `from` itself.
                     let query = &self.shared().sql.read_all_backward;
-                    let rows = self
+                    let fetched = self
                         .run_read_all(query, from, max, -1, &options, filtered, scan)
                         .await?;
-                    (rows, from, -1, 3)
+                    (fetched, from, -1)
                 }
             };
-            let Some(first) = rows.first() else {
+            let Fetched {
+                head,
+                cut: _,
+                mut events,
+            } = fetched;
+            let Some(Head { xmin, hi, lo }) = head else {
                 return Err(ReadError::Storage(
                     "the $all read returned no row".to_owned(),
                 ));
             };
-            let xmin: i64 = first.try_get(0).map_err(read_error)?;
-            let hi: Option<i64> = first.try_get(1).map_err(read_error)?;
-            let lo: Option<i64> = first.try_get(2).map_err(read_error)?;
-            // The LEFT JOIN yields one row of NULL event columns when no event matched.
-            let mut events = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let empty = r.try_get_raw(at).map_err(read_error)?.is_null();
-                if !empty {
-                    events.push(event_from_row(r, at)?);
-                }
-            }
             // The lateral subquery returns its rows in index order and the one-row outer side
             // keeps it; check rather than pay for a second sort in SQL.
             let in_order = match options.direction {
@@ -522,7 +583,7 @@ impl PostgresStore {
         from: i64,
         max: i64,
         options: &ReadAllOptions,
-    ) -> Result<Vec<PgRow>, ReadError> {
+    ) -> Result<Fetched, ReadError> {
         let sql = &self.shared().sql;
         let query = match (plan.driver, plan.residual) {
             (Driver::Category, false) => &sql.read_all_by_category,
@@ -534,7 +595,7 @@ impl PostgresStore {
         // at least a page), so one call examines about `READ_INDEXED_CHECK_MAX_ROWS` rows.
         let share = core_limits::READ_INDEXED_CHECK_MAX_ROWS / plan.keys.len().max(1);
         let cap = share.max(options.limit).max(1) as i64;
-        sqlx::query(query)
+        let query = sqlx::query(query)
             .bind(from)
             .bind(max)
             .bind(cap)
@@ -542,10 +603,9 @@ impl PostgresStore {
             .bind(&options.filter.categories)
             .bind(options.filter.stream_prefix.as_deref())
             .bind(options.limit as i64)
-            .bind(&plan.keys)
-            .fetch_all(self.pool())
-            .await
-            .map_err(read_error)
+            .bind(&plan.keys);
+        // Columns: xmin, hi, lo, cut, then the event's.
+        Fetched::collect(query, self.pool(), options.limit, true).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -558,24 +618,23 @@ impl PostgresStore {
         options: &ReadAllOptions,
         filtered: bool,
         scan: i64,
-    ) -> Result<Vec<PgRow>, ReadError> {
+    ) -> Result<Fetched, ReadError> {
         let bound = match options.direction {
             Direction::Forward => bound,
             // The backward window's size below the (clamped) start.
             Direction::Backward if filtered => scan,
             Direction::Backward => i64::MAX,
         };
-        sqlx::query(query)
+        let query = sqlx::query(query)
             .bind(start)
             .bind(max)
             .bind(bound)
             .bind(&options.filter.event_types)
             .bind(&options.filter.categories)
             .bind(options.filter.stream_prefix.as_deref())
-            .bind(options.limit as i64)
-            .fetch_all(self.pool())
-            .await
-            .map_err(read_error)
+            .bind(options.limit as i64);
+        // Columns: xmin, hi, lo, then the event's.
+        Fetched::collect(query, self.pool(), options.limit, false).await
     }
 
     pub(crate) async fn head_position(&self) -> Result<Option<Position>, ReadError> {
