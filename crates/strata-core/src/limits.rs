@@ -293,7 +293,7 @@ pub const NOTIFY_MIN_INTERVAL_MS: u64 = 10;
 pub const READ_AHEAD_MAX_EVENTS: usize = SUBSCRIPTION_PAGE_EVENTS;
 
 /// Pages read ahead in one query: one round trip and one watermark per this many pages.
-pub const READ_AHEAD_PAGES: usize = 4;
+pub const READ_AHEAD_PAGES: usize = 8;
 
 /// Read-ahead entries (a chunk being read, or a page of one) kept per store: room for several
 /// catching-up readers; the oldest entry is dropped to make room.

@@ -107,7 +107,11 @@ async fn catchup(url: &str, events: u64) -> Result<(), String> {
             std::hint::black_box(sub.next().await.map_err(|e| e.to_string())?);
             n += 1;
         }
-        let (wall, cpu, pcpu) = (t.elapsed(), cpu_time() - c, postgres_cpu_time() - pc);
+        let (wall, cpu, pcpu) = (
+            t.elapsed(),
+            cpu_time().saturating_sub(c),
+            postgres_cpu_time().saturating_sub(pc),
+        );
         println!(
             "catch-up round {round}: {n} events in {wall:?} ({:.0}/s), client CPU {:.2} µs/event, postgres CPU {:.2} µs/event",
             n as f64 / wall.as_secs_f64(),
@@ -116,6 +120,61 @@ async fn catchup(url: &str, events: u64) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `pg_tune hundred [rounds]`: 8 writers appending 100 events per call (the benchmark's row),
+/// events/s with the CPU time of this process and of PostgreSQL per event.
+async fn hundred(url: &str, rounds: usize) -> Result<(), String> {
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    postgres::reset_schema(&admin, "bench_pg_hundred").await?;
+    let mut options = PgStoreOptions::new(url)
+        .with_schema("bench_pg_hundred")
+        .with_max_connections(20);
+    if let Some(w) = std::env::var("STRATA_BENCH_PG_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options = options.with_append_writers(w);
+    }
+    let store = PostgresStore::connect_with(options)
+        .await
+        .map_err(|e| e.to_string())?;
+    for round in 0..rounds {
+        let lsn = || async {
+            sqlx::query_scalar::<_, i64>("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+                .fetch_one(&admin)
+                .await
+                .unwrap_or(0)
+        };
+        let (c, pc, w) = (cpu_time(), postgres_cpu_time(), lsn().await);
+        let before = store.append_stats();
+        let row = postgres::strata_rows(&store, 8, 100, 3.0, &format!("h{round}")).await?;
+        let (cpu, pcpu) = (
+            cpu_time().saturating_sub(c),
+            postgres_cpu_time().saturating_sub(pc),
+        );
+        let events = row.appends * 100;
+        let after = store.append_stats();
+        println!(
+            "  WAL bytes/event: {}; transactions {}, appends {}",
+            (lsn().await - w) / events.max(1) as i64,
+            after.0 - before.0,
+            after.1 - before.1
+        );
+        println!(
+            "100-event appends round {round}: {:.0} events/s, p50 {} µs, p99 {} µs, client CPU {:.2} µs/event, postgres CPU {:.2} µs/event",
+            events as f64 / row.elapsed.as_secs_f64(),
+            row.latency_us_p50,
+            row.latency_us_p99,
+            cpu.as_secs_f64() * 1e6 / events as f64,
+            pcpu.as_secs_f64() * 1e6 / events as f64
+        );
+    }
+    postgres::reset_schema(&admin, "bench_pg_hundred").await
 }
 
 #[tokio::main]
@@ -129,6 +188,10 @@ async fn main() -> Result<(), String> {
             .and_then(|a| a.parse().ok())
             .unwrap_or(1_000_000);
         return catchup(&url, events).await;
+    }
+    if args.first().map(String::as_str) == Some("hundred") {
+        let rounds = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+        return hundred(&url, rounds).await;
     }
     let arg = |i: usize, d: f64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let writers = arg(0, 16.0) as usize;
