@@ -37,8 +37,11 @@ pub(crate) struct Segments {
     list: RwLock<Vec<Arc<Segment>>>,
 }
 
-/// Reading a record larger than this issues a second read.
+/// Bytes read from a record's start before its length is known: the first record of a read.
 const FIRST_READ_BYTES: usize = 512;
+/// Most bytes read from a record's start once earlier records of the same read have shown
+/// their lengths (a larger record takes a second read).
+const FIRST_READ_MAX_BYTES: usize = 4096;
 /// Records closer together than this are fetched in one read.
 const COALESCE_GAP_BYTES: u64 = 8 * 1024;
 /// Largest single read when coalescing.
@@ -150,6 +153,10 @@ impl Segments {
             (0..items.len()).map(|_| None).collect()
         };
         let mut window: Vec<u8> = Vec::new();
+        // Bytes to read from a record's start: the longest record seen so far in this read
+        // (a stream's events are mostly alike), so each read copies little past its record.
+        let mut tail = FIRST_READ_BYTES;
+        let mut longest = 0usize;
         let mut seg: Option<Arc<Segment>> = None;
         let mut k = 0;
         while k < order.len() {
@@ -180,7 +187,7 @@ impl Segments {
                 end_k += 1;
             }
             let last_off = loc_offset(items[order[end_k - 1]].1);
-            let window_len = (last_off - start) as usize + FIRST_READ_BYTES;
+            let window_len = (last_off - start) as usize + tail;
             if window.len() < window_len {
                 window.resize(window_len, 0);
             }
@@ -191,7 +198,7 @@ impl Segments {
                 let (position, l) = items[i];
                 let off = loc_offset(l);
                 let rel = ((off - start) as usize).min(filled.len());
-                let event = match decode_at(seg, &filled[rel..], off, position) {
+                let (event, len) = match decode_at(seg, &filled[rel..], off, position) {
                     Ok(e) => e,
                     Err(Needed(needed)) => {
                         let mut buf = vec![0u8; needed];
@@ -208,6 +215,10 @@ impl Segments {
                         }
                     }
                 }?;
+                if len > longest {
+                    longest = len;
+                    tail = len.next_multiple_of(64).min(FIRST_READ_MAX_BYTES);
+                }
                 if in_file_order {
                     decoded.push(event);
                 } else {
@@ -229,19 +240,22 @@ impl Segments {
 
 struct Needed(usize);
 
+/// The event of the record at the start of `bytes` and the bytes it occupies.
 fn decode_at(
     seg: &Segment,
     bytes: &[u8],
     offset: u64,
     position: u64,
-) -> Result<Result<RecordedEvent, ReadError>, Needed> {
+) -> Result<Result<(RecordedEvent, usize), ReadError>, Needed> {
     let corruption = |reason: String| ReadError::Corruption {
         file: seg.path.display().to_string(),
         offset,
         reason,
     };
     match decode_record(seg.header.salt, bytes) {
-        Ok(r) if r.position == position => Ok(r.to_event().map_err(corruption)),
+        Ok(r) if r.position == position => {
+            Ok(r.to_event().map(|e| (e, r.padded_len)).map_err(corruption))
+        }
         Ok(r) => Ok(Err(corruption(format!(
             "record holds position {} where the index expects {position}",
             r.position

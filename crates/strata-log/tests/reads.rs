@@ -82,3 +82,54 @@ async fn long_reads_return_every_event_in_order_across_segments() {
         .enumerate()
         .all(|(i, e)| n_of(e) == (total - 1 - i) as u64));
 }
+
+/// A read learns how long its records are and reads about that much from each next one; a
+/// record longer than any before it (past the first read's size, past the largest size read
+/// at once) is still read whole, in either direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scattered_records_of_growing_and_shrinking_sizes_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    let target = StreamId::new("target-1").unwrap();
+    let other = StreamId::new("other-1").unwrap();
+    // Sizes around the boundaries: tiny, just under/over 512, ~4 KiB, 20 KiB, then tiny again.
+    let sizes = [
+        1usize, 10, 400, 600, 10, 3_900, 4_200, 5, 20_000, 8, 450, 700, 30_000, 2,
+    ];
+    let filler = "f".repeat(9 * 1024);
+    for (n, &size) in sizes.iter().enumerate() {
+        let e = EventData::json(
+            "Sized",
+            &serde_json::json!({ "n": n, "pad": "p".repeat(size) }),
+        )
+        .unwrap();
+        store
+            .append(&target, ExpectedVersion::Any, vec![e])
+            .await
+            .unwrap();
+        // Another stream's large record in between, so the target's records lie apart.
+        let f = EventData::json("Filler", &serde_json::json!({ "pad": filler })).unwrap();
+        store
+            .append(&other, ExpectedVersion::Any, vec![f])
+            .await
+            .unwrap();
+    }
+    let check = |events: Vec<strata_core::RecordedEvent>, order: Vec<usize>| {
+        assert_eq!(events.len(), sizes.len());
+        for (e, n) in events.iter().zip(order) {
+            let body = e.data_json().unwrap();
+            assert_eq!(body["n"].as_u64(), Some(n as u64));
+            assert_eq!(body["pad"].as_str().map(str::len), Some(sizes[n]));
+        }
+    };
+    let forward = store
+        .read_stream(&target, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    check(forward, (0..sizes.len()).collect());
+    let backward = store
+        .read_stream(&target, ReadStreamOptions::backward())
+        .await
+        .unwrap();
+    check(backward, (0..sizes.len()).rev().collect());
+}

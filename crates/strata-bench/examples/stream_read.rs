@@ -1,0 +1,65 @@
+//! Times reading one stream of 10,000 events among 1,000,000 on the embedded store, many
+//! times, on a store kept between runs (for working on the read path):
+//!
+//! ```text
+//! cargo run --release -p strata-bench --example stream_read -- [dir] [reads]
+//! ```
+//!
+//! The store is filled once, the benchmark's shape: every 100th event is the target stream's.
+
+use std::time::Instant;
+
+use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
+use strata_log::LogStore;
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args
+        .first()
+        .map_or("/tmp/strata-stream-read", String::as_str);
+    let reads: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let store = LogStore::open(dir).map_err(|e| e.to_string())?;
+    let target = StreamId::new("target-1").map_err(|e| e.to_string())?;
+    if store.head().await.map_err(|e| e.to_string())?.is_none() {
+        for r in 0..10_000u64 {
+            let other = StreamId::new(format!("account-{r}")).map_err(|e| e.to_string())?;
+            let event = |i: u64| {
+                EventData::json(
+                    "MoneyDeposited",
+                    &serde_json::json!({"amount": i, "pad": "x".repeat(20)}),
+                )
+                .map_err(|e| e.to_string())
+            };
+            let batch = (0..99)
+                .map(|i| event(r * 100 + i))
+                .collect::<Result<_, _>>()?;
+            store
+                .append(&other, ExpectedVersion::Any, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .append(&target, ExpectedVersion::Any, vec![event(r)?])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let mut times = Vec::new();
+    for _ in 0..reads {
+        let t = Instant::now();
+        let events = store
+            .read_stream(&target, ReadStreamOptions::forward().limit(10_000))
+            .await
+            .map_err(|e| e.to_string())?;
+        times.push(t.elapsed());
+        assert_eq!(events.len(), 10_000);
+    }
+    times.sort();
+    println!(
+        "read one stream of 10,000 among 1,000,000, {reads} reads: min {:?} median {:?} p90 {:?}",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() * 9 / 10]
+    );
+    Ok(())
+}
