@@ -260,6 +260,11 @@ const _: () = assert!(AGGREGATE_CACHE_ENTRIES_DEFAULT <= AGGREGATE_CACHE_ENTRIES
 /// identifiers are at most 63 bytes.
 pub const SCHEMA_NAME_MAX_BYTES: usize = 48;
 
+/// Longest a PostgreSQL batch task waits, after answering a batch of several appends, for as
+/// many appends to be queued before it takes the next batch (see `strata-postgres`'s append
+/// queue). The timer's resolution is a millisecond, so this is at most about one.
+pub const PG_APPEND_LINGER_US: u64 = 500;
+
 /// Most appends grouped into one transaction. Large enough that 16+ concurrent writers share a
 /// commit; small enough that one failed batch (retried append by append) costs little.
 pub const APPEND_BATCH_MAX_APPENDS: usize = 64;
