@@ -89,11 +89,18 @@ async fn metadata_flows_from_the_command_to_every_event<S: Backend>(store: S) {
             None,
             "version 1 is implicit"
         );
+        // Derived from the command id (so a retry gives the same ids), and time-ordered like
+        // it: a UUIDv7 with the command's timestamp.
         assert_eq!(
             e.event_id,
-            Uuid::new_v5(&command_id, &(i as u64).to_le_bytes())
+            strata::CommandContext::new()
+                .command_id(command_id)
+                .event_id(i)
         );
+        assert_eq!(e.event_id.get_version_num(), 7);
+        assert_eq!(e.event_id.as_bytes()[..6], command_id.as_bytes()[..6]);
     }
+    assert_ne!(raw[0].event_id, raw[1].event_id);
 
     // Without a correlation id, the command starts a conversation: correlation = command id.
     let done = repo.execute("n", TallyCommand::Add(1)).await.unwrap();
