@@ -335,15 +335,14 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
         let store = LogStore::open(dir.join("in-process")).map_err(|e| e.to_string())?;
         append_bench(&store, 64, 1, secs).await?
     };
+    let mut served: Option<Arc<LogStore>> = None;
     let (url, token, server_task, label) = match target {
         Target::Server { url, token } => (url.clone(), token, None, url),
         Target::InProcess => {
-            let store = LogStore::open(dir.join("served")).map_err(|e| e.to_string())?;
-            let state = strata_server::AppState::new(
-                Arc::new(store),
-                strata_server::ServerConfig::default(),
-            )
-            .map_err(|e| e.join("; "))?;
+            let store = Arc::new(LogStore::open(dir.join("served")).map_err(|e| e.to_string())?);
+            served = Some(store.clone());
+            let state = strata_server::AppState::new(store, strata_server::ServerConfig::default())
+                .map_err(|e| e.join("; "))?;
             let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -371,6 +370,15 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
     if let Some((stop, task)) = server_task {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    if let Some(store) = served {
+        // Close the served store here, before the caller removes its directory: wait (a
+        // little) for the server's last tasks to let go of it, then let it write its index.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     }
     Ok(HttpBenchReport {
         server: label,
