@@ -16,7 +16,8 @@
 //!   `docs/guarantees.md`, "PostgreSQL ordering".
 //! - **Group commit.** At most [`PgStoreOptions::append_writers`] append transactions run at
 //!   once; appends arriving meanwhile share the next one (each still checked and answered on
-//!   its own). A lone append is one prepared statement.
+//!   its own), and after a batch of several a task lingers briefly for the appenders it just
+//!   answered. A lone append is one prepared statement.
 //! - **Appends inside your transaction.** [`PostgresStore::append_in_transaction`] appends as
 //!   the first write of a caller's transaction, so the caller's other writes (a read model, an
 //!   outbox) commit or roll back with the events; the ordering guarantee still holds (see
