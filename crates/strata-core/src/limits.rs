@@ -67,6 +67,9 @@ pub const READ_SCAN_MAX_EVENTS: usize = 100_000;
 /// smaller bound.
 pub const READ_INDEXED_CHECK_MAX_ROWS: usize = 20_000;
 
+// Every key of a filter gets a share of at least a few hundred rows.
+const _: () = assert!(READ_INDEXED_CHECK_MAX_ROWS / FILTER_MAX_TERMS >= 256);
+
 const _: () = assert!(READ_SCAN_MAX_EVENTS >= READ_PAGE_MAX_EVENTS);
 const _: () = assert!(READ_INDEXED_CHECK_MAX_ROWS >= READ_PAGE_MAX_EVENTS);
 
@@ -104,6 +107,12 @@ pub const READ_PARALLEL_MIN_EVENTS: usize = 2_048;
 
 /// Most threads one read is split across (and never more than the machine's cores).
 pub const READ_PARALLEL_MAX_THREADS: usize = 4;
+
+/// Most threads reading split reads at once, over all the reads of a process: a read that
+/// finds fewer free is split across those, or read on its caller's thread when none is.
+pub const READ_PARALLEL_THREADS_TOTAL_MAX: usize = 8;
+
+const _: () = assert!(READ_PARALLEL_MAX_THREADS <= READ_PARALLEL_THREADS_TOTAL_MAX);
 
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use strata_core::limits::{READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS};
+use strata_core::limits::{
+    READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS, READ_PARALLEL_THREADS_TOTAL_MAX,
+};
 use strata_core::{ReadError, RecordedEvent};
 
 use crate::format::{decode_record, DecodeError, SegmentHeader};
@@ -96,7 +98,10 @@ impl Segments {
         if threads < 2 || !scattered() {
             return self.read_events_serial(items);
         }
-        let part = items.len().div_ceil(threads);
+        let Some(reserved) = ReadThreads::reserve(threads) else {
+            return self.read_events_serial(items);
+        };
+        let part = items.len().div_ceil(reserved.count);
         let parts: Vec<Result<Vec<RecordedEvent>, ReadError>> = std::thread::scope(|scope| {
             // A part whose thread cannot be started is read on this one.
             let handles: Vec<_> = items
@@ -118,6 +123,7 @@ impl Segments {
                 })
                 .collect()
         });
+        drop(reserved);
         // The first part's vector takes the rest (growing a large vector remaps it, no copy).
         let mut parts = parts.into_iter();
         let mut out = parts.next().unwrap_or_else(|| Ok(Vec::new()))?;
@@ -238,6 +244,37 @@ impl Segments {
     }
 }
 
+/// Threads taken from the process-wide [`READ_PARALLEL_THREADS_TOTAL_MAX`], given back on drop.
+struct ReadThreads {
+    count: usize,
+}
+
+/// Read threads running now, over every store of the process.
+static READ_THREADS_RUNNING: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+impl ReadThreads {
+    /// Up to `wanted` threads; `None` when fewer than two are free (then splitting is not
+    /// worth it).
+    fn reserve(wanted: usize) -> Option<ReadThreads> {
+        use std::sync::atomic::Ordering;
+        let mut count = 0;
+        READ_THREADS_RUNNING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                count = wanted.min(READ_PARALLEL_THREADS_TOTAL_MAX.saturating_sub(running));
+                (count >= 2).then_some(running + count)
+            })
+            .ok()?;
+        Some(ReadThreads { count })
+    }
+}
+
+impl Drop for ReadThreads {
+    fn drop(&mut self) {
+        READ_THREADS_RUNNING.fetch_sub(self.count, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 struct Needed(usize);
 
 /// The event of the record at the start of `bytes` and the bytes it occupies.
@@ -285,4 +322,28 @@ pub(crate) fn read_up_to(
 
 fn io_err(path: &Path, offset: u64, e: std::io::Error) -> ReadError {
     ReadError::Storage(format!("reading {} at {offset}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_threads_are_bounded_over_all_reads() {
+        // Other tests may be reading: count from what is running now.
+        let mut held = Vec::new();
+        while let Some(r) = ReadThreads::reserve(READ_PARALLEL_MAX_THREADS) {
+            assert!(r.count >= 2 && r.count <= READ_PARALLEL_MAX_THREADS);
+            held.push(r);
+        }
+        let total: usize = held.iter().map(|r| r.count).sum();
+        assert!(total <= READ_PARALLEL_THREADS_TOTAL_MAX);
+        assert!(
+            READ_THREADS_RUNNING.load(std::sync::atomic::Ordering::Acquire)
+                > READ_PARALLEL_THREADS_TOTAL_MAX - 2
+        );
+        drop(held);
+        // Given back: a read can be split again.
+        assert!(ReadThreads::reserve(2).is_some());
+    }
 }

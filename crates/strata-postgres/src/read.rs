@@ -591,10 +591,11 @@ impl PostgresStore {
             (Driver::EventType, false) => &sql.read_all_by_type,
             (Driver::EventType, true) => &sql.read_all_by_type_filtered,
         };
-        // With a residual filter each key examines at most its share of the scan bound (but
-        // at least a page), so one call examines about `READ_INDEXED_CHECK_MAX_ROWS` rows.
+        // With a residual filter each key examines at most its share of the scan bound, so
+        // one call examines at most `READ_INDEXED_CHECK_MAX_ROWS` rows (a key whose share ends
+        // before a page's worth of matches sets the cut, and the next read goes on from it).
         let share = core_limits::READ_INDEXED_CHECK_MAX_ROWS / plan.keys.len().max(1);
-        let cap = share.max(options.limit).max(1) as i64;
+        let cap = share.max(1) as i64;
         let query = sqlx::query(query)
             .bind(from)
             .bind(max)
