@@ -478,6 +478,13 @@ pub(crate) async fn fail<R: Runner>(runner: &R, entry: &RunnerEntry<R>, error: P
         },
     };
     tracing::error!(projection = %entry.name, error = %error, "projection failed");
+    // Published before it is stored: a resume that sees it stops this task, which ends only
+    // after the failure is stored, so the resume's clearing of the stored failure comes
+    // after it. (Stored first, a resume in between would clear nothing and then find the
+    // failure published after it.)
+    entry
+        .progress
+        .send_modify(|p| p.failed = Some(error.clone()));
     if let ProjectionError::Failed {
         position,
         event_id,
@@ -492,7 +499,6 @@ pub(crate) async fn fail<R: Runner>(runner: &R, entry: &RunnerEntry<R>, error: P
             tracing::error!(projection = %entry.name, error = %e, "could not record the failure");
         }
     }
-    entry.progress.send_modify(|p| p.failed = Some(error));
 }
 
 /// Applies the serving copy up to `target` (or the end of the log), holding the apply lock.

@@ -472,7 +472,8 @@ impl PgProjections {
         let entry = self.entry(name)?;
         let claim = entry.claim_rebuild()?;
         let result = self.rebuild_inner(&entry, &mut on_progress).await;
-        drop(claim);
+        // The scratch schema of a failed rebuild is dropped while the claim is still held: a
+        // rebuild that starts right after must not have its fresh schema dropped under it.
         if result.is_err() {
             let _ = self
                 .models
@@ -486,6 +487,7 @@ impl PgProjections {
                 )
                 .await;
         }
+        drop(claim);
         result
     }
 
