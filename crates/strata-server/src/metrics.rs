@@ -154,7 +154,9 @@ impl Metrics {
                 "strata_append_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
             );
         }
-        let count = g(&self.latency_count);
+        // An observation counts in its bucket before it counts in the total, so a scrape in
+        // between would see the buckets ahead of `+Inf`; the total is never below them.
+        let count = g(&self.latency_count).max(cumulative);
         let _ = writeln!(
             o,
             "strata_append_duration_seconds_bucket{{le=\"+Inf\"}} {count}\nstrata_append_duration_seconds_sum {}\nstrata_append_duration_seconds_count {count}",
