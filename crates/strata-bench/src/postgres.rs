@@ -667,21 +667,7 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
 
     let mut catch_up_runs = Vec::new();
     for _ in 0..scale.append_rounds() {
-        let t = Instant::now();
-        let mut sub = store
-            .subscribe(
-                SubscriptionTarget::All(Default::default()),
-                SubscribeFrom::Start,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut seen = 0u64;
-        while seen < total {
-            let e = sub.next().await.map_err(|e| e.to_string())?;
-            std::hint::black_box(&e);
-            seen += 1;
-        }
-        catch_up_runs.push(t.elapsed());
+        catch_up_runs.push(catch_up(&store, total).await?);
     }
     let mut sorted = catch_up_runs.clone();
     sorted.sort();
@@ -763,6 +749,22 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
         filtered_type,
         list_categories,
     })
+}
+
+/// How long a catch-up subscription over `$all` takes to deliver its first `events` events.
+pub async fn catch_up(store: &PostgresStore, events: u64) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut sub = store
+        .subscribe(
+            SubscriptionTarget::All(Default::default()),
+            SubscribeFrom::Start,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for _ in 0..events {
+        std::hint::black_box(sub.next().await.map_err(|e| e.to_string())?);
+    }
+    Ok(t.elapsed())
 }
 
 /// Reads `$all` with `filter` from the start to the end in pages of [`FILTER_PAGE`] events.

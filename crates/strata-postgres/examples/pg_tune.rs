@@ -59,9 +59,7 @@ fn postgres_cpu_time() -> std::time::Duration {
 /// `pg_tune catchup [events]`: loads a store once (schema bench_pg_catchup, kept) and times
 /// catch-up subscriptions over it, wall time and this process's CPU time.
 async fn catchup(url: &str, events: u64) -> Result<(), String> {
-    use strata_core::{
-        EventData, EventStore, ExpectedVersion, StreamId, SubscribeFrom, SubscriptionTarget,
-    };
+    use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
     let store =
         PostgresStore::connect_with(PgStoreOptions::new(url).with_schema("bench_pg_catchup"))
             .await
@@ -94,21 +92,10 @@ async fn catchup(url: &str, events: u64) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     for round in 0..3 {
-        let (t, c, pc) = (std::time::Instant::now(), cpu_time(), postgres_cpu_time());
-        let mut sub = store
-            .subscribe(
-                SubscriptionTarget::All(Default::default()),
-                SubscribeFrom::Start,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut n = 0u64;
-        while n < events {
-            std::hint::black_box(sub.next().await.map_err(|e| e.to_string())?);
-            n += 1;
-        }
-        let (wall, cpu, pcpu) = (
-            t.elapsed(),
+        let (c, pc) = (cpu_time(), postgres_cpu_time());
+        let wall = postgres::catch_up(&store, events).await?;
+        let n = events;
+        let (cpu, pcpu) = (
             cpu_time().saturating_sub(c),
             postgres_cpu_time().saturating_sub(pc),
         );
