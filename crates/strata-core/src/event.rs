@@ -107,7 +107,8 @@ impl fmt::Display for ExpectedVersion {
 pub struct Metadata {
     /// The object, built on first use when `raw` holds it.
     map: std::sync::OnceLock<Map<String, Value>>,
-    /// Stored bytes of a non-empty object, checked to be one; `None` once built or edited.
+    /// Stored bytes of a non-empty object, checked to parse into one (see `from_bytes`);
+    /// `None` for metadata built or edited through the API. Kept once the map is built.
     raw: Option<Box<[u8]>>,
 }
 
@@ -172,7 +173,7 @@ impl Metadata {
     /// The whole object.
     pub fn as_map(&self) -> &Map<String, Value> {
         self.map.get_or_init(|| match &self.raw {
-            // Checked by `from_bytes` to be a JSON object, so this parse succeeds.
+            // `from_bytes` checked that these bytes parse into a map, so this parse succeeds.
             Some(raw) => serde_json::from_slice(raw).unwrap_or_default(),
             None => Map::new(),
         })
@@ -199,19 +200,19 @@ impl Metadata {
     }
 
     /// Decodes stored bytes (the inverse of [`Metadata::to_bytes`]): zero bytes are empty
-    /// metadata, anything else must be one JSON object. The bytes are checked now; the map is
-    /// built when first used.
+    /// metadata, anything else must be one JSON object. The bytes are checked now, exactly as
+    /// strictly as parsing them into a map would (UTF-8, escapes, number range, nesting); the
+    /// map is built when first used.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         let body = bytes.trim_ascii();
         if body.is_empty() {
             return Ok(Metadata::new());
         }
-        if !body.starts_with(b"{") || nests_deeper_than(body, LAZY_NESTING_MAX) {
-            // Not an object (the map's own parse says why), or nested deep enough that the
-            // map's parse, unlike the check below, could hit its recursion limit: parse now.
+        if !body.starts_with(b"{") {
+            // Not an object: the map's own parse says why.
             return serde_json::from_slice::<Map<String, Value>>(bytes).map(Metadata::from_map);
         }
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)?;
+        serde_json::from_slice::<Checked>(bytes)?;
         // An object with nothing but whitespace between its braces is empty.
         if body[1..].trim_ascii() == b"}" {
             return Ok(Metadata::new());
@@ -223,41 +224,53 @@ impl Metadata {
     }
 }
 
-/// Deepest nesting of metadata whose map is built lazily; well below serde_json's recursion
-/// limit (128), which its parse into a map obeys and its mere check does not.
-const LAZY_NESTING_MAX: usize = 64;
+/// JSON read the way parsing it into a `serde_json::Value` reads it (every string decoded,
+/// every number converted, the same recursion limit) with nothing built: what parses as
+/// `Checked` parses as a `Value`.
+struct Checked;
 
-/// Whether the JSON text `bytes` nests arrays and objects deeper than `max` (strings skipped).
-fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
-    // Nesting needs an opening bracket per level: few brackets in all settle it at once (a
-    // count the compiler vectorises; the walk below is byte by byte).
-    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= max {
-        return false;
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
     }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
     }
-    false
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
 }
 
 impl PartialEq for Metadata {
@@ -585,9 +598,33 @@ mod tests {
         assert!(eager(too_deep.as_bytes()).is_err());
         assert!(Metadata::from_bytes(too_deep.as_bytes()).is_err());
         // Brackets inside strings do not count.
-        assert!(!nests_deeper_than(
-            format!("{{\"a\":\"{}\"}}", "[".repeat(200)).as_bytes(),
-            LAZY_NESTING_MAX
-        ));
+        let in_string = format!("{{\"a\":\"{}\"}}", "[".repeat(200));
+        assert!(Metadata::from_bytes(in_string.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn metadata_from_bytes_rejects_what_a_map_parse_rejects() {
+        for bad in [
+            // A lone surrogate escape, an invalid UTF-8 byte inside a string, numbers out of
+            // range, a bad escape: each shows only when the string or number is decoded.
+            &br#"{"a":"\ud800","b":1}"#[..],
+            b"{\"a\":\"\xff\",\"b\":1}",
+            br#"{"a":1e400,"b":1}"#,
+            br#"{"a":-1e400}"#,
+            br#"{"a":"\q"}"#,
+            br#"{"k\ud800":1}"#,
+        ] {
+            assert!(eager(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Metadata::from_bytes(bad).is_err(),
+                "{:?} was accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // What a map parse accepts is accepted, and reads the same.
+        let fine =
+            br#"{"a":"\u00e9\ud83d\ude00","big":123456789012345678901234567890,"n":-0.5e-3}"#;
+        let m = Metadata::from_bytes(fine).unwrap();
+        assert_eq!(m.as_map(), &eager(fine).unwrap());
     }
 }
