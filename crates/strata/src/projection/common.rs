@@ -147,14 +147,23 @@ impl<P: ?Sized, C> Entry<P, C> {
         }
     }
 
-    /// Clears a failure before a resume. A failed projection's task ends right after it
-    /// publishes the failure; it is waited for here, so that a resume that comes quickly
-    /// does not find it still running and start no task.
-    pub async fn clear_failure(&self) {
+    /// Clears a failure before a resume, with `clear_stored` clearing the stored one.
+    ///
+    /// A projection fails (stores the failure, then publishes it) with the apply lock held,
+    /// and so is this done: a failure is cleared whole or not begun, never half stored. A
+    /// failed task ends right after failing without the lock; it is waited for here, so that
+    /// a resume that comes quickly does not find it still running and start no task.
+    pub async fn clear_failure(
+        &self,
+        clear_stored: impl std::future::Future<Output = Result<(), ProjectionError>>,
+    ) -> Result<(), ProjectionError> {
+        let _guard = self.apply_lock.lock().await;
         if self.progress.borrow().failed.is_some() {
             self.stop_task().await;
         }
+        clear_stored.await?;
         self.progress.send_modify(|p| p.failed = None);
+        Ok(())
     }
 
     /// Waits until it has passed `position`; see [`super::Projections::wait_for`].
@@ -467,6 +476,7 @@ pub(crate) trait Runner: Clone + Send + Sync + 'static {
 pub(crate) type RunnerEntry<R> = Entry<<R as Runner>::Projection, <R as Runner>::Conn>;
 
 /// Stops the projection as failed with `error`: stored, logged and published to its waiters.
+/// Called with the apply lock held (see [`Entry::clear_failure`]).
 pub(crate) async fn fail<R: Runner>(runner: &R, entry: &RunnerEntry<R>, error: ProjectionError) {
     let error = match error {
         e @ ProjectionError::Failed { .. } => e,
@@ -478,13 +488,6 @@ pub(crate) async fn fail<R: Runner>(runner: &R, entry: &RunnerEntry<R>, error: P
         },
     };
     tracing::error!(projection = %entry.name, error = %error, "projection failed");
-    // Published before it is stored: a resume that sees it stops this task, which ends only
-    // after the failure is stored, so the resume's clearing of the stored failure comes
-    // after it. (Stored first, a resume in between would clear nothing and then find the
-    // failure published after it.)
-    entry
-        .progress
-        .send_modify(|p| p.failed = Some(error.clone()));
     if let ProjectionError::Failed {
         position,
         event_id,
@@ -499,6 +502,7 @@ pub(crate) async fn fail<R: Runner>(runner: &R, entry: &RunnerEntry<R>, error: P
             tracing::error!(projection = %entry.name, error = %e, "could not record the failure");
         }
     }
+    entry.progress.send_modify(|p| p.failed = Some(error));
 }
 
 /// Applies the serving copy up to `target` (or the end of the log), holding the apply lock.
@@ -588,12 +592,12 @@ async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::
         // Seen before reading, so an append that lands after the read wakes the wait.
         changes.borrow_and_update();
         let before = entry.progress.borrow().through;
-        let outcome = {
-            let _guard = entry.apply_lock.lock().await;
-            runner.step_live(entry).await
-        };
+        // Held through `fail` when the step fails for good (see `Entry::clear_failure`).
+        let guard = entry.apply_lock.lock().await;
+        let outcome = runner.step_live(entry).await;
         match outcome {
             Ok(o) => {
+                drop(guard);
                 transient_failures = 0;
                 entry.publish(o.checkpoint);
                 // Nothing new though not at the end (a backend holding `$all` back): wait
@@ -606,13 +610,13 @@ async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::
                     }
                 }
             }
-            Err(e @ ProjectionError::Failed { .. }) => {
-                fail(runner, entry, e).await;
-                return;
-            }
             // The store or the read-model database failed (not the handler): retry with
             // backoff, then stop as failed.
-            Err(e) if transient_failures < limits::PROJECTION_HANDLER_RETRIES => {
+            Err(e)
+                if !matches!(e, ProjectionError::Failed { .. })
+                    && transient_failures < limits::PROJECTION_HANDLER_RETRIES =>
+            {
+                drop(guard);
                 transient_failures += 1;
                 tracing::warn!(projection = %entry.name, error = %e, "projection step failed; retrying");
                 let backoff = limits::PROJECTION_RETRY_BACKOFF_MS_INITIAL << transient_failures;
@@ -621,6 +625,7 @@ async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::
                 ))
                 .await;
             }
+            // A handler failed, or retries ran out.
             Err(e) => {
                 fail(runner, entry, e).await;
                 return;

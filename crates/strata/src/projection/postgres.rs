@@ -407,15 +407,18 @@ impl PgProjections {
     /// Runs a paused or failed projection again from its checkpoint.
     pub async fn resume(&self, name: &str) -> Result<(), ProjectionError> {
         let entry = self.entry(name)?;
-        sqlx::query(
-            "UPDATE strata_projections SET status = 'running', last_error = NULL,
-                    error_position = NULL, error_event_id = NULL WHERE name = $1",
-        )
-        .bind(name)
-        .execute(&self.models.pool)
-        .await
-        .map_err(db)?;
-        entry.clear_failure().await;
+        let clear_stored = async {
+            sqlx::query(
+                "UPDATE strata_projections SET status = 'running', last_error = NULL,
+                        error_position = NULL, error_event_id = NULL WHERE name = $1",
+            )
+            .bind(name)
+            .execute(&self.models.pool)
+            .await
+            .map(drop)
+            .map_err(db)
+        };
+        entry.clear_failure(clear_stored).await?;
         entry.set_paused(false);
         match entry.mode {
             ProjectionMode::Inline => common::catch_up(self, &entry, None).await,

@@ -302,12 +302,12 @@ impl Projections {
     /// event it failed on, so fix the handler first).
     pub async fn resume(&self, name: &str) -> Result<(), ProjectionError> {
         let entry = self.entry(name)?;
-        Self::with_conn(&entry, |c, p| {
-            sqlite::clear_error(c, p.name())?;
-            sqlite::set_status(c, p.name(), "running")
-        })
-        .await?;
-        entry.clear_failure().await;
+        entry
+            .clear_failure(Self::with_conn(&entry, |c, p| {
+                sqlite::clear_error(c, p.name())?;
+                sqlite::set_status(c, p.name(), "running")
+            }))
+            .await?;
         entry.set_paused(false);
         match entry.mode {
             ProjectionMode::Async => common::start_task(self, &entry),
