@@ -306,6 +306,10 @@ pub const NOTIFY_MIN_INTERVAL_MS: u64 = 10;
 /// reading the next page with delivering the current one.
 pub const READ_AHEAD_MAX_EVENTS: usize = SUBSCRIPTION_PAGE_EVENTS;
 
+/// Most events a read reserves room for before its rows arrive (the vector grows past it):
+/// a poll at the head that finds nothing does not allocate a whole page.
+pub const READ_RESERVE_EVENTS: usize = 256;
+
 /// Pages read ahead in one query: one round trip and one watermark per this many pages.
 pub const READ_AHEAD_PAGES: usize = 8;
 

@@ -347,7 +347,7 @@ impl Fetched {
         let mut out = Fetched {
             head: None,
             cut: None,
-            events: Vec::with_capacity(limit.min(core_limits::READ_PAGE_MAX_EVENTS)),
+            events: Vec::with_capacity(limit.min(limits::READ_RESERVE_EVENTS)),
         };
         for_each_row(query, pool, |r| {
             if out.head.is_none() {
@@ -390,7 +390,7 @@ impl PostgresStore {
                 options.from_version.map_or(i64::MAX, to_i64),
             ),
         };
-        let mut events = Vec::with_capacity(options.limit.min(core_limits::READ_PAGE_MAX_EVENTS));
+        let mut events = Vec::with_capacity(options.limit.min(limits::READ_RESERVE_EVENTS));
         let query = sqlx::query(query)
             .bind(stream.as_str())
             .bind(from)
