@@ -5,11 +5,12 @@
 //! cargo run --release -p strata-bench --example stream_read -- [dir] [reads]
 //! ```
 //!
-//! The store is filled once, the benchmark's shape: every 100th event is the target stream's.
+//! The store is filled once, as the benchmark fills its own (every 100th event is the target
+//! stream's).
 
 use std::time::Instant;
 
-use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
+use strata_core::{EventStore, ReadStreamOptions, StreamId};
 use strata_log::LogStore;
 
 #[tokio::main]
@@ -22,27 +23,7 @@ async fn main() -> Result<(), String> {
     let store = LogStore::open(dir).map_err(|e| e.to_string())?;
     let target = StreamId::new("target-1").map_err(|e| e.to_string())?;
     if store.head().await.map_err(|e| e.to_string())?.is_none() {
-        for r in 0..10_000u64 {
-            let other = StreamId::new(format!("account-{r}")).map_err(|e| e.to_string())?;
-            let event = |i: u64| {
-                EventData::json(
-                    "MoneyDeposited",
-                    &serde_json::json!({"amount": i, "pad": "x".repeat(20)}),
-                )
-                .map_err(|e| e.to_string())
-            };
-            let batch = (0..99)
-                .map(|i| event(r * 100 + i))
-                .collect::<Result<_, _>>()?;
-            store
-                .append(&other, ExpectedVersion::Any, batch)
-                .await
-                .map_err(|e| e.to_string())?;
-            store
-                .append(&target, ExpectedVersion::Any, vec![event(r)?])
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        strata_bench::log::populate(&store, 1_000_000, &target).await?;
     }
     let mut times = Vec::new();
     for _ in 0..reads {

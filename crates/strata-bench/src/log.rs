@@ -109,8 +109,9 @@ pub async fn append_bench(
     })
 }
 
-/// Fills `store` with `total` events, of which every 100th belongs to `target`.
-async fn populate(store: &LogStore, total: u64, target: &StreamId) -> Result<(), String> {
+/// Fills `store` with `total` events, of which every 100th belongs to `target`: the store of
+/// the read benchmarks.
+pub async fn populate(store: &LogStore, total: u64, target: &StreamId) -> Result<(), String> {
     let rounds = total / 100;
     let tasks = 16u64;
     let mut handles = Vec::new();

@@ -159,9 +159,8 @@ impl Segments {
             (0..items.len()).map(|_| None).collect()
         };
         let mut window: Vec<u8> = Vec::new();
-        // Bytes to read from a record's start: the longest record seen so far in this read
-        // (a stream's events are mostly alike), so each read copies little past its record.
-        let mut tail = FIRST_READ_BYTES;
+        // The longest record seen so far in this read: a stream's events are mostly alike, so
+        // each read takes about that many bytes from a record's start (see `first_read`).
         let mut longest = 0usize;
         let mut seg: Option<Arc<Segment>> = None;
         let mut k = 0;
@@ -193,7 +192,7 @@ impl Segments {
                 end_k += 1;
             }
             let last_off = loc_offset(items[order[end_k - 1]].1);
-            let window_len = (last_off - start) as usize + tail;
+            let window_len = (last_off - start) as usize + first_read(longest);
             if window.len() < window_len {
                 window.resize(window_len, 0);
             }
@@ -221,10 +220,7 @@ impl Segments {
                         }
                     }
                 }?;
-                if len > longest {
-                    longest = len;
-                    tail = len.next_multiple_of(64).min(FIRST_READ_MAX_BYTES);
-                }
+                longest = longest.max(len);
                 if in_file_order {
                     decoded.push(event);
                 } else {
@@ -276,6 +272,15 @@ impl Drop for ReadThreads {
 }
 
 struct Needed(usize);
+
+/// Bytes to read from a record's start when the longest record read so far took `longest`
+/// (0: none yet).
+fn first_read(longest: usize) -> usize {
+    match longest {
+        0 => FIRST_READ_BYTES,
+        l => l.next_multiple_of(64).min(FIRST_READ_MAX_BYTES),
+    }
+}
 
 /// The event of the record at the start of `bytes` and the bytes it occupies.
 fn decode_at(

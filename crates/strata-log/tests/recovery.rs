@@ -55,6 +55,14 @@ fn all_events(store: &LogStore) -> Vec<strata_core::RecordedEvent> {
 
 /// A segment's bytes up to the end of its last record: the writer preallocates zeros after it.
 /// Records end with their JSON payload (a non-zero byte) padded with zeros to 8 bytes.
+/// Opens a store in `dir`, appends `n` events over `streams` streams, closes it and returns
+/// every event it holds.
+fn fill_and_close(dir: &Path, streams: usize, n: usize) -> Vec<strata_core::RecordedEvent> {
+    let store = LogStore::open(dir).unwrap();
+    append_n(&store, streams, n);
+    all_events(&store)
+}
+
 fn without_preallocated_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
     let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     bytes.truncate(last_nonzero.div_ceil(8) * 8);
@@ -147,10 +155,7 @@ fn a_second_opener_is_refused() {
 #[test]
 fn torn_tail_at_every_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
-    append_n(&store, 2, 5);
-    let before = all_events(&store);
-    drop(store);
+    let before = fill_and_close(dir.path(), 2, 5);
     let seg = last_segment(dir.path());
     let full = without_preallocated_zeros(std::fs::read(&seg).unwrap());
     // Append one more event and find where it starts.
@@ -278,10 +283,7 @@ fn verify_counts_everything() {
 #[test]
 fn preallocated_tail_is_cut_quietly_and_sealed_segments_have_none() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
-    append_n(&store, 3, 30);
-    let written = all_events(&store);
-    drop(store);
+    let written = fill_and_close(dir.path(), 3, 30);
     // The tail segment carries zeros ahead of its last record.
     let seg = last_segment(dir.path());
     let on_disk = std::fs::read(&seg).unwrap();
@@ -420,10 +422,7 @@ fn a_torn_snapshot_is_cut_and_the_earlier_ones_are_kept() {
 #[test]
 fn a_hole_in_the_torn_last_batch_is_cut_and_earlier_damage_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
-    append_n(&store, 2, 10);
-    let before = all_events(&store);
-    drop(store);
+    let before = fill_and_close(dir.path(), 2, 10);
     let seg = last_segment(dir.path());
     let batch_start = without_preallocated_zeros(std::fs::read(&seg).unwrap()).len();
     // The last batch: one append of 60 events, about 10 KiB.

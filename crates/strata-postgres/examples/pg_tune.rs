@@ -56,6 +56,14 @@ fn postgres_cpu_time() -> std::time::Duration {
     std::time::Duration::from_millis(ticks * 10)
 }
 
+/// The server's WAL position in bytes (0 if it cannot be read).
+async fn wal_lsn(admin: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+        .fetch_one(admin)
+        .await
+        .unwrap_or(0)
+}
+
 /// `pg_tune catchup [events]`: loads a store once (schema bench_pg_catchup, kept) and times
 /// catch-up subscriptions over it, wall time and this process's CPU time.
 async fn catchup(url: &str, events: u64) -> Result<(), String> {
@@ -131,12 +139,7 @@ async fn hundred(url: &str, rounds: usize) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     for round in 0..rounds {
-        let lsn = || async {
-            sqlx::query_scalar::<_, i64>("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
-                .fetch_one(&admin)
-                .await
-                .unwrap_or(0)
-        };
+        let lsn = || wal_lsn(&admin);
         let (c, pc, w) = (cpu_time(), postgres_cpu_time(), lsn().await);
         let before = store.append_stats();
         let row = postgres::strata_rows(&store, 8, 100, 3.0, &format!("h{round}")).await?;
@@ -217,14 +220,7 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
         for round in 0..rounds {
-            let lsn = || async {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
-                )
-                .fetch_one(&admin)
-                .await
-                .unwrap_or(0)
-            };
+            let lsn = || wal_lsn(&admin);
             let w0 = lsn().await;
             let (c0, p0) = (cpu_time(), postgres_cpu_time());
             let n = postgres::naive_rows(&admin, writers, secs).await?;
