@@ -1,5 +1,7 @@
 //! `strata`: the command-line front door to a Strata store.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod output;
 mod projections;

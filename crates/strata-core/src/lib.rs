@@ -14,6 +14,7 @@
 //! # let _ = event;
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 mod event;

@@ -20,6 +20,13 @@ pub trait LogFile: Send + Sync {
     /// The file's length.
     fn size(&self) -> io::Result<u64>;
 
+    /// Maps the file's current length into memory for reading, when this kind of file can be
+    /// mapped (`None`: read it with [`LogFile::read_at`]). Only segment files are mapped, and
+    /// only their committed records are read through a map (see `Segment::mapped`).
+    fn map(&self) -> Option<io::Result<memmap2::Mmap>> {
+        None
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -67,6 +74,20 @@ impl LogFile for StdFile {
     }
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    #[allow(unsafe_code)]
+    fn map(&self) -> Option<io::Result<memmap2::Mmap>> {
+        // SAFETY: a map is only unsound if the bytes it shows change, or the file shrinks below
+        // them, while they are read. Strata reads a segment's map only below the segment's
+        // committed end, and never rewrites or cuts a committed byte while the store is open:
+        // records are append-only, the writer writes only past the committed end, sealing cuts
+        // only the zeros preallocated past it (and reads through a map made before then stop
+        // at the sealed length: `Segment::readable`), and recovery cuts a torn tail before any
+        // read.
+        // The data directory's lock file keeps a second Strata process out. A file changed
+        // underneath a running store by something else breaks the store's contract whatever
+        // the read path; with a map it can end the process (SIGBUS) as a failing disk can.
+        Some(unsafe { memmap2::Mmap::map(&self.0) })
     }
 }
 

@@ -67,7 +67,7 @@ pub(crate) fn create_segment(
     file.write_all_at(&header.encode(), 0)?;
     file.sync_data()?;
     vfs.sync_dir(seg_dir)?;
-    Ok(Arc::new(Segment { path, file, header }))
+    Ok(Arc::new(Segment::new(path, file, header)))
 }
 
 /// Lists segment numbers in a directory, sorted.
@@ -248,7 +248,7 @@ fn open_segment(
         read_up_to(&*file, &mut hb, 0).map_err(io_ctx(format!("reading {}", path.display())))?;
     hb.truncate(n);
     match SegmentHeader::decode(&hb) {
-        Ok(header) if header.segment_no == no => Ok(Ok(Arc::new(Segment { path, file, header }))),
+        Ok(header) if header.segment_no == no => Ok(Ok(Arc::new(Segment::new(path, file, header)))),
         Ok(header) => Ok(Err(BadSegment {
             path,
             reason: format!(

@@ -18,6 +18,75 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: Arc<dyn LogFile>,
     pub header: SegmentHeader,
+    /// The file mapped for reading, once a read has asked (see [`Segment::mapped`]).
+    map: RwLock<Option<Arc<memmap2::Mmap>>>,
+    /// Set when mapping failed: reads then use `pread` for good.
+    unmappable: std::sync::atomic::AtomicBool,
+    /// The segment's length once the writer sealed it (`u64::MAX` before): sealing cuts the
+    /// zeros preallocated past the last record, and a map made earlier is longer than the
+    /// file from then on, so reads through a map never look past this.
+    sealed_len: std::sync::atomic::AtomicU64,
+}
+
+impl Segment {
+    pub fn new(path: PathBuf, file: Arc<dyn LogFile>, header: SegmentHeader) -> Segment {
+        Segment {
+            path,
+            file,
+            header,
+            map: RwLock::new(None),
+            unmappable: std::sync::atomic::AtomicBool::new(false),
+            sealed_len: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Records that the writer is about to cut the file to `len` (its last record's end).
+    pub fn seal(&self, len: u64) {
+        self.sealed_len
+            .store(len, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The bytes of `map` that reads may look at.
+    fn readable<'m>(&self, map: &'m memmap2::Mmap) -> &'m [u8] {
+        let sealed = self.sealed_len.load(std::sync::atomic::Ordering::Acquire);
+        &map[..(map.len() as u64).min(sealed) as usize]
+    }
+
+    /// A map of this segment holding at least its first `end` bytes, or `None` when it
+    /// cannot be mapped (then the caller reads with `pread`). A segment still being written
+    /// grows past its map: the first read that needs more maps it again at its new length
+    /// (readers still holding the old map keep it until they finish).
+    ///
+    /// Only committed records may be read through the map (see `LogFile::map`).
+    fn mapped(&self, end: u64) -> Option<Arc<memmap2::Mmap>> {
+        use std::sync::atomic::Ordering;
+        let covers =
+            |m: &Option<Arc<memmap2::Mmap>>| m.as_ref().filter(|m| m.len() as u64 >= end).cloned();
+        if let Some(m) = covers(&self.map.read()) {
+            return Some(m);
+        }
+        if self.unmappable.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut slot = self.map.write();
+        if let Some(m) = covers(&slot) {
+            return Some(m);
+        }
+        match self.file.map()? {
+            Ok(m) if m.len() as u64 >= end => {
+                let m = Arc::new(m);
+                *slot = Some(m.clone());
+                Some(m)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e,
+                    "cannot map the segment; reading it with pread");
+                self.unmappable.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
 }
 
 /// File name of segment `no`.
@@ -37,6 +106,9 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 #[derive(Default)]
 pub(crate) struct Segments {
     list: RwLock<Vec<Arc<Segment>>>,
+    /// Read records through maps of the segment files rather than with `pread` (see
+    /// `LogConfig::map_reads`).
+    pub map_reads: bool,
 }
 
 /// Bytes read from a record's start before its length is known: the first record of a read.
@@ -192,25 +264,50 @@ impl Segments {
                 end_k += 1;
             }
             let last_off = loc_offset(items[order[end_k - 1]].1);
-            let window_len = (last_off - start) as usize + first_read(longest);
-            if window.len() < window_len {
-                window.resize(window_len, 0);
-            }
-            let n = read_up_to(&*seg.file, &mut window[..window_len], start)
-                .map_err(|e| io_err(&seg.path, start, e))?;
-            let filled = &window[..n];
+            // Mapped, the run's bytes are read in place: no system call and no copy into a
+            // window. Otherwise one `pread` fetches the whole run.
+            let map = if self.map_reads {
+                seg.mapped(last_off + 1)
+            } else {
+                None
+            };
+            let (filled, base): (&[u8], u64) = match map.as_deref() {
+                Some(m) => (seg.readable(m), 0),
+                None => {
+                    let window_len = (last_off - start) as usize + first_read(longest);
+                    if window.len() < window_len {
+                        window.resize(window_len, 0);
+                    }
+                    let n = read_up_to(&*seg.file, &mut window[..window_len], start)
+                        .map_err(|e| io_err(&seg.path, start, e))?;
+                    (&window[..n], start)
+                }
+            };
             for &i in &order[k..end_k] {
                 let (position, l) = items[i];
                 let off = loc_offset(l);
-                let rel = ((off - start) as usize).min(filled.len());
-                let (event, len) = match decode_at(seg, &filled[rel..], off, position) {
+                let rel = ((off - base) as usize).min(filled.len());
+                // Through a map, hand the decoder about one record's bytes, never the rest of
+                // the file (past the committed end the writer may be at work).
+                let head_end = match map {
+                    Some(_) => (rel + first_read(longest)).min(filled.len()),
+                    None => filled.len(),
+                };
+                let (event, len) = match decode_at(seg, &filled[rel..head_end], off, position) {
                     Ok(e) => e,
                     Err(Needed(needed)) => {
-                        let mut buf = vec![0u8; needed];
-                        seg.file
-                            .read_exact_at(&mut buf, off)
-                            .map_err(|e| io_err(&seg.path, off, e))?;
-                        match decode_at(seg, &buf, off, position) {
+                        let mut buf = Vec::new();
+                        let whole = match filled.get(rel..rel + needed).filter(|_| map.is_some()) {
+                            Some(whole) => whole,
+                            None => {
+                                buf.resize(needed, 0);
+                                seg.file
+                                    .read_exact_at(&mut buf, off)
+                                    .map_err(|e| io_err(&seg.path, off, e))?;
+                                &buf[..]
+                            }
+                        };
+                        match decode_at(seg, whole, off, position) {
                             Ok(r) => r,
                             Err(_) => Err(ReadError::Corruption {
                                 file: seg.path.display().to_string(),

@@ -32,6 +32,11 @@ pub struct LogConfig {
     pub segment_max_bytes: u64,
     /// Load the persisted index when it matches the log (otherwise always rebuild it).
     pub use_index_file: bool,
+    /// Read records through memory maps of the segment files instead of `pread` (the
+    /// default): a read of records spread over the log then makes no system call per record.
+    /// The trade: a disk that fails under a mapped read ends the process (SIGBUS) where
+    /// `pread` would return an error. Files that cannot be mapped are read with `pread`.
+    pub map_reads: bool,
     /// The file system; tests swap in a fault-injecting one.
     pub vfs: Arc<dyn Vfs>,
 }
@@ -41,6 +46,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_max_bytes: limits::SEGMENT_MAX_BYTES_DEFAULT,
             use_index_file: true,
+            map_reads: true,
             vfs: Arc::new(StdVfs),
         }
     }
@@ -51,6 +57,7 @@ impl std::fmt::Debug for LogConfig {
         f.debug_struct("LogConfig")
             .field("segment_max_bytes", &self.segment_max_bytes)
             .field("use_index_file", &self.use_index_file)
+            .field("map_reads", &self.map_reads)
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +154,8 @@ impl LogStore {
                 return Err(io_ctx(format!("locking {}", lock_path.display()))(e))
             }
         }
-        let rec = recover(&dir, &*config.vfs, config.use_index_file)?;
+        let mut rec = recover(&dir, &*config.vfs, config.use_index_file)?;
+        rec.segments.map_reads = config.map_reads;
         let snapshots = SnapshotFile::open(&*config.vfs, dir.join(SNAPSHOT_FILE))
             .map_err(io_ctx("opening the snapshot file"))?;
         let tail = rec

@@ -98,11 +98,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                 ),
             ));
         }
-        let seg = Segment {
-            path: path.clone(),
-            file,
-            header,
-        };
+        let seg = Segment::new(path.clone(), file, header);
         let mut in_append = false;
         let mut committed_end = SEGMENT_HEADER_BYTES;
         let end = scan_segment(&seg, SEGMENT_HEADER_BYTES, |off, r| {

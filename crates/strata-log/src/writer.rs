@@ -465,6 +465,7 @@ impl Writer {
     fn rotate(&mut self) -> std::io::Result<()> {
         // A sealed segment ends at its last record: cut the preallocated zeros.
         if self.allocated_len > self.tail_len {
+            self.tail.seal(self.tail_len);
             self.tail.file.set_len(self.tail_len)?;
             self.tail.file.sync_data()?;
         }

@@ -1,5 +1,6 @@
-//! The shared conformance suite against the embedded store, once with the default segment size
-//! and once with tiny segments so that every case also crosses segment boundaries.
+//! The shared conformance suite against the embedded store: with the default segment size,
+//! with tiny segments so that every case also crosses segment boundaries, and reading with
+//! `pread` instead of through maps of the segment files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use strata_log::{LogConfig, LogStore};
@@ -20,6 +21,22 @@ mod small_segments {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig {
             segment_max_bytes: strata_core::limits::SEGMENT_MAX_BYTES_MIN,
+            ..LogConfig::default()
+        };
+        let store = LogStore::open_with(dir.path(), config).unwrap();
+        TestStore::new(store).with_guard(dir)
+    }
+
+    strata_testkit::conformance_tests!(make_store);
+}
+
+mod pread_reads {
+    use super::*;
+
+    async fn make_store() -> TestStore<LogStore> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            map_reads: false,
             ..LogConfig::default()
         };
         let store = LogStore::open_with(dir.path(), config).unwrap();

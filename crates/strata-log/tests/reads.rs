@@ -1,5 +1,6 @@
 //! Long reads, which are split across threads: every event once, in the order asked, across
-//! segment boundaries, forward and backward.
+//! segment boundaries, forward and backward; through maps of the segment files (the default)
+//! and with `pread`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use strata_core::limits::READ_PARALLEL_MIN_EVENTS;
@@ -10,9 +11,19 @@ use strata_log::{LogConfig, LogStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_reads_return_every_event_in_order_across_segments() {
+    long_reads(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_reads_with_pread_return_every_event_in_order_across_segments() {
+    long_reads(false).await;
+}
+
+async fn long_reads(map_reads: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         segment_max_bytes: 1024 * 1024,
+        map_reads,
         ..LogConfig::default()
     };
     let store = LogStore::open_with(dir.path(), config).unwrap();
@@ -88,8 +99,21 @@ async fn long_reads_return_every_event_in_order_across_segments() {
 /// at once) is still read whole, in either direction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scattered_records_of_growing_and_shrinking_sizes_read_whole() {
+    growing_and_shrinking(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scattered_records_of_growing_and_shrinking_sizes_read_whole_with_pread() {
+    growing_and_shrinking(false).await;
+}
+
+async fn growing_and_shrinking(map_reads: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let config = LogConfig {
+        map_reads,
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir.path(), config).unwrap();
     let target = StreamId::new("target-1").unwrap();
     let other = StreamId::new("other-1").unwrap();
     // Sizes around the boundaries: tiny, just under/over 512, ~4 KiB, 20 KiB, then tiny again.
@@ -132,4 +156,65 @@ async fn scattered_records_of_growing_and_shrinking_sizes_read_whole() {
         .await
         .unwrap();
     check(backward, (0..sizes.len()).rev().collect());
+}
+
+/// A segment mapped by a read keeps growing: later reads see what was appended since (past
+/// the map's length, past the writer's preallocation), and a segment sealed after it was
+/// mapped (its preallocated zeros cut) still reads whole, before and after reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapped_reads_follow_a_growing_segment_and_its_sealing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 3 * 1024 * 1024,
+        ..LogConfig::default()
+    };
+    let stream = StreamId::new("account-1").unwrap();
+    let pad = "g".repeat(2_000);
+    let mut appended = 0u64;
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    // Each round appends about 400 KiB, reads everything, and checks it: the first rounds
+    // grow the mapped segment, a later one seals it and starts the next.
+    for _ in 0..12 {
+        let batch: Vec<EventData> = (0..200)
+            .map(|i| {
+                EventData::json(
+                    "Grew",
+                    &serde_json::json!({ "n": appended + i, "pad": pad }),
+                )
+                .unwrap()
+            })
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+        appended += 200;
+        let events = store
+            .read_stream(&stream, ReadStreamOptions::forward().limit(10_000))
+            .await
+            .unwrap();
+        assert_eq!(events.len() as u64, appended);
+        assert!(events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.data_json().unwrap()["n"].as_u64() == Some(i as u64)));
+    }
+    let segments = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .count();
+    assert!(
+        segments >= 2,
+        "the test meant to seal a segment; {segments} segment(s)"
+    );
+    drop(store);
+    let store = LogStore::open_with(dir.path(), config).unwrap();
+    let events = store
+        .read_stream(&stream, ReadStreamOptions::backward().limit(10_000))
+        .await
+        .unwrap();
+    assert_eq!(events.len() as u64, appended);
+    assert_eq!(
+        events[0].data_json().unwrap()["n"].as_u64(),
+        Some(appended - 1)
+    );
 }

@@ -37,6 +37,7 @@
 //! [`EventStore`]: strata_core::EventStore
 //! [`SnapshotStore`]: strata_core::SnapshotStore
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod conformance;
 mod memory;

@@ -116,6 +116,7 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod aggregate;
 mod cache;
