@@ -2,8 +2,11 @@
 //! times, on a store kept between runs (for working on the read path):
 //!
 //! ```text
-//! cargo run --release -p strata-bench --example stream_read -- [dir] [reads]
+//! cargo run --release -p strata-bench --example stream_read -- [dir] [reads] [pread]
 //! ```
+//!
+//! `pread` reads with `pread` instead of through maps of the segment files
+//! (`LogConfig::map_reads`), for comparing the two on the same store.
 //!
 //! The store is filled once, as the benchmark fills its own (every 100th event is the target
 //! stream's).
@@ -11,7 +14,7 @@
 use std::time::Instant;
 
 use strata_core::{EventStore, ReadStreamOptions, StreamId};
-use strata_log::LogStore;
+use strata_log::{LogConfig, LogStore};
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
@@ -20,11 +23,16 @@ async fn main() -> Result<(), String> {
         .first()
         .map_or("/tmp/strata-stream-read", String::as_str);
     let reads: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(60);
-    let store = LogStore::open(dir).map_err(|e| e.to_string())?;
+    let config = LogConfig {
+        map_reads: args.get(2).map(String::as_str) != Some("pread"),
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir, config).map_err(|e| e.to_string())?;
     let target = StreamId::new("target-1").map_err(|e| e.to_string())?;
     if store.head().await.map_err(|e| e.to_string())?.is_none() {
         strata_bench::log::populate(&store, 1_000_000, &target).await?;
     }
+    let config_pread = args.get(2).map(String::as_str) == Some("pread");
     let mut times = Vec::new();
     for _ in 0..reads {
         let t = Instant::now();
@@ -37,7 +45,8 @@ async fn main() -> Result<(), String> {
     }
     times.sort();
     println!(
-        "read one stream of 10,000 among 1,000,000, {reads} reads: min {:?} median {:?} p90 {:?}",
+        "read one stream of 10,000 among 1,000,000, {reads} reads{}: min {:?} median {:?} p90 {:?}",
+        if config_pread { " with pread" } else { "" },
         times[0],
         times[times.len() / 2],
         times[times.len() * 9 / 10]

@@ -43,6 +43,9 @@ pub struct HttpAppendRow {
     pub latency: Latency,
     /// Requests that failed.
     pub errors: u64,
+    /// This process's CPU time (user + system) over the row, per request answered, in
+    /// microseconds: load generator and server together when the server is in-process.
+    pub cpu_us_per_request: f64,
 }
 
 /// Delivery of live events to SSE subscribers.
@@ -74,6 +77,10 @@ pub struct HttpBenchReport {
     pub in_process: AppendRow,
     /// HTTP appends.
     pub http: Vec<HttpAppendRow>,
+    /// The same requests, with 64 connections, to a server on the same stack whose handler
+    /// only reads the body and answers (no store): what any HTTP API can reach on this
+    /// machine with this load generator. `None` against a running server.
+    pub transport_floor: Option<HttpAppendRow>,
     /// SSE delivery.
     pub delivery: DeliveryRow,
 }
@@ -101,6 +108,7 @@ async fn http_appends(
 ) -> Result<HttpAppendRow, String> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu_start = crate::cpu::process_cpu_time();
     let mut tasks = Vec::new();
     // Plain HTTP goes through the lean generator (see [`crate::lean`]); HTTPS through the
     // full client.
@@ -151,11 +159,13 @@ async fn http_appends(
         ops += o;
         errors += e;
     }
+    let cpu = crate::cpu::process_cpu_time().saturating_sub(cpu_start);
     Ok(HttpAppendRow {
         connections,
         throughput: Throughput::new(ops, ops, start.elapsed()),
         latency: Latency::from_histogram(&all),
         errors,
+        cpu_us_per_request: cpu.as_secs_f64() * 1e6 / ops.max(1) as f64,
     })
 }
 
@@ -367,6 +377,11 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
         http.push(http_appends(&url, &token, connections, secs).await?);
     }
     let delivery = delivery(&url, &token, 100, 10_000, delivery_secs).await?;
+    // Last, so that nothing it leaves behind touches the rows above.
+    let transport_floor = match server_task {
+        Some(_) => Some(transport_floor(64, secs).await?),
+        None => None,
+    };
     if let Some((stop, task)) = server_task {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -384,8 +399,41 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
         server: label,
         in_process,
         http,
+        transport_floor,
         delivery,
     })
+}
+
+/// Appends with `connections` connections to a server built like Strata's (the same `serve`,
+/// so the same HTTP stack and socket options) whose `POST /streams/{stream}` reads the whole
+/// body and answers `200` with an append's answer at once, touching no store.
+async fn transport_floor(connections: usize, secs: f64) -> Result<HttpAppendRow, String> {
+    let router = axum::Router::new().route(
+        "/streams/{stream}",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                format!(
+                    r#"{{"positions":[{}],"streamId":"bench","version":{}}}"#,
+                    1_000_000 + body.len(),
+                    body.len()
+                ),
+            )
+        }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(strata_server::serve(listener, router, None, async move {
+        let _ = stopped.await;
+    }));
+    let row = http_appends(&url, &None, connections, secs).await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    row
 }
 
 impl fmt::Display for HttpBenchReport {
@@ -399,22 +447,40 @@ impl fmt::Display for HttpBenchReport {
         )?;
         writeln!(
             f,
-            "  {:<28} {:>12} {:>14}  latency",
-            "HTTP append, 1 event", "appends/s", "of in-process"
+            "  {:<28} {:>12} {:>14} {:>8}  latency",
+            "HTTP append, 1 event", "appends/s", "of in-process", "CPU/req"
         )?;
         for r in &self.http {
             writeln!(
                 f,
-                "  {:<28} {:>12.0} {:>13.0}%  {}{}",
+                "  {:<28} {:>12.0} {:>13.0}% {:>5.1} µs  {}{}",
                 format!("{} connection(s)", r.connections),
                 r.throughput.ops_per_sec(),
                 100.0 * r.throughput.ops_per_sec() / base.max(1e-9),
+                r.cpu_us_per_request,
                 r.latency,
                 if r.errors > 0 {
                     format!(" ({} errors)", r.errors)
                 } else {
                     String::new()
                 }
+            )?;
+        }
+        if let Some(r) = &self.transport_floor {
+            let rate = r.throughput.ops_per_sec();
+            writeln!(
+                f,
+                "  {:<28} {:>12.0} {:>13.0}% {:>5.1} µs  {}",
+                format!("no store, {} connection(s)", r.connections),
+                rate,
+                100.0 * rate / base.max(1e-9),
+                r.cpu_us_per_request,
+                r.latency,
+            )?;
+            writeln!(
+                f,
+                "    (the same server stack answering at once, touching no store: the HTTP ceiling on this machine; Strata with 64 connections reached {:.0}% of it)",
+                100.0 * self.http.last().map_or(0.0, |h| h.throughput.ops_per_sec()) / rate.max(1e-9),
             )?;
         }
         let d = &self.delivery;

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cpu;
 pub mod disk;
 pub mod http;
 pub mod large;
@@ -22,6 +23,7 @@ pub mod log;
 mod measure;
 pub mod postgres;
 
+pub use cpu::process_cpu_time;
 pub use measure::{Latency, Throughput};
 
 /// How big a run is.

@@ -9,26 +9,17 @@
 #[allow(dead_code)]
 mod postgres;
 
+#[path = "../../strata-bench/src/cpu.rs"]
+mod cpu;
+
+use cpu::process_cpu_time as cpu_time;
+
 use sqlx::Executor;
 use strata_postgres::{PgStoreOptions, PostgresStore};
 
-/// This process's CPU time (user + system), from /proc.
-fn cpu_time() -> std::time::Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    std::time::Duration::from_millis(ticks * 10)
-}
-
 /// CPU time of every `postgres` process on the machine, from /proc.
 fn postgres_cpu_time() -> std::time::Duration {
-    let mut ticks = 0u64;
+    let mut total = std::time::Duration::ZERO;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let path = entry.path();
         let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
@@ -37,23 +28,10 @@ fn postgres_cpu_time() -> std::time::Duration {
         if comm.trim() != "postgres" {
             continue;
         }
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        ticks += fields
-            .get(11)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
+        total +=
+            cpu::stat_cpu_time(&std::fs::read_to_string(path.join("stat")).unwrap_or_default());
     }
-    std::time::Duration::from_millis(ticks * 10)
+    total
 }
 
 /// The server's WAL position in bytes (0 if it cannot be read).
