@@ -121,6 +121,12 @@ pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// exercise rotation).
 pub const SEGMENT_MAX_BYTES_MIN: u64 = 4 * 1024;
 
+/// Smallest `segment_max_bytes` for which the embedded store reads through memory maps of its
+/// segment files (`LogConfig::map_reads`): a map per segment stays for the store's life, and
+/// the kernel bounds a process's maps (`vm.max_map_count`, 65,530 by default), so 1 MiB
+/// segments reach that bound only past 64 GiB of log.
+pub const MAP_READS_SEGMENT_MIN_BYTES: u64 = 1024 * 1024;
+
 /// Largest segment: record locations keep 40 bits of offset.
 pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 40;
 

@@ -75,18 +75,24 @@ impl LogFile for StdFile {
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+    #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
     fn map(&self) -> Option<io::Result<memmap2::Mmap>> {
-        // SAFETY: a map is only unsound if the bytes it shows change, or the file shrinks below
-        // them, while they are read. Strata reads a segment's map only below the segment's
-        // committed end, and never rewrites or cuts a committed byte while the store is open:
-        // records are append-only, the writer writes only past the committed end, sealing cuts
-        // only the zeros preallocated past it (and reads through a map made before then stop
-        // at the sealed length: `Segment::readable`), and recovery cuts a torn tail before any
-        // read.
-        // The data directory's lock file keeps a second Strata process out. A file changed
-        // underneath a running store by something else breaks the store's contract whatever
-        // the read path; with a map it can end the process (SIGBUS) as a failing disk can.
+        // SAFETY: the map is only ever read at the bytes of committed records: a read looks up
+        // a record's place in the index (which holds committed records only) and decodes
+        // exactly the length that record declares, all of it below the segment's committed
+        // end. Strata never rewrites or cuts a committed byte while the store is open: records
+        // are append-only, the writer writes only past the committed end, sealing cuts only the
+        // zeros preallocated past the last record, and recovery cuts a torn tail before any
+        // read maps the file. The data directory's lock file keeps a second Strata process out.
+        // The slices handed to the decoder may reach past a record's end, over bytes the writer
+        // is still writing or (in a map made before sealing) past the file's new end; those
+        // bytes are never read, which is the usual condition for reading a memmap2 map of a
+        // file that changes. Linux keeps a map and `pwrite`s to the same file coherent (one
+        // page cache), so records written after the map was made read correctly through it.
+        // A file changed underneath a running store by something else breaks the store's
+        // contract whatever the read path; with a map it can end the process (SIGBUS), as a
+        // failing disk can.
         Some(unsafe { memmap2::Mmap::map(&self.0) })
     }
 }

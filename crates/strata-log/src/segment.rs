@@ -20,7 +20,7 @@ pub(crate) struct Segment {
     pub header: SegmentHeader,
     /// The file mapped for reading, once a read has asked (see [`Segment::mapped`]).
     map: RwLock<Option<Arc<memmap2::Mmap>>>,
-    /// Set when mapping failed: reads then use `pread` for good.
+    /// Set when the file cannot be mapped: reads then use `pread` for good.
     unmappable: std::sync::atomic::AtomicBool,
     /// The segment's length once the writer sealed it (`u64::MAX` before): sealing cuts the
     /// zeros preallocated past the last record, and a map made earlier is longer than the
@@ -46,7 +46,10 @@ impl Segment {
             .store(len, std::sync::atomic::Ordering::Release);
     }
 
-    /// The bytes of `map` that reads may look at.
+    /// The bytes of `map` a read that starts now may be handed: a map made before sealing is
+    /// longer than the file from then on. (A read already under way keeps the longer slice,
+    /// which is still sound: it reads only the bytes of committed records, all below the
+    /// sealed length.)
     fn readable<'m>(&self, map: &'m memmap2::Mmap) -> &'m [u8] {
         let sealed = self.sealed_len.load(std::sync::atomic::Ordering::Acquire);
         &map[..(map.len() as u64).min(sealed) as usize]
@@ -72,7 +75,11 @@ impl Segment {
         if let Some(m) = covers(&slot) {
             return Some(m);
         }
-        match self.file.map()? {
+        let Some(mapped) = self.file.map() else {
+            self.unmappable.store(true, Ordering::Relaxed);
+            return None;
+        };
+        match mapped {
             Ok(m) if m.len() as u64 >= end => {
                 let m = Arc::new(m);
                 *slot = Some(m.clone());
@@ -300,11 +307,12 @@ impl Segments {
                         let whole = match filled.get(rel..rel + needed).filter(|_| map.is_some()) {
                             Some(whole) => whole,
                             None => {
+                                // Up to the padded length: the last record of a store may end
+                                // at its unpadded length, and decoding needs only that.
                                 buf.resize(needed, 0);
-                                seg.file
-                                    .read_exact_at(&mut buf, off)
+                                let n = read_up_to(&*seg.file, &mut buf, off)
                                     .map_err(|e| io_err(&seg.path, off, e))?;
-                                &buf[..]
+                                &buf[..n]
                             }
                         };
                         match decode_at(seg, whole, off, position) {

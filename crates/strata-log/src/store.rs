@@ -35,7 +35,9 @@ pub struct LogConfig {
     /// Read records through memory maps of the segment files instead of `pread` (the
     /// default): a read of records spread over the log then makes no system call per record.
     /// The trade: a disk that fails under a mapped read ends the process (SIGBUS) where
-    /// `pread` would return an error. Files that cannot be mapped are read with `pread`.
+    /// `pread` would return an error. Files that cannot be mapped are read with `pread`, and
+    /// so are all files on systems other than Linux and stores whose `segment_max_bytes` is
+    /// under [`limits::MAP_READS_SEGMENT_MIN_BYTES`].
     pub map_reads: bool,
     /// The file system; tests swap in a fault-injecting one.
     pub vfs: Arc<dyn Vfs>,
@@ -155,7 +157,11 @@ impl LogStore {
             }
         }
         let mut rec = recover(&dir, &*config.vfs, config.use_index_file)?;
-        rec.segments.map_reads = config.map_reads;
+        // Maps of sealed segments stay for the store's life, one per segment: tiny segments
+        // would spend the process's map count (`vm.max_map_count`), so they are read with
+        // `pread`.
+        rec.segments.map_reads =
+            config.map_reads && config.segment_max_bytes >= limits::MAP_READS_SEGMENT_MIN_BYTES;
         let snapshots = SnapshotFile::open(&*config.vfs, dir.join(SNAPSHOT_FILE))
             .map_err(io_ctx("opening the snapshot file"))?;
         let tail = rec

@@ -473,3 +473,49 @@ fn a_hole_in_the_torn_last_batch_is_cut_and_earlier_damage_is_corruption() {
     ));
     assert!(strata_log::verify(dir.path()).is_err());
 }
+
+/// The last record of a store may end at its unpadded length (a crash after its bytes, before
+/// its padding): recovery keeps it, and a read of it is whole even when it is longer than a
+/// read's first look at a record (so the rest is fetched on its own), mapped or not.
+#[test]
+fn a_long_last_record_without_its_padding_reads_whole() {
+    let s = StreamId::new("account-1").unwrap();
+    let mut checked = 0;
+    for map_reads in [true, false] {
+        let config = LogConfig {
+            map_reads,
+            ..LogConfig::default()
+        };
+        // One record of about 2 KiB, its length chosen so that it has padding to cut.
+        for pad in 2_000..2_008 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+            let body = serde_json::json!({ "pad": "p".repeat(pad) });
+            let e = EventData::json("Long", &body).unwrap();
+            rt().block_on(store.append(&s, ExpectedVersion::NoStream, vec![e]))
+                .unwrap();
+            let before = all_events(&store);
+            drop(store);
+            let seg = last_segment(dir.path());
+            let bytes = std::fs::read(&seg).unwrap();
+            // The only record starts right after the 64-byte segment header.
+            let unpadded = u32::from_le_bytes(bytes[64..68].try_into().unwrap()) as usize;
+            if unpadded.is_multiple_of(8) {
+                continue;
+            }
+            std::fs::write(&seg, &bytes[..64 + unpadded]).unwrap();
+            let _ = std::fs::remove_file(dir.path().join("index.bin"));
+            let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+            let read = rt()
+                .block_on(store.read_stream(&s, ReadStreamOptions::forward()))
+                .unwrap();
+            assert_eq!(read, before, "map_reads {map_reads}, pad {pad}");
+            checked += 1;
+            break;
+        }
+    }
+    assert_eq!(
+        checked, 2,
+        "a record with padding to cut was found both times"
+    );
+}
