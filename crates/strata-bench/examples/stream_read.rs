@@ -23,8 +23,9 @@ async fn main() -> Result<(), String> {
         .first()
         .map_or("/tmp/strata-stream-read", String::as_str);
     let reads: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let pread = args.get(2).map(String::as_str) == Some("pread");
     let config = LogConfig {
-        map_reads: args.get(2).map(String::as_str) != Some("pread"),
+        map_reads: !pread,
         ..LogConfig::default()
     };
     let store = LogStore::open_with(dir, config).map_err(|e| e.to_string())?;
@@ -32,7 +33,6 @@ async fn main() -> Result<(), String> {
     if store.head().await.map_err(|e| e.to_string())?.is_none() {
         strata_bench::log::populate(&store, 1_000_000, &target).await?;
     }
-    let config_pread = args.get(2).map(String::as_str) == Some("pread");
     let mut times = Vec::new();
     for _ in 0..reads {
         let t = Instant::now();
@@ -46,7 +46,7 @@ async fn main() -> Result<(), String> {
     times.sort();
     println!(
         "read one stream of 10,000 among 1,000,000, {reads} reads{}: min {:?} median {:?} p90 {:?}",
-        if config_pread { " with pread" } else { "" },
+        if pread { " with pread" } else { "" },
         times[0],
         times[times.len() / 2],
         times[times.len() * 9 / 10]

@@ -23,7 +23,6 @@ pub mod log;
 mod measure;
 pub mod postgres;
 
-pub use cpu::process_cpu_time;
 pub use measure::{Latency, Throughput};
 
 /// How big a run is.

@@ -304,7 +304,7 @@ impl Segments {
                     Ok(e) => e,
                     Err(Needed(needed)) => {
                         let mut buf = Vec::new();
-                        let whole = match filled.get(rel..rel + needed).filter(|_| map.is_some()) {
+                        let whole = match filled.get(rel..rel + needed) {
                             Some(whole) => whole,
                             None => {
                                 // Up to the padded length: the last record of a store may end
