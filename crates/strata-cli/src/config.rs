@@ -58,9 +58,13 @@ pub enum Backend {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// The address to listen on.
     pub listen: SocketAddr,
+    /// Where the events live.
     pub backend: Backend,
+    /// The TLS certificate and key, when serving HTTPS.
     pub tls: Option<TlsFiles>,
+    /// The server's own settings (limits, tokens).
     pub server: ServerConfig,
     /// The built-in projections to host.
     pub projections: Vec<String>,
@@ -69,11 +73,17 @@ pub struct Resolved {
 /// What the command line gave (flags, or the variables clap reads for the global flags).
 #[derive(Debug, Default, Clone)]
 pub struct Given {
+    /// `--config FILE`.
     pub config_file: Option<PathBuf>,
+    /// `--listen ADDR`.
     pub listen: Option<String>,
+    /// `--data DIR`.
     pub data: Option<PathBuf>,
+    /// `--database-url URL`.
     pub database_url: Option<String>,
+    /// `--tls-cert-file FILE`.
     pub tls_cert_file: Option<PathBuf>,
+    /// `--tls-key-file FILE`.
     pub tls_key_file: Option<PathBuf>,
     /// `--projection NAME` (repeatable); `Some(empty)` for `--no-projections`.
     pub projections: Option<Vec<String>>,

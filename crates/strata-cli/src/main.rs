@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-mod config;
+use strata_cli::config;
 mod output;
 mod projections;
 mod serve;

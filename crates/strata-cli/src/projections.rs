@@ -22,8 +22,8 @@ use strata::projection::{
 use strata_core::EventStore;
 use strata_server::client::{projection_path, Client};
 
-use crate::config::Backend;
 use crate::output::Printer;
+use strata_cli::config::Backend;
 
 /// The PostgreSQL schema of the built-in projections' read models.
 pub const PG_READ_MODEL_SCHEMA: &str = "strata_read_models";

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use strata_core::EventStore;
 
-use crate::config::{self, Backend, Given};
 use crate::Cli;
+use strata_cli::config::{self, Backend, Given};
 
 #[derive(Args)]
 pub struct ServeArgs {

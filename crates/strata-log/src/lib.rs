@@ -21,6 +21,8 @@
 
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 pub mod io;
 mod recovery;

@@ -45,6 +45,13 @@ mod rebuilds;
 mod routes;
 pub mod wire;
 
+/// Entry points for the fuzz targets into parsers that are otherwise private. Not part of the
+/// API: names and shapes may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::query::{encode as encode_query_value, Query};
+}
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
