@@ -528,6 +528,21 @@ impl IndexFile {
         (p < self.events).then(|| u64_at(&self.bytes, Self::entry_offset(p) as usize))
     }
 
+    /// The first position the file places in segment `segment_no` or a later one (the event
+    /// count when there is none). Locations increase with positions.
+    pub fn first_in_segment(&self, segment_no: u64) -> u64 {
+        let (mut lo, mut hi) = (0, self.events);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.loc(mid).is_some_and(|l| loc_segment(l) < segment_no) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// The byte offset of position `p`'s entry in an index file.
     pub fn entry_offset(p: u64) -> u64 {
         INDEX_HEADER_BYTES as u64 + p * INDEX_ENTRY_BYTES as u64

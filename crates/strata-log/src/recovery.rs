@@ -4,12 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use strata_core::limits::{
+    EVENT_DATA_MAX_BYTES, EVENT_METADATA_MAX_BYTES, EVENT_TYPE_MAX_BYTES, STREAM_ID_MAX_BYTES,
+};
 use strata_core::StreamId;
 
 use crate::error::{io_ctx, DataLoss, LossCause, OpenError};
 use crate::format::{
-    decode_record, peek_len, DecodeError, DecodedRecord, SegmentHeader, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    decode_record, padded_len, peek_len, record_crc, u32_at, u64_at, DecodeError, DecodedRecord,
+    SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::index::{loc, loc_offset, loc_segment, Index, IndexFile, LogEnd, NewEntry};
 use crate::io::Vfs;
@@ -141,7 +144,14 @@ pub(crate) fn scan_segment(
             }
             Err(DecodeError::Short { needed }) => {
                 let remaining = file_len - off;
-                let want = needed.unwrap_or(RECORD_HEADER_BYTES);
+                let mut want = needed.unwrap_or(RECORD_HEADER_BYTES);
+                // The last record may end without its padding (a write torn after its bytes):
+                // its unpadded bytes suffice, also when it starts near the end of a chunk.
+                if want as u64 > remaining
+                    && peek_len(avail).is_some_and(|len| len as u64 <= remaining)
+                {
+                    want = remaining as usize;
+                }
                 if want as u64 > remaining {
                     return Ok(ScanEnd::Invalid {
                         offset: off,
@@ -331,8 +341,8 @@ pub(crate) fn read_index_file(dir: &Path) -> Option<IndexFile> {
 
 /// What a record the index file recorded looks like in the log now.
 enum RecordState {
-    /// Whole, at the position recorded.
-    Whole,
+    /// Whole, at the position recorded; its length without padding.
+    Whole { len: usize },
     /// The file ends before the record does.
     Truncated { file_len: u64 },
     /// The record fails its checks.
@@ -370,7 +380,7 @@ fn record_at(seg: &Segment, off: u64, position: u64) -> Result<RecordState, Open
     let n = read_up_to(&*seg.file, &mut b, off).map_err(ctx())?;
     b.truncate(n);
     Ok(match decode_record(seg.header.salt, &b) {
-        Ok(r) if r.position == position => RecordState::Whole,
+        Ok(r) if r.position == position => RecordState::Whole { len },
         Ok(r) => RecordState::Bad {
             reason: format!(
                 "it holds position {} where {position} was recorded",
@@ -384,6 +394,187 @@ fn record_at(seg: &Segment, off: u64, position: u64) -> Result<RecordState, Open
             len: Some(len),
         },
     })
+}
+
+/// Whether the index file describes this log, so that the scan may start where it ends: the
+/// segment it ends in is there with the salt it recorded; every segment up to that one starts
+/// at the position the index gives its first event; each sealed one still holds its last
+/// indexed record whole, and ends there; and every record of the segment it ends in, up to its
+/// end, is whole and where the index places it. `Ok(Err(reason))` when it does not.
+fn index_matches_log(
+    index: &IndexFile,
+    opened: &[Arc<Segment>],
+) -> Result<Result<(), String>, OpenError> {
+    let end = index.end;
+    let s = end.segment_no;
+    let Some(end_seg) = opened.get(s as usize) else {
+        return Ok(Err(format!("it ends in segment {s}, which is missing")));
+    };
+    if end_seg.header.salt != end.salt {
+        return Ok(Err(format!(
+            "segment {s} is not the one it recorded (another salt)"
+        )));
+    }
+    let n = index.events;
+    if end.offset < SEGMENT_HEADER_BYTES || index.first_in_segment(s + 1) != n {
+        return Ok(Err("its end is not where its events are".to_owned()));
+    }
+    for (k, seg) in opened[..=s as usize].iter().enumerate() {
+        let k = k as u64;
+        let first = index.first_in_segment(k);
+        if seg.header.first_position != first {
+            return Ok(Err(format!(
+                "segment {k} starts at position {} where the index starts it at {first}",
+                seg.header.first_position
+            )));
+        }
+        if k == s {
+            break;
+        }
+        // A sealed segment: its last record is whole and where the index places it.
+        let last = index.first_in_segment(k + 1).checked_sub(1);
+        let Some(last) = last.filter(|&p| p >= first) else {
+            return Ok(Err(format!("it has no events in sealed segment {k}")));
+        };
+        let off = index.loc(last).map_or(0, loc_offset);
+        match record_at(seg, off, last)? {
+            RecordState::Whole { len } => {
+                // Sealing cut the file right after it (or after its bytes, without padding).
+                let file_len = seg
+                    .file
+                    .size()
+                    .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+                if file_len > off + padded_len(len) as u64 {
+                    return Ok(Err(format!(
+                        "sealed segment {k} has bytes after its last record (position {last})"
+                    )));
+                }
+            }
+            RecordState::Truncated { file_len } => {
+                return Ok(Err(format!(
+                    "sealed segment {k} ends at byte {file_len}, inside its last record (position {last} at byte {off})"
+                )))
+            }
+            RecordState::Bad { reason, .. } => {
+                return Ok(Err(format!(
+                    "the last record of sealed segment {k} (position {last} at byte {off}): {reason}"
+                )))
+            }
+        }
+    }
+    // The segment the index ends in: every record it covers, checked (at most one segment).
+    covered_records_match(end_seg, index, end.offset)
+}
+
+/// The longest record this version writes: a bound on what a length field may ask to be read.
+const RECORD_MAX_BYTES: usize = RECORD_HEADER_BYTES
+    + STREAM_ID_MAX_BYTES
+    + EVENT_TYPE_MAX_BYTES
+    + u8::MAX as usize
+    + EVENT_METADATA_MAX_BYTES
+    + EVENT_DATA_MAX_BYTES;
+
+/// Whether the records of `seg` from its header to `end` are exactly the index's events in
+/// that segment, packed one after the other, each at the offset the index gives, whole (its
+/// length, and its CRC, which covers every other byte of it) and holding its position. The
+/// structure of each record was checked when it was written and is covered by the CRC, so it
+/// is not decoded again: this reads the range once and costs about a CRC per byte.
+fn covered_records_match(
+    seg: &Segment,
+    index: &IndexFile,
+    end: u64,
+) -> Result<Result<(), String>, OpenError> {
+    let s = seg.header.segment_no;
+    let mut reader = ChunkReader::new(seg)?;
+    let file_len = reader.file_len;
+    let mut off = SEGMENT_HEADER_BYTES;
+    for p in index.first_in_segment(s)..index.events {
+        if index.loc(p).map(loc_offset) != Some(off) {
+            return Ok(Err(format!(
+                "segment {s}: position {p} is not at byte {off}, where the record before it ends"
+            )));
+        }
+        let cut_short = || {
+            Ok(Err(format!(
+                "segment {s} ends at byte {file_len}, inside the record of position {p} at byte {off}"
+            )))
+        };
+        let Some(head) = reader.get(off, RECORD_HEADER_BYTES)? else {
+            return cut_short();
+        };
+        let len = u32_at(head, 0) as usize;
+        if !(RECORD_HEADER_BYTES..=RECORD_MAX_BYTES).contains(&len) {
+            return Ok(Err(format!(
+                "segment {s}: the record of position {p} at byte {off} has an impossible length"
+            )));
+        }
+        let Some(b) = reader.get(off, len)? else {
+            return cut_short();
+        };
+        if u64_at(b, 8) != p || record_crc(seg.header.salt, &b[8..len]) != u32_at(b, 4) {
+            return Ok(Err(format!(
+                "segment {s}: the record of position {p} at byte {off} fails its CRC"
+            )));
+        }
+        off += padded_len(len) as u64;
+    }
+    if off != end {
+        return Ok(Err(format!(
+            "segment {s}: its records end at byte {off}, the index file at byte {end}"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Reads a file front to back in large chunks, handing out byte ranges of it.
+struct ChunkReader<'a> {
+    seg: &'a Segment,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    start: u64,
+    /// Bytes of `buf` read.
+    len: usize,
+    file_len: u64,
+}
+
+impl<'a> ChunkReader<'a> {
+    fn new(seg: &'a Segment) -> Result<Self, OpenError> {
+        let file_len = seg
+            .file
+            .size()
+            .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+        Ok(ChunkReader {
+            seg,
+            buf: Vec::new(),
+            start: 0,
+            len: 0,
+            file_len,
+        })
+    }
+
+    /// At least `need` bytes from `off` (all the chunk holds from there), or `None` when the
+    /// file ends first.
+    fn get(&mut self, off: u64, need: usize) -> Result<Option<&[u8]>, OpenError> {
+        let held = off >= self.start && off + need as u64 <= self.start + self.len as u64;
+        if !held {
+            if off + need as u64 > self.file_len {
+                return Ok(None);
+            }
+            let size = need
+                .max(SCAN_CHUNK_BYTES)
+                .min((self.file_len - off) as usize);
+            if self.buf.len() < size {
+                self.buf.resize(size, 0);
+            }
+            self.len = read_up_to(&*self.seg.file, &mut self.buf[..size], off)
+                .map_err(io_ctx(format!("reading {}", self.seg.path.display())))?;
+            self.start = off;
+            if self.len < need {
+                return Ok(None);
+            }
+        }
+        Ok(Some(&self.buf[(off - self.start) as usize..self.len]))
+    }
 }
 
 /// What the log lacks of what the index file records as acknowledged, given that it holds
@@ -439,7 +630,7 @@ pub(crate) fn missing_acknowledged(
             break;
         }
         match record_at(seg, off, p)? {
-            RecordState::Whole => continue,
+            RecordState::Whole { .. } => continue,
             RecordState::Truncated { file_len } => {
                 cause = Some(LossCause::Truncated { file_len });
             }
@@ -506,23 +697,31 @@ pub(crate) fn recover(
     };
     let mut index_loaded = false;
     if let (true, Some(file)) = (use_index_file, &claim) {
-        match file.decode() {
-            Ok(loaded) => {
-                let end = file.end;
-                let fits = opened.get(end.segment_no as usize).is_some_and(|s| {
-                    s.header.salt == end.salt
-                        && s.file.size().is_ok_and(|l| l >= end.offset)
-                        && end.offset >= SEGMENT_HEADER_BYTES
-                });
-                if fits {
-                    index = loaded;
-                    start = end;
-                    index_loaded = true;
-                } else {
-                    tracing::warn!("the index file does not match the log; rebuilding it");
-                }
+        // Decoding the file and checking it against the log are independent (the check reads
+        // the locations from the file's bytes): on a second core the check costs no time.
+        let (decoded, matches) = std::thread::scope(|scope| {
+            let check = std::thread::Builder::new()
+                .name("strata-open-check".to_owned())
+                .spawn_scoped(scope, || index_matches_log(file, &opened));
+            let decoded = file.decode();
+            let matches = match check {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Ok(Err("checking it against the log panicked".to_owned()))),
+                Err(_) => index_matches_log(file, &opened),
+            };
+            (decoded, matches)
+        });
+        match (decoded, matches?) {
+            (Ok(loaded), Ok(())) => {
+                index = loaded;
+                start = file.end;
+                index_loaded = true;
             }
-            Err(reason) => tracing::warn!(%reason, "index file unreadable; rebuilding it"),
+            (Err(reason), _) => tracing::warn!(%reason, "index file unreadable; rebuilding it"),
+            (_, Err(reason)) => {
+                tracing::warn!(%reason, "the index file does not match the log; rebuilding it")
+            }
         }
     }
 

@@ -1,8 +1,9 @@
 //! Acknowledged data that goes missing from the log is never cut quietly: a segment shorter than
-//! the index file says and a deleted newest segment refuse to open (with `OpenError::DataLoss`
-//! naming what is lost), make `verify` fail, and leave the files as they were.
-//! `LogConfig::accept_data_loss` opens anyway, cutting the log where it is whole, and reports
-//! exactly what it cut.
+//! the index file says, a deleted newest segment, a zero-filled hole where the index file
+//! records events, and damage to the records the index file covers all refuse to open (with
+//! `OpenError::DataLoss` naming what is lost, or `OpenError::Corruption`), make `verify` fail,
+//! and leave the files as they were. `LogConfig::accept_data_loss` opens anyway, cutting the
+//! log where it is whole, and reports exactly what it cut.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -200,6 +201,7 @@ fn cutting_zeros_and_padding_after_the_index_end_is_no_loss() {
         drop(f);
         assert_eq!(strata_log::verify(dir.path()).unwrap().events, 11);
         let store = LogStore::open(dir.path()).unwrap();
+        assert!(store.open_report().index_loaded);
         assert_eq!(all_events(&store), before);
         return;
     }
@@ -270,6 +272,148 @@ fn a_deleted_newest_segment_refuses_to_open() {
         (loss.from_position, loss.events_at_least, &loss.cause),
         (first_in_newest, 0, &LossCause::SegmentMissing)
     );
+}
+
+/// The tail cut and zero-filled back to its length, with the index file present: the hole is
+/// found on open, not when a read reaches it.
+#[test]
+fn a_zero_filled_hole_in_the_tail_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 200);
+    let before = all_events(&store);
+    drop(store);
+    let seg = segments(dir.path()).pop().unwrap();
+    let recs = records(&seg);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let hole = recs[120].offset + 20;
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(hole).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+
+    let loss = expect_loss(LogStore::open(dir.path()));
+    assert_eq!(loss.file, seg);
+    assert_eq!(loss.offset, recs[120].offset);
+    assert_eq!(loss.from_position, 120);
+    assert_eq!(loss.events_at_least, 80);
+    match loss.cause {
+        LossCause::Zeroed { from_offset } => {
+            assert!(
+                (recs[120].offset..=hole).contains(&from_offset),
+                "zeros from {from_offset}, hole at {hole}"
+            );
+        }
+        ref other => panic!("expected Zeroed, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+    assert!(matches!(
+        strata_log::verify(dir.path()),
+        Err(OpenError::DataLoss(_))
+    ));
+    accept_and_check(dir.path(), LogConfig::default(), &loss, &before[..120]);
+
+    // A hole exactly at a record boundary reads as the writer's preallocated zeros to a scan;
+    // the index file still says events were there.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 50);
+    drop(store);
+    let seg = segments(dir.path()).pop().unwrap();
+    let recs = records(&seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[recs[30].offset as usize..].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let loss = expect_loss(LogStore::open(dir.path()));
+    assert_eq!(
+        (loss.from_position, loss.events_at_least, &loss.cause),
+        (
+            30,
+            20,
+            &LossCause::Zeroed {
+                from_offset: recs[30].offset
+            }
+        )
+    );
+}
+
+/// A damaged record among those the index file covers in the tail segment, with valid records
+/// after it: corruption, found on open (a scan from the index end would not look there).
+#[test]
+fn damage_inside_the_indexed_tail_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append_n(&store, 100);
+    drop(store);
+    let seg = segments(dir.path()).pop().unwrap();
+    let recs = records(&seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = recs[50].offset as usize + 70;
+    bytes[at] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    for accept in [false, true] {
+        let config = LogConfig {
+            accept_data_loss: accept,
+            ..LogConfig::default()
+        };
+        match LogStore::open_with(dir.path(), config) {
+            Err(OpenError::Corruption { file, offset, .. }) => {
+                assert_eq!(file, seg);
+                assert_eq!(offset, recs[50].offset);
+            }
+            Err(other) => panic!("expected Corruption, got {other}"),
+            Ok(_) => panic!("expected Corruption, the store opened"),
+        }
+    }
+    assert!(matches!(
+        strata_log::verify(dir.path()),
+        Err(OpenError::Corruption { .. })
+    ));
+}
+
+/// A sealed segment that no longer ends at its last indexed record (cut inside it, its end
+/// zeroed, or grown) while the index file is present: the index file does not match the log,
+/// the log is scanned, and the damage (in the middle of the log, so no override can cut it)
+/// refuses to open.
+#[test]
+fn a_sealed_segment_of_another_length_refuses_to_open() {
+    for change in ["cut", "cut and zero-filled", "grown"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_max_bytes: 8 * 1024,
+            ..LogConfig::default()
+        };
+        let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+        append_n(&store, 300);
+        drop(store);
+        let first = segments(dir.path())[0].clone();
+        let len = std::fs::metadata(&first).unwrap().len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap();
+        match change {
+            "cut" => f.set_len(len - 100).unwrap(),
+            "cut and zero-filled" => {
+                f.set_len(len - 100).unwrap();
+                f.set_len(len).unwrap();
+            }
+            _ => f.set_len(len + 64).unwrap(),
+        }
+        drop(f);
+        for accept in [false, true] {
+            let config = LogConfig {
+                accept_data_loss: accept,
+                ..config.clone()
+            };
+            match LogStore::open_with(dir.path(), config) {
+                Err(OpenError::Corruption { file, .. }) => assert_eq!(file, first, "{change}"),
+                Err(other) => panic!("{change}: expected Corruption, got {other}"),
+                Ok(_) => panic!("{change}: expected Corruption, the store opened"),
+            }
+        }
+        assert!(strata_log::verify(dir.path()).is_err(), "{change}");
+    }
 }
 
 /// What the index file covers is the limit of what can be checked: a tail cut at a record
