@@ -51,6 +51,9 @@ pub trait Vfs: Send + Sync {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Creates one directory (its parent must exist); fails with `AlreadyExists` when there
+    /// is one. Like a file's creation, it is durable only once its parent is synced.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
 }
 
 /// The real file system.
@@ -127,6 +130,9 @@ impl Vfs for StdVfs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
     }
 }
 
@@ -228,6 +234,9 @@ impl Vfs for FaultyVfs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         StdVfs.remove(path)
     }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        StdVfs.create_dir(path)
+    }
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, directory fsync.
@@ -242,4 +251,18 @@ pub fn write_file_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result
     drop(f);
     vfs.rename(&tmp, path)?;
     vfs.sync_dir(dir)
+}
+
+/// Creates `path` and whichever of its parents are missing, through `vfs`.
+pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
+    if path.as_os_str().is_empty() || path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_dir_all(vfs, parent)?;
+    }
+    match vfs.create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
 }

@@ -268,7 +268,8 @@ pub(crate) fn recover(
     use_index_file: bool,
 ) -> Result<Recovered, OpenError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
-    std::fs::create_dir_all(&seg_dir).map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
+    crate::io::create_dir_all(vfs, &seg_dir)
+        .map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
     let mut nos = list_segments(&seg_dir)?;
     let segments = Segments::default();
     let mut truncated = None;

@@ -136,7 +136,8 @@ impl LogStore {
                 limits::SEGMENT_MAX_BYTES_MAX
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
+        crate::io::create_dir_all(&*config.vfs, &dir)
+            .map_err(io_ctx(format!("creating {}", dir.display())))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
