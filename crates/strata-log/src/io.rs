@@ -1,4 +1,5 @@
-//! File I/O behind a small trait, so tests can inject write and sync failures in-process.
+//! File I/O behind a small trait, so tests can inject write and sync failures and simulate
+//! power loss in-process.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -6,6 +7,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod powerloss;
+pub use powerloss::{
+    CrashReport, OpKind, OpOutcome, OpRecord, PowerLossVfs, SimStats, SyncMutation, SyncSite,
+    SECTOR_BYTES,
+};
 
 /// An open file: positional reads and writes, durability, truncation.
 pub trait LogFile: Send + Sync {
