@@ -260,16 +260,21 @@ pub fn write_file_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result
     vfs.sync_dir(dir)
 }
 
-/// Creates `path` and whichever of its parents are missing, through `vfs`.
+/// Creates `path` and whichever of its parents are missing, through `vfs`, durably: after
+/// creating a directory it fsyncs the parent, whose new entry would otherwise be lost with
+/// the power (and with it everything written below, however well synced).
 pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
     if path.as_os_str().is_empty() || path.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = path.parent() {
-        create_dir_all(vfs, parent)?;
-    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dir_all(vfs, parent)?;
     match vfs.create_dir(path) {
+        Ok(()) => vfs.sync_dir(parent),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        other => other,
+        Err(e) => Err(e),
     }
 }
