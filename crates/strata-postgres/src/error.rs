@@ -58,6 +58,13 @@ pub enum ConnectError {
         /// The timeout that expired.
         timeout_ms: u64,
     },
+    /// `target_session_attrs=read-write` was asked and no host of the URL accepts writes (the
+    /// ones that answered are standbys or read-only; the others could not be reached).
+    #[error("no PostgreSQL host of the URL accepts writes ({hosts}): is a primary running?")]
+    NoReadWriteHost {
+        /// The hosts tried, `host:port` comma-separated.
+        hosts: String,
+    },
     /// The configured schema name is not a plain lower-case identifier.
     #[error("invalid schema name {name:?}: {reason}")]
     InvalidSchemaName {

@@ -27,6 +27,10 @@
 //!   the watermark never change, so a page read ahead is exactly what a fresh read returns.
 //! - **Wake-ups.** A `LISTEN` connection (reconnecting with backoff) wakes subscriptions when
 //!   another process appends; subscriptions poll as a fallback.
+//! - **Failover.** The URL may list several hosts (`postgres://u@primary:5432,standby:5432/db?
+//!   target_session_attrs=read-write`): the store connects to the first that accepts writes
+//!   and, when it loses that one, finds the promoted standby by itself (sqlx reads one host per
+//!   URL; the store reads the list as libpq does).
 //! - **Migrations** are embedded and versioned, run under an advisory lock; a schema newer than
 //!   the code is refused with [`ConnectError::SchemaTooNew`].
 //!
@@ -63,6 +67,7 @@
 mod append;
 mod error;
 mod event_store;
+mod hosts;
 pub mod limits;
 mod migrate;
 mod notify;

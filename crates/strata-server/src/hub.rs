@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use strata_core::{EventStore, RecordedEvent, SubscribeFrom, SubscriptionTarget};
+use strata_core::{EventStore, RecordedEvent, SubscribeFrom, Subscription, SubscriptionTarget};
 use tokio::sync::broadcast;
 
 use crate::wire::EventOut;
@@ -118,20 +118,46 @@ pub(crate) struct Hub {
 
 impl Hub {
     /// A receiver of every event published from now on; starts the hub task if needed.
-    pub(crate) fn subscribe(&self, store: &Arc<dyn EventStore>) -> broadcast::Receiver<Batch> {
+    ///
+    /// A new hub fixes where it starts (the head) *before* this returns, so a subscription
+    /// that joins and then reads storage finds in that read every event the hub will not
+    /// publish: an event committed in between is above the hub's start. (Started in the task
+    /// instead, the hub could fix its start after the subscriber's last read and miss what
+    /// committed in between.)
+    pub(crate) async fn subscribe(
+        &self,
+        store: &Arc<dyn EventStore>,
+    ) -> broadcast::Receiver<Batch> {
+        if let Some(tx) = self.sender.lock().as_ref() {
+            return tx.subscribe();
+        }
+        let sub = store
+            .subscribe(
+                SubscriptionTarget::All(Default::default()),
+                SubscribeFrom::End,
+            )
+            .await;
         let mut slot = self.sender.lock();
         if let Some(tx) = slot.as_ref() {
+            // Another subscription started it meanwhile, from an earlier head.
             return tx.subscribe();
         }
         let (tx, rx) = broadcast::channel(HUB_CHANNEL_BATCHES);
-        *slot = Some(tx.clone());
-        tokio::spawn(run(store.clone(), tx, self.sender.clone()));
+        match sub {
+            Ok(sub) => {
+                *slot = Some(tx.clone());
+                tokio::spawn(run(sub, tx, self.sender.clone()));
+            }
+            // Dropping the sender closes the receiver: the subscription goes back to storage
+            // and tries again.
+            Err(e) => tracing::warn!(error = %e, "the subscription hub could not start"),
+        }
         rx
     }
 }
 
 async fn run(
-    store: Arc<dyn EventStore>,
+    mut sub: Subscription,
     tx: broadcast::Sender<Batch>,
     slot: Arc<Mutex<Option<broadcast::Sender<Batch>>>>,
 ) {
@@ -143,21 +169,6 @@ async fn run(
             true
         } else {
             false
-        }
-    };
-    let mut sub = match store
-        .subscribe(
-            SubscriptionTarget::All(Default::default()),
-            SubscribeFrom::End,
-        )
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "the subscription hub could not start");
-            // Dropping the sender closes every receiver; they go back to storage.
-            *slot.lock() = None;
-            return;
         }
     };
     loop {

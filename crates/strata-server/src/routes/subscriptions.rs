@@ -225,7 +225,7 @@ async fn follow(
     let mut chunk: Vec<Bytes> = Vec::with_capacity(chunk_max);
     loop {
         // Join the hub before the last storage read: nothing falls between the two.
-        let mut live = st.hub().subscribe(st.store());
+        let mut live = st.hub().subscribe(st.store()).await;
         let mut sub = match st.store().subscribe(target.clone(), from(resume)).await {
             Ok(s) => s,
             Err(e) => return Some(Frame::Error(e.into(), resume)),
