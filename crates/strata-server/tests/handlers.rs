@@ -1357,3 +1357,45 @@ async fn subscriptions_take_the_token_as_access_token_for_event_source() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("is not a parameter"), "{}", r.text);
 }
+
+#[tokio::test]
+async fn json_that_readers_cannot_parse_is_refused_and_writes_nothing() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let depth = strata_core::limits::JSON_NESTING_MAX_DEPTH;
+    let body = |data: &str| format!(r#"{{"events":[{{"eventType":"T","data":{data}}}]}}"#);
+    for (what, data) in [
+        ("a lone surrogate", r#""\ud800""#.to_owned()),
+        ("a number out of range", "1e400".to_owned()),
+        ("100,000 levels of nesting", nested(100_000)),
+        ("one level past the limit", nested(depth + 1)),
+    ] {
+        let r = post(app, "/streams/poison-1", body(&data)).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request", "{what}");
+        assert_eq!(r.json()["field"], "events[0].data", "{what}: {}", r.text);
+    }
+    let deep_metadata = format!(
+        r#"{{"events":[{{"eventType":"T","data":1,"metadata":{{"a":{}}}}}]}}"#,
+        nested(depth)
+    );
+    let r = post(app, "/streams/poison-1", deep_metadata).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "events[0].metadata", "{}", r.text);
+    assert_eq!(t.store.head().await.unwrap(), None, "nothing was written");
+
+    // Data at the limit is taken, and every reader parses it back: a page, `$all`, and the
+    // live subscription.
+    let r = post(app, "/streams/poison-1", body(&nested(depth))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let page = get(app, "/streams/poison-1").await.json();
+    assert_eq!(
+        page["events"][0]["data"],
+        serde_json::from_str::<Value>(&nested(depth)).unwrap()
+    );
+    get(app, "/all").await.json();
+    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    let evs = sse_events(&mut sse, &mut String::new(), 1).await;
+    serde_json::from_str::<Value>(&evs[0].2).unwrap();
+}
