@@ -1399,3 +1399,44 @@ async fn json_that_readers_cannot_parse_is_refused_and_writes_nothing() {
     let evs = sse_events(&mut sse, &mut String::new(), 1).await;
     serde_json::from_str::<Value>(&evs[0].2).unwrap();
 }
+
+#[tokio::test]
+async fn trailing_input_after_a_body_is_refused_and_writes_nothing() {
+    let t = setup_with_projections(ServerConfig::default()).await;
+    let app = &t.app;
+    let a = json!({"events": [one("A", json!(1))]}).to_string();
+    let bc = json!({"events": [one("B", json!(2)), one("C", json!(3))]}).to_string();
+    for (what, body) in [
+        ("two documents", format!("{a}{bc}")),
+        ("two documents with a space", format!("{a} {bc}")),
+        ("trailing text", format!("{a} xyz")),
+        ("a trailing brace", format!("{a}}}")),
+    ] {
+        let r = post(app, "/streams/trail-1", body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request", "{what}");
+        assert_eq!(r.json()["field"], "body", "{what}");
+    }
+    assert_eq!(
+        get(app, "/streams/trail-1").await.status,
+        404,
+        "nothing was written"
+    );
+    // Whitespace after the document is fine.
+    let r = post(app, "/streams/trail-1", format!("{a} \n\t")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // The projection operations take no parameters: no body, or `{}`, and nothing after it.
+    let op = format!("/projections/{PROJECTION}/pause");
+    for (body, status) in [
+        ("", 200),
+        ("{}", 200),
+        (" {} ", 200),
+        ("{}{}", 400),
+        ("{} x", 400),
+        (r#"{"x":1}"#, 400),
+    ] {
+        let r = post(app, &op, body).await;
+        assert_eq!(r.status, status, "{body:?}: {}", r.text);
+    }
+}
