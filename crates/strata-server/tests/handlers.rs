@@ -625,7 +625,8 @@ async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Res
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
-    let body = if method == "POST" {
+    // Appends take events; the projection operations take no body.
+    let body = if method == "POST" && uri.starts_with("/streams/") {
         Body::from(json!({"events": [one("A", json!(1))]}).to_string())
     } else {
         Body::empty()
