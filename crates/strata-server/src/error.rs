@@ -40,6 +40,11 @@ pub enum ErrorCode {
     Internal,
     /// 503: the store cannot serve right now (stopped after an I/O error, database down).
     Unavailable,
+    /// 503: the server is at one of its limits (open connections, request bodies in flight);
+    /// comes with `Retry-After`.
+    Overloaded,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -60,6 +65,8 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 
@@ -79,7 +86,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -99,6 +107,8 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "Too many subscriptions",
             ErrorCode::Internal => "Internal error",
             ErrorCode::Unavailable => "Unavailable",
+            ErrorCode::Overloaded => "Overloaded",
+            ErrorCode::RequestTimeout => "Request timeout",
         }
     }
 }
@@ -189,6 +199,12 @@ impl IntoResponse for ApiError {
         let mut res = (status, body).into_response();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.code == ErrorCode::Overloaded {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::SERVER_RETRY_AFTER_S),
+            );
+        }
         if self.code == ErrorCode::Unauthorized {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -56,7 +56,10 @@ fn errs(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static s
     )];
     v.extend(AUTH_ERRORS);
     v.extend_from_slice(extra);
-    v.push(("503", "The store is unavailable (`unavailable`)."));
+    v.push((
+        "503",
+        "The store is unavailable (`unavailable`), or the server is at one of its limits (`overloaded`, with `Retry-After`).",
+    ));
     v
 }
 
@@ -276,7 +279,7 @@ fn schemas() -> Value {
                     "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
                     "method_not_allowed", "wrong_expected_version", "event_id_conflict",
                     "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
-                    "projection_not_found", "rebuild_in_progress"] },
+                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout"] },
                 "detail": { "type": "string" },
                 "field": { "type": "string" },
                 "expected": {},
@@ -498,6 +501,7 @@ pub fn document() -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendRequest" } } } },
                     "responses": responses(("200", ok("Appended (or an acknowledged retry).", "AppendResult")),
                         &errs(&[("409", "`wrong_expected_version` (with expected and actual) or `event_id_conflict`."),
+                                ("408", "The body did not arrive within `request_body_read_timeout_ms` (`request_timeout`)."),
                                 ("413", "Over a limit (`payload_too_large`).")]))
                 },
                 "get": {

@@ -177,7 +177,7 @@ async fn operate(
     may_operate(&who, op.verb())?;
     let name = name_param(name)?;
     Query::parse(raw.as_deref(), &[])?;
-    let bytes = read_body(body, &headers, OPERATION_BODY_MAX_BYTES).await?;
+    let (bytes, _charge) = read_body(&st, body, &headers, OPERATION_BODY_MAX_BYTES).await?;
     if !bytes.trim_ascii().is_empty() {
         let NoParameters {} = parse_body(&bytes)?;
     }

@@ -54,6 +54,18 @@ pub(crate) async fn metrics(
     }
     Query::parse(raw.as_deref(), &[])?;
     let mut text = st.metrics().render();
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_connections_open",
+        "Open connections (at most connections_max).",
+        st.connections_open(),
+    );
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_request_body_bytes_in_flight",
+        "Request-body bytes held now (at most request_bodies_in_flight_max_bytes).",
+        st.request_body_bytes_in_flight(),
+    );
     if let Some(control) = st.projections() {
         match control.list().await {
             Ok(infos) => crate::metrics::render_projections(&mut text, &infos),
