@@ -171,10 +171,112 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A connection's byte stream, telling its [`Activity`] when bytes arrive.
+/// A connection's byte stream, telling its [`Activity`] when bytes arrive, and completing the
+/// HTTP parser's own answers to requests it cannot read (a malformed request line, header or
+/// `Content-Length`, a URI or head too long), which it sends with an empty body, into problem
+/// documents.
 pub(crate) struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// The problem-document answer still to be written, and how much of it was.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Watched {
+            inner,
+            activity,
+            pending: None,
+        }
+    }
+}
+
+/// The answer to send instead of `head` when `head` is the HTTP parser's own empty-bodied
+/// answer to a request it could not read. The parser answers only before a request reaches the
+/// router (never while one is in flight), with a head alone, `Content-Length: 0`, and none of
+/// the headers the router puts on every answer (`x-request-id`).
+fn parser_answer(head: &[u8]) -> Option<Vec<u8>> {
+    if !(head.starts_with(b"HTTP/1.1 4") || head.starts_with(b"HTTP/1.0 4"))
+        || !head.ends_with(b"\r\n\r\n")
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?.to_ascii_lowercase();
+    if text.contains("x-request-id:") || !text.contains("\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let error = match &head[9..12] {
+        b"400" => ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request could not be read as HTTP/1.1: its request line (a space or a control \
+             character in the path, say), a header, or its Content-Length or Transfer-Encoding \
+             is malformed",
+        )
+        .with("field", serde_json::json!("request")),
+        b"414" => ApiError::new(
+            ErrorCode::UriTooLong,
+            "the request's URI is longer than the server reads (64 KiB)",
+        ),
+        b"431" => ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request's head (request line and headers) is larger than the server reads \
+                 ({} bytes, or more than 100 headers)",
+                limits::SERVER_REQUEST_HEAD_MAX_BYTES
+            ),
+        ),
+        _ => return None,
+    };
+    let status = error.code.status();
+    let body = error.to_json().to_string();
+    let date = text
+        .split("\r\n")
+        .find(|l| l.starts_with("date:"))
+        .map(|l| format!("{l}\r\n"))
+        .unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n{date}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        crate::error::PROBLEM_JSON,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    Some(out)
+}
+
+impl<T: AsyncWrite + Unpin> Watched<T> {
+    /// Takes `buf` in place of the parser's answer when it is one.
+    fn replaces(&mut self, buf: &[u8]) -> bool {
+        if self.pending.is_some() || matches!(*self.activity.phase.lock(), Phase::Busy { .. }) {
+            return false;
+        }
+        match parser_answer(buf) {
+            Some(answer) => {
+                self.pending = Some((answer, 0));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes what remains of a replaced answer.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((answer, done)) = &mut self.pending {
+            if *done == answer.len() {
+                self.pending = None;
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *done += n;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -198,6 +300,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if self.replaces(buf) {
+            // Taken whole: what is not written yet goes out on the next write or flush.
+            if let Poll::Ready(Err(e)) = self.poll_pending(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -205,15 +315,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        // The parser writes its answer as a head alone, in the first slice.
+        let rest_empty = bufs.iter().skip(1).all(|b| b.is_empty());
+        if let Some(first) = bufs.first().filter(|_| rest_empty) {
+            if self.replaces(first) {
+                if let Poll::Ready(Err(e)) = self.poll_pending(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(first.len()));
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -383,10 +506,7 @@ async fn connection(
     });
     match &shared.tls {
         None => {
-            let io = TokioIo::new(Watched {
-                inner: tcp,
-                activity,
-            });
+            let io = TokioIo::new(Watched::new(tcp, activity));
             let conn = shared.builder.serve_connection(io, service);
             let _ = watcher.watch(conn.into_owned()).await;
         }
@@ -399,10 +519,7 @@ async fn connection(
                     .http2
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            let io = TokioIo::new(Watched {
-                inner: stream,
-                activity,
-            });
+            let io = TokioIo::new(Watched::new(stream, activity));
             let conn = shared.builder.serve_connection(io, service);
             let _ = watcher.watch(conn.into_owned()).await;
         }

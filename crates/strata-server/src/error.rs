@@ -45,6 +45,10 @@ pub enum ErrorCode {
     Overloaded,
     /// 408: the request body did not arrive in time.
     RequestTimeout,
+    /// 414: the request's URI is longer than the server reads.
+    UriTooLong,
+    /// 431: the request's head (request line and headers) is larger than the server reads.
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
@@ -67,6 +71,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
         }
     }
 
@@ -88,6 +94,8 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -109,6 +117,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "Unavailable",
             ErrorCode::Overloaded => "Overloaded",
             ErrorCode::RequestTimeout => "Request timeout",
+            ErrorCode::UriTooLong => "URI too long",
+            ErrorCode::HeadersTooLarge => "Request header fields too large",
         }
     }
 }

@@ -194,7 +194,7 @@ fn start_params() -> Vec<Value> {
         param(
             "access_token",
             "query",
-            "The API token, for clients that cannot send an Authorization header (a browser's EventSource); never together with the header. URLs end up in logs and histories: prefer the header where you can.",
+            "The API token, for clients that cannot send an Authorization header (a browser's EventSource); never together with the header. Any string (percent-encoded) is looked up, including one that could not be a header value. URLs end up in logs and histories: prefer the header where you can.",
             json!({ "type": "string" }),
             false,
         ),
@@ -279,7 +279,7 @@ fn schemas() -> Value {
                     "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
                     "method_not_allowed", "wrong_expected_version", "event_id_conflict",
                     "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
-                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout"] },
+                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout", "uri_too_long", "headers_too_large"] },
                 "detail": { "type": "string" },
                 "field": { "type": "string" },
                 "expected": {},
@@ -333,8 +333,7 @@ fn schemas() -> Value {
             "required": ["events"],
             "properties": {
                 "expectedVersion": {
-                    "description": "`any` (the default, also when null), `no_stream`, `stream_exists`, or the version the stream's last event must have.",
-                    "nullable": true,
+                    "description": "`any` (the default, when absent), `no_stream`, `stream_exists`, or the version the stream's last event must have. `null` is refused: it would switch the check off without a word.",
                     "oneOf": [
                         { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
                         { "type": "integer", "minimum": 0, "maximum": u64::MAX }

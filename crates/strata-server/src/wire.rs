@@ -149,6 +149,11 @@ impl<'de> Deserialize<'de> for WireExpected {
     }
 }
 
+/// A field that may be absent (then `None`, by `#[serde(default)]`) but not `null`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// One event in an append request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -205,8 +210,9 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AppendBody {
-    /// The expected version; `any` when absent.
-    #[serde(default)]
+    /// The expected version; `any` when absent (`null` is refused: it would turn the
+    /// concurrency check off without a word).
+    #[serde(default, deserialize_with = "present")]
     pub expected_version: Option<WireExpected>,
     /// The events, one or more.
     pub events: Vec<EventIn>,

@@ -362,3 +362,65 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
     assert_eq!(state.request_body_bytes_in_flight(), 0);
     drop(tx);
 }
+
+#[tokio::test]
+async fn requests_the_http_parser_refuses_get_problem_documents() {
+    let server = Server::start(ServerConfig::default());
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    let big_head = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(120_000)
+    );
+    let huge_head = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(1_000_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a bad Content-Length",
+            b"POST /streams/a-1 HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n{}".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "two Content-Lengths",
+            b"POST /streams/a-1 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a raw space in the path",
+            b"GET /streams/a b HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        ("a URI past 64 KiB", long_uri.into_bytes(), 414, "uri_too_long"),
+        ("a head past its limit", big_head.into_bytes(), 431, "headers_too_large"),
+        (
+            "a head far past its limit",
+            huge_head.into_bytes(),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let mut conn = server.connect().await;
+        conn.write_all(&request).await.unwrap();
+        let (got, head, body) = answer(&mut conn).await;
+        assert_eq!(got, status, "{what}: {head}\n{body}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{what}: {head}"
+        );
+        let doc: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert_eq!(doc["code"], code, "{what}");
+        assert_eq!(doc["status"], status, "{what}");
+        closed(&mut conn).await;
+    }
+    // The server still answers well-formed requests.
+    let mut conn = server.connect().await;
+    conn.write_all(GET_HEALTH).await.unwrap();
+    assert_eq!(answer(&mut conn).await.0, 200);
+    server.stop().await;
+}

@@ -1441,3 +1441,73 @@ async fn trailing_input_after_a_body_is_refused_and_writes_nothing() {
         assert_eq!(r.status, status, "{body:?}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn small_rejections_are_problems_and_write_nothing() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    // A broken percent-encoding in the path is refused, not taken literally.
+    for uri in [
+        "/streams/a%zzb",
+        "/streams/a%2",
+        "/streams/a%",
+        "/streams/a%zzb/info",
+    ] {
+        let r = post(
+            app,
+            uri,
+            json!({"events": [one("A", json!(1))]}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{uri}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request");
+        assert_eq!(r.json()["field"], "path", "{uri}");
+    }
+    let r = get(app, "/streams/a%zzb").await;
+    assert_eq!(r.status, 400);
+    // `null` is not `any`: a concurrency check is never switched off by accident.
+    let r = post(
+        app,
+        "/streams/a-1",
+        r#"{"expectedVersion":null,"events":[{"eventType":"A","data":1}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "expectedVersion");
+    assert_eq!(t.store.head().await.unwrap(), None, "nothing was written");
+    // A valid escape still works, and absent is `any`.
+    let r = post(
+        app,
+        "/streams/a%2D1",
+        r#"{"events":[{"eventType":"A","data":1}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["streamId"], "a-1");
+}
+
+#[tokio::test]
+async fn any_token_string_works_as_access_token() {
+    // Tokens are any string; one that cannot be a header value still works in the query.
+    let odd = "tök\u{1}en with spaces";
+    let t = setup(ServerConfig {
+        tokens: vec![TokenConfig::new("odd", &hash_token(odd), Role::Reader)],
+        ..ServerConfig::default()
+    });
+    let encoded: String = odd.bytes().map(|b| format!("%{b:02X}")).collect();
+    let r = t
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!("/subscriptions/all?access_token={encoded}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // An unknown one, however odd, is 401 like any unknown token.
+    let r = get(&t.app, "/subscriptions/all?access_token=%01%02").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.code(), "unauthorized");
+}

@@ -108,9 +108,74 @@ pub fn app(state: AppState) -> Router {
                 .layer(tower::util::MapResponseLayer::new({
                     let state = state.clone();
                     move |res: Response| count_responses(&state, res)
-                })),
+                }))
+                .layer(tower::layer::layer_fn(CheckPath)),
         )
         .with_state(state)
+}
+
+/// Refuses, before routing, a request whose head is longer than `SERVER_REQUEST_HEAD_MAX_BYTES`
+/// (`431 headers_too_large`) or whose path has a broken percent-encoding (`%` not followed by
+/// two hex digits; the router would otherwise take `a%zzb` as it is).
+#[derive(Clone)]
+struct CheckPath<S>(S);
+
+impl<S> tower::Service<Request<Body>> for CheckPath<S>
+where
+    S: tower::Service<Request<Body>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The HTTP parser bounds its read buffer by this too, but may take a head somewhat
+        // longer in one read; the bound on what is accepted is exact here.
+        let head_bytes = req.uri().to_string().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > crate::limits::SERVER_REQUEST_HEAD_MAX_BYTES {
+            let error = ApiError::new(
+                ErrorCode::HeadersTooLarge,
+                format!(
+                    "the request's head (request line and headers) is larger than the server reads ({} bytes)",
+                    crate::limits::SERVER_REQUEST_HEAD_MAX_BYTES
+                ),
+            );
+            let mut res = error.into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return futures::future::Either::Left(std::future::ready(Ok(res)));
+        }
+        if broken_percent_encoding(req.uri().path()) {
+            let error = ApiError::invalid(
+                "path",
+                "has a broken percent-encoding: `%` must be followed by two hex digits",
+            );
+            return futures::future::Either::Left(std::future::ready(Ok(error.into_response())));
+        }
+        futures::future::Either::Right(self.0.call(req))
+    }
+}
+
+fn broken_percent_encoding(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Counts a response by status class (a plain response map: no boxed future per request).

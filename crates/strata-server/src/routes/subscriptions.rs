@@ -60,11 +60,7 @@ fn subscriber(st: &AppState, headers: &HeaderMap, q: &Query) -> Result<Arc<Princ
             "give the token in the Authorization header or in access_token, not both",
         ));
     }
-    let value = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| ApiError::invalid(ACCESS_TOKEN, "is not a token"))?;
-    let mut with_token = HeaderMap::new();
-    with_token.insert(header::AUTHORIZATION, value);
-    caller(st, &with_token)
+    st.auth().authenticate_token(token)
 }
 
 /// Where to start, before `end` is resolved.
