@@ -433,9 +433,9 @@ fn schemas() -> Value {
                 "next": { "type": "string", "nullable": true }
             }
         },
-        "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true } } },
+        "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } },
         "PositionAt": { "type": "object", "required": ["position"], "properties": { "position": { "type": "integer", "nullable": true } } },
-        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true } } }
+        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } }
     })
 }
 
@@ -642,9 +642,10 @@ pub fn document() -> Value {
             "/ready": {
                 "get": {
                     "operationId": "ready",
-                    "summary": "The store answers reads.",
+                    "summary": "The store answers reads (and, with write=true, accepts appends).",
                     "security": [],
-                    "responses": responses(("200", ok("Ready.", "Status")), &[("400", "Invalid request."), ("503", "Not ready (`unavailable`).")])
+                    "parameters": [param("write", "query", "`true`: answer 503 also when the store answers reads but refuses appends (route writes by this).", json!({ "type": "boolean", "default": false }), false)],
+                    "responses": responses(("200", ok("Ready; `writable` says whether the store accepts appends.", "Status")), &[("400", "Invalid request."), ("503", "Not ready (`unavailable`), or with write=true, refusing appends (`writable`: false).")])
                 }
             },
             "/metrics": {

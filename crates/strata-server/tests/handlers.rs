@@ -1511,3 +1511,37 @@ async fn any_token_string_works_as_access_token() {
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(r.code(), "unauthorized");
 }
+
+#[tokio::test]
+async fn ready_reports_whether_the_store_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = strata_log::io::FaultyVfs::new();
+    let store = strata_log::LogStore::open_with(
+        dir.path(),
+        strata_log::LogConfig {
+            vfs: Arc::new(vfs.clone()),
+            ..strata_log::LogConfig::default()
+        },
+    )
+    .unwrap();
+    let app = app(AppState::new(Arc::new(store), ServerConfig::default()).unwrap());
+    let r = append(&app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    assert_eq!(r.status, 200);
+    let r = get(&app, "/ready?write=true").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["writable"], true);
+    // An fdatasync fails: the store stops taking appends, and keeps serving reads.
+    vfs.fail_after(0, 0);
+    let r = append(&app, "a-1", json!("any"), vec![one("A", json!(2))]).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
+    let r = get(&app, "/ready").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["writable"], false);
+    assert_eq!(r.json()["head"], 0);
+    let r = get(&app, "/ready?write=true").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
+    assert_eq!(r.json()["writable"], false);
+    let r = get(&app, "/ready?write=maybe").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["field"], "write");
+}

@@ -16,23 +16,47 @@ pub(crate) async fn health(RawQuery(raw): RawQuery) -> Result<Response, ApiError
     Ok(json_response(&json!({ "status": "ok" })))
 }
 
-/// `GET /ready`: the store answers a read.
+/// `GET /ready`: the store answers a read. `writable` says whether it accepts appends; with
+/// `write=true` the answer is `503` when it does not (a load balancer routing writes asks this).
 pub(crate) async fn ready(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    Query::parse(raw.as_deref(), &[])?;
-    match st.store().head().await {
-        Ok(head) => Ok(json_response(
-            &json!({ "status": "ready", "head": head.map(|p| p.0) }),
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the store does not answer reads right now",
+    let q = Query::parse(raw.as_deref(), &["write"])?;
+    let for_writes = match q.one("write")? {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "write",
+                format!("must be true or false, not {other:?}"),
             ))
         }
+    };
+    let writable = st.store().check_writable();
+    let head = match st.store().head().await {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the store does not answer reads right now",
+            )
+            .with("writable", json!(writable.is_ok())));
+        }
+    };
+    match writable {
+        Err(e) if for_writes => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the store answers reads but refuses appends: {e}"),
+        )
+        .with("writable", json!(false))
+        .with("head", json!(head.map(|p| p.0)))),
+        writable => Ok(json_response(&json!({
+            "status": "ready",
+            "head": head.map(|p| p.0),
+            "writable": writable.is_ok(),
+        }))),
     }
 }
 
