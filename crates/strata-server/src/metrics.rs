@@ -29,6 +29,7 @@ pub struct Metrics {
     connections_rejected: AtomicU64,
     connection_timeouts: AtomicU64,
     bodies_refused: AtomicU64,
+    corruption_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +96,11 @@ impl Metrics {
         self.bodies_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A read (or a subscription) met a stored event that failed its integrity checks.
+    pub fn corruption(&self) {
+        self.corruption_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A response with `status`.
     pub fn response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -154,6 +160,12 @@ impl Metrics {
             "strata_subscription_events_total",
             "Events handed to subscribers.",
             g(&self.events_delivered),
+        );
+        counter(
+            &mut o,
+            "strata_corruption_errors_total",
+            "Reads and subscriptions answered `corruption`: a stored event failed its integrity checks.",
+            g(&self.corruption_errors),
         );
         counter(
             &mut o,

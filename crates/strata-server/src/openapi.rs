@@ -279,9 +279,10 @@ fn schemas() -> Value {
                     "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
                     "method_not_allowed", "wrong_expected_version", "event_id_conflict",
                     "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
-                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout", "uri_too_long", "headers_too_large"] },
+                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout", "uri_too_long", "headers_too_large", "corruption"] },
                 "detail": { "type": "string" },
                 "field": { "type": "string" },
+                "position": { "type": "integer", "nullable": true, "description": "`corruption`: the position of the event that failed its integrity checks, when known." },
                 "expected": {},
                 "actual": {}
             }

@@ -28,6 +28,22 @@ use tower::ServiceExt;
 struct Faulty {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
+    /// Reads of position 1 and after fail their integrity checks.
+    corrupt: Arc<AtomicBool>,
+}
+
+impl Faulty {
+    fn check(&self, events: &[RecordedEvent]) -> Result<(), ReadError> {
+        match events.iter().find(|e| e.position.0 >= 1) {
+            Some(e) if self.corrupt.load(Ordering::SeqCst) => Err(ReadError::Corruption {
+                file: "/var/lib/strata/secret-dir/00000001.seg".to_owned(),
+                offset: 4096,
+                position: Some(e.position),
+                reason: "CRC mismatch".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -51,10 +67,14 @@ impl EventStore for Faulty {
         if self.down.load(Ordering::SeqCst) {
             return Err(ReadError::Storage("disk on fire".to_owned()));
         }
-        self.inner.read_stream(s, o).await
+        let events = self.inner.read_stream(s, o).await?;
+        self.check(&events)?;
+        Ok(events)
     }
     async fn read_all(&self, o: ReadAllOptions) -> Result<AllPage, ReadError> {
-        self.inner.read_all(o).await
+        let page = self.inner.read_all(o).await?;
+        self.check(&page.events)?;
+        Ok(page)
     }
     async fn stream_info(&self, s: &StreamId) -> Result<StreamInfo, ReadError> {
         self.inner.stream_info(s).await
@@ -100,6 +120,7 @@ async fn setup_with_projections(config: ServerConfig) -> T {
     let store = Faulty {
         inner: MemoryStore::new(),
         down: Arc::new(AtomicBool::new(false)),
+        corrupt: Arc::new(AtomicBool::new(false)),
     };
     let dir = tempfile::tempdir().unwrap();
     let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
@@ -119,6 +140,7 @@ fn setup(config: ServerConfig) -> T {
     let store = Faulty {
         inner: MemoryStore::new(),
         down: Arc::new(AtomicBool::new(false)),
+        corrupt: Arc::new(AtomicBool::new(false)),
     };
     let state = AppState::new(Arc::new(store.clone()), config).unwrap();
     T {
@@ -1544,4 +1566,40 @@ async fn ready_reports_whether_the_store_takes_writes() {
     let r = get(&app, "/ready?write=maybe").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["field"], "write");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_a_corruption_problem_naming_its_position() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    for i in 0..3 {
+        append(app, "a-1", json!("any"), vec![one("A", json!(i))]).await;
+    }
+    t.store.corrupt.store(true, Ordering::SeqCst);
+    for uri in ["/streams/a-1", "/all"] {
+        let r = get(app, uri).await;
+        assert_eq!(r.status, 500, "{uri}: {}", r.text);
+        assert_eq!(r.code(), "corruption", "{uri}");
+        assert_eq!(r.json()["position"], 1, "{uri}");
+        // The operator's details stay in the log.
+        for secret in ["secret-dir", ".seg", "4096", "CRC"] {
+            assert!(!r.text.contains(secret), "{uri} shows {secret}: {}", r.text);
+        }
+    }
+    // Reads that do not reach the bad record still work.
+    let r = get(app, "/streams/a-1?limit=1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A subscription that meets it ends with the same problem, and a resume point.
+    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    let evs = sse_events(&mut sse, &mut String::new(), 1).await;
+    assert_eq!(evs[0].0, "error");
+    let doc: Value = serde_json::from_str(&evs[0].2).unwrap();
+    assert_eq!(doc["code"], "corruption");
+    assert_eq!(doc["position"], 1);
+    assert!(!evs[0].2.contains("secret-dir"));
+    let metrics = get(app, "/metrics").await.text;
+    assert!(
+        metrics.contains("strata_corruption_errors_total 3"),
+        "{metrics}"
+    );
 }

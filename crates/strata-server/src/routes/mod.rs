@@ -181,6 +181,9 @@ fn broken_percent_encoding(path: &str) -> bool {
 /// Counts a response by status class (a plain response map: no boxed future per request).
 fn count_responses(state: &AppState, res: Response) -> Response {
     state.metrics().response(res.status().as_u16());
+    if res.extensions().get::<ErrorCode>() == Some(&ErrorCode::Corruption) {
+        state.metrics().corruption();
+    }
     res
 }
 

@@ -162,6 +162,16 @@ impl Matcher {
     }
 }
 
+/// A store's error as the subscription's last word; corruption is counted (a response's is
+/// counted by the router's metrics layer, a subscription's error frame here).
+fn store_error(st: &AppState, e: strata_core::ReadError) -> ApiError {
+    let error = ApiError::from(e);
+    if error.code == crate::error::ErrorCode::Corruption {
+        st.metrics().corruption();
+    }
+    error
+}
+
 /// Events one message to the connection carries at most. Passing events in chunks keeps the
 /// cost of the hand-over per chunk, not per event, when a hundred subscribers follow a busy
 /// store; the buffer bound stays in events (capacity in chunks times the chunk size).
@@ -224,7 +234,7 @@ async fn follow(
         let mut live = st.hub().subscribe(st.store());
         let mut sub = match st.store().subscribe(target.clone(), from(resume)).await {
             Ok(s) => s,
-            Err(e) => return Some(Frame::Error(e.into(), resume)),
+            Err(e) => return Some(Frame::Error(store_error(st, e), resume)),
         };
         // Catch up from storage.
         let mut last = resume;
@@ -241,7 +251,7 @@ async fn follow(
                     if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
                         return end;
                     }
-                    return Some(Frame::Error(e.into(), resume));
+                    return Some(Frame::Error(store_error(st, e), resume));
                 }
             };
             let r = match Rendered::new(&event) {
