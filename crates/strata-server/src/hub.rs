@@ -4,9 +4,12 @@
 //! them in batches on a bounded broadcast channel. A subscription catches up from storage on its
 //! own (so a subscriber far behind costs only its cursor), then switches to the hub, so that a
 //! hundred live subscribers cost one storage read and one JSON rendering per event, not a
-//! hundred. The seam is gap-free: a subscription joins the channel *before* its last storage
-//! read, and the hub publishes only events it has read from storage, so every event is either
-//! in that read or in the channel; events already delivered are skipped by id. A subscription
+//! hundred. The seam is checked, not assumed: each batch says which position the hub had
+//! covered before it (the first, empty, batch says where the hub started), and a subscription
+//! knows which position its storage reads covered (the head it took before its last read). A
+//! batch that starts past that would leave a gap (the hub started after the subscription's
+//! last read, say), so the subscription reads from storage again first; events it already
+//! covered are skipped by position. A subscription
 //! that falls more than the channel's capacity behind is told so by the channel
 //! (`Lagged`) and goes back to reading storage from its last delivered event.
 //!
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use strata_core::{EventStore, RecordedEvent, SubscribeFrom, SubscriptionTarget};
+use strata_core::{Cursor, EventStore, RecordedEvent, SubscribeFrom, SubscriptionTarget};
 use tokio::sync::broadcast;
 
 use crate::wire::EventOut;
@@ -108,7 +111,20 @@ pub(crate) fn one_line(json: String) -> String {
     out
 }
 
-pub(crate) type Batch = Arc<Vec<Rendered>>;
+/// Events the hub publishes together, with what the hub had covered before them.
+#[derive(Debug)]
+pub(crate) struct HubBatch {
+    /// Every event of `$all` at or below this position was published before this batch (or
+    /// was already stored when the hub started); every event after it up to the batch's last
+    /// is in the batch. `None`: nothing before. A subscriber that has covered less than this
+    /// from storage would miss events between the two, so it reads them from storage first.
+    pub prev: Option<u64>,
+    /// The events, in position order; empty in the first batch, which announces where the
+    /// hub starts.
+    pub events: Vec<Rendered>,
+}
+
+pub(crate) type Batch = Arc<HubBatch>;
 
 /// The hub's handle, kept in the app state.
 #[derive(Default)]
@@ -160,6 +176,20 @@ async fn run(
             return;
         }
     };
+    // Where the hub starts: the head it took, which may be past what a subscriber that joined
+    // before this moment has read from storage. Announce it at once, so such a subscriber reads
+    // the events in between from storage without waiting for the next append.
+    let mut covered = match sub.cursor() {
+        Cursor::AllNext(next) => next.0.checked_sub(1),
+        _ => None,
+    };
+    let announce = Arc::new(HubBatch {
+        prev: covered,
+        events: Vec::new(),
+    });
+    if tx.send(announce).is_err() && stop(&slot) {
+        return;
+    }
     loop {
         let first = tokio::select! {
             r = sub.next() => r,
@@ -199,7 +229,16 @@ async fn run(
                 }
             }
         }
-        if tx.send(Arc::new(batch)).is_err() && stop(&slot) {
+        let prev = covered;
+        covered = batch.last().map(|r| r.position).or(covered);
+        if tx
+            .send(Arc::new(HubBatch {
+                prev,
+                events: batch,
+            }))
+            .is_err()
+            && stop(&slot)
+        {
             return;
         }
     }

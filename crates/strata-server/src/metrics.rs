@@ -30,6 +30,7 @@ pub struct Metrics {
     connection_timeouts: AtomicU64,
     bodies_refused: AtomicU64,
     corruption_errors: AtomicU64,
+    hand_over_gaps: AtomicU64,
 }
 
 impl Metrics {
@@ -101,6 +102,12 @@ impl Metrics {
         self.corruption_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A subscription found the live fan-out ahead of what it had read from storage and read
+    /// the events in between from storage.
+    pub fn hand_over_gap(&self) {
+        self.hand_over_gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A response with `status`.
     pub fn response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -160,6 +167,12 @@ impl Metrics {
             "strata_subscription_events_total",
             "Events handed to subscribers.",
             g(&self.events_delivered),
+        );
+        counter(
+            &mut o,
+            "strata_subscription_hand_over_gaps_total",
+            "Times a subscription found the live fan-out ahead of its storage read and read the events in between from storage.",
+            g(&self.hand_over_gaps),
         );
         counter(
             &mut o,

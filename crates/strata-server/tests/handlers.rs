@@ -30,6 +30,12 @@ struct Faulty {
     down: Arc<AtomicBool>,
     /// Reads of position 1 and after fail their integrity checks.
     corrupt: Arc<AtomicBool>,
+    /// While set, a subscription to all of `$all` from its end (what the server's live
+    /// fan-out opens) waits at its start.
+    hub_gate: Arc<watch::Sender<bool>>,
+    /// Told when such a subscription has started, and after every `$all` read.
+    hub_started: Arc<tokio::sync::Notify>,
+    all_read: Arc<tokio::sync::Notify>,
 }
 
 impl Faulty {
@@ -74,6 +80,7 @@ impl EventStore for Faulty {
     async fn read_all(&self, o: ReadAllOptions) -> Result<AllPage, ReadError> {
         let page = self.inner.read_all(o).await?;
         self.check(&page.events)?;
+        self.all_read.notify_one();
         Ok(page)
     }
     async fn stream_info(&self, s: &StreamId) -> Result<StreamInfo, ReadError> {
@@ -102,7 +109,17 @@ impl EventStore for Faulty {
         t: SubscriptionTarget,
         f: SubscribeFrom,
     ) -> Result<Subscription, ReadError> {
-        Subscription::start(Arc::new(self.clone()), t, f).await
+        let hub = f == SubscribeFrom::End
+            && matches!(&t, SubscriptionTarget::All(filter) if *filter == Default::default());
+        if hub {
+            let mut gate = self.hub_gate.subscribe();
+            let _ = gate.wait_for(|closed| !closed).await;
+        }
+        let sub = Subscription::start(Arc::new(self.clone()), t, f).await;
+        if hub {
+            self.hub_started.notify_one();
+        }
+        sub
     }
 }
 
@@ -121,6 +138,9 @@ async fn setup_with_projections(config: ServerConfig) -> T {
         inner: MemoryStore::new(),
         down: Arc::new(AtomicBool::new(false)),
         corrupt: Arc::new(AtomicBool::new(false)),
+        hub_gate: Arc::new(watch::channel(false).0),
+        hub_started: Arc::new(tokio::sync::Notify::new()),
+        all_read: Arc::new(tokio::sync::Notify::new()),
     };
     let dir = tempfile::tempdir().unwrap();
     let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
@@ -141,6 +161,9 @@ fn setup(config: ServerConfig) -> T {
         inner: MemoryStore::new(),
         down: Arc::new(AtomicBool::new(false)),
         corrupt: Arc::new(AtomicBool::new(false)),
+        hub_gate: Arc::new(watch::channel(false).0),
+        hub_started: Arc::new(tokio::sync::Notify::new()),
+        all_read: Arc::new(tokio::sync::Notify::new()),
     };
     let state = AppState::new(Arc::new(store.clone()), config).unwrap();
     T {
@@ -1602,4 +1625,29 @@ async fn a_corrupt_record_is_a_corruption_problem_naming_its_position() {
         metrics.contains("strata_corruption_errors_total 3"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_fan_out_that_starts_after_a_subscriber_caught_up_loses_nothing() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    // The live fan-out will take its starting head only when let go.
+    t.store.hub_gate.send_replace(true);
+    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    // The subscriber has read storage (empty) and turns to the fan-out, which has not started.
+    t.store.all_read.notified().await;
+    // An event lands in between: after the subscriber's read, before the fan-out's start.
+    append(app, "a-1", json!("any"), vec![one("A", json!(0))]).await;
+    t.store.hub_gate.send_replace(false);
+    t.store.hub_started.notified().await;
+    append(app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    let evs = sse_events(&mut sse, &mut String::new(), 2).await;
+    let ids: Vec<_> = evs.iter().map(|e| e.1.clone().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["0", "1"],
+        "no event lost at the hand-over, none twice"
+    );
+    // A stream subscriber opened the same way loses nothing either.
+    drop(sse);
 }

@@ -236,17 +236,38 @@ async fn follow(
             Ok(s) => s,
             Err(e) => return Some(Frame::Error(store_error(st, e), resume)),
         };
-        // Catch up from storage.
+        // Catch up from storage, until a read that started after a look at the head finds
+        // nothing more: then every event up to that head is covered.
         let mut last = resume;
-        loop {
+        let mut head_seen: Option<Option<u64>> = None;
+        let covered = loop {
             let next = tokio::select! {
                 biased;
                 _ = tx.closed() => return None,
                 r = sub.try_next() => r,
             };
             let event = match next {
-                Ok(Some(e)) => e,
-                Ok(None) => break,
+                Ok(Some(e)) => {
+                    head_seen = None;
+                    e
+                }
+                Ok(None) => match head_seen {
+                    Some(head) => break head,
+                    None => {
+                        match st.store().head().await {
+                            Ok(h) => head_seen = Some(h.map(|p| p.0)),
+                            Err(e) => {
+                                if let Err(end) =
+                                    deliver(tx, &mut chunk, last, slow, st, &mut resume).await
+                                {
+                                    return end;
+                                }
+                                return Some(Frame::Error(store_error(st, e), resume));
+                            }
+                        }
+                        continue;
+                    }
+                },
                 Err(e) => {
                     if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
                         return end;
@@ -271,7 +292,8 @@ async fn follow(
                     return end;
                 }
             }
-        }
+        };
+        let mut covered = covered;
         if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
             return end;
         }
@@ -288,10 +310,21 @@ async fn follow(
                 // Fell behind the hub (or it stopped): back to storage from where we are.
                 Err(_) => break,
             };
+            // The hand-over: events between what storage covered and what the hub covered
+            // before this batch would be missed. Read them from storage first (this happens
+            // when the hub started after the last storage read).
+            if batch.prev > covered {
+                st.metrics().hand_over_gap();
+                break;
+            }
             let mut last = resume;
-            for r in batch.iter() {
+            for r in batch.events.iter() {
                 let id = matcher.id(r);
-                if last.is_some_and(|l| id <= l) || !matcher.matches(r) {
+                // At or below `covered`: delivered (or passed over) from storage already.
+                if covered.is_some_and(|c| r.position <= c)
+                    || last.is_some_and(|l| id <= l)
+                    || !matcher.matches(r)
+                {
                     continue;
                 }
                 chunk.push(r.frame(id));
@@ -304,6 +337,9 @@ async fn follow(
             }
             if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
                 return end;
+            }
+            if let Some(r) = batch.events.last() {
+                covered = covered.max(Some(r.position));
             }
         }
     }
