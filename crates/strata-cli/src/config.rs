@@ -49,6 +49,9 @@ struct LimitsSection {
     connections_max: Option<u32>,
     request_bodies_in_flight_max_bytes: Option<u64>,
     request_body_read_timeout_ms: Option<u64>,
+    sse_buffer_max_bytes: Option<u64>,
+    sse_buffers_total_max_bytes: Option<u64>,
+    sse_fan_out_max_bytes: Option<u64>,
 }
 
 /// Where the events live.
@@ -239,6 +242,13 @@ pub fn resolve(
         "STRATA_REQUEST_BODY_READ_TIMEOUT_MS",
         u64
     );
+    limit!(sse_buffer_max_bytes, "STRATA_SSE_BUFFER_MAX_BYTES", u64);
+    limit!(
+        sse_buffers_total_max_bytes,
+        "STRATA_SSE_BUFFERS_TOTAL_MAX_BYTES",
+        u64
+    );
+    limit!(sse_fan_out_max_bytes, "STRATA_SSE_FAN_OUT_MAX_BYTES", u64);
     server.tokens = file.tokens;
     if let Err(es) = server.validate() {
         errors.extend(es.into_iter().map(|e| match &file_path {

@@ -127,6 +127,13 @@ pub struct ServerConfig {
     pub request_bodies_in_flight_max_bytes: u64,
     /// How long a request body may take to arrive once its head has (`408 request_timeout`).
     pub request_body_read_timeout_ms: u64,
+    /// Bytes of events buffered per subscriber (beside `sse_buffer_events`; whichever is
+    /// reached first).
+    pub sse_buffer_max_bytes: u64,
+    /// Bytes of events buffered for all subscribers together.
+    pub sse_buffers_total_max_bytes: u64,
+    /// Bytes of recent batches the live fan-out keeps for subscribers.
+    pub sse_fan_out_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +152,9 @@ impl Default for ServerConfig {
             request_bodies_in_flight_max_bytes:
                 server_limits::SERVER_REQUEST_BODIES_IN_FLIGHT_MAX_BYTES,
             request_body_read_timeout_ms: server_limits::SERVER_REQUEST_BODY_READ_TIMEOUT_MS,
+            sse_buffer_max_bytes: server_limits::SERVER_SSE_BUFFER_MAX_BYTES,
+            sse_buffers_total_max_bytes: server_limits::SERVER_SSE_BUFFERS_TOTAL_MAX_BYTES,
+            sse_fan_out_max_bytes: server_limits::SERVER_SSE_FAN_OUT_MAX_BYTES,
         }
     }
 }
@@ -225,6 +235,24 @@ impl ServerConfig {
             self.request_body_read_timeout_ms,
             100,
             3_600_000,
+        );
+        range(
+            "sse_buffer_max_bytes",
+            self.sse_buffer_max_bytes,
+            64 * 1024,
+            u64::from(u32::MAX),
+        );
+        range(
+            "sse_buffers_total_max_bytes",
+            self.sse_buffers_total_max_bytes,
+            self.sse_buffer_max_bytes,
+            1 << 40,
+        );
+        range(
+            "sse_fan_out_max_bytes",
+            self.sse_fan_out_max_bytes,
+            64 * 1024,
+            1 << 40,
         );
         if self.tokens.len() > limits::SERVER_TOKENS_MAX {
             errors.push(format!(

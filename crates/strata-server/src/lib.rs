@@ -83,6 +83,8 @@ struct StateInner {
     /// One permit per request-body byte the server may hold at once
     /// (`request_bodies_in_flight_max_bytes`).
     body_bytes: Arc<tokio::sync::Semaphore>,
+    /// One permit per byte of events buffered for subscribers (`sse_buffers_total_max_bytes`).
+    sse_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Default)]
@@ -102,6 +104,13 @@ impl AppState {
                 .unwrap_or(usize::MAX)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let hub =
+            hub::Hub::new(usize::try_from(config.sse_fan_out_max_bytes).unwrap_or(usize::MAX));
+        let sse_bytes = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.sse_buffers_total_max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Ok(AppState {
             inner: Arc::new(StateInner {
                 store,
@@ -109,7 +118,8 @@ impl AppState {
                 config,
                 metrics: Metrics::default(),
                 subscriptions: Mutex::new(Subscriptions::default()),
-                hub: hub::Hub::default(),
+                hub,
+                sse_bytes,
                 projections: RwLock::new(None),
                 rebuilds: rebuilds::Rebuilds::default(),
                 connection_slots,
@@ -176,6 +186,23 @@ impl AppState {
 
     pub(crate) fn body_bytes(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.inner.body_bytes
+    }
+
+    pub(crate) fn sse_bytes(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.sse_bytes
+    }
+
+    /// Bytes of events buffered for subscribers now, waiting for their connections.
+    pub fn sse_buffered_bytes(&self) -> u64 {
+        let max = usize::try_from(self.inner.config.sse_buffers_total_max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.inner.sse_bytes.available_permits()) as u64
+    }
+
+    /// Bytes of recent batches the live fan-out keeps now.
+    pub fn sse_fan_out_bytes(&self) -> u64 {
+        self.inner.hub.bytes() as u64
     }
 
     /// Connections [`serve`] holds open now.

@@ -56,6 +56,32 @@ pub const SERVER_REQUEST_BODY_READ_TIMEOUT_MS: u64 = 60_000;
 /// it tries again, so that it does not spin.
 pub const SERVER_ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
 
+/// Default for `sse_buffer_max_bytes`: the bytes of events waiting for one subscriber's
+/// connection. Room for a few of the largest events (a 1 MiB payload is about 1.4 MB as an SSE
+/// frame), or thousands of ordinary ones; a subscriber that leaves it full for the
+/// slow-subscriber timeout is disconnected with its resume point.
+pub const SERVER_SSE_BUFFER_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Default for `sse_buffers_total_max_bytes`: the bytes waiting for every subscriber's
+/// connection together. A subscriber that finds it spent waits (up to the slow-subscriber
+/// timeout) for stalled ones to be disconnected, so a crowd of non-reading subscribers costs at
+/// most this, not their number times `sse_buffer_max_bytes`.
+pub const SERVER_SSE_BUFFERS_TOTAL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default for `sse_fan_out_max_bytes`: the bytes of recent batches the live fan-out keeps for
+/// subscribers that have not taken them yet. Past it the oldest are dropped and a subscriber
+/// that still needed one reads from storage instead (which costs it time, not the server
+/// memory).
+pub const SERVER_SSE_FAN_OUT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most bytes of events in one batch of the live fan-out (a batch holds at least one event).
+/// Small against `SERVER_SSE_FAN_OUT_MAX_BYTES`, so dropping the oldest batch frees little at a
+/// time and a subscriber holds at most this of a batch it is working through.
+pub const SERVER_SSE_FAN_OUT_BATCH_MAX_BYTES: usize = 1024 * 1024;
+
+const _: () =
+    assert!(SERVER_SSE_FAN_OUT_BATCH_MAX_BYTES as u64 * 16 <= SERVER_SSE_FAN_OUT_MAX_BYTES);
+const _: () = assert!(SERVER_SSE_BUFFER_MAX_BYTES <= SERVER_SSE_BUFFERS_TOTAL_MAX_BYTES);
 const _: () = assert!(SERVER_CONNECTIONS_MAX >= 2 * core::SERVER_SUBSCRIPTIONS_MAX);
 const _: () = assert!(
     SERVER_REQUEST_BODIES_IN_FLIGHT_MAX_BYTES >= core::SERVER_REQUEST_BODY_MAX_BYTES as u64

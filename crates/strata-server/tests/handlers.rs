@@ -1651,3 +1651,99 @@ async fn a_fan_out_that_starts_after_a_subscriber_caught_up_loses_nothing() {
     // A stream subscriber opened the same way loses nothing either.
     drop(sse);
 }
+
+/// A server over a memory store, with the state for its gauges.
+fn served(config: ServerConfig) -> (Router, AppState) {
+    let state = AppState::new(Arc::new(MemoryStore::new()), config).unwrap();
+    (app(state.clone()), state)
+}
+
+/// Lets every task run until all wait (in paused time, the clock moves only then).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriber_buffers_are_bounded_in_bytes() {
+    const OWN: u64 = 256 * 1024;
+    let big = json!("x".repeat(100_000));
+    // Two subscribers that never read, 4 MB of events: each holds at most its own bound.
+    let (app, state) = served(ServerConfig {
+        sse_buffer_max_bytes: OWN,
+        sse_buffers_total_max_bytes: 16 * OWN,
+        sse_fan_out_max_bytes: 2 * OWN,
+        ..ServerConfig::default()
+    });
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(open_sse(&app, "/subscriptions/all?from=start", None).await);
+    }
+    settle().await;
+    for _ in 0..40 {
+        append(&app, "big-1", json!("any"), vec![one("Big", big.clone())]).await;
+        settle().await;
+        assert!(
+            state.sse_buffered_bytes() <= 2 * OWN,
+            "{}",
+            state.sse_buffered_bytes()
+        );
+        // The fan-out keeps its bound too (it always keeps its newest batch, one event here).
+        assert!(
+            state.sse_fan_out_bytes() <= 2 * OWN + 110_000,
+            "{}",
+            state.sse_fan_out_bytes()
+        );
+    }
+    assert!(
+        state.sse_buffered_bytes() > OWN,
+        "both subscribers hold events: {}",
+        state.sse_buffered_bytes()
+    );
+    // Past the slow-subscriber timeout they are told where to resume, and let go.
+    tokio::time::sleep(Duration::from_millis(
+        strata_core::limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS + 1,
+    ))
+    .await;
+    for mut body in stalled {
+        let mut buf = String::new();
+        loop {
+            let ev = sse_events(&mut body, &mut buf, 1).await.remove(0);
+            if ev.0 == "lagged" {
+                break;
+            }
+            assert_eq!(ev.0, "event");
+        }
+    }
+    settle().await;
+    assert_eq!(state.sse_buffered_bytes(), 0);
+    let metrics = get(&app, "/metrics").await.text;
+    assert!(
+        metrics.contains("strata_subscribers_lagged_total 2"),
+        "{metrics}"
+    );
+
+    // Three such subscribers under a server-wide bound below three times their own: the
+    // server holds at most its bound.
+    let (app, state) = served(ServerConfig {
+        sse_buffer_max_bytes: OWN,
+        sse_buffers_total_max_bytes: OWN + OWN / 2,
+        ..ServerConfig::default()
+    });
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(open_sse(&app, "/subscriptions/all?from=start", None).await);
+    }
+    for _ in 0..40 {
+        append(&app, "big-1", json!("any"), vec![one("Big", big.clone())]).await;
+        settle().await;
+        assert!(state.sse_buffered_bytes() <= OWN + OWN / 2);
+    }
+    assert!(state.sse_buffered_bytes() > OWN);
+    drop(stalled);
+    settle().await;
+    assert_eq!(
+        state.sse_buffered_bytes(),
+        0,
+        "dropped connections give their bytes back"
+    );
+}

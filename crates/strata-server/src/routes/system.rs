@@ -86,6 +86,18 @@ pub(crate) async fn metrics(
     );
     crate::metrics::render_gauge(
         &mut text,
+        "strata_sse_buffered_bytes",
+        "Bytes of events buffered for subscribers' connections (at most sse_buffers_total_max_bytes).",
+        st.sse_buffered_bytes(),
+    );
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_sse_fan_out_bytes",
+        "Bytes of recent batches the live fan-out keeps (at most sse_fan_out_max_bytes).",
+        st.sse_fan_out_bytes(),
+    );
+    crate::metrics::render_gauge(
+        &mut text,
         "strata_request_body_bytes_in_flight",
         "Request-body bytes held now (at most request_bodies_in_flight_max_bytes).",
         st.request_body_bytes_in_flight(),
