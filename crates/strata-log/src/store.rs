@@ -289,6 +289,13 @@ impl EventStore for LogStore {
         })?
     }
 
+    fn check_writable(&self) -> Result<(), AppendError> {
+        match self.stopped_reason() {
+            Some(reason) => Err(AppendError::Stopped(reason)),
+            None => Ok(()),
+        }
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,

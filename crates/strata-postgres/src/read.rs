@@ -25,6 +25,7 @@ fn corruption(position: i64, reason: String) -> ReadError {
     ReadError::Corruption {
         file: "events".to_owned(),
         offset: position.max(0) as u64,
+        position: u64::try_from(position).ok().map(Position),
         reason,
     }
 }

@@ -40,6 +40,18 @@ pub enum ErrorCode {
     Internal,
     /// 503: the store cannot serve right now (stopped after an I/O error, database down).
     Unavailable,
+    /// 503: the server is at one of its limits (open connections, request bodies in flight);
+    /// comes with `Retry-After`.
+    Overloaded,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
+    /// 414: the request's URI is longer than the server reads.
+    UriTooLong,
+    /// 431: the request's head (request line and headers) is larger than the server reads.
+    HeadersTooLarge,
+    /// 500: a stored event failed its integrity checks; `position` names it when known. The
+    /// file and offset are in the server's log, not in the answer.
+    Corruption,
 }
 
 impl ErrorCode {
@@ -60,6 +72,11 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::Corruption => "corruption",
         }
     }
 
@@ -78,8 +95,11 @@ impl ErrorCode {
             | ErrorCode::RebuildInProgress => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal | ErrorCode::Corruption => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -99,6 +119,11 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "Too many subscriptions",
             ErrorCode::Internal => "Internal error",
             ErrorCode::Unavailable => "Unavailable",
+            ErrorCode::Overloaded => "Overloaded",
+            ErrorCode::RequestTimeout => "Request timeout",
+            ErrorCode::UriTooLong => "URI too long",
+            ErrorCode::HeadersTooLarge => "Request header fields too large",
+            ErrorCode::Corruption => "Corruption",
         }
     }
 }
@@ -187,8 +212,16 @@ impl IntoResponse for ApiError {
         let status = self.code.status();
         let body = self.to_json().to_string();
         let mut res = (status, body).into_response();
+        // For the metrics layer, which counts some codes.
+        res.extensions_mut().insert(self.code);
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.code == ErrorCode::Overloaded {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::SERVER_RETRY_AFTER_S),
+            );
+        }
         if self.code == ErrorCode::Unauthorized {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -253,7 +286,7 @@ impl From<AppendError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
-        match e {
+        match e.clone() {
             ReadError::StreamNotFound(s) => ApiError::new(
                 ErrorCode::StreamNotFound,
                 format!("stream {s} has no events"),
@@ -267,6 +300,22 @@ impl From<ReadError> for ApiError {
                 ErrorCode::Unavailable,
                 format!("the store is unavailable: {why}"),
             ),
+            ReadError::Corruption { position, .. } => {
+                let what = match position {
+                    Some(p) => format!("the stored event at position {p}"),
+                    None => "a stored event".to_owned(),
+                };
+                let mut error = ApiError::new(
+                    ErrorCode::Corruption,
+                    format!(
+                        "{what} failed its integrity checks and cannot be read; the server's log names where it is stored"
+                    ),
+                )
+                .with("position", json!(position.map(|p| p.0)));
+                // The file and offset are for the operator's log only.
+                error.internal = Some(e.to_string());
+                error
+            }
             other => ApiError::internal(other.to_string()),
         }
     }
