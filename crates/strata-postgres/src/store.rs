@@ -139,10 +139,21 @@ impl PostgresStore {
         }
         // No ping before every acquire: a broken connection fails its statement instead, which
         // every caller handles, and the ping would cost each append and read a round trip.
+        // Once a connection has been found lost, the ones idle since before that are pinged
+        // before use (and replaced when dead): one `pg_terminate_backend` or server restart
+        // then costs one failed statement, not one per pooled connection.
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
             .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if crate::error::check_before_use(meta.idle_for) {
+                        return Ok(conn.ping().await.is_ok());
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(connect.clone());
         migrate::migrate(&pool, &options.schema, options.migrate).await?;
 

@@ -56,7 +56,10 @@ fn errs(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static s
     )];
     v.extend(AUTH_ERRORS);
     v.extend_from_slice(extra);
-    v.push(("503", "The store is unavailable (`unavailable`)."));
+    v.push((
+        "503",
+        "The store is unavailable (`unavailable`); with `Retry-After` when a retry may succeed.",
+    ));
     v
 }
 
