@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub queue_permits: Semaphore,
     /// Forward pages of `$all` being read ahead.
     pub read_ahead: crate::read::ReadAhead,
+    /// The watermark standing still while this store's appends wait above it.
+    pub stall: crate::watermark::Stall,
 }
 
 impl Shared {
@@ -172,6 +174,7 @@ impl PostgresStore {
             queue: Queue::new(options.append_writers),
             queue_permits: Semaphore::new(limits::APPEND_QUEUE_MAX),
             read_ahead: Default::default(),
+            stall: Default::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(notify::listener(
@@ -244,6 +247,13 @@ impl PostgresStore {
                 "the append task stopped before answering".to_owned(),
             ))
         })
+    }
+
+    /// Test hook: the statement that computes the watermark and the readable head (what
+    /// `head()` runs), to examine the work it does. Only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn watermark_sql(&self) -> &str {
+        &self.shared().sql.head
     }
 
     /// Test hook: appends like [`strata_core::EventStore::append`] but in an explicit
