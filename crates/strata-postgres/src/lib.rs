@@ -30,6 +30,10 @@
 //!   the watermark never change, so a page read ahead is exactly what a fresh read returns.
 //! - **Wake-ups.** A `LISTEN` connection (reconnecting with backoff) wakes subscriptions when
 //!   another process appends; subscriptions poll as a fallback.
+//! - **Append-only in the database.** Triggers refuse `UPDATE`, `DELETE`, `TRUNCATE` and any
+//!   `INSERT` into the events table that is not Strata's append (SQLSTATE `SX002`), so no
+//!   script or stray SQL can break the ordering guarantee (`docs/guarantees.md`,
+//!   "Append-only in the database").
 //! - **Migrations** are embedded and versioned, run under an advisory lock; a schema newer than
 //!   the code is refused with [`ConnectError::SchemaTooNew`].
 //!

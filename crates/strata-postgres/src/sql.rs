@@ -36,7 +36,10 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
 /// section (`l` and `r`, evaluated per row of `ok`, so only when appending) takes the lock,
 /// the transaction id, the positions and the time, and `unl` records the last position and
 /// time and releases the lock; the insert comes last. A failure in between leaves the lock
-/// to the caller's `pg_advisory_unlock_all()`.
+/// to the caller's `pg_advisory_unlock_all()`. `chk` also sets `strata.append`, which lets the
+/// insert past the append-only guard (schema version 4, a statement-level trigger that fires
+/// when `ins` starts, after the main query has read `chk`); the statement is its own
+/// transaction, so the setting ends with it.
 ///
 /// $1 stream, $2 category, $3 expected kind, $4 expected version, $5 ids, $6 types,
 /// $7 content types, $8 json flags, $9 payloads, $10 metadata.
@@ -44,7 +47,8 @@ const APPEND_ONE: &str = "
 WITH chk AS MATERIALIZED (
     SELECT (SELECT e.version FROM {schema}.events e
              WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) AS cur,
-           EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen
+           EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen,
+           set_config('strata.append', '{schema}', true) AS guard
 ), ok AS MATERIALIZED (
     SELECT c.cur FROM chk c
      WHERE NOT c.seen
