@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// Signalled when the current host may be gone or read-only: the monitor of a URL with
     /// several hosts then looks for the one to use (see `hosts.rs`).
     pub failover: Arc<Notify>,
+    /// The watermark standing still while this store's appends wait above it.
+    pub stall: crate::watermark::Stall,
 }
 
 impl Shared {
@@ -143,10 +145,21 @@ impl PostgresStore {
         let failover = Arc::new(Notify::new());
         // No ping before every acquire: a broken connection fails its statement instead, which
         // every caller handles, and the ping would cost each append and read a round trip.
+        // Once a connection has been found lost, the ones idle since before that are pinged
+        // before use (and replaced when dead): one `pg_terminate_backend` or server restart
+        // then costs one failed statement, not one per pooled connection.
         let mut pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
-            .test_before_acquire(false);
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if crate::error::check_before_use(meta.idle_for) {
+                        return Ok(conn.ping().await.is_ok());
+                    }
+                    Ok(true)
+                })
+            });
         if hosts.read_write {
             // libpq checks every new connection of a read-write session; so does the pool, and
             // a read-only server has the monitor look for the writable host again.
@@ -185,6 +198,7 @@ impl PostgresStore {
             queue_permits: Semaphore::new(limits::APPEND_QUEUE_MAX),
             read_ahead: Default::default(),
             failover,
+            stall: Default::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(notify::listener(
@@ -260,6 +274,13 @@ impl PostgresStore {
                 "the append task stopped before answering".to_owned(),
             ))
         })
+    }
+
+    /// Test hook: the statement that computes the watermark and the readable head (what
+    /// `head()` runs), to examine the work it does. Only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn watermark_sql(&self) -> &str {
+        &self.shared().sql.head
     }
 
     /// Test hook: appends like [`strata_core::EventStore::append`] but in an explicit

@@ -140,7 +140,11 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// For internal errors: what really happened, logged once, never sent.
     pub internal: Option<String>,
+    /// Seconds after which the same request may succeed, sent as `Retry-After` (a backend that
+    /// is unreachable or dropped the connection; not a store stopped after an I/O error).
+    pub retry_after_s: Option<u32>,
 }
+
 
 impl ApiError {
     /// An error with `code` and `detail`.
@@ -150,7 +154,14 @@ impl ApiError {
             detail: detail.into(),
             extra: Map::new(),
             internal: None,
+            retry_after_s: None,
         }
+    }
+
+    /// Sends `Retry-After: seconds` with the answer.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     /// `invalid_request` naming `field`.
@@ -216,11 +227,12 @@ impl IntoResponse for ApiError {
         res.extensions_mut().insert(self.code);
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if self.code == ErrorCode::Overloaded {
-            res.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(crate::limits::SERVER_RETRY_AFTER_S),
-            );
+        let retry_after_s = self.retry_after_s.or(
+            (self.code == ErrorCode::Overloaded).then_some(crate::limits::SERVER_RETRY_AFTER_S),
+        );
+        if let Some(seconds) = retry_after_s {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.code == ErrorCode::Unauthorized {
             res.headers_mut().insert(
@@ -276,9 +288,14 @@ impl From<AppendError> for ApiError {
                 ErrorCode::Unavailable,
                 format!("the store has stopped accepting appends until it is reopened: {why}"),
             ),
-            AppendError::Unavailable(why) => {
-                ApiError::new(ErrorCode::Unavailable, format!("the store is unavailable: {why}"))
-            }
+            AppendError::Unavailable(why) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the store is unavailable: {why}; nothing was acknowledged, and retrying \
+                     with the same event ids appends the events at most once"
+                ),
+            )
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -299,7 +316,8 @@ impl From<ReadError> for ApiError {
             ReadError::Unavailable(why) => ApiError::new(
                 ErrorCode::Unavailable,
                 format!("the store is unavailable: {why}"),
-            ),
+            )
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S),
             ReadError::Corruption { position, .. } => {
                 let what = match position {
                     Some(p) => format!("the stored event at position {p}"),
@@ -318,5 +336,52 @@ impl From<ReadError> for ApiError {
             }
             other => ApiError::internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(e: ApiError) -> (StatusCode, Option<String>, String) {
+        let code = e.to_json()["code"].as_str().unwrap_or_default().to_owned();
+        let res = e.into_response();
+        let header = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        (res.status(), header, code)
+    }
+
+    #[test]
+    fn an_unreachable_backend_is_503_with_retry_after() {
+        let one = Some(crate::limits::UNAVAILABLE_RETRY_AFTER_S.to_string());
+        let unavailable = "unavailable".to_owned();
+        assert_eq!(
+            retry_after(AppendError::Unavailable("57P01".to_owned()).into()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                one.clone(),
+                unavailable.clone()
+            )
+        );
+        // What an SSE stream's last frame carries, too.
+        assert_eq!(
+            retry_after(ReadError::Unavailable("57P01".to_owned()).into()),
+            (StatusCode::SERVICE_UNAVAILABLE, one, unavailable.clone())
+        );
+        // A store stopped after an I/O error stays stopped until reopened: no Retry-After.
+        assert_eq!(
+            retry_after(AppendError::Stopped("EIO".to_owned()).into()),
+            (StatusCode::SERVICE_UNAVAILABLE, None, unavailable)
+        );
+        assert_eq!(
+            retry_after(ReadError::Storage("bad".to_owned()).into()),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "internal".to_owned()
+            )
+        );
     }
 }

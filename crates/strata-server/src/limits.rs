@@ -32,7 +32,13 @@ pub const SERVER_REJECTING_CONNECTIONS_MAX: usize = 256;
 
 /// The `Retry-After` of a `503 overloaded` answer, in seconds: a connection or a body budget
 /// frees up as soon as one request finishes, so a prompt retry is worth it.
-pub const SERVER_RETRY_AFTER_S: u64 = 1;
+pub const SERVER_RETRY_AFTER_S: u32 = 1;
+
+/// The `Retry-After` of a `503 unavailable` a retry may cure, in seconds: a PostgreSQL
+/// connection that was lost or refused usually comes back within a second (a restart, a
+/// failover, a terminated session), and an append retried with the same event ids is applied
+/// at most once.
+pub const UNAVAILABLE_RETRY_AFTER_S: u32 = 1;
 
 /// Longest request head (request line and headers), which also bounds a connection's read
 /// buffer: room for a URI at the HTTP parser's own 64 KiB limit plus ordinary headers. A

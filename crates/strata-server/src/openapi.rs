@@ -58,7 +58,7 @@ fn errs(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static s
     v.extend_from_slice(extra);
     v.push((
         "503",
-        "The store is unavailable (`unavailable`), or the server is at one of its limits (`overloaded`, with `Retry-After`).",
+        "The store is unavailable (`unavailable`, with `Retry-After` when a retry may succeed), or the server is at one of its limits (`overloaded`, with `Retry-After`).",
     ));
     v
 }
