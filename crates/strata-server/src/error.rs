@@ -145,7 +145,6 @@ pub struct ApiError {
     pub retry_after_s: Option<u32>,
 }
 
-
 impl ApiError {
     /// An error with `code` and `detail`.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
@@ -227,9 +226,10 @@ impl IntoResponse for ApiError {
         res.extensions_mut().insert(self.code);
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        let retry_after_s = self.retry_after_s.or(
-            (self.code == ErrorCode::Overloaded).then_some(crate::limits::SERVER_RETRY_AFTER_S),
-        );
+        let retry_after_s =
+            self.retry_after_s
+                .or((self.code == ErrorCode::Overloaded)
+                    .then_some(crate::limits::SERVER_RETRY_AFTER_S));
         if let Some(seconds) = retry_after_s {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
