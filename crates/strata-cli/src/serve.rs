@@ -144,6 +144,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     tracing::info!(%addr, "serving");
     strata_server::serve(
         listener,
+        state.clone(),
         strata_server::app(state),
         resolved.tls,
         shutdown_signal(),

@@ -157,7 +157,9 @@ pub enum ReadError {
         file: String,
         /// Byte offset of the bad record in that file (0 when not applicable).
         offset: u64,
-        /// The position of the event whose record is bad, when known.
+        /// The global position of the event the bad record should hold, when the backend
+        /// knows it (from its index, say). This is what a client may be told; `file` and
+        /// `offset` are for the operator.
         position: Option<Position>,
         /// What failed.
         reason: String,

@@ -683,7 +683,8 @@ pub(crate) fn recover(
     accept_data_loss: bool,
 ) -> Result<Recovered, OpenError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
-    std::fs::create_dir_all(&seg_dir).map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
+    crate::io::create_dir_all(vfs, &seg_dir)
+        .map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
     let nos = list_segments(&seg_dir)?;
     let (opened, unfinished) = open_segments(vfs, &seg_dir, &nos)?;
     let claim = read_index_file(dir);

@@ -244,13 +244,13 @@ impl Segments {
         let mut seg: Option<Arc<Segment>> = None;
         let mut k = 0;
         while k < order.len() {
-            let (_, first_loc) = items[order[k]];
+            let (first_position, first_loc) = items[order[k]];
             let seg_no = loc_segment(first_loc);
             if seg.as_ref().is_none_or(|s| s.header.segment_no != seg_no) {
                 seg = Some(self.get(seg_no).ok_or_else(|| ReadError::Corruption {
                     file: segment_file_name(seg_no),
                     offset: loc_offset(first_loc),
-                    position: Some(Position(items[order[k]].0)),
+                    position: Some(Position(first_position)),
                     reason: "the index points into a segment that does not exist".to_owned(),
                 })?);
             }

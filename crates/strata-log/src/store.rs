@@ -148,7 +148,8 @@ impl LogStore {
                 limits::SEGMENT_MAX_BYTES_MAX
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
+        crate::io::create_dir_all(&*config.vfs, &dir)
+            .map_err(io_ctx(format!("creating {}", dir.display())))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -311,6 +312,13 @@ impl EventStore for LogStore {
                     .unwrap_or_else(|| "the writer ended before answering".to_owned()),
             )
         })?
+    }
+
+    fn check_writable(&self) -> Result<(), AppendError> {
+        match self.stopped_reason() {
+            Some(reason) => Err(AppendError::Stopped(reason)),
+            None => Ok(()),
+        }
     }
 
     async fn read_stream(
