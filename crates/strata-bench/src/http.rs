@@ -358,6 +358,7 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(strata_server::serve(
                 listener,
+                state.clone(),
                 strata_server::app(state),
                 None,
                 async move {
@@ -426,13 +427,25 @@ async fn transport_floor(connections: usize, secs: f64) -> Result<HttpAppendRow,
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
+    // `serve` takes its connection limits from a state; the router never touches its store.
+    let dir = std::env::temp_dir().join(format!("strata-floor-{}", std::process::id()));
+    let store = Arc::new(LogStore::open(&dir).map_err(|e| e.to_string())?);
+    let state = strata_server::AppState::new(store, strata_server::ServerConfig::default())
+        .map_err(|e| e.join("; "))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(strata_server::serve(listener, router, None, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(strata_server::serve(
+        listener,
+        state,
+        router,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let row = http_appends(&url, &None, connections, secs).await;
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    let _ = std::fs::remove_dir_all(&dir);
     row
 }
 

@@ -283,6 +283,7 @@ mod tests {
             let url = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(strata_server::serve(
                 listener,
+                state.clone(),
                 strata_server::app(state),
                 None,
                 std::future::pending(),

@@ -44,6 +44,14 @@ struct LimitsSection {
     sse_buffer_events: Option<u32>,
     sse_keep_alive_interval_ms: Option<u64>,
     sse_slow_subscriber_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    keep_alive_idle_timeout_ms: Option<u64>,
+    connections_max: Option<u32>,
+    request_bodies_in_flight_max_bytes: Option<u64>,
+    request_body_read_timeout_ms: Option<u64>,
+    sse_buffer_max_bytes: Option<u64>,
+    sse_buffers_total_max_bytes: Option<u64>,
+    sse_fan_out_max_bytes: Option<u64>,
 }
 
 /// Where the events live.
@@ -227,6 +235,30 @@ pub fn resolve(
         "STRATA_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS",
         u64
     );
+    limit!(header_read_timeout_ms, "STRATA_HEADER_READ_TIMEOUT_MS", u64);
+    limit!(
+        keep_alive_idle_timeout_ms,
+        "STRATA_KEEP_ALIVE_IDLE_TIMEOUT_MS",
+        u64
+    );
+    limit!(connections_max, "STRATA_CONNECTIONS_MAX", u32);
+    limit!(
+        request_bodies_in_flight_max_bytes,
+        "STRATA_REQUEST_BODIES_IN_FLIGHT_MAX_BYTES",
+        u64
+    );
+    limit!(
+        request_body_read_timeout_ms,
+        "STRATA_REQUEST_BODY_READ_TIMEOUT_MS",
+        u64
+    );
+    limit!(sse_buffer_max_bytes, "STRATA_SSE_BUFFER_MAX_BYTES", u64);
+    limit!(
+        sse_buffers_total_max_bytes,
+        "STRATA_SSE_BUFFERS_TOTAL_MAX_BYTES",
+        u64
+    );
+    limit!(sse_fan_out_max_bytes, "STRATA_SSE_FAN_OUT_MAX_BYTES", u64);
     server.tokens = file.tokens;
     if let Err(es) = server.validate() {
         errors.extend(es.into_iter().map(|e| match &file_path {
@@ -341,6 +373,7 @@ mod tests {
             "STRATA_LISTEN" => Some("0.0.0.0:99999".to_owned()),
             "STRATA_PAGE_MAX_EVENTS" => Some("many".to_owned()),
             "STRATA_SSE_BUFFER_EVENTS" => Some("0".to_owned()),
+            "STRATA_CONNECTIONS_MAX" => Some("0".to_owned()),
             _ => None,
         };
         let given = Given {
@@ -352,6 +385,7 @@ mod tests {
         assert!(all.contains("STRATA_LISTEN is \"0.0.0.0:99999\""), "{all}");
         assert!(all.contains("STRATA_PAGE_MAX_EVENTS"), "{all}");
         assert!(all.contains("sse_buffer_events is 0"), "{all}");
+        assert!(all.contains("connections_max is 0"), "{all}");
         assert!(all.contains("TLS needs both"), "{all}");
     }
 
@@ -371,7 +405,7 @@ mod tests {
         std::fs::write(
             &file,
             format!(
-                "listen = \"0.0.0.0:2113\"\n[limits]\npage_max_events = 50\n[[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+                "listen = \"0.0.0.0:2113\"\n[limits]\npage_max_events = 50\nconnections_max = 99\nheader_read_timeout_ms = 2000\n[[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
                 strata_server::hash_token("t")
             ),
         )
@@ -383,6 +417,8 @@ mod tests {
         let r = resolve(&given, &no_env).unwrap();
         assert_eq!(r.listen.to_string(), "0.0.0.0:2113");
         assert_eq!(r.server.page_max_events, 50);
+        assert_eq!(r.server.connections_max, 99);
+        assert_eq!(r.server.header_read_timeout_ms, 2000);
         // Flags win over the environment, which wins over the file.
         let env = |k: &str| (k == "STRATA_LISTEN").then(|| "127.0.0.1:1".to_owned());
         let r = resolve(&given, &env).unwrap();

@@ -18,7 +18,7 @@ use strata_core::{
     EventData, EventStore, ExpectedVersion, Filter, ListOptions, Metadata, Position,
     ReadAllOptions, ReadStreamOptions, StreamId, SubscribeFrom, SubscriptionTarget, Uuid,
 };
-use strata_log::LogStore;
+use strata_log::{LogConfig, LogStore, OpenError};
 
 use crate::output::Printer;
 
@@ -73,8 +73,14 @@ enum Command {
         /// The stream.
         stream: String,
     },
-    /// Check every record of the data directory (CRC, positions, versions).
+    /// Check every record of the data directory (CRC, positions, versions) and that every
+    /// event the index file records as acknowledged is there. Exits 2 when data is damaged or
+    /// missing.
     Verify,
+    /// Open a data directory whose newest acknowledged events are missing (a segment file cut
+    /// short, zeroed or deleted), cutting the log where it is whole and saying exactly what was
+    /// lost. Without --accept-data-loss it only reports what it would cut.
+    Repair(RepairArgs),
     /// List, pause, resume, reset or rebuild projections (on a server with --server).
     Projections {
         #[command(subcommand)]
@@ -104,6 +110,13 @@ enum TokenCommand {
         #[arg(long = "prefix")]
         prefixes: Vec<String>,
     },
+}
+
+#[derive(Args)]
+struct RepairArgs {
+    /// Cut the missing events for good (the store then opens without them).
+    #[arg(long)]
+    accept_data_loss: bool,
 }
 
 #[derive(Args)]
@@ -303,9 +316,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<OpenError>() {
+                Some(OpenError::DataLoss(_)) => {
+                    eprintln!(
+                        "nothing was changed on disk. `strata repair --accept-data-loss` opens the store without these events and reports what it cut."
+                    );
+                    ExitCode::from(EXIT_DAMAGED)
+                }
+                Some(OpenError::Corruption { .. }) => ExitCode::from(EXIT_DAMAGED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// The exit code when the data directory is damaged (corruption, or acknowledged events
+/// missing); other errors exit 1.
+const EXIT_DAMAGED: u8 = 2;
+
+/// Opens the embedded store in `dir`.
+pub(crate) fn open_log(dir: &std::path::Path) -> Result<LogStore> {
+    LogStore::open(dir).with_context(|| format!("cannot open {}", dir.display()))
 }
 
 impl Cli {
@@ -335,9 +366,7 @@ async fn open(cli: &Cli) -> Result<Arc<dyn EventStore>> {
         let store = strata_postgres::PostgresStore::connect(url).await?;
         return Ok(Arc::new(store));
     }
-    let dir = cli.data_dir();
-    let store = LogStore::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(open_log(&cli.data_dir())?))
 }
 
 /// Where the store is, for people.
@@ -598,6 +627,30 @@ async fn run(cli: Cli) -> Result<()> {
             let dir = cli.data_dir();
             let r = strata_log::verify(&dir)?;
             p.verify(&dir, &r);
+            Ok(())
+        }
+        Command::Repair(args) => {
+            if cli.server.is_some() || cli.database_url.is_some() {
+                anyhow::bail!(
+                    "repair works on the embedded store's files: it works on --data only"
+                );
+            }
+            let dir = cli.data_dir();
+            if !args.accept_data_loss {
+                // Only say what would be cut.
+                let r = strata_log::verify(&dir)?;
+                p.nothing_to_repair(&dir, &r);
+                return Ok(());
+            }
+            let config = LogConfig {
+                accept_data_loss: true,
+                ..LogConfig::default()
+            };
+            let store = LogStore::open_with(&dir, config)
+                .with_context(|| format!("cannot open {}", dir.display()))?;
+            let report = store.open_report().clone();
+            drop(store);
+            p.repaired(&dir, &report);
             Ok(())
         }
         Command::BenchOpen => {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use strata_core::{
     AppendResult, CategorySummary, Page, RecordedEvent, StreamId, StreamInfo, StreamSummary,
 };
-use strata_log::VerifyReport;
+use strata_log::{OpenReport, VerifyReport};
 
 pub struct Printer {
     json: bool,
@@ -164,6 +164,7 @@ impl Printer {
                     "events": r.events,
                     "streams": r.streams,
                     "bytes": r.bytes,
+                    "indexedEvents": r.indexed_events,
                     "tornTail": r.torn_tail.as_ref().map(|(f, o, why)| json!({"file": f, "offset": o, "reason": why})),
                 })
             );
@@ -177,11 +178,73 @@ impl Printer {
             r.segments,
             r.bytes
         );
+        match r.indexed_events {
+            Some(n) => println!(
+                "the index file records {n} acknowledged events: all are in the log, where it places them"
+            ),
+            None => println!(
+                "no index file: nothing records which events were acknowledged, so a log cut at a record boundary cannot be told from one that ended there"
+            ),
+        }
         if let Some((f, o, why)) = &r.torn_tail {
             println!(
-                "note: a torn tail at {} offset {o} ({why}) will be cut on the next open; it was never acknowledged",
-                f.display()
+                "note: an incomplete write at {} offset {o} ({why}) will be cut on the next open{}",
+                f.display(),
+                if r.indexed_events.is_some() {
+                    "; it lies past every event the index file records as acknowledged, as a write torn by a crash does"
+                } else {
+                    ""
+                }
             );
+        }
+    }
+
+    /// `strata repair` without `--accept-data-loss` on a directory where nothing is missing.
+    pub fn nothing_to_repair(&self, dir: &Path, r: &VerifyReport) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"ok": true, "events": r.events, "dataLoss": null, "changed": false})
+            );
+            return;
+        }
+        println!(
+            "{}: nothing to repair: no acknowledged event is missing ({} events checked); nothing was changed",
+            dir.display(),
+            r.events
+        );
+    }
+
+    /// `strata repair --accept-data-loss`: what was cut.
+    pub fn repaired(&self, dir: &Path, r: &OpenReport) {
+        if self.json {
+            let loss = r.data_loss.as_ref().map(|l| {
+                json!({
+                    "file": l.file,
+                    "offset": l.offset,
+                    "fromPosition": l.from_position,
+                    "eventsAtLeast": l.events_at_least,
+                    "cause": l.cause.to_string(),
+                })
+            });
+            println!(
+                "{}",
+                json!({"ok": true, "events": r.events, "dataLoss": loss, "changed": loss.is_some()})
+            );
+            return;
+        }
+        match &r.data_loss {
+            Some(l) => println!(
+                "{}: cut for good: {l}. The store now holds {} events (the next append takes position {}).",
+                dir.display(),
+                r.events,
+                r.events
+            ),
+            None => println!(
+                "{}: nothing to repair: no acknowledged event is missing; the store holds {} events",
+                dir.display(),
+                r.events
+            ),
         }
     }
 }

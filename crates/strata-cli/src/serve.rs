@@ -99,8 +99,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     }
     let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
         Backend::Embedded(dir) => {
-            let store = strata_log::LogStore::open(dir)
-                .with_context(|| format!("cannot open {}", dir.display()))?;
+            let store = crate::open_log(dir)?;
             (
                 Arc::new(store),
                 format!("the embedded store in {}", dir.display()),
@@ -145,6 +144,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     tracing::info!(%addr, "serving");
     strata_server::serve(
         listener,
+        state.clone(),
         strata_server::app(state),
         resolved.tls,
         shutdown_signal(),

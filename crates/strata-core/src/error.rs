@@ -107,9 +107,27 @@ pub enum AppendError {
     /// The backend could not be reached (a database connection failed, for example).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A stored event the append had to read (to answer an idempotent retry) failed its checks
+    /// (CRC, length or position). Nothing was written.
+    #[error("corruption in {file} at offset {offset}{}: {reason}", of_position(*.position))]
+    Corruption {
+        /// The file, or table, holding the bad record.
+        file: String,
+        /// Byte offset of the bad record in that file (0 when not applicable).
+        offset: u64,
+        /// The position of the event whose record is bad, when known.
+        position: Option<Position>,
+        /// What failed.
+        reason: String,
+    },
     /// The backend failed while writing.
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+/// " (position N)" when the position is known, for the corruption messages.
+fn of_position(position: Option<Position>) -> String {
+    position.map_or_else(String::new, |p| format!(" (position {})", p.0))
 }
 
 impl AppendError {
@@ -133,12 +151,16 @@ pub enum ReadError {
     #[error(transparent)]
     Limit(#[from] LimitError),
     /// Stored data failed its checks (CRC, length or position).
-    #[error("corruption in {file} at offset {offset}: {reason}")]
+    #[error("corruption in {file} at offset {offset}{}: {reason}", of_position(*.position))]
     Corruption {
         /// The file, or table, holding the bad record.
         file: String,
         /// Byte offset of the bad record in that file (0 when not applicable).
         offset: u64,
+        /// The global position of the event the bad record should hold, when the backend
+        /// knows it (from its index, say). This is what a client may be told; `file` and
+        /// `offset` are for the operator.
+        position: Option<Position>,
         /// What failed.
         reason: String,
     },

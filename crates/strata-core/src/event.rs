@@ -212,7 +212,7 @@ impl Metadata {
             // Not an object: the map's own parse says why.
             return serde_json::from_slice::<Map<String, Value>>(bytes).map(Metadata::from_map);
         }
-        serde_json::from_slice::<Checked>(bytes)?;
+        crate::json::check(bytes, None)?;
         // An object with nothing but whitespace between its braces is empty.
         if body[1..].trim_ascii() == b"}" {
             return Ok(Metadata::new());
@@ -221,55 +221,6 @@ impl Metadata {
             map: std::sync::OnceLock::new(),
             raw: Some(bytes.into()),
         })
-    }
-}
-
-/// JSON read the way parsing it into a `serde_json::Value` reads it (every string decoded,
-/// every number converted, the same recursion limit) with nothing built: what parses as
-/// `Checked` parses as a `Value`.
-struct Checked;
-
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CheckedVisitor)
-    }
-}
-
-struct CheckedVisitor;
-
-impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
-    type Value = Checked;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_key::<Checked>()?.is_some() {
-            map.next_value::<Checked>()?;
-        }
-        Ok(Checked)
     }
 }
 
@@ -454,14 +405,16 @@ pub fn validate_event(index: usize, event: &EventData) -> Result<(), crate::Appe
         limits::EVENT_DATA_MAX_BYTES,
         event.data.len(),
     )?;
-    if event.content_type == CONTENT_TYPE_JSON
-        && serde_json::from_slice::<serde::de::IgnoredAny>(&event.data).is_err()
-    {
-        return Err(InvalidInput::new(
-            field("data"),
-            "is not valid JSON but the content type is application/json",
-        )
-        .into());
+    // Checked exactly as strictly as readers parse it (strings decoded, numbers in range,
+    // nesting bounded), so that no stored event breaks a reader.
+    if event.content_type == CONTENT_TYPE_JSON {
+        if let Err(e) = crate::json::check(&event.data, Some(limits::JSON_NESTING_MAX_DEPTH)) {
+            return Err(InvalidInput::new(
+                field("data"),
+                format!("is not valid JSON but the content type is application/json: {e}"),
+            )
+            .into());
+        }
     }
     if event.event_id == Some(Uuid::nil()) {
         return Err(InvalidInput::new(field("event_id"), "must not be the nil UUID").into());
@@ -491,6 +444,11 @@ pub fn validate_append(events: &[EventData]) -> Result<Vec<Vec<u8>>, crate::Appe
             limits::EVENT_METADATA_MAX_BYTES,
             meta.len(),
         )?;
+        if !meta.is_empty() {
+            crate::json::check(&meta, Some(limits::JSON_NESTING_MAX_DEPTH)).map_err(|err| {
+                InvalidInput::new(format!("events[{i}].metadata"), err.to_string())
+            })?;
+        }
         total += e.data.len() + meta.len();
         if let Some(id) = e.event_id {
             if !ids.insert(id) {
@@ -584,6 +542,32 @@ mod tests {
             assert!(m.to_bytes().is_empty());
             assert_eq!(m, Metadata::new());
         }
+    }
+
+    #[test]
+    fn json_data_is_checked_as_strictly_as_readers_parse_it() {
+        let with = |data: &[u8]| EventData {
+            data: data.to_vec(),
+            ..EventData::json("E", &1).unwrap()
+        };
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let deep = nested(limits::JSON_NESTING_MAX_DEPTH + 1);
+        for bad in [
+            &br#""\ud800""#[..],
+            b"1e400",
+            deep.as_bytes(),
+            nested(100_000).as_bytes(),
+        ] {
+            match validate_event(0, &with(bad)) {
+                Err(crate::AppendError::InvalidInput(i)) => assert_eq!(i.field, "events[0].data"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let at_limit = nested(limits::JSON_NESTING_MAX_DEPTH);
+        validate_event(0, &with(at_limit.as_bytes())).unwrap();
+        // Other content types are bytes, not checked as JSON.
+        let binary = EventData::binary("E", "application/octet-stream", deep.into_bytes());
+        validate_event(0, &binary).unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 mod error;
 mod event;
+mod json;
 pub mod limits;
 mod options;
 mod snapshot;

@@ -21,6 +21,14 @@ pub const EVENT_DATA_MAX_BYTES: usize = 1024 * 1024;
 /// Largest metadata document, in bytes.
 pub const EVENT_METADATA_MAX_BYTES: usize = 64 * 1024;
 
+/// Deepest nesting of arrays and objects in a JSON payload or a metadata document (an array of
+/// numbers is one level). Readers parse an event inside a page (the page, its `events` array and
+/// the event are three levels more), and serde_json, which the client, the CLI and the toolkit
+/// use, refuses documents nested past 128 levels: 64 leaves room for the page and for any
+/// envelope a client wraps events in, and is far beyond what a domain event nests. A store
+/// refuses deeper data on append rather than keep an event that readers then cannot parse.
+pub const JSON_NESTING_MAX_DEPTH: usize = 64;
+
 /// Most events in one append call. An append is atomic, so it is held in memory whole.
 pub const APPEND_EVENTS_MAX: usize = 10_000;
 

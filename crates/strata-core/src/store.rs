@@ -142,6 +142,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the newest event readers can see; `None` when the store is empty.
     async fn head(&self) -> Result<Option<Position>, ReadError>;
 
+    /// Whether the store accepts appends right now: `Ok(())`, or the error an append would get
+    /// (the embedded store answers [`AppendError::Stopped`] once an I/O error on its write path
+    /// has stopped it, until it is reopened). Cheap and without I/O, for readiness probes; an
+    /// `Ok` is no promise that the next append succeeds. The default says yes.
+    fn check_writable(&self) -> Result<(), AppendError> {
+        Ok(())
+    }
+
     /// A signal that changes after new events become readable. Subscriptions wait on it.
     fn changes(&self) -> watch::Receiver<u64>;
 

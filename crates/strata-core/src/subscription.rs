@@ -84,6 +84,12 @@ impl Subscription {
         self
     }
 
+    /// Where the next storage read starts. Resolved by the time [`Subscription::start`]
+    /// returns, so a subscription from [`SubscribeFrom::End`] tells here which head it took.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
     /// The position of the last delivered event, to resume `$all` from with
     /// [`SubscribeFrom::AfterPosition`].
     pub fn last_position(&self) -> Option<Position> {

@@ -188,7 +188,7 @@ impl RecordRef<'_> {
     }
 }
 
-fn record_crc(salt: u64, body: &[u8]) -> u32 {
+pub(crate) fn record_crc(salt: u64, body: &[u8]) -> u32 {
     let c = crc32c::crc32c(&salt.to_le_bytes());
     crc32c::crc32c_append(c, body)
 }

@@ -400,31 +400,14 @@ impl Index {
         out
     }
 
-    /// Decodes a persisted index, checking its CRC and structure.
-    pub fn decode(b: &[u8]) -> Result<(Index, LogEnd), String> {
-        if b.len() < 56 + 4 || &b[0..8] != INDEX_MAGIC {
-            return Err("not a Strata index file".to_owned());
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32_at(crc, 0) {
-            return Err("index file CRC mismatch".to_owned());
-        }
-        if u32_at(b, 8) != INDEX_VERSION {
-            return Err("index file version not supported".to_owned());
-        }
-        let n = u64_at(b, 16) as usize;
-        let log_end = LogEnd {
-            segment_no: u64_at(b, 24),
-            offset: u64_at(b, 32),
-            salt: u64_at(b, 40),
-        };
+    /// Decodes an index file whose CRC and header [`check_index_file`] accepted, checking its
+    /// structure.
+    fn decode_checked(b: &[u8], n: usize) -> Result<Index, String> {
+        let body = &b[..b.len() - 4];
         let stream_count = u32_at(b, 48) as usize;
         let type_count = u32_at(b, 52) as usize;
-        let mut at = 56usize;
-        let entries_bytes = n.checked_mul(40).ok_or("index too large")?;
-        if body.len() < at + entries_bytes {
-            return Err("index file truncated".to_owned());
-        }
+        let mut at = INDEX_HEADER_BYTES;
+        let entries_bytes = n * INDEX_ENTRY_BYTES;
         let raw_entries = &body[at..at + entries_bytes];
         at += entries_bytes;
         let mut read_names = |count: usize| -> Result<Vec<String>, String> {
@@ -483,7 +466,91 @@ impl Index {
                 Uuid::from_bytes(id),
             );
         }
-        Ok((index, log_end))
+        Ok(index)
+    }
+}
+
+/// Bytes before the first entry of an index file.
+const INDEX_HEADER_BYTES: usize = 56;
+/// Bytes of one entry of an index file.
+const INDEX_ENTRY_BYTES: usize = 40;
+
+/// Checks an index file's magic, CRC, version and that it holds its entries; returns the log
+/// end it covers and its event count.
+fn check_index_file(b: &[u8]) -> Result<(LogEnd, usize), String> {
+    if b.len() < INDEX_HEADER_BYTES + 4 || &b[0..8] != INDEX_MAGIC {
+        return Err("not a Strata index file".to_owned());
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32_at(crc, 0) {
+        return Err("index file CRC mismatch".to_owned());
+    }
+    if u32_at(b, 8) != INDEX_VERSION {
+        return Err("index file version not supported".to_owned());
+    }
+    let n = usize::try_from(u64_at(b, 16)).map_err(|_| "index too large")?;
+    let entries_bytes = n.checked_mul(INDEX_ENTRY_BYTES).ok_or("index too large")?;
+    if body.len() < INDEX_HEADER_BYTES.saturating_add(entries_bytes) {
+        return Err("index file truncated".to_owned());
+    }
+    let log_end = LogEnd {
+        segment_no: u64_at(b, 24),
+        offset: u64_at(b, 32),
+        salt: u64_at(b, 40),
+    };
+    Ok((log_end, n))
+}
+
+/// An index file whose CRC and header check out: a durable record of what was acknowledged
+/// when it was written (its events, and the log end they reach), checked against the log on
+/// open whether or not its entries are used.
+pub(crate) struct IndexFile {
+    bytes: Vec<u8>,
+    /// The end of the log it covers.
+    pub end: LogEnd,
+    /// The events it holds (positions 0 to `events - 1`).
+    pub events: u64,
+}
+
+impl IndexFile {
+    /// Checks the file's bytes (not its entries).
+    pub fn check(bytes: Vec<u8>) -> Result<IndexFile, String> {
+        let (end, n) = check_index_file(&bytes)?;
+        Ok(IndexFile {
+            bytes,
+            end,
+            events: n as u64,
+        })
+    }
+
+    /// Where the file places position `p`.
+    pub fn loc(&self, p: u64) -> Option<Loc> {
+        (p < self.events).then(|| u64_at(&self.bytes, Self::entry_offset(p) as usize))
+    }
+
+    /// The first position the file places in segment `segment_no` or a later one (the event
+    /// count when there is none). Locations increase with positions.
+    pub fn first_in_segment(&self, segment_no: u64) -> u64 {
+        let (mut lo, mut hi) = (0, self.events);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.loc(mid).is_some_and(|l| loc_segment(l) < segment_no) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The byte offset of position `p`'s entry in an index file.
+    pub fn entry_offset(p: u64) -> u64 {
+        INDEX_HEADER_BYTES as u64 + p * INDEX_ENTRY_BYTES as u64
+    }
+
+    /// Decodes the whole index.
+    pub fn decode(&self) -> Result<Index, String> {
+        Index::decode_checked(&self.bytes, self.events as usize)
     }
 }
 

@@ -1,4 +1,5 @@
-//! File I/O behind a small trait, so tests can inject write and sync failures in-process.
+//! File I/O behind a small trait, so tests can inject write and sync failures and simulate
+//! power loss in-process.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -6,6 +7,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod powerloss;
+pub use powerloss::{
+    CrashReport, OpKind, OpOutcome, OpRecord, PowerLossVfs, SimStats, SyncMutation, SyncSite,
+    SECTOR_BYTES,
+};
 
 /// An open file: positional reads and writes, durability, truncation.
 pub trait LogFile: Send + Sync {
@@ -51,6 +58,9 @@ pub trait Vfs: Send + Sync {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Creates one directory (its parent must exist); fails with `AlreadyExists` when there
+    /// is one. Like a file's creation, it is durable only once its parent is synced.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
 }
 
 /// The real file system.
@@ -127,6 +137,9 @@ impl Vfs for StdVfs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
     }
 }
 
@@ -228,6 +241,9 @@ impl Vfs for FaultyVfs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         StdVfs.remove(path)
     }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        StdVfs.create_dir(path)
+    }
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, directory fsync.
@@ -242,4 +258,23 @@ pub fn write_file_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result
     drop(f);
     vfs.rename(&tmp, path)?;
     vfs.sync_dir(dir)
+}
+
+/// Creates `path` and whichever of its parents are missing, through `vfs`, durably: after
+/// creating a directory it fsyncs the parent, whose new entry would otherwise be lost with
+/// the power (and with it everything written below, however well synced).
+pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
+    if path.as_os_str().is_empty() || path.is_dir() {
+        return Ok(());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dir_all(vfs, parent)?;
+    match vfs.create_dir(path) {
+        Ok(()) => vfs.sync_dir(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -32,6 +32,6 @@ mod store;
 mod verify;
 mod writer;
 
-pub use error::OpenError;
+pub use error::{DataLoss, LossCause, OpenError};
 pub use store::{LogConfig, LogStore, OpenReport, LOCK_FILE};
 pub use verify::{verify, VerifyReport};

@@ -1,15 +1,20 @@
-//! Opening a data directory: segment discovery, index load, log scan, torn-tail repair.
+//! Opening a data directory: segment discovery, index load, log scan, torn-tail repair, and the
+//! check that the log still holds everything the index file records as acknowledged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use strata_core::limits::{
+    EVENT_DATA_MAX_BYTES, EVENT_METADATA_MAX_BYTES, EVENT_TYPE_MAX_BYTES, STREAM_ID_MAX_BYTES,
+};
 use strata_core::StreamId;
 
-use crate::error::{io_ctx, OpenError};
+use crate::error::{io_ctx, DataLoss, LossCause, OpenError};
 use crate::format::{
-    decode_record, DecodeError, DecodedRecord, SegmentHeader, SEGMENT_HEADER_BYTES,
+    decode_record, padded_len, peek_len, record_crc, u32_at, u64_at, DecodeError, DecodedRecord,
+    SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::index::{loc, Index, LogEnd, NewEntry};
+use crate::index::{loc, loc_offset, loc_segment, Index, IndexFile, LogEnd, NewEntry};
 use crate::io::Vfs;
 use crate::segment::{parse_segment_file_name, read_up_to, segment_file_name, Segment, Segments};
 
@@ -19,6 +24,9 @@ pub(crate) const SEGMENTS_DIR: &str = "segments";
 pub(crate) const INDEX_FILE: &str = "index.bin";
 /// Bytes read at a time while scanning.
 const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// A last segment with a bad header is taken for one whose creation did not complete only when
+/// it is all zeros and at most this long (creation writes a 64-byte header and nothing else).
+const UNFINISHED_SEGMENT_MAX_BYTES: u64 = 1 << 20;
 
 /// What opening found.
 pub(crate) struct Recovered {
@@ -32,6 +40,8 @@ pub(crate) struct Recovered {
     pub events_scanned: u64,
     /// A torn tail that was cut: (file, from length, to length).
     pub truncated: Option<(PathBuf, u64, u64)>,
+    /// Acknowledged events found missing, and opened without as the configuration allowed.
+    pub data_loss: Option<DataLoss>,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -134,7 +144,14 @@ pub(crate) fn scan_segment(
             }
             Err(DecodeError::Short { needed }) => {
                 let remaining = file_len - off;
-                let want = needed.unwrap_or(crate::format::RECORD_HEADER_BYTES);
+                let mut want = needed.unwrap_or(RECORD_HEADER_BYTES);
+                // The last record may end without its padding (a write torn after its bytes):
+                // its unpadded bytes suffice, also when it starts near the end of a chunk.
+                if want as u64 > remaining
+                    && peek_len(avail).is_some_and(|len| len as u64 <= remaining)
+                {
+                    want = remaining as usize;
+                }
                 if want as u64 > remaining {
                     return Ok(ScanEnd::Invalid {
                         offset: off,
@@ -164,6 +181,28 @@ pub(crate) fn scan_segment(
             }
         }
     }
+}
+
+/// The end of the last non-zero byte of `seg` at or after `from` (`from` when there is none):
+/// every byte from there to the end of the file is zero.
+fn zeros_from(seg: &Segment, from: u64) -> Result<u64, OpenError> {
+    let ctx = || io_ctx(format!("reading {}", seg.path.display()));
+    let file_len = seg.file.size().map_err(ctx())?;
+    let mut buf = vec![0u8; SCAN_CHUNK_BYTES.min(file_len.saturating_sub(from) as usize)];
+    let mut off = from;
+    let mut zeros_from = from;
+    while off < file_len {
+        let want = ((file_len - off) as usize).min(buf.len());
+        let n = read_up_to(&*seg.file, &mut buf[..want], off).map_err(ctx())?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            zeros_from = off + i as u64 + 1;
+        }
+        off += n as u64;
+    }
+    Ok(zeros_from)
 }
 
 /// Whether every byte of `seg` from `from` to the end of the file is zero: the tail the writer
@@ -208,7 +247,7 @@ pub(crate) fn corruption_after(seg: &Segment, from: u64) -> Result<Option<u64>, 
     let first = (from as usize).div_ceil(align) * align - from as usize;
     let mut rel = if first == 0 { align } else { first };
     let mut first_valid = None;
-    while rel + crate::format::RECORD_HEADER_BYTES <= rest.len() {
+    while rel + RECORD_HEADER_BYTES <= rest.len() {
         match decode_record(seg.header.salt, &rest[rel..]) {
             Ok(r) => {
                 let at = from + rel as u64;
@@ -224,130 +263,465 @@ pub(crate) fn corruption_after(seg: &Segment, from: u64) -> Result<Option<u64>, 
     Ok(None)
 }
 
-/// A segment file whose header did not check out.
-struct BadSegment {
-    path: PathBuf,
-    reason: String,
-    len: u64,
+/// The last segment file, whose header never became durable: a crash while it was being
+/// created, before anything was acknowledged in it (unless the index file says otherwise).
+pub(crate) struct Unfinished {
+    pub path: PathBuf,
+    pub no: u64,
+    pub len: u64,
 }
 
-fn open_segment(
+/// Opens every segment and checks its header. A last segment whose header is short or zeros is
+/// set aside as [`Unfinished`]; any other bad header is corruption.
+pub(crate) fn open_segments(
     vfs: &dyn Vfs,
     seg_dir: &Path,
-    no: u64,
-) -> Result<Result<Arc<Segment>, BadSegment>, OpenError> {
-    let path = seg_dir.join(segment_file_name(no));
-    let file = vfs
-        .open(&path, false)
-        .map_err(io_ctx(format!("opening {}", path.display())))?;
-    let len = file
-        .size()
-        .map_err(io_ctx(format!("reading {}", path.display())))?;
-    let mut hb = vec![0u8; SEGMENT_HEADER_BYTES as usize];
-    let n =
-        read_up_to(&*file, &mut hb, 0).map_err(io_ctx(format!("reading {}", path.display())))?;
-    hb.truncate(n);
-    match SegmentHeader::decode(&hb) {
-        Ok(header) if header.segment_no == no => Ok(Ok(Arc::new(Segment::new(path, file, header)))),
-        Ok(header) => Ok(Err(BadSegment {
-            path,
-            reason: format!(
+    nos: &[u64],
+) -> Result<(Vec<Arc<Segment>>, Option<Unfinished>), OpenError> {
+    let mut opened = Vec::with_capacity(nos.len());
+    for (i, &no) in nos.iter().enumerate() {
+        let path = seg_dir.join(segment_file_name(no));
+        let ctx = |what: &str| io_ctx(format!("{what} {}", path.display()));
+        let file = vfs.open(&path, false).map_err(ctx("opening"))?;
+        let len = file.size().map_err(ctx("reading"))?;
+        let mut hb = vec![0u8; SEGMENT_HEADER_BYTES as usize];
+        let n = read_up_to(&*file, &mut hb, 0).map_err(ctx("reading"))?;
+        hb.truncate(n);
+        let reason = match SegmentHeader::decode(&hb) {
+            Ok(header) if header.segment_no == no => {
+                opened.push(Arc::new(Segment::new(path, file, header)));
+                continue;
+            }
+            Ok(header) => format!(
                 "header says segment {} but the file name says {no}",
                 header.segment_no
             ),
-            len,
-        })),
-        Err(reason) => Ok(Err(BadSegment { path, reason, len })),
+            Err(reason) => reason,
+        };
+        let is_last = i + 1 == nos.len();
+        let unfinished = len < SEGMENT_HEADER_BYTES
+            || (len <= UNFINISHED_SEGMENT_MAX_BYTES && {
+                let mut b = vec![0u8; len as usize];
+                let n = read_up_to(&*file, &mut b, 0).map_err(ctx("reading"))?;
+                b[..n].iter().all(|&x| x == 0)
+            });
+        if !(is_last && unfinished) {
+            return Err(OpenError::Corruption {
+                file: path,
+                offset: 0,
+                reason,
+            });
+        }
+        return Ok((opened, Some(Unfinished { path, no, len })));
+    }
+    Ok((opened, None))
+}
+
+/// Reads the index file, when there is one that checks out. One that cannot be read is taken
+/// as absent (the index is rebuilt), with a warning: the log then cannot be checked against
+/// it.
+pub(crate) fn read_index_file(dir: &Path) -> Option<IndexFile> {
+    let path = dir.join(INDEX_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read the index file; rebuilding it, without checking that the log holds the events it records");
+            return None;
+        }
+    };
+    match IndexFile::check(bytes) {
+        Ok(f) => Some(f),
+        Err(reason) => {
+            tracing::warn!(%reason, "index file unreadable; rebuilding it");
+            None
+        }
     }
 }
 
-/// Opens and checks every segment, loads or rebuilds the index and repairs a torn tail.
+/// What a record the index file recorded looks like in the log now.
+enum RecordState {
+    /// Whole, at the position recorded; its length without padding.
+    Whole { len: usize },
+    /// The file ends before the record does.
+    Truncated { file_len: u64 },
+    /// The record fails its checks.
+    Bad { reason: String, len: Option<usize> },
+}
+
+/// Reads the record at `off` in `seg` and checks it holds `position`.
+fn record_at(seg: &Segment, off: u64, position: u64) -> Result<RecordState, OpenError> {
+    let ctx = || io_ctx(format!("reading {}", seg.path.display()));
+    let file_len = seg.file.size().map_err(ctx())?;
+    if off + RECORD_HEADER_BYTES as u64 > file_len {
+        return Ok(RecordState::Truncated { file_len });
+    }
+    let mut b = vec![0u8; RECORD_HEADER_BYTES];
+    let n = read_up_to(&*seg.file, &mut b, off).map_err(ctx())?;
+    b.truncate(n);
+    let len = match decode_record(seg.header.salt, &b) {
+        // A record of exactly its header.
+        Ok(_) => RECORD_HEADER_BYTES,
+        Err(DecodeError::Short { .. }) => match peek_len(&b) {
+            Some(len) => len,
+            None => return Ok(RecordState::Truncated { file_len }),
+        },
+        Err(DecodeError::Invalid(reason)) => {
+            return Ok(RecordState::Bad {
+                reason,
+                len: peek_len(&b),
+            })
+        }
+    };
+    if off + len as u64 > file_len {
+        return Ok(RecordState::Truncated { file_len });
+    }
+    b.resize(len, 0);
+    let n = read_up_to(&*seg.file, &mut b, off).map_err(ctx())?;
+    b.truncate(n);
+    Ok(match decode_record(seg.header.salt, &b) {
+        Ok(r) if r.position == position => RecordState::Whole { len },
+        Ok(r) => RecordState::Bad {
+            reason: format!(
+                "it holds position {} where {position} was recorded",
+                r.position
+            ),
+            len: Some(len),
+        },
+        Err(DecodeError::Short { .. }) => RecordState::Truncated { file_len },
+        Err(DecodeError::Invalid(reason)) => RecordState::Bad {
+            reason,
+            len: Some(len),
+        },
+    })
+}
+
+/// Whether the index file describes this log, so that the scan may start where it ends: the
+/// segment it ends in is there with the salt it recorded; every segment up to that one starts
+/// at the position the index gives its first event; each sealed one still holds its last
+/// indexed record whole, and ends there; and every record of the segment it ends in, up to its
+/// end, is whole and where the index places it. `Ok(Err(reason))` when it does not.
+fn index_matches_log(
+    index: &IndexFile,
+    opened: &[Arc<Segment>],
+) -> Result<Result<(), String>, OpenError> {
+    let end = index.end;
+    let s = end.segment_no;
+    let Some(end_seg) = opened.get(s as usize) else {
+        return Ok(Err(format!("it ends in segment {s}, which is missing")));
+    };
+    if end_seg.header.salt != end.salt {
+        return Ok(Err(format!(
+            "segment {s} is not the one it recorded (another salt)"
+        )));
+    }
+    let n = index.events;
+    if end.offset < SEGMENT_HEADER_BYTES || index.first_in_segment(s + 1) != n {
+        return Ok(Err("its end is not where its events are".to_owned()));
+    }
+    for (k, seg) in opened[..=s as usize].iter().enumerate() {
+        let k = k as u64;
+        let first = index.first_in_segment(k);
+        if seg.header.first_position != first {
+            return Ok(Err(format!(
+                "segment {k} starts at position {} where the index starts it at {first}",
+                seg.header.first_position
+            )));
+        }
+        if k == s {
+            break;
+        }
+        // A sealed segment: its last record is whole and where the index places it.
+        let last = index.first_in_segment(k + 1).checked_sub(1);
+        let Some(last) = last.filter(|&p| p >= first) else {
+            return Ok(Err(format!("it has no events in sealed segment {k}")));
+        };
+        let off = index.loc(last).map_or(0, loc_offset);
+        match record_at(seg, off, last)? {
+            RecordState::Whole { len } => {
+                // Sealing cut the file right after it (or after its bytes, without padding).
+                let file_len = seg
+                    .file
+                    .size()
+                    .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+                if file_len > off + padded_len(len) as u64 {
+                    return Ok(Err(format!(
+                        "sealed segment {k} has bytes after its last record (position {last})"
+                    )));
+                }
+            }
+            RecordState::Truncated { file_len } => {
+                return Ok(Err(format!(
+                    "sealed segment {k} ends at byte {file_len}, inside its last record (position {last} at byte {off})"
+                )))
+            }
+            RecordState::Bad { reason, .. } => {
+                return Ok(Err(format!(
+                    "the last record of sealed segment {k} (position {last} at byte {off}): {reason}"
+                )))
+            }
+        }
+    }
+    // The segment the index ends in: every record it covers, checked (at most one segment).
+    covered_records_match(end_seg, index, end.offset)
+}
+
+/// The longest record this version writes: a bound on what a length field may ask to be read.
+const RECORD_MAX_BYTES: usize = RECORD_HEADER_BYTES
+    + STREAM_ID_MAX_BYTES
+    + EVENT_TYPE_MAX_BYTES
+    + u8::MAX as usize
+    + EVENT_METADATA_MAX_BYTES
+    + EVENT_DATA_MAX_BYTES;
+
+/// Whether the records of `seg` from its header to `end` are exactly the index's events in
+/// that segment, packed one after the other, each at the offset the index gives, whole (its
+/// length, and its CRC, which covers every other byte of it) and holding its position. The
+/// structure of each record was checked when it was written and is covered by the CRC, so it
+/// is not decoded again: this reads the range once and costs about a CRC per byte.
+fn covered_records_match(
+    seg: &Segment,
+    index: &IndexFile,
+    end: u64,
+) -> Result<Result<(), String>, OpenError> {
+    let s = seg.header.segment_no;
+    let mut reader = ChunkReader::new(seg)?;
+    let file_len = reader.file_len;
+    let mut off = SEGMENT_HEADER_BYTES;
+    for p in index.first_in_segment(s)..index.events {
+        if index.loc(p).map(loc_offset) != Some(off) {
+            return Ok(Err(format!(
+                "segment {s}: position {p} is not at byte {off}, where the record before it ends"
+            )));
+        }
+        let cut_short = || {
+            Ok(Err(format!(
+                "segment {s} ends at byte {file_len}, inside the record of position {p} at byte {off}"
+            )))
+        };
+        let Some(head) = reader.get(off, RECORD_HEADER_BYTES)? else {
+            return cut_short();
+        };
+        let len = u32_at(head, 0) as usize;
+        if !(RECORD_HEADER_BYTES..=RECORD_MAX_BYTES).contains(&len) {
+            return Ok(Err(format!(
+                "segment {s}: the record of position {p} at byte {off} has an impossible length"
+            )));
+        }
+        let Some(b) = reader.get(off, len)? else {
+            return cut_short();
+        };
+        if u64_at(b, 8) != p || record_crc(seg.header.salt, &b[8..len]) != u32_at(b, 4) {
+            return Ok(Err(format!(
+                "segment {s}: the record of position {p} at byte {off} fails its CRC"
+            )));
+        }
+        off += padded_len(len) as u64;
+    }
+    if off != end {
+        return Ok(Err(format!(
+            "segment {s}: its records end at byte {off}, the index file at byte {end}"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Reads a file front to back in large chunks, handing out byte ranges of it.
+struct ChunkReader<'a> {
+    seg: &'a Segment,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    start: u64,
+    /// Bytes of `buf` read.
+    len: usize,
+    file_len: u64,
+}
+
+impl<'a> ChunkReader<'a> {
+    fn new(seg: &'a Segment) -> Result<Self, OpenError> {
+        let file_len = seg
+            .file
+            .size()
+            .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+        Ok(ChunkReader {
+            seg,
+            buf: Vec::new(),
+            start: 0,
+            len: 0,
+            file_len,
+        })
+    }
+
+    /// At least `need` bytes from `off` (all the chunk holds from there), or `None` when the
+    /// file ends first.
+    fn get(&mut self, off: u64, need: usize) -> Result<Option<&[u8]>, OpenError> {
+        let held = off >= self.start && off + need as u64 <= self.start + self.len as u64;
+        if !held {
+            if off + need as u64 > self.file_len {
+                return Ok(None);
+            }
+            let size = need
+                .max(SCAN_CHUNK_BYTES)
+                .min((self.file_len - off) as usize);
+            if self.buf.len() < size {
+                self.buf.resize(size, 0);
+            }
+            self.len = read_up_to(&*self.seg.file, &mut self.buf[..size], off)
+                .map_err(io_ctx(format!("reading {}", self.seg.path.display())))?;
+            self.start = off;
+            if self.len < need {
+                return Ok(None);
+            }
+        }
+        Ok(Some(&self.buf[(off - self.start) as usize..self.len]))
+    }
+}
+
+/// What the log lacks of what the index file records as acknowledged, given that it holds
+/// `held` events in `opened` (and `unfinished` set aside): `None` when it holds them all. The
+/// first lost event is the one at position `held`; the cause is found at the first record from
+/// there on that is not in the log as recorded (a later one when the first lost events were
+/// part of an append whose end is gone).
+pub(crate) fn missing_acknowledged(
+    claim: &IndexFile,
+    held: u64,
+    opened: &[Arc<Segment>],
+    unfinished: Option<&Unfinished>,
+    seg_dir: &Path,
+) -> Result<Option<DataLoss>, OpenError> {
+    let end_no = claim.end.segment_no;
+    let gone = |no: u64| {
+        if unfinished.is_some_and(|u| u.no == no) {
+            LossCause::HeaderMissing
+        } else {
+            LossCause::SegmentMissing
+        }
+    };
+    let Some(first_loc) = claim.loc(held) else {
+        // Every recorded event is there. The segment the index file ends in must be too:
+        // whatever was appended to it after the file was written is gone with it.
+        if let Some(seg) = opened.get(end_no as usize) {
+            if seg.header.salt != claim.end.salt {
+                tracing::warn!(
+                    file = %seg.path.display(),
+                    "the index file's last segment was replaced; its events up to the index file's end are all there"
+                );
+            }
+            return Ok(None);
+        }
+        return Ok(Some(DataLoss {
+            file: seg_dir.join(segment_file_name(end_no)),
+            offset: SEGMENT_HEADER_BYTES,
+            from_position: held,
+            events_at_least: 0,
+            cause: gone(end_no),
+        }));
+    };
+    let mut cause = None;
+    for p in held..claim.events {
+        let Some(l) = claim.loc(p) else { break };
+        let (no, off) = (loc_segment(l), loc_offset(l));
+        let Some(seg) = opened.get(no as usize) else {
+            cause = Some(gone(no));
+            break;
+        };
+        if no == end_no && seg.header.salt != claim.end.salt {
+            cause = Some(LossCause::SegmentReplaced);
+            break;
+        }
+        match record_at(seg, off, p)? {
+            RecordState::Whole { .. } => continue,
+            RecordState::Truncated { file_len } => {
+                cause = Some(LossCause::Truncated { file_len });
+            }
+            RecordState::Bad { reason, len } => {
+                let zeros = zeros_from(seg, off)?;
+                let record_end =
+                    off + len.unwrap_or(RECORD_HEADER_BYTES).max(RECORD_HEADER_BYTES) as u64;
+                cause = Some(if zeros < record_end {
+                    LossCause::Zeroed { from_offset: zeros }
+                } else {
+                    LossCause::Damaged {
+                        offset: off,
+                        reason,
+                    }
+                });
+            }
+        }
+        break;
+    }
+    Ok(Some(DataLoss {
+        file: seg_dir.join(segment_file_name(loc_segment(first_loc))),
+        offset: loc_offset(first_loc),
+        from_position: held,
+        events_at_least: claim.events - held,
+        cause: cause.unwrap_or(LossCause::Damaged {
+            offset: loc_offset(first_loc),
+            reason: "the log does not hold the events the index file records here".to_owned(),
+        }),
+    }))
+}
+
+/// The cut of the last segment back to its last commit, made once nothing refuses the open.
+struct TailCut {
+    seg: Arc<Segment>,
+    /// The file's length before.
+    from_len: u64,
+    /// The end of the last COMMIT record.
+    to_len: u64,
+    /// Why, when it is a torn write (`None`: the writer's preallocated zeros, cut quietly).
+    torn: Option<String>,
+}
+
+/// Opens and checks every segment, loads or rebuilds the index, checks that nothing the index
+/// file records as acknowledged is missing, and repairs a torn tail. Nothing on disk changes
+/// before the checks have passed (or `accept_data_loss` accepted what they found).
 pub(crate) fn recover(
     dir: &Path,
     vfs: &dyn Vfs,
     use_index_file: bool,
+    accept_data_loss: bool,
 ) -> Result<Recovered, OpenError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
-    std::fs::create_dir_all(&seg_dir).map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
-    let mut nos = list_segments(&seg_dir)?;
-    let segments = Segments::default();
-    let mut truncated = None;
-
-    // Open every segment. A last segment whose header never became durable (a crash while it
-    // was being created) holds no acknowledged data: remove it.
-    let mut opened = Vec::new();
-    while let Some(&no) = nos.first() {
-        nos.remove(0);
-        match open_segment(vfs, &seg_dir, no)? {
-            Ok(seg) => opened.push(seg),
-            Err(BadSegment { path, reason, len }) => {
-                let is_last = nos.is_empty();
-                let all_zero_or_short = len < SEGMENT_HEADER_BYTES || {
-                    let f = vfs
-                        .open(&path, false)
-                        .map_err(io_ctx(format!("opening {}", path.display())))?;
-                    let mut b = vec![0u8; len.min(1 << 20) as usize];
-                    let n = read_up_to(&*f, &mut b, 0)
-                        .map_err(io_ctx(format!("reading {}", path.display())))?;
-                    b[..n].iter().all(|&x| x == 0) && len <= 1 << 20
-                };
-                if is_last && no > 0 && all_zero_or_short {
-                    tracing::warn!(file = %path.display(), "removing a segment whose creation did not complete");
-                    vfs.remove(&path)
-                        .map_err(io_ctx(format!("removing {}", path.display())))?;
-                    vfs.sync_dir(&seg_dir)
-                        .map_err(io_ctx(format!("syncing {}", seg_dir.display())))?;
-                    truncated = Some((path, len, 0));
-                } else if is_last && no == 0 && all_zero_or_short {
-                    // A brand-new store that crashed while creating its first segment.
-                    vfs.remove(&path)
-                        .map_err(io_ctx(format!("removing {}", path.display())))?;
-                } else {
-                    return Err(OpenError::Corruption {
-                        file: path,
-                        offset: 0,
-                        reason,
-                    });
-                }
-            }
-        }
-    }
-    if opened.is_empty() {
-        let seg =
-            create_segment(vfs, &seg_dir, 0, 0).map_err(io_ctx("creating the first segment"))?;
-        opened.push(seg);
-    }
-    for seg in &opened {
-        segments.push(seg.clone());
-    }
+    crate::io::create_dir_all(vfs, &seg_dir)
+        .map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
+    let nos = list_segments(&seg_dir)?;
+    let (opened, unfinished) = open_segments(vfs, &seg_dir, &nos)?;
+    let claim = read_index_file(dir);
 
     // Load the persisted index when it matches the log; otherwise rebuild from the start.
     let mut index = Index::default();
     let mut start = LogEnd {
         segment_no: 0,
         offset: SEGMENT_HEADER_BYTES,
-        salt: opened[0].header.salt,
+        salt: 0,
     };
     let mut index_loaded = false;
-    let index_path = dir.join(INDEX_FILE);
-    if use_index_file {
-        if let Ok(bytes) = std::fs::read(&index_path) {
-            match Index::decode(&bytes) {
-                Ok((loaded, end)) => {
-                    let fits = opened.get(end.segment_no as usize).is_some_and(|s| {
-                        s.header.salt == end.salt
-                            && s.file.size().is_ok_and(|l| l >= end.offset)
-                            && end.offset >= SEGMENT_HEADER_BYTES
-                    });
-                    if fits {
-                        index = loaded;
-                        start = end;
-                        index_loaded = true;
-                    } else {
-                        tracing::warn!("index file does not match the log; rebuilding it");
-                    }
-                }
-                Err(reason) => tracing::warn!(%reason, "index file unreadable; rebuilding it"),
+    if let (true, Some(file)) = (use_index_file, &claim) {
+        // Decoding the file and checking it against the log are independent (the check reads
+        // the locations from the file's bytes): on a second core the check costs no time.
+        let (decoded, matches) = std::thread::scope(|scope| {
+            let check = std::thread::Builder::new()
+                .name("strata-open-check".to_owned())
+                .spawn_scoped(scope, || index_matches_log(file, &opened));
+            let decoded = file.decode();
+            let matches = match check {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Ok(Err("checking it against the log panicked".to_owned()))),
+                Err(_) => index_matches_log(file, &opened),
+            };
+            (decoded, matches)
+        });
+        match (decoded, matches?) {
+            (Ok(loaded), Ok(())) => {
+                index = loaded;
+                start = file.end;
+                index_loaded = true;
+            }
+            (Err(reason), _) => tracing::warn!(%reason, "index file unreadable; rebuilding it"),
+            (_, Err(reason)) => {
+                tracing::warn!(%reason, "the index file does not match the log; rebuilding it")
             }
         }
     }
@@ -355,8 +729,9 @@ pub(crate) fn recover(
     // Scan from where the index ends to the end of the log.
     let mut events_scanned = 0u64;
     let mut tail_len = start.offset;
-    let last_no = opened.len() as u64 - 1;
-    for seg in &opened[start.segment_no as usize..] {
+    let mut tail_cut = None;
+    let last_no = (opened.len() as u64).saturating_sub(1);
+    for seg in opened.iter().skip(start.segment_no as usize) {
         let no = seg.header.segment_no;
         let from = if no == start.segment_no {
             start.offset
@@ -435,17 +810,13 @@ pub(crate) fn recover(
         let preallocated = !sealed
             && matches!(&problem, Some((bad, _, Some(_))) if *bad == committed_end)
             && zeros_to_end(seg, committed_end)?;
-        // Cuts the file at the end of its last commit, durably, before anything is appended.
-        let cut = || -> Result<(), OpenError> {
-            seg.file
-                .set_len(committed_end)
-                .map_err(io_ctx(format!("truncating {}", seg.path.display())))?;
-            seg.file
-                .sync_data()
-                .map_err(io_ctx(format!("syncing {}", seg.path.display())))
-        };
         if preallocated {
-            cut()?;
+            tail_cut = Some(TailCut {
+                seg: seg.clone(),
+                from_len: file_len,
+                to_len: committed_end,
+                torn: None,
+            });
         } else if let Some((bad_offset, reason, search_from)) = problem {
             if sealed {
                 return Err(OpenError::Corruption {
@@ -467,11 +838,72 @@ pub(crate) fn recover(
                 }
             }
             // A torn tail.
-            tracing::warn!(file = %seg.path.display(), from = file_len, to = committed_end, %reason, "truncating a torn tail");
-            cut()?;
-            truncated = Some((seg.path.clone(), file_len, committed_end));
+            tail_cut = Some(TailCut {
+                seg: seg.clone(),
+                from_len: file_len,
+                to_len: committed_end,
+                torn: Some(reason),
+            });
         }
         tail_len = committed_end;
+    }
+
+    // Everything the index file records as acknowledged must be there.
+    let data_loss = match &claim {
+        Some(file) => missing_acknowledged(
+            file,
+            index.next_position(),
+            &opened,
+            unfinished.as_ref(),
+            &seg_dir,
+        )?,
+        None => None,
+    };
+    if let Some(loss) = &data_loss {
+        if !accept_data_loss {
+            return Err(OpenError::DataLoss(loss.clone()));
+        }
+        tracing::error!(%loss, "opening without these acknowledged events, as the configuration accepts (accept_data_loss)");
+    }
+
+    // Only now change the disk.
+    let mut truncated = None;
+    if let Some(u) = &unfinished {
+        if u.no > 0 {
+            tracing::warn!(file = %u.path.display(), "removing a segment whose creation did not complete");
+            truncated = Some((u.path.clone(), u.len, 0));
+        }
+        vfs.remove(&u.path)
+            .map_err(io_ctx(format!("removing {}", u.path.display())))?;
+        vfs.sync_dir(&seg_dir)
+            .map_err(io_ctx(format!("syncing {}", seg_dir.display())))?;
+    }
+    if let Some(cut) = tail_cut {
+        let seg = &cut.seg;
+        seg.file
+            .set_len(cut.to_len)
+            .map_err(io_ctx(format!("truncating {}", seg.path.display())))?;
+        seg.file
+            .sync_data()
+            .map_err(io_ctx(format!("syncing {}", seg.path.display())))?;
+        if let Some(reason) = cut.torn {
+            if data_loss.is_some() {
+                tracing::warn!(file = %seg.path.display(), from = cut.from_len, to = cut.to_len, %reason, "cut the log back to its last whole append");
+            } else {
+                tracing::warn!(file = %seg.path.display(), from = cut.from_len, to = cut.to_len, %reason, "truncated a torn tail");
+            }
+            truncated = Some((seg.path.clone(), cut.from_len, cut.to_len));
+        }
+    }
+    let segments = Segments::default();
+    for seg in &opened {
+        segments.push(seg.clone());
+    }
+    if opened.is_empty() {
+        let seg =
+            create_segment(vfs, &seg_dir, 0, 0).map_err(io_ctx("creating the first segment"))?;
+        segments.push(seg);
+        tail_len = SEGMENT_HEADER_BYTES;
     }
     Ok(Recovered {
         index,
@@ -480,5 +912,6 @@ pub(crate) fn recover(
         index_loaded,
         events_scanned,
         truncated,
+        data_loss,
     })
 }

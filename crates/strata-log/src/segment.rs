@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 use strata_core::limits::{
     READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS, READ_PARALLEL_THREADS_TOTAL_MAX,
 };
-use strata_core::{ReadError, RecordedEvent};
+use strata_core::{Position, ReadError, RecordedEvent};
 
 use crate::format::{decode_record, DecodeError, SegmentHeader};
 use crate::index::{loc_offset, loc_segment, Loc};
@@ -244,12 +244,13 @@ impl Segments {
         let mut seg: Option<Arc<Segment>> = None;
         let mut k = 0;
         while k < order.len() {
-            let (_, first_loc) = items[order[k]];
+            let (first_position, first_loc) = items[order[k]];
             let seg_no = loc_segment(first_loc);
             if seg.as_ref().is_none_or(|s| s.header.segment_no != seg_no) {
                 seg = Some(self.get(seg_no).ok_or_else(|| ReadError::Corruption {
                     file: segment_file_name(seg_no),
                     offset: loc_offset(first_loc),
+                    position: Some(Position(first_position)),
                     reason: "the index points into a segment that does not exist".to_owned(),
                 })?);
             }
@@ -320,6 +321,7 @@ impl Segments {
                             Err(_) => Err(ReadError::Corruption {
                                 file: seg.path.display().to_string(),
                                 offset: off,
+                                position: Some(Position(position)),
                                 reason: "record shorter than its length field".to_owned(),
                             }),
                         }
@@ -397,6 +399,7 @@ fn decode_at(
     let corruption = |reason: String| ReadError::Corruption {
         file: seg.path.display().to_string(),
         offset,
+        position: Some(Position(position)),
         reason,
     };
     match decode_record(seg.header.salt, bytes) {

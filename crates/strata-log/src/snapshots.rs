@@ -116,7 +116,17 @@ fn decode(b: &[u8]) -> Option<Decoded> {
 
 impl SnapshotFile {
     pub fn open(vfs: &dyn Vfs, path: PathBuf) -> std::io::Result<SnapshotFile> {
+        let existed = path.exists();
         let file = vfs.open(&path, true)?;
+        if !existed {
+            // The new file's directory entry must be durable before a delete's fdatasync can
+            // make anything in it durable.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            vfs.sync_dir(dir)?;
+        }
         let file_len = file.size()?;
         let mut by_stream: HashMap<StreamId, BTreeMap<u64, Meta>> = HashMap::new();
         let mut off = 0u64;

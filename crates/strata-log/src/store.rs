@@ -16,7 +16,7 @@ use strata_core::{
 };
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use crate::error::{io_ctx, OpenError};
+use crate::error::{io_ctx, DataLoss, OpenError};
 use crate::io::{StdVfs, Vfs};
 use crate::recovery::recover;
 use crate::snapshots::{SnapshotFile, SNAPSHOT_FILE};
@@ -39,6 +39,13 @@ pub struct LogConfig {
     /// so are all files on systems other than Linux and stores whose `segment_max_bytes` is
     /// under [`limits::MAP_READS_SEGMENT_MIN_BYTES`].
     pub map_reads: bool,
+    /// Open even when events the index file records as acknowledged are missing from the end
+    /// of the log (a segment cut short, zeroed or deleted): the log is cut where it is whole,
+    /// [`OpenReport::data_loss`] says what was lost, and the index file is rewritten at once so
+    /// the next open is clean. Off by default: such a store refuses to open with
+    /// [`OpenError::DataLoss`] and nothing on disk changes. Damage in the middle of the log
+    /// ([`OpenError::Corruption`]) refuses to open either way.
+    pub accept_data_loss: bool,
     /// The file system; tests swap in a fault-injecting one.
     pub vfs: Arc<dyn Vfs>,
 }
@@ -49,6 +56,7 @@ impl Default for LogConfig {
             segment_max_bytes: limits::SEGMENT_MAX_BYTES_DEFAULT,
             use_index_file: true,
             map_reads: true,
+            accept_data_loss: false,
             vfs: Arc::new(StdVfs),
         }
     }
@@ -60,6 +68,7 @@ impl std::fmt::Debug for LogConfig {
             .field("segment_max_bytes", &self.segment_max_bytes)
             .field("use_index_file", &self.use_index_file)
             .field("map_reads", &self.map_reads)
+            .field("accept_data_loss", &self.accept_data_loss)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +84,9 @@ pub struct OpenReport {
     pub events_scanned: u64,
     /// A torn tail that was cut: (file, length before, length after).
     pub truncated: Option<(PathBuf, u64, u64)>,
+    /// Acknowledged events that were missing and cut, as [`LogConfig::accept_data_loss`]
+    /// allowed.
+    pub data_loss: Option<DataLoss>,
 }
 
 /// The embedded event store. Cheap to clone; all clones share one store. The store closes
@@ -136,7 +148,8 @@ impl LogStore {
                 limits::SEGMENT_MAX_BYTES_MAX
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
+        crate::io::create_dir_all(&*config.vfs, &dir)
+            .map_err(io_ctx(format!("creating {}", dir.display())))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -156,7 +169,12 @@ impl LogStore {
                 return Err(io_ctx(format!("locking {}", lock_path.display()))(e))
             }
         }
-        let mut rec = recover(&dir, &*config.vfs, config.use_index_file)?;
+        let mut rec = recover(
+            &dir,
+            &*config.vfs,
+            config.use_index_file,
+            config.accept_data_loss,
+        )?;
         // Maps of sealed segments stay for the store's life, one per segment: tiny segments
         // would spend the process's map count (`vm.max_map_count`), so they are read with
         // `pread`.
@@ -178,6 +196,7 @@ impl LogStore {
             index_loaded: rec.index_loaded,
             events_scanned: rec.events_scanned,
             truncated: rec.truncated.clone(),
+            data_loss: rec.data_loss.clone(),
         };
         let (changes, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -193,6 +212,13 @@ impl LogStore {
             segment_max_bytes: config.segment_max_bytes,
             checkpoint_lock: Mutex::new(()),
         });
+        if report.data_loss.is_some() {
+            // The old index file records the lost events: replace it before anything is
+            // appended where they were, or the next open would report them again.
+            shared
+                .checkpoint_index()
+                .map_err(io_ctx("writing the index file after cutting lost events"))?;
+        }
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer {
             shared: shared.clone(),
@@ -286,6 +312,13 @@ impl EventStore for LogStore {
                     .unwrap_or_else(|| "the writer ended before answering".to_owned()),
             )
         })?
+    }
+
+    fn check_writable(&self) -> Result<(), AppendError> {
+        match self.stopped_reason() {
+            Some(reason) => Err(AppendError::Stopped(reason)),
+            None => Ok(()),
+        }
     }
 
     async fn read_stream(

@@ -7,11 +7,12 @@ use strata_core::Uuid;
 
 use crate::error::{io_ctx, OpenError};
 use crate::format::SEGMENT_HEADER_BYTES;
-use crate::io::{StdVfs, Vfs};
+use crate::index::{loc, IndexFile};
+use crate::io::StdVfs;
 use crate::recovery::{
-    corruption_after, list_segments, scan_segment, zeros_to_end, ScanEnd, SEGMENTS_DIR,
+    corruption_after, list_segments, missing_acknowledged, open_segments, read_index_file,
+    scan_segment, zeros_to_end, ScanEnd, INDEX_FILE, SEGMENTS_DIR,
 };
-use crate::segment::{read_up_to, segment_file_name, Segment};
 use crate::store::LOCK_FILE;
 
 /// What [`verify`] found.
@@ -25,14 +26,21 @@ pub struct VerifyReport {
     pub streams: u64,
     /// Bytes of log checked.
     pub bytes: u64,
-    /// A torn tail that the next open will cut: (file, offset, reason).
+    /// Events the index file records as acknowledged, every one found in the log where the
+    /// index file places it (`None`: no index file that checks out, so nothing to hold the
+    /// log against).
+    pub indexed_events: Option<u64>,
+    /// A torn tail that the next open will cut: (file, offset, reason). It lies past every
+    /// event the index file records, as a write torn by a crash (never acknowledged) does.
     pub torn_tail: Option<(PathBuf, u64, String)>,
 }
 
 /// Checks every record in `dir`: CRC, structure, dense positions, dense stream versions,
-/// unique event ids, non-decreasing timestamps and whole appends. Returns an error naming
-/// the file and offset of the first problem. Takes the directory's lock, so it refuses to
-/// run while a store has the directory open.
+/// unique event ids, non-decreasing timestamps and whole appends; and that every event the
+/// index file records as acknowledged is in the log, where the index file places it. Returns
+/// an error naming the file and offset of the first problem ([`OpenError::Corruption`]), or
+/// what is lost ([`OpenError::DataLoss`]). Takes the directory's lock, so it refuses to run
+/// while a store has the directory open.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
     let dir = dir.as_ref();
     let vfs = StdVfs;
@@ -57,51 +65,42 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         });
     }
     let nos = list_segments(&seg_dir)?;
+    let (opened, unfinished) = open_segments(&vfs, &seg_dir, &nos)?;
+    let claim = read_index_file(dir);
     let mut report = VerifyReport {
         segments: 0,
         events: 0,
         streams: 0,
         bytes: 0,
+        indexed_events: None,
         torn_tail: None,
     };
     let mut next_position = 0u64;
+    let mut committed = 0u64;
     let mut versions: HashMap<String, u64> = HashMap::new();
     let mut ids: HashSet<Uuid> = HashSet::new();
     let mut last_ts = i64::MIN;
-    for (i, &no) in nos.iter().enumerate() {
-        let last = i + 1 == nos.len();
-        let path = seg_dir.join(segment_file_name(no));
-        let file = vfs
-            .open(&path, false)
-            .map_err(io_ctx(format!("opening {}", path.display())))?;
-        let mut hb = [0u8; SEGMENT_HEADER_BYTES as usize];
-        let n = read_up_to(&*file, &mut hb, 0)
-            .map_err(io_ctx(format!("reading {}", path.display())))?;
-        let header = crate::format::SegmentHeader::decode(&hb[..n]).map_err(|reason| {
-            OpenError::Corruption {
-                file: path.clone(),
-                offset: 0,
-                reason,
-            }
-        })?;
+    for (i, seg) in opened.iter().enumerate() {
+        let last = i + 1 == opened.len();
+        let path = &seg.path;
+        let no = seg.header.segment_no;
         let corruption = |offset: u64, reason: String| OpenError::Corruption {
             file: path.clone(),
             offset,
             reason,
         };
-        if header.first_position != next_position {
+        if seg.header.first_position != next_position {
             return Err(corruption(
                 0,
                 format!(
                     "segment starts at position {} but {next_position} was expected",
-                    header.first_position
+                    seg.header.first_position
                 ),
             ));
         }
-        let seg = Segment::new(path.clone(), file, header);
         let mut in_append = false;
         let mut committed_end = SEGMENT_HEADER_BYTES;
-        let end = scan_segment(&seg, SEGMENT_HEADER_BYTES, |off, r| {
+        let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |off, r| {
             if r.position != next_position {
                 return Err(corruption(
                     off,
@@ -110,6 +109,20 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                         r.position
                     ),
                 ));
+            }
+            if let Some(at) = claim.as_ref().and_then(|c| c.loc(r.position)) {
+                if at != loc(no, off) {
+                    return Err(OpenError::Corruption {
+                        file: dir.join(INDEX_FILE),
+                        offset: IndexFile::entry_offset(r.position),
+                        reason: format!(
+                            "it places position {} elsewhere than segment {no} byte {off}, where \
+                             the log holds it (the index file is derived: delete it and the next \
+                             open rebuilds it)",
+                            r.position
+                        ),
+                    });
+                }
             }
             let v = versions.entry(r.stream_id.to_owned()).or_insert(0);
             if r.stream_version != *v {
@@ -140,6 +153,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             in_append = !r.is_commit();
             if r.is_commit() {
                 committed_end = off + r.padded_len as u64;
+                committed = next_position;
             }
             Ok(())
         })?;
@@ -154,12 +168,12 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         // The writer's preallocated zeros after the last commit are not a torn write.
         let preallocated = last
             && matches!(&problem, Some((offset, _)) if *offset == committed_end)
-            && zeros_to_end(&seg, committed_end)?;
+            && zeros_to_end(seg, committed_end)?;
         if let Some((offset, reason)) = problem.filter(|_| !preallocated) {
             if !last {
                 return Err(corruption(offset, reason));
             }
-            if let Some(valid) = corruption_after(&seg, offset)? {
+            if let Some(valid) = corruption_after(seg, offset)? {
                 return Err(corruption(
                     offset,
                     format!("{reason}; a valid record follows at offset {valid}"),
@@ -172,6 +186,21 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             .file
             .size()
             .map_err(io_ctx(format!("reading {}", path.display())))?;
+    }
+    if let Some(u) = &unfinished {
+        report.torn_tail = Some((
+            u.path.clone(),
+            0,
+            "a segment whose creation did not complete (its header is missing)".to_owned(),
+        ));
+    }
+    if let Some(file) = &claim {
+        if let Some(loss) =
+            missing_acknowledged(file, committed, &opened, unfinished.as_ref(), &seg_dir)?
+        {
+            return Err(OpenError::DataLoss(loss));
+        }
+        report.indexed_events = Some(file.events);
     }
     report.streams = versions.len() as u64;
     Ok(report)

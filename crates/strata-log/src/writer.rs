@@ -16,7 +16,8 @@ use strata_core::limits::{
     SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
 };
 use strata_core::{
-    ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, StreamId, Uuid,
+    ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, ReadError,
+    StreamId, Uuid,
 };
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
@@ -424,7 +425,20 @@ impl Writer {
             .shared
             .segments
             .read_events(&items)
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
+            .map_err(|e| match e {
+                ReadError::Corruption {
+                    file,
+                    offset,
+                    position,
+                    reason,
+                } => AppendError::Corruption {
+                    file,
+                    offset,
+                    position,
+                    reason,
+                },
+                other => AppendError::Storage(other.to_string()),
+            })?;
         for (given, stored) in req.events.iter().zip(&events) {
             if given.event_id != Some(stored.event_id)
                 || given.event_type != stored.event_type

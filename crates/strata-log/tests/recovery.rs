@@ -519,3 +519,44 @@ fn a_long_last_record_without_its_padding_reads_whole() {
         "a record with padding to cut was found both times"
     );
 }
+
+/// The same, when the last record starts in one of the scan's 8 MiB read chunks and ends in the
+/// next: the scan reads on from the record's start, and its unpadded bytes suffice there too.
+#[test]
+fn a_last_record_without_padding_across_a_scan_chunk_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamId::new("blob-1").unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    rt().block_on(async {
+        for i in 0..90 {
+            // JSON strings of odd lengths, so records have padding.
+            let e = EventData::json("Big", &"b".repeat(100_001 + i)).unwrap();
+            store
+                .append(&s, ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
+    });
+    drop(store);
+    let seg = last_segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    // The records, from their length fields; the first one to cross 64 + 8 MiB.
+    let chunk_end = 64 + 8 * 1024 * 1024;
+    let mut at = 64usize;
+    let mut kept = 0;
+    let straddling = loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        assert!(len >= 64, "ran out of records before {chunk_end}");
+        kept += 1;
+        if at + len > chunk_end && !len.is_multiple_of(8) {
+            break (at, len);
+        }
+        at += len.div_ceil(8) * 8;
+    };
+    assert!(straddling.0 < chunk_end);
+    std::fs::write(&seg, &bytes[..straddling.0 + straddling.1]).unwrap();
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.open_report().events, kept);
+    assert!(store.open_report().truncated.is_none());
+}

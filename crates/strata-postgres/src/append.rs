@@ -13,7 +13,7 @@ use strata_core::{
 };
 use tokio::sync::oneshot;
 
-use crate::error::{append_error, constraint, is_unavailable, sqlstate};
+use crate::error::{append_error, constraint, is_connection_lost, is_unavailable, sqlstate};
 use crate::limits;
 use crate::store::Shared;
 
@@ -366,10 +366,37 @@ async fn first_used_id(shared: &Shared, req: &AppendRequest) -> Result<Option<Uu
         .map_err(|e| append_error(&e))
 }
 
+/// Runs `batch` as one transaction on a pooled connection, once more on another connection
+/// when the first was found lost (ended by `pg_terminate_backend` or a server restart while it
+/// sat in the pool, or during the statement). The retry is safe either way: an append whose
+/// first attempt committed before the connection went finds its event ids stored and answers
+/// the stored result.
+async fn execute_on_pool(
+    shared: &Shared,
+    batch: &[AppendRequest],
+    json: bool,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut reconnects = 0;
+    loop {
+        match execute_on_connection(shared, batch, json).await {
+            Err(e)
+                if is_connection_lost(&e) && reconnects < limits::APPEND_RECONNECT_RETRIES_MAX =>
+            {
+                reconnects += 1;
+                tracing::info!(
+                    error = %crate::error::describe(&e),
+                    "an append's connection was lost; retrying it on another"
+                );
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Runs `batch` as one transaction on a pooled connection. The function holds a session-level
 /// advisory lock for a few statements; should it fail in between, the lock is released here on
 /// the same connection (or the connection is closed) before the pool can hand it out again.
-async fn execute_on_pool(
+async fn execute_on_connection(
     shared: &Shared,
     batch: &[AppendRequest],
     json: bool,

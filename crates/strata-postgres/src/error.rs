@@ -1,6 +1,10 @@
 //! Typed errors for connecting and migrating, and the mapping of driver errors into the
 //! `strata-core` error enums.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
 use strata_core::{AppendError, ReadError, SnapshotError};
 
 /// Why [`crate::PostgresStore::connect`] failed. Each variant's message is one line that says
@@ -57,6 +61,13 @@ pub enum ConnectError {
         port: u16,
         /// The timeout that expired.
         timeout_ms: u64,
+    },
+    /// `target_session_attrs=read-write` was asked and no host of the URL accepts writes (the
+    /// ones that answered are standbys or read-only; the others could not be reached).
+    #[error("no PostgreSQL host of the URL accepts writes ({hosts}): is a primary running?")]
+    NoReadWriteHost {
+        /// The hosts tried, `host:port` comma-separated.
+        hosts: String,
     },
     /// The configured schema name is not a plain lower-case identifier.
     #[error("invalid schema name {name:?}: {reason}")]
@@ -179,16 +190,81 @@ pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_owned()
 }
 
-/// Whether an error means the database could not be reached (as opposed to a failed statement).
+/// Whether an error means the database could not serve the statement (as opposed to a
+/// statement that failed): it could not be reached, it ended the session (an operator's
+/// `pg_terminate_backend`, a fast or crash shutdown: SQLSTATE class 57 and class 08), it is
+/// not accepting connections, or it has no connection slot left (53300). The statement's
+/// transaction did not commit, unless the session was lost during the commit itself; either
+/// way a retry with the same event ids is safe (it appends, or answers the stored result).
 pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
+    // First, so a lost connection is always recorded.
+    let lost = is_connection_lost(err);
+    let unavailable = match err {
         sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_sqlstate(&c)),
+        _ => false,
+    };
+    unavailable || lost
+}
+
+/// The SQLSTATEs of [`is_unavailable`]: class 08 (connection exception), class 57 (operator
+/// intervention: admin or crash shutdown, a cancelled statement, the server starting or
+/// stopping) and 53300 (too many connections).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57") || code == "53300"
+}
+
+/// Whether the error ended the session itself (the connection is gone, not just the
+/// statement): the socket failed, or the server said it is terminating the connection
+/// (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now, class 08). A retry
+/// on another connection may succeed. Records the loss ([`note_connection_lost`]).
+pub(crate) fn is_connection_lost(err: &sqlx::Error) -> bool {
+    let lost = match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    };
+    if lost {
+        note_connection_lost();
+    }
+    lost
+}
+
+/// When a connection to PostgreSQL was last found lost, in microseconds since [`epoch`] plus
+/// one (0: never). Process-wide: a lost connection usually means the server restarted or an
+/// operator ended sessions, which concerns every pool's idle connections.
+static CONNECTION_LOST_AT_US: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Records that a connection was just found lost: idle connections older than now are then
+/// checked before use ([`check_before_use`]).
+pub(crate) fn note_connection_lost() {
+    let now_us = epoch().elapsed().as_micros() as u64;
+    CONNECTION_LOST_AT_US.fetch_max(now_us + 1, Ordering::Relaxed);
+}
+
+/// Whether a pooled connection idle for `idle_for` must be pinged before use: it was idle when
+/// a connection was last found lost, so it may have been ended too (by the same restart or
+/// `pg_terminate_backend`). The store's pools do not ping before every use (that would cost
+/// each append and read a round trip); this pings only after a loss, so one dead connection
+/// does not lead to the next.
+pub(crate) fn check_before_use(idle_for: Duration) -> bool {
+    let lost = CONNECTION_LOST_AT_US.load(Ordering::Relaxed);
+    if lost == 0 {
+        return false;
+    }
+    let idle_since_us = epoch().elapsed().saturating_sub(idle_for).as_micros() as u64;
+    idle_since_us < lost
 }
 
 /// A short description of a driver error for `Storage` / `Unavailable` variants.
@@ -240,5 +316,23 @@ pub(crate) fn constraint(err: &sqlx::Error) -> Option<String> {
     match err {
         sqlx::Error::Database(db) => db.constraint().map(str::to_owned),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_sessions_and_refused_connections_are_unavailable() {
+        for code in [
+            "57P01", "57P02", "57P03", "57014", "08006", "08003", "08P01", "53300",
+        ] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        // Failed statements are not: a unique violation, a deadlock, bad data, disk full.
+        for code in ["23505", "40P01", "22003", "53100", "XX000", "SX001"] {
+            assert!(!unavailable_sqlstate(code), "{code}");
+        }
     }
 }

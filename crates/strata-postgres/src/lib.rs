@@ -13,7 +13,10 @@
 //!   the oldest transaction still running, and positions are taken in transaction-id order, so
 //!   a catch-up reader never skips an event that commits late and never sees one twice. No
 //!   table lock, no row every writer updates. The design and its proof are in
-//!   `docs/guarantees.md`, "PostgreSQL ordering".
+//!   `docs/guarantees.md`, "PostgreSQL ordering". A transaction held open anywhere in the
+//!   cluster holds `$all` back; [`PostgresStore::watermark`] says since when and which
+//!   transaction ([`WatermarkHolder`]), and [`Watermark::check`] turns it into an error that
+//!   tells an operator how to end it ([`WatermarkBlocked`]).
 //! - **Group commit.** At most [`PgStoreOptions::append_writers`] append transactions run at
 //!   once; appends arriving meanwhile share the next one (each still checked and answered on
 //!   its own), and after a batch of several a task lingers briefly for the appenders it just
@@ -27,6 +30,14 @@
 //!   the watermark never change, so a page read ahead is exactly what a fresh read returns.
 //! - **Wake-ups.** A `LISTEN` connection (reconnecting with backoff) wakes subscriptions when
 //!   another process appends; subscriptions poll as a fallback.
+//! - **Failover.** The URL may list several hosts (`postgres://u@primary:5432,standby:5432/db?
+//!   target_session_attrs=read-write`): the store connects to the first that accepts writes
+//!   and, when it loses that one, finds the promoted standby by itself (sqlx reads one host per
+//!   URL; the store reads the list as libpq does).
+//! - **Append-only in the database.** Triggers refuse `UPDATE`, `DELETE`, `TRUNCATE` and any
+//!   `INSERT` into the events table that is not Strata's append (SQLSTATE `SX002`), so no
+//!   script or stray SQL can break the ordering guarantee (`docs/guarantees.md`,
+//!   "Append-only in the database").
 //! - **Migrations** are embedded and versioned, run under an advisory lock; a schema newer than
 //!   the code is refused with [`ConnectError::SchemaTooNew`].
 //!
@@ -63,6 +74,7 @@
 mod append;
 mod error;
 mod event_store;
+mod hosts;
 pub mod limits;
 mod migrate;
 mod notify;
@@ -72,12 +84,14 @@ mod snapshot;
 mod sql;
 mod store;
 mod transaction;
+mod watermark;
 
 pub use error::ConnectError;
 pub use migrate::SCHEMA_VERSION;
 pub use options::PgStoreOptions;
 pub use store::PostgresStore;
 pub use transaction::is_transaction_race;
+pub use watermark::{Watermark, WatermarkBlocked, WatermarkHolder};
 
 #[cfg(test)]
 mod tests {

@@ -29,10 +29,20 @@ const MIGRATIONS: &[Migration] = &[
         description: "indexes for filtered reads and category listings",
         sql: include_str!("sql/0002_filter_indexes.sql"),
     },
+    Migration {
+        version: 3,
+        description: "strata_readable_head: the readable head's search below a held watermark",
+        sql: include_str!("sql/0003_readable_head.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "the events table is append-only: triggers refuse other writes",
+        sql: include_str!("sql/0004_append_only.sql"),
+    },
 ];
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 4;
 
 const _: () = assert!(MIGRATIONS.len() as i32 == SCHEMA_VERSION);
 

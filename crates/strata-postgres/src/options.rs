@@ -17,7 +17,11 @@ use crate::limits;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgStoreOptions {
-    /// `postgres://user[:password]@host[:port]/database[?options]`.
+    /// `postgres://user[:password]@host[:port]/database[?options]`. Several hosts may be
+    /// listed, as libpq allows (`postgres://user@host1:5432,host2:5432/database`): the store
+    /// takes the first that accepts a connection, and with `target_session_attrs=read-write`
+    /// (also accepted: `any`, the default) the first whose sessions accept writes, and follows
+    /// the writable one after a failover (see `docs/guarantees.md`, "PostgreSQL failover").
     pub url: String,
     /// The schema holding Strata's tables, created when missing. Lower-case letters, digits
     /// and `_`, starting with a letter or `_`, at most [`limits::SCHEMA_NAME_MAX_BYTES`] bytes.

@@ -25,6 +25,7 @@ fn corruption(position: i64, reason: String) -> ReadError {
     ReadError::Corruption {
         file: "events".to_owned(),
         offset: position.max(0) as u64,
+        position: u64::try_from(position).ok().map(Position),
         reason,
     }
 }
@@ -275,16 +276,21 @@ impl Drop for ReadAhead {
     }
 }
 
-/// Waits for this store's own commits to become readable, with backoff, up to a bound.
-struct ReadYourWrites {
+/// Waits for this store's own commits to become readable, with backoff, up to a bound: at most
+/// [`limits::READ_YOUR_WRITES_WAIT_MS`] after the read started, and after the store first saw
+/// the watermark at the transaction holding it (see [`crate::watermark::Stall`]). So a
+/// transaction held open elsewhere delays reads for that long once, not every read.
+struct ReadYourWrites<'a> {
+    store: &'a PostgresStore,
     own: u64,
     started: Instant,
     pause: Duration,
 }
 
-impl ReadYourWrites {
-    fn new(store: &PostgresStore) -> Self {
+impl<'a> ReadYourWrites<'a> {
+    fn new(store: &'a PostgresStore) -> Self {
         ReadYourWrites {
+            store,
             own: store.shared().own_xid.load(Ordering::Acquire),
             started: Instant::now(),
             pause: Duration::from_micros(200),
@@ -293,12 +299,16 @@ impl ReadYourWrites {
 
     /// Whether to read again because the watermark `xmin` has not passed our own commits yet.
     async fn wait(&mut self, xmin: i64) -> bool {
-        if (xmin as u64) > self.own
-            || self.started.elapsed() >= Duration::from_millis(limits::READ_YOUR_WRITES_WAIT_MS)
-        {
+        if (xmin as u64) > self.own {
             return false;
         }
-        tokio::time::sleep(self.pause).await;
+        let deadline = self.store.shared().stall.deadline(xmin, self.started);
+        let now = Instant::now();
+        if now >= deadline {
+            self.store.report_stall(xmin);
+            return false;
+        }
+        tokio::time::sleep(self.pause.min(deadline - now)).await;
         self.pause = (self.pause * 2).min(Duration::from_millis(20));
         true
     }

@@ -1,5 +1,7 @@
 //! Every statement the store runs, rendered once per store for its schema.
 
+use crate::limits;
+
 /// The columns of an event, in the order [`crate::read::event_from_row`] reads them.
 const EVENT_COLUMNS: &str = "e.position, e.event_id, e.aggregate_id, e.version, e.created_at, \
      e.event_type, e.content_type, e.data_bytes, e.metadata::text";
@@ -7,9 +9,22 @@ const EVENT_COLUMNS: &str = "e.position, e.event_id, e.aggregate_id, e.version, 
 /// The snapshot's xmin (every transaction below it has ended) and the newest position whose
 /// transaction is below it: the readable head. Rows at or below `hi` are final (see
 /// docs/guarantees.md, "PostgreSQL ordering").
+///
+/// `hi` is found by walking the position index down from the top, at most
+/// [`limits::WATERMARK_SCAN_ROWS`] rows (usually one: only appends in flight lie above the
+/// head); when none of them is below the watermark (a transaction older than all of them is
+/// still open), `strata_readable_head` searches below them in O(log n) probes instead of the
+/// walk going on through every row appended since.
 const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
-            (SELECT p.position FROM {schema}.events p
-              WHERE p.transaction_id < w.xmin ORDER BY p.position DESC LIMIT 1) AS hi,
+            coalesce(
+                (SELECT t.position FROM (
+                    SELECT p.position, p.transaction_id FROM {schema}.events p
+                     ORDER BY p.position DESC LIMIT {watermark_scan}) t
+                  WHERE t.transaction_id < w.xmin ORDER BY t.position DESC LIMIT 1),
+                (SELECT {schema}.strata_readable_head(w.xmin, k.position) FROM (
+                    SELECT p.position FROM {schema}.events p
+                     ORDER BY p.position DESC OFFSET {watermark_scan} - 1 LIMIT 1) k)
+            ) AS hi,
             (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo
        FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) w";
 
@@ -21,7 +36,10 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
 /// section (`l` and `r`, evaluated per row of `ok`, so only when appending) takes the lock,
 /// the transaction id, the positions and the time, and `unl` records the last position and
 /// time and releases the lock; the insert comes last. A failure in between leaves the lock
-/// to the caller's `pg_advisory_unlock_all()`.
+/// to the caller's `pg_advisory_unlock_all()`. `chk` also sets `strata.append`, which lets the
+/// insert past the append-only guard (schema version 4, a statement-level trigger that fires
+/// when `ins` starts, after the main query has read `chk`); the statement is its own
+/// transaction, so the setting ends with it.
 ///
 /// $1 stream, $2 category, $3 expected kind, $4 expected version, $5 ids, $6 types,
 /// $7 content types, $8 json flags, $9 payloads, $10 metadata.
@@ -29,7 +47,8 @@ const APPEND_ONE: &str = "
 WITH chk AS MATERIALIZED (
     SELECT (SELECT e.version FROM {schema}.events e
              WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) AS cur,
-           EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen
+           EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen,
+           set_config('strata.append', '{schema}', true) AS guard
 ), ok AS MATERIALIZED (
     SELECT c.cur FROM chk c
      WHERE NOT c.seen
@@ -156,6 +175,7 @@ pub(crate) struct Sql {
     pub read_all_by_type: String,
     pub read_all_by_type_filtered: String,
     pub head: String,
+    pub watermark_status: String,
     pub position_at: String,
     pub read_stream_forward: String,
     pub read_stream_backward: String,
@@ -175,6 +195,7 @@ impl Sql {
         let r = |s: &str| {
             s.replace("{lock_key}", &lock_key)
                 .replace("{watermark}", WATERMARK)
+                .replace("{watermark_scan}", &limits::WATERMARK_SCAN_ROWS.to_string())
                 .replace("{cols}", EVENT_COLUMNS)
                 .replace("{schema}", schema)
         };
@@ -245,6 +266,31 @@ impl Sql {
                       ORDER BY e.position DESC LIMIT $7) e ON true"
             )),
             head: r("{watermark}"),
+            // The watermark, the newest position, the oldest committed row above the head
+            // (with how long ago it was appended) and, when there is one, the transaction at
+            // the watermark: a session (pg_stat_activity.backend_xid is a 32-bit xid) or a
+            // prepared transaction.
+            watermark_status: r("WITH w AS MATERIALIZED ({watermark}),
+                      f AS MATERIALIZED (
+                          SELECT e.position, e.created_at FROM w, {schema}.events e
+                           WHERE e.position > coalesce(w.hi, -1) ORDER BY e.position LIMIT 1)
+                 SELECT w.xmin, w.hi,
+                        (SELECT p.position FROM {schema}.events p ORDER BY p.position DESC LIMIT 1),
+                        f.position,
+                        extract(epoch FROM clock_timestamp() - f.created_at)::float8,
+                        a.pid, a.datname::text, a.usename::text, a.application_name::text,
+                        a.state::text, extract(epoch FROM clock_timestamp() - a.xact_start)::float8,
+                        x.gid::text, x.database::text,
+                        extract(epoch FROM clock_timestamp() - x.prepared)::float8
+                   FROM w LEFT JOIN f ON true
+                   LEFT JOIN LATERAL (
+                       SELECT s.* FROM pg_stat_activity s
+                        WHERE f.position IS NOT NULL
+                          AND s.backend_xid = (w.xmin % 4294967296)::text::xid LIMIT 1) a ON true
+                   LEFT JOIN LATERAL (
+                       SELECT p.* FROM pg_prepared_xacts p
+                        WHERE f.position IS NOT NULL
+                          AND p.transaction = (w.xmin % 4294967296)::text::xid LIMIT 1) x ON true"),
             position_at: r("WITH h AS MATERIALIZED ({watermark})
                  SELECT h.xmin, {schema}.strata_position_at($1, h.hi) FROM h"),
             read_stream_forward: r("SELECT {cols} FROM {schema}.events e

@@ -2,7 +2,6 @@
 //! tasks (append writers, listener, notifier).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -13,7 +12,8 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::append::{self, AppendRequest, Queue};
-use crate::error::{connect_error, ConnectError, Target};
+use crate::error::{connect_error, ConnectError};
+use crate::hosts::{self, Hosts};
 use crate::options::PgStoreOptions;
 use crate::sql::Sql;
 use crate::{limits, migrate, notify};
@@ -43,6 +43,11 @@ pub(crate) struct Shared {
     pub queue_permits: Semaphore,
     /// Forward pages of `$all` being read ahead.
     pub read_ahead: crate::read::ReadAhead,
+    /// Signalled when the current host may be gone or read-only: the monitor of a URL with
+    /// several hosts then looks for the one to use (see `hosts.rs`).
+    pub failover: Arc<Notify>,
+    /// The watermark standing still while this store's appends wait above it.
+    pub stall: crate::watermark::Stall,
 }
 
 impl Shared {
@@ -103,47 +108,78 @@ impl PostgresStore {
                 reason: "it must start with postgres:// or postgresql://".to_owned(),
             });
         }
-        let connect =
-            PgConnectOptions::from_str(&options.url).map_err(|e| ConnectError::InvalidUrl {
-                reason: crate::error::first_line(&e.to_string()),
-            })?;
         // The store's reads walk indexes in order and stop at a limit; without statistics
         // (a young table) the planner may prefer a bitmap scan of the whole range plus a sort,
         // which is disastrous for paging through $all. Bitmap scans are off on its sessions.
-        let connect = connect
-            .application_name("strata")
-            .options([("enable_bitmapscan", "off")]);
-        let target = Target {
-            host: connect.get_host().to_owned(),
-            port: connect.get_port(),
-            database: connect
-                .get_database()
-                .unwrap_or(connect.get_username())
-                .to_owned(),
-            user: connect.get_username().to_owned(),
-            timeout_ms: options.connect_timeout.as_millis() as u64,
+        let session = |o: PgConnectOptions| {
+            o.application_name("strata")
+                .options([("enable_bitmapscan", "off")])
         };
-        // One direct connection first: the pool retries failed connects until its timeout,
-        // which would hide *why* it failed (refused, no such database, bad password).
-        match tokio::time::timeout(
+        let hosts = Arc::new(Hosts::new(
+            &hosts::split(&options.url)?,
             options.connect_timeout,
-            PgConnection::connect_with(&connect),
-        )
-        .await
-        {
-            Ok(Ok(probe)) => {
-                let _ = probe.close().await;
+            session,
+        )?);
+        let current = if hosts.candidates.len() == 1 && !hosts.read_write {
+            // One direct connection first: the pool retries failed connects until its timeout,
+            // which would hide *why* it failed (refused, no such database, bad password).
+            let target = hosts.target(0);
+            match tokio::time::timeout(
+                options.connect_timeout,
+                PgConnection::connect_with(&hosts.candidates[0]),
+            )
+            .await
+            {
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                }
+                Ok(Err(e)) => return Err(connect_error(&e, &target)),
+                Err(_) => return Err(connect_error(&sqlx::Error::PoolTimedOut, &target)),
             }
-            Ok(Err(e)) => return Err(connect_error(&e, &target)),
-            Err(_) => return Err(connect_error(&sqlx::Error::PoolTimedOut, &target)),
-        }
+            0
+        } else {
+            // Several hosts, or read-write sessions asked for: the first acceptable host, as
+            // libpq chooses (see hosts.rs).
+            hosts.find().await?
+        };
+        let failover = Arc::new(Notify::new());
         // No ping before every acquire: a broken connection fails its statement instead, which
         // every caller handles, and the ping would cost each append and read a round trip.
-        let pool = PgPoolOptions::new()
+        // Once a connection has been found lost, the ones idle since before that are pinged
+        // before use (and replaced when dead): one `pg_terminate_backend` or server restart
+        // then costs one failed statement, not one per pooled connection.
+        let mut pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
             .test_before_acquire(false)
-            .connect_lazy_with(connect.clone());
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if crate::error::check_before_use(meta.idle_for) {
+                        return Ok(conn.ping().await.is_ok());
+                    }
+                    Ok(true)
+                })
+            });
+        if hosts.read_write {
+            // libpq checks every new connection of a read-write session; so does the pool, and
+            // a read-only server has the monitor look for the writable host again.
+            let failover = failover.clone();
+            pool = pool.after_connect(move |conn, _| {
+                let failover = failover.clone();
+                Box::pin(async move {
+                    if hosts::accepts_writes(conn).await? {
+                        return Ok(());
+                    }
+                    failover.notify_one();
+                    Err(sqlx::Error::Protocol(
+                        "the server accepts only read-only sessions and the URL asks for \
+                         target_session_attrs=read-write"
+                            .to_owned(),
+                    ))
+                })
+            });
+        }
+        let pool = pool.connect_lazy_with(hosts.candidates[current].clone());
         migrate::migrate(&pool, &options.schema, options.migrate).await?;
 
         let (changes, _) = watch::channel(0u64);
@@ -161,13 +197,18 @@ impl PostgresStore {
             queue: Queue::new(options.append_writers),
             queue_permits: Semaphore::new(limits::APPEND_QUEUE_MAX),
             read_ahead: Default::default(),
+            failover,
+            stall: Default::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(notify::listener(
-            connect,
             shared.channel.clone(),
             shared.clone(),
+            options.connect_timeout,
         )));
+        if hosts.candidates.len() > 1 {
+            tasks.push(tokio::spawn(hosts::monitor(shared.clone(), hosts, current)));
+        }
         if options.notify {
             tasks.push(tokio::spawn(notify::notifier(shared.clone())));
         }
@@ -233,6 +274,13 @@ impl PostgresStore {
                 "the append task stopped before answering".to_owned(),
             ))
         })
+    }
+
+    /// Test hook: the statement that computes the watermark and the readable head (what
+    /// `head()` runs), to examine the work it does. Only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn watermark_sql(&self) -> &str {
+        &self.shared().sql.head
     }
 
     /// Test hook: appends like [`strata_core::EventStore::append`] but in an explicit

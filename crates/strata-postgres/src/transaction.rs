@@ -177,7 +177,7 @@ impl PostgresStore {
             sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
                 .fetch_one(&mut **tx)
                 .await
-                .map_err(|e| ReadError::Storage(describe(&e)))?;
+                .map_err(crate::error::read_error)?;
         if assigned.is_none() {
             return Ok(false);
         }
@@ -186,7 +186,7 @@ impl PostgresStore {
                 sqlx::query_scalar(&self.shared().sql.earlier_appends_ended)
                     .fetch_one(&mut **tx)
                     .await
-                    .map_err(|e| ReadError::Storage(describe(&e)))?;
+                    .map_err(crate::error::read_error)?;
             if settled == Some(true) {
                 return Ok(true);
             }
@@ -219,7 +219,7 @@ impl PostgresStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&mut **tx)
             .await
-            .map_err(|e| ReadError::Storage(describe(&e)))?;
+            .map_err(crate::error::read_error)?;
         rows.iter()
             .map(|row| crate::read::event_from_row(row, 0))
             .collect()

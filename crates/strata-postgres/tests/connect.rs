@@ -197,6 +197,75 @@ async fn a_version_1_schema_is_upgraded() {
     support::drop_schema(schema).await;
 }
 
+/// A schema at version 2 (no `strata_readable_head`) gets it on connect, with its events kept;
+/// applying version 3 again is harmless.
+#[tokio::test]
+async fn a_version_2_schema_gets_the_readable_head_search() {
+    let (store, schema) = support::connect("upgrade3", |o| o).await;
+    let s = StreamId::new("audit-1").unwrap();
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", &1).unwrap()],
+        )
+        .await
+        .unwrap();
+    let exists = format!(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = '{schema}' AND p.proname = 'strata_readable_head'"
+    );
+    let count = |pool: sqlx::PgPool, q: String| async move {
+        sqlx::query_scalar::<_, i64>(&q)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count(store.pool().clone(), exists.clone()).await, 1);
+    sqlx::raw_sql(&format!(
+        "DROP FUNCTION {schema}.strata_readable_head(xid8, bigint);
+         DELETE FROM {schema}.strata_migrations WHERE version >= 3;"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let connect = || {
+        PostgresStore::connect_with(
+            PgStoreOptions::new(support::database_url()).with_schema(schema.clone()),
+        )
+    };
+    let upgraded = connect().await.unwrap();
+    assert_eq!(count(upgraded.pool().clone(), exists.clone()).await, 1);
+    let versions = format!("SELECT max(version)::bigint FROM {schema}.strata_migrations");
+    assert_eq!(
+        count(upgraded.pool().clone(), versions.clone()).await,
+        i64::from(SCHEMA_VERSION)
+    );
+    assert_eq!(
+        upgraded
+            .read_stream(&s, strata_core::ReadStreamOptions::forward())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Function there, version 3 not recorded: applying it again is harmless.
+    sqlx::query(&format!(
+        "DELETE FROM {schema}.strata_migrations WHERE version >= 3"
+    ))
+    .execute(upgraded.pool())
+    .await
+    .unwrap();
+    let again = connect().await.unwrap();
+    assert_eq!(count(again.pool().clone(), exists).await, 1);
+    assert_eq!(
+        count(again.pool().clone(), versions).await,
+        i64::from(SCHEMA_VERSION)
+    );
+    drop((store, upgraded, again));
+    support::drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn a_schema_newer_than_the_code_is_refused() {
     let (store, schema) = support::connect("new", |o| o).await;

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use strata_core::limits;
 
+use crate::limits as server_limits;
+
 /// A role: the actions a token may take on the stream prefixes it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,6 +115,25 @@ pub struct ServerConfig {
     pub sse_keep_alive_interval_ms: u64,
     /// How long a subscriber's buffer may stay full before it is disconnected.
     pub sse_slow_subscriber_timeout_ms: u64,
+    /// How long a connection may take to send a whole request head (from its accept, or from
+    /// the first byte of a later request's head); it is closed after that.
+    pub header_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    pub keep_alive_idle_timeout_ms: u64,
+    /// Most open connections; more are answered `503 overloaded`.
+    pub connections_max: u32,
+    /// Most request-body bytes held at once over every request; a body that does not fit is
+    /// answered `503 overloaded`.
+    pub request_bodies_in_flight_max_bytes: u64,
+    /// How long a request body may take to arrive once its head has (`408 request_timeout`).
+    pub request_body_read_timeout_ms: u64,
+    /// Bytes of events buffered per subscriber (beside `sse_buffer_events`; whichever is
+    /// reached first).
+    pub sse_buffer_max_bytes: u64,
+    /// Bytes of events buffered for all subscribers together.
+    pub sse_buffers_total_max_bytes: u64,
+    /// Bytes of recent batches the live fan-out keeps for subscribers.
+    pub sse_fan_out_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +146,15 @@ impl Default for ServerConfig {
             sse_buffer_events: limits::SERVER_SSE_BUFFER_EVENTS as u32,
             sse_keep_alive_interval_ms: limits::SERVER_SSE_KEEP_ALIVE_INTERVAL_MS,
             sse_slow_subscriber_timeout_ms: limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS,
+            header_read_timeout_ms: server_limits::SERVER_HEADER_READ_TIMEOUT_MS,
+            keep_alive_idle_timeout_ms: server_limits::SERVER_KEEP_ALIVE_IDLE_TIMEOUT_MS,
+            connections_max: server_limits::SERVER_CONNECTIONS_MAX as u32,
+            request_bodies_in_flight_max_bytes:
+                server_limits::SERVER_REQUEST_BODIES_IN_FLIGHT_MAX_BYTES,
+            request_body_read_timeout_ms: server_limits::SERVER_REQUEST_BODY_READ_TIMEOUT_MS,
+            sse_buffer_max_bytes: server_limits::SERVER_SSE_BUFFER_MAX_BYTES,
+            sse_buffers_total_max_bytes: server_limits::SERVER_SSE_BUFFERS_TOTAL_MAX_BYTES,
+            sse_fan_out_max_bytes: server_limits::SERVER_SSE_FAN_OUT_MAX_BYTES,
         }
     }
 }
@@ -180,6 +210,49 @@ impl ServerConfig {
             self.sse_slow_subscriber_timeout_ms,
             1,
             3_600_000,
+        );
+        range(
+            "header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100,
+            600_000,
+        );
+        range(
+            "keep_alive_idle_timeout_ms",
+            self.keep_alive_idle_timeout_ms,
+            100,
+            3_600_000,
+        );
+        range("connections_max", self.connections_max.into(), 1, 1_000_000);
+        range(
+            "request_bodies_in_flight_max_bytes",
+            self.request_bodies_in_flight_max_bytes,
+            self.request_body_max_bytes,
+            1 << 34,
+        );
+        range(
+            "request_body_read_timeout_ms",
+            self.request_body_read_timeout_ms,
+            100,
+            3_600_000,
+        );
+        range(
+            "sse_buffer_max_bytes",
+            self.sse_buffer_max_bytes,
+            64 * 1024,
+            u64::from(u32::MAX),
+        );
+        range(
+            "sse_buffers_total_max_bytes",
+            self.sse_buffers_total_max_bytes,
+            self.sse_buffer_max_bytes,
+            1 << 40,
+        );
+        range(
+            "sse_fan_out_max_bytes",
+            self.sse_fan_out_max_bytes,
+            64 * 1024,
+            1 << 40,
         );
         if self.tokens.len() > limits::SERVER_TOKENS_MAX {
             errors.push(format!(

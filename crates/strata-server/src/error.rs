@@ -40,6 +40,18 @@ pub enum ErrorCode {
     Internal,
     /// 503: the store cannot serve right now (stopped after an I/O error, database down).
     Unavailable,
+    /// 503: the server is at one of its limits (open connections, request bodies in flight);
+    /// comes with `Retry-After`.
+    Overloaded,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
+    /// 414: the request's URI is longer than the server reads.
+    UriTooLong,
+    /// 431: the request's head (request line and headers) is larger than the server reads.
+    HeadersTooLarge,
+    /// 500: a stored event failed its integrity checks; `position` names it when known. The
+    /// file and offset are in the server's log, not in the answer.
+    Corruption,
 }
 
 impl ErrorCode {
@@ -60,6 +72,11 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::Corruption => "corruption",
         }
     }
 
@@ -78,8 +95,11 @@ impl ErrorCode {
             | ErrorCode::RebuildInProgress => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal | ErrorCode::Corruption => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -99,6 +119,11 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "Too many subscriptions",
             ErrorCode::Internal => "Internal error",
             ErrorCode::Unavailable => "Unavailable",
+            ErrorCode::Overloaded => "Overloaded",
+            ErrorCode::RequestTimeout => "Request timeout",
+            ErrorCode::UriTooLong => "URI too long",
+            ErrorCode::HeadersTooLarge => "Request header fields too large",
+            ErrorCode::Corruption => "Corruption",
         }
     }
 }
@@ -115,6 +140,9 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// For internal errors: what really happened, logged once, never sent.
     pub internal: Option<String>,
+    /// Seconds after which the same request may succeed, sent as `Retry-After` (a backend that
+    /// is unreachable or dropped the connection; not a store stopped after an I/O error).
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
@@ -125,7 +153,14 @@ impl ApiError {
             detail: detail.into(),
             extra: Map::new(),
             internal: None,
+            retry_after_s: None,
         }
+    }
+
+    /// Sends `Retry-After: seconds` with the answer.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     /// `invalid_request` naming `field`.
@@ -187,8 +222,18 @@ impl IntoResponse for ApiError {
         let status = self.code.status();
         let body = self.to_json().to_string();
         let mut res = (status, body).into_response();
+        // For the metrics layer, which counts some codes.
+        res.extensions_mut().insert(self.code);
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let retry_after_s =
+            self.retry_after_s
+                .or((self.code == ErrorCode::Overloaded)
+                    .then_some(crate::limits::SERVER_RETRY_AFTER_S));
+        if let Some(seconds) = retry_after_s {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.code == ErrorCode::Unauthorized {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -243,9 +288,14 @@ impl From<AppendError> for ApiError {
                 ErrorCode::Unavailable,
                 format!("the store has stopped accepting appends until it is reopened: {why}"),
             ),
-            AppendError::Unavailable(why) => {
-                ApiError::new(ErrorCode::Unavailable, format!("the store is unavailable: {why}"))
-            }
+            AppendError::Unavailable(why) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the store is unavailable: {why}; nothing was acknowledged, and retrying \
+                     with the same event ids appends the events at most once"
+                ),
+            )
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -253,7 +303,7 @@ impl From<AppendError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
-        match e {
+        match e.clone() {
             ReadError::StreamNotFound(s) => ApiError::new(
                 ErrorCode::StreamNotFound,
                 format!("stream {s} has no events"),
@@ -266,8 +316,72 @@ impl From<ReadError> for ApiError {
             ReadError::Unavailable(why) => ApiError::new(
                 ErrorCode::Unavailable,
                 format!("the store is unavailable: {why}"),
-            ),
+            )
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S),
+            ReadError::Corruption { position, .. } => {
+                let what = match position {
+                    Some(p) => format!("the stored event at position {p}"),
+                    None => "a stored event".to_owned(),
+                };
+                let mut error = ApiError::new(
+                    ErrorCode::Corruption,
+                    format!(
+                        "{what} failed its integrity checks and cannot be read; the server's log names where it is stored"
+                    ),
+                )
+                .with("position", json!(position.map(|p| p.0)));
+                // The file and offset are for the operator's log only.
+                error.internal = Some(e.to_string());
+                error
+            }
             other => ApiError::internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(e: ApiError) -> (StatusCode, Option<String>, String) {
+        let code = e.to_json()["code"].as_str().unwrap_or_default().to_owned();
+        let res = e.into_response();
+        let header = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        (res.status(), header, code)
+    }
+
+    #[test]
+    fn an_unreachable_backend_is_503_with_retry_after() {
+        let one = Some(crate::limits::UNAVAILABLE_RETRY_AFTER_S.to_string());
+        let unavailable = "unavailable".to_owned();
+        assert_eq!(
+            retry_after(AppendError::Unavailable("57P01".to_owned()).into()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                one.clone(),
+                unavailable.clone()
+            )
+        );
+        // What an SSE stream's last frame carries, too.
+        assert_eq!(
+            retry_after(ReadError::Unavailable("57P01".to_owned()).into()),
+            (StatusCode::SERVICE_UNAVAILABLE, one, unavailable.clone())
+        );
+        // A store stopped after an I/O error stays stopped until reopened: no Retry-After.
+        assert_eq!(
+            retry_after(AppendError::Stopped("EIO".to_owned()).into()),
+            (StatusCode::SERVICE_UNAVAILABLE, None, unavailable)
+        );
+        assert_eq!(
+            retry_after(ReadError::Storage("bad".to_owned()).into()),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "internal".to_owned()
+            )
+        );
     }
 }

@@ -36,8 +36,10 @@
 mod auth;
 pub mod client;
 mod config;
+mod connections;
 mod error;
 mod hub;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 mod query;
@@ -54,14 +56,12 @@ pub mod fuzzing {
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use strata::projection::ProjectionControl;
-use strata_core::{limits, EventStore};
+use strata_core::EventStore;
 
 pub use auth::{hash_token, new_token, Principal};
 pub use config::{Action, GrantConfig, Role, ServerConfig, TokenConfig};
@@ -85,6 +85,13 @@ struct StateInner {
     hub: hub::Hub,
     projections: RwLock<Option<Arc<dyn ProjectionControl>>>,
     rebuilds: rebuilds::Rebuilds,
+    /// One permit per connection [`serve`] may hold open (`connections_max`).
+    connection_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per request-body byte the server may hold at once
+    /// (`request_bodies_in_flight_max_bytes`).
+    body_bytes: Arc<tokio::sync::Semaphore>,
+    /// One permit per byte of events buffered for subscribers (`sse_buffers_total_max_bytes`).
+    sse_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Default)]
@@ -97,6 +104,20 @@ impl AppState {
     /// State over `store`; `config` is validated (the error lists every bad value).
     pub fn new(store: Arc<dyn EventStore>, config: ServerConfig) -> Result<Self, Vec<String>> {
         config.validate()?;
+        let connection_slots =
+            Arc::new(tokio::sync::Semaphore::new(config.connections_max as usize));
+        let body_bytes = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.request_bodies_in_flight_max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        let hub =
+            hub::Hub::new(usize::try_from(config.sse_fan_out_max_bytes).unwrap_or(usize::MAX));
+        let sse_bytes = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.sse_buffers_total_max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Ok(AppState {
             inner: Arc::new(StateInner {
                 store,
@@ -104,9 +125,12 @@ impl AppState {
                 config,
                 metrics: Metrics::default(),
                 subscriptions: Mutex::new(Subscriptions::default()),
-                hub: hub::Hub::default(),
+                hub,
+                sse_bytes,
                 projections: RwLock::new(None),
                 rebuilds: rebuilds::Rebuilds::default(),
+                connection_slots,
+                body_bytes,
             }),
         })
     }
@@ -163,6 +187,45 @@ impl AppState {
         &self.inner.hub
     }
 
+    pub(crate) fn connection_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.connection_slots
+    }
+
+    pub(crate) fn body_bytes(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.body_bytes
+    }
+
+    pub(crate) fn sse_bytes(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.sse_bytes
+    }
+
+    /// Bytes of events buffered for subscribers now, waiting for their connections.
+    pub fn sse_buffered_bytes(&self) -> u64 {
+        let max = usize::try_from(self.inner.config.sse_buffers_total_max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.inner.sse_bytes.available_permits()) as u64
+    }
+
+    /// Bytes of recent batches the live fan-out keeps now.
+    pub fn sse_fan_out_bytes(&self) -> u64 {
+        self.inner.hub.bytes() as u64
+    }
+
+    /// Connections [`serve`] holds open now.
+    pub fn connections_open(&self) -> u64 {
+        let max = self.inner.config.connections_max as usize;
+        max.saturating_sub(self.inner.connection_slots.available_permits()) as u64
+    }
+
+    /// Request-body bytes held now (charged by `Content-Length` before a body is read).
+    pub fn request_body_bytes_in_flight(&self) -> u64 {
+        let max = usize::try_from(self.inner.config.request_bodies_in_flight_max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.inner.body_bytes.available_permits()) as u64
+    }
+
     pub(crate) fn auth(&self) -> &auth::Auth {
         &self.inner.auth
     }
@@ -184,7 +247,7 @@ impl AppState {
                 ),
             ));
         }
-        if subs.total >= limits::SERVER_SUBSCRIPTIONS_MAX {
+        if subs.total >= strata_core::limits::SERVER_SUBSCRIPTIONS_MAX {
             return Err(ApiError::new(
                 ErrorCode::TooManySubscriptions,
                 format!(
@@ -255,61 +318,19 @@ pub enum ServeError {
 
 /// Serves `router` on `listener` (already bound) until `shutdown` completes, then lets open
 /// requests finish for up to `SERVER_SHUTDOWN_GRACE_MS` (subscriptions are closed).
+///
+/// `router` is usually [`app`]`(state.clone())`, perhaps merged with an application's own
+/// routes; `state` gives the connection limits (its [`ServerConfig`]: `connections_max`,
+/// `header_read_timeout_ms`, `keep_alive_idle_timeout_ms`) and the metrics they are counted
+/// in. See `docs/http-api.md`, "Limits".
 pub async fn serve(
     listener: std::net::TcpListener,
+    state: AppState,
     router: axum::Router,
     tls: Option<TlsFiles>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    listener.set_nonblocking(true)?;
-    let grace = Duration::from_millis(limits::SERVER_SHUTDOWN_GRACE_MS);
-    match tls {
-        None => {
-            use axum::serve::ListenerExt;
-            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let server = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop_tx.send(());
-            });
-            let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-            tokio::select! {
-                r = &mut server => r?,
-                _ = async { let _ = stop_rx.await; tokio::time::sleep(grace).await } => {}
-            }
-            Ok(())
-        }
-        Some(files) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
-                &files.cert_file,
-                &files.key_file,
-            )
-            .await
-            .map_err(|source| ServeError::Tls {
-                cert: files.cert_file.clone(),
-                key: files.key_file.clone(),
-                source,
-            })?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(grace));
-            });
-            axum_server::from_tcp_rustls(listener, config)
-                .handle(handle)
-                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                .await?;
-            Ok(())
-        }
-    }
+    connections::serve(listener, state, router, tls, shutdown).await
 }
 
 /// Checks that the TLS files can be loaded, for validating a configuration at start.

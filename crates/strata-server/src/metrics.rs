@@ -26,6 +26,11 @@ pub struct Metrics {
     subscribers_lagged: AtomicU64,
     events_delivered: AtomicU64,
     responses: [AtomicU64; 5],
+    connections_rejected: AtomicU64,
+    connection_timeouts: AtomicU64,
+    bodies_refused: AtomicU64,
+    corruption_errors: AtomicU64,
+    hand_over_gaps: AtomicU64,
 }
 
 impl Metrics {
@@ -75,6 +80,32 @@ impl Metrics {
     /// `n` events were handed to a subscriber's connection.
     pub fn delivered(&self, n: u64) {
         self.events_delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A connection past `connections_max` was answered `503 overloaded` (or closed).
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed for taking too long to send a request head, or for idling.
+    pub fn connection_timed_out(&self) {
+        self.connection_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request body did not fit in `request_bodies_in_flight_max_bytes`.
+    pub fn body_refused(&self) {
+        self.bodies_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A read (or a subscription) met a stored event that failed its integrity checks.
+    pub fn corruption(&self) {
+        self.corruption_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A subscription found the live fan-out ahead of what it had read from storage and read
+    /// the events in between from storage.
+    pub fn hand_over_gap(&self) {
+        self.hand_over_gaps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A response with `status`.
@@ -137,6 +168,36 @@ impl Metrics {
             "Events handed to subscribers.",
             g(&self.events_delivered),
         );
+        counter(
+            &mut o,
+            "strata_subscription_hand_over_gaps_total",
+            "Times a subscription found the live fan-out ahead of its storage read and read the events in between from storage.",
+            g(&self.hand_over_gaps),
+        );
+        counter(
+            &mut o,
+            "strata_corruption_errors_total",
+            "Reads and subscriptions answered `corruption`: a stored event failed its integrity checks.",
+            g(&self.corruption_errors),
+        );
+        counter(
+            &mut o,
+            "strata_connections_rejected_total",
+            "Connections past connections_max, answered 503 overloaded (or closed).",
+            g(&self.connections_rejected),
+        );
+        counter(
+            &mut o,
+            "strata_connection_timeouts_total",
+            "Connections closed for a slow request head or a long idle keep-alive.",
+            g(&self.connection_timeouts),
+        );
+        counter(
+            &mut o,
+            "strata_request_bodies_refused_total",
+            "Requests answered 503 overloaded because their body did not fit in request_bodies_in_flight_max_bytes.",
+            g(&self.bodies_refused),
+        );
         let _ = writeln!(
             o,
             "# HELP strata_subscriptions_open Open server-sent-event subscriptions.\n# TYPE strata_subscriptions_open gauge\nstrata_subscriptions_open {}",
@@ -176,6 +237,14 @@ impl Metrics {
         }
         o
     }
+}
+
+/// One gauge, in the text exposition.
+pub(crate) fn render_gauge(o: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        o,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.

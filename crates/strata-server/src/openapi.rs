@@ -56,7 +56,10 @@ fn errs(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static s
     )];
     v.extend(AUTH_ERRORS);
     v.extend_from_slice(extra);
-    v.push(("503", "The store is unavailable (`unavailable`)."));
+    v.push((
+        "503",
+        "The store is unavailable (`unavailable`, with `Retry-After` when a retry may succeed), or the server is at one of its limits (`overloaded`, with `Retry-After`).",
+    ));
     v
 }
 
@@ -191,7 +194,7 @@ fn start_params() -> Vec<Value> {
         param(
             "access_token",
             "query",
-            "The API token, for clients that cannot send an Authorization header (a browser's EventSource); never together with the header. URLs end up in logs and histories: prefer the header where you can.",
+            "The API token, for clients that cannot send an Authorization header (a browser's EventSource); never together with the header. Any string (percent-encoded) is looked up, including one that could not be a header value. URLs end up in logs and histories: prefer the header where you can.",
             json!({ "type": "string" }),
             false,
         ),
@@ -276,9 +279,10 @@ fn schemas() -> Value {
                     "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
                     "method_not_allowed", "wrong_expected_version", "event_id_conflict",
                     "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
-                    "projection_not_found", "rebuild_in_progress"] },
+                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout", "uri_too_long", "headers_too_large", "corruption"] },
                 "detail": { "type": "string" },
                 "field": { "type": "string" },
+                "position": { "type": "integer", "nullable": true, "description": "`corruption`: the position of the event that failed its integrity checks, when known." },
                 "expected": {},
                 "actual": {}
             }
@@ -330,8 +334,7 @@ fn schemas() -> Value {
             "required": ["events"],
             "properties": {
                 "expectedVersion": {
-                    "description": "`any` (the default, also when null), `no_stream`, `stream_exists`, or the version the stream's last event must have.",
-                    "nullable": true,
+                    "description": "`any` (the default, when absent), `no_stream`, `stream_exists`, or the version the stream's last event must have. `null` is refused: it would switch the check off without a word.",
                     "oneOf": [
                         { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
                         { "type": "integer", "minimum": 0, "maximum": u64::MAX }
@@ -431,9 +434,9 @@ fn schemas() -> Value {
                 "next": { "type": "string", "nullable": true }
             }
         },
-        "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true } } },
+        "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } },
         "PositionAt": { "type": "object", "required": ["position"], "properties": { "position": { "type": "integer", "nullable": true } } },
-        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true } } }
+        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } }
     })
 }
 
@@ -498,6 +501,7 @@ pub fn document() -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendRequest" } } } },
                     "responses": responses(("200", ok("Appended (or an acknowledged retry).", "AppendResult")),
                         &errs(&[("409", "`wrong_expected_version` (with expected and actual) or `event_id_conflict`."),
+                                ("408", "The body did not arrive within `request_body_read_timeout_ms` (`request_timeout`)."),
                                 ("413", "Over a limit (`payload_too_large`).")]))
                 },
                 "get": {
@@ -639,9 +643,10 @@ pub fn document() -> Value {
             "/ready": {
                 "get": {
                     "operationId": "ready",
-                    "summary": "The store answers reads.",
+                    "summary": "The store answers reads (and, with write=true, accepts appends).",
                     "security": [],
-                    "responses": responses(("200", ok("Ready.", "Status")), &[("400", "Invalid request."), ("503", "Not ready (`unavailable`).")])
+                    "parameters": [param("write", "query", "`true`: answer 503 also when the store answers reads but refuses appends (route writes by this).", json!({ "type": "boolean", "default": false }), false)],
+                    "responses": responses(("200", ok("Ready; `writable` says whether the store accepts appends.", "Status")), &[("400", "Invalid request."), ("503", "Not ready (`unavailable`), or with write=true, refusing appends (`writable`: false).")])
                 }
             },
             "/metrics": {

@@ -149,6 +149,11 @@ impl<'de> Deserialize<'de> for WireExpected {
     }
 }
 
+/// A field that may be absent (then `None`, by `#[serde(default)]`) but not `null`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// One event in an append request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -172,12 +177,42 @@ pub struct EventIn {
     pub metadata: Option<Map<String, Value>>,
 }
 
+/// Parses a request body as one JSON document of type `T`: errors name the field
+/// (`events[2].eventType`), and anything but whitespace after the document is an error (a
+/// second document after the first would otherwise be dropped without a word).
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Most bodies are valid: parse them directly (serde_json::from_slice also refuses
+    // trailing input), and only track the path (which costs on every field) to explain an
+    // error.
+    if let Ok(body) = serde_json::from_slice::<T>(bytes) {
+        return Ok(body);
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let body: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("must hold one JSON document and nothing after it but whitespace ({e}); nothing was written"),
+        )
+    })?;
+    Ok(body)
+}
+
 /// An append request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AppendBody {
-    /// The expected version; `any` when absent.
-    #[serde(default)]
+    /// The expected version; `any` when absent (`null` is refused: it would turn the
+    /// concurrency check off without a word).
+    #[serde(default, deserialize_with = "present")]
     pub expected_version: Option<WireExpected>,
     /// The events, one or more.
     pub events: Vec<EventIn>,
@@ -186,22 +221,7 @@ pub struct AppendBody {
 impl AppendBody {
     /// Parses a body; errors name the field (`events[2].eventType`).
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
-        // Most bodies are valid: parse them directly, and only track the path (which costs on
-        // every field) to explain an error.
-        if let Ok(body) = serde_json::from_slice::<AppendBody>(bytes) {
-            return Ok(body);
-        }
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let body: AppendBody = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." || path == "?" || path.is_empty() {
-                "body".to_owned()
-            } else {
-                path
-            };
-            ApiError::invalid(field, e.into_inner().to_string())
-        })?;
-        Ok(body)
+        parse_body(bytes)
     }
 
     /// The events to append.

@@ -28,6 +28,28 @@ use tower::ServiceExt;
 struct Faulty {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
+    /// Reads of position 1 and after fail their integrity checks.
+    corrupt: Arc<AtomicBool>,
+    /// While set, a subscription to all of `$all` from its end (what the server's live
+    /// fan-out opens) waits at its start.
+    hub_gate: Arc<watch::Sender<bool>>,
+    /// Told when such a subscription has started, and after every `$all` read.
+    hub_started: Arc<tokio::sync::Notify>,
+    all_read: Arc<tokio::sync::Notify>,
+}
+
+impl Faulty {
+    fn check(&self, events: &[RecordedEvent]) -> Result<(), ReadError> {
+        match events.iter().find(|e| e.position.0 >= 1) {
+            Some(e) if self.corrupt.load(Ordering::SeqCst) => Err(ReadError::Corruption {
+                file: "/var/lib/strata/secret-dir/00000001.seg".to_owned(),
+                offset: 4096,
+                position: Some(e.position),
+                reason: "CRC mismatch".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -51,10 +73,15 @@ impl EventStore for Faulty {
         if self.down.load(Ordering::SeqCst) {
             return Err(ReadError::Storage("disk on fire".to_owned()));
         }
-        self.inner.read_stream(s, o).await
+        let events = self.inner.read_stream(s, o).await?;
+        self.check(&events)?;
+        Ok(events)
     }
     async fn read_all(&self, o: ReadAllOptions) -> Result<AllPage, ReadError> {
-        self.inner.read_all(o).await
+        let page = self.inner.read_all(o).await?;
+        self.check(&page.events)?;
+        self.all_read.notify_one();
+        Ok(page)
     }
     async fn stream_info(&self, s: &StreamId) -> Result<StreamInfo, ReadError> {
         self.inner.stream_info(s).await
@@ -82,7 +109,17 @@ impl EventStore for Faulty {
         t: SubscriptionTarget,
         f: SubscribeFrom,
     ) -> Result<Subscription, ReadError> {
-        Subscription::start(Arc::new(self.clone()), t, f).await
+        let hub = f == SubscribeFrom::End
+            && matches!(&t, SubscriptionTarget::All(filter) if *filter == Default::default());
+        if hub {
+            let mut gate = self.hub_gate.subscribe();
+            let _ = gate.wait_for(|closed| !closed).await;
+        }
+        let sub = Subscription::start(Arc::new(self.clone()), t, f).await;
+        if hub {
+            self.hub_started.notify_one();
+        }
+        sub
     }
 }
 
@@ -100,6 +137,10 @@ async fn setup_with_projections(config: ServerConfig) -> T {
     let store = Faulty {
         inner: MemoryStore::new(),
         down: Arc::new(AtomicBool::new(false)),
+        corrupt: Arc::new(AtomicBool::new(false)),
+        hub_gate: Arc::new(watch::channel(false).0),
+        hub_started: Arc::new(tokio::sync::Notify::new()),
+        all_read: Arc::new(tokio::sync::Notify::new()),
     };
     let dir = tempfile::tempdir().unwrap();
     let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
@@ -119,6 +160,10 @@ fn setup(config: ServerConfig) -> T {
     let store = Faulty {
         inner: MemoryStore::new(),
         down: Arc::new(AtomicBool::new(false)),
+        corrupt: Arc::new(AtomicBool::new(false)),
+        hub_gate: Arc::new(watch::channel(false).0),
+        hub_started: Arc::new(tokio::sync::Notify::new()),
+        all_read: Arc::new(tokio::sync::Notify::new()),
     };
     let state = AppState::new(Arc::new(store.clone()), config).unwrap();
     T {
@@ -625,7 +670,8 @@ async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Res
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
-    let body = if method == "POST" {
+    // Appends take events; the projection operations take no body.
+    let body = if method == "POST" && uri.starts_with("/streams/") {
         Body::from(json!({"events": [one("A", json!(1))]}).to_string())
     } else {
         Body::empty()
@@ -1356,4 +1402,348 @@ async fn subscriptions_take_the_token_as_access_token_for_event_source() {
     .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("is not a parameter"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn json_that_readers_cannot_parse_is_refused_and_writes_nothing() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let depth = strata_core::limits::JSON_NESTING_MAX_DEPTH;
+    let body = |data: &str| format!(r#"{{"events":[{{"eventType":"T","data":{data}}}]}}"#);
+    for (what, data) in [
+        ("a lone surrogate", r#""\ud800""#.to_owned()),
+        ("a number out of range", "1e400".to_owned()),
+        ("100,000 levels of nesting", nested(100_000)),
+        ("one level past the limit", nested(depth + 1)),
+    ] {
+        let r = post(app, "/streams/poison-1", body(&data)).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request", "{what}");
+        assert_eq!(r.json()["field"], "events[0].data", "{what}: {}", r.text);
+    }
+    let deep_metadata = format!(
+        r#"{{"events":[{{"eventType":"T","data":1,"metadata":{{"a":{}}}}}]}}"#,
+        nested(depth)
+    );
+    let r = post(app, "/streams/poison-1", deep_metadata).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "events[0].metadata", "{}", r.text);
+    assert_eq!(t.store.head().await.unwrap(), None, "nothing was written");
+
+    // Data at the limit is taken, and every reader parses it back: a page, `$all`, and the
+    // live subscription.
+    let r = post(app, "/streams/poison-1", body(&nested(depth))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let page = get(app, "/streams/poison-1").await.json();
+    assert_eq!(
+        page["events"][0]["data"],
+        serde_json::from_str::<Value>(&nested(depth)).unwrap()
+    );
+    get(app, "/all").await.json();
+    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    let evs = sse_events(&mut sse, &mut String::new(), 1).await;
+    serde_json::from_str::<Value>(&evs[0].2).unwrap();
+}
+
+#[tokio::test]
+async fn trailing_input_after_a_body_is_refused_and_writes_nothing() {
+    let t = setup_with_projections(ServerConfig::default()).await;
+    let app = &t.app;
+    let a = json!({"events": [one("A", json!(1))]}).to_string();
+    let bc = json!({"events": [one("B", json!(2)), one("C", json!(3))]}).to_string();
+    for (what, body) in [
+        ("two documents", format!("{a}{bc}")),
+        ("two documents with a space", format!("{a} {bc}")),
+        ("trailing text", format!("{a} xyz")),
+        ("a trailing brace", format!("{a}}}")),
+    ] {
+        let r = post(app, "/streams/trail-1", body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request", "{what}");
+        assert_eq!(r.json()["field"], "body", "{what}");
+    }
+    assert_eq!(
+        get(app, "/streams/trail-1").await.status,
+        404,
+        "nothing was written"
+    );
+    // Whitespace after the document is fine.
+    let r = post(app, "/streams/trail-1", format!("{a} \n\t")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // The projection operations take no parameters: no body, or `{}`, and nothing after it.
+    let op = format!("/projections/{PROJECTION}/pause");
+    for (body, status) in [
+        ("", 200),
+        ("{}", 200),
+        (" {} ", 200),
+        ("{}{}", 400),
+        ("{} x", 400),
+        (r#"{"x":1}"#, 400),
+    ] {
+        let r = post(app, &op, body).await;
+        assert_eq!(r.status, status, "{body:?}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn small_rejections_are_problems_and_write_nothing() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    // A broken percent-encoding in the path is refused, not taken literally.
+    for uri in [
+        "/streams/a%zzb",
+        "/streams/a%2",
+        "/streams/a%",
+        "/streams/a%zzb/info",
+    ] {
+        let r = post(
+            app,
+            uri,
+            json!({"events": [one("A", json!(1))]}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{uri}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request");
+        assert_eq!(r.json()["field"], "path", "{uri}");
+    }
+    let r = get(app, "/streams/a%zzb").await;
+    assert_eq!(r.status, 400);
+    // `null` is not `any`: a concurrency check is never switched off by accident.
+    let r = post(
+        app,
+        "/streams/a-1",
+        r#"{"expectedVersion":null,"events":[{"eventType":"A","data":1}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "expectedVersion");
+    assert_eq!(t.store.head().await.unwrap(), None, "nothing was written");
+    // A valid escape still works, and absent is `any`.
+    let r = post(
+        app,
+        "/streams/a%2D1",
+        r#"{"events":[{"eventType":"A","data":1}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["streamId"], "a-1");
+}
+
+#[tokio::test]
+async fn any_token_string_works_as_access_token() {
+    // Tokens are any string; one that cannot be a header value still works in the query.
+    let odd = "tök\u{1}en with spaces";
+    let t = setup(ServerConfig {
+        tokens: vec![TokenConfig::new("odd", &hash_token(odd), Role::Reader)],
+        ..ServerConfig::default()
+    });
+    let encoded: String = odd.bytes().map(|b| format!("%{b:02X}")).collect();
+    let r = t
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!("/subscriptions/all?access_token={encoded}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // An unknown one, however odd, is 401 like any unknown token.
+    let r = get(&t.app, "/subscriptions/all?access_token=%01%02").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.code(), "unauthorized");
+}
+
+#[tokio::test]
+async fn ready_reports_whether_the_store_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = strata_log::io::FaultyVfs::new();
+    let store = strata_log::LogStore::open_with(
+        dir.path(),
+        strata_log::LogConfig {
+            vfs: Arc::new(vfs.clone()),
+            ..strata_log::LogConfig::default()
+        },
+    )
+    .unwrap();
+    let app = app(AppState::new(Arc::new(store), ServerConfig::default()).unwrap());
+    let r = append(&app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    assert_eq!(r.status, 200);
+    let r = get(&app, "/ready?write=true").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["writable"], true);
+    // An fdatasync fails: the store stops taking appends, and keeps serving reads.
+    vfs.fail_after(0, 0);
+    let r = append(&app, "a-1", json!("any"), vec![one("A", json!(2))]).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
+    let r = get(&app, "/ready").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["writable"], false);
+    assert_eq!(r.json()["head"], 0);
+    let r = get(&app, "/ready?write=true").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
+    assert_eq!(r.json()["writable"], false);
+    let r = get(&app, "/ready?write=maybe").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["field"], "write");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_a_corruption_problem_naming_its_position() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    for i in 0..3 {
+        append(app, "a-1", json!("any"), vec![one("A", json!(i))]).await;
+    }
+    t.store.corrupt.store(true, Ordering::SeqCst);
+    for uri in ["/streams/a-1", "/all"] {
+        let r = get(app, uri).await;
+        assert_eq!(r.status, 500, "{uri}: {}", r.text);
+        assert_eq!(r.code(), "corruption", "{uri}");
+        assert_eq!(r.json()["position"], 1, "{uri}");
+        // The operator's details stay in the log.
+        for secret in ["secret-dir", ".seg", "4096", "CRC"] {
+            assert!(!r.text.contains(secret), "{uri} shows {secret}: {}", r.text);
+        }
+    }
+    // Reads that do not reach the bad record still work.
+    let r = get(app, "/streams/a-1?limit=1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A subscription that meets it ends with the same problem, and a resume point.
+    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    let evs = sse_events(&mut sse, &mut String::new(), 1).await;
+    assert_eq!(evs[0].0, "error");
+    let doc: Value = serde_json::from_str(&evs[0].2).unwrap();
+    assert_eq!(doc["code"], "corruption");
+    assert_eq!(doc["position"], 1);
+    assert!(!evs[0].2.contains("secret-dir"));
+    let metrics = get(app, "/metrics").await.text;
+    assert!(
+        metrics.contains("strata_corruption_errors_total 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_fan_out_that_starts_after_a_subscriber_caught_up_loses_nothing() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    // The live fan-out will take its starting head only when let go.
+    t.store.hub_gate.send_replace(true);
+    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    // The subscriber has read storage (empty) and turns to the fan-out, which has not started.
+    t.store.all_read.notified().await;
+    // An event lands in between: after the subscriber's read, before the fan-out's start.
+    append(app, "a-1", json!("any"), vec![one("A", json!(0))]).await;
+    t.store.hub_gate.send_replace(false);
+    t.store.hub_started.notified().await;
+    append(app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    let evs = sse_events(&mut sse, &mut String::new(), 2).await;
+    let ids: Vec<_> = evs.iter().map(|e| e.1.clone().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["0", "1"],
+        "no event lost at the hand-over, none twice"
+    );
+    // A stream subscriber opened the same way loses nothing either.
+    drop(sse);
+}
+
+/// A server over a memory store, with the state for its gauges.
+fn served(config: ServerConfig) -> (Router, AppState) {
+    let state = AppState::new(Arc::new(MemoryStore::new()), config).unwrap();
+    (app(state.clone()), state)
+}
+
+/// Lets every task run until all wait (in paused time, the clock moves only then).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriber_buffers_are_bounded_in_bytes() {
+    const OWN: u64 = 256 * 1024;
+    let big = json!("x".repeat(100_000));
+    // Two subscribers that never read, 4 MB of events: each holds at most its own bound.
+    let (app, state) = served(ServerConfig {
+        sse_buffer_max_bytes: OWN,
+        sse_buffers_total_max_bytes: 16 * OWN,
+        sse_fan_out_max_bytes: 2 * OWN,
+        ..ServerConfig::default()
+    });
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(open_sse(&app, "/subscriptions/all?from=start", None).await);
+    }
+    settle().await;
+    for _ in 0..40 {
+        append(&app, "big-1", json!("any"), vec![one("Big", big.clone())]).await;
+        settle().await;
+        assert!(
+            state.sse_buffered_bytes() <= 2 * OWN,
+            "{}",
+            state.sse_buffered_bytes()
+        );
+        // The fan-out keeps its bound too (it always keeps its newest batch, one event here).
+        assert!(
+            state.sse_fan_out_bytes() <= 2 * OWN + 110_000,
+            "{}",
+            state.sse_fan_out_bytes()
+        );
+    }
+    assert!(
+        state.sse_buffered_bytes() > OWN,
+        "both subscribers hold events: {}",
+        state.sse_buffered_bytes()
+    );
+    // Past the slow-subscriber timeout they are told where to resume, and let go.
+    tokio::time::sleep(Duration::from_millis(
+        strata_core::limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS + 1,
+    ))
+    .await;
+    for mut body in stalled {
+        let mut buf = String::new();
+        loop {
+            let ev = sse_events(&mut body, &mut buf, 1).await.remove(0);
+            if ev.0 == "lagged" {
+                break;
+            }
+            assert_eq!(ev.0, "event");
+        }
+    }
+    settle().await;
+    assert_eq!(state.sse_buffered_bytes(), 0);
+    let metrics = get(&app, "/metrics").await.text;
+    assert!(
+        metrics.contains("strata_subscribers_lagged_total 2"),
+        "{metrics}"
+    );
+
+    // Three such subscribers under a server-wide bound below three times their own: the
+    // server holds at most its bound.
+    let (app, state) = served(ServerConfig {
+        sse_buffer_max_bytes: OWN,
+        sse_buffers_total_max_bytes: OWN + OWN / 2,
+        ..ServerConfig::default()
+    });
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(open_sse(&app, "/subscriptions/all?from=start", None).await);
+    }
+    for _ in 0..40 {
+        append(&app, "big-1", json!("any"), vec![one("Big", big.clone())]).await;
+        settle().await;
+        assert!(state.sse_buffered_bytes() <= OWN + OWN / 2);
+    }
+    assert!(state.sse_buffered_bytes() > OWN);
+    drop(stalled);
+    settle().await;
+    assert_eq!(
+        state.sse_buffered_bytes(),
+        0,
+        "dropped connections give their bytes back"
+    );
 }

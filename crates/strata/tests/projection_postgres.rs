@@ -291,3 +291,54 @@ async fn builtin_event_type_counts_on_postgres_match_the_fold_and_survive_a_rebu
     projections.shutdown().await;
     db.cleanup().await;
 }
+
+/// Processes started together on a fresh read-model schema all start, and all register the
+/// same projection: creating the schema, the checkpoint table and a projection's tables takes
+/// the schema's DDL lock, so the loser of a `CREATE ... IF NOT EXISTS` race waits instead of
+/// failing on a catalog unique index (`pg_namespace_nspname_index`,
+/// `pg_type_typname_nsp_index`). Many rounds on fresh schemas: one round loses the race only
+/// now and then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_started_together_on_a_fresh_schema_all_start() {
+    const ROUNDS: usize = 24;
+    const PROCESSES: usize = 6;
+    let Some(db) = db("ddl").await else { return };
+    let store: Arc<dyn EventStore> = Arc::new(db.store.clone());
+    let mut schemas = Vec::new();
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let schema = format!("{}_{round}", db.schemas[1]);
+        schemas.push(schema.clone());
+        let start = Arc::new(tokio::sync::Barrier::new(PROCESSES));
+        let tasks: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                let (schema, store, start) = (schema.clone(), store.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let models = PgReadModels::connect(&support::pg::url(), &schema).await?;
+                    let projections = PgProjections::new(store, models.clone());
+                    let registered = projections
+                        .inline(Balances {
+                            fail_on: Arc::new(AtomicI64::new(-1)),
+                        })
+                        .await;
+                    models.pool().close().await;
+                    registered
+                })
+            })
+            .collect();
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                failures.push(format!("round {round}: {e}"));
+            }
+        }
+    }
+    for s in &schemas {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+    }
+    db.cleanup().await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}

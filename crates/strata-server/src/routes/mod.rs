@@ -108,14 +108,82 @@ pub fn app(state: AppState) -> Router {
                 .layer(tower::util::MapResponseLayer::new({
                     let state = state.clone();
                     move |res: Response| count_responses(&state, res)
-                })),
+                }))
+                .layer(tower::layer::layer_fn(CheckPath)),
         )
         .with_state(state)
+}
+
+/// Refuses, before routing, a request whose head is longer than `SERVER_REQUEST_HEAD_MAX_BYTES`
+/// (`431 headers_too_large`) or whose path has a broken percent-encoding (`%` not followed by
+/// two hex digits; the router would otherwise take `a%zzb` as it is).
+#[derive(Clone)]
+struct CheckPath<S>(S);
+
+impl<S> tower::Service<Request<Body>> for CheckPath<S>
+where
+    S: tower::Service<Request<Body>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The HTTP parser bounds its read buffer by this too, but may take a head somewhat
+        // longer in one read; the bound on what is accepted is exact here.
+        let head_bytes = req.uri().to_string().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > crate::limits::SERVER_REQUEST_HEAD_MAX_BYTES {
+            let error = ApiError::new(
+                ErrorCode::HeadersTooLarge,
+                format!(
+                    "the request's head (request line and headers) is larger than the server reads ({} bytes)",
+                    crate::limits::SERVER_REQUEST_HEAD_MAX_BYTES
+                ),
+            );
+            let mut res = error.into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return futures::future::Either::Left(std::future::ready(Ok(res)));
+        }
+        if broken_percent_encoding(req.uri().path()) {
+            let error = ApiError::invalid(
+                "path",
+                "has a broken percent-encoding: `%` must be followed by two hex digits",
+            );
+            return futures::future::Either::Left(std::future::ready(Ok(error.into_response())));
+        }
+        futures::future::Either::Right(self.0.call(req))
+    }
+}
+
+fn broken_percent_encoding(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Counts a response by status class (a plain response map: no boxed future per request).
 fn count_responses(state: &AppState, res: Response) -> Response {
     state.metrics().response(res.status().as_u16());
+    if res.extensions().get::<ErrorCode>() == Some(&ErrorCode::Corruption) {
+        state.metrics().corruption();
+    }
     res
 }
 
@@ -139,12 +207,20 @@ pub(crate) fn stream_param(p: Result<Path<String>, PathRejection>) -> Result<Str
     StreamId::new(s).map_err(|e| ApiError::invalid("stream", e.reason))
 }
 
-/// Reads a request body up to `max` bytes: `payload_too_large` beyond.
+/// A request body's share of `request_bodies_in_flight_max_bytes`, given back when dropped:
+/// keep it until the request is answered.
+pub(crate) type BodyCharge = Option<tokio::sync::OwnedSemaphorePermit>;
+
+/// Reads a request body up to `max` bytes: `payload_too_large` beyond. The body is charged
+/// against the server's request-body budget first by its `Content-Length`, or frame by frame
+/// as it arrives without one; a body that does not fit is `503 overloaded` at once, and one
+/// that takes longer than `request_body_read_timeout_ms` is `408 request_timeout`.
 pub(crate) async fn read_body(
+    st: &AppState,
     body: Body,
     headers: &HeaderMap,
     max: u64,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, BodyCharge), ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -152,27 +228,79 @@ pub(crate) async fn read_body(
         )
         .with("limit", serde_json::json!(max))
     };
-    if let Some(len) = headers
+    let budget = st.body_bytes();
+    let charge = |n: u64| -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        u32::try_from(n)
+            .ok()
+            .and_then(|n| budget.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| {
+                st.metrics().body_refused();
+                ApiError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "the server holds as many request bodies as it may ({} bytes); retry shortly; nothing was written",
+                        st.config().request_bodies_in_flight_max_bytes
+                    ),
+                )
+            })
+    };
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut held: BodyCharge = None;
+    if let Some(len) = declared {
         if len > max {
             return Err(too_large());
         }
+        held = Some(charge(len)?);
     }
-    match http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+    let read = async {
+        let mut body = body;
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::invalid("body", format!("could not be read: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > max {
+                return Err(too_large());
+            }
+            if declared.is_none() && !data.is_empty() {
+                let more = charge(data.len() as u64)?;
+                match &mut held {
+                    Some(h) => h.merge(more),
+                    None => held = Some(more),
+                }
+            }
+            frames.push(data);
         }
-        Err(e) => Err(ApiError::invalid("body", format!("could not be read: {e}"))),
+        Ok(match frames.len() {
+            0 => Bytes::new(),
+            1 => frames.pop().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(total as usize);
+                for f in &frames {
+                    all.extend_from_slice(f);
+                }
+                all.freeze()
+            }
+        })
+    };
+    let timeout = std::time::Duration::from_millis(st.config().request_body_read_timeout_ms);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} ms; nothing was written",
+                timeout.as_millis()
+            ),
+        )),
     }
 }
 

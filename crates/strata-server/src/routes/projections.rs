@@ -1,6 +1,7 @@
 //! Projections hosted by the serving program: list, status with lag, pause, resume, reset and
 //! rebuild with progress. Reading needs a read right; operating needs the admin role.
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -9,12 +10,13 @@ use serde_json::{json, Value};
 use strata::projection::{ProjectionError, ProjectionInfo};
 use strata_core::limits;
 
-use super::{caller, json_response, path_param};
+use super::{caller, json_response, path_param, read_body};
 use crate::auth::Principal;
 use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
 use crate::query::Query;
 use crate::rebuilds::RebuildRun;
+use crate::wire::parse_body;
 use crate::AppState;
 
 impl From<ProjectionError> for ApiError {
@@ -155,17 +157,30 @@ impl Op {
     }
 }
 
+/// The body of an operation: nothing, or an empty JSON object.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParameters {}
+
+/// Largest body an operation reads: it takes no parameters, so `{}` with some whitespace.
+const OPERATION_BODY_MAX_BYTES: u64 = 1024;
+
 async fn operate(
     st: AppState,
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     raw: Option<String>,
+    body: Body,
     op: Op,
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers)?;
     may_operate(&who, op.verb())?;
     let name = name_param(name)?;
     Query::parse(raw.as_deref(), &[])?;
+    let (bytes, _charge) = read_body(&st, body, &headers, OPERATION_BODY_MAX_BYTES).await?;
+    if !bytes.trim_ascii().is_empty() {
+        let NoParameters {} = parse_body(&bytes)?;
+    }
     let Some(control) = st.projections() else {
         return Err(unknown(&name));
     };
@@ -201,8 +216,9 @@ macro_rules! op_handler {
             headers: HeaderMap,
             name: Result<Path<String>, PathRejection>,
             RawQuery(raw): RawQuery,
+            body: Body,
         ) -> Result<Response, ApiError> {
-            operate(st, headers, name, raw, $op).await
+            operate(st, headers, name, raw, body, $op).await
         }
     };
 }

@@ -36,7 +36,8 @@ pub(crate) async fn append(
         return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
     }
     Query::parse(raw.as_deref(), &[])?;
-    let bytes = read_body(body, headers, st.config().request_body_max_bytes).await?;
+    let (bytes, _charge) =
+        read_body(&st, body, headers, st.config().request_body_max_bytes).await?;
     let body = AppendBody::parse(&bytes)?;
     if body.events.len() > limits::SERVER_APPEND_EVENTS_MAX {
         return Err(ApiError::new(

@@ -19,7 +19,8 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use strata_core::{Filter, Position, SubscribeFrom, SubscriptionTarget};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 use super::all::{check_all, filter};
 use super::{caller, path_param, stream_param};
@@ -60,11 +61,7 @@ fn subscriber(st: &AppState, headers: &HeaderMap, q: &Query) -> Result<Arc<Princ
             "give the token in the Authorization header or in access_token, not both",
         ));
     }
-    let value = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| ApiError::invalid(ACCESS_TOKEN, "is not a token"))?;
-    let mut with_token = HeaderMap::new();
-    with_token.insert(header::AUTHORIZATION, value);
-    caller(st, &with_token)
+    st.auth().authenticate_token(token)
 }
 
 /// Where to start, before `end` is resolved.
@@ -109,15 +106,15 @@ fn start(q: &Query, headers: &HeaderMap) -> Result<Start, ApiError> {
 }
 
 enum Frame {
-    Events(Vec<Bytes>),
+    Events(Vec<Bytes>, Charge),
     Lagged(Option<u64>),
     Error(ApiError, Option<u64>),
 }
 
 fn frame_bytes(frame: Frame) -> Bytes {
     match frame {
-        Frame::Events(mut frames) if frames.len() == 1 => frames.pop().unwrap_or_default(),
-        Frame::Events(frames) => {
+        Frame::Events(mut frames, _charge) if frames.len() == 1 => frames.pop().unwrap_or_default(),
+        Frame::Events(frames, _charge) => {
             let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
             for f in &frames {
                 out.extend_from_slice(f);
@@ -166,16 +163,80 @@ impl Matcher {
     }
 }
 
+/// A store's error as the subscription's last word; corruption is counted (a response's is
+/// counted by the router's metrics layer, a subscription's error frame here).
+fn store_error(st: &AppState, e: strata_core::ReadError) -> ApiError {
+    let error = ApiError::from(e);
+    if error.code == crate::error::ErrorCode::Corruption {
+        st.metrics().corruption();
+    }
+    error
+}
+
 /// Events one message to the connection carries at most. Passing events in chunks keeps the
 /// cost of the hand-over per chunk, not per event, when a hundred subscribers follow a busy
 /// store; the buffer bound stays in events (capacity in chunks times the chunk size).
 const CHUNK_EVENTS_MAX: usize = 64;
 
+/// Bytes of events a subscription has buffered for its connection, counted against its own
+/// `sse_buffer_max_bytes` and the server's `sse_buffers_total_max_bytes`; given back when the
+/// connection takes them (or when they are dropped with it).
+struct Charge {
+    _own: tokio::sync::OwnedSemaphorePermit,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A subscription's way to its connection: the channel, and the bounds on what it holds.
+struct Out {
+    tx: mpsc::Sender<Frame>,
+    /// One permit per byte this subscription may hold buffered.
+    own: Arc<Semaphore>,
+    own_max: usize,
+    total_max: usize,
+    /// Most events in one chunk.
+    chunk_max: usize,
+    /// A chunk is handed over once it holds this many bytes: a quarter of the buffer, so a
+    /// chunk waiting for room never holds more than a fraction of it uncounted.
+    chunk_bytes_max: usize,
+}
+
+impl Out {
+    fn full(&self, chunk: &[Bytes]) -> bool {
+        chunk.len() >= self.chunk_max
+            || chunk.iter().map(Bytes::len).sum::<usize>() >= self.chunk_bytes_max
+    }
+
+    /// Takes room for `bytes` in this subscription's buffer and in the server's, waiting until
+    /// `deadline`; `None` when there was none in time. A chunk larger than a buffer takes the
+    /// whole buffer (it waits for the buffer to empty).
+    async fn charge(&self, st: &AppState, bytes: usize, deadline: Instant) -> Option<Charge> {
+        let take = |sem: &Arc<Semaphore>, max: usize| {
+            let n = u32::try_from(bytes.min(max)).unwrap_or(u32::MAX);
+            let sem = sem.clone();
+            async move {
+                match sem.clone().try_acquire_many_owned(n) {
+                    Ok(p) => Some(p),
+                    Err(_) => tokio::time::timeout_at(deadline, sem.acquire_many_owned(n))
+                        .await
+                        .ok()?
+                        .ok(),
+                }
+            }
+        };
+        let own = take(&self.own, self.own_max).await?;
+        let total = take(st.sse_bytes(), self.total_max).await?;
+        Some(Charge {
+            _own: own,
+            _total: total,
+        })
+    }
+}
+
 /// Hands a chunk of event frames to the connection (with `last`, the id of its last event);
 /// `Err(Some(frame))` ends the subscription with that last word, `Err(None)` ends it silently
 /// (the client left). On success `resume` moves to `last`.
 async fn deliver(
-    tx: &mpsc::Sender<Frame>,
+    out: &Out,
     chunk: &mut Vec<Bytes>,
     last: Option<u64>,
     slow: Duration,
@@ -186,12 +247,18 @@ async fn deliver(
         return Ok(());
     }
     let n = chunk.len();
-    let frame = Frame::Events(std::mem::take(chunk));
-    match tx.try_send(frame) {
+    let deadline = Instant::now() + slow;
+    let bytes = chunk.iter().map(Bytes::len).sum();
+    let Some(charge) = out.charge(st, bytes, deadline).await else {
+        st.metrics().lagged();
+        return Err(Some(Frame::Lagged(*resume)));
+    };
+    let frame = Frame::Events(std::mem::take(chunk), charge);
+    match out.tx.try_send(frame) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Closed(_)) => return Err(None),
         Err(mpsc::error::TrySendError::Full(frame)) => {
-            match tokio::time::timeout(slow, tx.send(frame)).await {
+            match tokio::time::timeout_at(deadline, out.tx.send(frame)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(None),
                 Err(_) => {
@@ -213,8 +280,7 @@ async fn follow(
     target: &SubscriptionTarget,
     matcher: &Matcher,
     mut resume: Option<u64>,
-    tx: &mpsc::Sender<Frame>,
-    chunk_max: usize,
+    out: &Out,
 ) -> Option<Frame> {
     let slow = Duration::from_millis(st.config().sse_slow_subscriber_timeout_ms);
     let from = |resume: Option<u64>| match (resume, matcher) {
@@ -222,30 +288,51 @@ async fn follow(
         (Some(v), Matcher::Stream(_)) => SubscribeFrom::AfterVersion(v),
         (Some(p), Matcher::All(_)) => SubscribeFrom::AfterPosition(Position(p)),
     };
-    let mut chunk: Vec<Bytes> = Vec::with_capacity(chunk_max);
+    let mut chunk: Vec<Bytes> = Vec::with_capacity(out.chunk_max);
     loop {
         // Join the hub before the last storage read: nothing falls between the two.
         let mut live = st.hub().subscribe(st.store());
         let mut sub = match st.store().subscribe(target.clone(), from(resume)).await {
             Ok(s) => s,
-            Err(e) => return Some(Frame::Error(e.into(), resume)),
+            Err(e) => return Some(Frame::Error(store_error(st, e), resume)),
         };
-        // Catch up from storage.
+        // Catch up from storage, until a read that started after a look at the head finds
+        // nothing more: then every event up to that head is covered.
         let mut last = resume;
-        loop {
+        let mut head_seen: Option<Option<u64>> = None;
+        let covered = loop {
             let next = tokio::select! {
                 biased;
-                _ = tx.closed() => return None,
+                _ = out.tx.closed() => return None,
                 r = sub.try_next() => r,
             };
             let event = match next {
-                Ok(Some(e)) => e,
-                Ok(None) => break,
+                Ok(Some(e)) => {
+                    head_seen = None;
+                    e
+                }
+                Ok(None) => match head_seen {
+                    Some(head) => break head,
+                    None => {
+                        match st.store().head().await {
+                            Ok(h) => head_seen = Some(h.map(|p| p.0)),
+                            Err(e) => {
+                                if let Err(end) =
+                                    deliver(out, &mut chunk, last, slow, st, &mut resume).await
+                                {
+                                    return end;
+                                }
+                                return Some(Frame::Error(store_error(st, e), resume));
+                            }
+                        }
+                        continue;
+                    }
+                },
                 Err(e) => {
-                    if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+                    if let Err(end) = deliver(out, &mut chunk, last, slow, st, &mut resume).await {
                         return end;
                     }
-                    return Some(Frame::Error(e.into(), resume));
+                    return Some(Frame::Error(store_error(st, e), resume));
                 }
             };
             let r = match Rendered::new(&event) {
@@ -260,13 +347,14 @@ async fn follow(
             let id = matcher.id(&r);
             chunk.push(r.frame(id));
             last = Some(id);
-            if chunk.len() >= chunk_max {
-                if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+            if out.full(&chunk) {
+                if let Err(end) = deliver(out, &mut chunk, last, slow, st, &mut resume).await {
                     return end;
                 }
             }
-        }
-        if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+        };
+        let mut covered = covered;
+        if let Err(end) = deliver(out, &mut chunk, last, slow, st, &mut resume).await {
             return end;
         }
         drop(sub);
@@ -274,7 +362,7 @@ async fn follow(
         loop {
             let batch = tokio::select! {
                 biased;
-                _ = tx.closed() => return None,
+                _ = out.tx.closed() => return None,
                 b = live.recv() => b,
             };
             let batch = match batch {
@@ -282,22 +370,36 @@ async fn follow(
                 // Fell behind the hub (or it stopped): back to storage from where we are.
                 Err(_) => break,
             };
+            // The hand-over: events between what storage covered and what the hub covered
+            // before this batch would be missed. Read them from storage first (this happens
+            // when the hub started after the last storage read).
+            if batch.prev > covered {
+                st.metrics().hand_over_gap();
+                break;
+            }
             let mut last = resume;
-            for r in batch.iter() {
+            for r in batch.events.iter() {
                 let id = matcher.id(r);
-                if last.is_some_and(|l| id <= l) || !matcher.matches(r) {
+                // At or below `covered`: delivered (or passed over) from storage already.
+                if covered.is_some_and(|c| r.position <= c)
+                    || last.is_some_and(|l| id <= l)
+                    || !matcher.matches(r)
+                {
                     continue;
                 }
                 chunk.push(r.frame(id));
                 last = Some(id);
-                if chunk.len() >= chunk_max {
-                    if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+                if out.full(&chunk) {
+                    if let Err(end) = deliver(out, &mut chunk, last, slow, st, &mut resume).await {
                         return end;
                     }
                 }
             }
-            if let Err(end) = deliver(tx, &mut chunk, last, slow, st, &mut resume).await {
+            if let Err(end) = deliver(out, &mut chunk, last, slow, st, &mut resume).await {
                 return end;
+            }
+            if let Some(r) = batch.events.last() {
+                covered = covered.max(Some(r.position));
             }
         }
     }
@@ -326,11 +428,24 @@ async fn open(
     let cfg = st.config();
     let chunk_max = CHUNK_EVENTS_MAX.min(cfg.sse_buffer_events as usize).max(1);
     let (tx, rx) = mpsc::channel::<Frame>((cfg.sse_buffer_events as usize / chunk_max).max(1));
+    let own_max = usize::try_from(cfg.sse_buffer_max_bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS);
+    let out = Out {
+        tx,
+        own: Arc::new(Semaphore::new(own_max)),
+        own_max,
+        total_max: usize::try_from(cfg.sse_buffers_total_max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS),
+        chunk_max,
+        chunk_bytes_max: (own_max / 4).clamp(1, COALESCE_MAX_BYTES),
+    };
     let (fin_tx, fin_rx) = oneshot::channel::<Frame>();
     let state = st.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        if let Some(last) = follow(&state, &target, &matcher, resume, &tx, chunk_max).await {
+        if let Some(last) = follow(&state, &target, &matcher, resume, &out).await {
             let _ = fin_tx.send(last);
         }
     });

@@ -16,23 +16,47 @@ pub(crate) async fn health(RawQuery(raw): RawQuery) -> Result<Response, ApiError
     Ok(json_response(&json!({ "status": "ok" })))
 }
 
-/// `GET /ready`: the store answers a read.
+/// `GET /ready`: the store answers a read. `writable` says whether it accepts appends; with
+/// `write=true` the answer is `503` when it does not (a load balancer routing writes asks this).
 pub(crate) async fn ready(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    Query::parse(raw.as_deref(), &[])?;
-    match st.store().head().await {
-        Ok(head) => Ok(json_response(
-            &json!({ "status": "ready", "head": head.map(|p| p.0) }),
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the store does not answer reads right now",
+    let q = Query::parse(raw.as_deref(), &["write"])?;
+    let for_writes = match q.one("write")? {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "write",
+                format!("must be true or false, not {other:?}"),
             ))
         }
+    };
+    let writable = st.store().check_writable();
+    let head = match st.store().head().await {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the store does not answer reads right now",
+            )
+            .with("writable", json!(writable.is_ok())));
+        }
+    };
+    match writable {
+        Err(e) if for_writes => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the store answers reads but refuses appends: {e}"),
+        )
+        .with("writable", json!(false))
+        .with("head", json!(head.map(|p| p.0)))),
+        writable => Ok(json_response(&json!({
+            "status": "ready",
+            "head": head.map(|p| p.0),
+            "writable": writable.is_ok(),
+        }))),
     }
 }
 
@@ -54,6 +78,30 @@ pub(crate) async fn metrics(
     }
     Query::parse(raw.as_deref(), &[])?;
     let mut text = st.metrics().render();
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_connections_open",
+        "Open connections (at most connections_max).",
+        st.connections_open(),
+    );
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_sse_buffered_bytes",
+        "Bytes of events buffered for subscribers' connections (at most sse_buffers_total_max_bytes).",
+        st.sse_buffered_bytes(),
+    );
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_sse_fan_out_bytes",
+        "Bytes of recent batches the live fan-out keeps (at most sse_fan_out_max_bytes).",
+        st.sse_fan_out_bytes(),
+    );
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_request_body_bytes_in_flight",
+        "Request-body bytes held now (at most request_bodies_in_flight_max_bytes).",
+        st.request_body_bytes_in_flight(),
+    );
     if let Some(control) = st.projections() {
         match control.list().await {
             Ok(infos) => crate::metrics::render_projections(&mut text, &infos),

@@ -270,6 +270,17 @@ pub async fn bad_input_is_rejected_and_writes_nothing<S: EventStore + Clone>(sto
         content_type: c.to_owned(),
         ..ev("E", 0)
     };
+    let deep = format!(
+        "{}1{}",
+        "[".repeat(limits::JSON_NESTING_MAX_DEPTH + 1),
+        "]".repeat(limits::JSON_NESTING_MAX_DEPTH + 1)
+    )
+    .into_bytes();
+    let mut nested = serde_json::json!(1);
+    for _ in 0..limits::JSON_NESTING_MAX_DEPTH {
+        nested = serde_json::json!([nested]);
+    }
+    let deep_metadata = Metadata::new().with("a", nested);
     let cases: Vec<(&str, Vec<EventData>, &str)> = vec![
         ("no events", vec![], "events"),
         ("empty event type", vec![with_type("")], "event_type"),
@@ -285,6 +296,27 @@ pub async fn bad_input_is_rejected_and_writes_nothing<S: EventStore + Clone>(sto
         ),
         ("empty JSON", vec![json_bad(b"")], "data"),
         ("two JSON documents", vec![json_bad(b"{} {}")], "data"),
+        // JSON that only a lenient scan accepts: every reader that decodes it fails.
+        (
+            "a lone surrogate",
+            vec![json_bad(br#"{"a":"\ud800"}"#)],
+            "events[0].data",
+        ),
+        (
+            "a number out of range",
+            vec![json_bad(b"[1e400]")],
+            "events[0].data",
+        ),
+        (
+            "nesting past the limit",
+            vec![json_bad(&deep)],
+            "events[0].data",
+        ),
+        (
+            "metadata nested past the limit",
+            vec![ev("E", 0).with_metadata(deep_metadata)],
+            "events[0].metadata",
+        ),
         (
             "nil UUID",
             vec![ev("E", 0).with_id(Uuid::nil())],

@@ -43,7 +43,8 @@ pub trait PgProjection: Send + Sync + 'static {
     /// The events it wants.
     fn filter(&self) -> Filter;
     /// Creates its tables if they do not exist (`CREATE TABLE IF NOT EXISTS ...`). Runs with
-    /// `search_path` set to the read-model schema.
+    /// `search_path` set to the read-model schema, in a transaction holding the schema's DDL
+    /// lock, so processes registering it at once take turns.
     async fn setup(&self, conn: &mut PgConnection) -> Result<(), HandlerError>;
     /// Applies one event inside the batch's transaction (with `search_path` set to the
     /// read-model schema).
@@ -82,6 +83,27 @@ fn from_i64(v: Option<i64>) -> Option<Position> {
     v.map(|v| Position(u64::try_from(v).unwrap_or(0)))
 }
 
+/// The key of the advisory lock every DDL transaction on the read-model schema `schema` takes
+/// first (creating the schema and the checkpoint table, a projection's `setup`, a rebuild's
+/// scratch schema and swap). PostgreSQL's `CREATE ... IF NOT EXISTS` is not safe against a
+/// concurrent twin: two sessions both find the name free and the second fails on a catalog
+/// unique index (`pg_namespace_nspname_index`, `pg_type_typname_nsp_index`), so several
+/// processes starting together on a fresh schema take turns instead. FNV-1a, 64 bits: the
+/// same key in every process and version (unlike `std`'s hasher), and a different purpose
+/// prefix from the event store's own locks.
+pub(crate) fn ddl_lock_key(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "strata-read-models"
+        .bytes()
+        .chain([0u8])
+        .chain(schema.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
 /// Read models in one PostgreSQL schema. Its pool's sessions have `search_path` set to the
 /// schema, so queries name tables plainly.
 #[derive(Debug, Clone)]
@@ -116,7 +138,12 @@ impl PgReadModels {
             .connect(url)
             .await
             .map_err(db)?;
-        pool.execute(
+        let models = PgReadModels {
+            pool,
+            schema: schema.to_owned(),
+        };
+        let mut tx = models.begin_ddl().await?;
+        tx.execute(
             format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
                  CREATE TABLE IF NOT EXISTS \"{schema}\".strata_projections (
@@ -127,10 +154,21 @@ impl PgReadModels {
         )
         .await
         .map_err(db)?;
-        Ok(PgReadModels {
-            pool,
-            schema: schema.to_owned(),
-        })
+        tx.commit().await.map_err(db)?;
+        Ok(models)
+    }
+
+    /// A transaction holding the schema's DDL lock (see [`ddl_lock_key`]) until it ends.
+    async fn begin_ddl(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ProjectionError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(ddl_lock_key(&self.schema))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(tx)
     }
 
     /// The pool (sessions on the read-model schema), for queries.
@@ -245,7 +283,7 @@ impl PgProjections {
     ) -> Result<Arc<PgEntry>, ProjectionError> {
         let name = projection.name().to_owned();
         self.entries.check_free(&name)?;
-        let mut tx = self.models.pool.begin().await.map_err(db)?;
+        let mut tx = self.models.begin_ddl().await?;
         projection
             .setup(&mut tx)
             .await
@@ -503,7 +541,7 @@ impl PgProjections {
         let fresh = self.rebuild_schema(&name);
         let target = self.models.schema.clone();
         {
-            let mut tx = self.models.pool.begin().await.map_err(db)?;
+            let mut tx = self.models.begin_ddl().await?;
             tx.execute(
                 format!(
                     "DROP SCHEMA IF EXISTS \"{fresh}\" CASCADE; CREATE SCHEMA \"{fresh}\";
@@ -567,7 +605,7 @@ impl PgProjections {
                 locked = Some(entry.apply_lock.lock().await);
             }
         }
-        let mut tx = self.models.pool.begin().await.map_err(db)?;
+        let mut tx = self.models.begin_ddl().await?;
         let old: Vec<String> = sqlx::query_scalar(
             "SELECT tablename::text FROM pg_tables WHERE schemaname = $1
              AND tablename <> 'strata_projections'",

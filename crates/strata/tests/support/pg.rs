@@ -84,8 +84,7 @@ impl Db {
 /// set).
 pub async fn db(prefix: &str) -> Option<Db> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let url = std::env::var("STRATA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = url();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let events = format!("t_{prefix}_ev_{}_{n}", std::process::id());
     let reads = format!("t_{prefix}_rm_{}_{n}", std::process::id());
@@ -104,6 +103,12 @@ pub async fn db(prefix: &str) -> Option<Db> {
         models,
         schemas: [events, reads],
     })
+}
+
+/// The test database: `STRATA_TEST_DATABASE_URL`, or the PostgreSQL this machine runs.
+pub fn url() -> String {
+    std::env::var("STRATA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A `Deposited` event of `amount`.
