@@ -1,8 +1,9 @@
 //! Entry points for the fuzz targets (`fuzz/` and `crates/strata-fuzz`) into parsers that are
 //! otherwise private. Not part of the API: names and shapes may change at any time.
 
-/// Decodes an index file as opening a store does; the number of events it indexes when it
-/// decodes.
+/// Checks and decodes an index file as opening a store does; the number of events it indexes
+/// when it decodes.
 pub fn decode_index(bytes: &[u8]) -> Result<u64, String> {
-    crate::index::Index::decode(bytes).map(|(index, _)| index.next_position())
+    let file = crate::index::IndexFile::check(bytes.to_vec())?;
+    file.decode().map(|index| index.next_position())
 }

@@ -411,7 +411,9 @@ impl Index {
         let raw_entries = &body[at..at + entries_bytes];
         at += entries_bytes;
         let mut read_names = |count: usize| -> Result<Vec<String>, String> {
-            let mut names = Vec::with_capacity(count);
+            // Each name takes at least its 2-byte length: a count the file cannot hold is
+            // refused below, before anything that large is reserved.
+            let mut names = Vec::with_capacity(count.min(body.len().saturating_sub(at) / 2));
             for _ in 0..count {
                 if body.len() < at + 2 {
                     return Err("index file truncated".to_owned());
