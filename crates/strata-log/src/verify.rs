@@ -20,7 +20,9 @@ use crate::store::LOCK_FILE;
 pub struct VerifyReport {
     /// Segment files checked.
     pub segments: u64,
-    /// Events checked (each record's CRC, structure and position).
+    /// Events stored whole: every record of each was checked (CRC, structure, position) and
+    /// its append's commit record is there. Records of a torn last append are checked too but
+    /// not counted: the next open cuts them.
     pub events: u64,
     /// Streams seen.
     pub streams: u64,
@@ -30,7 +32,7 @@ pub struct VerifyReport {
     /// index file places it (`None`: no index file that checks out, so nothing to hold the
     /// log against).
     pub indexed_events: Option<u64>,
-    /// A torn tail that the next open will cut: (file, offset, reason). It lies past every
+    /// A torn tail that the next open will cut: (file, the offset it is cut at, reason). It lies past every
     /// event the index file records, as a write torn by a crash (never acknowledged) does.
     pub torn_tail: Option<(PathBuf, u64, String)>,
 }
@@ -149,7 +151,6 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                 return Err(corruption(off, reason));
             }
             next_position += 1;
-            report.events += 1;
             in_append = !r.is_commit();
             if r.is_commit() {
                 committed_end = off + r.padded_len as u64;
@@ -179,7 +180,14 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                     format!("{reason}; a valid record follows at offset {valid}"),
                 ));
             }
-            report.torn_tail = Some((path.clone(), offset, reason));
+            // The next open cuts at the end of the last whole append, which may be before the
+            // damage (the records of an append whose commit never came).
+            let reason = if offset == committed_end {
+                reason
+            } else {
+                format!("{reason} (at offset {offset})")
+            };
+            report.torn_tail = Some((path.clone(), committed_end, reason));
         }
         report.segments += 1;
         report.bytes += seg
@@ -202,6 +210,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         }
         report.indexed_events = Some(file.events);
     }
+    report.events = committed;
     report.streams = versions.len() as u64;
     Ok(report)
 }

@@ -444,9 +444,14 @@ fn a_hole_in_the_torn_last_batch_is_cut_and_earlier_damage_is_corruption() {
     let mut torn = bytes.clone();
     torn[hole..hole + 2048].fill(0);
     std::fs::write(&seg, &torn).unwrap();
-    assert!(strata_log::verify(dir.path()).unwrap().torn_tail.is_some());
+    let report = strata_log::verify(dir.path()).unwrap();
+    // verify counts what open keeps, and names where open cuts: the end of the last whole
+    // append, before the damaged one's intact first records.
+    assert_eq!(report.events, before.len() as u64);
+    let (_, cut_at, _) = report.torn_tail.clone().unwrap();
     let store = LogStore::open(dir.path()).unwrap();
-    assert!(store.open_report().truncated.is_some());
+    let (_, _, cut_to) = store.open_report().truncated.clone().unwrap();
+    assert_eq!(cut_at, cut_to);
     assert_eq!(all_events(&store), before);
     drop(store);
 
