@@ -81,8 +81,44 @@ impl<'de> Visitor<'de> for Check {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.inner()?;
-        while map.next_key_seed(inner)?.is_some() {
+        while map.next_key_seed(Key)?.is_some() {
             map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+/// Object keys that serde_json takes for its own markers when they come first in an object
+/// (with its `raw_value` and `arbitrary_precision` features, which readers of Strata's pages
+/// may have on): such an object does not parse as a `Value` there.
+const RESERVED_KEYS: [&str; 2] = [
+    "$serde_json::private::RawValue",
+    "$serde_json::private::Number",
+];
+
+/// An object key: any string but serde_json's markers.
+#[derive(Clone, Copy)]
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<(), E> {
+        if RESERVED_KEYS.contains(&key) {
+            return Err(E::custom(format_args!(
+                "the object key {key:?} is reserved: JSON readers built on serde_json take it for a marker"
+            )));
         }
         Ok(())
     }
@@ -138,6 +174,21 @@ mod tests {
             assert!(serde_json::from_slice::<serde_json::Value>(fine).is_ok());
             assert!(check(fine, Some(JSON_NESTING_MAX_DEPTH)).is_ok());
         }
+    }
+
+    #[test]
+    fn serde_json_markers_are_refused_as_keys() {
+        // With its `raw_value` feature, serde_json reads the first as the number 1 (a reader
+        // would see another value than the one stored) and refuses the second.
+        for bad in [
+            &br#"{"a":[{"$serde_json::private::RawValue":"1"}]}"#[..],
+            br#"{"$serde_json::private::RawValue":[1]}"#,
+            br#"{"x":1,"$serde_json::private::Number":"1"}"#,
+        ] {
+            let e = check(bad, Some(JSON_NESTING_MAX_DEPTH)).unwrap_err();
+            assert!(e.to_string().contains("is reserved"), "{e}");
+        }
+        assert!(check(br#"{"$serde_json::private::RawValueX":1}"#, None).is_ok());
     }
 
     #[test]

@@ -347,7 +347,8 @@ pub fn append_body(data: &[u8]) {
 }
 
 /// Stored metadata (`Metadata::from_bytes`). Property: it accepts exactly what parses as a
-/// JSON object (or nothing but whitespace), and its map is that object.
+/// JSON object (or nothing but whitespace), but for serde_json's marker keys, and its map is
+/// that object.
 pub fn metadata(data: &[u8]) {
     let checked = Metadata::from_bytes(data);
     let blank = data.trim_ascii().is_empty();
@@ -356,6 +357,8 @@ pub fn metadata(data: &[u8]) {
         (Ok(m), _) if blank => assert!(m.is_empty()),
         (Ok(m), Ok(map)) => assert_eq!(m.as_map(), &map, "the map differs from a plain parse"),
         (Err(_), Err(_)) => {}
+        // serde_json's marker keys are refused even where a map parse takes them.
+        (Err(e), Ok(_)) if e.to_string().contains("is reserved") => {}
         (Ok(_), Err(e)) => panic!("metadata accepted what a map parse refuses: {e}"),
         (Err(e), Ok(_)) => panic!("metadata refused what a map parse accepts: {e}"),
     }
