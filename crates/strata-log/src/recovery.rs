@@ -263,6 +263,64 @@ pub(crate) fn corruption_after(seg: &Segment, from: u64) -> Result<Option<u64>, 
     Ok(None)
 }
 
+/// How a scanned segment ends, after its last whole append.
+pub(crate) enum SegmentEnd {
+    /// Right after it.
+    Clean,
+    /// The writer's preallocated zeros follow it: cut them quietly.
+    Preallocated,
+    /// A torn last write follows it (never acknowledged): cut it. The reason says what was
+    /// found, and where when that is past the cut.
+    Torn(String),
+}
+
+/// Classifies how `seg` ends, from its scan: `end`, whether an append was still open (records
+/// without their commit) and where its last whole append ends. Damage in a sealed segment, or
+/// followed by a record that proves it was once durable, is corruption. Opening and
+/// `strata verify` both decide with this, so they agree.
+pub(crate) fn classify_end(
+    seg: &Segment,
+    end: ScanEnd,
+    open_append: bool,
+    committed_end: u64,
+    sealed: bool,
+) -> Result<SegmentEnd, OpenError> {
+    let (bad_offset, reason, damaged) = match end {
+        ScanEnd::Clean if !open_append => return Ok(SegmentEnd::Clean),
+        // The file ends inside an append: its last records (the commit among them) never
+        // reached the disk. Nothing is damaged.
+        ScanEnd::Clean => (
+            committed_end,
+            "an append without its commit record".to_owned(),
+            false,
+        ),
+        ScanEnd::Invalid { offset, reason } => (offset, reason, true),
+    };
+    if !sealed && damaged && bad_offset == committed_end && zeros_to_end(seg, committed_end)? {
+        return Ok(SegmentEnd::Preallocated);
+    }
+    let corruption = |reason: String| OpenError::Corruption {
+        file: seg.path.clone(),
+        offset: bad_offset,
+        reason,
+    };
+    if sealed {
+        return Err(corruption(reason));
+    }
+    if damaged {
+        if let Some(valid) = corruption_after(seg, bad_offset)? {
+            return Err(corruption(format!(
+                "{reason}; a valid record follows at offset {valid}, so this is not a torn write"
+            )));
+        }
+    }
+    Ok(SegmentEnd::Torn(if bad_offset == committed_end {
+        reason
+    } else {
+        format!("{reason} (at offset {bad_offset})")
+    }))
+}
+
 /// The last segment file, whose header never became durable: a crash while it was being
 /// created, before anything was acknowledged in it (unless the index file says otherwise).
 pub(crate) struct Unfinished {
@@ -797,53 +855,24 @@ pub(crate) fn recover(
             .size()
             .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
         let sealed = no != last_no;
-        let problem = match end {
-            ScanEnd::Clean if pending.is_empty() => None,
-            ScanEnd::Clean => Some((
-                committed_end,
-                "an append without its commit record".to_owned(),
-                None,
-            )),
-            ScanEnd::Invalid { offset, reason } => Some((offset, reason, Some(offset))),
-        };
-        // The writer's preallocated zeros after the last commit: cut them quietly.
-        let preallocated = !sealed
-            && matches!(&problem, Some((bad, _, Some(_))) if *bad == committed_end)
-            && zeros_to_end(seg, committed_end)?;
-        if preallocated {
-            tail_cut = Some(TailCut {
-                seg: seg.clone(),
-                from_len: file_len,
-                to_len: committed_end,
-                torn: None,
-            });
-        } else if let Some((bad_offset, reason, search_from)) = problem {
-            if sealed {
-                return Err(OpenError::Corruption {
-                    file: seg.path.clone(),
-                    offset: bad_offset,
-                    reason,
+        match classify_end(seg, end, !pending.is_empty(), committed_end, sealed)? {
+            SegmentEnd::Clean => {}
+            SegmentEnd::Preallocated => {
+                tail_cut = Some(TailCut {
+                    seg: seg.clone(),
+                    from_len: file_len,
+                    to_len: committed_end,
+                    torn: None,
                 });
             }
-            if let Some(from) = search_from {
-                if let Some(valid) = corruption_after(seg, from)? {
-                    return Err(OpenError::Corruption {
-                        file: seg.path.clone(),
-                        offset: bad_offset,
-                        reason: format!(
-                            "{reason}; a valid record follows at offset {valid}, so this is \
-                             not a torn write"
-                        ),
-                    });
-                }
+            SegmentEnd::Torn(reason) => {
+                tail_cut = Some(TailCut {
+                    seg: seg.clone(),
+                    from_len: file_len,
+                    to_len: committed_end,
+                    torn: Some(reason),
+                });
             }
-            // A torn tail.
-            tail_cut = Some(TailCut {
-                seg: seg.clone(),
-                from_len: file_len,
-                to_len: committed_end,
-                torn: Some(reason),
-            });
         }
         tail_len = committed_end;
     }

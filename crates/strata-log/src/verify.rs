@@ -10,8 +10,8 @@ use crate::format::SEGMENT_HEADER_BYTES;
 use crate::index::{loc, IndexFile};
 use crate::io::StdVfs;
 use crate::recovery::{
-    corruption_after, list_segments, missing_acknowledged, open_segments, read_index_file,
-    scan_segment, zeros_to_end, ScanEnd, INDEX_FILE, SEGMENTS_DIR,
+    classify_end, list_segments, missing_acknowledged, open_segments, read_index_file,
+    scan_segment, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
 };
 use crate::store::LOCK_FILE;
 
@@ -158,36 +158,12 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             }
             Ok(())
         })?;
-        let problem = match end {
-            ScanEnd::Clean if !in_append => None,
-            ScanEnd::Clean => Some((
-                committed_end,
-                "an append without its commit record".to_owned(),
-            )),
-            ScanEnd::Invalid { offset, reason } => Some((offset, reason)),
-        };
-        // The writer's preallocated zeros after the last commit are not a torn write.
-        let preallocated = last
-            && matches!(&problem, Some((offset, _)) if *offset == committed_end)
-            && zeros_to_end(seg, committed_end)?;
-        if let Some((offset, reason)) = problem.filter(|_| !preallocated) {
-            if !last {
-                return Err(corruption(offset, reason));
+        match classify_end(seg, end, in_append, committed_end, !last)? {
+            SegmentEnd::Clean | SegmentEnd::Preallocated => {}
+            // The next open cuts at the end of the last whole append.
+            SegmentEnd::Torn(reason) => {
+                report.torn_tail = Some((path.clone(), committed_end, reason));
             }
-            if let Some(valid) = corruption_after(seg, offset)? {
-                return Err(corruption(
-                    offset,
-                    format!("{reason}; a valid record follows at offset {valid}"),
-                ));
-            }
-            // The next open cuts at the end of the last whole append, which may be before the
-            // damage (the records of an append whose commit never came).
-            let reason = if offset == committed_end {
-                reason
-            } else {
-                format!("{reason} (at offset {offset})")
-            };
-            report.torn_tail = Some((path.clone(), committed_end, reason));
         }
         report.segments += 1;
         report.bytes += seg
