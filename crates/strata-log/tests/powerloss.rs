@@ -611,13 +611,26 @@ impl Run {
     async fn recover(&mut self) -> Check {
         self.store = None;
         self.restart()?;
-        if self.rng.below(4) == 0 {
+        // What `strata verify` says of the state power loss left, before anything repairs it.
+        let raw = strata_log::verify(&self.dir);
+        let crash_in_recovery = self.rng.below(4) == 0;
+        if crash_in_recovery {
             let at = self.rng.range(1, 12);
             self.note(format!("power will be lost at operation {at} of recovery"));
             self.vfs.crash_after(at);
         }
         let store = self.open().await?;
         self.vfs.disarm();
+        if !crash_in_recovery {
+            // Open and verify read the same state: they agree on it.
+            let raw = raw.map_err(|e| format!("verify refused a state that open took: {e}"))?;
+            ensure!(
+                raw.events == store.open_report().events,
+                "verify counted {} events where open kept {}",
+                raw.events,
+                store.open_report().events
+            );
+        }
         self.check_recovered(&store).await?;
         // The store accepts appends again (the next phase appends) and verify passes.
         drop(store);
