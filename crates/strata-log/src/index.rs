@@ -441,13 +441,15 @@ impl Index {
         index.event_ids.reserve(n);
         index.ids.reserve(n);
         // Number streams and types as the file does, so entries can be pushed resolved.
-        for sid in &stream_ids {
-            if index.stream_no_or_insert(sid) as usize + 1 != index.streams.len() {
+        // A name seen before gets its earlier number, not the next one (the name right before
+        // it included).
+        for (i, sid) in stream_ids.iter().enumerate() {
+            if index.stream_no_or_insert(sid) as usize != i {
                 return Err("index file names a stream twice".to_owned());
             }
         }
-        for t in &type_names {
-            if index.type_no_or_insert(t) as usize + 1 != index.types.len() {
+        for (i, t) in type_names.iter().enumerate() {
+            if index.type_no_or_insert(t) as usize != i {
                 return Err("index file names an event type twice".to_owned());
             }
         }
