@@ -213,9 +213,11 @@ pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
 
 /// The SQLSTATEs of [`is_unavailable`]: class 08 (connection exception), class 57 (operator
 /// intervention: admin or crash shutdown, a cancelled statement, the server starting or
-/// stopping) and 53300 (too many connections).
+/// stopping), 53300 (too many connections) and 25006 (a read-only transaction: the host is a
+/// hot standby, as when a failover left this connection on the old primary's replica; the
+/// statement changed nothing, and the new primary takes the retry).
 fn unavailable_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("57") || code == "53300"
+    code.starts_with("08") || code.starts_with("57") || code == "53300" || code == "25006"
 }
 
 /// Whether the error ended the session itself (the connection is gone, not just the
@@ -326,7 +328,7 @@ mod tests {
     #[test]
     fn ended_sessions_and_refused_connections_are_unavailable() {
         for code in [
-            "57P01", "57P02", "57P03", "57014", "08006", "08003", "08P01", "53300",
+            "57P01", "57P02", "57P03", "57014", "08006", "08003", "08P01", "53300", "25006",
         ] {
             assert!(unavailable_sqlstate(code), "{code}");
         }
