@@ -320,8 +320,39 @@ async fn three_servers_on_one_database_give_every_subscriber_the_same_order() {
     for s in subscribers {
         s.abort();
     }
+
+    // Each server's /metrics carries the watermark gauges; /ready answers with the head.
+    for url in &urls {
+        let metrics = http_get(url, "/metrics").await;
+        assert!(
+            metrics.starts_with("HTTP/1.1 200")
+                && metrics.contains("\nstrata_pg_watermark_blocked_seconds ")
+                && metrics.contains("\nstrata_pg_read_your_writes_waits_total "),
+            "{url}/metrics: {metrics}"
+        );
+        let ready = http_get(url, "/ready").await;
+        assert!(
+            ready.starts_with("HTTP/1.1 200") && ready.contains("\"status\":\"ready\""),
+            "{url}/ready: {ready}"
+        );
+    }
     drop(store);
     drop(conn);
     drop(servers);
     drop(db);
+}
+
+/// The whole answer (status line, headers, body) to `GET path` on the server at `url`.
+async fn http_get(url: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8(answer).unwrap()
 }

@@ -142,6 +142,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the newest event readers can see; `None` when the store is empty.
     async fn head(&self) -> Result<Option<Position>, ReadError>;
 
+    /// The head as readers see it at this moment, without waiting for anything: unlike
+    /// [`head`](Self::head), not even for this process's own appends to become readable (a
+    /// PostgreSQL store waits up to a second for them while a transaction elsewhere holds the
+    /// watermark). For probes that must answer fast, such as `/ready`. Defaults to `head`.
+    async fn head_now(&self) -> Result<Option<Position>, ReadError> {
+        self.head().await
+    }
+
+    /// Gauges and counters only this backend has, in the Prometheus text format, for a
+    /// server's `/metrics` (PostgreSQL: the `$all` watermark and the transaction holding it).
+    /// Empty by default.
+    async fn backend_metrics(&self) -> Result<String, ReadError> {
+        Ok(String::new())
+    }
+
     /// Whether the store accepts appends right now: `Ok(())`, or the error an append would get
     /// (the embedded store answers [`AppendError::Stopped`] once an I/O error on its write path
     /// has stopped it, until it is reopened). Cheap and without I/O, for readiness probes; an

@@ -59,6 +59,14 @@ impl EventStore for PostgresStore {
         self.head_position().await
     }
 
+    async fn head_now(&self) -> Result<Option<Position>, ReadError> {
+        self.head_now_position().await
+    }
+
+    async fn backend_metrics(&self) -> Result<String, ReadError> {
+        self.metrics_text().await
+    }
+
     fn changes(&self) -> watch::Receiver<u64> {
         self.shared().changes.subscribe()
     }

@@ -285,6 +285,7 @@ struct ReadYourWrites<'a> {
     own: u64,
     started: Instant,
     pause: Duration,
+    counted: bool,
 }
 
 impl<'a> ReadYourWrites<'a> {
@@ -294,6 +295,7 @@ impl<'a> ReadYourWrites<'a> {
             own: store.shared().own_xid.load(Ordering::Acquire),
             started: Instant::now(),
             pause: Duration::from_micros(200),
+            counted: false,
         }
     }
 
@@ -307,6 +309,10 @@ impl<'a> ReadYourWrites<'a> {
         if now >= deadline {
             self.store.report_stall(xmin);
             return false;
+        }
+        if !self.counted {
+            self.counted = true;
+            self.store.shared().stall.count_wait();
         }
         tokio::time::sleep(self.pause.min(deadline - now)).await;
         self.pause = (self.pause * 2).min(Duration::from_millis(20));

@@ -276,6 +276,8 @@ impl Watermark {
 #[derive(Default)]
 pub(crate) struct Stall {
     state: Mutex<Option<StallState>>,
+    /// Reads that waited for this store's own appends to become readable.
+    waits: std::sync::atomic::AtomicU64,
 }
 
 struct StallState {
@@ -309,6 +311,17 @@ impl Stall {
             }
         };
         since.min(started) + Duration::from_millis(limits::READ_YOUR_WRITES_WAIT_MS)
+    }
+
+    /// Counts one read that waits for this store's own appends.
+    pub(crate) fn count_wait(&self) {
+        self.waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reads that waited for this store's own appends since it was opened.
+    pub(crate) fn waits(&self) -> u64 {
+        self.waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the stall at `xmin` is still to be reported (true once per stall).
@@ -375,6 +388,39 @@ impl PostgresStore {
             blocked_for: held.and_then(|_| seconds(waited)).unwrap_or(Duration::ZERO),
             holder,
         })
+    }
+
+    /// How many reads have waited for this store's own appends to become readable in `$all`
+    /// (each at most [`READ_YOUR_WRITES_WAIT_MS`](crate::limits::READ_YOUR_WRITES_WAIT_MS),
+    /// shared by all reads during one stall) since the store was opened. `head_now` never
+    /// waits.
+    pub fn read_your_writes_waits(&self) -> u64 {
+        self.shared().stall.waits()
+    }
+
+    /// The readable head from one query, without the read-your-writes wait `head` does.
+    pub(crate) async fn head_now_position(&self) -> Result<Option<Position>, ReadError> {
+        let row = sqlx::query(&self.shared().sql.head)
+            .fetch_one(self.pool())
+            .await
+            .map_err(read_error)?;
+        let hi: Option<i64> = row.try_get(1).map_err(read_error)?;
+        Ok(hi.map(|h| Position(h as u64)))
+    }
+
+    /// The watermark and the read-your-writes waits as Prometheus text, for `/metrics`.
+    pub(crate) async fn metrics_text(&self) -> Result<String, ReadError> {
+        use std::fmt::Write;
+        let mut text = self.watermark().await?.prometheus();
+        let _ = writeln!(
+            text,
+            "# HELP strata_pg_read_your_writes_waits_total Reads that waited for this \
+             server's own appends to become readable in $all.\n\
+             # TYPE strata_pg_read_your_writes_waits_total counter\n\
+             strata_pg_read_your_writes_waits_total {}",
+            self.read_your_writes_waits()
+        );
+        Ok(text)
     }
 
     /// Logs, once per stall, why this store's own appends are not readable in `$all` yet.

@@ -281,3 +281,70 @@ async fn a_held_watermark_costs_bounded_work_and_names_its_holder() {
     drop(store);
     support::drop_schema(schema).await;
 }
+
+/// `head_now` (what `/ready` asks) answers from one query while a transaction elsewhere holds
+/// the watermark above this store's own append; `head` waits for that append (counted in
+/// `read_your_writes_waits`), and `backend_metrics` (what `/metrics` adds) shows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_now_does_not_wait_for_a_held_watermark() {
+    let (store, schema) = support::connect("wm_now", |o| o).await;
+    let s = StreamId::new("account-1").unwrap();
+    let first = store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![EventData::json("A", &1).unwrap()],
+        )
+        .await
+        .unwrap();
+    // Readable everywhere first (another test's transaction may hold the watermark a moment).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.head_now().await.unwrap() != Some(first.positions[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the first event never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut holder = sqlx::PgConnection::connect(&other_database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    store
+        .append(
+            &s,
+            ExpectedVersion::Exact(0),
+            vec![EventData::json("B", &2).unwrap()],
+        )
+        .await
+        .unwrap();
+
+    let waits = store.read_your_writes_waits();
+    assert_eq!(store.head_now().await.unwrap(), Some(first.positions[0]));
+    assert_eq!(
+        store.read_your_writes_waits(),
+        waits,
+        "head_now waited for the store's own append"
+    );
+    // head does wait (up to READ_YOUR_WRITES_WAIT_MS), then answers what is readable.
+    assert_eq!(store.head().await.unwrap(), Some(first.positions[0]));
+    assert_eq!(store.read_your_writes_waits(), waits + 1);
+
+    let metrics = store.backend_metrics().await.unwrap();
+    assert!(
+        metrics.contains("\nstrata_pg_watermark_held_back_positions ")
+            && metrics.contains(&format!(
+                "\nstrata_pg_read_your_writes_waits_total {}\n",
+                waits + 1
+            )),
+        "{metrics}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(store);
+    support::drop_schema(schema).await;
+}

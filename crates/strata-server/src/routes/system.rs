@@ -34,7 +34,8 @@ pub(crate) async fn ready(
         }
     };
     let writable = st.store().check_writable();
-    let head = match st.store().head().await {
+    // head_now: a probe answers at once, whatever holds the PostgreSQL watermark.
+    let head = match st.store().head_now().await {
         Ok(head) => head,
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
@@ -102,6 +103,10 @@ pub(crate) async fn metrics(
         "Request-body bytes held now (at most request_bodies_in_flight_max_bytes).",
         st.request_body_bytes_in_flight(),
     );
+    match st.store().backend_metrics().await {
+        Ok(lines) => text.push_str(&lines),
+        Err(e) => tracing::warn!(error = %e, "the store's own metrics are unavailable"),
+    }
     if let Some(control) = st.projections() {
         match control.list().await {
             Ok(infos) => crate::metrics::render_projections(&mut text, &infos),
