@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod domain;
+// The read side (CQRS) needs a read-model store: `--features sqlite`.
+#[cfg(feature = "sqlite")]
 mod read_models;
 
 use std::error::Error;
@@ -175,7 +177,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         past.events_replayed,
         past.balance
     );
+    #[cfg(feature = "sqlite")]
     read_models::demo(&dir).await?;
+    #[cfg(not(feature = "sqlite"))]
+    println!(
+        "\nRead models (CQRS) are in SQLite, a feature of the toolkit: \
+         cargo run --example bank --features sqlite"
+    );
     println!("\nDone. Every state above was rebuilt from events; nothing was updated in place.");
     Ok(())
 }

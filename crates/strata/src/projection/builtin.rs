@@ -1,13 +1,22 @@
 //! Projections that ship with Strata and need no application code, so `strata serve` can host
 //! them: [`EventTypeCounts`], the number of events of each type in each category.
 
+#[cfg(feature = "postgres")]
 use std::collections::BTreeMap;
 
+#[cfg(feature = "postgres")]
 use async_trait::async_trait;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgConnection;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use strata_core::{Filter, RecordedEvent};
 
-use super::{HandlerError, PgProjection, Projection, Sql};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use super::HandlerError;
+#[cfg(feature = "postgres")]
+use super::PgProjection;
+#[cfg(feature = "sqlite")]
+use super::{Projection, Sql};
 
 /// The built-in projections by name, for a command line that hosts them.
 pub const BUILTIN_PROJECTIONS: &[&str] = &[EventTypeCounts::NAME];
@@ -18,8 +27,10 @@ pub const BUILTIN_PROJECTIONS: &[&str] = &[EventTypeCounts::NAME];
 /// ([`PgProjection`]).
 ///
 /// ```
+/// # #[cfg(feature = "sqlite")] {
 /// use strata::projection::{EventTypeCounts, Projection};
 /// assert_eq!(Projection::name(&EventTypeCounts), "event-type-counts");
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EventTypeCounts;
@@ -29,6 +40,7 @@ impl EventTypeCounts {
     pub const NAME: &'static str = "event-type-counts";
 }
 
+#[cfg(feature = "sqlite")]
 impl Projection for EventTypeCounts {
     fn name(&self) -> &str {
         Self::NAME
@@ -72,6 +84,7 @@ impl Projection for EventTypeCounts {
     }
 }
 
+#[cfg(feature = "postgres")]
 #[async_trait]
 impl PgProjection for EventTypeCounts {
     fn name(&self) -> &str {

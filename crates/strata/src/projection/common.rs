@@ -16,8 +16,10 @@ use strata_core::{EventStore, Filter, Position, ReadAllOptions, RecordedEvent, U
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::runner::{ProjectionInfo, ProjectionMode, ProjectionStatus, RebuildProgress};
-use super::{sqlite, HandlerError, ProjectionError};
+use super::model::{ProjectionInfo, ProjectionMode, ProjectionStatus, RebuildProgress};
+#[cfg(feature = "sqlite")]
+use super::sqlite;
+use super::{HandlerError, ProjectionError};
 use crate::limits;
 
 /// A projection's progress as its waiters see it.
@@ -65,6 +67,7 @@ pub(crate) struct Entry<P: ?Sized, C> {
     pub filter: Filter,
     pub mode: ProjectionMode,
     /// What the runner needs besides the projection to reach its read model.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub conn: C,
     /// Serialises the writers of the serving copy (the async task, inline appends, the end of
     /// a rebuild) so their read-then-apply steps do not interleave.
@@ -290,6 +293,7 @@ pub(crate) enum BatchError {
     Db(ProjectionError),
 }
 
+#[cfg(feature = "sqlite")]
 impl From<sqlite::BatchError> for BatchError {
     fn from(e: sqlite::BatchError) -> Self {
         match e {

@@ -5,7 +5,11 @@
 use async_trait::async_trait;
 use strata_core::Position;
 
-use super::{PgProjections, ProjectionError, ProjectionInfo, Projections, RebuildProgress};
+#[cfg(feature = "postgres")]
+use super::PgProjections;
+#[cfg(feature = "sqlite")]
+use super::Projections;
+use super::{ProjectionError, ProjectionInfo, RebuildProgress};
 
 /// The operator's view of a set of running projections.
 ///
@@ -14,6 +18,7 @@ use super::{PgProjections, ProjectionError, ProjectionInfo, Projections, Rebuild
 /// `/projections` endpoints.
 ///
 /// ```
+/// # #[cfg(feature = "sqlite")]
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use strata::projection::{EventTypeCounts, ProjectionControl, Projections, SqliteReadModels};
@@ -51,6 +56,7 @@ pub trait ProjectionControl: Send + Sync + 'static {
     ) -> Result<Option<Position>, ProjectionError>;
 }
 
+#[cfg(feature = "sqlite")]
 #[async_trait]
 impl ProjectionControl for Projections {
     async fn list(&self) -> Result<Vec<ProjectionInfo>, ProjectionError> {
@@ -77,6 +83,7 @@ impl ProjectionControl for Projections {
     }
 }
 
+#[cfg(feature = "postgres")]
 #[async_trait]
 impl ProjectionControl for PgProjections {
     async fn list(&self) -> Result<Vec<ProjectionInfo>, ProjectionError> {

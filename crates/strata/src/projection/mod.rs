@@ -30,27 +30,43 @@
 //! deterministic (a rebuild replays it), and side effects outside the read-model database are
 //! not covered by the transaction.
 
+//! Each read-model store is a cargo feature of `strata`: `sqlite` ([`Projections`],
+//! [`SqliteReadModels`]) and `postgres` ([`PgProjections`], [`PgReadModels`]). This module
+//! always has the types a server or a tool needs to drive projections without a driver
+//! ([`ProjectionControl`], [`ProjectionInfo`], [`ProjectionError`]).
+
 mod builtin;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod common;
 mod control;
+mod model;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod runner;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
-use strata_core::{Filter, Position, ReadError, RecordedEvent, Uuid};
+#[cfg(feature = "sqlite")]
+use strata_core::{Filter, RecordedEvent};
+use strata_core::{Position, ReadError, Uuid};
 
 use crate::limits;
 
 pub use builtin::{EventTypeCounts, BUILTIN_PROJECTIONS};
 pub use control::ProjectionControl;
-pub use postgres::{PgProjection, PgProjections, PgReadModels};
-pub use runner::{
+pub use model::{
     InlineProjections, ProjectedAppendError, ProjectedStore, ProjectionInfo, ProjectionMode,
-    ProjectionStatus, Projections, RebuildProgress,
+    ProjectionStatus, RebuildProgress,
 };
+#[cfg(feature = "postgres")]
+pub use postgres::{PgProjection, PgProjections, PgReadModels};
+#[cfg(feature = "sqlite")]
+pub use runner::Projections;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Sql, SqliteReadModels, StoredProjection};
 
-/// A read model fed by events.
+/// A read model fed by events, stored in SQLite (feature `sqlite`).
 ///
 /// ```
 /// use strata::projection::{HandlerError, Projection, Sql};
@@ -75,6 +91,7 @@ pub use sqlite::{Sql, SqliteReadModels, StoredProjection};
 ///     }
 /// }
 /// ```
+#[cfg(feature = "sqlite")]
 pub trait Projection: Send + Sync + 'static {
     /// A stable name: the key of its checkpoint and status.
     fn name(&self) -> &str;
@@ -107,12 +124,14 @@ impl HandlerError {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl From<rusqlite::Error> for HandlerError {
     fn from(e: rusqlite::Error) -> Self {
         HandlerError(format!("sql: {e}"))
     }
 }
 
+#[cfg(feature = "postgres")]
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
         HandlerError(format!("sql: {e}"))

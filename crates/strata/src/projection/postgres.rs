@@ -28,7 +28,7 @@ use strata_core::{
 use strata_postgres::PostgresStore;
 
 use super::common::{self, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored};
-use super::runner::{
+use super::model::{
     append_then_apply, InlineProjections, ProjectedAppendError, ProjectionInfo, ProjectionMode,
     RebuildProgress,
 };
