@@ -12,7 +12,10 @@
 //!  24  segment number (u64)        8
 //!  32  first position (u64)        8
 //!  40  created at, µs (i64)        8
-//!  48  reserved, zero              12
+//!  48  flags (u8)                  1   bit 0 = batch marks (HEADER_FLAG_BATCH_MARKS): the
+//!                                      segment's records carry FLAG_BATCH_START; other
+//!                                      bits zero
+//!  49  reserved, zero              11
 //!  60  CRC32C of bytes 0..60       4
 //!
 //! record (64-byte header + variable part + padding)
@@ -27,7 +30,9 @@
 //!  56  stream id length (u16)
 //!  58  event type length (u16)
 //!  60  content type length (u8)
-//!  61  flags (u8): bit 0 = COMMIT, set on the last event of an append
+//!  61  flags (u8): bit 0 = COMMIT, set on the last event of an append;
+//!      bit 1 = BATCH_START, set on the first record of a write batch (only in segments
+//!      with batch marks); other bits zero (a record with any other bit set is refused)
 //!  62  reserved, zero (u16)
 //!  64  stream id, event type, content type, metadata, data
 //! ```
