@@ -1,9 +1,11 @@
 //! `cargo bench -p strata --bench projection`: projections on the embedded store.
 //!
-//! - **catch-up**: the bank's `account_balances` projection (examples/bank/read_models.rs)
-//!   over `STRATA_BENCH_EVENTS` events (default 1,000,000: 1,000 accounts, each opened and
-//!   then deposited to / withdrawn from) into SQLite, in batches of
-//!   `PROJECTION_BATCH_MAX_EVENTS` events per transaction. Target: ≥ 100,000 events/s.
+//! - **catch-up**: the bank's `account_balances` projection (examples/bank/read_models.rs, a
+//!   typed `ReadModel`) over `STRATA_BENCH_EVENTS` events (default 1,000,000: 1,000
+//!   accounts, each opened and then deposited to / withdrawn from) into SQLite, in batches of
+//!   `PROJECTION_BATCH_MAX_EVENTS` events per transaction, three times alternating with the
+//!   same SQL over raw events (`UntypedBalances`). Targets: ≥ 100,000 events/s; typed ≥ 0.9×
+//!   untyped.
 //! - **lag**: an async balance projection while `STRATA_BENCH_RATE` single-event appends per
 //!   second (default 10,000, from 16 writers) run for `STRATA_BENCH_SECONDS` (default 5 s).
 //!   The lag of an event is the time from its append being acknowledged to the projection
@@ -27,7 +29,7 @@ mod read_models;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata::projection::{Projections, SqliteReadModels};
+use strata::projection::{HandlerError, Projections, SqliteReadModels, Typed};
 use strata::{EventData, EventStore, ExpectedVersion, StreamId};
 use strata_log::LogStore;
 
@@ -83,25 +85,118 @@ async fn catch_up(base: &std::path::Path) {
         "catch-up: wrote {written} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let models = SqliteReadModels::next_to(&data).unwrap();
-    let projections = Projections::new(Arc::new(store.clone()), models.clone());
-    let started = Instant::now();
-    // Registering an inline projection catches it up from its checkpoint (0) synchronously.
-    projections
-        .inline(read_models::AccountBalances)
-        .await
-        .unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
+    // The typed path (the example's `ReadModel`, events decoded and upcast) against the
+    // untyped one (the same SQL over raw events), alternating, each into a fresh file.
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for (i, typed) in [false, true].into_iter().enumerate() {
+            let path = base.join(format!("catch-up-{round}-{typed}.sqlite"));
+            let models = SqliteReadModels::open(&path).unwrap();
+            let projections = Projections::new(Arc::new(store.clone()), models.clone());
+            let started = Instant::now();
+            // Registering an inline projection catches it up from its checkpoint (0)
+            // synchronously.
+            if typed {
+                projections
+                    .inline(Typed::new(read_models::AccountBalances))
+                    .await
+                    .unwrap();
+            } else {
+                projections.inline(UntypedBalances).await.unwrap();
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let rate = written as f64 / elapsed;
+            println!(
+                "catch-up: account_balances ({}) over {written} events into SQLite: {elapsed:.2} s = {rate:.0} events/s",
+                if typed { "typed" } else { "untyped" }
+            );
+            rates[i].push(rate);
+            let rows: i64 = models
+                .connect()
+                .unwrap()
+                .query_row("SELECT count(*) FROM account_balances", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(rows as u64, accounts);
+            projections.shutdown().await;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (untyped, typed) = (median(&mut rates[0]), median(&mut rates[1]));
     println!(
-        "catch-up: account_balances over {written} events into SQLite: {elapsed:.2} s = {:.0} events/s",
-        written as f64 / elapsed
+        "catch-up: typed {typed:.0} events/s, untyped {untyped:.0} events/s (medians of 3, \
+         alternating): typed = {:.2}x untyped",
+        typed / untyped
     );
-    let rows: i64 = models
-        .connect()
-        .unwrap()
-        .query_row("SELECT count(*) FROM account_balances", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rows as u64, accounts);
+}
+
+/// The balance projection over raw events, digging in JSON by event-type name: the
+/// baseline the typed path is measured against.
+struct UntypedBalances;
+
+impl strata::projection::Projection for UntypedBalances {
+    fn name(&self) -> &str {
+        "account_balances"
+    }
+    fn filter(&self) -> strata::Filter {
+        strata::Filter::default().categories(["account"])
+    }
+    fn tables(&self) -> &[&'static str] {
+        &["account_balances"]
+    }
+    fn setup(&self, sql: &strata::projection::Sql<'_>) -> Result<(), HandlerError> {
+        sql.execute_batch(
+            "CREATE TABLE {account_balances} (
+                 account_id TEXT PRIMARY KEY, owner TEXT, balance INTEGER NOT NULL,
+                 last_updated TEXT NOT NULL)",
+        )
+    }
+    fn apply(
+        &self,
+        sql: &strata::projection::Sql<'_>,
+        event: &strata::RecordedEvent,
+    ) -> Result<(), HandlerError> {
+        let at = event.recorded_at.to_rfc3339();
+        let s = event.stream_id.as_str();
+        let id = s.split_once('-').map_or(s, |(_, id)| id);
+        let data = event
+            .data_json()
+            .ok_or_else(|| HandlerError::new("not JSON"))?;
+        match event.event_type.as_str() {
+            "AccountOpened" => {
+                sql.execute(
+                    "INSERT INTO {account_balances} VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (account_id) DO UPDATE SET owner = ?2, balance = ?3,
+                     last_updated = ?4",
+                    rusqlite::params![
+                        id,
+                        data["owner"].as_str(),
+                        data["initialBalance"].as_i64().unwrap_or(0),
+                        at
+                    ],
+                )?;
+            }
+            "MoneyDeposited" | "MoneyWithdrawn" => {
+                let sign = if event.event_type == "MoneyDeposited" {
+                    1
+                } else {
+                    -1
+                };
+                let amount = data["amount"]
+                    .as_i64()
+                    .ok_or_else(|| HandlerError::new("no amount"))?;
+                sql.execute(
+                    "UPDATE {account_balances} SET balance = balance + ?2, last_updated = ?3
+                     WHERE account_id = ?1",
+                    rusqlite::params![id, sign * amount, at],
+                )?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 async fn lag(base: &std::path::Path) {
@@ -113,7 +208,7 @@ async fn lag(base: &std::path::Path) {
     let models = SqliteReadModels::next_to(&data).unwrap();
     let projections = Projections::new(Arc::new(store.clone()), models);
     projections
-        .spawn(read_models::AccountBalances)
+        .spawn(Typed::new(read_models::AccountBalances))
         .await
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();

@@ -8,32 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::projection::{
-    HandlerError, ProjectedStore, Projection, ProjectionError, Projections, Sql, SqliteReadModels,
+    Envelope, HandlerError, ProjectedStore, ProjectionError, Projections, ReadModel, Sql, Sqlite,
+    SqliteReadModels, Typed,
 };
-use strata::{Filter, RecordedEvent, Repository};
+use strata::{Filter, Repository};
 use strata_log::LogStore;
 
-use crate::domain::{AccountCommand, BankAccount};
+use crate::domain::{AccountCommand, AccountEvent, BankAccount};
 
-/// The account id of an `account-<id>` stream.
-fn account_id(event: &RecordedEvent) -> &str {
-    let s = event.stream_id.as_str();
-    s.split_once('-').map_or(s, |(_, id)| id)
-}
-
-fn amount(event: &RecordedEvent) -> Result<i64, HandlerError> {
-    let data = event
-        .data_json()
-        .ok_or_else(|| HandlerError::new("not JSON"))?;
-    data["amount"]
-        .as_i64()
-        .ok_or_else(|| HandlerError::new("no amount"))
+/// Amounts are stored as SQLite integers.
+fn signed(amount: u64) -> Result<i64, HandlerError> {
+    i64::try_from(amount).map_err(|_| HandlerError::new("amount beyond i64"))
 }
 
 /// `account_balances(account_id, owner, balance, last_updated)`: the mission's balance table.
+/// Its handler matches on the aggregate's own event enum: the events arrive decoded and
+/// upcast, with their envelope (stream, position, recorded-at).
 pub struct AccountBalances;
 
-impl Projection for AccountBalances {
+impl ReadModel<Sqlite> for AccountBalances {
+    type Event = AccountEvent;
     fn name(&self) -> &str {
         "account_balances"
     }
@@ -43,47 +37,44 @@ impl Projection for AccountBalances {
     fn tables(&self) -> &[&'static str] {
         &["account_balances"]
     }
-    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+    fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
         sql.execute_batch(
             "CREATE TABLE {account_balances} (
                  account_id TEXT PRIMARY KEY, owner TEXT, balance INTEGER NOT NULL,
                  last_updated TEXT NOT NULL)",
         )
     }
-    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let at = event.recorded_at.to_rfc3339();
-        let id = account_id(event);
-        match event.event_type.as_str() {
-            "AccountOpened" => {
-                let data = event.data_json().unwrap_or_default();
+    fn apply<'a>(
+        &'a self,
+        sql: &'a Sql<'a>,
+        e: &'a Envelope<'a, AccountEvent>,
+    ) -> Result<(), HandlerError> {
+        let at = e.recorded_at.to_rfc3339();
+        let id = e.stream_key();
+        let change = match &e.event {
+            AccountEvent::AccountOpened {
+                owner,
+                initial_balance,
+            } => {
                 sql.execute(
                     // Idempotent by construction (an upsert), though the checkpoint already
                     // guarantees each event is applied once.
                     "INSERT INTO {account_balances} VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (account_id) DO UPDATE SET owner = ?2, balance = ?3,
                      last_updated = ?4",
-                    rusqlite::params![
-                        id,
-                        data["owner"].as_str(),
-                        data["initialBalance"].as_i64().unwrap_or(0),
-                        at
-                    ],
+                    rusqlite::params![id, owner, signed(*initial_balance)?, at],
                 )?;
+                return Ok(());
             }
-            "MoneyDeposited" | "MoneyWithdrawn" => {
-                let sign = if event.event_type == "MoneyDeposited" {
-                    1
-                } else {
-                    -1
-                };
-                sql.execute(
-                    "UPDATE {account_balances} SET balance = balance + ?2, last_updated = ?3
-                     WHERE account_id = ?1",
-                    rusqlite::params![id, sign * amount(event)?, at],
-                )?;
-            }
-            _ => {}
-        }
+            AccountEvent::MoneyDeposited { amount } => signed(*amount)?,
+            AccountEvent::MoneyWithdrawn { amount } => -signed(*amount)?,
+            AccountEvent::AccountClosed {} => return Ok(()),
+        };
+        sql.execute(
+            "UPDATE {account_balances} SET balance = balance + ?2, last_updated = ?3
+             WHERE account_id = ?1",
+            rusqlite::params![id, change, at],
+        )?;
         Ok(())
     }
 }
@@ -91,7 +82,8 @@ impl Projection for AccountBalances {
 /// `transactions(position, account_id, kind, amount, recorded_at)`: every movement of money.
 pub struct TransactionHistory;
 
-impl Projection for TransactionHistory {
+impl ReadModel<Sqlite> for TransactionHistory {
+    type Event = AccountEvent;
     fn name(&self) -> &str {
         "transaction_history"
     }
@@ -105,7 +97,7 @@ impl Projection for TransactionHistory {
     fn tables(&self) -> &[&'static str] {
         &["transactions"]
     }
-    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+    fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
         sql.execute_batch(
             "CREATE TABLE {transactions} (
                  position INTEGER PRIMARY KEY, account_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -113,23 +105,27 @@ impl Projection for TransactionHistory {
              CREATE INDEX {transactions}_by_account ON {transactions} (account_id, position);",
         )
     }
-    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let amount = match event.event_type.as_str() {
-            "AccountOpened" => event
-                .data_json()
-                .and_then(|d| d["initialBalance"].as_i64())
-                .unwrap_or(0),
-            "MoneyWithdrawn" => -amount(event)?,
-            _ => amount(event)?,
+    fn apply<'a>(
+        &'a self,
+        sql: &'a Sql<'a>,
+        e: &'a Envelope<'a, AccountEvent>,
+    ) -> Result<(), HandlerError> {
+        let amount = match &e.event {
+            AccountEvent::AccountOpened {
+                initial_balance, ..
+            } => signed(*initial_balance)?,
+            AccountEvent::MoneyDeposited { amount } => signed(*amount)?,
+            AccountEvent::MoneyWithdrawn { amount } => -signed(*amount)?,
+            AccountEvent::AccountClosed {} => return Ok(()),
         };
         sql.execute(
             "INSERT OR REPLACE INTO {transactions} VALUES (?1, ?2, ?3, ?4, ?5)",
             rusqlite::params![
-                i64::try_from(event.position.0).unwrap_or(i64::MAX),
-                account_id(event),
-                event.event_type,
+                i64::try_from(e.position.0).unwrap_or(i64::MAX),
+                e.stream_key(),
+                e.event_type,
                 amount,
-                event.recorded_at.to_rfc3339()
+                e.recorded_at.to_rfc3339()
             ],
         )?;
         Ok(())
@@ -139,7 +135,8 @@ impl Projection for TransactionHistory {
 /// `monthly_summary(account_id, month, deposits, withdrawals, transactions)`.
 pub struct MonthlySummary;
 
-impl Projection for MonthlySummary {
+impl ReadModel<Sqlite> for MonthlySummary {
+    type Event = AccountEvent;
     fn name(&self) -> &str {
         "monthly_summary"
     }
@@ -151,7 +148,7 @@ impl Projection for MonthlySummary {
     fn tables(&self) -> &[&'static str] {
         &["monthly_summary"]
     }
-    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+    fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
         sql.execute_batch(
             "CREATE TABLE {monthly_summary} (
                  account_id TEXT NOT NULL, month TEXT NOT NULL, deposits INTEGER NOT NULL,
@@ -159,18 +156,23 @@ impl Projection for MonthlySummary {
                  PRIMARY KEY (account_id, month))",
         )
     }
-    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let (deposit, withdrawal) = match event.event_type.as_str() {
-            "MoneyDeposited" => (amount(event)?, 0),
-            _ => (0, amount(event)?),
+    fn apply<'a>(
+        &'a self,
+        sql: &'a Sql<'a>,
+        e: &'a Envelope<'a, AccountEvent>,
+    ) -> Result<(), HandlerError> {
+        let (deposit, withdrawal) = match &e.event {
+            AccountEvent::MoneyDeposited { amount } => (signed(*amount)?, 0),
+            AccountEvent::MoneyWithdrawn { amount } => (0, signed(*amount)?),
+            _ => return Ok(()),
         };
         sql.execute(
             "INSERT INTO {monthly_summary} VALUES (?1, ?2, ?3, ?4, 1)
              ON CONFLICT (account_id, month) DO UPDATE SET deposits = deposits + ?3,
              withdrawals = withdrawals + ?4, transactions = transactions + 1",
             rusqlite::params![
-                account_id(event),
-                event.recorded_at.format("%Y-%m").to_string(),
+                e.stream_key(),
+                e.recorded_at.format("%Y-%m").to_string(),
                 deposit,
                 withdrawal
             ],
@@ -187,9 +189,9 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
     println!("\nRead models (CQRS): {}", models.path().display());
     let projections = Projections::new(Arc::new(store.clone()), models.clone());
     // Inline: current when the command returns. Async: background tasks with checkpoints.
-    projections.inline(AccountBalances).await?;
-    projections.spawn(TransactionHistory).await?;
-    projections.spawn(MonthlySummary).await?;
+    projections.inline(Typed::new(AccountBalances)).await?;
+    projections.spawn(Typed::new(TransactionHistory)).await?;
+    projections.spawn(Typed::new(MonthlySummary)).await?;
     let accounts =
         Repository::<BankAccount, _>::new(ProjectedStore::new(store.clone(), projections.clone()));
     let query = models.connect()?;
@@ -297,13 +299,19 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
         })
         .await?;
     bar.finish();
-    println!("   swapped in at checkpoint {checkpoint:?}");
+    let at = |p: Option<strata::Position>| p.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    println!("   swapped in at checkpoint {}", at(checkpoint));
 
     println!("5. Projection status:");
     for info in projections.list().await? {
         println!(
-            "   {:<20} {:?} {:?} checkpoint {:?}, lag {} events / {:.3} s",
-            info.name, info.mode, info.status, info.checkpoint, info.lag_events, info.lag_seconds
+            "   {:<20} {:?} {:?} checkpoint {}, lag {} events / {:.3} s",
+            info.name,
+            info.mode,
+            info.status,
+            at(info.checkpoint),
+            info.lag_events,
+            info.lag_seconds
         );
     }
     projections.shutdown().await;

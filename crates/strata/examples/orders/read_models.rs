@@ -7,22 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::projection::{
-    HandlerError, ProjectedStore, Projection, Projections, Sql, SqliteReadModels,
+    Envelope, HandlerError, ProjectedStore, Projections, ReadModel, Sql, Sqlite, SqliteReadModels,
+    Typed,
 };
-use strata::{Filter, RecordedEvent, Repository};
+use strata::{Filter, Repository};
 use strata_log::LogStore;
 
-use crate::domain::{Order, OrderCommand, OrderLine};
+use crate::domain::{Order, OrderCommand, OrderEvent, OrderLine};
 
-fn order_id(event: &RecordedEvent) -> &str {
-    let s = event.stream_id.as_str();
-    s.split_once('-').map_or(s, |(_, id)| id)
+fn cents(total: u64) -> Result<i64, HandlerError> {
+    i64::try_from(total).map_err(|_| HandlerError::new("total beyond i64"))
 }
 
 /// `orders(order_id, customer, status, total_cents)` and `order_status_counts(status, orders)`.
 pub struct OrdersByStatus;
 
-impl Projection for OrdersByStatus {
+impl ReadModel<Sqlite> for OrdersByStatus {
+    type Event = OrderEvent;
     fn name(&self) -> &str {
         "orders_by_status"
     }
@@ -32,7 +33,7 @@ impl Projection for OrdersByStatus {
     fn tables(&self) -> &[&'static str] {
         &["orders", "order_status_counts"]
     }
-    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+    fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
         sql.execute_batch(
             "CREATE TABLE {orders} (order_id TEXT PRIMARY KEY, customer TEXT NOT NULL,
                                     status TEXT NOT NULL, total_cents INTEGER NOT NULL);
@@ -41,26 +42,28 @@ impl Projection for OrdersByStatus {
                                                  orders INTEGER NOT NULL);",
         )
     }
-    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let id = order_id(event);
-        let new_status = match event.event_type.as_str() {
-            "OrderPlaced" => {
-                let data = event.data_json().unwrap_or_default();
+    fn apply<'a>(
+        &'a self,
+        sql: &'a Sql<'a>,
+        e: &'a Envelope<'a, OrderEvent>,
+    ) -> Result<(), HandlerError> {
+        let id = e.stream_key();
+        let new_status = match &e.event {
+            OrderEvent::OrderPlaced {
+                customer,
+                total_cents,
+                ..
+            } => {
                 sql.execute(
                     "INSERT INTO {orders} VALUES (?1, ?2, 'placed', ?3)",
-                    rusqlite::params![
-                        id,
-                        data["customer"].as_str().unwrap_or(""),
-                        data["totalCents"].as_i64().unwrap_or(0)
-                    ],
+                    rusqlite::params![id, customer, cents(*total_cents)?],
                 )?;
                 return bump(sql, "placed", 1);
             }
-            "OrderPaid" => "paid",
-            "OrderShipped" => "shipped",
-            "OrderDelivered" => "delivered",
-            "OrderCancelled" => "cancelled",
-            _ => return Ok(()),
+            OrderEvent::OrderPaid { .. } => "paid",
+            OrderEvent::OrderShipped { .. } => "shipped",
+            OrderEvent::OrderDelivered {} => "delivered",
+            OrderEvent::OrderCancelled { .. } => "cancelled",
         };
         let old: Option<String> = sql.query_row(
             "SELECT status FROM {orders} WHERE order_id = ?1",
@@ -93,7 +96,8 @@ fn bump(sql: &Sql<'_>, status: &str, by: i64) -> Result<(), HandlerError> {
 /// `customer_spend(customer, orders, total_cents)`: what each customer has ordered.
 pub struct CustomerSpend;
 
-impl Projection for CustomerSpend {
+impl ReadModel<Sqlite> for CustomerSpend {
+    type Event = OrderEvent;
     fn name(&self) -> &str {
         "customer_spend"
     }
@@ -105,21 +109,29 @@ impl Projection for CustomerSpend {
     fn tables(&self) -> &[&'static str] {
         &["customer_spend"]
     }
-    fn setup(&self, sql: &Sql<'_>) -> Result<(), HandlerError> {
+    fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
         sql.execute_batch(
             "CREATE TABLE {customer_spend} (customer TEXT PRIMARY KEY, orders INTEGER NOT NULL,
                                             total_cents INTEGER NOT NULL)",
         )
     }
-    fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let data = event.data_json().unwrap_or_default();
+    fn apply<'a>(
+        &'a self,
+        sql: &'a Sql<'a>,
+        e: &'a Envelope<'a, OrderEvent>,
+    ) -> Result<(), HandlerError> {
+        let OrderEvent::OrderPlaced {
+            customer,
+            total_cents,
+            ..
+        } = &e.event
+        else {
+            return Ok(());
+        };
         sql.execute(
             "INSERT INTO {customer_spend} VALUES (?1, 1, ?2) ON CONFLICT (customer)
              DO UPDATE SET orders = orders + 1, total_cents = total_cents + ?2",
-            rusqlite::params![
-                data["customer"].as_str().unwrap_or(""),
-                data["totalCents"].as_i64().unwrap_or(0)
-            ],
+            rusqlite::params![customer, cents(*total_cents)?],
         )?;
         Ok(())
     }
@@ -132,8 +144,8 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
     let models = SqliteReadModels::next_to(&data)?;
     println!("\nRead models (CQRS): {}", models.path().display());
     let projections = Projections::new(Arc::new(store.clone()), models.clone());
-    projections.inline(CustomerSpend).await?;
-    projections.spawn(OrdersByStatus).await?;
+    projections.inline(Typed::new(CustomerSpend)).await?;
+    projections.spawn(Typed::new(OrdersByStatus)).await?;
     let orders =
         Repository::<Order, _>::new(ProjectedStore::new(store.clone(), projections.clone()));
     let query = models.connect()?;
@@ -214,7 +226,8 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
             );
         })
         .await?;
-    println!("   swapped in at checkpoint {checkpoint:?}");
+    let at = checkpoint.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    println!("   swapped in at checkpoint {at}");
     print_counts(&query)?;
     projections.shutdown().await;
     Ok(())

@@ -46,6 +46,8 @@ mod postgres;
 mod runner;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod typed;
 
 #[cfg(feature = "sqlite")]
 use strata_core::{Filter, RecordedEvent};
@@ -65,6 +67,12 @@ pub use postgres::{PgProjection, PgProjections, PgReadModels};
 pub use runner::Projections;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Sql, SqliteReadModels, StoredProjection};
+#[cfg(feature = "sqlite")]
+pub use typed::Sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use typed::{Envelope, ReadModel, ReadModelDb, Typed};
+#[cfg(feature = "postgres")]
+pub use typed::{PgOutput, Postgres};
 
 /// A read model fed by events, stored in SQLite (feature `sqlite`).
 ///
@@ -152,7 +160,8 @@ pub enum ProjectionError {
     /// for this caller. Retry later or answer "not yet".
     #[error(
         "projection {projection} is not yet consistent with position {position}: it has \
-         reached {reached:?} after waiting {waited_ms} ms"
+         reached {} after waiting {waited_ms} ms",
+        reached.map_or_else(|| "no position yet".to_owned(), |p| format!("position {p}"))
     )]
     NotYetConsistent {
         /// The projection.
@@ -167,7 +176,12 @@ pub enum ProjectionError {
     /// The handler kept failing on one event: the projection stopped there. Fix the handler
     /// (or the data) and [`Projections::resume`]; it continues from this event.
     #[error(
-        "projection {projection} failed at position {position:?} (event {event_id:?}): {reason}"
+        "projection {projection} failed{}: {reason}",
+        match (position, event_id) {
+            (Some(p), Some(id)) => format!(" at position {p} (event {id})"),
+            (Some(p), None) => format!(" at position {p}"),
+            _ => String::new(),
+        }
     )]
     Failed {
         /// The projection.
