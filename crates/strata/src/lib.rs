@@ -120,6 +120,7 @@
 
 mod aggregate;
 mod cache;
+mod clock;
 mod codec;
 mod command;
 mod error;
@@ -132,6 +133,7 @@ mod upcast;
 pub use strata_core::*;
 
 pub use aggregate::Aggregate;
+pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::{
     decode_enum_slice, decode_enum_value, encode_enum, enum_variants, DomainEvent, EncodeError,
     EncodedEvent,
