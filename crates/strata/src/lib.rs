@@ -147,6 +147,11 @@ pub use command::{CommandContext, CommandEnvelope};
 pub use error::{ExecuteError, LoadError, TakeSnapshotError};
 pub use repository::{Executed, Loaded, Repository};
 pub use services::{HandleError, HandleWithServices};
+/// `docs/toolkit.md`, whose complete examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/toolkit.md")]
+pub struct ToolkitGuide;
+
 pub use upcast::{
     schema_version_of, with_schema_version, DecodeError, DecodeErrorKind, EventCodec,
     EventEnvelope, UpcastError, Upcasters, SCHEMA_VERSION_KEY,
