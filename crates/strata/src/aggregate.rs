@@ -1,4 +1,6 @@
-//! The [`Aggregate`] trait: what an application writes.
+//! The [`Aggregate`] trait: what an application writes. [`AggregateState`] is the same
+//! minus the decision, for aggregates whose handlers consult services
+//! ([`crate::HandleWithServices`]).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,6 +20,11 @@ use crate::limits;
 /// and `Serialize + DeserializeOwned` so that it can be snapshotted; change
 /// [`Aggregate::SNAPSHOT_SCHEMA_VERSION`] whenever its encoding changes, and old snapshots are
 /// ignored (the aggregate is rebuilt by a full replay) instead of being misread.
+///
+/// `handle` is pure: it sees only the state and the command. An aggregate whose decisions need
+/// outside facts (the time, an exchange rate, whether a name is taken) implements
+/// [`AggregateState`] and [`crate::HandleWithServices`] instead, and gets them from services
+/// the [`crate::Repository`] holds. Every `Aggregate` is both, with no services (`()`).
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -80,7 +87,8 @@ pub trait Aggregate:
 
     /// Decides: the events that `command` causes in the current state, or why it is refused.
     /// Must be pure (no I/O, no clock): on a concurrency conflict the repository reloads and
-    /// calls it again.
+    /// calls it again. A decision that needs the time or other outside facts belongs in
+    /// [`crate::HandleWithServices::handle_with`].
     fn handle(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
 
     /// Evolves: folds one event into the state. Never fails: an event is a fact already
@@ -89,15 +97,79 @@ pub trait Aggregate:
 
     /// The stream of the aggregate with this id: `<CATEGORY>-<id>`.
     fn stream_id(id: &str) -> Result<StreamId, InvalidInput> {
-        if Self::CATEGORY.is_empty() || Self::CATEGORY.contains('-') {
-            return Err(InvalidInput::new(
-                "Aggregate::CATEGORY",
-                format!("{:?} must be non-empty and contain no `-`", Self::CATEGORY),
-            ));
-        }
-        if id.is_empty() {
-            return Err(InvalidInput::new("aggregate id", "must not be empty"));
-        }
-        StreamId::new(format!("{}-{id}", Self::CATEGORY))
+        category_stream_id(Self::CATEGORY, id)
     }
+}
+
+/// An aggregate's state and how events evolve it: everything an [`Aggregate`] declares except
+/// the decision.
+///
+/// Implement it, with [`crate::HandleWithServices`], for an aggregate whose handlers consult
+/// services; implement [`Aggregate`] for one that decides on the state and the command alone.
+/// Every [`Aggregate`] is an `AggregateState` (a blanket implementation forwards each item),
+/// so the [`crate::Repository`] and [`crate::testing::AggregateTest`] work with both. The two
+/// cannot be mixed on one type: an aggregate with services does not implement [`Aggregate`].
+/// (When both traits are in scope, name the one meant in `<T as AggregateState>::CATEGORY`:
+/// a pure aggregate has each item through both.)
+///
+/// The items mean what they mean on [`Aggregate`].
+pub trait AggregateState:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The events this aggregate records.
+    type Event: DomainEvent + Serialize + DeserializeOwned + Clone + std::fmt::Debug;
+    /// The commands it accepts. Cloned when a conflicting command is retried.
+    type Command: Clone + Send + Sync + std::fmt::Debug + 'static;
+    /// Why it refuses a command.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The category: streams are named `<CATEGORY>-<id>` (see [`Aggregate::CATEGORY`]).
+    const CATEGORY: &'static str;
+
+    /// The schema version of the state's snapshot encoding (see
+    /// [`Aggregate::SNAPSHOT_SCHEMA_VERSION`]).
+    const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+    /// Take a snapshot once this many events have been appended since the last one; 0 turns
+    /// snapshots off (see [`Aggregate::SNAPSHOT_INTERVAL`]).
+    const SNAPSHOT_INTERVAL: u64 = limits::SNAPSHOT_INTERVAL_DEFAULT;
+
+    /// Evolves: folds one event into the state. Never fails.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The stream of the aggregate with this id: `<CATEGORY>-<id>`.
+    fn stream_id(id: &str) -> Result<StreamId, InvalidInput> {
+        category_stream_id(Self::CATEGORY, id)
+    }
+}
+
+impl<A: Aggregate> AggregateState for A {
+    type Event = <A as Aggregate>::Event;
+    type Command = <A as Aggregate>::Command;
+    type Error = <A as Aggregate>::Error;
+    const CATEGORY: &'static str = <A as Aggregate>::CATEGORY;
+    const SNAPSHOT_SCHEMA_VERSION: u32 = <A as Aggregate>::SNAPSHOT_SCHEMA_VERSION;
+    const SNAPSHOT_INTERVAL: u64 = <A as Aggregate>::SNAPSHOT_INTERVAL;
+
+    fn apply(&mut self, event: &Self::Event) {
+        <A as Aggregate>::apply(self, event);
+    }
+
+    fn stream_id(id: &str) -> Result<StreamId, InvalidInput> {
+        <A as Aggregate>::stream_id(id)
+    }
+}
+
+/// `<category>-<id>`, refusing an empty or dashed category and an empty id.
+fn category_stream_id(category: &str, id: &str) -> Result<StreamId, InvalidInput> {
+    if category.is_empty() || category.contains('-') {
+        return Err(InvalidInput::new(
+            "Aggregate::CATEGORY",
+            format!("{category:?} must be non-empty and contain no `-`"),
+        ));
+    }
+    if id.is_empty() {
+        return Err(InvalidInput::new("aggregate id", "must not be empty"));
+    }
+    StreamId::new(format!("{category}-{id}"))
 }

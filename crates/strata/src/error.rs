@@ -1,5 +1,7 @@
 //! The toolkit's errors: one enum per operation, each variant something a caller can act on.
 
+use std::convert::Infallible;
+
 use strata_core::{
     ActualVersion, AppendError, ExpectedVersion, InvalidInput, ReadError, SnapshotError, StreamId,
     Uuid,
@@ -50,9 +52,13 @@ pub enum LoadError {
 }
 
 /// Why a command did not record its events.
+///
+/// `E` is the aggregate's refusal; `F` the error of the services its handler consults
+/// ([`crate::HandleWithServices::ServiceError`]): [`Infallible`] for an aggregate without
+/// services, so `ExecuteError<AccountError>` names the whole type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ExecuteError<E: std::error::Error + 'static> {
+pub enum ExecuteError<E: std::error::Error + 'static, F: std::error::Error + 'static = Infallible> {
     /// The aggregate refused the command: a business rule said no. Nothing was written.
     #[error("command rejected: {0}")]
     Rejected(#[source] E),
@@ -81,6 +87,16 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
         /// The command id.
         command_id: Uuid,
     },
+    /// A service the handler consulted could not answer (see
+    /// [`crate::HandleError::Service`]). Not a refusal: the same command may succeed once the
+    /// service answers. Nothing was written.
+    #[error("a service could not answer for {stream}: {source}")]
+    Service {
+        /// The stream.
+        stream: StreamId,
+        /// The service's error.
+        source: F,
+    },
     /// The aggregate could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -102,11 +118,19 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
     },
 }
 
-impl<E: std::error::Error + 'static> ExecuteError<E> {
+impl<E: std::error::Error + 'static, F: std::error::Error + 'static> ExecuteError<E, F> {
     /// The aggregate's refusal, when that is what this is.
     pub fn rejection(&self) -> Option<&E> {
         match self {
             ExecuteError::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The service's error, when a service the handler consulted could not answer.
+    pub fn service_error(&self) -> Option<&F> {
+        match self {
+            ExecuteError::Service { source, .. } => Some(source),
             _ => None,
         }
     }

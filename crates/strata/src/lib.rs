@@ -4,6 +4,10 @@
 //!
 //! - [`Aggregate`]: an application's consistency boundary — its events, commands, a pure
 //!   `handle` that decides and an `apply` that evolves state.
+//! - [`HandleWithServices`]: for an aggregate whose decisions need outside facts — the time
+//!   ([`Clock`]), an exchange rate, whether a name is taken — an async handler that asks the
+//!   services the repository holds ([`Repository::with_services`]); such an aggregate
+//!   implements [`AggregateState`] (everything but the pure `handle`) instead of `Aggregate`.
 //! - [`DomainEvent`]: how events are stored. A serde enum's variant names are the stored event
 //!   types (stable strings chosen by the application), its content the JSON payload.
 //! - [`Repository`]: loads an aggregate (newest snapshot, then the events after it), executes
@@ -120,18 +124,21 @@
 
 mod aggregate;
 mod cache;
+mod clock;
 mod codec;
 mod command;
 mod error;
 pub mod limits;
 pub mod projection;
 mod repository;
+mod services;
 pub mod testing;
 mod upcast;
 
 pub use strata_core::*;
 
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, AggregateState};
+pub use clock::{Clock, FixedClock, SystemClock};
 pub use codec::{
     decode_enum_slice, decode_enum_value, encode_enum, enum_variants, DomainEvent, EncodeError,
     EncodedEvent,
@@ -139,6 +146,12 @@ pub use codec::{
 pub use command::{CommandContext, CommandEnvelope};
 pub use error::{ExecuteError, LoadError, TakeSnapshotError};
 pub use repository::{Executed, Loaded, Repository};
+pub use services::{HandleError, HandleWithServices};
+/// `docs/toolkit.md`, whose complete examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/toolkit.md")]
+pub struct ToolkitGuide;
+
 pub use upcast::{
     schema_version_of, with_schema_version, DecodeError, DecodeErrorKind, EventCodec,
     EventEnvelope, UpcastError, Upcasters, SCHEMA_VERSION_KEY,

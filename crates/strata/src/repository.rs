@@ -11,11 +11,12 @@ use strata_core::{
     ReadStreamOptions, Snapshot, SnapshotStore, StreamId, Timestamp,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::AggregateState;
 use crate::cache::AggregateCache;
 use crate::command::CommandEnvelope;
 use crate::error::{ExecuteError, LoadError, TakeSnapshotError};
 use crate::limits;
+use crate::services::{HandleError, HandleWithServices};
 use crate::upcast::{EventCodec, EventEnvelope, Upcasters};
 
 /// An aggregate's state as loaded, with the version it is at.
@@ -71,7 +72,7 @@ impl<A> Deref for Loaded<A> {
 
 /// What executing a command did.
 #[derive(Debug, Clone)]
-pub struct Executed<A: Aggregate> {
+pub struct Executed<A: AggregateState> {
     /// The aggregate's stream.
     pub stream_id: StreamId,
     /// The stream's version after the command: the version of its last event. `None` only
@@ -91,7 +92,7 @@ pub struct Executed<A: Aggregate> {
     pub snapshot_version: Option<u64>,
 }
 
-impl<A: Aggregate> Deref for Executed<A> {
+impl<A: AggregateState> Deref for Executed<A> {
     type Target = A;
     fn deref(&self) -> &A {
         &self.state
@@ -100,6 +101,10 @@ impl<A: Aggregate> Deref for Executed<A> {
 
 /// Loads and saves aggregates of type `A` in any backend `S` (the embedded log, PostgreSQL,
 /// the in-memory reference store). Cheap to clone; share one between tasks.
+///
+/// It also holds the services `A`'s handlers consult ([`HandleWithServices`]): none for an
+/// [`crate::Aggregate`] ([`Repository::new`]), the aggregate's own otherwise
+/// ([`Repository::with_services`]).
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
@@ -121,8 +126,9 @@ impl<A: Aggregate> Deref for Executed<A> {
 /// assert_eq!(counters.load("7").await?.value, 5);
 /// # Ok(()) }
 /// ```
-pub struct Repository<A: Aggregate, S> {
+pub struct Repository<A: HandleWithServices, S> {
     store: Arc<S>,
+    services: Arc<A::Services>,
     cache: Arc<AggregateCache<A>>,
     codec: EventCodec<A::Event>,
     snapshot_interval: u64,
@@ -131,10 +137,11 @@ pub struct Repository<A: Aggregate, S> {
     _aggregate: PhantomData<fn() -> A>,
 }
 
-impl<A: Aggregate, S> Clone for Repository<A, S> {
+impl<A: HandleWithServices, S> Clone for Repository<A, S> {
     fn clone(&self) -> Self {
         Repository {
             store: Arc::clone(&self.store),
+            services: Arc::clone(&self.services),
             cache: Arc::clone(&self.cache),
             codec: self.codec.clone(),
             snapshot_interval: self.snapshot_interval,
@@ -145,7 +152,7 @@ impl<A: Aggregate, S> Clone for Repository<A, S> {
     }
 }
 
-impl<A: Aggregate, S> fmt::Debug for Repository<A, S> {
+impl<A: HandleWithServices, S> fmt::Debug for Repository<A, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
             .field("category", &A::CATEGORY)
@@ -163,16 +170,35 @@ struct Bound {
     max_position: Option<Position>,
 }
 
-impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
-    /// A repository over `store`, with `A`'s snapshot interval and its events' upcasters.
+impl<A, S> Repository<A, S>
+where
+    A: HandleWithServices<Services = ()>,
+    S: EventStore + SnapshotStore,
+{
+    /// A repository over `store`, with `A`'s snapshot interval and its events' upcasters, for
+    /// an aggregate whose handlers need no services (every [`crate::Aggregate`]).
     pub fn new(store: S) -> Self {
         Self::from_arc(Arc::new(store))
     }
 
-    /// A repository over a shared store.
+    /// A repository over a shared store, for an aggregate without services.
     pub fn from_arc(store: Arc<S>) -> Self {
+        Self::from_arcs(store, Arc::new(()))
+    }
+}
+
+impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
+    /// A repository over `store` that passes `services` to every
+    /// [`HandleWithServices::handle_with`].
+    pub fn with_services(store: S, services: A::Services) -> Self {
+        Self::from_arcs(Arc::new(store), Arc::new(services))
+    }
+
+    /// A repository over a shared store with shared services.
+    pub fn from_arcs(store: Arc<S>, services: Arc<A::Services>) -> Self {
         Repository {
             store,
+            services,
             cache: Arc::new(AggregateCache::new(limits::AGGREGATE_CACHE_ENTRIES_DEFAULT)),
             codec: EventCodec::new(),
             snapshot_interval: A::SNAPSHOT_INTERVAL,
@@ -183,7 +209,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     }
 
     /// Takes a snapshot every `events` events (0: never), instead of
-    /// [`Aggregate::SNAPSHOT_INTERVAL`].
+    /// [`AggregateState::SNAPSHOT_INTERVAL`].
     pub fn with_snapshot_interval(mut self, events: u64) -> Self {
         self.snapshot_interval = events;
         self
@@ -223,6 +249,11 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// The store.
     pub fn store(&self) -> &Arc<S> {
         &self.store
+    }
+
+    /// The services passed to the aggregate's handlers.
+    pub fn services(&self) -> &Arc<A::Services> {
+        &self.services
     }
 
     /// The codec that encodes and decodes (and upcasts) this aggregate's events.
@@ -324,12 +355,14 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     }
 
     /// Executes a command on the aggregate `id`: loads it (from the cache when it is there,
-    /// see [`Repository::with_cache_capacity`]), lets it decide, and appends the events it
-    /// caused with the version it was loaded at as the expected version. When another writer
-    /// got there first, reads what it wrote and decides again, at most
+    /// see [`Repository::with_cache_capacity`]), lets it decide (with the repository's
+    /// services, see [`HandleWithServices`]), and appends the events it caused with the
+    /// version it was loaded at as the expected version. When another writer got there
+    /// first, reads what it wrote and decides again — asking the services again — at most
     /// [`Repository::with_max_retries`] times, then reports [`ExecuteError::Conflict`]. A
     /// refusal or a no-op decided on a cached state is checked against the events stored
-    /// since before it is returned.
+    /// since before it is returned. A service that cannot answer ends the command with
+    /// [`ExecuteError::Service`].
     ///
     /// Every event carries the command's metadata (see [`crate::CommandContext`]). A snapshot
     /// is written when [`Repository::snapshot_interval`] events have accumulated since the
@@ -338,7 +371,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         &self,
         id: &str,
         command: impl Into<CommandEnvelope<A::Command>>,
-    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+    ) -> Result<Executed<A>, ExecuteError<A::Error, A::ServiceError>> {
         let stream = A::stream_id(id).map_err(LoadError::InvalidId)?;
         self.execute_stream(&stream, command).await
     }
@@ -348,7 +381,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         &self,
         stream: &StreamId,
         command: impl Into<CommandEnvelope<A::Command>>,
-    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+    ) -> Result<Executed<A>, ExecuteError<A::Error, A::ServiceError>> {
         let CommandEnvelope { command, context } = command.into();
         let metadata = context.event_metadata();
         // A cached state is used as it is: the append's exact expected version proves it was
@@ -369,7 +402,22 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         };
         let mut attempts = 1u32;
         loop {
-            let decision = loaded.state.handle(command.clone());
+            let decision = match loaded
+                .state
+                .handle_with(command.clone(), &self.services)
+                .await
+            {
+                Ok(events) => Ok(events),
+                Err(HandleError::Rejected(refusal)) => Err(refusal),
+                // Returned as it is, even when decided on a cached state: the failure is a
+                // fact about the service, and deciding again would only ask it again.
+                Err(HandleError::Service(source)) => {
+                    return Err(ExecuteError::Service {
+                        stream: stream.clone(),
+                        source,
+                    })
+                }
+            };
             let appends = matches!(&decision, Ok(events) if !events.is_empty());
             if !appends && !current {
                 let before = loaded.version;
@@ -454,7 +502,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                         %actual,
                         "concurrency conflict; catching up and deciding again"
                     );
-                    // `handle` does not change the state, so catching up from where this
+                    // Deciding does not change the state, so catching up from where this
                     // load stopped gives the same state as a fresh load.
                     self.replay_into(&mut loaded, Bound::default()).await?;
                     self.cache.put(&loaded);
@@ -699,7 +747,7 @@ fn empty<A: Default>(stream: StreamId) -> Loaded<A> {
     }
 }
 
-fn encode_snapshot<A: Aggregate>(
+fn encode_snapshot<A: AggregateState>(
     stream: &StreamId,
     state: &A,
     version: u64,

@@ -30,29 +30,35 @@
 //!     .when(7)
 //!     .then_expect_error(TooBig);
 //! ```
+//!
+//! An aggregate whose handlers consult services ([`crate::HandleWithServices`]) is tested the
+//! same way with [`AggregateTest::when_with`], given the services — a fixed clock, stubs:
+//! `AggregateTest::<Account>::given(events).when_with(command, &services).await?` and then the
+//! same `then_*` checks. Its `Err` is a service that could not answer.
 
 use std::fmt::Debug;
 
 use serde_json::Value;
 use strata_core::{Metadata, Position, RecordedEvent, StreamId, Uuid};
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, AggregateState};
+use crate::services::{HandleError, HandleWithServices};
 use crate::upcast::{with_schema_version, EventCodec};
 
 /// A test of one aggregate: the events given so far.
-pub struct AggregateTest<A: Aggregate> {
+pub struct AggregateTest<A: AggregateState> {
     state: A,
     given: usize,
     codec: EventCodec<A::Event>,
 }
 
-impl<A: Aggregate> Default for AggregateTest<A> {
+impl<A: AggregateState> Default for AggregateTest<A> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<A: Aggregate> AggregateTest<A> {
+impl<A: AggregateState> AggregateTest<A> {
     /// Given no events: the aggregate does not exist yet.
     pub fn new() -> Self {
         AggregateTest {
@@ -98,14 +104,11 @@ impl<A: Aggregate> AggregateTest<A> {
         &self.state
     }
 
-    /// When this command is handled.
-    pub fn when(self, command: A::Command) -> Outcome<A> {
-        let described = format!("{command:?}");
-        let result = self.state.handle(command);
+    fn outcome(self, command: String, result: Result<Vec<A::Event>, A::Error>) -> Outcome<A> {
         Outcome {
             state: self.state,
             given: self.given,
-            command: described,
+            command,
             result,
             codec: self.codec,
         }
@@ -130,8 +133,35 @@ impl<A: Aggregate> AggregateTest<A> {
     }
 }
 
+impl<A: Aggregate> AggregateTest<A> {
+    /// When this command is handled.
+    pub fn when(self, command: <A as Aggregate>::Command) -> Outcome<A> {
+        let described = format!("{command:?}");
+        let result = self.state.handle(command);
+        self.outcome(described, result)
+    }
+}
+
+impl<A: HandleWithServices> AggregateTest<A> {
+    /// When this command is handled with these services. `Err` when a service could not
+    /// answer (a test of that asserts the error); otherwise the outcome to check.
+    pub async fn when_with(
+        self,
+        command: <A as AggregateState>::Command,
+        services: &A::Services,
+    ) -> Result<Outcome<A>, A::ServiceError> {
+        let described = format!("{command:?}");
+        let result = match self.state.handle_with(command, services).await {
+            Ok(events) => Ok(events),
+            Err(HandleError::Rejected(refusal)) => Err(refusal),
+            Err(HandleError::Service(error)) => return Err(error),
+        };
+        Ok(self.outcome(described, result))
+    }
+}
+
 /// What handling the command gave, to check with a `then_*` method.
-pub struct Outcome<A: Aggregate> {
+pub struct Outcome<A: AggregateState> {
     state: A,
     given: usize,
     command: String,
@@ -139,7 +169,7 @@ pub struct Outcome<A: Aggregate> {
     codec: EventCodec<A::Event>,
 }
 
-impl<A: Aggregate> Outcome<A> {
+impl<A: AggregateState> Outcome<A> {
     /// The raw result, for checks the `then_*` methods do not cover.
     pub fn result(&self) -> &Result<Vec<A::Event>, A::Error> {
         &self.result
