@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::projection::{Projections, SqliteReadModels};
+use strata::projection::{Projections, SqliteReadModels, Typed};
 use strata::{EventData, EventStore, ExpectedVersion, StreamId};
 use strata_log::LogStore;
 
@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     let models = SqliteReadModels::next_to(&data)?;
     let projections = Projections::new(Arc::new(store.clone()), models.clone());
-    projections.spawn(read_models::AccountBalances).await?;
+    projections.spawn(Typed::new(read_models::AccountBalances)).await?;
     let head = store.head().await?.unwrap_or_default();
     projections
         .wait_for("account_balances", head, Duration::from_secs(120))
