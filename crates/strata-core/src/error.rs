@@ -120,6 +120,19 @@ pub enum AppendError {
         /// What failed.
         reason: String,
     },
+    /// The append lost a race with a concurrent append (to the same stream, or with the same
+    /// event ids) that the backend could not settle where the append ran: inside a caller's
+    /// database transaction whose id is already assigned, or after the backend's own retries.
+    /// Nothing was written. Run it again (roll the caller's transaction back and run the whole
+    /// transaction again): the new attempt gives the definite answer (success, idempotent
+    /// replay, wrong expected version or event-id conflict).
+    #[error("the append to stream {stream} raced with a concurrent append and wrote nothing; run it again: {reason}")]
+    Race {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the backend met (a unique violation, a deadlock, retries given up), for logs.
+        reason: String,
+    },
     /// The backend failed while writing.
     #[error("storage error: {0}")]
     Storage(String),
@@ -134,6 +147,12 @@ impl AppendError {
     /// Whether this is a [`AppendError::WrongExpectedVersion`].
     pub fn is_wrong_expected_version(&self) -> bool {
         matches!(self, AppendError::WrongExpectedVersion { .. })
+    }
+
+    /// Whether this is an [`AppendError::Race`]: nothing was written, and running the append
+    /// again (in a new transaction, if it ran in one) gives the definite answer.
+    pub fn is_race(&self) -> bool {
+        matches!(self, AppendError::Race { .. })
     }
 }
 
