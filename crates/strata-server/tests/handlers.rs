@@ -18,7 +18,10 @@ use strata_core::{
     RecordedEvent, StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription,
     SubscriptionTarget, Timestamp,
 };
-use strata_server::{app, hash_token, Action, AppState, Role, ServerConfig, TokenConfig, ROUTES};
+use strata_server::{
+    app, hash_token, Action, AppState, ConfigProblem, Role, ServerConfig, TokenConfig, TokenRef,
+    ROUTES,
+};
 use strata_testkit::MemoryStore;
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -1746,4 +1749,61 @@ async fn subscriber_buffers_are_bounded_in_bytes() {
         0,
         "dropped connections give their bytes back"
     );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_every_problem_typed() {
+    let bad = ServerConfig {
+        page_max_events: 0,
+        tokens: vec![
+            TokenConfig::new("", &hash_token(ADMIN), Role::Admin),
+            TokenConfig::new("twice", &hash_token(ADMIN), Role::Reader).with_grant("account-", &[]),
+            TokenConfig::new("short", "abc", Role::Reader),
+        ],
+        ..ServerConfig::default()
+    };
+    let Err(error) = AppState::new(Arc::new(MemoryStore::new()), bad) else {
+        panic!("a bad configuration was accepted");
+    };
+    let twice = TokenRef {
+        index: 1,
+        name: "twice".to_owned(),
+    };
+    assert_eq!(
+        error.problems(),
+        [
+            ConfigProblem::OutOfRange {
+                name: "page_max_events",
+                value: 0,
+                min: 1,
+                max: strata_core::limits::SERVER_PAGE_MAX_EVENTS as u64,
+            },
+            ConfigProblem::EmptyTokenName { index: 0 },
+            ConfigProblem::DuplicateTokenHash {
+                token: twice.clone()
+            },
+            ConfigProblem::EmptyGrantActions {
+                token: twice,
+                grant: 0
+            },
+            ConfigProblem::MalformedTokenHash {
+                token: TokenRef {
+                    index: 2,
+                    name: "short".to_owned()
+                }
+            },
+        ]
+    );
+    // The operator reads one sentence per problem, naming the value.
+    let text = error.to_string();
+    assert!(
+        text.starts_with("page_max_events is 0; it must be between 1 and "),
+        "{text}"
+    );
+    assert!(
+        text.contains("; tokens[1] (\"twice\").sha256 is the same as another token's; "),
+        "{text}"
+    );
+    let sentences: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(text, sentences.join("; "));
 }
