@@ -11,7 +11,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{Either, Full};
 use serde_json::{json, Map, Value};
-use strata_core::{AppendError, ReadError};
+use strata_core::{AppendError, Corruption, ReadError};
 
 /// The media type of problem documents.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -58,8 +58,8 @@ pub enum ErrorCode {
     UriTooLong,
     /// 431: the request's head (request line and headers) is larger than the server reads.
     HeadersTooLarge,
-    /// 500: a stored event failed its integrity checks; `position` names it when known. The
-    /// file and offset are in the server's log, not in the answer.
+    /// 500: a stored event failed its integrity checks; `position` names it when known. Where
+    /// it is stored (a file and offset, a table row) is in the server's log, not in the answer.
     Corruption,
 }
 
@@ -373,9 +373,31 @@ impl From<AppendError> for ApiError {
             )
             .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
             .with_internal(e.to_string()),
+            AppendError::Corruption(c) => corruption(
+                &c,
+                ", so this append (a retry of its event id) cannot be checked against it and \
+                 wrote nothing",
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }
+}
+
+/// `corruption`, naming the event's position when known; where the record is kept (a file
+/// and offset, a table row) goes to the operator's log only.
+fn corruption(c: &Corruption, so: &str) -> ApiError {
+    let what = match c.position {
+        Some(p) => format!("the stored event at position {p}"),
+        None => "a stored event".to_owned(),
+    };
+    ApiError::new(
+        ErrorCode::Corruption,
+        format!(
+            "{what} failed its integrity checks{so}; the server's log names where it is stored"
+        ),
+    )
+    .with("position", json!(c.position.map(|p| p.0)))
+    .with_internal(c.to_string())
 }
 
 impl From<ReadError> for ApiError {
@@ -399,21 +421,7 @@ impl From<ReadError> for ApiError {
             )
             .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
             .with_internal(e.to_string()),
-            ReadError::Corruption { position, .. } => {
-                let what = match position {
-                    Some(p) => format!("the stored event at position {p}"),
-                    None => "a stored event".to_owned(),
-                };
-                ApiError::new(
-                    ErrorCode::Corruption,
-                    format!(
-                        "{what} failed its integrity checks and cannot be read; the server's log names where it is stored"
-                    ),
-                )
-                .with("position", json!(position.map(|p| p.0)))
-                // The file and offset are for the operator's log only.
-                .with_internal(e.to_string())
-            }
+            ReadError::Corruption(c) => corruption(&c, " and cannot be read"),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -431,6 +439,34 @@ mod tests {
             .get(header::RETRY_AFTER)
             .map(|v| v.to_str().unwrap_or_default().to_owned());
         (res.status(), header, code)
+    }
+
+    #[test]
+    fn corruption_names_the_position_and_keeps_the_place_for_the_log() {
+        let c = Corruption::new(
+            strata_core::CorruptionLocation::Row {
+                table: "strata.events".to_owned(),
+                key: "7".to_owned(),
+            },
+            Some(strata_core::Position(7)),
+            "column 5 is not UTF-8",
+        );
+        // A read that meets the row, and an append retrying the event's id.
+        for e in [
+            ApiError::from(ReadError::from(c.clone())),
+            ApiError::from(AppendError::from(c)),
+        ] {
+            assert_eq!(e.code, ErrorCode::Corruption);
+            let doc = e.to_json();
+            assert_eq!(doc["position"], 7);
+            let text = doc.to_string();
+            assert!(text.contains("position 7"), "{text}");
+            for secret in ["strata.events", "row", "UTF-8"] {
+                assert!(!text.contains(secret), "shows {secret}: {text}");
+            }
+            let logged = e.internal.unwrap_or_default();
+            assert!(logged.contains("table strata.events, row 7"), "{logged}");
+        }
     }
 
     #[test]

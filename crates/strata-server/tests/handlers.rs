@@ -13,10 +13,10 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use strata::projection::{EventTypeCounts, Projections, SqliteReadModels};
 use strata_core::{
-    async_trait, AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore,
-    ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    RecordedEvent, StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription,
-    SubscriptionTarget, Timestamp,
+    async_trait, AllPage, AppendError, AppendResult, CategorySummary, Corruption,
+    CorruptionLocation, EventData, EventStore, ExpectedVersion, ListOptions, Page, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
+    StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
 };
 use strata_server::{
     app, hash_token, Action, AppState, ConfigProblem, Role, ServerConfig, TokenConfig, TokenRef,
@@ -47,12 +47,15 @@ struct Faulty {
 impl Faulty {
     fn check(&self, events: &[RecordedEvent]) -> Result<(), ReadError> {
         match events.iter().find(|e| e.position.0 >= 1) {
-            Some(e) if self.corrupt.load(Ordering::SeqCst) => Err(ReadError::Corruption {
-                file: "/var/lib/strata/secret-dir/00000001.seg".to_owned(),
-                offset: 4096,
-                position: Some(e.position),
-                reason: "CRC mismatch".to_owned(),
-            }),
+            Some(e) if self.corrupt.load(Ordering::SeqCst) => Err(Corruption::new(
+                CorruptionLocation::LogFile {
+                    file: format!("{SECRET_DIR}/00000001.seg").into(),
+                    offset: 4096,
+                },
+                Some(e.position),
+                "CRC mismatch",
+            )
+            .into()),
             _ => Ok(()),
         }
     }
