@@ -352,7 +352,7 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
             let store = Arc::new(LogStore::open(dir.join("served")).map_err(|e| e.to_string())?);
             served = Some(store.clone());
             let state = strata_server::AppState::new(store, strata_server::ServerConfig::default())
-                .map_err(|e| e.join("; "))?;
+                .map_err(|e| e.to_string())?;
             let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -431,7 +431,7 @@ async fn transport_floor(connections: usize, secs: f64) -> Result<HttpAppendRow,
     let dir = std::env::temp_dir().join(format!("strata-floor-{}", std::process::id()));
     let store = Arc::new(LogStore::open(&dir).map_err(|e| e.to_string())?);
     let state = strata_server::AppState::new(store, strata_server::ServerConfig::default())
-        .map_err(|e| e.join("; "))?;
+        .map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(strata_server::serve(
         listener,

@@ -261,12 +261,12 @@ pub fn resolve(
     limit!(sse_fan_out_max_bytes, "STRATA_SSE_FAN_OUT_MAX_BYTES", u64);
     server.tokens = file.tokens;
     if let Err(es) = server.validate() {
-        errors.extend(es.into_iter().map(|e| match &file_path {
+        errors.extend(es.problems().iter().map(|e| match &file_path {
             Some(_) => format!(
                 "{} (limits and tokens come from the file and STRATA_* variables)",
                 e
             ),
-            None => e,
+            None => e.to_string(),
         }));
     }
 

@@ -121,8 +121,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         &resolved.projections,
     )
     .await?;
-    let mut state = strata_server::AppState::new(store, resolved.server.clone())
-        .map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let mut state = strata_server::AppState::new(store, resolved.server.clone())?;
     if let Some(h) = &hosted {
         state = state.with_projections(h.control());
     }

@@ -1,6 +1,7 @@
 //! Typed errors, one enum per kind of operation.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use uuid::Uuid;
 
@@ -109,20 +110,104 @@ pub enum AppendError {
     Unavailable(String),
     /// A stored event the append had to read (to answer an idempotent retry) failed its checks
     /// (CRC, length or position). Nothing was written.
-    #[error("corruption in {file} at offset {offset}{}: {reason}", of_position(*.position))]
-    Corruption {
-        /// The file, or table, holding the bad record.
-        file: String,
-        /// Byte offset of the bad record in that file (0 when not applicable).
-        offset: u64,
-        /// The position of the event whose record is bad, when known.
-        position: Option<Position>,
-        /// What failed.
+    #[error(transparent)]
+    Corruption(#[from] Corruption),
+    /// The append lost a race with a concurrent append (to the same stream, or with the same
+    /// event ids) that the backend could not settle where the append ran: inside a caller's
+    /// database transaction whose id is already assigned, or after the backend's own retries.
+    /// Nothing was written. Run it again (roll the caller's transaction back and run the whole
+    /// transaction again): the new attempt gives the definite answer (success, idempotent
+    /// replay, wrong expected version or event-id conflict).
+    #[error("the append to stream {stream} raced with a concurrent append and wrote nothing; run it again: {reason}")]
+    Race {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the backend met (a unique violation, a deadlock, retries given up), for logs.
         reason: String,
     },
     /// The backend failed while writing.
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+/// Where a stored record that failed its checks is kept, in its backend's own terms. It is
+/// for the operator (a log line, `strata verify`); a client is told the event's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptionLocation {
+    /// A file of the embedded log, and the byte offset of the bad record in it.
+    LogFile {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the record's start in `file`.
+        offset: u64,
+    },
+    /// A row of a database table, by its key.
+    Row {
+        /// The table (schema-qualified when the backend knows its schema).
+        table: String,
+        /// The row's key, as text (`42` for position 42).
+        key: String,
+    },
+    /// Somewhere else, described for the operator.
+    Other(String),
+}
+
+impl fmt::Display for CorruptionLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptionLocation::LogFile { file, offset } => {
+                write!(f, "{} at offset {offset}", file.display())
+            }
+            CorruptionLocation::Row { table, key } => write!(f, "table {table}, row {key}"),
+            CorruptionLocation::Other(what) => f.write_str(what),
+        }
+    }
+}
+
+/// A stored record failed its checks (CRC, length, position, or a value its backend cannot
+/// decode): what [`ReadError::Corruption`] and [`AppendError::Corruption`] carry.
+///
+/// ```
+/// use strata_core::{Corruption, CorruptionLocation, Position, ReadError};
+/// let error = ReadError::from(Corruption::new(
+///     CorruptionLocation::LogFile { file: "data/00000000000000000000.seg".into(), offset: 4096 },
+///     Some(Position(17)),
+///     "CRC mismatch",
+/// ));
+/// assert_eq!(
+///     error.to_string(),
+///     "corruption in data/00000000000000000000.seg at offset 4096 (position 17): CRC mismatch"
+/// );
+/// if let ReadError::Corruption(c) = &error {
+///     assert_eq!(c.position, Some(Position(17)));
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corruption in {location}{}: {reason}", of_position(*.position))]
+pub struct Corruption {
+    /// Where the bad record is kept: for the operator.
+    pub location: CorruptionLocation,
+    /// The global position of the event the bad record should hold, when the backend knows
+    /// it (from its index, say). This is what a client may be told.
+    pub position: Option<Position>,
+    /// What failed.
+    pub reason: String,
+}
+
+impl Corruption {
+    /// The record at `location`, meant to hold the event at `position`, failed: `reason`.
+    pub fn new(
+        location: CorruptionLocation,
+        position: Option<Position>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Corruption {
+            location,
+            position,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// " (position N)" when the position is known, for the corruption messages.
@@ -134,6 +219,12 @@ impl AppendError {
     /// Whether this is a [`AppendError::WrongExpectedVersion`].
     pub fn is_wrong_expected_version(&self) -> bool {
         matches!(self, AppendError::WrongExpectedVersion { .. })
+    }
+
+    /// Whether this is an [`AppendError::Race`]: nothing was written, and running the append
+    /// again (in a new transaction, if it ran in one) gives the definite answer.
+    pub fn is_race(&self) -> bool {
+        matches!(self, AppendError::Race { .. })
     }
 }
 
@@ -151,19 +242,8 @@ pub enum ReadError {
     #[error(transparent)]
     Limit(#[from] LimitError),
     /// Stored data failed its checks (CRC, length or position).
-    #[error("corruption in {file} at offset {offset}{}: {reason}", of_position(*.position))]
-    Corruption {
-        /// The file, or table, holding the bad record.
-        file: String,
-        /// Byte offset of the bad record in that file (0 when not applicable).
-        offset: u64,
-        /// The global position of the event the bad record should hold, when the backend
-        /// knows it (from its index, say). This is what a client may be told; `file` and
-        /// `offset` are for the operator.
-        position: Option<Position>,
-        /// What failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Corruption(#[from] Corruption),
     /// The backend could not be reached.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
@@ -178,4 +258,42 @@ pub enum ReadError {
         /// Why it ended.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_backend_names_its_own_corruption_location() {
+        let row = Corruption::new(
+            CorruptionLocation::Row {
+                table: "strata.events".to_owned(),
+                key: "42".to_owned(),
+            },
+            Some(Position(42)),
+            "column event_type is not UTF-8",
+        );
+        assert_eq!(
+            ReadError::from(row.clone()).to_string(),
+            "corruption in table strata.events, row 42 (position 42): column event_type is not UTF-8"
+        );
+        assert!(matches!(
+            AppendError::from(row),
+            AppendError::Corruption(Corruption {
+                location: CorruptionLocation::Row { .. },
+                position: Some(Position(42)),
+                ..
+            })
+        ));
+        let other = Corruption::new(
+            CorruptionLocation::Other("object 7 of bucket b".to_owned()),
+            None,
+            "checksum mismatch",
+        );
+        assert_eq!(
+            AppendError::from(other).to_string(),
+            "corruption in object 7 of bucket b: checksum mismatch"
+        );
+    }
 }

@@ -27,7 +27,9 @@ mod stream_id;
 mod subscription;
 
 pub use async_trait::async_trait;
-pub use error::{ActualVersion, AppendError, InvalidInput, LimitError, ReadError};
+pub use error::{
+    ActualVersion, AppendError, Corruption, CorruptionLocation, InvalidInput, LimitError, ReadError,
+};
 pub use event::{
     timestamp_from_micros, timestamp_to_micros, validate_append, validate_event, AppendResult,
     EventData, ExpectedVersion, Metadata, Position, RecordedEvent, Timestamp, CAUSATION_ID_KEY,

@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 use strata_core::limits::{
     READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS, READ_PARALLEL_THREADS_TOTAL_MAX,
 };
-use strata_core::{Position, ReadError, RecordedEvent};
+use strata_core::{Corruption, CorruptionLocation, Position, ReadError, RecordedEvent};
 
 use crate::format::{decode_record, DecodeError, SegmentHeader};
 use crate::index::{loc_offset, loc_segment, Loc};
@@ -247,11 +247,15 @@ impl Segments {
             let (first_position, first_loc) = items[order[k]];
             let seg_no = loc_segment(first_loc);
             if seg.as_ref().is_none_or(|s| s.header.segment_no != seg_no) {
-                seg = Some(self.get(seg_no).ok_or_else(|| ReadError::Corruption {
-                    file: segment_file_name(seg_no),
-                    offset: loc_offset(first_loc),
-                    position: Some(Position(first_position)),
-                    reason: "the index points into a segment that does not exist".to_owned(),
+                seg = Some(self.get(seg_no).ok_or_else(|| {
+                    Corruption::new(
+                        CorruptionLocation::LogFile {
+                            file: segment_file_name(seg_no).into(),
+                            offset: loc_offset(first_loc),
+                        },
+                        Some(Position(first_position)),
+                        "the index points into a segment that does not exist",
+                    )
                 })?);
             }
             let Some(seg) = seg.as_deref() else {
@@ -318,12 +322,15 @@ impl Segments {
                         };
                         match decode_at(seg, whole, off, position) {
                             Ok(r) => r,
-                            Err(_) => Err(ReadError::Corruption {
-                                file: seg.path.display().to_string(),
-                                offset: off,
-                                position: Some(Position(position)),
-                                reason: "record shorter than its length field".to_owned(),
-                            }),
+                            Err(_) => Err(Corruption::new(
+                                CorruptionLocation::LogFile {
+                                    file: seg.path.clone(),
+                                    offset: off,
+                                },
+                                Some(Position(position)),
+                                "record shorter than its length field",
+                            )
+                            .into()),
                         }
                     }
                 }?;
@@ -396,11 +403,16 @@ fn decode_at(
     offset: u64,
     position: u64,
 ) -> Result<Result<(RecordedEvent, usize), ReadError>, Needed> {
-    let corruption = |reason: String| ReadError::Corruption {
-        file: seg.path.display().to_string(),
-        offset,
-        position: Some(Position(position)),
-        reason,
+    let corruption = |reason: String| -> ReadError {
+        Corruption::new(
+            CorruptionLocation::LogFile {
+                file: seg.path.clone(),
+                offset,
+            },
+            Some(Position(position)),
+            reason,
+        )
+        .into()
     };
     match decode_record(seg.header.salt, bytes) {
         Ok(r) if r.position == position => {

@@ -426,17 +426,7 @@ impl Writer {
             .segments
             .read_events(&items)
             .map_err(|e| match e {
-                ReadError::Corruption {
-                    file,
-                    offset,
-                    position,
-                    reason,
-                } => AppendError::Corruption {
-                    file,
-                    offset,
-                    position,
-                    reason,
-                },
+                ReadError::Corruption(c) => AppendError::Corruption(c),
                 other => AppendError::Storage(other.to_string()),
             })?;
         for (given, stored) in req.events.iter().zip(&events) {

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use strata_core::limits::READ_PARALLEL_MIN_EVENTS;
 use strata_core::{
-    AppendError, EventData, EventStore, ExpectedVersion, Filter, Position, ReadAllOptions,
-    ReadError, ReadStreamOptions, RecordedEvent, StreamId, SubscribeFrom, SubscriptionTarget, Uuid,
+    AppendError, Corruption, CorruptionLocation, EventData, EventStore, ExpectedVersion, Filter,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, SubscribeFrom,
+    SubscriptionTarget, Uuid,
 };
 use strata_log::{LogConfig, LogStore, OpenError};
 
@@ -124,16 +125,17 @@ async fn corrupt_record_reads(map_reads: bool) {
 
     let store = LogStore::open_with(dir.path(), config).unwrap();
     assert!(store.open_report().index_loaded);
+    // The segment file and offset, in the embedded log's terms, for the operator.
+    let at_the_record = CorruptionLocation::LogFile {
+        file: seg.clone(),
+        offset: offset as u64,
+    };
     let is_it = |e: ReadError, path: &str| match e {
-        ReadError::Corruption {
-            file,
-            offset: at,
-            position,
-            ..
-        } => {
+        ReadError::Corruption(Corruption {
+            location, position, ..
+        }) => {
             assert_eq!(position, Some(Position(p)), "{path}");
-            assert_eq!(at, offset as u64, "{path}");
-            assert!(file.ends_with(&format!("{:020}.seg", 0)), "{path}: {file}");
+            assert_eq!(location, at_the_record, "{path}");
         }
         other => panic!("{path}: expected Corruption, got {other:?}"),
     };
@@ -224,13 +226,11 @@ async fn corrupt_record_reads(map_reads: bool) {
         .await
         .unwrap_err()
     {
-        AppendError::Corruption {
-            position,
-            offset: at,
-            ..
-        } => {
+        AppendError::Corruption(Corruption {
+            location, position, ..
+        }) => {
             assert_eq!(position, Some(Position(p)));
-            assert_eq!(at, offset as u64);
+            assert_eq!(location, at_the_record);
         }
         other => panic!("retry: expected Corruption, got {other:?}"),
     }

@@ -351,10 +351,13 @@ pub(crate) async fn run_single(
             tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
         }
     }
-    Err(AppendError::Storage(format!(
-        "gave up after {} retries of an append racing with others",
-        limits::APPEND_RACE_RETRIES_MAX
-    )))
+    Err(AppendError::Race {
+        stream: req.stream.clone(),
+        reason: format!(
+            "gave up after {} retries of an append racing with others",
+            limits::APPEND_RACE_RETRIES_MAX
+        ),
+    })
 }
 
 async fn first_used_id(shared: &Shared, req: &AppendRequest) -> Result<Option<Uuid>, AppendError> {

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Row, ValueRef};
 use strata_core::{
-    limits as core_limits, AllPage, CategorySummary, Direction, ListOptions, Metadata, Page,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
-    StreamSummary, Timestamp, Uuid,
+    limits as core_limits, AllPage, CategorySummary, Corruption, CorruptionLocation, Direction,
+    ListOptions, Metadata, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, StreamId, StreamInfo, StreamSummary, Timestamp, Uuid,
 };
 
 use crate::error::read_error;
@@ -21,13 +21,17 @@ pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A row of the events table (its key is the position) whose values cannot be decoded.
 fn corruption(position: i64, reason: String) -> ReadError {
-    ReadError::Corruption {
-        file: "events".to_owned(),
-        offset: position.max(0) as u64,
-        position: u64::try_from(position).ok().map(Position),
+    Corruption::new(
+        CorruptionLocation::Row {
+            table: "events".to_owned(),
+            key: position.to_string(),
+        },
+        u64::try_from(position).ok().map(Position),
         reason,
-    }
+    )
+    .into()
 }
 
 /// Decodes an event from the columns of [`crate::sql`]'s `EVENT_COLUMNS`, starting at `at`.
@@ -896,6 +900,26 @@ fn backward_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undecodable_row_names_its_table_and_key_not_a_file() {
+        let e = corruption(42, "column 5 is not UTF-8".to_owned());
+        let ReadError::Corruption(c) = &e else {
+            panic!("expected corruption, got {e:?}");
+        };
+        assert_eq!(
+            c.location,
+            CorruptionLocation::Row {
+                table: "events".to_owned(),
+                key: "42".to_owned()
+            }
+        );
+        assert_eq!(c.position, Some(Position(42)));
+        assert_eq!(
+            e.to_string(),
+            "corruption in table events, row 42 (position 42): column 5 is not UTF-8"
+        );
+    }
 
     #[test]
     fn forward_page_cursor_rules() {

@@ -20,17 +20,14 @@ use crate::append::{self, AppendRequest};
 use crate::error::{append_error, constraint, describe, is_unavailable, sqlstate};
 use crate::store::PostgresStore;
 
-/// The start of the message of the [`AppendError::Storage`] returned when an append inside a
-/// caller's transaction lost a race; see [`is_transaction_race`].
-const RACE: &str = "the append raced with another append inside the caller's transaction";
-
 /// Whether `error` (from [`PostgresStore::append_in_transaction`]) means the append lost a
 /// race with a concurrent append (to the same stream, or with the same event ids) after its
 /// transaction id was assigned: it cannot be retried inside that transaction. Roll the
 /// transaction back and run it again; the new attempt gives the definite answer (success,
-/// idempotent replay, wrong expected version or event-id conflict).
+/// idempotent replay, wrong expected version or event-id conflict). The same as matching
+/// [`AppendError::Race`].
 pub fn is_transaction_race(error: &AppendError) -> bool {
-    matches!(error, AppendError::Storage(m) if m.starts_with(RACE))
+    matches!(error, AppendError::Race { .. })
 }
 
 impl PostgresStore {
@@ -50,7 +47,7 @@ impl PostgresStore {
     ///   nothing; a wrong expected version or event-id conflict writes nothing either, and the
     ///   transaction stays usable.
     /// - A race with a concurrent append, once this transaction's id is assigned, cannot be
-    ///   settled inside it: the error satisfies [`is_transaction_race`]; roll back and retry.
+    ///   settled inside it: the error is [`AppendError::Race`]; roll back and retry.
     /// - Wake-ups: after committing, call [`PostgresStore::notify_appended`] so this process's
     ///   subscriptions (and, with notifications on, other processes') wake at once; otherwise
     ///   they see the events at their next poll.
@@ -140,12 +137,12 @@ impl PostgresStore {
                             stream: request.stream.clone(),
                         }
                     }
-                    Ok(_) => race(e),
+                    Ok(_) => race(request, e),
                     Err(e) => append_error(&e),
                 }
             }
             (Some("23505"), Some("idx_aggregate")) | (Some("40P01"), _) | (Some("40001"), _) => {
-                race(e)
+                race(request, e)
             }
             _ => append_error(e),
         }
@@ -226,11 +223,16 @@ impl PostgresStore {
     }
 }
 
-fn race(e: &sqlx::Error) -> AppendError {
-    AppendError::Storage(format!(
-        "{RACE}; roll the transaction back and retry it ({})",
-        describe(e)
-    ))
+/// The race lost after the transaction id was assigned, with the driver's description.
+fn race(request: &AppendRequest, e: &sqlx::Error) -> AppendError {
+    AppendError::Race {
+        stream: request.stream.clone(),
+        reason: format!(
+            "inside the caller's transaction, after its id was assigned ({}); roll the \
+             transaction back and run it again",
+            describe(e)
+        ),
+    }
 }
 
 /// Whether the payloads flagged as JSON can be stored as jsonb, checked before the append (a

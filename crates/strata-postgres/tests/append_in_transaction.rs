@@ -237,7 +237,12 @@ async fn a_lost_race_asks_for_a_new_transaction() {
         .append_in_transaction(&mut tx, &s, ExpectedVersion::Any, vec![ev(2)])
         .await
         .unwrap_err();
-    assert!(is_transaction_race(&err), "{err:?}");
+    // A typed answer to match on, naming the stream.
+    match &err {
+        AppendError::Race { stream, .. } => assert_eq!(stream, &s),
+        other => panic!("expected a race, got {other:?}"),
+    }
+    assert!(err.is_race() && is_transaction_race(&err), "{err:?}");
     tx.rollback().await.unwrap();
     slow.await.unwrap().unwrap();
     // The retry in a new transaction settles it.

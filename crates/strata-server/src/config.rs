@@ -165,14 +165,28 @@ impl ServerConfig {
         !self.tokens.is_empty()
     }
 
-    /// Checks every value; returns one sentence per bad value, naming it.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        let mut range = |name: &str, value: u64, min: u64, max: u64| {
+    /// Checks every value; the error lists every bad value, each naming it.
+    ///
+    /// ```
+    /// use strata_server::{ConfigProblem, ServerConfig};
+    /// let config = ServerConfig { page_max_events: 0, ..ServerConfig::default() };
+    /// let error = config.validate().unwrap_err();
+    /// assert!(matches!(
+    ///     error.problems(),
+    ///     [ConfigProblem::OutOfRange { name: "page_max_events", value: 0, .. }]
+    /// ));
+    /// assert_eq!(error.to_string(), "page_max_events is 0; it must be between 1 and 1000");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut range = |name: &'static str, value: u64, min: u64, max: u64| {
             if !(min..=max).contains(&value) {
-                errors.push(format!(
-                    "{name} is {value}; it must be between {min} and {max}"
-                ));
+                problems.push(ConfigProblem::OutOfRange {
+                    name,
+                    value,
+                    min,
+                    max,
+                });
             }
         };
         range(
@@ -255,17 +269,19 @@ impl ServerConfig {
             1 << 40,
         );
         if self.tokens.len() > limits::SERVER_TOKENS_MAX {
-            errors.push(format!(
-                "{} tokens are configured; the limit is {}",
-                self.tokens.len(),
-                limits::SERVER_TOKENS_MAX
-            ));
+            problems.push(ConfigProblem::TooManyTokens {
+                count: self.tokens.len(),
+                max: limits::SERVER_TOKENS_MAX,
+            });
         }
         let mut seen = std::collections::HashSet::new();
-        for (i, t) in self.tokens.iter().enumerate() {
-            let at = format!("tokens[{i}] ({:?})", t.name);
+        for (index, t) in self.tokens.iter().enumerate() {
+            let token = || TokenRef {
+                index,
+                name: t.name.clone(),
+            };
             if t.name.is_empty() {
-                errors.push(format!("tokens[{i}].name must not be empty"));
+                problems.push(ConfigProblem::EmptyTokenName { index });
             }
             if t.sha256.len() != 64
                 || !t
@@ -273,34 +289,159 @@ impl ServerConfig {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             {
-                errors.push(format!(
-                    "{at}.sha256 must be 64 lower-case hex digits (the SHA-256 of the token; `strata token new` prints one)"
-                ));
+                problems.push(ConfigProblem::MalformedTokenHash { token: token() });
             } else if !seen.insert(t.sha256.clone()) {
-                errors.push(format!("{at}.sha256 is the same as another token's"));
+                problems.push(ConfigProblem::DuplicateTokenHash { token: token() });
             }
             if t.prefixes.len() + t.grants.len() > limits::SERVER_TOKEN_GRANTS_MAX {
-                errors.push(format!(
-                    "{at} has {} prefixes and grants; the limit is {}",
-                    t.prefixes.len() + t.grants.len(),
-                    limits::SERVER_TOKEN_GRANTS_MAX
-                ));
+                problems.push(ConfigProblem::TooManyGrants {
+                    token: token(),
+                    count: t.prefixes.len() + t.grants.len(),
+                    max: limits::SERVER_TOKEN_GRANTS_MAX,
+                });
             }
             for p in t.prefixes.iter().chain(t.grants.iter().map(|g| &g.prefix)) {
                 if p.len() > limits::STREAM_ID_MAX_BYTES {
-                    errors.push(format!("{at}: prefix {p:?} is longer than any stream id"));
+                    problems.push(ConfigProblem::PrefixTooLong {
+                        token: token(),
+                        prefix: p.clone(),
+                    });
                 }
             }
-            for (j, g) in t.grants.iter().enumerate() {
+            for (grant, g) in t.grants.iter().enumerate() {
                 if g.actions.is_empty() {
-                    errors.push(format!("{at}.grants[{j}].actions must not be empty"));
+                    problems.push(ConfigProblem::EmptyGrantActions {
+                        token: token(),
+                        grant,
+                    });
                 }
             }
         }
-        if errors.is_empty() {
+        if problems.is_empty() {
             Ok(())
         } else {
-            Err(errors)
+            Err(ConfigError { problems })
         }
     }
 }
+
+/// One configured token, as [`ConfigProblem`]s name it: `tokens[1] ("billing")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRef {
+    /// Its index in `tokens`.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for TokenRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tokens[{}] ({:?})", self.index, self.name)
+    }
+}
+
+/// One bad value in a [`ServerConfig`]. Each displays as a sentence naming the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// A limit is outside the range the server accepts.
+    #[error("{name} is {value}; it must be between {min} and {max}")]
+    OutOfRange {
+        /// The setting, as named in the configuration file.
+        name: &'static str,
+        /// What it was set to.
+        value: u64,
+        /// The least accepted value.
+        min: u64,
+        /// The greatest accepted value.
+        max: u64,
+    },
+    /// More tokens than `SERVER_TOKENS_MAX`.
+    #[error("{count} tokens are configured; the limit is {max}")]
+    TooManyTokens {
+        /// How many were configured.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A token without a name.
+    #[error("tokens[{index}].name must not be empty")]
+    EmptyTokenName {
+        /// Its index in `tokens`.
+        index: usize,
+    },
+    /// A token's `sha256` is not 64 lower-case hex digits.
+    #[error(
+        "{token}.sha256 must be 64 lower-case hex digits (the SHA-256 of the token; \
+         `strata token new` prints one)"
+    )]
+    MalformedTokenHash {
+        /// The token.
+        token: TokenRef,
+    },
+    /// Two tokens have the same `sha256`.
+    #[error("{token}.sha256 is the same as another token's")]
+    DuplicateTokenHash {
+        /// The later of the two.
+        token: TokenRef,
+    },
+    /// A token has more prefixes and grants than `SERVER_TOKEN_GRANTS_MAX`.
+    #[error("{token} has {count} prefixes and grants; the limit is {max}")]
+    TooManyGrants {
+        /// The token.
+        token: TokenRef,
+        /// Its prefixes and grants together.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A prefix longer than any stream id can be, so it would match nothing.
+    #[error("{token}: prefix {prefix:?} is longer than any stream id")]
+    PrefixTooLong {
+        /// The token.
+        token: TokenRef,
+        /// The prefix.
+        prefix: String,
+    },
+    /// A grant that allows nothing.
+    #[error("{token}.grants[{grant}].actions must not be empty")]
+    EmptyGrantActions {
+        /// The token.
+        token: TokenRef,
+        /// The grant's index in the token's `grants`.
+        grant: usize,
+    },
+}
+
+/// Why a [`ServerConfig`] was refused: every bad value found, in the order of the settings.
+/// Displays as their sentences joined by `"; "`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    /// Every bad value; never empty.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+
+    /// The problems, to own.
+    pub fn into_problems(self) -> Vec<ConfigProblem> {
+        self.problems
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}

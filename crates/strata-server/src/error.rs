@@ -1,9 +1,17 @@
 //! Errors as RFC 9457 problem documents, each with a stable `code`.
+//!
+//! A client is told what failed in general terms, never a file path, an operating-system error
+//! or a backend's message: those go to [`ApiError::internal`], which the router's layer logs
+//! once (at `ERROR` for a 500, `WARN` for a 503) with the request's id. The same id is the
+//! document's `requestId` and the response's `x-request-id`, so an operator finds the log line
+//! a client reports.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{Either, Full};
 use serde_json::{json, Map, Value};
-use strata_core::{AppendError, ReadError};
+use strata_core::{AppendError, Corruption, ReadError};
 
 /// The media type of problem documents.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -36,7 +44,8 @@ pub enum ErrorCode {
     RebuildInProgress,
     /// 429: too many open subscriptions for this token (or this server).
     TooManySubscriptions,
-    /// 500: a failure inside the server; the details are in its log, not in the answer.
+    /// 500: a failure inside the server; the details are in its log (under the request id),
+    /// not in the answer.
     Internal,
     /// 503: the store cannot serve right now (stopped after an I/O error, database down).
     Unavailable,
@@ -49,8 +58,8 @@ pub enum ErrorCode {
     UriTooLong,
     /// 431: the request's head (request line and headers) is larger than the server reads.
     HeadersTooLarge,
-    /// 500: a stored event failed its integrity checks; `position` names it when known. The
-    /// file and offset are in the server's log, not in the answer.
+    /// 500: a stored event failed its integrity checks; `position` names it when known. Where
+    /// it is stored (a file and offset, a table row) is in the server's log, not in the answer.
     Corruption,
 }
 
@@ -129,7 +138,9 @@ impl ErrorCode {
 }
 
 /// An error answered as a problem document. Build with the constructors; `From` conversions
-/// map the store's typed errors.
+/// map the store's typed errors. Answered by a route of [`crate::app`], it gets its
+/// `requestId` and its `internal` detail is logged by the router's layer; a route outside
+/// that router gets neither.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// The stable code.
@@ -138,12 +149,19 @@ pub struct ApiError {
     pub detail: String,
     /// Extra members of the document (`field`, `expected`, `actual`, ...).
     pub extra: Map<String, Value>,
-    /// For internal errors: what really happened, logged once, never sent.
+    /// What really happened (a store's error, with its file path or database message): logged
+    /// once with the request id, never sent.
     pub internal: Option<String>,
     /// Seconds after which the same request may succeed, sent as `Retry-After` (a backend that
     /// is unreachable or dropped the connection; not a store stopped after an I/O error).
     pub retry_after_s: Option<u32>,
+    /// The request's id (its `x-request-id`), sent as `requestId`. The router's layer sets it
+    /// on every problem it answers; a subscription's last `error` event carries it too.
+    pub request_id: Option<String>,
 }
+
+/// The header that carries a request's id, the caller's or a new UUID.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl ApiError {
     /// An error with `code` and `detail`.
@@ -154,7 +172,14 @@ impl ApiError {
             extra: Map::new(),
             internal: None,
             retry_after_s: None,
+            request_id: None,
         }
+    }
+
+    /// Keeps `what` (the store's own error) for the server's log; the client sees `detail`.
+    pub fn with_internal(mut self, what: impl Into<String>) -> Self {
+        self.internal = Some(what.into());
+        self
     }
 
     /// Sends `Retry-After: seconds` with the answer.
@@ -175,12 +200,12 @@ impl ApiError {
 
     /// `internal`: the client gets a generic sentence, the log gets `what`.
     pub fn internal(what: impl Into<String>) -> Self {
-        let mut e = ApiError::new(
+        ApiError::new(
             ErrorCode::Internal,
-            "the server failed to handle the request; the details are in its log",
-        );
-        e.internal = Some(what.into());
-        e
+            "the server failed to handle the request; its log has the details under this \
+             request's id",
+        )
+        .with_internal(what)
     }
 
     /// Adds a member to the document.
@@ -202,9 +227,49 @@ impl ApiError {
             for (k, v) in &self.extra {
                 m.insert(k.clone(), v.clone());
             }
+            if let Some(id) = &self.request_id {
+                m.insert("requestId".to_owned(), Value::String(id.clone()));
+            }
         }
         doc
     }
+
+    /// Logs what really happened, if anything was kept for the log: at `ERROR` for a 500, at
+    /// `WARN` otherwise (a 503: the store is stopped or unreachable), with the request id.
+    pub(crate) fn log(&self) {
+        let Some(what) = &self.internal else {
+            return;
+        };
+        let request_id = self.request_id.as_deref().unwrap_or("-");
+        let code = self.code.as_str();
+        if self.code.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(request_id, code, error = %what, "request failed");
+        } else {
+            tracing::warn!(request_id, code, error = %what, "request failed");
+        }
+    }
+}
+
+/// The router's layer for problem answers, outside the one that puts `x-request-id` on every
+/// response: gives the problem its `requestId` (the header's value) and logs its internal
+/// detail once. Any other response passes as it is.
+pub(crate) fn finish_problem<B>(res: Response<B>) -> Response<Either<B, Full<Bytes>>> {
+    let (mut parts, body) = res.into_parts();
+    let Some(mut error) = parts.extensions.remove::<ApiError>() else {
+        return Response::from_parts(parts, Either::Left(body));
+    };
+    error.request_id = parts
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    error.log();
+    if error.request_id.is_none() {
+        return Response::from_parts(parts, Either::Left(body));
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let doc = Full::new(Bytes::from(error.to_json().to_string()));
+    Response::from_parts(parts, Either::Right(doc))
 }
 
 impl std::fmt::Display for ApiError {
@@ -215,10 +280,6 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(what) = &self.internal {
-            // The one place internal errors are logged; the request span carries the request id.
-            tracing::error!(code = self.code.as_str(), error = %what, "request failed");
-        }
         let status = self.code.status();
         let body = self.to_json().to_string();
         let mut res = (status, body).into_response();
@@ -240,6 +301,8 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"strata\""),
             );
         }
+        // For `finish_problem`, which adds the request id and logs `internal` once.
+        res.extensions_mut().insert(self);
         res
     }
 }
@@ -255,7 +318,7 @@ fn expected_json(e: strata_core::ExpectedVersion) -> Value {
 
 impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
-        match e {
+        match e.clone() {
             AppendError::WrongExpectedVersion {
                 stream,
                 expected,
@@ -284,21 +347,57 @@ impl From<AppendError> for ApiError {
             .with("what", json!(l.what))
             .with("limit", json!(l.max))
             .with("actual", json!(l.actual)),
-            AppendError::Stopped(why) => ApiError::new(
+            AppendError::Stopped(_) => ApiError::new(
                 ErrorCode::Unavailable,
-                format!("the store has stopped accepting appends until it is reopened: {why}"),
-            ),
-            AppendError::Unavailable(why) => ApiError::new(
+                "the store stopped after a storage failure and refuses appends until it is \
+                 reopened; nothing was written",
+            )
+            .with_internal(e.to_string()),
+            AppendError::Unavailable(_) => ApiError::new(
                 ErrorCode::Unavailable,
                 format!(
-                    "the store is unavailable: {why}; nothing was acknowledged, and retrying \
-                     with the same event ids appends the events at most once"
+                    "the store is unavailable: retry after {} s with the same event ids; \
+                     nothing was acknowledged, and the retry appends the events at most once",
+                    crate::limits::UNAVAILABLE_RETRY_AFTER_S
                 ),
             )
-            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S),
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
+            .with_internal(e.to_string()),
+            AppendError::Race { .. } => ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the append raced with concurrent appends and wrote nothing: retry after {} s \
+                     with the same event ids",
+                    crate::limits::UNAVAILABLE_RETRY_AFTER_S
+                ),
+            )
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
+            .with_internal(e.to_string()),
+            AppendError::Corruption(c) => corruption(
+                &c,
+                ", so this append (a retry of its event id) cannot be checked against it and \
+                 wrote nothing",
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }
+}
+
+/// `corruption`, naming the event's position when known; where the record is kept (a file
+/// and offset, a table row) goes to the operator's log only.
+fn corruption(c: &Corruption, so: &str) -> ApiError {
+    let what = match c.position {
+        Some(p) => format!("the stored event at position {p}"),
+        None => "a stored event".to_owned(),
+    };
+    ApiError::new(
+        ErrorCode::Corruption,
+        format!(
+            "{what} failed its integrity checks{so}; the server's log names where it is stored"
+        ),
+    )
+    .with("position", json!(c.position.map(|p| p.0)))
+    .with_internal(c.to_string())
 }
 
 impl From<ReadError> for ApiError {
@@ -313,27 +412,16 @@ impl From<ReadError> for ApiError {
             ReadError::Limit(l) => {
                 ApiError::new(ErrorCode::InvalidRequest, l.to_string()).with("limit", json!(l.max))
             }
-            ReadError::Unavailable(why) => ApiError::new(
+            ReadError::Unavailable(_) => ApiError::new(
                 ErrorCode::Unavailable,
-                format!("the store is unavailable: {why}"),
+                format!(
+                    "the store is unavailable: retry after {} s",
+                    crate::limits::UNAVAILABLE_RETRY_AFTER_S
+                ),
             )
-            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S),
-            ReadError::Corruption { position, .. } => {
-                let what = match position {
-                    Some(p) => format!("the stored event at position {p}"),
-                    None => "a stored event".to_owned(),
-                };
-                let mut error = ApiError::new(
-                    ErrorCode::Corruption,
-                    format!(
-                        "{what} failed its integrity checks and cannot be read; the server's log names where it is stored"
-                    ),
-                )
-                .with("position", json!(position.map(|p| p.0)));
-                // The file and offset are for the operator's log only.
-                error.internal = Some(e.to_string());
-                error
-            }
+            .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
+            .with_internal(e.to_string()),
+            ReadError::Corruption(c) => corruption(&c, " and cannot be read"),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -351,6 +439,34 @@ mod tests {
             .get(header::RETRY_AFTER)
             .map(|v| v.to_str().unwrap_or_default().to_owned());
         (res.status(), header, code)
+    }
+
+    #[test]
+    fn corruption_names_the_position_and_keeps_the_place_for_the_log() {
+        let c = Corruption::new(
+            strata_core::CorruptionLocation::Row {
+                table: "strata.events".to_owned(),
+                key: "7".to_owned(),
+            },
+            Some(strata_core::Position(7)),
+            "column 5 is not UTF-8",
+        );
+        // A read that meets the row, and an append retrying the event's id.
+        for e in [
+            ApiError::from(ReadError::from(c.clone())),
+            ApiError::from(AppendError::from(c)),
+        ] {
+            assert_eq!(e.code, ErrorCode::Corruption);
+            let doc = e.to_json();
+            assert_eq!(doc["position"], 7);
+            let text = doc.to_string();
+            assert!(text.contains("position 7"), "{text}");
+            for secret in ["strata.events", "row", "UTF-8"] {
+                assert!(!text.contains(secret), "shows {secret}: {text}");
+            }
+            let logged = e.internal.unwrap_or_default();
+            assert!(logged.contains("table strata.events, row 7"), "{logged}");
+        }
     }
 
     #[test]

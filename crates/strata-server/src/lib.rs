@@ -64,7 +64,9 @@ use strata::projection::ProjectionControl;
 use strata_core::EventStore;
 
 pub use auth::{hash_token, new_token, Principal};
-pub use config::{Action, GrantConfig, Role, ServerConfig, TokenConfig};
+pub use config::{
+    Action, ConfigError, ConfigProblem, GrantConfig, Role, ServerConfig, TokenConfig, TokenRef,
+};
 pub use error::{ApiError, ErrorCode, PROBLEM_JSON};
 pub use metrics::Metrics;
 pub use routes::{app, ROUTES};
@@ -101,8 +103,9 @@ struct Subscriptions {
 }
 
 impl AppState {
-    /// State over `store`; `config` is validated (the error lists every bad value).
-    pub fn new(store: Arc<dyn EventStore>, config: ServerConfig) -> Result<Self, Vec<String>> {
+    /// State over `store`; `config` is validated (the error lists every bad value; see
+    /// [`ServerConfig::validate`]).
+    pub fn new(store: Arc<dyn EventStore>, config: ServerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let connection_slots =
             Arc::new(tokio::sync::Semaphore::new(config.connections_max as usize));

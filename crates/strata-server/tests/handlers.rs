@@ -13,15 +13,21 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use strata::projection::{EventTypeCounts, Projections, SqliteReadModels};
 use strata_core::{
-    async_trait, AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore,
-    ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    RecordedEvent, StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription,
-    SubscriptionTarget, Timestamp,
+    async_trait, AllPage, AppendError, AppendResult, CategorySummary, Corruption,
+    CorruptionLocation, EventData, EventStore, ExpectedVersion, ListOptions, Page, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
+    StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
 };
-use strata_server::{app, hash_token, Action, AppState, Role, ServerConfig, TokenConfig, ROUTES};
+use strata_server::{
+    app, hash_token, Action, AppState, ConfigProblem, Role, ServerConfig, TokenConfig, TokenRef,
+    ROUTES,
+};
 use strata_testkit::MemoryStore;
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+/// Where [`Faulty`]'s errors say its files are: no answer may show it.
+const SECRET_DIR: &str = "/var/lib/strata/secret-dir";
 
 /// A store that can be made to fail like a stopped log or an unreachable database.
 #[derive(Clone)]
@@ -41,12 +47,15 @@ struct Faulty {
 impl Faulty {
     fn check(&self, events: &[RecordedEvent]) -> Result<(), ReadError> {
         match events.iter().find(|e| e.position.0 >= 1) {
-            Some(e) if self.corrupt.load(Ordering::SeqCst) => Err(ReadError::Corruption {
-                file: "/var/lib/strata/secret-dir/00000001.seg".to_owned(),
-                offset: 4096,
-                position: Some(e.position),
-                reason: "CRC mismatch".to_owned(),
-            }),
+            Some(e) if self.corrupt.load(Ordering::SeqCst) => Err(Corruption::new(
+                CorruptionLocation::LogFile {
+                    file: format!("{SECRET_DIR}/00000001.seg").into(),
+                    offset: 4096,
+                },
+                Some(e.position),
+                "CRC mismatch",
+            )
+            .into()),
             _ => Ok(()),
         }
     }
@@ -61,7 +70,9 @@ impl EventStore for Faulty {
         ev: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(AppendError::Stopped("fdatasync failed: EIO".to_owned()));
+            return Err(AppendError::Stopped(format!(
+                "fdatasync of {SECRET_DIR}/00000003.seg failed: Input/output error (os error 5)"
+            )));
         }
         self.inner.append(s, e, ev).await
     }
@@ -71,7 +82,9 @@ impl EventStore for Faulty {
         o: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(ReadError::Storage("disk on fire".to_owned()));
+            return Err(ReadError::Storage(format!(
+                "reading {SECRET_DIR}/index: disk on fire"
+            )));
         }
         let events = self.inner.read_stream(s, o).await?;
         self.check(&events)?;
@@ -97,7 +110,10 @@ impl EventStore for Faulty {
     }
     async fn head(&self) -> Result<Option<Position>, ReadError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(ReadError::Unavailable("connection refused".to_owned()));
+            return Err(ReadError::Unavailable(
+                "connecting to /run/postgresql/.s.PGSQL.5432: Connection refused (os error 111)"
+                    .to_owned(),
+            ));
         }
         self.inner.head().await
     }
@@ -631,6 +647,7 @@ async fn unavailable_and_internal_errors() {
     assert_eq!(r.status, 503);
     assert_eq!(r.code(), "unavailable");
     assert!(r.json()["detail"].as_str().unwrap().contains("stopped"));
+    assert!(!r.text.contains(SECRET_DIR), "{}", r.text);
     let r = get(app, "/ready").await;
     assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
     // A storage failure is a generic 500: the details stay in the log.
@@ -1608,17 +1625,34 @@ async fn a_corrupt_record_is_a_corruption_problem_naming_its_position() {
         for secret in ["secret-dir", ".seg", "4096", "CRC"] {
             assert!(!r.text.contains(secret), "{uri} shows {secret}: {}", r.text);
         }
+        assert_eq!(
+            r.json()["requestId"],
+            r.headers["x-request-id"].to_str().unwrap()
+        );
     }
     // Reads that do not reach the bad record still work.
     let r = get(app, "/streams/a-1?limit=1").await;
     assert_eq!(r.status, 200, "{}", r.text);
     // A subscription that meets it ends with the same problem, and a resume point.
-    let mut sse = open_sse(app, "/subscriptions/all?from=start", None).await;
+    // Its request id (here the caller's) is in that last word too.
+    let res = app
+        .clone()
+        .oneshot(
+            Request::get("/subscriptions/all?from=start")
+                .header("x-request-id", "sub-7")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "sub-7");
+    let mut sse = res.into_body().into_data_stream();
     let evs = sse_events(&mut sse, &mut String::new(), 1).await;
     assert_eq!(evs[0].0, "error");
     let doc: Value = serde_json::from_str(&evs[0].2).unwrap();
     assert_eq!(doc["code"], "corruption");
     assert_eq!(doc["position"], 1);
+    assert_eq!(doc["requestId"], "sub-7");
     assert!(!evs[0].2.contains("secret-dir"));
     let metrics = get(app, "/metrics").await.text;
     assert!(
@@ -1746,4 +1780,141 @@ async fn subscriber_buffers_are_bounded_in_bytes() {
         0,
         "dropped connections give their bytes back"
     );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_every_problem_typed() {
+    let bad = ServerConfig {
+        page_max_events: 0,
+        tokens: vec![
+            TokenConfig::new("", &hash_token(ADMIN), Role::Admin),
+            TokenConfig::new("twice", &hash_token(ADMIN), Role::Reader).with_grant("account-", &[]),
+            TokenConfig::new("short", "abc", Role::Reader),
+        ],
+        ..ServerConfig::default()
+    };
+    let Err(error) = AppState::new(Arc::new(MemoryStore::new()), bad) else {
+        panic!("a bad configuration was accepted");
+    };
+    let twice = TokenRef {
+        index: 1,
+        name: "twice".to_owned(),
+    };
+    assert_eq!(
+        error.problems(),
+        [
+            ConfigProblem::OutOfRange {
+                name: "page_max_events",
+                value: 0,
+                min: 1,
+                max: strata_core::limits::SERVER_PAGE_MAX_EVENTS as u64,
+            },
+            ConfigProblem::EmptyTokenName { index: 0 },
+            ConfigProblem::DuplicateTokenHash {
+                token: twice.clone()
+            },
+            ConfigProblem::EmptyGrantActions {
+                token: twice,
+                grant: 0
+            },
+            ConfigProblem::MalformedTokenHash {
+                token: TokenRef {
+                    index: 2,
+                    name: "short".to_owned()
+                }
+            },
+        ]
+    );
+    // The operator reads one sentence per problem, naming the value.
+    let text = error.to_string();
+    assert!(
+        text.starts_with("page_max_events is 0; it must be between 1 and "),
+        "{text}"
+    );
+    assert!(
+        text.contains("; tokens[1] (\"twice\").sha256 is the same as another token's; "),
+        "{text}"
+    );
+    let sentences: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(text, sentences.join("; "));
+}
+
+/// Log lines written while it is the thread's default subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn store_failures_are_generic_problems_with_the_request_id_and_logged_once() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let _default = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish(),
+    );
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    append(app, "a-1", json!("any"), vec![one("A", json!(1))]).await;
+    t.store.down.store(true, Ordering::SeqCst);
+    let stopped = append(app, "a-1", json!("any"), vec![one("A", json!(2))]).await;
+    let unreachable = get(app, "/all/head").await;
+    let not_ready = get(app, "/ready").await;
+    let storage = get(app, "/streams/a-1").await;
+    let answers = [
+        (&stopped, 503, "WARN", "fdatasync of"),
+        (&unreachable, 503, "WARN", ".s.PGSQL.5432"),
+        (&not_ready, 503, "WARN", ".s.PGSQL.5432"),
+        (&storage, 500, "ERROR", "disk on fire"),
+    ];
+    let lines = log.lines();
+    for (r, status, level, what) in answers {
+        assert_eq!(r.status, status, "{}", r.text);
+        // Nothing of the store's own error reaches the client.
+        for secret in [SECRET_DIR, "/run/postgresql", "os error", "fire", what] {
+            assert!(!r.text.contains(secret), "shows {secret:?}: {}", r.text);
+        }
+        // The request id is in the body and in the header, the same.
+        let id = r.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        assert_eq!(r.json()["requestId"], id, "{}", r.text);
+        // The log has the whole error once, with that id.
+        let logged: Vec<_> = lines.iter().filter(|l| l.contains(id)).collect();
+        assert_eq!(logged.len(), 1, "{id}: {lines:#?}");
+        assert!(logged[0].contains(level), "{}", logged[0]);
+        assert!(logged[0].contains(what), "{}", logged[0]);
+    }
+    assert_eq!(unreachable.headers["retry-after"], "1");
+    let detail = unreachable.json()["detail"].as_str().unwrap().to_owned();
+    assert_eq!(detail, "the store is unavailable: retry after 1 s");
+    assert!(stopped.headers.get("retry-after").is_none());
+    // A caller's own request id is kept, in the header and in the document.
+    let mine = Request::get("/streams/a-1")
+        .header("x-request-id", "trace-42")
+        .body(Body::empty())
+        .unwrap();
+    let r = send(app, mine).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.headers["x-request-id"], "trace-42");
+    assert_eq!(r.json()["requestId"], "trace-42");
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -23,7 +23,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{finish_problem, ApiError, ErrorCode, REQUEST_ID};
 use crate::AppState;
 
 /// Every route of the API as (method, path template): the OpenAPI document is checked against
@@ -51,8 +51,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API over `state`, with request ids, tracing, metrics and panic safety.
 pub fn app(state: AppState) -> Router {
@@ -101,6 +99,9 @@ pub fn app(state: AppState) -> Router {
                         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                     }),
                 )
+                // Sees responses after the next layer put the request id on them: problems get
+                // it as `requestId`, and their internal detail is logged once with it.
+                .layer(tower::util::MapResponseLayer::new(finish_problem))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
                     ApiError::internal("a handler panicked").into_response()
@@ -185,6 +186,14 @@ fn count_responses(state: &AppState, res: Response) -> Response {
         state.metrics().corruption();
     }
     res
+}
+
+/// The request's id, as the router's first layer set it (the caller's, or a new UUID).
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Authenticates the caller.

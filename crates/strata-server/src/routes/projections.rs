@@ -31,8 +31,9 @@ impl From<ProjectionError> for ApiError {
             ProjectionError::Read(r) => r.into(),
             ProjectionError::ReadModel(why) => ApiError::new(
                 ErrorCode::Unavailable,
-                format!("the read-model database is unavailable: {why}"),
-            ),
+                "the read-model database is unavailable",
+            )
+            .with_internal(format!("read-model database: {why}")),
             other => ApiError::internal(other.to_string()),
         }
     }

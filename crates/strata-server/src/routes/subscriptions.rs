@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use super::all::{check_all, filter};
-use super::{caller, path_param, stream_param};
+use super::{caller, path_param, request_id, stream_param};
 use crate::auth::{forbidden, Principal};
 use crate::config::Action;
 use crate::error::ApiError;
@@ -134,9 +134,7 @@ fn frame_bytes(frame: Frame) -> Bytes {
         Frame::Error(err, resume) => {
             let mut doc = err.to_json();
             doc["resumeAfter"] = json!(resume);
-            if let Some(what) = &err.internal {
-                tracing::error!(error = %what, "subscription failed");
-            }
+            err.log();
             sse_frame("error", None, &doc.to_string())
         }
     }
@@ -405,11 +403,13 @@ async fn follow(
     }
 }
 
+/// Opens the subscription; `request_id` goes into its last `error` event, if it ends with one.
 async fn open(
     st: AppState,
     who: &crate::auth::Principal,
     target: SubscriptionTarget,
     start: Start,
+    request_id: Option<String>,
 ) -> Result<Response, ApiError> {
     let matcher = match &target {
         SubscriptionTarget::All(f) => Matcher::All(f.clone()),
@@ -445,7 +445,10 @@ async fn open(
     let state = st.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        if let Some(last) = follow(&state, &target, &matcher, resume, &out).await {
+        if let Some(mut last) = follow(&state, &target, &matcher, resume, &out).await {
+            if let Frame::Error(error, _) = &mut last {
+                error.request_id = request_id;
+            }
             let _ = fin_tx.send(last);
         }
     });
@@ -506,7 +509,14 @@ pub(crate) async fn all(
     let f = filter(&q)?;
     check_all(&who, Action::Subscribe, &f)?;
     let start = start(&q, &headers)?;
-    open(st, &who, SubscriptionTarget::All(f), start).await
+    open(
+        st,
+        &who,
+        SubscriptionTarget::All(f),
+        start,
+        request_id(&headers),
+    )
+    .await
 }
 
 /// `GET /subscriptions/streams/{stream}`
@@ -527,7 +537,14 @@ pub(crate) async fn stream(
         ));
     }
     let start = start(&q, &headers)?;
-    open(st, &who, SubscriptionTarget::Stream(stream), start).await
+    open(
+        st,
+        &who,
+        SubscriptionTarget::Stream(stream),
+        start,
+        request_id(&headers),
+    )
+    .await
 }
 
 /// `GET /subscriptions/categories/{category}`
@@ -570,5 +587,12 @@ pub(crate) async fn category(
     f.validate()
         .map_err(|e| ApiError::invalid("eventType", e.to_string()))?;
     let start = start(&q, &headers)?;
-    open(st, &who, SubscriptionTarget::All(f), start).await
+    open(
+        st,
+        &who,
+        SubscriptionTarget::All(f),
+        start,
+        request_id(&headers),
+    )
+    .await
 }

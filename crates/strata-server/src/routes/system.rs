@@ -38,19 +38,20 @@ pub(crate) async fn ready(
     let head = match st.store().head_now().await {
         Ok(head) => head,
         Err(e) => {
-            tracing::warn!(error = %e, "not ready");
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "the store does not answer reads right now",
             )
-            .with("writable", json!(writable.is_ok())));
+            .with("writable", json!(writable.is_ok()))
+            .with_internal(format!("not ready: {e}")));
         }
     };
     match writable {
         Err(e) if for_writes => Err(ApiError::new(
             ErrorCode::Unavailable,
-            format!("the store answers reads but refuses appends: {e}"),
+            "the store answers reads but refuses appends",
         )
+        .with_internal(format!("not ready for writes: {e}"))
         .with("writable", json!(false))
         .with("head", json!(head.map(|p| p.0)))),
         writable => Ok(json_response(&json!({
