@@ -20,8 +20,12 @@ use strata_core::{
 };
 use tokio::sync::watch;
 
-use crate::query::encode;
-use crate::wire::{append_body, event_from_json};
+use strata_wire::append_body;
+use strata_wire::query::encode;
+
+fn event_from_json(v: &Value) -> Result<RecordedEvent, String> {
+    strata_wire::parse_event(v.to_string().as_bytes()).map_err(|e| e.to_string())
+}
 
 /// Why a request failed before the server could answer it with a problem document.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 use strata_core::limits;
+use strata_wire::ErrorCode;
 
 fn problem(description: &str) -> Value {
     json!({
@@ -275,11 +276,7 @@ fn schemas() -> Value {
                 "type": { "type": "string" },
                 "title": { "type": "string" },
                 "status": { "type": "integer" },
-                "code": { "type": "string", "enum": [
-                    "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
-                    "method_not_allowed", "wrong_expected_version", "event_id_conflict",
-                    "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
-                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout", "uri_too_long", "headers_too_large", "corruption"] },
+                "code": { "type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str) },
                 "detail": { "type": "string" },
                 "field": { "type": "string" },
                 "position": { "type": "integer", "nullable": true, "description": "`corruption`: the position of the event that failed its integrity checks, when known." },

@@ -122,7 +122,7 @@ fn frame_bytes(frame: Frame) -> Bytes {
             out.freeze()
         }
         Frame::Lagged(resume) => sse_frame(
-            "lagged",
+            strata_wire::sse::LAGGED,
             resume,
             &json!({
                 "code": "slow_subscriber",
@@ -137,7 +137,7 @@ fn frame_bytes(frame: Frame) -> Bytes {
             if let Some(what) = &err.internal {
                 tracing::error!(error = %what, "subscription failed");
             }
-            sse_frame("error", None, &doc.to_string())
+            sse_frame(strata_wire::sse::ERROR, None, &doc.to_string())
         }
     }
 }
