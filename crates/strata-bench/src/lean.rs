@@ -4,7 +4,7 @@
 //! status and where it ends.
 //!
 //! The load generator shares the machine with the server, so every microsecond it spends is one
-//! the server does not get; the general-purpose client ([`strata_server::client::Client`]) costs
+//! the server does not get; the general-purpose client ([`strata_client::Client`]) costs
 //! several times more per request. The measurement stays honest: each request is a real
 //! `POST /streams/{stream}` of one event with its own event id, and only a complete `200`
 //! answer (sent once the event is durable) counts; anything else is an error.

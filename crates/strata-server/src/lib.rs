@@ -34,7 +34,6 @@
 #![forbid(unsafe_code)]
 
 mod auth;
-pub mod client;
 mod config;
 mod connections;
 mod error;
