@@ -110,6 +110,9 @@ impl EventStore for Client {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
+        // The store's own checks, so that bad input and limits are the same typed errors as
+        // from any store, rather than the server's refusal of the request.
+        strata_core::validate_append(&events)?;
         let answer = self
             .append_raw(stream.as_str(), expected, &events)
             .await
@@ -186,6 +189,7 @@ impl EventStore for Client {
     }
 
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
+        options.validate()?;
         let page: ListPage<StreamSummary> = self
             .get(&paths::streams_path(&options))
             .await
@@ -200,6 +204,7 @@ impl EventStore for Client {
         &self,
         options: ListOptions,
     ) -> Result<Page<CategorySummary>, ReadError> {
+        options.validate()?;
         let page: ListPage<CategorySummary> = self
             .get(&paths::categories_path(&options))
             .await

@@ -87,7 +87,8 @@ pub fn read_all_path(o: &ReadAllOptions) -> String {
     p
 }
 
-/// A page of the stream listing, `/streams?...`.
+/// A page of the stream listing, `/streams?...`. An empty prefix is left out, as in
+/// [`filter_query`].
 pub fn streams_path(o: &ListOptions) -> String {
     list_path("/streams", o)
 }
@@ -103,7 +104,7 @@ fn list_path(base: &str, o: &ListOptions) -> String {
         p.push_str(&format!("after={}&", encode(a)));
     }
     p.push_str(&format!("limit={}", o.limit));
-    if let Some(x) = &o.prefix {
+    if let Some(x) = o.prefix.as_ref().filter(|x| !x.is_empty()) {
         p.push_str(&format!("&prefix={}", encode(x)));
     }
     p
@@ -116,7 +117,8 @@ pub fn position_at_path(at: Timestamp) -> String {
 }
 
 /// The filter's query parameters (`&eventType=...&category=...&prefix=...`), each with its
-/// leading `&`; empty for the empty filter.
+/// leading `&`; empty for the empty filter. An empty prefix, which every stream has, is left
+/// out (the server refuses `prefix=`).
 pub fn filter_query(f: &Filter) -> String {
     let mut q = String::new();
     for t in &f.event_types {
@@ -125,7 +127,7 @@ pub fn filter_query(f: &Filter) -> String {
     for c in &f.categories {
         q.push_str(&format!("&category={}", encode(c)));
     }
-    if let Some(p) = &f.stream_prefix {
+    if let Some(p) = f.stream_prefix.as_ref().filter(|p| !p.is_empty()) {
         q.push_str(&format!("&prefix={}", encode(p)));
     }
     q
@@ -193,6 +195,17 @@ mod tests {
             categories_path(&o),
             "/categories?after=a%20b&limit=7&prefix=acc%2F"
         );
+        o.prefix = Some(String::new());
+        assert_eq!(streams_path(&o), "/streams?after=a%20b&limit=7");
+    }
+
+    #[test]
+    fn an_empty_prefix_is_no_filter() {
+        let f = Filter::default().stream_prefix("");
+        assert_eq!(filter_query(&f), "");
+        let f = Filter::default().event_types([""]).stream_prefix("a");
+        // An empty event type is the caller's error: it is sent, for the server to refuse.
+        assert_eq!(filter_query(&f), "&eventType=&prefix=a");
     }
 
     #[test]
