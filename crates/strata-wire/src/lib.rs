@@ -47,7 +47,7 @@ pub use append::{
     append_body, expected_to_json, parse_body, AppendBody, Appended, BodyError, EventIn,
     WireExpected,
 };
-pub use event::{event_to_json, parse_event, EventError, EventJson};
+pub use event::{parse_event, EventError, EventJson};
 pub use page::{AllPage, Head, ListPage, PositionAt, StreamPage};
 pub use problem::{ErrorCode, PROBLEM_JSON};
 
