@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use strata_client::Client;
 use strata_core::{EventData, ExpectedVersion};
 use strata_log::LogStore;
-use strata_server::client::Client;
 
 use crate::log::{append_bench, AppendRow};
 use crate::measure::{histogram, Latency, Throughput};
@@ -85,6 +85,27 @@ pub struct HttpBenchReport {
     pub delivery: DeliveryRow,
 }
 
+/// A client of `url`, with `token` when given.
+fn client(url: &str, token: &Option<String>) -> Result<Client, String> {
+    let mut b = Client::builder(url);
+    if let Some(t) = token {
+        b = b.token(t);
+    }
+    b.build().map_err(|e| with_causes(&e))
+}
+
+/// `e` and its causes, joined by `": "`, for the benchmark's error messages.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -129,7 +150,7 @@ async fn http_appends(
     } else {
         for c in 0..connections {
             // One client per connection, so each task really has its own connection.
-            let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+            let client = client(url, token)?;
             tasks.push(tokio::spawn(async move {
                 let stream = format!("bench-http{connections}-{c}");
                 let mut h = histogram();
@@ -231,14 +252,14 @@ async fn delivery(
     // Subscribers first, from now, each on its own connection.
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+        let client = client(url, token)?;
         let mut stream = client
             .sse(
                 &format!("/subscriptions/all?from=end&prefix=bench-live-{run}"),
                 None,
             )
             .await
-            .map_err(|e| format!("subscribing: {e}"))?;
+            .map_err(|e| format!("subscribing: {}", with_causes(&e)))?;
         let all_done = all_done.clone();
         subs.push(tokio::spawn(async move {
             let mut h = histogram();
@@ -273,7 +294,7 @@ async fn delivery(
     let start = Instant::now();
     let mut ws = Vec::new();
     for w in 0..writers {
-        let client = Client::new(url, token.clone(), None).map_err(|e| e.to_string())?;
+        let client = client(url, token)?;
         let sent_at = sent_at.clone();
         ws.push(tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
@@ -296,7 +317,7 @@ async fn delivery(
                     .append_raw(&stream, ExpectedVersion::Any, &events)
                     .await
                 {
-                    return Err(format!("append: {e}"));
+                    return Err(format!("append: {}", with_causes(&e)));
                 }
                 seq += writers * per_append;
             }

@@ -4,7 +4,7 @@
 //! status and where it ends.
 //!
 //! The load generator shares the machine with the server, so every microsecond it spends is one
-//! the server does not get; the general-purpose client ([`strata_server::client::Client`]) costs
+//! the server does not get; the general-purpose client ([`strata_client::Client`]) costs
 //! several times more per request. The measurement stays honest: each request is a real
 //! `POST /streams/{stream}` of one event with its own event id, and only a complete `200`
 //! answer (sent once the event is durable) counts; anything else is an error.
@@ -83,7 +83,7 @@ impl AppendRequest {
         )
         .ok()?
         .with_id(ID_MARK);
-        let body = strata_server::wire::append_body(ExpectedVersion::Any, &[event]);
+        let body = strata_wire::append_body(ExpectedVersion::Any, &[event]);
         let mut bytes = format!(
             "POST {}/streams/{stream} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n",
             ep.base_path, ep.host
@@ -339,7 +339,7 @@ mod tests {
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             assert!(head.contains("authorization: Bearer t"));
             assert!(head.contains(&format!("content-length: {}", body.len())));
-            let b = strata_server::wire::AppendBody::parse(body.as_bytes()).unwrap();
+            let b = strata_wire::AppendBody::parse(body.as_bytes()).unwrap();
             let (_, events) = b.into_events().unwrap();
             (events[0].event_id.unwrap(), events[0].data.clone())
         };

@@ -347,6 +347,18 @@ impl Cli {
     }
 }
 
+/// A client of the server at `url`, with the token and CA certificate of the command line.
+fn server_client(cli: &Cli, url: &str) -> Result<strata_client::Client> {
+    let mut b = strata_client::Client::builder(url);
+    if let Some(token) = &cli.token {
+        b = b.token(token);
+    }
+    if let Some(ca) = &cli.ca_cert {
+        b = b.ca_cert(ca);
+    }
+    Ok(b.build()?)
+}
+
 /// The store the client commands work on: a server, PostgreSQL, or the embedded log.
 async fn open(cli: &Cli) -> Result<Arc<dyn EventStore>> {
     if let Some(url) = &cli.server {
@@ -355,9 +367,7 @@ async fn open(cli: &Cli) -> Result<Arc<dyn EventStore>> {
                 "--server talks to a running server: do not give --data or --database-url with it"
             );
         }
-        let client =
-            strata_server::client::Client::new(url, cli.token.clone(), cli.ca_cert.as_deref())?;
-        return Ok(Arc::new(client));
+        return Ok(Arc::new(server_client(cli, url)?));
     }
     if let Some(url) = &cli.database_url {
         if cli.data.is_some() {
@@ -523,11 +533,7 @@ async fn run(cli: Cli) -> Result<()> {
                 (SubscriptionTarget::Stream(stream_arg(&a.stream)?), from)
             };
             if let Some(url) = &cli.server {
-                let client = strata_server::client::Client::new(
-                    url,
-                    cli.token.clone(),
-                    cli.ca_cert.as_deref(),
-                )?;
+                let client = server_client(&cli, url)?;
                 // Fix "from now" to a position (or version) here, so that a reconnect resumes
                 // exactly where this started even before the first event arrives.
                 let after = match (&target, from) {
@@ -541,7 +547,7 @@ async fn run(cli: Cli) -> Result<()> {
                         client.stream_info(s).await?.current_version
                     }
                 };
-                let path = strata_server::client::subscription_path(&target, true);
+                let path = strata_client::paths::subscription_path(&target, SubscribeFrom::Start);
                 let mut follow = client.follow(path, after);
                 let mut seen = 0u64;
                 drop(store);
@@ -592,11 +598,7 @@ async fn run(cli: Cli) -> Result<()> {
                         "--server talks to a running server: do not give --data or --database-url with it"
                     );
                 }
-                let client = strata_server::client::Client::new(
-                    url,
-                    cli.token.clone(),
-                    cli.ca_cert.as_deref(),
-                )?;
+                let client = server_client(&cli, url)?;
                 return projections::on_server(&client, &command, &p).await;
             }
             match &command {

@@ -19,8 +19,9 @@ use strata::projection::{
     EventTypeCounts, PgProjections, PgReadModels, ProjectionControl, ProjectionStatus, Projections,
     RebuildProgress, SqliteReadModels,
 };
+use strata_client::paths::{projection_path, PROJECTIONS_PATH};
+use strata_client::Client;
 use strata_core::EventStore;
-use strata_server::client::{projection_path, Client};
 
 use crate::output::Printer;
 use strata_cli::config::Backend;
@@ -191,7 +192,7 @@ pub async fn on_server(client: &Client, cmd: &ProjectionsCommand, p: &Printer) -
     let path = |name: &str, op: &str| format!("{}{op}", projection_path(name));
     match cmd {
         ProjectionsCommand::List => {
-            let v = client.get_json("/projections").await?;
+            let v = client.get_json(PROJECTIONS_PATH).await?;
             let items = v["projections"].as_array().cloned().unwrap_or_default();
             print_list(p, &items);
         }

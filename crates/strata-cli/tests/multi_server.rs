@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use sqlx::Connection;
+use strata_client::Client;
 use strata_core::{EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, Uuid};
-use strata_server::client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 const SERVERS: usize = 3;
@@ -165,7 +165,7 @@ fn subscriber(
     delivered: tokio::sync::watch::Sender<Vec<(Position, Uuid)>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = Client::new(&server, None, None).unwrap();
+        let client = Client::new(&server).unwrap();
         let mut follow = client.follow("/subscriptions/all?from=start".to_owned(), None);
         loop {
             let e = follow.next().await.unwrap();
@@ -207,7 +207,7 @@ async fn three_servers_on_one_database_give_every_subscriber_the_same_order() {
     let (written, mut written_rx) = tokio::sync::watch::channel(0u64);
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let client = Client::new(&urls[w % SERVERS], None, None).unwrap();
+            let client = Client::new(&urls[w % SERVERS]).unwrap();
             let (remaining, written) = (remaining.clone(), written.clone());
             tokio::spawn(async move {
                 let mut acked = Vec::new();
@@ -236,11 +236,10 @@ async fn three_servers_on_one_database_give_every_subscriber_the_same_order() {
                     let answer = client
                         .append_raw(&stream, ExpectedVersion::Any, &events)
                         .await
-                        .unwrap_or_else(|e| panic!("append on {}: {e}", client.base_url()));
-                    let positions = answer["positions"].as_array().unwrap();
-                    assert_eq!(positions.len(), events.len());
-                    for (e, p) in events.iter().zip(positions) {
-                        acked.push((Position(p.as_u64().unwrap()), e.event_id.unwrap()));
+                        .unwrap_or_else(|e| panic!("append on {}: {e:?}", client.base_url()));
+                    assert_eq!(answer.positions.len(), events.len());
+                    for (e, p) in events.iter().zip(answer.positions.iter()) {
+                        acked.push((*p, e.event_id.unwrap()));
                     }
                     written.send_modify(|c| *c += events.len() as u64);
                 }

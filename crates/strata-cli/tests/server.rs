@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use strata_client::{Client, ClientError};
 use strata_core::{EventData, ExpectedVersion};
-use strata_server::client::{Client, ClientError};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
@@ -74,7 +74,7 @@ async fn sigkill_mid_stream_then_resume_with_last_event_id() {
     let server = start(&data, "127.0.0.1:0", &[]);
     let url = server.url.clone();
     let port = url.rsplit(':').next().unwrap().to_owned();
-    let client = Client::new(&url, None, None).unwrap();
+    let client = Client::new(&url).unwrap();
 
     // The writer: one event per append, each with its own id, retried (same id) until
     // acknowledged, so a retry across the crash is idempotent.
@@ -96,14 +96,14 @@ async fn sigkill_mid_stream_then_resume_with_last_event_id() {
                         .await
                     {
                         Ok(_) => break,
-                        Err(ClientError::Transport(_)) => {
+                        Err(ClientError::Transport { .. }) => {
                             assert!(
                                 started.elapsed() < Duration::from_secs(60),
                                 "server never came back"
                             );
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
-                        Err(e) => panic!("append failed: {e}"),
+                        Err(e) => panic!("append failed: {e:?}"),
                     }
                 }
                 acked.lock().unwrap().push(id.to_string());
@@ -449,7 +449,7 @@ async fn served_projections_are_listed_paused_and_rebuilt_from_the_cli() {
 
     let server = start(&data, "127.0.0.1:0", &[]);
     let url = server.url.clone();
-    let client = Client::new(&url, None, None).unwrap();
+    let client = Client::new(&url).unwrap();
     client
         .append_raw(
             "order-1",

@@ -1,7 +1,7 @@
 //! The `EventStore` trait every backend implements.
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::{AppendError, ReadError};
@@ -28,7 +28,7 @@ pub struct AllPage {
 }
 
 /// What is known about one stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
     /// The stream.
@@ -48,7 +48,7 @@ pub struct StreamInfo {
 }
 
 /// One stream in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSummary {
     /// The stream.
@@ -62,7 +62,7 @@ pub struct StreamSummary {
 }
 
 /// One category in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CategorySummary {
     /// The category.

@@ -309,7 +309,7 @@ pub fn index(data: &[u8]) {
 /// accepted event, stored and read back, renders to JSON that a plain JSON parser reads
 /// (what is written can be read by every reader).
 pub fn append_body(data: &[u8]) {
-    let Ok(body) = strata_server::wire::AppendBody::parse(data) else {
+    let Ok(body) = strata_wire::AppendBody::parse(data) else {
         return;
     };
     assert!(
@@ -338,7 +338,7 @@ pub fn append_body(data: &[u8]) {
             data: e.data,
             metadata,
         };
-        let json = serde_json::to_string(&strata_server::wire::EventOut::new(&recorded))
+        let json = serde_json::to_string(&strata_wire::EventJson::new(&recorded))
             .expect("an accepted event renders");
         if let Err(err) = serde_json::from_str::<Value>(&json) {
             panic!("an accepted event renders to JSON that does not parse ({err}): {json}");

@@ -228,7 +228,7 @@ fn parser_answer(head: &[u8]) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
-    let status = error.code.status();
+    let status = crate::error::status_of(error.code);
     let body = error.to_json().to_string();
     let date = text
         .split("\r\n")

@@ -13,128 +13,11 @@ use http_body_util::{Either, Full};
 use serde_json::{json, Map, Value};
 use strata_core::{AppendError, Corruption, ReadError};
 
-/// The media type of problem documents.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use strata_wire::{ErrorCode, PROBLEM_JSON};
 
-/// The stable, machine-readable error codes the server answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// 400: the request was malformed; `field` names what was wrong.
-    InvalidRequest,
-    /// 401: no token, or a token the server does not know.
-    Unauthorized,
-    /// 403: the token is known but lacks the right for this stream or endpoint.
-    Forbidden,
-    /// 404: the stream has no events.
-    StreamNotFound,
-    /// 404: no such endpoint.
-    NotFound,
-    /// 404: the server hosts no projection of this name.
-    ProjectionNotFound,
-    /// 405: the endpoint exists but not with this method.
-    MethodNotAllowed,
-    /// 409: optimistic concurrency; carries `expected` and `actual`.
-    WrongExpectedVersion,
-    /// 409: an event id is already used by a different event.
-    EventIdConflict,
-    /// 413: the body, or the append, is over a limit.
-    PayloadTooLarge,
-    /// 409: a rebuild of this projection is running already.
-    RebuildInProgress,
-    /// 429: too many open subscriptions for this token (or this server).
-    TooManySubscriptions,
-    /// 500: a failure inside the server; the details are in its log (under the request id),
-    /// not in the answer.
-    Internal,
-    /// 503: the store cannot serve right now (stopped after an I/O error, database down).
-    Unavailable,
-    /// 503: the server is at one of its limits (open connections, request bodies in flight);
-    /// comes with `Retry-After`.
-    Overloaded,
-    /// 408: the request body did not arrive in time.
-    RequestTimeout,
-    /// 414: the request's URI is longer than the server reads.
-    UriTooLong,
-    /// 431: the request's head (request line and headers) is larger than the server reads.
-    HeadersTooLarge,
-    /// 500: a stored event failed its integrity checks; `position` names it when known. Where
-    /// it is stored (a file and offset, a table row) is in the server's log, not in the answer.
-    Corruption,
-}
-
-impl ErrorCode {
-    /// The code as it appears in documents.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::StreamNotFound => "stream_not_found",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::ProjectionNotFound => "projection_not_found",
-            ErrorCode::RebuildInProgress => "rebuild_in_progress",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::WrongExpectedVersion => "wrong_expected_version",
-            ErrorCode::EventIdConflict => "event_id_conflict",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::RequestTimeout => "request_timeout",
-            ErrorCode::UriTooLong => "uri_too_long",
-            ErrorCode::HeadersTooLarge => "headers_too_large",
-            ErrorCode::Corruption => "corruption",
-        }
-    }
-
-    /// The HTTP status that goes with the code.
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::StreamNotFound | ErrorCode::NotFound | ErrorCode::ProjectionNotFound => {
-                StatusCode::NOT_FOUND
-            }
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::WrongExpectedVersion
-            | ErrorCode::EventIdConflict
-            | ErrorCode::RebuildInProgress => StatusCode::CONFLICT,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Internal | ErrorCode::Corruption => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
-            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "Invalid request",
-            ErrorCode::Unauthorized => "Unauthorized",
-            ErrorCode::Forbidden => "Forbidden",
-            ErrorCode::StreamNotFound => "Stream not found",
-            ErrorCode::NotFound => "Not found",
-            ErrorCode::ProjectionNotFound => "Projection not found",
-            ErrorCode::RebuildInProgress => "Rebuild in progress",
-            ErrorCode::MethodNotAllowed => "Method not allowed",
-            ErrorCode::WrongExpectedVersion => "Wrong expected version",
-            ErrorCode::EventIdConflict => "Event id conflict",
-            ErrorCode::PayloadTooLarge => "Payload too large",
-            ErrorCode::TooManySubscriptions => "Too many subscriptions",
-            ErrorCode::Internal => "Internal error",
-            ErrorCode::Unavailable => "Unavailable",
-            ErrorCode::Overloaded => "Overloaded",
-            ErrorCode::RequestTimeout => "Request timeout",
-            ErrorCode::UriTooLong => "URI too long",
-            ErrorCode::HeadersTooLarge => "Request header fields too large",
-            ErrorCode::Corruption => "Corruption",
-        }
-    }
+/// The HTTP status of `code`.
+pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// An error answered as a problem document. Build with the constructors; `From` conversions
@@ -219,7 +102,7 @@ impl ApiError {
         let mut doc = json!({
             "type": format!("urn:strata:problem:{}", self.code.as_str()),
             "title": self.code.title(),
-            "status": self.code.status().as_u16(),
+            "status": self.code.status(),
             "code": self.code.as_str(),
             "detail": self.detail,
         });
@@ -280,7 +163,7 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.code.status();
+        let status = status_of(self.code);
         let body = self.to_json().to_string();
         let mut res = (status, body).into_response();
         // For the metrics layer, which counts some codes.
@@ -307,12 +190,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn expected_json(e: strata_core::ExpectedVersion) -> Value {
-    match e {
-        strata_core::ExpectedVersion::Any => json!("any"),
-        strata_core::ExpectedVersion::NoStream => json!("no_stream"),
-        strata_core::ExpectedVersion::StreamExists => json!("stream_exists"),
-        strata_core::ExpectedVersion::Exact(v) => json!(v),
+impl From<strata_wire::BodyError> for ApiError {
+    fn from(e: strata_wire::BodyError) -> Self {
+        ApiError::invalid(e.field(), e.reason())
     }
 }
 
@@ -330,7 +210,7 @@ impl From<AppendError> for ApiError {
                 ),
             )
             .with("streamId", json!(stream.as_str()))
-            .with("expected", expected_json(expected))
+            .with("expected", strata_wire::expected_to_json(expected))
             .with("actual", json!(actual.0)),
             AppendError::EventIdConflict { event_id, stream } => ApiError::new(
                 ErrorCode::EventIdConflict,

@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use crate::limits;
 
-use crate::wire::EventOut;
+use strata_wire::EventJson;
 
 /// How often the hub looks whether anyone still listens.
 const HUB_IDLE_CHECK_MS: u64 = 2_000;
@@ -64,8 +64,8 @@ pub(crate) fn sse_frame(name: &str, id: Option<u64>, data: &str) -> bytes::Bytes
 
 impl Rendered {
     pub(crate) fn new(e: &RecordedEvent) -> Result<Self, serde_json::Error> {
-        let json = one_line(serde_json::to_string(&EventOut::new(e))?);
-        let frame = sse_frame("event", Some(e.position.0), &json);
+        let json = one_line(serde_json::to_string(&EventJson::new(e))?);
+        let frame = sse_frame(strata_wire::sse::EVENT, Some(e.position.0), &json);
         Ok(Rendered {
             position: e.position.0,
             stream_version: e.stream_version,
@@ -82,7 +82,11 @@ impl Rendered {
             self.frame_by_position.clone()
         } else {
             let json = &self.frame_by_position[self.json_start..self.frame_by_position.len() - 2];
-            sse_frame("event", Some(id), &String::from_utf8_lossy(json))
+            sse_frame(
+                strata_wire::sse::EVENT,
+                Some(id),
+                &String::from_utf8_lossy(json),
+            )
         }
     }
 

@@ -34,7 +34,6 @@
 #![forbid(unsafe_code)]
 
 mod auth;
-pub mod client;
 mod config;
 mod connections;
 mod error;
@@ -45,13 +44,13 @@ pub mod openapi;
 mod query;
 mod rebuilds;
 mod routes;
-pub mod wire;
 
 /// Entry points for the fuzz targets into parsers that are otherwise private. Not part of the
 /// API: names and shapes may change at any time.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::query::{encode as encode_query_value, Query};
+    pub use crate::query::Query;
+    pub use strata_wire::query::encode as encode_query_value;
 }
 
 use std::collections::HashMap;
@@ -67,9 +66,10 @@ pub use auth::{hash_token, new_token, Principal};
 pub use config::{
     Action, ConfigError, ConfigProblem, GrantConfig, Role, ServerConfig, TokenConfig, TokenRef,
 };
-pub use error::{ApiError, ErrorCode, PROBLEM_JSON};
+pub use error::ApiError;
 pub use metrics::Metrics;
 pub use routes::{app, ROUTES};
+pub use strata_wire::{ErrorCode, PROBLEM_JSON};
 
 /// What every handler shares: the store, the configuration, the token table, the metrics.
 /// Cheap to clone.

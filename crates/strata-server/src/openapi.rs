@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 use strata_core::limits;
+use strata_wire::ErrorCode;
 
 fn problem(description: &str) -> Value {
     json!({
@@ -275,11 +276,7 @@ fn schemas() -> Value {
                 "type": { "type": "string" },
                 "title": { "type": "string" },
                 "status": { "type": "integer" },
-                "code": { "type": "string", "enum": [
-                    "invalid_request", "unauthorized", "forbidden", "stream_not_found", "not_found",
-                    "method_not_allowed", "wrong_expected_version", "event_id_conflict",
-                    "payload_too_large", "too_many_subscriptions", "internal", "unavailable",
-                    "projection_not_found", "rebuild_in_progress", "overloaded", "request_timeout", "uri_too_long", "headers_too_large", "corruption"] },
+                "code": { "type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str) },
                 "detail": { "type": "string", "description": "What failed, for a person. A 5xx says it in general terms: the store's own error (file paths, system or database messages) is only in the server's log, under the request id." },
                 "requestId": { "type": "string", "description": "The request's id, the same as the `x-request-id` response header and the server's log lines for the request." },
                 "field": { "type": "string" },

@@ -3,16 +3,15 @@
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::json;
 use strata_core::{limits, Direction, Filter, Position, ReadAllOptions};
+use strata_wire::{paths, AllPage, EventJson, Head, PositionAt};
 
 use super::streams::{cut_to_bytes, direction, max_position};
 use super::{caller, json_response, paged_response};
 use crate::auth::{forbidden, Principal};
 use crate::config::Action;
 use crate::error::ApiError;
-use crate::query::{encode, Query};
-use crate::wire::EventOut;
+use crate::query::Query;
 use crate::AppState;
 
 /// The filter of a `$all` read or subscription from `eventType`, `category` and `prefix`.
@@ -42,16 +41,6 @@ pub(crate) fn check_all(who: &Principal, action: Action, filter: &Filter) -> Res
             "$all without a prefix filter inside the token's stream prefixes",
         ))
     }
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AllPageOut<'a> {
-    direction: Direction,
-    events: Vec<EventOut<'a>>,
-    next_position: Option<u64>,
-    is_end: bool,
-    next: Option<String>,
 }
 
 /// `GET /all`
@@ -86,7 +75,7 @@ pub(crate) async fn read(
         Direction::Backward => ReadAllOptions::backward(),
     }
     .limit(limit)
-    .filter(f.clone());
+    .filter(f);
     if let Some(from) = q.u64("from")? {
         o = o.from(Position(from));
     }
@@ -94,7 +83,7 @@ pub(crate) async fn read(
     if let Some(m) = max {
         // Before every event: nothing to show, as of position 0 with an empty page.
         let Some(m) = m else {
-            let page = AllPageOut {
+            let page = AllPage::<EventJson> {
                 direction: dir,
                 events: Vec::new(),
                 next_position: None,
@@ -105,7 +94,7 @@ pub(crate) async fn read(
         };
         o = o.max_position(m);
     }
-    let mut page = st.store().read_all(o).await?;
+    let mut page = st.store().read_all(o.clone()).await?;
     let cut = cut_to_bytes(&mut page.events);
     let mut next_position = page.next.map(|p| p.0);
     if cut {
@@ -115,32 +104,11 @@ pub(crate) async fn read(
             Direction::Backward => e.position.0.checked_sub(1),
         });
     }
-    let next = next_position.map(|from| {
-        let mut link = format!(
-            "/all?direction={}&from={from}&limit={limit}",
-            if dir == Direction::Forward {
-                "forward"
-            } else {
-                "backward"
-            }
-        );
-        for t in &f.event_types {
-            link.push_str(&format!("&eventType={}", encode(t)));
-        }
-        for c in &f.categories {
-            link.push_str(&format!("&category={}", encode(c)));
-        }
-        if let Some(p) = &f.stream_prefix {
-            link.push_str(&format!("&prefix={}", encode(p)));
-        }
-        if let Some(Some(m)) = max {
-            link.push_str(&format!("&maxPosition={}", m.0));
-        }
-        link
-    });
-    let out = AllPageOut {
+    // The same read from the next position (`asOf` became `maxPosition`).
+    let next = next_position.map(|from| paths::read_all_path(&o.from(Position(from))));
+    let out = AllPage {
         direction: dir,
-        events: page.events.iter().map(EventOut::new).collect(),
+        events: page.events.iter().map(EventJson::new).collect(),
         next_position,
         is_end: page.is_end,
         next: next.clone(),
@@ -167,7 +135,9 @@ pub(crate) async fn head(
     check_any_read(&who)?;
     Query::parse(raw.as_deref(), &[])?;
     let head = st.store().head().await?;
-    Ok(json_response(&json!({ "head": head.map(|p| p.0) })))
+    Ok(json_response(&Head {
+        head: head.map(|p| p.0),
+    }))
 }
 
 /// `GET /all/position-at?time=`
@@ -183,5 +153,7 @@ pub(crate) async fn position_at(
         return Err(ApiError::invalid("time", "is required"));
     };
     let p = st.store().position_at(t).await?;
-    Ok(json_response(&json!({ "position": p.map(|p| p.0) })))
+    Ok(json_response(&PositionAt {
+        position: p.map(|p| p.0),
+    }))
 }

@@ -4,12 +4,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use strata_core::{limits, ListOptions};
+use strata_wire::{paths, ListPage};
 
 use super::{caller, paged_response};
 use crate::auth::forbidden;
 use crate::config::Action;
 use crate::error::ApiError;
-use crate::query::{encode, Query};
+use crate::query::Query;
 use crate::AppState;
 
 fn options(q: &Query) -> Result<ListOptions, ApiError> {
@@ -29,22 +30,18 @@ fn options(q: &Query) -> Result<ListOptions, ApiError> {
     Ok(o)
 }
 
-fn next_link(base: &str, o: &ListOptions, next: Option<&String>) -> Option<String> {
+/// The link to the page after one read with `o` that ended at `next`.
+fn next_link(
+    path: fn(&ListOptions) -> String,
+    o: &ListOptions,
+    next: Option<&String>,
+) -> Option<String> {
     next.map(|after| {
-        let mut link = format!("{base}?after={}&limit={}", encode(after), o.limit);
-        if let Some(p) = &o.prefix {
-            link.push_str(&format!("&prefix={}", encode(p)));
-        }
-        link
+        path(&ListOptions {
+            after: Some(after.clone()),
+            ..o.clone()
+        })
     })
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ListOut<T> {
-    items: Vec<T>,
-    next_after: Option<String>,
-    next: Option<String>,
 }
 
 /// `GET /streams`
@@ -64,8 +61,8 @@ pub(crate) async fn streams(
         ));
     }
     let page = st.store().list_streams(o.clone()).await?;
-    let next = next_link("/streams", &o, page.next.as_ref());
-    let out = ListOut {
+    let next = next_link(paths::streams_path, &o, page.next.as_ref());
+    let out = ListPage {
         items: page.items,
         next_after: page.next,
         next: next.clone(),
@@ -86,8 +83,8 @@ pub(crate) async fn categories(
         return Err(forbidden(&who, Action::Read, "the list of categories"));
     }
     let page = st.store().list_categories(o.clone()).await?;
-    let next = next_link("/categories", &o, page.next.as_ref());
-    let out = ListOut {
+    let next = next_link(paths::categories_path, &o, page.next.as_ref());
+    let out = ListPage {
         items: page.items,
         next_after: page.next,
         next: next.clone(),

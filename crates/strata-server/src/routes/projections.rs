@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use strata::projection::{ProjectionError, ProjectionInfo};
 use strata_core::limits;
+use strata_wire::parse_body;
 
 use super::{caller, json_response, path_param, read_body};
 use crate::auth::Principal;
@@ -16,7 +17,6 @@ use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
 use crate::query::Query;
 use crate::rebuilds::RebuildRun;
-use crate::wire::parse_body;
 use crate::AppState;
 
 impl From<ProjectionError> for ApiError {

@@ -1,5 +1,6 @@
 //! One stream: append, read, info.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::rejection::PathRejection;
@@ -7,14 +8,14 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::json;
-use strata_core::{limits, Direction, Position, ReadStreamOptions, RecordedEvent, StreamId};
+use strata_core::{limits, Direction, Position, ReadStreamOptions, RecordedEvent};
+use strata_wire::{paths, AppendBody, Appended, EventJson, StreamPage};
 
 use super::{caller, json_response, paged_response, read_body, stream_param};
 use crate::auth::forbidden;
 use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
-use crate::query::{encode, Query};
-use crate::wire::{AppendBody, EventOut};
+use crate::query::Query;
 use crate::AppState;
 
 /// `POST /streams/{stream}`
@@ -57,8 +58,8 @@ pub(crate) async fn append(
         Ok(r) => {
             st.metrics().append_ok(n, started.elapsed());
             Ok(json_response(&Appended {
-                positions: &r.positions,
-                stream_id: stream.as_str(),
+                positions: Cow::Borrowed(&r.positions),
+                stream_id: Cow::Borrowed(stream.as_str()),
                 version: r.stream_version,
             }))
         }
@@ -68,17 +69,6 @@ pub(crate) async fn append(
             Err(e.into())
         }
     }
-}
-
-/// The answer to an append. The fields are in the order a `serde_json::Value` object would
-/// put them (sorted), so the bytes are those of the `json!` answer this replaced.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Appended<'a> {
-    /// `Position` serializes as its number.
-    positions: &'a [Position],
-    stream_id: &'a str,
-    version: u64,
 }
 
 /// `direction` from a query.
@@ -127,15 +117,6 @@ pub(crate) fn cut_to_bytes(events: &mut Vec<RecordedEvent>) -> bool {
     false
 }
 
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StreamPage<'a> {
-    stream_id: &'a str,
-    direction: Direction,
-    events: Vec<EventOut<'a>>,
-    next: Option<String>,
-}
-
 /// `GET /streams/{stream}`
 pub(crate) async fn read(
     State(st): State<AppState>,
@@ -178,47 +159,35 @@ pub(crate) async fn read(
         Some(Some(p)) => o = o.max_position(p),
         None => {}
     }
-    let mut events = st.store().read_stream(&stream, o).await?;
+    let mut events = st.store().read_stream(&stream, o.clone()).await?;
     let cut = cut_to_bytes(&mut events);
-    let next = next_stream_link(&stream, dir, limit, max.flatten(), &events, cut);
+    let next = next_stream_link(stream.as_str(), o, &events, cut);
     let page = StreamPage {
-        stream_id: stream.as_str(),
+        stream_id: Cow::Borrowed(stream.as_str()),
         direction: dir,
-        events: events.iter().map(EventOut::new).collect(),
+        events: events.iter().map(EventJson::new).collect(),
         next: next.clone(),
     };
     Ok(paged_response(&page, next.as_deref()))
 }
 
+/// The link to the page after `events`, read with `o`: the same read from the version after
+/// the last event. `None` when the page was the last (shorter than asked and not cut).
 fn next_stream_link(
-    stream: &StreamId,
-    dir: Direction,
-    limit: usize,
-    max: Option<Position>,
+    stream: &str,
+    o: ReadStreamOptions,
     events: &[RecordedEvent],
     cut: bool,
 ) -> Option<String> {
     let last = events.last()?;
-    if events.len() < limit && !cut {
+    if events.len() < o.limit && !cut {
         return None;
     }
-    let from = match dir {
+    let from = match o.direction {
         Direction::Forward => last.stream_version.checked_add(1)?,
         Direction::Backward => last.stream_version.checked_sub(1)?,
     };
-    let mut link = format!(
-        "/streams/{}?direction={}&from={from}&limit={limit}",
-        encode(stream.as_str()),
-        if dir == Direction::Forward {
-            "forward"
-        } else {
-            "backward"
-        }
-    );
-    if let Some(m) = max {
-        link.push_str(&format!("&maxPosition={}", m.0));
-    }
-    Some(link)
+    Some(paths::read_stream_path(stream, &o.from_version(from)))
 }
 
 /// `GET /streams/{stream}/info`

@@ -122,7 +122,7 @@ fn frame_bytes(frame: Frame) -> Bytes {
             out.freeze()
         }
         Frame::Lagged(resume) => sse_frame(
-            "lagged",
+            strata_wire::sse::LAGGED,
             resume,
             &json!({
                 "code": "slow_subscriber",
@@ -135,7 +135,7 @@ fn frame_bytes(frame: Frame) -> Bytes {
             let mut doc = err.to_json();
             doc["resumeAfter"] = json!(resume);
             err.log();
-            sse_frame("error", None, &doc.to_string())
+            sse_frame(strata_wire::sse::ERROR, None, &doc.to_string())
         }
     }
 }

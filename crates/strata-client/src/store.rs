@@ -1,0 +1,242 @@
+//! [`EventStore`] over HTTP, so code written against the trait works against a server.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use strata_core::{
+    limits, ActualVersion, AllPage, AppendError, AppendResult, CategorySummary, Direction,
+    EventData, EventStore, ExpectedVersion, InvalidInput, LimitError, ListOptions, Page, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
+    StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
+};
+use strata_wire::{paths, ErrorCode, EventJson, Head, ListPage, PositionAt, StreamPage};
+use tokio::sync::watch;
+
+use crate::error::chain;
+use crate::{Client, ClientError};
+
+/// The server's page limit for reads this client asks for.
+const PAGE: usize = limits::SERVER_PAGE_MAX_EVENTS;
+
+fn append_error(stream: &StreamId, expected: ExpectedVersion, e: ClientError) -> AppendError {
+    match e {
+        ClientError::Problem {
+            code: Some(code),
+            detail,
+            doc,
+            ..
+        } => match code {
+            ErrorCode::WrongExpectedVersion => AppendError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: ActualVersion(doc["actual"].as_u64()),
+            },
+            ErrorCode::EventIdConflict => AppendError::EventIdConflict {
+                event_id: doc["eventId"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_default(),
+                stream: stream.clone(),
+            },
+            ErrorCode::InvalidRequest => AppendError::InvalidInput(invalid(&doc, &detail)),
+            ErrorCode::PayloadTooLarge => match limit(&doc) {
+                Some(l) => AppendError::Limit(l),
+                None => AppendError::InvalidInput(InvalidInput::new("request", detail)),
+            },
+            ErrorCode::Unavailable => AppendError::Unavailable(detail),
+            other => AppendError::Unavailable(format!("{other}: {detail}")),
+        },
+        e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
+            AppendError::Storage(chain(&e))
+        }
+        other => AppendError::Unavailable(chain(&other)),
+    }
+}
+
+fn invalid(doc: &Value, detail: &str) -> InvalidInput {
+    match (doc["field"].as_str(), doc["reason"].as_str()) {
+        (Some(f), Some(r)) => InvalidInput::new(f, r),
+        _ => InvalidInput::new("request", detail),
+    }
+}
+
+fn limit(doc: &Value) -> Option<LimitError> {
+    Some(LimitError {
+        what: doc["what"].as_str()?.to_owned(),
+        max: doc["limit"].as_u64()?,
+        actual: doc["actual"].as_u64()?,
+    })
+}
+
+fn read_error(e: ClientError) -> ReadError {
+    match e {
+        ClientError::Problem {
+            code: Some(code),
+            detail,
+            doc,
+            ..
+        } => match code {
+            ErrorCode::StreamNotFound => match doc["streamId"].as_str().map(StreamId::new) {
+                Some(Ok(s)) => ReadError::StreamNotFound(s),
+                _ => ReadError::Unavailable(detail),
+            },
+            ErrorCode::InvalidRequest => ReadError::InvalidInput(invalid(&doc, &detail)),
+            ErrorCode::Unavailable => ReadError::Unavailable(detail),
+            other => ReadError::Unavailable(format!("{other}: {detail}")),
+        },
+        e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
+            ReadError::Storage(chain(&e))
+        }
+        other => ReadError::Unavailable(chain(&other)),
+    }
+}
+
+fn recorded(events: Vec<EventJson<'static>>) -> Result<Vec<RecordedEvent>, ReadError> {
+    events
+        .into_iter()
+        .map(|e| {
+            e.into_recorded()
+                .map_err(|source| read_error(ClientError::UnreadableEvent { source }))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl EventStore for Client {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError> {
+        // The store's own checks, so that bad input and limits are the same typed errors as
+        // from any store, rather than the server's refusal of the request.
+        strata_core::validate_append(&events)?;
+        let answer = self
+            .append_raw(stream.as_str(), expected, &events)
+            .await
+            .map_err(|e| append_error(stream, expected, e))?;
+        self.changes.send_modify(|n| *n += 1);
+        Ok(AppendResult {
+            stream_version: answer.version,
+            positions: answer.positions.into_owned(),
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        options.validate()?;
+        let mut out = Vec::new();
+        let mut page_options = options.clone();
+        while out.len() < options.limit {
+            page_options.limit = (options.limit - out.len()).min(PAGE);
+            let path = paths::read_stream_path(stream.as_str(), &page_options);
+            let page: StreamPage<'static, EventJson<'static>> =
+                self.get(&path).await.map_err(read_error)?;
+            let events = recorded(page.events)?;
+            let more = page.next.is_some();
+            page_options.from_version = events.last().and_then(|e| match options.direction {
+                Direction::Forward => e.stream_version.checked_add(1),
+                Direction::Backward => e.stream_version.checked_sub(1),
+            });
+            let got = events.len();
+            out.extend(events);
+            if !more || got == 0 || page_options.from_version.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
+        options.validate()?;
+        let mut out = Vec::new();
+        let mut page = AllPage {
+            events: Vec::new(),
+            next: options.from,
+            is_end: false,
+        };
+        if options.limit == 0 {
+            return Ok(page);
+        }
+        let mut page_options = options.clone();
+        loop {
+            page_options.limit = (options.limit - out.len()).clamp(1, PAGE);
+            let answer: strata_wire::AllPage<EventJson<'static>> = self
+                .get(&paths::read_all_path(&page_options))
+                .await
+                .map_err(read_error)?;
+            out.extend(recorded(answer.events)?);
+            page.next = answer.next_position.map(Position);
+            page.is_end = answer.is_end;
+            page_options.from = page.next;
+            if page.is_end || page.next.is_none() || out.len() >= options.limit {
+                break;
+            }
+        }
+        page.events = out;
+        Ok(page)
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
+        self.get(&paths::stream_info_path(stream.as_str()))
+            .await
+            .map_err(read_error)
+    }
+
+    async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
+        options.validate()?;
+        let page: ListPage<StreamSummary> = self
+            .get(&paths::streams_path(&options))
+            .await
+            .map_err(read_error)?;
+        Ok(Page {
+            items: page.items,
+            next: page.next_after,
+        })
+    }
+
+    async fn list_categories(
+        &self,
+        options: ListOptions,
+    ) -> Result<Page<CategorySummary>, ReadError> {
+        options.validate()?;
+        let page: ListPage<CategorySummary> = self
+            .get(&paths::categories_path(&options))
+            .await
+            .map_err(read_error)?;
+        Ok(Page {
+            items: page.items,
+            next: page.next_after,
+        })
+    }
+
+    async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
+        let answer: PositionAt = self
+            .get(&paths::position_at_path(at))
+            .await
+            .map_err(read_error)?;
+        Ok(answer.position.map(Position))
+    }
+
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        let answer: Head = self.get(paths::HEAD_PATH).await.map_err(read_error)?;
+        Ok(answer.head.map(Position))
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Result<Subscription, ReadError> {
+        Subscription::start(Arc::new(self.clone()), target, from).await
+    }
+}

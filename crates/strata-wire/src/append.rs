@@ -1,0 +1,374 @@
+//! The append request: the body a client sends ([`append_body`]), the body the server parses
+//! ([`AppendBody`]) and the answer ([`Appended`]).
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use strata_core::{EventData, ExpectedVersion, Metadata, Position, Uuid, CONTENT_TYPE_JSON};
+
+use crate::B64;
+
+/// The expected version as the API spells it: `"any"`, `"no_stream"`, `"stream_exists"` or
+/// a version number.
+pub fn expected_to_json(e: ExpectedVersion) -> Value {
+    match e {
+        ExpectedVersion::Any => json!("any"),
+        ExpectedVersion::NoStream => json!("no_stream"),
+        ExpectedVersion::StreamExists => json!("stream_exists"),
+        ExpectedVersion::Exact(v) => json!(v),
+    }
+}
+
+/// An expected version in a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireExpected(pub ExpectedVersion);
+
+impl<'de> Deserialize<'de> for WireExpected {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WireExpected;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"any\", \"no_stream\", \"stream_exists\" or a version number")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WireExpected, E> {
+                Ok(WireExpected(match s {
+                    "any" => ExpectedVersion::Any,
+                    "no_stream" => ExpectedVersion::NoStream,
+                    "stream_exists" => ExpectedVersion::StreamExists,
+                    _ => return Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WireExpected, E> {
+                Ok(WireExpected(ExpectedVersion::Exact(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One event in an append request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventIn {
+    /// The client's id, for idempotent retries.
+    #[serde(default)]
+    pub event_id: Option<Uuid>,
+    /// The event type.
+    pub event_type: String,
+    /// The content type; JSON when absent.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// A JSON payload (kept byte for byte).
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+    /// Any other payload, base64.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Why a request body was refused. [`BodyError::field`] names where (`events[2].eventType`),
+/// [`BodyError::reason`] says what was wrong; nothing of a refused body is written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body is not a JSON document of the expected shape.
+    #[error("invalid {field}")]
+    Json {
+        /// Where: a path such as `events[2].eventType`, or `body`.
+        field: String,
+        /// What the JSON parser found.
+        source: serde_json::Error,
+    },
+    /// Something other than whitespace follows the document (a second document would otherwise
+    /// be dropped without a word).
+    #[error("invalid body: more than one JSON document")]
+    TrailingInput {
+        /// What the JSON parser found after the document.
+        source: serde_json::Error,
+    },
+    /// An event gives both `data` and `dataBase64`.
+    #[error("invalid events[{index}]: both data and dataBase64")]
+    DataAndDataBase64 {
+        /// The event's place in `events`.
+        index: usize,
+    },
+    /// A JSON event gives its payload as `dataBase64`.
+    #[error("invalid events[{index}].dataBase64: a JSON event takes data")]
+    DataBase64ForJson {
+        /// The event's place in `events`.
+        index: usize,
+    },
+    /// A non-JSON event gives its payload as `data`.
+    #[error("invalid events[{index}].data: a non-JSON event takes dataBase64")]
+    DataForNonJson {
+        /// The event's place in `events`.
+        index: usize,
+    },
+    /// `dataBase64` is not base64.
+    #[error("invalid events[{index}].dataBase64: not base64")]
+    DataBase64 {
+        /// The event's place in `events`.
+        index: usize,
+        /// What the decoder found.
+        source: base64::DecodeError,
+    },
+}
+
+impl BodyError {
+    /// The field the error is about, as the problem document's `field` names it.
+    pub fn field(&self) -> String {
+        match self {
+            BodyError::Json { field, .. } => field.clone(),
+            BodyError::TrailingInput { .. } => "body".to_owned(),
+            BodyError::DataAndDataBase64 { index } => format!("events[{index}]"),
+            BodyError::DataBase64ForJson { index } | BodyError::DataBase64 { index, .. } => {
+                format!("events[{index}].dataBase64")
+            }
+            BodyError::DataForNonJson { index } => format!("events[{index}].data"),
+        }
+    }
+
+    /// What is wrong with [`BodyError::field`], as a sentence for the problem document's
+    /// `reason`.
+    pub fn reason(&self) -> String {
+        match self {
+            BodyError::Json { source, .. } => source.to_string(),
+            BodyError::TrailingInput { source } => format!(
+                "must hold one JSON document and nothing after it but whitespace ({source}); nothing was written"
+            ),
+            BodyError::DataAndDataBase64 { .. } => "give data or dataBase64, not both".to_owned(),
+            BodyError::DataBase64ForJson { .. } => {
+                "a JSON event takes its payload as data; dataBase64 needs a non-JSON contentType"
+                    .to_owned()
+            }
+            BodyError::DataForNonJson { .. } => {
+                "a non-JSON content type takes its payload as dataBase64".to_owned()
+            }
+            BodyError::DataBase64 { source, .. } => source.to_string(),
+        }
+    }
+}
+
+/// Parses a request body as one JSON document of type `T`: errors name the field
+/// (`events[2].eventType`), and anything but whitespace after the document is an error (a
+/// second document after the first would otherwise be dropped without a word).
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    // Most bodies are valid: parse them directly (serde_json::from_slice also refuses
+    // trailing input), and only track the path (which costs on every field) to explain an
+    // error.
+    if let Ok(body) = serde_json::from_slice::<T>(bytes) {
+        return Ok(body);
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let body: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        BodyError::Json {
+            field,
+            source: e.into_inner(),
+        }
+    })?;
+    de.end()
+        .map_err(|source| BodyError::TrailingInput { source })?;
+    Ok(body)
+}
+
+/// An append request body, as the server parses it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppendBody {
+    /// The expected version; `any` when absent (`null` is refused: it would turn the
+    /// concurrency check off without a word).
+    #[serde(default, deserialize_with = "crate::present")]
+    pub expected_version: Option<WireExpected>,
+    /// The events, one or more.
+    pub events: Vec<EventIn>,
+}
+
+impl AppendBody {
+    /// Parses a body; errors name the field (`events[2].eventType`).
+    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        parse_body(bytes)
+    }
+
+    /// The events to append.
+    pub fn into_events(self) -> Result<(ExpectedVersion, Vec<EventData>), BodyError> {
+        let expected = self.expected_version.map_or(ExpectedVersion::Any, |e| e.0);
+        let mut out = Vec::with_capacity(self.events.len());
+        for (index, e) in self.events.into_iter().enumerate() {
+            let content_type = e
+                .content_type
+                .unwrap_or_else(|| CONTENT_TYPE_JSON.to_owned());
+            let data = match (content_type == CONTENT_TYPE_JSON, e.data, e.data_base64) {
+                (_, Some(_), Some(_)) => return Err(BodyError::DataAndDataBase64 { index }),
+                // The parsed text becomes the payload as it is, without a copy.
+                (true, Some(d), None) => Box::<str>::from(d).into_string().into_bytes(),
+                // A JSON event without data has the payload `null`.
+                (true, None, None) => b"null".to_vec(),
+                (true, None, Some(_)) => return Err(BodyError::DataBase64ForJson { index }),
+                (false, Some(_), None) => return Err(BodyError::DataForNonJson { index }),
+                (false, None, Some(b)) => B64
+                    .decode(b.as_bytes())
+                    .map_err(|source| BodyError::DataBase64 { index, source })?,
+                (false, None, None) => Vec::new(),
+            };
+            out.push(EventData {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                content_type,
+                data,
+                metadata: e.metadata.map(Metadata::from_map).unwrap_or_default(),
+            });
+        }
+        Ok((expected, out))
+    }
+}
+
+/// The append request body for `events`, as a client sends it. JSON payloads are written as
+/// they are (the server checks them); other payloads as base64.
+pub fn append_body(expected: ExpectedVersion, events: &[EventData]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + events.iter().map(|e| e.data.len() + 96).sum::<usize>());
+    out.extend_from_slice(b"{\"expectedVersion\":");
+    out.extend_from_slice(expected_to_json(expected).to_string().as_bytes());
+    out.extend_from_slice(b",\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"eventType\":");
+        out.extend_from_slice(Value::String(e.event_type.clone()).to_string().as_bytes());
+        out.extend_from_slice(b",\"contentType\":");
+        out.extend_from_slice(Value::String(e.content_type.clone()).to_string().as_bytes());
+        if let Some(id) = e.event_id {
+            out.extend_from_slice(format!(",\"eventId\":\"{id}\"").as_bytes());
+        }
+        if !e.metadata.is_empty() {
+            out.extend_from_slice(b",\"metadata\":");
+            out.extend_from_slice(&e.metadata.to_bytes());
+        }
+        let raw_json = e.content_type == CONTENT_TYPE_JSON
+            && !e.data.is_empty()
+            && std::str::from_utf8(&e.data).is_ok();
+        if raw_json {
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(&e.data);
+        } else {
+            out.extend_from_slice(b",\"dataBase64\":\"");
+            out.extend_from_slice(B64.encode(&e.data).as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// The answer to an append. The fields are in the order a `serde_json::Value` object would
+/// put them (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Appended<'a> {
+    /// The global position of each event appended.
+    pub positions: Cow<'a, [Position]>,
+    /// The stream.
+    pub stream_id: Cow<'a, str>,
+    /// The stream's version after the append (that of its last event).
+    pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = AppendBody::parse(br#"{"events":[{"eventType":1,"data":{}}]}"#).unwrap_err();
+        assert_eq!(e.field(), "events[0].eventType");
+        let e = AppendBody::parse(br#"{"events":[],"x":1}"#).unwrap_err();
+        assert!(e.reason().contains("unknown field"), "{}", e.reason());
+        let e = AppendBody::parse(br#"{"expectedVersion":-1,"events":[]}"#).unwrap_err();
+        assert_eq!(e.field(), "expectedVersion");
+        let e = AppendBody::parse(br#"{"events":[]} {"events":[]}"#).unwrap_err();
+        assert!(matches!(e, BodyError::TrailingInput { .. }), "{e:?}");
+        let b = AppendBody::parse(
+            br#"{"expectedVersion":"no_stream","events":[{"eventType":"A","data":{"z":1,"a":2}}]}"#,
+        )
+        .unwrap();
+        let (exp, evs) = b.into_events().unwrap();
+        assert_eq!(exp, ExpectedVersion::NoStream);
+        assert_eq!(evs[0].data, br#"{"z":1,"a":2}"#);
+    }
+
+    #[test]
+    fn payload_rules_are_typed() {
+        let events = |body: &str| AppendBody::parse(body.as_bytes()).unwrap().into_events();
+        assert!(matches!(
+            events(
+                r#"{"events":[{"eventType":"A"},{"eventType":"B","data":1,"dataBase64":"AA=="}]}"#
+            ),
+            Err(BodyError::DataAndDataBase64 { index: 1 })
+        ));
+        assert!(matches!(
+            events(r#"{"events":[{"eventType":"A","dataBase64":"AA=="}]}"#),
+            Err(BodyError::DataBase64ForJson { index: 0 })
+        ));
+        assert!(matches!(
+            events(r#"{"events":[{"eventType":"A","contentType":"image/png","data":1}]}"#),
+            Err(BodyError::DataForNonJson { index: 0 })
+        ));
+        let e =
+            events(r#"{"events":[{"eventType":"A","contentType":"image/png","dataBase64":"*"}]}"#)
+                .unwrap_err();
+        assert_eq!(e.field(), "events[0].dataBase64");
+        assert!(matches!(e, BodyError::DataBase64 { index: 0, .. }));
+    }
+
+    /// What a client sends is what the server reads: every expected version, JSON and binary
+    /// payloads, ids and metadata.
+    #[test]
+    fn the_client_body_parses_back_to_the_same_events() {
+        let events = vec![
+            EventData::json("Opened", &json!({ "z": 1, "a": "x\"y" }))
+                .unwrap()
+                .with_id(Uuid::from_u128(5))
+                .with_metadata(Metadata::new().with_correlation_id("c-1")),
+            EventData::binary("Blob", "application/octet-stream", vec![0, 1, 254, 255]),
+            EventData::binary("Empty", "text/plain", Vec::new()),
+        ];
+        for expected in [
+            ExpectedVersion::Any,
+            ExpectedVersion::NoStream,
+            ExpectedVersion::StreamExists,
+            ExpectedVersion::Exact(u64::MAX),
+        ] {
+            let body = append_body(expected, &events);
+            let (back_expected, back) = AppendBody::parse(&body).unwrap().into_events().unwrap();
+            assert_eq!(back_expected, expected);
+            assert_eq!(back, events);
+        }
+    }
+
+    #[test]
+    fn the_answer_reads_back() {
+        let positions = [Position(3), Position(4)];
+        let a = Appended {
+            positions: Cow::Borrowed(&positions),
+            stream_id: Cow::Borrowed("s-1"),
+            version: 1,
+        };
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(text, r#"{"positions":[3,4],"streamId":"s-1","version":1}"#);
+        assert_eq!(serde_json::from_str::<Appended<'static>>(&text).unwrap(), a);
+    }
+}
