@@ -142,8 +142,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the newest event readers can see; `None` when the store is empty.
     async fn head(&self) -> Result<Option<Position>, ReadError>;
 
-    /// The head as readers see it at this moment, without waiting for anything: unlike
-    /// [`head`](Self::head), not even for this process's own appends to become readable (a
+    /// The head as readers see it at this moment, without waiting for events to become
+    /// readable: unlike [`head`](Self::head), not for this process's own appends either (a
     /// PostgreSQL store waits up to a second for them while a transaction elsewhere holds the
     /// watermark). For probes that must answer fast, such as `/ready`. Defaults to `head`.
     async fn head_now(&self) -> Result<Option<Position>, ReadError> {

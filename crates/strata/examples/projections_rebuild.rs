@@ -59,7 +59,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     let models = SqliteReadModels::next_to(&data)?;
     let projections = Projections::new(Arc::new(store.clone()), models.clone());
-    projections.spawn(Typed::new(read_models::AccountBalances)).await?;
+    projections
+        .spawn(Typed::new(read_models::AccountBalances))
+        .await?;
     let head = store.head().await?.unwrap_or_default();
     projections
         .wait_for("account_balances", head, Duration::from_secs(120))

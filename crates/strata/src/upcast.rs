@@ -243,7 +243,7 @@ pub fn with_schema_version(metadata: Metadata, version: u32) -> Metadata {
 /// in it, the event type and the schema version, so the bad event can be found.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "cannot decode event {stream}@{version} (position {position}, type {event_type:?}, \
+    "cannot decode event {stream}@{version} (position {position}, type \"{event_type}\", \
      schema version {schema_version}): {kind}"
 )]
 pub struct DecodeError {
@@ -403,6 +403,12 @@ impl<E: DomainEvent + Serialize + DeserializeOwned> EventCodec<E> {
             }
         })?;
         Ok(data.with_metadata(with_schema_version(metadata, version)))
+    }
+
+    /// Whether `event_type` is one this family decodes (true for every type when the family
+    /// cannot list its types).
+    pub fn knows(&self, event_type: &str) -> bool {
+        self.known_types.is_empty() || self.known_types.contains(event_type)
     }
 
     /// Decodes a stored event, upcasting it first when it is at an older schema.

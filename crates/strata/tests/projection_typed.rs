@@ -118,6 +118,9 @@ impl ReadModel<Postgres> for Users {
     fn name(&self) -> &str {
         "users"
     }
+    fn tables(&self) -> &[&'static str] {
+        &[]
+    }
     fn setup<'a>(&'a self, conn: &'a mut PgConnection) -> PgOutput<'a> {
         Box::pin(async move {
             sqlx::query(
@@ -217,12 +220,24 @@ async fn seed(store: &impl EventStore) -> Vec<Row> {
         .append(&user(3), ExpectedVersion::NoStream, vec![v2])
         .await
         .unwrap();
-    // A type UserEvent does not know: skipped.
+    // Types UserEvent does not know, one of them not even JSON: skipped.
     store
         .append(
             &user(3),
             ExpectedVersion::Exact(0),
             vec![EventData::json("UserAudited", &json!({ "by": "ops" })).unwrap()],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &user(5),
+            ExpectedVersion::NoStream,
+            vec![EventData::binary(
+                "AvatarUploaded",
+                "image/png",
+                vec![0x89, b'P', b'N', b'G'],
+            )],
         )
         .await
         .unwrap();
@@ -347,4 +362,40 @@ async fn the_same_read_model_on_postgres_holds_the_same_rows() {
     assert_eq!(failed_at(&err), Some(bad), "{err}");
     projections.shutdown().await;
     db.cleanup().await;
+}
+
+/// A SQLite read model that lists no tables is refused at registration: its rebuild would
+/// replay every event into the serving tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_read_model_without_tables_is_refused() {
+    struct NoTables;
+    impl ReadModel<Sqlite> for NoTables {
+        type Event = UserEvent;
+        fn name(&self) -> &str {
+            "no_tables"
+        }
+        fn tables(&self) -> &[&'static str] {
+            &[]
+        }
+        fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
+            sql.execute_batch("CREATE TABLE IF NOT EXISTS totals (n INTEGER)")
+        }
+        fn apply<'a>(
+            &'a self,
+            _: &'a Sql<'a>,
+            _: &'a Envelope<'a, UserEvent>,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = strata_log::LogStore::open(dir.path().join("data")).unwrap();
+    let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
+    let projections = Projections::new(Arc::new(store), models);
+    let err = projections.spawn(Typed::new(NoTables)).await.unwrap_err();
+    assert!(
+        matches!(&err, ProjectionError::Invalid { projection, .. } if projection == "no_tables"),
+        "{err}"
+    );
+    projections.shutdown().await;
 }

@@ -8,7 +8,7 @@
 //!
 //! Each projection runs one of two ways, chosen when it is registered:
 //!
-//! - **inline** ([`Projections::inline`]): applied by [`ProjectedStore::append`] right after
+//! - **inline** ([`Projections::inline`]): applied by [`ProjectedStore`]'s `append` right after
 //!   the append is durable and before the caller is answered. A crash in between leaves the
 //!   checkpoint behind the log; registering the projection again catches it up (repair).
 //! - **async** ([`Projections::spawn`]): a background task follows `$all` from its checkpoint
@@ -202,6 +202,15 @@ pub enum ProjectionError {
     /// More than [`limits::PROJECTIONS_MAX`] projections.
     #[error("at most {} projections can be registered", limits::PROJECTIONS_MAX)]
     TooMany,
+    /// The projection cannot be registered as it is: `reason` says why (a SQLite projection
+    /// that lists no tables, a filter over the limits).
+    #[error("projection {projection} cannot be registered: {reason}")]
+    Invalid {
+        /// The projection.
+        projection: String,
+        /// Why.
+        reason: String,
+    },
     /// A rebuild of this projection is running already.
     #[error("projection {0} is being rebuilt already")]
     RebuildInProgress(String),

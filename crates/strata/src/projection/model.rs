@@ -31,7 +31,7 @@ pub enum ProjectionMode {
 pub enum ProjectionStatus {
     /// Applying events as they come.
     Running,
-    /// Stopped on request; [`Projections::resume`] continues from the checkpoint.
+    /// Stopped on request; [`Projections::resume`](super::Projections::resume) continues from the checkpoint.
     Paused,
     /// A fresh copy is being built; the current one keeps serving (and keeps running).
     Rebuilding,
@@ -39,7 +39,7 @@ pub enum ProjectionStatus {
     Failed,
 }
 
-/// One projection as [`Projections::list`] shows it.
+/// One projection as [`Projections::list`](super::Projections::list) shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectionInfo {
@@ -90,7 +90,7 @@ pub struct RebuildProgress {
 ///
 /// The append is durable before the projections run. If they fail, the append still
 /// succeeds (its events are stored), the projection is marked failed, and
-/// [`Projections::wait_for`] reports it; if the process dies in between, registering the
+/// [`Projections::wait_for`](super::Projections::wait_for) reports it; if the process dies in between, registering the
 /// projection again catches it up.
 #[cfg(feature = "sqlite")]
 #[derive(Clone)]
@@ -139,7 +139,7 @@ pub enum ProjectedAppendError {
     },
 }
 
-/// Projections an append applies before it returns: [`Projections`] (SQLite read models) and
+/// Projections an append applies before it returns: [`Projections`](super::Projections) (SQLite read models) and
 /// [`super::PgProjections`] (PostgreSQL read models).
 #[async_trait]
 pub trait InlineProjections: Clone + std::fmt::Debug + Send + Sync + 'static {
@@ -275,6 +275,18 @@ impl<S: EventStore + Clone, P: InlineProjections> EventStore for ProjectedStore<
 
     async fn head(&self) -> Result<Option<Position>, ReadError> {
         self.inner.head().await
+    }
+
+    async fn head_now(&self) -> Result<Option<Position>, ReadError> {
+        self.inner.head_now().await
+    }
+
+    async fn backend_metrics(&self) -> Result<String, ReadError> {
+        self.inner.backend_metrics().await
+    }
+
+    fn check_writable(&self) -> Result<(), AppendError> {
+        self.inner.check_writable()
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

@@ -133,6 +133,21 @@ impl Projections {
         mode: ProjectionMode,
     ) -> Result<Arc<Entry>, ProjectionError> {
         let name = projection.name().to_owned();
+        if projection.tables().is_empty() {
+            // A rebuild writes fresh copies of exactly these tables; with none it would
+            // replay every event into the serving tables.
+            return Err(ProjectionError::Invalid {
+                projection: name,
+                reason: "a SQLite projection must list the tables it writes (tables())".into(),
+            });
+        }
+        projection
+            .filter()
+            .validate()
+            .map_err(|e| ProjectionError::Invalid {
+                projection: name.clone(),
+                reason: e.to_string(),
+            })?;
         self.inner.entries.check_free(&name)?;
         let conn = self.inner.models.connect()?;
         let conn = Arc::new(StdMutex::new(conn));
@@ -204,7 +219,7 @@ impl Projections {
         })
     }
 
-    /// Applies every registered inline projection up to `position`. [`ProjectedStore`] calls
+    /// Applies every registered inline projection up to `position`. [`ProjectedStore`](super::ProjectedStore) calls
     /// this after each append; call it yourself when appending through another handle.
     pub async fn apply_inline(&self, position: Position) -> Result<(), ProjectionError> {
         common::apply_inline(self, position).await

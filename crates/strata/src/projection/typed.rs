@@ -145,20 +145,22 @@ pub trait ReadModel<Db: ReadModelDb>: Send + Sync + 'static {
     /// The events it wants. The default: every event type of [`Self::Event`] (all events
     /// when the family cannot list its types). Narrow it (to categories, say); events outside
     /// it move the checkpoint without reaching the handler.
+    /// The default matches those types in every category: narrow it to the categories the
+    /// model reads when other categories use the same type names.
     fn filter(&self) -> Filter {
         let types = <Self::Event as DomainEvent>::event_types();
-        if types.is_empty() {
+        if types.is_empty() || types.len() > strata_core::limits::FILTER_MAX_TERMS {
+            // Unknown types are skipped when decoding, so no filter loses nothing.
             Filter::default()
         } else {
             Filter::default().event_types(types)
         }
     }
 
-    /// The tables it owns. SQLite handlers name them `{table}` in SQL (so a rebuild writes a
-    /// fresh copy); PostgreSQL read models own the tables they create and may leave this empty.
-    fn tables(&self) -> &[&'static str] {
-        &[]
-    }
+    /// The tables it owns. SQLite: every table it writes, named `{table}` in its SQL, so that a
+    /// rebuild writes fresh copies and swaps them in (registering a SQLite model with none is
+    /// refused). PostgreSQL read models own the schema's tables they create: `&[]`.
+    fn tables(&self) -> &[&'static str];
 
     /// Creates its tables in a fresh, empty generation (SQLite) or if they do not exist
     /// (PostgreSQL).
@@ -201,6 +203,16 @@ impl<M: ReadModel<Db>, Db: ReadModelDb> Typed<M, Db> {
         }
     }
 
+    /// Wraps `model`, decoding with `upcasters` instead of the events' own (as
+    /// [`crate::Repository::with_upcasters`] does for the write side).
+    pub fn with_upcasters(model: M, upcasters: crate::Upcasters) -> Self {
+        Typed {
+            model,
+            codec: EventCodec::with_upcasters(upcasters),
+            _db: PhantomData,
+        }
+    }
+
     /// The read model.
     pub fn model(&self) -> &M {
         &self.model
@@ -212,6 +224,10 @@ impl<M: ReadModel<Db>, Db: ReadModelDb> Typed<M, Db> {
         &self,
         raw: &'a RecordedEvent,
     ) -> Result<Option<Envelope<'a, M::Event>>, DecodeError> {
+        // Before decoding: an event of another family may not even be JSON.
+        if !self.codec.knows(&raw.event_type) {
+            return Ok(None);
+        }
         match self.codec.decode(raw) {
             Ok(event) => Ok(Some(Envelope {
                 event,
