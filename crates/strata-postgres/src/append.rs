@@ -242,6 +242,7 @@ async fn run_batch(shared: &Shared, mut batch: Vec<AppendRequest>) {
     batch.sort_by(|a, b| a.stream.cmp(&b.stream));
     let result = execute_on_pool(shared, &batch, true).await;
     shared.appended();
+    shared.note_host_writable(&result);
     match result {
         Ok(outcomes) => {
             for (req, Outcome::Done(r)) in batch.into_iter().zip(outcomes) {

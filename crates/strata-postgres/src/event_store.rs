@@ -59,6 +59,21 @@ impl EventStore for PostgresStore {
         self.head_position().await
     }
 
+    fn check_writable(&self) -> Result<(), AppendError> {
+        if self
+            .shared()
+            .read_only
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(AppendError::Unavailable(
+                "the PostgreSQL host is read-only (a hot standby, or default_transaction_read_only): \
+                 appends are refused until a writable host takes one"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn head_now(&self) -> Result<Option<Position>, ReadError> {
         self.head_now_position().await
     }

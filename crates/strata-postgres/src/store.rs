@@ -48,9 +48,35 @@ pub(crate) struct Shared {
     pub failover: Arc<Notify>,
     /// The watermark standing still while this store's appends wait above it.
     pub stall: crate::watermark::Stall,
+    /// The last append met a read-only host (SQLSTATE 25006: a hot standby, or
+    /// `default_transaction_read_only`); cleared by the next append that commits.
+    /// `check_writable` reports it, so `/ready?write=true` takes the node out of write
+    /// rotation instead of letting clients retry against it.
+    pub read_only: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Records whether the host took the last append transaction: a read-only host (25006)
+    /// marks the store not writable and has the monitor of a several-host URL look for the
+    /// writable one; a commit clears the mark.
+    pub(crate) fn note_host_writable<T>(&self, result: &Result<T, sqlx::Error>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(_) => self.read_only.store(false, Ordering::Relaxed),
+            Err(e) if crate::error::sqlstate(e).as_deref() == Some("25006") => {
+                if !self.read_only.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        schema = %self.schema,
+                        "the PostgreSQL host refused an append as read-only (a hot standby?); \
+                         this store reports itself not writable until an append commits"
+                    );
+                }
+                self.failover.notify_one();
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Called after every append transaction ends, committed or not: either may let events
     /// become readable (an aborted transaction can be the one that held the watermark back).
     pub(crate) fn appended(&self) {
@@ -199,6 +225,7 @@ impl PostgresStore {
             read_ahead: Default::default(),
             failover,
             stall: Default::default(),
+            read_only: Default::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(notify::listener(

@@ -590,6 +590,12 @@ async fn reads_and_subscriptions_on_the_hot_standby_never_skip_an_event() {
         matches!(refused, Err(strata_core::AppendError::Unavailable(_))),
         "a standby refuses appends with Unavailable: {refused:?}"
     );
+    // ... and says so to a readiness probe (`/ready?write=true`), while the primary is writable.
+    assert!(matches!(
+        standby.check_writable(),
+        Err(strata_core::AppendError::Unavailable(_))
+    ));
+    assert!(primary.check_writable().is_ok());
     early_task.abort();
     late_task.abort();
     drop((primary, standby));
