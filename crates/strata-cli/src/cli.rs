@@ -76,12 +76,13 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<projections::ProjectionsCommand>,
     },
-    /// Run the benchmarks.
-    Bench(bench::BenchArgs),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Open the store, serve a read and print time and memory (used by `bench --large`).
+    /// The benchmarks are the `strata-bench` program now; this only says how to run them.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+    /// Was the open measurement of `bench --large`; says where it went.
     #[command(hide = true)]
     BenchOpen,
 }

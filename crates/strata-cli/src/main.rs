@@ -78,7 +78,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Repair(a) => verify::repair(&cli, a, &p),
         Command::Projections { command } => projections::run(&cli, command.as_ref(), &p).await,
         Command::Token(c) => token::run(c, &p),
-        Command::Bench(a) => bench::run(&cli, a, &p).await,
-        Command::BenchOpen => bench::open(&cli).await,
+        Command::Bench(a) => Err(bench::bench(&cli, a).into()),
+        Command::BenchOpen => Err(bench::bench_open(&cli).into()),
     }
 }
