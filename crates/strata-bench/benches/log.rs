@@ -1,5 +1,5 @@
 //! `cargo bench -p strata-bench`: the embedded-store benchmarks at full scale
-//! (`STRATA_BENCH_QUICK=1` for a small run). The same code runs behind `strata bench`.
+//! (`STRATA_BENCH_QUICK=1` for a small run). The same code runs behind the `strata-bench` program.
 
 fn main() {
     let quick = std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1");

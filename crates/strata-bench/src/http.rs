@@ -1,4 +1,4 @@
-//! Benchmarks of the HTTP server (`strata bench --http`, or `strata bench --server URL` against
+//! Benchmarks of the HTTP server (`strata-bench --http`, or `strata-bench --server URL` against
 //! a running server): appends/s and latency over HTTP with 1, 16 and 64 connections, delivery
 //! latency of server-sent events to 100 subscribers of `$all` at 10,000 events/s, and, in the
 //! same run, the in-process embedded append throughput with 64 writers that the HTTP numbers are

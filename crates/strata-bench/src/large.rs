@@ -1,6 +1,6 @@
 //! The memory budget check: a store of many events (10 million by default) must open and
 //! serve on this machine. The store is filled in this process; opening it is measured in a
-//! fresh process (so its memory is the open store's alone) by `strata bench --large`.
+//! fresh process (so its memory is the open store's alone) by `strata-bench --large`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

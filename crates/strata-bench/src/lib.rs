@@ -1,9 +1,9 @@
 //! # strata-bench
 //!
-//! The benchmark harness behind `strata bench` and `cargo bench -p strata-bench`. Every run
-//! measures its own baseline on the same disk in the same run (the rate of 4 KiB write +
-//! fdatasync), so each figure is also reported as a ratio that survives a noisy, shared
-//! machine.
+//! The benchmark harness behind the `strata-bench` program (`cargo run --release -p
+//! strata-bench -- --help` lists its runs) and `cargo bench -p strata-bench`. Every run measures
+//! its own baseline on the same disk in the same run (the rate of 4 KiB write + fdatasync), so
+//! each figure is also reported as a ratio that survives a noisy, shared machine.
 //!
 //! ```no_run
 //! # async fn demo() {

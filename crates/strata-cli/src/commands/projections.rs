@@ -23,8 +23,9 @@ use strata_client::paths::{projection_path, PROJECTIONS_PATH};
 use strata_client::Client;
 use strata_core::EventStore;
 
+use crate::cli::Cli;
 use crate::output::Printer;
-use strata_cli::config::Backend;
+use strata_cli::config::{self, Backend};
 
 /// The PostgreSQL schema of the built-in projections' read models.
 pub const PG_READ_MODEL_SCHEMA: &str = "strata_read_models";
@@ -184,6 +185,37 @@ fn rebuilt(p: &Printer, name: &str, applied: u64, elapsed_s: f64, checkpoint: Op
         println!(
             "rebuilt {name}: {applied} events applied in {elapsed_s:.1} s ({rate:.0} events/s); it serves from {at}"
         );
+    }
+}
+
+/// `strata projections [COMMAND]`: on the server with --server, else in this process.
+pub async fn run(cli: &Cli, command: Option<&ProjectionsCommand>, p: &Printer) -> Result<()> {
+    use ProjectionsCommand as P;
+    let command = command.cloned().unwrap_or(P::List);
+    if let Some(url) = &cli.server {
+        cli.server_alone()?;
+        let client = cli.server_client(url)?;
+        return on_server(&client, &command, p).await;
+    }
+    match &command {
+        P::List if cli.database_url.is_none() => {
+            let store = cli.open().await?;
+            list(&cli.data_dir(), &*store, p).await
+        }
+        P::List => anyhow::bail!(
+            "listing PostgreSQL read models needs the program that hosts them: pass --server URL"
+        ),
+        P::Rebuild { name } => {
+            let backend = match &cli.database_url {
+                Some(url) => config::Backend::Postgres(url.clone()),
+                None => config::Backend::Embedded(cli.data_dir()),
+            };
+            let store = cli.open().await?;
+            rebuild_here(&backend, store, name, p).await
+        }
+        P::Pause { .. } | P::Resume { .. } | P::Reset { .. } => anyhow::bail!(
+            "pause, resume and reset act on projections while they run, in the program that hosts them: pass --server URL"
+        ),
     }
 }
 

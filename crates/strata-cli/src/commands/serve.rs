@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use strata_core::EventStore;
 
-use crate::Cli;
+use crate::cli::{open_log, Cli};
 use strata_cli::config::{self, Backend, Given};
 
 #[derive(Args)]
@@ -99,7 +99,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     }
     let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
         Backend::Embedded(dir) => {
-            let store = crate::open_log(dir)?;
+            let store = open_log(dir)?;
             (
                 Arc::new(store),
                 format!("the embedded store in {}", dir.display()),
@@ -115,7 +115,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     } else {
         "no authentication (loopback only)".to_owned()
     };
-    let hosted = crate::projections::Hosted::start(
+    let hosted = super::projections::Hosted::start(
         &resolved.backend,
         Arc::clone(&store),
         &resolved.projections,

@@ -1,0 +1,263 @@
+//! `strata-bench`: Strata's benchmarks as a program of their own, so that the `strata` binary
+//! does not carry the load generator and the benchmarks' dependencies.
+//!
+//! ```sh
+//! cargo run --release -p strata-bench                        # the embedded store, full size
+//! cargo run --release -p strata-bench -- --quick             # a small, fast run
+//! cargo run --release -p strata-bench -- --large 10000000    # open a large store: time and memory
+//! cargo run --release -p strata-bench -- --http              # the HTTP server, on loopback
+//! cargo run --release -p strata-bench -- --server URL        # ... or a running server
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus};
+
+use clap::{Args, Parser, Subcommand};
+use strata_bench::large::OpenMeasure;
+use strata_bench::{http, large, log, Scale};
+
+/// Strata's benchmarks: the embedded store, its server over HTTP, and opening a large store.
+/// Every run measures its own baseline beside its figures (see docs/benchmarks.md).
+#[derive(Parser)]
+#[command(
+    name = "strata-bench",
+    version,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A small, fast run instead of the full-size one.
+    #[arg(long)]
+    quick: bool,
+    /// Where to put the benchmark's stores (removed afterwards).
+    #[arg(long, default_value = "./strata-bench-data")]
+    dir: PathBuf,
+    /// Instead: fill a store with this many events and measure opening it in a fresh
+    /// process, with and without its index file (the memory budget check).
+    #[arg(long, value_name = "EVENTS")]
+    large: Option<u64>,
+    /// Instead: the HTTP benchmarks, against an in-process server on loopback (or the
+    /// running server given with --server), beside in-process appends for comparison.
+    #[arg(long)]
+    http: bool,
+    /// The HTTP benchmarks against the running server at this URL (implies --http).
+    #[arg(long, env = "STRATA_SERVER")]
+    server: Option<String>,
+    /// The API token for --server: write and subscribe rights on `bench-` streams and `$all`.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON (one document) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open the store in --data, serve one read and print the time and memory it took as JSON
+    /// (what --large runs in a fresh process).
+    OpenMeasure {
+        /// The data directory of the store to open.
+        #[arg(long, default_value = "./strata-data")]
+        data: PathBuf,
+    },
+}
+
+/// Why a benchmark run stopped.
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Harness(String),
+    #[error("cannot find this program to run it again as `open-measure`: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("cannot run `strata-bench open-measure`: {0}")]
+    Spawn(std::io::Error),
+    #[error("`strata-bench open-measure` failed ({status}): {stderr}")]
+    OpenMeasure { status: ExitStatus, stderr: String },
+    #[error("`strata-bench open-measure` printed something other than its measure: {0}")]
+    BadMeasure(serde_json::Error),
+    #[error("cannot remove the index file {path}: {source}")]
+    RemoveIndex {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot print JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(BenchError::Runtime)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BenchError> {
+    let a = cli.run;
+    match cli.command {
+        Some(Command::OpenMeasure { data }) => {
+            let m = large::open_and_measure(&data)
+                .await
+                .map_err(BenchError::Harness)?;
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        None if a.http || a.server.is_some() => run_http(a).await,
+        None => match a.large {
+            Some(events) => run_large(&a.dir, events, a.json).await,
+            None => run_log(a).await,
+        },
+    }
+}
+
+fn scale(a: &RunArgs) -> Scale {
+    if a.quick {
+        Scale::Quick
+    } else {
+        Scale::Full
+    }
+}
+
+/// The embedded-store benchmarks.
+async fn run_log(a: RunArgs) -> Result<(), BenchError> {
+    if !a.json {
+        eprintln!(
+            "running the embedded-store benchmarks in {} ({})...",
+            a.dir.display(),
+            if a.quick {
+                "quick"
+            } else {
+                "full size, about two minutes"
+            }
+        );
+    }
+    let report = log::run(&a.dir, scale(&a))
+        .await
+        .map_err(BenchError::Harness)?;
+    let _ = std::fs::remove_dir_all(&a.dir);
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// `--http` (or `--server URL`): the HTTP benchmarks.
+async fn run_http(a: RunArgs) -> Result<(), BenchError> {
+    let target = match &a.server {
+        Some(url) => http::Target::Server {
+            url: url.clone(),
+            token: a.token.clone(),
+        },
+        None => http::Target::InProcess,
+    };
+    if !a.json {
+        eprintln!(
+            "running the HTTP benchmarks ({}) in {}...",
+            if a.quick {
+                "quick"
+            } else {
+                "full size, about a minute"
+            },
+            a.dir.display()
+        );
+    }
+    let report = http::run(&a.dir, target, scale(&a))
+        .await
+        .map_err(BenchError::Harness)?;
+    let _ = std::fs::remove_dir_all(&a.dir);
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// `--large N`: fill a store, then open it in fresh processes (`open-measure`), with its
+/// index file and again without it, so each figure is the open store's memory alone.
+async fn run_large(dir: &Path, events: u64, json: bool) -> Result<(), BenchError> {
+    let _ = std::fs::remove_dir_all(dir);
+    eprintln!("filling {} with {events} events...", dir.display());
+    let took = large::populate(dir, events, (events / 100).max(1))
+        .await
+        .map_err(BenchError::Harness)?;
+    eprintln!(
+        "filled in {:.1} s ({:.0} events/s)",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+    let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
+    let measure = || -> Result<OpenMeasure, BenchError> {
+        let out = std::process::Command::new(&exe)
+            .arg("open-measure")
+            .arg("--data")
+            .arg(dir)
+            .output()
+            .map_err(BenchError::Spawn)?;
+        if !out.status.success() {
+            return Err(BenchError::OpenMeasure {
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        serde_json::from_slice(&out.stdout).map_err(BenchError::BadMeasure)
+    };
+    let with_index = measure()?;
+    let index = dir.join("index.bin");
+    std::fs::remove_file(&index).map_err(|source| BenchError::RemoveIndex {
+        path: index.clone(),
+        source,
+    })?;
+    let rebuilt = measure()?;
+    let _ = std::fs::remove_dir_all(dir);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"withIndex": with_index, "rebuilt": rebuilt})
+        );
+    } else {
+        for (name, m) in [
+            ("with index file", &with_index),
+            ("rebuilding index", &rebuilt),
+        ] {
+            println!(
+                "open {} events, {name}: {} ms; resident memory {:.0} MiB (peak {:.0} MiB, {:.0} bytes/event); a 1,000-event stream read right after: {:.2} ms",
+                m.events,
+                m.open_ms,
+                m.rss_bytes as f64 / 1048576.0,
+                m.peak_rss_bytes as f64 / 1048576.0,
+                m.rss_bytes as f64 / m.events.max(1) as f64,
+                m.stream_read_us as f64 / 1000.0
+            );
+        }
+    }
+    Ok(())
+}

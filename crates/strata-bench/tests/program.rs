@@ -1,0 +1,59 @@
+//! The `strata-bench` program end to end: `--large` fills a store, opens it in fresh
+//! processes (`open-measure`) with and without its index file, and removes it afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata-bench");
+
+fn strata_bench(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("STRATA_SERVER")
+        .env_remove("STRATA_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn large_opens_the_store_in_fresh_processes_with_and_without_its_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("large");
+    let out = strata_bench(&[
+        "--large".as_ref(),
+        "2000".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (run, index_loaded) in [("withIndex", true), ("rebuilt", false)] {
+        assert_eq!(v[run]["events"], 2000, "{v}");
+        assert_eq!(v[run]["index_loaded"], index_loaded, "{v}");
+        assert!(v[run]["rss_bytes"].as_u64().unwrap() > 0, "{v}");
+    }
+    assert!(!dir.exists(), "the store is removed afterwards");
+}
+
+#[test]
+fn open_measure_of_a_store_without_the_benchmark_streams_fails_with_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = strata_bench(&[
+        "open-measure".as_ref(),
+        "--data".as_ref(),
+        tmp.path().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("account-7"), "names the stream it read: {err}");
+}
+
+#[test]
+fn run_options_and_open_measure_do_not_mix() {
+    let out = strata_bench(&["--quick".as_ref(), "open-measure".as_ref()]);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {out:?}");
+    assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
+}

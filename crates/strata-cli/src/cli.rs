@@ -1,0 +1,149 @@
+//! The command line: the options every command shares, the list of commands, and opening the
+//! store the client commands work on. Each command's own arguments live with it, under
+//! `commands/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use strata_cli::config;
+use strata_core::EventStore;
+use strata_log::LogStore;
+
+use crate::commands::{
+    append, bench, info, projections, read, serve, streams, tail, token, verify,
+};
+
+/// Strata: an event store and event-sourcing toolkit.
+#[derive(Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    /// The data directory of the embedded store [default: ./strata-data].
+    #[arg(long, global = true, env = "STRATA_DATA")]
+    pub data: Option<PathBuf>,
+    /// Use PostgreSQL at this URL instead of the embedded store
+    /// (postgres://user[:password]@host[:port]/database).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Talk to a running Strata server instead of opening a store (http://127.0.0.1:2113).
+    #[arg(long, global = true, env = "STRATA_SERVER")]
+    pub server: Option<String>,
+    /// The API token for --server.
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https --server with a private certificate.
+    #[arg(long, global = true, env = "STRATA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print JSON (one document per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (and live subscriptions) on the store.
+    Serve(serve::ServeArgs),
+    /// A scripted tour of Strata on the mission's bank account.
+    Tour,
+    /// Append one event to a stream.
+    Append(append::AppendArgs),
+    /// Read a stream, or `$all`.
+    Read(read::ReadArgs),
+    /// Follow a stream or `$all` as events are appended (Ctrl-C to stop).
+    Tail(tail::TailArgs),
+    /// List streams (or categories) with their event counts.
+    Streams(streams::StreamsArgs),
+    /// Show what is known about one stream.
+    Info(info::InfoArgs),
+    /// Check every record of the data directory (CRC, positions, versions) and that every
+    /// event the index file records as acknowledged is there. Exits 2 when data is damaged or
+    /// missing.
+    Verify,
+    /// Open a data directory whose newest acknowledged events are missing (a segment file cut
+    /// short, zeroed or deleted), cutting the log where it is whole and saying exactly what was
+    /// lost. Without --accept-data-loss it only reports what it would cut.
+    Repair(verify::RepairArgs),
+    /// List, pause, resume, reset or rebuild projections (on a server with --server).
+    Projections {
+        #[command(subcommand)]
+        command: Option<projections::ProjectionsCommand>,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The benchmarks are the `strata-bench` program now; this only says how to run them.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+    /// Was the open measurement of `bench --large`; says where it went.
+    #[command(hide = true)]
+    BenchOpen,
+}
+
+/// Opens the embedded store in `dir`.
+pub fn open_log(dir: &Path) -> Result<LogStore> {
+    LogStore::open(dir).with_context(|| format!("cannot open {}", dir.display()))
+}
+
+impl Cli {
+    /// The embedded store's data directory: --data, or the default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA))
+    }
+
+    /// A client of the server at `url`, with the token and CA certificate of the command line.
+    pub fn server_client(&self, url: &str) -> Result<strata_client::Client> {
+        let mut b = strata_client::Client::builder(url);
+        if let Some(token) = &self.token {
+            b = b.token(token);
+        }
+        if let Some(ca) = &self.ca_cert {
+            b = b.ca_cert(ca);
+        }
+        Ok(b.build()?)
+    }
+
+    /// Fails when --server is given with --data or --database-url, which it would ignore.
+    pub fn server_alone(&self) -> Result<()> {
+        if self.database_url.is_some() || self.data.is_some() {
+            anyhow::bail!(
+                "--server talks to a running server: do not give --data or --database-url with it"
+            );
+        }
+        Ok(())
+    }
+
+    /// The store the client commands work on: a server, PostgreSQL, or the embedded log.
+    pub async fn open(&self) -> Result<Arc<dyn EventStore>> {
+        if let Some(url) = &self.server {
+            self.server_alone()?;
+            return Ok(Arc::new(self.server_client(url)?));
+        }
+        if let Some(url) = &self.database_url {
+            if self.data.is_some() {
+                anyhow::bail!("give --data or --database-url, not both");
+            }
+            let store = strata_postgres::PostgresStore::connect(url).await?;
+            return Ok(Arc::new(store));
+        }
+        Ok(Arc::new(open_log(&self.data_dir())?))
+    }
+
+    /// Where the store is, for people.
+    pub fn location(&self) -> String {
+        match (&self.server, &self.database_url) {
+            (Some(url), _) => format!("the server at {url}"),
+            (None, Some(_)) => "PostgreSQL".to_owned(),
+            (None, None) => self.data_dir().display().to_string(),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `strata verify` and `strata repair`: check the embedded store's files, and open one whose
+//! newest acknowledged events are missing by cutting them.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use strata_log::{LogConfig, LogStore};
+
+use crate::cli::Cli;
+use crate::output::Printer;
+
+#[derive(Args)]
+pub struct RepairArgs {
+    /// Cut the missing events for good (the store then opens without them).
+    #[arg(long)]
+    accept_data_loss: bool,
+}
+
+pub fn verify(cli: &Cli, p: &Printer) -> Result<()> {
+    if cli.server.is_some() || cli.database_url.is_some() {
+        anyhow::bail!("verify checks the embedded store's files: it works on --data only");
+    }
+    let dir = cli.data_dir();
+    let r = strata_log::verify(&dir)?;
+    p.verify(&dir, &r);
+    Ok(())
+}
+
+pub fn repair(cli: &Cli, args: &RepairArgs, p: &Printer) -> Result<()> {
+    if cli.server.is_some() || cli.database_url.is_some() {
+        anyhow::bail!("repair works on the embedded store's files: it works on --data only");
+    }
+    let dir = cli.data_dir();
+    if !args.accept_data_loss {
+        // Only say what would be cut.
+        let r = strata_log::verify(&dir)?;
+        p.nothing_to_repair(&dir, &r);
+        return Ok(());
+    }
+    let config = LogConfig {
+        accept_data_loss: true,
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(&dir, config)
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    let report = store.open_report().clone();
+    drop(store);
+    p.repaired(&dir, &report);
+    Ok(())
+}
