@@ -75,19 +75,11 @@ const _: () = assert!(READ_SCAN_MAX_EVENTS >= READ_PAGE_MAX_EVENTS);
 /// sane aggregate and still bounded.
 pub const SNAPSHOT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-// --- The server ---
-
-/// Largest HTTP request body, in bytes. Room for one event at [`EVENT_DATA_MAX_BYTES`] even
-/// when its JSON is escaped or base64-encoded, or many small events; a bigger batch is split by
-/// the client. The server reads a body whole before it appends (an append is atomic), so this
-/// also bounds the memory one request can hold.
-pub const SERVER_REQUEST_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
-
-/// Most events in one HTTP append. The same bound as the store's own.
-pub const SERVER_APPEND_EVENTS_MAX: usize = APPEND_EVENTS_MAX;
-
-/// Events in a read page when the client does not say.
-pub const SERVER_PAGE_DEFAULT_EVENTS: usize = 100;
+// --- The HTTP API's read pages ---
+//
+// The server cuts its read pages at these bounds and an HTTP client sizes its requests and its
+// answer buffer by them, so they live here, where both sides find them; the server's other
+// bounds are in `strata_server::limits`.
 
 /// Most events in one HTTP read page. Lower than the store's page: a page is one JSON
 /// document held in memory while it is written.
@@ -97,47 +89,9 @@ pub const SERVER_PAGE_MAX_EVENTS: usize = 1_000;
 /// before it would pass this, so 1,000 events of 1 MiB never become one 1 GiB response.
 pub const SERVER_PAGE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// Most open server-sent-event subscriptions per API token (all anonymous callers count as
-/// one token). Each costs a task, a cursor and a buffer of [`SERVER_SSE_BUFFER_EVENTS`]; 128
-/// leaves room for the benchmark's 100 subscribers of one token.
-pub const SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX: usize = 128;
-
-/// Most open subscriptions in one server, across tokens.
-pub const SERVER_SUBSCRIPTIONS_MAX: usize = 4_096;
-
-/// Events buffered between a subscription and its HTTP connection. Two storage pages: the
-/// subscription can read ahead one page while the connection writes the other.
-pub const SERVER_SSE_BUFFER_EVENTS: usize = 2 * SUBSCRIPTION_PAGE_EVENTS;
-
-/// How long a subscriber's buffer may stay full before the subscriber is disconnected with
-/// its resume position. Long enough for a GC pause or a slow network; short enough that a
-/// stuck client does not hold a slot for long.
-pub const SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS: u64 = 10_000;
-
-/// Interval of server-sent-event keep-alive comments: under the 30 to 60 s idle timeouts of
-/// common proxies and load balancers.
-pub const SERVER_SSE_KEEP_ALIVE_INTERVAL_MS: u64 = 15_000;
-
-/// Most configured API tokens.
-pub const SERVER_TOKENS_MAX: usize = 10_000;
-
-/// Most stream-prefix grants of one token.
-pub const SERVER_TOKEN_GRANTS_MAX: usize = 256;
-
-/// How long a stopping server waits for open requests and subscriptions before it closes them.
-pub const SERVER_SHUTDOWN_GRACE_MS: u64 = 5_000;
-
-const _: () = assert!(SERVER_APPEND_EVENTS_MAX <= APPEND_EVENTS_MAX);
-const _: () = assert!(SERVER_PAGE_DEFAULT_EVENTS <= SERVER_PAGE_MAX_EVENTS);
 const _: () = assert!(SERVER_PAGE_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
-// One event at the payload limit fits in one request, even base64-encoded (4/3) with metadata.
-const _: () = assert!(
-    EVENT_DATA_MAX_BYTES / 3 * 4 + EVENT_METADATA_MAX_BYTES < SERVER_REQUEST_BODY_MAX_BYTES
-);
 // One event at the payload limit fits in one read page.
 const _: () = assert!(EVENT_DATA_MAX_BYTES + EVENT_METADATA_MAX_BYTES <= SERVER_PAGE_MAX_BYTES);
-const _: () = assert!(SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX <= SERVER_SUBSCRIPTIONS_MAX);
-const _: () = assert!(SERVER_SSE_BUFFER_EVENTS >= SUBSCRIPTION_PAGE_EVENTS);
 
 // --- Projections ---
 
@@ -165,9 +119,6 @@ pub const PROJECTION_SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Most projections one runner manages. Each costs a task and a connection.
 pub const PROJECTIONS_MAX: usize = 256;
-
-/// Bytes in a projection's name (the server refuses longer names in paths).
-pub const PROJECTION_NAME_MAX_BYTES: usize = 128;
 
 const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
 const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS > 0);
