@@ -92,13 +92,3 @@ pub const SERVER_PAGE_MAX_BYTES: usize = 16 * 1024 * 1024;
 const _: () = assert!(SERVER_PAGE_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
 // One event at the payload limit fits in one read page.
 const _: () = assert!(EVENT_DATA_MAX_BYTES + EVENT_METADATA_MAX_BYTES <= SERVER_PAGE_MAX_BYTES);
-
-// --- The benchmarks' HTTP load generator (`strata bench --http`) ---
-
-/// Bytes the load generator reads from a connection at a time (an append's answer is about
-/// 200 bytes; a longer one is read in several steps).
-pub const BENCH_HTTP_READ_BUFFER_BYTES: usize = 4096;
-
-/// The load generator's pause after a failed connect, so a server that is down is not
-/// hammered.
-pub const BENCH_HTTP_RECONNECT_DELAY_MS: u64 = 10;
