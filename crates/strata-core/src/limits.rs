@@ -1,8 +1,15 @@
-//! Every bound Strata enforces, in one place.
+//! The bounds of the event model and of the [`EventStore`](crate::EventStore) and
+//! [`SnapshotStore`](crate::SnapshotStore) contracts, which every backend enforces alike: the
+//! sizes of stream ids, event types, payloads and metadata, JSON nesting, appends, read and
+//! listing pages, filters, subscriptions and snapshots; and the read pages of the HTTP API,
+//! which the server and its clients share.
 //!
 //! Each limit says why its value was chosen. Exceeding a limit on input is a typed error
 //! ([`crate::LimitError`]) and nothing is written. Relations between limits are checked at
-//! compile time at the bottom of this file.
+//! compile time. Each crate keeps the bounds of its own machinery in its own `limits` module:
+//! the embedded log's in `strata_log::limits`, PostgreSQL's in `strata_postgres::limits`, the
+//! server's in `strata_server::limits`, the HTTP client's in `strata_client::limits`, the
+//! toolkit's and projections' in `strata::limits`, the benchmark's in `strata_bench::limits`.
 
 /// Longest stream id, in bytes of UTF-8. Long enough for `tenant-aggregate-<uuid>` ids with
 /// room to spare; short enough that a stream name fits in one index entry and a log line.
