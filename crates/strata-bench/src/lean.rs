@@ -11,10 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use strata_core::limits::{BENCH_HTTP_READ_BUFFER_BYTES, BENCH_HTTP_RECONNECT_DELAY_MS};
 use strata_core::{EventData, ExpectedVersion, Uuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::limits::{BENCH_HTTP_READ_BUFFER_BYTES, BENCH_HTTP_RECONNECT_DELAY_MS};
 
 /// Where to send plain-HTTP requests, split out of a base URL.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ pub mod disk;
 pub mod http;
 pub mod large;
 mod lean;
+pub mod limits;
 pub mod log;
 mod measure;
 pub mod postgres;

@@ -1,5 +1,6 @@
-//! The client's limits, and why each value was chosen. The server's are in
-//! `strata_core::limits` ("The server") and `strata-server`'s `limits.rs`.
+//! The client's limits, and why each value was chosen. The server's are in `strata-server`'s
+//! `limits.rs`; the bounds of the event model and of a read page that this client sizes its
+//! answers by (`SERVER_PAGE_MAX_EVENTS`, `SERVER_PAGE_MAX_BYTES`) are in `strata_core::limits`.
 
 use strata_core::limits::{
     EVENT_DATA_MAX_BYTES, EVENT_METADATA_MAX_BYTES, SERVER_PAGE_MAX_BYTES, SERVER_PAGE_MAX_EVENTS,

@@ -1,8 +1,15 @@
-//! Every bound Strata enforces, in one place.
+//! The bounds of the event model and of the [`EventStore`](crate::EventStore) and
+//! [`SnapshotStore`](crate::SnapshotStore) contracts, which every backend enforces alike: the
+//! sizes of stream ids, event types, payloads and metadata, JSON nesting, appends, read and
+//! listing pages, filters, subscriptions and snapshots; and the read pages of the HTTP API,
+//! which the server and its clients share.
 //!
 //! Each limit says why its value was chosen. Exceeding a limit on input is a typed error
 //! ([`crate::LimitError`]) and nothing is written. Relations between limits are checked at
-//! compile time at the bottom of this file.
+//! compile time. Each crate keeps the bounds of its own machinery in its own `limits` module:
+//! the embedded log's in `strata_log::limits`, PostgreSQL's in `strata_postgres::limits`, the
+//! server's in `strata_server::limits`, the HTTP client's in `strata_client::limits`, the
+//! toolkit's and projections' in `strata::limits`, the benchmark's in `strata_bench::limits`.
 
 /// Longest stream id, in bytes of UTF-8. Long enough for `tenant-aggregate-<uuid>` ids with
 /// room to spare; short enough that a stream name fits in one index entry and a log line.
@@ -69,92 +76,17 @@ pub const SUBSCRIPTION_POLL_INTERVAL_MS: u64 = 500;
 /// has with a cursor to continue from. Bounds the work of one call on a sparse filter.
 pub const READ_SCAN_MAX_EVENTS: usize = 100_000;
 
-/// Most rows an index-driven filtered read on PostgreSQL checks one by one (a filter on a
-/// category and an event type walks one index and checks the other field per row) in one
-/// call. Each check is a lookup by position, dearer than a window scan's row, hence the
-/// smaller bound.
-pub const READ_INDEXED_CHECK_MAX_ROWS: usize = 20_000;
-
-// Every key of a filter gets a share of at least a few hundred rows.
-const _: () = assert!(READ_INDEXED_CHECK_MAX_ROWS / FILTER_MAX_TERMS >= 256);
-
 const _: () = assert!(READ_SCAN_MAX_EVENTS >= READ_PAGE_MAX_EVENTS);
-const _: () = assert!(READ_INDEXED_CHECK_MAX_ROWS >= READ_PAGE_MAX_EVENTS);
 
 /// Largest snapshot, in bytes. A snapshot is one aggregate's state; 16 MiB is far beyond any
 /// sane aggregate and still bounded.
 pub const SNAPSHOT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-// --- The embedded engine (`strata-log`) ---
-
-/// Appends waiting for the writer. Callers beyond this wait (back-pressure) instead of
-/// queueing without bound. Large enough that 64+ concurrent writers never wait on the queue.
-pub const WRITER_QUEUE_MAX_APPENDS: usize = 4096;
-
-/// Most appends the writer combines into one write + fdatasync (group commit).
-pub const WRITER_BATCH_MAX_APPENDS: usize = 1024;
-
-/// Most bytes the writer combines into one write + fdatasync. Past a few MiB, a bigger batch
-/// no longer amortises the fsync better but delays every waiter in it.
-pub const WRITER_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
-
-/// Longest the writer waits, after answering a batch, for those appenders to send their next
-/// append so that it joins the next batch. Without it, concurrent appenders split into two
-/// cohorts that take turns, each batch holding half of them. Only spent while appenders that
-/// were just answered have not come back; an idle store never waits.
-pub const WRITER_LINGER_US: u64 = 200;
-
-/// Zeros the writer lays down ahead of the tail segment's end, so that most appends overwrite
-/// bytes the file already has: their fdatasync then flushes data only, not a new file size
-/// (on ext4 and XFS, growing a file costs a journal commit per fdatasync). Recovery cuts the
-/// zeros off again; the tail is never preallocated past the segment's maximum size.
-pub const SEGMENT_PREALLOCATE_BYTES: u64 = 1024 * 1024;
-
-/// Events from which one read (a stream or `$all` page) is split across threads.
-pub const READ_PARALLEL_MIN_EVENTS: usize = 2_048;
-
-/// Most threads one read is split across (and never more than the machine's cores).
-pub const READ_PARALLEL_MAX_THREADS: usize = 4;
-
-/// Most threads reading split reads at once, over all the reads of a process: a read that
-/// finds fewer free is split across those, or read on its caller's thread when none is.
-pub const READ_PARALLEL_THREADS_TOTAL_MAX: usize = 8;
-
-const _: () = assert!(READ_PARALLEL_MAX_THREADS <= READ_PARALLEL_THREADS_TOTAL_MAX);
-
-/// Default size at which a segment is sealed and a new one started.
-pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
-
-/// Smallest segment size a store may be configured with (tests use small segments to
-/// exercise rotation).
-pub const SEGMENT_MAX_BYTES_MIN: u64 = 4 * 1024;
-
-/// Smallest `segment_max_bytes` for which the embedded store reads through memory maps of its
-/// segment files (`LogConfig::map_reads`): a map per segment stays for the store's life, and
-/// the kernel bounds a process's maps (`vm.max_map_count`, 65,530 by default), so 1 MiB
-/// segments reach that bound only past 64 GiB of log.
-pub const MAP_READS_SEGMENT_MIN_BYTES: u64 = 1024 * 1024;
-
-/// Largest segment: record locations keep 40 bits of offset.
-pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 40;
-
-const _: () = assert!(WRITER_BATCH_MAX_APPENDS <= WRITER_QUEUE_MAX_APPENDS);
-const _: () = assert!(APPEND_MAX_BYTES as u64 <= SEGMENT_MAX_BYTES_MAX);
-const _: () = assert!(SEGMENT_MAX_BYTES_MIN <= SEGMENT_MAX_BYTES_DEFAULT);
-
-// --- The server ---
-
-/// Largest HTTP request body, in bytes. Room for one event at [`EVENT_DATA_MAX_BYTES`] even
-/// when its JSON is escaped or base64-encoded, or many small events; a bigger batch is split by
-/// the client. The server reads a body whole before it appends (an append is atomic), so this
-/// also bounds the memory one request can hold.
-pub const SERVER_REQUEST_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
-
-/// Most events in one HTTP append. The same bound as the store's own.
-pub const SERVER_APPEND_EVENTS_MAX: usize = APPEND_EVENTS_MAX;
-
-/// Events in a read page when the client does not say.
-pub const SERVER_PAGE_DEFAULT_EVENTS: usize = 100;
+// --- The HTTP API's read pages ---
+//
+// The server cuts its read pages at these bounds and an HTTP client sizes its requests and its
+// answer buffer by them, so they live here, where both sides find them; the server's other
+// bounds are in `strata_server::limits`.
 
 /// Most events in one HTTP read page. Lower than the store's page: a page is one JSON
 /// document held in memory while it is written.
@@ -164,198 +96,6 @@ pub const SERVER_PAGE_MAX_EVENTS: usize = 1_000;
 /// before it would pass this, so 1,000 events of 1 MiB never become one 1 GiB response.
 pub const SERVER_PAGE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// Most open server-sent-event subscriptions per API token (all anonymous callers count as
-/// one token). Each costs a task, a cursor and a buffer of [`SERVER_SSE_BUFFER_EVENTS`]; 128
-/// leaves room for the benchmark's 100 subscribers of one token.
-pub const SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX: usize = 128;
-
-/// Most open subscriptions in one server, across tokens.
-pub const SERVER_SUBSCRIPTIONS_MAX: usize = 4_096;
-
-/// Events buffered between a subscription and its HTTP connection. Two storage pages: the
-/// subscription can read ahead one page while the connection writes the other.
-pub const SERVER_SSE_BUFFER_EVENTS: usize = 2 * SUBSCRIPTION_PAGE_EVENTS;
-
-/// How long a subscriber's buffer may stay full before the subscriber is disconnected with
-/// its resume position. Long enough for a GC pause or a slow network; short enough that a
-/// stuck client does not hold a slot for long.
-pub const SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS: u64 = 10_000;
-
-/// Interval of server-sent-event keep-alive comments: under the 30 to 60 s idle timeouts of
-/// common proxies and load balancers.
-pub const SERVER_SSE_KEEP_ALIVE_INTERVAL_MS: u64 = 15_000;
-
-/// Most configured API tokens.
-pub const SERVER_TOKENS_MAX: usize = 10_000;
-
-/// Most stream-prefix grants of one token.
-pub const SERVER_TOKEN_GRANTS_MAX: usize = 256;
-
-/// How long a stopping server waits for open requests and subscriptions before it closes them.
-pub const SERVER_SHUTDOWN_GRACE_MS: u64 = 5_000;
-
-const _: () = assert!(SERVER_APPEND_EVENTS_MAX <= APPEND_EVENTS_MAX);
-const _: () = assert!(SERVER_PAGE_DEFAULT_EVENTS <= SERVER_PAGE_MAX_EVENTS);
 const _: () = assert!(SERVER_PAGE_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
-// One event at the payload limit fits in one request, even base64-encoded (4/3) with metadata.
-const _: () = assert!(
-    EVENT_DATA_MAX_BYTES / 3 * 4 + EVENT_METADATA_MAX_BYTES < SERVER_REQUEST_BODY_MAX_BYTES
-);
 // One event at the payload limit fits in one read page.
 const _: () = assert!(EVENT_DATA_MAX_BYTES + EVENT_METADATA_MAX_BYTES <= SERVER_PAGE_MAX_BYTES);
-const _: () = assert!(SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX <= SERVER_SUBSCRIPTIONS_MAX);
-const _: () = assert!(SERVER_SSE_BUFFER_EVENTS >= SUBSCRIPTION_PAGE_EVENTS);
-
-// --- Projections ---
-
-/// Most events a projection applies in one read-model transaction. Batching amortises the
-/// commit (an fsync in SQLite's WAL mode) over many events — the difference between a few
-/// thousand and a few hundred thousand events per second — while one batch stays small enough
-/// that a failed batch is cheap to redo and the write lock is held for milliseconds.
-pub const PROJECTION_BATCH_MAX_EVENTS: usize = 1_000;
-
-/// How many times a projection handler's error is retried (with backoff) before the
-/// projection stops as failed. Transient errors (a locked database) clear within a few
-/// retries; a bug does not, and then the projection must stop loudly rather than skip.
-pub const PROJECTION_HANDLER_RETRIES: u32 = 5;
-
-/// The first retry backoff of a failed handler; it doubles on each retry.
-pub const PROJECTION_RETRY_BACKOFF_MS_INITIAL: u64 = 10;
-
-/// The longest backoff between two retries of a failed handler.
-pub const PROJECTION_RETRY_BACKOFF_MS_MAX: u64 = 1_000;
-
-/// How long a read-model connection waits for SQLite's write lock before it reports the
-/// database busy. Several projections share one file; a batch holds the lock for
-/// milliseconds, so seconds of waiting means something is stuck.
-pub const PROJECTION_SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
-
-/// Most projections one runner manages. Each costs a task and a connection.
-pub const PROJECTIONS_MAX: usize = 256;
-
-/// Bytes in a projection's name (the server refuses longer names in paths).
-pub const PROJECTION_NAME_MAX_BYTES: usize = 128;
-
-const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS <= READ_PAGE_MAX_EVENTS);
-const _: () = assert!(PROJECTION_BATCH_MAX_EVENTS > 0);
-const _: () = assert!(PROJECTION_RETRY_BACKOFF_MS_INITIAL <= PROJECTION_RETRY_BACKOFF_MS_MAX);
-
-// --- The toolkit (`strata`) ---
-
-/// Default number of events between two snapshots of an aggregate. The mission's figure: a
-/// load then replays at most 99 events after its snapshot, a few hundred microseconds of
-/// decoding, while snapshot writes stay rare (one per hundred events).
-pub const SNAPSHOT_INTERVAL_DEFAULT: u64 = 100;
-
-/// Events read per page while replaying an aggregate. Large enough that a 10,000-event stream
-/// is five reads, small enough that a page of ordinary events stays around a megabyte.
-pub const LOAD_PAGE_EVENTS: usize = 2_048;
-
-/// Default number of times a command is retried after a concurrency conflict. Each retry
-/// reads only the events that won the race, so a retry is cheap; three covers ordinary
-/// contention, and a hotter aggregate should report the conflict rather than spin.
-pub const COMMAND_RETRIES_DEFAULT: u32 = 3;
-
-/// Most retries a repository may be configured with, so a misconfiguration cannot turn one
-/// command into an unbounded loop.
-pub const COMMAND_RETRIES_MAX: u32 = 100;
-
-/// Default number of aggregates a repository keeps in memory between commands. A cached
-/// aggregate is caught up with a single short read instead of a snapshot load and a replay;
-/// a thousand covers the working set of a busy service while bounding memory to a thousand
-/// states.
-pub const AGGREGATE_CACHE_ENTRIES_DEFAULT: usize = 1_000;
-
-/// Most aggregates a repository may be configured to keep in memory.
-pub const AGGREGATE_CACHE_ENTRIES_MAX: usize = 1_000_000;
-
-/// Most events one `Repository::read_events` (in `strata`) call returns.
-pub const HISTORY_PAGE_MAX_EVENTS: usize = READ_PAGE_MAX_EVENTS;
-
-const _: () = assert!(LOAD_PAGE_EVENTS <= READ_PAGE_MAX_EVENTS);
-const _: () = assert!(LOAD_PAGE_EVENTS > 0);
-const _: () = assert!(COMMAND_RETRIES_DEFAULT <= COMMAND_RETRIES_MAX);
-const _: () = assert!(AGGREGATE_CACHE_ENTRIES_DEFAULT <= AGGREGATE_CACHE_ENTRIES_MAX);
-
-// --- The PostgreSQL backend (`strata-postgres`) ---
-
-/// Longest schema name. The notification channel is `strata_<schema>` and PostgreSQL
-/// identifiers are at most 63 bytes.
-pub const SCHEMA_NAME_MAX_BYTES: usize = 48;
-
-/// Longest a PostgreSQL batch task waits, after answering a batch of several appends, for as
-/// many appends to be queued before it takes the next batch (see `strata-postgres`'s append
-/// queue). The timer's resolution is a millisecond, so this is at most about one.
-pub const PG_APPEND_LINGER_US: u64 = 500;
-
-/// Most appends grouped into one transaction. Large enough that 16+ concurrent writers share a
-/// commit; small enough that one failed batch (retried append by append) costs little.
-pub const APPEND_BATCH_MAX_APPENDS: usize = 64;
-
-/// Most events in one batch transaction: one append's maximum, so a batch never holds more in
-/// memory than the largest single append.
-pub const APPEND_BATCH_MAX_EVENTS: usize = APPEND_EVENTS_MAX;
-
-/// Most payload bytes in one batch transaction, likewise one append's maximum.
-pub const APPEND_BATCH_MAX_BYTES: usize = APPEND_MAX_BYTES;
-
-/// Appends waiting for a writer. Callers beyond this wait to enqueue (back-pressure).
-pub const APPEND_QUEUE_MAX: usize = 1024;
-
-/// How often one append is retried after losing a race (a unique violation or deadlock)
-/// before it gives up with a storage error. Each retry re-reads the stream, so only a stream
-/// that is appended to without pause by others can exhaust this.
-pub const APPEND_RACE_RETRIES_MAX: u32 = 100;
-
-/// Longest a read waits for this store's own committed appends to become readable in `$all`
-/// (read-your-writes). They become readable when every older transaction in the cluster has
-/// ended; a transaction left open elsewhere makes a read return without them after this.
-pub const READ_YOUR_WRITES_WAIT_MS: u64 = 1_000;
-
-/// Shortest time between two cross-process `NOTIFY`s. Each NOTIFY is a small transaction that
-/// PostgreSQL serialises at commit, so they are coalesced: at most one per this interval.
-pub const NOTIFY_MIN_INTERVAL_MS: u64 = 10;
-
-/// Largest forward page that is read ahead: the subscription page size, so catch-ups overlap
-/// reading the next page with delivering the current one.
-pub const READ_AHEAD_MAX_EVENTS: usize = SUBSCRIPTION_PAGE_EVENTS;
-
-/// Most events a read reserves room for before its rows arrive (the vector grows past it):
-/// a poll at the head that finds nothing does not allocate a whole page.
-pub const READ_RESERVE_EVENTS: usize = 256;
-
-/// Pages read ahead in one query: one round trip and one watermark per this many pages.
-pub const READ_AHEAD_PAGES: usize = 8;
-
-/// Read-ahead entries (a chunk being read, or a page of one) kept per store: room for several
-/// catching-up readers; the oldest entry is dropped to make room.
-pub const READ_AHEAD_SLOTS: usize = 32;
-
-/// A chunk read ahead keeps pages only up to this many bytes of events, so read-ahead memory
-/// stays within `READ_AHEAD_SLOTS` times this.
-pub const READ_AHEAD_MAX_BYTES: usize = 4 * 1024 * 1024;
-
-/// How often the notifier looks whether this store's appends are readable yet before it
-/// sends its `NOTIFY`.
-pub const NOTIFY_SETTLE_POLL_MS: u64 = 2;
-
-/// Backoff bounds for reconnecting the `LISTEN` connection.
-pub const LISTEN_RECONNECT_MIN_MS: u64 = 100;
-/// See [`LISTEN_RECONNECT_MIN_MS`].
-pub const LISTEN_RECONNECT_MAX_MS: u64 = 5_000;
-
-const _: () = assert!(READ_AHEAD_MAX_EVENTS * READ_AHEAD_PAGES <= READ_PAGE_MAX_EVENTS);
-const _: () = assert!(LISTEN_RECONNECT_MIN_MS <= LISTEN_RECONNECT_MAX_MS);
-const _: () = assert!(APPEND_BATCH_MAX_EVENTS >= APPEND_EVENTS_MAX);
-const _: () = assert!(APPEND_BATCH_MAX_BYTES >= APPEND_MAX_BYTES);
-const _: () = assert!(SCHEMA_NAME_MAX_BYTES + "strata_".len() <= 63);
-
-// --- The benchmarks' HTTP load generator (`strata bench --http`) ---
-
-/// Bytes the load generator reads from a connection at a time (an append's answer is about
-/// 200 bytes; a longer one is read in several steps).
-pub const BENCH_HTTP_READ_BUFFER_BYTES: usize = 4096;
-
-/// The load generator's pause after a failed connect, so a server that is down is not
-/// hammered.
-pub const BENCH_HTTP_RECONNECT_DELAY_MS: u64 = 10;

@@ -2,7 +2,8 @@
 //!
 //! Strata's embedded storage engine and default backend: a segmented append-only log with
 //! group commit, in-memory indexes persisted beside it, crash recovery, and a snapshot file.
-//! The on-disk format is documented byte by byte in `docs/format.md` and in [`format`].
+//! The on-disk format is documented byte by byte in `docs/format.md` and in
+//! [`format`](mod@format); the engine's bounds and why each was chosen are in [`limits`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +26,7 @@ pub mod format;
 pub mod fuzzing;
 mod index;
 pub mod io;
+pub mod limits;
 mod recovery;
 mod segment;
 mod snapshots;

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use strata_core::limits::{
-    READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS, READ_PARALLEL_THREADS_TOTAL_MAX,
-};
 use strata_core::{Corruption, CorruptionLocation, Position, ReadError, RecordedEvent};
 
 use crate::format::{decode_record, DecodeError, SegmentHeader};
 use crate::index::{loc_offset, loc_segment, Loc};
 use crate::io::LogFile;
+use crate::limits::{
+    READ_PARALLEL_MAX_THREADS, READ_PARALLEL_MIN_EVENTS, READ_PARALLEL_THREADS_TOTAL_MAX,
+};
 
 /// One open segment file.
 pub(crate) struct Segment {

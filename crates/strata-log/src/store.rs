@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use strata_core::limits::{self, WRITER_QUEUE_MAX_APPENDS};
 use strata_core::{
     timestamp_from_micros, timestamp_to_micros, validate_append, AllPage, AppendError,
     AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion, ListOptions, Page,
@@ -18,6 +17,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::error::{io_ctx, DataLoss, OpenError};
 use crate::io::{StdVfs, Vfs};
+use crate::limits::{self, WRITER_QUEUE_MAX_APPENDS};
 use crate::recovery::recover;
 use crate::snapshots::{SnapshotFile, SNAPSHOT_FILE};
 use crate::writer::{AppendRequest, Shared, State, Writer};
@@ -355,7 +355,7 @@ impl EventStore for LogStore {
                 options.limit,
                 &options.filter,
                 options.max_position.map(Position::get),
-                limits::READ_SCAN_MAX_EVENTS,
+                strata_core::limits::READ_SCAN_MAX_EVENTS,
             )
         };
         Ok(AllPage {

@@ -12,9 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use strata_core::limits::{
-    SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
-};
 use strata_core::{
     ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, ReadError,
     StreamId, Uuid,
@@ -26,6 +23,9 @@ use crate::format::{
 };
 use crate::index::{loc, Index, LogEnd};
 use crate::io::{write_file_atomic, Vfs};
+use crate::limits::{
+    SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
+};
 use crate::recovery::{create_segment, now_us, INDEX_FILE, SEGMENTS_DIR};
 use crate::segment::{Segment, Segments};
 

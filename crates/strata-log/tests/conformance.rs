@@ -20,7 +20,7 @@ mod small_segments {
     async fn make_store() -> TestStore<LogStore> {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig {
-            segment_max_bytes: strata_core::limits::SEGMENT_MAX_BYTES_MIN,
+            segment_max_bytes: strata_log::limits::SEGMENT_MAX_BYTES_MIN,
             ..LogConfig::default()
         };
         let store = LogStore::open_with(dir.path(), config).unwrap();

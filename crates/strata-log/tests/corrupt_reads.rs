@@ -8,12 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_core::limits::READ_PARALLEL_MIN_EVENTS;
 use strata_core::{
     AppendError, Corruption, CorruptionLocation, EventData, EventStore, ExpectedVersion, Filter,
     Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, SubscribeFrom,
     SubscriptionTarget, Uuid,
 };
+use strata_log::limits::READ_PARALLEL_MIN_EVENTS;
 use strata_log::{LogConfig, LogStore, OpenError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

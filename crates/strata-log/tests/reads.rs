@@ -3,10 +3,10 @@
 //! and with `pread`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use strata_core::limits::READ_PARALLEL_MIN_EVENTS;
 use strata_core::{
     EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, ReadStreamOptions, StreamId,
 };
+use strata_log::limits::READ_PARALLEL_MIN_EVENTS;
 use strata_log::{LogConfig, LogStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

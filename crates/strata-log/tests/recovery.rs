@@ -290,7 +290,7 @@ fn preallocated_tail_is_cut_quietly_and_sealed_segments_have_none() {
     let data_end = without_preallocated_zeros(on_disk.clone()).len();
     assert!(
         on_disk.len() > data_end
-            && on_disk.len() as u64 >= strata_core::limits::SEGMENT_PREALLOCATE_BYTES,
+            && on_disk.len() as u64 >= strata_log::limits::SEGMENT_PREALLOCATE_BYTES,
         "{} bytes on disk, {data_end} of records",
         on_disk.len()
     );

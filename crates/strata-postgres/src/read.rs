@@ -614,7 +614,7 @@ impl PostgresStore {
         // With a residual filter each key examines at most its share of the scan bound, so
         // one call examines at most `READ_INDEXED_CHECK_MAX_ROWS` rows (a key whose share ends
         // before a page's worth of matches sets the cut, and the next read goes on from it).
-        let share = core_limits::READ_INDEXED_CHECK_MAX_ROWS / plan.keys.len().max(1);
+        let share = limits::READ_INDEXED_CHECK_MAX_ROWS / plan.keys.len().max(1);
         let cap = share.max(1) as i64;
         let query = sqlx::query(query)
             .bind(from)

@@ -208,7 +208,7 @@ async fn filtered_reads_of_a_rare_category_return_exactly_the_matches_across_pag
                 // calls that stop at the bound on rows checked one by one.
                 let bound_stops = all
                     .len()
-                    .div_ceil(strata_core::limits::READ_INDEXED_CHECK_MAX_ROWS);
+                    .div_ceil(strata_postgres::limits::READ_INDEXED_CHECK_MAX_ROWS);
                 assert!(
                     calls <= expected.len().div_ceil(limit) + bound_stops + 1,
                     "{filter:?}: {calls} calls for {} events",

@@ -95,9 +95,9 @@ impl TokenConfig {
     }
 }
 
-/// The router's configuration. `Default` is the limits of `strata_core::limits` and no tokens:
-/// every caller is anonymous with every right, which is only safe on loopback; the binary
-/// refuses to bind elsewhere without tokens.
+/// The router's configuration. `Default` is the limits of [`crate::limits`] (and the read page
+/// bounds of [`strata_core::limits`]) and no tokens: every caller is anonymous with every right,
+/// which is only safe on loopback; the binary refuses to bind elsewhere without tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -140,12 +140,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             tokens: Vec::new(),
-            request_body_max_bytes: limits::SERVER_REQUEST_BODY_MAX_BYTES as u64,
+            request_body_max_bytes: server_limits::SERVER_REQUEST_BODY_MAX_BYTES as u64,
             page_max_events: limits::SERVER_PAGE_MAX_EVENTS as u32,
-            subscriptions_per_token_max: limits::SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX as u32,
-            sse_buffer_events: limits::SERVER_SSE_BUFFER_EVENTS as u32,
-            sse_keep_alive_interval_ms: limits::SERVER_SSE_KEEP_ALIVE_INTERVAL_MS,
-            sse_slow_subscriber_timeout_ms: limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS,
+            subscriptions_per_token_max: server_limits::SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX as u32,
+            sse_buffer_events: server_limits::SERVER_SSE_BUFFER_EVENTS as u32,
+            sse_keep_alive_interval_ms: server_limits::SERVER_SSE_KEEP_ALIVE_INTERVAL_MS,
+            sse_slow_subscriber_timeout_ms: server_limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS,
             header_read_timeout_ms: server_limits::SERVER_HEADER_READ_TIMEOUT_MS,
             keep_alive_idle_timeout_ms: server_limits::SERVER_KEEP_ALIVE_IDLE_TIMEOUT_MS,
             connections_max: server_limits::SERVER_CONNECTIONS_MAX as u32,
@@ -193,7 +193,7 @@ impl ServerConfig {
             "request_body_max_bytes",
             self.request_body_max_bytes,
             1024,
-            limits::SERVER_REQUEST_BODY_MAX_BYTES as u64,
+            server_limits::SERVER_REQUEST_BODY_MAX_BYTES as u64,
         );
         range(
             "page_max_events",
@@ -205,13 +205,13 @@ impl ServerConfig {
             "subscriptions_per_token_max",
             self.subscriptions_per_token_max.into(),
             0,
-            limits::SERVER_SUBSCRIPTIONS_MAX as u64,
+            server_limits::SERVER_SUBSCRIPTIONS_MAX as u64,
         );
         range(
             "sse_buffer_events",
             self.sse_buffer_events.into(),
             1,
-            limits::SERVER_SSE_BUFFER_EVENTS as u64 * 16,
+            server_limits::SERVER_SSE_BUFFER_EVENTS as u64 * 16,
         );
         range(
             "sse_keep_alive_interval_ms",
@@ -268,10 +268,10 @@ impl ServerConfig {
             64 * 1024,
             1 << 40,
         );
-        if self.tokens.len() > limits::SERVER_TOKENS_MAX {
+        if self.tokens.len() > server_limits::SERVER_TOKENS_MAX {
             problems.push(ConfigProblem::TooManyTokens {
                 count: self.tokens.len(),
-                max: limits::SERVER_TOKENS_MAX,
+                max: server_limits::SERVER_TOKENS_MAX,
             });
         }
         let mut seen = std::collections::HashSet::new();
@@ -293,11 +293,11 @@ impl ServerConfig {
             } else if !seen.insert(t.sha256.clone()) {
                 problems.push(ConfigProblem::DuplicateTokenHash { token: token() });
             }
-            if t.prefixes.len() + t.grants.len() > limits::SERVER_TOKEN_GRANTS_MAX {
+            if t.prefixes.len() + t.grants.len() > server_limits::SERVER_TOKEN_GRANTS_MAX {
                 problems.push(ConfigProblem::TooManyGrants {
                     token: token(),
                     count: t.prefixes.len() + t.grants.len(),
-                    max: limits::SERVER_TOKEN_GRANTS_MAX,
+                    max: server_limits::SERVER_TOKEN_GRANTS_MAX,
                 });
             }
             for p in t.prefixes.iter().chain(t.grants.iter().map(|g| &g.prefix)) {

@@ -471,7 +471,7 @@ pub(crate) async fn serve(
     }
     drop(listener);
     // Let open requests finish, for a while; subscriptions never do, so they end with it.
-    let grace = Duration::from_millis(strata_core::limits::SERVER_SHUTDOWN_GRACE_MS);
+    let grace = Duration::from_millis(limits::SERVER_SHUTDOWN_GRACE_MS);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
     tasks.shutdown().await;
     Ok(())

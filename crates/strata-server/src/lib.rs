@@ -7,8 +7,8 @@
 //! `strata serve` command is a thin shell around these two.
 //!
 //! Every error is an RFC 9457 problem document (`application/problem+json`) with a stable
-//! `code`; see [`ErrorCode`]. Every input is bounded by the server limits in
-//! `strata_core::limits`. The HTTP API is described in `docs/http-api.md` and at
+//! `code`; see [`ErrorCode`]. Every input is bounded by the server's limits in [`limits`] and
+//! the model's in [`strata_core::limits`]. The HTTP API is described in `docs/http-api.md` and at
 //! `GET /openapi.json`.
 //!
 //! ```
@@ -250,7 +250,7 @@ impl AppState {
                 ),
             ));
         }
-        if subs.total >= strata_core::limits::SERVER_SUBSCRIPTIONS_MAX {
+        if subs.total >= limits::SERVER_SUBSCRIPTIONS_MAX {
             return Err(ApiError::new(
                 ErrorCode::TooManySubscriptions,
                 format!(

@@ -1,9 +1,68 @@
-//! The server's own bounds on connections, request bodies and subscriber buffers. The bounds
-//! on what a request may hold (body size, page size, subscriptions per token) are in
-//! `strata_core::limits` ("The server"). Each value here is the default of a `ServerConfig`
-//! field where one exists; relations are checked at compile time at the bottom.
+//! The server's bounds: what a request may hold (body size, events per append, the default
+//! page, subscriptions per token), tokens, connections, request bodies and subscriber buffers.
+//! Each value here is the default of a `ServerConfig` field where one exists; relations are
+//! checked at compile time. The bounds of the event model (payload sizes, filters, the store's
+//! pages) and the most events and bytes of an HTTP read page, which clients rely on too
+//! ([`SERVER_PAGE_MAX_EVENTS`](core::SERVER_PAGE_MAX_EVENTS),
+//! [`SERVER_PAGE_MAX_BYTES`](core::SERVER_PAGE_MAX_BYTES)), are in [`strata_core::limits`].
 
 use strata_core::limits as core;
+
+/// Largest HTTP request body, in bytes. Room for one event at
+/// [`EVENT_DATA_MAX_BYTES`](core::EVENT_DATA_MAX_BYTES) even when its JSON is escaped or
+/// base64-encoded, or many small events; a bigger batch is split by the client. The server reads
+/// a body whole before it appends (an append is atomic), so this also bounds the memory one
+/// request can hold.
+pub const SERVER_REQUEST_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most events in one HTTP append. The same bound as the store's own.
+pub const SERVER_APPEND_EVENTS_MAX: usize = core::APPEND_EVENTS_MAX;
+
+/// Events in a read page when the client does not say.
+pub const SERVER_PAGE_DEFAULT_EVENTS: usize = 100;
+
+/// Most open server-sent-event subscriptions per API token (all anonymous callers count as
+/// one token). Each costs a task, a cursor and a buffer of [`SERVER_SSE_BUFFER_EVENTS`]; 128
+/// leaves room for the benchmark's 100 subscribers of one token.
+pub const SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX: usize = 128;
+
+/// Most open subscriptions in one server, across tokens.
+pub const SERVER_SUBSCRIPTIONS_MAX: usize = 4_096;
+
+/// Events buffered between a subscription and its HTTP connection. Two storage pages: the
+/// subscription can read ahead one page while the connection writes the other.
+pub const SERVER_SSE_BUFFER_EVENTS: usize = 2 * core::SUBSCRIPTION_PAGE_EVENTS;
+
+/// How long a subscriber's buffer may stay full before the subscriber is disconnected with
+/// its resume position. Long enough for a GC pause or a slow network; short enough that a
+/// stuck client does not hold a slot for long.
+pub const SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS: u64 = 10_000;
+
+/// Interval of server-sent-event keep-alive comments: under the 30 to 60 s idle timeouts of
+/// common proxies and load balancers.
+pub const SERVER_SSE_KEEP_ALIVE_INTERVAL_MS: u64 = 15_000;
+
+/// Most configured API tokens.
+pub const SERVER_TOKENS_MAX: usize = 10_000;
+
+/// Most stream-prefix grants of one token.
+pub const SERVER_TOKEN_GRANTS_MAX: usize = 256;
+
+/// How long a stopping server waits for open requests and subscriptions before it closes them.
+pub const SERVER_SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// Bytes in a projection's name (the server refuses longer names in paths).
+pub const PROJECTION_NAME_MAX_BYTES: usize = 128;
+
+const _: () = assert!(SERVER_APPEND_EVENTS_MAX <= core::APPEND_EVENTS_MAX);
+const _: () = assert!(SERVER_PAGE_DEFAULT_EVENTS <= core::SERVER_PAGE_MAX_EVENTS);
+// One event at the payload limit fits in one request, even base64-encoded (4/3) with metadata.
+const _: () = assert!(
+    core::EVENT_DATA_MAX_BYTES / 3 * 4 + core::EVENT_METADATA_MAX_BYTES
+        < SERVER_REQUEST_BODY_MAX_BYTES
+);
+const _: () = assert!(SERVER_SUBSCRIPTIONS_PER_TOKEN_MAX <= SERVER_SUBSCRIPTIONS_MAX);
+const _: () = assert!(SERVER_SSE_BUFFER_EVENTS >= core::SUBSCRIPTION_PAGE_EVENTS);
 
 /// Default for `header_read_timeout_ms`: how long a connection may take to send a whole
 /// request head, counted from its accept (the first request) or from the first byte of the
@@ -88,10 +147,9 @@ pub const SERVER_SSE_FAN_OUT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 const _: () =
     assert!(SERVER_SSE_FAN_OUT_BATCH_MAX_BYTES as u64 * 16 <= SERVER_SSE_FAN_OUT_MAX_BYTES);
 const _: () = assert!(SERVER_SSE_BUFFER_MAX_BYTES <= SERVER_SSE_BUFFERS_TOTAL_MAX_BYTES);
-const _: () = assert!(SERVER_CONNECTIONS_MAX >= 2 * core::SERVER_SUBSCRIPTIONS_MAX);
-const _: () = assert!(
-    SERVER_REQUEST_BODIES_IN_FLIGHT_MAX_BYTES >= core::SERVER_REQUEST_BODY_MAX_BYTES as u64
-);
+const _: () = assert!(SERVER_CONNECTIONS_MAX >= 2 * SERVER_SUBSCRIPTIONS_MAX);
+const _: () =
+    assert!(SERVER_REQUEST_BODIES_IN_FLIGHT_MAX_BYTES >= SERVER_REQUEST_BODY_MAX_BYTES as u64);
 // The HTTP parser refuses URIs past 64 KiB itself; the head bound leaves room for one.
 const _: () = assert!(SERVER_REQUEST_HEAD_MAX_BYTES > u16::MAX as usize);
 const _: () = assert!(SERVER_HEADER_READ_TIMEOUT_MS <= SERVER_KEEP_ALIVE_IDLE_TIMEOUT_MS);

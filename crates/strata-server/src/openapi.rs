@@ -5,6 +5,8 @@ use serde_json::{json, Map, Value};
 use strata_core::limits;
 use strata_wire::ErrorCode;
 
+use crate::limits as server_limits;
+
 fn problem(description: &str) -> Value {
     json!({
         "description": description,
@@ -94,7 +96,7 @@ fn projection_param() -> Value {
         "name",
         "path",
         "The projection's name.",
-        json!({ "type": "string", "minLength": 1, "maxLength": limits::PROJECTION_NAME_MAX_BYTES }),
+        json!({ "type": "string", "minLength": 1, "maxLength": server_limits::PROJECTION_NAME_MAX_BYTES }),
         true,
     )
 }
@@ -338,7 +340,7 @@ fn schemas() -> Value {
                         { "type": "integer", "minimum": 0, "maximum": u64::MAX }
                     ]
                 },
-                "events": { "type": "array", "minItems": 1, "maxItems": limits::SERVER_APPEND_EVENTS_MAX,
+                "events": { "type": "array", "minItems": 1, "maxItems": server_limits::SERVER_APPEND_EVENTS_MAX,
                             "items": { "$ref": "#/components/schemas/NewEvent" } }
             }
         },

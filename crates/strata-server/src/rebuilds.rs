@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use strata::limits;
 use strata::projection::{ProjectionControl, ProjectionError, RebuildProgress};
-use strata_core::limits;
 
 use crate::error::ApiError;
 

@@ -1355,7 +1355,7 @@ async fn hosted_projections_are_listed_paused_resumed_and_rebuilt() {
         (r.status.as_u16(), r.code().as_str()),
         (404, "projection_not_found")
     );
-    let long = "p".repeat(strata_core::limits::PROJECTION_NAME_MAX_BYTES + 1);
+    let long = "p".repeat(strata_server::limits::PROJECTION_NAME_MAX_BYTES + 1);
     let r = get(app, &format!("/projections/{long}")).await;
     assert_eq!(
         (r.status.as_u16(), r.code().as_str()),
@@ -1735,7 +1735,7 @@ async fn subscriber_buffers_are_bounded_in_bytes() {
     );
     // Past the slow-subscriber timeout they are told where to resume, and let go.
     tokio::time::sleep(Duration::from_millis(
-        strata_core::limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS + 1,
+        strata_server::limits::SERVER_SSE_SLOW_SUBSCRIBER_TIMEOUT_MS + 1,
     ))
     .await;
     for mut body in stalled {

@@ -148,7 +148,7 @@ async fn seed_account(store: &LogStore, id: &str, n: u64) {
                 .encode(&AccountEvent::MoneyDeposited { amount: 1 })
                 .unwrap(),
         );
-        if events.len() == strata::limits::APPEND_EVENTS_MAX {
+        if events.len() == strata_core::limits::APPEND_EVENTS_MAX {
             written += events.len() as u64;
             store
                 .append(&stream, ExpectedVersion::Any, std::mem::take(&mut events))

@@ -240,9 +240,9 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
     }
 
     /// Reads at most `events` events per page while replaying (1 to
-    /// [`limits::READ_PAGE_MAX_EVENTS`]).
+    /// [`strata_core::limits::READ_PAGE_MAX_EVENTS`]).
     pub fn with_page_events(mut self, events: usize) -> Self {
-        self.page_events = events.clamp(1, limits::READ_PAGE_MAX_EVENTS);
+        self.page_events = events.clamp(1, strata_core::limits::READ_PAGE_MAX_EVENTS);
         self
     }
 

@@ -3,7 +3,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use strata_core::{limits, Direction, Filter, Position, ReadAllOptions};
+use strata_core::{Direction, Filter, Position, ReadAllOptions};
 use strata_wire::{paths, AllPage, EventJson, Head, PositionAt};
 
 use super::streams::{cut_to_bytes, direction, max_position};
@@ -11,6 +11,7 @@ use super::{caller, json_response, paged_response};
 use crate::auth::{forbidden, Principal};
 use crate::config::Action;
 use crate::error::ApiError;
+use crate::limits;
 use crate::query::Query;
 use crate::AppState;
 

@@ -8,13 +8,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use strata::projection::{ProjectionError, ProjectionInfo};
-use strata_core::limits;
 use strata_wire::parse_body;
 
 use super::{caller, json_response, path_param, read_body};
 use crate::auth::Principal;
 use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
+use crate::limits;
 use crate::query::Query;
 use crate::rebuilds::RebuildRun;
 use crate::AppState;

@@ -8,13 +8,14 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::json;
-use strata_core::{limits, Direction, Position, ReadStreamOptions, RecordedEvent};
+use strata_core::{Direction, Position, ReadStreamOptions, RecordedEvent};
 use strata_wire::{paths, AppendBody, Appended, EventJson, StreamPage};
 
 use super::{caller, json_response, paged_response, read_body, stream_param};
 use crate::auth::forbidden;
 use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
+use crate::limits;
 use crate::query::Query;
 use crate::AppState;
 
@@ -109,7 +110,7 @@ pub(crate) fn cut_to_bytes(events: &mut Vec<RecordedEvent>) -> bool {
     let mut total = 0usize;
     for (i, e) in events.iter().enumerate() {
         total += e.data.len() + e.metadata.as_map().len() * 16 + 256;
-        if total > limits::SERVER_PAGE_MAX_BYTES && i > 0 {
+        if total > strata_core::limits::SERVER_PAGE_MAX_BYTES && i > 0 {
             events.truncate(i);
             return true;
         }

@@ -588,7 +588,7 @@ pub(crate) fn start_task<R: Runner>(runner: &R, entry: &Arc<RunnerEntry<R>>) {
 async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::Receiver<bool>) {
     let mut changes = runner.event_store().changes();
     let mut transient_failures = 0u32;
-    let poll = Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS);
+    let poll = Duration::from_millis(strata_core::limits::SUBSCRIPTION_POLL_INTERVAL_MS);
     loop {
         if *stop.borrow() {
             return;

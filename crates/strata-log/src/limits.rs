@@ -1,0 +1,61 @@
+//! The embedded engine's bounds: the writer's queue and group-commit batches, segment sizes
+//! and preallocation, and how reads are split across threads. Each says why its value was
+//! chosen; relations between them are checked at compile time at the bottom. The bounds of
+//! the event model (payload sizes, pages, filters) are core's, in [`strata_core::limits`].
+
+use strata_core::limits as core;
+
+/// Appends waiting for the writer. Callers beyond this wait (back-pressure) instead of
+/// queueing without bound. Large enough that 64+ concurrent writers never wait on the queue.
+pub const WRITER_QUEUE_MAX_APPENDS: usize = 4096;
+
+/// Most appends the writer combines into one write + fdatasync (group commit).
+pub const WRITER_BATCH_MAX_APPENDS: usize = 1024;
+
+/// Most bytes the writer combines into one write + fdatasync. Past a few MiB, a bigger batch
+/// no longer amortises the fsync better but delays every waiter in it.
+pub const WRITER_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Longest the writer waits, after answering a batch, for those appenders to send their next
+/// append so that it joins the next batch. Without it, concurrent appenders split into two
+/// cohorts that take turns, each batch holding half of them. Only spent while appenders that
+/// were just answered have not come back; an idle store never waits.
+pub const WRITER_LINGER_US: u64 = 200;
+
+/// Zeros the writer lays down ahead of the tail segment's end, so that most appends overwrite
+/// bytes the file already has: their fdatasync then flushes data only, not a new file size
+/// (on ext4 and XFS, growing a file costs a journal commit per fdatasync). Recovery cuts the
+/// zeros off again; the tail is never preallocated past the segment's maximum size.
+pub const SEGMENT_PREALLOCATE_BYTES: u64 = 1024 * 1024;
+
+/// Events from which one read (a stream or `$all` page) is split across threads.
+pub const READ_PARALLEL_MIN_EVENTS: usize = 2_048;
+
+/// Most threads one read is split across (and never more than the machine's cores).
+pub const READ_PARALLEL_MAX_THREADS: usize = 4;
+
+/// Most threads reading split reads at once, over all the reads of a process: a read that
+/// finds fewer free is split across those, or read on its caller's thread when none is.
+pub const READ_PARALLEL_THREADS_TOTAL_MAX: usize = 8;
+
+const _: () = assert!(READ_PARALLEL_MAX_THREADS <= READ_PARALLEL_THREADS_TOTAL_MAX);
+
+/// Default size at which a segment is sealed and a new one started.
+pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Smallest segment size a store may be configured with (tests use small segments to
+/// exercise rotation).
+pub const SEGMENT_MAX_BYTES_MIN: u64 = 4 * 1024;
+
+/// Smallest `segment_max_bytes` for which the embedded store reads through memory maps of its
+/// segment files (`LogConfig::map_reads`): a map per segment stays for the store's life, and
+/// the kernel bounds a process's maps (`vm.max_map_count`, 65,530 by default), so 1 MiB
+/// segments reach that bound only past 64 GiB of log.
+pub const MAP_READS_SEGMENT_MIN_BYTES: u64 = 1024 * 1024;
+
+/// Largest segment: record locations keep 40 bits of offset.
+pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 40;
+
+const _: () = assert!(WRITER_BATCH_MAX_APPENDS <= WRITER_QUEUE_MAX_APPENDS);
+const _: () = assert!(core::APPEND_MAX_BYTES as u64 <= SEGMENT_MAX_BYTES_MAX);
+const _: () = assert!(SEGMENT_MAX_BYTES_MIN <= SEGMENT_MAX_BYTES_DEFAULT);
