@@ -1,5 +1,5 @@
 //! The benchmark harness's own bounds: those of the HTTP load generator
-//! (`strata bench --http`). Each says why its value was chosen. The bounds that the stores and
+//! (`strata-bench --http`). Each says why its value was chosen. The bounds that the stores and
 //! the server under measurement enforce are in their crates' `limits` modules and in
 //! [`strata_core::limits`].
 
