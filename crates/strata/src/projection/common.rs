@@ -34,11 +34,44 @@ pub(crate) fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A projection's status as its runner stores it (the `status` column of
+/// `strata_projections`): what survives a restart. Rebuilding is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoredStatus {
+    Running,
+    Paused,
+    Failed,
+}
+
+impl StoredStatus {
+    /// The column's value.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StoredStatus::Running => "running",
+            StoredStatus::Paused => "paused",
+            StoredStatus::Failed => "failed",
+        }
+    }
+
+    /// Reads the column; a value this code never writes is a damaged read-model database.
+    pub(crate) fn from_column(value: &str) -> Result<Self, ProjectionError> {
+        match value {
+            "running" => Ok(StoredStatus::Running),
+            "paused" => Ok(StoredStatus::Paused),
+            "failed" => Ok(StoredStatus::Failed),
+            other => Err(ProjectionError::ReadModel(format!(
+                "strata_projections holds the unknown status \"{other}\""
+            ))),
+        }
+    }
+}
+
 /// A projection's row in its runner's `strata_projections` table.
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
     pub checkpoint: Option<Position>,
-    pub status: String,
+    pub status: StoredStatus,
     pub last_error: Option<String>,
     pub error_position: Option<Position>,
     pub error_event_id: Option<String>,
@@ -47,7 +80,7 @@ pub(crate) struct Stored {
 impl Stored {
     /// The failure it was left with, if its status is `failed`.
     fn failure(&self, name: &str) -> Option<ProjectionError> {
-        (self.status == "failed").then(|| ProjectionError::Failed {
+        (self.status == StoredStatus::Failed).then(|| ProjectionError::Failed {
             projection: name.to_owned(),
             position: self.error_position,
             event_id: self
@@ -93,7 +126,7 @@ impl<P: ?Sized, C> Entry<P, C> {
                 failed: stored.failure(&name),
             }),
             control: StdMutex::new(TaskControl {
-                paused: stored.status == "paused",
+                paused: stored.status == StoredStatus::Paused,
                 ..TaskControl::default()
             }),
             name,
@@ -645,15 +678,16 @@ pub(crate) async fn status<R: Runner>(
 ) -> Result<ProjectionInfo, ProjectionError> {
     let entry = runner.registry().get(name)?;
     let stored = runner.read_stored(&entry).await?;
-    let status = if entry.progress.borrow().failed.is_some() || stored.status == "failed" {
-        ProjectionStatus::Failed
-    } else if entry.rebuilding.load(Ordering::SeqCst) {
-        ProjectionStatus::Rebuilding
-    } else if entry.paused() {
-        ProjectionStatus::Paused
-    } else {
-        ProjectionStatus::Running
-    };
+    let status =
+        if entry.progress.borrow().failed.is_some() || stored.status == StoredStatus::Failed {
+            ProjectionStatus::Failed
+        } else if entry.rebuilding.load(Ordering::SeqCst) {
+            ProjectionStatus::Rebuilding
+        } else if entry.paused() {
+            ProjectionStatus::Paused
+        } else {
+            ProjectionStatus::Running
+        };
     let checkpoint = entry.progress.borrow().through.max(stored.checkpoint);
     let store = runner.event_store();
     let head = store.head().await?;
@@ -696,5 +730,25 @@ pub(crate) async fn list<R: Runner>(runner: &R) -> Result<Vec<ProjectionInfo>, P
 pub(crate) async fn shutdown<R: Runner>(runner: &R) {
     for entry in runner.registry().select(|_| true) {
         entry.stop_task().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_statuses_round_trip_and_unknown_ones_are_errors() {
+        for s in [
+            StoredStatus::Running,
+            StoredStatus::Paused,
+            StoredStatus::Failed,
+        ] {
+            assert_eq!(StoredStatus::from_column(s.as_str()).unwrap(), s);
+        }
+        assert!(matches!(
+            StoredStatus::from_column("Failed"),
+            Err(ProjectionError::ReadModel(_))
+        ));
     }
 }

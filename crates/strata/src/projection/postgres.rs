@@ -325,7 +325,7 @@ impl PgProjections {
         .map_err(db)?;
         Ok(Stored {
             checkpoint: from_i64(row.get(0)),
-            status: row.get(1),
+            status: common::StoredStatus::from_column(row.get(1))?,
             last_error: row.get(2),
             error_position: from_i64(row.get(3)),
             error_event_id: row.get(4),

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use strata_core::{AllPage, EventStore, Position, ReadAllOptions, Uuid};
 
-use super::common::{self, lock, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored};
+use super::common::{
+    self, lock, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored, StoredStatus,
+};
 use super::model::{InlineProjections, ProjectionInfo, ProjectionMode, RebuildProgress};
 use super::sqlite::{self, Target};
 use super::{Projection, ProjectionError, SqliteReadModels};
@@ -162,7 +164,7 @@ impl Projections {
             projection.filter(),
             mode,
             conn,
-            &stored(meta),
+            &stored(meta)?,
         );
         self.inner.entries.insert(name, entry)
     }
@@ -233,7 +235,10 @@ impl Projections {
         entry.stop_task().await;
         let _guard = entry.apply_lock.lock().await;
         if entry.progress.borrow().failed.is_none() {
-            Self::with_conn(&entry, |c, p| sqlite::set_status(c, p.name(), "paused")).await?;
+            Self::with_conn(&entry, |c, p| {
+                sqlite::set_status(c, p.name(), StoredStatus::Paused)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -245,7 +250,7 @@ impl Projections {
         entry
             .clear_failure(Self::with_conn(&entry, |c, p| {
                 sqlite::clear_error(c, p.name())?;
-                sqlite::set_status(c, p.name(), "running")
+                sqlite::set_status(c, p.name(), StoredStatus::Running)
             }))
             .await?;
         entry.set_paused(false);
@@ -374,14 +379,14 @@ impl Projections {
 }
 
 /// The parts of a projection's SQLite metadata both runners keep.
-fn stored(meta: sqlite::Meta) -> Stored {
-    Stored {
+fn stored(meta: sqlite::Meta) -> Result<Stored, ProjectionError> {
+    Ok(Stored {
         checkpoint: meta.checkpoint,
-        status: meta.status,
+        status: StoredStatus::from_column(&meta.status)?,
         last_error: meta.last_error,
         error_position: meta.error_position,
         error_event_id: meta.error_event_id,
-    }
+    })
 }
 
 #[async_trait]
@@ -409,7 +414,7 @@ impl Runner for Projections {
         Self::with_conn(entry, |c, p| sqlite::read_meta(c, p.name()))
             .await?
             .map(stored)
-            .ok_or_else(|| ProjectionError::UnknownProjection(entry.name.clone()))
+            .ok_or_else(|| ProjectionError::UnknownProjection(entry.name.clone()))?
     }
 
     async fn record_failure(

@@ -326,11 +326,11 @@ fn point_views(
 pub(crate) fn set_status(
     conn: &Connection,
     name: &str,
-    status: &str,
+    status: super::common::StoredStatus,
 ) -> Result<(), ProjectionError> {
     conn.execute(
         "UPDATE strata_projections SET status = ?2 WHERE name = ?1",
-        rusqlite::params![name, status],
+        rusqlite::params![name, status.as_str()],
     )
     .map_err(db)?;
     Ok(())
