@@ -661,17 +661,23 @@ impl PostgresStore {
     pub(crate) async fn head_position(&self) -> Result<Option<Position>, ReadError> {
         let mut ryw = ReadYourWrites::new(self);
         loop {
-            let row = sqlx::query(&self.shared().sql.head)
-                .fetch_one(self.pool())
-                .await
-                .map_err(read_error)?;
-            let xmin: i64 = row.try_get(0).map_err(read_error)?;
-            let hi: Option<i64> = row.try_get(1).map_err(read_error)?;
+            let (xmin, head) = self.head_row().await?;
             if ryw.wait(xmin).await {
                 continue;
             }
-            return Ok(hi.map(|h| Position(h as u64)));
+            return Ok(head);
         }
+    }
+
+    /// One run of the head statement: the watermark (`xmin`) and the readable head.
+    pub(crate) async fn head_row(&self) -> Result<(i64, Option<Position>), ReadError> {
+        let row = sqlx::query(&self.shared().sql.head)
+            .fetch_one(self.pool())
+            .await
+            .map_err(read_error)?;
+        let xmin: i64 = row.try_get(0).map_err(read_error)?;
+        let hi: Option<i64> = row.try_get(1).map_err(read_error)?;
+        Ok((xmin, hi.map(|h| Position(h as u64))))
     }
 
     pub(crate) async fn position_at_time(

@@ -400,12 +400,7 @@ impl PostgresStore {
 
     /// The readable head from one query, without the read-your-writes wait `head` does.
     pub(crate) async fn head_now_position(&self) -> Result<Option<Position>, ReadError> {
-        let row = sqlx::query(&self.shared().sql.head)
-            .fetch_one(self.pool())
-            .await
-            .map_err(read_error)?;
-        let hi: Option<i64> = row.try_get(1).map_err(read_error)?;
-        Ok(hi.map(|h| Position(h as u64)))
+        Ok(self.head_row().await?.1)
     }
 
     /// The watermark and the read-your-writes waits as Prometheus text, for `/metrics`.
