@@ -42,5 +42,5 @@ pub use options::{
 pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 pub use store::{AllPage, CategorySummary, EventStore, Page, StreamInfo, StreamSummary};
 pub use stream_id::{category_of, StreamId};
-pub use subscription::{Cursor, Subscription};
+pub use subscription::{Batch, Cursor, Subscription};
 pub use uuid::Uuid;

@@ -5,6 +5,12 @@
 //! delivered event comes from a storage read strictly after the cursor, there is no seam where
 //! an event could be skipped or repeated. It holds at most one page in memory, so a slow
 //! consumer costs nothing but its cursor: it simply reads older pages later.
+//!
+//! This is the one implementation of "catch up, then go live" in Strata: the server's live
+//! subscriptions, the CLI's `tail` and the projection runners all read the log through it,
+//! event by event ([`Subscription::next`]) or a page at a time ([`Subscription::next_batch`],
+//! [`Subscription::try_next_batch`]), so the seam proof of the conformance suite covers them
+//! all.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +46,22 @@ pub struct Subscription {
     poll_interval: Duration,
     page_events: usize,
     last_delivered: Option<RecordedEventKey>,
+    /// Whether the last storage read reached the end of what was readable.
+    at_end: bool,
+}
+
+/// One page of a subscription: the events it delivers and how far the read behind them went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The events, in order; empty when the read found nothing new (see `through`).
+    pub events: Vec<RecordedEvent>,
+    /// For `$all`: every event the filter matches up to and including this position has been
+    /// delivered, in this batch or an earlier one, so a consumer may store it as its checkpoint
+    /// even when a sparse filter skipped the events before it. For a stream: the position of
+    /// the last event delivered. `None` before anything was read.
+    pub through: Option<Position>,
+    /// Whether the read reached the end of what the store could show.
+    pub is_end: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +88,7 @@ impl Subscription {
             poll_interval: Duration::from_millis(limits::SUBSCRIPTION_POLL_INTERVAL_MS),
             page_events: limits::SUBSCRIPTION_PAGE_EVENTS,
             last_delivered: None,
+            at_end: false,
         };
         sub.cursor = sub.resolve(from).await?;
         Ok(sub)
@@ -77,11 +100,22 @@ impl Subscription {
         self
     }
 
-    /// Changes how many events one storage read fetches (at most
-    /// [`limits::SUBSCRIPTION_PAGE_EVENTS`]).
+    /// Changes how many events one storage read fetches (default
+    /// [`limits::SUBSCRIPTION_PAGE_EVENTS`], at most [`limits::READ_PAGE_MAX_EVENTS`]): the
+    /// most a subscription holds in memory.
     pub fn with_page_events(mut self, events: usize) -> Self {
-        self.page_events = events.clamp(1, limits::SUBSCRIPTION_PAGE_EVENTS);
+        self.page_events = events.clamp(1, limits::READ_PAGE_MAX_EVENTS);
         self
+    }
+
+    /// Moves the subscription to `from` (resolved now, like [`Subscription::start`]),
+    /// dropping what it had read ahead. A consumer whose own checkpoint moved (another
+    /// writer applied events, or its read model was reset) carries on from there.
+    pub async fn seek(&mut self, from: SubscribeFrom) -> Result<(), ReadError> {
+        self.cursor = self.resolve(from).await?;
+        self.buffer.clear();
+        self.at_end = false;
+        Ok(())
     }
 
     /// Where the next storage read starts. Resolved by the time [`Subscription::start`]
@@ -119,7 +153,7 @@ impl Subscription {
                 continue;
             }
             // Caught up: wait for a change or the poll interval, whichever comes first.
-            let _ = tokio::time::timeout(self.poll_interval, self.changes.changed()).await;
+            self.changed().await;
         }
     }
 
@@ -133,6 +167,59 @@ impl Subscription {
         match self.buffer.is_empty() {
             true => Ok(None),
             false => self.next().await.map(Some),
+        }
+    }
+
+    /// The next page: the events read ahead, or one storage read. Waits when caught up, like
+    /// [`Subscription::next`]; returns an empty batch only when a sparse filter moved
+    /// [`Batch::through`] past events it skipped, so the consumer's checkpoint can follow.
+    pub async fn next_batch(&mut self) -> Result<Batch, ReadError> {
+        loop {
+            let before = self.through();
+            let batch = self.try_next_batch().await?;
+            if !batch.events.is_empty() || batch.through != before {
+                return Ok(batch);
+            }
+            self.changed().await;
+        }
+    }
+
+    /// Like [`Subscription::next_batch`] but never waits: one storage read at most, whose
+    /// batch may be empty. [`Batch::is_end`] says whether it caught up; when it did not and
+    /// the batch is empty (a backend holding newer events back), [`Subscription::changed`]
+    /// is the way to wait.
+    pub async fn try_next_batch(&mut self) -> Result<Batch, ReadError> {
+        if self.buffer.is_empty() {
+            // Seen before reading, so a commit that lands after the read wakes `changed`.
+            self.changes.borrow_and_update();
+            self.fill().await?;
+        }
+        let events: Vec<RecordedEvent> = self.buffer.drain(..).collect();
+        if let Some(last) = events.last() {
+            self.last_delivered = Some(RecordedEventKey {
+                position: last.position,
+                stream_version: last.stream_version,
+            });
+        }
+        Ok(Batch {
+            events,
+            through: self.through(),
+            is_end: self.at_end,
+        })
+    }
+
+    /// Waits until the store reports a change since the last storage read, or the poll
+    /// interval passes, whichever comes first.
+    pub async fn changed(&mut self) {
+        let _ = tokio::time::timeout(self.poll_interval, self.changes.changed()).await;
+    }
+
+    /// How far delivery has gone; see [`Batch::through`]. Events in the read-ahead buffer
+    /// count as delivered: only a whole batch reads it.
+    fn through(&self) -> Option<Position> {
+        match self.cursor {
+            Cursor::AllNext(next) => next.0.checked_sub(1).map(Position),
+            _ => self.last_delivered.map(|k| k.position),
         }
     }
 
@@ -204,6 +291,7 @@ impl Subscription {
                     self.cursor = Cursor::AllNext(next.max(from));
                 }
                 let added = !page.events.is_empty();
+                self.at_end = page.is_end;
                 self.buffer.extend(page.events);
                 // A page of a sparse filter may hold nothing yet move the cursor: that is
                 // progress, so read on at once instead of waiting for a change.
@@ -228,6 +316,7 @@ impl Subscription {
                     self.cursor = Cursor::StreamNext(last.stream_version + 1);
                 }
                 let added = !events.is_empty();
+                self.at_end = events.len() < self.page_events;
                 self.buffer.extend(events);
                 Ok(added)
             }

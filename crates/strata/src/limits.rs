@@ -62,6 +62,11 @@ pub const PROJECTION_RETRY_BACKOFF_MS_INITIAL: u64 = 10;
 /// The longest backoff between two retries of a failed handler.
 pub const PROJECTION_RETRY_BACKOFF_MS_MAX: u64 = 1_000;
 
+/// The longest an inline projection waits, in all, for a backend that holds newer events back
+/// (PostgreSQL behind an open transaction) before it leaves the rest to the next append or the
+/// background task. The wait ends at the store's change signal, usually within milliseconds.
+pub const PROJECTION_CATCH_UP_STALL_MAX_MS: u64 = 1_000;
+
 /// How long a read-model connection waits for SQLite's write lock before it reports the
 /// database busy. Several projections share one file; a batch holds the lock for
 /// milliseconds, so seconds of waiting means something is stuck.

@@ -212,6 +212,7 @@ macro_rules! event_store_conformance_tests {
             subscribe_stream_from_start,
             subscribe_stream_after_version_and_from_end,
             subscription_seam_has_no_gap_and_no_duplicate,
+            subscription_batches_carry_a_checkpoint_across_the_seam,
             subscription_resumes_from_checkpoint,
             subscribe_with_mismatched_from_is_invalid,
             changes_signal_after_every_append,

@@ -302,6 +302,24 @@ pub async fn subscribe_stream_after_version_and_from_end<S: EventStore + Clone>(
 /// Checks one run of the seam: `stored` events exist, the subscription starts, a writer appends
 /// `live` more while the consumer reads; the consumer gets all of them exactly once, in order.
 async fn run_seam<S: EventStore + Clone>(store: &S, filter: Filter, expected_total: usize) {
+    run_seam_as(store, filter, expected_total, Delivery::EventByEvent).await;
+}
+
+/// How a seam run takes its events from the subscription.
+#[derive(Clone, Copy, PartialEq)]
+enum Delivery {
+    /// `next`, one at a time.
+    EventByEvent,
+    /// `next_batch`, pages of at most this many events.
+    Batches(usize),
+}
+
+async fn run_seam_as<S: EventStore + Clone>(
+    store: &S,
+    filter: Filter,
+    expected_total: usize,
+    delivery: Delivery,
+) {
     let mut sub = store
         .subscribe(
             SubscriptionTarget::All(filter.clone()),
@@ -309,6 +327,9 @@ async fn run_seam<S: EventStore + Clone>(store: &S, filter: Filter, expected_tot
         )
         .await
         .expect("subscribe");
+    if let Delivery::Batches(page) = delivery {
+        sub = sub.with_page_events(page);
+    }
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -326,8 +347,37 @@ async fn run_seam<S: EventStore + Clone>(store: &S, filter: Filter, expected_tot
     };
     let mut received: Vec<RecordedEvent> = Vec::with_capacity(expected_total);
     let mut seen = HashSet::new();
+    let mut pending = std::collections::VecDeque::new();
+    let mut through = None;
     while received.len() < expected_total {
-        let e = next_event(&mut sub, "an event across the catch-up/live seam").await;
+        let e = match delivery {
+            Delivery::EventByEvent => {
+                next_event(&mut sub, "an event across the catch-up/live seam").await
+            }
+            Delivery::Batches(page) => match pending.pop_front() {
+                Some(e) => e,
+                None => {
+                    let batch = within("a batch across the seam", sub.next_batch())
+                        .await
+                        .unwrap_or_else(|e| panic!("the subscription failed: {e:?}"));
+                    assert!(batch.events.len() <= page, "a batch holds at most a page");
+                    assert!(
+                        !batch.events.is_empty() || batch.through > through,
+                        "a batch that delivers nothing moves `through` on"
+                    );
+                    assert!(batch.through >= through, "`through` never goes back");
+                    if let Some(last) = batch.events.last() {
+                        assert!(
+                            batch.through >= Some(last.position),
+                            "`through` covers the batch's events"
+                        );
+                    }
+                    through = batch.through;
+                    pending.extend(batch.events);
+                    continue;
+                }
+            },
+        };
         if let Some(last) = received.last() {
             assert!(
                 e.position > last.position,
@@ -387,6 +437,100 @@ pub async fn subscription_seam_has_no_gap_and_no_duplicate<S: EventStore + Clone
         stored_a + 27 * 5,
     )
     .await;
+}
+
+/// The same seam taken a page at a time (`next_batch`, as projection runners do), with a
+/// sparse filter: no gap, no duplicate, and each batch's `through` is a checkpoint a consumer
+/// can store. Once caught up, `through` stands at the head even though the newest events do
+/// not match the filter, and `seek` moves the subscription back or forward.
+pub async fn subscription_batches_carry_a_checkpoint_across_the_seam<S: EventStore + Clone>(
+    store: S,
+) {
+    for i in 0..11u64 {
+        let stream = sid(&format!("{}-stored", ["a", "b"][(i % 2) as usize]));
+        append(
+            &store,
+            &stream,
+            ExpectedVersion::Any,
+            evs("Stored", i * 100, 100),
+        )
+        .await;
+    }
+    run_seam_as(
+        &store,
+        Filter::default(),
+        1_100 + 400,
+        Delivery::Batches(97),
+    )
+    .await;
+    let filter = Filter::default().categories(["a"]);
+    let stored_a = 600 + 27 * 5;
+    run_seam_as(
+        &store,
+        filter.clone(),
+        stored_a + 27 * 5,
+        Delivery::Batches(64),
+    )
+    .await;
+
+    // Events the filter skips at the end of the log: `through` passes them.
+    append(
+        &store,
+        &sid("b-tail"),
+        ExpectedVersion::Any,
+        evs("Tail", 0, 5),
+    )
+    .await;
+    let head = store.head().await.expect("head").expect("a head");
+    let mut sub = store
+        .subscribe(
+            SubscriptionTarget::All(filter.clone()),
+            SubscribeFrom::Start,
+        )
+        .await
+        .expect("subscribe");
+    let mut delivered = Vec::new();
+    let last = loop {
+        let batch = within("a batch", sub.try_next_batch())
+            .await
+            .expect("try_next_batch");
+        delivered.extend(batch.events);
+        if batch.is_end {
+            break batch.through;
+        }
+    };
+    assert_eq!(last, Some(head), "caught up, `through` is the head");
+    assert_eq!(delivered.len(), stored_a + 27 * 5);
+    let empty = within("a batch at the end", sub.try_next_batch())
+        .await
+        .expect("try_next_batch");
+    assert!(empty.events.is_empty() && empty.is_end);
+    assert_eq!(empty.through, Some(head));
+
+    // `seek` back re-delivers from there; forward skips.
+    let middle = delivered[100].position;
+    within("seek", sub.seek(SubscribeFrom::AfterPosition(middle)))
+        .await
+        .expect("seek");
+    let again = within("a batch after seeking back", sub.next_batch())
+        .await
+        .expect("next_batch");
+    assert_eq!(again.events.first(), delivered.get(101));
+    within("seek", sub.seek(SubscribeFrom::End))
+        .await
+        .expect("seek");
+    append(
+        &store,
+        &sid("a-after"),
+        ExpectedVersion::Any,
+        evs("After", 0, 1),
+    )
+    .await;
+    let live = within("the event after seeking to the end", sub.next_batch())
+        .await
+        .expect("next_batch");
+    assert_eq!(live.events.len(), 1);
+    assert_eq!(live.events[0].stream_id.as_str(), "a-after");
 }
 
 /// Resuming from a checkpoint (`last_position` for `$all`, `last_version` for a stream) gives

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex as StdMutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use strata_core::{EventStore, Filter, Position, ReadAllOptions, RecordedEvent, Uuid};
+use strata_core::{
+    Batch, Cursor, EventStore, Filter, Position, ReadAllOptions, RecordedEvent, SubscribeFrom,
+    Subscription, SubscriptionTarget, Uuid,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -336,19 +339,46 @@ impl From<sqlite::BatchError> for BatchError {
     }
 }
 
-/// The position just before `next` (the page's continuation), if it is at or after `from`:
-/// every matching event before `next` was returned, so a checkpoint may move there even past
-/// events the filter skipped, and `wait_for` works for any position, not only the
-/// projection's own events.
-pub(crate) fn scanned_through(next: Option<Position>, from: Position) -> Option<Position> {
-    next.and_then(|n| n.0.checked_sub(1))
-        .map(Position)
-        .filter(|s| *s >= from)
-}
-
 /// The first position after `checkpoint`.
 pub(crate) fn after(checkpoint: Option<Position>) -> Position {
     checkpoint.map_or(Position::START, |p| Position(p.0 + 1))
+}
+
+/// Where a subscription resumes for a projection at `checkpoint`.
+fn resume_from(checkpoint: Option<Position>) -> SubscribeFrom {
+    checkpoint.map_or(SubscribeFrom::Start, SubscribeFrom::AfterPosition)
+}
+
+/// The projection's view of the log: a subscription to the events its `filter` matches after
+/// `checkpoint`, a projection batch a page. Every runner reads the log through one, the way
+/// every other follower of the log does (see [`strata_core::Subscription`]).
+pub(crate) async fn subscribe(
+    store: &Arc<dyn EventStore>,
+    filter: &Filter,
+    checkpoint: Option<Position>,
+) -> Result<Subscription, ProjectionError> {
+    Ok(store
+        .subscribe(
+            SubscriptionTarget::All(filter.clone()),
+            resume_from(checkpoint),
+        )
+        .await?
+        .with_page_events(limits::PROJECTION_BATCH_MAX_EVENTS))
+}
+
+/// The next page after `checkpoint` (read from the read model in the caller's step), without
+/// waiting. `sub` is moved there first when it stands elsewhere: another writer of the read
+/// model moved the checkpoint on (an inline append, a rebuild's swap) or back (a reset).
+/// [`Batch::through`] is what the checkpoint may move to once the page is applied, even past
+/// events the filter skipped, so `wait_for` works for any position.
+pub(crate) async fn read_after(
+    sub: &mut Subscription,
+    checkpoint: Option<Position>,
+) -> Result<Batch, ProjectionError> {
+    if sub.cursor() != Cursor::AllNext(after(checkpoint)) {
+        sub.seek(resume_from(checkpoint)).await?;
+    }
+    Ok(sub.try_next_batch().await?)
 }
 
 /// Applies `events` with `apply(range, scanned)` (one transaction each call, returning the new
@@ -421,24 +451,6 @@ where
     }
 }
 
-/// How long a catch-up waits when a page showed nothing new without reaching the end.
-pub(crate) const STALL_SLEEP_MS: u64 = 2;
-
-/// Counts a stalled page; `true` once the stalls add up to a second (then give up for now).
-pub(crate) async fn stalled(stalls: &mut u32) -> bool {
-    *stalls += 1;
-    if u64::from(*stalls) * STALL_SLEEP_MS >= 1_000 {
-        return true;
-    }
-    tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
-    false
-}
-
-/// Sleeps a moment after a page that showed nothing new without reaching the end.
-pub(crate) async fn stall() {
-    tokio::time::sleep(Duration::from_millis(STALL_SLEEP_MS)).await;
-}
-
 /// Builds the [`RebuildProgress`] reports of one rebuild.
 pub(crate) struct RebuildReporter<'a> {
     projection: &'a str,
@@ -492,9 +504,13 @@ pub(crate) trait Runner: Clone + Send + Sync + 'static {
     /// Its projections.
     fn registry(&self) -> &Registry<RunnerEntry<Self>>;
 
-    /// Reads and applies one page of the serving copy after its checkpoint (the caller
-    /// holds the apply lock).
-    async fn step_live(&self, entry: &RunnerEntry<Self>) -> Result<Stepped, ProjectionError>;
+    /// Reads one page of `sub` after the serving copy's checkpoint (see [`read_after`]) and
+    /// applies it; the caller holds the apply lock.
+    async fn step_live(
+        &self,
+        entry: &RunnerEntry<Self>,
+        sub: &mut Subscription,
+    ) -> Result<Stepped, ProjectionError>;
 
     /// The projection's row in the read-model database.
     async fn read_stored(&self, entry: &RunnerEntry<Self>) -> Result<Stored, ProjectionError>;
@@ -549,24 +565,38 @@ pub(crate) async fn catch_up<R: Runner>(
     target: Option<Position>,
 ) -> Result<(), ProjectionError> {
     let _guard = entry.apply_lock.lock().await;
-    let mut stalls = 0u32;
+    let through = entry.progress.borrow().through;
+    let mut sub = match subscribe(runner.event_store(), &entry.filter, through).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            fail(runner, entry, e.clone()).await;
+            return Err(e);
+        }
+    };
+    let mut stall_budget = Duration::from_millis(limits::PROJECTION_CATCH_UP_STALL_MAX_MS);
     loop {
         if entry.progress.borrow().failed.is_some() {
             return Ok(());
         }
         let before = entry.progress.borrow().through;
-        match runner.step_live(entry).await {
+        match runner.step_live(entry, &mut sub).await {
             Ok(o) => {
                 entry.publish(o.checkpoint);
                 let reached = target.is_some_and(|t| o.checkpoint >= Some(t));
                 if o.is_end || reached {
                     return Ok(());
                 }
-                if o.checkpoint <= before && stalled(&mut stalls).await {
+                if o.checkpoint <= before {
                     // The backend showed nothing new without saying it reached the end
-                    // (PostgreSQL holds `$all` back behind an open transaction): leave the
-                    // rest to the next append rather than spin.
-                    return Ok(());
+                    // (PostgreSQL holds `$all` back behind an open transaction): wait for its
+                    // commit, but at most the stall budget in all, then leave the rest to the
+                    // next append (or the background task) rather than hold the append up.
+                    let started = Instant::now();
+                    let _ = tokio::time::timeout(stall_budget, sub.changed()).await;
+                    stall_budget = stall_budget.saturating_sub(started.elapsed());
+                    if stall_budget.is_zero() {
+                        return Ok(());
+                    }
                 }
             }
             Err(e) => {
@@ -619,19 +649,22 @@ pub(crate) fn start_task<R: Runner>(runner: &R, entry: &Arc<RunnerEntry<R>>) {
 /// The background task: steps the serving copy, then waits for the next append, until
 /// stopped or failed.
 async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::Receiver<bool>) {
-    let mut changes = runner.event_store().changes();
+    let mut sub: Option<Subscription> = None;
     let mut transient_failures = 0u32;
-    let poll = Duration::from_millis(strata_core::limits::SUBSCRIPTION_POLL_INTERVAL_MS);
     loop {
         if *stop.borrow() {
             return;
         }
-        // Seen before reading, so an append that lands after the read wakes the wait.
-        changes.borrow_and_update();
         let before = entry.progress.borrow().through;
         // Held through `fail` when the step fails for good (see `Entry::clear_failure`).
         let guard = entry.apply_lock.lock().await;
-        let outcome = runner.step_live(entry).await;
+        let outcome = match &mut sub {
+            Some(sub) => runner.step_live(entry, sub).await,
+            None => match subscribe(runner.event_store(), &entry.filter, before).await {
+                Ok(new) => runner.step_live(entry, sub.insert(new)).await,
+                Err(e) => Err(e),
+            },
+        };
         match outcome {
             Ok(o) => {
                 drop(guard);
@@ -639,11 +672,10 @@ async fn follow<R: Runner>(runner: &R, entry: &RunnerEntry<R>, mut stop: watch::
                 entry.publish(o.checkpoint);
                 // Nothing new though not at the end (a backend holding `$all` back): wait
                 // like a caught-up subscription instead of spinning.
-                if o.is_end || o.checkpoint <= before {
+                if let Some(sub) = sub.as_mut().filter(|_| o.is_end || o.checkpoint <= before) {
                     tokio::select! {
-                        _ = changes.changed() => {}
+                        _ = sub.changed() => {}
                         _ = stop.changed() => {}
-                        _ = tokio::time::sleep(poll) => {}
                     }
                 }
             }
@@ -736,6 +768,36 @@ pub(crate) async fn shutdown<R: Runner>(runner: &R) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_core::{EventData, ExpectedVersion, StreamId};
+    use strata_testkit::MemoryStore;
+
+    /// A step that read a page but failed to apply it (the read-model database failed) leaves
+    /// the checkpoint where it was; the retry must read the same page again, not the next one.
+    #[tokio::test]
+    async fn a_page_read_but_not_applied_is_read_again_after_the_checkpoint() {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let events = (0..5)
+            .map(|i| EventData::json("E", &serde_json::json!({ "i": i })).unwrap())
+            .collect();
+        store
+            .append(&StreamId::new("a-1").unwrap(), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        let mut sub = subscribe(&store, &Filter::default(), Some(Position(0)))
+            .await
+            .unwrap();
+        let first = read_after(&mut sub, Some(Position(0))).await.unwrap();
+        assert_eq!(first.events.len(), 4);
+        assert_eq!(first.through, Some(Position(4)));
+        // Not applied: the checkpoint is still 0.
+        let again = read_after(&mut sub, Some(Position(0))).await.unwrap();
+        assert_eq!(again.events, first.events);
+        // Applied by another writer up to 2: only the rest.
+        let rest = read_after(&mut sub, Some(Position(2))).await.unwrap();
+        let positions: Vec<u64> = rest.events.iter().map(|e| e.position.0).collect();
+        assert_eq!(positions, [3, 4]);
+        assert!(rest.is_end);
+    }
 
     #[test]
     fn stored_statuses_round_trip_and_unknown_ones_are_errors() {

@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Row};
 use strata_core::{
     AppendError, AppendResult, EventData, EventStore, ExpectedVersion, Filter, Position,
-    ReadAllOptions, RecordedEvent, StreamId, Uuid,
+    RecordedEvent, StreamId, Subscription, Uuid,
 };
 use strata_postgres::PostgresStore;
 
@@ -405,27 +405,21 @@ impl PgProjections {
     }
 
     /// Reads one page after the checkpoint and applies it (with retries).
-    async fn step(&self, entry: &PgEntry) -> Result<Stepped, ProjectionError> {
+    async fn step(
+        &self,
+        entry: &PgEntry,
+        sub: &mut Subscription,
+    ) -> Result<Stepped, ProjectionError> {
         let checkpoint = self.checkpoint_of(&entry.name).await?;
-        let from = common::after(checkpoint);
-        let page = self
-            .store
-            .read_all(
-                ReadAllOptions::forward()
-                    .from(from)
-                    .limit(limits::PROJECTION_BATCH_MAX_EVENTS)
-                    .filter(entry.filter.clone()),
-            )
-            .await?;
-        let scanned = common::scanned_through(page.next, from);
-        let events = &page.events;
+        let batch = common::read_after(sub, checkpoint).await?;
+        let events = &batch.events;
         let apply = |range: std::ops::Range<usize>, scanned: Option<Position>| {
             self.apply_batch(entry, &events[range], scanned)
         };
-        let applied = common::apply_with_retry(&entry.name, events, scanned, apply).await?;
+        let applied = common::apply_with_retry(&entry.name, events, batch.through, apply).await?;
         Ok(Stepped {
             checkpoint: applied.or(checkpoint),
-            is_end: page.is_end,
+            is_end: batch.is_end,
         })
     }
 
@@ -559,25 +553,17 @@ impl PgProjections {
             tx.commit().await.map_err(db)?;
         }
         let reporter = RebuildReporter::start(&name);
+        let mut sub = common::subscribe(&self.store, &entry.filter, None).await?;
         let mut applied = 0u64;
         let mut checkpoint: Option<Position> = None;
         let mut locked = None;
         loop {
-            let from = common::after(checkpoint);
-            let page = self
-                .store
-                .read_all(
-                    ReadAllOptions::forward()
-                        .from(from)
-                        .limit(limits::PROJECTION_BATCH_MAX_EVENTS)
-                        .filter(entry.filter.clone()),
-                )
-                .await?;
+            let batch = sub.try_next_batch().await?;
             let mut tx = self.models.pool.begin().await.map_err(db)?;
             tx.execute(format!("SET LOCAL search_path TO \"{fresh}\"").as_str())
                 .await
                 .map_err(db)?;
-            for event in &page.events {
+            for event in &batch.events {
                 if let Err(error) = entry.projection.apply(&mut tx, event).await {
                     return Err(ProjectionError::Failed {
                         projection: name.clone(),
@@ -586,23 +572,21 @@ impl PgProjections {
                         reason: format!("during rebuild: {error}"),
                     });
                 }
-                checkpoint = Some(event.position);
             }
             tx.commit().await.map_err(db)?;
-            applied += page.events.len() as u64;
-            if let Some(s) = page.next.and_then(|n| n.0.checked_sub(1)).map(Position) {
-                checkpoint = checkpoint.max(Some(s));
-            }
+            applied += batch.events.len() as u64;
+            let before = checkpoint;
+            checkpoint = checkpoint.max(batch.through);
             on_progress(&reporter.progress(applied, checkpoint, self.store.head().await?));
-            if !page.is_end && page.events.is_empty() {
-                common::stall().await;
-            }
-            if page.is_end {
+            if batch.is_end {
                 if locked.is_some() {
                     break;
                 }
                 // Hold off the serving copy's writers for the last events and the swap.
                 locked = Some(entry.apply_lock.lock().await);
+            } else if checkpoint <= before {
+                // Held back (see `common::catch_up`): wait for the store to move.
+                sub.changed().await;
             }
         }
         let mut tx = self.models.begin_ddl().await?;
@@ -847,8 +831,12 @@ impl Runner for PgProjections {
         &self.entries
     }
 
-    async fn step_live(&self, entry: &PgEntry) -> Result<Stepped, ProjectionError> {
-        self.step(entry).await
+    async fn step_live(
+        &self,
+        entry: &PgEntry,
+        sub: &mut Subscription,
+    ) -> Result<Stepped, ProjectionError> {
+        self.step(entry, sub).await
     }
 
     async fn read_stored(&self, entry: &PgEntry) -> Result<Stored, ProjectionError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use strata_core::{AllPage, EventStore, Position, ReadAllOptions, Uuid};
+use strata_core::{EventStore, Position, Subscription, Uuid};
 
 use super::common::{
     self, lock, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored, StoredStatus,
@@ -14,7 +14,6 @@ use super::common::{
 use super::model::{InlineProjections, ProjectionInfo, ProjectionMode, RebuildProgress};
 use super::sqlite::{self, Target};
 use super::{Projection, ProjectionError, SqliteReadModels};
-use crate::limits;
 
 /// A projection the SQLite runner has registered, with its read-model connection.
 type Entry = common::Entry<dyn Projection, Arc<StdMutex<Connection>>>;
@@ -183,24 +182,20 @@ impl Projections {
         blocking(move || f(&mut lock(&conn), p.as_ref())).await
     }
 
-    /// Reads one page after the checkpoint of `target` and applies it (with retries).
-    async fn step(&self, entry: &Entry, target: Target) -> Result<StepOutcome, ProjectionError> {
+    /// Reads one page of `sub` after the checkpoint of `target` and applies it (with
+    /// retries).
+    async fn step(
+        &self,
+        entry: &Entry,
+        target: Target,
+        sub: &mut Subscription,
+    ) -> Result<StepOutcome, ProjectionError> {
         let checkpoint =
             Self::with_conn(entry, move |c, p| sqlite::checkpoint(c, p.name(), target)).await?;
-        let from = common::after(checkpoint);
-        let page: AllPage = self
-            .inner
-            .store
-            .read_all(
-                ReadAllOptions::forward()
-                    .from(from)
-                    .limit(limits::PROJECTION_BATCH_MAX_EVENTS)
-                    .filter(entry.filter.clone()),
-            )
-            .await?;
-        let scanned = common::scanned_through(page.next, from);
-        let applied = page.events.len() as u64;
-        let events = Arc::new(page.events);
+        let batch = common::read_after(sub, checkpoint).await?;
+        let scanned = batch.through;
+        let applied = batch.events.len() as u64;
+        let events = Arc::new(batch.events);
         let apply = |range: std::ops::Range<usize>, scanned: Option<Position>| {
             let events = events.clone();
             async move {
@@ -217,7 +212,7 @@ impl Projections {
         Ok(StepOutcome {
             applied,
             checkpoint,
-            is_end: page.is_end,
+            is_end: batch.is_end,
         })
     }
 
@@ -305,34 +300,32 @@ impl Projections {
     ) -> Result<Option<Position>, ProjectionError> {
         Self::with_conn(entry, sqlite::begin_rebuild).await?;
         let reporter = RebuildReporter::start(&entry.name);
+        let mut sub = common::subscribe(&self.inner.store, &entry.filter, None).await?;
         let mut applied = 0u64;
-        // Catch up without the apply lock: the serving copy goes on being updated.
-        loop {
-            let o = self.step(entry, Target::Rebuild).await?;
-            applied += o.applied;
-            let head = self.inner.store.head().await?;
-            on_progress(&reporter.progress(applied, o.checkpoint, head));
-            if o.is_end {
-                break;
-            }
-            if o.applied == 0 {
-                common::stall().await;
-            }
-        }
-        // The last few events and the swap, with the serving copy's writers held off, so the
+        let mut reached = None;
+        // Catch up without the apply lock: the serving copy goes on being updated. Then the
+        // last few events and the swap, with the serving copy's writers held off, so the
         // fresh copy is at or past the serving one when it takes over.
-        let _guard = entry.apply_lock.lock().await;
+        let mut guard = None;
         loop {
-            let o = self.step(entry, Target::Rebuild).await?;
+            let o = self.step(entry, Target::Rebuild, &mut sub).await?;
             applied += o.applied;
-            if !o.is_end && o.applied == 0 {
-                common::stall().await;
-            }
-            if o.is_end {
+            if o.is_end && guard.is_some() {
                 let head = self.inner.store.head().await?;
                 on_progress(&reporter.progress(applied, o.checkpoint, head));
                 break;
             }
+            if guard.is_none() {
+                let head = self.inner.store.head().await?;
+                on_progress(&reporter.progress(applied, o.checkpoint, head));
+            }
+            if o.is_end {
+                guard = Some(entry.apply_lock.lock().await);
+            } else if o.checkpoint <= reached {
+                // Held back (see `common::catch_up`): wait for the store to move.
+                sub.changed().await;
+            }
+            reached = o.checkpoint;
         }
         let checkpoint = Self::with_conn(entry, sqlite::finish_rebuild).await?;
         entry.publish(checkpoint);
@@ -402,8 +395,12 @@ impl Runner for Projections {
         &self.inner.entries
     }
 
-    async fn step_live(&self, entry: &Entry) -> Result<Stepped, ProjectionError> {
-        let o = self.step(entry, Target::Live).await?;
+    async fn step_live(
+        &self,
+        entry: &Entry,
+        sub: &mut Subscription,
+    ) -> Result<Stepped, ProjectionError> {
+        let o = self.step(entry, Target::Live, sub).await?;
         Ok(Stepped {
             checkpoint: o.checkpoint,
             is_end: o.is_end,
