@@ -71,4 +71,4 @@ mod store;
 pub use client::{Client, ClientBuilder};
 pub use error::ClientError;
 pub use sse::{Follow, SseEvent, SseStream};
-pub use strata_wire::{paths, ErrorCode};
+pub use strata_wire::{paths, ErrorCode, RebuildReport, RebuildState};

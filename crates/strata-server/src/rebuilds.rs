@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::Value;
 use strata::limits;
 use strata::projection::{ProjectionControl, ProjectionError, RebuildProgress};
+
+use strata_wire::{RebuildReport, RebuildState};
 
 use crate::error::ApiError;
 
@@ -34,25 +36,26 @@ impl RebuildRun {
     /// The `rebuild` member of a projection document.
     pub(crate) fn to_json(&self) -> Value {
         let (state, checkpoint, error) = match &self.outcome {
-            Outcome::Running => ("running", None, None),
-            Outcome::Done { checkpoint } => ("done", *checkpoint, None),
-            Outcome::Failed { error } => ("failed", None, Some(error.clone())),
+            Outcome::Running => (RebuildState::Running, None, None),
+            Outcome::Done { checkpoint } => (RebuildState::Done, *checkpoint, None),
+            Outcome::Failed { error } => (RebuildState::Failed, None, Some(error.clone())),
         };
         let p = self.progress.as_ref();
-        json!({
-            "state": state,
-            "startedAt": self.started_at.to_rfc3339(),
-            "finishedAt": self.finished_at.map(|t| t.to_rfc3339()),
-            "appliedEvents": p.map_or(0, |p| p.applied_events),
-            "position": p.and_then(|p| p.position).map(|p| p.0),
-            "head": p.and_then(|p| p.head).map(|p| p.0),
-            "remainingEvents": p.map_or(0, |p| p.remaining_events),
-            "eventsPerSecond": p.map_or(0.0, |p| p.events_per_second),
-            "etaSeconds": p.and_then(|p| p.eta).map(|d| d.as_secs_f64()),
-            "elapsedSeconds": p.map_or(0.0, |p| p.elapsed.as_secs_f64()),
-            "checkpoint": checkpoint,
-            "error": error,
-        })
+        let report = RebuildReport {
+            state,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            applied_events: p.map_or(0, |p| p.applied_events),
+            position: p.and_then(|p| p.position).map(|p| p.0),
+            head: p.and_then(|p| p.head).map(|p| p.0),
+            remaining_events: p.map_or(0, |p| p.remaining_events),
+            events_per_second: p.map_or(0.0, |p| p.events_per_second),
+            eta_seconds: p.and_then(|p| p.eta).map(|d| d.as_secs_f64()),
+            elapsed_seconds: p.map_or(0.0, |p| p.elapsed.as_secs_f64()),
+            checkpoint,
+            error,
+        };
+        serde_json::to_value(report).unwrap_or(Value::Null)
     }
 }
 

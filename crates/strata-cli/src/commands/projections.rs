@@ -20,7 +20,7 @@ use strata::projection::{
     RebuildProgress, SqliteReadModels,
 };
 use strata_client::paths::{projection_path, PROJECTIONS_PATH};
-use strata_client::Client;
+use strata_client::{Client, RebuildReport, RebuildState};
 use strata_core::EventStore;
 
 use crate::cli::Cli;
@@ -160,14 +160,14 @@ fn shown_of(p: &RebuildProgress) -> Shown {
     }
 }
 
-fn shown_of_json(r: &Value) -> Shown {
-    let passed = r["position"].as_u64().map_or(0, |c| c + 1);
+fn shown_of_report(r: &RebuildReport) -> Shown {
+    let passed = r.position.map_or(0, |c| c + 1);
     Shown {
         passed,
-        total: r["head"].as_u64().map_or(passed, |h| h + 1),
-        events_per_second: r["eventsPerSecond"].as_f64().unwrap_or(0.0),
-        eta: r["etaSeconds"]
-            .as_f64()
+        total: r.head.map_or(passed, |h| h + 1),
+        events_per_second: r.events_per_second,
+        eta: r
+            .eta_seconds
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64),
     }
@@ -244,29 +244,26 @@ pub async fn on_server(client: &Client, cmd: &ProjectionsCommand, p: &Printer) -
             client.post_json(&path(name, "/rebuild")).await?;
             let bar = progress_bar(name);
             loop {
-                let v = client.get_json(&path(name, "")).await?;
-                let r = &v["rebuild"];
-                show(&bar, &shown_of_json(r));
-                match r["state"].as_str() {
-                    Some("done") => {
+                let mut v = client.get_json(&path(name, "")).await?;
+                let r: RebuildReport = serde_json::from_value(v["rebuild"].take())
+                    .context("the server's answer has no readable `rebuild` report")?;
+                show(&bar, &shown_of_report(&r));
+                match r.state {
+                    RebuildState::Done => {
                         bar.finish_and_clear();
-                        rebuilt(
-                            p,
-                            name,
-                            r["appliedEvents"].as_u64().unwrap_or(0),
-                            r["elapsedSeconds"].as_f64().unwrap_or(0.0),
-                            r["checkpoint"].as_u64(),
-                        );
+                        rebuilt(p, name, r.applied_events, r.elapsed_seconds, r.checkpoint);
                         return Ok(());
                     }
-                    Some("failed") => {
+                    RebuildState::Failed => {
                         bar.abandon();
                         anyhow::bail!(
                             "the rebuild of {name} failed: {}",
-                            r["error"].as_str().unwrap_or("no reason given")
+                            r.error.as_deref().unwrap_or("no reason given")
                         );
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(REBUILD_POLL_INTERVAL_MS)).await,
+                    RebuildState::Running => {
+                        tokio::time::sleep(Duration::from_millis(REBUILD_POLL_INTERVAL_MS)).await
+                    }
                 }
             }
         }
