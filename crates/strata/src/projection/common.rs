@@ -407,7 +407,7 @@ where
                         Ok(_) => {}
                         Err(BatchError::Db(e)) => return Err(e),
                         Err(BatchError::Handler { error, .. }) => {
-                            return Err(ProjectionError::ReadModel(error.0))
+                            return Err(ProjectionError::ReadModel(error.to_string()))
                         }
                     }
                 }
@@ -444,7 +444,7 @@ where
                 projection: name.to_owned(),
                 position: Some(event.position),
                 event_id: Some(event.event_id),
-                reason: last.0,
+                reason: last.to_string(),
             });
         }
         start += 1;

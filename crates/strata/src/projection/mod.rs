@@ -49,6 +49,8 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod typed;
 
+use std::sync::Arc;
+
 #[cfg(feature = "sqlite")]
 use strata_core::{Filter, RecordedEvent};
 use strata_core::{Position, ReadError, Uuid};
@@ -120,35 +122,50 @@ pub trait Projection: Send + Sync + 'static {
     fn apply(&self, sql: &Sql<'_>, event: &RecordedEvent) -> Result<(), HandlerError>;
 }
 
-/// Why a handler could not apply an event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+/// Why a handler could not apply an event. Each variant keeps its cause, so a caller can
+/// tell a refused event from a failing database and reach the underlying error through
+/// [`std::error::Error::source`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The handler refused the event, in its own words ([`HandlerError::new`]).
+    #[error("{0}")]
+    Rejected(String),
+    /// The read model's database failed a statement.
+    #[error("sql: {0}")]
+    Sql(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The event's JSON payload is not what the handler reads.
+    #[error("event payload: {0}")]
+    Payload(#[source] Arc<serde_json::Error>),
+    /// A typed projection could not decode (or upcast) the event into its event type.
+    #[error(transparent)]
+    Decode(#[from] crate::upcast::DecodeError),
+}
 
 impl HandlerError {
-    /// An error with this message.
+    /// The handler's refusal of an event, with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        HandlerError(message.into())
+        HandlerError::Rejected(message.into())
     }
 }
 
 #[cfg(feature = "sqlite")]
 impl From<rusqlite::Error> for HandlerError {
     fn from(e: rusqlite::Error) -> Self {
-        HandlerError(format!("sql: {e}"))
+        HandlerError::Sql(Arc::new(e))
     }
 }
 
 #[cfg(feature = "postgres")]
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        HandlerError(format!("sql: {e}"))
+        HandlerError::Sql(Arc::new(e))
     }
 }
 
 impl From<serde_json::Error> for HandlerError {
     fn from(e: serde_json::Error) -> Self {
-        HandlerError(format!("event payload: {e}"))
+        HandlerError::Payload(Arc::new(e))
     }
 }
 
@@ -220,4 +237,35 @@ pub enum ProjectionError {
     /// The event store failed a read.
     #[error("event store: {0}")]
     Read(#[from] ReadError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::HandlerError;
+
+    #[test]
+    fn handler_errors_keep_their_cause() {
+        let payload: HandlerError = serde_json::from_str::<u64>("\"x\"").unwrap_err().into();
+        assert!(matches!(payload, HandlerError::Payload(_)));
+        assert!(payload.source().is_some(), "the JSON error is its source");
+        assert!(payload.to_string().starts_with("event payload: "));
+        let refused = HandlerError::new("amount beyond i64");
+        assert!(matches!(refused, HandlerError::Rejected(ref m) if m == "amount beyond i64"));
+        assert!(refused.source().is_none());
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_failing_statement_is_sql_with_its_source() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let e: HandlerError = conn
+            .execute("INSERT INTO missing VALUES (1)", [])
+            .unwrap_err()
+            .into();
+        assert!(matches!(e, HandlerError::Sql(_)));
+        let source = e.source().expect("the SQLite error is its source");
+        assert!(source.to_string().contains("missing"));
+    }
 }

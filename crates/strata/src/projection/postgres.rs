@@ -769,7 +769,7 @@ impl PgProjections {
                         return Err(TxError::Rolled(ProjectedAppendError::RolledBack {
                             projection: name.to_owned(),
                             event_id: event.event_id,
-                            reason: error.0,
+                            reason: error.to_string(),
                         }));
                     }
                 }

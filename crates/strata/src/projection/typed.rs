@@ -245,12 +245,6 @@ impl<M: ReadModel<Db>, Db: ReadModelDb> Typed<M, Db> {
     }
 }
 
-impl From<DecodeError> for HandlerError {
-    fn from(e: DecodeError) -> Self {
-        HandlerError::new(e.to_string())
-    }
-}
-
 #[cfg(feature = "sqlite")]
 impl<M: ReadModel<Sqlite>> super::Projection for Typed<M, Sqlite> {
     fn name(&self) -> &str {
