@@ -250,14 +250,6 @@ pub enum ReadError {
     /// The backend failed while reading.
     #[error("storage error: {0}")]
     Storage(String),
-    /// A subscription is no longer able to deliver events; resume from `resume_after`.
-    #[error("subscription ended after position {resume_after:?}: {reason}")]
-    SubscriptionEnded {
-        /// The last position (or stream version) delivered.
-        resume_after: Option<Position>,
-        /// Why it ended.
-        reason: String,
-    },
 }
 
 #[cfg(test)]
