@@ -470,10 +470,28 @@ impl EventStore for LogStore {
     }
 }
 
+/// Runs `f` on the runtime's blocking pool with a handle on the store: snapshot reads are
+/// `pread`s and a delete waits for an fdatasync, which must not hold a runtime worker.
+async fn on_blocking_pool<T: Send + 'static>(
+    store: &LogStore,
+    f: impl FnOnce(&LogStore) -> Result<T, SnapshotError> + Send + 'static,
+) -> Result<T, SnapshotError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(SnapshotError::Unavailable(
+                "the runtime is shutting down".to_owned(),
+            )),
+        },
+    }
+}
+
 #[async_trait]
 impl SnapshotStore for LogStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
-        self.inner.snapshots.save(&snapshot)
+        on_blocking_pool(self, move |store| store.inner.snapshots.save(&snapshot)).await
     }
 
     async fn load_snapshot(
@@ -482,12 +500,18 @@ impl SnapshotStore for LogStore {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>, SnapshotError> {
-        self.inner
-            .snapshots
-            .load(stream, schema_version, max_version)
+        let stream = stream.clone();
+        on_blocking_pool(self, move |store| {
+            store
+                .inner
+                .snapshots
+                .load(&stream, schema_version, max_version)
+        })
+        .await
     }
 
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
-        self.inner.snapshots.delete(stream)
+        let stream = stream.clone();
+        on_blocking_pool(self, move |store| store.inner.snapshots.delete(&stream)).await
     }
 }

@@ -1,0 +1,150 @@
+//! The store's async methods do not hold a runtime worker while they wait for the disk: a
+//! snapshot delete waiting for its fdatasync leaves a single-threaded runtime free to run
+//! other tasks.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use strata_core::{Snapshot, SnapshotStore, StreamId};
+use strata_log::io::{LogFile, StdVfs, Vfs};
+use strata_log::{LogConfig, LogStore};
+use tokio::sync::mpsc;
+
+/// Holds `sync_data` of the snapshot file once armed, until released.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    released: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    armed: bool,
+    open: bool,
+    /// A held sync gave up waiting: nobody released it.
+    timed_out: bool,
+}
+
+struct GatedVfs {
+    gate: Arc<Gate>,
+    entered: mpsc::UnboundedSender<()>,
+}
+
+struct GatedFile {
+    inner: Arc<dyn LogFile>,
+    gate: Arc<Gate>,
+    entered: mpsc::UnboundedSender<()>,
+}
+
+impl LogFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.gate.state.lock();
+        if st.armed {
+            let _ = self.entered.send(());
+            // Bounded, so that a store that blocks the runtime fails the test instead of
+            // hanging it: the wait ends released or after 10 s, and the test checks which.
+            let waited =
+                self.gate
+                    .released
+                    .wait_while_for(&mut st, |s| !s.open, Duration::from_secs(10));
+            st.timed_out |= waited.timed_out();
+        }
+        drop(st);
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+impl Vfs for GatedVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
+        let inner = StdVfs.open(path, create)?;
+        if path.file_name().is_some_and(|n| n == "snapshots.log") {
+            return Ok(Arc::new(GatedFile {
+                inner,
+                gate: self.gate.clone(),
+                entered: self.entered.clone(),
+            }));
+        }
+        Ok(inner)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        StdVfs.sync_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdVfs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdVfs.remove(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        StdVfs.create_dir(path)
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_snapshot_delete_waiting_for_the_disk_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let config = LogConfig {
+        vfs: Arc::new(GatedVfs {
+            gate: gate.clone(),
+            entered: entered_tx,
+        }),
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir.path(), config).unwrap();
+    let stream = StreamId::new("account-1").unwrap();
+    store
+        .save_snapshot(Snapshot {
+            stream_id: stream.clone(),
+            stream_version: 3,
+            schema_version: 1,
+            data: b"{}".to_vec(),
+            taken_at: strata_core::timestamp_from_micros(1_700_000_000_000_000),
+        })
+        .await
+        .unwrap();
+    gate.state.lock().armed = true;
+
+    let delete = tokio::spawn({
+        let store = store.clone();
+        let stream = stream.clone();
+        async move { store.delete_snapshots(&stream).await }
+    });
+    // This task runs on the same single worker: it gets here while the delete waits for its
+    // fdatasync only if the delete does not hold the worker.
+    entered
+        .recv()
+        .await
+        .expect("the delete reached its fdatasync");
+    gate.state.lock().open = true;
+    gate.released.notify_all();
+    assert_eq!(delete.await.unwrap().unwrap(), 1, "one snapshot deleted");
+    assert!(
+        !gate.state.lock().timed_out,
+        "the delete held the only runtime worker while it waited for the disk"
+    );
+    assert!(
+        store
+            .load_snapshot(&stream, 1, None)
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted"
+    );
+}
