@@ -5,9 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use strata_core::{
-    limits, ActualVersion, AllPage, AppendError, AppendResult, CategorySummary, Direction,
-    EventData, EventStore, ExpectedVersion, InvalidInput, LimitError, ListOptions, Page, Position,
-    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
+    limits, ActualVersion, AllPage, AppendError, AppendResult, BackendError, CategorySummary,
+    Direction, EventData, EventStore, ExpectedVersion, InvalidInput, LimitError, ListOptions, Page,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
     StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
 };
 use strata_wire::{paths, ErrorCode, EventJson, Head, ListPage, PositionAt, StreamPage};
@@ -44,13 +44,13 @@ fn append_error(stream: &StreamId, expected: ExpectedVersion, e: ClientError) ->
                 Some(l) => AppendError::Limit(l),
                 None => AppendError::InvalidInput(InvalidInput::new("request", detail)),
             },
-            ErrorCode::Unavailable => AppendError::Unavailable(detail),
-            other => AppendError::Unavailable(format!("{other}: {detail}")),
+            ErrorCode::Unavailable => AppendError::Unavailable(detail.into()),
+            other => AppendError::Unavailable(format!("{other}: {detail}").into()),
         },
         e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
-            AppendError::Storage(chain(&e))
+            AppendError::Storage(BackendError::with_source(chain(&e), e))
         }
-        other => AppendError::Unavailable(chain(&other)),
+        other => AppendError::Unavailable(BackendError::with_source(chain(&other), other)),
     }
 }
 
@@ -79,16 +79,16 @@ fn read_error(e: ClientError) -> ReadError {
         } => match code {
             ErrorCode::StreamNotFound => match doc["streamId"].as_str().map(StreamId::new) {
                 Some(Ok(s)) => ReadError::StreamNotFound(s),
-                _ => ReadError::Unavailable(detail),
+                _ => ReadError::Unavailable(detail.into()),
             },
             ErrorCode::InvalidRequest => ReadError::InvalidInput(invalid(&doc, &detail)),
-            ErrorCode::Unavailable => ReadError::Unavailable(detail),
-            other => ReadError::Unavailable(format!("{other}: {detail}")),
+            ErrorCode::Unavailable => ReadError::Unavailable(detail.into()),
+            other => ReadError::Unavailable(format!("{other}: {detail}").into()),
         },
         e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
-            ReadError::Storage(chain(&e))
+            ReadError::Storage(BackendError::with_source(chain(&e), e))
         }
-        other => ReadError::Unavailable(chain(&other)),
+        other => ReadError::Unavailable(BackendError::with_source(chain(&other), other)),
     }
 }
 

@@ -215,7 +215,17 @@ async fn a_success_of_the_wrong_shape_is_an_unexpected_answer() {
         "{err:?}"
     );
     let err = client.head().await.unwrap_err();
-    assert!(matches!(err, ReadError::Storage(_)), "{err:?}");
+    let ReadError::Storage(backend) = &err else {
+        panic!("expected a storage error, got {err:?}");
+    };
+    // The client's own error is kept as the cause, for a caller that looks closer.
+    let cause = std::error::Error::source(backend)
+        .and_then(|s| s.downcast_ref::<ClientError>())
+        .expect("the client error is the cause");
+    assert!(
+        matches!(cause, ClientError::UnexpectedAnswer { .. }),
+        "{cause:?}"
+    );
 }
 
 #[tokio::test]
@@ -258,6 +268,16 @@ async fn a_server_that_is_not_there_is_a_transport_error_with_its_cause() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
     assert!(std::error::Error::source(&err).is_some());
+    // Through the `EventStore` interface it is `Unavailable`, the transport error its cause.
+    let err = Client::new(&url).unwrap().head().await.unwrap_err();
+    let ReadError::Unavailable(backend) = &err else {
+        panic!("expected unavailable, got {err:?}");
+    };
+    let cause = std::error::Error::source(backend).and_then(|s| s.downcast_ref::<ClientError>());
+    assert!(
+        matches!(cause, Some(ClientError::Transport { .. })),
+        "{cause:?}"
+    );
 }
 
 #[tokio::test]

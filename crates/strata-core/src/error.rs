@@ -2,11 +2,94 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::event::{ExpectedVersion, Position};
 use crate::stream_id::StreamId;
+
+/// What a backend met when it failed: a message for people (it already says what the cause
+/// was, so it is all a log line or an operator needs) and, when there was one, the underlying
+/// error for programs that look closer ([`std::error::Error::source`]: an I/O error, a database
+/// driver's error, an HTTP client's error).
+///
+/// The `Storage`, `Unavailable` and `Stopped` variants of [`AppendError`], [`ReadError`] and
+/// `SnapshotError` carry one. They do not report it as their own `source`, so a chain printer
+/// (`anyhow`'s `{:#}`) does not print the cause twice; reach it through the variant.
+///
+/// ```
+/// use std::error::Error as _;
+/// use strata_core::{BackendError, ReadError};
+///
+/// let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+/// let err = ReadError::Storage(BackendError::with_source(
+///     format!("reading segment 3 at offset 512: {io}"),
+///     io,
+/// ));
+/// if let ReadError::Storage(backend) = &err {
+///     let cause = backend.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+///     assert_eq!(cause.map(|e| e.kind()), Some(std::io::ErrorKind::PermissionDenied));
+/// }
+/// assert!(err.to_string().starts_with("storage error: reading segment 3"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl BackendError {
+    /// An error with this message and no underlying error.
+    pub fn new(message: impl Into<String>) -> Self {
+        BackendError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with this message, caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        BackendError {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for BackendError {
+    fn from(message: String) -> Self {
+        BackendError::new(message)
+    }
+}
+
+impl From<&str> for BackendError {
+    fn from(message: &str) -> Self {
+        BackendError::new(message)
+    }
+}
 
 /// A value the caller gave was malformed. Names the field and says what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,10 +187,10 @@ pub enum AppendError {
     Limit(#[from] LimitError),
     /// The store stopped after an I/O error and refuses appends until it is reopened.
     #[error("the store has stopped and refuses appends until it is reopened: {0}")]
-    Stopped(String),
+    Stopped(BackendError),
     /// The backend could not be reached (a database connection failed, for example).
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(BackendError),
     /// A stored event the append had to read (to answer an idempotent retry) failed its checks
     /// (CRC, length or position). Nothing was written.
     #[error(transparent)]
@@ -127,7 +210,7 @@ pub enum AppendError {
     },
     /// The backend failed while writing.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(BackendError),
 }
 
 /// Where a stored record that failed its checks is kept, in its backend's own terms. It is
@@ -246,10 +329,10 @@ pub enum ReadError {
     Corruption(#[from] Corruption),
     /// The backend could not be reached.
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(BackendError),
     /// The backend failed while reading.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(BackendError),
 }
 
 #[cfg(test)]

@@ -48,10 +48,10 @@ pub enum SnapshotError {
     Limit(#[from] LimitError),
     /// The backend could not be reached.
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(crate::error::BackendError),
     /// The backend failed, or a stored snapshot failed its checks.
     #[error("snapshot storage error: {0}")]
-    Storage(String),
+    Storage(crate::error::BackendError),
 }
 
 /// Where snapshots live. Snapshots are derived data: they can be deleted at any time and

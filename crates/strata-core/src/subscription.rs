@@ -321,7 +321,7 @@ impl Subscription {
                 Ok(added)
             }
             _ => Err(ReadError::Storage(
-                "subscription cursor does not fit its target".to_owned(),
+                ("subscription cursor does not fit its target".to_owned()).into(),
             )),
         }
     }

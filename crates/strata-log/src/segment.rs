@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use strata_core::{Corruption, CorruptionLocation, Position, ReadError, RecordedEvent};
+use strata_core::{
+    BackendError, Corruption, CorruptionLocation, Position, ReadError, RecordedEvent,
+};
 
 use crate::format::{decode_record, DecodeError, SegmentHeader};
 use crate::index::{loc_offset, loc_segment, Loc};
@@ -196,7 +198,9 @@ impl Segments {
                 .into_iter()
                 .map(|h| match h {
                     Ok(h) => h.join().unwrap_or_else(|_| {
-                        Err(ReadError::Storage("a read thread panicked".to_owned()))
+                        Err(ReadError::Storage(
+                            ("a read thread panicked".to_owned()).into(),
+                        ))
                     }),
                     Err(chunk) => self.read_events_serial(chunk),
                 })
@@ -446,7 +450,10 @@ pub(crate) fn read_up_to(
 }
 
 fn io_err(path: &Path, offset: u64, e: std::io::Error) -> ReadError {
-    ReadError::Storage(format!("reading {} at {offset}: {e}", path.display()))
+    ReadError::Storage(BackendError::with_source(
+        format!("reading {} at {offset}: {e}", path.display()),
+        e,
+    ))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use strata_core::{Snapshot, SnapshotError, StreamId};
+use strata_core::{BackendError, Snapshot, SnapshotError, StreamId};
 
 use crate::format::{u16_at, u32_at, u64_at};
 use crate::io::{LogFile, Vfs};
@@ -189,7 +189,7 @@ impl SnapshotFile {
         durable: bool,
     ) -> Result<u64, SnapshotError> {
         if let Some(f) = &st.failed {
-            return Err(SnapshotError::Storage(f.clone()));
+            return Err(SnapshotError::Storage(f.clone().into()));
         }
         let off = st.end;
         let result = self.file.write_all_at(bytes, off).and_then(|()| {
@@ -202,7 +202,7 @@ impl SnapshotFile {
         if let Err(e) = result {
             let reason = format!("writing {} failed: {e}", self.path.display());
             st.failed = Some(reason.clone());
-            return Err(SnapshotError::Storage(reason));
+            return Err(SnapshotError::Storage(reason.into()));
         }
         st.end += bytes.len() as u64;
         Ok(off)
@@ -252,13 +252,21 @@ impl SnapshotFile {
         let mut rec = vec![0u8; meta.len as usize];
         self.file
             .read_exact_at(&mut rec, meta.offset)
-            .map_err(|e| SnapshotError::Storage(format!("reading {}: {e}", self.path.display())))?;
+            .map_err(|e| {
+                SnapshotError::Storage(BackendError::with_source(
+                    format!("reading {}: {e}", self.path.display()),
+                    e,
+                ))
+            })?;
         let d = decode(&rec).ok_or_else(|| {
-            SnapshotError::Storage(format!(
-                "snapshot record at offset {} of {} failed its checks",
-                meta.offset,
-                self.path.display()
-            ))
+            SnapshotError::Storage(
+                (format!(
+                    "snapshot record at offset {} of {} failed its checks",
+                    meta.offset,
+                    self.path.display()
+                ))
+                .into(),
+            )
         })?;
         Ok(Some(Snapshot {
             stream_id: d.stream,

@@ -283,9 +283,9 @@ impl EventStore for LogStore {
     ) -> Result<AppendResult, AppendError> {
         let metadata = validate_append(&events)?;
         if let Some(reason) = self.stopped_reason() {
-            return Err(AppendError::Stopped(reason));
+            return Err(AppendError::Stopped(reason.into()));
         }
-        let closed = || AppendError::Stopped("the store is closing".to_owned());
+        let closed = || AppendError::Stopped(("the store is closing".to_owned()).into());
         // The queue is bounded by permits: beyond WRITER_QUEUE_MAX_APPENDS waiting appends,
         // callers wait here (back-pressure) instead of queueing without bound.
         let permit = self
@@ -308,15 +308,17 @@ impl EventStore for LogStore {
         tx.send(req).map_err(|_| closed())?;
         answer.await.map_err(|_| {
             AppendError::Stopped(
-                self.stopped_reason()
-                    .unwrap_or_else(|| "the writer ended before answering".to_owned()),
+                (self
+                    .stopped_reason()
+                    .unwrap_or_else(|| "the writer ended before answering".to_owned()))
+                .into(),
             )
         })?
     }
 
     fn check_writable(&self) -> Result<(), AppendError> {
         match self.stopped_reason() {
-            Some(reason) => Err(AppendError::Stopped(reason)),
+            Some(reason) => Err(AppendError::Stopped(reason.into())),
             None => Ok(()),
         }
     }
@@ -482,7 +484,7 @@ async fn on_blocking_pool<T: Send + 'static>(
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(_) => Err(SnapshotError::Unavailable(
-                "the runtime is shutting down".to_owned(),
+                ("the runtime is shutting down".to_owned()).into(),
             )),
         },
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use strata_core::{
-    ActualVersion, AppendError, AppendResult, EventData, ExpectedVersion, Position, ReadError,
-    StreamId, Uuid,
+    ActualVersion, AppendError, AppendResult, BackendError, EventData, ExpectedVersion, Position,
+    ReadError, StreamId, Uuid,
 };
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
@@ -188,7 +188,9 @@ impl Writer {
     fn process(&mut self, batch: Vec<AppendRequest>, bytes: usize) -> Vec<AppendRequest> {
         if let Some(reason) = self.shared.stopped_reason() {
             for r in batch {
-                let _ = r.reply.send(Err(AppendError::Stopped(reason.clone())));
+                let _ = r
+                    .reply
+                    .send(Err(AppendError::Stopped(reason.clone().into())));
             }
             return Vec::new();
         }
@@ -286,7 +288,9 @@ impl Writer {
                             let _ = req.reply.send(r);
                         }
                         Staged::Written(_) => {
-                            let _ = req.reply.send(Err(AppendError::Stopped(reason.clone())));
+                            let _ = req
+                                .reply
+                                .send(Err(AppendError::Stopped(reason.clone().into())));
                         }
                         Staged::Defer => deferred.push(req),
                     }
@@ -427,7 +431,7 @@ impl Writer {
             .read_events(&items)
             .map_err(|e| match e {
                 ReadError::Corruption(c) => AppendError::Corruption(c),
-                other => AppendError::Storage(other.to_string()),
+                other => AppendError::Storage(BackendError::with_source(other.to_string(), other)),
             })?;
         for (given, stored) in req.events.iter().zip(&events) {
             if given.event_id != Some(stored.event_id)

@@ -46,7 +46,7 @@ async fn fail_stop_after(writes: u64, syncs: u64) {
                 acked += 1;
             }
             Err(AppendError::Stopped(reason)) => {
-                assert!(reason.contains("injected"), "{reason}");
+                assert!(reason.message().contains("injected"), "{reason}");
                 failed = true;
             }
             Err(e) => panic!("unexpected error {e}"),

@@ -306,7 +306,7 @@ pub(crate) async fn run_single(
                     Ok(mut outcomes) => {
                         let Some(Outcome::Done(r)) = outcomes.pop() else {
                             return Err(AppendError::Storage(
-                                "strata_append returned no row".to_owned(),
+                                ("strata_append returned no row".to_owned()).into(),
                             ));
                         };
                         return r;
@@ -589,9 +589,9 @@ where
                     .map(|p| Position(p as u64))
                     .collect(),
             }),
-            other => Err(AppendError::Storage(format!(
-                "strata_append returned status {other:?}"
-            ))),
+            other => Err(AppendError::Storage(
+                (format!("strata_append returned status {other:?}")).into(),
+            )),
         };
         outcomes.push(Outcome::Done(r));
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use strata_core::{AppendError, ReadError, SnapshotError};
+use strata_core::{AppendError, BackendError, ReadError, SnapshotError};
 
 /// Why [`crate::PostgresStore::connect`] failed. Each variant's message is one line that says
 /// what was wrong, without the driver's text.
@@ -281,27 +281,32 @@ pub(crate) fn describe(err: &sqlx::Error) -> String {
     }
 }
 
+/// `err` as a [`BackendError`]: described for people, kept for programs.
+pub(crate) fn backend(err: sqlx::Error) -> BackendError {
+    BackendError::with_source(describe(&err), err)
+}
+
 pub(crate) fn read_error(err: sqlx::Error) -> ReadError {
     if is_unavailable(&err) {
-        ReadError::Unavailable(describe(&err))
+        ReadError::Unavailable(backend(err))
     } else {
-        ReadError::Storage(describe(&err))
+        ReadError::Storage(backend(err))
     }
 }
 
 pub(crate) fn append_error(err: &sqlx::Error) -> AppendError {
     if is_unavailable(err) {
-        AppendError::Unavailable(describe(err))
+        AppendError::Unavailable(describe(err).into())
     } else {
-        AppendError::Storage(describe(err))
+        AppendError::Storage(describe(err).into())
     }
 }
 
 pub(crate) fn snapshot_error(err: sqlx::Error) -> SnapshotError {
     if is_unavailable(&err) {
-        SnapshotError::Unavailable(describe(&err))
+        SnapshotError::Unavailable(backend(err))
     } else {
-        SnapshotError::Storage(describe(&err))
+        SnapshotError::Storage(backend(err))
     }
 }
 

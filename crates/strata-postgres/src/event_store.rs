@@ -65,11 +65,11 @@ impl EventStore for PostgresStore {
             .read_only
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            return Err(AppendError::Unavailable(
+            return Err(AppendError::Unavailable((
                 "the PostgreSQL host is read-only (a hot standby, or default_transaction_read_only): \
                  appends are refused until a writable host takes one"
-                    .to_owned(),
-            ));
+                    .to_owned()
+            ).into()));
         }
         Ok(())
     }

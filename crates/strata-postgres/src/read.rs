@@ -40,7 +40,7 @@ fn corruption(position: i64, reason: String) -> ReadError {
 /// type check, and text and bytes are read straight from the row buffer: this is the hot loop
 /// of every catch-up.
 pub(crate) fn event_from_row(row: &PgRow, at: usize) -> Result<RecordedEvent, ReadError> {
-    let get_err = |e: sqlx::Error| ReadError::Storage(crate::error::describe(&e));
+    let get_err = |e: sqlx::Error| ReadError::Storage(crate::error::backend(e));
     let raw = |i: usize| -> Result<Option<&[u8]>, ReadError> {
         let v = row.try_get_raw(at + i).map_err(get_err)?;
         if v.is_null() {
@@ -48,7 +48,7 @@ pub(crate) fn event_from_row(row: &PgRow, at: usize) -> Result<RecordedEvent, Re
         }
         v.as_bytes()
             .map(Some)
-            .map_err(|e| ReadError::Storage(format!("column {}: {e}", at + i)))
+            .map_err(|e| ReadError::Storage(format!("column {}: {e}", at + i).into()))
     };
     let position: i64 = row.try_get_unchecked(at).map_err(get_err)?;
     let event_id: Uuid = row.try_get_unchecked(at + 1).map_err(get_err)?;
@@ -560,7 +560,7 @@ impl PostgresStore {
             } = fetched;
             let Some(Head { xmin, hi, lo }) = head else {
                 return Err(ReadError::Storage(
-                    "the $all read returned no row".to_owned(),
+                    ("the $all read returned no row".to_owned()).into(),
                 ));
             };
             // The lateral subquery returns its rows in index order and the one-row outer side

@@ -57,7 +57,7 @@ impl SnapshotStore for PostgresStore {
         let taken_at: DateTime<Utc> = row.try_get(3).map_err(get)?;
         let nanos: i32 = row.try_get(4).map_err(get)?;
         let taken_at = taken_at.with_nanosecond(nanos as u32).ok_or_else(|| {
-            SnapshotError::Storage(format!("stored nanoseconds {nanos} are out of range"))
+            SnapshotError::Storage(format!("stored nanoseconds {nanos} are out of range").into())
         })?;
         Ok(Some(Snapshot {
             stream_id: stream.clone(),

@@ -290,15 +290,13 @@ impl PostgresStore {
         };
         let shared = &self.inner.shared;
         // Back-pressure: at most APPEND_QUEUE_MAX appends wait or run at once.
-        let _permit = shared
-            .queue_permits
-            .acquire()
-            .await
-            .map_err(|_| AppendError::Unavailable("the store is shutting down".to_owned()))?;
+        let _permit = shared.queue_permits.acquire().await.map_err(|_| {
+            AppendError::Unavailable(("the store is shutting down".to_owned()).into())
+        })?;
         shared.queue.submit(shared, request);
         answer.await.unwrap_or_else(|_| {
             Err(AppendError::Unavailable(
-                "the append task stopped before answering".to_owned(),
+                ("the append task stopped before answering".to_owned()).into(),
             ))
         })
     }
@@ -350,7 +348,7 @@ impl PostgresStore {
                     .map(append::Outcome::into_result)
                     .unwrap_or_else(|| {
                         Err(AppendError::Storage(
-                            "strata_append returned no row".to_owned(),
+                            ("strata_append returned no row".to_owned()).into(),
                         ))
                     })
             }

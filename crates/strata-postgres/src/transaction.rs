@@ -80,7 +80,7 @@ impl PostgresStore {
                     .map(append::Outcome::into_result)
                     .unwrap_or_else(|| {
                         Err(AppendError::Storage(
-                            "strata_append returned no row".to_owned(),
+                            ("strata_append returned no row".to_owned()).into(),
                         ))
                     })
             }
@@ -188,10 +188,13 @@ impl PostgresStore {
                 return Ok(true);
             }
             if started.elapsed() >= timeout {
-                return Err(ReadError::Unavailable(format!(
-                    "an older append transaction kept running for more than {} ms",
-                    timeout.as_millis()
-                )));
+                return Err(ReadError::Unavailable(
+                    (format!(
+                        "an older append transaction kept running for more than {} ms",
+                        timeout.as_millis()
+                    ))
+                    .into(),
+                ));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(10));

@@ -354,7 +354,7 @@ mod tests {
         let one = Some(crate::limits::UNAVAILABLE_RETRY_AFTER_S.to_string());
         let unavailable = "unavailable".to_owned();
         assert_eq!(
-            retry_after(AppendError::Unavailable("57P01".to_owned()).into()),
+            retry_after(AppendError::Unavailable("57P01".to_owned().into()).into()),
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 one.clone(),
@@ -363,16 +363,16 @@ mod tests {
         );
         // What an SSE stream's last frame carries, too.
         assert_eq!(
-            retry_after(ReadError::Unavailable("57P01".to_owned()).into()),
+            retry_after(ReadError::Unavailable("57P01".to_owned().into()).into()),
             (StatusCode::SERVICE_UNAVAILABLE, one, unavailable.clone())
         );
         // A store stopped after an I/O error stays stopped until reopened: no Retry-After.
         assert_eq!(
-            retry_after(AppendError::Stopped("EIO".to_owned()).into()),
+            retry_after(AppendError::Stopped("EIO".to_owned().into()).into()),
             (StatusCode::SERVICE_UNAVAILABLE, None, unavailable)
         );
         assert_eq!(
-            retry_after(ReadError::Storage("bad".to_owned()).into()),
+            retry_after(ReadError::Storage("bad".to_owned().into()).into()),
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 None,

@@ -70,9 +70,12 @@ impl EventStore for Faulty {
         ev: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(AppendError::Stopped(format!(
+            return Err(AppendError::Stopped(
+                (format!(
                 "fdatasync of {SECRET_DIR}/00000003.seg failed: Input/output error (os error 5)"
-            )));
+            ))
+                .into(),
+            ));
         }
         self.inner.append(s, e, ev).await
     }
@@ -82,9 +85,9 @@ impl EventStore for Faulty {
         o: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(ReadError::Storage(format!(
-                "reading {SECRET_DIR}/index: disk on fire"
-            )));
+            return Err(ReadError::Storage(
+                (format!("reading {SECRET_DIR}/index: disk on fire")).into(),
+            ));
         }
         let events = self.inner.read_stream(s, o).await?;
         self.check(&events)?;
@@ -111,8 +114,9 @@ impl EventStore for Faulty {
     async fn head(&self) -> Result<Option<Position>, ReadError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(ReadError::Unavailable(
-                "connecting to /run/postgresql/.s.PGSQL.5432: Connection refused (os error 111)"
-                    .to_owned(),
+                ("connecting to /run/postgresql/.s.PGSQL.5432: Connection refused (os error 111)"
+                    .to_owned())
+                .into(),
             ));
         }
         self.inner.head().await

@@ -189,7 +189,7 @@ impl Inner {
             .iter()
             .map(|bytes| Metadata::from_bytes(bytes))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AppendError::Storage(format!("metadata does not decode: {e}")))?;
+            .map_err(|e| AppendError::Storage(format!("metadata does not decode: {e}").into()))?;
         let last_recorded_at = self.events.last().map(|e| e.recorded_at);
         let recorded_at = last_recorded_at.map_or_else(now_micros, |last| now_micros().max(last));
         let first_version = actual.map_or(0, |v| v + 1);

@@ -115,7 +115,7 @@ async fn a_failing_inline_handler_rolls_the_append_back() {
         .append(&a, ExpectedVersion::Exact(0), vec![deposit(13)])
         .await
         .unwrap_err();
-    assert!(matches!(err, AppendError::Storage(m) if m.contains("rolled back")));
+    assert!(matches!(err, AppendError::Storage(m) if m.message().contains("rolled back")));
     assert_eq!(all_events(&db.store).await.len(), 1);
 
     // After the fix the same append commits with its read-model change.

@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use strata_core::{
-    AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion,
-    ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
-    Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary, SubscribeFrom,
-    Subscription, SubscriptionTarget, Timestamp, Uuid,
+    AllPage, AppendError, AppendResult, BackendError, CategorySummary, EventData, EventStore,
+    ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
+    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp, Uuid,
 };
 use tokio::sync::watch;
 
@@ -238,7 +238,10 @@ impl<S: EventStore + Clone, P: InlineProjections> EventStore for ProjectedStore<
                 Ok(result)
             }
             // Nothing was written: the caller must not believe the append happened.
-            Err(e) => Err(AppendError::Storage(e.to_string())),
+            Err(e) => Err(AppendError::Storage(BackendError::with_source(
+                e.to_string(),
+                e,
+            ))),
         }
     }
 

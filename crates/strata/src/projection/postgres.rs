@@ -685,10 +685,13 @@ impl PgProjections {
                 Err(TxError::Append(e)) => return Err(ProjectedAppendError::Append(e)),
                 Err(TxError::Rolled(e)) => return Err(e),
                 Err(TxError::Db(e)) => {
-                    return Err(ProjectedAppendError::Append(AppendError::Storage(format!(
+                    return Err(ProjectedAppendError::Append(AppendError::Storage(
+                        (format!(
                         "inline projection transaction failed (nothing was appended unless the \
                          commit itself failed): {e}"
-                    ))))
+                    ))
+                        .into(),
+                    )))
                 }
             }
         }

@@ -311,7 +311,7 @@ impl<S: SnapshotStore> SnapshotStore for FailingSnapshots<S> {
     async fn save_snapshot(&self, _snapshot: Snapshot) -> Result<(), SnapshotError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         Err(SnapshotError::Storage(
-            "injected: the disk is full".to_owned(),
+            ("injected: the disk is full".to_owned()).into(),
         ))
     }
     async fn load_snapshot(
