@@ -55,10 +55,16 @@ pub struct Subscription {
 pub struct Batch {
     /// The events, in order; empty when the read found nothing new (see `through`).
     pub events: Vec<RecordedEvent>,
-    /// For `$all`: every event the filter matches up to and including this position has been
-    /// delivered, in this batch or an earlier one, so a consumer may store it as its checkpoint
-    /// even when a sparse filter skipped the events before it. For a stream: the position of
-    /// the last event delivered. `None` before anything was read.
+    /// For `$all`: every position up to and including this one is accounted for: each event
+    /// there that the filter matches was delivered (in this batch or an earlier one) or lies
+    /// before where the subscription started or was last moved to with `seek`. A consumer that
+    /// applied what it was delivered may store it as its checkpoint and resume with
+    /// [`SubscribeFrom::AfterPosition`], also when a sparse filter skipped the events before
+    /// it. `None` while nothing before the cursor is accounted for (a subscription from the
+    /// start that has read nothing yet).
+    ///
+    /// For a stream: the position of the last event delivered since the start or the last
+    /// `seek`. A stream consumer resumes by version, with [`Subscription::last_version`].
     pub through: Option<Position>,
     /// Whether the read reached the end of what the store could show.
     pub is_end: bool,
@@ -115,6 +121,8 @@ impl Subscription {
         self.cursor = self.resolve(from).await?;
         self.buffer.clear();
         self.at_end = false;
+        // What was delivered before the seek says nothing about where it stands now.
+        self.last_delivered = None;
         Ok(())
     }
 
@@ -211,7 +219,12 @@ impl Subscription {
     /// Waits until the store reports a change since the last storage read, or the poll
     /// interval passes, whichever comes first.
     pub async fn changed(&mut self) {
-        let _ = tokio::time::timeout(self.poll_interval, self.changes.changed()).await;
+        match tokio::time::timeout(self.poll_interval, self.changes.changed()).await {
+            Ok(Ok(())) | Err(_) => {}
+            // The store dropped its change signal (it is closing): fall back to the poll
+            // interval rather than read again at once, forever.
+            Ok(Err(_)) => tokio::time::sleep(self.poll_interval).await,
+        }
     }
 
     /// How far delivery has gone; see [`Batch::through`]. Events in the read-ahead buffer
@@ -284,7 +297,9 @@ impl Subscription {
                     )
                     .await?;
                 let mut moved = false;
-                if let Some(next) = page.next {
+                // A backend that names no continuation still moved past what it returned.
+                let after_last = page.events.last().map(|e| Position(e.position.0 + 1));
+                if let Some(next) = page.next.max(after_last) {
                     // A backend never moves a forward cursor backward; assert the pairing.
                     debug_assert!(next >= from);
                     moved = next > from;

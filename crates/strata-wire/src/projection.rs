@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Where a projection's latest rebuild stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum RebuildState {
     /// Still catching up (the serving copy goes on serving).
     Running,
@@ -13,6 +14,9 @@ pub enum RebuildState {
     Done,
     /// Stopped; `error` says why. The serving copy was left as it was.
     Failed,
+    /// A state this version does not know (a newer server's): read as still running.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The latest rebuild of a projection, as a server reports it while it runs and after.

@@ -245,8 +245,14 @@ pub async fn on_server(client: &Client, cmd: &ProjectionsCommand, p: &Printer) -
             let bar = progress_bar(name);
             loop {
                 let mut v = client.get_json(&path(name, "")).await?;
-                let r: RebuildReport = serde_json::from_value(v["rebuild"].take())
-                    .context("the server's answer has no readable `rebuild` report")?;
+                let report = v.get_mut("rebuild").map(serde_json::Value::take);
+                // No report yet (or from a server that restarted since): ask again.
+                let Some(report) = report.filter(|r| !r.is_null()) else {
+                    tokio::time::sleep(Duration::from_millis(REBUILD_POLL_INTERVAL_MS)).await;
+                    continue;
+                };
+                let r: RebuildReport = serde_json::from_value(report)
+                    .context("the server's `rebuild` report is not readable")?;
                 show(&bar, &shown_of_report(&r));
                 match r.state {
                     RebuildState::Done => {
@@ -261,9 +267,7 @@ pub async fn on_server(client: &Client, cmd: &ProjectionsCommand, p: &Printer) -
                             r.error.as_deref().unwrap_or("no reason given")
                         );
                     }
-                    RebuildState::Running => {
-                        tokio::time::sleep(Duration::from_millis(REBUILD_POLL_INTERVAL_MS)).await
-                    }
+                    _ => tokio::time::sleep(Duration::from_millis(REBUILD_POLL_INTERVAL_MS)).await,
                 }
             }
         }

@@ -349,6 +349,9 @@ async fn run_seam_as<S: EventStore + Clone>(
     let mut seen = HashSet::new();
     let mut pending = std::collections::VecDeque::new();
     let mut through = None;
+    // Each batch's `through` and how many events had been delivered with it, checked against
+    // the store once the run is over.
+    let mut checkpoints: Vec<(Option<strata_core::Position>, usize)> = Vec::new();
     while received.len() < expected_total {
         let e = match delivery {
             Delivery::EventByEvent => {
@@ -373,6 +376,7 @@ async fn run_seam_as<S: EventStore + Clone>(
                         );
                     }
                     through = batch.through;
+                    checkpoints.push((through, received.len() + batch.events.len()));
                     pending.extend(batch.events);
                     continue;
                 }
@@ -410,6 +414,18 @@ async fn run_seam_as<S: EventStore + Clone>(
         "exactly the stored and live events, in order"
     );
     assert_eq!(received, expected);
+    // A `through` ahead of a matching event not yet delivered would let a consumer store a
+    // checkpoint past an event it never saw.
+    for (through, delivered) in checkpoints {
+        let covered = expected
+            .iter()
+            .filter(|e| Some(e.position) <= through)
+            .count();
+        assert_eq!(
+            covered, delivered,
+            "`through` {through:?} covers {covered} matching events, {delivered} were delivered"
+        );
+    }
     assert_quiet(&mut sub, "after everything").await;
 }
 
@@ -472,6 +488,16 @@ pub async fn subscription_batches_carry_a_checkpoint_across_the_seam<S: EventSto
         Delivery::Batches(64),
     )
     .await;
+    // Pages the size projection runners read, and a sparse filter: only `c-live`, 26 appends
+    // of 5 in each run's 80 (three runs by its end), a few in each stretch of the log.
+    run_seam_as(
+        &store,
+        Filter::default().categories(["c"]),
+        3 * 26 * 5,
+        Delivery::Batches(1_000),
+    )
+    .await;
+    let stored_a = stored_a + 27 * 5;
 
     // Events the filter skips at the end of the log: `through` passes them.
     append(
@@ -490,15 +516,29 @@ pub async fn subscription_batches_carry_a_checkpoint_across_the_seam<S: EventSto
         .await
         .expect("subscribe");
     let mut delivered = Vec::new();
-    let last = loop {
+    let mut last = None;
+    // Bounded: a backend that never says it caught up fails here instead of hanging.
+    for _ in 0..10_000 {
         let batch = within("a batch", sub.try_next_batch())
             .await
             .expect("try_next_batch");
         delivered.extend(batch.events);
+        let covered = all_events(&store)
+            .await
+            .into_iter()
+            .filter(|e| filter.matches(e) && Some(e.position) <= batch.through)
+            .count();
+        assert_eq!(
+            covered,
+            delivered.len(),
+            "`through` is never ahead of delivery"
+        );
         if batch.is_end {
-            break batch.through;
+            last = Some(batch.through);
+            break;
         }
-    };
+    }
+    let last = last.expect("the subscription caught up");
     assert_eq!(last, Some(head), "caught up, `through` is the head");
     assert_eq!(delivered.len(), stored_a + 27 * 5);
     let empty = within("a batch at the end", sub.try_next_batch())
@@ -512,10 +552,16 @@ pub async fn subscription_batches_carry_a_checkpoint_across_the_seam<S: EventSto
     within("seek", sub.seek(SubscribeFrom::AfterPosition(middle)))
         .await
         .expect("seek");
+    assert_eq!(
+        sub.last_position(),
+        None,
+        "a seek forgets what was delivered before it"
+    );
     let again = within("a batch after seeking back", sub.next_batch())
         .await
         .expect("next_batch");
     assert_eq!(again.events.first(), delivered.get(101));
+    assert_eq!(sub.last_position(), again.events.last().map(|e| e.position));
     within("seek", sub.seek(SubscribeFrom::End))
         .await
         .expect("seek");

@@ -351,19 +351,20 @@ fn resume_from(checkpoint: Option<Position>) -> SubscribeFrom {
 
 /// The projection's view of the log: a subscription to the events its `filter` matches after
 /// `checkpoint`, a projection batch a page. Every runner reads the log through one, the way
-/// every other follower of the log does (see [`strata_core::Subscription`]).
+/// every other follower of the log does (see [`strata_core::Subscription`]). It reads through
+/// `store` itself (not through what its `subscribe` might wrap), so a store that decorates
+/// reads is read as the projection was given it.
 pub(crate) async fn subscribe(
     store: &Arc<dyn EventStore>,
     filter: &Filter,
     checkpoint: Option<Position>,
 ) -> Result<Subscription, ProjectionError> {
-    Ok(store
-        .subscribe(
-            SubscriptionTarget::All(filter.clone()),
-            resume_from(checkpoint),
-        )
-        .await?
-        .with_page_events(limits::PROJECTION_BATCH_MAX_EVENTS))
+    let target = SubscriptionTarget::All(filter.clone());
+    Ok(
+        Subscription::start(store.clone(), target, resume_from(checkpoint))
+            .await?
+            .with_page_events(limits::PROJECTION_BATCH_MAX_EVENTS),
+    )
 }
 
 /// The next page after `checkpoint` (read from the read model in the caller's step), without
@@ -582,15 +583,19 @@ pub(crate) async fn catch_up<R: Runner>(
         match runner.step_live(entry, &mut sub).await {
             Ok(o) => {
                 entry.publish(o.checkpoint);
-                let reached = target.is_some_and(|t| o.checkpoint >= Some(t));
-                if o.is_end || reached {
+                let reached = match target {
+                    Some(t) => o.checkpoint >= Some(t),
+                    None => o.is_end,
+                };
+                if reached {
                     return Ok(());
                 }
                 if o.checkpoint <= before {
-                    // The backend showed nothing new without saying it reached the end
-                    // (PostgreSQL holds `$all` back behind an open transaction): wait for its
-                    // commit, but at most the stall budget in all, then leave the rest to the
-                    // next append (or the background task) rather than hold the append up.
+                    // Nothing new, and the target not reached: PostgreSQL shows `$all` only up
+                    // to the oldest transaction still open, so an append that committed can sit
+                    // above what is readable. Wait for the store's signal that more committed,
+                    // but at most the stall budget in all, then leave the rest to the next
+                    // append (or the background task) rather than hold this append up.
                     let started = Instant::now();
                     let _ = tokio::time::timeout(stall_budget, sub.changed()).await;
                     stall_budget = stall_budget.saturating_sub(started.elapsed());
