@@ -46,11 +46,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving = matches!(cli.command, Command::Serve(_));
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             match e.downcast_ref::<OpenError>() {
+                Some(OpenError::Locked { .. }) => {
+                    eprintln!("{}", locked_hint(serving));
+                    ExitCode::FAILURE
+                }
                 Some(OpenError::DataLoss(_)) => {
                     eprintln!(
                         "nothing was changed on disk. `strata repair --accept-data-loss` opens the store without these events and reports what it cut."
@@ -64,11 +69,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// What to do when the data directory is held by another process: most often a running
+/// `strata serve`, which the client commands reach with `--server`.
+fn locked_hint(serving: bool) -> String {
+    let url = format!("http://{}", strata_cli::config::DEFAULT_LISTEN);
+    if serving {
+        format!(
+            "is a server already serving it (at {url} by default)? Stop it first, or give this one another --data directory"
+        )
+    } else {
+        format!(
+            "while `strata serve` runs on it, talk to the server instead: add --server URL (--server {url} by default); or stop the server first"
+        )
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let p = Printer::new(cli.json);
     match &cli.command {
         Command::Serve(a) => serve::run(&cli, a).await,
-        Command::Tour => tour::run(cli.open().await?, &cli.location(), &p).await,
+        Command::Tour => {
+            tour::run(
+                cli.open().await?,
+                &cli.location(),
+                cli.server.as_deref(),
+                &p,
+            )
+            .await
+        }
         Command::Append(a) => append::run(&cli, a, &p).await,
         Command::Read(a) => read::run(&cli, a, &p).await,
         Command::Tail(a) => tail::run(&cli, a, &p).await,
