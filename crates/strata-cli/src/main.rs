@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
+use strata_core::{AccessDenied, AppendError, ReadError};
 use strata_log::OpenError;
 
 use crate::cli::{Cli, Command};
@@ -50,7 +51,14 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<strata_client::ClientError>() {
+                // One line that says what to do, not the HTTP stack's chain of causes.
+                Some(c) => eprintln!("error: {}", c.summary()),
+                None => eprintln!("error: {e:#}"),
+            }
+            if let Some(hint) = access_hint(&e) {
+                eprintln!("{hint}");
+            }
             match e.downcast_ref::<OpenError>() {
                 Some(OpenError::Locked { .. }) => {
                     eprintln!("{}", locked_hint(serving));
@@ -67,6 +75,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// What to do when a server refused the request for want of a token or a right.
+fn access_hint(e: &anyhow::Error) -> Option<&'static str> {
+    let denied = e
+        .downcast_ref::<AppendError>()
+        .and_then(|a| match a {
+            AppendError::Denied(d) => Some(d),
+            _ => None,
+        })
+        .or_else(|| {
+            e.downcast_ref::<ReadError>().and_then(|r| match r {
+                ReadError::Denied(d) => Some(d),
+                _ => None,
+            })
+        });
+    let unauthenticated = match (denied, e.downcast_ref::<strata_client::ClientError>()) {
+        (Some(AccessDenied::Unauthenticated(_)), _) => true,
+        (Some(_), _) => false,
+        (None, Some(c)) if c.is_unauthorized() => true,
+        (None, Some(c)) if c.is_forbidden() => false,
+        (None, _) => return None,
+    };
+    Some(if unauthenticated {
+        "give the server's API token with --token or STRATA_TOKEN (`strata token new` makes one; the server's config file must list it)"
+    } else {
+        "the token's role or stream prefixes do not allow this: ask for a token with the right (see `strata token new --help`)"
+    })
 }
 
 /// What to do when the data directory is held by another process: most often a running

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use strata_core::{
-    limits, ActualVersion, AllPage, AppendError, AppendResult, CategorySummary, Direction,
-    EventData, EventStore, ExpectedVersion, InvalidInput, LimitError, ListOptions, Page, Position,
-    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
+    limits, AccessDenied, ActualVersion, AllPage, AppendError, AppendResult, CategorySummary,
+    Direction, EventData, EventStore, ExpectedVersion, InvalidInput, LimitError, ListOptions, Page,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
     StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
 };
 use strata_wire::{paths, ErrorCode, EventJson, Head, ListPage, PositionAt, StreamPage};
@@ -45,12 +45,36 @@ fn append_error(stream: &StreamId, expected: ExpectedVersion, e: ClientError) ->
                 None => AppendError::InvalidInput(InvalidInput::new("request", detail)),
             },
             ErrorCode::Unavailable => AppendError::Unavailable(detail),
+            ErrorCode::Unauthorized => AppendError::Denied(AccessDenied::Unauthenticated(detail)),
+            ErrorCode::Forbidden => AppendError::Denied(AccessDenied::Forbidden(detail)),
             other => AppendError::Unavailable(format!("{other}: {detail}")),
         },
         e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
             AppendError::Storage(chain(&e))
         }
-        other => AppendError::Unavailable(chain(&other)),
+        other => match denied(&other) {
+            Some(d) => AppendError::Denied(d),
+            None => AppendError::Unavailable(other.summary()),
+        },
+    }
+}
+
+/// A 401 or 403 that came without a problem document (a proxy's answer, say).
+fn denied(e: &ClientError) -> Option<AccessDenied> {
+    let ClientError::Problem { detail, status, .. } = e else {
+        return None;
+    };
+    let detail = if detail.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        detail.clone()
+    };
+    if e.is_unauthorized() {
+        Some(AccessDenied::Unauthenticated(detail))
+    } else if e.is_forbidden() {
+        Some(AccessDenied::Forbidden(detail))
+    } else {
+        None
     }
 }
 
@@ -83,12 +107,17 @@ fn read_error(e: ClientError) -> ReadError {
             },
             ErrorCode::InvalidRequest => ReadError::InvalidInput(invalid(&doc, &detail)),
             ErrorCode::Unavailable => ReadError::Unavailable(detail),
+            ErrorCode::Unauthorized => ReadError::Denied(AccessDenied::Unauthenticated(detail)),
+            ErrorCode::Forbidden => ReadError::Denied(AccessDenied::Forbidden(detail)),
             other => ReadError::Unavailable(format!("{other}: {detail}")),
         },
         e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
             ReadError::Storage(chain(&e))
         }
-        other => ReadError::Unavailable(chain(&other)),
+        other => match denied(&other) {
+            Some(d) => ReadError::Denied(d),
+            None => ReadError::Unavailable(other.summary()),
+        },
     }
 }
 

@@ -108,6 +108,9 @@ pub enum AppendError {
     /// The backend could not be reached (a database connection failed, for example).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the caller: no valid credentials, or credentials without the right.
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
     /// A stored event the append had to read (to answer an idempotent retry) failed its checks
     /// (CRC, length or position). Nothing was written.
     #[error(transparent)]
@@ -228,6 +231,19 @@ impl AppendError {
     }
 }
 
+/// Why a store refused a caller (a server with API tokens, say): the caller, not the store, has
+/// to change something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessDenied {
+    /// No credentials, or credentials the store does not know (HTTP `401`).
+    #[error("unauthorized: {0}")]
+    Unauthenticated(String),
+    /// Known credentials without the right for this stream or operation (HTTP `403`).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+}
+
 /// Why a read, a listing or a subscription failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -247,11 +263,17 @@ pub enum ReadError {
     /// The backend could not be reached.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the caller: no valid credentials, or credentials without the right.
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
     /// The backend failed while reading.
     #[error("storage error: {0}")]
     Storage(String),
     /// A subscription is no longer able to deliver events; resume from `resume_after`.
-    #[error("subscription ended after position {resume_after:?}: {reason}")]
+    #[error("subscription ended after {}: {reason}", match resume_after {
+        Some(p) => format!("position {p}"),
+        None => "no event".to_owned(),
+    })]
     SubscriptionEnded {
         /// The last position (or stream version) delivered.
         resume_after: Option<Position>,

@@ -1918,3 +1918,49 @@ async fn store_failures_are_generic_problems_with_the_request_id_and_logged_once
     assert_eq!(r.headers["x-request-id"], "trace-42");
     assert_eq!(r.json()["requestId"], "trace-42");
 }
+
+#[tokio::test]
+async fn a_newcomers_mistakes_are_answered_with_what_to_do() {
+    let t = setup(ServerConfig::default());
+    // An array is not the body: the answer says what the body is.
+    let r = post(&t.app, "/streams/account-1", "[]").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_request");
+    assert_eq!(r.json()["field"], "body");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("must be a JSON object with expectedVersion and events"),
+        "{detail}"
+    );
+    assert!(!detail.contains("AppendBody"), "{detail}");
+    // $all is not under /streams: the answer points to /all.
+    let r = get(&t.app, "/streams/%24all").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("GET /all"), "{detail}");
+    // The CLI's spelling of the expected version is accepted too.
+    let r = append(
+        &t.app,
+        "account-1",
+        json!("no-stream"),
+        vec![one("Opened", json!({}))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = append(
+        &t.app,
+        "account-1",
+        json!("exists"),
+        vec![one("Deposited", json!({}))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = append(
+        &t.app,
+        "account-1",
+        json!("no_stream"),
+        vec![one("Opened", json!({}))],
+    )
+    .await;
+    assert_eq!(r.code(), "wrong_expected_version");
+}
