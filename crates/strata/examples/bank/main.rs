@@ -65,9 +65,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     )
     .await?;
     let account = accounts.load("123").await?;
+    // The repository keeps the state it last saw: say where this balance came from.
+    let source = if account.from_cache {
+        format!(
+            "the repository's cache, at version {}",
+            account.version.map_or("none".to_owned(), |v| v.to_string())
+        )
+    } else {
+        format!("replay({} events)", account.events_replayed)
+    };
     println!(
-        "   Current balance = replay({} events) = 100 + 200 - 150 = {}\n",
-        account.events_replayed, account.balance
+        "   Current balance = 100 + 200 - 150 = {} (from {source})\n",
+        account.balance
     );
 
     println!("2. Business rules refuse bad commands (nothing is written when they do).");
