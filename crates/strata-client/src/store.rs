@@ -150,6 +150,7 @@ impl EventStore for Client {
         Ok(AppendResult {
             stream_version: answer.version,
             positions: answer.positions.into_owned(),
+            replayed: answer.replayed,
         })
     }
 

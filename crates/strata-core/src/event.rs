@@ -496,6 +496,9 @@ pub struct AppendResult {
     pub stream_version: u64,
     /// The global position of each appended event, in order.
     pub positions: Vec<Position>,
+    /// Whether this was an idempotent retry: every event was already stored under its id, so
+    /// nothing was written and the answer is the original append's.
+    pub replayed: bool,
 }
 
 impl AppendResult {

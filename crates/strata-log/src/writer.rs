@@ -261,6 +261,7 @@ impl Writer {
                         Staged::Written(AppendResult {
                             stream_version: version,
                             positions,
+                            replayed: false,
                         })
                     }
                     Err(Deferred) => Staged::Defer,
@@ -441,6 +442,7 @@ impl Writer {
         Ok(AppendResult {
             stream_version: first_version + n - 1,
             positions: stored.iter().map(|&p| Position(p)).collect(),
+            replayed: true,
         })
     }
 

@@ -346,11 +346,12 @@ fn schemas() -> Value {
         },
         "AppendResult": {
             "type": "object",
-            "required": ["streamId", "version", "positions"],
+            "required": ["streamId", "version", "positions", "replayed"],
             "properties": {
                 "streamId": { "type": "string" },
                 "version": { "type": "integer", "description": "The stream's version after the append." },
-                "positions": { "type": "array", "items": { "type": "integer" } }
+                "positions": { "type": "array", "items": { "type": "integer" } },
+                "replayed": { "type": "boolean", "description": "An idempotent retry: every event was stored already under its eventId, nothing was written, and this is the original answer." }
             }
         },
         "Event": {

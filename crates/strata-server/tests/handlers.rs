@@ -1964,3 +1964,30 @@ async fn a_newcomers_mistakes_are_answered_with_what_to_do() {
     .await;
     assert_eq!(r.code(), "wrong_expected_version");
 }
+
+#[tokio::test]
+async fn an_idempotent_retry_says_so_and_is_not_counted_as_written() {
+    let t = setup(ServerConfig::default());
+    let body = json!({
+        "expectedVersion": "no_stream",
+        "events": [{ "eventId": "0192f3a4-5b6c-7d8e-9f00-112233445566", "eventType": "Opened", "data": {} }]
+    })
+    .to_string();
+    let first = post(&t.app, "/streams/account-9", body.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json()["replayed"], false);
+    let retry = post(&t.app, "/streams/account-9", body).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.json()["replayed"], true);
+    assert_eq!(retry.json()["positions"], first.json()["positions"]);
+    let metrics = get(&t.app, "/metrics").await.text;
+    assert!(metrics.contains("\nstrata_appends_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nstrata_events_appended_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nstrata_append_replays_total 1\n"),
+        "{metrics}"
+    );
+}

@@ -297,6 +297,11 @@ pub struct Appended<'a> {
     pub stream_id: Cow<'a, str>,
     /// The stream's version after the append (that of its last event).
     pub version: u64,
+    /// Whether this was an idempotent retry: every event was stored already under its id,
+    /// nothing was written, and this is the original append's answer. Absent from the answers
+    /// of servers that predate it: read as `false`.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 #[cfg(test)]
@@ -419,9 +424,17 @@ mod tests {
             positions: Cow::Borrowed(&positions),
             stream_id: Cow::Borrowed("s-1"),
             version: 1,
+            replayed: true,
         };
         let text = serde_json::to_string(&a).unwrap();
-        assert_eq!(text, r#"{"positions":[3,4],"streamId":"s-1","version":1}"#);
+        assert_eq!(
+            text,
+            r#"{"positions":[3,4],"streamId":"s-1","version":1,"replayed":true}"#
+        );
         assert_eq!(serde_json::from_str::<Appended<'static>>(&text).unwrap(), a);
+        // An answer from a server that predates the field was no replay as far as it says.
+        let old: Appended<'static> =
+            serde_json::from_str(r#"{"positions":[3,4],"streamId":"s-1","version":1}"#).unwrap();
+        assert!(!old.replayed);
     }
 }
