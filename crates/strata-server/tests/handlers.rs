@@ -1991,3 +1991,68 @@ async fn an_idempotent_retry_says_so_and_is_not_counted_as_written() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_projection_read_waits_for_a_position_within_a_bound() {
+    let t = setup_with_projections(ServerConfig::default()).await;
+    let app = &t.app;
+    let mut last = 0;
+    for n in 0..3 {
+        let r = append(
+            app,
+            "account-1",
+            json!("any"),
+            vec![one("Deposited", json!(n))],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        last = r.json()["positions"][0].as_u64().unwrap();
+    }
+    // Read-your-writes: the answer comes once the projection has passed the append.
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast={last}&wait=5s"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.json()["checkpoint"].as_u64().unwrap() >= last,
+        "{}",
+        r.text
+    );
+    // A position no event has: the typed answer once the wait is over.
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast=1000&wait=30ms"),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.code(), "not_yet_consistent");
+    let doc = r.json();
+    assert_eq!(doc["position"], 1000);
+    assert_eq!(doc["reached"], last);
+    assert!(doc["waitedMs"].as_u64().unwrap() >= 30, "{doc}");
+    // Paused: it will not move, so the answer comes at once.
+    let r = post(app, &format!("/projections/{PROJECTION}/pause"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast=1000&wait=10s"),
+    )
+    .await;
+    assert_eq!(r.code(), "not_yet_consistent");
+    assert_eq!(r.json()["status"], "paused");
+    assert!(r.json()["waitedMs"].as_u64().unwrap() < 10_000);
+    // The wait is bounded, and needs a position.
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast=1&wait=11s"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "wait");
+    assert_eq!(r.json()["limit"], 10_000);
+    let r = get(app, &format!("/projections/{PROJECTION}?wait=1s")).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "wait");
+}
