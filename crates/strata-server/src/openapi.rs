@@ -600,7 +600,7 @@ pub fn document() -> Value {
                         param("atLeast", "query", "Answer once the projection's checkpoint is at or past this position (the position an append answered).", json!({ "type": "integer", "minimum": 0 }), false),
                         param("wait", "query", "How long to wait for `atLeast`: `250ms`, `2s` or milliseconds; at most 10 s (`PROJECTION_WAIT_MAX_MS`). Without it the projection is checked once.", json!({ "type": "string" }), false)
                     ],
-                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`)."), ("409", "It had not passed `atLeast` when the wait ended, or it is paused or failed (`not_yet_consistent`, with `position`, `reached`, `waitedMs`, `status`).")]))
+                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`)."), ("409", "It had not passed `atLeast` when the wait ended, or it is paused or failed (`not_yet_consistent`, with `position`, `reached`, `waitedMs`, `projectionStatus`).")]))
                 }
             },
             "/projections/{name}/pause": {

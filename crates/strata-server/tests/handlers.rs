@@ -2041,7 +2041,8 @@ async fn a_projection_read_waits_for_a_position_within_a_bound() {
     )
     .await;
     assert_eq!(r.code(), "not_yet_consistent");
-    assert_eq!(r.json()["status"], "paused");
+    assert_eq!(r.json()["status"], 409);
+    assert_eq!(r.json()["projectionStatus"], "paused");
     assert!(r.json()["waitedMs"].as_u64().unwrap() < 10_000);
     // The wait is bounded, and needs a position.
     let r = get(

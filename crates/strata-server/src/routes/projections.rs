@@ -206,7 +206,7 @@ async fn wait_until(
             .with("position", json!(position))
             .with("reached", json!(info.checkpoint.map(|p| p.0)))
             .with("waitedMs", json!(waited_ms))
-            .with("status", json!(status_word(info.status))));
+            .with("projectionStatus", json!(status_word(info.status))));
         }
         tokio::time::sleep(poll.min(wait - waited)).await;
         poll = (poll * 2).min(Duration::from_millis(limits::PROJECTION_WAIT_POLL_MAX_MS));
