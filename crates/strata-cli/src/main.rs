@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
+use strata_core::{AccessDenied, AppendError, ReadError};
 use strata_log::OpenError;
 
 use crate::cli::{Cli, Command};
@@ -46,11 +47,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving = matches!(cli.command, Command::Serve(_));
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<strata_client::ClientError>() {
+                // One line that says what to do, not the HTTP stack's chain of causes.
+                Some(c) => eprintln!("error: {}", c.summary()),
+                None => eprintln!("error: {e:#}"),
+            }
+            if let Some(hint) = access_hint(&e) {
+                eprintln!("{hint}");
+            }
             match e.downcast_ref::<OpenError>() {
+                Some(OpenError::Locked { .. }) => {
+                    eprintln!("{}", locked_hint(serving));
+                    ExitCode::FAILURE
+                }
                 Some(OpenError::DataLoss(_)) => {
                     eprintln!(
                         "nothing was changed on disk. `strata repair --accept-data-loss` opens the store without these events and reports what it cut."
@@ -64,11 +77,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// What to do when a server refused the request for want of a token or a right.
+fn access_hint(e: &anyhow::Error) -> Option<&'static str> {
+    let denied = e
+        .downcast_ref::<AppendError>()
+        .and_then(|a| match a {
+            AppendError::Denied(d) => Some(d),
+            _ => None,
+        })
+        .or_else(|| {
+            e.downcast_ref::<ReadError>().and_then(|r| match r {
+                ReadError::Denied(d) => Some(d),
+                _ => None,
+            })
+        });
+    let unauthenticated = match (denied, e.downcast_ref::<strata_client::ClientError>()) {
+        (Some(AccessDenied::Unauthenticated(_)), _) => true,
+        (Some(_), _) => false,
+        (None, Some(c)) if c.is_unauthorized() => true,
+        (None, Some(c)) if c.is_forbidden() => false,
+        (None, _) => return None,
+    };
+    Some(if unauthenticated {
+        "give the server's API token with --token or STRATA_TOKEN (`strata token new` makes one; the server's config file must list it)"
+    } else {
+        "the token's role or stream prefixes do not allow this: ask for a token with the right (see `strata token new --help`)"
+    })
+}
+
+/// What to do when the data directory is held by another process: most often a running
+/// `strata serve`, which the client commands reach with `--server`.
+fn locked_hint(serving: bool) -> String {
+    let url = format!("http://{}", strata_cli::config::DEFAULT_LISTEN);
+    if serving {
+        format!(
+            "is a server already serving it (at {url} by default)? Stop it first, or give this one another --data directory"
+        )
+    } else {
+        format!(
+            "while `strata serve` runs on it, talk to the server instead: add --server URL (--server {url} by default); or stop the server first"
+        )
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let p = Printer::new(cli.json);
     match &cli.command {
         Command::Serve(a) => serve::run(&cli, a).await,
-        Command::Tour => tour::run(cli.open().await?, &cli.location(), &p).await,
+        Command::Tour => {
+            tour::run(
+                cli.open().await?,
+                &cli.location(),
+                cli.server.as_deref(),
+                &p,
+            )
+            .await
+        }
         Command::Append(a) => append::run(&cli, a, &p).await,
         Command::Read(a) => read::run(&cli, a, &p).await,
         Command::Tail(a) => tail::run(&cli, a, &p).await,

@@ -57,7 +57,15 @@ impl Printer {
                     "streamId": stream.as_str(),
                     "version": r.stream_version,
                     "positions": r.positions.iter().map(|p| p.0).collect::<Vec<_>>(),
+                    "replayed": r.replayed,
                 })
+            );
+        } else if r.replayed {
+            println!(
+                "already appended: {} event(s) with these ids are in {stream} at version {}, position {}; nothing was written",
+                r.positions.len(),
+                r.stream_version,
+                r.last_position()
             );
         } else {
             println!(

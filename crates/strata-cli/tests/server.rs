@@ -327,6 +327,7 @@ fn tokens_guard_a_non_loopback_style_setup() {
     let (ok, _, err) = run_cli(&["--server", &server.url, "append", "account-1", "A", "{}"]);
     assert!(!ok);
     assert!(err.contains("unauthorized"), "{err}");
+    assert!(err.contains("--token"), "{err}");
     let (ok, out, err) = run_cli(&[
         "--server",
         &server.url,

@@ -117,6 +117,14 @@ impl Client {
         &self.base
     }
 
+    /// A failure of the connection to this server.
+    pub(crate) fn transport(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
@@ -126,13 +134,13 @@ impl Client {
     }
 
     /// Sends `request`: the body of a success, or the problem of a failure.
-    async fn send(request: reqwest::RequestBuilder) -> Result<Vec<u8>, ClientError> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, ClientError> {
         let res = request
             .send()
             .await
-            .map_err(|source| ClientError::Transport { source })?;
+            .map_err(|source| self.transport(source))?;
         let status = res.status();
-        let body = read_body(res).await?;
+        let body = read_body(res, &self.base).await?;
         if status.is_success() {
             Ok(body)
         } else {
@@ -142,7 +150,7 @@ impl Client {
 
     /// `GET path` (with its query), the answer read as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let body = Self::send(self.request(reqwest::Method::GET, path)).await?;
+        let body = self.send(self.request(reqwest::Method::GET, path)).await?;
         serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
     }
 
@@ -153,7 +161,7 @@ impl Client {
 
     /// `POST path` with an empty body, as JSON (the projection operations).
     pub async fn post_json(&self, path: &str) -> Result<Value, ClientError> {
-        let body = Self::send(self.request(reqwest::Method::POST, path)).await?;
+        let body = self.send(self.request(reqwest::Method::POST, path)).await?;
         serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
     }
 
@@ -171,7 +179,7 @@ impl Client {
             .request(reqwest::Method::POST, &paths::stream_path(stream))
             .header("content-type", "application/json")
             .body(append_body(expected, events));
-        let body = Self::send(request).await?;
+        let body = self.send(request).await?;
         serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
     }
 
@@ -188,16 +196,16 @@ impl Client {
         if let Some(id) = last_event_id {
             r = r.header("last-event-id", id.to_string());
         }
-        let res = r
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport { source })?;
+        let res = r.send().await.map_err(|source| self.transport(source))?;
         let status = res.status();
         if !status.is_success() {
-            let body = read_body(res).await?;
+            let body = read_body(res, &self.base).await?;
             return Err(ClientError::problem(status.as_u16(), &body));
         }
-        Ok(SseStream::new(Box::pin(res.bytes_stream())))
+        Ok(SseStream::new(
+            Box::pin(res.bytes_stream()),
+            self.base.clone(),
+        ))
     }
 
     /// Follows the subscription at `path` (see [`paths::subscription_path`]) as events,
@@ -210,7 +218,7 @@ impl Client {
 }
 
 /// The body of `res`, at most [`ANSWER_MAX_BYTES`].
-async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+async fn read_body(mut res: reqwest::Response, url: &str) -> Result<Vec<u8>, ClientError> {
     let too_large = ClientError::AnswerTooLarge {
         limit_bytes: ANSWER_MAX_BYTES as u64,
     };
@@ -219,11 +227,10 @@ async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         return Err(too_large);
     }
     let mut out = Vec::with_capacity(announced as usize);
-    while let Some(chunk) = res
-        .chunk()
-        .await
-        .map_err(|source| ClientError::Transport { source })?
-    {
+    while let Some(chunk) = res.chunk().await.map_err(|source| ClientError::Transport {
+        url: url.to_owned(),
+        source,
+    })? {
         if out.len() + chunk.len() > ANSWER_MAX_BYTES {
             return Err(too_large);
         }

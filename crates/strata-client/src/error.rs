@@ -41,8 +41,10 @@ pub enum ClientError {
     /// The server could not be reached, the connection broke, or it timed out. An append that
     /// fails so may or may not have been written: retry it with the same event ids, which
     /// appends the events at most once.
-    #[error("cannot reach the server")]
+    #[error("cannot reach the server at {url}")]
     Transport {
+        /// The server's base URL.
+        url: String,
         /// What the HTTP stack said (its own source says more: refused, reset, TLS, ...).
         source: reqwest::Error,
     },
@@ -108,6 +110,65 @@ impl ClientError {
     /// ```
     pub fn is(&self, code: ErrorCode) -> bool {
         matches!(self, ClientError::Problem { code: Some(c), .. } if *c == code)
+    }
+
+    /// Whether nothing accepted the connection at the server's address (no server listens
+    /// there): no request reached it.
+    pub fn is_refused(&self) -> bool {
+        let ClientError::Transport { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return true;
+                }
+            }
+            cause = c.source();
+        }
+        false
+    }
+
+    /// Whether the server refused the request for want of a valid token (`401
+    /// unauthorized`), whether or not the answer was a problem document.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Problem { status: 401, .. }) || self.is(ErrorCode::Unauthorized)
+    }
+
+    /// Whether the server knew the token but refused it this request (`403 forbidden`).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ClientError::Problem { status: 403, .. }) || self.is(ErrorCode::Forbidden)
+    }
+
+    /// One line for a person: what went wrong and what to do. For a connection nothing
+    /// accepted it names the URL and suggests starting a server, instead of the HTTP stack's
+    /// chain of causes.
+    pub fn summary(&self) -> String {
+        match self {
+            ClientError::Transport { url, .. } if self.is_refused() => format!(
+                "nothing answers at {url}: is a Strata server (`strata serve`) running there?"
+            ),
+            _ if self.is_unauthorized() => format!(
+                "the server at this URL needs an API token: {}",
+                self.detail_or_status()
+            ),
+            _ if self.is_forbidden() => format!(
+                "the server refused this token the request: {}",
+                self.detail_or_status()
+            ),
+            other => chain(other),
+        }
+    }
+
+    fn detail_or_status(&self) -> String {
+        match self {
+            ClientError::Problem { detail, status, .. } if detail.is_empty() => {
+                format!("HTTP {status}")
+            }
+            ClientError::Problem { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
     }
 
     /// The error for an answer with `status` (not a success) and `body`: a problem document

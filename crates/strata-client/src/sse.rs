@@ -36,6 +36,8 @@ pub struct SseStream {
     buf: Vec<u8>,
     /// Where the unparsed part of `buf` starts.
     start: usize,
+    /// The server's base URL, for errors.
+    url: String,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -47,11 +49,12 @@ impl std::fmt::Debug for SseStream {
 }
 
 impl SseStream {
-    pub(crate) fn new(body: Body) -> Self {
+    pub(crate) fn new(body: Body, url: String) -> Self {
         SseStream {
             body,
             buf: Vec::new(),
             start: 0,
+            url,
         }
     }
 
@@ -61,7 +64,10 @@ impl SseStream {
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
         match self.body.next().await {
             Some(Ok(chunk)) => Ok(Some(chunk)),
-            Some(Err(source)) => Err(ClientError::Transport { source }),
+            Some(Err(source)) => Err(ClientError::Transport {
+                url: self.url.clone(),
+                source,
+            }),
             None => Ok(None),
         }
     }
@@ -87,7 +93,12 @@ impl SseStream {
                     }
                     self.buf.extend_from_slice(&chunk)
                 }
-                Some(Err(source)) => return Err(ClientError::Transport { source }),
+                Some(Err(source)) => {
+                    return Err(ClientError::Transport {
+                        url: self.url.clone(),
+                        source,
+                    })
+                }
                 None => return Ok(None),
             }
         }
@@ -240,9 +251,12 @@ mod tests {
     use super::*;
 
     fn stream_of(chunks: Vec<Vec<u8>>) -> SseStream {
-        SseStream::new(Box::pin(futures::stream::iter(
-            chunks.into_iter().map(|c| Ok(Bytes::from(c))),
-        )))
+        SseStream::new(
+            Box::pin(futures::stream::iter(
+                chunks.into_iter().map(|c| Ok(Bytes::from(c))),
+            )),
+            "http://test".to_owned(),
+        )
     }
 
     async fn all(mut s: SseStream) -> Result<Vec<SseEvent>, ClientError> {

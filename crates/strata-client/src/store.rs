@@ -5,10 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use strata_core::{
-    limits, ActualVersion, AllPage, AppendError, AppendResult, BackendError, CategorySummary,
-    Direction, EventData, EventStore, ExpectedVersion, InvalidInput, LimitError, ListOptions, Page,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
-    StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
+    limits, AccessDenied, ActualVersion, AllPage, AppendError, AppendResult, BackendError,
+    CategorySummary, Direction, EventData, EventStore, ExpectedVersion, InvalidInput, LimitError,
+    ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget,
+    Timestamp,
 };
 use strata_wire::{paths, ErrorCode, EventJson, Head, ListPage, PositionAt, StreamPage};
 use tokio::sync::watch;
@@ -45,12 +46,36 @@ fn append_error(stream: &StreamId, expected: ExpectedVersion, e: ClientError) ->
                 None => AppendError::InvalidInput(InvalidInput::new("request", detail)),
             },
             ErrorCode::Unavailable => AppendError::Unavailable(detail.into()),
+            ErrorCode::Unauthorized => AppendError::Denied(AccessDenied::Unauthenticated(detail)),
+            ErrorCode::Forbidden => AppendError::Denied(AccessDenied::Forbidden(detail)),
             other => AppendError::Unavailable(format!("{other}: {detail}").into()),
         },
         e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
             AppendError::Storage(BackendError::with_source(chain(&e), e))
         }
-        other => AppendError::Unavailable(BackendError::with_source(chain(&other), other)),
+        other => match denied(&other) {
+            Some(d) => AppendError::Denied(d),
+            None => AppendError::Unavailable(BackendError::with_source(other.summary(), other)),
+        },
+    }
+}
+
+/// A 401 or 403 that came without a problem document (a proxy's answer, say).
+fn denied(e: &ClientError) -> Option<AccessDenied> {
+    let ClientError::Problem { detail, status, .. } = e else {
+        return None;
+    };
+    let detail = if detail.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        detail.clone()
+    };
+    if e.is_unauthorized() {
+        Some(AccessDenied::Unauthenticated(detail))
+    } else if e.is_forbidden() {
+        Some(AccessDenied::Forbidden(detail))
+    } else {
+        None
     }
 }
 
@@ -83,12 +108,17 @@ fn read_error(e: ClientError) -> ReadError {
             },
             ErrorCode::InvalidRequest => ReadError::InvalidInput(invalid(&doc, &detail)),
             ErrorCode::Unavailable => ReadError::Unavailable(detail.into()),
+            ErrorCode::Unauthorized => ReadError::Denied(AccessDenied::Unauthenticated(detail)),
+            ErrorCode::Forbidden => ReadError::Denied(AccessDenied::Forbidden(detail)),
             other => ReadError::Unavailable(format!("{other}: {detail}").into()),
         },
         e @ (ClientError::UnexpectedAnswer { .. } | ClientError::UnreadableEvent { .. }) => {
             ReadError::Storage(BackendError::with_source(chain(&e), e))
         }
-        other => ReadError::Unavailable(BackendError::with_source(chain(&other), other)),
+        other => match denied(&other) {
+            Some(d) => ReadError::Denied(d),
+            None => ReadError::Unavailable(BackendError::with_source(other.summary(), other)),
+        },
     }
 }
 
@@ -121,6 +151,7 @@ impl EventStore for Client {
         Ok(AppendResult {
             stream_version: answer.version,
             positions: answer.positions.into_owned(),
+            replayed: answer.replayed,
         })
     }
 

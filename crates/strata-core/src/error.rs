@@ -191,6 +191,9 @@ pub enum AppendError {
     /// The backend could not be reached (a database connection failed, for example).
     #[error("the store is unavailable: {0}")]
     Unavailable(BackendError),
+    /// The store refused the caller: no valid credentials, or credentials without the right.
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
     /// A stored event the append had to read (to answer an idempotent retry) failed its checks
     /// (CRC, length or position). Nothing was written.
     #[error(transparent)]
@@ -311,6 +314,19 @@ impl AppendError {
     }
 }
 
+/// Why a store refused a caller (a server with API tokens, say): the caller, not the store, has
+/// to change something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessDenied {
+    /// No credentials, or credentials the store does not know (HTTP `401`).
+    #[error("unauthorized: {0}")]
+    Unauthenticated(String),
+    /// Known credentials without the right for this stream or operation (HTTP `403`).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+}
+
 /// Why a read, a listing or a subscription failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -330,6 +346,9 @@ pub enum ReadError {
     /// The backend could not be reached.
     #[error("the store is unavailable: {0}")]
     Unavailable(BackendError),
+    /// The store refused the caller: no valid credentials, or credentials without the right.
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
     /// The backend failed while reading.
     #[error("storage error: {0}")]
     Storage(BackendError),

@@ -77,6 +77,26 @@ impl ExpectedVersion {
             ExpectedVersion::Exact(v) => actual == Some(v),
         }
     }
+
+    /// The expectation a name stands for: `any`, `no_stream`, `stream_exists` (the spelling
+    /// of the HTTP API and the CLI), or `no-stream`, `stream-exists` and `exists`, which are
+    /// accepted too. `None` for any other name (a version number is no name).
+    ///
+    /// ```
+    /// use strata_core::ExpectedVersion;
+    /// assert_eq!(ExpectedVersion::from_name("no_stream"), Some(ExpectedVersion::NoStream));
+    /// assert_eq!(ExpectedVersion::from_name("no-stream"), Some(ExpectedVersion::NoStream));
+    /// assert_eq!(ExpectedVersion::from_name("exists"), Some(ExpectedVersion::StreamExists));
+    /// assert_eq!(ExpectedVersion::from_name("3"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<ExpectedVersion> {
+        Some(match name {
+            "any" => ExpectedVersion::Any,
+            "no_stream" | "no-stream" => ExpectedVersion::NoStream,
+            "stream_exists" | "stream-exists" | "exists" => ExpectedVersion::StreamExists,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for ExpectedVersion {
@@ -476,6 +496,9 @@ pub struct AppendResult {
     pub stream_version: u64,
     /// The global position of each appended event, in order.
     pub positions: Vec<Position>,
+    /// Whether this was an idempotent retry: every event was already stored under its id, so
+    /// nothing was written and the answer is the original append's.
+    pub replayed: bool,
 }
 
 impl AppendResult {

@@ -28,8 +28,8 @@ mod subscription;
 
 pub use async_trait::async_trait;
 pub use error::{
-    ActualVersion, AppendError, BackendError, Corruption, CorruptionLocation, InvalidInput,
-    LimitError, ReadError,
+    AccessDenied, ActualVersion, AppendError, BackendError, Corruption, CorruptionLocation,
+    InvalidInput, LimitError, ReadError,
 };
 pub use event::{
     timestamp_from_micros, timestamp_to_micros, validate_append, validate_event, AppendResult,

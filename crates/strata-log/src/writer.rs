@@ -263,6 +263,7 @@ impl Writer {
                         Staged::Written(AppendResult {
                             stream_version: version,
                             positions,
+                            replayed: false,
                         })
                     }
                     Err(Deferred) => Staged::Defer,
@@ -445,6 +446,7 @@ impl Writer {
         Ok(AppendResult {
             stream_version: first_version + n - 1,
             positions: stored.iter().map(|&p| Position(p)).collect(),
+            replayed: true,
         })
     }
 

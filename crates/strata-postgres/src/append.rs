@@ -463,6 +463,7 @@ async fn execute_one(
     Ok(Some(Outcome::Done(Ok(AppendResult {
         stream_version: (cur.unwrap_or(-1) + n as i64) as u64,
         positions: (first..first + n as u64).map(Position).collect(),
+        replayed: false,
     }))))
 }
 
@@ -570,6 +571,7 @@ where
                 Ok(AppendResult {
                     stream_version: versions[i].unwrap_or_default() as u64,
                     positions: (first..first + count).map(Position).collect(),
+                    replayed: false,
                 })
             }
             Some(1) => Err(AppendError::WrongExpectedVersion {
@@ -588,6 +590,7 @@ where
                     .take(count as usize)
                     .map(|p| Position(p as u64))
                     .collect(),
+                replayed: true,
             }),
             other => Err(AppendError::Storage(
                 (format!("strata_append returned status {other:?}")).into(),

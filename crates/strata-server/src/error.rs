@@ -11,7 +11,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{Either, Full};
 use serde_json::{json, Map, Value};
-use strata_core::{AppendError, Corruption, ReadError};
+use strata_core::{AccessDenied, AppendError, Corruption, ReadError};
 
 pub use strata_wire::{ErrorCode, PROBLEM_JSON};
 
@@ -253,6 +253,7 @@ impl From<AppendError> for ApiError {
             )
             .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
             .with_internal(e.to_string()),
+            AppendError::Denied(d) => denied(d),
             AppendError::Corruption(c) => corruption(
                 &c,
                 ", so this append (a retry of its event id) cannot be checked against it and \
@@ -260,6 +261,15 @@ impl From<AppendError> for ApiError {
             ),
             other => ApiError::internal(other.to_string()),
         }
+    }
+}
+
+/// A store behind the server refused it (a server in front of another one, say).
+fn denied(d: AccessDenied) -> ApiError {
+    match d {
+        AccessDenied::Unauthenticated(detail) => ApiError::new(ErrorCode::Unauthorized, detail),
+        AccessDenied::Forbidden(detail) => ApiError::new(ErrorCode::Forbidden, detail),
+        other => ApiError::new(ErrorCode::Forbidden, other.to_string()),
     }
 }
 
@@ -302,6 +312,7 @@ impl From<ReadError> for ApiError {
             .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
             .with_internal(e.to_string()),
             ReadError::Corruption(c) => corruption(&c, " and cannot be read"),
+            ReadError::Denied(d) => denied(d),
             other => ApiError::internal(other.to_string()),
         }
     }

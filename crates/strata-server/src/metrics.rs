@@ -16,6 +16,7 @@ const LATENCY_BUCKETS_S: [f64; 14] = [
 pub struct Metrics {
     appends: AtomicU64,
     events_appended: AtomicU64,
+    append_replays: AtomicU64,
     conflicts: AtomicU64,
     append_errors: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
@@ -34,11 +35,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A successful append of `events` that took `took`.
-    pub fn append_ok(&self, events: usize, took: Duration) {
+    /// A successful append of `events` that took `took`; `replayed` when it was an
+    /// idempotent retry, which wrote nothing and so counts no events.
+    pub fn append_ok(&self, events: usize, replayed: bool, took: Duration) {
         self.appends.fetch_add(1, Ordering::Relaxed);
-        self.events_appended
-            .fetch_add(events as u64, Ordering::Relaxed);
+        if replayed {
+            self.append_replays.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.events_appended
+                .fetch_add(events as u64, Ordering::Relaxed);
+        }
         self.observe(took);
     }
 
@@ -135,8 +141,14 @@ impl Metrics {
         counter(
             &mut o,
             "strata_events_appended_total",
-            "Events written by successful appends (rate() gives events per second).",
+            "Events written by successful appends (rate() gives events per second); idempotent retries write none.",
             g(&self.events_appended),
+        );
+        counter(
+            &mut o,
+            "strata_append_replays_total",
+            "Successful appends that were idempotent retries of stored events: answered with the original result, nothing written.",
+            g(&self.append_replays),
         );
         counter(
             &mut o,
@@ -313,8 +325,8 @@ mod tests {
     #[test]
     fn latency_buckets_are_cumulative() {
         let m = Metrics::default();
-        m.append_ok(1, Duration::from_micros(50));
-        m.append_ok(1, Duration::from_millis(2));
+        m.append_ok(1, false, Duration::from_micros(50));
+        m.append_ok(1, false, Duration::from_millis(2));
         m.append_failed(true, Duration::from_secs(5));
         let text = m.render();
         let bucket = |le: &str| {
@@ -331,5 +343,19 @@ mod tests {
         assert_eq!(bucket("2.5"), 2);
         assert_eq!(bucket("+Inf"), 3);
         assert!(text.contains("strata_append_conflicts_total 1"));
+    }
+
+    #[test]
+    fn an_idempotent_retry_counts_as_an_append_but_writes_no_events() {
+        let m = Metrics::default();
+        m.append_ok(3, false, Duration::from_micros(50));
+        m.append_ok(3, true, Duration::from_micros(50));
+        let text = m.render();
+        assert!(text.contains("\nstrata_appends_total 2\n"), "{text}");
+        assert!(
+            text.contains("\nstrata_events_appended_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nstrata_append_replays_total 1\n"), "{text}");
     }
 }

@@ -346,11 +346,12 @@ fn schemas() -> Value {
         },
         "AppendResult": {
             "type": "object",
-            "required": ["streamId", "version", "positions"],
+            "required": ["streamId", "version", "positions", "replayed"],
             "properties": {
                 "streamId": { "type": "string" },
                 "version": { "type": "integer", "description": "The stream's version after the append." },
-                "positions": { "type": "array", "items": { "type": "integer" } }
+                "positions": { "type": "array", "items": { "type": "integer" } },
+                "replayed": { "type": "boolean", "description": "An idempotent retry: every event was stored already under its eventId, nothing was written, and this is the original answer." }
             }
         },
         "Event": {
@@ -593,9 +594,13 @@ pub fn document() -> Value {
             "/projections/{name}": {
                 "get": {
                     "operationId": "projectionStatus",
-                    "summary": "One projection; a running rebuild's progress is in `rebuild`.",
-                    "parameters": [projection_param()],
-                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`).")]))
+                    "summary": "One projection; a running rebuild's progress is in `rebuild`. With `atLeast`, once its checkpoint has passed that position (read-your-writes).",
+                    "parameters": [
+                        projection_param(),
+                        param("atLeast", "query", "Answer once the projection's checkpoint is at or past this position (the position an append answered).", json!({ "type": "integer", "minimum": 0 }), false),
+                        param("wait", "query", "How long to wait for `atLeast`: `250ms`, `2s` or milliseconds; at most 10 s (`PROJECTION_WAIT_MAX_MS`). Without it the projection is checked once.", json!({ "type": "string" }), false)
+                    ],
+                    "responses": responses(("200", ok("The projection.", "Projection")), &errs(&[("404", "No such projection (`projection_not_found`)."), ("409", "It had not passed `atLeast` when the wait ended, or it is paused or failed (`not_yet_consistent`, with `position`, `reached`, `waitedMs`, `projectionStatus`).")]))
                 }
             },
             "/projections/{name}/pause": {

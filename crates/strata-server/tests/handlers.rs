@@ -1922,3 +1922,142 @@ async fn store_failures_are_generic_problems_with_the_request_id_and_logged_once
     assert_eq!(r.headers["x-request-id"], "trace-42");
     assert_eq!(r.json()["requestId"], "trace-42");
 }
+
+#[tokio::test]
+async fn a_newcomers_mistakes_are_answered_with_what_to_do() {
+    let t = setup(ServerConfig::default());
+    // An array is not the body: the answer says what the body is.
+    let r = post(&t.app, "/streams/account-1", "[]").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_request");
+    assert_eq!(r.json()["field"], "body");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("must be a JSON object with expectedVersion and events"),
+        "{detail}"
+    );
+    assert!(!detail.contains("AppendBody"), "{detail}");
+    // $all is not under /streams: the answer points to /all.
+    let r = get(&t.app, "/streams/%24all").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("GET /all"), "{detail}");
+    // The CLI's spelling of the expected version is accepted too.
+    let r = append(
+        &t.app,
+        "account-1",
+        json!("no-stream"),
+        vec![one("Opened", json!({}))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = append(
+        &t.app,
+        "account-1",
+        json!("exists"),
+        vec![one("Deposited", json!({}))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = append(
+        &t.app,
+        "account-1",
+        json!("no_stream"),
+        vec![one("Opened", json!({}))],
+    )
+    .await;
+    assert_eq!(r.code(), "wrong_expected_version");
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_says_so_and_is_not_counted_as_written() {
+    let t = setup(ServerConfig::default());
+    let body = json!({
+        "expectedVersion": "no_stream",
+        "events": [{ "eventId": "0192f3a4-5b6c-7d8e-9f00-112233445566", "eventType": "Opened", "data": {} }]
+    })
+    .to_string();
+    let first = post(&t.app, "/streams/account-9", body.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json()["replayed"], false);
+    let retry = post(&t.app, "/streams/account-9", body).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.json()["replayed"], true);
+    assert_eq!(retry.json()["positions"], first.json()["positions"]);
+    let metrics = get(&t.app, "/metrics").await.text;
+    assert!(metrics.contains("\nstrata_appends_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nstrata_events_appended_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nstrata_append_replays_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_projection_read_waits_for_a_position_within_a_bound() {
+    let t = setup_with_projections(ServerConfig::default()).await;
+    let app = &t.app;
+    let mut last = 0;
+    for n in 0..3 {
+        let r = append(
+            app,
+            "account-1",
+            json!("any"),
+            vec![one("Deposited", json!(n))],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        last = r.json()["positions"][0].as_u64().unwrap();
+    }
+    // Read-your-writes: the answer comes once the projection has passed the append.
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast={last}&wait=5s"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.json()["checkpoint"].as_u64().unwrap() >= last,
+        "{}",
+        r.text
+    );
+    // A position no event has: the typed answer once the wait is over.
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast=1000&wait=30ms"),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.code(), "not_yet_consistent");
+    let doc = r.json();
+    assert_eq!(doc["position"], 1000);
+    assert_eq!(doc["reached"], last);
+    assert!(doc["waitedMs"].as_u64().unwrap() >= 30, "{doc}");
+    // Paused: it will not move, so the answer comes at once.
+    let r = post(app, &format!("/projections/{PROJECTION}/pause"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast=1000&wait=10s"),
+    )
+    .await;
+    assert_eq!(r.code(), "not_yet_consistent");
+    assert_eq!(r.json()["status"], 409);
+    assert_eq!(r.json()["projectionStatus"], "paused");
+    assert!(r.json()["waitedMs"].as_u64().unwrap() < 10_000);
+    // The wait is bounded, and needs a position.
+    let r = get(
+        app,
+        &format!("/projections/{PROJECTION}?atLeast=1&wait=11s"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "wait");
+    assert_eq!(r.json()["limit"], 10_000);
+    let r = get(app, &format!("/projections/{PROJECTION}?wait=1s")).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["field"], "wait");
+}

@@ -153,6 +153,7 @@ impl Inner {
         Ok(AppendResult {
             stream_version: start + events.len() as u64 - 1,
             positions,
+            replayed: true,
         })
     }
 
@@ -218,6 +219,7 @@ impl Inner {
         Ok(AppendResult {
             stream_version: first_version + positions.len() as u64 - 1,
             positions,
+            replayed: false,
         })
     }
 

@@ -35,12 +35,11 @@ impl<'de> Deserialize<'de> for WireExpected {
                 f.write_str("\"any\", \"no_stream\", \"stream_exists\" or a version number")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WireExpected, E> {
-                Ok(WireExpected(match s {
-                    "any" => ExpectedVersion::Any,
-                    "no_stream" => ExpectedVersion::NoStream,
-                    "stream_exists" => ExpectedVersion::StreamExists,
-                    _ => return Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
-                }))
+                // The CLI's spellings (`no-stream`, `exists`) are accepted too.
+                match ExpectedVersion::from_name(s) {
+                    Some(e) => Ok(WireExpected(e)),
+                    None => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WireExpected, E> {
                 Ok(WireExpected(ExpectedVersion::Exact(v)))
@@ -93,6 +92,9 @@ pub enum BodyError {
         /// What the JSON parser found after the document.
         source: serde_json::Error,
     },
+    /// The body is JSON but not an object (`[]`, say).
+    #[error("invalid body: not a JSON object")]
+    NotAnObject,
     /// An event gives both `data` and `dataBase64`.
     #[error("invalid events[{index}]: both data and dataBase64")]
     DataAndDataBase64 {
@@ -126,7 +128,7 @@ impl BodyError {
     pub fn field(&self) -> String {
         match self {
             BodyError::Json { field, .. } => field.clone(),
-            BodyError::TrailingInput { .. } => "body".to_owned(),
+            BodyError::TrailingInput { .. } | BodyError::NotAnObject => "body".to_owned(),
             BodyError::DataAndDataBase64 { index } => format!("events[{index}]"),
             BodyError::DataBase64ForJson { index } | BodyError::DataBase64 { index, .. } => {
                 format!("events[{index}].dataBase64")
@@ -143,6 +145,9 @@ impl BodyError {
             BodyError::TrailingInput { source } => format!(
                 "must hold one JSON document and nothing after it but whitespace ({source}); nothing was written"
             ),
+            BodyError::NotAnObject => {
+                "the body must be a JSON object with expectedVersion and events, such as {\"expectedVersion\":\"no_stream\",\"events\":[{\"eventType\":\"AccountOpened\",\"data\":{}}]}; nothing was written".to_owned()
+            }
             BodyError::DataAndDataBase64 { .. } => "give data or dataBase64, not both".to_owned(),
             BodyError::DataBase64ForJson { .. } => {
                 "a JSON event takes its payload as data; dataBase64 needs a non-JSON contentType"
@@ -199,6 +204,13 @@ pub struct AppendBody {
 impl AppendBody {
     /// Parses a body; errors name the field (`events[2].eventType`).
     pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        // serde would also read a struct from an array of its fields in order; the API's
+        // body is an object, and an array is the most common wrong guess (a list of events).
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if matches!(first, Some(b) if *b != b'{') && serde_json::from_slice::<Value>(bytes).is_ok()
+        {
+            return Err(BodyError::NotAnObject);
+        }
         parse_body(bytes)
     }
 
@@ -285,11 +297,57 @@ pub struct Appended<'a> {
     pub stream_id: Cow<'a, str>,
     /// The stream's version after the append (that of its last event).
     pub version: u64,
+    /// Whether this was an idempotent retry: every event was stored already under its id,
+    /// nothing was written, and this is the original append's answer. Absent from the answers
+    /// of servers that predate it: read as `false`.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_that_is_no_object_says_what_it_must_be() {
+        for body in [
+            "[]",
+            " [{\"eventType\":\"X\"}]",
+            "[\"any\", []]",
+            "1",
+            "\"x\"",
+        ] {
+            let e = AppendBody::parse(body.as_bytes()).unwrap_err();
+            assert!(matches!(e, BodyError::NotAnObject), "{body}: {e:?}");
+            assert_eq!(e.field(), "body");
+            assert!(e
+                .reason()
+                .contains("JSON object with expectedVersion and events"));
+        }
+        // Broken JSON still says where it broke.
+        let e = AppendBody::parse(b"[1,").unwrap_err();
+        assert!(matches!(e, BodyError::Json { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn both_spellings_of_the_expected_version_are_accepted() {
+        for (spelling, expected) in [
+            ("no_stream", ExpectedVersion::NoStream),
+            ("no-stream", ExpectedVersion::NoStream),
+            ("stream_exists", ExpectedVersion::StreamExists),
+            ("exists", ExpectedVersion::StreamExists),
+            ("any", ExpectedVersion::Any),
+        ] {
+            let body = format!("{{\"expectedVersion\":\"{spelling}\",\"events\":[]}}");
+            let parsed = AppendBody::parse(body.as_bytes()).unwrap();
+            assert_eq!(
+                parsed.expected_version,
+                Some(WireExpected(expected)),
+                "{spelling}"
+            );
+        }
+        assert!(AppendBody::parse(br#"{"expectedVersion":"nostream","events":[]}"#).is_err());
+    }
 
     #[test]
     fn errors_name_the_field() {
@@ -366,9 +424,17 @@ mod tests {
             positions: Cow::Borrowed(&positions),
             stream_id: Cow::Borrowed("s-1"),
             version: 1,
+            replayed: true,
         };
         let text = serde_json::to_string(&a).unwrap();
-        assert_eq!(text, r#"{"positions":[3,4],"streamId":"s-1","version":1}"#);
+        assert_eq!(
+            text,
+            r#"{"positions":[3,4],"streamId":"s-1","version":1,"replayed":true}"#
+        );
         assert_eq!(serde_json::from_str::<Appended<'static>>(&text).unwrap(), a);
+        // An answer from a server that predates the field was no replay as far as it says.
+        let old: Appended<'static> =
+            serde_json::from_str(r#"{"positions":[3,4],"streamId":"s-1","version":1}"#).unwrap();
+        assert!(!old.replayed);
     }
 }

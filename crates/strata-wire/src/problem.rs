@@ -30,6 +30,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 409: a rebuild of this projection is running already.
     RebuildInProgress,
+    /// 409: a projection had not passed the position asked for (`atLeast`) when the wait
+    /// ended; carries `projection`, `position`, `reached` and `waitedMs`, like the library's
+    /// `ProjectionError::NotYetConsistent`.
+    NotYetConsistent,
     /// 429: too many open subscriptions for this token (or this server).
     TooManySubscriptions,
     /// 500: a failure inside the server; the details are in its log, not in the answer.
@@ -52,7 +56,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -64,6 +68,7 @@ impl ErrorCode {
         ErrorCode::EventIdConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RebuildInProgress,
+        ErrorCode::NotYetConsistent,
         ErrorCode::TooManySubscriptions,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
@@ -91,6 +96,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::ProjectionNotFound => "projection_not_found",
             ErrorCode::RebuildInProgress => "rebuild_in_progress",
+            ErrorCode::NotYetConsistent => "not_yet_consistent",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::WrongExpectedVersion => "wrong_expected_version",
             ErrorCode::EventIdConflict => "event_id_conflict",
@@ -121,7 +127,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::WrongExpectedVersion
             | ErrorCode::EventIdConflict
-            | ErrorCode::RebuildInProgress => 409,
+            | ErrorCode::RebuildInProgress
+            | ErrorCode::NotYetConsistent => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManySubscriptions => 429,
             ErrorCode::Internal | ErrorCode::Corruption => 500,
@@ -142,6 +149,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "Not found",
             ErrorCode::ProjectionNotFound => "Projection not found",
             ErrorCode::RebuildInProgress => "Rebuild in progress",
+            ErrorCode::NotYetConsistent => "Not yet consistent",
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::WrongExpectedVersion => "Wrong expected version",
             ErrorCode::EventIdConflict => "Event id conflict",

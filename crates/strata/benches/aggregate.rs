@@ -21,7 +21,7 @@
 
 // The bank example's domain. Benches build with `cfg(test)`, which brings in the example's
 // test module too; its items are unused here.
-#[path = "../examples/bank/domain.rs"]
+#[path = "../../strata-examples/examples/bank/domain.rs"]
 #[allow(unused)]
 mod domain;
 

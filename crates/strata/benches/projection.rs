@@ -1,6 +1,6 @@
 //! `cargo bench -p strata --bench projection`: projections on the embedded store.
 //!
-//! - **catch-up**: the bank's `account_balances` projection (examples/bank/read_models.rs, a
+//! - **catch-up**: the bank's `account_balances` projection (strata-examples/examples/bank/read_models.rs, a
 //!   typed `ReadModel`) over `STRATA_BENCH_EVENTS` events (default 1,000,000: 1,000
 //!   accounts, each opened and then deposited to / withdrawn from) into SQLite, in batches of
 //!   `PROJECTION_BATCH_MAX_EVENTS` events per transaction, three times alternating with the
@@ -19,10 +19,10 @@
 //! `STRATA_BENCH_DIR` chooses where the stores live (default: the system temp directory).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../examples/bank/domain.rs"]
+#[path = "../../strata-examples/examples/bank/domain.rs"]
 #[allow(unused)]
 mod domain;
-#[path = "../examples/bank/read_models.rs"]
+#[path = "../../strata-examples/examples/bank/read_models.rs"]
 #[allow(unused)]
 mod read_models;
 

@@ -17,7 +17,8 @@ pub struct AppendArgs {
     /// The event's data as JSON; `-` reads it from standard input.
     #[arg(id = "payload", value_name = "DATA", default_value = "{}")]
     payload: String,
-    /// Expected version: `any`, `no-stream`, `exists`, or a version number.
+    /// Expected version: `any`, `no_stream`, `stream_exists`, or a version number (the
+    /// spellings `no-stream` and `exists` are accepted too).
     #[arg(long, default_value = "any")]
     expected: String,
     /// The event id (for idempotent retries); assigned by the store when absent.
@@ -29,14 +30,12 @@ pub struct AppendArgs {
 }
 
 fn parse_expected(s: &str) -> Result<ExpectedVersion> {
-    Ok(match s {
-        "any" => ExpectedVersion::Any,
-        "no-stream" => ExpectedVersion::NoStream,
-        "exists" => ExpectedVersion::StreamExists,
-        n => ExpectedVersion::Exact(n.parse().with_context(|| {
-            format!("--expected must be any, no-stream, exists or a version number, not {n:?}")
-        })?),
-    })
+    if let Some(e) = ExpectedVersion::from_name(s) {
+        return Ok(e);
+    }
+    Ok(ExpectedVersion::Exact(s.parse().with_context(|| {
+        format!("--expected must be any, no_stream, stream_exists or a version number, not {s:?}")
+    })?))
 }
 
 pub async fn run(cli: &Cli, a: &AppendArgs, p: &Printer) -> Result<()> {
@@ -63,4 +62,35 @@ pub async fn run(cli: &Cli, a: &AppendArgs, p: &Printer) -> Result<()> {
         .await?;
     p.appended(&stream, &r);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_takes_both_spellings_and_names_them_when_wrong() {
+        assert_eq!(
+            parse_expected("no_stream").unwrap(),
+            ExpectedVersion::NoStream
+        );
+        assert_eq!(
+            parse_expected("no-stream").unwrap(),
+            ExpectedVersion::NoStream
+        );
+        assert_eq!(
+            parse_expected("stream_exists").unwrap(),
+            ExpectedVersion::StreamExists
+        );
+        assert_eq!(
+            parse_expected("exists").unwrap(),
+            ExpectedVersion::StreamExists
+        );
+        assert_eq!(parse_expected("7").unwrap(), ExpectedVersion::Exact(7));
+        let e = format!("{:#}", parse_expected("nostream").unwrap_err());
+        assert!(
+            e.contains("any, no_stream, stream_exists or a version number"),
+            "{e}"
+        );
+    }
 }

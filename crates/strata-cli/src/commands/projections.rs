@@ -328,7 +328,7 @@ fn print_list(p: &Printer, items: &[Value]) {
         return;
     }
     println!(
-        "{:<28} {:<7} {:<11} {:>12} {:>10} {:>9}  LAST ERROR",
+        "{:<28} {:<7} {:<24} {:>12} {:>10} {:>9}  LAST ERROR",
         "PROJECTION", "MODE", "STATUS", "CHECKPOINT", "LAG", "LAG (s)"
     );
     for i in items {
@@ -344,7 +344,7 @@ fn print_list(p: &Printer, items: &[Value]) {
             _ => String::new(),
         };
         println!(
-            "{:<28} {:<7} {:<11} {:>12} {:>10} {:>9}  {}",
+            "{:<28} {:<7} {:<24} {:>12} {:>10} {:>9}  {}",
             i["name"].as_str().unwrap_or("?"),
             i["mode"].as_str().unwrap_or("?"),
             i["status"].as_str().unwrap_or("?"),
@@ -385,15 +385,18 @@ pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()
     let items: Vec<Value> = stored
         .iter()
         .map(|s| {
+            // Nothing hosts them now (this process holds the data directory): what is
+            // shown is what they recorded when last hosted.
             let status = if s.rebuild_started {
-                format!("{} (rebuilding)", s.status)
+                format!("stopped (was {}, rebuilding)", s.status)
             } else {
-                s.status.clone()
+                format!("stopped (was {})", s.status)
             };
             json!({
                 "name": s.name,
                 "mode": "-",
                 "status": status,
+                "recordedStatus": s.status.to_string(),
                 "checkpoint": s.checkpoint,
                 "lagEvents": lag_events(head, s.checkpoint.map(|c| c.0)),
                 "lastError": s.last_error,
@@ -406,6 +409,10 @@ pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()
     if p.is_json() {
         return Ok(());
     }
+    println!(
+        "not running: this is what they recorded next to {}; `strata serve` hosts them (see them live with --server URL)",
+        data.display()
+    );
     if let Some((h, t)) = head_time {
         println!("store head: position {h}, recorded {}", t.to_rfc3339());
     }

@@ -97,6 +97,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
             resolved.listen
         );
     }
+    // Bind before opening anything: a server that cannot listen leaves no data directory or
+    // read-model file behind.
+    let listener = std::net::TcpListener::bind(resolved.listen)
+        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
         Backend::Embedded(dir) => {
             let store = open_log(dir)?;
@@ -125,8 +129,6 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     if let Some(h) = &hosted {
         state = state.with_projections(h.control());
     }
-    let listener = std::net::TcpListener::bind(resolved.listen)
-        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if resolved.tls.is_some() {
         "https"

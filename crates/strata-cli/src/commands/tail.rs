@@ -26,6 +26,17 @@ pub struct TailArgs {
 }
 
 pub async fn run(cli: &Cli, a: &TailArgs, p: &Printer) -> Result<()> {
+    if a.stream.is_empty() {
+        anyhow::bail!(
+            "the stream is empty: to follow the global order, give '$all' (in single quotes, so that the shell leaves the $ alone)"
+        );
+    }
+    if a.stream == "all" {
+        // A stream may be called `all`; say what it is not, without refusing it.
+        eprintln!(
+            "following the stream named all; to follow the global order, give '$all' (in single quotes)"
+        );
+    }
     let store = cli.open().await?;
     let (target, from) = if a.stream == "$all" {
         let from = match (a.from_start, a.after) {

@@ -49,7 +49,28 @@ async fn free_account_id(store: &dyn EventStore) -> Result<StreamId> {
     unreachable!("some account id is free")
 }
 
-pub async fn run(store: Arc<dyn EventStore>, location: &str, p: &Printer) -> Result<()> {
+/// The commands to try next, each one that works where the tour ran: through the server it ran
+/// on (so not `verify`, which needs the data directory to itself), or on the data directory.
+fn next_steps(account: &StreamId, server: Option<&str>) -> String {
+    let common = format!(
+        "strata read {account} · strata read '$all' --category account · strata streams · strata info {account}"
+    );
+    match server {
+        Some(url) => format!(
+            "\nNext (with --server {url}, or STRATA_SERVER={url}): {common} · strata projections"
+        ),
+        None => format!("\nNext: {common} · strata verify"),
+    }
+}
+
+/// The tour on `store`, which is in `location`; `server` is the server's URL when the store is
+/// one.
+pub async fn run(
+    store: Arc<dyn EventStore>,
+    location: &str,
+    server: Option<&str>,
+    p: &Printer,
+) -> Result<()> {
     let say = |s: &str| {
         if !p.is_json() {
             println!("{s}");
@@ -210,8 +231,23 @@ pub async fn run(store: Arc<dyn EventStore>, location: &str, p: &Printer) -> Res
             json!({"account": account.as_str(), "events": events.len(), "balance": balance(&events)?})
         );
     }
-    say(&format!(
-        "\nNext: strata read {account} · strata read '$all' --category account · strata streams · strata info {account} · strata verify"
-    ));
+    say(&next_steps(&account, server));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_through_a_server_never_suggest_verify() {
+        let account = StreamId::new("account-123").expect("a valid id");
+        let remote = next_steps(&account, Some("http://127.0.0.1:2113"));
+        assert!(!remote.contains("verify"), "{remote}");
+        assert!(
+            remote.contains("--server http://127.0.0.1:2113"),
+            "{remote}"
+        );
+        assert!(next_steps(&account, None).contains("strata verify"));
+    }
 }

@@ -213,6 +213,14 @@ pub(crate) fn path_param(
 /// A stream id from the path.
 pub(crate) fn stream_param(p: Result<Path<String>, PathRejection>) -> Result<StreamId, ApiError> {
     let s = path_param(p, "stream")?;
+    if s == "$all" {
+        // The global order is no stream: point to where it is.
+        return Err(ApiError::invalid(
+            "stream",
+            "$all is the global order, not a stream: read it at GET /all and follow it at \
+             GET /subscriptions/all",
+        ));
+    }
     StreamId::new(s).map_err(|e| ApiError::invalid("stream", e.reason))
 }
 

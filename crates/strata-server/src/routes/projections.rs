@@ -7,7 +7,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use strata::projection::{ProjectionError, ProjectionInfo};
+use std::time::{Duration, Instant};
+
+use strata::projection::{ProjectionError, ProjectionInfo, ProjectionStatus};
 use strata_wire::parse_body;
 
 use super::{caller, json_response, path_param, read_body};
@@ -124,7 +126,103 @@ pub(crate) async fn list(
     Ok(json_response(&json!({ "projections": items })))
 }
 
-/// `GET /projections/{name}`
+/// A `wait` parameter: `250ms`, `2s` or milliseconds, at most
+/// [`limits::PROJECTION_WAIT_MAX_MS`].
+fn wait_param(v: &str) -> Result<Duration, ApiError> {
+    let (digits, unit_ms) = if let Some(ms) = v.strip_suffix("ms") {
+        (ms, 1)
+    } else if let Some(s) = v.strip_suffix('s') {
+        (s, 1000)
+    } else {
+        (v, 1)
+    };
+    let ms = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_ms))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "wait",
+                format!("must be a duration such as 250ms or 2s, not {v:?}"),
+            )
+        })?;
+    if ms > limits::PROJECTION_WAIT_MAX_MS {
+        return Err(ApiError::invalid(
+            "wait",
+            format!(
+                "is {ms} ms; a wait is at most {} ms (PROJECTION_WAIT_MAX_MS)",
+                limits::PROJECTION_WAIT_MAX_MS
+            ),
+        )
+        .with("limit", json!(limits::PROJECTION_WAIT_MAX_MS)));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Waits until projection `name` has passed `position` or `wait` is over: its status then,
+/// or `not_yet_consistent`. A paused or failed projection will not move, so it answers at once.
+async fn wait_until(
+    st: &AppState,
+    name: &str,
+    position: u64,
+    wait: Duration,
+) -> Result<Value, ApiError> {
+    let Some(control) = st.projections() else {
+        return Err(unknown(name));
+    };
+    let started = Instant::now();
+    let mut poll = Duration::from_millis(5);
+    loop {
+        let info = control.status(name).await?;
+        if info.checkpoint.is_some_and(|c| c.0 >= position) {
+            return Ok(info_json(&info, st.rebuilds().get(name).as_ref()));
+        }
+        let stuck = matches!(
+            info.status,
+            ProjectionStatus::Paused | ProjectionStatus::Failed
+        );
+        let waited = started.elapsed();
+        if stuck || waited >= wait {
+            let reached = info
+                .checkpoint
+                .map_or_else(|| "no position yet".to_owned(), |p| format!("position {p}"));
+            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            let why = if stuck {
+                format!(
+                    "; it is {} and will not move until resumed",
+                    status_word(info.status)
+                )
+            } else {
+                String::new()
+            };
+            return Err(ApiError::new(
+                ErrorCode::NotYetConsistent,
+                format!(
+                    "projection {name} is not yet consistent with position {position}: it has \
+                     reached {reached} after waiting {waited_ms} ms{why}"
+                ),
+            )
+            .with("projection", json!(name))
+            .with("position", json!(position))
+            .with("reached", json!(info.checkpoint.map(|p| p.0)))
+            .with("waitedMs", json!(waited_ms))
+            .with("projectionStatus", json!(status_word(info.status))));
+        }
+        tokio::time::sleep(poll.min(wait - waited)).await;
+        poll = (poll * 2).min(Duration::from_millis(limits::PROJECTION_WAIT_POLL_MAX_MS));
+    }
+}
+
+/// The status as the API spells it.
+fn status_word(s: ProjectionStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `GET /projections/{name}`, and with `atLeast=P` (optionally `wait=2s`) once it has passed
+/// position `P`: read-your-writes for HTTP clients.
 pub(crate) async fn status(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -134,8 +232,19 @@ pub(crate) async fn status(
     let who = caller(&st, &headers)?;
     may_read(&who)?;
     let name = name_param(name)?;
-    Query::parse(raw.as_deref(), &[])?;
-    Ok(json_response(&one(&st, &name).await?))
+    let q = Query::parse(raw.as_deref(), &["atLeast", "wait"])?;
+    let at_least = q.u64("atLeast")?;
+    let wait = q.one("wait")?.map(wait_param).transpose()?;
+    match (at_least, wait) {
+        (Some(position), wait) => Ok(json_response(
+            &wait_until(&st, &name, position, wait.unwrap_or_default()).await?,
+        )),
+        (None, Some(_)) => Err(ApiError::invalid(
+            "wait",
+            "waits for atLeast: give the position to wait for (atLeast=P)",
+        )),
+        (None, None) => Ok(json_response(&one(&st, &name).await?)),
+    }
 }
 
 /// What `POST /projections/{name}/{op}` does.

@@ -57,11 +57,12 @@ pub(crate) async fn append(
     let started = Instant::now();
     match st.store().append(&stream, expected, events).await {
         Ok(r) => {
-            st.metrics().append_ok(n, started.elapsed());
+            st.metrics().append_ok(n, r.replayed, started.elapsed());
             Ok(json_response(&Appended {
                 positions: Cow::Borrowed(&r.positions),
                 stream_id: Cow::Borrowed(stream.as_str()),
                 version: r.stream_version,
+                replayed: r.replayed,
             }))
         }
         Err(e) => {

@@ -9,12 +9,22 @@
 //! `EventIdConflict` and writes nothing.
 
 use serde_json::json;
-use strata_core::{AppendError, EventData, EventStore, ExpectedVersion, Position};
+use strata_core::{AppendError, AppendResult, EventData, EventStore, ExpectedVersion, Position};
 
 use super::support::*;
 
 fn with_id(event: EventData, id: uuid::Uuid) -> EventData {
     event.with_id(id)
+}
+
+/// The answer a retry of the append that answered `original` must get: the same version and
+/// positions, marked as replayed.
+fn replay_of(original: &AppendResult) -> AppendResult {
+    assert!(!original.replayed, "a first append is no replay");
+    AppendResult {
+        replayed: true,
+        ..original.clone()
+    }
 }
 
 /// A retry with `Exact(v)` of an acknowledged append returns the same result and writes nothing,
@@ -46,8 +56,9 @@ pub async fn retry_with_exact_returns_original_result<S: EventStore + Clone>(sto
     for attempt in 0..3 {
         let retry = append(&store, &s, ExpectedVersion::Exact(0), batch.clone()).await;
         assert_eq!(
-            retry, original,
-            "retry {attempt} returns the original version and positions"
+            retry,
+            replay_of(&original),
+            "retry {attempt} returns the original version and positions, marked replayed"
         );
     }
     assert_unchanged(&store, &before).await;
@@ -81,7 +92,7 @@ pub async fn retry_with_no_stream_returns_original_result<S: EventStore + Clone>
     .await;
     let before = all_events(&store).await;
     let retry = append(&store, &s, ExpectedVersion::NoStream, batch.clone()).await;
-    assert_eq!(retry, original);
+    assert_eq!(retry, replay_of(&original));
     assert_unchanged(&store, &before).await;
     assert_eq!(stream_events(&store, &s).await.len(), 3);
 }
@@ -104,22 +115,27 @@ pub async fn retry_with_any_or_stream_exists_after_later_appends<S: EventStore +
 
     assert_eq!(
         append(&store, &s, ExpectedVersion::Any, first.clone()).await,
-        r1
+        replay_of(&r1)
     );
     assert_eq!(
         append(&store, &s, ExpectedVersion::StreamExists, first.clone()).await,
-        r1
+        replay_of(&r1)
     );
     assert_eq!(
         append(&store, &s, ExpectedVersion::Any, second.clone()).await,
-        r2
+        replay_of(&r2)
     );
     let tail = append(&store, &s, ExpectedVersion::Any, first[1..].to_vec()).await;
     assert_eq!(tail.stream_version, 2);
     assert_eq!(tail.positions, r1.positions[1..].to_vec());
+    assert!(tail.replayed, "a retry of a part of an append is a replay");
     let head_part = append(&store, &s, ExpectedVersion::Any, first[..2].to_vec()).await;
     assert_eq!(head_part.stream_version, 1);
     assert_eq!(head_part.positions, r1.positions[..2].to_vec());
+    assert!(
+        head_part.replayed,
+        "a retry of a part of an append is a replay"
+    );
     assert_unchanged(&store, &before).await;
 }
 

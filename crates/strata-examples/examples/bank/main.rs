@@ -1,6 +1,6 @@
 //! The mission's bank account, event-sourced on Strata's embedded store.
 //!
-//! Run it with `cargo run -p strata --example bank` (optionally followed by a directory to
+//! Run it with `cargo run --release -p strata-examples --example bank` (optionally followed by a directory to
 //! keep the data in; by default a temporary directory is used and removed at the end).
 //!
 //! It opens an account, deposits and withdraws, shows the business rules refusing bad
@@ -9,8 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod domain;
-// The read side (CQRS) needs a read-model store: `--features sqlite`.
-#[cfg(feature = "sqlite")]
+// The read side (CQRS): read models in SQLite.
 mod read_models;
 
 use std::error::Error;
@@ -65,9 +64,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     )
     .await?;
     let account = accounts.load("123").await?;
+    // The repository keeps the state it last saw: say where this balance came from.
+    let source = if account.from_cache {
+        format!(
+            "the repository's cache, at version {}",
+            account.version.map_or("none".to_owned(), |v| v.to_string())
+        )
+    } else {
+        format!("replay({} events)", account.events_replayed)
+    };
     println!(
-        "   Current balance = replay({} events) = 100 + 200 - 150 = {}\n",
-        account.events_replayed, account.balance
+        "   Current balance = 100 + 200 - 150 = {} (from {source})\n",
+        account.balance
     );
 
     println!("2. Business rules refuse bad commands (nothing is written when they do).");
@@ -177,13 +185,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         past.events_replayed,
         past.balance
     );
-    #[cfg(feature = "sqlite")]
     read_models::demo(&dir).await?;
-    #[cfg(not(feature = "sqlite"))]
-    println!(
-        "\nRead models (CQRS) are in SQLite, a feature of the toolkit: \
-         cargo run --example bank --features sqlite"
-    );
     println!("\nDone. Every state above was rebuilt from events; nothing was updated in place.");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! A blue/green rebuild with a progress bar, as `strata projections rebuild` would show it.
 //!
-//! `cargo run --release -p strata --example projections_rebuild [events]` (default 200,000)
+//! `cargo run --release -p strata-examples --example projections_rebuild [events]` (default 200,000)
 //! writes bank events to a temporary embedded store, projects balances into SQLite, then
 //! rebuilds the projection from event 0 while a writer keeps appending and a reader keeps
 //! querying the serving copy (which never shows a half-built model), and prints the status.

@@ -1,7 +1,7 @@
 //! Command handlers that consult services — a clock, exchange rates, an email directory — on
 //! Strata's embedded store.
 //!
-//! Run it with `cargo run -p strata --example services` (optionally followed by a directory to
+//! Run it with `cargo run --release -p strata-examples --example services` (optionally followed by a directory to
 //! keep the data in; by default a temporary directory is used).
 //!
 //! The commands carry only what the caller knows. The time comes from the services' clock,

@@ -1,7 +1,7 @@
 //! An order lifecycle, placed → paid → shipped → delivered, event-sourced on Strata's
 //! embedded store. Invalid transitions are refused with an error saying why.
 //!
-//! Run it with `cargo run -p strata --example orders` (optionally followed by a directory to
+//! Run it with `cargo run --release -p strata-examples --example orders` (optionally followed by a directory to
 //! keep the data in; by default a temporary directory is used).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,6 +1,6 @@
 //! A user profile whose events evolved from schema v1 to v2, on Strata's embedded store.
 //!
-//! Run it with `cargo run -p strata --example users` (optionally followed by a directory to
+//! Run it with `cargo run --release -p strata-examples --example users` (optionally followed by a directory to
 //! keep the data in; by default a temporary directory is used).
 //!
 //! The store is first seeded with events exactly as version 1 of the application wrote them

@@ -1,0 +1,212 @@
+//! What a newcomer meets in the first hour with the `strata` binary: the messages that tell
+//! them what to do next, and the mistakes the README's path must not lead into.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `strata serve` on `data` and waits for its "serving ... on URL" line.
+fn start(data: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("STRATA_LOG", "warn")
+        .env_remove("STRATA_SERVER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    Server { child, url }
+}
+
+/// Runs the binary: (success, stdout, stderr).
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("STRATA_SERVER")
+        .env_remove("STRATA_DATA")
+        .env_remove("STRATA_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_client_command_on_a_served_directory_points_to_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &["--no-projections"]);
+    let (ok, _, err) = run_cli(&["--data", data.to_str().unwrap(), "read", "account-42"]);
+    assert!(!ok);
+    assert!(err.contains("in use by another Strata process"), "{err}");
+    assert!(err.contains("--server URL"), "{err}");
+    // The tour through the server suggests nothing that needs the server stopped.
+    let (ok, out, err) = run_cli(&["--server", &server.url, "tour"]);
+    assert!(ok, "{err}");
+    let next = out
+        .lines()
+        .find(|l| l.starts_with("Next"))
+        .expect("a Next line");
+    assert!(!next.contains("verify"), "{next}");
+    assert!(next.contains(&format!("--server {}", server.url)), "{next}");
+}
+
+#[test]
+fn a_server_that_cannot_listen_leaves_no_files_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("other-data");
+    let (ok, _, err) = run_cli(&["--data", data.to_str().unwrap(), "serve", "--listen", &addr]);
+    assert!(!ok);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn errors_say_what_was_wrong_and_what_to_do() {
+    // Nothing listens: one line naming the URL and what to start.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let (ok, _, err) = run_cli(&["--server", &url, "read", "account-42"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("nothing answers at {url}")), "{err}");
+    assert!(err.contains("strata serve"), "{err}");
+    let (ok, _, err) = run_cli(&["--server", &url, "projections"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("nothing answers at {url}")), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let d = d.to_str().unwrap();
+    let (ok, _, err) = run_cli(&["--data", d, "read", "account-42", "--limit", "0"]);
+    assert!(!ok);
+    assert!(err.contains("at least 1"), "{err}");
+    // `all` without its `$`: the answer says how to read the global order.
+    let (ok, _, err) = run_cli(&["--data", d, "read", "all"]);
+    assert!(!ok);
+    assert!(err.contains("'$all'"), "{err}");
+    // A date is a time: its first instant, UTC, and the command says so.
+    let (ok, _, err) = run_cli(&[
+        "--data",
+        d,
+        "append",
+        "account-42",
+        "AccountOpened",
+        "{}",
+        "--expected",
+        "no_stream",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_cli(&["--data", d, "read", "account-42", "--as-of", "2026-12-02"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("as of 2026-12-02T00:00:00Z (the start of 2026-12-02, UTC)"),
+        "{err}"
+    );
+    assert!(!out.contains("Some("), "{out}");
+}
+
+#[test]
+fn a_server_that_wants_a_token_is_not_called_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, _) = run_cli(&["--json", "token", "new", "--role", "reader"]);
+    assert!(ok);
+    let made: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let token = made["token"].as_str().unwrap().to_owned();
+    let sha = made["sha256"].as_str().unwrap();
+    let cfg = dir.path().join("strata.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[tokens]]\nname = \"r\"\nsha256 = \"{sha}\"\nrole = \"reader\"\n"),
+    )
+    .unwrap();
+    let server = start(
+        &dir.path().join("data"),
+        &["--no-projections", "--config", cfg.to_str().unwrap()],
+    );
+    for args in [
+        vec!["read", "account-42"],
+        vec!["append", "account-42", "X", "{}"],
+        vec!["projections"],
+    ] {
+        let mut a = vec!["--server", server.url.as_str()];
+        a.extend_from_slice(&args);
+        let (ok, _, err) = run_cli(&a);
+        assert!(!ok);
+        assert!(!err.contains("unavailable"), "{args:?}: {err}");
+        assert!(err.contains("--token"), "{args:?}: {err}");
+    }
+    // A reader's token may not append: forbidden, said so.
+    let (ok, _, err) = run_cli(&[
+        "--server",
+        &server.url,
+        "--token",
+        &token,
+        "append",
+        "account-42",
+        "X",
+        "{}",
+    ]);
+    assert!(!ok);
+    assert!(!err.contains("unavailable"), "{err}");
+    assert!(err.contains("forbidden"), "{err}");
+}
+
+#[test]
+fn projections_listed_without_a_server_are_not_called_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    {
+        let server = start(&data, &[]);
+        let (ok, _, err) = run_cli(&["--server", &server.url, "append", "account-1", "A", "{}"]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = run_cli(&["--data", d, "projections"]);
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("event-type-counts"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let status: Vec<&str> = row.split_whitespace().skip(2).take(3).collect();
+    assert_eq!(status, ["stopped", "(was", "running)"], "{row}");
+    assert!(out.contains("not running"), "{out}");
+}
