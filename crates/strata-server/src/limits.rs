@@ -149,10 +149,6 @@ pub const SERVER_SSE_FAN_OUT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// a longer one holds a connection for a caller that should rather answer "not yet".
 pub const PROJECTION_WAIT_MAX_MS: u64 = 10_000;
 
-/// How often such a wait looks at the projection's checkpoint again, at most (it starts at
-/// 5 ms and doubles up to this).
-pub const PROJECTION_WAIT_POLL_MAX_MS: u64 = 100;
-
 const _: () =
     assert!(SERVER_SSE_FAN_OUT_BATCH_MAX_BYTES as u64 * 16 <= SERVER_SSE_FAN_OUT_MAX_BYTES);
 const _: () = assert!(SERVER_SSE_BUFFER_MAX_BYTES <= SERVER_SSE_BUFFERS_TOTAL_MAX_BYTES);

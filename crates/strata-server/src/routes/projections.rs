@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 use strata::projection::{ProjectionError, ProjectionInfo, ProjectionStatus};
+use strata_core::Position;
 use strata_wire::parse_body;
 
 use super::{caller, json_response, path_param, read_body};
@@ -161,6 +162,8 @@ fn wait_param(v: &str) -> Result<Duration, ApiError> {
 
 /// Waits until projection `name` has passed `position` or `wait` is over: its status then,
 /// or `not_yet_consistent`. A paused or failed projection will not move, so it answers at once.
+/// The wait is the runner's own ([`ProjectionControl::wait_for`]), woken by the projection's
+/// progress.
 async fn wait_until(
     st: &AppState,
     name: &str,
@@ -171,46 +174,54 @@ async fn wait_until(
         return Err(unknown(name));
     };
     let started = Instant::now();
-    let mut poll = Duration::from_millis(5);
-    loop {
-        let info = control.status(name).await?;
-        if info.checkpoint.is_some_and(|c| c.0 >= position) {
-            return Ok(info_json(&info, st.rebuilds().get(name).as_ref()));
-        }
-        let stuck = matches!(
+    let stuck = |info: &ProjectionInfo| {
+        matches!(
             info.status,
             ProjectionStatus::Paused | ProjectionStatus::Failed
-        );
-        let waited = started.elapsed();
-        if stuck || waited >= wait {
-            let reached = info
-                .checkpoint
-                .map_or_else(|| "no position yet".to_owned(), |p| format!("position {p}"));
-            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-            let why = if stuck {
-                format!(
-                    "; it is {} and will not move until resumed",
-                    status_word(info.status)
-                )
-            } else {
-                String::new()
-            };
-            return Err(ApiError::new(
-                ErrorCode::NotYetConsistent,
-                format!(
-                    "projection {name} is not yet consistent with position {position}: it has \
-                     reached {reached} after waiting {waited_ms} ms{why}"
-                ),
-            )
-            .with("projection", json!(name))
-            .with("position", json!(position))
-            .with("reached", json!(info.checkpoint.map(|p| p.0)))
-            .with("waitedMs", json!(waited_ms))
-            .with("projectionStatus", json!(status_word(info.status))));
+        )
+    };
+    let info = control.status(name).await?;
+    let passed = |info: &ProjectionInfo| info.checkpoint.is_some_and(|c| c.0 >= position);
+    if !passed(&info) && !stuck(&info) {
+        match control.wait_for(name, Position(position), wait).await {
+            Ok(())
+            | Err(ProjectionError::NotYetConsistent { .. })
+            | Err(ProjectionError::Failed { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        tokio::time::sleep(poll.min(wait - waited)).await;
-        poll = (poll * 2).min(Duration::from_millis(limits::PROJECTION_WAIT_POLL_MAX_MS));
     }
+    let info = if passed(&info) {
+        info
+    } else {
+        control.status(name).await?
+    };
+    if passed(&info) {
+        return Ok(info_json(&info, st.rebuilds().get(name).as_ref()));
+    }
+    let reached = info
+        .checkpoint
+        .map_or_else(|| "no position yet".to_owned(), |p| format!("position {p}"));
+    let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let why = if stuck(&info) {
+        format!(
+            "; it is {} and will not move until resumed",
+            status_word(info.status)
+        )
+    } else {
+        String::new()
+    };
+    Err(ApiError::new(
+        ErrorCode::NotYetConsistent,
+        format!(
+            "projection {name} is not yet consistent with position {position}: it has \
+             reached {reached} after waiting {waited_ms} ms{why}"
+        ),
+    )
+    .with("projection", json!(name))
+    .with("position", json!(position))
+    .with("reached", json!(info.checkpoint.map(|p| p.0)))
+    .with("waitedMs", json!(waited_ms))
+    .with("projectionStatus", json!(status_word(info.status))))
 }
 
 /// The status as the API spells it.

@@ -2,6 +2,8 @@
 //! status, pause, resume, reset, rebuild), over either runner, so a server or a CLI can drive
 //! projections without knowing which read-model database they write to.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use strata_core::Position;
 
@@ -47,6 +49,15 @@ pub trait ProjectionControl: Send + Sync + 'static {
     async fn resume(&self, name: &str) -> Result<(), ProjectionError>;
     /// Empties its read model and replays it from position 0.
     async fn reset(&self, name: &str) -> Result<(), ProjectionError>;
+    /// Waits until it has passed `position`, at most `timeout`, woken by its own progress:
+    /// [`ProjectionError::NotYetConsistent`] when the time runs out,
+    /// [`ProjectionError::Failed`] when it fails first.
+    async fn wait_for(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError>;
     /// Rebuilds it into a fresh copy and swaps it in once caught up; `on_progress` is called
     /// after every batch. Returns the checkpoint the new copy starts from.
     async fn rebuild(
@@ -74,6 +85,14 @@ impl ProjectionControl for Projections {
     async fn reset(&self, name: &str) -> Result<(), ProjectionError> {
         Projections::reset(self, name).await
     }
+    async fn wait_for(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        Projections::wait_for(self, name, position, timeout).await
+    }
     async fn rebuild(
         &self,
         name: &str,
@@ -100,6 +119,14 @@ impl ProjectionControl for PgProjections {
     }
     async fn reset(&self, name: &str) -> Result<(), ProjectionError> {
         PgProjections::reset(self, name).await.map(|_| ())
+    }
+    async fn wait_for(
+        &self,
+        name: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        PgProjections::wait_for(self, name, position, timeout).await
     }
     async fn rebuild(
         &self,
