@@ -268,8 +268,23 @@ impl LogStore {
         self.inner.tx.lock().clone()
     }
 
-    fn read_locs(&self, items: &[(u64, u64)]) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.inner.shared.segments.read_events(items)
+    /// Reads the records at `items` on the runtime's blocking pool: a read is `pread`s or page
+    /// faults on mapped segments (and a long scattered one joins reader threads), none of which
+    /// may hold a runtime worker. An empty read costs no hand-over.
+    async fn read_locs(&self, items: Vec<(u64, u64)>) -> Result<Vec<RecordedEvent>, ReadError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = self.inner.shared.clone();
+        match tokio::task::spawn_blocking(move || shared.segments.read_events(&items)).await {
+            Ok(result) => result,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(ReadError::Unavailable(
+                    "the runtime is shutting down".into(),
+                )),
+            },
+        }
     }
 }
 
@@ -344,7 +359,7 @@ impl EventStore for LogStore {
                 )
                 .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?
         };
-        self.read_locs(&items)
+        self.read_locs(items).await
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
@@ -361,7 +376,7 @@ impl EventStore for LogStore {
             )
         };
         Ok(AllPage {
-            events: self.read_locs(&slice.hits)?,
+            events: self.read_locs(slice.hits).await?,
             next: slice.next.map(Position),
             is_end: slice.is_end,
         })

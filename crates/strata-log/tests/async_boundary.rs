@@ -1,6 +1,6 @@
 //! The store's async methods do not hold a runtime worker while they wait for the disk: a
-//! snapshot delete waiting for its fdatasync leaves a single-threaded runtime free to run
-//! other tasks.
+//! snapshot delete waiting for its fdatasync, or a read waiting for its `pread`, leaves a
+//! single-threaded runtime free to run other tasks.
 
 use std::io;
 use std::path::Path;
@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use strata_core::{Snapshot, SnapshotStore, StreamId};
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, ReadStreamOptions, Snapshot, SnapshotStore, StreamId,
+};
 use strata_log::io::{LogFile, StdVfs, Vfs};
 use strata_log::{LogConfig, LogStore};
 use tokio::sync::mpsc;
 
-/// Holds `sync_data` of the snapshot file once armed, until released.
+/// Holds `sync_data` of the snapshot file, or `read_at` of a segment, once armed, until
+/// released.
 #[derive(Default)]
 struct Gate {
     state: Mutex<GateState>,
@@ -37,16 +40,21 @@ struct GatedFile {
     inner: Arc<dyn LogFile>,
     gate: Arc<Gate>,
     entered: mpsc::UnboundedSender<()>,
+    /// Which call it holds.
+    holds: Holds,
 }
 
-impl LogFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
+#[derive(Clone, Copy, PartialEq)]
+enum Holds {
+    Sync,
+    Read,
+}
+
+impl GatedFile {
+    fn pass(&self, call: Holds) {
+        if call != self.holds {
+            return;
+        }
         let mut st = self.gate.state.lock();
         if st.armed {
             let _ = self.entered.send(());
@@ -58,7 +66,19 @@ impl LogFile for GatedFile {
                     .wait_while_for(&mut st, |s| !s.open, Duration::from_secs(10));
             st.timed_out |= waited.timed_out();
         }
-        drop(st);
+    }
+}
+
+impl LogFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.pass(Holds::Read);
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.pass(Holds::Sync);
         self.inner.sync_data()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -72,14 +92,21 @@ impl LogFile for GatedFile {
 impl Vfs for GatedVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
         let inner = StdVfs.open(path, create)?;
-        if path.file_name().is_some_and(|n| n == "snapshots.log") {
-            return Ok(Arc::new(GatedFile {
-                inner,
-                gate: self.gate.clone(),
-                entered: self.entered.clone(),
-            }));
-        }
-        Ok(inner)
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let holds = match name {
+            "snapshots.log" => Holds::Sync,
+            _ if path.parent().is_some_and(|p| p.ends_with("segments")) => Holds::Read,
+            _ => return Ok(inner),
+        };
+        Ok(Arc::new(GatedFile {
+            inner,
+            gate: self.gate.clone(),
+            entered: self.entered.clone(),
+            holds,
+        }))
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         StdVfs.sync_dir(path)
@@ -95,19 +122,61 @@ impl Vfs for GatedVfs {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_snapshot_delete_waiting_for_the_disk_leaves_the_runtime_free() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store on the gated file system, reading with `pread` (not maps) so reads pass the gate.
+fn open(dir: &Path) -> (LogStore, Arc<Gate>, mpsc::UnboundedReceiver<()>) {
     let gate = Arc::new(Gate::default());
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let (entered_tx, entered) = mpsc::unbounded_channel();
     let config = LogConfig {
         vfs: Arc::new(GatedVfs {
             gate: gate.clone(),
             entered: entered_tx,
         }),
+        map_reads: false,
         ..LogConfig::default()
     };
-    let store = LogStore::open_with(dir.path(), config).unwrap();
+    let store = LogStore::open_with(dir, config).expect("open the store");
+    (store, gate, entered)
+}
+
+/// Lets the held call go.
+fn release(gate: &Gate) {
+    gate.state.lock().open = true;
+    gate.released.notify_all();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_waiting_for_the_disk_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, gate, mut entered) = open(dir.path());
+    let stream = StreamId::new("account-1").unwrap();
+    let event = EventData::json("Opened", &serde_json::json!({ "n": 1 })).unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    gate.state.lock().armed = true;
+    let read = tokio::spawn({
+        let store = store.clone();
+        let stream = stream.clone();
+        async move {
+            store
+                .read_stream(&stream, ReadStreamOptions::forward())
+                .await
+        }
+    });
+    entered.recv().await.expect("the read reached its pread");
+    release(&gate);
+    assert_eq!(read.await.unwrap().unwrap().len(), 1);
+    assert!(
+        !gate.state.lock().timed_out,
+        "the read held the only runtime worker while it waited for the disk"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_snapshot_delete_waiting_for_the_disk_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, gate, mut entered) = open(dir.path());
     let stream = StreamId::new("account-1").unwrap();
     store
         .save_snapshot(Snapshot {
@@ -132,8 +201,7 @@ async fn a_snapshot_delete_waiting_for_the_disk_leaves_the_runtime_free() {
         .recv()
         .await
         .expect("the delete reached its fdatasync");
-    gate.state.lock().open = true;
-    gate.released.notify_all();
+    release(&gate);
     assert_eq!(delete.await.unwrap().unwrap(), 1, "one snapshot deleted");
     assert!(
         !gate.state.lock().timed_out,
