@@ -357,9 +357,7 @@ impl Shell {
         let script = if follows {
             format!(
                 "timeout 2 bash -c {}",
-                shell_quote(&format!(
-                    "strata() {{ \"$STRATA_BIN\" \"$@\"; }}; {command}"
-                ))
+                shell_quote(&format!("{PRELUDE} {command}"))
             )
         } else {
             command.clone()
@@ -367,7 +365,7 @@ impl Shell {
         let out = Command::new("bash")
             .arg("-c")
             .arg(format!(
-                "set -o pipefail; strata() {{ \"$STRATA_BIN\" \"$@\"; }}; export -f strata; {script}"
+                "set -o pipefail; {PRELUDE} export -f strata curl; {script}"
             ))
             .current_dir(&self.dir)
             .env_clear()
@@ -387,6 +385,22 @@ impl Shell {
             step.command,
             out.status
         );
+        // Every answer's status, as the `curl` of the prelude wrote it: an error status
+        // passes only where the document shows that error (its problem document's status).
+        let shown_status = step
+            .shown
+            .first()
+            .filter(|s| s.starts_with('{'))
+            .and_then(|_| shown_json(&step.shown.join(" ")))
+            .and_then(|v| v["status"].as_u64());
+        for status in stderr.lines().filter_map(|l| l.strip_prefix(STATUS_MARK)) {
+            let status: u64 = status.trim().parse().unwrap_or(0);
+            assert!(
+                (200..400).contains(&status) || Some(status) == shown_status,
+                "{doc}: `{}` was answered {status}, which the document does not show:\n{stdout}",
+                step.command
+            );
+        }
         if let Err(why) = check(&step.shown, &stdout) {
             panic!(
                 "{doc}: `{}` printed something else than shown:\n{why}",
@@ -395,6 +409,15 @@ impl Shell {
         }
     }
 }
+
+/// What each step's shell defines first: `strata` runs the binary under test, and `curl`
+/// writes each answer's status to stderr after [`STATUS_MARK`] (`curl -s` alone exits 0 on
+/// a 404 or a 500, so a broken example would pass unseen).
+const PRELUDE: &str = "strata() { \"$STRATA_BIN\" \"$@\"; }; \
+     curl() { command curl -w '%{stderr}HTTP-STATUS %{http_code}\\n' \"$@\"; };";
+
+/// Marks a status line on a step's stderr.
+const STATUS_MARK: &str = "HTTP-STATUS ";
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
