@@ -497,7 +497,9 @@ pub struct AppendResult {
     /// The global position of each appended event, in order.
     pub positions: Vec<Position>,
     /// Whether this was an idempotent retry: every event was already stored under its id, so
-    /// nothing was written and the answer is the original append's.
+    /// nothing was written and the answer is the original append's. A backend that retried the
+    /// append itself after losing its connection reports `false` when the retry found the
+    /// events stored: its own first attempt most likely committed them.
     pub replayed: bool,
 }
 

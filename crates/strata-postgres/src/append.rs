@@ -374,7 +374,9 @@ async fn first_used_id(shared: &Shared, req: &AppendRequest) -> Result<Option<Uu
 /// when the first was found lost (ended by `pg_terminate_backend` or a server restart while it
 /// sat in the pool, or during the statement). The retry is safe either way: an append whose
 /// first attempt committed before the connection went finds its event ids stored and answers
-/// the stored result.
+/// the stored result. That stored result is then this call's own write, so it is not reported
+/// as `replayed` (a retry cannot tell its own lost commit from another caller's append of the
+/// same ids; it takes the likelier one, and the events are stored once either way).
 async fn execute_on_pool(
     shared: &Shared,
     batch: &[AppendRequest],
@@ -391,6 +393,14 @@ async fn execute_on_pool(
                     error = %crate::error::describe(&e),
                     "an append's connection was lost; retrying it on another"
                 );
+            }
+            Ok(mut outcomes) if reconnects > 0 => {
+                for Outcome::Done(result) in &mut outcomes {
+                    if let Ok(appended) = result {
+                        appended.replayed = false;
+                    }
+                }
+                return Ok(outcomes);
             }
             result => return result,
         }
