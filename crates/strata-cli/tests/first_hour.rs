@@ -209,4 +209,15 @@ fn projections_listed_without_a_server_are_not_called_running() {
     let status: Vec<&str> = row.split_whitespace().skip(2).take(3).collect();
     assert_eq!(status, ["stopped", "(was", "running)"], "{row}");
     assert!(out.contains("not running"), "{out}");
+    // For scripts, one word, and what was recorded beside it.
+    let (ok, out, err) = run_cli(&["--data", d, "--json", "projections"]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = out
+        .lines()
+        .find(|l| l.contains("event-type-counts"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(doc["status"], "stopped", "{doc}");
+    assert_eq!(doc["recordedStatus"], "running", "{doc}");
+    assert_eq!(doc["rebuildStarted"], false, "{doc}");
 }

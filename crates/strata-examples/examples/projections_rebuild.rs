@@ -125,17 +125,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     writer.await?;
     let queries = reader.await?;
     println!(
-        "Swapped in at checkpoint {:?}; {} events appended and {queries} queries answered \
+        "Swapped in at checkpoint {}; {} events appended and {queries} queries answered \
          during the rebuild, none saw a partial model.",
-        checkpoint.map(|p| p.0),
+        checkpoint.map_or_else(|| "none".to_owned(), |p| p.to_string()),
         appended.load(Ordering::Relaxed)
     );
     for info in projections.list().await? {
         println!(
-            "{}: {:?}, checkpoint {:?}, lag {} events / {:.3} s",
+            "{}: {}, checkpoint {}, lag {} events / {:.3} s",
             info.name,
             info.status,
-            info.checkpoint.map(|p| p.0),
+            info.checkpoint
+                .map_or_else(|| "none".to_owned(), |p| p.to_string()),
             info.lag_events,
             info.lag_seconds
         );

@@ -386,17 +386,19 @@ pub async fn list(data: &Path, store: &dyn EventStore, p: &Printer) -> Result<()
         .iter()
         .map(|s| {
             // Nothing hosts them now (this process holds the data directory): what is
-            // shown is what they recorded when last hosted.
-            let status = if s.rebuild_started {
-                format!("stopped (was {}, rebuilding)", s.status)
-            } else {
-                format!("stopped (was {})", s.status)
+            // shown is what they recorded when last hosted. JSON keeps `status` one word
+            // for scripts; the table says it in a phrase.
+            let status = match (p.is_json(), s.rebuild_started) {
+                (true, _) => "stopped".to_owned(),
+                (false, true) => format!("stopped (was {}, rebuilding)", s.status),
+                (false, false) => format!("stopped (was {})", s.status),
             };
             json!({
                 "name": s.name,
                 "mode": "-",
                 "status": status,
                 "recordedStatus": s.status.to_string(),
+                "rebuildStarted": s.rebuild_started,
                 "checkpoint": s.checkpoint,
                 "lagEvents": lag_events(head, s.checkpoint.map(|c| c.0)),
                 "lastError": s.last_error,

@@ -57,6 +57,11 @@ pub fn parse_as_of(s: &str, now: DateTime<Utc>) -> Result<AsOf, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(t) {
         return Ok(plain(at.with_timezone(&Utc)));
     }
+    // `Z` (UTC) where RFC 3339 would not take the rest (no seconds, a space for the T).
+    let zoned = match t.strip_suffix(['Z', 'z']) {
+        Some(rest) => format!("{rest}+00:00"),
+        None => t.to_owned(),
+    };
     for f in [
         "%Y-%m-%d %H:%M:%S%.f %:z",
         "%Y-%m-%d %H:%M %:z",
@@ -67,7 +72,7 @@ pub fn parse_as_of(s: &str, now: DateTime<Utc>) -> Result<AsOf, String> {
         "%Y-%m-%d %H:%M:%S%.f %z",
         "%Y-%m-%d %H:%M %z",
     ] {
-        if let Ok(at) = DateTime::parse_from_str(t, f) {
+        if let Ok(at) = DateTime::parse_from_str(&zoned, f) {
             return Ok(plain(at.with_timezone(&Utc)));
         }
     }
@@ -127,6 +132,7 @@ pub fn parse_as_of(s: &str, now: DateTime<Utc>) -> Result<AsOf, String> {
     if NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
         || NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").is_ok()
         || NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M").is_ok()
+        || NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M").is_ok()
     {
         return Err(format!(
             "{s:?} has no time zone: add Z for UTC or an offset such as +01:00 (2026-01-01T09:30:00+01:00)"
@@ -257,6 +263,9 @@ mod tests {
             parse("2026-01-01T09:30:00+01:00").at,
             at("2026-01-01T08:30:00Z")
         );
+        // Z for UTC also where RFC 3339 would want seconds or a T.
+        assert_eq!(parse("2026-01-01T09:30Z").at, at("2026-01-01T09:30:00Z"));
+        assert_eq!(parse("2026-01-01 09:30Z").at, at("2026-01-01T09:30:00Z"));
         assert_eq!(parse("yesterday").at, at("2026-12-02T00:00:00Z"));
         assert_eq!(parse("today").at, at("2026-12-03T00:00:00Z"));
         assert_eq!(parse("now").at, now);
@@ -270,6 +279,7 @@ mod tests {
         let now = at("2026-12-03T14:05:00Z");
         let err = |s: &str| parse_as_of(s, now).unwrap_err();
         assert!(err("2026-01-01T09:30:00").contains("no time zone"));
+        assert!(err("2026-01-01T09:30").contains("no time zone"));
         assert!(err("2 months ago").contains("no fixed length"));
         assert!(err("soon").contains("is not a time"));
     }

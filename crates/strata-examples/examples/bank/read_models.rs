@@ -305,7 +305,7 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
     println!("5. Projection status:");
     for info in projections.list().await? {
         println!(
-            "   {:<20} {:?} {:?} checkpoint {}, lag {} events / {:.3} s",
+            "   {:<20} {} {} checkpoint {}, lag {} events / {:.3} s",
             info.name,
             info.mode,
             info.status,

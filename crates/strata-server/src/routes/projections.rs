@@ -205,7 +205,7 @@ async fn wait_until(
     let why = if stuck(&info) {
         format!(
             "; it is {} and will not move until resumed",
-            status_word(info.status)
+            info.status.as_str()
         )
     } else {
         String::new()
@@ -221,15 +221,7 @@ async fn wait_until(
     .with("position", json!(position))
     .with("reached", json!(info.checkpoint.map(|p| p.0)))
     .with("waitedMs", json!(waited_ms))
-    .with("projectionStatus", json!(status_word(info.status))))
-}
-
-/// The status as the API spells it.
-fn status_word(s: ProjectionStatus) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    .with("projectionStatus", json!(info.status.as_str())))
 }
 
 /// `GET /projections/{name}`, and with `atLeast=P` (optionally `wait=2s`) once it has passed

@@ -39,6 +39,40 @@ pub enum ProjectionStatus {
     Failed,
 }
 
+impl ProjectionMode {
+    /// The mode as the API and the CLI spell it: `inline` or `async`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionMode::Inline => "inline",
+            ProjectionMode::Async => "async",
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ProjectionStatus {
+    /// The status as the API and the CLI spell it: `running`, `paused`, `rebuilding`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionStatus::Running => "running",
+            ProjectionStatus::Paused => "paused",
+            ProjectionStatus::Rebuilding => "rebuilding",
+            ProjectionStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One projection as [`Projections::list`](super::Projections::list) shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
