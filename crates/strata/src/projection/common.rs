@@ -63,9 +63,9 @@ impl StoredStatus {
             "running" => Ok(StoredStatus::Running),
             "paused" => Ok(StoredStatus::Paused),
             "failed" => Ok(StoredStatus::Failed),
-            other => Err(ProjectionError::ReadModel(format!(
-                "strata_projections holds the unknown status \"{other}\""
-            ))),
+            other => Err(ProjectionError::ReadModel(
+                (format!("strata_projections holds the unknown status \"{other}\"")).into(),
+            )),
         }
     }
 }
@@ -408,7 +408,9 @@ where
                         Ok(_) => {}
                         Err(BatchError::Db(e)) => return Err(e),
                         Err(BatchError::Handler { error, .. }) => {
-                            return Err(ProjectionError::ReadModel(error.to_string()))
+                            return Err(ProjectionError::ReadModel(
+                                strata_core::BackendError::with_source(error.to_string(), error),
+                            ))
                         }
                     }
                 }

@@ -234,7 +234,7 @@ pub enum ProjectionError {
     RebuildInProgress(String),
     /// The read-model database failed.
     #[error("read-model database: {0}")]
-    ReadModel(String),
+    ReadModel(strata_core::BackendError),
     /// The event store failed a read.
     #[error("event store: {0}")]
     Read(#[from] ReadError),
@@ -276,5 +276,20 @@ mod tests {
         };
         assert!(cause.downcast_ref::<rusqlite::Error>().is_some());
         assert!(e.to_string().contains("missing"));
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_read_model_database_failure_keeps_the_driver_error() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let e = super::sqlite::db(conn.execute("SELECT * FROM missing", []).unwrap_err());
+        let super::ProjectionError::ReadModel(backend) = &e else {
+            panic!("expected a read-model error, got {e:?}");
+        };
+        let cause = backend
+            .source()
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>());
+        assert!(cause.is_some(), "the rusqlite error is the cause");
+        assert!(e.to_string().starts_with("read-model database: "));
     }
 }

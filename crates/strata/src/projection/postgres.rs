@@ -72,7 +72,7 @@ pub trait PgProjection: Send + Sync + 'static {
 }
 
 fn db(e: sqlx::Error) -> ProjectionError {
-    ProjectionError::ReadModel(e.to_string())
+    ProjectionError::ReadModel(strata_core::BackendError::with_source(e.to_string(), e))
 }
 
 fn to_i64(p: Position) -> i64 {
@@ -121,9 +121,9 @@ impl PgReadModels {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(ProjectionError::ReadModel(format!(
-                "schema {schema:?} is not a plain identifier"
-            )));
+            return Err(ProjectionError::ReadModel(
+                (format!("schema {schema:?} is not a plain identifier")).into(),
+            ));
         }
         let set_path = format!("SET search_path TO \"{schema}\"");
         let pool = PgPoolOptions::new()
@@ -241,11 +241,14 @@ impl PgProjections {
             .await
             .map_err(db)?;
         if !visible || store_db != models_db {
-            return Err(ProjectionError::ReadModel(format!(
+            return Err(ProjectionError::ReadModel(
+                (format!(
                 "transactional inline projections need the read models in the store's database: \
                  {events} is not visible from schema {} (database {models_db}, store's {store_db})",
                 models.schema
-            )));
+            ))
+                .into(),
+            ));
         }
         let mut this = PgProjections::new(Arc::new(store.clone()), models);
         this.transactional = Some(store);
@@ -284,10 +287,9 @@ impl PgProjections {
         let name = projection.name().to_owned();
         self.entries.check_free(&name)?;
         let mut tx = self.models.begin_ddl().await?;
-        projection
-            .setup(&mut tx)
-            .await
-            .map_err(|e| ProjectionError::ReadModel(format!("setup of {name} failed: {e}")))?;
+        projection.setup(&mut tx).await.map_err(|e| {
+            ProjectionError::ReadModel((format!("setup of {name} failed: {e}")).into())
+        })?;
         sqlx::query(
             "INSERT INTO strata_projections (name, status) VALUES ($1, 'running')
              ON CONFLICT (name) DO NOTHING",
@@ -545,11 +547,9 @@ impl PgProjections {
             )
             .await
             .map_err(db)?;
-            entry
-                .projection
-                .setup(&mut tx)
-                .await
-                .map_err(|e| ProjectionError::ReadModel(format!("setup of {name} failed: {e}")))?;
+            entry.projection.setup(&mut tx).await.map_err(|e| {
+                ProjectionError::ReadModel((format!("setup of {name} failed: {e}")).into())
+            })?;
             tx.commit().await.map_err(db)?;
         }
         let reporter = RebuildReporter::start(&name);

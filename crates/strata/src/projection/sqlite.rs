@@ -202,7 +202,7 @@ pub(crate) fn physical(table: &str, generation: i64) -> String {
 }
 
 pub(crate) fn db(e: rusqlite::Error) -> ProjectionError {
-    ProjectionError::ReadModel(e.to_string())
+    ProjectionError::ReadModel(strata_core::BackendError::with_source(e.to_string(), e))
 }
 
 fn to_i64(p: Position) -> i64 {
@@ -299,7 +299,7 @@ fn create_generation(
         generation,
     };
     p.setup(&sql).map_err(|e| {
-        ProjectionError::ReadModel(format!("setup of projection {} failed: {e}", p.name()))
+        ProjectionError::ReadModel((format!("setup of projection {} failed: {e}", p.name())).into())
     })
 }
 
