@@ -90,6 +90,8 @@ fn a_server_that_cannot_listen_leaves_no_files_behind() {
     let (ok, _, err) = run_cli(&["--data", data.to_str().unwrap(), "serve", "--listen", &addr]);
     assert!(!ok);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    // The address is taken: say how to reach what may be serving there.
+    assert!(err.contains(&format!("--server http://{addr}")), "{err}");
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -99,10 +101,11 @@ fn a_server_that_cannot_listen_leaves_no_files_behind() {
 
 #[test]
 fn errors_say_what_was_wrong_and_what_to_do() {
-    // Nothing listens: one line naming the URL and what to start.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Nothing listens: one line naming the URL and what to start. The port stays bound (not
+    // listening) for the whole test, so no other test's server can take it meanwhile.
+    let free = tokio::net::TcpSocket::new_v4().unwrap();
+    free.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let url = format!("http://{}", free.local_addr().unwrap());
-    drop(free);
     let (ok, _, err) = run_cli(&["--server", &url, "read", "account-42"]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use strata_core::EventStore;
 
@@ -99,8 +99,18 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     }
     // Bind before opening anything: a server that cannot listen leaves no data directory or
     // read-model file behind.
-    let listener = std::net::TcpListener::bind(resolved.listen)
-        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
+    let listener = std::net::TcpListener::bind(resolved.listen).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                " (a Strata server may be running there already: talk to it with --server \
+                 http://{}, or give this one another --listen address)",
+                resolved.listen
+            )
+        } else {
+            String::new()
+        };
+        anyhow::Error::new(e).context(format!("cannot listen on {}{hint}", resolved.listen))
+    })?;
     let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
         Backend::Embedded(dir) => {
             let store = open_log(dir)?;
