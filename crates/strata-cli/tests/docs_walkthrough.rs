@@ -20,13 +20,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
+mod support;
+
+use support::{Server, BIN};
 const README: &str = include_str!("../../../README.md");
 const HTTP_API: &str = include_str!("../../../docs/http-api.md");
 /// The placeholder `…` becomes in JSON the document shows.
@@ -286,40 +287,15 @@ fn check(shown: &[String], output: &str) -> Result<(), String> {
     }
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `strata serve` in `dir` on the default data directory, on a free port.
 fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
-        .env("STRATA_LOG", "warn")
         .env_remove("STRATA_SERVER")
-        .env_remove("STRATA_DATA")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    Server { child, addr }
+        .env_remove("STRATA_DATA");
+    Server::spawn(serve)
 }
 
 /// A shell for the steps: `strata` is the binary, the environment is what the steps set.
@@ -465,7 +441,7 @@ fn the_readme_quick_start_runs_as_written() {
     let mut shell = Shell {
         dir: dir.path().to_owned(),
         env: BTreeMap::new(),
-        addr: server.as_ref().unwrap().addr.clone(),
+        addr: server.as_ref().unwrap().addr().to_owned(),
     };
     let mut ran = 0;
     for block in &blocks[1..] {
@@ -496,8 +472,8 @@ fn the_http_api_curl_examples_answer_as_shown() {
     let server = serve(dir.path());
     let mut shell = Shell {
         dir: dir.path().to_owned(),
-        env: BTreeMap::from([("S".to_owned(), format!("http://{}", server.addr))]),
-        addr: server.addr.clone(),
+        env: BTreeMap::from([("S".to_owned(), server.url.clone())]),
+        addr: server.addr().to_owned(),
     };
     let have_jq = Command::new("bash")
         .args(["-c", "command -v jq"])

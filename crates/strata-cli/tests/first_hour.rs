@@ -2,63 +2,23 @@
 //! them what to do next, and the mistakes the README's path must not lead into.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
+mod support;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{run_cli, Server, BIN};
 
 /// Starts `strata serve` on `data` and waits for its "serving ... on URL" line.
 fn start(data: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .arg("--data")
         .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("STRATA_LOG", "warn")
-        .env_remove("STRATA_SERVER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    Server { child, url }
-}
-
-/// Runs the binary: (success, stdout, stderr).
-fn run_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("STRATA_SERVER")
-        .env_remove("STRATA_DATA")
-        .env_remove("STRATA_TOKEN")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .env_remove("STRATA_SERVER");
+    Server::spawn(serve)
 }
 
 #[test]

@@ -12,8 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,10 @@ use sqlx::Connection;
 use strata_client::Client;
 use strata_core::{EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, Uuid};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
+mod support;
+
+use support::{Server, BIN};
+
 const SERVERS: usize = 3;
 const WRITERS: usize = 12;
 /// How long a subscriber may take to deliver what is stored before the test fails.
@@ -48,39 +50,14 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{base}/{database}{query}")
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `strata serve` on `database_url` and waits for its "serving ... on URL" line.
 fn start(database_url: &str) -> Server {
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .args(["--database-url", database_url, "serve"])
         .args(["--listen", "127.0.0.1:0", "--no-projections"])
-        .env("STRATA_LOG", "warn")
-        .env_remove("STRATA_DATA")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    Server { child, url }
+        .env_remove("STRATA_DATA");
+    Server::spawn(serve)
 }
 
 /// A database of this test run's own, dropped (with its connections) when this is dropped.

@@ -3,9 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,58 +12,21 @@ use serde_json::Value;
 use strata_client::{Client, ClientError};
 use strata_core::{EventData, ExpectedVersion};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
+mod support;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{run_cli, Server, BIN};
 
 /// Starts `strata serve` and waits for its "serving ... on URL" line.
 fn start(data: &Path, listen: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .arg("--data")
         .arg(data)
         .arg("serve")
         .arg("--listen")
         .arg(listen)
-        .args(extra)
-        .env("STRATA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    Server { child, url }
-}
-
-fn run_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("STRATA_SERVER")
-        .env_remove("STRATA_DATA")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .args(extra);
+    Server::spawn(serve)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
