@@ -202,7 +202,9 @@ impl Subscription {
             self.changes.borrow_and_update();
             self.fill().await?;
         }
-        let events: Vec<RecordedEvent> = self.buffer.drain(..).collect();
+        // The whole buffer, without copying: a page read into an empty buffer is still the
+        // read's own allocation (see `keep`).
+        let events = Vec::from(std::mem::take(&mut self.buffer));
         if let Some(last) = events.last() {
             self.last_delivered = Some(RecordedEventKey {
                 position: last.position,
@@ -279,6 +281,16 @@ impl Subscription {
         })
     }
 
+    /// Adds a page read from storage to the buffer, taking over its allocation when the buffer
+    /// is empty (as it is after every batch).
+    fn keep(&mut self, events: Vec<RecordedEvent>) {
+        if self.buffer.is_empty() {
+            self.buffer = VecDeque::from(events);
+        } else {
+            self.buffer.extend(events);
+        }
+    }
+
     /// Reads the next page into the buffer. Returns whether it made progress: events were
     /// added, or the cursor moved past events that did not match and more remain.
     async fn fill(&mut self) -> Result<bool, ReadError> {
@@ -307,7 +319,7 @@ impl Subscription {
                 }
                 let added = !page.events.is_empty();
                 self.at_end = page.is_end;
-                self.buffer.extend(page.events);
+                self.keep(page.events);
                 // A page of a sparse filter may hold nothing yet move the cursor: that is
                 // progress, so read on at once instead of waiting for a change.
                 Ok(added || (moved && !page.is_end))
@@ -332,7 +344,7 @@ impl Subscription {
                 }
                 let added = !events.is_empty();
                 self.at_end = events.len() < self.page_events;
-                self.buffer.extend(events);
+                self.keep(events);
                 Ok(added)
             }
             _ => Err(ReadError::Storage(
