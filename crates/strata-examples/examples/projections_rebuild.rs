@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
-    let dir = tempfile::tempdir()?;
+    let dir = strata_examples::ScratchDir::new("projections_rebuild")?;
     let data = dir.path().join("data");
     let store = LogStore::open(&data)?;
     let accounts = 100u64;

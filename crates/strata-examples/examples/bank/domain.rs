@@ -294,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn balance_as_of_a_past_moment() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = strata_examples::ScratchDir::new("bank").unwrap();
         let store = strata_log::LogStore::open(dir.path()).unwrap();
         let accounts = Repository::<BankAccount, _>::new(store);
         accounts

@@ -436,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_lifecycle_on_the_embedded_store() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = strata_examples::ScratchDir::new("orders").unwrap();
         let store = strata_log::LogStore::open(dir.path()).unwrap();
         let orders = Repository::<Order, _>::new(store);
         orders

@@ -16,7 +16,7 @@ use strata_log::LogStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let temp = tempfile::tempdir()?;
+    let temp = strata_examples::ScratchDir::new("orders")?;
     let dir = std::env::args()
         .nth(1)
         .map_or_else(|| temp.path().to_path_buf(), Into::into);

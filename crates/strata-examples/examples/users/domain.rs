@@ -238,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_seeded_with_v1_events_loads_through_the_upcaster() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = strata_examples::ScratchDir::new("users").unwrap();
         let store = strata_log::LogStore::open(dir.path()).unwrap();
         let stream = StreamId::new("user-1").unwrap();
         // What version 1 of the application wrote: no schema version in the metadata.

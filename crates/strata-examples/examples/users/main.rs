@@ -22,7 +22,7 @@ use strata_log::LogStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let temp = tempfile::tempdir()?;
+    let temp = strata_examples::ScratchDir::new("users")?;
     let dir = std::env::args()
         .nth(1)
         .map_or_else(|| temp.path().to_path_buf(), Into::into);
