@@ -264,13 +264,17 @@ impl From<AppendError> for ApiError {
     }
 }
 
-/// A store behind the server refused it (a server in front of another one, say).
+/// The store behind the server refused the server itself (a server in front of another one
+/// whose token is wrong, a database role without rights). The caller's own credentials were
+/// checked already and are fine, so answering `401`/`403` would send them to fix the wrong
+/// thing: it is `503`, the operator's to fix, and the store's words go to the server's log.
 fn denied(d: AccessDenied) -> ApiError {
-    match d {
-        AccessDenied::Unauthenticated(detail) => ApiError::new(ErrorCode::Unauthorized, detail),
-        AccessDenied::Forbidden(detail) => ApiError::new(ErrorCode::Forbidden, detail),
-        other => ApiError::new(ErrorCode::Forbidden, other.to_string()),
-    }
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the store behind this server refused the server's own credentials; nothing was \
+         read or written (the server's log says why, its operator has to fix its configuration)",
+    )
+    .with_internal(d.to_string())
 }
 
 /// `corruption`, naming the event's position when known; where the record is kept (a file
@@ -390,5 +394,28 @@ mod tests {
                 "internal".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn a_store_refusing_the_server_is_503_not_the_callers_401() {
+        for e in [
+            ApiError::from(AppendError::from(AccessDenied::Unauthenticated(
+                "this server needs an API token".to_owned(),
+            ))),
+            ApiError::from(ReadError::from(AccessDenied::Forbidden(
+                "token ops may not read stream audit-1".to_owned(),
+            ))),
+        ] {
+            let text = e.to_json().to_string();
+            assert!(
+                !text.contains("token"),
+                "shows the inner store's words: {text}"
+            );
+            let logged = e.internal.clone().unwrap_or_default();
+            assert!(logged.contains("token"), "{logged}");
+            let (status, retry, code) = retry_after(e);
+            assert_eq!((status, retry), (StatusCode::SERVICE_UNAVAILABLE, None));
+            assert_eq!(code, "unavailable");
+        }
     }
 }
