@@ -25,8 +25,9 @@ pub struct ReadArgs {
     limit: usize,
     /// Show history as it was at this time: RFC 3339 (2026-01-01T00:00:00Z,
     /// 2026-01-01T09:30:00+01:00), a date and time with a zone (2026-01-01 09:30 +01:00), a
-    /// date (2026-01-01: its first instant, UTC), today, yesterday, now, or a time ago (90m
-    /// ago, 2h ago, 3d ago, 1w ago). It says which instant it used.
+    /// date (2026-01-01: its first instant, UTC; 2026-01-01 +01:00: its first instant at that
+    /// offset), today, yesterday (UTC days), now, or a time ago (90m ago, 2h ago, 3d ago, 1w
+    /// ago). It says which instant it used.
     #[arg(long, value_name = "TIME")]
     as_of: Option<String>,
     #[command(flatten)]
@@ -82,6 +83,20 @@ pub fn parse_as_of(s: &str, now: DateTime<Utc>) -> Result<AsOf, String> {
     };
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return Ok(day_start(d, format!("the start of {d}, UTC")));
+    }
+    // A date in a zone: the start of that day there (2026-01-01 +01:00).
+    if let Some((date, offset)) = t.split_once(' ') {
+        if NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok() {
+            let midnight = format!("{date} 00:00 {}", offset.trim());
+            for f in ["%Y-%m-%d %H:%M %:z", "%Y-%m-%d %H:%M %z"] {
+                if let Ok(at) = DateTime::parse_from_str(&midnight, f) {
+                    return Ok(AsOf {
+                        at: at.with_timezone(&Utc),
+                        read_as: Some(format!("the start of {date} at {}", at.offset())),
+                    });
+                }
+            }
+        }
     }
     match t {
         "now" => return Ok(plain(now)),
@@ -266,6 +281,13 @@ mod tests {
         // Z for UTC also where RFC 3339 would want seconds or a T.
         assert_eq!(parse("2026-01-01T09:30Z").at, at("2026-01-01T09:30:00Z"));
         assert_eq!(parse("2026-01-01 09:30Z").at, at("2026-01-01T09:30:00Z"));
+        let zoned = parse("2026-01-01 +01:00");
+        assert_eq!(zoned.at, at("2025-12-31T23:00:00Z"));
+        assert_eq!(
+            zoned.read_as.as_deref(),
+            Some("the start of 2026-01-01 at +01:00")
+        );
+        assert_eq!(parse("2026-01-01 -0500").at, at("2026-01-01T05:00:00Z"));
         assert_eq!(parse("yesterday").at, at("2026-12-02T00:00:00Z"));
         assert_eq!(parse("today").at, at("2026-12-03T00:00:00Z"));
         assert_eq!(parse("now").at, now);
