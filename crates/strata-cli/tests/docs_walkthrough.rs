@@ -447,7 +447,7 @@ fn the_readme_quick_start_runs_as_written() {
     for block in &blocks[1..] {
         match block.marker.as_deref() {
             Some(m) if m.starts_with("skip") => continue,
-            Some("stop the server") => server = None,
+            Some("stop the server") => server.take().expect("one server to stop").stop(),
             Some(other) => panic!("unknown walkthrough marker {other:?}"),
             None => {}
         }

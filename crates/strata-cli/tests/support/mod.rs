@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 /// The `strata` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
-/// A `strata serve` process, killed when dropped.
+/// A `strata serve` process, killed when dropped unless [`Server::stop`] stopped it.
 pub struct Server {
-    child: Child,
+    /// `None` once stopped.
+    child: Option<Child>,
     /// Where it serves, as it said (`http://…` or `https://…`).
     pub url: String,
 }
@@ -33,7 +34,35 @@ impl Server {
             .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
-        Server { child, url }
+        Server {
+            child: Some(child),
+            url,
+        }
+    }
+
+    /// Stops it as Ctrl-C does (SIGINT) and checks that it exits cleanly, within
+    /// `SERVER_STOP_MAX_S`: a server that hangs or fails on the way out fails the test.
+    pub fn stop(mut self) {
+        const SERVER_STOP_MAX_S: u64 = 60;
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -INT {pid} failed");
+        let (exited, status) = std::sync::mpsc::channel();
+        std::thread::spawn(move || exited.send(child.wait()));
+        match status.recv_timeout(std::time::Duration::from_secs(SERVER_STOP_MAX_S)) {
+            Ok(status) => {
+                let status = status.unwrap();
+                assert!(
+                    status.success(),
+                    "strata serve exited with {status} after SIGINT"
+                );
+            }
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("strata serve did not stop within {SERVER_STOP_MAX_S} s of SIGINT");
+            }
+        }
     }
 
     /// Its address, without the scheme.
@@ -47,8 +76,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
