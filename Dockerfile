@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The `strata` server, built once from this repository on Debian and run as an unprivileged
 # user. Outside its container it is reached on 2113, so it listens on 0.0.0.0, which Strata
 # allows only with API tokens:
@@ -14,7 +15,12 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin strata \
+# The registry and target directories are build caches (BuildKit): a rebuild after a change
+# compiles what changed, not every dependency again. The binary is copied out of the cache
+# in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin strata \
  && install -D target/release/strata /out/strata
 
 FROM debian:bookworm-slim
@@ -30,8 +36,9 @@ VOLUME ["/var/lib/strata"]
 ENV STRATA_LISTEN=0.0.0.0:2113 \
     STRATA_CONFIG=/etc/strata/strata.toml
 EXPOSE 2113
-# /health needs no token and answers while the process is up.
+# /health needs no token and answers while the process is up; over HTTPS when strata.toml
+# configures TLS (-k: the certificate names the public host, not 127.0.0.1).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["curl", "-fsS", "http://127.0.0.1:2113/health"]
+  CMD curl -fsS http://127.0.0.1:2113/health || curl -fsSk https://127.0.0.1:2113/health
 ENTRYPOINT ["strata"]
 CMD ["serve", "--data", "/var/lib/strata/data"]
