@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use strata_core::{EventData, ExpectedVersion};
-use strata_wire::{append_body, paths, Appended};
+use strata_wire::{append_body, batch_append_body, paths, Appended, BatchAppended};
 use tokio::sync::watch;
 
 use crate::limits::{ANSWER_MAX_BYTES, CONNECT_TIMEOUT_MS, IDLE_CONNECTIONS_PER_HOST_MAX};
@@ -179,6 +179,21 @@ impl Client {
             .request(reqwest::Method::POST, &paths::stream_path(stream))
             .header("content-type", "application/json")
             .body(append_body(expected, events));
+        let body = self.send(request).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
+    }
+
+    /// Sends several appends in one request (`POST /streams`): each `(stream, expected,
+    /// events)` atomic on its own, the batch not; the server's answer, one result per append
+    /// in order. [`Client::append_batch`] does the same with the store's error types.
+    pub async fn append_batch_raw(
+        &self,
+        appends: &[(&str, ExpectedVersion, &[EventData])],
+    ) -> Result<BatchAppended<'static>, ClientError> {
+        let request = self
+            .request(reqwest::Method::POST, "/streams")
+            .header("content-type", "application/json")
+            .body(batch_append_body(appends));
         let body = self.send(request).await?;
         serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
     }

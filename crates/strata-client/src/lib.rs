@@ -71,4 +71,5 @@ mod store;
 pub use client::{Client, ClientBuilder};
 pub use error::ClientError;
 pub use sse::{Follow, SseEvent, SseStream};
+pub use store::BatchAppend;
 pub use strata_wire::{paths, ErrorCode, RebuildReport, RebuildState};

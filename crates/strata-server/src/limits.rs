@@ -18,6 +18,18 @@ pub const SERVER_REQUEST_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Most events in one HTTP append. The same bound as the store's own.
 pub const SERVER_APPEND_EVENTS_MAX: usize = core::APPEND_EVENTS_MAX;
 
+/// Most appends in one batch request (`POST /streams`). Each is checked before any is
+/// written, so this bounds the work done before the first write.
+pub const SERVER_BATCH_APPENDS_MAX: usize = 1_000;
+
+/// Most events in one batch request, over all its appends: as many as one append may hold.
+pub const SERVER_BATCH_EVENTS_MAX: usize = core::APPEND_EVENTS_MAX;
+
+/// Streams of one batch request appended to at once; the rest wait for one to finish. Enough
+/// for the store to commit a batch of single-event appends in few group commits, without one
+/// request taking the whole append queue (or, on PostgreSQL, the whole connection pool).
+pub const SERVER_BATCH_STREAMS_IN_FLIGHT_MAX: usize = 64;
+
 /// Events in a read page when the client does not say.
 pub const SERVER_PAGE_DEFAULT_EVENTS: usize = 100;
 
@@ -55,6 +67,7 @@ pub const SERVER_SHUTDOWN_GRACE_MS: u64 = 5_000;
 pub const PROJECTION_NAME_MAX_BYTES: usize = 128;
 
 const _: () = assert!(SERVER_APPEND_EVENTS_MAX <= core::APPEND_EVENTS_MAX);
+const _: () = assert!(SERVER_BATCH_EVENTS_MAX <= core::APPEND_EVENTS_MAX);
 const _: () = assert!(SERVER_PAGE_DEFAULT_EVENTS <= core::SERVER_PAGE_MAX_EVENTS);
 // One event at the payload limit fits in one request, even base64-encoded (4/3) with metadata.
 const _: () = assert!(

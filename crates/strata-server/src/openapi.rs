@@ -269,6 +269,15 @@ fn projection_schema() -> Value {
 }
 
 fn schemas() -> Value {
+    let expected_version = json!({
+        "description": "`any` (the default, when absent), `no_stream`, `stream_exists`, or the version the stream's last event must have. `null` is refused: it would switch the check off without a word.",
+        "oneOf": [
+            { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
+            { "type": "integer", "minimum": 0, "maximum": u64::MAX }
+        ]
+    });
+    let events = json!({ "type": "array", "minItems": 1, "maxItems": server_limits::SERVER_APPEND_EVENTS_MAX,
+                         "items": { "$ref": "#/components/schemas/NewEvent" } });
     json!({
         "Problem": {
             "type": "object",
@@ -333,15 +342,44 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "required": ["events"],
             "properties": {
-                "expectedVersion": {
-                    "description": "`any` (the default, when absent), `no_stream`, `stream_exists`, or the version the stream's last event must have. `null` is refused: it would switch the check off without a word.",
-                    "oneOf": [
-                        { "type": "string", "enum": ["any", "no_stream", "stream_exists"] },
-                        { "type": "integer", "minimum": 0, "maximum": u64::MAX }
-                    ]
-                },
-                "events": { "type": "array", "minItems": 1, "maxItems": server_limits::SERVER_APPEND_EVENTS_MAX,
-                            "items": { "$ref": "#/components/schemas/NewEvent" } }
+                "expectedVersion": expected_version.clone(),
+                "events": events.clone()
+            }
+        },
+        "BatchAppendRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["appends"],
+            "properties": {
+                "appends": {
+                    "type": "array", "minItems": 1, "maxItems": server_limits::SERVER_BATCH_APPENDS_MAX,
+                    "description": format!("At most {} events over all appends.", server_limits::SERVER_BATCH_EVENTS_MAX),
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["streamId", "events"],
+                        "properties": {
+                            "streamId": { "type": "string" },
+                            "expectedVersion": expected_version,
+                            "events": events
+                        }
+                    }
+                }
+            }
+        },
+        "BatchAppendResult": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {
+                    "type": "array",
+                    "description": "One per append, in the request's order: the append's answer, or the problem document that append alone would have been answered with.",
+                    "items": { "oneOf": [
+                        { "$ref": "#/components/schemas/AppendResult" },
+                        { "type": "object", "required": ["streamId", "error"],
+                          "properties": { "streamId": { "type": "string" }, "error": { "$ref": "#/components/schemas/Problem" } } }
+                    ] }
+                }
             }
         },
         "AppendResult": {
@@ -522,6 +560,14 @@ pub fn document() -> Value {
                 }
             },
             "/streams": {
+                "post": {
+                    "operationId": "appendBatch",
+                    "summary": "Append to several streams in one request: each append atomic with its own expected version and answer; the batch is not atomic. Everything is checked before anything is written.",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchAppendRequest" } } } },
+                    "responses": responses(("200", ok("One result per append, in order.", "BatchAppendResult")),
+                        &errs(&[("408", "The body did not arrive within `request_body_read_timeout_ms` (`request_timeout`)."),
+                                ("413", "Over a limit (`payload_too_large`): nothing was written.")]))
+                },
                 "get": {
                     "operationId": "listStreams",
                     "summary": "Streams in name order with their event counts.",

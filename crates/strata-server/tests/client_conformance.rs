@@ -130,3 +130,68 @@ cases!(
     read_limits_are_enforced,
     bad_input_is_rejected_and_writes_nothing,
 );
+
+/// `Client::append_batch` over a real server: one result per append, in order, each typed as
+/// a single append's would be; a batch refused whole is the outer error and writes nothing.
+#[tokio::test]
+async fn the_client_appends_a_batch_with_typed_results() {
+    use strata_core::{
+        ActualVersion, AppendError, EventData, EventStore, ExpectedVersion, ReadStreamOptions,
+        StreamId,
+    };
+    let t = make_store().await;
+    let client = &t.store;
+    let (a, b) = (StreamId::new("a-1").unwrap(), StreamId::new("b-1").unwrap());
+    let one = [EventData::json("A", &serde_json::json!({ "n": 1 })).unwrap()];
+    let two = [one[0].clone(), one[0].clone()];
+    let results = client
+        .append_batch(&[
+            (&a, ExpectedVersion::NoStream, &one),
+            (&b, ExpectedVersion::Any, &two),
+            (&a, ExpectedVersion::Exact(0), &one),
+            (&b, ExpectedVersion::Exact(7), &one),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap().stream_version, 0);
+    assert_eq!(results[1].as_ref().unwrap().positions.len(), 2);
+    assert_eq!(results[2].as_ref().unwrap().stream_version, 1);
+    match &results[3] {
+        Err(AppendError::WrongExpectedVersion {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(stream, &b);
+            assert_eq!(*expected, ExpectedVersion::Exact(7));
+            assert_eq!(*actual, ActualVersion(Some(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let read = client
+        .read_stream(&b, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2);
+
+    // Bad input anywhere refuses the whole batch before it is sent.
+    let bad = [EventData::json("", &serde_json::json!(1)).unwrap()];
+    let c = StreamId::new("c-1").unwrap();
+    let e = client
+        .append_batch(&[
+            (&c, ExpectedVersion::Any, &one),
+            (&c, ExpectedVersion::Any, &bad),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AppendError::InvalidInput(_)), "{e:?}");
+    assert!(client
+        .read_stream(&c, ReadStreamOptions::forward())
+        .await
+        .is_err());
+    assert!(matches!(
+        client.append_batch(&[]).await,
+        Err(AppendError::InvalidInput(_))
+    ));
+}

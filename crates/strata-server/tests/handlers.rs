@@ -444,6 +444,98 @@ async fn append_read_info_and_listings() {
         .contains_key("x-request-id"));
 }
 
+async fn batch(app: &Router, appends: Value) -> Resp {
+    post(app, "/streams", json!({ "appends": appends }).to_string()).await
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_append_in_order() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    let id = "6f0e7c1a-0000-4000-8000-000000000001";
+    let appends = json!([
+        { "streamId": "a-1", "expectedVersion": "no_stream", "events": [one("A", json!(1))] },
+        { "streamId": "b-1", "events": [one("B", json!(2)), one("B", json!(3))] },
+        // The same stream again: after the first, so it may expect version 0.
+        { "streamId": "a-1", "expectedVersion": 0,
+          "events": [{ "eventType": "A", "eventId": id, "data": 4 }] },
+        { "streamId": "c-1", "expectedVersion": 5, "events": [one("C", json!(5))] },
+    ]);
+    let r = batch(app, appends.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 4, "{}", r.text);
+    assert_eq!(
+        (&results[0]["streamId"], &results[0]["version"]),
+        (&json!("a-1"), &json!(0))
+    );
+    assert_eq!(results[1]["streamId"], "b-1");
+    assert_eq!(results[1]["version"], 1);
+    assert_eq!(results[1]["positions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (&results[2]["streamId"], &results[2]["version"]),
+        (&json!("a-1"), &json!(1))
+    );
+    assert_eq!(results[2]["replayed"], false);
+    // The failed one is the problem a single append would have had, and wrote nothing.
+    assert_eq!(results[3]["streamId"], "c-1");
+    assert_eq!(results[3]["error"]["code"], "wrong_expected_version");
+    assert_eq!(results[3]["error"]["status"], 409);
+    assert!(results[3].get("version").is_none(), "{}", results[3]);
+    assert_eq!(get(app, "/streams/c-1").await.status, 404);
+    let a = get(app, "/streams/a-1").await.json();
+    assert_eq!(a["events"].as_array().unwrap().len(), 2);
+
+    // The retried append with an id is a replay; the rest answer as they now would.
+    let r = batch(app, json!([appends[2]])).await;
+    assert_eq!(r.json()["results"][0]["replayed"], true, "{}", r.text);
+    assert_eq!(r.json()["results"][0]["version"], 1);
+}
+
+#[tokio::test]
+async fn a_batch_is_checked_whole_before_anything_is_written() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    let good = json!({ "streamId": "a-1", "events": [one("A", json!(1))] });
+    let cases = [
+        (
+            json!([good, { "streamId": "$all", "events": [one("A", json!(1))] }]),
+            "appends[1].streamId",
+        ),
+        (
+            json!([good, { "streamId": "b-1", "events": [{ "eventType": "A", "dataBase64": "AA==" }] }]),
+            "appends[1].events[0].dataBase64",
+        ),
+        (
+            json!([good, { "streamId": "b-1", "events": [{ "eventType": 7 }] }]),
+            "appends[1].events[0].eventType",
+        ),
+        (json!([]), "appends"),
+    ];
+    for (appends, field) in cases {
+        let r = batch(app, appends).await;
+        assert_eq!(r.status, 400, "{field}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request");
+        assert_eq!(r.json()["field"], field, "{}", r.text);
+    }
+    let too_many: Vec<Value> = (0..=strata_server::limits::SERVER_BATCH_APPENDS_MAX)
+        .map(|i| json!({ "streamId": format!("s-{i}"), "events": [one("A", json!(i))] }))
+        .collect();
+    let r = batch(app, json!(too_many)).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.json()["what"], "appends");
+    let r = post(app, "/streams", "[]").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains("appends"),
+        "{}",
+        r.text
+    );
+    // None of the good appends before a bad one was written.
+    assert_eq!(get(app, "/streams/a-1").await.status, 404);
+    assert_eq!(get(app, "/all/head").await.json()["position"], Value::Null);
+}
+
 #[tokio::test]
 async fn bad_input_is_a_4xx_problem_and_writes_nothing() {
     let t = setup(ServerConfig {
@@ -694,6 +786,9 @@ async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Res
     // Appends take events; the projection operations take no body.
     let body = if method == "POST" && uri.starts_with("/streams/") {
         Body::from(json!({"events": [one("A", json!(1))]}).to_string())
+    } else if method == "POST" && uri == "/streams" {
+        let append = json!({"streamId": "account-1", "events": [one("A", json!(1))]});
+        Body::from(json!({ "appends": [append] }).to_string())
     } else {
         Body::empty()
     };
@@ -731,6 +826,12 @@ async fn permission_matrix() {
         (
             "POST",
             "/streams/account-1",
+            vec![ADMIN, WRITER],
+            vec![READER, OTHER, NOSUB],
+        ),
+        (
+            "POST",
+            "/streams",
             vec![ADMIN, WRITER],
             vec![READER, OTHER, NOSUB],
         ),

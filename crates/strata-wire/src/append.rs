@@ -94,7 +94,18 @@ pub enum BodyError {
     },
     /// The body is JSON but not an object (`[]`, say).
     #[error("invalid body: not a JSON object")]
-    NotAnObject,
+    NotAnObject {
+        /// What the body must be, with an example, for the reason.
+        shape: &'static str,
+    },
+    /// Something is wrong with one append of a batch: `source` says what, within it.
+    #[error("invalid appends[{index}]: {source}")]
+    InBatch {
+        /// The append's place in `appends`.
+        index: usize,
+        /// What was wrong with it.
+        source: Box<BodyError>,
+    },
     /// An event gives both `data` and `dataBase64`.
     #[error("invalid events[{index}]: both data and dataBase64")]
     DataAndDataBase64 {
@@ -128,7 +139,8 @@ impl BodyError {
     pub fn field(&self) -> String {
         match self {
             BodyError::Json { field, .. } => field.clone(),
-            BodyError::TrailingInput { .. } | BodyError::NotAnObject => "body".to_owned(),
+            BodyError::TrailingInput { .. } | BodyError::NotAnObject { .. } => "body".to_owned(),
+            BodyError::InBatch { index, source } => format!("appends[{index}].{}", source.field()),
             BodyError::DataAndDataBase64 { index } => format!("events[{index}]"),
             BodyError::DataBase64ForJson { index } | BodyError::DataBase64 { index, .. } => {
                 format!("events[{index}].dataBase64")
@@ -145,9 +157,10 @@ impl BodyError {
             BodyError::TrailingInput { source } => format!(
                 "must hold one JSON document and nothing after it but whitespace ({source}); nothing was written"
             ),
-            BodyError::NotAnObject => {
-                "the body must be a JSON object with expectedVersion and events, such as {\"expectedVersion\":\"no_stream\",\"events\":[{\"eventType\":\"AccountOpened\",\"data\":{}}]}; nothing was written".to_owned()
+            BodyError::NotAnObject { shape } => {
+                format!("the body must be {shape}; nothing was written")
             }
+            BodyError::InBatch { source, .. } => source.reason(),
             BodyError::DataAndDataBase64 { .. } => "give data or dataBase64, not both".to_owned(),
             BodyError::DataBase64ForJson { .. } => {
                 "a JSON event takes its payload as data; dataBase64 needs a non-JSON contentType"
@@ -204,47 +217,152 @@ pub struct AppendBody {
 impl AppendBody {
     /// Parses a body; errors name the field (`events[2].eventType`).
     pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
-        // serde would also read a struct from an array of its fields in order; the API's
-        // body is an object, and an array is the most common wrong guess (a list of events).
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if matches!(first, Some(b) if *b != b'{') && serde_json::from_slice::<Value>(bytes).is_ok()
-        {
-            return Err(BodyError::NotAnObject);
-        }
-        parse_body(bytes)
+        parse_object(
+            bytes,
+            "a JSON object with expectedVersion and events, such as \
+             {\"expectedVersion\":\"no_stream\",\"events\":[{\"eventType\":\"AccountOpened\",\"data\":{}}]}",
+        )
     }
 
     /// The events to append.
     pub fn into_events(self) -> Result<(ExpectedVersion, Vec<EventData>), BodyError> {
         let expected = self.expected_version.map_or(ExpectedVersion::Any, |e| e.0);
-        let mut out = Vec::with_capacity(self.events.len());
-        for (index, e) in self.events.into_iter().enumerate() {
-            let content_type = e
-                .content_type
-                .unwrap_or_else(|| CONTENT_TYPE_JSON.to_owned());
-            let data = match (content_type == CONTENT_TYPE_JSON, e.data, e.data_base64) {
-                (_, Some(_), Some(_)) => return Err(BodyError::DataAndDataBase64 { index }),
-                // The parsed text becomes the payload as it is, without a copy.
-                (true, Some(d), None) => Box::<str>::from(d).into_string().into_bytes(),
-                // A JSON event without data has the payload `null`.
-                (true, None, None) => b"null".to_vec(),
-                (true, None, Some(_)) => return Err(BodyError::DataBase64ForJson { index }),
-                (false, Some(_), None) => return Err(BodyError::DataForNonJson { index }),
-                (false, None, Some(b)) => B64
-                    .decode(b.as_bytes())
-                    .map_err(|source| BodyError::DataBase64 { index, source })?,
-                (false, None, None) => Vec::new(),
-            };
-            out.push(EventData {
-                event_id: e.event_id,
-                event_type: e.event_type,
-                content_type,
-                data,
-                metadata: e.metadata.map(Metadata::from_map).unwrap_or_default(),
-            });
-        }
-        Ok((expected, out))
+        Ok((expected, events_from_wire(self.events)?))
     }
+}
+
+/// Parses a body that must be a JSON object: serde would also read a struct from an array of
+/// its fields in order, and an array is the most common wrong guess (a list of events), so
+/// that is refused by name, saying the `shape` the body must have.
+fn parse_object<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    shape: &'static str,
+) -> Result<T, BodyError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if matches!(first, Some(b) if *b != b'{') && serde_json::from_slice::<Value>(bytes).is_ok() {
+        return Err(BodyError::NotAnObject { shape });
+    }
+    parse_body(bytes)
+}
+
+/// The events of a request, checked: a payload as `data` or `dataBase64` as its content type
+/// wants.
+fn events_from_wire(events: Vec<EventIn>) -> Result<Vec<EventData>, BodyError> {
+    let mut out = Vec::with_capacity(events.len());
+    for (index, e) in events.into_iter().enumerate() {
+        let content_type = e
+            .content_type
+            .unwrap_or_else(|| CONTENT_TYPE_JSON.to_owned());
+        let data = match (content_type == CONTENT_TYPE_JSON, e.data, e.data_base64) {
+            (_, Some(_), Some(_)) => return Err(BodyError::DataAndDataBase64 { index }),
+            // The parsed text becomes the payload as it is, without a copy.
+            (true, Some(d), None) => Box::<str>::from(d).into_string().into_bytes(),
+            // A JSON event without data has the payload `null`.
+            (true, None, None) => b"null".to_vec(),
+            (true, None, Some(_)) => return Err(BodyError::DataBase64ForJson { index }),
+            (false, Some(_), None) => return Err(BodyError::DataForNonJson { index }),
+            (false, None, Some(b)) => B64
+                .decode(b.as_bytes())
+                .map_err(|source| BodyError::DataBase64 { index, source })?,
+            (false, None, None) => Vec::new(),
+        };
+        out.push(EventData {
+            event_id: e.event_id,
+            event_type: e.event_type,
+            content_type,
+            data,
+            metadata: e.metadata.map(Metadata::from_map).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// A batch append body, as the server parses it: several appends, each to its own stream with
+/// its own expected version, each atomic on its own (the batch is not atomic as a whole).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchAppendBody {
+    /// The appends, one or more, answered in this order.
+    pub appends: Vec<BatchAppendIn>,
+}
+
+/// One append of a batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchAppendIn {
+    /// The stream.
+    pub stream_id: String,
+    /// The expected version; `any` when absent (`null` is refused, as in a single append).
+    #[serde(default, deserialize_with = "crate::present")]
+    pub expected_version: Option<WireExpected>,
+    /// The events, one or more.
+    pub events: Vec<EventIn>,
+}
+
+impl BatchAppendBody {
+    /// Parses a body; errors name the field (`appends[1].events[2].eventType`).
+    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        parse_object(
+            bytes,
+            "a JSON object with appends, such as {\"appends\":[{\"streamId\":\"account-1\",\
+             \"expectedVersion\":\"any\",\"events\":[{\"eventType\":\"MoneyDeposited\",\"data\":{}}]}]}",
+        )
+    }
+}
+
+impl BatchAppendIn {
+    /// The events to append; `index` is this append's place in the batch, for errors.
+    pub fn into_events(self, index: usize) -> Result<(ExpectedVersion, Vec<EventData>), BodyError> {
+        let expected = self.expected_version.map_or(ExpectedVersion::Any, |e| e.0);
+        let events = events_from_wire(self.events).map_err(|e| BodyError::InBatch {
+            index,
+            source: Box::new(e),
+        })?;
+        Ok((expected, events))
+    }
+}
+
+/// The batch append request body for `appends` (stream, expected version, events), as a
+/// client sends it: each append written as [`append_body`] writes a single one.
+pub fn batch_append_body(appends: &[(&str, ExpectedVersion, &[EventData])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"appends\":[");
+    for (i, (stream, expected, events)) in appends.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"streamId\":");
+        out.extend_from_slice(Value::String((*stream).to_owned()).to_string().as_bytes());
+        out.push(b',');
+        // A single append's body without its opening brace.
+        out.extend_from_slice(&append_body(*expected, events)[1..]);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// One answer of a batch append, in the order of the request's appends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchResult<'a> {
+    /// This append failed and wrote nothing; the others are answered on their own.
+    Failed {
+        /// The stream.
+        #[serde(rename = "streamId")]
+        stream_id: Cow<'a, str>,
+        /// Why: a problem document, as a single append's failure would answer (its `status`
+        /// is the status that answer would have had).
+        error: Value,
+    },
+    /// This append is durable (or was an idempotent retry).
+    Appended(Appended<'a>),
+}
+
+/// The answer to a batch append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAppended<'a> {
+    /// One per append, in the request's order.
+    pub results: Vec<BatchResult<'a>>,
 }
 
 /// The append request body for `events`, as a client sends it. JSON payloads are written as
@@ -318,7 +436,7 @@ mod tests {
             "\"x\"",
         ] {
             let e = AppendBody::parse(body.as_bytes()).unwrap_err();
-            assert!(matches!(e, BodyError::NotAnObject), "{body}: {e:?}");
+            assert!(matches!(e, BodyError::NotAnObject { .. }), "{body}: {e:?}");
             assert_eq!(e.field(), "body");
             assert!(e
                 .reason()
@@ -390,6 +508,83 @@ mod tests {
                 .unwrap_err();
         assert_eq!(e.field(), "events[0].dataBase64");
         assert!(matches!(e, BodyError::DataBase64 { index: 0, .. }));
+    }
+
+    /// A batch body a client writes parses back to its appends; an error inside one append
+    /// names it (`appends[1].events[0].dataBase64`); a list is refused with the right shape.
+    #[test]
+    fn a_batch_body_round_trips_and_its_errors_name_the_append() {
+        let a = [EventData::json("Opened", &json!({ "n": 1 })).unwrap()];
+        let b = [
+            EventData::binary("Blob", "image/png", vec![1, 2, 3]).with_id(Uuid::from_u128(7)),
+            EventData::json("Closed", &json!(null)).unwrap(),
+        ];
+        let body = batch_append_body(&[
+            ("account-1", ExpectedVersion::NoStream, &a),
+            ("account-\"2", ExpectedVersion::Exact(4), &b),
+        ]);
+        let parsed = BatchAppendBody::parse(&body).unwrap();
+        assert_eq!(parsed.appends.len(), 2);
+        let mut appends = parsed.appends.into_iter().enumerate();
+        let (i, first) = appends.next().unwrap();
+        assert_eq!(first.stream_id, "account-1");
+        assert_eq!(
+            first.into_events(i).unwrap(),
+            (ExpectedVersion::NoStream, a.to_vec())
+        );
+        let (i, second) = appends.next().unwrap();
+        assert_eq!(second.stream_id, "account-\"2");
+        assert_eq!(
+            second.into_events(i).unwrap(),
+            (ExpectedVersion::Exact(4), b.to_vec())
+        );
+
+        let bad = br#"{"appends":[{"streamId":"a","events":[]},{"streamId":"b","events":[{"eventType":"A","dataBase64":"AA=="}]}]}"#;
+        let mut appends = BatchAppendBody::parse(bad)
+            .unwrap()
+            .appends
+            .into_iter()
+            .enumerate();
+        let (i, ok) = appends.next().unwrap();
+        assert!(ok.into_events(i).is_ok());
+        let (i, wrong) = appends.next().unwrap();
+        let e = wrong.into_events(i).unwrap_err();
+        assert_eq!(e.field(), "appends[1].events[0].dataBase64");
+        assert!(
+            e.reason().contains("JSON event takes its payload as data"),
+            "{}",
+            e.reason()
+        );
+
+        let e =
+            BatchAppendBody::parse(br#"{"appends":[{"streamId":"a","events":[{"eventType":7}]}]}"#)
+                .unwrap_err();
+        assert_eq!(e.field(), "appends[0].events[0].eventType");
+        let e = BatchAppendBody::parse(br#"[{"streamId":"a","events":[]}]"#).unwrap_err();
+        assert!(matches!(e, BodyError::NotAnObject { .. }), "{e:?}");
+        assert!(e.reason().contains("\"appends\""), "{}", e.reason());
+    }
+
+    /// Failures and successes of a batch read back as what they were.
+    #[test]
+    fn batch_results_read_back_by_shape() {
+        let answer = BatchAppended {
+            results: vec![
+                BatchResult::Appended(Appended {
+                    positions: Cow::Owned(vec![Position(3)]),
+                    stream_id: Cow::Borrowed("a"),
+                    version: 0,
+                    replayed: false,
+                }),
+                BatchResult::Failed {
+                    stream_id: Cow::Borrowed("b"),
+                    error: json!({ "code": "wrong_expected_version", "status": 409 }),
+                },
+            ],
+        };
+        let text = serde_json::to_string(&answer).unwrap();
+        let back: BatchAppended<'static> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, answer);
     }
 
     /// What a client sends is what the server reads: every expected version, JSON and binary

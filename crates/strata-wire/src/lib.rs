@@ -45,8 +45,8 @@ pub mod query;
 pub mod sse;
 
 pub use append::{
-    append_body, expected_to_json, parse_body, AppendBody, Appended, BodyError, EventIn,
-    WireExpected,
+    append_body, batch_append_body, expected_to_json, parse_body, AppendBody, Appended,
+    BatchAppendBody, BatchAppendIn, BatchAppended, BatchResult, BodyError, EventIn, WireExpected,
 };
 pub use event::{parse_event, EventError, EventJson};
 pub use page::{AllPage, Head, ListPage, PositionAt, StreamPage};

@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/streams/{stream}"),
     ("GET", "/streams/{stream}/info"),
     ("GET", "/streams"),
+    ("POST", "/streams"),
     ("GET", "/categories"),
     ("GET", "/all"),
     ("GET", "/all/head"),
@@ -60,7 +61,10 @@ pub fn app(state: AppState) -> Router {
             post(streams::append).get(streams::read),
         )
         .route("/streams/{stream}/info", get(streams::info))
-        .route("/streams", get(listing::streams))
+        .route(
+            "/streams",
+            get(listing::streams).post(streams::append_batch),
+        )
         .route("/categories", get(listing::categories))
         .route("/all", get(all::read))
         .route("/all/head", get(all::head))

@@ -7,14 +7,19 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures::StreamExt;
 use serde_json::json;
-use strata_core::{Direction, Position, ReadStreamOptions, RecordedEvent};
-use strata_wire::{paths, AppendBody, Appended, EventJson, StreamPage};
+use strata_core::{
+    Direction, EventData, ExpectedVersion, Position, ReadStreamOptions, RecordedEvent, StreamId,
+};
+use strata_wire::{
+    paths, AppendBody, Appended, BatchAppendBody, BatchAppended, BatchResult, EventJson, StreamPage,
+};
 
 use super::{caller, json_response, paged_response, read_body, stream_param};
 use crate::auth::forbidden;
 use crate::config::Action;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 use crate::limits;
 use crate::query::Query;
 use crate::AppState;
@@ -71,6 +76,133 @@ pub(crate) async fn append(
             Err(e.into())
         }
     }
+}
+
+/// One append of a batch, checked: its stream, expected version and events.
+type Checked = (StreamId, ExpectedVersion, Vec<EventData>);
+
+/// `POST /streams`: several appends in one request, each to its own stream with its own
+/// expected version and its own answer. Each append is atomic; the batch is not.
+///
+/// Everything is checked before anything is written: the body, every stream name, the
+/// caller's right to write each stream, every append's events and the limits. A refusal there
+/// answers the whole request and writes nothing. Then the appends run: those of different
+/// streams at once (the embedded store commits them in as few group commits as it can), those
+/// of one stream in the order given, so a later one may expect the version an earlier one
+/// leaves. The answer is `200` with one result per append, in the request's order: the
+/// single append's answer, or `{"streamId", "error"}` with the problem document that append
+/// alone would have been answered with.
+pub(crate) async fn append_batch(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let who = caller(&st, headers)?;
+    Query::parse(raw.as_deref(), &[])?;
+    let (bytes, _charge) =
+        read_body(&st, body, headers, st.config().request_body_max_bytes).await?;
+    let body = BatchAppendBody::parse(&bytes)?;
+    let count = body.appends.len();
+    if count == 0 {
+        return Err(ApiError::invalid(
+            "appends",
+            "must hold at least one append",
+        ));
+    }
+    let over = |what: &str, max: usize, actual: usize| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "a batch may hold at most {max} {what}, this one has {actual}; nothing was written"
+            ),
+        )
+        .with("what", json!(what))
+        .with("limit", json!(max))
+        .with("actual", json!(actual))
+    };
+    if count > limits::SERVER_BATCH_APPENDS_MAX {
+        return Err(over("appends", limits::SERVER_BATCH_APPENDS_MAX, count));
+    }
+    let events: usize = body.appends.iter().map(|a| a.events.len()).sum();
+    if events > limits::SERVER_BATCH_EVENTS_MAX {
+        return Err(over("events", limits::SERVER_BATCH_EVENTS_MAX, events));
+    }
+    let mut appends: Vec<Checked> = Vec::with_capacity(count);
+    for (index, a) in body.appends.into_iter().enumerate() {
+        let stream = StreamId::new(a.stream_id.as_str())
+            .map_err(|e| ApiError::invalid(format!("appends[{index}].streamId"), e.reason))?;
+        if !who.can(Action::Write, stream.as_str()) {
+            return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
+        }
+        let (expected, events) = a.into_events(index)?;
+        appends.push((stream, expected, events));
+    }
+
+    // The appends of each stream, in order; streams in order of their first append. The
+    // chains own the events (each is appended once); `streams` names every append's stream
+    // for its answer.
+    let streams: Vec<StreamId> = appends.iter().map(|(s, _, _)| s.clone()).collect();
+    let mut chains: Vec<Vec<(usize, Checked)>> = Vec::new();
+    let mut chain_of: std::collections::HashMap<StreamId, usize> = std::collections::HashMap::new();
+    for (i, append) in appends.into_iter().enumerate() {
+        let c = *chain_of.entry(append.0.clone()).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[c].push((i, append));
+    }
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let st = &st;
+    let request_id = &request_id;
+    let streams = &streams;
+    let mut answers: Vec<Option<BatchResult<'_>>> = (0..count).map(|_| None).collect();
+    let mut running = futures::stream::iter(chains)
+        .map(|chain| async move {
+            let mut out = Vec::with_capacity(chain.len());
+            for (i, (stream, expected, events)) in chain {
+                let n = events.len();
+                let started = Instant::now();
+                let result = match st.store().append(&stream, expected, events).await {
+                    Ok(r) => {
+                        st.metrics().append_ok(n, r.replayed, started.elapsed());
+                        BatchResult::Appended(Appended {
+                            positions: Cow::Owned(r.positions),
+                            stream_id: Cow::Borrowed(streams[i].as_str()),
+                            version: r.stream_version,
+                            replayed: r.replayed,
+                        })
+                    }
+                    Err(e) => {
+                        st.metrics()
+                            .append_failed(e.is_wrong_expected_version(), started.elapsed());
+                        let mut problem = ApiError::from(e);
+                        problem.request_id.clone_from(request_id);
+                        problem.log();
+                        BatchResult::Failed {
+                            stream_id: Cow::Borrowed(streams[i].as_str()),
+                            error: problem.to_json(),
+                        }
+                    }
+                };
+                out.push((i, result));
+            }
+            out
+        })
+        .buffer_unordered(limits::SERVER_BATCH_STREAMS_IN_FLIGHT_MAX);
+    while let Some(done) = running.next().await {
+        for (i, result) in done {
+            answers[i] = Some(result);
+        }
+    }
+    drop(running);
+    let results = answers.into_iter().flatten().collect::<Vec<_>>();
+    debug_assert_eq!(results.len(), count);
+    Ok(json_response(&BatchAppended { results }))
 }
 
 /// `direction` from a query.
