@@ -89,8 +89,12 @@ pub struct OpenReport {
     pub data_loss: Option<DataLoss>,
 }
 
-/// The embedded event store. Cheap to clone; all clones share one store. The store closes
-/// (and writes its index file) when the last clone is dropped.
+/// The embedded event store. Cheap to clone; all clones share one store.
+///
+/// [`LogStore::close`] closes it: appends already queued finish, the index file is written,
+/// and the data directory is free for another process when it returns; it waits on tokio's
+/// blocking pool. Dropping the last clone of a store not closed does the same on the dropping
+/// thread, which then waits for the writer to finish: in async code, `close().await` instead.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -114,15 +118,17 @@ struct Inner {
     tx: Mutex<Option<crossbeam_channel::Sender<AppendRequest>>>,
     /// One permit per queued append: the queue's bound, waited on asynchronously.
     queue_permits: Arc<Semaphore>,
+    /// The writer thread; it holds the directory's lock file until it ends.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     snapshots: SnapshotFile,
     report: OpenReport,
-    _lock: File,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the queue ends the writer after it drains; it then writes the index file.
+        // Closing the queue ends the writer after it drains; it then writes the index file and
+        // lets go of the lock. Without a `close` first, this waits for that on the dropping
+        // thread, so that the directory is free (and its files still) once the drop returns.
         self.tx.lock().take();
         if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
@@ -229,7 +235,11 @@ impl LogStore {
         };
         let handle = std::thread::Builder::new()
             .name("strata-writer".to_owned())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx);
+                // Only now may another process open the directory.
+                drop(lock);
+            })
             .map_err(io_ctx("starting the writer thread"))?;
         Ok(LogStore {
             inner: Arc::new(Inner {
@@ -239,9 +249,42 @@ impl LogStore {
                 writer: Mutex::new(Some(handle)),
                 snapshots,
                 report,
-                _lock: lock,
             }),
         })
+    }
+
+    /// Closes the store, for every clone: appends already queued are answered, later ones
+    /// are refused ([`AppendError::Stopped`], "the store is closing"), the index file is
+    /// written, and the directory's lock is released, all before this returns. The waiting
+    /// happens on tokio's blocking pool, not on the caller's worker. Reads through clones
+    /// still work. An error says the store had stopped after an I/O error (its reason), or
+    /// that the writer thread failed; acknowledged appends are durable either way.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = strata_log::LogStore::open(dir.path())?;
+    /// store.close().await?;
+    /// // Another process could open it now; so can this one.
+    /// let again = strata_log::LogStore::open(dir.path())?;
+    /// assert!(again.open_report().index_loaded);
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(self) -> std::io::Result<()> {
+        self.inner.tx.lock().take();
+        let writer = self.inner.writer.lock().take();
+        if let Some(w) = writer {
+            tokio::task::spawn_blocking(move || w.join())
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|_| std::io::Error::other("the writer thread panicked"))?;
+        }
+        match self.inner.shared.stopped_reason() {
+            Some(reason) => Err(std::io::Error::other(format!(
+                "the store had stopped after an I/O error: {reason}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// What happened while opening.

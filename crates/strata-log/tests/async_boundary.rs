@@ -1,6 +1,7 @@
 //! The store's async methods do not hold a runtime worker while they wait for the disk: a
-//! snapshot delete waiting for its fdatasync, or a read waiting for its `pread`, leaves a
-//! single-threaded runtime free to run other tasks.
+//! snapshot delete waiting for its fdatasync, a read waiting for its `pread`, or a close
+//! waiting for the writer's last index file, leaves a single-threaded runtime free to run
+//! other tasks.
 
 use std::io;
 use std::path::Path;
@@ -15,8 +16,8 @@ use strata_log::io::{LogFile, StdVfs, Vfs};
 use strata_log::{LogConfig, LogStore};
 use tokio::sync::mpsc;
 
-/// Holds `sync_data` of the snapshot file, or `read_at` of a segment, once armed, until
-/// released.
+/// Holds `sync_data` of the snapshot file or of the index file being written, or `read_at`
+/// of a segment, once armed, until released.
 #[derive(Default)]
 struct Gate {
     state: Mutex<GateState>,
@@ -97,7 +98,7 @@ impl Vfs for GatedVfs {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let holds = match name {
-            "snapshots.log" => Holds::Sync,
+            "snapshots.log" | "index.tmp" => Holds::Sync,
             _ if path.parent().is_some_and(|p| p.ends_with("segments")) => Holds::Read,
             _ => return Ok(inner),
         };
@@ -215,4 +216,47 @@ async fn a_snapshot_delete_waiting_for_the_disk_leaves_the_runtime_free() {
             .is_none(),
         "deleted"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_close_waiting_for_the_disk_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, gate, mut entered) = open(dir.path());
+    let stream = StreamId::new("account-1").unwrap();
+    let event = EventData::json("Opened", &serde_json::json!({ "n": 1 })).unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event.clone()])
+        .await
+        .unwrap();
+    let other = store.clone();
+    gate.state.lock().armed = true;
+    let close = tokio::spawn(store.close());
+    // The writer is in the last index file's fdatasync; this task runs on the only worker.
+    entered
+        .recv()
+        .await
+        .expect("the close reached the index file's sync");
+    release(&gate);
+    close.await.unwrap().expect("a clean close");
+    assert!(
+        !gate.state.lock().timed_out,
+        "close held the only runtime worker while the writer finished"
+    );
+    // Closed for every clone: appends are refused, reads go on.
+    let refused = other
+        .append(&stream, ExpectedVersion::Any, vec![event])
+        .await;
+    assert!(
+        matches!(refused, Err(strata_core::AppendError::Stopped(_))),
+        "{refused:?}"
+    );
+    let read = other
+        .read_stream(&stream, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    // The directory is free, and its index file was written.
+    let again = LogStore::open(dir.path()).expect("the directory is free after close");
+    assert!(again.open_report().index_loaded);
+    assert_eq!(again.open_report().events, 1);
 }

@@ -111,9 +111,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         };
         anyhow::Error::new(e).context(format!("cannot listen on {}{hint}", resolved.listen))
     })?;
+    // The embedded store, to close when the server stops.
+    let mut log = None;
     let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
         Backend::Embedded(dir) => {
             let store = open_log(dir)?;
+            log = Some(store.clone());
             (
                 Arc::new(store),
                 format!("the embedded store in {}", dir.display()),
@@ -163,6 +166,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     .await?;
     if let Some(h) = hosted {
         h.shutdown().await;
+    }
+    if let Some(log) = log {
+        // Queued appends finish and the index file is written, off the runtime's workers.
+        log.close().await?;
     }
     tracing::info!("stopped");
     Ok(())
