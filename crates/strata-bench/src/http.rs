@@ -48,6 +48,26 @@ pub struct HttpAppendRow {
     pub cpu_us_per_request: f64,
 }
 
+/// Batch appends over HTTP (`POST /streams`) with one shape of batch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpBatchRow {
+    /// Concurrent connections, one batch in flight on each.
+    pub connections: usize,
+    /// Appends in each request, each to its own stream.
+    pub appends_per_request: usize,
+    /// Events in each append.
+    pub events_per_append: usize,
+    /// Requests (ops) and events written.
+    pub throughput: Throughput,
+    /// Time from sending a request to its answer.
+    pub latency: Latency,
+    /// Requests that failed, or appends in them that did.
+    pub errors: u64,
+    /// This process's CPU time (user + system) over the row, per event written, in
+    /// microseconds: load generator and server together when the server is in-process.
+    pub cpu_us_per_event: f64,
+}
+
 /// Delivery of live events to SSE subscribers.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeliveryRow {
@@ -77,6 +97,8 @@ pub struct HttpBenchReport {
     pub in_process: AppendRow,
     /// HTTP appends.
     pub http: Vec<HttpAppendRow>,
+    /// HTTP batch appends, 100 events per request in two shapes.
+    pub batch: Vec<HttpBatchRow>,
     /// The same requests, with 64 connections, to a server on the same stack whose handler
     /// only reads the body and answers (no store): what any HTTP API can reach on this
     /// machine with this load generator. `None` against a running server.
@@ -187,6 +209,75 @@ async fn http_appends(
         latency: Latency::from_histogram(&all),
         errors,
         cpu_us_per_request: cpu.as_secs_f64() * 1e6 / ops.max(1) as f64,
+    })
+}
+
+/// Batch appends of `appends` appends of `events` events each (every append to its own
+/// stream of this connection), with `connections` connections, through the full client.
+async fn http_batch_appends(
+    url: &str,
+    token: &Option<String>,
+    connections: usize,
+    appends: usize,
+    events: usize,
+    secs: f64,
+) -> Result<HttpBatchRow, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let cpu_start = crate::cpu::process_cpu_time();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let client = client(url, token)?;
+        tasks.push(tokio::spawn(async move {
+            let streams: Vec<String> = (0..appends)
+                .map(|a| format!("bench-batch{appends}x{events}-{c}-{a}"))
+                .collect();
+            let payload: Vec<EventData> = (0..events as u64).map(ev).collect();
+            let batch: Vec<(&str, ExpectedVersion, &[EventData])> = streams
+                .iter()
+                .map(|s| (s.as_str(), ExpectedVersion::Any, payload.as_slice()))
+                .collect();
+            let mut h = histogram();
+            let (mut requests, mut written, mut errors) = (0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client.append_batch_raw(&batch).await {
+                    Ok(answer) => {
+                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                        requests += 1;
+                        for r in &answer.results {
+                            match r {
+                                strata_wire::BatchResult::Appended(a) => {
+                                    written += a.positions.len() as u64;
+                                }
+                                _ => errors += 1,
+                            }
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (h, requests, written, errors)
+        }));
+    }
+    let mut all = histogram();
+    let (mut requests, mut written, mut errors) = (0, 0, 0);
+    for t in tasks {
+        let (h, r, w, e) = t.await.map_err(|e| e.to_string())?;
+        let _ = all.add(&h);
+        requests += r;
+        written += w;
+        errors += e;
+    }
+    let cpu = crate::cpu::process_cpu_time().saturating_sub(cpu_start);
+    Ok(HttpBatchRow {
+        connections,
+        appends_per_request: appends,
+        events_per_append: events,
+        throughput: Throughput::new(requests, written, start.elapsed()),
+        latency: Latency::from_histogram(&all),
+        errors,
+        cpu_us_per_event: cpu.as_secs_f64() * 1e6 / written.max(1) as f64,
     })
 }
 
@@ -398,6 +489,11 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
     for connections in [1, 16, 64] {
         http.push(http_appends(&url, &token, connections, secs).await?);
     }
+    // 100 events per request: ten streams of ten events, and a hundred single events.
+    let mut batch = Vec::new();
+    for (appends, events) in [(10, 10), (100, 1)] {
+        batch.push(http_batch_appends(&url, &token, 16, appends, events, secs).await?);
+    }
     let delivery = delivery(&url, &token, 100, 10_000, delivery_secs).await?;
     // Last, so that nothing it leaves behind touches the rows above.
     let transport_floor = match server_task {
@@ -409,18 +505,20 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     if let Some(store) = served {
-        // Close the served store here, before the caller removes its directory: wait (a
-        // little) for the server's last tasks to let go of it, then let it write its index.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+        // Close the served store before the caller removes its directory: the server's last
+        // tasks may still hold clones, and close ends the store for all of them.
+        store
+            .as_ref()
+            .clone()
+            .close()
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(HttpBenchReport {
         server: label,
         in_process,
         http,
+        batch,
         transport_floor,
         delivery,
     })
@@ -515,6 +613,31 @@ impl fmt::Display for HttpBenchReport {
                 f,
                 "    (the same server stack answering at once, touching no store: the HTTP ceiling on this machine; Strata with 64 connections reached {:.0}% of it)",
                 100.0 * self.http.last().map_or(0.0, |h| h.throughput.ops_per_sec()) / rate.max(1e-9),
+            )?;
+        }
+        writeln!(
+            f,
+            "  {:<28} {:>12} {:>14} {:>8}  latency per request",
+            "HTTP batch, 100 events/req", "events/s", "of in-process", "CPU/ev"
+        )?;
+        for r in &self.batch {
+            let rate = r.throughput.events_per_sec();
+            writeln!(
+                f,
+                "  {:<28} {:>12.0} {:>13.0}% {:>5.1} µs  {}{}",
+                format!(
+                    "{} x {} ev, {} conn",
+                    r.appends_per_request, r.events_per_append, r.connections
+                ),
+                rate,
+                100.0 * rate / base.max(1e-9),
+                r.cpu_us_per_event,
+                r.latency,
+                if r.errors > 0 {
+                    format!(" ({} errors)", r.errors)
+                } else {
+                    String::new()
+                }
             )?;
         }
         let d = &self.delivery;
