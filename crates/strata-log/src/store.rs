@@ -120,6 +120,10 @@ struct Inner {
     queue_permits: Arc<Semaphore>,
     /// The writer thread; it holds the directory's lock file until it ends.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by `close`: after it, nothing writes to the directory (its lock is released). Held
+    /// for reading by every write outside the writer thread (index checkpoints, snapshots), so
+    /// that `close` waits for those in flight.
+    closed: parking_lot::RwLock<bool>,
     snapshots: SnapshotFile,
     report: OpenReport,
 }
@@ -247,6 +251,7 @@ impl LogStore {
                 tx: Mutex::new(Some(tx)),
                 queue_permits: Arc::new(Semaphore::new(WRITER_QUEUE_MAX_APPENDS)),
                 writer: Mutex::new(Some(handle)),
+                closed: parking_lot::RwLock::new(false),
                 snapshots,
                 report,
             }),
@@ -254,8 +259,9 @@ impl LogStore {
     }
 
     /// Closes the store, for every clone: appends already queued are answered, later ones
-    /// are refused ([`AppendError::Stopped`], "the store is closing"), the index file is
-    /// written, and the directory's lock is released, all before this returns. The waiting
+    /// are refused ([`AppendError::Stopped`], "the store is closing"), as are index
+    /// checkpoints and snapshot saves and deletes; the index file is written, and the
+    /// directory's lock is released, all before this returns. The waiting
     /// happens on tokio's blocking pool, not on the caller's worker. Reads through clones
     /// still work. An error says the store had stopped after an I/O error (its reason), or
     /// that the writer thread failed; acknowledged appends are durable either way.
@@ -271,14 +277,21 @@ impl LogStore {
     /// # Ok(()) }
     /// ```
     pub async fn close(self) -> std::io::Result<()> {
-        self.inner.tx.lock().take();
-        let writer = self.inner.writer.lock().take();
-        if let Some(w) = writer {
-            tokio::task::spawn_blocking(move || w.join())
-                .await
-                .map_err(std::io::Error::other)?
-                .map_err(|_| std::io::Error::other("the writer thread panicked"))?;
-        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // Waits for checkpoints and snapshot writes in flight; later ones are refused.
+            *inner.closed.write() = true;
+            inner.tx.lock().take();
+            let writer = inner.writer.lock().take();
+            match writer {
+                Some(w) => w
+                    .join()
+                    .map_err(|_| std::io::Error::other("the writer thread panicked")),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         match self.inner.shared.stopped_reason() {
             Some(reason) => Err(std::io::Error::other(format!(
                 "the store had stopped after an I/O error: {reason}"
@@ -304,7 +317,26 @@ impl LogStore {
 
     /// Writes the index file now (it is also written on close and when a segment is sealed).
     pub fn checkpoint_index(&self) -> std::io::Result<()> {
+        let closed = self.inner.closed.read();
+        if *closed {
+            return Err(std::io::Error::other("the store is closed"));
+        }
         self.inner.shared.checkpoint_index()
+    }
+
+    /// Runs `write` (to a file of the directory, outside the writer thread) unless the store
+    /// is closed; `close` waits for it.
+    fn unless_closed<T>(
+        &self,
+        write: impl FnOnce() -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
+        let closed = self.inner.closed.read();
+        if *closed {
+            return Err(SnapshotError::Unavailable(
+                ("the store is closed".to_owned()).into(),
+            ));
+        }
+        write()
     }
 
     fn sender(&self) -> Option<crossbeam_channel::Sender<AppendRequest>> {
@@ -551,7 +583,10 @@ async fn on_blocking_pool<T: Send + 'static>(
 #[async_trait]
 impl SnapshotStore for LogStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
-        on_blocking_pool(self, move |store| store.inner.snapshots.save(&snapshot)).await
+        on_blocking_pool(self, move |store| {
+            store.unless_closed(|| store.inner.snapshots.save(&snapshot))
+        })
+        .await
     }
 
     async fn load_snapshot(
@@ -572,6 +607,9 @@ impl SnapshotStore for LogStore {
 
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
         let stream = stream.clone();
-        on_blocking_pool(self, move |store| store.inner.snapshots.delete(&stream)).await
+        on_blocking_pool(self, move |store| {
+            store.unless_closed(|| store.inner.snapshots.delete(&stream))
+        })
+        .await
     }
 }

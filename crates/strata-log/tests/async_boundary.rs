@@ -255,6 +255,22 @@ async fn a_close_waiting_for_the_disk_leaves_the_runtime_free() {
         .await
         .unwrap();
     assert_eq!(read.len(), 1);
+    // Nothing else writes to the directory once its lock is released.
+    assert!(other.checkpoint_index().is_err());
+    let saved = other
+        .save_snapshot(Snapshot {
+            stream_id: stream.clone(),
+            stream_version: 0,
+            schema_version: 1,
+            data: b"{}".to_vec(),
+            taken_at: strata_core::timestamp_from_micros(1_700_000_000_000_000),
+        })
+        .await;
+    assert!(
+        matches!(saved, Err(strata_core::SnapshotError::Unavailable(_))),
+        "{saved:?}"
+    );
+    assert!(other.delete_snapshots(&stream).await.is_err());
     // The directory is free, and its index file was written.
     let again = LogStore::open(dir.path()).expect("the directory is free after close");
     assert!(again.open_report().index_loaded);
