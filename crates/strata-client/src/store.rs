@@ -144,8 +144,8 @@ impl Client {
     /// run in the order given, so a later one may expect the version an earlier one leaves.
     ///
     /// The outer error is for the request as a whole, when nothing was written: bad input or
-    /// a limit (checked here first, as [`EventStore::append`] does), a refused token, or a
-    /// server that could not be reached. A producer of many small appends pays one round trip
+    /// an append's limit (checked here first, as [`EventStore::append`] does), a batch over
+    /// the server's limits, a refused token, or a server that could not be reached. A producer of many small appends pays one round trip
     /// per batch instead of one per append.
     ///
     /// ```no_run
@@ -185,10 +185,22 @@ impl Client {
             .append_batch_raw(&raw)
             .await
             .map_err(|e| append_error(first, first_expected, e))?;
-        if answer.results.len() != appends.len() {
+        let aligned = answer.results.len() == appends.len()
+            && answer
+                .results
+                .iter()
+                .zip(appends)
+                .all(|(r, (stream, _, _))| {
+                    let answered = match r {
+                        BatchResult::Appended(a) => &a.stream_id,
+                        BatchResult::Failed { stream_id, .. } => stream_id,
+                    };
+                    answered == stream.as_str()
+                });
+        if !aligned {
             return Err(AppendError::Storage(
                 format!(
-                    "the server answered {} results to a batch of {} appends",
+                    "the server's {} results do not answer this batch's {} appends in order",
                     answer.results.len(),
                     appends.len()
                 )

@@ -510,6 +510,21 @@ async fn a_batch_is_checked_whole_before_anything_is_written() {
             json!([good, { "streamId": "b-1", "events": [{ "eventType": 7 }] }]),
             "appends[1].events[0].eventType",
         ),
+        // What only the store's own checks find: still found before anything is written.
+        (
+            json!([good, { "streamId": "b-1", "events": [] }]),
+            "appends[1].events",
+        ),
+        (
+            json!([good, { "streamId": "b-1", "events": [one("", json!(1))] }]),
+            "appends[1].events[0].event_type",
+        ),
+        (
+            json!([good, { "streamId": "b-1", "events": [
+                { "eventType": "A", "eventId": "6f0e7c1a-0000-4000-8000-000000000001" },
+                { "eventType": "A", "eventId": "6f0e7c1a-0000-4000-8000-000000000001" }] }]),
+            "appends[1].events[1].event_id",
+        ),
         (json!([]), "appends"),
     ];
     for (appends, field) in cases {
@@ -523,7 +538,7 @@ async fn a_batch_is_checked_whole_before_anything_is_written() {
         .collect();
     let r = batch(app, json!(too_many)).await;
     assert_eq!(r.status, 413, "{}", r.text);
-    assert_eq!(r.json()["what"], "appends");
+    assert_eq!(r.json()["what"], "appends in a batch");
     let r = post(app, "/streams", "[]").await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(

@@ -85,7 +85,7 @@ pub fn parse_as_of(s: &str, now: DateTime<Utc>) -> Result<AsOf, String> {
         return Ok(day_start(d, format!("the start of {d}, UTC")));
     }
     // A date in a zone: the start of that day there (2026-01-01 +01:00).
-    if let Some((date, offset)) = t.split_once(' ') {
+    if let Some((date, offset)) = zoned.split_once(' ') {
         if NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok() {
             let midnight = format!("{date} 00:00 {}", offset.trim());
             for f in ["%Y-%m-%d %H:%M %:z", "%Y-%m-%d %H:%M %z"] {
@@ -288,6 +288,7 @@ mod tests {
             Some("the start of 2026-01-01 at +01:00")
         );
         assert_eq!(parse("2026-01-01 -0500").at, at("2026-01-01T05:00:00Z"));
+        assert_eq!(parse("2026-01-01 Z").at, at("2026-01-01T00:00:00Z"));
         assert_eq!(parse("yesterday").at, at("2026-12-02T00:00:00Z"));
         assert_eq!(parse("today").at, at("2026-12-03T00:00:00Z"));
         assert_eq!(parse("now").at, now);

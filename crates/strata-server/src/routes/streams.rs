@@ -10,16 +10,17 @@ use axum::response::Response;
 use futures::StreamExt;
 use serde_json::json;
 use strata_core::{
-    Direction, EventData, ExpectedVersion, Position, ReadStreamOptions, RecordedEvent, StreamId,
+    AppendError, AppendResult, Direction, EventData, ExpectedVersion, Position, ReadStreamOptions,
+    RecordedEvent, StreamId,
 };
 use strata_wire::{
     paths, AppendBody, Appended, BatchAppendBody, BatchAppended, BatchResult, EventJson, StreamPage,
 };
 
-use super::{caller, json_response, paged_response, read_body, stream_param};
+use super::{caller, json_response, paged_response, read_body, request_id, stream_param};
 use crate::auth::forbidden;
 use crate::config::Action;
-use crate::error::{ApiError, ErrorCode, REQUEST_ID};
+use crate::error::{ApiError, ErrorCode};
 use crate::limits;
 use crate::query::Query;
 use crate::AppState;
@@ -47,34 +48,54 @@ pub(crate) async fn append(
         read_body(&st, body, headers, st.config().request_body_max_bytes).await?;
     let body = AppendBody::parse(&bytes)?;
     if body.events.len() > limits::SERVER_APPEND_EVENTS_MAX {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "an append may hold at most {} events, this one has {}; nothing was written",
-                limits::SERVER_APPEND_EVENTS_MAX,
-                body.events.len()
-            ),
-        )
-        .with("limit", json!(limits::SERVER_APPEND_EVENTS_MAX)));
+        return Err(too_large(
+            "events in one append",
+            limits::SERVER_APPEND_EVENTS_MAX,
+            body.events.len(),
+        ));
     }
     let (expected, events) = body.into_events()?;
+    let r = append_counted(&st, &stream, expected, events).await?;
+    Ok(json_response(&appended(&stream, &r)))
+}
+
+/// `413 payload_too_large`: more of `what` than `max`; nothing was written.
+fn too_large(what: &str, max: usize, actual: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("at most {max} {what}, this request has {actual}; nothing was written"),
+    )
+    .with("what", json!(what))
+    .with("limit", json!(max))
+    .with("actual", json!(actual))
+}
+
+/// One append to the store, counted in the metrics.
+async fn append_counted(
+    st: &AppState,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<EventData>,
+) -> Result<AppendResult, AppendError> {
     let n = events.len();
     let started = Instant::now();
-    match st.store().append(&stream, expected, events).await {
-        Ok(r) => {
-            st.metrics().append_ok(n, r.replayed, started.elapsed());
-            Ok(json_response(&Appended {
-                positions: Cow::Borrowed(&r.positions),
-                stream_id: Cow::Borrowed(stream.as_str()),
-                version: r.stream_version,
-                replayed: r.replayed,
-            }))
-        }
-        Err(e) => {
-            st.metrics()
-                .append_failed(e.is_wrong_expected_version(), started.elapsed());
-            Err(e.into())
-        }
+    let result = st.store().append(stream, expected, events).await;
+    match &result {
+        Ok(r) => st.metrics().append_ok(n, r.replayed, started.elapsed()),
+        Err(e) => st
+            .metrics()
+            .append_failed(e.is_wrong_expected_version(), started.elapsed()),
+    }
+    result
+}
+
+/// The answer to an append.
+fn appended<'a>(stream: &'a StreamId, r: &'a AppendResult) -> Appended<'a> {
+    Appended {
+        positions: Cow::Borrowed(&r.positions),
+        stream_id: Cow::Borrowed(stream.as_str()),
+        version: r.stream_version,
+        replayed: r.replayed,
     }
 }
 
@@ -111,39 +132,52 @@ pub(crate) async fn append_batch(
             "must hold at least one append",
         ));
     }
-    let over = |what: &str, max: usize, actual: usize| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "a batch may hold at most {max} {what}, this one has {actual}; nothing was written"
-            ),
-        )
-        .with("what", json!(what))
-        .with("limit", json!(max))
-        .with("actual", json!(actual))
-    };
-    if count > limits::SERVER_BATCH_APPENDS_MAX {
-        return Err(over("appends", limits::SERVER_BATCH_APPENDS_MAX, count));
-    }
-    let events: usize = body.appends.iter().map(|a| a.events.len()).sum();
-    if events > limits::SERVER_BATCH_EVENTS_MAX {
-        return Err(over("events", limits::SERVER_BATCH_EVENTS_MAX, events));
-    }
-    let mut appends: Vec<Checked> = Vec::with_capacity(count);
-    for (index, a) in body.appends.into_iter().enumerate() {
+    // Rights first: a caller who may not write a stream learns that, not a limit.
+    let mut streams: Vec<StreamId> = Vec::with_capacity(count);
+    for (index, a) in body.appends.iter().enumerate() {
         let stream = StreamId::new(a.stream_id.as_str())
             .map_err(|e| ApiError::invalid(format!("appends[{index}].streamId"), e.reason))?;
         if !who.can(Action::Write, stream.as_str()) {
             return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
         }
+        streams.push(stream);
+    }
+    if count > limits::SERVER_BATCH_APPENDS_MAX {
+        return Err(too_large(
+            "appends in a batch",
+            limits::SERVER_BATCH_APPENDS_MAX,
+            count,
+        ));
+    }
+    let events: usize = body.appends.iter().map(|a| a.events.len()).sum();
+    if events > limits::SERVER_BATCH_EVENTS_MAX {
+        return Err(too_large(
+            "events in a batch",
+            limits::SERVER_BATCH_EVENTS_MAX,
+            events,
+        ));
+    }
+    // Every append as the store will check it, so that no append is written before a bad
+    // one is found.
+    let mut appends: Vec<Checked> = Vec::with_capacity(count);
+    for ((index, a), stream) in body.appends.into_iter().enumerate().zip(&streams) {
         let (expected, events) = a.into_events(index)?;
-        appends.push((stream, expected, events));
+        strata_core::validate_append(&events).map_err(|e| match e {
+            AppendError::InvalidInput(i) => {
+                ApiError::invalid(format!("appends[{index}].{}", i.field), i.reason)
+            }
+            AppendError::Limit(mut l) => {
+                l.what = format!("appends[{index}]: {}", l.what);
+                ApiError::from(AppendError::Limit(l))
+            }
+            other => ApiError::from(other),
+        })?;
+        appends.push((stream.clone(), expected, events));
     }
 
     // The appends of each stream, in order; streams in order of their first append. The
     // chains own the events (each is appended once); `streams` names every append's stream
     // for its answer.
-    let streams: Vec<StreamId> = appends.iter().map(|(s, _, _)| s.clone()).collect();
     let mut chains: Vec<Vec<(usize, Checked)>> = Vec::new();
     let mut chain_of: std::collections::HashMap<StreamId, usize> = std::collections::HashMap::new();
     for (i, append) in appends.into_iter().enumerate() {
@@ -153,10 +187,7 @@ pub(crate) async fn append_batch(
         });
         chains[c].push((i, append));
     }
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = request_id(headers);
     let st = &st;
     let request_id = &request_id;
     let streams = &streams;
@@ -165,21 +196,14 @@ pub(crate) async fn append_batch(
         .map(|chain| async move {
             let mut out = Vec::with_capacity(chain.len());
             for (i, (stream, expected, events)) in chain {
-                let n = events.len();
-                let started = Instant::now();
-                let result = match st.store().append(&stream, expected, events).await {
-                    Ok(r) => {
-                        st.metrics().append_ok(n, r.replayed, started.elapsed());
-                        BatchResult::Appended(Appended {
-                            positions: Cow::Owned(r.positions),
-                            stream_id: Cow::Borrowed(streams[i].as_str()),
-                            version: r.stream_version,
-                            replayed: r.replayed,
-                        })
-                    }
+                let result = match append_counted(st, &stream, expected, events).await {
+                    Ok(r) => BatchResult::Appended(Appended {
+                        positions: Cow::Owned(r.positions),
+                        stream_id: Cow::Borrowed(streams[i].as_str()),
+                        version: r.stream_version,
+                        replayed: r.replayed,
+                    }),
                     Err(e) => {
-                        st.metrics()
-                            .append_failed(e.is_wrong_expected_version(), started.elapsed());
                         let mut problem = ApiError::from(e);
                         problem.request_id.clone_from(request_id);
                         problem.log();
@@ -200,8 +224,10 @@ pub(crate) async fn append_batch(
         }
     }
     drop(running);
-    let results = answers.into_iter().flatten().collect::<Vec<_>>();
-    debug_assert_eq!(results.len(), count);
+    let results = answers
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ApiError::internal("a batch append left an append unanswered"))?;
     Ok(json_response(&BatchAppended { results }))
 }
 
