@@ -23,6 +23,7 @@ pub mod limits;
 pub mod log;
 mod measure;
 pub mod postgres;
+pub mod rotation;
 
 pub use measure::{Latency, Throughput};
 

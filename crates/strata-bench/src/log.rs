@@ -49,7 +49,7 @@ pub struct LogBenchReport {
     pub open_without_index_us: u64,
 }
 
-fn event(i: u64, pad: usize) -> EventData {
+pub(crate) fn event(i: u64, pad: usize) -> EventData {
     EventData::json(
         "MoneyDeposited",
         &serde_json::json!({ "amount": i % 1000, "currency": "EUR", "note": "x".repeat(pad) }),

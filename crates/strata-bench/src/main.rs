@@ -5,6 +5,7 @@
 //! cargo run --release -p strata-bench                        # the embedded store, full size
 //! cargo run --release -p strata-bench -- --quick             # a small, fast run
 //! cargo run --release -p strata-bench -- --large 10000000    # open a large store: time and memory
+//! cargo run --release -p strata-bench -- --rotation          # append latency while segments rotate
 //! cargo run --release -p strata-bench -- --http              # the HTTP server, on loopback
 //! cargo run --release -p strata-bench -- --server URL        # ... or a running server
 //! ```
@@ -16,7 +17,7 @@ use std::process::{ExitCode, ExitStatus};
 
 use clap::{Args, Parser, Subcommand};
 use strata_bench::large::OpenMeasure;
-use strata_bench::{http, large, log, Scale};
+use strata_bench::{http, large, log, rotation, Scale};
 
 /// Strata's benchmarks: the embedded store, its server over HTTP, and opening a large store.
 /// Every run measures its own baseline beside its figures (see docs/benchmarks.md).
@@ -46,6 +47,10 @@ struct RunArgs {
     /// process, with and without its index file (the memory budget check).
     #[arg(long, value_name = "EVENTS")]
     large: Option<u64>,
+    /// Instead: append latency of 64 writers while segments rotate, against the same store
+    /// without rotations.
+    #[arg(long)]
+    rotation: bool,
     /// Instead: the HTTP benchmarks, against an in-process server on loopback (or the
     /// running server given with --server), beside in-process appends for comparison.
     #[arg(long)]
@@ -129,6 +134,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             Ok(())
         }
         None if a.http || a.server.is_some() => run_http(a).await,
+        None if a.rotation => run_rotation(a).await,
         None => match a.large {
             Some(events) => run_large(&a.dir, events, a.json).await,
             None => run_log(a).await,
@@ -158,6 +164,31 @@ async fn run_log(a: RunArgs) -> Result<(), BenchError> {
         );
     }
     let report = log::run(&a.dir, scale(&a))
+        .await
+        .map_err(BenchError::Harness)?;
+    let _ = std::fs::remove_dir_all(&a.dir);
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// `--rotation`: append latency while segments rotate.
+async fn run_rotation(a: RunArgs) -> Result<(), BenchError> {
+    if !a.json {
+        eprintln!(
+            "running the rotation benchmark in {} ({})...",
+            a.dir.display(),
+            if a.quick {
+                "quick"
+            } else {
+                "full size, about a minute"
+            }
+        );
+    }
+    let report = rotation::run(&a.dir, scale(&a))
         .await
         .map_err(BenchError::Harness)?;
     let _ = std::fs::remove_dir_all(&a.dir);
