@@ -366,38 +366,45 @@ impl Index {
         list_page(&self.category_nos, after, prefix, limit)
     }
 
-    /// Encodes the index for persistence. `log_end` identifies the log position it covers
-    /// (segment number, offset, salt), checked against the log when loaded.
-    pub fn encode(&self, log_end: LogEnd) -> Vec<u8> {
-        let n = self.entries.len();
-        let mut out = Vec::with_capacity(64 + n * 40);
-        out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(n as u64).to_le_bytes());
-        out.extend_from_slice(&log_end.segment_no.to_le_bytes());
-        out.extend_from_slice(&log_end.offset.to_le_bytes());
-        out.extend_from_slice(&log_end.salt.to_le_bytes());
-        out.extend_from_slice(&(self.streams.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.types.len() as u32).to_le_bytes());
-        for (e, id) in self.entries.iter().zip(&self.event_ids) {
+    /// What an index file written now holds: the counts to encode up to, with the log end
+    /// they cover. Everything the file holds is append-only while the store is open (entries
+    /// and ids by position, stream and type names by number), so the parts up to these counts
+    /// can be encoded a piece at a time while appends go on in between.
+    pub fn encode_mark(&self, log_end: LogEnd) -> EncodeMark {
+        EncodeMark {
+            events: self.entries.len(),
+            streams: self.streams.len(),
+            types: self.types.len(),
+            log_end,
+        }
+    }
+
+    /// Appends the entries at `positions` to an index file being encoded.
+    pub fn encode_entries(&self, positions: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        let ids = &self.event_ids[positions.clone()];
+        for (e, id) in self.entries[positions].iter().zip(ids) {
             out.extend_from_slice(&e.loc.to_le_bytes());
             out.extend_from_slice(&e.recorded_at_us.to_le_bytes());
             out.extend_from_slice(&e.stream.to_le_bytes());
             out.extend_from_slice(&e.event_type.to_le_bytes());
             out.extend_from_slice(id.as_bytes());
         }
-        for s in &self.streams {
+    }
+
+    /// Appends the names of the streams numbered `numbers` to an index file being encoded.
+    pub fn encode_stream_names(&self, numbers: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        for s in &self.streams[numbers] {
             out.extend_from_slice(&(s.id.as_str().len() as u16).to_le_bytes());
             out.extend_from_slice(s.id.as_str().as_bytes());
         }
-        for t in &self.types {
+    }
+
+    /// Appends the names of the event types numbered `numbers` to an index file being encoded.
+    pub fn encode_type_names(&self, numbers: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        for t in &self.types[numbers] {
             out.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
             out.extend_from_slice(t.name.as_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
     }
 
     /// Decodes an index file whose CRC and header [`check_index_file`] accepted, checking its
@@ -475,6 +482,58 @@ impl Index {
 }
 
 /// Bytes before the first entry of an index file.
+/// The counts and log end an index file is encoded up to ([`Index::encode_mark`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodeMark {
+    pub events: usize,
+    pub streams: usize,
+    pub types: usize,
+    pub log_end: LogEnd,
+}
+
+impl EncodeMark {
+    /// The file's header, with room reserved for the rest.
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + self.events * INDEX_ENTRY_BYTES + 4);
+        out.extend_from_slice(INDEX_MAGIC);
+        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(self.events as u64).to_le_bytes());
+        out.extend_from_slice(&self.log_end.segment_no.to_le_bytes());
+        out.extend_from_slice(&self.log_end.offset.to_le_bytes());
+        out.extend_from_slice(&self.log_end.salt.to_le_bytes());
+        out.extend_from_slice(&(self.streams as u32).to_le_bytes());
+        out.extend_from_slice(&(self.types as u32).to_le_bytes());
+        out
+    }
+}
+
+/// Encodes the index file as of `mark`, at most `chunk` entries (or names) at a time, each
+/// chunk from the index `index` lends for it (the store holds its state lock only for that
+/// long, so appends and reads go on between chunks). The index may grow between chunks;
+/// what the file holds up to `mark` does not change (see [`Index::encode_mark`]).
+pub(crate) fn encode_in_chunks(
+    mark: EncodeMark,
+    chunk: usize,
+    mut index: impl FnMut(&mut dyn FnMut(&Index)),
+) -> Vec<u8> {
+    let chunk = chunk.max(1);
+    let ranges = |n: usize| (0..n).step_by(chunk).map(move |at| at..(at + chunk).min(n));
+    let mut out = mark.header();
+    for range in ranges(mark.events) {
+        index(&mut |i| i.encode_entries(range.clone(), &mut out));
+    }
+    for range in ranges(mark.streams) {
+        index(&mut |i| i.encode_stream_names(range.clone(), &mut out));
+    }
+    for range in ranges(mark.types) {
+        index(&mut |i| i.encode_type_names(range.clone(), &mut out));
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
 const INDEX_HEADER_BYTES: usize = 56;
 /// Bytes of one entry of an index file.
 const INDEX_ENTRY_BYTES: usize = 40;
@@ -768,5 +827,69 @@ impl Walk<'_> {
 
     fn next_backward(&mut self) -> Option<u64> {
         self.advance(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(index: &mut Index, p: u64) {
+        let stream = StreamId::new(format!("account-{}", p % 5)).expect("a valid stream id");
+        index.push(NewEntry {
+            position: p,
+            loc: loc(1, 64 + p * 100),
+            recorded_at_us: 1_000 + p as i64,
+            stream: &stream,
+            event_type: &format!("Type{}", p % 3),
+            event_id: Uuid::from_u128(u128::from(p) + 1),
+        });
+    }
+
+    /// An index file encoded a few entries at a time, while events (new streams and types
+    /// among them) are added between chunks, is the index as it was when encoding began.
+    #[test]
+    fn a_chunked_encode_holds_the_index_as_of_its_start() {
+        let mut index = Index::default();
+        for p in 0..10 {
+            push(&mut index, p);
+        }
+        let end = LogEnd {
+            segment_no: 1,
+            offset: 64 + 10 * 100,
+            salt: 7,
+        };
+        let mark = index.encode_mark(end);
+        let (entries, ids) = (index.entries.clone(), index.event_ids.clone());
+        let names = |i: &Index| -> (Vec<String>, Vec<String>) {
+            (
+                i.streams.iter().map(|s| s.id.as_str().to_owned()).collect(),
+                i.types.iter().map(|t| t.name.clone()).collect(),
+            )
+        };
+        let before = names(&index);
+        let mut next = 10;
+        let bytes = encode_in_chunks(mark, 3, |encode| {
+            encode(&index);
+            // Appends between chunks; the tenth on adds a stream and a type each time.
+            push(&mut index, next);
+            let stream = StreamId::new(format!("new-{next}")).expect("a valid stream id");
+            index.push(NewEntry {
+                position: next + 1,
+                loc: loc(2, next * 100),
+                recorded_at_us: 5_000,
+                stream: &stream,
+                event_type: &format!("New{next}"),
+                event_id: Uuid::from_u128(u128::from(next) + 1_000_000),
+            });
+            next += 2;
+        });
+        assert!(index.next_position() > 10, "the index grew meanwhile");
+        let file = IndexFile::check(bytes).expect("a whole index file");
+        assert_eq!((file.events, file.end), (10, end));
+        let decoded = file.decode().expect("it decodes");
+        assert_eq!(decoded.entries, entries);
+        assert_eq!(decoded.event_ids, ids);
+        assert_eq!(names(&decoded), before);
     }
 }

@@ -40,6 +40,12 @@ pub const READ_PARALLEL_THREADS_TOTAL_MAX: usize = 8;
 
 const _: () = assert!(READ_PARALLEL_MAX_THREADS <= READ_PARALLEL_THREADS_TOTAL_MAX);
 
+/// Entries (or names) an index checkpoint encodes per hold of the store's state lock: about
+/// 640 KiB of index file, a fraction of a millisecond, which is as long as it can delay an
+/// append's publication or a read. The whole index is encoded in such chunks, so a checkpoint
+/// of a large store never stalls appends for the length of its encode.
+pub const INDEX_ENCODE_CHUNK_ENTRIES: usize = 16_384;
+
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 

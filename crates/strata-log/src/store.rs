@@ -236,6 +236,7 @@ impl LogStore {
             tail_len: rec.tail_len,
             allocated_len: rec.tail_len,
             checkpoint_thread: None,
+            checkpoint_wanted: Arc::default(),
         };
         let handle = std::thread::Builder::new()
             .name("strata-writer".to_owned())

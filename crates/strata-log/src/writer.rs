@@ -21,10 +21,10 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use crate::format::{
     padded_len, RecordRef, FLAG_BATCH_START, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::index::{loc, Index, LogEnd};
+use crate::index::{encode_in_chunks, loc, Index, LogEnd};
 use crate::io::{write_file_atomic, Vfs};
 use crate::limits::{
-    SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
+    INDEX_ENCODE_CHUNK_ENTRIES, SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
 };
 use crate::recovery::{create_segment, now_us, INDEX_FILE, SEGMENTS_DIR};
 use crate::segment::{Segment, Segments};
@@ -64,11 +64,21 @@ impl Shared {
     /// Writes the index file (temp file, fsync, rename, directory fsync).
     pub fn checkpoint_index(&self) -> std::io::Result<()> {
         let _guard = self.checkpoint_lock.lock();
-        let bytes = {
-            let st = self.state.read();
-            st.index.encode(st.log_end)
-        };
+        let bytes = self.encode_index();
         write_file_atomic(&*self.vfs, &self.dir.join(INDEX_FILE), &bytes)
+    }
+
+    /// The index file as of now, encoded without holding the state lock for more than
+    /// [`INDEX_ENCODE_CHUNK_ENTRIES`] entries (or names) at a time: the writer publishes, and
+    /// readers read, between chunks.
+    fn encode_index(&self) -> Vec<u8> {
+        let mark = {
+            let st = self.state.read();
+            st.index.encode_mark(st.log_end)
+        };
+        encode_in_chunks(mark, INDEX_ENCODE_CHUNK_ENTRIES, |encode| {
+            encode(&self.state.read().index)
+        })
     }
 }
 
@@ -111,6 +121,8 @@ pub(crate) struct Writer {
     pub allocated_len: u64,
     /// The index checkpoint running in the background, if any.
     pub checkpoint_thread: Option<std::thread::JoinHandle<()>>,
+    /// Set at each rotation; the checkpoint thread writes the index file again while it is.
+    pub checkpoint_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What staging decided for one request.
@@ -499,17 +511,31 @@ impl Writer {
                 salt: self.tail.header.salt,
             };
         }
-        // Persist the index now and then so a reopen after a crash rescans at most about one
-        // segment. Done on a helper thread: it only reads the index.
-        if let Some(t) = self.checkpoint_thread.take() {
-            let _ = t.join();
-        }
-        let shared = self.shared.clone();
-        self.checkpoint_thread = Some(std::thread::spawn(move || {
-            if let Err(e) = shared.checkpoint_index() {
-                tracing::warn!(error = %e, "could not write the index file");
+        // Persist the index now and then so a reopen after a crash rescans little of the log.
+        // Done on a helper thread, which only reads the index, a chunk at a time; the writer
+        // never waits for it: while one checkpoint runs, a rotation only asks for another,
+        // which the same thread writes when it is done (so under a heavy load a reopen after
+        // a crash may rescan the few segments sealed during one checkpoint).
+        self.checkpoint_wanted
+            .store(true, std::sync::atomic::Ordering::Release);
+        let running = self
+            .checkpoint_thread
+            .as_ref()
+            .is_some_and(|t| !t.is_finished());
+        if !running {
+            if let Some(done) = self.checkpoint_thread.take() {
+                let _ = done.join();
             }
-        }));
+            let shared = self.shared.clone();
+            let wanted = self.checkpoint_wanted.clone();
+            self.checkpoint_thread = Some(std::thread::spawn(move || {
+                while wanted.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                    if let Err(e) = shared.checkpoint_index() {
+                        tracing::warn!(error = %e, "could not write the index file");
+                    }
+                }
+            }));
+        }
         Ok(())
     }
 }
