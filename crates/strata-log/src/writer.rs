@@ -24,7 +24,8 @@ use crate::format::{
 use crate::index::{encode_in_chunks, loc, Index, LogEnd};
 use crate::io::{write_file_atomic, Vfs};
 use crate::limits::{
-    INDEX_ENCODE_CHUNK_ENTRIES, SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS, WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
+    INDEX_ENCODE_CHUNK_ENTRIES, SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS,
+    WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
 };
 use crate::recovery::{create_segment, now_us, INDEX_FILE, SEGMENTS_DIR};
 use crate::segment::{Segment, Segments};
