@@ -582,33 +582,33 @@ impl fmt::Display for HttpBenchReport {
             "  {:<28} {:>12} {:>14} {:>8}  latency",
             "HTTP append, 1 event", "appends/s", "of in-process", "CPU/req"
         )?;
-        for r in &self.http {
+        // One row: label, rate, its share of the in-process rate, CPU, latency, errors.
+        let row = |f: &mut fmt::Formatter<'_>,
+                   label: String,
+                   rate: f64,
+                   cpu_us: f64,
+                   latency: &Latency,
+                   errors: u64| {
             writeln!(
                 f,
-                "  {:<28} {:>12.0} {:>13.0}% {:>5.1} µs  {}{}",
-                format!("{} connection(s)", r.connections),
-                r.throughput.ops_per_sec(),
-                100.0 * r.throughput.ops_per_sec() / base.max(1e-9),
-                r.cpu_us_per_request,
-                r.latency,
-                if r.errors > 0 {
-                    format!(" ({} errors)", r.errors)
+                "  {label:<28} {rate:>12.0} {:>13.0}% {cpu_us:>5.1} µs  {latency}{}",
+                100.0 * rate / base.max(1e-9),
+                if errors > 0 {
+                    format!(" ({errors} errors)")
                 } else {
                     String::new()
                 }
-            )?;
+            )
+        };
+        for r in &self.http {
+            let label = format!("{} connection(s)", r.connections);
+            let rate = r.throughput.ops_per_sec();
+            row(f, label, rate, r.cpu_us_per_request, &r.latency, r.errors)?;
         }
         if let Some(r) = &self.transport_floor {
             let rate = r.throughput.ops_per_sec();
-            writeln!(
-                f,
-                "  {:<28} {:>12.0} {:>13.0}% {:>5.1} µs  {}",
-                format!("no store, {} connection(s)", r.connections),
-                rate,
-                100.0 * rate / base.max(1e-9),
-                r.cpu_us_per_request,
-                r.latency,
-            )?;
+            let label = format!("no store, {} connection(s)", r.connections);
+            row(f, label, rate, r.cpu_us_per_request, &r.latency, r.errors)?;
             writeln!(
                 f,
                 "    (the same server stack answering at once, touching no store: the HTTP ceiling on this machine; Strata with 64 connections reached {:.0}% of it)",
@@ -621,24 +621,12 @@ impl fmt::Display for HttpBenchReport {
             "HTTP batch, 100 events/req", "events/s", "of in-process", "CPU/ev"
         )?;
         for r in &self.batch {
+            let label = format!(
+                "{} x {} ev, {} conn",
+                r.appends_per_request, r.events_per_append, r.connections
+            );
             let rate = r.throughput.events_per_sec();
-            writeln!(
-                f,
-                "  {:<28} {:>12.0} {:>13.0}% {:>5.1} µs  {}{}",
-                format!(
-                    "{} x {} ev, {} conn",
-                    r.appends_per_request, r.events_per_append, r.connections
-                ),
-                rate,
-                100.0 * rate / base.max(1e-9),
-                r.cpu_us_per_event,
-                r.latency,
-                if r.errors > 0 {
-                    format!(" ({} errors)", r.errors)
-                } else {
-                    String::new()
-                }
-            )?;
+            row(f, label, rate, r.cpu_us_per_event, &r.latency, r.errors)?;
         }
         let d = &self.delivery;
         writeln!(

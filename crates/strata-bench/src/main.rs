@@ -150,22 +150,22 @@ fn scale(a: &RunArgs) -> Scale {
     }
 }
 
-/// The embedded-store benchmarks.
-async fn run_log(a: RunArgs) -> Result<(), BenchError> {
+/// Runs one benchmark in `a.dir`: says what runs (unless `--json`), removes the directory
+/// afterwards, and prints the report as text or as one JSON document.
+async fn run_and_print<R: serde::Serialize + std::fmt::Display>(
+    a: &RunArgs,
+    what: &str,
+    full_size: &str,
+    run: impl std::future::Future<Output = Result<R, String>>,
+) -> Result<(), BenchError> {
     if !a.json {
         eprintln!(
-            "running the embedded-store benchmarks in {} ({})...",
+            "running {what} in {} ({})...",
             a.dir.display(),
-            if a.quick {
-                "quick"
-            } else {
-                "full size, about two minutes"
-            }
+            if a.quick { "quick" } else { full_size }
         );
     }
-    let report = log::run(&a.dir, scale(&a))
-        .await
-        .map_err(BenchError::Harness)?;
+    let report = run.await.map_err(BenchError::Harness)?;
     let _ = std::fs::remove_dir_all(&a.dir);
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -175,29 +175,28 @@ async fn run_log(a: RunArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The embedded-store benchmarks.
+async fn run_log(a: RunArgs) -> Result<(), BenchError> {
+    let run = log::run(&a.dir, scale(&a));
+    run_and_print(
+        &a,
+        "the embedded-store benchmarks",
+        "full size, about two minutes",
+        run,
+    )
+    .await
+}
+
 /// `--rotation`: append latency while segments rotate.
 async fn run_rotation(a: RunArgs) -> Result<(), BenchError> {
-    if !a.json {
-        eprintln!(
-            "running the rotation benchmark in {} ({})...",
-            a.dir.display(),
-            if a.quick {
-                "quick"
-            } else {
-                "full size, about a minute"
-            }
-        );
-    }
-    let report = rotation::run(&a.dir, scale(&a))
-        .await
-        .map_err(BenchError::Harness)?;
-    let _ = std::fs::remove_dir_all(&a.dir);
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{report}");
-    }
-    Ok(())
+    let run = rotation::run(&a.dir, scale(&a));
+    run_and_print(
+        &a,
+        "the rotation benchmark",
+        "full size, about a minute",
+        run,
+    )
+    .await
 }
 
 /// `--http` (or `--server URL`): the HTTP benchmarks.
@@ -209,27 +208,8 @@ async fn run_http(a: RunArgs) -> Result<(), BenchError> {
         },
         None => http::Target::InProcess,
     };
-    if !a.json {
-        eprintln!(
-            "running the HTTP benchmarks ({}) in {}...",
-            if a.quick {
-                "quick"
-            } else {
-                "full size, about a minute"
-            },
-            a.dir.display()
-        );
-    }
-    let report = http::run(&a.dir, target, scale(&a))
-        .await
-        .map_err(BenchError::Harness)?;
-    let _ = std::fs::remove_dir_all(&a.dir);
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{report}");
-    }
-    Ok(())
+    let run = http::run(&a.dir, target, scale(&a));
+    run_and_print(&a, "the HTTP benchmarks", "full size, about a minute", run).await
 }
 
 /// `--large N`: fill a store, then open it in fresh processes (`open-measure`), with its
