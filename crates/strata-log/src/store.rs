@@ -128,13 +128,21 @@ struct Inner {
     report: OpenReport,
 }
 
+impl Inner {
+    /// Closes the append queue, which ends the writer once it has drained it, and hands over
+    /// the writer thread to wait for (once: `None` after the first call).
+    fn stop_writer(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.tx.lock().take();
+        self.writer.lock().take()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue ends the writer after it drains; it then writes the index file and
         // lets go of the lock. Without a `close` first, this waits for that on the dropping
         // thread, so that the directory is free (and its files still) once the drop returns.
-        self.tx.lock().take();
-        if let Some(w) = self.writer.lock().take() {
+        if let Some(w) = self.stop_writer() {
             let _ = w.join();
         }
     }
@@ -282,9 +290,7 @@ impl LogStore {
         tokio::task::spawn_blocking(move || {
             // Waits for checkpoints and snapshot writes in flight; later ones are refused.
             *inner.closed.write() = true;
-            inner.tx.lock().take();
-            let writer = inner.writer.lock().take();
-            match writer {
+            match inner.stop_writer() {
                 Some(w) => w
                     .join()
                     .map_err(|_| std::io::Error::other("the writer thread panicked")),
