@@ -48,7 +48,10 @@ fn main() -> ExitCode {
         }
     };
     let serving = matches!(cli.command, Command::Serve(_));
-    match rt.block_on(run(cli)) {
+    let outcome = rt.block_on(run(cli));
+    // A local store dropped by the command finishes its index file before the process ends.
+    strata_log::LogStore::wait_for_dropped();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<strata_client::ClientError>() {

@@ -93,8 +93,11 @@ pub struct OpenReport {
 ///
 /// [`LogStore::close`] closes it: appends already queued finish, the index file is written,
 /// and the data directory is free for another process when it returns; it waits on tokio's
-/// blocking pool. Dropping the last clone of a store not closed does the same on the dropping
-/// thread, which then waits for the writer to finish: in async code, `close().await` instead.
+/// blocking pool. Dropping the last clone of a store not closed does the same; in async code
+/// (within a tokio runtime) the drop waits for nothing: the writer finishes on its own thread,
+/// and opening the directory again in this process waits for it
+/// ([`LogStore::wait_for_dropped`] waits for all). Outside a runtime, the drop waits for the
+/// writer. A program about to exit should `close().await` its store.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -120,6 +123,8 @@ struct Inner {
     queue_permits: Arc<Semaphore>,
     /// The writer thread; it holds the directory's lock file until it ends.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by the writer thread once it has let go of the directory.
+    released: Arc<Released>,
     /// Set by `close`: after it, nothing writes to the directory (its lock is released). Held
     /// for reading by every write outside the writer thread (index checkpoints, snapshots), so
     /// that `close` waits for those in flight.
@@ -140,10 +145,81 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue ends the writer after it drains; it then writes the index file and
-        // lets go of the lock. Without a `close` first, this waits for that on the dropping
-        // thread, so that the directory is free (and its files still) once the drop returns.
+        // lets go of the lock. In async code (a runtime's context) the drop waits for nothing:
+        // it may run on a runtime worker, so an open of the directory in this process waits
+        // for the writer instead (see `Released`). Outside any runtime it waits, so that the
+        // directory is free, and its files still, once the drop returns.
         if let Some(w) = self.stop_writer() {
-            let _ = w.join();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                Released::register(self.released.clone());
+            } else {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+/// Waits for the writers of stores of this process that were dropped while open on `dir`.
+pub(crate) fn wait_for_dropped_in(dir: &Path) {
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    Released::wait_for(Some(&canonical));
+}
+
+/// Whether a writer thread has let go of its directory. Writers of this process that were
+/// told to stop by a drop, and may not have ended yet, are listed so that opening the same
+/// directory again waits for its writer rather than failing as locked: dropping a store and
+/// opening it again works, without the drop waiting for anything.
+struct Released {
+    /// The directory, canonical.
+    dir: PathBuf,
+    done: Mutex<bool>,
+    ended: parking_lot::Condvar,
+}
+
+/// Writers told to stop by a drop. Each entry leaves at the next open or drop after its
+/// writer ended, so the list holds at most the stores dropped and not yet ended.
+static STOPPING: Mutex<Vec<Arc<Released>>> = Mutex::new(Vec::new());
+
+impl Released {
+    fn new(dir: PathBuf) -> Arc<Released> {
+        Arc::new(Released {
+            dir,
+            done: Mutex::new(false),
+            ended: parking_lot::Condvar::new(),
+        })
+    }
+
+    /// Called by the writer thread once the lock file is closed.
+    fn set(&self) {
+        *self.done.lock() = true;
+        self.ended.notify_all();
+    }
+
+    fn is_done(&self) -> bool {
+        *self.done.lock()
+    }
+
+    fn register(me: Arc<Released>) {
+        let mut stopping = STOPPING.lock();
+        stopping.retain(|r| !r.is_done());
+        stopping.push(me);
+    }
+
+    /// Waits for the writers that were dropped and have not ended yet: those of `dir`, or
+    /// all of them.
+    fn wait_for(dir: Option<&Path>) {
+        let waiting: Vec<Arc<Released>> = {
+            let mut stopping = STOPPING.lock();
+            stopping.retain(|r| !r.is_done());
+            stopping
+                .iter()
+                .filter(|r| dir.is_none_or(|d| r.dir == d))
+                .cloned()
+                .collect()
+        };
+        for r in waiting {
+            let mut done = r.done.lock();
+            r.ended.wait_while(&mut done, |d| !*d);
         }
     }
 }
@@ -168,6 +244,9 @@ impl LogStore {
         }
         crate::io::create_dir_all(&*config.vfs, &dir)
             .map_err(io_ctx(format!("creating {}", dir.display())))?;
+        // A store of this process dropped a moment ago may still be ending its writer.
+        wait_for_dropped_in(&dir);
+        let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -246,12 +325,17 @@ impl LogStore {
             checkpoint_thread: None,
             checkpoint_wanted: Arc::default(),
         };
+        let released = Released::new(canonical);
         let handle = std::thread::Builder::new()
             .name("strata-writer".to_owned())
-            .spawn(move || {
-                writer.run(rx);
-                // Only now may another process open the directory.
-                drop(lock);
+            .spawn({
+                let released = released.clone();
+                move || {
+                    writer.run(rx);
+                    // Only now may another process open the directory.
+                    drop(lock);
+                    released.set();
+                }
             })
             .map_err(io_ctx("starting the writer thread"))?;
         Ok(LogStore {
@@ -260,6 +344,7 @@ impl LogStore {
                 tx: Mutex::new(Some(tx)),
                 queue_permits: Arc::new(Semaphore::new(WRITER_QUEUE_MAX_APPENDS)),
                 writer: Mutex::new(Some(handle)),
+                released,
                 closed: parking_lot::RwLock::new(false),
                 snapshots,
                 report,
@@ -305,6 +390,19 @@ impl LogStore {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Waits (blocking the calling thread) until the writers of every store this process
+    /// dropped without [`close`](Self::close) have finished: their index files written and
+    /// their directories free. For a program about to exit, outside async code.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// drop(strata_log::LogStore::open(dir.path()).unwrap());
+    /// strata_log::LogStore::wait_for_dropped();
+    /// ```
+    pub fn wait_for_dropped() {
+        Released::wait_for(None);
     }
 
     /// What happened while opening.

@@ -46,6 +46,7 @@ pub struct VerifyReport {
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
     let dir = dir.as_ref();
     let vfs = StdVfs;
+    crate::store::wait_for_dropped_in(dir);
     let lock_path = dir.join(LOCK_FILE);
     let seg_dir = dir.join(SEGMENTS_DIR);
     if !seg_dir.is_dir() {

@@ -276,3 +276,57 @@ async fn a_close_waiting_for_the_disk_leaves_the_runtime_free() {
     assert!(again.open_report().index_loaded);
     assert_eq!(again.open_report().events, 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_drop_waits_for_nothing_and_a_reopen_waits_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, gate, mut entered) = open(dir.path());
+    let stream = StreamId::new("account-1").unwrap();
+    let event = EventData::json("Opened", &serde_json::json!({ "n": 1 })).unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    gate.state.lock().armed = true;
+    // Returns at once: a drop that waited for the writer would hold the only worker until
+    // the gate gave up.
+    drop(store);
+    entered
+        .recv()
+        .await
+        .expect("the writer reached the index file's sync");
+    // Opening again while the dropped store's writer still holds the directory waits for it
+    // instead of failing as locked.
+    let path = dir.path().to_path_buf();
+    let reopen = tokio::task::spawn_blocking(move || LogStore::open(path));
+    release(&gate);
+    let again = reopen
+        .await
+        .unwrap()
+        .expect("the reopen waited for the dropped store's writer");
+    assert!(
+        !gate.state.lock().timed_out,
+        "the drop held the only runtime worker while the writer finished"
+    );
+    assert!(
+        again.open_report().index_loaded,
+        "its index file was written"
+    );
+    assert_eq!(again.open_report().events, 1);
+}
+
+/// In async code, dropping a store and opening its directory again at once, over and over,
+/// never finds it locked: the open waits for the dropped store's writer (which writes the
+/// index file and syncs it before letting go of the directory). So does `verify`.
+#[tokio::test(flavor = "current_thread")]
+async fn drop_then_open_at_once_never_finds_the_directory_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let store = LogStore::open(dir.path())
+            .unwrap_or_else(|e| panic!("round {round}: the open failed: {e}"));
+        assert_eq!(store.open_report().events, 0);
+        drop(store);
+    }
+    strata_log::verify(dir.path()).expect("verify waits for the dropped store too");
+    LogStore::wait_for_dropped();
+}

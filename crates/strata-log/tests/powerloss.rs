@@ -554,6 +554,8 @@ impl Run {
                 self.note("clean reopen".to_owned());
                 drop(store);
                 self.store = None;
+                // As a process would before its next step: the writer has let go.
+                LogStore::wait_for_dropped();
                 self.settle()?;
                 if self.crashed() {
                     return Ok(());
@@ -610,6 +612,7 @@ impl Run {
     /// After a crash: restart, reopen (perhaps crashing again), check, close, verify, reopen.
     async fn recover(&mut self) -> Check {
         self.store = None;
+        LogStore::wait_for_dropped();
         self.restart()?;
         // What `strata verify` says of the state power loss left, before anything repairs it.
         let raw = strata_log::verify(&self.dir);
@@ -634,6 +637,7 @@ impl Run {
         self.check_recovered(&store).await?;
         // The store accepts appends again (the next phase appends) and verify passes.
         drop(store);
+        LogStore::wait_for_dropped();
         self.settle()?;
         ensure!(!self.crashed(), "power lost with no crash armed");
         let report =
@@ -785,6 +789,7 @@ impl Run {
     /// Closes, verifies, and opens the directory once more on the real file system.
     async fn finish(&mut self) -> Check {
         self.store = None;
+        LogStore::wait_for_dropped();
         self.settle()?;
         strata_log::verify(&self.dir).map_err(|e| format!("final verify: {e}"))?;
         let config = LogConfig {
@@ -1052,6 +1057,7 @@ fn new_directory_scenario(mutation: Option<SyncMutation>) -> Option<Position> {
             .unwrap();
         vfs.crash();
         drop(store);
+        LogStore::wait_for_dropped();
         vfs.restart_keeping_only_synced().unwrap();
         let store = LogStore::open_with(&dir, config).unwrap();
         store.head().await.unwrap()
@@ -1111,6 +1117,7 @@ fn snapshot_file_scenario(mutation: Option<SyncMutation>) -> Option<Vec<u8>> {
         assert_eq!(store.delete_snapshots(&account_2).await.unwrap(), 1);
         vfs.crash();
         drop(store);
+        LogStore::wait_for_dropped();
         vfs.restart_keeping_only_synced().unwrap();
         let store = LogStore::open_with(&dir, config).unwrap();
         let account_1 = StreamId::new("account-1").unwrap();
