@@ -58,7 +58,8 @@ pub async fn populate(dir: &Path, events: u64, streams: u64) -> Result<Duration,
     for h in handles {
         h.await.map_err(|e| e.to_string())??;
     }
-    drop(store);
+    // Closed, not dropped: the measuring processes open the directory next.
+    store.close().await.map_err(|e| e.to_string())?;
     Ok(start.elapsed())
 }
 

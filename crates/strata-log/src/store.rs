@@ -176,6 +176,21 @@ struct Released {
     ended: parking_lot::Condvar,
 }
 
+/// What a writer thread lets go of when it ends (returning or panicking): the directory's
+/// lock, then the waiters in this process.
+struct WriterExit {
+    lock: Option<File>,
+    released: Arc<Released>,
+}
+
+impl Drop for WriterExit {
+    fn drop(&mut self) {
+        // Only now may another process open the directory.
+        drop(self.lock.take());
+        self.released.set();
+    }
+}
+
 /// Writers told to stop by a drop. Each entry leaves at the next open or drop after its
 /// writer ended, so the list holds at most the stores dropped and not yet ended.
 static STOPPING: Mutex<Vec<Arc<Released>>> = Mutex::new(Vec::new());
@@ -329,12 +344,14 @@ impl LogStore {
         let handle = std::thread::Builder::new()
             .name("strata-writer".to_owned())
             .spawn({
-                let released = released.clone();
+                let exit = WriterExit {
+                    lock: Some(lock),
+                    released: released.clone(),
+                };
                 move || {
+                    // Lets go of the directory when the writer ends, even by a panic.
+                    let _exit = exit;
                     writer.run(rx);
-                    // Only now may another process open the directory.
-                    drop(lock);
-                    released.set();
                 }
             })
             .map_err(io_ctx("starting the writer thread"))?;

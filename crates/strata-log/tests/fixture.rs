@@ -77,7 +77,7 @@ async fn write_fixture() {
         })
         .await
         .unwrap();
-    drop(store);
+    store.close().await.unwrap();
     std::fs::remove_file(dir.join("LOCK")).unwrap();
 }
 
