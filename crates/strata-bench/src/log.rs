@@ -156,7 +156,7 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<LogBenchReport, String> {
         let mut row = append_bench(&store, writers, per_append, scale.append_secs()).await?;
         row.disk_fsyncs_per_sec = disk_now;
         appends.push(row);
-        drop(store);
+        store.close().await.map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -195,7 +195,7 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<LogBenchReport, String> {
         }
     }
     let all_read = Throughput::new(1, n, t.elapsed());
-    drop(store);
+    store.close().await.map_err(|e| e.to_string())?;
 
     let t = Instant::now();
     let store = LogStore::open(&d).map_err(|e| e.to_string())?;
@@ -203,12 +203,16 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<LogBenchReport, String> {
     if !store.open_report().index_loaded {
         return Err("the index file was not used on open".to_owned());
     }
-    drop(store);
-    std::fs::remove_file(d.join("index.bin")).map_err(|e| e.to_string())?;
+    store.close().await.map_err(|e| e.to_string())?;
+    // A rebuild: neither the index file nor the segments' own index files.
     let t = Instant::now();
-    let store = LogStore::open(&d).map_err(|e| e.to_string())?;
+    let rebuild = strata_log::LogConfig {
+        use_index_file: false,
+        ..strata_log::LogConfig::default()
+    };
+    let store = LogStore::open_with(&d, rebuild).map_err(|e| e.to_string())?;
     let open_without_index_us = t.elapsed().as_micros() as u64;
-    drop(store);
+    store.close().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&d);
 
     Ok(LogBenchReport {

@@ -1,8 +1,10 @@
 //! Append latency while segments rotate (`strata-bench --rotation`): 64 writers of single
-//! events on a store of millions of events, first with segments too large to fill (the
-//! baseline, in the same run, on the same store), then reopened with small segments so that
-//! several are sealed every second. Each seal writes the index file on a helper thread; what
-//! this measures is whether appends wait for that.
+//! events on a store of millions of events kept in small segments, first with those small
+//! segments so that several are sealed every second, then reopened with segments too large to
+//! fill (the baseline, in the same run, on the same store). Each seal writes the segment's
+//! index file on a helper thread; what this measures is whether appends wait for that. (The
+//! store is filled with the small segments, so that no seal in the run indexes a segment
+//! larger than the others.)
 
 use std::fmt;
 use std::path::Path;
@@ -53,8 +55,13 @@ const LARGE_SEGMENT_BYTES: u64 = 1 << 30;
 /// Segments of the rotating run: several sealed per second at the rates seen here.
 const SMALL_SEGMENT_BYTES: u64 = 4 << 20;
 
+/// The segment files in `dir` (not their index files).
 fn segments(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("segments")).map_or(0, |d| d.count() as u64)
+    std::fs::read_dir(dir.join("segments")).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .count() as u64
+    })
 }
 
 async fn writers(
@@ -118,7 +125,7 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<RotationReport, String> {
     let dir = dir.join("rotation");
     {
         let config = LogConfig {
-            segment_max_bytes: LARGE_SEGMENT_BYTES,
+            segment_max_bytes: SMALL_SEGMENT_BYTES,
             ..LogConfig::default()
         };
         let store = LogStore::open_with(&dir, config).map_err(|e| e.to_string())?;
@@ -126,9 +133,9 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<RotationReport, String> {
         crate::log::populate(&store, events, &target).await?;
         store.close().await.map_err(|e| e.to_string())?;
     }
-    let (without, store) = writers(&dir, LARGE_SEGMENT_BYTES, secs).await?;
-    store.close().await.map_err(|e| e.to_string())?;
     let (with, store) = writers(&dir, SMALL_SEGMENT_BYTES, secs).await?;
+    store.close().await.map_err(|e| e.to_string())?;
+    let (without, store) = writers(&dir, LARGE_SEGMENT_BYTES, secs).await?;
     store.close().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(RotationReport {

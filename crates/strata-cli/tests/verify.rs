@@ -50,6 +50,7 @@ fn last_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
     segs.pop().unwrap()

@@ -14,7 +14,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use strata_core::{category_of, Direction, Filter, StreamId, Uuid};
 
-use crate::format::{u16_at, u32_at, u64_at};
+use crate::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_BYTES};
 
 /// A location in the log: segment number in the high 24 bits, byte offset in the low 40.
 pub(crate) type Loc = u64;
@@ -617,6 +617,237 @@ impl IndexFile {
     }
 }
 
+/// One sealed segment, as its index file describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SealedSegment {
+    pub segment_no: u64,
+    pub salt: u64,
+    /// Its first position.
+    pub first: u64,
+    /// The position after its last event.
+    pub end_position: u64,
+    /// Its length: the end of its last record.
+    pub end_offset: u64,
+}
+
+const SEGMENT_INDEX_MAGIC: &[u8; 8] = b"STRATASI";
+const SEGMENT_INDEX_VERSION: u32 = 1;
+const SEGMENT_INDEX_HEADER_BYTES: usize = 64;
+
+/// Encodes the index file of one sealed segment: its entries (as in the whole index file, with
+/// stream and type numbers local to the file) and the names they use. The entries are taken
+/// [`chunk`](crate::limits::INDEX_ENCODE_CHUNK_ENTRIES) at a time from the index `index` lends
+/// for each (see [`encode_in_chunks`]): a seal encodes one segment's worth, never the whole.
+pub(crate) fn encode_segment_index(
+    seg: SealedSegment,
+    chunk: usize,
+    mut index: impl FnMut(&mut dyn FnMut(&Index)),
+) -> Vec<u8> {
+    let n = seg.end_position.saturating_sub(seg.first);
+    let mut out =
+        Vec::with_capacity(SEGMENT_INDEX_HEADER_BYTES + n as usize * INDEX_ENTRY_BYTES + 4);
+    out.extend_from_slice(SEGMENT_INDEX_MAGIC);
+    out.extend_from_slice(&SEGMENT_INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for v in [seg.segment_no, seg.salt, seg.first, n, seg.end_offset] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    // The name counts, filled in at the end.
+    out.extend_from_slice(&[0u8; 8]);
+    let mut streams: FastMap<u32, u32> = FastMap::default();
+    let mut stream_order: Vec<u32> = Vec::new();
+    let mut types: FastMap<u32, u32> = FastMap::default();
+    let mut type_order: Vec<u32> = Vec::new();
+    let chunk = chunk.max(1) as u64;
+    let mut at = seg.first;
+    while at < seg.end_position {
+        let to = (at + chunk).min(seg.end_position);
+        index(&mut |i| {
+            for p in at..to {
+                let e = &i.entries[p as usize];
+                let next = stream_order.len() as u32;
+                let s = *streams.entry(e.stream).or_insert_with(|| {
+                    stream_order.push(e.stream);
+                    next
+                });
+                let next = type_order.len() as u32;
+                let t = *types.entry(e.event_type).or_insert_with(|| {
+                    type_order.push(e.event_type);
+                    next
+                });
+                out.extend_from_slice(&e.loc.to_le_bytes());
+                out.extend_from_slice(&e.recorded_at_us.to_le_bytes());
+                out.extend_from_slice(&s.to_le_bytes());
+                out.extend_from_slice(&t.to_le_bytes());
+                out.extend_from_slice(i.event_ids[p as usize].as_bytes());
+            }
+        });
+        at = to;
+    }
+    for names in stream_order.chunks(chunk as usize) {
+        index(&mut |i| {
+            for &s in names {
+                let name = i.streams[s as usize].id.as_str();
+                out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                out.extend_from_slice(name.as_bytes());
+            }
+        });
+    }
+    index(&mut |i| {
+        for &t in &type_order {
+            let name = &i.types[t as usize].name;
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+    });
+    out[56..60].copy_from_slice(&(stream_order.len() as u32).to_le_bytes());
+    out[60..64].copy_from_slice(&(type_order.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A sealed segment's index file whose CRC and header check out.
+pub(crate) struct SegmentIndexFile {
+    bytes: Vec<u8>,
+    pub seg: SealedSegment,
+}
+
+impl SegmentIndexFile {
+    /// Checks the file's bytes (magic, CRC, version, room for its entries).
+    pub fn check(bytes: Vec<u8>) -> Result<SegmentIndexFile, String> {
+        let b = &bytes;
+        if b.len() < SEGMENT_INDEX_HEADER_BYTES + 4 || &b[0..8] != SEGMENT_INDEX_MAGIC {
+            return Err("not a Strata segment index file".to_owned());
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32c::crc32c(body) != u32_at(crc, 0) {
+            return Err("segment index file CRC mismatch".to_owned());
+        }
+        if u32_at(b, 8) != SEGMENT_INDEX_VERSION {
+            return Err("segment index file version not supported".to_owned());
+        }
+        let first = u64_at(b, 32);
+        let n = u64_at(b, 40);
+        let entries_bytes = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(INDEX_ENTRY_BYTES))
+            .ok_or("segment index too large")?;
+        if body.len() < SEGMENT_INDEX_HEADER_BYTES.saturating_add(entries_bytes) {
+            return Err("segment index file truncated".to_owned());
+        }
+        let end_position = first.checked_add(n).ok_or("segment index too large")?;
+        let seg = SealedSegment {
+            segment_no: u64_at(b, 16),
+            salt: u64_at(b, 24),
+            first,
+            end_position,
+            end_offset: u64_at(b, 48),
+        };
+        Ok(SegmentIndexFile { bytes, seg })
+    }
+
+    /// Where the file places position `p`.
+    pub fn loc(&self, p: u64) -> Option<Loc> {
+        (self.seg.first..self.seg.end_position)
+            .contains(&p)
+            .then(|| {
+                let at =
+                    SEGMENT_INDEX_HEADER_BYTES + (p - self.seg.first) as usize * INDEX_ENTRY_BYTES;
+                u64_at(&self.bytes, at)
+            })
+    }
+
+    /// Adds the file's events from `index`'s next position on to `index`, after checking the
+    /// whole file: its names, that each entry names one of them, and that its records lie in
+    /// its segment in order, up to its end. On an error the index is unchanged.
+    pub fn push_into(&self, index: &mut Index) -> Result<(), String> {
+        let b = &self.bytes;
+        let body = &b[..b.len() - 4];
+        let seg = self.seg;
+        let n = (seg.end_position - seg.first) as usize;
+        let from = index.next_position();
+        if !(seg.first..=seg.end_position).contains(&from) {
+            return Err(format!(
+                "it holds positions {} to {}, the index continues at {from}",
+                seg.first,
+                seg.end_position.saturating_sub(1)
+            ));
+        }
+        let mut at = SEGMENT_INDEX_HEADER_BYTES + n * INDEX_ENTRY_BYTES;
+        let mut read_names = |count: usize| -> Result<Vec<&str>, String> {
+            let mut names = Vec::with_capacity(count.min(body.len().saturating_sub(at) / 2));
+            for _ in 0..count {
+                if body.len() < at + 2 {
+                    return Err("segment index file truncated".to_owned());
+                }
+                let len = u16_at(body, at) as usize;
+                at += 2;
+                if body.len() < at + len {
+                    return Err("segment index file truncated".to_owned());
+                }
+                names.push(
+                    std::str::from_utf8(&body[at..at + len])
+                        .map_err(|_| "index name is not UTF-8")?,
+                );
+                at += len;
+            }
+            Ok(names)
+        };
+        let stream_names = read_names(u32_at(b, 56) as usize)?;
+        let type_names = read_names(u32_at(b, 60) as usize)?;
+        let streams = stream_names
+            .iter()
+            .map(|s| StreamId::new(*s).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries =
+            &body[SEGMENT_INDEX_HEADER_BYTES..SEGMENT_INDEX_HEADER_BYTES + n * INDEX_ENTRY_BYTES];
+        let mut last_offset = 0;
+        for chunk in entries.chunks_exact(INDEX_ENTRY_BYTES) {
+            let l = u64_at(chunk, 0);
+            if loc_segment(l) != seg.segment_no
+                || loc_offset(l) < SEGMENT_HEADER_BYTES
+                || loc_offset(l) <= last_offset
+                || loc_offset(l) >= seg.end_offset
+            {
+                return Err("an entry lies outside its segment or out of order".to_owned());
+            }
+            last_offset = loc_offset(l);
+            if u32_at(chunk, 16) as usize >= streams.len()
+                || u32_at(chunk, 20) as usize >= type_names.len()
+            {
+                return Err("index entry names an unknown stream or type".to_owned());
+            }
+        }
+        let stream_nos: Vec<u32> = streams
+            .iter()
+            .map(|s| index.stream_no_or_insert(s))
+            .collect();
+        let type_nos: Vec<u32> = type_names
+            .iter()
+            .map(|t| index.type_no_or_insert(t))
+            .collect();
+        let skip = (from - seg.first) as usize;
+        for (k, chunk) in entries
+            .chunks_exact(INDEX_ENTRY_BYTES)
+            .enumerate()
+            .skip(skip)
+        {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&chunk[24..40]);
+            index.push_resolved(
+                seg.first + k as u64,
+                u64_at(chunk, 0),
+                u64_at(chunk, 8) as i64,
+                stream_nos[u32_at(chunk, 16) as usize],
+                type_nos[u32_at(chunk, 20) as usize],
+                Uuid::from_bytes(id),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// One page of names from a name-ordered map: names after `after`, starting with `prefix`.
 /// Returns the values and whether more remain.
 fn list_page<K: std::borrow::Borrow<str> + Ord>(
@@ -647,6 +878,60 @@ fn list_page<K: std::borrow::Borrow<str> + Ord>(
 
 const INDEX_MAGIC: &[u8; 8] = b"STRATAIX";
 const INDEX_VERSION: u32 = 1;
+
+/// What an index file (the whole one, or a sealed segment's) records as acknowledged: the
+/// positions from `first` to before `end_position`, where each one lies, and the log end the
+/// last one reaches.
+pub(crate) trait Claim {
+    /// The last segment it knows to exist: the one the whole index file ends in; for a
+    /// sealed segment's file, the segment after it (created, durably, before the file was
+    /// written).
+    fn last_segment(&self) -> u64;
+    fn first(&self) -> u64;
+    fn end_position(&self) -> u64;
+    fn loc(&self, p: u64) -> Option<Loc>;
+    fn end(&self) -> LogEnd;
+}
+
+impl Claim for IndexFile {
+    fn last_segment(&self) -> u64 {
+        self.end.segment_no
+    }
+    fn first(&self) -> u64 {
+        0
+    }
+    fn end_position(&self) -> u64 {
+        self.events
+    }
+    fn loc(&self, p: u64) -> Option<Loc> {
+        IndexFile::loc(self, p)
+    }
+    fn end(&self) -> LogEnd {
+        self.end
+    }
+}
+
+impl Claim for SegmentIndexFile {
+    fn last_segment(&self) -> u64 {
+        self.seg.segment_no + 1
+    }
+    fn first(&self) -> u64 {
+        self.seg.first
+    }
+    fn end_position(&self) -> u64 {
+        self.seg.end_position
+    }
+    fn loc(&self, p: u64) -> Option<Loc> {
+        SegmentIndexFile::loc(self, p)
+    }
+    fn end(&self) -> LogEnd {
+        LogEnd {
+            segment_no: self.seg.segment_no,
+            offset: self.seg.end_offset,
+            salt: self.seg.salt,
+        }
+    }
+}
 
 /// The end of the log an index covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,10 @@ use crate::format::{
     decode_record, padded_len, peek_len, record_crc, u32_at, u64_at, DecodeError, DecodedRecord,
     SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::index::{loc, loc_offset, loc_segment, Index, IndexFile, LogEnd, NewEntry};
+use crate::index::{
+    loc, loc_offset, loc_segment, Claim, Index, IndexFile, LogEnd, NewEntry, SealedSegment,
+    SegmentIndexFile,
+};
 use crate::io::Vfs;
 use crate::segment::{parse_segment_file_name, read_up_to, segment_file_name, Segment, Segments};
 
@@ -36,6 +39,10 @@ pub(crate) struct Recovered {
     pub tail_len: u64,
     /// Whether the index was loaded from its file (rather than rebuilt from the log).
     pub index_loaded: bool,
+    /// Sealed segments whose events came from their own index files.
+    pub segment_indexes_loaded: u64,
+    /// Sealed segments whose index files are to be written.
+    pub missing_indexes: Vec<SealedSegment>,
     /// Events re-read from the log on open.
     pub events_scanned: u64,
     /// A torn tail that was cut: (file, from length, to length).
@@ -397,6 +404,117 @@ pub(crate) fn read_index_file(dir: &Path) -> Option<IndexFile> {
     }
 }
 
+/// The index file of sealed segment `no`, beside it.
+pub(crate) fn segment_index_path(seg_dir: &Path, no: u64) -> PathBuf {
+    seg_dir.join(segment_file_name(no)).with_extension("idx")
+}
+
+/// The numbers of the segments that have an index file, in order.
+pub(crate) fn list_segment_indexes(seg_dir: &Path) -> Result<Vec<u64>, OpenError> {
+    let mut nos = Vec::new();
+    let rd =
+        std::fs::read_dir(seg_dir).map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
+    for entry in rd {
+        let entry = entry.map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
+            continue;
+        };
+        if let Some(no) = parse_segment_file_name(&format!("{stem}.seg")) {
+            nos.push(no);
+        }
+    }
+    nos.sort_unstable();
+    Ok(nos)
+}
+
+/// Reads the index file of segment `no`, when there is one that checks out; one that does
+/// not is taken as absent, with a warning (its segment is scanned instead).
+pub(crate) fn read_segment_index(seg_dir: &Path, no: u64) -> Option<SegmentIndexFile> {
+    let path = segment_index_path(seg_dir, no);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read a segment's index file; scanning the segment instead");
+            return None;
+        }
+    };
+    match SegmentIndexFile::check(bytes) {
+        Ok(f) if f.seg.segment_no == no => Some(f),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "a segment's index file names another segment; scanning the segment instead");
+            None
+        }
+        Err(reason) => {
+            tracing::warn!(file = %path.display(), %reason, "a segment's index file is unreadable; scanning the segment instead");
+            None
+        }
+    }
+}
+
+/// Whether a sealed segment's index file describes it, so that its events can be taken from
+/// the file: the segment has the salt and first position the file records, ends where its
+/// last recorded record ends (which is whole and holds its position), and the file carries on
+/// from where the index built so far ends (`start`, in this segment or at its start).
+fn segment_index_matches(
+    file: &SegmentIndexFile,
+    seg: &Segment,
+    index: &Index,
+    start: LogEnd,
+) -> Result<Result<(), String>, OpenError> {
+    let f = file.seg;
+    let k = seg.header.segment_no;
+    if f.salt != seg.header.salt || f.first != seg.header.first_position {
+        return Ok(Err(format!(
+            "segment {k} is not the one it records (another salt or first position)"
+        )));
+    }
+    let Some(last) = f.end_position.checked_sub(1).filter(|&p| p >= f.first) else {
+        return Ok(Err("it records no events".to_owned()));
+    };
+    // The index built so far ends at `start`, in this segment: at its start (then the file's
+    // first event comes next) or, when the whole index file ended inside it, at one of its
+    // records (or at its end).
+    let next = index.next_position();
+    let continues = if next == f.end_position {
+        start.offset == f.end_offset
+    } else {
+        next >= f.first && file.loc(next).map(loc_offset) == Some(start.offset)
+    };
+    if start.segment_no != k || !continues {
+        return Ok(Err(format!(
+            "it does not carry on where the index ends (position {next})"
+        )));
+    }
+    let off = file.loc(last).map_or(0, loc_offset);
+    let file_len = seg
+        .file
+        .size()
+        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+    match record_at(seg, off, last)? {
+        RecordState::Whole { len } if off + padded_len(len) as u64 == f.end_offset => {}
+        RecordState::Whole { .. } => {
+            return Ok(Err(format!(
+                "its last record (position {last} at byte {off}) does not end at byte {}",
+                f.end_offset
+            )))
+        }
+        RecordState::Truncated { .. } | RecordState::Bad { .. } => {
+            return Ok(Err(format!(
+                "its last record (position {last} at byte {off}) is not whole in the segment"
+            )))
+        }
+    }
+    if file_len != f.end_offset {
+        return Ok(Err(format!(
+            "segment {k} is {file_len} bytes long, the file records {}",
+            f.end_offset
+        )));
+    }
+    Ok(Ok(()))
+}
+
 /// What a record the index file recorded looks like in the log now.
 enum RecordState {
     /// Whole, at the position recorded; its length without padding.
@@ -641,13 +759,17 @@ impl<'a> ChunkReader<'a> {
 /// there on that is not in the log as recorded (a later one when the first lost events were
 /// part of an append whose end is gone).
 pub(crate) fn missing_acknowledged(
-    claim: &IndexFile,
+    claim: &dyn Claim,
     held: u64,
     opened: &[Arc<Segment>],
     unfinished: Option<&Unfinished>,
     seg_dir: &Path,
 ) -> Result<Option<DataLoss>, OpenError> {
-    let end_no = claim.end.segment_no;
+    let claim_end = claim.end();
+    let end_no = claim_end.segment_no;
+    // A segment's index file knows where its own events lie: the loss is reported from the
+    // first of them when the log ends before its segment.
+    let from = held.max(claim.first());
     let gone = |no: u64| {
         if unfinished.is_some_and(|u| u.no == no) {
             LossCause::HeaderMissing
@@ -655,11 +777,12 @@ pub(crate) fn missing_acknowledged(
             LossCause::SegmentMissing
         }
     };
-    let Some(first_loc) = claim.loc(held) else {
-        // Every recorded event is there. The segment the index file ends in must be too:
-        // whatever was appended to it after the file was written is gone with it.
-        if let Some(seg) = opened.get(end_no as usize) {
-            if seg.header.salt != claim.end.salt {
+    let Some(first_loc) = claim.loc(from) else {
+        // Every recorded event is there. The last segment the index file knows of must be
+        // too: whatever was appended to it after the file was written is gone with it.
+        let must_exist = claim.last_segment();
+        if let Some(seg) = opened.get(must_exist as usize) {
+            if must_exist == end_no && seg.header.salt != claim_end.salt {
                 tracing::warn!(
                     file = %seg.path.display(),
                     "the index file's last segment was replaced; its events up to the index file's end are all there"
@@ -668,22 +791,22 @@ pub(crate) fn missing_acknowledged(
             return Ok(None);
         }
         return Ok(Some(DataLoss {
-            file: seg_dir.join(segment_file_name(end_no)),
+            file: seg_dir.join(segment_file_name(must_exist)),
             offset: SEGMENT_HEADER_BYTES,
             from_position: held,
             events_at_least: 0,
-            cause: gone(end_no),
+            cause: gone(must_exist),
         }));
     };
     let mut cause = None;
-    for p in held..claim.events {
+    for p in from..claim.end_position() {
         let Some(l) = claim.loc(p) else { break };
         let (no, off) = (loc_segment(l), loc_offset(l));
         let Some(seg) = opened.get(no as usize) else {
             cause = Some(gone(no));
             break;
         };
-        if no == end_no && seg.header.salt != claim.end.salt {
+        if no == end_no && seg.header.salt != claim_end.salt {
             cause = Some(LossCause::SegmentReplaced);
             break;
         }
@@ -712,7 +835,7 @@ pub(crate) fn missing_acknowledged(
         file: seg_dir.join(segment_file_name(loc_segment(first_loc))),
         offset: loc_offset(first_loc),
         from_position: held,
-        events_at_least: claim.events - held,
+        events_at_least: claim.end_position() - held,
         cause: cause.unwrap_or(LossCause::Damaged {
             offset: loc_offset(first_loc),
             reason: "the log does not hold the events the index file records here".to_owned(),
@@ -781,6 +904,35 @@ pub(crate) fn recover(
             (_, Err(reason)) => {
                 tracing::warn!(%reason, "the index file does not match the log; rebuilding it")
             }
+        }
+    }
+
+    // Sealed segments past it: from their own index files while they match the log.
+    let listed_indexes = list_segment_indexes(&seg_dir)?;
+    let mut segment_indexes_loaded = 0u64;
+    if use_index_file {
+        while let Some(seg) = opened
+            .get(start.segment_no as usize)
+            .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
+        {
+            let Some(file) = read_segment_index(&seg_dir, seg.header.segment_no) else {
+                break;
+            };
+            let matched = match segment_index_matches(&file, seg, &index, start)? {
+                Ok(()) => file.push_into(&mut index),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = matched {
+                tracing::warn!(file = %segment_index_path(&seg_dir, seg.header.segment_no).display(), %reason, "a segment's index file does not match its segment; scanning the segment instead (the file is written again)");
+                break;
+            }
+            segment_indexes_loaded += 1;
+            let next = &opened[seg.header.segment_no as usize + 1];
+            start = LogEnd {
+                segment_no: next.header.segment_no,
+                offset: SEGMENT_HEADER_BYTES,
+                salt: next.header.salt,
+            };
         }
     }
 
@@ -877,17 +1029,28 @@ pub(crate) fn recover(
         tail_len = committed_end;
     }
 
-    // Everything the index file records as acknowledged must be there.
-    let data_loss = match &claim {
-        Some(file) => missing_acknowledged(
-            file,
-            index.next_position(),
-            &opened,
-            unfinished.as_ref(),
-            &seg_dir,
-        )?,
+    // Everything the index files record as acknowledged must be there: the whole index file,
+    // and the index files of segments from the one the loading stopped at on (those before
+    // were found whole).
+    let held = index.next_position();
+    let mut data_loss = match &claim {
+        Some(file) => missing_acknowledged(file, held, &opened, unfinished.as_ref(), &seg_dir)?,
         None => None,
     };
+    let loading_stopped_at = start.segment_no;
+    let later_indexes: Vec<u64> = listed_indexes
+        .iter()
+        .copied()
+        .filter(|&k| k >= loading_stopped_at)
+        .collect();
+    for &k in &later_indexes {
+        if data_loss.is_some() {
+            break;
+        }
+        if let Some(file) = read_segment_index(&seg_dir, k) {
+            data_loss = missing_acknowledged(&file, held, &opened, unfinished.as_ref(), &seg_dir)?;
+        }
+    }
     if let Some(loss) = &data_loss {
         if !accept_data_loss {
             return Err(OpenError::DataLoss(loss.clone()));
@@ -896,6 +1059,18 @@ pub(crate) fn recover(
     }
 
     // Only now change the disk.
+    if data_loss.is_some() {
+        // Index files of segments from the last one held on record the lost events: the next
+        // open must not report them again.
+        let last_held = opened.len().saturating_sub(1) as u64;
+        for &k in later_indexes.iter().filter(|&&k| k >= last_held) {
+            let path = segment_index_path(&seg_dir, k);
+            vfs.remove(&path)
+                .map_err(io_ctx(format!("removing {}", path.display())))?;
+        }
+        vfs.sync_dir(&seg_dir)
+            .map_err(io_ctx(format!("syncing {}", seg_dir.display())))?;
+    }
     let mut truncated = None;
     if let Some(u) = &unfinished {
         if u.no > 0 {
@@ -924,6 +1099,27 @@ pub(crate) fn recover(
             truncated = Some((seg.path.clone(), cut.from_len, cut.to_len));
         }
     }
+    // Sealed segments without an index file (a store of an earlier version, a file lost or
+    // not written before a crash), and the one whose file did not match: the writer writes
+    // them in the background.
+    let mut missing_indexes = Vec::new();
+    for pair in opened.windows(2) {
+        let (seg, next) = (&pair[0], &pair[1]);
+        let k = seg.header.segment_no;
+        let listed = listed_indexes.binary_search(&k).is_ok();
+        if !listed || (use_index_file && k == loading_stopped_at) {
+            missing_indexes.push(SealedSegment {
+                segment_no: k,
+                salt: seg.header.salt,
+                first: seg.header.first_position,
+                end_position: next.header.first_position,
+                end_offset: seg
+                    .file
+                    .size()
+                    .map_err(io_ctx(format!("reading {}", seg.path.display())))?,
+            });
+        }
+    }
     let segments = Segments::default();
     for seg in &opened {
         segments.push(seg.clone());
@@ -939,6 +1135,8 @@ pub(crate) fn recover(
         segments,
         tail_len,
         index_loaded,
+        segment_indexes_loaded,
+        missing_indexes,
         events_scanned,
         truncated,
         data_loss,

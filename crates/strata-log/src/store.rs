@@ -80,6 +80,12 @@ pub struct OpenReport {
     pub events: u64,
     /// Whether the index came from its file rather than a full rebuild.
     pub index_loaded: bool,
+    /// Sealed segments whose index came from their own index files (those the index file
+    /// did not cover yet).
+    pub segment_indexes_loaded: u64,
+    /// Sealed segments found without an index file, or with one that did not match: their
+    /// files are written in the background after the open.
+    pub segment_indexes_missing: u64,
     /// Events read from the log on open (all of them when the index was rebuilt).
     pub events_scanned: u64,
     /// A torn tail that was cut: (file, length before, length after).
@@ -303,9 +309,12 @@ impl LogStore {
             offset: rec.tail_len,
             salt: tail.header.salt,
         };
+        let missing_indexes = std::mem::take(&mut rec.missing_indexes);
         let report = OpenReport {
             events: rec.index.next_position(),
             index_loaded: rec.index_loaded,
+            segment_indexes_loaded: rec.segment_indexes_loaded,
+            segment_indexes_missing: missing_indexes.len() as u64,
             events_scanned: rec.events_scanned,
             truncated: rec.truncated.clone(),
             data_loss: rec.data_loss.clone(),
@@ -338,7 +347,7 @@ impl LogStore {
             tail_len: rec.tail_len,
             allocated_len: rec.tail_len,
             checkpoint_thread: None,
-            checkpoint_wanted: Arc::default(),
+            sealed: Arc::default(),
         };
         let released = Released::new(canonical);
         let handle = std::thread::Builder::new()
@@ -351,7 +360,7 @@ impl LogStore {
                 move || {
                     // Lets go of the directory when the writer ends, even by a panic.
                     let _exit = exit;
-                    writer.run(rx);
+                    writer.run(rx, missing_indexes);
                 }
             })
             .map_err(io_ctx("starting the writer thread"))?;
@@ -437,7 +446,8 @@ impl LogStore {
         self.inner.shared.stopped_reason()
     }
 
-    /// Writes the index file now (it is also written on close and when a segment is sealed).
+    /// Writes the whole index file now (it is also written on close; a sealed segment gets
+    /// its own index file).
     pub fn checkpoint_index(&self) -> std::io::Result<()> {
         let closed = self.inner.closed.read();
         if *closed {

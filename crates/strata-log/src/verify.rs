@@ -10,8 +10,9 @@ use crate::format::SEGMENT_HEADER_BYTES;
 use crate::index::{loc, IndexFile};
 use crate::io::StdVfs;
 use crate::recovery::{
-    classify_end, list_segments, missing_acknowledged, open_segments, read_index_file,
-    scan_segment, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
+    classify_end, list_segment_indexes, list_segments, missing_acknowledged, open_segments,
+    read_index_file, read_segment_index, scan_segment, segment_index_path, SegmentEnd, INDEX_FILE,
+    SEGMENTS_DIR,
 };
 use crate::store::LOCK_FILE;
 
@@ -103,6 +104,9 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         }
         let mut in_append = false;
         let mut committed_end = SEGMENT_HEADER_BYTES;
+        // The segment's own index file, when it is this segment's: it must place each event
+        // where the log holds it, as the whole index file must.
+        let seg_index = read_segment_index(&seg_dir, no).filter(|f| f.seg.salt == seg.header.salt);
         let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |off, r| {
             if r.position != next_position {
                 return Err(corruption(
@@ -122,6 +126,20 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                             "it places position {} elsewhere than segment {no} byte {off}, where \
                              the log holds it (the index file is derived: delete it and the next \
                              open rebuilds it)",
+                            r.position
+                        ),
+                    });
+                }
+            }
+            if let Some(at) = seg_index.as_ref().and_then(|f| f.loc(r.position)) {
+                if at != loc(no, off) {
+                    return Err(OpenError::Corruption {
+                        file: segment_index_path(&seg_dir, no),
+                        offset: 0,
+                        reason: format!(
+                            "it places position {} elsewhere than byte {off}, where the \
+                             segment holds it (the file is derived: delete it and the next open \
+                             writes it again)",
                             r.position
                         ),
                     });
@@ -186,6 +204,16 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             return Err(OpenError::DataLoss(loss));
         }
         report.indexed_events = Some(file.events);
+    }
+    // So must every event the sealed segments' index files record.
+    for k in list_segment_indexes(&seg_dir)? {
+        if let Some(file) = read_segment_index(&seg_dir, k) {
+            if let Some(loss) =
+                missing_acknowledged(&file, committed, &opened, unfinished.as_ref(), &seg_dir)?
+            {
+                return Err(OpenError::DataLoss(loss));
+            }
+        }
     }
     report.events = committed;
     report.streams = versions.len() as u64;

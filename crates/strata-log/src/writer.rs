@@ -21,13 +21,13 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use crate::format::{
     padded_len, RecordRef, FLAG_BATCH_START, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::index::{encode_in_chunks, loc, Index, LogEnd};
+use crate::index::{encode_in_chunks, encode_segment_index, loc, Index, LogEnd, SealedSegment};
 use crate::io::{write_file_atomic, Vfs};
 use crate::limits::{
     INDEX_ENCODE_CHUNK_ENTRIES, SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS,
     WRITER_BATCH_MAX_BYTES, WRITER_LINGER_US,
 };
-use crate::recovery::{create_segment, now_us, INDEX_FILE, SEGMENTS_DIR};
+use crate::recovery::{create_segment, now_us, segment_index_path, INDEX_FILE, SEGMENTS_DIR};
 use crate::segment::{Segment, Segments};
 
 /// The index and the end of the log it covers, changed together.
@@ -67,6 +67,16 @@ impl Shared {
         let _guard = self.checkpoint_lock.lock();
         let bytes = self.encode_index();
         write_file_atomic(&*self.vfs, &self.dir.join(INDEX_FILE), &bytes)
+    }
+
+    /// Writes the index file of a sealed segment beside it (temp file, fsync, rename,
+    /// directory fsync), encoding it a chunk at a time as [`Shared::encode_index`] does.
+    pub fn write_segment_index(&self, seg: SealedSegment) -> std::io::Result<()> {
+        let bytes = encode_segment_index(seg, INDEX_ENCODE_CHUNK_ENTRIES, |encode| {
+            encode(&self.state.read().index)
+        });
+        let path = segment_index_path(&self.dir.join(SEGMENTS_DIR), seg.segment_no);
+        write_file_atomic(&*self.vfs, &path, &bytes)
     }
 
     /// The index file as of now, encoded without holding the state lock for more than
@@ -120,10 +130,29 @@ pub(crate) struct Writer {
     pub tail_len: u64,
     /// The tail segment's file length: `tail_len` plus zeros preallocated ahead of it.
     pub allocated_len: u64,
-    /// The index checkpoint running in the background, if any.
+    /// The thread writing sealed segments' index files, if one runs.
     pub checkpoint_thread: Option<std::thread::JoinHandle<()>>,
-    /// Set at each rotation; the checkpoint thread writes the index file again while it is.
-    pub checkpoint_wanted: Arc<std::sync::atomic::AtomicBool>,
+    /// Sealed segments whose index files are still to be written.
+    pub sealed: Arc<Mutex<SealQueue>>,
+}
+
+/// Sealed segments whose index files are to be written, and whether a thread is at it.
+#[derive(Default)]
+pub(crate) struct SealQueue {
+    items: std::collections::VecDeque<SealedSegment>,
+    running: bool,
+}
+
+/// Marks the seal queue as not served when the thread serving it panics, so the next seal
+/// starts another.
+struct NotRunningOnPanic(Arc<Mutex<SealQueue>>);
+
+impl Drop for NotRunningOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().running = false;
+        }
+    }
 }
 
 /// What staging decided for one request.
@@ -135,7 +164,22 @@ enum Staged {
 }
 
 impl Writer {
-    pub fn run(mut self, rx: crossbeam_channel::Receiver<AppendRequest>) {
+    /// Runs the writer until the append queue closes; first queues the index files of the
+    /// sealed segments in `missing` (those found without one on open).
+    pub fn run(
+        mut self,
+        rx: crossbeam_channel::Receiver<AppendRequest>,
+        missing: Vec<SealedSegment>,
+    ) {
+        if !missing.is_empty() {
+            tracing::info!(
+                segments = missing.len(),
+                "writing the index files of sealed segments that have none (a store from an earlier version, or files lost or not matching), in the background"
+            );
+        }
+        for seg in missing {
+            self.queue_segment_index(seg);
+        }
         let mut deferred: Vec<AppendRequest> = Vec::new();
         // Appenders answered by the previous batch: they are likely to send again at once.
         let mut just_answered = 0usize;
@@ -187,6 +231,8 @@ impl Writer {
             deferred = self.process(batch, bytes);
             waiting_then = rx.len() + deferred.len();
         }
+        // Closing waits for the queued segment index files: after an upgrade, one per sealed
+        // segment, so the first close of an upgraded store finishes its conversion.
         if let Some(t) = self.checkpoint_thread.take() {
             let _ = t.join();
         }
@@ -484,6 +530,42 @@ impl Writer {
         Ok(())
     }
 
+    /// Queues a sealed segment's index file, and starts the thread that writes them unless
+    /// it runs (it takes what is queued before it ends).
+    pub fn queue_segment_index(&mut self, seg: SealedSegment) {
+        let mut queue = self.sealed.lock();
+        queue.items.push_back(seg);
+        if queue.running {
+            return;
+        }
+        queue.running = true;
+        drop(queue);
+        if let Some(done) = self.checkpoint_thread.take() {
+            let _ = done.join();
+        }
+        let shared = self.shared.clone();
+        let sealed = self.sealed.clone();
+        self.checkpoint_thread = Some(std::thread::spawn(move || {
+            // A panic ends the thread without leaving the queue marked as served.
+            let _running = NotRunningOnPanic(sealed.clone());
+            loop {
+                let next = {
+                    let mut queue = sealed.lock();
+                    match queue.items.pop_front() {
+                        Some(next) => next,
+                        None => {
+                            queue.running = false;
+                            break;
+                        }
+                    }
+                };
+                if let Err(error) = shared.write_segment_index(next) {
+                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; a reopen scans the segment instead");
+                }
+            }
+        }));
+    }
+
     /// Seals the tail segment and starts a new one.
     fn rotate(&mut self) -> std::io::Result<()> {
         // A sealed segment ends at its last record: cut the preallocated zeros.
@@ -493,6 +575,13 @@ impl Writer {
             self.tail.file.sync_data()?;
         }
         let next_position = self.shared.state.read().index.next_position();
+        let sealed = SealedSegment {
+            segment_no: self.tail.header.segment_no,
+            salt: self.tail.header.salt,
+            first: self.tail.header.first_position,
+            end_position: next_position,
+            end_offset: self.tail_len,
+        };
         let seg_dir = self.shared.dir.join(SEGMENTS_DIR);
         let seg = create_segment(
             &*self.shared.vfs,
@@ -512,31 +601,11 @@ impl Writer {
                 salt: self.tail.header.salt,
             };
         }
-        // Persist the index now and then so a reopen after a crash rescans little of the log.
-        // Done on a helper thread, which only reads the index, a chunk at a time; the writer
-        // never waits for it: while one checkpoint runs, a rotation only asks for another,
-        // which the same thread writes when it is done (so under a heavy load a reopen after
-        // a crash may rescan the few segments sealed during one checkpoint).
-        self.checkpoint_wanted
-            .store(true, std::sync::atomic::Ordering::Release);
-        let running = self
-            .checkpoint_thread
-            .as_ref()
-            .is_some_and(|t| !t.is_finished());
-        if !running {
-            if let Some(done) = self.checkpoint_thread.take() {
-                let _ = done.join();
-            }
-            let shared = self.shared.clone();
-            let wanted = self.checkpoint_wanted.clone();
-            self.checkpoint_thread = Some(std::thread::spawn(move || {
-                while wanted.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                    if let Err(e) = shared.checkpoint_index() {
-                        tracing::warn!(error = %e, "could not write the index file");
-                    }
-                }
-            }));
-        }
+        // The sealed segment's index file, so that a reopen reads it rather than scanning the
+        // segment: one segment's worth, written on a helper thread that takes the index's
+        // lock a chunk at a time. The writer never waits for it; segments sealed while it
+        // runs are queued for the same thread.
+        self.queue_segment_index(sealed);
         Ok(())
     }
 }

@@ -322,6 +322,12 @@ impl Run {
         self.vfs.is_crashed()
     }
 
+    /// Counts the index files an open queued for the background (sealed segments without
+    /// one), which `settle` then waits for like those of segments sealed by a step.
+    fn opened(&mut self, store: &LogStore) {
+        self.background.pending += store.open_report().segment_indexes_missing as i64;
+    }
+
     /// Lets a background checkpoint the last step started finish, so that its operations
     /// never interleave with the next step's (a seed then always means the same run).
     fn settle(&mut self) -> Check {
@@ -367,8 +373,18 @@ impl Run {
         loop {
             match LogStore::open_with(&self.dir, self.config.clone()) {
                 Ok(s) => {
+                    self.opened(&s);
                     self.settle()?;
-                    return Ok(s);
+                    if !self.crashed() {
+                        return Ok(s);
+                    }
+                    // Lost while the open's background work (segment index files) ran.
+                    drop(s);
+                    LogStore::wait_for_dropped();
+                    self.summary.crash_points += 1;
+                    self.summary.crashes_in_recovery += 1;
+                    self.note("power lost after opening, writing segment index files".to_owned());
+                    self.restart()?;
                 }
                 Err(e) if self.crashed() => {
                     self.summary.crash_points += 1;
@@ -561,7 +577,11 @@ impl Run {
                     return Ok(());
                 }
                 match LogStore::open_with(&self.dir, self.config.clone()) {
-                    Ok(s) => self.store = Some(s),
+                    Ok(s) => {
+                        self.opened(&s);
+                        self.settle()?;
+                        self.store = Some(s);
+                    }
                     Err(e) => ensure!(self.crashed(), "a clean reopen failed: {e}"),
                 }
             }
@@ -656,6 +676,7 @@ impl Run {
         );
         let store = LogStore::open_with(&self.dir, self.config.clone())
             .map_err(|e| format!("reopening after verify: {e}"))?;
+        self.opened(&store);
         self.settle()?;
         self.store = Some(store);
         Ok(())

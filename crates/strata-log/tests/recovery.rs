@@ -69,14 +69,18 @@ fn without_preallocated_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-fn last_segment(dir: &Path) -> PathBuf {
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
-    segs.pop().unwrap()
+    segs
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    segment_files(dir).pop().unwrap()
 }
 
 #[test]
@@ -104,9 +108,28 @@ fn reopen_keeps_everything_with_and_without_index_file() {
     assert_eq!(all_events(&store), before);
     drop(store);
 
+    // Without the index file, the sealed segments' own index files serve; the open one is
+    // scanned.
     std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    let sealed = segment_files(dir.path()).len() as u64 - 1;
+    assert!(!store.open_report().index_loaded);
+    assert_eq!(store.open_report().segment_indexes_loaded, sealed);
+    assert!(store.open_report().events_scanned < 500 / sealed);
+    assert_eq!(all_events(&store), before);
+    drop(store);
+
+    // Without any, the whole log is scanned.
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    for f in std::fs::read_dir(dir.path().join("segments")).unwrap() {
+        let path = f.unwrap().path();
+        if path.extension().is_some_and(|x| x == "idx") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
     let store = LogStore::open_with(dir.path(), config).unwrap();
     assert!(!store.open_report().index_loaded);
+    assert_eq!(store.open_report().segment_indexes_loaded, 0);
     assert_eq!(store.open_report().events_scanned, 500);
     assert_eq!(all_events(&store), before);
     rt().block_on(async {

@@ -1,0 +1,365 @@
+//! Sealed segments' index files: written when a segment is sealed, read on open instead of
+//! scanning the segment, rebuilt when missing, torn, corrupt or not matching, and a record of
+//! what was acknowledged that catches a log cut short.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use strata_core::{
+    AppendError, EventData, EventStore, ExpectedVersion, ReadAllOptions, RecordedEvent, StreamId,
+    Uuid,
+};
+use strata_log::{LogConfig, LogStore, LossCause, OpenError};
+
+/// Segments of 4 KiB: a few dozen events each.
+fn config() -> LogConfig {
+    LogConfig {
+        segment_max_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ev(i: usize) -> EventData {
+    EventData::json(
+        format!("Type{}", i % 3),
+        &serde_json::json!({ "amount": i, "pad": "x".repeat(i % 40) }),
+    )
+    .unwrap()
+}
+
+fn append_n(store: &LogStore, from: usize, n: usize) {
+    rt().block_on(async {
+        for i in from..from + n {
+            let s = StreamId::new(format!("account-{}", i % 7)).unwrap();
+            store
+                .append(&s, ExpectedVersion::Any, vec![ev(i)])
+                .await
+                .unwrap();
+        }
+    });
+}
+
+fn all_events(store: &LogStore) -> Vec<RecordedEvent> {
+    rt().block_on(async {
+        let mut out = Vec::new();
+        let mut from = strata_core::Position(0);
+        loop {
+            let page = store
+                .read_all(ReadAllOptions::forward().from(from).limit(1000))
+                .await
+                .unwrap();
+            out.extend(page.events);
+            from = page.next.unwrap();
+            if page.is_end {
+                return out;
+            }
+        }
+    })
+}
+
+fn open(dir: &Path) -> LogStore {
+    LogStore::open_with(dir, config()).unwrap()
+}
+
+/// Closes the store: its writer ends after the sealed segments' index files are written.
+fn close(store: LogStore) {
+    rt().block_on(store.close()).unwrap();
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+fn segment_index(dir: &Path, no: u64) -> PathBuf {
+    dir.join("segments").join(format!("{no:020}.idx"))
+}
+
+/// A store of `n` events over many sealed segments, closed, without its whole index file: a
+/// reopen has only the segments' own index files (as after a crash between two closes).
+fn filled(n: usize) -> (tempfile::TempDir, Vec<RecordedEvent>, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append_n(&store, 0, n);
+    let events = all_events(&store);
+    close(store);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    assert!(sealed >= 12, "many sealed segments, got {sealed}");
+    assert_eq!(
+        files(dir.path(), "idx").len() as u64,
+        sealed,
+        "one per sealed segment"
+    );
+    (dir, events, sealed)
+}
+
+#[test]
+fn a_reopen_reads_sealed_segments_from_their_index_files() {
+    let (dir, events, sealed) = filled(600);
+    let store = open(dir.path());
+    let report = store.open_report().clone();
+    assert!(!report.index_loaded);
+    assert_eq!(report.segment_indexes_loaded, sealed);
+    let tail_events = events.len() as u64 - report.events_scanned;
+    assert!(
+        report.events_scanned < 60,
+        "only the open segment is scanned: {} of {} events",
+        report.events_scanned,
+        events.len()
+    );
+    assert!(tail_events > 0);
+    assert_eq!(all_events(&store), events);
+    // Streams, versions and expected-version checks come from the files too.
+    rt().block_on(async {
+        let s = StreamId::new("account-3").unwrap();
+        let info = store.stream_info(&s).await.unwrap();
+        let count = events.iter().filter(|e| e.stream_id == s).count() as u64;
+        assert_eq!(info.current_version, Some(count - 1));
+        let wrong = store
+            .append(&s, ExpectedVersion::Exact(count - 2), vec![ev(1)])
+            .await;
+        assert!(matches!(
+            wrong,
+            Err(AppendError::WrongExpectedVersion { .. })
+        ));
+        store
+            .append(&s, ExpectedVersion::Exact(count - 1), vec![ev(1)])
+            .await
+            .unwrap();
+    });
+    close(store);
+    // The same store rebuilt from the log alone holds the same.
+    let rebuilt = LogStore::open_with(
+        dir.path(),
+        LogConfig {
+            use_index_file: false,
+            ..config()
+        },
+    )
+    .unwrap();
+    assert_eq!(all_events(&rebuilt)[..events.len()], events[..]);
+}
+
+/// What is done to one segment's index file.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Missing,
+    Torn,
+    BitFlip,
+    AnotherSegments,
+    /// The same segment of another store that took the same appends: same positions and
+    /// offsets, other salt and event ids.
+    AnotherStores,
+}
+
+#[test]
+fn a_missing_torn_corrupt_or_foreign_segment_index_is_rebuilt_from_its_segment() {
+    for damage in [
+        Damage::Missing,
+        Damage::Torn,
+        Damage::BitFlip,
+        Damage::AnotherSegments,
+        Damage::AnotherStores,
+    ] {
+        let (dir, events, sealed) = filled(500);
+        let victim = segment_index(dir.path(), 4);
+        match damage {
+            Damage::Missing => std::fs::remove_file(&victim).unwrap(),
+            Damage::Torn => {
+                let b = std::fs::read(&victim).unwrap();
+                std::fs::write(&victim, &b[..b.len() / 2]).unwrap();
+            }
+            Damage::BitFlip => {
+                let mut b = std::fs::read(&victim).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0x10;
+                std::fs::write(&victim, &b).unwrap();
+            }
+            Damage::AnotherSegments => {
+                std::fs::copy(segment_index(dir.path(), 5), &victim).unwrap();
+            }
+            Damage::AnotherStores => {
+                let (other, _, _) = filled(500);
+                std::fs::copy(segment_index(other.path(), 4), &victim).unwrap();
+            }
+        }
+        let store = open(dir.path());
+        let report = store.open_report().clone();
+        assert_eq!(
+            report.segment_indexes_loaded, 4,
+            "{damage:?}: segments 0 to 3 from their files, the rest scanned"
+        );
+        assert_eq!(all_events(&store), events, "{damage:?}");
+        close(store);
+        // Written again: the next open reads every sealed segment's file.
+        std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+        let store = open(dir.path());
+        assert_eq!(
+            store.open_report().segment_indexes_loaded,
+            sealed,
+            "{damage:?}: the file was rebuilt"
+        );
+        assert_eq!(all_events(&store), events, "{damage:?}");
+    }
+}
+
+#[test]
+fn an_id_written_ten_segments_ago_is_retried_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let stream = StreamId::new("payment-1").unwrap();
+    let id = Uuid::from_u128(0x0123_4567_89ab_cdef);
+    let event = ev(1).with_id(id);
+    let first = rt()
+        .block_on(store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]))
+        .unwrap();
+    append_n(&store, 0, 600);
+    close(store);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let store = open(dir.path());
+    assert!(store.open_report().segment_indexes_loaded >= 10);
+    rt().block_on(async {
+        let again = store
+            .append(&stream, ExpectedVersion::NoStream, vec![event.clone()])
+            .await
+            .unwrap();
+        assert!(again.replayed, "a retry, answered with the first result");
+        assert_eq!(again.positions, first.positions);
+        let other = store
+            .append(&stream, ExpectedVersion::Any, vec![ev(2).with_id(id)])
+            .await;
+        assert!(
+            matches!(other, Err(AppendError::EventIdConflict { .. })),
+            "{other:?}"
+        );
+    });
+}
+
+/// The last sealed segment and the open one deleted: without the whole index file, only the
+/// sealed segment's index file knows its events were acknowledged.
+#[test]
+fn a_sealed_segment_lost_is_reported_from_its_index_file() {
+    let (dir, events, sealed) = filled(500);
+    std::fs::remove_file(
+        dir.path()
+            .join("segments")
+            .join(format!("{:020}.seg", sealed)),
+    )
+    .unwrap();
+    std::fs::remove_file(
+        dir.path()
+            .join("segments")
+            .join(format!("{:020}.seg", sealed - 1)),
+    )
+    .unwrap();
+    let refused = LogStore::open_with(dir.path(), config());
+    let Err(OpenError::DataLoss(loss)) = refused else {
+        panic!("expected data loss, got {:?}", refused.err());
+    };
+    assert_eq!(loss.cause, LossCause::SegmentMissing);
+    let held = loss.from_position;
+    assert!(held < events.len() as u64);
+    let store = LogStore::open_with(
+        dir.path(),
+        LogConfig {
+            accept_data_loss: true,
+            ..config()
+        },
+    )
+    .unwrap();
+    assert_eq!(all_events(&store), events[..held as usize]);
+    close(store);
+    // Reported once: the index files that recorded the lost events are gone.
+    let store = open(dir.path());
+    assert_eq!(store.open_report().data_loss, None);
+    assert_eq!(store.open_report().events, held);
+}
+
+/// The open segment deleted after a crash (so no whole index file past the last seal): the
+/// last sealed segment's index file was written only once the segment after it existed,
+/// durably, so its absence is a loss, as a whole index file written at the seal said before.
+#[test]
+fn the_open_segment_lost_is_reported_from_the_last_segment_index() {
+    let (dir, events, sealed) = filled(500);
+    let tail = dir
+        .path()
+        .join("segments")
+        .join(format!("{sealed:020}.seg"));
+    std::fs::remove_file(&tail).unwrap();
+    let refused = LogStore::open_with(dir.path(), config());
+    let Err(OpenError::DataLoss(loss)) = refused else {
+        panic!("expected data loss, got {:?}", refused.err());
+    };
+    assert_eq!(
+        (&loss.file, &loss.cause, loss.events_at_least),
+        (&tail, &LossCause::SegmentMissing, 0)
+    );
+    assert!(loss.from_position < events.len() as u64);
+    match strata_log::verify(dir.path()) {
+        Err(OpenError::DataLoss(l)) => assert_eq!(l, loss),
+        other => panic!("verify: expected DataLoss, got {other:?}"),
+    }
+}
+
+/// A store from before segment index files (sealed segments, a whole index file, no `.idx`)
+/// opens from its index file, and gets an index file per sealed segment written in the
+/// background, done by the time it is closed; the next open reads them.
+#[test]
+fn a_store_without_segment_index_files_gets_them_written() {
+    let (dir, events, sealed) = filled(500);
+    // As an earlier version left it: the whole index file, no segment index files.
+    let store = open(dir.path());
+    close(store);
+    for f in files(dir.path(), "idx") {
+        std::fs::remove_file(f).unwrap();
+    }
+    let store = open(dir.path());
+    let report = store.open_report().clone();
+    assert!(report.index_loaded);
+    assert_eq!(report.segment_indexes_missing, sealed);
+    assert_eq!(all_events(&store), events);
+    close(store);
+    assert_eq!(files(dir.path(), "idx").len() as u64, sealed);
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.open_report().segment_indexes_loaded, sealed);
+    assert_eq!(store.open_report().segment_indexes_missing, 0);
+    assert_eq!(all_events(&store), events);
+}
+
+/// A segment index file whose checksum holds but which places two events in each other's
+/// places: open does not use it (its entries are out of order) and `verify` names it.
+#[test]
+fn a_well_formed_segment_index_that_disagrees_with_its_segment_is_caught() {
+    let (dir, events, _) = filled(500);
+    let victim = segment_index(dir.path(), 3);
+    let mut b = std::fs::read(&victim).unwrap();
+    // Entries start at byte 64, 40 bytes each, the location first: swap the first two.
+    let (first, second) = (b[64..72].to_vec(), b[104..112].to_vec());
+    b[64..72].copy_from_slice(&second);
+    b[104..112].copy_from_slice(&first);
+    let body = b.len() - 4;
+    let crc = crc32c::crc32c(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&victim, &b).unwrap();
+    match strata_log::verify(dir.path()) {
+        Err(OpenError::Corruption { file, .. }) => assert_eq!(file, victim),
+        other => panic!("verify: expected the segment index named, got {other:?}"),
+    }
+    let store = open(dir.path());
+    assert_eq!(store.open_report().segment_indexes_loaded, 3);
+    assert_eq!(all_events(&store), events);
+}
