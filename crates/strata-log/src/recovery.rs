@@ -428,6 +428,26 @@ pub(crate) fn list_segment_indexes(seg_dir: &Path) -> Result<Vec<u64>, OpenError
     Ok(nos)
 }
 
+/// The temp files of segment index files being written (`NNN.tmp`): left over by a crash
+/// when found on open.
+fn segment_index_temps(seg_dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
+    let mut out = Vec::new();
+    let rd =
+        std::fs::read_dir(seg_dir).map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
+    for entry in rd {
+        let entry = entry.map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
+        let name = entry.file_name();
+        let is_temp = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(|stem| parse_segment_file_name(&format!("{stem}.seg")).is_some());
+        if is_temp {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the index file of segment `no`, when there is one that checks out; one that does
 /// not is taken as absent, with a warning (its segment is scanned instead).
 pub(crate) fn read_segment_index(seg_dir: &Path, no: u64) -> Option<SegmentIndexFile> {
@@ -1059,6 +1079,11 @@ pub(crate) fn recover(
     }
 
     // Only now change the disk.
+    // Segment index files a crash left half written (their temp files) are of no use.
+    for path in segment_index_temps(&seg_dir)? {
+        vfs.remove(&path)
+            .map_err(io_ctx(format!("removing {}", path.display())))?;
+    }
     if data_loss.is_some() {
         // Index files of segments from the last one held on record the lost events: the next
         // open must not report them again.

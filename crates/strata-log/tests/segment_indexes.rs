@@ -363,3 +363,21 @@ fn a_well_formed_segment_index_that_disagrees_with_its_segment_is_caught() {
     assert_eq!(store.open_report().segment_indexes_loaded, 3);
     assert_eq!(all_events(&store), events);
 }
+
+/// A segment index file's temp file, left by a crash in the middle of writing it, is removed
+/// on open; other files are left alone.
+#[test]
+fn a_half_written_segment_index_temp_file_is_removed_on_open() {
+    let (dir, events, _) = filled(500);
+    let temp = dir.path().join("segments").join(format!("{:020}.tmp", 2));
+    std::fs::write(&temp, b"half an index file").unwrap();
+    let other = dir.path().join("segments").join("notes.tmp");
+    std::fs::write(&other, b"not ours").unwrap();
+    let store = open(dir.path());
+    assert!(!temp.exists(), "the temp file was removed");
+    assert!(
+        other.exists(),
+        "a file that is not a segment index's temp file stays"
+    );
+    assert_eq!(all_events(&store), events);
+}
