@@ -16,7 +16,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(record segment index append_body metadata query config)
+  targets=(record segment index segment_index append_body metadata query config)
 fi
 cargo +nightly fuzz build -O
 status=0

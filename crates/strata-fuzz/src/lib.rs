@@ -39,6 +39,7 @@ pub const TARGETS: &[Target] = &[
     ("record", record),
     ("segment", segment),
     ("index", index),
+    ("segment_index", segment_index),
     ("append_body", append_body),
     ("metadata", metadata),
     ("query", query),
@@ -297,6 +298,28 @@ pub fn index(data: &[u8]) {
     }
     if let Ok(events) = strata_log::fuzzing::decode_index(&b) {
         // Each indexed event takes at least 40 bytes of the file.
+        assert!(
+            events <= b.len() as u64 / 40,
+            "more events than bytes allow"
+        );
+    }
+}
+
+/// A sealed segment's index-file loader. The first byte chooses whether the file's CRC is
+/// fixed up first. Properties: no panic, no allocation beyond what the file's size justifies,
+/// and no more events than its bytes can hold.
+pub fn segment_index(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut b = rest.to_vec();
+    if mode & 1 == 1 && b.len() >= 4 {
+        let body = b.len() - 4;
+        let crc = crc32c::crc32c(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    if let Ok(events) = strata_log::fuzzing::decode_segment_index(&b) {
+        // Each event takes at least 40 bytes of the file.
         assert!(
             events <= b.len() as u64 / 40,
             "more events than bytes allow"
