@@ -568,8 +568,9 @@ impl Writer {
 
     /// Seals the tail segment and starts a new one.
     fn rotate(&mut self) -> std::io::Result<()> {
-        // A sealed segment ends at its last record: cut the preallocated zeros.
-        if self.allocated_len > self.tail_len {
+        // A sealed segment ends at its last record, padding included: cut the preallocated
+        // zeros, or restore the padding a last record read on open may lack.
+        if self.tail.file.size()? != self.tail_len {
             self.tail.seal(self.tail_len);
             self.tail.file.set_len(self.tail_len)?;
             self.tail.file.sync_data()?;

@@ -381,3 +381,53 @@ fn a_half_written_segment_index_temp_file_is_removed_on_open() {
     );
     assert_eq!(all_events(&store), events);
 }
+
+/// A segment sealed right after an open whose last record had lost its padding (the file
+/// ends where the record's bytes do) is sealed padded, so its index file matches it.
+#[test]
+fn a_segment_sealed_right_after_an_open_with_an_unpadded_last_record_matches_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let tail_of = |dir: &Path| files(dir, "seg").pop().unwrap();
+    // Append until the last record has padding to lose (its bytes do not end on 8).
+    let mut unpadded_end = None;
+    for k in 0..8usize {
+        let store = open(dir.path());
+        let s = StreamId::new("account-1").unwrap();
+        let e = EventData::json("Noted", &serde_json::json!({ "pad": "p".repeat(k) })).unwrap();
+        rt().block_on(store.append(&s, ExpectedVersion::Any, vec![e]))
+            .unwrap();
+        close(store);
+        let bytes = std::fs::read(tail_of(dir.path())).unwrap();
+        let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+        if end % 8 != 0 {
+            unpadded_end = Some(end as u64);
+            break;
+        }
+    }
+    let end = unpadded_end.expect("a record whose bytes do not end on 8");
+    let tail = tail_of(dir.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tail)
+        .unwrap()
+        .set_len(end)
+        .unwrap();
+    // The first append after the open seals that segment at once (it does not fit).
+    let store = open(dir.path());
+    let s = StreamId::new("account-2").unwrap();
+    let big = EventData::json("Big", &serde_json::json!({ "pad": "b".repeat(3950) })).unwrap();
+    rt().block_on(store.append(&s, ExpectedVersion::Any, vec![big]))
+        .unwrap();
+    let events = all_events(&store);
+    close(store);
+    assert_eq!(
+        std::fs::metadata(&tail).unwrap().len(),
+        end.div_ceil(8) * 8,
+        "sealed padded"
+    );
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let store = open(dir.path());
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    assert_eq!(store.open_report().segment_indexes_loaded, sealed);
+    assert_eq!(all_events(&store), events);
+}
