@@ -283,19 +283,26 @@ pub fn segment(data: &[u8]) {
     assert_eq!(report.torn_tail, None, "no torn tail after a clean close");
 }
 
-/// The index-file loader. The first byte chooses whether the file's CRC is fixed up first.
-/// Property: no panic and no allocation beyond what the file's own size justifies (libFuzzer
-/// enforces the memory limit).
-pub fn index(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else {
-        return;
-    };
+/// The file in `data` after its first byte, with its trailing CRC32C fixed up when that byte
+/// is odd (so half the inputs reach the checks behind the CRC); `None` for empty input.
+fn with_crc_fixed_up_or_not(data: &[u8]) -> Option<Vec<u8>> {
+    let (&mode, rest) = data.split_first()?;
     let mut b = rest.to_vec();
     if mode & 1 == 1 && b.len() >= 4 {
         let body = b.len() - 4;
         let crc = crc32c::crc32c(&b[..body]);
         b[body..].copy_from_slice(&crc.to_le_bytes());
     }
+    Some(b)
+}
+
+/// The index-file loader. The first byte chooses whether the file's CRC is fixed up first.
+/// Property: no panic and no allocation beyond what the file's own size justifies (libFuzzer
+/// enforces the memory limit).
+pub fn index(data: &[u8]) {
+    let Some(b) = with_crc_fixed_up_or_not(data) else {
+        return;
+    };
     if let Ok(events) = strata_log::fuzzing::decode_index(&b) {
         // Each indexed event takes at least 40 bytes of the file.
         assert!(
@@ -309,15 +316,9 @@ pub fn index(data: &[u8]) {
 /// fixed up first. Properties: no panic, no allocation beyond what the file's size justifies,
 /// and no more events than its bytes can hold.
 pub fn segment_index(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(b) = with_crc_fixed_up_or_not(data) else {
         return;
     };
-    let mut b = rest.to_vec();
-    if mode & 1 == 1 && b.len() >= 4 {
-        let body = b.len() - 4;
-        let crc = crc32c::crc32c(&b[..body]);
-        b[body..].copy_from_slice(&crc.to_le_bytes());
-    }
     if let Ok(events) = strata_log::fuzzing::decode_segment_index(&b) {
         // Each event takes at least 40 bytes of the file.
         assert!(

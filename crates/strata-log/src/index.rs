@@ -417,28 +417,8 @@ impl Index {
         let entries_bytes = n * INDEX_ENTRY_BYTES;
         let raw_entries = &body[at..at + entries_bytes];
         at += entries_bytes;
-        let mut read_names = |count: usize| -> Result<Vec<String>, String> {
-            // Each name takes at least its 2-byte length: a count the file cannot hold is
-            // refused below, before anything that large is reserved.
-            let mut names = Vec::with_capacity(count.min(body.len().saturating_sub(at) / 2));
-            for _ in 0..count {
-                if body.len() < at + 2 {
-                    return Err("index file truncated".to_owned());
-                }
-                let len = u16_at(body, at) as usize;
-                at += 2;
-                if body.len() < at + len {
-                    return Err("index file truncated".to_owned());
-                }
-                let s = std::str::from_utf8(&body[at..at + len])
-                    .map_err(|_| "index name is not UTF-8")?;
-                names.push(s.to_owned());
-                at += len;
-            }
-            Ok(names)
-        };
-        let stream_names = read_names(stream_count)?;
-        let type_names = read_names(type_count)?;
+        let stream_names = read_names(body, &mut at, stream_count)?;
+        let type_names = read_names(body, &mut at, type_count)?;
         let stream_ids = stream_names
             .into_iter()
             .map(|s| StreamId::new(s).map_err(|e| e.to_string()))
@@ -479,6 +459,28 @@ impl Index {
         }
         Ok(index)
     }
+}
+
+/// Reads `count` names (a u16 length, then UTF-8) from `body` at `at`, moving `at` past them.
+/// Each name takes at least its 2-byte length: a count the file cannot hold is refused before
+/// anything that large is reserved.
+fn read_names<'a>(body: &'a [u8], at: &mut usize, count: usize) -> Result<Vec<&'a str>, String> {
+    let mut names = Vec::with_capacity(count.min(body.len().saturating_sub(*at) / 2));
+    for _ in 0..count {
+        if body.len() < *at + 2 {
+            return Err("index file truncated".to_owned());
+        }
+        let len = u16_at(body, *at) as usize;
+        *at += 2;
+        if body.len() < *at + len {
+            return Err("index file truncated".to_owned());
+        }
+        names.push(
+            std::str::from_utf8(&body[*at..*at + len]).map_err(|_| "index name is not UTF-8")?,
+        );
+        *at += len;
+    }
+    Ok(names)
 }
 
 /// Bytes before the first entry of an index file.
@@ -775,27 +777,8 @@ impl SegmentIndexFile {
             ));
         }
         let mut at = SEGMENT_INDEX_HEADER_BYTES + n * INDEX_ENTRY_BYTES;
-        let mut read_names = |count: usize| -> Result<Vec<&str>, String> {
-            let mut names = Vec::with_capacity(count.min(body.len().saturating_sub(at) / 2));
-            for _ in 0..count {
-                if body.len() < at + 2 {
-                    return Err("segment index file truncated".to_owned());
-                }
-                let len = u16_at(body, at) as usize;
-                at += 2;
-                if body.len() < at + len {
-                    return Err("segment index file truncated".to_owned());
-                }
-                names.push(
-                    std::str::from_utf8(&body[at..at + len])
-                        .map_err(|_| "index name is not UTF-8")?,
-                );
-                at += len;
-            }
-            Ok(names)
-        };
-        let stream_names = read_names(u32_at(b, 56) as usize)?;
-        let type_names = read_names(u32_at(b, 60) as usize)?;
+        let stream_names = read_names(body, &mut at, u32_at(b, 56) as usize)?;
+        let type_names = read_names(body, &mut at, u32_at(b, 60) as usize)?;
         let streams = stream_names
             .iter()
             .map(|s| StreamId::new(*s).map_err(|e| e.to_string()))

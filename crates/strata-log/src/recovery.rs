@@ -87,19 +87,47 @@ pub(crate) fn create_segment(
     Ok(Arc::new(Segment::new(path, file, header)))
 }
 
-/// Lists segment numbers in a directory, sorted.
-pub(crate) fn list_segments(seg_dir: &Path) -> Result<Vec<u64>, OpenError> {
-    let mut nos = Vec::new();
+/// What `segments/` holds: segment files, their index files, and index files' temp files,
+/// by segment number, sorted.
+pub(crate) struct SegmentDir {
+    /// Numbered from 0 without gaps (checked).
+    pub segments: Vec<u64>,
+    /// Segments that have an index file.
+    pub indexes: Vec<u64>,
+    /// Temp files of index files being written: left over by a crash when found on open.
+    pub temps: Vec<PathBuf>,
+}
+
+/// Lists `segments/` once; a gap in the segments' numbering is corruption.
+pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> {
+    let mut dir = SegmentDir {
+        segments: Vec::new(),
+        indexes: Vec::new(),
+        temps: Vec::new(),
+    };
     let rd =
         std::fs::read_dir(seg_dir).map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
     for entry in rd {
         let entry = entry.map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
-        if let Some(no) = entry.file_name().to_str().and_then(parse_segment_file_name) {
-            nos.push(no);
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(no) = parse_segment_file_name(name) {
+            dir.segments.push(no);
+            continue;
+        }
+        let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+        let Some(no) = parse_segment_file_name(&format!("{stem}.seg")) else {
+            continue;
+        };
+        match ext {
+            "idx" => dir.indexes.push(no),
+            "tmp" => dir.temps.push(entry.path()),
+            _ => {}
         }
     }
-    nos.sort_unstable();
-    for (i, &no) in nos.iter().enumerate() {
+    dir.segments.sort_unstable();
+    dir.indexes.sort_unstable();
+    for (i, &no) in dir.segments.iter().enumerate() {
         if no != i as u64 {
             return Err(OpenError::Corruption {
                 file: seg_dir.join(segment_file_name(i as u64)),
@@ -109,7 +137,7 @@ pub(crate) fn list_segments(seg_dir: &Path) -> Result<Vec<u64>, OpenError> {
             });
         }
     }
-    Ok(nos)
+    Ok(dir)
 }
 
 /// How a scan of one segment ended.
@@ -407,45 +435,6 @@ pub(crate) fn read_index_file(dir: &Path) -> Option<IndexFile> {
 /// The index file of sealed segment `no`, beside it.
 pub(crate) fn segment_index_path(seg_dir: &Path, no: u64) -> PathBuf {
     seg_dir.join(segment_file_name(no)).with_extension("idx")
-}
-
-/// The numbers of the segments that have an index file, in order.
-pub(crate) fn list_segment_indexes(seg_dir: &Path) -> Result<Vec<u64>, OpenError> {
-    let mut nos = Vec::new();
-    let rd =
-        std::fs::read_dir(seg_dir).map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
-    for entry in rd {
-        let entry = entry.map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
-            continue;
-        };
-        if let Some(no) = parse_segment_file_name(&format!("{stem}.seg")) {
-            nos.push(no);
-        }
-    }
-    nos.sort_unstable();
-    Ok(nos)
-}
-
-/// The temp files of segment index files being written (`NNN.tmp`): left over by a crash
-/// when found on open.
-fn segment_index_temps(seg_dir: &Path) -> Result<Vec<PathBuf>, OpenError> {
-    let mut out = Vec::new();
-    let rd =
-        std::fs::read_dir(seg_dir).map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
-    for entry in rd {
-        let entry = entry.map_err(io_ctx(format!("listing {}", seg_dir.display())))?;
-        let name = entry.file_name();
-        let is_temp = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .is_some_and(|stem| parse_segment_file_name(&format!("{stem}.seg")).is_some());
-        if is_temp {
-            out.push(entry.path());
-        }
-    }
-    Ok(out)
 }
 
 /// Reads the index file of segment `no`, when there is one that checks out; one that does
@@ -886,8 +875,8 @@ pub(crate) fn recover(
     let seg_dir = dir.join(SEGMENTS_DIR);
     crate::io::create_dir_all(vfs, &seg_dir)
         .map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
-    let nos = list_segments(&seg_dir)?;
-    let (opened, unfinished) = open_segments(vfs, &seg_dir, &nos)?;
+    let listing = list_segment_dir(&seg_dir)?;
+    let (opened, unfinished) = open_segments(vfs, &seg_dir, &listing.segments)?;
     let claim = read_index_file(dir);
 
     // Load the persisted index when it matches the log; otherwise rebuild from the start.
@@ -928,7 +917,7 @@ pub(crate) fn recover(
     }
 
     // Sealed segments past it: from their own index files while they match the log.
-    let listed_indexes = list_segment_indexes(&seg_dir)?;
+    let listed_indexes = &listing.indexes;
     let mut segment_indexes_loaded = 0u64;
     if use_index_file {
         while let Some(seg) = opened
@@ -1080,8 +1069,8 @@ pub(crate) fn recover(
 
     // Only now change the disk.
     // Segment index files a crash left half written (their temp files) are of no use.
-    for path in segment_index_temps(&seg_dir)? {
-        vfs.remove(&path)
+    for path in &listing.temps {
+        vfs.remove(path)
             .map_err(io_ctx(format!("removing {}", path.display())))?;
     }
     if data_loss.is_some() {

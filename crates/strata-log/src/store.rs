@@ -167,8 +167,12 @@ impl Drop for Inner {
 
 /// Waits for the writers of stores of this process that were dropped while open on `dir`.
 pub(crate) fn wait_for_dropped_in(dir: &Path) {
-    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    Released::wait_for(Some(&canonical));
+    Released::wait_for(Some(&canonical_dir(dir)));
+}
+
+/// The path the registry of stopping writers knows `dir` by.
+fn canonical_dir(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// Whether a writer thread has let go of its directory. Writers of this process that were
@@ -266,8 +270,8 @@ impl LogStore {
         crate::io::create_dir_all(&*config.vfs, &dir)
             .map_err(io_ctx(format!("creating {}", dir.display())))?;
         // A store of this process dropped a moment ago may still be ending its writer.
-        wait_for_dropped_in(&dir);
-        let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        let canonical = canonical_dir(&dir);
+        Released::wait_for(Some(&canonical));
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)

@@ -10,9 +10,8 @@ use crate::format::SEGMENT_HEADER_BYTES;
 use crate::index::{loc, IndexFile};
 use crate::io::StdVfs;
 use crate::recovery::{
-    classify_end, list_segment_indexes, list_segments, missing_acknowledged, open_segments,
-    read_index_file, read_segment_index, scan_segment, segment_index_path, SegmentEnd, INDEX_FILE,
-    SEGMENTS_DIR,
+    classify_end, list_segment_dir, missing_acknowledged, open_segments, read_index_file,
+    read_segment_index, scan_segment, segment_index_path, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
 };
 use crate::store::LOCK_FILE;
 
@@ -68,8 +67,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             lock: lock_path,
         });
     }
-    let nos = list_segments(&seg_dir)?;
-    let (opened, unfinished) = open_segments(&vfs, &seg_dir, &nos)?;
+    let listing = list_segment_dir(&seg_dir)?;
+    let (opened, unfinished) = open_segments(&vfs, &seg_dir, &listing.segments)?;
     let claim = read_index_file(dir);
     let mut report = VerifyReport {
         segments: 0,
@@ -206,7 +205,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         report.indexed_events = Some(file.events);
     }
     // So must every event the sealed segments' index files record.
-    for k in list_segment_indexes(&seg_dir)? {
+    for &k in &listing.indexes {
         if let Some(file) = read_segment_index(&seg_dir, k) {
             if let Some(loss) =
                 missing_acknowledged(&file, committed, &opened, unfinished.as_ref(), &seg_dir)?
