@@ -24,6 +24,7 @@ mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod ids;
 mod index;
 pub mod io;
 pub mod limits;
@@ -35,5 +36,5 @@ mod verify;
 mod writer;
 
 pub use error::{DataLoss, LossCause, OpenError};
-pub use store::{LogConfig, LogStore, OpenReport, LOCK_FILE};
+pub use store::{IndexStats, LogConfig, LogStore, OpenReport, LOCK_FILE};
 pub use verify::{verify, VerifyReport};

@@ -449,7 +449,7 @@ pub(crate) fn read_segment_index(seg_dir: &Path, no: u64) -> Option<SegmentIndex
             return None;
         }
     };
-    match SegmentIndexFile::check(bytes) {
+    match SegmentIndexFile::check(bytes, path.clone()) {
         Ok(f) if f.seg.segment_no == no => Some(f),
         Ok(_) => {
             tracing::warn!(file = %path.display(), "a segment's index file names another segment; scanning the segment instead");
@@ -582,8 +582,8 @@ fn record_at(seg: &Segment, off: u64, position: u64) -> Result<RecordState, Open
 }
 
 /// Whether the index file describes this log, so that the scan may start where it ends: the
-/// segment it ends in is there with the salt it recorded; every segment up to that one starts
-/// at the position the index gives its first event; each sealed one still holds its last
+/// segment it ends in is there with the salt it recorded; every segment from the one it starts
+/// in up to that one starts at the position the index gives its first event; each sealed one still holds its last
 /// indexed record whole, and ends there; and every record of the segment it ends in, up to its
 /// end, is whole and where the index places it. `Ok(Err(reason))` when it does not.
 fn index_matches_log(
@@ -604,7 +604,9 @@ fn index_matches_log(
     if end.offset < SEGMENT_HEADER_BYTES || index.first_in_segment(s + 1) != n {
         return Ok(Err("its end is not where its events are".to_owned()));
     }
-    for (k, seg) in opened[..=s as usize].iter().enumerate() {
+    // Its first segment: where its first event is, or where it ends when it holds none.
+    let from = index.loc(index.first).map_or(s, loc_segment).min(s);
+    for (k, seg) in opened[..=s as usize].iter().enumerate().skip(from as usize) {
         let k = k as u64;
         let first = index.first_in_segment(k);
         if seg.header.first_position != first {
@@ -879,7 +881,11 @@ pub(crate) fn recover(
     let (opened, unfinished) = open_segments(vfs, &seg_dir, &listing.segments)?;
     let claim = read_index_file(dir);
 
-    // Load the persisted index when it matches the log; otherwise rebuild from the start.
+    // The index: the sealed segments' own index files from the first segment on, while they
+    // match the log; then the index file, when it carries on exactly where they end and
+    // matches the log; then a scan of the rest of the log. Checking the index file against
+    // the log reads the segment it ends in: on a second core, while the segment index files
+    // are loaded.
     let mut index = Index::default();
     let mut start = LogEnd {
         segment_no: 0,
@@ -887,63 +893,79 @@ pub(crate) fn recover(
         salt: 0,
     };
     let mut index_loaded = false;
-    if let (true, Some(file)) = (use_index_file, &claim) {
-        // Decoding the file and checking it against the log are independent (the check reads
-        // the locations from the file's bytes): on a second core the check costs no time.
-        let (decoded, matches) = std::thread::scope(|scope| {
-            let check = std::thread::Builder::new()
+    let mut segment_indexes_loaded = 0u64;
+    let claim_to_use = claim.as_ref().filter(|_| use_index_file);
+    let claim_matches = std::thread::scope(|scope| {
+        let check = claim_to_use.map(|file| {
+            std::thread::Builder::new()
                 .name("strata-open-check".to_owned())
-                .spawn_scoped(scope, || index_matches_log(file, &opened));
-            let decoded = file.decode();
-            let matches = match check {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Ok(Err("checking it against the log panicked".to_owned()))),
-                Err(_) => index_matches_log(file, &opened),
-            };
-            (decoded, matches)
+                .spawn_scoped(scope, || index_matches_log(file, &opened))
         });
-        match (decoded, matches?) {
-            (Ok(loaded), Ok(())) => {
-                index = loaded;
+        if use_index_file {
+            while let Some(seg) = opened
+                .get(start.segment_no as usize)
+                .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
+            {
+                let Some(file) = read_segment_index(&seg_dir, seg.header.segment_no) else {
+                    break;
+                };
+                let matched = match segment_index_matches(&file, seg, &index, start)? {
+                    Ok(()) => file.push_into(&mut index),
+                    Err(reason) => Err(reason),
+                };
+                if let Err(reason) = matched {
+                    tracing::warn!(file = %segment_index_path(&seg_dir, seg.header.segment_no).display(), %reason, "a segment's index file does not match its segment; scanning the segment instead (the file is written again)");
+                    break;
+                }
+                segment_indexes_loaded += 1;
+                let next = &opened[seg.header.segment_no as usize + 1];
+                start = LogEnd {
+                    segment_no: next.header.segment_no,
+                    offset: SEGMENT_HEADER_BYTES,
+                    salt: next.header.salt,
+                };
+            }
+        }
+        match (check, claim_to_use) {
+            (Some(Ok(h)), _) => h
+                .join()
+                .unwrap_or_else(|_| Ok(Err("checking it against the log panicked".to_owned()))),
+            (_, Some(file)) => index_matches_log(file, &opened),
+            (_, None) => Ok(Err(String::new())),
+        }
+    })?;
+    let files_stopped_at = start.segment_no;
+    if let Some(file) = claim_to_use {
+        // The index file carries on where the segment index files end: at its first position
+        // or, when it was written before the last of them, at a later one of its positions (or
+        // its end).
+        let next = index.next_position();
+        let continues = if next == file.events {
+            // (The salt of the segment it ends in is checked against the log above.)
+            (file.end.segment_no, file.end.offset) == (start.segment_no, start.offset)
+        } else {
+            file.loc(next) == Some(loc(start.segment_no, start.offset))
+        };
+        let loaded = match claim_matches {
+            Err(reason) => Err(reason),
+            Ok(()) if !continues => Err(format!(
+                "it does not carry on where the segment index files end (position {next})"
+            )),
+            Ok(()) => file.push_into(&mut index),
+        };
+        match loaded {
+            Ok(()) => {
                 start = file.end;
                 index_loaded = true;
             }
-            (Err(reason), _) => tracing::warn!(%reason, "index file unreadable; rebuilding it"),
-            (_, Err(reason)) => {
-                tracing::warn!(%reason, "the index file does not match the log; rebuilding it")
+            // Written before the last segments were sealed: their files took its place.
+            Err(_) if file.events <= next => {}
+            Err(reason) => {
+                tracing::warn!(%reason, "the index file does not match the log or the segment index files; scanning from where they end")
             }
         }
     }
-
-    // Sealed segments past it: from their own index files while they match the log.
     let listed_indexes = &listing.indexes;
-    let mut segment_indexes_loaded = 0u64;
-    if use_index_file {
-        while let Some(seg) = opened
-            .get(start.segment_no as usize)
-            .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
-        {
-            let Some(file) = read_segment_index(&seg_dir, seg.header.segment_no) else {
-                break;
-            };
-            let matched = match segment_index_matches(&file, seg, &index, start)? {
-                Ok(()) => file.push_into(&mut index),
-                Err(reason) => Err(reason),
-            };
-            if let Err(reason) = matched {
-                tracing::warn!(file = %segment_index_path(&seg_dir, seg.header.segment_no).display(), %reason, "a segment's index file does not match its segment; scanning the segment instead (the file is written again)");
-                break;
-            }
-            segment_indexes_loaded += 1;
-            let next = &opened[seg.header.segment_no as usize + 1];
-            start = LogEnd {
-                segment_no: next.header.segment_no,
-                offset: SEGMENT_HEADER_BYTES,
-                salt: next.header.salt,
-            };
-        }
-    }
 
     // Scan from where the index ends to the end of the log.
     let mut events_scanned = 0u64;
@@ -1046,7 +1068,7 @@ pub(crate) fn recover(
         Some(file) => missing_acknowledged(file, held, &opened, unfinished.as_ref(), &seg_dir)?,
         None => None,
     };
-    let loading_stopped_at = start.segment_no;
+    let loading_stopped_at = files_stopped_at;
     let later_indexes: Vec<u64> = listed_indexes
         .iter()
         .copied()
@@ -1113,15 +1135,14 @@ pub(crate) fn recover(
             truncated = Some((seg.path.clone(), cut.from_len, cut.to_len));
         }
     }
-    // Sealed segments without an index file (a store of an earlier version, a file lost or
-    // not written before a crash), and the one whose file did not match: the writer writes
-    // them in the background.
+    // Sealed segments not loaded from their index files (a store of an earlier version, a file
+    // lost, not written before a crash or not matching, and every one after it): the writer
+    // writes their files in the background, and their ids then leave memory.
     let mut missing_indexes = Vec::new();
     for pair in opened.windows(2) {
         let (seg, next) = (&pair[0], &pair[1]);
         let k = seg.header.segment_no;
-        let listed = listed_indexes.binary_search(&k).is_ok();
-        if !listed || (use_index_file && k == loading_stopped_at) {
+        if k >= loading_stopped_at {
             missing_indexes.push(SealedSegment {
                 segment_no: k,
                 salt: seg.header.salt,

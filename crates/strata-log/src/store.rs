@@ -95,6 +95,23 @@ pub struct OpenReport {
     pub data_loss: Option<DataLoss>,
 }
 
+/// What the store's index holds, and how much of it is in memory ([`LogStore::index_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexStats {
+    /// Events indexed.
+    pub events: u64,
+    /// Event ids held in memory: the open segment's, and those of sealed segments whose index
+    /// file is not written yet.
+    pub event_ids_in_memory: u64,
+    /// Sealed segments whose event ids are looked up in their index files (a bloom filter and
+    /// a fence per block of each in memory).
+    pub event_id_files: u64,
+    /// Bytes of memory the event ids take, roughly: the ids in memory with their hash maps,
+    /// and the files' filters and fences.
+    pub event_id_bytes: u64,
+}
+
 /// The embedded event store. Cheap to clone; all clones share one store.
 ///
 /// [`LogStore::close`] closes it: appends already queued finish, the index file is written,
@@ -336,6 +353,8 @@ impl LogStore {
             stopped: Mutex::new(None),
             segment_max_bytes: config.segment_max_bytes,
             checkpoint_lock: Mutex::new(()),
+            sealed: Mutex::default(),
+            sealed_idle: parking_lot::Condvar::new(),
         });
         if report.data_loss.is_some() {
             // The old index file records the lost events: replace it before anything is
@@ -351,7 +370,6 @@ impl LogStore {
             tail_len: rec.tail_len,
             allocated_len: rec.tail_len,
             checkpoint_thread: None,
-            sealed: Arc::default(),
         };
         let released = Released::new(canonical);
         let handle = std::thread::Builder::new()
@@ -433,6 +451,36 @@ impl LogStore {
     /// ```
     pub fn wait_for_dropped() {
         Released::wait_for(None);
+    }
+
+    /// What the index holds, and how much of it is in memory.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = strata_log::LogStore::open(dir.path())?;
+    /// let stats = store.index_stats();
+    /// assert_eq!((stats.events, stats.event_ids_in_memory), (0, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn index_stats(&self) -> IndexStats {
+        let st = self.inner.shared.state.read();
+        let ids = &st.index.ids;
+        IndexStats {
+            events: st.index.next_position(),
+            event_ids_in_memory: ids.in_memory_count(),
+            event_id_files: ids.file_count(),
+            event_id_bytes: ids.memory_bytes(),
+        }
+    }
+
+    /// Waits until the index files of the segments sealed so far are written. They are
+    /// written in the background after each seal (and, after an open that found some missing,
+    /// for those); a segment's event ids leave memory once its file is written. Waits on
+    /// tokio's blocking pool.
+    pub async fn wait_for_segment_indexes(&self) {
+        let shared = self.inner.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.wait_for_segment_indexes()).await;
     }
 
     /// What happened while opening.

@@ -7,7 +7,7 @@ use strata_core::Uuid;
 
 use crate::error::{io_ctx, OpenError};
 use crate::format::SEGMENT_HEADER_BYTES;
-use crate::index::{loc, IndexFile};
+use crate::index::loc;
 use crate::io::StdVfs;
 use crate::recovery::{
     classify_end, list_segment_dir, missing_acknowledged, open_segments, read_index_file,
@@ -116,11 +116,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                     ),
                 ));
             }
-            if let Some(at) = claim.as_ref().and_then(|c| c.loc(r.position)) {
+            if let Some((c, at)) = claim.as_ref().and_then(|c| Some((c, c.loc(r.position)?))) {
                 if at != loc(no, off) {
                     return Err(OpenError::Corruption {
                         file: dir.join(INDEX_FILE),
-                        offset: IndexFile::entry_offset(r.position),
+                        offset: c.entry_offset(r.position),
                         reason: format!(
                             "it places position {} elsewhere than segment {no} byte {off}, where \
                              the log holds it (the index file is derived: delete it and the next \

@@ -21,7 +21,9 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use crate::format::{
     padded_len, RecordRef, FLAG_BATCH_START, FLAG_COMMIT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::index::{encode_in_chunks, encode_segment_index, loc, Index, LogEnd, SealedSegment};
+use crate::index::{
+    encode_in_chunks, encode_segment_index, loc, Index, LogEnd, SealedSegment, SegmentIndexFile,
+};
 use crate::io::{write_file_atomic, Vfs};
 use crate::limits::{
     INDEX_ENCODE_CHUNK_ENTRIES, SEGMENT_PREALLOCATE_BYTES, WRITER_BATCH_MAX_APPENDS,
@@ -47,6 +49,10 @@ pub(crate) struct Shared {
     pub segment_max_bytes: u64,
     /// Held while the index file is written, so two checkpoints never share the temp file.
     pub checkpoint_lock: Mutex<()>,
+    /// Sealed segments whose index files are still to be written.
+    pub sealed: Mutex<SealQueue>,
+    /// Signalled when the thread writing them has nothing left to do.
+    pub sealed_idle: parking_lot::Condvar,
 }
 
 impl Shared {
@@ -65,24 +71,41 @@ impl Shared {
     /// Writes the index file (temp file, fsync, rename, directory fsync).
     pub fn checkpoint_index(&self) -> std::io::Result<()> {
         let _guard = self.checkpoint_lock.lock();
-        let bytes = self.encode_index();
+        let bytes = self.encode_index().map_err(std::io::Error::other)?;
         write_file_atomic(&*self.vfs, &self.dir.join(INDEX_FILE), &bytes)
     }
 
     /// Writes the index file of a sealed segment beside it (temp file, fsync, rename,
-    /// directory fsync), encoding it a chunk at a time as [`Shared::encode_index`] does.
+    /// directory fsync), encoding it a chunk at a time as [`Shared::encode_index`] does; then
+    /// the segment's ids are looked up in the file and leave memory.
     pub fn write_segment_index(&self, seg: SealedSegment) -> std::io::Result<()> {
         let bytes = encode_segment_index(seg, INDEX_ENCODE_CHUNK_ENTRIES, |encode| {
             encode(&self.state.read().index)
-        });
+        })
+        .map_err(std::io::Error::other)?;
         let path = segment_index_path(&self.dir.join(SEGMENTS_DIR), seg.segment_no);
-        write_file_atomic(&*self.vfs, &path, &bytes)
+        write_file_atomic(&*self.vfs, &path, &bytes)?;
+        let file = SegmentIndexFile::check(bytes, path).map_err(std::io::Error::other)?;
+        // Not while the whole index file is encoded: it takes the ids in memory from where
+        // they start when it begins.
+        let _guard = self.checkpoint_lock.lock();
+        let released = self.state.write().index.ids.move_to_file(file.id_section());
+        drop(released);
+        Ok(())
+    }
+
+    /// Waits until the index files of the segments sealed so far are written (or failed).
+    pub fn wait_for_segment_indexes(&self) {
+        let mut queue = self.sealed.lock();
+        while queue.running || !queue.items.is_empty() {
+            self.sealed_idle.wait(&mut queue);
+        }
     }
 
     /// The index file as of now, encoded without holding the state lock for more than
     /// [`INDEX_ENCODE_CHUNK_ENTRIES`] entries (or names) at a time: the writer publishes, and
-    /// readers read, between chunks.
-    fn encode_index(&self) -> Vec<u8> {
+    /// readers read, between chunks. Called with the checkpoint lock held.
+    fn encode_index(&self) -> Result<Vec<u8>, String> {
         let mark = {
             let st = self.state.read();
             st.index.encode_mark(st.log_end)
@@ -132,8 +155,6 @@ pub(crate) struct Writer {
     pub allocated_len: u64,
     /// The thread writing sealed segments' index files, if one runs.
     pub checkpoint_thread: Option<std::thread::JoinHandle<()>>,
-    /// Sealed segments whose index files are still to be written.
-    pub sealed: Arc<Mutex<SealQueue>>,
 }
 
 /// Sealed segments whose index files are to be written, and whether a thread is at it.
@@ -145,12 +166,13 @@ pub(crate) struct SealQueue {
 
 /// Marks the seal queue as not served when the thread serving it panics, so the next seal
 /// starts another.
-struct NotRunningOnPanic(Arc<Mutex<SealQueue>>);
+struct NotRunningOnPanic(Arc<Shared>);
 
 impl Drop for NotRunningOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.lock().running = false;
+            self.0.sealed.lock().running = false;
+            self.0.sealed_idle.notify_all();
         }
     }
 }
@@ -379,8 +401,14 @@ impl Writer {
                         t
                     }
                 };
-                st.index
-                    .push_resolved(position, loc(seg_no, off), ts, stream, event_type, id);
+                st.index.push_resolved(
+                    position,
+                    loc(seg_no, off),
+                    ts,
+                    stream,
+                    event_type,
+                    Some(id),
+                );
             }
             self.tail_len += buf.len() as u64;
             st.log_end = LogEnd {
@@ -419,8 +447,12 @@ impl Writer {
             if batch_ids.contains(&first_id) {
                 return Err(Deferred);
             }
-            if let Some(first_pos) = index.position_of_id(&first_id) {
-                return Ok(Some(self.retry_result(index, req, first_pos)));
+            match index.position_of_id(&first_id) {
+                Ok(Some(first_pos)) => {
+                    return Ok(Some(self.retry_result(index, req, first_pos)));
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(Some(Err(id_lookup_failed(e)))),
             }
         }
         if !req.expected.matches(actual) {
@@ -432,7 +464,11 @@ impl Writer {
         }
         for e in &req.events {
             if let Some(id) = e.event_id {
-                if batch_ids.contains(&id) || index.position_of_id(&id).is_some() {
+                let stored = match index.position_of_id(&id) {
+                    Ok(p) => p.is_some(),
+                    Err(e) => return Ok(Some(Err(id_lookup_failed(e)))),
+                };
+                if batch_ids.contains(&id) || stored {
                     return Ok(Some(Err(AppendError::EventIdConflict {
                         event_id: id,
                         stream: req.stream.clone(),
@@ -533,7 +569,7 @@ impl Writer {
     /// Queues a sealed segment's index file, and starts the thread that writes them unless
     /// it runs (it takes what is queued before it ends).
     pub fn queue_segment_index(&mut self, seg: SealedSegment) {
-        let mut queue = self.sealed.lock();
+        let mut queue = self.shared.sealed.lock();
         queue.items.push_back(seg);
         if queue.running {
             return;
@@ -544,23 +580,23 @@ impl Writer {
             let _ = done.join();
         }
         let shared = self.shared.clone();
-        let sealed = self.sealed.clone();
         self.checkpoint_thread = Some(std::thread::spawn(move || {
             // A panic ends the thread without leaving the queue marked as served.
-            let _running = NotRunningOnPanic(sealed.clone());
+            let _running = NotRunningOnPanic(shared.clone());
             loop {
                 let next = {
-                    let mut queue = sealed.lock();
+                    let mut queue = shared.sealed.lock();
                     match queue.items.pop_front() {
                         Some(next) => next,
                         None => {
                             queue.running = false;
+                            shared.sealed_idle.notify_all();
                             break;
                         }
                     }
                 };
                 if let Err(error) = shared.write_segment_index(next) {
-                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; a reopen scans the segment instead");
+                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; its event ids stay in memory, and a reopen scans the segment");
                 }
             }
         }));
@@ -612,3 +648,12 @@ impl Writer {
 }
 
 struct Deferred;
+
+/// The answer to an append whose event ids could not be checked (reading a segment index
+/// file failed): nothing is written.
+fn id_lookup_failed(e: std::io::Error) -> AppendError {
+    AppendError::Storage(BackendError::with_source(
+        format!("checking event ids for a retry failed: {e}"),
+        e,
+    ))
+}

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use strata_core::{
-    AppendError, EventData, EventStore, ExpectedVersion, ReadAllOptions, RecordedEvent, StreamId,
-    Uuid,
+    AppendError, EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, RecordedEvent,
+    StreamId, Uuid,
 };
 use strata_log::{LogConfig, LogStore, LossCause, OpenError};
 
@@ -216,6 +216,33 @@ fn a_missing_torn_corrupt_or_foreign_segment_index_is_rebuilt_from_its_segment()
     }
 }
 
+/// Retries of `event` (first stored at `positions`) are answered with the first result, and
+/// another event with its id is a conflict.
+fn retried_as_first(store: &LogStore, stream: &StreamId, event: &EventData, first: &[Position]) {
+    rt().block_on(async {
+        let again = store
+            .append(stream, ExpectedVersion::NoStream, vec![event.clone()])
+            .await
+            .unwrap();
+        assert!(again.replayed, "a retry, answered with the first result");
+        assert_eq!(again.positions, first);
+        let other = store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![ev(2).with_id(event.event_id.unwrap())],
+            )
+            .await;
+        assert!(
+            matches!(other, Err(AppendError::EventIdConflict { .. })),
+            "{other:?}"
+        );
+    });
+}
+
+/// An id written ten segments ago is found in its segment's index file, while the store that
+/// wrote it is open (its segment's ids left memory when the file was written) and after a
+/// reopen; only the open segment's ids are in memory.
 #[test]
 fn an_id_written_ten_segments_ago_is_retried_idempotently() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,25 +254,51 @@ fn an_id_written_ten_segments_ago_is_retried_idempotently() {
         .block_on(store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]))
         .unwrap();
     append_n(&store, 0, 600);
+    rt().block_on(store.wait_for_segment_indexes());
+    let stats = store.index_stats();
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    assert!(sealed >= 10, "{sealed} sealed segments");
+    assert_eq!(stats.event_id_files, sealed);
+    assert!(stats.event_ids_in_memory < 601 / sealed * 2, "{stats:?}");
+    retried_as_first(&store, &stream, &event, &first.positions);
     close(store);
     std::fs::remove_file(dir.path().join("index.bin")).unwrap();
     let store = open(dir.path());
     assert!(store.open_report().segment_indexes_loaded >= 10);
+    assert!(store.index_stats().event_ids_in_memory < 601 / sealed * 2);
+    retried_as_first(&store, &stream, &event, &first.positions);
+}
+
+/// When the index file holding an id cannot be read while the store is open, an append
+/// carrying that id is refused with a storage error: never written a second time. Ids the
+/// files' filters rule out are still accepted.
+#[test]
+fn an_id_whose_index_file_cannot_be_read_is_refused_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let stream = StreamId::new("payment-1").unwrap();
+    let event = ev(1).with_id(Uuid::from_u128(0x0123_4567_89ab_cdef));
+    rt().block_on(store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]))
+        .unwrap();
+    append_n(&store, 0, 100);
+    rt().block_on(store.wait_for_segment_indexes());
+    std::fs::remove_file(segment_index(dir.path(), 0)).unwrap();
+    let events = all_events(&store).len();
     rt().block_on(async {
         let again = store
-            .append(&stream, ExpectedVersion::NoStream, vec![event.clone()])
+            .append(&stream, ExpectedVersion::Any, vec![event.clone()])
+            .await;
+        assert!(matches!(again, Err(AppendError::Storage(_))), "{again:?}");
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![ev(3).with_id(Uuid::now_v7())],
+            )
             .await
             .unwrap();
-        assert!(again.replayed, "a retry, answered with the first result");
-        assert_eq!(again.positions, first.positions);
-        let other = store
-            .append(&stream, ExpectedVersion::Any, vec![ev(2).with_id(id)])
-            .await;
-        assert!(
-            matches!(other, Err(AppendError::EventIdConflict { .. })),
-            "{other:?}"
-        );
     });
+    assert_eq!(all_events(&store).len(), events + 1);
 }
 
 /// The last sealed segment and the open one deleted: without the whole index file, only the
@@ -314,13 +367,13 @@ fn the_open_segment_lost_is_reported_from_the_last_segment_index() {
     }
 }
 
-/// A store from before segment index files (sealed segments, a whole index file, no `.idx`)
-/// opens from its index file, and gets an index file per sealed segment written in the
-/// background, done by the time it is closed; the next open reads them.
+/// A store whose segment index files were all lost opens by scanning its sealed segments (its
+/// index file holds only the open segment's events), and gets them written again in the
+/// background, done by the time it is closed; the next open reads them. (A store of the
+/// version before these files existed: `tests/fixture.rs`.)
 #[test]
-fn a_store_without_segment_index_files_gets_them_written() {
+fn lost_segment_index_files_are_written_again() {
     let (dir, events, sealed) = filled(500);
-    // As an earlier version left it: the whole index file, no segment index files.
     let store = open(dir.path());
     close(store);
     for f in files(dir.path(), "idx") {
@@ -328,15 +381,17 @@ fn a_store_without_segment_index_files_gets_them_written() {
     }
     let store = open(dir.path());
     let report = store.open_report().clone();
-    assert!(report.index_loaded);
+    assert!(!report.index_loaded, "it starts after the sealed segments");
+    assert_eq!(report.events_scanned, 500);
     assert_eq!(report.segment_indexes_missing, sealed);
     assert_eq!(all_events(&store), events);
     close(store);
     assert_eq!(files(dir.path(), "idx").len() as u64, sealed);
-    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
     let store = open(dir.path());
+    assert!(store.open_report().index_loaded);
     assert_eq!(store.open_report().segment_indexes_loaded, sealed);
     assert_eq!(store.open_report().segment_indexes_missing, 0);
+    assert!(store.open_report().events_scanned < 500 / sealed);
     assert_eq!(all_events(&store), events);
 }
 
@@ -430,4 +485,61 @@ fn a_segment_sealed_right_after_an_open_with_an_unpadded_last_record_matches_its
     let sealed = files(dir.path(), "seg").len() as u64 - 1;
     assert_eq!(store.open_report().segment_indexes_loaded, sealed);
     assert_eq!(all_events(&store), events);
+}
+
+/// A sealed segment whose index file cannot be written keeps its ids in memory (and so does
+/// every later one, so that the ids in memory stay one run), and the index file written on
+/// close holds them from that segment on. After the files are written, an index file from
+/// before them is still used for the part past them.
+#[test]
+fn ids_stay_in_memory_while_their_segment_has_no_index_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append_n(&store, 0, 100);
+    rt().block_on(store.wait_for_segment_indexes());
+    let open_segment = files(dir.path(), "seg").len() as u64 - 1;
+    let stats = store.index_stats();
+    assert_eq!(stats.event_id_files, open_segment);
+    // The open segment's first position: the ids before it are in files.
+    let from = stats.events - stats.event_ids_in_memory;
+    // The open segment's index file cannot be written once it is sealed: its temp file's
+    // name is taken by a directory.
+    let blocker = dir
+        .path()
+        .join("segments")
+        .join(format!("{open_segment:020}.tmp"));
+    std::fs::create_dir(&blocker).unwrap();
+    append_n(&store, 100, 200);
+    rt().block_on(store.wait_for_segment_indexes());
+    let events = all_events(&store);
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    assert!(sealed >= open_segment + 3, "{sealed} sealed segments");
+    let stats = store.index_stats();
+    assert_eq!(stats.event_id_files, open_segment, "{stats:?}");
+    assert_eq!(stats.event_ids_in_memory, events.len() as u64 - from);
+    close(store);
+    std::fs::remove_dir(&blocker).unwrap();
+    let early_index = std::fs::read(dir.path().join("index.bin")).unwrap();
+
+    let store = open(dir.path());
+    let report = store.open_report().clone();
+    assert!(report.index_loaded);
+    assert_eq!(report.events_scanned, 0);
+    assert_eq!(report.segment_indexes_loaded, open_segment);
+    assert_eq!(report.segment_indexes_missing, sealed - open_segment);
+    rt().block_on(store.wait_for_segment_indexes());
+    assert_eq!(store.index_stats().event_id_files, sealed);
+    assert_eq!(all_events(&store), events);
+    close(store);
+
+    // The index file from before: segment index files now cover its first segments.
+    std::fs::write(dir.path().join("index.bin"), early_index).unwrap();
+    let store = open(dir.path());
+    let report = store.open_report().clone();
+    assert_eq!(report.segment_indexes_loaded, sealed);
+    assert!(report.index_loaded, "used past the segment index files");
+    assert_eq!(report.events_scanned, 0);
+    assert_eq!(all_events(&store), events);
+    let stats = store.index_stats();
+    assert!(stats.event_ids_in_memory < (events.len() as u64) / sealed * 2);
 }
