@@ -162,6 +162,32 @@ impl Printer {
         }
     }
 
+    pub fn store_info(&self, dir: &Path, s: &strata_log::IndexStats) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "dataDir": dir,
+                    "events": s.events,
+                    "eventIdsInMemory": s.event_ids_in_memory,
+                    "eventIdFiles": s.event_id_files,
+                    "eventIdBytes": s.event_id_bytes,
+                })
+            );
+            return;
+        }
+        println!("data directory        {}", dir.display());
+        println!("events                {}", s.events);
+        println!(
+            "event ids in memory   {} (the open segment's; the rest are in {} segment index files)",
+            s.event_ids_in_memory, s.event_id_files
+        );
+        println!(
+            "event id memory       {:.1} MiB",
+            s.event_id_bytes as f64 / 1_048_576.0
+        );
+    }
+
     pub fn verify(&self, dir: &Path, r: &VerifyReport) {
         if self.json {
             println!(
