@@ -78,6 +78,12 @@ pub struct OpenMeasure {
     pub peak_rss_bytes: u64,
     /// Time to read one stream after opening, in µs.
     pub stream_read_us: u64,
+    /// Event ids held in memory right after opening (the rest are in segment index files).
+    #[serde(default)]
+    pub event_ids_in_memory: u64,
+    /// Bytes of memory the event ids take right after opening.
+    #[serde(default)]
+    pub event_id_bytes: u64,
 }
 
 /// Opens the store in `dir`, serves a read, and reports time and memory.
@@ -96,7 +102,10 @@ pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
         return Err("the large store has no account-7 events".to_owned());
     }
     let (rss_bytes, peak_rss_bytes) = memory_bytes();
+    let ids = store.index_stats();
     Ok(OpenMeasure {
+        event_ids_in_memory: ids.event_ids_in_memory,
+        event_id_bytes: ids.event_id_bytes,
         events: store.open_report().events,
         open_ms,
         index_loaded: store.open_report().index_loaded,
