@@ -9,7 +9,7 @@
 //! written, its map is dropped whole (a pointer swap under the state lock).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::Path;
 
 use strata_core::Uuid;
 
@@ -106,7 +106,8 @@ pub(crate) struct IdSection {
     /// Its positions: `first..end`.
     pub first: u64,
     pub end: u64,
-    path: PathBuf,
+    /// The file, opened when the section was added (so a lookup opens nothing).
+    file: std::fs::File,
     /// Where the sorted pairs start in the file.
     offset: u64,
     /// The first id of every block of sorted pairs.
@@ -115,29 +116,29 @@ pub(crate) struct IdSection {
 }
 
 impl IdSection {
-    /// The section of the file at `path`, whose bytes from `offset` on are `pairs` (sorted,
-    /// checked) followed by the bloom filter `bloom`.
+    /// The section of the file at `path` (opened here), whose bytes from `offset` on are
+    /// `pairs` (sorted, checked) followed by the bloom filter `bloom`.
     pub fn new(
         segment_no: u64,
         positions: std::ops::Range<u64>,
-        path: PathBuf,
+        path: &Path,
         offset: u64,
         pairs: &[u8],
         bloom: Bloom,
-    ) -> IdSection {
+    ) -> std::io::Result<IdSection> {
         let fences = pairs
             .chunks(ID_BLOCK_ENTRIES * ID_PAIR_BYTES)
             .map(|block| pair_id(block, 0))
             .collect();
-        IdSection {
+        Ok(IdSection {
             segment_no,
             first: positions.start,
             end: positions.end,
-            path,
+            file: std::fs::File::open(path)?,
             offset,
             fences,
             bloom,
-        }
+        })
     }
 
     /// The position of `id` in this segment, reading at most one block of its file.
@@ -152,9 +153,8 @@ impl IdSection {
         let from = block * ID_BLOCK_ENTRIES;
         let len = ID_BLOCK_ENTRIES.min(n - from) * ID_PAIR_BYTES;
         let mut buf = vec![0u8; len];
-        let file = std::fs::File::open(&self.path)?;
         std::os::unix::fs::FileExt::read_exact_at(
-            &file,
+            &self.file,
             &mut buf,
             self.offset + (from * ID_PAIR_BYTES) as u64,
         )?;
@@ -236,14 +236,17 @@ struct IdChunk {
     map: FastMap<Uuid, u64>,
 }
 
-/// A segment's ids taken out of memory, to be dropped after the state lock is released.
-pub(crate) struct Released(#[allow(dead_code)] Option<IdChunk>);
+/// Segments' ids taken out of memory, to be dropped after the state lock is released.
+pub(crate) struct Released(#[allow(dead_code)] Vec<IdChunk>);
 
 /// Every event id: in the index files of sealed segments, then in memory.
 #[derive(Default)]
 pub(crate) struct EventIds {
     files: Vec<IdSection>,
     chunks: VecDeque<IdChunk>,
+    /// Sections of files written while an earlier segment's was not: their ids leave memory
+    /// once that one's do.
+    waiting: Vec<IdSection>,
 }
 
 impl EventIds {
@@ -273,21 +276,25 @@ impl EventIds {
         self.files.push(section);
     }
 
-    /// Takes a sealed segment's ids out of memory now that its file holds them: only for the
-    /// first segment held in memory (the ids in memory stay one run of positions, which the
-    /// whole index file holds). Drop what it returns after releasing the state lock.
+    /// Takes a sealed segment's ids out of memory now that its file holds them, in segment
+    /// order: the ids in memory stay one run of positions, which the whole index file holds.
+    /// A section whose segment is not the first in memory waits for the ones before it. Drop
+    /// what it returns after releasing the state lock.
     pub fn move_to_file(&mut self, section: IdSection) -> Released {
-        match self.chunks.front() {
-            Some(c)
-                if c.segment_no == section.segment_no
-                    && c.first == section.first
-                    && c.first + c.ids.len() as u64 == section.end =>
-            {
-                self.files.push(section);
-                Released(self.chunks.pop_front())
-            }
-            _ => Released(None),
+        self.waiting.push(section);
+        let mut released = Vec::new();
+        while let Some(c) = self.chunks.front() {
+            let Some(k) = self.waiting.iter().position(|w| {
+                c.segment_no == w.segment_no
+                    && c.first == w.first
+                    && c.first + c.ids.len() as u64 == w.end
+            }) else {
+                break;
+            };
+            self.files.push(self.waiting.swap_remove(k));
+            released.extend(self.chunks.pop_front());
         }
+        Released(released)
     }
 
     /// The position holding `id`, if any. Reads at most one block of each index file whose
@@ -369,11 +376,12 @@ mod tests {
         IdSection::new(
             first,
             first..first + n,
-            path,
+            &path,
             lead as u64,
             &bytes[lead..pairs_end],
             Bloom::from_bytes(&bytes[pairs_end..]),
         )
+        .unwrap()
     }
 
     #[test]
@@ -423,21 +431,25 @@ mod tests {
         }
         assert_eq!(ids.in_memory_count(), 30);
         assert_eq!(ids.in_memory(15), Some(id(15)));
-        // Not the first segment in memory: kept there.
+        // Not the first segment in memory: kept there until segment 0's leave.
         let later = section(dir.path(), 10, 10);
         let _ = ids.move_to_file(IdSection {
             segment_no: 1,
             ..later
         });
         assert_eq!((ids.in_memory_count(), ids.file_count()), (30, 0));
+        for p in 0..30 {
+            assert_eq!(ids.lookup(&id(p)).unwrap(), Some(p));
+        }
         let s0 = section(dir.path(), 0, 10);
-        let _ = ids.move_to_file(IdSection {
+        let released = ids.move_to_file(IdSection {
             segment_no: 0,
             ..s0
         });
-        assert_eq!((ids.in_memory_count(), ids.file_count()), (20, 1));
-        assert_eq!(ids.in_memory_from(), Some(10));
-        assert_eq!(ids.in_memory(5), None);
+        assert_eq!(released.0.len(), 2);
+        assert_eq!((ids.in_memory_count(), ids.file_count()), (10, 2));
+        assert_eq!(ids.in_memory_from(), Some(20));
+        assert_eq!(ids.in_memory(15), None);
         for p in 0..30 {
             assert_eq!(ids.lookup(&id(p)).unwrap(), Some(p));
         }

@@ -532,10 +532,7 @@ impl<'a> LocalEntries<'a> {
 
     /// The id of entry `k`.
     fn id(&self, k: usize) -> Uuid {
-        let mut id = [0u8; 16];
-        let at = k * INDEX_ENTRY_BYTES;
-        id.copy_from_slice(&self.entries[at + 24..at + 40]);
-        Uuid::from_bytes(id)
+        uuid_at(self.entries, k * INDEX_ENTRY_BYTES + 24)
     }
 
     /// Adds the entries, positions `first..`, from `index`'s next position on, to `index`;
@@ -555,17 +552,10 @@ impl<'a> LocalEntries<'a> {
                 "it starts at position {first}, the index continues at {next}"
             ));
         }
-        // The names of skipped entries are the index's already: none is added without events.
-        let stream_nos: Vec<u32> = self
-            .streams
-            .iter()
-            .map(|s| index.stream_no_or_insert(s))
-            .collect();
-        let type_nos: Vec<u32> = self
-            .types
-            .iter()
-            .map(|t| index.type_no_or_insert(t))
-            .collect();
+        // Names are numbered in the index as the entries pushed first use them: one that only
+        // skipped entries use is not added.
+        let mut stream_nos: Vec<Option<u32>> = vec![None; self.streams.len()];
+        let mut type_nos: Vec<Option<u32>> = vec![None; self.types.len()];
         let skip = (next - first) as usize;
         for (k, e) in self
             .entries
@@ -573,12 +563,17 @@ impl<'a> LocalEntries<'a> {
             .enumerate()
             .skip(skip)
         {
+            let (s, t) = (u32_at(e, 16) as usize, u32_at(e, 20) as usize);
+            let stream =
+                *stream_nos[s].get_or_insert_with(|| index.stream_no_or_insert(&self.streams[s]));
+            let event_type =
+                *type_nos[t].get_or_insert_with(|| index.type_no_or_insert(self.types[t]));
             index.push_resolved(
                 first + k as u64,
                 u64_at(e, 0),
                 u64_at(e, 8) as i64,
-                stream_nos[u32_at(e, 16) as usize],
-                type_nos[u32_at(e, 20) as usize],
+                stream,
+                event_type,
                 ids_in_memory.then(|| self.id(k)),
             );
         }
@@ -716,6 +711,12 @@ impl IndexFile {
         lo
     }
 
+    /// The event id the file gives position `p`.
+    pub fn id(&self, p: u64) -> Option<Uuid> {
+        self.loc(p)?;
+        Some(uuid_at(&self.bytes, self.entry_offset(p) as usize + 24))
+    }
+
     /// The byte offset of position `p`'s entry in the file.
     pub fn entry_offset(&self, p: u64) -> u64 {
         self.header as u64 + (p - self.first) * INDEX_ENTRY_BYTES as u64
@@ -851,12 +852,11 @@ impl SegmentIndexFile {
             })
     }
 
-    /// Adds the file's events to `index`, whose next position must be the segment's first,
-    /// after checking the whole file: its names, that each entry names one of them, that its
-    /// records lie in its segment in order, up to its end, and that its id section is its
-    /// entries' ids sorted. Their ids stay in the file: the index gets its id section. On an
-    /// error the index is unchanged.
-    pub fn push_into(&self, index: &mut Index) -> Result<(), String> {
+    /// Checks the whole file: its names, that each entry names one of them, that its records
+    /// lie in its segment in order, up to its end, and that its id section is its entries'
+    /// ids sorted, followed by the filter and the CRC. Returns the entries and where the id
+    /// section and the filter start.
+    fn parse(&self) -> Result<(LocalEntries<'_>, usize, usize), String> {
         let b = &self.bytes;
         let body = &b[..b.len() - 4];
         let seg = self.seg;
@@ -885,28 +885,73 @@ impl SegmentIndexFile {
         if body.len() != bloom_at + bloom_words(n) * 8 {
             return Err("its id section is not where its entries end".to_owned());
         }
-        let pairs = &body[pairs_at..bloom_at];
-        check_pairs(pairs, seg.first, n, |p| local.id((p - seg.first) as usize))?;
-        local.push_into(index, seg.first, false, false)?;
-        index.ids.push_file(self.id_section());
+        check_pairs(&body[pairs_at..bloom_at], seg.first, n, |p| {
+            local.id((p - seg.first) as usize)
+        })?;
+        Ok((local, pairs_at, bloom_at))
+    }
+
+    /// Adds the file's events to `index`, whose next position must be the segment's first,
+    /// after checking the whole file ([`parse`](Self::parse)). Their ids stay in the file: the
+    /// index gets its id section, with the file opened for lookups. On an error the index is
+    /// unchanged.
+    pub fn push_into(&self, index: &mut Index) -> Result<(), String> {
+        let (local, pairs_at, bloom_at) = self.parse()?;
+        let section = self
+            .id_section_at(pairs_at, bloom_at)
+            .map_err(|e| format!("opening it for lookups: {e}"))?;
+        local.push_into(index, self.seg.first, false, false)?;
+        index.ids.push_file(section);
         Ok(())
     }
 
-    /// The file's id section (which [`push_into`](Self::push_into) checked).
-    pub fn id_section(&self) -> IdSection {
+    /// Checks the whole file as [`push_into`](Self::push_into) does, and also that its bloom
+    /// filter lets every one of its ids through (open trusts the filter to the CRC, to keep
+    /// opening fast): what `strata verify` runs.
+    pub fn check_whole(&self) -> Result<(), String> {
+        let (_, pairs_at, bloom_at) = self.parse()?;
         let b = &self.bytes;
-        let n = self.seg.end_position - self.seg.first;
-        let bloom_at = b.len() - 4 - bloom_words(n) * 8;
-        let pairs_at = bloom_at - n as usize * ID_PAIR_BYTES;
+        let bloom = Bloom::from_bytes(&b[bloom_at..b.len() - 4]);
+        for pair in b[pairs_at..bloom_at].chunks_exact(ID_PAIR_BYTES) {
+            if !bloom.may_contain(&uuid_at(pair, 0)) {
+                return Err("its bloom filter does not let one of its ids through".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The event id the file gives position `p`.
+    pub fn id(&self, p: u64) -> Option<Uuid> {
+        self.loc(p)?;
+        let at = SEGMENT_INDEX_HEADER_BYTES + (p - self.seg.first) as usize * INDEX_ENTRY_BYTES;
+        Some(uuid_at(&self.bytes, at + 24))
+    }
+
+    /// The file's id section (checked by [`parse`](Self::parse)), with the file opened for
+    /// lookups.
+    pub fn id_section(&self) -> std::io::Result<IdSection> {
+        let (_, pairs_at, bloom_at) = self.parse().map_err(std::io::Error::other)?;
+        self.id_section_at(pairs_at, bloom_at)
+    }
+
+    fn id_section_at(&self, pairs_at: usize, bloom_at: usize) -> std::io::Result<IdSection> {
+        let b = &self.bytes;
         IdSection::new(
             self.seg.segment_no,
             self.seg.first..self.seg.end_position,
-            self.path.clone(),
+            &self.path,
             pairs_at as u64,
             &b[pairs_at..bloom_at],
             Bloom::from_bytes(&b[bloom_at..b.len() - 4]),
         )
     }
+}
+
+/// The UUID in the 16 bytes of `b` at `at`.
+fn uuid_at(b: &[u8], at: usize) -> Uuid {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&b[at..at + 16]);
+    Uuid::from_bytes(id)
 }
 
 /// One page of names from a name-ordered map: names after `after`, starting with `prefix`.

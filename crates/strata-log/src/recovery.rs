@@ -854,6 +854,36 @@ pub(crate) fn missing_acknowledged(
     }))
 }
 
+/// The loss the index files record, given that the log holds `held` events: `index.bin`'s
+/// when it covers position `held` (its count reaches furthest), else that of the first of the
+/// segment index files `segment_indexes` to find one (the first whose events are missing
+/// knows where they were), else `index.bin`'s (its events start after the lost ones).
+pub(crate) fn first_loss(
+    claim: Option<&IndexFile>,
+    segment_indexes: &[u64],
+    held: u64,
+    opened: &[Arc<Segment>],
+    unfinished: Option<&Unfinished>,
+    seg_dir: &Path,
+) -> Result<Option<DataLoss>, OpenError> {
+    if let Some(file) = claim.filter(|f| f.first <= held) {
+        if let Some(loss) = missing_acknowledged(file, held, opened, unfinished, seg_dir)? {
+            return Ok(Some(loss));
+        }
+    }
+    for &k in segment_indexes {
+        if let Some(file) = read_segment_index(seg_dir, k) {
+            if let Some(loss) = missing_acknowledged(&file, held, opened, unfinished, seg_dir)? {
+                return Ok(Some(loss));
+            }
+        }
+    }
+    match claim.filter(|f| f.first > held) {
+        Some(file) => missing_acknowledged(file, held, opened, unfinished, seg_dir),
+        None => Ok(None),
+    }
+}
+
 /// The cut of the last segment back to its last commit, made once nothing refuses the open.
 struct TailCut {
     seg: Arc<Segment>,
@@ -1064,24 +1094,20 @@ pub(crate) fn recover(
     // and the index files of segments from the one the loading stopped at on (those before
     // were found whole).
     let held = index.next_position();
-    let mut data_loss = match &claim {
-        Some(file) => missing_acknowledged(file, held, &opened, unfinished.as_ref(), &seg_dir)?,
-        None => None,
-    };
     let loading_stopped_at = files_stopped_at;
     let later_indexes: Vec<u64> = listed_indexes
         .iter()
         .copied()
         .filter(|&k| k >= loading_stopped_at)
         .collect();
-    for &k in &later_indexes {
-        if data_loss.is_some() {
-            break;
-        }
-        if let Some(file) = read_segment_index(&seg_dir, k) {
-            data_loss = missing_acknowledged(&file, held, &opened, unfinished.as_ref(), &seg_dir)?;
-        }
-    }
+    let data_loss = first_loss(
+        claim.as_ref(),
+        &later_indexes,
+        held,
+        &opened,
+        unfinished.as_ref(),
+        &seg_dir,
+    )?;
     if let Some(loss) = &data_loss {
         if !accept_data_loss {
             return Err(OpenError::DataLoss(loss.clone()));

@@ -30,7 +30,9 @@ pub const LOCK_FILE: &str = "LOCK";
 pub struct LogConfig {
     /// Seal a segment and start a new one past this size.
     pub segment_max_bytes: u64,
-    /// Load the persisted index when it matches the log (otherwise always rebuild it).
+    /// Load the persisted index when it matches the log (otherwise always rebuild it: the
+    /// whole log is scanned, and every sealed segment's index file is written again in the
+    /// background, about 65 bytes per event, which closing waits for).
     pub use_index_file: bool,
     /// Read records through memory maps of the segment files instead of `pread` (the
     /// default): a read of records spread over the log then makes no system call per record.

@@ -10,8 +10,8 @@ use crate::format::SEGMENT_HEADER_BYTES;
 use crate::index::loc;
 use crate::io::StdVfs;
 use crate::recovery::{
-    classify_end, list_segment_dir, missing_acknowledged, open_segments, read_index_file,
-    read_segment_index, scan_segment, segment_index_path, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
+    classify_end, first_loss, list_segment_dir, open_segments, read_index_file, read_segment_index,
+    scan_segment, segment_index_path, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
 };
 use crate::store::LOCK_FILE;
 
@@ -28,9 +28,10 @@ pub struct VerifyReport {
     pub streams: u64,
     /// Bytes of log checked.
     pub bytes: u64,
-    /// Events the index file records as acknowledged, every one found in the log where the
-    /// index file places it (`None`: no index file that checks out, so nothing to hold the
-    /// log against).
+    /// The position after the last event the index file records as acknowledged (it holds
+    /// the events from the open segment's first on; those before are in the segment index
+    /// files), every one found in the log where the index file places it, with its id
+    /// (`None`: no index file that checks out, so nothing to hold the log against).
     pub indexed_events: Option<u64>,
     /// A torn tail that the next open will cut: (file, the offset it is cut at, reason). It lies past every
     /// event the index file records, as a write torn by a crash (never acknowledged) does.
@@ -104,8 +105,18 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         let mut in_append = false;
         let mut committed_end = SEGMENT_HEADER_BYTES;
         // The segment's own index file, when it is this segment's: it must place each event
-        // where the log holds it, as the whole index file must.
+        // where the log holds it, with its id, as the whole index file must; and its id
+        // section and filter must be its ids (idempotent retries rely on them).
         let seg_index = read_segment_index(&seg_dir, no).filter(|f| f.seg.salt == seg.header.salt);
+        if let Some(f) = &seg_index {
+            f.check_whole().map_err(|reason| OpenError::Corruption {
+                file: segment_index_path(&seg_dir, no),
+                offset: 0,
+                reason: format!(
+                    "{reason} (the file is derived: delete it and the next open writes it again)"
+                ),
+            })?;
+        }
         let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |off, r| {
             if r.position != next_position {
                 return Err(corruption(
@@ -117,28 +128,31 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                 ));
             }
             if let Some((c, at)) = claim.as_ref().and_then(|c| Some((c, c.loc(r.position)?))) {
-                if at != loc(no, off) {
+                if at != loc(no, off) || c.id(r.position) != Some(r.event_id) {
                     return Err(OpenError::Corruption {
                         file: dir.join(INDEX_FILE),
                         offset: c.entry_offset(r.position),
                         reason: format!(
-                            "it places position {} elsewhere than segment {no} byte {off}, where \
-                             the log holds it (the index file is derived: delete it and the next \
-                             open rebuilds it)",
+                            "it places position {} elsewhere than segment {no} byte {off}, or \
+                             gives it another event id, than the log holds (the index file is \
+                             derived: delete it and the next open rebuilds it)",
                             r.position
                         ),
                     });
                 }
             }
-            if let Some(at) = seg_index.as_ref().and_then(|f| f.loc(r.position)) {
-                if at != loc(no, off) {
+            if let Some((f, at)) = seg_index
+                .as_ref()
+                .and_then(|f| Some((f, f.loc(r.position)?)))
+            {
+                if at != loc(no, off) || f.id(r.position) != Some(r.event_id) {
                     return Err(OpenError::Corruption {
                         file: segment_index_path(&seg_dir, no),
                         offset: 0,
                         reason: format!(
-                            "it places position {} elsewhere than byte {off}, where the \
-                             segment holds it (the file is derived: delete it and the next open \
-                             writes it again)",
+                            "it places position {} elsewhere than byte {off}, or gives it \
+                             another event id, than the segment holds (the file is derived: \
+                             delete it and the next open writes it again)",
                             r.position
                         ),
                     });
@@ -196,24 +210,17 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             "a segment whose creation did not complete (its header is missing)".to_owned(),
         ));
     }
-    if let Some(file) = &claim {
-        if let Some(loss) =
-            missing_acknowledged(file, committed, &opened, unfinished.as_ref(), &seg_dir)?
-        {
-            return Err(OpenError::DataLoss(loss));
-        }
-        report.indexed_events = Some(file.events);
+    if let Some(loss) = first_loss(
+        claim.as_ref(),
+        &listing.indexes,
+        committed,
+        &opened,
+        unfinished.as_ref(),
+        &seg_dir,
+    )? {
+        return Err(OpenError::DataLoss(loss));
     }
-    // So must every event the sealed segments' index files record.
-    for &k in &listing.indexes {
-        if let Some(file) = read_segment_index(&seg_dir, k) {
-            if let Some(loss) =
-                missing_acknowledged(&file, committed, &opened, unfinished.as_ref(), &seg_dir)?
-            {
-                return Err(OpenError::DataLoss(loss));
-            }
-        }
-    }
+    report.indexed_events = claim.as_ref().map(|file| file.events);
     report.events = committed;
     report.streams = versions.len() as u64;
     Ok(report)

@@ -85,19 +85,25 @@ impl Shared {
         .map_err(std::io::Error::other)?;
         let path = segment_index_path(&self.dir.join(SEGMENTS_DIR), seg.segment_no);
         write_file_atomic(&*self.vfs, &path, &bytes)?;
-        let file = SegmentIndexFile::check(bytes, path).map_err(std::io::Error::other)?;
+        let section = SegmentIndexFile::check(bytes, path)
+            .map_err(std::io::Error::other)?
+            .id_section()?;
         // Not while the whole index file is encoded: it takes the ids in memory from where
-        // they start when it begins.
+        // they start when it begins. Under the state lock only the swap; the maps taken out
+        // are dropped after it.
         let _guard = self.checkpoint_lock.lock();
-        let released = self.state.write().index.ids.move_to_file(file.id_section());
+        let released = self.state.write().index.ids.move_to_file(section);
         drop(released);
         Ok(())
     }
 
-    /// Waits until the index files of the segments sealed so far are written (or failed).
+    /// Waits until the index files of the segments sealed so far are written (or failed:
+    /// those are tried again at the next seal).
     pub fn wait_for_segment_indexes(&self) {
         let mut queue = self.sealed.lock();
-        while queue.running || !queue.items.is_empty() {
+        // Queued items are always being served (a thread that panicked leaves them to the
+        // next seal, which starts another).
+        while queue.running {
             self.sealed_idle.wait(&mut queue);
         }
     }
@@ -162,6 +168,9 @@ pub(crate) struct Writer {
 pub(crate) struct SealQueue {
     items: std::collections::VecDeque<SealedSegment>,
     running: bool,
+    /// Segments whose file could not be written: tried again at the next seal (their ids,
+    /// and every later segment's, stay in memory until then).
+    failed: Vec<SealedSegment>,
 }
 
 /// Marks the seal queue as not served when the thread serving it panics, so the next seal
@@ -462,7 +471,8 @@ impl Writer {
                 actual: ActualVersion(actual),
             })));
         }
-        for e in &req.events {
+        // The first id was looked up above.
+        for e in req.events.iter().skip(1) {
             if let Some(id) = e.event_id {
                 let stored = match index.position_of_id(&id) {
                     Ok(p) => p.is_some(),
@@ -570,6 +580,8 @@ impl Writer {
     /// it runs (it takes what is queued before it ends).
     pub fn queue_segment_index(&mut self, seg: SealedSegment) {
         let mut queue = self.shared.sealed.lock();
+        let failed = std::mem::take(&mut queue.failed);
+        queue.items.extend(failed);
         queue.items.push_back(seg);
         if queue.running {
             return;
@@ -596,7 +608,8 @@ impl Writer {
                     }
                 };
                 if let Err(error) = shared.write_segment_index(next) {
-                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; its event ids stay in memory, and a reopen scans the segment");
+                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; its event ids stay in memory, it is tried again at the next seal, and a reopen before then scans the segment");
+                    shared.sealed.lock().failed.push(next);
                 }
             }
         }));

@@ -282,7 +282,12 @@ fn an_id_whose_index_file_cannot_be_read_is_refused_not_written_twice() {
         .unwrap();
     append_n(&store, 0, 100);
     rt().block_on(store.wait_for_segment_indexes());
-    std::fs::remove_file(segment_index(dir.path(), 0)).unwrap();
+    // Cut short under the open store (which holds it open): the block holding the id is gone.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_index(dir.path(), 0))
+        .unwrap();
+    file.set_len(64).unwrap();
     let events = all_events(&store).len();
     rt().block_on(async {
         let again = store
@@ -542,4 +547,129 @@ fn ids_stay_in_memory_while_their_segment_has_no_index_file() {
     assert_eq!(all_events(&store), events);
     let stats = store.index_stats();
     assert!(stats.event_ids_in_memory < (events.len() as u64) / sealed * 2);
+}
+
+/// Rewrites a file's trailing CRC32C to match its bytes.
+fn fix_crc(b: &mut [u8]) {
+    let body = b.len() - 4;
+    let crc = crc32c::crc32c(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A segment index file whose id section or entries disagree on an event id (checksum
+/// fixed) is not used by open; one whose bloom filter misses its ids (open trusts the filter
+/// to the checksum) is named by `verify`, which checks every id.
+#[test]
+fn verify_checks_the_ids_a_segment_index_gives() {
+    let (dir, events, _) = filled(500);
+    let victim = segment_index(dir.path(), 3);
+    let good = std::fs::read(&victim).unwrap();
+    let n = u64::from_le_bytes(good[40..48].try_into().unwrap()) as usize;
+    let bloom_bytes = (n * 10).div_ceil(64).max(1) * 8;
+    let bloom_at = good.len() - 4 - bloom_bytes;
+
+    // Another id in the first entry: the id section no longer matches the entries.
+    let mut b = good.clone();
+    b[64 + 24] ^= 0x01;
+    fix_crc(&mut b);
+    std::fs::write(&victim, &b).unwrap();
+    match strata_log::verify(dir.path()) {
+        Err(OpenError::Corruption { file, .. }) => assert_eq!(file, victim),
+        other => panic!("verify: expected the segment index named, got {other:?}"),
+    }
+    let store = open(dir.path());
+    assert_eq!(store.open_report().segment_indexes_loaded, 3);
+    assert_eq!(all_events(&store), events);
+    drop(store);
+
+    // A filter with no bit set: open takes it, verify does not.
+    let mut b = good.clone();
+    b[bloom_at..good.len() - 4].fill(0);
+    fix_crc(&mut b);
+    std::fs::write(&victim, &b).unwrap();
+    match strata_log::verify(dir.path()) {
+        Err(OpenError::Corruption { file, reason, .. }) => {
+            assert_eq!(file, victim);
+            assert!(reason.contains("bloom filter"), "{reason}");
+        }
+        other => panic!("verify: expected the segment index named, got {other:?}"),
+    }
+    std::fs::write(&victim, &good).unwrap();
+    assert!(strata_log::verify(dir.path()).is_ok());
+}
+
+/// A sealed segment whose index file could not be written is tried again at the next seal:
+/// then its ids, and those of the segments sealed meanwhile, leave memory.
+#[test]
+fn a_segment_index_that_could_not_be_written_is_written_at_the_next_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append_n(&store, 0, 100);
+    rt().block_on(store.wait_for_segment_indexes());
+    let open_segment = files(dir.path(), "seg").len() as u64 - 1;
+    let blocker = dir
+        .path()
+        .join("segments")
+        .join(format!("{open_segment:020}.tmp"));
+    std::fs::create_dir(&blocker).unwrap();
+    append_n(&store, 100, 200);
+    rt().block_on(store.wait_for_segment_indexes());
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    assert!(sealed >= open_segment + 3, "{sealed} sealed segments");
+    assert_eq!(store.index_stats().event_id_files, open_segment);
+    assert!(!segment_index(dir.path(), open_segment).exists());
+    std::fs::remove_dir(&blocker).unwrap();
+    // Until the next seal.
+    let before = files(dir.path(), "seg").len();
+    let mut i = 300;
+    while files(dir.path(), "seg").len() == before {
+        append_n(&store, i, 1);
+        i += 1;
+    }
+    rt().block_on(store.wait_for_segment_indexes());
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    let stats = store.index_stats();
+    assert_eq!(stats.event_id_files, sealed, "{stats:?}");
+    assert!(segment_index(dir.path(), open_segment).exists());
+    assert!(
+        stats.event_ids_in_memory < stats.events / sealed * 2,
+        "{stats:?}"
+    );
+    close(store);
+    assert!(strata_log::verify(dir.path()).is_ok());
+}
+
+/// The open segment deleted and the last sealed one cut short, with `index.bin` (which holds
+/// only the open segment's events) present: the loss is reported where it starts, from the
+/// sealed segment's own index file, not from where `index.bin` starts.
+#[test]
+fn a_loss_before_the_index_file_starts_is_reported_where_it_starts() {
+    let (dir, _, _) = filled(500);
+    // `filled` leaves no index.bin: close once more to write it.
+    close(open(dir.path()));
+    let sealed = files(dir.path(), "seg").len() as u64 - 1;
+    let seg = |k: u64| dir.path().join("segments").join(format!("{k:020}.seg"));
+    std::fs::remove_file(seg(sealed)).unwrap();
+    let last_sealed = seg(sealed - 1);
+    let len = std::fs::metadata(&last_sealed).unwrap().len();
+    let cut = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last_sealed)
+        .unwrap();
+    cut.set_len(len - 100).unwrap();
+    let refused = LogStore::open_with(dir.path(), config());
+    let Err(OpenError::DataLoss(loss)) = refused else {
+        panic!("expected data loss, got {:?}", refused.err());
+    };
+    assert_eq!(loss.file, last_sealed);
+    assert_eq!(
+        loss.cause,
+        LossCause::Truncated {
+            file_len: len - 100
+        }
+    );
+    match strata_log::verify(dir.path()) {
+        Err(OpenError::DataLoss(l)) => assert_eq!(l, loss),
+        other => panic!("verify: expected DataLoss, got {other:?}"),
+    }
 }
