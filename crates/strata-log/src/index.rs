@@ -7,7 +7,7 @@
 //!
 //! Memory per event: 24 bytes of [`Entry`] and 8 bytes in each of the stream, category and
 //! event-type position lists (48 bytes), plus 1.4 bytes of the id files' filters and fences;
-//! about 46 bytes more per event id still in memory. Per stream: its name, a list header and
+//! about 22 bytes more per event id still in memory. Per stream: its name, a list header and
 //! a map slot, about 100 bytes plus the name.
 
 use std::collections::{BTreeMap, HashMap};

@@ -583,9 +583,10 @@ fn record_at(seg: &Segment, off: u64, position: u64) -> Result<RecordState, Open
 
 /// Whether the index file describes this log, so that the scan may start where it ends: the
 /// segment it ends in is there with the salt it recorded; every segment from the one it starts
-/// in up to that one starts at the position the index gives its first event; each sealed one still holds its last
-/// indexed record whole, and ends there; and every record of the segment it ends in, up to its
-/// end, is whole and where the index places it. `Ok(Err(reason))` when it does not.
+/// in up to that one starts at the position the index gives its first event; each sealed one
+/// still holds its last indexed record whole, and ends there; and every record of the segment
+/// it ends in, up to its end, is whole and where the index places it. `Ok(Err(reason))` when
+/// it does not.
 fn index_matches_log(
     index: &IndexFile,
     opened: &[Arc<Segment>],

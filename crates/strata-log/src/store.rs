@@ -109,7 +109,7 @@ pub struct IndexStats {
     /// Sealed segments whose event ids are looked up in their index files (a bloom filter and
     /// a fence per block of each in memory).
     pub event_id_files: u64,
-    /// Bytes of memory the event ids take, roughly: the ids in memory with their hash maps,
+    /// Bytes of memory the event ids take, roughly: the ids in memory with their hash tables,
     /// and the files' filters and fences.
     pub event_id_bytes: u64,
 }
