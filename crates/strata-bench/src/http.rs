@@ -455,7 +455,9 @@ pub async fn run(dir: &Path, target: Target, scale: Scale) -> Result<HttpBenchRe
     // The in-process comparison, on its own store in the same directory (same disk).
     let in_process = {
         let store = LogStore::open(dir.join("in-process")).map_err(|e| e.to_string())?;
-        append_bench(&store, 64, 1, secs).await?
+        let row = append_bench(&store, 64, 1, secs).await?;
+        store.close().await.map_err(|e| e.to_string())?;
+        row
     };
     let mut served: Option<Arc<LogStore>> = None;
     let (url, token, server_task, label) = match target {
@@ -548,9 +550,12 @@ async fn transport_floor(connections: usize, secs: f64) -> Result<HttpAppendRow,
     );
     // `serve` takes its connection limits from a state; the router never touches its store.
     let dir = std::env::temp_dir().join(format!("strata-floor-{}", std::process::id()));
-    let store = Arc::new(LogStore::open(&dir).map_err(|e| e.to_string())?);
-    let state = strata_server::AppState::new(store, strata_server::ServerConfig::default())
-        .map_err(|e| e.to_string())?;
+    let store = LogStore::open(&dir).map_err(|e| e.to_string())?;
+    let state = strata_server::AppState::new(
+        Arc::new(store.clone()),
+        strata_server::ServerConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(strata_server::serve(
         listener,
@@ -564,6 +569,8 @@ async fn transport_floor(connections: usize, secs: f64) -> Result<HttpAppendRow,
     let row = http_appends(&url, &None, connections, secs).await;
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    // Closed before its directory goes: a drop in async code leaves the writer finishing.
+    store.close().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     row
 }
