@@ -10,6 +10,7 @@
 //! it.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::path::Path;
 
 use strata_core::Uuid;
@@ -238,13 +239,17 @@ struct IdChunk {
 }
 
 impl IdChunk {
-    fn get(&self, id: &Uuid) -> Option<u64> {
+    fn get(&self, hasher: &TableHasher, id: &Uuid) -> Option<u64> {
         let k = self
             .table
-            .find(id_hash(id), |&k| self.ids[k as usize] == *id)?;
+            .find(hasher.hash_one(id), |&k| self.ids[k as usize] == *id)?;
         Some(self.first + u64::from(*k))
     }
 }
+
+/// The in-memory tables' hash: seeded at random per store (unlike the files' stable
+/// [`id_hash`]), so that ids chosen by a client cannot all land on one slot of a table.
+type TableHasher = foldhash::fast::RandomState;
 
 /// Segments' ids taken out of memory, to be dropped after the state lock is released.
 pub(crate) struct Released(#[allow(dead_code)] Vec<IdChunk>);
@@ -254,6 +259,7 @@ pub(crate) struct Released(#[allow(dead_code)] Vec<IdChunk>);
 pub(crate) struct EventIds {
     files: Vec<IdSection>,
     chunks: VecDeque<IdChunk>,
+    hasher: TableHasher,
     /// Sections of files written while an earlier segment's was not: their ids leave memory
     /// once that one's do.
     waiting: Vec<IdSection>,
@@ -276,13 +282,13 @@ impl EventIds {
         }
         let chunk = self.chunks.back_mut().expect("pushed above");
         debug_assert_eq!(chunk.first + chunk.ids.len() as u64, position);
-        // A segment holds far fewer than 2^32 events (at least 64 bytes each, 2^40 bytes).
+        // A segment holds fewer than 2^32 events: see `limits::SEGMENT_MAX_BYTES_MAX`.
         let k = chunk.ids.len() as u32;
         chunk.ids.push(id);
-        let ids = &chunk.ids;
-        chunk
-            .table
-            .insert_unique(id_hash(&id), k, |&k| id_hash(&ids[k as usize]));
+        let (ids, hasher) = (&chunk.ids, &self.hasher);
+        chunk.table.insert_unique(hasher.hash_one(id), k, |&k| {
+            hasher.hash_one(ids[k as usize])
+        });
     }
 
     /// Adds a sealed segment's id section whose positions come next (loading its file).
@@ -309,6 +315,9 @@ impl EventIds {
             self.files.push(self.waiting.swap_remove(k));
             released.extend(self.chunks.pop_front());
         }
+        // A section whose ids already left memory (none is expected) is of no use.
+        let from = self.chunks.front().map_or(u64::MAX, |c| c.first);
+        self.waiting.retain(|w| w.first >= from);
         Released(released)
     }
 
@@ -316,7 +325,7 @@ impl EventIds {
     /// filter lets `id` through.
     pub fn lookup(&self, id: &Uuid) -> std::io::Result<Option<u64>> {
         for c in self.chunks.iter().rev() {
-            if let Some(p) = c.get(id) {
+            if let Some(p) = c.get(&self.hasher, id) {
                 return Ok(Some(p));
             }
         }
@@ -358,7 +367,12 @@ impl EventIds {
             .iter()
             .map(|c| c.ids.capacity() * 16 + c.table.capacity() * 5)
             .sum();
-        let files: usize = self.files.iter().map(IdSection::memory_bytes).sum();
+        let files: usize = self
+            .files
+            .iter()
+            .chain(&self.waiting)
+            .map(IdSection::memory_bytes)
+            .sum();
         (chunks + files) as u64
     }
 }

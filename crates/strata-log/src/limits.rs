@@ -59,9 +59,16 @@ pub const SEGMENT_MAX_BYTES_MIN: u64 = 4 * 1024;
 /// segments reach that bound only past 64 GiB of log.
 pub const MAP_READS_SEGMENT_MIN_BYTES: u64 = 1024 * 1024;
 
-/// Largest segment: record locations keep 40 bits of offset.
-pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 40;
+/// Largest segment: 256 GiB. Record locations keep 40 bits of offset, and a segment must hold
+/// fewer than 2^32 events (the in-memory event-id tables index a segment's ids with 4 bytes):
+/// a record takes at least 72 bytes, so 2^38 bytes hold at most 3.8 billion.
+pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 38;
 
 const _: () = assert!(WRITER_BATCH_MAX_APPENDS <= WRITER_QUEUE_MAX_APPENDS);
 const _: () = assert!(core::APPEND_MAX_BYTES as u64 <= SEGMENT_MAX_BYTES_MAX);
 const _: () = assert!(SEGMENT_MAX_BYTES_MIN <= SEGMENT_MAX_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_MAX_BYTES_MAX <= 1 << 40);
+// The smallest record: its header, a stream id and an event type of one byte, padded to 8.
+const _: () = assert!(
+    SEGMENT_MAX_BYTES_MAX / (crate::format::RECORD_HEADER_BYTES as u64 + 8) < u32::MAX as u64
+);

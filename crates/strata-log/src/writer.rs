@@ -79,6 +79,10 @@ impl Shared {
     /// directory fsync), encoding it a chunk at a time as [`Shared::encode_index`] does; then
     /// the segment's ids are looked up in the file and leave memory.
     pub fn write_segment_index(&self, seg: SealedSegment) -> std::io::Result<()> {
+        if self.state.read().index.ids.in_memory(seg.first).is_none() {
+            // Its ids are in its file already (queued twice): nothing to do.
+            return Ok(());
+        }
         let bytes = encode_segment_index(seg, INDEX_ENCODE_CHUNK_ENTRIES, |encode| {
             encode(&self.state.read().index)
         })
@@ -171,6 +175,8 @@ pub(crate) struct SealQueue {
     /// Segments whose file could not be written: tried again at the next seal (their ids,
     /// and every later segment's, stay in memory until then).
     failed: Vec<SealedSegment>,
+    /// The segment whose file is being written.
+    writing: Option<SealedSegment>,
 }
 
 /// Marks the seal queue as not served when the thread serving it panics, so the next seal
@@ -180,7 +186,13 @@ struct NotRunningOnPanic(Arc<Shared>);
 impl Drop for NotRunningOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.sealed.lock().running = false;
+            let mut queue = self.0.sealed.lock();
+            queue.running = false;
+            // The segment being written, and the rest, are tried again at the next seal.
+            let rest: Vec<SealedSegment> = queue.writing.take().into_iter().collect();
+            let queued: Vec<SealedSegment> = queue.items.drain(..).collect();
+            queue.failed.extend(rest.into_iter().chain(queued));
+            drop(queue);
             self.0.sealed_idle.notify_all();
         }
     }
@@ -599,7 +611,10 @@ impl Writer {
                 let next = {
                     let mut queue = shared.sealed.lock();
                     match queue.items.pop_front() {
-                        Some(next) => next,
+                        Some(next) => {
+                            queue.writing = Some(next);
+                            next
+                        }
                         None => {
                             queue.running = false;
                             shared.sealed_idle.notify_all();
@@ -607,9 +622,16 @@ impl Writer {
                         }
                     }
                 };
-                if let Err(error) = shared.write_segment_index(next) {
-                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; its event ids stay in memory, it is tried again at the next seal, and a reopen before then scans the segment");
-                    shared.sealed.lock().failed.push(next);
+                let written = shared.write_segment_index(next);
+                let mut queue = shared.sealed.lock();
+                queue.writing = None;
+                if let Err(error) = written {
+                    tracing::warn!(segment = next.segment_no, %error, "could not write a segment's index file; its event ids (and later segments') stay in memory, it is tried again at the next seal, and a reopen before then scans the segment");
+                    // The rest wait for the next seal too, in order: an error that lasts (a
+                    // full disk) costs one attempt per seal, not one per segment.
+                    let queued: Vec<SealedSegment> = queue.items.drain(..).collect();
+                    queue.failed.push(next);
+                    queue.failed.extend(queued);
                 }
             }
         }));
