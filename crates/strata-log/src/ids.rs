@@ -291,9 +291,9 @@ impl EventIds {
         });
     }
 
-    /// Adds a sealed segment's id section whose positions come next (loading its file).
+    /// Adds a sealed segment's id section whose positions come next (loading its file; an
+    /// earlier segment whose file did not load may be in memory).
     pub fn push_file(&mut self, section: IdSection) {
-        debug_assert!(self.chunks.is_empty());
         self.files.push(section);
     }
 
@@ -337,9 +337,18 @@ impl EventIds {
         Ok(None)
     }
 
-    /// The first position whose id is held in memory (every later one is), if any.
+    /// The first position of the last run of positions whose ids are all held in memory
+    /// (the run that reaches the newest id), if any. An earlier segment whose file did not
+    /// load on open, with files after it, is in memory too, outside that run.
     pub fn in_memory_from(&self) -> Option<u64> {
-        self.chunks.front().map(|c| c.first)
+        let mut from = self.chunks.back()?.first;
+        for c in self.chunks.iter().rev().skip(1) {
+            if c.first + c.ids.len() as u64 != from {
+                break;
+            }
+            from = c.first;
+        }
+        Some(from)
     }
 
     /// The id of `position`, when it is held in memory.
@@ -467,6 +476,41 @@ mod tests {
         // About 22 bytes an id: the list and a 4-byte table slot.
         let per_id = ids.memory_bytes() as f64 / 100_000.0;
         assert!(per_id < 30.0, "{per_id} bytes an id");
+    }
+
+    /// A segment whose file did not load on open is in memory with files after it: the run
+    /// `index.bin` holds starts after those files, and every id is found.
+    #[test]
+    fn a_segment_in_memory_before_files_is_outside_the_last_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ids = EventIds::default();
+        for p in 0..10 {
+            ids.push(4, p, id(p));
+        }
+        ids.push_file(IdSection {
+            segment_no: 5,
+            ..section(dir.path(), 10, 10)
+        });
+        for p in 20..25 {
+            ids.push(6, p, id(p));
+        }
+        assert_eq!(ids.in_memory_from(), Some(20));
+        assert_eq!(ids.in_memory(12), None);
+        assert_eq!(ids.in_memory(3), Some(id(3)));
+        for p in 0..25 {
+            assert_eq!(ids.lookup(&id(p)).unwrap(), Some(p));
+        }
+        // Once segment 4's file is written, its ids leave memory.
+        let s4 = section(dir.path(), 0, 10);
+        let released = ids.move_to_file(IdSection {
+            segment_no: 4,
+            ..s4
+        });
+        assert_eq!(released.0.len(), 1);
+        assert_eq!((ids.in_memory_count(), ids.file_count()), (5, 2));
+        for p in 0..25 {
+            assert_eq!(ids.lookup(&id(p)).unwrap(), Some(p));
+        }
     }
 
     #[test]

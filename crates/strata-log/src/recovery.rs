@@ -885,6 +885,109 @@ pub(crate) fn first_loss(
     }
 }
 
+/// Whether the index file carries on where the index built so far ends (`start`): at its
+/// first position or, when it was written before the last segment index files, at a later
+/// one of its positions (or its end).
+fn carries_on(file: &IndexFile, index: &Index, start: LogEnd) -> bool {
+    let next = index.next_position();
+    if next < file.first {
+        return false;
+    }
+    if next == file.events {
+        // (The salt of the segment it ends in is checked against the log.)
+        (file.end.segment_no, file.end.offset) == (start.segment_no, start.offset)
+    } else {
+        file.loc(next) == Some(loc(start.segment_no, start.offset))
+    }
+}
+
+/// Scans `seg` from byte `from`, adding its committed events to `index`; returns the end of
+/// its last COMMIT record and the cut its end needs, if any. `sealed`: any segment but the
+/// last, where an invalid record is corruption.
+fn scan_into(
+    seg: &Arc<Segment>,
+    from: u64,
+    sealed: bool,
+    index: &mut Index,
+    events_scanned: &mut u64,
+) -> Result<(u64, Option<TailCut>), OpenError> {
+    let no = seg.header.segment_no;
+    if from == SEGMENT_HEADER_BYTES && seg.header.first_position != index.next_position() {
+        return Err(OpenError::Corruption {
+            file: seg.path.clone(),
+            offset: 0,
+            reason: format!(
+                "segment starts at position {} but the previous segment ends before {}",
+                seg.header.first_position,
+                index.next_position()
+            ),
+        });
+    }
+    let mut pending: Vec<(u64, u64, i64, StreamId, String, strata_core::Uuid)> = Vec::new();
+    let mut committed_end = from;
+    let end = scan_segment(seg, from, |off, r| {
+        let expected = index.next_position() + pending.len() as u64;
+        if r.position != expected {
+            return Err(OpenError::Corruption {
+                file: seg.path.clone(),
+                offset: off,
+                reason: format!(
+                    "record holds position {} where {expected} was expected",
+                    r.position
+                ),
+            });
+        }
+        let stream = StreamId::new(r.stream_id).map_err(|e| OpenError::Corruption {
+            file: seg.path.clone(),
+            offset: off,
+            reason: e.to_string(),
+        })?;
+        pending.push((
+            r.position,
+            off,
+            r.recorded_at_us,
+            stream,
+            r.event_type.to_owned(),
+            r.event_id,
+        ));
+        if r.is_commit() {
+            for (position, off, ts, stream, et, id) in pending.drain(..) {
+                index.push(NewEntry {
+                    position,
+                    loc: loc(no, off),
+                    recorded_at_us: ts,
+                    stream: &stream,
+                    event_type: &et,
+                    event_id: id,
+                });
+                *events_scanned += 1;
+            }
+            committed_end = off + r.padded_len as u64;
+        }
+        Ok(())
+    })?;
+    let file_len = seg
+        .file
+        .size()
+        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+    let cut = match classify_end(seg, end, !pending.is_empty(), committed_end, sealed)? {
+        SegmentEnd::Clean => None,
+        SegmentEnd::Preallocated => Some(TailCut {
+            seg: seg.clone(),
+            from_len: file_len,
+            to_len: committed_end,
+            torn: None,
+        }),
+        SegmentEnd::Torn(reason) => Some(TailCut {
+            seg: seg.clone(),
+            from_len: file_len,
+            to_len: committed_end,
+            torn: Some(reason),
+        }),
+    };
+    Ok((committed_end, cut))
+}
+
 /// The cut of the last segment back to its last commit, made once nothing refuses the open.
 struct TailCut {
     seg: Arc<Segment>,
@@ -925,6 +1028,10 @@ pub(crate) fn recover(
     };
     let mut index_loaded = false;
     let mut segment_indexes_loaded = 0u64;
+    // Sealed segments whose events came from their own index files.
+    let mut from_file = vec![false; opened.len()];
+    let mut events_scanned = 0u64;
+    let mut tail_cut = None;
     let claim_to_use = claim.as_ref().filter(|_| use_index_file);
     let claim_matches = std::thread::scope(|scope| {
         let check = claim_to_use.map(|file| {
@@ -932,30 +1039,47 @@ pub(crate) fn recover(
                 .name("strata-open-check".to_owned())
                 .spawn_scoped(scope, || index_matches_log(file, &opened))
         });
-        if use_index_file {
-            while let Some(seg) = opened
-                .get(start.segment_no as usize)
-                .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
-            {
-                let Some(file) = read_segment_index(&seg_dir, seg.header.segment_no) else {
-                    break;
-                };
-                let matched = match segment_index_matches(&file, seg, &index, start)? {
+        while let Some(seg) = opened
+            .get(start.segment_no as usize)
+            .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
+        {
+            let k = seg.header.segment_no;
+            let file = read_segment_index(&seg_dir, k).filter(|_| use_index_file);
+            let matched = match &file {
+                Some(file) => match segment_index_matches(file, seg, &index, start)? {
                     Ok(()) => file.push_into(&mut index),
                     Err(reason) => Err(reason),
-                };
-                if let Err(reason) = matched {
-                    tracing::warn!(file = %segment_index_path(&seg_dir, seg.header.segment_no).display(), %reason, "a segment's index file does not match its segment; scanning the segment instead (the file is written again)");
-                    break;
+                },
+                None => Err(String::new()),
+            };
+            match matched {
+                Ok(()) => {
+                    segment_indexes_loaded += 1;
+                    from_file[k as usize] = true;
                 }
-                segment_indexes_loaded += 1;
-                let next = &opened[seg.header.segment_no as usize + 1];
-                start = LogEnd {
-                    segment_no: next.header.segment_no,
-                    offset: SEGMENT_HEADER_BYTES,
-                    salt: next.header.salt,
-                };
+                // The index file of an earlier version holds the rest: it is used from here.
+                Err(_) if claim_to_use.is_some_and(|f| carries_on(f, &index, start)) => break,
+                Err(reason) => {
+                    if !reason.is_empty() {
+                        tracing::warn!(file = %segment_index_path(&seg_dir, k).display(), %reason, "a segment's index file does not match its segment; scanning the segment instead (the file is written again)");
+                    }
+                    // Only this segment is scanned: the files of the next ones are still used.
+                    let (_, cut) = scan_into(
+                        seg,
+                        SEGMENT_HEADER_BYTES,
+                        true,
+                        &mut index,
+                        &mut events_scanned,
+                    )?;
+                    tail_cut = cut.or(tail_cut.take());
+                }
             }
+            let next = &opened[k as usize + 1];
+            start = LogEnd {
+                segment_no: next.header.segment_no,
+                offset: SEGMENT_HEADER_BYTES,
+                salt: next.header.salt,
+            };
         }
         match (check, claim_to_use) {
             (Some(Ok(h)), _) => h
@@ -965,21 +1089,11 @@ pub(crate) fn recover(
             (_, None) => Ok(Err(String::new())),
         }
     })?;
-    let files_stopped_at = start.segment_no;
     if let Some(file) = claim_to_use {
-        // The index file carries on where the segment index files end: at its first position
-        // or, when it was written before the last of them, at a later one of its positions (or
-        // its end).
         let next = index.next_position();
-        let continues = if next == file.events {
-            // (The salt of the segment it ends in is checked against the log above.)
-            (file.end.segment_no, file.end.offset) == (start.segment_no, start.offset)
-        } else {
-            file.loc(next) == Some(loc(start.segment_no, start.offset))
-        };
         let loaded = match claim_matches {
             Err(reason) => Err(reason),
-            Ok(()) if !continues => Err(format!(
+            Ok(()) if !carries_on(file, &index, start) => Err(format!(
                 "it does not carry on where the segment index files end (position {next})"
             )),
             Ok(()) => file.push_into(&mut index),
@@ -999,9 +1113,7 @@ pub(crate) fn recover(
     let listed_indexes = &listing.indexes;
 
     // Scan from where the index ends to the end of the log.
-    let mut events_scanned = 0u64;
     let mut tail_len = start.offset;
-    let mut tail_cut = None;
     let last_no = (opened.len() as u64).saturating_sub(1);
     for seg in opened.iter().skip(start.segment_no as usize) {
         let no = seg.header.segment_no;
@@ -1010,84 +1122,9 @@ pub(crate) fn recover(
         } else {
             SEGMENT_HEADER_BYTES
         };
-        if from == SEGMENT_HEADER_BYTES && seg.header.first_position != index.next_position() {
-            return Err(OpenError::Corruption {
-                file: seg.path.clone(),
-                offset: 0,
-                reason: format!(
-                    "segment starts at position {} but the previous segment ends before {}",
-                    seg.header.first_position,
-                    index.next_position()
-                ),
-            });
-        }
-        let mut pending: Vec<(u64, u64, i64, StreamId, String, strata_core::Uuid)> = Vec::new();
-        let mut committed_end = from;
-        let end = scan_segment(seg, from, |off, r| {
-            let expected = index.next_position() + pending.len() as u64;
-            if r.position != expected {
-                return Err(OpenError::Corruption {
-                    file: seg.path.clone(),
-                    offset: off,
-                    reason: format!(
-                        "record holds position {} where {expected} was expected",
-                        r.position
-                    ),
-                });
-            }
-            let stream = StreamId::new(r.stream_id).map_err(|e| OpenError::Corruption {
-                file: seg.path.clone(),
-                offset: off,
-                reason: e.to_string(),
-            })?;
-            pending.push((
-                r.position,
-                off,
-                r.recorded_at_us,
-                stream,
-                r.event_type.to_owned(),
-                r.event_id,
-            ));
-            if r.is_commit() {
-                for (position, off, ts, stream, et, id) in pending.drain(..) {
-                    index.push(NewEntry {
-                        position,
-                        loc: loc(no, off),
-                        recorded_at_us: ts,
-                        stream: &stream,
-                        event_type: &et,
-                        event_id: id,
-                    });
-                    events_scanned += 1;
-                }
-                committed_end = off + r.padded_len as u64;
-            }
-            Ok(())
-        })?;
-        let file_len = seg
-            .file
-            .size()
-            .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
-        let sealed = no != last_no;
-        match classify_end(seg, end, !pending.is_empty(), committed_end, sealed)? {
-            SegmentEnd::Clean => {}
-            SegmentEnd::Preallocated => {
-                tail_cut = Some(TailCut {
-                    seg: seg.clone(),
-                    from_len: file_len,
-                    to_len: committed_end,
-                    torn: None,
-                });
-            }
-            SegmentEnd::Torn(reason) => {
-                tail_cut = Some(TailCut {
-                    seg: seg.clone(),
-                    from_len: file_len,
-                    to_len: committed_end,
-                    torn: Some(reason),
-                });
-            }
-        }
+        let (committed_end, cut) =
+            scan_into(seg, from, no != last_no, &mut index, &mut events_scanned)?;
+        tail_cut = cut.or(tail_cut.take());
         tail_len = committed_end;
     }
 
@@ -1095,11 +1132,11 @@ pub(crate) fn recover(
     // and the index files of segments from the one the loading stopped at on (those before
     // were found whole).
     let held = index.next_position();
-    let loading_stopped_at = files_stopped_at;
+    // Those whose events were not taken from them (the others were found whole).
     let later_indexes: Vec<u64> = listed_indexes
         .iter()
         .copied()
-        .filter(|&k| k >= loading_stopped_at)
+        .filter(|&k| !from_file.get(k as usize).copied().unwrap_or(false))
         .collect();
     let data_loss = first_loss(
         claim.as_ref(),
@@ -1169,7 +1206,7 @@ pub(crate) fn recover(
     for pair in opened.windows(2) {
         let (seg, next) = (&pair[0], &pair[1]);
         let k = seg.header.segment_no;
-        if k >= loading_stopped_at {
+        if !from_file[k as usize] {
             missing_indexes.push(SealedSegment {
                 segment_no: k,
                 salt: seg.header.salt,
