@@ -385,7 +385,10 @@ impl Index {
     /// can be encoded a piece at a time while appends go on in between.
     pub fn encode_mark(&self, log_end: LogEnd) -> EncodeMark {
         EncodeMark {
-            first: self.ids.in_memory_from().unwrap_or(self.next_position()),
+            first: self
+                .ids
+                .in_memory_from(self.next_position())
+                .unwrap_or(self.next_position()),
             end: self.next_position(),
             log_end,
         }

@@ -1044,7 +1044,9 @@ pub(crate) fn recover(
             .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
         {
             let k = seg.header.segment_no;
-            let file = read_segment_index(&seg_dir, k).filter(|_| use_index_file);
+            let file = use_index_file
+                .then(|| read_segment_index(&seg_dir, k))
+                .flatten();
             let matched = match &file {
                 Some(file) => match segment_index_matches(file, seg, &index, start)? {
                     Ok(()) => file.push_into(&mut index),

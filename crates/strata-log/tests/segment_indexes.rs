@@ -686,3 +686,44 @@ fn a_loss_before_the_index_file_starts_is_reported_where_it_starts() {
         other => panic!("verify: expected DataLoss, got {other:?}"),
     }
 }
+
+/// A sealed segment scanned on open (its index file damaged) with the files of the later ones
+/// used, and an open segment left without events (cut back to its header, the loss accepted):
+/// the index file written at once after the cut holds no event, and the store opens; its
+/// events are those before the cut, and the next open is clean.
+#[test]
+fn an_accepted_loss_with_a_scanned_middle_segment_opens() {
+    let (dir, events, sealed) = filled(500);
+    close(open(dir.path()));
+    std::fs::remove_file(segment_index(dir.path(), 4)).unwrap();
+    let tail = dir
+        .path()
+        .join("segments")
+        .join(format!("{sealed:020}.seg"));
+    let file = std::fs::OpenOptions::new().write(true).open(&tail).unwrap();
+    file.set_len(64).unwrap();
+    drop(file);
+    assert!(matches!(
+        LogStore::open_with(dir.path(), config()),
+        Err(OpenError::DataLoss(_))
+    ));
+    let store = LogStore::open_with(
+        dir.path(),
+        LogConfig {
+            accept_data_loss: true,
+            ..config()
+        },
+    )
+    .unwrap();
+    let report = store.open_report().clone();
+    assert!(report.data_loss.is_some());
+    assert_eq!(report.segment_indexes_loaded, sealed - 1);
+    let kept = all_events(&store);
+    assert!(kept.len() < events.len());
+    assert_eq!(kept[..], events[..kept.len()]);
+    store.checkpoint_index().unwrap();
+    close(store);
+    let store = open(dir.path());
+    assert!(store.open_report().data_loss.is_none());
+    assert_eq!(all_events(&store), kept);
+}
