@@ -2,27 +2,11 @@
 //! event ids are in memory against those looked up in segment index files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
 use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
 use strata_log::{LogConfig, LogStore};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
-
-fn strata(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("STRATA_SERVER")
-        .env_remove("STRATA_DATA")
-        .env_remove("STRATA_DATABASE_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod support;
+use support::run_cli;
 
 #[test]
 fn info_store_reports_the_event_ids_in_memory() {
@@ -60,8 +44,8 @@ fn info_store_reports_the_event_ids_in_memory() {
         - 1;
     assert!(sealed >= 5, "{sealed} sealed segments");
     let data = dir.path().to_str().unwrap();
-    let (code, out, err) = strata(&["--data", data, "--json", "info", "--store"]);
-    assert_eq!(code, 0, "{err}");
+    let (ok, out, err) = run_cli(&["--data", data, "--json", "info", "--store"]);
+    assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["events"], 300);
     assert_eq!(v["eventIdFiles"], sealed);
@@ -70,13 +54,13 @@ fn info_store_reports_the_event_ids_in_memory() {
         "{v}"
     );
     assert!(v["eventIdBytes"].as_u64().unwrap() > 0);
-    let (code, out, _) = strata(&["--data", data, "info", "--store"]);
-    assert_eq!(code, 0);
+    let (ok, out, _) = run_cli(&["--data", data, "info", "--store"]);
+    assert!(ok);
     assert!(out.contains("events                300"), "{out}");
 
     // Only the embedded store has one.
-    let (code, _, err) = strata(&["--server", "http://127.0.0.1:9", "info", "--store"]);
-    assert_ne!(code, 0);
+    let (ok, _, err) = run_cli(&["--server", "http://127.0.0.1:9", "info", "--store"]);
+    assert!(!ok);
     assert!(
         err.contains("--store describes the embedded store"),
         "{err}"

@@ -351,6 +351,13 @@ pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     x.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(x)
 }
+/// The UUID in the 16 bytes of `b` at `at`.
+pub(crate) fn uuid_at(b: &[u8], at: usize) -> strata_core::Uuid {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&b[at..at + 16]);
+    strata_core::Uuid::from_bytes(id)
+}
+
 pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     x.copy_from_slice(&b[at..at + 8]);

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use strata_core::Uuid;
 
-use crate::format::u64_at;
+use crate::format::{u64_at, uuid_at};
 
 /// Ids per block of a sorted id section: a lookup reads one block.
 pub(crate) const ID_BLOCK_ENTRIES: usize = 128;
@@ -189,10 +189,7 @@ impl IdSection {
 
 /// The id of pair `k` of sorted pairs `b`.
 fn pair_id(b: &[u8], k: usize) -> Uuid {
-    let at = k * ID_PAIR_BYTES;
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&b[at..at + 16]);
-    Uuid::from_bytes(id)
+    uuid_at(b, k * ID_PAIR_BYTES)
 }
 
 /// Appends the sorted id section and bloom filter of `pairs` (in any order) to `out`.

@@ -18,7 +18,7 @@ use strata_core::{category_of, Direction, Filter, StreamId, Uuid};
 
 use std::path::PathBuf;
 
-use crate::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_BYTES};
+use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
@@ -601,27 +601,54 @@ pub(crate) fn encode_in_chunks(
     chunk: usize,
     mut index: impl FnMut(&mut dyn FnMut(&Index)),
 ) -> Result<Vec<u8>, String> {
-    let n = mark.end - mark.first;
-    let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + n as usize * INDEX_ENTRY_BYTES + 4);
-    out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
     let end = mark.log_end;
-    for v in [mark.first, n, end.segment_no, end.offset, end.salt] {
+    let fields = [
+        mark.first,
+        mark.end - mark.first,
+        end.segment_no,
+        end.offset,
+        end.salt,
+    ];
+    encode_file(
+        (INDEX_MAGIC, INDEX_VERSION),
+        fields,
+        mark.first..mark.end,
+        chunk,
+        &mut index,
+        false,
+    )
+}
+
+/// Encodes an index file (whole or a segment's; both have a 64-byte header): `magic` and
+/// `version`, a reserved word, the five header `fields`, the two name counts; then the
+/// entries of `positions` and their names ([`encode_local`]); with `id_section`, the
+/// entries' ids sorted and their bloom filter; then the CRC.
+fn encode_file(
+    (magic, version): (&[u8; 8], u32),
+    fields: [u64; 5],
+    positions: std::ops::Range<u64>,
+    chunk: usize,
+    index: Lend<'_>,
+    id_section: bool,
+) -> Result<Vec<u8>, String> {
+    let n = (positions.end - positions.start) as usize;
+    let per_event = INDEX_ENTRY_BYTES + if id_section { ID_PAIR_BYTES } else { 0 };
+    let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + n * per_event + n * 2 + 4);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for v in fields {
         out.extend_from_slice(&v.to_le_bytes());
     }
     // The name counts, filled in at the end.
     out.extend_from_slice(&[0u8; 8]);
-    let mut pairs = Vec::new();
-    let (s, t) = encode_local(
-        mark.first..mark.end,
-        chunk,
-        &mut index,
-        &mut out,
-        &mut pairs,
-    )?;
+    let mut pairs = Vec::with_capacity(if id_section { n } else { 0 });
+    let (s, t) = encode_local(positions, chunk, index, &mut out, &mut pairs)?;
     out[56..60].copy_from_slice(&s.to_le_bytes());
     out[60..64].copy_from_slice(&t.to_le_bytes());
+    if id_section {
+        encode_id_section(pairs, &mut out);
+    }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
@@ -632,6 +659,24 @@ const INDEX_HEADER_BYTES: usize = 64;
 const INDEX_V1_HEADER_BYTES: usize = 56;
 /// Bytes of one entry of an index file.
 const INDEX_ENTRY_BYTES: usize = 40;
+
+/// The bytes of file `b` before its CRC, when it starts with `magic`, holds at least `header`
+/// bytes and its CRC checks out; `what` names the kind of file in the error.
+fn checked_body<'a>(
+    b: &'a [u8],
+    magic: &[u8; 8],
+    header: usize,
+    what: &str,
+) -> Result<&'a [u8], String> {
+    if b.len() < header + 4 || &b[0..8] != magic {
+        return Err(format!("not a Strata {what}"));
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32_at(crc, 0) {
+        return Err(format!("{what} CRC mismatch"));
+    }
+    Ok(body)
+}
 
 /// An index file whose CRC and header check out: a durable record of what was acknowledged
 /// when it was written (its events, and the log end they reach), checked against the log on
@@ -653,13 +698,7 @@ impl IndexFile {
     /// Checks the file's bytes (magic, CRC, version, room for its entries; not its entries).
     pub fn check(bytes: Vec<u8>) -> Result<IndexFile, String> {
         let b = &bytes;
-        if b.len() < INDEX_V1_HEADER_BYTES + 4 || &b[0..8] != INDEX_MAGIC {
-            return Err("not a Strata index file".to_owned());
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32_at(crc, 0) {
-            return Err("index file CRC mismatch".to_owned());
-        }
+        let body = checked_body(b, INDEX_MAGIC, INDEX_V1_HEADER_BYTES, "index file")?;
         // Version 1: the whole index; version 2: from a first position on.
         let (header, first, at) = match u32_at(b, 8) {
             1 => (INDEX_V1_HEADER_BYTES, 0, 16),
@@ -773,34 +812,14 @@ pub(crate) fn encode_segment_index(
     mut index: impl FnMut(&mut dyn FnMut(&Index)),
 ) -> Result<Vec<u8>, String> {
     let n = seg.end_position.saturating_sub(seg.first);
-    let mut out = Vec::with_capacity(
-        SEGMENT_INDEX_HEADER_BYTES
-            + n as usize * (INDEX_ENTRY_BYTES + ID_PAIR_BYTES)
-            + bloom_words(n) * 8
-            + 4,
-    );
-    out.extend_from_slice(SEGMENT_INDEX_MAGIC);
-    out.extend_from_slice(&SEGMENT_INDEX_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for v in [seg.segment_no, seg.salt, seg.first, n, seg.end_offset] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    // The name counts, filled in at the end.
-    out.extend_from_slice(&[0u8; 8]);
-    let mut pairs = Vec::with_capacity(n as usize);
-    let (s, t) = encode_local(
+    encode_file(
+        (SEGMENT_INDEX_MAGIC, SEGMENT_INDEX_VERSION),
+        [seg.segment_no, seg.salt, seg.first, n, seg.end_offset],
         seg.first..seg.end_position,
         chunk,
         &mut index,
-        &mut out,
-        &mut pairs,
-    )?;
-    out[56..60].copy_from_slice(&s.to_le_bytes());
-    out[60..64].copy_from_slice(&t.to_le_bytes());
-    encode_id_section(pairs, &mut out);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+        true,
+    )
 }
 
 /// A sealed segment's index file whose CRC and header check out.
@@ -814,13 +833,12 @@ impl SegmentIndexFile {
     /// Checks the bytes of the file at `path` (magic, CRC, version, room for its entries).
     pub fn check(bytes: Vec<u8>, path: PathBuf) -> Result<SegmentIndexFile, String> {
         let b = &bytes;
-        if b.len() < SEGMENT_INDEX_HEADER_BYTES + 4 || &b[0..8] != SEGMENT_INDEX_MAGIC {
-            return Err("not a Strata segment index file".to_owned());
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32_at(crc, 0) {
-            return Err("segment index file CRC mismatch".to_owned());
-        }
+        let body = checked_body(
+            b,
+            SEGMENT_INDEX_MAGIC,
+            SEGMENT_INDEX_HEADER_BYTES,
+            "segment index file",
+        )?;
         if u32_at(b, 8) != SEGMENT_INDEX_VERSION {
             return Err("segment index file version not supported".to_owned());
         }
@@ -930,11 +948,12 @@ impl SegmentIndexFile {
         Some(uuid_at(&self.bytes, at + 24))
     }
 
-    /// The file's id section (checked by [`parse`](Self::parse)), with the file opened for
-    /// lookups.
-    pub fn id_section(&self) -> std::io::Result<IdSection> {
-        let (_, pairs_at, bloom_at) = self.parse().map_err(std::io::Error::other)?;
-        self.id_section_at(pairs_at, bloom_at)
+    /// The id section of a file this process just encoded (so not parsed again: its
+    /// sections lie where its event count puts them), with the file opened for lookups.
+    pub fn own_id_section(&self) -> std::io::Result<IdSection> {
+        let n = self.seg.end_position - self.seg.first;
+        let bloom_at = self.bytes.len() - 4 - bloom_words(n) * 8;
+        self.id_section_at(bloom_at - n as usize * ID_PAIR_BYTES, bloom_at)
     }
 
     fn id_section_at(&self, pairs_at: usize, bloom_at: usize) -> std::io::Result<IdSection> {
@@ -948,13 +967,6 @@ impl SegmentIndexFile {
             Bloom::from_bytes(&b[bloom_at..b.len() - 4]),
         )
     }
-}
-
-/// The UUID in the 16 bytes of `b` at `at`.
-fn uuid_at(b: &[u8], at: usize) -> Uuid {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&b[at..at + 16]);
-    Uuid::from_bytes(id)
 }
 
 /// One page of names from a name-ordered map: names after `after`, starting with `prefix`.

@@ -91,7 +91,7 @@ impl Shared {
         write_file_atomic(&*self.vfs, &path, &bytes)?;
         let section = SegmentIndexFile::check(bytes, path)
             .map_err(std::io::Error::other)?
-            .id_section()?;
+            .own_id_section()?;
         // Not while the whole index file is encoded: it takes the ids in memory from where
         // they start when it begins. Under the state lock only the swap; the maps taken out
         // are dropped after it.

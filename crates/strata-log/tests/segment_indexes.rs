@@ -87,6 +87,31 @@ fn segment_index(dir: &Path, no: u64) -> PathBuf {
     dir.join("segments").join(format!("{no:020}.idx"))
 }
 
+/// The data loss an open of `dir` is refused for.
+fn refused_for_loss(dir: &Path) -> strata_log::DataLoss {
+    let refused = LogStore::open_with(dir, config());
+    let Err(OpenError::DataLoss(loss)) = refused else {
+        panic!("expected data loss, got {:?}", refused.err());
+    };
+    loss
+}
+
+/// `verify` reports the same loss as open.
+fn verify_reports(dir: &Path, loss: &strata_log::DataLoss) {
+    match strata_log::verify(dir) {
+        Err(OpenError::DataLoss(l)) => assert_eq!(&l, loss),
+        other => panic!("verify: expected DataLoss, got {other:?}"),
+    }
+}
+
+/// Makes the index file of segment `no` impossible to write (its temp file's name is taken by
+/// a directory); returns that directory, to be removed to allow it again.
+fn block_segment_index(dir: &Path, no: u64) -> PathBuf {
+    let blocker = dir.join("segments").join(format!("{no:020}.tmp"));
+    std::fs::create_dir(&blocker).unwrap();
+    blocker
+}
+
 /// A store of `n` events over many sealed segments, closed, without its whole index file: a
 /// reopen has only the segments' own index files (as after a crash between two closes).
 fn filled(n: usize) -> (tempfile::TempDir, Vec<RecordedEvent>, u64) {
@@ -331,10 +356,7 @@ fn a_sealed_segment_lost_is_reported_from_its_index_file() {
             .join(format!("{:020}.seg", sealed - 1)),
     )
     .unwrap();
-    let refused = LogStore::open_with(dir.path(), config());
-    let Err(OpenError::DataLoss(loss)) = refused else {
-        panic!("expected data loss, got {:?}", refused.err());
-    };
+    let loss = refused_for_loss(dir.path());
     assert_eq!(loss.cause, LossCause::SegmentMissing);
     let held = loss.from_position;
     assert!(held < events.len() as u64);
@@ -365,19 +387,13 @@ fn the_open_segment_lost_is_reported_from_the_last_segment_index() {
         .join("segments")
         .join(format!("{sealed:020}.seg"));
     std::fs::remove_file(&tail).unwrap();
-    let refused = LogStore::open_with(dir.path(), config());
-    let Err(OpenError::DataLoss(loss)) = refused else {
-        panic!("expected data loss, got {:?}", refused.err());
-    };
+    let loss = refused_for_loss(dir.path());
     assert_eq!(
         (&loss.file, &loss.cause, loss.events_at_least),
         (&tail, &LossCause::SegmentMissing, 0)
     );
     assert!(loss.from_position < events.len() as u64);
-    match strata_log::verify(dir.path()) {
-        Err(OpenError::DataLoss(l)) => assert_eq!(l, loss),
-        other => panic!("verify: expected DataLoss, got {other:?}"),
-    }
+    verify_reports(dir.path(), &loss);
 }
 
 /// A store whose segment index files were all lost opens by scanning its sealed segments (its
@@ -521,11 +537,7 @@ fn ids_stay_in_memory_while_their_segment_has_no_index_file() {
     let from = stats.events - stats.event_ids_in_memory;
     // The open segment's index file cannot be written once it is sealed: its temp file's
     // name is taken by a directory.
-    let blocker = dir
-        .path()
-        .join("segments")
-        .join(format!("{open_segment:020}.tmp"));
-    std::fs::create_dir(&blocker).unwrap();
+    let blocker = block_segment_index(dir.path(), open_segment);
     append_n(&store, 100, 200);
     rt().block_on(store.wait_for_segment_indexes());
     let events = all_events(&store);
@@ -620,11 +632,7 @@ fn a_segment_index_that_could_not_be_written_is_written_at_the_next_seal() {
     append_n(&store, 0, 100);
     rt().block_on(store.wait_for_segment_indexes());
     let open_segment = files(dir.path(), "seg").len() as u64 - 1;
-    let blocker = dir
-        .path()
-        .join("segments")
-        .join(format!("{open_segment:020}.tmp"));
-    std::fs::create_dir(&blocker).unwrap();
+    let blocker = block_segment_index(dir.path(), open_segment);
     append_n(&store, 100, 200);
     rt().block_on(store.wait_for_segment_indexes());
     let sealed = files(dir.path(), "seg").len() as u64 - 1;
@@ -670,10 +678,7 @@ fn a_loss_before_the_index_file_starts_is_reported_where_it_starts() {
         .open(&last_sealed)
         .unwrap();
     cut.set_len(len - 100).unwrap();
-    let refused = LogStore::open_with(dir.path(), config());
-    let Err(OpenError::DataLoss(loss)) = refused else {
-        panic!("expected data loss, got {:?}", refused.err());
-    };
+    let loss = refused_for_loss(dir.path());
     assert_eq!(loss.file, last_sealed);
     assert_eq!(
         loss.cause,
@@ -681,10 +686,7 @@ fn a_loss_before_the_index_file_starts_is_reported_where_it_starts() {
             file_len: len - 100
         }
     );
-    match strata_log::verify(dir.path()) {
-        Err(OpenError::DataLoss(l)) => assert_eq!(l, loss),
-        other => panic!("verify: expected DataLoss, got {other:?}"),
-    }
+    verify_reports(dir.path(), &loss);
 }
 
 /// A sealed segment scanned on open (its index file damaged) with the files of the later ones

@@ -91,6 +91,7 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
         .env_remove("STRATA_SERVER")
         .env_remove("STRATA_DATA")
         .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_DATABASE_URL")
         .output()
         .unwrap();
     (
