@@ -90,7 +90,7 @@ pub use error::ConnectError;
 pub use migrate::SCHEMA_VERSION;
 pub use options::PgStoreOptions;
 pub use store::PostgresStore;
-pub use transaction::is_transaction_race;
+pub use transaction::{is_transaction_race, EarlierAppends};
 pub use watermark::{Watermark, WatermarkBlocked, WatermarkHolder};
 
 #[cfg(test)]

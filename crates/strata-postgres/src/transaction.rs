@@ -30,6 +30,21 @@ pub fn is_transaction_race(error: &AppendError) -> bool {
     matches!(error, AppendError::Race { .. })
 }
 
+/// What [`PostgresStore::wait_for_earlier_appends`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlierAppends {
+    /// Every older append has ended: the positions below this transaction's are final.
+    Ended,
+    /// The transaction appended nothing (an idempotent retry): there is nothing to wait for.
+    NothingAppended,
+    /// Waiting could close a circle of transactions waiting on each other, which no database
+    /// deadlock check sees: an older append waits for a lock this transaction holds (the same
+    /// stream version or event id) while another older append is still running. Nothing is
+    /// final yet: roll the transaction back and run it again. The blocked append goes on, and
+    /// the new attempt comes after it (one of the two had to fail anyway: they conflict).
+    RollBack,
+}
+
 impl PostgresStore {
     /// Appends like [`strata_core::EventStore::append`] (same validation, expected-version
     /// check, idempotent retry and ordering critical section), but inside the caller's
@@ -159,15 +174,22 @@ impl PostgresStore {
     /// other append transaction with an older transaction id (so with lower positions) has
     /// ended, at most `timeout`. Older transactions are recognised by their lock on the events
     /// table, which every append takes before its critical section and keeps to its end, so
-    /// unrelated long transactions do not count. From then on every position below this transaction's first
+    /// unrelated long transactions do not count. Appends blocked by this transaction do not
+    /// count either: they conflict with it on a unique index (same stream version or event id)
+    /// and fail once it commits. From then on every position below this transaction's first
     /// one is final, and [`PostgresStore::read_in_transaction`] reads them without gaps.
-    /// Returns `false` at once if `tx` has no transaction id (it appended nothing: an
-    /// idempotent retry), [`ReadError::Unavailable`] on timeout.
+    ///
+    /// The answer is [`EarlierAppends::Ended`], [`EarlierAppends::NothingAppended`] at once if
+    /// `tx` has no transaction id (an idempotent retry), or [`EarlierAppends::RollBack`] when
+    /// waiting could close a circle that no database deadlock check sees: an older append
+    /// waits for a lock this transaction holds while another older one is still running,
+    /// which may itself be waiting here (in this process or another) for the blocked one.
+    /// Then roll back and run the transaction again. A timeout is [`ReadError::Unavailable`].
     pub async fn wait_for_earlier_appends(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         timeout: Duration,
-    ) -> Result<bool, ReadError> {
+    ) -> Result<EarlierAppends, ReadError> {
         let started = Instant::now();
         let mut pause = Duration::from_micros(200);
         let assigned: Option<String> =
@@ -176,16 +198,21 @@ impl PostgresStore {
                 .await
                 .map_err(crate::error::read_error)?;
         if assigned.is_none() {
-            return Ok(false);
+            return Ok(EarlierAppends::NothingAppended);
         }
         loop {
-            let settled: Option<bool> =
-                sqlx::query_scalar(&self.shared().sql.earlier_appends_ended)
+            let sql = &self.shared().sql;
+            for (query, answer) in [
+                (&sql.earlier_appends_ended, EarlierAppends::Ended),
+                (&sql.blocking_older_append, EarlierAppends::RollBack),
+            ] {
+                let found: Option<bool> = sqlx::query_scalar(query)
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(crate::error::read_error)?;
-            if settled == Some(true) {
-                return Ok(true);
+                if found == Some(true) {
+                    return Ok(answer);
+                }
             }
             if started.elapsed() >= timeout {
                 return Err(ReadError::Unavailable(

@@ -7,12 +7,14 @@ mod support;
 
 use std::time::Duration;
 
+use sqlx::Connection;
+
 use serde_json::json;
 use strata_core::{
     AppendError, EventData, EventStore, ExpectedVersion, Position, ReadAllOptions,
     ReadStreamOptions, StreamId, Uuid,
 };
-use strata_postgres::{is_transaction_race, PostgresStore};
+use strata_postgres::{is_transaction_race, EarlierAppends, PostgresStore};
 
 fn ev(n: i64) -> EventData {
     EventData::json("Happened", &json!({ "n": n })).unwrap()
@@ -91,10 +93,13 @@ async fn commits_and_rolls_back_with_the_callers_writes() {
         .await
         .unwrap();
     assert_eq!(own.len(), 1);
-    assert!(store
-        .wait_for_earlier_appends(&mut tx, Duration::from_secs(5))
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .wait_for_earlier_appends(&mut tx, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        EarlierAppends::Ended
+    );
     tx.commit().await.unwrap();
     store.notify_appended();
     assert_eq!(all_positions(&store).await, r.positions);
@@ -164,10 +169,13 @@ async fn expected_version_idempotency_and_first_write_rule() {
         (again.stream_version, &again.positions),
         (first.stream_version, &first.positions)
     );
-    assert!(!store
-        .wait_for_earlier_appends(&mut tx, Duration::from_secs(1))
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .wait_for_earlier_appends(&mut tx, Duration::from_secs(1))
+            .await
+            .unwrap(),
+        EarlierAppends::NothingAppended
+    );
     // An id reused for a different place: a conflict.
     let err = store
         .append_in_transaction(
@@ -266,5 +274,156 @@ async fn a_lost_race_asks_for_a_new_transaction() {
     .expect("no advisory lock left behind")
     .unwrap();
     assert_eq!(plain.stream_version, 2);
+    support::drop_schema(schema).await;
+}
+
+/// Polls `sql` (a boolean query about other sessions) until it is true: at most 10 s.
+async fn until(store: &PostgresStore, sql: &str, pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let done: bool = sqlx::query_scalar(sql)
+            .bind(pid)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for: {sql}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Three transactions that would wait on each other, none of them seen by PostgreSQL's
+/// deadlock check: Z (oldest) took its position and waits for B's lock on the same stream
+/// version; T (between them) waits, in `wait_for_earlier_appends`, for Z; B (newest) would
+/// wait there for T. B is told to roll back at once instead; then Z, T and B's second attempt
+/// all commit, in position order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_that_would_close_a_circle_ask_for_a_rollback() {
+    let (store, schema) = support::connect("in_tx_circle", |o| o).await;
+    let s = StreamId::new("account-1").unwrap();
+    let other = StreamId::new("account-2").unwrap();
+    // Holds Z between its critical section (its id and position taken) and its INSERT.
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION {schema}.hold() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF current_setting('strata_test.hold', true) = 'on' THEN
+                 PERFORM pg_advisory_xact_lock(hashtext('{schema}'));
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER a_hold BEFORE INSERT ON {schema}.events
+             FOR EACH STATEMENT EXECUTE FUNCTION {schema}.hold();"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut gate = sqlx::PgConnection::connect(&support::database_url())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(&schema)
+        .execute(&mut gate)
+        .await
+        .unwrap();
+
+    // Z: position taken, held at the gate before its INSERT.
+    let mut tx_z = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT set_config('strata_test.hold', 'on', true)")
+        .execute(&mut *tx_z)
+        .await
+        .unwrap();
+    let z_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx_z)
+        .await
+        .unwrap();
+    let z = {
+        let store = store.clone();
+        let s = s.clone();
+        tokio::spawn(async move {
+            let r = store
+                .append_in_transaction(&mut tx_z, &s, ExpectedVersion::Any, vec![ev(1)])
+                .await;
+            (tx_z, r)
+        })
+    };
+    let waits_on = |kind: &str| {
+        format!("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted AND locktype = '{kind}')")
+    };
+    until(&store, &waits_on("advisory"), z_pid).await;
+
+    // T: appended after Z (a higher position), waits for Z to end.
+    let mut tx_t = store.pool().begin().await.unwrap();
+    let t_result = store
+        .append_in_transaction(&mut tx_t, &other, ExpectedVersion::Any, vec![ev(2)])
+        .await
+        .unwrap();
+    let t = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let r = store
+                .wait_for_earlier_appends(&mut tx_t, Duration::from_secs(20))
+                .await;
+            (tx_t, r)
+        })
+    };
+
+    // B: appended after T, the same stream version Z is about to insert.
+    let mut tx_b = store.pool().begin().await.unwrap();
+    let b_first = store
+        .append_in_transaction(&mut tx_b, &s, ExpectedVersion::Any, vec![ev(3)])
+        .await
+        .unwrap();
+    assert_eq!(b_first.stream_version, 0);
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(&schema)
+        .execute(&mut gate)
+        .await
+        .unwrap();
+    until(&store, &waits_on("transactionid"), z_pid).await;
+
+    // B waits for T, T for Z, Z for B: B must not wait.
+    assert_eq!(
+        store
+            .wait_for_earlier_appends(&mut tx_b, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        EarlierAppends::RollBack
+    );
+    tx_b.rollback().await.unwrap();
+
+    let (tx_z, z_result) = z.await.unwrap();
+    let z_result = z_result.unwrap();
+    assert_eq!(z_result.stream_version, 0);
+    tx_z.commit().await.unwrap();
+    let (tx_t, waited) = t.await.unwrap();
+    assert_eq!(waited.unwrap(), EarlierAppends::Ended);
+    tx_t.commit().await.unwrap();
+
+    let mut tx_b = store.pool().begin().await.unwrap();
+    let b_second = store
+        .append_in_transaction(&mut tx_b, &s, ExpectedVersion::Any, vec![ev(3)])
+        .await
+        .unwrap();
+    assert_eq!(b_second.stream_version, 1);
+    assert_eq!(
+        store
+            .wait_for_earlier_appends(&mut tx_b, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        EarlierAppends::Ended
+    );
+    tx_b.commit().await.unwrap();
+    store.notify_appended();
+    let expected: Vec<Position> = [&z_result, &t_result, &b_second]
+        .iter()
+        .map(|r| r.last_position())
+        .collect();
+    assert_eq!(all_positions(&store).await, expected);
+    let _ = gate.close().await;
     support::drop_schema(schema).await;
 }

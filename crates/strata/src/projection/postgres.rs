@@ -25,7 +25,7 @@ use strata_core::{
     AppendError, AppendResult, EventData, EventStore, ExpectedVersion, Filter, Position,
     RecordedEvent, StreamId, Subscription, Uuid,
 };
-use strata_postgres::PostgresStore;
+use strata_postgres::{EarlierAppends, PostgresStore};
 
 use super::common::{self, BatchError, RebuildReporter, Registry, Runner, Stepped, Stored};
 use super::model::{
@@ -714,12 +714,21 @@ impl PgProjections {
             .await
             .map_err(TxError::Append)?;
         let wait = Duration::from_millis(strata_postgres::limits::READ_YOUR_WRITES_WAIT_MS * 5);
-        let appended = pg
+        match pg
             .wait_for_earlier_appends(&mut tx, wait)
             .await
-            .map_err(|e| TxError::Db(e.to_string()))?;
-        if !appended {
-            return Ok(None);
+            .map_err(|e| TxError::Db(e.to_string()))?
+        {
+            EarlierAppends::Ended => {}
+            EarlierAppends::NothingAppended => return Ok(None),
+            // Dropping `tx` rolls it back.
+            EarlierAppends::RollBack => {
+                return Err(TxError::Append(AppendError::Race {
+                    stream: stream.clone(),
+                    reason: "an older append waited for this one while this one waited for                              older appends"
+                        .to_owned(),
+                }))
+            }
         }
         let mut entries = self.entries.select(|e| e.mode == ProjectionMode::Inline);
         entries.sort_by(|a, b| a.name.cmp(&b.name));
