@@ -17,7 +17,11 @@ fn main() {
     } else {
         strata_bench::Scale::Full
     };
-    match rt.block_on(strata_bench::log::run(&dir, scale)) {
+    match rt.block_on(strata_bench::log::run(
+        &dir,
+        scale,
+        std::path::Path::new(env!("CARGO_BIN_EXE_strata-bench")),
+    )) {
         Ok(report) => print!("{report}"),
         Err(e) => {
             eprintln!("benchmark failed: {e}");

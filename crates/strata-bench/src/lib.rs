@@ -7,7 +7,8 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! let report = strata_bench::log::run(std::path::Path::new("/tmp/bench"), strata_bench::Scale::Full).await.unwrap();
+//! let program = std::path::Path::new("target/release/strata-bench");
+//! let report = strata_bench::log::run(std::path::Path::new("/tmp/bench"), strata_bench::Scale::Full, program).await.unwrap();
 //! println!("{report}");
 //! # }
 //! ```
@@ -16,6 +17,7 @@
 
 mod cpu;
 pub mod disk;
+pub mod fresh;
 pub mod http;
 pub mod large;
 mod lean;

@@ -11,7 +11,7 @@ use strata_core::{
 use strata_log::LogStore;
 
 use crate::measure::{histogram, Latency, Throughput};
-use crate::{disk, Scale};
+use crate::{disk, fresh, Scale};
 
 /// One append benchmark row.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,8 +41,12 @@ pub struct LogBenchReport {
     pub stream_read_us: u64,
     /// Events in that stream.
     pub stream_events: u64,
-    /// Reading all of `$all` forward.
+    /// Reading all of `$all` forward, in the process that wrote the store.
     pub all_read: Throughput,
+    /// The same read in a fresh process that has just opened the store (page cache warm).
+    pub fresh_all_read: Throughput,
+    /// How long that process took to open the store before reading, in ms.
+    pub fresh_open_ms: u64,
     /// Opening the store with its index file, in µs.
     pub open_with_index_us: u64,
     /// Opening the store without its index file (full rebuild), in µs.
@@ -59,6 +63,45 @@ pub(crate) fn event(i: u64, pad: usize) -> EventData {
 
 fn sid(s: String) -> StreamId {
     StreamId::new(s).unwrap_or_else(|_| unreachable!("bench stream names are valid"))
+}
+
+/// What `strata-bench scan-measure` prints: opening a store and reading all of `$all` in a
+/// fresh process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScanMeasure {
+    /// Time to open, in ms.
+    pub open_ms: u64,
+    /// Reading all of `$all` forward, right after opening.
+    pub all_read: Throughput,
+}
+
+/// Opens the store in `dir` and reads all of `$all`: what `scan-measure` runs.
+pub async fn open_and_scan(dir: &Path) -> Result<ScanMeasure, String> {
+    let t = Instant::now();
+    let store = LogStore::open(dir).map_err(|e| e.to_string())?;
+    let open_ms = t.elapsed().as_millis() as u64;
+    let all_read = scan_all(&store).await?;
+    store.close().await.map_err(|e| e.to_string())?;
+    Ok(ScanMeasure { open_ms, all_read })
+}
+
+/// Reads all of `$all` forward in pages of 10,000 events.
+pub async fn scan_all(store: &LogStore) -> Result<Throughput, String> {
+    let t = Instant::now();
+    let mut from = Position(0);
+    let mut n = 0u64;
+    loop {
+        let page = store
+            .read_all(ReadAllOptions::forward().from(from).limit(10_000))
+            .await
+            .map_err(|e| e.to_string())?;
+        n += page.events.len() as u64;
+        from = page.next.unwrap_or(from);
+        if page.is_end {
+            break;
+        }
+    }
+    Ok(Throughput::new(1, n, t.elapsed()))
 }
 
 /// Runs `writers` concurrent writers of `per_append` events each for `secs` seconds.
@@ -142,8 +185,9 @@ pub async fn populate(store: &LogStore, total: u64, target: &StreamId) -> Result
     Ok(())
 }
 
-/// Runs every embedded-store benchmark in fresh directories under `dir`.
-pub async fn run(dir: &Path, scale: Scale) -> Result<LogBenchReport, String> {
+/// Runs every embedded-store benchmark in fresh directories under `dir`. `program` is the
+/// `strata-bench` executable, run again for the fresh-process read (`scan-measure`).
+pub async fn run(dir: &Path, scale: Scale, program: &Path) -> Result<LogBenchReport, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let disk_fsyncs_per_sec = disk::fdatasync_rate(dir, 2.0).map_err(|e| e.to_string())?;
     let mut appends = Vec::new();
@@ -180,22 +224,19 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<LogBenchReport, String> {
     reads.sort_unstable();
     let stream_read_us = reads[reads.len() / 2];
 
-    let t = Instant::now();
-    let mut from = Position(0);
-    let mut n = 0u64;
-    loop {
-        let page = store
-            .read_all(ReadAllOptions::forward().from(from).limit(10_000))
-            .await
-            .map_err(|e| e.to_string())?;
-        n += page.events.len() as u64;
-        from = page.next.unwrap_or(from);
-        if page.is_end {
-            break;
-        }
-    }
-    let all_read = Throughput::new(1, n, t.elapsed());
+    let all_read = scan_all(&store).await?;
     store.close().await.map_err(|e| e.to_string())?;
+    let fresh: ScanMeasure = fresh::measure(
+        program,
+        &["scan-measure".as_ref(), "--data".as_ref(), d.as_os_str()],
+    )
+    .map_err(|e| e.to_string())?;
+    if fresh.all_read.events != all_read.events {
+        return Err(format!(
+            "the fresh process read {} events of $all, the writing process {}",
+            fresh.all_read.events, all_read.events
+        ));
+    }
 
     let t = Instant::now();
     let store = LogStore::open(&d).map_err(|e| e.to_string())?;
@@ -222,6 +263,8 @@ pub async fn run(dir: &Path, scale: Scale) -> Result<LogBenchReport, String> {
         stream_read_us,
         stream_events,
         all_read,
+        fresh_all_read: fresh.all_read,
+        fresh_open_ms: fresh.open_ms,
         open_with_index_us,
         open_without_index_us,
     })
@@ -267,6 +310,13 @@ impl fmt::Display for LogBenchReport {
             "  read $all ({} events): {:.0} events/s",
             self.all_read.events,
             self.all_read.events_per_sec()
+        )?;
+        writeln!(
+            f,
+            "  read $all from a fresh process: {:.0} events/s, {:.2}x the writing process (opened in {} ms before)",
+            self.fresh_all_read.events_per_sec(),
+            self.fresh_all_read.events_per_sec() / self.all_read.events_per_sec().max(1e-9),
+            self.fresh_open_ms
         )?;
         writeln!(
             f,

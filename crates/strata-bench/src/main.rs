@@ -13,9 +13,10 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus};
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use strata_bench::fresh::{self, FreshError};
 use strata_bench::large::OpenMeasure;
 use strata_bench::{http, large, log, rotation, Scale};
 
@@ -75,6 +76,13 @@ enum Command {
         #[arg(long, default_value = "./strata-data")]
         data: PathBuf,
     },
+    /// Open the store in --data, read all of `$all` and print the times as JSON (what the
+    /// embedded-store benchmarks run in a fresh process).
+    ScanMeasure {
+        /// The data directory of the store to open.
+        #[arg(long, default_value = "./strata-data")]
+        data: PathBuf,
+    },
 }
 
 /// Why a benchmark run stopped.
@@ -84,14 +92,10 @@ enum BenchError {
     Runtime(std::io::Error),
     #[error("{0}")]
     Harness(String),
-    #[error("cannot find this program to run it again as `open-measure`: {0}")]
+    #[error("cannot find this program to run it again in a fresh process: {0}")]
     CurrentExe(std::io::Error),
-    #[error("cannot run `strata-bench open-measure`: {0}")]
-    Spawn(std::io::Error),
-    #[error("`strata-bench open-measure` failed ({status}): {stderr}")]
-    OpenMeasure { status: ExitStatus, stderr: String },
-    #[error("`strata-bench open-measure` printed something other than its measure: {0}")]
-    BadMeasure(serde_json::Error),
+    #[error(transparent)]
+    Fresh(#[from] FreshError),
     #[error("cannot remove the index file {path}: {source}")]
     RemoveIndex {
         path: PathBuf,
@@ -128,6 +132,13 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
     match cli.command {
         Some(Command::OpenMeasure { data }) => {
             let m = large::open_and_measure(&data)
+                .await
+                .map_err(BenchError::Harness)?;
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        Some(Command::ScanMeasure { data }) => {
+            let m = log::open_and_scan(&data)
                 .await
                 .map_err(BenchError::Harness)?;
             println!("{}", serde_json::to_string(&m)?);
@@ -177,7 +188,8 @@ async fn run_and_print<R: serde::Serialize + std::fmt::Display>(
 
 /// The embedded-store benchmarks.
 async fn run_log(a: RunArgs) -> Result<(), BenchError> {
-    let run = log::run(&a.dir, scale(&a));
+    let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
+    let run = log::run(&a.dir, scale(&a), &exe);
     run_and_print(
         &a,
         "the embedded-store benchmarks",
@@ -227,20 +239,11 @@ async fn run_large(dir: &Path, events: u64, json: bool) -> Result<(), BenchError
         events as f64 / took.as_secs_f64()
     );
     let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
-    let measure = || -> Result<OpenMeasure, BenchError> {
-        let out = std::process::Command::new(&exe)
-            .arg("open-measure")
-            .arg("--data")
-            .arg(dir)
-            .output()
-            .map_err(BenchError::Spawn)?;
-        if !out.status.success() {
-            return Err(BenchError::OpenMeasure {
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        serde_json::from_slice(&out.stdout).map_err(BenchError::BadMeasure)
+    let measure = || -> Result<OpenMeasure, FreshError> {
+        fresh::measure(
+            &exe,
+            &["open-measure".as_ref(), "--data".as_ref(), dir.as_os_str()],
+        )
     };
     let with_index = measure()?;
     let index = dir.join("index.bin");

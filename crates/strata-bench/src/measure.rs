@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A rate over a measured interval.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Throughput {
     /// Operations completed.
     pub ops: u64,

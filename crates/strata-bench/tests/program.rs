@@ -57,3 +57,25 @@ fn run_options_and_open_measure_do_not_mix() {
     assert_eq!(out.status.code(), Some(2), "a usage error: {out:?}");
     assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
 }
+
+#[test]
+fn scan_measure_reads_all_of_a_store_in_a_fresh_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    // More events than one page of the scan (10,000), so it must follow `next`.
+    let events = 25_000u64;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = strata_log::LogStore::open(&dir).unwrap();
+        let target = strata_core::StreamId::new("target-1").unwrap();
+        strata_bench::log::populate(&store, events, &target)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    });
+    let out = strata_bench(&["scan-measure".as_ref(), "--data".as_ref(), dir.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all_read"]["events"], events, "{v}");
+    assert!(v["all_read"]["secs"].as_f64().unwrap() > 0.0, "{v}");
+}
