@@ -1,7 +1,10 @@
 //! Benchmarks of the PostgreSQL backend (`strata-postgres`), with the naive baseline measured
 //! against the same server in the same run: one plain `INSERT` per transaction into the
 //! mission's `events` table exactly as the mission writes it (UUID aggregate ids, no global
-//! position, no ordering guarantee, no idempotency).
+//! position, no ordering guarantee, no idempotency). Two drivers of that baseline: a sqlx loop
+//! like Strata's own client code (`naive`), and `pgbench -n -M prepared` (`pgbench`, the
+//! strongest honest one: C, prepared statements, a random new aggregate per INSERT), when
+//! `pgbench` is installed.
 //!
 //! Every schema it uses is dropped and created afresh (`bench_pg_naive`, `bench_pg_append`,
 //! `bench_pg_store`), and dropped again at the end.
@@ -87,7 +90,7 @@ fn median_row(mut rows: Vec<PgAppendRow>) -> Result<PgAppendRow, String> {
 /// One append measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgAppendRow {
-    /// `"strata"` or `"naive"`.
+    /// `"strata"`, `"naive"` (the sqlx loop) or `"pgbench"`.
     pub system: &'static str,
     /// Concurrent writers.
     pub writers: usize,
@@ -97,9 +100,9 @@ pub struct PgAppendRow {
     pub appends: u64,
     /// Wall time.
     pub elapsed: Duration,
-    /// Median acknowledgement latency of one append, in µs.
+    /// Median acknowledgement latency of one append, in µs (for `pgbench`: the mean).
     pub latency_us_p50: u64,
-    /// 99th percentile acknowledgement latency, in µs.
+    /// 99th percentile acknowledgement latency, in µs (0 for `pgbench`, which reports none).
     pub latency_us_p99: u64,
 }
 
@@ -204,6 +207,11 @@ impl fmt::Display for PgBenchReport {
             "system", "writers", "events/app", "events/s", "p50 µs", "p99 µs"
         )?;
         for r in &self.appends {
+            // pgbench reports a mean latency, no percentiles.
+            let (p50, p99) = match r.system {
+                "pgbench" => (format!("~{}", r.latency_us_p50), "-".to_owned()),
+                _ => (r.latency_us_p50.to_string(), r.latency_us_p99.to_string()),
+            };
             writeln!(
                 f,
                 "{:<8} {:>7} {:>12} {:>12.0} {:>10} {:>10}",
@@ -211,18 +219,28 @@ impl fmt::Display for PgBenchReport {
                 r.writers,
                 r.events_per_append,
                 r.events_per_sec(),
-                r.latency_us_p50,
-                r.latency_us_p99
+                p50,
+                p99
             )?;
         }
-        for w in [1, 4, 16] {
-            if let (Some(s), Some(n)) = (self.row("strata", w, 1), self.row("naive", w, 1)) {
-                writeln!(
+        for (w, target) in [(1, "0.9"), (4, "0.9"), (16, "1.2"), (64, "2")] {
+            let Some(s) = self.row("strata", w, 1) else {
+                continue;
+            };
+            if let Some(n) = self.row("naive", w, 1) {
+                write!(
                     f,
-                    "{w:>2} writers: Strata / naive = {:.2}x{}",
-                    s.events_per_sec() / n.events_per_sec(),
-                    if w == 16 { "  (target >= 1.0x)" } else { "" }
+                    "{w:>2} writers: Strata / naive = {:.2}x",
+                    s.events_per_sec() / n.events_per_sec()
                 )?;
+            }
+            match self.row("pgbench", w, 1) {
+                Some(p) => writeln!(
+                    f,
+                    ", Strata / pgbench = {:.2}x (target >= {target}x)",
+                    s.events_per_sec() / p.events_per_sec()
+                )?,
+                None => writeln!(f)?,
             }
         }
         if let Some(r) = self.appends.iter().find(|r| r.events_per_append == 100) {
@@ -370,7 +388,20 @@ pub async fn reset_schema(pool: &PgPool, schema: &str) -> Result<(), String> {
 
 /// The naive baseline: `writers` tasks each running one plain `INSERT` per transaction into
 /// `bench_pg_naive.events` for `secs` seconds.
-pub async fn naive_rows(pool: &PgPool, writers: usize, secs: f64) -> Result<PgAppendRow, String> {
+pub async fn naive_rows(
+    database_url: &str,
+    writers: usize,
+    secs: f64,
+) -> Result<PgAppendRow, String> {
+    // A pool of its own, closed at the end, so that its connections do not count against the
+    // server's limit while pgbench runs 64 clients. Tuned like the store's: no ping before
+    // every acquire.
+    let pool = PgPoolOptions::new()
+        .max_connections(writers.min(20) as u32)
+        .test_before_acquire(false)
+        .connect(database_url)
+        .await
+        .map_err(|e| format!("connecting to {database_url}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -400,7 +431,90 @@ pub async fn naive_rows(pool: &PgPool, writers: usize, secs: f64) -> Result<PgAp
             Ok::<_, String>(lat)
         }));
     }
-    finish("naive", writers, 1, start, tasks).await
+    let row = finish("naive", writers, 1, start, tasks).await;
+    pool.close().await;
+    row
+}
+
+/// `pgbench`'s script: the naive INSERT with a new random aggregate each time (so version 0
+/// never collides), prepared once per connection by `-M prepared`.
+const PGBENCH_SCRIPT: &str = "INSERT INTO bench_pg_naive.events \
+     (event_id, aggregate_id, aggregate_type, event_type, version, data, metadata) \
+     VALUES (gen_random_uuid(), gen_random_uuid(), 'BankAccount', 'MoneyDeposited', 0, \
+     '{\"amount\":1,\"currency\":\"EUR\",\"note\":\"deposit at the counter\"}'::jsonb, \
+     '{\"correlationId\":\"req-789\",\"userId\":\"user-456\"}'::jsonb);\n";
+
+/// The naive baseline driven by `pgbench -n -M prepared` with `writers` clients for `secs`
+/// seconds (rounded up to whole seconds, as `-T` takes them). `None` when `pgbench` is not
+/// installed. Its latencies are the mean only (`p50` is the mean, `p99` is 0).
+pub fn pgbench_row(
+    database_url: &str,
+    writers: usize,
+    secs: f64,
+) -> Result<Option<PgAppendRow>, String> {
+    let dir = std::env::temp_dir().join(format!("strata-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let script = dir.join("naive.sql");
+    std::fs::write(&script, PGBENCH_SCRIPT)
+        .map_err(|e| format!("writing {}: {e}", script.display()))?;
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-c"])
+        .arg(writers.to_string())
+        .arg("-j")
+        .arg(writers.min(4).to_string())
+        .arg("-T")
+        .arg((secs.ceil() as u64).max(1).to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg(database_url)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("running pgbench: {e}")),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench failed ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let (done, latency_ms, tps) = parse_pgbench(&text)
+        .ok_or_else(|| format!("pgbench printed no transaction count and rate: {text}"))?;
+    Ok(Some(PgAppendRow {
+        system: "pgbench",
+        writers,
+        events_per_append: 1,
+        appends: done,
+        elapsed: Duration::from_secs_f64(done as f64 / tps.max(1e-9)),
+        latency_us_p50: (latency_ms * 1000.0) as u64,
+        latency_us_p99: 0,
+    }))
+}
+
+/// Transactions processed, mean latency in ms and transactions per second, from pgbench's
+/// report; `None` when it lacks one of them or some transactions failed.
+fn parse_pgbench(text: &str) -> Option<(u64, f64, f64)> {
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+    };
+    if after("number of failed transactions:").is_some_and(|n| n != "0") {
+        return None;
+    }
+    let done = after("number of transactions actually processed:")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let latency = after("latency average =")?.parse().ok()?;
+    let tps = after("tps =")?.parse().ok()?;
+    Some((done, latency, tps))
 }
 
 /// Strata: `writers` tasks each appending `per_append` events per call for `secs` seconds
@@ -564,7 +678,7 @@ fn rare_events(total: u64, stream_events: u64) -> u64 {
 pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchReport, String> {
     // The baseline's pool is tuned like the store's: no ping before every acquire.
     let admin = PgPoolOptions::new()
-        .max_connections(20)
+        .max_connections(4)
         .test_before_acquire(false)
         .connect(database_url)
         .await
@@ -611,17 +725,28 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
     // STRATA_BENCH_PG_READS_ONLY=1 skips the append rows (for working on the read path).
     let reads_only = std::env::var_os("STRATA_BENCH_PG_READS_ONLY").is_some();
     // Interleave the two systems so that load from elsewhere on the machine hits both alike.
-    for writers in [1usize, 4, 16] {
+    let mut pgbench_missing = false;
+    for writers in [1usize, 4, 16, 64] {
         if reads_only {
             break;
         }
-        let (mut naive, mut strata) = (Vec::new(), Vec::new());
+        let (mut naive, mut pgbench, mut strata) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..scale.append_rounds() {
-            naive.push(naive_rows(&admin, writers, secs).await?);
+            naive.push(naive_rows(database_url, writers, secs).await?);
+            match pgbench_row(database_url, writers, secs)? {
+                Some(row) => pgbench.push(row),
+                None => pgbench_missing = true,
+            }
             strata.push(strata_rows(&store, writers, 1, secs, &format!("single{round}")).await?);
         }
         appends.push(median_row(naive)?);
+        if !pgbench.is_empty() {
+            appends.push(median_row(pgbench)?);
+        }
         appends.push(median_row(strata)?);
+    }
+    if pgbench_missing {
+        eprintln!("pgbench is not installed: its baseline rows are left out");
     }
     if !reads_only {
         // 8 writers, as in the embedded store's benchmark.
@@ -797,4 +922,40 @@ pub async fn paged_read(store: &PostgresStore, filter: Filter) -> Result<PgPaged
         pages,
         elapsed: t.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pgbench;
+
+    const REPORT: &str = "pgbench (15.20 (Debian 15.20-0+deb12u1))
+transaction type: /tmp/naive.sql
+scaling factor: 1
+query mode: prepared
+number of clients: 1
+number of threads: 1
+maximum number of tries: 1
+duration: 2 s
+number of transactions actually processed: 583
+number of failed transactions: 0 (0.000%)
+latency average = 3.424 ms
+initial connection time = 13.118 ms
+tps = 292.055928 (without initial connection time)
+";
+
+    #[test]
+    fn pgbench_report_gives_count_latency_and_rate() {
+        assert_eq!(parse_pgbench(REPORT), Some((583, 3.424, 292.055928)));
+        let failed = REPORT.replace(
+            "failed transactions: 0 (0.000%)",
+            "failed transactions: 2 (0.343%)",
+        );
+        assert_eq!(
+            parse_pgbench(&failed),
+            None,
+            "failures make the row invalid"
+        );
+        let no_rate = REPORT.replace("tps = ", "rate: ");
+        assert_eq!(parse_pgbench(&no_rate), None);
+    }
 }
