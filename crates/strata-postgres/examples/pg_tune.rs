@@ -201,7 +201,7 @@ async fn main() -> Result<(), String> {
             let lsn = || wal_lsn(&admin);
             let w0 = lsn().await;
             let (c0, p0) = (cpu_time(), postgres_cpu_time());
-            let n = postgres::naive_rows(&admin, writers, secs).await?;
+            let n = postgres::naive_rows(&url, writers, secs).await?;
             let (c1, p1) = (cpu_time(), postgres_cpu_time());
             let w1 = lsn().await;
             let before = store.append_stats();
