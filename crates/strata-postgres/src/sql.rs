@@ -167,8 +167,7 @@ pub(crate) struct Sql {
     pub append_one: String,
     pub first_used_id: String,
     pub read_range: String,
-    pub earlier_appends_ended: String,
-    pub blocking_older_append: String,
+    pub earlier_appends: String,
     pub read_all_forward: String,
     pub read_all_backward: String,
     pub read_all_by_category: String,
@@ -229,16 +228,30 @@ impl Sql {
             read_range: r("SELECT {cols} FROM {schema}.events e
                  WHERE e.position >= $1 AND e.position <= $2 ORDER BY e.position LIMIT $3"),
             // Only once this transaction has an id (pg_current_xact_id() would assign one).
-            // Whether no other transaction with an older id holds a lock on the events table:
-            // every append locks it (its checks read it) before its critical section and keeps
-            // the lock to its end, so those are exactly the older appends still running (see
-            // transaction.rs). Unlike the snapshot's xmin, unrelated old transactions (other
-            // schemas, other databases) do not count, nor do appends blocked by this one:
-            // such an append conflicts with ours on a unique index (same stream version or
-            // event id), so it fails once we commit and its positions never appear.
-            earlier_appends_ended: r(&format!("SELECT NOT {}", older_appends("NOT"))),
-            // Whether an older append waits for a lock this transaction holds.
-            blocking_older_append: r(&format!("SELECT {}", older_appends(""))),
+            // 0: no other transaction with an older id holds a lock on the events table: every
+            // append locks it (its checks read it) before its critical section and keeps the
+            // lock to its end, so those are exactly the older appends still running (see
+            // transaction.rs); unlike the snapshot's xmin, unrelated old transactions (other
+            // schemas, other databases) do not count. 2: one of them waits, directly or through
+            // others, for a lock this transaction holds (`c` is every session that does), so
+            // waiting for it could close a circle. 1: otherwise (wait).
+            earlier_appends: r("WITH RECURSIVE w AS MATERIALIZED (
+                     SELECT DISTINCT l.pid, b.blocker FROM pg_locks l
+                      CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(blocker)
+                      WHERE NOT l.granted),
+                 c(pid) AS (SELECT pg_backend_pid()
+                            UNION SELECT w.pid FROM w JOIN c ON w.blocker = c.pid),
+                 o AS MATERIALIZED (
+                     SELECT r.pid FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid
+                      WHERE r.locktype = 'relation'
+                        AND r.relation = '{schema}.events'::regclass
+                        AND r.pid <> pg_backend_pid()
+                        AND t.locktype = 'transactionid' AND t.granted
+                        AND age(t.transactionid) > age(pg_current_xact_id()::xid))
+                 SELECT CASE WHEN EXISTS (SELECT 1 FROM o WHERE o.pid IN (SELECT pid FROM c))
+                             THEN 2::int4
+                             WHEN EXISTS (SELECT 1 FROM o) THEN 1::int4
+                             ELSE 0::int4 END"),
             read_all_forward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
                  SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (
@@ -358,20 +371,4 @@ impl Sql {
             delete_snapshots: r("DELETE FROM {schema}.snapshots WHERE stream_id = $1"),
         }
     }
-}
-
-/// `EXISTS` another transaction with an older id than this one's that holds a lock on the
-/// events table (so an append still running), and whose blockers do (`blocked` empty) or do
-/// not (`blocked` = `NOT`) include this transaction.
-fn older_appends(blocked: &str) -> String {
-    format!(
-        "EXISTS (
-             SELECT 1 FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid
-              WHERE r.locktype = 'relation'
-                AND r.relation = '{{schema}}.events'::regclass
-                AND r.pid <> pg_backend_pid()
-                AND {blocked} pg_backend_pid() = ANY(pg_blocking_pids(r.pid))
-                AND t.locktype = 'transactionid' AND t.granted
-                AND age(t.transactionid) > age(pg_current_xact_id()::xid))"
-    )
 }

@@ -37,11 +37,11 @@ pub enum EarlierAppends {
     Ended,
     /// The transaction appended nothing (an idempotent retry): there is nothing to wait for.
     NothingAppended,
-    /// Waiting could close a circle of transactions waiting on each other, which no database
-    /// deadlock check sees: an older append waits for a lock this transaction holds (the same
-    /// stream version or event id) while another older append is still running. Nothing is
-    /// final yet: roll the transaction back and run it again. The blocked append goes on, and
-    /// the new attempt comes after it (one of the two had to fail anyway: they conflict).
+    /// An older append waits, directly or through other sessions, for a lock this transaction
+    /// holds, so it cannot end first: waiting for it could never end, or could close a circle
+    /// of waits that no database deadlock check sees. Nothing is final yet: roll the
+    /// transaction back and run it again. The blocked append goes on, and the new attempt
+    /// comes after it.
     RollBack,
 }
 
@@ -174,17 +174,17 @@ impl PostgresStore {
     /// other append transaction with an older transaction id (so with lower positions) has
     /// ended, at most `timeout`. Older transactions are recognised by their lock on the events
     /// table, which every append takes before its critical section and keeps to its end, so
-    /// unrelated long transactions do not count. Appends blocked by this transaction do not
-    /// count either: they conflict with it on a unique index (same stream version or event id)
-    /// and fail once it commits. From then on every position below this transaction's first
-    /// one is final, and [`PostgresStore::read_in_transaction`] reads them without gaps.
+    /// unrelated long transactions do not count. From then on every position below this
+    /// transaction's first one is final, and [`PostgresStore::read_in_transaction`] reads them
+    /// without gaps.
     ///
     /// The answer is [`EarlierAppends::Ended`], [`EarlierAppends::NothingAppended`] at once if
-    /// `tx` has no transaction id (an idempotent retry), or [`EarlierAppends::RollBack`] when
-    /// waiting could close a circle that no database deadlock check sees: an older append
-    /// waits for a lock this transaction holds while another older one is still running,
-    /// which may itself be waiting here (in this process or another) for the blocked one.
-    /// Then roll back and run the transaction again. A timeout is [`ReadError::Unavailable`].
+    /// `tx` has no transaction id (an idempotent retry), or [`EarlierAppends::RollBack`] as
+    /// soon as an older append waits, directly or through other sessions, for a lock `tx`
+    /// holds (the same stream version or event id, or a row `tx` wrote after its append): it
+    /// cannot end before `tx` does, so waiting for it could never end, or could close a
+    /// circle with other waiters that no database deadlock check sees. Then roll back and run
+    /// the transaction again. A timeout is [`ReadError::Unavailable`].
     pub async fn wait_for_earlier_appends(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -201,18 +201,14 @@ impl PostgresStore {
             return Ok(EarlierAppends::NothingAppended);
         }
         loop {
-            let sql = &self.shared().sql;
-            for (query, answer) in [
-                (&sql.earlier_appends_ended, EarlierAppends::Ended),
-                (&sql.blocking_older_append, EarlierAppends::RollBack),
-            ] {
-                let found: Option<bool> = sqlx::query_scalar(query)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(crate::error::read_error)?;
-                if found == Some(true) {
-                    return Ok(answer);
-                }
+            let state: i32 = sqlx::query_scalar(&self.shared().sql.earlier_appends)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(crate::error::read_error)?;
+            match state {
+                0 => return Ok(EarlierAppends::Ended),
+                2 => return Ok(EarlierAppends::RollBack),
+                _ => {}
             }
             if started.elapsed() >= timeout {
                 return Err(ReadError::Unavailable(
@@ -230,8 +226,8 @@ impl PostgresStore {
 
     /// The events at positions `from..=through`, at most `limit`, read inside `tx` (so it sees
     /// the events `tx` appended), without the `$all` watermark: only gap-free below this
-    /// transaction's positions after [`PostgresStore::wait_for_earlier_appends`] returned
-    /// `true`, and only in a `READ COMMITTED` transaction.
+    /// transaction's positions after [`PostgresStore::wait_for_earlier_appends`] answered
+    /// [`EarlierAppends::Ended`], and only in a `READ COMMITTED` transaction.
     pub async fn read_in_transaction(
         &self,
         tx: &mut Transaction<'_, Postgres>,

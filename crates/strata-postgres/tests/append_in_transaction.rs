@@ -427,3 +427,60 @@ async fn waits_that_would_close_a_circle_ask_for_a_rollback() {
     let _ = gate.close().await;
     support::drop_schema(schema).await;
 }
+
+/// An older append that waits for a row this transaction wrote after its append (not a
+/// conflict that makes it fail once this one commits): waiting for it could never end, and
+/// answering `Ended` would let it commit a lower position after this transaction read past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_append_waiting_for_a_later_write_asks_for_a_rollback() {
+    let (store, schema) = support::connect("in_tx_row", |o| o).await;
+    side_table(&store, &schema).await;
+    let s = StreamId::new("account-1").unwrap();
+    let other = StreamId::new("account-2").unwrap();
+    let insert = format!("INSERT INTO {schema}.side VALUES (7)");
+
+    let mut tx_z = store.pool().begin().await.unwrap();
+    let z_result = store
+        .append_in_transaction(&mut tx_z, &s, ExpectedVersion::Any, vec![ev(1)])
+        .await
+        .unwrap();
+    let z_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx_z)
+        .await
+        .unwrap();
+    let mut tx_b = store.pool().begin().await.unwrap();
+    let b_result = store
+        .append_in_transaction(&mut tx_b, &other, ExpectedVersion::Any, vec![ev(2)])
+        .await
+        .unwrap();
+    assert!(b_result.last_position() > z_result.last_position());
+    sqlx::query(&insert).execute(&mut *tx_b).await.unwrap();
+    let z = {
+        let insert = insert.clone();
+        tokio::spawn(async move {
+            let r = sqlx::query(&insert).execute(&mut *tx_z).await;
+            (tx_z, r)
+        })
+    };
+    until(
+        &store,
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+        z_pid,
+    )
+    .await;
+    assert_eq!(
+        store
+            .wait_for_earlier_appends(&mut tx_b, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        EarlierAppends::RollBack
+    );
+    tx_b.rollback().await.unwrap();
+    let (tx_z, inserted) = z.await.unwrap();
+    inserted.unwrap();
+    tx_z.commit().await.unwrap();
+    store.notify_appended();
+    assert_eq!(all_positions(&store).await, z_result.positions);
+    assert_eq!(side_rows(&store, &schema).await, 1);
+    support::drop_schema(schema).await;
+}

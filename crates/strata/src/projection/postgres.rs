@@ -721,13 +721,16 @@ impl PgProjections {
         {
             EarlierAppends::Ended => {}
             EarlierAppends::NothingAppended => return Ok(None),
-            // Dropping `tx` rolls it back.
             EarlierAppends::RollBack => {
+                // At once, not when `tx` is dropped: the older append it blocks goes on now,
+                // before the retry can come between again.
+                tx.rollback().await.map_err(dberr)?;
                 return Err(TxError::Append(AppendError::Race {
                     stream: stream.clone(),
-                    reason: "an older append waited for this one while this one waited for                              older appends"
+                    reason: "an older append waited for this one, which would have waited for \
+                             older appends"
                         .to_owned(),
-                }))
+                }));
             }
         }
         let mut entries = self.entries.select(|e| e.mode == ProjectionMode::Inline);
