@@ -228,30 +228,32 @@ impl Sql {
             read_range: r("SELECT {cols} FROM {schema}.events e
                  WHERE e.position >= $1 AND e.position <= $2 ORDER BY e.position LIMIT $3"),
             // Only once this transaction has an id (pg_current_xact_id() would assign one).
-            // 0: no other transaction with an older id holds a lock on the events table: every
-            // append locks it (its checks read it) before its critical section and keeps the
-            // lock to its end, so those are exactly the older appends still running (see
-            // transaction.rs); unlike the snapshot's xmin, unrelated old transactions (other
-            // schemas, other databases) do not count. 2: one of them waits, directly or through
-            // others, for a lock this transaction holds (`c` is every session that does), so
-            // waiting for it could close a circle. 1: otherwise (wait).
-            earlier_appends: r("WITH RECURSIVE w AS MATERIALIZED (
-                     SELECT DISTINCT l.pid, b.blocker FROM pg_locks l
-                      CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(blocker)
-                      WHERE NOT l.granted),
-                 c(pid) AS (SELECT pg_backend_pid()
-                            UNION SELECT w.pid FROM w JOIN c ON w.blocker = c.pid),
-                 o AS MATERIALIZED (
-                     SELECT r.pid FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid
+            // `o`: the other transactions of this database with an older id that hold (or
+            // await) a lock on the events table: every append locks it (its checks read it)
+            // before its critical section and keeps the lock to its end, so those are exactly
+            // the older appends still running (see transaction.rs); unlike the snapshot's xmin,
+            // unrelated old transactions (other schemas, other databases) do not count. They
+            // are matched to their id by virtual transaction, not pid, so that a prepared
+            // transaction (no pid) counts too. `f`: the sessions those of them that wait for a
+            // lock wait for, directly or through others. 0: none runs. 2: one of them waits
+            // for this transaction, so it cannot end first. 1: otherwise (wait).
+            earlier_appends: r("WITH RECURSIVE o AS MATERIALIZED (
+                     SELECT r.pid FROM pg_locks r JOIN pg_locks t
+                         ON t.virtualtransaction = r.virtualtransaction
                       WHERE r.locktype = 'relation'
+                        AND r.database = (SELECT d.oid FROM pg_database d
+                                           WHERE d.datname = current_database())
                         AND r.relation = '{schema}.events'::regclass
-                        AND r.pid <> pg_backend_pid()
+                        AND r.pid IS DISTINCT FROM pg_backend_pid()
                         AND t.locktype = 'transactionid' AND t.granted
-                        AND age(t.transactionid) > age(pg_current_xact_id()::xid))
-                 SELECT CASE WHEN EXISTS (SELECT 1 FROM o WHERE o.pid IN (SELECT pid FROM c))
-                             THEN 2::int4
-                             WHEN EXISTS (SELECT 1 FROM o) THEN 1::int4
-                             ELSE 0::int4 END"),
+                        AND age(t.transactionid) > age(pg_current_xact_id()::xid)),
+                 f(pid) AS (SELECT l.pid FROM pg_locks l
+                             WHERE NOT l.granted AND l.pid IN (SELECT o.pid FROM o)
+                            UNION SELECT b.blocker FROM f
+                             CROSS JOIN LATERAL unnest(pg_blocking_pids(f.pid)) AS b(blocker))
+                 SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM o) THEN 0::int4
+                             WHEN pg_backend_pid() IN (SELECT f.pid FROM f) THEN 2::int4
+                             ELSE 1::int4 END"),
             read_all_forward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
                  SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (

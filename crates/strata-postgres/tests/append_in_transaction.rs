@@ -277,6 +277,13 @@ async fn a_lost_race_asks_for_a_new_transaction() {
     support::drop_schema(schema).await;
 }
 
+async fn backend_pid(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap()
+}
+
 /// Polls `sql` (a boolean query about other sessions) until it is true: at most 10 s.
 async fn until(store: &PostgresStore, sql: &str, pid: i32) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -337,10 +344,7 @@ async fn waits_that_would_close_a_circle_ask_for_a_rollback() {
         .execute(&mut *tx_z)
         .await
         .unwrap();
-    let z_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx_z)
-        .await
-        .unwrap();
+    let z_pid = backend_pid(&mut tx_z).await;
     let z = {
         let store = store.clone();
         let s = s.clone();
@@ -444,10 +448,7 @@ async fn an_older_append_waiting_for_a_later_write_asks_for_a_rollback() {
         .append_in_transaction(&mut tx_z, &s, ExpectedVersion::Any, vec![ev(1)])
         .await
         .unwrap();
-    let z_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx_z)
-        .await
-        .unwrap();
+    let z_pid = backend_pid(&mut tx_z).await;
     let mut tx_b = store.pool().begin().await.unwrap();
     let b_result = store
         .append_in_transaction(&mut tx_b, &other, ExpectedVersion::Any, vec![ev(2)])
@@ -482,5 +483,80 @@ async fn an_older_append_waiting_for_a_later_write_asks_for_a_rollback() {
     store.notify_appended();
     assert_eq!(all_positions(&store).await, z_result.positions);
     assert_eq!(side_rows(&store, &schema).await, 1);
+    support::drop_schema(schema).await;
+}
+
+/// The same through a third session: the older append Z waits for X, a plain transaction,
+/// which waits for a row B wrote after its append. B must see that Z waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_append_waiting_through_another_session_asks_for_a_rollback() {
+    let (store, schema) = support::connect("in_tx_chain", |o| o).await;
+    side_table(&store, &schema).await;
+    sqlx::query(&format!(
+        "CREATE TABLE {schema}.side2 (n BIGINT PRIMARY KEY)"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let s = StreamId::new("account-1").unwrap();
+    let other = StreamId::new("account-2").unwrap();
+    let waiting = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)";
+
+    let mut tx_z = store.pool().begin().await.unwrap();
+    let z_result = store
+        .append_in_transaction(&mut tx_z, &s, ExpectedVersion::Any, vec![ev(1)])
+        .await
+        .unwrap();
+    let z_pid = backend_pid(&mut tx_z).await;
+    let mut tx_b = store.pool().begin().await.unwrap();
+    store
+        .append_in_transaction(&mut tx_b, &other, ExpectedVersion::Any, vec![ev(2)])
+        .await
+        .unwrap();
+    sqlx::query(&format!("INSERT INTO {schema}.side VALUES (7)"))
+        .execute(&mut *tx_b)
+        .await
+        .unwrap();
+    // X: holds side2 row 9, waits for B's side row 7.
+    let mut tx_x = store.pool().begin().await.unwrap();
+    let x_pid = backend_pid(&mut tx_x).await;
+    sqlx::query(&format!("INSERT INTO {schema}.side2 VALUES (9)"))
+        .execute(&mut *tx_x)
+        .await
+        .unwrap();
+    let x = {
+        let sql = format!("INSERT INTO {schema}.side VALUES (7)");
+        tokio::spawn(async move {
+            let r = sqlx::query(&sql).execute(&mut *tx_x).await;
+            (tx_x, r)
+        })
+    };
+    until(&store, waiting, x_pid).await;
+    // Z: waits for X's side2 row 9.
+    let z = {
+        let sql = format!("INSERT INTO {schema}.side2 VALUES (9)");
+        tokio::spawn(async move {
+            let r = sqlx::query(&sql).execute(&mut *tx_z).await;
+            (tx_z, r)
+        })
+    };
+    until(&store, waiting, z_pid).await;
+
+    assert_eq!(
+        store
+            .wait_for_earlier_appends(&mut tx_b, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        EarlierAppends::RollBack
+    );
+    tx_b.rollback().await.unwrap();
+    let (tx_x, inserted) = x.await.unwrap();
+    inserted.unwrap();
+    tx_x.rollback().await.unwrap();
+    let (tx_z, inserted) = z.await.unwrap();
+    inserted.unwrap();
+    tx_z.commit().await.unwrap();
+    store.notify_appended();
+    assert_eq!(all_positions(&store).await, z_result.positions);
     support::drop_schema(schema).await;
 }
