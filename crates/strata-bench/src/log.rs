@@ -82,6 +82,9 @@ pub async fn open_and_scan(dir: &Path) -> Result<ScanMeasure, String> {
     let open_ms = t.elapsed().as_millis() as u64;
     let all_read = scan_all(&store).await?;
     store.close().await.map_err(|e| e.to_string())?;
+    if all_read.events == 0 {
+        return Err(format!("{} holds no events: is it a store?", dir.display()));
+    }
     Ok(ScanMeasure { open_ms, all_read })
 }
 

@@ -79,3 +79,17 @@ fn scan_measure_reads_all_of_a_store_in_a_fresh_process() {
     assert_eq!(v["all_read"]["events"], events, "{v}");
     assert!(v["all_read"]["secs"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+#[test]
+fn scan_measure_of_a_directory_without_events_fails_with_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = strata_bench(&[
+        "scan-measure".as_ref(),
+        "--data".as_ref(),
+        tmp.path().join("typo").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no events"), "{err}");
+}
