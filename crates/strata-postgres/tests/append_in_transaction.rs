@@ -432,131 +432,129 @@ async fn waits_that_would_close_a_circle_ask_for_a_rollback() {
     support::drop_schema(schema).await;
 }
 
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Runs `sql` in `tx` on a task of its own (it may wait for a lock); gives `tx` back with the
+/// outcome.
+fn in_background(
+    mut tx: Tx,
+    sql: String,
+) -> tokio::task::JoinHandle<(Tx, Result<sqlx::postgres::PgQueryResult, sqlx::Error>)> {
+    tokio::spawn(async move {
+        let r = sqlx::query(&sql).execute(&mut *tx).await;
+        (tx, r)
+    })
+}
+
+/// Waits until the session `pid` waits for a lock.
+async fn until_waiting(store: &PostgresStore, pid: i32) {
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)";
+    until(store, sql, pid).await;
+}
+
+/// Z appends to one stream, then B to another (a higher position), in two open transactions,
+/// and B writes side row 7 after its append. Returns Z, its append and its session, and B.
+async fn older_and_newer(
+    store: &PostgresStore,
+    schema: &str,
+) -> (Tx, strata_core::AppendResult, i32, Tx) {
+    side_table(store, schema).await;
+    let mut tx_z = store.pool().begin().await.unwrap();
+    let z_result = store
+        .append_in_transaction(
+            &mut tx_z,
+            &StreamId::new("account-1").unwrap(),
+            ExpectedVersion::Any,
+            vec![ev(1)],
+        )
+        .await
+        .unwrap();
+    let z_pid = backend_pid(&mut tx_z).await;
+    let mut tx_b = store.pool().begin().await.unwrap();
+    let b_result = store
+        .append_in_transaction(
+            &mut tx_b,
+            &StreamId::new("account-2").unwrap(),
+            ExpectedVersion::Any,
+            vec![ev(2)],
+        )
+        .await
+        .unwrap();
+    assert!(b_result.last_position() > z_result.last_position());
+    sqlx::query(&format!("INSERT INTO {schema}.side VALUES (7)"))
+        .execute(&mut *tx_b)
+        .await
+        .unwrap();
+    (tx_z, z_result, z_pid, tx_b)
+}
+
+/// `tx` is told to roll back rather than wait for the older append, and does.
+async fn must_roll_back(store: &PostgresStore, mut tx: Tx) {
+    let answer = store
+        .wait_for_earlier_appends(&mut tx, Duration::from_secs(5))
+        .await;
+    assert_eq!(answer.unwrap(), EarlierAppends::RollBack);
+    tx.rollback().await.unwrap();
+}
+
+/// The older append's waiting statement goes through and it commits: `$all` holds its events
+/// alone.
+async fn commits_alone(
+    store: &PostgresStore,
+    z: tokio::task::JoinHandle<(Tx, Result<sqlx::postgres::PgQueryResult, sqlx::Error>)>,
+    z_result: &strata_core::AppendResult,
+) {
+    let (tx_z, inserted) = z.await.unwrap();
+    inserted.unwrap();
+    tx_z.commit().await.unwrap();
+    store.notify_appended();
+    assert_eq!(all_positions(store).await, z_result.positions);
+}
+
 /// An older append that waits for a row this transaction wrote after its append (not a
 /// conflict that makes it fail once this one commits): waiting for it could never end, and
 /// answering `Ended` would let it commit a lower position after this transaction read past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_append_waiting_for_a_later_write_asks_for_a_rollback() {
     let (store, schema) = support::connect("in_tx_row", |o| o).await;
-    side_table(&store, &schema).await;
-    let s = StreamId::new("account-1").unwrap();
-    let other = StreamId::new("account-2").unwrap();
-    let insert = format!("INSERT INTO {schema}.side VALUES (7)");
+    let (tx_z, z_result, z_pid, tx_b) = older_and_newer(&store, &schema).await;
+    let z = in_background(tx_z, format!("INSERT INTO {schema}.side VALUES (7)"));
+    until_waiting(&store, z_pid).await;
 
-    let mut tx_z = store.pool().begin().await.unwrap();
-    let z_result = store
-        .append_in_transaction(&mut tx_z, &s, ExpectedVersion::Any, vec![ev(1)])
-        .await
-        .unwrap();
-    let z_pid = backend_pid(&mut tx_z).await;
-    let mut tx_b = store.pool().begin().await.unwrap();
-    let b_result = store
-        .append_in_transaction(&mut tx_b, &other, ExpectedVersion::Any, vec![ev(2)])
-        .await
-        .unwrap();
-    assert!(b_result.last_position() > z_result.last_position());
-    sqlx::query(&insert).execute(&mut *tx_b).await.unwrap();
-    let z = {
-        let insert = insert.clone();
-        tokio::spawn(async move {
-            let r = sqlx::query(&insert).execute(&mut *tx_z).await;
-            (tx_z, r)
-        })
-    };
-    until(
-        &store,
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
-        z_pid,
-    )
-    .await;
-    assert_eq!(
-        store
-            .wait_for_earlier_appends(&mut tx_b, Duration::from_secs(5))
-            .await
-            .unwrap(),
-        EarlierAppends::RollBack
-    );
-    tx_b.rollback().await.unwrap();
-    let (tx_z, inserted) = z.await.unwrap();
-    inserted.unwrap();
-    tx_z.commit().await.unwrap();
-    store.notify_appended();
-    assert_eq!(all_positions(&store).await, z_result.positions);
+    must_roll_back(&store, tx_b).await;
+    commits_alone(&store, z, &z_result).await;
     assert_eq!(side_rows(&store, &schema).await, 1);
     support::drop_schema(schema).await;
 }
 
 /// The same through a third session: the older append Z waits for X, a plain transaction,
-/// which waits for a row B wrote after its append. B must see that Z waits for it.
+/// which waits for the row B wrote after its append. B must see that Z waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_append_waiting_through_another_session_asks_for_a_rollback() {
     let (store, schema) = support::connect("in_tx_chain", |o| o).await;
-    side_table(&store, &schema).await;
+    let (tx_z, z_result, z_pid, tx_b) = older_and_newer(&store, &schema).await;
     sqlx::query(&format!(
         "CREATE TABLE {schema}.side2 (n BIGINT PRIMARY KEY)"
     ))
     .execute(store.pool())
     .await
     .unwrap();
-    let s = StreamId::new("account-1").unwrap();
-    let other = StreamId::new("account-2").unwrap();
-    let waiting = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)";
-
-    let mut tx_z = store.pool().begin().await.unwrap();
-    let z_result = store
-        .append_in_transaction(&mut tx_z, &s, ExpectedVersion::Any, vec![ev(1)])
-        .await
-        .unwrap();
-    let z_pid = backend_pid(&mut tx_z).await;
-    let mut tx_b = store.pool().begin().await.unwrap();
-    store
-        .append_in_transaction(&mut tx_b, &other, ExpectedVersion::Any, vec![ev(2)])
-        .await
-        .unwrap();
-    sqlx::query(&format!("INSERT INTO {schema}.side VALUES (7)"))
-        .execute(&mut *tx_b)
-        .await
-        .unwrap();
-    // X: holds side2 row 9, waits for B's side row 7.
+    // X: holds side2 row 9, waits for B's side row 7; Z waits for X's side2 row 9.
     let mut tx_x = store.pool().begin().await.unwrap();
     let x_pid = backend_pid(&mut tx_x).await;
     sqlx::query(&format!("INSERT INTO {schema}.side2 VALUES (9)"))
         .execute(&mut *tx_x)
         .await
         .unwrap();
-    let x = {
-        let sql = format!("INSERT INTO {schema}.side VALUES (7)");
-        tokio::spawn(async move {
-            let r = sqlx::query(&sql).execute(&mut *tx_x).await;
-            (tx_x, r)
-        })
-    };
-    until(&store, waiting, x_pid).await;
-    // Z: waits for X's side2 row 9.
-    let z = {
-        let sql = format!("INSERT INTO {schema}.side2 VALUES (9)");
-        tokio::spawn(async move {
-            let r = sqlx::query(&sql).execute(&mut *tx_z).await;
-            (tx_z, r)
-        })
-    };
-    until(&store, waiting, z_pid).await;
+    let x = in_background(tx_x, format!("INSERT INTO {schema}.side VALUES (7)"));
+    until_waiting(&store, x_pid).await;
+    let z = in_background(tx_z, format!("INSERT INTO {schema}.side2 VALUES (9)"));
+    until_waiting(&store, z_pid).await;
 
-    assert_eq!(
-        store
-            .wait_for_earlier_appends(&mut tx_b, Duration::from_secs(5))
-            .await
-            .unwrap(),
-        EarlierAppends::RollBack
-    );
-    tx_b.rollback().await.unwrap();
+    must_roll_back(&store, tx_b).await;
     let (tx_x, inserted) = x.await.unwrap();
     inserted.unwrap();
     tx_x.rollback().await.unwrap();
-    let (tx_z, inserted) = z.await.unwrap();
-    inserted.unwrap();
-    tx_z.commit().await.unwrap();
-    store.notify_appended();
-    assert_eq!(all_positions(&store).await, z_result.positions);
+    commits_alone(&store, z, &z_result).await;
     support::drop_schema(schema).await;
 }
