@@ -11,11 +11,28 @@ pub fn decode_index(bytes: &[u8]) -> Result<u64, String> {
 }
 
 /// Checks a sealed segment's index file and adds its events to an empty index, as opening a
-/// store does (only a file whose first position is 0 carries on from an empty index); the
-/// number of events it added.
+/// store does (only a file whose first position is 0 carries on from an empty index), then
+/// reads every entry the index now takes from the file; the number of events it added. The
+/// bytes are written to a file of this process's in the temp directory first: opening maps
+/// the file, and looks ids up in it.
 pub fn decode_segment_index(bytes: &[u8]) -> Result<u64, String> {
-    let file = crate::index::SegmentIndexFile::check(bytes.to_vec(), "fuzz.idx".into())?;
-    let mut index = crate::index::Index::default();
-    file.push_into(&mut index)?;
-    Ok(index.next_position())
+    let path = std::env::temp_dir().join(format!(
+        "strata-fuzz-{}-{:?}.idx",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+    let decoded = (|| {
+        let file = crate::index::SegmentIndexFile::check(bytes.to_vec(), path.clone())?;
+        let mut index = crate::index::Index::default();
+        file.push_into(&mut index)?;
+        for p in 0..index.next_position() {
+            let e = index.entries.get(p);
+            assert!((e.stream as usize) < index.streams.len());
+            assert!((e.event_type as usize) < index.types.len());
+        }
+        Ok(index.next_position())
+    })();
+    let _ = std::fs::remove_file(&path);
+    decoded
 }
