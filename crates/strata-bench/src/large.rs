@@ -84,6 +84,13 @@ pub struct OpenMeasure {
     /// Bytes of memory the event ids take right after opening.
     #[serde(default)]
     pub event_id_bytes: u64,
+    /// Bytes of memory the entries take right after opening (the sealed segments' are read
+    /// from their index files).
+    #[serde(default)]
+    pub entry_bytes: u64,
+    /// Bytes of memory the stream, category and type position lists take.
+    #[serde(default)]
+    pub position_list_bytes: u64,
 }
 
 /// Opens the store in `dir`, serves a read, and reports time and memory.
@@ -106,6 +113,8 @@ pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
     Ok(OpenMeasure {
         event_ids_in_memory: ids.event_ids_in_memory,
         event_id_bytes: ids.event_id_bytes,
+        entry_bytes: ids.entry_bytes,
+        position_list_bytes: ids.position_list_bytes,
         events: store.open_report().events,
         open_ms,
         index_loaded: store.open_report().index_loaded,

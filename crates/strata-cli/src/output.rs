@@ -172,6 +172,10 @@ impl Printer {
                     "eventIdsInMemory": s.event_ids_in_memory,
                     "eventIdFiles": s.event_id_files,
                     "eventIdBytes": s.event_id_bytes,
+                    "entriesInMemory": s.entries_in_memory,
+                    "entryFiles": s.entry_files,
+                    "entryBytes": s.entry_bytes,
+                    "positionListBytes": s.position_list_bytes,
                 })
             );
             return;
@@ -182,9 +186,16 @@ impl Printer {
             "event ids in memory   {} (the open segment's; the rest are in {} segment index files)",
             s.event_ids_in_memory, s.event_id_files
         );
+        let mib = |b: u64| b as f64 / 1_048_576.0;
+        println!("event id memory       {:.1} MiB", mib(s.event_id_bytes));
         println!(
-            "event id memory       {:.1} MiB",
-            s.event_id_bytes as f64 / 1_048_576.0
+            "entries in memory     {} (the open segment's; the rest are read from {} segment index files)",
+            s.entries_in_memory, s.entry_files
+        );
+        println!("entry memory          {:.1} MiB", mib(s.entry_bytes));
+        println!(
+            "position list memory  {:.1} MiB (stream, category and event type lists)",
+            mib(s.position_list_bytes)
         );
     }
 

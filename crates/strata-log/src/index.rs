@@ -5,10 +5,11 @@
 //! file and, for the events past those, in `index.bin`, so that opening a large store does
 //! not rescan it.
 //!
-//! Memory per event: 24 bytes of [`Entry`] and 8 bytes in each of the stream, category and
-//! event-type position lists (48 bytes), plus 1.4 bytes of the id files' filters and fences;
-//! about 22 bytes more per event id still in memory. Per stream: its name, a list header and
-//! a map slot, about 100 bytes plus the name.
+//! Memory per event: 8 bytes in each of the stream, category and event-type position lists
+//! (24 bytes), plus 1.4 bytes of the id files' filters and fences. The entries ([`Entries`])
+//! of sealed segments are read from their index files; the open segment's take 24 bytes
+//! each in memory, and its ids about 22. Per stream: its name, a list header and a map slot,
+//! about 100 bytes plus the name.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,6 +19,7 @@ use strata_core::{category_of, Direction, Filter, StreamId, Uuid};
 
 use std::path::PathBuf;
 
+use crate::entries::{Deferred, Entries, Entry, EntryFile, PositionAt};
 use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
@@ -38,15 +40,6 @@ pub(crate) fn loc_offset(l: Loc) -> u64 {
     l & ((1 << LOC_OFFSET_BITS) - 1)
 }
 
-/// What the index keeps per position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub loc: Loc,
-    pub recorded_at_us: i64,
-    pub stream: u32,
-    pub event_type: u32,
-}
-
 pub(crate) struct StreamEntry {
     pub id: StreamId,
     pub category: u32,
@@ -59,10 +52,12 @@ pub(crate) struct NamedList {
     pub streams: u64,
 }
 
-/// All indexes. Position `p` is `entries[p]`: positions are dense from 0 in this backend.
+/// All indexes. Position `p` is `entries.get(p)`: positions are dense from 0 in this backend.
 #[derive(Default)]
 pub(crate) struct Index {
-    pub entries: Vec<Entry>,
+    /// Each position's entry: in memory for the open segment (and sealed ones whose file is
+    /// not written yet), in the segment index files for the rest (see [`crate::entries`]).
+    pub entries: Entries,
     /// Event ids: in memory for the open segment (and sealed ones whose file is not written
     /// yet), in the segment index files for the rest.
     pub ids: EventIds,
@@ -86,7 +81,7 @@ pub(crate) struct NewEntry<'a> {
 
 impl Index {
     pub fn next_position(&self) -> u64 {
-        self.entries.len() as u64
+        self.entries.len()
     }
 
     pub fn head(&self) -> Option<u64> {
@@ -99,6 +94,10 @@ impl Index {
 
     pub fn stream_no(&self, stream: &StreamId) -> Option<u32> {
         self.stream_nos.get(stream).copied()
+    }
+
+    pub fn type_no(&self, event_type: &str) -> Option<u32> {
+        self.type_nos.get(event_type).copied()
     }
 
     /// The stream's current version, `None` when it has no events.
@@ -187,25 +186,44 @@ impl Index {
             self.next_position(),
             "index positions must be dense"
         );
+        self.push_lists(position, stream, event_type);
+        self.entries.push(
+            loc_segment(loc),
+            Entry {
+                loc,
+                recorded_at_us,
+                stream,
+                event_type,
+            },
+        );
+        if let Some(id) = event_id {
+            self.ids.push(loc_segment(loc), position, id);
+        }
+    }
+
+    /// Adds `position` to the lists of its stream, category and type.
+    fn push_lists(&mut self, position: u64, stream: u32, event_type: u32) {
         let se = &mut self.streams[stream as usize];
         se.positions.push(position);
         self.categories[se.category as usize]
             .positions
             .push(position);
         self.types[event_type as usize].positions.push(position);
-        self.entries.push(Entry {
-            loc,
-            recorded_at_us,
-            stream,
-            event_type,
-        });
-        if let Some(id) = event_id {
-            self.ids.push(loc_segment(loc), position, id);
-        }
     }
 
-    /// Positions of a stream read, with their locations; `None` when the stream has no event
-    /// at or below `max_position`.
+    /// Bytes of memory the stream, category and type position lists take.
+    pub fn position_list_bytes(&self) -> u64 {
+        let lists = self.streams.iter().map(|s| s.positions.capacity());
+        let named = self
+            .categories
+            .iter()
+            .chain(&self.types)
+            .map(|l| l.positions.capacity());
+        (lists.chain(named).sum::<usize>() * 8) as u64
+    }
+
+    /// Positions of a stream read, with their entries (those in index files deferred: see
+    /// [`Deferred`]); `None` when the stream has no event at or below `max_position`.
     pub fn stream_slice(
         &self,
         stream: u32,
@@ -213,7 +231,7 @@ impl Index {
         from_version: Option<u64>,
         limit: usize,
         max_position: Option<u64>,
-    ) -> Option<Vec<(u64, Loc)>> {
+    ) -> Option<Deferred> {
         let positions = &self.streams[stream as usize].positions;
         let visible = match max_position {
             Some(max) => positions.partition_point(|&p| p <= max),
@@ -223,11 +241,13 @@ impl Index {
         if positions.is_empty() {
             return None;
         }
-        let pick = |p: &u64| (*p, self.entries[*p as usize].loc);
         match direction {
             Direction::Forward => {
                 let from = from_version.unwrap_or(0).min(positions.len() as u64) as usize;
-                Some(positions[from..].iter().take(limit).map(pick).collect())
+                Some(
+                    self.entries
+                        .defer(positions[from..].iter().take(limit).copied()),
+                )
             }
             Direction::Backward => {
                 let end = match from_version {
@@ -235,12 +255,8 @@ impl Index {
                     None => positions.len(),
                 };
                 Some(
-                    positions[..end]
-                        .iter()
-                        .rev()
-                        .take(limit)
-                        .map(pick)
-                        .collect(),
+                    self.entries
+                        .defer(positions[..end].iter().rev().take(limit).copied()),
                 )
             }
         }
@@ -259,7 +275,7 @@ impl Index {
     ) -> AllSlice {
         let Some(head) = self.head() else {
             return AllSlice {
-                hits: Vec::new(),
+                hits: Deferred::default(),
                 next: match direction {
                     Direction::Forward => Some(from.unwrap_or(0)),
                     Direction::Backward => None,
@@ -270,7 +286,7 @@ impl Index {
         let top = max_position.map_or(head, |m| m.min(head));
         let matcher = Matcher::new(self, filter);
         let driver = Driver::new(self, filter);
-        let mut hits = Vec::new();
+        let mut hits = Deferred::default();
         let mut examined = 0usize;
         match direction {
             Direction::Forward => {
@@ -299,7 +315,7 @@ impl Index {
                             examined += 1;
                             next = p + 1;
                             if matcher.matches(self, p) {
-                                hits.push((p, self.entries[p as usize].loc));
+                                hits.push(&self.entries, p);
                             }
                         }
                         _ => {
@@ -330,7 +346,7 @@ impl Index {
                             examined += 1;
                             next = p.checked_sub(1);
                             if matcher.matches(self, p) {
-                                hits.push((p, self.entries[p as usize].loc));
+                                hits.push(&self.entries, p);
                             }
                             if next.is_none() {
                                 return AllSlice {
@@ -353,10 +369,10 @@ impl Index {
         }
     }
 
-    /// The position of the last event recorded at or before `ts_us`.
-    pub fn position_at(&self, ts_us: i64) -> Option<u64> {
-        let n = self.entries.partition_point(|e| e.recorded_at_us <= ts_us);
-        (n as u64).checked_sub(1)
+    /// The position of the last event recorded at or before `ts_us`, or the index file to
+    /// find it in after releasing the state lock.
+    pub fn position_at(&self, ts_us: i64) -> PositionAt {
+        self.entries.position_at(ts_us)
     }
 
     pub fn list_streams(
@@ -425,7 +441,7 @@ fn encode_local(
                     missing.get_or_insert(p);
                     return;
                 };
-                let e = &i.entries[p as usize];
+                let e = i.entries.get(p);
                 let next = stream_order.len() as u32;
                 let s = *streams.entry(e.stream).or_insert_with(|| {
                     stream_order.push(e.stream);
@@ -538,14 +554,17 @@ impl<'a> LocalEntries<'a> {
         uuid_at(self.entries, k * INDEX_ENTRY_BYTES + 24)
     }
 
-    /// Adds the entries, positions `first..`, from `index`'s next position on, to `index`;
-    /// their ids kept in memory when `ids_in_memory`. The next position must be among them
-    /// (or right after them), and must be `first` unless `may_skip`.
+    /// Adds the entries, positions `first..`, from `index`'s next position on, to `index`.
+    /// The next position must be among them (or right after them), and must be `first`
+    /// unless `may_skip`. Without `file`, the entries and their ids are kept in memory. With
+    /// it (sealed segment `file.0`'s index file, mapped, whose entries these are), the index
+    /// keeps only their positions, in its stream, category and type lists, and reads the
+    /// entries from the file, with the index's numbers of its names.
     fn push_into(
         &self,
         index: &mut Index,
         first: u64,
-        ids_in_memory: bool,
+        file: Option<(u64, EntryFile)>,
         may_skip: bool,
     ) -> Result<(), String> {
         let next = index.next_position();
@@ -571,14 +590,26 @@ impl<'a> LocalEntries<'a> {
                 *stream_nos[s].get_or_insert_with(|| index.stream_no_or_insert(&self.streams[s]));
             let event_type =
                 *type_nos[t].get_or_insert_with(|| index.type_no_or_insert(self.types[t]));
-            index.push_resolved(
-                first + k as u64,
-                u64_at(e, 0),
-                u64_at(e, 8) as i64,
-                stream,
-                event_type,
-                ids_in_memory.then(|| self.id(k)),
-            );
+            let position = first + k as u64;
+            if file.is_some() {
+                index.push_lists(position, stream, event_type);
+            } else {
+                index.push_resolved(
+                    position,
+                    u64_at(e, 0),
+                    u64_at(e, 8) as i64,
+                    stream,
+                    event_type,
+                    Some(self.id(k)),
+                );
+            }
+        }
+        if let Some((segment_no, mut file)) = file {
+            // Every entry names a stream and a type of the file (checked in `parse`), each
+            // numbered above: no entry reads the placeholder.
+            let numbers = |nos: Vec<Option<u32>>| nos.into_iter().map(|n| n.unwrap_or(u32::MAX));
+            file.set_names(numbers(stream_nos).collect(), numbers(type_nos).collect());
+            index.entries.push_file(segment_no, file);
         }
         Ok(())
     }
@@ -777,7 +808,7 @@ impl IndexFile {
             u32_at(body, self.counts_at) as usize,
             u32_at(body, self.counts_at + 4) as usize,
         )?;
-        local.push_into(index, self.first, true, true)
+        local.push_into(index, self.first, None, true)
     }
 }
 
@@ -921,9 +952,55 @@ impl SegmentIndexFile {
         let section = self
             .id_section_at(pairs_at, bloom_at)
             .map_err(|e| format!("opening it for lookups: {e}"))?;
-        local.push_into(index, self.seg.first, false, false)?;
+        let entries = self
+            .map_entries()
+            .map_err(|e| format!("mapping it for reads: {e}"))?;
+        local.push_into(
+            index,
+            self.seg.first,
+            Some((self.seg.segment_no, entries)),
+            false,
+        )?;
         index.ids.push_file(section);
         Ok(())
+    }
+
+    /// The file's entries, mapped, without their names' numbers.
+    fn map_entries(&self) -> std::io::Result<EntryFile> {
+        EntryFile::map(
+            &self.path,
+            &self.bytes,
+            SEGMENT_INDEX_HEADER_BYTES,
+            (self.seg.end_position - self.seg.first) as usize,
+        )
+    }
+
+    /// The entries of a file this process just encoded (so not checked again), mapped, with
+    /// the numbers `number` gives the names they use: the index's, which holds them all as it
+    /// was encoded from it.
+    pub fn own_entries(
+        &self,
+        number: impl FnOnce(&[StreamId], &[&str]) -> (Vec<Option<u32>>, Vec<Option<u32>>),
+    ) -> Result<EntryFile, String> {
+        let b = &self.bytes;
+        let n = (self.seg.end_position - self.seg.first) as usize;
+        let mut at = SEGMENT_INDEX_HEADER_BYTES + n * INDEX_ENTRY_BYTES;
+        let streams = read_names(b, &mut at, u32_at(b, 56) as usize)?
+            .into_iter()
+            .map(|s| StreamId::new(s).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let types = read_names(b, &mut at, u32_at(b, 60) as usize)?;
+        let mut file = self
+            .map_entries()
+            .map_err(|e| format!("mapping it for reads: {e}"))?;
+        let (stream_nos, type_nos) = number(&streams, &types);
+        let all = |nos: Vec<Option<u32>>| {
+            nos.into_iter()
+                .collect::<Option<Box<[u32]>>>()
+                .ok_or("it names a stream or type the index does not hold")
+        };
+        file.set_names(all(stream_nos)?, all(type_nos)?);
+        Ok(file)
     }
 
     /// Checks the whole file as [`push_into`](Self::push_into) does, and also that its bloom
@@ -1065,52 +1142,60 @@ pub(crate) struct LogEnd {
 }
 
 pub(crate) struct AllSlice {
-    pub hits: Vec<(u64, Loc)>,
+    /// The matching positions, with their entries (those in index files deferred).
+    pub hits: Deferred,
     pub next: Option<u64>,
     pub is_end: bool,
 }
 
-/// A filter compiled against the index's numbering.
+/// Whether [`Index::all_slice`] with `filter` reads entries while it walks (which may wait
+/// for the disk when they lie in index files): by stream prefix, or by category and type.
+pub(crate) fn filter_reads_entries(filter: &Filter) -> bool {
+    Matcher::reads_entries(filter)
+}
+
+/// A filter compiled against the index's numbering, for the positions a [`Driver`] walks:
+/// it checks only what the walk does not already ensure, and reads a position's entry only
+/// when it must (by stream prefix, or by type when the walk follows categories).
 struct Matcher<'f> {
     types: Option<Vec<u32>>,
-    categories: Option<Vec<u32>>,
     prefix: Option<&'f str>,
 }
 
 impl<'f> Matcher<'f> {
     fn new(index: &Index, filter: &'f Filter) -> Self {
-        let types = (!filter.event_types.is_empty()).then(|| {
+        // The walk follows the categories' lists when there are categories, else the types'.
+        let types = (!filter.event_types.is_empty() && !filter.categories.is_empty()).then(|| {
             filter
                 .event_types
                 .iter()
                 .filter_map(|t| index.type_nos.get(t).copied())
                 .collect()
         });
-        let categories = (!filter.categories.is_empty()).then(|| {
-            filter
-                .categories
-                .iter()
-                .filter_map(|c| index.category_nos.get(c).copied())
-                .collect()
-        });
         Matcher {
             types,
-            categories,
             prefix: filter.stream_prefix.as_deref(),
         }
     }
 
+    /// Whether a `$all` read with `filter` reads entries while it walks, under the state
+    /// lock (which may wait for the disk when they lie in index files).
+    fn reads_entries(filter: &Filter) -> bool {
+        filter.stream_prefix.is_some()
+            || (!filter.event_types.is_empty() && !filter.categories.is_empty())
+    }
+
     fn matches(&self, index: &Index, position: u64) -> bool {
-        let e = &index.entries[position as usize];
-        let s = &index.streams[e.stream as usize];
+        if self.types.is_none() && self.prefix.is_none() {
+            return true;
+        }
+        let e = index.entries.get(position);
         self.types
             .as_ref()
             .is_none_or(|t| t.contains(&e.event_type))
             && self
-                .categories
-                .as_ref()
-                .is_none_or(|c| c.contains(&s.category))
-            && self.prefix.is_none_or(|p| s.id.as_str().starts_with(p))
+                .prefix
+                .is_none_or(|p| index.streams[e.stream as usize].id.as_str().starts_with(p))
     }
 }
 
@@ -1268,7 +1353,7 @@ mod tests {
             salt: 7,
         };
         let mark = index.encode_mark(end);
-        let entries = index.entries.clone();
+        let entries = index.entries.to_vec();
         let ids: Vec<Uuid> = (0..10).filter_map(|p| index.ids.in_memory(p)).collect();
         let names = |i: &Index| -> (Vec<String>, Vec<String>) {
             (
@@ -1299,7 +1384,7 @@ mod tests {
         assert_eq!((file.first, file.events, file.end), (0, 10, end));
         let mut decoded = Index::default();
         file.push_into(&mut decoded).expect("it decodes");
-        assert_eq!(decoded.entries, entries);
+        assert_eq!(decoded.entries.to_vec(), entries);
         let decoded_ids: Vec<Uuid> = (0..10).filter_map(|p| decoded.ids.in_memory(p)).collect();
         assert_eq!(decoded_ids, ids);
         assert_eq!(ids.len(), 10);

@@ -107,6 +107,19 @@ impl LogFile for StdFile {
     }
 }
 
+/// Maps a sealed segment's index file for reading.
+#[allow(unsafe_code)]
+pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
+    // SAFETY: a segment index file is written whole (temp file, fsync, rename) and never
+    // written again in place or cut: Strata only renames another file over its name or
+    // removes it, and either leaves an existing map of it intact. Its entries are checked (on
+    // open) or encoded (by the writer) before the map is read, and the map's length and
+    // header are compared with those checked bytes. As with segment files, a file changed
+    // underneath a running store by something else breaks the store's contract; with a map
+    // it can end the process (SIGBUS), as a failing disk can.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
 impl Vfs for StdVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
         let mut options = OpenOptions::new();

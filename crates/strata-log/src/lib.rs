@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod entries;
 mod error;
 pub mod format;
 #[doc(hidden)]

@@ -15,7 +15,9 @@ use strata_core::{
 };
 use tokio::sync::{oneshot, watch, Semaphore};
 
+use crate::entries::{Deferred, PositionAt};
 use crate::error::{io_ctx, DataLoss, OpenError};
+use crate::index::filter_reads_entries;
 use crate::io::{StdVfs, Vfs};
 use crate::limits::{self, WRITER_QUEUE_MAX_APPENDS};
 use crate::recovery::recover;
@@ -112,6 +114,18 @@ pub struct IndexStats {
     /// Bytes of memory the event ids take, roughly: the ids in memory with their hash tables,
     /// and the files' filters and fences.
     pub event_id_bytes: u64,
+    /// Entries (where each event lies, its time, stream and type) held in memory: the open
+    /// segment's, and those of sealed segments whose index file is not written yet.
+    pub entries_in_memory: u64,
+    /// Sealed segments whose entries are read from a map of their index files.
+    pub entry_files: u64,
+    /// Bytes of memory the entries take, roughly: 24 per entry in memory, and each file's
+    /// tables of stream and type numbers. The files' mapped pages are the kernel's page
+    /// cache, not counted here.
+    pub entry_bytes: u64,
+    /// Bytes of memory the stream, category and event type position lists take: 8 per event
+    /// in each.
+    pub position_list_bytes: u64,
 }
 
 /// The embedded event store. Cheap to clone; all clones share one store.
@@ -473,6 +487,10 @@ impl LogStore {
             event_ids_in_memory: ids.in_memory_count(),
             event_id_files: ids.file_count(),
             event_id_bytes: ids.memory_bytes(),
+            entries_in_memory: st.index.entries.in_memory_count(),
+            entry_files: st.index.entries.file_count(),
+            entry_bytes: st.index.entries.memory_bytes(),
+            position_list_bytes: st.index.position_list_bytes(),
         }
     }
 
@@ -529,23 +547,35 @@ impl LogStore {
         self.inner.tx.lock().clone()
     }
 
-    /// Reads the records at `items` on the runtime's blocking pool: a read is `pread`s or page
-    /// faults on mapped segments (and a long scattered one joins reader threads), none of which
-    /// may hold a runtime worker. An empty read costs no hand-over.
-    async fn read_locs(&self, items: Vec<(u64, u64)>) -> Result<Vec<RecordedEvent>, ReadError> {
-        if items.is_empty() {
+    /// Reads the records of `hits` on the runtime's blocking pool, after the entries of
+    /// those in index files: a read is `pread`s or page faults on mapped segments and index
+    /// files (and a long scattered one joins reader threads), none of which may hold a
+    /// runtime worker. An empty read costs no hand-over.
+    async fn read_hits(&self, hits: Deferred) -> Result<Vec<RecordedEvent>, ReadError> {
+        if hits.is_empty() {
             return Ok(Vec::new());
         }
         let shared = self.inner.shared.clone();
-        match tokio::task::spawn_blocking(move || shared.segments.read_events(&items)).await {
-            Ok(result) => result,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => Err(ReadError::Unavailable(
-                    "the runtime is shutting down".into(),
-                )),
-            },
-        }
+        blocking(move || {
+            let items: Vec<(u64, u64)> = hits.read().into_iter().map(|(p, e)| (p, e.loc)).collect();
+            shared.segments.read_events(&items)
+        })
+        .await
+    }
+}
+
+/// Runs `f` on tokio's blocking pool, for reads of the disk.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ReadError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(ReadError::Unavailable(
+                "the runtime is shutting down".into(),
+            )),
+        },
     }
 }
 
@@ -620,53 +650,69 @@ impl EventStore for LogStore {
                 )
                 .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?
         };
-        self.read_locs(items).await
+        self.read_hits(items).await
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
         options.validate()?;
-        let slice = {
-            let st = self.inner.shared.state.read();
-            st.index.all_slice(
+        let shared = self.inner.shared.clone();
+        let reads_entries = filter_reads_entries(&options.filter);
+        let slice = move || {
+            let st = shared.state.read();
+            Ok(st.index.all_slice(
                 options.direction,
                 options.from.map(Position::get),
                 options.limit,
                 &options.filter,
                 options.max_position.map(Position::get),
                 strata_core::limits::READ_SCAN_MAX_EVENTS,
-            )
+            ))
+        };
+        // A walk that reads entries may fault pages of index files in: not on a worker.
+        let slice = if reads_entries {
+            blocking(slice).await?
+        } else {
+            slice()?
         };
         Ok(AllPage {
-            events: self.read_locs(slice.hits).await?,
+            events: self.read_hits(slice.hits).await?,
             next: slice.next.map(Position),
             is_end: slice.is_end,
         })
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
-        let st = self.inner.shared.state.read();
-        let index = &st.index;
-        let Some(s) = index.stream_no(stream) else {
-            return Ok(StreamInfo {
-                stream_id: stream.clone(),
-                exists: false,
-                current_version: None,
-                event_count: 0,
-                first_recorded_at: None,
-                last_recorded_at: None,
-                last_position: None,
-            });
+        let (count, ends) = {
+            let st = self.inner.shared.state.read();
+            let index = &st.index;
+            let positions = match index.stream_no(stream) {
+                Some(s) => index.streams[s as usize].positions.as_slice(),
+                None => &[],
+            };
+            let ends = match positions {
+                [] => Deferred::default(),
+                [first, .., last] => index.entries.defer([*first, *last]),
+                [only] => index.entries.defer([*only, *only]),
+            };
+            (positions.len() as u64, ends)
         };
-        let positions = &index.streams[s as usize].positions;
-        let ts = |p: &u64| timestamp_from_micros(index.entries[*p as usize].recorded_at_us);
+        let ends = if ends.reads_files() {
+            blocking(move || Ok(ends.read())).await?
+        } else {
+            ends.read()
+        };
+        let at = |k: usize| {
+            ends.get(k)
+                .map(|(_, e)| timestamp_from_micros(e.recorded_at_us))
+        };
         Ok(StreamInfo {
             stream_id: stream.clone(),
-            exists: !positions.is_empty(),
-            current_version: (positions.len() as u64).checked_sub(1),
-            event_count: positions.len() as u64,
-            first_recorded_at: positions.first().map(ts),
-            last_recorded_at: positions.last().map(ts),
-            last_position: positions.last().map(|&p| Position(p)),
+            exists: count > 0,
+            current_version: count.checked_sub(1),
+            event_count: count,
+            first_recorded_at: at(0),
+            last_recorded_at: at(1),
+            last_position: ends.get(1).map(|(p, _)| Position(*p)),
         })
     }
 
@@ -727,8 +773,13 @@ impl EventStore for LogStore {
     }
 
     async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
-        let st = self.inner.shared.state.read();
-        Ok(st.index.position_at(timestamp_to_micros(at)).map(Position))
+        let ts_us = timestamp_to_micros(at);
+        let at = self.inner.shared.state.read().index.position_at(ts_us);
+        let p = match at {
+            PositionAt::Found(p) => p,
+            in_file => blocking(move || Ok(in_file.find(ts_us))).await?,
+        };
+        Ok(p.map(Position))
     }
 
     async fn head(&self) -> Result<Option<Position>, ReadError> {

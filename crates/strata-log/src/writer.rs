@@ -89,14 +89,30 @@ impl Shared {
         .map_err(std::io::Error::other)?;
         let path = segment_index_path(&self.dir.join(SEGMENTS_DIR), seg.segment_no);
         write_file_atomic(&*self.vfs, &path, &bytes)?;
-        let section = SegmentIndexFile::check(bytes, path)
-            .map_err(std::io::Error::other)?
-            .own_id_section()?;
+        let file = SegmentIndexFile::check(bytes, path).map_err(std::io::Error::other)?;
+        let section = file.own_id_section()?;
+        let entries = file
+            .own_entries(|streams, types| {
+                let index = &self.state.read().index;
+                (
+                    streams.iter().map(|s| index.stream_no(s)).collect(),
+                    types.iter().map(|t| index.type_no(t)).collect(),
+                )
+            })
+            .map_err(std::io::Error::other)?;
         // Not while the whole index file is encoded: it takes the ids in memory from where
-        // they start when it begins. Under the state lock only the swap; the maps taken out
-        // are dropped after it.
+        // they start when it begins. Under the state lock only the swaps; the ids and entries
+        // taken out are dropped after it.
         let _guard = self.checkpoint_lock.lock();
-        let released = self.state.write().index.ids.move_to_file(section);
+        let released = {
+            let index = &mut self.state.write().index;
+            (
+                index.ids.move_to_file(section),
+                index
+                    .entries
+                    .move_to_file(seg.segment_no, seg.first, entries),
+            )
+        };
         drop(released);
         Ok(())
     }
@@ -517,7 +533,7 @@ impl Writer {
         let Some(stream_no) = index.stream_no(&req.stream) else {
             return Err(conflict(first_id));
         };
-        let entry = index.entries[first_pos as usize];
+        let entry = index.entries.get(first_pos);
         if entry.stream != stream_no {
             return Err(conflict(first_id));
         }
@@ -541,7 +557,7 @@ impl Writer {
         };
         let items: Vec<(u64, u64)> = stored
             .iter()
-            .map(|&p| (p, index.entries[p as usize].loc))
+            .map(|&p| (p, index.entries.get(p).loc))
             .collect();
         let events = self
             .shared

@@ -1,0 +1,380 @@
+//! What the index keeps per position (where the event lies, when it was recorded, its stream
+//! and type), in bounded memory: the entries of a sealed segment whose index file is written
+//! are read from a map of that file (40 bytes each, in position order, with stream and type
+//! numbers local to the file and a table per file that turns them into the index's); memory
+//! keeps, per file, only those two tables. The entries of the open segment, and of sealed
+//! segments whose file is not written yet, are kept in memory (24 bytes each), one list per
+//! segment: when a segment's file is written, its list is swapped for the file under the
+//! state lock and dropped after it.
+//!
+//! The map's pages are the kernel's page cache: they count towards a process's resident
+//! memory only while it reads them, and the kernel takes them back under memory pressure.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::format::{u32_at, u64_at};
+
+/// Bytes of one entry of an index file: location, time, local stream and type numbers, id.
+pub(crate) const ENTRY_BYTES: usize = 40;
+
+/// What the index keeps per position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub loc: u64,
+    pub recorded_at_us: i64,
+    pub stream: u32,
+    pub event_type: u32,
+}
+
+/// A sealed segment's entries, in its index file.
+pub(crate) struct EntryFile {
+    map: Arc<memmap2::Mmap>,
+    /// Where the entries start in the file.
+    at: usize,
+    /// How many there are.
+    len: usize,
+    /// The index's number of each of the file's streams and types.
+    streams: Box<[u32]>,
+    types: Box<[u32]>,
+}
+
+impl EntryFile {
+    /// The `len` entries at `at` of the index file at `path`, which must be `expected` byte
+    /// for byte in its first `at` bytes (its header) and in length: the file checked (or
+    /// written) as `expected` is the one mapped. The index's numbers of the names they use
+    /// are set with [`set_names`](Self::set_names) before the first read.
+    pub fn map(path: &Path, expected: &[u8], at: usize, len: usize) -> std::io::Result<EntryFile> {
+        let file = std::fs::File::open(path)?;
+        let map = crate::io::map_index_file(&file)?;
+        if map.len() != expected.len() || map[..at] != expected[..at] {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} changed while it was being opened",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            ));
+        }
+        debug_assert!(at + len * ENTRY_BYTES <= map.len());
+        Ok(EntryFile {
+            map: Arc::new(map),
+            at,
+            len,
+            streams: Box::default(),
+            types: Box::default(),
+        })
+    }
+
+    /// Sets the index's numbers of the file's streams and types. Entries naming a stream or
+    /// type outside those tables must have been refused before.
+    pub fn set_names(&mut self, streams: Box<[u32]>, types: Box<[u32]>) {
+        self.streams = streams;
+        self.types = types;
+    }
+
+    fn get(&self, k: usize) -> Entry {
+        let e = &self.map[self.at + k * ENTRY_BYTES..][..ENTRY_BYTES];
+        Entry {
+            loc: u64_at(e, 0),
+            recorded_at_us: u64_at(e, 8) as i64,
+            stream: self.streams[u32_at(e, 16) as usize],
+            event_type: self.types[u32_at(e, 20) as usize],
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        (self.streams.len() + self.types.len()) * 4 + std::mem::size_of::<Self>()
+    }
+}
+
+enum Part {
+    Memory(Vec<Entry>),
+    /// Shared with the readers that read from it after releasing the state lock.
+    File(Arc<EntryFile>),
+}
+
+/// One segment's entries.
+struct Chunk {
+    segment_no: u64,
+    first: u64,
+    /// When its first event was recorded: times never decrease with positions, so the
+    /// chunk a time falls in is found without reading any file.
+    first_at_us: i64,
+    part: Part,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match &self.part {
+            Part::Memory(v) => v.len(),
+            Part::File(f) => f.len,
+        }
+    }
+
+    fn get(&self, k: usize) -> Entry {
+        match &self.part {
+            Part::Memory(v) => v[k],
+            Part::File(f) => f.get(k),
+        }
+    }
+}
+
+/// A segment's entries taken out of memory, to be dropped after the state lock is released.
+pub(crate) struct Released(#[allow(dead_code)] Option<Vec<Entry>>);
+
+/// Every position's entry: segment by segment, in memory or in the segment's index file.
+#[derive(Default)]
+pub(crate) struct Entries {
+    chunks: Vec<Chunk>,
+    len: u64,
+}
+
+impl Entries {
+    /// Positions held: the next position.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The entry of position `p`, which must be held. May read its index file: under the
+    /// state lock, prefer [`defer`](Self::defer).
+    pub fn get(&self, p: u64) -> Entry {
+        let c = self.chunk(p);
+        c.get((p - c.first) as usize)
+    }
+
+    /// The last entry.
+    pub fn last(&self) -> Option<Entry> {
+        self.len.checked_sub(1).map(|p| self.get(p))
+    }
+
+    /// Adds the entry of the next position, stored in segment `segment_no`.
+    pub fn push(&mut self, segment_no: u64, e: Entry) {
+        match self.chunks.last_mut() {
+            Some(Chunk {
+                segment_no: s,
+                part: Part::Memory(v),
+                ..
+            }) if *s == segment_no => v.push(e),
+            _ => self.chunks.push(Chunk {
+                segment_no,
+                first: self.len,
+                first_at_us: e.recorded_at_us,
+                part: Part::Memory(vec![e]),
+            }),
+        }
+        self.len += 1;
+    }
+
+    /// Adds a sealed segment's entries, from its file, as the next positions.
+    pub fn push_file(&mut self, segment_no: u64, file: EntryFile) {
+        let n = file.len as u64;
+        if n == 0 {
+            return;
+        }
+        self.chunks.push(Chunk {
+            segment_no,
+            first: self.len,
+            first_at_us: file.get(0).recorded_at_us,
+            part: Part::File(Arc::new(file)),
+        });
+        self.len += n;
+    }
+
+    /// Swaps the entries of sealed segment `segment_no`, positions `first..`, held in memory,
+    /// for its file, which must hold as many. Nothing changes when they are not in memory.
+    /// Drop what it returns after releasing the state lock.
+    pub fn move_to_file(&mut self, segment_no: u64, first: u64, file: EntryFile) -> Released {
+        let k = self.chunks.partition_point(|c| c.first < first);
+        let Some(c) = self.chunks.get_mut(k) else {
+            return Released(None);
+        };
+        match &c.part {
+            Part::Memory(v)
+                if c.segment_no == segment_no && c.first == first && v.len() == file.len =>
+            {
+                match std::mem::replace(&mut c.part, Part::File(Arc::new(file))) {
+                    Part::Memory(v) => Released(Some(v)),
+                    Part::File(_) => unreachable!("matched as memory above"),
+                }
+            }
+            _ => Released(None),
+        }
+    }
+
+    /// Where position `p`'s entry is read: now, when it is in memory, or (`None`) from the
+    /// file `files` is given, once the state lock is released ([`Deferred`]).
+    fn entry_or_defer(&self, p: u64, files: &mut Vec<(u64, Arc<EntryFile>)>) -> Option<Entry> {
+        let c = self.chunk(p);
+        match &c.part {
+            Part::Memory(v) => Some(v[(p - c.first) as usize]),
+            Part::File(f) => {
+                if !files
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .any(|(first, _)| *first == c.first)
+                {
+                    files.push((c.first, f.clone()));
+                }
+                None
+            }
+        }
+    }
+
+    fn chunk(&self, p: u64) -> &Chunk {
+        assert!(p < self.len, "position {p} is not indexed");
+        let last = self.chunks.last().expect("a position is held");
+        if p >= last.first {
+            last
+        } else {
+            &self.chunks[self.chunks.partition_point(|c| c.first <= p) - 1]
+        }
+    }
+
+    /// The entries of `positions`, read where they lie in memory, and deferred (to be read
+    /// after the state lock is released) where they lie in files: a read under the state lock
+    /// never waits for the disk.
+    pub fn defer(&self, positions: impl IntoIterator<Item = u64>) -> Deferred {
+        let mut d = Deferred::default();
+        for p in positions {
+            d.push(self, p);
+        }
+        d
+    }
+
+    /// The last position recorded at or before `ts_us`: found in memory, or in one file
+    /// after the state lock is released.
+    pub fn position_at(&self, ts_us: i64) -> PositionAt {
+        let Some(k) = self
+            .chunks
+            .partition_point(|c| c.first_at_us <= ts_us)
+            .checked_sub(1)
+        else {
+            return PositionAt::Found(None);
+        };
+        let c = &self.chunks[k];
+        match &c.part {
+            Part::Memory(v) => {
+                let n = v.partition_point(|e| e.recorded_at_us <= ts_us) as u64;
+                PositionAt::Found(Some(c.first + n - 1))
+            }
+            Part::File(f) => PositionAt::InFile(c.first, f.clone()),
+        }
+    }
+
+    /// Every entry, in position order.
+    #[cfg(test)]
+    pub fn to_vec(&self) -> Vec<Entry> {
+        (0..self.len).map(|p| self.get(p)).collect()
+    }
+
+    /// Entries held in memory.
+    pub fn in_memory_count(&self) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|c| matches!(c.part, Part::Memory(_)))
+            .map(|c| c.len() as u64)
+            .sum()
+    }
+
+    /// Sealed segments whose entries are read from their index files.
+    pub fn file_count(&self) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|c| matches!(c.part, Part::File(_)))
+            .count() as u64
+    }
+
+    /// Bytes of memory the entries take, roughly: 24 per entry in memory, the files' tables.
+    pub fn memory_bytes(&self) -> u64 {
+        let chunks: usize = self
+            .chunks
+            .iter()
+            .map(|c| match &c.part {
+                Part::Memory(v) => v.capacity() * std::mem::size_of::<Entry>(),
+                Part::File(f) => f.memory_bytes(),
+            })
+            .sum();
+        (chunks + self.chunks.capacity() * std::mem::size_of::<Chunk>()) as u64
+    }
+}
+
+/// Entries of positions read under the state lock where they were in memory, and to be read
+/// from their index files ([`Deferred::read`]) once it is released.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    items: Vec<(u64, Option<Entry>)>,
+    /// The files holding the deferred ones, by first position.
+    files: Vec<(u64, Arc<EntryFile>)>,
+}
+
+impl Deferred {
+    /// Adds position `p`.
+    pub fn push(&mut self, entries: &Entries, p: u64) {
+        let e = entries.entry_or_defer(p, &mut self.files);
+        self.items.push((p, e));
+    }
+
+    /// Positions added.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no position was added.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether any entry is still to be read from a file.
+    pub fn reads_files(&self) -> bool {
+        !self.files.is_empty()
+    }
+
+    /// Every position with its entry, in the order added; reads the deferred ones from their
+    /// files (page faults on their maps).
+    pub fn read(mut self) -> Vec<(u64, Entry)> {
+        self.files.sort_unstable_by_key(|(first, _)| *first);
+        let files = &self.files;
+        self.items
+            .into_iter()
+            .map(|(p, e)| {
+                let e = e.unwrap_or_else(|| {
+                    let k = files.partition_point(|(first, _)| *first <= p) - 1;
+                    let (first, f) = &files[k];
+                    f.get((p - first) as usize)
+                });
+                (p, e)
+            })
+            .collect()
+    }
+}
+
+/// Where a time falls ([`Entries::position_at`]).
+pub(crate) enum PositionAt {
+    Found(Option<u64>),
+    /// In the file whose first position is given: search it after releasing the state lock.
+    InFile(u64, Arc<EntryFile>),
+}
+
+impl PositionAt {
+    /// The last position recorded at or before `ts_us` (the time it was asked for).
+    pub fn find(self, ts_us: i64) -> Option<u64> {
+        match self {
+            PositionAt::Found(p) => p,
+            PositionAt::InFile(first, f) => {
+                let (mut lo, mut hi) = (0, f.len);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if f.get(mid).recorded_at_us <= ts_us {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                // The file's first entry is at or before `ts_us`: `lo` is at least 1.
+                Some(first + lo as u64 - 1)
+            }
+        }
+    }
+}
