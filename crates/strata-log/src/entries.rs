@@ -41,13 +41,17 @@ pub(crate) struct EntryFile {
 
 impl EntryFile {
     /// The `len` entries at `at` of the index file at `path`, which must be `expected` byte
-    /// for byte in its first `at` bytes (its header) and in length: the file checked (or
+    /// for byte in its first `at` bytes (its header), its last 4 (its CRC) and in length: the file checked (or
     /// written) as `expected` is the one mapped. The index's numbers of the names they use
     /// are set with [`set_names`](Self::set_names) before the first read.
     pub fn map(path: &Path, expected: &[u8], at: usize, len: usize) -> std::io::Result<EntryFile> {
         let file = std::fs::File::open(path)?;
         let map = crate::io::map_index_file(&file)?;
-        if map.len() != expected.len() || map[..at] != expected[..at] {
+        let tail = expected.len().saturating_sub(4);
+        if map.len() != expected.len()
+            || map[..at] != expected[..at]
+            || map[tail..] != expected[tail..]
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
@@ -233,8 +237,8 @@ impl Entries {
     }
 
     /// The entries of `positions`, read where they lie in memory, and deferred (to be read
-    /// after the state lock is released) where they lie in files: a read under the state lock
-    /// never waits for the disk.
+    /// after the state lock is released) where they lie in files: collecting them under the
+    /// state lock does not wait for the disk.
     pub fn defer(&self, positions: impl IntoIterator<Item = u64>) -> Deferred {
         let mut d = Deferred::default();
         for p in positions {

@@ -21,9 +21,9 @@ pub fn decode_segment_index(bytes: &[u8]) -> Result<u64, String> {
         std::process::id(),
         std::thread::current().id()
     ));
+    let file = crate::index::SegmentIndexFile::check(bytes.to_vec(), path.clone())?;
     std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
     let decoded = (|| {
-        let file = crate::index::SegmentIndexFile::check(bytes.to_vec(), path.clone())?;
         let mut index = crate::index::Index::default();
         file.push_into(&mut index)?;
         for p in 0..index.next_position() {

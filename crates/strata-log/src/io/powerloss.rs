@@ -15,7 +15,8 @@
 //! for good; once the store is dropped, [`PowerLossVfs::restart`] rewrites the real files to
 //! one possible post-crash state and the directory can be opened again.
 //!
-//! Files are never memory-mapped ([`LogFile::map`] is `None`), so reads use `pread`. Files
+//! Segment files are never memory-mapped ([`LogFile::map`] is `None`), so reads use `pread`;
+//! sealed segments' index files, once written and renamed, are mapped by path. Files
 //! written past the simulator (the store's `LOCK`, which holds no data) do not survive a
 //! restart.
 //!
