@@ -564,19 +564,26 @@ impl LogStore {
     }
 }
 
-/// Runs `f` on tokio's blocking pool, for reads of the disk.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
-) -> Result<T, ReadError> {
+/// Runs `f` on tokio's blocking pool (disk reads and fsyncs must not hold a runtime worker).
+/// A panic in `f` is resumed here; a runtime shutting down answers `unavailable`'s error.
+async fn on_blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    unavailable: fn(&'static str) -> E,
+) -> Result<T, E> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(ReadError::Unavailable(
-                "the runtime is shutting down".into(),
-            )),
+            Err(_) => Err(unavailable("the runtime is shutting down")),
         },
     }
+}
+
+/// Runs a read of the disk on tokio's blocking pool ([`on_blocking`]).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ReadError> {
+    on_blocking(f, |m| ReadError::Unavailable(m.into())).await
 }
 
 #[async_trait]
@@ -806,15 +813,11 @@ async fn on_blocking_pool<T: Send + 'static>(
     f: impl FnOnce(&LogStore) -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(result) => result,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(SnapshotError::Unavailable(
-                ("the runtime is shutting down".to_owned()).into(),
-            )),
-        },
-    }
+    on_blocking(
+        move || f(&store),
+        |m| SnapshotError::Unavailable(m.to_owned().into()),
+    )
+    .await
 }
 
 #[async_trait]
