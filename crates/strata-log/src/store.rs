@@ -22,7 +22,7 @@ use crate::io::{StdVfs, Vfs};
 use crate::limits::{self, WRITER_QUEUE_MAX_APPENDS};
 use crate::recovery::recover;
 use crate::snapshots::{SnapshotFile, SNAPSHOT_FILE};
-use crate::writer::{AppendRequest, Shared, State, Writer};
+use crate::writer::{AppendRequest, SealQueue, Shared, State, Writer};
 
 /// The lock file that marks a data directory as owned by one process.
 pub const LOCK_FILE: &str = "LOCK";
@@ -369,9 +369,10 @@ impl LogStore {
             stopped: Mutex::new(None),
             segment_max_bytes: config.segment_max_bytes,
             checkpoint_lock: Mutex::new(()),
-            sealed: Mutex::default(),
+            sealed: Mutex::new(SealQueue::queued(&missing_indexes)),
             sealed_idle: parking_lot::Condvar::new(),
         });
+        let missing_queued = missing_indexes.len();
         if report.data_loss.is_some() {
             // The old index file records the lost events: replace it before anything is
             // appended where they were, or the next open would report them again.
@@ -398,7 +399,7 @@ impl LogStore {
                 move || {
                     // Lets go of the directory when the writer ends, even by a panic.
                     let _exit = exit;
-                    writer.run(rx, missing_indexes);
+                    writer.run(rx, missing_queued);
                 }
             })
             .map_err(io_ctx("starting the writer thread"))?;

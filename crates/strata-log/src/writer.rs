@@ -195,6 +195,18 @@ pub(crate) struct SealQueue {
     writing: Option<SealedSegment>,
 }
 
+impl SealQueue {
+    /// A queue holding `segments`, marked as served: the writer starts the thread that
+    /// serves it (so that a wait for the segments' files, right after an open, waits).
+    pub fn queued(segments: &[SealedSegment]) -> SealQueue {
+        SealQueue {
+            items: segments.iter().copied().collect(),
+            running: !segments.is_empty(),
+            ..SealQueue::default()
+        }
+    }
+}
+
 /// Marks the seal queue as not served when the thread serving it panics, so the next seal
 /// starts another.
 struct NotRunningOnPanic(Arc<Shared>);
@@ -225,19 +237,16 @@ enum Staged {
 impl Writer {
     /// Runs the writer until the append queue closes; first queues the index files of the
     /// sealed segments in `missing` (those found without one on open).
-    pub fn run(
-        mut self,
-        rx: crossbeam_channel::Receiver<AppendRequest>,
-        missing: Vec<SealedSegment>,
-    ) {
-        if !missing.is_empty() {
+    pub fn run(mut self, rx: crossbeam_channel::Receiver<AppendRequest>, missing_queued: usize) {
+        if missing_queued > 0 {
             tracing::info!(
-                segments = missing.len(),
+                segments = missing_queued,
                 "writing the index files of sealed segments that have none (a store from an earlier version, or files lost or not matching), in the background"
             );
         }
-        for seg in missing {
-            self.queue_segment_index(seg);
+        // Queued by the open already (so that waiting for them right after it waits).
+        if missing_queued > 0 {
+            self.start_segment_index_thread();
         }
         let mut deferred: Vec<AppendRequest> = Vec::new();
         // Appenders answered by the previous batch: they are likely to send again at once.
@@ -616,6 +625,12 @@ impl Writer {
         }
         queue.running = true;
         drop(queue);
+        self.start_segment_index_thread();
+    }
+
+    /// Starts the thread that writes the queued segments' index files; the queue must be
+    /// marked as running.
+    fn start_segment_index_thread(&mut self) {
         if let Some(done) = self.checkpoint_thread.take() {
             let _ = done.join();
         }

@@ -329,14 +329,21 @@ fn an_id_whose_index_file_cannot_be_read_is_refused_not_written_twice() {
             .append(&stream, ExpectedVersion::Any, vec![event.clone()])
             .await;
         assert!(matches!(again, Err(AppendError::Storage(_))), "{again:?}");
-        store
-            .append(
-                &stream,
-                ExpectedVersion::Any,
-                vec![ev(3).with_id(Uuid::now_v7())],
-            )
-            .await
-            .unwrap();
+        // A new id is accepted unless the cut file's filter lets it through (a false
+        // positive, up to 3% of ids): then it is refused the same way. Of a few, one goes in.
+        let mut accepted = false;
+        for _ in 0..8 {
+            let fresh = vec![ev(3).with_id(Uuid::now_v7())];
+            match store.append(&stream, ExpectedVersion::Any, fresh).await {
+                Ok(_) => {
+                    accepted = true;
+                    break;
+                }
+                Err(AppendError::Storage(_)) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(accepted, "no new id was accepted");
     });
     assert_eq!(store.index_stats().events, events + 1);
 }
