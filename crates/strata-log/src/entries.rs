@@ -1,17 +1,21 @@
 //! What the index keeps per position (where the event lies, when it was recorded, its stream
 //! and type), in bounded memory: the entries of a sealed segment whose index file is written
-//! are read from a map of that file (40 bytes each, in position order, with stream and type
-//! numbers local to the file and a table per file that turns them into the index's); memory
-//! keeps, per file, only those two tables. The entries of the open segment, and of sealed
-//! segments whose file is not written yet, are kept in memory (24 bytes each), one list per
-//! segment: when a segment's file is written, its list is swapped for the file under the
-//! state lock and dropped after it.
+//! are read from that file (40 bytes each, in position order, with stream and type numbers
+//! local to the file and a table per file that turns them into the index's): through a map of
+//! it, or with `pread` where the store does not map its files (`LogConfig::map_reads`, or
+//! segments too small for a map each). Memory keeps, per file, only those two tables. The
+//! entries of the open segment, and of sealed segments whose file is not written yet, are kept
+//! in memory (24 bytes each), one list per segment: when a segment's file is written, its list
+//! is swapped for the file under the state lock and dropped after it.
 //!
 //! The map's pages are the kernel's page cache: they count towards a process's resident
 //! memory only while it reads them, and the kernel takes them back under memory pressure.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+
+use strata_core::{BackendError, Corruption, CorruptionLocation, Position, ReadError};
 
 use crate::format::{u32_at, u64_at};
 
@@ -27,9 +31,20 @@ pub(crate) struct Entry {
     pub event_type: u32,
 }
 
+/// How an index file's entries are read.
+enum Source {
+    /// From a read-only map of the file.
+    Map(memmap2::Mmap),
+    /// With `pread`, when maps are not allowed (`LogConfig::map_reads`, or segments too
+    /// small for a map each): the file stays open, shared with its id section.
+    Read(Arc<File>),
+}
+
 /// A sealed segment's entries, in its index file.
 pub(crate) struct EntryFile {
-    map: Arc<memmap2::Mmap>,
+    /// The file's name, for errors.
+    name: Box<str>,
+    source: Source,
     /// Where the entries start in the file.
     at: usize,
     /// How many there are.
@@ -40,29 +55,54 @@ pub(crate) struct EntryFile {
 }
 
 impl EntryFile {
-    /// The `len` entries at `at` of the index file at `path`, which must be `expected` byte
-    /// for byte in its first `at` bytes (its header), its last 4 (its CRC) and in length: the file checked (or
-    /// written) as `expected` is the one mapped. The index's numbers of the names they use
+    /// The `len` entries at `at` of the index file `file` (named by `path`), which must be
+    /// `expected` byte for byte in its first `at` bytes (its header), its last 4 (its CRC)
+    /// and in length: the file checked (or written) as `expected` is the one read. Read from
+    /// a map of it when `map`, else with `pread`. The index's numbers of the names they use
     /// are set with [`set_names`](Self::set_names) before the first read.
-    pub fn map(path: &Path, expected: &[u8], at: usize, len: usize) -> std::io::Result<EntryFile> {
-        let file = std::fs::File::open(path)?;
-        let map = crate::io::map_index_file(&file)?;
+    pub fn open(
+        file: &Arc<File>,
+        path: &Path,
+        expected: &[u8],
+        at: usize,
+        len: usize,
+        map: bool,
+    ) -> std::io::Result<EntryFile> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tail = expected.len().saturating_sub(4);
-        if map.len() != expected.len()
-            || map[..at] != expected[..at]
-            || map[tail..] != expected[tail..]
-        {
-            return Err(std::io::Error::new(
+        let changed = || {
+            std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!(
-                    "{} changed while it was being opened",
-                    path.file_name().unwrap_or_default().to_string_lossy()
-                ),
-            ));
-        }
-        debug_assert!(at + len * ENTRY_BYTES <= map.len());
+                format!("{name} changed while it was being opened"),
+            )
+        };
+        let source = if map {
+            let map = crate::io::map_index_file(file)?;
+            if map.len() != expected.len()
+                || map[..at] != expected[..at]
+                || map[tail..] != expected[tail..]
+            {
+                return Err(changed());
+            }
+            Source::Map(map)
+        } else {
+            use std::os::unix::fs::FileExt;
+            let mut header = vec![0u8; at];
+            let mut crc = [0u8; 4];
+            file.read_exact_at(&mut header, 0)?;
+            file.read_exact_at(&mut crc, tail as u64)?;
+            if file.metadata()?.len() != expected.len() as u64
+                || header != expected[..at]
+                || crc[..] != expected[tail..]
+            {
+                return Err(changed());
+            }
+            Source::Read(file.clone())
+        };
+        debug_assert!(at + len * ENTRY_BYTES <= expected.len());
         Ok(EntryFile {
-            map: Arc::new(map),
+            name: format!("{}/{name}", crate::recovery::SEGMENTS_DIR).into(),
+            source,
             at,
             len,
             streams: Box::default(),
@@ -77,14 +117,52 @@ impl EntryFile {
         self.types = types;
     }
 
-    fn get(&self, k: usize) -> Entry {
-        let e = &self.map[self.at + k * ENTRY_BYTES..][..ENTRY_BYTES];
-        Entry {
-            loc: u64_at(e, 0),
-            recorded_at_us: u64_at(e, 8) as i64,
-            stream: self.streams[u32_at(e, 16) as usize],
-            event_type: self.types[u32_at(e, 20) as usize],
+    /// Entry `k`, the file's first being position `first`. The file was checked when it was
+    /// opened; an entry naming a stream or type the file does not is refused all the same (as
+    /// corruption: the file changed on disk since).
+    fn get(&self, k: usize, first: u64) -> Result<Entry, ReadError> {
+        let at = self.at + k * ENTRY_BYTES;
+        let mut read = [0u8; ENTRY_BYTES];
+        let e = match &self.source {
+            Source::Map(map) => &map[at..][..ENTRY_BYTES],
+            Source::Read(file) => {
+                std::os::unix::fs::FileExt::read_exact_at(&**file, &mut read, at as u64).map_err(
+                    |e| {
+                        ReadError::Storage(BackendError::with_source(
+                            format!("reading the index file {}", self.name),
+                            e,
+                        ))
+                    },
+                )?;
+                &read[..]
+            }
+        };
+        let stream = self.streams.get(u32_at(e, 16) as usize);
+        let event_type = self.types.get(u32_at(e, 20) as usize);
+        match (stream, event_type) {
+            (Some(&stream), Some(&event_type)) => Ok(Entry {
+                loc: u64_at(e, 0),
+                recorded_at_us: u64_at(e, 8) as i64,
+                stream,
+                event_type,
+            }),
+            _ => Err(self.corruption(
+                at,
+                first + k as u64,
+                "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
+            )),
         }
+    }
+
+    fn corruption(&self, at: usize, position: u64, reason: &str) -> ReadError {
+        ReadError::Corruption(Corruption::new(
+            CorruptionLocation::LogFile {
+                file: self.name.as_ref().into(),
+                offset: at as u64,
+            },
+            Some(Position(position)),
+            reason,
+        ))
     }
 
     fn memory_bytes(&self) -> usize {
@@ -116,10 +194,10 @@ impl Chunk {
         }
     }
 
-    fn get(&self, k: usize) -> Entry {
+    fn get(&self, k: usize) -> Result<Entry, ReadError> {
         match &self.part {
-            Part::Memory(v) => v[k],
-            Part::File(f) => f.get(k),
+            Part::Memory(v) => Ok(v[k]),
+            Part::File(f) => f.get(k, self.first),
         }
     }
 }
@@ -132,6 +210,8 @@ pub(crate) struct Released(#[allow(dead_code)] Option<Vec<Entry>>);
 pub(crate) struct Entries {
     chunks: Vec<Chunk>,
     len: u64,
+    /// When the last entry was recorded (`i64::MIN` while empty): known without a read.
+    last_at_us: i64,
 }
 
 impl Entries {
@@ -142,14 +222,14 @@ impl Entries {
 
     /// The entry of position `p`, which must be held. May read its index file: under the
     /// state lock, prefer [`defer`](Self::defer).
-    pub fn get(&self, p: u64) -> Entry {
+    pub fn get(&self, p: u64) -> Result<Entry, ReadError> {
         let c = self.chunk(p);
         c.get((p - c.first) as usize)
     }
 
-    /// The last entry.
-    pub fn last(&self) -> Option<Entry> {
-        self.len.checked_sub(1).map(|p| self.get(p))
+    /// When the last entry was recorded, `i64::MIN` while there is none. Reads nothing.
+    pub fn last_recorded_at_us(&self) -> i64 {
+        self.last_at_us
     }
 
     /// Adds the entry of the next position, stored in segment `segment_no`.
@@ -168,21 +248,27 @@ impl Entries {
             }),
         }
         self.len += 1;
+        self.last_at_us = e.recorded_at_us;
     }
 
-    /// Adds a sealed segment's entries, from its file, as the next positions.
-    pub fn push_file(&mut self, segment_no: u64, file: EntryFile) {
+    /// Adds a sealed segment's entries, from its file, as the next positions. Reads its
+    /// first and last entries.
+    pub fn push_file(&mut self, segment_no: u64, file: EntryFile) -> Result<(), ReadError> {
         let n = file.len as u64;
         if n == 0 {
-            return;
+            return Ok(());
         }
+        let first_at_us = file.get(0, self.len)?.recorded_at_us;
+        let last_at_us = file.get(file.len - 1, self.len)?.recorded_at_us;
         self.chunks.push(Chunk {
             segment_no,
             first: self.len,
-            first_at_us: file.get(0).recorded_at_us,
+            first_at_us,
             part: Part::File(Arc::new(file)),
         });
         self.len += n;
+        self.last_at_us = last_at_us;
+        Ok(())
     }
 
     /// Swaps the entries of sealed segment `segment_no`, positions `first..`, held in memory,
@@ -270,7 +356,9 @@ impl Entries {
     /// Every entry, in position order.
     #[cfg(test)]
     pub fn to_vec(&self) -> Vec<Entry> {
-        (0..self.len).map(|p| self.get(p)).collect()
+        (0..self.len)
+            .map(|p| self.get(p).expect("a sound entry"))
+            .collect()
     }
 
     /// Entries held in memory.
@@ -336,19 +424,22 @@ impl Deferred {
     }
 
     /// Every position with its entry, in the order added; reads the deferred ones from their
-    /// files (page faults on their maps).
-    pub fn read(mut self) -> Vec<(u64, Entry)> {
+    /// files (page faults on their maps, or `pread`s).
+    pub fn read(mut self) -> Result<Vec<(u64, Entry)>, ReadError> {
         self.files.sort_unstable_by_key(|(first, _)| *first);
         let files = &self.files;
         self.items
             .into_iter()
             .map(|(p, e)| {
-                let e = e.unwrap_or_else(|| {
-                    let k = files.partition_point(|(first, _)| *first <= p) - 1;
-                    let (first, f) = &files[k];
-                    f.get((p - first) as usize)
-                });
-                (p, e)
+                let e = match e {
+                    Some(e) => e,
+                    None => {
+                        let k = files.partition_point(|(first, _)| *first <= p) - 1;
+                        let (first, f) = &files[k];
+                        f.get((p - first) as usize, *first)?
+                    }
+                };
+                Ok((p, e))
             })
             .collect()
     }
@@ -363,21 +454,28 @@ pub(crate) enum PositionAt {
 
 impl PositionAt {
     /// The last position recorded at or before `ts_us` (the time it was asked for).
-    pub fn find(self, ts_us: i64) -> Option<u64> {
+    pub fn find(self, ts_us: i64) -> Result<Option<u64>, ReadError> {
         match self {
-            PositionAt::Found(p) => p,
+            PositionAt::Found(p) => Ok(p),
             PositionAt::InFile(first, f) => {
                 let (mut lo, mut hi) = (0, f.len);
                 while lo < hi {
                     let mid = lo + (hi - lo) / 2;
-                    if f.get(mid).recorded_at_us <= ts_us {
+                    if f.get(mid, first)?.recorded_at_us <= ts_us {
                         lo = mid + 1;
                     } else {
                         hi = mid;
                     }
                 }
-                // The file's first entry is at or before `ts_us`: `lo` is at least 1.
-                Some(first + lo as u64 - 1)
+                // The file's first entry was at or before `ts_us` when it was mapped.
+                match lo.checked_sub(1) {
+                    Some(k) => Ok(Some(first + k as u64)),
+                    None => Err(f.corruption(
+                        f.at,
+                        first,
+                        "the first entry's time changed on disk after the file was checked",
+                    )),
+                }
             }
         }
     }

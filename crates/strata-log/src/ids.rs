@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::path::Path;
 
 use strata_core::Uuid;
 
@@ -106,8 +105,9 @@ pub(crate) struct IdSection {
     /// Its positions: `first..end`.
     pub first: u64,
     pub end: u64,
-    /// The file, opened when the section was added (so a lookup opens nothing).
-    file: std::fs::File,
+    /// The file, opened when the section was added (so a lookup opens nothing), shared with
+    /// the reads of its entries.
+    file: std::sync::Arc<std::fs::File>,
     /// Where the sorted pairs start in the file.
     offset: u64,
     /// The first id of every block of sorted pairs.
@@ -116,29 +116,29 @@ pub(crate) struct IdSection {
 }
 
 impl IdSection {
-    /// The section of the file at `path` (opened here), whose bytes from `offset` on are
-    /// `pairs` (sorted, checked) followed by the bloom filter `bloom`.
+    /// The section of the open file `file`, whose bytes from `offset` on are `pairs` (sorted,
+    /// checked) followed by the bloom filter `bloom`.
     pub fn new(
         segment_no: u64,
         positions: std::ops::Range<u64>,
-        path: &Path,
+        file: std::sync::Arc<std::fs::File>,
         offset: u64,
         pairs: &[u8],
         bloom: Bloom,
-    ) -> std::io::Result<IdSection> {
+    ) -> IdSection {
         let fences = pairs
             .chunks(ID_BLOCK_ENTRIES * ID_PAIR_BYTES)
             .map(|block| pair_id(block, 0))
             .collect();
-        Ok(IdSection {
+        IdSection {
             segment_no,
             first: positions.start,
             end: positions.end,
-            file: std::fs::File::open(path)?,
+            file,
             offset,
             fences,
             bloom,
-        })
+        }
     }
 
     /// The position of `id` in this segment, reading at most one block of its file.
@@ -154,7 +154,7 @@ impl IdSection {
         let len = ID_BLOCK_ENTRIES.min(n - from) * ID_PAIR_BYTES;
         let mut buf = vec![0u8; len];
         std::os::unix::fs::FileExt::read_exact_at(
-            &self.file,
+            &*self.file,
             &mut buf,
             self.offset + (from * ID_PAIR_BYTES) as u64,
         )?;
@@ -415,12 +415,11 @@ mod tests {
         IdSection::new(
             first,
             first..first + n,
-            &path,
+            std::sync::Arc::new(std::fs::File::open(&path).unwrap()),
             lead as u64,
             &bytes[lead..pairs_end],
             Bloom::from_bytes(&bytes[pairs_end..]),
         )
-        .unwrap()
     }
 
     #[test]

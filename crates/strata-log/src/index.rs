@@ -5,25 +5,28 @@
 //! file and, for the events past those, in `index.bin`, so that opening a large store does
 //! not rescan it.
 //!
-//! Memory per event: 8 bytes in each of the stream, category and event-type position lists
-//! (24 bytes), plus 1.4 bytes of the id files' filters and fences. The entries ([`Entries`])
-//! of sealed segments are read from their index files; the open segment's take 24 bytes
-//! each in memory, and its ids about 22. Per stream: its name, a list header and a map slot,
-//! about 100 bytes plus the name.
+//! Memory per event: about 1 to 3 bytes in each of the stream, category and event-type
+//! position lists, which are compressed ([`PositionList`]: gaps as varints, in blocks of 64),
+//! plus 1.4 bytes of the id files' filters and fences. The entries ([`Entries`]) of sealed
+//! segments are read from their index files; the open segment's take 24 bytes each in
+//! memory, and its ids about 22. Per stream: its name, a list header and a map slot, about
+//! 140 bytes plus the name.
 
 use std::collections::{BTreeMap, HashMap};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-use strata_core::{category_of, Direction, Filter, StreamId, Uuid};
+use strata_core::{category_of, Direction, Filter, ReadError, StreamId, Uuid};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::entries::{Deferred, Entries, Entry, EntryFile, PositionAt};
 use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
+use crate::positions::{PositionList, Reader};
 
 /// A location in the log: segment number in the high 24 bits, byte offset in the low 40.
 pub(crate) type Loc = u64;
@@ -43,12 +46,12 @@ pub(crate) fn loc_offset(l: Loc) -> u64 {
 pub(crate) struct StreamEntry {
     pub id: StreamId,
     pub category: u32,
-    pub positions: Vec<u64>,
+    pub positions: PositionList,
 }
 
 pub(crate) struct NamedList {
     pub name: String,
-    pub positions: Vec<u64>,
+    pub positions: PositionList,
     pub streams: u64,
 }
 
@@ -89,7 +92,7 @@ impl Index {
     }
 
     pub fn last_recorded_at_us(&self) -> i64 {
-        self.entries.last().map_or(i64::MIN, |e| e.recorded_at_us)
+        self.entries.last_recorded_at_us()
     }
 
     pub fn stream_no(&self, stream: &StreamId) -> Option<u32> {
@@ -103,7 +106,7 @@ impl Index {
     /// The stream's current version, `None` when it has no events.
     pub fn stream_version(&self, stream: &StreamId) -> Option<u64> {
         let s = self.stream_no(stream)?;
-        (self.streams[s as usize].positions.len() as u64).checked_sub(1)
+        self.streams[s as usize].positions.len().checked_sub(1)
     }
 
     /// The position holding event id `id`: may read a block of a segment index file.
@@ -137,7 +140,7 @@ impl Index {
                 let c = self.categories.len() as u32;
                 self.categories.push(NamedList {
                     name: cat_name.to_owned(),
-                    positions: Vec::new(),
+                    positions: PositionList::default(),
                     streams: 0,
                 });
                 self.category_nos.insert(cat_name.to_owned(), c);
@@ -149,7 +152,7 @@ impl Index {
         self.streams.push(StreamEntry {
             id: stream.clone(),
             category,
-            positions: Vec::new(),
+            positions: PositionList::default(),
         });
         self.stream_nos.insert(stream.clone(), s);
         s
@@ -163,7 +166,7 @@ impl Index {
         let t = self.types.len() as u32;
         self.types.push(NamedList {
             name: event_type.to_owned(),
-            positions: Vec::new(),
+            positions: PositionList::default(),
             streams: 0,
         });
         self.type_nos.insert(event_type.to_owned(), t);
@@ -211,15 +214,27 @@ impl Index {
         self.types[event_type as usize].positions.push(position);
     }
 
-    /// Bytes of memory the stream, category and type position lists take.
+    /// Bytes of memory the stream, category and type position lists take beyond the
+    /// streams' and names' own structs.
     pub fn position_list_bytes(&self) -> u64 {
-        let lists = self.streams.iter().map(|s| s.positions.capacity());
+        let lists = self.streams.iter().map(|s| s.positions.heap_bytes());
         let named = self
             .categories
             .iter()
             .chain(&self.types)
-            .map(|l| l.positions.capacity());
-        (lists.chain(named).sum::<usize>() * 8) as u64
+            .map(|l| l.positions.heap_bytes());
+        lists.chain(named).sum::<usize>() as u64
+    }
+
+    /// Gives back the memory the position lists grew beyond what they hold (after an open
+    /// has built them).
+    pub fn shrink_lists(&mut self) {
+        for s in &mut self.streams {
+            s.positions.shrink_to_fit();
+        }
+        for l in self.categories.iter_mut().chain(&mut self.types) {
+            l.positions.shrink_to_fit();
+        }
     }
 
     /// Positions of a stream read, with their entries (those in index files deferred: see
@@ -234,29 +249,29 @@ impl Index {
     ) -> Option<Deferred> {
         let positions = &self.streams[stream as usize].positions;
         let visible = match max_position {
-            Some(max) => positions.partition_point(|&p| p <= max),
+            Some(max) => positions.count_at_or_below(max),
             None => positions.len(),
         };
-        let positions = &positions[..visible];
-        if positions.is_empty() {
+        if visible == 0 {
             return None;
         }
+        let mut reader = positions.reader();
+        let limit = limit as u64;
         match direction {
             Direction::Forward => {
-                let from = from_version.unwrap_or(0).min(positions.len() as u64) as usize;
-                Some(
-                    self.entries
-                        .defer(positions[from..].iter().take(limit).copied()),
-                )
+                let from = from_version.unwrap_or(0).min(visible);
+                let to = from.saturating_add(limit).min(visible);
+                Some(self.entries.defer((from..to).filter_map(|i| reader.get(i))))
             }
             Direction::Backward => {
                 let end = match from_version {
-                    Some(v) => (v.saturating_add(1)).min(positions.len() as u64) as usize,
-                    None => positions.len(),
+                    Some(v) => v.saturating_add(1).min(visible),
+                    None => visible,
                 };
+                let start = end.saturating_sub(limit);
                 Some(
                     self.entries
-                        .defer(positions[..end].iter().rev().take(limit).copied()),
+                        .defer((start..end).rev().filter_map(|i| reader.get(i))),
                 )
             }
         }
@@ -272,19 +287,19 @@ impl Index {
         filter: &Filter,
         max_position: Option<u64>,
         scan_max: usize,
-    ) -> AllSlice {
+    ) -> Result<AllSlice, ReadError> {
         let Some(head) = self.head() else {
-            return AllSlice {
+            return Ok(AllSlice {
                 hits: Deferred::default(),
                 next: match direction {
                     Direction::Forward => Some(from.unwrap_or(0)),
                     Direction::Backward => None,
                 },
                 is_end: true,
-            };
+            });
         };
         let top = max_position.map_or(head, |m| m.min(head));
-        let matcher = Matcher::new(self, filter);
+        let mut matcher = Matcher::new(self, filter);
         let driver = Driver::new(self, filter);
         let mut hits = Deferred::default();
         let mut examined = 0usize;
@@ -292,11 +307,11 @@ impl Index {
             Direction::Forward => {
                 let from = from.unwrap_or(0);
                 if max_position.is_some_and(|m| m < from) || from > head {
-                    return AllSlice {
+                    return Ok(AllSlice {
                         hits,
                         next: Some(from),
                         is_end: true,
-                    };
+                    });
                 }
                 let mut cursor = driver.forward(from);
                 let mut next = from;
@@ -304,26 +319,26 @@ impl Index {
                     if hits.len() >= limit || examined >= scan_max {
                         // Report the end when nothing is left to examine.
                         let is_end = cursor.peek_forward().is_none_or(|p| p > top);
-                        return AllSlice {
+                        return Ok(AllSlice {
                             hits,
                             next: Some(if is_end { next.max(top + 1) } else { next }),
                             is_end,
-                        };
+                        });
                     }
                     match cursor.next_forward() {
                         Some(p) if p <= top => {
                             examined += 1;
                             next = p + 1;
-                            if matcher.matches(self, p) {
+                            if matcher.matches(self, p, true)? {
                                 hits.push(&self.entries, p);
                             }
                         }
                         _ => {
-                            return AllSlice {
+                            return Ok(AllSlice {
                                 hits,
                                 next: Some(next.max(top + 1)),
                                 is_end: true,
-                            }
+                            })
                         }
                     }
                 }
@@ -335,33 +350,33 @@ impl Index {
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
                         let is_end = cursor.peek_backward().is_none();
-                        return AllSlice {
+                        return Ok(AllSlice {
                             hits,
                             next: if is_end { None } else { next },
                             is_end,
-                        };
+                        });
                     }
                     match cursor.next_backward() {
                         Some(p) => {
                             examined += 1;
                             next = p.checked_sub(1);
-                            if matcher.matches(self, p) {
+                            if matcher.matches(self, p, false)? {
                                 hits.push(&self.entries, p);
                             }
                             if next.is_none() {
-                                return AllSlice {
+                                return Ok(AllSlice {
                                     hits,
                                     next: None,
                                     is_end: true,
-                                };
+                                });
                             }
                         }
                         None => {
-                            return AllSlice {
+                            return Ok(AllSlice {
                                 hits,
                                 next: None,
                                 is_end: true,
-                            }
+                            })
                         }
                     }
                 }
@@ -430,7 +445,7 @@ fn encode_local(
     let mut stream_order: Vec<u32> = Vec::new();
     let mut types: FastMap<u32, u32> = FastMap::default();
     let mut type_order: Vec<u32> = Vec::new();
-    let mut missing = None;
+    let mut failed: Option<String> = None;
     let chunk = chunk.max(1) as u64;
     let mut at = positions.start;
     while at < positions.end {
@@ -438,10 +453,16 @@ fn encode_local(
         index(&mut |i| {
             for p in at..to {
                 let Some(id) = i.ids.in_memory(p) else {
-                    missing.get_or_insert(p);
+                    failed = Some(format!("the id of position {p} is no longer in memory"));
                     return;
                 };
-                let e = i.entries.get(p);
+                let e = match i.entries.get(p) {
+                    Ok(e) => e,
+                    Err(c) => {
+                        failed = Some(c.to_string());
+                        return;
+                    }
+                };
                 let next = stream_order.len() as u32;
                 let s = *streams.entry(e.stream).or_insert_with(|| {
                     stream_order.push(e.stream);
@@ -460,8 +481,8 @@ fn encode_local(
                 pairs.push((id, p));
             }
         });
-        if let Some(p) = missing {
-            return Err(format!("the id of position {p} is no longer in memory"));
+        if let Some(reason) = failed {
+            return Err(reason);
         }
         at = to;
     }
@@ -609,7 +630,10 @@ impl<'a> LocalEntries<'a> {
             // numbered above: no entry reads the placeholder.
             let numbers = |nos: Vec<Option<u32>>| nos.into_iter().map(|n| n.unwrap_or(u32::MAX));
             file.set_names(numbers(stream_nos).collect(), numbers(type_nos).collect());
-            index.entries.push_file(segment_no, file);
+            index
+                .entries
+                .push_file(segment_no, file)
+                .map_err(|c| c.to_string())?;
         }
         Ok(())
     }
@@ -944,42 +968,54 @@ impl SegmentIndexFile {
     }
 
     /// Adds the file's events to `index`, whose next position must be the segment's first,
-    /// after checking the whole file ([`parse`](Self::parse)). Their ids stay in the file: the
-    /// index gets its id section, with the file opened for lookups. On an error the index is
-    /// unchanged.
-    pub fn push_into(&self, index: &mut Index) -> Result<(), String> {
+    /// after checking the whole file ([`parse`](Self::parse)). Their ids and entries stay in
+    /// the file (its entries read from a map of it when `map`, else with `pread`): the index
+    /// gets its id section and its entries, with the file opened for both. On an error the
+    /// index is unchanged.
+    pub fn push_into(&self, index: &mut Index, map: bool) -> Result<(), String> {
         let (local, pairs_at, bloom_at) = self.parse()?;
-        let section = self
-            .id_section_at(pairs_at, bloom_at)
+        let file = self
+            .open()
             .map_err(|e| format!("opening it for lookups: {e}"))?;
         let entries = self
-            .map_entries()
-            .map_err(|e| format!("mapping it for reads: {e}"))?;
+            .entries(&file, map)
+            .map_err(|e| format!("opening it for reads: {e}"))?;
         local.push_into(
             index,
             self.seg.first,
             Some((self.seg.segment_no, entries)),
             false,
         )?;
-        index.ids.push_file(section);
+        index
+            .ids
+            .push_file(self.id_section_at(file, pairs_at, bloom_at));
         Ok(())
     }
 
-    /// The file's entries, mapped, without their names' numbers.
-    fn map_entries(&self) -> std::io::Result<EntryFile> {
-        EntryFile::map(
+    /// The file, opened for the lookups of its ids and the reads of its entries.
+    pub fn open(&self) -> std::io::Result<Arc<std::fs::File>> {
+        std::fs::File::open(&self.path).map(Arc::new)
+    }
+
+    /// The file's entries, without their names' numbers.
+    fn entries(&self, file: &Arc<std::fs::File>, map: bool) -> std::io::Result<EntryFile> {
+        EntryFile::open(
+            file,
             &self.path,
             &self.bytes,
             SEGMENT_INDEX_HEADER_BYTES,
             (self.seg.end_position - self.seg.first) as usize,
+            map,
         )
     }
 
-    /// The entries of a file this process just encoded (so not checked again), mapped, with
-    /// the numbers `number` gives the names they use: the index's, which holds them all as it
-    /// was encoded from it.
+    /// The entries of a file this process just encoded (so not checked again), in `file`
+    /// (see [`open`](Self::open)), mapped when `map`, with the numbers `number` gives the
+    /// names they use: the index's, which holds them all as it was encoded from it.
     pub fn own_entries(
         &self,
+        file: &Arc<std::fs::File>,
+        map: bool,
         number: impl FnOnce(&[StreamId], &[&str]) -> (Vec<Option<u32>>, Vec<Option<u32>>),
     ) -> Result<EntryFile, String> {
         let b = &self.bytes;
@@ -990,17 +1026,17 @@ impl SegmentIndexFile {
             .map(|s| StreamId::new(s).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let types = read_names(b, &mut at, u32_at(b, 60) as usize)?;
-        let mut file = self
-            .map_entries()
-            .map_err(|e| format!("mapping it for reads: {e}"))?;
+        let mut entries = self
+            .entries(file, map)
+            .map_err(|e| format!("opening it for reads: {e}"))?;
         let (stream_nos, type_nos) = number(&streams, &types);
         let all = |nos: Vec<Option<u32>>| {
             nos.into_iter()
                 .collect::<Option<Box<[u32]>>>()
                 .ok_or("it names a stream or type the index does not hold")
         };
-        file.set_names(all(stream_nos)?, all(type_nos)?);
-        Ok(file)
+        entries.set_names(all(stream_nos)?, all(type_nos)?);
+        Ok(entries)
     }
 
     /// Checks the whole file as [`push_into`](Self::push_into) does, and also that its bloom
@@ -1026,19 +1062,24 @@ impl SegmentIndexFile {
     }
 
     /// The id section of a file this process just encoded (so not parsed again: its
-    /// sections lie where its event count puts them), with the file opened for lookups.
-    pub fn own_id_section(&self) -> std::io::Result<IdSection> {
+    /// sections lie where its event count puts them), in `file` (see [`open`](Self::open)).
+    pub fn own_id_section(&self, file: Arc<std::fs::File>) -> IdSection {
         let n = self.seg.end_position - self.seg.first;
         let bloom_at = self.bytes.len() - 4 - bloom_words(n) * 8;
-        self.id_section_at(bloom_at - n as usize * ID_PAIR_BYTES, bloom_at)
+        self.id_section_at(file, bloom_at - n as usize * ID_PAIR_BYTES, bloom_at)
     }
 
-    fn id_section_at(&self, pairs_at: usize, bloom_at: usize) -> std::io::Result<IdSection> {
+    fn id_section_at(
+        &self,
+        file: Arc<std::fs::File>,
+        pairs_at: usize,
+        bloom_at: usize,
+    ) -> IdSection {
         let b = &self.bytes;
         IdSection::new(
             self.seg.segment_no,
             self.seg.first..self.seg.end_position,
-            &self.path,
+            file,
             pairs_at as u64,
             &b[pairs_at..bloom_at],
             Bloom::from_bytes(&b[bloom_at..b.len() - 4]),
@@ -1149,27 +1190,30 @@ pub(crate) struct AllSlice {
 }
 
 /// Whether [`Index::all_slice`] with `filter` reads entries while it walks (which may wait
-/// for the disk when they lie in index files): by stream prefix, or by category and type.
+/// for the disk when they lie in index files): by stream prefix.
 pub(crate) fn filter_reads_entries(filter: &Filter) -> bool {
-    Matcher::reads_entries(filter)
+    filter.stream_prefix.is_some()
 }
 
 /// A filter compiled against the index's numbering, for the positions a [`Driver`] walks:
-/// it checks only what the walk does not already ensure, and reads a position's entry only
-/// when it must (by stream prefix, or by type when the walk follows categories).
-struct Matcher<'f> {
-    types: Option<Vec<u32>>,
+/// it checks only what the walk does not already ensure. A walk along categories' lists
+/// checks types by looking the position up in the types' lists (in memory); only a stream
+/// prefix reads a position's entry.
+struct Matcher<'a, 'f> {
+    /// With a walk along categories: the lists of the types asked for.
+    types: Option<Vec<Seeker<'a>>>,
     prefix: Option<&'f str>,
 }
 
-impl<'f> Matcher<'f> {
-    fn new(index: &Index, filter: &'f Filter) -> Self {
+impl<'a, 'f> Matcher<'a, 'f> {
+    fn new(index: &'a Index, filter: &'f Filter) -> Self {
         // The walk follows the categories' lists when there are categories, else the types'.
         let types = (!filter.event_types.is_empty() && !filter.categories.is_empty()).then(|| {
             filter
                 .event_types
                 .iter()
-                .filter_map(|t| index.type_nos.get(t).copied())
+                .filter_map(|t| index.type_nos.get(t))
+                .map(|&t| Seeker::new(&index.types[t as usize].positions))
                 .collect()
         });
         Matcher {
@@ -1178,31 +1222,86 @@ impl<'f> Matcher<'f> {
         }
     }
 
-    /// Whether a `$all` read with `filter` reads entries while it walks, under the state
-    /// lock (which may wait for the disk when they lie in index files).
-    fn reads_entries(filter: &Filter) -> bool {
-        filter.stream_prefix.is_some()
-            || (!filter.event_types.is_empty() && !filter.categories.is_empty())
+    /// Whether position `p` matches; the positions asked about go one way, forward or
+    /// backward as `forward` says.
+    fn matches(&mut self, index: &Index, p: u64, forward: bool) -> Result<bool, ReadError> {
+        if let Some(types) = &mut self.types {
+            if !types.iter_mut().any(|t| t.holds(p, forward)) {
+                return Ok(false);
+            }
+        }
+        match self.prefix {
+            Some(prefix) => {
+                let e = index.entries.get(p)?;
+                Ok(index.streams[e.stream as usize]
+                    .id
+                    .as_str()
+                    .starts_with(prefix))
+            }
+            None => Ok(true),
+        }
+    }
+}
+
+/// Answers whether a list holds positions asked about in one direction: it steps along the
+/// list from the last answer, and searches it anew only when the next position asked about
+/// lies more than a block away.
+struct Seeker<'a> {
+    list: &'a PositionList,
+    reader: Reader<'a>,
+    /// The index of the last answer's position, or of where it would be.
+    at: Option<u64>,
+}
+
+impl<'a> Seeker<'a> {
+    fn new(list: &'a PositionList) -> Self {
+        Seeker {
+            list,
+            reader: list.reader(),
+            at: None,
+        }
     }
 
-    fn matches(&self, index: &Index, position: u64) -> bool {
-        if self.types.is_none() && self.prefix.is_none() {
-            return true;
-        }
-        let e = index.entries.get(position);
-        self.types
-            .as_ref()
-            .is_none_or(|t| t.contains(&e.event_type))
-            && self
-                .prefix
-                .is_none_or(|p| index.streams[e.stream as usize].id.as_str().starts_with(p))
+    fn holds(&mut self, p: u64, forward: bool) -> bool {
+        let r = &mut self.reader;
+        let near = self.at.filter(|&i| {
+            // Within a block's reach of the last answer, in the walk's direction.
+            let reach = if forward {
+                r.get(i.saturating_add(crate::positions::BLOCK as u64))
+                    .is_none_or(|q| q >= p)
+            } else {
+                i.checked_sub(crate::positions::BLOCK as u64)
+                    .and_then(|k| r.get(k))
+                    .is_none_or(|q| q <= p)
+            };
+            reach
+                && r.get(i)
+                    .is_some_and(|q| if forward { q <= p } else { q >= p })
+        });
+        let i = match (near, forward) {
+            (Some(mut i), true) => {
+                while r.get(i).is_some_and(|q| q < p) {
+                    i += 1;
+                }
+                i
+            }
+            (Some(mut i), false) => {
+                while i > 0 && r.get(i).is_some_and(|q| q > p) {
+                    i -= 1;
+                }
+                i
+            }
+            (None, _) => self.list.count_below(p),
+        };
+        self.at = Some(i);
+        r.get(i) == Some(p)
     }
 }
 
 /// Which positions a `$all` read walks: all of them, or the union of category or type lists.
 enum Driver<'a> {
     All,
-    Lists(Vec<&'a [u64]>),
+    Lists(Vec<&'a PositionList>),
 }
 
 impl<'a> Driver<'a> {
@@ -1213,7 +1312,7 @@ impl<'a> Driver<'a> {
                     .categories
                     .iter()
                     .filter_map(|c| index.category_nos.get(c))
-                    .map(|&c| index.categories[c as usize].positions.as_slice())
+                    .map(|&c| &index.categories[c as usize].positions)
                     .collect(),
             )
         } else if !filter.event_types.is_empty() {
@@ -1222,7 +1321,7 @@ impl<'a> Driver<'a> {
                     .event_types
                     .iter()
                     .filter_map(|t| index.type_nos.get(t))
-                    .map(|&t| index.types[t as usize].positions.as_slice())
+                    .map(|&t| &index.types[t as usize].positions)
                     .collect(),
             )
         } else {
@@ -1236,10 +1335,7 @@ impl<'a> Driver<'a> {
             Driver::Lists(lists) => Walk::Merge(
                 lists
                     .iter()
-                    .map(|l| {
-                        let i = l.partition_point(|&p| p < from);
-                        (*l, i as isize)
-                    })
+                    .map(|l| (l.reader(), Some(l.count_below(from))))
                     .collect(),
             ),
         }
@@ -1251,10 +1347,7 @@ impl<'a> Driver<'a> {
             Driver::Lists(lists) => Walk::Merge(
                 lists
                     .iter()
-                    .map(|l| {
-                        let i = l.partition_point(|&p| p <= from) as isize - 1;
-                        (*l, i)
-                    })
+                    .map(|l| (l.reader(), l.count_at_or_below(from).checked_sub(1)))
                     .collect(),
             ),
         }
@@ -1262,22 +1355,25 @@ impl<'a> Driver<'a> {
 }
 
 enum Walk<'a> {
-    Range { next: Option<u64> },
-    Merge(Vec<(&'a [u64], isize)>),
+    Range {
+        next: Option<u64>,
+    },
+    /// Per list: a reader, and the index of its next position in the walk's direction
+    /// (`None` once a backward walk has passed its first).
+    Merge(Vec<(Reader<'a>, Option<u64>)>),
 }
 
 impl Walk<'_> {
     /// The next position in the walk's direction, and which list holds it (`None` for a
     /// range), without moving.
-    fn head(&self, forward: bool) -> Option<(Option<usize>, u64)> {
+    fn head(&mut self, forward: bool) -> Option<(Option<usize>, u64)> {
         match self {
             Walk::Range { next } => next.map(|p| (None, p)),
             Walk::Merge(heads) => {
                 let candidates = heads
-                    .iter()
+                    .iter_mut()
                     .enumerate()
-                    .filter(|(_, (_, i))| *i >= 0)
-                    .filter_map(|(k, (l, i))| l.get(*i as usize).map(|p| (Some(k), *p)));
+                    .filter_map(|(k, (r, i))| i.and_then(|i| r.get(i)).map(|p| (Some(k), p)));
                 if forward {
                     candidates.min_by_key(|&(_, p)| p)
                 } else {
@@ -1300,17 +1396,23 @@ impl Walk<'_> {
             }
             Walk::Merge(heads) => {
                 let i = &mut heads[list.unwrap_or_default()].1;
-                *i += if forward { 1 } else { -1 };
+                *i = i.and_then(|i| {
+                    if forward {
+                        i.checked_add(1)
+                    } else {
+                        i.checked_sub(1)
+                    }
+                });
             }
         }
         Some(p)
     }
 
-    fn peek_forward(&self) -> Option<u64> {
+    fn peek_forward(&mut self) -> Option<u64> {
         self.head(true).map(|(_, p)| p)
     }
 
-    fn peek_backward(&self) -> Option<u64> {
+    fn peek_backward(&mut self) -> Option<u64> {
         self.head(false).map(|(_, p)| p)
     }
 
@@ -1326,6 +1428,35 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A seeker answers as a search of the list would, for positions asked about in
+        /// order, forward or backward, near each other or far apart.
+        #[test]
+        fn a_seeker_answers_as_a_search(
+            set in proptest::collection::btree_set(0u64..5_000, 0..600),
+            probes in proptest::collection::vec(0u64..5_200, 0..300),
+            forward in any::<bool>(),
+        ) {
+            let positions: Vec<u64> = set.into_iter().collect();
+            let mut list = PositionList::default();
+            for &p in &positions {
+                list.push(p);
+            }
+            let mut probes = probes;
+            // Half the probes are positions the list holds.
+            probes.extend(positions.iter().step_by(2).copied());
+            probes.sort_unstable();
+            if !forward {
+                probes.reverse();
+            }
+            let mut seeker = Seeker::new(&list);
+            for p in probes {
+                prop_assert_eq!(seeker.holds(p, forward), positions.binary_search(&p).is_ok(), "{}", p);
+            }
+        }
+    }
 
     fn push(index: &mut Index, p: u64) {
         let stream = StreamId::new(format!("account-{}", p % 5)).expect("a valid stream id");

@@ -29,6 +29,7 @@ mod ids;
 mod index;
 pub mod io;
 pub mod limits;
+mod positions;
 mod recovery;
 mod segment;
 mod snapshots;

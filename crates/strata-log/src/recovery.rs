@@ -1006,6 +1006,7 @@ pub(crate) fn recover(
     dir: &Path,
     vfs: &dyn Vfs,
     use_index_file: bool,
+    map_index_files: bool,
     accept_data_loss: bool,
 ) -> Result<Recovered, OpenError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
@@ -1049,7 +1050,7 @@ pub(crate) fn recover(
                 .flatten();
             let matched = match &file {
                 Some(file) => match segment_index_matches(file, seg, &index, start)? {
-                    Ok(()) => file.push_into(&mut index),
+                    Ok(()) => file.push_into(&mut index, map_index_files),
                     Err(reason) => Err(reason),
                 },
                 None => Err(String::new()),
@@ -1231,6 +1232,8 @@ pub(crate) fn recover(
         segments.push(seg);
         tail_len = SEGMENT_HEADER_BYTES;
     }
+    // The lists grew by doubling while they were built: up to half of each is slack.
+    index.shrink_lists();
     Ok(Recovered {
         index,
         segments,

@@ -324,17 +324,19 @@ impl LogStore {
                 return Err(io_ctx(format!("locking {}", lock_path.display()))(e))
             }
         }
+        // Maps of sealed segments and their index files stay for the store's life, two per
+        // segment: tiny segments would spend the process's map count (`vm.max_map_count`),
+        // so they are read with `pread`.
+        let map_reads =
+            config.map_reads && config.segment_max_bytes >= limits::MAP_READS_SEGMENT_MIN_BYTES;
         let mut rec = recover(
             &dir,
             &*config.vfs,
             config.use_index_file,
+            map_reads,
             config.accept_data_loss,
         )?;
-        // Maps of sealed segments stay for the store's life, one per segment: tiny segments
-        // would spend the process's map count (`vm.max_map_count`), so they are read with
-        // `pread`.
-        rec.segments.map_reads =
-            config.map_reads && config.segment_max_bytes >= limits::MAP_READS_SEGMENT_MIN_BYTES;
+        rec.segments.map_reads = map_reads;
         let snapshots = SnapshotFile::open(&*config.vfs, dir.join(SNAPSHOT_FILE))
             .map_err(io_ctx("opening the snapshot file"))?;
         let tail = rec
@@ -558,7 +560,8 @@ impl LogStore {
         }
         let shared = self.inner.shared.clone();
         blocking(move || {
-            let items: Vec<(u64, u64)> = hits.read().into_iter().map(|(p, e)| (p, e.loc)).collect();
+            let items: Vec<(u64, u64)> =
+                hits.read()?.into_iter().map(|(p, e)| (p, e.loc)).collect();
             shared.segments.read_events(&items)
         })
         .await
@@ -667,14 +670,14 @@ impl EventStore for LogStore {
         let reads_entries = filter_reads_entries(&options.filter);
         let slice = move || {
             let st = shared.state.read();
-            Ok(st.index.all_slice(
+            st.index.all_slice(
                 options.direction,
                 options.from.map(Position::get),
                 options.limit,
                 &options.filter,
                 options.max_position.map(Position::get),
                 strata_core::limits::READ_SCAN_MAX_EVENTS,
-            ))
+            )
         };
         // A walk that reads entries may fault pages of index files in: not on a worker.
         let slice = if reads_entries {
@@ -693,21 +696,22 @@ impl EventStore for LogStore {
         let (count, ends) = {
             let st = self.inner.shared.state.read();
             let index = &st.index;
-            let positions = match index.stream_no(stream) {
-                Some(s) => index.streams[s as usize].positions.as_slice(),
-                None => &[],
-            };
-            let ends = match positions {
-                [] => Deferred::default(),
-                [first, .., last] => index.entries.defer([*first, *last]),
-                [only] => index.entries.defer([*only, *only]),
-            };
-            (positions.len() as u64, ends)
+            match index.stream_no(stream) {
+                Some(s) => {
+                    let positions = &index.streams[s as usize].positions;
+                    let ends = positions.get(0).zip(positions.last());
+                    let ends = ends.map_or_else(Deferred::default, |(first, last)| {
+                        index.entries.defer([first, last])
+                    });
+                    (positions.len(), ends)
+                }
+                None => (0, Deferred::default()),
+            }
         };
         let ends = if ends.reads_files() {
-            blocking(move || Ok(ends.read())).await?
+            blocking(move || ends.read()).await?
         } else {
-            ends.read()
+            ends.read()?
         };
         let at = |k: usize| {
             ends.get(k)
@@ -740,8 +744,8 @@ impl EventStore for LogStore {
                 StreamSummary {
                     stream_id: e.id.as_str().to_owned(),
                     category: index.categories[e.category as usize].name.clone(),
-                    event_count: e.positions.len() as u64,
-                    last_position: Position(e.positions.last().copied().unwrap_or_default()),
+                    event_count: e.positions.len(),
+                    last_position: Position(e.positions.last().unwrap_or_default()),
                 }
             })
             .collect();
@@ -770,7 +774,7 @@ impl EventStore for LogStore {
                 CategorySummary {
                     category: e.name.clone(),
                     stream_count: e.streams,
-                    event_count: e.positions.len() as u64,
+                    event_count: e.positions.len(),
                 }
             })
             .collect();
@@ -785,7 +789,7 @@ impl EventStore for LogStore {
         let at = self.inner.shared.state.read().index.position_at(ts_us);
         let p = match at {
             PositionAt::Found(p) => p,
-            in_file => blocking(move || Ok(in_file.find(ts_us))).await?,
+            in_file => blocking(move || in_file.find(ts_us)).await?,
         };
         Ok(p.map(Position))
     }

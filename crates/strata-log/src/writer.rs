@@ -90,16 +90,22 @@ impl Shared {
         let path = segment_index_path(&self.dir.join(SEGMENTS_DIR), seg.segment_no);
         write_file_atomic(&*self.vfs, &path, &bytes)?;
         let file = SegmentIndexFile::check(bytes, path).map_err(std::io::Error::other)?;
-        let section = file.own_id_section()?;
+        let opened = file.open()?;
+        let section = file.own_id_section(opened.clone());
+        // The ids leave memory even when the entries cannot be read from the file: they stay
+        // in memory then (the file is still whole: a reopen reads them from it).
         let entries = file
-            .own_entries(|streams, types| {
+            .own_entries(&opened, self.segments.map_reads, |streams, types| {
                 let index = &self.state.read().index;
                 (
                     streams.iter().map(|s| index.stream_no(s)).collect(),
                     types.iter().map(|t| index.type_no(t)).collect(),
                 )
             })
-            .map_err(std::io::Error::other)?;
+            .inspect_err(|reason| {
+                tracing::warn!(segment = seg.segment_no, %reason, "a sealed segment's entries stay in memory: its index file cannot be read for them")
+            })
+            .ok();
         // Not while the whole index file is encoded: it takes the ids in memory from where
         // they start when it begins. Under the state lock only the swaps; the ids and entries
         // taken out are dropped after it.
@@ -108,9 +114,11 @@ impl Shared {
             let index = &mut self.state.write().index;
             (
                 index.ids.move_to_file(section),
-                index
-                    .entries
-                    .move_to_file(seg.segment_no, seg.first, entries),
+                entries.map(|entries| {
+                    index
+                        .entries
+                        .move_to_file(seg.segment_no, seg.first, entries)
+                }),
             )
         };
         drop(released);
@@ -542,15 +550,11 @@ impl Writer {
         let Some(stream_no) = index.stream_no(&req.stream) else {
             return Err(conflict(first_id));
         };
-        let entry = index.entries.get(first_pos);
-        if entry.stream != stream_no {
-            return Err(conflict(first_id));
-        }
+        // The id's position must be in the stream: its list says so without reading entries.
         let positions = &index.streams[stream_no as usize].positions;
-        let Ok(first_version) = positions.binary_search(&first_pos) else {
+        let Some(first_version) = positions.index_of(first_pos) else {
             return Err(conflict(first_id));
         };
-        let first_version = first_version as u64;
         let fits_expected = match req.expected {
             ExpectedVersion::Exact(v) => first_version == v + 1,
             ExpectedVersion::NoStream => first_version == 0,
@@ -560,22 +564,20 @@ impl Writer {
             return Err(conflict(first_id));
         }
         let n = req.events.len() as u64;
-        let Some(stored) = positions.get(first_version as usize..(first_version + n) as usize)
-        else {
+        if first_version + n > positions.len() {
             return Err(conflict(first_id));
-        };
-        let items: Vec<(u64, u64)> = stored
-            .iter()
-            .map(|&p| (p, index.entries.get(p).loc))
-            .collect();
+        }
+        let mut reader = positions.reader();
+        let items: Vec<(u64, u64)> = (first_version..first_version + n)
+            .filter_map(|v| reader.get(v))
+            .map(|p| Ok((p, index.entries.get(p)?.loc)))
+            .collect::<Result<_, ReadError>>()
+            .map_err(append_error)?;
         let events = self
             .shared
             .segments
             .read_events(&items)
-            .map_err(|e| match e {
-                ReadError::Corruption(c) => AppendError::Corruption(c),
-                other => AppendError::Storage(BackendError::with_source(other.to_string(), other)),
-            })?;
+            .map_err(append_error)?;
         for (given, stored) in req.events.iter().zip(&events) {
             if given.event_id != Some(stored.event_id)
                 || given.event_type != stored.event_type
@@ -587,7 +589,7 @@ impl Writer {
         }
         Ok(AppendResult {
             stream_version: first_version + n - 1,
-            positions: stored.iter().map(|&p| Position(p)).collect(),
+            positions: items.iter().map(|&(p, _)| Position(p)).collect(),
             replayed: true,
         })
     }
@@ -722,4 +724,12 @@ fn id_lookup_failed(e: std::io::Error) -> AppendError {
         format!("checking event ids for a retry failed: {e}"),
         e,
     ))
+}
+
+/// A read's error met while answering an append (an idempotent retry's check).
+fn append_error(e: ReadError) -> AppendError {
+    match e {
+        ReadError::Corruption(c) => AppendError::Corruption(c),
+        other => AppendError::Storage(BackendError::with_source(other.to_string(), other)),
+    }
 }

@@ -739,16 +739,57 @@ fn an_accepted_loss_with_a_scanned_middle_segment_opens() {
     assert_eq!(all_events(&store), kept);
 }
 
+/// How many maps of index files in `dir` this process holds (from `/proc/self/maps`).
+fn mapped_index_files(dir: &Path) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let dir = dir.to_string_lossy();
+    maps.lines()
+        .filter(|l| l.contains(dir.as_ref()) && l.ends_with(".idx"))
+        .count()
+}
+
 /// Every read that uses a position's entry (where it lies, its time, stream and type), from
-/// a store whose sealed segments' entries are read from their index files: compared with the
-/// reference model (times with the times the records carry), before and after a reopen.
+/// a store whose sealed segments' entries are read from their index files with `pread`
+/// (segments too small for maps): compared with the reference model (times with the times
+/// the records carry), before and after a reopen.
 #[test]
 fn sealed_segments_entries_are_read_from_their_files() {
+    entries_read_from_files(config(), ev, false);
+}
+
+/// The same, with segments large enough to be mapped: the index files' entries are read
+/// through maps, and only then.
+#[test]
+fn sealed_segments_entries_are_read_from_maps_of_their_files() {
+    let config = LogConfig {
+        segment_max_bytes: strata_log::limits::MAP_READS_SEGMENT_MIN_BYTES,
+        ..LogConfig::default()
+    };
+    // About 20 KiB each: a segment holds about 50.
+    let big = |i: usize| {
+        EventData::json(
+            format!("Type{}", i % 3),
+            &serde_json::json!({ "amount": i, "pad": "x".repeat(20_000 + i % 40) }),
+        )
+        .unwrap()
+    };
+    entries_read_from_files(config.clone(), big, true);
+    // The same size, with maps turned off: no index file is mapped.
+    let unmapped = LogConfig {
+        map_reads: false,
+        ..config
+    };
+    entries_read_from_files(unmapped, big, false);
+}
+
+fn entries_read_from_files(config: LogConfig, ev: impl Fn(usize) -> EventData, mapped: bool) {
     use strata_core::{Filter, ReadStreamOptions};
     let dir = tempfile::tempdir().unwrap();
     let model = strata_testkit::MemoryStore::new();
     let streams = ["account-0", "account-1", "account-12", "order-0", "order-1"];
     let mut sent = Vec::new();
+    let open = |dir: &Path| LogStore::open_with(dir, config.clone()).unwrap();
     let store = open(dir.path());
     rt().block_on(async {
         for i in 0..600 {
@@ -774,6 +815,9 @@ fn sealed_segments_entries_are_read_from_their_files() {
                 Filter::default().categories(["order"]),
                 Filter::default().event_types(["Type1"]),
                 Filter::default().stream_prefix("account-1"),
+                Filter::default()
+                    .categories(["account", "order"])
+                    .event_types(["Type2", "Type0"]),
             ] {
                 filters.push(f);
             }
@@ -789,6 +833,35 @@ fn sealed_segments_entries_are_read_from_their_files() {
                     );
                     assert!(!a.events.is_empty(), "{filter:?}");
                 }
+            }
+            // Page by page (the lists' lookups carry on from a cursor), both ways.
+            let filter = Filter::default()
+                .categories(["order"])
+                .event_types(["Type1", "Type2"]);
+            for forward in [true, false] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for (out, from_model) in [(&mut a, false), (&mut b, true)] {
+                    let mut o = if forward {
+                        ReadAllOptions::forward()
+                    } else {
+                        ReadAllOptions::backward()
+                    };
+                    o = o.limit(7).filter(filter.clone());
+                    loop {
+                        let page = if from_model {
+                            model.read_all(o.clone()).await.unwrap()
+                        } else {
+                            store.read_all(o.clone()).await.unwrap()
+                        };
+                        out.extend(page.events.iter().map(key));
+                        match page.next {
+                            Some(next) if !page.is_end => o = o.from(next),
+                            _ => break,
+                        }
+                    }
+                }
+                assert_eq!(a, b, "forward: {forward}");
+                assert!(a.len() > 100, "{}", a.len());
             }
             for s in streams {
                 let s = StreamId::new(s).unwrap();
@@ -839,6 +912,12 @@ fn sealed_segments_entries_are_read_from_their_files() {
             );
         });
         assert_eq!(all_events(store).len(), 600);
+        let maps = mapped_index_files(dir.path());
+        if mapped {
+            assert_eq!(maps as u64, store.index_stats().entry_files);
+        } else {
+            assert_eq!(maps, 0);
+        }
     };
     check(&store);
     drop(store);
@@ -848,4 +927,81 @@ fn sealed_segments_entries_are_read_from_their_files() {
         store.index_stats().entry_files
     );
     check(&store);
+}
+
+/// An index file changed on disk after the store checked and mapped it (by something other
+/// than the store) is reported as corruption, with the position, by the reads that meet it;
+/// the store goes on serving and appending.
+#[test]
+fn an_index_file_changed_after_open_is_reported_as_corruption() {
+    use std::io::{Seek, SeekFrom, Write};
+    use strata_core::ReadError;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut sent = Vec::new();
+    rt().block_on(async {
+        for i in 0..400 {
+            let s = StreamId::new(format!("account-{}", i % 7)).unwrap();
+            let e = vec![ev(i).with_id(Uuid::from_u128(i as u128 + 1))];
+            store
+                .append(&s, ExpectedVersion::Any, e.clone())
+                .await
+                .unwrap();
+            sent.push((s, e));
+        }
+        store.wait_for_segment_indexes().await;
+    });
+    assert!(store.index_stats().entry_files >= 5);
+    let events = all_events(&store);
+    // Segment 2's file: every entry's local stream number overwritten, in place.
+    let path = segment_index(dir.path(), 2);
+    let bytes = std::fs::read(&path).unwrap();
+    let first = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
+    let n = u64::from_le_bytes(bytes[40..48].try_into().unwrap());
+    assert!(n > 0);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    for k in 0..n {
+        f.seek(SeekFrom::Start(64 + k * 40 + 16)).unwrap();
+        f.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let event_of = |p: u64| sent[p as usize].clone();
+    rt().block_on(async {
+        let read = store
+            .read_all(ReadAllOptions::forward().from(Position(first)).limit(5))
+            .await;
+        match read {
+            Err(ReadError::Corruption(c)) => assert_eq!(c.position, Some(Position(first))),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // Before the file, reads are whole.
+        let before = store
+            .read_all(ReadAllOptions::forward().limit(first as usize))
+            .await
+            .unwrap();
+        assert_eq!(before.events.len() as u64, first);
+        // A time inside the file: its search meets the changed entries.
+        let middle = &events[(first + n / 2) as usize];
+        assert!(middle.recorded_at < events[(first + n) as usize].recorded_at);
+        match store.position_at(middle.recorded_at).await {
+            Err(ReadError::Corruption(c)) => {
+                assert!((first..first + n).contains(&c.position.unwrap().0), "{c}")
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // A retry of an event of that file answers corruption, not a second write.
+        let (s, e) = event_of(first + 1);
+        match store.append(&s, ExpectedVersion::Any, e).await {
+            Err(AppendError::Corruption(c)) => assert_eq!(c.position, Some(Position(first + 1))),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // The store goes on.
+        let s = StreamId::new("account-new").unwrap();
+        let r = store
+            .append(&s, ExpectedVersion::NoStream, vec![ev(1)])
+            .await
+            .unwrap();
+        assert_eq!(r.positions, vec![Position(400)]);
+    });
 }
