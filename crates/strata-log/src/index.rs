@@ -917,6 +917,11 @@ impl SegmentIndexFile {
         Ok(SegmentIndexFile { bytes, path, seg })
     }
 
+    /// The file's bytes, for the next file to be read into.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// Where the file places position `p`.
     pub fn loc(&self, p: u64) -> Option<Loc> {
         (self.seg.first..self.seg.end_position)

@@ -439,11 +439,29 @@ pub(crate) fn segment_index_path(seg_dir: &Path, no: u64) -> PathBuf {
 
 /// Reads the index file of segment `no`, when there is one that checks out; one that does
 /// not is taken as absent, with a warning (its segment is scanned instead).
-pub(crate) fn read_segment_index(seg_dir: &Path, no: u64) -> Option<SegmentIndexFile> {
+///
+/// The file is read into `spare`'s memory (given back with [`SegmentIndexFile::into_bytes`]):
+/// an open reads one file after another into one buffer, rather than asking the allocator
+/// (and the kernel, which zeroes them) for fresh pages for each.
+pub(crate) fn read_segment_index(
+    seg_dir: &Path,
+    no: u64,
+    spare: &mut Vec<u8>,
+) -> Option<SegmentIndexFile> {
     let path = segment_index_path(seg_dir, no);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    let mut bytes = std::mem::take(spare);
+    bytes.clear();
+    let read = std::fs::File::open(&path).and_then(|mut f| {
+        use std::io::Read;
+        bytes.reserve(f.metadata()?.len() as usize);
+        f.read_to_end(&mut bytes)
+    });
+    let bytes = match read {
+        Ok(_) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            *spare = bytes;
+            return None;
+        }
         Err(error) => {
             tracing::warn!(file = %path.display(), %error, "cannot read a segment's index file; scanning the segment instead");
             return None;
@@ -873,7 +891,7 @@ pub(crate) fn first_loss(
         }
     }
     for &k in segment_indexes {
-        if let Some(file) = read_segment_index(seg_dir, k) {
+        if let Some(file) = read_segment_index(seg_dir, k, &mut Vec::new()) {
             if let Some(loss) = missing_acknowledged(&file, held, opened, unfinished, seg_dir)? {
                 return Ok(Some(loss));
             }
@@ -1040,13 +1058,15 @@ pub(crate) fn recover(
                 .name("strata-open-check".to_owned())
                 .spawn_scoped(scope, || index_matches_log(file, &opened))
         });
+        // The buffer the segment index files are read into, one after another.
+        let mut spare = Vec::new();
         while let Some(seg) = opened
             .get(start.segment_no as usize)
             .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
         {
             let k = seg.header.segment_no;
             let file = use_index_file
-                .then(|| read_segment_index(&seg_dir, k))
+                .then(|| read_segment_index(&seg_dir, k, &mut spare))
                 .flatten();
             let matched = match &file {
                 Some(file) => match segment_index_matches(file, seg, &index, start)? {
@@ -1077,6 +1097,9 @@ pub(crate) fn recover(
                     tail_cut = cut.or(tail_cut.take());
                 }
             }
+            if let Some(file) = file {
+                spare = file.into_bytes();
+            }
             let next = &opened[k as usize + 1];
             start = LogEnd {
                 segment_no: next.header.segment_no,
@@ -1084,6 +1107,7 @@ pub(crate) fn recover(
                 salt: next.header.salt,
             };
         }
+        drop(spare);
         match (check, claim_to_use) {
             (Some(Ok(h)), _) => h
                 .join()
