@@ -76,8 +76,18 @@ impl EntryFile {
                 format!("{name} changed while it was being opened"),
             )
         };
-        let source = if map {
-            let map = crate::io::map_index_file(file)?;
+        // A file that cannot be mapped (the process's map count spent, say) is read with
+        // `pread`, as when maps are off.
+        let mapped = match map.then(|| crate::io::map_index_file(file)) {
+            Some(Err(error)) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| tracing::warn!(%error, "an index file cannot be mapped: read with pread instead (said once)"));
+                None
+            }
+            Some(Ok(map)) => Some(map),
+            None => None,
+        };
+        let source = if let Some(map) = mapped {
             if map.len() != expected.len()
                 || map[..at] != expected[..at]
                 || map[tail..] != expected[tail..]
@@ -121,11 +131,18 @@ impl EntryFile {
     /// opened; an entry naming a stream or type the file does not is refused all the same (as
     /// corruption: the file changed on disk since).
     fn get(&self, k: usize, first: u64) -> Result<Entry, ReadError> {
+        Ok(self.run(k, 1, first)?[0])
+    }
+
+    /// Entries `k..k + n` (which the file must hold), read at once: one `pread` without a
+    /// map.
+    fn run(&self, k: usize, n: usize, first: u64) -> Result<Vec<Entry>, ReadError> {
         let at = self.at + k * ENTRY_BYTES;
-        let mut read = [0u8; ENTRY_BYTES];
-        let e = match &self.source {
-            Source::Map(map) => &map[at..][..ENTRY_BYTES],
+        let mut read = Vec::new();
+        let bytes = match &self.source {
+            Source::Map(map) => &map[at..][..n * ENTRY_BYTES],
             Source::Read(file) => {
+                read.resize(n * ENTRY_BYTES, 0);
                 std::os::unix::fs::FileExt::read_exact_at(&**file, &mut read, at as u64).map_err(
                     |e| {
                         ReadError::Storage(BackendError::with_source(
@@ -137,21 +154,27 @@ impl EntryFile {
                 &read[..]
             }
         };
-        let stream = self.streams.get(u32_at(e, 16) as usize);
-        let event_type = self.types.get(u32_at(e, 20) as usize);
-        match (stream, event_type) {
-            (Some(&stream), Some(&event_type)) => Ok(Entry {
-                loc: u64_at(e, 0),
-                recorded_at_us: u64_at(e, 8) as i64,
-                stream,
-                event_type,
-            }),
-            _ => Err(self.corruption(
-                at,
-                first + k as u64,
-                "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
-            )),
-        }
+        bytes
+            .chunks_exact(ENTRY_BYTES)
+            .enumerate()
+            .map(|(i, e)| {
+                let stream = self.streams.get(u32_at(e, 16) as usize);
+                let event_type = self.types.get(u32_at(e, 20) as usize);
+                match (stream, event_type) {
+                    (Some(&stream), Some(&event_type)) => Ok(Entry {
+                        loc: u64_at(e, 0),
+                        recorded_at_us: u64_at(e, 8) as i64,
+                        stream,
+                        event_type,
+                    }),
+                    _ => Err(self.corruption(
+                        at + i * ENTRY_BYTES,
+                        first + (k + i) as u64,
+                        "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
+                    )),
+                }
+            })
+            .collect()
     }
 
     fn corruption(&self, at: usize, position: u64, reason: &str) -> ReadError {
@@ -206,12 +229,21 @@ impl Chunk {
 pub(crate) struct Released(#[allow(dead_code)] Option<Vec<Entry>>);
 
 /// Every position's entry: segment by segment, in memory or in the segment's index file.
-#[derive(Default)]
 pub(crate) struct Entries {
     chunks: Vec<Chunk>,
     len: u64,
     /// When the last entry was recorded (`i64::MIN` while empty): known without a read.
     last_at_us: i64,
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries {
+            chunks: Vec::new(),
+            len: 0,
+            last_at_us: i64::MIN,
+        }
+    }
 }
 
 impl Entries {
@@ -225,6 +257,25 @@ impl Entries {
     pub fn get(&self, p: u64) -> Result<Entry, ReadError> {
         let c = self.chunk(p);
         c.get((p - c.first) as usize)
+    }
+
+    /// The entries of up to `max` positions from `p` on (`forward`) or down to `p`, within
+    /// `p`'s segment, with the first's position: one read of its file at most.
+    pub fn run(&self, p: u64, max: usize, forward: bool) -> Result<(u64, Vec<Entry>), ReadError> {
+        let c = self.chunk(p);
+        let end = c.first + c.len() as u64;
+        let max = max.max(1) as u64;
+        let (lo, hi) = if forward {
+            (p, p.saturating_add(max).min(end))
+        } else {
+            ((p + 1).saturating_sub(max).max(c.first), p + 1)
+        };
+        let (k, n) = ((lo - c.first) as usize, (hi - lo) as usize);
+        let run = match &c.part {
+            Part::Memory(v) => v[k..k + n].to_vec(),
+            Part::File(f) => f.run(k, n, c.first)?,
+        };
+        Ok((lo, run))
     }
 
     /// When the last entry was recorded, `i64::MIN` while there is none. Reads nothing.
@@ -251,15 +302,13 @@ impl Entries {
         self.last_at_us = e.recorded_at_us;
     }
 
-    /// Adds a sealed segment's entries, from its file, as the next positions. Reads its
-    /// first and last entries.
-    pub fn push_file(&mut self, segment_no: u64, file: EntryFile) -> Result<(), ReadError> {
+    /// Adds a sealed segment's entries, from its file, as the next positions; `times` are
+    /// the times of its first and last entries (`None` when it has none).
+    pub fn push_file(&mut self, segment_no: u64, file: EntryFile, times: Option<(i64, i64)>) {
+        let Some((first_at_us, last_at_us)) = times.filter(|_| file.len > 0) else {
+            return;
+        };
         let n = file.len as u64;
-        if n == 0 {
-            return Ok(());
-        }
-        let first_at_us = file.get(0, self.len)?.recorded_at_us;
-        let last_at_us = file.get(file.len - 1, self.len)?.recorded_at_us;
         self.chunks.push(Chunk {
             segment_no,
             first: self.len,
@@ -268,7 +317,6 @@ impl Entries {
         });
         self.len += n;
         self.last_at_us = last_at_us;
-        Ok(())
     }
 
     /// Swaps the entries of sealed segment `segment_no`, positions `first..`, held in memory,
@@ -424,24 +472,54 @@ impl Deferred {
     }
 
     /// Every position with its entry, in the order added; reads the deferred ones from their
-    /// files (page faults on their maps, or `pread`s).
+    /// files (page faults on their maps, or `pread`s: one per run of consecutive positions).
     pub fn read(mut self) -> Result<Vec<(u64, Entry)>, ReadError> {
         self.files.sort_unstable_by_key(|(first, _)| *first);
-        let files = &self.files;
-        self.items
-            .into_iter()
-            .map(|(p, e)| {
-                let e = match e {
-                    Some(e) => e,
-                    None => {
-                        let k = files.partition_point(|(first, _)| *first <= p) - 1;
-                        let (first, f) = &files[k];
-                        f.get((p - first) as usize, *first)?
-                    }
-                };
-                Ok((p, e))
-            })
-            .collect()
+        let items = &self.items;
+        let mut out = Vec::with_capacity(items.len());
+        let mut i = 0;
+        while i < items.len() {
+            let (p, e) = items[i];
+            if let Some(e) = e {
+                out.push((p, e));
+                i += 1;
+                continue;
+            }
+            let k = self.files.partition_point(|(first, _)| *first <= p) - 1;
+            let (first, f) = &self.files[k];
+            let in_file = *first..*first + f.len as u64;
+            // The run of deferred positions after it that go up (or down) by one in this file.
+            let step = |a: u64, b: u64| {
+                if b == a.wrapping_add(1) {
+                    1
+                } else if b == a.wrapping_sub(1) {
+                    -1
+                } else {
+                    0
+                }
+            };
+            let direction = items
+                .get(i + 1)
+                .filter(|(q, e)| e.is_none() && in_file.contains(q))
+                .map_or(0, |&(q, _)| step(p, q));
+            let mut j = i + 1;
+            while direction != 0
+                && items.get(j).is_some_and(|&(q, e)| {
+                    e.is_none() && in_file.contains(&q) && step(items[j - 1].0, q) == direction
+                })
+            {
+                j += 1;
+            }
+            let lo = p.min(items[j - 1].0);
+            let run = f.run((lo - first) as usize, j - i, *first)?;
+            out.extend(
+                items[i..j]
+                    .iter()
+                    .map(|&(q, _)| (q, run[(q - lo) as usize])),
+            );
+            i = j;
+        }
+        Ok(out)
     }
 }
 

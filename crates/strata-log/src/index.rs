@@ -299,7 +299,7 @@ impl Index {
             });
         };
         let top = max_position.map_or(head, |m| m.min(head));
-        let mut matcher = Matcher::new(self, filter);
+        let mut matcher = Matcher::new(self, filter, direction == Direction::Forward);
         let driver = Driver::new(self, filter);
         let mut hits = Deferred::default();
         let mut examined = 0usize;
@@ -329,7 +329,7 @@ impl Index {
                         Some(p) if p <= top => {
                             examined += 1;
                             next = p + 1;
-                            if matcher.matches(self, p, true)? {
+                            if matcher.matches(self, p)? {
                                 hits.push(&self.entries, p);
                             }
                         }
@@ -360,7 +360,7 @@ impl Index {
                         Some(p) => {
                             examined += 1;
                             next = p.checked_sub(1);
-                            if matcher.matches(self, p, false)? {
+                            if matcher.matches(self, p)? {
                                 hits.push(&self.entries, p);
                             }
                             if next.is_none() {
@@ -630,10 +630,11 @@ impl<'a> LocalEntries<'a> {
             // numbered above: no entry reads the placeholder.
             let numbers = |nos: Vec<Option<u32>>| nos.into_iter().map(|n| n.unwrap_or(u32::MAX));
             file.set_names(numbers(stream_nos).collect(), numbers(type_nos).collect());
-            index
-                .entries
-                .push_file(segment_no, file)
-                .map_err(|c| c.to_string())?;
+            // The first and last times from the bytes checked, not from the file again: the
+            // lists hold these positions already, so nothing may fail from here.
+            let time = |k: usize| u64_at(&self.entries[k * INDEX_ENTRY_BYTES..], 8) as i64;
+            let times = (n > 0).then(|| (time(0), time(n as usize - 1)));
+            index.entries.push_file(segment_no, file, times);
         }
         Ok(())
     }
@@ -1202,42 +1203,60 @@ pub(crate) fn filter_reads_entries(filter: &Filter) -> bool {
 
 /// A filter compiled against the index's numbering, for the positions a [`Driver`] walks:
 /// it checks only what the walk does not already ensure. A walk along categories' lists
-/// checks types by looking the position up in the types' lists (in memory); only a stream
-/// prefix reads a position's entry.
+/// checks types by looking the position up in the types' lists (in memory: a reader per
+/// list keeps the block it decoded last, which a walk's next positions mostly fall in); only
+/// a stream prefix reads a position's entry.
 struct Matcher<'a, 'f> {
-    /// With a walk along categories: the lists of the types asked for.
-    types: Option<Vec<Seeker<'a>>>,
+    /// With a walk along categories: readers of the lists of the types asked for.
+    types: Option<Vec<Reader<'a>>>,
     prefix: Option<&'f str>,
+    /// The walk's direction, and the entries read last for the prefix (with the first's
+    /// position): read [`PREFIX_RUN_ENTRIES`] at a time, the way the walk goes.
+    forward: bool,
+    run: (u64, Vec<Entry>),
 }
 
+/// Entries a `$all` walk by stream prefix reads at once (10 KiB): one `pread` (or a few
+/// pages of a map) per this many positions examined, not one per position.
+const PREFIX_RUN_ENTRIES: usize = 256;
+
 impl<'a, 'f> Matcher<'a, 'f> {
-    fn new(index: &'a Index, filter: &'f Filter) -> Self {
+    fn new(index: &'a Index, filter: &'f Filter, forward: bool) -> Self {
         // The walk follows the categories' lists when there are categories, else the types'.
         let types = (!filter.event_types.is_empty() && !filter.categories.is_empty()).then(|| {
             filter
                 .event_types
                 .iter()
                 .filter_map(|t| index.type_nos.get(t))
-                .map(|&t| Seeker::new(&index.types[t as usize].positions))
+                .map(|&t| index.types[t as usize].positions.reader())
                 .collect()
         });
         Matcher {
             types,
             prefix: filter.stream_prefix.as_deref(),
+            forward,
+            run: (0, Vec::new()),
         }
     }
 
-    /// Whether position `p` matches; the positions asked about go one way, forward or
-    /// backward as `forward` says.
-    fn matches(&mut self, index: &Index, p: u64, forward: bool) -> Result<bool, ReadError> {
+    /// Whether position `p` matches.
+    fn matches(&mut self, index: &Index, p: u64) -> Result<bool, ReadError> {
         if let Some(types) = &mut self.types {
-            if !types.iter_mut().any(|t| t.holds(p, forward)) {
+            if !types.iter_mut().any(|t| t.contains(p)) {
                 return Ok(false);
             }
         }
         match self.prefix {
             Some(prefix) => {
-                let e = index.entries.get(p)?;
+                let (lo, run) = &self.run;
+                let held = p.checked_sub(*lo).and_then(|k| run.get(k as usize));
+                let e = match held {
+                    Some(&e) => e,
+                    None => {
+                        self.run = index.entries.run(p, PREFIX_RUN_ENTRIES, self.forward)?;
+                        self.run.1[(p - self.run.0) as usize]
+                    }
+                };
                 Ok(index.streams[e.stream as usize]
                     .id
                     .as_str()
@@ -1245,61 +1264,6 @@ impl<'a, 'f> Matcher<'a, 'f> {
             }
             None => Ok(true),
         }
-    }
-}
-
-/// Answers whether a list holds positions asked about in one direction: it steps along the
-/// list from the last answer, and searches it anew only when the next position asked about
-/// lies more than a block away.
-struct Seeker<'a> {
-    list: &'a PositionList,
-    reader: Reader<'a>,
-    /// The index of the last answer's position, or of where it would be.
-    at: Option<u64>,
-}
-
-impl<'a> Seeker<'a> {
-    fn new(list: &'a PositionList) -> Self {
-        Seeker {
-            list,
-            reader: list.reader(),
-            at: None,
-        }
-    }
-
-    fn holds(&mut self, p: u64, forward: bool) -> bool {
-        let r = &mut self.reader;
-        let near = self.at.filter(|&i| {
-            // Within a block's reach of the last answer, in the walk's direction.
-            let reach = if forward {
-                r.get(i.saturating_add(crate::positions::BLOCK as u64))
-                    .is_none_or(|q| q >= p)
-            } else {
-                i.checked_sub(crate::positions::BLOCK as u64)
-                    .and_then(|k| r.get(k))
-                    .is_none_or(|q| q <= p)
-            };
-            reach
-                && r.get(i)
-                    .is_some_and(|q| if forward { q <= p } else { q >= p })
-        });
-        let i = match (near, forward) {
-            (Some(mut i), true) => {
-                while r.get(i).is_some_and(|q| q < p) {
-                    i += 1;
-                }
-                i
-            }
-            (Some(mut i), false) => {
-                while i > 0 && r.get(i).is_some_and(|q| q > p) {
-                    i -= 1;
-                }
-                i
-            }
-            (None, _) => self.list.count_below(p),
-        };
-        self.at = Some(i);
-        r.get(i) == Some(p)
     }
 }
 
@@ -1433,35 +1397,6 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// A seeker answers as a search of the list would, for positions asked about in
-        /// order, forward or backward, near each other or far apart.
-        #[test]
-        fn a_seeker_answers_as_a_search(
-            set in proptest::collection::btree_set(0u64..5_000, 0..600),
-            probes in proptest::collection::vec(0u64..5_200, 0..300),
-            forward in any::<bool>(),
-        ) {
-            let positions: Vec<u64> = set.into_iter().collect();
-            let mut list = PositionList::default();
-            for &p in &positions {
-                list.push(p);
-            }
-            let mut probes = probes;
-            // Half the probes are positions the list holds.
-            probes.extend(positions.iter().step_by(2).copied());
-            probes.sort_unstable();
-            if !forward {
-                probes.reverse();
-            }
-            let mut seeker = Seeker::new(&list);
-            for p in probes {
-                prop_assert_eq!(seeker.holds(p, forward), positions.binary_search(&p).is_ok(), "{}", p);
-            }
-        }
-    }
 
     fn push(index: &mut Index, p: u64) {
         let stream = StreamId::new(format!("account-{}", p % 5)).expect("a valid stream id");

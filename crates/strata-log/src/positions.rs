@@ -134,12 +134,27 @@ impl PositionList {
         }
     }
 
+    /// The last block whose first position is at or below `p`.
+    fn block_at_or_below(&self, p: u64) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.blocks());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.block_first(mid) <= p {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+
     /// A reader of positions by index, which decodes one block at a time.
     pub fn reader(&self) -> Reader<'_> {
         Reader {
             list: self,
             block: usize::MAX,
             decoded: [0; BLOCK],
+            n: 0,
         }
     }
 }
@@ -148,8 +163,10 @@ impl PositionList {
 /// order, forward or backward, decodes each block once.
 pub(crate) struct Reader<'a> {
     list: &'a PositionList,
+    /// The block decoded last (`usize::MAX`: none yet), its positions, and how many.
     block: usize,
     decoded: [u64; BLOCK],
+    n: usize,
 }
 
 impl Reader<'_> {
@@ -158,12 +175,29 @@ impl Reader<'_> {
         if i >= self.list.len {
             return None;
         }
-        let b = (i / BLOCK as u64) as usize;
+        self.load((i / BLOCK as u64) as usize);
+        Some(self.decoded[(i % BLOCK as u64) as usize])
+    }
+
+    /// Whether the list holds `p`. Decodes no block while `p` lies within the one decoded
+    /// last (as the positions of a walk mostly do), else at most the one that may hold it.
+    pub fn contains(&mut self, p: u64) -> bool {
+        let decoded = &self.decoded[..self.n];
+        let within = |d: &[u64]| d.first().is_some_and(|&f| f <= p) && d.last() >= Some(&p);
+        if self.block == usize::MAX || !within(decoded) {
+            let Some(b) = self.list.block_at_or_below(p) else {
+                return false;
+            };
+            self.load(b);
+        }
+        self.decoded[..self.n].binary_search(&p).is_ok()
+    }
+
+    fn load(&mut self, b: usize) {
         if b != self.block {
-            self.list.decode(b, &mut self.decoded);
+            self.n = self.list.decode(b, &mut self.decoded);
             self.block = b;
         }
-        Some(self.decoded[(i % BLOCK as u64) as usize])
     }
 }
 
@@ -233,6 +267,12 @@ mod tests {
             reversed.reverse();
             prop_assert_eq!(backward, reversed);
             prop_assert_eq!(r.get(l.len()), None);
+            // Lookups by position, in any order (the reader keeps its last block), and in order.
+            let mut sorted = probes.clone();
+            sorted.sort_unstable();
+            for q in probes.iter().chain(&sorted).chain(positions.iter().step_by(3)).copied() {
+                prop_assert_eq!(r.contains(q), positions.binary_search(&q).is_ok(), "{}", q);
+            }
             prop_assert_eq!(l.last(), positions.last().copied());
             // Probes: every position, its neighbours, and arbitrary values.
             let near = positions.iter().flat_map(|&p| [p.saturating_sub(1), p, p.saturating_add(1)]);

@@ -36,8 +36,9 @@ pub struct LogConfig {
     /// whole log is scanned, and every sealed segment's index file is written again in the
     /// background, about 65 bytes per event, which closing waits for).
     pub use_index_file: bool,
-    /// Read records through memory maps of the segment files instead of `pread` (the
-    /// default): a read of records spread over the log then makes no system call per record.
+    /// Read records through memory maps of the segment files, and index entries through maps
+    /// of the segments' index files, instead of `pread` (the default): a read of records
+    /// spread over the log then makes no system call per record.
     /// The trade: a disk that fails under a mapped read ends the process (SIGBUS) where
     /// `pread` would return an error. Files that cannot be mapped are read with `pread`, and
     /// so are all files on systems other than Linux and stores whose `segment_max_bytes` is
@@ -327,8 +328,9 @@ impl LogStore {
         // Maps of sealed segments and their index files stay for the store's life, two per
         // segment: tiny segments would spend the process's map count (`vm.max_map_count`),
         // so they are read with `pread`.
-        let map_reads =
-            config.map_reads && config.segment_max_bytes >= limits::MAP_READS_SEGMENT_MIN_BYTES;
+        let map_reads = cfg!(target_os = "linux")
+            && config.map_reads
+            && config.segment_max_bytes >= limits::MAP_READS_SEGMENT_MIN_BYTES;
         let mut rec = recover(
             &dir,
             &*config.vfs,

@@ -107,7 +107,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         // The segment's own index file, when it is this segment's: it must place each event
         // where the log holds it, with its id, as the whole index file must; and its id
         // section and filter must be its ids (idempotent retries rely on them).
-        let seg_index = read_segment_index(&seg_dir, no, &mut Vec::new()).filter(|f| f.seg.salt == seg.header.salt);
+        let seg_index = read_segment_index(&seg_dir, no, &mut Vec::new())
+            .filter(|f| f.seg.salt == seg.header.salt);
         if let Some(f) = &seg_index {
             f.check_whole().map_err(|reason| OpenError::Corruption {
                 file: segment_index_path(&seg_dir, no),

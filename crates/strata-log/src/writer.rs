@@ -92,8 +92,8 @@ impl Shared {
         let file = SegmentIndexFile::check(bytes, path).map_err(std::io::Error::other)?;
         let opened = file.open()?;
         let section = file.own_id_section(opened.clone());
-        // The ids leave memory even when the entries cannot be read from the file: they stay
-        // in memory then (the file is still whole: a reopen reads them from it).
+        // The ids leave memory even when the entries cannot be opened from the file: the
+        // entries alone stay in memory then (the file is whole: a reopen reads them from it).
         let entries = file
             .own_entries(&opened, self.segments.map_reads, |streams, types| {
                 let index = &self.state.read().index;
