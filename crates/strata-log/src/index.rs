@@ -299,8 +299,9 @@ impl Index {
             });
         };
         let top = max_position.map_or(head, |m| m.min(head));
-        let mut matcher = Matcher::new(self, filter, direction == Direction::Forward);
-        let driver = Driver::new(self, filter);
+        let (walked, tested) = filter_lists(self, filter);
+        let mut matcher = Matcher::new(tested, filter, direction == Direction::Forward);
+        let driver = Driver::new(walked);
         let mut hits = Deferred::default();
         let mut examined = 0usize;
         match direction {
@@ -1202,13 +1203,14 @@ pub(crate) fn filter_reads_entries(filter: &Filter) -> bool {
 }
 
 /// A filter compiled against the index's numbering, for the positions a [`Driver`] walks:
-/// it checks only what the walk does not already ensure. A walk along categories' lists
-/// checks types by looking the position up in the types' lists (in memory: a reader per
-/// list keeps the block it decoded last, which a walk's next positions mostly fall in); only
-/// a stream prefix reads a position's entry.
+/// it checks only what the walk does not already ensure. A walk along the categories' lists
+/// checks types by looking the position up in the types' lists, and the other way round (in
+/// memory: a reader per list keeps the block it decoded last, which a walk's next positions
+/// mostly fall in); only a stream prefix reads a position's entry.
 struct Matcher<'a, 'f> {
-    /// With a walk along categories: readers of the lists of the types asked for.
-    types: Option<Vec<Reader<'a>>>,
+    /// Readers of the lists one of which must hold a position (those of the categories or
+    /// types asked for that the walk does not follow).
+    tested: Option<Vec<Reader<'a>>>,
     prefix: Option<&'f str>,
     /// The walk's direction, and the entries read last for the prefix (with the first's
     /// position): read [`PREFIX_RUN_ENTRIES`] at a time, the way the walk goes.
@@ -1220,19 +1222,44 @@ struct Matcher<'a, 'f> {
 /// pages of a map) per this many positions examined, not one per position.
 const PREFIX_RUN_ENTRIES: usize = 256;
 
+/// The lists a `$all` walk with `filter` follows (`None`: every position) and those it tests
+/// each position against (`None`: none). With both categories and types asked for, the side
+/// with fewer positions is walked: a rare type in a large category walks the type's list.
+#[allow(clippy::type_complexity)]
+fn filter_lists<'a>(
+    index: &'a Index,
+    filter: &Filter,
+) -> (Option<Vec<&'a PositionList>>, Option<Vec<&'a PositionList>>) {
+    let categories = (!filter.categories.is_empty()).then(|| {
+        filter
+            .categories
+            .iter()
+            .filter_map(|c| index.category_nos.get(c))
+            .map(|&c| &index.categories[c as usize].positions)
+            .collect::<Vec<_>>()
+    });
+    let types = (!filter.event_types.is_empty()).then(|| {
+        filter
+            .event_types
+            .iter()
+            .filter_map(|t| index.type_nos.get(t))
+            .map(|&t| &index.types[t as usize].positions)
+            .collect::<Vec<_>>()
+    });
+    let len = |lists: &[&PositionList]| lists.iter().map(|l| l.len()).sum::<u64>();
+    match (categories, types) {
+        (Some(c), Some(t)) if len(&t) < len(&c) => (Some(t), Some(c)),
+        (Some(c), Some(t)) => (Some(c), Some(t)),
+        (c, t) => (c.or(t), None),
+    }
+}
+
 impl<'a, 'f> Matcher<'a, 'f> {
-    fn new(index: &'a Index, filter: &'f Filter, forward: bool) -> Self {
-        // The walk follows the categories' lists when there are categories, else the types'.
-        let types = (!filter.event_types.is_empty() && !filter.categories.is_empty()).then(|| {
-            filter
-                .event_types
-                .iter()
-                .filter_map(|t| index.type_nos.get(t))
-                .map(|&t| index.types[t as usize].positions.reader())
-                .collect()
-        });
+    /// Tests positions against the lists `tested` (one of them must hold it) and `filter`'s
+    /// stream prefix.
+    fn new(tested: Option<Vec<&'a PositionList>>, filter: &'f Filter, forward: bool) -> Self {
         Matcher {
-            types,
+            tested: tested.map(|lists| lists.into_iter().map(PositionList::reader).collect()),
             prefix: filter.stream_prefix.as_deref(),
             forward,
             run: (0, Vec::new()),
@@ -1241,8 +1268,8 @@ impl<'a, 'f> Matcher<'a, 'f> {
 
     /// Whether position `p` matches.
     fn matches(&mut self, index: &Index, p: u64) -> Result<bool, ReadError> {
-        if let Some(types) = &mut self.types {
-            if !types.iter_mut().any(|t| t.contains(p)) {
+        if let Some(tested) = &mut self.tested {
+            if !tested.iter_mut().any(|l| l.contains(p)) {
                 return Ok(false);
             }
         }
@@ -1274,28 +1301,9 @@ enum Driver<'a> {
 }
 
 impl<'a> Driver<'a> {
-    fn new(index: &'a Index, filter: &Filter) -> Self {
-        if !filter.categories.is_empty() {
-            Driver::Lists(
-                filter
-                    .categories
-                    .iter()
-                    .filter_map(|c| index.category_nos.get(c))
-                    .map(|&c| &index.categories[c as usize].positions)
-                    .collect(),
-            )
-        } else if !filter.event_types.is_empty() {
-            Driver::Lists(
-                filter
-                    .event_types
-                    .iter()
-                    .filter_map(|t| index.type_nos.get(t))
-                    .map(|&t| &index.types[t as usize].positions)
-                    .collect(),
-            )
-        } else {
-            Driver::All
-        }
+    /// Walks the union of `lists`, or every position.
+    fn new(lists: Option<Vec<&'a PositionList>>) -> Self {
+        lists.map_or(Driver::All, Driver::Lists)
     }
 
     fn forward(&self, from: u64) -> Walk<'a> {

@@ -813,6 +813,10 @@ fn entries_read_from_files(config: LogConfig, ev: impl Fn(usize) -> EventData, m
                 Filter::default()
                     .categories(["account", "order"])
                     .event_types(["Type2", "Type0"]),
+                // Fewer positions of the type than of the category: the type's list is walked.
+                Filter::default()
+                    .categories(["account"])
+                    .event_types(["Type1"]),
             ] {
                 filters.push(f);
             }
