@@ -131,19 +131,35 @@ impl EntryFile {
     /// opened; an entry naming a stream or type the file does not is refused all the same (as
     /// corruption: the file changed on disk since).
     fn get(&self, k: usize, first: u64) -> Result<Entry, ReadError> {
-        Ok(self.run(k, 1, first)?[0])
+        let mut one = [0u8; ENTRY_BYTES];
+        let bytes = self.bytes(k, 1, &mut one)?;
+        self.decode(bytes, k, first)
     }
 
     /// Entries `k..k + n` (which the file must hold), read at once: one `pread` without a
-    /// map.
-    fn run(&self, k: usize, n: usize, first: u64) -> Result<Vec<Entry>, ReadError> {
+    /// map. Each is checked as [`get`](Self::get) checks it, but only when it is used: `None`
+    /// for one that fails (read it with `get` for the error).
+    fn run(&self, k: usize, n: usize, first: u64) -> Result<Vec<Option<Entry>>, ReadError> {
+        let mut read = vec![0u8; if self.mapped() { 0 } else { n * ENTRY_BYTES }];
+        let bytes = self.bytes(k, n, &mut read)?;
+        Ok(bytes
+            .chunks_exact(ENTRY_BYTES)
+            .enumerate()
+            .map(|(i, e)| self.decode(e, k + i, first).ok())
+            .collect())
+    }
+
+    fn mapped(&self) -> bool {
+        matches!(self.source, Source::Map(_))
+    }
+
+    /// The bytes of entries `k..k + n`: in the map, or read into `buf` (`n` entries long).
+    fn bytes<'a>(&'a self, k: usize, n: usize, buf: &'a mut [u8]) -> Result<&'a [u8], ReadError> {
         let at = self.at + k * ENTRY_BYTES;
-        let mut read = Vec::new();
-        let bytes = match &self.source {
-            Source::Map(map) => &map[at..][..n * ENTRY_BYTES],
+        match &self.source {
+            Source::Map(map) => Ok(&map[at..][..n * ENTRY_BYTES]),
             Source::Read(file) => {
-                read.resize(n * ENTRY_BYTES, 0);
-                std::os::unix::fs::FileExt::read_exact_at(&**file, &mut read, at as u64).map_err(
+                std::os::unix::fs::FileExt::read_exact_at(&**file, buf, at as u64).map_err(
                     |e| {
                         ReadError::Storage(BackendError::with_source(
                             format!("reading the index file {}", self.name),
@@ -151,30 +167,28 @@ impl EntryFile {
                         ))
                     },
                 )?;
-                &read[..]
+                Ok(buf)
             }
-        };
-        bytes
-            .chunks_exact(ENTRY_BYTES)
-            .enumerate()
-            .map(|(i, e)| {
-                let stream = self.streams.get(u32_at(e, 16) as usize);
-                let event_type = self.types.get(u32_at(e, 20) as usize);
-                match (stream, event_type) {
-                    (Some(&stream), Some(&event_type)) => Ok(Entry {
-                        loc: u64_at(e, 0),
-                        recorded_at_us: u64_at(e, 8) as i64,
-                        stream,
-                        event_type,
-                    }),
-                    _ => Err(self.corruption(
-                        at + i * ENTRY_BYTES,
-                        first + (k + i) as u64,
-                        "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
-                    )),
-                }
-            })
-            .collect()
+        }
+    }
+
+    /// Entry `k` from its bytes `e`.
+    fn decode(&self, e: &[u8], k: usize, first: u64) -> Result<Entry, ReadError> {
+        let stream = self.streams.get(u32_at(e, 16) as usize);
+        let event_type = self.types.get(u32_at(e, 20) as usize);
+        match (stream, event_type) {
+            (Some(&stream), Some(&event_type)) => Ok(Entry {
+                loc: u64_at(e, 0),
+                recorded_at_us: u64_at(e, 8) as i64,
+                stream,
+                event_type,
+            }),
+            _ => Err(self.corruption(
+                self.at + k * ENTRY_BYTES,
+                first + k as u64,
+                "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
+            )),
+        }
     }
 
     fn corruption(&self, at: usize, position: u64, reason: &str) -> ReadError {
@@ -260,8 +274,15 @@ impl Entries {
     }
 
     /// The entries of up to `max` positions from `p` on (`forward`) or down to `p`, within
-    /// `p`'s segment, with the first's position: one read of its file at most.
-    pub fn run(&self, p: u64, max: usize, forward: bool) -> Result<(u64, Vec<Entry>), ReadError> {
+    /// `p`'s segment, with the first's position: one read of its file at most. An entry that
+    /// fails its check is `None` (read it with [`get`](Self::get) for the error): the caller
+    /// may not need it.
+    pub fn run(
+        &self,
+        p: u64,
+        max: usize,
+        forward: bool,
+    ) -> Result<(u64, Vec<Option<Entry>>), ReadError> {
         let c = self.chunk(p);
         let end = c.first + c.len() as u64;
         let max = max.max(1) as u64;
@@ -272,7 +293,7 @@ impl Entries {
         };
         let (k, n) = ((lo - c.first) as usize, (hi - lo) as usize);
         let run = match &c.part {
-            Part::Memory(v) => v[k..k + n].to_vec(),
+            Part::Memory(v) => v[k..k + n].iter().copied().map(Some).collect(),
             Part::File(f) => f.run(k, n, c.first)?,
         };
         Ok((lo, run))
@@ -512,11 +533,13 @@ impl Deferred {
             }
             let lo = p.min(items[j - 1].0);
             let run = f.run((lo - first) as usize, j - i, *first)?;
-            out.extend(
-                items[i..j]
-                    .iter()
-                    .map(|&(q, _)| (q, run[(q - lo) as usize])),
-            );
+            for &(q, _) in &items[i..j] {
+                let e = match run[(q - lo) as usize] {
+                    Some(e) => e,
+                    None => f.get((q - first) as usize, *first)?,
+                };
+                out.push((q, e));
+            }
             i = j;
         }
         Ok(out)
@@ -555,6 +578,128 @@ impl PositionAt {
                     )),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The entry the test files hold for position `p`, with the index's numbers.
+    fn entry(p: u64) -> Entry {
+        Entry {
+            loc: 1000 + p,
+            recorded_at_us: p as i64,
+            stream: (p % 3) as u32 + 10,
+            event_type: (p % 2) as u32 + 20,
+        }
+    }
+
+    /// An index-like file in `dir` of `n` entries from position `first` (after an 8-byte
+    /// header, before a 4-byte tail), opened mapped or not.
+    fn file(dir: &Path, name: &str, first: u64, n: usize, map: bool) -> EntryFile {
+        let at = 8;
+        let mut bytes = vec![7u8; at];
+        for p in first..first + n as u64 {
+            bytes.extend_from_slice(&(1000 + p).to_le_bytes());
+            bytes.extend_from_slice(&(p as i64).to_le_bytes());
+            bytes.extend_from_slice(&((p % 3) as u32).to_le_bytes());
+            bytes.extend_from_slice(&((p % 2) as u32).to_le_bytes());
+            bytes.extend_from_slice(&[0u8; 16]);
+        }
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = Arc::new(File::open(&path).unwrap());
+        let mut f = EntryFile::open(&opened, &path, &bytes, at, n, map).unwrap();
+        f.set_names(vec![10, 11, 12].into(), vec![20, 21].into());
+        f
+    }
+
+    /// Positions 0..18: files 0..5, 5..6 and 6..10, memory 10..13, a file 13..16, memory
+    /// 16..18; returns the segments' bounds too.
+    fn layout(dir: &Path, map: bool) -> (Entries, Vec<(u64, u64)>) {
+        let mut entries = Entries::default();
+        let mut bounds = Vec::new();
+        let mut p = 0u64;
+        let parts = [
+            (5, true),
+            (1, true),
+            (4, true),
+            (3, false),
+            (3, true),
+            (2, false),
+        ];
+        for (segment_no, (n, in_file)) in parts.into_iter().enumerate() {
+            let segment_no = segment_no as u64;
+            if in_file {
+                let f = file(dir, &format!("{segment_no}.idx"), p, n, map);
+                let times = Some((p as i64, (p + n as u64 - 1) as i64));
+                entries.push_file(segment_no, f, times);
+            } else {
+                for q in p..p + n as u64 {
+                    entries.push(segment_no, entry(q));
+                }
+            }
+            bounds.push((p, p + n as u64));
+            p += n as u64;
+        }
+        (entries, bounds)
+    }
+
+    /// Runs stop at their segment's edges, forward and backward, for every length.
+    #[test]
+    fn runs_stay_within_their_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        for map in [false, true] {
+            let (entries, bounds) = layout(dir.path(), map);
+            assert_eq!(entries.len(), 18);
+            for p in 0..18u64 {
+                let &(first, end) = bounds.iter().find(|(f, e)| (*f..*e).contains(&p)).unwrap();
+                for max in 0..8usize {
+                    let m = max.max(1) as u64;
+                    let want =
+                        |r: std::ops::Range<u64>| r.map(|q| Some(entry(q))).collect::<Vec<_>>();
+                    let (lo, run) = entries.run(p, max, true).unwrap();
+                    assert_eq!(
+                        (lo, run),
+                        (p, want(p..(p + m).min(end))),
+                        "forward {p} {max}"
+                    );
+                    let (lo, run) = entries.run(p, max, false).unwrap();
+                    let from = (p + 1).saturating_sub(m).max(first);
+                    assert_eq!((lo, run), (from, want(from..p + 1)), "backward {p} {max}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Deferred reads give each position its entry, in the order asked, whatever the
+        /// runs (up, down, across files and memory, single, repeated).
+        #[test]
+        fn deferred_reads_give_each_position_its_entry(
+            pieces in proptest::collection::vec((0u64..18, 1usize..8, any::<bool>()), 0..12),
+            singles in proptest::collection::vec(0u64..18, 0..6),
+            map in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (entries, _) = layout(dir.path(), map);
+            let mut positions = Vec::new();
+            for (start, n, up) in pieces {
+                for k in 0..n as u64 {
+                    let q = if up { start + k } else { start.wrapping_sub(k) };
+                    if q < 18 {
+                        positions.push(q);
+                    }
+                }
+            }
+            positions.extend(singles);
+            let read = entries.defer(positions.iter().copied()).read().unwrap();
+            let want: Vec<(u64, Entry)> = positions.iter().map(|&p| (p, entry(p))).collect();
+            prop_assert_eq!(read, want);
         }
     }
 }

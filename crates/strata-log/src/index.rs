@@ -300,7 +300,8 @@ impl Index {
         };
         let top = max_position.map_or(head, |m| m.min(head));
         let (walked, tested) = filter_lists(self, filter);
-        let mut matcher = Matcher::new(tested, filter, direction == Direction::Forward);
+        let forward = direction == Direction::Forward;
+        let mut matcher = Matcher::new(tested, filter, forward, walked.is_none());
         let driver = Driver::new(walked);
         let mut hits = Deferred::default();
         let mut examined = 0usize;
@@ -1212,14 +1213,16 @@ struct Matcher<'a, 'f> {
     /// types asked for that the walk does not follow).
     tested: Option<Vec<Reader<'a>>>,
     prefix: Option<&'f str>,
-    /// The walk's direction, and the entries read last for the prefix (with the first's
-    /// position): read [`PREFIX_RUN_ENTRIES`] at a time, the way the walk goes.
+    /// The walk's direction, how many entries to read at once for the prefix, and the
+    /// entries read last (with the first's position; `None` for one that failed its check).
     forward: bool,
-    run: (u64, Vec<Entry>),
+    run_entries: usize,
+    run: (u64, Vec<Option<Entry>>),
 }
 
-/// Entries a `$all` walk by stream prefix reads at once (10 KiB): one `pread` (or a few
-/// pages of a map) per this many positions examined, not one per position.
+/// Entries a `$all` walk of every position by stream prefix reads at once (10 KiB): one
+/// `pread` (or a few pages of a map) per this many positions examined, not one per position.
+/// A walk along lists reads one at a time: its positions lie apart.
 const PREFIX_RUN_ENTRIES: usize = 256;
 
 /// The lists a `$all` walk with `filter` follows (`None`: every position) and those it tests
@@ -1230,20 +1233,25 @@ fn filter_lists<'a>(
     index: &'a Index,
     filter: &Filter,
 ) -> (Option<Vec<&'a PositionList>>, Option<Vec<&'a PositionList>>) {
+    // A name given twice is one list: walked twice, its positions would come twice.
     let categories = (!filter.categories.is_empty()).then(|| {
-        filter
+        let nos: std::collections::BTreeSet<u32> = filter
             .categories
             .iter()
-            .filter_map(|c| index.category_nos.get(c))
-            .map(|&c| &index.categories[c as usize].positions)
+            .filter_map(|c| index.category_nos.get(c).copied())
+            .collect();
+        nos.into_iter()
+            .map(|c| &index.categories[c as usize].positions)
             .collect::<Vec<_>>()
     });
     let types = (!filter.event_types.is_empty()).then(|| {
-        filter
+        let nos: std::collections::BTreeSet<u32> = filter
             .event_types
             .iter()
-            .filter_map(|t| index.type_nos.get(t))
-            .map(|&t| &index.types[t as usize].positions)
+            .filter_map(|t| index.type_nos.get(t).copied())
+            .collect();
+        nos.into_iter()
+            .map(|t| &index.types[t as usize].positions)
             .collect::<Vec<_>>()
     });
     let len = |lists: &[&PositionList]| lists.iter().map(|l| l.len()).sum::<u64>();
@@ -1257,11 +1265,18 @@ fn filter_lists<'a>(
 impl<'a, 'f> Matcher<'a, 'f> {
     /// Tests positions against the lists `tested` (one of them must hold it) and `filter`'s
     /// stream prefix.
-    fn new(tested: Option<Vec<&'a PositionList>>, filter: &'f Filter, forward: bool) -> Self {
+    /// `every` says whether the walk goes through every position.
+    fn new(
+        tested: Option<Vec<&'a PositionList>>,
+        filter: &'f Filter,
+        forward: bool,
+        every: bool,
+    ) -> Self {
         Matcher {
             tested: tested.map(|lists| lists.into_iter().map(PositionList::reader).collect()),
             prefix: filter.stream_prefix.as_deref(),
             forward,
+            run_entries: if every { PREFIX_RUN_ENTRIES } else { 1 },
             run: (0, Vec::new()),
         }
     }
@@ -1276,13 +1291,18 @@ impl<'a, 'f> Matcher<'a, 'f> {
         match self.prefix {
             Some(prefix) => {
                 let (lo, run) = &self.run;
-                let held = p.checked_sub(*lo).and_then(|k| run.get(k as usize));
-                let e = match held {
-                    Some(&e) => e,
-                    None => {
-                        self.run = index.entries.run(p, PREFIX_RUN_ENTRIES, self.forward)?;
-                        self.run.1[(p - self.run.0) as usize]
-                    }
+                let mut held = p
+                    .checked_sub(*lo)
+                    .and_then(|k| run.get(k as usize))
+                    .copied();
+                if held.is_none() {
+                    self.run = index.entries.run(p, self.run_entries, self.forward)?;
+                    held = Some(self.run.1[(p - self.run.0) as usize]);
+                }
+                let e = match held.flatten() {
+                    Some(e) => e,
+                    // It failed its check: read alone, for the error.
+                    None => index.entries.get(p)?,
                 };
                 Ok(index.streams[e.stream as usize]
                     .id

@@ -2,9 +2,9 @@
 //! kept compressed in memory. Positions are grouped in blocks of [`BLOCK`]: a block holds its
 //! first position whole and each next one as the gap from the one before, all as LEB128
 //! varints, so a run of consecutive positions takes 1 byte each and gaps under 16,384 take 2.
-//! A block's start is kept (8 bytes per block after the first), so that the `k`-th position,
-//! or the number of positions under a given one, is found by a binary search over blocks and
-//! the decoding of one block.
+//! A block's start is kept (8 bytes per block after the first), so that the `k`-th position
+//! is found by decoding one block, and the number of positions under a given one (or whether
+//! the list holds it) by a binary search over blocks and the decoding of one.
 //!
 //! ```text
 //! positions  7 8 9 200 | 5000 5001 ...      (BLOCK positions per block)
@@ -270,7 +270,11 @@ mod tests {
             // Lookups by position, in any order (the reader keeps its last block), and in order.
             let mut sorted = probes.clone();
             sorted.sort_unstable();
-            for q in probes.iter().chain(&sorted).chain(positions.iter().step_by(3)).copied() {
+            let neighbours: Vec<u64> = positions
+                .iter()
+                .flat_map(|&p| [p.saturating_sub(1), p, p.saturating_add(1)])
+                .collect();
+            for q in probes.iter().chain(&sorted).chain(&neighbours).copied() {
                 prop_assert_eq!(r.contains(q), positions.binary_search(&q).is_ok(), "{}", q);
             }
             prop_assert_eq!(l.last(), positions.last().copied());

@@ -833,34 +833,59 @@ fn entries_read_from_files(config: LogConfig, ev: impl Fn(usize) -> EventData, m
                     assert!(!a.events.is_empty(), "{filter:?}");
                 }
             }
-            // Page by page (the lists' lookups carry on from a cursor), both ways.
-            let filter = Filter::default()
-                .categories(["order"])
-                .event_types(["Type1", "Type2"]);
-            for forward in [true, false] {
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                for (out, from_model) in [(&mut a, false), (&mut b, true)] {
-                    let mut o = if forward {
-                        ReadAllOptions::forward()
-                    } else {
-                        ReadAllOptions::backward()
-                    };
-                    o = o.limit(7).filter(filter.clone());
-                    loop {
-                        let page = if from_model {
-                            model.read_all(o.clone()).await.unwrap()
+            // Page by page (the lists' lookups and the prefix's runs carry on from a cursor),
+            // both ways, up to a position too; names given twice; a prefix with lists.
+            let paged = [
+                Filter::default()
+                    .categories(["order"])
+                    .event_types(["Type1", "Type2"]),
+                Filter::default()
+                    .categories(["account"])
+                    .event_types(["Type1", "Type1"]),
+                Filter::default().categories(["order", "order"]),
+                Filter::default().event_types(["Type0", "Type0"]),
+                Filter::default()
+                    .categories(["account"])
+                    .stream_prefix("account-1"),
+                Filter::default()
+                    .event_types(["Type1"])
+                    .stream_prefix("acc"),
+                Filter::default().stream_prefix("order-"),
+            ];
+            for filter in paged {
+                for (forward, limit, max) in
+                    [(true, 7, None), (false, 3, Some(450)), (true, 1, Some(300))]
+                {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    for (out, from_model) in [(&mut a, false), (&mut b, true)] {
+                        let mut o = if forward {
+                            ReadAllOptions::forward()
                         } else {
-                            store.read_all(o.clone()).await.unwrap()
+                            ReadAllOptions::backward()
                         };
-                        out.extend(page.events.iter().map(key));
-                        match page.next {
-                            Some(next) if !page.is_end => o = o.from(next),
-                            _ => break,
+                        o = o.limit(limit).filter(filter.clone());
+                        if let Some(max) = max {
+                            o = o.max_position(Position(max));
+                        }
+                        loop {
+                            let page = if from_model {
+                                model.read_all(o.clone()).await.unwrap()
+                            } else {
+                                store.read_all(o.clone()).await.unwrap()
+                            };
+                            out.extend(page.events.iter().map(key));
+                            match page.next {
+                                Some(next) if !page.is_end => o = o.from(next),
+                                _ => break,
+                            }
                         }
                     }
+                    assert_eq!(
+                        a, b,
+                        "{filter:?} forward {forward} limit {limit} max {max:?}"
+                    );
+                    assert!(a.len() > 30, "{filter:?}: {}", a.len());
                 }
-                assert_eq!(a, b, "forward: {forward}");
-                assert!(a.len() > 100, "{}", a.len());
             }
             for s in streams {
                 let s = StreamId::new(s).unwrap();
