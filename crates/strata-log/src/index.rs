@@ -1234,26 +1234,28 @@ fn filter_lists<'a>(
     filter: &Filter,
 ) -> (Option<Vec<&'a PositionList>>, Option<Vec<&'a PositionList>>) {
     // A name given twice is one list: walked twice, its positions would come twice.
-    let categories = (!filter.categories.is_empty()).then(|| {
-        let nos: std::collections::BTreeSet<u32> = filter
-            .categories
-            .iter()
-            .filter_map(|c| index.category_nos.get(c).copied())
-            .collect();
-        nos.into_iter()
-            .map(|c| &index.categories[c as usize].positions)
-            .collect::<Vec<_>>()
-    });
-    let types = (!filter.event_types.is_empty()).then(|| {
-        let nos: std::collections::BTreeSet<u32> = filter
-            .event_types
-            .iter()
-            .filter_map(|t| index.type_nos.get(t).copied())
-            .collect();
-        nos.into_iter()
-            .map(|t| &index.types[t as usize].positions)
-            .collect::<Vec<_>>()
-    });
+    fn lists<'a>(
+        names: &[String],
+        number: impl Fn(&str) -> Option<u32>,
+        lists: &'a [NamedList],
+    ) -> Option<Vec<&'a PositionList>> {
+        let nos: std::collections::BTreeSet<u32> = names.iter().filter_map(|n| number(n)).collect();
+        (!names.is_empty()).then(|| {
+            nos.into_iter()
+                .map(|n| &lists[n as usize].positions)
+                .collect()
+        })
+    }
+    let categories = lists(
+        &filter.categories,
+        |c| index.category_nos.get(c).copied(),
+        &index.categories,
+    );
+    let types = lists(
+        &filter.event_types,
+        |t| index.type_nos.get(t).copied(),
+        &index.types,
+    );
     let len = |lists: &[&PositionList]| lists.iter().map(|l| l.len()).sum::<u64>();
     match (categories, types) {
         (Some(c), Some(t)) if len(&t) < len(&c) => (Some(t), Some(c)),
