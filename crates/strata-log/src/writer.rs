@@ -243,17 +243,15 @@ enum Staged {
 }
 
 impl Writer {
-    /// Runs the writer until the append queue closes; first queues the index files of the
-    /// sealed segments in `missing` (those found without one on open).
+    /// Runs the writer until the append queue closes; first starts writing the index files
+    /// of the `missing_queued` sealed segments found without one on open (queued by the open
+    /// already, so that a wait for them right after it waits).
     pub fn run(mut self, rx: crossbeam_channel::Receiver<AppendRequest>, missing_queued: usize) {
         if missing_queued > 0 {
             tracing::info!(
                 segments = missing_queued,
                 "writing the index files of sealed segments that have none (a store from an earlier version, or files lost or not matching), in the background"
             );
-        }
-        // Queued by the open already (so that waiting for them right after it waits).
-        if missing_queued > 0 {
             self.start_segment_index_thread();
         }
         let mut deferred: Vec<AppendRequest> = Vec::new();
