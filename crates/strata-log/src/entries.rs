@@ -324,12 +324,13 @@ impl Entries {
     }
 
     /// Adds a sealed segment's entries, from its file, as the next positions; `times` are
-    /// the times of its first and last entries (`None` when it has none).
-    pub fn push_file(&mut self, segment_no: u64, file: EntryFile, times: Option<(i64, i64)>) {
-        let Some((first_at_us, last_at_us)) = times.filter(|_| file.len > 0) else {
-            return;
-        };
+    /// the times of its first and last entries. A file without entries adds nothing.
+    pub fn push_file(&mut self, segment_no: u64, file: EntryFile, times: (i64, i64)) {
+        let (first_at_us, last_at_us) = times;
         let n = file.len as u64;
+        if n == 0 {
+            return;
+        }
         self.chunks.push(Chunk {
             segment_no,
             first: self.len,
@@ -509,26 +510,23 @@ impl Deferred {
             let k = self.files.partition_point(|(first, _)| *first <= p) - 1;
             let (first, f) = &self.files[k];
             let in_file = *first..*first + f.len as u64;
-            // The run of deferred positions after it that go up (or down) by one in this file.
-            let step = |a: u64, b: u64| {
-                if b == a.wrapping_add(1) {
-                    1
-                } else if b == a.wrapping_sub(1) {
-                    -1
+            // The deferred positions after it in this file that go on by one, up or down.
+            let deferred = |j: usize| {
+                items
+                    .get(j)
+                    .filter(|(q, e)| e.is_none() && in_file.contains(q))
+                    .map(|&(q, _)| q)
+            };
+            let up = deferred(i + 1) == p.checked_add(1);
+            let next = |q: u64| {
+                if up {
+                    q.checked_add(1)
                 } else {
-                    0
+                    q.checked_sub(1)
                 }
             };
-            let direction = items
-                .get(i + 1)
-                .filter(|(q, e)| e.is_none() && in_file.contains(q))
-                .map_or(0, |&(q, _)| step(p, q));
             let mut j = i + 1;
-            while direction != 0
-                && items.get(j).is_some_and(|&(q, e)| {
-                    e.is_none() && in_file.contains(&q) && step(items[j - 1].0, q) == direction
-                })
-            {
+            while deferred(j).is_some() && deferred(j) == next(items[j - 1].0) {
                 j += 1;
             }
             let lo = p.min(items[j - 1].0);
@@ -636,7 +634,7 @@ mod tests {
             let segment_no = segment_no as u64;
             if in_file {
                 let f = file(dir, &format!("{segment_no}.idx"), p, n, map);
-                let times = Some((p as i64, (p + n as u64 - 1) as i64));
+                let times = (p as i64, (p + n as u64 - 1) as i64);
                 entries.push_file(segment_no, f, times);
             } else {
                 for q in p..p + n as u64 {

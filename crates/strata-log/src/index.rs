@@ -627,16 +627,17 @@ impl<'a> LocalEntries<'a> {
                 );
             }
         }
-        if let Some((segment_no, mut file)) = file {
+        if let Some((segment_no, mut file)) = file.filter(|_| n > 0) {
             // Every entry names a stream and a type of the file (checked in `parse`), each
             // numbered above: no entry reads the placeholder.
             let numbers = |nos: Vec<Option<u32>>| nos.into_iter().map(|n| n.unwrap_or(u32::MAX));
             file.set_names(numbers(stream_nos).collect(), numbers(type_nos).collect());
             // The first and last times from the bytes checked, not from the file again: the
             // lists hold these positions already, so nothing may fail from here.
-            let time = |k: usize| u64_at(&self.entries[k * INDEX_ENTRY_BYTES..], 8) as i64;
-            let times = (n > 0).then(|| (time(0), time(n as usize - 1)));
-            index.entries.push_file(segment_no, file, times);
+            let time = |k: u64| u64_at(&self.entries[k as usize * INDEX_ENTRY_BYTES..], 8) as i64;
+            index
+                .entries
+                .push_file(segment_no, file, (time(0), time(n - 1)));
         }
         Ok(())
     }
@@ -1292,16 +1293,18 @@ impl<'a, 'f> Matcher<'a, 'f> {
         }
         match self.prefix {
             Some(prefix) => {
-                let (lo, run) = &self.run;
-                let mut held = p
-                    .checked_sub(*lo)
-                    .and_then(|k| run.get(k as usize))
-                    .copied();
-                if held.is_none() {
-                    self.run = index.entries.run(p, self.run_entries, self.forward)?;
-                    held = Some(self.run.1[(p - self.run.0) as usize]);
-                }
-                let e = match held.flatten() {
+                let cached = |run: &(u64, Vec<Option<Entry>>)| {
+                    let k = p.checked_sub(run.0)?;
+                    run.1.get(k as usize).copied()
+                };
+                let slot = match cached(&self.run) {
+                    Some(slot) => slot,
+                    None => {
+                        self.run = index.entries.run(p, self.run_entries, self.forward)?;
+                        self.run.1[(p - self.run.0) as usize]
+                    }
+                };
+                let e = match slot {
                     Some(e) => e,
                     // It failed its check: read alone, for the error.
                     None => index.entries.get(p)?,

@@ -109,16 +109,8 @@ impl PositionList {
     /// How many positions are less than `p`: the index of the first at or above it.
     pub fn count_below(&self, p: u64) -> u64 {
         // The blocks whose first position is below `p`; the last of them holds the answer.
-        let (mut lo, mut hi) = (0, self.blocks());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.block_first(mid) < p {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let Some(b) = lo.checked_sub(1) else {
+        // The last block whose first position is below `p` holds the answer.
+        let Some(b) = p.checked_sub(1).and_then(|q| self.block_at_or_below(q)) else {
             return 0;
         };
         let mut block = [0u64; BLOCK];
