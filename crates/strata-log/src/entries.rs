@@ -153,11 +153,48 @@ impl EntryFile {
         matches!(self.source, Source::Map(_))
     }
 
+    /// Positions held: the segment's events.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `n` little-endian u32 at byte `at` of the file (postings: see [`crate::postings`]),
+    /// appended to `out`: from the map, or with one `pread`.
+    pub fn read_u32s(&self, at: usize, n: usize, out: &mut Vec<u32>) -> Result<(), ReadError> {
+        let mut buf = vec![0u8; if self.mapped() { 0 } else { n * 4 }];
+        let bytes = self.bytes_at(at, n * 4, &mut buf)?;
+        out.extend(bytes.chunks_exact(4).map(|b| u32_at(b, 0)));
+        Ok(())
+    }
+
+    /// The error for bytes at `at` of the file that fail a check made as they are read.
+    pub fn changed_at(&self, at: usize, reason: &str) -> ReadError {
+        ReadError::Corruption(Corruption::new(
+            CorruptionLocation::LogFile {
+                file: self.name.as_ref().into(),
+                offset: at as u64,
+            },
+            None,
+            reason,
+        ))
+    }
+
     /// The bytes of entries `k..k + n`: in the map, or read into `buf` (`n` entries long).
     fn bytes<'a>(&'a self, k: usize, n: usize, buf: &'a mut [u8]) -> Result<&'a [u8], ReadError> {
-        let at = self.at + k * ENTRY_BYTES;
+        self.bytes_at(self.at + k * ENTRY_BYTES, n * ENTRY_BYTES, buf)
+    }
+
+    /// Bytes `at..at + n` of the file: in the map, or read into `buf` (`n` long).
+    fn bytes_at<'a>(
+        &'a self,
+        at: usize,
+        n: usize,
+        buf: &'a mut [u8],
+    ) -> Result<&'a [u8], ReadError> {
         match &self.source {
-            Source::Map(map) => Ok(&map[at..][..n * ENTRY_BYTES]),
+            Source::Map(map) => map
+                .get(at..at + n)
+                .ok_or_else(|| self.changed_at(at, "a read goes past the end of the file")),
             Source::Read(file) => {
                 std::os::unix::fs::FileExt::read_exact_at(&**file, buf, at as u64).map_err(
                     |e| {
@@ -325,7 +362,7 @@ impl Entries {
 
     /// Adds a sealed segment's entries, from its file, as the next positions; `times` are
     /// the times of its first and last entries. A file without entries adds nothing.
-    pub fn push_file(&mut self, segment_no: u64, file: EntryFile, times: (i64, i64)) {
+    pub fn push_file(&mut self, segment_no: u64, file: Arc<EntryFile>, times: (i64, i64)) {
         let (first_at_us, last_at_us) = times;
         let n = file.len as u64;
         if n == 0 {
@@ -335,7 +372,7 @@ impl Entries {
             segment_no,
             first: self.len,
             first_at_us,
-            part: Part::File(Arc::new(file)),
+            part: Part::File(file),
         });
         self.len += n;
         self.last_at_us = last_at_us;
@@ -344,7 +381,7 @@ impl Entries {
     /// Swaps the entries of sealed segment `segment_no`, positions `first..`, held in memory,
     /// for its file, which must hold as many. Nothing changes when they are not in memory.
     /// Drop what it returns after releasing the state lock.
-    pub fn move_to_file(&mut self, segment_no: u64, first: u64, file: EntryFile) -> Released {
+    pub fn move_to_file(&mut self, segment_no: u64, first: u64, file: Arc<EntryFile>) -> Released {
         let k = self.chunks.partition_point(|c| c.first < first);
         let Some(c) = self.chunks.get_mut(k) else {
             return Released(None);
@@ -353,7 +390,7 @@ impl Entries {
             Part::Memory(v)
                 if c.segment_no == segment_no && c.first == first && v.len() == file.len =>
             {
-                match std::mem::replace(&mut c.part, Part::File(Arc::new(file))) {
+                match std::mem::replace(&mut c.part, Part::File(file)) {
                     Part::Memory(v) => Released(Some(v)),
                     Part::File(_) => unreachable!("matched as memory above"),
                 }
@@ -635,7 +672,7 @@ mod tests {
             if in_file {
                 let f = file(dir, &format!("{segment_no}.idx"), p, n, map);
                 let times = (p as i64, (p + n as u64 - 1) as i64);
-                entries.push_file(segment_no, f, times);
+                entries.push_file(segment_no, Arc::new(f), times);
             } else {
                 for q in p..p + n as u64 {
                     entries.push(segment_no, entry(q));

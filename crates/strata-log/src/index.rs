@@ -5,12 +5,13 @@
 //! file and, for the events past those, in `index.bin`, so that opening a large store does
 //! not rescan it.
 //!
-//! Memory per event: about 1 to 3 bytes in each of the stream, category and event-type
-//! position lists, which are compressed ([`PositionList`]: gaps as varints, in blocks of 64),
-//! plus 1.4 bytes of the id files' filters and fences. The entries ([`Entries`]) of sealed
-//! segments are read from their index files; the open segment's take 24 bytes each in
-//! memory, and its ids about 22. Per stream: its name, a list header and a map slot, about
-//! 140 bytes plus the name.
+//! Memory per event: about 1 to 3 bytes in its stream's position list, which is compressed
+//! ([`PositionList`]: gaps as varints, in blocks of 64), plus 1.4 bytes of the id files'
+//! filters and fences. The entries ([`Entries`]) of sealed segments are read from their index
+//! files, and so are their category and type positions ([`Postings`]: a part of a few words
+//! per name and file in memory); the open segment's entries take 24 bytes each in memory,
+//! its ids about 22, its category and type positions 1 to 3 bytes each. Per stream: its
+//! name, a list header and a map slot, about 140 bytes plus the name.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,7 +27,8 @@ use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
-use crate::positions::{PositionList, Reader};
+use crate::positions::PositionList;
+use crate::postings::{self, Postings, Swap};
 
 /// A location in the log: segment number in the high 24 bits, byte offset in the low 40.
 pub(crate) type Loc = u64;
@@ -49,9 +51,11 @@ pub(crate) struct StreamEntry {
     pub positions: PositionList,
 }
 
+/// A category's or event type's positions: in its segments' index files for sealed
+/// segments whose file is written, in memory for the rest ([`Postings`]).
 pub(crate) struct NamedList {
     pub name: String,
-    pub positions: PositionList,
+    pub positions: Postings,
     pub streams: u64,
 }
 
@@ -140,7 +144,7 @@ impl Index {
                 let c = self.categories.len() as u32;
                 self.categories.push(NamedList {
                     name: cat_name.to_owned(),
-                    positions: PositionList::default(),
+                    positions: Postings::default(),
                     streams: 0,
                 });
                 self.category_nos.insert(cat_name.to_owned(), c);
@@ -166,7 +170,7 @@ impl Index {
         let t = self.types.len() as u32;
         self.types.push(NamedList {
             name: event_type.to_owned(),
-            positions: PositionList::default(),
+            positions: Postings::default(),
             streams: 0,
         });
         self.type_nos.insert(event_type.to_owned(), t);
@@ -189,7 +193,7 @@ impl Index {
             self.next_position(),
             "index positions must be dense"
         );
-        self.push_lists(position, stream, event_type);
+        self.push_lists(position, loc_segment(loc), stream, event_type);
         self.entries.push(
             loc_segment(loc),
             Entry {
@@ -204,14 +208,53 @@ impl Index {
         }
     }
 
-    /// Adds `position` to the lists of its stream, category and type.
-    fn push_lists(&mut self, position: u64, stream: u32, event_type: u32) {
+    /// Adds `position`, stored in segment `segment_no`, to the lists of its stream, category
+    /// and type.
+    fn push_lists(&mut self, position: u64, segment_no: u64, stream: u32, event_type: u32) {
         let se = &mut self.streams[stream as usize];
         se.positions.push(position);
         self.categories[se.category as usize]
             .positions
-            .push(position);
-        self.types[event_type as usize].positions.push(position);
+            .push(segment_no, position);
+        self.types[event_type as usize]
+            .positions
+            .push(segment_no, position);
+    }
+
+    /// The number of category `name`, when the index holds it.
+    pub fn category_no(&self, name: &str) -> Option<u32> {
+        self.category_nos.get(name).copied()
+    }
+
+    /// Swaps the category and type positions of sealed segment `segment_no` held in memory
+    /// for the postings of its index file (`file`, whose entries the index now reads, and
+    /// `dir`, its postings). Drop what it returns after releasing the state lock.
+    pub fn move_postings_to_file(
+        &mut self,
+        segment_no: u64,
+        file: &Arc<EntryFile>,
+        dir: &PostingsDir,
+    ) -> Vec<PositionList> {
+        let mut released = Vec::new();
+        for (name, at) in dir.types.iter().zip(&dir.type_at) {
+            if let Some(t) = self.type_no(name) {
+                released.extend(
+                    self.types[t as usize]
+                        .positions
+                        .move_to_file(dir.swap(segment_no, file, at)),
+                );
+            }
+        }
+        for (name, at) in dir.categories.iter().zip(&dir.category_at) {
+            if let Some(c) = self.category_no(name) {
+                released.extend(
+                    self.categories[c as usize]
+                        .positions
+                        .move_to_file(dir.swap(segment_no, file, at)),
+                );
+            }
+        }
+        released
     }
 
     /// Bytes of memory the stream, category and type position lists take beyond the
@@ -315,19 +358,19 @@ impl Index {
                         is_end: true,
                     });
                 }
-                let mut cursor = driver.forward(from);
+                let mut cursor = driver.forward(from)?;
                 let mut next = from;
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
                         // Report the end when nothing is left to examine.
-                        let is_end = cursor.peek_forward().is_none_or(|p| p > top);
+                        let is_end = cursor.peek_forward()?.is_none_or(|p| p > top);
                         return Ok(AllSlice {
                             hits,
                             next: Some(if is_end { next.max(top + 1) } else { next }),
                             is_end,
                         });
                     }
-                    match cursor.next_forward() {
+                    match cursor.next_forward()? {
                         Some(p) if p <= top => {
                             examined += 1;
                             next = p + 1;
@@ -347,18 +390,18 @@ impl Index {
             }
             Direction::Backward => {
                 let start = from.map_or(top, |f| f.min(top));
-                let mut cursor = driver.backward(start);
+                let mut cursor = driver.backward(start)?;
                 let mut next = Some(start);
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
-                        let is_end = cursor.peek_backward().is_none();
+                        let is_end = cursor.peek_backward()?.is_none();
                         return Ok(AllSlice {
                             hits,
                             next: if is_end { None } else { next },
                             is_end,
                         });
                     }
-                    match cursor.next_backward() {
+                    match cursor.next_backward()? {
                         Some(p) => {
                             examined += 1;
                             next = p.checked_sub(1);
@@ -580,14 +623,15 @@ impl<'a> LocalEntries<'a> {
     /// Adds the entries, positions `first..`, from `index`'s next position on, to `index`.
     /// The next position must be among them (or right after them), and must be `first`
     /// unless `may_skip`. Without `file`, the entries and their ids are kept in memory. With
-    /// it (sealed segment `file.0`'s index file, mapped, whose entries these are), the index
-    /// keeps only their positions, in its stream, category and type lists, and reads the
-    /// entries from the file, with the index's numbers of its names.
+    /// it (sealed segment `file.0`'s index file, whose entries these are, and its postings),
+    /// the index keeps only their positions in its stream lists, and reads the entries from
+    /// the file, with the index's numbers of its names, and the category and type positions
+    /// from its postings.
     fn push_into(
         &self,
         index: &mut Index,
         first: u64,
-        file: Option<(u64, EntryFile)>,
+        file: Option<(u64, EntryFile, PostingsDir)>,
         may_skip: bool,
     ) -> Result<(), String> {
         let next = index.next_position();
@@ -615,7 +659,8 @@ impl<'a> LocalEntries<'a> {
                 *type_nos[t].get_or_insert_with(|| index.type_no_or_insert(self.types[t]));
             let position = first + k as u64;
             if file.is_some() {
-                index.push_lists(position, stream, event_type);
+                // The category and type positions come from the file's postings, below.
+                index.streams[stream as usize].positions.push(position);
             } else {
                 index.push_resolved(
                     position,
@@ -627,17 +672,34 @@ impl<'a> LocalEntries<'a> {
                 );
             }
         }
-        if let Some((segment_no, mut file)) = file.filter(|_| n > 0) {
+        if let Some((segment_no, mut file, dir)) = file.filter(|_| n > 0) {
             // Every entry names a stream and a type of the file (checked in `parse`), each
             // numbered above: no entry reads the placeholder.
-            let numbers = |nos: Vec<Option<u32>>| nos.into_iter().map(|n| n.unwrap_or(u32::MAX));
-            file.set_names(numbers(stream_nos).collect(), numbers(type_nos).collect());
+            let numbers = |nos: &[Option<u32>]| -> Box<[u32]> {
+                nos.iter().map(|n| n.unwrap_or(u32::MAX)).collect()
+            };
+            file.set_names(numbers(&stream_nos), numbers(&type_nos));
             // The first and last times from the bytes checked, not from the file again: the
             // lists hold these positions already, so nothing may fail from here.
             let time = |k: u64| u64_at(&self.entries[k as usize * INDEX_ENTRY_BYTES..], 8) as i64;
+            let file = Arc::new(file);
             index
                 .entries
-                .push_file(segment_no, file, (time(0), time(n - 1)));
+                .push_file(segment_no, file.clone(), (time(0), time(n - 1)));
+            for (t, at) in dir.type_at.iter().enumerate() {
+                if let Some(t) = type_nos[t] {
+                    index.types[t as usize]
+                        .positions
+                        .push_file(dir.swap(segment_no, &file, at));
+                }
+            }
+            for (name, at) in dir.categories.iter().zip(&dir.category_at) {
+                if let Some(c) = index.category_no(name) {
+                    index.categories[c as usize]
+                        .positions
+                        .push_file(dir.swap(segment_no, &file, at));
+                }
+            }
         }
         Ok(())
     }
@@ -691,7 +753,7 @@ fn encode_file(
     id_section: bool,
 ) -> Result<Vec<u8>, String> {
     let n = (positions.end - positions.start) as usize;
-    let per_event = INDEX_ENTRY_BYTES + if id_section { ID_PAIR_BYTES } else { 0 };
+    let per_event = INDEX_ENTRY_BYTES + if id_section { ID_PAIR_BYTES + 12 } else { 0 };
     let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + n * per_event + n * 2 + 4);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_le_bytes());
@@ -706,6 +768,25 @@ fn encode_file(
     out[56..60].copy_from_slice(&s.to_le_bytes());
     out[60..64].copy_from_slice(&t.to_le_bytes());
     if id_section {
+        // A segment's file: its postings, then its ids.
+        if u32::try_from(n).is_err() {
+            return Err(format!(
+                "a segment of {n} events is too large for its postings"
+            ));
+        }
+        let entries_at = INDEX_HEADER_BYTES;
+        let mut names_at = entries_at + n * INDEX_ENTRY_BYTES;
+        let streams = read_names(&out, &mut names_at, s as usize)?;
+        let (categories, stream_categories) = local_categories(streams);
+        let counts = (s as usize, t as usize, categories.len());
+        let mut postings = Vec::with_capacity(n * 12 + (counts.0 + counts.1 + counts.2) * 4);
+        encode_postings(
+            &out[entries_at..entries_at + n * INDEX_ENTRY_BYTES],
+            &stream_categories,
+            counts,
+            &mut postings,
+        );
+        out.extend_from_slice(&postings);
         encode_id_section(pairs, &mut out);
     }
     let crc = crc32c::crc32c(&out);
@@ -840,6 +921,192 @@ impl IndexFile {
     }
 }
 
+/// The categories of a file's streams, numbered in the order the streams (in their local
+/// order) first name them: their names, and each stream's local category number.
+fn local_categories<'a>(streams: impl IntoIterator<Item = &'a str>) -> (Vec<&'a str>, Vec<u32>) {
+    let mut names: Vec<&str> = Vec::new();
+    let mut nos: FastMap<&str, u32> = FastMap::default();
+    let of_stream = streams
+        .into_iter()
+        .map(|s| {
+            let c = category_of(s);
+            *nos.entry(c).or_insert_with(|| {
+                names.push(c);
+                names.len() as u32 - 1
+            })
+        })
+        .collect();
+    (names, of_stream)
+}
+
+/// Appends the postings section of a segment index file whose 40-byte `entries` use
+/// `stream_count` streams (of local categories `stream_categories`, numbered below
+/// `category_count`) and `type_count` types: the count of positions of each stream, type and
+/// category, then, for the streams, the types and the categories in turn, the positions of
+/// each, in local-number order, as u32 offsets from the segment's first position, increasing.
+fn encode_postings(
+    entries: &[u8],
+    stream_categories: &[u32],
+    (stream_count, type_count, category_count): (usize, usize, usize),
+    out: &mut Vec<u8>,
+) {
+    let n = entries.len() / INDEX_ENTRY_BYTES;
+    let local = |kind: usize, e: &[u8]| -> usize {
+        let s = u32_at(e, 16) as usize;
+        match kind {
+            0 => s,
+            1 => u32_at(e, 20) as usize,
+            _ => stream_categories[s] as usize,
+        }
+    };
+    let counts: Vec<Vec<u32>> = [stream_count, type_count, category_count]
+        .iter()
+        .enumerate()
+        .map(|(kind, &names)| {
+            let mut c = vec![0u32; names];
+            for e in entries.chunks_exact(INDEX_ENTRY_BYTES) {
+                c[local(kind, e)] += 1;
+            }
+            c
+        })
+        .collect();
+    for c in counts.iter().flatten() {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    let mut postings = vec![0u32; n];
+    for (kind, c) in counts.iter().enumerate() {
+        let mut next: Vec<u32> = c
+            .iter()
+            .scan(0u32, |sum, &k| {
+                let at = *sum;
+                *sum += k;
+                Some(at)
+            })
+            .collect();
+        for (k, e) in entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
+            let slot = &mut next[local(kind, e)];
+            postings[*slot as usize] = k as u32;
+            *slot += 1;
+        }
+        for p in &postings {
+            out.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+}
+
+/// Where one name's postings lie in a segment index file.
+#[derive(Debug, Clone, Copy)]
+struct NameAt {
+    /// The byte offset of its first posting, and how many it has.
+    at: usize,
+    count: u64,
+    /// Its first and last positions (meaningless without postings).
+    lo: u64,
+    hi: u64,
+}
+
+/// The postings of a segment index file's event types and categories: where each name's
+/// lie (see [`encode_postings`]).
+pub(crate) struct PostingsDir {
+    /// The segment's first position.
+    base: u64,
+    types: Vec<String>,
+    type_at: Vec<NameAt>,
+    categories: Vec<String>,
+    category_at: Vec<NameAt>,
+    /// Where the section ends.
+    end: usize,
+}
+
+impl PostingsDir {
+    /// Reads the postings section at `at` of the file `b` of the `n` events from position
+    /// `base` on, whose streams and types are `streams` and `types`. Checks that each kind's
+    /// counts add up to `n`, and each name's first and last postings lie in the segment (the
+    /// rest are checked as they are read, and by `strata verify`).
+    fn parse(
+        b: &[u8],
+        at: usize,
+        base: u64,
+        n: u64,
+        streams: &[StreamId],
+        types: &[&str],
+    ) -> Result<PostingsDir, String> {
+        let (categories, _) = local_categories(streams.iter().map(StreamId::as_str));
+        let names = [streams.len(), types.len(), categories.len()];
+        let counts_bytes = names.iter().sum::<usize>() * 4;
+        let n_bytes = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(4))
+            .ok_or("segment index too large")?;
+        let end = at
+            .checked_add(counts_bytes)
+            .and_then(|e| e.checked_add(3 * n_bytes))
+            .filter(|&e| e <= b.len())
+            .ok_or("its postings section is truncated")?;
+        let mut count_at = at;
+        let mut postings_at = at + counts_bytes;
+        let mut kinds: Vec<Vec<NameAt>> = Vec::with_capacity(3);
+        for names in names {
+            let mut sum = 0u64;
+            let mut kind = Vec::with_capacity(names);
+            for _ in 0..names {
+                let count = u64::from(u32_at(b, count_at));
+                count_at += 4;
+                let name_at = postings_at + sum as usize * 4;
+                sum += count;
+                if sum > n {
+                    return Err("its postings counts exceed its events".to_owned());
+                }
+                let (lo, hi) = match count {
+                    0 => (0, 0),
+                    k => (
+                        u64::from(u32_at(b, name_at)),
+                        u64::from(u32_at(b, name_at + (k as usize - 1) * 4)),
+                    ),
+                };
+                if count > 0 && (lo > hi || hi >= n) {
+                    return Err("a name's postings lie outside its segment".to_owned());
+                }
+                kind.push(NameAt {
+                    at: name_at,
+                    count,
+                    lo: base + lo,
+                    hi: base + hi,
+                });
+            }
+            if sum != n {
+                return Err("its postings counts do not add up to its events".to_owned());
+            }
+            postings_at += n_bytes;
+            kinds.push(kind);
+        }
+        let category_at = kinds.pop().unwrap_or_default();
+        let type_at = kinds.pop().unwrap_or_default();
+        Ok(PostingsDir {
+            base,
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            type_at,
+            categories: categories.into_iter().map(str::to_owned).collect(),
+            category_at,
+            end,
+        })
+    }
+
+    /// What a list of segment `segment_no` is swapped for, or added as: the postings `at`
+    /// describes, in `file`.
+    fn swap<'a>(&self, segment_no: u64, file: &'a Arc<EntryFile>, at: &NameAt) -> Swap<'a> {
+        Swap {
+            segment_no,
+            file,
+            base: self.base,
+            at: at.at,
+            count: at.count,
+            lo: at.lo,
+            hi: at.hi,
+        }
+    }
+}
+
 /// One sealed segment, as its index file describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SealedSegment {
@@ -854,9 +1121,9 @@ pub(crate) struct SealedSegment {
 }
 
 const SEGMENT_INDEX_MAGIC: &[u8; 8] = b"STRATASI";
-/// Version 2 adds the sorted id section and its bloom filter (version 1 files are written
-/// again).
-const SEGMENT_INDEX_VERSION: u32 = 2;
+/// Version 2 adds the sorted id section and its bloom filter; version 3 the postings (files of
+/// earlier versions are written again).
+const SEGMENT_INDEX_VERSION: u32 = 3;
 const SEGMENT_INDEX_HEADER_BYTES: usize = 64;
 
 /// Encodes the index file of one sealed segment: its entries (as in the whole index file, with
@@ -905,7 +1172,7 @@ impl SegmentIndexFile {
         let n = u64_at(b, 40);
         let entries_bytes = usize::try_from(n)
             .ok()
-            .and_then(|n| n.checked_mul(INDEX_ENTRY_BYTES + ID_PAIR_BYTES))
+            .and_then(|n| n.checked_mul(INDEX_ENTRY_BYTES + ID_PAIR_BYTES + 12))
             .ok_or("segment index too large")?;
         if body.len() < SEGMENT_INDEX_HEADER_BYTES.saturating_add(entries_bytes) {
             return Err("segment index file truncated".to_owned());
@@ -938,10 +1205,11 @@ impl SegmentIndexFile {
     }
 
     /// Checks the whole file: its names, that each entry names one of them, that its records
-    /// lie in its segment in order, up to its end, and that its id section is its entries'
-    /// ids sorted, followed by the filter and the CRC. Returns the entries and where the id
-    /// section and the filter start.
-    fn parse(&self) -> Result<(LocalEntries<'_>, usize, usize), String> {
+    /// lie in its segment in order, up to its end, its postings' counts and bounds
+    /// ([`PostingsDir::parse`]), and that its id section is its entries' ids sorted, followed
+    /// by the filter and the CRC. Returns the entries, the postings, and where the id section
+    /// and the filter start.
+    fn parse(&self) -> Result<(LocalEntries<'_>, PostingsDir, usize, usize), String> {
         let b = &self.bytes;
         let body = &b[..b.len() - 4];
         let seg = self.seg;
@@ -965,7 +1233,8 @@ impl SegmentIndexFile {
             }
             last_offset = loc_offset(l);
         }
-        let pairs_at = local.rest;
+        let dir = PostingsDir::parse(b, local.rest, seg.first, n, &local.streams, &local.types)?;
+        let pairs_at = dir.end;
         let bloom_at = pairs_at + n as usize * ID_PAIR_BYTES;
         if body.len() != bloom_at + bloom_words(n) * 8 {
             return Err("its id section is not where its entries end".to_owned());
@@ -973,7 +1242,7 @@ impl SegmentIndexFile {
         check_pairs(&body[pairs_at..bloom_at], seg.first, n, |p| {
             local.id((p - seg.first) as usize)
         })?;
-        Ok((local, pairs_at, bloom_at))
+        Ok((local, dir, pairs_at, bloom_at))
     }
 
     /// Adds the file's events to `index`, whose next position must be the segment's first,
@@ -982,7 +1251,7 @@ impl SegmentIndexFile {
     /// gets its id section and its entries, with the file opened for both. On an error the
     /// index is unchanged.
     pub fn push_into(&self, index: &mut Index, map: bool) -> Result<(), String> {
-        let (local, pairs_at, bloom_at) = self.parse()?;
+        let (local, dir, pairs_at, bloom_at) = self.parse()?;
         let file = self
             .open()
             .map_err(|e| format!("opening it for lookups: {e}"))?;
@@ -992,7 +1261,7 @@ impl SegmentIndexFile {
         local.push_into(
             index,
             self.seg.first,
-            Some((self.seg.segment_no, entries)),
+            Some((self.seg.segment_no, entries, dir)),
             false,
         )?;
         index
@@ -1020,13 +1289,14 @@ impl SegmentIndexFile {
 
     /// The entries of a file this process just encoded (so not checked again), in `file`
     /// (see [`open`](Self::open)), mapped when `map`, with the numbers `number` gives the
-    /// names they use: the index's, which holds them all as it was encoded from it.
+    /// names they use: the index's, which holds them all as it was encoded from it; and its
+    /// postings.
     pub fn own_entries(
         &self,
         file: &Arc<std::fs::File>,
         map: bool,
         number: impl FnOnce(&[StreamId], &[&str]) -> (Vec<Option<u32>>, Vec<Option<u32>>),
-    ) -> Result<EntryFile, String> {
+    ) -> Result<(EntryFile, PostingsDir), String> {
         let b = &self.bytes;
         let n = (self.seg.end_position - self.seg.first) as usize;
         let mut at = SEGMENT_INDEX_HEADER_BYTES + n * INDEX_ENTRY_BYTES;
@@ -1045,15 +1315,31 @@ impl SegmentIndexFile {
                 .ok_or("it names a stream or type the index does not hold")
         };
         entries.set_names(all(stream_nos)?, all(type_nos)?);
-        Ok(entries)
+        let dir = PostingsDir::parse(b, at, self.seg.first, n as u64, &streams, &types)?;
+        Ok((entries, dir))
     }
 
     /// Checks the whole file as [`push_into`](Self::push_into) does, and also that its bloom
     /// filter lets every one of its ids through (open trusts the filter to the CRC, to keep
     /// opening fast): what `strata verify` runs.
     pub fn check_whole(&self) -> Result<(), String> {
-        let (_, pairs_at, bloom_at) = self.parse()?;
+        let (local, dir, pairs_at, bloom_at) = self.parse()?;
         let b = &self.bytes;
+        let (categories, stream_categories) =
+            local_categories(local.streams.iter().map(StreamId::as_str));
+        let mut postings = Vec::new();
+        encode_postings(
+            local.entries,
+            &stream_categories,
+            (local.streams.len(), local.types.len(), categories.len()),
+            &mut postings,
+        );
+        if b[local.rest..dir.end] != postings[..] {
+            return Err(
+                "its postings are not its entries' positions by stream, type and category"
+                    .to_owned(),
+            );
+        }
         let bloom = Bloom::from_bytes(&b[bloom_at..b.len() - 4]);
         for pair in b[pairs_at..bloom_at].chunks_exact(ID_PAIR_BYTES) {
             if !bloom.may_contain(&uuid_at(pair, 0)) {
@@ -1198,21 +1484,23 @@ pub(crate) struct AllSlice {
     pub is_end: bool,
 }
 
-/// Whether [`Index::all_slice`] with `filter` reads entries while it walks (which may wait
-/// for the disk when they lie in index files): by stream prefix.
-pub(crate) fn filter_reads_entries(filter: &Filter) -> bool {
+/// Whether [`Index::all_slice`] with `filter` may read index files while it walks (which
+/// may wait for the disk): entries by stream prefix, postings by category or type.
+pub(crate) fn filter_reads_files(filter: &Filter) -> bool {
     filter.stream_prefix.is_some()
+        || !filter.categories.is_empty()
+        || !filter.event_types.is_empty()
 }
 
 /// A filter compiled against the index's numbering, for the positions a [`Driver`] walks:
 /// it checks only what the walk does not already ensure. A walk along the categories' lists
-/// checks types by looking the position up in the types' lists, and the other way round (in
-/// memory: a reader per list keeps the block it decoded last, which a walk's next positions
-/// mostly fall in); only a stream prefix reads a position's entry.
+/// checks types by looking the position up in the types' lists, and the other way round (a
+/// reader per list keeps the block it read last, which a walk's next positions mostly fall
+/// in); only a stream prefix reads a position's entry.
 struct Matcher<'a, 'f> {
     /// Readers of the lists one of which must hold a position (those of the categories or
     /// types asked for that the walk does not follow).
-    tested: Option<Vec<Reader<'a>>>,
+    tested: Option<Vec<postings::Reader<'a>>>,
     prefix: Option<&'f str>,
     /// The walk's direction, how many entries to read at once for the prefix, and the
     /// entries read last (with the first's position; `None` for one that failed its check).
@@ -1233,13 +1521,13 @@ const PREFIX_RUN_ENTRIES: usize = 256;
 fn filter_lists<'a>(
     index: &'a Index,
     filter: &Filter,
-) -> (Option<Vec<&'a PositionList>>, Option<Vec<&'a PositionList>>) {
+) -> (Option<Vec<&'a Postings>>, Option<Vec<&'a Postings>>) {
     // A name given twice is one list: walked twice, its positions would come twice.
     fn lists<'a>(
         names: &[String],
         number: impl Fn(&str) -> Option<u32>,
         lists: &'a [NamedList],
-    ) -> Option<Vec<&'a PositionList>> {
+    ) -> Option<Vec<&'a Postings>> {
         let nos: std::collections::BTreeSet<u32> = names.iter().filter_map(|n| number(n)).collect();
         (!names.is_empty()).then(|| {
             nos.into_iter()
@@ -1257,7 +1545,7 @@ fn filter_lists<'a>(
         |t| index.type_nos.get(t).copied(),
         &index.types,
     );
-    let len = |lists: &[&PositionList]| lists.iter().map(|l| l.len()).sum::<u64>();
+    let len = |lists: &[&Postings]| lists.iter().map(|l| l.len()).sum::<u64>();
     match (categories, types) {
         (Some(c), Some(t)) if len(&t) < len(&c) => (Some(t), Some(c)),
         (Some(c), Some(t)) => (Some(c), Some(t)),
@@ -1270,13 +1558,13 @@ impl<'a, 'f> Matcher<'a, 'f> {
     /// stream prefix.
     /// `every` says whether the walk goes through every position.
     fn new(
-        tested: Option<Vec<&'a PositionList>>,
+        tested: Option<Vec<&'a Postings>>,
         filter: &'f Filter,
         forward: bool,
         every: bool,
     ) -> Self {
         Matcher {
-            tested: tested.map(|lists| lists.into_iter().map(PositionList::reader).collect()),
+            tested: tested.map(|lists| lists.into_iter().map(Postings::reader).collect()),
             prefix: filter.stream_prefix.as_deref(),
             forward,
             run_entries: if every { PREFIX_RUN_ENTRIES } else { 1 },
@@ -1287,7 +1575,14 @@ impl<'a, 'f> Matcher<'a, 'f> {
     /// Whether position `p` matches.
     fn matches(&mut self, index: &Index, p: u64) -> Result<bool, ReadError> {
         if let Some(tested) = &mut self.tested {
-            if !tested.iter_mut().any(|l| l.contains(p)) {
+            let mut held = false;
+            for l in tested {
+                if l.contains(p)? {
+                    held = true;
+                    break;
+                }
+            }
+            if !held {
                 return Ok(false);
             }
         }
@@ -1322,37 +1617,37 @@ impl<'a, 'f> Matcher<'a, 'f> {
 /// Which positions a `$all` read walks: all of them, or the union of category or type lists.
 enum Driver<'a> {
     All,
-    Lists(Vec<&'a PositionList>),
+    Lists(Vec<&'a Postings>),
 }
 
 impl<'a> Driver<'a> {
     /// Walks the union of `lists`, or every position.
-    fn new(lists: Option<Vec<&'a PositionList>>) -> Self {
+    fn new(lists: Option<Vec<&'a Postings>>) -> Self {
         lists.map_or(Driver::All, Driver::Lists)
     }
 
-    fn forward(&self, from: u64) -> Walk<'a> {
-        match self {
+    fn forward(&self, from: u64) -> Result<Walk<'a>, ReadError> {
+        Ok(match self {
             Driver::All => Walk::Range { next: Some(from) },
             Driver::Lists(lists) => Walk::Merge(
                 lists
                     .iter()
-                    .map(|l| (l.reader(), Some(l.count_below(from))))
-                    .collect(),
+                    .map(|l| Ok((l.reader(), Some(l.count_below(from)?))))
+                    .collect::<Result<_, ReadError>>()?,
             ),
-        }
+        })
     }
 
-    fn backward(&self, from: u64) -> Walk<'a> {
-        match self {
+    fn backward(&self, from: u64) -> Result<Walk<'a>, ReadError> {
+        Ok(match self {
             Driver::All => Walk::Range { next: Some(from) },
             Driver::Lists(lists) => Walk::Merge(
                 lists
                     .iter()
-                    .map(|l| (l.reader(), l.count_at_or_below(from).checked_sub(1)))
-                    .collect(),
+                    .map(|l| Ok((l.reader(), l.count_at_or_below(from)?.checked_sub(1))))
+                    .collect::<Result<_, ReadError>>()?,
             ),
-        }
+        })
     }
 }
 
@@ -1362,32 +1657,35 @@ enum Walk<'a> {
     },
     /// Per list: a reader, and the index of its next position in the walk's direction
     /// (`None` once a backward walk has passed its first).
-    Merge(Vec<(Reader<'a>, Option<u64>)>),
+    Merge(Vec<(postings::Reader<'a>, Option<u64>)>),
 }
 
 impl Walk<'_> {
     /// The next position in the walk's direction, and which list holds it (`None` for a
-    /// range), without moving.
-    fn head(&mut self, forward: bool) -> Option<(Option<usize>, u64)> {
+    /// range), without moving. May read a block of postings from a file.
+    fn head(&mut self, forward: bool) -> Result<Option<(Option<usize>, u64)>, ReadError> {
         match self {
-            Walk::Range { next } => next.map(|p| (None, p)),
+            Walk::Range { next } => Ok(next.map(|p| (None, p))),
             Walk::Merge(heads) => {
-                let candidates = heads
-                    .iter_mut()
-                    .enumerate()
-                    .filter_map(|(k, (r, i))| i.and_then(|i| r.get(i)).map(|p| (Some(k), p)));
-                if forward {
-                    candidates.min_by_key(|&(_, p)| p)
-                } else {
-                    candidates.max_by_key(|&(_, p)| p)
+                let mut best: Option<(Option<usize>, u64)> = None;
+                for (k, (r, i)) in heads.iter_mut().enumerate() {
+                    let Some(i) = *i else { continue };
+                    let Some(p) = r.get(i)? else { continue };
+                    let better = best.is_none_or(|(_, b)| if forward { p < b } else { p > b });
+                    if better {
+                        best = Some((Some(k), p));
+                    }
                 }
+                Ok(best)
             }
         }
     }
 
     /// Takes the next position in the walk's direction.
-    fn advance(&mut self, forward: bool) -> Option<u64> {
-        let (list, p) = self.head(forward)?;
+    fn advance(&mut self, forward: bool) -> Result<Option<u64>, ReadError> {
+        let Some((list, p)) = self.head(forward)? else {
+            return Ok(None);
+        };
         match self {
             Walk::Range { next } => {
                 *next = if forward {
@@ -1407,22 +1705,22 @@ impl Walk<'_> {
                 });
             }
         }
-        Some(p)
+        Ok(Some(p))
     }
 
-    fn peek_forward(&mut self) -> Option<u64> {
-        self.head(true).map(|(_, p)| p)
+    fn peek_forward(&mut self) -> Result<Option<u64>, ReadError> {
+        Ok(self.head(true)?.map(|(_, p)| p))
     }
 
-    fn peek_backward(&mut self) -> Option<u64> {
-        self.head(false).map(|(_, p)| p)
+    fn peek_backward(&mut self) -> Result<Option<u64>, ReadError> {
+        Ok(self.head(false)?.map(|(_, p)| p))
     }
 
-    fn next_forward(&mut self) -> Option<u64> {
+    fn next_forward(&mut self) -> Result<Option<u64>, ReadError> {
         self.advance(true)
     }
 
-    fn next_backward(&mut self) -> Option<u64> {
+    fn next_backward(&mut self) -> Result<Option<u64>, ReadError> {
         self.advance(false)
     }
 }
@@ -1441,6 +1739,55 @@ mod tests {
             event_type: &format!("Type{}", p % 3),
             event_id: Uuid::from_u128(u128::from(p) + 1),
         });
+    }
+
+    /// A segment's index file lists each type's, category's and stream's positions in its
+    /// postings; `strata verify`'s whole check refuses a file whose postings (under a good CRC)
+    /// do not match its entries, which opening trusts to the CRC.
+    #[test]
+    fn segment_postings_are_the_entries_by_name_and_verify_checks_them() {
+        let mut index = Index::default();
+        for p in 0..10 {
+            push(&mut index, p);
+        }
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 0,
+            end_position: 10,
+            end_offset: 64 + 10 * 100,
+        };
+        let bytes = encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes");
+        let file = SegmentIndexFile::check(bytes.clone(), PathBuf::from("1.idx")).unwrap();
+        file.check_whole().expect("a sound file");
+        let (local, dir, _, _) = file.parse().unwrap();
+        let postings = |at: &NameAt| -> Vec<u64> {
+            (0..at.count as usize)
+                .map(|k| u64::from(u32_at(&bytes, at.at + 4 * k)))
+                .collect()
+        };
+        for (t, at) in dir.type_at.iter().enumerate() {
+            let want: Vec<u64> = (0..10)
+                .filter(|p| format!("Type{}", p % 3) == local.types[t])
+                .collect();
+            assert_eq!(postings(at), want, "{}", local.types[t]);
+            assert_eq!((at.lo, at.hi), (want[0], *want.last().unwrap()));
+        }
+        assert_eq!(dir.categories, ["account"]);
+        assert_eq!(postings(&dir.category_at[0]), (0..10).collect::<Vec<_>>());
+        // Positions 0 and 1 (of Type0 and Type1) traded between the two types' postings.
+        let mut bad = bytes[..bytes.len() - 4].to_vec();
+        let (a, b) = (dir.type_at[0].at, dir.type_at[1].at);
+        let (x, y) = (u32_at(&bad, a), u32_at(&bad, b));
+        bad[a..a + 4].copy_from_slice(&y.to_le_bytes());
+        bad[b..b + 4].copy_from_slice(&x.to_le_bytes());
+        let crc = crc32c::crc32c(&bad);
+        bad.extend_from_slice(&crc.to_le_bytes());
+        let file = SegmentIndexFile::check(bad, PathBuf::from("1.idx")).unwrap();
+        file.parse()
+            .expect("opening trusts the postings to the CRC");
+        let err = file.check_whole().unwrap_err();
+        assert!(err.contains("postings"), "{err}");
     }
 
     /// An index file encoded a few entries at a time, while events (new streams and types

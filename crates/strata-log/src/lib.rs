@@ -30,6 +30,7 @@ mod index;
 pub mod io;
 pub mod limits;
 mod positions;
+mod postings;
 mod recovery;
 mod segment;
 mod snapshots;

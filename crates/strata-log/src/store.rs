@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::entries::{Deferred, PositionAt};
 use crate::error::{io_ctx, DataLoss, OpenError};
-use crate::index::filter_reads_entries;
+use crate::index::filter_reads_files;
 use crate::io::{StdVfs, Vfs};
 use crate::limits::{self, WRITER_QUEUE_MAX_APPENDS};
 use crate::recovery::recover;
@@ -669,7 +669,7 @@ impl EventStore for LogStore {
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
         options.validate()?;
         let shared = self.inner.shared.clone();
-        let reads_entries = filter_reads_entries(&options.filter);
+        let reads_files = filter_reads_files(&options.filter);
         let slice = move || {
             let st = shared.state.read();
             st.index.all_slice(
@@ -681,8 +681,8 @@ impl EventStore for LogStore {
                 strata_core::limits::READ_SCAN_MAX_EVENTS,
             )
         };
-        // A walk that reads entries may fault pages of index files in: not on a worker.
-        let slice = if reads_entries {
+        // A walk that reads index files may wait for the disk: not on a worker.
+        let slice = if reads_files {
             blocking(slice).await?
         } else {
             slice()?

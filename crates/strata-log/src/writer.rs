@@ -114,10 +114,14 @@ impl Shared {
             let index = &mut self.state.write().index;
             (
                 index.ids.move_to_file(section),
-                entries.map(|entries| {
-                    index
-                        .entries
-                        .move_to_file(seg.segment_no, seg.first, entries)
+                entries.map(|(entries, postings)| {
+                    let entries = Arc::new(entries);
+                    (
+                        index.move_postings_to_file(seg.segment_no, &entries, &postings),
+                        index
+                            .entries
+                            .move_to_file(seg.segment_no, seg.first, entries),
+                    )
                 }),
             )
         };

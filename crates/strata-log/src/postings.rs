@@ -1,0 +1,568 @@
+//! The positions of one category or event type, segment by segment: read from the postings
+//! of each sealed segment's index file (the name's positions in that segment, as u32 offsets
+//! from its first position, in increasing order; see `docs/format.md`), or held in memory
+//! ([`PositionList`]) for the open segment and for sealed segments whose file is not written
+//! yet. Memory keeps, per (name, file), a few words: where its postings start, how many
+//! there are, and the first and last, so that the part holding a position is found without a
+//! read. When a segment's file is written, its list is swapped for the file's postings under
+//! the state lock, and dropped after it.
+//!
+//! Reads go through a [`Reader`], which keeps the block of postings it read last
+//! ([`FILE_BLOCK`] of them, 4 KiB): a walk along a list reads each block once.
+
+use std::sync::Arc;
+
+use strata_core::ReadError;
+
+use crate::entries::EntryFile;
+use crate::positions::{self, PositionList};
+
+/// Postings read from a file at once (4 KiB).
+pub(crate) const FILE_BLOCK: u64 = 1024;
+
+/// A name's postings in one sealed segment's index file.
+struct FilePostings {
+    file: Arc<EntryFile>,
+    /// Byte offset of the first posting in the file.
+    at: usize,
+    /// The segment's first position: each posting is a position less this.
+    base: u64,
+}
+
+enum Held {
+    File(FilePostings),
+    /// Boxed: most parts are in files once a store has grown.
+    Memory(Box<PositionList>),
+}
+
+/// A name's positions in one segment.
+struct Part {
+    segment_no: u64,
+    /// Its first and last positions.
+    lo: u64,
+    hi: u64,
+    /// Positions in the parts before it.
+    before: u64,
+    count: u64,
+    held: Held,
+}
+
+impl Part {
+    /// The block of its postings from local index `start` (at most [`FILE_BLOCK`]), as
+    /// positions, checked: increasing, within the segment, between the part's first and last.
+    fn file_block(&self, f: &FilePostings, start: u64) -> Result<Vec<u64>, ReadError> {
+        let n = FILE_BLOCK.min(self.count - start) as usize;
+        let at = f.at + start as usize * 4;
+        let mut raw = Vec::with_capacity(n);
+        f.file.read_u32s(at, n, &mut raw)?;
+        let segment_len = f.file.len() as u64;
+        let mut out = Vec::with_capacity(n);
+        for v in raw {
+            let v = u64::from(v);
+            let p = f.base + v;
+            if v >= segment_len
+                || p < self.lo
+                || p > self.hi
+                || out.last().is_some_and(|&last| p <= last)
+            {
+                return Err(f.file.changed_at(
+                    at,
+                    "its postings are out of order or outside the segment: the file changed on disk after it was checked",
+                ));
+            }
+            out.push(p);
+        }
+        let first_or_last = (start == 0 && out.first() != Some(&self.lo))
+            || (start + n as u64 == self.count && out.last() != Some(&self.hi));
+        if first_or_last {
+            return Err(f.file.changed_at(
+                at,
+                "its postings do not start or end where they did when it was opened: the file changed on disk",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The first posting of the file block from index `start`, checked as a block's are.
+    fn file_first_of_block(&self, f: &FilePostings, start: u64) -> Result<u64, ReadError> {
+        let mut raw = Vec::with_capacity(1);
+        let at = f.at + start as usize * 4;
+        f.file.read_u32s(at, 1, &mut raw)?;
+        let p = f.base + u64::from(raw[0]);
+        if p < self.lo || p > self.hi {
+            return Err(f.file.changed_at(
+                at,
+                "a posting lies outside its part: the file changed on disk after it was checked",
+            ));
+        }
+        Ok(p)
+    }
+
+    /// How many of its positions are below `p`: a binary search over the blocks' first
+    /// postings (one 4-byte read each), then one block read.
+    fn count_below(&self, p: u64) -> Result<u64, ReadError> {
+        if p <= self.lo {
+            return Ok(0);
+        }
+        if p > self.hi {
+            return Ok(self.count);
+        }
+        match &self.held {
+            Held::Memory(list) => Ok(list.count_below(p)),
+            Held::File(f) => {
+                // The last block whose first posting is below p (block 0's is lo < p).
+                let blocks = self.count.div_ceil(FILE_BLOCK);
+                let (mut lo, mut hi) = (0u64, blocks);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.file_first_of_block(f, mid * FILE_BLOCK)? < p {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                let start = lo * FILE_BLOCK;
+                let block = self.file_block(f, start)?;
+                Ok(start + block.partition_point(|&q| q < p) as u64)
+            }
+        }
+    }
+}
+
+/// What a sealed segment's list held in memory is swapped for: its file's postings.
+pub(crate) struct Swap<'a> {
+    pub segment_no: u64,
+    pub file: &'a Arc<EntryFile>,
+    /// The segment's first position.
+    pub base: u64,
+    /// Where the name's postings start in the file, and how many there are.
+    pub at: usize,
+    pub count: u64,
+    /// Its first and last positions.
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// One name's positions: see the [module](self) docs.
+#[derive(Default)]
+pub(crate) struct Postings {
+    parts: Vec<Part>,
+}
+
+impl Postings {
+    /// Positions held.
+    pub fn len(&self) -> u64 {
+        self.parts.last().map_or(0, |p| p.before + p.count)
+    }
+
+    /// Adds `p`, stored in segment `segment_no`, held in memory. Positions must increase,
+    /// and segments with them.
+    pub fn push(&mut self, segment_no: u64, p: u64) {
+        let before = self.len();
+        match self.parts.last_mut() {
+            Some(Part {
+                segment_no: s,
+                hi,
+                count,
+                held: Held::Memory(list),
+                ..
+            }) if *s == segment_no => {
+                list.push(p);
+                *hi = p;
+                *count += 1;
+            }
+            _ => {
+                let mut list = PositionList::default();
+                list.push(p);
+                self.parts.push(Part {
+                    segment_no,
+                    lo: p,
+                    hi: p,
+                    before,
+                    count: 1,
+                    held: Held::Memory(Box::new(list)),
+                });
+            }
+        }
+    }
+
+    /// Adds a sealed segment's positions, read from its file's postings, as the next ones.
+    pub fn push_file(&mut self, s: Swap<'_>) {
+        if s.count == 0 {
+            return;
+        }
+        let before = self.len();
+        self.parts.push(Part {
+            segment_no: s.segment_no,
+            lo: s.lo,
+            hi: s.hi,
+            before,
+            count: s.count,
+            held: Held::File(FilePostings {
+                file: s.file.clone(),
+                at: s.at,
+                base: s.base,
+            }),
+        });
+    }
+
+    /// Swaps the positions of segment `s.segment_no` held in memory for its file's postings,
+    /// when they are the same count and span. Drop what it returns after releasing the state
+    /// lock.
+    pub fn move_to_file(&mut self, s: Swap<'_>) -> Option<PositionList> {
+        let k = self
+            .parts
+            .binary_search_by_key(&s.segment_no, |p| p.segment_no)
+            .ok()?;
+        let part = &mut self.parts[k];
+        if !matches!(part.held, Held::Memory(_))
+            || (part.count, part.lo, part.hi) != (s.count, s.lo, s.hi)
+        {
+            return None;
+        }
+        let file = Held::File(FilePostings {
+            file: s.file.clone(),
+            at: s.at,
+            base: s.base,
+        });
+        match std::mem::replace(&mut part.held, file) {
+            Held::Memory(list) => Some(*list),
+            Held::File(_) => None,
+        }
+    }
+
+    /// How many positions are below `p`. May read one block of a file.
+    pub fn count_below(&self, p: u64) -> Result<u64, ReadError> {
+        // The first part not wholly below p.
+        let k = self.parts.partition_point(|part| part.hi < p);
+        match self.parts.get(k) {
+            None => Ok(self.len()),
+            Some(part) => Ok(part.before + part.count_below(p)?),
+        }
+    }
+
+    /// How many positions are at or below `p`.
+    pub fn count_at_or_below(&self, p: u64) -> Result<u64, ReadError> {
+        match p.checked_add(1) {
+            Some(q) => self.count_below(q),
+            None => Ok(self.len()),
+        }
+    }
+
+    /// A reader of positions by index, which keeps the block it read last.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            postings: self,
+            cached: Cached::None,
+        }
+    }
+
+    /// Bytes of memory it takes: the lists in memory, and the parts.
+    pub fn heap_bytes(&self) -> usize {
+        let lists: usize = self
+            .parts
+            .iter()
+            .map(|p| match &p.held {
+                Held::Memory(list) => list.heap_bytes() + std::mem::size_of::<PositionList>(),
+                Held::File(_) => 0,
+            })
+            .sum();
+        lists + self.parts.capacity() * std::mem::size_of::<Part>()
+    }
+
+    /// Gives back the memory the lists and parts grew beyond what they hold.
+    pub fn shrink_to_fit(&mut self) {
+        self.parts.shrink_to_fit();
+        for p in &mut self.parts {
+            if let Held::Memory(list) = &mut p.held {
+                list.shrink_to_fit();
+            }
+        }
+    }
+}
+
+enum Cached<'a> {
+    None,
+    Memory {
+        part: usize,
+        reader: Box<positions::Reader<'a>>,
+    },
+    File {
+        part: usize,
+        /// The local index of the block's first posting, and the block's positions.
+        start: u64,
+        block: Vec<u64>,
+    },
+}
+
+/// Reads [`Postings`] by index (or tests positions), keeping the block it read last:
+/// reading indexes in order, forward or backward, reads each block once.
+pub(crate) struct Reader<'a> {
+    postings: &'a Postings,
+    cached: Cached<'a>,
+}
+
+impl<'a> Reader<'a> {
+    /// The `i`-th position, `None` past the end.
+    pub fn get(&mut self, i: u64) -> Result<Option<u64>, ReadError> {
+        if i >= self.postings.len() {
+            return Ok(None);
+        }
+        let parts = &self.postings.parts;
+        let k = parts.partition_point(|p| p.before <= i) - 1;
+        self.at(k, i - parts[k].before).map(Some)
+    }
+
+    /// Whether `p` is one of the positions. Reads nothing while `p` lies within the block
+    /// read last (as the positions of a walk mostly do), else at most a block.
+    pub fn contains(&mut self, p: u64) -> Result<bool, ReadError> {
+        if let Cached::File { block, .. } = &self.cached {
+            if block.first().is_some_and(|&f| f <= p) && block.last() >= Some(&p) {
+                return Ok(block.binary_search(&p).is_ok());
+            }
+        }
+        let parts = &self.postings.parts;
+        let Some(k) = parts.partition_point(|part| part.lo <= p).checked_sub(1) else {
+            return Ok(false);
+        };
+        let part = &parts[k];
+        if p > part.hi {
+            return Ok(false);
+        }
+        match &part.held {
+            Held::Memory(_) => {
+                let reader = self.memory(k);
+                Ok(reader.contains(p))
+            }
+            Held::File(_) => {
+                let j = part.count_below(p)?;
+                Ok(j < part.count && self.at(k, j)? == p)
+            }
+        }
+    }
+
+    /// Position `j` of part `k`, which holds it.
+    fn at(&mut self, k: usize, j: u64) -> Result<u64, ReadError> {
+        let part = &self.postings.parts[k];
+        match &part.held {
+            Held::Memory(_) => Ok(self.memory(k).get(j).expect("the part holds it")),
+            Held::File(f) => {
+                let hit = match &self.cached {
+                    Cached::File { part, start, block } if *part == k => j
+                        .checked_sub(*start)
+                        .and_then(|d| block.get(d as usize).copied()),
+                    _ => None,
+                };
+                if let Some(p) = hit {
+                    return Ok(p);
+                }
+                let start = j / FILE_BLOCK * FILE_BLOCK;
+                let block = part.file_block(f, start)?;
+                let p = block[(j - start) as usize];
+                self.cached = Cached::File {
+                    part: k,
+                    start,
+                    block,
+                };
+                Ok(p)
+            }
+        }
+    }
+
+    /// The reader of part `k`, held in memory.
+    fn memory(&mut self, k: usize) -> &mut positions::Reader<'a> {
+        let fresh = !matches!(&self.cached, Cached::Memory { part, .. } if *part == k);
+        if fresh {
+            let Held::Memory(list) = &self.postings.parts[k].held else {
+                unreachable!("part {k} is held in memory");
+            };
+            self.cached = Cached::Memory {
+                part: k,
+                reader: Box::new(list.reader()),
+            };
+        }
+        match &mut self.cached {
+            Cached::Memory { reader, .. } => reader,
+            _ => unreachable!("set above"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A file holding, for each segment, its postings (at the returned offsets), opened as an
+    /// index file's entries are, `len` entries long each (the postings' bound).
+    fn file_of(
+        segments: &[(u64, Vec<u32>)],
+        map: bool,
+    ) -> (tempfile::TempDir, Vec<(Arc<EntryFile>, usize)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        for (k, (len, postings)) in segments.iter().enumerate() {
+            let path = dir.path().join(format!("{k}.idx"));
+            let mut bytes = vec![7u8; 16];
+            let at = bytes.len();
+            for p in postings {
+                bytes.extend_from_slice(&p.to_le_bytes());
+            }
+            // Room for the entries the file says it has, then a tail.
+            bytes.resize(
+                bytes
+                    .len()
+                    .max(16 + *len as usize * crate::entries::ENTRY_BYTES),
+                0,
+            );
+            bytes.extend_from_slice(&[1, 2, 3, 4]);
+            std::fs::write(&path, &bytes).unwrap();
+            let file = Arc::new(std::fs::File::open(&path).unwrap());
+            let e = EntryFile::open(&file, &path, &bytes, 16, *len as usize, map).unwrap();
+            out.push((Arc::new(e), at));
+        }
+        (dir, out)
+    }
+
+    /// Segments of `len` positions each, the name's positions in each (local offsets), and
+    /// where they are: 0 a file, 1 memory, 2 memory then swapped for the file.
+    fn segments() -> impl Strategy<Value = Vec<(u64, Vec<u32>, u8)>> {
+        prop::collection::vec(
+            (1u64..3_000).prop_flat_map(|len| {
+                (
+                    Just(len),
+                    prop::collection::btree_set(0..len as u32, 0..(len as usize).min(2_500)),
+                    0u8..3,
+                )
+            }),
+            1..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(len, set, held)| (len, set.into_iter().collect(), held))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Postings spread over files and memory answer every question as the plain list of
+        /// their positions does, mapped or read with `pread`.
+        #[test]
+        fn postings_read_as_their_positions(segs in segments(), map in any::<bool>()) {
+            let files_in: Vec<(u64, Vec<u32>)> = segs.iter().map(|(l, p, _)| (*l, p.clone())).collect();
+            let (_dir, files) = file_of(&files_in, map);
+            let mut postings = Postings::default();
+            let mut model = Vec::new();
+            let mut base = 0u64;
+            let mut swaps = Vec::new();
+            for (k, (len, local, held)) in segs.iter().enumerate() {
+                let positions: Vec<u64> = local.iter().map(|&v| base + u64::from(v)).collect();
+                let (file, at) = &files[k];
+                let swap = Swap {
+                    segment_no: k as u64,
+                    file,
+                    base,
+                    at: *at,
+                    count: positions.len() as u64,
+                    lo: positions.first().copied().unwrap_or(0),
+                    hi: positions.last().copied().unwrap_or(0),
+                };
+                if *held == 0 {
+                    postings.push_file(swap);
+                } else {
+                    for &p in &positions {
+                        postings.push(k as u64, p);
+                    }
+                    if *held == 2 && !positions.is_empty() {
+                        swaps.push(k);
+                    }
+                }
+                model.extend(positions);
+                base += len;
+            }
+            let mut base = 0u64;
+            for (k, (len, local, _)) in segs.iter().enumerate() {
+                if swaps.contains(&k) {
+                    let (file, at) = &files[k];
+                    let lo = base + u64::from(local[0]);
+                    let hi = base + u64::from(*local.last().unwrap());
+                    let swap = |count: u64| Swap { segment_no: k as u64, file, base, at: *at, count, lo, hi };
+                    // A count that does not match leaves the list in memory.
+                    prop_assert!(postings.move_to_file(swap(local.len() as u64 + 1)).is_none());
+                    let released = postings.move_to_file(swap(local.len() as u64));
+                    prop_assert_eq!(released.map(|l| l.len()), Some(local.len() as u64));
+                    prop_assert!(postings.move_to_file(swap(local.len() as u64)).is_none(), "swapped once");
+                }
+                base += len;
+            }
+            prop_assert_eq!(postings.len(), model.len() as u64);
+            let mut forward = postings.reader();
+            for (i, &p) in model.iter().enumerate() {
+                prop_assert_eq!(forward.get(i as u64).unwrap(), Some(p));
+            }
+            prop_assert_eq!(forward.get(model.len() as u64).unwrap(), None);
+            let mut backward = postings.reader();
+            for (i, &p) in model.iter().enumerate().rev() {
+                prop_assert_eq!(backward.get(i as u64).unwrap(), Some(p));
+            }
+            let mut tester = postings.reader();
+            for p in 0..base + 2 {
+                let below = model.partition_point(|&q| q < p) as u64;
+                prop_assert_eq!(postings.count_below(p).unwrap(), below, "below {}", p);
+                prop_assert_eq!(
+                    postings.count_at_or_below(p).unwrap(),
+                    model.partition_point(|&q| q <= p) as u64
+                );
+                prop_assert_eq!(tester.contains(p).unwrap(), model.binary_search(&p).is_ok(), "contains {}", p);
+            }
+            // And tested from the top down, with a fresh reader.
+            let mut tester = postings.reader();
+            for p in (0..base + 2).rev().step_by(3) {
+                prop_assert_eq!(tester.contains(p).unwrap(), model.binary_search(&p).is_ok());
+            }
+        }
+    }
+
+    /// A posting the file holds out of order, or outside its segment, is corruption when
+    /// read, not a wrong answer.
+    #[test]
+    fn postings_changed_on_disk_are_corruption() {
+        for map in [false, true] {
+            for bad in [vec![3u32, 2, 9], vec![1, 2, 50]] {
+                let (_dir, files) = file_of(&[(40, bad)], map);
+                let (file, at) = &files[0];
+                let mut postings = Postings::default();
+                postings.push_file(Swap {
+                    segment_no: 0,
+                    file,
+                    base: 0,
+                    at: *at,
+                    count: 3,
+                    lo: 3,
+                    hi: 9,
+                });
+                let mut r = postings.reader();
+                assert!(
+                    matches!(r.get(1), Err(ReadError::Corruption(_))),
+                    "map {map}"
+                );
+                assert!(
+                    matches!(postings.count_below(5), Err(ReadError::Corruption(_))),
+                    "map {map}"
+                );
+            }
+        }
+    }
+
+    /// A part takes a few words: per (name, sealed segment) in memory.
+    #[test]
+    fn a_part_is_small() {
+        assert!(
+            std::mem::size_of::<Part>() <= 80,
+            "{}",
+            std::mem::size_of::<Part>()
+        );
+    }
+}
