@@ -226,32 +226,45 @@ impl Index {
         self.category_nos.get(name).copied()
     }
 
-    /// Swaps the category and type positions of sealed segment `segment_no` held in memory
-    /// for the postings of its index file (`file`, whose entries the index now reads, and
-    /// `dir`, its postings). Drop what it returns after releasing the state lock.
+    /// The lists the postings `dir` of a segment index file stand for: per type and category
+    /// with positions in it, its kind (`true`: a type), its number in the index and its
+    /// place in `dir`. Numbers never change, so this is looked up under the state read lock,
+    /// before the swap takes the write lock.
+    pub fn postings_targets(&self, dir: &PostingsDir) -> Vec<(bool, u32, usize)> {
+        let types = dir.types.iter().zip(&dir.type_at).enumerate();
+        let types = types.filter_map(|(k, (name, at))| {
+            self.type_no(name)
+                .filter(|_| at.count > 0)
+                .map(|t| (true, t, k))
+        });
+        let categories = dir.categories.iter().zip(&dir.category_at).enumerate();
+        let categories = categories.filter_map(|(k, (name, at))| {
+            self.category_no(name)
+                .filter(|_| at.count > 0)
+                .map(|c| (false, c, k))
+        });
+        types.chain(categories).collect()
+    }
+
+    /// Swaps the positions of sealed segment `segment_no` held in memory, of the lists
+    /// `targets` names (see [`postings_targets`](Self::postings_targets)), for the postings
+    /// of its index file (`file`, whose entries the index reads, and `dir`): a binary search
+    /// and a swap each. Drop what it returns after releasing the state lock.
     pub fn move_postings_to_file(
         &mut self,
         segment_no: u64,
         file: &Arc<EntryFile>,
         dir: &PostingsDir,
+        targets: &[(bool, u32, usize)],
     ) -> Vec<PositionList> {
-        let mut released = Vec::new();
-        for (name, at) in dir.types.iter().zip(&dir.type_at) {
-            if let Some(t) = self.type_no(name) {
-                released.extend(
-                    self.types[t as usize]
-                        .positions
-                        .move_to_file(dir.swap(segment_no, file, at)),
-                );
-            }
-        }
-        for (name, at) in dir.categories.iter().zip(&dir.category_at) {
-            if let Some(c) = self.category_no(name) {
-                released.extend(
-                    self.categories[c as usize]
-                        .positions
-                        .move_to_file(dir.swap(segment_no, file, at)),
-                );
+        let mut released = Vec::with_capacity(targets.len());
+        for &(is_type, no, k) in targets {
+            let (lists, at) = match is_type {
+                true => (&mut self.types, &dir.type_at[k]),
+                false => (&mut self.categories, &dir.category_at[k]),
+            };
+            if let Some(l) = lists.get_mut(no as usize) {
+                released.extend(l.positions.move_to_file(dir.swap(segment_no, file, at)));
             }
         }
         released
@@ -598,6 +611,18 @@ impl<'a> LocalEntries<'a> {
         let mut rest = at + n * INDEX_ENTRY_BYTES;
         let stream_names = read_names(body, &mut rest, stream_count)?;
         let types = read_names(body, &mut rest, type_count)?;
+        // A name listed twice would give its index number two local ones: its positions in
+        // this file two parts (out of order), its entries two numbers.
+        for names in [&stream_names, &types] {
+            let mut seen: std::collections::HashSet<&str, foldhash::fast::RandomState> =
+                std::collections::HashSet::with_capacity_and_hasher(
+                    names.len(),
+                    Default::default(),
+                );
+            if !names.iter().all(|n| seen.insert(n)) {
+                return Err("index file names a stream or type twice".to_owned());
+            }
+        }
         let streams = stream_names
             .iter()
             .map(|s| StreamId::new(*s).map_err(|e| e.to_string()))
@@ -1040,7 +1065,7 @@ impl PostingsDir {
             .ok_or("segment index too large")?;
         let end = at
             .checked_add(counts_bytes)
-            .and_then(|e| e.checked_add(3 * n_bytes))
+            .and_then(|e| e.checked_add(n_bytes.checked_mul(3)?))
             .filter(|&e| e <= b.len())
             .ok_or("its postings section is truncated")?;
         let mut count_at = at;
@@ -1153,6 +1178,7 @@ pub(crate) struct SegmentIndexFile {
     bytes: Vec<u8>,
     path: PathBuf,
     pub seg: SealedSegment,
+    version: u32,
 }
 
 impl SegmentIndexFile {
@@ -1165,14 +1191,19 @@ impl SegmentIndexFile {
             SEGMENT_INDEX_HEADER_BYTES,
             "segment index file",
         )?;
-        if u32_at(b, 8) != SEGMENT_INDEX_VERSION {
-            return Err("segment index file version not supported".to_owned());
-        }
+        let version = u32_at(b, 8);
+        // Version 2 lays out its header and entries as version 3: it is still read for what
+        // it records (the loss checks), not loaded.
+        let per_event = match version {
+            2 => INDEX_ENTRY_BYTES + ID_PAIR_BYTES,
+            SEGMENT_INDEX_VERSION => INDEX_ENTRY_BYTES + ID_PAIR_BYTES + 12,
+            _ => return Err("segment index file version not supported".to_owned()),
+        };
         let first = u64_at(b, 32);
         let n = u64_at(b, 40);
         let entries_bytes = usize::try_from(n)
             .ok()
-            .and_then(|n| n.checked_mul(INDEX_ENTRY_BYTES + ID_PAIR_BYTES + 12))
+            .and_then(|n| n.checked_mul(per_event))
             .ok_or("segment index too large")?;
         if body.len() < SEGMENT_INDEX_HEADER_BYTES.saturating_add(entries_bytes) {
             return Err("segment index file truncated".to_owned());
@@ -1185,7 +1216,18 @@ impl SegmentIndexFile {
             end_position,
             end_offset: u64_at(b, 48),
         };
-        Ok(SegmentIndexFile { bytes, path, seg })
+        Ok(SegmentIndexFile {
+            bytes,
+            path,
+            seg,
+            version,
+        })
+    }
+
+    /// Whether it is of this version: one of an earlier version is not loaded (its segment
+    /// is scanned and the file written again), only read for what it records.
+    pub fn is_current(&self) -> bool {
+        self.version == SEGMENT_INDEX_VERSION
     }
 
     /// The file's bytes, for the next file to be read into.
@@ -1210,6 +1252,12 @@ impl SegmentIndexFile {
     /// by the filter and the CRC. Returns the entries, the postings, and where the id section
     /// and the filter start.
     fn parse(&self) -> Result<(LocalEntries<'_>, PostingsDir, usize, usize), String> {
+        if !self.is_current() {
+            return Err(format!(
+                "it is of version {} (without postings): its segment is scanned and the file written again",
+                self.version
+            ));
+        }
         let b = &self.bytes;
         let body = &b[..b.len() - 4];
         let seg = self.seg;
@@ -1555,8 +1603,7 @@ fn filter_lists<'a>(
 
 impl<'a, 'f> Matcher<'a, 'f> {
     /// Tests positions against the lists `tested` (one of them must hold it) and `filter`'s
-    /// stream prefix.
-    /// `every` says whether the walk goes through every position.
+    /// stream prefix. `every` says whether the walk goes through every position.
     fn new(
         tested: Option<Vec<&'a Postings>>,
         filter: &'f Filter,
@@ -1614,7 +1661,7 @@ impl<'a, 'f> Matcher<'a, 'f> {
     }
 }
 
-/// Which positions a `$all` read walks: all of them, or the union of category or type lists.
+/// Which positions a `$all` read walks: all of them, or the union of lists (categories', types' or streams').
 enum Driver<'a> {
     All,
     Lists(Vec<&'a Postings>),
@@ -1840,5 +1887,42 @@ mod tests {
         assert_eq!(decoded_ids, ids);
         assert_eq!(ids.len(), 10);
         assert_eq!(names(&decoded), before);
+    }
+    /// A segment index file (with a good CRC) that names a type twice is refused, by open
+    /// and by `strata verify`: the type's positions in it would be two parts out of order.
+    #[test]
+    fn a_segment_index_file_naming_a_type_twice_is_refused() {
+        let mut index = Index::default();
+        for p in 0..10 {
+            push(&mut index, p);
+        }
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 0,
+            end_position: 10,
+            end_offset: 64 + 10 * 100,
+        };
+        let bytes = encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes");
+        let names_at = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
+        let k = names_at
+            + bytes[names_at..]
+                .windows(5)
+                .position(|w| w == b"Type1")
+                .unwrap();
+        let mut bad = bytes[..bytes.len() - 4].to_vec();
+        bad[k..k + 5].copy_from_slice(b"Type0");
+        let crc = crc32c::crc32c(&bad);
+        bad.extend_from_slice(&crc.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.idx");
+        std::fs::write(&path, &bad).unwrap();
+        let file = SegmentIndexFile::check(bad, path).unwrap();
+        let err = file.check_whole().unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        let mut fresh = Index::default();
+        let err = file.push_into(&mut fresh, false).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert_eq!(fresh.next_position(), 0, "the index is unchanged");
     }
 }

@@ -98,8 +98,24 @@ impl Part {
         Ok(p)
     }
 
-    /// How many of its positions are below `p`: a binary search over the blocks' first
-    /// postings (one 4-byte read each), then one block read.
+    /// The local index of the first posting of the file block that holds `p` if the part
+    /// does (`lo <= p`): the last block whose first posting is at or below `p`, found by a
+    /// binary search over the blocks' first postings (one 4-byte read each).
+    fn file_block_start(&self, f: &FilePostings, p: u64) -> Result<u64, ReadError> {
+        let (mut lo, mut hi) = (0u64, self.count.div_ceil(FILE_BLOCK));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.file_first_of_block(f, mid * FILE_BLOCK)? <= p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo * FILE_BLOCK)
+    }
+
+    /// How many of its positions are below `p`: for a file, the block that may hold `p`
+    /// ([`file_block_start`](Self::file_block_start)) read.
     fn count_below(&self, p: u64) -> Result<u64, ReadError> {
         if p <= self.lo {
             return Ok(0);
@@ -110,18 +126,7 @@ impl Part {
         match &self.held {
             Held::Memory(list) => Ok(list.count_below(p)),
             Held::File(f) => {
-                // The last block whose first posting is below p (block 0's is lo < p).
-                let blocks = self.count.div_ceil(FILE_BLOCK);
-                let (mut lo, mut hi) = (0u64, blocks);
-                while hi - lo > 1 {
-                    let mid = lo + (hi - lo) / 2;
-                    if self.file_first_of_block(f, mid * FILE_BLOCK)? < p {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                let start = lo * FILE_BLOCK;
+                let start = self.file_block_start(f, p)?;
                 let block = self.file_block(f, start)?;
                 Ok(start + block.partition_point(|&q| q < p) as u64)
             }
@@ -334,38 +339,41 @@ impl<'a> Reader<'a> {
                 let reader = self.memory(k);
                 Ok(reader.contains(p))
             }
-            Held::File(_) => {
-                let j = part.count_below(p)?;
-                Ok(j < part.count && self.at(k, j)? == p)
+            Held::File(f) => {
+                let start = part.file_block_start(f, p)?;
+                Ok(self.file_block(k, start)?.binary_search(&p).is_ok())
             }
         }
     }
 
     /// Position `j` of part `k`, which holds it.
     fn at(&mut self, k: usize, j: u64) -> Result<u64, ReadError> {
-        let part = &self.postings.parts[k];
-        match &part.held {
+        match &self.postings.parts[k].held {
             Held::Memory(_) => Ok(self.memory(k).get(j).expect("the part holds it")),
-            Held::File(f) => {
-                let hit = match &self.cached {
-                    Cached::File { part, start, block } if *part == k => j
-                        .checked_sub(*start)
-                        .and_then(|d| block.get(d as usize).copied()),
-                    _ => None,
-                };
-                if let Some(p) = hit {
-                    return Ok(p);
-                }
+            Held::File(_) => {
                 let start = j / FILE_BLOCK * FILE_BLOCK;
-                let block = part.file_block(f, start)?;
-                let p = block[(j - start) as usize];
-                self.cached = Cached::File {
-                    part: k,
-                    start,
-                    block,
-                };
-                Ok(p)
+                Ok(self.file_block(k, start)?[(j - start) as usize])
             }
+        }
+    }
+
+    /// The block of file part `k` from local index `start`: the one read last, or read now.
+    fn file_block(&mut self, k: usize, start: u64) -> Result<&[u64], ReadError> {
+        let cached = matches!(&self.cached, Cached::File { part, start: s, .. } if *part == k && *s == start);
+        if !cached {
+            let part = &self.postings.parts[k];
+            let Held::File(f) = &part.held else {
+                unreachable!("part {k} is in a file");
+            };
+            self.cached = Cached::File {
+                part: k,
+                start,
+                block: part.file_block(f, start)?,
+            };
+        }
+        match &self.cached {
+            Cached::File { block, .. } => Ok(block),
+            _ => unreachable!("set above"),
         }
     }
 

@@ -34,7 +34,7 @@ pub struct LogConfig {
     pub segment_max_bytes: u64,
     /// Load the persisted index when it matches the log (otherwise always rebuild it: the
     /// whole log is scanned, and every sealed segment's index file is written again in the
-    /// background, about 65 bytes per event, which closing waits for).
+    /// background, about 77 bytes per event, which closing waits for).
     pub use_index_file: bool,
     /// Read records through memory maps of the segment files, and index entries through maps
     /// of the segments' index files, instead of `pread` (the default): a read of records

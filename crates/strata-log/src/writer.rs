@@ -110,18 +110,30 @@ impl Shared {
         // they start when it begins. Under the state lock only the swaps; the ids and entries
         // taken out are dropped after it.
         let _guard = self.checkpoint_lock.lock();
+        let entries = entries.map(|(entries, postings)| (Arc::new(entries), postings));
+        if let Some((file, postings)) = &entries {
+            // The categories' and types' lists, a chunk at a time: between chunks a list
+            // reads this segment's positions from memory or from the file, the same either
+            // way.
+            let targets = self.state.read().index.postings_targets(postings);
+            for chunk in targets.chunks(INDEX_ENCODE_CHUNK_ENTRIES) {
+                let released = self.state.write().index.move_postings_to_file(
+                    seg.segment_no,
+                    file,
+                    postings,
+                    chunk,
+                );
+                drop(released);
+            }
+        }
         let released = {
             let index = &mut self.state.write().index;
             (
                 index.ids.move_to_file(section),
-                entries.map(|(entries, postings)| {
-                    let entries = Arc::new(entries);
-                    (
-                        index.move_postings_to_file(seg.segment_no, &entries, &postings),
-                        index
-                            .entries
-                            .move_to_file(seg.segment_no, seg.first, entries),
-                    )
+                entries.map(|(entries, _)| {
+                    index
+                        .entries
+                        .move_to_file(seg.segment_no, seg.first, entries)
                 }),
             )
         };

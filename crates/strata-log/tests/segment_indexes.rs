@@ -1068,3 +1068,67 @@ fn changed_after_open(config: LogConfig, ev: fn(usize) -> EventData) {
         assert_eq!(r.positions, vec![Position(400)]);
     });
 }
+
+/// Rewrites a version 3 segment index file as version 2 (the same, without the postings).
+fn to_v2(path: &Path) {
+    let b = std::fs::read(path).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
+    let (s, t) = (u32_at(56), u32_at(60));
+    let mut at = 64 + n * 40;
+    let mut categories = std::collections::BTreeSet::new();
+    for k in 0..s + t {
+        let len = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        let name = std::str::from_utf8(&b[at + 2..at + 2 + len]).unwrap();
+        if k < s {
+            categories.insert(strata_core::category_of(name).to_owned());
+        }
+        at += 2 + len;
+    }
+    let postings = 4 * (s + t + categories.len()) + 12 * n;
+    let mut out = b[..at].to_vec();
+    out[8..12].copy_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&b[at + postings..b.len() - 4]);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, out).unwrap();
+}
+
+/// A store written by the version before (segment index files of version 2, without
+/// postings) opens: its segments are scanned, every event reads back, the files are written
+/// again in version 3 and the next open loads them all; and what the version 2 files record
+/// is still checked: a lost open segment is reported, as it was by that version.
+#[test]
+fn version_2_segment_index_files_are_written_again_and_still_record_losses() {
+    let (dir, events, sealed) = filled(500);
+    for p in files(dir.path(), "idx") {
+        to_v2(&p);
+    }
+    let store = open(dir.path());
+    assert_eq!(store.open_report().segment_indexes_loaded, 0);
+    assert_eq!(store.open_report().segment_indexes_missing, sealed);
+    assert_eq!(all_events(&store), events);
+    close(store);
+    let store = open(dir.path());
+    assert_eq!(store.open_report().segment_indexes_loaded, sealed);
+    assert_eq!(all_events(&store), events);
+    drop(store);
+    strata_log::LogStore::wait_for_dropped();
+
+    let (dir, _, sealed) = filled(500);
+    for p in files(dir.path(), "idx") {
+        to_v2(&p);
+    }
+    strata_log::verify(dir.path()).expect("version 2 files are checked against the log");
+    std::fs::remove_file(
+        dir.path()
+            .join("segments")
+            .join(format!("{sealed:020}.seg")),
+    )
+    .unwrap();
+    let opened = LogStore::open_with(dir.path(), config());
+    assert!(
+        matches!(opened, Err(OpenError::DataLoss(_))),
+        "opened without reporting the loss the version 2 files record"
+    );
+}
