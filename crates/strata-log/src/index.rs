@@ -27,7 +27,7 @@ use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
-use crate::positions::PositionList;
+use crate::positions::{self, PositionList};
 use crate::postings::{self, Postings, Swap};
 
 /// A location in the log: segment number in the high 24 bits, byte offset in the low 40.
@@ -355,10 +355,10 @@ impl Index {
             });
         };
         let top = max_position.map_or(head, |m| m.min(head));
-        let (walked, tested) = filter_lists(self, filter);
+        let plan = plan(self, filter);
         let forward = direction == Direction::Forward;
-        let mut matcher = Matcher::new(tested, filter, forward, walked.is_none());
-        let driver = Driver::new(walked);
+        let mut matcher = Matcher::new(plan.tested, plan.prefix, forward, plan.walked.is_none());
+        let driver = Driver::new(plan.walked);
         let mut hits = Deferred::default();
         let mut examined = 0usize;
         match direction {
@@ -1601,18 +1601,121 @@ fn filter_lists<'a>(
     }
 }
 
+/// Streams a stream prefix may name for a `$all` walk to follow their lists (merged, in
+/// memory) instead of every position with its entry: a walk takes the smallest of the
+/// lists' next positions at each step, so it costs this many reads per position at most.
+const PREFIX_STREAMS_MAX: usize = 64;
+
+/// How a `$all` read with a filter walks: the lists it follows (`None`: every position),
+/// those one of which must hold each position it walks (`None`: none), and the stream prefix
+/// each position's entry is tested against (`None`: none, or the walk ensures it).
+struct Plan<'a, 'f> {
+    walked: Option<Vec<Walked<'a>>>,
+    tested: Option<Vec<&'a Postings>>,
+    prefix: Option<&'f str>,
+}
+
+/// The plan for `filter`. A stream prefix that at most [`PREFIX_STREAMS_MAX`] streams start
+/// with walks those streams' lists (those of the categories asked for), testing only the
+/// types: no entry is read. Otherwise the categories' or types' lists are walked (see
+/// [`filter_lists`]), or every position, and the prefix tested on each position's entry.
+fn plan<'a, 'f>(index: &'a Index, filter: &'f Filter) -> Plan<'a, 'f> {
+    if let Some(prefix) = filter.stream_prefix.as_deref() {
+        let (streams, more) = list_page(&index.stream_nos, None, Some(prefix), PREFIX_STREAMS_MAX);
+        if !more {
+            let categories: Option<std::collections::BTreeSet<u32>> =
+                (!filter.categories.is_empty()).then(|| {
+                    filter
+                        .categories
+                        .iter()
+                        .filter_map(|c| index.category_no(c))
+                        .collect()
+                });
+            let walked = streams
+                .into_iter()
+                .map(|s| &index.streams[s as usize])
+                .filter(|s| categories.as_ref().is_none_or(|c| c.contains(&s.category)))
+                .map(|s| Walked::Stream(&s.positions))
+                .collect();
+            let (types, _) = filter_lists(
+                index,
+                &Filter {
+                    event_types: filter.event_types.clone(),
+                    ..Filter::default()
+                },
+            );
+            return Plan {
+                walked: Some(walked),
+                tested: types,
+                prefix: None,
+            };
+        }
+    }
+    let (walked, tested) = filter_lists(index, filter);
+    Plan {
+        walked: walked.map(|lists| lists.into_iter().map(Walked::Named).collect()),
+        tested,
+        prefix: filter.stream_prefix.as_deref(),
+    }
+}
+
+/// A list a `$all` walk follows: a category's or event type's, or a stream's.
+#[derive(Clone, Copy)]
+enum Walked<'a> {
+    Named(&'a Postings),
+    Stream(&'a PositionList),
+}
+
+impl<'a> Walked<'a> {
+    fn count_below(self, p: u64) -> Result<u64, ReadError> {
+        match self {
+            Walked::Named(l) => l.count_below(p),
+            Walked::Stream(l) => Ok(l.count_below(p)),
+        }
+    }
+
+    fn count_at_or_below(self, p: u64) -> Result<u64, ReadError> {
+        match self {
+            Walked::Named(l) => l.count_at_or_below(p),
+            Walked::Stream(l) => Ok(l.count_at_or_below(p)),
+        }
+    }
+
+    fn reader(self) -> WalkReader<'a> {
+        match self {
+            Walked::Named(l) => WalkReader::Named(l.reader()),
+            Walked::Stream(l) => WalkReader::Stream(Box::new(l.reader())),
+        }
+    }
+}
+
+enum WalkReader<'a> {
+    Named(postings::Reader<'a>),
+    Stream(Box<positions::Reader<'a>>),
+}
+
+impl WalkReader<'_> {
+    /// The list's `i`-th position, `None` past its end.
+    fn get(&mut self, i: u64) -> Result<Option<u64>, ReadError> {
+        match self {
+            WalkReader::Named(r) => r.get(i),
+            WalkReader::Stream(r) => Ok(r.get(i)),
+        }
+    }
+}
+
 impl<'a, 'f> Matcher<'a, 'f> {
-    /// Tests positions against the lists `tested` (one of them must hold it) and `filter`'s
-    /// stream prefix. `every` says whether the walk goes through every position.
+    /// Tests positions against the lists `tested` (one of them must hold it) and the stream
+    /// prefix `prefix`. `every` says whether the walk goes through every position.
     fn new(
         tested: Option<Vec<&'a Postings>>,
-        filter: &'f Filter,
+        prefix: Option<&'f str>,
         forward: bool,
         every: bool,
     ) -> Self {
         Matcher {
             tested: tested.map(|lists| lists.into_iter().map(Postings::reader).collect()),
-            prefix: filter.stream_prefix.as_deref(),
+            prefix,
             forward,
             run_entries: if every { PREFIX_RUN_ENTRIES } else { 1 },
             run: (0, Vec::new()),
@@ -1664,12 +1767,12 @@ impl<'a, 'f> Matcher<'a, 'f> {
 /// Which positions a `$all` read walks: all of them, or the union of lists (categories', types' or streams').
 enum Driver<'a> {
     All,
-    Lists(Vec<&'a Postings>),
+    Lists(Vec<Walked<'a>>),
 }
 
 impl<'a> Driver<'a> {
     /// Walks the union of `lists`, or every position.
-    fn new(lists: Option<Vec<&'a Postings>>) -> Self {
+    fn new(lists: Option<Vec<Walked<'a>>>) -> Self {
         lists.map_or(Driver::All, Driver::Lists)
     }
 
@@ -1704,7 +1807,7 @@ enum Walk<'a> {
     },
     /// Per list: a reader, and the index of its next position in the walk's direction
     /// (`None` once a backward walk has passed its first).
-    Merge(Vec<(postings::Reader<'a>, Option<u64>)>),
+    Merge(Vec<(WalkReader<'a>, Option<u64>)>),
 }
 
 impl Walk<'_> {
@@ -1788,6 +1891,78 @@ mod tests {
         });
     }
 
+    /// A `$all` read by stream prefix answers as a plain scan of every entry would, whether
+    /// few streams start with the prefix (their lists are walked, no entry read) or many
+    /// (every position, or the categories' or types' lists, with the entries read), alone or
+    /// with categories and types, page by page both ways.
+    #[test]
+    fn prefix_walks_answer_as_a_plain_scan() {
+        let mut index = Index::default();
+        let n = 3_000u64;
+        for p in 0..n {
+            let family = if p % 4 == 0 { "order" } else { "s" };
+            let stream = StreamId::new(format!("{family}-{}", (p * 7919) % 300)).unwrap();
+            index.push(NewEntry {
+                position: p,
+                loc: loc(1 + p / 1_000, 64 + p * 100),
+                recorded_at_us: p as i64,
+                stream: &stream,
+                event_type: &format!("T{}", p % 5),
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            });
+        }
+        let scan = |f: &Filter| -> Vec<u64> {
+            (0..n)
+                .filter(|&p| {
+                    let e = index.entries.get(p).unwrap();
+                    f.matches_parts(
+                        index.streams[e.stream as usize].id.as_str(),
+                        &index.types[e.event_type as usize].name,
+                    )
+                })
+                .collect()
+        };
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // "s-14" and "order-1" name few streams; "s-1" (111) and "s-" many.
+        for (prefix, few) in [
+            ("s-14", true),
+            ("order-1", true),
+            ("none", true),
+            ("s-1", false),
+            ("s-", false),
+        ] {
+            for categories in [&[][..], &["s"], &["order", "s"]] {
+                for types in [&[][..], &["T1"], &["T2", "T3"]] {
+                    let f = Filter {
+                        event_types: names(types),
+                        categories: names(categories),
+                        stream_prefix: Some(prefix.to_owned()),
+                    };
+                    assert_eq!(plan(&index, &f).prefix.is_none(), few, "{f:?}");
+                    let want = scan(&f);
+                    for (direction, limit) in [(Direction::Forward, 7), (Direction::Backward, 5)] {
+                        let mut got = Vec::new();
+                        let mut from = None;
+                        loop {
+                            let page = index
+                                .all_slice(direction, from, limit, &f, None, 100_000)
+                                .unwrap();
+                            got.extend(page.hits.read().unwrap().into_iter().map(|(p, _)| p));
+                            if page.is_end {
+                                break;
+                            }
+                            from = page.next;
+                        }
+                        if direction == Direction::Backward {
+                            got.reverse();
+                        }
+                        assert_eq!(got, want, "{f:?} {direction:?}");
+                    }
+                }
+            }
+        }
+    }
+
     /// A segment's index file lists each type's, category's and stream's positions in its
     /// postings; `strata verify`'s whole check refuses a file whose postings (under a good CRC)
     /// do not match its entries, which opening trusts to the CRC.
@@ -1835,6 +2010,44 @@ mod tests {
             .expect("opening trusts the postings to the CRC");
         let err = file.check_whole().unwrap_err();
         assert!(err.contains("postings"), "{err}");
+    }
+
+    /// A segment index file (with a good CRC) that names a type twice is refused, by open
+    /// and by `strata verify`: the type's positions in it would be two parts out of order.
+    #[test]
+    fn a_segment_index_file_naming_a_type_twice_is_refused() {
+        let mut index = Index::default();
+        for p in 0..10 {
+            push(&mut index, p);
+        }
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 0,
+            end_position: 10,
+            end_offset: 64 + 10 * 100,
+        };
+        let bytes = encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes");
+        let names_at = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
+        let k = names_at
+            + bytes[names_at..]
+                .windows(5)
+                .position(|w| w == b"Type1")
+                .unwrap();
+        let mut bad = bytes[..bytes.len() - 4].to_vec();
+        bad[k..k + 5].copy_from_slice(b"Type0");
+        let crc = crc32c::crc32c(&bad);
+        bad.extend_from_slice(&crc.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.idx");
+        std::fs::write(&path, &bad).unwrap();
+        let file = SegmentIndexFile::check(bad, path).unwrap();
+        let err = file.check_whole().unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        let mut fresh = Index::default();
+        let err = file.push_into(&mut fresh, false).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert_eq!(fresh.next_position(), 0, "the index is unchanged");
     }
 
     /// An index file encoded a few entries at a time, while events (new streams and types
@@ -1887,42 +2100,5 @@ mod tests {
         assert_eq!(decoded_ids, ids);
         assert_eq!(ids.len(), 10);
         assert_eq!(names(&decoded), before);
-    }
-    /// A segment index file (with a good CRC) that names a type twice is refused, by open
-    /// and by `strata verify`: the type's positions in it would be two parts out of order.
-    #[test]
-    fn a_segment_index_file_naming_a_type_twice_is_refused() {
-        let mut index = Index::default();
-        for p in 0..10 {
-            push(&mut index, p);
-        }
-        let seg = SealedSegment {
-            segment_no: 1,
-            salt: 9,
-            first: 0,
-            end_position: 10,
-            end_offset: 64 + 10 * 100,
-        };
-        let bytes = encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes");
-        let names_at = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
-        let k = names_at
-            + bytes[names_at..]
-                .windows(5)
-                .position(|w| w == b"Type1")
-                .unwrap();
-        let mut bad = bytes[..bytes.len() - 4].to_vec();
-        bad[k..k + 5].copy_from_slice(b"Type0");
-        let crc = crc32c::crc32c(&bad);
-        bad.extend_from_slice(&crc.to_le_bytes());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("1.idx");
-        std::fs::write(&path, &bad).unwrap();
-        let file = SegmentIndexFile::check(bad, path).unwrap();
-        let err = file.check_whole().unwrap_err();
-        assert!(err.contains("twice"), "{err}");
-        let mut fresh = Index::default();
-        let err = file.push_into(&mut fresh, false).unwrap_err();
-        assert!(err.contains("twice"), "{err}");
-        assert_eq!(fresh.next_position(), 0, "the index is unchanged");
     }
 }
