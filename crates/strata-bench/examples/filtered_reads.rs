@@ -42,8 +42,14 @@ async fn main() -> Result<(), String> {
     let dir = args
         .first()
         .map_or("/tmp/strata-filtered-reads", String::as_str);
-    let events: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
-    let max: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let events: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
+    let max: u64 = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     if !Path::new(dir).join("segments").exists() {
         eprintln!("filling {dir} with {events} events...");
         strata_bench::large::populate(Path::new(dir), events, (events / 100).max(1)).await?;
@@ -52,14 +58,20 @@ async fn main() -> Result<(), String> {
     let filters = [
         ("unfiltered", Filter::default()),
         ("category", Filter::default().categories(["account"])),
-        ("event type", Filter::default().event_types(["MoneyDeposited"])),
+        (
+            "event type",
+            Filter::default().event_types(["MoneyDeposited"]),
+        ),
         (
             "category and type",
             Filter::default()
                 .categories(["account"])
                 .event_types(["MoneyDeposited"]),
         ),
-        ("prefix of 11 streams", Filter::default().stream_prefix("account-4242")),
+        (
+            "prefix of 11 streams",
+            Filter::default().stream_prefix("account-4242"),
+        ),
     ];
     for round in 0..2 {
         for (name, filter) in &filters {
