@@ -1193,9 +1193,10 @@ impl SegmentIndexFile {
             "segment index file",
         )?;
         let version = u32_at(b, 8);
-        // Version 2 lays out its header and entries as version 3: it is still read for what
-        // it records (the loss checks), not loaded.
+        // Versions 1 and 2 lay out their header and entries as version 3: they are still
+        // read for what they record (the loss checks), not loaded.
         let per_event = match version {
+            1 => INDEX_ENTRY_BYTES,
             2 => INDEX_ENTRY_BYTES + ID_PAIR_BYTES,
             SEGMENT_INDEX_VERSION => INDEX_ENTRY_BYTES + ID_PAIR_BYTES + 12,
             _ => return Err("segment index file version not supported".to_owned()),
@@ -1255,7 +1256,7 @@ impl SegmentIndexFile {
     fn parse(&self) -> Result<(LocalEntries<'_>, PostingsDir, usize, usize), String> {
         if !self.is_current() {
             return Err(format!(
-                "it is of version {} (without postings): its segment is scanned and the file written again",
+                "it is of an earlier version ({}): its segment is scanned and the file written again",
                 self.version
             ));
         }
@@ -1510,7 +1511,8 @@ impl Claim for IndexFile {
 
 impl Claim for SegmentIndexFile {
     fn last_segment(&self) -> u64 {
-        self.seg.segment_no + 1
+        // (A crafted file name could make it the last number there is.)
+        self.seg.segment_no.saturating_add(1)
     }
     fn first(&self) -> u64 {
         self.seg.first
@@ -1630,7 +1632,8 @@ struct Plan<'a, 'f> {
 
 /// The plan for `filter`. A stream prefix that at most [`PREFIX_STREAMS_MAX`] streams start
 /// with walks those streams' lists (those of the categories asked for), testing only the
-/// types: no entry is read. Otherwise the categories' or types' lists are walked (see
+/// types: no entry is read; unless the types asked for hold fewer positions than those
+/// streams. Otherwise the categories' or types' lists are walked (see
 /// [`filter_lists`]), or every position, and the prefix tested on each position's entry.
 fn plan<'a, 'f>(index: &'a Index, filter: &'f Filter) -> Plan<'a, 'f> {
     if let Some(prefix) = filter.stream_prefix.as_deref() {
@@ -1644,11 +1647,11 @@ fn plan<'a, 'f>(index: &'a Index, filter: &'f Filter) -> Plan<'a, 'f> {
                         .filter_map(|c| index.category_no(c))
                         .collect()
                 });
-            let walked = streams
+            let streams: Vec<&PositionList> = streams
                 .into_iter()
                 .map(|s| &index.streams[s as usize])
                 .filter(|s| categories.as_ref().is_none_or(|c| c.contains(&s.category)))
-                .map(|s| Walked::Stream(&s.positions))
+                .map(|s| &s.positions)
                 .collect();
             let (types, _) = filter_lists(
                 index,
@@ -1657,11 +1660,17 @@ fn plan<'a, 'f>(index: &'a Index, filter: &'f Filter) -> Plan<'a, 'f> {
                     ..Filter::default()
                 },
             );
-            return Plan {
-                walked: Some(walked),
-                tested: types,
-                prefix: None,
-            };
+            // A rare type among the streams' events: walking its list costs less (the plan
+            // below, which reads the entries of its positions only).
+            let streams_len: u64 = streams.iter().map(|l| l.len()).sum();
+            let types_len = |t: &Vec<&Postings>| t.iter().map(|l| l.len()).sum::<u64>();
+            if types.as_ref().is_none_or(|t| types_len(t) >= streams_len) {
+                return Plan {
+                    walked: Some(streams.into_iter().map(Walked::Stream).collect()),
+                    tested: types,
+                    prefix: None,
+                };
+            }
         }
     }
     let (walked, tested) = filter_lists(index, filter);
@@ -1974,6 +1983,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A stream prefix naming few streams, with a type those streams rarely hold, walks the
+    /// type's list: one page finds the one event, where the streams' lists would take one
+    /// page per `scan_max` of their events.
+    #[test]
+    fn a_rare_type_in_a_narrow_prefix_takes_one_page() {
+        let mut index = Index::default();
+        let n = 20_000u64;
+        for p in 0..n {
+            index.push(NewEntry {
+                position: p,
+                loc: loc(1 + p / 5_000, 64 + p * 100),
+                recorded_at_us: p as i64,
+                stream: &StreamId::new(if p % 2 == 0 { "big-1" } else { "other-1" }).unwrap(),
+                event_type: if p == n - 2 { "Rare" } else { "Common" },
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            });
+        }
+        let f = Filter::default()
+            .stream_prefix("big-1")
+            .event_types(["Rare"]);
+        let (mut pages, mut from, mut got) = (0, None, Vec::new());
+        loop {
+            pages += 1;
+            let page = index
+                .all_slice(Direction::Forward, from, 100, &f, None, 1_000)
+                .unwrap();
+            got.extend(page.hits.read().unwrap().into_iter().map(|(p, _)| p));
+            if page.is_end {
+                break;
+            }
+            from = page.next;
+        }
+        assert_eq!(got, vec![n - 2]);
+        assert_eq!(pages, 1, "pages to find one event");
     }
 
     /// A segment's index file lists each type's, category's and stream's positions in its

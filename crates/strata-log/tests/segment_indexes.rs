@@ -1106,6 +1106,46 @@ fn to_v2(path: &Path) {
     std::fs::write(path, out).unwrap();
 }
 
+/// Rewrites a version 3 segment index file as version 1 (entries and names only).
+fn to_v1(path: &Path) {
+    let b = std::fs::read(path).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
+    let (s, t) = (u32_at(56), u32_at(60));
+    let mut at = 64 + n * 40;
+    for _ in 0..s + t {
+        let len = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        at += 2 + len;
+    }
+    let mut out = b[..at].to_vec();
+    out[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, out).unwrap();
+}
+
+/// Version 1 segment index files (before the id section) still record what they did: a lost
+/// open segment is reported, as it was by that version.
+#[test]
+fn version_1_segment_index_files_still_record_losses() {
+    let (dir, _, sealed) = filled(500);
+    for p in files(dir.path(), "idx") {
+        to_v1(&p);
+    }
+    strata_log::verify(dir.path()).expect("version 1 files are checked against the log");
+    std::fs::remove_file(
+        dir.path()
+            .join("segments")
+            .join(format!("{sealed:020}.seg")),
+    )
+    .unwrap();
+    let opened = LogStore::open_with(dir.path(), config());
+    assert!(
+        matches!(opened, Err(OpenError::DataLoss(_))),
+        "opened without reporting the loss the version 1 files record"
+    );
+}
+
 /// A store written by the version before (segment index files of version 2, without
 /// postings) opens: its segments are scanned, every event reads back, the files are written
 /// again in version 3 and the next open loads them all; and what the version 2 files record
