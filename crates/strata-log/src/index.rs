@@ -46,13 +46,21 @@ pub(crate) fn loc_offset(l: Loc) -> u64 {
 }
 
 pub(crate) struct StreamEntry {
-    pub id: StreamId,
+    /// Its name, shared with the name map's key: one allocation per stream.
+    id: Arc<str>,
     pub category: u32,
     pub positions: PositionList,
 }
 
 /// A category's or event type's positions: in its segments' index files for sealed
 /// segments whose file is written, in memory for the rest ([`Postings`]).
+impl StreamEntry {
+    /// The stream's id.
+    pub fn name(&self) -> &str {
+        &self.id
+    }
+}
+
 pub(crate) struct NamedList {
     pub name: String,
     pub positions: Postings,
@@ -69,7 +77,7 @@ pub(crate) struct Index {
     /// yet), in the segment index files for the rest.
     pub ids: EventIds,
     pub streams: Vec<StreamEntry>,
-    stream_nos: BTreeMap<StreamId, u32>,
+    stream_nos: BTreeMap<Arc<str>, u32>,
     pub categories: Vec<NamedList>,
     category_nos: BTreeMap<String, u32>,
     pub types: Vec<NamedList>,
@@ -100,7 +108,7 @@ impl Index {
     }
 
     pub fn stream_no(&self, stream: &StreamId) -> Option<u32> {
-        self.stream_nos.get(stream).copied()
+        self.stream_nos.get(stream.as_str()).copied()
     }
 
     pub fn type_no(&self, event_type: &str) -> Option<u32> {
@@ -134,7 +142,7 @@ impl Index {
 
     /// The number of `stream`, adding the stream (and its category) when new.
     pub fn stream_no_or_insert(&mut self, stream: &StreamId) -> u32 {
-        if let Some(&s) = self.stream_nos.get(stream) {
+        if let Some(&s) = self.stream_nos.get(stream.as_str()) {
             return s;
         }
         let cat_name = category_of(stream.as_str());
@@ -153,12 +161,13 @@ impl Index {
         };
         self.categories[category as usize].streams += 1;
         let s = self.streams.len() as u32;
+        let id: Arc<str> = Arc::from(stream.as_str());
         self.streams.push(StreamEntry {
-            id: stream.clone(),
+            id: id.clone(),
             category,
             positions: PositionList::default(),
         });
-        self.stream_nos.insert(stream.clone(), s);
+        self.stream_nos.insert(id, s);
         s
     }
 
@@ -547,7 +556,7 @@ fn encode_local(
     for names in stream_order.chunks(chunk as usize) {
         index(&mut |i| {
             for &s in names {
-                put_name(out, i.streams[s as usize].id.as_str());
+                put_name(out, i.streams[s as usize].name());
             }
         });
     }
@@ -1776,10 +1785,7 @@ impl<'a, 'f> Matcher<'a, 'f> {
                     // It failed its check: read alone, for the error.
                     None => index.entries.get(p)?,
                 };
-                Ok(index.streams[e.stream as usize]
-                    .id
-                    .as_str()
-                    .starts_with(prefix))
+                Ok(index.streams[e.stream as usize].name().starts_with(prefix))
             }
             None => Ok(true),
         }
@@ -1938,7 +1944,7 @@ mod tests {
                 .filter(|&p| {
                     let e = index.entries.get(p).unwrap();
                     f.matches_parts(
-                        index.streams[e.stream as usize].id.as_str(),
+                        index.streams[e.stream as usize].name(),
                         &index.types[e.event_type as usize].name,
                     )
                 })
@@ -2126,7 +2132,7 @@ mod tests {
         let ids: Vec<Uuid> = (0..10).filter_map(|p| index.ids.in_memory(p)).collect();
         let names = |i: &Index| -> (Vec<String>, Vec<String>) {
             (
-                i.streams.iter().map(|s| s.id.as_str().to_owned()).collect(),
+                i.streams.iter().map(|s| s.name().to_owned()).collect(),
                 i.types.iter().map(|t| t.name.clone()).collect(),
             )
         };

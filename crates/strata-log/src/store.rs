@@ -744,7 +744,7 @@ impl EventStore for LogStore {
             .map(|s| {
                 let e = &index.streams[s as usize];
                 StreamSummary {
-                    stream_id: e.id.as_str().to_owned(),
+                    stream_id: e.name().to_owned(),
                     category: index.categories[e.category as usize].name.clone(),
                     event_count: e.positions.len(),
                     last_position: Position(e.positions.last().unwrap_or_default()),
