@@ -476,6 +476,16 @@ impl Entries {
             .collect()
     }
 
+    /// Gives back the memory the lists of entries in memory grew beyond what they hold.
+    pub fn shrink_to_fit(&mut self) {
+        self.chunks.shrink_to_fit();
+        for c in &mut self.chunks {
+            if let Part::Memory(v) = &mut c.part {
+                v.shrink_to_fit();
+            }
+        }
+    }
+
     /// Entries held in memory.
     pub fn in_memory_count(&self) -> u64 {
         self.chunks

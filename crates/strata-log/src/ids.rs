@@ -318,6 +318,18 @@ pub(crate) struct EventIds {
 }
 
 impl EventIds {
+    /// Gives back the memory the lists and tables of ids in memory grew beyond what they
+    /// hold.
+    pub fn shrink_to_fit(&mut self) {
+        self.files.shrink_to_fit();
+        let hasher = &self.hasher;
+        for c in &mut self.chunks {
+            c.ids.shrink_to_fit();
+            let ids = &c.ids;
+            c.table.shrink_to_fit(|&k| hasher.hash_one(ids[k as usize]));
+        }
+    }
+
     /// Records the id of the next position, `position`, stored in segment `segment_no`.
     pub fn push(&mut self, segment_no: u64, position: u64, id: Uuid) {
         if self

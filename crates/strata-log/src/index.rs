@@ -291,9 +291,13 @@ impl Index {
         lists.chain(named).sum::<usize>() as u64
     }
 
-    /// Gives back the memory the position lists grew beyond what they hold (after an open
-    /// has built them).
-    pub fn shrink_lists(&mut self) {
+    /// Gives back the memory the streams, the position lists, the entries and the ids in
+    /// memory grew beyond what they hold (after an open has built them: up to half of each
+    /// is slack, as they grew by doubling).
+    pub fn shrink_to_fit(&mut self) {
+        self.streams.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self.ids.shrink_to_fit();
         for s in &mut self.streams {
             s.positions.shrink_to_fit();
         }

@@ -1256,8 +1256,8 @@ pub(crate) fn recover(
         segments.push(seg);
         tail_len = SEGMENT_HEADER_BYTES;
     }
-    // The lists grew by doubling while they were built: up to half of each is slack.
-    index.shrink_lists();
+    // The index grew by doubling while it was built: up to half of each part is slack.
+    index.shrink_to_fit();
     Ok(Recovered {
         index,
         segments,
