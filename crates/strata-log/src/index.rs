@@ -2031,11 +2031,8 @@ mod tests {
         assert_eq!(pages, 1, "pages to find one event");
     }
 
-    /// A segment's index file lists each type's, category's and stream's positions in its
-    /// postings; `strata verify`'s whole check refuses a file whose postings (under a good CRC)
-    /// do not match its entries, which opening trusts to the CRC.
-    #[test]
-    fn segment_postings_are_the_entries_by_name_and_verify_checks_them() {
+    /// The index file of a segment of ten events (`push`'s), positions 0 to 9.
+    fn ten_events_segment_file() -> Vec<u8> {
         let mut index = Index::default();
         for p in 0..10 {
             push(&mut index, p);
@@ -2047,7 +2044,24 @@ mod tests {
             end_position: 10,
             end_offset: 64 + 10 * 100,
         };
-        let bytes = encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes");
+        encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes")
+    }
+
+    /// File `bytes` changed by `change` (which sees it without its CRC), with a good CRC.
+    fn with_crc(bytes: &[u8], change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut out = bytes[..bytes.len() - 4].to_vec();
+        change(&mut out);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// A segment's index file lists each type's, category's and stream's positions in its
+    /// postings; `strata verify`'s whole check refuses a file whose postings (under a good CRC)
+    /// do not match its entries, which opening trusts to the CRC.
+    #[test]
+    fn segment_postings_are_the_entries_by_name_and_verify_checks_them() {
+        let bytes = ten_events_segment_file();
         let file = SegmentIndexFile::check(bytes.clone(), PathBuf::from("1.idx")).unwrap();
         file.check_whole().expect("a sound file");
         let (local, dir, _, _) = file.parse().unwrap();
@@ -2066,13 +2080,12 @@ mod tests {
         assert_eq!(dir.categories, ["account"]);
         assert_eq!(postings(&dir.category_at[0]), (0..10).collect::<Vec<_>>());
         // Positions 0 and 1 (of Type0 and Type1) traded between the two types' postings.
-        let mut bad = bytes[..bytes.len() - 4].to_vec();
-        let (a, b) = (dir.type_at[0].at, dir.type_at[1].at);
-        let (x, y) = (u32_at(&bad, a), u32_at(&bad, b));
-        bad[a..a + 4].copy_from_slice(&y.to_le_bytes());
-        bad[b..b + 4].copy_from_slice(&x.to_le_bytes());
-        let crc = crc32c::crc32c(&bad);
-        bad.extend_from_slice(&crc.to_le_bytes());
+        let bad = with_crc(&bytes, |bad| {
+            let (a, b) = (dir.type_at[0].at, dir.type_at[1].at);
+            let (x, y) = (u32_at(bad, a), u32_at(bad, b));
+            bad[a..a + 4].copy_from_slice(&y.to_le_bytes());
+            bad[b..b + 4].copy_from_slice(&x.to_le_bytes());
+        });
         let file = SegmentIndexFile::check(bad, PathBuf::from("1.idx")).unwrap();
         file.parse()
             .expect("opening trusts the postings to the CRC");
@@ -2084,28 +2097,14 @@ mod tests {
     /// and by `strata verify`: the type's positions in it would be two parts out of order.
     #[test]
     fn a_segment_index_file_naming_a_type_twice_is_refused() {
-        let mut index = Index::default();
-        for p in 0..10 {
-            push(&mut index, p);
-        }
-        let seg = SealedSegment {
-            segment_no: 1,
-            salt: 9,
-            first: 0,
-            end_position: 10,
-            end_offset: 64 + 10 * 100,
-        };
-        let bytes = encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes");
+        let bytes = ten_events_segment_file();
         let names_at = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
         let k = names_at
             + bytes[names_at..]
                 .windows(5)
                 .position(|w| w == b"Type1")
                 .unwrap();
-        let mut bad = bytes[..bytes.len() - 4].to_vec();
-        bad[k..k + 5].copy_from_slice(b"Type0");
-        let crc = crc32c::crc32c(&bad);
-        bad.extend_from_slice(&crc.to_le_bytes());
+        let bad = with_crc(&bytes, |bad| bad[k..k + 5].copy_from_slice(b"Type0"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1.idx");
         std::fs::write(&path, &bad).unwrap();

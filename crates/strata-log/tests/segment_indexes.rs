@@ -1084,41 +1084,57 @@ fn changed_after_open(config: LogConfig, ev: fn(usize) -> EventData) {
 /// Rewrites a version 3 segment index file as version 2 (the same, without the postings).
 fn to_v2(path: &Path) {
     let b = std::fs::read(path).unwrap();
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-    let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
-    let (s, t) = (u32_at(56), u32_at(60));
-    let mut at = 64 + n * 40;
-    let mut categories = std::collections::BTreeSet::new();
-    for k in 0..s + t {
-        let len = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
-        let name = std::str::from_utf8(&b[at + 2..at + 2 + len]).unwrap();
-        if k < s {
-            categories.insert(strata_core::category_of(name).to_owned());
-        }
-        at += 2 + len;
-    }
-    let postings = 4 * (s + t + categories.len()) + 12 * n;
-    let mut out = b[..at].to_vec();
-    out[8..12].copy_from_slice(&2u32.to_le_bytes());
-    out.extend_from_slice(&b[at + postings..b.len() - 4]);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    std::fs::write(path, out).unwrap();
+    let names = names_of(&b);
+    let categories: std::collections::BTreeSet<&str> = names
+        .streams
+        .iter()
+        .map(|s| strata_core::category_of(s))
+        .collect();
+    let postings = 4 * (names.streams.len() + names.types + categories.len()) + 12 * names.events;
+    let mut out = b[..names.end].to_vec();
+    out.extend_from_slice(&b[names.end + postings..b.len() - 4]);
+    write_version(path, 2, out);
 }
 
 /// Rewrites a version 3 segment index file as version 1 (entries and names only).
 fn to_v1(path: &Path) {
     let b = std::fs::read(path).unwrap();
+    let names = names_of(&b);
+    write_version(path, 1, b[..names.end].to_vec());
+}
+
+/// Where a version 3 segment index file `b`'s names end, and its stream ids.
+struct Names {
+    end: usize,
+    streams: Vec<String>,
+    types: usize,
+    events: usize,
+}
+
+fn names_of(b: &[u8]) -> Names {
     let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-    let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
+    let events = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
     let (s, t) = (u32_at(56), u32_at(60));
-    let mut at = 64 + n * 40;
-    for _ in 0..s + t {
+    let mut at = 64 + events * 40;
+    let mut streams = Vec::new();
+    for k in 0..s + t {
         let len = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        if k < s {
+            streams.push(String::from_utf8(b[at + 2..at + 2 + len].to_vec()).unwrap());
+        }
         at += 2 + len;
     }
-    let mut out = b[..at].to_vec();
-    out[8..12].copy_from_slice(&1u32.to_le_bytes());
+    Names {
+        end: at,
+        streams,
+        types: t,
+        events,
+    }
+}
+
+/// Writes `body` (without its CRC) as a segment index file of version `version`.
+fn write_version(path: &Path, version: u32, mut out: Vec<u8>) {
+    out[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     std::fs::write(path, out).unwrap();
@@ -1128,11 +1144,18 @@ fn to_v1(path: &Path) {
 /// open segment is reported, as it was by that version.
 #[test]
 fn version_1_segment_index_files_still_record_losses() {
+    old_files_record_losses(to_v1);
+}
+
+/// A store whose segment index files `to_old` rewrote in an earlier version passes `verify`
+/// (they are checked against the log), and refuses to open, with `DataLoss`, once its open
+/// segment is deleted: the old files record that the segment after each existed.
+fn old_files_record_losses(to_old: fn(&Path)) {
     let (dir, _, sealed) = filled(500);
     for p in files(dir.path(), "idx") {
-        to_v1(&p);
+        to_old(&p);
     }
-    strata_log::verify(dir.path()).expect("version 1 files are checked against the log");
+    strata_log::verify(dir.path()).expect("old files are checked against the log");
     std::fs::remove_file(
         dir.path()
             .join("segments")
@@ -1142,7 +1165,7 @@ fn version_1_segment_index_files_still_record_losses() {
     let opened = LogStore::open_with(dir.path(), config());
     assert!(
         matches!(opened, Err(OpenError::DataLoss(_))),
-        "opened without reporting the loss the version 1 files record"
+        "opened without reporting the loss the old files record"
     );
 }
 
@@ -1166,21 +1189,5 @@ fn version_2_segment_index_files_are_written_again_and_still_record_losses() {
     assert_eq!(all_events(&store), events);
     drop(store);
     strata_log::LogStore::wait_for_dropped();
-
-    let (dir, _, sealed) = filled(500);
-    for p in files(dir.path(), "idx") {
-        to_v2(&p);
-    }
-    strata_log::verify(dir.path()).expect("version 2 files are checked against the log");
-    std::fs::remove_file(
-        dir.path()
-            .join("segments")
-            .join(format!("{sealed:020}.seg")),
-    )
-    .unwrap();
-    let opened = LogStore::open_with(dir.path(), config());
-    assert!(
-        matches!(opened, Err(OpenError::DataLoss(_))),
-        "opened without reporting the loss the version 2 files record"
-    );
+    old_files_record_losses(to_v2);
 }
