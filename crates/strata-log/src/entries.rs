@@ -153,14 +153,6 @@ impl EntryFile {
         matches!(self.source, Source::Map(_))
     }
 
-    /// The map of the whole file, when it is read through one.
-    pub fn map(&self) -> Option<&[u8]> {
-        match &self.source {
-            Source::Map(map) => Some(map),
-            Source::Read(_) => None,
-        }
-    }
-
     /// Positions held: the segment's events.
     pub fn len(&self) -> usize {
         self.len

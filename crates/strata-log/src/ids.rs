@@ -2,9 +2,8 @@
 //!
 //! The ids of a sealed segment whose index file is written are looked up in that file: its
 //! id section holds the segment's `(id, position)` pairs sorted by id, and memory keeps only
-//! the first id of every block of [`ID_BLOCK_ENTRIES`] (0.125 bytes per id) and a bloom
-//! filter (10 bits per id), which is probed where it lies in the file's map when the index
-//! files are mapped (page cache, resident only while probed) and copied to memory otherwise. A lookup that the filter lets through reads one
+//! a bloom filter (10 bits per id) and the first id of every block of
+//! [`ID_BLOCK_ENTRIES`] (0.125 bytes per id). A lookup that the filter lets through reads one
 //! block (3 KiB) of the file. The ids of the open segment, and of sealed segments whose file
 //! is not written yet, are kept in memory, one hash table per segment: when a segment's file
 //! is written, its table is taken out under the state lock (a pointer swap) and dropped after
@@ -15,7 +14,6 @@ use std::hash::BuildHasher;
 
 use strata_core::Uuid;
 
-use crate::entries::EntryFile;
 use crate::format::{u64_at, uuid_at};
 
 /// Ids per block of a sorted id section: a lookup reads one block.
@@ -59,21 +57,9 @@ fn bloom_bits(id: &Uuid, bits: u64) -> impl Iterator<Item = u64> {
     (0..BLOOM_PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
 }
 
-/// A bloom filter over ids: in memory, or read where it lies in a map of its index file.
+/// A bloom filter over ids.
 pub(crate) struct Bloom {
-    words: Words,
-}
-
-enum Words {
-    Memory(Vec<u64>),
-    /// `n` words at byte `at` of the map of the index file `file` (whose bytes the filter was
-    /// checked in, to their CRC): the kernel's page cache, resident only while probed, and
-    /// reclaimable.
-    Mapped {
-        file: std::sync::Arc<EntryFile>,
-        at: usize,
-        n: usize,
-    },
+    words: Vec<u64>,
 }
 
 impl Bloom {
@@ -86,71 +72,30 @@ impl Bloom {
                 words[(bit / 64) as usize] |= 1 << (bit % 64);
             }
         }
-        Bloom {
-            words: Words::Memory(words),
-        }
+        Bloom { words }
     }
 
-    /// A filter stored as little-endian words, copied into memory.
+    /// A filter stored as little-endian words.
     pub fn from_bytes(b: &[u8]) -> Bloom {
         Bloom {
-            words: Words::Memory(b.chunks_exact(8).map(|w| u64_at(w, 0)).collect()),
-        }
-    }
-
-    /// The filter whose bytes `b` lie at byte `at` of the index file `file`: read where it lies
-    /// in the file's map when the file is mapped (the map was compared with the checked file
-    /// in length, header and CRC when it was opened; its pages are not read now), else
-    /// copied from `b`.
-    pub fn in_file(file: Option<&std::sync::Arc<EntryFile>>, at: usize, b: &[u8]) -> Bloom {
-        let n = b.len() / 8;
-        match file {
-            Some(f) if f.map().is_some_and(|m| at + n * 8 <= m.len()) => Bloom {
-                words: Words::Mapped {
-                    file: f.clone(),
-                    at,
-                    n,
-                },
-            },
-            _ => Bloom::from_bytes(b),
+            words: b.chunks_exact(8).map(|w| u64_at(w, 0)).collect(),
         }
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        for k in 0..self.len() {
-            out.extend_from_slice(&self.word(k).to_le_bytes());
-        }
-    }
-
-    fn len(&self) -> usize {
-        match &self.words {
-            Words::Memory(w) => w.len(),
-            Words::Mapped { n, .. } => *n,
-        }
-    }
-
-    fn word(&self, k: usize) -> u64 {
-        match &self.words {
-            Words::Memory(w) => w[k],
-            Words::Mapped { file, at, .. } => u64_at(
-                file.map().expect("a mapped filter's file is mapped"),
-                at + k * 8,
-            ),
+        for w in &self.words {
+            out.extend_from_slice(&w.to_le_bytes());
         }
     }
 
     /// Whether `id` may be in the set (never `false` for one that is).
     pub fn may_contain(&self, id: &Uuid) -> bool {
-        let bits = self.len() as u64 * 64;
-        bloom_bits(id, bits).all(|bit| self.word((bit / 64) as usize) & (1 << (bit % 64)) != 0)
+        let bits = self.words.len() as u64 * 64;
+        bloom_bits(id, bits).all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 
-    /// Bytes of the heap it takes: none when it is read from a map.
     fn bytes(&self) -> usize {
-        match &self.words {
-            Words::Memory(w) => w.len() * 8,
-            Words::Mapped { .. } => 0,
-        }
+        self.words.len() * 8
     }
 }
 

@@ -6,8 +6,8 @@
 //! not rescan it.
 //!
 //! Memory per event: about 1 to 3 bytes in its stream's position list, which is compressed
-//! ([`PositionList`]: gaps as varints, in blocks of 64), plus 0.125 bytes of the id files'
-//! fences and, where the files are not mapped, 1.25 of their filters. The entries ([`Entries`]) of sealed segments are read from their index
+//! ([`PositionList`]: gaps as varints, in blocks of 64), plus 1.4 bytes of the id files'
+//! filters and fences. The entries ([`Entries`]) of sealed segments are read from their index
 //! files, and so are their category and type positions ([`Postings`]: a part of a few words
 //! per name and file in memory); the open segment's entries take 24 bytes each in memory,
 //! its ids about 22, its category and type positions 1 to 3 bytes each. Per stream: its
@@ -671,7 +671,7 @@ impl<'a> LocalEntries<'a> {
         first: u64,
         file: Option<(u64, EntryFile, PostingsDir)>,
         may_skip: bool,
-    ) -> Result<Option<Arc<EntryFile>>, String> {
+    ) -> Result<(), String> {
         let next = index.next_position();
         let n = (self.entries.len() / INDEX_ENTRY_BYTES) as u64;
         if next < first || next > first + n || (next != first && !may_skip) {
@@ -738,9 +738,8 @@ impl<'a> LocalEntries<'a> {
                         .push_file(dir.swap(segment_no, &file, at));
                 }
             }
-            return Ok(Some(file));
         }
-        Ok(None)
+        Ok(())
     }
 }
 
@@ -956,7 +955,7 @@ impl IndexFile {
             u32_at(body, self.counts_at) as usize,
             u32_at(body, self.counts_at + 4) as usize,
         )?;
-        local.push_into(index, self.first, None, true).map(drop)
+        local.push_into(index, self.first, None, true)
     }
 }
 
@@ -1321,7 +1320,7 @@ impl SegmentIndexFile {
         let entries = self
             .entries(&file, map)
             .map_err(|e| format!("opening it for reads: {e}"))?;
-        let entries = local.push_into(
+        local.push_into(
             index,
             self.seg.first,
             Some((self.seg.segment_no, entries, dir)),
@@ -1329,7 +1328,7 @@ impl SegmentIndexFile {
         )?;
         index
             .ids
-            .push_file(self.id_section_at(file, pairs_at, bloom_at, entries.as_ref()));
+            .push_file(self.id_section_at(file, pairs_at, bloom_at));
         Ok(())
     }
 
@@ -1421,29 +1420,17 @@ impl SegmentIndexFile {
 
     /// The id section of a file this process just encoded (so not parsed again: its
     /// sections lie where its event count puts them), in `file` (see [`open`](Self::open)).
-    pub fn own_id_section(
-        &self,
-        file: Arc<std::fs::File>,
-        entries: Option<&Arc<EntryFile>>,
-    ) -> IdSection {
+    pub fn own_id_section(&self, file: Arc<std::fs::File>) -> IdSection {
         let n = self.seg.end_position - self.seg.first;
         let bloom_at = self.bytes.len() - 4 - bloom_words(n) * 8;
-        self.id_section_at(
-            file,
-            bloom_at - n as usize * ID_PAIR_BYTES,
-            bloom_at,
-            entries,
-        )
+        self.id_section_at(file, bloom_at - n as usize * ID_PAIR_BYTES, bloom_at)
     }
 
-    /// Its id section, whose filter is read from the map of `entries` when the file is read
-    /// through one, else kept in memory.
     fn id_section_at(
         &self,
         file: Arc<std::fs::File>,
         pairs_at: usize,
         bloom_at: usize,
-        entries: Option<&Arc<EntryFile>>,
     ) -> IdSection {
         let b = &self.bytes;
         IdSection::new(
@@ -1452,7 +1439,7 @@ impl SegmentIndexFile {
             file,
             pairs_at as u64,
             &b[pairs_at..bloom_at],
-            Bloom::in_file(entries, bloom_at, &b[bloom_at..b.len() - 4]),
+            Bloom::from_bytes(&b[bloom_at..b.len() - 4]),
         )
     }
 }

@@ -91,6 +91,7 @@ impl Shared {
         write_file_atomic(&*self.vfs, &path, &bytes)?;
         let file = SegmentIndexFile::check(bytes, path).map_err(std::io::Error::other)?;
         let opened = file.open()?;
+        let section = file.own_id_section(opened.clone());
         // The ids leave memory even when the entries cannot be opened from the file: the
         // entries alone stay in memory then (the file is whole: a reopen reads them from it).
         let entries = file
@@ -104,14 +105,12 @@ impl Shared {
             .inspect_err(|reason| {
                 tracing::warn!(segment = seg.segment_no, %reason, "a sealed segment's entries stay in memory: its index file cannot be read for them")
             })
-            .ok()
-            .map(|(entries, postings)| (Arc::new(entries), postings));
-        // Its filter read from the entries' map, when they are read through one.
-        let section = file.own_id_section(opened.clone(), entries.as_ref().map(|(e, _)| e));
+            .ok();
         // Not while the whole index file is encoded: it takes the ids in memory from where
         // they start when it begins. Under the state lock only the swaps; the ids and entries
         // taken out are dropped after it.
         let _guard = self.checkpoint_lock.lock();
+        let entries = entries.map(|(entries, postings)| (Arc::new(entries), postings));
         if let Some((file, postings)) = &entries {
             // The categories' and types' lists, a chunk at a time: between chunks a list
             // reads this segment's positions from memory or from the file, the same either
