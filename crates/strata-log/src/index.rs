@@ -52,8 +52,6 @@ pub(crate) struct StreamEntry {
     pub positions: PositionList,
 }
 
-/// A category's or event type's positions: in its segments' index files for sealed
-/// segments whose file is written, in memory for the rest ([`Postings`]).
 impl StreamEntry {
     /// The stream's id.
     pub fn name(&self) -> &str {
@@ -61,6 +59,8 @@ impl StreamEntry {
     }
 }
 
+/// A category's or event type's positions: in its segments' index files for sealed
+/// segments whose file is written, in memory for the rest ([`Postings`]).
 pub(crate) struct NamedList {
     pub name: String,
     pub positions: Postings,
