@@ -280,7 +280,7 @@ impl Index {
     }
 
     /// Bytes of memory the stream, category and type position lists take beyond the
-    /// streams' and names' own structs.
+    /// streams' and names' own structs (for categories and types, with their parts).
     pub fn position_list_bytes(&self) -> u64 {
         let lists = self.streams.iter().map(|s| s.positions.heap_bytes());
         let named = self

@@ -124,8 +124,9 @@ pub struct IndexStats {
     /// tables of stream and type numbers. The files' mapped pages are the kernel's page
     /// cache, not counted here.
     pub entry_bytes: u64,
-    /// Bytes of memory the stream, category and event type position lists take: 8 per event
-    /// in each.
+    /// Bytes of memory the position lists take: the streams' (compressed, 1 to 3 bytes a
+    /// position), and the categories' and event types' (the positions not yet in a segment
+    /// index file, compressed, and a part of 64 bytes per name and sealed segment).
     pub position_list_bytes: u64,
 }
 
