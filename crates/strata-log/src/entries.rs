@@ -167,18 +167,6 @@ impl EntryFile {
         Ok(())
     }
 
-    /// The error for bytes at `at` of the file that fail a check made as they are read.
-    pub fn changed_at(&self, at: usize, reason: &str) -> ReadError {
-        ReadError::Corruption(Corruption::new(
-            CorruptionLocation::LogFile {
-                file: self.name.as_ref().into(),
-                offset: at as u64,
-            },
-            None,
-            reason,
-        ))
-    }
-
     /// The bytes of entries `k..k + n`: in the map, or read into `buf` (`n` entries long).
     fn bytes<'a>(&'a self, k: usize, n: usize, buf: &'a mut [u8]) -> Result<&'a [u8], ReadError> {
         self.bytes_at(self.at + k * ENTRY_BYTES, n * ENTRY_BYTES, buf)
@@ -194,7 +182,7 @@ impl EntryFile {
         match &self.source {
             Source::Map(map) => map
                 .get(at..at + n)
-                .ok_or_else(|| self.changed_at(at, "a read goes past the end of the file")),
+                .ok_or_else(|| self.corruption(at, None, "a read goes past the end of the file")),
             Source::Read(file) => {
                 std::os::unix::fs::FileExt::read_exact_at(&**file, buf, at as u64).map_err(
                     |e| {
@@ -222,19 +210,21 @@ impl EntryFile {
             }),
             _ => Err(self.corruption(
                 self.at + k * ENTRY_BYTES,
-                first + k as u64,
+                Some(first + k as u64),
                 "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
             )),
         }
     }
 
-    fn corruption(&self, at: usize, position: u64, reason: &str) -> ReadError {
+    /// The error for bytes at `at` of the file (meant for `position`, when they are one's)
+    /// that fail a check made as they are read.
+    pub fn corruption(&self, at: usize, position: Option<u64>, reason: &str) -> ReadError {
         ReadError::Corruption(Corruption::new(
             CorruptionLocation::LogFile {
                 file: self.name.as_ref().into(),
                 offset: at as u64,
             },
-            Some(Position(position)),
+            position.map(Position),
             reason,
         ))
     }
@@ -618,7 +608,7 @@ impl PositionAt {
                     Some(k) => Ok(Some(first + k as u64)),
                     None => Err(f.corruption(
                         f.at,
-                        first,
+                        Some(first),
                         "the first entry's time changed on disk after the file was checked",
                     )),
                 }

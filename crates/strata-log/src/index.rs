@@ -267,16 +267,39 @@ impl Index {
         targets: &[(bool, u32, usize)],
     ) -> Vec<PositionList> {
         let mut released = Vec::with_capacity(targets.len());
-        for &(is_type, no, k) in targets {
-            let (lists, at) = match is_type {
-                true => (&mut self.types, &dir.type_at[k]),
-                false => (&mut self.categories, &dir.category_at[k]),
-            };
-            if let Some(l) = lists.get_mut(no as usize) {
-                released.extend(l.positions.move_to_file(dir.swap(segment_no, file, at)));
+        for &target in targets {
+            if let Some((l, swap)) = self.postings_target(segment_no, file, dir, target) {
+                released.extend(l.move_to_file(swap));
             }
         }
         released
+    }
+
+    /// Adds the category and type positions of sealed segment `segment_no`, the next ones,
+    /// as the postings `dir` of its index file `file` (on open).
+    fn push_postings_file(&mut self, segment_no: u64, file: &Arc<EntryFile>, dir: &PostingsDir) {
+        for target in self.postings_targets(dir) {
+            if let Some((l, swap)) = self.postings_target(segment_no, file, dir, target) {
+                l.push_file(swap);
+            }
+        }
+    }
+
+    /// The list one of [`postings_targets`](Self::postings_targets) names, and its part of
+    /// segment `segment_no` in `file`.
+    fn postings_target<'a>(
+        &mut self,
+        segment_no: u64,
+        file: &'a Arc<EntryFile>,
+        dir: &PostingsDir,
+        (is_type, no, k): (bool, u32, usize),
+    ) -> Option<(&mut Postings, Swap<'a>)> {
+        let (lists, at) = match is_type {
+            true => (&mut self.types, &dir.type_at[k]),
+            false => (&mut self.categories, &dir.category_at[k]),
+        };
+        let l = lists.get_mut(no as usize)?;
+        Some((&mut l.positions, dir.swap(segment_no, file, at)))
     }
 
     /// Bytes of memory the stream, category and type position lists take beyond the
@@ -724,20 +747,7 @@ impl<'a> LocalEntries<'a> {
             index
                 .entries
                 .push_file(segment_no, file.clone(), (time(0), time(n - 1)));
-            for (t, at) in dir.type_at.iter().enumerate() {
-                if let Some(t) = type_nos[t] {
-                    index.types[t as usize]
-                        .positions
-                        .push_file(dir.swap(segment_no, &file, at));
-                }
-            }
-            for (name, at) in dir.categories.iter().zip(&dir.category_at) {
-                if let Some(c) = index.category_no(name) {
-                    index.categories[c as usize]
-                        .positions
-                        .push_file(dir.swap(segment_no, &file, at));
-                }
-            }
+            index.push_postings_file(segment_no, &file, &dir);
         }
         Ok(())
     }
@@ -791,7 +801,12 @@ fn encode_file(
     id_section: bool,
 ) -> Result<Vec<u8>, String> {
     let n = (positions.end - positions.start) as usize;
-    let per_event = INDEX_ENTRY_BYTES + if id_section { ID_PAIR_BYTES + 12 } else { 0 };
+    let per_event = INDEX_ENTRY_BYTES
+        + if id_section {
+            ID_PAIR_BYTES + POSTINGS_BYTES_PER_EVENT
+        } else {
+            0
+        };
     let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + n * per_event + n * 2 + 4);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_le_bytes());
@@ -817,7 +832,8 @@ fn encode_file(
         let streams = read_names(&out, &mut names_at, s as usize)?;
         let (categories, stream_categories) = local_categories(streams);
         let counts = (s as usize, t as usize, categories.len());
-        let mut postings = Vec::with_capacity(n * 12 + (counts.0 + counts.1 + counts.2) * 4);
+        let mut postings =
+            Vec::with_capacity(n * POSTINGS_BYTES_PER_EVENT + (counts.0 + counts.1 + counts.2) * 4);
         encode_postings(
             &out[entries_at..entries_at + n * INDEX_ENTRY_BYTES],
             &stream_categories,
@@ -837,6 +853,9 @@ const INDEX_HEADER_BYTES: usize = 64;
 const INDEX_V1_HEADER_BYTES: usize = 56;
 /// Bytes of one entry of an index file.
 const INDEX_ENTRY_BYTES: usize = 40;
+/// Bytes per event of a segment index file's postings: one u32 in each of the stream, type
+/// and category postings.
+const POSTINGS_BYTES_PER_EVENT: usize = 12;
 
 /// The bytes of file `b` before its CRC, when it starts with `magic`, holds at least `header`
 /// bytes and its CRC checks out; `what` names the kind of file in the error.
@@ -1210,7 +1229,7 @@ impl SegmentIndexFile {
         let per_event = match version {
             1 => INDEX_ENTRY_BYTES,
             2 => INDEX_ENTRY_BYTES + ID_PAIR_BYTES,
-            SEGMENT_INDEX_VERSION => INDEX_ENTRY_BYTES + ID_PAIR_BYTES + 12,
+            SEGMENT_INDEX_VERSION => INDEX_ENTRY_BYTES + ID_PAIR_BYTES + POSTINGS_BYTES_PER_EVENT,
             _ => return Err("segment index file version not supported".to_owned()),
         };
         let first = u64_at(b, 32);
@@ -1585,35 +1604,34 @@ fn filter_lists<'a>(
     index: &'a Index,
     filter: &Filter,
 ) -> (Option<Vec<&'a Postings>>, Option<Vec<&'a Postings>>) {
-    // A name given twice is one list: walked twice, its positions would come twice.
-    fn lists<'a>(
-        names: &[String],
-        number: impl Fn(&str) -> Option<u32>,
-        lists: &'a [NamedList],
-    ) -> Option<Vec<&'a Postings>> {
-        let nos: std::collections::BTreeSet<u32> = names.iter().filter_map(|n| number(n)).collect();
-        (!names.is_empty()).then(|| {
-            nos.into_iter()
-                .map(|n| &lists[n as usize].positions)
-                .collect()
-        })
-    }
-    let categories = lists(
+    let categories = named_lists(
         &filter.categories,
-        |c| index.category_nos.get(c).copied(),
+        |c| index.category_no(c),
         &index.categories,
     );
-    let types = lists(
-        &filter.event_types,
-        |t| index.type_nos.get(t).copied(),
-        &index.types,
-    );
+    let types = named_lists(&filter.event_types, |t| index.type_no(t), &index.types);
     let len = |lists: &[&Postings]| lists.iter().map(|l| l.len()).sum::<u64>();
     match (categories, types) {
         (Some(c), Some(t)) if len(&t) < len(&c) => (Some(t), Some(c)),
         (Some(c), Some(t)) => (Some(c), Some(t)),
         (c, t) => (c.or(t), None),
     }
+}
+
+/// The lists of `names` (numbered by `number`) among `lists`, each once, `None` when no name
+/// is asked for. A name given twice is one list: walked twice, its positions would come
+/// twice.
+fn named_lists<'a>(
+    names: &[String],
+    number: impl Fn(&str) -> Option<u32>,
+    lists: &'a [NamedList],
+) -> Option<Vec<&'a Postings>> {
+    let nos: std::collections::BTreeSet<u32> = names.iter().filter_map(|n| number(n)).collect();
+    (!names.is_empty()).then(|| {
+        nos.into_iter()
+            .map(|n| &lists[n as usize].positions)
+            .collect()
+    })
 }
 
 /// Streams a stream prefix may name for a `$all` walk to follow their lists (merged, in
@@ -1653,13 +1671,7 @@ fn plan<'a, 'f>(index: &'a Index, filter: &'f Filter) -> Plan<'a, 'f> {
                 .filter(|s| categories.as_ref().is_none_or(|c| c.contains(&s.category)))
                 .map(|s| &s.positions)
                 .collect();
-            let (types, _) = filter_lists(
-                index,
-                &Filter {
-                    event_types: filter.event_types.clone(),
-                    ..Filter::default()
-                },
-            );
+            let types = named_lists(&filter.event_types, |t| index.type_no(t), &index.types);
             // A rare type among the streams' events: walking its list costs less (the plan
             // below, which reads the entries of its positions only).
             let streams_len: u64 = streams.iter().map(|l| l.len()).sum();
@@ -1783,7 +1795,8 @@ impl<'a, 'f> Matcher<'a, 'f> {
     }
 }
 
-/// Which positions a `$all` read walks: all of them, or the union of lists (categories', types' or streams').
+/// Which positions a `$all` read walks: all of them, or the union of lists (categories',
+/// types' or streams').
 enum Driver<'a> {
     All,
     Lists(Vec<Walked<'a>>),

@@ -65,8 +65,9 @@ impl Part {
                 || p > self.hi
                 || out.last().is_some_and(|&last| p <= last)
             {
-                return Err(f.file.changed_at(
+                return Err(f.file.corruption(
                     at,
+                    None,
                     "its postings are out of order or outside the segment: the file changed on disk after it was checked",
                 ));
             }
@@ -75,8 +76,9 @@ impl Part {
         let first_or_last = (start == 0 && out.first() != Some(&self.lo))
             || (start + n as u64 == self.count && out.last() != Some(&self.hi));
         if first_or_last {
-            return Err(f.file.changed_at(
+            return Err(f.file.corruption(
                 at,
+                None,
                 "its postings do not start or end where they did when it was opened: the file changed on disk",
             ));
         }
@@ -90,8 +92,9 @@ impl Part {
         f.file.read_u32s(at, 1, &mut raw)?;
         let p = f.base + u64::from(raw[0]);
         if p < self.lo || p > self.hi {
-            return Err(f.file.changed_at(
+            return Err(f.file.corruption(
                 at,
+                None,
                 "a posting lies outside its part: the file changed on disk after it was checked",
             ));
         }
