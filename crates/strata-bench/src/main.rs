@@ -252,7 +252,18 @@ async fn run_large(dir: &Path, events: u64, json: bool) -> Result<(), BenchError
         source,
     })?;
     let from_segment_indexes = measure()?;
-    // Without the segments' own index files too: the whole log is scanned.
+    // Without the segments' own index files too: the whole log is scanned. The open before
+    // may have written the index file again (a store opened without one writes one), so it
+    // goes again as well.
+    match std::fs::remove_file(&index) {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(BenchError::RemoveIndex {
+                path: index,
+                source,
+            });
+        }
+        _ => {}
+    }
     let seg_dir = dir.join("segments");
     let listing = std::fs::read_dir(&seg_dir).map_err(|source| BenchError::RemoveIndex {
         path: seg_dir.clone(),

@@ -28,11 +28,19 @@ fn large_opens_the_store_in_fresh_processes_with_and_without_its_index() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (run, index_loaded) in [("withIndex", true), ("rebuilt", false)] {
+    for (run, index_loaded) in [
+        ("withIndex", true),
+        ("fromSegmentIndexes", false),
+        ("rebuilt", false),
+    ] {
         assert_eq!(v[run]["events"], 2000, "{v}");
         assert_eq!(v[run]["index_loaded"], index_loaded, "{v}");
         assert!(v[run]["rss_bytes"].as_u64().unwrap() > 0, "{v}");
     }
+    // The last open read every event from the log (the events fit in one segment, so the
+    // second did too); the first read none of them.
+    assert_eq!(v["rebuilt"]["events_scanned"], 2000, "{v}");
+    assert_eq!(v["withIndex"]["events_scanned"], 0, "{v}");
     assert!(!dir.exists(), "the store is removed afterwards");
 }
 
