@@ -18,6 +18,7 @@ use std::sync::Arc;
 use strata_core::{BackendError, Corruption, CorruptionLocation, Position, ReadError};
 
 use crate::format::{u32_at, u64_at};
+use crate::postings::Blocks;
 
 /// Bytes of one entry of an index file: location, time, local stream and type numbers, id.
 pub(crate) const ENTRY_BYTES: usize = 40;
@@ -39,6 +40,10 @@ enum Source {
     /// small for a map each): the file stays open, shared with its id section.
     Read(Arc<File>),
 }
+
+/// Runs of entries a walk reads at once when it lacks one (see [`Entries::run`]): the one it
+/// lacks and the next ones in its direction, 8 runs of 256 (80 KiB) for a prefix walk.
+const RUN_READAHEAD_RUNS: usize = 8;
 
 /// A sealed segment's entries, in its index file.
 pub(crate) struct EntryFile {
@@ -136,17 +141,30 @@ impl EntryFile {
         self.decode(bytes, k, first)
     }
 
-    /// Entries `k..k + n` (which the file must hold), read at once: one `pread` without a
-    /// map. Each is checked as [`get`](Self::get) checks it, but only when it is used: `None`
-    /// for one that fails (read it with `get` for the error).
-    fn run(&self, k: usize, n: usize, first: u64) -> Result<Vec<Option<Entry>>, ReadError> {
-        let mut read = vec![0u8; if self.mapped() { 0 } else { n * ENTRY_BYTES }];
-        let bytes = self.bytes(k, n, &mut read)?;
-        Ok(bytes
-            .chunks_exact(ENTRY_BYTES)
-            .enumerate()
-            .map(|(i, e)| self.decode(e, k + i, first).ok())
-            .collect())
+    /// Entries `k..k + n` of `file` (which it must hold), from `blocks`: read at once (one
+    /// `pread` without a map), or fetched before, with the entries `fetch` (a range holding
+    /// these) read when they lack them. Each is checked as [`get`](Self::get) checks it, but
+    /// only when it is used: `None` for one that fails (read it with `get` for the error).
+    fn run(
+        file: &Arc<EntryFile>,
+        k: usize,
+        n: usize,
+        fetch: std::ops::Range<usize>,
+        first: u64,
+        blocks: &Blocks,
+    ) -> Result<Vec<Option<Entry>>, ReadError> {
+        let at = file.at + k * ENTRY_BYTES;
+        let fetch = (
+            file.at + fetch.start * ENTRY_BYTES,
+            fetch.len() * ENTRY_BYTES,
+        );
+        blocks.with_bytes(file, at, n * ENTRY_BYTES, fetch, |bytes| {
+            bytes
+                .chunks_exact(ENTRY_BYTES)
+                .enumerate()
+                .map(|(i, e)| file.decode(e, k + i, first).ok())
+                .collect()
+        })
     }
 
     fn mapped(&self) -> bool {
@@ -158,13 +176,38 @@ impl EntryFile {
         self.len
     }
 
-    /// `n` little-endian u32 at byte `at` of the file (postings: see [`crate::postings`]),
-    /// appended to `out`: from the map, or with one `pread`.
-    pub fn read_u32s(&self, at: usize, n: usize, out: &mut Vec<u32>) -> Result<(), ReadError> {
-        let mut buf = vec![0u8; if self.mapped() { 0 } else { n * 4 }];
-        let bytes = self.bytes_at(at, n * 4, &mut buf)?;
-        out.extend(bytes.chunks_exact(4).map(|b| u32_at(b, 0)));
-        Ok(())
+    /// Bytes `at..at + n` of the file if reading them waits for no disk: in the map and
+    /// resident, or in the page cache (read into `buf`); `None` otherwise.
+    pub fn bytes_in_memory<'a>(
+        &'a self,
+        at: usize,
+        n: usize,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>, ReadError> {
+        match &self.source {
+            Source::Map(map) => Ok(crate::io::map_resident(map, at, n).then(|| &map[at..at + n])),
+            Source::Read(file) => {
+                buf.resize(n, 0);
+                let read = crate::io::read_at_nowait(file, buf, at as u64).map_err(|e| {
+                    ReadError::Storage(BackendError::with_source(
+                        format!("reading the index file {}", self.name),
+                        e,
+                    ))
+                })?;
+                Ok(read.then_some(&buf[..]))
+            }
+        }
+    }
+
+    /// `f` of bytes `at..at + n` of the file: in the map, or read with one `pread`.
+    pub fn with_bytes<T>(
+        &self,
+        at: usize,
+        n: usize,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, ReadError> {
+        let mut buf = vec![0u8; if self.mapped() { 0 } else { n }];
+        Ok(f(self.bytes_at(at, n, &mut buf)?))
     }
 
     /// The bytes of entries `k..k + n`: in the map, or read into `buf` (`n` entries long).
@@ -301,14 +344,16 @@ impl Entries {
     }
 
     /// The entries of up to `max` positions from `p` on (`forward`) or down to `p`, within
-    /// `p`'s segment, with the first's position: one read of its file at most. An entry that
-    /// fails its check is `None` (read it with [`get`](Self::get) for the error): the caller
-    /// may not need it.
+    /// `p`'s segment, with the first's position: one read of its file at most, from
+    /// `blocks` (which, lacking them, read up to [`RUN_READAHEAD_RUNS`] runs of `max` ahead
+    /// in the walk's direction). An entry that fails its check is `None` (read it with
+    /// [`get`](Self::get) for the error): the caller may not need it.
     pub fn run(
         &self,
         p: u64,
         max: usize,
         forward: bool,
+        blocks: &Blocks,
     ) -> Result<(u64, Vec<Option<Entry>>), ReadError> {
         let c = self.chunk(p);
         let end = c.first + c.len() as u64;
@@ -321,7 +366,15 @@ impl Entries {
         let (k, n) = ((lo - c.first) as usize, (hi - lo) as usize);
         let run = match &c.part {
             Part::Memory(v) => v[k..k + n].iter().copied().map(Some).collect(),
-            Part::File(f) => f.run(k, n, c.first)?,
+            Part::File(f) => {
+                // Lacking them, read the runs a walk in this direction reads next too.
+                let more = n * (RUN_READAHEAD_RUNS - 1);
+                let fetch = match forward {
+                    true => k..(k + n + more).min(f.len),
+                    false => k.saturating_sub(more)..k + n,
+                };
+                EntryFile::run(f, k, n, fetch, c.first, blocks)?
+            }
         };
         Ok((lo, run))
     }
@@ -567,7 +620,8 @@ impl Deferred {
                 j += 1;
             }
             let lo = p.min(items[j - 1].0);
-            let run = f.run((lo - first) as usize, j - i, *first)?;
+            let (k, n) = ((lo - first) as usize, j - i);
+            let run = EntryFile::run(f, k, n, k..k + n, *first, &Blocks::direct())?;
             for &(q, _) in &items[i..j] {
                 let e = match run[(q - lo) as usize] {
                     Some(e) => e,
@@ -684,30 +738,43 @@ mod tests {
         (entries, bounds)
     }
 
-    /// Runs stop at their segment's edges, forward and backward, for every length.
+    /// Runs stop at their segment's edges, forward and backward, for every length, read at
+    /// once or in rounds of fetched bytes (with what they read ahead, as a walk under the
+    /// state lock reads them).
     #[test]
     fn runs_stay_within_their_segment() {
         let dir = tempfile::tempdir().unwrap();
-        for map in [false, true] {
+        for (map, fetched) in [(false, false), (true, false), (false, true), (true, true)] {
             let (entries, bounds) = layout(dir.path(), map);
             assert_eq!(entries.len(), 18);
+            let blocks = if fetched {
+                Blocks::fetched_in_rounds()
+            } else {
+                Blocks::direct()
+            };
+            let run = |p, max, forward| blocks.run(|| (), |_, b| entries.run(p, max, forward, b));
             for p in 0..18u64 {
                 let &(first, end) = bounds.iter().find(|(f, e)| (*f..*e).contains(&p)).unwrap();
                 for max in 0..8usize {
                     let m = max.max(1) as u64;
                     let want =
                         |r: std::ops::Range<u64>| r.map(|q| Some(entry(q))).collect::<Vec<_>>();
-                    let (lo, run) = entries.run(p, max, true).unwrap();
+                    let (lo, got) = run(p, max, true).unwrap();
                     assert_eq!(
-                        (lo, run),
+                        (lo, got),
                         (p, want(p..(p + m).min(end))),
-                        "forward {p} {max}"
+                        "forward {p} {max} fetched {fetched}"
                     );
-                    let (lo, run) = entries.run(p, max, false).unwrap();
+                    let (lo, got) = run(p, max, false).unwrap();
                     let from = (p + 1).saturating_sub(m).max(first);
-                    assert_eq!((lo, run), (from, want(from..p + 1)), "backward {p} {max}");
+                    assert_eq!(
+                        (lo, got),
+                        (from, want(from..p + 1)),
+                        "backward {p} {max} fetched {fetched}"
+                    );
                 }
             }
+            assert_eq!(blocks.rounds() > 0, fetched, "map {map}");
         }
     }
 

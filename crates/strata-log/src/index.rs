@@ -28,7 +28,7 @@ use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
 use crate::positions::{self, PositionList};
-use crate::postings::{self, Postings, Swap};
+use crate::postings::{self, Blocks, Postings, Swap};
 
 /// A location in the log: segment number in the high 24 bits, byte offset in the low 40.
 pub(crate) type Loc = u64;
@@ -371,6 +371,7 @@ impl Index {
 
     /// Positions of a `$all` read. Returns the positions with locations, the cursor for the
     /// next read and whether the end (or start) was reached.
+    #[allow(clippy::too_many_arguments)]
     pub fn all_slice(
         &self,
         direction: Direction,
@@ -379,6 +380,7 @@ impl Index {
         filter: &Filter,
         max_position: Option<u64>,
         scan_max: usize,
+        blocks: &Blocks,
     ) -> Result<AllSlice, ReadError> {
         let Some(head) = self.head() else {
             return Ok(AllSlice {
@@ -393,7 +395,13 @@ impl Index {
         let top = max_position.map_or(head, |m| m.min(head));
         let plan = plan(self, filter);
         let forward = direction == Direction::Forward;
-        let mut matcher = Matcher::new(plan.tested, plan.prefix, forward, plan.walked.is_none());
+        let mut matcher = Matcher::new(
+            plan.tested,
+            plan.prefix,
+            forward,
+            plan.walked.is_none(),
+            blocks,
+        );
         let driver = Driver::new(plan.walked);
         let mut hits = Deferred::default();
         let mut examined = 0usize;
@@ -407,7 +415,7 @@ impl Index {
                         is_end: true,
                     });
                 }
-                let mut cursor = driver.forward(from)?;
+                let mut cursor = driver.forward(from, blocks)?;
                 let mut next = from;
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
@@ -439,7 +447,7 @@ impl Index {
             }
             Direction::Backward => {
                 let start = from.map_or(top, |f| f.min(top));
-                let mut cursor = driver.backward(start)?;
+                let mut cursor = driver.backward(start, blocks)?;
                 let mut next = Some(start);
                 loop {
                     if hits.len() >= limit || examined >= scan_max {
@@ -1589,6 +1597,8 @@ struct Matcher<'a, 'f> {
     forward: bool,
     run_entries: usize,
     run: (u64, Vec<Option<Entry>>),
+    /// Where the blocks of postings and the runs of entries it reads come from.
+    blocks: &'a Blocks,
 }
 
 /// Entries a `$all` walk of every position by stream prefix reads at once (10 KiB): one
@@ -1701,23 +1711,23 @@ enum Walked<'a> {
 }
 
 impl<'a> Walked<'a> {
-    fn count_below(self, p: u64) -> Result<u64, ReadError> {
+    fn count_below(self, p: u64, blocks: &Blocks) -> Result<u64, ReadError> {
         match self {
-            Walked::Named(l) => l.count_below(p),
+            Walked::Named(l) => l.count_below(p, blocks),
             Walked::Stream(l) => Ok(l.count_below(p)),
         }
     }
 
-    fn count_at_or_below(self, p: u64) -> Result<u64, ReadError> {
+    fn count_at_or_below(self, p: u64, blocks: &Blocks) -> Result<u64, ReadError> {
         match self {
-            Walked::Named(l) => l.count_at_or_below(p),
+            Walked::Named(l) => l.count_at_or_below(p, blocks),
             Walked::Stream(l) => Ok(l.count_at_or_below(p)),
         }
     }
 
-    fn reader(self) -> WalkReader<'a> {
+    fn reader(self, blocks: &'a Blocks) -> WalkReader<'a> {
         match self {
-            Walked::Named(l) => WalkReader::Named(l.reader()),
+            Walked::Named(l) => WalkReader::Named(l.reader(blocks)),
             Walked::Stream(l) => WalkReader::Stream(Box::new(l.reader())),
         }
     }
@@ -1740,19 +1750,22 @@ impl WalkReader<'_> {
 
 impl<'a, 'f> Matcher<'a, 'f> {
     /// Tests positions against the lists `tested` (one of them must hold it) and the stream
-    /// prefix `prefix`. `every` says whether the walk goes through every position.
+    /// prefix `prefix`. `every` says whether the walk goes through every position. Blocks
+    /// of postings and runs of entries come from `blocks`.
     fn new(
         tested: Option<Vec<&'a Postings>>,
         prefix: Option<&'f str>,
         forward: bool,
         every: bool,
+        blocks: &'a Blocks,
     ) -> Self {
         Matcher {
-            tested: tested.map(|lists| lists.into_iter().map(Postings::reader).collect()),
+            tested: tested.map(|lists| lists.into_iter().map(|l| l.reader(blocks)).collect()),
             prefix,
             forward,
             run_entries: if every { PREFIX_RUN_ENTRIES } else { 1 },
             run: (0, Vec::new()),
+            blocks,
         }
     }
 
@@ -1779,7 +1792,10 @@ impl<'a, 'f> Matcher<'a, 'f> {
                 let slot = match cached(&self.run) {
                     Some(slot) => slot,
                     None => {
-                        self.run = index.entries.run(p, self.run_entries, self.forward)?;
+                        self.run =
+                            index
+                                .entries
+                                .run(p, self.run_entries, self.forward, self.blocks)?;
                         self.run.1[(p - self.run.0) as usize]
                     }
                 };
@@ -1808,25 +1824,30 @@ impl<'a> Driver<'a> {
         lists.map_or(Driver::All, Driver::Lists)
     }
 
-    fn forward(&self, from: u64) -> Result<Walk<'a>, ReadError> {
+    fn forward(&self, from: u64, blocks: &'a Blocks) -> Result<Walk<'a>, ReadError> {
         Ok(match self {
             Driver::All => Walk::Range { next: Some(from) },
             Driver::Lists(lists) => Walk::Merge(
                 lists
                     .iter()
-                    .map(|l| Ok((l.reader(), Some(l.count_below(from)?))))
+                    .map(|l| Ok((l.reader(blocks), Some(l.count_below(from, blocks)?))))
                     .collect::<Result<_, ReadError>>()?,
             ),
         })
     }
 
-    fn backward(&self, from: u64) -> Result<Walk<'a>, ReadError> {
+    fn backward(&self, from: u64, blocks: &'a Blocks) -> Result<Walk<'a>, ReadError> {
         Ok(match self {
             Driver::All => Walk::Range { next: Some(from) },
             Driver::Lists(lists) => Walk::Merge(
                 lists
                     .iter()
-                    .map(|l| Ok((l.reader(), l.count_at_or_below(from)?.checked_sub(1))))
+                    .map(|l| {
+                        Ok((
+                            l.reader(blocks),
+                            l.count_at_or_below(from, blocks)?.checked_sub(1),
+                        ))
+                    })
                     .collect::<Result<_, ReadError>>()?,
             ),
         })
@@ -1977,7 +1998,15 @@ mod tests {
                         let mut from = None;
                         loop {
                             let page = index
-                                .all_slice(direction, from, limit, &f, None, 100_000)
+                                .all_slice(
+                                    direction,
+                                    from,
+                                    limit,
+                                    &f,
+                                    None,
+                                    100_000,
+                                    &Blocks::direct(),
+                                )
                                 .unwrap();
                             got.extend(page.hits.read().unwrap().into_iter().map(|(p, _)| p));
                             if page.is_end {
@@ -2019,7 +2048,15 @@ mod tests {
         loop {
             pages += 1;
             let page = index
-                .all_slice(Direction::Forward, from, 100, &f, None, 1_000)
+                .all_slice(
+                    Direction::Forward,
+                    from,
+                    100,
+                    &f,
+                    None,
+                    1_000,
+                    &Blocks::direct(),
+                )
                 .unwrap();
             got.extend(page.hits.read().unwrap().into_iter().map(|(p, _)| p));
             if page.is_end {

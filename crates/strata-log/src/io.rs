@@ -120,6 +120,71 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
+/// Whether bytes `at..at + len` of `map` are in memory: reading them then waits for no disk.
+/// Asks the kernel (`mincore`) for the pages they lie in; `false` when they lie outside the
+/// map or the kernel does not answer.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn map_resident(map: &memmap2::Mmap, at: usize, len: usize) -> bool {
+    const PAGE: usize = 4096;
+    let Some(end) = at.checked_add(len).filter(|&e| e <= map.len() && len > 0) else {
+        return false;
+    };
+    let start = at / PAGE * PAGE;
+    let pages = end.div_ceil(PAGE) - start / PAGE;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping starting at a page boundary (mmap returns one), and
+    // `start..start + pages * PAGE` lies within its pages (its last page is mapped whole);
+    // mincore writes one byte per page into `vec`, which has `pages` of them.
+    let r = unsafe {
+        libc::mincore(
+            map.as_ptr().add(start) as *mut libc::c_void,
+            pages * PAGE,
+            vec.as_mut_ptr(),
+        )
+    };
+    r == 0 && vec.iter().all(|b| b & 1 == 1)
+}
+
+/// Without Linux, nothing is known to be in memory.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn map_resident(_map: &memmap2::Mmap, _at: usize, _len: usize) -> bool {
+    false
+}
+
+/// Reads `buf.len()` bytes at `at` of `file` only if they are in the page cache
+/// (`preadv2` with `RWF_NOWAIT`): `Ok(false)` when the read would wait for the disk (or
+/// read less), and nothing is known of `buf` then.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn read_at_nowait(file: &File, buf: &mut [u8], at: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let Ok(offset) = libc::off_t::try_from(at) else {
+        return Ok(false);
+    };
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, valid for writes of its length for the call, and the
+    // descriptor is `file`'s, open for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Ok(false),
+            _ => Err(e),
+        };
+    }
+    Ok(n as usize == buf.len())
+}
+
+/// Without Linux, no read is known not to wait.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn read_at_nowait(_file: &File, _buf: &mut [u8], _at: u64) -> io::Result<bool> {
+    Ok(false)
+}
+
 impl Vfs for StdVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
         let mut options = OpenOptions::new();

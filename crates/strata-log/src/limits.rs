@@ -46,6 +46,23 @@ const _: () = assert!(READ_PARALLEL_MAX_THREADS <= READ_PARALLEL_THREADS_TOTAL_M
 /// of a large store never stalls appends for the length of its encode.
 pub const INDEX_ENCODE_CHUNK_ENTRIES: usize = 16_384;
 
+/// Rounds of reading a `$all` walk may take outside the state lock: a walk along category or
+/// type postings runs under the lock on the blocks it has, notes those it lacks, and gives
+/// up; they are read without the lock and the walk runs again (see
+/// [`crate::postings::Blocks`]). Past this many rounds, or [`WALK_FETCH_BYTES_MAX`], the
+/// walk reads what it still lacks under the lock, as a bound on the work of running again.
+pub const WALK_FETCH_ROUNDS_MAX: usize = 64;
+
+/// Bytes of postings one `$all` walk keeps after reading them outside the state lock: 16 MiB,
+/// far more than a page of a walk reads (at most 100,000 positions examined, 400 KiB per list
+/// walked or tested).
+pub const WALK_FETCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Blocks of postings read at once when a walk lacks one: the one it lacks and those after it
+/// in the same list (32 KiB), which a walk forward reads next. One read instead of eight, and
+/// one round of the walk instead of eight.
+pub const WALK_READAHEAD_BLOCKS: usize = 8;
+
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 

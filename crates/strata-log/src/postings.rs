@@ -8,17 +8,230 @@
 //! the state lock, and dropped after it.
 //!
 //! Reads go through a [`Reader`], which keeps the block of postings it read last
-//! ([`FILE_BLOCK`] of them, 4 KiB): a walk along a list reads each block once.
+//! ([`FILE_BLOCK`] of them, 4 KiB): a walk along a list reads each block once. Where the
+//! blocks come from is a [`Blocks`]: the files, at once, or the blocks read before, so that a
+//! walk under the state lock never waits for the disk (see [`Blocks::fetched`]).
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use strata_core::ReadError;
 
 use crate::entries::EntryFile;
+use crate::limits::{WALK_FETCH_BYTES_MAX, WALK_FETCH_ROUNDS_MAX, WALK_READAHEAD_BLOCKS};
 use crate::positions::{self, PositionList};
 
 /// Postings read from a file at once (4 KiB).
 pub(crate) const FILE_BLOCK: u64 = 1024;
+
+/// Where reads of a walk find the bytes of index files it needs (blocks of postings, runs of
+/// entries): in the files, read at once ([`Blocks::direct`]), or among bytes read before
+/// ([`Blocks::fetched`]).
+///
+/// A `$all` walk holds the state lock, which appends wait on to publish; reading a file
+/// there could make them wait for the disk. So the walk runs with fetched bytes: a range it
+/// lacks is noted and the walk fails; the caller releases the lock, reads the ranges noted
+/// and runs the walk again, until it finds every range it needs ([`Blocks::run`]). The files
+/// are sealed segments' index files: they never change, so what one round read holds in the
+/// next. Past [`WALK_FETCH_ROUNDS_MAX`] rounds or [`WALK_FETCH_BYTES_MAX`] bytes, the walk
+/// reads what it still lacks at once, under the lock.
+pub(crate) struct Blocks {
+    fetched: Option<RefCell<Fetched>>,
+    /// Whether a range not fetched yet is read at once when it is in memory (the page cache,
+    /// or resident pages of a map): reading it then waits for no disk. Tests turn it off, to
+    /// read in rounds whatever the cache holds.
+    in_memory_at_once: bool,
+    /// Called before each round of reading (tests: to see the lock is free then).
+    #[cfg(test)]
+    before_fetch: Option<Box<dyn Fn()>>,
+}
+
+/// Bytes of one file read, by offset.
+type Ranges = BTreeMap<usize, Vec<u8>>;
+
+#[derive(Default)]
+struct Fetched {
+    /// Bytes read, per file (by its address, with the file: held, no other file can take its
+    /// address while these last), by offset.
+    files: HashMap<usize, (Arc<EntryFile>, Ranges)>,
+    /// Ranges a walk lacked: the file, the byte offset and length (with what to read ahead).
+    wanted: Vec<(Arc<EntryFile>, usize, usize)>,
+    bytes: usize,
+    rounds: usize,
+    /// Past the bounds: bytes are read at once.
+    direct: bool,
+}
+
+/// The key of `file` among fetched ranges.
+fn file_key(file: &Arc<EntryFile>) -> usize {
+    Arc::as_ptr(file) as usize
+}
+
+impl Blocks {
+    /// Bytes read from the files at once.
+    pub fn direct() -> Blocks {
+        Blocks {
+            fetched: None,
+            in_memory_at_once: false,
+            #[cfg(test)]
+            before_fetch: None,
+        }
+    }
+
+    /// Bytes read before, between the rounds of [`run`](Self::run), or at once when they are
+    /// in memory (reading them waits for no disk).
+    pub fn fetched() -> Blocks {
+        Blocks {
+            fetched: Some(RefCell::new(Fetched::default())),
+            in_memory_at_once: true,
+            #[cfg(test)]
+            before_fetch: None,
+        }
+    }
+
+    /// Bytes read before, between the rounds of [`run`](Self::run), even those in memory.
+    #[cfg(test)]
+    pub fn fetched_in_rounds() -> Blocks {
+        Blocks {
+            in_memory_at_once: false,
+            ..Blocks::fetched()
+        }
+    }
+
+    /// Runs `walk` with the guard `lock` returns, until the walk has found every range it
+    /// needs; between runs the guard is dropped and the ranges the walk lacked are read.
+    pub fn run<G, T>(
+        &self,
+        lock: impl Fn() -> G,
+        mut walk: impl FnMut(&G, &Blocks) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
+        loop {
+            let result = {
+                let guard = lock();
+                walk(&guard, self)
+            };
+            if !self.fetch_wanted()? {
+                return result;
+            }
+        }
+    }
+
+    /// Rounds of reading so far.
+    #[cfg(test)]
+    pub fn rounds(&self) -> usize {
+        self.fetched.as_ref().map_or(0, |f| f.borrow().rounds)
+    }
+
+    /// Reads the ranges the last walk lacked. `false`: it lacked none.
+    fn fetch_wanted(&self) -> Result<bool, ReadError> {
+        let Some(fetched) = &self.fetched else {
+            return Ok(false);
+        };
+        let wanted = std::mem::take(&mut fetched.borrow_mut().wanted);
+        if wanted.is_empty() {
+            return Ok(false);
+        }
+        #[cfg(test)]
+        if let Some(f) = &self.before_fetch {
+            f();
+        }
+        let mut read = Vec::with_capacity(wanted.len());
+        for (file, at, len) in wanted {
+            let bytes = file.with_bytes(at, len, <[u8]>::to_vec)?;
+            read.push((file, at, bytes));
+        }
+        let mut f = fetched.borrow_mut();
+        for (file, at, bytes) in read {
+            f.bytes += bytes.len();
+            let ranges = &mut f
+                .files
+                .entry(file_key(&file))
+                .or_insert_with(|| (file, BTreeMap::new()))
+                .1;
+            ranges.insert(at, bytes);
+        }
+        f.rounds += 1;
+        if f.rounds >= WALK_FETCH_ROUNDS_MAX || f.bytes >= WALK_FETCH_BYTES_MAX {
+            f.direct = true;
+        }
+        Ok(true)
+    }
+
+    /// `use_bytes` of the `len` bytes at `at` of `file`: read now, or fetched before (when
+    /// not, the walk fails and the range `fetch` (offset, length), which holds them and
+    /// lies in the file, is read before the next round).
+    pub fn with_bytes<T>(
+        &self,
+        file: &Arc<EntryFile>,
+        at: usize,
+        len: usize,
+        fetch: (usize, usize),
+        use_bytes: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, ReadError> {
+        debug_assert!(fetch.0 <= at && at + len <= fetch.0 + fetch.1);
+        let Some(fetched) = &self.fetched else {
+            return file.with_bytes(at, len, use_bytes);
+        };
+        let mut f = fetched.borrow_mut();
+        if f.direct {
+            drop(f);
+            return file.with_bytes(at, len, use_bytes);
+        }
+        if let Some((_, ranges)) = f.files.get(&file_key(file)) {
+            // Among the last few ranges starting at or before it (a range read ahead may
+            // hold it, past one read later that starts after that one).
+            let held = ranges
+                .range(..=at)
+                .rev()
+                .take(4)
+                .find_map(|(start, bytes)| bytes.get(at - start..at - start + len));
+            if let Some(b) = held {
+                return Ok(use_bytes(b));
+            }
+            debug_assert!(
+                ranges.get(&fetch.0).is_none_or(|b| b.len() < fetch.1),
+                "a range read before is lacked again: the walk would not get further"
+            );
+        }
+        if self.in_memory_at_once {
+            let mut buf = Vec::new();
+            if let Some(b) = file.bytes_in_memory(at, len, &mut buf)? {
+                return Ok(use_bytes(b));
+            }
+        }
+        if !f
+            .wanted
+            .iter()
+            .any(|(w, a, _)| Arc::ptr_eq(w, file) && *a == fetch.0)
+        {
+            f.wanted.push((file.clone(), fetch.0, fetch.1));
+        }
+        Err(ReadError::Unavailable(
+            ("a block of an index file is being read".to_owned()).into(),
+        ))
+    }
+
+    /// `n` postings at byte `at` of `file`, the start of a block of a part with `left`
+    /// postings from there, appended to `out`.
+    fn read(
+        &self,
+        file: &Arc<EntryFile>,
+        at: usize,
+        n: usize,
+        left: u64,
+        out: &mut Vec<u32>,
+    ) -> Result<(), ReadError> {
+        let ahead =
+            (left.min(WALK_READAHEAD_BLOCKS as u64 * FILE_BLOCK) as usize).saturating_sub(n);
+        self.with_bytes(file, at, n * 4, (at, (n + ahead) * 4), |b| {
+            out.extend(
+                b.chunks_exact(4)
+                    .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+            );
+        })
+    }
+}
 
 /// A name's postings in one sealed segment's index file.
 struct FilePostings {
@@ -50,11 +263,16 @@ struct Part {
 impl Part {
     /// The block of its postings from local index `start` (at most [`FILE_BLOCK`]), as
     /// positions, checked: increasing, within the segment, between the part's first and last.
-    fn file_block(&self, f: &FilePostings, start: u64) -> Result<Vec<u64>, ReadError> {
+    fn file_block(
+        &self,
+        f: &FilePostings,
+        start: u64,
+        blocks: &Blocks,
+    ) -> Result<Vec<u64>, ReadError> {
         let n = FILE_BLOCK.min(self.count - start) as usize;
         let at = f.at + start as usize * 4;
         let mut raw = Vec::with_capacity(n);
-        f.file.read_u32s(at, n, &mut raw)?;
+        blocks.read(&f.file, at, n, self.count - start, &mut raw)?;
         let segment_len = f.file.len() as u64;
         let mut out = Vec::with_capacity(n);
         for v in raw {
@@ -86,10 +304,15 @@ impl Part {
     }
 
     /// The first posting of the file block from index `start`, checked as a block's are.
-    fn file_first_of_block(&self, f: &FilePostings, start: u64) -> Result<u64, ReadError> {
+    fn file_first_of_block(
+        &self,
+        f: &FilePostings,
+        start: u64,
+        blocks: &Blocks,
+    ) -> Result<u64, ReadError> {
         let mut raw = Vec::with_capacity(1);
         let at = f.at + start as usize * 4;
-        f.file.read_u32s(at, 1, &mut raw)?;
+        blocks.read(&f.file, at, 1, self.count - start, &mut raw)?;
         let p = f.base + u64::from(raw[0]);
         if p < self.lo || p > self.hi {
             return Err(f.file.corruption(
@@ -104,11 +327,16 @@ impl Part {
     /// The local index of the first posting of the file block that holds `p` if the part
     /// does (`lo <= p`): the last block whose first posting is at or below `p`, found by a
     /// binary search over the blocks' first postings (one 4-byte read each).
-    fn file_block_start(&self, f: &FilePostings, p: u64) -> Result<u64, ReadError> {
+    fn file_block_start(
+        &self,
+        f: &FilePostings,
+        p: u64,
+        blocks: &Blocks,
+    ) -> Result<u64, ReadError> {
         let (mut lo, mut hi) = (0u64, self.count.div_ceil(FILE_BLOCK));
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.file_first_of_block(f, mid * FILE_BLOCK)? <= p {
+            if self.file_first_of_block(f, mid * FILE_BLOCK, blocks)? <= p {
                 lo = mid;
             } else {
                 hi = mid;
@@ -119,7 +347,7 @@ impl Part {
 
     /// How many of its positions are below `p`: for a file, the block that may hold `p`
     /// ([`file_block_start`](Self::file_block_start)) read.
-    fn count_below(&self, p: u64) -> Result<u64, ReadError> {
+    fn count_below(&self, p: u64, blocks: &Blocks) -> Result<u64, ReadError> {
         if p <= self.lo {
             return Ok(0);
         }
@@ -129,8 +357,8 @@ impl Part {
         match &self.held {
             Held::Memory(list) => Ok(list.count_below(p)),
             Held::File(f) => {
-                let start = self.file_block_start(f, p)?;
-                let block = self.file_block(f, start)?;
+                let start = self.file_block_start(f, p, blocks)?;
+                let block = self.file_block(f, start, blocks)?;
                 Ok(start + block.partition_point(|&q| q < p) as u64)
             }
         }
@@ -239,28 +467,30 @@ impl Postings {
         }
     }
 
-    /// How many positions are below `p`. May read one block of a file.
-    pub fn count_below(&self, p: u64) -> Result<u64, ReadError> {
+    /// How many positions are below `p`. May read one block of a file (from `blocks`).
+    pub fn count_below(&self, p: u64, blocks: &Blocks) -> Result<u64, ReadError> {
         // The first part not wholly below p.
         let k = self.parts.partition_point(|part| part.hi < p);
         match self.parts.get(k) {
             None => Ok(self.len()),
-            Some(part) => Ok(part.before + part.count_below(p)?),
+            Some(part) => Ok(part.before + part.count_below(p, blocks)?),
         }
     }
 
     /// How many positions are at or below `p`.
-    pub fn count_at_or_below(&self, p: u64) -> Result<u64, ReadError> {
+    pub fn count_at_or_below(&self, p: u64, blocks: &Blocks) -> Result<u64, ReadError> {
         match p.checked_add(1) {
-            Some(q) => self.count_below(q),
+            Some(q) => self.count_below(q, blocks),
             None => Ok(self.len()),
         }
     }
 
-    /// A reader of positions by index, which keeps the block it read last.
-    pub fn reader(&self) -> Reader<'_> {
+    /// A reader of positions by index, which keeps the block it read last, reading blocks
+    /// from `blocks`.
+    pub fn reader<'a>(&'a self, blocks: &'a Blocks) -> Reader<'a> {
         Reader {
             postings: self,
+            blocks,
             cached: Cached::None,
         }
     }
@@ -307,6 +537,7 @@ enum Cached<'a> {
 /// reading indexes in order, forward or backward, reads each block once.
 pub(crate) struct Reader<'a> {
     postings: &'a Postings,
+    blocks: &'a Blocks,
     cached: Cached<'a>,
 }
 
@@ -343,7 +574,7 @@ impl<'a> Reader<'a> {
                 Ok(reader.contains(p))
             }
             Held::File(f) => {
-                let start = part.file_block_start(f, p)?;
+                let start = part.file_block_start(f, p, self.blocks)?;
                 Ok(self.file_block(k, start)?.binary_search(&p).is_ok())
             }
         }
@@ -371,7 +602,7 @@ impl<'a> Reader<'a> {
             self.cached = Cached::File {
                 part: k,
                 start,
-                block: part.file_block(f, start)?,
+                block: part.file_block(f, start, self.blocks)?,
             };
         }
         match &self.cached {
@@ -459,9 +690,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// Postings spread over files and memory answer every question as the plain list of
-        /// their positions does, mapped or read with `pread`.
+        /// their positions does, mapped or read with `pread`, read at once or in rounds of
+        /// fetched blocks (as a walk under the state lock reads them).
         #[test]
-        fn postings_read_as_their_positions(segs in segments(), map in any::<bool>()) {
+        fn postings_read_as_their_positions(
+            segs in segments(),
+            map in any::<bool>(),
+            fetched in any::<bool>(),
+        ) {
             let files_in: Vec<(u64, Vec<u32>)> = segs.iter().map(|(l, p, _)| (*l, p.clone())).collect();
             let (_dir, files) = file_of(&files_in, map);
             let mut postings = Postings::default();
@@ -509,30 +745,42 @@ mod tests {
                 base += len;
             }
             prop_assert_eq!(postings.len(), model.len() as u64);
-            let mut forward = postings.reader();
+            let blocks = if fetched { Blocks::fetched_in_rounds() } else { Blocks::direct() };
+            // Each question in rounds until every block it needs was fetched.
+            // (Counts and tests come back as `Some`, as the readers' positions do.)
+            let ask = |f: &mut dyn FnMut() -> Result<Option<u64>, ReadError>| {
+                blocks.run(|| (), |_, _| f())
+            };
+            let mut forward = postings.reader(&blocks);
             for (i, &p) in model.iter().enumerate() {
-                prop_assert_eq!(forward.get(i as u64).unwrap(), Some(p));
+                prop_assert_eq!(ask(&mut || forward.get(i as u64)).unwrap(), Some(p));
             }
-            prop_assert_eq!(forward.get(model.len() as u64).unwrap(), None);
-            let mut backward = postings.reader();
+            prop_assert_eq!(ask(&mut || forward.get(model.len() as u64)).unwrap(), None);
+            let mut backward = postings.reader(&blocks);
             for (i, &p) in model.iter().enumerate().rev() {
-                prop_assert_eq!(backward.get(i as u64).unwrap(), Some(p));
+                prop_assert_eq!(ask(&mut || backward.get(i as u64)).unwrap(), Some(p));
             }
-            let mut tester = postings.reader();
+            let mut tester = postings.reader(&blocks);
             for p in 0..base + 2 {
                 let below = model.partition_point(|&q| q < p) as u64;
-                prop_assert_eq!(postings.count_below(p).unwrap(), below, "below {}", p);
+                let count = ask(&mut || postings.count_below(p, &blocks).map(Some)).unwrap();
+                prop_assert_eq!(count, Some(below), "below {}", p);
                 prop_assert_eq!(
-                    postings.count_at_or_below(p).unwrap(),
-                    model.partition_point(|&q| q <= p) as u64
+                    ask(&mut || postings.count_at_or_below(p, &blocks).map(Some)).unwrap(),
+                    Some(model.partition_point(|&q| q <= p) as u64)
                 );
-                prop_assert_eq!(tester.contains(p).unwrap(), model.binary_search(&p).is_ok(), "contains {}", p);
+                let held = ask(&mut || tester.contains(p).map(|h| Some(u64::from(h)))).unwrap() == Some(1);
+                prop_assert_eq!(held, model.binary_search(&p).is_ok(), "contains {}", p);
             }
             // And tested from the top down, with a fresh reader.
-            let mut tester = postings.reader();
+            let mut tester = postings.reader(&blocks);
             for p in (0..base + 2).rev().step_by(3) {
-                prop_assert_eq!(tester.contains(p).unwrap(), model.binary_search(&p).is_ok());
+                let held = ask(&mut || tester.contains(p).map(|h| Some(u64::from(h)))).unwrap() == Some(1);
+                prop_assert_eq!(held, model.binary_search(&p).is_ok());
             }
+            // Fetched, the files' blocks were read in rounds, not at once.
+            let in_files = segs.iter().any(|(_, local, held)| *held != 1 && !local.is_empty());
+            prop_assert_eq!(blocks.rounds() > 0, fetched && in_files);
         }
     }
 
@@ -554,16 +802,91 @@ mod tests {
                     lo: 3,
                     hi: 9,
                 });
-                let mut r = postings.reader();
+                let direct = Blocks::direct();
+                let mut r = postings.reader(&direct);
                 assert!(
                     matches!(r.get(1), Err(ReadError::Corruption(_))),
                     "map {map}"
                 );
                 assert!(
-                    matches!(postings.count_below(5), Err(ReadError::Corruption(_))),
+                    matches!(
+                        postings.count_below(5, &direct),
+                        Err(ReadError::Corruption(_))
+                    ),
                     "map {map}"
                 );
+                // Fetched in rounds, the same.
+                let fetched = Blocks::fetched_in_rounds();
+                let got = fetched.run(|| (), |_, b| postings.reader(b).get(1));
+                assert!(matches!(got, Err(ReadError::Corruption(_))), "map {map}");
             }
+        }
+    }
+
+    /// A walk in rounds reads the blocks it lacked with its lock released: appends, which
+    /// wait on that lock to publish, never wait for the disk on its account. Each round
+    /// reads up to [`WALK_READAHEAD_BLOCKS`] blocks, so a walk along 20 blocks takes 3.
+    #[test]
+    fn a_walk_reads_the_blocks_it_lacks_without_its_lock() {
+        let n = 20 * FILE_BLOCK as u32;
+        for map in [false, true] {
+            let (_dir, files) =
+                file_of(&[(u64::from(n) * 2, (0..n).map(|v| v * 2).collect())], map);
+            let (file, at) = &files[0];
+            let mut postings = Postings::default();
+            postings.push_file(Swap {
+                segment_no: 0,
+                file,
+                base: 0,
+                at: *at,
+                count: u64::from(n),
+                lo: 0,
+                hi: u64::from(n - 1) * 2,
+            });
+            let lock = Arc::new(parking_lot::RwLock::new(()));
+            let free = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut blocks = Blocks::fetched_in_rounds();
+            let (l, f) = (lock.clone(), free.clone());
+            blocks.before_fetch = Some(Box::new(move || {
+                assert!(
+                    l.try_write().is_some(),
+                    "the lock is held while blocks are read"
+                );
+                f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+            let got = blocks
+                .run(
+                    || lock.read(),
+                    |_, b| {
+                        let mut r = postings.reader(b);
+                        (0..u64::from(n))
+                            .map(|i| r.get(i))
+                            .collect::<Result<Vec<_>, _>>()
+                    },
+                )
+                .unwrap();
+            assert_eq!(
+                got,
+                (0..u64::from(n)).map(|v| Some(v * 2)).collect::<Vec<_>>()
+            );
+            assert_eq!(blocks.rounds(), 3, "map {map}");
+            assert_eq!(free.load(std::sync::atomic::Ordering::Relaxed), 3);
+            // The file was just written: its blocks are in the page cache, and a walk that
+            // may read what is in memory at once reads them in its first run.
+            let at_once = Blocks::fetched();
+            let got = at_once
+                .run(
+                    || lock.read(),
+                    |_, b| {
+                        let mut r = postings.reader(b);
+                        (0..u64::from(n))
+                            .map(|i| r.get(i))
+                            .collect::<Result<Vec<_>, _>>()
+                    },
+                )
+                .unwrap();
+            assert_eq!(got.len(), n as usize);
+            assert_eq!(at_once.rounds(), 0, "map {map}: read from memory at once");
         }
     }
 

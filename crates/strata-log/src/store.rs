@@ -20,6 +20,7 @@ use crate::error::{io_ctx, DataLoss, OpenError};
 use crate::index::filter_reads_files;
 use crate::io::{StdVfs, Vfs};
 use crate::limits::{self, WRITER_QUEUE_MAX_APPENDS};
+use crate::postings::Blocks;
 use crate::recovery::recover;
 use crate::snapshots::{SnapshotFile, SNAPSHOT_FILE};
 use crate::writer::{AppendRequest, SealQueue, Shared, State, Writer};
@@ -672,14 +673,22 @@ impl EventStore for LogStore {
         let shared = self.inner.shared.clone();
         let reads_files = filter_reads_files(&options.filter);
         let slice = move || {
-            let st = shared.state.read();
-            st.index.all_slice(
-                options.direction,
-                options.from.map(Position::get),
-                options.limit,
-                &options.filter,
-                options.max_position.map(Position::get),
-                strata_core::limits::READ_SCAN_MAX_EVENTS,
+            // The walk runs under the state lock on the blocks of postings it has, and the
+            // blocks it lacks are read between its runs, without the lock: appends never wait
+            // on the disk for a read (see `Blocks`).
+            Blocks::fetched().run(
+                || shared.state.read(),
+                |st, blocks| {
+                    st.index.all_slice(
+                        options.direction,
+                        options.from.map(Position::get),
+                        options.limit,
+                        &options.filter,
+                        options.max_position.map(Position::get),
+                        strata_core::limits::READ_SCAN_MAX_EVENTS,
+                        blocks,
+                    )
+                },
             )
         };
         // A walk that reads index files may wait for the disk: not on a worker.
