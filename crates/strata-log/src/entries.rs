@@ -18,6 +18,7 @@ use std::sync::Arc;
 use strata_core::{BackendError, Corruption, CorruptionLocation, Position, ReadError};
 
 use crate::format::{u32_at, u64_at};
+use crate::limits::WALK_READAHEAD_ENTRIES;
 use crate::postings::Blocks;
 
 /// Bytes of one entry of an index file: location, time, local stream and type numbers, id.
@@ -40,10 +41,6 @@ enum Source {
     /// small for a map each): the file stays open, shared with its id section.
     Read(Arc<File>),
 }
-
-/// Runs of entries a walk reads at once when it lacks one (see [`Entries::run`]): the one it
-/// lacks and the next ones in its direction, 8 runs of 256 (80 KiB) for a prefix walk.
-const RUN_READAHEAD_RUNS: usize = 8;
 
 /// A sealed segment's entries, in its index file.
 pub(crate) struct EntryFile {
@@ -188,12 +185,8 @@ impl EntryFile {
             Source::Map(map) => Ok(crate::io::map_resident(map, at, n).then(|| &map[at..at + n])),
             Source::Read(file) => {
                 buf.resize(n, 0);
-                let read = crate::io::read_at_nowait(file, buf, at as u64).map_err(|e| {
-                    ReadError::Storage(BackendError::with_source(
-                        format!("reading the index file {}", self.name),
-                        e,
-                    ))
-                })?;
+                // An error says only that this is not known: the read proper reports it.
+                let read = crate::io::read_at_nowait(file, buf, at as u64).unwrap_or(false);
                 Ok(read.then_some(&buf[..]))
             }
         }
@@ -345,8 +338,8 @@ impl Entries {
 
     /// The entries of up to `max` positions from `p` on (`forward`) or down to `p`, within
     /// `p`'s segment, with the first's position: one read of its file at most, from
-    /// `blocks` (which, lacking them, read up to [`RUN_READAHEAD_RUNS`] runs of `max` ahead
-    /// in the walk's direction). An entry that fails its check is `None` (read it with
+    /// `blocks` (which, lacking them, read [`WALK_READAHEAD_ENTRIES`] from there in the
+    /// walk's direction). An entry that fails its check is `None` (read it with
     /// [`get`](Self::get) for the error): the caller may not need it.
     pub fn run(
         &self,
@@ -367,11 +360,11 @@ impl Entries {
         let run = match &c.part {
             Part::Memory(v) => v[k..k + n].iter().copied().map(Some).collect(),
             Part::File(f) => {
-                // Lacking them, read the runs a walk in this direction reads next too.
-                let more = n * (RUN_READAHEAD_RUNS - 1);
+                // Lacking them, read the entries a walk in this direction reads next too.
+                let reach = n.max(WALK_READAHEAD_ENTRIES);
                 let fetch = match forward {
-                    true => k..(k + n + more).min(f.len),
-                    false => k.saturating_sub(more)..k + n,
+                    true => k..(k + reach).min(f.len),
+                    false => (k + n).saturating_sub(reach)..k + n,
                 };
                 EntryFile::run(f, k, n, fetch, c.first, blocks)?
             }

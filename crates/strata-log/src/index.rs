@@ -2205,4 +2205,181 @@ mod tests {
         assert_eq!(ids.len(), 10);
         assert_eq!(names(&decoded), before);
     }
+
+    /// Adds position `p` to `index`, of segments of `seg` events: a quarter in category
+    /// `order`, the rest in `s`, over 300 streams each, five types.
+    fn push_mixed(index: &mut Index, p: u64, seg: u64) {
+        let family = if p.is_multiple_of(4) { "order" } else { "s" };
+        let stream = StreamId::new(format!("{family}-{}", (p * 7919) % 300)).unwrap();
+        index.push(NewEntry {
+            position: p,
+            loc: loc(1 + p / seg, 64 + (p % seg) * 100),
+            recorded_at_us: p as i64,
+            stream: &stream,
+            event_type: &format!("T{}", p % 5),
+            event_id: Uuid::from_u128(u128::from(p) + 1),
+        });
+    }
+
+    /// `$all` walks over sealed segments' files give the same pages read in rounds of fetched
+    /// blocks as read at once, both ways, for every kind of filter, each page within the
+    /// rounds' bound.
+    #[test]
+    fn walks_in_rounds_answer_as_walks_at_once() {
+        const SEG: u64 = 10_000;
+        let segs = 4u64;
+        let n = SEG * segs;
+        let entry = |index: &mut Index, p: u64| push_mixed(index, p, SEG);
+        let mut whole = Index::default();
+        for p in 0..n {
+            entry(&mut whole, p);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for map in [false, true] {
+            let mut index = Index::default();
+            for s in 0..segs - 1 {
+                let seg = SealedSegment {
+                    segment_no: 1 + s,
+                    salt: 9,
+                    first: s * SEG,
+                    end_position: (s + 1) * SEG,
+                    end_offset: 64 + SEG * 100,
+                };
+                let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
+                let path = dir.path().join(format!("{map}-{s}.idx"));
+                std::fs::write(&path, &bytes).unwrap();
+                SegmentIndexFile::check(bytes, path)
+                    .unwrap()
+                    .push_into(&mut index, map)
+                    .unwrap();
+            }
+            for p in (segs - 1) * SEG..n {
+                entry(&mut index, p);
+            }
+            let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+            let mut max_rounds = 0;
+            for prefix in [None, Some("s-1"), Some("s-")] {
+                for categories in [&[][..], &["s"], &["order", "s"]] {
+                    for types in [&[][..], &["T1"], &["T2", "T3"]] {
+                        let f = Filter {
+                            event_types: names(types),
+                            categories: names(categories),
+                            stream_prefix: prefix.map(str::to_owned),
+                        };
+                        if f == Filter::default() {
+                            continue;
+                        }
+                        for (direction, limit) in
+                            [(Direction::Forward, 3_000), (Direction::Backward, 2_500)]
+                        {
+                            let pages = |rounds: bool| {
+                                let mut got = Vec::new();
+                                let mut from = None;
+                                let mut most = 0;
+                                loop {
+                                    let blocks = if rounds {
+                                        Blocks::fetched_in_rounds()
+                                    } else {
+                                        Blocks::direct()
+                                    };
+                                    let page = blocks
+                                        .run(
+                                            || (),
+                                            |_, b| {
+                                                index.all_slice(
+                                                    direction, from, limit, &f, None, 100_000, b,
+                                                )
+                                            },
+                                        )
+                                        .unwrap();
+                                    most = most.max(blocks.rounds());
+                                    let hits: Vec<u64> = page
+                                        .hits
+                                        .read()
+                                        .unwrap()
+                                        .into_iter()
+                                        .map(|(p, _)| p)
+                                        .collect();
+                                    got.push((hits, page.next, page.is_end));
+                                    if page.is_end {
+                                        break;
+                                    }
+                                    from = page.next;
+                                }
+                                (got, most)
+                            };
+                            let (want, _) = pages(false);
+                            let (got, most) = pages(true);
+                            max_rounds = max_rounds.max(most);
+                            assert!(got == want, "{f:?} {direction:?} map {map}");
+                        }
+                    }
+                }
+            }
+            assert!(
+                max_rounds < crate::limits::WALK_FETCH_ROUNDS_MAX,
+                "map {map}: {max_rounds} rounds for one page"
+            );
+        }
+    }
+
+    /// One sealed segment of 10,000 events (3/4 in category `s`, streams `s-0..`), in its
+    /// index file, and 1,000 more in memory.
+    fn sealed_index(dir: &std::path::Path, map: bool) -> Index {
+        const SEG: u64 = 10_000;
+        let entry = |index: &mut Index, p: u64| push_mixed(index, p, SEG);
+        let mut whole = Index::default();
+        for p in 0..SEG {
+            entry(&mut whole, p);
+        }
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 0,
+            end_position: SEG,
+            end_offset: 64 + SEG * 100,
+        };
+        let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
+        let path = dir.join(format!("{map}.idx"));
+        std::fs::write(&path, &bytes).unwrap();
+        let mut index = Index::default();
+        SegmentIndexFile::check(bytes, path)
+            .unwrap()
+            .push_into(&mut index, map)
+            .unwrap();
+        for p in SEG..SEG + 1_000 {
+            entry(&mut index, p);
+        }
+        index
+    }
+
+    /// A walk along a category's postings that tests a wide stream prefix on each position's
+    /// entry reads the entries it lacks in rounds, as many at once as a walk of every
+    /// position does: it does not spend its rounds (and read the rest under the lock) within
+    /// one page.
+    #[test]
+    fn a_prefix_tested_along_a_category_keeps_within_its_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        for map in [false, true] {
+            let index = sealed_index(dir.path(), map);
+            let f = Filter {
+                event_types: Vec::new(),
+                categories: vec!["s".to_owned()],
+                stream_prefix: Some("s-".to_owned()),
+            };
+            let blocks = Blocks::fetched_in_rounds();
+            let page = blocks
+                .run(
+                    || (),
+                    |_, b| index.all_slice(Direction::Forward, None, 1_000, &f, None, 100_000, b),
+                )
+                .unwrap();
+            assert_eq!(page.hits.len(), 1_000);
+            assert!(
+                blocks.rounds() < crate::limits::WALK_FETCH_ROUNDS_MAX,
+                "map {map}: {} rounds for one page of 1,000",
+                blocks.rounds()
+            );
+        }
+    }
 }

@@ -126,12 +126,17 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub(crate) fn map_resident(map: &memmap2::Mmap, at: usize, len: usize) -> bool {
-    const PAGE: usize = 4096;
+    static PAGE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads a system value.
+    let page = *PAGE_BYTES.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    });
     let Some(end) = at.checked_add(len).filter(|&e| e <= map.len() && len > 0) else {
         return false;
     };
-    let start = at / PAGE * PAGE;
-    let pages = end.div_ceil(PAGE) - start / PAGE;
+    let start = at / page * page;
+    let pages = end.div_ceil(page) - start / page;
     let mut vec = vec![0u8; pages];
     // SAFETY: `map` is a live mapping starting at a page boundary (mmap returns one), and
     // `start..start + pages * PAGE` lies within its pages (its last page is mapped whole);
@@ -139,7 +144,7 @@ pub(crate) fn map_resident(map: &memmap2::Mmap, at: usize, len: usize) -> bool {
     let r = unsafe {
         libc::mincore(
             map.as_ptr().add(start) as *mut libc::c_void,
-            pages * PAGE,
+            pages * page,
             vec.as_mut_ptr(),
         )
     };

@@ -53,15 +53,20 @@ pub const INDEX_ENCODE_CHUNK_ENTRIES: usize = 16_384;
 /// walk reads what it still lacks under the lock, as a bound on the work of running again.
 pub const WALK_FETCH_ROUNDS_MAX: usize = 64;
 
-/// Bytes of postings one `$all` walk keeps after reading them outside the state lock: 16 MiB,
-/// far more than a page of a walk reads (at most 100,000 positions examined, 400 KiB per list
-/// walked or tested).
+/// Bytes one `$all` walk keeps after reading them outside the state lock: a safety net (a
+/// round reads one range, at most 60 KiB of postings or 80 KiB of entries, so the rounds'
+/// bound comes first, near 5 MiB).
 pub const WALK_FETCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Blocks of postings read at once when a walk lacks one: the one it lacks and those after it
-/// in the same list (32 KiB), which a walk forward reads next. One read instead of eight, and
-/// one round of the walk instead of eight.
+/// Blocks of postings a walk that lacks one reads on each side of it, itself included: those
+/// before it and after it in the same list (up to 15 blocks, 60 KiB), which a walk backward or
+/// forward reads next. One read and one round of the walk instead of eight.
 pub const WALK_READAHEAD_BLOCKS: usize = 8;
+
+/// Entries a walk that lacks a run of them reads at once, from the run on in the walk's
+/// direction (80 KiB): eight runs of 256 of a walk over every position, or as many of the
+/// entries a walk along a category's or type's positions tests one at a time.
+pub const WALK_READAHEAD_ENTRIES: usize = 2048;
 
 /// Default size at which a segment is sealed and a new one started.
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
