@@ -291,7 +291,7 @@ impl Index {
         &mut self,
         segment_no: u64,
         file: &'a Arc<EntryFile>,
-        dir: &PostingsDir,
+        dir: &'a PostingsDir,
         (is_type, no, k): (bool, u32, usize),
     ) -> Option<(&mut Postings, Swap<'a>)> {
         let (lists, at) = match is_type {
@@ -1060,7 +1060,7 @@ fn encode_postings(
 }
 
 /// Where one name's postings lie in a segment index file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct NameAt {
     /// The byte offset of its first posting, and how many it has.
     at: usize,
@@ -1068,6 +1068,9 @@ struct NameAt {
     /// Its first and last positions (meaningless without postings).
     lo: u64,
     hi: u64,
+    /// The first posting of each of its blocks of [`postings::FILE_BLOCK`] (types' and
+    /// categories' only: streams' postings are not read yet).
+    fences: Box<[u32]>,
 }
 
 /// The postings of a segment index file's event types and categories: where each name's
@@ -1111,7 +1114,7 @@ impl PostingsDir {
         let mut count_at = at;
         let mut postings_at = at + counts_bytes;
         let mut kinds: Vec<Vec<NameAt>> = Vec::with_capacity(3);
-        for names in names {
+        for (kind_no, names) in names.into_iter().enumerate() {
             let mut sum = 0u64;
             let mut kind = Vec::with_capacity(names);
             for _ in 0..names {
@@ -1132,11 +1135,18 @@ impl PostingsDir {
                 if count > 0 && (lo > hi || hi >= n) {
                     return Err("a name's postings lie outside its segment".to_owned());
                 }
+                let fences = match kind_no {
+                    0 => Box::default(),
+                    _ => (0..count.div_ceil(postings::FILE_BLOCK))
+                        .map(|j| u32_at(b, name_at + (j * postings::FILE_BLOCK) as usize * 4))
+                        .collect(),
+                };
                 kind.push(NameAt {
                     at: name_at,
                     count,
                     lo: base + lo,
                     hi: base + hi,
+                    fences,
                 });
             }
             if sum != n {
@@ -1159,7 +1169,7 @@ impl PostingsDir {
 
     /// What a list of segment `segment_no` is swapped for, or added as: the postings `at`
     /// describes, in `file`.
-    fn swap<'a>(&self, segment_no: u64, file: &'a Arc<EntryFile>, at: &NameAt) -> Swap<'a> {
+    fn swap<'a>(&self, segment_no: u64, file: &'a Arc<EntryFile>, at: &'a NameAt) -> Swap<'a> {
         Swap {
             segment_no,
             file,
@@ -1168,6 +1178,7 @@ impl PostingsDir {
             count: at.count,
             lo: at.lo,
             hi: at.hi,
+            fences: &at.fences,
         }
     }
 }

@@ -60,7 +60,7 @@ pub const WALK_FETCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Blocks of postings a walk that lacks one reads on each side of it, itself included: those
 /// before it and after it in the same list (up to 15 blocks, 60 KiB), which a walk backward or
-/// forward reads next. One read and one round of the walk instead of eight.
+/// forward reads next. One read and one round of the walk instead of fifteen.
 pub const WALK_READAHEAD_BLOCKS: usize = 8;
 
 /// Entries a walk that lacks a run of them reads at once, from the run on in the walk's

@@ -4,7 +4,8 @@
 //! ([`PositionList`]) for the open segment and for sealed segments whose file is not written
 //! yet. Memory keeps, per (name, file), a few words: where its postings start, how many
 //! there are, and the first and last, so that the part holding a position is found without a
-//! read. When a segment's file is written, its list is swapped for the file's postings under
+//! read, and the first posting of each block of [`FILE_BLOCK`] (its fences), so that the
+//! block holding it is too. When a segment's file is written, its list is swapped for the file's postings under
 //! the state lock, and dropped after it.
 //!
 //! Reads go through a [`Reader`], which keeps the block of postings it read last
@@ -244,6 +245,9 @@ struct FilePostings {
     at: usize,
     /// The segment's first position: each posting is a position less this.
     base: u64,
+    /// The first posting of each block (4 bytes per [`FILE_BLOCK`] postings), read with the
+    /// file's checked bytes: the block that may hold a position is found without a read.
+    fences: Box<[u32]>,
 }
 
 enum Held {
@@ -299,7 +303,9 @@ impl Part {
             }
             out.push(p);
         }
+        let fence = f.fences.get((start / FILE_BLOCK) as usize);
         let first_or_last = (start == 0 && out.first() != Some(&self.lo))
+            || fence.map(|&v| f.base + u64::from(v)) != out.first().copied()
             || (start + n as u64 == self.count && out.last() != Some(&self.hi));
         if first_or_last {
             return Err(f.file.corruption(
@@ -311,48 +317,12 @@ impl Part {
         Ok(out)
     }
 
-    /// The first posting of the file block from index `start`, checked as a block's are.
-    fn file_first_of_block(
-        &self,
-        f: &FilePostings,
-        start: u64,
-        blocks: &Blocks,
-    ) -> Result<u64, ReadError> {
-        let mut raw = Vec::with_capacity(1);
-        let at = f.at + start as usize * 4;
-        // A probe of a binary search: lacking it, read its block alone.
-        let fetch = start..(start + FILE_BLOCK).min(self.count);
-        blocks.read(f, start, 1, fetch, &mut raw)?;
-        let p = f.base + u64::from(raw[0]);
-        if p < self.lo || p > self.hi {
-            return Err(f.file.corruption(
-                at,
-                None,
-                "a posting lies outside its part: the file changed on disk after it was checked",
-            ));
-        }
-        Ok(p)
-    }
-
     /// The local index of the first posting of the file block that holds `p` if the part
     /// does (`lo <= p`): the last block whose first posting is at or below `p`, found by a
-    /// binary search over the blocks' first postings (one 4-byte read each).
-    fn file_block_start(
-        &self,
-        f: &FilePostings,
-        p: u64,
-        blocks: &Blocks,
-    ) -> Result<u64, ReadError> {
-        let (mut lo, mut hi) = (0u64, self.count.div_ceil(FILE_BLOCK));
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if self.file_first_of_block(f, mid * FILE_BLOCK, blocks)? <= p {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo * FILE_BLOCK)
+    /// binary search over the fences, in memory.
+    fn file_block_start(&self, f: &FilePostings, p: u64) -> u64 {
+        let k = f.fences.partition_point(|&v| f.base + u64::from(v) <= p);
+        k.saturating_sub(1) as u64 * FILE_BLOCK
     }
 
     /// How many of its positions are below `p`: for a file, the block that may hold `p`
@@ -367,7 +337,7 @@ impl Part {
         match &self.held {
             Held::Memory(list) => Ok(list.count_below(p)),
             Held::File(f) => {
-                let start = self.file_block_start(f, p, blocks)?;
+                let start = self.file_block_start(f, p);
                 let block = self.file_block(f, start, blocks)?;
                 Ok(start + block.partition_point(|&q| q < p) as u64)
             }
@@ -387,6 +357,8 @@ pub(crate) struct Swap<'a> {
     /// Its first and last positions.
     pub lo: u64,
     pub hi: u64,
+    /// The first posting of each of its blocks.
+    pub fences: &'a [u32],
 }
 
 /// One name's positions: see the [module](self) docs.
@@ -448,6 +420,7 @@ impl Postings {
                 file: s.file.clone(),
                 at: s.at,
                 base: s.base,
+                fences: s.fences.into(),
             }),
         });
     }
@@ -470,6 +443,7 @@ impl Postings {
             file: s.file.clone(),
             at: s.at,
             base: s.base,
+            fences: s.fences.into(),
         });
         match std::mem::replace(&mut part.held, file) {
             Held::Memory(list) => Some(*list),
@@ -512,7 +486,7 @@ impl Postings {
             .iter()
             .map(|p| match &p.held {
                 Held::Memory(list) => list.heap_bytes() + std::mem::size_of::<PositionList>(),
-                Held::File(_) => 0,
+                Held::File(f) => f.fences.len() * 4,
             })
             .sum();
         lists + self.parts.capacity() * std::mem::size_of::<Part>()
@@ -584,7 +558,7 @@ impl<'a> Reader<'a> {
                 Ok(reader.contains(p))
             }
             Held::File(f) => {
-                let start = part.file_block_start(f, p, self.blocks)?;
+                let start = part.file_block_start(f, p);
                 Ok(self.file_block(k, start)?.binary_search(&p).is_ok())
             }
         }
@@ -676,6 +650,11 @@ mod tests {
         (dir, out)
     }
 
+    /// The first of each block of `local` (postings), as a file's reader keeps them.
+    fn fences(local: &[u32]) -> Vec<u32> {
+        local.iter().step_by(FILE_BLOCK as usize).copied().collect()
+    }
+
     /// Segments of `len` positions each, the name's positions in each (local offsets), and
     /// where they are: 0 a file, 1 memory, 2 memory then swapped for the file.
     fn segments() -> impl Strategy<Value = Vec<(u64, Vec<u32>, u8)>> {
@@ -717,6 +696,7 @@ mod tests {
             for (k, (len, local, held)) in segs.iter().enumerate() {
                 let positions: Vec<u64> = local.iter().map(|&v| base + u64::from(v)).collect();
                 let (file, at) = &files[k];
+                let fenced = fences(local);
                 let swap = Swap {
                     segment_no: k as u64,
                     file,
@@ -725,6 +705,7 @@ mod tests {
                     count: positions.len() as u64,
                     lo: positions.first().copied().unwrap_or(0),
                     hi: positions.last().copied().unwrap_or(0),
+                    fences: &fenced,
                 };
                 if *held == 0 {
                     postings.push_file(swap);
@@ -745,7 +726,8 @@ mod tests {
                     let (file, at) = &files[k];
                     let lo = base + u64::from(local[0]);
                     let hi = base + u64::from(*local.last().unwrap());
-                    let swap = |count: u64| Swap { segment_no: k as u64, file, base, at: *at, count, lo, hi };
+                    let fenced = fences(local);
+                    let swap = |count: u64| Swap { segment_no: k as u64, file, base, at: *at, count, lo, hi, fences: &fenced };
                     // A count that does not match leaves the list in memory.
                     prop_assert!(postings.move_to_file(swap(local.len() as u64 + 1)).is_none());
                     let released = postings.move_to_file(swap(local.len() as u64));
@@ -811,6 +793,7 @@ mod tests {
                     count: 3,
                     lo: 3,
                     hi: 9,
+                    fences: &[3],
                 });
                 let direct = Blocks::direct();
                 let mut r = postings.reader(&direct);
@@ -852,6 +835,7 @@ mod tests {
                 count: u64::from(n),
                 lo: 0,
                 hi: u64::from(n - 1) * 2,
+                fences: &fences(&(0..n).map(|v| v * 2).collect::<Vec<_>>()),
             });
             let lock = Arc::new(parking_lot::RwLock::new(()));
             let free = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -904,6 +888,7 @@ mod tests {
                 count: u64::from(n),
                 lo: 0,
                 hi: u64::from(n - 1) * 2,
+                fences: &fences(&(0..n).map(|v| v * 2).collect::<Vec<_>>()),
             });
             let walk = |forward: bool| {
                 let blocks = Blocks::fetched_in_rounds();

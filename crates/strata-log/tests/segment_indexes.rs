@@ -957,9 +957,10 @@ fn entries_read_from_files(config: LogConfig, ev: impl Fn(usize) -> EventData, m
     // The stream lists are compressed (8 bytes a position each before): the gaps here are
     // under 128, one byte each, plus the blocks' starts and the lists' spare room. The
     // category and type positions of sealed segments are read from their files' postings:
-    // memory keeps 80 bytes or less per name (a category and three types) and file, and the
-    // open segment's few in memory.
-    let named = stats.entry_files * 4 * 80 + 4 * 300;
+    // memory keeps a part of 80 bytes or less (with the parts' vector's spare room, up to
+    // 100) and its fences (4 bytes per 1,024 postings) per name (a category and three types)
+    // and file, and the open segment's few in memory.
+    let named = stats.entry_files * 4 * (100 + 4) + 4 * 300;
     assert!(
         stats.position_list_bytes <= 600 * 2 + named,
         "{} bytes for 600 positions in {} files",
