@@ -2141,6 +2141,44 @@ mod tests {
         assert!(err.contains("postings"), "{err}");
     }
 
+    /// The fences `parse` takes for each type and category are the first posting of each
+    /// block of 1,024 of its postings, for names of several blocks (and none for streams).
+    #[test]
+    fn parsed_fences_are_the_first_posting_of_each_block() {
+        const SEG: u64 = 12_000;
+        let mut whole = Index::default();
+        for p in 0..SEG {
+            push_mixed(&mut whole, p, SEG);
+        }
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 0,
+            end_position: SEG,
+            end_offset: 64 + SEG * 100,
+        };
+        let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
+        let file = SegmentIndexFile::check(bytes.clone(), PathBuf::from("1.idx")).unwrap();
+        let (local, dir, _, _) = file.parse().unwrap();
+        let fences_of = |want: Vec<u64>| -> Vec<u32> {
+            want.iter()
+                .step_by(postings::FILE_BLOCK as usize)
+                .map(|&p| p as u32)
+                .collect()
+        };
+        for (t, at) in dir.type_at.iter().enumerate() {
+            let want = (0..SEG).filter(|p| format!("T{}", p % 5) == local.types[t]);
+            let want = fences_of(want.collect());
+            assert!(want.len() > 1, "a type of one block tests little");
+            assert_eq!(&*at.fences, &want[..], "{}", local.types[t]);
+        }
+        for (c, at) in dir.categories.iter().zip(&dir.category_at) {
+            let order = |p: &u64| p.is_multiple_of(4);
+            let want = (0..SEG).filter(|p| order(p) == (c == "order"));
+            assert_eq!(&*at.fences, &fences_of(want.collect())[..], "{c}");
+        }
+    }
+
     /// A segment index file (with a good CRC) that names a type twice is refused, by open
     /// and by `strata verify`: the type's positions in it would be two parts out of order.
     #[test]

@@ -409,6 +409,11 @@ impl Postings {
         if s.count == 0 {
             return;
         }
+        debug_assert_eq!(
+            s.fences.len() as u64,
+            s.count.div_ceil(FILE_BLOCK),
+            "one per block"
+        );
         let before = self.len();
         self.parts.push(Part {
             segment_no: s.segment_no,
@@ -429,6 +434,11 @@ impl Postings {
     /// when they are the same count and span. Drop what it returns after releasing the state
     /// lock.
     pub fn move_to_file(&mut self, s: Swap<'_>) -> Option<PositionList> {
+        debug_assert_eq!(
+            s.fences.len() as u64,
+            s.count.div_ceil(FILE_BLOCK),
+            "one per block"
+        );
         let k = self
             .parts
             .binary_search_by_key(&s.segment_no, |p| p.segment_no)
@@ -650,6 +660,32 @@ mod tests {
         (dir, out)
     }
 
+    /// One part of `n` postings, the even positions from 0, in a file (of `2n` events) whose
+    /// postings `change` may alter after the fences are taken.
+    fn even_postings(
+        n: u32,
+        change: impl FnOnce(&mut Vec<u32>),
+        map: bool,
+    ) -> (tempfile::TempDir, Postings) {
+        let even: Vec<u32> = (0..n).map(|v| v * 2).collect();
+        let mut stored = even.clone();
+        change(&mut stored);
+        let (dir, files) = file_of(&[(u64::from(n) * 2, stored)], map);
+        let (file, at) = &files[0];
+        let mut postings = Postings::default();
+        postings.push_file(Swap {
+            segment_no: 0,
+            file,
+            base: 0,
+            at: *at,
+            count: u64::from(n),
+            lo: 0,
+            hi: u64::from(n - 1) * 2,
+            fences: &fences(&even),
+        });
+        (dir, postings)
+    }
+
     /// The first of each block of `local` (postings), as a file's reader keeps them.
     fn fences(local: &[u32]) -> Vec<u32> {
         local.iter().step_by(FILE_BLOCK as usize).copied().collect()
@@ -823,20 +859,7 @@ mod tests {
     fn a_walk_reads_the_blocks_it_lacks_without_its_lock() {
         let n = 20 * FILE_BLOCK as u32;
         for map in [false, true] {
-            let (_dir, files) =
-                file_of(&[(u64::from(n) * 2, (0..n).map(|v| v * 2).collect())], map);
-            let (file, at) = &files[0];
-            let mut postings = Postings::default();
-            postings.push_file(Swap {
-                segment_no: 0,
-                file,
-                base: 0,
-                at: *at,
-                count: u64::from(n),
-                lo: 0,
-                hi: u64::from(n - 1) * 2,
-                fences: &fences(&(0..n).map(|v| v * 2).collect::<Vec<_>>()),
-            });
+            let (_dir, postings) = even_postings(n, |_| {}, map);
             let lock = Arc::new(parking_lot::RwLock::new(()));
             let free = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let mut blocks = Blocks::fetched_in_rounds();
@@ -876,20 +899,7 @@ mod tests {
     fn a_backward_walk_reads_ahead_in_its_direction() {
         let n = 20 * FILE_BLOCK as u32;
         for map in [false, true] {
-            let (_dir, files) =
-                file_of(&[(u64::from(n) * 2, (0..n).map(|v| v * 2).collect())], map);
-            let (file, at) = &files[0];
-            let mut postings = Postings::default();
-            postings.push_file(Swap {
-                segment_no: 0,
-                file,
-                base: 0,
-                at: *at,
-                count: u64::from(n),
-                lo: 0,
-                hi: u64::from(n - 1) * 2,
-                fences: &fences(&(0..n).map(|v| v * 2).collect::<Vec<_>>()),
-            });
+            let (_dir, postings) = even_postings(n, |_| {}, map);
             let walk = |forward: bool| {
                 let blocks = Blocks::fetched_in_rounds();
                 let got = blocks
@@ -913,6 +923,22 @@ mod tests {
             assert!(
                 bw <= fw + 1,
                 "map {map}: forward {fw} rounds, backward {bw}"
+            );
+        }
+    }
+
+    /// A block past the first whose first posting is not its fence (the file changed on
+    /// disk, still in order and inside the segment) is corruption when read.
+    #[test]
+    fn a_block_that_does_not_start_at_its_fence_is_corruption() {
+        for map in [false, true] {
+            let (_dir, postings) = even_postings(2048, |p| p[1024] += 1, map);
+            let direct = Blocks::direct();
+            let mut r = postings.reader(&direct);
+            assert_eq!(r.get(1023).unwrap(), Some(2046), "the first block is sound");
+            assert!(
+                matches!(r.get(1024), Err(ReadError::Corruption(_))),
+                "map {map}"
             );
         }
     }
