@@ -139,7 +139,7 @@ pub(crate) fn map_resident(map: &memmap2::Mmap, at: usize, len: usize) -> bool {
     let pages = end.div_ceil(page) - start / page;
     let mut vec = vec![0u8; pages];
     // SAFETY: `map` is a live mapping starting at a page boundary (mmap returns one), and
-    // `start..start + pages * PAGE` lies within its pages (its last page is mapped whole);
+    // `start..start + pages * page` lies within its pages (its last page is mapped whole);
     // mincore writes one byte per page into `vec`, which has `pages` of them.
     let r = unsafe {
         libc::mincore(

@@ -673,9 +673,10 @@ impl EventStore for LogStore {
         let shared = self.inner.shared.clone();
         let reads_files = filter_reads_files(&options.filter);
         let slice = move || {
-            // The walk runs under the state lock on the blocks of postings it has, and the
-            // blocks it lacks are read between its runs, without the lock: appends never wait
-            // on the disk for a read (see `Blocks`).
+            // The walk runs under the state lock on the blocks of postings and entries it has
+            // or the kernel holds in memory, and those it lacks are read between its runs,
+            // without the lock: appends do not wait on the disk for a read (see `Blocks` for
+            // the bounded exceptions).
             Blocks::fetched().run(
                 || shared.state.read(),
                 |st, blocks| {
