@@ -2146,18 +2146,7 @@ mod tests {
     #[test]
     fn parsed_fences_are_the_first_posting_of_each_block() {
         const SEG: u64 = 12_000;
-        let mut whole = Index::default();
-        for p in 0..SEG {
-            push_mixed(&mut whole, p, SEG);
-        }
-        let seg = SealedSegment {
-            segment_no: 1,
-            salt: 9,
-            first: 0,
-            end_position: SEG,
-            end_offset: 64 + SEG * 100,
-        };
-        let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
+        let bytes = mixed_segment_file(SEG);
         let file = SegmentIndexFile::check(bytes.clone(), PathBuf::from("1.idx")).unwrap();
         let (local, dir, _, _) = file.parse().unwrap();
         let fences_of = |want: Vec<u64>| -> Vec<u32> {
@@ -2270,6 +2259,22 @@ mod tests {
         });
     }
 
+    /// The index file of segment 1, positions `0..seg` of [`push_mixed`]'s.
+    fn mixed_segment_file(seg: u64) -> Vec<u8> {
+        let mut whole = Index::default();
+        for p in 0..seg {
+            push_mixed(&mut whole, p, seg);
+        }
+        let sealed = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 0,
+            end_position: seg,
+            end_offset: 64 + seg * 100,
+        };
+        encode_segment_index(sealed, 4096, |e| e(&whole)).unwrap()
+    }
+
     /// `$all` walks over sealed segments' files give the same pages read in rounds of fetched
     /// blocks as read at once, both ways, for every kind of filter, each page within the
     /// rounds' bound.
@@ -2377,18 +2382,7 @@ mod tests {
     fn sealed_index(dir: &std::path::Path, map: bool) -> Index {
         const SEG: u64 = 10_000;
         let entry = |index: &mut Index, p: u64| push_mixed(index, p, SEG);
-        let mut whole = Index::default();
-        for p in 0..SEG {
-            entry(&mut whole, p);
-        }
-        let seg = SealedSegment {
-            segment_no: 1,
-            salt: 9,
-            first: 0,
-            end_position: SEG,
-            end_offset: 64 + SEG * 100,
-        };
-        let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
+        let bytes = mixed_segment_file(SEG);
         let path = dir.join(format!("{map}.idx"));
         std::fs::write(&path, &bytes).unwrap();
         let mut index = Index::default();

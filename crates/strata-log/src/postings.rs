@@ -670,7 +670,28 @@ mod tests {
         let even: Vec<u32> = (0..n).map(|v| v * 2).collect();
         let mut stored = even.clone();
         change(&mut stored);
-        let (dir, files) = file_of(&[(u64::from(n) * 2, stored)], map);
+        let bounds = (0, u64::from(n - 1) * 2);
+        one_part(
+            u64::from(n) * 2,
+            stored,
+            n.into(),
+            bounds,
+            &fences(&even),
+            map,
+        )
+    }
+
+    /// One part of `count` postings, whose first and last are `bounds`, with `fences`, in a
+    /// file (of a segment of `len` events) that holds `stored` as its postings.
+    fn one_part(
+        len: u64,
+        stored: Vec<u32>,
+        count: u64,
+        (lo, hi): (u64, u64),
+        fences: &[u32],
+        map: bool,
+    ) -> (tempfile::TempDir, Postings) {
+        let (dir, files) = file_of(&[(len, stored)], map);
         let (file, at) = &files[0];
         let mut postings = Postings::default();
         postings.push_file(Swap {
@@ -678,10 +699,10 @@ mod tests {
             file,
             base: 0,
             at: *at,
-            count: u64::from(n),
-            lo: 0,
-            hi: u64::from(n - 1) * 2,
-            fences: &fences(&even),
+            count,
+            lo,
+            hi,
+            fences,
         });
         (dir, postings)
     }
@@ -818,19 +839,7 @@ mod tests {
     fn postings_changed_on_disk_are_corruption() {
         for map in [false, true] {
             for bad in [vec![3u32, 2, 9], vec![1, 2, 50]] {
-                let (_dir, files) = file_of(&[(40, bad)], map);
-                let (file, at) = &files[0];
-                let mut postings = Postings::default();
-                postings.push_file(Swap {
-                    segment_no: 0,
-                    file,
-                    base: 0,
-                    at: *at,
-                    count: 3,
-                    lo: 3,
-                    hi: 9,
-                    fences: &[3],
-                });
+                let (_dir, postings) = one_part(40, bad, 3, (3, 9), &[3], map);
                 let direct = Blocks::direct();
                 let mut r = postings.reader(&direct);
                 assert!(
