@@ -2005,26 +2005,8 @@ mod tests {
                     assert_eq!(plan(&index, &f).prefix.is_none(), few, "{f:?}");
                     let want = scan(&f);
                     for (direction, limit) in [(Direction::Forward, 7), (Direction::Backward, 5)] {
-                        let mut got = Vec::new();
-                        let mut from = None;
-                        loop {
-                            let page = index
-                                .all_slice(
-                                    direction,
-                                    from,
-                                    limit,
-                                    &f,
-                                    None,
-                                    100_000,
-                                    &Blocks::direct(),
-                                )
-                                .unwrap();
-                            got.extend(page.hits.read().unwrap().into_iter().map(|(p, _)| p));
-                            if page.is_end {
-                                break;
-                            }
-                            from = page.next;
-                        }
+                        let (pages, _) = all_pages(&index, direction, limit, &f, 100_000, false);
+                        let mut got: Vec<u64> = pages.into_iter().flat_map(|(h, _, _)| h).collect();
                         if direction == Direction::Backward {
                             got.reverse();
                         }
@@ -2055,28 +2037,10 @@ mod tests {
         let f = Filter::default()
             .stream_prefix("big-1")
             .event_types(["Rare"]);
-        let (mut pages, mut from, mut got) = (0, None, Vec::new());
-        loop {
-            pages += 1;
-            let page = index
-                .all_slice(
-                    Direction::Forward,
-                    from,
-                    100,
-                    &f,
-                    None,
-                    1_000,
-                    &Blocks::direct(),
-                )
-                .unwrap();
-            got.extend(page.hits.read().unwrap().into_iter().map(|(p, _)| p));
-            if page.is_end {
-                break;
-            }
-            from = page.next;
-        }
+        let (pages, _) = all_pages(&index, Direction::Forward, 100, &f, 1_000, false);
+        let got: Vec<u64> = pages.iter().flat_map(|(h, _, _)| h.clone()).collect();
         assert_eq!(got, vec![n - 2]);
-        assert_eq!(pages, 1, "pages to find one event");
+        assert_eq!(pages.len(), 1, "pages to find one event");
     }
 
     /// The index file of a segment of ten events (`push`'s), positions 0 to 9.
@@ -2244,6 +2208,37 @@ mod tests {
         assert_eq!(names(&decoded), before);
     }
 
+    /// Every page of a `$all` read of `index` with filter `f`, from the start (or end) on:
+    /// each page's positions, `next` and `is_end`. Read at once, or (`rounds`) in rounds of
+    /// fetched blocks, with the most rounds a page took.
+    #[allow(clippy::type_complexity)]
+    fn all_pages(
+        index: &Index,
+        direction: Direction,
+        limit: usize,
+        f: &Filter,
+        scan_max: usize,
+        rounds: bool,
+    ) -> (Vec<(Vec<u64>, Option<u64>, bool)>, usize) {
+        let (mut pages, mut from, mut most) = (Vec::new(), None, 0);
+        loop {
+            let blocks = match rounds {
+                true => Blocks::fetched_in_rounds(),
+                false => Blocks::direct(),
+            };
+            let slice =
+                |_: &(), b: &Blocks| index.all_slice(direction, from, limit, f, None, scan_max, b);
+            let page = blocks.run(|| (), slice).unwrap();
+            most = most.max(blocks.rounds());
+            let hits = page.hits.read().unwrap().into_iter().map(|(p, _)| p);
+            pages.push((hits.collect(), page.next, page.is_end));
+            if page.is_end {
+                return (pages, most);
+            }
+            from = page.next;
+        }
+    }
+
     /// Adds position `p` to `index`, of segments of `seg` events: a quarter in category
     /// `order`, the rest in `s`, over 300 streams each, five types.
     fn push_mixed(index: &mut Index, p: u64, seg: u64) {
@@ -2326,42 +2321,8 @@ mod tests {
                         for (direction, limit) in
                             [(Direction::Forward, 3_000), (Direction::Backward, 2_500)]
                         {
-                            let pages = |rounds: bool| {
-                                let mut got = Vec::new();
-                                let mut from = None;
-                                let mut most = 0;
-                                loop {
-                                    let blocks = if rounds {
-                                        Blocks::fetched_in_rounds()
-                                    } else {
-                                        Blocks::direct()
-                                    };
-                                    let page = blocks
-                                        .run(
-                                            || (),
-                                            |_, b| {
-                                                index.all_slice(
-                                                    direction, from, limit, &f, None, 100_000, b,
-                                                )
-                                            },
-                                        )
-                                        .unwrap();
-                                    most = most.max(blocks.rounds());
-                                    let hits: Vec<u64> = page
-                                        .hits
-                                        .read()
-                                        .unwrap()
-                                        .into_iter()
-                                        .map(|(p, _)| p)
-                                        .collect();
-                                    got.push((hits, page.next, page.is_end));
-                                    if page.is_end {
-                                        break;
-                                    }
-                                    from = page.next;
-                                }
-                                (got, most)
-                            };
+                            let pages =
+                                |rounds| all_pages(&index, direction, limit, &f, 100_000, rounds);
                             let (want, _) = pages(false);
                             let (got, most) = pages(true);
                             max_rounds = max_rounds.max(most);
