@@ -27,6 +27,7 @@ use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
+use crate::io::FileBytes;
 use crate::positions::{self, PositionList};
 use crate::postings::{self, Blocks, Postings, Swap};
 
@@ -637,7 +638,7 @@ fn read_names<'a>(body: &'a [u8], at: &mut usize, count: usize) -> Result<Vec<&'
 struct LocalEntries<'a> {
     entries: &'a [u8],
     streams: Vec<StreamId>,
-    types: Vec<&'a str>,
+    types: Vec<Box<str>>,
     /// Where the bytes after the names start.
     rest: usize,
 }
@@ -671,6 +672,7 @@ impl<'a> LocalEntries<'a> {
             .iter()
             .map(|s| StreamId::new(*s).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
+        let types: Vec<Box<str>> = types.into_iter().map(Box::from).collect();
         for e in entries.chunks_exact(INDEX_ENTRY_BYTES) {
             if u32_at(e, 16) as usize >= streams.len() || u32_at(e, 20) as usize >= types.len() {
                 return Err("index entry names an unknown stream or type".to_owned());
@@ -700,7 +702,7 @@ impl<'a> LocalEntries<'a> {
         &self,
         index: &mut Index,
         first: u64,
-        file: Option<(u64, EntryFile, PostingsDir)>,
+        file: Option<(u64, EntryFile, PostingsDir, &[u8])>,
         may_skip: bool,
     ) -> Result<(), String> {
         let next = index.next_position();
@@ -711,28 +713,46 @@ impl<'a> LocalEntries<'a> {
             ));
         }
         // Names are numbered in the index as the entries pushed first use them: one that only
-        // skipped entries use is not added.
+        // skipped entries use is not added. (A file's names are listed in that order.)
         let mut stream_nos: Vec<Option<u32>> = vec![None; self.streams.len()];
         let mut type_nos: Vec<Option<u32>> = vec![None; self.types.len()];
-        let skip = (next - first) as usize;
-        for (k, e) in self
-            .entries
-            .chunks_exact(INDEX_ENTRY_BYTES)
-            .enumerate()
-            .skip(skip)
-        {
-            let (s, t) = (u32_at(e, 16) as usize, u32_at(e, 20) as usize);
-            let stream =
-                *stream_nos[s].get_or_insert_with(|| index.stream_no_or_insert(&self.streams[s]));
-            let event_type =
-                *type_nos[t].get_or_insert_with(|| index.type_no_or_insert(self.types[t]));
-            let position = first + k as u64;
-            if file.is_some() {
-                // The category and type positions come from the file's postings, below.
-                index.streams[stream as usize].positions.push(position);
-            } else {
+        if let Some((_, _, dir, b)) = &file {
+            // Each stream's postings are its positions in order (checked in `parse`): the
+            // stream lists take them stream by stream, 4 bytes read per event and one list
+            // at a time, rather than entry by entry (40 bytes, lists in turn). Every name
+            // the file lists is numbered, so no entry reads the placeholder below. The
+            // category and type positions come from the postings, below.
+            debug_assert_eq!(next, first);
+            let (mut count_at, mut at) = dir.streams_at;
+            for (s, no) in stream_nos.iter_mut().enumerate() {
+                let count = u32_at(b, count_at) as usize;
+                count_at += 4;
+                let list = index.stream_no_or_insert(&self.streams[s]);
+                *no = Some(list);
+                let positions = &mut index.streams[list as usize].positions;
+                for j in 0..count {
+                    positions.push(first + u64::from(u32_at(b, at + j * 4)));
+                }
+                at += count * 4;
+            }
+            for (t, no) in type_nos.iter_mut().enumerate() {
+                *no = Some(index.type_no_or_insert(&self.types[t]));
+            }
+        } else {
+            let skip = (next - first) as usize;
+            for (k, e) in self
+                .entries
+                .chunks_exact(INDEX_ENTRY_BYTES)
+                .enumerate()
+                .skip(skip)
+            {
+                let (s, t) = (u32_at(e, 16) as usize, u32_at(e, 20) as usize);
+                let stream = *stream_nos[s]
+                    .get_or_insert_with(|| index.stream_no_or_insert(&self.streams[s]));
+                let event_type =
+                    *type_nos[t].get_or_insert_with(|| index.type_no_or_insert(&self.types[t]));
                 index.push_resolved(
-                    position,
+                    first + k as u64,
                     u64_at(e, 0),
                     u64_at(e, 8) as i64,
                     stream,
@@ -741,9 +761,8 @@ impl<'a> LocalEntries<'a> {
                 );
             }
         }
-        if let Some((segment_no, mut file, dir)) = file.filter(|_| n > 0) {
-            // Every entry names a stream and a type of the file (checked in `parse`), each
-            // numbered above: no entry reads the placeholder.
+        if let Some((segment_no, mut file, dir, _)) = file.filter(|_| n > 0) {
+            // Every name of the file is numbered above: no entry reads the placeholder.
             let numbers = |nos: &[Option<u32>]| -> Box<[u32]> {
                 nos.iter().map(|n| n.unwrap_or(u32::MAX)).collect()
             };
@@ -1078,6 +1097,9 @@ struct NameAt {
 pub(crate) struct PostingsDir {
     /// The segment's first position.
     base: u64,
+    /// Where the streams' counts and the streams' postings start (each checked: increasing,
+    /// in the segment).
+    streams_at: (usize, usize),
     types: Vec<String>,
     type_at: Vec<NameAt>,
     categories: Vec<String>,
@@ -1097,7 +1119,7 @@ impl PostingsDir {
         base: u64,
         n: u64,
         streams: &[StreamId],
-        types: &[&str],
+        types: &[impl AsRef<str>],
     ) -> Result<PostingsDir, String> {
         let (categories, _) = local_categories(streams.iter().map(StreamId::as_str));
         let names = [streams.len(), types.len(), categories.len()];
@@ -1135,6 +1157,13 @@ impl PostingsDir {
                 if count > 0 && (lo > hi || hi >= n) {
                     return Err("a name's postings lie outside its segment".to_owned());
                 }
+                // A stream's postings are its list's next positions on open: all are checked.
+                if kind_no == 0
+                    && !(1..count as usize)
+                        .all(|j| u32_at(b, name_at + (j - 1) * 4) < u32_at(b, name_at + j * 4))
+                {
+                    return Err("a stream's postings do not increase".to_owned());
+                }
                 let fences = match kind_no {
                     0 => Box::default(),
                     _ => (0..count.div_ceil(postings::FILE_BLOCK))
@@ -1159,7 +1188,8 @@ impl PostingsDir {
         let type_at = kinds.pop().unwrap_or_default();
         Ok(PostingsDir {
             base,
-            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            streams_at: (at, at + counts_bytes),
+            types: types.iter().map(|t| t.as_ref().to_owned()).collect(),
             type_at,
             categories: categories.into_iter().map(str::to_owned).collect(),
             category_at,
@@ -1226,7 +1256,7 @@ pub(crate) fn encode_segment_index(
 
 /// A sealed segment's index file whose CRC and header check out.
 pub(crate) struct SegmentIndexFile {
-    bytes: Vec<u8>,
+    bytes: FileBytes,
     path: PathBuf,
     pub seg: SealedSegment,
     version: u32,
@@ -1234,7 +1264,8 @@ pub(crate) struct SegmentIndexFile {
 
 impl SegmentIndexFile {
     /// Checks the bytes of the file at `path` (magic, CRC, version, room for its entries).
-    pub fn check(bytes: Vec<u8>, path: PathBuf) -> Result<SegmentIndexFile, String> {
+    pub fn check(bytes: impl Into<FileBytes>, path: PathBuf) -> Result<SegmentIndexFile, String> {
+        let bytes = bytes.into();
         let b = &bytes;
         let body = checked_body(
             b,
@@ -1282,9 +1313,12 @@ impl SegmentIndexFile {
         self.version == SEGMENT_INDEX_VERSION
     }
 
-    /// The file's bytes, for the next file to be read into.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+    /// The memory the file was read into, for the next file (none when it was mapped).
+    pub fn into_spare(self) -> Option<Vec<u8>> {
+        match self.bytes {
+            FileBytes::Read(b) => Some(b),
+            FileBytes::Map(_) => None,
+        }
     }
 
     /// Where the file places position `p`.
@@ -1346,28 +1380,34 @@ impl SegmentIndexFile {
     }
 
     /// Adds the file's events to `index`, whose next position must be the segment's first,
-    /// after checking the whole file ([`parse`](Self::parse)). Their ids and entries stay in
-    /// the file (its entries read from a map of it when `map`, else with `pread`): the index
-    /// gets its id section and its entries, with the file opened for both. On an error the
-    /// index is unchanged.
-    pub fn push_into(&self, index: &mut Index, map: bool) -> Result<(), String> {
-        let (local, dir, pairs_at, bloom_at) = self.parse()?;
-        let file = self
-            .open()
-            .map_err(|e| format!("opening it for lookups: {e}"))?;
-        let entries = self
-            .entries(&file, map)
-            .map_err(|e| format!("opening it for reads: {e}"))?;
-        local.push_into(
-            index,
-            self.seg.first,
-            Some((self.seg.segment_no, entries, dir)),
-            false,
-        )?;
-        index
-            .ids
-            .push_file(self.id_section_at(file, pairs_at, bloom_at));
-        Ok(())
+    /// after checking the whole file ([`parse`](Self::parse)): see
+    /// [`ParsedSegmentIndex::push_into`]. On an error the index is unchanged.
+    pub fn push_into(self, index: &mut Index, map: bool) -> Result<(), String> {
+        self.parsed()
+            .map_err(|(reason, _)| reason)?
+            .push_into(index, map)
+            .1
+    }
+
+    /// Checks the whole file ([`parse`](Self::parse)) and keeps what adding it to an index
+    /// takes; on an error, gives the file back with the reason.
+    pub fn parsed(self) -> Result<ParsedSegmentIndex, (String, SegmentIndexFile)> {
+        let (names, dir, pairs_at, bloom_at) = match self.parse() {
+            Ok((local, dir, pairs_at, bloom_at)) => (
+                (local.streams, local.types, local.rest),
+                dir,
+                pairs_at,
+                bloom_at,
+            ),
+            Err(reason) => return Err((reason, self)),
+        };
+        Ok(ParsedSegmentIndex {
+            file: self,
+            names,
+            dir,
+            pairs_at,
+            bloom_at,
+        })
     }
 
     /// The file, opened for the lookups of its ids and the reads of its entries.
@@ -1479,6 +1519,60 @@ impl SegmentIndexFile {
             &b[pairs_at..bloom_at],
             Bloom::from_bytes(&b[bloom_at..b.len() - 4]),
         )
+    }
+}
+
+/// A segment index file checked whole, with what adding it to an index takes, owned: an
+/// open checks the next file on a second thread while the index takes this one.
+pub(crate) struct ParsedSegmentIndex {
+    pub file: SegmentIndexFile,
+    /// Its stream and type names, and where the bytes after them start.
+    names: (Vec<StreamId>, Vec<Box<str>>, usize),
+    dir: PostingsDir,
+    /// Where its id section and its bloom filter start.
+    pairs_at: usize,
+    bloom_at: usize,
+}
+
+impl ParsedSegmentIndex {
+    /// Adds the file's events to `index`, whose next position must be the segment's first.
+    /// Their ids and entries stay in the file (its entries read from a map of it when `map`,
+    /// else with `pread`): the index gets its id section and its entries, with the file
+    /// opened for both. On an error the index is unchanged. Gives the file back.
+    pub fn push_into(self, index: &mut Index, map: bool) -> (SegmentIndexFile, Result<(), String>) {
+        let ParsedSegmentIndex {
+            file: this,
+            names: (streams, types, rest),
+            dir,
+            pairs_at,
+            bloom_at,
+        } = self;
+        let pushed = (|| {
+            let file = this
+                .open()
+                .map_err(|e| format!("opening it for lookups: {e}"))?;
+            let entries = this
+                .entries(&file, map)
+                .map_err(|e| format!("opening it for reads: {e}"))?;
+            let n = (this.seg.end_position - this.seg.first) as usize;
+            let local = LocalEntries {
+                entries: &this.bytes[SEGMENT_INDEX_HEADER_BYTES..][..n * INDEX_ENTRY_BYTES],
+                streams,
+                types,
+                rest,
+            };
+            local.push_into(
+                index,
+                this.seg.first,
+                Some((this.seg.segment_no, entries, dir, &this.bytes)),
+                false,
+            )?;
+            index
+                .ids
+                .push_file(this.id_section_at(file, pairs_at, bloom_at));
+            Ok(())
+        })();
+        (this, pushed)
     }
 }
 
@@ -2084,7 +2178,7 @@ mod tests {
         };
         for (t, at) in dir.type_at.iter().enumerate() {
             let want: Vec<u64> = (0..10)
-                .filter(|p| format!("Type{}", p % 3) == local.types[t])
+                .filter(|p| format!("Type{}", p % 3) == *local.types[t])
                 .collect();
             assert_eq!(postings(at), want, "{}", local.types[t]);
             assert_eq!((at.lo, at.hi), (want[0], *want.last().unwrap()));
@@ -2120,7 +2214,7 @@ mod tests {
                 .collect()
         };
         for (t, at) in dir.type_at.iter().enumerate() {
-            let want = (0..SEG).filter(|p| format!("T{}", p % 5) == local.types[t]);
+            let want = (0..SEG).filter(|p| format!("T{}", p % 5) == *local.types[t]);
             let want = fences_of(want.collect());
             assert!(want.len() > 1, "a type of one block tests little");
             assert_eq!(&*at.fences, &want[..], "{}", local.types[t]);
@@ -2154,6 +2248,58 @@ mod tests {
         let err = file.push_into(&mut fresh, false).unwrap_err();
         assert!(err.contains("twice"), "{err}");
         assert_eq!(fresh.next_position(), 0, "the index is unchanged");
+    }
+
+    /// Loading a segment's index file fills the stream lists from its stream postings: each
+    /// stream gets the positions, and the number, the index that wrote the file gave it. A
+    /// file (under a good CRC) whose stream postings do not increase is refused, the index
+    /// unchanged.
+    #[test]
+    fn stream_lists_load_from_the_stream_postings_which_must_increase() {
+        let bytes = ten_events_segment_file();
+        let mut written = Index::default();
+        for p in 0..10 {
+            push(&mut written, p);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.idx");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut loaded = Index::default();
+        SegmentIndexFile::check(bytes.clone(), path.clone())
+            .unwrap()
+            .push_into(&mut loaded, false)
+            .unwrap();
+        let lists = |index: &Index| -> Vec<(String, Vec<u64>)> {
+            index
+                .streams
+                .iter()
+                .map(|s| {
+                    let positions = (0..s.positions.len()).map(|i| s.positions.get(i));
+                    (s.name().to_owned(), positions.map(Option::unwrap).collect())
+                })
+                .collect()
+        };
+        assert_eq!(lists(&loaded), lists(&written));
+        assert_eq!(lists(&loaded)[1], ("account-1".to_owned(), vec![1, 6]));
+
+        let file = SegmentIndexFile::check(bytes.clone(), path.clone()).unwrap();
+        let streams_at = file.parse().unwrap().1.streams_at.1;
+        // Stream 0's postings are 0 and 5: 5 twice keeps its first and last in the segment.
+        let bad = with_crc(&bytes, |bad| {
+            bad[streams_at..streams_at + 4].copy_from_slice(&5u32.to_le_bytes());
+        });
+        std::fs::write(&path, &bad).unwrap();
+        let mut fresh = Index::default();
+        let err = SegmentIndexFile::check(bad, path)
+            .unwrap()
+            .push_into(&mut fresh, false)
+            .unwrap_err();
+        assert!(err.contains("do not increase"), "{err}");
+        assert_eq!(
+            (fresh.next_position(), fresh.streams.len()),
+            (0, 0),
+            "the index is unchanged"
+        );
     }
 
     /// An index file encoded a few entries at a time, while events (new streams and types

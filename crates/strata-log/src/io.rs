@@ -120,6 +120,29 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
+/// A file's bytes: read into memory, or a read-only map of it ([`map_index_file`]).
+pub(crate) enum FileBytes {
+    Read(Vec<u8>),
+    Map(memmap2::Mmap),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Read(b) => b,
+            FileBytes::Map(m) => m,
+        }
+    }
+}
+
+impl From<Vec<u8>> for FileBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        FileBytes::Read(bytes)
+    }
+}
+
 /// Whether bytes `at..at + len` of `map` are in memory: reading them then waits for no disk.
 /// Asks the kernel (`mincore`) for the pages they lie in; `false` when they lie outside the
 /// map or the kernel does not answer.

@@ -15,10 +15,10 @@ use crate::format::{
     SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::index::{
-    loc, loc_offset, loc_segment, Claim, Index, IndexFile, LogEnd, NewEntry, SealedSegment,
-    SegmentIndexFile,
+    loc, loc_offset, loc_segment, Claim, Index, IndexFile, LogEnd, NewEntry, ParsedSegmentIndex,
+    SealedSegment, SegmentIndexFile,
 };
-use crate::io::Vfs;
+use crate::io::{FileBytes, Vfs};
 use crate::segment::{parse_segment_file_name, read_up_to, segment_file_name, Segment, Segments};
 
 /// Sub-directory of the data directory holding segments.
@@ -440,28 +440,32 @@ pub(crate) fn segment_index_path(seg_dir: &Path, no: u64) -> PathBuf {
 /// Reads the index file of segment `no`, when there is one that checks out; one that does
 /// not is taken as absent, with a warning (its segment is scanned instead).
 ///
-/// The file is read into `spare`'s memory (given back with [`SegmentIndexFile::into_bytes`]):
-/// an open reads one file after another into one buffer, rather than asking the allocator
-/// (and the kernel, which zeroes them) for fresh pages for each.
+/// With `map`, the file is mapped rather than read (no copy; its pages are the kernel's page
+/// cache), falling back to a read when it cannot be. Otherwise it is read into `spare`'s
+/// memory (given back with [`SegmentIndexFile::into_spare`]): an open reads one file after
+/// another into the same buffers, rather than asking the allocator (and the kernel, which
+/// zeroes them) for fresh pages for each.
 pub(crate) fn read_segment_index(
     seg_dir: &Path,
     no: u64,
     spare: &mut Vec<u8>,
+    map: bool,
 ) -> Option<SegmentIndexFile> {
     let path = segment_index_path(seg_dir, no);
-    let mut bytes = std::mem::take(spare);
-    bytes.clear();
     let read = std::fs::File::open(&path).and_then(|mut f| {
+        if let Some(Ok(m)) = map.then(|| crate::io::map_index_file(&f)) {
+            return Ok(FileBytes::Map(m));
+        }
         use std::io::Read;
+        let mut bytes = std::mem::take(spare);
+        bytes.clear();
         bytes.reserve(f.metadata()?.len() as usize);
-        f.read_to_end(&mut bytes)
+        f.read_to_end(&mut bytes)?;
+        Ok(FileBytes::Read(bytes))
     });
     let bytes = match read {
-        Ok(_) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            *spare = bytes;
-            return None;
-        }
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => {
             tracing::warn!(file = %path.display(), %error, "cannot read a segment's index file; scanning the segment instead");
             return None;
@@ -479,6 +483,9 @@ pub(crate) fn read_segment_index(
         }
     }
 }
+
+/// A segment index file read, and checked whole or refused with the reason.
+type Checked = Result<ParsedSegmentIndex, (String, SegmentIndexFile)>;
 
 /// Whether a sealed segment's index file describes it, so that its events can be taken from
 /// the file: the segment has the salt and first position the file records, ends where its
@@ -891,7 +898,7 @@ pub(crate) fn first_loss(
         }
     }
     for &k in segment_indexes {
-        if let Some(file) = read_segment_index(seg_dir, k, &mut Vec::new()) {
+        if let Some(file) = read_segment_index(seg_dir, k, &mut Vec::new(), false) {
             if let Some(loss) = missing_acknowledged(&file, held, opened, unfinished, seg_dir)? {
                 return Ok(Some(loss));
             }
@@ -1058,22 +1065,61 @@ pub(crate) fn recover(
                 .name("strata-open-check".to_owned())
                 .spawn_scoped(scope, || index_matches_log(file, &opened))
         });
-        // The buffer the segment index files are read into, one after another.
-        let mut spare = Vec::new();
+        // The sealed segments' index files, read and checked on a second thread, one file
+        // ahead of the index taking them (two files' bytes at most), in segment order.
+        let (ahead, files) = std::sync::mpsc::sync_channel::<(u64, Option<Checked>)>(0);
+        // Buffers given back, for the next files to be read into.
+        let (give_back, spares) = std::sync::mpsc::channel::<Vec<u8>>();
+        let sealed = (opened.len() as u64).saturating_sub(1);
+        if use_index_file {
+            let seg_dir = &seg_dir;
+            std::thread::Builder::new()
+                .name("strata-open-read".to_owned())
+                .spawn_scoped(scope, move || {
+                    for k in 0..sealed {
+                        let mut spare = spares.try_recv().unwrap_or_default();
+                        let checked = read_segment_index(seg_dir, k, &mut spare, map_index_files)
+                            .map(SegmentIndexFile::parsed);
+                        // Stops when the index takes no more files.
+                        if ahead.send((k, checked)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(io_ctx(
+                    "starting a thread to read the segment index files".to_owned(),
+                ))?;
+        } else {
+            drop(ahead);
+        }
         while let Some(seg) = opened
             .get(start.segment_no as usize)
             .filter(|seg| seg.header.segment_no + 1 < opened.len() as u64)
         {
             let k = seg.header.segment_no;
-            let file = use_index_file
-                .then(|| read_segment_index(&seg_dir, k, &mut spare))
-                .flatten();
-            let matched = match &file {
-                Some(file) => match segment_index_matches(file, seg, &index, start)? {
-                    Ok(()) => file.push_into(&mut index, map_index_files),
-                    Err(reason) => Err(reason),
-                },
-                None => Err(String::new()),
+            let checked = match files.recv() {
+                Ok((no, checked)) => {
+                    debug_assert_eq!(no, k, "segment index files are read in order");
+                    checked
+                }
+                Err(_) => None,
+            };
+            let (file, matched) = match checked {
+                Some(Ok(parsed)) => {
+                    match segment_index_matches(&parsed.file, seg, &index, start)? {
+                        Ok(()) => {
+                            let (file, pushed) = parsed.push_into(&mut index, map_index_files);
+                            (Some(file), pushed)
+                        }
+                        Err(reason) => (Some(parsed.file), Err(reason)),
+                    }
+                }
+                // A file that does not match says so first, as one that does not parse.
+                Some(Err((reason, file))) => {
+                    let matched = segment_index_matches(&file, seg, &index, start)?;
+                    (Some(file), matched.and(Err(reason)))
+                }
+                None => (None, Err(String::new())),
             };
             match matched {
                 Ok(()) => {
@@ -1098,7 +1144,9 @@ pub(crate) fn recover(
                 }
             }
             if let Some(file) = file {
-                spare = file.into_bytes();
+                if let Some(spare) = file.into_spare() {
+                    let _ = give_back.send(spare);
+                }
             }
             let next = &opened[k as usize + 1];
             start = LogEnd {
@@ -1107,7 +1155,8 @@ pub(crate) fn recover(
                 salt: next.header.salt,
             };
         }
-        drop(spare);
+        // The reading thread stops at its next file.
+        drop(files);
         match (check, claim_to_use) {
             (Some(Ok(h)), _) => h
                 .join()

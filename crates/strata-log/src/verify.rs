@@ -107,7 +107,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         // The segment's own index file, when it is this segment's: it must place each event
         // where the log holds it, with its id, as the whole index file must; and its id
         // section and filter must be its ids (idempotent retries rely on them).
-        let seg_index = read_segment_index(&seg_dir, no, &mut Vec::new())
+        let seg_index = read_segment_index(&seg_dir, no, &mut Vec::new(), false)
             .filter(|f| f.seg.salt == seg.header.salt);
         // One of an earlier version is checked against the log below, not whole.
         if let Some(f) = seg_index.as_ref().filter(|f| f.is_current()) {
