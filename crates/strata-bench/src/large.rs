@@ -10,16 +10,44 @@ use strata_log::LogStore;
 
 /// Resident and peak memory of this process, in bytes, from `/proc/self/status`.
 pub fn memory_bytes() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let m = Memory::now();
+    (m.rss, m.peak)
+}
+
+/// This process's memory, in bytes, from `/proc/self/status` (0 where it says nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Resident (`VmRSS`): its own memory and the pages of files it maps.
+    pub rss: u64,
+    /// The peak of `rss` (`VmHWM`).
+    pub peak: u64,
+    /// Of `rss`, its own memory (`RssAnon`): the heap, where the index lives.
+    pub anon: u64,
+    /// Of `rss`, pages of files it maps (`RssFile`): the page cache of mapped segments and
+    /// index files, resident while mapped and reclaimable by the kernel. Linux maps the whole
+    /// large folio (up to 2 MiB) a read through a map falls in.
+    pub file: u64,
+}
+
+impl Memory {
+    /// The figures now.
+    pub fn now() -> Memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        Memory {
+            rss: field("VmRSS:"),
+            peak: field("VmHWM:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+        }
+    }
 }
 
 /// Fills `dir` with `events` events spread over `streams` streams (100-event appends from 16
@@ -79,6 +107,12 @@ pub struct OpenMeasure {
     pub rss_bytes: u64,
     /// Peak resident memory, in bytes.
     pub peak_rss_bytes: u64,
+    /// Of `rss_bytes`, the process's own memory ([`Memory::anon`]).
+    #[serde(default)]
+    pub rss_anon_bytes: u64,
+    /// Of `rss_bytes`, mapped files' pages ([`Memory::file`]).
+    #[serde(default)]
+    pub rss_file_bytes: u64,
     /// Time to read one stream after opening, in µs.
     pub stream_read_us: u64,
     /// Event ids held in memory right after opening (the rest are in segment index files).
@@ -94,6 +128,18 @@ pub struct OpenMeasure {
     /// Bytes of memory the stream, category and type position lists take.
     #[serde(default)]
     pub position_list_bytes: u64,
+    /// Whole streams read at random after the first read.
+    #[serde(default)]
+    pub random_streams_read: u64,
+    /// How long those reads took, in ms.
+    #[serde(default)]
+    pub random_streams_ms: u64,
+    /// Resident memory after them, in bytes.
+    #[serde(default)]
+    pub rss_after_random_streams_bytes: u64,
+    /// Of that, the process's own memory (see [`Memory::anon`]).
+    #[serde(default)]
+    pub rss_anon_after_random_streams_bytes: u64,
 }
 
 /// Opens the store in `dir`, serves a read, and reports time and memory.
@@ -111,9 +157,10 @@ pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
     if events.is_empty() {
         return Err("the large store has no account-7 events".to_owned());
     }
-    let (rss_bytes, peak_rss_bytes) = memory_bytes();
+    let memory = Memory::now();
     let ids = store.index_stats();
     let report = store.open_report().clone();
+    let random = read_random_streams(&store, report.events / 100).await?;
     // Closed, so the process ends with the store's files still: a store opened without its
     // index file writes one as it closes, and a drop would race the process's exit.
     store.close().await.map_err(|e| e.to_string())?;
@@ -126,8 +173,52 @@ pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
         open_ms,
         index_loaded: report.index_loaded,
         events_scanned: report.events_scanned,
-        rss_bytes,
-        peak_rss_bytes,
+        rss_bytes: memory.rss,
+        peak_rss_bytes: memory.peak,
+        rss_anon_bytes: memory.anon,
+        rss_file_bytes: memory.file,
         stream_read_us,
+        random_streams_read: random.streams,
+        random_streams_ms: random.took.as_millis() as u64,
+        rss_after_random_streams_bytes: random.memory.rss,
+        rss_anon_after_random_streams_bytes: random.memory.anon,
+    })
+}
+
+/// What reading streams chosen at random cost.
+struct RandomReads {
+    streams: u64,
+    took: Duration,
+    /// Memory after them.
+    memory: Memory,
+}
+
+/// Streams read at random by [`open_and_measure`] (the memory budget's second point).
+pub const RANDOM_STREAMS: u64 = 10_000;
+
+/// Reads [`RANDOM_STREAMS`] whole streams picked at random (a fixed sequence) among the
+/// `streams` of a store filled by [`populate`], one after another.
+async fn read_random_streams(store: &LogStore, streams: u64) -> Result<RandomReads, String> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let start = Instant::now();
+    for _ in 0..RANDOM_STREAMS {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let s =
+            StreamId::new(format!("account-{}", x % streams.max(1))).map_err(|e| e.to_string())?;
+        let events = store
+            .read_stream(&s, strata_core::ReadStreamOptions::forward().limit(1000))
+            .await
+            .map_err(|e| e.to_string())?;
+        if events.is_empty() {
+            return Err(format!("{s} has no events"));
+        }
+    }
+    Ok(RandomReads {
+        streams: RANDOM_STREAMS,
+        took: start.elapsed(),
+        memory: Memory::now(),
     })
 }

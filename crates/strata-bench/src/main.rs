@@ -290,17 +290,23 @@ async fn run_large(dir: &Path, events: u64, json: bool) -> Result<(), BenchError
             ("rebuilding index", &rebuilt),
         ] {
             println!(
-                "open {} events, {name}: {} ms; resident memory {:.0} MiB (peak {:.0} MiB, {:.0} bytes/event); event ids in memory {} ({:.1} MiB with the files' filters); entries {:.1} MiB; position lists {:.1} MiB; a 1,000-event stream read right after: {:.2} ms",
+                "open {} events, {name}: {} ms; resident memory {:.0} MiB (own {:.0} MiB, mapped files {:.0} MiB; peak {:.0} MiB, {:.0} bytes/event); event ids in memory {} ({:.1} MiB with the files' filters); entries {:.1} MiB; position lists {:.1} MiB; a 1,000-event stream read right after: {:.2} ms; then {} streams read at random in {} ms, resident after {:.0} MiB (own {:.0} MiB)",
                 m.events,
                 m.open_ms,
                 m.rss_bytes as f64 / 1048576.0,
+                m.rss_anon_bytes as f64 / 1048576.0,
+                m.rss_file_bytes as f64 / 1048576.0,
                 m.peak_rss_bytes as f64 / 1048576.0,
                 m.rss_bytes as f64 / m.events.max(1) as f64,
                 m.event_ids_in_memory,
                 m.event_id_bytes as f64 / 1048576.0,
                 m.entry_bytes as f64 / 1048576.0,
                 m.position_list_bytes as f64 / 1048576.0,
-                m.stream_read_us as f64 / 1000.0
+                m.stream_read_us as f64 / 1000.0,
+                m.random_streams_read,
+                m.random_streams_ms,
+                m.rss_after_random_streams_bytes as f64 / 1048576.0,
+                m.rss_anon_after_random_streams_bytes as f64 / 1048576.0,
             );
         }
     }

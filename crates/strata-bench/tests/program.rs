@@ -35,7 +35,15 @@ fn large_opens_the_store_in_fresh_processes_with_and_without_its_index() {
     ] {
         assert_eq!(v[run]["events"], 2000, "{v}");
         assert_eq!(v[run]["index_loaded"], index_loaded, "{v}");
-        assert!(v[run]["rss_bytes"].as_u64().unwrap() > 0, "{v}");
+        let rss = v[run]["rss_bytes"].as_u64().unwrap();
+        let anon = v[run]["rss_anon_bytes"].as_u64().unwrap();
+        assert!(anon > 0 && anon <= rss, "{v}");
+        // Every stream read at random was found (one without events fails the run).
+        assert_eq!(v[run]["random_streams_read"], 10_000, "{v}");
+        assert!(
+            v[run]["rss_after_random_streams_bytes"].as_u64().unwrap() > 0,
+            "{v}"
+        );
     }
     // The last open read every event from the log (the events fit in one segment, so the
     // second did too); the first read none of them.
