@@ -12,6 +12,8 @@
 //! starts     [5]                             (where block 1 begins)
 //! ```
 
+use smallvec::SmallVec;
+
 /// Positions per block: the most a lookup decodes. Its start takes 8 bytes per block; 64
 /// positions keep that at 1/8 byte per position.
 pub(crate) const BLOCK: usize = 64;
@@ -20,8 +22,10 @@ pub(crate) const BLOCK: usize = 64;
 #[derive(Default)]
 pub(crate) struct PositionList {
     bytes: Vec<u8>,
-    /// Where each block after the first begins in `bytes`.
-    starts: Vec<u64>,
+    /// Where each block after the first begins in `bytes`. The first such start is kept in
+    /// place: a list of up to two blocks (128 positions, most streams') allocates nothing
+    /// for it, where a vector took a heap block of 32 bytes.
+    starts: SmallVec<[u64; 1]>,
     len: u64,
     /// The last position pushed (meaningless while empty).
     last: u64,
@@ -68,7 +72,12 @@ impl PositionList {
 
     /// Bytes of memory the list takes beyond its own struct (capacity, not length).
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.starts.capacity() * 8
+        self.bytes.capacity()
+            + if self.starts.spilled() {
+                self.starts.capacity() * 8
+            } else {
+                0
+            }
     }
 
     /// Gives back the memory the vectors grew beyond what they hold.
@@ -296,6 +305,20 @@ mod tests {
             "a block: its first in 2 bytes, 63 gaps"
         );
         assert_eq!(l.starts.len(), 99);
+    }
+
+    /// A list of up to two blocks keeps its one block start in place: its only heap block is
+    /// its bytes. The list itself is no larger than with a vector of starts.
+    #[test]
+    fn two_blocks_allocate_only_their_bytes() {
+        let mut l = list_of(&(0..2 * BLOCK as u64).map(|p| p * 3).collect::<Vec<_>>());
+        l.shrink_to_fit();
+        assert_eq!(l.heap_bytes(), l.bytes.len());
+        assert!(!l.starts.spilled());
+        let mut l = list_of(&(0..2 * BLOCK as u64 + 1).collect::<Vec<_>>());
+        l.shrink_to_fit();
+        assert_eq!(l.heap_bytes(), l.bytes.len() + 2 * 8, "three blocks: two starts");
+        assert!(std::mem::size_of::<PositionList>() <= 64);
     }
 
     #[test]
