@@ -1078,6 +1078,37 @@ fn encode_postings(
     }
 }
 
+/// Checks that the stream postings of a segment index file `b` (its `streams` streams'
+/// counts at `streams_at.0`, their postings at `streams_at.1`; the counts add up to the number
+/// of entries, checked before) are exactly its `entries`' positions by stream, in order: they
+/// fill the stream lists on open. One pass over the entries: entry `k` naming stream `s` must
+/// be the next posting of `s` not yet met. With the counts adding up to the entries, every
+/// posting is then met once.
+fn check_stream_postings(
+    entries: &[u8],
+    b: &[u8],
+    (counts_at, postings_at): (usize, usize),
+    streams: usize,
+) -> Result<(), String> {
+    let mut next: Vec<u32> = Vec::with_capacity(streams);
+    let mut end: Vec<u32> = Vec::with_capacity(streams);
+    let mut sum = 0u32;
+    for s in 0..streams {
+        next.push(sum);
+        sum = sum.saturating_add(u32_at(b, counts_at + 4 * s));
+        end.push(sum);
+    }
+    for (k, e) in entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
+        let s = u32_at(e, 16) as usize;
+        let slot = next.get_mut(s).ok_or("an entry names an unknown stream")?;
+        if *slot >= end[s] || u32_at(b, postings_at + 4 * *slot as usize) != k as u32 {
+            return Err("its stream postings are not its entries' positions by stream".to_owned());
+        }
+        *slot += 1;
+    }
+    Ok(())
+}
+
 /// Where one name's postings lie in a segment index file.
 #[derive(Debug, Clone)]
 struct NameAt {
@@ -1088,17 +1119,17 @@ struct NameAt {
     lo: u64,
     hi: u64,
     /// The first posting of each of its blocks of [`postings::FILE_BLOCK`] (types' and
-    /// categories' only: streams' postings are not read yet).
+    /// categories' only: streams' postings are read whole, on open).
     fences: Box<[u32]>,
 }
 
-/// The postings of a segment index file's event types and categories: where each name's
-/// lie (see [`encode_postings`]).
+/// The postings of a segment index file: where each event type's and category's lie, and
+/// where the streams' start (see [`encode_postings`]).
 pub(crate) struct PostingsDir {
     /// The segment's first position.
     base: u64,
-    /// Where the streams' counts and the streams' postings start (each checked: increasing,
-    /// in the segment).
+    /// Where the streams' counts and the streams' postings start (checked against the
+    /// entries when the file is parsed whole: [`check_stream_postings`]).
     streams_at: (usize, usize),
     types: Vec<String>,
     type_at: Vec<NameAt>,
@@ -1111,8 +1142,10 @@ pub(crate) struct PostingsDir {
 impl PostingsDir {
     /// Reads the postings section at `at` of the file `b` of the `n` events from position
     /// `base` on, whose streams and types are `streams` and `types`. Checks that each kind's
-    /// counts add up to `n`, and each name's first and last postings lie in the segment (the
-    /// rest are checked as they are read, and by `strata verify`).
+    /// counts add up to `n`, that every stream and type has postings, and each name's first
+    /// and last postings lie in the segment (a type's or category's other postings are
+    /// checked as they are read, and by `strata verify`; the streams' against the entries by
+    /// [`check_stream_postings`]).
     fn parse(
         b: &[u8],
         at: usize,
@@ -1157,12 +1190,10 @@ impl PostingsDir {
                 if count > 0 && (lo > hi || hi >= n) {
                     return Err("a name's postings lie outside its segment".to_owned());
                 }
-                // A stream's postings are its list's next positions on open: all are checked.
-                if kind_no == 0
-                    && !(1..count as usize)
-                        .all(|j| u32_at(b, name_at + (j - 1) * 4) < u32_at(b, name_at + j * 4))
-                {
-                    return Err("a stream's postings do not increase".to_owned());
+                // The writer lists only names its entries use: a stream or type with no
+                // posting would be a name in the index that no event has.
+                if count == 0 && kind_no < 2 {
+                    return Err("it lists a stream or type no event of it has".to_owned());
                 }
                 let fences = match kind_no {
                     0 => Box::default(),
@@ -1368,6 +1399,7 @@ impl SegmentIndexFile {
             last_offset = loc_offset(l);
         }
         let dir = PostingsDir::parse(b, local.rest, seg.first, n, &local.streams, &local.types)?;
+        check_stream_postings(local.entries, b, dir.streams_at, local.streams.len())?;
         let pairs_at = dir.end;
         let bloom_at = pairs_at + n as usize * ID_PAIR_BYTES;
         if body.len() != bloom_at + bloom_words(n) * 8 {
@@ -2252,10 +2284,10 @@ mod tests {
 
     /// Loading a segment's index file fills the stream lists from its stream postings: each
     /// stream gets the positions, and the number, the index that wrote the file gave it. A
-    /// file (under a good CRC) whose stream postings do not increase is refused, the index
-    /// unchanged.
+    /// file (under a good CRC) whose stream postings are not exactly its entries' positions
+    /// by stream, or that lists a stream no entry names, is refused, the index unchanged.
     #[test]
-    fn stream_lists_load_from_the_stream_postings_which_must_increase() {
+    fn stream_lists_load_from_the_stream_postings_checked_against_the_entries() {
         let bytes = ten_events_segment_file();
         let mut written = Index::default();
         for p in 0..10 {
@@ -2283,23 +2315,50 @@ mod tests {
         assert_eq!(lists(&loaded)[1], ("account-1".to_owned(), vec![1, 6]));
 
         let file = SegmentIndexFile::check(bytes.clone(), path.clone()).unwrap();
-        let streams_at = file.parse().unwrap().1.streams_at.1;
-        // Stream 0's postings are 0 and 5: 5 twice keeps its first and last in the segment.
-        let bad = with_crc(&bytes, |bad| {
-            bad[streams_at..streams_at + 4].copy_from_slice(&5u32.to_le_bytes());
+        let (local, parsed, _, _) = file.parse().unwrap();
+        let (counts_at, postings_at) = parsed.streams_at;
+        let put =
+            |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        // Streams 0 and 1 have positions 0, 5 and 1, 6: each still increasing, counts right.
+        let swapped = with_crc(&bytes, |b| {
+            put(b, postings_at + 4, 6);
+            put(b, postings_at + 12, 5);
         });
-        std::fs::write(&path, &bad).unwrap();
-        let mut fresh = Index::default();
-        let err = SegmentIndexFile::check(bad, path)
-            .unwrap()
-            .push_into(&mut fresh, false)
-            .unwrap_err();
-        assert!(err.contains("do not increase"), "{err}");
-        assert_eq!(
-            (fresh.next_position(), fresh.streams.len()),
-            (0, 0),
-            "the index is unchanged"
-        );
+        // 5 twice: its first and last still in the segment.
+        let repeated = with_crc(&bytes, |b| put(b, postings_at, 5));
+        // A sixth stream listed, with no posting and no entry naming it.
+        let mut names_end = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
+        for _ in 0..local.streams.len() {
+            names_end += 2 + usize::from(u16_at(&bytes, names_end));
+        }
+        let unused = with_crc(&bytes, |b| {
+            let after_stream_counts = counts_at + 4 * local.streams.len();
+            b.splice(after_stream_counts..after_stream_counts, 0u32.to_le_bytes());
+            let name = b"account-99";
+            let mut listed = (name.len() as u16).to_le_bytes().to_vec();
+            listed.extend_from_slice(name);
+            b.splice(names_end..names_end, listed);
+            let streams = u32_at(b, 56) + 1;
+            put(b, 56, streams);
+        });
+        for (bad, why) in [
+            (swapped, "not its entries' positions"),
+            (repeated, "not its entries' positions"),
+            (unused, "no event of it has"),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let mut fresh = Index::default();
+            let err = SegmentIndexFile::check(bad, path.clone())
+                .unwrap()
+                .push_into(&mut fresh, false)
+                .unwrap_err();
+            assert!(err.contains(why), "{err}");
+            assert_eq!(
+                (fresh.next_position(), fresh.streams.len()),
+                (0, 0),
+                "the index is unchanged"
+            );
+        }
     }
 
     /// An index file encoded a few entries at a time, while events (new streams and types

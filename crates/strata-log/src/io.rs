@@ -112,11 +112,14 @@ impl LogFile for StdFile {
 pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     // SAFETY: a segment index file is written whole (temp file, fsync, rename) and never
     // written again in place or cut: Strata only renames another file over its name or
-    // removes it, and either leaves an existing map of it intact. Its entries are checked (on
-    // open) or encoded (by the writer) before the map is read, and the map's length and
-    // header are compared with those checked bytes. As with segment files, a file changed
-    // underneath a running store by something else breaks the store's contract; with a map
-    // it can end the process (SIGBUS), as a failing disk can.
+    // removes it, and either leaves an existing map of it intact. Open checks a file through
+    // a map of it (its CRC, its structure, its stream postings against its entries) and then
+    // reads its stream postings through the same map; a map opened for reads is read only at
+    // entries checked on open (or encoded by the writer), after its length and the file's
+    // header and CRC (read with `pread`) are compared with those checked bytes. As with
+    // segment files, a file changed underneath a running store by something else breaks the
+    // store's contract; with a map it can end the process (SIGBUS), as a failing disk can,
+    // opening included (where `pread` would give an error, and the segment be scanned).
     unsafe { memmap2::Mmap::map(file) }
 }
 

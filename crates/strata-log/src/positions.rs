@@ -317,7 +317,11 @@ mod tests {
         assert!(!l.starts.spilled());
         let mut l = list_of(&(0..2 * BLOCK as u64 + 1).collect::<Vec<_>>());
         l.shrink_to_fit();
-        assert_eq!(l.heap_bytes(), l.bytes.len() + 2 * 8, "three blocks: two starts");
+        assert_eq!(
+            l.heap_bytes(),
+            l.bytes.len() + 2 * 8,
+            "three blocks: two starts"
+        );
         assert!(std::mem::size_of::<PositionList>() <= 64);
     }
 

@@ -1071,9 +1071,10 @@ pub(crate) fn recover(
         // Buffers given back, for the next files to be read into.
         let (give_back, spares) = std::sync::mpsc::channel::<Vec<u8>>();
         let sealed = (opened.len() as u64).saturating_sub(1);
+        let mut reader = None;
         if use_index_file {
             let seg_dir = &seg_dir;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("strata-open-read".to_owned())
                 .spawn_scoped(scope, move || {
                     for k in 0..sealed {
@@ -1089,6 +1090,7 @@ pub(crate) fn recover(
                 .map_err(io_ctx(
                     "starting a thread to read the segment index files".to_owned(),
                 ))?;
+            reader = Some(spawned);
         } else {
             drop(ahead);
         }
@@ -1098,11 +1100,17 @@ pub(crate) fn recover(
         {
             let k = seg.header.segment_no;
             let checked = match files.recv() {
-                Ok((no, checked)) => {
-                    debug_assert_eq!(no, k, "segment index files are read in order");
-                    checked
+                // Both sides go through the sealed segments in order from 0.
+                Ok((no, checked)) if no == k => checked,
+                Ok(_) => None,
+                // The reading thread ended before its last file: it panicked. The panic goes
+                // on here rather than every file left being taken as missing.
+                Err(_) => {
+                    if let Some(Err(panic)) = reader.take().map(|r| r.join()) {
+                        std::panic::resume_unwind(panic);
+                    }
+                    None
                 }
-                Err(_) => None,
             };
             let (file, matched) = match checked {
                 Some(Ok(parsed)) => {

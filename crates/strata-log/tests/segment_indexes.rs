@@ -1180,3 +1180,56 @@ fn version_2_segment_index_files_are_written_again_and_still_record_losses() {
     strata_log::LogStore::wait_for_dropped();
     old_files_record_losses(to_v2);
 }
+
+/// A segment index file (under a good CRC) whose stream postings give one stream's positions
+/// to another (their postings merged, the second's count 0) is refused on open: its segment
+/// is scanned, and both streams read as they did. The stream lists come from the postings, so
+/// a file that passed would make them disagree with the log.
+#[test]
+fn stream_postings_that_disagree_with_the_entries_are_refused_on_open() {
+    let (dir, _events, sealed) = filled(500);
+    let read = |store: &LogStore, s: &StreamId| -> Vec<(String, u64)> {
+        rt().block_on(async {
+            let events = store
+                .read_stream(s, strata_core::ReadStreamOptions::forward().limit(10_000))
+                .await
+                .unwrap();
+            events
+                .into_iter()
+                .map(|e| (e.stream_id.to_string(), e.stream_version))
+                .collect()
+        })
+    };
+    let victim = segment_index(dir.path(), 3);
+    let b = std::fs::read(&victim).unwrap();
+    let names = names_of(&b);
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let (c0, c1) = (u32_at(names.end), u32_at(names.end + 4));
+    assert!(c0 > 0 && c1 > 0, "both streams have events in segment 3");
+    let categories = 1;
+    let postings = names.end + 4 * (names.streams.len() + names.types + categories);
+    let mut merged: Vec<u32> = (0..c0 + c1).map(|k| u32_at(postings + 4 * k) as u32).collect();
+    merged.sort_unstable();
+    let mut out = b[..b.len() - 4].to_vec();
+    out[names.end..names.end + 4].copy_from_slice(&((c0 + c1) as u32).to_le_bytes());
+    out[names.end + 4..names.end + 8].copy_from_slice(&0u32.to_le_bytes());
+    for (k, p) in merged.iter().enumerate() {
+        out[postings + 4 * k..postings + 4 * k + 4].copy_from_slice(&p.to_le_bytes());
+    }
+    let first = StreamId::new(names.streams[0].clone()).unwrap();
+    let second = StreamId::new(names.streams[1].clone()).unwrap();
+    let store = open(dir.path());
+    let before = (read(&store, &first), read(&store, &second));
+    close(store);
+    write_version(&victim, 3, out);
+    let store = open(dir.path());
+    assert_eq!(
+        (
+            store.open_report().segment_indexes_loaded,
+            store.open_report().segment_indexes_missing
+        ),
+        (sealed - 1, 1),
+        "segment 3 scanned"
+    );
+    assert_eq!((read(&store, &first), read(&store, &second)), before);
+}
