@@ -1078,35 +1078,54 @@ fn encode_postings(
     }
 }
 
-/// Checks that the stream postings of a segment index file `b` (its `streams` streams'
-/// counts at `streams_at.0`, their postings at `streams_at.1`; the counts add up to the number
-/// of entries, checked before) are exactly its `entries`' positions by stream, in order: they
-/// fill the stream lists on open. One pass over the entries: entry `k` naming stream `s` must
-/// be the next posting of `s` not yet met. With the counts adding up to the entries, every
-/// posting is then met once.
-fn check_stream_postings(
-    entries: &[u8],
-    b: &[u8],
-    (counts_at, postings_at): (usize, usize),
-    streams: usize,
-) -> Result<(), String> {
-    let mut next: Vec<u32> = Vec::with_capacity(streams);
-    let mut end: Vec<u32> = Vec::with_capacity(streams);
-    let mut sum = 0u32;
-    for s in 0..streams {
-        next.push(sum);
-        sum = sum.saturating_add(u32_at(b, counts_at + 4 * s));
-        end.push(sum);
+/// Checks that the stream postings of a segment index file `b` are exactly its entries'
+/// positions by stream, in order: they fill the stream lists on open. Entry `k` naming stream
+/// `s`, given in order ([`entry`](Self::entry)), must be the next posting of `s` not yet met;
+/// with the counts adding up to the number of entries (checked before), every posting is then
+/// met once.
+struct StreamPostingsCheck<'a> {
+    b: &'a [u8],
+    /// Where the streams' postings start.
+    postings_at: usize,
+    /// Per stream, the slot of its next posting, and the end of its slots.
+    next: Vec<u32>,
+    end: Vec<u32>,
+}
+
+impl<'a> StreamPostingsCheck<'a> {
+    /// The check of the `streams` streams' postings of `b`: their counts at `streams_at.0`,
+    /// their postings at `streams_at.1`.
+    fn new(b: &'a [u8], (counts_at, postings_at): (usize, usize), streams: usize) -> Self {
+        let mut next = Vec::with_capacity(streams);
+        let mut end = Vec::with_capacity(streams);
+        let mut sum = 0u32;
+        for s in 0..streams {
+            next.push(sum);
+            sum = sum.saturating_add(u32_at(b, counts_at + 4 * s));
+            end.push(sum);
+        }
+        StreamPostingsCheck {
+            b,
+            postings_at,
+            next,
+            end,
+        }
     }
-    for (k, e) in entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
+
+    /// Entry `k`, `e`: the entries must come in order.
+    fn entry(&mut self, k: usize, e: &[u8]) -> Result<(), String> {
         let s = u32_at(e, 16) as usize;
-        let slot = next.get_mut(s).ok_or("an entry names an unknown stream")?;
-        if *slot >= end[s] || u32_at(b, postings_at + 4 * *slot as usize) != k as u32 {
+        let slot = self
+            .next
+            .get_mut(s)
+            .ok_or("an entry names an unknown stream")?;
+        if *slot >= self.end[s] || u32_at(self.b, self.postings_at + 4 * *slot as usize) != k as u32
+        {
             return Err("its stream postings are not its entries' positions by stream".to_owned());
         }
         *slot += 1;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Where one name's postings lie in a segment index file.
@@ -1129,7 +1148,7 @@ pub(crate) struct PostingsDir {
     /// The segment's first position.
     base: u64,
     /// Where the streams' counts and the streams' postings start (checked against the
-    /// entries when the file is parsed whole: [`check_stream_postings`]).
+    /// entries when the file is parsed whole: [`StreamPostingsCheck`]).
     streams_at: (usize, usize),
     types: Vec<String>,
     type_at: Vec<NameAt>,
@@ -1145,7 +1164,7 @@ impl PostingsDir {
     /// counts add up to `n`, that every stream and type has postings, and each name's first
     /// and last postings lie in the segment (a type's or category's other postings are
     /// checked as they are read, and by `strata verify`; the streams' against the entries by
-    /// [`check_stream_postings`]).
+    /// [`StreamPostingsCheck`]).
     fn parse(
         b: &[u8],
         at: usize,
@@ -1365,7 +1384,8 @@ impl SegmentIndexFile {
 
     /// Checks the whole file: its names, that each entry names one of them, that its records
     /// lie in its segment in order, up to its end, its postings' counts and bounds
-    /// ([`PostingsDir::parse`]), and that its id section is its entries' ids sorted, followed
+    /// ([`PostingsDir::parse`]), its streams' postings against its entries
+    /// ([`StreamPostingsCheck`]), and that its id section is its entries' ids sorted, followed
     /// by the filter and the CRC. Returns the entries, the postings, and where the id section
     /// and the filter start.
     fn parse(&self) -> Result<(LocalEntries<'_>, PostingsDir, usize, usize), String> {
@@ -1386,8 +1406,11 @@ impl SegmentIndexFile {
             u32_at(b, 56) as usize,
             u32_at(b, 60) as usize,
         )?;
+        let dir = PostingsDir::parse(b, local.rest, seg.first, n, &local.streams, &local.types)?;
+        // One pass over the entries for both checks: they are most of the file.
+        let mut streams = StreamPostingsCheck::new(b, dir.streams_at, local.streams.len());
         let mut last_offset = 0;
-        for e in local.entries.chunks_exact(INDEX_ENTRY_BYTES) {
+        for (k, e) in local.entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
             let l = u64_at(e, 0);
             if loc_segment(l) != seg.segment_no
                 || loc_offset(l) < SEGMENT_HEADER_BYTES
@@ -1397,9 +1420,8 @@ impl SegmentIndexFile {
                 return Err("an entry lies outside its segment or out of order".to_owned());
             }
             last_offset = loc_offset(l);
+            streams.entry(k, e)?;
         }
-        let dir = PostingsDir::parse(b, local.rest, seg.first, n, &local.streams, &local.types)?;
-        check_stream_postings(local.entries, b, dir.streams_at, local.streams.len())?;
         let pairs_at = dir.end;
         let bloom_at = pairs_at + n as usize * ID_PAIR_BYTES;
         if body.len() != bloom_at + bloom_words(n) * 8 {

@@ -1208,7 +1208,9 @@ fn stream_postings_that_disagree_with_the_entries_are_refused_on_open() {
     assert!(c0 > 0 && c1 > 0, "both streams have events in segment 3");
     let categories = 1;
     let postings = names.end + 4 * (names.streams.len() + names.types + categories);
-    let mut merged: Vec<u32> = (0..c0 + c1).map(|k| u32_at(postings + 4 * k) as u32).collect();
+    let mut merged: Vec<u32> = (0..c0 + c1)
+        .map(|k| u32_at(postings + 4 * k) as u32)
+        .collect();
     merged.sort_unstable();
     let mut out = b[..b.len() - 4].to_vec();
     out[names.end..names.end + 4].copy_from_slice(&((c0 + c1) as u32).to_le_bytes());
