@@ -1078,24 +1078,34 @@ fn encode_postings(
     }
 }
 
-/// Checks that the stream postings of a segment index file `b` are exactly its entries'
-/// positions by stream, in order: they fill the stream lists on open. Entry `k` naming stream
-/// `s`, given in order ([`entry`](Self::entry)), must be the next posting of `s` not yet met;
-/// with the counts adding up to the number of entries (checked before), every posting is then
-/// met once.
-struct StreamPostingsCheck<'a> {
+/// Checks a segment index file's postings against its entries, in the pass open makes over
+/// them: that its streams' postings are exactly its entries' positions by stream, in order
+/// (they fill the stream lists on open), and that each type's count is the number of entries
+/// naming it (so a type listed is one an event has). Entry `k` naming stream `s`, given in
+/// order ([`entry`](Self::entry)), must be the next posting of `s` not yet met, and takes one
+/// from its type's count. With each kind's counts adding up to the number of entries (checked
+/// before), every posting is then met once and every type's count used up. A type's postings
+/// themselves are checked as they are read, and by `strata verify`.
+struct PostingsCheck<'a> {
     b: &'a [u8],
     /// Where the streams' postings start.
     postings_at: usize,
     /// Per stream, the slot of its next posting, and the end of its slots.
     next: Vec<u32>,
     end: Vec<u32>,
+    /// Per type, the entries naming it not met yet.
+    types_left: Vec<u32>,
 }
 
-impl<'a> StreamPostingsCheck<'a> {
-    /// The check of the `streams` streams' postings of `b`: their counts at `streams_at.0`,
-    /// their postings at `streams_at.1`.
-    fn new(b: &'a [u8], (counts_at, postings_at): (usize, usize), streams: usize) -> Self {
+impl<'a> PostingsCheck<'a> {
+    /// The check of `b`'s postings of `streams` streams and `types` types: their counts at
+    /// `streams_at.0` (streams', then types'), the streams' postings at `streams_at.1`.
+    fn new(
+        b: &'a [u8],
+        (counts_at, postings_at): (usize, usize),
+        streams: usize,
+        types: usize,
+    ) -> Self {
         let mut next = Vec::with_capacity(streams);
         let mut end = Vec::with_capacity(streams);
         let mut sum = 0u32;
@@ -1104,17 +1114,20 @@ impl<'a> StreamPostingsCheck<'a> {
             sum = sum.saturating_add(u32_at(b, counts_at + 4 * s));
             end.push(sum);
         }
-        StreamPostingsCheck {
+        let types_at = counts_at + 4 * streams;
+        let types_left = (0..types).map(|t| u32_at(b, types_at + 4 * t)).collect();
+        PostingsCheck {
             b,
             postings_at,
             next,
             end,
+            types_left,
         }
     }
 
     /// Entry `k`, `e`: the entries must come in order.
     fn entry(&mut self, k: usize, e: &[u8]) -> Result<(), String> {
-        let s = u32_at(e, 16) as usize;
+        let (s, t) = (u32_at(e, 16) as usize, u32_at(e, 20) as usize);
         let slot = self
             .next
             .get_mut(s)
@@ -1124,6 +1137,13 @@ impl<'a> StreamPostingsCheck<'a> {
             return Err("its stream postings are not its entries' positions by stream".to_owned());
         }
         *slot += 1;
+        let left = self
+            .types_left
+            .get_mut(t)
+            .ok_or("an entry names an unknown type")?;
+        *left = left
+            .checked_sub(1)
+            .ok_or("its type counts are not its entries' by type")?;
         Ok(())
     }
 }
@@ -1148,7 +1168,7 @@ pub(crate) struct PostingsDir {
     /// The segment's first position.
     base: u64,
     /// Where the streams' counts and the streams' postings start (checked against the
-    /// entries when the file is parsed whole: [`StreamPostingsCheck`]).
+    /// entries when the file is parsed whole: [`PostingsCheck`]).
     streams_at: (usize, usize),
     types: Vec<String>,
     type_at: Vec<NameAt>,
@@ -1164,7 +1184,7 @@ impl PostingsDir {
     /// counts add up to `n`, that every stream and type has postings, and each name's first
     /// and last postings lie in the segment (a type's or category's other postings are
     /// checked as they are read, and by `strata verify`; the streams' against the entries by
-    /// [`StreamPostingsCheck`]).
+    /// [`PostingsCheck`]).
     fn parse(
         b: &[u8],
         at: usize,
@@ -1385,7 +1405,7 @@ impl SegmentIndexFile {
     /// Checks the whole file: its names, that each entry names one of them, that its records
     /// lie in its segment in order, up to its end, its postings' counts and bounds
     /// ([`PostingsDir::parse`]), its streams' postings against its entries
-    /// ([`StreamPostingsCheck`]), and that its id section is its entries' ids sorted, followed
+    /// ([`PostingsCheck`]), and that its id section is its entries' ids sorted, followed
     /// by the filter and the CRC. Returns the entries, the postings, and where the id section
     /// and the filter start.
     fn parse(&self) -> Result<(LocalEntries<'_>, PostingsDir, usize, usize), String> {
@@ -1408,7 +1428,8 @@ impl SegmentIndexFile {
         )?;
         let dir = PostingsDir::parse(b, local.rest, seg.first, n, &local.streams, &local.types)?;
         // One pass over the entries for both checks: they are most of the file.
-        let mut streams = StreamPostingsCheck::new(b, dir.streams_at, local.streams.len());
+        let mut postings =
+            PostingsCheck::new(b, dir.streams_at, local.streams.len(), local.types.len());
         let mut last_offset = 0;
         for (k, e) in local.entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
             let l = u64_at(e, 0);
@@ -1420,7 +1441,7 @@ impl SegmentIndexFile {
                 return Err("an entry lies outside its segment or out of order".to_owned());
             }
             last_offset = loc_offset(l);
-            streams.entry(k, e)?;
+            postings.entry(k, e)?;
         }
         let pairs_at = dir.end;
         let bloom_at = pairs_at + n as usize * ID_PAIR_BYTES;
@@ -2348,25 +2369,37 @@ mod tests {
         });
         // 5 twice: its first and last still in the segment.
         let repeated = with_crc(&bytes, |b| put(b, postings_at, 5));
-        // A sixth stream listed, with no posting and no entry naming it.
-        let mut names_end = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
-        for _ in 0..local.streams.len() {
-            names_end += 2 + usize::from(u16_at(&bytes, names_end));
-        }
-        let unused = with_crc(&bytes, |b| {
-            let after_stream_counts = counts_at + 4 * local.streams.len();
-            b.splice(after_stream_counts..after_stream_counts, 0u32.to_le_bytes());
-            let name = b"account-99";
-            let mut listed = (name.len() as u16).to_le_bytes().to_vec();
-            listed.extend_from_slice(name);
-            b.splice(names_end..names_end, listed);
-            let streams = u32_at(b, 56) + 1;
-            put(b, 56, streams);
-        });
+        // A name added to the end of a kind's names (0: streams, 1: types), with `count`
+        // postings taken from the last of that kind's names before it; postings unchanged.
+        let (streams, types) = (local.streams.len(), local.types.len());
+        let added = |kind: usize, name: &[u8], count: u32| {
+            let mut names_end = SEGMENT_INDEX_HEADER_BYTES + 10 * INDEX_ENTRY_BYTES;
+            for _ in 0..streams + kind * types {
+                names_end += 2 + usize::from(u16_at(&bytes, names_end));
+            }
+            with_crc(&bytes, |b| {
+                let counts_end = counts_at + 4 * (streams + kind * types);
+                let before = u32_at(b, counts_end - 4) - count;
+                put(b, counts_end - 4, before);
+                b.splice(counts_end..counts_end, count.to_le_bytes());
+                let mut listed = (name.len() as u16).to_le_bytes().to_vec();
+                listed.extend_from_slice(name);
+                b.splice(names_end..names_end, listed);
+                let listed_count = u32_at(b, 56 + 4 * kind) + 1;
+                put(b, 56 + 4 * kind, listed_count);
+            })
+        };
         for (bad, why) in [
             (swapped, "not its entries' positions"),
             (repeated, "not its entries' positions"),
-            (unused, "no event of it has"),
+            // No posting, and no entry naming it.
+            (added(0, b"account-99", 0), "no event of it has"),
+            // Stream 4's last posting (9) given to it: entry 9, of stream 4, is past the end
+            // of stream 4's postings.
+            (added(0, b"account-99", 1), "not its entries' positions"),
+            // Type 2's last posting given to a type no entry names.
+            (added(1, b"Ghost", 1), "type counts"),
+            (added(1, b"Ghost", 0), "no event of it has"),
         ] {
             std::fs::write(&path, &bad).unwrap();
             let mut fresh = Index::default();

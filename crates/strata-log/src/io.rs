@@ -114,9 +114,10 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     // written again in place or cut: Strata only renames another file over its name or
     // removes it, and either leaves an existing map of it intact. Open checks a file through
     // a map of it (its CRC, its structure, its stream postings against its entries) and then
-    // reads its stream postings through the same map; a map opened for reads is read only at
-    // entries checked on open (or encoded by the writer), after its length and the file's
-    // header and CRC (read with `pread`) are compared with those checked bytes. As with
+    // reads its stream postings through the same map; a map opened for reads (after its
+    // length and the file's header and CRC, read with `pread`, are compared with those
+    // checked bytes) is read at entries checked on open (or encoded by the writer) and at
+    // type and category postings, each block checked as it is read. As with
     // segment files, a file changed underneath a running store by something else breaks the
     // store's contract; with a map it can end the process (SIGBUS), as a failing disk can,
     // opening included (where `pread` would give an error, and the segment be scanned).

@@ -1102,7 +1102,10 @@ pub(crate) fn recover(
             let checked = match files.recv() {
                 // Both sides go through the sealed segments in order from 0.
                 Ok((no, checked)) if no == k => checked,
-                Ok(_) => None,
+                Ok((no, _)) => {
+                    tracing::warn!(expected = k, read = no, "the segment index files were read out of order; scanning the segment instead");
+                    None
+                }
                 // The reading thread ended before its last file: it panicked. The panic goes
                 // on here rather than every file left being taken as missing.
                 Err(_) => {

@@ -1181,10 +1181,11 @@ fn version_2_segment_index_files_are_written_again_and_still_record_losses() {
     old_files_record_losses(to_v2);
 }
 
-/// A segment index file (under a good CRC) whose stream postings give one stream's positions
-/// to another (their postings merged, the second's count 0) is refused on open: its segment
-/// is scanned, and both streams read as they did. The stream lists come from the postings, so
-/// a file that passed would make them disagree with the log.
+/// A segment index file (under a good CRC) whose stream postings give positions of one stream
+/// to another (the two streams' postings, merged and split again at the first's count: both
+/// counts as they were, each list increasing) is refused on open: its segment is scanned,
+/// and both streams read as they did. The stream lists come from the postings, so a file that
+/// passed would make them disagree with the log.
 #[test]
 fn stream_postings_that_disagree_with_the_entries_are_refused_on_open() {
     let (dir, _events, sealed) = filled(500);
@@ -1208,13 +1209,16 @@ fn stream_postings_that_disagree_with_the_entries_are_refused_on_open() {
     assert!(c0 > 0 && c1 > 0, "both streams have events in segment 3");
     let categories = 1;
     let postings = names.end + 4 * (names.streams.len() + names.types + categories);
-    let mut merged: Vec<u32> = (0..c0 + c1)
+    let given: Vec<u32> = (0..c0 + c1)
         .map(|k| u32_at(postings + 4 * k) as u32)
         .collect();
+    let mut merged = given.clone();
     merged.sort_unstable();
+    assert_ne!(
+        merged, given,
+        "the two streams' events interleave in segment 3"
+    );
     let mut out = b[..b.len() - 4].to_vec();
-    out[names.end..names.end + 4].copy_from_slice(&((c0 + c1) as u32).to_le_bytes());
-    out[names.end + 4..names.end + 8].copy_from_slice(&0u32.to_le_bytes());
     for (k, p) in merged.iter().enumerate() {
         out[postings + 4 * k..postings + 4 * k + 4].copy_from_slice(&p.to_le_bytes());
     }
