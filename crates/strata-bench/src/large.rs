@@ -8,12 +8,6 @@ use std::time::{Duration, Instant};
 use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
 use strata_log::LogStore;
 
-/// Resident and peak memory of this process, in bytes, from `/proc/self/status`.
-pub fn memory_bytes() -> (u64, u64) {
-    let m = Memory::now();
-    (m.rss, m.peak)
-}
-
 /// This process's memory, in bytes, from `/proc/self/status` (0 where it says nothing).
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {

@@ -1148,7 +1148,7 @@ impl<'a> PostingsCheck<'a> {
     }
 }
 
-/// Where one name's postings lie in a segment index file.
+/// Where an event type's or category's postings lie in a segment index file.
 #[derive(Debug, Clone)]
 struct NameAt {
     /// The byte offset of its first posting, and how many it has.
@@ -1157,8 +1157,7 @@ struct NameAt {
     /// Its first and last positions (meaningless without postings).
     lo: u64,
     hi: u64,
-    /// The first posting of each of its blocks of [`postings::FILE_BLOCK`] (types' and
-    /// categories' only: streams' postings are read whole, on open).
+    /// The first posting of each of its blocks of [`postings::FILE_BLOCK`].
     fences: Box<[u32]>,
 }
 
@@ -1181,9 +1180,9 @@ pub(crate) struct PostingsDir {
 impl PostingsDir {
     /// Reads the postings section at `at` of the file `b` of the `n` events from position
     /// `base` on, whose streams and types are `streams` and `types`. Checks that each kind's
-    /// counts add up to `n`, that every stream and type has postings, and each name's first
-    /// and last postings lie in the segment (a type's or category's other postings are
-    /// checked as they are read, and by `strata verify`; the streams' against the entries by
+    /// counts add up to `n`, that every stream and type has postings, and each type's and
+    /// category's first and last postings lie in the segment (its other postings are checked
+    /// as they are read, and by `strata verify`; the streams' against the entries by
     /// [`PostingsCheck`]).
     fn parse(
         b: &[u8],
@@ -1210,7 +1209,9 @@ impl PostingsDir {
         let mut kinds: Vec<Vec<NameAt>> = Vec::with_capacity(3);
         for (kind_no, names) in names.into_iter().enumerate() {
             let mut sum = 0u64;
-            let mut kind = Vec::with_capacity(names);
+            // Streams' postings are not kept here: they fill the stream lists once checked
+            // against the entries whole ([`PostingsCheck`]).
+            let mut kind = Vec::with_capacity(if kind_no == 0 { 0 } else { names });
             for _ in 0..names {
                 let count = u64::from(u32_at(b, count_at));
                 count_at += 4;
@@ -1218,6 +1219,14 @@ impl PostingsDir {
                 sum += count;
                 if sum > n {
                     return Err("its postings counts exceed its events".to_owned());
+                }
+                // The writer lists only names its entries use: a stream or type with no
+                // posting would be a name in the index that no event has.
+                if count == 0 && kind_no < 2 {
+                    return Err("it lists a stream or type no event of it has".to_owned());
+                }
+                if kind_no == 0 {
+                    continue;
                 }
                 let (lo, hi) = match count {
                     0 => (0, 0),
@@ -1229,17 +1238,9 @@ impl PostingsDir {
                 if count > 0 && (lo > hi || hi >= n) {
                     return Err("a name's postings lie outside its segment".to_owned());
                 }
-                // The writer lists only names its entries use: a stream or type with no
-                // posting would be a name in the index that no event has.
-                if count == 0 && kind_no < 2 {
-                    return Err("it lists a stream or type no event of it has".to_owned());
-                }
-                let fences = match kind_no {
-                    0 => Box::default(),
-                    _ => (0..count.div_ceil(postings::FILE_BLOCK))
-                        .map(|j| u32_at(b, name_at + (j * postings::FILE_BLOCK) as usize * 4))
-                        .collect(),
-                };
+                let fences = (0..count.div_ceil(postings::FILE_BLOCK))
+                    .map(|j| u32_at(b, name_at + (j * postings::FILE_BLOCK) as usize * 4))
+                    .collect();
                 kind.push(NameAt {
                     at: name_at,
                     count,
