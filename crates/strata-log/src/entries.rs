@@ -162,9 +162,14 @@ impl EntryFile {
         n: usize,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<T, ReadError> {
+        Ok(f(&self.read_vec(at, n)?))
+    }
+
+    /// Bytes `at..at + n` of the file, read with one `pread`.
+    pub fn read_vec(&self, at: usize, n: usize) -> Result<Vec<u8>, ReadError> {
         let mut buf = vec![0u8; n];
         self.read_at(at, &mut buf)?;
-        Ok(f(&buf))
+        Ok(buf)
     }
 
     /// Reads `buf.len()` bytes at `at` of the file into `buf`.
@@ -521,7 +526,7 @@ impl Deferred {
     }
 
     /// Every position with its entry, in the order added; reads the deferred ones from their
-    /// files (page faults on their maps, or `pread`s: one per run of consecutive positions).
+    /// files (`pread`s: one per run of consecutive positions).
     pub fn read(mut self) -> Result<Vec<(u64, Entry)>, ReadError> {
         self.files.sort_unstable_by_key(|(first, _)| *first);
         let items = &self.items;

@@ -1781,7 +1781,7 @@ struct Matcher<'a, 'f> {
 }
 
 /// Entries a `$all` walk of every position by stream prefix reads at once (10 KiB): one
-/// `pread` (or a few pages of a map) per this many positions examined, not one per position.
+/// `pread` per this many positions examined, not one per position.
 /// A walk along lists reads one at a time: its positions lie apart.
 const PREFIX_RUN_ENTRIES: usize = 256;
 

@@ -139,7 +139,7 @@ impl Blocks {
         }
         let mut read = Vec::with_capacity(wanted.len());
         for (file, at, len) in wanted {
-            let bytes = file.with_bytes(at, len, <[u8]>::to_vec)?;
+            let bytes = file.read_vec(at, len)?;
             read.push((file, at, bytes));
         }
         let mut f = fetched.borrow_mut();
@@ -825,11 +825,11 @@ mod tests {
             let (_dir, postings) = one_part(40, bad, 3, (3, 9), &[3]);
             let direct = Blocks::direct();
             let mut r = postings.reader(&direct);
-            assert!(matches!(r.get(1), Err(ReadError::Corruption(_))),);
+            assert!(matches!(r.get(1), Err(ReadError::Corruption(_))));
             assert!(matches!(
                 postings.count_below(5, &direct),
                 Err(ReadError::Corruption(_))
-            ),);
+            ));
             // Fetched in rounds, the same.
             let fetched = Blocks::fetched_in_rounds();
             let got = fetched.run(|| (), |_, b| postings.reader(b).get(1));

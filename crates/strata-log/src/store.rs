@@ -556,8 +556,8 @@ impl LogStore {
     }
 
     /// Reads the records of `hits` on the runtime's blocking pool, after the entries of
-    /// those in index files: a read is `pread`s or page faults on mapped segments and index
-    /// files (and a long scattered one joins reader threads), none of which may hold a
+    /// those in index files: a read is `pread`s, or page faults on mapped segments (and a
+    /// long scattered one joins reader threads), none of which may hold a
     /// runtime worker. An empty read costs no hand-over.
     async fn read_hits(&self, hits: Deferred) -> Result<Vec<RecordedEvent>, ReadError> {
         if hits.is_empty() {
