@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata_bench::large::evict;
 use strata_core::{EventData, EventStore, ExpectedVersion, Filter, Position, ReadAllOptions};
 use strata_log::LogStore;
 
@@ -31,23 +32,6 @@ fn index_files(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "idx"))
         .collect()
-}
-
-/// Drops `files`' pages from the page cache (they are clean: nothing is written), with GNU
-/// `dd iflag=nocache count=0`, which asks the kernel to drop a whole file's cached pages.
-fn evict(files: &[PathBuf]) {
-    for path in files {
-        let mut input = std::ffi::OsString::from("if=");
-        input.push(path);
-        let _ = std::process::Command::new("dd")
-            .args([
-                input.as_os_str(),
-                "iflag=nocache".as_ref(),
-                "count=0".as_ref(),
-            ])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 #[tokio::main]

@@ -2,7 +2,7 @@
 //! serve on this machine. The store is filled in this process; opening it is measured in a
 //! fresh process (so its memory is the open store's alone) by `strata-bench --large`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
@@ -44,8 +44,16 @@ impl Memory {
     }
 }
 
+/// The long stream [`populate`] spreads over the whole store: one event in every 10,000 (so
+/// 10,000 events in a store of 100,000,000), the rest of its append going to a stream of 100.
+pub const LONG_STREAM: &str = "target-1";
+
+/// Events of the long stream read by [`open_and_measure`].
+pub const LONG_STREAM_READ: usize = 10_000;
+
 /// Fills `dir` with `events` events spread over `streams` streams (100-event appends from 16
-/// concurrent writers). Returns how long it took.
+/// concurrent writers), and one event in every 10,000 in [`LONG_STREAM`] (of the hundredth
+/// append's 100 events, 99 go to its stream, and one to it). Returns how long it took.
 pub async fn populate(dir: &Path, events: u64, streams: u64) -> Result<Duration, String> {
     let store = LogStore::open(dir).map_err(|e| e.to_string())?;
     let start = Instant::now();
@@ -55,23 +63,32 @@ pub async fn populate(dir: &Path, events: u64, streams: u64) -> Result<Duration,
     for t in 0..tasks {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
+            let long = StreamId::new(LONG_STREAM).map_err(|e| e.to_string())?;
+            let deposit = |i: usize| {
+                EventData::json(
+                    "MoneyDeposited",
+                    &serde_json::json!({"amount": i, "currency": "EUR"}),
+                )
+                .map_err(|e| e.to_string())
+            };
             let mut a = t;
             while a < appends {
                 let stream =
                     StreamId::new(format!("account-{}", a % streams)).map_err(|e| e.to_string())?;
-                let batch = (0..100)
-                    .map(|i| {
-                        EventData::json(
-                            "MoneyDeposited",
-                            &serde_json::json!({"amount": i, "currency": "EUR"}),
-                        )
-                        .map_err(|e| e.to_string())
-                    })
+                let to_long = a % 100 == 0;
+                let batch = (0..100 - usize::from(to_long))
+                    .map(deposit)
                     .collect::<Result<Vec<_>, _>>()?;
                 store
                     .append(&stream, ExpectedVersion::Any, batch)
                     .await
                     .map_err(|e| e.to_string())?;
+                if to_long {
+                    store
+                        .append(&long, ExpectedVersion::Any, vec![deposit(0)?])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 a += tasks;
             }
             Ok::<_, String>(())
@@ -109,6 +126,16 @@ pub struct OpenMeasure {
     pub rss_file_bytes: u64,
     /// Time to read one stream after opening, in µs.
     pub stream_read_us: u64,
+    /// Events of [`LONG_STREAM`] read (up to [`LONG_STREAM_READ`]).
+    #[serde(default)]
+    pub long_stream_events: u64,
+    /// Time to read them right after opening, the store's files evicted from the page cache
+    /// (the index in memory as open left it), in µs.
+    #[serde(default)]
+    pub long_stream_cold_us: u64,
+    /// Time to read them again, the median of five reads, in µs.
+    #[serde(default)]
+    pub long_stream_warm_us: u64,
     /// Event ids held in memory right after opening (the rest are in segment index files).
     #[serde(default)]
     pub event_ids_in_memory: u64,
@@ -141,6 +168,7 @@ pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
     let t = Instant::now();
     let store = LogStore::open(dir).map_err(|e| e.to_string())?;
     let open_ms = t.elapsed().as_millis() as u64;
+    let long = read_long_stream(&store, dir).await?;
     let s = StreamId::new("account-7").map_err(|e| e.to_string())?;
     let t = Instant::now();
     let events = store
@@ -172,11 +200,76 @@ pub async fn open_and_measure(dir: &Path) -> Result<OpenMeasure, String> {
         rss_anon_bytes: memory.anon,
         rss_file_bytes: memory.file,
         stream_read_us,
+        long_stream_events: long.events,
+        long_stream_cold_us: long.cold.as_micros() as u64,
+        long_stream_warm_us: long.warm.as_micros() as u64,
         random_streams_read: random.streams,
         random_streams_ms: random.took.as_millis() as u64,
         rss_after_random_streams_bytes: random.memory.rss,
         rss_anon_after_random_streams_bytes: random.memory.anon,
     })
+}
+
+/// What reading [`LONG_STREAM`] cost.
+struct LongRead {
+    events: u64,
+    cold: Duration,
+    warm: Duration,
+}
+
+/// Reads [`LONG_STREAM`] (up to [`LONG_STREAM_READ`] events) with the files of the store in
+/// `dir` evicted from the page cache first, then five times more.
+async fn read_long_stream(store: &LogStore, dir: &Path) -> Result<LongRead, String> {
+    let s = StreamId::new(LONG_STREAM).map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    for d in [dir.to_path_buf(), dir.join("segments")] {
+        let listing = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        files.extend(listing.filter_map(Result::ok).map(|e| e.path()));
+    }
+    files.retain(|p| p.is_file());
+    evict(&files);
+    let mut times = Vec::new();
+    let mut events = 0;
+    for _ in 0..6 {
+        let t = Instant::now();
+        let read = store
+            .read_stream(
+                &s,
+                strata_core::ReadStreamOptions::forward().limit(LONG_STREAM_READ),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        times.push(t.elapsed());
+        events = read.len() as u64;
+    }
+    if events == 0 {
+        return Err(format!("the large store has no {LONG_STREAM} events"));
+    }
+    let cold = times.remove(0);
+    times.sort();
+    Ok(LongRead {
+        events,
+        cold,
+        warm: times[times.len() / 2],
+    })
+}
+
+/// Drops `files`' pages from the page cache (they must be clean: written and synced), with
+/// GNU `dd iflag=nocache count=0`, which asks the kernel to drop a whole file's cached pages.
+/// Pages a process has mapped and touched stay. Where `dd` is missing nothing is dropped.
+pub fn evict(files: &[PathBuf]) {
+    for path in files {
+        let mut input = std::ffi::OsString::from("if=");
+        input.push(path);
+        let _ = std::process::Command::new("dd")
+            .args([
+                input.as_os_str(),
+                "iflag=nocache".as_ref(),
+                "count=0".as_ref(),
+            ])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// What reading streams chosen at random cost.

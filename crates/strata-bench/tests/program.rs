@@ -38,6 +38,9 @@ fn large_opens_the_store_in_fresh_processes_with_and_without_its_index() {
         let rss = v[run]["rss_bytes"].as_u64().unwrap();
         let anon = v[run]["rss_anon_bytes"].as_u64().unwrap();
         assert!(anon > 0 && anon <= rss, "{v}");
+        // The long stream has one event in every 10,000: its first here, read cold and warm.
+        assert_eq!(v[run]["long_stream_events"], 1, "{v}");
+        assert!(v[run]["long_stream_cold_us"].as_u64().unwrap() > 0, "{v}");
         // Every stream read at random was found (one without events fails the run).
         assert_eq!(v[run]["random_streams_read"], 10_000, "{v}");
         assert!(
@@ -64,7 +67,7 @@ fn open_measure_of_a_store_without_the_benchmark_streams_fails_with_why() {
     assert!(out.stdout.is_empty(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains("account-7"), "names the stream it read: {err}");
+    assert!(err.contains("target-1"), "names the stream it read: {err}");
 }
 
 #[test]
