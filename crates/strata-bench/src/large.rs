@@ -17,9 +17,9 @@ pub struct Memory {
     pub peak: u64,
     /// Of `rss`, its own memory (`RssAnon`): the heap, where the index lives.
     pub anon: u64,
-    /// Of `rss`, pages of files it maps (`RssFile`): the page cache of mapped segments,
-    /// resident while mapped and reclaimable by the kernel. Linux maps the whole large folio
-    /// (up to 2 MiB) a read through a map falls in.
+    /// Of `rss`, pages of files it maps (`RssFile`): the page cache of mapped segments and
+    /// index files, resident while mapped and reclaimable by the kernel. Linux maps the whole
+    /// large folio (up to 2 MiB) a read through a map falls in.
     pub file: u64,
 }
 

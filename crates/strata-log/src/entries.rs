@@ -1,18 +1,15 @@
 //! What the index keeps per position (where the event lies, when it was recorded, its stream
 //! and type), in bounded memory: the entries of a sealed segment whose index file is written
-//! are read from that file with `pread` (40 bytes each, in position order, with stream and
-//! type numbers local to the file and a table per file that turns them into the index's).
-//! Memory keeps, per file, only those two tables and the open file. The entries of the open
-//! segment, and of sealed segments whose file is not written yet, are kept in memory (24 bytes
-//! each), one list per segment: when a segment's file is written, its list is swapped for the
-//! file under the state lock and dropped after it.
+//! are read from that file (40 bytes each, in position order, with stream and type numbers
+//! local to the file and a table per file that turns them into the index's): through a map of
+//! it, or with `pread` where the store does not map its files (`LogConfig::map_reads`, or
+//! segments too small for a map each). Memory keeps, per file, only those two tables. The
+//! entries of the open segment, and of sealed segments whose file is not written yet, are kept
+//! in memory (24 bytes each), one list per segment: when a segment's file is written, its list
+//! is swapped for the file under the state lock and dropped after it.
 //!
-//! The files are read, not mapped: what a read brings in stays in the kernel's page cache and
-//! does not count towards the process's resident memory. Mapped, every page a read touched
-//! (and the large folio it lies in, up to 2 MiB) counted as the process's until the kernel
-//! took it back: about 4 GiB after reading 10,000 random streams of a 100,000,000-event store,
-//! against 1.7 GiB read (docs/benchmarks.md, "Index files read, not mapped"), at the same
-//! speed.
+//! The map's pages are the kernel's page cache: they count towards a process's resident
+//! memory only while it reads them, and the kernel takes them back under memory pressure.
 
 use std::fs::File;
 use std::path::Path;
@@ -36,12 +33,20 @@ pub(crate) struct Entry {
     pub event_type: u32,
 }
 
+/// How an index file's entries are read.
+enum Source {
+    /// From a read-only map of the file.
+    Map(memmap2::Mmap),
+    /// With `pread`, when maps are not allowed (`LogConfig::map_reads`, or segments too
+    /// small for a map each): the file stays open, shared with its id section.
+    Read(Arc<File>),
+}
+
 /// A sealed segment's entries, in its index file.
 pub(crate) struct EntryFile {
     /// The file's name, for errors.
     name: Box<str>,
-    /// The open file, shared with its id section.
-    file: Arc<File>,
+    source: Source,
     /// Where the entries start in the file.
     at: usize,
     /// How many there are.
@@ -54,15 +59,16 @@ pub(crate) struct EntryFile {
 impl EntryFile {
     /// The `len` entries at `at` of the index file `file` (named by `path`), which must be
     /// `expected` byte for byte in its first `at` bytes (its header), its last 4 (its CRC)
-    /// and in length: the file checked (or written) as `expected` is the one read. The
-    /// index's numbers of the names they use are set with [`set_names`](Self::set_names)
-    /// before the first read.
+    /// and in length: the file checked (or written) as `expected` is the one read. Read from
+    /// a map of it when `map`, else with `pread`. The index's numbers of the names they use
+    /// are set with [`set_names`](Self::set_names) before the first read.
     pub fn open(
         file: &Arc<File>,
         path: &Path,
         expected: &[u8],
         at: usize,
         len: usize,
+        map: bool,
     ) -> std::io::Result<EntryFile> {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tail = expected.len().saturating_sub(4);
@@ -72,6 +78,9 @@ impl EntryFile {
                 format!("{name} changed while it was being opened"),
             )
         };
+        // Compared with `pread`, even when mapped: a read through a fresh map brings in (and
+        // counts as resident) the whole large folio the page cache holds it in, up to 2 MiB
+        // per file, where the comparison needs two pages.
         use std::os::unix::fs::FileExt;
         let mut header = vec![0u8; at];
         let mut crc = [0u8; 4];
@@ -83,10 +92,26 @@ impl EntryFile {
         {
             return Err(changed());
         }
+        // A file that cannot be mapped (the process's map count spent, say) is read with
+        // `pread`, as when maps are off.
+        let mapped = match map.then(|| crate::io::map_index_file(file)) {
+            Some(Err(error)) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| tracing::warn!(%error, "an index file cannot be mapped: read with pread instead (said once)"));
+                None
+            }
+            Some(Ok(map)) => Some(map),
+            None => None,
+        };
+        let source = match mapped {
+            Some(map) if map.len() != expected.len() => return Err(changed()),
+            Some(map) => Source::Map(map),
+            None => Source::Read(file.clone()),
+        };
         debug_assert!(at + len * ENTRY_BYTES <= expected.len());
         Ok(EntryFile {
             name: format!("{}/{name}", crate::recovery::SEGMENTS_DIR).into(),
-            file: file.clone(),
+            source,
             at,
             len,
             streams: Box::default(),
@@ -106,12 +131,12 @@ impl EntryFile {
     /// corruption: the file changed on disk since).
     fn get(&self, k: usize, first: u64) -> Result<Entry, ReadError> {
         let mut one = [0u8; ENTRY_BYTES];
-        self.read_at(self.at + k * ENTRY_BYTES, &mut one)?;
-        self.decode(&one, k, first)
+        let bytes = self.bytes(k, 1, &mut one)?;
+        self.decode(bytes, k, first)
     }
 
     /// Entries `k..k + n` of `file` (which it must hold), from `blocks`: read at once (one
-    /// `pread`), or fetched before, with the entries `fetch` (a range holding
+    /// `pread` without a map), or fetched before, with the entries `fetch` (a range holding
     /// these) read when they lack them. Each is checked as [`get`](Self::get) checks it, but
     /// only when it is used: `None` for one that fails (read it with `get` for the error).
     fn run(
@@ -136,50 +161,84 @@ impl EntryFile {
         })
     }
 
+    fn mapped(&self) -> bool {
+        matches!(self.source, Source::Map(_))
+    }
+
     /// Positions held: the segment's events.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Bytes `at..at + n` of the file, read into `buf`, if reading them waits for no disk
-    /// (they are in the page cache); `None` otherwise.
+    /// Bytes `at..at + n` of the file if reading them waits for no disk: in the map and
+    /// resident, or in the page cache (read into `buf`); `None` otherwise.
     pub fn bytes_in_memory<'a>(
         &'a self,
         at: usize,
         n: usize,
         buf: &'a mut Vec<u8>,
     ) -> Result<Option<&'a [u8]>, ReadError> {
-        buf.resize(n, 0);
-        // An error says only that this is not known: the read proper reports it.
-        let read = crate::io::read_at_nowait(&self.file, buf, at as u64).unwrap_or(false);
-        Ok(read.then_some(&buf[..]))
+        match &self.source {
+            Source::Map(map) => Ok(crate::io::map_resident(map, at, n).then(|| &map[at..at + n])),
+            Source::Read(file) => {
+                buf.resize(n, 0);
+                // An error says only that this is not known: the read proper reports it.
+                let read = crate::io::read_at_nowait(file, buf, at as u64).unwrap_or(false);
+                Ok(read.then_some(&buf[..]))
+            }
+        }
     }
 
-    /// `f` of bytes `at..at + n` of the file, read with one `pread`.
+    /// `f` of bytes `at..at + n` of the file: in the map, or read with one `pread`.
     pub fn with_bytes<T>(
         &self,
         at: usize,
         n: usize,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<T, ReadError> {
-        Ok(f(&self.read_vec(at, n)?))
+        let mut buf = vec![0u8; if self.mapped() { 0 } else { n }];
+        Ok(f(self.bytes_at(at, n, &mut buf)?))
     }
 
-    /// Bytes `at..at + n` of the file, read with one `pread`.
+    /// Bytes `at..at + n` of the file, copied from the map or read with one `pread` into
+    /// the vector returned.
     pub fn read_vec(&self, at: usize, n: usize) -> Result<Vec<u8>, ReadError> {
+        if self.mapped() {
+            return self.with_bytes(at, n, <[u8]>::to_vec);
+        }
         let mut buf = vec![0u8; n];
-        self.read_at(at, &mut buf)?;
+        self.bytes_at(at, n, &mut buf)?;
         Ok(buf)
     }
 
-    /// Reads `buf.len()` bytes at `at` of the file into `buf`.
-    fn read_at(&self, at: usize, buf: &mut [u8]) -> Result<(), ReadError> {
-        std::os::unix::fs::FileExt::read_exact_at(&*self.file, buf, at as u64).map_err(|e| {
-            ReadError::Storage(BackendError::with_source(
-                format!("reading the index file {}", self.name),
-                e,
-            ))
-        })
+    /// The bytes of entries `k..k + n`: in the map, or read into `buf` (`n` entries long).
+    fn bytes<'a>(&'a self, k: usize, n: usize, buf: &'a mut [u8]) -> Result<&'a [u8], ReadError> {
+        self.bytes_at(self.at + k * ENTRY_BYTES, n * ENTRY_BYTES, buf)
+    }
+
+    /// Bytes `at..at + n` of the file: in the map, or read into `buf` (`n` long).
+    fn bytes_at<'a>(
+        &'a self,
+        at: usize,
+        n: usize,
+        buf: &'a mut [u8],
+    ) -> Result<&'a [u8], ReadError> {
+        match &self.source {
+            Source::Map(map) => map
+                .get(at..at + n)
+                .ok_or_else(|| self.corruption(at, None, "a read goes past the end of the file")),
+            Source::Read(file) => {
+                std::os::unix::fs::FileExt::read_exact_at(&**file, buf, at as u64).map_err(
+                    |e| {
+                        ReadError::Storage(BackendError::with_source(
+                            format!("reading the index file {}", self.name),
+                            e,
+                        ))
+                    },
+                )?;
+                Ok(buf)
+            }
+        }
     }
 
     /// Entry `k` from its bytes `e`.
@@ -526,7 +585,7 @@ impl Deferred {
     }
 
     /// Every position with its entry, in the order added; reads the deferred ones from their
-    /// files (`pread`s: one per run of consecutive positions).
+    /// files (page faults on their maps, or `pread`s: one per run of consecutive positions).
     pub fn read(mut self) -> Result<Vec<(u64, Entry)>, ReadError> {
         self.files.sort_unstable_by_key(|(first, _)| *first);
         let items = &self.items;
@@ -599,7 +658,7 @@ impl PositionAt {
                         hi = mid;
                     }
                 }
-                // The file's first entry was at or before `ts_us` when it was checked.
+                // The file's first entry was at or before `ts_us` when it was mapped.
                 match lo.checked_sub(1) {
                     Some(k) => Ok(Some(first + k as u64)),
                     None => Err(f.corruption(
@@ -629,8 +688,8 @@ mod tests {
     }
 
     /// An index-like file in `dir` of `n` entries from position `first` (after an 8-byte
-    /// header, before a 4-byte tail).
-    fn file(dir: &Path, name: &str, first: u64, n: usize) -> EntryFile {
+    /// header, before a 4-byte tail), opened mapped or not.
+    fn file(dir: &Path, name: &str, first: u64, n: usize, map: bool) -> EntryFile {
         let at = 8;
         let mut bytes = vec![7u8; at];
         for p in first..first + n as u64 {
@@ -644,14 +703,14 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, &bytes).unwrap();
         let opened = Arc::new(File::open(&path).unwrap());
-        let mut f = EntryFile::open(&opened, &path, &bytes, at, n).unwrap();
+        let mut f = EntryFile::open(&opened, &path, &bytes, at, n, map).unwrap();
         f.set_names(vec![10, 11, 12].into(), vec![20, 21].into());
         f
     }
 
     /// Positions 0..18: files 0..5, 5..6 and 6..10, memory 10..13, a file 13..16, memory
     /// 16..18; returns the segments' bounds too.
-    fn layout(dir: &Path) -> (Entries, Vec<(u64, u64)>) {
+    fn layout(dir: &Path, map: bool) -> (Entries, Vec<(u64, u64)>) {
         let mut entries = Entries::default();
         let mut bounds = Vec::new();
         let mut p = 0u64;
@@ -666,7 +725,7 @@ mod tests {
         for (segment_no, (n, in_file)) in parts.into_iter().enumerate() {
             let segment_no = segment_no as u64;
             if in_file {
-                let f = file(dir, &format!("{segment_no}.idx"), p, n);
+                let f = file(dir, &format!("{segment_no}.idx"), p, n, map);
                 let times = (p as i64, (p + n as u64 - 1) as i64);
                 entries.push_file(segment_no, Arc::new(f), times);
             } else {
@@ -686,8 +745,8 @@ mod tests {
     #[test]
     fn runs_stay_within_their_segment() {
         let dir = tempfile::tempdir().unwrap();
-        for fetched in [false, true] {
-            let (entries, bounds) = layout(dir.path());
+        for (map, fetched) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (entries, bounds) = layout(dir.path(), map);
             assert_eq!(entries.len(), 18);
             let blocks = if fetched {
                 Blocks::fetched_in_rounds()
@@ -716,7 +775,7 @@ mod tests {
                     );
                 }
             }
-            assert_eq!(blocks.rounds() > 0, fetched);
+            assert_eq!(blocks.rounds() > 0, fetched, "map {map}");
         }
     }
 
@@ -727,9 +786,10 @@ mod tests {
         fn deferred_reads_give_each_position_its_entry(
             pieces in proptest::collection::vec((0u64..18, 1usize..8, any::<bool>()), 0..12),
             singles in proptest::collection::vec(0u64..18, 0..6),
+            map in any::<bool>(),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let (entries, _) = layout(dir.path());
+            let (entries, _) = layout(dir.path(), map);
             let mut positions = Vec::new();
             for (start, n, up) in pieces {
                 for k in 0..n as u64 {

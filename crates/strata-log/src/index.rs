@@ -1458,10 +1458,10 @@ impl SegmentIndexFile {
     /// Adds the file's events to `index`, whose next position must be the segment's first,
     /// after checking the whole file ([`parse`](Self::parse)): see
     /// [`ParsedSegmentIndex::push_into`]. On an error the index is unchanged.
-    pub fn push_into(self, index: &mut Index) -> Result<(), String> {
+    pub fn push_into(self, index: &mut Index, map: bool) -> Result<(), String> {
         self.parsed()
             .map_err(|(reason, _)| reason)?
-            .push_into(index)
+            .push_into(index, map)
             .1
     }
 
@@ -1492,23 +1492,25 @@ impl SegmentIndexFile {
     }
 
     /// The file's entries, without their names' numbers.
-    fn entries(&self, file: &Arc<std::fs::File>) -> std::io::Result<EntryFile> {
+    fn entries(&self, file: &Arc<std::fs::File>, map: bool) -> std::io::Result<EntryFile> {
         EntryFile::open(
             file,
             &self.path,
             &self.bytes,
             SEGMENT_INDEX_HEADER_BYTES,
             (self.seg.end_position - self.seg.first) as usize,
+            map,
         )
     }
 
     /// The entries of a file this process just encoded (so not checked again), in `file`
-    /// (see [`open`](Self::open)), with the numbers `number` gives the
+    /// (see [`open`](Self::open)), mapped when `map`, with the numbers `number` gives the
     /// names they use: the index's, which holds them all as it was encoded from it; and its
     /// postings.
     pub fn own_entries(
         &self,
         file: &Arc<std::fs::File>,
+        map: bool,
         number: impl FnOnce(&[StreamId], &[&str]) -> (Vec<Option<u32>>, Vec<Option<u32>>),
     ) -> Result<(EntryFile, PostingsDir), String> {
         let b = &self.bytes;
@@ -1520,7 +1522,7 @@ impl SegmentIndexFile {
             .collect::<Result<Vec<_>, _>>()?;
         let types = read_names(b, &mut at, u32_at(b, 60) as usize)?;
         let mut entries = self
-            .entries(file)
+            .entries(file, map)
             .map_err(|e| format!("opening it for reads: {e}"))?;
         let (stream_nos, type_nos) = number(&streams, &types);
         let all = |nos: Vec<Option<u32>>| {
@@ -1610,10 +1612,10 @@ pub(crate) struct ParsedSegmentIndex {
 
 impl ParsedSegmentIndex {
     /// Adds the file's events to `index`, whose next position must be the segment's first.
-    /// Their ids and entries stay in the file: the index gets its id section and its
-    /// entries, with the file opened for both. On an error the index is unchanged. Gives the
-    /// file back.
-    pub fn push_into(self, index: &mut Index) -> (SegmentIndexFile, Result<(), String>) {
+    /// Their ids and entries stay in the file (its entries read from a map of it when `map`,
+    /// else with `pread`): the index gets its id section and its entries, with the file
+    /// opened for both. On an error the index is unchanged. Gives the file back.
+    pub fn push_into(self, index: &mut Index, map: bool) -> (SegmentIndexFile, Result<(), String>) {
         let ParsedSegmentIndex {
             file: this,
             names: (streams, types, rest),
@@ -1626,7 +1628,7 @@ impl ParsedSegmentIndex {
                 .open()
                 .map_err(|e| format!("opening it for lookups: {e}"))?;
             let entries = this
-                .entries(&file)
+                .entries(&file, map)
                 .map_err(|e| format!("opening it for reads: {e}"))?;
             let n = (this.seg.end_position - this.seg.first) as usize;
             let local = LocalEntries {
@@ -1781,7 +1783,7 @@ struct Matcher<'a, 'f> {
 }
 
 /// Entries a `$all` walk of every position by stream prefix reads at once (10 KiB): one
-/// `pread` per this many positions examined, not one per position.
+/// `pread` (or a few pages of a map) per this many positions examined, not one per position.
 /// A walk along lists reads one at a time: its positions lie apart.
 const PREFIX_RUN_ENTRIES: usize = 256;
 
@@ -2319,7 +2321,7 @@ mod tests {
         let err = file.check_whole().unwrap_err();
         assert!(err.contains("twice"), "{err}");
         let mut fresh = Index::default();
-        let err = file.push_into(&mut fresh).unwrap_err();
+        let err = file.push_into(&mut fresh, false).unwrap_err();
         assert!(err.contains("twice"), "{err}");
         assert_eq!(fresh.next_position(), 0, "the index is unchanged");
     }
@@ -2341,7 +2343,7 @@ mod tests {
         let mut loaded = Index::default();
         SegmentIndexFile::check(bytes.clone(), path.clone())
             .unwrap()
-            .push_into(&mut loaded)
+            .push_into(&mut loaded, false)
             .unwrap();
         let lists = |index: &Index| -> Vec<(String, Vec<u64>)> {
             index
@@ -2404,7 +2406,7 @@ mod tests {
             let mut fresh = Index::default();
             let err = SegmentIndexFile::check(bad, path.clone())
                 .unwrap()
-                .push_into(&mut fresh)
+                .push_into(&mut fresh, false)
                 .unwrap_err();
             assert!(err.contains(why), "{err}");
             assert_eq!(
@@ -2543,70 +2545,72 @@ mod tests {
             entry(&mut whole, p);
         }
         let dir = tempfile::tempdir().unwrap();
-        let mut index = Index::default();
-        for s in 0..segs - 1 {
-            let seg = SealedSegment {
-                segment_no: 1 + s,
-                salt: 9,
-                first: s * SEG,
-                end_position: (s + 1) * SEG,
-                end_offset: 64 + SEG * 100,
-            };
-            let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
-            let path = dir.path().join(format!("{s}.idx"));
-            std::fs::write(&path, &bytes).unwrap();
-            SegmentIndexFile::check(bytes, path)
-                .unwrap()
-                .push_into(&mut index)
-                .unwrap();
-        }
-        for p in (segs - 1) * SEG..n {
-            entry(&mut index, p);
-        }
-        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let mut max_rounds = 0;
-        for prefix in [None, Some("s-1"), Some("s-")] {
-            for categories in [&[][..], &["s"], &["order", "s"]] {
-                for types in [&[][..], &["T1"], &["T2", "T3"]] {
-                    let f = Filter {
-                        event_types: names(types),
-                        categories: names(categories),
-                        stream_prefix: prefix.map(str::to_owned),
-                    };
-                    if f == Filter::default() {
-                        continue;
-                    }
-                    for (direction, limit) in
-                        [(Direction::Forward, 3_000), (Direction::Backward, 2_500)]
-                    {
-                        let pages =
-                            |rounds| all_pages(&index, direction, limit, &f, 100_000, rounds);
-                        let (want, _) = pages(false);
-                        let (got, most) = pages(true);
-                        max_rounds = max_rounds.max(most);
-                        assert!(got == want, "{f:?} {direction:?}");
+        for map in [false, true] {
+            let mut index = Index::default();
+            for s in 0..segs - 1 {
+                let seg = SealedSegment {
+                    segment_no: 1 + s,
+                    salt: 9,
+                    first: s * SEG,
+                    end_position: (s + 1) * SEG,
+                    end_offset: 64 + SEG * 100,
+                };
+                let bytes = encode_segment_index(seg, 4096, |e| e(&whole)).unwrap();
+                let path = dir.path().join(format!("{map}-{s}.idx"));
+                std::fs::write(&path, &bytes).unwrap();
+                SegmentIndexFile::check(bytes, path)
+                    .unwrap()
+                    .push_into(&mut index, map)
+                    .unwrap();
+            }
+            for p in (segs - 1) * SEG..n {
+                entry(&mut index, p);
+            }
+            let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+            let mut max_rounds = 0;
+            for prefix in [None, Some("s-1"), Some("s-")] {
+                for categories in [&[][..], &["s"], &["order", "s"]] {
+                    for types in [&[][..], &["T1"], &["T2", "T3"]] {
+                        let f = Filter {
+                            event_types: names(types),
+                            categories: names(categories),
+                            stream_prefix: prefix.map(str::to_owned),
+                        };
+                        if f == Filter::default() {
+                            continue;
+                        }
+                        for (direction, limit) in
+                            [(Direction::Forward, 3_000), (Direction::Backward, 2_500)]
+                        {
+                            let pages =
+                                |rounds| all_pages(&index, direction, limit, &f, 100_000, rounds);
+                            let (want, _) = pages(false);
+                            let (got, most) = pages(true);
+                            max_rounds = max_rounds.max(most);
+                            assert!(got == want, "{f:?} {direction:?} map {map}");
+                        }
                     }
                 }
             }
+            assert!(
+                max_rounds < crate::limits::WALK_FETCH_ROUNDS_MAX,
+                "map {map}: {max_rounds} rounds for one page"
+            );
         }
-        assert!(
-            max_rounds < crate::limits::WALK_FETCH_ROUNDS_MAX,
-            "{max_rounds} rounds for one page"
-        );
     }
 
     /// One sealed segment of 10,000 events (3/4 in category `s`, streams `s-0..`), in its
     /// index file, and 1,000 more in memory.
-    fn sealed_index(dir: &std::path::Path) -> Index {
+    fn sealed_index(dir: &std::path::Path, map: bool) -> Index {
         const SEG: u64 = 10_000;
         let entry = |index: &mut Index, p: u64| push_mixed(index, p, SEG);
         let bytes = mixed_segment_file(SEG);
-        let path = dir.join("0.idx");
+        let path = dir.join(format!("{map}.idx"));
         std::fs::write(&path, &bytes).unwrap();
         let mut index = Index::default();
         SegmentIndexFile::check(bytes, path)
             .unwrap()
-            .push_into(&mut index)
+            .push_into(&mut index, map)
             .unwrap();
         for p in SEG..SEG + 1_000 {
             entry(&mut index, p);
@@ -2621,24 +2625,26 @@ mod tests {
     #[test]
     fn a_prefix_tested_along_a_category_keeps_within_its_rounds() {
         let dir = tempfile::tempdir().unwrap();
-        let index = sealed_index(dir.path());
-        let f = Filter {
-            event_types: Vec::new(),
-            categories: vec!["s".to_owned()],
-            stream_prefix: Some("s-".to_owned()),
-        };
-        let blocks = Blocks::fetched_in_rounds();
-        let page = blocks
-            .run(
-                || (),
-                |_, b| index.all_slice(Direction::Forward, None, 1_000, &f, None, 100_000, b),
-            )
-            .unwrap();
-        assert_eq!(page.hits.len(), 1_000);
-        assert!(
-            blocks.rounds() < crate::limits::WALK_FETCH_ROUNDS_MAX,
-            "{} rounds for one page of 1,000",
-            blocks.rounds()
-        );
+        for map in [false, true] {
+            let index = sealed_index(dir.path(), map);
+            let f = Filter {
+                event_types: Vec::new(),
+                categories: vec!["s".to_owned()],
+                stream_prefix: Some("s-".to_owned()),
+            };
+            let blocks = Blocks::fetched_in_rounds();
+            let page = blocks
+                .run(
+                    || (),
+                    |_, b| index.all_slice(Direction::Forward, None, 1_000, &f, None, 100_000, b),
+                )
+                .unwrap();
+            assert_eq!(page.hits.len(), 1_000);
+            assert!(
+                blocks.rounds() < crate::limits::WALK_FETCH_ROUNDS_MAX,
+                "map {map}: {} rounds for one page of 1,000",
+                blocks.rounds()
+            );
+        }
     }
 }

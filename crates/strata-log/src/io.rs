@@ -107,18 +107,20 @@ impl LogFile for StdFile {
     }
 }
 
-/// Maps a sealed segment's index file for open's check of it.
+/// Maps a sealed segment's index file for reading.
 #[allow(unsafe_code)]
 pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     // SAFETY: a segment index file is written whole (temp file, fsync, rename) and never
     // written again in place or cut: Strata only renames another file over its name or
-    // removes it, and either leaves an existing map of it intact. Only open maps a file: it
-    // checks the file through the map (its CRC, its structure, its stream postings against
-    // its entries), reads its stream postings through the same map, and drops it; reads
-    // after open use `pread`. As with segment files, a file changed underneath a running
-    // store by something else breaks the store's contract; with a map it can end the
-    // process (SIGBUS), as a failing disk can (where `pread` would give an error, and the
-    // segment be scanned).
+    // removes it, and either leaves an existing map of it intact. Open checks a file through
+    // a map of it (its CRC, its structure, its stream postings against its entries) and then
+    // reads its stream postings through the same map; a map opened for reads (after its
+    // length and the file's header and CRC, read with `pread`, are compared with those
+    // checked bytes) is read at entries checked on open (or encoded by the writer) and at
+    // type and category postings, each block checked as it is read. As with
+    // segment files, a file changed underneath a running store by something else breaks the
+    // store's contract; with a map it can end the process (SIGBUS), as a failing disk can,
+    // opening included (where `pread` would give an error, and the segment be scanned).
     unsafe { memmap2::Mmap::map(file) }
 }
 
@@ -143,6 +145,43 @@ impl From<Vec<u8>> for FileBytes {
     fn from(bytes: Vec<u8>) -> Self {
         FileBytes::Read(bytes)
     }
+}
+
+/// Whether bytes `at..at + len` of `map` are in memory: reading them then waits for no disk.
+/// Asks the kernel (`mincore`) for the pages they lie in; `false` when they lie outside the
+/// map or the kernel does not answer.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn map_resident(map: &memmap2::Mmap, at: usize, len: usize) -> bool {
+    static PAGE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads a system value.
+    let page = *PAGE_BYTES.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    });
+    let Some(end) = at.checked_add(len).filter(|&e| e <= map.len() && len > 0) else {
+        return false;
+    };
+    let start = at / page * page;
+    let pages = end.div_ceil(page) - start / page;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping starting at a page boundary (mmap returns one), and
+    // `start..start + pages * page` lies within its pages (its last page is mapped whole);
+    // mincore writes one byte per page into `vec`, which has `pages` of them.
+    let r = unsafe {
+        libc::mincore(
+            map.as_ptr().add(start) as *mut libc::c_void,
+            pages * page,
+            vec.as_mut_ptr(),
+        )
+    };
+    r == 0 && vec.iter().all(|b| b & 1 == 1)
+}
+
+/// Without Linux, nothing is known to be in memory.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn map_resident(_map: &memmap2::Mmap, _at: usize, _len: usize) -> bool {
+    false
 }
 
 /// Reads `buf.len()` bytes at `at` of `file` only if they are in the page cache

@@ -76,10 +76,10 @@ pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 pub const SEGMENT_MAX_BYTES_MIN: u64 = 4 * 1024;
 
 /// Smallest `segment_max_bytes` for which the embedded store reads through memory maps of its
-/// segment files (`LogConfig::map_reads`): one map per sealed segment stays for the store's
-/// life, and the kernel bounds a process's maps (`vm.max_map_count`, 65,530 by default), so
-/// 1 MiB segments reach that bound only past 64 GiB of log (and a file that cannot be mapped
-/// is read with `pread`).
+/// segment files and their index files (`LogConfig::map_reads`): two maps per sealed segment
+/// stay for the store's life, and the kernel bounds a process's maps (`vm.max_map_count`,
+/// 65,530 by default), so 1 MiB segments reach that bound only past 32 GiB of log (and a file
+/// that cannot be mapped is read with `pread`).
 pub const MAP_READS_SEGMENT_MIN_BYTES: u64 = 1024 * 1024;
 
 /// Largest segment: 256 GiB. Record locations keep 40 bits of offset, and a segment must hold

@@ -39,8 +39,8 @@ pub(crate) const FILE_BLOCK: u64 = 1024;
 /// reads what it still lacks at once, under the lock.
 pub(crate) struct Blocks {
     fetched: Option<RefCell<Fetched>>,
-    /// Whether a range not fetched yet is read at once when it is in the page cache: reading
-    /// it then waits for no disk. Tests turn it off, to
+    /// Whether a range not fetched yet is read at once when it is in memory (the page cache,
+    /// or resident pages of a map): reading it then waits for no disk. Tests turn it off, to
     /// read in rounds whatever the cache holds.
     in_memory_at_once: bool,
     /// Called before each round of reading (tests: to see the lock is free then).
@@ -631,7 +631,10 @@ mod tests {
 
     /// A file holding, for each segment, its postings (at the returned offsets), opened as an
     /// index file's entries are, `len` entries long each (the postings' bound).
-    fn file_of(segments: &[(u64, Vec<u32>)]) -> (tempfile::TempDir, Vec<(Arc<EntryFile>, usize)>) {
+    fn file_of(
+        segments: &[(u64, Vec<u32>)],
+        map: bool,
+    ) -> (tempfile::TempDir, Vec<(Arc<EntryFile>, usize)>) {
         let dir = tempfile::tempdir().unwrap();
         let mut out = Vec::new();
         for (k, (len, postings)) in segments.iter().enumerate() {
@@ -651,7 +654,7 @@ mod tests {
             bytes.extend_from_slice(&[1, 2, 3, 4]);
             std::fs::write(&path, &bytes).unwrap();
             let file = Arc::new(std::fs::File::open(&path).unwrap());
-            let e = EntryFile::open(&file, &path, &bytes, 16, *len as usize).unwrap();
+            let e = EntryFile::open(&file, &path, &bytes, 16, *len as usize, map).unwrap();
             out.push((Arc::new(e), at));
         }
         (dir, out)
@@ -659,12 +662,23 @@ mod tests {
 
     /// One part of `n` postings, the even positions from 0, in a file (of `2n` events) whose
     /// postings `change` may alter after the fences are taken.
-    fn even_postings(n: u32, change: impl FnOnce(&mut Vec<u32>)) -> (tempfile::TempDir, Postings) {
+    fn even_postings(
+        n: u32,
+        change: impl FnOnce(&mut Vec<u32>),
+        map: bool,
+    ) -> (tempfile::TempDir, Postings) {
         let even: Vec<u32> = (0..n).map(|v| v * 2).collect();
         let mut stored = even.clone();
         change(&mut stored);
         let bounds = (0, u64::from(n - 1) * 2);
-        one_part(u64::from(n) * 2, stored, n.into(), bounds, &fences(&even))
+        one_part(
+            u64::from(n) * 2,
+            stored,
+            n.into(),
+            bounds,
+            &fences(&even),
+            map,
+        )
     }
 
     /// One part of `count` postings, whose first and last are `bounds`, with `fences`, in a
@@ -675,8 +689,9 @@ mod tests {
         count: u64,
         (lo, hi): (u64, u64),
         fences: &[u32],
+        map: bool,
     ) -> (tempfile::TempDir, Postings) {
-        let (dir, files) = file_of(&[(len, stored)]);
+        let (dir, files) = file_of(&[(len, stored)], map);
         let (file, at) = &files[0];
         let mut postings = Postings::default();
         postings.push_file(Swap {
@@ -721,15 +736,16 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// Postings spread over files and memory answer every question as the plain list of
-        /// their positions does, read at once or in rounds of
+        /// their positions does, mapped or read with `pread`, read at once or in rounds of
         /// fetched blocks (as a walk under the state lock reads them).
         #[test]
         fn postings_read_as_their_positions(
             segs in segments(),
+            map in any::<bool>(),
             fetched in any::<bool>(),
         ) {
             let files_in: Vec<(u64, Vec<u32>)> = segs.iter().map(|(l, p, _)| (*l, p.clone())).collect();
-            let (_dir, files) = file_of(&files_in);
+            let (_dir, files) = file_of(&files_in, map);
             let mut postings = Postings::default();
             let mut model = Vec::new();
             let mut base = 0u64;
@@ -821,19 +837,27 @@ mod tests {
     /// read, not a wrong answer.
     #[test]
     fn postings_changed_on_disk_are_corruption() {
-        for bad in [vec![3u32, 2, 9], vec![1, 2, 50]] {
-            let (_dir, postings) = one_part(40, bad, 3, (3, 9), &[3]);
-            let direct = Blocks::direct();
-            let mut r = postings.reader(&direct);
-            assert!(matches!(r.get(1), Err(ReadError::Corruption(_))));
-            assert!(matches!(
-                postings.count_below(5, &direct),
-                Err(ReadError::Corruption(_))
-            ));
-            // Fetched in rounds, the same.
-            let fetched = Blocks::fetched_in_rounds();
-            let got = fetched.run(|| (), |_, b| postings.reader(b).get(1));
-            assert!(matches!(got, Err(ReadError::Corruption(_))));
+        for map in [false, true] {
+            for bad in [vec![3u32, 2, 9], vec![1, 2, 50]] {
+                let (_dir, postings) = one_part(40, bad, 3, (3, 9), &[3], map);
+                let direct = Blocks::direct();
+                let mut r = postings.reader(&direct);
+                assert!(
+                    matches!(r.get(1), Err(ReadError::Corruption(_))),
+                    "map {map}"
+                );
+                assert!(
+                    matches!(
+                        postings.count_below(5, &direct),
+                        Err(ReadError::Corruption(_))
+                    ),
+                    "map {map}"
+                );
+                // Fetched in rounds, the same.
+                let fetched = Blocks::fetched_in_rounds();
+                let got = fetched.run(|| (), |_, b| postings.reader(b).get(1));
+                assert!(matches!(got, Err(ReadError::Corruption(_))), "map {map}");
+            }
         }
     }
 
@@ -843,37 +867,39 @@ mod tests {
     #[test]
     fn a_walk_reads_the_blocks_it_lacks_without_its_lock() {
         let n = 20 * FILE_BLOCK as u32;
-        let (_dir, postings) = even_postings(n, |_| {});
-        let lock = Arc::new(parking_lot::RwLock::new(()));
-        let free = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut blocks = Blocks::fetched_in_rounds();
-        let (l, f) = (lock.clone(), free.clone());
-        blocks.before_fetch = Some(Box::new(move || {
-            assert!(
-                l.try_write().is_some(),
-                "the lock is held while blocks are read"
-            );
-            f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }));
-        // Every position in order, under the lock, in rounds.
-        let walk = |blocks: &Blocks| {
-            let every = |_: &_, b: &Blocks| {
-                let mut r = postings.reader(b);
-                (0..u64::from(n))
-                    .map(|i| r.get(i))
-                    .collect::<Result<Vec<_>, _>>()
+        for map in [false, true] {
+            let (_dir, postings) = even_postings(n, |_| {}, map);
+            let lock = Arc::new(parking_lot::RwLock::new(()));
+            let free = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut blocks = Blocks::fetched_in_rounds();
+            let (l, f) = (lock.clone(), free.clone());
+            blocks.before_fetch = Some(Box::new(move || {
+                assert!(
+                    l.try_write().is_some(),
+                    "the lock is held while blocks are read"
+                );
+                f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+            // Every position in order, under the lock, in rounds.
+            let walk = |blocks: &Blocks| {
+                let every = |_: &_, b: &Blocks| {
+                    let mut r = postings.reader(b);
+                    (0..u64::from(n))
+                        .map(|i| r.get(i))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                blocks.run(|| lock.read(), every).unwrap()
             };
-            blocks.run(|| lock.read(), every).unwrap()
-        };
-        let want: Vec<_> = (0..u64::from(n)).map(|v| Some(v * 2)).collect();
-        assert_eq!(walk(&blocks), want);
-        assert_eq!(blocks.rounds(), 3);
-        assert_eq!(free.load(std::sync::atomic::Ordering::Relaxed), 3);
-        // The file was just written: its blocks are in the page cache, and a walk that
-        // may read what is in memory at once reads them in its first run.
-        let at_once = Blocks::fetched();
-        assert_eq!(walk(&at_once), want);
-        assert_eq!(at_once.rounds(), 0, "read from memory at once");
+            let want: Vec<_> = (0..u64::from(n)).map(|v| Some(v * 2)).collect();
+            assert_eq!(walk(&blocks), want);
+            assert_eq!(blocks.rounds(), 3, "map {map}");
+            assert_eq!(free.load(std::sync::atomic::Ordering::Relaxed), 3);
+            // The file was just written: its blocks are in the page cache, and a walk that
+            // may read what is in memory at once reads them in its first run.
+            let at_once = Blocks::fetched();
+            assert_eq!(walk(&at_once), want);
+            assert_eq!(at_once.rounds(), 0, "map {map}: read from memory at once");
+        }
     }
 
     /// A walk backward along a list reads what it lacks with what it reads next, as a walk
@@ -881,42 +907,49 @@ mod tests {
     #[test]
     fn a_backward_walk_reads_ahead_in_its_direction() {
         let n = 20 * FILE_BLOCK as u32;
-        let (_dir, postings) = even_postings(n, |_| {});
-        let walk = |forward: bool| {
-            let blocks = Blocks::fetched_in_rounds();
-            let got = blocks
-                .run(
-                    || (),
-                    |_, b| {
-                        let mut r = postings.reader(b);
-                        let mut out = Vec::new();
-                        for i in 0..u64::from(n) {
-                            let i = if forward { i } else { u64::from(n) - 1 - i };
-                            out.push(r.get(i)?);
-                        }
-                        Ok(out)
-                    },
-                )
-                .unwrap();
-            assert_eq!(got.len(), n as usize);
-            blocks.rounds()
-        };
-        let (fw, bw) = (walk(true), walk(false));
-        assert!(bw <= fw + 1, "forward {fw} rounds, backward {bw}");
+        for map in [false, true] {
+            let (_dir, postings) = even_postings(n, |_| {}, map);
+            let walk = |forward: bool| {
+                let blocks = Blocks::fetched_in_rounds();
+                let got = blocks
+                    .run(
+                        || (),
+                        |_, b| {
+                            let mut r = postings.reader(b);
+                            let mut out = Vec::new();
+                            for i in 0..u64::from(n) {
+                                let i = if forward { i } else { u64::from(n) - 1 - i };
+                                out.push(r.get(i)?);
+                            }
+                            Ok(out)
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(got.len(), n as usize);
+                blocks.rounds()
+            };
+            let (fw, bw) = (walk(true), walk(false));
+            assert!(
+                bw <= fw + 1,
+                "map {map}: forward {fw} rounds, backward {bw}"
+            );
+        }
     }
 
     /// A block past the first whose first posting is not its fence (the file changed on
     /// disk, still in order and inside the segment) is corruption when read.
     #[test]
     fn a_block_that_does_not_start_at_its_fence_is_corruption() {
-        let (_dir, postings) = even_postings(2048, |p| p[1024] += 1);
-        let direct = Blocks::direct();
-        let mut r = postings.reader(&direct);
-        assert_eq!(r.get(1023).unwrap(), Some(2046), "the first block is sound");
-        assert!(
-            matches!(r.get(1024), Err(ReadError::Corruption(_))),
-            "the second block starts past its fence"
-        );
+        for map in [false, true] {
+            let (_dir, postings) = even_postings(2048, |p| p[1024] += 1, map);
+            let direct = Blocks::direct();
+            let mut r = postings.reader(&direct);
+            assert_eq!(r.get(1023).unwrap(), Some(2046), "the first block is sound");
+            assert!(
+                matches!(r.get(1024), Err(ReadError::Corruption(_))),
+                "map {map}"
+            );
+        }
     }
 
     /// A part takes a few words: per (name, sealed segment) in memory.

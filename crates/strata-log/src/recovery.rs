@@ -1119,7 +1119,7 @@ pub(crate) fn recover(
                 Some(Ok(parsed)) => {
                     match segment_index_matches(&parsed.file, seg, &index, start)? {
                         Ok(()) => {
-                            let (file, pushed) = parsed.push_into(&mut index);
+                            let (file, pushed) = parsed.push_into(&mut index, map_index_files);
                             (Some(file), pushed)
                         }
                         Err(reason) => (Some(parsed.file), Err(reason)),

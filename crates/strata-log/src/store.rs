@@ -37,10 +37,9 @@ pub struct LogConfig {
     /// whole log is scanned, and every sealed segment's index file is written again in the
     /// background, about 77 bytes per event, which closing waits for).
     pub use_index_file: bool,
-    /// Read records through memory maps of the segment files instead of `pread` (the
-    /// default): a read of records spread over the log then makes no system call per record.
-    /// Open also checks each sealed segment's index file through a map of it (no copy), and
-    /// lets the map go; reads of index files use `pread` either way.
+    /// Read records through memory maps of the segment files, and index entries through maps
+    /// of the segments' index files, instead of `pread` (the default): a read of records
+    /// spread over the log then makes no system call per record.
     /// The trade: a disk that fails under a mapped read ends the process (SIGBUS) where
     /// `pread` would return an error. Files that cannot be mapped are read with `pread`, and
     /// so are all files on systems other than Linux and stores whose `segment_max_bytes` is
@@ -120,11 +119,11 @@ pub struct IndexStats {
     /// Entries (where each event lies, its time, stream and type) held in memory: the open
     /// segment's, and those of sealed segments whose index file is not written yet.
     pub entries_in_memory: u64,
-    /// Sealed segments whose entries are read from their index files.
+    /// Sealed segments whose entries are read from a map of their index files.
     pub entry_files: u64,
     /// Bytes of memory the entries take, roughly: 24 per entry in memory, and each file's
-    /// tables of stream and type numbers. What reads of the files bring into the kernel's
-    /// page cache is not counted here.
+    /// tables of stream and type numbers. The files' mapped pages are the kernel's page
+    /// cache, not counted here.
     pub entry_bytes: u64,
     /// Bytes of memory the position lists take: the streams' (compressed, 1 to 3 bytes a
     /// position), and the categories' and event types' (the positions not yet in a segment
@@ -328,9 +327,9 @@ impl LogStore {
                 return Err(io_ctx(format!("locking {}", lock_path.display()))(e))
             }
         }
-        // A sealed segment's map stays for the store's life (its index file is mapped only
-        // while open checks it): tiny segments would spend the process's map count
-        // (`vm.max_map_count`), so they are read with `pread`.
+        // Maps of sealed segments and their index files stay for the store's life, two per
+        // segment: tiny segments would spend the process's map count (`vm.max_map_count`),
+        // so they are read with `pread`.
         let map_reads = cfg!(target_os = "linux")
             && config.map_reads
             && config.segment_max_bytes >= limits::MAP_READS_SEGMENT_MIN_BYTES;
@@ -556,8 +555,8 @@ impl LogStore {
     }
 
     /// Reads the records of `hits` on the runtime's blocking pool, after the entries of
-    /// those in index files: a read is `pread`s, or page faults on mapped segments (and a
-    /// long scattered one joins reader threads), none of which may hold a
+    /// those in index files: a read is `pread`s or page faults on mapped segments and index
+    /// files (and a long scattered one joins reader threads), none of which may hold a
     /// runtime worker. An empty read costs no hand-over.
     async fn read_hits(&self, hits: Deferred) -> Result<Vec<RecordedEvent>, ReadError> {
         if hits.is_empty() {

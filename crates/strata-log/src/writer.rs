@@ -95,7 +95,7 @@ impl Shared {
         // The ids leave memory even when the entries cannot be opened from the file: the
         // entries alone stay in memory then (the file is whole: a reopen reads them from it).
         let entries = file
-            .own_entries(&opened, |streams, types| {
+            .own_entries(&opened, self.segments.map_reads, |streams, types| {
                 let index = &self.state.read().index;
                 (
                     streams.iter().map(|s| index.stream_no(s)).collect(),
