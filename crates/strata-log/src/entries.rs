@@ -622,6 +622,12 @@ impl Deferred {
             }
             let lo = p.min(items[j - 1].0);
             let (k, n) = ((lo - first) as usize, j - i);
+            if n == 1 {
+                // A position alone (a long stream's, among others'): read in place.
+                out.push((p, f.get(k, *first)?));
+                i = j;
+                continue;
+            }
             let run = EntryFile::run(f, k, n, k..k + n, *first, &Blocks::direct())?;
             for &(q, _) in &items[i..j] {
                 let e = match run[(q - lo) as usize] {
