@@ -165,6 +165,14 @@ impl EntryFile {
         matches!(self.source, Source::Map(_))
     }
 
+    /// Asks for entry `k` to be brought into the CPU's cache (see [`crate::io::prefetch`]):
+    /// through a map only (a `pread` reads it when asked).
+    fn prefetch(&self, k: usize) {
+        if let Source::Map(map) = &self.source {
+            crate::io::prefetch(map, self.at + k * ENTRY_BYTES);
+        }
+    }
+
     /// Positions held: the segment's events.
     pub fn len(&self) -> usize {
         self.len
@@ -623,7 +631,16 @@ impl Deferred {
             let lo = p.min(items[j - 1].0);
             let (k, n) = ((lo - first) as usize, j - i);
             if n == 1 {
-                // A position alone (a long stream's, among others'): read in place.
+                // A position alone (a long stream's, among others'): read in place, with the
+                // entry of a position a few ahead asked for, so that the waits for memory
+                // of scattered entries overlap.
+                if let Some(&(q, None)) = items.get(i + PREFETCH_AHEAD) {
+                    let kq = self.files.partition_point(|(first, _)| *first <= q) - 1;
+                    let (fq, file_q) = &self.files[kq];
+                    if let Some(at) = q.checked_sub(*fq).filter(|&d| d < file_q.len as u64) {
+                        file_q.prefetch(at as usize);
+                    }
+                }
                 out.push((p, f.get(k, *first)?));
                 i = j;
                 continue;
@@ -641,6 +658,10 @@ impl Deferred {
         Ok(out)
     }
 }
+
+/// How many positions ahead a scattered read asks for the entry or record it will need (see
+/// [`crate::io::prefetch`]).
+pub(crate) const PREFETCH_AHEAD: usize = 8;
 
 /// Where a time falls ([`Entries::position_at`]).
 pub(crate) enum PositionAt {

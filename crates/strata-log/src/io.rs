@@ -124,6 +124,25 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
+/// Asks the CPU to start bringing in the cache line holding `bytes[at]` (and to walk the page
+/// tables for it), without waiting: a read that visits scattered places of a map (a long
+/// stream's entries and records) asks a few places ahead, so their memory latencies overlap.
+/// Nothing happens where `at` is out of bounds, or off x86-64.
+#[inline]
+#[allow(unsafe_code, unused_unsafe)]
+pub(crate) fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults
+        // (the CPU drops it where the page is not mapped); the address is in bounds anyway.
+        // (Unsafe to call before Rust 1.87, safe after: hence `unused_unsafe`.)
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
 /// A file's bytes: read into memory, or a read-only map of it ([`map_index_file`]).
 pub(crate) enum FileBytes {
     Read(Vec<u8>),

@@ -299,6 +299,16 @@ impl Segments {
                     (&window[..n], start)
                 }
             };
+            // A record a few ahead, when it lies apart in this same map: asked for now, so
+            // that the waits for memory of scattered records overlap.
+            if map.is_some() {
+                if let Some(&j) = order.get(end_k - 1 + crate::entries::PREFETCH_AHEAD) {
+                    let l = items[j].1;
+                    if loc_segment(l) == seg_no {
+                        crate::io::prefetch(filled, loc_offset(l) as usize);
+                    }
+                }
+            }
             for &i in &order[k..end_k] {
                 let (position, l) = items[i];
                 let off = loc_offset(l);
