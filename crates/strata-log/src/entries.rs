@@ -94,7 +94,7 @@ impl EntryFile {
         }
         // A file that cannot be mapped (the process's map count spent, say) is read with
         // `pread`, as when maps are off.
-        let mapped = match map.then(|| crate::io::map_index_file_for_reads(file)) {
+        let mapped = match map.then(|| crate::io::map_index_file(file)) {
             Some(Err(error)) => {
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| tracing::warn!(%error, "an index file cannot be mapped: read with pread instead (said once)"));
@@ -232,12 +232,9 @@ impl EntryFile {
         buf: &'a mut [u8],
     ) -> Result<&'a [u8], ReadError> {
         match &self.source {
-            Source::Map(map) => {
-                crate::io::will_need(map, at, n);
-                map.get(at..at + n).ok_or_else(|| {
-                    self.corruption(at, None, "a read goes past the end of the file")
-                })
-            }
+            Source::Map(map) => map
+                .get(at..at + n)
+                .ok_or_else(|| self.corruption(at, None, "a read goes past the end of the file")),
             Source::Read(file) => {
                 std::os::unix::fs::FileExt::read_exact_at(&**file, buf, at as u64).map_err(
                     |e| {

@@ -103,60 +103,8 @@ impl LogFile for StdFile {
         // A file changed underneath a running store by something else breaks the store's
         // contract whatever the read path; with a map it can end the process (SIGBUS), as a
         // failing disk can.
-        let map = unsafe { memmap2::Mmap::map(&self.0) };
-        Some(map.inspect(advise_random))
+        Some(unsafe { memmap2::Mmap::map(&self.0) })
     }
-}
-
-/// Tells the kernel that a map is read at scattered places (`MADV_RANDOM`): a fault reads
-/// only the page it needs from the disk, not the 128 KiB read-around it reads by default.
-/// Reads of segments and index files after open are scattered (a stream's events, an
-/// entry, a block of postings); a read of a run of consecutive records or entries says so
-/// with [`will_need`] first. Measured on a 100,000,000-event store with its files out of
-/// the page cache: one 10,000-event stream read in 0.9-1.2 s instead of 13-16 s, 10,000
-/// streams of 100 in 3.0-4.2 s instead of 9.7-9.8 s, a whole `$all` of 10,000,000 events
-/// as fast as before (see docs/benchmarks.md). Advice only: a failure changes nothing.
-pub(crate) fn advise_random(map: &memmap2::Mmap) {
-    let _ = map.advise(memmap2::Advice::Random);
-}
-
-/// Asks the kernel to read bytes `at..at + len` of a map (clamped to it) into the page cache
-/// now (`MADV_WILLNEED`), in one go, rather than a page per fault: for a run of consecutive
-/// records or entries that spans pages of a map advised [`advise_random`]. Nothing is asked
-/// for a range within one page. Advice only: a failure changes nothing.
-pub(crate) fn will_need(map: &[u8], at: usize, len: usize) {
-    const PAGE_BYTES: usize = 4096;
-    let end = at.saturating_add(len).min(map.len());
-    if at >= end || at / PAGE_BYTES == (end - 1) / PAGE_BYTES {
-        return;
-    }
-    will_need_range(map, at, end - at);
-}
-
-#[cfg(unix)]
-#[allow(unsafe_code)]
-fn will_need_range(map: &[u8], at: usize, len: usize) {
-    const PAGE_BYTES: usize = 4096;
-    let start = at / PAGE_BYTES * PAGE_BYTES;
-    // SAFETY: `map` is (a slice of) a live map starting at a page boundary (callers pass a
-    // map, or its start), so `start` rounded down to a page stays within it, and
-    // `at + len <= map.len()`. MADV_WILLNEED only schedules reads into the page cache: it
-    // changes no byte of the map and nothing the program sees.
-    let _ = unsafe {
-        libc::madvise(
-            map.as_ptr().add(start) as *mut libc::c_void,
-            at + len - start,
-            libc::MADV_WILLNEED,
-        )
-    };
-}
-
-#[cfg(not(unix))]
-fn will_need_range(_map: &[u8], _at: usize, _len: usize) {}
-
-/// Maps a sealed segment's index file for reads after open (see [`advise_random`]).
-pub(crate) fn map_index_file_for_reads(file: &File) -> io::Result<memmap2::Mmap> {
-    map_index_file(file).inspect(advise_random)
 }
 
 /// Maps a sealed segment's index file for reading.

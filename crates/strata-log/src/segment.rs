@@ -288,16 +288,7 @@ impl Segments {
                 None
             };
             let (filled, base): (&[u8], u64) = match map.as_deref() {
-                Some(m) => {
-                    let readable = seg.readable(m);
-                    // The run's bytes in one read, not a page per fault (the map is advised
-                    // random: see `io::advise_random`).
-                    if end_k - k > 1 {
-                        let len = (last_off - start) as usize + first_read(longest);
-                        crate::io::will_need(readable, start as usize, len);
-                    }
-                    (readable, 0)
-                }
+                Some(m) => (seg.readable(m), 0),
                 None => {
                     let window_len = (last_off - start) as usize + first_read(longest);
                     if window.len() < window_len {
