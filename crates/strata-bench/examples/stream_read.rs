@@ -45,7 +45,7 @@ async fn main() -> Result<(), String> {
     }
     times.sort();
     println!(
-        "read one stream of 10,000 among 1,000,000, {reads} reads{}: min {:?} median {:?} p90 {:?}",
+        "read one stream of 10,000 events, {reads} reads{}: min {:?} median {:?} p90 {:?}",
         if pread { " with pread" } else { "" },
         times[0],
         times[times.len() / 2],

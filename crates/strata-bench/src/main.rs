@@ -290,7 +290,7 @@ async fn run_large(dir: &Path, events: u64, json: bool) -> Result<(), BenchError
             ("rebuilding index", &rebuilt),
         ] {
             println!(
-                "open {} events, {name}: {} ms; resident memory {:.0} MiB (own {:.0} MiB, mapped files {:.0} MiB; peak {:.0} MiB, {:.0} bytes/event); event ids in memory {} ({:.1} MiB with the files' filters); entries {:.1} MiB; position lists {:.1} MiB; {} events of the long stream read right after with the store's files out of the page cache in {:.2} ms, then warm in {:.2} ms; a 1,000-event stream read: {:.2} ms; then {} streams read at random in {} ms, resident after {:.0} MiB (own {:.0} MiB)",
+                "open {} events, {name}: {} ms; resident memory {:.0} MiB (own {:.0} MiB, mapped files {:.0} MiB; peak {:.0} MiB, {:.0} bytes/event); event ids in memory {} ({:.1} MiB with the files' filters); entries {:.1} MiB; position lists {:.1} MiB; a 1,000-event stream read right after: {:.2} ms; then {} streams read at random in {} ms, resident after {:.0} MiB (own {:.0} MiB); last, {} events of the long stream read with the store's files out of the page cache in {:.2} ms, then warm in {:.2} ms",
                 m.events,
                 m.open_ms,
                 m.rss_bytes as f64 / 1048576.0,
@@ -302,14 +302,14 @@ async fn run_large(dir: &Path, events: u64, json: bool) -> Result<(), BenchError
                 m.event_id_bytes as f64 / 1048576.0,
                 m.entry_bytes as f64 / 1048576.0,
                 m.position_list_bytes as f64 / 1048576.0,
-                m.long_stream_events,
-                m.long_stream_cold_us as f64 / 1000.0,
-                m.long_stream_warm_us as f64 / 1000.0,
                 m.stream_read_us as f64 / 1000.0,
                 m.random_streams_read,
                 m.random_streams_ms,
                 m.rss_after_random_streams_bytes as f64 / 1048576.0,
                 m.rss_anon_after_random_streams_bytes as f64 / 1048576.0,
+                m.long_stream_events,
+                m.long_stream_cold_us as f64 / 1000.0,
+                m.long_stream_warm_us as f64 / 1000.0,
             );
         }
     }

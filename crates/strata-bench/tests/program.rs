@@ -67,7 +67,7 @@ fn open_measure_of_a_store_without_the_benchmark_streams_fails_with_why() {
     assert!(out.stdout.is_empty(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains("target-1"), "names the stream it read: {err}");
+    assert!(err.contains("account-7"), "names the stream it read: {err}");
 }
 
 #[test]

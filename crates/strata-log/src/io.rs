@@ -129,14 +129,13 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
 /// stream's entries and records) asks a few places ahead, so their memory latencies overlap.
 /// Nothing happens where `at` is out of bounds, or off x86-64.
 #[inline]
-#[allow(unsafe_code, unused_unsafe)]
+#[allow(unsafe_code)]
 pub(crate) fn prefetch(bytes: &[u8], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if let Some(b) = bytes.get(at) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults
         // (the CPU drops it where the page is not mapped); the address is in bounds anyway.
-        // (Unsafe to call before Rust 1.87, safe after: hence `unused_unsafe`.)
         unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast::<i8>()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
