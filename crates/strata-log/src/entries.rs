@@ -596,6 +596,13 @@ impl Deferred {
     /// files (page faults on their maps, or `pread`s: one per run of consecutive positions).
     pub fn read(mut self) -> Result<Vec<(u64, Entry)>, ReadError> {
         self.files.sort_unstable_by_key(|(first, _)| *first);
+        // The file holding deferred position `p`, and its first position (`entry_or_defer`
+        // added it, so one starts at or before `p`).
+        let files = &self.files;
+        let file_of = |p: u64| {
+            let (first, f) = &files[files.partition_point(|(first, _)| *first <= p) - 1];
+            (*first, f)
+        };
         let items = &self.items;
         let mut out = Vec::with_capacity(items.len());
         let mut i = 0;
@@ -606,9 +613,8 @@ impl Deferred {
                 i += 1;
                 continue;
             }
-            let k = self.files.partition_point(|(first, _)| *first <= p) - 1;
-            let (first, f) = &self.files[k];
-            let in_file = *first..*first + f.len as u64;
+            let (first, f) = file_of(p);
+            let in_file = first..first + f.len as u64;
             // The deferred positions after it in this file that go on by one, up or down.
             let deferred = |j: usize| {
                 items
@@ -635,21 +641,18 @@ impl Deferred {
                 // entry of a position a few ahead asked for, so that the waits for memory
                 // of scattered entries overlap.
                 if let Some(&(q, None)) = items.get(i + PREFETCH_AHEAD) {
-                    let kq = self.files.partition_point(|(first, _)| *first <= q) - 1;
-                    let (fq, file_q) = &self.files[kq];
-                    if let Some(at) = q.checked_sub(*fq).filter(|&d| d < file_q.len as u64) {
-                        file_q.prefetch(at as usize);
-                    }
+                    let (first_q, file_q) = file_of(q);
+                    file_q.prefetch((q - first_q) as usize);
                 }
-                out.push((p, f.get(k, *first)?));
+                out.push((p, f.get(k, first)?));
                 i = j;
                 continue;
             }
-            let run = EntryFile::run(f, k, n, k..k + n, *first, &Blocks::direct())?;
+            let run = EntryFile::run(f, k, n, k..k + n, first, &Blocks::direct())?;
             for &(q, _) in &items[i..j] {
                 let e = match run[(q - lo) as usize] {
                     Some(e) => e,
-                    None => f.get((q - first) as usize, *first)?,
+                    None => f.get((q - first) as usize, first)?,
                 };
                 out.push((q, e));
             }
