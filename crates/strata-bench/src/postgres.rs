@@ -242,12 +242,20 @@ impl fmt::Display for PgBenchReport {
                 None => writeln!(f)?,
             }
         }
-        if let Some(r) = self.appends.iter().find(|r| r.events_per_append == 100) {
-            writeln!(
+        if let Some(r) = self.row("strata", 8, 100) {
+            write!(
                 f,
                 "100-event appends: {:.0} events/s (target >= 100,000)",
                 r.events_per_sec()
             )?;
+            match self.row("pgbench", 8, 100) {
+                Some(p) => writeln!(
+                    f,
+                    ", Strata / pgbench 100-row INSERT = {:.2}x (target >= 1.0x)",
+                    r.events_per_sec() / p.events_per_sec()
+                )?,
+                None => writeln!(f)?,
+            }
         }
         writeln!(
             f,
@@ -436,25 +444,45 @@ pub async fn naive_rows(
 }
 
 /// `pgbench`'s script: the naive INSERT with a new random aggregate each time (so version 0
-/// never collides), prepared once per connection by `-M prepared`.
-const PGBENCH_SCRIPT: &str = "INSERT INTO bench_pg_naive.events \
-     (event_id, aggregate_id, aggregate_type, event_type, version, data, metadata) \
-     VALUES (gen_random_uuid(), gen_random_uuid(), 'BankAccount', 'MoneyDeposited', 0, \
-     '{\"amount\":1,\"currency\":\"EUR\",\"note\":\"deposit at the counter\"}'::jsonb, \
-     '{\"correlationId\":\"req-789\",\"userId\":\"user-456\"}'::jsonb);\n";
+/// never collides), prepared once per connection by `-M prepared`. With `rows` above 1, one
+/// INSERT of `rows` events of one new aggregate (versions 0 to `rows - 1`), the payloads made
+/// by the server, so that nothing but the statement's execution crosses the wire: the
+/// strongest naive baseline for a multi-event append.
+fn pgbench_script(rows: usize) -> String {
+    const PAYLOAD: &str =
+        "'{\"amount\":1,\"currency\":\"EUR\",\"note\":\"deposit at the counter\"}'::jsonb, \
+         '{\"correlationId\":\"req-789\",\"userId\":\"user-456\"}'::jsonb";
+    const COLUMNS: &str = "INSERT INTO bench_pg_naive.events \
+         (event_id, aggregate_id, aggregate_type, event_type, version, data, metadata)";
+    if rows <= 1 {
+        format!(
+            "{COLUMNS} VALUES (gen_random_uuid(), gen_random_uuid(), 'BankAccount', \
+             'MoneyDeposited', 0, {PAYLOAD});\n"
+        )
+    } else {
+        format!(
+            "{COLUMNS} SELECT gen_random_uuid(), a.id, 'BankAccount', 'MoneyDeposited', g.v, \
+             {PAYLOAD} FROM (SELECT gen_random_uuid() AS id) a \
+             CROSS JOIN generate_series(0, {}) AS g(v);\n",
+            rows - 1
+        )
+    }
+}
 
 /// The naive baseline driven by `pgbench -n -M prepared` with `writers` clients for `secs`
-/// seconds (rounded up to whole seconds, as `-T` takes them). `None` when `pgbench` is not
-/// installed. Its latencies are the mean only (`p50` is the mean, `p99` is 0).
+/// seconds (rounded up to whole seconds, as `-T` takes them), each transaction one INSERT of
+/// `rows` events ([`pgbench_script`]). `None` when `pgbench` is not installed. Its latencies
+/// are the mean only (`p50` is the mean, `p99` is 0).
 pub fn pgbench_row(
     database_url: &str,
     writers: usize,
+    rows: usize,
     secs: f64,
 ) -> Result<Option<PgAppendRow>, String> {
     let dir = std::env::temp_dir().join(format!("strata-pgbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let script = dir.join("naive.sql");
-    std::fs::write(&script, PGBENCH_SCRIPT)
+    std::fs::write(&script, pgbench_script(rows))
         .map_err(|e| format!("writing {}: {e}", script.display()))?;
     let out = std::process::Command::new("pgbench")
         .args(["-n", "-M", "prepared", "-c"])
@@ -488,7 +516,7 @@ pub fn pgbench_row(
     Ok(Some(PgAppendRow {
         system: "pgbench",
         writers,
-        events_per_append: 1,
+        events_per_append: rows,
         appends: done,
         elapsed: Duration::from_secs_f64(done as f64 / tps.max(1e-9)),
         latency_us_p50: (latency_ms * 1000.0) as u64,
@@ -734,7 +762,7 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
         for round in 0..scale.append_rounds() {
             naive.push(naive_rows(database_url, writers, secs).await?);
             let url = database_url.to_owned();
-            let row = tokio::task::spawn_blocking(move || pgbench_row(&url, writers, secs))
+            let row = tokio::task::spawn_blocking(move || pgbench_row(&url, writers, 1, secs))
                 .await
                 .map_err(|e| e.to_string())?;
             match row {
@@ -755,10 +783,22 @@ pub async fn run(database_url: &str, scale: PgBenchScale) -> Result<PgBenchRepor
         eprintln!("pgbench is not installed: its baseline rows are left out");
     }
     if !reads_only {
-        // 8 writers, as in the embedded store's benchmark.
-        let mut rounds = Vec::new();
+        // 8 writers, as in the embedded store's benchmark, beside pgbench's 100-row INSERT.
+        let (mut pgbench, mut rounds) = (Vec::new(), Vec::new());
         for round in 0..scale.append_rounds() {
+            let url = database_url.to_owned();
+            let row = tokio::task::spawn_blocking(move || pgbench_row(&url, 8, 100, secs))
+                .await
+                .map_err(|e| e.to_string())?;
+            match row {
+                Ok(Some(row)) => pgbench.push(row),
+                Ok(None) => {}
+                Err(e) => eprintln!("pgbench row with 100-row INSERTs left out: {e}"),
+            }
             rounds.push(strata_rows(&store, 8, 100, secs, &format!("hundred{round}")).await?);
+        }
+        if !pgbench.is_empty() {
+            appends.push(median_row(pgbench)?);
         }
         appends.push(median_row(rounds)?);
     }
