@@ -40,7 +40,7 @@ pub use options::{
     Direction, Filter, ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom,
     SubscriptionTarget,
 };
-pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
+pub use snapshot::{Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore};
 pub use store::{AllPage, CategorySummary, EventStore, Page, StreamInfo, StreamSummary};
 pub use stream_id::{category_of, StreamId};
 pub use subscription::{Batch, Cursor, Subscription};

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::{InvalidInput, LimitError};
-use crate::event::Timestamp;
+use crate::event::{RecordedEvent, Timestamp};
 use crate::limits;
 use crate::stream_id::StreamId;
 
@@ -72,4 +72,33 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
     /// Deletes every snapshot of `stream`. Returns how many there were.
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError>;
+
+    /// The newest snapshot of `stream` whose schema version is `schema_version` (as
+    /// [`SnapshotStore::load_snapshot`] with no version bound) and, where the backend reads
+    /// them in the same round trip, the first `limit` events of the stream after it: what a
+    /// repository loading an aggregate asks for first. The default reads the snapshot alone
+    /// (`events: None`), leaving the events to the caller; PostgreSQL reads both in one query.
+    async fn load_snapshot_and_events(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<SnapshotAndEvents, SnapshotError> {
+        let _ = limit;
+        Ok(SnapshotAndEvents {
+            snapshot: self.load_snapshot(stream, schema_version, None).await?,
+            events: None,
+        })
+    }
+}
+
+/// What [`SnapshotStore::load_snapshot_and_events`] read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotAndEvents {
+    /// The newest snapshot of the schema version asked for, if there is one.
+    pub snapshot: Option<Snapshot>,
+    /// `Some`: the stream's first events after the snapshot's version (from version 0 without
+    /// a snapshot), in version order, at most the limit asked for; empty when there are none
+    /// (the stream may not exist). `None`: the backend did not read them with the snapshot.
+    pub events: Option<Vec<RecordedEvent>>,
 }

@@ -2,11 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
-use sqlx::Row;
-use strata_core::{InvalidInput, Snapshot, SnapshotError, SnapshotStore, StreamId};
+use sqlx::{Row, ValueRef};
+use strata_core::{
+    InvalidInput, ReadError, Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore, StreamId,
+};
 
 use crate::error::snapshot_error;
-use crate::read::to_i64;
+use crate::read::{event_from_row, to_i64};
 use crate::store::PostgresStore;
 
 #[async_trait]
@@ -56,16 +58,71 @@ impl SnapshotStore for PostgresStore {
         let data: Vec<u8> = row.try_get(2).map_err(get)?;
         let taken_at: DateTime<Utc> = row.try_get(3).map_err(get)?;
         let nanos: i32 = row.try_get(4).map_err(get)?;
-        let taken_at = taken_at.with_nanosecond(nanos as u32).ok_or_else(|| {
-            SnapshotError::Storage(format!("stored nanoseconds {nanos} are out of range").into())
-        })?;
         Ok(Some(Snapshot {
             stream_id: stream.clone(),
             stream_version: version as u64,
             schema_version,
             data,
-            taken_at,
+            taken_at: with_nanos(taken_at, nanos)?,
         }))
+    }
+
+    /// One query: the newest snapshot and the events after it (see `sql.rs`).
+    async fn load_snapshot_and_events(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<SnapshotAndEvents, SnapshotError> {
+        let rows = sqlx::query(&self.shared().sql.load_snapshot_and_events)
+            .bind(stream.as_str())
+            .bind(i64::from(schema_version))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await
+            .map_err(snapshot_error)?;
+        let get = |e: sqlx::Error| snapshot_error(e);
+        let mut snapshot = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i == 0 {
+                let version: Option<i64> = row.try_get(0).map_err(get)?;
+                if let Some(version) = version {
+                    let data: Option<Vec<u8>> = row.try_get(1).map_err(get)?;
+                    let data = data.ok_or_else(|| {
+                        SnapshotError::Storage(
+                            format!(
+                                "the first event after the snapshot of {stream} at version \
+                                 {version} is not the next version"
+                            )
+                            .into(),
+                        )
+                    })?;
+                    let taken_at: DateTime<Utc> = row.try_get(2).map_err(get)?;
+                    let nanos: i32 = row.try_get(3).map_err(get)?;
+                    snapshot = Some(Snapshot {
+                        stream_id: stream.clone(),
+                        stream_version: version as u64,
+                        schema_version,
+                        data,
+                        taken_at: with_nanos(taken_at, nanos)?,
+                    });
+                }
+            }
+            // A row of NULL events: none after the snapshot.
+            if row.try_get_raw(4).map_err(get)?.is_null() {
+                continue;
+            }
+            let event = event_from_row(row, 4).map_err(|e| match e {
+                ReadError::Unavailable(e) => SnapshotError::Unavailable(e),
+                other => SnapshotError::Storage(other.to_string().into()),
+            })?;
+            events.push(event);
+        }
+        Ok(SnapshotAndEvents {
+            snapshot,
+            events: Some(events),
+        })
     }
 
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
@@ -76,4 +133,14 @@ impl SnapshotStore for PostgresStore {
             .map_err(snapshot_error)?;
         Ok(done.rows_affected())
     }
+}
+
+/// `taken_at` with the nanoseconds its own column keeps.
+fn with_nanos(taken_at: DateTime<Utc>, nanos: i32) -> Result<DateTime<Utc>, SnapshotError> {
+    u32::try_from(nanos)
+        .ok()
+        .and_then(|n| taken_at.with_nanosecond(n))
+        .ok_or_else(|| {
+            SnapshotError::Storage(format!("stored nanoseconds {nanos} are out of range").into())
+        })
 }

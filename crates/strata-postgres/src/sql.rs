@@ -186,6 +186,7 @@ pub(crate) struct Sql {
     pub notify: String,
     pub save_snapshot: String,
     pub load_snapshot: String,
+    pub load_snapshot_and_events: String,
     pub delete_snapshots: String,
 }
 
@@ -370,6 +371,25 @@ impl Sql {
                  WHERE stream_id = $1 AND stream_version <= $2 AND schema_version = $3
                  ORDER BY stream_version DESC LIMIT 1",
             ),
+            // $1 stream, $2 schema version, $3 limit. One row per event after the newest
+            // snapshot (one row of NULL events when there is none), the snapshot's columns on
+            // each; its data only on the first (versions are dense, so the first event after
+            // it is the next version), so that a large snapshot crosses the wire once.
+            load_snapshot_and_events: r("SELECT s.stream_version,
+                    CASE WHEN e.version IS NULL OR e.version = s.stream_version + 1
+                         THEN s.data END,
+                    s.taken_at, s.taken_at_nanos, {cols}
+                 FROM (SELECT 1) AS one
+                 LEFT JOIN LATERAL (
+                     SELECT x.stream_version, x.data, x.taken_at, x.taken_at_nanos
+                       FROM {schema}.snapshots x
+                      WHERE x.stream_id = $1 AND x.schema_version = $2
+                      ORDER BY x.stream_version DESC LIMIT 1) s ON true
+                 LEFT JOIN LATERAL (
+                     SELECT * FROM {schema}.events e
+                      WHERE e.aggregate_id = $1 AND e.version > coalesce(s.stream_version, -1)
+                      ORDER BY e.version LIMIT $3) e ON true
+                 ORDER BY e.version"),
             delete_snapshots: r("DELETE FROM {schema}.snapshots WHERE stream_id = $1"),
         }
     }

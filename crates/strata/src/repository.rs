@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use strata_core::{
     ActualVersion, AppendError, EventStore, ExpectedVersion, Position, ReadError,
-    ReadStreamOptions, Snapshot, SnapshotStore, StreamId, Timestamp,
+    ReadStreamOptions, RecordedEvent, Snapshot, SnapshotAndEvents, SnapshotStore, StreamId,
+    Timestamp,
 };
 
 use crate::aggregate::AggregateState;
@@ -164,7 +165,7 @@ impl<A: HandleWithServices, S> fmt::Debug for Repository<A, S> {
 }
 
 /// How far a load goes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Bound {
     max_version: Option<u64>,
     max_position: Option<Position>,
@@ -586,12 +587,50 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
 
     async fn load_bounded(&self, stream: &StreamId, bound: Bound) -> Result<Loaded<A>, LoadError> {
         let mut loaded = empty(stream.clone());
-        if let Some((state, version)) = self.read_snapshot(stream, bound.max_version).await {
+        // The events a store read with the snapshot (PostgreSQL: in the same query), which
+        // then need no read of their own.
+        let mut first_page = None;
+        if bound == Bound::default() {
+            let schema = A::SNAPSHOT_SCHEMA_VERSION;
+            match self
+                .store
+                .load_snapshot_and_events(stream, schema, self.page_events)
+                .await
+            {
+                Ok(SnapshotAndEvents { snapshot, events }) => match snapshot {
+                    Some(snapshot) => {
+                        if let Some((state, version)) = self.accept_snapshot(stream, None, snapshot)
+                        {
+                            loaded.state = state;
+                            loaded.version = Some(version);
+                            loaded.snapshot_version = Some(version);
+                            first_page = events;
+                        }
+                        // A snapshot not used: the events after it are not the ones to replay.
+                    }
+                    None => first_page = events,
+                },
+                Err(error) => {
+                    tracing::warn!(stream = %stream, %error, "could not load a snapshot; replaying all events");
+                }
+            }
+        } else if let Some((state, version)) = self.read_snapshot(stream, bound.max_version).await {
             loaded.state = state;
             loaded.version = Some(version);
             loaded.snapshot_version = Some(version);
         }
-        match self.replay_into(&mut loaded, bound).await {
+        let replayed = match first_page {
+            // Empty, the store does not say whether the stream exists: a read does.
+            Some(events) if !events.is_empty() => {
+                let full = events.len() >= self.page_events;
+                match self.apply_events(&mut loaded, events) {
+                    Ok(()) if full => self.replay_into(&mut loaded, bound).await,
+                    other => other,
+                }
+            }
+            _ => self.replay_into(&mut loaded, bound).await,
+        };
+        match replayed {
             Err(LoadError::Read {
                 source: ReadError::StreamNotFound(_),
                 ..
@@ -611,7 +650,7 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
 
     /// Applies the events after `loaded.version`, page by page, up to `bound`.
     async fn replay_into(&self, loaded: &mut Loaded<A>, bound: Bound) -> Result<(), LoadError> {
-        let stream = &loaded.stream_id;
+        let stream = loaded.stream_id.clone();
         let mut next = loaded.version.map_or(0, |v| v + 1);
         loop {
             let mut limit = self.page_events;
@@ -625,51 +664,66 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
             if let Some(position) = bound.max_position {
                 options = options.max_position(position);
             }
-            let events = match self.store.read_stream(stream, options).await {
+            let events = match self.store.read_stream(&stream, options).await {
                 Ok(events) => events,
                 // A stream that has events never answers "not found"; one without events does
                 // only when there is nothing at all to replay.
                 Err(ReadError::StreamNotFound(_)) if loaded.version.is_some() => Vec::new(),
-                Err(source) => {
-                    return Err(LoadError::Read {
-                        stream: stream.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(LoadError::Read { stream, source }),
             };
             let count = events.len();
-            for event in events {
-                if event.stream_version != next {
-                    return Err(LoadError::OutOfOrder {
-                        stream: stream.clone(),
-                        expected: next,
-                        found: event.stream_version,
-                    });
-                }
-                let decoded = self.codec.decode(&event)?;
-                loaded.state.apply(&decoded);
-                loaded.version = Some(next);
-                loaded.last_position = Some(event.position);
-                loaded.last_recorded_at = Some(event.recorded_at);
-                loaded.events_replayed += 1;
-                next += 1;
-            }
+            self.apply_events(loaded, events)?;
+            next = loaded.version.map_or(0, |v| v + 1);
             if count < limit {
                 return Ok(());
             }
         }
     }
 
+    /// Applies `events`, the next ones after `loaded.version` in version order.
+    fn apply_events(
+        &self,
+        loaded: &mut Loaded<A>,
+        events: Vec<RecordedEvent>,
+    ) -> Result<(), LoadError> {
+        let first = loaded.version.map_or(0, |v| v + 1);
+        for (next, event) in (first..).zip(events) {
+            if event.stream_version != next {
+                return Err(LoadError::OutOfOrder {
+                    stream: loaded.stream_id.clone(),
+                    expected: next,
+                    found: event.stream_version,
+                });
+            }
+            let decoded = self.codec.decode(&event)?;
+            loaded.state.apply(&decoded);
+            loaded.version = Some(next);
+            loaded.last_position = Some(event.position);
+            loaded.last_recorded_at = Some(event.recorded_at);
+            loaded.events_replayed += 1;
+        }
+        Ok(())
+    }
+
     async fn read_snapshot(&self, stream: &StreamId, max_version: Option<u64>) -> Option<(A, u64)> {
         let schema = A::SNAPSHOT_SCHEMA_VERSION;
-        let snapshot = match self.store.load_snapshot(stream, schema, max_version).await {
-            Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return None,
+        match self.store.load_snapshot(stream, schema, max_version).await {
+            Ok(snapshot) => self.accept_snapshot(stream, max_version, snapshot?),
             Err(error) => {
                 tracing::warn!(stream = %stream, %error, "could not load a snapshot; replaying all events");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// The state and version of `snapshot`, if it is the one asked for and decodes.
+    fn accept_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+        snapshot: Snapshot,
+    ) -> Option<(A, u64)> {
+        let schema = A::SNAPSHOT_SCHEMA_VERSION;
         // Pair assertion: the store answered what was asked.
         if snapshot.stream_id != *stream
             || snapshot.schema_version != schema

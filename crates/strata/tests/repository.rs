@@ -11,10 +11,12 @@ use std::time::Duration;
 use serde_json::json;
 use strata::{
     ActualVersion, CommandEnvelope, DecodeErrorKind, EventData, ExecuteError, ExpectedVersion,
-    LoadError, Metadata, ReadStreamOptions, Repository, Snapshot, StreamId, UpcastError, Uuid,
+    LoadError, Metadata, ReadStreamOptions, Repository, Snapshot, SnapshotStore, StreamId,
+    UpcastError, Uuid,
 };
 use support::{
-    seed, Backend, FailingSnapshots, Interfering, Tally, TallyCommand, TallyError, TallyEvent,
+    seed, Backend, FailingSnapshots, Interfering, ReadCounting, Tally, TallyCommand, TallyError,
+    TallyEvent,
 };
 
 fn stream(s: &str) -> StreamId {
@@ -322,6 +324,47 @@ async fn snapshots_of_another_schema_or_unreadable_ones_are_ignored<S: Backend>(
     assert_eq!(loaded.total, 8);
 }
 
+/// A cold load takes the events after the snapshot from the store's combined read where it
+/// has one (PostgreSQL: one query instead of two) and reads on only past a full page.
+async fn a_cold_load_reads_the_events_with_the_snapshot_where_the_store_can<S: Backend>(store: S) {
+    let store = ReadCounting::new(store);
+    let combined = store
+        .load_snapshot_and_events(&stream("tally-c"), 1, 1)
+        .await
+        .unwrap()
+        .events
+        .is_some();
+    // Reads the store answers with the snapshot instead.
+    let saved = u32::from(combined);
+    let repo = Repository::<Tally, _>::new(store.clone())
+        .with_snapshot_interval(10)
+        .with_cache_capacity(0)
+        .with_page_events(5);
+    for _ in 0..23 {
+        repo.execute("c", TallyCommand::Add(1)).await.unwrap();
+    }
+    // Snapshot at 19, three events after it: one page, not full.
+    store.reads.store(0, Ordering::SeqCst);
+    let loaded = repo.load("c").await.unwrap();
+    assert_eq!((loaded.total, loaded.version), (23, Some(22)));
+    assert_eq!(
+        (loaded.snapshot_version, loaded.events_replayed),
+        (Some(19), 3)
+    );
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1 - saved);
+    // Five events after it fill the page: the load reads on, and finds nothing more.
+    for _ in 0..2 {
+        repo.execute("c", TallyCommand::Add(1)).await.unwrap();
+    }
+    store.reads.store(0, Ordering::SeqCst);
+    let loaded = repo.load("c").await.unwrap();
+    assert_eq!((loaded.total, loaded.events_replayed), (25, 5));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2 - saved);
+    // A stream with no events and no snapshot loads empty.
+    let nobody = repo.load("nobody").await.unwrap();
+    assert_eq!((nobody.version, nobody.total), (None, 0));
+}
+
 async fn loads_page_through_long_streams<S: Backend>(store: S) {
     for page in [1, 7, 10, 50, 51] {
         let repo = Repository::<Tally, _>::new(store.clone())
@@ -626,6 +669,7 @@ macro_rules! cases {
             snapshots_are_written_every_interval_and_used_by_loads,
             a_failing_snapshot_write_never_fails_the_command,
             snapshots_of_another_schema_or_unreadable_ones_are_ignored,
+            a_cold_load_reads_the_events_with_the_snapshot_where_the_store_can,
             loads_page_through_long_streams,
             load_at_version_uses_snapshots_at_or_below_it,
             load_as_of_a_time_sees_only_what_was_recorded_by_then,

@@ -275,6 +275,8 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::event_store_conformance_tests!($make);
         $crate::snapshot_store_conformance_tests!($make);
+        // The cases that need both halves.
+        $crate::__conformance_cases!($make; snapshot_and_events_load_together);
     };
 }
 

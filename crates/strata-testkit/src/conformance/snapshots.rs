@@ -2,7 +2,10 @@
 //! delete, limits.
 
 use serde_json::json;
-use strata_core::{limits, Snapshot, SnapshotError, SnapshotStore, StreamId};
+use strata_core::{
+    limits, EventStore, ExpectedVersion, ReadError, ReadStreamOptions, Snapshot, SnapshotError,
+    SnapshotStore, StreamId,
+};
 
 use super::support::*;
 
@@ -173,4 +176,66 @@ pub async fn snapshots_are_per_stream<S: SnapshotStore + Clone>(store: S) {
         load(&store, &b, 1, None).await.map(|x| x.stream_version),
         Some(2)
     );
+}
+
+/// `load_snapshot_and_events` gives the snapshot `load_snapshot` gives and, where the backend
+/// reads events with it, exactly the stream's first events after the snapshot (from version 0
+/// without one), at most the limit, as `read_stream` returns them: a repository replays them
+/// as if it had read them itself. A snapshot of another schema version is not the snapshot.
+pub async fn snapshot_and_events_load_together<S: EventStore + SnapshotStore + Clone>(store: S) {
+    let s = sid("account-1");
+    let other = sid("account-2");
+    async fn check<S: EventStore + SnapshotStore>(store: &S, s: &StreamId, limit: usize) {
+        let what = format!("load_snapshot_and_events({s}, 1, {limit})");
+        let both = within(&what, store.load_snapshot_and_events(s, 1, limit))
+            .await
+            .unwrap_or_else(|e| panic!("{what} failed: {e:?}"));
+        let snapshot = load(store, s, 1, None).await;
+        assert_eq!(both.snapshot, snapshot, "{what}: the snapshot");
+        let Some(events) = both.events else {
+            return;
+        };
+        let from = snapshot.map_or(0, |snap| snap.stream_version + 1);
+        let expected = match store
+            .read_stream(
+                s,
+                ReadStreamOptions::forward().from_version(from).limit(limit),
+            )
+            .await
+        {
+            Ok(events) => events,
+            Err(ReadError::StreamNotFound(_)) => Vec::new(),
+            Err(e) => panic!("read_stream({s}) failed: {e:?}"),
+        };
+        assert_eq!(events, expected, "{what}: the events after the snapshot");
+    }
+    check(&store, &s, 4).await;
+    append(
+        &store,
+        &s,
+        ExpectedVersion::NoStream,
+        evs("Deposited", 0, 10),
+    )
+    .await;
+    append(
+        &store,
+        &other,
+        ExpectedVersion::NoStream,
+        evs("Deposited", 0, 3),
+    )
+    .await;
+    check(&store, &s, 4).await;
+    check(&store, &s, 100).await;
+    save(&store, snapshot(&s, 5, 1, 50)).await;
+    save(&store, snapshot(&s, 7, 2, 70)).await;
+    save(&store, snapshot(&other, 2, 1, 20)).await;
+    check(&store, &s, 3).await;
+    check(&store, &s, 100).await;
+    check(&store, &other, 100).await;
+    let mut large = snapshot(&s, 8, 1, 80);
+    large.data = vec![b'x'; 100_000];
+    save(&store, large).await;
+    check(&store, &s, 100).await;
+    save(&store, snapshot(&s, 9, 1, 90)).await;
+    check(&store, &s, 100).await;
 }

@@ -8,8 +8,8 @@ use serde::Serialize;
 use strata_core::{
     AllPage, AppendError, AppendResult, BackendError, CategorySummary, EventData, EventStore,
     ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
-    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp, Uuid,
+    RecordedEvent, Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore, StreamId, StreamInfo,
+    StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp, Uuid,
 };
 use tokio::sync::watch;
 
@@ -358,5 +358,16 @@ impl<S: SnapshotStore + Clone, P: InlineProjections> SnapshotStore for Projected
 
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
         self.inner.delete_snapshots(stream).await
+    }
+
+    async fn load_snapshot_and_events(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<SnapshotAndEvents, SnapshotError> {
+        self.inner
+            .load_snapshot_and_events(stream, schema_version, limit)
+            .await
     }
 }

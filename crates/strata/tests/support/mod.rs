@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use strata::{
     async_trait, AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore,
     ExpectedVersion, ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
-    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
+    RecordedEvent, Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore, StreamId, StreamInfo,
+    StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget, Timestamp,
 };
 use strata::{Aggregate, DomainEvent};
 use tokio::sync::watch;
@@ -231,6 +231,36 @@ impl<S> Interfering<S> {
     }
 }
 
+/// A store that counts the stream reads asked of it; snapshots and events pass through.
+#[derive(Clone)]
+pub struct ReadCounting<S> {
+    pub inner: S,
+    pub reads: Arc<AtomicU32>,
+}
+
+impl<S> ReadCounting<S> {
+    pub fn new(inner: S) -> Self {
+        ReadCounting {
+            inner,
+            reads: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    fn note_read(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl<S> FailingSnapshots<S> {
+    fn note_read(&self) {}
+}
+
+impl<S> Interfering<S> {
+    fn note_read(&self) {}
+}
+
+/// `EventStore` for a wrapper around `inner`: every method passes through (a stream read
+/// after the wrapper's `note_read`), `append` runs the block given.
 macro_rules! delegate_event_store {
     ($ty:ident, |$this:ident, $stream:ident, $expected:ident, $events:ident| $append:block) => {
         #[async_trait]
@@ -249,6 +279,7 @@ macro_rules! delegate_event_store {
                 stream: &StreamId,
                 options: ReadStreamOptions,
             ) -> Result<Vec<RecordedEvent>, ReadError> {
+                self.note_read();
                 self.inner.read_stream(stream, options).await
             }
             async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
@@ -305,6 +336,40 @@ delegate_event_store!(Interfering, |this, stream, expected, events| {
     }
     this.inner.append(stream, expected, events).await
 });
+
+delegate_event_store!(ReadCounting, |this, stream, expected, events| {
+    this.inner.append(stream, expected, events).await
+});
+
+#[async_trait]
+impl<S: SnapshotStore> SnapshotStore for ReadCounting<S> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        self.inner
+            .load_snapshot(stream, schema_version, max_version)
+            .await
+    }
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
+        self.inner.delete_snapshots(stream).await
+    }
+    async fn load_snapshot_and_events(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<SnapshotAndEvents, SnapshotError> {
+        self.inner
+            .load_snapshot_and_events(stream, schema_version, limit)
+            .await
+    }
+}
 
 #[async_trait]
 impl<S: SnapshotStore> SnapshotStore for FailingSnapshots<S> {
