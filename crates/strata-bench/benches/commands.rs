@@ -21,7 +21,9 @@
 //!
 //! The database is `STRATA_BENCH_DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/test`;
 //! each framework gets a fresh schema of it, dropped at the end. `STRATA_BENCH_QUICK=1` runs one
-//! short round. `STRATA_BENCH_DIR` chooses where the embedded store lives (default: the system
+//! short round; `STRATA_BENCH_ROWS=embedded/cached/16,cqrs` runs only the rows whose
+//! `name/callers` contains one of the comma-separated parts (ratios without their rows print
+//! NaN). `STRATA_BENCH_DIR` chooses where the embedded store lives (default: the system
 //! temp directory).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -323,6 +325,18 @@ fn main() {
         (rows, (embedded, pg, pool))
     });
 
+    // STRATA_BENCH_ROWS=a,b runs only the rows whose `name/callers` contains a or b.
+    let only: Option<Vec<String>> = std::env::var("STRATA_BENCH_ROWS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| {
+            let key = format!("{}/{}", r.name, r.callers);
+            only.as_ref()
+                .is_none_or(|only| only.iter().any(|o| key.contains(o.as_str())))
+        })
+        .collect();
     let mut rates: BTreeMap<(String, usize), Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         for row in &rows {
@@ -337,19 +351,29 @@ fn main() {
                 .push(rate);
         }
     }
-    let rate = |name: &str, callers: usize| median(&rates[&(name.to_owned(), callers)]);
+    // NaN for a row not run.
+    let rate = |name: &str, callers: usize| {
+        rates
+            .get(&(name.to_owned(), callers))
+            .map_or(f64::NAN, |r| median(r))
+    };
 
     println!(
         "\nbank deposits per second, medians of {rounds} round(s) of {secs} s (commands wait \
          until durable):"
     );
     println!("| row | 1 caller | 16 callers |\n|---|---:|---:|");
-    for row in rows.iter().filter(|r| r.callers == 1) {
+    let mut names: Vec<&str> = Vec::new();
+    for row in &rows {
+        if !names.contains(&row.name.as_str()) {
+            names.push(&row.name);
+        }
+    }
+    for name in names {
         println!(
-            "| {} | {:.0} | {:.0} |",
-            row.name,
-            rate(&row.name, 1),
-            rate(&row.name, 16)
+            "| {name} | {:.0} | {:.0} |",
+            rate(name, 1),
+            rate(name, 16)
         );
     }
     // cqrs-es's fastest store among `stores` for `callers`.
