@@ -370,11 +370,7 @@ fn main() {
         }
     }
     for name in names {
-        println!(
-            "| {name} | {:.0} | {:.0} |",
-            rate(name, 1),
-            rate(name, 16)
-        );
+        println!("| {name} | {:.0} | {:.0} |", rate(name, 1), rate(name, 16));
     }
     // cqrs-es's fastest store among `stores` for `callers`.
     let best_cqrs = |callers: usize, stores: &[&'static str]| {
