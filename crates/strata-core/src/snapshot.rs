@@ -78,13 +78,18 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// them in the same round trip, the first `limit` events of the stream after it: what a
     /// repository loading an aggregate asks for first. The default reads the snapshot alone
     /// (`events: None`), leaving the events to the caller; PostgreSQL reads both in one query.
+    /// `limit` is at most [`limits::READ_PAGE_MAX_EVENTS`] (else [`SnapshotError::Limit`]).
     async fn load_snapshot_and_events(
         &self,
         stream: &StreamId,
         schema_version: u32,
         limit: usize,
     ) -> Result<SnapshotAndEvents, SnapshotError> {
-        let _ = limit;
+        LimitError::check(
+            || "events read with a snapshot".to_owned(),
+            limits::READ_PAGE_MAX_EVENTS,
+            limit,
+        )?;
         Ok(SnapshotAndEvents {
             snapshot: self.load_snapshot(stream, schema_version, None).await?,
             events: None,
@@ -98,7 +103,8 @@ pub struct SnapshotAndEvents {
     /// The newest snapshot of the schema version asked for, if there is one.
     pub snapshot: Option<Snapshot>,
     /// `Some`: the stream's first events after the snapshot's version (from version 0 without
-    /// a snapshot), in version order, at most the limit asked for; empty when there are none
-    /// (the stream may not exist). `None`: the backend did not read them with the snapshot.
+    /// a snapshot), in version order, at most the limit asked for: fewer means there are no
+    /// more; empty when there are none (the stream may not exist). `None`: the backend did not
+    /// read them with the snapshot.
     pub events: Option<Vec<RecordedEvent>>,
 }

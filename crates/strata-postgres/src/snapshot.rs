@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sqlx::{Row, ValueRef};
 use strata_core::{
-    InvalidInput, ReadError, Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore, StreamId,
+    limits, InvalidInput, LimitError, ReadError, Snapshot, SnapshotAndEvents, SnapshotError,
+    SnapshotStore, StreamId,
 };
 
 use crate::error::snapshot_error;
@@ -74,6 +75,11 @@ impl SnapshotStore for PostgresStore {
         schema_version: u32,
         limit: usize,
     ) -> Result<SnapshotAndEvents, SnapshotError> {
+        LimitError::check(
+            || "events read with a snapshot".to_owned(),
+            limits::READ_PAGE_MAX_EVENTS,
+            limit,
+        )?;
         let rows = sqlx::query(&self.shared().sql.load_snapshot_and_events)
             .bind(stream.as_str())
             .bind(i64::from(schema_version))
@@ -115,6 +121,9 @@ impl SnapshotStore for PostgresStore {
             }
             let event = event_from_row(row, 4).map_err(|e| match e {
                 ReadError::Unavailable(e) => SnapshotError::Unavailable(e),
+                ReadError::Storage(e) => SnapshotError::Storage(e),
+                // A stored event that fails its checks: the repository then reads the stream
+                // on its own, and that read reports it with its position.
                 other => SnapshotError::Storage(other.to_string().into()),
             })?;
             events.push(event);

@@ -611,7 +611,7 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
                     None => first_page = events,
                 },
                 Err(error) => {
-                    tracing::warn!(stream = %stream, %error, "could not load a snapshot; replaying all events");
+                    tracing::warn!(stream = %stream, %error, "could not load the snapshot and the events after it; replaying all events");
                 }
             }
         } else if let Some((state, version)) = self.read_snapshot(stream, bound.max_version).await {
@@ -666,9 +666,10 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
             }
             let events = match self.store.read_stream(&stream, options).await {
                 Ok(events) => events,
-                // A stream that has events never answers "not found"; one without events does
-                // only when there is nothing at all to replay.
-                Err(ReadError::StreamNotFound(_)) if loaded.version.is_some() => Vec::new(),
+                // A stream that has events never answers "not found" (so, after events were
+                // replayed, it means none since). Right after a snapshot it means a stream
+                // without events: the caller drops the snapshot.
+                Err(ReadError::StreamNotFound(_)) if loaded.events_replayed > 0 => Vec::new(),
                 Err(source) => return Err(LoadError::Read { stream, source }),
             };
             let count = events.len();

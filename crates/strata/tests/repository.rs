@@ -365,6 +365,32 @@ async fn a_cold_load_reads_the_events_with_the_snapshot_where_the_store_can<S: B
     assert_eq!((nobody.version, nobody.total), (None, 0));
 }
 
+/// A snapshot left for a stream that has no events (written elsewhere, or its events gone)
+/// is not a state: the load starts empty, and the next command creates the stream.
+async fn a_snapshot_of_a_stream_without_events_is_ignored<S: Backend>(store: S) {
+    store
+        .save_snapshot(Snapshot {
+            stream_id: stream("tally-ghost"),
+            stream_version: 4,
+            schema_version: 1,
+            data: serde_json::to_vec(&Tally {
+                total: 99,
+                count: 5,
+                closed: false,
+            })
+            .unwrap(),
+            taken_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let repo = Repository::<Tally, _>::new(store).with_cache_capacity(0);
+    let loaded = repo.load("ghost").await.unwrap();
+    assert_eq!((loaded.version, loaded.total), (None, 0));
+    assert_eq!(loaded.snapshot_version, None);
+    let done = repo.execute("ghost", TallyCommand::Add(1)).await.unwrap();
+    assert_eq!((done.version, done.state.total), (Some(0), 1));
+}
+
 async fn loads_page_through_long_streams<S: Backend>(store: S) {
     for page in [1, 7, 10, 50, 51] {
         let repo = Repository::<Tally, _>::new(store.clone())
@@ -670,6 +696,7 @@ macro_rules! cases {
             a_failing_snapshot_write_never_fails_the_command,
             snapshots_of_another_schema_or_unreadable_ones_are_ignored,
             a_cold_load_reads_the_events_with_the_snapshot_where_the_store_can,
+            a_snapshot_of_a_stream_without_events_is_ignored,
             loads_page_through_long_streams,
             load_at_version_uses_snapshots_at_or_below_it,
             load_as_of_a_time_sees_only_what_was_recorded_by_then,

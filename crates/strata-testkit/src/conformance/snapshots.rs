@@ -238,4 +238,9 @@ pub async fn snapshot_and_events_load_together<S: EventStore + SnapshotStore + C
     check(&store, &s, 100).await;
     save(&store, snapshot(&s, 9, 1, 90)).await;
     check(&store, &s, 100).await;
+    let over = limits::READ_PAGE_MAX_EVENTS + 1;
+    match store.load_snapshot_and_events(&s, 1, over).await {
+        Err(SnapshotError::Limit(_)) => {}
+        other => panic!("a limit of {over} events must be a limit error, got {other:?}"),
+    }
 }
