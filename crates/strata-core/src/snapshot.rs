@@ -85,11 +85,7 @@ pub trait SnapshotStore: Send + Sync + 'static {
         schema_version: u32,
         limit: usize,
     ) -> Result<SnapshotAndEvents, SnapshotError> {
-        LimitError::check(
-            || "events read with a snapshot".to_owned(),
-            limits::READ_PAGE_MAX_EVENTS,
-            limit,
-        )?;
+        SnapshotAndEvents::check_limit(limit)?;
         Ok(SnapshotAndEvents {
             snapshot: self.load_snapshot(stream, schema_version, None).await?,
             events: None,
@@ -107,4 +103,17 @@ pub struct SnapshotAndEvents {
     /// more; empty when there are none (the stream may not exist). `None`: the backend did not
     /// read them with the snapshot.
     pub events: Option<Vec<RecordedEvent>>,
+}
+
+impl SnapshotAndEvents {
+    /// The limit every [`SnapshotStore::load_snapshot_and_events`] checks first: at most
+    /// [`limits::READ_PAGE_MAX_EVENTS`] events, as a page of `read_stream`.
+    pub fn check_limit(limit: usize) -> Result<(), SnapshotError> {
+        LimitError::check(
+            || "events read with a snapshot".to_owned(),
+            limits::READ_PAGE_MAX_EVENTS,
+            limit,
+        )?;
+        Ok(())
+    }
 }

@@ -4,8 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sqlx::{Row, ValueRef};
 use strata_core::{
-    limits, InvalidInput, LimitError, ReadError, Snapshot, SnapshotAndEvents, SnapshotError,
-    SnapshotStore, StreamId,
+    InvalidInput, ReadError, Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore, StreamId,
 };
 
 use crate::error::snapshot_error;
@@ -75,11 +74,7 @@ impl SnapshotStore for PostgresStore {
         schema_version: u32,
         limit: usize,
     ) -> Result<SnapshotAndEvents, SnapshotError> {
-        LimitError::check(
-            || "events read with a snapshot".to_owned(),
-            limits::READ_PAGE_MAX_EVENTS,
-            limit,
-        )?;
+        SnapshotAndEvents::check_limit(limit)?;
         let rows = sqlx::query(&self.shared().sql.load_snapshot_and_events)
             .bind(stream.as_str())
             .bind(i64::from(schema_version))

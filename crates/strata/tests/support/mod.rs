@@ -341,35 +341,43 @@ delegate_event_store!(ReadCounting, |this, stream, expected, events| {
     this.inner.append(stream, expected, events).await
 });
 
-#[async_trait]
-impl<S: SnapshotStore> SnapshotStore for ReadCounting<S> {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        schema_version: u32,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>, SnapshotError> {
-        self.inner
-            .load_snapshot(stream, schema_version, max_version)
-            .await
-    }
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
-        self.inner.delete_snapshots(stream).await
-    }
-    async fn load_snapshot_and_events(
-        &self,
-        stream: &StreamId,
-        schema_version: u32,
-        limit: usize,
-    ) -> Result<SnapshotAndEvents, SnapshotError> {
-        self.inner
-            .load_snapshot_and_events(stream, schema_version, limit)
-            .await
-    }
+/// `SnapshotStore` for a wrapper around `inner`: every method passes through.
+macro_rules! delegate_snapshot_store {
+    ($ty:ident) => {
+        #[async_trait]
+        impl<S: SnapshotStore> SnapshotStore for $ty<S> {
+            async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
+                self.inner.save_snapshot(snapshot).await
+            }
+            async fn load_snapshot(
+                &self,
+                stream: &StreamId,
+                schema_version: u32,
+                max_version: Option<u64>,
+            ) -> Result<Option<Snapshot>, SnapshotError> {
+                self.inner
+                    .load_snapshot(stream, schema_version, max_version)
+                    .await
+            }
+            async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
+                self.inner.delete_snapshots(stream).await
+            }
+            async fn load_snapshot_and_events(
+                &self,
+                stream: &StreamId,
+                schema_version: u32,
+                limit: usize,
+            ) -> Result<SnapshotAndEvents, SnapshotError> {
+                self.inner
+                    .load_snapshot_and_events(stream, schema_version, limit)
+                    .await
+            }
+        }
+    };
 }
+
+delegate_snapshot_store!(ReadCounting);
+delegate_snapshot_store!(Interfering);
 
 #[async_trait]
 impl<S: SnapshotStore> SnapshotStore for FailingSnapshots<S> {
@@ -378,26 +386,6 @@ impl<S: SnapshotStore> SnapshotStore for FailingSnapshots<S> {
         Err(SnapshotError::Storage(
             ("injected: the disk is full".to_owned()).into(),
         ))
-    }
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        schema_version: u32,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>, SnapshotError> {
-        self.inner
-            .load_snapshot(stream, schema_version, max_version)
-            .await
-    }
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
-        self.inner.delete_snapshots(stream).await
-    }
-}
-
-#[async_trait]
-impl<S: SnapshotStore> SnapshotStore for Interfering<S> {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), SnapshotError> {
-        self.inner.save_snapshot(snapshot).await
     }
     async fn load_snapshot(
         &self,
