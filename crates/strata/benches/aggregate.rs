@@ -15,8 +15,8 @@
 //!   `STRATA_BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); skipped
 //!   with a message otherwise.
 //!
-//! `STRATA_BENCH_DIR` chooses where the embedded stores live (default: the system temp
-//! directory).
+//! `STRATA_BENCH_DIR` chooses where the embedded stores live, in a directory of their own
+//! (default: the system temp directory).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 // The bank example's domain. Benches build with `cfg(test)`, which brings in the example's
@@ -27,7 +27,7 @@ mod domain;
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -42,11 +42,16 @@ const SIZES: [u64; 3] = [1_000, 10_000, 100_000];
 const SNAPSHOT_LAG: u64 = 50;
 
 fn main() {
-    let base = std::env::var("STRATA_BENCH_DIR").map_or_else(
-        |_| std::env::temp_dir().join(format!("strata-aggregate-bench-{}", std::process::id())),
-        PathBuf::from,
+    // A directory of its own inside STRATA_BENCH_DIR, removed at the end (the directory given
+    // was removed whole before, with whatever else it held).
+    let dir = std::env::var("STRATA_BENCH_DIR").map_or_else(
+        |_| tempfile::tempdir().unwrap(),
+        |d| {
+            std::fs::create_dir_all(&d).unwrap();
+            tempfile::tempdir_in(d).unwrap()
+        },
     );
-    std::fs::create_dir_all(&base).unwrap();
+    let base = dir.path().to_path_buf();
     let rate = fdatasync_rate(&base, 2.0).unwrap();
     println!(
         "disk baseline: {rate:.0} write(4 KiB)+fdatasync per second in {}",
@@ -73,7 +78,7 @@ fn main() {
         "disk baseline (again): {:.0} fdatasync/s",
         fdatasync_rate(&base, 2.0).unwrap()
     );
-    let _ = std::fs::remove_dir_all(&base);
+    drop(dir);
 }
 
 fn loads(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
