@@ -100,15 +100,14 @@ const CONNECTIONS: u32 = 16;
 
 type CommandFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs one deposit on the account `id` and waits for it to be durable.
-type Deposit = Arc<dyn Fn(String) -> CommandFuture + Send + Sync>;
+/// Runs one command on the account `id` and waits for it to be durable.
+type Execute = Arc<dyn Fn(String, AccountCommand) -> CommandFuture + Send + Sync>;
 
-/// One row: a framework, a store and a mode, and how to open an account and deposit.
+/// One row: a framework, a store and a mode, and how it executes a command.
 struct Row {
     name: String,
     callers: usize,
-    open: Deposit,
-    deposit: Deposit,
+    execute: Execute,
 }
 
 fn strata_row<S>(name: &str, store: S, cache: usize, callers: usize) -> Row
@@ -116,52 +115,26 @@ where
     S: EventStore + SnapshotStore + Clone + Send + Sync + 'static,
 {
     let repo = Repository::<BankAccount, _>::new(store).with_cache_capacity(cache);
-    let open_repo = repo.clone();
     Row {
         name: name.to_owned(),
         callers,
-        open: Arc::new(move |id| {
-            let repo = open_repo.clone();
-            Box::pin(async move {
-                let open = AccountCommand::Open {
-                    owner: "bench".into(),
-                    initial_balance: 0,
-                };
-                repo.execute(&id, open).await.unwrap();
-            })
-        }),
-        deposit: Arc::new(move |id| {
+        execute: Arc::new(move |id, command| {
             let repo = repo.clone();
             Box::pin(async move {
-                repo.execute(&id, AccountCommand::Deposit { amount: 1 })
-                    .await
-                    .unwrap();
+                repo.execute(&id, command).await.unwrap();
             })
         }),
     }
 }
 
 fn cqrs_row(name: &str, cqrs: Arc<PostgresCqrs<BankAccount>>, callers: usize) -> Row {
-    let open_cqrs = cqrs.clone();
     Row {
         name: name.to_owned(),
         callers,
-        open: Arc::new(move |id| {
-            let cqrs = open_cqrs.clone();
-            Box::pin(async move {
-                let open = AccountCommand::Open {
-                    owner: "bench".into(),
-                    initial_balance: 0,
-                };
-                cqrs.execute(&id, open).await.unwrap();
-            })
-        }),
-        deposit: Arc::new(move |id| {
+        execute: Arc::new(move |id, command| {
             let cqrs = cqrs.clone();
             Box::pin(async move {
-                cqrs.execute(&id, AccountCommand::Deposit { amount: 1 })
-                    .await
-                    .unwrap();
+                cqrs.execute(&id, command).await.unwrap();
             })
         }),
     }
@@ -179,18 +152,22 @@ async fn run(row: &Row, round: usize, secs: f64) -> f64 {
         })
         .collect();
     for id in &ids {
-        (row.open)(id.clone()).await;
+        let open = AccountCommand::Open {
+            owner: "bench".into(),
+            initial_balance: 0,
+        };
+        (row.execute)(id.clone(), open).await;
     }
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let tasks: Vec<_> = ids
         .into_iter()
         .map(|id| {
-            let deposit = row.deposit.clone();
+            let execute = row.execute.clone();
             tokio::spawn(async move {
                 let mut done = 0u64;
                 while Instant::now() < deadline {
-                    deposit(id.clone()).await;
+                    execute(id.clone(), AccountCommand::Deposit { amount: 1 }).await;
                     done += 1;
                 }
                 done

@@ -83,33 +83,34 @@ impl SnapshotStore for PostgresStore {
             .await
             .map_err(snapshot_error)?;
         let get = |e: sqlx::Error| snapshot_error(e);
+        // The snapshot's columns: the same on every row, its data on the first only.
         let mut snapshot = None;
-        let mut events = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i == 0 {
-                let version: Option<i64> = row.try_get(0).map_err(get)?;
-                if let Some(version) = version {
-                    let data: Option<Vec<u8>> = row.try_get(1).map_err(get)?;
-                    let data = data.ok_or_else(|| {
-                        SnapshotError::Storage(
-                            format!(
-                                "the first event after the snapshot of {stream} at version \
-                                 {version} is not the next version"
-                            )
-                            .into(),
+        if let Some(row) = rows.first() {
+            let version: Option<i64> = row.try_get(0).map_err(get)?;
+            if let Some(version) = version {
+                let data: Option<Vec<u8>> = row.try_get(1).map_err(get)?;
+                let data = data.ok_or_else(|| {
+                    SnapshotError::Storage(
+                        format!(
+                            "the first event after the snapshot of {stream} at version \
+                             {version} is not the next version"
                         )
-                    })?;
-                    let taken_at: DateTime<Utc> = row.try_get(2).map_err(get)?;
-                    let nanos: i32 = row.try_get(3).map_err(get)?;
-                    snapshot = Some(Snapshot {
-                        stream_id: stream.clone(),
-                        stream_version: version as u64,
-                        schema_version,
-                        data,
-                        taken_at: with_nanos(taken_at, nanos)?,
-                    });
-                }
+                        .into(),
+                    )
+                })?;
+                let taken_at: DateTime<Utc> = row.try_get(2).map_err(get)?;
+                let nanos: i32 = row.try_get(3).map_err(get)?;
+                snapshot = Some(Snapshot {
+                    stream_id: stream.clone(),
+                    stream_version: version as u64,
+                    schema_version,
+                    data,
+                    taken_at: with_nanos(taken_at, nanos)?,
+                });
             }
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
             // A row of NULL events: none after the snapshot.
             if row.try_get_raw(4).map_err(get)?.is_null() {
                 continue;

@@ -587,10 +587,9 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
 
     async fn load_bounded(&self, stream: &StreamId, bound: Bound) -> Result<Loaded<A>, LoadError> {
         let mut loaded = empty(stream.clone());
-        // The events a store read with the snapshot (PostgreSQL: in the same query), which
-        // then need no read of their own.
-        let mut first_page = None;
-        if bound == Bound::default() {
+        // The snapshot used, and the events a store read with it (PostgreSQL: in the same
+        // query), which then need no read of their own.
+        let (snapshot, first_page) = if bound == Bound::default() {
             let schema = A::SNAPSHOT_SCHEMA_VERSION;
             match self
                 .store
@@ -598,23 +597,22 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
                 .await
             {
                 Ok(SnapshotAndEvents { snapshot, events }) => match snapshot {
-                    Some(snapshot) => {
-                        if let Some((state, version)) = self.accept_snapshot(stream, None, snapshot)
-                        {
-                            loaded.state = state;
-                            loaded.version = Some(version);
-                            loaded.snapshot_version = Some(version);
-                            first_page = events;
-                        }
-                        // A snapshot not used: the events after it are not the ones to replay.
-                    }
-                    None => first_page = events,
+                    None => (None, events),
+                    // A snapshot not used: the events after it are not the ones to replay.
+                    Some(snapshot) => match self.accept_snapshot(stream, None, snapshot) {
+                        Some(accepted) => (Some(accepted), events),
+                        None => (None, None),
+                    },
                 },
                 Err(error) => {
                     tracing::warn!(stream = %stream, %error, "could not load the snapshot and the events after it; replaying all events");
+                    (None, None)
                 }
             }
-        } else if let Some((state, version)) = self.read_snapshot(stream, bound.max_version).await {
+        } else {
+            (self.read_snapshot(stream, bound.max_version).await, None)
+        };
+        if let Some((state, version)) = snapshot {
             loaded.state = state;
             loaded.version = Some(version);
             loaded.snapshot_version = Some(version);
@@ -650,7 +648,6 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
 
     /// Applies the events after `loaded.version`, page by page, up to `bound`.
     async fn replay_into(&self, loaded: &mut Loaded<A>, bound: Bound) -> Result<(), LoadError> {
-        let stream = loaded.stream_id.clone();
         let mut next = loaded.version.map_or(0, |v| v + 1);
         loop {
             let mut limit = self.page_events;
@@ -664,13 +661,18 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
             if let Some(position) = bound.max_position {
                 options = options.max_position(position);
             }
-            let events = match self.store.read_stream(&stream, options).await {
+            let events = match self.store.read_stream(&loaded.stream_id, options).await {
                 Ok(events) => events,
                 // A stream that has events never answers "not found" (so, after events were
                 // replayed, it means none since). Right after a snapshot it means a stream
                 // without events: the caller drops the snapshot.
                 Err(ReadError::StreamNotFound(_)) if loaded.events_replayed > 0 => Vec::new(),
-                Err(source) => return Err(LoadError::Read { stream, source }),
+                Err(source) => {
+                    return Err(LoadError::Read {
+                        stream: loaded.stream_id.clone(),
+                        source,
+                    })
+                }
             };
             let count = events.len();
             self.apply_events(loaded, events)?;
