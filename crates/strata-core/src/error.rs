@@ -214,6 +214,16 @@ pub enum AppendError {
     /// The backend failed while writing.
     #[error("storage error: {0}")]
     Storage(BackendError),
+    /// The stream is tombstoned: it can never be written again.
+    #[error("stream {stream} is tombstoned and can never be written again")]
+    StreamTombstoned {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A lifecycle operation (delete, truncate) needs a stream with events, and this one has
+    /// none (it never had any, or they are deleted).
+    #[error("stream {0} not found")]
+    StreamNotFound(StreamId),
 }
 
 /// Where a stored record that failed its checks is kept, in its backend's own terms. It is
@@ -331,9 +341,12 @@ pub enum AccessDenied {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
-    /// The stream has no events.
+    /// The stream has no events (none was ever appended, or all of them are deleted).
     #[error("stream {0} not found")]
     StreamNotFound(StreamId),
+    /// The stream is tombstoned: its events are gone for good.
+    #[error("stream {0} is tombstoned")]
+    StreamTombstoned(StreamId),
     /// The request was malformed.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),

@@ -19,6 +19,7 @@
 mod error;
 mod event;
 mod json;
+pub mod lifecycle;
 pub mod limits;
 mod options;
 mod snapshot;
@@ -36,12 +37,13 @@ pub use event::{
     EventData, ExpectedVersion, Metadata, Position, RecordedEvent, Timestamp, CAUSATION_ID_KEY,
     CONTENT_TYPE_JSON, CORRELATION_ID_KEY, USER_ID_KEY,
 };
+pub use lifecycle::{StreamMetadata, StreamMetadataRecord};
 pub use options::{
     Direction, Filter, ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom,
     SubscriptionTarget,
 };
 pub use snapshot::{Snapshot, SnapshotAndEvents, SnapshotError, SnapshotStore};
 pub use store::{AllPage, CategorySummary, EventStore, Page, StreamInfo, StreamSummary};
-pub use stream_id::{category_of, StreamId};
+pub use stream_id::{category_of, StreamId, METASTREAM_PREFIX};
 pub use subscription::{Batch, Cursor, Subscription};
 pub use uuid::Uuid;

@@ -124,13 +124,30 @@ impl Filter {
     }
     /// Whether an event of `event_type` in `stream_id` passes.
     pub fn matches_parts(&self, stream_id: &str, event_type: &str) -> bool {
+        let category = category_of(stream_id);
+        let described = category.strip_prefix(crate::METASTREAM_PREFIX);
         (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
             && (self.categories.is_empty()
-                || self.categories.iter().any(|c| c == category_of(stream_id)))
+                || self
+                    .categories
+                    .iter()
+                    .any(|c| c == category || described == Some(c.as_str())))
             && self
                 .stream_prefix
                 .as_deref()
                 .is_none_or(|p| stream_id.starts_with(p))
+    }
+    /// The categories a backend looks up for this filter: each category, and the category
+    /// of its streams' metastreams (`$$account` for `account`), whose lifecycle events a
+    /// category's readers are told of.
+    pub fn category_terms(&self) -> Vec<String> {
+        let mut terms = self.categories.clone();
+        terms.extend(
+            self.categories
+                .iter()
+                .map(|c| format!("{}{c}", crate::METASTREAM_PREFIX)),
+        );
+        terms
     }
     /// Whether `event` passes.
     pub fn matches(&self, event: &RecordedEvent) -> bool {

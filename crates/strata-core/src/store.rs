@@ -6,6 +6,7 @@ use tokio::sync::watch;
 
 use crate::error::{AppendError, ReadError};
 use crate::event::{AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, Timestamp};
+use crate::lifecycle::{self, StreamMetadata, StreamMetadataRecord};
 use crate::options::{
     ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom, SubscriptionTarget,
 };
@@ -33,11 +34,13 @@ pub struct AllPage {
 pub struct StreamInfo {
     /// The stream.
     pub stream_id: StreamId,
-    /// Whether it has any event.
+    /// Whether it has any event readers can see.
     pub exists: bool,
-    /// The version of its last event.
+    /// The version of its last stored event. After a soft delete it stays where it was: an
+    /// append that re-creates the stream continues after it.
     pub current_version: Option<u64>,
-    /// How many events it has.
+    /// How many events readers can see (before `maxAge`, which is applied as events are
+    /// read).
     pub event_count: u64,
     /// When its first event was recorded.
     pub first_recorded_at: Option<Timestamp>,
@@ -45,6 +48,9 @@ pub struct StreamInfo {
     pub last_recorded_at: Option<Timestamp>,
     /// The global position of its last event.
     pub last_position: Option<Position>,
+    /// Whether it is tombstoned (it can never be written again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstoned: bool,
 }
 
 /// One stream in a listing.
@@ -167,6 +173,59 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A signal that changes after new events become readable. Subscriptions wait on it.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// A stream's metadata and its version ([`crate::lifecycle`]). A stream without metadata
+    /// has the default metadata and no version.
+    async fn stream_metadata(&self, stream: &StreamId) -> Result<StreamMetadataRecord, ReadError> {
+        lifecycle::stream_metadata(self, stream).await
+    }
+
+    /// Replaces a stream's metadata if its version is `expected` (optimistic concurrency on
+    /// the metadata, like a stream's). `truncateBefore` only moves forward and never past the
+    /// stream's next version, and metadata without it keeps the stream's; `tombstoned` is set
+    /// only by [`tombstone_stream`](Self::tombstone_stream).
+    /// Returns where the metadata event was appended.
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult, AppendError> {
+        lifecycle::set_stream_metadata(self, stream, expected, metadata).await
+    }
+
+    /// Soft-deletes a stream at `expected`: it reads as not found, and appending again
+    /// re-creates it with versions continuing after its last. A stream without events is
+    /// [`AppendError::StreamNotFound`]. Returns where the `$streamDeleted` event was appended
+    /// (in the metastream).
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, AppendError> {
+        lifecycle::delete_stream(self, stream, expected).await
+    }
+
+    /// Tombstones a stream at `expected` (a hard delete): it can never be written again, and
+    /// reading it fails with [`ReadError::StreamTombstoned`]. Returns where the tombstone was
+    /// appended in the stream.
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, AppendError> {
+        lifecycle::tombstone_stream(self, stream, expected).await
+    }
+
+    /// Hides the events of a stream below version `before` (at most its next version).
+    /// Truncation only moves forward.
+    async fn truncate_stream(
+        &self,
+        stream: &StreamId,
+        before: u64,
+    ) -> Result<AppendResult, AppendError> {
+        lifecycle::truncate_stream(self, stream, before).await
+    }
 
     /// Follows `target` from `from`: catches up from storage, then delivers new events as they
     /// are appended, with no gap and no duplicate at the seam. The starting point is fixed

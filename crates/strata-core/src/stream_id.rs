@@ -13,12 +13,21 @@ use crate::limits::STREAM_ID_MAX_BYTES;
 /// characters, and
 /// does not start with `$` (names starting with `$`, such as `$all`, are reserved for Strata).
 ///
+/// The one exception is a stream's *metastream*, `$$` followed by the stream's id, which holds
+/// the stream's metadata (see [`crate::lifecycle`]). Its category is `$$` and the category of
+/// the stream it describes; a filter on a category keeps both, so that a subscriber to a
+/// category also learns when its streams are deleted.
+///
 /// ```
 /// use strata_core::StreamId;
 /// let id = StreamId::new("account-123").unwrap();
 /// assert_eq!(id.category(), "account");
 /// assert!(StreamId::new("$all").is_err());
 /// assert!(StreamId::new("").is_err());
+/// let meta = id.metastream();
+/// assert_eq!(meta.as_str(), "$$account-123");
+/// assert_eq!(meta.category(), "$$account");
+/// assert_eq!(meta.described_stream(), Some(id));
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -47,17 +56,53 @@ impl StreamId {
     pub fn into_string(self) -> String {
         self.0
     }
+
+    /// Whether this is a metastream (`$$` and the id of the stream it describes).
+    pub fn is_metastream(&self) -> bool {
+        self.0.starts_with(METASTREAM_PREFIX)
+    }
+
+    /// The metastream of this stream: `$$account-123` for `account-123`. A metastream's own
+    /// metastream is itself (metastreams carry no metadata).
+    pub fn metastream(&self) -> StreamId {
+        if self.is_metastream() {
+            return self.clone();
+        }
+        StreamId(format!("{METASTREAM_PREFIX}{}", self.0))
+    }
+
+    /// For a metastream, the stream it describes; `None` for any other stream.
+    pub fn described_stream(&self) -> Option<StreamId> {
+        self.0
+            .strip_prefix(METASTREAM_PREFIX)
+            .map(|s| StreamId(s.to_owned()))
+    }
 }
 
-/// The category of a stream id: the part before the first `-`, or all of it.
+/// What starts the id of a metastream: `$$account-123` holds the metadata of `account-123`.
+pub const METASTREAM_PREFIX: &str = "$$";
+
+/// The category of a stream id: the part before the first `-`, or all of it. A metastream's
+/// category is `$$` and its stream's category (`$$account-1` is in `$$account`), which a
+/// [`Filter`](crate::Filter) on the category `account` also keeps.
 pub fn category_of(stream_id: &str) -> &str {
-    match stream_id.find('-') {
-        Some(i) => &stream_id[..i],
+    let skip = if stream_id.starts_with(METASTREAM_PREFIX) {
+        METASTREAM_PREFIX.len()
+    } else {
+        0
+    };
+    match stream_id[skip..].find('-') {
+        Some(i) => &stream_id[..skip + i],
         None => stream_id,
     }
 }
 
 fn validate_stream_id(id: &str) -> Result<(), InvalidInput> {
+    if let Some(described) = id.strip_prefix(METASTREAM_PREFIX) {
+        // A metastream: the rest is the stream it describes, so every stream has one (its id
+        // is at most two bytes longer than the longest stream id).
+        return validate_stream_id(described);
+    }
     if id.is_empty() {
         return Err(InvalidInput::new("stream_id", "must not be empty"));
     }
@@ -147,6 +192,8 @@ mod tests {
         assert_eq!(category_of("account-123-x"), "account");
         assert_eq!(category_of("singleton"), "singleton");
         assert_eq!(category_of("-x"), "");
+        assert_eq!(category_of("$$account-123"), "$$account");
+        assert_eq!(category_of("$$single"), "$$single");
     }
 
     #[test]
@@ -158,6 +205,12 @@ mod tests {
         assert!(StreamId::new("a\0b").is_err());
         assert!(StreamId::new("a b").is_err());
         assert!(StreamId::new("$x").is_err());
+        assert!(StreamId::new("$$").is_err());
+        assert!(StreamId::new("$$$x").is_err());
+        assert!(StreamId::new("$$a b").is_err());
+        assert!(StreamId::new("$$a-1").is_ok_and(|m| m.is_metastream()));
+        assert!(StreamId::new(format!("$${}", "a".repeat(STREAM_ID_MAX_BYTES))).is_ok());
+        assert!(StreamId::new(format!("$${}", "a".repeat(STREAM_ID_MAX_BYTES + 1))).is_err());
         assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
         assert_eq!(
             serde_json::from_str::<StreamId>("\"order-1\"")

@@ -112,6 +112,17 @@ impl Index {
         self.stream_nos.get(stream.as_str()).copied()
     }
 
+    /// Whether any metastream (`$$...`) has events.
+    pub fn has_metastreams(&self) -> bool {
+        self.stream_nos
+            .range::<str, _>((
+                std::ops::Bound::Included(strata_core::METASTREAM_PREFIX),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .is_some_and(|(name, _)| name.starts_with(strata_core::METASTREAM_PREFIX))
+    }
+
     pub fn type_no(&self, event_type: &str) -> Option<u32> {
         self.type_nos.get(event_type).copied()
     }

@@ -682,6 +682,7 @@ fn index_matches_log(
 /// The longest record this version writes: a bound on what a length field may ask to be read.
 const RECORD_MAX_BYTES: usize = RECORD_HEADER_BYTES
     + STREAM_ID_MAX_BYTES
+    + strata_core::METASTREAM_PREFIX.len()
     + EVENT_TYPE_MAX_BYTES
     + u8::MAX as usize
     + EVENT_METADATA_MAX_BYTES

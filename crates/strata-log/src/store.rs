@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use strata_core::lifecycle::{self, StreamMetadata, Visibility, EVENT_TYPE_STREAM_TOMBSTONED};
 use strata_core::{
     timestamp_from_micros, timestamp_to_micros, validate_append, AllPage, AppendError,
     AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion, ListOptions, Page,
@@ -572,6 +573,229 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// What readers may see of `stream` now, and its last stored version. Reads the last
+    /// event of its metastream, when it has one, and the entry of its last event, when some
+    /// stream was ever tombstoned; a stream without either costs two map lookups.
+    async fn visibility(&self, stream: &StreamId) -> Result<(Visibility, Option<u64>), ReadError> {
+        let (last, metadata, tombstone) = {
+            let st = self.inner.shared.state.read();
+            let index = &st.index;
+            let last_of = |s: &StreamId| {
+                index
+                    .stream_no(s)
+                    .and_then(|n| index.streams[n as usize].positions.last())
+            };
+            let metadata = if stream.is_metastream() {
+                None
+            } else {
+                last_of(&stream.metastream()).map(|p| index.entries.defer([p]))
+            };
+            let tombstone = index
+                .type_no(EVENT_TYPE_STREAM_TOMBSTONED)
+                .zip(last_of(stream))
+                .map(|(t, p)| (t, index.entries.defer([p])));
+            (index.stream_version(stream), metadata, tombstone)
+        };
+        if metadata.is_none() && tombstone.is_none() {
+            return Ok((Visibility::ALL, last));
+        }
+        let metadata = match metadata {
+            Some(hits) => self
+                .read_hits(hits)
+                .await?
+                .first()
+                .and_then(|e| StreamMetadata::from_json(&e.data).ok()),
+            None => None,
+        };
+        let last_is_tombstone = match tombstone {
+            Some((t, entry)) => {
+                let entry = if entry.reads_files() {
+                    blocking(move || entry.read()).await?
+                } else {
+                    entry.read()?
+                };
+                entry.first().is_some_and(|(_, e)| e.event_type == t)
+            }
+            None => false,
+        };
+        let now = timestamp_from_micros(crate::recovery::now_us());
+        Ok((
+            Visibility::new(metadata.as_ref(), last, last_is_tombstone, now),
+            last,
+        ))
+    }
+
+    /// Whether some stream has lifecycle state (metadata, or a tombstone): until then, no
+    /// read needs to look.
+    fn has_lifecycle(&self) -> bool {
+        let st = self.inner.shared.state.read();
+        st.index.type_no(EVENT_TYPE_STREAM_TOMBSTONED).is_some() || st.index.has_metastreams()
+    }
+}
+
+impl LogStore {
+    /// The stored events of one stream, as [`EventStore::read_stream`] without lifecycles.
+    async fn read_stream_stored(
+        &self,
+        stream: &StreamId,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let items = {
+            let st = self.inner.shared.state.read();
+            let Some(s) = st.index.stream_no(stream) else {
+                return Err(ReadError::StreamNotFound(stream.clone()));
+            };
+            st.index
+                .stream_slice(
+                    s,
+                    options.direction,
+                    options.from_version,
+                    options.limit,
+                    options.max_position.map(Position::get),
+                )
+                .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?
+        };
+        self.read_hits(items).await
+    }
+
+    /// A page of `$all` as stored, without lifecycles.
+    async fn read_all_stored(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
+        let shared = self.inner.shared.clone();
+        let reads_files = filter_reads_files(&options.filter);
+        let slice = move || {
+            // The walk runs under the state lock on the blocks of postings and entries it has
+            // or the kernel holds in memory, and those it lacks are read between its runs,
+            // without the lock: appends do not wait on the disk for a read (see `Blocks` for
+            // the bounded exceptions).
+            Blocks::fetched().run(
+                || shared.state.read(),
+                |st, blocks| {
+                    st.index.all_slice(
+                        options.direction,
+                        options.from.map(Position::get),
+                        options.limit,
+                        &options.filter,
+                        options.max_position.map(Position::get),
+                        strata_core::limits::READ_SCAN_MAX_EVENTS,
+                        blocks,
+                    )
+                },
+            )
+        };
+        // A walk that reads index files may wait for the disk: not on a worker.
+        let slice = if reads_files {
+            blocking(slice).await?
+        } else {
+            slice()?
+        };
+        Ok(AllPage {
+            events: self.read_hits(slice.hits).await?,
+            next: slice.next.map(Position),
+            is_end: slice.is_end,
+        })
+    }
+
+    /// What is stored of one stream, without lifecycles.
+    async fn stream_info_stored(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
+        let (count, ends) = {
+            let st = self.inner.shared.state.read();
+            let index = &st.index;
+            match index.stream_no(stream) {
+                Some(s) => {
+                    let positions = &index.streams[s as usize].positions;
+                    let ends = positions.get(0).zip(positions.last());
+                    let ends = ends.map_or_else(Deferred::default, |(first, last)| {
+                        index.entries.defer([first, last])
+                    });
+                    (positions.len(), ends)
+                }
+                None => (0, Deferred::default()),
+            }
+        };
+        let ends = if ends.reads_files() {
+            blocking(move || ends.read()).await?
+        } else {
+            ends.read()?
+        };
+        let at = |k: usize| {
+            ends.get(k)
+                .map(|(_, e)| timestamp_from_micros(e.recorded_at_us))
+        };
+        Ok(StreamInfo {
+            stream_id: stream.clone(),
+            exists: count > 0,
+            current_version: count.checked_sub(1),
+            event_count: count,
+            first_recorded_at: at(0),
+            last_recorded_at: at(1),
+            last_position: ends.get(1).map(|(p, _)| Position(*p)),
+            tombstoned: false,
+        })
+    }
+
+    /// Streams as stored, metastreams included.
+    async fn list_streams_stored(
+        &self,
+        options: ListOptions,
+    ) -> Result<Page<StreamSummary>, ReadError> {
+        options.validate()?;
+        let st = self.inner.shared.state.read();
+        let index = &st.index;
+        let (nos, more) = index.list_streams(
+            options.after.as_deref(),
+            options.prefix.as_deref(),
+            options.limit,
+        );
+        let items: Vec<StreamSummary> = nos
+            .into_iter()
+            .map(|s| {
+                let e = &index.streams[s as usize];
+                StreamSummary {
+                    stream_id: e.name().to_owned(),
+                    category: index.categories[e.category as usize].name.clone(),
+                    event_count: e.positions.len(),
+                    last_position: Position(e.positions.last().unwrap_or_default()),
+                }
+            })
+            .collect();
+        let next = more
+            .then(|| items.last().map(|i| i.stream_id.clone()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    /// Categories as stored, metastreams' included.
+    async fn list_categories_stored(
+        &self,
+        options: ListOptions,
+    ) -> Result<Page<CategorySummary>, ReadError> {
+        options.validate()?;
+        let st = self.inner.shared.state.read();
+        let index = &st.index;
+        let (nos, more) = index.list_categories(
+            options.after.as_deref(),
+            options.prefix.as_deref(),
+            options.limit,
+        );
+        let items: Vec<CategorySummary> = nos
+            .into_iter()
+            .map(|c| {
+                let e = &index.categories[c as usize];
+                CategorySummary {
+                    category: e.name.clone(),
+                    stream_count: e.streams,
+                    event_count: e.positions.len(),
+                }
+            })
+            .collect();
+        let next = more
+            .then(|| items.last().map(|i| i.category.clone()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+}
+
 /// Runs `f` on tokio's blocking pool (disk reads and fsyncs must not hold a runtime worker).
 /// A panic in `f` is resumed here; a runtime shutting down answers `unavailable`'s error.
 async fn on_blocking<T: Send + 'static, E: Send + 'static>(
@@ -603,6 +827,7 @@ impl EventStore for LogStore {
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
         let metadata = validate_append(&events)?;
+        lifecycle::check_reserved(stream, &events)?;
         if let Some(reason) = self.stopped_reason() {
             return Err(AppendError::Stopped(reason.into()));
         }
@@ -650,151 +875,45 @@ impl EventStore for LogStore {
         options: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         options.validate()?;
-        let items = {
-            let st = self.inner.shared.state.read();
-            let Some(s) = st.index.stream_no(stream) else {
-                return Err(ReadError::StreamNotFound(stream.clone()));
-            };
-            st.index
-                .stream_slice(
-                    s,
-                    options.direction,
-                    options.from_version,
-                    options.limit,
-                    options.max_position.map(Position::get),
-                )
-                .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?
-        };
-        self.read_hits(items).await
+        let (visibility, last) = self.visibility(stream).await?;
+        lifecycle::read_visible(stream, visibility, last, options, |options| {
+            self.read_stream_stored(stream, options)
+        })
+        .await
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
         options.validate()?;
-        let shared = self.inner.shared.clone();
-        let reads_files = filter_reads_files(&options.filter);
-        let slice = move || {
-            // The walk runs under the state lock on the blocks of postings and entries it has
-            // or the kernel holds in memory, and those it lacks are read between its runs,
-            // without the lock: appends do not wait on the disk for a read (see `Blocks` for
-            // the bounded exceptions).
-            Blocks::fetched().run(
-                || shared.state.read(),
-                |st, blocks| {
-                    st.index.all_slice(
-                        options.direction,
-                        options.from.map(Position::get),
-                        options.limit,
-                        &options.filter,
-                        options.max_position.map(Position::get),
-                        strata_core::limits::READ_SCAN_MAX_EVENTS,
-                        blocks,
-                    )
-                },
-            )
-        };
-        // A walk that reads index files may wait for the disk: not on a worker.
-        let slice = if reads_files {
-            blocking(slice).await?
-        } else {
-            slice()?
-        };
-        Ok(AllPage {
-            events: self.read_hits(slice.hits).await?,
-            next: slice.next.map(Position),
-            is_end: slice.is_end,
+        let mut options = options;
+        options.filter.categories = options.filter.category_terms();
+        let page = self.read_all_stored(options).await?;
+        if page.events.is_empty() || !self.has_lifecycle() {
+            return Ok(page);
+        }
+        let events = lifecycle::keep_visible(page.events, |stream| async move {
+            Ok(self.visibility(&stream).await?.0)
         })
+        .await?;
+        Ok(AllPage { events, ..page })
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
-        let (count, ends) = {
-            let st = self.inner.shared.state.read();
-            let index = &st.index;
-            match index.stream_no(stream) {
-                Some(s) => {
-                    let positions = &index.streams[s as usize].positions;
-                    let ends = positions.get(0).zip(positions.last());
-                    let ends = ends.map_or_else(Deferred::default, |(first, last)| {
-                        index.entries.defer([first, last])
-                    });
-                    (positions.len(), ends)
-                }
-                None => (0, Deferred::default()),
-            }
-        };
-        let ends = if ends.reads_files() {
-            blocking(move || ends.read()).await?
-        } else {
-            ends.read()?
-        };
-        let at = |k: usize| {
-            ends.get(k)
-                .map(|(_, e)| timestamp_from_micros(e.recorded_at_us))
-        };
-        Ok(StreamInfo {
-            stream_id: stream.clone(),
-            exists: count > 0,
-            current_version: count.checked_sub(1),
-            event_count: count,
-            first_recorded_at: at(0),
-            last_recorded_at: at(1),
-            last_position: ends.get(1).map(|(p, _)| Position(*p)),
-        })
+        let (visibility, _) = self.visibility(stream).await?;
+        let stored = self.stream_info_stored(stream).await?;
+        lifecycle::visible_stream_info(self, stored, visibility).await
     }
 
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
-        options.validate()?;
-        let st = self.inner.shared.state.read();
-        let index = &st.index;
-        let (nos, more) = index.list_streams(
-            options.after.as_deref(),
-            options.prefix.as_deref(),
-            options.limit,
-        );
-        let items: Vec<StreamSummary> = nos
-            .into_iter()
-            .map(|s| {
-                let e = &index.streams[s as usize];
-                StreamSummary {
-                    stream_id: e.name().to_owned(),
-                    category: index.categories[e.category as usize].name.clone(),
-                    event_count: e.positions.len(),
-                    last_position: Position(e.positions.last().unwrap_or_default()),
-                }
-            })
-            .collect();
-        let next = more
-            .then(|| items.last().map(|i| i.stream_id.clone()))
-            .flatten();
-        Ok(Page { items, next })
+        let page = self.list_streams_stored(options).await?;
+        lifecycle::visible_listing(self, page, self.has_lifecycle()).await
     }
 
     async fn list_categories(
         &self,
         options: ListOptions,
     ) -> Result<Page<CategorySummary>, ReadError> {
-        options.validate()?;
-        let st = self.inner.shared.state.read();
-        let index = &st.index;
-        let (nos, more) = index.list_categories(
-            options.after.as_deref(),
-            options.prefix.as_deref(),
-            options.limit,
-        );
-        let items: Vec<CategorySummary> = nos
-            .into_iter()
-            .map(|c| {
-                let e = &index.categories[c as usize];
-                CategorySummary {
-                    category: e.name.clone(),
-                    stream_count: e.streams,
-                    event_count: e.positions.len(),
-                }
-            })
-            .collect();
-        let next = more
-            .then(|| items.last().map(|i| i.category.clone()))
-            .flatten();
-        Ok(Page { items, next })
+        let page = self.list_categories_stored(options).await?;
+        Ok(lifecycle::visible_categories(page))
     }
 
     async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use strata_core::lifecycle::{self, StreamMetadata, EVENT_TYPE_STREAM_TOMBSTONED};
 use strata_core::{
-    ActualVersion, AppendError, AppendResult, BackendError, EventData, ExpectedVersion, Position,
-    ReadError, StreamId, Uuid,
+    AppendError, AppendResult, BackendError, EventData, ExpectedVersion, Position, ReadError,
+    StreamId, Uuid,
 };
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
@@ -366,12 +367,16 @@ impl Writer {
             let mut last_ts = index.last_recorded_at_us();
             let mut batch_versions: HashMap<&StreamId, u64> = HashMap::new();
             let mut batch_ids: HashSet<Uuid> = HashSet::new();
+            let mut lifecycle = BatchLifecycle::default();
             for (ri, req) in batch.iter().enumerate() {
                 let actual = batch_versions
                     .get(&req.stream)
                     .copied()
                     .or_else(|| index.stream_version(&req.stream));
-                let staged = self.stage_one(index, req, actual, &batch_ids);
+                let staged = self.stage_one(index, req, actual, &batch_ids, &lifecycle);
+                if let Ok(None) = staged {
+                    lifecycle.accepted(req);
+                }
                 let staged = match staged {
                     Ok(Some(done)) => Staged::Reply(done),
                     Ok(None) => {
@@ -510,6 +515,7 @@ impl Writer {
         req: &AppendRequest,
         actual: Option<u64>,
         batch_ids: &HashSet<Uuid>,
+        lifecycle: &BatchLifecycle,
     ) -> Result<Option<Result<AppendResult, AppendError>>, Deferred> {
         if let Some(first_id) = req.events[0].event_id {
             if batch_ids.contains(&first_id) {
@@ -517,17 +523,36 @@ impl Writer {
             }
             match index.position_of_id(&first_id) {
                 Ok(Some(first_pos)) => {
-                    return Ok(Some(self.retry_result(index, req, first_pos)));
+                    return Ok(Some(self.retry_result(index, req, first_pos, lifecycle)));
                 }
                 Ok(None) => {}
                 Err(e) => return Ok(Some(Err(id_lookup_failed(e)))),
             }
         }
-        if !req.expected.matches(actual) {
+        match self.is_tombstoned(index, &req.stream, lifecycle) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Ok(Some(Err(AppendError::StreamTombstoned {
+                    stream: req.stream.clone(),
+                })))
+            }
+            Err(e) => return Ok(Some(Err(append_error(e)))),
+        }
+        // Whether the stream is soft-deleted: only an expectation on an existing stream needs
+        // the metadata, and only a stream with a metastream has any.
+        let deleted = match req.expected {
+            ExpectedVersion::Any => false,
+            _ if actual.is_none() => false,
+            _ => match self.metadata(index, &req.stream, lifecycle) {
+                Ok(m) => m.is_some_and(|m| m.deletes_all(actual)),
+                Err(e) => return Ok(Some(Err(append_error(e)))),
+            },
+        };
+        if !lifecycle::expected_matches(req.expected, actual, deleted) {
             return Ok(Some(Err(AppendError::WrongExpectedVersion {
                 stream: req.stream.clone(),
                 expected: req.expected,
-                actual: ActualVersion(actual),
+                actual: lifecycle::actual_version(actual, deleted),
             })));
         }
         // The first id was looked up above.
@@ -548,6 +573,56 @@ impl Writer {
         Ok(None)
     }
 
+    /// Whether `stream`'s last event is its tombstone (in the index or earlier in this batch).
+    fn is_tombstoned(
+        &self,
+        index: &Index,
+        stream: &StreamId,
+        lifecycle: &BatchLifecycle,
+    ) -> Result<bool, ReadError> {
+        if lifecycle.tombstoned.contains(stream) {
+            return Ok(true);
+        }
+        let Some(tombstone) = index.type_no(EVENT_TYPE_STREAM_TOMBSTONED) else {
+            return Ok(false); // no stream was ever tombstoned
+        };
+        let Some(s) = index.stream_no(stream) else {
+            return Ok(false);
+        };
+        match index.streams[s as usize].positions.last() {
+            Some(p) => Ok(index.entries.get(p)?.event_type == tombstone),
+            None => Ok(false),
+        }
+    }
+
+    /// `stream`'s metadata: the last event of its metastream (earlier in this batch, or
+    /// stored, which this reads from its segment).
+    fn metadata(
+        &self,
+        index: &Index,
+        stream: &StreamId,
+        lifecycle: &BatchLifecycle,
+    ) -> Result<Option<StreamMetadata>, ReadError> {
+        if stream.is_metastream() {
+            return Ok(None);
+        }
+        let meta = stream.metastream();
+        if let Some(m) = lifecycle.metadata.get(&meta) {
+            return Ok(Some(m.clone()));
+        }
+        let Some(s) = index.stream_no(&meta) else {
+            return Ok(None);
+        };
+        let Some(p) = index.streams[s as usize].positions.last() else {
+            return Ok(None);
+        };
+        let loc = index.entries.get(p)?.loc;
+        let events = self.shared.segments.read_events(&[(p, loc)])?;
+        Ok(events
+            .first()
+            .and_then(|e| StreamMetadata::from_json(&e.data).ok()))
+    }
+
     /// The answer to an append whose first event id is already stored at `first_pos`: the
     /// original result when the whole append is stored as given, otherwise a conflict.
     fn retry_result(
@@ -555,6 +630,7 @@ impl Writer {
         index: &Index,
         req: &AppendRequest,
         first_pos: u64,
+        lifecycle: &BatchLifecycle,
     ) -> Result<AppendResult, AppendError> {
         let conflict = |id: Uuid| AppendError::EventIdConflict {
             event_id: id,
@@ -571,7 +647,15 @@ impl Writer {
         };
         let fits_expected = match req.expected {
             ExpectedVersion::Exact(v) => first_version == v + 1,
-            ExpectedVersion::NoStream => first_version == 0,
+            // A stream re-created after a soft delete starts where the deletion ended.
+            ExpectedVersion::NoStream => {
+                first_version == 0
+                    || self
+                        .metadata(index, &req.stream, lifecycle)
+                        .map_err(append_error)?
+                        .and_then(|m| m.truncate_before)
+                        == Some(first_version)
+            }
             ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
         };
         if !fits_expected {
@@ -738,6 +822,31 @@ fn id_lookup_failed(e: std::io::Error) -> AppendError {
         format!("checking event ids for a retry failed: {e}"),
         e,
     ))
+}
+
+/// What the appends accepted so far in a batch did to streams' lifecycles, which the index
+/// learns only once the batch is durable.
+#[derive(Default)]
+struct BatchLifecycle {
+    /// Streams whose tombstone is in this batch.
+    tombstoned: HashSet<StreamId>,
+    /// Metadata written in this batch, by metastream.
+    metadata: HashMap<StreamId, StreamMetadata>,
+}
+
+impl BatchLifecycle {
+    fn accepted(&mut self, req: &AppendRequest) {
+        let Some(last) = req.events.last() else {
+            return;
+        };
+        if req.stream.is_metastream() {
+            if let Ok(m) = StreamMetadata::from_json(&last.data) {
+                self.metadata.insert(req.stream.clone(), m);
+            }
+        } else if last.event_type == EVENT_TYPE_STREAM_TOMBSTONED {
+            self.tombstoned.insert(req.stream.clone());
+        }
+    }
 }
 
 /// A read's error met while answering an append (an idempotent retry's check).

@@ -64,8 +64,12 @@ pub(crate) fn has_nul_escape(json: &[u8]) -> bool {
 }
 
 /// Validates an append and turns it into what the database stores.
-pub(crate) fn prepare(events: Vec<EventData>) -> Result<Vec<PreparedEvent>, AppendError> {
+pub(crate) fn prepare(
+    stream: &StreamId,
+    events: Vec<EventData>,
+) -> Result<Vec<PreparedEvent>, AppendError> {
     let metas = validate_append(&events)?;
+    strata_core::lifecycle::check_reserved(stream, &events)?;
     events
         .into_iter()
         .zip(metas)
@@ -601,6 +605,9 @@ where
                     .map(|p| Position(p as u64))
                     .collect(),
                 replayed: true,
+            }),
+            Some(4) => Err(AppendError::StreamTombstoned {
+                stream: req.stream.clone(),
             }),
             other => Err(AppendError::Storage(
                 (format!("strata_append returned status {other:?}")).into(),

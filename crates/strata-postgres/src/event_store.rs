@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use strata_core::lifecycle::{self, Visibility};
 use strata_core::{
     AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion,
     ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
@@ -29,26 +30,79 @@ impl EventStore for PostgresStore {
         stream: &StreamId,
         options: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        self.read_stream_events(stream, options).await
+        options.validate()?;
+        let Some(state) = self.lifecycle(stream).await? else {
+            return self.read_stream_events(stream, options).await;
+        };
+        lifecycle::read_visible(stream, state.visibility, state.last, options, |options| {
+            self.read_stream_events(stream, options)
+        })
+        .await
     }
 
-    async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
-        self.read_all_events(options).await
+    async fn read_all(&self, mut options: ReadAllOptions) -> Result<AllPage, ReadError> {
+        options.validate()?;
+        options.filter.categories = options.filter.category_terms();
+        let page = self.read_all_events(options).await?;
+        let states = {
+            let mut streams: Vec<&str> = page
+                .events
+                .iter()
+                .filter(|e| !e.stream_id.is_metastream())
+                .map(|e| e.stream_id.as_str())
+                .collect();
+            streams.sort_unstable();
+            streams.dedup();
+            if streams.is_empty() {
+                return Ok(page);
+            }
+            self.lifecycles(&streams).await?
+        };
+        if states.is_empty() {
+            return Ok(page);
+        }
+        let AllPage {
+            events,
+            next,
+            is_end,
+        } = page;
+        let visibility = |stream: StreamId| {
+            let v = states
+                .get(stream.as_str())
+                .map_or(Visibility::ALL, |s| s.visibility);
+            std::future::ready(Ok(v))
+        };
+        let events = lifecycle::keep_visible(events, visibility).await?;
+        Ok(AllPage {
+            events,
+            next,
+            is_end,
+        })
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
-        self.stream_info_of(stream).await
+        let stored = self.stream_info_of(stream).await?;
+        match self.lifecycle(stream).await? {
+            Some(state) => lifecycle::visible_stream_info(self, stored, state.visibility).await,
+            None => Ok(stored),
+        }
     }
 
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
-        self.list_stream_summaries(options).await
+        let page = self.list_stream_summaries(options).await?;
+        // Whether any stream has lifecycle state: the lookup answers nothing while no
+        // metastream exists.
+        let names: Vec<&str> = page.items.iter().map(|i| i.stream_id.as_str()).collect();
+        let with_lifecycle = !names.is_empty() && !self.lifecycles(&names).await?.is_empty();
+        lifecycle::visible_listing(self, page, with_lifecycle).await
     }
 
     async fn list_categories(
         &self,
         options: ListOptions,
     ) -> Result<Page<CategorySummary>, ReadError> {
-        self.list_category_summaries(options).await
+        let page = self.list_category_summaries(options).await?;
+        Ok(lifecycle::visible_categories(page))
     }
 
     async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {

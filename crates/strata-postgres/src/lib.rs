@@ -75,6 +75,7 @@ mod append;
 mod error;
 mod event_store;
 mod hosts;
+mod lifecycle;
 pub mod limits;
 mod migrate;
 mod notify;

@@ -39,10 +39,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "the events table is append-only: triggers refuse other writes",
         sql: include_str!("sql/0004_append_only.sql"),
     },
+    Migration {
+        version: 5,
+        description: "stream lifecycles: tombstones refuse appends, deleted streams re-created",
+        sql: include_str!("sql/0005_lifecycle.sql"),
+    },
 ];
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const _: () = assert!(MIGRATIONS.len() as i32 == SCHEMA_VERSION);
 

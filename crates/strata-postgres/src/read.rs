@@ -440,11 +440,12 @@ impl PostgresStore {
     /// next reads ready and overlaps reading with delivering. Pages below the watermark are
     /// final, so a page read ahead is exactly what a fresh read would return; only full pages
     /// not at the end are kept, anything else is read afresh.
+    /// The caller validated `options` (`EventStore::read_all`, which also adds the
+    /// metastreams' categories to a category filter, past the limit on terms).
     pub(crate) async fn read_all_events(
         &self,
         options: ReadAllOptions,
     ) -> Result<AllPage, ReadError> {
-        options.validate()?;
         let ahead = options.direction == Direction::Forward
             && options.limit > 0
             && options.limit <= limits::READ_AHEAD_MAX_EVENTS;
@@ -612,9 +613,18 @@ impl PostgresStore {
             (Driver::EventType, true) => &sql.read_all_by_type_filtered,
         };
         // With a residual filter each key examines at most its share of the scan bound, so
-        // one call examines at most `READ_INDEXED_CHECK_MAX_ROWS` rows (a key whose share ends
-        // before a page's worth of matches sets the cut, and the next read goes on from it).
-        let share = limits::READ_INDEXED_CHECK_MAX_ROWS / plan.keys.len().max(1);
+        // one call examines at most `READ_INDEXED_CHECK_MAX_ROWS` rows of the categories
+        // asked for (a key whose share ends before a page's worth of matches sets the cut,
+        // and the next read goes on from it). Their metastreams' categories (`$$account`,
+        // which a category filter keeps too) hold only lifecycle events, few beside their
+        // streams': each gets its category's share, so a call examines at most twice the
+        // bound, and only when there are as many lifecycle events as events.
+        let asked = plan
+            .keys
+            .iter()
+            .filter(|k| !k.starts_with(strata_core::METASTREAM_PREFIX))
+            .count();
+        let share = limits::READ_INDEXED_CHECK_MAX_ROWS / asked.max(1);
         let cap = share.max(1) as i64;
         let query = sqlx::query(query)
             .bind(from)
@@ -715,6 +725,7 @@ impl PostgresStore {
                 first_recorded_at: None,
                 last_recorded_at: None,
                 last_position: None,
+                tombstoned: false,
             });
         };
         let version: i64 = row.try_get(0).map_err(read_error)?;
@@ -730,6 +741,7 @@ impl PostgresStore {
             first_recorded_at: first_at,
             last_recorded_at: Some(last_at),
             last_position: Some(Position(position as u64)),
+            tombstoned: false,
         })
     }
 

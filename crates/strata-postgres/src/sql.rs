@@ -30,7 +30,10 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
 
 /// The common case of one append in one statement, without the plpgsql function: one
 /// prepared plan instead of a function's statements. It appends only when the first event id
-/// is new and the expected version matches; otherwise it writes nothing and the caller asks
+/// is new, the stream's last event is not its tombstone, and the expected version matches
+/// (a soft-deleted stream exists for none; `NoStream` only for a stream without events: the
+/// re-creation of a soft-deleted one is `strata_append`'s);
+/// otherwise it writes nothing and the caller asks
 /// `strata_append` for the precise answer. It follows the same order as `strata_append`:
 /// the checks read the statement's snapshot (taken before anything else), then the critical
 /// section (`l` and `r`, evaluated per row of `ok`, so only when appending) takes the lock,
@@ -45,17 +48,23 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
 /// $7 content types, $8 json flags, $9 payloads, $10 metadata.
 const APPEND_ONE: &str = "
 WITH chk AS MATERIALIZED (
-    SELECT (SELECT e.version FROM {schema}.events e
-             WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) AS cur,
+    SELECT l.version AS cur, l.event_type = '$streamTombstoned' AS tomb,
+           -- Not soft-deleted: probed only for an expectation on an existing stream.
+           CASE WHEN $3::smallint IN (2, 3) AND l.version IS NOT NULL
+                THEN coalesce({schema}.strata_truncate_before($1) <= l.version, true)
+           END AS live,
            EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen,
            set_config('strata.append', '{schema}', true) AS guard
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (SELECT e.version, e.event_type FROM {schema}.events e
+                          WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) AS l ON true
 ), ok AS MATERIALIZED (
     SELECT c.cur FROM chk c
-     WHERE NOT c.seen
+     WHERE NOT c.seen AND c.tomb IS NOT TRUE
        AND CASE $3::smallint WHEN 0 THEN true
                              WHEN 1 THEN c.cur IS NULL
-                             WHEN 2 THEN c.cur IS NOT NULL
-                             ELSE c.cur IS NOT NULL AND c.cur = $4::bigint END
+                             WHEN 2 THEN c.cur IS NOT NULL AND c.live
+                             ELSE c.cur IS NOT NULL AND c.cur = $4::bigint AND c.live END
 ), cs AS MATERIALIZED (
     SELECT ok.cur, r.x, r.p, r.us
       FROM ok,
@@ -83,6 +92,21 @@ WITH chk AS MATERIALIZED (
 )
 SELECT cs.p, cs.x::text::bigint, chk.cur, (SELECT count(*) FROM unl)
   FROM chk LEFT JOIN cs ON true";
+
+/// The lifecycle state of the streams in `$1` (`text[]`): the last event of each one's
+/// metastream (its metadata) and its own last event (version, and whether it is its
+/// tombstone). No row at all while the store has no metastream, which one probe of the
+/// (aggregate_id, version) index finds out: then no stream has lifecycle state.
+const LIFECYCLES: &str = "
+SELECT s.id,
+       (SELECT m.data_bytes FROM {schema}.events m
+         WHERE m.aggregate_id = '$$' || s.id ORDER BY m.version DESC LIMIT 1) AS metadata,
+       l.version, l.event_type = '$streamTombstoned' AS tombstone
+  FROM unnest($1::text[]) AS s(id)
+  LEFT JOIN LATERAL (SELECT e.version, e.event_type FROM {schema}.events e
+                      WHERE e.aggregate_id = s.id ORDER BY e.version DESC LIMIT 1) AS l ON true
+ WHERE EXISTS (SELECT 1 FROM {schema}.events x
+                WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')";
 
 /// A forward filtered read of `$all` driven by the index on (`column`, position): a k-way merge
 /// of the first rows after the cursor of each key (category or event type) in `$8`, so its
@@ -188,6 +212,7 @@ pub(crate) struct Sql {
     pub load_snapshot: String,
     pub load_snapshot_and_events: String,
     pub delete_snapshots: String,
+    pub lifecycles: String,
 }
 
 impl Sql {
@@ -215,6 +240,7 @@ impl Sql {
                   FROM s WHERE s.id IS NOT NULL AND starts_with(s.id, $2::text)
             )";
         Sql {
+            lifecycles: r(LIFECYCLES),
             append_one: r(APPEND_ONE),
             append: r(
                 "SELECT * FROM {schema}.strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
@@ -374,7 +400,9 @@ impl Sql {
             // $1 stream, $2 schema version, $3 limit. One row per event after the newest
             // snapshot (one row of NULL events when there is none), the snapshot's columns on
             // each; its data only on the first (versions are dense, so the first event after
-            // it is the next version), so that a large snapshot crosses the wire once.
+            // it is the next version), so that a large snapshot crosses the wire once. No events
+            // for a stream with metadata (a metastream): what readers see of it is the
+            // lifecycle's to say, and the caller reads it through `read_stream`.
             load_snapshot_and_events: r("SELECT s.stream_version,
                     CASE WHEN e.version IS NULL OR e.version = s.stream_version + 1
                          THEN s.data END,
@@ -388,6 +416,8 @@ impl Sql {
                  LEFT JOIN LATERAL (
                      SELECT * FROM {schema}.events e
                       WHERE e.aggregate_id = $1 AND e.version > coalesce(s.stream_version, -1)
+                        AND NOT EXISTS (SELECT 1 FROM {schema}.events m
+                                         WHERE m.aggregate_id = '$$' || $1::text)
                       ORDER BY e.version LIMIT $3) e ON true
                  ORDER BY e.version"),
             delete_snapshots: r("DELETE FROM {schema}.snapshots WHERE stream_id = $1"),

@@ -280,7 +280,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
-        let events = append::prepare(events)?;
+        let events = append::prepare(stream, events)?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),
@@ -320,7 +320,7 @@ impl PostgresStore {
         events: Vec<EventData>,
         hold: std::time::Duration,
     ) -> Result<AppendResult, AppendError> {
-        let events = append::prepare(events)?;
+        let events = append::prepare(stream, events)?;
         let (reply, _answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),

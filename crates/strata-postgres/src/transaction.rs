@@ -73,7 +73,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
-        let events = append::prepare(events)?;
+        let events = append::prepare(stream, events)?;
         let (reply, _answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use parking_lot::Mutex;
+use strata_core::lifecycle::{self, StreamMetadata, Visibility, EVENT_TYPE_STREAM_TOMBSTONED};
 use strata_core::{
-    limits, timestamp_from_micros, timestamp_to_micros, validate_append, ActualVersion, AllPage,
-    AppendError, AppendResult, CategorySummary, Direction, EventData, EventStore, ExpectedVersion,
-    ListOptions, Metadata, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
-    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp, Uuid,
+    limits, timestamp_from_micros, timestamp_to_micros, validate_append, AllPage, AppendError,
+    AppendResult, CategorySummary, Direction, EventData, EventStore, ExpectedVersion, ListOptions,
+    Metadata, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary, SubscribeFrom,
+    Subscription, SubscriptionTarget, Timestamp, Uuid,
 };
 use tokio::sync::watch;
 
@@ -102,6 +103,36 @@ fn id_conflict(event_id: Uuid, stream: &StreamId) -> AppendError {
 }
 
 impl Inner {
+    /// The metadata of `stream`: its metastream's last event.
+    fn metadata(&self, stream: &StreamId) -> Option<StreamMetadata> {
+        if stream.is_metastream() {
+            return None;
+        }
+        let positions = self.streams.get(stream.metastream().as_str())?;
+        let last = &self.events[*positions.last()? as usize];
+        StreamMetadata::from_json(&last.data).ok()
+    }
+
+    fn last_is_tombstone(&self, stream: &StreamId) -> bool {
+        self.streams
+            .get(stream.as_str())
+            .and_then(|p| p.last())
+            .is_some_and(|&p| self.events[p as usize].event_type == EVENT_TYPE_STREAM_TOMBSTONED)
+    }
+
+    /// What readers may see of `stream` now.
+    fn visibility(&self, stream: &StreamId) -> Visibility {
+        if stream.is_metastream() {
+            return Visibility::ALL;
+        }
+        Visibility::new(
+            self.metadata(stream).as_ref(),
+            self.stream_version(stream.as_str()),
+            self.last_is_tombstone(stream),
+            Utc::now(),
+        )
+    }
+
     fn stream_version(&self, stream: &str) -> Option<u64> {
         self.streams
             .get(stream)
@@ -125,7 +156,10 @@ impl Inner {
         let start = first.stream_version;
         let place_ok = match expected {
             ExpectedVersion::Exact(v) => v.checked_add(1) == Some(start),
-            ExpectedVersion::NoStream => start == 0,
+            // A stream re-created after a soft delete starts where the deletion ended.
+            ExpectedVersion::NoStream => {
+                start == 0 || self.metadata(stream).and_then(|m| m.truncate_before) == Some(start)
+            }
             ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
         };
         if !place_ok {
@@ -177,11 +211,17 @@ impl Inner {
             return Err(id_conflict(used, stream));
         }
         let actual = self.stream_version(stream.as_str());
-        if !expected.matches(actual) {
+        if self.last_is_tombstone(stream) {
+            return Err(AppendError::StreamTombstoned {
+                stream: stream.clone(),
+            });
+        }
+        let deleted = self.metadata(stream).is_some_and(|m| m.deletes_all(actual));
+        if !lifecycle::expected_matches(expected, actual, deleted) {
             return Err(AppendError::WrongExpectedVersion {
                 stream: stream.clone(),
                 expected,
-                actual: ActualVersion(actual),
+                actual: lifecycle::actual_version(actual, deleted),
             });
         }
         // Decode metadata from the bytes every backend stores, so what is read back here is
@@ -223,6 +263,19 @@ impl Inner {
         })
     }
 
+    /// The streams listings show, in name order, as readers see them: metastreams and
+    /// streams without visible events are left out.
+    fn listed_streams(&self) -> impl Iterator<Item = (&str, StreamInfo)> + '_ {
+        self.streams
+            .keys()
+            .filter(|name| !name.starts_with(strata_core::METASTREAM_PREFIX))
+            .filter_map(|name| {
+                let stream = StreamId::new(name.as_str()).ok()?;
+                let info = self.stream_info(&stream);
+                info.exists.then_some((name.as_str(), info))
+            })
+    }
+
     /// The positions of `stream`'s events at or below `max_position`.
     fn visible_stream(&self, stream: &str, max_position: Option<Position>) -> &[u64] {
         let all = self.streams.get(stream).map_or(&[][..], |p| p);
@@ -260,6 +313,14 @@ impl Inner {
     }
 
     fn read_all(&self, options: &ReadAllOptions) -> AllPage {
+        let mut seen: HashMap<StreamId, Visibility> = HashMap::new();
+        let mut passes = |event: &RecordedEvent| {
+            options.filter.matches(event)
+                && seen
+                    .entry(event.stream_id.clone())
+                    .or_insert_with(|| self.visibility(&event.stream_id))
+                    .shows_event(event)
+        };
         // Positions below `end` are visible.
         let len = self.events.len() as u64;
         let end = options
@@ -279,7 +340,7 @@ impl Inner {
                     let event = &self.events[position as usize];
                     examined += 1;
                     last_examined = Some(position);
-                    if options.filter.matches(event) {
+                    if passes(event) {
                         events.push(event.clone());
                     }
                     position += 1;
@@ -306,7 +367,7 @@ impl Inner {
                     }
                     let event = &self.events[p as usize];
                     examined += 1;
-                    if options.filter.matches(event) {
+                    if passes(event) {
                         events.push(event.clone());
                     }
                     position = p.checked_sub(1);
@@ -322,9 +383,11 @@ impl Inner {
 
     fn stream_info(&self, stream: &StreamId) -> StreamInfo {
         let positions = self.visible_stream(stream.as_str(), None);
-        let first = positions.first().map(|p| &self.events[*p as usize]);
+        let visibility = self.visibility(stream);
+        let events = || positions.iter().map(|p| &self.events[*p as usize]);
+        let first = events().find(|e| visibility.shows_event(e));
         let last = positions.last().map(|p| &self.events[*p as usize]);
-        StreamInfo {
+        let info = StreamInfo {
             stream_id: stream.clone(),
             exists: !positions.is_empty(),
             current_version: last.map(|e| e.stream_version),
@@ -332,7 +395,9 @@ impl Inner {
             first_recorded_at: first.map(|e| e.recorded_at),
             last_recorded_at: last.map(|e| e.recorded_at),
             last_position: last.map(|e| e.position),
-        }
+            tombstoned: false,
+        };
+        lifecycle::visible_info(info, visibility)
     }
 }
 
@@ -369,6 +434,7 @@ impl EventStore for MemoryStore {
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
         let metadata = validate_append(&events)?;
+        lifecycle::check_reserved(stream, &events)?;
         let result = self.inner.lock().append(stream, expected, events, metadata);
         if result.is_ok() {
             self.notify();
@@ -382,7 +448,17 @@ impl EventStore for MemoryStore {
         options: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         options.validate()?;
-        self.inner.lock().read_stream(stream, &options)
+        let (visibility, last) = {
+            let inner = self.inner.lock();
+            (
+                inner.visibility(stream),
+                inner.stream_version(stream.as_str()),
+            )
+        };
+        lifecycle::read_visible(stream, visibility, last, options, |options| {
+            std::future::ready(self.inner.lock().read_stream(stream, &options))
+        })
+        .await
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
@@ -397,14 +473,14 @@ impl EventStore for MemoryStore {
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
         options.validate()?;
         let inner = self.inner.lock();
-        let summaries = inner.streams.iter().map(|(name, positions)| {
+        let summaries = inner.listed_streams().map(|(name, info)| {
             let summary = StreamSummary {
-                stream_id: name.clone(),
+                stream_id: name.to_owned(),
                 category: strata_core::category_of(name).to_owned(),
-                event_count: positions.len() as u64,
-                last_position: Position(positions.last().copied().unwrap_or_default()),
+                event_count: info.event_count,
+                last_position: info.last_position.unwrap_or_default(),
             };
-            (name.clone(), summary)
+            (name.to_owned(), summary)
         });
         Ok(page_of(summaries, &options))
     }
@@ -416,7 +492,7 @@ impl EventStore for MemoryStore {
         options.validate()?;
         let inner = self.inner.lock();
         let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
-        for (name, positions) in &inner.streams {
+        for (name, info) in inner.listed_streams() {
             let category = strata_core::category_of(name);
             let summary =
                 categories
@@ -427,7 +503,7 @@ impl EventStore for MemoryStore {
                         event_count: 0,
                     });
             summary.stream_count += 1;
-            summary.event_count += positions.len() as u64;
+            summary.event_count += info.event_count;
         }
         Ok(page_of(categories.into_iter(), &options))
     }

@@ -457,8 +457,11 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
             let expected = loaded.expected_version();
             match self.store.append(stream, expected, data).await {
                 Ok(result) => {
-                    let first = loaded.version.map_or(0, |v| v + 1);
-                    debug_assert_eq!(result.stream_version + 1, first + events.len() as u64);
+                    // The events follow the state's (a new aggregate of a re-created stream
+                    // starts after its deleted versions).
+                    debug_assert!(loaded
+                        .version
+                        .is_none_or(|v| { result.stream_version == v + events.len() as u64 }));
                     for event in &events {
                         loaded.state.apply(event);
                     }
@@ -504,7 +507,9 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
                         "concurrency conflict; catching up and deciding again"
                     );
                     // Deciding does not change the state, so catching up from where this
-                    // load stopped gives the same state as a fresh load.
+                    // load stopped gives the same state as a fresh load. The catch-up checks
+                    // the state's last event first (the stream may have been deleted).
+                    loaded.events_replayed = 0;
                     self.replay_into(&mut loaded, Bound::default()).await?;
                     self.cache.put(&loaded);
                     current = true;
@@ -647,7 +652,15 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
     }
 
     /// Applies the events after `loaded.version`, page by page, up to `bound`.
+    ///
+    /// From a state not read by this call (a snapshot's, or the cache's), the first read starts
+    /// at the state's own last event: when that event is no longer there (the stream was
+    /// deleted, or truncated past it), the state holds a history that is gone, and the stream
+    /// is replayed from its first event instead (a re-created stream begins anew; a deleted
+    /// one is a new aggregate).
     async fn replay_into(&self, loaded: &mut Loaded<A>, bound: Bound) -> Result<(), LoadError> {
+        let mut verify = loaded.events_replayed == 0 && loaded.version.is_some();
+        let mut anew = false;
         let mut next = loaded.version.map_or(0, |v| v + 1);
         loop {
             let mut limit = self.page_events;
@@ -657,16 +670,21 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
                 }
                 limit = usize::try_from(max - next + 1).map_or(limit, |left| left.min(limit));
             }
-            let mut options = ReadStreamOptions::forward().from_version(next).limit(limit);
+            let from = if verify { next - 1 } else { next };
+            let mut options = ReadStreamOptions::forward().from_version(from).limit(limit);
             if let Some(position) = bound.max_position {
                 options = options.max_position(position);
             }
-            let events = match self.store.read_stream(&loaded.stream_id, options).await {
+            let mut events = match self.store.read_stream(&loaded.stream_id, options).await {
                 Ok(events) => events,
                 // A stream that has events never answers "not found" (so, after events were
                 // replayed, it means none since). Right after a snapshot it means a stream
                 // without events: the caller drops the snapshot.
-                Err(ReadError::StreamNotFound(_)) if loaded.events_replayed > 0 => Vec::new(),
+                Err(ReadError::StreamNotFound(_))
+                    if verify || anew || loaded.events_replayed > 0 =>
+                {
+                    Vec::new()
+                }
                 Err(source) => {
                     return Err(LoadError::Read {
                         stream: loaded.stream_id.clone(),
@@ -675,6 +693,20 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
                 }
             };
             let count = events.len();
+            if std::mem::take(&mut verify) {
+                if events.first().map(|e| e.stream_version) != Some(from) {
+                    tracing::info!(
+                        stream = %loaded.stream_id,
+                        version = from,
+                        "the state's last event is deleted or truncated; replaying the stream"
+                    );
+                    *loaded = empty(loaded.stream_id.clone());
+                    anew = true;
+                    next = 0;
+                    continue;
+                }
+                events.remove(0);
+            }
             self.apply_events(loaded, events)?;
             next = loaded.version.map_or(0, |v| v + 1);
             if count < limit {
@@ -683,13 +715,19 @@ impl<A: HandleWithServices, S: EventStore + SnapshotStore> Repository<A, S> {
         }
     }
 
-    /// Applies `events`, the next ones after `loaded.version` in version order.
+    /// Applies `events`, the next ones after `loaded.version` in version order. A load from
+    /// the start takes the first event read as the start: a stream soft-deleted and
+    /// re-created (or truncated) begins at a later version.
     fn apply_events(
         &self,
         loaded: &mut Loaded<A>,
         events: Vec<RecordedEvent>,
     ) -> Result<(), LoadError> {
-        let first = loaded.version.map_or(0, |v| v + 1);
+        let fresh = loaded.version.is_none() && loaded.events_replayed == 0;
+        let first = match (loaded.version, events.first()) {
+            (None, Some(e)) if fresh => e.stream_version,
+            (version, _) => version.map_or(0, |v| v + 1),
+        };
         for (next, event) in (first..).zip(events) {
             if event.stream_version != next {
                 return Err(LoadError::OutOfOrder {

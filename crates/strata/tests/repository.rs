@@ -391,6 +391,64 @@ async fn a_snapshot_of_a_stream_without_events_is_ignored<S: Backend>(store: S) 
     assert_eq!((done.version, done.state.total), (Some(0), 1));
 }
 
+/// A soft-deleted aggregate is a new one: its snapshot and its cached state (of the history
+/// that is gone) are not used, and its next command re-creates the stream with versions
+/// continuing; a truncation past a snapshot replays what is left.
+async fn a_deleted_aggregate_starts_anew<S: Backend>(store: S) {
+    let cached = Repository::<Tally, _>::new(store.clone()).with_snapshot_interval(5);
+    let cold = Repository::<Tally, _>::new(store.clone())
+        .with_snapshot_interval(5)
+        .with_cache_capacity(0);
+    for _ in 0..5 {
+        cached.execute("d", TallyCommand::Add(10)).await.unwrap();
+    }
+    let before = cold.load("d").await.unwrap();
+    assert_eq!((before.total, before.snapshot_version), (50, Some(4)));
+    store
+        .delete_stream(&stream("tally-d"), ExpectedVersion::Exact(4))
+        .await
+        .unwrap();
+
+    // Loaded cold: the snapshot at version 4 is of the deleted history.
+    let gone = cold.load("d").await.unwrap();
+    assert_eq!(
+        (gone.version, gone.total, gone.snapshot_version),
+        (None, 0, None)
+    );
+    // A command decided on the cached state (version 4) is refused by the store and decided
+    // again on the new aggregate.
+    let done = cached.execute("d", TallyCommand::Add(1)).await.unwrap();
+    assert_eq!((done.version, done.state.total), (Some(5), 1));
+    assert_eq!(done.attempts, 2);
+    for repo in [&cached, &cold] {
+        let loaded = repo.load("d").await.unwrap();
+        assert_eq!(
+            (loaded.version, loaded.total, loaded.count),
+            (Some(5), 1, 1)
+        );
+    }
+
+    // Truncated past its newest snapshot: the load replays the events left, from the first
+    // one kept.
+    for _ in 0..7 {
+        cold.execute("d", TallyCommand::Add(1)).await.unwrap();
+    }
+    let snapshot = cold.load("d").await.unwrap().snapshot_version.unwrap();
+    assert!((5..12).contains(&snapshot), "{snapshot}");
+    store
+        .truncate_stream(&stream("tally-d"), snapshot + 1)
+        .await
+        .unwrap();
+    let left = cold.load("d").await.unwrap();
+    let kept = 12 - snapshot as i64;
+    assert_eq!(
+        (left.version, left.total, left.snapshot_version),
+        (Some(12), kept, None)
+    );
+    let cached_left = cached.load("d").await.unwrap();
+    assert_eq!((cached_left.version, cached_left.total), (Some(12), kept));
+}
+
 async fn loads_page_through_long_streams<S: Backend>(store: S) {
     for page in [1, 7, 10, 50, 51] {
         let repo = Repository::<Tally, _>::new(store.clone())
@@ -697,6 +755,7 @@ macro_rules! cases {
             snapshots_of_another_schema_or_unreadable_ones_are_ignored,
             a_cold_load_reads_the_events_with_the_snapshot_where_the_store_can,
             a_snapshot_of_a_stream_without_events_is_ignored,
+            a_deleted_aggregate_starts_anew,
             loads_page_through_long_streams,
             load_at_version_uses_snapshots_at_or_below_it,
             load_as_of_a_time_sees_only_what_was_recorded_by_then,

@@ -27,6 +27,7 @@ mod append;
 mod concurrency;
 mod idempotency;
 mod info;
+mod lifecycle;
 mod limits;
 mod read_all;
 mod read_stream;
@@ -39,6 +40,7 @@ pub use append::*;
 pub use concurrency::*;
 pub use idempotency::*;
 pub use info::*;
+pub use lifecycle::*;
 pub use limits::*;
 pub use read_all::*;
 pub use read_stream::*;
@@ -225,6 +227,16 @@ macro_rules! event_store_conformance_tests {
             stream_id_too_long_is_rejected,
             read_limits_are_enforced,
             bad_input_is_rejected_and_writes_nothing,
+            // stream lifecycle
+            soft_delete_hides_the_stream_and_versions_continue,
+            delete_checks_its_stream,
+            tombstone_ends_a_stream_for_good,
+            tombstone_races_appends_without_losing_acknowledged_ones,
+            truncate_hides_events_below_a_version,
+            stream_metadata_is_versioned,
+            max_count_and_max_age_bound_what_is_read,
+            reserved_names_are_refused,
+            subscribers_are_told_of_lifecycle_changes,
         );
     };
 }
