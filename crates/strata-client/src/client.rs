@@ -165,6 +165,23 @@ impl Client {
         serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
     }
 
+    /// Sends `method path` with `body` (JSON) when given; the answer read as `T`.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let body = self.send(request).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
+    }
+
     /// Appends `events` to `stream` if it is at `expected`; the server's answer (the
     /// positions the events got, the stream's new version). The
     /// [`EventStore::append`](strata_core::EventStore::append) of this client does the same

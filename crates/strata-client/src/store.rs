@@ -8,11 +8,12 @@ use strata_core::{
     limits, AccessDenied, ActualVersion, AllPage, AppendError, AppendResult, BackendError,
     CategorySummary, Direction, EventData, EventStore, ExpectedVersion, InvalidInput, LimitError,
     ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
-    StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget,
-    Timestamp,
+    StreamId, StreamInfo, StreamMetadata, StreamMetadataRecord, StreamSummary, SubscribeFrom,
+    Subscription, SubscriptionTarget, Timestamp,
 };
 use strata_wire::{
-    paths, BatchResult, ErrorCode, EventJson, Head, ListPage, PositionAt, StreamPage,
+    paths, Appended, BatchResult, ErrorCode, EventJson, Head, ListPage, MetadataAnswer, PositionAt,
+    StreamPage,
 };
 use tokio::sync::watch;
 
@@ -43,6 +44,10 @@ fn append_error(stream: &StreamId, expected: ExpectedVersion, e: ClientError) ->
                 stream: stream.clone(),
             },
             ErrorCode::InvalidRequest => AppendError::InvalidInput(invalid(&doc, &detail)),
+            ErrorCode::StreamTombstoned => AppendError::StreamTombstoned {
+                stream: stream.clone(),
+            },
+            ErrorCode::StreamNotFound => AppendError::StreamNotFound(stream.clone()),
             ErrorCode::PayloadTooLarge => match limit(&doc) {
                 Some(l) => AppendError::Limit(l),
                 None => AppendError::InvalidInput(InvalidInput::new("request", detail)),
@@ -108,6 +113,10 @@ fn read_error(e: ClientError) -> ReadError {
                 Some(Ok(s)) => ReadError::StreamNotFound(s),
                 _ => ReadError::Unavailable(detail.into()),
             },
+            ErrorCode::StreamTombstoned => match doc["streamId"].as_str().map(StreamId::new) {
+                Some(Ok(s)) => ReadError::StreamTombstoned(s),
+                _ => ReadError::Unavailable(detail.into()),
+            },
             ErrorCode::InvalidRequest => ReadError::InvalidInput(invalid(&doc, &detail)),
             ErrorCode::Unavailable => ReadError::Unavailable(detail.into()),
             ErrorCode::Unauthorized => ReadError::Denied(AccessDenied::Unauthenticated(detail)),
@@ -132,6 +141,31 @@ fn recorded(events: Vec<EventJson<'static>>) -> Result<Vec<RecordedEvent>, ReadE
                 .map_err(|source| read_error(ClientError::UnreadableEvent { source }))
         })
         .collect()
+}
+
+fn appended(a: Appended<'static>) -> AppendResult {
+    AppendResult {
+        stream_version: a.version,
+        positions: a.positions.into_owned(),
+        replayed: a.replayed,
+    }
+}
+
+impl Client {
+    /// `DELETE` of a stream (soft, or a tombstone) at `path`.
+    async fn lifecycle(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        path: String,
+    ) -> Result<AppendResult, AppendError> {
+        let answer: Appended<'static> = self
+            .call(reqwest::Method::DELETE, &path, None)
+            .await
+            .map_err(|e| append_error(stream, expected, e))?;
+        self.changes.send_modify(|n| *n += 1);
+        Ok(appended(answer))
+    }
 }
 
 /// One append of [`Client::append_batch`]: the stream, the version it must be at, the events.
@@ -242,6 +276,7 @@ impl EventStore for Client {
         // The store's own checks, so that bad input and limits are the same typed errors as
         // from any store, rather than the server's refusal of the request.
         strata_core::validate_append(&events)?;
+        strata_core::lifecycle::check_reserved(stream, &events)?;
         let answer = self
             .append_raw(stream.as_str(), expected, &events)
             .await
@@ -343,6 +378,82 @@ impl EventStore for Client {
             items: page.items,
             next: page.next_after,
         })
+    }
+
+    async fn stream_metadata(&self, stream: &StreamId) -> Result<StreamMetadataRecord, ReadError> {
+        let answer: MetadataAnswer = self
+            .get(&paths::stream_metadata_path(stream.as_str()))
+            .await
+            .map_err(read_error)?;
+        Ok(StreamMetadataRecord {
+            metadata: answer.metadata,
+            version: answer.version,
+        })
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult, AppendError> {
+        let answer: MetadataAnswer = self
+            .call(
+                reqwest::Method::PUT,
+                &paths::set_stream_metadata_path(stream.as_str(), expected),
+                Some(metadata.to_json()),
+            )
+            .await
+            .map_err(|e| append_error(&stream.metastream(), expected, e))?;
+        self.changes.send_modify(|n| *n += 1);
+        Ok(AppendResult {
+            stream_version: answer.version.unwrap_or_default(),
+            positions: answer.position.map(Position).into_iter().collect(),
+            replayed: false,
+        })
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, AppendError> {
+        self.lifecycle(
+            stream,
+            expected,
+            paths::delete_stream_path(stream.as_str(), expected, false),
+        )
+        .await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, AppendError> {
+        self.lifecycle(
+            stream,
+            expected,
+            paths::delete_stream_path(stream.as_str(), expected, true),
+        )
+        .await
+    }
+
+    async fn truncate_stream(
+        &self,
+        stream: &StreamId,
+        before: u64,
+    ) -> Result<AppendResult, AppendError> {
+        let answer: Appended<'static> = self
+            .call(
+                reqwest::Method::POST,
+                &paths::truncate_stream_path(stream.as_str(), before),
+                None,
+            )
+            .await
+            .map_err(|e| append_error(stream, ExpectedVersion::Any, e))?;
+        self.changes.send_modify(|n| *n += 1);
+        Ok(appended(answer))
     }
 
     async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {

@@ -101,8 +101,12 @@ impl Principal {
         self.admin
     }
 
-    /// Whether `action` is allowed on the stream `stream_id`.
+    /// Whether `action` is allowed on the stream `stream_id`. A metastream (`$$account-1`)
+    /// has the rights of the stream it describes: who may write a stream may delete it.
     pub fn can(&self, action: Action, stream_id: &str) -> bool {
+        let stream_id = stream_id
+            .strip_prefix(strata_core::METASTREAM_PREFIX)
+            .unwrap_or(stream_id);
         self.grants
             .iter()
             .any(|g| g.allows(action) && stream_id.starts_with(&g.prefix))

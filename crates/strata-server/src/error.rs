@@ -254,6 +254,12 @@ impl From<AppendError> for ApiError {
             .retry_after(crate::limits::UNAVAILABLE_RETRY_AFTER_S)
             .with_internal(e.to_string()),
             AppendError::Denied(d) => denied(d),
+            AppendError::StreamTombstoned { stream } => tombstoned(&stream),
+            AppendError::StreamNotFound(s) => ApiError::new(
+                ErrorCode::StreamNotFound,
+                format!("stream {s} has no events; nothing was written"),
+            )
+            .with("streamId", json!(s.as_str())),
             AppendError::Corruption(c) => corruption(
                 &c,
                 ", so this append (a retry of its event id) cannot be checked against it and \
@@ -262,6 +268,15 @@ impl From<AppendError> for ApiError {
             other => ApiError::internal(other.to_string()),
         }
     }
+}
+
+/// `410 stream_tombstoned`: the stream was hard-deleted.
+fn tombstoned(stream: &strata_core::StreamId) -> ApiError {
+    ApiError::new(
+        ErrorCode::StreamTombstoned,
+        format!("stream {stream} is tombstoned: it can never be read or written again"),
+    )
+    .with("streamId", json!(stream.as_str()))
 }
 
 /// The store behind the server refused the server itself (a server in front of another one
@@ -302,6 +317,7 @@ impl From<ReadError> for ApiError {
                 format!("stream {s} has no events"),
             )
             .with("streamId", json!(s.as_str())),
+            ReadError::StreamTombstoned(s) => tombstoned(&s),
             ReadError::InvalidInput(i) => ApiError::invalid(i.field, i.reason),
             ReadError::Limit(l) => {
                 ApiError::new(ErrorCode::InvalidRequest, l.to_string()).with("limit", json!(l.max))

@@ -76,8 +76,8 @@ fn stream_id_schema() -> Value {
     json!({
         "type": "string",
         "minLength": 1,
-        "maxLength": limits::STREAM_ID_MAX_BYTES,
-        "pattern": "^[^$\\s\\x00-\\x1f\\x7f-\\x9f][^\\s\\x00-\\x1f\\x7f-\\x9f]*$"
+        "maxLength": limits::STREAM_ID_MAX_BYTES + strata_core::METASTREAM_PREFIX.len(),
+        "pattern": "^(\\$\\$)?[^$\\s\\x00-\\x1f\\x7f-\\x9f][^\\s\\x00-\\x1f\\x7f-\\x9f]*$"
     })
 }
 
@@ -85,9 +85,19 @@ fn stream_path_param() -> Value {
     param(
         "stream",
         "path",
-        "The stream id, percent-encoded: 1 to 255 bytes of UTF-8, no whitespace or control characters, not starting with `$`.",
+        "The stream id, percent-encoded: 1 to 255 bytes of UTF-8, no whitespace or control characters, not starting with `$` (except a metastream: `$$` and a stream id).",
         stream_id_schema(),
         true,
+    )
+}
+
+fn expected_param() -> Value {
+    param(
+        "expectedVersion",
+        "query",
+        "`any` (the default), `no_stream`, `stream_exists` or a version.",
+        json!({ "type": "string", "pattern": "^(any|no_stream|stream_exists|[0-9]+)$" }),
+        false,
     )
 }
 
@@ -446,7 +456,30 @@ fn schemas() -> Value {
                 "eventCount": { "type": "integer" },
                 "firstRecordedAt": { "type": "string", "format": "date-time", "nullable": true },
                 "lastRecordedAt": { "type": "string", "format": "date-time", "nullable": true },
-                "lastPosition": { "type": "integer", "nullable": true }
+                "lastPosition": { "type": "integer", "nullable": true },
+                "tombstoned": { "type": "boolean", "description": "Present (true) when the stream is tombstoned." }
+            }
+        },
+        "StreamMetadata": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "A stream's metadata (docs/lifecycle.md). Every field is optional.",
+            "properties": {
+                "truncateBefore": { "type": "integer", "minimum": 0, "description": "Events below this version are hidden; only moves forward." },
+                "maxCount": { "type": "integer", "minimum": 0, "description": "Only the newest this many events are kept." },
+                "maxAgeSeconds": { "type": "integer", "minimum": 0, "description": "Only events recorded within this many seconds are kept." },
+                "tombstoned": { "type": "boolean", "description": "Set by a tombstone only; refused in a PUT." },
+                "custom": { "type": "object", "description": "The application's own metadata." }
+            }
+        },
+        "StreamMetadataAnswer": {
+            "type": "object",
+            "required": ["streamId", "version", "metadata"],
+            "properties": {
+                "streamId": { "type": "string" },
+                "version": { "type": "integer", "nullable": true, "description": "The metadata's version, for the next change's expectedVersion; null before the first." },
+                "metadata": { "$ref": "#/components/schemas/StreamMetadata" },
+                "position": { "type": "integer", "description": "Where the change was appended (answers to PUT only)." }
             }
         },
         "StreamList": {
@@ -543,12 +576,49 @@ pub fn document() -> Value {
                                 ("408", "The body did not arrive within `request_body_read_timeout_ms` (`request_timeout`)."),
                                 ("413", "Over a limit (`payload_too_large`).")]))
                 },
+                "delete": {
+                    "operationId": "deleteStream",
+                    "summary": "Delete a stream: soft (it reads as not found; appending re-creates it with versions continuing), or with tombstone=true for good.",
+                    "parameters": [stream_path_param(), expected_param(),
+                        param("tombstone", "query", "true: a hard delete; the stream can never be written or read again.", json!({ "type": "boolean", "default": false }), false)],
+                    "responses": responses(("200", ok("Where the lifecycle event was appended: `$streamDeleted` in the metastream, or the stream's `$streamTombstoned`.", "AppendResult")),
+                        &errs(&[("404", "The stream has no events (`stream_not_found`), for a soft delete."),
+                                ("409", "The stream is not at expectedVersion (`wrong_expected_version`)."),
+                                ("410", "The stream is tombstoned already (`stream_tombstoned`).")]))
+                },
                 "get": {
                     "operationId": "readStream",
                     "summary": "Read a stream forward or backward, paged.",
                     "parameters": read_stream,
                     "responses": responses(("200", ok("A page of events, with the next page's link.", "StreamPage")),
                         &errs(&[("404", "The stream has no events (`stream_not_found`).")]))
+                }
+            },
+            "/streams/{stream}/metadata": {
+                "get": {
+                    "operationId": "streamMetadata",
+                    "summary": "A stream's metadata and its version.",
+                    "parameters": [stream_path_param()],
+                    "responses": responses(("200", ok("The metadata (empty, version null, when the stream has none).", "StreamMetadataAnswer")), &errs(&[]))
+                },
+                "put": {
+                    "operationId": "setStreamMetadata",
+                    "summary": "Replace a stream's metadata if it is at expectedVersion. truncateBefore only moves forward and never past the stream's next version.",
+                    "parameters": [stream_path_param(), expected_param()],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/StreamMetadata" } } } },
+                    "responses": responses(("200", ok("The metadata written and its new version.", "StreamMetadataAnswer")),
+                        &errs(&[("409", "The metadata is not at expectedVersion (`wrong_expected_version`)."),
+                                ("410", "The stream is tombstoned (`stream_tombstoned`).")]))
+                }
+            },
+            "/streams/{stream}/truncate": {
+                "post": {
+                    "operationId": "truncateStream",
+                    "summary": "Hide the stream's events below version `before` (a `$streamTruncated` event in its metastream).",
+                    "parameters": [stream_path_param(), param("before", "query", "The first version to keep: at most the stream's next version, never below an earlier truncation.", u64_schema(), true)],
+                    "responses": responses(("200", ok("Where the `$streamTruncated` event was appended.", "AppendResult")),
+                        &errs(&[("404", "The stream has no events (`stream_not_found`)."),
+                                ("410", "The stream is tombstoned (`stream_tombstoned`).")]))
                 }
             },
             "/streams/{stream}/info": {

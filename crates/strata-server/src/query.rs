@@ -95,6 +95,41 @@ impl Query {
             .collect()
     }
 
+    /// `name` as an expected version: `any`, `no_stream`, `stream_exists` or a version;
+    /// `default` when absent.
+    pub fn expected(
+        &self,
+        name: &str,
+        default: strata_core::ExpectedVersion,
+    ) -> Result<strata_core::ExpectedVersion, ApiError> {
+        let Some(v) = self.one(name)? else {
+            return Ok(default);
+        };
+        if let Some(e) = strata_core::ExpectedVersion::from_name(v) {
+            return Ok(e);
+        }
+        v.parse::<u64>()
+            .map(strata_core::ExpectedVersion::Exact)
+            .map_err(|_| {
+                ApiError::invalid(
+                    name.to_owned(),
+                    format!("must be any, no_stream, stream_exists or a version, not {v:?}"),
+                )
+            })
+    }
+
+    /// `name` as `true` or `false`; `false` when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.one(name)? {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(v) => Err(ApiError::invalid(
+                name.to_owned(),
+                format!("must be true or false, not {v:?}"),
+            )),
+        }
+    }
+
     /// `name` as a number.
     pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.one(name)?

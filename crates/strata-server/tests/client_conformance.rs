@@ -129,6 +129,15 @@ cases!(
     stream_id_too_long_is_rejected,
     read_limits_are_enforced,
     bad_input_is_rejected_and_writes_nothing,
+    soft_delete_hides_the_stream_and_versions_continue,
+    delete_checks_its_stream,
+    tombstone_ends_a_stream_for_good,
+    tombstone_races_appends_without_losing_acknowledged_ones,
+    truncate_hides_events_below_a_version,
+    stream_metadata_is_versioned,
+    max_count_and_max_age_bound_what_is_read,
+    reserved_names_are_refused,
+    subscribers_are_told_of_lifecycle_changes,
 );
 
 /// `Client::append_batch` over a real server: one result per append, in order, each typed as

@@ -734,7 +734,7 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() {
     assert_eq!((r.status.as_u16(), r.code().as_str()), (404, "not_found"));
     let r = send(
         app,
-        Request::delete("/streams/a-1").body(Body::empty()).unwrap(),
+        Request::patch("/streams/a-1").body(Body::empty()).unwrap(),
     )
     .await;
     assert_eq!(
@@ -799,7 +799,9 @@ async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Res
         b = b.header("authorization", format!("Bearer {t}"));
     }
     // Appends take events; the projection operations take no body.
-    let body = if method == "POST" && uri.starts_with("/streams/") {
+    let body = if method == "PUT" {
+        Body::from("{}")
+    } else if method == "POST" && uri.starts_with("/streams/") {
         Body::from(json!({"events": [one("A", json!(1))]}).to_string())
     } else if method == "POST" && uri == "/streams" {
         let append = json!({"streamId": "account-1", "events": [one("A", json!(1))]});
@@ -861,6 +863,33 @@ async fn permission_matrix() {
             "/streams/account-1/info",
             vec![ADMIN, WRITER, READER, NOSUB],
             vec![OTHER],
+        ),
+        (
+            "GET",
+            "/streams/account-1/metadata",
+            vec![ADMIN, WRITER, READER, NOSUB],
+            vec![OTHER],
+        ),
+        // Only writers change a stream's lifecycle. Metadata and a truncation to version 0
+        // can be set again and again; the DELETE is preceded by an append (below), so each
+        // token deletes a stream with events.
+        (
+            "PUT",
+            "/streams/account-1/metadata",
+            vec![ADMIN, WRITER],
+            vec![READER, OTHER, NOSUB],
+        ),
+        (
+            "POST",
+            "/streams/account-1/truncate?before=0",
+            vec![ADMIN, WRITER],
+            vec![READER, OTHER, NOSUB],
+        ),
+        (
+            "DELETE",
+            "/streams/account-1",
+            vec![ADMIN, WRITER],
+            vec![READER, OTHER, NOSUB],
         ),
         (
             "GET",
@@ -999,6 +1028,10 @@ async fn permission_matrix() {
             assert!(r.headers.contains_key("www-authenticate"));
         }
         for token in allowed {
+            if *method == "DELETE" {
+                let r = call(app, "POST", uri, Some(ADMIN)).await;
+                assert_eq!(r.status, 200, "an append before {method} {uri}: {}", r.text);
+            }
             let r = call(app, method, uri, Some(token)).await;
             assert!(
                 r.status.is_success(),
@@ -1332,7 +1365,8 @@ async fn openapi_document_matches_the_router() {
             .replace(
                 "/all/position-at",
                 "/all/position-at?time=2020-01-01T00:00:00Z",
-            );
+            )
+            .replace("/truncate", "/truncate?before=1");
         let r = call(&t.app, method, &concrete, None).await;
         assert!(
             r.status.is_success() || r.status == 404 && r.text.contains("stream_not_found"),
@@ -1343,7 +1377,7 @@ async fn openapi_document_matches_the_router() {
     }
     // Every documented parameter of each operation is accepted (not an unknown parameter).
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        for (_, op) in ops.as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
             for p in op["parameters"].as_array().into_iter().flatten() {
                 if p["in"] != "query" {
                     continue;
@@ -1353,7 +1387,8 @@ async fn openapi_document_matches_the_router() {
                     .replace("{stream}", "account-1")
                     .replace("{category}", "account")
                     .replace("{name}", PROJECTION);
-                let r = call(&t.app, "GET", &format!("{concrete}?{name}=@@"), None).await;
+                let method = method.to_uppercase();
+                let r = call(&t.app, &method, &format!("{concrete}?{name}=@@"), None).await;
                 assert!(
                     !r.text.contains("is not a parameter"),
                     "{path}?{name}: {}",
@@ -2177,4 +2212,171 @@ async fn a_projection_read_waits_for_a_position_within_a_bound() {
     let r = get(app, &format!("/projections/{PROJECTION}?wait=1s")).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.json()["field"], "wait");
+}
+
+/// A stream's lifecycle over HTTP: metadata, truncation, soft delete and tombstone, each bad
+/// request a typed problem that writes nothing.
+#[tokio::test]
+async fn lifecycle_endpoints_delete_truncate_and_describe_streams() {
+    let t = setup(ServerConfig::default());
+    let app = &t.app;
+    let events: Vec<Value> = (0..3).map(|n| one("E", json!(n))).collect();
+    assert_eq!(
+        append(app, "account-1", json!("no_stream"), events)
+            .await
+            .status,
+        200
+    );
+    let delete = |uri: &'static str| send(app, Request::delete(uri).body(Body::empty()).unwrap());
+    let put = |uri: &'static str, body: &'static str| {
+        send(
+            app,
+            Request::put(uri)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+    };
+
+    // Metadata: none yet, then set with optimistic concurrency.
+    let r = get(app, "/streams/account-1/metadata").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({"streamId": "account-1", "version": null, "metadata": {}})
+    );
+    let r = put(
+        "/streams/account-1/metadata?expectedVersion=no_stream",
+        r#"{"maxCount": 10, "custom": {"owner": "billing"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["version"], 0);
+    assert!(r.json()["position"].is_u64());
+    let r = put(
+        "/streams/account-1/metadata?expectedVersion=no_stream",
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (409, "wrong_expected_version")
+    );
+    for (body, field) in [
+        ("[]", "body"),
+        (r#"{"maxCount": "ten"}"#, "body"),
+        (r#"{"tombstoned": true}"#, "metadata.tombstoned"),
+        (r#"{"truncateBefore": 9}"#, "truncate_before"),
+    ] {
+        let r = put("/streams/account-1/metadata", body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (400, "invalid_request"),
+            "{body}"
+        );
+        assert_eq!(r.json()["field"], field, "{body}");
+    }
+    let r = get(app, "/streams/account-1/metadata").await;
+    assert_eq!(r.json()["version"], 0, "refused metadata wrote nothing");
+
+    // Truncation: past the head is refused; then the stream reads from version 1.
+    let r = post(app, "/streams/account-1/truncate?before=4", "").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_request")
+    );
+    let r = post(app, "/streams/account-1/truncate", "").await;
+    assert_eq!(r.json()["field"], "before");
+    let r = post(app, "/streams/account-1/truncate?before=1", "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["streamId"], "$$account-1");
+    let r = get(app, "/streams/account-1").await;
+    let versions: Vec<u64> = r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2]);
+
+    // Soft delete: checked against expectedVersion, then the stream is not found.
+    let r = delete("/streams/account-1?expectedVersion=0").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (409, "wrong_expected_version")
+    );
+    let r = delete("/streams/account-1?expectedVersion=2").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["streamId"], "$$account-1");
+    let r = get(app, "/streams/account-1").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (404, "stream_not_found")
+    );
+    let r = delete("/streams/account-1").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (404, "stream_not_found")
+    );
+    let r = get(app, "/streams/account-1/info").await;
+    assert_eq!(r.json()["exists"], false);
+    assert_eq!(r.json()["currentVersion"], 2);
+
+    // Re-created, then tombstoned: gone for good.
+    let r = append(
+        app,
+        "account-1",
+        json!("no_stream"),
+        vec![one("E", json!(3))],
+    )
+    .await;
+    assert_eq!(r.json()["version"], 3, "{}", r.text);
+    let r = delete("/streams/account-1?tombstone=true&expectedVersion=3").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["streamId"], "account-1");
+    assert_eq!(r.json()["version"], 4);
+    for r in [
+        get(app, "/streams/account-1").await,
+        append(app, "account-1", json!("any"), vec![one("E", json!(5))]).await,
+        delete("/streams/account-1?tombstone=true").await,
+        post(app, "/streams/account-1/truncate?before=4", "").await,
+    ] {
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (410, "stream_tombstoned"),
+            "{}",
+            r.text
+        );
+        assert_eq!(r.json()["streamId"], "account-1");
+    }
+    let r = get(app, "/streams/account-1/info").await;
+    assert_eq!(r.json()["tombstoned"], true);
+
+    // Bad names and flags.
+    let r = delete("/streams/$all").await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_request")
+    );
+    let r = delete("/streams/account-2?tombstone=yes").await;
+    assert_eq!(r.json()["field"], "tombstone");
+    let r = delete("/streams/$$account-2").await;
+    assert_eq!(r.json()["field"], "stream_id");
+    // `$all` tells of each change, in the metastream's category.
+    let r = get(app, "/all?category=account").await;
+    let kinds: Vec<String> = r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "$metadata",
+            "$streamTruncated",
+            "$streamDeleted",
+            "$streamTombstoned"
+        ]
+    );
 }

@@ -49,7 +49,7 @@ pub use append::{
     BatchAppendBody, BatchAppendIn, BatchAppended, BatchResult, BodyError, EventIn, WireExpected,
 };
 pub use event::{parse_event, EventError, EventJson};
-pub use page::{AllPage, Head, ListPage, PositionAt, StreamPage};
+pub use page::{AllPage, Head, ListPage, MetadataAnswer, PositionAt, StreamPage};
 pub use problem::{ErrorCode, PROBLEM_JSON};
 pub use projection::{RebuildReport, RebuildState};
 

@@ -66,3 +66,19 @@ pub struct PositionAt {
     /// none.
     pub position: Option<u64>,
 }
+
+/// The answer of `GET /streams/{stream}/metadata` and `PUT` to it: the stream's metadata and
+/// its version (`null` before the first metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataAnswer {
+    /// The stream described.
+    pub stream_id: String,
+    /// The metadata's version (its metastream's), for the next change's `expectedVersion`.
+    pub version: Option<u64>,
+    /// The metadata.
+    pub metadata: strata_core::StreamMetadata,
+    /// Where the change was appended (in the metastream): in the answer to a `PUT` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+}

@@ -3,8 +3,8 @@
 //! [`encode`].
 
 use strata_core::{
-    Direction, Filter, ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom,
-    SubscriptionTarget, Timestamp,
+    Direction, ExpectedVersion, Filter, ListOptions, ReadAllOptions, ReadStreamOptions,
+    SubscribeFrom, SubscriptionTarget, Timestamp,
 };
 
 use crate::query::encode;
@@ -29,6 +29,56 @@ fn direction(d: Direction) -> &'static str {
 /// ```
 pub fn stream_path(stream: &str) -> String {
     format!("/streams/{}", encode(stream))
+}
+
+/// A stream's metadata, `/streams/{stream}/metadata`: `GET` reads it, `PUT` replaces it.
+pub fn stream_metadata_path(stream: &str) -> String {
+    format!("/streams/{}/metadata", encode(stream))
+}
+
+/// `DELETE /streams/{stream}`: a soft delete, or a tombstone, at `expected`.
+///
+/// ```
+/// use strata_core::ExpectedVersion;
+/// assert_eq!(
+///     strata_wire::paths::delete_stream_path("account-1", ExpectedVersion::Exact(4), true),
+///     "/streams/account-1?expectedVersion=4&tombstone=true"
+/// );
+/// ```
+pub fn delete_stream_path(stream: &str, expected: ExpectedVersion, tombstone: bool) -> String {
+    let mut p = format!(
+        "/streams/{}?expectedVersion={}",
+        encode(stream),
+        expected_query(expected)
+    );
+    if tombstone {
+        p.push_str("&tombstone=true");
+    }
+    p
+}
+
+/// `POST /streams/{stream}/truncate?before={before}`.
+pub fn truncate_stream_path(stream: &str, before: u64) -> String {
+    format!("/streams/{}/truncate?before={before}", encode(stream))
+}
+
+/// `PUT /streams/{stream}/metadata?expectedVersion=...`.
+pub fn set_stream_metadata_path(stream: &str, expected: ExpectedVersion) -> String {
+    format!(
+        "{}?expectedVersion={}",
+        stream_metadata_path(stream),
+        expected_query(expected)
+    )
+}
+
+/// An expected version as a query value: `any`, `no_stream`, `stream_exists` or the number.
+pub fn expected_query(expected: ExpectedVersion) -> String {
+    match expected {
+        ExpectedVersion::Any => "any".to_owned(),
+        ExpectedVersion::NoStream => "no_stream".to_owned(),
+        ExpectedVersion::StreamExists => "stream_exists".to_owned(),
+        ExpectedVersion::Exact(v) => v.to_string(),
+    }
 }
 
 /// A stream's summary, `/streams/{stream}/info`.

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     Forbidden,
     /// 404: the stream has no events.
     StreamNotFound,
+    /// 410: the stream is tombstoned: it can never be read or written again.
+    StreamTombstoned,
     /// 404: no such endpoint.
     NotFound,
     /// 404: the server hosts no projection of this name.
@@ -56,11 +58,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::StreamNotFound,
+        ErrorCode::StreamTombstoned,
         ErrorCode::NotFound,
         ErrorCode::ProjectionNotFound,
         ErrorCode::MethodNotAllowed,
@@ -93,6 +96,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::StreamNotFound => "stream_not_found",
+            ErrorCode::StreamTombstoned => "stream_tombstoned",
             ErrorCode::NotFound => "not_found",
             ErrorCode::ProjectionNotFound => "projection_not_found",
             ErrorCode::RebuildInProgress => "rebuild_in_progress",
@@ -125,6 +129,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::StreamNotFound | ErrorCode::NotFound | ErrorCode::ProjectionNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::StreamTombstoned => 410,
             ErrorCode::WrongExpectedVersion
             | ErrorCode::EventIdConflict
             | ErrorCode::RebuildInProgress
@@ -146,6 +151,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "Unauthorized",
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::StreamNotFound => "Stream not found",
+            ErrorCode::StreamTombstoned => "Stream tombstoned",
             ErrorCode::NotFound => "Not found",
             ErrorCode::ProjectionNotFound => "Projection not found",
             ErrorCode::RebuildInProgress => "Rebuild in progress",

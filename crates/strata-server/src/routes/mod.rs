@@ -1,6 +1,7 @@
 //! The router: one file per route group.
 
 mod all;
+mod lifecycle;
 mod listing;
 mod projections;
 mod streams;
@@ -31,7 +32,11 @@ use crate::AppState;
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/streams/{stream}"),
     ("GET", "/streams/{stream}"),
+    ("DELETE", "/streams/{stream}"),
     ("GET", "/streams/{stream}/info"),
+    ("GET", "/streams/{stream}/metadata"),
+    ("PUT", "/streams/{stream}/metadata"),
+    ("POST", "/streams/{stream}/truncate"),
     ("GET", "/streams"),
     ("POST", "/streams"),
     ("GET", "/categories"),
@@ -58,9 +63,16 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             "/streams/{stream}",
-            post(streams::append).get(streams::read),
+            post(streams::append)
+                .get(streams::read)
+                .delete(lifecycle::delete),
         )
         .route("/streams/{stream}/info", get(streams::info))
+        .route(
+            "/streams/{stream}/metadata",
+            get(lifecycle::get_metadata).put(lifecycle::put_metadata),
+        )
+        .route("/streams/{stream}/truncate", post(lifecycle::truncate))
         .route(
             "/streams",
             get(listing::streams).post(streams::append_batch),
