@@ -12,7 +12,7 @@ use strata_core::EventStore;
 use strata_log::LogStore;
 
 use crate::commands::{
-    append, bench, info, projections, read, serve, streams, tail, token, verify,
+    append, bench, info, lifecycle, projections, read, serve, streams, tail, token, verify,
 };
 
 /// Strata: an event store and event-sourcing toolkit.
@@ -63,6 +63,12 @@ pub enum Command {
     Streams(streams::StreamsArgs),
     /// Show what is known about one stream.
     Info(info::InfoArgs),
+    /// Delete a stream: soft (appending again re-creates it), or --tombstone for good.
+    Delete(lifecycle::DeleteArgs),
+    /// Hide a stream's events below a version.
+    Truncate(lifecycle::TruncateArgs),
+    /// Show a stream's metadata, or replace it with --set.
+    Meta(lifecycle::MetaArgs),
     /// Check every record of the data directory (CRC, positions, versions) and that every
     /// event the index file records as acknowledged is there. Exits 2 when data is damaged or
     /// missing.

@@ -16,7 +16,7 @@ use strata_log::OpenError;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{
-    append, bench, info, projections, read, serve, streams, tail, token, tour, verify,
+    append, bench, info, lifecycle, projections, read, serve, streams, tail, token, tour, verify,
 };
 use crate::output::Printer;
 
@@ -141,6 +141,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tail(a) => tail::run(&cli, a, &p).await,
         Command::Streams(a) => streams::run(&cli, a, &p).await,
         Command::Info(a) => info::run(&cli, a, &p).await,
+        Command::Delete(a) => lifecycle::delete(&cli, a, &p).await,
+        Command::Truncate(a) => lifecycle::truncate(&cli, a, &p).await,
+        Command::Meta(a) => lifecycle::meta(&cli, a, &p).await,
         Command::Verify => verify::verify(&cli, &p),
         Command::Repair(a) => verify::repair(&cli, a, &p),
         Command::Projections { command } => projections::run(&cli, command.as_ref(), &p).await,

@@ -77,6 +77,45 @@ impl Printer {
         }
     }
 
+    /// A lifecycle change of `stream` (`what`: deleted, tombstoned, truncated), whose event
+    /// `r` was appended to `written` (the stream, or its metastream).
+    pub fn lifecycle(&self, what: &str, stream: &StreamId, written: &StreamId, r: &AppendResult) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "streamId": stream.as_str(),
+                    "change": what,
+                    "writtenTo": written.as_str(),
+                    "version": r.stream_version,
+                    "position": r.last_position().0,
+                })
+            );
+        } else {
+            println!(
+                "{what} {stream}: recorded in {written} at version {}, position {}",
+                r.stream_version,
+                r.last_position()
+            );
+        }
+    }
+
+    /// A stream's metadata.
+    pub fn metadata(&self, stream: &StreamId, r: &strata_core::StreamMetadataRecord) {
+        let metadata = serde_json::to_value(&r.metadata).unwrap_or_default();
+        if self.json {
+            println!(
+                "{}",
+                json!({ "streamId": stream.as_str(), "version": r.version, "metadata": metadata })
+            );
+            return;
+        }
+        match r.version {
+            None => println!("stream {stream} has no metadata"),
+            Some(v) => println!("stream {stream}, metadata version {v}: {metadata}"),
+        }
+    }
+
     pub fn event(&self, e: &RecordedEvent) {
         if self.json {
             println!("{}", event_json(e));

@@ -29,7 +29,7 @@ pub struct AppendArgs {
     metadata: Option<String>,
 }
 
-fn parse_expected(s: &str) -> Result<ExpectedVersion> {
+pub(crate) fn parse_expected(s: &str) -> Result<ExpectedVersion> {
     if let Some(e) = ExpectedVersion::from_name(s) {
         return Ok(e);
     }

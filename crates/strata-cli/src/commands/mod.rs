@@ -4,6 +4,7 @@
 pub mod append;
 pub mod bench;
 pub mod info;
+pub mod lifecycle;
 pub mod projections;
 pub mod read;
 pub mod serve;
