@@ -31,9 +31,15 @@ impl EventStore for PostgresStore {
         options: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         options.validate()?;
-        let Some(state) = self.lifecycle(stream).await? else {
+        if stream.is_metastream() {
             return self.read_stream_events(stream, options).await;
-        };
+        }
+        // One statement reads the events and the stream's lifecycle state; a stream whose
+        // state hides something is read again through the lifecycle's rules.
+        let (events, state) = self.read_stream_with_lifecycle(stream, &options).await?;
+        if state.visibility.is_all() {
+            return Ok(events);
+        }
         lifecycle::read_visible(stream, state.visibility, state.last, options, |options| {
             self.read_stream_events(stream, options)
         })
@@ -81,11 +87,8 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
-        let stored = self.stream_info_of(stream).await?;
-        match self.lifecycle(stream).await? {
-            Some(state) => lifecycle::visible_stream_info(self, stored, state.visibility).await,
-            None => Ok(stored),
-        }
+        let (stored, visibility) = self.stream_info_of(stream).await?;
+        lifecycle::visible_stream_info(self, stored, visibility).await
     }
 
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {

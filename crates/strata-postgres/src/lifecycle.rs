@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 use strata_core::lifecycle::{StreamMetadata, Visibility};
-use strata_core::{ReadError, StreamId};
+use strata_core::ReadError;
 
 use crate::error::read_error;
 use crate::store::PostgresStore;
@@ -17,6 +18,32 @@ pub(crate) struct Lifecycle {
     pub visibility: Visibility,
     /// The stream's last stored version.
     pub last: Option<u64>,
+}
+
+impl Lifecycle {
+    /// The state in the columns `metadata` (the metastream's last event's data), `last`
+    /// and `tombstone` of `row`, from column `at`.
+    pub(crate) fn from_row(row: &PgRow, at: usize) -> Result<Lifecycle, ReadError> {
+        let metadata: Option<Vec<u8>> = row.try_get(at).map_err(read_error)?;
+        let last: Option<i64> = row.try_get(at + 1).map_err(read_error)?;
+        let tombstone: Option<bool> = row.try_get(at + 2).map_err(read_error)?;
+        let last = last.map(|v| v as u64);
+        Ok(Lifecycle {
+            visibility: visibility(metadata.as_deref(), last, tombstone.unwrap_or(false)),
+            last,
+        })
+    }
+}
+
+/// What readers may see now of a stream with this stored metadata (JSON), last version and
+/// tombstone flag.
+pub(crate) fn visibility(
+    metadata: Option<&[u8]>,
+    last: Option<u64>,
+    tombstone: bool,
+) -> Visibility {
+    let metadata = metadata.and_then(|m| StreamMetadata::from_json(m).ok());
+    Visibility::new(metadata.as_ref(), last, tombstone, Utc::now())
 }
 
 impl PostgresStore {
@@ -31,34 +58,16 @@ impl PostgresStore {
             .fetch_all(self.pool())
             .await
             .map_err(read_error)?;
-        let now = Utc::now();
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get(0).map_err(read_error)?;
             let metadata: Option<Vec<u8>> = row.try_get(1).map_err(read_error)?;
             let last: Option<i64> = row.try_get(2).map_err(read_error)?;
             let tombstone: Option<bool> = row.try_get(3).map_err(read_error)?;
-            let metadata = metadata.and_then(|m| StreamMetadata::from_json(&m).ok());
             let last = last.map(|v| v as u64);
-            let visibility =
-                Visibility::new(metadata.as_ref(), last, tombstone.unwrap_or(false), now);
+            let visibility = visibility(metadata.as_deref(), last, tombstone.unwrap_or(false));
             out.insert(id, Lifecycle { visibility, last });
         }
         Ok(out)
-    }
-
-    /// The lifecycle state of one stream; `None` when the store has no metastream (and so
-    /// the caller knows no more than it did).
-    pub(crate) async fn lifecycle(
-        &self,
-        stream: &StreamId,
-    ) -> Result<Option<Lifecycle>, ReadError> {
-        if stream.is_metastream() {
-            return Ok(None);
-        }
-        Ok(self
-            .lifecycles(&[stream.as_str()])
-            .await?
-            .remove(stream.as_str()))
     }
 }

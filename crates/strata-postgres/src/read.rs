@@ -422,16 +422,73 @@ impl PostgresStore {
         })
         .await?;
         if events.is_empty() {
-            let first: Option<i64> = sqlx::query_scalar(&sql.stream_first)
-                .bind(stream.as_str())
-                .fetch_optional(self.pool())
-                .await
-                .map_err(read_error)?;
-            if first.is_none_or(|p| p > max) {
-                return Err(ReadError::StreamNotFound(stream.clone()));
-            }
+            self.check_stream_exists(stream, max).await?;
         }
         Ok(events)
+    }
+
+    /// An empty read's answer: `StreamNotFound` unless the stream has an event at or below
+    /// position `max`.
+    async fn check_stream_exists(&self, stream: &StreamId, max: i64) -> Result<(), ReadError> {
+        let first: Option<i64> = sqlx::query_scalar(&self.shared().sql.stream_first)
+            .bind(stream.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(read_error)?;
+        if first.is_none_or(|p| p > max) {
+            return Err(ReadError::StreamNotFound(stream.clone()));
+        }
+        Ok(())
+    }
+
+    /// `read_stream` of a stream (not a metastream) with its lifecycle state, in one
+    /// statement: the events as stored, and what readers may see of them. The caller reads
+    /// again, through the lifecycle's rules, only when the state hides something.
+    pub(crate) async fn read_stream_with_lifecycle(
+        &self,
+        stream: &StreamId,
+        options: &ReadStreamOptions,
+    ) -> Result<(Vec<RecordedEvent>, crate::lifecycle::Lifecycle), ReadError> {
+        let sql = &self.shared().sql;
+        let max = options.max_position.map_or(i64::MAX, |p| to_i64(p.0));
+        let (query, from) = match options.direction {
+            Direction::Forward => (
+                &sql.read_stream_forward_lifecycle,
+                options.from_version.map_or(0, to_i64),
+            ),
+            Direction::Backward => (
+                &sql.read_stream_backward_lifecycle,
+                options.from_version.map_or(i64::MAX, to_i64),
+            ),
+        };
+        let mut events = Vec::with_capacity(options.limit.min(limits::READ_RESERVE_EVENTS));
+        let mut state = None;
+        let query = sqlx::query(query)
+            .bind(stream.as_str())
+            .bind(from)
+            .bind(max)
+            .bind(options.limit as i64);
+        for_each_row(query, self.pool(), |r| {
+            if state.is_none() {
+                state = Some(crate::lifecycle::Lifecycle::from_row(r, 9)?);
+            }
+            // The LEFT JOIN yields one row of NULL event columns when no event matched.
+            if !r.try_get_raw(0).map_err(read_error)?.is_null() {
+                events.push(event_from_row(r, 0)?);
+            }
+            Ok(())
+        })
+        .await?;
+        let state = state.ok_or_else(|| {
+            ReadError::Storage("a stream read returned no row at all".to_owned().into())
+        })?;
+        if events.is_empty() && state.visibility.is_all() {
+            match state.last {
+                None => return Err(ReadError::StreamNotFound(stream.clone())),
+                Some(_) => self.check_stream_exists(stream, max).await?,
+            }
+        }
+        Ok((events, state))
     }
 
     /// `read_all`, with read-ahead for forward paging: after a forward read returns a full
@@ -710,39 +767,56 @@ impl PostgresStore {
         }
     }
 
-    pub(crate) async fn stream_info_of(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
+    /// What is stored of `stream`, and what readers may see of it.
+    pub(crate) async fn stream_info_of(
+        &self,
+        stream: &StreamId,
+    ) -> Result<(StreamInfo, strata_core::lifecycle::Visibility), ReadError> {
         let row = sqlx::query(&self.shared().sql.stream_info)
             .bind(stream.as_str())
             .fetch_optional(self.pool())
             .await
             .map_err(read_error)?;
         let Some(row) = row else {
-            return Ok(StreamInfo {
-                stream_id: stream.clone(),
-                exists: false,
-                current_version: None,
-                event_count: 0,
-                first_recorded_at: None,
-                last_recorded_at: None,
-                last_position: None,
-                tombstoned: false,
-            });
+            return Ok((
+                StreamInfo {
+                    stream_id: stream.clone(),
+                    exists: false,
+                    current_version: None,
+                    event_count: 0,
+                    first_recorded_at: None,
+                    last_recorded_at: None,
+                    last_position: None,
+                    tombstoned: false,
+                },
+                strata_core::lifecycle::Visibility::ALL,
+            ));
         };
         let version: i64 = row.try_get(0).map_err(read_error)?;
         let position: i64 = row.try_get(1).map_err(read_error)?;
         let last_at: DateTime<Utc> = row.try_get(2).map_err(read_error)?;
         let first_at: Option<DateTime<Utc>> = row.try_get(3).map_err(read_error)?;
-        Ok(StreamInfo {
-            stream_id: stream.clone(),
-            exists: true,
-            current_version: Some(version as u64),
-            // Versions are dense from 0.
-            event_count: version as u64 + 1,
-            first_recorded_at: first_at,
-            last_recorded_at: Some(last_at),
-            last_position: Some(Position(position as u64)),
-            tombstoned: false,
-        })
+        let metadata: Option<Vec<u8>> = row.try_get(4).map_err(read_error)?;
+        let tombstone: Option<bool> = row.try_get(5).map_err(read_error)?;
+        let visibility = crate::lifecycle::visibility(
+            metadata.as_deref(),
+            Some(version as u64),
+            tombstone.unwrap_or(false),
+        );
+        Ok((
+            StreamInfo {
+                stream_id: stream.clone(),
+                exists: true,
+                current_version: Some(version as u64),
+                // Versions are dense from 0.
+                event_count: version as u64 + 1,
+                first_recorded_at: first_at,
+                last_recorded_at: Some(last_at),
+                last_position: Some(Position(position as u64)),
+                tombstoned: false,
+            },
+            visibility,
+        ))
     }
 
     pub(crate) async fn list_stream_summaries(

@@ -108,6 +108,16 @@ SELECT s.id,
  WHERE EXISTS (SELECT 1 FROM {schema}.events x
                 WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')";
 
+/// The lifecycle state of the stream `$1`, as one row: the last event of its metastream
+/// (`metadata`), its last version (`last`) and whether that is its tombstone (`tombstone`).
+const LIFECYCLE_OF_ONE: &str = "(
+    SELECT (SELECT m.data_bytes FROM {schema}.events m
+             WHERE m.aggregate_id = '$$' || $1::text ORDER BY m.version DESC LIMIT 1) AS metadata,
+           l.version AS last, l.event_type = '$streamTombstoned' AS tombstone
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (SELECT x.version, x.event_type FROM {schema}.events x
+                          WHERE x.aggregate_id = $1 ORDER BY x.version DESC LIMIT 1) AS l ON true)";
+
 /// A forward filtered read of `$all` driven by the index on (`column`, position): a k-way merge
 /// of the first rows after the cursor of each key (category or event type) in `$8`, so its
 /// cost follows the matching events, not the table. Nothing above the readable head `hi` (and
@@ -203,6 +213,8 @@ pub(crate) struct Sql {
     pub position_at: String,
     pub read_stream_forward: String,
     pub read_stream_backward: String,
+    pub read_stream_forward_lifecycle: String,
+    pub read_stream_backward_lifecycle: String,
     pub stream_first: String,
     pub stream_info: String,
     pub list_streams: String,
@@ -337,12 +349,34 @@ impl Sql {
             read_stream_backward: r("SELECT {cols} FROM {schema}.events e
                  WHERE e.aggregate_id = $1 AND e.version <= $2 AND e.position <= $3
                  ORDER BY e.version DESC LIMIT $4"),
+            // The same reads with the stream's lifecycle state on every row (one row of NULL
+            // event columns when none matched): its metadata, its last version and whether
+            // that is its tombstone, two probes of the primary index in the same statement.
+            read_stream_forward_lifecycle: r(&format!(
+                "SELECT {{cols}}, lc.metadata, lc.last, lc.tombstone FROM {LIFECYCLE_OF_ONE} lc
+                 LEFT JOIN LATERAL (SELECT * FROM {{schema}}.events e
+                     WHERE e.aggregate_id = $1 AND e.version >= $2 AND e.position <= $3
+                     ORDER BY e.version LIMIT $4) e ON true
+                 ORDER BY e.version"
+            )),
+            read_stream_backward_lifecycle: r(&format!(
+                "SELECT {{cols}}, lc.metadata, lc.last, lc.tombstone FROM {LIFECYCLE_OF_ONE} lc
+                 LEFT JOIN LATERAL (SELECT * FROM {{schema}}.events e
+                     WHERE e.aggregate_id = $1 AND e.version <= $2 AND e.position <= $3
+                     ORDER BY e.version DESC LIMIT $4) e ON true
+                 ORDER BY e.version DESC"
+            )),
             stream_first: r("SELECT e.position FROM {schema}.events e
                  WHERE e.aggregate_id = $1 ORDER BY e.version LIMIT 1"),
             stream_info: r("SELECT l.version, l.position, l.created_at,
                     (SELECT f.created_at FROM {schema}.events f
-                      WHERE f.aggregate_id = $1 ORDER BY f.version LIMIT 1) AS first_at
-                 FROM (SELECT e.version, e.position, e.created_at FROM {schema}.events e
+                      WHERE f.aggregate_id = $1 ORDER BY f.version LIMIT 1) AS first_at,
+                    (SELECT m.data_bytes FROM {schema}.events m
+                      WHERE m.aggregate_id = '$$' || $1::text
+                      ORDER BY m.version DESC LIMIT 1) AS metadata,
+                    l.event_type = '$streamTombstoned' AS tombstone
+                 FROM (SELECT e.version, e.position, e.created_at, e.event_type
+                         FROM {schema}.events e
                         WHERE e.aggregate_id = $1 ORDER BY e.version DESC LIMIT 1) l"),
             // $1 after (exclusive, '' for none), $2 prefix ('' for none), $3 limit.
             list_streams: r(&format!(
