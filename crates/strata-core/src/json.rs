@@ -132,6 +132,29 @@ pub(crate) const SERDE_JSON_RECURSION_LIMIT: usize = 128;
 // array, the event); a bounded document there still parses with serde_json, with room to spare.
 const _: () = assert!(crate::limits::JSON_NESTING_MAX_DEPTH + 3 < SERDE_JSON_RECURSION_LIMIT);
 
+/// Whether JSON text holds the escape `\u0000` (the character U+0000), which PostgreSQL's
+/// `jsonb` cannot store.
+///
+/// ```
+/// assert!(strata_core::json_has_nul_escape(br#"{"a":"x\u0000"}"#));
+/// assert!(!strata_core::json_has_nul_escape(br#"{"a":"x\\u0000"}"#));
+/// ```
+pub fn has_nul_escape(json: &[u8]) -> bool {
+    let mut backslashes = 0usize;
+    for (i, &b) in json.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if backslashes % 2 == 1 && b == b'u' && json.get(i + 1..i + 5).is_some_and(|h| h == b"0000")
+        {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

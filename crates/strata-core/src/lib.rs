@@ -37,6 +37,7 @@ pub use event::{
     EventData, ExpectedVersion, Metadata, Position, RecordedEvent, Timestamp, CAUSATION_ID_KEY,
     CONTENT_TYPE_JSON, CORRELATION_ID_KEY, USER_ID_KEY,
 };
+pub use json::has_nul_escape as json_has_nul_escape;
 pub use lifecycle::{StreamMetadata, StreamMetadataRecord};
 pub use options::{
     Direction, Filter, ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom,

@@ -264,24 +264,33 @@ where
         let from = options.from_version.unwrap_or(0);
         options.from_version = Some(from.max(visibility.from_version));
     }
+    let asked = options.limit;
     loop {
         let page = raw(options.clone()).await?;
         let full = page.len() >= options.limit;
         let read = page.len();
         let last_read = page.last().map(|e| e.stream_version);
-        let kept: Vec<RecordedEvent> = page
+        let mut kept: Vec<RecordedEvent> = page
             .into_iter()
             .filter(|e| visibility.shows(e.stream_version, e.recorded_at))
             .collect();
         // Backward, what is hidden is the oldest part: the end of the read.
         if options.direction == Direction::Backward || kept.len() == read {
+            kept.truncate(asked);
             return Ok(kept);
         }
         // Forward, the hidden ones come first (by age): read again from the first seen one,
         // or past the page when none was seen.
         match (kept.first(), last_read) {
-            (Some(first), _) => options.from_version = Some(first.stream_version),
-            (None, Some(last_read)) if full => options.from_version = Some(last_read + 1),
+            (Some(first), _) => {
+                options.from_version = Some(first.stream_version);
+                options.limit = asked;
+            }
+            // A page of expired events: skip on in whole pages, not one `limit` at a time.
+            (None, Some(last_read)) if full => {
+                options.from_version = Some(last_read + 1);
+                options.limit = crate::limits::READ_PAGE_MAX_EVENTS.max(asked);
+            }
             _ => return Ok(kept),
         }
     }
@@ -430,8 +439,24 @@ pub fn check_reserved(stream: &StreamId, events: &[EventData]) -> Result<(), App
             )
             .into());
         }
-        StreamMetadata::from_json(&event.data)
+        let metadata = StreamMetadata::from_json(&event.data)
             .map_err(|e| InvalidInput::new("events[0].data", e.reason))?;
+        // The tombstone's record says so, and only it.
+        if metadata.tombstoned != (event.event_type == EVENT_TYPE_STREAM_TOMBSTONED) {
+            return Err(InvalidInput::new(
+                "events[0].data",
+                "`tombstoned` is true in a $streamTombstoned event, and only there",
+            )
+            .into());
+        }
+        if crate::json::has_nul_escape(&event.data) {
+            // PostgreSQL keeps metadata as jsonb too, which cannot hold it.
+            return Err(InvalidInput::new(
+                "events[0].data",
+                "stream metadata cannot hold the character U+0000",
+            )
+            .into());
+        }
         return Ok(());
     }
     for (i, event) in events.iter().enumerate() {
@@ -446,6 +471,20 @@ pub fn check_reserved(stream: &StreamId, events: &[EventData]) -> Result<(), App
         }
     }
     Ok(())
+}
+
+/// Whether an append of `events` to a metastream still deletes what it was decided on: a
+/// `$streamDeleted` event's `truncateBefore` must be the described stream's next version
+/// (`next`) when it is written. Backends check this where they check expected versions, so
+/// that a delete and a concurrent append to the stream cannot both succeed; a stale delete is
+/// refused as a wrong expected version, and `delete_stream` reads the stream again.
+pub fn deletion_is_current(events: &[EventData], next: u64) -> bool {
+    match events {
+        [event] if event.event_type == EVENT_TYPE_STREAM_DELETED => {
+            StreamMetadata::from_json(&event.data).is_ok_and(|m| m.truncate_before == Some(next))
+        }
+        _ => true,
+    }
 }
 
 fn append_error(e: ReadError) -> AppendError {
@@ -663,27 +702,50 @@ pub async fn set_stream_metadata<S: EventStore + ?Sized>(
         )
         .into());
     }
-    let info = store.stream_info(stream).await.map_err(append_error)?;
-    let record = stream_metadata(store, stream).await.map_err(append_error)?;
-    refuse_tombstoned(&info, &record)?;
-    if !expected.matches(record.version) {
-        return Err(AppendError::WrongExpectedVersion {
-            stream: stream.metastream(),
-            expected,
-            actual: crate::ActualVersion(record.version),
-        });
+    // Written at the version the checks read (also for `Any`): a change that lands in
+    // between (a delete, say) makes this one read again rather than undo it.
+    for _ in 0..LIFECYCLE_RACE_RETRIES {
+        let info = store.stream_info(stream).await.map_err(append_error)?;
+        let record = stream_metadata(store, stream).await.map_err(append_error)?;
+        refuse_tombstoned(&info, &record)?;
+        if !expected.matches(record.version) {
+            return Err(AppendError::WrongExpectedVersion {
+                stream: stream.metastream(),
+                expected,
+                actual: crate::ActualVersion(record.version),
+            });
+        }
+        // Truncation only moves forward: metadata without `truncateBefore` keeps the stream's.
+        let mut metadata = metadata.clone();
+        match metadata.truncate_before {
+            Some(before) => check_truncate_before(
+                before,
+                info.current_version.map_or(0, |v| v + 1),
+                &record.metadata,
+            )?,
+            None => metadata.truncate_before = record.metadata.truncate_before,
+        }
+        let written = write_metadata(
+            store,
+            stream,
+            expected_of(record.version),
+            EVENT_TYPE_METADATA,
+            &metadata,
+        )
+        .await;
+        match written {
+            Err(e) if e.is_wrong_expected_version() && expected == ExpectedVersion::Any => continue,
+            Err(AppendError::WrongExpectedVersion { actual, .. }) => {
+                return Err(AppendError::WrongExpectedVersion {
+                    stream: stream.metastream(),
+                    expected,
+                    actual,
+                })
+            }
+            other => return other,
+        }
     }
-    // Truncation only moves forward: metadata without `truncateBefore` keeps the stream's.
-    let mut metadata = metadata;
-    match metadata.truncate_before {
-        Some(before) => check_truncate_before(
-            before,
-            info.current_version.map_or(0, |v| v + 1),
-            &record.metadata,
-        )?,
-        None => metadata.truncate_before = record.metadata.truncate_before,
-    }
-    write_metadata(store, stream, expected, EVENT_TYPE_METADATA, &metadata).await
+    Err(raced(stream))
 }
 
 /// The default of [`EventStore::tombstone_stream`].

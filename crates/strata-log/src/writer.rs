@@ -14,8 +14,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use strata_core::lifecycle::{self, StreamMetadata, EVENT_TYPE_STREAM_TOMBSTONED};
 use strata_core::{
-    AppendError, AppendResult, BackendError, EventData, ExpectedVersion, Position, ReadError,
-    StreamId, Uuid,
+    ActualVersion, AppendError, AppendResult, BackendError, EventData, ExpectedVersion, Position,
+    ReadError, StreamId, Uuid,
 };
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
@@ -373,7 +373,12 @@ impl Writer {
                     .get(&req.stream)
                     .copied()
                     .or_else(|| index.stream_version(&req.stream));
-                let staged = self.stage_one(index, req, actual, &batch_ids, &lifecycle);
+                let staged = self.stage_one(index, req, actual, &batch_ids, &lifecycle, |s| {
+                    batch_versions
+                        .get(s)
+                        .copied()
+                        .or_else(|| index.stream_version(s))
+                });
                 if let Ok(None) = staged {
                     lifecycle.accepted(req);
                 }
@@ -516,6 +521,7 @@ impl Writer {
         actual: Option<u64>,
         batch_ids: &HashSet<Uuid>,
         lifecycle: &BatchLifecycle,
+        version_of: impl Fn(&StreamId) -> Option<u64>,
     ) -> Result<Option<Result<AppendResult, AppendError>>, Deferred> {
         if let Some(first_id) = req.events[0].event_id {
             if batch_ids.contains(&first_id) {
@@ -537,6 +543,16 @@ impl Writer {
                 })))
             }
             Err(e) => return Ok(Some(Err(append_error(e)))),
+        }
+        if let Some(described) = req.stream.described_stream() {
+            let next = version_of(&described).map_or(0, |v| v + 1);
+            if !lifecycle::deletion_is_current(&req.events, next) {
+                return Ok(Some(Err(AppendError::WrongExpectedVersion {
+                    stream: req.stream.clone(),
+                    expected: req.expected,
+                    actual: ActualVersion(actual),
+                })));
+            }
         }
         // Whether the stream is soft-deleted: only an expectation on an existing stream needs
         // the metadata, and only a stream with a metastream has any.

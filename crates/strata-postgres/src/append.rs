@@ -47,21 +47,7 @@ impl AppendRequest {
 }
 
 /// Whether JSON text holds the escape `\u0000`, which PostgreSQL's jsonb cannot store.
-pub(crate) fn has_nul_escape(json: &[u8]) -> bool {
-    let mut backslashes = 0usize;
-    for (i, &b) in json.iter().enumerate() {
-        if b == b'\\' {
-            backslashes += 1;
-            continue;
-        }
-        if backslashes % 2 == 1 && b == b'u' && json.get(i + 1..i + 5).is_some_and(|h| h == b"0000")
-        {
-            return true;
-        }
-        backslashes = 0;
-    }
-    false
-}
+pub(crate) use strata_core::json_has_nul_escape as has_nul_escape;
 
 /// Validates an append and turns it into what the database stores.
 pub(crate) fn prepare(
@@ -421,11 +407,14 @@ async fn execute_on_connection(
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut conn = shared.pool.acquire().await?;
     let result = match batch {
-        [one] => match execute_one(shared, &mut conn, one, json).await {
-            Ok(Some(outcome)) => Ok(vec![outcome]),
-            Ok(None) => execute(shared, &mut *conn, batch, json).await,
-            Err(e) => Err(e),
-        },
+        // A metastream's append needs `strata_append`'s lifecycle checks and lock.
+        [one] if !one.stream.is_metastream() => {
+            match execute_one(shared, &mut conn, one, json).await {
+                Ok(Some(outcome)) => Ok(vec![outcome]),
+                Ok(None) => execute(shared, &mut *conn, batch, json).await,
+                Err(e) => Err(e),
+            }
+        }
         _ => execute(shared, &mut *conn, batch, json).await,
     };
     if result.is_err() {

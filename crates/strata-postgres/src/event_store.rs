@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strata_core::lifecycle::{self, Visibility};
+use strata_core::lifecycle;
 use strata_core::{
     AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion,
     ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
@@ -50,37 +50,13 @@ impl EventStore for PostgresStore {
         options.validate()?;
         options.filter.categories = options.filter.category_terms();
         let page = self.read_all_events(options).await?;
-        let states = {
-            let mut streams: Vec<&str> = page
-                .events
-                .iter()
-                .filter(|e| !e.stream_id.is_metastream())
-                .map(|e| e.stream_id.as_str())
-                .collect();
-            streams.sort_unstable();
-            streams.dedup();
-            if streams.is_empty() {
-                return Ok(page);
-            }
-            self.lifecycles(&streams).await?
-        };
-        if states.is_empty() {
-            return Ok(page);
-        }
         let AllPage {
             events,
             next,
             is_end,
         } = page;
-        let visibility = |stream: StreamId| {
-            let v = states
-                .get(stream.as_str())
-                .map_or(Visibility::ALL, |s| s.visibility);
-            std::future::ready(Ok(v))
-        };
-        let events = lifecycle::keep_visible(events, visibility).await?;
         Ok(AllPage {
-            events,
+            events: self.keep_visible(self.pool(), events).await?,
             next,
             is_end,
         })

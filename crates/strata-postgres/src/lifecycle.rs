@@ -7,7 +7,7 @@ use chrono::Utc;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use strata_core::lifecycle::{StreamMetadata, Visibility};
-use strata_core::ReadError;
+use strata_core::{ReadError, RecordedEvent, StreamId};
 
 use crate::error::read_error;
 use crate::store::PostgresStore;
@@ -53,21 +53,56 @@ impl PostgresStore {
         &self,
         streams: &[&str],
     ) -> Result<HashMap<String, Lifecycle>, ReadError> {
-        let rows = sqlx::query(&self.shared().sql.lifecycles)
-            .bind(streams)
-            .fetch_all(self.pool())
-            .await
-            .map_err(read_error)?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get(0).map_err(read_error)?;
-            let metadata: Option<Vec<u8>> = row.try_get(1).map_err(read_error)?;
-            let last: Option<i64> = row.try_get(2).map_err(read_error)?;
-            let tombstone: Option<bool> = row.try_get(3).map_err(read_error)?;
-            let last = last.map(|v| v as u64);
-            let visibility = visibility(metadata.as_deref(), last, tombstone.unwrap_or(false));
-            out.insert(id, Lifecycle { visibility, last });
-        }
-        Ok(out)
+        lifecycles_with(&self.shared().sql.lifecycles, self.pool(), streams).await
     }
+
+    /// Leaves out of `events` (in position order) what their streams' lifecycles hide, the
+    /// state read with `executor` (a transaction sees its own appends).
+    pub(crate) async fn keep_visible<'e, E: sqlx::Executor<'e, Database = sqlx::Postgres>>(
+        &self,
+        executor: E,
+        events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut streams: Vec<&str> = events
+            .iter()
+            .filter(|e| !e.stream_id.is_metastream())
+            .map(|e| e.stream_id.as_str())
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        if streams.is_empty() {
+            return Ok(events);
+        }
+        let states = lifecycles_with(&self.shared().sql.lifecycles, executor, &streams).await?;
+        if states.is_empty() {
+            return Ok(events);
+        }
+        let visibility = |stream: StreamId| {
+            let v = states
+                .get(stream.as_str())
+                .map_or(Visibility::ALL, |s| s.visibility);
+            std::future::ready(Ok(v))
+        };
+        strata_core::lifecycle::keep_visible(events, visibility).await
+    }
+}
+
+/// The lifecycle state of each of `streams`, read with `executor` (one round trip). Streams
+/// left out have none: every stream, while the store has no metastream and no tombstone.
+async fn lifecycles_with<'e, E: sqlx::Executor<'e, Database = sqlx::Postgres>>(
+    sql: &str,
+    executor: E,
+    streams: &[&str],
+) -> Result<HashMap<String, Lifecycle>, ReadError> {
+    let rows = sqlx::query(sql)
+        .bind(streams)
+        .fetch_all(executor)
+        .await
+        .map_err(read_error)?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get(0).map_err(read_error)?;
+        out.insert(id, Lifecycle::from_row(&row, 1)?);
+    }
+    Ok(out)
 }

@@ -95,8 +95,9 @@ SELECT cs.p, cs.x::text::bigint, chk.cur, (SELECT count(*) FROM unl)
 
 /// The lifecycle state of the streams in `$1` (`text[]`): the last event of each one's
 /// metastream (its metadata) and its own last event (version, and whether it is its
-/// tombstone). No row at all while the store has no metastream, which one probe of the
-/// (aggregate_id, version) index finds out: then no stream has lifecycle state.
+/// tombstone). No row at all while the store has no metastream and no tombstone, which a probe
+/// of the (aggregate_id, version) index and one of the (event_type, position) index find out:
+/// then no stream has lifecycle state.
 const LIFECYCLES: &str = "
 SELECT s.id,
        (SELECT m.data_bytes FROM {schema}.events m
@@ -106,7 +107,8 @@ SELECT s.id,
   LEFT JOIN LATERAL (SELECT e.version, e.event_type FROM {schema}.events e
                       WHERE e.aggregate_id = s.id ORDER BY e.version DESC LIMIT 1) AS l ON true
  WHERE EXISTS (SELECT 1 FROM {schema}.events x
-                WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')";
+                WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')
+    OR EXISTS (SELECT 1 FROM {schema}.events t WHERE t.event_type = '$streamTombstoned')";
 
 /// The lifecycle state of the stream `$1`, as one row: the last event of its metastream
 /// (`metadata`), its last version (`last`) and whether that is its tombstone (`tombstone`).
@@ -435,8 +437,8 @@ impl Sql {
             // snapshot (one row of NULL events when there is none), the snapshot's columns on
             // each; its data only on the first (versions are dense, so the first event after
             // it is the next version), so that a large snapshot crosses the wire once. No events
-            // for a stream with metadata (a metastream): what readers see of it is the
-            // lifecycle's to say, and the caller reads it through `read_stream`.
+            // for a stream with metadata (a metastream) or a tombstone: what readers see of it
+            // is the lifecycle's to say, and the caller reads it through `read_stream`.
             load_snapshot_and_events: r("SELECT s.stream_version,
                     CASE WHEN e.version IS NULL OR e.version = s.stream_version + 1
                          THEN s.data END,
@@ -452,6 +454,9 @@ impl Sql {
                       WHERE e.aggregate_id = $1 AND e.version > coalesce(s.stream_version, -1)
                         AND NOT EXISTS (SELECT 1 FROM {schema}.events m
                                          WHERE m.aggregate_id = '$$' || $1::text)
+                        AND (SELECT t.event_type FROM {schema}.events t
+                              WHERE t.aggregate_id = $1 ORDER BY t.version DESC LIMIT 1)
+                            IS DISTINCT FROM '$streamTombstoned'
                       ORDER BY e.version LIMIT $3) e ON true
                  ORDER BY e.version"),
             delete_snapshots: r("DELETE FROM {schema}.snapshots WHERE stream_id = $1"),

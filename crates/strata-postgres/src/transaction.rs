@@ -224,7 +224,8 @@ impl PostgresStore {
         }
     }
 
-    /// The events at positions `from..=through`, at most `limit`, read inside `tx` (so it sees
+    /// The events at positions `from..=through`, at most `limit`, as stored (see
+    /// [`visible_in_transaction`](Self::visible_in_transaction)), read inside `tx` (so it sees
     /// the events `tx` appended), without the `$all` watermark: only gap-free below this
     /// transaction's positions after [`PostgresStore::wait_for_earlier_appends`] answered
     /// [`EarlierAppends::Ended`], and only in a `READ COMMITTED` transaction.
@@ -246,6 +247,18 @@ impl PostgresStore {
         rows.iter()
             .map(|row| crate::read::event_from_row(row, 0))
             .collect()
+    }
+
+    /// `events` (read with [`read_in_transaction`](Self::read_in_transaction)) without those
+    /// their streams' lifecycles hide (deleted, truncated, expired, tombstoned), as `read_all`
+    /// leaves them out; the state is read inside `tx`. Page with the unfiltered events, filter
+    /// each page with this.
+    pub async fn visible_in_transaction(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.keep_visible(&mut **tx, events).await
     }
 }
 

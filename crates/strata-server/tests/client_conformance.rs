@@ -133,6 +133,7 @@ cases!(
     delete_checks_its_stream,
     tombstone_ends_a_stream_for_good,
     tombstone_races_appends_without_losing_acknowledged_ones,
+    delete_races_appends_at_most_one_wins,
     truncate_hides_events_below_a_version,
     stream_metadata_is_versioned,
     max_count_and_max_age_bound_what_is_read,

@@ -2362,6 +2362,22 @@ async fn lifecycle_endpoints_delete_truncate_and_describe_streams() {
     assert_eq!(r.json()["field"], "tombstone");
     let r = delete("/streams/$$account-2").await;
     assert_eq!(r.json()["field"], "stream_id");
+    // A metastream is written only through these endpoints.
+    let r = append(
+        app,
+        "$$account-2",
+        json!("any"),
+        vec![one("$metadata", json!({}))],
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["field"].as_str()),
+        (400, Some("stream"))
+    );
+    let batch =
+        json!({"appends": [{"streamId": "$$account-2", "events": [one("$metadata", json!({}))]}]});
+    let r = post(app, "/streams", batch.to_string()).await;
+    assert_eq!(r.json()["field"], "appends[0].streamId");
     // `$all` tells of each change, in the metastream's category.
     let r = get(app, "/all?category=account").await;
     let kinds: Vec<String> = r.json()["events"]

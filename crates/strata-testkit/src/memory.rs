@@ -15,11 +15,11 @@ use chrono::Utc;
 use parking_lot::Mutex;
 use strata_core::lifecycle::{self, StreamMetadata, Visibility, EVENT_TYPE_STREAM_TOMBSTONED};
 use strata_core::{
-    limits, timestamp_from_micros, timestamp_to_micros, validate_append, AllPage, AppendError,
-    AppendResult, CategorySummary, Direction, EventData, EventStore, ExpectedVersion, ListOptions,
-    Metadata, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
-    Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary, SubscribeFrom,
-    Subscription, SubscriptionTarget, Timestamp, Uuid,
+    limits, timestamp_from_micros, timestamp_to_micros, validate_append, ActualVersion, AllPage,
+    AppendError, AppendResult, CategorySummary, Direction, EventData, EventStore, ExpectedVersion,
+    ListOptions, Metadata, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, Snapshot, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamSummary,
+    SubscribeFrom, Subscription, SubscriptionTarget, Timestamp, Uuid,
 };
 use tokio::sync::watch;
 
@@ -215,6 +215,16 @@ impl Inner {
             return Err(AppendError::StreamTombstoned {
                 stream: stream.clone(),
             });
+        }
+        if let Some(described) = stream.described_stream() {
+            let next = self.stream_version(described.as_str()).map_or(0, |v| v + 1);
+            if !lifecycle::deletion_is_current(&events, next) {
+                return Err(AppendError::WrongExpectedVersion {
+                    stream: stream.clone(),
+                    expected,
+                    actual: ActualVersion(actual),
+                });
+            }
         }
         let deleted = self.metadata(stream).is_some_and(|m| m.deletes_all(actual));
         if !lifecycle::expected_matches(expected, actual, deleted) {
@@ -492,7 +502,13 @@ impl EventStore for MemoryStore {
         options.validate()?;
         let inner = self.inner.lock();
         let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
-        for (name, info) in inner.listed_streams() {
+        // As stored, like the other backends (whose category counts come from their
+        // indexes): deleted streams count until scavenged; metastreams do not.
+        for (name, positions) in inner
+            .streams
+            .iter()
+            .filter(|(name, _)| !name.starts_with(strata_core::METASTREAM_PREFIX))
+        {
             let category = strata_core::category_of(name);
             let summary =
                 categories
@@ -503,7 +519,7 @@ impl EventStore for MemoryStore {
                         event_count: 0,
                     });
             summary.stream_count += 1;
-            summary.event_count += info.event_count;
+            summary.event_count += positions.len() as u64;
         }
         Ok(page_of(categories.into_iter(), &options))
     }

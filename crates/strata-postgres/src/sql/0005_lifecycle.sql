@@ -77,6 +77,18 @@ BEGIN
         RAISE EXCEPTION 'strata_append must run in a transaction that has not written yet'
             USING ERRCODE = 'SX001';
     END IF;
+    -- A soft delete and an append to the stream must not both succeed on what each read
+    -- before the other committed (their rows are in different streams, so no key conflict
+    -- orders them). Every append takes the table in ROW EXCLUSIVE mode before its checks (as
+    -- its INSERT would anyway; appends do not conflict with each other), and a batch holding a
+    -- delete in SHARE ROW EXCLUSIVE, which waits for the appends in flight to end and makes
+    -- new ones wait for it: each side's checks then see the other's commit. The one-statement
+    -- append takes ROW EXCLUSIVE when it is planned, before its snapshot.
+    IF '$streamDeleted' = ANY(p_types) THEN
+        LOCK TABLE {schema}.events IN SHARE ROW EXCLUSIVE MODE;
+    ELSE
+        LOCK TABLE {schema}.events IN ROW EXCLUSIVE MODE;
+    END IF;
 
     -- 1. Checks. Reads only.
     FOR i IN 1..v_appends LOOP
@@ -156,6 +168,15 @@ BEGIN
                 WHEN v_kind = 2 THEN v_cur IS NOT NULL
                 ELSE v_cur IS NOT NULL AND v_cur = p_expected[i]
             END;
+            -- A delete is decided on the stream's next version: refused (a wrong expected
+            -- version of the metastream, which the caller reads again) once the stream moved.
+            IF v_ok AND left(v_stream, 2) = '$$' AND p_types[v_offset] = '$streamDeleted' THEN
+                v_ok := (convert_from(p_data[v_offset], 'UTF8')::JSONB ->> 'truncateBefore')::BIGINT
+                    IS NOT DISTINCT FROM coalesce(
+                        (SELECT d.version FROM {schema}.events d
+                          WHERE d.aggregate_id = substr(v_stream, 3)
+                          ORDER BY d.version DESC LIMIT 1), -1) + 1;
+            END IF;
             IF v_tomb THEN
                 o_status[i] := 4;
             ELSIF v_ok THEN

@@ -116,12 +116,14 @@ pub(crate) async fn put_metadata(
         StreamMetadata::from_json(&bytes).map_err(|e| ApiError::invalid("body", e.reason))?;
     let r = st
         .store()
-        .set_stream_metadata(&stream, expected, metadata.clone())
+        .set_stream_metadata(&stream, expected, metadata)
         .await?;
+    // The metadata as stored (a `truncateBefore` left out is kept, say).
+    let stored = st.store().stream_metadata(&stream).await?;
     Ok(json_response(&MetadataAnswer {
         stream_id: stream.into_string(),
         version: Some(r.stream_version),
-        metadata,
+        metadata: stored.metadata,
         position: r.positions.first().map(|p| p.0),
     }))
 }

@@ -43,6 +43,7 @@ pub(crate) async fn append(
     if !who.can(Action::Write, stream.as_str()) {
         return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
     }
+    refuse_metastream(&stream, "stream")?;
     Query::parse(raw.as_deref(), &[])?;
     let (bytes, _charge) =
         read_body(&st, body, headers, st.config().request_body_max_bytes).await?;
@@ -57,6 +58,19 @@ pub(crate) async fn append(
     let (expected, events) = body.into_events()?;
     let r = append_counted(&st, &stream, expected, events).await?;
     Ok(json_response(&appended(&stream, &r)))
+}
+
+/// A metastream is written only by the lifecycle endpoints, which keep its rules (deletion
+/// and truncation only move forward, a tombstone is for good).
+fn refuse_metastream(stream: &StreamId, field: &str) -> Result<(), ApiError> {
+    if stream.is_metastream() {
+        return Err(ApiError::invalid(
+            field,
+            "is a metastream: a stream's metadata changes through DELETE /streams/{stream}, \
+             POST /streams/{stream}/truncate and PUT /streams/{stream}/metadata",
+        ));
+    }
+    Ok(())
 }
 
 /// `413 payload_too_large`: more of `what` than `max`; nothing was written.
@@ -140,6 +154,7 @@ pub(crate) async fn append_batch(
         if !who.can(Action::Write, stream.as_str()) {
             return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
         }
+        refuse_metastream(&stream, &format!("appends[{index}].streamId"))?;
         streams.push(stream);
     }
     if count > limits::SERVER_BATCH_APPENDS_MAX {

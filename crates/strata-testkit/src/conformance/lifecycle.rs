@@ -328,6 +328,148 @@ pub async fn tombstone_races_appends_without_losing_acknowledged_ones<S: EventSt
     }
 }
 
+/// A soft delete and an append racing on one stream, both expecting the version they read:
+/// at most one succeeds (deleted first, the stream exists for no `Exact`; appended first, the
+/// delete's version is stale), and a stream whose delete succeeded reads as not found.
+pub async fn delete_races_appends_at_most_one_wins<S: EventStore + Clone>(store: S) {
+    for round in 0..30 {
+        let s = sid(&format!("duel-{round}"));
+        append(&store, &s, ExpectedVersion::Any, evs("E", 0, 2)).await;
+        let (deleted, appended) = tokio::join!(
+            {
+                let store = store.clone();
+                let s = s.clone();
+                async move { store.delete_stream(&s, ExpectedVersion::Exact(1)).await }
+            },
+            {
+                let store = store.clone();
+                let s = s.clone();
+                async move {
+                    store
+                        .append(&s, ExpectedVersion::Exact(1), evs("E", 2, 1))
+                        .await
+                }
+            }
+        );
+        assert!(
+            !(deleted.is_ok() && appended.is_ok()),
+            "round {round}: both the delete and the append were acknowledged"
+        );
+        if deleted.is_ok() {
+            assert!(
+                matches!(read_err(&store, &s).await, ReadError::StreamNotFound(_)),
+                "round {round}: a deleted stream reads as not found"
+            );
+        }
+        if let Err(e) = &appended {
+            assert!(
+                e.is_wrong_expected_version() || e.is_race(),
+                "round {round}: {e:?}"
+            );
+        }
+    }
+}
+
+/// The same race, forced: an append lands after `delete_stream` read the stream's version and
+/// before it wrote the deletion. The store must refuse the stale deletion (a delete decided
+/// on version 1 of a stream now at 2), so the delete answers a wrong expected version.
+pub async fn a_delete_decided_on_a_stale_version_is_refused<S: EventStore + Clone>(store: S) {
+    let s = sid("duel-forced");
+    append(&store, &s, ExpectedVersion::Any, evs("E", 0, 2)).await;
+    let racing = AppendAfterInfo {
+        inner: store.clone(),
+        fired: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let deleted = within(
+        "delete_stream",
+        racing.delete_stream(&s, ExpectedVersion::Exact(1)),
+    )
+    .await;
+    assert!(
+        racing.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the racing append ran"
+    );
+    expect_wrong_version(deleted, &s, ExpectedVersion::Exact(1), Some(2));
+    assert_eq!(versions(&stream_events(&store, &s).await), [0, 1, 2]);
+}
+
+/// A store that, the first time a stream's info is read, appends one event to it right after
+/// reading (a writer racing whoever read it).
+#[derive(Clone)]
+struct AppendAfterInfo<S> {
+    inner: S,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore + Clone> EventStore for AppendAfterInfo<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<strata_core::AppendResult, AppendError> {
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.inner.read_stream(stream, options).await
+    }
+    async fn read_all(
+        &self,
+        options: strata_core::ReadAllOptions,
+    ) -> Result<strata_core::AllPage, ReadError> {
+        self.inner.read_all(options).await
+    }
+    async fn stream_info(&self, stream: &StreamId) -> Result<strata_core::StreamInfo, ReadError> {
+        let info = self.inner.stream_info(stream).await?;
+        if !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let expected = info
+                .current_version
+                .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            self.inner
+                .append(stream, expected, evs("E", 99, 1))
+                .await
+                .expect("the racing append");
+        }
+        Ok(info)
+    }
+    async fn list_streams(
+        &self,
+        options: ListOptions,
+    ) -> Result<strata_core::Page<strata_core::StreamSummary>, ReadError> {
+        self.inner.list_streams(options).await
+    }
+    async fn list_categories(
+        &self,
+        options: ListOptions,
+    ) -> Result<strata_core::Page<strata_core::CategorySummary>, ReadError> {
+        self.inner.list_categories(options).await
+    }
+    async fn position_at(
+        &self,
+        at: strata_core::Timestamp,
+    ) -> Result<Option<strata_core::Position>, ReadError> {
+        self.inner.position_at(at).await
+    }
+    async fn head(&self) -> Result<Option<strata_core::Position>, ReadError> {
+        self.inner.head().await
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
+    async fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Result<strata_core::Subscription, ReadError> {
+        self.inner.subscribe(target, from).await
+    }
+}
+
 /// Truncation hides the events below a version, moves only forward, and never past the
 /// stream's next version.
 pub async fn truncate_hides_events_below_a_version<S: EventStore + Clone>(store: S) {
@@ -581,6 +723,28 @@ pub async fn reserved_names_are_refused<S: EventStore + Clone>(store: S) {
                 .append(&meta, ExpectedVersion::Any, vec![not_metadata])
                 .await,
             "events[0].data",
+        )
+        .field,
+        "events[0].data"
+    );
+    let fake_tombstone =
+        EventData::json(EVENT_TYPE_METADATA, &json!({"tombstoned": true})).expect("event");
+    assert_eq!(
+        expect_invalid_append(
+            store
+                .append(&meta, ExpectedVersion::Any, vec![fake_tombstone])
+                .await,
+            "tombstoned outside a tombstone",
+        )
+        .field,
+        "events[0].data"
+    );
+    let nul =
+        EventData::json(EVENT_TYPE_METADATA, &json!({"custom": {"x": "a\u{0}b"}})).expect("event");
+    assert_eq!(
+        expect_invalid_append(
+            store.append(&meta, ExpectedVersion::Any, vec![nul]).await,
+            "U+0000 in metadata",
         )
         .field,
         "events[0].data"

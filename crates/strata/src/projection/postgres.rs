@@ -772,6 +772,11 @@ impl PgProjections {
                     break;
                 };
                 let full = page.len() >= limits::PROJECTION_BATCH_MAX_EVENTS;
+                // Without what streams' lifecycles hide, as every other read leaves it out.
+                let page = pg
+                    .visible_in_transaction(&mut tx, page)
+                    .await
+                    .map_err(|e| TxError::Db(e.to_string()))?;
                 let wanted: Vec<RecordedEvent> = page
                     .into_iter()
                     .filter(|e| entry.filter.matches(e))
