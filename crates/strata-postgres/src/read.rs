@@ -391,6 +391,30 @@ impl Fetched {
     }
 }
 
+/// A stream read with `options` as one of the statements `forward` or `backward` (bound: the
+/// stream, the first version, the newest position allowed, the limit), and that position.
+fn stream_read<'q>(
+    forward: &'q str,
+    backward: &'q str,
+    stream: &'q StreamId,
+    options: &ReadStreamOptions,
+) -> (
+    sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    i64,
+) {
+    let max = options.max_position.map_or(i64::MAX, |p| to_i64(p.0));
+    let (query, from) = match options.direction {
+        Direction::Forward => (forward, options.from_version.map_or(0, to_i64)),
+        Direction::Backward => (backward, options.from_version.map_or(i64::MAX, to_i64)),
+    };
+    let query = sqlx::query(query)
+        .bind(stream.as_str())
+        .bind(from)
+        .bind(max)
+        .bind(options.limit as i64);
+    (query, max)
+}
+
 impl PostgresStore {
     pub(crate) async fn read_stream_events(
         &self,
@@ -399,23 +423,13 @@ impl PostgresStore {
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         options.validate()?;
         let sql = &self.shared().sql;
-        let max = options.max_position.map_or(i64::MAX, |p| to_i64(p.0));
-        let (query, from) = match options.direction {
-            Direction::Forward => (
-                &sql.read_stream_forward,
-                options.from_version.map_or(0, to_i64),
-            ),
-            Direction::Backward => (
-                &sql.read_stream_backward,
-                options.from_version.map_or(i64::MAX, to_i64),
-            ),
-        };
+        let (query, max) = stream_read(
+            &sql.read_stream_forward,
+            &sql.read_stream_backward,
+            stream,
+            &options,
+        );
         let mut events = Vec::with_capacity(options.limit.min(limits::READ_RESERVE_EVENTS));
-        let query = sqlx::query(query)
-            .bind(stream.as_str())
-            .bind(from)
-            .bind(max)
-            .bind(options.limit as i64);
         for_each_row(query, self.pool(), |r| {
             events.push(event_from_row(r, 0)?);
             Ok(())
@@ -450,24 +464,14 @@ impl PostgresStore {
         options: &ReadStreamOptions,
     ) -> Result<(Vec<RecordedEvent>, crate::lifecycle::Lifecycle), ReadError> {
         let sql = &self.shared().sql;
-        let max = options.max_position.map_or(i64::MAX, |p| to_i64(p.0));
-        let (query, from) = match options.direction {
-            Direction::Forward => (
-                &sql.read_stream_forward_lifecycle,
-                options.from_version.map_or(0, to_i64),
-            ),
-            Direction::Backward => (
-                &sql.read_stream_backward_lifecycle,
-                options.from_version.map_or(i64::MAX, to_i64),
-            ),
-        };
+        let (query, max) = stream_read(
+            &sql.read_stream_forward_lifecycle,
+            &sql.read_stream_backward_lifecycle,
+            stream,
+            options,
+        );
         let mut events = Vec::with_capacity(options.limit.min(limits::READ_RESERVE_EVENTS));
         let mut state = None;
-        let query = sqlx::query(query)
-            .bind(stream.as_str())
-            .bind(from)
-            .bind(max)
-            .bind(options.limit as i64);
         for_each_row(query, self.pool(), |r| {
             if state.is_none() {
                 state = Some(crate::lifecycle::Lifecycle::from_row(r, 9)?);

@@ -51,7 +51,10 @@ WITH chk AS MATERIALIZED (
     SELECT l.version AS cur, l.event_type = '$streamTombstoned' AS tomb,
            -- Not soft-deleted: probed only for an expectation on an existing stream.
            CASE WHEN $3::smallint IN (2, 3) AND l.version IS NOT NULL
-                THEN coalesce({schema}.strata_truncate_before($1) <= l.version, true)
+                THEN coalesce((SELECT (m.data ->> 'truncateBefore')::bigint
+                                 FROM {schema}.events m
+                                WHERE m.aggregate_id = '$$' || $1::text
+                                ORDER BY m.version DESC LIMIT 1) <= l.version, true)
            END AS live,
            EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ($5::uuid[])[1]) AS seen,
            set_config('strata.append', '{schema}', true) AS guard

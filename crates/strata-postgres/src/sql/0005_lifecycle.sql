@@ -6,14 +6,11 @@
 -- can never be written again. Both are ordinary events: this migration changes no table, only
 -- what an append checks.
 
--- The `truncateBefore` of a stream's metadata, NULL when it has none. One probe of the
--- (aggregate_id, version) index, made only for appends with an expected version other than
--- `any` to a stream with events: a soft-deleted stream counts as not existing.
-CREATE OR REPLACE FUNCTION {schema}.strata_truncate_before(p_stream TEXT) RETURNS BIGINT
-LANGUAGE sql STABLE AS $fn$
-    SELECT (m.data ->> 'truncateBefore')::BIGINT FROM {schema}.events m
-     WHERE m.aggregate_id = '$$' || p_stream ORDER BY m.version DESC LIMIT 1
-$fn$;
+-- A stream's `truncateBefore` is that of the last event of its metastream; the checks below
+-- read it with a subquery (one probe of the (aggregate_id, version) index, planned with the
+-- statement: a SQL function would be planned again at every call). It is read only for appends
+-- with an expected version other than `any` to a stream with events: a soft-deleted stream
+-- counts as not existing.
 
 -- strata_append as in version 4, and it refuses appends to a tombstoned stream (o_status 4),
 -- and a soft-deleted stream exists for no expected version: an append that expects no stream
@@ -117,7 +114,8 @@ BEGIN
             IF v_f_stream <> v_stream
                OR (v_kind = 3 AND v_f_version <> p_expected[i] + 1)
                OR (v_kind = 1 AND v_f_version <> 0
-                   AND v_f_version IS DISTINCT FROM {schema}.strata_truncate_before(v_stream)) THEN
+                   AND v_f_version IS DISTINCT FROM (SELECT (m.data ->> 'truncateBefore')::BIGINT FROM {schema}.events m
+                      WHERE m.aggregate_id = '$$' || v_stream ORDER BY m.version DESC LIMIT 1)) THEN
                 v_conflict := p_ids[v_offset];
             ELSE
                 FOR k IN 0..v_count - 1 LOOP
@@ -158,7 +156,8 @@ BEGIN
             -- exists for no expectation, and only `any` or `no stream` re-create it.
             v_deleted := false;
             IF v_kind <> 0 AND v_cur IS NOT NULL AND NOT v_tomb THEN
-                v_tb := {schema}.strata_truncate_before(v_stream);
+                v_tb := (SELECT (m.data ->> 'truncateBefore')::BIGINT FROM {schema}.events m
+                      WHERE m.aggregate_id = '$$' || v_stream ORDER BY m.version DESC LIMIT 1);
                 v_deleted := v_tb IS NOT NULL AND v_tb > v_cur;
             END IF;
             v_ok := NOT v_tomb AND CASE
