@@ -152,15 +152,17 @@ fn appended(a: Appended<'static>) -> AppendResult {
 }
 
 impl Client {
-    /// `DELETE` of a stream (soft, or a tombstone) at `path`.
+    /// A lifecycle change of `stream` (delete, tombstone, truncate): `method path`, answered
+    /// with where its event was appended.
     async fn lifecycle(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
+        method: reqwest::Method,
         path: String,
     ) -> Result<AppendResult, AppendError> {
         let answer: Appended<'static> = self
-            .call(reqwest::Method::DELETE, &path, None)
+            .call(method, &path, None)
             .await
             .map_err(|e| append_error(stream, expected, e))?;
         self.changes.send_modify(|n| *n += 1);
@@ -418,12 +420,9 @@ impl EventStore for Client {
         stream: &StreamId,
         expected: ExpectedVersion,
     ) -> Result<AppendResult, AppendError> {
-        self.lifecycle(
-            stream,
-            expected,
-            paths::delete_stream_path(stream.as_str(), expected, false),
-        )
-        .await
+        let path = paths::delete_stream_path(stream.as_str(), expected, false);
+        self.lifecycle(stream, expected, reqwest::Method::DELETE, path)
+            .await
     }
 
     async fn tombstone_stream(
@@ -431,12 +430,9 @@ impl EventStore for Client {
         stream: &StreamId,
         expected: ExpectedVersion,
     ) -> Result<AppendResult, AppendError> {
-        self.lifecycle(
-            stream,
-            expected,
-            paths::delete_stream_path(stream.as_str(), expected, true),
-        )
-        .await
+        let path = paths::delete_stream_path(stream.as_str(), expected, true);
+        self.lifecycle(stream, expected, reqwest::Method::DELETE, path)
+            .await
     }
 
     async fn truncate_stream(
@@ -444,16 +440,9 @@ impl EventStore for Client {
         stream: &StreamId,
         before: u64,
     ) -> Result<AppendResult, AppendError> {
-        let answer: Appended<'static> = self
-            .call(
-                reqwest::Method::POST,
-                &paths::truncate_stream_path(stream.as_str(), before),
-                None,
-            )
+        let path = paths::truncate_stream_path(stream.as_str(), before);
+        self.lifecycle(stream, ExpectedVersion::Any, reqwest::Method::POST, path)
             .await
-            .map_err(|e| append_error(stream, ExpectedVersion::Any, e))?;
-        self.changes.send_modify(|n| *n += 1);
-        Ok(appended(answer))
     }
 
     async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {

@@ -7,8 +7,7 @@ use axum::response::Response;
 use strata_core::{AppendResult, ExpectedVersion, StreamId, StreamMetadata};
 use strata_wire::{Appended, MetadataAnswer};
 
-use super::{caller, json_response, read_body, stream_param};
-use crate::auth::forbidden;
+use super::{allowed_stream, json_response, read_body};
 use crate::config::Action;
 use crate::error::ApiError;
 use crate::query::Query;
@@ -24,12 +23,7 @@ fn writable_stream(
     headers: &HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StreamId, ApiError> {
-    let who = caller(st, headers)?;
-    let stream = stream_param(path)?;
-    if !who.can(Action::Write, stream.as_str()) {
-        return Err(forbidden(&who, Action::Write, &format!("stream {stream}")));
-    }
-    Ok(stream)
+    allowed_stream(st, headers, path, Action::Write)
 }
 
 /// The answer to a lifecycle change: where its event was appended (the metastream's, or the
@@ -85,11 +79,7 @@ pub(crate) async fn get_metadata(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers)?;
-    let stream = stream_param(path)?;
-    if !who.can(Action::Read, stream.as_str()) {
-        return Err(forbidden(&who, Action::Read, &format!("stream {stream}")));
-    }
+    let stream = allowed_stream(&st, &headers, path, Action::Read)?;
     Query::parse(raw.as_deref(), &[])?;
     let record = st.store().stream_metadata(&stream).await?;
     Ok(json_response(&MetadataAnswer {

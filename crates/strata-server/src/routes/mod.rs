@@ -226,6 +226,26 @@ pub(crate) fn path_param(
         .map_err(|e| ApiError::invalid(name.to_owned(), e.body_text()))
 }
 
+/// The stream id from the path, after checking that the caller (authenticated from
+/// `headers`) may do `action` on it.
+pub(crate) fn allowed_stream(
+    st: &AppState,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    action: crate::config::Action,
+) -> Result<StreamId, ApiError> {
+    let who = caller(st, headers)?;
+    let stream = stream_param(path)?;
+    if !who.can(action, stream.as_str()) {
+        return Err(crate::auth::forbidden(
+            &who,
+            action,
+            &format!("stream {stream}"),
+        ));
+    }
+    Ok(stream)
+}
+
 /// A stream id from the path.
 pub(crate) fn stream_param(p: Result<Path<String>, PathRejection>) -> Result<StreamId, ApiError> {
     let s = path_param(p, "stream")?;

@@ -17,7 +17,9 @@ use strata_wire::{
     paths, AppendBody, Appended, BatchAppendBody, BatchAppended, BatchResult, EventJson, StreamPage,
 };
 
-use super::{caller, json_response, paged_response, read_body, request_id, stream_param};
+use super::{
+    allowed_stream, caller, json_response, paged_response, read_body, request_id, stream_param,
+};
 use crate::auth::forbidden;
 use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
@@ -299,11 +301,7 @@ pub(crate) async fn read(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers)?;
-    let stream = stream_param(path)?;
-    if !who.can(Action::Read, stream.as_str()) {
-        return Err(forbidden(&who, Action::Read, &format!("stream {stream}")));
-    }
+    let stream = allowed_stream(&st, &headers, path, Action::Read)?;
     let q = Query::parse(
         raw.as_deref(),
         &["direction", "from", "limit", "maxPosition", "asOf"],
@@ -372,11 +370,7 @@ pub(crate) async fn info(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers)?;
-    let stream = stream_param(path)?;
-    if !who.can(Action::Read, stream.as_str()) {
-        return Err(forbidden(&who, Action::Read, &format!("stream {stream}")));
-    }
+    let stream = allowed_stream(&st, &headers, path, Action::Read)?;
     Query::parse(raw.as_deref(), &[])?;
     let info = st.store().stream_info(&stream).await?;
     Ok(json_response(&info))
