@@ -22,6 +22,7 @@ mod json;
 pub mod lifecycle;
 pub mod limits;
 mod options;
+pub mod scavenge;
 mod snapshot;
 mod store;
 mod stream_id;

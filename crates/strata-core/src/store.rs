@@ -10,6 +10,7 @@ use crate::lifecycle::{self, StreamMetadata, StreamMetadataRecord};
 use crate::options::{
     ListOptions, ReadAllOptions, ReadStreamOptions, SubscribeFrom, SubscriptionTarget,
 };
+use crate::scavenge::{ProgressFn, ScavengeError, ScavengeReport};
 use crate::stream_id::StreamId;
 use crate::subscription::Subscription;
 
@@ -225,6 +226,15 @@ pub trait EventStore: Send + Sync + 'static {
         before: u64,
     ) -> Result<AppendResult, AppendError> {
         lifecycle::truncate_stream(self, stream, before).await
+    }
+
+    /// Removes for good the events readers can no longer see ([`crate::scavenge`]), reporting
+    /// its progress to `progress` as it goes. One scavenge of a store runs at a time
+    /// ([`ScavengeError::AlreadyRunning`]); a store that cannot scavenge answers
+    /// [`ScavengeError::Unsupported`].
+    async fn scavenge(&self, progress: ProgressFn<'_>) -> Result<ScavengeReport, ScavengeError> {
+        let _ = progress;
+        Err(ScavengeError::Unsupported)
     }
 
     /// Follows `target` from `from`: catches up from storage, then delivers new events as they

@@ -119,6 +119,13 @@ impl EventStore for PostgresStore {
         self.shared().changes.subscribe()
     }
 
+    async fn scavenge(
+        &self,
+        progress: strata_core::scavenge::ProgressFn<'_>,
+    ) -> Result<strata_core::scavenge::ScavengeReport, strata_core::scavenge::ScavengeError> {
+        self.scavenge_events(progress).await
+    }
+
     async fn subscribe(
         &self,
         target: SubscriptionTarget,

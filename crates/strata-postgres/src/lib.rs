@@ -81,6 +81,7 @@ mod migrate;
 mod notify;
 mod options;
 mod read;
+mod scavenge;
 mod snapshot;
 mod sql;
 mod store;

@@ -33,6 +33,14 @@ pub const APPEND_QUEUE_MAX: usize = 1024;
 /// that is appended to without pause by others can exhaust this.
 pub const APPEND_RACE_RETRIES_MAX: u32 = 100;
 
+/// Most events one scavenge transaction deletes (a range of at most this many versions of one
+/// stream): each transaction holds its deleted rows' locks and WAL only this long, and a
+/// scavenge that stops part way has at most this much undone.
+pub const SCAVENGE_BATCH_EVENTS: usize = 1_000;
+
+/// Streams a scavenge lists per query while walking the streams with lifecycle state.
+pub const SCAVENGE_STREAMS_PAGE: usize = 1_000;
+
 /// Longest a read waits for this store's own committed appends to become readable in `$all`
 /// (read-your-writes). They become readable when every older transaction in the cluster has
 /// ended; a transaction left open elsewhere makes a read return without them after this.

@@ -11,3 +11,4 @@ async fn make_store() -> TestStore<PostgresStore> {
 }
 
 strata_testkit::conformance_tests!(make_store);
+strata_testkit::scavenge_conformance_tests!(make_store);

@@ -6,7 +6,7 @@
 //! stream to the positions of its events (index = stream version) and a map from event id to
 //! position. Every operation takes the lock once, so every operation is atomic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,6 +14,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use parking_lot::Mutex;
 use strata_core::lifecycle::{self, StreamMetadata, Visibility, EVENT_TYPE_STREAM_TOMBSTONED};
+use strata_core::scavenge::{
+    removable, ProgressFn, ScavengeError, ScavengeProgress, ScavengeReport,
+};
 use strata_core::{
     limits, timestamp_from_micros, timestamp_to_micros, validate_append, ActualVersion, AllPage,
     AppendError, AppendResult, CategorySummary, Direction, EventData, EventStore, ExpectedVersion,
@@ -57,6 +60,10 @@ struct Inner {
     ids: HashMap<Uuid, u64>,
     /// Stream name to snapshots by stream version.
     snapshots: BTreeMap<String, BTreeMap<u64, Snapshot>>,
+    /// Positions of the events a scavenge removed: they stay in `events` and `streams` (so
+    /// that indexes stay positions and versions) but no read returns them, and their ids are
+    /// forgotten.
+    removed: HashSet<u64>,
 }
 
 impl Default for MemoryStore {
@@ -131,6 +138,59 @@ impl Inner {
             self.last_is_tombstone(stream),
             Utc::now(),
         )
+    }
+
+    /// Removes what readers cannot see of every stream with lifecycle state
+    /// (`strata_core::scavenge`), at once: the store is locked throughout.
+    fn scavenge(&mut self) -> ScavengeProgress {
+        let mut streams: Vec<StreamId> = Vec::new();
+        for (name, positions) in &self.streams {
+            let stream = match name.strip_prefix(strata_core::METASTREAM_PREFIX) {
+                Some(of) => of,
+                None if positions.last().is_some_and(|&p| {
+                    self.events[p as usize].event_type == EVENT_TYPE_STREAM_TOMBSTONED
+                }) =>
+                {
+                    name.as_str()
+                }
+                None => continue,
+            };
+            if let Ok(stream) = StreamId::new(stream) {
+                streams.push(stream);
+            }
+        }
+        streams.sort();
+        streams.dedup();
+        let mut progress = ScavengeProgress {
+            streams_total: streams.len() as u64,
+            ..ScavengeProgress::default()
+        };
+        for stream in &streams {
+            progress.streams_examined += 1;
+            let Some(last) = self.stream_version(stream.as_str()) else {
+                continue;
+            };
+            let visibility = self.visibility(stream);
+            let positions = &self.streams[stream.as_str()];
+            let first_recent = visibility.not_before_us.and_then(|nb| {
+                positions
+                    .iter()
+                    .map(|&p| &self.events[p as usize])
+                    .find(|e| timestamp_to_micros(e.recorded_at) >= nb)
+                    .map(|e| e.stream_version)
+            });
+            let range = removable(visibility, last, first_recent);
+            for &p in &positions[range.start as usize..range.end as usize] {
+                if self.removed.insert(p) {
+                    self.ids.remove(&self.events[p as usize].event_id);
+                    progress.events_removed += 1;
+                }
+            }
+            if visibility.tombstoned || visibility.from_version > last {
+                self.snapshots.remove(stream.as_str());
+            }
+        }
+        progress
     }
 
     fn stream_version(&self, stream: &str) -> Option<u64> {
@@ -317,8 +377,10 @@ impl Inner {
             }
         };
         Ok(versions
+            .map(|v| positions[v as usize])
+            .filter(|p| !self.removed.contains(p))
             .take(options.limit)
-            .map(|v| self.events[positions[v as usize] as usize].clone())
+            .map(|p| self.events[p as usize].clone())
             .collect())
     }
 
@@ -350,7 +412,7 @@ impl Inner {
                     let event = &self.events[position as usize];
                     examined += 1;
                     last_examined = Some(position);
-                    if passes(event) {
+                    if !self.removed.contains(&position) && passes(event) {
                         events.push(event.clone());
                     }
                     position += 1;
@@ -377,7 +439,7 @@ impl Inner {
                     }
                     let event = &self.events[p as usize];
                     examined += 1;
-                    if passes(event) {
+                    if !self.removed.contains(&p) && passes(event) {
                         events.push(event.clone());
                     }
                     position = p.checked_sub(1);
@@ -503,12 +565,12 @@ impl EventStore for MemoryStore {
         let inner = self.inner.lock();
         let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
         // As stored, like the other backends (whose category counts come from their
-        // indexes): deleted streams count until scavenged; metastreams do not.
-        for (name, positions) in inner
-            .streams
-            .iter()
-            .filter(|(name, _)| !name.starts_with(strata_core::METASTREAM_PREFIX))
-        {
+        // indexes): deleted streams count until scavenged (which removes their first event),
+        // a stream as many events as its next version; metastreams do not count.
+        for (name, positions) in inner.streams.iter().filter(|(name, positions)| {
+            !name.starts_with(strata_core::METASTREAM_PREFIX)
+                && !positions.first().is_some_and(|p| inner.removed.contains(p))
+        }) {
             let category = strata_core::category_of(name);
             let summary =
                 categories
@@ -538,6 +600,16 @@ impl EventStore for MemoryStore {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    async fn scavenge(&self, progress: ProgressFn<'_>) -> Result<ScavengeReport, ScavengeError> {
+        let started = std::time::Instant::now();
+        let done = self.inner.lock().scavenge();
+        progress(done);
+        Ok(ScavengeReport {
+            progress: done,
+            elapsed: started.elapsed(),
+        })
     }
 
     async fn subscribe(

@@ -7,3 +7,4 @@ async fn make_store() -> TestStore<MemoryStore> {
 }
 
 strata_testkit::conformance_tests!(make_store);
+strata_testkit::scavenge_conformance_tests!(make_store);

@@ -31,6 +31,7 @@ mod lifecycle;
 mod limits;
 mod read_all;
 mod read_stream;
+mod scavenge;
 mod snapshots;
 mod subscriptions;
 mod support;
@@ -44,6 +45,7 @@ pub use lifecycle::*;
 pub use limits::*;
 pub use read_all::*;
 pub use read_stream::*;
+pub use scavenge::*;
 pub use snapshots::*;
 pub use subscriptions::*;
 pub use temporal::*;
@@ -239,6 +241,18 @@ macro_rules! event_store_conformance_tests {
             max_count_and_max_age_bound_what_is_read,
             reserved_names_are_refused,
             subscribers_are_told_of_lifecycle_changes,
+        );
+    };
+}
+
+/// Expands to one `#[test]` per scavenging case (`strata_core::scavenge`), for a backend that
+/// scavenges. See [`conformance_tests!`](crate::conformance_tests).
+#[macro_export]
+macro_rules! scavenge_conformance_tests {
+    ($make:expr) => {
+        $crate::__conformance_cases!(
+            $make;
+            scavenge_removes_only_what_readers_cannot_see,
         );
     };
 }

@@ -1,0 +1,222 @@
+//! Scavenging on PostgreSQL (the conformance suite's case runs too): deletion commits in
+//! bounded batches, one scavenge runs per schema at a time, and a scavenge running while
+//! writers append, delete and re-create streams loses no event readers should see.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+use strata_core::scavenge::{ScavengeError, ScavengeProgress};
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadError, ReadStreamOptions, StreamId,
+};
+
+fn events(first: u64, count: u64) -> Vec<EventData> {
+    (first..first + count)
+        .map(|n| EventData::json("Deposited", &serde_json::json!({ "n": n })).unwrap())
+        .collect()
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).unwrap()
+}
+
+async fn rows(conn: &mut PgConnection, schema: &str, stream: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.events WHERE aggregate_id = $1"
+    ))
+    .bind(stream)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// Waits (bounded) until a session of this database waits for a row lock.
+async fn until_a_session_waits_for_a_lock(conn: &mut PgConnection) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scavenge never reached the lock"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A stream with 2,500 hidden events is deleted 1,000 versions per transaction: while the
+/// scavenge waits on a row of its second batch, the first is committed and seen elsewhere,
+/// and a second scavenge of the schema is refused as already running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_commit_one_by_one_and_one_scavenge_runs_at_a_time() {
+    let (store, schema) = support::connect("scav", |o| o).await;
+    let s = sid("ledger-1");
+    for k in 0..3 {
+        store
+            .append(&s, ExpectedVersion::Any, events(k * 1000, 1000))
+            .await
+            .unwrap();
+    }
+    store.truncate_stream(&s, 2_501).await.unwrap();
+    let mut holder = PgConnection::connect(&support::database_url())
+        .await
+        .unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    // A row of the second batch (versions 1001..2001), locked as an UPDATE would.
+    sqlx::query(&format!(
+        "SELECT 1 FROM {schema}.events WHERE aggregate_id = 'ledger-1' AND version = 1500 FOR UPDATE"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+
+    let running = {
+        let store = store.clone();
+        tokio::spawn(async move { store.scavenge(&|_: ScavengeProgress| {}).await })
+    };
+    let mut observer = PgConnection::connect(&support::database_url())
+        .await
+        .unwrap();
+    until_a_session_waits_for_a_lock(&mut observer).await;
+    assert_eq!(
+        rows(&mut observer, &schema, "ledger-1").await,
+        3000 - 1000,
+        "the first batch (versions 1..1001) is committed while the second waits"
+    );
+    match store.scavenge(&|_: ScavengeProgress| {}).await {
+        Err(ScavengeError::AlreadyRunning) => {}
+        other => panic!("a second scavenge of the schema must be refused, got {other:?}"),
+    }
+    tx.rollback().await.unwrap();
+    let report = running.await.unwrap().expect("the first scavenge finishes");
+    assert_eq!(report.progress.events_removed, 2500, "versions 1..=2500");
+    // Version 0 (the stream exists) and 2501..2999 are left.
+    assert_eq!(rows(&mut observer, &schema, "ledger-1").await, 1 + 499);
+    let read = store
+        .read_stream(&s, ReadStreamOptions::forward().limit(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        [2501, 2502]
+    );
+    // The lock is released with the scavenge: another one runs.
+    let again = store.scavenge(&|_: ScavengeProgress| {}).await.unwrap();
+    assert_eq!(again.progress.events_removed, 0);
+    drop(store);
+    support::drop_schema(schema).await;
+}
+
+/// Writers append to live streams, delete streams and re-create them while scavenges run:
+/// afterwards every stream reads exactly what its writer's acknowledged appends and the
+/// lifecycle say, and `$all` holds each of those events once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scavenge_alongside_writers_keeps_every_visible_event() {
+    let (store, schema) = support::connect("scavw", |o| o.with_max_connections(12)).await;
+    const WRITERS: usize = 4;
+    const STREAMS: usize = 6;
+    const ROUNDS: u64 = 12;
+    // Each writer owns its streams; what it expects each to read at the end: the versions
+    // of its events since the last deletion.
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut expected: HashMap<StreamId, Vec<u64>> = HashMap::new();
+                for round in 0..ROUNDS {
+                    for k in 0..STREAMS {
+                        let s = sid(&format!("acct-{w}x{k}"));
+                        let r = store
+                            .append(&s, ExpectedVersion::Any, events(round * 10, 3))
+                            .await
+                            .expect("append");
+                        let kept = expected.entry(s.clone()).or_default();
+                        kept.extend(r.stream_version - 2..=r.stream_version);
+                        // Every third stream is deleted every other round.
+                        if k % 3 == 0 && round % 2 == 1 {
+                            store
+                                .delete_stream(&s, ExpectedVersion::Exact(r.stream_version))
+                                .await
+                                .expect("delete");
+                            kept.clear();
+                        }
+                    }
+                }
+                expected
+            })
+        })
+        .collect();
+    let mut scavenged = 0u64;
+    let mut runs = 0;
+    while !writers.iter().all(|w| w.is_finished()) || runs == 0 {
+        match store.scavenge(&|_: ScavengeProgress| {}).await {
+            Ok(r) => scavenged += r.progress.events_removed,
+            Err(e) => panic!("scavenge: {e}"),
+        }
+        runs += 1;
+    }
+    let mut expected: HashMap<StreamId, Vec<u64>> = HashMap::new();
+    for w in writers {
+        expected.extend(w.await.unwrap());
+    }
+    scavenged += store
+        .scavenge(&|_: ScavengeProgress| {})
+        .await
+        .unwrap()
+        .progress
+        .events_removed;
+    assert!(scavenged > 0, "the deleted streams' events were removed");
+    for (s, versions) in &expected {
+        let read = store.read_stream(s, ReadStreamOptions::forward()).await;
+        match read {
+            Ok(events) => assert_eq!(
+                &events.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+                versions,
+                "{s}"
+            ),
+            Err(ReadError::StreamNotFound(_)) => assert!(versions.is_empty(), "{s} lost"),
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+    let mut all: Vec<(StreamId, u64)> = Vec::new();
+    let mut from = None;
+    loop {
+        let mut o = ReadAllOptions::forward().limit(500);
+        if let Some(f) = from {
+            o = o.from(f);
+        }
+        let page = store.read_all(o).await.unwrap();
+        all.extend(
+            page.events
+                .iter()
+                .filter(|e| !e.stream_id.is_metastream())
+                .map(|e| (e.stream_id.clone(), e.stream_version)),
+        );
+        from = page.next;
+        if page.is_end {
+            break;
+        }
+    }
+    let mut wanted: Vec<(StreamId, u64)> = expected
+        .iter()
+        .flat_map(|(s, v)| v.iter().map(move |v| (s.clone(), *v)))
+        .collect();
+    wanted.sort();
+    let mut got = all.clone();
+    got.sort();
+    assert_eq!(got, wanted, "$all holds every visible event once");
+    drop(store);
+    support::drop_schema(schema).await;
+}
