@@ -69,6 +69,9 @@ pub enum Command {
     Truncate(lifecycle::TruncateArgs),
     /// Show a stream's metadata, or replace it with --set.
     Meta(lifecycle::MetaArgs),
+    /// Remove for good the events deleted, truncated, tombstoned and expired streams hide
+    /// (PostgreSQL, or --server as an admin); readers see no difference.
+    Scavenge,
     /// Check every record of the data directory (CRC, positions, versions) and that every
     /// event the index file records as acknowledged is there. Exits 2 when data is damaged or
     /// missing.

@@ -144,6 +144,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Delete(a) => lifecycle::delete(&cli, a, &p).await,
         Command::Truncate(a) => lifecycle::truncate(&cli, a, &p).await,
         Command::Meta(a) => lifecycle::meta(&cli, a, &p).await,
+        Command::Scavenge => lifecycle::scavenge(&cli, &p).await,
         Command::Verify => verify::verify(&cli, &p),
         Command::Repair(a) => verify::repair(&cli, a, &p),
         Command::Projections { command } => projections::run(&cli, command.as_ref(), &p).await,

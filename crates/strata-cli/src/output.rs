@@ -100,6 +100,28 @@ impl Printer {
         }
     }
 
+    /// A finished scavenge.
+    pub fn scavenged(&self, r: &strata_core::scavenge::ScavengeReport) {
+        let p = &r.progress;
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "streamsExamined": p.streams_examined,
+                    "eventsRemoved": p.events_removed,
+                    "elapsedSeconds": r.elapsed.as_secs_f64(),
+                })
+            );
+        } else {
+            println!(
+                "scavenged: {} events removed from {} streams with lifecycle state in {:.1}s",
+                p.events_removed,
+                p.streams_examined,
+                r.elapsed.as_secs_f64()
+            );
+        }
+    }
+
     /// A stream's metadata.
     pub fn metadata(&self, stream: &StreamId, r: &strata_core::StreamMetadataRecord) {
         let metadata = serde_json::to_value(&r.metadata).unwrap_or_default();

@@ -82,3 +82,54 @@ fn a_stream_is_truncated_deleted_recreated_and_tombstoned_from_the_command_line(
     assert!(!ok);
     assert!(err.contains("tombstoned"), "{err}");
 }
+
+/// `strata scavenge` on PostgreSQL removes a deleted stream's events (all but its last) and
+/// a truncated one's hidden ones, and reads answer as before; the embedded store says it
+/// cannot scavenge, and fails.
+#[tokio::test]
+async fn scavenge_reclaims_what_deletions_hide_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (ok, _, err) = run_cli(&["--data", data, "append", "order-1", "Placed"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_cli(&["--data", data, "scavenge"]);
+    assert!(!ok);
+    assert!(err.contains("cannot scavenge"), "{err}");
+
+    let Some(db) = support::Database::create("the scavenge command test").await else {
+        return;
+    };
+    let url = db.url();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--database-url", url.as_str(), "--json"];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    for n in 0..5 {
+        for stream in ["order-1", "order-2"] {
+            let (ok, _, err) = cli(&["append", stream, "Placed", &format!("{{\"n\":{n}}}")]);
+            assert!(ok, "{err}");
+        }
+    }
+    let (ok, _, err) = cli(&["delete", "order-1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["truncate", "order-2", "--before", "3"]);
+    assert!(ok, "{err}");
+    let read = || {
+        let (ok, out, err) = cli(&["read", "order-2"]);
+        assert!(ok, "{err}");
+        out
+    };
+    let before = read();
+
+    let (ok, out, err) = cli(&["scavenge"]);
+    assert!(ok, "{err}");
+    let report = &json_lines(&out)[0];
+    // order-1: versions 0..4 (4, its last stays); order-2: 1..3 (2, its first stays).
+    assert_eq!(report["eventsRemoved"], 4 + 2, "{out}");
+    assert_eq!(report["streamsExamined"], 2, "{out}");
+    assert_eq!(read(), before);
+    let (ok, out, err) = cli(&["scavenge"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["eventsRemoved"], 0, "{out}");
+}

@@ -24,31 +24,12 @@ use strata_core::{EventData, EventStore, ExpectedVersion, Position, ReadAllOptio
 
 mod support;
 
-use support::{Server, BIN};
+use support::{Database, Server, BIN};
 
 const SERVERS: usize = 3;
 const WRITERS: usize = 12;
 /// How long a subscriber may take to deliver what is stored before the test fails.
 const DELIVERY_BOUND: Duration = Duration::from_secs(60);
-
-fn test_url() -> String {
-    std::env::var("STRATA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    format!("{base}/{database}{query}")
-}
 
 /// Starts `strata serve` on `database_url` and waits for its "serving ... on URL" line.
 fn start(database_url: &str) -> Server {
@@ -58,68 +39,6 @@ fn start(database_url: &str) -> Server {
         .args(["--listen", "127.0.0.1:0", "--no-projections"])
         .env_remove("STRATA_DATA");
     Server::spawn(serve)
-}
-
-/// A database of this test run's own, dropped (with its connections) when this is dropped.
-struct Database {
-    admin_url: String,
-    name: String,
-}
-
-impl Database {
-    async fn create() -> Option<Database> {
-        let admin_url = test_url();
-        let mut conn = match sqlx::PgConnection::connect(&admin_url).await {
-            Ok(c) => c,
-            Err(e) if std::env::var_os("CI").is_some() => {
-                panic!("the multi-server test needs PostgreSQL at {admin_url}: {e}")
-            }
-            Err(e) => {
-                let message = format!(
-                    "SKIPPING the multi-server test: PostgreSQL at {admin_url}: {e} (set \
-                     STRATA_TEST_DATABASE_URL; under CI this is a failure)\n"
-                );
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
-                return None;
-            }
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("t_multi_server_{}_{nanos}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        Some(Database { admin_url, name })
-    }
-
-    fn url(&self) -> String {
-        with_database(&self.admin_url, &self.name)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        // Dropped on a plain thread: this may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// The test-only trigger: after an append's insert (its positions taken, the append lock
@@ -153,7 +72,7 @@ fn subscriber(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_on_one_database_give_every_subscriber_the_same_order() {
-    let Some(db) = Database::create().await else {
+    let Some(db) = Database::create("the multi-server test").await else {
         return;
     };
     let total: u64 = std::env::var("STRATA_MULTI_SERVER_EVENTS")

@@ -54,3 +54,11 @@ pub const FOLLOW_CONNECT_RETRY_DELAY_MS: u64 = 200;
 /// The pause before a [`Follow`](crate::Follow) reconnects after its connection dropped or the
 /// server dropped it as a slow subscriber: short, since the server is up, but not a busy loop.
 pub const FOLLOW_RESUME_DELAY_MS: u64 = 50;
+
+/// How long the client first waits between two looks at a running scavenge
+/// (`GET /admin/scavenge`); each wait doubles, up to [`SCAVENGE_POLL_MAX_MS`].
+pub const SCAVENGE_POLL_MIN_MS: u64 = 50;
+
+/// The longest wait between two looks at a running scavenge: a second keeps a progress bar
+/// moving while a long scavenge costs the server one small request a second.
+pub const SCAVENGE_POLL_MAX_MS: u64 = 1_000;

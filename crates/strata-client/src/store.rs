@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use strata_core::scavenge::{ProgressFn, ScavengeError, ScavengeProgress, ScavengeReport};
 use strata_core::{
     limits, AccessDenied, ActualVersion, AllPage, AppendError, AppendResult, BackendError,
     CategorySummary, Direction, EventData, EventStore, ExpectedVersion, InvalidInput, LimitError,
@@ -13,7 +14,7 @@ use strata_core::{
 };
 use strata_wire::{
     paths, Appended, BatchResult, ErrorCode, EventJson, Head, ListPage, MetadataAnswer, PositionAt,
-    StreamPage,
+    ScavengeState, ScavengeStatus, StreamPage,
 };
 use tokio::sync::watch;
 
@@ -380,6 +381,54 @@ impl EventStore for Client {
             items: page.items,
             next: page.next_after,
         })
+    }
+
+    /// Starts a scavenge on the server (`POST /admin/scavenge`, which needs the admin role)
+    /// and follows it (`GET /admin/scavenge`) until it ends, reporting each look to `progress`.
+    async fn scavenge(&self, progress: ProgressFn<'_>) -> Result<ScavengeReport, ScavengeError> {
+        let started = std::time::Instant::now();
+        let mut status: ScavengeStatus = match self
+            .call(reqwest::Method::POST, paths::SCAVENGE_PATH, None)
+            .await
+        {
+            Ok(status) => status,
+            Err(ClientError::Problem {
+                code: Some(ErrorCode::ScavengeInProgress),
+                ..
+            }) => return Err(ScavengeError::AlreadyRunning),
+            Err(ClientError::Problem {
+                code: Some(ErrorCode::ScavengeUnsupported),
+                ..
+            }) => return Err(ScavengeError::Unsupported),
+            Err(e) => return Err(read_error(e).into()),
+        };
+        let mut wait_ms = crate::limits::SCAVENGE_POLL_MIN_MS;
+        loop {
+            let seen = ScavengeProgress {
+                streams_examined: status.streams_examined,
+                streams_total: status.streams_total,
+                events_removed: status.events_removed,
+            };
+            progress(seen);
+            match status.state {
+                ScavengeState::Done => {
+                    return Ok(ScavengeReport {
+                        progress: seen,
+                        elapsed: started.elapsed(),
+                    })
+                }
+                ScavengeState::Failed => {
+                    let why = status
+                        .error
+                        .unwrap_or_else(|| "the scavenge failed".to_owned());
+                    return Err(ReadError::Storage(why.into()).into());
+                }
+                _ => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            wait_ms = (wait_ms * 2).min(crate::limits::SCAVENGE_POLL_MAX_MS);
+            status = self.get(paths::SCAVENGE_PATH).await.map_err(read_error)?;
+        }
     }
 
     async fn stream_metadata(&self, stream: &StreamId) -> Result<StreamMetadataRecord, ReadError> {

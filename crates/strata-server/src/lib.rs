@@ -44,6 +44,7 @@ pub mod openapi;
 mod query;
 mod rebuilds;
 mod routes;
+mod scavenges;
 
 /// Entry points for the fuzz targets into parsers that are otherwise private. Not part of the
 /// API: names and shapes may change at any time.
@@ -87,6 +88,7 @@ struct StateInner {
     hub: hub::Hub,
     projections: RwLock<Option<Arc<dyn ProjectionControl>>>,
     rebuilds: rebuilds::Rebuilds,
+    scavenges: scavenges::Scavenges,
     /// One permit per connection [`serve`] may hold open (`connections_max`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per request-body byte the server may hold at once
@@ -132,6 +134,7 @@ impl AppState {
                 sse_bytes,
                 projections: RwLock::new(None),
                 rebuilds: rebuilds::Rebuilds::default(),
+                scavenges: scavenges::Scavenges::default(),
                 connection_slots,
                 body_bytes,
             }),
@@ -169,6 +172,10 @@ impl AppState {
 
     pub(crate) fn rebuilds(&self) -> &rebuilds::Rebuilds {
         &self.inner.rebuilds
+    }
+
+    pub(crate) fn scavenges(&self) -> &scavenges::Scavenges {
+        &self.inner.scavenges
     }
 
     /// The store.

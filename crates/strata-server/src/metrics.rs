@@ -32,6 +32,9 @@ pub struct Metrics {
     bodies_refused: AtomicU64,
     corruption_errors: AtomicU64,
     hand_over_gaps: AtomicU64,
+    scavenges: AtomicU64,
+    scavenges_failed: AtomicU64,
+    scavenge_events_removed: AtomicU64,
 }
 
 impl Metrics {
@@ -112,6 +115,23 @@ impl Metrics {
     /// the events in between from storage.
     pub fn hand_over_gap(&self) {
         self.hand_over_gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A scavenge started.
+    pub fn scavenge_started(&self) {
+        self.scavenges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A scavenge removed `n` more events.
+    pub fn scavenge_removed(&self, n: u64) {
+        self.scavenge_events_removed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A scavenge ended: finished (`ok`) or failed.
+    pub fn scavenge_ended(&self, ok: bool) {
+        if !ok {
+            self.scavenges_failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A response with `status`.
@@ -209,6 +229,24 @@ impl Metrics {
             "strata_request_bodies_refused_total",
             "Requests answered 503 overloaded because their body did not fit in request_bodies_in_flight_max_bytes.",
             g(&self.bodies_refused),
+        );
+        counter(
+            &mut o,
+            "strata_scavenges_total",
+            "Scavenges started through this server.",
+            g(&self.scavenges),
+        );
+        counter(
+            &mut o,
+            "strata_scavenges_failed_total",
+            "Scavenges started through this server that failed.",
+            g(&self.scavenges_failed),
+        );
+        counter(
+            &mut o,
+            "strata_scavenge_events_removed_total",
+            "Events removed by scavenges started through this server.",
+            g(&self.scavenge_events_removed),
         );
         let _ = writeln!(
             o,

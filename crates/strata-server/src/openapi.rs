@@ -441,6 +441,21 @@ fn schemas() -> Value {
             }
         },
         "Projection": projection_schema(),
+        "Scavenge": {
+            "type": "object",
+            "description": "The latest scavenge started through this server: it removes for good the events the streams' lifecycles hide (docs/lifecycle.md).",
+            "required": ["state", "streamsExamined", "streamsTotal", "eventsRemoved", "elapsedSeconds"],
+            "properties": {
+                "state": { "type": "string", "enum": ["idle", "running", "done", "failed"] },
+                "startedAt": { "type": "string", "format": "date-time", "nullable": true },
+                "finishedAt": { "type": "string", "format": "date-time", "nullable": true },
+                "streamsExamined": { "type": "integer", "description": "Streams with lifecycle state examined so far." },
+                "streamsTotal": { "type": "integer", "description": "Streams with lifecycle state when it started." },
+                "eventsRemoved": { "type": "integer" },
+                "elapsedSeconds": { "type": "number" },
+                "error": { "type": "string", "nullable": true }
+            }
+        },
         "ProjectionList": {
             "type": "object",
             "required": ["projections"],
@@ -751,6 +766,20 @@ pub fn document() -> Value {
                     "responses": responses(("202", ok("The rebuild started.", "Projection")), &errs(&[
                         ("404", "No such projection (`projection_not_found`)."),
                         ("409", "A rebuild is running already (`rebuild_in_progress`).")]))
+                }
+            },
+            "/admin/scavenge": {
+                "post": {
+                    "operationId": "startScavenge",
+                    "summary": "Start a scavenge in the background (admin): it removes for good the events deleted, truncated, tombstoned or expired streams hide, and changes no answer a reader gets. Answers once it has begun; follow it with GET /admin/scavenge.",
+                    "responses": responses(("202", ok("The scavenge began (or already ended).", "Scavenge")), &errs(&[
+                        ("409", "A scavenge of the store is running already, here or in another process (`scavenge_in_progress`)."),
+                        ("501", "The store behind the server cannot scavenge (`scavenge_unsupported`).")]))
+                },
+                "get": {
+                    "operationId": "scavengeStatus",
+                    "summary": "The latest scavenge started through this server: running with its progress, done, failed, or idle when none ran (admin).",
+                    "responses": responses(("200", ok("The latest scavenge.", "Scavenge")), &errs(&[]))
                 }
             },
             "/health": {

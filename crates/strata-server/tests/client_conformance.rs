@@ -139,6 +139,7 @@ cases!(
     max_count_and_max_age_bound_what_is_read,
     reserved_names_are_refused,
     subscribers_are_told_of_lifecycle_changes,
+    scavenge_removes_only_what_readers_cannot_see,
 );
 
 /// `Client::append_batch` over a real server: one result per append, in order, each typed as

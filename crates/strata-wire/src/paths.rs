@@ -226,6 +226,9 @@ pub fn projection_path(name: &str) -> String {
     format!("{PROJECTIONS_PATH}/{}", encode(name))
 }
 
+/// The scavenge resource: `POST` starts one, `GET` reports the latest.
+pub const SCAVENGE_PATH: &str = "/admin/scavenge";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 409: a rebuild of this projection is running already.
     RebuildInProgress,
+    /// 409: a scavenge of the store is running already (started by this server or another
+    /// process).
+    ScavengeInProgress,
+    /// 501: the store behind the server cannot scavenge.
+    ScavengeUnsupported,
     /// 409: a projection had not passed the position asked for (`atLeast`) when the wait
     /// ended; carries `projection`, `position`, `reached` and `waitedMs`, like the library's
     /// `ProjectionError::NotYetConsistent`.
@@ -58,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -71,6 +76,8 @@ impl ErrorCode {
         ErrorCode::EventIdConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RebuildInProgress,
+        ErrorCode::ScavengeInProgress,
+        ErrorCode::ScavengeUnsupported,
         ErrorCode::NotYetConsistent,
         ErrorCode::TooManySubscriptions,
         ErrorCode::Internal,
@@ -100,6 +107,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::ProjectionNotFound => "projection_not_found",
             ErrorCode::RebuildInProgress => "rebuild_in_progress",
+            ErrorCode::ScavengeInProgress => "scavenge_in_progress",
+            ErrorCode::ScavengeUnsupported => "scavenge_unsupported",
             ErrorCode::NotYetConsistent => "not_yet_consistent",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::WrongExpectedVersion => "wrong_expected_version",
@@ -133,7 +142,9 @@ impl ErrorCode {
             ErrorCode::WrongExpectedVersion
             | ErrorCode::EventIdConflict
             | ErrorCode::RebuildInProgress
+            | ErrorCode::ScavengeInProgress
             | ErrorCode::NotYetConsistent => 409,
+            ErrorCode::ScavengeUnsupported => 501,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManySubscriptions => 429,
             ErrorCode::Internal | ErrorCode::Corruption => 500,
@@ -155,6 +166,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "Not found",
             ErrorCode::ProjectionNotFound => "Projection not found",
             ErrorCode::RebuildInProgress => "Rebuild in progress",
+            ErrorCode::ScavengeInProgress => "Scavenge in progress",
+            ErrorCode::ScavengeUnsupported => "Scavenge unsupported",
             ErrorCode::NotYetConsistent => "Not yet consistent",
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::WrongExpectedVersion => "Wrong expected version",

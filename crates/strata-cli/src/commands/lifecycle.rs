@@ -1,7 +1,9 @@
-//! `strata delete`, `strata truncate` and `strata meta`: a stream's lifecycle.
+//! `strata delete`, `strata truncate` and `strata meta`: a stream's lifecycle; `strata
+//! scavenge`: reclaiming what those hide.
 
 use anyhow::{Context, Result};
 use clap::Args;
+use strata_core::scavenge::{ScavengeError, ScavengeProgress};
 use strata_core::{ExpectedVersion, StreamMetadata};
 
 use super::stream_arg;
@@ -83,4 +85,40 @@ pub async fn meta(cli: &Cli, a: &MetaArgs, p: &Printer) -> Result<()> {
     let record = store.stream_metadata(&stream).await?;
     p.metadata(&stream, &record);
     Ok(())
+}
+
+/// `strata scavenge`: removes for good what deleted, truncated, tombstoned and expired
+/// streams hide, with a progress bar on a terminal's stderr.
+pub async fn scavenge(cli: &Cli, p: &Printer) -> Result<()> {
+    let store = cli.open().await?;
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "scavenging [{bar:30}] {pos}/{len} streams, {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let on_progress = |s: ScavengeProgress| {
+        if bar.is_hidden() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        bar.set_length(s.streams_total.max(s.streams_examined));
+        bar.set_position(s.streams_examined);
+        bar.set_message(format!("{} events removed", s.events_removed));
+    };
+    let result = store.scavenge(&on_progress).await;
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            p.scavenged(&report);
+            Ok(())
+        }
+        Err(ScavengeError::Unsupported) => anyhow::bail!(
+            "{} cannot scavenge: the embedded store does not reclaim deleted events yet \
+             (PostgreSQL does, and a server on it)",
+            cli.location()
+        ),
+        Err(e) => Err(e).context(format!("scavenging {}", cli.location())),
+    }
 }

@@ -1,5 +1,6 @@
 //! The router: one file per route group.
 
+mod admin;
 mod all;
 mod lifecycle;
 mod listing;
@@ -52,6 +53,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/projections/{name}/resume"),
     ("POST", "/projections/{name}/reset"),
     ("POST", "/projections/{name}/rebuild"),
+    ("POST", "/admin/scavenge"),
+    ("GET", "/admin/scavenge"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -93,6 +96,10 @@ pub fn app(state: AppState) -> Router {
         .route("/projections/{name}/resume", post(projections::resume))
         .route("/projections/{name}/reset", post(projections::reset))
         .route("/projections/{name}/rebuild", post(projections::rebuild))
+        .route(
+            "/admin/scavenge",
+            post(admin::start_scavenge).get(admin::scavenge_status),
+        )
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics))

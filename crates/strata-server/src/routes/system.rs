@@ -104,6 +104,12 @@ pub(crate) async fn metrics(
         "Request-body bytes held now (at most request_bodies_in_flight_max_bytes).",
         st.request_body_bytes_in_flight(),
     );
+    crate::metrics::render_gauge(
+        &mut text,
+        "strata_scavenge_running",
+        "1 while a scavenge started through this server runs, else 0.",
+        u64::from(st.scavenges().running()),
+    );
     match st.store().backend_metrics().await {
         Ok(lines) => text.push_str(&lines),
         Err(e) => tracing::warn!(error = %e, "the store's own metrics are unavailable"),

@@ -1,0 +1,209 @@
+//! Scavenges started over HTTP (`POST /admin/scavenge`): one runs at a time as a background
+//! task, and its latest progress (or its outcome) is kept here for `GET /admin/scavenge` and
+//! the metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use strata_core::scavenge::{ScavengeError, ScavengeProgress};
+use strata_wire::{ScavengeState, ScavengeStatus};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+/// The server's latest scavenge.
+#[derive(Debug, Clone)]
+pub(crate) struct Scavenges {
+    run: Arc<Mutex<Run>>,
+}
+
+#[derive(Debug)]
+struct Run {
+    status: ScavengeStatus,
+    started: Option<Instant>,
+    /// What the last one failed with, for the answer to the `POST` that started it.
+    failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Unsupported,
+    AlreadyRunning,
+    Other,
+}
+
+impl Default for Scavenges {
+    fn default() -> Self {
+        Scavenges {
+            run: Arc::new(Mutex::new(Run {
+                status: ScavengeStatus {
+                    state: ScavengeState::Idle,
+                    started_at: None,
+                    finished_at: None,
+                    streams_examined: 0,
+                    streams_total: 0,
+                    events_removed: 0,
+                    elapsed_seconds: 0.0,
+                    error: None,
+                },
+                started: None,
+                failure: None,
+            })),
+        }
+    }
+}
+
+impl Scavenges {
+    /// The latest scavenge, its elapsed time up to now while it runs.
+    pub(crate) fn status(&self) -> ScavengeStatus {
+        let run = self.run.lock();
+        let mut status = run.status.clone();
+        if status.state == ScavengeState::Running {
+            if let Some(started) = run.started {
+                status.elapsed_seconds = started.elapsed().as_secs_f64();
+            }
+        }
+        status
+    }
+
+    /// Whether one runs now.
+    pub(crate) fn running(&self) -> bool {
+        self.run.lock().status.state == ScavengeState::Running
+    }
+
+    /// Starts a scavenge of `st`'s store in the background and answers once it has begun (its
+    /// first progress report) or ended: `scavenge_in_progress` when one runs already (here
+    /// or in another process), `scavenge_unsupported` when the store cannot scavenge.
+    pub(crate) async fn start(&self, st: &AppState) -> Result<ScavengeStatus, ApiError> {
+        {
+            let mut run = self.run.lock();
+            if run.status.state == ScavengeState::Running {
+                return Err(in_progress());
+            }
+            run.status = ScavengeStatus {
+                state: ScavengeState::Running,
+                started_at: Some(Utc::now()),
+                finished_at: None,
+                streams_examined: 0,
+                streams_total: 0,
+                events_removed: 0,
+                elapsed_seconds: 0.0,
+                error: None,
+            };
+            run.started = Some(Instant::now());
+            run.failure = None;
+        }
+        st.metrics().scavenge_started();
+        let (begun, begun_rx) = tokio::sync::oneshot::channel::<()>();
+        let begun = Arc::new(Mutex::new(Some(begun)));
+        let task = {
+            let run = Arc::clone(&self.run);
+            let st = st.clone();
+            let begun = Arc::clone(&begun);
+            async move {
+                let _unfinished = Unfinished(Arc::clone(&run), st.clone());
+                let progress = |p: ScavengeProgress| {
+                    let removed_before = {
+                        let mut run = run.lock();
+                        let before = run.status.events_removed;
+                        run.status.streams_examined = p.streams_examined;
+                        run.status.streams_total = p.streams_total;
+                        run.status.events_removed = p.events_removed;
+                        before
+                    };
+                    st.metrics()
+                        .scavenge_removed(p.events_removed.saturating_sub(removed_before));
+                    if let Some(tx) = begun.lock().take() {
+                        let _ = tx.send(());
+                    }
+                };
+                let result = st.store().scavenge(&progress).await;
+                let mut r = run.lock();
+                r.status.finished_at = Some(Utc::now());
+                if let Some(started) = r.started {
+                    r.status.elapsed_seconds = started.elapsed().as_secs_f64();
+                }
+                match result {
+                    Ok(report) => {
+                        let removed = report
+                            .progress
+                            .events_removed
+                            .saturating_sub(r.status.events_removed);
+                        st.metrics().scavenge_removed(removed);
+                        r.status.streams_examined = report.progress.streams_examined;
+                        r.status.streams_total = report.progress.streams_total;
+                        r.status.events_removed = report.progress.events_removed;
+                        r.status.state = ScavengeState::Done;
+                        st.metrics().scavenge_ended(true);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scavenge failed");
+                        r.failure = Some(match e {
+                            ScavengeError::Unsupported => Failure::Unsupported,
+                            ScavengeError::AlreadyRunning => Failure::AlreadyRunning,
+                            _ => Failure::Other,
+                        });
+                        r.status.error = Some(public_error(&e));
+                        r.status.state = ScavengeState::Failed;
+                        st.metrics().scavenge_ended(false);
+                    }
+                }
+                drop(r);
+                // Wakes the `POST` when the scavenge ended before any progress.
+                if let Some(tx) = begun.lock().take() {
+                    let _ = tx.send(());
+                }
+            }
+        };
+        tokio::spawn(task);
+        // The task sends, or drops the sender when it ends (a panic included).
+        let _ = begun_rx.await;
+        let run = self.run.lock();
+        match run.failure {
+            Some(Failure::Unsupported) => Err(ApiError::new(
+                ErrorCode::ScavengeUnsupported,
+                "the store behind this server cannot scavenge",
+            )),
+            Some(Failure::AlreadyRunning) => Err(in_progress()),
+            _ => Ok(run.status.clone()),
+        }
+    }
+}
+
+fn in_progress() -> ApiError {
+    ApiError::new(
+        ErrorCode::ScavengeInProgress,
+        "a scavenge of this store is running already; see GET /admin/scavenge",
+    )
+}
+
+/// What a scavenge's failure says to clients: the error's own text for the ones they can act
+/// on, a general one for storage failures (whose details go to the log).
+fn public_error(e: &ScavengeError) -> String {
+    match e {
+        ScavengeError::Store(_) => "the store failed during the scavenge (see the server log)",
+        ScavengeError::Unsupported => "the store behind this server cannot scavenge",
+        ScavengeError::AlreadyRunning => "a scavenge of this store is running in another process",
+        _ => "the scavenge failed (see the server log)",
+    }
+    .to_owned()
+}
+
+/// Marks the run failed if its task ends without an outcome (a panic, a shutdown), so that it
+/// never shows as running for good.
+struct Unfinished(Arc<Mutex<Run>>, AppState);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let mut run = self.0.lock();
+        if run.status.state == ScavengeState::Running {
+            run.status.state = ScavengeState::Failed;
+            run.status.finished_at = Some(Utc::now());
+            run.status.error = Some("the scavenge stopped without finishing".to_owned());
+            run.failure = Some(Failure::Other);
+            self.1.metrics().scavenge_ended(false);
+        }
+    }
+}
