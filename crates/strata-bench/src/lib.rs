@@ -26,6 +26,7 @@ pub mod log;
 mod measure;
 pub mod postgres;
 pub mod rotation;
+pub mod scavenge;
 
 pub use measure::{Latency, Throughput};
 

@@ -363,7 +363,7 @@ fn payload(i: u64) -> String {
 
 const METADATA: &str = r#"{"correlationId":"req-789","userId":"user-456"}"#;
 
-fn event(i: u64) -> EventData {
+pub(crate) fn event(i: u64) -> EventData {
     EventData {
         event_id: None,
         event_type: "MoneyDeposited".to_owned(),
@@ -373,7 +373,7 @@ fn event(i: u64) -> EventData {
     }
 }
 
-fn sid(s: String) -> Result<StreamId, String> {
+pub(crate) fn sid(s: String) -> Result<StreamId, String> {
     StreamId::new(s).map_err(|e| e.to_string())
 }
 
@@ -554,11 +554,32 @@ pub async fn strata_rows(
     secs: f64,
     tag: &str,
 ) -> Result<PgAppendRow, String> {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let timer = {
+        let running = running.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            running.store(false, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let row = strata_rows_while(store, writers, per_append, tag, running).await;
+    timer.abort();
+    row
+}
+
+/// [`strata_rows`] while `running` is set.
+pub async fn strata_rows_while(
+    store: &PostgresStore,
+    writers: usize,
+    per_append: usize,
+    tag: &str,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<PgAppendRow, String> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let store = store.clone();
+        let running = running.clone();
         let streams: Vec<StreamId> = (0..STREAMS_PER_WRITER)
             .map(|k| sid(format!("account-{tag}w{writers}x{w}s{k}")))
             .collect::<Result<_, _>>()?;
@@ -566,7 +587,7 @@ pub async fn strata_rows(
             let mut versions: Vec<Option<u64>> = vec![None; STREAMS_PER_WRITER];
             let mut lat = Vec::new();
             let mut i = 0usize;
-            while Instant::now() < deadline {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
                 let k = i % STREAMS_PER_WRITER;
                 let expected =
                     versions[k].map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);

@@ -1,16 +1,18 @@
 //! Scavenging on PostgreSQL: deleting, in bounded batches, the rows of events that readers can
 //! no longer see (`strata_core::scavenge` says what goes and what stays).
 //!
-//! It walks the streams with lifecycle state: those with a metastream, in name order, then the
-//! tombstoned ones (a tombstone always has a metastream record, unless it was interrupted
-//! between its two events). For each it reads the stream's metadata and last event in one
-//! statement, decides the versions below which events go, and deletes them
-//! [`limits::SCAVENGE_BATCH_EVENTS`] versions at a time, each batch a transaction of its own:
-//! appends never wait for a scavenge, and one that stops part way loses nothing it had not
-//! already hidden. A batch deletes only while the stream's metadata is still the version the
+//! It walks the streams with lifecycle state a page at a time: those with a metastream, in
+//! name order, then the tombstoned ones without one (a tombstone interrupted between its two
+//! events). For each page it reads every stream's metadata, first and last event in one
+//! statement, decides which versions go, and deletes them in transactions of at most
+//! [`limits::SCAVENGE_BATCH_EVENTS`] versions (of one stream or of many): appends never wait
+//! for a scavenge, and one that stops part way loses nothing it had not already hidden. Each
+//! transaction deletes a stream's versions only while its metadata is still the version the
 //! decision was made on (checked in the same statement); otherwise the stream is decided
 //! again. Rows are removed by `DELETE`, which the append-only guard lets through only with the
-//! transaction-local setting `strata.delete` (see `0004_append_only.sql`).
+//! transaction-local setting `strata.delete` (see `0004_append_only.sql`). The transactions
+//! commit without waiting for their WAL flush (`synchronous_commit = off`): one lost in a
+//! crash leaves only hidden events, which the next scavenge removes.
 //!
 //! Deleted rows leave dead tuples: `VACUUM` (run at the end when anything was deleted, and by
 //! autovacuum anyway) makes their space reusable by new rows; it does not give it back to the
@@ -33,20 +35,25 @@ use crate::error::read_error;
 use crate::limits;
 use crate::store::PostgresStore;
 
-/// How often one stream is decided again after its metadata changed under the scavenge,
-/// before it is left for the next scavenge.
+/// How often the streams whose metadata changed under the scavenge are decided again, before
+/// they are left for the next scavenge.
 const REDECIDE_MAX: usize = 4;
 
-/// The inputs of one stream's decision.
-struct Plan {
-    /// The metastream's last version (the metadata's version).
+/// Versions `lo..hi` of `stream` go, if its metadata is still at `meta_version`.
+struct Item {
+    stream: String,
+    lo: i64,
+    hi: i64,
     meta_version: Option<i64>,
-    /// Delete versions from this one (the first stored one, or the one after it)...
-    from: i64,
-    /// ... below this one.
-    before: i64,
     /// The stream reads as gone (tombstoned, or every event deleted): its snapshots go too.
     gone: bool,
+}
+
+/// The deletions of one transaction, at most [`limits::SCAVENGE_BATCH_EVENTS`] versions.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Item>,
+    versions: i64,
 }
 
 impl PostgresStore {
@@ -101,6 +108,8 @@ impl PostgresStore {
             ..ScavengeProgress::default()
         };
         progress(p);
+        let mut batch = Batch::default();
+        let mut changed: Vec<String> = Vec::new();
         // The streams with a metastream, a page at a time in name order.
         let mut after = "$$".to_owned();
         loop {
@@ -118,14 +127,13 @@ impl PostgresStore {
                 break;
             };
             after = last.clone();
-            for metastream in &metastreams {
-                let Some(stream) = metastream.strip_prefix(strata_core::METASTREAM_PREFIX) else {
-                    continue;
-                };
-                p.events_removed += self.scavenge_stream(conn, stream).await?;
-                p.streams_examined += 1;
-                progress(p);
-            }
+            let streams: Vec<String> = metastreams
+                .iter()
+                .filter_map(|m| m.strip_prefix(strata_core::METASTREAM_PREFIX))
+                .map(str::to_owned)
+                .collect();
+            self.scavenge_page(conn, &streams, &mut batch, &mut changed, &mut p, progress)
+                .await?;
         }
         // Tombstoned streams without a metastream record (a tombstone interrupted between its
         // two events), by the event type index.
@@ -144,17 +152,38 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(read_error)?;
-            if rows.is_empty() {
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after_position = last.try_get(0).map_err(read_error)?;
+            let streams = rows
+                .iter()
+                .map(|r| r.try_get(1))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(read_error)?;
+            self.scavenge_page(conn, &streams, &mut batch, &mut changed, &mut p, progress)
+                .await?;
+        }
+        p.events_removed += self.flush(conn, &mut batch, &mut changed).await?;
+        // The streams whose metadata changed under the scavenge, decided again.
+        for _ in 0..REDECIDE_MAX {
+            if changed.is_empty() {
                 break;
             }
-            for row in &rows {
-                after_position = row.try_get(0).map_err(read_error)?;
-                let stream: String = row.try_get(1).map_err(read_error)?;
-                p.events_removed += self.scavenge_stream(conn, &stream).await?;
-                p.streams_examined += 1;
-                progress(p);
-            }
+            let streams = std::mem::take(&mut changed);
+            let examined = p.streams_examined;
+            self.scavenge_page(conn, &streams, &mut batch, &mut changed, &mut p, progress)
+                .await?;
+            p.events_removed += self.flush(conn, &mut batch, &mut changed).await?;
+            p.streams_examined = examined;
         }
+        if !changed.is_empty() {
+            tracing::info!(
+                streams = changed.len(),
+                "stream metadata kept changing during the scavenge; left for the next one"
+            );
+        }
+        progress(p);
         if p.events_removed > 0 {
             // Makes the deleted rows' space reusable now rather than at autovacuum's next
             // pass. Needs the table's owner: without that, autovacuum does it.
@@ -168,153 +197,201 @@ impl PostgresStore {
         Ok(p)
     }
 
-    /// Deletes what readers cannot see of `stream`; returns how many events went.
-    async fn scavenge_stream(
+    /// Decides what goes of `streams` and deletes it, in batches as they fill.
+    async fn scavenge_page(
         &self,
         conn: &mut sqlx::PgConnection,
-        stream: &str,
-    ) -> Result<u64, ScavengeError> {
-        let mut removed = 0u64;
-        'decide: for _ in 0..REDECIDE_MAX {
-            let Some(plan) = self.plan(conn, stream).await? else {
-                return Ok(removed);
-            };
-            let mut lo = plan.from;
-            while lo < plan.before {
-                let hi = plan
-                    .before
-                    .min(lo.saturating_add(limits::SCAVENGE_BATCH_EVENTS as i64));
-                match self.delete_batch(conn, stream, &plan, lo, hi).await? {
-                    Some(n) => removed += n,
-                    // The metadata changed: decide again.
-                    None => continue 'decide,
+        streams: &[String],
+        batch: &mut Batch,
+        changed: &mut Vec<String>,
+        p: &mut ScavengeProgress,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), ReadError> {
+        for item in self.plan(conn, streams).await? {
+            let (mut lo, hi) = (item.lo, item.hi);
+            if lo >= hi {
+                // Nothing to delete, only the snapshots of a gone stream.
+                batch.items.push(item);
+                continue;
+            }
+            while lo < hi {
+                let room = limits::SCAVENGE_BATCH_EVENTS as i64 - batch.versions;
+                let end = hi.min(lo + room);
+                batch.items.push(Item {
+                    stream: item.stream.clone(),
+                    lo,
+                    hi: end,
+                    meta_version: item.meta_version,
+                    gone: item.gone,
+                });
+                batch.versions += end - lo;
+                lo = end;
+                if batch.versions >= limits::SCAVENGE_BATCH_EVENTS as i64 {
+                    p.events_removed += self.flush(conn, batch, changed).await?;
+                    progress(*p);
                 }
-                lo = hi;
             }
-            if plan.gone {
-                sqlx::query(&self.shared().sql.delete_snapshots)
-                    .bind(stream)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(read_error)?;
-            }
-            return Ok(removed);
         }
-        tracing::info!(
-            stream,
-            "stream metadata kept changing during the scavenge; left for the next one"
-        );
-        Ok(removed)
+        p.streams_examined += streams.len() as u64;
+        progress(*p);
+        Ok(())
     }
 
-    /// What to delete of `stream`, or `None` when nothing.
+    /// What to delete of each of `streams` (those with nothing to delete left out).
     async fn plan(
         &self,
         conn: &mut sqlx::PgConnection,
-        stream: &str,
-    ) -> Result<Option<Plan>, ReadError> {
+        streams: &[String],
+    ) -> Result<Vec<Item>, ReadError> {
         let schema = &self.shared().schema;
-        let row = sqlx::query(&format!(
-            "SELECT m.version, m.data_bytes, l.version, l.event_type = '$streamTombstoned',
-                    (SELECT f.version FROM {schema}.events f
-                      WHERE f.aggregate_id = $1 ORDER BY f.version LIMIT 1)
-               FROM (SELECT 1) AS one
+        let rows = sqlx::query(&format!(
+            "SELECT s.id, m.version, m.data_bytes, l.version, l.event_type = '$streamTombstoned',
+                    f.version
+               FROM unnest($1::text[]) AS s(id)
                LEFT JOIN LATERAL (SELECT x.version, x.data_bytes FROM {schema}.events x
-                                   WHERE x.aggregate_id = '$$' || $1::text
+                                   WHERE x.aggregate_id = '$$' || s.id
                                    ORDER BY x.version DESC LIMIT 1) AS m ON true
                LEFT JOIN LATERAL (SELECT x.version, x.event_type FROM {schema}.events x
-                                   WHERE x.aggregate_id = $1
-                                   ORDER BY x.version DESC LIMIT 1) AS l ON true"
+                                   WHERE x.aggregate_id = s.id
+                                   ORDER BY x.version DESC LIMIT 1) AS l ON true
+               LEFT JOIN LATERAL (SELECT x.version FROM {schema}.events x
+                                   WHERE x.aggregate_id = s.id
+                                   ORDER BY x.version LIMIT 1) AS f ON true"
         ))
-        .bind(stream)
-        .fetch_one(&mut *conn)
+        .bind(streams)
+        .fetch_all(&mut *conn)
         .await
         .map_err(read_error)?;
-        let meta_version: Option<i64> = row.try_get(0).map_err(read_error)?;
-        let metadata: Option<Vec<u8>> = row.try_get(1).map_err(read_error)?;
-        let last: Option<i64> = row.try_get(2).map_err(read_error)?;
-        let tombstone: Option<bool> = row.try_get(3).map_err(read_error)?;
-        let first: Option<i64> = row.try_get(4).map_err(read_error)?;
-        let (Some(last), Some(first)) = (last, first) else {
-            return Ok(None);
-        };
-        let visibility = crate::lifecycle::visibility(
-            metadata.as_deref(),
-            Some(last as u64),
-            tombstone.unwrap_or(false),
-        );
-        let first_recent = match visibility.not_before_us {
-            Some(us) => {
-                let at = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
-                let v: Option<i64> = sqlx::query_scalar(&format!(
-                    "SELECT f.version FROM {schema}.events f
-                      WHERE f.aggregate_id = $1 AND f.created_at >= $2
-                      ORDER BY f.version LIMIT 1"
-                ))
-                .bind(stream)
-                .bind(at)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(read_error)?;
-                v.map(|v| v as u64)
+        let mut items = Vec::new();
+        for row in &rows {
+            let stream: String = row.try_get(0).map_err(read_error)?;
+            let meta_version: Option<i64> = row.try_get(1).map_err(read_error)?;
+            let metadata: Option<Vec<u8>> = row.try_get(2).map_err(read_error)?;
+            let last: Option<i64> = row.try_get(3).map_err(read_error)?;
+            let tombstone: Option<bool> = row.try_get(4).map_err(read_error)?;
+            let first: Option<i64> = row.try_get(5).map_err(read_error)?;
+            let (Some(last), Some(first)) = (last, first) else {
+                continue;
+            };
+            let visibility = crate::lifecycle::visibility(
+                metadata.as_deref(),
+                Some(last as u64),
+                tombstone.unwrap_or(false),
+            );
+            let first_recent = match visibility.not_before_us {
+                Some(us) => self.first_recent(conn, &stream, us).await?,
+                None => None,
+            };
+            let range = removable(visibility, last as u64, first_recent);
+            let gone = visibility.tombstoned || visibility.from_version > last as u64;
+            let (lo, hi) = ((range.start as i64).max(first), range.end as i64);
+            if lo < hi || gone {
+                items.push(Item {
+                    stream,
+                    lo,
+                    hi: hi.max(lo),
+                    meta_version,
+                    gone,
+                });
             }
-            None => None,
-        };
-        let range = removable(visibility, last as u64, first_recent);
-        let gone = visibility.tombstoned || visibility.from_version > last as u64;
-        let (from, before) = ((range.start as i64).max(first), range.end as i64);
-        Ok((from < before || gone).then_some(Plan {
-            meta_version,
-            from,
-            before,
-            gone,
-        }))
+        }
+        Ok(items)
     }
 
-    /// Deletes versions `lo..hi` of `stream` in a transaction of its own, if its metadata is
-    /// still at `plan.meta_version`: `Some(deleted)`, or `None` when it changed.
-    async fn delete_batch(
+    /// The first version of `stream` recorded at or after `us` (microseconds since the epoch).
+    async fn first_recent(
         &self,
         conn: &mut sqlx::PgConnection,
         stream: &str,
-        plan: &Plan,
-        lo: i64,
-        hi: i64,
+        us: i64,
     ) -> Result<Option<u64>, ReadError> {
         let schema = &self.shared().schema;
-        let mut tx = conn.begin().await.map_err(read_error)?;
-        sqlx::query("SELECT set_config('strata.delete', $1, true)")
-            .bind(schema)
-            .execute(&mut *tx)
-            .await
-            .map_err(read_error)?;
-        let row = sqlx::query(&format!(
-            "WITH same AS MATERIALIZED (
-                 SELECT (SELECT m.version FROM {schema}.events m
-                          WHERE m.aggregate_id = '$$' || $1::text
-                          ORDER BY m.version DESC LIMIT 1) IS NOT DISTINCT FROM $4 AS ok
-             ), gone AS (
-                 DELETE FROM {schema}.events e
-                  WHERE e.aggregate_id = $1 AND e.version >= $2 AND e.version < $3
-                    AND (SELECT ok FROM same)
-                 RETURNING 1
-             )
-             SELECT (SELECT ok FROM same), (SELECT count(*) FROM gone)"
+        let at = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
+        let v: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT f.version FROM {schema}.events f
+              WHERE f.aggregate_id = $1 AND f.created_at >= $2
+              ORDER BY f.version LIMIT 1"
         ))
         .bind(stream)
-        .bind(lo)
-        .bind(hi)
-        .bind(plan.meta_version)
-        .fetch_one(&mut *tx)
+        .bind(at)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(read_error)?;
-        let same: bool = row.try_get(0).map_err(read_error)?;
-        let deleted: i64 = row.try_get(1).map_err(read_error)?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    /// Deletes what `batch` holds in one transaction, and empties it; returns how many events
+    /// went. The streams whose metadata changed since they were decided go to `changed`.
+    async fn flush(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        batch: &mut Batch,
+        changed: &mut Vec<String>,
+    ) -> Result<u64, ReadError> {
+        let items = std::mem::take(batch).items;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let schema = &self.shared().schema;
+        let streams: Vec<&str> = items.iter().map(|i| i.stream.as_str()).collect();
+        let los: Vec<i64> = items.iter().map(|i| i.lo).collect();
+        let his: Vec<i64> = items.iter().map(|i| i.hi).collect();
+        let metas: Vec<Option<i64>> = items.iter().map(|i| i.meta_version).collect();
+        let gone: Vec<bool> = items.iter().map(|i| i.gone).collect();
+        let mut tx = conn.begin().await.map_err(read_error)?;
+        sqlx::query(
+            "SELECT set_config('synchronous_commit', 'off', true),
+                    set_config('strata.delete', $1, true)",
+        )
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(read_error)?;
+        let rows = sqlx::query(&format!(
+            "WITH plan AS MATERIALIZED (
+                 SELECT p.stream, p.lo, p.hi, p.gone,
+                        (SELECT m.version FROM {schema}.events m
+                          WHERE m.aggregate_id = '$$' || p.stream
+                          ORDER BY m.version DESC LIMIT 1) IS NOT DISTINCT FROM p.meta AS ok
+                   FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[])
+                        AS p(stream, lo, hi, meta, gone)
+             ), gone AS (
+                 DELETE FROM {schema}.events e USING plan p
+                  WHERE p.ok AND e.aggregate_id = p.stream
+                    AND e.version >= p.lo AND e.version < p.hi
+                 RETURNING 1
+             ), snapshots AS (
+                 DELETE FROM {schema}.snapshots s USING plan p
+                  WHERE p.ok AND p.gone AND s.stream_id = p.stream
+                 RETURNING 1
+             )
+             SELECT p.stream, p.ok, (SELECT count(*) FROM gone), (SELECT count(*) FROM snapshots)
+               FROM plan p"
+        ))
+        .bind(&streams)
+        .bind(&los)
+        .bind(&his)
+        .bind(&metas)
+        .bind(&gone)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(read_error)?;
         sqlx::query("SELECT set_config('strata.delete', '', true)")
             .execute(&mut *tx)
             .await
             .map_err(read_error)?;
         tx.commit().await.map_err(read_error)?;
-        Ok(same.then_some(deleted as u64))
+        let mut deleted = 0i64;
+        for row in &rows {
+            let ok: bool = row.try_get(1).map_err(read_error)?;
+            deleted = row.try_get(2).map_err(read_error)?;
+            if !ok {
+                let stream: String = row.try_get(0).map_err(read_error)?;
+                if !changed.contains(&stream) {
+                    changed.push(stream);
+                }
+            }
+        }
+        Ok(deleted as u64)
     }
 }

@@ -1,0 +1,25 @@
+//! `cargo bench -p strata-bench --bench scavenge`: the PostgreSQL scavenge beside one `DELETE`
+//! of the same rows, the table's size before and after, and writers' p99 during it
+//! (`STRATA_BENCH_QUICK=1` for a small run). The database is `STRATA_BENCH_DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/test`.
+
+fn main() {
+    let url = std::env::var("STRATA_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let scale = if std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1") {
+        strata_bench::scavenge::ScavengeScale::Quick
+    } else {
+        strata_bench::scavenge::ScavengeScale::Full
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(strata_bench::scavenge::run(&url, scale)) {
+        Ok(report) => print!("{report}"),
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
