@@ -358,6 +358,44 @@ pub async fn visible_listing<S: EventStore + ?Sized>(
     })
 }
 
+/// A page of a stream listing as readers see it, like [`visible_listing`], with each
+/// stream's visibility given by `visibility_of` (`None`: it has no lifecycle state) instead
+/// of asked of the store stream by stream. The listed counts are the streams' next versions.
+pub fn visible_listing_by(
+    page: crate::Page<crate::StreamSummary>,
+    visibility_of: impl Fn(&str) -> Option<Visibility>,
+) -> crate::Page<crate::StreamSummary> {
+    let items = page
+        .items
+        .into_iter()
+        .filter(|item| !item.stream_id.starts_with(crate::METASTREAM_PREFIX))
+        .filter_map(|mut item| {
+            if let Some(v) = visibility_of(&item.stream_id) {
+                let count = visible_count(item.event_count, v);
+                if count == 0 {
+                    return None;
+                }
+                item.event_count = count.min(item.event_count);
+            }
+            Some(item)
+        })
+        .collect();
+    crate::Page {
+        items,
+        next: page.next,
+    }
+}
+
+/// How many of a stream's events `visibility` shows (before `maxAge`), the stream's next
+/// version being `next`.
+fn visible_count(next: u64, visibility: Visibility) -> u64 {
+    if visibility.tombstoned {
+        0
+    } else {
+        next.saturating_sub(visibility.from_version)
+    }
+}
+
 /// A page of a category listing as readers see it: without the metastreams' categories.
 pub fn visible_categories(
     mut page: crate::Page<crate::CategorySummary>,
@@ -394,9 +432,8 @@ pub fn visible_info(mut info: StreamInfo, visibility: Visibility) -> StreamInfo 
         return info;
     }
     info.tombstoned = visibility.tombstoned;
-    let next = info.current_version.map_or(0, |v| v + 1);
-    let count = next.saturating_sub(visibility.from_version);
-    if visibility.tombstoned || count == 0 {
+    let count = visible_count(info.current_version.map_or(0, |v| v + 1), visibility);
+    if count == 0 {
         info.exists = false;
         info.event_count = 0;
         info.first_recorded_at = None;

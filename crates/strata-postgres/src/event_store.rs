@@ -69,11 +69,17 @@ impl EventStore for PostgresStore {
 
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
         let page = self.list_stream_summaries(options).await?;
-        // Whether any stream has lifecycle state: the lookup answers nothing while no
-        // metastream exists.
+        // The page's lifecycle states in one query, which answers nothing while no metastream
+        // exists. A listed count is the stream's next version, as visibility counts.
         let names: Vec<&str> = page.items.iter().map(|i| i.stream_id.as_str()).collect();
-        let with_lifecycle = !names.is_empty() && !self.lifecycles(&names).await?.is_empty();
-        lifecycle::visible_listing(self, page, with_lifecycle).await
+        let states = if names.is_empty() {
+            Default::default()
+        } else {
+            self.lifecycles(&names).await?
+        };
+        Ok(lifecycle::visible_listing_by(page, |name| {
+            states.get(name).map(|s| s.visibility)
+        }))
     }
 
     async fn list_categories(
