@@ -83,7 +83,8 @@ fn a_stream_is_truncated_deleted_recreated_and_tombstoned_from_the_command_line(
     assert!(err.contains("tombstoned"), "{err}");
 }
 
-/// `strata scavenge` on PostgreSQL removes a deleted stream's events (all but its last) and
+/// `strata scavenge` on PostgreSQL removes a deleted stream's events (all but its first and
+/// last) and
 /// a truncated one's hidden ones, and reads answer as before; the embedded store says it
 /// cannot scavenge, and fails.
 #[tokio::test]
@@ -125,8 +126,8 @@ async fn scavenge_reclaims_what_deletions_hide_from_the_command_line() {
     let (ok, out, err) = cli(&["scavenge"]);
     assert!(ok, "{err}");
     let report = &json_lines(&out)[0];
-    // order-1: versions 0..4 (4, its last stays); order-2: 1..3 (2, its first stays).
-    assert_eq!(report["eventsRemoved"], 4 + 2, "{out}");
+    // order-1: versions 1..4 (3, its first and last stay); order-2: 1..3 (2).
+    assert_eq!(report["eventsRemoved"], 3 + 2, "{out}");
     assert_eq!(report["streamsExamined"], 2, "{out}");
     assert_eq!(read(), before);
     let (ok, out, err) = cli(&["scavenge"]);

@@ -402,8 +402,19 @@ impl EventStore for Client {
             }) => return Err(ScavengeError::Unsupported),
             Err(e) => return Err(read_error(e).into()),
         };
+        let ours = status.started_at;
         let mut wait_ms = crate::limits::SCAVENGE_POLL_MIN_MS;
         loop {
+            // Another server behind the same address, a restart, or a later run: this one's
+            // outcome is not known.
+            if status.state == ScavengeState::Idle || status.started_at != ours {
+                return Err(ReadError::Unavailable(
+                    "the server no longer reports the scavenge this client started (another \
+                     server answered, it restarted, or another scavenge started since)"
+                        .into(),
+                )
+                .into());
+            }
             let seen = ScavengeProgress {
                 streams_examined: status.streams_examined,
                 streams_total: status.streams_total,

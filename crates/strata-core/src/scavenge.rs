@@ -9,14 +9,18 @@
 //! - the stream's **last event**, even when hidden: it holds the stream's version, so that an
 //!   append re-creating a deleted stream continues after it, and a tombstoned stream's last
 //!   event is its tombstone;
-//! - its **first event** while the stream exists (listings of categories find streams by
-//!   it); a deleted or tombstoned stream loses it, and leaves category listings;
+//! - its **first event**, unless it is tombstoned: category listings find streams by it,
+//!   and a soft-deleted stream may be re-created; a tombstoned stream keeps only its
+//!   tombstone, and leaves category listings;
 //! - every event of its **metastream**: the history of its metadata, and the `$streamDeleted`
 //!   notices subscribers read in `$all`.
 //!
 //! Removal is final: raising `maxCount` or `maxAgeSeconds` afterwards shows only the events a
-//! scavenge has not removed yet. An event id that was removed is forgotten, so a retry of an
-//! append whose events were all removed is no longer recognised as a retry.
+//! scavenge has not removed yet. An event id that was removed is forgotten: a retry of an
+//! append whose events were all removed is no longer recognised as a retry (with
+//! [`ExpectedVersion::Any`](crate::ExpectedVersion::Any) it appends them again), and a retry
+//! of one whose events were partly removed is an
+//! [`AppendError::EventIdConflict`](crate::AppendError::EventIdConflict).
 //!
 //! ```
 //! use strata_core::lifecycle::{StreamMetadata, Visibility};
@@ -25,9 +29,9 @@
 //! // A stream truncated before version 3, whose last version is 9: versions 1 and 2 go.
 //! let m = StreamMetadata { truncate_before: Some(3), ..Default::default() };
 //! assert_eq!(removable(Visibility::new(Some(&m), Some(9), false, now), 9, None), 1..3);
-//! // Soft-deleted (truncated before its next version, 10): all but the last event go.
+//! // Soft-deleted (truncated before its next version, 10): all but the first and last go.
 //! let m = StreamMetadata { truncate_before: Some(10), ..Default::default() };
-//! assert_eq!(removable(Visibility::new(Some(&m), Some(9), false, now), 9, None), 0..9);
+//! assert_eq!(removable(Visibility::new(Some(&m), Some(9), false, now), 9, None), 1..9);
 //! ```
 
 use std::ops::Range;
@@ -76,17 +80,17 @@ pub enum ScavengeError {
     Store(#[from] ReadError),
 }
 
-/// Receives a scavenge's progress as it goes (after each stream at least).
+/// Receives a scavenge's progress as it goes (at least once, at its end).
 pub type ProgressFn<'a> = &'a (dyn Fn(ScavengeProgress) + Send + Sync);
 
 /// The versions a scavenge removes of a stream whose readers see `visibility` and whose last
 /// stored version is `last`: every event hidden for good, but never the last one, nor the
-/// first one while the stream exists (listings of categories find streams by it).
+/// first one unless the stream is tombstoned (category listings find streams by it, and a
+/// soft-deleted stream may come back).
 /// `first_recent`: when `visibility` hides events by age, the first version recorded at or
 /// after its `not_before_us` (`None` when no event is that recent); events are recorded in
 /// version order, so the ones hidden by age come first.
 pub fn removable(visibility: Visibility, last: u64, first_recent: Option<u64>) -> Range<u64> {
-    let gone = visibility.tombstoned || visibility.from_version > last;
     let mut before = if visibility.tombstoned {
         last
     } else {
@@ -95,7 +99,7 @@ pub fn removable(visibility: Visibility, last: u64, first_recent: Option<u64>) -
     if visibility.not_before_us.is_some() {
         before = before.max(first_recent.unwrap_or(last.saturating_add(1)));
     }
-    let from = if gone { 0 } else { 1 };
+    let from = if visibility.tombstoned { 0 } else { 1 };
     from..before.min(last).max(from)
 }
 
@@ -129,12 +133,12 @@ mod tests {
         assert_eq!(removable(vis(&age, 9, false), 9, Some(5)), 1..5);
         assert_eq!(removable(vis(&age, 9, false), 9, Some(1)), 1..2);
         assert_eq!(removable(vis(&age, 9, false), 9, None), 1..9);
-        // A truncation past the end (a soft delete) keeps the last event only.
+        // A truncation past the end (a soft delete) keeps the first and the last event.
         let deleted = StreamMetadata {
             truncate_before: Some(10),
             ..Default::default()
         };
-        assert_eq!(removable(vis(&deleted, 9, false), 9, None), 0..9);
+        assert_eq!(removable(vis(&deleted, 9, false), 9, None), 1..9);
         // A stream of one event keeps it.
         assert!(removable(vis(&deleted, 0, false), 0, None).is_empty());
         assert!(removable(vis(&count, 0, false), 0, None).is_empty());

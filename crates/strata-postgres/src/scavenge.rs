@@ -12,7 +12,8 @@
 //! again. Rows are removed by `DELETE`, which the append-only guard lets through only with the
 //! transaction-local setting `strata.delete` (see `0004_append_only.sql`). The transactions
 //! commit without waiting for their WAL flush (`synchronous_commit = off`): one lost in a
-//! crash leaves only hidden events, which the next scavenge removes.
+//! crash leaves only hidden events, which the next scavenge removes. Only events below the
+//! readable head at the start go, so that the head never moves back.
 //!
 //! Deleted rows leave dead tuples: `VACUUM` (run at the end when anything was deleted, and by
 //! autovacuum anyway) makes their space reusable by new rows; it does not give it back to the
@@ -45,15 +46,17 @@ struct Item {
     lo: i64,
     hi: i64,
     meta_version: Option<i64>,
-    /// The stream reads as gone (tombstoned, or every event deleted): its snapshots go too.
-    gone: bool,
+    /// The stream is tombstoned: its snapshots go too.
+    tombstoned: bool,
 }
 
 /// The deletions of one transaction, at most [`limits::SCAVENGE_BATCH_EVENTS`] versions.
-#[derive(Default)]
 struct Batch {
     items: Vec<Item>,
     versions: i64,
+    /// Only events below this position go: the readable head when the scavenge started, so
+    /// that the head (a row below the `$all` watermark) never moves back.
+    below: i64,
 }
 
 impl PostgresStore {
@@ -108,7 +111,15 @@ impl PostgresStore {
             ..ScavengeProgress::default()
         };
         progress(p);
-        let mut batch = Batch::default();
+        // `head`: it waits (briefly) for this store's own appends to become readable.
+        let Some(head) = self.head_position().await? else {
+            return Ok(p);
+        };
+        let mut batch = Batch {
+            items: Vec::new(),
+            versions: 0,
+            below: head.0 as i64,
+        };
         let mut changed: Vec<String> = Vec::new();
         // The streams with a metastream, a page at a time in name order.
         let mut after = "$$".to_owned();
@@ -209,11 +220,6 @@ impl PostgresStore {
     ) -> Result<(), ReadError> {
         for item in self.plan(conn, streams).await? {
             let (mut lo, hi) = (item.lo, item.hi);
-            if lo >= hi {
-                // Nothing to delete, only the snapshots of a gone stream.
-                batch.items.push(item);
-                continue;
-            }
             while lo < hi {
                 let room = limits::SCAVENGE_BATCH_EVENTS as i64 - batch.versions;
                 let end = hi.min(lo + room);
@@ -222,7 +228,7 @@ impl PostgresStore {
                     lo,
                     hi: end,
                     meta_version: item.meta_version,
-                    gone: item.gone,
+                    tombstoned: item.tombstoned,
                 });
                 batch.versions += end - lo;
                 lo = end;
@@ -283,15 +289,14 @@ impl PostgresStore {
                 None => None,
             };
             let range = removable(visibility, last as u64, first_recent);
-            let gone = visibility.tombstoned || visibility.from_version > last as u64;
             let (lo, hi) = ((range.start as i64).max(first), range.end as i64);
-            if lo < hi || gone {
+            if lo < hi {
                 items.push(Item {
                     stream,
                     lo,
-                    hi: hi.max(lo),
+                    hi,
                     meta_version,
-                    gone,
+                    tombstoned: visibility.tombstoned,
                 });
             }
         }
@@ -328,7 +333,8 @@ impl PostgresStore {
         batch: &mut Batch,
         changed: &mut Vec<String>,
     ) -> Result<u64, ReadError> {
-        let items = std::mem::take(batch).items;
+        let items = std::mem::take(&mut batch.items);
+        batch.versions = 0;
         if items.is_empty() {
             return Ok(0);
         }
@@ -337,7 +343,7 @@ impl PostgresStore {
         let los: Vec<i64> = items.iter().map(|i| i.lo).collect();
         let his: Vec<i64> = items.iter().map(|i| i.hi).collect();
         let metas: Vec<Option<i64>> = items.iter().map(|i| i.meta_version).collect();
-        let gone: Vec<bool> = items.iter().map(|i| i.gone).collect();
+        let tombstoned: Vec<bool> = items.iter().map(|i| i.tombstoned).collect();
         let mut tx = conn.begin().await.map_err(read_error)?;
         sqlx::query(
             "SELECT set_config('synchronous_commit', 'off', true),
@@ -349,20 +355,20 @@ impl PostgresStore {
         .map_err(read_error)?;
         let rows = sqlx::query(&format!(
             "WITH plan AS MATERIALIZED (
-                 SELECT p.stream, p.lo, p.hi, p.gone,
+                 SELECT p.stream, p.lo, p.hi, p.tombstoned,
                         (SELECT m.version FROM {schema}.events m
                           WHERE m.aggregate_id = '$$' || p.stream
                           ORDER BY m.version DESC LIMIT 1) IS NOT DISTINCT FROM p.meta AS ok
                    FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[])
-                        AS p(stream, lo, hi, meta, gone)
+                        AS p(stream, lo, hi, meta, tombstoned)
              ), gone AS (
                  DELETE FROM {schema}.events e USING plan p
                   WHERE p.ok AND e.aggregate_id = p.stream
-                    AND e.version >= p.lo AND e.version < p.hi
+                    AND e.version >= p.lo AND e.version < p.hi AND e.position < $6
                  RETURNING 1
              ), snapshots AS (
                  DELETE FROM {schema}.snapshots s USING plan p
-                  WHERE p.ok AND p.gone AND s.stream_id = p.stream
+                  WHERE p.ok AND p.tombstoned AND s.stream_id = p.stream
                  RETURNING 1
              )
              SELECT p.stream, p.ok, (SELECT count(*) FROM gone), (SELECT count(*) FROM snapshots)
@@ -372,7 +378,8 @@ impl PostgresStore {
         .bind(&los)
         .bind(&his)
         .bind(&metas)
-        .bind(&gone)
+        .bind(&tombstoned)
+        .bind(batch.below)
         .fetch_all(&mut *tx)
         .await
         .map_err(read_error)?;

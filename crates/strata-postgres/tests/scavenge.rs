@@ -12,6 +12,7 @@ use sqlx::{Connection, PgConnection};
 use strata_core::scavenge::{ScavengeError, ScavengeProgress};
 use strata_core::{
     EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadError, ReadStreamOptions, StreamId,
+    StreamMetadata,
 };
 
 fn events(first: u64, count: u64) -> Vec<EventData> {
@@ -34,14 +35,20 @@ async fn rows(conn: &mut PgConnection, schema: &str, stream: &str) -> i64 {
     .unwrap()
 }
 
-/// Waits (bounded) until a session of this database waits for a row lock.
-async fn until_a_session_waits_for_a_lock(conn: &mut PgConnection) {
+/// The tests of this file one at a time: one holds the cluster's `$all` watermark back, which
+/// holds back what the others' scavenges may remove.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits (bounded) until a session deleting from `schema`'s events waits for a lock.
+async fn until_the_scavenge_waits_for_a_lock(conn: &mut PgConnection, schema: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND position($1 IN query) > 0",
         )
+        .bind(format!("DELETE FROM {schema}.events"))
         .fetch_one(&mut *conn)
         .await
         .unwrap();
@@ -61,6 +68,7 @@ async fn until_a_session_waits_for_a_lock(conn: &mut PgConnection) {
 /// and a second scavenge of the schema is refused as already running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_commit_one_by_one_and_one_scavenge_runs_at_a_time() {
+    let _serial = SERIAL.lock().await;
     let (store, schema) = support::connect("scav", |o| o).await;
     let s = sid("ledger-1");
     for k in 0..3 {
@@ -89,7 +97,7 @@ async fn batches_commit_one_by_one_and_one_scavenge_runs_at_a_time() {
     let mut observer = PgConnection::connect(&support::database_url())
         .await
         .unwrap();
-    until_a_session_waits_for_a_lock(&mut observer).await;
+    until_the_scavenge_waits_for_a_lock(&mut observer, &schema).await;
     assert_eq!(
         rows(&mut observer, &schema, "ledger-1").await,
         3000 - 1000,
@@ -124,6 +132,7 @@ async fn batches_commit_one_by_one_and_one_scavenge_runs_at_a_time() {
 /// lifecycle say, and `$all` holds each of those events once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scavenge_alongside_writers_keeps_every_visible_event() {
+    let _serial = SERIAL.lock().await;
     let (store, schema) = support::connect("scavw", |o| o.with_max_connections(12)).await;
     const WRITERS: usize = 4;
     const STREAMS: usize = 6;
@@ -217,6 +226,59 @@ async fn a_scavenge_alongside_writers_keeps_every_visible_event() {
     let mut got = all.clone();
     got.sort();
     assert_eq!(got, wanted, "$all holds every visible event once");
+    drop(store);
+    support::drop_schema(schema).await;
+}
+
+/// The readable head of `$all` never moves back: an event hidden by `maxCount` that is the
+/// newest readable one (the event hiding it being still above the watermark, behind an open
+/// transaction) stays until the head has passed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scavenge_never_moves_the_head_back() {
+    let _serial = SERIAL.lock().await;
+    let (store, schema) = support::connect("scavh", |o| o).await;
+    let s = sid("meter-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(0, 1))
+        .await
+        .unwrap();
+    let keep_one = StreamMetadata {
+        max_count: Some(1),
+        ..StreamMetadata::default()
+    };
+    store
+        .set_stream_metadata(&s, ExpectedVersion::Any, keep_one)
+        .await
+        .unwrap();
+    let second = store
+        .append(&s, ExpectedVersion::Exact(0), events(1, 1))
+        .await
+        .unwrap();
+    // Readable everywhere before the other transaction starts.
+    assert_eq!(store.head().await.unwrap(), Some(second.positions[0]));
+    let mut other = PgConnection::connect(&support::database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // Version 2 hides version 1 (maxCount 1), but stays above the watermark.
+    store
+        .append(&s, ExpectedVersion::Exact(1), events(2, 1))
+        .await
+        .unwrap();
+    assert_eq!(store.head_now().await.unwrap(), Some(second.positions[0]));
+    let report = store.scavenge(&|_: ScavengeProgress| {}).await.unwrap();
+    assert_eq!(
+        report.progress.events_removed, 0,
+        "the newest readable event stays while it is the head"
+    );
+    assert_eq!(store.head_now().await.unwrap(), Some(second.positions[0]));
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let report = store.scavenge(&|_: ScavengeProgress| {}).await.unwrap();
+    assert_eq!(report.progress.events_removed, 1, "then it goes");
     drop(store);
     support::drop_schema(schema).await;
 }

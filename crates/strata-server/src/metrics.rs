@@ -117,18 +117,14 @@ impl Metrics {
         self.hand_over_gaps.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A scavenge started.
-    pub fn scavenge_started(&self) {
-        self.scavenges.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// A scavenge removed `n` more events.
     pub fn scavenge_removed(&self, n: u64) {
         self.scavenge_events_removed.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// A scavenge ended: finished (`ok`) or failed.
+    /// A scavenge ran to its end: finished (`ok`) or failed.
     pub fn scavenge_ended(&self, ok: bool) {
+        self.scavenges.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.scavenges_failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -233,7 +229,7 @@ impl Metrics {
         counter(
             &mut o,
             "strata_scavenges_total",
-            "Scavenges started through this server.",
+            "Scavenges started through this server that ran to their end (finished or failed).",
             g(&self.scavenges),
         );
         counter(

@@ -23,8 +23,6 @@ pub(crate) struct Scavenges {
 struct Run {
     status: ScavengeStatus,
     started: Option<Instant>,
-    /// What the last one failed with, for the answer to the `POST` that started it.
-    failure: Option<Failure>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +47,6 @@ impl Default for Scavenges {
                     error: None,
                 },
                 started: None,
-                failure: None,
             })),
         }
     }
@@ -75,13 +72,15 @@ impl Scavenges {
 
     /// Starts a scavenge of `st`'s store in the background and answers once it has begun (its
     /// first progress report) or ended: `scavenge_in_progress` when one runs already (here
-    /// or in another process), `scavenge_unsupported` when the store cannot scavenge.
+    /// or in another process), `scavenge_unsupported` when the store cannot scavenge; after
+    /// either, the status is the one before.
     pub(crate) async fn start(&self, st: &AppState) -> Result<ScavengeStatus, ApiError> {
-        {
+        let previous = {
             let mut run = self.run.lock();
             if run.status.state == ScavengeState::Running {
                 return Err(in_progress());
             }
+            let previous = (run.status.clone(), run.started);
             run.status = ScavengeStatus {
                 state: ScavengeState::Running,
                 started_at: Some(Utc::now()),
@@ -93,15 +92,21 @@ impl Scavenges {
                 error: None,
             };
             run.started = Some(Instant::now());
-            run.failure = None;
-        }
-        st.metrics().scavenge_started();
-        let (begun, begun_rx) = tokio::sync::oneshot::channel::<()>();
-        let begun = Arc::new(Mutex::new(Some(begun)));
+            previous
+        };
+        // Told once: that the scavenge began, or how it ended before it began.
+        let (began, began_rx) = tokio::sync::oneshot::channel::<Option<Failure>>();
+        let began = Arc::new(Mutex::new(Some(began)));
+        let tell = move |began: &Mutex<Option<tokio::sync::oneshot::Sender<Option<Failure>>>>,
+                         what: Option<Failure>| {
+            if let Some(tx) = began.lock().take() {
+                let _ = tx.send(what);
+            }
+        };
         let task = {
             let run = Arc::clone(&self.run);
             let st = st.clone();
-            let begun = Arc::clone(&begun);
+            let began = Arc::clone(&began);
             async move {
                 let _unfinished = Unfinished(Arc::clone(&run), st.clone());
                 let progress = |p: ScavengeProgress| {
@@ -115,17 +120,21 @@ impl Scavenges {
                     };
                     st.metrics()
                         .scavenge_removed(p.events_removed.saturating_sub(removed_before));
-                    if let Some(tx) = begun.lock().take() {
-                        let _ = tx.send(());
-                    }
+                    tell(&began, None);
                 };
                 let result = st.store().scavenge(&progress).await;
                 let mut r = run.lock();
-                r.status.finished_at = Some(Utc::now());
-                if let Some(started) = r.started {
-                    r.status.elapsed_seconds = started.elapsed().as_secs_f64();
-                }
+                let failure = match &result {
+                    Ok(_) => None,
+                    Err(ScavengeError::Unsupported) => Some(Failure::Unsupported),
+                    Err(ScavengeError::AlreadyRunning) => Some(Failure::AlreadyRunning),
+                    Err(_) => Some(Failure::Other),
+                };
                 match result {
+                    // Nothing ran: the status is the one before, and nothing is counted.
+                    Err(ScavengeError::Unsupported | ScavengeError::AlreadyRunning) => {
+                        (r.status, r.started) = previous;
+                    }
                     Ok(report) => {
                         let removed = report
                             .progress
@@ -136,39 +145,41 @@ impl Scavenges {
                         r.status.streams_total = report.progress.streams_total;
                         r.status.events_removed = report.progress.events_removed;
                         r.status.state = ScavengeState::Done;
+                        finish(&mut r);
                         st.metrics().scavenge_ended(true);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "scavenge failed");
-                        r.failure = Some(match e {
-                            ScavengeError::Unsupported => Failure::Unsupported,
-                            ScavengeError::AlreadyRunning => Failure::AlreadyRunning,
-                            _ => Failure::Other,
-                        });
                         r.status.error = Some(public_error(&e));
                         r.status.state = ScavengeState::Failed;
+                        finish(&mut r);
                         st.metrics().scavenge_ended(false);
                     }
                 }
                 drop(r);
-                // Wakes the `POST` when the scavenge ended before any progress.
-                if let Some(tx) = begun.lock().take() {
-                    let _ = tx.send(());
-                }
+                tell(&began, failure);
             }
         };
         tokio::spawn(task);
-        // The task sends, or drops the sender when it ends (a panic included).
-        let _ = begun_rx.await;
-        let run = self.run.lock();
-        match run.failure {
-            Some(Failure::Unsupported) => Err(ApiError::new(
+        // The task holds the only sender: it sends, or drops it when it ends (a panic
+        // included, after which the status says failed).
+        drop(began);
+        match began_rx.await {
+            Ok(Some(Failure::Unsupported)) => Err(ApiError::new(
                 ErrorCode::ScavengeUnsupported,
                 "the store behind this server cannot scavenge",
             )),
-            Some(Failure::AlreadyRunning) => Err(in_progress()),
-            _ => Ok(run.status.clone()),
+            Ok(Some(Failure::AlreadyRunning)) => Err(in_progress()),
+            _ => Ok(self.status()),
         }
+    }
+}
+
+/// Stamps the end of the run.
+fn finish(r: &mut Run) {
+    r.status.finished_at = Some(Utc::now());
+    if let Some(started) = r.started {
+        r.status.elapsed_seconds = started.elapsed().as_secs_f64();
     }
 }
 
@@ -202,7 +213,6 @@ impl Drop for Unfinished {
             run.status.state = ScavengeState::Failed;
             run.status.finished_at = Some(Utc::now());
             run.status.error = Some("the scavenge stopped without finishing".to_owned());
-            run.failure = Some(Failure::Other);
             self.1.metrics().scavenge_ended(false);
         }
     }

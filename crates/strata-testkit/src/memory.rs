@@ -186,7 +186,7 @@ impl Inner {
                     progress.events_removed += 1;
                 }
             }
-            if visibility.tombstoned || visibility.from_version > last {
+            if visibility.tombstoned {
                 self.snapshots.remove(stream.as_str());
             }
         }
@@ -589,8 +589,12 @@ impl EventStore for MemoryStore {
     async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
         let inner = self.inner.lock();
         // recorded_at never decreases in position order, so this is a binary search.
-        let after = inner.events.partition_point(|e| e.recorded_at <= at);
-        Ok((after as u64).checked_sub(1).map(Position))
+        let after = inner.events.partition_point(|e| e.recorded_at <= at) as u64;
+        // The last stored one: a scavenge may have removed the ones after it.
+        Ok((0..after)
+            .rev()
+            .find(|p| !inner.removed.contains(p))
+            .map(Position))
     }
 
     async fn head(&self) -> Result<Option<Position>, ReadError> {
