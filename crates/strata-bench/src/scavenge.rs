@@ -204,8 +204,8 @@ pub async fn run(database_url: &str, scale: ScavengeScale) -> Result<ScavengeRep
     }
     let bytes_before = table_bytes(&admin, schemas[0]).await?;
 
-    // The baseline: the same rows in one statement (versions 0..99 of each deleted stream,
-    // its last kept), then VACUUM as the scavenge does.
+    // The baseline: the same rows in one statement (versions 1..99 of each deleted stream,
+    // its first and last kept), then VACUUM as the scavenge does.
     let t = Instant::now();
     let mut tx = bulk.pool().begin().await.map_err(|e| e.to_string())?;
     tx.execute(format!("SELECT set_config('strata.delete', '{}', true)", schemas[1]).as_str())
@@ -215,7 +215,7 @@ pub async fn run(database_url: &str, scale: ScavengeScale) -> Result<ScavengeRep
         .execute(
             format!(
                 "DELETE FROM {0}.events e
-                  WHERE e.version < {1}
+                  WHERE e.version > 0 AND e.version < {1}
                     AND EXISTS (SELECT 1 FROM {0}.events m
                                  WHERE m.aggregate_id = '$$' || e.aggregate_id)",
                 schemas[1],
