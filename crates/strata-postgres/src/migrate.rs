@@ -44,10 +44,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "stream lifecycles: tombstones refuse appends, deleted streams re-created",
         sql: include_str!("sql/0005_lifecycle.sql"),
     },
+    Migration {
+        version: 6,
+        description: "strata_append reads a batch's soft-delete state in one statement",
+        sql: include_str!("sql/0006_batch_lifecycle_checks.sql"),
+    },
 ];
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 const _: () = assert!(MIGRATIONS.len() as i32 == SCHEMA_VERSION);
 
