@@ -36,16 +36,7 @@ impl Default for Scavenges {
     fn default() -> Self {
         Scavenges {
             run: Arc::new(Mutex::new(Run {
-                status: ScavengeStatus {
-                    state: ScavengeState::Idle,
-                    started_at: None,
-                    finished_at: None,
-                    streams_examined: 0,
-                    streams_total: 0,
-                    events_removed: 0,
-                    elapsed_seconds: 0.0,
-                    error: None,
-                },
+                status: fresh(ScavengeState::Idle),
                 started: None,
             })),
         }
@@ -82,14 +73,8 @@ impl Scavenges {
             }
             let previous = (run.status.clone(), run.started);
             run.status = ScavengeStatus {
-                state: ScavengeState::Running,
                 started_at: Some(Utc::now()),
-                finished_at: None,
-                streams_examined: 0,
-                streams_total: 0,
-                events_removed: 0,
-                elapsed_seconds: 0.0,
-                error: None,
+                ..fresh(ScavengeState::Running)
             };
             run.started = Some(Instant::now());
             previous
@@ -172,6 +157,20 @@ impl Scavenges {
             Ok(Some(Failure::AlreadyRunning)) => Err(in_progress()),
             _ => Ok(self.status()),
         }
+    }
+}
+
+/// A status in `state` with nothing done yet.
+fn fresh(state: ScavengeState) -> ScavengeStatus {
+    ScavengeStatus {
+        state,
+        started_at: None,
+        finished_at: None,
+        streams_examined: 0,
+        streams_total: 0,
+        events_removed: 0,
+        elapsed_seconds: 0.0,
+        error: None,
     }
 }
 

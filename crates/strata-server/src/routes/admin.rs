@@ -4,24 +4,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{caller, json_response};
-use crate::auth::Principal;
-use crate::error::{ApiError, ErrorCode};
+use super::{caller, json_response, require_admin};
+use crate::error::ApiError;
 use crate::query::Query;
 use crate::AppState;
-
-fn may_administer(who: &Principal, what: &str) -> Result<(), ApiError> {
-    if who.is_admin() {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::Forbidden,
-        format!(
-            "token {:?} may not {what}: that needs the admin role",
-            who.name
-        ),
-    ))
-}
 
 /// `POST /admin/scavenge`: starts a scavenge; `202` with its status once it has begun.
 pub(crate) async fn start_scavenge(
@@ -30,7 +16,7 @@ pub(crate) async fn start_scavenge(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers)?;
-    may_administer(&who, "scavenge")?;
+    require_admin(&who, "scavenge")?;
     Query::parse(raw.as_deref(), &[])?;
     let status = st.scavenges().start(&st).await?;
     Ok((StatusCode::ACCEPTED, json_response(&status)).into_response())
@@ -43,7 +29,7 @@ pub(crate) async fn scavenge_status(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers)?;
-    may_administer(&who, "read the scavenge status")?;
+    require_admin(&who, "read the scavenge status")?;
     Query::parse(raw.as_deref(), &[])?;
     Ok(json_response(&st.scavenges().status()))
 }

@@ -224,6 +224,21 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Arc<Princi
     state.auth().authenticate(headers)
 }
 
+/// Refuses `who` with `403 forbidden` unless it has the admin role; `what` says what it may
+/// not do ("read metrics").
+pub(crate) fn require_admin(who: &Principal, what: &str) -> Result<(), ApiError> {
+    if who.is_admin() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "token {:?} may not {what}: that needs the admin role",
+            who.name
+        ),
+    ))
+}
+
 /// A path parameter, with rejections as `invalid_request`.
 pub(crate) fn path_param(
     p: Result<Path<String>, PathRejection>,

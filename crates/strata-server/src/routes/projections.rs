@@ -13,7 +13,7 @@ use strata::projection::{ProjectionError, ProjectionInfo, ProjectionStatus};
 use strata_core::Position;
 use strata_wire::parse_body;
 
-use super::{caller, json_response, path_param, read_body};
+use super::{caller, json_response, path_param, read_body, require_admin};
 use crate::auth::Principal;
 use crate::config::Action;
 use crate::error::{ApiError, ErrorCode};
@@ -69,19 +69,6 @@ fn may_read(who: &Principal) -> Result<(), ApiError> {
         ErrorCode::Forbidden,
         format!(
             "token {:?} may not read projection status: that needs a read right",
-            who.name
-        ),
-    ))
-}
-
-fn may_operate(who: &Principal, op: &str) -> Result<(), ApiError> {
-    if who.is_admin() {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::Forbidden,
-        format!(
-            "token {:?} may not {op} projections: that needs the admin role",
             who.name
         ),
     ))
@@ -287,7 +274,7 @@ async fn operate(
     op: Op,
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers)?;
-    may_operate(&who, op.verb())?;
+    require_admin(&who, &format!("{} projections", op.verb()))?;
     let name = name_param(name)?;
     Query::parse(raw.as_deref(), &[])?;
     let (bytes, _charge) = read_body(&st, body, &headers, OPERATION_BODY_MAX_BYTES).await?;

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{caller, json_response};
+use super::{caller, json_response, require_admin};
 use crate::error::{ApiError, ErrorCode};
 use crate::query::Query;
 use crate::AppState;
@@ -69,15 +69,7 @@ pub(crate) async fn metrics(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers)?;
-    if !who.is_admin() {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "token {:?} may not read metrics: that needs the admin role",
-                who.name
-            ),
-        ));
-    }
+    require_admin(&who, "read metrics")?;
     Query::parse(raw.as_deref(), &[])?;
     let mut text = st.metrics().render();
     crate::metrics::render_gauge(
