@@ -183,20 +183,28 @@ impl Queue {
     }
 }
 
-/// Takes the oldest queued appends that fit in one batch (always at least one).
+/// Takes the oldest queued appends that fit in one batch (always at least one). An append to
+/// a metastream goes in a batch of its own: it changes what the checks of the others read (a
+/// deletion makes its stream exist for no expected version), and `strata_append` checks every
+/// append of a batch against what was stored before it.
 fn take_batch(pending: &mut std::collections::VecDeque<AppendRequest>) -> Vec<AppendRequest> {
     let mut batch = Vec::new();
     let (mut events, mut bytes) = (0usize, 0usize);
     while let Some(next) = pending.front() {
+        let alone = next.stream.is_metastream();
         let fits = batch.len() < limits::APPEND_BATCH_MAX_APPENDS
             && events + next.events.len() <= limits::APPEND_BATCH_MAX_EVENTS
-            && bytes + next.bytes() <= limits::APPEND_BATCH_MAX_BYTES;
+            && bytes + next.bytes() <= limits::APPEND_BATCH_MAX_BYTES
+            && !alone;
         if !batch.is_empty() && !fits {
             break;
         }
         events += next.events.len();
         bytes += next.bytes();
         batch.extend(pending.pop_front());
+        if alone {
+            break;
+        }
     }
     batch
 }
@@ -619,12 +627,50 @@ mod tests {
     use super::*;
 
     fn request(n: usize) -> AppendRequest {
+        named(&format!("account-{n}"))
+    }
+
+    fn named(stream: &str) -> AppendRequest {
         AppendRequest {
-            stream: StreamId::new(format!("account-{n}")).unwrap_or_else(|e| panic!("{e}")),
+            stream: StreamId::new(stream).unwrap_or_else(|e| panic!("{e}")),
             expected: ExpectedVersion::Any,
             events: Vec::new(),
             reply: oneshot::channel().0,
         }
+    }
+
+    /// A deletion and an append to its stream queued together are decided in two batches,
+    /// so that the append's check sees the deletion (or the deletion's the append).
+    #[test]
+    fn a_metastream_append_is_batched_alone() {
+        let mut pending: std::collections::VecDeque<AppendRequest> = [
+            named("account-1"),
+            named("$$account-2"),
+            named("account-2"),
+            named("account-3"),
+            named("$$account-4"),
+        ]
+        .into_iter()
+        .collect();
+        let mut batches = Vec::new();
+        while !pending.is_empty() {
+            let batch = take_batch(&mut pending);
+            batches.push(
+                batch
+                    .iter()
+                    .map(|r| r.stream.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(
+            batches,
+            [
+                vec!["account-1"],
+                vec!["$$account-2"],
+                vec!["account-2", "account-3"],
+                vec!["$$account-4"],
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

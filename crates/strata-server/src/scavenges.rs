@@ -79,11 +79,12 @@ impl Scavenges {
             run.started = Some(Instant::now());
             previous
         };
-        // Told once: that the scavenge began, or how it ended before it began.
-        let (began, began_rx) = tokio::sync::oneshot::channel::<Option<Failure>>();
+        // Told once: the status when the scavenge began, or how it ended before it began.
+        type Began = Result<ScavengeStatus, Failure>;
+        let (began, began_rx) = tokio::sync::oneshot::channel::<Began>();
         let began = Arc::new(Mutex::new(Some(began)));
-        let tell = move |began: &Mutex<Option<tokio::sync::oneshot::Sender<Option<Failure>>>>,
-                         what: Option<Failure>| {
+        let tell = move |began: &Mutex<Option<tokio::sync::oneshot::Sender<Began>>>,
+                         what: Began| {
             if let Some(tx) = began.lock().take() {
                 let _ = tx.send(what);
             }
@@ -95,19 +96,21 @@ impl Scavenges {
             async move {
                 let _unfinished = Unfinished(Arc::clone(&run), st.clone());
                 let progress = |p: ScavengeProgress| {
-                    let removed_before = {
+                    let (removed_before, now) = {
                         let mut run = run.lock();
                         let before = run.status.events_removed;
                         run.status.streams_examined = p.streams_examined;
                         run.status.streams_total = p.streams_total;
                         run.status.events_removed = p.events_removed;
-                        before
+                        (before, run.status.clone())
                     };
                     st.metrics()
                         .scavenge_removed(p.events_removed.saturating_sub(removed_before));
-                    tell(&began, None);
+                    tell(&began, Ok(now));
                 };
                 let result = st.store().scavenge(&progress).await;
+                // Whether the `POST` is still waiting: nothing was reported yet.
+                let unreported = began.lock().is_some();
                 let mut r = run.lock();
                 let failure = match &result {
                     Ok(_) => None,
@@ -117,7 +120,9 @@ impl Scavenges {
                 };
                 match result {
                     // Nothing ran: the status is the one before, and nothing is counted.
-                    Err(ScavengeError::Unsupported | ScavengeError::AlreadyRunning) => {
+                    Err(ScavengeError::Unsupported | ScavengeError::AlreadyRunning)
+                        if unreported =>
+                    {
                         (r.status, r.started) = previous;
                     }
                     Ok(report) => {
@@ -141,8 +146,12 @@ impl Scavenges {
                         st.metrics().scavenge_ended(false);
                     }
                 }
+                let answer = match failure {
+                    Some(f @ (Failure::Unsupported | Failure::AlreadyRunning)) => Err(f),
+                    _ => Ok(r.status.clone()),
+                };
                 drop(r);
-                tell(&began, failure);
+                tell(&began, answer);
             }
         };
         tokio::spawn(task);
@@ -150,12 +159,14 @@ impl Scavenges {
         // included, after which the status says failed).
         drop(began);
         match began_rx.await {
-            Ok(Some(Failure::Unsupported)) => Err(ApiError::new(
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(Failure::Unsupported)) => Err(ApiError::new(
                 ErrorCode::ScavengeUnsupported,
                 "the store behind this server cannot scavenge",
             )),
-            Ok(Some(Failure::AlreadyRunning)) => Err(in_progress()),
-            _ => Ok(self.status()),
+            Ok(Err(Failure::AlreadyRunning)) => Err(in_progress()),
+            // The task ended without a word (a panic): its guard marked the run failed.
+            Ok(Err(Failure::Other)) | Err(_) => Ok(self.status()),
         }
     }
 }

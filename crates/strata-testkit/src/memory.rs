@@ -180,14 +180,15 @@ impl Inner {
                     .map(|e| e.stream_version)
             });
             let range = removable(visibility, last, first_recent);
+            // A tombstoned stream's snapshots go with its events, as on PostgreSQL.
+            if visibility.tombstoned && !range.is_empty() {
+                self.snapshots.remove(stream.as_str());
+            }
             for &p in &positions[range.start as usize..range.end as usize] {
                 if self.removed.insert(p) {
                     self.ids.remove(&self.events[p as usize].event_id);
                     progress.events_removed += 1;
                 }
-            }
-            if visibility.tombstoned {
-                self.snapshots.remove(stream.as_str());
             }
         }
         progress
@@ -565,8 +566,9 @@ impl EventStore for MemoryStore {
         let inner = self.inner.lock();
         let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
         // As stored, like the other backends (whose category counts come from their
-        // indexes): deleted streams count until scavenged (which removes their first event),
-        // a stream as many events as its next version; metastreams do not count.
+        // indexes): deleted streams count, and tombstoned ones until scavenged (which removes
+        // their first event); a stream as many events as its next version; metastreams do
+        // not count.
         for (name, positions) in inner.streams.iter().filter(|(name, positions)| {
             !name.starts_with(strata_core::METASTREAM_PREFIX)
                 && !positions.first().is_some_and(|p| inner.removed.contains(p))

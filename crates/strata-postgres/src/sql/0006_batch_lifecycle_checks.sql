@@ -77,16 +77,21 @@ BEGIN
     ELSE
         LOCK TABLE {schema}.events IN ROW EXCLUSIVE MODE;
     END IF;
-    -- The truncateBefore of each append's stream (NULL without one), for the soft-delete
-    -- check below: one statement for the batch, and none while the store has no metastream
-    -- (one probe of the (aggregate_id, version) index). A deletion is either committed
-    -- before the lock above or waits for this transaction, so reading them here sees what
-    -- reading them append by append would.
+    -- The truncateBefore of each append's stream (NULL without one, or for an append that
+    -- expects `any`), for the soft-delete check below: one statement for the batch, and none
+    -- while the store has no metastream (one probe of the (aggregate_id, version) index). A
+    -- `$streamDeleted` is either committed before the lock above or waits for this
+    -- transaction (a batch holding one takes the table in SHARE ROW EXCLUSIVE mode), and the
+    -- client batches a metastream's append alone, so reading them here sees what reading
+    -- them append by append would. Truncations and other metadata changes take no such lock,
+    -- here as in version 5.
     IF EXISTS (SELECT 1 FROM {schema}.events x
                 WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%') THEN
         v_tbs := ARRAY(
-            SELECT (SELECT (m.data ->> 'truncateBefore')::BIGINT FROM {schema}.events m
-                     WHERE m.aggregate_id = '$$' || u.s ORDER BY m.version DESC LIMIT 1)
+            SELECT CASE WHEN p_expected_kinds[u.o] <> 0 THEN
+                       (SELECT (m.data ->> 'truncateBefore')::BIGINT FROM {schema}.events m
+                         WHERE m.aggregate_id = '$$' || u.s ORDER BY m.version DESC LIMIT 1)
+                   END
               FROM unnest(p_streams) WITH ORDINALITY AS u(s, o)
              ORDER BY u.o);
     END IF;
