@@ -22,7 +22,15 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
-        self.append_events(stream, expected, events).await
+        let lifecycle = stream.is_metastream()
+            || events
+                .iter()
+                .any(|e| e.event_type == strata_core::lifecycle::EVENT_TYPE_STREAM_TOMBSTONED);
+        let result = self.append_events(stream, expected, events).await;
+        if lifecycle && result.is_ok() {
+            self.shared().note_lifecycle();
+        }
+        result
     }
 
     async fn read_stream(
@@ -50,6 +58,11 @@ impl EventStore for PostgresStore {
         options.validate()?;
         options.filter.categories = options.filter.category_terms();
         let page = self.read_all_events(options).await?;
+        // Until a read finds a metastream or a tombstone, no stream has lifecycle state: the
+        // page is what readers see. (A page read ahead is as of its read, lifecycle included.)
+        if !self.shared().lifecycle_seen() {
+            return Ok(page);
+        }
         let AllPage {
             events,
             next,

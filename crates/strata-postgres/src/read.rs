@@ -345,6 +345,8 @@ struct Head {
     xmin: i64,
     hi: Option<i64>,
     lo: Option<i64>,
+    /// Some stream may have lifecycle state (a metastream or a tombstone exists).
+    lifecycle: bool,
 }
 
 /// What one `$all` query returned: the watermark, the cut of an indexed read, the events.
@@ -363,7 +365,7 @@ impl Fetched {
         limit: usize,
         with_cut: bool,
     ) -> Result<Fetched, ReadError> {
-        let at = if with_cut { 4 } else { 3 };
+        let at = if with_cut { 5 } else { 4 };
         let mut out = Fetched {
             head: None,
             cut: None,
@@ -375,9 +377,10 @@ impl Fetched {
                     xmin: r.try_get(0).map_err(read_error)?,
                     hi: r.try_get(1).map_err(read_error)?,
                     lo: r.try_get(2).map_err(read_error)?,
+                    lifecycle: r.try_get(3).map_err(read_error)?,
                 });
                 if with_cut {
-                    out.cut = r.try_get(3).map_err(read_error)?;
+                    out.cut = r.try_get(4).map_err(read_error)?;
                 }
             }
             // The LEFT JOIN yields one row of NULL event columns when no event matched.
@@ -620,11 +623,20 @@ impl PostgresStore {
                 cut: _,
                 mut events,
             } = fetched;
-            let Some(Head { xmin, hi, lo }) = head else {
+            let Some(Head {
+                xmin,
+                hi,
+                lo,
+                lifecycle,
+            }) = head
+            else {
                 return Err(ReadError::Storage(
                     ("the $all read returned no row".to_owned()).into(),
                 ));
             };
+            if lifecycle {
+                self.shared().note_lifecycle();
+            }
             // The lateral subquery returns its rows in index order and the one-row outer side
             // keeps it; check rather than pay for a second sort in SQL.
             let in_order = match options.direction {

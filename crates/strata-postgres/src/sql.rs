@@ -25,7 +25,14 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
                     SELECT p.position FROM {schema}.events p
                      ORDER BY p.position DESC OFFSET {watermark_scan} - 1 LIMIT 1) k)
             ) AS hi,
-            (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo
+            (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo,
+            -- Whether any stream may have lifecycle state (a metastream or a tombstone
+            -- exists): two index probes, so that `$all` pages ask for their streams' state
+            -- only when some stream may have one.
+            (EXISTS (SELECT 1 FROM {schema}.events x
+                      WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')
+             OR EXISTS (SELECT 1 FROM {schema}.events t
+                         WHERE t.event_type = '$streamTombstoned')) AS lc
        FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) w";
 
 /// The common case of one append in one statement, without the plpgsql function: one
@@ -192,7 +199,7 @@ fn indexed_forward(column: &str, residual: Option<&str>) -> String {
               k AS MATERIALIZED (SELECT unnest($8::text[]) AS key),
               m AS MATERIALIZED ({m}),
               c AS MATERIALIZED ({cut})
-         SELECT h.xmin, h.hi, h.lo, c.cut, {{cols}} FROM h CROSS JOIN c LEFT JOIN LATERAL (
+         SELECT h.xmin, h.hi, h.lo, h.lc, c.cut, {{cols}} FROM h CROSS JOIN c LEFT JOIN LATERAL (
              SELECT e.* FROM (SELECT m.position FROM m
                                WHERE m.position <= coalesce(c.cut, m.position)
                                ORDER BY m.position LIMIT $7) s
@@ -300,7 +307,7 @@ impl Sql {
                              ELSE 1::int4 END"),
             read_all_forward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
-                 SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (
+                 SELECT h.xmin, h.hi, h.lo, h.lc, {{cols}} FROM h LEFT JOIN LATERAL (
                      SELECT * FROM {{schema}}.events e
                       WHERE e.position >= $1 AND e.position <= least(coalesce(h.hi, -1), $2)
                         AND e.position < $3
@@ -313,7 +320,7 @@ impl Sql {
             read_all_by_type_filtered: r(&indexed_forward("event_type", Some(filter))),
             read_all_backward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
-                 SELECT h.xmin, h.hi, h.lo, {{cols}} FROM h LEFT JOIN LATERAL (
+                 SELECT h.xmin, h.hi, h.lo, h.lc, {{cols}} FROM h LEFT JOIN LATERAL (
                      SELECT * FROM {{schema}}.events e
                       WHERE e.position <= least(coalesce(h.hi, -1), $2, $1)
                         AND e.position > least(coalesce(h.hi, -1), $2, $1) - $3

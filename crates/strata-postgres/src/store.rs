@@ -53,9 +53,26 @@ pub(crate) struct Shared {
     /// `check_writable` reports it, so `/ready?write=true` takes the node out of write
     /// rotation instead of letting clients retry against it.
     pub read_only: std::sync::atomic::AtomicBool,
+    /// Some stream of the store may have lifecycle state: set by the first `$all` read (or
+    /// lifecycle change of this store) that finds a metastream or a tombstone, and never
+    /// cleared (neither is ever removed). Until then `$all` pages skip the query for their
+    /// streams' lifecycle state.
+    pub lifecycle_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Some stream may have lifecycle state from now on.
+    pub(crate) fn note_lifecycle(&self) {
+        self.lifecycle_seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether some stream may have lifecycle state (see `lifecycle_seen`).
+    pub(crate) fn lifecycle_seen(&self) -> bool {
+        self.lifecycle_seen
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records whether the host took the last append transaction: a read-only host (25006)
     /// marks the store not writable and has the monitor of a several-host URL look for the
     /// writable one; a commit clears the mark.
@@ -226,6 +243,7 @@ impl PostgresStore {
             failover,
             stall: Default::default(),
             read_only: Default::default(),
+            lifecycle_seen: Default::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(notify::listener(

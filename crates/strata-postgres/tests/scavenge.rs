@@ -282,3 +282,69 @@ async fn a_scavenge_never_moves_the_head_back() {
     drop(store);
     support::drop_schema(schema).await;
 }
+
+/// A store that has seen no lifecycle state skips asking for it on `$all` pages, until a
+/// page's own statement finds some: a deletion made through another store on the schema
+/// hides the stream from this one's next `$all` read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_by_another_store_hides_the_stream_from_all() {
+    let _serial = SERIAL.lock().await;
+    let (reader, schema) = support::connect("scavd", |o| o).await;
+    let writer = strata_postgres::PostgresStore::connect_with(
+        strata_postgres::PgStoreOptions::new(support::database_url()).with_schema(&schema),
+    )
+    .await
+    .unwrap();
+    let s = sid("order-1");
+    let kept = sid("order-2");
+    for stream in [&s, &kept] {
+        writer
+            .append(stream, ExpectedVersion::NoStream, events(0, 2))
+            .await
+            .unwrap();
+    }
+    let streams_in_all = |events: Vec<strata_core::RecordedEvent>| {
+        let mut names: Vec<String> = events
+            .into_iter()
+            .filter(|e| !e.stream_id.is_metastream())
+            .map(|e| e.stream_id.as_str().to_owned())
+            .collect();
+        names.dedup();
+        names
+    };
+    let wait_for = |n: usize| {
+        let reader = reader.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let page = reader.read_all(ReadAllOptions::forward()).await.unwrap();
+                if page.events.len() >= n {
+                    return page.events;
+                }
+                assert!(Instant::now() < deadline, "the writer's events never came");
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    assert_eq!(streams_in_all(wait_for(4).await), ["order-1", "order-2"]);
+    writer
+        .delete_stream(&s, ExpectedVersion::Exact(1))
+        .await
+        .unwrap();
+    // The reader sees the deletion's event (five in all) and no event of order-1.
+    let after = wait_for(3).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut after = after;
+    while !after.iter().any(|e| e.stream_id.is_metastream()) {
+        assert!(Instant::now() < deadline, "the deletion never came");
+        tokio::task::yield_now().await;
+        after = reader
+            .read_all(ReadAllOptions::forward())
+            .await
+            .unwrap()
+            .events;
+    }
+    assert_eq!(streams_in_all(after), ["order-2"]);
+    drop((reader, writer));
+    support::drop_schema(schema).await;
+}
