@@ -22,15 +22,12 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
-        let lifecycle = stream.is_metastream()
-            || events
-                .iter()
-                .any(|e| e.event_type == strata_core::lifecycle::EVENT_TYPE_STREAM_TOMBSTONED);
-        let result = self.append_events(stream, expected, events).await;
-        if lifecycle && result.is_ok() {
+        // Marked before: a store that may have lifecycle state while it has none only asks
+        // for it in vain.
+        if crate::lifecycle::is_lifecycle_change(stream, &events) {
             self.shared().note_lifecycle();
         }
-        result
+        self.append_events(stream, expected, events).await
     }
 
     async fn read_stream(
@@ -57,10 +54,11 @@ impl EventStore for PostgresStore {
     async fn read_all(&self, mut options: ReadAllOptions) -> Result<AllPage, ReadError> {
         options.validate()?;
         options.filter.categories = options.filter.category_terms();
-        let page = self.read_all_events(options).await?;
-        // Until a read finds a metastream or a tombstone, no stream has lifecycle state: the
-        // page is what readers see. (A page read ahead is as of its read, lifecycle included.)
-        if !self.shared().lifecycle_seen() {
+        let (page, fresh) = self.read_all_events(options).await?;
+        // While no metastream or tombstone exists, no stream has lifecycle state and the page
+        // is what readers see. A page read just now said so in its own statement (which
+        // marks the store once one exists, for good); one read ahead is asked again.
+        if !self.shared().lifecycle_seen() && (fresh || !self.lifecycle_exists().await?) {
             return Ok(page);
         }
         let AllPage {

@@ -46,7 +46,29 @@ pub(crate) fn visibility(
     Visibility::new(metadata.as_ref(), last, tombstone, Utc::now())
 }
 
+/// Whether appending `events` to `stream` gives the store lifecycle state (a metastream's
+/// event, or a tombstone).
+pub(crate) fn is_lifecycle_change(stream: &StreamId, events: &[strata_core::EventData]) -> bool {
+    stream.is_metastream()
+        || events
+            .iter()
+            .any(|e| e.event_type == strata_core::lifecycle::EVENT_TYPE_STREAM_TOMBSTONED)
+}
+
 impl PostgresStore {
+    /// Whether any stream may have lifecycle state now (a metastream or a tombstone exists;
+    /// two index probes), which marks the store when it does.
+    pub(crate) async fn lifecycle_exists(&self) -> Result<bool, ReadError> {
+        let exists: bool = sqlx::query_scalar(&self.shared().sql.lifecycle_exists)
+            .fetch_one(self.pool())
+            .await
+            .map_err(read_error)?;
+        if exists {
+            self.shared().note_lifecycle();
+        }
+        Ok(exists)
+    }
+
     /// The lifecycle state of each of `streams` (one round trip). Streams left out have
     /// none: every stream, while the store has no metastream.
     pub(crate) async fn lifecycles(

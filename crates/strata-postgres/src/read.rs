@@ -248,6 +248,15 @@ impl ReadAhead {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether no page is being read ahead right now.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn settled(&self) -> bool {
+        self.lock().iter().all(|(_, slot)| match slot {
+            Slot::Pending(task) => task.is_finished(),
+            Slot::Ready(_) => true,
+        })
+    }
+
     fn take(&self, key: &ReadAheadKey) -> Option<Slot> {
         let mut slots = self.lock();
         let i = slots.iter().position(|(k, _)| k == key)?;
@@ -506,15 +515,16 @@ impl PostgresStore {
     /// not at the end are kept, anything else is read afresh.
     /// The caller validated `options` (`EventStore::read_all`, which also adds the
     /// metastreams' categories to a category filter, past the limit on terms).
+    /// A page of `$all`, and whether it was read just now (rather than ahead, earlier).
     pub(crate) async fn read_all_events(
         &self,
         options: ReadAllOptions,
-    ) -> Result<AllPage, ReadError> {
+    ) -> Result<(AllPage, bool), ReadError> {
         let ahead = options.direction == Direction::Forward
             && options.limit > 0
             && options.limit <= limits::READ_AHEAD_MAX_EVENTS;
         if !ahead {
-            return self.read_all_once(options).await;
+            return Ok((self.read_all_once(options).await?, true));
         }
         let read_ahead = &self.shared().read_ahead;
         let mut page = None;
@@ -545,13 +555,13 @@ impl PostgresStore {
             None => {}
         }
         match page {
-            Some(p) => Ok(p),
+            Some(p) => Ok((p, false)),
             None => {
                 let p = self.read_all_once(options.clone()).await?;
                 if p.events.len() == options.limit && !p.is_end {
                     self.read_ahead_from(&options, p.next);
                 }
-                Ok(p)
+                Ok((p, true))
             }
         }
     }

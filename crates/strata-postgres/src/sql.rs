@@ -25,15 +25,16 @@ const WATERMARK: &str = "SELECT w.xmin::text::bigint AS xmin,
                     SELECT p.position FROM {schema}.events p
                      ORDER BY p.position DESC OFFSET {watermark_scan} - 1 LIMIT 1) k)
             ) AS hi,
-            (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo,
-            -- Whether any stream may have lifecycle state (a metastream or a tombstone
-            -- exists): two index probes, so that `$all` pages ask for their streams' state
-            -- only when some stream may have one.
-            (EXISTS (SELECT 1 FROM {schema}.events x
+            (SELECT p.position FROM {schema}.events p ORDER BY p.position LIMIT 1) AS lo
+       FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) w";
+
+/// Whether any stream may have lifecycle state: a metastream or a tombstone exists (two index
+/// probes: the (aggregate_id, version) index over the metastreams' range, and the
+/// (event_type, position) index).
+const LIFECYCLE_EXISTS: &str = "(EXISTS (SELECT 1 FROM {schema}.events x
                       WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')
              OR EXISTS (SELECT 1 FROM {schema}.events t
-                         WHERE t.event_type = '$streamTombstoned')) AS lc
-       FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) w";
+                         WHERE t.event_type = '$streamTombstoned'))";
 
 /// The common case of one append in one statement, without the plpgsql function: one
 /// prepared plan instead of a function's statements. It appends only when the first event id
@@ -116,9 +117,7 @@ SELECT s.id,
   FROM unnest($1::text[]) AS s(id)
   LEFT JOIN LATERAL (SELECT e.version, e.event_type FROM {schema}.events e
                       WHERE e.aggregate_id = s.id ORDER BY e.version DESC LIMIT 1) AS l ON true
- WHERE EXISTS (SELECT 1 FROM {schema}.events x
-                WHERE x.aggregate_id >= '$$' AND x.aggregate_id < '$%')
-    OR EXISTS (SELECT 1 FROM {schema}.events t WHERE t.event_type = '$streamTombstoned')";
+ WHERE {lifecycle_exists}";
 
 /// The lifecycle state of the stream `$1`, as one row: the last event of its metastream
 /// (`metadata`), its last version (`last`) and whether that is its tombstone (`tombstone`).
@@ -199,7 +198,7 @@ fn indexed_forward(column: &str, residual: Option<&str>) -> String {
               k AS MATERIALIZED (SELECT unnest($8::text[]) AS key),
               m AS MATERIALIZED ({m}),
               c AS MATERIALIZED ({cut})
-         SELECT h.xmin, h.hi, h.lo, h.lc, c.cut, {{cols}} FROM h CROSS JOIN c LEFT JOIN LATERAL (
+         SELECT h.xmin, h.hi, h.lo, {{lifecycle_exists}} AS lc, c.cut, {{cols}} FROM h CROSS JOIN c LEFT JOIN LATERAL (
              SELECT e.* FROM (SELECT m.position FROM m
                                WHERE m.position <= coalesce(c.cut, m.position)
                                ORDER BY m.position LIMIT $7) s
@@ -237,6 +236,7 @@ pub(crate) struct Sql {
     pub load_snapshot_and_events: String,
     pub delete_snapshots: String,
     pub lifecycles: String,
+    pub lifecycle_exists: String,
 }
 
 impl Sql {
@@ -245,6 +245,7 @@ impl Sql {
         let r = |s: &str| {
             s.replace("{lock_key}", &lock_key)
                 .replace("{watermark}", WATERMARK)
+                .replace("{lifecycle_exists}", LIFECYCLE_EXISTS)
                 .replace("{watermark_scan}", &limits::WATERMARK_SCAN_ROWS.to_string())
                 .replace("{cols}", EVENT_COLUMNS)
                 .replace("{schema}", schema)
@@ -265,6 +266,7 @@ impl Sql {
             )";
         Sql {
             lifecycles: r(LIFECYCLES),
+            lifecycle_exists: r(&format!("SELECT {LIFECYCLE_EXISTS}")),
             append_one: r(APPEND_ONE),
             append: r(
                 "SELECT * FROM {schema}.strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
@@ -307,7 +309,7 @@ impl Sql {
                              ELSE 1::int4 END"),
             read_all_forward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
-                 SELECT h.xmin, h.hi, h.lo, h.lc, {{cols}} FROM h LEFT JOIN LATERAL (
+                 SELECT h.xmin, h.hi, h.lo, {{lifecycle_exists}} AS lc, {{cols}} FROM h LEFT JOIN LATERAL (
                      SELECT * FROM {{schema}}.events e
                       WHERE e.position >= $1 AND e.position <= least(coalesce(h.hi, -1), $2)
                         AND e.position < $3
@@ -320,7 +322,7 @@ impl Sql {
             read_all_by_type_filtered: r(&indexed_forward("event_type", Some(filter))),
             read_all_backward: r(&format!(
                 "WITH h AS MATERIALIZED ({{watermark}})
-                 SELECT h.xmin, h.hi, h.lo, h.lc, {{cols}} FROM h LEFT JOIN LATERAL (
+                 SELECT h.xmin, h.hi, h.lo, {{lifecycle_exists}} AS lc, {{cols}} FROM h LEFT JOIN LATERAL (
                      SELECT * FROM {{schema}}.events e
                       WHERE e.position <= least(coalesce(h.hi, -1), $2, $1)
                         AND e.position > least(coalesce(h.hi, -1), $2, $1) - $3

@@ -319,6 +319,13 @@ impl PostgresStore {
         })
     }
 
+    /// Test hook: whether no page of `$all` is being read ahead right now. Only with the
+    /// `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn read_ahead_settled(&self) -> bool {
+        self.shared().read_ahead.settled()
+    }
+
     /// Test hook: the statement that computes the watermark and the readable head (what
     /// `head()` runs), to examine the work it does. Only with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]

@@ -73,6 +73,9 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
+        if crate::lifecycle::is_lifecycle_change(stream, &events) {
+            self.shared().note_lifecycle();
+        }
         let events = append::prepare(stream, events)?;
         let (reply, _answer) = oneshot::channel();
         let request = AppendRequest {

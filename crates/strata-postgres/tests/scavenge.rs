@@ -322,7 +322,7 @@ async fn a_deletion_by_another_store_hides_the_stream_from_all() {
                     return page.events;
                 }
                 assert!(Instant::now() < deadline, "the writer's events never came");
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     };
@@ -337,7 +337,7 @@ async fn a_deletion_by_another_store_hides_the_stream_from_all() {
     let mut after = after;
     while !after.iter().any(|e| e.stream_id.is_metastream()) {
         assert!(Instant::now() < deadline, "the deletion never came");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         after = reader
             .read_all(ReadAllOptions::forward())
             .await
@@ -345,6 +345,65 @@ async fn a_deletion_by_another_store_hides_the_stream_from_all() {
             .events;
     }
     assert_eq!(streams_in_all(after), ["order-2"]);
+    drop((reader, writer));
+    support::drop_schema(schema).await;
+}
+
+/// A page of `$all` read ahead before another store deleted one of its streams is delivered
+/// without that stream's events: a page read ahead asks again whether any stream has
+/// lifecycle state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_ahead_before_a_deletion_leaves_the_stream_out() {
+    let _serial = SERIAL.lock().await;
+    let (reader, schema) = support::connect("scavr", |o| o).await;
+    let writer = strata_postgres::PostgresStore::connect_with(
+        strata_postgres::PgStoreOptions::new(support::database_url()).with_schema(&schema),
+    )
+    .await
+    .unwrap();
+    let mut last = None;
+    for stream in ["order-1", "order-2", "order-3"] {
+        let r = writer
+            .append(&sid(stream), ExpectedVersion::NoStream, events(0, 4))
+            .await
+            .unwrap();
+        last = r.positions.last().copied();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reader.head_now().await.unwrap() < last {
+        assert!(
+            Instant::now() < deadline,
+            "the writer's events never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A full first page: the pages after it are read ahead.
+    let first = reader
+        .read_all(ReadAllOptions::forward().limit(4))
+        .await
+        .unwrap();
+    assert_eq!(first.events.len(), 4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.read_ahead_settled() {
+        assert!(Instant::now() < deadline, "the read-ahead never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer
+        .delete_stream(&sid("order-2"), ExpectedVersion::Exact(3))
+        .await
+        .unwrap();
+    let second = reader
+        .read_all(ReadAllOptions::forward().from(first.next.unwrap()).limit(4))
+        .await
+        .unwrap();
+    assert!(
+        second
+            .events
+            .iter()
+            .all(|e| e.stream_id.as_str() != "order-2"),
+        "{:?}",
+        second.events
+    );
     drop((reader, writer));
     support::drop_schema(schema).await;
 }
