@@ -112,7 +112,10 @@ async fn corrupt_record_reads(map_reads: bool) {
     let seg = first_segment(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
     let recs = records(&bytes);
-    assert!(recs.len() > 20, "{} records in segment 0", recs.len());
+    // How many depends on how the concurrent appends were batched (a batch never spans two
+    // segments; a busy machine makes fewer, larger batches): enough for a small event in the
+    // second half with records after it.
+    assert!(recs.len() >= 8, "{} records in segment 0", recs.len());
     let &(offset, len, p, _) = recs[recs.len() / 2..]
         .iter()
         .find(|r| r.3 == small.as_str())
