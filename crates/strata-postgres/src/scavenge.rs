@@ -36,6 +36,95 @@ use crate::error::read_error;
 use crate::limits;
 use crate::store::PostgresStore;
 
+/// How many streams have a metastream, for the progress report.
+const COUNT: &str = "SELECT count(DISTINCT e.aggregate_id) FROM {schema}.events e
+    WHERE e.aggregate_id >= '$$' AND e.aggregate_id < '$%'";
+
+/// A page of metastreams in name order: `$1` after (exclusive), `$2` how many.
+const METASTREAMS: &str = "SELECT DISTINCT e.aggregate_id FROM {schema}.events e
+    WHERE e.aggregate_id > $1 AND e.aggregate_id < '$%'
+    ORDER BY e.aggregate_id LIMIT $2";
+
+/// A page of tombstoned streams without a metastream record (a tombstone interrupted between
+/// its two events), by the event type index: `$1` after this position, `$2` how many.
+const TOMBSTONED: &str = "SELECT t.position, t.aggregate_id FROM {schema}.events t
+    WHERE t.event_type = '$streamTombstoned' AND t.position > $1
+      AND NOT starts_with(t.aggregate_id, '$$')
+      AND NOT EXISTS (SELECT 1 FROM {schema}.events m
+                       WHERE m.aggregate_id = '$$' || t.aggregate_id)
+    ORDER BY t.position LIMIT $2";
+
+/// For each stream of `$1` (`text[]`): its metastream's last version and data, its last
+/// version and whether that is its tombstone, and its first version.
+const PLAN: &str =
+    "SELECT s.id, m.version, m.data_bytes, l.version, l.event_type = '$streamTombstoned',
+         f.version
+    FROM unnest($1::text[]) AS s(id)
+    LEFT JOIN LATERAL (SELECT x.version, x.data_bytes FROM {schema}.events x
+                        WHERE x.aggregate_id = '$$' || s.id
+                        ORDER BY x.version DESC LIMIT 1) AS m ON true
+    LEFT JOIN LATERAL (SELECT x.version, x.event_type FROM {schema}.events x
+                        WHERE x.aggregate_id = s.id
+                        ORDER BY x.version DESC LIMIT 1) AS l ON true
+    LEFT JOIN LATERAL (SELECT x.version FROM {schema}.events x
+                        WHERE x.aggregate_id = s.id
+                        ORDER BY x.version LIMIT 1) AS f ON true";
+
+/// The first version of stream `$1` recorded at or after `$2`.
+const FIRST_RECENT: &str = "SELECT f.version FROM {schema}.events f
+    WHERE f.aggregate_id = $1 AND f.created_at >= $2
+    ORDER BY f.version LIMIT 1";
+
+/// Deletes versions `lo..hi` of each stream of the arrays `$1`..`$5` (stream, lo, hi, metadata
+/// version, tombstoned) while its metadata is still at that version, and the snapshots of the
+/// tombstoned ones, below position `$6`: one row per entry, saying whether its metadata was
+/// the same, with the events and snapshots deleted in all.
+const DELETE: &str = "WITH plan AS MATERIALIZED (
+        SELECT p.stream, p.lo, p.hi, p.tombstoned,
+               (SELECT m.version FROM {schema}.events m
+                 WHERE m.aggregate_id = '$$' || p.stream
+                 ORDER BY m.version DESC LIMIT 1) IS NOT DISTINCT FROM p.meta AS ok
+          FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[])
+               AS p(stream, lo, hi, meta, tombstoned)
+    ), gone AS (
+        DELETE FROM {schema}.events e USING plan p
+         WHERE p.ok AND e.aggregate_id = p.stream
+           AND e.version >= p.lo AND e.version < p.hi AND e.position < $6
+        RETURNING 1
+    ), snapshots AS (
+        DELETE FROM {schema}.snapshots s USING plan p
+         WHERE p.ok AND p.tombstoned AND s.stream_id = p.stream
+        RETURNING 1
+    )
+    SELECT p.stream, p.ok, (SELECT count(*) FROM gone), (SELECT count(*) FROM snapshots)
+      FROM plan p";
+
+/// The scavenger's statements, rendered for the store's schema once.
+pub(crate) struct ScavengeSql {
+    pub count: String,
+    pub metastreams: String,
+    pub tombstoned: String,
+    pub plan: String,
+    pub first_recent: String,
+    pub delete: String,
+    pub vacuum: String,
+}
+
+impl ScavengeSql {
+    /// The statements, with `render` filling in the schema.
+    pub(crate) fn new(render: &dyn Fn(&str) -> String) -> ScavengeSql {
+        ScavengeSql {
+            count: render(COUNT),
+            metastreams: render(METASTREAMS),
+            tombstoned: render(TOMBSTONED),
+            plan: render(PLAN),
+            first_recent: render(FIRST_RECENT),
+            delete: render(DELETE),
+            vacuum: render("VACUUM {schema}.events"),
+        }
+    }
+}
+
 /// How often the streams whose metadata changed under the scavenge are decided again, before
 /// they are left for the next scavenge.
 const REDECIDE_MAX: usize = 4;
@@ -98,14 +187,11 @@ impl PostgresStore {
         conn: &mut sqlx::PgConnection,
         progress: ProgressFn<'_>,
     ) -> Result<ScavengeProgress, ScavengeError> {
-        let schema = &self.shared().schema;
-        let total: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(DISTINCT e.aggregate_id) FROM {schema}.events e
-              WHERE e.aggregate_id >= '$$' AND e.aggregate_id < '$%'"
-        ))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(read_error)?;
+        let sql = &self.shared().sql.scavenge;
+        let total: i64 = sqlx::query_scalar(&sql.count)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(read_error)?;
         let mut p = ScavengeProgress {
             streams_total: total as u64,
             ..ScavengeProgress::default()
@@ -124,16 +210,12 @@ impl PostgresStore {
         // The streams with a metastream, a page at a time in name order.
         let mut after = "$$".to_owned();
         loop {
-            let metastreams: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT DISTINCT e.aggregate_id FROM {schema}.events e
-                  WHERE e.aggregate_id > $1 AND e.aggregate_id < '$%'
-                  ORDER BY e.aggregate_id LIMIT $2"
-            ))
-            .bind(&after)
-            .bind(limits::SCAVENGE_STREAMS_PAGE as i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(read_error)?;
+            let metastreams: Vec<String> = sqlx::query_scalar(&sql.metastreams)
+                .bind(&after)
+                .bind(limits::SCAVENGE_STREAMS_PAGE as i64)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(read_error)?;
             let Some(last) = metastreams.last() else {
                 break;
             };
@@ -150,19 +232,12 @@ impl PostgresStore {
         // two events), by the event type index.
         let mut after_position = -1i64;
         loop {
-            let rows = sqlx::query(&format!(
-                "SELECT t.position, t.aggregate_id FROM {schema}.events t
-                  WHERE t.event_type = '$streamTombstoned' AND t.position > $1
-                    AND NOT starts_with(t.aggregate_id, '$$')
-                    AND NOT EXISTS (SELECT 1 FROM {schema}.events m
-                                     WHERE m.aggregate_id = '$$' || t.aggregate_id)
-                  ORDER BY t.position LIMIT $2"
-            ))
-            .bind(after_position)
-            .bind(limits::SCAVENGE_STREAMS_PAGE as i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(read_error)?;
+            let rows = sqlx::query(&sql.tombstoned)
+                .bind(after_position)
+                .bind(limits::SCAVENGE_STREAMS_PAGE as i64)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(read_error)?;
             let Some(last) = rows.last() else {
                 break;
             };
@@ -198,10 +273,7 @@ impl PostgresStore {
         if p.events_removed > 0 {
             // Makes the deleted rows' space reusable now rather than at autovacuum's next
             // pass. Needs the table's owner: without that, autovacuum does it.
-            if let Err(e) = sqlx::query(&format!("VACUUM {schema}.events"))
-                .execute(&mut *conn)
-                .await
-            {
+            if let Err(e) = sqlx::query(&sql.vacuum).execute(&mut *conn).await {
                 tracing::warn!(error = %crate::error::describe(&e), "VACUUM after a scavenge failed; autovacuum will reclaim the space");
             }
         }
@@ -249,25 +321,11 @@ impl PostgresStore {
         conn: &mut sqlx::PgConnection,
         streams: &[String],
     ) -> Result<Vec<Item>, ReadError> {
-        let schema = &self.shared().schema;
-        let rows = sqlx::query(&format!(
-            "SELECT s.id, m.version, m.data_bytes, l.version, l.event_type = '$streamTombstoned',
-                    f.version
-               FROM unnest($1::text[]) AS s(id)
-               LEFT JOIN LATERAL (SELECT x.version, x.data_bytes FROM {schema}.events x
-                                   WHERE x.aggregate_id = '$$' || s.id
-                                   ORDER BY x.version DESC LIMIT 1) AS m ON true
-               LEFT JOIN LATERAL (SELECT x.version, x.event_type FROM {schema}.events x
-                                   WHERE x.aggregate_id = s.id
-                                   ORDER BY x.version DESC LIMIT 1) AS l ON true
-               LEFT JOIN LATERAL (SELECT x.version FROM {schema}.events x
-                                   WHERE x.aggregate_id = s.id
-                                   ORDER BY x.version LIMIT 1) AS f ON true"
-        ))
-        .bind(streams)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(read_error)?;
+        let rows = sqlx::query(&self.shared().sql.scavenge.plan)
+            .bind(streams)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(read_error)?;
         let mut items = Vec::new();
         for row in &rows {
             let stream: String = row.try_get(0).map_err(read_error)?;
@@ -310,18 +368,13 @@ impl PostgresStore {
         stream: &str,
         us: i64,
     ) -> Result<Option<u64>, ReadError> {
-        let schema = &self.shared().schema;
         let at = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
-        let v: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT f.version FROM {schema}.events f
-              WHERE f.aggregate_id = $1 AND f.created_at >= $2
-              ORDER BY f.version LIMIT 1"
-        ))
-        .bind(stream)
-        .bind(at)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(read_error)?;
+        let v: Option<i64> = sqlx::query_scalar(&self.shared().sql.scavenge.first_recent)
+            .bind(stream)
+            .bind(at)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(read_error)?;
         Ok(v.map(|v| v as u64))
     }
 
@@ -353,36 +406,16 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(read_error)?;
-        let rows = sqlx::query(&format!(
-            "WITH plan AS MATERIALIZED (
-                 SELECT p.stream, p.lo, p.hi, p.tombstoned,
-                        (SELECT m.version FROM {schema}.events m
-                          WHERE m.aggregate_id = '$$' || p.stream
-                          ORDER BY m.version DESC LIMIT 1) IS NOT DISTINCT FROM p.meta AS ok
-                   FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[])
-                        AS p(stream, lo, hi, meta, tombstoned)
-             ), gone AS (
-                 DELETE FROM {schema}.events e USING plan p
-                  WHERE p.ok AND e.aggregate_id = p.stream
-                    AND e.version >= p.lo AND e.version < p.hi AND e.position < $6
-                 RETURNING 1
-             ), snapshots AS (
-                 DELETE FROM {schema}.snapshots s USING plan p
-                  WHERE p.ok AND p.tombstoned AND s.stream_id = p.stream
-                 RETURNING 1
-             )
-             SELECT p.stream, p.ok, (SELECT count(*) FROM gone), (SELECT count(*) FROM snapshots)
-               FROM plan p"
-        ))
-        .bind(&streams)
-        .bind(&los)
-        .bind(&his)
-        .bind(&metas)
-        .bind(&tombstoned)
-        .bind(batch.below)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(read_error)?;
+        let rows = sqlx::query(&self.shared().sql.scavenge.delete)
+            .bind(&streams)
+            .bind(&los)
+            .bind(&his)
+            .bind(&metas)
+            .bind(&tombstoned)
+            .bind(batch.below)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(read_error)?;
         sqlx::query("SELECT set_config('strata.delete', '', true)")
             .execute(&mut *tx)
             .await

@@ -237,6 +237,7 @@ pub(crate) struct Sql {
     pub delete_snapshots: String,
     pub lifecycles: String,
     pub lifecycle_exists: String,
+    pub scavenge: crate::scavenge::ScavengeSql,
 }
 
 impl Sql {
@@ -267,6 +268,7 @@ impl Sql {
         Sql {
             lifecycles: r(LIFECYCLES),
             lifecycle_exists: r(&format!("SELECT {LIFECYCLE_EXISTS}")),
+            scavenge: crate::scavenge::ScavengeSql::new(&r),
             append_one: r(APPEND_ONE),
             append: r(
                 "SELECT * FROM {schema}.strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \

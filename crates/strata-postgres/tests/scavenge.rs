@@ -256,14 +256,7 @@ async fn a_scavenge_never_moves_the_head_back() {
         .unwrap();
     // Readable everywhere before the other transaction starts.
     assert_eq!(store.head().await.unwrap(), Some(second.positions[0]));
-    let mut other = PgConnection::connect(&support::database_url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = support::hold_watermark(&support::database_url()).await;
     // Version 2 hides version 1 (maxCount 1), but stays above the watermark.
     store
         .append(&s, ExpectedVersion::Exact(1), events(2, 1))

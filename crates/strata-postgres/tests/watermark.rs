@@ -43,14 +43,7 @@ async fn an_open_transaction_holds_back_all_but_not_streams() {
     }
 
     // Another session takes a transaction id and stays open.
-    let mut other = sqlx::PgConnection::connect(&support::database_url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = support::hold_watermark(&support::database_url()).await;
 
     let second = writer
         .append(
@@ -307,14 +300,7 @@ async fn head_now_does_not_wait_for_a_held_watermark() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let mut holder = sqlx::PgConnection::connect(&other_database_url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = support::hold_watermark(&other_database_url()).await;
     store
         .append(
             &s,

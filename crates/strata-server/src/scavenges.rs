@@ -25,11 +25,11 @@ struct Run {
     started: Option<Instant>,
 }
 
+/// Why a scavenge did not run at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+enum Refusal {
     Unsupported,
     AlreadyRunning,
-    Other,
 }
 
 impl Default for Scavenges {
@@ -79,8 +79,8 @@ impl Scavenges {
             run.started = Some(Instant::now());
             previous
         };
-        // Told once: the status when the scavenge began, or how it ended before it began.
-        type Began = Result<ScavengeStatus, Failure>;
+        // Told once: the status when the scavenge began (or ended), or why it did not run.
+        type Began = Result<ScavengeStatus, Refusal>;
         let (began, began_rx) = tokio::sync::oneshot::channel::<Began>();
         let began = Arc::new(Mutex::new(Some(began)));
         let tell = move |began: &Mutex<Option<tokio::sync::oneshot::Sender<Began>>>,
@@ -96,47 +96,33 @@ impl Scavenges {
             async move {
                 let _unfinished = Unfinished(Arc::clone(&run), st.clone());
                 let progress = |p: ScavengeProgress| {
-                    let (removed_before, now) = {
+                    let now = {
                         let mut run = run.lock();
-                        let before = run.status.events_removed;
-                        run.status.streams_examined = p.streams_examined;
-                        run.status.streams_total = p.streams_total;
-                        run.status.events_removed = p.events_removed;
-                        (before, run.status.clone())
+                        record(&mut run, &st, p);
+                        run.status.clone()
                     };
-                    st.metrics()
-                        .scavenge_removed(p.events_removed.saturating_sub(removed_before));
                     tell(&began, Ok(now));
                 };
                 let result = st.store().scavenge(&progress).await;
                 // Whether the `POST` is still waiting: nothing was reported yet.
                 let unreported = began.lock().is_some();
                 let mut r = run.lock();
-                let failure = match &result {
-                    Ok(_) => None,
-                    Err(ScavengeError::Unsupported) => Some(Failure::Unsupported),
-                    Err(ScavengeError::AlreadyRunning) => Some(Failure::AlreadyRunning),
-                    Err(_) => Some(Failure::Other),
-                };
-                match result {
+                let answer = match result {
                     // Nothing ran: the status is the one before, and nothing is counted.
-                    Err(ScavengeError::Unsupported | ScavengeError::AlreadyRunning)
-                        if unreported =>
-                    {
+                    Err(ScavengeError::Unsupported) if unreported => {
                         (r.status, r.started) = previous;
+                        Err(Refusal::Unsupported)
+                    }
+                    Err(ScavengeError::AlreadyRunning) if unreported => {
+                        (r.status, r.started) = previous;
+                        Err(Refusal::AlreadyRunning)
                     }
                     Ok(report) => {
-                        let removed = report
-                            .progress
-                            .events_removed
-                            .saturating_sub(r.status.events_removed);
-                        st.metrics().scavenge_removed(removed);
-                        r.status.streams_examined = report.progress.streams_examined;
-                        r.status.streams_total = report.progress.streams_total;
-                        r.status.events_removed = report.progress.events_removed;
+                        record(&mut r, &st, report.progress);
                         r.status.state = ScavengeState::Done;
                         finish(&mut r);
                         st.metrics().scavenge_ended(true);
+                        Ok(r.status.clone())
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "scavenge failed");
@@ -144,11 +130,8 @@ impl Scavenges {
                         r.status.state = ScavengeState::Failed;
                         finish(&mut r);
                         st.metrics().scavenge_ended(false);
+                        Ok(r.status.clone())
                     }
-                }
-                let answer = match failure {
-                    Some(f @ (Failure::Unsupported | Failure::AlreadyRunning)) => Err(f),
-                    _ => Ok(r.status.clone()),
                 };
                 drop(r);
                 tell(&began, answer);
@@ -160,13 +143,13 @@ impl Scavenges {
         drop(began);
         match began_rx.await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(Failure::Unsupported)) => Err(ApiError::new(
+            Ok(Err(Refusal::Unsupported)) => Err(ApiError::new(
                 ErrorCode::ScavengeUnsupported,
                 "the store behind this server cannot scavenge",
             )),
-            Ok(Err(Failure::AlreadyRunning)) => Err(in_progress()),
+            Ok(Err(Refusal::AlreadyRunning)) => Err(in_progress()),
             // The task ended without a word (a panic): its guard marked the run failed.
-            Ok(Err(Failure::Other)) | Err(_) => Ok(self.status()),
+            Err(_) => Ok(self.status()),
         }
     }
 }
@@ -183,6 +166,16 @@ fn fresh(state: ScavengeState) -> ScavengeStatus {
         elapsed_seconds: 0.0,
         error: None,
     }
+}
+
+/// Takes `p` into the run's status, and the events removed since the last report into the
+/// metrics.
+fn record(r: &mut Run, st: &AppState, p: ScavengeProgress) {
+    st.metrics()
+        .scavenge_removed(p.events_removed.saturating_sub(r.status.events_removed));
+    r.status.streams_examined = p.streams_examined;
+    r.status.streams_total = p.streams_total;
+    r.status.events_removed = p.events_removed;
 }
 
 /// Stamps the end of the run.

@@ -74,3 +74,18 @@ pub async fn drop_schema(schema: String) {
         let _ = conn.close().await;
     }
 }
+
+/// A session of the database at `url` with a transaction that has taken an id and stays open
+/// (until the connection is dropped or rolls back): it holds the cluster's `$all` watermark.
+pub async fn hold_watermark(url: &str) -> sqlx::PgConnection {
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    for statement in ["BEGIN", "SELECT pg_current_xact_id()"] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn
+}
