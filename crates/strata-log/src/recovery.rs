@@ -949,7 +949,7 @@ fn scan_into(
             ),
         });
     }
-    let mut pending: Vec<(u64, u64, i64, StreamId, String, strata_core::Uuid)> = Vec::new();
+    let mut pending: Vec<(u64, u64, i64, StreamId, String, strata_core::Uuid, u64)> = Vec::new();
     let mut committed_end = from;
     let end = scan_segment(seg, from, |off, r| {
         let expected = index.next_position() + pending.len() as u64;
@@ -975,9 +975,24 @@ fn scan_into(
             stream,
             r.event_type.to_owned(),
             r.event_id,
+            r.stream_version,
         ));
         if r.is_commit() {
-            for (position, off, ts, stream, et, id) in pending.drain(..) {
+            for (position, off, ts, stream, et, id, version) in pending.drain(..) {
+                // Each record's version must carry its stream on: the index numbers a
+                // stream's events by their order, so a record holding another version
+                // (written by a faulty writer, or damaged with a valid CRC) would be read
+                // under a version it does not hold.
+                let next = index.stream_version(&stream).map_or(0, |v| v + 1);
+                if version != next {
+                    return Err(OpenError::Corruption {
+                        file: seg.path.clone(),
+                        offset: off,
+                        reason: format!(
+                            "record at position {position} holds version {version} of stream {stream} where {next} was expected"
+                        ),
+                    });
+                }
                 index.push(NewEntry {
                     position,
                     loc: loc(no, off),

@@ -291,6 +291,61 @@ fn corruption_in_a_sealed_segment_refuses_to_open() {
     }
 }
 
+/// A record whose stream version does not carry its stream on refuses the open, even with a
+/// valid CRC (what a faulty writer would leave): the index numbers a stream's events by their
+/// order, so the record would be read under a version it does not hold.
+#[test]
+fn a_record_holding_another_version_of_its_stream_refuses_to_open() {
+    use strata_log::format::{decode_record, RecordRef, SegmentHeader};
+    let dir = tempfile::tempdir().unwrap();
+    fill_and_close(dir.path(), 2, 10);
+    // Without the index file, the open scans the log.
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let salt = SegmentHeader::decode(&bytes[..64]).unwrap().salt;
+    // The sixth record (account-1's third event, version 2) is written again as version 3.
+    let mut off = 64;
+    for _ in 0..5 {
+        off += decode_record(salt, &bytes[off..]).unwrap().padded_len;
+    }
+    let mut rewritten = Vec::new();
+    {
+        let r = decode_record(salt, &bytes[off..]).unwrap();
+        assert_eq!((r.stream_id, r.stream_version), ("account-1", 2));
+        RecordRef {
+            position: r.position,
+            recorded_at_us: r.recorded_at_us,
+            event_id: r.event_id,
+            stream_version: r.stream_version + 1,
+            stream_id: r.stream_id,
+            event_type: r.event_type,
+            content_type: r.content_type,
+            metadata: r.metadata,
+            data: r.data,
+            flags: r.flags,
+        }
+        .encode_into(salt, &mut rewritten);
+        assert_eq!(rewritten.len(), r.padded_len);
+    }
+    bytes[off..off + rewritten.len()].copy_from_slice(&rewritten);
+    std::fs::write(&seg, &bytes).unwrap();
+    match LogStore::open(dir.path()) {
+        Err(OpenError::Corruption {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!((file, offset), (seg, off as u64));
+            assert!(
+                reason.contains("holds version 3 of stream account-1 where 2 was expected"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn verify_counts_everything() {
     let dir = tempfile::tempdir().unwrap();
