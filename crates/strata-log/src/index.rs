@@ -50,13 +50,72 @@ pub(crate) struct StreamEntry {
     /// Its name, shared with the name map's key: one allocation per stream.
     id: Arc<str>,
     pub category: u32,
+    /// The positions of its stored events, in version order: with the versions a scavenge
+    /// removed left out (see [`RemovedVersions`]).
     pub positions: PositionList,
+    pub removed: RemovedVersions,
+}
+
+/// The versions of a stream that a scavenge removed: one run, `from..from + count` (none
+/// while `count` is 0). A scavenge removes what readers can no longer see (see
+/// [`strata_core::scavenge::removable`]): versions from 0 or 1 up to the first one readers
+/// see, and never the last; the segments are rewritten in position order, so what is gone of
+/// a stream is always one run of versions, which only grows, at its end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RemovedVersions {
+    pub from: u64,
+    pub count: u64,
+}
+
+impl RemovedVersions {
+    /// What they become for a stream of `stored` events whose next stored event holds
+    /// version `v`: `v` must be the next version or, when `may_skip` (a scavenged segment
+    /// read back), a later one, the versions in between being removed ones, which must
+    /// continue the run removed before or start it. Otherwise the next version is the error.
+    fn after(self, stored: u64, v: u64, may_skip: bool) -> Result<RemovedVersions, u64> {
+        let next = stored + self.count;
+        if v == next {
+            return Ok(self);
+        }
+        let continues = self.count == 0 || self.from == stored;
+        if v < next || !may_skip || !continues {
+            return Err(next);
+        }
+        Ok(RemovedVersions {
+            from: if self.count == 0 { stored } else { self.from },
+            count: self.count + (v - next),
+        })
+    }
 }
 
 impl StreamEntry {
     /// The stream's id.
     pub fn name(&self) -> &str {
         &self.id
+    }
+
+    /// How many versions the stream has had: the next version.
+    pub fn versions(&self) -> u64 {
+        self.positions.len() + self.removed.count
+    }
+
+    /// The version of the `i`-th position of its list.
+    pub fn version_at(&self, i: u64) -> u64 {
+        if i < self.removed.from {
+            i
+        } else {
+            i + self.removed.count
+        }
+    }
+
+    /// The index in its list of the first stored version at or after `v`.
+    pub fn index_from(&self, v: u64) -> u64 {
+        let RemovedVersions { from, count } = self.removed;
+        if v < from {
+            v
+        } else {
+            v.saturating_sub(count).max(from)
+        }
     }
 }
 
@@ -130,7 +189,7 @@ impl Index {
     /// The stream's current version, `None` when it has no events.
     pub fn stream_version(&self, stream: &StreamId) -> Option<u64> {
         let s = self.stream_no(stream)?;
-        self.streams[s as usize].positions.len().checked_sub(1)
+        self.streams[s as usize].versions().checked_sub(1)
     }
 
     /// The position holding event id `id`: may read a block of a segment index file.
@@ -150,6 +209,34 @@ impl Index {
             event_type,
             Some(e.event_id),
         );
+    }
+
+    /// Adds one event read back from the log, holding version `version` of its stream,
+    /// which must be the stream's next (or, when `may_skip`, a later one: see
+    /// [`RemovedVersions`]). Nothing changes when it is not.
+    pub fn push_checked(
+        &mut self,
+        e: NewEntry<'_>,
+        version: u64,
+        may_skip: bool,
+    ) -> Result<(), String> {
+        let (stored, removed) = match self.stream_no(e.stream) {
+            Some(s) => {
+                let se = &self.streams[s as usize];
+                (se.positions.len(), se.removed)
+            }
+            None => (0, RemovedVersions::default()),
+        };
+        let removed = removed.after(stored, version, may_skip).map_err(|next| {
+            format!(
+                "stream {} holds version {version} where {next} was expected",
+                e.stream
+            )
+        })?;
+        let s = self.stream_no_or_insert(e.stream) as usize;
+        self.push(e);
+        self.streams[s].removed = removed;
+        Ok(())
     }
 
     /// The number of `stream`, adding the stream (and its category) when new.
@@ -178,6 +265,7 @@ impl Index {
             id: id.clone(),
             category,
             positions: PositionList::default(),
+            removed: RemovedVersions::default(),
         });
         self.stream_nos.insert(id, s);
         s
@@ -351,7 +439,8 @@ impl Index {
         limit: usize,
         max_position: Option<u64>,
     ) -> Option<Deferred> {
-        let positions = &self.streams[stream as usize].positions;
+        let se = &self.streams[stream as usize];
+        let positions = &se.positions;
         let visible = match max_position {
             Some(max) => positions.count_at_or_below(max),
             None => positions.len(),
@@ -361,15 +450,16 @@ impl Index {
         }
         let mut reader = positions.reader();
         let limit = limit as u64;
+        // Versions are turned into indexes of the list, which leaves out removed ones.
         match direction {
             Direction::Forward => {
-                let from = from_version.unwrap_or(0).min(visible);
+                let from = se.index_from(from_version.unwrap_or(0)).min(visible);
                 let to = from.saturating_add(limit).min(visible);
                 Some(self.entries.defer((from..to).filter_map(|i| reader.get(i))))
             }
             Direction::Backward => {
                 let end = match from_version {
-                    Some(v) => v.saturating_add(1).min(visible),
+                    Some(v) => se.index_from(v.saturating_add(1)).min(visible),
                     None => visible,
                 };
                 let start = end.saturating_sub(limit);
@@ -2222,6 +2312,108 @@ mod tests {
         let got: Vec<u64> = pages.iter().flat_map(|(h, _, _)| h.clone()).collect();
         assert_eq!(got, vec![n - 2]);
         assert_eq!(pages.len(), 1, "pages to find one event");
+    }
+
+    /// A stream whose versions 1 to 40 a scavenge removed: its list holds versions 0, 41
+    /// and 42, and reads and the next version count the removed ones.
+    #[test]
+    fn removed_versions_are_skipped_by_version_and_counted_in_the_next() {
+        let mut index = Index::default();
+        let s = StreamId::new("account-1").unwrap();
+        let other = StreamId::new("other-1").unwrap();
+        for p in 0..52u64 {
+            index.push(NewEntry {
+                position: p,
+                loc: loc(0, 64 + p * 100),
+                recorded_at_us: p as i64,
+                stream: if [10, 50, 51].contains(&p) {
+                    &s
+                } else {
+                    &other
+                },
+                event_type: "E",
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            });
+        }
+        let no = index.stream_no(&s).unwrap();
+        index.streams[no as usize].removed = RemovedVersions { from: 1, count: 40 };
+        let se = &index.streams[no as usize];
+        assert_eq!(se.versions(), 43);
+        assert_eq!(index.stream_version(&s), Some(42));
+        assert_eq!(
+            [0, 1, 2].map(|i| se.version_at(i)),
+            [0, 41, 42],
+            "versions of the list's positions"
+        );
+        let slice = |direction, from: Option<u64>, limit| -> Vec<u64> {
+            index
+                .stream_slice(no, direction, from, limit, None)
+                .map(|d| d.read().unwrap().into_iter().map(|(p, _)| p).collect())
+                .unwrap_or_default()
+        };
+        use Direction::{Backward, Forward};
+        assert_eq!(slice(Forward, None, 10), [10, 50, 51]);
+        assert_eq!(
+            slice(Forward, Some(1), 10),
+            [50, 51],
+            "from a removed version"
+        );
+        assert_eq!(slice(Forward, Some(40), 1), [50]);
+        assert_eq!(slice(Forward, Some(42), 10), [51]);
+        assert_eq!(slice(Forward, Some(43), 10), Vec::<u64>::new());
+        assert_eq!(slice(Backward, None, 2), [51, 50]);
+        assert_eq!(slice(Backward, Some(41), 10), [50, 10]);
+        assert_eq!(
+            slice(Backward, Some(40), 10),
+            [10],
+            "from a removed version"
+        );
+        assert_eq!(slice(Backward, Some(0), 10), [10]);
+    }
+
+    /// A scavenged segment read back gives a stream's versions with one run skipped; a
+    /// second run, a version again, or a skip where none may be, is refused and changes
+    /// nothing.
+    #[test]
+    fn a_stream_read_back_may_skip_one_run_of_removed_versions() {
+        let mut index = Index::default();
+        let s = StreamId::new("account-1").unwrap();
+        let mut p = 0;
+        let mut push = |index: &mut Index, v: u64, may_skip: bool| {
+            let e = NewEntry {
+                position: p,
+                loc: loc(0, 64 + p * 100),
+                recorded_at_us: 0,
+                stream: &s,
+                event_type: "E",
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            };
+            let pushed = index.push_checked(e, v, may_skip);
+            if pushed.is_ok() {
+                p += 1;
+            }
+            pushed
+        };
+        assert!(
+            push(&mut index, 2, false).is_err(),
+            "a first event of version 2"
+        );
+        assert!(index.stream_no(&s).is_none(), "nothing added");
+        push(&mut index, 0, false).unwrap();
+        let refused = push(&mut index, 4, false).unwrap_err();
+        assert_eq!(
+            refused,
+            "stream account-1 holds version 4 where 1 was expected"
+        );
+        push(&mut index, 6, true).unwrap();
+        push(&mut index, 7, true).unwrap();
+        assert!(push(&mut index, 10, true).is_err(), "a second run");
+        assert!(push(&mut index, 7, true).is_err(), "a version again");
+        let se = &index.streams[0];
+        assert_eq!(se.removed, RemovedVersions { from: 1, count: 5 });
+        assert_eq!((se.positions.len(), se.versions()), (3, 8));
+        assert_eq!([0, 1, 2].map(|i| se.version_at(i)), [0, 6, 7]);
+        assert_eq!(index.next_position(), 3, "nothing pushed when refused");
     }
 
     /// The index file of a segment of ten events (`push`'s), positions 0 to 9.

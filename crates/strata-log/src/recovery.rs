@@ -983,24 +983,21 @@ fn scan_into(
                 // stream's events by their order, so a record holding another version
                 // (written by a faulty writer, or damaged with a valid CRC) would be read
                 // under a version it does not hold.
-                let next = index.stream_version(&stream).map_or(0, |v| v + 1);
-                if version != next {
-                    return Err(OpenError::Corruption {
-                        file: seg.path.clone(),
-                        offset: off,
-                        reason: format!(
-                            "record at position {position} holds version {version} of stream {stream} where {next} was expected"
-                        ),
-                    });
-                }
-                index.push(NewEntry {
+                let e = NewEntry {
                     position,
                     loc: loc(no, off),
                     recorded_at_us: ts,
                     stream: &stream,
                     event_type: &et,
                     event_id: id,
-                });
+                };
+                index
+                    .push_checked(e, version, false)
+                    .map_err(|reason| OpenError::Corruption {
+                        file: seg.path.clone(),
+                        offset: off,
+                        reason: format!("record at position {position}: {reason}"),
+                    })?;
                 *events_scanned += 1;
             }
             committed_end = off + r.padded_len as u64;

@@ -698,19 +698,20 @@ impl LogStore {
 
     /// What is stored of one stream, without lifecycles.
     async fn stream_info_stored(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
-        let (count, ends) = {
+        let ((count, versions), ends) = {
             let st = self.inner.shared.state.read();
             let index = &st.index;
             match index.stream_no(stream) {
                 Some(s) => {
-                    let positions = &index.streams[s as usize].positions;
+                    let se = &index.streams[s as usize];
+                    let positions = &se.positions;
                     let ends = positions.get(0).zip(positions.last());
                     let ends = ends.map_or_else(Deferred::default, |(first, last)| {
                         index.entries.defer([first, last])
                     });
-                    (positions.len(), ends)
+                    ((positions.len(), se.versions()), ends)
                 }
-                None => (0, Deferred::default()),
+                None => ((0, 0), Deferred::default()),
             }
         };
         let ends = if ends.reads_files() {
@@ -725,7 +726,7 @@ impl LogStore {
         Ok(StreamInfo {
             stream_id: stream.clone(),
             exists: count > 0,
-            current_version: count.checked_sub(1),
+            current_version: versions.checked_sub(1),
             event_count: count,
             first_recorded_at: at(0),
             last_recorded_at: at(1),

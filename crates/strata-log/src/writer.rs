@@ -657,10 +657,12 @@ impl Writer {
             return Err(conflict(first_id));
         };
         // The id's position must be in the stream: its list says so without reading entries.
-        let positions = &index.streams[stream_no as usize].positions;
-        let Some(first_version) = positions.index_of(first_pos) else {
+        let se = &index.streams[stream_no as usize];
+        let positions = &se.positions;
+        let Some(first_index) = positions.index_of(first_pos) else {
             return Err(conflict(first_id));
         };
+        let first_version = se.version_at(first_index);
         let fits_expected = match req.expected {
             ExpectedVersion::Exact(v) => first_version == v + 1,
             // A stream re-created after a soft delete starts where the deletion ended.
@@ -678,11 +680,14 @@ impl Writer {
             return Err(conflict(first_id));
         }
         let n = req.events.len() as u64;
-        if first_version + n > positions.len() {
+        // The whole append must still be stored: a scavenge may have removed part of it.
+        if first_index + n > positions.len()
+            || se.version_at(first_index + n - 1) != first_version + n - 1
+        {
             return Err(conflict(first_id));
         }
         let mut reader = positions.reader();
-        let items: Vec<(u64, u64)> = (first_version..first_version + n)
+        let items: Vec<(u64, u64)> = (first_index..first_index + n)
             .filter_map(|v| reader.get(v))
             .map(|p| Ok((p, index.entries.get(p)?.loc)))
             .collect::<Result<_, ReadError>>()

@@ -338,7 +338,7 @@ fn a_record_holding_another_version_of_its_stream_refuses_to_open() {
         }) => {
             assert_eq!((file, offset), (seg, off as u64));
             assert!(
-                reason.contains("holds version 3 of stream account-1 where 2 was expected"),
+                reason.contains("stream account-1 holds version 3 where 2 was expected"),
                 "{reason}"
             );
         }
