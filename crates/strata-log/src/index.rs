@@ -58,9 +58,11 @@ pub(crate) struct StreamEntry {
 
 /// The versions of a stream that a scavenge removed: one run, `from..from + count` (none
 /// while `count` is 0). A scavenge removes what readers can no longer see (see
-/// [`strata_core::scavenge::removable`]): versions from 0 or 1 up to the first one readers
-/// see, and never the last; the segments are rewritten in position order, so what is gone of
-/// a stream is always one run of versions, which only grows, at its end.
+/// [`strata_core::scavenge::removable`]): versions from 0 or 1 (0 once the stream is
+/// tombstoned) up to the first one readers see, and never the last. Each scavenge's range
+/// starts there and takes in what earlier ones removed, and segments are rewritten in
+/// position order, so what is gone of a stream is always one run of versions: it grows at
+/// its end, and once at its start (version 0, when the stream is tombstoned).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RemovedVersions {
     pub from: u64,
@@ -78,7 +80,7 @@ impl RemovedVersions {
             return Ok(self);
         }
         let continues = self.count == 0 || self.from == stored;
-        if v < next || !may_skip || !continues {
+        if v < next || !may_skip || !continues || v == u64::MAX {
             return Err(next);
         }
         Ok(RemovedVersions {
@@ -197,7 +199,9 @@ impl Index {
         self.ids.lookup(id)
     }
 
-    /// Adds one event. Positions must arrive in order.
+    /// Adds one event. Positions must arrive in order. (The log's events are added with
+    /// [`push_checked`](Self::push_checked), which checks their versions, or resolved.)
+    #[cfg(test)]
     pub fn push(&mut self, e: NewEntry<'_>) {
         let stream = self.stream_no_or_insert(e.stream);
         let event_type = self.type_no_or_insert(e.event_type);
@@ -220,7 +224,8 @@ impl Index {
         version: u64,
         may_skip: bool,
     ) -> Result<(), String> {
-        let (stored, removed) = match self.stream_no(e.stream) {
+        let known = self.stream_no(e.stream);
+        let (stored, removed) = match known {
             Some(s) => {
                 let se = &self.streams[s as usize];
                 (se.positions.len(), se.removed)
@@ -233,9 +238,21 @@ impl Index {
                 e.stream
             )
         })?;
-        let s = self.stream_no_or_insert(e.stream) as usize;
-        self.push(e);
-        self.streams[s].removed = removed;
+        // One lookup of the stream's number for a stream already held.
+        let stream = match known {
+            Some(s) => s,
+            None => self.stream_no_or_insert(e.stream),
+        };
+        let event_type = self.type_no_or_insert(e.event_type);
+        self.push_resolved(
+            e.position,
+            e.loc,
+            e.recorded_at_us,
+            stream,
+            event_type,
+            Some(e.event_id),
+        );
+        self.streams[stream as usize].removed = removed;
         Ok(())
     }
 

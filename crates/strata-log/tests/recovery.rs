@@ -296,23 +296,95 @@ fn corruption_in_a_sealed_segment_refuses_to_open() {
 /// order, so the record would be read under a version it does not hold.
 #[test]
 fn a_record_holding_another_version_of_its_stream_refuses_to_open() {
-    use strata_log::format::{decode_record, RecordRef, SegmentHeader};
     let dir = tempfile::tempdir().unwrap();
     fill_and_close(dir.path(), 2, 10);
     // Without the index file, the open scans the log.
     std::fs::remove_file(dir.path().join("index.bin")).unwrap();
-    let seg = last_segment(dir.path());
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let salt = SegmentHeader::decode(&bytes[..64]).unwrap().salt;
     // The sixth record (account-1's third event, version 2) is written again as version 3.
+    let (seg, off) = bump_version_of_record(&last_segment(dir.path()), 5, ("account-1", 2));
+    match LogStore::open(dir.path()) {
+        Err(OpenError::Corruption {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!((file, offset), (seg, off));
+            assert!(
+                reason.contains("stream account-1 holds version 3 where 2 was expected"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// The same where the sealed segments come from their index files and only the last one is
+/// scanned: the version expected counts the stream's events in the files.
+#[test]
+fn a_record_of_another_version_after_the_segment_index_files_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 8 * 1024,
+        ..LogConfig::default()
+    };
+    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    append_n(&store, 2, 300);
+    drop(store);
+    LogStore::wait_for_dropped();
+    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let segments = segment_files(dir.path());
+    assert!(segments.len() > 3, "{} segments", segments.len());
+    for sealed in &segments[..segments.len() - 1] {
+        assert!(
+            sealed.with_extension("idx").exists(),
+            "{}",
+            sealed.display()
+        );
+    }
+    // Its second record: account-0 or account-1, which has events in the sealed segments.
+    let last = segments.last().unwrap();
+    let (stream, version) = {
+        let bytes = std::fs::read(last).unwrap();
+        let salt = strata_log::format::SegmentHeader::decode(&bytes[..64])
+            .unwrap()
+            .salt;
+        let first = strata_log::format::decode_record(salt, &bytes[64..]).unwrap();
+        let r = strata_log::format::decode_record(salt, &bytes[64 + first.padded_len..]).unwrap();
+        (r.stream_id.to_owned(), r.stream_version)
+    };
+    assert!(version > 50, "the stream has events before this segment");
+    let (seg, off) = bump_version_of_record(last, 1, (&stream, version));
+    match LogStore::open_with(dir.path(), config) {
+        Err(OpenError::Corruption {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!((file, offset), (seg, off));
+            let want = format!(
+                "stream {stream} holds version {} where {version} was expected",
+                version + 1
+            );
+            assert!(reason.contains(&want), "{reason}");
+        }
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Writes record `k` of segment file `seg` again with the next stream version and a valid
+/// CRC, checking it is `(stream, version)`; returns the file and the record's offset.
+fn bump_version_of_record(seg: &Path, k: usize, (stream, version): (&str, u64)) -> (PathBuf, u64) {
+    use strata_log::format::{decode_record, RecordRef, SegmentHeader};
+    let mut bytes = std::fs::read(seg).unwrap();
+    let salt = SegmentHeader::decode(&bytes[..64]).unwrap().salt;
     let mut off = 64;
-    for _ in 0..5 {
+    for _ in 0..k {
         off += decode_record(salt, &bytes[off..]).unwrap().padded_len;
     }
     let mut rewritten = Vec::new();
     {
         let r = decode_record(salt, &bytes[off..]).unwrap();
-        assert_eq!((r.stream_id, r.stream_version), ("account-1", 2));
+        assert_eq!((r.stream_id, r.stream_version), (stream, version));
         RecordRef {
             position: r.position,
             recorded_at_us: r.recorded_at_us,
@@ -329,21 +401,8 @@ fn a_record_holding_another_version_of_its_stream_refuses_to_open() {
         assert_eq!(rewritten.len(), r.padded_len);
     }
     bytes[off..off + rewritten.len()].copy_from_slice(&rewritten);
-    std::fs::write(&seg, &bytes).unwrap();
-    match LogStore::open(dir.path()) {
-        Err(OpenError::Corruption {
-            file,
-            offset,
-            reason,
-        }) => {
-            assert_eq!((file, offset), (seg, off as u64));
-            assert!(
-                reason.contains("stream account-1 holds version 3 where 2 was expected"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
-    }
+    std::fs::write(seg, &bytes).unwrap();
+    (seg.to_owned(), off as u64)
 }
 
 #[test]
