@@ -203,16 +203,8 @@ impl Index {
     /// [`push_checked`](Self::push_checked), which checks their versions, or resolved.)
     #[cfg(test)]
     pub fn push(&mut self, e: NewEntry<'_>) {
-        let stream = self.stream_no_or_insert(e.stream);
-        let event_type = self.type_no_or_insert(e.event_type);
-        self.push_resolved(
-            e.position,
-            e.loc,
-            e.recorded_at_us,
-            stream,
-            event_type,
-            Some(e.event_id),
-        );
+        let next = self.stream_version(e.stream).map_or(0, |v| v + 1);
+        self.push_checked(e, next, false).expect("the next version");
     }
 
     /// Adds one event read back from the log, holding version `version` of its stream,

@@ -269,17 +269,25 @@ fn invalid_record_followed_by_valid_ones_refuses_to_open() {
     assert!(strata_log::verify(dir.path()).is_err());
 }
 
-#[test]
-fn corruption_in_a_sealed_segment_refuses_to_open() {
-    let dir = tempfile::tempdir().unwrap();
+/// Fills a store in `dir` with 300 events in segments of 8 KiB, closes it and removes its
+/// index file (the sealed segments keep theirs); returns its configuration.
+fn sealed_segments_without_index_file(dir: &Path) -> LogConfig {
     let config = LogConfig {
         segment_max_bytes: 8 * 1024,
         ..LogConfig::default()
     };
-    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
+    let store = LogStore::open_with(dir, config.clone()).unwrap();
     append_n(&store, 2, 300);
     drop(store);
-    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    LogStore::wait_for_dropped();
+    std::fs::remove_file(dir.join("index.bin")).unwrap();
+    config
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sealed_segments_without_index_file(dir.path());
     let first = dir.path().join("segments").join(format!("{:020}.seg", 0));
     let mut bytes = std::fs::read(&first).unwrap();
     let n = bytes.len();
@@ -302,17 +310,24 @@ fn a_record_holding_another_version_of_its_stream_refuses_to_open() {
     std::fs::remove_file(dir.path().join("index.bin")).unwrap();
     // The sixth record (account-1's third event, version 2) is written again as version 3.
     let (seg, off) = bump_version_of_record(&last_segment(dir.path()), 5, ("account-1", 2));
-    match LogStore::open(dir.path()) {
+    let opened = LogStore::open(dir.path());
+    assert_refused_at(
+        opened,
+        (seg, off),
+        "stream account-1 holds version 3 where 2 was expected",
+    );
+}
+
+/// Checks that `opened` is a corruption at `(file, offset)` whose reason holds `want`.
+fn assert_refused_at(opened: Result<LogStore, OpenError>, at: (PathBuf, u64), want: &str) {
+    match opened {
         Err(OpenError::Corruption {
             file,
             offset,
             reason,
         }) => {
-            assert_eq!((file, offset), (seg, off));
-            assert!(
-                reason.contains("stream account-1 holds version 3 where 2 was expected"),
-                "{reason}"
-            );
+            assert_eq!((file, offset), at);
+            assert!(reason.contains(want), "{reason}");
         }
         other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
     }
@@ -323,15 +338,7 @@ fn a_record_holding_another_version_of_its_stream_refuses_to_open() {
 #[test]
 fn a_record_of_another_version_after_the_segment_index_files_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_max_bytes: 8 * 1024,
-        ..LogConfig::default()
-    };
-    let store = LogStore::open_with(dir.path(), config.clone()).unwrap();
-    append_n(&store, 2, 300);
-    drop(store);
-    LogStore::wait_for_dropped();
-    std::fs::remove_file(dir.path().join("index.bin")).unwrap();
+    let config = sealed_segments_without_index_file(dir.path());
     let segments = segment_files(dir.path());
     assert!(segments.len() > 3, "{} segments", segments.len());
     for sealed in &segments[..segments.len() - 1] {
@@ -354,21 +361,11 @@ fn a_record_of_another_version_after_the_segment_index_files_refuses_to_open() {
     };
     assert!(version > 50, "the stream has events before this segment");
     let (seg, off) = bump_version_of_record(last, 1, (&stream, version));
-    match LogStore::open_with(dir.path(), config) {
-        Err(OpenError::Corruption {
-            file,
-            offset,
-            reason,
-        }) => {
-            assert_eq!((file, offset), (seg, off));
-            let want = format!(
-                "stream {stream} holds version {} where {version} was expected",
-                version + 1
-            );
-            assert!(reason.contains(&want), "{reason}");
-        }
-        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
-    }
+    let want = format!(
+        "stream {stream} holds version {} where {version} was expected",
+        version + 1
+    );
+    assert_refused_at(LogStore::open_with(dir.path(), config), (seg, off), &want);
 }
 
 /// Writes record `k` of segment file `seg` again with the next stream version and a valid
