@@ -132,6 +132,8 @@ fn build_segment(data: &[u8]) -> Vec<u8> {
         first_position: 0,
         created_at_us: 1_700_000_000_000_000,
         batch_marks: mode & 2 != 0,
+        scavenged: false,
+        runs_at: 0,
     };
     let mut out = header.encode().to_vec();
     if mode & 1 == 0 {

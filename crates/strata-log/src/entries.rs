@@ -33,6 +33,22 @@ pub(crate) struct Entry {
     pub event_type: u32,
 }
 
+impl Entry {
+    /// What a position a scavenge removed has instead of an entry: no location, stream or
+    /// type (see [`Entry::is_removed`]).
+    pub const REMOVED: Entry = Entry {
+        loc: u64::MAX,
+        recorded_at_us: i64::MIN,
+        stream: u32::MAX,
+        event_type: u32::MAX,
+    };
+
+    /// Whether this position's event was removed by a scavenge.
+    pub fn is_removed(&self) -> bool {
+        self.loc == u64::MAX
+    }
+}
+
 /// How an index file's entries are read.
 enum Source {
     /// From a read-only map of the file.
@@ -51,6 +67,10 @@ pub(crate) struct EntryFile {
     at: usize,
     /// How many there are.
     len: usize,
+    /// The positions the segment covers, from its first: `len`, unless a scavenge removed
+    /// some of its events, whose positions then have no entry (see [`Slots`]).
+    span: usize,
+    slots: Option<Slots>,
     /// The index's number of each of the file's streams and types.
     streams: Box<[u32]>,
     types: Box<[u32]>,
@@ -114,9 +134,53 @@ impl EntryFile {
             source,
             at,
             len,
+            span: len,
+            slots: None,
             streams: Box::default(),
             types: Box::default(),
         })
+    }
+
+    /// The file of a scavenged segment: its entries are those of the positions `slots`
+    /// holds, of the `span` from its first. `slots` must hold as many as the file entries.
+    pub fn with_slots(mut self, span: usize, slots: Slots) -> EntryFile {
+        debug_assert_eq!(slots.len(), self.len);
+        self.span = span;
+        self.slots = Some(slots);
+        self
+    }
+
+    /// The entry number of the position `offset` from the first, `None` when a scavenge
+    /// removed its event (or it lies past the segment).
+    fn slot(&self, offset: usize) -> Option<usize> {
+        match &self.slots {
+            None => (offset < self.len).then_some(offset),
+            Some(slots) => slots.slot(offset),
+        }
+    }
+
+    /// Whether a scavenge removed the event of the position `offset` from the first.
+    fn removes(&self, offset: usize) -> bool {
+        self.slots
+            .as_ref()
+            .is_some_and(|s| s.slot(offset).is_none())
+    }
+
+    /// The offset from the first position of entry `k`'s.
+    fn offset_of(&self, k: usize) -> usize {
+        match &self.slots {
+            None => k,
+            Some(slots) => slots.offset(k),
+        }
+    }
+
+    /// The entry of the position `offset` from the first (`first`): [`Entry::REMOVED`]
+    /// when a scavenge removed its event.
+    fn get_at(&self, offset: usize, first: u64) -> Result<Entry, ReadError> {
+        match self.slot(offset) {
+            Some(k) => self.get(k, first),
+            None => Ok(Entry::REMOVED),
+        }
     }
 
     /// Sets the index's numbers of the file's streams and types. Entries naming a stream or
@@ -165,17 +229,49 @@ impl EntryFile {
         matches!(self.source, Source::Map(_))
     }
 
-    /// Asks for entry `k` to be brought into the CPU's cache (see [`crate::io::prefetch`]):
-    /// through a map only (a `pread` reads it when asked).
-    fn prefetch(&self, k: usize) {
-        if let Source::Map(map) = &self.source {
+    /// Asks for the entry of the position `offset` from the first to be brought into the
+    /// CPU's cache (see [`crate::io::prefetch`]): through a map only (a `pread` reads it
+    /// when asked).
+    fn prefetch_at(&self, offset: usize) {
+        if let (Source::Map(map), Some(k)) = (&self.source, self.slot(offset)) {
             crate::io::prefetch(map, self.at + k * ENTRY_BYTES);
         }
     }
 
-    /// Positions held: the segment's events.
-    pub fn len(&self) -> usize {
-        self.len
+    /// Positions covered, from the segment's first: its events, and those a scavenge
+    /// removed.
+    pub fn span(&self) -> usize {
+        self.span
+    }
+
+    /// The entries of the positions `offset..offset + n` from the first (`first`), with
+    /// [`Entry::REMOVED`] for those a scavenge removed, read as [`run`](Self::run) reads
+    /// (`fetch`: a range of offsets holding these, read when `blocks` lack them).
+    fn run_at(
+        file: &Arc<EntryFile>,
+        offset: usize,
+        n: usize,
+        fetch: std::ops::Range<usize>,
+        first: u64,
+        blocks: &Blocks,
+    ) -> Result<Vec<Option<Entry>>, ReadError> {
+        let Some(slots) = &file.slots else {
+            return EntryFile::run(file, offset, n, fetch, first, blocks);
+        };
+        let (lo, hi) = (
+            slots.first_at_or_after(offset),
+            slots.first_at_or_after(offset + n),
+        );
+        let fetch = slots.first_at_or_after(fetch.start)..slots.first_at_or_after(fetch.end);
+        let fetch = fetch.start.min(lo)..fetch.end.max(hi);
+        let mut out = vec![Some(Entry::REMOVED); n];
+        if hi > lo {
+            let run = EntryFile::run(file, lo, hi - lo, fetch, first, blocks)?;
+            for (k, e) in (lo..hi).zip(run) {
+                out[slots.offset(k) - offset] = e;
+            }
+        }
+        Ok(out)
     }
 
     /// Bytes `at..at + n` of the file if reading them waits for no disk: in the map and
@@ -262,7 +358,7 @@ impl EntryFile {
             }),
             _ => Err(self.corruption(
                 self.at + k * ENTRY_BYTES,
-                Some(first + k as u64),
+                Some(first + self.offset_of(k) as u64),
                 "the entry names a stream or type the file does not hold: the file changed on disk after it was checked",
             )),
         }
@@ -282,7 +378,9 @@ impl EntryFile {
     }
 
     fn memory_bytes(&self) -> usize {
-        (self.streams.len() + self.types.len()) * 4 + std::mem::size_of::<Self>()
+        (self.streams.len() + self.types.len()) * 4
+            + self.slots.as_ref().map_or(0, Slots::memory_bytes)
+            + std::mem::size_of::<Self>()
     }
 }
 
@@ -303,18 +401,56 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// The positions it covers.
     fn len(&self) -> usize {
         match &self.part {
             Part::Memory(v) => v.len(),
-            Part::File(f) => f.len,
+            Part::File(f) => f.span,
         }
     }
 
+    /// The entry of the position `k` from its first.
     fn get(&self, k: usize) -> Result<Entry, ReadError> {
         match &self.part {
             Part::Memory(v) => Ok(v[k]),
-            Part::File(f) => f.get(k, self.first),
+            Part::File(f) => f.get_at(k, self.first),
         }
+    }
+}
+
+/// The positions of a scavenged segment that still have their events, as offsets from its
+/// first, increasing: entry `k` of its file is the event at offset `slot`s `k`-th.
+pub(crate) struct Slots(Box<[u32]>);
+
+impl Slots {
+    /// Offsets `offsets`, which must be strictly increasing.
+    pub fn new(offsets: Box<[u32]>) -> Slots {
+        debug_assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+        Slots(offsets)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The entry number of offset `offset`, `None` when it has none.
+    fn slot(&self, offset: usize) -> Option<usize> {
+        let offset = u32::try_from(offset).ok()?;
+        self.0.binary_search(&offset).ok()
+    }
+
+    /// The offset of entry `k`.
+    fn offset(&self, k: usize) -> usize {
+        self.0[k] as usize
+    }
+
+    /// The number of the first entry at or after offset `offset`.
+    fn first_at_or_after(&self, offset: usize) -> usize {
+        self.0.partition_point(|&o| (o as usize) < offset)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.0.len() * 4
     }
 }
 
@@ -379,10 +515,10 @@ impl Entries {
                 // Lacking them, read the entries a walk in this direction reads next too.
                 let reach = n.max(WALK_READAHEAD_ENTRIES);
                 let fetch = match forward {
-                    true => k..(k + reach).min(f.len),
+                    true => k..(k + reach).min(f.span),
                     false => (k + n).saturating_sub(reach)..k + n,
                 };
-                EntryFile::run(f, k, n, fetch, c.first, blocks)?
+                EntryFile::run_at(f, k, n, fetch, c.first, blocks)?
             }
         };
         Ok((lo, run))
@@ -413,13 +549,18 @@ impl Entries {
     }
 
     /// Adds a sealed segment's entries, from its file, as the next positions; `times` are
-    /// the times of its first and last entries. A file without entries adds nothing.
-    pub fn push_file(&mut self, segment_no: u64, file: Arc<EntryFile>, times: (i64, i64)) {
-        let (first_at_us, last_at_us) = times;
-        let n = file.len as u64;
+    /// the times of its first and last entries (`None`: a scavenge removed all its events).
+    /// A file covering no position adds nothing.
+    pub fn push_file(&mut self, segment_no: u64, file: Arc<EntryFile>, times: Option<(i64, i64)>) {
+        let n = file.span as u64;
         if n == 0 {
             return;
         }
+        // A chunk without entries takes the time of the one before: times never decrease.
+        let first_at_us = match times {
+            Some((first, _)) => first,
+            None => self.chunks.last().map_or(i64::MIN, |c| c.first_at_us),
+        };
         self.chunks.push(Chunk {
             segment_no,
             first: self.len,
@@ -427,7 +568,9 @@ impl Entries {
             part: Part::File(file),
         });
         self.len += n;
-        self.last_at_us = last_at_us;
+        if let Some((_, last_at_us)) = times {
+            self.last_at_us = last_at_us;
+        }
     }
 
     /// Swaps the entries of sealed segment `segment_no`, positions `first..`, held in memory,
@@ -440,7 +583,10 @@ impl Entries {
         };
         match &c.part {
             Part::Memory(v)
-                if c.segment_no == segment_no && c.first == first && v.len() == file.len =>
+                if c.segment_no == segment_no
+                    && c.first == first
+                    && file.slots.is_none()
+                    && v.len() == file.len =>
             {
                 match std::mem::replace(&mut c.part, Part::File(file)) {
                     Part::Memory(v) => Released(Some(v)),
@@ -451,12 +597,62 @@ impl Entries {
         }
     }
 
+    /// The segment holding position `p` (which must be held), when its entries are read from
+    /// its index file.
+    pub fn file_segment_of(&self, p: u64) -> Option<u64> {
+        let c = self.chunk(p);
+        matches!(c.part, Part::File(_)).then_some(c.segment_no)
+    }
+
+    /// Whether sealed segment `segment_no`'s entries (positions from `first`) are read from
+    /// its index file.
+    pub fn in_file(&self, segment_no: u64, first: u64) -> bool {
+        let k = self.chunks.partition_point(|c| c.first < first);
+        self.chunks.get(k).is_some_and(|c| {
+            c.segment_no == segment_no && c.first == first && matches!(c.part, Part::File(_))
+        })
+    }
+
+    /// Swaps the file of sealed segment `segment_no` (positions from `first`) for the one a
+    /// scavenge wrote, which covers the same positions; `first_at_us`: when its first entry
+    /// was recorded (`None`: it has none). Nothing changes when its entries are not read from
+    /// a file. Drop what it returns after releasing the state lock.
+    pub fn replace_file(
+        &mut self,
+        segment_no: u64,
+        first: u64,
+        file: Arc<EntryFile>,
+        first_at_us: Option<i64>,
+    ) -> Option<Arc<EntryFile>> {
+        let k = self.chunks.partition_point(|c| c.first < first);
+        // Its first entry's time stands for the chunk's (see `position_at`); one without
+        // entries takes the time of the one before.
+        let before = k
+            .checked_sub(1)
+            .map_or(i64::MIN, |j| self.chunks[j].first_at_us);
+        let c = self.chunks.get_mut(k)?;
+        match &c.part {
+            Part::File(old)
+                if c.segment_no == segment_no && c.first == first && old.span == file.span =>
+            {
+                c.first_at_us = first_at_us.unwrap_or(before);
+                match std::mem::replace(&mut c.part, Part::File(file)) {
+                    Part::File(old) => Some(old),
+                    Part::Memory(_) => unreachable!("matched as a file above"),
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Where position `p`'s entry is read: now, when it is in memory, or (`None`) from the
     /// file `files` is given, once the state lock is released ([`Deferred`]).
     fn entry_or_defer(&self, p: u64, files: &mut Vec<(u64, Arc<EntryFile>)>) -> Option<Entry> {
         let c = self.chunk(p);
         match &c.part {
             Part::Memory(v) => Some(v[(p - c.first) as usize]),
+            // Known without reading the file: a position whose event a scavenge removed.
+            Part::File(f) if f.removes((p - c.first) as usize) => Some(Entry::REMOVED),
             Part::File(f) => {
                 if !files
                     .iter()
@@ -502,6 +698,13 @@ impl Entries {
         else {
             return PositionAt::Found(None);
         };
+        // A scavenged segment may have no event left: the answer is in one before it.
+        let Some(k) = (0..=k).rev().find(|&j| match &self.chunks[j].part {
+            Part::File(f) => f.len > 0,
+            Part::Memory(v) => !v.is_empty(),
+        }) else {
+            return PositionAt::Found(None);
+        };
         let c = &self.chunks[k];
         match &c.part {
             Part::Memory(v) => {
@@ -509,6 +712,15 @@ impl Entries {
                 PositionAt::Found(Some(c.first + n - 1))
             }
             Part::File(f) => PositionAt::InFile(c.first, f.clone()),
+        }
+    }
+
+    /// Whether a scavenge removed position `p`'s event (which must be held). Reads nothing.
+    pub fn is_removed(&self, p: u64) -> bool {
+        let c = self.chunk(p);
+        match &c.part {
+            Part::File(f) => f.removes((p - c.first) as usize),
+            Part::Memory(_) => false,
         }
     }
 
@@ -592,8 +804,10 @@ impl Deferred {
         !self.files.is_empty()
     }
 
-    /// Every position with its entry, in the order added; reads the deferred ones from their
-    /// files (page faults on their maps, or `pread`s: one per run of consecutive positions).
+    /// Every position with its entry, in the order added, but for those a scavenge removed
+    /// (readers could not see their events: they are left out); reads the deferred ones from
+    /// their files (page faults on their maps, or `pread`s: one per run of consecutive
+    /// positions).
     pub fn read(mut self) -> Result<Vec<(u64, Entry)>, ReadError> {
         self.files.sort_unstable_by_key(|(first, _)| *first);
         // The file holding deferred position `p`, and its first position (`entry_or_defer`
@@ -609,12 +823,14 @@ impl Deferred {
         while i < items.len() {
             let (p, e) = items[i];
             if let Some(e) = e {
-                out.push((p, e));
+                if !e.is_removed() {
+                    out.push((p, e));
+                }
                 i += 1;
                 continue;
             }
             let (first, f) = file_of(p);
-            let in_file = first..first + f.len as u64;
+            let in_file = first..first + f.span as u64;
             // The deferred positions after it in this file that go on by one, up or down.
             let deferred = |j: usize| {
                 items
@@ -635,24 +851,32 @@ impl Deferred {
                 j += 1;
             }
             let lo = p.min(items[j - 1].0);
-            let (k, n) = ((lo - first) as usize, j - i);
-            if n == 1 {
+            let n = j - i;
+            // Deferred positions have entries (those without were known under the lock), so
+            // consecutive ones have consecutive entries, in a scavenged segment too.
+            let k = f.slot((lo - first) as usize);
+            let Some(k) = k.filter(|_| n > 1) else {
                 // A position alone (a long stream's, among others'): read in place, with the
                 // entry of a position a few ahead asked for, so that the waits for memory
                 // of scattered entries overlap.
                 if let Some(&(q, None)) = items.get(i + PREFETCH_AHEAD) {
                     let (first_q, file_q) = file_of(q);
-                    file_q.prefetch((q - first_q) as usize);
+                    file_q.prefetch_at((q - first_q) as usize);
                 }
-                out.push((p, f.get(k, first)?));
+                for &(q, _) in &items[i..j] {
+                    let e = f.get_at((q - first) as usize, first)?;
+                    if !e.is_removed() {
+                        out.push((q, e));
+                    }
+                }
                 i = j;
                 continue;
-            }
+            };
             let run = EntryFile::run(f, k, n, k..k + n, first, &Blocks::direct())?;
             for &(q, _) in &items[i..j] {
                 let e = match run[(q - lo) as usize] {
                     Some(e) => e,
-                    None => f.get((q - first) as usize, first)?,
+                    None => f.get_at((q - first) as usize, first)?,
                 };
                 out.push((q, e));
             }
@@ -690,7 +914,7 @@ impl PositionAt {
                 }
                 // The file's first entry was at or before `ts_us` when it was mapped.
                 match lo.checked_sub(1) {
-                    Some(k) => Ok(Some(first + k as u64)),
+                    Some(k) => Ok(Some(first + f.offset_of(k) as u64)),
                     None => Err(f.corruption(
                         f.at,
                         Some(first),
@@ -757,7 +981,7 @@ mod tests {
             if in_file {
                 let f = file(dir, &format!("{segment_no}.idx"), p, n, map);
                 let times = (p as i64, (p + n as u64 - 1) as i64);
-                entries.push_file(segment_no, Arc::new(f), times);
+                entries.push_file(segment_no, Arc::new(f), Some(times));
             } else {
                 for q in p..p + n as u64 {
                     entries.push(segment_no, entry(q));

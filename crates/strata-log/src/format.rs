@@ -41,8 +41,12 @@ use strata_core::{StreamId, Uuid};
 
 /// Magic bytes at the start of every segment.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"STRATALG";
-/// The format version this code writes and reads.
+/// The format version this code writes, and reads with [`SCAVENGED_FORMAT_VERSION`].
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version of a segment a scavenge rewrote: version 1 whose records may skip
+/// positions and stream versions (those of the events removed). Versions of Strata that
+/// read only version 1 refuse such a segment rather than misread it.
+pub const SCAVENGED_FORMAT_VERSION: u32 = 2;
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes in a record header.
@@ -59,6 +63,80 @@ pub const FLAG_BATCH_START: u8 = 2;
 /// Header byte 48, bit 0: the segment's records carry [`FLAG_BATCH_START`].
 const HEADER_FLAG_BATCH_MARKS: u8 = 1;
 
+/// The versions a scavenge removed from a segment, per stream (one run each): what a
+/// scavenged segment holds after its records, at [`SegmentHeader::runs_at`], so that the
+/// segment alone tells its streams' versions (a stream may have no event left in it).
+pub type RemovedRuns = Vec<(String, std::ops::Range<u64>)>;
+
+/// Encodes `runs` as a scavenged segment keeps them, salted with `salt`: a 4-byte length
+/// (of what follows it but the CRC), a CRC32C of the salt and those bytes, the count of
+/// runs (u32), then per run its stream id (u16 length, UTF-8), its first and its end
+/// version (u64 each); zero padding to a multiple of 8.
+pub fn encode_removed_runs(runs: &[(String, std::ops::Range<u64>)], salt: u64, out: &mut Vec<u8>) {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+    for (stream, versions) in runs {
+        body.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+        body.extend_from_slice(stream.as_bytes());
+        body.extend_from_slice(&versions.start.to_le_bytes());
+        body.extend_from_slice(&versions.end.to_le_bytes());
+    }
+    let mut crc = crc32c::crc32c(&salt.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &body);
+    let start = out.len();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&body);
+    out.resize(
+        start + (8 + body.len()).next_multiple_of(RECORD_ALIGN_BYTES),
+        0,
+    );
+}
+
+/// Decodes the removed runs `b` (from [`SegmentHeader::runs_at`] to the end of the
+/// segment) of a segment salted with `salt`, checking them whole: length, CRC, stream ids,
+/// and each run holding at least one version.
+pub fn decode_removed_runs(b: &[u8], salt: u64) -> Result<RemovedRuns, String> {
+    let cut = || "the segment's removed runs are cut short".to_owned();
+    if b.len() < 8 {
+        return Err(cut());
+    }
+    let len = u32_at(b, 0) as usize;
+    let body = b.get(8..8 + len).ok_or_else(cut)?;
+    if b.len() != (8 + len).next_multiple_of(RECORD_ALIGN_BYTES) {
+        return Err("the segment does not end with its removed runs".to_owned());
+    }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), body);
+    if crc != u32_at(b, 4) {
+        return Err("the segment's removed runs fail their CRC".to_owned());
+    }
+    let count = u32_at(body, 0) as usize;
+    let mut at = 4;
+    let mut runs = Vec::with_capacity(count.min(body.len() / 18));
+    for _ in 0..count {
+        let n = body
+            .get(at..at + 2)
+            .map(|b| u16_at(b, 0) as usize)
+            .ok_or_else(cut)?;
+        let name = body.get(at + 2..at + 2 + n).ok_or_else(cut)?;
+        let stream = std::str::from_utf8(name)
+            .ok()
+            .filter(|s| StreamId::new(*s).is_ok())
+            .ok_or("a removed run names no valid stream")?;
+        let v = body.get(at + 2 + n..at + 18 + n).ok_or_else(cut)?;
+        let versions = u64_at(v, 0)..u64_at(v, 8);
+        if versions.is_empty() {
+            return Err(format!("stream {stream}'s removed run is empty"));
+        }
+        runs.push((stream.to_owned(), versions));
+        at += 18 + n;
+    }
+    if at != body.len() {
+        return Err("the segment's removed runs hold more than their count".to_owned());
+    }
+    Ok(runs)
+}
+
 /// A decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -73,6 +151,13 @@ pub struct SegmentHeader {
     /// Its records mark where each write batch starts ([`FLAG_BATCH_START`]). Segments
     /// created before the marks existed have none, and are never preallocated.
     pub batch_marks: bool,
+    /// A scavenge rewrote it ([`SCAVENGED_FORMAT_VERSION`]): its records hold increasing
+    /// positions and stream versions with gaps where events were removed; `first_position`
+    /// is still the first position it covers (whose event may be gone).
+    pub scavenged: bool,
+    /// In a scavenged segment, where its records end and its removed runs start (see
+    /// [`encode_removed_runs`]): header bytes 52..60. Zero in the others.
+    pub runs_at: u64,
 }
 
 impl SegmentHeader {
@@ -80,7 +165,11 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
         let mut b = [0u8; SEGMENT_HEADER_BYTES as usize];
         b[0..8].copy_from_slice(SEGMENT_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let version = match self.scavenged {
+            true => SCAVENGED_FORMAT_VERSION,
+            false => FORMAT_VERSION,
+        };
+        b[8..12].copy_from_slice(&version.to_le_bytes());
         b[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.salt.to_le_bytes());
         b[24..32].copy_from_slice(&self.segment_no.to_le_bytes());
@@ -88,6 +177,9 @@ impl SegmentHeader {
         b[40..48].copy_from_slice(&self.created_at_us.to_le_bytes());
         if self.batch_marks {
             b[48] = HEADER_FLAG_BATCH_MARKS;
+        }
+        if self.scavenged {
+            b[52..60].copy_from_slice(&self.runs_at.to_le_bytes());
         }
         let crc = crc32c::crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
@@ -107,9 +199,9 @@ impl SegmentHeader {
             return Err("segment header CRC mismatch".to_owned());
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != SCAVENGED_FORMAT_VERSION {
             return Err(format!(
-                "segment format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                "segment format version {version} is not supported (this build reads {FORMAT_VERSION} and {SCAVENGED_FORMAT_VERSION})"
             ));
         }
         if u32_at(b, 12) as u64 != SEGMENT_HEADER_BYTES {
@@ -121,6 +213,19 @@ impl SegmentHeader {
             first_position: u64_at(b, 32),
             created_at_us: u64_at(b, 40) as i64,
             batch_marks: b[48] & HEADER_FLAG_BATCH_MARKS != 0,
+            scavenged: version == SCAVENGED_FORMAT_VERSION,
+            runs_at: match version {
+                SCAVENGED_FORMAT_VERSION => {
+                    let at = u64_at(b, 52);
+                    if at < SEGMENT_HEADER_BYTES || !at.is_multiple_of(RECORD_ALIGN_BYTES as u64) {
+                        return Err(
+                            "a scavenged segment's runs are not after its header".to_owned()
+                        );
+                    }
+                    at
+                }
+                _ => 0,
+            },
         })
     }
 }
@@ -428,6 +533,8 @@ mod tests {
             first_position: 100,
             created_at_us: 9,
             batch_marks: false,
+            scavenged: false,
+            runs_at: 0,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
@@ -436,6 +543,14 @@ mod tests {
             ..h
         };
         assert_eq!(SegmentHeader::decode(&marked.encode()).unwrap(), marked);
+        let scavenged = SegmentHeader {
+            scavenged: true,
+            runs_at: 4096,
+            ..h
+        };
+        let b2 = scavenged.encode();
+        assert_eq!(u32_at(&b2, 8), SCAVENGED_FORMAT_VERSION);
+        assert_eq!(SegmentHeader::decode(&b2).unwrap(), scavenged);
         let mut c = b;
         c[20] ^= 1;
         assert!(SegmentHeader::decode(&c).is_err());

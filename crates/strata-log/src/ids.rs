@@ -102,9 +102,11 @@ impl Bloom {
 /// A sealed segment's ids, in its index file.
 pub(crate) struct IdSection {
     pub segment_no: u64,
-    /// Its positions: `first..end`.
+    /// Its positions: `first..end` (not all of which have an event, in a scavenged segment).
     pub first: u64,
     pub end: u64,
+    /// How many ids it holds.
+    count: usize,
     /// The file, opened when the section was added (so a lookup opens nothing), shared with
     /// the reads of its entries.
     file: std::sync::Arc<std::fs::File>,
@@ -134,6 +136,7 @@ impl IdSection {
             segment_no,
             first: positions.start,
             end: positions.end,
+            count: pairs.len() / ID_PAIR_BYTES,
             file,
             offset,
             fences,
@@ -149,7 +152,7 @@ impl IdSection {
         let Some(block) = self.fences.partition_point(|f| f <= id).checked_sub(1) else {
             return Ok(None);
         };
-        let n = (self.end - self.first) as usize;
+        let n = self.count;
         let from = block * ID_BLOCK_ENTRIES;
         let len = ID_BLOCK_ENTRIES.min(n - from) * ID_PAIR_BYTES;
         let mut buf = vec![0u8; len];
@@ -203,12 +206,13 @@ pub(crate) fn encode_id_section(mut pairs: Vec<(Uuid, u64)>, out: &mut Vec<u8>) 
 }
 
 /// Checks sorted pairs `b` of positions `first..first + n`: strictly increasing ids, each
-/// the id `id_at` gives its position (so the section is exactly the segment's ids).
+/// the id `id_at` gives its position (`None` for one without an event: a scavenge removed
+/// it), so the section is exactly the segment's ids.
 pub(crate) fn check_pairs(
     b: &[u8],
     first: u64,
     n: u64,
-    id_at: impl Fn(u64) -> Uuid,
+    id_at: impl Fn(u64) -> Option<Uuid>,
 ) -> Result<(), String> {
     let mut last: Option<Uuid> = None;
     for k in 0..b.len() / ID_PAIR_BYTES {
@@ -217,7 +221,7 @@ pub(crate) fn check_pairs(
         if last.is_some_and(|l| l >= id) {
             return Err("its id section is not sorted".to_owned());
         }
-        if !(first..first + n).contains(&p) || id_at(p) != id {
+        if !(first..first + n).contains(&p) || id_at(p) != Some(id) {
             return Err("its id section does not match its entries".to_owned());
         }
         last = Some(id);
@@ -330,6 +334,22 @@ impl EventIds {
         Released(released)
     }
 
+    /// Whether sealed segment `segment_no`'s ids are looked up in its index file.
+    pub fn in_file(&self, segment_no: u64) -> bool {
+        self.files.iter().any(|f| f.segment_no == segment_no)
+    }
+
+    /// Swaps the id section of sealed segment `section.segment_no`, in a file, for
+    /// `section`, of the file a scavenge wrote for it (fewer ids). Nothing changes when the
+    /// segment's ids are not in a file. Drop what it returns after releasing the state lock.
+    pub fn replace_file(&mut self, section: IdSection) -> Option<IdSection> {
+        let k = self
+            .files
+            .iter()
+            .position(|f| f.segment_no == section.segment_no && f.first == section.first)?;
+        Some(std::mem::replace(&mut self.files[k], section))
+    }
+
     /// The position holding `id`, if any. Reads at most one block of each index file whose
     /// filter lets `id` through.
     pub fn lookup(&self, id: &Uuid) -> std::io::Result<Option<u64>> {
@@ -423,7 +443,7 @@ mod tests {
         let path = dir.join(format!("{first}.idx"));
         std::fs::write(&path, &bytes).unwrap();
         let pairs_end = lead + n as usize * ID_PAIR_BYTES;
-        check_pairs(&bytes[lead..pairs_end], first, n, id).unwrap();
+        check_pairs(&bytes[lead..pairs_end], first, n, |p| Some(id(p))).unwrap();
         IdSection::new(
             first,
             first..first + n,
@@ -461,15 +481,15 @@ mod tests {
         let mut bytes = Vec::new();
         encode_id_section((0..10).map(|k| (id(k), k)).collect(), &mut bytes);
         let pairs = &bytes[..10 * ID_PAIR_BYTES];
-        assert!(check_pairs(pairs, 0, 10, id).is_ok());
+        assert!(check_pairs(pairs, 0, 10, |p| Some(id(p))).is_ok());
         // Another id at a position.
-        assert!(check_pairs(pairs, 0, 10, |p| id(p + 1)).is_err());
+        assert!(check_pairs(pairs, 0, 10, |p| Some(id(p + 1))).is_err());
         // A position outside the segment.
-        assert!(check_pairs(pairs, 1, 10, id).is_err());
+        assert!(check_pairs(pairs, 1, 10, |p| Some(id(p))).is_err());
         // Out of order.
         let mut swapped = pairs.to_vec();
         swapped.copy_within(0..ID_PAIR_BYTES, ID_PAIR_BYTES);
-        assert!(check_pairs(&swapped, 0, 10, id).is_err());
+        assert!(check_pairs(&swapped, 0, 10, |p| Some(id(p))).is_err());
     }
 
     #[test]

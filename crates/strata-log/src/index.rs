@@ -22,8 +22,8 @@ use strata_core::{category_of, Direction, Filter, ReadError, StreamId, Uuid};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::entries::{Deferred, Entries, Entry, EntryFile, PositionAt};
-use crate::format::{u16_at, u32_at, u64_at, uuid_at, SEGMENT_HEADER_BYTES};
+use crate::entries::{Deferred, Entries, Entry, EntryFile, PositionAt, Slots};
+use crate::format::{u16_at, u32_at, u64_at, uuid_at, RemovedRuns, SEGMENT_HEADER_BYTES};
 use crate::ids::{
     bloom_words, check_pairs, encode_id_section, Bloom, EventIds, IdSection, ID_PAIR_BYTES,
 };
@@ -70,11 +70,23 @@ pub(crate) struct RemovedVersions {
 }
 
 impl RemovedVersions {
+    /// The one run these and `versions` make, `None` when they make two.
+    fn joined(self, versions: &std::ops::Range<u64>) -> Option<std::ops::Range<u64>> {
+        let end = self.from + self.count;
+        match self.count {
+            0 => Some(versions.clone()),
+            _ if versions.start <= end && versions.end >= self.from => {
+                Some(versions.start.min(self.from)..versions.end.max(end))
+            }
+            _ => None,
+        }
+    }
+
     /// What they become for a stream of `stored` events whose next stored event holds
     /// version `v`: `v` must be the next version or, when `may_skip` (a scavenged segment
     /// read back), a later one, the versions in between being removed ones, which must
     /// continue the run removed before or start it. Otherwise the next version is the error.
-    fn after(self, stored: u64, v: u64, may_skip: bool) -> Result<RemovedVersions, u64> {
+    pub fn after(self, stored: u64, v: u64, may_skip: bool) -> Result<RemovedVersions, u64> {
         let next = stored + self.count;
         if v == next {
             return Ok(self);
@@ -108,6 +120,44 @@ impl StreamEntry {
         } else {
             i + self.removed.count
         }
+    }
+
+    /// Takes versions `versions` out of the list (a scavenge removed their events; those
+    /// among them removed before are out already): with the run removed before they must
+    /// make one run (joining it at its end, or at its start: version 0 of a stream tombstoned
+    /// since), and leave the last version. Rebuilds the list from the first one taken out: a
+    /// cost per event of the stream after it.
+    pub fn remove_versions(&mut self, versions: std::ops::Range<u64>) -> Result<(), String> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let Some(run) = self
+            .removed
+            .joined(&versions)
+            .filter(|_| versions.end < self.versions())
+        else {
+            let RemovedVersions { from, count } = self.removed;
+            return Err(format!(
+                "stream {}: versions {versions:?} do not join those removed before ({from}..{}), or take its last",
+                self.name(),
+                from + count
+            ));
+        };
+        let (lo, hi) = (
+            self.index_from(versions.start),
+            self.index_from(versions.end),
+        );
+        let mut list = PositionList::default();
+        let mut reader = self.positions.reader();
+        for i in (0..lo).chain(hi..self.positions.len()) {
+            list.push(reader.get(i).expect("an index of the list"));
+        }
+        self.positions = list;
+        self.removed = RemovedVersions {
+            from: run.start,
+            count: run.end - run.start,
+        };
+        Ok(())
     }
 
     /// The index in its list of the first stored version at or after `v`.
@@ -244,8 +294,22 @@ impl Index {
             event_type,
             Some(e.event_id),
         );
-        self.streams[stream as usize].removed = removed;
+        self.set_removed(stream, removed);
         Ok(())
+    }
+
+    /// Sets stream `s`'s removed versions. A category counts the streams whose first event
+    /// is stored (as listings find them): one whose version 0 is removed (tombstoned, then
+    /// scavenged) leaves the count.
+    fn set_removed(&mut self, s: u32, removed: RemovedVersions) {
+        let se = &mut self.streams[s as usize];
+        let first_gone = |r: RemovedVersions| r.count > 0 && r.from == 0;
+        let left = !first_gone(se.removed) && first_gone(removed);
+        se.removed = removed;
+        if left {
+            let c = se.category as usize;
+            self.categories[c].streams = self.categories[c].streams.saturating_sub(1);
+        }
     }
 
     /// The number of `stream`, adding the stream (and its category) when new.
@@ -409,6 +473,69 @@ impl Index {
         };
         let l = lists.get_mut(no as usize)?;
         Some((&mut l.positions, dir.swap(segment_no, file, at)))
+    }
+
+    /// Swaps what the index reads of sealed segment `segment_no` (positions from `first`)
+    /// for the file `file` (its entries, with `dir`, its postings, and `section`, its ids) a
+    /// scavenge wrote for it, `first_at_us` being when its first event was recorded (`None`:
+    /// it has none left), and takes the versions `removed` gives per stream out of the
+    /// streams' lists. Checked first: on an error nothing changes. Drop what it returns after
+    /// releasing the state lock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn replace_scavenged(
+        &mut self,
+        segment_no: u64,
+        first: u64,
+        file: &Arc<EntryFile>,
+        dir: &PostingsDir,
+        section: IdSection,
+        first_at_us: Option<i64>,
+        removed: &[(u32, std::ops::Range<u64>)],
+    ) -> Result<(Vec<Arc<EntryFile>>, Option<IdSection>), String> {
+        if !self.entries.in_file(segment_no, first) || !self.ids.in_file(segment_no) {
+            return Err(format!(
+                "segment {segment_no}'s entries and ids are not read from its index file yet"
+            ));
+        }
+        for (s, versions) in removed {
+            let se = self.streams.get(*s as usize).ok_or("an unknown stream")?;
+            if se.removed.joined(versions).is_none() || versions.end >= se.versions() {
+                return Err(format!(
+                    "stream {}: versions {versions:?} do not join those removed before",
+                    se.name()
+                ));
+            }
+        }
+        let mut released = Vec::new();
+        released.extend(
+            self.entries
+                .replace_file(segment_no, first, file.clone(), first_at_us),
+        );
+        let ids = self.ids.replace_file(section);
+        let targets = self.postings_targets(dir);
+        for (is_type, lists) in [(true, &mut self.types), (false, &mut self.categories)] {
+            for (no, l) in lists.iter_mut().enumerate() {
+                let target = targets
+                    .iter()
+                    .find(|&&(t, n, _)| t == is_type && n == no as u32);
+                let swap = target.map(|&(_, _, k)| {
+                    let at = match is_type {
+                        true => &dir.type_at[k],
+                        false => &dir.category_at[k],
+                    };
+                    dir.swap(segment_no, file, at)
+                });
+                released.extend(l.positions.replace_file(segment_no, swap));
+            }
+        }
+        for (s, versions) in removed {
+            let se = &mut self.streams[*s as usize];
+            let before = se.removed;
+            se.remove_versions(versions.clone()).expect("checked above");
+            let after = std::mem::replace(&mut se.removed, before);
+            self.set_removed(*s, after);
+        }
+        Ok((released, ids))
     }
 
     /// Bytes of memory the stream, category and type position lists take beyond the
@@ -813,6 +940,7 @@ impl<'a> LocalEntries<'a> {
         index: &mut Index,
         first: u64,
         file: Option<(u64, EntryFile, PostingsDir, &[u8])>,
+        runs: Option<RemovedRuns>,
         may_skip: bool,
     ) -> Result<(), String> {
         let next = index.next_position();
@@ -821,6 +949,57 @@ impl<'a> LocalEntries<'a> {
             return Err(format!(
                 "it starts at position {first}, the index continues at {next}"
             ));
+        }
+        // A scavenged segment's file gives the versions removed from it, per stream: what
+        // each stream's removed versions become, worked out (and refused when they do not
+        // carry the stream on) before anything changes. Streams with no event left in the
+        // segment come after the file's own.
+        let mut removed: Vec<Option<RemovedVersions>> = Vec::new();
+        let mut vanished: Vec<(StreamId, RemovedVersions)> = Vec::new();
+        if let (Some(runs), Some((_, _, dir, b))) = (&runs, &file) {
+            let run_of: HashMap<&str, &std::ops::Range<u64>> =
+                runs.iter().map(|(s, r)| (s.as_str(), r)).collect();
+            let after_run = |stream: &StreamId,
+                             count: u64|
+             -> Result<Option<RemovedVersions>, String> {
+                let Some(run) = run_of.get(stream.as_str()) else {
+                    return Ok(None);
+                };
+                let (stored, was) =
+                    index
+                        .stream_no(stream)
+                        .map_or((0, RemovedVersions::default()), |no| {
+                            let se = &index.streams[no as usize];
+                            (se.positions.len(), se.removed)
+                        });
+                // The events before the run come first: none, or version 0 before a run
+                // from 1 (what a scavenge removes starts at version 0 or 1).
+                let next = stored + was.count;
+                let before = run
+                    .start
+                    .checked_sub(next)
+                    .filter(|&k| k <= count && (k == 0 || (k == 1 && run.start == 1)));
+                let refused = || {
+                    format!(
+                        "stream {stream}'s versions {run:?} removed here do not carry it on from {next}"
+                    )
+                };
+                let before = before.ok_or_else(refused)?;
+                was.after(stored + before, run.end, true)
+                    .map(Some)
+                    .map_err(|_| refused())
+            };
+            for (s, stream) in self.streams.iter().enumerate() {
+                let count = u64::from(u32_at(b, dir.streams_at.0 + 4 * s));
+                removed.push(after_run(stream, count)?);
+            }
+            let own: std::collections::HashSet<&str> =
+                self.streams.iter().map(StreamId::as_str).collect();
+            for (name, _) in runs.iter().filter(|(n, _)| !own.contains(n.as_str())) {
+                let stream = StreamId::new(name.as_str()).map_err(|e| e.to_string())?;
+                let run = after_run(&stream, 0)?.expect("a run of its own");
+                vanished.push((stream, run));
+            }
         }
         // Names are numbered in the index as the entries pushed first use them: one that only
         // skipped entries use is not added. (A file's names are listed in that order.)
@@ -839,11 +1018,18 @@ impl<'a> LocalEntries<'a> {
                 count_at += 4;
                 let list = index.stream_no_or_insert(&self.streams[s]);
                 *no = Some(list);
-                let positions = &mut index.streams[list as usize].positions;
+                let se = &mut index.streams[list as usize];
                 for j in 0..count {
-                    positions.push(first + u64::from(u32_at(b, at + j * 4)));
+                    se.positions.push(first + u64::from(u32_at(b, at + j * 4)));
+                }
+                if let Some(Some(run)) = removed.get(s) {
+                    index.set_removed(list, *run);
                 }
                 at += count * 4;
+            }
+            for (stream, run) in vanished {
+                let s = index.stream_no_or_insert(&stream);
+                index.set_removed(s, run);
             }
             for (t, no) in type_nos.iter_mut().enumerate() {
                 *no = Some(index.type_no_or_insert(&self.types[t]));
@@ -871,7 +1057,7 @@ impl<'a> LocalEntries<'a> {
                 );
             }
         }
-        if let Some((segment_no, mut file, dir, _)) = file.filter(|_| n > 0) {
+        if let Some((segment_no, mut file, dir, _)) = file.filter(|(_, f, _, _)| f.span() > 0) {
             // Every name of the file is numbered above: no entry reads the placeholder.
             let numbers = |nos: &[Option<u32>]| -> Box<[u32]> {
                 nos.iter().map(|n| n.unwrap_or(u32::MAX)).collect()
@@ -881,9 +1067,8 @@ impl<'a> LocalEntries<'a> {
             // lists hold these positions already, so nothing may fail from here.
             let time = |k: u64| u64_at(&self.entries[k as usize * INDEX_ENTRY_BYTES..], 8) as i64;
             let file = Arc::new(file);
-            index
-                .entries
-                .push_file(segment_no, file.clone(), (time(0), time(n - 1)));
+            let times = n.checked_sub(1).map(|last| (time(0), time(last)));
+            index.entries.push_file(segment_no, file.clone(), times);
             index.push_postings_file(segment_no, &file, &dir);
         }
         Ok(())
@@ -959,30 +1144,45 @@ fn encode_file(
     out[60..64].copy_from_slice(&t.to_le_bytes());
     if id_section {
         // A segment's file: its postings, then its ids.
-        if u32::try_from(n).is_err() {
-            return Err(format!(
-                "a segment of {n} events is too large for its postings"
-            ));
-        }
-        let entries_at = INDEX_HEADER_BYTES;
-        let mut names_at = entries_at + n * INDEX_ENTRY_BYTES;
-        let streams = read_names(&out, &mut names_at, s as usize)?;
-        let (categories, stream_categories) = local_categories(streams);
-        let counts = (s as usize, t as usize, categories.len());
-        let mut postings =
-            Vec::with_capacity(n * POSTINGS_BYTES_PER_EVENT + (counts.0 + counts.1 + counts.2) * 4);
-        encode_postings(
-            &out[entries_at..entries_at + n * INDEX_ENTRY_BYTES],
-            &stream_categories,
-            counts,
-            &mut postings,
-        );
-        out.extend_from_slice(&postings);
-        encode_id_section(pairs, &mut out);
+        encode_postings_and_ids(&mut out, (n, s, t), None, pairs)?;
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// Appends a segment index file's postings and id section to `out`, which holds its header
+/// and its `n` entries, then the names of its `s` streams (and `t` types); `offsets`: its
+/// entries' positions, in a scavenged segment's file (see [`encode_postings`]); `pairs`:
+/// its events' ids and positions.
+fn encode_postings_and_ids(
+    out: &mut Vec<u8>,
+    (n, s, t): (usize, u32, u32),
+    offsets: Option<&[u32]>,
+    pairs: Vec<(Uuid, u64)>,
+) -> Result<(), String> {
+    if u32::try_from(n).is_err() {
+        return Err(format!(
+            "a segment of {n} events is too large for its postings"
+        ));
+    }
+    let entries_at = INDEX_HEADER_BYTES;
+    let mut names_at = entries_at + n * INDEX_ENTRY_BYTES;
+    let streams = read_names(out, &mut names_at, s as usize)?;
+    let (categories, stream_categories) = local_categories(streams);
+    let counts = (s as usize, t as usize, categories.len());
+    let mut postings =
+        Vec::with_capacity(n * POSTINGS_BYTES_PER_EVENT + (counts.0 + counts.1 + counts.2) * 4);
+    encode_postings(
+        &out[entries_at..entries_at + n * INDEX_ENTRY_BYTES],
+        offsets,
+        &stream_categories,
+        counts,
+        &mut postings,
+    );
+    out.extend_from_slice(&postings);
+    encode_id_section(pairs, out);
+    Ok(())
 }
 
 const INDEX_HEADER_BYTES: usize = 64;
@@ -1111,7 +1311,7 @@ impl IndexFile {
             u32_at(body, self.counts_at) as usize,
             u32_at(body, self.counts_at + 4) as usize,
         )?;
-        local.push_into(index, self.first, None, true)
+        local.push_into(index, self.first, None, None, true)
     }
 }
 
@@ -1138,8 +1338,10 @@ fn local_categories<'a>(streams: impl IntoIterator<Item = &'a str>) -> (Vec<&'a 
 /// `category_count`) and `type_count` types: the count of positions of each stream, type and
 /// category, then, for the streams, the types and the categories in turn, the positions of
 /// each, in local-number order, as u32 offsets from the segment's first position, increasing.
+/// Entry `k`'s offset is `k`, or `offsets[k]` in a scavenged segment.
 fn encode_postings(
     entries: &[u8],
+    offsets: Option<&[u32]>,
     stream_categories: &[u32],
     (stream_count, type_count, category_count): (usize, usize, usize),
     out: &mut Vec<u8>,
@@ -1179,7 +1381,7 @@ fn encode_postings(
             .collect();
         for (k, e) in entries.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
             let slot = &mut next[local(kind, e)];
-            postings[*slot as usize] = k as u32;
+            postings[*slot as usize] = offsets.map_or(k as u32, |o| o[k]);
             *slot += 1;
         }
         for p in &postings {
@@ -1235,15 +1437,15 @@ impl<'a> PostingsCheck<'a> {
         }
     }
 
-    /// Entry `k`, `e`: the entries must come in order.
-    fn entry(&mut self, k: usize, e: &[u8]) -> Result<(), String> {
+    /// The entry `e` of the position `offset` from the segment's first: the entries must
+    /// come in order.
+    fn entry(&mut self, offset: u32, e: &[u8]) -> Result<(), String> {
         let (s, t) = (u32_at(e, 16) as usize, u32_at(e, 20) as usize);
         let slot = self
             .next
             .get_mut(s)
             .ok_or("an entry names an unknown stream")?;
-        if *slot >= self.end[s] || u32_at(self.b, self.postings_at + 4 * *slot as usize) != k as u32
-        {
+        if *slot >= self.end[s] || u32_at(self.b, self.postings_at + 4 * *slot as usize) != offset {
             return Err("its stream postings are not its entries' positions by stream".to_owned());
         }
         *slot += 1;
@@ -1288,8 +1490,8 @@ pub(crate) struct PostingsDir {
 }
 
 impl PostingsDir {
-    /// Reads the postings section at `at` of the file `b` of the `n` events from position
-    /// `base` on, whose streams and types are `streams` and `types`. Checks that each kind's
+    /// Reads the postings section at `at` of the file `b` of the `n` events of the `span`
+    /// positions from `base` on, whose streams and types are `streams` and `types`. Checks that each kind's
     /// counts add up to `n`, that every stream and type has postings, and each type's and
     /// category's first and last postings lie in the segment (its other postings are checked
     /// as they are read, and by `strata verify`; the streams' against the entries by
@@ -1297,7 +1499,7 @@ impl PostingsDir {
     fn parse(
         b: &[u8],
         at: usize,
-        base: u64,
+        (base, span): (u64, u64),
         n: u64,
         streams: &[StreamId],
         types: &[impl AsRef<str>],
@@ -1345,7 +1547,7 @@ impl PostingsDir {
                         u64::from(u32_at(b, name_at + (k as usize - 1) * 4)),
                     ),
                 };
-                if count > 0 && (lo > hi || hi >= n) {
+                if count > 0 && (lo > hi || hi >= span) {
                     return Err("a name's postings lie outside its segment".to_owned());
                 }
                 let fences = (0..count.div_ceil(postings::FILE_BLOCK))
@@ -1411,6 +1613,9 @@ const SEGMENT_INDEX_MAGIC: &[u8; 8] = b"STRATASI";
 /// Version 2 adds the sorted id section and its bloom filter; version 3 the postings (files of
 /// earlier versions are written again).
 const SEGMENT_INDEX_VERSION: u32 = 3;
+/// The version of a scavenged segment's file: version 3 with the positions of its events
+/// (the others were removed) and its streams' versions ([`Scavenged`]).
+const SCAVENGED_INDEX_VERSION: u32 = 4;
 const SEGMENT_INDEX_HEADER_BYTES: usize = 64;
 
 /// Encodes the index file of one sealed segment: its entries (as in the whole index file, with
@@ -1435,12 +1640,123 @@ pub(crate) fn encode_segment_index(
     )
 }
 
+/// One event a scavenge keeps in a segment, as the segment's index file takes it.
+pub(crate) struct KeptEvent<'a> {
+    pub position: u64,
+    pub loc: Loc,
+    pub recorded_at_us: i64,
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub event_id: Uuid,
+}
+
+/// Encodes the index file of sealed segment `seg` (positions `first..end_position`) after a
+/// scavenge removed some of its events (version 4): the events `kept`, in position order,
+/// as [`encode_segment_index`] encodes a segment's, and the sections [`Scavenged`] names.
+pub(crate) fn encode_scavenged_segment_index(
+    seg: SealedSegment,
+    kept: &[KeptEvent<'_>],
+    runs: &[(String, std::ops::Range<u64>)],
+) -> Result<Vec<u8>, String> {
+    let span = seg.end_position.saturating_sub(seg.first);
+    let span32 = u32::try_from(span)
+        .map_err(|_| format!("a segment of {span} positions is too large for its postings"))?;
+    let n = kept.len();
+    let mut out = Vec::with_capacity(
+        INDEX_HEADER_BYTES
+            + n * (INDEX_ENTRY_BYTES + ID_PAIR_BYTES + POSTINGS_BYTES_PER_EVENT + 4 + 2)
+            + 4,
+    );
+    out.extend_from_slice(SEGMENT_INDEX_MAGIC);
+    out.extend_from_slice(&SCAVENGED_INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&span32.to_le_bytes());
+    for v in [
+        seg.segment_no,
+        seg.salt,
+        seg.first,
+        n as u64,
+        seg.end_offset,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    // The name counts, filled in below.
+    out.extend_from_slice(&[0u8; 8]);
+    let mut streams: FastMap<&str, u32> = FastMap::default();
+    let mut stream_order: Vec<&str> = Vec::new();
+    let mut types: FastMap<&str, u32> = FastMap::default();
+    let mut type_order: Vec<&str> = Vec::new();
+    let mut offsets = Vec::with_capacity(n);
+    let mut pairs = Vec::with_capacity(n);
+    for e in kept {
+        let offset = e
+            .position
+            .checked_sub(seg.first)
+            .filter(|&o| o < span && offsets.last().is_none_or(|&l| u64::from(l) < o))
+            .ok_or_else(|| {
+                format!(
+                    "event at position {} is out of order or outside its segment",
+                    e.position
+                )
+            })?;
+        offsets.push(offset as u32);
+        let next = stream_order.len() as u32;
+        let s = *streams.entry(e.stream).or_insert_with(|| {
+            stream_order.push(e.stream);
+            next
+        });
+        let next = type_order.len() as u32;
+        let t = *types.entry(e.event_type).or_insert_with(|| {
+            type_order.push(e.event_type);
+            next
+        });
+        out.extend_from_slice(&e.loc.to_le_bytes());
+        out.extend_from_slice(&e.recorded_at_us.to_le_bytes());
+        out.extend_from_slice(&s.to_le_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(e.event_id.as_bytes());
+        pairs.push((e.event_id, e.position));
+    }
+    for name in &stream_order {
+        put_name(&mut out, name);
+    }
+    for name in &type_order {
+        put_name(&mut out, name);
+    }
+    let (s, t) = (stream_order.len() as u32, type_order.len() as u32);
+    out[56..60].copy_from_slice(&s.to_le_bytes());
+    out[60..64].copy_from_slice(&t.to_le_bytes());
+    encode_postings_and_ids(&mut out, (n, s, t), Some(&offsets), pairs)?;
+    for o in &offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    let runs_at = out.len();
+    crate::format::encode_removed_runs(runs, seg.salt, &mut out);
+    let runs_len = (out.len() - runs_at) as u32;
+    out.extend_from_slice(&runs_len.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
 /// A sealed segment's index file whose CRC and header check out.
 pub(crate) struct SegmentIndexFile {
     bytes: FileBytes,
     path: PathBuf,
+    /// The segment: its positions `first..end_position` (those of its events, and of the
+    /// events a scavenge removed from it).
     pub seg: SealedSegment,
     version: u32,
+}
+
+/// The sections a scavenged segment's index file (version 4) adds after its bloom filter:
+/// its events' positions, as u32 offsets from its first, increasing (4 bytes per event);
+/// then the segment's removed runs, as the segment holds them after its records
+/// ([`crate::format::encode_removed_runs`]); then their length (u32).
+#[derive(Debug, Clone, Copy)]
+struct Scavenged {
+    /// Where the positions start, and the removed runs.
+    offsets_at: usize,
+    runs_at: usize,
 }
 
 impl SegmentIndexFile {
@@ -1461,6 +1777,9 @@ impl SegmentIndexFile {
             1 => INDEX_ENTRY_BYTES,
             2 => INDEX_ENTRY_BYTES + ID_PAIR_BYTES,
             SEGMENT_INDEX_VERSION => INDEX_ENTRY_BYTES + ID_PAIR_BYTES + POSTINGS_BYTES_PER_EVENT,
+            SCAVENGED_INDEX_VERSION => {
+                INDEX_ENTRY_BYTES + ID_PAIR_BYTES + POSTINGS_BYTES_PER_EVENT + 4
+            }
             _ => return Err("segment index file version not supported".to_owned()),
         };
         let first = u64_at(b, 32);
@@ -1472,7 +1791,36 @@ impl SegmentIndexFile {
         if body.len() < SEGMENT_INDEX_HEADER_BYTES.saturating_add(entries_bytes) {
             return Err("segment index file truncated".to_owned());
         }
-        let end_position = first.checked_add(n).ok_or("segment index too large")?;
+        // A scavenged segment's file gives the positions it covers in its header's word at
+        // 12 (reserved, zero, in the others): its events' and those removed.
+        let (span, _scavenged) = match version {
+            SCAVENGED_INDEX_VERSION => {
+                let span = u64::from(u32_at(b, 12));
+                let runs_len = body
+                    .len()
+                    .checked_sub(4)
+                    .map(|at| u32_at(body, at) as usize)
+                    .ok_or("segment index file truncated")?;
+                let tail = (n as usize * 4)
+                    .checked_add(runs_len)
+                    .and_then(|t| t.checked_add(4))
+                    .filter(|&t| t <= body.len())
+                    .ok_or("segment index file truncated")?;
+                if span < n {
+                    return Err("it holds more events than positions".to_owned());
+                }
+                let offsets_at = body.len() - tail;
+                (
+                    span,
+                    Some(Scavenged {
+                        offsets_at,
+                        runs_at: offsets_at + n as usize * 4,
+                    }),
+                )
+            }
+            _ => (n, None),
+        };
+        let end_position = first.checked_add(span).ok_or("segment index too large")?;
         let seg = SealedSegment {
             segment_no: u64_at(b, 16),
             salt: u64_at(b, 24),
@@ -1488,10 +1836,73 @@ impl SegmentIndexFile {
         })
     }
 
+    /// Whether it is a scavenged segment's file (some of its positions have no event).
+    pub fn is_scavenged(&self) -> bool {
+        self.version == SCAVENGED_INDEX_VERSION
+    }
+
+    /// How many events (entries) it holds.
+    fn events(&self) -> u64 {
+        u64_at(&self.bytes, 40)
+    }
+
+    /// In a scavenged segment's file, where its positions and removed runs lie (their
+    /// lengths were checked with the file's).
+    fn scavenged(&self) -> Option<Scavenged> {
+        if !self.is_scavenged() {
+            return None;
+        }
+        let body_len = self.bytes.len() - 4;
+        let runs_len = u32_at(&self.bytes, body_len - 4) as usize;
+        let runs_at = body_len - 4 - runs_len;
+        Some(Scavenged {
+            offsets_at: runs_at - self.events() as usize * 4,
+            runs_at,
+        })
+    }
+
+    /// The position of its last event, `None` when it has none.
+    pub fn last_event_position(&self) -> Option<u64> {
+        let k = (self.events() as usize).checked_sub(1)?;
+        Some(self.seg.first + u64::from(self.offset_of(k)))
+    }
+
+    /// The offset from the segment's first position of its `k`-th event's.
+    fn offset_of(&self, k: usize) -> u32 {
+        match self.scavenged() {
+            Some(sc) => u32_at(&self.bytes, sc.offsets_at + 4 * k),
+            None => k as u32,
+        }
+    }
+
+    /// The number of the entry of position `p`, `None` when the segment does not hold it
+    /// (outside it, or removed by a scavenge).
+    fn slot_of(&self, p: u64) -> Option<usize> {
+        let offset = p.checked_sub(self.seg.first)?;
+        if p >= self.seg.end_position {
+            return None;
+        }
+        match self.scavenged() {
+            None => Some(offset as usize),
+            Some(_) => {
+                let (mut lo, mut hi) = (0, self.events() as usize);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match u64::from(self.offset_of(mid)).cmp(&offset) {
+                        std::cmp::Ordering::Less => lo = mid + 1,
+                        std::cmp::Ordering::Greater => hi = mid,
+                        std::cmp::Ordering::Equal => return Some(mid),
+                    }
+                }
+                None
+            }
+        }
+    }
+
     /// Whether it is of this version: one of an earlier version is not loaded (its segment
     /// is scanned and the file written again), only read for what it records.
     pub fn is_current(&self) -> bool {
-        self.version == SEGMENT_INDEX_VERSION
+        self.version == SEGMENT_INDEX_VERSION || self.version == SCAVENGED_INDEX_VERSION
     }
 
     /// The memory the file was read into, for the next file (none when it was mapped).
@@ -1502,15 +1913,14 @@ impl SegmentIndexFile {
         }
     }
 
-    /// Where the file places position `p`.
+    /// Where the file places position `p` (`None` where it has none: outside the segment,
+    /// or removed by a scavenge).
     pub fn loc(&self, p: u64) -> Option<Loc> {
-        (self.seg.first..self.seg.end_position)
-            .contains(&p)
-            .then(|| {
-                let at =
-                    SEGMENT_INDEX_HEADER_BYTES + (p - self.seg.first) as usize * INDEX_ENTRY_BYTES;
-                u64_at(&self.bytes, at)
-            })
+        let k = self.slot_of(p)?;
+        Some(u64_at(
+            &self.bytes,
+            SEGMENT_INDEX_HEADER_BYTES + k * INDEX_ENTRY_BYTES,
+        ))
     }
 
     /// Checks the whole file: its names, that each entry names one of them, that its records
@@ -1529,7 +1939,8 @@ impl SegmentIndexFile {
         let b = &self.bytes;
         let body = &b[..b.len() - 4];
         let seg = self.seg;
-        let n = seg.end_position - seg.first;
+        let n = self.events();
+        let span = seg.end_position - seg.first;
         let local = LocalEntries::parse(
             body,
             SEGMENT_INDEX_HEADER_BYTES,
@@ -1537,7 +1948,23 @@ impl SegmentIndexFile {
             u32_at(b, 56) as usize,
             u32_at(b, 60) as usize,
         )?;
-        let dir = PostingsDir::parse(b, local.rest, seg.first, n, &local.streams, &local.types)?;
+        let dir = PostingsDir::parse(
+            b,
+            local.rest,
+            (seg.first, span),
+            n,
+            &local.streams,
+            &local.types,
+        )?;
+        // A scavenged segment's positions: increasing, within it.
+        let mut last = None;
+        for k in 0..n as usize {
+            let offset = self.offset_of(k);
+            if last.is_some_and(|l| l >= offset) || u64::from(offset) >= span {
+                return Err("its events' positions are out of order or outside it".to_owned());
+            }
+            last = Some(offset);
+        }
         // One pass over the entries for both checks: they are most of the file.
         let mut postings =
             PostingsCheck::new(b, dir.streams_at, local.streams.len(), local.types.len());
@@ -1552,17 +1979,30 @@ impl SegmentIndexFile {
                 return Err("an entry lies outside its segment or out of order".to_owned());
             }
             last_offset = loc_offset(l);
-            postings.entry(k, e)?;
+            postings.entry(self.offset_of(k), e)?;
         }
         let pairs_at = dir.end;
         let bloom_at = pairs_at + n as usize * ID_PAIR_BYTES;
-        if body.len() != bloom_at + bloom_words(n) * 8 {
+        let bloom_end = bloom_at + bloom_words(n) * 8;
+        if self.scavenged().map_or(body.len(), |sc| sc.offsets_at) != bloom_end {
             return Err("its id section is not where its entries end".to_owned());
         }
-        check_pairs(&body[pairs_at..bloom_at], seg.first, n, |p| {
-            local.id((p - seg.first) as usize)
+        check_pairs(&body[pairs_at..bloom_at], seg.first, span, |p| {
+            self.slot_of(p).map(|k| local.id(k))
         })?;
+        if self.scavenged().is_some() {
+            self.removed_runs()?;
+        }
         Ok((local, dir, pairs_at, bloom_at))
+    }
+
+    /// The removed runs of a scavenged segment's file (none in another's), checked.
+    fn removed_runs(&self) -> Result<RemovedRuns, String> {
+        let Some(sc) = self.scavenged() else {
+            return Ok(Vec::new());
+        };
+        let end = self.bytes.len() - 8;
+        crate::format::decode_removed_runs(&self.bytes[sc.runs_at..end], self.seg.salt)
     }
 
     /// Adds the file's events to `index`, whose next position must be the segment's first,
@@ -1603,14 +2043,23 @@ impl SegmentIndexFile {
 
     /// The file's entries, without their names' numbers.
     fn entries(&self, file: &Arc<std::fs::File>, map: bool) -> std::io::Result<EntryFile> {
-        EntryFile::open(
+        let n = self.events() as usize;
+        let entries = EntryFile::open(
             file,
             &self.path,
             &self.bytes,
             SEGMENT_INDEX_HEADER_BYTES,
-            (self.seg.end_position - self.seg.first) as usize,
+            n,
             map,
-        )
+        )?;
+        Ok(match self.scavenged() {
+            None => entries,
+            Some(_) => {
+                let offsets = (0..n).map(|k| self.offset_of(k)).collect();
+                let span = (self.seg.end_position - self.seg.first) as usize;
+                entries.with_slots(span, Slots::new(offsets))
+            }
+        })
     }
 
     /// The entries of a file this process just encoded (so not checked again), in `file`
@@ -1624,7 +2073,7 @@ impl SegmentIndexFile {
         number: impl FnOnce(&[StreamId], &[&str]) -> (Vec<Option<u32>>, Vec<Option<u32>>),
     ) -> Result<(EntryFile, PostingsDir), String> {
         let b = &self.bytes;
-        let n = (self.seg.end_position - self.seg.first) as usize;
+        let n = self.events() as usize;
         let mut at = SEGMENT_INDEX_HEADER_BYTES + n * INDEX_ENTRY_BYTES;
         let streams = read_names(b, &mut at, u32_at(b, 56) as usize)?
             .into_iter()
@@ -1641,7 +2090,8 @@ impl SegmentIndexFile {
                 .ok_or("it names a stream or type the index does not hold")
         };
         entries.set_names(all(stream_nos)?, all(type_nos)?);
-        let dir = PostingsDir::parse(b, at, self.seg.first, n as u64, &streams, &types)?;
+        let span = self.seg.end_position - self.seg.first;
+        let dir = PostingsDir::parse(b, at, (self.seg.first, span), n as u64, &streams, &types)?;
         Ok((entries, dir))
     }
 
@@ -1654,8 +2104,14 @@ impl SegmentIndexFile {
         let (categories, stream_categories) =
             local_categories(local.streams.iter().map(StreamId::as_str));
         let mut postings = Vec::new();
+        let offsets: Option<Vec<u32>> = self.scavenged().map(|_| {
+            (0..self.events() as usize)
+                .map(|k| self.offset_of(k))
+                .collect()
+        });
         encode_postings(
             local.entries,
+            offsets.as_deref(),
             &stream_categories,
             (local.streams.len(), local.types.len(), categories.len()),
             &mut postings,
@@ -1666,7 +2122,7 @@ impl SegmentIndexFile {
                     .to_owned(),
             );
         }
-        let bloom = Bloom::from_bytes(&b[bloom_at..b.len() - 4]);
+        let bloom = Bloom::from_bytes(&b[bloom_at..self.bloom_end()]);
         for pair in b[pairs_at..bloom_at].chunks_exact(ID_PAIR_BYTES) {
             if !bloom.may_contain(&uuid_at(pair, 0)) {
                 return Err("its bloom filter does not let one of its ids through".to_owned());
@@ -1677,16 +2133,22 @@ impl SegmentIndexFile {
 
     /// The event id the file gives position `p`.
     pub fn id(&self, p: u64) -> Option<Uuid> {
-        self.loc(p)?;
-        let at = SEGMENT_INDEX_HEADER_BYTES + (p - self.seg.first) as usize * INDEX_ENTRY_BYTES;
+        let k = self.slot_of(p)?;
+        let at = SEGMENT_INDEX_HEADER_BYTES + k * INDEX_ENTRY_BYTES;
         Some(uuid_at(&self.bytes, at + 24))
+    }
+
+    /// Where its bloom filter ends: at its CRC, or at a scavenged segment's sections.
+    fn bloom_end(&self) -> usize {
+        self.scavenged()
+            .map_or(self.bytes.len() - 4, |sc| sc.offsets_at)
     }
 
     /// The id section of a file this process just encoded (so not parsed again: its
     /// sections lie where its event count puts them), in `file` (see [`open`](Self::open)).
     pub fn own_id_section(&self, file: Arc<std::fs::File>) -> IdSection {
-        let n = self.seg.end_position - self.seg.first;
-        let bloom_at = self.bytes.len() - 4 - bloom_words(n) * 8;
+        let n = self.events();
+        let bloom_at = self.bloom_end() - bloom_words(n) * 8;
         self.id_section_at(file, bloom_at - n as usize * ID_PAIR_BYTES, bloom_at)
     }
 
@@ -1703,7 +2165,7 @@ impl SegmentIndexFile {
             file,
             pairs_at as u64,
             &b[pairs_at..bloom_at],
-            Bloom::from_bytes(&b[bloom_at..b.len() - 4]),
+            Bloom::from_bytes(&b[bloom_at..self.bloom_end()]),
         )
     }
 }
@@ -1740,17 +2202,22 @@ impl ParsedSegmentIndex {
             let entries = this
                 .entries(&file, map)
                 .map_err(|e| format!("opening it for reads: {e}"))?;
-            let n = (this.seg.end_position - this.seg.first) as usize;
+            let n = this.events() as usize;
             let local = LocalEntries {
                 entries: &this.bytes[SEGMENT_INDEX_HEADER_BYTES..][..n * INDEX_ENTRY_BYTES],
                 streams,
                 types,
                 rest,
             };
+            let runs = match this.scavenged() {
+                Some(_) => Some(this.removed_runs()?),
+                None => None,
+            };
             local.push_into(
                 index,
                 this.seg.first,
                 Some((this.seg.segment_no, entries, dir, &this.bytes)),
+                runs,
                 false,
             )?;
             index
@@ -1888,6 +2355,8 @@ struct Matcher<'a, 'f> {
     forward: bool,
     run_entries: usize,
     run: (u64, Vec<Option<Entry>>),
+    /// Whether the walk goes through every position (not along lists).
+    every: bool,
     /// Where the blocks of postings and the runs of entries it reads come from.
     blocks: &'a Blocks,
 }
@@ -2055,13 +2524,18 @@ impl<'a, 'f> Matcher<'a, 'f> {
             prefix,
             forward,
             run_entries: if every { PREFIX_RUN_ENTRIES } else { 1 },
+            every,
             run: (0, Vec::new()),
             blocks,
         }
     }
 
-    /// Whether position `p` matches.
+    /// Whether position `p` matches. One a scavenge removed never does: the lists walked
+    /// and tested do not hold it, and a walk through every position asks the entries.
     fn matches(&mut self, index: &Index, p: u64) -> Result<bool, ReadError> {
+        if self.every && index.entries.is_removed(p) {
+            return Ok(false);
+        }
         if let Some(tested) = &mut self.tested {
             let mut held = false;
             for l in tested {
@@ -2095,7 +2569,7 @@ impl<'a, 'f> Matcher<'a, 'f> {
                     // It failed its check: read alone, for the error.
                     None => index.entries.get(p)?,
                 };
-                Ok(index.streams[e.stream as usize].name().starts_with(prefix))
+                Ok(!e.is_removed() && index.streams[e.stream as usize].name().starts_with(prefix))
             }
             None => Ok(true),
         }
@@ -2439,6 +2913,209 @@ mod tests {
             end_offset: 64 + 10 * 100,
         };
         encode_segment_index(seg, 4, |encode| encode(&index)).expect("it encodes")
+    }
+
+    /// Two segments: segment 0 (positions 0..10) dense, with `account-1` versions 0 to 9;
+    /// segment 1 (positions 10..30) scavenged: `account-1` held versions 10 to 19 at 10..20,
+    /// of which 15 to 19 are kept (at 15..20), and `order-1` held versions 0 to 9 at 20..30,
+    /// of which 0 and 6 to 9 are kept (a run removed after version 0, within the segment).
+    /// Returns segment 0's index, segment 1's file bytes, and its kept positions.
+    fn scavenged_second_segment() -> (Index, Vec<u8>, Vec<u64>) {
+        let account = StreamId::new("account-1").unwrap();
+        let mut index = Index::default();
+        for p in 0..10 {
+            index.push(NewEntry {
+                position: p,
+                loc: loc(0, 64 + p * 100),
+                recorded_at_us: 1_000 + p as i64,
+                stream: &account,
+                event_type: "Deposited",
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            });
+        }
+        let kept: Vec<u64> = (15..20).chain([20]).chain(26..30).collect();
+        let events: Vec<KeptEvent<'_>> = kept
+            .iter()
+            .enumerate()
+            .map(|(k, &p)| KeptEvent {
+                position: p,
+                loc: loc(1, 64 + k as u64 * 100),
+                recorded_at_us: 1_000 + p as i64,
+                stream: if p < 20 { "account-1" } else { "order-1" },
+                event_type: if p < 20 { "Deposited" } else { "Placed" },
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            })
+            .collect();
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 10,
+            end_position: 30,
+            end_offset: 64 + kept.len() as u64 * 100,
+        };
+        let runs = [
+            ("account-1".to_owned(), 10..15),
+            ("order-1".to_owned(), 1..6),
+        ];
+        let bytes = encode_scavenged_segment_index(seg, &events, &runs).expect("it encodes");
+        (index, bytes, kept)
+    }
+
+    /// A scavenged segment's index file (version 4) checks whole and loads: its positions
+    /// without events are skipped by every read (`$all` both ways, by type, by stream
+    /// prefix, by category), a stream's removed versions are counted, ids of removed events
+    /// are not found, and the file's entries are read by position.
+    #[test]
+    fn a_scavenged_segment_index_loads_and_reads_skip_its_removed_positions() {
+        let (mut index, bytes, kept) = scavenged_second_segment();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.idx");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = SegmentIndexFile::check(bytes.clone(), path).unwrap();
+        assert!(file.is_scavenged());
+        assert_eq!((file.seg.first, file.seg.end_position), (10, 30));
+        file.check_whole().expect("a sound file");
+        assert_eq!(file.loc(15), Some(loc(1, 64)));
+        assert_eq!((file.loc(14), file.id(21)), (None, None), "removed");
+        file.push_into(&mut index, true).expect("it loads");
+        assert_eq!(index.next_position(), 30);
+
+        let all: Vec<u64> = (0..10).chain(kept.iter().copied()).collect();
+        for (direction, limit) in [(Direction::Forward, 3), (Direction::Backward, 4)] {
+            let (pages, _) = all_pages(&index, direction, limit, &Filter::default(), 1_000, false);
+            // A removed position does not take a place in a page.
+            let (_, full) = pages.split_last().unwrap();
+            assert!(full.iter().all(|(h, _, _)| h.len() == limit), "{pages:?}");
+            let mut got: Vec<u64> = pages.into_iter().flat_map(|(h, _, _)| h).collect();
+            if direction == Direction::Backward {
+                got.reverse();
+            }
+            assert_eq!(got, all, "{direction:?}");
+        }
+        let by = |f: Filter| -> Vec<u64> {
+            let (pages, _) = all_pages(&index, Direction::Forward, 2, &f, 1_000, false);
+            pages.into_iter().flat_map(|(h, _, _)| h).collect()
+        };
+        assert_eq!(
+            by(Filter::default().event_types(["Placed"])),
+            [20, 26, 27, 28, 29]
+        );
+        assert_eq!(
+            by(Filter::default().categories(["order"])),
+            [20, 26, 27, 28, 29]
+        );
+        assert_eq!(
+            by(Filter::default().stream_prefix("account")),
+            all[..15].to_vec(),
+            "by stream prefix"
+        );
+
+        let account = StreamId::new("account-1").unwrap();
+        let order = StreamId::new("order-1").unwrap();
+        assert_eq!(index.stream_version(&account), Some(19));
+        assert_eq!(index.stream_version(&order), Some(9));
+        let se = &index.streams[index.stream_no(&account).unwrap() as usize];
+        assert_eq!(se.removed, RemovedVersions { from: 10, count: 5 });
+        let so = &index.streams[index.stream_no(&order).unwrap() as usize];
+        assert_eq!(so.removed, RemovedVersions { from: 1, count: 5 });
+        let slice = |s: &StreamId, from: u64| -> Vec<u64> {
+            let no = index.stream_no(s).unwrap();
+            let d = index.stream_slice(no, Direction::Forward, Some(from), 100, None);
+            d.unwrap()
+                .read()
+                .unwrap()
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
+        };
+        assert_eq!(slice(&order, 0), [20, 26, 27, 28, 29]);
+        assert_eq!(slice(&order, 3), [26, 27, 28, 29], "from a removed version");
+        assert_eq!(slice(&account, 12), [15, 16, 17, 18, 19]);
+
+        for p in 0..30u64 {
+            let id = Uuid::from_u128(u128::from(p) + 1);
+            let found = index.position_of_id(&id).unwrap();
+            let held = all.contains(&p);
+            assert_eq!(found, held.then_some(p), "id of {p}");
+            assert_eq!(index.entries.is_removed(p), !held, "{p}");
+            let e = index.entries.get(p).unwrap();
+            assert_eq!(e.is_removed(), !held, "{p}");
+            if held {
+                assert_eq!(e.recorded_at_us, 1_000 + p as i64);
+            }
+        }
+        let d = index.entries.defer(10..30);
+        let read: Vec<u64> = d.read().unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(read, kept, "reads leave removed positions out");
+        for (ts, want) in [
+            (1_012, Some(9)),
+            (1_015, Some(15)),
+            (1_025, Some(20)),
+            (1_099, Some(29)),
+        ] {
+            assert_eq!(index.position_at(ts).find(ts).unwrap(), want, "at {ts}");
+        }
+    }
+
+    /// A scavenged segment's file whose positions are out of order, or whose removed runs
+    /// do not carry its streams on from the index, is refused, the index unchanged.
+    #[test]
+    fn a_scavenged_segment_index_that_does_not_fit_is_refused() {
+        let (index, bytes, kept) = scavenged_second_segment();
+        let runs_len = u32_at(&bytes, bytes.len() - 8) as usize;
+        let offsets_at = bytes.len() - 8 - runs_len - kept.len() * 4;
+        // The second and third positions swapped.
+        let swapped = with_crc(&bytes, |b| {
+            let at = offsets_at + 4;
+            let (x, y) = (b[at..at + 4].to_vec(), b[at + 4..at + 8].to_vec());
+            b[at..at + 4].copy_from_slice(&y);
+            b[at + 4..at + 8].copy_from_slice(&x);
+        });
+        let err = SegmentIndexFile::check(swapped, PathBuf::from("1.idx"))
+            .unwrap()
+            .check_whole()
+            .unwrap_err();
+        assert!(err.contains("out of order"), "{err}");
+        // `account-1`'s run said to be 11..15 (version 10 is then neither stored nor removed).
+        let seg = SealedSegment {
+            segment_no: 1,
+            salt: 9,
+            first: 10,
+            end_position: 30,
+            end_offset: 64 + kept.len() as u64 * 100,
+        };
+        let file = SegmentIndexFile::check(bytes.clone(), PathBuf::from("1.idx")).unwrap();
+        let (local, _, _, _) = file.parse().unwrap();
+        let events: Vec<KeptEvent<'_>> = kept
+            .iter()
+            .enumerate()
+            .map(|(k, &p)| KeptEvent {
+                position: p,
+                loc: loc(1, 64 + k as u64 * 100),
+                recorded_at_us: 1_000 + p as i64,
+                stream: local.streams[usize::from(p >= 20)].as_str(),
+                event_type: if p < 20 { "Deposited" } else { "Placed" },
+                event_id: Uuid::from_u128(u128::from(p) + 1),
+            })
+            .collect();
+        let runs = [
+            ("account-1".to_owned(), 11..15),
+            ("order-1".to_owned(), 1..6),
+        ];
+        let again = encode_scavenged_segment_index(seg, &events, &runs).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.idx");
+        std::fs::write(&path, &again).unwrap();
+        let mut loaded = index;
+        let before = loaded.next_position();
+        let err = SegmentIndexFile::check(again, path)
+            .unwrap()
+            .push_into(&mut loaded, false)
+            .unwrap_err();
+        assert!(err.contains("do not carry it on from 10"), "{err}");
+        assert_eq!(loaded.next_position(), before, "the index is unchanged");
+        let account = StreamId::new("account-1").unwrap();
+        assert_eq!(loaded.stream_version(&account), Some(9));
     }
 
     /// File `bytes` changed by `change` (which sees it without its CRC), with a good CRC.

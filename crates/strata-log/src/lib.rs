@@ -32,6 +32,7 @@ pub mod limits;
 mod positions;
 mod postings;
 mod recovery;
+mod scavenge;
 mod segment;
 mod snapshots;
 mod store;

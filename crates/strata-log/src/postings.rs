@@ -285,7 +285,9 @@ impl Part {
         let reach = FILE_BLOCK * (WALK_READAHEAD_BLOCKS as u64 - 1);
         let fetch = start.saturating_sub(reach)..(start + FILE_BLOCK + reach).min(self.count);
         blocks.read(f, start, n, fetch, &mut raw)?;
-        let segment_len = f.file.len() as u64;
+        // Postings are offsets from the segment's first position, within the positions it
+        // covers (its events, and those a scavenge removed).
+        let segment_len = f.file.span() as u64;
         let mut out = Vec::with_capacity(n);
         for v in raw {
             let v = u64::from(v);
@@ -458,6 +460,43 @@ impl Postings {
         match std::mem::replace(&mut part.held, file) {
             Held::Memory(list) => Some(*list),
             Held::File(_) => None,
+        }
+    }
+
+    /// Replaces the part of sealed segment `segment_no`, read from its index file, with
+    /// `s`, the postings of the file a scavenge wrote for it (fewer positions), or removes
+    /// it (`None`: the name has no event left there). Nothing changes when the segment has
+    /// no part held in a file. Drop what it returns after releasing the state lock.
+    pub fn replace_file(&mut self, segment_no: u64, s: Option<Swap<'_>>) -> Option<Arc<EntryFile>> {
+        let k = self
+            .parts
+            .binary_search_by_key(&segment_no, |p| p.segment_no)
+            .ok()?;
+        if !matches!(self.parts[k].held, Held::File(_)) {
+            return None;
+        }
+        let old = match s.filter(|s| s.count > 0) {
+            Some(s) => {
+                let part = &mut self.parts[k];
+                (part.lo, part.hi, part.count) = (s.lo, s.hi, s.count);
+                let file = Held::File(FilePostings {
+                    file: s.file.clone(),
+                    at: s.at,
+                    base: s.base,
+                    fences: s.fences.into(),
+                });
+                std::mem::replace(&mut part.held, file)
+            }
+            None => self.parts.remove(k).held,
+        };
+        let mut before = self.parts[..k].last().map_or(0, |p| p.before + p.count);
+        for part in &mut self.parts[k..] {
+            part.before = before;
+            before += part.count;
+        }
+        match old {
+            Held::File(f) => Some(f.file),
+            Held::Memory(_) => None,
         }
     }
 

@@ -11,8 +11,9 @@ use strata_core::StreamId;
 
 use crate::error::{io_ctx, DataLoss, LossCause, OpenError};
 use crate::format::{
-    decode_record, padded_len, peek_len, record_crc, u32_at, u64_at, DecodeError, DecodedRecord,
-    SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_record, decode_removed_runs, padded_len, peek_len, record_crc, u32_at, u64_at,
+    DecodeError, DecodedRecord, RemovedRuns, SegmentHeader, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::index::{
     loc, loc_offset, loc_segment, Claim, Index, IndexFile, LogEnd, NewEntry, ParsedSegmentIndex,
@@ -78,6 +79,8 @@ pub(crate) fn create_segment(
         first_position,
         created_at_us: now_us(),
         batch_marks: true,
+        scavenged: false,
+        runs_at: 0,
     };
     let file = vfs.open(&path, true)?;
     file.set_len(0)?;
@@ -94,7 +97,8 @@ pub(crate) struct SegmentDir {
     pub segments: Vec<u64>,
     /// Segments that have an index file.
     pub indexes: Vec<u64>,
-    /// Temp files of index files being written: left over by a crash when found on open.
+    /// Temp files of index files and scavenged segments being written: left over by a crash
+    /// when found on open.
     pub temps: Vec<PathBuf>,
 }
 
@@ -121,7 +125,8 @@ pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> 
         };
         match ext {
             "idx" => dir.indexes.push(no),
-            "tmp" => dir.temps.push(entry.path()),
+            // An index file's (`NNN.tmp`), or a scavenged segment's (`NNN.stmp`).
+            "tmp" | "stmp" => dir.temps.push(entry.path()),
             _ => {}
         }
     }
@@ -155,10 +160,14 @@ pub(crate) fn scan_segment(
     start: u64,
     mut visit: impl FnMut(u64, &DecodedRecord<'_>) -> Result<(), OpenError>,
 ) -> Result<ScanEnd, OpenError> {
-    let file_len = seg
-        .file
-        .size()
-        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
+    // A scavenged segment's records end where its removed runs start.
+    let file_len = match seg.header.scavenged {
+        true => seg.header.runs_at,
+        false => seg
+            .file
+            .size()
+            .map_err(io_ctx(format!("reading {}", seg.path.display())))?,
+    };
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = start;
     let mut buf_len = 0usize;
@@ -216,6 +225,23 @@ pub(crate) fn scan_segment(
             }
         }
     }
+}
+
+/// The removed runs of scavenged segment `seg`, read and checked (see
+/// [`crate::format::decode_removed_runs`]).
+pub(crate) fn read_removed_runs(seg: &Segment) -> Result<RemovedRuns, String> {
+    let size = seg
+        .file
+        .size()
+        .map_err(|e| format!("reading {}: {e}", seg.path.display()))?;
+    let len = size
+        .checked_sub(seg.header.runs_at)
+        .ok_or("the segment ends before its removed runs")?;
+    let mut b = vec![0u8; len as usize];
+    seg.file
+        .read_exact_at(&mut b, seg.header.runs_at)
+        .map_err(|e| format!("reading {}: {e}", seg.path.display()))?;
+    decode_removed_runs(&b, seg.header.salt)
 }
 
 /// The end of the last non-zero byte of `seg` at or after `from` (`from` when there is none):
@@ -504,15 +530,18 @@ fn segment_index_matches(
             "segment {k} is not the one it records (another salt or first position)"
         )));
     }
-    let Some(last) = f.end_position.checked_sub(1).filter(|&p| p >= f.first) else {
+    let last = file.last_event_position();
+    if last.is_none() && !file.is_scavenged() {
         return Ok(Err("it records no events".to_owned()));
-    };
+    }
     // The index built so far ends at `start`, in this segment: at its start (then the file's
     // first event comes next) or, when the whole index file ended inside it, at one of its
-    // records (or at its end).
+    // records (or at its end). A scavenged segment's first position may have no event.
     let next = index.next_position();
     let continues = if next == f.end_position {
         start.offset == f.end_offset
+    } else if file.is_scavenged() {
+        next == f.first && start.offset == SEGMENT_HEADER_BYTES
     } else {
         next >= f.first && file.loc(next).map(loc_offset) == Some(start.offset)
     };
@@ -521,11 +550,31 @@ fn segment_index_matches(
             "it does not carry on where the index ends (position {next})"
         )));
     }
+    if seg.header.scavenged != file.is_scavenged() {
+        return Ok(Err(format!(
+            "segment {k} is scavenged and the file is not, or the other way round"
+        )));
+    }
+    // A scavenged segment's records end where its removed runs start.
+    let file_len = match seg.header.scavenged {
+        true => seg.header.runs_at,
+        false => seg
+            .file
+            .size()
+            .map_err(io_ctx(format!("reading {}", seg.path.display())))?,
+    };
+    // A scavenged segment all of whose events were removed holds no record.
+    let Some(last) = last else {
+        return Ok(
+            match file_len == f.end_offset && f.end_offset == SEGMENT_HEADER_BYTES {
+                true => Ok(()),
+                false => Err(format!(
+                    "segment {k}'s records end at byte {file_len}, the file records it empty"
+                )),
+            },
+        );
+    };
     let off = file.loc(last).map_or(0, loc_offset);
-    let file_len = seg
-        .file
-        .size()
-        .map_err(io_ctx(format!("reading {}", seg.path.display())))?;
     match record_at(seg, off, last)? {
         RecordState::Whole { len } if off + padded_len(len) as u64 == f.end_offset => {}
         RecordState::Whole { .. } => {
@@ -815,7 +864,8 @@ pub(crate) fn missing_acknowledged(
             LossCause::SegmentMissing
         }
     };
-    let Some(first_loc) = claim.loc(from) else {
+    let first_held = (from..claim.end_position()).find_map(|p| claim.loc(p));
+    let Some(first_loc) = first_held else {
         // Every recorded event is there. The last segment the index file knows of must be
         // too: whatever was appended to it after the file was written is gone with it.
         let must_exist = claim.last_segment();
@@ -838,7 +888,8 @@ pub(crate) fn missing_acknowledged(
     };
     let mut cause = None;
     for p in from..claim.end_position() {
-        let Some(l) = claim.loc(p) else { break };
+        // A position a scavenge removed holds no event to find.
+        let Some(l) = claim.loc(p) else { continue };
         let (no, off) = (loc_segment(l), loc_offset(l));
         let Some(seg) = opened.get(no as usize) else {
             cause = Some(gone(no));
@@ -938,6 +989,13 @@ fn scan_into(
     events_scanned: &mut u64,
 ) -> Result<(u64, Option<TailCut>), OpenError> {
     let no = seg.header.segment_no;
+    if seg.header.scavenged {
+        return Err(OpenError::Corruption {
+            file: seg.path.clone(),
+            offset: 0,
+            reason: "a scavenged segment is read from its index file, not scanned".to_owned(),
+        });
+    }
     if from == SEGMENT_HEADER_BYTES && seg.header.first_position != index.next_position() {
         return Err(OpenError::Corruption {
             file: seg.path.clone(),
@@ -1147,6 +1205,30 @@ pub(crate) fn recover(
             };
             match matched {
                 Ok(()) => {
+                    segment_indexes_loaded += 1;
+                    from_file[k as usize] = true;
+                }
+                // A scavenged segment is read from its index file: written again from the
+                // segment when it is missing or does not match.
+                Err(reason) if seg.header.scavenged => {
+                    tracing::warn!(file = %segment_index_path(&seg_dir, k).display(), %reason, "a scavenged segment's index file is missing or does not match it; writing it again from the segment");
+                    let end_position = opened[k as usize + 1].header.first_position;
+                    let refused = |reason: String| OpenError::Corruption {
+                        file: seg.path.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "a scavenged segment whose index cannot be written again: {reason}"
+                        ),
+                    };
+                    let file =
+                        crate::scavenge::index_scavenged_segment(vfs, &seg_dir, seg, end_position)
+                            .map_err(refused)?;
+                    let parsed = file.parsed().map_err(|(reason, _)| refused(reason))?;
+                    segment_index_matches(&parsed.file, seg, &index, start)?.map_err(refused)?;
+                    parsed
+                        .push_into(&mut index, map_index_files)
+                        .1
+                        .map_err(refused)?;
                     segment_indexes_loaded += 1;
                     from_file[k as usize] = true;
                 }

@@ -141,6 +141,14 @@ impl Segments {
         list.push(seg);
     }
 
+    /// Puts `seg` in the place of the segment of its number, which a scavenge rewrote;
+    /// readers holding the old one keep reading it. Returns the old one.
+    pub fn replace(&self, seg: Arc<Segment>) -> Option<Arc<Segment>> {
+        let mut list = self.list.write();
+        let slot = list.get_mut(seg.header.segment_no as usize)?;
+        Some(std::mem::replace(slot, seg))
+    }
+
     pub fn get(&self, no: u64) -> Option<Arc<Segment>> {
         self.list.read().get(no as usize).cloned()
     }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use strata_core::lifecycle::{self, StreamMetadata, Visibility, EVENT_TYPE_STREAM_TOMBSTONED};
+use strata_core::scavenge::{ProgressFn, ScavengeError, ScavengeReport};
+use strata_core::Filter;
 use strata_core::{
     timestamp_from_micros, timestamp_to_micros, validate_append, AllPage, AppendError,
     AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion, ListOptions, Page,
@@ -378,6 +380,9 @@ impl LogStore {
             checkpoint_lock: Mutex::new(()),
             sealed: Mutex::new(SealQueue::queued(&missing_indexes)),
             sealed_idle: parking_lot::Condvar::new(),
+            scavenging: std::sync::atomic::AtomicBool::new(false),
+            scavenged: std::sync::atomic::AtomicU64::new(0),
+            before_record_reads: Mutex::new(None),
         });
         let missing_queued = missing_indexes.len();
         if report.data_loss.is_some() {
@@ -567,9 +572,20 @@ impl LogStore {
         blocking(move || {
             let items: Vec<(u64, u64)> =
                 hits.read()?.into_iter().map(|(p, e)| (p, e.loc)).collect();
+            let hook = shared.before_record_reads.lock().clone();
+            if let Some(hook) = hook {
+                hook();
+            }
             shared.segments.read_events(&items)
         })
         .await
+    }
+
+    /// Test hook: `hook` runs on every read of records, after their places were found and
+    /// before they are read (a test swaps a segment in between). `None` removes it.
+    #[doc(hidden)]
+    pub fn set_before_record_reads(&self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
+        *self.inner.shared.before_record_reads.lock() = hook;
     }
 }
 
@@ -577,7 +593,10 @@ impl LogStore {
     /// What readers may see of `stream` now, and its last stored version. Reads the last
     /// event of its metastream, when it has one, and the entry of its last event, when some
     /// stream was ever tombstoned; a stream without either costs two map lookups.
-    async fn visibility(&self, stream: &StreamId) -> Result<(Visibility, Option<u64>), ReadError> {
+    pub(crate) async fn visibility(
+        &self,
+        stream: &StreamId,
+    ) -> Result<(Visibility, Option<u64>), ReadError> {
         let (last, metadata, tombstone) = {
             let st = self.inner.shared.state.read();
             let index = &st.index;
@@ -624,6 +643,141 @@ impl LogStore {
             Visibility::new(metadata.as_ref(), last, last_is_tombstone, now),
             last,
         ))
+    }
+
+    /// Runs `read` again when it failed after a scavenge swapped a segment: it may have found
+    /// an event's place in the segment's old file and read the new one there. It runs again
+    /// only when a swap overlapped it, and sees the swap then.
+    async fn retrying<T, F>(&self, mut read: impl FnMut() -> F) -> Result<T, ReadError>
+    where
+        F: std::future::Future<Output = Result<T, ReadError>>,
+    {
+        use std::sync::atomic::Ordering;
+        let swaps = &self.inner.shared.scavenged;
+        loop {
+            let before = swaps.load(Ordering::Acquire);
+            match read().await {
+                Err(ReadError::Corruption(_) | ReadError::Storage(_))
+                    if swaps.load(Ordering::Acquire) != before => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// The streams with lifecycle state: those of the metastreams, and those with a
+    /// tombstone, sorted.
+    pub(crate) async fn lifecycle_streams(&self) -> Result<Vec<StreamId>, ReadError> {
+        let mut streams = std::collections::BTreeSet::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .list_streams_stored(ListOptions {
+                    after,
+                    prefix: Some(strata_core::METASTREAM_PREFIX.to_owned()),
+                    limit: strata_core::limits::LIST_PAGE_MAX_ENTRIES,
+                })
+                .await?;
+            for item in &page.items {
+                let of = item.stream_id.strip_prefix(strata_core::METASTREAM_PREFIX);
+                streams.extend(of.and_then(|of| StreamId::new(of).ok()));
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let tombstones = Filter::default().event_types([EVENT_TYPE_STREAM_TOMBSTONED]);
+        let mut from = Position(0);
+        loop {
+            let page = self
+                .read_all_stored(
+                    ReadAllOptions::forward()
+                        .from(from)
+                        .limit(strata_core::limits::READ_PAGE_MAX_EVENTS)
+                        .filter(tombstones.clone()),
+                )
+                .await?;
+            // (A tombstone is also noted in the stream's metastream, whose events all stay.)
+            let tombstoned = page.events.into_iter().map(|e| e.stream_id);
+            streams.extend(tombstoned.filter(|s| !s.is_metastream()));
+            match page.next {
+                Some(next) if !page.is_end => from = next,
+                _ => break,
+            }
+        }
+        Ok(streams.into_iter().collect())
+    }
+
+    /// The version of `stream`'s first event recorded at or after `not_before_us`, `None`
+    /// when none is that recent. Events are recorded in version order: a binary search over
+    /// its events' entries, on the blocking pool (they may be read from index files).
+    pub(crate) async fn first_version_recorded_from(
+        &self,
+        stream: &StreamId,
+        not_before_us: i64,
+    ) -> Result<Option<u64>, ReadError> {
+        let shared = self.inner.shared.clone();
+        let stream = stream.clone();
+        blocking(move || {
+            let st = shared.state.read();
+            let index = &st.index;
+            let Some(no) = index.stream_no(&stream) else {
+                return Ok(None);
+            };
+            let se = &index.streams[no as usize];
+            let (mut lo, mut hi) = (0, se.positions.len());
+            let mut reader = se.positions.reader();
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let p = reader.get(mid).expect("an index of the list");
+                if index.entries.get(p)?.recorded_at_us < not_before_us {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok((lo < se.positions.len()).then(|| se.version_at(lo)))
+        })
+        .await
+    }
+
+    /// Seals the open segment when it holds any event, after the appends already queued,
+    /// and waits until the index files of the sealed segments are written: then everything
+    /// appended so far lies in sealed segments read from their index files, which a
+    /// scavenge rewrites.
+    pub(crate) async fn seal(&self) -> Result<(), ReadError> {
+        let stopped = |e: AppendError| ReadError::Unavailable(e.to_string().into());
+        let closed = || ReadError::Unavailable(("the store is closing".to_owned()).into());
+        let permit = self
+            .inner
+            .queue_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        let (reply, answer) = oneshot::channel();
+        let req = AppendRequest {
+            stream: StreamId::new("seal").map_err(|e| ReadError::Storage(e.to_string().into()))?,
+            expected: ExpectedVersion::Any,
+            events: Vec::new(),
+            metadata: Vec::new(),
+            reply,
+            _permit: permit,
+        };
+        let tx = self.sender().ok_or_else(closed)?;
+        tx.send(req).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?.map_err(stopped)?;
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            shared.wait_for_segment_indexes();
+            Ok(())
+        })
+        .await
+    }
+
+    /// What the writer and the readers share.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     /// Whether some stream has lifecycle state (metadata, or a tombstone): until then, no
@@ -727,7 +881,9 @@ impl LogStore {
             stream_id: stream.clone(),
             exists: count > 0,
             current_version: versions.checked_sub(1),
-            event_count: count,
+            // As on PostgreSQL: its versions, those a scavenge removed included (readers'
+            // counts come from its visibility, `lifecycle::visible_info`).
+            event_count: versions,
             first_recorded_at: at(0),
             last_recorded_at: at(1),
             last_position: ends.get(1).map(|(p, _)| Position(*p)),
@@ -755,7 +911,7 @@ impl LogStore {
                 StreamSummary {
                     stream_id: e.name().to_owned(),
                     category: index.categories[e.category as usize].name.clone(),
-                    event_count: e.positions.len(),
+                    event_count: e.versions(),
                     last_position: Position(e.positions.last().unwrap_or_default()),
                 }
             })
@@ -813,7 +969,7 @@ async fn on_blocking<T: Send + 'static, E: Send + 'static>(
 }
 
 /// Runs a read of the disk on tokio's blocking pool ([`on_blocking`]).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ReadError> {
     on_blocking(f, |m| ReadError::Unavailable(m.into())).await
@@ -876,9 +1032,12 @@ impl EventStore for LogStore {
         options: ReadStreamOptions,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         options.validate()?;
-        let (visibility, last) = self.visibility(stream).await?;
-        lifecycle::read_visible(stream, visibility, last, options, |options| {
-            self.read_stream_stored(stream, options)
+        self.retrying(|| async {
+            let (visibility, last) = self.visibility(stream).await?;
+            lifecycle::read_visible(stream, visibility, last, options.clone(), |options| {
+                self.read_stream_stored(stream, options)
+            })
+            .await
         })
         .await
     }
@@ -887,21 +1046,27 @@ impl EventStore for LogStore {
         options.validate()?;
         let mut options = options;
         options.filter.categories = options.filter.category_terms();
-        let page = self.read_all_stored(options).await?;
-        if page.events.is_empty() || !self.has_lifecycle() {
-            return Ok(page);
-        }
-        let events = lifecycle::keep_visible(page.events, |stream| async move {
-            Ok(self.visibility(&stream).await?.0)
+        self.retrying(|| async {
+            let page = self.read_all_stored(options.clone()).await?;
+            if page.events.is_empty() || !self.has_lifecycle() {
+                return Ok(page);
+            }
+            let events = lifecycle::keep_visible(page.events, |stream| async move {
+                Ok(self.visibility(&stream).await?.0)
+            })
+            .await?;
+            Ok(AllPage { events, ..page })
         })
-        .await?;
-        Ok(AllPage { events, ..page })
+        .await
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
-        let (visibility, _) = self.visibility(stream).await?;
-        let stored = self.stream_info_stored(stream).await?;
-        lifecycle::visible_stream_info(self, stored, visibility).await
+        self.retrying(|| async {
+            let (visibility, _) = self.visibility(stream).await?;
+            let stored = self.stream_info_stored(stream).await?;
+            lifecycle::visible_stream_info(self, stored, visibility).await
+        })
+        .await
     }
 
     async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
@@ -929,6 +1094,10 @@ impl EventStore for LogStore {
 
     async fn head(&self) -> Result<Option<Position>, ReadError> {
         Ok(self.inner.shared.state.read().index.head().map(Position))
+    }
+
+    async fn scavenge(&self, progress: ProgressFn<'_>) -> Result<ScavengeReport, ScavengeError> {
+        crate::scavenge::run(self, progress).await
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

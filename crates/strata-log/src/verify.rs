@@ -7,11 +7,11 @@ use strata_core::Uuid;
 
 use crate::error::{io_ctx, OpenError};
 use crate::format::SEGMENT_HEADER_BYTES;
-use crate::index::loc;
+use crate::index::{loc, RemovedVersions};
 use crate::io::StdVfs;
 use crate::recovery::{
-    classify_end, first_loss, list_segment_dir, open_segments, read_index_file, read_segment_index,
-    scan_segment, segment_index_path, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
+    classify_end, first_loss, list_segment_dir, open_segments, read_index_file, read_removed_runs,
+    read_segment_index, scan_segment, segment_index_path, SegmentEnd, INDEX_FILE, SEGMENTS_DIR,
 };
 use crate::store::LOCK_FILE;
 
@@ -80,8 +80,13 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         torn_tail: None,
     };
     let mut next_position = 0u64;
+    // The position after the last whole append (a scavenged segment's removed positions at
+    // its end count as held), and the events found whole.
     let mut committed = 0u64;
-    let mut versions: HashMap<String, u64> = HashMap::new();
+    let mut events = 0u64;
+    let mut pending = 0u64;
+    // Per stream: its events stored, and the versions a scavenge removed (one run).
+    let mut versions: HashMap<String, (u64, RemovedVersions)> = HashMap::new();
     let mut ids: HashSet<Uuid> = HashSet::new();
     let mut last_ts = i64::MIN;
     for (i, seg) in opened.iter().enumerate() {
@@ -102,13 +107,22 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                 ),
             ));
         }
+        // A scavenged segment's records skip the positions and versions removed; it covers
+        // the positions up to the next segment's first.
+        let skips = seg.header.scavenged;
+        let end_position = match opened.get(i + 1) {
+            Some(next) if skips => next.header.first_position,
+            _ => u64::MAX,
+        };
         let mut in_append = false;
         let mut committed_end = SEGMENT_HEADER_BYTES;
         // The segment's own index file, when it is this segment's: it must place each event
         // where the log holds it, with its id, as the whole index file must; and its id
         // section and filter must be its ids (idempotent retries rely on them).
+        // (A scavenged segment's file beside the segment before its rewrite, which a crash
+        // between the two renames leaves, is not its: the next open writes it again.)
         let seg_index = read_segment_index(&seg_dir, no, &mut Vec::new(), false)
-            .filter(|f| f.seg.salt == seg.header.salt);
+            .filter(|f| f.seg.salt == seg.header.salt && f.is_scavenged() == seg.header.scavenged);
         // One of an earlier version is checked against the log below, not whole.
         if let Some(f) = seg_index.as_ref().filter(|f| f.is_current()) {
             f.check_whole().map_err(|reason| OpenError::Corruption {
@@ -119,8 +133,29 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                 ),
             })?;
         }
+        if skips && last {
+            return Err(corruption(
+                0,
+                "the last segment is marked scavenged: only sealed segments are".to_owned(),
+            ));
+        }
+        // The versions removed from it, per stream: a record may skip to the end of its
+        // stream's run, and the runs of streams without a record left carry them on at its
+        // end.
+        let mut runs: HashMap<String, (std::ops::Range<u64>, bool)> = match skips {
+            true => read_removed_runs(seg)
+                .map_err(|reason| corruption(seg.header.runs_at, reason))?
+                .into_iter()
+                .map(|(s, r)| (s, (r, false)))
+                .collect(),
+            false => HashMap::new(),
+        };
         let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |off, r| {
-            if r.position != next_position {
+            let in_order = match skips {
+                true => r.position >= next_position && r.position < end_position,
+                false => r.position == next_position,
+            };
+            if !in_order {
                 return Err(corruption(
                     off,
                     format!(
@@ -160,17 +195,29 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
                     });
                 }
             }
-            let v = versions.entry(r.stream_id.to_owned()).or_insert(0);
-            if r.stream_version != *v {
-                return Err(corruption(
-                    off,
-                    format!(
-                        "stream {} has version {} where {} was expected",
-                        r.stream_id, r.stream_version, v
-                    ),
-                ));
+            let (stored, removed) = versions.entry(r.stream_id.to_owned()).or_default();
+            let next = *stored + removed.count;
+            // A skip is the stream's run removed from this segment, from its next version.
+            let run = runs
+                .get_mut(r.stream_id)
+                .filter(|(run, used)| !used && run.start == next && run.end == r.stream_version);
+            let skip = run.is_some();
+            match removed.after(*stored, r.stream_version, skip) {
+                Ok(run) => *removed = run,
+                Err(next) => {
+                    return Err(corruption(
+                        off,
+                        format!(
+                            "stream {} has version {} where {next} was expected",
+                            r.stream_id, r.stream_version
+                        ),
+                    ))
+                }
             }
-            *v += 1;
+            if let Some((_, used)) = run {
+                *used = true;
+            }
+            *stored += 1;
             if !ids.insert(r.event_id) {
                 return Err(corruption(
                     off,
@@ -184,14 +231,37 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
             if let Err(reason) = r.to_event() {
                 return Err(corruption(off, reason));
             }
-            next_position += 1;
+            next_position = r.position + 1;
+            pending += 1;
             in_append = !r.is_commit();
             if r.is_commit() {
                 committed_end = off + r.padded_len as u64;
                 committed = next_position;
+                events += pending;
+                pending = 0;
             }
             Ok(())
         })?;
+        if skips && !in_append {
+            next_position = end_position;
+            committed = end_position;
+        }
+        // The runs no record skipped: they must carry their streams on from their next.
+        for (stream, (run, _)) in runs.into_iter().filter(|(_, (_, used))| !used) {
+            let (stored, removed) = versions.entry(stream.clone()).or_default();
+            let next = *stored + removed.count;
+            match (run.start == next).then(|| removed.after(*stored, run.end, true)) {
+                Some(Ok(grown)) => *removed = grown,
+                _ => {
+                    return Err(corruption(
+                        seg.header.runs_at,
+                        format!(
+                            "stream {stream}'s versions {run:?} removed here do not carry it on from {next}"
+                        ),
+                    ))
+                }
+            }
+        }
         match classify_end(seg, end, in_append, committed_end, !last)? {
             SegmentEnd::Clean | SegmentEnd::Preallocated => {}
             // The next open cuts at the end of the last whole append.
@@ -223,7 +293,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         return Err(OpenError::DataLoss(loss));
     }
     report.indexed_events = claim.as_ref().map(|file| file.events);
-    report.events = committed;
+    report.events = events;
     report.streams = versions.len() as u64;
     Ok(report)
 }

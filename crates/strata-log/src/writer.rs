@@ -54,6 +54,13 @@ pub(crate) struct Shared {
     pub sealed: Mutex<SealQueue>,
     /// Signalled when the thread writing them has nothing left to do.
     pub sealed_idle: parking_lot::Condvar,
+    /// Set while a scavenge runs: one at a time.
+    pub scavenging: std::sync::atomic::AtomicBool,
+    /// Segments a scavenge has swapped so far: a read that fails after this changed may have
+    /// resolved locations in a segment's old file, and runs again.
+    pub scavenged: std::sync::atomic::AtomicU64,
+    /// Test hook: runs between finding records' places and reading them.
+    pub before_record_reads: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Shared {
@@ -319,7 +326,23 @@ impl Writer {
                 }
             }
             just_answered = batch.len();
-            deferred = self.process(batch, bytes);
+            // A request without events asks for the tail segment to be sealed (a scavenge,
+            // which removes only from sealed segments): after the appends before it.
+            let (seals, batch): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|r| r.events.is_empty());
+            deferred = if batch.is_empty() {
+                Vec::new()
+            } else {
+                self.process(batch, bytes)
+            };
+            for seal in seals {
+                let sealed = self.seal_tail();
+                let _ = seal.reply.send(sealed.map(|()| AppendResult {
+                    stream_version: 0,
+                    positions: Vec::new(),
+                    replayed: false,
+                }));
+            }
             waiting_then = rx.len() + deferred.len();
         }
         // Closing waits for the queued segment index files: after an upgrade, one per sealed
@@ -787,6 +810,22 @@ impl Writer {
                 }
             }
         }));
+    }
+
+    /// Seals the tail segment when it holds any event (see `LogStore::seal`): a failure
+    /// stops the store, as when a batch fills the segment.
+    fn seal_tail(&mut self) -> Result<(), AppendError> {
+        if let Some(reason) = self.shared.stopped_reason() {
+            return Err(AppendError::Stopped(reason.into()));
+        }
+        if self.tail_len == SEGMENT_HEADER_BYTES {
+            return Ok(());
+        }
+        self.rotate().map_err(|e| {
+            self.shared
+                .stop(format!("sealing {} failed: {e}", self.tail.path.display()));
+            AppendError::Stopped(self.shared.stopped_reason().unwrap_or_default().into())
+        })
     }
 
     /// Seals the tail segment and starts a new one.

@@ -13,6 +13,7 @@ async fn make_store() -> TestStore<LogStore> {
 }
 
 strata_testkit::conformance_tests!(make_store);
+strata_testkit::scavenge_conformance_tests!(make_store);
 
 mod small_segments {
     use super::*;
@@ -28,6 +29,7 @@ mod small_segments {
     }
 
     strata_testkit::conformance_tests!(make_store);
+    strata_testkit::scavenge_conformance_tests!(make_store);
 }
 
 mod pread_reads {
@@ -44,4 +46,5 @@ mod pread_reads {
     }
 
     strata_testkit::conformance_tests!(make_store);
+    strata_testkit::scavenge_conformance_tests!(make_store);
 }

@@ -42,6 +42,8 @@ struct Faulty {
     /// Told when such a subscription has started, and after every `$all` read.
     hub_started: Arc<tokio::sync::Notify>,
     all_read: Arc<tokio::sync::Notify>,
+    /// While set, it cannot scavenge (as a store without scavenging answers).
+    no_scavenge: Arc<AtomicBool>,
 }
 
 impl Faulty {
@@ -128,6 +130,9 @@ impl EventStore for Faulty {
         &self,
         progress: strata_core::scavenge::ProgressFn<'_>,
     ) -> Result<strata_core::scavenge::ScavengeReport, strata_core::scavenge::ScavengeError> {
+        if self.no_scavenge.load(Ordering::SeqCst) {
+            return Err(strata_core::scavenge::ScavengeError::Unsupported);
+        }
         self.inner.scavenge(progress).await
     }
     async fn subscribe(
@@ -167,6 +172,7 @@ async fn setup_with_projections(config: ServerConfig) -> T {
         hub_gate: Arc::new(watch::channel(false).0),
         hub_started: Arc::new(tokio::sync::Notify::new()),
         all_read: Arc::new(tokio::sync::Notify::new()),
+        no_scavenge: Arc::new(AtomicBool::new(false)),
     };
     let dir = tempfile::tempdir().unwrap();
     let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
@@ -190,6 +196,7 @@ fn setup(config: ServerConfig) -> T {
         hub_gate: Arc::new(watch::channel(false).0),
         hub_started: Arc::new(tokio::sync::Notify::new()),
         all_read: Arc::new(tokio::sync::Notify::new()),
+        no_scavenge: Arc::new(AtomicBool::new(false)),
     };
     let state = AppState::new(Arc::new(store.clone()), config).unwrap();
     T {
@@ -2417,6 +2424,38 @@ async fn lifecycle_endpoints_delete_truncate_and_describe_streams() {
 
 /// `POST /admin/scavenge` starts a scavenge and `GET /admin/scavenge` follows it to its end;
 /// the metrics count it; a store that cannot scavenge answers `501 scavenge_unsupported`.
+/// (The embedded store's scavenge over HTTP: `the_embedded_store_scavenges_over_http`.)
+/// The embedded store scavenges behind the server: a deleted stream's hidden events go.
+#[tokio::test]
+async fn the_embedded_store_scavenges_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = strata_log::LogStore::open(dir.path()).unwrap();
+    let embedded =
+        strata_server::app(AppState::new(Arc::new(log), ServerConfig::default()).unwrap());
+    let events: Vec<Value> = (0..4).map(|n| one("E", json!(n))).collect();
+    let r = append(&embedded, "account-1", json!("no_stream"), events).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = send(
+        &embedded,
+        Request::delete("/streams/account-1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = post(&embedded, "/admin/scavenge", "").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let done = loop {
+        let r = get(&embedded, "/admin/scavenge").await;
+        if r.json()["state"] != "running" {
+            break r.json();
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["eventsRemoved"], 2, "{done}");
+}
+
 #[tokio::test]
 async fn scavenge_endpoints_start_report_and_count() {
     let t = setup(ServerConfig::default());
@@ -2479,12 +2518,10 @@ async fn scavenge_endpoints_start_report_and_count() {
         (400, "invalid_request")
     );
 
-    // The embedded store cannot scavenge yet: a typed problem.
-    let dir = tempfile::tempdir().unwrap();
-    let log = strata_log::LogStore::open(dir.path()).unwrap();
-    let embedded =
-        strata_server::app(AppState::new(Arc::new(log), ServerConfig::default()).unwrap());
-    let r = post(&embedded, "/admin/scavenge", "").await;
+    // A store that cannot scavenge: a typed problem.
+    let unable = setup(ServerConfig::default());
+    unable.store.no_scavenge.store(true, Ordering::SeqCst);
+    let r = post(&unable.app, "/admin/scavenge", "").await;
     assert_eq!(
         (r.status.as_u16(), r.code().as_str()),
         (501, "scavenge_unsupported"),
@@ -2492,9 +2529,9 @@ async fn scavenge_endpoints_start_report_and_count() {
         r.text
     );
     // Nothing ran: the status is still the one before, and nothing is counted.
-    let r = get(&embedded, "/admin/scavenge").await;
+    let r = get(&unable.app, "/admin/scavenge").await;
     assert_eq!(r.json()["state"], "idle", "{}", r.text);
-    let metrics = get(&embedded, "/metrics").await.text;
+    let metrics = get(&unable.app, "/metrics").await.text;
     for line in [
         "strata_scavenges_total 0",
         "strata_scavenges_failed_total 0",

@@ -114,11 +114,9 @@ pub async fn scavenge(cli: &Cli, p: &Printer) -> Result<()> {
             p.scavenged(&report);
             Ok(())
         }
-        Err(ScavengeError::Unsupported) => anyhow::bail!(
-            "{} cannot scavenge: the embedded store does not reclaim deleted events yet \
-             (PostgreSQL does, and a server on it)",
-            cli.location()
-        ),
+        Err(ScavengeError::Unsupported) => {
+            anyhow::bail!("{} cannot scavenge", cli.location())
+        }
         Err(e) => Err(e).context(format!("scavenging {}", cli.location())),
     }
 }

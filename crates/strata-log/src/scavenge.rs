@@ -1,0 +1,524 @@
+//! Scavenging: a sealed segment rewritten without the events readers can no longer see
+//! (see [`strata_core::scavenge`]), one segment at a time, crash-safe at every step.
+//!
+//! The new segment keeps the old one's number, salt and first position, and its surviving
+//! records byte for byte at new offsets; it is marked scavenged (format version 2: its
+//! records skip the positions and stream versions removed). Its index file (version 4) lists
+//! the events kept and where the removed ones were. The steps:
+//!
+//! 1. the new segment is written to `NNN.stmp` and fsynced;
+//! 2. its index file is written to `NNN.tmp`, fsynced, renamed over `NNN.idx`, and the
+//!    directory fsynced;
+//! 3. `NNN.stmp` is renamed over `NNN.seg` and the directory fsynced.
+//!
+//! A crash before 2 leaves the old files (the temp files are removed on the next open); one
+//! between 2 and 3 leaves the old segment with the new index file, which does not match it
+//! (another length): the old segment is scanned, every event still there, and its index file
+//! written again; one after 3 leaves the new segment and its file.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_core::scavenge::{
+    removable, ProgressFn, ScavengeError, ScavengeProgress, ScavengeReport,
+};
+use strata_core::{ReadError, SnapshotStore, StreamId, Uuid};
+
+use crate::format::{
+    encode_removed_runs, DecodedRecord, RecordRef, RemovedRuns, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
+use crate::index::{
+    encode_scavenged_segment_index, loc, KeptEvent, SealedSegment, SegmentIndexFile,
+};
+use crate::io::{write_file_atomic, Vfs};
+use crate::recovery::{read_removed_runs, scan_segment, segment_index_path, ScanEnd};
+use crate::segment::{segment_file_name, Segment};
+use crate::store::{blocking, LogStore};
+use crate::writer::Shared;
+
+/// Bytes of the new segment buffered before they are written.
+const REWRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// What rewriting one segment made.
+pub(crate) struct Rewrite {
+    /// The new segment, open.
+    pub segment: Arc<Segment>,
+    /// Its index file, as written (checked when it is loaded).
+    pub index_file: SegmentIndexFile,
+    /// Events removed, and the segment's bytes before and after.
+    pub removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The versions removed, per stream (one run each: a stream's events in a segment hold
+    /// consecutive versions, but for those removed before).
+    pub removed_versions: Vec<(String, std::ops::Range<u64>)>,
+    /// When its first event left was recorded, `None` when none is left.
+    pub first_at_us: Option<i64>,
+}
+
+/// An event kept, owned until the index file is encoded.
+struct Kept {
+    position: u64,
+    offset: u64,
+    recorded_at_us: i64,
+    stream: String,
+    event_type: String,
+    event_id: Uuid,
+}
+
+/// The temp file a rewrite of segment `no` writes first (removed on open when a crash left
+/// it).
+pub(crate) fn segment_temp_path(seg_dir: &Path, no: u64) -> PathBuf {
+    seg_dir.join(segment_file_name(no)).with_extension("stmp")
+}
+
+/// Rewrites sealed segment `seg`, which covers the positions up to `end_position`, without
+/// the records `remove` picks (see the [module](self) docs); `Ok(None)` when it picks none
+/// (nothing is written). The old segment's file stays open for those reading it.
+pub(crate) fn rewrite_segment(
+    vfs: &dyn Vfs,
+    seg_dir: &Path,
+    seg: &Segment,
+    end_position: u64,
+    mut remove: impl FnMut(&DecodedRecord<'_>) -> bool,
+) -> Result<Option<Rewrite>, String> {
+    let no = seg.header.segment_no;
+    // What earlier scavenges removed from it: the runs go on in the new file.
+    let earlier = match seg.header.scavenged {
+        true => read_removed_runs(seg)?,
+        false => Vec::new(),
+    };
+    let mut header = SegmentHeader {
+        scavenged: true,
+        runs_at: SEGMENT_HEADER_BYTES,
+        ..seg.header
+    };
+    let tmp = segment_temp_path(seg_dir, no);
+    let mut out: Option<Arc<dyn crate::io::LogFile>> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(REWRITE_BUFFER_BYTES);
+    let mut written = 0u64;
+    let mut kept: Vec<Kept> = Vec::new();
+    let mut removed = 0u64;
+    let mut removed_versions: std::collections::HashMap<String, std::ops::Range<u64>> =
+        std::collections::HashMap::new();
+    let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
+    let mut failed: Option<String> = None;
+    let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |_, r| {
+        if remove(r) {
+            removed += 1;
+            let v = r.stream_version;
+            removed_versions
+                .entry(r.stream_id.to_owned())
+                .and_modify(|run| *run = run.start.min(v)..run.end.max(v + 1))
+                .or_insert(v..v + 1);
+            return Ok(());
+        }
+        // Written as it was: the same bytes (the CRC takes the salt, which is kept).
+        let offset = SEGMENT_HEADER_BYTES + written + buf.len() as u64;
+        RecordRef {
+            position: r.position,
+            recorded_at_us: r.recorded_at_us,
+            event_id: r.event_id,
+            stream_version: r.stream_version,
+            stream_id: r.stream_id,
+            event_type: r.event_type,
+            content_type: r.content_type,
+            metadata: r.metadata,
+            data: r.data,
+            flags: r.flags,
+        }
+        .encode_into(header.salt, &mut buf);
+        kept.push(Kept::of(r, offset));
+        if buf.len() >= REWRITE_BUFFER_BYTES && failed.is_none() {
+            let flushed = flush(vfs, &tmp, &header, &mut out, &mut buf, &mut written);
+            failed = flushed.err().map(|e| io("writing", e));
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    if let ScanEnd::Invalid { offset, reason } = end {
+        drop(out);
+        let _ = vfs.remove(&tmp);
+        return Err(format!(
+            "{} is not whole at byte {offset}: {reason}",
+            seg.path.display()
+        ));
+    }
+    if let Some(e) = failed {
+        drop(out);
+        let _ = vfs.remove(&tmp);
+        return Err(e);
+    }
+    if removed == 0 {
+        drop(out);
+        let _ = vfs.remove(&tmp);
+        return Ok(None);
+    }
+    let runs = merge_runs(earlier, &removed_versions)?;
+    // The records, then the runs after them, then the header saying where they start.
+    let records_end = SEGMENT_HEADER_BYTES + written + buf.len() as u64;
+    header.runs_at = records_end;
+    encode_removed_runs(&runs, header.salt, &mut buf);
+    let synced = flush(vfs, &tmp, &header, &mut out, &mut buf, &mut written).and_then(|()| {
+        let f = out.as_ref().expect("created by the flush");
+        f.write_all_at(&header.encode(), 0)?;
+        f.sync_data()
+    });
+    if let Err(e) = synced {
+        drop(out);
+        let _ = vfs.remove(&tmp);
+        return Err(io("writing", e));
+    }
+    let bytes_after = SEGMENT_HEADER_BYTES + written;
+    let bytes = encode_kept(&header, end_position, records_end, &kept, &runs)?;
+    let first_at_us = kept.first().map(|k| k.recorded_at_us);
+    drop(kept);
+    let idx = segment_index_path(seg_dir, no);
+    let path = seg_dir.join(segment_file_name(no));
+    let swapped = write_file_atomic(vfs, &idx, &bytes)
+        .and_then(|()| vfs.rename(&tmp, &path))
+        .and_then(|()| vfs.sync_dir(seg_dir));
+    if let Err(e) = swapped {
+        return Err(format!("replacing {}: {e}", path.display()));
+    }
+    let index_file = SegmentIndexFile::check(bytes, idx)?;
+    let file = out.ok_or("the rewritten segment was not opened")?;
+    let bytes_before = seg.file.size().unwrap_or(0);
+    let segment = Arc::new(Segment::new(path, file, header));
+    segment.seal(bytes_after);
+    Ok(Some(Rewrite {
+        segment,
+        index_file,
+        removed,
+        bytes_before,
+        bytes_after,
+        removed_versions: removed_versions.into_iter().collect(),
+        first_at_us,
+    }))
+}
+
+impl Kept {
+    fn of(r: &DecodedRecord<'_>, offset: u64) -> Kept {
+        Kept {
+            position: r.position,
+            offset,
+            recorded_at_us: r.recorded_at_us,
+            stream: r.stream_id.to_owned(),
+            event_type: r.event_type.to_owned(),
+            event_id: r.event_id,
+        }
+    }
+}
+
+/// The index file (version 4) of the scavenged segment of `header`, covering positions up
+/// to `end_position`, whose records end at `end_offset`, holding the events `kept` and the
+/// removed runs `runs`.
+fn encode_kept(
+    header: &SegmentHeader,
+    end_position: u64,
+    end_offset: u64,
+    kept: &[Kept],
+    runs: &[(String, Range<u64>)],
+) -> Result<Vec<u8>, String> {
+    let no = header.segment_no;
+    let sealed = SealedSegment {
+        segment_no: no,
+        salt: header.salt,
+        first: header.first_position,
+        end_position,
+        end_offset,
+    };
+    let events: Vec<KeptEvent<'_>> = kept
+        .iter()
+        .map(|k| KeptEvent {
+            position: k.position,
+            loc: loc(no, k.offset),
+            recorded_at_us: k.recorded_at_us,
+            stream: &k.stream,
+            event_type: &k.event_type,
+            event_id: k.event_id,
+        })
+        .collect();
+    encode_scavenged_segment_index(sealed, &events, runs)
+}
+
+/// The runs `earlier` scavenges removed from a segment with those this one removes:
+/// one run per stream (their union must be one), sorted by stream.
+fn merge_runs(
+    earlier: RemovedRuns,
+    now: &HashMap<String, Range<u64>>,
+) -> Result<RemovedRuns, String> {
+    let mut runs: std::collections::BTreeMap<String, Range<u64>> = earlier.into_iter().collect();
+    for (stream, v) in now {
+        match runs.get_mut(stream) {
+            None => {
+                runs.insert(stream.clone(), v.clone());
+            }
+            Some(r) if v.start <= r.end && v.end >= r.start => {
+                *r = r.start.min(v.start)..r.end.max(v.end);
+            }
+            Some(r) => {
+                return Err(format!(
+                    "stream {stream}: versions {v:?} removed now do not join {r:?} removed before from the same segment"
+                ))
+            }
+        }
+    }
+    Ok(runs.into_iter().collect())
+}
+
+/// Writes the index file of scavenged segment `seg` (covering the positions up to
+/// `end_position`) again from its records, when it is missing or does not match: the
+/// segment is read whole, and must end in a whole COMMIT record. (An index file is derived
+/// data: this writes what it must hold, whatever else an open finds.)
+pub(crate) fn index_scavenged_segment(
+    vfs: &dyn Vfs,
+    seg_dir: &Path,
+    seg: &Segment,
+    end_position: u64,
+) -> Result<SegmentIndexFile, String> {
+    let runs = read_removed_runs(seg)?;
+    let mut kept = Vec::new();
+    let mut committed = true;
+    let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |offset, r| {
+        kept.push(Kept::of(r, offset));
+        committed = r.is_commit();
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    if let ScanEnd::Invalid { offset, reason } = end {
+        return Err(format!("it is not whole at byte {offset}: {reason}"));
+    }
+    if !committed {
+        return Err("its last record is not the end of an append".to_owned());
+    }
+    let records_end = seg.header.runs_at;
+    let bytes = encode_kept(&seg.header, end_position, records_end, &kept, &runs)?;
+    let idx = segment_index_path(seg_dir, seg.header.segment_no);
+    write_file_atomic(vfs, &idx, &bytes).map_err(|e| format!("writing {}: {e}", idx.display()))?;
+    SegmentIndexFile::check(bytes, idx)
+}
+
+/// Writes what `buf` holds to the new segment `tmp` (created, with `header`, on the first
+/// write), after the `written` bytes of records already there.
+fn flush(
+    vfs: &dyn Vfs,
+    tmp: &Path,
+    header: &SegmentHeader,
+    out: &mut Option<Arc<dyn crate::io::LogFile>>,
+    buf: &mut Vec<u8>,
+    written: &mut u64,
+) -> std::io::Result<()> {
+    let file = match out {
+        Some(f) => f.clone(),
+        None => {
+            let f = vfs.open(tmp, true)?;
+            f.set_len(0)?;
+            f.write_all_at(&header.encode(), 0)?;
+            *out = Some(f.clone());
+            f
+        }
+    };
+    file.write_all_at(buf, SEGMENT_HEADER_BYTES + *written)?;
+    *written += buf.len() as u64;
+    buf.clear();
+    Ok(())
+}
+
+/// A store's scavenge (see [`strata_core::EventStore::scavenge`]): plans what each stream
+/// with lifecycle state loses ([`removable`]), then rewrites, oldest first, each sealed
+/// segment read from its index file that holds some of it, and swaps the new files in under
+/// the state lock (readers that found an event in the old file read it again). The open
+/// segment, and sealed segments whose index file is not written yet, are left for a later
+/// scavenge.
+pub(crate) async fn run(
+    store: &LogStore,
+    progress: ProgressFn<'_>,
+) -> Result<ScavengeReport, ScavengeError> {
+    let started = std::time::Instant::now();
+    let shared = store.shared().clone();
+    let _one = Running::start(&shared)?;
+    if let Some(reason) = shared.stopped_reason() {
+        return Err(ScavengeError::Store(ReadError::Unavailable(reason.into())));
+    }
+    // What was appended before the scavenge, in sealed segments read from their files.
+    store.seal().await?;
+    let streams = store.lifecycle_streams().await?;
+    let mut done = ScavengeProgress {
+        streams_total: streams.len() as u64,
+        ..ScavengeProgress::default()
+    };
+    progress(done);
+    // What goes of each stream: a run of versions.
+    let mut plan: HashMap<String, Range<u64>> = HashMap::new();
+    let mut tombstoned = Vec::new();
+    for stream in &streams {
+        done.streams_examined += 1;
+        let (visibility, last) = store.visibility(stream).await?;
+        let Some(last) = last else { continue };
+        let first_recent = match visibility.not_before_us {
+            Some(not_before) => {
+                store
+                    .first_version_recorded_from(stream, not_before)
+                    .await?
+            }
+            None => None,
+        };
+        let range = removable(visibility, last, first_recent);
+        if range.is_empty() {
+            continue;
+        }
+        if visibility.tombstoned {
+            tombstoned.push(stream.clone());
+        }
+        plan.insert(stream.as_str().to_owned(), range);
+    }
+    let plan = Arc::new(plan);
+    let segments = segments_holding(&shared, &plan);
+    let seg_dir = shared.dir.join(crate::recovery::SEGMENTS_DIR);
+    for no in segments {
+        let (Some(seg), Some(next)) = (shared.segments.get(no), shared.segments.get(no + 1)) else {
+            continue;
+        };
+        let end_position = next.header.first_position;
+        let rewritten = {
+            let (shared, plan, seg_dir) = (shared.clone(), plan.clone(), seg_dir.clone());
+            blocking(move || {
+                rewrite_segment(&*shared.vfs, &seg_dir, &seg, end_position, |r| {
+                    plan.get(r.stream_id)
+                        .is_some_and(|range| range.contains(&r.stream_version))
+                })
+                .map_err(|reason| ReadError::Storage(reason.into()))
+            })
+            .await?
+        };
+        let Some(rewrite) = rewritten else { continue };
+        let removed = rewrite.removed;
+        tracing::info!(
+            segment = no,
+            removed,
+            bytes_before = rewrite.bytes_before,
+            bytes_after = rewrite.bytes_after,
+            "scavenged a segment"
+        );
+        let shared = shared.clone();
+        blocking(move || {
+            swap_in(&shared, rewrite).map_err(|reason| ReadError::Storage(reason.into()))
+        })
+        .await?;
+        done.events_removed += removed;
+        progress(done);
+    }
+    // A tombstoned stream's snapshots go with its events, as on PostgreSQL.
+    for stream in &tombstoned {
+        store
+            .delete_snapshots(stream)
+            .await
+            .map_err(|e| ScavengeError::Store(ReadError::Storage(e.to_string().into())))?;
+    }
+    progress(done);
+    Ok(ScavengeReport {
+        progress: done,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The one scavenge of a store running: cleared when it ends, however it ends.
+struct Running<'a>(&'a Shared);
+
+impl<'a> Running<'a> {
+    fn start(shared: &'a Shared) -> Result<Running<'a>, ScavengeError> {
+        use std::sync::atomic::Ordering;
+        shared
+            .scavenging
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| ScavengeError::AlreadyRunning)?;
+        Ok(Running(shared))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0
+            .scavenging
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The sealed segments, read from their index files (entries and ids), that hold events
+/// `plan` removes, in order. Takes the state lock stream by stream.
+fn segments_holding(shared: &Shared, plan: &HashMap<String, Range<u64>>) -> Vec<u64> {
+    let mut segments = std::collections::BTreeSet::new();
+    for (stream, versions) in plan {
+        let st = shared.state.read();
+        let index = &st.index;
+        let Some(no) = StreamId::new(stream.as_str())
+            .ok()
+            .and_then(|s| index.stream_no(&s))
+        else {
+            continue;
+        };
+        let se = &index.streams[no as usize];
+        let mut reader = se.positions.reader();
+        for i in se.index_from(versions.start)..se.index_from(versions.end) {
+            let p = reader.get(i).expect("an index of the list");
+            let in_files = index
+                .entries
+                .file_segment_of(p)
+                .filter(|&no| index.ids.in_file(no));
+            segments.extend(in_files);
+        }
+    }
+    segments.into_iter().collect()
+}
+
+/// Puts a rewritten segment in the place of the old one: its index file opened, then, under
+/// the state lock, its entries, postings and ids, the streams' lists, and the segment.
+fn swap_in(shared: &Shared, rewrite: Rewrite) -> Result<(), String> {
+    let file = &rewrite.index_file;
+    let opened = file
+        .open()
+        .map_err(|e| format!("opening the rewritten segment's index file: {e}"))?;
+    let section = file.own_id_section(opened.clone());
+    let (entries, dir) =
+        file.own_entries(&opened, shared.segments.map_reads, |streams, types| {
+            let index = &shared.state.read().index;
+            (
+                streams.iter().map(|s| index.stream_no(s)).collect(),
+                types.iter().map(|t| index.type_no(t)).collect(),
+            )
+        })?;
+    let entries = Arc::new(entries);
+    let no = rewrite.segment.header.segment_no;
+    let first = rewrite.segment.header.first_position;
+    let released = {
+        let mut st = shared.state.write();
+        let index = &mut st.index;
+        let removed: Vec<(u32, Range<u64>)> = rewrite
+            .removed_versions
+            .iter()
+            .filter_map(|(name, versions)| {
+                let s = StreamId::new(name.as_str()).ok()?;
+                Some((index.stream_no(&s)?, versions.clone()))
+            })
+            .collect();
+        let released = index.replace_scavenged(
+            no,
+            first,
+            &entries,
+            &dir,
+            section,
+            rewrite.first_at_us,
+            &removed,
+        )?;
+        let old = shared.segments.replace(rewrite.segment);
+        shared
+            .scavenged
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        (released, old)
+    };
+    drop(released);
+    Ok(())
+}
