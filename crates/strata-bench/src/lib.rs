@@ -27,6 +27,7 @@ mod measure;
 pub mod postgres;
 pub mod rotation;
 pub mod scavenge;
+pub mod scavenge_log;
 
 pub use measure::{Latency, Throughput};
 

@@ -547,8 +547,8 @@ fn parse_pgbench(text: &str) -> Option<(u64, f64, f64)> {
 
 /// Strata: `writers` tasks each appending `per_append` events per call for `secs` seconds
 /// (streams are named with `tag`, so runs with different tags do not collide).
-pub async fn strata_rows(
-    store: &PostgresStore,
+pub async fn strata_rows<S: EventStore + Clone + 'static>(
+    store: &S,
     writers: usize,
     per_append: usize,
     secs: f64,
@@ -568,8 +568,8 @@ pub async fn strata_rows(
 }
 
 /// [`strata_rows`] while `running` is set.
-pub async fn strata_rows_while(
-    store: &PostgresStore,
+pub async fn strata_rows_while<S: EventStore + Clone + 'static>(
+    store: &S,
     writers: usize,
     per_append: usize,
     tag: &str,

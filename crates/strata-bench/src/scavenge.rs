@@ -33,7 +33,7 @@ pub enum ScavengeScale {
 }
 
 impl ScavengeScale {
-    fn streams(self) -> u64 {
+    pub(crate) fn streams(self) -> u64 {
         match self {
             ScavengeScale::Full => 10_000,
             ScavengeScale::Quick => 1_000,

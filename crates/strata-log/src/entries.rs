@@ -635,11 +635,21 @@ impl Entries {
             Part::File(old)
                 if c.segment_no == segment_no && c.first == first && old.span == file.span =>
             {
-                c.first_at_us = first_at_us.unwrap_or(before);
-                match std::mem::replace(&mut c.part, Part::File(file)) {
-                    Part::File(old) => Some(old),
+                let t = first_at_us.unwrap_or(before);
+                c.first_at_us = t;
+                let old = match std::mem::replace(&mut c.part, Part::File(file)) {
+                    Part::File(old) => old,
                     Part::Memory(_) => unreachable!("matched as a file above"),
+                };
+                // The chunks without entries right after it take its time too: times stay
+                // in order, whichever chunk a scavenge empties or thins first.
+                for c in self.chunks[k + 1..].iter_mut() {
+                    match &c.part {
+                        Part::File(f) if f.len == 0 => c.first_at_us = t,
+                        _ => break,
+                    }
                 }
+                Some(old)
             }
             _ => None,
         }

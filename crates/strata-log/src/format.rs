@@ -110,6 +110,9 @@ pub fn decode_removed_runs(b: &[u8], salt: u64) -> Result<RemovedRuns, String> {
     if crc != u32_at(b, 4) {
         return Err("the segment's removed runs fail their CRC".to_owned());
     }
+    if body.len() < 4 {
+        return Err(cut());
+    }
     let count = u32_at(body, 0) as usize;
     let mut at = 4;
     let mut runs = Vec::with_capacity(count.min(body.len() / 18));
@@ -523,6 +526,52 @@ mod tests {
                 assert!(decode_record(99, &c).is_err(), "flip at byte {i} bit {bit}");
             }
         }
+    }
+
+    /// Removed runs cut short, lying about their length or count, or naming no valid stream
+    /// are errors, never a panic, even under a good CRC.
+    #[test]
+    fn removed_runs_refuse_what_does_not_fit() {
+        let salt = 42u64;
+        let mut good = Vec::new();
+        encode_removed_runs(&[("account-1".to_owned(), 1..9)], salt, &mut good);
+        assert_eq!(
+            decode_removed_runs(&good, salt).unwrap(),
+            vec![("account-1".to_owned(), 1..9)]
+        );
+        let with_crc = |body: &[u8]| {
+            let mut b = (body.len() as u32).to_le_bytes().to_vec();
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), body);
+            b.extend_from_slice(&crc.to_le_bytes());
+            b.extend_from_slice(body);
+            b.resize(b.len().next_multiple_of(8), 0);
+            b
+        };
+        for body in [
+            &[][..],
+            &[1, 0][..],
+            &[1, 0, 0, 0][..],
+            &[1, 0, 0, 0, 200, 0, b'a'][..],
+            &[
+                1, 0, 0, 0, 1, 0, b'$', 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+            ][..],
+            &[
+                1, 0, 0, 0, 1, 0, b'a', 5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0,
+            ][..],
+        ] {
+            assert!(
+                decode_removed_runs(&with_crc(body), salt).is_err(),
+                "{body:?}"
+            );
+        }
+        assert!(
+            decode_removed_runs(&good, salt + 1).is_err(),
+            "another salt"
+        );
+        assert!(
+            decode_removed_runs(&good[..good.len() - 8], salt).is_err(),
+            "cut"
+        );
     }
 
     #[test]

@@ -122,19 +122,19 @@ impl StreamEntry {
         }
     }
 
-    /// Takes versions `versions` out of the list (a scavenge removed their events; those
-    /// among them removed before are out already): with the run removed before they must
-    /// make one run (joining it at its end, or at its start: version 0 of a stream tombstoned
-    /// since), and leave the last version. Rebuilds the list from the first one taken out: a
-    /// cost per event of the stream after it.
-    pub fn remove_versions(&mut self, versions: std::ops::Range<u64>) -> Result<(), String> {
-        if versions.is_empty() {
-            return Ok(());
-        }
+    /// The list without versions `versions` (a scavenge removed their events; those among
+    /// them removed before are out already), and the removed versions then: with the run
+    /// removed before they must make one run (joining it at its end, or at its start:
+    /// version 0 of a stream tombstoned since), and leave the last version. Builds a new list
+    /// (a cost per event of the stream), the stream unchanged: the caller swaps it in.
+    pub fn without_versions(
+        &self,
+        versions: std::ops::Range<u64>,
+    ) -> Result<(PositionList, RemovedVersions), String> {
         let Some(run) = self
             .removed
             .joined(&versions)
-            .filter(|_| versions.end < self.versions())
+            .filter(|_| !versions.is_empty() && versions.end < self.versions())
         else {
             let RemovedVersions { from, count } = self.removed;
             return Err(format!(
@@ -152,12 +152,11 @@ impl StreamEntry {
         for i in (0..lo).chain(hi..self.positions.len()) {
             list.push(reader.get(i).expect("an index of the list"));
         }
-        self.positions = list;
-        self.removed = RemovedVersions {
+        let removed = RemovedVersions {
             from: run.start,
             count: run.end - run.start,
         };
-        Ok(())
+        Ok((list, removed))
     }
 
     /// The index in its list of the first stored version at or after `v`.
@@ -475,11 +474,35 @@ impl Index {
         Some((&mut l.positions, dir.swap(segment_no, file, at)))
     }
 
+    /// The streams' lists without the versions `removed` gives per stream, built under the
+    /// state read lock so that [`replace_scavenged`](Self::replace_scavenged) only swaps them
+    /// in under the write lock.
+    pub fn prepare_removal(
+        &self,
+        removed: &[(u32, std::ops::Range<u64>)],
+    ) -> Result<Vec<PreparedList>, String> {
+        removed
+            .iter()
+            .map(|(s, versions)| {
+                let se = self.streams.get(*s as usize).ok_or("an unknown stream")?;
+                let (list, removed) = se.without_versions(versions.clone())?;
+                Ok(PreparedList {
+                    stream: *s,
+                    stored: se.positions.len(),
+                    was: se.removed,
+                    list,
+                    removed,
+                })
+            })
+            .collect()
+    }
+
     /// Swaps what the index reads of sealed segment `segment_no` (positions from `first`)
     /// for the file `file` (its entries, with `dir`, its postings, and `section`, its ids) a
     /// scavenge wrote for it, `first_at_us` being when its first event was recorded (`None`:
-    /// it has none left), and takes the versions `removed` gives per stream out of the
-    /// streams' lists. Checked first: on an error nothing changes. Drop what it returns after
+    /// it has none left), and the streams' lists for `lists` (see
+    /// [`prepare_removal`](Self::prepare_removal); what was appended to a stream since goes on
+    /// its new list). Checked first: on an error nothing changes. Drop what it returns after
     /// releasing the state lock.
     #[allow(clippy::too_many_arguments)]
     pub fn replace_scavenged(
@@ -490,18 +513,21 @@ impl Index {
         dir: &PostingsDir,
         section: IdSection,
         first_at_us: Option<i64>,
-        removed: &[(u32, std::ops::Range<u64>)],
-    ) -> Result<(Vec<Arc<EntryFile>>, Option<IdSection>), String> {
+        lists: Vec<PreparedList>,
+    ) -> Result<ReleasedScavenged, String> {
         if !self.entries.in_file(segment_no, first) || !self.ids.in_file(segment_no) {
             return Err(format!(
                 "segment {segment_no}'s entries and ids are not read from its index file yet"
             ));
         }
-        for (s, versions) in removed {
-            let se = self.streams.get(*s as usize).ok_or("an unknown stream")?;
-            if se.removed.joined(versions).is_none() || versions.end >= se.versions() {
+        for l in &lists {
+            let se = self
+                .streams
+                .get(l.stream as usize)
+                .ok_or("an unknown stream")?;
+            if se.removed != l.was || se.positions.len() < l.stored {
                 return Err(format!(
-                    "stream {}: versions {versions:?} do not join those removed before",
+                    "stream {} changed in another way than by appends while the scavenge prepared it",
                     se.name()
                 ));
             }
@@ -512,13 +538,14 @@ impl Index {
                 .replace_file(segment_no, first, file.clone(), first_at_us),
         );
         let ids = self.ids.replace_file(section);
-        let targets = self.postings_targets(dir);
-        for (is_type, lists) in [(true, &mut self.types), (false, &mut self.categories)] {
-            for (no, l) in lists.iter_mut().enumerate() {
-                let target = targets
-                    .iter()
-                    .find(|&&(t, n, _)| t == is_type && n == no as u32);
-                let swap = target.map(|&(_, _, k)| {
+        let targets: FastMap<(bool, u32), usize> = self
+            .postings_targets(dir)
+            .into_iter()
+            .map(|(t, n, k)| ((t, n), k))
+            .collect();
+        for (is_type, names) in [(true, &mut self.types), (false, &mut self.categories)] {
+            for (no, l) in names.iter_mut().enumerate() {
+                let swap = targets.get(&(is_type, no as u32)).map(|&k| {
                     let at = match is_type {
                         true => &dir.type_at[k],
                         false => &dir.category_at[k],
@@ -528,14 +555,22 @@ impl Index {
                 released.extend(l.positions.replace_file(segment_no, swap));
             }
         }
-        for (s, versions) in removed {
-            let se = &mut self.streams[*s as usize];
-            let before = se.removed;
-            se.remove_versions(versions.clone()).expect("checked above");
-            let after = std::mem::replace(&mut se.removed, before);
-            self.set_removed(*s, after);
+        let mut old_lists = Vec::with_capacity(lists.len());
+        for mut l in lists {
+            let se = &mut self.streams[l.stream as usize];
+            // Appended since it was prepared: after every version removed.
+            let mut reader = se.positions.reader();
+            for i in l.stored..se.positions.len() {
+                l.list.push(reader.get(i).expect("an index of the list"));
+            }
+            old_lists.push(std::mem::replace(&mut se.positions, l.list));
+            self.set_removed(l.stream, l.removed);
         }
-        Ok((released, ids))
+        Ok(ReleasedScavenged {
+            _files: released,
+            _ids: ids,
+            _lists: old_lists,
+        })
     }
 
     /// Bytes of memory the stream, category and type position lists take beyond the
@@ -764,6 +799,25 @@ impl Index {
             log_end,
         }
     }
+}
+
+/// A stream's list without the versions a scavenge removed, built before the swap
+/// ([`Index::prepare_removal`]).
+pub(crate) struct PreparedList {
+    stream: u32,
+    /// The stream's stored events and removed versions when it was built.
+    stored: u64,
+    was: RemovedVersions,
+    list: PositionList,
+    removed: RemovedVersions,
+}
+
+/// What a swap of a scavenged segment took out of the index: dropped after the state lock
+/// is released.
+pub(crate) struct ReleasedScavenged {
+    _files: Vec<Arc<EntryFile>>,
+    _ids: Option<IdSection>,
+    _lists: Vec<PositionList>,
 }
 
 /// Lends the index to an encoder for one chunk at a time.

@@ -406,3 +406,26 @@ pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Lowers the calling thread's CPU and I/O priority to the least (nice 19, best-effort I/O
+/// class at its lowest level): work that can wait (a scavenge) then takes what appends and
+/// reads leave, and runs at full speed on an idle machine. A no-op where the system has no
+/// per-thread priorities; failures are ignored (the work runs at normal priority).
+#[allow(unsafe_code)]
+pub(crate) fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id, with no pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        // ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)).
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_BE: libc::c_long = 2;
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid as libc::c_long,
+            (IOPRIO_CLASS_BE << 13) | 7,
+        );
+    }
+}

@@ -978,6 +978,30 @@ fn carries_on(file: &IndexFile, index: &Index, start: LogEnd) -> bool {
     }
 }
 
+/// Writes the index file of scavenged segment `seg` again from its records and runs (the
+/// next segment starting at `next_first`), and adds it to `index`, which ends at `start`
+/// (the segment's start). A segment whose file cannot be written and loaded so is corrupt.
+fn index_scavenged_again(
+    vfs: &dyn Vfs,
+    seg_dir: &Path,
+    seg: &Segment,
+    next_first: u64,
+    index: &mut Index,
+    start: LogEnd,
+    map_index_files: bool,
+) -> Result<(), OpenError> {
+    let refused = |reason: String| OpenError::Corruption {
+        file: seg.path.clone(),
+        offset: 0,
+        reason: format!("a scavenged segment whose index cannot be written again: {reason}"),
+    };
+    let file =
+        crate::scavenge::index_scavenged_segment(vfs, seg_dir, seg, next_first).map_err(refused)?;
+    let parsed = file.parsed().map_err(|(reason, _)| refused(reason))?;
+    segment_index_matches(&parsed.file, seg, index, start)?.map_err(refused)?;
+    parsed.push_into(index, map_index_files).1.map_err(refused)
+}
+
 /// Scans `seg` from byte `from`, adding its committed events to `index`; returns the end of
 /// its last COMMIT record and the cut its end needs, if any. `sealed`: any segment but the
 /// last, where an invalid record is corruption.
@@ -1212,23 +1236,16 @@ pub(crate) fn recover(
                 // segment when it is missing or does not match.
                 Err(reason) if seg.header.scavenged => {
                     tracing::warn!(file = %segment_index_path(&seg_dir, k).display(), %reason, "a scavenged segment's index file is missing or does not match it; writing it again from the segment");
-                    let end_position = opened[k as usize + 1].header.first_position;
-                    let refused = |reason: String| OpenError::Corruption {
-                        file: seg.path.clone(),
-                        offset: 0,
-                        reason: format!(
-                            "a scavenged segment whose index cannot be written again: {reason}"
-                        ),
-                    };
-                    let file =
-                        crate::scavenge::index_scavenged_segment(vfs, &seg_dir, seg, end_position)
-                            .map_err(refused)?;
-                    let parsed = file.parsed().map_err(|(reason, _)| refused(reason))?;
-                    segment_index_matches(&parsed.file, seg, &index, start)?.map_err(refused)?;
-                    parsed
-                        .push_into(&mut index, map_index_files)
-                        .1
-                        .map_err(refused)?;
+                    let next_first = opened[k as usize + 1].header.first_position;
+                    index_scavenged_again(
+                        vfs,
+                        &seg_dir,
+                        seg,
+                        next_first,
+                        &mut index,
+                        start,
+                        map_index_files,
+                    )?;
                     segment_indexes_loaded += 1;
                     from_file[k as usize] = true;
                 }
@@ -1304,6 +1321,41 @@ pub(crate) fn recover(
         } else {
             SEGMENT_HEADER_BYTES
         };
+        // A scavenged segment after where the index file took over (one written before the
+        // segment was rewritten, and no longer matching it) is read from its own index file.
+        if seg.header.scavenged && no != last_no && from == SEGMENT_HEADER_BYTES {
+            let start = LogEnd {
+                segment_no: no,
+                offset: SEGMENT_HEADER_BYTES,
+                salt: seg.header.salt,
+            };
+            let next_first = opened[no as usize + 1].header.first_position;
+            let mut loaded = false;
+            if let Some(Ok(parsed)) =
+                read_segment_index(&seg_dir, no, &mut Vec::new(), map_index_files)
+                    .map(SegmentIndexFile::parsed)
+            {
+                if segment_index_matches(&parsed.file, seg, &index, start)?.is_ok() {
+                    loaded = parsed.push_into(&mut index, map_index_files).1.is_ok();
+                }
+            }
+            if !loaded {
+                index_scavenged_again(
+                    vfs,
+                    &seg_dir,
+                    seg,
+                    next_first,
+                    &mut index,
+                    start,
+                    map_index_files,
+                )?;
+            }
+            if let Some(f) = from_file.get_mut(no as usize) {
+                *f = true;
+            }
+            tail_len = seg.header.runs_at;
+            continue;
+        }
         let (committed_end, cut) =
             scan_into(seg, from, no != last_no, &mut index, &mut events_scanned)?;
         tail_cut = cut.or(tail_cut.take());

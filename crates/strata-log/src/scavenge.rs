@@ -2,7 +2,8 @@
 //! (see [`strata_core::scavenge`]), one segment at a time, crash-safe at every step.
 //!
 //! The new segment keeps the old one's number, salt and first position, and its surviving
-//! records byte for byte at new offsets; it is marked scavenged (format version 2: its
+//! records as they were (each marked the end of an append: the rest of an append may go) at
+//! new offsets; it is marked scavenged (format version 2: its
 //! records skip the positions and stream versions removed). Its index file (version 4) lists
 //! the events kept and where the removed ones were. The steps:
 //!
@@ -27,7 +28,8 @@ use strata_core::scavenge::{
 use strata_core::{ReadError, SnapshotStore, StreamId, Uuid};
 
 use crate::format::{
-    encode_removed_runs, DecodedRecord, RecordRef, RemovedRuns, SegmentHeader, SEGMENT_HEADER_BYTES,
+    encode_removed_runs, DecodedRecord, RecordRef, RemovedRuns, SegmentHeader, FLAG_COMMIT,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::index::{
     encode_scavenged_segment_index, loc, KeptEvent, SealedSegment, SegmentIndexFile,
@@ -115,7 +117,9 @@ pub(crate) fn rewrite_segment(
                 .or_insert(v..v + 1);
             return Ok(());
         }
-        // Written as it was: the same bytes (the CRC takes the salt, which is kept).
+        // Written as it was (the CRC takes the salt, which is kept), but marked the end of an
+        // append: every append of a sealed segment was whole, and the rest of its own may be
+        // removed.
         let offset = SEGMENT_HEADER_BYTES + written + buf.len() as u64;
         RecordRef {
             position: r.position,
@@ -127,7 +131,7 @@ pub(crate) fn rewrite_segment(
             content_type: r.content_type,
             metadata: r.metadata,
             data: r.data,
-            flags: r.flags,
+            flags: r.flags | FLAG_COMMIT,
         }
         .encode_into(header.salt, &mut buf);
         kept.push(Kept::of(r, offset));
@@ -339,7 +343,9 @@ pub(crate) async fn run(
 ) -> Result<ScavengeReport, ScavengeError> {
     let started = std::time::Instant::now();
     let shared = store.shared().clone();
-    let _one = Running::start(&shared)?;
+    // Held by each segment's rewrite too: a scavenge whose caller stopped waiting (its future
+    // dropped) runs alone until its rewrite in progress ends.
+    let running = Arc::new(Running::start(shared.clone())?);
     if let Some(reason) = shared.stopped_reason() {
         return Err(ScavengeError::Store(ReadError::Unavailable(reason.into())));
     }
@@ -351,30 +357,12 @@ pub(crate) async fn run(
         ..ScavengeProgress::default()
     };
     progress(done);
-    // What goes of each stream: a run of versions.
-    let mut plan: HashMap<String, Range<u64>> = HashMap::new();
-    let mut tombstoned = Vec::new();
-    for stream in &streams {
-        done.streams_examined += 1;
-        let (visibility, last) = store.visibility(stream).await?;
-        let Some(last) = last else { continue };
-        let first_recent = match visibility.not_before_us {
-            Some(not_before) => {
-                store
-                    .first_version_recorded_from(stream, not_before)
-                    .await?
-            }
-            None => None,
-        };
-        let range = removable(visibility, last, first_recent);
-        if range.is_empty() {
-            continue;
-        }
-        if visibility.tombstoned {
-            tombstoned.push(stream.clone());
-        }
-        plan.insert(stream.as_str().to_owned(), range);
-    }
+    // What goes of each stream: a run of versions, planned on the blocking pool in one go.
+    let (plan, tombstoned, examined) = {
+        let store = store.clone();
+        blocking(move || plan_removal(&store, &streams)).await?
+    };
+    done.streams_examined = examined;
     let plan = Arc::new(plan);
     let segments = segments_holding(&shared, &plan);
     let seg_dir = shared.dir.join(crate::recovery::SEGMENTS_DIR);
@@ -383,14 +371,23 @@ pub(crate) async fn run(
             continue;
         };
         let end_position = next.header.first_position;
+        // The rewrite at the lowest priority, the swap at the normal one (appends wait for
+        // it), each while the store is open (a close waits for them).
+        let closed = || ReadError::Unavailable(("the store is closed".to_owned()).into());
         let rewritten = {
-            let (shared, plan, seg_dir) = (shared.clone(), plan.clone(), seg_dir.clone());
-            blocking(move || {
-                rewrite_segment(&*shared.vfs, &seg_dir, &seg, end_position, |r| {
+            let (store, plan, seg_dir) = (store.clone(), plan.clone(), seg_dir.clone());
+            let running = running.clone();
+            at_low_priority(move || {
+                let _running = running;
+                let remove = |r: &DecodedRecord<'_>| {
                     plan.get(r.stream_id)
                         .is_some_and(|range| range.contains(&r.stream_version))
-                })
-                .map_err(|reason| ReadError::Storage(reason.into()))
+                };
+                let vfs = &*store.shared().vfs;
+                store
+                    .while_open(|| rewrite_segment(vfs, &seg_dir, &seg, end_position, remove))
+                    .ok_or_else(closed)?
+                    .map_err(|reason| ReadError::Storage(reason.into()))
             })
             .await?
         };
@@ -403,11 +400,17 @@ pub(crate) async fn run(
             bytes_after = rewrite.bytes_after,
             "scavenged a segment"
         );
-        let shared = shared.clone();
-        blocking(move || {
-            swap_in(&shared, rewrite).map_err(|reason| ReadError::Storage(reason.into()))
-        })
-        .await?;
+        {
+            let (store, running) = (store.clone(), running.clone());
+            blocking(move || {
+                let _running = running;
+                store
+                    .while_open(|| swap_in(store.shared(), rewrite))
+                    .ok_or_else(closed)?
+                    .map_err(|reason| ReadError::Storage(reason.into()))
+            })
+            .await?;
+        }
         done.events_removed += removed;
         progress(done);
     }
@@ -425,11 +428,57 @@ pub(crate) async fn run(
     })
 }
 
-/// The one scavenge of a store running: cleared when it ends, however it ends.
-struct Running<'a>(&'a Shared);
+/// Runs `work` on a thread of its own at the lowest CPU and I/O priority
+/// ([`crate::io::lower_thread_priority`]): a segment's rewrite takes what appends and reads
+/// leave of the machine. Dropping the future does not stop it.
+async fn at_low_priority<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ReadError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("strata-scavenge".to_owned())
+        .spawn(move || {
+            crate::io::lower_thread_priority();
+            let _ = tx.send(work());
+        })
+        .map_err(|e| ReadError::Storage(format!("starting the scavenge's thread: {e}").into()))?;
+    rx.await
+        .map_err(|_| ReadError::Storage(("the scavenge's thread panicked".to_owned()).into()))?
+}
 
-impl<'a> Running<'a> {
-    fn start(shared: &'a Shared) -> Result<Running<'a>, ScavengeError> {
+/// What a scavenge removes of each of `streams` (a run of versions, for those that lose
+/// any), the tombstoned ones among them, and how many were examined.
+#[allow(clippy::type_complexity)]
+fn plan_removal(
+    store: &LogStore,
+    streams: &[StreamId],
+) -> Result<(HashMap<String, Range<u64>>, Vec<StreamId>, u64), ReadError> {
+    let mut plan = HashMap::new();
+    let mut tombstoned = Vec::new();
+    for stream in streams {
+        let (visibility, last) = store.visibility_blocking(stream)?;
+        let Some(last) = last else { continue };
+        let first_recent = match visibility.not_before_us {
+            Some(not_before) => store.first_version_recorded_from(stream, not_before)?,
+            None => None,
+        };
+        let range = removable(visibility, last, first_recent);
+        if range.is_empty() {
+            continue;
+        }
+        if visibility.tombstoned {
+            tombstoned.push(stream.clone());
+        }
+        plan.insert(stream.as_str().to_owned(), range);
+    }
+    Ok((plan, tombstoned, streams.len() as u64))
+}
+
+/// The one scavenge of a store running: cleared when it ends, however it ends.
+struct Running(Arc<Shared>);
+
+impl Running {
+    fn start(shared: Arc<Shared>) -> Result<Running, ScavengeError> {
         use std::sync::atomic::Ordering;
         shared
             .scavenging
@@ -439,7 +488,7 @@ impl<'a> Running<'a> {
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         self.0
             .scavenging
@@ -493,9 +542,9 @@ fn swap_in(shared: &Shared, rewrite: Rewrite) -> Result<(), String> {
     let entries = Arc::new(entries);
     let no = rewrite.segment.header.segment_no;
     let first = rewrite.segment.header.first_position;
-    let released = {
-        let mut st = shared.state.write();
-        let index = &mut st.index;
+    // The streams' new lists are built under the read lock: appends wait only for the swaps.
+    let lists = {
+        let index = &shared.state.read().index;
         let removed: Vec<(u32, Range<u64>)> = rewrite
             .removed_versions
             .iter()
@@ -504,14 +553,18 @@ fn swap_in(shared: &Shared, rewrite: Rewrite) -> Result<(), String> {
                 Some((index.stream_no(&s)?, versions.clone()))
             })
             .collect();
-        let released = index.replace_scavenged(
+        index.prepare_removal(&removed)?
+    };
+    let released = {
+        let mut st = shared.state.write();
+        let released = st.index.replace_scavenged(
             no,
             first,
             &entries,
             &dir,
             section,
             rewrite.first_at_us,
-            &removed,
+            lists,
         )?;
         let old = shared.segments.replace(rewrite.segment);
         shared

@@ -543,6 +543,13 @@ impl LogStore {
 
     /// Runs `write` (to a file of the directory, outside the writer thread) unless the store
     /// is closed; `close` waits for it.
+    /// Runs `f` while the store is open, `None` when it is closed: a close waits for it to
+    /// end (and files written afterwards are refused), as for snapshot writes.
+    pub(crate) fn while_open<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let closed = self.inner.closed.read();
+        (!*closed).then(f)
+    }
+
     fn unless_closed<T>(
         &self,
         write: impl FnOnce() -> Result<T, SnapshotError>,
@@ -597,37 +604,15 @@ impl LogStore {
         &self,
         stream: &StreamId,
     ) -> Result<(Visibility, Option<u64>), ReadError> {
-        let (last, metadata, tombstone) = {
-            let st = self.inner.shared.state.read();
-            let index = &st.index;
-            let last_of = |s: &StreamId| {
-                index
-                    .stream_no(s)
-                    .and_then(|n| index.streams[n as usize].positions.last())
-            };
-            let metadata = if stream.is_metastream() {
-                None
-            } else {
-                last_of(&stream.metastream()).map(|p| index.entries.defer([p]))
-            };
-            let tombstone = index
-                .type_no(EVENT_TYPE_STREAM_TOMBSTONED)
-                .zip(last_of(stream))
-                .map(|(t, p)| (t, index.entries.defer([p])));
-            (index.stream_version(stream), metadata, tombstone)
-        };
-        if metadata.is_none() && tombstone.is_none() {
-            return Ok((Visibility::ALL, last));
+        let parts = self.visibility_parts(stream);
+        if parts.metadata.is_none() && parts.tombstone.is_none() {
+            return Ok((Visibility::ALL, parts.last));
         }
-        let metadata = match metadata {
-            Some(hits) => self
-                .read_hits(hits)
-                .await?
-                .first()
-                .and_then(|e| StreamMetadata::from_json(&e.data).ok()),
+        let metadata = match parts.metadata {
+            Some(hits) => self.read_hits(hits).await?.into_iter().next(),
             None => None,
         };
-        let last_is_tombstone = match tombstone {
+        let last_is_tombstone = match parts.tombstone {
             Some((t, entry)) => {
                 let entry = if entry.reads_files() {
                     blocking(move || entry.read()).await?
@@ -638,11 +623,64 @@ impl LogStore {
             }
             None => false,
         };
-        let now = timestamp_from_micros(crate::recovery::now_us());
-        Ok((
-            Visibility::new(metadata.as_ref(), last, last_is_tombstone, now),
-            last,
-        ))
+        Ok(visible(metadata, parts.last, last_is_tombstone))
+    }
+
+    /// [`visibility`](Self::visibility), reading on the calling thread (which must not be a
+    /// runtime worker).
+    pub(crate) fn visibility_blocking(
+        &self,
+        stream: &StreamId,
+    ) -> Result<(Visibility, Option<u64>), ReadError> {
+        let parts = self.visibility_parts(stream);
+        let metadata = match parts.metadata {
+            Some(hits) => {
+                let items: Vec<(u64, u64)> =
+                    hits.read()?.into_iter().map(|(p, e)| (p, e.loc)).collect();
+                self.inner
+                    .shared
+                    .segments
+                    .read_events(&items)?
+                    .into_iter()
+                    .next()
+            }
+            None => None,
+        };
+        let last_is_tombstone = match parts.tombstone {
+            Some((t, entry)) => entry
+                .read()?
+                .first()
+                .is_some_and(|(_, e)| e.event_type == t),
+            None => false,
+        };
+        Ok(visible(metadata, parts.last, last_is_tombstone))
+    }
+
+    /// What [`visibility`](Self::visibility) reads, found under the state lock: the stream's
+    /// last version, its metastream's last event, and its last event's entry when some stream
+    /// was ever tombstoned (with the tombstone's type number).
+    fn visibility_parts(&self, stream: &StreamId) -> VisibilityParts {
+        let st = self.inner.shared.state.read();
+        let index = &st.index;
+        let last_of = |s: &StreamId| {
+            index
+                .stream_no(s)
+                .and_then(|n| index.streams[n as usize].positions.last())
+        };
+        let metadata = if stream.is_metastream() {
+            None
+        } else {
+            last_of(&stream.metastream()).map(|p| index.entries.defer([p]))
+        };
+        let tombstone = index
+            .type_no(EVENT_TYPE_STREAM_TOMBSTONED)
+            .zip(last_of(stream))
+            .map(|(t, p)| (t, index.entries.defer([p])));
+        VisibilityParts {
+            last: index.stream_version(stream),
+            metadata,
+            tombstone,
+        }
     }
 
     /// Runs `read` again when it failed after a scavenge swapped a segment: it may have found
@@ -710,35 +748,47 @@ impl LogStore {
 
     /// The version of `stream`'s first event recorded at or after `not_before_us`, `None`
     /// when none is that recent. Events are recorded in version order: a binary search over
-    /// its events' entries, on the blocking pool (they may be read from index files).
-    pub(crate) async fn first_version_recorded_from(
+    /// its events' entries, which may be read from index files (on the calling thread, which
+    /// must not be a runtime worker).
+    pub(crate) fn first_version_recorded_from(
         &self,
         stream: &StreamId,
         not_before_us: i64,
     ) -> Result<Option<u64>, ReadError> {
-        let shared = self.inner.shared.clone();
-        let stream = stream.clone();
-        blocking(move || {
-            let st = shared.state.read();
-            let index = &st.index;
-            let Some(no) = index.stream_no(&stream) else {
-                return Ok(None);
+        let state = &self.inner.shared.state;
+        let Some(no) = state.read().index.stream_no(stream) else {
+            return Ok(None);
+        };
+        // Each probe finds its entry under the state lock and reads it after.
+        let probe = |i: u64| -> Result<Option<(i64, u64)>, ReadError> {
+            let (entry, version) = {
+                let index = &state.read().index;
+                let se = &index.streams[no as usize];
+                match se.positions.get(i) {
+                    Some(p) => (index.entries.defer([p]), se.version_at(i)),
+                    None => return Ok(None),
+                }
             };
-            let se = &index.streams[no as usize];
-            let (mut lo, mut hi) = (0, se.positions.len());
-            let mut reader = se.positions.reader();
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                let p = reader.get(mid).expect("an index of the list");
-                if index.entries.get(p)?.recorded_at_us < not_before_us {
-                    lo = mid + 1;
-                } else {
+            Ok(entry
+                .read()?
+                .first()
+                .map(|(_, e)| (e.recorded_at_us, version)))
+        };
+        let (mut lo, mut hi) = (0, state.read().index.streams[no as usize].positions.len());
+        let mut found = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match probe(mid)? {
+                Some((at, _)) if at < not_before_us => lo = mid + 1,
+                Some((_, version)) => {
+                    found = Some(version);
                     hi = mid;
                 }
+                // Appended to since: none that recent among those read.
+                None => hi = mid,
             }
-            Ok((lo < se.positions.len()).then(|| se.version_at(lo)))
-        })
-        .await
+        }
+        Ok(found)
     }
 
     /// Seals the open segment when it holds any event, after the appends already queued,
@@ -951,6 +1001,28 @@ impl LogStore {
             .flatten();
         Ok(Page { items, next })
     }
+}
+
+/// What [`LogStore::visibility`] reads (see [`LogStore::visibility_parts`]).
+struct VisibilityParts {
+    last: Option<u64>,
+    metadata: Option<Deferred>,
+    tombstone: Option<(u32, Deferred)>,
+}
+
+/// What readers may see of a stream whose metastream's last event is `metadata`, whose last
+/// version is `last`, and whose last event is a tombstone or not.
+fn visible(
+    metadata: Option<RecordedEvent>,
+    last: Option<u64>,
+    last_is_tombstone: bool,
+) -> (Visibility, Option<u64>) {
+    let metadata = metadata.and_then(|e| StreamMetadata::from_json(&e.data).ok());
+    let now = timestamp_from_micros(crate::recovery::now_us());
+    (
+        Visibility::new(metadata.as_ref(), last, last_is_tombstone, now),
+        last,
+    )
 }
 
 /// Runs `f` on tokio's blocking pool (disk reads and fsyncs must not hold a runtime worker).
