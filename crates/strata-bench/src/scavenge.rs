@@ -42,7 +42,7 @@ impl ScavengeScale {
 }
 
 /// Events per stream.
-const STREAM_EVENTS: u64 = 100;
+pub(crate) const STREAM_EVENTS: u64 = 100;
 /// Writers appending while the scavenge runs, and before it for the baseline p99.
 const WRITERS: usize = 16;
 
@@ -139,7 +139,10 @@ async fn table_bytes(pool: &PgPool, schema: &str) -> Result<u64, String> {
 
 /// Loads `streams` streams of [`STREAM_EVENTS`] events and soft-deletes 9 in 10 of them,
 /// 8 writers at a time.
-async fn load_and_delete(store: &PostgresStore, streams: u64) -> Result<(), String> {
+pub(crate) async fn load_and_delete<S: EventStore + Clone + 'static>(
+    store: &S,
+    streams: u64,
+) -> Result<(), String> {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..8 {

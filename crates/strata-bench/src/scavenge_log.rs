@@ -16,14 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_core::scavenge::ScavengeProgress;
-use strata_core::{EventStore, ExpectedVersion};
+use strata_core::EventStore;
 use strata_log::{LogConfig, LogStore};
 
-use crate::postgres::{event, sid, strata_rows, strata_rows_while, PgAppendRow};
-use crate::scavenge::ScavengeScale;
+use crate::postgres::{strata_rows, strata_rows_while, PgAppendRow};
+use crate::scavenge::{ScavengeScale, STREAM_EVENTS};
 
-/// Events per stream.
-const STREAM_EVENTS: u64 = 100;
 /// Writers appending while the scavenge runs, and before it for the baseline p99.
 const WRITERS: usize = 16;
 /// Segments of this size: a 1,000,000-event store has a few.
@@ -125,38 +123,11 @@ fn dir_bytes(dir: &Path, exts: &[&str]) -> Result<u64, String> {
     Ok(total)
 }
 
-/// Loads `streams` streams of [`STREAM_EVENTS`] events and soft-deletes 9 in 10 of them,
-/// 8 writers at a time, then closes the store (its index files written).
+/// Loads the store in `dir` as the PostgreSQL benchmark loads its schemas, then closes it
+/// (its index files written).
 async fn load_and_delete(dir: &Path, streams: u64) -> Result<(), String> {
     let store = open(dir)?;
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (store, next) = (store.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= streams {
-                    return Ok::<_, String>(());
-                }
-                let s = sid(format!("order-{n}"))?;
-                let events = (0..STREAM_EVENTS).map(|i| event(n * 1000 + i)).collect();
-                store
-                    .append(&s, ExpectedVersion::NoStream, events)
-                    .await
-                    .map_err(|e| format!("load: {e}"))?;
-                if n % 10 != 0 {
-                    store
-                        .delete_stream(&s, ExpectedVersion::Exact(STREAM_EVENTS - 1))
-                        .await
-                        .map_err(|e| format!("delete: {e}"))?;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
+    crate::scavenge::load_and_delete(&store, streams).await?;
     store.close().await.map_err(|e| e.to_string())
 }
 

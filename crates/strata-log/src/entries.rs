@@ -597,6 +597,11 @@ impl Entries {
         }
     }
 
+    /// The segment holding position `p` (which must be held).
+    pub fn segment_of(&self, p: u64) -> u64 {
+        self.chunk(p).segment_no
+    }
+
     /// The segment holding position `p` (which must be held), when its entries are read from
     /// its index file.
     pub fn file_segment_of(&self, p: u64) -> Option<u64> {

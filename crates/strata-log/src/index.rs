@@ -835,10 +835,8 @@ fn encode_local(
     out: &mut Vec<u8>,
     pairs: &mut Vec<(Uuid, u64)>,
 ) -> Result<(u32, u32), String> {
-    let mut streams: FastMap<u32, u32> = FastMap::default();
-    let mut stream_order: Vec<u32> = Vec::new();
-    let mut types: FastMap<u32, u32> = FastMap::default();
-    let mut type_order: Vec<u32> = Vec::new();
+    let mut streams: Numbering<u32> = Numbering::default();
+    let mut types: Numbering<u32> = Numbering::default();
     let mut failed: Option<String> = None;
     let chunk = chunk.max(1) as u64;
     let mut at = positions.start;
@@ -857,21 +855,8 @@ fn encode_local(
                         return;
                     }
                 };
-                let next = stream_order.len() as u32;
-                let s = *streams.entry(e.stream).or_insert_with(|| {
-                    stream_order.push(e.stream);
-                    next
-                });
-                let next = type_order.len() as u32;
-                let t = *types.entry(e.event_type).or_insert_with(|| {
-                    type_order.push(e.event_type);
-                    next
-                });
-                out.extend_from_slice(&e.loc.to_le_bytes());
-                out.extend_from_slice(&e.recorded_at_us.to_le_bytes());
-                out.extend_from_slice(&s.to_le_bytes());
-                out.extend_from_slice(&t.to_le_bytes());
-                out.extend_from_slice(id.as_bytes());
+                let (s, t) = (streams.number(e.stream), types.number(e.event_type));
+                put_entry(out, e.loc, e.recorded_at_us, (s, t), &id);
                 pairs.push((id, p));
             }
         });
@@ -880,21 +865,56 @@ fn encode_local(
         }
         at = to;
     }
-    for names in stream_order.chunks(chunk as usize) {
+    for names in streams.order.chunks(chunk as usize) {
         index(&mut |i| {
             for &s in names {
                 put_name(out, i.streams[s as usize].name());
             }
         });
     }
-    for names in type_order.chunks(chunk as usize) {
+    for names in types.order.chunks(chunk as usize) {
         index(&mut |i| {
             for &t in names {
                 put_name(out, &i.types[t as usize].name);
             }
         });
     }
-    Ok((stream_order.len() as u32, type_order.len() as u32))
+    Ok((streams.order.len() as u32, types.order.len() as u32))
+}
+
+/// Numbers local to a file, given in order of first use.
+struct Numbering<K> {
+    nos: FastMap<K, u32>,
+    order: Vec<K>,
+}
+
+impl<K> Default for Numbering<K> {
+    fn default() -> Self {
+        Numbering {
+            nos: FastMap::default(),
+            order: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Numbering<K> {
+    /// `k`'s number, the next one when it is new.
+    fn number(&mut self, k: K) -> u32 {
+        let next = self.order.len() as u32;
+        *self.nos.entry(k).or_insert_with(|| {
+            self.order.push(k);
+            next
+        })
+    }
+}
+
+/// Appends one 40-byte entry: location, time, local stream and type numbers, id.
+fn put_entry(out: &mut Vec<u8>, loc: Loc, recorded_at_us: i64, (s, t): (u32, u32), id: &Uuid) {
+    out.extend_from_slice(&loc.to_le_bytes());
+    out.extend_from_slice(&recorded_at_us.to_le_bytes());
+    out.extend_from_slice(&s.to_le_bytes());
+    out.extend_from_slice(&t.to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
 }
 
 fn put_name(out: &mut Vec<u8>, name: &str) {
@@ -1735,10 +1755,8 @@ pub(crate) fn encode_scavenged_segment_index(
     }
     // The name counts, filled in below.
     out.extend_from_slice(&[0u8; 8]);
-    let mut streams: FastMap<&str, u32> = FastMap::default();
-    let mut stream_order: Vec<&str> = Vec::new();
-    let mut types: FastMap<&str, u32> = FastMap::default();
-    let mut type_order: Vec<&str> = Vec::new();
+    let mut streams: Numbering<&str> = Numbering::default();
+    let mut types: Numbering<&str> = Numbering::default();
     let mut offsets = Vec::with_capacity(n);
     let mut pairs = Vec::with_capacity(n);
     for e in kept {
@@ -1753,30 +1771,14 @@ pub(crate) fn encode_scavenged_segment_index(
                 )
             })?;
         offsets.push(offset as u32);
-        let next = stream_order.len() as u32;
-        let s = *streams.entry(e.stream).or_insert_with(|| {
-            stream_order.push(e.stream);
-            next
-        });
-        let next = type_order.len() as u32;
-        let t = *types.entry(e.event_type).or_insert_with(|| {
-            type_order.push(e.event_type);
-            next
-        });
-        out.extend_from_slice(&e.loc.to_le_bytes());
-        out.extend_from_slice(&e.recorded_at_us.to_le_bytes());
-        out.extend_from_slice(&s.to_le_bytes());
-        out.extend_from_slice(&t.to_le_bytes());
-        out.extend_from_slice(e.event_id.as_bytes());
+        let (s, t) = (streams.number(e.stream), types.number(e.event_type));
+        put_entry(&mut out, e.loc, e.recorded_at_us, (s, t), &e.event_id);
         pairs.push((e.event_id, e.position));
     }
-    for name in &stream_order {
+    for name in streams.order.iter().chain(&types.order) {
         put_name(&mut out, name);
     }
-    for name in &type_order {
-        put_name(&mut out, name);
-    }
-    let (s, t) = (stream_order.len() as u32, type_order.len() as u32);
+    let (s, t) = (streams.order.len() as u32, types.order.len() as u32);
     out[56..60].copy_from_slice(&s.to_le_bytes());
     out[60..64].copy_from_slice(&t.to_le_bytes());
     encode_postings_and_ids(&mut out, (n, s, t), Some(&offsets), pairs)?;

@@ -681,6 +681,14 @@ fn index_matches_log(
     }
     // Its first segment: where its first event is, or where it ends when it holds none.
     let from = index.loc(index.first).map_or(s, loc_segment).min(s);
+    // It never holds a scavenged segment's events (they are in that segment's index file):
+    // one written before the segment was rewritten may still match its first records.
+    if opened[from as usize..=s as usize]
+        .iter()
+        .any(|seg| seg.header.scavenged)
+    {
+        return Ok(Err("it covers a segment scavenged since".to_owned()));
+    }
     for (k, seg) in opened[..=s as usize].iter().enumerate().skip(from as usize) {
         let k = k as u64;
         let first = index.first_in_segment(k);
@@ -1353,6 +1361,7 @@ pub(crate) fn recover(
             if let Some(f) = from_file.get_mut(no as usize) {
                 *f = true;
             }
+            segment_indexes_loaded += 1;
             tail_len = seg.header.runs_at;
             continue;
         }

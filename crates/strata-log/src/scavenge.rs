@@ -496,10 +496,11 @@ impl Drop for Running {
     }
 }
 
-/// The sealed segments, read from their index files (entries and ids), that hold events
-/// `plan` removes, in order. Takes the state lock stream by stream.
+/// The sealed segments that hold events `plan` removes, in order, up to the first whose
+/// entries and ids are not read from its index file yet (left with those after it for a
+/// later scavenge). Takes the state lock stream by stream.
 fn segments_holding(shared: &Shared, plan: &HashMap<String, Range<u64>>) -> Vec<u64> {
-    let mut segments = std::collections::BTreeSet::new();
+    let mut segments = std::collections::BTreeMap::new();
     for (stream, versions) in plan {
         let st = shared.state.read();
         let index = &st.index;
@@ -513,14 +514,20 @@ fn segments_holding(shared: &Shared, plan: &HashMap<String, Range<u64>>) -> Vec<
         let mut reader = se.positions.reader();
         for i in se.index_from(versions.start)..se.index_from(versions.end) {
             let p = reader.get(i).expect("an index of the list");
-            let in_files = index
-                .entries
-                .file_segment_of(p)
-                .filter(|&no| index.ids.in_file(no));
-            segments.extend(in_files);
+            let (no, in_files) = match index.entries.file_segment_of(p) {
+                Some(no) => (no, index.ids.in_file(no)),
+                None => (index.entries.segment_of(p), false),
+            };
+            segments.insert(no, in_files);
         }
     }
-    segments.into_iter().collect()
+    // In order, up to the first that cannot be rewritten yet: a stream's removed versions
+    // grow one run at a time, segment after segment.
+    segments
+        .into_iter()
+        .take_while(|&(_, in_files)| in_files)
+        .map(|(no, _)| no)
+        .collect()
 }
 
 /// Puts a rewritten segment in the place of the old one: its index file opened, then, under
@@ -542,19 +549,18 @@ fn swap_in(shared: &Shared, rewrite: Rewrite) -> Result<(), String> {
     let entries = Arc::new(entries);
     let no = rewrite.segment.header.segment_no;
     let first = rewrite.segment.header.first_position;
-    // The streams' new lists are built under the read lock: appends wait only for the swaps.
-    let lists = {
+    // The streams' new lists are built under the read lock, one stream at a time (an append
+    // waits for one stream's at most), and only swapped in under the write lock.
+    let mut lists = Vec::with_capacity(rewrite.removed_versions.len());
+    for (name, versions) in &rewrite.removed_versions {
+        let Ok(stream) = StreamId::new(name.as_str()) else {
+            continue;
+        };
         let index = &shared.state.read().index;
-        let removed: Vec<(u32, Range<u64>)> = rewrite
-            .removed_versions
-            .iter()
-            .filter_map(|(name, versions)| {
-                let s = StreamId::new(name.as_str()).ok()?;
-                Some((index.stream_no(&s)?, versions.clone()))
-            })
-            .collect();
-        index.prepare_removal(&removed)?
-    };
+        if let Some(s) = index.stream_no(&stream) {
+            lists.extend(index.prepare_removal(&[(s, versions.clone())])?);
+        }
+    }
     let released = {
         let mut st = shared.state.write();
         let released = st.index.replace_scavenged(

@@ -541,8 +541,6 @@ impl LogStore {
         self.inner.shared.checkpoint_index()
     }
 
-    /// Runs `write` (to a file of the directory, outside the writer thread) unless the store
-    /// is closed; `close` waits for it.
     /// Runs `f` while the store is open, `None` when it is closed: a close waits for it to
     /// end (and files written afterwards are refused), as for snapshot writes.
     pub(crate) fn while_open<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
@@ -550,6 +548,8 @@ impl LogStore {
         (!*closed).then(f)
     }
 
+    /// Runs `write` (to a file of the directory, outside the writer thread) unless the store
+    /// is closed; `close` waits for it.
     fn unless_closed<T>(
         &self,
         write: impl FnOnce() -> Result<T, SnapshotError>,
@@ -796,8 +796,30 @@ impl LogStore {
     /// appended so far lies in sealed segments read from their index files, which a
     /// scavenge rewrites.
     pub(crate) async fn seal(&self) -> Result<(), ReadError> {
-        let stopped = |e: AppendError| ReadError::Unavailable(e.to_string().into());
-        let closed = || ReadError::Unavailable(("the store is closing".to_owned()).into());
+        // A request without events (which an append never is) asks the writer to seal.
+        let stream = StreamId::new("seal").map_err(|e| ReadError::Storage(e.to_string().into()))?;
+        self.to_writer(stream, ExpectedVersion::Any, Vec::new(), Vec::new())
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string().into()))?;
+        let shared = self.inner.shared.clone();
+        blocking(move || {
+            shared.wait_for_segment_indexes();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Queues a request for the writer and waits for its answer. The queue is bounded by
+    /// permits: beyond `WRITER_QUEUE_MAX_APPENDS` waiting requests, callers wait here
+    /// (back-pressure) instead of queueing without bound.
+    async fn to_writer(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: Vec<Vec<u8>>,
+    ) -> Result<AppendResult, AppendError> {
+        let closed = || AppendError::Stopped(("the store is closing".to_owned()).into());
         let permit = self
             .inner
             .queue_permits
@@ -807,22 +829,23 @@ impl LogStore {
             .map_err(|_| closed())?;
         let (reply, answer) = oneshot::channel();
         let req = AppendRequest {
-            stream: StreamId::new("seal").map_err(|e| ReadError::Storage(e.to_string().into()))?,
-            expected: ExpectedVersion::Any,
-            events: Vec::new(),
-            metadata: Vec::new(),
+            stream,
+            expected,
+            events,
+            metadata,
             reply,
             _permit: permit,
         };
         let tx = self.sender().ok_or_else(closed)?;
         tx.send(req).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?.map_err(stopped)?;
-        let shared = self.inner.shared.clone();
-        blocking(move || {
-            shared.wait_for_segment_indexes();
-            Ok(())
-        })
-        .await
+        answer.await.map_err(|_| {
+            AppendError::Stopped(
+                (self
+                    .stopped_reason()
+                    .unwrap_or_else(|| "the writer ended before answering".to_owned()))
+                .into(),
+            )
+        })?
     }
 
     /// What the writer and the readers share.
@@ -1060,35 +1083,8 @@ impl EventStore for LogStore {
         if let Some(reason) = self.stopped_reason() {
             return Err(AppendError::Stopped(reason.into()));
         }
-        let closed = || AppendError::Stopped(("the store is closing".to_owned()).into());
-        // The queue is bounded by permits: beyond WRITER_QUEUE_MAX_APPENDS waiting appends,
-        // callers wait here (back-pressure) instead of queueing without bound.
-        let permit = self
-            .inner
-            .queue_permits
-            .clone()
-            .acquire_owned()
+        self.to_writer(stream.clone(), expected, events, metadata)
             .await
-            .map_err(|_| closed())?;
-        let (reply, answer) = oneshot::channel();
-        let req = AppendRequest {
-            stream: stream.clone(),
-            expected,
-            events,
-            metadata,
-            reply,
-            _permit: permit,
-        };
-        let tx = self.sender().ok_or_else(closed)?;
-        tx.send(req).map_err(|_| closed())?;
-        answer.await.map_err(|_| {
-            AppendError::Stopped(
-                (self
-                    .stopped_reason()
-                    .unwrap_or_else(|| "the writer ended before answering".to_owned()))
-                .into(),
-            )
-        })?
     }
 
     fn check_writable(&self) -> Result<(), AppendError> {
