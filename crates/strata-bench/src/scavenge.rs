@@ -44,7 +44,7 @@ impl ScavengeScale {
 /// Events per stream.
 pub(crate) const STREAM_EVENTS: u64 = 100;
 /// Writers appending while the scavenge runs, and before it for the baseline p99.
-const WRITERS: usize = 16;
+pub(crate) const WRITERS: usize = 16;
 
 /// What one run measured.
 #[derive(Debug, Clone)]
@@ -174,6 +174,30 @@ pub(crate) async fn load_and_delete<S: EventStore + Clone + 'static>(
     Ok(())
 }
 
+/// [`WRITERS`] single-event writers on `busy`, 3 s alone, then while a scavenge runs there,
+/// which must remove `expected` events.
+pub(crate) async fn writers_beside_a_scavenge<S: EventStore + Clone + 'static>(
+    busy: &S,
+    expected: u64,
+) -> Result<(PgAppendRow, PgAppendRow), String> {
+    let alone = strata_rows(busy, WRITERS, 1, 3.0, "alone").await?;
+    let running = Arc::new(AtomicBool::new(true));
+    let writers = {
+        let (busy, running) = (busy.clone(), running.clone());
+        tokio::spawn(async move { strata_rows_while(&busy, WRITERS, 1, "during", running).await })
+    };
+    let during = busy
+        .scavenge(&|_: ScavengeProgress| {})
+        .await
+        .map_err(|e| format!("scavenge: {e}"));
+    running.store(false, Ordering::Relaxed);
+    let writers_during = writers.await.map_err(|e| e.to_string())??;
+    if during?.progress.events_removed != expected {
+        return Err("the scavenge beside writers removed another count".to_owned());
+    }
+    Ok((alone, writers_during))
+}
+
 /// Runs the benchmark against `database_url`.
 pub async fn run(database_url: &str, scale: ScavengeScale) -> Result<ScavengeReport, String> {
     let admin = PgPoolOptions::new()
@@ -255,21 +279,7 @@ pub async fn run(database_url: &str, scale: ScavengeScale) -> Result<ScavengeRep
         .map_err(|e| e.to_string())?;
     let bytes_after_full = table_bytes(&admin, schemas[0]).await?;
 
-    let writers_alone = strata_rows(&busy, WRITERS, 1, 3.0, "alone").await?;
-    let running = Arc::new(AtomicBool::new(true));
-    let writers = {
-        let (busy, running) = (busy.clone(), running.clone());
-        tokio::spawn(async move { strata_rows_while(&busy, WRITERS, 1, "during", running).await })
-    };
-    let during = busy
-        .scavenge(&|_: ScavengeProgress| {})
-        .await
-        .map_err(|e| format!("scavenge: {e}"));
-    running.store(false, Ordering::Relaxed);
-    let writers_during = writers.await.map_err(|e| e.to_string())??;
-    if during?.progress.events_removed != deleted {
-        return Err("the scavenge beside writers removed another count".to_owned());
-    }
+    let (writers_alone, writers_during) = writers_beside_a_scavenge(&busy, deleted).await?;
     drop(store);
     drop(bulk);
     drop(busy);

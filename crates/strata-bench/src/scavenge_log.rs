@@ -11,19 +11,15 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_core::scavenge::ScavengeProgress;
 use strata_core::EventStore;
 use strata_log::{LogConfig, LogStore};
 
-use crate::postgres::{strata_rows, strata_rows_while, PgAppendRow};
-use crate::scavenge::{ScavengeScale, STREAM_EVENTS};
+use crate::postgres::PgAppendRow;
+use crate::scavenge::{ScavengeScale, STREAM_EVENTS, WRITERS};
 
-/// Writers appending while the scavenge runs, and before it for the baseline p99.
-const WRITERS: usize = 16;
 /// Segments of this size: a 1,000,000-event store has a few.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -208,21 +204,8 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<LogScavengeReport,
     let bytes_after = dir_bytes(&one, &["seg", "idx"])?;
 
     let busy = open(&two)?;
-    let writers_alone = strata_rows(&busy, WRITERS, 1, 3.0, "alone").await?;
-    let running = Arc::new(AtomicBool::new(true));
-    let writers = {
-        let (busy, running) = (busy.clone(), running.clone());
-        tokio::spawn(async move { strata_rows_while(&busy, WRITERS, 1, "during", running).await })
-    };
-    let during = busy
-        .scavenge(&|_: ScavengeProgress| {})
-        .await
-        .map_err(|e| format!("scavenge: {e}"));
-    running.store(false, Ordering::Relaxed);
-    let writers_during = writers.await.map_err(|e| e.to_string())??;
-    if during?.progress.events_removed != expected {
-        return Err("the scavenge beside writers removed another count".to_owned());
-    }
+    let (writers_alone, writers_during) =
+        crate::scavenge::writers_beside_a_scavenge(&busy, expected).await?;
     busy.close().await.map_err(|e| e.to_string())?;
     Ok(LogScavengeReport {
         events: streams * STREAM_EVENTS,

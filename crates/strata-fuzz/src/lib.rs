@@ -74,18 +74,7 @@ pub fn record(data: &[u8]) {
         return;
     };
     let mut again = Vec::new();
-    let reference = RecordRef {
-        position: r.position,
-        recorded_at_us: r.recorded_at_us,
-        event_id: r.event_id,
-        stream_version: r.stream_version,
-        stream_id: r.stream_id,
-        event_type: r.event_type,
-        content_type: r.content_type,
-        metadata: r.metadata,
-        data: r.data,
-        flags: r.flags,
-    };
+    let reference = r.to_ref();
     let len = reference.encoded_len();
     reference.encode_into(SALT, &mut again);
     assert_eq!(

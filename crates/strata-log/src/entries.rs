@@ -461,6 +461,9 @@ pub(crate) struct Released(#[allow(dead_code)] Option<Vec<Entry>>);
 pub(crate) struct Entries {
     chunks: Vec<Chunk>,
     len: u64,
+    /// Whether any chunk is a scavenged segment's (some positions without an entry): until
+    /// then, asking whether a position was removed costs nothing.
+    has_removed: bool,
     /// When the last entry was recorded (`i64::MIN` while empty): known without a read.
     last_at_us: i64,
 }
@@ -470,6 +473,7 @@ impl Default for Entries {
         Entries {
             chunks: Vec::new(),
             len: 0,
+            has_removed: false,
             last_at_us: i64::MIN,
         }
     }
@@ -561,6 +565,7 @@ impl Entries {
             Some((first, _)) => first,
             None => self.chunks.last().map_or(i64::MIN, |c| c.first_at_us),
         };
+        self.has_removed |= file.slots.is_some();
         self.chunks.push(Chunk {
             segment_no,
             first: self.len,
@@ -642,6 +647,7 @@ impl Entries {
             {
                 let t = first_at_us.unwrap_or(before);
                 c.first_at_us = t;
+                self.has_removed |= file.slots.is_some();
                 let old = match std::mem::replace(&mut c.part, Part::File(file)) {
                     Part::File(old) => old,
                     Part::Memory(_) => unreachable!("matched as a file above"),
@@ -732,6 +738,9 @@ impl Entries {
 
     /// Whether a scavenge removed position `p`'s event (which must be held). Reads nothing.
     pub fn is_removed(&self, p: u64) -> bool {
+        if !self.has_removed {
+            return false;
+        }
         let c = self.chunk(p);
         match &c.part {
             Part::File(f) => f.removes((p - c.first) as usize),

@@ -423,7 +423,23 @@ pub fn decode_record(salt: u64, b: &[u8]) -> Result<DecodedRecord<'_>, DecodeErr
     })
 }
 
-impl DecodedRecord<'_> {
+impl<'a> DecodedRecord<'a> {
+    /// The record as one to encode again (with the same salt, the same bytes).
+    pub fn to_ref(&self) -> RecordRef<'a> {
+        RecordRef {
+            position: self.position,
+            recorded_at_us: self.recorded_at_us,
+            event_id: self.event_id,
+            stream_version: self.stream_version,
+            stream_id: self.stream_id,
+            event_type: self.event_type,
+            content_type: self.content_type,
+            metadata: self.metadata,
+            data: self.data,
+            flags: self.flags,
+        }
+    }
+
     /// Whether this record ends its append.
     pub fn is_commit(&self) -> bool {
         self.flags & FLAG_COMMIT != 0

@@ -1714,22 +1714,12 @@ pub(crate) fn encode_segment_index(
     )
 }
 
-/// One event a scavenge keeps in a segment, as the segment's index file takes it.
-pub(crate) struct KeptEvent<'a> {
-    pub position: u64,
-    pub loc: Loc,
-    pub recorded_at_us: i64,
-    pub stream: &'a str,
-    pub event_type: &'a str,
-    pub event_id: Uuid,
-}
-
 /// Encodes the index file of sealed segment `seg` (positions `first..end_position`) after a
 /// scavenge removed some of its events (version 4): the events `kept`, in position order,
 /// as [`encode_segment_index`] encodes a segment's, and the sections [`Scavenged`] names.
 pub(crate) fn encode_scavenged_segment_index(
     seg: SealedSegment,
-    kept: &[KeptEvent<'_>],
+    kept: &[NewEntry<'_>],
     runs: &[(String, std::ops::Range<u64>)],
 ) -> Result<Vec<u8>, String> {
     let span = seg.end_position.saturating_sub(seg.first);
@@ -1771,7 +1761,10 @@ pub(crate) fn encode_scavenged_segment_index(
                 )
             })?;
         offsets.push(offset as u32);
-        let (s, t) = (streams.number(e.stream), types.number(e.event_type));
+        let (s, t) = (
+            streams.number(e.stream.as_str()),
+            types.number(e.event_type),
+        );
         put_entry(&mut out, e.loc, e.recorded_at_us, (s, t), &e.event_id);
         pairs.push((e.event_id, e.position));
     }
@@ -2990,14 +2983,15 @@ mod tests {
             });
         }
         let kept: Vec<u64> = (15..20).chain([20]).chain(26..30).collect();
-        let events: Vec<KeptEvent<'_>> = kept
+        let order = StreamId::new("order-1").unwrap();
+        let events: Vec<NewEntry<'_>> = kept
             .iter()
             .enumerate()
-            .map(|(k, &p)| KeptEvent {
+            .map(|(k, &p)| NewEntry {
                 position: p,
                 loc: loc(1, 64 + k as u64 * 100),
                 recorded_at_us: 1_000 + p as i64,
-                stream: if p < 20 { "account-1" } else { "order-1" },
+                stream: if p < 20 { &account } else { &order },
                 event_type: if p < 20 { "Deposited" } else { "Placed" },
                 event_id: Uuid::from_u128(u128::from(p) + 1),
             })
@@ -3142,14 +3136,14 @@ mod tests {
         };
         let file = SegmentIndexFile::check(bytes.clone(), PathBuf::from("1.idx")).unwrap();
         let (local, _, _, _) = file.parse().unwrap();
-        let events: Vec<KeptEvent<'_>> = kept
+        let events: Vec<NewEntry<'_>> = kept
             .iter()
             .enumerate()
-            .map(|(k, &p)| KeptEvent {
+            .map(|(k, &p)| NewEntry {
                 position: p,
                 loc: loc(1, 64 + k as u64 * 100),
                 recorded_at_us: 1_000 + p as i64,
-                stream: local.streams[usize::from(p >= 20)].as_str(),
+                stream: &local.streams[usize::from(p >= 20)],
                 event_type: if p < 20 { "Deposited" } else { "Placed" },
                 event_id: Uuid::from_u128(u128::from(p) + 1),
             })

@@ -27,12 +27,13 @@ use strata_core::scavenge::{
 };
 use strata_core::{ReadError, SnapshotStore, StreamId, Uuid};
 
+use crate::error::OpenError;
 use crate::format::{
     encode_removed_runs, DecodedRecord, RecordRef, RemovedRuns, SegmentHeader, FLAG_COMMIT,
     SEGMENT_HEADER_BYTES,
 };
 use crate::index::{
-    encode_scavenged_segment_index, loc, KeptEvent, SealedSegment, SegmentIndexFile,
+    encode_scavenged_segment_index, loc, NewEntry, SealedSegment, SegmentIndexFile,
 };
 use crate::io::{write_file_atomic, Vfs};
 use crate::recovery::{read_removed_runs, scan_segment, segment_index_path, ScanEnd};
@@ -65,7 +66,7 @@ struct Kept {
     position: u64,
     offset: u64,
     recorded_at_us: i64,
-    stream: String,
+    stream: StreamId,
     event_type: String,
     event_id: Uuid,
 }
@@ -122,19 +123,11 @@ pub(crate) fn rewrite_segment(
         // removed.
         let offset = SEGMENT_HEADER_BYTES + written + buf.len() as u64;
         RecordRef {
-            position: r.position,
-            recorded_at_us: r.recorded_at_us,
-            event_id: r.event_id,
-            stream_version: r.stream_version,
-            stream_id: r.stream_id,
-            event_type: r.event_type,
-            content_type: r.content_type,
-            metadata: r.metadata,
-            data: r.data,
             flags: r.flags | FLAG_COMMIT,
+            ..r.to_ref()
         }
         .encode_into(header.salt, &mut buf);
-        kept.push(Kept::of(r, offset));
+        kept.push(Kept::of(r, offset, &seg.path)?);
         if buf.len() >= REWRITE_BUFFER_BYTES && failed.is_none() {
             let flushed = flush(vfs, &tmp, &header, &mut out, &mut buf, &mut written);
             failed = flushed.err().map(|e| io("writing", e));
@@ -204,15 +197,20 @@ pub(crate) fn rewrite_segment(
 }
 
 impl Kept {
-    fn of(r: &DecodedRecord<'_>, offset: u64) -> Kept {
-        Kept {
+    /// Record `r` of segment `file`, at `offset` in the new one.
+    fn of(r: &DecodedRecord<'_>, offset: u64, file: &Path) -> Result<Kept, OpenError> {
+        Ok(Kept {
             position: r.position,
             offset,
             recorded_at_us: r.recorded_at_us,
-            stream: r.stream_id.to_owned(),
+            stream: StreamId::new(r.stream_id).map_err(|e| OpenError::Corruption {
+                file: file.to_owned(),
+                offset,
+                reason: e.to_string(),
+            })?,
             event_type: r.event_type.to_owned(),
             event_id: r.event_id,
-        }
+        })
     }
 }
 
@@ -234,9 +232,9 @@ fn encode_kept(
         end_position,
         end_offset,
     };
-    let events: Vec<KeptEvent<'_>> = kept
+    let events: Vec<NewEntry<'_>> = kept
         .iter()
-        .map(|k| KeptEvent {
+        .map(|k| NewEntry {
             position: k.position,
             loc: loc(no, k.offset),
             recorded_at_us: k.recorded_at_us,
@@ -287,7 +285,7 @@ pub(crate) fn index_scavenged_segment(
     let mut kept = Vec::new();
     let mut committed = true;
     let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |offset, r| {
-        kept.push(Kept::of(r, offset));
+        kept.push(Kept::of(r, offset, &seg.path)?);
         committed = r.is_commit();
         Ok(())
     })

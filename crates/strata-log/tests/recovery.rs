@@ -383,16 +383,8 @@ fn bump_version_of_record(seg: &Path, k: usize, (stream, version): (&str, u64)) 
         let r = decode_record(salt, &bytes[off..]).unwrap();
         assert_eq!((r.stream_id, r.stream_version), (stream, version));
         RecordRef {
-            position: r.position,
-            recorded_at_us: r.recorded_at_us,
-            event_id: r.event_id,
             stream_version: r.stream_version + 1,
-            stream_id: r.stream_id,
-            event_type: r.event_type,
-            content_type: r.content_type,
-            metadata: r.metadata,
-            data: r.data,
-            flags: r.flags,
+            ..r.to_ref()
         }
         .encode_into(salt, &mut rewritten);
         assert_eq!(rewritten.len(), r.padded_len);
