@@ -33,6 +33,7 @@ mod positions;
 mod postings;
 mod recovery;
 mod scavenge;
+mod sealed;
 mod segment;
 mod snapshots;
 mod store;
@@ -40,5 +41,9 @@ mod verify;
 mod writer;
 
 pub use error::{DataLoss, LossCause, OpenError};
+pub use sealed::{
+    check_sealed_segment, finish_restored_segments, reconcile_copied_segments, sealed_file_names,
+    segments_dir, SealedFiles, SealedFilesError, SealedSegment, SegmentSummary,
+};
 pub use store::{IndexStats, LogConfig, LogStore, OpenReport, LOCK_FILE};
 pub use verify::{verify, VerifyReport};

@@ -473,10 +473,10 @@ fn plan_removal(
 }
 
 /// The one scavenge of a store running: cleared when it ends, however it ends.
-struct Running(Arc<Shared>);
+pub(crate) struct Running(Arc<Shared>);
 
 impl Running {
-    fn start(shared: Arc<Shared>) -> Result<Running, ScavengeError> {
+    pub(crate) fn start(shared: Arc<Shared>) -> Result<Running, ScavengeError> {
         use std::sync::atomic::Ordering;
         shared
             .scavenging

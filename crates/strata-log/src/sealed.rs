@@ -1,0 +1,279 @@
+//! Sealed segments' files as they are on disk, for copying them elsewhere (an archive), and
+//! a data directory made from such copies (a restore).
+//!
+//! A sealed segment and its index file never change while the store is open, except when a
+//! scavenge rewrites them; [`LogStore::sealed_files`] holds scavenges off for as long as its
+//! answer lives, so the files it names can be read whole and in pairs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_core::ReadError;
+
+use crate::format::{decode_record, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::io::{StdVfs, Vfs};
+use crate::recovery::{segment_index_path, SEGMENTS_DIR};
+use crate::scavenge::Running;
+use crate::segment::segment_file_name;
+use crate::store::{blocking, LogStore};
+
+/// One sealed segment: its two files and the positions it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    /// The segment's number (its file name).
+    pub segment_no: u64,
+    /// Its header's salt: a new one when a scavenge rewrites it.
+    pub salt: u64,
+    /// The first position it covers.
+    pub first_position: u64,
+    /// The position after the last it covers: the next segment's first.
+    pub end_position: u64,
+    /// Whether a scavenge rewrote it (segment format version 2).
+    pub scavenged: bool,
+    /// The segment file.
+    pub segment_path: PathBuf,
+    /// Its index file (`NNN.idx`).
+    pub index_path: PathBuf,
+}
+
+/// The sealed segments whose index files are written, in order from segment 0; no scavenge
+/// rewrites them while this is alive.
+pub struct SealedFiles {
+    /// The segments.
+    pub segments: Vec<SealedSegment>,
+    _held: Arc<Running>,
+}
+
+impl std::fmt::Debug for SealedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedFiles")
+            .field("segments", &self.segments)
+            .finish()
+    }
+}
+
+/// Why [`LogStore::sealed_files`] gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SealedFilesError {
+    /// A scavenge (or another holder of the sealed files) is running; try again after it.
+    #[error("a scavenge or an archive of this store is running")]
+    Busy,
+    /// The store cannot answer (closed, stopped).
+    #[error(transparent)]
+    Store(#[from] ReadError),
+}
+
+impl LogStore {
+    /// Seals the open segment when it holds any event (after the appends already queued),
+    /// and waits for the sealed segments' index files: everything appended so far then lies
+    /// in sealed segments. Each call that seals starts a new segment.
+    pub async fn seal_open_segment(&self) -> Result<(), ReadError> {
+        self.seal().await
+    }
+
+    /// The sealed segments whose index files are written, held still: no scavenge starts
+    /// until the answer is dropped ([`SealedFilesError::Busy`] while one runs).
+    pub async fn sealed_files(&self) -> Result<SealedFiles, SealedFilesError> {
+        let shared = self.shared().clone();
+        let held = Arc::new(Running::start(shared.clone()).map_err(|_| SealedFilesError::Busy)?);
+        if let Some(reason) = shared.stopped_reason() {
+            return Err(ReadError::Unavailable(reason.into()).into());
+        }
+        let segments = blocking(move || {
+            shared.wait_for_segment_indexes();
+            let seg_dir = shared.dir.join(SEGMENTS_DIR);
+            let mut out = Vec::new();
+            let mut no = 0;
+            while let (Some(seg), Some(next)) =
+                (shared.segments.get(no), shared.segments.get(no + 1))
+            {
+                let index_path = segment_index_path(&seg_dir, no);
+                // A sealed segment whose file is not written (it failed, and the next seal
+                // tries again) ends the list: the ones after it wait for it.
+                if !index_path.exists() {
+                    break;
+                }
+                out.push(SealedSegment {
+                    segment_no: no,
+                    salt: seg.header.salt,
+                    first_position: seg.header.first_position,
+                    end_position: next.header.first_position,
+                    scavenged: seg.header.scavenged,
+                    segment_path: seg.path.clone(),
+                    index_path,
+                });
+                no += 1;
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(SealedFiles {
+            segments,
+            _held: held,
+        })
+    }
+}
+
+/// What [`check_sealed_segment`] found in a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Its header.
+    pub header: SegmentHeader,
+    /// Events it holds.
+    pub events: u64,
+    /// The file's length.
+    pub bytes: u64,
+    /// When its first and last events were recorded, µs since the epoch (`None`: it holds
+    /// none, which only a scavenged segment can).
+    pub recorded_us: Option<(i64, i64)>,
+}
+
+/// Checks a sealed segment file on its own: its header, then every record (length, CRC,
+/// structure), that positions increase within `first_position..end_position` (each the one
+/// after the last in a segment never scavenged, ending at `end_position`), that the records
+/// end where the file (or a scavenged segment's removed runs) does, and that the last record
+/// ends an append. Reads the file through a map, or whole when it cannot be mapped.
+pub fn check_sealed_segment(path: &Path, end_position: u64) -> Result<SegmentSummary, String> {
+    let file = StdVfs
+        .open(path, false)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let bytes = file
+        .size()
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let owned;
+    let mapped = file.map().and_then(Result::ok);
+    let b: &[u8] = match &mapped {
+        Some(m) => m,
+        None => {
+            let mut v = vec![0u8; bytes as usize];
+            file.read_exact_at(&mut v, 0)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            owned = v;
+            &owned
+        }
+    };
+    let header = SegmentHeader::decode(b)?;
+    let records_end = if header.scavenged {
+        header.runs_at
+    } else {
+        bytes
+    };
+    if records_end > bytes {
+        return Err(format!(
+            "its removed runs are said to start at {records_end}, past its end ({bytes})"
+        ));
+    }
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut next = header.first_position;
+    let mut events = 0u64;
+    let mut recorded_us = None;
+    let mut last_commit = true;
+    while at < records_end {
+        let r = decode_record(header.salt, &b[at as usize..records_end as usize])
+            .map_err(|e| format!("the record at offset {at}: {e:?}"))?;
+        let dense = !header.scavenged;
+        if r.position < next || (dense && r.position != next) || r.position >= end_position {
+            return Err(format!(
+                "the record at offset {at} holds position {}, where {next}{} below {end_position} was expected",
+                r.position,
+                if dense { "" } else { " or later" },
+            ));
+        }
+        next = r.position + 1;
+        events += 1;
+        last_commit = r.is_commit();
+        recorded_us = Some(match recorded_us {
+            None => (r.recorded_at_us, r.recorded_at_us),
+            Some((first, _)) => (first, r.recorded_at_us),
+        });
+        at += r.padded_len as u64;
+    }
+    if at != records_end {
+        return Err(format!("its last record runs past {records_end}"));
+    }
+    if !header.scavenged && next != end_position {
+        return Err(format!(
+            "its records end at position {next}, not at {end_position} where the next segment starts"
+        ));
+    }
+    if !last_commit {
+        return Err("its last record does not end an append".to_owned());
+    }
+    Ok(SegmentSummary {
+        header,
+        events,
+        bytes,
+        recorded_us,
+    })
+}
+
+/// The file name of segment `no` in `segments/`, and that of its index file.
+pub fn sealed_file_names(no: u64) -> (String, String) {
+    let seg = segment_file_name(no);
+    let idx = Path::new(&seg)
+        .with_extension("idx")
+        .to_string_lossy()
+        .into_owned();
+    (seg, idx)
+}
+
+/// The folder of a data directory that holds its segments.
+pub fn segments_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SEGMENTS_DIR)
+}
+
+/// Ends a data directory made of sealed segments copied into `segments/` (numbered from 0,
+/// each with its index file, every file synced): creates the empty segment `next_no` that
+/// starts at `first_position`, the one a store opened on the directory appends to, and syncs
+/// the folder. Without it, the last copied segment would be taken for the open one.
+pub fn finish_restored_segments(
+    data_dir: &Path,
+    next_no: u64,
+    first_position: u64,
+) -> std::io::Result<()> {
+    let seg_dir = segments_dir(data_dir);
+    crate::recovery::create_segment(&StdVfs, &seg_dir, next_no, first_position)?;
+    Ok(())
+}
+
+/// Makes each stream's removed versions one run across the segments copied into a data
+/// directory's `segments/` (numbered from 0, each with its index file; the last one covering
+/// the positions up to `end_position`), before the directory is finished and opened.
+///
+/// Copies of segments taken after different scavenges can disagree: an early segment as one
+/// scavenge left it, a later one as a later scavenge left it, with versions between them still
+/// there that the later scavenge removed from the store. A store keeps one run of removed
+/// versions per stream, which runs only grow, so every version from a stream's lowest removed
+/// version to its highest was removed from the store: those still held are removed here (their
+/// segments rewritten as a scavenge rewrites them). Returns the events removed.
+pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u64, String> {
+    use std::collections::HashMap;
+    use std::ops::Range;
+    let seg_dir = segments_dir(data_dir);
+    let listing = crate::recovery::list_segment_dir(&seg_dir).map_err(|e| e.to_string())?;
+    let (opened, _) = crate::recovery::open_segments(&StdVfs, &seg_dir, &listing.segments)
+        .map_err(|e| e.to_string())?;
+    let mut span: HashMap<String, Range<u64>> = HashMap::new();
+    for seg in opened.iter().filter(|s| s.header.scavenged) {
+        for (stream, run) in crate::recovery::read_removed_runs(seg)? {
+            span.entry(stream)
+                .and_modify(|s| *s = s.start.min(run.start)..s.end.max(run.end))
+                .or_insert(run);
+        }
+    }
+    if span.is_empty() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for (i, seg) in opened.iter().enumerate() {
+        let end = opened
+            .get(i + 1)
+            .map_or(end_position, |next| next.header.first_position);
+        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, &seg_dir, seg, end, |r| {
+            span.get(r.stream_id)
+                .is_some_and(|s| s.contains(&r.stream_version))
+        })?;
+        removed += rewrite.map_or(0, |r| r.removed);
+    }
+    Ok(removed)
+}
