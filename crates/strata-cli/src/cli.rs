@@ -73,9 +73,14 @@ pub enum Command {
     /// (PostgreSQL, or --server as an admin); readers see no difference.
     Scavenge,
     /// Check every record of the data directory (CRC, positions, versions) and that every
-    /// event the index file records as acknowledged is there. Exits 2 when data is damaged or
-    /// missing.
-    Verify,
+    /// event the index file records as acknowledged is there; or, with --archive, an archive.
+    /// Exits 2 when data is damaged or missing.
+    Verify(crate::commands::archive::VerifyArgs),
+    /// Copy the embedded store's sealed segments that the archive does not hold yet to an
+    /// archive (a directory, or S3): a continuous off-site copy of everything sealed.
+    Archive(crate::commands::archive::ArchiveArgs),
+    /// Make a new (or empty) --data directory from an archive: the store as archived.
+    Restore(crate::commands::archive::RestoreArgs),
     /// Open a data directory whose newest acknowledged events are missing (a segment file cut
     /// short, zeroed or deleted), cutting the log where it is whole and saying exactly what was
     /// lost. Without --accept-data-loss it only reports what it would cut.

@@ -16,7 +16,8 @@ use strata_log::OpenError;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{
-    append, bench, info, lifecycle, projections, read, serve, streams, tail, token, tour, verify,
+    append, archive, bench, info, lifecycle, projections, read, serve, streams, tail, token, tour,
+    verify,
 };
 use crate::output::Printer;
 
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_DAMAGED)
                 }
                 Some(OpenError::Corruption { .. }) => ExitCode::from(EXIT_DAMAGED),
+                _ if archive::is_damaged(&e) => ExitCode::from(EXIT_DAMAGED),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -145,7 +147,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Truncate(a) => lifecycle::truncate(&cli, a, &p).await,
         Command::Meta(a) => lifecycle::meta(&cli, a, &p).await,
         Command::Scavenge => lifecycle::scavenge(&cli, &p).await,
-        Command::Verify => verify::verify(&cli, &p),
+        Command::Verify(a) => verify::verify(&cli, a, &p).await,
+        Command::Archive(a) => archive::archive(&cli, a, &p).await,
+        Command::Restore(a) => archive::restore(&cli, a, &p).await,
         Command::Repair(a) => verify::repair(&cli, a, &p),
         Command::Projections { command } => projections::run(&cli, command.as_ref(), &p).await,
         Command::Token(c) => token::run(c, &p),

@@ -122,6 +122,90 @@ impl Printer {
         }
     }
 
+    /// A finished archive run.
+    pub fn archived(&self, url: &str, r: &strata_archive::ArchiveReport) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "archive": url,
+                    "segmentsArchived": r.segments,
+                    "events": r.events,
+                    "bytes": r.bytes,
+                    "segmentsAlreadyArchived": r.already_archived,
+                    "archivedBelowPosition": r.archived_below,
+                    "elapsedSeconds": r.elapsed.as_secs_f64(),
+                })
+            );
+        } else {
+            println!(
+                "archived to {url}: {} segment(s), {} events, {} bytes in {:.1}s ({} held already); every event below position {} is archived",
+                r.segments,
+                r.events,
+                r.bytes,
+                r.elapsed.as_secs_f64(),
+                r.already_archived,
+                r.archived_below
+            );
+        }
+    }
+
+    /// A finished restore.
+    pub fn restored(&self, dir: &Path, r: &strata_archive::RestoreReport) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "dataDir": dir,
+                    "segments": r.segments,
+                    "events": r.events,
+                    "bytes": r.bytes,
+                    "nextPosition": r.next_position,
+                    "removedBetweenScavenges": r.removed,
+                    "elapsedSeconds": r.elapsed.as_secs_f64(),
+                })
+            );
+        } else {
+            println!(
+                "restored into {}: {} segment(s), {} events, {} bytes in {:.1}s; the next append goes to position {}",
+                dir.display(),
+                r.segments,
+                r.events,
+                r.bytes,
+                r.elapsed.as_secs_f64(),
+                r.next_position
+            );
+            if r.removed > 0 {
+                println!(
+                    "{} archived events were left out: segments archived after different scavenges held versions the later one had removed from the store",
+                    r.removed
+                );
+            }
+        }
+    }
+
+    /// An archive checked whole.
+    pub fn archive_verified(&self, url: &str, r: &strata_archive::ArchiveVerifyReport) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "archive": url,
+                    "segments": r.segments,
+                    "events": r.events,
+                    "bytes": r.bytes,
+                    "streams": r.store.streams,
+                })
+            );
+        } else {
+            println!(
+                "{url}: OK: {} events in {} streams, {} segment(s), {} bytes; every file's SHA-256 and every record's CRC, position and version checked",
+                r.events, r.store.streams, r.segments, r.bytes
+            );
+        }
+    }
+
     /// A stream's metadata.
     pub fn metadata(&self, stream: &StreamId, r: &strata_core::StreamMetadataRecord) {
         let metadata = serde_json::to_value(&r.metadata).unwrap_or_default();

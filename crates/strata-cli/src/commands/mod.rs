@@ -2,6 +2,7 @@
 //! that takes the shared command line and a [`Printer`](crate::output::Printer).
 
 pub mod append;
+pub mod archive;
 pub mod bench;
 pub mod info;
 pub mod lifecycle;

@@ -15,7 +15,10 @@ pub struct RepairArgs {
     accept_data_loss: bool,
 }
 
-pub fn verify(cli: &Cli, p: &Printer) -> Result<()> {
+pub async fn verify(cli: &Cli, args: &super::archive::VerifyArgs, p: &Printer) -> Result<()> {
+    if let Some(url) = args.archive() {
+        return super::archive::verify_archive(url, args.scratch(), p).await;
+    }
     if cli.server.is_some() || cli.database_url.is_some() {
         anyhow::bail!("verify checks the embedded store's files: it works on --data only");
     }

@@ -1,0 +1,137 @@
+//! `strata archive`, `strata restore` and `strata verify --archive`: the embedded store's
+//! sealed segments copied to an archive (a directory, or S3), brought back into a new data
+//! directory, and checked where they lie.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use strata_archive::{Archive, ArchiveError, Progress};
+
+use crate::cli::Cli;
+use crate::output::Printer;
+
+/// The archive's address, from the command line or the environment.
+#[derive(Args)]
+pub struct ArchiveArgs {
+    /// The archive: a directory (made when missing), file:///path, or s3://bucket/prefix
+    /// (configured from the AWS_* environment variables; AWS_ENDPOINT_URL for an
+    /// S3-compatible service).
+    #[arg(long = "to", env = "STRATA_ARCHIVE")]
+    to: String,
+    /// Seal the open segment first, so that everything appended so far is archived (each
+    /// seal starts a new segment).
+    #[arg(long)]
+    seal: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The archive to restore from (as for `strata archive --to`).
+    #[arg(long = "from", env = "STRATA_ARCHIVE")]
+    from: String,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Check an archive instead of the data directory: every file's size and SHA-256, every
+    /// segment's records, and `strata verify` on a copy restored under --scratch.
+    #[arg(long)]
+    archive: Option<String>,
+    /// Where `--archive` restores its copy (removed afterwards); it needs room for the
+    /// archive's size.
+    #[arg(long, requires = "archive")]
+    scratch: Option<PathBuf>,
+}
+
+impl VerifyArgs {
+    pub fn archive(&self) -> Option<&str> {
+        self.archive.as_deref()
+    }
+    pub fn scratch(&self) -> Option<&PathBuf> {
+        self.scratch.as_ref()
+    }
+}
+
+fn embedded_only(cli: &Cli, what: &str) -> Result<()> {
+    if cli.server.is_some() || cli.database_url.is_some() {
+        anyhow::bail!(
+            "{what} works on the embedded store's files: it works on --data only (stop a server on the directory first)"
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal.
+fn bar(what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} segments, {{msg}} ({{elapsed}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn show(bar: &indicatif::ProgressBar, p: Progress) {
+    if bar.is_hidden() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    bar.set_length(p.segments_total);
+    bar.set_position(p.segments_done);
+    bar.set_message(format!("{:.1} MiB", p.bytes as f64 / (1024.0 * 1024.0)));
+}
+
+pub async fn archive(cli: &Cli, args: &ArchiveArgs, p: &Printer) -> Result<()> {
+    embedded_only(cli, "archive")?;
+    let archive = Archive::open(&args.to)?;
+    let dir = cli.data_dir();
+    let store = crate::cli::open_log(&dir)?;
+    if args.seal {
+        store
+            .seal_open_segment()
+            .await
+            .with_context(|| format!("sealing the open segment of {}", dir.display()))?;
+    }
+    let bar = bar("archiving");
+    let result = archive.archive_store(&store, &|s| show(&bar, s)).await;
+    bar.finish_and_clear();
+    store.close().await.context("closing the store")?;
+    let report = result.with_context(|| format!("archiving {} to {}", dir.display(), args.to))?;
+    p.archived(&args.to, &report);
+    Ok(())
+}
+
+pub async fn restore(cli: &Cli, args: &RestoreArgs, p: &Printer) -> Result<()> {
+    embedded_only(cli, "restore")?;
+    let archive = Archive::open(&args.from)?;
+    let dir = cli.data_dir();
+    let bar = bar("restoring");
+    let result = archive.restore(&dir, &|s| show(&bar, s)).await;
+    bar.finish_and_clear();
+    let report =
+        result.with_context(|| format!("restoring {} into {}", args.from, dir.display()))?;
+    p.restored(&dir, &report);
+    Ok(())
+}
+
+pub async fn verify_archive(url: &str, scratch: Option<&PathBuf>, p: &Printer) -> Result<()> {
+    let archive = Archive::open(url)?;
+    let scratch = scratch.cloned().unwrap_or_else(std::env::temp_dir);
+    let report = archive
+        .verify(&scratch)
+        .await
+        .with_context(|| format!("verifying the archive at {url}"))?;
+    p.archive_verified(url, &report);
+    Ok(())
+}
+
+/// Whether an error is an archive found damaged (the command then exits 2).
+pub fn is_damaged(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ArchiveError>(),
+        Some(ArchiveError::Damaged { .. })
+    )
+}
