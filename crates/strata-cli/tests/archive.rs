@@ -93,3 +93,106 @@ fn a_store_archived_from_the_command_line_restores_into_a_new_directory() {
         "{err}"
     );
 }
+
+/// `GET path` on a server: the answer's body, with a JSON content.
+fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `strata serve --archive DIR` archives the sealed segments of the store it serves as it
+/// starts, says so in `GET /admin/archive` and `/health`, and the archive restores into a new
+/// directory holding exactly the events below the position it reported.
+#[test]
+fn a_server_archives_its_sealed_segments_as_it_serves() {
+    use strata_core::{EventData, EventStore, ExpectedVersion, StreamId};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, copies, restored) = (
+        dir.path().join("data"),
+        dir.path().join("archive"),
+        dir.path().join("restored"),
+    );
+    // A store with sealed segments: small ones, written here.
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let config = strata_log::LogConfig {
+                segment_max_bytes: 16 * 1024,
+                ..strata_log::LogConfig::default()
+            };
+            let store = strata_log::LogStore::open_with(&data, config).unwrap();
+            for i in 0..300 {
+                let e = EventData::json(
+                    "Deposited",
+                    &serde_json::json!({ "amount": i, "pad": "x".repeat(100) }),
+                )
+                .unwrap();
+                store
+                    .append(
+                        &StreamId::new(format!("account-{}", i % 7)).unwrap(),
+                        ExpectedVersion::Any,
+                        vec![e],
+                    )
+                    .await
+                    .unwrap();
+            }
+            store.close().await.unwrap();
+        });
+    let mut serve = std::process::Command::new(support::BIN);
+    serve
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-projections",
+            "--archive",
+        ])
+        .arg(&copies)
+        .args(["--archive-every", "3600"]);
+    let server = support::Server::spawn(serve);
+    let addr = server.addr().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let status = http_get_json(&addr, "/admin/archive");
+        if status["state"] == "ok" || status["state"] == "failing" {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pass ended: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status["state"], "ok", "{status}");
+    assert!(
+        status["segmentsArchived"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    let below = status["archivedBelowPosition"].as_u64().unwrap();
+    assert!(below > 0 && below < 300, "{status}");
+    let health = http_get_json(&addr, "/health");
+    assert_eq!(health["archive"]["state"], "ok", "{health}");
+    server.stop();
+
+    let (restored, copies) = (restored.to_str().unwrap(), copies.to_str().unwrap());
+    let (ok, out, err) = run_cli(&["--data", restored, "--json", "restore", "--from", copies]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["events"], below);
+    let (ok, out, err) = run_cli(&[
+        "--data", restored, "--json", "read", "$all", "--limit", "1000",
+    ]);
+    assert!(ok, "{err}");
+    let events = json_lines(&out);
+    assert_eq!(events.len() as u64, below);
+    assert_eq!(events.last().unwrap()["position"], below - 1);
+}

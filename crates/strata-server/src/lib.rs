@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod archives;
 mod auth;
 mod config;
 mod connections;
@@ -63,6 +64,7 @@ use parking_lot::{Mutex, RwLock};
 use strata::projection::ProjectionControl;
 use strata_core::EventStore;
 
+pub use archives::{ArchivePass, ArchivePassError, Archiver, ARCHIVE_RETRY_MAX};
 pub use auth::{hash_token, new_token, Principal};
 pub use config::{
     Action, ConfigError, ConfigProblem, GrantConfig, Role, ServerConfig, TokenConfig, TokenRef,
@@ -89,6 +91,8 @@ struct StateInner {
     projections: RwLock<Option<Arc<dyn ProjectionControl>>>,
     rebuilds: rebuilds::Rebuilds,
     scavenges: scavenges::Scavenges,
+    /// The archiving, when the server was given an archiver.
+    archives: RwLock<Option<Arc<archives::Archives>>>,
     /// One permit per connection [`serve`] may hold open (`connections_max`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per request-body byte the server may hold at once
@@ -135,6 +139,7 @@ impl AppState {
                 projections: RwLock::new(None),
                 rebuilds: rebuilds::Rebuilds::default(),
                 scavenges: scavenges::Scavenges::default(),
+                archives: RwLock::new(None),
                 connection_slots,
                 body_bytes,
             }),
@@ -172,6 +177,20 @@ impl AppState {
 
     pub(crate) fn rebuilds(&self) -> &rebuilds::Rebuilds {
         &self.inner.rebuilds
+    }
+
+    /// Archives the store's sealed segments with `archiver`: a pass at once, then every
+    /// `every` and on `POST /admin/archive`, failures retried with a backoff (see
+    /// [`ARCHIVE_RETRY_MAX`]). Starts a task: call it within a Tokio runtime. The task ends
+    /// once the state is dropped.
+    pub fn with_archiver(self, archiver: Arc<dyn Archiver>, every: std::time::Duration) -> Self {
+        *self.inner.archives.write() = Some(Arc::new(archives::Archives::new(archiver)));
+        tokio::spawn(archives::run(Arc::downgrade(&self.inner), every));
+        self
+    }
+
+    pub(crate) fn archives(&self) -> Option<Arc<archives::Archives>> {
+        self.inner.archives.read().clone()
     }
 
     pub(crate) fn scavenges(&self) -> &scavenges::Scavenges {

@@ -35,6 +35,10 @@ pub struct Metrics {
     scavenges: AtomicU64,
     scavenges_failed: AtomicU64,
     scavenge_events_removed: AtomicU64,
+    archive_passes: AtomicU64,
+    archive_passes_failed: AtomicU64,
+    archive_segments: AtomicU64,
+    archive_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -120,6 +124,17 @@ impl Metrics {
     /// A scavenge removed `n` more events.
     pub fn scavenge_removed(&self, n: u64) {
         self.scavenge_events_removed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An archive pass ended: it copied `segments` segments of `bytes` bytes (`ok`), or
+    /// failed.
+    pub fn archive_pass(&self, ok: bool, segments: u64, bytes: u64) {
+        self.archive_passes.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.archive_passes_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.archive_segments.fetch_add(segments, Ordering::Relaxed);
+        self.archive_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// A scavenge ran to its end: finished (`ok`) or failed.
@@ -243,6 +258,30 @@ impl Metrics {
             "strata_scavenge_events_removed_total",
             "Events removed by scavenges started through this server.",
             g(&self.scavenge_events_removed),
+        );
+        counter(
+            &mut o,
+            "strata_archive_passes_total",
+            "Archive passes that ended (copied what was sealed, or failed).",
+            g(&self.archive_passes),
+        );
+        counter(
+            &mut o,
+            "strata_archive_passes_failed_total",
+            "Archive passes that failed (each is tried again with a backoff).",
+            g(&self.archive_passes_failed),
+        );
+        counter(
+            &mut o,
+            "strata_archive_segments_total",
+            "Sealed segments copied to the archive by this server.",
+            g(&self.archive_segments),
+        );
+        counter(
+            &mut o,
+            "strata_archive_bytes_total",
+            "Bytes copied to the archive by this server.",
+            g(&self.archive_bytes),
         );
         let _ = writeln!(
             o,

@@ -523,7 +523,8 @@ fn schemas() -> Value {
         },
         "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } },
         "PositionAt": { "type": "object", "required": ["position"], "properties": { "position": { "type": "integer", "nullable": true } } },
-        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } }
+        "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." }, "archive": { "type": "object", "description": "`/health` only, on a server with an archive: `state` (idle, running, ok, failing), `consecutiveFailures`, `lastError`, `lastSuccessAt`. A failing archive leaves the process healthy: appends go on." } } },
+        "Archive": archive_schema()
     })
 }
 
@@ -567,7 +568,7 @@ pub fn document() -> Value {
     sub_cat.extend(filter_params(false, false));
     let sse_desc = "A stream of server-sent events: `event: event` with `id:` the position (`$all`, categories) or version (a stream) and `data:` an Event; `event: lagged` (then the connection closes) when the subscriber fell behind, its id the position to resume after; `event: error` with a problem document. Keep-alive comments in between.";
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Strata",
@@ -785,7 +786,7 @@ pub fn document() -> Value {
             "/health": {
                 "get": {
                     "operationId": "health",
-                    "summary": "The process is up.",
+                    "summary": "The process is up; on a server with an archive, how its archiving stands.",
                     "security": [],
                     "responses": responses(("200", ok("Up.", "Status")), &[("400", "Invalid request.")])
                 }
@@ -815,6 +816,48 @@ pub fn document() -> Value {
                     "responses": responses(("200", json!({ "description": "OpenAPI 3.0.", "content": { "application/json": { "schema": { "type": "object" } } } })), &[("400", "Invalid request.")])
                 }
             }
+        }
+    });
+    // Past what one `json!` expands.
+    doc["paths"]["/admin/archive"] = archive_path();
+    doc
+}
+
+/// The status of the server's archiving.
+fn archive_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "The server's archiving of the embedded store's sealed segments to its archive (docs/lifecycle.md, \"Archiving and restoring\").",
+        "required": ["state", "target", "consecutiveFailures", "segmentsArchived", "bytesArchived"],
+        "properties": {
+            "state": { "type": "string", "enum": ["idle", "running", "ok", "failing"] },
+            "target": { "type": "string", "description": "The archive: a directory or s3://bucket/prefix." },
+            "lastRunAt": { "type": "string", "format": "date-time", "nullable": true },
+            "lastSuccessAt": { "type": "string", "format": "date-time", "nullable": true },
+            "nextRunAt": { "type": "string", "format": "date-time", "nullable": true },
+            "consecutiveFailures": { "type": "integer", "description": "Passes failed in a row since the last success; each is tried again after a backoff (1 s doubling, at most 300 s)." },
+            "lastError": { "type": "string", "nullable": true },
+            "segmentsArchived": { "type": "integer", "description": "Segments copied by this server since it started." },
+            "bytesArchived": { "type": "integer" },
+            "archivedBelowPosition": { "type": "integer", "nullable": true, "description": "Every event below this position is in the archive." }
+        }
+    })
+}
+
+/// `/admin/archive`.
+fn archive_path() -> Value {
+    json!({
+        "post": {
+            "operationId": "startArchive",
+            "summary": "Ask for an archive pass now (admin): it copies the sealed segments the archive does not hold yet, in the background. Follow it with GET /admin/archive.",
+            "responses": responses(("202", ok("The pass was asked for; the status as it stands.", "Archive")), &errs(&[
+                ("501", "The server was started without an archive (`archive_unconfigured`).")]))
+        },
+        "get": {
+            "operationId": "archiveStatus",
+            "summary": "The server's archiving: the latest pass, failures in a row with the last error, and what it copied (admin).",
+            "responses": responses(("200", ok("The archiving's status.", "Archive")), &errs(&[
+                ("501", "The server was started without an archive (`archive_unconfigured`).")]))
         }
     })
 }

@@ -163,7 +163,8 @@ struct T {
 
 const PROJECTION: &str = EventTypeCounts::NAME;
 
-/// [`setup`], with the built-in event-type-counts projection hosted (async, SQLite).
+/// [`setup`], with the built-in event-type-counts projection hosted (async, SQLite), and an
+/// archiver.
 async fn setup_with_projections(config: ServerConfig) -> T {
     let store = Faulty {
         inner: MemoryStore::new(),
@@ -178,9 +179,17 @@ async fn setup_with_projections(config: ServerConfig) -> T {
     let models = SqliteReadModels::next_to(dir.path().join("data")).unwrap();
     let projections = Projections::new(Arc::new(store.clone()), models);
     projections.spawn(EventTypeCounts).await.unwrap();
+    // And an archiver that succeeds, for the archive endpoints.
+    let (called, _) = tokio::sync::mpsc::unbounded_channel();
+    let archiver = Arc::new(ScriptedArchiver {
+        fail: 0,
+        calls: std::sync::atomic::AtomicU64::new(0),
+        called,
+    });
     let state = AppState::new(Arc::new(store.clone()), config)
         .unwrap()
-        .with_projections(Arc::new(projections.clone()));
+        .with_projections(Arc::new(projections.clone()))
+        .with_archiver(archiver, std::time::Duration::from_secs(3600));
     T {
         app: app(state),
         store,
@@ -1039,6 +1048,18 @@ async fn permission_matrix() {
         (
             "GET",
             "/admin/scavenge",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+        (
+            "POST",
+            "/admin/archive",
+            vec![ADMIN],
+            vec![WRITER, READER, OTHER, NOSUB],
+        ),
+        (
+            "GET",
+            "/admin/archive",
             vec![ADMIN],
             vec![WRITER, READER, OTHER, NOSUB],
         ),
@@ -2538,4 +2559,155 @@ async fn scavenge_endpoints_start_report_and_count() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
+}
+
+/// An archiver that fails its first `fail` passes, then copies 3 segments each pass; every
+/// call is counted and told.
+struct ScriptedArchiver {
+    fail: u64,
+    calls: std::sync::atomic::AtomicU64,
+    called: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+impl strata_server::Archiver for ScriptedArchiver {
+    fn target(&self) -> String {
+        "s3://backups/bank".to_owned()
+    }
+
+    fn archive_sealed(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<strata_server::ArchivePass, strata_server::ArchivePassError>,
+    > {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = self.called.send(n);
+            if n <= self.fail {
+                return Err(strata_server::ArchivePassError::Failed {
+                    message: "the archive at s3://backups/bank did not answer".to_owned(),
+                    detail: "connection refused (/var/secret/path)".to_owned(),
+                });
+            }
+            Ok(strata_server::ArchivePass {
+                segments: 3,
+                bytes: 100,
+                archived_below: 42 * n,
+            })
+        })
+    }
+}
+
+/// Polls `GET /admin/archive` until `done` holds.
+async fn archive_status_until(app: &Router, done: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let r = get(app, "/admin/archive").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let status = r.json();
+        if done(&status) {
+            return status;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A server archiving to an archive that fails twice: each failure shows in the status,
+/// `/health` and the metrics, appends go on, the pass is tried again after 1 s then 2 s (the
+/// backoff, in paused time), and succeeds; `POST /admin/archive` runs a pass at once rather
+/// than after the interval.
+#[tokio::test(start_paused = true)]
+async fn a_failing_archive_is_retried_with_backoff_and_shown_while_appends_go_on() {
+    let store = MemoryStore::new();
+    let (tx, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let archiver = Arc::new(ScriptedArchiver {
+        fail: 2,
+        calls: std::sync::atomic::AtomicU64::new(0),
+        called: tx,
+    });
+    let every = std::time::Duration::from_secs(600);
+    let state = AppState::new(Arc::new(store), ServerConfig::default())
+        .unwrap()
+        .with_archiver(archiver.clone(), every);
+    let app = app(state);
+    let start = tokio::time::Instant::now();
+
+    assert_eq!(called.recv().await, Some(1));
+    let s = archive_status_until(&app, |s| s["consecutiveFailures"] == 1).await;
+    assert_eq!(s["state"], "failing", "{s}");
+    assert_eq!(s["target"], "s3://backups/bank");
+    assert_eq!(
+        s["lastError"],
+        "the archive at s3://backups/bank did not answer"
+    );
+    assert!(!s.to_string().contains("/var/secret"), "{s}");
+    let health = get(&app, "/health").await.json();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["archive"]["state"], "failing", "{health}");
+    let metrics = get(&app, "/metrics").await.text;
+    assert!(metrics.contains("strata_archive_failing 1"), "{metrics}");
+    assert!(
+        metrics.contains("strata_archive_passes_failed_total 1"),
+        "{metrics}"
+    );
+    let r = append(
+        &app,
+        "account-1",
+        json!("no_stream"),
+        vec![one("E", json!(1))],
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "appends go on while the archive fails: {}",
+        r.text
+    );
+
+    assert_eq!(called.recv().await, Some(2));
+    let after_first = start.elapsed();
+    assert_eq!(called.recv().await, Some(3));
+    let after_second = start.elapsed();
+    assert_eq!(after_first.as_secs(), 1, "the first retry after 1 s");
+    assert_eq!(
+        (after_second - after_first).as_secs(),
+        2,
+        "the second after 2 s more"
+    );
+    let s = archive_status_until(&app, |s| s["state"] == "ok").await;
+    assert_eq!(s["consecutiveFailures"], 0);
+    assert_eq!(s["lastError"], Value::Null);
+    assert_eq!(s["segmentsArchived"], 3);
+    assert_eq!(s["archivedBelowPosition"], 126);
+    let metrics = get(&app, "/metrics").await.text;
+    assert!(metrics.contains("strata_archive_failing 0"), "{metrics}");
+    assert!(
+        metrics.contains("strata_archive_passes_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_archive_segments_total 3"),
+        "{metrics}"
+    );
+
+    // Asked for, a pass runs now, not after the interval.
+    let asked = tokio::time::Instant::now();
+    let r = post(&app, "/admin/archive", "").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(called.recv().await, Some(4));
+    assert!(asked.elapsed() < every, "{:?}", asked.elapsed());
+    let s = archive_status_until(&app, |s| s["segmentsArchived"] == 6).await;
+    assert_eq!(s["archivedBelowPosition"], 168);
+}
+
+#[tokio::test]
+async fn archive_endpoints_answer_501_without_an_archive() {
+    let t = setup(ServerConfig::default());
+    for r in [
+        get(&t.app, "/admin/archive").await,
+        post(&t.app, "/admin/archive", "").await,
+    ] {
+        assert_eq!(r.status, 501, "{}", r.text);
+        assert_eq!(r.code(), "archive_unconfigured");
+    }
+    let health = get(&t.app, "/health").await.json();
+    assert_eq!(health, json!({ "status": "ok" }));
 }

@@ -3,7 +3,7 @@
 //! What a Strata server and its clients must agree on, in one place that both use: the JSON
 //! shapes of events ([`EventJson`]), append requests ([`append_body`] writes one,
 //! [`AppendBody`] reads it) and their answers ([`Appended`]), pages ([`StreamPage`],
-//! [`AllPage`], [`ListPage`]), a projection's rebuild ([`RebuildReport`]), a scavenge ([`ScavengeStatus`]), the error codes of problem documents ([`ErrorCode`]), the
+//! [`AllPage`], [`ListPage`]), a projection's rebuild ([`RebuildReport`]), a scavenge ([`ScavengeStatus`]), archiving ([`ArchiveStatus`]), the error codes of problem documents ([`ErrorCode`]), the
 //! names of server-sent events ([`sse`]), the percent-encoding of query strings
 //! ([`query::encode`]) and the paths of the API's resources ([`paths`]), which the server also
 //! writes into its `next` links.
@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod append;
+mod archive;
 mod event;
 mod page;
 pub mod paths;
@@ -49,6 +50,7 @@ pub use append::{
     append_body, batch_append_body, expected_to_json, parse_body, AppendBody, Appended,
     BatchAppendBody, BatchAppendIn, BatchAppended, BatchResult, BodyError, EventIn, WireExpected,
 };
+pub use archive::{ArchiveState, ArchiveStatus};
 pub use event::{parse_event, EventError, EventJson};
 pub use page::{AllPage, Head, ListPage, MetadataAnswer, PositionAt, StreamPage};
 pub use problem::{ErrorCode, PROBLEM_JSON};

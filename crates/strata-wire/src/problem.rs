@@ -37,6 +37,8 @@ pub enum ErrorCode {
     ScavengeInProgress,
     /// 501: the store behind the server cannot scavenge.
     ScavengeUnsupported,
+    /// 501: the server was started without an archive (`strata serve --archive URL`).
+    ArchiveUnconfigured,
     /// 409: a projection had not passed the position asked for (`atLeast`) when the wait
     /// ended; carries `projection`, `position`, `reached` and `waitedMs`, like the library's
     /// `ProjectionError::NotYetConsistent`.
@@ -63,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -78,6 +80,7 @@ impl ErrorCode {
         ErrorCode::RebuildInProgress,
         ErrorCode::ScavengeInProgress,
         ErrorCode::ScavengeUnsupported,
+        ErrorCode::ArchiveUnconfigured,
         ErrorCode::NotYetConsistent,
         ErrorCode::TooManySubscriptions,
         ErrorCode::Internal,
@@ -109,6 +112,7 @@ impl ErrorCode {
             ErrorCode::RebuildInProgress => "rebuild_in_progress",
             ErrorCode::ScavengeInProgress => "scavenge_in_progress",
             ErrorCode::ScavengeUnsupported => "scavenge_unsupported",
+            ErrorCode::ArchiveUnconfigured => "archive_unconfigured",
             ErrorCode::NotYetConsistent => "not_yet_consistent",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::WrongExpectedVersion => "wrong_expected_version",
@@ -144,7 +148,7 @@ impl ErrorCode {
             | ErrorCode::RebuildInProgress
             | ErrorCode::ScavengeInProgress
             | ErrorCode::NotYetConsistent => 409,
-            ErrorCode::ScavengeUnsupported => 501,
+            ErrorCode::ScavengeUnsupported | ErrorCode::ArchiveUnconfigured => 501,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManySubscriptions => 429,
             ErrorCode::Internal | ErrorCode::Corruption => 500,
@@ -168,6 +172,7 @@ impl ErrorCode {
             ErrorCode::RebuildInProgress => "Rebuild in progress",
             ErrorCode::ScavengeInProgress => "Scavenge in progress",
             ErrorCode::ScavengeUnsupported => "Scavenge unsupported",
+            ErrorCode::ArchiveUnconfigured => "No archive configured",
             ErrorCode::NotYetConsistent => "Not yet consistent",
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::WrongExpectedVersion => "Wrong expected version",

@@ -135,3 +135,68 @@ pub fn is_damaged(e: &anyhow::Error) -> bool {
         Some(ArchiveError::Damaged { .. })
     )
 }
+
+/// What `strata serve --archive URL` archives with: the embedded store's sealed segments.
+pub struct EmbeddedArchiver {
+    store: strata_log::LogStore,
+    archive: Archive,
+}
+
+impl EmbeddedArchiver {
+    pub fn new(store: strata_log::LogStore, url: &str) -> Result<EmbeddedArchiver> {
+        Ok(EmbeddedArchiver {
+            store,
+            archive: Archive::open(url)?,
+        })
+    }
+}
+
+impl strata_server::Archiver for EmbeddedArchiver {
+    fn target(&self) -> String {
+        self.archive.url().to_owned()
+    }
+
+    fn archive_sealed(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<strata_server::ArchivePass, strata_server::ArchivePassError>,
+    > {
+        Box::pin(async move {
+            match self.archive.archive_store(&self.store, &|_| {}).await {
+                Ok(r) => Ok(strata_server::ArchivePass {
+                    segments: r.segments,
+                    bytes: r.bytes,
+                    archived_below: r.archived_below,
+                }),
+                Err(ArchiveError::Busy) => Err(strata_server::ArchivePassError::Busy),
+                Err(e) => Err(strata_server::ArchivePassError::Failed {
+                    message: public_message(&e),
+                    detail: e.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+/// What admins are told of a failed pass over HTTP: the kind of failure and the archive's own
+/// names, no local paths (the server's log has the whole error).
+fn public_message(e: &ArchiveError) -> String {
+    match e {
+        ArchiveError::Unavailable { url, .. } => {
+            format!(
+                "the archive at {url} did not answer or refused the request (see the server log)"
+            )
+        }
+        ArchiveError::Damaged { object, .. } => {
+            format!("archived object {object} is damaged (see the server log)")
+        }
+        ArchiveError::OtherStore { url, .. } => {
+            format!("the archive at {url} holds another store's segments")
+        }
+        ArchiveError::Store(_) | ArchiveError::Io { .. } => {
+            "reading the store's sealed segments failed (see the server log)".to_owned()
+        }
+        _ => "the archive pass failed (see the server log)".to_owned(),
+    }
+}

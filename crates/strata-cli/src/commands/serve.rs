@@ -32,6 +32,14 @@ pub struct ServeArgs {
     /// Host no projections.
     #[arg(long, conflicts_with = "projections")]
     no_projections: bool,
+    /// Archive the embedded store's sealed segments to this archive (a directory, or
+    /// s3://bucket/prefix configured from the AWS_* environment variables) while serving: a
+    /// pass at start, then every --archive-every seconds and on POST /admin/archive.
+    #[arg(long, env = "STRATA_ARCHIVE")]
+    archive: Option<String>,
+    /// Seconds between archive passes (a failed pass is tried again sooner, with a backoff).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), requires = "archive")]
+    archive_every: u64,
 }
 
 async fn shutdown_signal() {
@@ -141,6 +149,16 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     let mut state = strata_server::AppState::new(store, resolved.server.clone())?;
     if let Some(h) = &hosted {
         state = state.with_projections(h.control());
+    }
+    if let Some(url) = &args.archive {
+        let Some(log) = &log else {
+            anyhow::bail!("--archive archives the embedded store's segments: it does not work with --database-url");
+        };
+        let archiver = super::archive::EmbeddedArchiver::new(log.clone(), url)?;
+        state = state.with_archiver(
+            Arc::new(archiver),
+            std::time::Duration::from_secs(args.archive_every),
+        );
     }
     let addr = listener.local_addr()?;
     let scheme = if resolved.tls.is_some() {

@@ -55,6 +55,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/projections/{name}/rebuild"),
     ("POST", "/admin/scavenge"),
     ("GET", "/admin/scavenge"),
+    ("POST", "/admin/archive"),
+    ("GET", "/admin/archive"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -99,6 +101,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/admin/scavenge",
             post(admin::start_scavenge).get(admin::scavenge_status),
+        )
+        .route(
+            "/admin/archive",
+            post(admin::start_archive).get(admin::archive_status),
         )
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))

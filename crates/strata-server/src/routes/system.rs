@@ -10,10 +10,24 @@ use crate::error::{ApiError, ErrorCode};
 use crate::query::Query;
 use crate::AppState;
 
-/// `GET /health`: the process is up.
-pub(crate) async fn health(RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// `GET /health`: the process is up; with an archive, how its archiving stands (a failing
+/// archive does not make the process unhealthy: appends go on).
+pub(crate) async fn health(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     Query::parse(raw.as_deref(), &[])?;
-    Ok(json_response(&json!({ "status": "ok" })))
+    let mut body = json!({ "status": "ok" });
+    if let Some(archives) = st.archives() {
+        let a = archives.status();
+        body["archive"] = json!({
+            "state": a.state,
+            "consecutiveFailures": a.consecutive_failures,
+            "lastError": a.last_error,
+            "lastSuccessAt": a.last_success_at,
+        });
+    }
+    Ok(json_response(&body))
 }
 
 /// `GET /ready`: the store answers a read. `writable` says whether it accepts appends; with
@@ -96,6 +110,21 @@ pub(crate) async fn metrics(
         "Request-body bytes held now (at most request_bodies_in_flight_max_bytes).",
         st.request_body_bytes_in_flight(),
     );
+    if let Some(archives) = st.archives() {
+        let a = archives.status();
+        crate::metrics::render_gauge(
+            &mut text,
+            "strata_archive_failing",
+            "1 while the latest archive pass failed (it is tried again with a backoff), else 0.",
+            u64::from(a.state == strata_wire::ArchiveState::Failing),
+        );
+        crate::metrics::render_gauge(
+            &mut text,
+            "strata_archived_below_position",
+            "Every event below this position is in the archive (0 until a pass succeeds).",
+            a.archived_below_position.unwrap_or(0),
+        );
+    }
     crate::metrics::render_gauge(
         &mut text,
         "strata_scavenge_running",
