@@ -72,8 +72,9 @@ pub enum ScavengeError {
     /// This store cannot scavenge.
     #[error("this store cannot scavenge")]
     Unsupported,
-    /// Another scavenge of the same store is running (in this process or another).
-    #[error("a scavenge of this store is already running")]
+    /// Another scavenge of the same store is running (in this process or another), or, on
+    /// the embedded store, an archive is copying its sealed segments.
+    #[error("a scavenge of this store is already running, or an archive is copying its segments")]
     AlreadyRunning,
     /// Reading or removing failed.
     #[error(transparent)]

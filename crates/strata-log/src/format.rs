@@ -345,6 +345,18 @@ pub enum DecodeError {
     Invalid(String),
 }
 
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short { needed: Some(n) } => {
+                write!(f, "the record is cut short (it needs {n} bytes)")
+            }
+            DecodeError::Short { needed: None } => f.write_str("the record is cut short"),
+            DecodeError::Invalid(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// The record length stored at the start of `b`, if `b` holds at least 4 bytes and the value
 /// is plausible.
 pub fn peek_len(b: &[u8]) -> Option<usize> {

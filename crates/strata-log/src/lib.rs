@@ -42,8 +42,9 @@ mod writer;
 
 pub use error::{DataLoss, LossCause, OpenError};
 pub use sealed::{
-    check_sealed_segment, finish_restored_segments, reconcile_copied_segments, sealed_file_names,
-    segments_dir, SealedFiles, SealedFilesError, SealedSegment, SegmentSummary,
+    check_sealed_segment, check_sealed_segment_file, finish_restored_segments,
+    reconcile_copied_segments, sealed_file_names, segments_dir, SealedFiles, SealedFilesError,
+    SealedSegment, SegmentSummary,
 };
 pub use store::{IndexStats, LogConfig, LogStore, OpenReport, LOCK_FILE};
 pub use verify::{verify, VerifyReport};

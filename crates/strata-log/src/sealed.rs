@@ -11,18 +11,18 @@ use std::sync::Arc;
 use strata_core::ReadError;
 
 use crate::format::{decode_record, SegmentHeader, SEGMENT_HEADER_BYTES};
-use crate::io::{StdVfs, Vfs};
+use crate::io::StdVfs;
 use crate::recovery::{segment_index_path, SEGMENTS_DIR};
 use crate::scavenge::Running;
 use crate::segment::segment_file_name;
 use crate::store::{blocking, LogStore};
 
-/// One sealed segment: its two files and the positions it covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One sealed segment: its two files, open, and the positions it covers.
+#[derive(Debug, Clone)]
 pub struct SealedSegment {
     /// The segment's number (its file name).
     pub segment_no: u64,
-    /// Its header's salt: a new one when a scavenge rewrites it.
+    /// Its header's salt (a scavenge keeps it).
     pub salt: u64,
     /// The first position it covers.
     pub first_position: u64,
@@ -30,10 +30,15 @@ pub struct SealedSegment {
     pub end_position: u64,
     /// Whether a scavenge rewrote it (segment format version 2).
     pub scavenged: bool,
-    /// The segment file.
+    /// The segment file's path.
     pub segment_path: PathBuf,
-    /// Its index file (`NNN.idx`).
+    /// Its index file's path (`NNN.idx`).
     pub index_path: PathBuf,
+    /// The segment file, opened while no scavenge could rewrite it: whatever happens to the
+    /// paths afterwards, the two files read through these handles are one matching pair.
+    pub segment_file: Arc<std::fs::File>,
+    /// The index file, opened with the segment file.
+    pub index_file: Arc<std::fs::File>,
 }
 
 /// The sealed segments whose index files are written, in order from segment 0; no scavenge
@@ -54,6 +59,7 @@ impl std::fmt::Debug for SealedFiles {
 
 /// Why [`LogStore::sealed_files`] gave nothing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SealedFilesError {
     /// A scavenge (or another holder of the sealed files) is running; try again after it.
     #[error("a scavenge or an archive of this store is running")]
@@ -79,32 +85,14 @@ impl LogStore {
         if let Some(reason) = shared.stopped_reason() {
             return Err(ReadError::Unavailable(reason.into()).into());
         }
+        let store = self.clone();
         let segments = blocking(move || {
             shared.wait_for_segment_indexes();
-            let seg_dir = shared.dir.join(SEGMENTS_DIR);
-            let mut out = Vec::new();
-            let mut no = 0;
-            while let (Some(seg), Some(next)) =
-                (shared.segments.get(no), shared.segments.get(no + 1))
-            {
-                let index_path = segment_index_path(&seg_dir, no);
-                // A sealed segment whose file is not written (it failed, and the next seal
-                // tries again) ends the list: the ones after it wait for it.
-                if !index_path.exists() {
-                    break;
-                }
-                out.push(SealedSegment {
-                    segment_no: no,
-                    salt: seg.header.salt,
-                    first_position: seg.header.first_position,
-                    end_position: next.header.first_position,
-                    scavenged: seg.header.scavenged,
-                    segment_path: seg.path.clone(),
-                    index_path,
-                });
-                no += 1;
-            }
-            Ok(out)
+            // While the store is open (no other process has the directory) and the hold is
+            // taken (no scavenge of this store runs), each pair of files is opened as it is.
+            store
+                .while_open(|| sealed_now(&shared))
+                .ok_or_else(|| ReadError::Unavailable(("the store is closed".to_owned()).into()))?
         })
         .await?;
         Ok(SealedFiles {
@@ -112,6 +100,45 @@ impl LogStore {
             _held: held,
         })
     }
+}
+
+/// The sealed segments whose entries and ids are read from their index files, from segment 0
+/// on, each with its two files open.
+fn sealed_now(shared: &crate::writer::Shared) -> Result<Vec<SealedSegment>, ReadError> {
+    let seg_dir = shared.dir.join(SEGMENTS_DIR);
+    let mut out = Vec::new();
+    let mut no = 0;
+    while let (Some(seg), Some(next)) = (shared.segments.get(no), shared.segments.get(no + 1)) {
+        // A segment whose index file is not the one the store reads (not written yet, or
+        // written again after an open found it wrong) ends the list, as it ends a scavenge's:
+        // the ones after it wait for it.
+        let in_file = {
+            let index = &shared.state.read().index;
+            index.ids.in_file(no) && index.entries.in_file(no, seg.header.first_position)
+        };
+        if !in_file {
+            break;
+        }
+        let index_path = segment_index_path(&seg_dir, no);
+        let open = |p: &Path| {
+            std::fs::File::open(p)
+                .map(Arc::new)
+                .map_err(|e| ReadError::Storage(format!("opening {}: {e}", p.display()).into()))
+        };
+        out.push(SealedSegment {
+            segment_no: no,
+            salt: seg.header.salt,
+            first_position: seg.header.first_position,
+            end_position: next.header.first_position,
+            scavenged: seg.header.scavenged,
+            segment_file: open(&seg.path)?,
+            index_file: open(&index_path)?,
+            segment_path: seg.path.clone(),
+            index_path,
+        });
+        no += 1;
+    }
+    Ok(out)
 }
 
 /// What [`check_sealed_segment`] found in a segment file.
@@ -134,20 +161,29 @@ pub struct SegmentSummary {
 /// end where the file (or a scavenged segment's removed runs) does, and that the last record
 /// ends an append. Reads the file through a map, or whole when it cannot be mapped.
 pub fn check_sealed_segment(path: &Path, end_position: u64) -> Result<SegmentSummary, String> {
-    let file = StdVfs
-        .open(path, false)
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    check_sealed_segment_file(&file, end_position)
+}
+
+/// [`check_sealed_segment`] on an open file (one never written again: a sealed segment, or
+/// a copy of one).
+pub fn check_sealed_segment_file(
+    file: &std::fs::File,
+    end_position: u64,
+) -> Result<SegmentSummary, String> {
     let bytes = file
-        .size()
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        .metadata()
+        .map_err(|e| format!("reading the segment: {e}"))?
+        .len();
     let owned;
-    let mapped = file.map().and_then(Result::ok);
+    let mapped = crate::io::map_index_file(file).ok();
     let b: &[u8] = match &mapped {
         Some(m) => m,
         None => {
+            use std::os::unix::fs::FileExt;
             let mut v = vec![0u8; bytes as usize];
             file.read_exact_at(&mut v, 0)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                .map_err(|e| format!("reading the segment: {e}"))?;
             owned = v;
             &owned
         }
@@ -170,7 +206,7 @@ pub fn check_sealed_segment(path: &Path, end_position: u64) -> Result<SegmentSum
     let mut last_commit = true;
     while at < records_end {
         let r = decode_record(header.salt, &b[at as usize..records_end as usize])
-            .map_err(|e| format!("the record at offset {at}: {e:?}"))?;
+            .map_err(|e| format!("the record at offset {at}: {e}"))?;
         let dense = !header.scavenged;
         if r.position < next || (dense && r.position != next) || r.position >= end_position {
             return Err(format!(
@@ -264,15 +300,26 @@ pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u
     if span.is_empty() {
         return Ok(0);
     }
+    let inside = |r: &crate::format::DecodedRecord<'_>| {
+        span.get(r.stream_id)
+            .is_some_and(|s| s.contains(&r.stream_version))
+    };
     let mut removed = 0;
     for (i, seg) in opened.iter().enumerate() {
+        // Read first: only a segment holding such a version is rewritten.
+        let mut holds = false;
+        crate::recovery::scan_segment(seg, crate::format::SEGMENT_HEADER_BYTES, |_, r| {
+            holds |= inside(r);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        if !holds {
+            continue;
+        }
         let end = opened
             .get(i + 1)
             .map_or(end_position, |next| next.header.first_position);
-        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, &seg_dir, seg, end, |r| {
-            span.get(r.stream_id)
-                .is_some_and(|s| s.contains(&r.stream_version))
-        })?;
+        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, &seg_dir, seg, end, inside)?;
         removed += rewrite.map_or(0, |r| r.removed);
     }
     Ok(removed)
