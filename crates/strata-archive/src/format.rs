@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const ARCHIVE_FORMAT: u32 = 1;
 /// The root object's name, under the archive's prefix.
 pub const ROOT_OBJECT: &str = "strata-archive.json";
+/// The object naming how far the last whole archive run reached, under the prefix: a
+/// restore goes that far and no further.
+pub const COMPLETE_OBJECT: &str = "strata-archive-complete.json";
 /// The folder, under the prefix, holding the segments' files and manifests.
 pub(crate) const SEGMENTS_DIR: &str = "segments";
 
@@ -42,6 +45,37 @@ impl ArchiveRoot {
             serde_json::from_slice(b).map_err(|e| format!("not an archive root object: {e}"))?;
         check_format(root.format)?;
         Ok(root)
+    }
+}
+
+/// How far the last archive run that ended well reached: every segment below `segments` is
+/// archived, and so is every segment any of them depends on (a scavenged segment's removals
+/// follow from lifecycle events in later segments, archived by the same run). Rewritten at
+/// the end of each run; the only object that is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteMark {
+    /// The archive format, [`ARCHIVE_FORMAT`].
+    pub format: u32,
+    /// The store (as in the root object).
+    pub store: String,
+    /// Segments `0..segments` are archived whole.
+    pub segments: u64,
+    /// The position after the last event they cover.
+    pub end_position: u64,
+}
+
+impl CompleteMark {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a mark encodes");
+        v.push(b'\n');
+        v
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<CompleteMark, String> {
+        let m: CompleteMark = serde_json::from_slice(b)
+            .map_err(|e| format!("not an archive's complete mark: {e}"))?;
+        check_format(m.format)?;
+        Ok(m)
     }
 }
 

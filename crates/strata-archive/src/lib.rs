@@ -37,18 +37,24 @@ use std::sync::Arc;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use sha2::Digest;
+use strata_core::ReadError;
 use strata_log::{LogStore, SealedFilesError, SealedSegment};
 
-pub use format::{ArchiveRoot, FileEntry, SegmentManifest, ARCHIVE_FORMAT, ROOT_OBJECT};
+pub use format::{
+    ArchiveRoot, CompleteMark, FileEntry, SegmentManifest, ARCHIVE_FORMAT, COMPLETE_OBJECT,
+    ROOT_OBJECT,
+};
 
-/// Bytes of a segment file read, hashed and sent at a time.
+/// Bytes of a segment file read, hashed and sent at a time (and fetched at a time by a
+/// restore).
 pub const UPLOAD_CHUNK_BYTES: usize = 8 * 1024 * 1024;
-/// Chunks of one upload in flight at once: an upload buffers at most
+/// Chunks of one upload or download in flight at once: one buffers at most
 /// `UPLOAD_CHUNK_BYTES * UPLOAD_CONCURRENCY` bytes.
 pub const UPLOAD_CONCURRENCY: usize = 4;
 
 /// Why an archive operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArchiveError {
     /// The archive's address is not one Strata can use.
     #[error("invalid archive address {url:?}: {reason}")]
@@ -76,6 +82,17 @@ pub enum ArchiveError {
         /// This store's id.
         this: String,
     },
+    /// The archive's last segment is not this store's segment of that number: the archive
+    /// and the store went separate ways (two copies of one store archiving to one place).
+    #[error("the archive at {url} and this store differ at segment {segment}: {reason}")]
+    Diverged {
+        /// The archive's address.
+        url: String,
+        /// The segment.
+        segment: u64,
+        /// What differs.
+        reason: String,
+    },
     /// An archived object is missing, or does not hold what its manifest says.
     #[error("archived object {object} is damaged: {reason}")]
     Damaged {
@@ -84,11 +101,13 @@ pub enum ArchiveError {
         /// What does not match.
         reason: String,
     },
-    /// The archive holds no segment to restore.
-    #[error("the archive at {url} holds no segment")]
+    /// The archive holds no segment a restore can use (none, or none a run finished).
+    #[error("the archive at {url} holds no segment to restore: {reason}")]
     Empty {
         /// The archive's address.
         url: String,
+        /// Why.
+        reason: String,
     },
     /// A restore goes into a new or empty directory only.
     #[error("{dir} is not empty: a restore goes into a new or empty directory")]
@@ -96,14 +115,30 @@ pub enum ArchiveError {
         /// The directory.
         dir: PathBuf,
     },
+    /// A restore's target is not a directory it can make.
+    #[error("cannot restore into {dir}: {reason}")]
+    InvalidTarget {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A scavenge of the store is running; archive after it.
     #[error("a scavenge or another archive of this store is running")]
     Busy,
-    /// The store could not answer.
-    #[error("the store failed: {0}")]
-    Store(String),
+    /// One of the store's own sealed segments does not check out: it is not archived.
+    #[error("segment {segment} of the store does not check out, so it is not archived: {reason}")]
+    LocalSegment {
+        /// The segment.
+        segment: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store could not answer (closed, stopped after an I/O error).
+    #[error("the store failed")]
+    Store(#[source] ReadError),
     /// A local file could not be read or written.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -111,6 +146,10 @@ pub enum ArchiveError {
         #[source]
         source: std::io::Error,
     },
+    /// A task of the operation ended without an answer (it panicked, or the runtime is
+    /// shutting down).
+    #[error("the archive operation was interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl ArchiveError {
@@ -118,6 +157,15 @@ impl ArchiveError {
         let context = context.into();
         move |source| ArchiveError::Io { context, source }
     }
+}
+
+/// Runs `f` on the blocking pool (file system work never runs on the runtime's workers).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ArchiveError::Interrupted(e.to_string()))?
 }
 
 /// Progress of an archive or a restore: segments done of those to do, bytes moved.
@@ -157,9 +205,9 @@ pub struct ArchiveReport {
 pub struct RestoreReport {
     /// Segments restored.
     pub segments: u64,
-    /// Their events.
+    /// Events the restored store holds.
     pub events: u64,
-    /// Their bytes.
+    /// Bytes downloaded.
     pub bytes: u64,
     /// The position the restored store appends at next.
     pub next_position: u64,
@@ -176,7 +224,7 @@ pub struct RestoreReport {
 pub struct ArchiveVerifyReport {
     /// Segments checked.
     pub segments: u64,
-    /// Their events.
+    /// Events the archive restores to.
     pub events: u64,
     /// Bytes checked.
     pub bytes: u64,
@@ -191,6 +239,9 @@ pub struct Archive {
     objects: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
+    /// A local directory's path: what is written there is fsynced (the object store's local
+    /// file system does not).
+    local_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -215,11 +266,12 @@ impl Archive {
         url: &str,
         options: impl IntoIterator<Item = (impl AsRef<str>, impl Into<String>)>,
     ) -> Result<Archive, ArchiveError> {
-        let (objects, prefix) = target::open(url, options)?;
+        let (objects, prefix, local_root) = target::open(url, options)?;
         Ok(Archive {
             objects,
             prefix,
             url: url.to_owned(),
+            local_root,
         })
     }
 
@@ -232,6 +284,10 @@ impl Archive {
         self.prefix.child(name)
     }
 
+    fn segment_object(&self, name: &str) -> ObjectPath {
+        self.prefix.child(format::SEGMENTS_DIR).child(name)
+    }
+
     fn unavailable(&self) -> impl Fn(object_store::Error) -> ArchiveError + '_ {
         move |e| ArchiveError::Unavailable {
             url: self.url.clone(),
@@ -239,85 +295,153 @@ impl Archive {
         }
     }
 
-    /// The archive's root object, `None` while it holds nothing.
-    pub async fn root(&self) -> Result<Option<ArchiveRoot>, ArchiveError> {
-        let path = self.path(ROOT_OBJECT);
-        match self.objects.get(&path).await {
-            Ok(got) => {
-                let bytes = got.bytes().await.map_err(self.unavailable())?;
-                ArchiveRoot::decode(&bytes)
-                    .map(Some)
-                    .map_err(|reason| ArchiveError::Damaged {
-                        object: path.to_string(),
-                        reason,
-                    })
+    /// Makes objects written to a local archive durable: each file, then its folder.
+    async fn sync_local(&self, objects: &[ObjectPath]) -> Result<(), ArchiveError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let paths: Vec<PathBuf> = objects
+            .iter()
+            .map(|o| {
+                o.parts()
+                    .fold(root.clone(), |p, part| p.join(part.as_ref()))
+            })
+            .collect();
+        blocking(move || {
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            for p in &paths {
+                std::fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(ArchiveError::io(format!("syncing {}", p.display())))?;
+                if let Some(d) = p.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
+                    dirs.push(d.to_path_buf());
+                }
             }
+            for d in dirs {
+                sync_dir(&d).map_err(ArchiveError::io(format!("syncing {}", d.display())))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads a small JSON object, `None` when there is none.
+    async fn get_small(&self, path: &ObjectPath) -> Result<Option<bytes::Bytes>, ArchiveError> {
+        match self.objects.get(path).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(self.unavailable())?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.unavailable()(e)),
         }
     }
 
-    /// The manifests of the archived segments, in segment order, checked to follow one
-    /// another from segment 0 (each starting where the one before ends) and to name one
-    /// store.
-    pub async fn segments(&self) -> Result<Vec<SegmentManifest>, ArchiveError> {
+    /// The archive's root object, `None` while it holds nothing.
+    pub async fn root(&self) -> Result<Option<ArchiveRoot>, ArchiveError> {
+        let path = self.path(ROOT_OBJECT);
+        let Some(bytes) = self.get_small(&path).await? else {
+            return Ok(None);
+        };
+        ArchiveRoot::decode(&bytes)
+            .map(Some)
+            .map_err(|reason| ArchiveError::Damaged {
+                object: path.to_string(),
+                reason,
+            })
+    }
+
+    /// How far the last whole archive run reached, `None` before one ended.
+    pub async fn complete(&self) -> Result<Option<CompleteMark>, ArchiveError> {
+        let path = self.path(COMPLETE_OBJECT);
+        let Some(bytes) = self.get_small(&path).await? else {
+            return Ok(None);
+        };
+        CompleteMark::decode(&bytes)
+            .map(Some)
+            .map_err(|reason| ArchiveError::Damaged {
+                object: path.to_string(),
+                reason,
+            })
+    }
+
+    /// The numbers of the segments whose manifests are there, checked to follow one another
+    /// from 0 (one listing; no manifest read).
+    async fn manifest_numbers(&self) -> Result<u64, ArchiveError> {
         use futures::TryStreamExt;
         let dir = self.prefix.child(format::SEGMENTS_DIR);
-        let listed: Vec<_> = self
+        let mut numbers: Vec<u64> = self
             .objects
             .list(Some(&dir))
+            .try_filter_map(|meta| async move {
+                Ok(meta
+                    .location
+                    .filename()
+                    .and_then(format::parse_manifest_name))
+            })
             .try_collect()
             .await
             .map_err(self.unavailable())?;
-        let mut names: Vec<(u64, ObjectPath)> = listed
-            .into_iter()
-            .filter_map(|meta| {
-                let no = format::parse_manifest_name(meta.location.filename()?)?;
-                Some((no, meta.location))
-            })
-            .collect();
-        names.sort_by_key(|(no, _)| *no);
-        let mut out: Vec<SegmentManifest> = Vec::with_capacity(names.len());
-        for (no, path) in names {
-            let bytes = self
-                .objects
-                .get(&path)
-                .await
-                .map_err(self.unavailable())?
-                .bytes()
-                .await
-                .map_err(self.unavailable())?;
-            let damaged = |reason: String| ArchiveError::Damaged {
-                object: path.to_string(),
-                reason,
-            };
-            let m = SegmentManifest::decode(&bytes).map_err(damaged)?;
-            if m.segment != no {
-                return Err(damaged(format!("it describes segment {}", m.segment)));
-            }
-            let expected_no = out.len() as u64;
-            if no != expected_no {
+        numbers.sort_unstable();
+        for (expected, &no) in numbers.iter().enumerate() {
+            if no != expected as u64 {
                 return Err(ArchiveError::Damaged {
-                    object: format::manifest_path(&self.prefix, expected_no).to_string(),
+                    object: format::manifest_path(&self.prefix, expected as u64).to_string(),
                     reason: "missing: the archive's segments must follow one another from 0"
                         .to_owned(),
                 });
             }
-            if let Some(before) = out.last() {
-                if m.store != before.store {
+        }
+        Ok(numbers.len() as u64)
+    }
+
+    /// Segment `no`'s manifest, checked to describe it.
+    async fn manifest(&self, no: u64) -> Result<SegmentManifest, ArchiveError> {
+        let path = format::manifest_path(&self.prefix, no);
+        let damaged = |reason: String| ArchiveError::Damaged {
+            object: path.to_string(),
+            reason,
+        };
+        let Some(bytes) = self.get_small(&path).await? else {
+            return Err(damaged("missing".to_owned()));
+        };
+        let m = SegmentManifest::decode(&bytes).map_err(damaged)?;
+        if m.segment != no {
+            return Err(damaged(format!("it describes segment {}", m.segment)));
+        }
+        Ok(m)
+    }
+
+    /// The manifests of segments `0..count`, checked to follow one another (each starting
+    /// where the one before ends, segment 0 at position 0) and to name the root object's
+    /// store.
+    pub async fn segments(&self, count: u64) -> Result<Vec<SegmentManifest>, ArchiveError> {
+        let root = self.root().await?;
+        let mut out: Vec<SegmentManifest> = Vec::with_capacity(count as usize);
+        for no in 0..count {
+            let m = self.manifest(no).await?;
+            let damaged = |reason: String| ArchiveError::Damaged {
+                object: format::manifest_path(&self.prefix, no).to_string(),
+                reason,
+            };
+            match &root {
+                Some(r) if r.store == m.store => {}
+                Some(r) => {
                     return Err(damaged(format!(
-                        "it names store {}, the segments before it store {}",
-                        m.store, before.store
-                    )));
+                        "it names store {}, the root object store {}",
+                        m.store, r.store
+                    )))
                 }
-                if m.first_position != before.end_position {
-                    return Err(damaged(format!(
-                        "it starts at position {}, the segment before ends at {}",
-                        m.first_position, before.end_position
-                    )));
-                }
-            } else if m.first_position != 0 {
-                return Err(damaged("segment 0 does not start at position 0".to_owned()));
+                None => return Err(damaged("the archive has no root object".to_owned())),
+            }
+            let expected_first = out.last().map_or(0, |b| b.end_position);
+            if m.first_position != expected_first {
+                return Err(damaged(format!(
+                    "it starts at position {}, where the segment before ends at {expected_first}",
+                    m.first_position
+                )));
+            }
+            if no == 0 && m.salt != m.store {
+                return Err(damaged(
+                    "segment 0's salt is not the store id the archive names".to_owned(),
+                ));
             }
             out.push(m);
         }
@@ -326,10 +450,11 @@ impl Archive {
 
     /// Copies `store`'s sealed segments that the archive does not hold yet, oldest first:
     /// for each, the segment file, its index file, then its manifest (a segment is archived
-    /// once its manifest is there). A segment the archive holds is never written again: the
+    /// once its manifest is there); at the end, the mark of how far this run reached (a
+    /// restore goes no further). A segment the archive holds is never written again: the
     /// archive keeps what a segment held when it was first archived, also after a scavenge
-    /// rewrites it in the store. Scavenges wait until the copy ends
-    /// ([`ArchiveError::Busy`] while one runs). Segments still open are not copied: see
+    /// rewrites it in the store. Scavenges wait until the copy ends ([`ArchiveError::Busy`]
+    /// while one runs). Segments still open are not copied: see
     /// [`LogStore::seal_open_segment`].
     pub async fn archive_store(
         &self,
@@ -339,7 +464,8 @@ impl Archive {
         let started = std::time::Instant::now();
         let sealed = store.sealed_files().await.map_err(|e| match e {
             SealedFilesError::Busy => ArchiveError::Busy,
-            SealedFilesError::Store(e) => ArchiveError::Store(e.to_string()),
+            SealedFilesError::Store(e) => ArchiveError::Store(e),
+            other => ArchiveError::Interrupted(other.to_string()),
         })?;
         let mut report = ArchiveReport::default();
         let Some(first) = sealed.segments.first() else {
@@ -358,16 +484,50 @@ impl Archive {
             Some(_) => {}
             None => {
                 let root = ArchiveRoot::new(store_id.clone());
+                let path = self.path(ROOT_OBJECT);
                 self.objects
-                    .put(&self.path(ROOT_OBJECT), root.encode().into())
+                    .put(&path, root.encode().into())
                     .await
                     .map_err(self.unavailable())?;
+                self.sync_local(&[path]).await?;
             }
         }
-        let held = self.segments().await?;
-        report.already_archived = held.len() as u64;
-        report.archived_below = held.last().map_or(0, |m| m.end_position);
-        let todo = &sealed.segments[held.len().min(sealed.segments.len())..];
+        let held = self.manifest_numbers().await?;
+        report.already_archived = held;
+        if let Some(last_no) = held.checked_sub(1) {
+            let last = self.manifest(last_no).await?;
+            let diverged = |reason: String| ArchiveError::Diverged {
+                url: self.url.clone(),
+                segment: last_no,
+                reason,
+            };
+            match sealed.segments.get(last_no as usize) {
+                Some(local) => {
+                    if last.salt != format::store_id(local.salt)
+                        || last.first_position != local.first_position
+                        || last.end_position != local.end_position
+                    {
+                        return Err(diverged(format!(
+                            "the archive's covers positions {}..{} (salt {}), the store's {}..{} (salt {})",
+                            last.first_position,
+                            last.end_position,
+                            last.salt,
+                            local.first_position,
+                            local.end_position,
+                            format::store_id(local.salt)
+                        )));
+                    }
+                }
+                None => {
+                    return Err(diverged(format!(
+                        "the archive holds {held} segments, the store only {} sealed",
+                        sealed.segments.len()
+                    )))
+                }
+            }
+            report.archived_below = last.end_position;
+        }
+        let todo = &sealed.segments[held as usize..];
         let mut done = Progress {
             segments_done: 0,
             segments_total: todo.len() as u64,
@@ -385,6 +545,20 @@ impl Archive {
             done.segments_done += 1;
             progress(done);
         }
+        let mark = CompleteMark {
+            format: ARCHIVE_FORMAT,
+            store: store_id,
+            segments: sealed.segments.len() as u64,
+            end_position: report.archived_below,
+        };
+        if self.complete().await?.as_ref() != Some(&mark) {
+            let path = self.path(COMPLETE_OBJECT);
+            self.objects
+                .put(&path, mark.encode().into())
+                .await
+                .map_err(self.unavailable())?;
+            self.sync_local(&[path]).await?;
+        }
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -397,78 +571,61 @@ impl Archive {
         progress: ProgressFn<'_>,
     ) -> Result<SegmentManifest, ArchiveError> {
         let summary = {
-            let (path, end) = (seg.segment_path.clone(), seg.end_position);
-            tokio::task::spawn_blocking(move || strata_log::check_sealed_segment(&path, end))
-                .await
-                .map_err(|e| ArchiveError::Store(e.to_string()))?
-                .map_err(|reason| {
-                    ArchiveError::Store(format!(
-                        "segment {} does not check out, so it is not archived: {reason}",
-                        seg.segment_no
-                    ))
-                })?
+            let (file, end, no) = (seg.segment_file.clone(), seg.end_position, seg.segment_no);
+            blocking(move || {
+                strata_log::check_sealed_segment_file(&file, end).map_err(|reason| {
+                    ArchiveError::LocalSegment {
+                        segment: no,
+                        reason,
+                    }
+                })
+            })
+            .await?
         };
-        if summary.header.salt != seg.salt {
-            return Err(ArchiveError::Store(format!(
-                "segment {} changed while it was being archived",
-                seg.segment_no
-            )));
-        }
         let (seg_name, idx_name) = strata_log::sealed_file_names(seg.segment_no);
-        let dir = self.prefix.child(format::SEGMENTS_DIR);
+        let (seg_object, idx_object) = (
+            self.segment_object(&seg_name),
+            self.segment_object(&idx_name),
+        );
         let seg_file = self
-            .upload_file(
-                &seg.segment_path,
-                &dir.child(seg_name.as_str()),
-                &seg_name,
-                done,
-                progress,
-            )
+            .upload_file(&seg.segment_file, &seg_object, &seg_name, done, progress)
             .await?;
         let idx_file = self
-            .upload_file(
-                &seg.index_path,
-                &dir.child(idx_name.as_str()),
-                &idx_name,
-                done,
-                progress,
-            )
+            .upload_file(&seg.index_file, &idx_object, &idx_name, done, progress)
             .await?;
+        self.sync_local(&[seg_object, idx_object]).await?;
         let manifest = SegmentManifest {
             format: ARCHIVE_FORMAT,
             store: store_id.to_owned(),
             segment: seg.segment_no,
-            salt: format::store_id(seg.salt),
-            scavenged: seg.scavenged,
-            first_position: seg.first_position,
+            salt: format::store_id(summary.header.salt),
+            scavenged: summary.header.scavenged,
+            first_position: summary.header.first_position,
             end_position: seg.end_position,
             events: summary.events,
             first_recorded_at_us: summary.recorded_us.map(|r| r.0),
             last_recorded_at_us: summary.recorded_us.map(|r| r.1),
             files: vec![seg_file, idx_file],
         };
+        let path = format::manifest_path(&self.prefix, seg.segment_no);
         self.objects
-            .put(
-                &format::manifest_path(&self.prefix, seg.segment_no),
-                manifest.encode().into(),
-            )
+            .put(&path, manifest.encode().into())
             .await
             .map_err(self.unavailable())?;
+        self.sync_local(&[path]).await?;
         Ok(manifest)
     }
 
-    /// Uploads a local file in chunks, hashing it on the way.
+    /// Uploads an open file in chunks, hashing it on the way; an upload that fails is
+    /// aborted (no parts left behind).
     async fn upload_file(
         &self,
-        local: &Path,
+        file: &Arc<std::fs::File>,
         to: &ObjectPath,
         name: &str,
         done: &mut Progress,
         progress: ProgressFn<'_>,
     ) -> Result<FileEntry, ArchiveError> {
-        let file = std::fs::File::open(local)
-            .map_err(ArchiveError::io(format!("opening {}", local.display())))?;
-        let file = Arc::new(file);
         let upload = self
             .objects
             .put_multipart(to)
@@ -478,43 +635,54 @@ impl Archive {
             object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK_BYTES);
         let mut hasher = sha2::Sha256::new();
         let mut offset = 0u64;
-        loop {
-            let (chunk, h) = {
-                let (file, mut h) = (file.clone(), hasher);
-                tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
-                    let mut n = 0;
-                    while n < buf.len() {
-                        let got = file.read_at(&mut buf[n..], offset + n as u64)?;
-                        if got == 0 {
-                            break;
+        let outcome: Result<(), ArchiveError> = async {
+            loop {
+                let (chunk, h) = {
+                    let (file, mut h, name) = (file.clone(), hasher.clone(), name.to_owned());
+                    blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+                        let mut n = 0;
+                        while n < buf.len() {
+                            let got = file
+                                .read_at(&mut buf[n..], offset + n as u64)
+                                .map_err(ArchiveError::io(format!("reading {name}")))?;
+                            if got == 0 {
+                                break;
+                            }
+                            n += got;
                         }
-                        n += got;
-                    }
-                    buf.truncate(n);
-                    h.update(&buf);
-                    Ok::<_, std::io::Error>((buf, h))
-                })
-                .await
-                .map_err(|e| ArchiveError::Store(e.to_string()))?
-                .map_err(ArchiveError::io(format!("reading {}", local.display())))?
-            };
-            hasher = h;
-            if chunk.is_empty() {
-                break;
+                        buf.truncate(n);
+                        h.update(&buf);
+                        Ok((buf, h))
+                    })
+                    .await?
+                };
+                hasher = h;
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                let n = chunk.len();
+                writer
+                    .wait_for_capacity(UPLOAD_CONCURRENCY)
+                    .await
+                    .map_err(self.unavailable())?;
+                writer.put(bytes::Bytes::from(chunk));
+                offset += n as u64;
+                done.bytes += n as u64;
+                progress(*done);
             }
-            let n = chunk.len();
-            if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
-                let _ = writer.abort().await;
-                return Err(self.unavailable()(e));
-            }
-            writer.put(bytes::Bytes::from(chunk));
-            offset += n as u64;
-            done.bytes += n as u64;
-            progress(*done);
         }
-        writer.finish().await.map_err(self.unavailable())?;
+        .await;
+        match outcome {
+            Ok(()) => {
+                writer.finish().await.map_err(self.unavailable())?;
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        }
         Ok(FileEntry {
             name: name.to_owned(),
             bytes: offset,
@@ -534,10 +702,7 @@ impl Archive {
     ) -> Result<(), ArchiveError> {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
-        let object = self
-            .prefix
-            .child(format::SEGMENTS_DIR)
-            .child(entry.name.as_str());
+        let object = self.segment_object(&entry.name);
         let damaged = |reason: String| ArchiveError::Damaged {
             object: object.to_string(),
             reason,
@@ -557,7 +722,7 @@ impl Archive {
         }
         let mut file = tokio::fs::File::create(local)
             .await
-            .map_err(ArchiveError::io(format!("creating {}", local.display())))?;
+            .map_err(ArchiveError::io(format!("creating {}", entry.name)))?;
         let chunk = UPLOAD_CHUNK_BYTES as u64;
         let ranges = (0..size.div_ceil(chunk)).map(|i| i * chunk..((i + 1) * chunk).min(size));
         let objects = &self.objects;
@@ -570,16 +735,15 @@ impl Archive {
             let piece = piece.map_err(self.unavailable())?;
             hasher = {
                 let piece = piece.clone();
-                tokio::task::spawn_blocking(move || {
+                blocking(move || {
                     hasher.update(&piece);
-                    hasher
+                    Ok(hasher)
                 })
-                .await
-                .map_err(|e| ArchiveError::Store(e.to_string()))?
+                .await?
             };
             file.write_all(&piece)
                 .await
-                .map_err(ArchiveError::io(format!("writing {}", local.display())))?;
+                .map_err(ArchiveError::io(format!("writing {}", entry.name)))?;
             done.bytes += piece.len() as u64;
             progress(*done);
         }
@@ -592,41 +756,76 @@ impl Archive {
         }
         file.sync_all()
             .await
-            .map_err(ArchiveError::io(format!("syncing {}", local.display())))?;
+            .map_err(ArchiveError::io(format!("syncing {}", entry.name)))?;
         Ok(())
     }
 
-    /// Makes `dir` (new, or an empty directory) a data directory holding every archived
-    /// segment: each file downloaded and checked against its manifest's size and SHA-256,
-    /// each segment's records checked, then an empty segment to append to after the last.
-    /// The directory is built beside `dir` (`.NAME.restoring`) and renamed into place only
-    /// once whole, so a restore that fails or is killed leaves `dir` as it was.
+    /// Makes `dir` (new, or an empty directory) a data directory holding every segment the
+    /// last whole archive run reached: each file downloaded and checked against its
+    /// manifest's size and SHA-256, each segment's records checked, then an empty segment to
+    /// append to after the last. The directory is built beside `dir`
+    /// (`.NAME.restoring-…`, removed if the restore fails) and renamed into place only once
+    /// whole, so a restore that fails leaves `dir` as it was.
     pub async fn restore(
         &self,
         dir: &Path,
         progress: ProgressFn<'_>,
     ) -> Result<RestoreReport, ArchiveError> {
         let started = std::time::Instant::now();
-        if dir_has_entries(dir)? {
-            return Err(ArchiveError::NotEmpty {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let manifests = self.segments().await?;
-        let Some(last) = manifests.last() else {
-            return Err(ArchiveError::Empty {
-                url: self.url.clone(),
-            });
+        let target = dir.to_path_buf();
+        let staging = blocking(move || {
+            if dir_has_entries(&target)? {
+                return Err(ArchiveError::NotEmpty { dir: target });
+            }
+            make_staging_dir(&target)
+        })
+        .await?;
+        let result = self.restore_into(&staging, dir, progress).await;
+        let cleanup = staging.clone();
+        let removed = blocking(move || {
+            if cleanup.exists() {
+                std::fs::remove_dir_all(&cleanup).map_err(ArchiveError::io(
+                    "removing the unfinished restore".to_owned(),
+                ))?;
+            }
+            Ok(())
+        })
+        .await;
+        let mut report = result?;
+        removed?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// The restore's work, in `staging`, ending with its rename to `dir`.
+    async fn restore_into(
+        &self,
+        staging: &Path,
+        dir: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<RestoreReport, ArchiveError> {
+        let empty = |reason: &str| ArchiveError::Empty {
+            url: self.url.clone(),
+            reason: reason.to_owned(),
         };
-        let next_position = last.end_position;
-        let staging = staging_dir(dir)?;
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)
-                .map_err(ArchiveError::io(format!("removing {}", staging.display())))?;
+        let Some(mark) = self.complete().await? else {
+            return Err(empty("no archive run has ended there"));
+        };
+        if mark.segments == 0 {
+            return Err(empty("the last archive run found nothing sealed"));
         }
-        let seg_dir = strata_log::segments_dir(&staging);
-        std::fs::create_dir_all(&seg_dir)
-            .map_err(ArchiveError::io(format!("creating {}", seg_dir.display())))?;
+        let manifests = self.segments(mark.segments).await?;
+        let next_position = manifests.last().map_or(0, |m| m.end_position);
+        if next_position != mark.end_position || manifests[0].store != mark.store {
+            return Err(ArchiveError::Damaged {
+                object: self.path(COMPLETE_OBJECT).to_string(),
+                reason: format!(
+                    "it says the archive ends at position {}, its segments end at {next_position}",
+                    mark.end_position
+                ),
+            });
+        }
+        let seg_dir = strata_log::segments_dir(staging);
         let mut report = RestoreReport {
             next_position,
             ..RestoreReport::default()
@@ -648,21 +847,16 @@ impl Archive {
                     .await?;
                 report.bytes += entry.bytes;
             }
-            let summary = {
-                let (path, end) = (seg_dir.join(&seg_name), m.end_position);
-                tokio::task::spawn_blocking(move || strata_log::check_sealed_segment(&path, end))
-                    .await
-                    .map_err(|e| ArchiveError::Store(e.to_string()))?
-            };
-            let object = self
-                .prefix
-                .child(format::SEGMENTS_DIR)
-                .child(seg_name.as_str());
+            let object = self.segment_object(&seg_name);
             let damaged = |reason: String| ArchiveError::Damaged {
                 object: object.to_string(),
                 reason,
             };
-            let summary = summary.map_err(damaged)?;
+            let summary = {
+                let (path, end) = (seg_dir.join(&seg_name), m.end_position);
+                blocking(move || Ok(strata_log::check_sealed_segment(&path, end))).await?
+            }
+            .map_err(damaged)?;
             let h = summary.header;
             if h.segment_no != m.segment
                 || h.first_position != m.first_position
@@ -670,8 +864,8 @@ impl Archive {
                 || summary.events != m.events
             {
                 return Err(damaged(format!(
-                    "it holds segment {} from position {} with {} events, where its manifest names segment {} from {} with {}",
-                    h.segment_no, h.first_position, summary.events, m.segment, m.first_position, m.events
+                    "it holds segment {} from position {} with {} events (salt {}), where its manifest names segment {} from {} with {} (salt {})",
+                    h.segment_no, h.first_position, summary.events, format::store_id(h.salt), m.segment, m.first_position, m.events, m.salt
                 )));
             }
             report.events += summary.events;
@@ -681,68 +875,79 @@ impl Archive {
         }
         // Segments archived after different scavenges may disagree on a stream's removed
         // versions: the store had one run per stream, so the restored directory does too.
-        report.removed = {
-            let dir = staging.clone();
-            tokio::task::spawn_blocking(move || {
-                strata_log::reconcile_copied_segments(&dir, next_position)
-            })
-            .await
-            .map_err(|e| ArchiveError::Store(e.to_string()))?
-            .map_err(|reason| ArchiveError::Damaged {
-                object: self.url.clone(),
-                reason: format!("its segments' removed versions cannot be reconciled: {reason}"),
-            })?
-        };
-        {
-            let (dir, n) = (staging.clone(), manifests.len() as u64);
-            tokio::task::spawn_blocking(move || {
-                strata_log::finish_restored_segments(&dir, n, next_position)?;
-                sync_dir(&dir)?;
-                Ok::<_, std::io::Error>(())
-            })
-            .await
-            .map_err(|e| ArchiveError::Store(e.to_string()))?
-            .map_err(ArchiveError::io(format!("finishing {}", staging.display())))?;
-        }
+        let (from, n) = (staging.to_path_buf(), manifests.len() as u64);
+        let url = self.url.clone();
+        let shown = dir.display().to_string();
+        report.removed = blocking(move || {
+            let removed =
+                strata_log::reconcile_copied_segments(&from, next_position).map_err(|reason| {
+                    ArchiveError::Damaged {
+                        object: url,
+                        reason: format!(
+                            "its segments' removed versions cannot be reconciled: {}",
+                            reason.replace(&from.display().to_string(), &shown)
+                        ),
+                    }
+                })?;
+            strata_log::finish_restored_segments(&from, n, next_position)
+                .and_then(|()| sync_dir(&from))
+                .map_err(ArchiveError::io(
+                    "finishing the restored directory".to_owned(),
+                ))?;
+            Ok(removed)
+        })
+        .await?;
+        report.events -= report.removed;
         // `rename` replaces an empty directory; one that gained entries meanwhile stays.
-        std::fs::rename(&staging, dir).map_err(|e| {
-            if dir_has_entries(dir).unwrap_or(false) {
-                ArchiveError::NotEmpty {
-                    dir: dir.to_path_buf(),
+        let (from, to) = (staging.to_path_buf(), dir.to_path_buf());
+        blocking(move || {
+            std::fs::rename(&from, &to).map_err(|e| {
+                if dir_has_entries(&to).unwrap_or(false) {
+                    ArchiveError::NotEmpty { dir: to.clone() }
+                } else {
+                    ArchiveError::io(format!("moving the restored directory to {}", to.display()))(
+                        e,
+                    )
                 }
-            } else {
-                ArchiveError::io(format!("moving {} to {}", staging.display(), dir.display()))(e)
-            }
-        })?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent).map_err(ArchiveError::io(format!("syncing {}", parent.display())))?;
-        }
-        report.elapsed = started.elapsed();
+            })?;
+            let parent = parent_of(&to);
+            sync_dir(&parent).map_err(ArchiveError::io(format!("syncing {}", parent.display())))
+        })
+        .await?;
         Ok(report)
     }
 
-    /// Checks the whole archive: the manifests follow one another; every file is there with
-    /// the size and SHA-256 its manifest names; every segment's records check out; and the
-    /// segments restored into a scratch directory under `scratch` pass `strata verify`
-    /// (stream versions, event ids, index files). Needs room under `scratch` for one copy
-    /// of the archive, removed afterwards.
+    /// Checks the whole archive (up to where the last whole run reached): the manifests
+    /// follow one another; every file is there with the size and SHA-256 its manifest names;
+    /// every segment's records check out; and the segments restored into a scratch directory
+    /// under `scratch` pass `strata verify` (stream versions, event ids, index files). Needs
+    /// room under `scratch` for one copy of the archive, removed afterwards.
     pub async fn verify(&self, scratch: &Path) -> Result<ArchiveVerifyReport, ArchiveError> {
-        let dir = scratch.join(format!("strata-verify-archive-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(ArchiveError::io(format!("removing {}", dir.display())))?;
-        }
+        let scratch = scratch.to_path_buf();
+        let dir = blocking(move || {
+            std::fs::create_dir_all(&scratch)
+                .map_err(ArchiveError::io(format!("creating {}", scratch.display())))?;
+            let made = make_staging_dir(&scratch.join("strata-verify-archive"))?;
+            Ok(made)
+        })
+        .await?;
+        let copy = dir.join("store");
         let result = async {
-            let restored = self.restore(&dir, &|_| {}).await?;
-            let checked = {
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || strata_log::verify(&dir))
-                    .await
-                    .map_err(|e| ArchiveError::Store(e.to_string()))?
-            };
-            let store = checked.map_err(|e| ArchiveError::Damaged {
-                object: self.url.clone(),
-                reason: format!("the restored segments do not verify: {e}"),
+            let restored = self.restore(&copy, &|_| {}).await?;
+            let checked = copy.clone();
+            let store = blocking(move || {
+                strata_log::verify(&checked).map_err(|e| ArchiveError::Damaged {
+                    object: String::new(),
+                    reason: e.to_string(),
+                })
+            })
+            .await
+            .map_err(|e| match e {
+                ArchiveError::Damaged { reason, .. } => ArchiveError::Damaged {
+                    object: self.url.clone(),
+                    reason: format!("the restored segments do not verify: {reason}"),
+                },
+                other => other,
             })?;
             Ok(ArchiveVerifyReport {
                 segments: restored.segments,
@@ -752,10 +957,11 @@ impl Archive {
             })
         }
         .await;
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Ok(staging) = staging_dir(&dir) {
-            let _ = std::fs::remove_dir_all(staging);
-        }
+        let _ = blocking(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(())
+        })
+        .await;
         result
     }
 }
@@ -770,21 +976,48 @@ fn dir_has_entries(dir: &Path) -> Result<bool, ArchiveError> {
     }
 }
 
-/// Where a restore into `dir` builds the directory: beside it, hidden.
-fn staging_dir(dir: &Path) -> Result<PathBuf, ArchiveError> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| ArchiveError::InvalidAddress {
-            url: dir.display().to_string(),
-            reason: "a restore needs a directory with a name".to_owned(),
-        })?;
-    let parent = match dir.parent() {
+/// The directory holding `dir` (`.` for a bare name).
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// Makes a directory of its own beside `dir`, hidden (`.NAME.restoring-PID-N`), with a
+/// `segments/` folder: a restore builds there, then renames it to `dir`.
+fn make_staging_dir(dir: &Path) -> Result<PathBuf, ArchiveError> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| ArchiveError::InvalidTarget {
+            dir: dir.to_path_buf(),
+            reason: "it has no name".to_owned(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = parent_of(dir);
     std::fs::create_dir_all(&parent)
         .map_err(ArchiveError::io(format!("creating {}", parent.display())))?;
-    Ok(parent.join(format!(".{}.restoring", name.to_string_lossy())))
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staging = parent.join(format!(".{name}.restoring-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&staging) {
+            Ok(()) => {
+                let seg_dir = strata_log::segments_dir(&staging);
+                std::fs::create_dir(&seg_dir)
+                    .map_err(ArchiveError::io(format!("creating {}", seg_dir.display())))?;
+                return Ok(staging);
+            }
+            // Left by a restore of an earlier process with the same id: another name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(ArchiveError::io(format!("creating {}", staging.display()))(
+                    e,
+                ))
+            }
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

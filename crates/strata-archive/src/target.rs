@@ -15,11 +15,15 @@ const RETRIES_MAX: usize = 3;
 /// Longest a request is retried for.
 const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Opens the object store `url` names: `s3://bucket/prefix`, `file:///path`, or a path.
+/// An archive's object store, the prefix in it, and a local directory's path.
+pub(crate) type Target = (Arc<dyn ObjectStore>, ObjectPath, Option<std::path::PathBuf>);
+
+/// Opens the object store `url` names: `s3://bucket/prefix`, `file:///path`, or a path;
+/// with a local directory's path, where writes must be synced.
 pub(crate) fn open(
     url: &str,
     options: impl IntoIterator<Item = (impl AsRef<str>, impl Into<String>)>,
-) -> Result<(Arc<dyn ObjectStore>, ObjectPath), ArchiveError> {
+) -> Result<Target, ArchiveError> {
     let invalid = |reason: String| ArchiveError::InvalidAddress {
         url: url.to_owned(),
         reason,
@@ -62,7 +66,7 @@ pub(crate) fn open(
             .map_err(|e| invalid(e.to_string()))?;
         let prefix =
             ObjectPath::parse(prefix.trim_end_matches('/')).map_err(|e| invalid(e.to_string()))?;
-        return Ok((Arc::new(s3), prefix));
+        return Ok((Arc::new(s3), prefix, None));
     }
     let path = match url.strip_prefix("file://") {
         Some(p) if p.starts_with('/') => std::path::PathBuf::from(p),
@@ -80,5 +84,6 @@ pub(crate) fn open(
     };
     std::fs::create_dir_all(&path).map_err(|e| invalid(format!("creating the directory: {e}")))?;
     let local = LocalFileSystem::new_with_prefix(&path).map_err(|e| invalid(e.to_string()))?;
-    Ok((Arc::new(local), ObjectPath::default()))
+    let root = std::fs::canonicalize(&path).map_err(|e| invalid(e.to_string()))?;
+    Ok((Arc::new(local), ObjectPath::default(), Some(root)))
 }

@@ -289,9 +289,136 @@ async fn a_damaged_archive_is_named_and_restores_nothing() {
     expect_damaged(e, &name, "manifest names segment");
     std::fs::write(&manifest, &kept).unwrap();
 
+    // Manifests whose chain breaks, or whose segment's salt is not the one they name.
+    let mut m: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    m["first_position"] = serde_json::json!(m["first_position"].as_u64().unwrap() + 1);
+    m["end_position"] = serde_json::json!(m["end_position"].as_u64().unwrap() + 1);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = archive.restore(&target, &|_| {}).await.unwrap_err();
+    expect_damaged(e, &m_name, "where the segment before ends");
+    let mut m: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    m["salt"] = serde_json::json!("0000000000000001");
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = archive.restore(&target, &|_| {}).await.unwrap_err();
+    expect_damaged(e, &name, "(salt 0000000000000001)");
+    std::fs::write(&manifest, &kept).unwrap();
+
+    // Every failed restore above removed what it had built.
+    let left: Vec<String> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
     // Whole again, it restores.
     archive.restore(&target, &|_| {}).await.unwrap();
-    assert!(!scratch.path().join(".restored.restoring").exists());
+}
+
+/// A run that dies before its end leaves segments the mark does not cover: a restore goes
+/// as far as the last whole run reached, no further.
+#[tokio::test]
+async fn a_restore_goes_as_far_as_the_last_whole_run() {
+    let (data, copies, scratch) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let archive = open_local(copies.path());
+    fill(&store, 0, 5).await;
+    store.seal_open_segment().await.unwrap();
+    let first = archive.archive_store(&store, &|_| {}).await.unwrap();
+    let mark = std::fs::read(copies.path().join("strata-archive-complete.json")).unwrap();
+    fill(&store, 5, 5).await;
+    store.seal_open_segment().await.unwrap();
+    let second = archive.archive_store(&store, &|_| {}).await.unwrap();
+    assert!(second.segments > 0);
+    // As if the second run had died after its segments, before its mark.
+    std::fs::write(copies.path().join("strata-archive-complete.json"), &mark).unwrap();
+    let target = scratch.path().join("restored");
+    let restored = archive.restore(&target, &|_| {}).await.unwrap();
+    assert_eq!(restored.events, first.events);
+    assert_eq!(restored.next_position, first.archived_below);
+    // The next run writes the mark again, and a restore then goes all the way.
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    let target = scratch.path().join("restored-all");
+    let restored = archive.restore(&target, &|_| {}).await.unwrap();
+    assert_eq!(restored.events, first.events + second.events);
+    store.close().await.unwrap();
+}
+
+/// Two copies of one store that went separate ways cannot both archive to one place: the
+/// second is told where they differ, and the archive is left as the first wrote it.
+#[tokio::test]
+async fn copies_of_a_store_that_diverged_do_not_share_an_archive() {
+    let (data, copies, scratch) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let store = LogStore::open_with(data.path(), config()).unwrap();
+    fill(&store, 0, 5).await;
+    store.seal_open_segment().await.unwrap();
+    let archive = open_local(copies.path());
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    store.close().await.unwrap();
+    // The copy: restored from the archive; then each grows its own way.
+    let twin_dir = scratch.path().join("twin");
+    archive.restore(&twin_dir, &|_| {}).await.unwrap();
+    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let twin = LogStore::open_with(&twin_dir, config()).unwrap();
+    fill(&store, 5, 5).await;
+    fill(&twin, 50, 5).await;
+    store.seal_open_segment().await.unwrap();
+    twin.seal_open_segment().await.unwrap();
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    let e = archive.archive_store(&twin, &|_| {}).await.unwrap_err();
+    assert!(matches!(e, ArchiveError::Diverged { .. }), "{e:?}");
+    let restored = archive
+        .restore(&scratch.path().join("back"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(restored.events, 200);
+    store.close().await.unwrap();
+    twin.close().await.unwrap();
+}
+
+/// The sealed files handed out are the files as they were when handed out: a scavenge after
+/// a close and a reopen rewrites the segment under its name, and the held handles still read
+/// the old pair.
+#[tokio::test]
+async fn held_sealed_files_outlive_a_scavenge_after_a_reopen() {
+    let data = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(data.path(), config()).unwrap();
+    fill(&store, 0, 5).await;
+    for s in 0..10 {
+        store
+            .delete_stream(&sid(&format!("account-{s}")), ExpectedVersion::Any)
+            .await
+            .unwrap();
+    }
+    store.seal_open_segment().await.unwrap();
+    let held = store.sealed_files().await.unwrap();
+    let seg = held.segments[0].clone();
+    let before =
+        strata_log::check_sealed_segment_file(&seg.segment_file, seg.end_position).unwrap();
+    store.close().await.unwrap();
+    let store = LogStore::open_with(data.path(), config()).unwrap();
+    assert!(
+        store
+            .scavenge(&|_| {})
+            .await
+            .unwrap()
+            .progress
+            .events_removed
+            > 0
+    );
+    let now = strata_log::check_sealed_segment(&seg.segment_path, seg.end_position).unwrap();
+    assert!(now.header.scavenged && now.events < before.events);
+    let still = strata_log::check_sealed_segment_file(&seg.segment_file, seg.end_position).unwrap();
+    assert_eq!(still, before);
+    drop(held);
+    store.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -457,7 +584,8 @@ async fn an_unreachable_s3_archive_is_a_typed_error() {
 
 /// The archive is readable without Strata: `scripts/strata-archive-read.py`, standard-library
 /// Python following docs/format.md, checks every file's SHA-256 and record's CRC32C and prints
-/// exactly the events the store holds, in its order, with their ids, versions and data.
+/// the events the archive holds (here, with no deletion, every event of the store), in their
+/// order, with their ids, versions and data.
 #[tokio::test]
 async fn a_plain_script_reads_the_archive_without_strata() {
     let (_data, copies, _archive) = archived_store().await;
@@ -587,6 +715,8 @@ async fn segments_archived_between_scavenges_restore() {
     assert_eq!(restored.removed, 3);
     let back = LogStore::open(&target).unwrap();
     assert_eq!(answers(&back).await, answers(&store).await);
+    let checked = archive.verify(scratch.path()).await.unwrap();
+    assert_eq!(checked.events, checked.store.events);
     let xs = |s: &LogStore| {
         let (s, x) = (s.clone(), x.clone());
         async move {

@@ -71,6 +71,23 @@ fn a_store_archived_from_the_command_line_restores_into_a_new_directory() {
     };
     assert_eq!(read(restored), read(data));
 
+    // A relative --data, in the directory the command runs in.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(dir.path())
+        .args(["--data", "relative", "--json", "restore", "--from", copies])
+        .env_remove("STRATA_DATA")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read(dir.path().join("relative").to_str().unwrap()),
+        read(data)
+    );
+
     let (code, out, err) = strata(&["--json", "verify", "--archive", copies]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_lines(&out)[0]["events"], 5);

@@ -98,8 +98,9 @@ pub async fn archive(cli: &Cli, args: &ArchiveArgs, p: &Printer) -> Result<()> {
     let bar = bar("archiving");
     let result = archive.archive_store(&store, &|s| show(&bar, s)).await;
     bar.finish_and_clear();
-    store.close().await.context("closing the store")?;
+    let closed = store.close().await;
     let report = result.with_context(|| format!("archiving {} to {}", dir.display(), args.to))?;
+    closed.context("closing the store")?;
     p.archived(&args.to, &report);
     Ok(())
 }
@@ -128,11 +129,12 @@ pub async fn verify_archive(url: &str, scratch: Option<&PathBuf>, p: &Printer) -
     Ok(())
 }
 
-/// Whether an error is an archive found damaged (the command then exits 2).
+/// Whether an error is an archive, or a store's segment, found damaged (the command then
+/// exits 2).
 pub fn is_damaged(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<ArchiveError>(),
-        Some(ArchiveError::Damaged { .. })
+        Some(ArchiveError::Damaged { .. } | ArchiveError::LocalSegment { .. })
     )
 }
 
@@ -193,6 +195,12 @@ fn public_message(e: &ArchiveError) -> String {
         }
         ArchiveError::OtherStore { url, .. } => {
             format!("the archive at {url} holds another store's segments")
+        }
+        ArchiveError::Diverged { url, segment, .. } => {
+            format!("the archive at {url} and this store differ at segment {segment}")
+        }
+        ArchiveError::LocalSegment { segment, .. } => {
+            format!("segment {segment} of the store does not check out (see the server log)")
         }
         ArchiveError::Store(_) | ArchiveError::Io { .. } => {
             "reading the store's sealed segments failed (see the server log)".to_owned()
