@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod archive;
 mod cpu;
 pub mod disk;
 pub mod fresh;

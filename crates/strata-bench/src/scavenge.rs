@@ -143,6 +143,16 @@ pub(crate) async fn load_and_delete<S: EventStore + Clone + 'static>(
     store: &S,
     streams: u64,
 ) -> Result<(), String> {
+    load(store, streams, true).await
+}
+
+/// Loads `streams` streams of [`STREAM_EVENTS`] events, 8 writers at a time; with `delete`,
+/// soft-deletes 9 in 10 of them.
+pub(crate) async fn load<S: EventStore + Clone + 'static>(
+    store: &S,
+    streams: u64,
+    delete: bool,
+) -> Result<(), String> {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -159,7 +169,7 @@ pub(crate) async fn load_and_delete<S: EventStore + Clone + 'static>(
                     .append(&s, ExpectedVersion::NoStream, events)
                     .await
                     .map_err(|e| format!("load: {e}"))?;
-                if n % 10 != 0 {
+                if delete && n % 10 != 0 {
                     store
                         .delete_stream(&s, ExpectedVersion::Exact(STREAM_EVENTS - 1))
                         .await
