@@ -355,14 +355,20 @@ pub(crate) async fn run(
         ..ScavengeProgress::default()
     };
     progress(done);
-    // What goes of each stream: a run of versions, planned on the blocking pool in one go.
-    let (plan, tombstoned, examined) = {
+    // What goes of each stream (a run of versions), and the segments holding it: planned in
+    // one go on a thread of the lowest priority, never on the runtime's workers (the walk
+    // over every removed version's position takes tens of milliseconds on a large plan).
+    let (plan, tombstoned, examined, segments) = {
         let store = store.clone();
-        blocking(move || plan_removal(&store, &streams)).await?
+        at_low_priority(move || {
+            let (plan, tombstoned, examined) = plan_removal(&store, &streams)?;
+            let segments = segments_holding(store.shared(), &plan);
+            Ok((plan, tombstoned, examined, segments))
+        })
+        .await?
     };
     done.streams_examined = examined;
     let plan = Arc::new(plan);
-    let segments = segments_holding(&shared, &plan);
     let seg_dir = shared.dir.join(crate::recovery::SEGMENTS_DIR);
     for no in segments {
         let (Some(seg), Some(next)) = (shared.segments.get(no), shared.segments.get(no + 1)) else {
