@@ -20,6 +20,19 @@ fn config() -> LogConfig {
     }
 }
 
+/// A store's data directory, an archive's, and one for restores.
+fn three_dirs() -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir) {
+    (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+fn open_store(dir: &Path) -> LogStore {
+    LogStore::open_with(dir, config()).unwrap()
+}
+
 fn sid(s: &str) -> StreamId {
     StreamId::new(s).unwrap()
 }
@@ -96,7 +109,7 @@ fn archived(dir: &Path, ext: &str) -> Vec<PathBuf> {
 /// run copies only the segments sealed since.
 async fn round_trip(archive: &Archive) {
     let (data, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     fill(&store, 0, 10).await;
     store
         .delete_stream(&sid("account-3"), ExpectedVersion::Any)
@@ -181,12 +194,8 @@ async fn a_local_archive_restores_what_was_archived() {
 /// A scavenged store's rewritten segments (format version 2) archive and restore too.
 #[tokio::test]
 async fn scavenged_segments_archive_and_restore() {
-    let (data, copies, scratch) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let (data, copies, scratch) = three_dirs();
+    let store = open_store(data.path());
     fill(&store, 0, 10).await;
     for s in 0..15 {
         store
@@ -220,7 +229,7 @@ async fn scavenged_segments_archive_and_restore() {
 /// An archived store: its data directory, the archive's directory, and the archive.
 async fn archived_store() -> (tempfile::TempDir, tempfile::TempDir, Archive) {
     let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     fill(&store, 0, 10).await;
     store.seal_open_segment().await.unwrap();
     let archive = open_local(copies.path());
@@ -318,12 +327,8 @@ async fn a_damaged_archive_is_named_and_restores_nothing() {
 /// as far as the last whole run reached, no further.
 #[tokio::test]
 async fn a_restore_goes_as_far_as_the_last_whole_run() {
-    let (data, copies, scratch) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let (data, copies, scratch) = three_dirs();
+    let store = open_store(data.path());
     let archive = open_local(copies.path());
     fill(&store, 0, 5).await;
     store.seal_open_segment().await.unwrap();
@@ -351,12 +356,8 @@ async fn a_restore_goes_as_far_as_the_last_whole_run() {
 /// second is told where they differ, and the archive is left as the first wrote it.
 #[tokio::test]
 async fn copies_of_a_store_that_diverged_do_not_share_an_archive() {
-    let (data, copies, scratch) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let (data, copies, scratch) = three_dirs();
+    let store = open_store(data.path());
     fill(&store, 0, 5).await;
     store.seal_open_segment().await.unwrap();
     let archive = open_local(copies.path());
@@ -365,7 +366,7 @@ async fn copies_of_a_store_that_diverged_do_not_share_an_archive() {
     // The copy: restored from the archive; then each grows its own way.
     let twin_dir = scratch.path().join("twin");
     archive.restore(&twin_dir, &|_| {}).await.unwrap();
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     let twin = LogStore::open_with(&twin_dir, config()).unwrap();
     fill(&store, 5, 5).await;
     fill(&twin, 50, 5).await;
@@ -389,7 +390,7 @@ async fn copies_of_a_store_that_diverged_do_not_share_an_archive() {
 #[tokio::test]
 async fn held_sealed_files_outlive_a_scavenge_after_a_reopen() {
     let data = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     fill(&store, 0, 5).await;
     for s in 0..10 {
         store
@@ -403,7 +404,7 @@ async fn held_sealed_files_outlive_a_scavenge_after_a_reopen() {
     let before =
         strata_log::check_sealed_segment_file(&seg.segment_file, seg.end_position).unwrap();
     store.close().await.unwrap();
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     assert!(
         store
             .scavenge(&|_| {})
@@ -479,7 +480,7 @@ async fn an_empty_archive_restores_nothing_and_bad_addresses_are_refused() {
 #[tokio::test]
 async fn archives_and_scavenges_take_turns() {
     let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     fill(&store, 0, 3).await;
     let held = store.sealed_files().await.unwrap();
     let e = store.scavenge(&|_| {}).await.unwrap_err();
@@ -559,7 +560,7 @@ async fn an_s3_archive_restores_what_was_archived() {
 #[tokio::test]
 async fn an_unreachable_s3_archive_is_a_typed_error() {
     let (data, _copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let store = open_store(data.path());
     fill(&store, 0, 3).await;
     store.seal_open_segment().await.unwrap();
     // A port nothing listens on.
@@ -669,12 +670,8 @@ async fn a_plain_script_reads_the_archive_without_strata() {
 /// the two runs, which the second scavenge removed from the store, are left out.
 #[tokio::test]
 async fn segments_archived_between_scavenges_restore() {
-    let (data, copies, scratch) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let store = LogStore::open_with(data.path(), config()).unwrap();
+    let (data, copies, scratch) = three_dirs();
+    let store = open_store(data.path());
     let archive = open_local(copies.path());
     let x = sid("account-x");
     let append_x = |n: usize| {

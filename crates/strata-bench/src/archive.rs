@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use strata_archive::Archive;
 use strata_core::{EventStore, ReadAllOptions};
-use strata_log::{LogConfig, LogStore};
+use strata_log::LogStore;
 
 use crate::scavenge::{ScavengeScale, STREAM_EVENTS};
-
-/// Segments of this size: a 1,000,000-event store has a few.
-const SEGMENT_BYTES: u64 = 64 << 20;
+use crate::scavenge_log::open;
 
 /// One move (an archive or a restore) and its baseline.
 #[derive(Debug, Clone)]
@@ -218,17 +216,6 @@ async fn put_files(endpoint: &str, bucket: &str, from: &[PathBuf]) -> Result<Dur
             .map_err(|e| e.to_string())?;
     }
     Ok(t.elapsed())
-}
-
-fn open(dir: &Path) -> Result<LogStore, String> {
-    LogStore::open_with(
-        dir,
-        LogConfig {
-            segment_max_bytes: SEGMENT_BYTES,
-            ..LogConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// Restores `archive` into `to` and opens the store there, checking it holds `events`.

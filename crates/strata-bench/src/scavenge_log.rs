@@ -127,7 +127,8 @@ async fn load_and_delete(dir: &Path, streams: u64) -> Result<(), String> {
     store.close().await.map_err(|e| e.to_string())
 }
 
-fn open(dir: &Path) -> Result<LogStore, String> {
+/// Opens the store in `dir` with the benchmarks' segment size.
+pub(crate) fn open(dir: &Path) -> Result<LogStore, String> {
     LogStore::open_with(
         dir,
         LogConfig {
