@@ -593,6 +593,11 @@ impl Archive {
         let idx_file = self
             .upload_file(&seg.index_file, &idx_object, &idx_name, done, progress)
             .await?;
+        // A scavenge of another handle on the directory (after a close and a reopen) frees
+        // the files it replaces a few MiB at a time: what was read must be what was checked.
+        if seg_file.bytes != summary.bytes {
+            return Err(ArchiveError::Busy);
+        }
         self.sync_local(&[seg_object, idx_object]).await?;
         let manifest = SegmentManifest {
             format: ARCHIVE_FORMAT,

@@ -142,7 +142,7 @@ impl LogFile for StdFile {
     }
 }
 
-/// Maps a sealed segment's index file, or a sealed segment file, for reading.
+/// Maps a sealed segment's index file for reading.
 #[allow(unsafe_code)]
 pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     // SAFETY: a segment index file is written whole (temp file, fsync, rename) and never
@@ -152,11 +152,8 @@ pub(crate) fn map_index_file(file: &File) -> io::Result<memmap2::Mmap> {
     // reads its stream postings through the same map; a map opened for reads (after its
     // length and the file's header and CRC, read with `pread`, are compared with those
     // checked bytes) is read at entries checked on open (or encoded by the writer) and at
-    // type and category postings, each block checked as it is read. A sealed segment file
-    // (mapped by `check_sealed_segment_file`, through a handle opened while no scavenge runs)
-    // is never written again either: the writer writes only the open segment, and a
-    // scavenge writes a new file and renames it over the name; a restored copy is written
-    // whole before it is checked. As with segment files, a file changed underneath a running
+    // type and category postings, each block checked as it is read. As with
+    // segment files, a file changed underneath a running
     // store by something else breaks the store's contract; with a map it can end the process
     // (SIGBUS), as a failing disk can, opening included (where `pread` would give an error,
     // and the segment be scanned).

@@ -159,7 +159,7 @@ pub struct SegmentSummary {
 /// structure), that positions increase within `first_position..end_position` (each the one
 /// after the last in a segment never scavenged, ending at `end_position`), that the records
 /// end where the file (or a scavenged segment's removed runs) does, and that the last record
-/// ends an append. Reads the file through a map, or whole when it cannot be mapped.
+/// ends an append. Reads the file with `pread`, 8 MiB at a time.
 pub fn check_sealed_segment(path: &Path, end_position: u64) -> Result<SegmentSummary, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     check_sealed_segment_file(&file, end_position)
@@ -171,24 +171,18 @@ pub fn check_sealed_segment_file(
     file: &std::fs::File,
     end_position: u64,
 ) -> Result<SegmentSummary, String> {
+    use std::os::unix::fs::FileExt;
+    // Read with `pread`, a window at a time, never mapped: a file another store's scavenge
+    // cuts meanwhile (see `release_gradually`) then reads short, an error, where a map
+    // would end the process.
     let bytes = file
         .metadata()
         .map_err(|e| format!("reading the segment: {e}"))?
         .len();
-    let owned;
-    let mapped = crate::io::map_index_file(file).ok();
-    let b: &[u8] = match &mapped {
-        Some(m) => m,
-        None => {
-            use std::os::unix::fs::FileExt;
-            let mut v = vec![0u8; bytes as usize];
-            file.read_exact_at(&mut v, 0)
-                .map_err(|e| format!("reading the segment: {e}"))?;
-            owned = v;
-            &owned
-        }
-    };
-    let header = SegmentHeader::decode(b)?;
+    let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("reading the segment's header: {e}"))?;
+    let header = SegmentHeader::decode(&head)?;
     let records_end = if header.scavenged {
         header.runs_at
     } else {
@@ -199,14 +193,38 @@ pub fn check_sealed_segment_file(
             "its removed runs are said to start at {records_end}, past its end ({bytes})"
         ));
     }
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_at = 0u64;
+    let fill = |at: u64, want: u64, window: &mut Vec<u8>, window_at: &mut u64| {
+        let want = want.min(records_end - at) as usize;
+        window.resize(want, 0);
+        file.read_exact_at(window, at)
+            .map_err(|e| format!("reading the segment at offset {at}: {e} (was it cut?)"))?;
+        *window_at = at;
+        Ok::<(), String>(())
+    };
     let mut at = SEGMENT_HEADER_BYTES;
     let mut next = header.first_position;
     let mut events = 0u64;
     let mut recorded_us = None;
     let mut last_commit = true;
     while at < records_end {
-        let r = decode_record(header.salt, &b[at as usize..records_end as usize])
-            .map_err(|e| format!("the record at offset {at}: {e}"))?;
+        let in_window = at >= window_at && at < window_at + window.len() as u64;
+        if !in_window {
+            fill(at, CHECK_WINDOW_BYTES, &mut window, &mut window_at)?;
+        }
+        let rel = (at - window_at) as usize;
+        let r = match decode_record(header.salt, &window[rel..]) {
+            Err(crate::format::DecodeError::Short { needed })
+                if window_at + (window.len() as u64) < records_end =>
+            {
+                let want = (needed.unwrap_or(0) as u64).max(CHECK_WINDOW_BYTES);
+                fill(at, want, &mut window, &mut window_at)?;
+                decode_record(header.salt, &window)
+            }
+            other => other,
+        }
+        .map_err(|e| format!("the record at offset {at}: {e}"))?;
         let dense = !header.scavenged;
         if r.position < next || (dense && r.position != next) || r.position >= end_position {
             return Err(format!(
@@ -242,6 +260,10 @@ pub fn check_sealed_segment_file(
         recorded_us,
     })
 }
+
+/// Bytes of a segment [`check_sealed_segment_file`] reads at a time (more for a longer
+/// record).
+const CHECK_WINDOW_BYTES: u64 = 8 << 20;
 
 /// The file name of segment `no` in `segments/`, and that of its index file.
 pub fn sealed_file_names(no: u64) -> (String, String) {
