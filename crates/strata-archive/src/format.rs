@@ -177,14 +177,6 @@ pub(crate) fn manifest_path(prefix: &ObjectPath, no: u64) -> ObjectPath {
         .child(format!("{no:020}.json").as_str())
 }
 
-/// The segment number of a manifest's file name.
-pub(crate) fn parse_manifest_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".json")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,12 +226,5 @@ mod tests {
             .unwrap_err()
             .contains("format 2 is not supported"));
         assert!(SegmentManifest::decode(b"[]").is_err());
-    }
-
-    #[test]
-    fn only_manifest_names_parse() {
-        assert_eq!(parse_manifest_name("00000000000000000012.json"), Some(12));
-        assert_eq!(parse_manifest_name("00000000000000000012.seg"), None);
-        assert_eq!(parse_manifest_name("12.json"), None);
     }
 }

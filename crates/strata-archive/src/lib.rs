@@ -280,6 +280,15 @@ impl Archive {
         &self.url
     }
 
+    /// How to name the archive to someone who must not learn the host's paths: an S3
+    /// address as given, a local directory as "the archive directory".
+    pub fn public_name(&self) -> String {
+        match self.local_root {
+            Some(_) => "the archive directory".to_owned(),
+            None => self.url.clone(),
+        }
+    }
+
     fn path(&self, name: &str) -> ObjectPath {
         self.prefix.child(name)
     }
@@ -360,36 +369,6 @@ impl Archive {
                 object: path.to_string(),
                 reason,
             })
-    }
-
-    /// The numbers of the segments whose manifests are there, checked to follow one another
-    /// from 0 (one listing; no manifest read).
-    async fn manifest_numbers(&self) -> Result<u64, ArchiveError> {
-        use futures::TryStreamExt;
-        let dir = self.prefix.child(format::SEGMENTS_DIR);
-        let mut numbers: Vec<u64> = self
-            .objects
-            .list(Some(&dir))
-            .try_filter_map(|meta| async move {
-                Ok(meta
-                    .location
-                    .filename()
-                    .and_then(format::parse_manifest_name))
-            })
-            .try_collect()
-            .await
-            .map_err(self.unavailable())?;
-        numbers.sort_unstable();
-        for (expected, &no) in numbers.iter().enumerate() {
-            if no != expected as u64 {
-                return Err(ArchiveError::Damaged {
-                    object: format::manifest_path(&self.prefix, expected as u64).to_string(),
-                    reason: "missing: the archive's segments must follow one another from 0"
-                        .to_owned(),
-                });
-            }
-        }
-        Ok(numbers.len() as u64)
     }
 
     /// Segment `no`'s manifest, checked to describe it.
@@ -492,7 +471,11 @@ impl Archive {
                 self.sync_local(&[path]).await?;
             }
         }
-        let held = self.manifest_numbers().await?;
+        // Segments below the complete mark are archived for good; those above it were left by
+        // a run that did not end, and are written again (they may differ: a store restored
+        // from the archive before that run's end went on from the mark).
+        let mark = self.complete().await?;
+        let held = mark.as_ref().map_or(0, |m| m.segments);
         report.already_archived = held;
         if let Some(last_no) = held.checked_sub(1) {
             let last = self.manifest(last_no).await?;
@@ -508,7 +491,7 @@ impl Archive {
                         || last.end_position != local.end_position
                     {
                         return Err(diverged(format!(
-                            "the archive's covers positions {}..{} (salt {}), the store's {}..{} (salt {})",
+                            "the archive's segment covers positions {}..{} (salt {}), the store's {}..{} (salt {})",
                             last.first_position,
                             last.end_position,
                             last.salt,
@@ -520,7 +503,7 @@ impl Archive {
                 }
                 None => {
                     return Err(diverged(format!(
-                        "the archive holds {held} segments, the store only {} sealed",
+                        "the archive holds {held} segments, the store only {} sealed (or its index files are still being written)",
                         sealed.segments.len()
                     )))
                 }
@@ -545,13 +528,14 @@ impl Archive {
             done.segments_done += 1;
             progress(done);
         }
-        let mark = CompleteMark {
+        let new_mark = CompleteMark {
             format: ARCHIVE_FORMAT,
             store: store_id,
             segments: sealed.segments.len() as u64,
             end_position: report.archived_below,
         };
-        if self.complete().await?.as_ref() != Some(&mark) {
+        if mark.as_ref() != Some(&new_mark) {
+            let mark = new_mark;
             let path = self.path(COMPLETE_OBJECT);
             self.objects
                 .put(&path, mark.encode().into())
@@ -570,18 +554,6 @@ impl Archive {
         done: &mut Progress,
         progress: ProgressFn<'_>,
     ) -> Result<SegmentManifest, ArchiveError> {
-        let summary = {
-            let (file, end, no) = (seg.segment_file.clone(), seg.end_position, seg.segment_no);
-            blocking(move || {
-                strata_log::check_sealed_segment_file(&file, end).map_err(|reason| {
-                    ArchiveError::LocalSegment {
-                        segment: no,
-                        reason,
-                    }
-                })
-            })
-            .await?
-        };
         let (seg_name, idx_name) = strata_log::sealed_file_names(seg.segment_no);
         let (seg_object, idx_object) = (
             self.segment_object(&seg_name),
@@ -593,8 +565,24 @@ impl Archive {
         let idx_file = self
             .upload_file(&seg.index_file, &idx_object, &idx_name, done, progress)
             .await?;
-        // A scavenge of another handle on the directory (after a close and a reopen) frees
-        // the files it replaces a few MiB at a time: what was read must be what was checked.
+        // Checked after it was read: a scavenge by another handle on the directory (after a
+        // close and a reopen) gives a replaced file's blocks back, and they then read as
+        // zeros for good. Whole now, it was whole when it was read.
+        let summary = {
+            let (file, path) = (seg.segment_file.clone(), seg.segment_path.clone());
+            let (end, no) = (seg.end_position, seg.segment_no);
+            blocking(
+                move || match strata_log::check_sealed_segment_file(&file, end) {
+                    Ok(summary) => Ok(summary),
+                    Err(_) if replaced(&file, &path) => Err(ArchiveError::Busy),
+                    Err(reason) => Err(ArchiveError::LocalSegment {
+                        segment: no,
+                        reason,
+                    }),
+                },
+            )
+            .await?
+        };
         if seg_file.bytes != summary.bytes {
             return Err(ArchiveError::Busy);
         }
@@ -1001,6 +989,16 @@ impl Archive {
         })
         .await;
         result
+    }
+}
+
+/// Whether the file at `path` is no longer the one `file` has open (a scavenge renamed a
+/// new one over it).
+fn replaced(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(now)) => held.ino() != now.ino() || held.dev() != now.dev(),
+        _ => true,
     }
 }
 

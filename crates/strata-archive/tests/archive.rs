@@ -346,9 +346,29 @@ async fn a_restore_goes_as_far_as_the_last_whole_run() {
     assert_eq!(restored.next_position, first.archived_below);
     // The next run writes the mark again, and a restore then goes all the way.
     archive.archive_store(&store, &|_| {}).await.unwrap();
-    let target = scratch.path().join("restored-all");
-    let restored = archive.restore(&target, &|_| {}).await.unwrap();
-    assert_eq!(restored.events, first.events + second.events);
+    let restored_all = archive
+        .restore(&scratch.path().join("restored-all"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(restored_all.events, first.events + second.events);
+
+    // Had the second run died before its mark, and the store been lost: the store restored
+    // then goes on from the mark and archives to the same place, the segments the unfinished
+    // run left above the mark written again; the lost store, were it back, has diverged.
+    std::fs::write(copies.path().join("strata-archive-complete.json"), &mark).unwrap();
+    let back = open_store(&target);
+    fill(&back, 100, 3).await;
+    back.seal_open_segment().await.unwrap();
+    let again = archive.archive_store(&back, &|_| {}).await.unwrap();
+    assert!(again.segments > 0);
+    let whole = archive
+        .restore(&scratch.path().join("restored-after"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(whole.events, first.events + 60);
+    back.close().await.unwrap();
+    let e = archive.archive_store(&store, &|_| {}).await.unwrap_err();
+    assert!(matches!(e, ArchiveError::Diverged { .. }), "{e:?}");
     store.close().await.unwrap();
 }
 
@@ -386,8 +406,8 @@ async fn copies_of_a_store_that_diverged_do_not_share_an_archive() {
 
 /// The sealed files handed out are the files as they were when handed out. A scavenge after
 /// a close and a reopen rewrites the segment under its name and frees the old file a few MiB
-/// at a time: read through the held handle, it is the old segment whole or an error (it reads
-/// short), never a crash (the check reads with `pread`, not through a map) and never the new.
+/// at a time: read through the held handle, it is the old segment whole or an error (its
+/// blocks read as zeros), never a crash and never the new segment.
 #[tokio::test]
 async fn held_sealed_files_read_whole_or_fail_after_a_scavenge_elsewhere() {
     let data = tempfile::tempdir().unwrap();
@@ -419,7 +439,8 @@ async fn held_sealed_files_read_whole_or_fail_after_a_scavenge_elsewhere() {
     assert!(now.header.scavenged && now.events < before.events);
     match strata_log::check_sealed_segment_file(&seg.segment_file, seg.end_position) {
         Ok(still) => assert_eq!(still, before),
-        Err(e) => assert!(e.contains("reading the segment"), "{e}"),
+        // Its blocks given back: zeros, which no check takes for a segment.
+        Err(e) => assert!(!e.is_empty()),
     }
     drop(held);
     store.close().await.unwrap();

@@ -43,6 +43,13 @@ pub trait LogFile: Send + Sync {
         Ok(())
     }
 
+    /// Gives the disk blocks of the `len` bytes at `offset` back to the file system, the
+    /// file's length unchanged (those bytes then read as zeros, through a map too). A no-op
+    /// where the file system cannot (the blocks then go back when the file is closed).
+    fn free_range(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -113,11 +120,27 @@ impl LogFile for StdFile {
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             )
         };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        done_or_unsupported(r)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn free_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        // SAFETY: a plain system call on a file descriptor this value owns (open for its
+        // lifetime), with integer arguments and no pointers.
+        let r = unsafe {
+            libc::fallocate(
+                self.0.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        done_or_unsupported(r)
     }
 
     #[cfg(target_os = "linux")]
@@ -139,6 +162,20 @@ impl LogFile for StdFile {
         // contract whatever the read path; with a map it can end the process (SIGBUS), as a
         // failing disk can.
         Some(unsafe { memmap2::Mmap::map(&self.0) })
+    }
+}
+
+/// The outcome of a system call that only helps (`sync_file_range`, `fallocate`): an error
+/// saying the file system or kernel does not have it is no error.
+#[cfg(target_os = "linux")]
+fn done_or_unsupported(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::ESPIPE) => Ok(()),
+        _ => Err(e),
     }
 }
 

@@ -356,12 +356,14 @@ pub(crate) async fn run(
         ..ScavengeProgress::default()
     };
     progress(done);
-    // What goes of each stream (a run of versions), and the segments holding it: planned in
-    // one go on a thread of the lowest priority, never on the runtime's workers (the walk
-    // over every removed version's position takes tens of milliseconds on a large plan).
+    // What goes of each stream (a run of versions), and the segments holding it, never on
+    // the runtime's workers (the walk over every removed version's position takes tens of
+    // milliseconds on a large plan). On the blocking pool at normal priority: both take the
+    // state lock stream by stream, and a thread of the lowest priority descheduled while
+    // holding it would hold appends up.
     let (plan, tombstoned, examined, segments) = {
         let store = store.clone();
-        at_low_priority(move || {
+        blocking(move || {
             let (plan, tombstoned, examined) = plan_removal(&store, &streams)?;
             let segments = segments_holding(store.shared(), &plan);
             Ok((plan, tombstoned, examined, segments))
@@ -601,31 +603,34 @@ const RELEASE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 const RELEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Frees a segment file a scavenge replaced (its name already taken by the new one) a few
-/// MiB at a time, on a thread of the lowest priority, once no reader holds it; then the
-/// index parts the swap took out (the old index file's maps among them). Closing a 64 MiB
-/// file frees its blocks in one go, and on ext4 that one journal commit held appends'
+/// MiB at a time, on a thread of the lowest priority, once no reader of this store holds it;
+/// then the index parts the swap took out (the old index file's maps among them). Closing a
+/// 64 MiB file frees its blocks in one go, and on ext4 that one journal commit held appends'
 /// `fdatasync` for up to 10 ms (measured: writers' p99 during a scavenge 3.2-5x with the
-/// files closed at the swap, 1.6-1.9x with them kept open). A reader holding the segment
-/// keeps it whole: it is cut only once this thread holds the last reference (a read holds
-/// its segment for as long as it reads it, maps included).
-fn release_gradually(old: Arc<Segment>, index_parts: crate::index::ReleasedScavenged) {
+/// files closed at the swap, 1.6-1.9x with them kept open). The blocks are given back with
+/// holes punched from the start, the file's length kept: anything else still reading it (a
+/// handle of a store closed and opened again, another process) reads zeros, which fail their
+/// CRC, rather than past the end of a map, which would end the process.
+fn release_gradually(mut old: Arc<Segment>, index_parts: crate::index::ReleasedScavenged) {
     let spawned = std::thread::Builder::new()
         .name("strata-release".to_owned())
         .spawn(move || {
             crate::io::lower_thread_priority();
             let waited = std::time::Instant::now();
-            while Arc::strong_count(&old) > 1 {
+            // The last reference, with what every other holder did before dropping theirs.
+            while Arc::get_mut(&mut old).is_none() {
                 if waited.elapsed() > RELEASE_WAIT_MAX {
                     return;
                 }
                 std::thread::sleep(RELEASE_POLL);
             }
-            let Ok(mut len) = old.file.size() else { return };
-            while len > 0 {
-                len = len.saturating_sub(RELEASE_STEP_BYTES);
-                if old.file.set_len(len).is_err() {
+            let Ok(len) = old.file.size() else { return };
+            let mut at = 0;
+            while at < len {
+                if old.file.free_range(at, RELEASE_STEP_BYTES).is_err() {
                     return;
                 }
+                at += RELEASE_STEP_BYTES;
                 std::thread::sleep(RELEASE_PAUSE);
             }
             drop(index_parts);

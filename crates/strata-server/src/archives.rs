@@ -59,7 +59,8 @@ pub trait Archiver: Send + Sync + 'static {
 pub(crate) struct Archives {
     archiver: Arc<dyn Archiver>,
     status: Mutex<ArchiveStatus>,
-    wake: tokio::sync::Notify,
+    /// Shared with the task, which holds nothing else between passes.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Archives {
@@ -78,7 +79,7 @@ impl Archives {
                 archived_below_position: None,
             }),
             archiver,
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -99,7 +100,20 @@ impl Archives {
             s.last_run_at = Some(Utc::now());
             s.next_run_at = None;
         }
-        let outcome = self.archiver.archive_sealed().await;
+        // A pass that panics is a failed pass, not a task gone with the status `running`.
+        let outcome = {
+            use futures::FutureExt;
+            std::panic::AssertUnwindSafe(self.archiver.archive_sealed())
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ArchivePassError::Failed {
+                        message: "the archive pass stopped unexpectedly (see the server log)"
+                            .to_owned(),
+                        detail: "the archive pass panicked".to_owned(),
+                    })
+                })
+        };
         let mut s = self.status.lock();
         let wait = match outcome {
             Ok(pass) => {
@@ -148,7 +162,8 @@ pub(crate) fn retry_delay(failures: u64, every: Duration) -> Duration {
 }
 
 /// The task: a pass at once, then one after each wait or request, for as long as the server's
-/// state lives.
+/// state lives. Between passes it holds only the wake-up: a state dropped meanwhile (with its
+/// archiver, and the store the archiver holds) ends the task at its next wake.
 pub(crate) async fn run(state: Weak<crate::StateInner>, every: Duration) {
     loop {
         let Some(st) = state.upgrade() else { return };
@@ -156,10 +171,9 @@ pub(crate) async fn run(state: Weak<crate::StateInner>, every: Duration) {
             return;
         };
         let wait = archives.pass(&st.metrics, every).await;
-        drop(st);
-        // Holds only the archives, not the state: a server dropped meanwhile ends the task at
-        // its next pass.
-        let _ = tokio::time::timeout(wait, archives.wake.notified()).await;
+        let wake = Arc::clone(&archives.wake);
+        drop((st, archives));
+        let _ = tokio::time::timeout(wait, wake.notified()).await;
     }
 }
 

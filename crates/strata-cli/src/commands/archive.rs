@@ -173,31 +173,29 @@ impl strata_server::Archiver for EmbeddedArchiver {
                 }),
                 Err(ArchiveError::Busy) => Err(strata_server::ArchivePassError::Busy),
                 Err(e) => Err(strata_server::ArchivePassError::Failed {
-                    message: public_message(&e),
-                    detail: e.to_string(),
+                    message: public_message(&self.archive, &e),
+                    detail: with_causes(&e),
                 }),
             }
         })
     }
 }
 
-/// What admins are told of a failed pass over HTTP: the kind of failure and the archive's own
-/// names, no local paths (the server's log has the whole error).
-fn public_message(e: &ArchiveError) -> String {
+/// What admins (and `/health`, which is open) are told of a failed pass over HTTP: the kind
+/// of failure and the archive's public name (an S3 address, never a local path); the server's
+/// log has the whole error.
+fn public_message(archive: &Archive, e: &ArchiveError) -> String {
+    let at = archive.public_name();
     match e {
-        ArchiveError::Unavailable { url, .. } => {
-            format!(
-                "the archive at {url} did not answer or refused the request (see the server log)"
-            )
+        ArchiveError::Unavailable { .. } => {
+            format!("{at} did not answer or refused the request (see the server log)")
         }
-        ArchiveError::Damaged { object, .. } => {
-            format!("archived object {object} is damaged (see the server log)")
+        ArchiveError::Damaged { .. } => {
+            format!("an object of {at} is damaged (see the server log)")
         }
-        ArchiveError::OtherStore { url, .. } => {
-            format!("the archive at {url} holds another store's segments")
-        }
-        ArchiveError::Diverged { url, segment, .. } => {
-            format!("the archive at {url} and this store differ at segment {segment}")
+        ArchiveError::OtherStore { .. } => format!("{at} holds another store's segments"),
+        ArchiveError::Diverged { segment, .. } => {
+            format!("{at} and this store differ at segment {segment}")
         }
         ArchiveError::LocalSegment { segment, .. } => {
             format!("segment {segment} of the store does not check out (see the server log)")
@@ -206,5 +204,76 @@ fn public_message(e: &ArchiveError) -> String {
             "reading the store's sealed segments failed (see the server log)".to_owned()
         }
         _ => "the archive pass failed (see the server log)".to_owned(),
+    }
+}
+
+/// An error with its causes, for the server's log.
+fn with_causes(e: &ArchiveError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No message a failed pass shows over HTTP names a local path.
+    #[test]
+    fn failures_are_told_without_local_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().display().to_string();
+        let archive = Archive::open(&local).unwrap();
+        let io = || std::io::Error::other(format!("{local}/segments/x: denied"));
+        let errors = [
+            ArchiveError::Unavailable {
+                url: local.clone(),
+                reason: format!("{local}: refused"),
+            },
+            ArchiveError::Damaged {
+                object: format!("{local}/segments/0.seg"),
+                reason: "bad".into(),
+            },
+            ArchiveError::OtherStore {
+                url: local.clone(),
+                archived: "a".into(),
+                this: "b".into(),
+            },
+            ArchiveError::Diverged {
+                url: local.clone(),
+                segment: 3,
+                reason: local.clone(),
+            },
+            ArchiveError::LocalSegment {
+                segment: 2,
+                reason: format!("{local}: cut"),
+            },
+            ArchiveError::Io {
+                context: format!("reading {local}"),
+                source: io(),
+            },
+            ArchiveError::Busy,
+            ArchiveError::Interrupted(local.clone()),
+        ];
+        for e in &errors {
+            let shown = public_message(&archive, e);
+            assert!(!shown.contains(&local), "{shown}");
+            assert!(!shown.is_empty());
+        }
+        // The log keeps the causes.
+        let logged = with_causes(&errors[5]);
+        assert!(logged.contains("denied"), "{logged}");
+        // An S3 archive is named by its address.
+        let s3 = Archive::open_with_options(
+            "s3://backups/bank",
+            [("aws_access_key_id", "k"), ("aws_secret_access_key", "s")],
+        )
+        .unwrap();
+        assert!(public_message(&s3, &errors[0]).contains("s3://backups/bank"));
     }
 }

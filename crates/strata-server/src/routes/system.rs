@@ -115,8 +115,8 @@ pub(crate) async fn metrics(
         crate::metrics::render_gauge(
             &mut text,
             "strata_archive_failing",
-            "1 while the latest archive pass failed (it is tried again with a backoff), else 0.",
-            u64::from(a.state == strata_wire::ArchiveState::Failing),
+            "1 while archive passes fail (each is tried again with a backoff; a retry running counts), else 0.",
+            u64::from(a.consecutive_failures > 0),
         );
         crate::metrics::render_gauge(
             &mut text,
