@@ -85,6 +85,11 @@ pub struct StdVfs;
 
 struct StdFile(File);
 
+/// An open file of the real file system as a [`LogFile`].
+pub(crate) fn std_file(file: File) -> Arc<dyn LogFile> {
+    Arc::new(StdFile(file))
+}
+
 impl LogFile for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.0.read_at(buf, offset)

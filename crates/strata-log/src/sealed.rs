@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use strata_core::ReadError;
 
-use crate::format::{decode_record, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::format::{SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::io::StdVfs;
 use crate::recovery::{segment_index_path, SEGMENTS_DIR};
 use crate::scavenge::Running;
@@ -159,7 +159,7 @@ pub struct SegmentSummary {
 /// structure), that positions increase within `first_position..end_position` (each the one
 /// after the last in a segment never scavenged, ending at `end_position`), that the records
 /// end where the file (or a scavenged segment's removed runs) does, and that the last record
-/// ends an append. Reads the file with `pread`, 8 MiB at a time.
+/// ends an append. Reads the file with `pread`, as open's scan does.
 pub fn check_sealed_segment(path: &Path, end_position: u64) -> Result<SegmentSummary, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     check_sealed_segment_file(&file, end_position)
@@ -172,9 +172,7 @@ pub fn check_sealed_segment_file(
     end_position: u64,
 ) -> Result<SegmentSummary, String> {
     use std::os::unix::fs::FileExt;
-    // Read with `pread`, a window at a time, never mapped: a file another store's scavenge
-    // cuts meanwhile (see `release_gradually`) then reads short, an error, where a map
-    // would end the process.
+    // Read with `pread`, a chunk at a time (as open's scan reads), never mapped.
     let bytes = file
         .metadata()
         .map_err(|e| format!("reading the segment: {e}"))?
@@ -183,55 +181,37 @@ pub fn check_sealed_segment_file(
     file.read_exact_at(&mut head, 0)
         .map_err(|e| format!("reading the segment's header: {e}"))?;
     let header = SegmentHeader::decode(&head)?;
-    let records_end = if header.scavenged {
-        header.runs_at
-    } else {
-        bytes
-    };
-    if records_end > bytes {
+    if header.scavenged && header.runs_at > bytes {
         return Err(format!(
-            "its removed runs are said to start at {records_end}, past its end ({bytes})"
+            "its removed runs are said to start at {}, past its end ({bytes})",
+            header.runs_at
         ));
     }
-    let mut window: Vec<u8> = Vec::new();
-    let mut window_at = 0u64;
-    let fill = |at: u64, want: u64, window: &mut Vec<u8>, window_at: &mut u64| {
-        let want = want.min(records_end - at) as usize;
-        window.resize(want, 0);
-        file.read_exact_at(window, at)
-            .map_err(|e| format!("reading the segment at offset {at}: {e} (was it cut?)"))?;
-        *window_at = at;
-        Ok::<(), String>(())
-    };
-    let mut at = SEGMENT_HEADER_BYTES;
+    let handle = file
+        .try_clone()
+        .map_err(|e| format!("reading the segment: {e}"))?;
+    let seg = crate::segment::Segment::new(
+        PathBuf::from("segment"),
+        crate::io::std_file(handle),
+        header,
+    );
     let mut next = header.first_position;
     let mut events = 0u64;
     let mut recorded_us = None;
     let mut last_commit = true;
-    while at < records_end {
-        let in_window = at >= window_at && at < window_at + window.len() as u64;
-        if !in_window {
-            fill(at, CHECK_WINDOW_BYTES, &mut window, &mut window_at)?;
+    let mut wrong = None;
+    let dense = !header.scavenged;
+    let end = crate::recovery::scan_segment(&seg, SEGMENT_HEADER_BYTES, |at, r| {
+        if wrong.is_some() {
+            return Ok(());
         }
-        let rel = (at - window_at) as usize;
-        let r = match decode_record(header.salt, &window[rel..]) {
-            Err(crate::format::DecodeError::Short { needed })
-                if window_at + (window.len() as u64) < records_end =>
-            {
-                let want = (needed.unwrap_or(0) as u64).max(CHECK_WINDOW_BYTES);
-                fill(at, want, &mut window, &mut window_at)?;
-                decode_record(header.salt, &window)
-            }
-            other => other,
-        }
-        .map_err(|e| format!("the record at offset {at}: {e}"))?;
-        let dense = !header.scavenged;
         if r.position < next || (dense && r.position != next) || r.position >= end_position {
-            return Err(format!(
+            wrong = Some(format!(
                 "the record at offset {at} holds position {}, where {next}{} below {end_position} was expected",
                 r.position,
                 if dense { "" } else { " or later" },
             ));
+            return Ok(());
         }
         next = r.position + 1;
         events += 1;
@@ -240,12 +220,16 @@ pub fn check_sealed_segment_file(
             None => (r.recorded_at_us, r.recorded_at_us),
             Some((first, _)) => (first, r.recorded_at_us),
         });
-        at += r.padded_len as u64;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(wrong) = wrong {
+        return Err(wrong);
     }
-    if at != records_end {
-        return Err(format!("its last record runs past {records_end}"));
+    if let crate::recovery::ScanEnd::Invalid { offset, reason } = end {
+        return Err(format!("the record at offset {offset}: {reason}"));
     }
-    if !header.scavenged && next != end_position {
+    if dense && next != end_position {
         return Err(format!(
             "its records end at position {next}, not at {end_position} where the next segment starts"
         ));
@@ -260,10 +244,6 @@ pub fn check_sealed_segment_file(
         recorded_us,
     })
 }
-
-/// Bytes of a segment [`check_sealed_segment_file`] reads at a time (more for a longer
-/// record).
-const CHECK_WINDOW_BYTES: u64 = 8 << 20;
 
 /// The file name of segment `no` in `segments/`, and that of its index file.
 pub fn sealed_file_names(no: u64) -> (String, String) {
