@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use strata_archive::{Archive, ArchiveError};
 use strata_core::lifecycle::StreamMetadata;
 use strata_core::{
-    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, RecordedEvent,
-    StreamId,
+    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
 };
 use strata_log::{LogConfig, LogStore};
 
@@ -61,32 +60,10 @@ async fn fill(store: &LogStore, from: usize, rounds: usize) {
     }
 }
 
-/// Every answer a reader gets: `$all` both ways, each stream both ways and its info.
+/// Every answer a reader gets (see [`strata_testkit::every_answer`]) for the test's streams.
 async fn answers(store: &LogStore) -> String {
-    let mut out = String::new();
-    let all = store
-        .read_all(ReadAllOptions::forward().limit(10_000))
-        .await
-        .unwrap();
-    let events: Vec<&RecordedEvent> = all.events.iter().collect();
-    out.push_str(&format!("{} {events:?}\n", events.len()));
-    let back = store
-        .read_all(ReadAllOptions::backward().limit(10_000))
-        .await
-        .unwrap();
-    out.push_str(&format!("{:?}\n", back.events));
-    for s in 0..20 {
-        let stream = sid(&format!("account-{s}"));
-        let f = store
-            .read_stream(&stream, ReadStreamOptions::forward())
-            .await;
-        let b = store
-            .read_stream(&stream, ReadStreamOptions::backward().limit(3))
-            .await;
-        let info = store.stream_info(&stream).await.unwrap();
-        out.push_str(&format!("{f:?}\n{b:?}\n{info:?}\n"));
-    }
-    out
+    let streams: Vec<StreamId> = (0..20).map(|s| sid(&format!("account-{s}"))).collect();
+    strata_testkit::every_answer(store, &streams).await
 }
 
 fn open_local(dir: &Path) -> Archive {

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use strata_core::lifecycle::StreamMetadata;
 use strata_core::{
-    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, RecordedEvent,
-    StreamId,
+    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
 };
 use strata_log::{LogConfig, LogStore};
 
@@ -69,41 +68,10 @@ async fn fill(store: &LogStore) {
         .unwrap();
 }
 
-/// Every answer a reader gets: `$all` forward and backward, each stream both ways, and its
-/// info.
+/// Every answer a reader gets (see [`strata_testkit::every_answer`]) for the test's streams.
 async fn answers(store: &LogStore) -> String {
-    let mut out = String::new();
-    let mut all: Vec<RecordedEvent> = Vec::new();
-    let mut from = strata_core::Position(0);
-    loop {
-        let page = store
-            .read_all(ReadAllOptions::forward().from(from).limit(7))
-            .await
-            .unwrap();
-        all.extend(page.events);
-        from = page.next.unwrap();
-        if page.is_end {
-            break;
-        }
-    }
-    out.push_str(&format!("{all:?}\n"));
-    let back = store
-        .read_all(ReadAllOptions::backward().limit(10_000))
-        .await
-        .unwrap();
-    out.push_str(&format!("{:?}\n", back.events));
-    for s in 0..40 {
-        let stream = sid(&format!("account-{s}"));
-        let f = store
-            .read_stream(&stream, ReadStreamOptions::forward())
-            .await;
-        let b = store
-            .read_stream(&stream, ReadStreamOptions::backward().limit(3))
-            .await;
-        let info = store.stream_info(&stream).await.unwrap();
-        out.push_str(&format!("{f:?}\n{b:?}\n{info:?}\n"));
-    }
-    out
+    let streams: Vec<StreamId> = (0..40).map(|s| sid(&format!("account-{s}"))).collect();
+    strata_testkit::every_answer(store, &streams).await
 }
 
 fn segment_bytes(dir: &Path) -> u64 {

@@ -39,8 +39,10 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod answers;
 pub mod conformance;
 mod memory;
 
+pub use answers::every_answer;
 pub use conformance::TestStore;
 pub use memory::MemoryStore;
