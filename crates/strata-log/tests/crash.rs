@@ -9,12 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use strata_core::{
-    EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, StreamId, Uuid,
-};
+use strata_core::{EventData, EventStore, ExpectedVersion, StreamId, Uuid};
 use strata_log::LogStore;
 
 const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
@@ -135,32 +133,16 @@ fn acknowledged_appends_survive_sigkill() {
         });
         // Let it run until it has acknowledged something, plus a random while.
         let run_for = Duration::from_millis(rng.gen_range(30..300));
-        let started = Instant::now();
         std::thread::sleep(run_for);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let got = reader.join().unwrap();
         acked.extend(got);
-        let _ = started;
 
         // Reopen and check everything.
         let store = LogStore::open(dir.path())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
-        let all = rt.block_on(async {
-            let mut out = Vec::new();
-            let mut from = Position(0);
-            loop {
-                let page = store
-                    .read_all(ReadAllOptions::forward().from(from).limit(5000))
-                    .await
-                    .unwrap();
-                out.extend(page.events);
-                from = page.next.unwrap();
-                if page.is_end {
-                    return out;
-                }
-            }
-        });
+        let all = rt.block_on(strata_testkit::all_events(&store, 5000));
         drop(store);
         // Positions dense and increasing; versions dense per stream; ids unique.
         let mut versions: HashMap<String, u64> = HashMap::new();

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use strata_core::{
-    EventData, EventStore, ExpectedVersion, Position, ReadAllOptions, ReadError, ReadStreamOptions,
-    StreamId, Uuid,
+    EventData, EventStore, ExpectedVersion, ReadError, ReadStreamOptions, StreamId, Uuid,
 };
 use strata_log::{LogConfig, LogStore};
 
@@ -207,21 +206,7 @@ fn sigkill_during_scavenges_loses_nothing_and_resurrects_nothing() {
 
         let store = LogStore::open_with(dir.path(), config())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
-        let all = rt.block_on(async {
-            let mut out = Vec::new();
-            let mut from = Position(0);
-            loop {
-                let page = store
-                    .read_all(ReadAllOptions::forward().from(from).limit(5000))
-                    .await
-                    .unwrap();
-                out.extend(page.events);
-                from = page.next.unwrap();
-                if page.is_end {
-                    return out;
-                }
-            }
-        });
+        let all = rt.block_on(strata_testkit::all_events(&store, 5000));
         // Positions increase; each event once.
         let mut by_id = HashMap::new();
         for w in all.windows(2) {

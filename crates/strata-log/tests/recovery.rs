@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_core::{
-    EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
-};
+use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
 use strata_log::{LogConfig, LogStore, OpenError};
 
 fn ev(i: usize) -> EventData {
@@ -36,21 +34,7 @@ fn append_n(store: &LogStore, streams: usize, n: usize) {
 }
 
 fn all_events(store: &LogStore) -> Vec<strata_core::RecordedEvent> {
-    rt().block_on(async {
-        let mut out = Vec::new();
-        let mut from = strata_core::Position(0);
-        loop {
-            let page = store
-                .read_all(ReadAllOptions::forward().from(from).limit(1000))
-                .await
-                .unwrap();
-            out.extend(page.events);
-            from = page.next.unwrap();
-            if page.is_end {
-                return out;
-            }
-        }
-    })
+    rt().block_on(strata_testkit::all_events(store, 1000))
 }
 
 /// A segment's bytes up to the end of its last record: the writer preallocates zeros after it.

@@ -46,22 +46,8 @@ fn append_n(store: &LogStore, from: usize, n: usize) {
     });
 }
 
-fn all_events(store: &LogStore) -> Vec<RecordedEvent> {
-    rt().block_on(async {
-        let mut out = Vec::new();
-        let mut from = strata_core::Position(0);
-        loop {
-            let page = store
-                .read_all(ReadAllOptions::forward().from(from).limit(1000))
-                .await
-                .unwrap();
-            out.extend(page.events);
-            from = page.next.unwrap();
-            if page.is_end {
-                return out;
-            }
-        }
-    })
+fn all_events(store: &LogStore) -> Vec<strata_core::RecordedEvent> {
+    rt().block_on(strata_testkit::all_events(store, 1000))
 }
 
 fn open(dir: &Path) -> LogStore {

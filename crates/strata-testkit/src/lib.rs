@@ -43,6 +43,6 @@ mod answers;
 pub mod conformance;
 mod memory;
 
-pub use answers::every_answer;
+pub use answers::{all_events, every_answer};
 pub use conformance::TestStore;
 pub use memory::MemoryStore;
