@@ -6,20 +6,7 @@
 fn main() {
     let url = std::env::var("STRATA_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let scale = if std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1") {
-        strata_bench::scavenge::ScavengeScale::Quick
-    } else {
-        strata_bench::scavenge::ScavengeScale::Full
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(strata_bench::scavenge::run(&url, scale)) {
-        Ok(report) => print!("{report}"),
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    strata_bench::scavenge::bench_main(|scale| async move {
+        strata_bench::scavenge::run(&url, scale).await
+    });
 }

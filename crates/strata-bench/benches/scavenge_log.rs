@@ -5,23 +5,7 @@
 
 fn main() {
     let base = std::env::var("STRATA_BENCH_DIR").unwrap_or_else(|_| ".".to_owned());
-    let scale = if std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1") {
-        strata_bench::scavenge::ScavengeScale::Quick
-    } else {
-        strata_bench::scavenge::ScavengeScale::Full
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(strata_bench::scavenge_log::run(
-        std::path::Path::new(&base),
-        scale,
-    )) {
-        Ok(report) => print!("{report}"),
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    strata_bench::scavenge::bench_main(|scale| async move {
+        strata_bench::scavenge_log::run(std::path::Path::new(&base), scale).await
+    });
 }

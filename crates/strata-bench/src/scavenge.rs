@@ -41,6 +41,37 @@ impl ScavengeScale {
     }
 }
 
+impl ScavengeScale {
+    /// `Quick` when `STRATA_BENCH_QUICK=1`, else `Full`.
+    pub fn from_env() -> ScavengeScale {
+        if std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1") {
+            ScavengeScale::Quick
+        } else {
+            ScavengeScale::Full
+        }
+    }
+}
+
+/// The body of a `cargo bench` program: runs `bench` at the scale of the environment on a
+/// multi-threaded runtime, prints its report, or says why it failed and exits 1.
+pub fn bench_main<R, F>(bench: impl FnOnce(ScavengeScale) -> F)
+where
+    R: std::fmt::Display,
+    F: std::future::Future<Output = Result<R, String>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(bench(ScavengeScale::from_env())) {
+        Ok(report) => print!("{report}"),
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Events per stream.
 pub(crate) const STREAM_EVENTS: u64 = 100;
 /// Writers appending while the scavenge runs, and before it for the baseline p99.
