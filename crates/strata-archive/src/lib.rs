@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod format;
+mod source;
 mod target;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub use format::{
     ArchiveRoot, CompleteMark, FileEntry, SegmentManifest, ARCHIVE_FORMAT, COMPLETE_OBJECT,
     ROOT_OBJECT,
 };
+pub use source::{open_store, verify_store, FETCH_TIMEOUT};
 
 /// Bytes of a segment file read, hashed and sent at a time (and fetched at a time by a
 /// restore).
@@ -137,6 +139,9 @@ pub enum ArchiveError {
     /// The store could not answer (closed, stopped after an I/O error).
     #[error("the store failed")]
     Store(#[source] ReadError),
+    /// The store could not be opened ([`open_store`]).
+    #[error("the store could not be opened")]
+    Open(#[from] strata_log::OpenError),
     /// A local file could not be read or written.
     #[error("{context}")]
     Io {
@@ -559,8 +564,15 @@ impl Archive {
             self.segment_object(&seg_name),
             self.segment_object(&idx_name),
         );
+        let Some(segment_file) = &seg.segment_file else {
+            return Err(ArchiveError::LocalSegment {
+                segment: seg.segment_no,
+                reason: "it lives only in another archive, the one the store reads it from"
+                    .to_owned(),
+            });
+        };
         let seg_file = self
-            .upload_file(&seg.segment_file, &seg_object, &seg_name, done, progress)
+            .upload_file(segment_file, &seg_object, &seg_name, done, progress)
             .await?;
         let idx_file = self
             .upload_file(&seg.index_file, &idx_object, &idx_name, done, progress)
@@ -569,7 +581,7 @@ impl Archive {
         // close and a reopen) gives a replaced file's blocks back, and they then read as
         // zeros for good. Whole now, it was whole when it was read.
         let summary = {
-            let (file, path) = (seg.segment_file.clone(), seg.segment_path.clone());
+            let (file, path) = (segment_file.clone(), seg.segment_path.clone());
             let (end, no) = (seg.end_position, seg.segment_no);
             blocking(
                 move || match strata_log::check_sealed_segment_file(&file, end) {

@@ -168,6 +168,91 @@ async fn a_local_archive_restores_what_was_archived() {
     assert_eq!(segs.len(), archived(copies.path(), "json").len());
 }
 
+/// Sealed segments given back to the archive after it holds them: every answer the same,
+/// after more appends and archive runs, and after a reopen (with the archive given, and for
+/// a local archive also from the address the stubs record); restores and checks still whole.
+async fn evicted_round_trip(archive: &Archive, reopen_from_stubs: bool) {
+    let (data, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = open_store(data.path());
+    fill(&store, 0, 10).await;
+    store.seal_open_segment().await.unwrap();
+    let sealed = store.sealed_files().await.unwrap().segments.len() as u64;
+    let before = answers(&store).await;
+    // Nothing archived yet: nothing to give back.
+    let none = archive.evict_archived(&store, 0).await.unwrap();
+    assert_eq!(none.evicted, 0);
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    let bytes_before = local_segment_bytes(data.path());
+    let report = archive.evict_archived(&store, 1).await.unwrap();
+    assert_eq!(report.evicted, sealed - 1, "{report:?}");
+    assert_eq!(
+        local_segment_bytes(data.path()),
+        bytes_before - report.bytes,
+        "their files are gone"
+    );
+    assert_eq!(
+        answers(&store).await,
+        before,
+        "reads fall through to the archive"
+    );
+
+    fill(&store, 10, 3).await;
+    store.seal_open_segment().await.unwrap();
+    let second = archive.archive_store(&store, &|_| {}).await.unwrap();
+    assert!(second.segments > 0 && second.already_archived == sealed);
+    let all = archive.evict_archived(&store, 0).await.unwrap();
+    assert!(all.evicted > 1);
+    let now_sealed = store.sealed_files().await.unwrap().segments.len() as u64;
+    assert_eq!(
+        all.archived_segments, now_sealed,
+        "every sealed segment is archived"
+    );
+    let after = answers(&store).await;
+    store.close().await.unwrap();
+
+    let with_archive = LogConfig {
+        archive: Some(archive.segment_source().unwrap()),
+        ..config()
+    };
+    let back = LogStore::open_with(data.path(), with_archive).unwrap();
+    assert_eq!(answers(&back).await, after);
+    back.close().await.unwrap();
+    if reopen_from_stubs {
+        let back = strata_archive::open_store(data.path(), config()).unwrap();
+        assert_eq!(answers(&back).await, after);
+        back.close().await.unwrap();
+        let checked = strata_archive::verify_store(data.path()).unwrap();
+        assert_eq!(
+            checked.events, 260,
+            "every deposit, archived ones checked too"
+        );
+    }
+    let target = scratch.path().join("restored");
+    archive.restore(&target, &|_| {}).await.unwrap();
+    let restored = LogStore::open(&target).unwrap();
+    assert_eq!(
+        answers(&restored).await,
+        after,
+        "the archive restores as before"
+    );
+    restored.close().await.unwrap();
+}
+
+fn local_segment_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn segments_given_back_to_a_local_archive_are_read_from_it() {
+    let copies = tempfile::tempdir().unwrap();
+    evicted_round_trip(&open_local(copies.path()), true).await;
+}
+
 /// A scavenged store's rewritten segments (format version 2) archive and restore too.
 #[tokio::test]
 async fn scavenged_segments_archive_and_restore() {
@@ -400,7 +485,8 @@ async fn held_sealed_files_read_whole_or_fail_after_a_scavenge_elsewhere() {
     let held = store.sealed_files().await.unwrap();
     let seg = held.segments[0].clone();
     let before =
-        strata_log::check_sealed_segment_file(&seg.segment_file, seg.end_position).unwrap();
+        strata_log::check_sealed_segment_file(seg.segment_file.as_ref().unwrap(), seg.end_position)
+            .unwrap();
     store.close().await.unwrap();
     let store = open_store(data.path());
     assert!(
@@ -414,7 +500,10 @@ async fn held_sealed_files_read_whole_or_fail_after_a_scavenge_elsewhere() {
     );
     let now = strata_log::check_sealed_segment(&seg.segment_path, seg.end_position).unwrap();
     assert!(now.header.scavenged && now.events < before.events);
-    match strata_log::check_sealed_segment_file(&seg.segment_file, seg.end_position) {
+    match strata_log::check_sealed_segment_file(
+        seg.segment_file.as_ref().unwrap(),
+        seg.end_position,
+    ) {
         Ok(still) => assert_eq!(still, before),
         // Its blocks given back: zeros, which no check takes for a segment.
         Err(e) => assert!(!e.is_empty()),
@@ -556,6 +645,16 @@ async fn an_s3_archive_restores_what_was_archived() {
     let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
     create_bucket(&endpoint, &bucket).await;
     round_trip(&s3_archive(&endpoint, &bucket, "archive/one")).await;
+}
+
+#[tokio::test]
+async fn segments_given_back_to_an_s3_archive_are_read_from_it() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
+    create_bucket(&endpoint, &bucket).await;
+    evicted_round_trip(&s3_archive(&endpoint, &bucket, "evicted"), false).await;
 }
 
 #[tokio::test]

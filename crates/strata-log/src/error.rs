@@ -34,6 +34,15 @@ pub enum OpenError {
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// Segments of the store live only in an archive (their disk was given back), and the
+    /// store was opened without a way to read them ([`crate::LogConfig::archive`]).
+    #[error("segment {segment} of this store lives in the archive {archive}; open the store with that archive to read it")]
+    Archived {
+        /// The first such segment.
+        segment: u64,
+        /// The archive its stub names.
+        archive: String,
+    },
     /// An I/O error.
     #[error("{context}: {source}")]
     Io {

@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod archived;
 mod entries;
 mod error;
 pub mod format;
@@ -40,6 +41,7 @@ mod store;
 mod verify;
 mod writer;
 
+pub use archived::{ArchiveCacheStats, EvictReport, SameAsArchived, SegmentSource};
 pub use error::{DataLoss, LossCause, OpenError};
 pub use sealed::{
     check_sealed_segment, check_sealed_segment_file, finish_restored_segments,
@@ -47,4 +49,4 @@ pub use sealed::{
     SealedSegment, SegmentSummary,
 };
 pub use store::{IndexStats, LogConfig, LogStore, OpenReport, LOCK_FILE};
-pub use verify::{verify, VerifyReport};
+pub use verify::{verify, verify_with, VerifyReport};

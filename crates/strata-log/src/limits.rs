@@ -87,6 +87,26 @@ pub const MAP_READS_SEGMENT_MIN_BYTES: u64 = 1024 * 1024;
 /// a record takes at least 72 bytes, so 2^38 bytes hold at most 3.8 billion.
 pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 38;
 
+/// Bytes of an archived segment fetched from the archive at a time, and kept in the archive
+/// cache as one block (`crate::archived`): large enough that a stream's neighbouring events
+/// and a page of `$all` come in one request (an object store answers a request in
+/// milliseconds whatever its size up to a few MiB), small enough that a lone event does not
+/// fetch much it will not read.
+pub const ARCHIVE_READ_BLOCK_BYTES: u64 = 1024 * 1024;
+
+/// Default bound of the archive cache, in bytes ([`crate::LogConfig::archive_cache_bytes`]):
+/// 64 blocks, the archived records recently read by streams and scans.
+pub const ARCHIVE_CACHE_BYTES_DEFAULT: u64 = 64 * ARCHIVE_READ_BLOCK_BYTES;
+
+/// Smallest archive cache: one block, so that a read always has the block it fetched.
+pub const ARCHIVE_CACHE_BYTES_MIN: u64 = ARCHIVE_READ_BLOCK_BYTES;
+
+/// Last bytes of an archived segment its stub keeps: open checks a segment against its index
+/// file by reading its last record, and a stub that holds it lets open do that without the
+/// archive (a larger last record is fetched). One page: most records are far smaller.
+pub const ARCHIVED_STUB_TAIL_BYTES: u64 = 4096;
+
+const _: () = assert!(ARCHIVE_CACHE_BYTES_MIN <= ARCHIVE_CACHE_BYTES_DEFAULT);
 const _: () = assert!(WRITER_BATCH_MAX_APPENDS <= WRITER_QUEUE_MAX_APPENDS);
 const _: () = assert!(core::APPEND_MAX_BYTES as u64 <= SEGMENT_MAX_BYTES_MAX);
 const _: () = assert!(SEGMENT_MAX_BYTES_MIN <= SEGMENT_MAX_BYTES_DEFAULT);

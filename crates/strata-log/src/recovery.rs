@@ -9,6 +9,7 @@ use strata_core::limits::{
 };
 use strata_core::StreamId;
 
+use crate::archived::{stub_file_name, ArchiveReads, ArchivedFile, Stub};
 use crate::error::{io_ctx, DataLoss, LossCause, OpenError};
 use crate::format::{
     decode_record, decode_removed_runs, padded_len, peek_len, record_crc, u32_at, u64_at,
@@ -97,6 +98,8 @@ pub(crate) struct SegmentDir {
     pub segments: Vec<u64>,
     /// Segments that have an index file.
     pub indexes: Vec<u64>,
+    /// Segments that live only in an archive: a stub and no segment file (among `segments`).
+    pub archived: std::collections::BTreeSet<u64>,
     /// Temp files of index files and scavenged segments being written: left over by a crash
     /// when found on open.
     pub temps: Vec<PathBuf>,
@@ -107,6 +110,7 @@ pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> 
     let mut dir = SegmentDir {
         segments: Vec::new(),
         indexes: Vec::new(),
+        archived: std::collections::BTreeSet::new(),
         temps: Vec::new(),
     };
     let rd =
@@ -125,11 +129,23 @@ pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> 
         };
         match ext {
             "idx" => dir.indexes.push(no),
+            "archived" => {
+                dir.archived.insert(no);
+            }
             // An index file's (`NNN.tmp`), or a scavenged segment's (`NNN.stmp`).
             "tmp" | "stmp" => dir.temps.push(entry.path()),
             _ => {}
         }
     }
+    dir.segments.sort_unstable();
+    // A stub beside its segment file is one whose eviction a crash cut short: the file
+    // (still whole) is read, and the next eviction writes the stub again.
+    let stubs = std::mem::take(&mut dir.archived);
+    dir.archived = stubs
+        .into_iter()
+        .filter(|no| dir.segments.binary_search(no).is_err())
+        .collect();
+    dir.segments.extend(dir.archived.iter().copied());
     dir.segments.sort_unstable();
     dir.indexes.sort_unstable();
     for (i, &no) in dir.segments.iter().enumerate() {
@@ -395,11 +411,17 @@ pub(crate) struct Unfinished {
 pub(crate) fn open_segments(
     vfs: &dyn Vfs,
     seg_dir: &Path,
-    nos: &[u64],
+    listing: &SegmentDir,
+    archive: Option<&Arc<ArchiveReads>>,
 ) -> Result<(Vec<Arc<Segment>>, Option<Unfinished>), OpenError> {
+    let nos = &listing.segments;
     let mut opened = Vec::with_capacity(nos.len());
     for (i, &no) in nos.iter().enumerate() {
         let path = seg_dir.join(segment_file_name(no));
+        if listing.archived.contains(&no) {
+            opened.push(Arc::new(open_archived(seg_dir, no, path, archive)?));
+            continue;
+        }
         let ctx = |what: &str| io_ctx(format!("{what} {}", path.display()));
         let file = vfs.open(&path, false).map_err(ctx("opening"))?;
         let len = file.size().map_err(ctx("reading"))?;
@@ -434,6 +456,46 @@ pub(crate) fn open_segments(
         return Ok((opened, Some(Unfinished { path, no, len })));
     }
     Ok((opened, None))
+}
+
+/// Opens segment `no`, which lives only in an archive, from its stub: reads go to `archive`.
+fn open_archived(
+    seg_dir: &Path,
+    no: u64,
+    path: PathBuf,
+    archive: Option<&Arc<ArchiveReads>>,
+) -> Result<Segment, OpenError> {
+    let stub = Stub::read(seg_dir, no).map_err(|(file, reason)| OpenError::Corruption {
+        file,
+        offset: 0,
+        reason: format!("the stub of an archived segment is unreadable: {reason}"),
+    })?;
+    let Some(reads) = archive else {
+        return Err(OpenError::Archived {
+            segment: no,
+            archive: stub.archive,
+        });
+    };
+    let corrupt = |reason: String| OpenError::Corruption {
+        file: seg_dir.join(stub_file_name(no)),
+        offset: 0,
+        reason,
+    };
+    let header = match SegmentHeader::decode(&stub.head) {
+        Ok(h) if h.segment_no == no => h,
+        Ok(h) => {
+            return Err(corrupt(format!(
+                "its header says segment {} but the file name says {no}",
+                h.segment_no
+            )))
+        }
+        Err(reason) => return Err(corrupt(reason)),
+    };
+    Ok(Segment::archived(
+        path,
+        Arc::new(ArchivedFile::new(stub, reads.clone())),
+        header,
+    ))
 }
 
 /// Reads the index file, when there is one that checks out. One that cannot be read is taken
@@ -1136,12 +1198,13 @@ pub(crate) fn recover(
     use_index_file: bool,
     map_index_files: bool,
     accept_data_loss: bool,
+    archive: Option<&Arc<ArchiveReads>>,
 ) -> Result<Recovered, OpenError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
     crate::io::create_dir_all(vfs, &seg_dir)
         .map_err(io_ctx(format!("creating {}", seg_dir.display())))?;
     let listing = list_segment_dir(&seg_dir)?;
-    let (opened, unfinished) = open_segments(vfs, &seg_dir, &listing.segments)?;
+    let (opened, unfinished) = open_segments(vfs, &seg_dir, &listing, archive)?;
     let claim = read_index_file(dir);
 
     // The index: the sealed segments' own index files from the first segment on, while they

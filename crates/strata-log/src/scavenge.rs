@@ -377,6 +377,11 @@ pub(crate) async fn run(
         let (Some(seg), Some(next)) = (shared.segments.get(no), shared.segments.get(no + 1)) else {
             continue;
         };
+        // A segment that lives only in an archive stays as archived: its removed events keep
+        // their place there, and read as the lifecycle says (deleted, truncated, expired).
+        if seg.is_archived() {
+            continue;
+        }
         let end_position = next.header.first_position;
         // The rewrite at the lowest priority, the swap at the normal one (appends wait for
         // it), each while the store is open (a close waits for them).
@@ -611,7 +616,7 @@ const RELEASE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(600
 /// holes punched from the start, the file's length kept: anything else still reading it (a
 /// handle of a store closed and opened again, another process) reads zeros, which fail their
 /// CRC, rather than past the end of a map, which would end the process.
-fn release_gradually(mut old: Arc<Segment>, index_parts: crate::index::ReleasedScavenged) {
+pub(crate) fn release_gradually<T: Send + 'static>(mut old: Arc<Segment>, index_parts: T) {
     let spawned = std::thread::Builder::new()
         .name("strata-release".to_owned())
         .spawn(move || {

@@ -36,7 +36,8 @@ pub struct SealedSegment {
     pub index_path: PathBuf,
     /// The segment file, opened while no scavenge could rewrite it: whatever happens to the
     /// paths afterwards, the two files read through these handles are one matching pair.
-    pub segment_file: Arc<std::fs::File>,
+    /// `None` for a segment that lives only in an archive ([`LogStore::evict_archived`]).
+    pub segment_file: Option<Arc<std::fs::File>>,
     /// The index file, opened with the segment file.
     pub index_file: Arc<std::fs::File>,
 }
@@ -131,7 +132,10 @@ fn sealed_now(shared: &crate::writer::Shared) -> Result<Vec<SealedSegment>, Read
             first_position: seg.header.first_position,
             end_position: next.header.first_position,
             scavenged: seg.header.scavenged,
-            segment_file: open(&seg.path)?,
+            segment_file: match seg.is_archived() {
+                true => None,
+                false => Some(open(&seg.path)?),
+            },
             index_file: open(&index_path)?,
             segment_path: seg.path.clone(),
             index_path,
@@ -289,7 +293,7 @@ pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u
     use std::ops::Range;
     let seg_dir = segments_dir(data_dir);
     let listing = crate::recovery::list_segment_dir(&seg_dir).map_err(|e| e.to_string())?;
-    let (opened, _) = crate::recovery::open_segments(&StdVfs, &seg_dir, &listing.segments)
+    let (opened, _) = crate::recovery::open_segments(&StdVfs, &seg_dir, &listing, None)
         .map_err(|e| e.to_string())?;
     let mut span: HashMap<String, Range<u64>> = HashMap::new();
     for seg in opened.iter().filter(|s| s.header.scavenged) {

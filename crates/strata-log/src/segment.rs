@@ -28,6 +28,9 @@ pub(crate) struct Segment {
     /// zeros preallocated past the last record, and a map made earlier is longer than the
     /// file from then on, so reads through a map never look past this.
     sealed_len: std::sync::atomic::AtomicU64,
+    /// Whether its file lives only in an archive (`crate::archived`): read through the
+    /// archive's cache, never rewritten.
+    archived: bool,
 }
 
 impl Segment {
@@ -39,7 +42,21 @@ impl Segment {
             map: RwLock::new(None),
             unmappable: std::sync::atomic::AtomicBool::new(false),
             sealed_len: std::sync::atomic::AtomicU64::new(u64::MAX),
+            archived: false,
         }
+    }
+
+    /// A sealed segment whose file (`file`, an `ArchivedFile`) lives only in an archive.
+    pub fn archived(path: PathBuf, file: Arc<dyn LogFile>, header: SegmentHeader) -> Segment {
+        Segment {
+            archived: true,
+            ..Segment::new(path, file, header)
+        }
+    }
+
+    /// Whether its file lives only in an archive.
+    pub fn is_archived(&self) -> bool {
+        self.archived
     }
 
     /// Records that the writer is about to cut the file to `len` (its last record's end).
@@ -151,6 +168,11 @@ impl Segments {
 
     pub fn get(&self, no: u64) -> Option<Arc<Segment>> {
         self.list.read().get(no as usize).cloned()
+    }
+
+    /// How many segments there are, the open one included.
+    pub fn count(&self) -> u64 {
+        self.list.read().len() as u64
     }
 
     pub fn last(&self) -> Option<Arc<Segment>> {

@@ -57,6 +57,14 @@ pub struct LogConfig {
     pub accept_data_loss: bool,
     /// The file system; tests swap in a fault-injecting one.
     pub vfs: Arc<dyn Vfs>,
+    /// Where segments given back to an archive ([`LogStore::evict_archived`]) are read from.
+    /// A store holding such segments does not open without it ([`OpenError::Archived`] names
+    /// the archive).
+    pub archive: Option<Arc<dyn crate::archived::SegmentSource>>,
+    /// The most bytes of archived segments kept in memory after reading them (default
+    /// [`limits::ARCHIVE_CACHE_BYTES_DEFAULT`], at least
+    /// [`limits::ARCHIVE_CACHE_BYTES_MIN`]).
+    pub archive_cache_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -67,6 +75,8 @@ impl Default for LogConfig {
             map_reads: true,
             accept_data_loss: false,
             vfs: Arc::new(StdVfs),
+            archive: None,
+            archive_cache_bytes: limits::ARCHIVE_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -78,6 +88,8 @@ impl std::fmt::Debug for LogConfig {
             .field("use_index_file", &self.use_index_file)
             .field("map_reads", &self.map_reads)
             .field("accept_data_loss", &self.accept_data_loss)
+            .field("archive", &self.archive.as_ref().map(|a| a.name()))
+            .field("archive_cache_bytes", &self.archive_cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -306,6 +318,18 @@ impl LogStore {
                 limits::SEGMENT_MAX_BYTES_MAX
             )));
         }
+        if config.archive_cache_bytes < limits::ARCHIVE_CACHE_BYTES_MIN {
+            return Err(OpenError::InvalidConfig(format!(
+                "archive_cache_bytes must be at least {}",
+                limits::ARCHIVE_CACHE_BYTES_MIN
+            )));
+        }
+        let archive = config.archive.clone().map(|source| {
+            Arc::new(crate::archived::ArchiveReads::new(
+                source,
+                config.archive_cache_bytes,
+            ))
+        });
         crate::io::create_dir_all(&*config.vfs, &dir)
             .map_err(io_ctx(format!("creating {}", dir.display())))?;
         // A store of this process dropped a moment ago may still be ending its writer.
@@ -342,6 +366,7 @@ impl LogStore {
             config.use_index_file,
             map_reads,
             config.accept_data_loss,
+            archive.as_ref(),
         )?;
         rec.segments.map_reads = map_reads;
         let snapshots = SnapshotFile::open(&*config.vfs, dir.join(SNAPSHOT_FILE))
@@ -383,6 +408,8 @@ impl LogStore {
             scavenging: std::sync::atomic::AtomicBool::new(false),
             scavenged: std::sync::atomic::AtomicU64::new(0),
             before_record_reads: Mutex::new(None),
+            archive: parking_lot::RwLock::new(archive),
+            archive_cache_bytes: config.archive_cache_bytes,
         });
         let missing_queued = missing_indexes.len();
         if report.data_loss.is_some() {

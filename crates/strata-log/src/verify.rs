@@ -45,7 +45,23 @@ pub struct VerifyReport {
 /// what is lost ([`OpenError::DataLoss`]). Takes the directory's lock, so it refuses to run
 /// while a store has the directory open.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
+    verify_with(dir, None)
+}
+
+/// [`verify`] of a store whose archived segments ([`crate::LogStore::evict_archived`]) are
+/// read from `archive`: every record is checked, those in the archive too. Without an
+/// archive, such a store gives [`OpenError::Archived`].
+pub fn verify_with(
+    dir: impl AsRef<Path>,
+    archive: Option<std::sync::Arc<dyn crate::archived::SegmentSource>>,
+) -> Result<VerifyReport, OpenError> {
     let dir = dir.as_ref();
+    let archive = archive.map(|source| {
+        std::sync::Arc::new(crate::archived::ArchiveReads::new(
+            source,
+            crate::limits::ARCHIVE_CACHE_BYTES_DEFAULT,
+        ))
+    });
     let vfs = StdVfs;
     crate::store::wait_for_dropped_in(dir);
     let lock_path = dir.join(LOCK_FILE);
@@ -69,7 +85,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, OpenError> {
         });
     }
     let listing = list_segment_dir(&seg_dir)?;
-    let (opened, unfinished) = open_segments(&vfs, &seg_dir, &listing.segments)?;
+    let (opened, unfinished) = open_segments(&vfs, &seg_dir, &listing, archive.as_ref())?;
     let claim = read_index_file(dir);
     let mut report = VerifyReport {
         segments: 0,

@@ -61,6 +61,11 @@ pub(crate) struct Shared {
     pub scavenged: std::sync::atomic::AtomicU64,
     /// Test hook: runs between finding records' places and reading them.
     pub before_record_reads: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Reads of segments that live only in an archive, once the store has any (set on open
+    /// or by the first eviction).
+    pub archive: RwLock<Option<Arc<crate::archived::ArchiveReads>>>,
+    /// Bound of that cache.
+    pub archive_cache_bytes: u64,
 }
 
 impl Shared {

@@ -285,6 +285,7 @@ impl Run {
             map_reads: false,
             accept_data_loss: false,
             vfs: Arc::new(vfs.clone()),
+            ..LogConfig::default()
         };
         Run {
             rng,

@@ -1,0 +1,207 @@
+//! The archive as the place a store reads its evicted segments from
+//! ([`strata_log::SegmentSource`]), and what gives their disk back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use sha2::Digest;
+use strata_log::{EvictReport, LogConfig, LogStore, OpenError, SealedFilesError, SegmentSource};
+
+use crate::{Archive, ArchiveError};
+
+/// Longest a read of an archived block waits for the object store, retries included: past
+/// it the read fails with a storage error (appends never wait on it).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads ranges of archived segment files, on a runtime of its own: the store's reads call
+/// it from its blocking pool (or any thread), whatever runtime they run under.
+struct ArchivedSegments {
+    objects: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    name: String,
+    runtime: Runtime,
+}
+
+/// A runtime that may be dropped anywhere (an async context included): it shuts down in the
+/// background.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl SegmentSource for ArchivedSegments {
+    fn fetch(&self, segment_no: u64, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let (seg_name, _) = strata_log::sealed_file_names(segment_no);
+        let object = self
+            .prefix
+            .child(crate::format::SEGMENTS_DIR)
+            .child(seg_name);
+        let objects = self.objects.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let rt = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the source");
+        rt.spawn(async move {
+            let got = objects
+                .get_range(&object, offset..offset + len as u64)
+                .await;
+            let _ = tx.send(got);
+        });
+        let failed = |reason: String| {
+            std::io::Error::other(format!(
+                "reading segment {segment_no} from the archive {}: {reason}",
+                self.name
+            ))
+        };
+        match rx.recv_timeout(FETCH_TIMEOUT) {
+            Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                failed(format!("no answer in {} s", FETCH_TIMEOUT.as_secs())),
+            )),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Archive {
+    /// The archive as a store's source of evicted segments ([`LogConfig::archive`]).
+    pub fn segment_source(&self) -> Result<Arc<dyn SegmentSource>, ArchiveError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("strata-archive-read")
+            .enable_all()
+            .build()
+            .map_err(ArchiveError::io("starting the archive's reader"))?;
+        Ok(Arc::new(ArchivedSegments {
+            objects: self.objects.clone(),
+            prefix: self.prefix.clone(),
+            name: self.reopen_address(),
+            runtime: Runtime(Some(runtime)),
+        }))
+    }
+
+    /// The address a later open reaches this archive at: a local directory by its absolute
+    /// path, anything else as given.
+    fn reopen_address(&self) -> String {
+        match &self.local_root {
+            Some(root) => root.display().to_string(),
+            None => self.url.clone(),
+        }
+    }
+
+    /// Gives back the local disk of `store`'s sealed segments that this archive holds (those
+    /// below its complete mark), keeping the newest `keep_newest` sealed segments local:
+    /// each one whose file is byte for byte the archived one (size and SHA-256 of its
+    /// manifest) is read from the archive from then on ([`LogStore::evict_archived`]). A
+    /// segment a scavenge rewrote after it was archived stays local.
+    pub async fn evict_archived(
+        &self,
+        store: &LogStore,
+        keep_newest: u64,
+    ) -> Result<EvictReport, ArchiveError> {
+        let Some(mark) = self.complete().await? else {
+            return Ok(EvictReport::default());
+        };
+        let manifests = self.segments(mark.segments).await?;
+        let mut archived: HashMap<u64, (u64, String)> = HashMap::new();
+        for m in &manifests {
+            let (seg_name, _) = strata_log::sealed_file_names(m.segment);
+            if let Some(f) = m.files.iter().find(|f| f.name == seg_name) {
+                archived.insert(m.segment, (f.bytes, f.sha256.clone()));
+            }
+        }
+        let same = Box::new(move |no: u64, file: &std::fs::File| {
+            let Some((bytes, sha256)) = archived.get(&no) else {
+                return Ok(false);
+            };
+            if file.metadata()?.len() != *bytes {
+                return Ok(false);
+            }
+            Ok(&sha256_of(file)? == sha256)
+        });
+        store
+            .evict_archived(self.segment_source()?, mark.segments, keep_newest, same)
+            .await
+            .map_err(|e| match e {
+                SealedFilesError::Busy => ArchiveError::Busy,
+                SealedFilesError::Store(e) => ArchiveError::Store(e),
+                other => ArchiveError::Interrupted(other.to_string()),
+            })
+    }
+}
+
+/// The SHA-256 of an open file, in hex, read in chunks.
+fn sha256_of(file: &std::fs::File) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; crate::UPLOAD_CHUNK_BYTES];
+    let mut at = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+}
+
+/// Opens the embedded store in `dir` with `config`; when some of its segments live only in
+/// an archive and `config` names none, from the archive their stubs name (its credentials,
+/// for S3, from the environment).
+pub fn open_store(dir: &Path, config: LogConfig) -> Result<LogStore, ArchiveError> {
+    let retry = config.clone();
+    match LogStore::open_with(dir, config) {
+        Err(OpenError::Archived { archive, .. }) if retry.archive.is_none() => {
+            let source = recorded_archive(&archive)?.segment_source()?;
+            Ok(LogStore::open_with(
+                dir,
+                LogConfig {
+                    archive: Some(source),
+                    ..retry
+                },
+            )?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// [`strata_log::verify`] of the embedded store in `dir`; segments of it that live only in an
+/// archive are read (and checked) from the archive their stubs name.
+pub fn verify_store(dir: &Path) -> Result<strata_log::VerifyReport, ArchiveError> {
+    match strata_log::verify(dir) {
+        Err(OpenError::Archived { archive, .. }) => {
+            let source = recorded_archive(&archive)?.segment_source()?;
+            Ok(strata_log::verify_with(dir, Some(source))?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The archive at the address a stub records. A local directory must be there: opening one
+/// that is not would make an empty one, and every read of the segments it should hold fail.
+fn recorded_archive(address: &str) -> Result<Archive, ArchiveError> {
+    if !address.contains("://") && !Path::new(address).is_dir() {
+        return Err(ArchiveError::Unavailable {
+            url: address.to_owned(),
+            reason: "the store's archived segments are there, and the directory is gone".to_owned(),
+        });
+    }
+    Archive::open(address)
+}

@@ -1,0 +1,523 @@
+//! Sealed segments whose file lives only in an archive: reads fall through to it.
+//!
+//! Once a sealed segment is safely in an archive, [`LogStore::evict_archived`] gives its disk
+//! back: the segment file is replaced by a small **stub** (`segments/NNN.archived`) that says
+//! where it went, and its index file stays, so that the store still knows every event it
+//! holds and finds them without the archive. Reading such an event asks the archive for the
+//! [`limits::ARCHIVE_READ_BLOCK_BYTES`] around it through a [`SegmentSource`], and keeps the
+//! answer in a cache bounded in bytes ([`crate::LogConfig::archive_cache_bytes`]); records
+//! are checked as always (CRC, structure, position), so a damaged archive gives a corruption
+//! error, never a wrong event.
+//!
+//! A store with stubs opens only with a source for them ([`crate::LogConfig::archive`]);
+//! without one, [`crate::OpenError::Archived`] names the archive the stubs point at.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use strata_core::ReadError;
+
+use crate::format::SEGMENT_HEADER_BYTES;
+use crate::io::LogFile;
+use crate::limits::{ARCHIVED_STUB_TAIL_BYTES, ARCHIVE_READ_BLOCK_BYTES};
+use crate::recovery::{segment_index_path, SEGMENTS_DIR};
+use crate::scavenge::Running;
+use crate::sealed::SealedFilesError;
+use crate::segment::{read_up_to, Segment};
+use crate::store::{blocking, LogStore};
+use crate::writer::Shared;
+
+/// Where evicted segments' bytes are read from: an archive holding each segment file whole,
+/// under its number. Implemented by `strata-archive` for a directory or an S3-compatible
+/// service; called from reads on the blocking pool (never on a runtime's worker), so an
+/// implementation may block.
+pub trait SegmentSource: Send + Sync {
+    /// Reads exactly `len` bytes at `offset` of segment `segment_no`'s file. Fewer bytes (the
+    /// archive's copy is shorter) is an error the caller reports.
+    fn fetch(&self, segment_no: u64, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+
+    /// The archive's name for people (a URL without credentials): stubs record it, and
+    /// errors show it.
+    fn name(&self) -> String;
+}
+
+/// The stub's first bytes.
+const STUB_MAGIC: &[u8; 16] = b"STRATA-ARCHIVED1";
+
+/// File name of segment `no`'s stub.
+pub(crate) fn stub_file_name(no: u64) -> String {
+    format!("{no:020}.archived")
+}
+
+/// What a stub records of its segment: enough to open it without asking the archive (its
+/// header) and to check it against its index file on open (its last bytes, where its last
+/// record lies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stub {
+    pub segment_no: u64,
+    /// The segment file's length.
+    pub len: u64,
+    /// Its first bytes (the header).
+    pub head: Vec<u8>,
+    /// Where `tail` starts in the file.
+    pub tail_at: u64,
+    /// Its last bytes, up to [`ARCHIVED_STUB_TAIL_BYTES`].
+    pub tail: Vec<u8>,
+    /// The archive's name ([`SegmentSource::name`]).
+    pub archive: String,
+}
+
+impl Stub {
+    /// Layout (little-endian): magic, segment number u64, length u64, head length u32, head,
+    /// tail offset u64, tail length u32, tail, archive name length u32, name (UTF-8), CRC32C of
+    /// everything before it u32.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + self.head.len() + self.tail.len());
+        b.extend_from_slice(STUB_MAGIC);
+        b.extend_from_slice(&self.segment_no.to_le_bytes());
+        b.extend_from_slice(&self.len.to_le_bytes());
+        b.extend_from_slice(&(self.head.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.head);
+        b.extend_from_slice(&self.tail_at.to_le_bytes());
+        b.extend_from_slice(&(self.tail.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.tail);
+        b.extend_from_slice(&(self.archive.len() as u32).to_le_bytes());
+        b.extend_from_slice(self.archive.as_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Stub, String> {
+        let body_len = bytes
+            .len()
+            .checked_sub(4)
+            .ok_or("shorter than its checksum")?;
+        let (body, crc) = bytes.split_at(body_len);
+        if crc32c::crc32c(body).to_le_bytes() != crc {
+            return Err("its checksum does not match".to_owned());
+        }
+        let mut r = Reader(body);
+        if r.take(STUB_MAGIC.len())? != STUB_MAGIC {
+            return Err("it is not an archived segment's stub".to_owned());
+        }
+        let segment_no = r.u64()?;
+        let len = r.u64()?;
+        let n = r.u32()? as usize;
+        let head = r.take(n)?.to_vec();
+        let tail_at = r.u64()?;
+        let n = r.u32()? as usize;
+        let tail = r.take(n)?.to_vec();
+        let n = r.u32()? as usize;
+        let archive =
+            String::from_utf8(r.take(n)?.to_vec()).map_err(|_| "its archive name is not UTF-8")?;
+        if !r.0.is_empty() {
+            return Err("it has bytes past its end".to_owned());
+        }
+        let fits = head.len() as u64 <= len
+            && tail_at.checked_add(tail.len() as u64) == Some(len)
+            && head.len() as u64 >= SEGMENT_HEADER_BYTES;
+        if !fits {
+            return Err("its head and tail do not fit its length".to_owned());
+        }
+        Ok(Stub {
+            segment_no,
+            len,
+            head,
+            tail_at,
+            tail,
+            archive,
+        })
+    }
+
+    /// Reads the stub of segment `no` in `seg_dir`.
+    pub fn read(seg_dir: &Path, no: u64) -> Result<Stub, (PathBuf, String)> {
+        let path = seg_dir.join(stub_file_name(no));
+        let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
+        match Stub::decode(&bytes) {
+            Ok(stub) if stub.segment_no == no => Ok(stub),
+            Ok(stub) => Err((path, format!("it names segment {}", stub.segment_no))),
+            Err(reason) => Err((path, reason)),
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("it is cut short".to_owned());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+}
+
+/// What the archive cache holds and has done, for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchiveCacheStats {
+    /// Bytes of archived segments held in memory now.
+    pub cached_bytes: u64,
+    /// The most it holds ([`crate::LogConfig::archive_cache_bytes`]).
+    pub limit_bytes: u64,
+    /// Blocks read from the cache.
+    pub hits: u64,
+    /// Blocks fetched from the archive.
+    pub fetches: u64,
+    /// Bytes fetched from the archive.
+    pub fetched_bytes: u64,
+}
+
+/// Reads of archived segments through a cache of blocks, bounded in bytes; least recently
+/// used blocks go first. One per open store.
+pub(crate) struct ArchiveReads {
+    source: Arc<dyn SegmentSource>,
+    limit_bytes: u64,
+    cache: Mutex<Cache>,
+    hits: AtomicU64,
+    fetches: AtomicU64,
+    fetched_bytes: AtomicU64,
+}
+
+/// A cached block: its bytes and when it was last used (the cache's clock).
+type Cached = (Arc<[u8]>, u64);
+
+#[derive(Default)]
+struct Cache {
+    /// By (segment, block number).
+    blocks: HashMap<(u64, u64), Cached>,
+    bytes: u64,
+    clock: u64,
+}
+
+impl ArchiveReads {
+    pub fn new(source: Arc<dyn SegmentSource>, limit_bytes: u64) -> ArchiveReads {
+        ArchiveReads {
+            source,
+            limit_bytes,
+            cache: Mutex::new(Cache::default()),
+            hits: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.source.name()
+    }
+
+    pub fn stats(&self) -> ArchiveCacheStats {
+        ArchiveCacheStats {
+            cached_bytes: self.cache.lock().bytes,
+            limit_bytes: self.limit_bytes,
+            hits: self.hits.load(Ordering::Relaxed),
+            fetches: self.fetches.load(Ordering::Relaxed),
+            fetched_bytes: self.fetched_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Block `block` of segment `no` (of `len` bytes): from the cache, or fetched (without
+    /// holding the cache's lock) and kept.
+    fn block(&self, no: u64, block: u64, len: u64) -> io::Result<Arc<[u8]>> {
+        {
+            let mut c = self.cache.lock();
+            c.clock += 1;
+            let now = c.clock;
+            if let Some((bytes, used)) = c.blocks.get_mut(&(no, block)) {
+                *used = now;
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(bytes.clone());
+            }
+        }
+        let at = block * ARCHIVE_READ_BLOCK_BYTES;
+        let want = (len - at).min(ARCHIVE_READ_BLOCK_BYTES) as usize;
+        let bytes = self.source.fetch(no, at, want)?;
+        if bytes.len() != want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the archive {} gave {} bytes of segment {no} at {at}, not {want}",
+                    self.source.name(),
+                    bytes.len()
+                ),
+            ));
+        }
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        self.fetched_bytes.fetch_add(want as u64, Ordering::Relaxed);
+        let bytes: Arc<[u8]> = bytes.into();
+        let mut c = self.cache.lock();
+        c.clock += 1;
+        let now = c.clock;
+        if let Some(old) = c.blocks.insert((no, block), (bytes.clone(), now)) {
+            c.bytes -= old.0.len() as u64;
+        }
+        c.bytes += bytes.len() as u64;
+        // Least recently used out first; a scan, as the cache holds few blocks (its limit over
+        // a block's size).
+        while c.bytes > self.limit_bytes {
+            let Some((&key, _)) = c.blocks.iter().min_by_key(|(_, (_, used))| *used) else {
+                break;
+            };
+            if let Some((b, _)) = c.blocks.remove(&key) {
+                c.bytes -= b.len() as u64;
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+/// An archived segment's file: read through the archive's cache, except its first and last
+/// bytes, which its stub holds. Never written.
+pub(crate) struct ArchivedFile {
+    stub: Stub,
+    reads: Arc<ArchiveReads>,
+}
+
+impl ArchivedFile {
+    pub fn new(stub: Stub, reads: Arc<ArchiveReads>) -> ArchivedFile {
+        ArchivedFile { stub, reads }
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "an archived segment is never written",
+    )
+}
+
+impl LogFile for ArchivedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let s = &self.stub;
+        if offset >= s.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min((s.len - offset) as usize);
+        let end = offset + want as u64;
+        if end <= s.head.len() as u64 {
+            buf[..want].copy_from_slice(&s.head[offset as usize..end as usize]);
+            return Ok(want);
+        }
+        if offset >= s.tail_at {
+            let from = (offset - s.tail_at) as usize;
+            buf[..want].copy_from_slice(&s.tail[from..from + want]);
+            return Ok(want);
+        }
+        let mut done = 0;
+        while done < want {
+            let at = offset + done as u64;
+            let block = at / ARCHIVE_READ_BLOCK_BYTES;
+            let bytes = self.reads.block(s.segment_no, block, s.len)?;
+            let inside = (at - block * ARCHIVE_READ_BLOCK_BYTES) as usize;
+            let n = (want - done).min(bytes.len() - inside);
+            buf[done..done + n].copy_from_slice(&bytes[inside..inside + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.stub.len)
+    }
+}
+
+/// What [`LogStore::evict_archived`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EvictReport {
+    /// Segments whose local file this call gave back.
+    pub evicted: u64,
+    /// Bytes of segment files given back.
+    pub bytes: u64,
+    /// Segments archived but kept, because the archive's copy is not the local file (a
+    /// scavenge rewrote it after it was archived): their events are read locally.
+    pub differ: Vec<u64>,
+    /// Segments now read from the archive, this call's and earlier ones.
+    pub archived_segments: u64,
+}
+
+/// Checks, for [`LogStore::evict_archived`], that the archive's copy of a segment is the
+/// local file given (open, held still): `Ok(false)` keeps the segment.
+pub type SameAsArchived = Box<dyn FnMut(u64, &std::fs::File) -> io::Result<bool> + Send>;
+
+impl LogStore {
+    /// Gives back the disk of sealed segments an archive holds, keeping the newest
+    /// `keep_newest` sealed segments (and the open one) local: each of segments
+    /// `0..archived_segments` (those the archive holds) whose file `same` finds identical to
+    /// the archive's copy is replaced by a stub, durably (stub written and synced, then the
+    /// file removed), and read from `source` from then on. The segments' index files stay, so
+    /// finding an event never asks the archive.
+    ///
+    /// No scavenge runs meanwhile ([`SealedFilesError::Busy`] while one does); a scavenge
+    /// later leaves archived segments as they are. A store that already reads archived
+    /// segments takes only the same archive (by [`SegmentSource::name`]).
+    pub async fn evict_archived(
+        &self,
+        source: Arc<dyn SegmentSource>,
+        archived_segments: u64,
+        keep_newest: u64,
+        same: SameAsArchived,
+    ) -> Result<EvictReport, SealedFilesError> {
+        let shared = self.shared().clone();
+        let held = Running::start(shared.clone()).map_err(|_| SealedFilesError::Busy)?;
+        if let Some(reason) = shared.stopped_reason() {
+            return Err(ReadError::Unavailable(reason.into()).into());
+        }
+        let store = self.clone();
+        let mut same = same;
+        let report = blocking(move || {
+            let _held = held;
+            shared.wait_for_segment_indexes();
+            store
+                .while_open(|| {
+                    evict_now(&shared, source, archived_segments, keep_newest, &mut same)
+                })
+                .ok_or_else(|| ReadError::Unavailable(("the store is closed".to_owned()).into()))?
+        })
+        .await?;
+        Ok(report)
+    }
+
+    /// The archive cache's figures, when the store reads archived segments.
+    pub fn archive_cache(&self) -> Option<ArchiveCacheStats> {
+        self.shared().archive.read().as_ref().map(|r| r.stats())
+    }
+}
+
+fn evict_now(
+    shared: &Arc<Shared>,
+    source: Arc<dyn SegmentSource>,
+    archived_segments: u64,
+    keep_newest: u64,
+    same: &mut SameAsArchived,
+) -> Result<EvictReport, ReadError> {
+    let storage = |what: String| ReadError::Storage(what.into());
+    let reads = {
+        let mut slot = shared.archive.write();
+        match &*slot {
+            Some(r) if r.name() != source.name() => {
+                return Err(ReadError::Unavailable(
+                    format!(
+                        "this store reads archived segments from {}, not {}",
+                        r.name(),
+                        source.name()
+                    )
+                    .into(),
+                ))
+            }
+            Some(r) => r.clone(),
+            None => slot
+                .insert(Arc::new(ArchiveReads::new(
+                    source,
+                    shared.archive_cache_bytes,
+                )))
+                .clone(),
+        }
+    };
+    let seg_dir = shared.dir.join(SEGMENTS_DIR);
+    let mut report = EvictReport::default();
+    // Sealed segments: all but the last (the open one).
+    let sealed = shared.segments.count().saturating_sub(1);
+    let below = archived_segments.min(sealed.saturating_sub(keep_newest));
+    for no in 0..below {
+        let Some(seg) = shared.segments.get(no) else {
+            break;
+        };
+        if seg.is_archived() {
+            continue;
+        }
+        // Only a segment whose entries and ids are read from its index file, which stays.
+        let in_file = {
+            let index = &shared.state.read().index;
+            index.ids.in_file(no) && index.entries.in_file(no, seg.header.first_position)
+        };
+        if !in_file || !segment_index_path(&seg_dir, no).is_file() {
+            break;
+        }
+        let file = std::fs::File::open(&seg.path)
+            .map_err(|e| storage(format!("opening {}: {e}", seg.path.display())))?;
+        let len = seg
+            .file
+            .size()
+            .map_err(|e| storage(format!("reading {}: {e}", seg.path.display())))?;
+        if !same(no, &file).map_err(|e| storage(format!("checking segment {no}: {e}")))? {
+            report.differ.push(no);
+            continue;
+        }
+        let head_len = SEGMENT_HEADER_BYTES.min(len);
+        let tail_len = ARCHIVED_STUB_TAIL_BYTES.min(len - head_len);
+        let mut head = vec![0; head_len as usize];
+        let mut tail = vec![0; tail_len as usize];
+        let read = |buf: &mut [u8], at: u64| -> Result<(), ReadError> {
+            match read_up_to(&*seg.file, buf, at) {
+                Ok(n) if n == buf.len() => Ok(()),
+                Ok(_) => Err(storage(format!("{} is cut short", seg.path.display()))),
+                Err(e) => Err(storage(format!("reading {}: {e}", seg.path.display()))),
+            }
+        };
+        read(&mut head, 0)?;
+        read(&mut tail, len - tail_len)?;
+        let stub = Stub {
+            segment_no: no,
+            len,
+            head,
+            tail_at: len - tail_len,
+            tail,
+            archive: reads.name(),
+        };
+        let vfs = &*shared.vfs;
+        let stub_path = seg_dir.join(stub_file_name(no));
+        crate::io::write_file_atomic(vfs, &stub_path, &stub.encode())
+            .map_err(|e| storage(format!("writing {}: {e}", stub_path.display())))?;
+        let archived = Arc::new(Segment::archived(
+            seg.path.clone(),
+            Arc::new(ArchivedFile::new(stub, reads.clone())),
+            seg.header,
+        ));
+        let old = {
+            // Under the state lock, as a scavenge's swap: a read that fails on the old file
+            // after this (its blocks given back) runs again.
+            let _st = shared.state.write();
+            let old = shared.segments.replace(archived);
+            shared.scavenged.fetch_add(1, Ordering::AcqRel);
+            old
+        };
+        vfs.remove(&seg.path)
+            .and_then(|()| vfs.sync_dir(&seg_dir))
+            .map_err(|e| storage(format!("removing {}: {e}", seg.path.display())))?;
+        drop(seg);
+        if let Some(old) = old {
+            crate::scavenge::release_gradually(old, ());
+        }
+        report.evicted += 1;
+        report.bytes += len;
+    }
+    report.archived_segments = (0..shared.segments.count())
+        .filter(|&no| shared.segments.get(no).is_some_and(|s| s.is_archived()))
+        .count() as u64;
+    Ok(report)
+}

@@ -1,0 +1,358 @@
+//! Sealed segments given back to an archive (`LogStore::evict_archived`): every read falls
+//! through to the archive and answers as before, across reopens, with a cache bounded in
+//! bytes; a store holding such segments opens only with its archive; a scavenge leaves them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, Filter, ReadAllOptions, ReadError, ReadStreamOptions,
+    StreamId,
+};
+use strata_log::{LogConfig, LogStore, OpenError, SegmentSource};
+
+/// An archive that is a directory of segment files copied whole, counting its fetches and
+/// failing on command.
+struct DirArchive {
+    dir: PathBuf,
+    fetches: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl SegmentSource for DirArchive {
+    fn fetch(&self, segment_no: u64, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the archive is unreachable"));
+        }
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let (name, _) = strata_log::sealed_file_names(segment_no);
+        let f = std::fs::File::open(self.dir.join(name))?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+    fn name(&self) -> String {
+        format!("test archive {}", self.dir.display())
+    }
+}
+
+fn archive_in(dir: &Path) -> Arc<DirArchive> {
+    Arc::new(DirArchive {
+        dir: dir.to_path_buf(),
+        fetches: AtomicU64::new(0),
+        failing: AtomicBool::new(false),
+    })
+}
+
+fn config(archive: Option<Arc<DirArchive>>) -> LogConfig {
+    LogConfig {
+        segment_max_bytes: 16 * 1024,
+        archive: archive.map(|a| a as Arc<dyn SegmentSource>),
+        ..LogConfig::default()
+    }
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).unwrap()
+}
+
+fn streams() -> Vec<StreamId> {
+    (0..12).map(|s| sid(&format!("account-{s}"))).collect()
+}
+
+/// 12 streams of 30 events, a round at a time, so each segment holds events of many.
+async fn fill(store: &LogStore, rounds: std::ops::Range<usize>) {
+    for round in rounds {
+        for s in streams() {
+            let kind = if round % 3 == 0 {
+                "Opened"
+            } else {
+                "Deposited"
+            };
+            let e = EventData::json(
+                kind,
+                &serde_json::json!({ "round": round, "pad": "x".repeat(4000) }),
+            )
+            .unwrap();
+            store
+                .append(&s, ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Every answer a reader gets, filtered `$all` reads by category and type included.
+async fn answers(store: &LogStore) -> String {
+    let mut out = strata_testkit::every_answer(store, &streams()).await;
+    for filter in [
+        Filter::default().categories(["account"]),
+        Filter::default().event_types(["Opened"]),
+    ] {
+        let page = store
+            .read_all(ReadAllOptions::forward().filter(filter).limit(10_000))
+            .await
+            .unwrap();
+        out.push_str(&format!("{:?}\n", page.events));
+    }
+    out
+}
+
+/// Copies the store's sealed segment files into `archive` (as an archive run does); returns
+/// how many.
+async fn copy_sealed(store: &LogStore, archive: &Path) -> u64 {
+    let held = store.sealed_files().await.unwrap();
+    for seg in &held.segments {
+        let (name, _) = strata_log::sealed_file_names(seg.segment_no);
+        std::fs::copy(&seg.segment_path, archive.join(name)).unwrap();
+    }
+    held.segments.len() as u64
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<u64> {
+    let mut out: Vec<u64> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Compares the local file with the archive's copy, as `strata-archive` does by SHA-256.
+fn same_as(archive: &Path) -> strata_log::SameAsArchived {
+    let archive = archive.to_path_buf();
+    Box::new(move |no, file| {
+        use std::io::Read;
+        let (name, _) = strata_log::sealed_file_names(no);
+        let mut local = Vec::new();
+        (&*file).read_to_end(&mut local)?;
+        Ok(std::fs::read(archive.join(name))? == local)
+    })
+}
+
+/// Evicted segments are read from the archive, and every answer is the same before and after,
+/// after appending more, and after reopening with a cache of one block; without the archive
+/// the store does not open, and `verify` checks it through the archive.
+#[tokio::test]
+async fn archived_segments_answer_as_local_ones_across_reopens() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    fill(&store, 0..30).await;
+    store.seal_open_segment().await.unwrap();
+    let archived = copy_sealed(&store, copies.path()).await;
+    assert!(archived >= 5, "the fill seals several segments: {archived}");
+    let before = answers(&store).await;
+
+    let report = store
+        .evict_archived(archive.clone(), archived, 2, same_as(copies.path()))
+        .await
+        .unwrap();
+    assert_eq!(report.evicted, archived - 2, "{report:?}");
+    assert_eq!(report.archived_segments, archived - 2);
+    assert!(report.differ.is_empty());
+    let evicted: Vec<u64> = (0..archived - 2).collect();
+    assert_eq!(files_with(data.path(), "archived"), evicted);
+    let local = files_with(data.path(), "seg");
+    assert!(evicted.iter().all(|no| !local.contains(no)), "{local:?}");
+    assert!(evicted
+        .iter()
+        .all(|no| files_with(data.path(), "idx").contains(no)));
+
+    assert_eq!(
+        answers(&store).await,
+        before,
+        "reads fall through to the archive"
+    );
+    let stats = store
+        .archive_cache()
+        .expect("the store reads from an archive");
+    assert!(stats.fetches > 0 && archive.fetches.load(Ordering::SeqCst) == stats.fetches);
+    // A second round of reads comes from the cache.
+    let fetched = archive.fetches.load(Ordering::SeqCst);
+    assert_eq!(answers(&store).await, before);
+    assert_eq!(
+        archive.fetches.load(Ordering::SeqCst),
+        fetched,
+        "the cache holds them"
+    );
+
+    // An eviction again gives back nothing more; appends go on.
+    let again = store
+        .evict_archived(archive.clone(), archived, 2, same_as(copies.path()))
+        .await
+        .unwrap();
+    assert_eq!(again.evicted, 0);
+    fill(&store, 30..33).await;
+    let after_more = answers(&store).await;
+    store.close().await.unwrap();
+
+    match LogStore::open_with(data.path(), config(None)) {
+        Err(OpenError::Archived {
+            segment,
+            archive: name,
+        }) => {
+            assert_eq!(segment, 0);
+            assert_eq!(name, archive.name(), "the stub names its archive");
+        }
+        other => panic!("opening without the archive gave {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        strata_log::verify(data.path()),
+        Err(OpenError::Archived { .. })
+    ));
+    let checked = strata_log::verify_with(data.path(), Some(archive.clone())).unwrap();
+    assert_eq!(
+        checked.events,
+        12 * 33,
+        "every event checked, archived ones too"
+    );
+
+    let small = LogConfig {
+        archive_cache_bytes: strata_log::limits::ARCHIVE_CACHE_BYTES_MIN,
+        ..config(Some(archive.clone()))
+    };
+    let store = LogStore::open_with(data.path(), small).unwrap();
+    assert_eq!(answers(&store).await, after_more, "the same after a reopen");
+    let stats = store.archive_cache().unwrap();
+    assert!(stats.cached_bytes <= stats.limit_bytes, "{stats:?}");
+    assert!(
+        stats.fetches > archived - 2,
+        "a cache of one block fetches again: {stats:?}"
+    );
+    store.close().await.unwrap();
+}
+
+/// An archive that cannot be reached fails the reads that need it, with a storage error;
+/// appends and reads of local segments go on.
+#[tokio::test]
+async fn an_unreachable_archive_fails_its_reads_only() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    fill(&store, 0..30).await;
+    store.seal_open_segment().await.unwrap();
+    let archived = copy_sealed(&store, copies.path()).await;
+    store
+        .evict_archived(archive.clone(), archived, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    archive.failing.store(true, Ordering::SeqCst);
+    let s = sid("account-3");
+    match store.read_stream(&s, ReadStreamOptions::forward()).await {
+        Err(ReadError::Storage(_)) => {}
+        other => panic!("a read of archived events with the archive down gave {other:?}"),
+    }
+    let e = EventData::json("Deposited", &serde_json::json!({})).unwrap();
+    let r = store
+        .append(&s, ExpectedVersion::Any, vec![e])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 30);
+    let tail = store
+        .read_stream(&s, ReadStreamOptions::backward().limit(1))
+        .await
+        .unwrap();
+    assert_eq!(tail[0].stream_version, 30);
+    archive.failing.store(false, Ordering::SeqCst);
+    let all = store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 31, "the same reads work once it answers");
+    store.close().await.unwrap();
+}
+
+/// A segment whose local file is not the archive's copy stays local; a stub left beside its
+/// segment file (an eviction cut short by a crash) leaves the file read locally.
+#[tokio::test]
+async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_ignored() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    fill(&store, 0..30).await;
+    store.seal_open_segment().await.unwrap();
+    let archived = copy_sealed(&store, copies.path()).await;
+    // The archive's copy of segment 1 differs.
+    let (name1, _) = strata_log::sealed_file_names(1);
+    let mut other = std::fs::read(copies.path().join(&name1)).unwrap();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    std::fs::write(copies.path().join(&name1), &other).unwrap();
+    let before = answers(&store).await;
+    let report = store
+        .evict_archived(archive.clone(), 3, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    assert_eq!(report.differ, vec![1]);
+    assert_eq!(report.evicted, 2);
+    assert_eq!(files_with(data.path(), "archived"), vec![0, 2]);
+    assert!(archived > 3);
+    store.close().await.unwrap();
+
+    // Segment 2's file is back beside its stub, as if the eviction had stopped before the
+    // file's removal: it is the one read.
+    let (name2, _) = strata_log::sealed_file_names(2);
+    std::fs::copy(
+        copies.path().join(&name2),
+        data.path().join("segments").join(&name2),
+    )
+    .unwrap();
+    let store = LogStore::open_with(data.path(), config(Some(archive.clone()))).unwrap();
+    assert_eq!(answers(&store).await, before);
+    let fetched = store.archive_cache().unwrap().fetched_bytes;
+    let seg0 = std::fs::metadata(copies.path().join(strata_log::sealed_file_names(0).0))
+        .unwrap()
+        .len();
+    assert!(
+        fetched <= seg0,
+        "only segment 0 comes from the archive: {fetched} bytes fetched, segment 0 is {seg0}"
+    );
+    store.close().await.unwrap();
+}
+
+/// A scavenge leaves archived segments as they are and rewrites local ones; every answer
+/// stays what the lifecycle says, across a reopen.
+#[tokio::test]
+async fn a_scavenge_leaves_archived_segments_alone() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    fill(&store, 0..30).await;
+    store.seal_open_segment().await.unwrap();
+    let archived = copy_sealed(&store, copies.path()).await;
+    store
+        .evict_archived(archive.clone(), archived / 2, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    for s in 0..6 {
+        store
+            .delete_stream(&sid(&format!("account-{s}")), ExpectedVersion::Any)
+            .await
+            .unwrap();
+    }
+    store.seal_open_segment().await.unwrap();
+    let before = answers(&store).await;
+    let stubs = files_with(data.path(), "archived");
+    let report = store.scavenge(&|_| {}).await.unwrap();
+    assert!(
+        report.progress.events_removed > 0,
+        "local segments are rewritten"
+    );
+    assert_eq!(files_with(data.path(), "archived"), stubs);
+    let local = files_with(data.path(), "seg");
+    assert!(
+        stubs.iter().all(|no| !local.contains(no)),
+        "no archived segment was written locally again: stubs {stubs:?}, files {local:?}"
+    );
+    assert_eq!(answers(&store).await, before);
+    store.close().await.unwrap();
+    let store = LogStore::open_with(data.path(), config(Some(archive))).unwrap();
+    assert_eq!(answers(&store).await, before);
+    store.close().await.unwrap();
+}
