@@ -101,9 +101,20 @@ pub enum Command {
     BenchOpen,
 }
 
-/// Opens the embedded store in `dir`.
+/// Opens the embedded store in `dir`; segments of it that live only in an archive are read
+/// from the archive their stubs name.
 pub fn open_log(dir: &Path) -> Result<LogStore> {
-    LogStore::open(dir).with_context(|| format!("cannot open {}", dir.display()))
+    let opened = strata_archive::open_store(dir, strata_log::LogConfig::default());
+    store_error(opened).with_context(|| format!("cannot open {}", dir.display()))
+}
+
+/// An archive operation's error, with a store's own open error kept as one (the exit code and
+/// hints look for it).
+pub fn store_error<T>(r: Result<T, strata_archive::ArchiveError>) -> Result<T> {
+    r.map_err(|e| match e {
+        strata_archive::ArchiveError::Open(e) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e),
+    })
 }
 
 impl Cli {

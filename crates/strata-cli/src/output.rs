@@ -123,20 +123,29 @@ impl Printer {
     }
 
     /// A finished archive run.
-    pub fn archived(&self, url: &str, r: &strata_archive::ArchiveReport) {
+    pub fn archived(
+        &self,
+        url: &str,
+        r: &strata_archive::ArchiveReport,
+        evicted: Option<&strata_log::EvictReport>,
+    ) {
         if self.json {
-            println!(
-                "{}",
-                json!({
-                    "archive": url,
-                    "segmentsArchived": r.segments,
-                    "events": r.events,
-                    "bytes": r.bytes,
-                    "segmentsAlreadyArchived": r.already_archived,
-                    "archivedBelowPosition": r.archived_below,
-                    "elapsedSeconds": r.elapsed.as_secs_f64(),
-                })
-            );
+            let mut out = json!({
+                "archive": url,
+                "segmentsArchived": r.segments,
+                "events": r.events,
+                "bytes": r.bytes,
+                "segmentsAlreadyArchived": r.already_archived,
+                "archivedBelowPosition": r.archived_below,
+                "elapsedSeconds": r.elapsed.as_secs_f64(),
+            });
+            if let Some(e) = evicted {
+                out["segmentsEvicted"] = json!(e.evicted);
+                out["bytesFreed"] = json!(e.bytes);
+                out["segmentsReadFromArchive"] = json!(e.archived_segments);
+                out["segmentsKeptDiffering"] = json!(e.differ);
+            }
+            println!("{out}");
         } else {
             println!(
                 "archived to {url}: {} segment(s), {} events, {} bytes in {:.1}s ({} held already); every event below position {} is archived",
@@ -147,6 +156,18 @@ impl Printer {
                 r.already_archived,
                 r.archived_below
             );
+            if let Some(e) = evicted {
+                println!(
+                    "gave back {} bytes of {} segment(s); {} segment(s) are now read from the archive",
+                    e.bytes, e.evicted, e.archived_segments
+                );
+                if !e.differ.is_empty() {
+                    println!(
+                        "kept {} segment(s) local: a scavenge rewrote them after they were archived",
+                        e.differ.len()
+                    );
+                }
+            }
         }
     }
 

@@ -112,6 +112,57 @@ fn a_store_archived_from_the_command_line_restores_into_a_new_directory() {
 }
 
 /// `GET path` on a server: the answer's body, with a JSON content.
+/// `strata archive --keep-local 0` gives back the disk of what it archived; every command
+/// then reads the store through the archive its stubs name, `strata verify` included; a
+/// store whose archive is gone says which archive it needs.
+#[test]
+fn archived_segments_given_back_are_read_through_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, copies) = (dir.path().join("data"), dir.path().join("archive"));
+    let (data, copies) = (data.to_str().unwrap(), copies.to_str().unwrap());
+    // Events larger than what a stub keeps of its segment, so that reading them needs the
+    // archive.
+    for n in 0..5 {
+        let body = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(2000));
+        let (ok, _, err) = run_cli(&["--data", data, "append", "order-1", "Placed", &body]);
+        assert!(ok, "{err}");
+    }
+    let read = || {
+        let (ok, out, err) = run_cli(&["--data", data, "--json", "read", "order-1"]);
+        assert!(ok, "{err}");
+        json_lines(&out)
+    };
+    let before = read();
+    let (ok, out, err) = run_cli(&[
+        "--data",
+        data,
+        "--json",
+        "archive",
+        "--to",
+        copies,
+        "--seal",
+        "--keep-local",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["segmentsEvicted"], 1, "{report}");
+    assert_eq!(report["segmentsReadFromArchive"], 1);
+    let segments = std::path::Path::new(data).join("segments");
+    assert!(!segments.join(format!("{:020}.seg", 0)).exists());
+    assert!(segments.join(format!("{:020}.archived", 0)).is_file());
+    assert_eq!(read(), before, "read through the archive");
+    let (ok, out, err) = run_cli(&["--data", data, "--json", "verify"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["events"], 5, "{out}");
+
+    // The archive moved away: the store names the archive it needs.
+    std::fs::rename(copies, dir.path().join("moved")).unwrap();
+    let (code, _, err) = strata(&["--data", data, "read", "order-1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains(copies), "the error names the archive: {err}");
+}
+
 fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -175,7 +226,7 @@ fn a_server_archives_its_sealed_segments_as_it_serves() {
             "--archive",
         ])
         .arg(&copies)
-        .args(["--archive-every", "3600"]);
+        .args(["--archive-every", "3600", "--archive-keep-local", "1"]);
     let server = support::Server::spawn(serve);
     let addr = server.addr().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -199,7 +250,37 @@ fn a_server_archives_its_sealed_segments_as_it_serves() {
     assert!(below > 0 && below < 300, "{status}");
     let health = http_get_json(&addr, "/health");
     assert_eq!(health["archive"]["state"], "ok", "{health}");
+    // All but the newest sealed segment were given back, and the server reads them from the
+    // archive.
+    let stubs = std::fs::read_dir(data.join("segments"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "archived")
+        })
+        .count() as u64;
+    assert_eq!(stubs, status["segmentsArchived"].as_u64().unwrap() - 1);
+    let page = http_get_json(&addr, "/streams/account-3?limit=1000");
+    assert!(page.to_string().contains("\"amount\":3,"), "{page}");
     server.stop();
+    let (ok, out, err) = run_cli(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        "read",
+        "$all",
+        "--limit",
+        "1000",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_lines(&out).len(),
+        300,
+        "every event, archived ones too"
+    );
 
     let (restored, copies) = (restored.to_str().unwrap(), copies.to_str().unwrap());
     let (ok, out, err) = run_cli(&["--data", restored, "--json", "restore", "--from", copies]);

@@ -23,6 +23,11 @@ pub struct ArchiveArgs {
     /// seal starts a new segment).
     #[arg(long)]
     seal: bool,
+    /// After archiving, give back the disk of archived segments, keeping this many of the
+    /// newest sealed segments on local disk: the others are read from the archive from then
+    /// on (through a cache in memory), and the store opens only where it can reach it.
+    #[arg(long, value_name = "SEGMENTS")]
+    keep_local: Option<u64>,
 }
 
 #[derive(Args)]
@@ -98,10 +103,20 @@ pub async fn archive(cli: &Cli, args: &ArchiveArgs, p: &Printer) -> Result<()> {
     let bar = bar("archiving");
     let result = archive.archive_store(&store, &|s| show(&bar, s)).await;
     bar.finish_and_clear();
+    let evicted = match (&result, args.keep_local) {
+        (Ok(_), Some(keep)) => Some(archive.evict_archived(&store, keep).await),
+        _ => None,
+    };
     let closed = store.close().await;
     let report = result.with_context(|| format!("archiving {} to {}", dir.display(), args.to))?;
+    let evicted = evicted.transpose().with_context(|| {
+        format!(
+            "giving back the disk of {}'s archived segments",
+            dir.display()
+        )
+    })?;
     closed.context("closing the store")?;
-    p.archived(&args.to, &report);
+    p.archived(&args.to, &report, evicted.as_ref());
     Ok(())
 }
 
@@ -142,13 +157,21 @@ pub fn is_damaged(e: &anyhow::Error) -> bool {
 pub struct EmbeddedArchiver {
     store: strata_log::LogStore,
     archive: Archive,
+    /// Give back the disk of archived segments after each pass, keeping this many of the
+    /// newest sealed ones.
+    keep_local: Option<u64>,
 }
 
 impl EmbeddedArchiver {
-    pub fn new(store: strata_log::LogStore, url: &str) -> Result<EmbeddedArchiver> {
+    pub fn new(
+        store: strata_log::LogStore,
+        url: &str,
+        keep_local: Option<u64>,
+    ) -> Result<EmbeddedArchiver> {
         Ok(EmbeddedArchiver {
             store,
             archive: Archive::open(url)?,
+            keep_local,
         })
     }
 }
@@ -165,7 +188,20 @@ impl strata_server::Archiver for EmbeddedArchiver {
         Result<strata_server::ArchivePass, strata_server::ArchivePassError>,
     > {
         Box::pin(async move {
-            match self.archive.archive_store(&self.store, &|_| {}).await {
+            let mut result = self.archive.archive_store(&self.store, &|_| {}).await;
+            if let (Ok(_), Some(keep)) = (&result, self.keep_local) {
+                match self.archive.evict_archived(&self.store, keep).await {
+                    Ok(e) if e.evicted > 0 => tracing::info!(
+                        segments = e.evicted,
+                        bytes = e.bytes,
+                        read_from_archive = e.archived_segments,
+                        "gave back the disk of archived segments"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => result = Err(e),
+                }
+            }
+            match result {
                 Ok(r) => Ok(strata_server::ArchivePass {
                     segments: r.segments,
                     bytes: r.bytes,

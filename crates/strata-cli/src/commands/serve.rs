@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Seconds between archive passes (a failed pass is tried again sooner, with a backoff).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), requires = "archive")]
     archive_every: u64,
+    /// After each archive pass, give back the disk of archived segments, keeping this many of
+    /// the newest sealed segments local (the others are read from the archive).
+    #[arg(long, value_name = "SEGMENTS", requires = "archive")]
+    archive_keep_local: Option<u64>,
 }
 
 async fn shutdown_signal() {
@@ -154,7 +158,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         let Some(log) = &log else {
             anyhow::bail!("--archive archives the embedded store's segments: it does not work with --database-url");
         };
-        let archiver = super::archive::EmbeddedArchiver::new(log.clone(), url)?;
+        let archiver =
+            super::archive::EmbeddedArchiver::new(log.clone(), url, args.archive_keep_local)?;
         state = state.with_archiver(
             Arc::new(archiver),
             std::time::Duration::from_secs(args.archive_every),

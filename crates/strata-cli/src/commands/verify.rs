@@ -23,7 +23,7 @@ pub async fn verify(cli: &Cli, args: &super::archive::VerifyArgs, p: &Printer) -
         anyhow::bail!("verify checks the embedded store's files: it works on --data only");
     }
     let dir = cli.data_dir();
-    let r = strata_log::verify(&dir)?;
+    let r = crate::cli::store_error(strata_archive::verify_store(&dir))?;
     p.verify(&dir, &r);
     Ok(())
 }
