@@ -8,7 +8,13 @@
 //!   of each of the same files to the same server;
 //! - archiving to a local directory, beside reading and writing the same files (fsync each);
 //! - restoring from each into an empty directory and opening the store, beside a plain copy
-//!   of the archived files into a directory.
+//!   of the archived files into a directory;
+//! - reading a 10,000-event stream once every segment is given back to the S3 archive
+//!   (`LogStore::evict_archived`): cold (the first read after a reopen, every block fetched)
+//!   and warm (from the archive cache, median of five), beside the same read of the same
+//!   stream from local segments. Two streams: `long-1`, written in 100 appends of 100 in a
+//!   row, and `spread-1`, one event in every 100 of the last million (every 10 of the last
+//!   100,000 in a quick run).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,6 +48,23 @@ impl Move {
     }
 }
 
+/// One stream read from segments given back to the archive.
+#[derive(Debug, Clone)]
+pub struct ArchivedRead {
+    /// The stream.
+    pub stream: &'static str,
+    /// Its events.
+    pub events: u64,
+    /// The first read after a reopen.
+    pub cold: Duration,
+    /// Bytes that read fetched from the archive.
+    pub cold_fetched_bytes: u64,
+    /// Median of five reads after it.
+    pub warm: Duration,
+    /// Median of five reads of the same stream from local segments.
+    pub local: Duration,
+}
+
 /// What one run measured.
 #[derive(Debug, Clone)]
 pub struct ArchiveBenchReport {
@@ -49,6 +72,10 @@ pub struct ArchiveBenchReport {
     pub events: u64,
     /// The moves, in the order they ran.
     pub moves: Vec<Move>,
+    /// Streams read through the archive.
+    pub reads: Vec<ArchivedRead>,
+    /// The archive cache's bound in those reads.
+    pub cache_bytes: u64,
     /// The S3-compatible server used.
     pub s3_endpoint: String,
 }
@@ -57,9 +84,8 @@ impl fmt::Display for ArchiveBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Archive: {} events in {} streams of {STREAM_EVENTS}, every segment sealed; S3-compatible server {}",
+            "Archive: {} events (streams of {STREAM_EVENTS}, long-1, spread-1 and its fillers), every segment sealed; S3-compatible server {}",
             self.events,
-            self.events / STREAM_EVENTS,
             self.s3_endpoint
         )?;
         for m in &self.moves {
@@ -76,8 +102,125 @@ impl fmt::Display for ArchiveBenchReport {
                 m.baseline.as_secs_f64() / m.took.as_secs_f64(),
             )?;
         }
+        for r in &self.reads {
+            writeln!(
+                f,
+                "  read {:<9} ({} events) from S3: cold {:>7.1} ms ({:.1} MiB fetched), warm {:>6.2} ms | from local segments {:.2} ms | warm ratio {:.2}x (cache {} MiB)",
+                r.stream,
+                r.events,
+                ms(r.cold),
+                r.cold_fetched_bytes as f64 / (1024.0 * 1024.0),
+                ms(r.warm),
+                ms(r.local),
+                r.warm.as_secs_f64() / r.local.as_secs_f64(),
+                self.cache_bytes >> 20,
+            )?;
+        }
         Ok(())
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Events of the two long streams.
+const LONG_STREAM_EVENTS: u64 = 10_000;
+/// The archive cache in the reads: large enough for `spread-1`'s blocks.
+const READ_CACHE_BYTES: u64 = 512 << 20;
+
+/// Appends `long-1` (100 appends of 100, in a row) and `spread-1` (one event, then `filler`
+/// events of a filler stream, 10,000 times).
+async fn long_streams(store: &LogStore, filler: u64) -> Result<(), String> {
+    use strata_core::{ExpectedVersion, StreamId};
+    let sid = |s: String| StreamId::new(s).map_err(|e| e.to_string());
+    let append = |s: StreamId, n: u64| async move {
+        let events = (0..n).map(crate::postgres::event).collect();
+        store
+            .append(&s, ExpectedVersion::Any, events)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    for _ in 0..LONG_STREAM_EVENTS / 100 {
+        append(sid("long-1".to_owned())?, 100).await?;
+    }
+    for i in 0..LONG_STREAM_EVENTS {
+        append(sid("spread-1".to_owned())?, 1).await?;
+        append(sid(format!("filler-{i}"))?, filler).await?;
+    }
+    Ok(())
+}
+
+/// Reads `stream` whole; returns the time taken.
+async fn read_stream(store: &LogStore, stream: &str) -> Result<Duration, String> {
+    use strata_core::{ReadStreamOptions, StreamId};
+    let s = StreamId::new(stream).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let got = store
+        .read_stream(&s, ReadStreamOptions::forward().limit(LONG_STREAM_EVENTS as usize))
+        .await
+        .map_err(|e| format!("reading {stream}: {e}"))?;
+    let took = t.elapsed();
+    if got.len() as u64 != LONG_STREAM_EVENTS {
+        return Err(format!("{stream} read {} events", got.len()));
+    }
+    Ok(took)
+}
+
+/// The median of five reads of `stream`.
+async fn warm_read(store: &LogStore, stream: &str) -> Result<Duration, String> {
+    let mut v = Vec::new();
+    for _ in 0..5 {
+        v.push(read_stream(store, stream).await?);
+    }
+    v.sort();
+    Ok(v[2])
+}
+
+/// Gives every sealed segment of `data` back to `archive`, reopens the store reading from it,
+/// and reads the long streams cold, then warm; beside reads of them from local segments.
+async fn archived_reads(data: &Path, archive: &Archive) -> Result<Vec<ArchivedRead>, String> {
+    let streams = ["long-1", "spread-1"];
+    let store = open(data)?;
+    let mut local = Vec::new();
+    for s in streams {
+        local.push(warm_read(&store, s).await?);
+    }
+    let evicted = archive
+        .evict_archived(&store, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    if evicted.evicted == 0 {
+        return Err("no segment was given back".to_owned());
+    }
+    store.close().await.map_err(|e| e.to_string())?;
+    let store = LogStore::open_with(
+        data,
+        strata_log::LogConfig {
+            segment_max_bytes: crate::scavenge_log::SEGMENT_BYTES,
+            archive: Some(archive.segment_source().map_err(|e| e.to_string())?),
+            archive_cache_bytes: READ_CACHE_BYTES,
+            ..strata_log::LogConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut reads = Vec::new();
+    for (s, local) in streams.into_iter().zip(local) {
+        let before = store.archive_cache().map_or(0, |c| c.fetched_bytes);
+        let cold = read_stream(&store, s).await?;
+        let fetched = store.archive_cache().map_or(0, |c| c.fetched_bytes) - before;
+        let warm = warm_read(&store, s).await?;
+        reads.push(ArchivedRead {
+            stream: s,
+            events: LONG_STREAM_EVENTS,
+            cold,
+            cold_fetched_bytes: fetched,
+            warm,
+            local,
+        });
+    }
+    store.close().await.map_err(|e| e.to_string())?;
+    Ok(reads)
 }
 
 /// A directory removed when dropped.
@@ -245,12 +388,18 @@ async fn restore(archive: &Archive, to: &Path, events: u64) -> Result<(u64, Dura
 /// Runs the benchmark in a temporary directory under `base`.
 pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport, String> {
     let streams = scale.streams();
+    // `spread-1` lies among the last million events (a tenth of that in a quick run).
+    let filler = match scale {
+        ScavengeScale::Full => 99,
+        ScavengeScale::Quick => 9,
+    };
     let events = streams * STREAM_EVENTS;
     let work = Scratch(base.join(format!("strata-bench-archive-{}", std::process::id())));
     let data = work.0.join("data");
     {
         let store = open(&data)?;
         crate::scavenge::load(&store, streams, false).await?;
+        long_streams(&store, filler).await?;
         store.seal_open_segment().await.map_err(|e| e.to_string())?;
         store.close().await.map_err(|e| e.to_string())?;
     }
@@ -284,6 +433,7 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
         baseline_what: "one plain PUT per file",
         baseline: put,
     });
+    let events = events + LONG_STREAM_EVENTS * (2 + filler);
     if r.events != events {
         return Err(format!("archived {} events, not {events}", r.events));
     }
@@ -331,9 +481,12 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
         baseline_what: "plain copy of the archived files",
         baseline: copy_back,
     });
+    let reads = archived_reads(&data, &s3).await?;
     Ok(ArchiveBenchReport {
         events,
         moves,
+        reads,
+        cache_bytes: READ_CACHE_BYTES,
         s3_endpoint: endpoint,
     })
 }

@@ -21,7 +21,7 @@ use crate::postgres::PgAppendRow;
 use crate::scavenge::{ScavengeScale, STREAM_EVENTS, WRITERS};
 
 /// Segments of this size: a 1,000,000-event store has a few.
-const SEGMENT_BYTES: u64 = 64 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// What one run measured.
 #[derive(Debug, Clone)]
