@@ -38,14 +38,24 @@ impl Drop for Runtime {
     }
 }
 
-impl SegmentSource for ArchivedSegments {
-    fn fetch(&self, segment_no: u64, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+impl ArchivedSegments {
+    /// Asks for `ranges` of segment `segment_no` at once, on the source's runtime, and waits
+    /// for every answer (at most [`FETCH_TIMEOUT`]).
+    fn get_ranges(
+        &self,
+        segment_no: u64,
+        ranges: &[(u64, usize)],
+    ) -> std::io::Result<Vec<Vec<u8>>> {
         let (seg_name, _) = strata_log::sealed_file_names(segment_no);
         let object = self
             .prefix
             .child(crate::format::SEGMENTS_DIR)
             .child(seg_name);
         let objects = self.objects.clone();
+        let wanted: Vec<std::ops::Range<u64>> = ranges
+            .iter()
+            .map(|&(offset, len)| offset..offset + len as u64)
+            .collect();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let rt = self
             .runtime
@@ -53,9 +63,10 @@ impl SegmentSource for ArchivedSegments {
             .as_ref()
             .expect("the runtime lives as long as the source");
         rt.spawn(async move {
-            let got = objects
-                .get_range(&object, offset..offset + len as u64)
-                .await;
+            let got = futures::future::try_join_all(
+                wanted.iter().map(|r| objects.get_range(&object, r.clone())),
+            )
+            .await;
             let _ = tx.send(got);
         });
         let failed = |reason: String| {
@@ -65,13 +76,28 @@ impl SegmentSource for ArchivedSegments {
             ))
         };
         match rx.recv_timeout(FETCH_TIMEOUT) {
-            Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+            Ok(Ok(pieces)) => Ok(pieces.into_iter().map(|b| b.to_vec()).collect()),
             Ok(Err(e)) => Err(failed(e.to_string())),
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 failed(format!("no answer in {} s", FETCH_TIMEOUT.as_secs())),
             )),
         }
+    }
+}
+
+impl SegmentSource for ArchivedSegments {
+    fn fetch(&self, segment_no: u64, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut got = self.get_ranges(segment_no, &[(offset, len)])?;
+        Ok(got.pop().unwrap_or_default())
+    }
+
+    fn fetch_many(
+        &self,
+        segment_no: u64,
+        ranges: &[(u64, usize)],
+    ) -> std::io::Result<Vec<Vec<u8>>> {
+        self.get_ranges(segment_no, ranges)
     }
 
     fn name(&self) -> String {
@@ -118,12 +144,40 @@ impl Archive {
         let Some(mark) = self.complete().await? else {
             return Ok(EvictReport::default());
         };
-        let manifests = self.segments(mark.segments).await?;
+        // Only the manifests of segments still local that an eviction may give back, each
+        // object checked to be there whole (a lifecycle rule or a hand may have removed it).
+        let candidates: Vec<u64> = {
+            let sealed = store.sealed_files().await.map_err(|e| match e {
+                SealedFilesError::Busy => ArchiveError::Busy,
+                SealedFilesError::Store(e) => ArchiveError::Store(e),
+                other => ArchiveError::Interrupted(other.to_string()),
+            })?;
+            let keep_from = (sealed.segments.len() as u64).saturating_sub(keep_newest);
+            sealed
+                .segments
+                .iter()
+                .filter(|s| s.segment_file.is_some())
+                .map(|s| s.segment_no)
+                .filter(|&no| no < mark.segments.min(keep_from))
+                .collect()
+        };
+        let root = self.root().await?;
         let mut archived: HashMap<u64, (u64, String)> = HashMap::new();
-        for m in &manifests {
-            let (seg_name, _) = strata_log::sealed_file_names(m.segment);
-            if let Some(f) = m.files.iter().find(|f| f.name == seg_name) {
-                archived.insert(m.segment, (f.bytes, f.sha256.clone()));
+        for no in candidates {
+            let m = self.manifest(no).await?;
+            if root.as_ref().map(|r| &r.store) != Some(&m.store) {
+                continue;
+            }
+            let (seg_name, _) = strata_log::sealed_file_names(no);
+            let Some(f) = m.files.iter().find(|f| f.name == seg_name) else {
+                continue;
+            };
+            match self.objects.head(&self.segment_object(&seg_name)).await {
+                Ok(meta) if meta.size == f.bytes => {
+                    archived.insert(no, (f.bytes, f.sha256.clone()));
+                }
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.unavailable()(e)),
             }
         }
         let same = Box::new(move |no: u64, file: &std::fs::File| {

@@ -253,6 +253,30 @@ async fn segments_given_back_to_a_local_archive_are_read_from_it() {
     evicted_round_trip(&open_local(copies.path()), true).await;
 }
 
+/// A segment whose archived object is gone or cut short (a lifecycle rule, a hand) is not
+/// given back: its local file is the only copy.
+#[tokio::test]
+async fn a_segment_missing_from_the_archive_stays_local() {
+    let (data, copies, _) = three_dirs();
+    let archive = open_local(copies.path());
+    let store = open_store(data.path());
+    fill(&store, 0, 10).await;
+    store.seal_open_segment().await.unwrap();
+    let sealed = store.sealed_files().await.unwrap().segments.len() as u64;
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    let segs = archived(copies.path(), "seg");
+    std::fs::remove_file(&segs[0]).unwrap();
+    let cut = std::fs::read(&segs[1]).unwrap();
+    std::fs::write(&segs[1], &cut[..cut.len() - 8]).unwrap();
+    let report = archive.evict_archived(&store, 0).await.unwrap();
+    assert_eq!(report.evicted, sealed - 2, "{report:?}");
+    for no in [0, 1] {
+        let (name, _) = strata_log::sealed_file_names(no);
+        assert!(data.path().join("segments").join(name).is_file());
+    }
+    store.close().await.unwrap();
+}
+
 /// A scavenged store's rewritten segments (format version 2) archive and restore too.
 #[tokio::test]
 async fn scavenged_segments_archive_and_restore() {

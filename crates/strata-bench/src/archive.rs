@@ -157,7 +157,10 @@ async fn read_stream(store: &LogStore, stream: &str) -> Result<Duration, String>
     let s = StreamId::new(stream).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let got = store
-        .read_stream(&s, ReadStreamOptions::forward().limit(LONG_STREAM_EVENTS as usize))
+        .read_stream(
+            &s,
+            ReadStreamOptions::forward().limit(LONG_STREAM_EVENTS as usize),
+        )
         .await
         .map_err(|e| format!("reading {stream}: {e}"))?;
     let took = t.elapsed();

@@ -21,9 +21,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use strata_core::ReadError;
 
-use crate::format::SEGMENT_HEADER_BYTES;
+use crate::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::io::LogFile;
-use crate::limits::{ARCHIVED_STUB_TAIL_BYTES, ARCHIVE_READ_BLOCK_BYTES};
+use crate::limits::{
+    ARCHIVED_STUB_RUNS_MAX_BYTES, ARCHIVED_STUB_TAIL_BYTES, ARCHIVE_READ_AHEAD_BLOCKS,
+    ARCHIVE_READ_BLOCK_BYTES,
+};
 use crate::recovery::{segment_index_path, SEGMENTS_DIR};
 use crate::scavenge::Running;
 use crate::sealed::SealedFilesError;
@@ -43,6 +46,15 @@ pub trait SegmentSource: Send + Sync {
     /// The archive's name for people (a URL without credentials): stubs record it, and
     /// errors show it.
     fn name(&self) -> String;
+
+    /// Reads several ranges `(offset, len)` of segment `segment_no`'s file, each exactly:
+    /// one after another unless an implementation asks for them at once.
+    fn fetch_many(&self, segment_no: u64, ranges: &[(u64, usize)]) -> io::Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|&(offset, len)| self.fetch(segment_no, offset, len))
+            .collect()
+    }
 }
 
 /// The stub's first bytes.
@@ -53,38 +65,39 @@ pub(crate) fn stub_file_name(no: u64) -> String {
     format!("{no:020}.archived")
 }
 
-/// What a stub records of its segment: enough to open it without asking the archive (its
-/// header) and to check it against its index file on open (its last bytes, where its last
-/// record lies).
+/// What a stub records of its segment: its length, the archive's address, and the bytes of
+/// it that must be read without the archive (**pinned**): its header (open reads it), its
+/// last bytes (open checks the segment against its index file by its last record, and reads a
+/// scavenged segment's removed runs there), and the last metadata event of each stream whose
+/// last one lies in it (the writer reads those to check appends, and must never wait for an
+/// archive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stub {
     pub segment_no: u64,
     /// The segment file's length.
     pub len: u64,
-    /// Its first bytes (the header).
-    pub head: Vec<u8>,
-    /// Where `tail` starts in the file.
-    pub tail_at: u64,
-    /// Its last bytes, up to [`ARCHIVED_STUB_TAIL_BYTES`].
-    pub tail: Vec<u8>,
+    /// Pinned ranges: (offset, bytes), in order, apart, the first at 0 holding the header.
+    pub pinned: Vec<(u64, Vec<u8>)>,
     /// The archive's name ([`SegmentSource::name`]).
     pub archive: String,
 }
 
 impl Stub {
-    /// Layout (little-endian): magic, segment number u64, length u64, head length u32, head,
-    /// tail offset u64, tail length u32, tail, archive name length u32, name (UTF-8), CRC32C of
+    /// Layout (little-endian): magic, segment number u64, length u64, pinned ranges u32, each
+    /// (offset u64, length u32, bytes), archive name length u32, name (UTF-8), CRC32C of
     /// everything before it u32.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64 + self.head.len() + self.tail.len());
+        let pinned: usize = self.pinned.iter().map(|(_, b)| 12 + b.len()).sum();
+        let mut b = Vec::with_capacity(64 + pinned + self.archive.len());
         b.extend_from_slice(STUB_MAGIC);
         b.extend_from_slice(&self.segment_no.to_le_bytes());
         b.extend_from_slice(&self.len.to_le_bytes());
-        b.extend_from_slice(&(self.head.len() as u32).to_le_bytes());
-        b.extend_from_slice(&self.head);
-        b.extend_from_slice(&self.tail_at.to_le_bytes());
-        b.extend_from_slice(&(self.tail.len() as u32).to_le_bytes());
-        b.extend_from_slice(&self.tail);
+        b.extend_from_slice(&(self.pinned.len() as u32).to_le_bytes());
+        for (at, bytes) in &self.pinned {
+            b.extend_from_slice(&at.to_le_bytes());
+            b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            b.extend_from_slice(bytes);
+        }
         b.extend_from_slice(&(self.archive.len() as u32).to_le_bytes());
         b.extend_from_slice(self.archive.as_bytes());
         let crc = crc32c::crc32c(&b);
@@ -107,31 +120,51 @@ impl Stub {
         }
         let segment_no = r.u64()?;
         let len = r.u64()?;
-        let n = r.u32()? as usize;
-        let head = r.take(n)?.to_vec();
-        let tail_at = r.u64()?;
-        let n = r.u32()? as usize;
-        let tail = r.take(n)?.to_vec();
+        let count = r.u32()? as usize;
+        let mut pinned: Vec<(u64, Vec<u8>)> = Vec::with_capacity(count.min(body.len() / 12));
+        let mut end = 0u64;
+        for _ in 0..count {
+            let at = r.u64()?;
+            let n = r.u32()? as usize;
+            let bytes = r.take(n)?.to_vec();
+            let fits = at >= end && at.checked_add(n as u64).is_some_and(|e| e <= len);
+            if !fits || n == 0 {
+                return Err(
+                    "its pinned ranges overlap, are empty or lie past its length".to_owned(),
+                );
+            }
+            end = at + n as u64;
+            pinned.push((at, bytes));
+        }
         let n = r.u32()? as usize;
         let archive =
             String::from_utf8(r.take(n)?.to_vec()).map_err(|_| "its archive name is not UTF-8")?;
         if !r.0.is_empty() {
             return Err("it has bytes past its end".to_owned());
         }
-        let fits = head.len() as u64 <= len
-            && tail_at.checked_add(tail.len() as u64) == Some(len)
-            && head.len() as u64 >= SEGMENT_HEADER_BYTES;
-        if !fits {
-            return Err("its head and tail do not fit its length".to_owned());
+        match pinned.first() {
+            Some((0, header)) if header.len() as u64 >= SEGMENT_HEADER_BYTES => {}
+            _ => return Err("it does not hold its segment's header".to_owned()),
         }
         Ok(Stub {
             segment_no,
             len,
-            head,
-            tail_at,
-            tail,
+            pinned,
             archive,
         })
+    }
+
+    /// The header's bytes.
+    pub fn head(&self) -> &[u8] {
+        self.pinned.first().map_or(&[], |(_, b)| b)
+    }
+
+    /// The pinned range holding all of `offset..end`, when one does.
+    fn pinned_holding(&self, offset: u64, end: u64) -> Option<&[u8]> {
+        let i = self.pinned.partition_point(|(at, _)| *at <= offset);
+        let (at, bytes) = self.pinned.get(i.checked_sub(1)?)?;
+        (end <= at + bytes.len() as u64)
+            .then(|| &bytes[(offset - at) as usize..(end - at) as usize])
     }
 
     /// Reads the stub of segment `no` in `seg_dir`.
@@ -202,6 +235,8 @@ type Cached = (Arc<[u8]>, u64);
 struct Cache {
     /// By (segment, block number).
     blocks: HashMap<(u64, u64), Cached>,
+    /// The latest misses, (segment, block), oldest first.
+    recent_misses: std::collections::VecDeque<(u64, u64)>,
     bytes: u64,
     clock: u64,
 }
@@ -233,9 +268,12 @@ impl ArchiveReads {
     }
 
     /// Block `block` of segment `no` (of `len` bytes): from the cache, or fetched (without
-    /// holding the cache's lock) and kept.
+    /// holding the cache's lock) and kept. A miss right after a miss of the block before it
+    /// (a read going through the segment) fetches the blocks after it too, at once
+    /// ([`ARCHIVE_READ_AHEAD_BLOCKS`]), so that a long read waits for one round trip per
+    /// several blocks rather than one per block.
     fn block(&self, no: u64, block: u64, len: u64) -> io::Result<Arc<[u8]>> {
-        {
+        let ahead = {
             let mut c = self.cache.lock();
             c.clock += 1;
             let now = c.clock;
@@ -244,30 +282,76 @@ impl ArchiveReads {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(bytes.clone());
             }
+            let follows = c
+                .recent_misses
+                .iter()
+                .any(|&(n, b)| (n == no && b + 1 == block) || (block == 0 && n + 1 == no));
+            if c.recent_misses.len() == RECENT_MISSES {
+                c.recent_misses.pop_front();
+            }
+            c.recent_misses.push_back((no, block));
+            // Never more than half the cache, so what a read fetches stays until it reads it.
+            let room = (self.limit_bytes / ARCHIVE_READ_BLOCK_BYTES / 2).max(1);
+            let blocks = len.div_ceil(ARCHIVE_READ_BLOCK_BYTES);
+            match follows {
+                true => (block + 1..blocks)
+                    .filter(|b| !c.blocks.contains_key(&(no, *b)))
+                    .take((ARCHIVE_READ_AHEAD_BLOCKS.min(room) as usize).saturating_sub(1))
+                    .collect(),
+                false => Vec::new(),
+            }
+        };
+        let range = |b: u64| {
+            let at = b * ARCHIVE_READ_BLOCK_BYTES;
+            (at, (len - at).min(ARCHIVE_READ_BLOCK_BYTES) as usize)
+        };
+        let ranges: Vec<(u64, usize)> = std::iter::once(block)
+            .chain(ahead.iter().copied())
+            .map(range)
+            .collect();
+        let fetched = self.source.fetch_many(no, &ranges)?;
+        if fetched.len() != ranges.len() {
+            return Err(io::Error::other(format!(
+                "the archive {} gave {} ranges of segment {no}, not {}",
+                self.source.name(),
+                fetched.len(),
+                ranges.len()
+            )));
         }
-        let at = block * ARCHIVE_READ_BLOCK_BYTES;
-        let want = (len - at).min(ARCHIVE_READ_BLOCK_BYTES) as usize;
-        let bytes = self.source.fetch(no, at, want)?;
-        if bytes.len() != want {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the archive {} gave {} bytes of segment {no} at {at}, not {want}",
-                    self.source.name(),
-                    bytes.len()
-                ),
-            ));
+        for (&(at, want), bytes) in ranges.iter().zip(&fetched) {
+            if bytes.len() != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the archive {} gave {} bytes of segment {no} at {at}, not {want}",
+                        self.source.name(),
+                        bytes.len()
+                    ),
+                ));
+            }
         }
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        self.fetched_bytes.fetch_add(want as u64, Ordering::Relaxed);
-        let bytes: Arc<[u8]> = bytes.into();
         let mut c = self.cache.lock();
-        c.clock += 1;
-        let now = c.clock;
-        if let Some(old) = c.blocks.insert((no, block), (bytes.clone(), now)) {
-            c.bytes -= old.0.len() as u64;
+        let mut asked = None;
+        // The asked block last, so that it is the most recently used.
+        let numbered: Vec<(u64, Vec<u8>)> = std::iter::once(block)
+            .chain(ahead.iter().copied())
+            .zip(fetched)
+            .collect();
+        for (b, bytes) in numbered.into_iter().rev() {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            self.fetched_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let bytes: Arc<[u8]> = bytes.into();
+            c.clock += 1;
+            let now = c.clock;
+            if let Some(old) = c.blocks.insert((no, b), (bytes.clone(), now)) {
+                c.bytes -= old.0.len() as u64;
+            }
+            c.bytes += bytes.len() as u64;
+            if b == block {
+                asked = Some(bytes);
+            }
         }
-        c.bytes += bytes.len() as u64;
         // Least recently used out first; a scan, as the cache holds few blocks (its limit over
         // a block's size).
         while c.bytes > self.limit_bytes {
@@ -278,9 +362,12 @@ impl ArchiveReads {
                 c.bytes -= b.len() as u64;
             }
         }
-        Ok(bytes)
+        Ok(asked.expect("the asked block is among those fetched"))
     }
 }
+
+/// Misses remembered to tell a read going through a segment from lone reads.
+const RECENT_MISSES: usize = 16;
 
 /// An archived segment's file: read through the archive's cache, except its first and last
 /// bytes, which its stub holds. Never written.
@@ -309,14 +396,8 @@ impl LogFile for ArchivedFile {
             return Ok(0);
         }
         let want = buf.len().min((s.len - offset) as usize);
-        let end = offset + want as u64;
-        if end <= s.head.len() as u64 {
-            buf[..want].copy_from_slice(&s.head[offset as usize..end as usize]);
-            return Ok(want);
-        }
-        if offset >= s.tail_at {
-            let from = (offset - s.tail_at) as usize;
-            buf[..want].copy_from_slice(&s.tail[from..from + want]);
+        if let Some(bytes) = s.pinned_holding(offset, offset + want as u64) {
+            buf[..want].copy_from_slice(bytes);
             return Ok(want);
         }
         let mut done = 0;
@@ -408,6 +489,57 @@ impl LogStore {
     }
 }
 
+/// Where each stream's last metadata event lies, by segment (below `below`): the record
+/// offsets in each. Reads the streams a chunk at a time under the state lock.
+fn last_metadata_events(shared: &Shared, below: u64) -> HashMap<u64, Vec<u64>> {
+    const CHUNK_STREAMS: usize = 16_384;
+    let mut out: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut from = 0;
+    loop {
+        let st = shared.state.read();
+        let index = &st.index;
+        let Some(chunk) = index.streams.get(from..) else {
+            break;
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        for se in chunk.iter().take(CHUNK_STREAMS) {
+            if !se.name().starts_with(strata_core::METASTREAM_PREFIX) {
+                continue;
+            }
+            let Some(p) = se.positions.last() else {
+                continue;
+            };
+            let Ok(entry) = index.entries.get(p) else {
+                continue;
+            };
+            let seg = crate::index::loc_segment(entry.loc);
+            if seg < below {
+                out.entry(seg)
+                    .or_default()
+                    .push(crate::index::loc_offset(entry.loc));
+            }
+        }
+        from += CHUNK_STREAMS;
+    }
+    out
+}
+
+/// `ranges` (start, end) sorted, with those that overlap or touch made one.
+fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.retain(|(a, b)| a < b);
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
 fn evict_now(
     shared: &Arc<Shared>,
     source: Arc<dyn SegmentSource>,
@@ -443,6 +575,7 @@ fn evict_now(
     // Sealed segments: all but the last (the open one).
     let sealed = shared.segments.count().saturating_sub(1);
     let below = archived_segments.min(sealed.saturating_sub(keep_newest));
+    let metadata = last_metadata_events(shared, below);
     for no in 0..below {
         let Some(seg) = shared.segments.get(no) else {
             break;
@@ -468,25 +601,44 @@ fn evict_now(
             report.differ.push(no);
             continue;
         }
-        let head_len = SEGMENT_HEADER_BYTES.min(len);
-        let tail_len = ARCHIVED_STUB_TAIL_BYTES.min(len - head_len);
-        let mut head = vec![0; head_len as usize];
-        let mut tail = vec![0; tail_len as usize];
-        let read = |buf: &mut [u8], at: u64| -> Result<(), ReadError> {
-            match read_up_to(&*seg.file, buf, at) {
-                Ok(n) if n == buf.len() => Ok(()),
+        let read = |at: u64, n: u64| -> Result<Vec<u8>, ReadError> {
+            let mut buf = vec![0; n as usize];
+            match read_up_to(&*seg.file, &mut buf, at) {
+                Ok(got) if got == buf.len() => Ok(buf),
                 Ok(_) => Err(storage(format!("{} is cut short", seg.path.display()))),
                 Err(e) => Err(storage(format!("reading {}: {e}", seg.path.display()))),
             }
         };
-        read(&mut head, 0)?;
-        read(&mut tail, len - tail_len)?;
+        // What is pinned: the header, the last bytes (from a scavenged segment's removed runs
+        // when they are small), and the metadata events the writer may read.
+        let head_len = SEGMENT_HEADER_BYTES.min(len);
+        let mut tail_at = len - ARCHIVED_STUB_TAIL_BYTES.min(len - head_len);
+        if seg.header.scavenged
+            && len.saturating_sub(seg.header.runs_at) <= ARCHIVED_STUB_RUNS_MAX_BYTES
+        {
+            tail_at = tail_at.min(seg.header.runs_at.max(head_len));
+        }
+        let mut ranges: Vec<(u64, u64)> = vec![(0, head_len), (tail_at, len)];
+        for &at in metadata.get(&no).into_iter().flatten() {
+            let first = read(at, (RECORD_HEADER_BYTES as u64).min(len - at))?;
+            let Some(n) = crate::format::peek_len(&first) else {
+                return Err(storage(format!(
+                    "{}: no record at byte {at}, where the index places a metadata event",
+                    seg.path.display()
+                )));
+            };
+            // A lone record's read asks for at least its first bytes' worth.
+            let read_len = crate::format::padded_len(n).max(crate::segment::FIRST_READ_BYTES);
+            ranges.push((at, (at + read_len as u64).min(len)));
+        }
+        let mut pinned: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (at, end) in merge_ranges(ranges) {
+            pinned.push((at, read(at, end - at)?));
+        }
         let stub = Stub {
             segment_no: no,
             len,
-            head,
-            tail_at: len - tail_len,
-            tail,
+            pinned,
             archive: reads.name(),
         };
         let vfs = &*shared.vfs;

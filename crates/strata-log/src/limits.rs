@@ -94,6 +94,11 @@ pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 38;
 /// fetch much it will not read.
 pub const ARCHIVE_READ_BLOCK_BYTES: u64 = 1024 * 1024;
 
+/// Blocks a read going through an archived segment fetches at once, the one it needs first:
+/// an object store answers several requests at once about as fast as one, so a long read
+/// waits for one round trip per this many blocks (never more than half the cache).
+pub const ARCHIVE_READ_AHEAD_BLOCKS: u64 = 4;
+
 /// Default bound of the archive cache, in bytes ([`crate::LogConfig::archive_cache_bytes`]):
 /// 64 blocks, the archived records recently read by streams and scans.
 pub const ARCHIVE_CACHE_BYTES_DEFAULT: u64 = 64 * ARCHIVE_READ_BLOCK_BYTES;
@@ -105,6 +110,10 @@ pub const ARCHIVE_CACHE_BYTES_MIN: u64 = ARCHIVE_READ_BLOCK_BYTES;
 /// file by reading its last record, and a stub that holds it lets open do that without the
 /// archive (a larger last record is fetched). One page: most records are far smaller.
 pub const ARCHIVED_STUB_TAIL_BYTES: u64 = 4096;
+
+/// Most bytes of a scavenged segment's removed runs (read on open) its stub keeps; larger
+/// ones are read from the archive on open.
+pub const ARCHIVED_STUB_RUNS_MAX_BYTES: u64 = 64 * 1024;
 
 const _: () = assert!(ARCHIVE_CACHE_BYTES_MIN <= ARCHIVE_CACHE_BYTES_DEFAULT);
 const _: () = assert!(WRITER_BATCH_MAX_APPENDS <= WRITER_QUEUE_MAX_APPENDS);

@@ -365,6 +365,7 @@ pub(crate) async fn run(
         let store = store.clone();
         blocking(move || {
             let (plan, tombstoned, examined) = plan_removal(&store, &streams)?;
+            let plan = cut_at_archived(store.shared(), plan);
             let segments = segments_holding(store.shared(), &plan);
             Ok((plan, tombstoned, examined, segments))
         })
@@ -506,6 +507,65 @@ impl Drop for Running {
             .scavenging
             .store(false, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// `plan` cut to what a scavenge can remove when segments live only in an archive (which
+/// is never rewritten): for each stream, the versions between its archived ones (a piece),
+/// one piece only, as a stream keeps one run of removed versions: the piece that joins the
+/// versions removed before, or the last piece when there are none. Unchanged when no
+/// segment is archived. Takes the state lock stream by stream.
+fn cut_at_archived(
+    shared: &Shared,
+    plan: HashMap<String, Range<u64>>,
+) -> HashMap<String, Range<u64>> {
+    let any_archived = (0..shared.segments.count())
+        .any(|no| shared.segments.get(no).is_some_and(|s| s.is_archived()));
+    if !any_archived {
+        return plan;
+    }
+    let mut out = HashMap::new();
+    for (stream, versions) in plan {
+        let st = shared.state.read();
+        let index = &st.index;
+        let Some(no) = StreamId::new(stream.as_str())
+            .ok()
+            .and_then(|s| index.stream_no(&s))
+        else {
+            continue;
+        };
+        let se = &index.streams[no as usize];
+        let crate::index::RemovedVersions { from, count } = se.removed;
+        let mut reader = se.positions.reader();
+        // Pieces of present versions, none in an archived segment, as version ranges (a
+        // piece spans the versions removed before, which lie nowhere).
+        let mut pieces: Vec<Range<u64>> = Vec::new();
+        let mut open: Option<Range<u64>> = None;
+        for i in se.index_from(versions.start)..se.index_from(versions.end) {
+            let v = if i < from { i } else { i + count };
+            let p = reader.get(i).expect("an index of the list");
+            let seg = index
+                .entries
+                .file_segment_of(p)
+                .unwrap_or_else(|| index.entries.segment_of(p));
+            let archived = shared.segments.get(seg).is_some_and(|s| s.is_archived());
+            match (archived, &mut open) {
+                (true, _) => pieces.extend(open.take()),
+                (false, Some(r)) => r.end = v + 1,
+                (false, None) => open = Some(v..v + 1),
+            }
+        }
+        pieces.extend(open);
+        let chosen = match count {
+            0 => pieces.pop(),
+            _ => pieces
+                .into_iter()
+                .find(|r| r.start <= from + count && r.end >= from),
+        };
+        if let Some(r) = chosen {
+            out.insert(stream, r);
+        }
+    }
+    out
 }
 
 /// The sealed segments that hold events `plan` removes, in order, up to the first whose

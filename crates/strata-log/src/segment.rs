@@ -138,7 +138,7 @@ pub(crate) struct Segments {
 }
 
 /// Bytes read from a record's start before its length is known: the first record of a read.
-const FIRST_READ_BYTES: usize = 512;
+pub(crate) const FIRST_READ_BYTES: usize = 512;
 /// Most bytes read from a record's start once earlier records of the same read have shown
 /// their lengths (a larger record takes a second read).
 const FIRST_READ_MAX_BYTES: usize = 4096;

@@ -356,3 +356,259 @@ async fn a_scavenge_leaves_archived_segments_alone() {
     assert_eq!(answers(&store).await, before);
     store.close().await.unwrap();
 }
+
+fn big(pad: usize) -> EventData {
+    EventData::json("E", &serde_json::json!({ "pad": "x".repeat(pad) })).unwrap()
+}
+
+/// A stream truncated and scavenged once, the segments after evicted, then truncated
+/// further: the next scavenge removes only versions that join those removed before, so the
+/// store still opens and answers alike.
+#[tokio::test]
+async fn a_scavenge_after_an_eviction_keeps_one_removed_run_per_stream() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let s = sid("acct-1");
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    for _ in 0..30 {
+        store
+            .append(&s, ExpectedVersion::Any, vec![big(5000)])
+            .await
+            .unwrap();
+    }
+    store.truncate_stream(&s, 2).await.unwrap();
+    store.seal_open_segment().await.unwrap();
+    assert!(
+        store
+            .scavenge(&|_| {})
+            .await
+            .unwrap()
+            .progress
+            .events_removed
+            > 0
+    );
+    let sealed = copy_sealed(&store, copies.path()).await;
+    assert!(sealed > 8);
+    let evicted = store
+        .evict_archived(archive.clone(), 4, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    assert!(evicted.evicted > 0, "{evicted:?}");
+    store.truncate_stream(&s, 25).await.unwrap();
+    store.seal_open_segment().await.unwrap();
+    store
+        .scavenge(&|_| {})
+        .await
+        .expect("a scavenge beside archived segments");
+    let visible = store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(visible.first().unwrap().stream_version, 25);
+    store.close().await.unwrap();
+    let store = LogStore::open_with(data.path(), config(Some(archive))).expect("it opens");
+    let again = store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(again, visible);
+    store.close().await.unwrap();
+}
+
+/// The writer never reads from the archive to check an append: a stream's last metadata
+/// event, in an archived segment, is pinned in its stub. With the archive down, appends with
+/// an expected version go on, and nothing is fetched.
+#[tokio::test]
+async fn appends_never_read_from_the_archive() {
+    use strata_core::lifecycle::StreamMetadata;
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let (s, other) = (sid("acct-1"), sid("other-1"));
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, vec![big(5000)])
+        .await
+        .unwrap();
+    let meta = StreamMetadata {
+        max_count: Some(1000),
+        ..StreamMetadata::default()
+    };
+    store
+        .set_stream_metadata(&s, ExpectedVersion::Any, meta)
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        store
+            .append(&other, ExpectedVersion::Any, vec![big(5000)])
+            .await
+            .unwrap();
+    }
+    store.seal_open_segment().await.unwrap();
+    let sealed = copy_sealed(&store, copies.path()).await;
+    store
+        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    archive.failing.store(true, Ordering::SeqCst);
+    let store = LogStore::open_with(data.path(), config(Some(archive.clone()))).unwrap();
+    let r = store
+        .append(&s, ExpectedVersion::Exact(0), vec![big(10)])
+        .await
+        .expect("an append checked against metadata in an archived segment");
+    assert_eq!(r.stream_version, 1);
+    assert_eq!(archive.fetches.load(Ordering::SeqCst), 0);
+    assert_eq!(store.archive_cache().unwrap().fetches, 0);
+    store.close().await.unwrap();
+}
+
+/// Opening reads nothing from the archive when the index files match: with the archive down
+/// and records larger than a stub's tail, the store opens (and reads of archived events fail).
+#[tokio::test]
+async fn a_store_opens_with_its_archive_down() {
+    for pad in [1000, 5000] {
+        let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let archive = archive_in(copies.path());
+        let s = sid("acct-1");
+        let store = LogStore::open_with(data.path(), config(None)).unwrap();
+        for _ in 0..40 {
+            store
+                .append(&s, ExpectedVersion::Any, vec![big(pad)])
+                .await
+                .unwrap();
+        }
+        store.seal_open_segment().await.unwrap();
+        let sealed = copy_sealed(&store, copies.path()).await;
+        store
+            .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        archive.failing.store(true, Ordering::SeqCst);
+        let store = LogStore::open_with(data.path(), config(Some(archive.clone())))
+            .unwrap_or_else(|e| panic!("records of {pad} bytes: {e}"));
+        assert!(store
+            .read_stream(&s, ReadStreamOptions::forward())
+            .await
+            .is_err());
+        store.close().await.unwrap();
+    }
+}
+
+/// A stub whose index file is gone: `verify` changes nothing, and the store opens from the
+/// archived segment, answers alike, and writes the index file again.
+#[tokio::test]
+async fn an_archived_segment_without_its_index_file_is_read_from_the_archive() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let s = sid("acct-1");
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    for _ in 0..30 {
+        store
+            .append(&s, ExpectedVersion::Any, vec![big(5000)])
+            .await
+            .unwrap();
+    }
+    store.seal_open_segment().await.unwrap();
+    let sealed = copy_sealed(&store, copies.path()).await;
+    store
+        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    let before = store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let idx = data
+        .path()
+        .join("segments")
+        .join(strata_log::sealed_file_names(1).1);
+    std::fs::remove_file(&idx).unwrap();
+    let listing = || {
+        let mut v: Vec<String> = std::fs::read_dir(data.path().join("segments"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = listing();
+    strata_log::verify_with(data.path(), Some(archive.clone())).unwrap();
+    assert_eq!(listing(), files, "verify changed nothing");
+    let store = LogStore::open_with(data.path(), config(Some(archive.clone()))).unwrap();
+    assert_eq!(
+        store
+            .read_stream(&s, ReadStreamOptions::forward())
+            .await
+            .unwrap(),
+        before
+    );
+    store.wait_for_segment_indexes().await;
+    assert!(idx.exists(), "the index file is written again");
+    store.close().await.unwrap();
+}
+
+/// Reads running while segments are evicted all give the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_an_eviction_answer_alike() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let s = sid("acct-1");
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    for _ in 0..200 {
+        store
+            .append(&s, ExpectedVersion::Any, vec![big(5000)])
+            .await
+            .unwrap();
+    }
+    store.seal_open_segment().await.unwrap();
+    let sealed = copy_sealed(&store, copies.path()).await;
+    let before = store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (st, s, stop, before, reads) = (
+            store.clone(),
+            s.clone(),
+            stop.clone(),
+            before.clone(),
+            reads.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let got = st
+                    .read_stream(&s, ReadStreamOptions::forward())
+                    .await
+                    .unwrap();
+                assert_eq!(got, before);
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let wait_for = |n: u64| {
+        let reads = reads.clone();
+        async move {
+            while reads.load(Ordering::SeqCst) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    wait_for(3).await;
+    let evicted = store
+        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    assert_eq!(evicted.evicted, sealed);
+    let after = reads.load(Ordering::SeqCst);
+    wait_for(after + 3).await;
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    store.close().await.unwrap();
+}

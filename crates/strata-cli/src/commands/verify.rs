@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use strata_log::{LogConfig, LogStore};
+use strata_log::LogConfig;
 
 use crate::cli::Cli;
 use crate::output::Printer;
@@ -35,7 +35,7 @@ pub fn repair(cli: &Cli, args: &RepairArgs, p: &Printer) -> Result<()> {
     let dir = cli.data_dir();
     if !args.accept_data_loss {
         // Only say what would be cut.
-        let r = strata_log::verify(&dir)?;
+        let r = crate::cli::store_error(strata_archive::verify_store(&dir))?;
         p.nothing_to_repair(&dir, &r);
         return Ok(());
     }
@@ -43,7 +43,7 @@ pub fn repair(cli: &Cli, args: &RepairArgs, p: &Printer) -> Result<()> {
         accept_data_loss: true,
         ..LogConfig::default()
     };
-    let store = LogStore::open_with(&dir, config)
+    let store = crate::cli::store_error(strata_archive::open_store(&dir, config))
         .with_context(|| format!("cannot open {}", dir.display()))?;
     let report = store.open_report().clone();
     drop(store);
