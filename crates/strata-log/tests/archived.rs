@@ -19,6 +19,8 @@ struct DirArchive {
     dir: PathBuf,
     fetches: AtomicU64,
     failing: AtomicBool,
+    /// Requests made: each `fetch_many` is one, whatever its ranges.
+    requests: AtomicU64,
 }
 
 impl SegmentSource for DirArchive {
@@ -37,6 +39,17 @@ impl SegmentSource for DirArchive {
     fn name(&self) -> String {
         format!("test archive {}", self.dir.display())
     }
+    fn fetch_many(
+        &self,
+        segment_no: u64,
+        ranges: &[(u64, usize)],
+    ) -> std::io::Result<Vec<Vec<u8>>> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        ranges
+            .iter()
+            .map(|&(offset, len)| self.fetch(segment_no, offset, len))
+            .collect()
+    }
 }
 
 fn archive_in(dir: &Path) -> Arc<DirArchive> {
@@ -44,6 +57,7 @@ fn archive_in(dir: &Path) -> Arc<DirArchive> {
         dir: dir.to_path_buf(),
         fetches: AtomicU64::new(0),
         failing: AtomicBool::new(false),
+        requests: AtomicU64::new(0),
     })
 }
 
@@ -610,5 +624,58 @@ async fn reads_during_an_eviction_answer_alike() {
     for r in readers {
         r.await.unwrap();
     }
+    store.close().await.unwrap();
+}
+
+/// A read going through an archived segment asks for several blocks per request; lone reads
+/// ask for one.
+#[tokio::test]
+async fn a_read_through_a_segment_fetches_ahead() {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    let config = |archive: Option<Arc<DirArchive>>| LogConfig {
+        segment_max_bytes: 16 << 20,
+        ..config(archive)
+    };
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    let s = sid("acct-1");
+    for _ in 0..2_000 {
+        store
+            .append(&s, ExpectedVersion::Any, vec![big(5000)])
+            .await
+            .unwrap();
+    }
+    store.seal_open_segment().await.unwrap();
+    let sealed = copy_sealed(&store, copies.path()).await;
+    assert_eq!(sealed, 1, "one segment of about 10 MiB");
+    store
+        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
+        .await
+        .unwrap();
+    let one = store
+        .read_stream(&s, ReadStreamOptions::forward().from_version(1000).limit(1))
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(archive.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        archive.fetches.load(Ordering::SeqCst),
+        1,
+        "a lone read asks for its block"
+    );
+    let all = store
+        .read_stream(&s, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2_000);
+    let (blocks, requests) = (
+        archive.fetches.load(Ordering::SeqCst) - 1,
+        archive.requests.load(Ordering::SeqCst) - 1,
+    );
+    assert!(blocks >= 9, "{blocks} blocks");
+    assert!(
+        requests * 2 <= blocks,
+        "{requests} requests for {blocks} blocks: a read through the segment asks for several"
+    );
     store.close().await.unwrap();
 }
