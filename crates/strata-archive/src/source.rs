@@ -52,10 +52,15 @@ impl ArchivedSegments {
             .child(crate::format::SEGMENTS_DIR)
             .child(seg_name);
         let objects = self.objects.clone();
-        let wanted: Vec<std::ops::Range<u64>> = ranges
-            .iter()
-            .map(|&(offset, len)| offset..offset + len as u64)
-            .collect();
+        // Ranges that follow one another go in one request: an object store's cost is per
+        // request more than per byte.
+        let mut wanted: Vec<std::ops::Range<u64>> = Vec::new();
+        for &(offset, len) in ranges {
+            match wanted.last_mut() {
+                Some(last) if last.end == offset => last.end += len as u64,
+                _ => wanted.push(offset..offset + len as u64),
+            }
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let rt = self
             .runtime
@@ -76,7 +81,23 @@ impl ArchivedSegments {
             ))
         };
         match rx.recv_timeout(FETCH_TIMEOUT) {
-            Ok(Ok(pieces)) => Ok(pieces.into_iter().map(|b| b.to_vec()).collect()),
+            Ok(Ok(pieces)) => {
+                // Split back into the ranges asked for (a short answer gives short ranges,
+                // which the caller reports).
+                let mut out = Vec::with_capacity(ranges.len());
+                let mut pieces = pieces.into_iter();
+                let mut piece = bytes::Bytes::new();
+                for (i, &(offset, len)) in ranges.iter().enumerate() {
+                    let starts_request =
+                        i == 0 || ranges[i - 1].0 + ranges[i - 1].1 as u64 != offset;
+                    if starts_request {
+                        piece = pieces.next().unwrap_or_default();
+                    }
+                    let n = len.min(piece.len());
+                    out.push(piece.split_to(n).to_vec());
+                }
+                Ok(out)
+            }
             Ok(Err(e)) => Err(failed(e.to_string())),
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

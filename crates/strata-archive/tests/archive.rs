@@ -247,6 +247,64 @@ fn local_segment_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Segments of several MiB given back: reads going through them ask for several blocks in
+/// one request, split back into blocks; every answer is the same.
+async fn long_reads_through(archive: &Archive) {
+    let data = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 8 << 20,
+        ..config()
+    };
+    let store = LogStore::open_with(data.path(), config.clone()).unwrap();
+    for round in 0..12 {
+        for s in 0..20 {
+            let e = EventData::json(
+                "Deposited",
+                &serde_json::json!({ "round": round, "pad": "y".repeat(20_000 + s) }),
+            )
+            .unwrap();
+            store
+                .append(&sid(&format!("account-{s}")), ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
+    }
+    store.seal_open_segment().await.unwrap();
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    let before = answers(&store).await;
+    let report = archive.evict_archived(&store, 0).await.unwrap();
+    assert!(report.evicted >= 1 && report.bytes > 4 << 20, "{report:?}");
+    store.close().await.unwrap();
+    let store = LogStore::open_with(
+        data.path(),
+        LogConfig {
+            archive: Some(archive.segment_source().unwrap()),
+            ..config
+        },
+    )
+    .unwrap();
+    assert_eq!(answers(&store).await, before);
+    let stats = store.archive_cache().unwrap();
+    assert!(stats.fetches >= 4, "{stats:?}");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn long_reads_through_a_local_archive_answer_alike() {
+    let copies = tempfile::tempdir().unwrap();
+    long_reads_through(&open_local(copies.path())).await;
+}
+
+#[tokio::test]
+async fn long_reads_through_an_s3_archive_answer_alike() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
+    create_bucket(&endpoint, &bucket).await;
+    long_reads_through(&s3_archive(&endpoint, &bucket, "long")).await;
+}
+
 #[tokio::test]
 async fn segments_given_back_to_a_local_archive_are_read_from_it() {
     let copies = tempfile::tempdir().unwrap();

@@ -94,10 +94,11 @@ pub const SEGMENT_MAX_BYTES_MAX: u64 = 1 << 38;
 /// fetch much it will not read.
 pub const ARCHIVE_READ_BLOCK_BYTES: u64 = 1024 * 1024;
 
-/// Blocks a read going through an archived segment fetches at once, the one it needs first:
-/// an object store answers several requests at once about as fast as one, so a long read
-/// waits for one round trip per this many blocks (never more than half the cache).
-pub const ARCHIVE_READ_AHEAD_BLOCKS: u64 = 4;
+/// Blocks a read going through an archived segment fetches at once, the one it needs first
+/// (in one request when they follow one another): an object store's cost is per request
+/// more than per byte, so a long read waits for one round trip per this many blocks (never
+/// more than half the cache). 8 MiB, the size of the archive's upload and download parts.
+pub const ARCHIVE_READ_AHEAD_BLOCKS: u64 = 8;
 
 /// Default bound of the archive cache, in bytes ([`crate::LogConfig::archive_cache_bytes`]):
 /// 64 blocks, the archived records recently read by streams and scans.
