@@ -63,6 +63,8 @@ pub struct ArchivedRead {
     pub warm: Duration,
     /// Median of five reads of the same stream from local segments.
     pub local: Duration,
+    /// Plain ranged GETs of as many bytes as the cold read fetched.
+    pub plain_get: Duration,
 }
 
 /// What one run measured.
@@ -105,11 +107,13 @@ impl fmt::Display for ArchiveBenchReport {
         for r in &self.reads {
             writeln!(
                 f,
-                "  read {:<9} ({} events) from S3: cold {:>7.1} ms ({:.1} MiB fetched), warm {:>6.2} ms | from local segments {:.2} ms | warm ratio {:.2}x (cache {} MiB)",
+                "  read {:<9} ({} events) from S3: cold {:>7.1} ms ({:.1} MiB fetched; plain GETs of as much {:.1} ms: ratio {:.2}x), warm {:>6.2} ms | from local segments {:.2} ms: ratio {:.2}x (cache {} MiB)",
                 r.stream,
                 r.events,
                 ms(r.cold),
                 r.cold_fetched_bytes as f64 / (1024.0 * 1024.0),
+                ms(r.plain_get),
+                r.cold.as_secs_f64() / r.plain_get.as_secs_f64(),
                 ms(r.warm),
                 ms(r.local),
                 r.warm.as_secs_f64() / r.local.as_secs_f64(),
@@ -128,6 +132,59 @@ fn ms(d: Duration) -> f64 {
 const LONG_STREAM_EVENTS: u64 = 10_000;
 /// The archive cache in the reads: large enough for `spread-1`'s blocks.
 const READ_CACHE_BYTES: u64 = 512 << 20;
+
+/// The S3 client of the plain baselines.
+fn plain_client(endpoint: &str, bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("strata")
+        .with_secret_access_key("strata")
+        .with_region("us-east-1")
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Time to download `total` bytes of the plain copies of `files` (`plain/NAME`), in order,
+/// in 8 MiB ranges with 4 in flight: the least a cold read that fetched as much must do.
+async fn get_plain(
+    endpoint: &str,
+    bucket: &str,
+    files: &[(PathBuf, u64)],
+    total: u64,
+) -> Result<Duration, String> {
+    use futures::StreamExt;
+    use object_store::ObjectStore;
+    let s3 = plain_client(endpoint, bucket)?;
+    let piece = strata_archive::UPLOAD_CHUNK_BYTES as u64;
+    let mut ranges = Vec::new();
+    let mut left = total;
+    for (p, size) in files
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|x| x == "seg"))
+    {
+        let size = *size;
+        let name = p.file_name().and_then(|n| n.to_str()).ok_or("no name")?;
+        let path = object_store::path::Path::from(format!("plain/{name}"));
+        let mut at = 0;
+        while at < size && left > 0 {
+            let n = piece.min(size - at).min(left);
+            ranges.push((path.clone(), at..at + n));
+            at += n;
+            left -= n;
+        }
+    }
+    let t = Instant::now();
+    let s3 = &s3;
+    let mut gets = futures::stream::iter(ranges)
+        .map(|(path, r)| async move { s3.get_range(&path, r).await })
+        .buffered(strata_archive::UPLOAD_CONCURRENCY);
+    while let Some(got) = gets.next().await {
+        got.map_err(|e| e.to_string())?;
+    }
+    Ok(t.elapsed())
+}
 
 /// Appends `long-1` (100 appends of 100, in a row) and `spread-1` (one event, then `filler`
 /// events of a filler stream, 10,000 times).
@@ -182,7 +239,11 @@ async fn warm_read(store: &LogStore, stream: &str) -> Result<Duration, String> {
 
 /// Gives every sealed segment of `data` back to `archive`, reopens the store reading from it,
 /// and reads the long streams cold, then warm; beside reads of them from local segments.
-async fn archived_reads(data: &Path, archive: &Archive) -> Result<Vec<ArchivedRead>, String> {
+async fn archived_reads(
+    data: &Path,
+    archive: &Archive,
+    plain: (&str, &str, &[(PathBuf, u64)]),
+) -> Result<Vec<ArchivedRead>, String> {
     let streams = ["long-1", "spread-1"];
     let store = open(data)?;
     let mut local = Vec::new();
@@ -213,6 +274,7 @@ async fn archived_reads(data: &Path, archive: &Archive) -> Result<Vec<ArchivedRe
         let cold = read_stream(&store, s).await?;
         let fetched = store.archive_cache().map_or(0, |c| c.fetched_bytes) - before;
         let warm = warm_read(&store, s).await?;
+        let plain_get = get_plain(plain.0, plain.1, plain.2, fetched).await?;
         reads.push(ArchivedRead {
             stream: s,
             events: LONG_STREAM_EVENTS,
@@ -220,6 +282,7 @@ async fn archived_reads(data: &Path, archive: &Archive) -> Result<Vec<ArchivedRe
             cold_fetched_bytes: fetched,
             warm,
             local,
+            plain_get,
         });
     }
     store.close().await.map_err(|e| e.to_string())?;
@@ -338,17 +401,8 @@ fn copy_files(from: &[PathBuf], to: &Path) -> Result<Duration, String> {
 
 /// One plain `PUT` per file, whole, to `s3://bucket/plain/`.
 async fn put_files(endpoint: &str, bucket: &str, from: &[PathBuf]) -> Result<Duration, String> {
-    use object_store::aws::AmazonS3Builder;
     use object_store::ObjectStore;
-    let s3 = AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(endpoint)
-        .with_allow_http(true)
-        .with_access_key_id("strata")
-        .with_secret_access_key("strata")
-        .with_region("us-east-1")
-        .build()
-        .map_err(|e| e.to_string())?;
+    let s3 = plain_client(endpoint, bucket)?;
     let t = Instant::now();
     for p in from {
         let bytes = tokio::fs::read(p).await.map_err(|e| e.to_string())?;
@@ -422,6 +476,12 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
             .collect()
     };
     let mut moves = Vec::new();
+    // The sizes of the files, for the plain downloads after the store gives them back.
+    let sizes = sealed
+        .iter()
+        .map(|p| Ok((p.clone(), std::fs::metadata(p)?.len())))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
 
     let put = put_files(&endpoint, &bucket, &sealed).await?;
     let t = Instant::now();
@@ -484,7 +544,7 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
         baseline_what: "plain copy of the archived files",
         baseline: copy_back,
     });
-    let reads = archived_reads(&data, &s3).await?;
+    let reads = archived_reads(&data, &s3, (&endpoint, &bucket, &sizes)).await?;
     Ok(ArchiveBenchReport {
         events,
         moves,
