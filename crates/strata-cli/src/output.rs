@@ -342,6 +342,14 @@ impl Printer {
                     "entryFiles": s.entry_files,
                     "entryBytes": s.entry_bytes,
                     "positionListBytes": s.position_list_bytes,
+                    "archivedSegments": s.archived_segments,
+                    "archiveCache": s.archive_cache.map(|c| json!({
+                        "cachedBytes": c.cached_bytes,
+                        "limitBytes": c.limit_bytes,
+                        "hits": c.hits,
+                        "fetches": c.fetches,
+                        "fetchedBytes": c.fetched_bytes,
+                    })),
                 })
             );
             return;
@@ -363,6 +371,22 @@ impl Printer {
             "position list memory  {:.1} MiB (stream, category and event type lists)",
             mib(s.position_list_bytes)
         );
+        if s.archived_segments > 0 {
+            println!(
+                "archived segments     {} (their records are read from the archive)",
+                s.archived_segments
+            );
+        }
+        if let Some(c) = &s.archive_cache {
+            println!(
+                "archive cache         {:.1} of {:.1} MiB; {} blocks fetched ({:.1} MiB), {} read from the cache",
+                mib(c.cached_bytes),
+                mib(c.limit_bytes),
+                c.fetches,
+                mib(c.fetched_bytes),
+                c.hits
+            );
+        }
     }
 
     pub fn verify(&self, dir: &Path, r: &VerifyReport) {

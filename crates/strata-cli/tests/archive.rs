@@ -155,6 +155,14 @@ fn archived_segments_given_back_are_read_through_the_archive() {
     let (ok, out, err) = run_cli(&["--data", data, "--json", "verify"]);
     assert!(ok, "{err}");
     assert_eq!(json_lines(&out)[0]["events"], 5, "{out}");
+    let (ok, out, err) = run_cli(&["--data", data, "--json", "info", "--store"]);
+    assert!(ok, "{err}");
+    let info = &json_lines(&out)[0];
+    assert_eq!(info["archivedSegments"], 1, "{info}");
+    assert_eq!(
+        info["archiveCache"]["cachedBytes"], 0,
+        "nothing read yet: {info}"
+    );
 
     // The archive moved away: the store names the archive it needs.
     std::fs::rename(copies, dir.path().join("moved")).unwrap();

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use strata_core::ReadError;
 
 use crate::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
@@ -222,14 +221,17 @@ pub struct ArchiveCacheStats {
 pub(crate) struct ArchiveReads {
     source: Arc<dyn SegmentSource>,
     limit_bytes: u64,
-    cache: Mutex<Cache>,
+    /// Read-locked by hits (which only touch a block's clock), write-locked by misses.
+    cache: parking_lot::RwLock<Cache>,
+    /// The cache's clock: a block's last use is the clock's value then.
+    clock: AtomicU64,
     hits: AtomicU64,
     fetches: AtomicU64,
     fetched_bytes: AtomicU64,
 }
 
 /// A cached block: its bytes and when it was last used (the cache's clock).
-type Cached = (Arc<[u8]>, u64);
+type Cached = (Arc<[u8]>, AtomicU64);
 
 #[derive(Default)]
 struct Cache {
@@ -238,7 +240,6 @@ struct Cache {
     /// The latest misses, (segment, block), oldest first.
     recent_misses: std::collections::VecDeque<(u64, u64)>,
     bytes: u64,
-    clock: u64,
 }
 
 impl ArchiveReads {
@@ -246,7 +247,8 @@ impl ArchiveReads {
         ArchiveReads {
             source,
             limit_bytes,
-            cache: Mutex::new(Cache::default()),
+            cache: parking_lot::RwLock::new(Cache::default()),
+            clock: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
@@ -259,7 +261,7 @@ impl ArchiveReads {
 
     pub fn stats(&self) -> ArchiveCacheStats {
         ArchiveCacheStats {
-            cached_bytes: self.cache.lock().bytes,
+            cached_bytes: self.cache.read().bytes,
             limit_bytes: self.limit_bytes,
             hits: self.hits.load(Ordering::Relaxed),
             fetches: self.fetches.load(Ordering::Relaxed),
@@ -273,12 +275,17 @@ impl ArchiveReads {
     /// ([`ARCHIVE_READ_AHEAD_BLOCKS`]), so that a long read waits for one round trip per
     /// several blocks rather than one per block.
     fn block(&self, no: u64, block: u64, len: u64) -> io::Result<Arc<[u8]>> {
+        let tick = || self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some((bytes, used)) = self.cache.read().blocks.get(&(no, block)) {
+            used.store(tick(), Ordering::Relaxed);
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(bytes.clone());
+        }
         let ahead = {
-            let mut c = self.cache.lock();
-            c.clock += 1;
-            let now = c.clock;
-            if let Some((bytes, used)) = c.blocks.get_mut(&(no, block)) {
-                *used = now;
+            let mut c = self.cache.write();
+            // Another reader may have fetched it meanwhile.
+            if let Some((bytes, used)) = c.blocks.get(&(no, block)) {
+                used.store(tick(), Ordering::Relaxed);
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(bytes.clone());
             }
@@ -330,7 +337,7 @@ impl ArchiveReads {
                 ));
             }
         }
-        let mut c = self.cache.lock();
+        let mut c = self.cache.write();
         let mut asked = None;
         // The asked block last, so that it is the most recently used.
         let numbered: Vec<(u64, Vec<u8>)> = std::iter::once(block)
@@ -342,9 +349,10 @@ impl ArchiveReads {
             self.fetched_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             let bytes: Arc<[u8]> = bytes.into();
-            c.clock += 1;
-            let now = c.clock;
-            if let Some(old) = c.blocks.insert((no, b), (bytes.clone(), now)) {
+            if let Some(old) = c
+                .blocks
+                .insert((no, b), (bytes.clone(), AtomicU64::new(tick())))
+            {
                 c.bytes -= old.0.len() as u64;
             }
             c.bytes += bytes.len() as u64;
@@ -355,7 +363,11 @@ impl ArchiveReads {
         // Least recently used out first; a scan, as the cache holds few blocks (its limit over
         // a block's size).
         while c.bytes > self.limit_bytes {
-            let Some((&key, _)) = c.blocks.iter().min_by_key(|(_, (_, used))| *used) else {
+            let Some((&key, _)) = c
+                .blocks
+                .iter()
+                .min_by_key(|(_, (_, used))| used.load(Ordering::Relaxed))
+            else {
                 break;
             };
             if let Some((b, _)) = c.blocks.remove(&key) {
@@ -668,8 +680,13 @@ fn evict_now(
         report.evicted += 1;
         report.bytes += len;
     }
-    report.archived_segments = (0..shared.segments.count())
-        .filter(|&no| shared.segments.get(no).is_some_and(|s| s.is_archived()))
-        .count() as u64;
+    report.archived_segments = archived_count(&shared.segments);
     Ok(report)
+}
+
+/// How many of `segments` live only in an archive.
+pub(crate) fn archived_count(segments: &crate::segment::Segments) -> u64 {
+    (0..segments.count())
+        .filter(|&no| segments.get(no).is_some_and(|s| s.is_archived()))
+        .count() as u64
 }

@@ -144,6 +144,11 @@ pub struct IndexStats {
     /// position), and the categories' and event types' (the positions not yet in a segment
     /// index file, compressed, and a part of 64 bytes per name and sealed segment).
     pub position_list_bytes: u64,
+    /// Sealed segments whose file lives only in an archive ([`LogStore::evict_archived`]):
+    /// their index files are here, their records are read from the archive.
+    pub archived_segments: u64,
+    /// The cache those reads go through, when there are any.
+    pub archive_cache: Option<crate::archived::ArchiveCacheStats>,
 }
 
 /// The embedded event store. Cheap to clone; all clones share one store.
@@ -531,6 +536,8 @@ impl LogStore {
             entry_files: st.index.entries.file_count(),
             entry_bytes: st.index.entries.memory_bytes(),
             position_list_bytes: st.index.position_list_bytes(),
+            archived_segments: crate::archived::archived_count(&self.inner.shared.segments),
+            archive_cache: self.archive_cache(),
         }
     }
 
