@@ -9,7 +9,9 @@ use std::time::Duration;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use sha2::Digest;
-use strata_log::{EvictReport, LogConfig, LogStore, OpenError, SealedFilesError, SegmentSource};
+use strata_log::{
+    ArchivedCopy, EvictReport, LogConfig, LogStore, OpenError, SealedFilesError, SegmentSource,
+};
 
 use crate::{Archive, ArchiveError};
 
@@ -187,7 +189,10 @@ impl Archive {
         for no in candidates {
             let m = self.manifest(no).await?;
             if root.as_ref().map(|r| &r.store) != Some(&m.store) {
-                continue;
+                return Err(ArchiveError::Damaged {
+                    object: crate::format::manifest_path(&self.prefix, no).to_string(),
+                    reason: format!("it names store {}, not the root object's", m.store),
+                });
             }
             let (seg_name, _) = strata_log::sealed_file_names(no);
             let Some(f) = m.files.iter().find(|f| f.name == seg_name) else {
@@ -203,12 +208,13 @@ impl Archive {
         }
         let same = Box::new(move |no: u64, file: &std::fs::File| {
             let Some((bytes, sha256)) = archived.get(&no) else {
-                return Ok(false);
+                return Ok(ArchivedCopy::Missing);
             };
-            if file.metadata()?.len() != *bytes {
-                return Ok(false);
-            }
-            Ok(&sha256_of(file)? == sha256)
+            let same = file.metadata()?.len() == *bytes && &sha256_of(file)? == sha256;
+            Ok(match same {
+                true => ArchivedCopy::Same,
+                false => ArchivedCopy::Differs,
+            })
         });
         store
             .evict_archived(self.segment_source()?, mark.segments, keep_newest, same)

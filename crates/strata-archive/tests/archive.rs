@@ -328,6 +328,8 @@ async fn a_segment_missing_from_the_archive_stays_local() {
     std::fs::write(&segs[1], &cut[..cut.len() - 8]).unwrap();
     let report = archive.evict_archived(&store, 0).await.unwrap();
     assert_eq!(report.evicted, sealed - 2, "{report:?}");
+    assert_eq!(report.missing, vec![0, 1], "{report:?}");
+    assert!(report.differ.is_empty(), "{report:?}");
     for no in [0, 1] {
         let (name, _) = strata_log::sealed_file_names(no);
         assert!(data.path().join("segments").join(name).is_file());

@@ -144,6 +144,7 @@ impl Printer {
                 out["bytesFreed"] = json!(e.bytes);
                 out["segmentsReadFromArchive"] = json!(e.archived_segments);
                 out["segmentsKeptDiffering"] = json!(e.differ);
+                out["segmentsKeptMissing"] = json!(e.missing);
             }
             println!("{out}");
         } else {
@@ -165,6 +166,12 @@ impl Printer {
                     println!(
                         "kept {} segment(s) local: a scavenge rewrote them after they were archived",
                         e.differ.len()
+                    );
+                }
+                if !e.missing.is_empty() {
+                    println!(
+                        "kept {} segment(s) local: the archive lacks them or holds them cut short",
+                        e.missing.len()
                     );
                 }
             }

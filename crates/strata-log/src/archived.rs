@@ -67,9 +67,9 @@ pub(crate) fn stub_file_name(no: u64) -> String {
 /// What a stub records of its segment: its length, the archive's address, and the bytes of
 /// it that must be read without the archive (**pinned**): its header (open reads it), its
 /// last bytes (open checks the segment against its index file by its last record, and reads a
-/// scavenged segment's removed runs there), and the last metadata event of each stream whose
-/// last one lies in it (the writer reads those to check appends, and must never wait for an
-/// archive).
+/// scavenged segment's removed runs there), and the record of each stream's last metadata
+/// event that lies in it (the writer reads those to check appends, and never waits for an
+/// archive). Written by an eviction; read back as an [`OpenStub`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stub {
     pub segment_no: u64,
@@ -83,10 +83,10 @@ pub(crate) struct Stub {
 
 impl Stub {
     /// Layout (little-endian): magic, segment number u64, length u64, pinned ranges u32, each
-    /// (offset u64, length u32, bytes), archive name length u32, name (UTF-8), CRC32C of
+    /// (offset u64, length u64, bytes), archive name length u32, name (UTF-8), CRC32C of
     /// everything before it u32.
     pub fn encode(&self) -> Vec<u8> {
-        let pinned: usize = self.pinned.iter().map(|(_, b)| 12 + b.len()).sum();
+        let pinned: usize = self.pinned.iter().map(|(_, b)| 16 + b.len()).sum();
         let mut b = Vec::with_capacity(64 + pinned + self.archive.len());
         b.extend_from_slice(STUB_MAGIC);
         b.extend_from_slice(&self.segment_no.to_le_bytes());
@@ -94,7 +94,7 @@ impl Stub {
         b.extend_from_slice(&(self.pinned.len() as u32).to_le_bytes());
         for (at, bytes) in &self.pinned {
             b.extend_from_slice(&at.to_le_bytes());
-            b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             b.extend_from_slice(bytes);
         }
         b.extend_from_slice(&(self.archive.len() as u32).to_le_bytes());
@@ -103,8 +103,50 @@ impl Stub {
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
+}
 
-    pub fn decode(bytes: &[u8]) -> Result<Stub, String> {
+/// A pinned range of an [`OpenStub`]: where it lies in the segment and in the stub file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pinned {
+    at: u64,
+    len: u64,
+    in_stub: u64,
+}
+
+/// A stub read back and checked: what it records, its pinned bytes left in the file (read
+/// when asked for: a stub may pin many small records, and memory holds 24 bytes per range).
+pub(crate) struct OpenStub {
+    pub segment_no: u64,
+    pub len: u64,
+    pub archive: String,
+    /// The segment's header.
+    pub header: Vec<u8>,
+    ranges: Vec<Pinned>,
+    file: std::fs::File,
+}
+
+impl OpenStub {
+    /// Reads and checks the stub of segment `no` in `seg_dir`.
+    pub fn read(seg_dir: &Path, no: u64) -> Result<OpenStub, (PathBuf, String)> {
+        let path = seg_dir.join(stub_file_name(no));
+        let fail = |reason: String| (path.clone(), reason);
+        let file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
+        let bytes = {
+            use std::io::Read;
+            let mut b = Vec::new();
+            (&file)
+                .read_to_end(&mut b)
+                .map_err(|e| fail(e.to_string()))?;
+            b
+        };
+        let stub = Self::decode(&bytes, file).map_err(fail)?;
+        if stub.segment_no != no {
+            return Err(fail(format!("it names segment {}", stub.segment_no)));
+        }
+        Ok(stub)
+    }
+
+    fn decode(bytes: &[u8], file: std::fs::File) -> Result<OpenStub, String> {
         let body_len = bytes
             .len()
             .checked_sub(4)
@@ -120,20 +162,35 @@ impl Stub {
         let segment_no = r.u64()?;
         let len = r.u64()?;
         let count = r.u32()? as usize;
-        let mut pinned: Vec<(u64, Vec<u8>)> = Vec::with_capacity(count.min(body.len() / 12));
+        let mut ranges: Vec<Pinned> = Vec::with_capacity(count.min(body.len() / 16));
         let mut end = 0u64;
-        for _ in 0..count {
+        let mut header = Vec::new();
+        for i in 0..count {
             let at = r.u64()?;
-            let n = r.u32()? as usize;
-            let bytes = r.take(n)?.to_vec();
-            let fits = at >= end && at.checked_add(n as u64).is_some_and(|e| e <= len);
+            let n = r.u64()?;
+            let in_stub = (body.len() - r.0.len()) as u64;
+            let taken = r.take(usize::try_from(n).map_err(|_| "a pinned range too large")?)?;
+            let fits = at >= end && at.checked_add(n).is_some_and(|e| e <= len);
             if !fits || n == 0 {
                 return Err(
                     "its pinned ranges overlap, are empty or lie past its length".to_owned(),
                 );
             }
-            end = at + n as u64;
-            pinned.push((at, bytes));
+            if i == 0 {
+                if at != 0 || n < SEGMENT_HEADER_BYTES {
+                    return Err("it does not hold its segment's header".to_owned());
+                }
+                header = taken[..SEGMENT_HEADER_BYTES as usize].to_vec();
+            }
+            end = at + n;
+            ranges.push(Pinned {
+                at,
+                len: n,
+                in_stub,
+            });
+        }
+        if ranges.is_empty() {
+            return Err("it does not hold its segment's header".to_owned());
         }
         let n = r.u32()? as usize;
         let archive =
@@ -141,40 +198,21 @@ impl Stub {
         if !r.0.is_empty() {
             return Err("it has bytes past its end".to_owned());
         }
-        match pinned.first() {
-            Some((0, header)) if header.len() as u64 >= SEGMENT_HEADER_BYTES => {}
-            _ => return Err("it does not hold its segment's header".to_owned()),
-        }
-        Ok(Stub {
+        Ok(OpenStub {
             segment_no,
             len,
-            pinned,
             archive,
+            header,
+            ranges,
+            file,
         })
     }
 
-    /// The header's bytes.
-    pub fn head(&self) -> &[u8] {
-        self.pinned.first().map_or(&[], |(_, b)| b)
-    }
-
-    /// The pinned range holding all of `offset..end`, when one does.
-    fn pinned_holding(&self, offset: u64, end: u64) -> Option<&[u8]> {
-        let i = self.pinned.partition_point(|(at, _)| *at <= offset);
-        let (at, bytes) = self.pinned.get(i.checked_sub(1)?)?;
-        (end <= at + bytes.len() as u64)
-            .then(|| &bytes[(offset - at) as usize..(end - at) as usize])
-    }
-
-    /// Reads the stub of segment `no` in `seg_dir`.
-    pub fn read(seg_dir: &Path, no: u64) -> Result<Stub, (PathBuf, String)> {
-        let path = seg_dir.join(stub_file_name(no));
-        let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
-        match Stub::decode(&bytes) {
-            Ok(stub) if stub.segment_no == no => Ok(stub),
-            Ok(stub) => Err((path, format!("it names segment {}", stub.segment_no))),
-            Err(reason) => Err((path, reason)),
-        }
+    /// The pinned range `offset` lies in, when one does.
+    fn pinned_at(&self, offset: u64) -> Option<Pinned> {
+        let i = self.ranges.partition_point(|r| r.at <= offset);
+        let r = *self.ranges.get(i.checked_sub(1)?)?;
+        (offset < r.at + r.len).then_some(r)
     }
 }
 
@@ -300,13 +338,22 @@ impl ArchiveReads {
             // Never more than half the cache, so what a read fetches stays until it reads it.
             let room = (self.limit_bytes / ARCHIVE_READ_BLOCK_BYTES / 2).max(1);
             let blocks = len.div_ceil(ARCHIVE_READ_BLOCK_BYTES);
-            match follows {
+            let ahead: Vec<u64> = match follows {
                 true => (block + 1..blocks)
                     .filter(|b| !c.blocks.contains_key(&(no, *b)))
                     .take((ARCHIVE_READ_AHEAD_BLOCKS.min(room) as usize).saturating_sub(1))
                     .collect(),
                 false => Vec::new(),
+            };
+            // The last block fetched ahead counts as a miss: the read's next miss, right
+            // after it, goes on fetching ahead.
+            if let Some(&last) = ahead.last() {
+                if c.recent_misses.len() == RECENT_MISSES {
+                    c.recent_misses.pop_front();
+                }
+                c.recent_misses.push_back((no, last));
             }
+            ahead
         };
         let range = |b: u64| {
             let at = b * ARCHIVE_READ_BLOCK_BYTES;
@@ -384,12 +431,12 @@ const RECENT_MISSES: usize = 16;
 /// An archived segment's file: read through the archive's cache, except its first and last
 /// bytes, which its stub holds. Never written.
 pub(crate) struct ArchivedFile {
-    stub: Stub,
+    stub: OpenStub,
     reads: Arc<ArchiveReads>,
 }
 
 impl ArchivedFile {
-    pub fn new(stub: Stub, reads: Arc<ArchiveReads>) -> ArchivedFile {
+    pub fn new(stub: OpenStub, reads: Arc<ArchiveReads>) -> ArchivedFile {
         ArchivedFile { stub, reads }
     }
 }
@@ -408,9 +455,15 @@ impl LogFile for ArchivedFile {
             return Ok(0);
         }
         let want = buf.len().min((s.len - offset) as usize);
-        if let Some(bytes) = s.pinned_holding(offset, offset + want as u64) {
-            buf[..want].copy_from_slice(bytes);
-            return Ok(want);
+        // From a pinned range, up to its end only: a read of a record there (a lone record's
+        // read asks for more than the record) never waits for the archive; the caller asks
+        // again for what lies past it.
+        if let Some(r) = s.pinned_at(offset) {
+            use std::os::unix::fs::FileExt;
+            let n = want.min((r.at + r.len - offset) as usize);
+            s.file
+                .read_exact_at(&mut buf[..n], r.in_stub + (offset - r.at))?;
+            return Ok(n);
         }
         let mut done = 0;
         while done < want {
@@ -449,13 +502,27 @@ pub struct EvictReport {
     /// Segments archived but kept, because the archive's copy is not the local file (a
     /// scavenge rewrote it after it was archived): their events are read locally.
     pub differ: Vec<u64>,
+    /// Segments kept because the archive does not hold them whole (an object gone or cut
+    /// short since it was archived): their events are read locally.
+    pub missing: Vec<u64>,
     /// Segments now read from the archive, this call's and earlier ones.
     pub archived_segments: u64,
 }
 
-/// Checks, for [`LogStore::evict_archived`], that the archive's copy of a segment is the
-/// local file given (open, held still): `Ok(false)` keeps the segment.
-pub type SameAsArchived = Box<dyn FnMut(u64, &std::fs::File) -> io::Result<bool> + Send>;
+/// What an archive holds of a segment, for [`LogStore::evict_archived`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchivedCopy {
+    /// Byte for byte the local file: the segment may be given back.
+    Same,
+    /// Another file (a scavenge rewrote the local one after it was archived).
+    Differs,
+    /// Nothing whole (not archived, or its object is gone or cut short).
+    Missing,
+}
+
+/// Tells, for [`LogStore::evict_archived`], what the archive holds of segment `no`, given the
+/// local file (open, held still).
+pub type SameAsArchived = Box<dyn FnMut(u64, &std::fs::File) -> io::Result<ArchivedCopy> + Send>;
 
 impl LogStore {
     /// Gives back the disk of sealed segments an archive holds, keeping the newest
@@ -609,9 +676,16 @@ fn evict_now(
             .file
             .size()
             .map_err(|e| storage(format!("reading {}: {e}", seg.path.display())))?;
-        if !same(no, &file).map_err(|e| storage(format!("checking segment {no}: {e}")))? {
-            report.differ.push(no);
-            continue;
+        match same(no, &file).map_err(|e| storage(format!("checking segment {no}: {e}")))? {
+            ArchivedCopy::Same => {}
+            ArchivedCopy::Differs => {
+                report.differ.push(no);
+                continue;
+            }
+            ArchivedCopy::Missing => {
+                report.missing.push(no);
+                continue;
+            }
         }
         let read = |at: u64, n: u64| -> Result<Vec<u8>, ReadError> {
             let mut buf = vec![0; n as usize];
@@ -639,9 +713,7 @@ fn evict_now(
                     seg.path.display()
                 )));
             };
-            // A lone record's read asks for at least its first bytes' worth.
-            let read_len = crate::format::padded_len(n).max(crate::segment::FIRST_READ_BYTES);
-            ranges.push((at, (at + read_len as u64).min(len)));
+            ranges.push((at, (at + crate::format::padded_len(n) as u64).min(len)));
         }
         let mut pinned: Vec<(u64, Vec<u8>)> = Vec::new();
         for (at, end) in merge_ranges(ranges) {
@@ -657,6 +729,9 @@ fn evict_now(
         let stub_path = seg_dir.join(stub_file_name(no));
         crate::io::write_file_atomic(vfs, &stub_path, &stub.encode())
             .map_err(|e| storage(format!("writing {}: {e}", stub_path.display())))?;
+        // Read back as an open will, before the segment file goes.
+        let stub = OpenStub::read(&seg_dir, no)
+            .map_err(|(file, reason)| storage(format!("{}: {reason}", file.display())))?;
         let archived = Arc::new(Segment::archived(
             seg.path.clone(),
             Arc::new(ArchivedFile::new(stub, reads.clone())),

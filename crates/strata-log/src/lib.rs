@@ -41,7 +41,7 @@ mod store;
 mod verify;
 mod writer;
 
-pub use archived::{ArchiveCacheStats, EvictReport, SameAsArchived, SegmentSource};
+pub use archived::{ArchiveCacheStats, ArchivedCopy, EvictReport, SameAsArchived, SegmentSource};
 pub use error::{DataLoss, LossCause, OpenError};
 pub use sealed::{
     check_sealed_segment, check_sealed_segment_file, finish_restored_segments,

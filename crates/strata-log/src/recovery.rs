@@ -9,7 +9,7 @@ use strata_core::limits::{
 };
 use strata_core::StreamId;
 
-use crate::archived::{stub_file_name, ArchiveReads, ArchivedFile, Stub};
+use crate::archived::{stub_file_name, ArchiveReads, ArchivedFile, OpenStub};
 use crate::error::{io_ctx, DataLoss, LossCause, OpenError};
 use crate::format::{
     decode_record, decode_removed_runs, padded_len, peek_len, record_crc, u32_at, u64_at,
@@ -465,7 +465,7 @@ fn open_archived(
     path: PathBuf,
     archive: Option<&Arc<ArchiveReads>>,
 ) -> Result<Segment, OpenError> {
-    let stub = Stub::read(seg_dir, no).map_err(|(file, reason)| OpenError::Corruption {
+    let stub = OpenStub::read(seg_dir, no).map_err(|(file, reason)| OpenError::Corruption {
         file,
         offset: 0,
         reason: format!("the stub of an archived segment is unreadable: {reason}"),
@@ -481,7 +481,7 @@ fn open_archived(
         offset: 0,
         reason,
     };
-    let header = match SegmentHeader::decode(stub.head()) {
+    let header = match SegmentHeader::decode(&stub.header) {
         Ok(h) if h.segment_no == no => h,
         Ok(h) => {
             return Err(corrupt(format!(

@@ -8,7 +8,7 @@ use strata_core::{
     BackendError, Corruption, CorruptionLocation, Position, ReadError, RecordedEvent,
 };
 
-use crate::format::{decode_record, DecodeError, SegmentHeader};
+use crate::format::{decode_record, DecodeError, SegmentHeader, RECORD_HEADER_BYTES};
 use crate::index::{loc_offset, loc_segment, Loc};
 use crate::io::LogFile;
 use crate::limits::{
@@ -138,7 +138,7 @@ pub(crate) struct Segments {
 }
 
 /// Bytes read from a record's start before its length is known: the first record of a read.
-pub(crate) const FIRST_READ_BYTES: usize = 512;
+const FIRST_READ_BYTES: usize = 512;
 /// Most bytes read from a record's start once earlier records of the same read have shown
 /// their lengths (a larger record takes a second read).
 const FIRST_READ_MAX_BYTES: usize = 4096;
@@ -324,7 +324,12 @@ impl Segments {
                     if window.len() < window_len {
                         window.resize(window_len, 0);
                     }
-                    let n = read_up_to(&*seg.file, &mut window[..window_len], start)
+                    // One read, which may stop short (a file read from an archive stops at the
+                    // end of bytes it holds locally): records it does not hold whole are
+                    // read again on their own below, at their length.
+                    let n = seg
+                        .file
+                        .read_at(&mut window[..window_len], start)
                         .map_err(|e| io_err(&seg.path, start, e))?;
                     (&window[..n], start)
                 }
@@ -349,7 +354,13 @@ impl Segments {
                     Some(_) => (rel + first_read(longest)).min(filled.len()),
                     None => filled.len(),
                 };
-                let (event, len) = match decode_at(seg, &filled[rel..head_end], off, position) {
+                // A window that stopped short (see above) may not hold this record's header:
+                // its length is read first.
+                let record = match map.is_none() && rel + RECORD_HEADER_BYTES > filled.len() {
+                    true => Err(Needed(record_len_at(seg, off, position)?)),
+                    false => decode_at(seg, &filled[rel..head_end], off, position),
+                };
+                let (event, len) = match record {
                     Ok(e) => e,
                     Err(Needed(needed)) => {
                         let mut buf = Vec::new();
@@ -430,6 +441,23 @@ impl Drop for ReadThreads {
 }
 
 struct Needed(usize);
+
+/// The length of the record at `off` in `seg`, from its header (read on its own).
+fn record_len_at(seg: &Segment, off: u64, position: u64) -> Result<usize, ReadError> {
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    let n = read_up_to(&*seg.file, &mut header, off).map_err(|e| io_err(&seg.path, off, e))?;
+    crate::format::peek_len(&header[..n]).ok_or_else(|| {
+        Corruption::new(
+            CorruptionLocation::LogFile {
+                file: seg.path.clone(),
+                offset: off,
+            },
+            Some(Position(position)),
+            "record is cut short",
+        )
+        .into()
+    })
+}
 
 /// Bytes to read from a record's start when the longest record read so far took `longest`
 /// (0: none yet).
