@@ -260,16 +260,7 @@ fn a_server_archives_its_sealed_segments_as_it_serves() {
     assert_eq!(health["archive"]["state"], "ok", "{health}");
     // All but the newest sealed segment were given back, and the server reads them from the
     // archive.
-    let stubs = std::fs::read_dir(data.join("segments"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "archived")
-        })
-        .count() as u64;
+    let stubs = support::segment_files(&data, "archived");
     assert_eq!(stubs, status["segmentsArchived"].as_u64().unwrap() - 1);
     let page = http_get_json(&addr, "/streams/account-3?limit=1000");
     assert!(page.to_string().contains("\"amount\":3,"), "{page}");

@@ -31,17 +31,7 @@ fn info_store_reports_the_event_ids_in_memory() {
         }
         store.close().await.unwrap();
     });
-    let sealed = std::fs::read_dir(dir.path().join("segments"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "seg")
-        })
-        .count() as u64
-        - 1;
+    let sealed = support::segment_files(dir.path(), "seg") - 1;
     assert!(sealed >= 5, "{sealed} sealed segments");
     let data = dir.path().to_str().unwrap();
     let (ok, out, err) = run_cli(&["--data", data, "--json", "info", "--store"]);

@@ -525,36 +525,22 @@ fn cut_at_archived(
     }
     let mut out = HashMap::new();
     for (stream, versions) in plan {
-        let st = shared.state.read();
-        let index = &st.index;
-        let Some(no) = StreamId::new(stream.as_str())
-            .ok()
-            .and_then(|s| index.stream_no(&s))
-        else {
-            continue;
-        };
-        let se = &index.streams[no as usize];
-        let crate::index::RemovedVersions { from, count } = se.removed;
-        let mut reader = se.positions.reader();
         // Pieces of present versions, none in an archived segment, as version ranges (a
         // piece spans the versions removed before, which lie nowhere).
         let mut pieces: Vec<Range<u64>> = Vec::new();
         let mut open: Option<Range<u64>> = None;
-        for i in se.index_from(versions.start)..se.index_from(versions.end) {
-            let v = if i < from { i } else { i + count };
-            let p = reader.get(i).expect("an index of the list");
-            let seg = index
-                .entries
-                .file_segment_of(p)
-                .unwrap_or_else(|| index.entries.segment_of(p));
+        let Some(removed) = each_version(shared, &stream, &versions, |v, seg, _| {
             let archived = shared.segments.get(seg).is_some_and(|s| s.is_archived());
             match (archived, &mut open) {
                 (true, _) => pieces.extend(open.take()),
                 (false, Some(r)) => r.end = v + 1,
                 (false, None) => open = Some(v..v + 1),
             }
-        }
+        }) else {
+            continue;
+        };
         pieces.extend(open);
+        let crate::index::RemovedVersions { from, count } = removed;
         let chosen = match count {
             0 => pieces.pop(),
             _ => pieces
@@ -568,30 +554,44 @@ fn cut_at_archived(
     out
 }
 
+/// Calls `visit(version, segment, in_files)` for each present version of `stream` in
+/// `versions`, in order (`in_files`: its segment's entries and ids are read from its index
+/// file), under the state lock; returns the stream's removed run, `None` when it has no
+/// events.
+fn each_version(
+    shared: &Shared,
+    stream: &str,
+    versions: &Range<u64>,
+    mut visit: impl FnMut(u64, u64, bool),
+) -> Option<crate::index::RemovedVersions> {
+    let st = shared.state.read();
+    let index = &st.index;
+    let no = StreamId::new(stream)
+        .ok()
+        .and_then(|s| index.stream_no(&s))?;
+    let se = &index.streams[no as usize];
+    let crate::index::RemovedVersions { from, count } = se.removed;
+    let mut reader = se.positions.reader();
+    for i in se.index_from(versions.start)..se.index_from(versions.end) {
+        let v = if i < from { i } else { i + count };
+        let p = reader.get(i).expect("an index of the list");
+        match index.entries.file_segment_of(p) {
+            Some(seg) => visit(v, seg, index.ids.in_file(seg)),
+            None => visit(v, index.entries.segment_of(p), false),
+        }
+    }
+    Some(se.removed)
+}
+
 /// The sealed segments that hold events `plan` removes, in order, up to the first whose
 /// entries and ids are not read from its index file yet (left with those after it for a
 /// later scavenge). Takes the state lock stream by stream.
 fn segments_holding(shared: &Shared, plan: &HashMap<String, Range<u64>>) -> Vec<u64> {
     let mut segments = std::collections::BTreeMap::new();
     for (stream, versions) in plan {
-        let st = shared.state.read();
-        let index = &st.index;
-        let Some(no) = StreamId::new(stream.as_str())
-            .ok()
-            .and_then(|s| index.stream_no(&s))
-        else {
-            continue;
-        };
-        let se = &index.streams[no as usize];
-        let mut reader = se.positions.reader();
-        for i in se.index_from(versions.start)..se.index_from(versions.end) {
-            let p = reader.get(i).expect("an index of the list");
-            let (no, in_files) = match index.entries.file_segment_of(p) {
-                Some(no) => (no, index.ids.in_file(no)),
-                None => (index.entries.segment_of(p), false),
-            };
-            segments.insert(no, in_files);
-        }
+        each_version(shared, stream, versions, |_, seg, in_files| {
+            segments.insert(seg, in_files);
+        });
     }
     // In order, up to the first that cannot be rewritten yet: a stream's removed versions
     // grow one run at a time, segment after segment.

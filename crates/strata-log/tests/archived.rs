@@ -137,6 +137,43 @@ fn files_with(dir: &Path, ext: &str) -> Vec<u64> {
     out
 }
 
+/// A data directory, a directory of copies, and the archive serving those copies.
+fn dirs() -> (tempfile::TempDir, tempfile::TempDir, Arc<DirArchive>) {
+    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let archive = archive_in(copies.path());
+    (data, copies, archive)
+}
+
+/// Seals the open segment and copies every sealed segment to `archive`; returns how many.
+async fn seal_and_copy(store: &LogStore, archive: &Path) -> u64 {
+    store.seal_open_segment().await.unwrap();
+    copy_sealed(store, archive).await
+}
+
+/// Gives back the segments below `below` the archive of `copies` holds, keeping `keep`.
+async fn evict(
+    store: &LogStore,
+    archive: &Arc<DirArchive>,
+    copies: &Path,
+    below: u64,
+    keep: u64,
+) -> strata_log::EvictReport {
+    store
+        .evict_archived(archive.clone(), below, keep, same_as(copies))
+        .await
+        .unwrap()
+}
+
+/// `n` events of `pad` bytes appended to `stream`, one append each.
+async fn append_n(store: &LogStore, stream: &StreamId, n: usize, pad: usize) {
+    for _ in 0..n {
+        store
+            .append(stream, ExpectedVersion::Any, vec![big(pad)])
+            .await
+            .unwrap();
+    }
+}
+
 /// Compares the local file with the archive's copy, as `strata-archive` does by SHA-256.
 fn same_as(archive: &Path) -> strata_log::SameAsArchived {
     let archive = archive.to_path_buf();
@@ -158,19 +195,14 @@ fn same_as(archive: &Path) -> strata_log::SameAsArchived {
 /// the store does not open, and `verify` checks it through the archive.
 #[tokio::test]
 async fn archived_segments_answer_as_local_ones_across_reopens() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
     fill(&store, 0..30).await;
-    store.seal_open_segment().await.unwrap();
-    let archived = copy_sealed(&store, copies.path()).await;
+    let archived = seal_and_copy(&store, copies.path()).await;
     assert!(archived >= 5, "the fill seals several segments: {archived}");
     let before = answers(&store).await;
 
-    let report = store
-        .evict_archived(archive.clone(), archived, 2, same_as(copies.path()))
-        .await
-        .unwrap();
+    let report = evict(&store, &archive, copies.path(), archived, 2).await;
     assert_eq!(report.evicted, archived - 2, "{report:?}");
     assert_eq!(report.archived_segments, archived - 2);
     assert!(report.differ.is_empty());
@@ -201,10 +233,7 @@ async fn archived_segments_answer_as_local_ones_across_reopens() {
     );
 
     // An eviction again gives back nothing more; appends go on.
-    let again = store
-        .evict_archived(archive.clone(), archived, 2, same_as(copies.path()))
-        .await
-        .unwrap();
+    let again = evict(&store, &archive, copies.path(), archived, 2).await;
     assert_eq!(again.evicted, 0);
     fill(&store, 30..33).await;
     let after_more = answers(&store).await;
@@ -250,16 +279,11 @@ async fn archived_segments_answer_as_local_ones_across_reopens() {
 /// appends and reads of local segments go on.
 #[tokio::test]
 async fn an_unreachable_archive_fails_its_reads_only() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
     fill(&store, 0..30).await;
-    store.seal_open_segment().await.unwrap();
-    let archived = copy_sealed(&store, copies.path()).await;
-    store
-        .evict_archived(archive.clone(), archived, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let archived = seal_and_copy(&store, copies.path()).await;
+    evict(&store, &archive, copies.path(), archived, 0).await;
     archive.failing.store(true, Ordering::SeqCst);
     let s = sid("account-3");
     match store.read_stream(&s, ReadStreamOptions::forward()).await {
@@ -290,12 +314,10 @@ async fn an_unreachable_archive_fails_its_reads_only() {
 /// segment file (an eviction cut short by a crash) leaves the file read locally.
 #[tokio::test]
 async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_ignored() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
     fill(&store, 0..30).await;
-    store.seal_open_segment().await.unwrap();
-    let archived = copy_sealed(&store, copies.path()).await;
+    let archived = seal_and_copy(&store, copies.path()).await;
     // The archive's copy of segment 1 differs.
     let (name1, _) = strata_log::sealed_file_names(1);
     let mut other = std::fs::read(copies.path().join(&name1)).unwrap();
@@ -303,10 +325,7 @@ async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_ignored() {
     other[last] ^= 1;
     std::fs::write(copies.path().join(&name1), &other).unwrap();
     let before = answers(&store).await;
-    let report = store
-        .evict_archived(archive.clone(), 3, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let report = evict(&store, &archive, copies.path(), 3, 0).await;
     assert_eq!(report.differ, vec![1]);
     assert_eq!(report.evicted, 2);
     assert_eq!(files_with(data.path(), "archived"), vec![0, 2]);
@@ -338,16 +357,11 @@ async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_ignored() {
 /// stays what the lifecycle says, across a reopen.
 #[tokio::test]
 async fn a_scavenge_leaves_archived_segments_alone() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
     fill(&store, 0..30).await;
-    store.seal_open_segment().await.unwrap();
-    let archived = copy_sealed(&store, copies.path()).await;
-    store
-        .evict_archived(archive.clone(), archived / 2, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let archived = seal_and_copy(&store, copies.path()).await;
+    evict(&store, &archive, copies.path(), archived / 2, 0).await;
     for s in 0..6 {
         store
             .delete_stream(&sid(&format!("account-{s}")), ExpectedVersion::Any)
@@ -384,16 +398,10 @@ fn big(pad: usize) -> EventData {
 /// store still opens and answers alike.
 #[tokio::test]
 async fn a_scavenge_after_an_eviction_keeps_one_removed_run_per_stream() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let s = sid("acct-1");
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    for _ in 0..30 {
-        store
-            .append(&s, ExpectedVersion::Any, vec![big(5000)])
-            .await
-            .unwrap();
-    }
+    append_n(&store, &s, 30, 5000).await;
     store.truncate_stream(&s, 2).await.unwrap();
     store.seal_open_segment().await.unwrap();
     assert!(
@@ -407,10 +415,7 @@ async fn a_scavenge_after_an_eviction_keeps_one_removed_run_per_stream() {
     );
     let sealed = copy_sealed(&store, copies.path()).await;
     assert!(sealed > 8);
-    let evicted = store
-        .evict_archived(archive.clone(), 4, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let evicted = evict(&store, &archive, copies.path(), 4, 0).await;
     assert!(evicted.evicted > 0, "{evicted:?}");
     store.truncate_stream(&s, 25).await.unwrap();
     store.seal_open_segment().await.unwrap();
@@ -439,8 +444,7 @@ async fn a_scavenge_after_an_eviction_keeps_one_removed_run_per_stream() {
 #[tokio::test]
 async fn appends_never_read_from_the_archive() {
     use strata_core::lifecycle::StreamMetadata;
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let (s, other) = (sid("acct-1"), sid("other-1"));
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
     store
@@ -461,12 +465,8 @@ async fn appends_never_read_from_the_archive() {
             .await
             .unwrap();
     }
-    store.seal_open_segment().await.unwrap();
-    let sealed = copy_sealed(&store, copies.path()).await;
-    store
-        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    evict(&store, &archive, copies.path(), sealed, 0).await;
     store.close().await.unwrap();
     archive.failing.store(true, Ordering::SeqCst);
     let store = LogStore::open_with(data.path(), config(Some(archive.clone()))).unwrap();
@@ -485,22 +485,12 @@ async fn appends_never_read_from_the_archive() {
 #[tokio::test]
 async fn a_store_opens_with_its_archive_down() {
     for pad in [1000, 5000] {
-        let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let archive = archive_in(copies.path());
+        let (data, copies, archive) = dirs();
         let s = sid("acct-1");
         let store = LogStore::open_with(data.path(), config(None)).unwrap();
-        for _ in 0..40 {
-            store
-                .append(&s, ExpectedVersion::Any, vec![big(pad)])
-                .await
-                .unwrap();
-        }
-        store.seal_open_segment().await.unwrap();
-        let sealed = copy_sealed(&store, copies.path()).await;
-        store
-            .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
-            .await
-            .unwrap();
+        append_n(&store, &s, 40, pad).await;
+        let sealed = seal_and_copy(&store, copies.path()).await;
+        evict(&store, &archive, copies.path(), sealed, 0).await;
         store.close().await.unwrap();
         archive.failing.store(true, Ordering::SeqCst);
         let store = LogStore::open_with(data.path(), config(Some(archive.clone())))
@@ -517,22 +507,12 @@ async fn a_store_opens_with_its_archive_down() {
 /// archived segment, answers alike, and writes the index file again.
 #[tokio::test]
 async fn an_archived_segment_without_its_index_file_is_read_from_the_archive() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let s = sid("acct-1");
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    for _ in 0..30 {
-        store
-            .append(&s, ExpectedVersion::Any, vec![big(5000)])
-            .await
-            .unwrap();
-    }
-    store.seal_open_segment().await.unwrap();
-    let sealed = copy_sealed(&store, copies.path()).await;
-    store
-        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    append_n(&store, &s, 30, 5000).await;
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    evict(&store, &archive, copies.path(), sealed, 0).await;
     let before = store
         .read_stream(&s, ReadStreamOptions::forward())
         .await
@@ -570,18 +550,11 @@ async fn an_archived_segment_without_its_index_file_is_read_from_the_archive() {
 /// Reads running while segments are evicted all give the same answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_during_an_eviction_answer_alike() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let s = sid("acct-1");
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    for _ in 0..200 {
-        store
-            .append(&s, ExpectedVersion::Any, vec![big(5000)])
-            .await
-            .unwrap();
-    }
-    store.seal_open_segment().await.unwrap();
-    let sealed = copy_sealed(&store, copies.path()).await;
+    append_n(&store, &s, 200, 5000).await;
+    let sealed = seal_and_copy(&store, copies.path()).await;
     let before = store
         .read_stream(&s, ReadStreamOptions::forward())
         .await
@@ -617,10 +590,7 @@ async fn reads_during_an_eviction_answer_alike() {
         }
     };
     wait_for(3).await;
-    let evicted = store
-        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let evicted = evict(&store, &archive, copies.path(), sealed, 0).await;
     assert_eq!(evicted.evicted, sealed);
     let after = reads.load(Ordering::SeqCst);
     wait_for(after + 3).await;
@@ -635,8 +605,7 @@ async fn reads_during_an_eviction_answer_alike() {
 /// ask for one.
 #[tokio::test]
 async fn a_read_through_a_segment_fetches_ahead() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let config = |archive: Option<Arc<DirArchive>>| LogConfig {
         segment_max_bytes: 64 << 20,
         ..config(archive)
@@ -650,13 +619,9 @@ async fn a_read_through_a_segment_fetches_ahead() {
             .await
             .unwrap();
     }
-    store.seal_open_segment().await.unwrap();
-    let sealed = copy_sealed(&store, copies.path()).await;
+    let sealed = seal_and_copy(&store, copies.path()).await;
     assert_eq!(sealed, 1, "one segment of about 30 MiB");
-    store
-        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    evict(&store, &archive, copies.path(), sealed, 0).await;
     let one = store
         .read_stream(&s, ReadStreamOptions::forward().from_version(1000).limit(1))
         .await
@@ -690,8 +655,7 @@ async fn a_read_through_a_segment_fetches_ahead() {
 /// that does not match is a conflict.
 #[tokio::test]
 async fn a_retry_of_archived_events_is_answered_without_the_archive() {
-    let (data, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let archive = archive_in(copies.path());
+    let (data, copies, archive) = dirs();
     let s = sid("acct-1");
     let ids: Vec<strata_core::Uuid> = (0..3).map(|_| strata_core::Uuid::now_v7()).collect();
     let append = |kind: &'static str| {
@@ -714,12 +678,8 @@ async fn a_retry_of_archived_events_is_answered_without_the_archive() {
             .await
             .unwrap();
     }
-    store.seal_open_segment().await.unwrap();
-    let sealed = copy_sealed(&store, copies.path()).await;
-    store
-        .evict_archived(archive.clone(), sealed, 0, same_as(copies.path()))
-        .await
-        .unwrap();
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    evict(&store, &archive, copies.path(), sealed, 0).await;
     archive.failing.store(true, Ordering::SeqCst);
     let again = store
         .append(&s, ExpectedVersion::NoStream, append("E"))

@@ -87,6 +87,20 @@ impl Drop for Server {
 
 /// Runs the binary with `args`, none of its client settings taken from the environment:
 /// (success, stdout, stderr).
+/// How many files of `segments/` in the data directory `data` end in `.EXT`.
+pub fn segment_files(data: &std::path::Path, ext: &str) -> u64 {
+    std::fs::read_dir(data.join("segments"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == ext)
+        })
+        .count() as u64
+}
+
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
