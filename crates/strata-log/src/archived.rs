@@ -765,3 +765,66 @@ pub(crate) fn archived_count(segments: &crate::segment::Segments) -> u64 {
         .filter(|&no| segments.get(no).is_some_and(|s| s.is_archived()))
         .count() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crafted(segment_len: u64, count: u32, ranges: &[(u64, u64, usize)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(STUB_MAGIC);
+        b.extend_from_slice(&7u64.to_le_bytes());
+        b.extend_from_slice(&segment_len.to_le_bytes());
+        b.extend_from_slice(&count.to_le_bytes());
+        for &(at, n, actual) in ranges {
+            b.extend_from_slice(&at.to_le_bytes());
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend(std::iter::repeat_n(0u8, actual));
+        }
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.push(b'a');
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    fn decode(bytes: &[u8]) -> Result<OpenStub, String> {
+        let f = tempfile::tempfile().unwrap();
+        OpenStub::decode(bytes, f)
+    }
+
+    /// Stubs whose counts, offsets or lengths cannot be true are refused without a panic or
+    /// an allocation they do not justify; a good one's ranges are found at their edges.
+    #[test]
+    fn crafted_stubs_are_refused_without_panics() {
+        let cases: Vec<Vec<u8>> = vec![
+            crafted(u64::MAX, u32::MAX, &[]),
+            crafted(u64::MAX, u32::MAX, &[(0, u64::MAX, 64)]),
+            crafted(u64::MAX, 2, &[(0, 64, 64), (u64::MAX - 1, 2, 2)]),
+            crafted(u64::MAX, 2, &[(0, 64, 64), (u64::MAX, 1, 1)]),
+            crafted(100, 1, &[(0, 63, 63)]),
+            crafted(100, 1, &[(1, 64, 64)]),
+            crafted(100, 2, &[(0, 64, 64), (32, 8, 8)]),
+            crafted(100, 2, &[(0, 64, 64), (64, 0, 0)]),
+            crafted(100, 0, &[]),
+            crafted(100, 1, &[(0, 101, 101)]),
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            assert!(decode(c).is_err(), "case {i}");
+        }
+        // Truncations of a good stub never panic.
+        let good = crafted(1000, 2, &[(0, 64, 64), (900, 100, 100)]);
+        let s = decode(&good).unwrap();
+        assert_eq!(s.pinned_at(899), None);
+        assert_eq!(
+            s.pinned_at(900).map(|r| r.in_stub),
+            Some(16 + 8 + 8 + 4 + 16 + 64 + 16)
+        );
+        assert_eq!(s.pinned_at(999).map(|r| r.at), Some(900));
+        assert_eq!(s.pinned_at(1000), None);
+        assert_eq!(s.pinned_at(u64::MAX), None);
+        for cut in 0..good.len() {
+            let _ = decode(&good[..cut]);
+        }
+    }
+}

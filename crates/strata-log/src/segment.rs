@@ -324,13 +324,24 @@ impl Segments {
                     if window.len() < window_len {
                         window.resize(window_len, 0);
                     }
-                    // One read, which may stop short (a file read from an archive stops at the
-                    // end of bytes it holds locally): records it does not hold whole are
-                    // read again on their own below, at their length.
-                    let n = seg
-                        .file
-                        .read_at(&mut window[..window_len], start)
-                        .map_err(|e| io_err(&seg.path, start, e))?;
+                    // Read until the window holds the last record's header at least: a read
+                    // may stop short (a file read from an archive stops at the end of the
+                    // bytes it holds locally, so that a lone record there never waits for
+                    // the archive); records it does not hold whole are read again on their
+                    // own below, at their length.
+                    let at_least =
+                        ((last_off - start) as usize + RECORD_HEADER_BYTES).min(window_len);
+                    let mut n = 0;
+                    while n < at_least {
+                        let got = seg
+                            .file
+                            .read_at(&mut window[n..window_len], start + n as u64)
+                            .map_err(|e| io_err(&seg.path, start, e))?;
+                        if got == 0 {
+                            break;
+                        }
+                        n += got;
+                    }
                     (&window[..n], start)
                 }
             };
@@ -446,17 +457,22 @@ struct Needed(usize);
 fn record_len_at(seg: &Segment, off: u64, position: u64) -> Result<usize, ReadError> {
     let mut header = [0u8; RECORD_HEADER_BYTES];
     let n = read_up_to(&*seg.file, &mut header, off).map_err(|e| io_err(&seg.path, off, e))?;
-    crate::format::peek_len(&header[..n]).ok_or_else(|| {
-        Corruption::new(
-            CorruptionLocation::LogFile {
-                file: seg.path.clone(),
-                offset: off,
-            },
-            Some(Position(position)),
-            "record is cut short",
-        )
-        .into()
-    })
+    // The header's parts must add up to its length before the length is used.
+    let reason = match decode_record(seg.header.salt, &header[..n]) {
+        Ok(r) => return Ok(r.padded_len),
+        Err(DecodeError::Short { needed: Some(len) }) => return Ok(len),
+        Err(DecodeError::Short { needed: None }) => "record is cut short".to_owned(),
+        Err(DecodeError::Invalid(reason)) => reason.to_owned(),
+    };
+    Err(Corruption::new(
+        CorruptionLocation::LogFile {
+            file: seg.path.clone(),
+            offset: off,
+        },
+        Some(Position(position)),
+        reason,
+    )
+    .into())
 }
 
 /// Bytes to read from a record's start when the longest record read so far took `longest`

@@ -697,3 +697,111 @@ async fn a_retry_of_archived_events_is_answered_without_the_archive() {
     assert_eq!(archive.fetches.load(Ordering::SeqCst), 0);
     store.close().await.unwrap();
 }
+
+/// Segments mostly of metadata events (each pinned in its stub), read from every position,
+/// both ways: each read's window starts in a pinned range and stops at its end, and every
+/// answer is the one before the eviction.
+#[tokio::test]
+async fn reads_starting_in_pinned_records_answer_alike() {
+    use strata_core::lifecycle::StreamMetadata;
+    let (data, copies, archive) = dirs();
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    for i in 0..120 {
+        let s = sid(&format!("acct-{i}"));
+        let e = big(10 + (i * 37) % 300);
+        store
+            .append(&s, ExpectedVersion::Any, vec![e])
+            .await
+            .unwrap();
+        let meta = StreamMetadata {
+            max_count: Some(1000 + i as u64),
+            ..StreamMetadata::default()
+        };
+        store
+            .set_stream_metadata(&s, ExpectedVersion::Any, meta)
+            .await
+            .unwrap();
+    }
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    let pages = || async {
+        let mut out = Vec::new();
+        for p in 0..240u64 {
+            for options in [ReadAllOptions::forward(), ReadAllOptions::backward()] {
+                let page = options.from(strata_core::Position(p)).limit(50);
+                out.push(store.read_all(page).await.unwrap().events);
+            }
+        }
+        out
+    };
+    let before = pages().await;
+    assert!(
+        evict(&store, &archive, copies.path(), sealed, 0)
+            .await
+            .evicted
+            > 0
+    );
+    assert!(pages().await == before);
+    store.close().await.unwrap();
+}
+
+fn peak_rss_kib() -> i64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The record after a pinned one, whose length field the archive's copy has damaged: the
+/// read that stops at the pinned range's end checks the next header before using its length
+/// (it would otherwise allocate and fetch 1 GiB before reporting the corruption).
+#[tokio::test]
+async fn a_damaged_length_after_a_pinned_record_is_checked_before_use() {
+    use std::os::unix::fs::FileExt;
+    use strata_core::lifecycle::StreamMetadata;
+    let (data, copies, archive) = dirs();
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    let s = sid("acct-1");
+    append_n(&store, &s, 1, 100).await;
+    let meta = StreamMetadata {
+        max_count: Some(1000),
+        ..StreamMetadata::default()
+    };
+    store
+        .set_stream_metadata(&s, ExpectedVersion::Any, meta)
+        .await
+        .unwrap();
+    append_n(&store, &sid("other-1"), 30, 1000).await;
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    evict(&store, &archive, copies.path(), sealed, 0).await;
+    // The archive's copy of segment 0: the record after the metadata event (position 2).
+    let (name, _) = strata_log::sealed_file_names(0);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(copies.path().join(name))
+        .unwrap();
+    let len_at = |off: u64| {
+        let mut b = [0u8; 4];
+        f.read_exact_at(&mut b, off).unwrap();
+        (u32::from_le_bytes(b) as u64).div_ceil(8) * 8
+    };
+    let p1 = 64 + len_at(64);
+    let p2 = p1 + len_at(p1);
+    f.write_all_at(&(1u32 << 30).to_le_bytes(), p2).unwrap();
+    drop(f);
+    let before = peak_rss_kib();
+    let r = store
+        .read_all(
+            ReadAllOptions::forward()
+                .from(strata_core::Position(1))
+                .limit(5),
+        )
+        .await;
+    let after = peak_rss_kib();
+    assert!(r.is_err(), "{r:?}");
+    assert!(
+        after - before < 100 * 1024,
+        "the read allocated {} MiB",
+        (after - before) / 1024
+    );
+    store.close().await.unwrap();
+}
