@@ -45,7 +45,7 @@ pub use format::{
     ArchiveRoot, CompleteMark, FileEntry, SegmentManifest, ARCHIVE_FORMAT, COMPLETE_OBJECT,
     ROOT_OBJECT,
 };
-pub use source::{open_store, verify_store, FETCH_TIMEOUT};
+pub use source::{open_store, verify_store, KeepLocal, FETCH_TIMEOUT};
 
 /// Bytes of a segment file read, hashed and sent at a time (and fetched at a time by a
 /// restore).

@@ -164,6 +164,21 @@ impl Archive {
         store: &LogStore,
         keep_newest: u64,
     ) -> Result<EvictReport, ArchiveError> {
+        let keep = KeepLocal {
+            newest_segments: keep_newest,
+            ..KeepLocal::default()
+        };
+        self.evict_archived_with(store, &keep).await
+    }
+
+    /// [`Archive::evict_archived`] with every way of saying what stays local: a segment is
+    /// given back only when `keep` keeps it by none of its rules.
+    pub async fn evict_archived_with(
+        &self,
+        store: &LogStore,
+        keep: &KeepLocal,
+    ) -> Result<EvictReport, ArchiveError> {
+        let keep_newest = keep.newest_segments;
         let Some(mark) = self.complete().await? else {
             return Ok(EvictReport::default());
         };
@@ -186,6 +201,13 @@ impl Archive {
         };
         let root = self.root().await?;
         let mut archived: HashMap<u64, (u64, String)> = HashMap::new();
+        let mut kept: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let newer_than_us = keep.newer_than.map(|age| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            now.saturating_sub(age).as_micros() as i64
+        });
         for no in candidates {
             let m = self.manifest(no).await?;
             if root.as_ref().map(|r| &r.store) != Some(&m.store) {
@@ -193,6 +215,13 @@ impl Archive {
                     object: crate::format::manifest_path(&self.prefix, no).to_string(),
                     reason: format!("it names store {}, not the root object's", m.store),
                 });
+            }
+            let recent = newer_than_us
+                .is_some_and(|cut| m.last_recorded_at_us.is_some_and(|last| last >= cut));
+            let above = keep.from_position.is_some_and(|p| m.end_position > p);
+            if recent || above {
+                kept.insert(no);
+                continue;
             }
             let (seg_name, _) = strata_log::sealed_file_names(no);
             let Some(f) = m.files.iter().find(|f| f.name == seg_name) else {
@@ -207,6 +236,9 @@ impl Archive {
             }
         }
         let same = Box::new(move |no: u64, file: &std::fs::File| {
+            if kept.contains(&no) {
+                return Ok(ArchivedCopy::Kept);
+            }
             let Some((bytes, sha256)) = archived.get(&no) else {
                 return Ok(ArchivedCopy::Missing);
             };
@@ -224,6 +256,41 @@ impl Archive {
                 SealedFilesError::Store(e) => ArchiveError::Store(e),
                 other => ArchiveError::Interrupted(other.to_string()),
             })
+    }
+}
+
+/// What stays on local disk when archived segments are given back
+/// ([`Archive::evict_archived_with`]): a segment stays when any rule keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeepLocal {
+    /// The newest sealed segments kept (the open one always is).
+    pub newest_segments: u64,
+    /// Segments holding any event recorded less than this long ago.
+    pub newer_than: Option<std::time::Duration>,
+    /// Segments holding any position at or above this one.
+    pub from_position: Option<u64>,
+}
+
+impl KeepLocal {
+    /// Keeps the newest `segments` sealed segments.
+    pub fn newest_segments(segments: u64) -> KeepLocal {
+        KeepLocal {
+            newest_segments: segments,
+            ..KeepLocal::default()
+        }
+    }
+
+    /// Also keeps segments holding an event recorded less than `age` ago.
+    pub fn newer_than(mut self, age: std::time::Duration) -> KeepLocal {
+        self.newer_than = Some(age);
+        self
+    }
+
+    /// Also keeps segments holding a position at or above `position`.
+    pub fn from_position(mut self, position: u64) -> KeepLocal {
+        self.from_position = Some(position);
+        self
     }
 }
 

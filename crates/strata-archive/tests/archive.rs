@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_archive::{Archive, ArchiveError};
+use strata_archive::{Archive, ArchiveError, KeepLocal};
 use strata_core::lifecycle::StreamMetadata;
 use strata_core::{
     EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions, StreamId,
@@ -309,6 +309,39 @@ async fn long_reads_through_an_s3_archive_answer_alike() {
 async fn segments_given_back_to_a_local_archive_are_read_from_it() {
     let copies = tempfile::tempdir().unwrap();
     evicted_round_trip(&open_local(copies.path()), true).await;
+}
+
+/// What stays local: segments holding recent events, or positions at or above a mark, or the
+/// newest few; the rest are given back.
+#[tokio::test]
+async fn what_stays_local_is_what_a_rule_keeps() {
+    let (data, copies, _) = three_dirs();
+    let archive = open_local(copies.path());
+    let store = open_store(data.path());
+    fill(&store, 0, 10).await;
+    store.seal_open_segment().await.unwrap();
+    let sealed = store.sealed_files().await.unwrap().segments;
+    assert!(sealed.len() >= 4);
+    archive.archive_store(&store, &|_| {}).await.unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    let recent = KeepLocal::newest_segments(0).newer_than(hour);
+    let kept = archive.evict_archived_with(&store, &recent).await.unwrap();
+    assert_eq!(kept.evicted, 0, "every event is recent: {kept:?}");
+    assert!(
+        kept.missing.is_empty() && kept.differ.is_empty(),
+        "{kept:?}"
+    );
+    // Segments ending at or below the second's end go; the rest stay.
+    let mark = sealed[1].end_position;
+    let from = KeepLocal::newest_segments(0).from_position(mark);
+    let some = archive.evict_archived_with(&store, &from).await.unwrap();
+    assert_eq!(some.evicted, 2, "{some:?}");
+    let answers_now = answers(&store).await;
+    let all = KeepLocal::newest_segments(1).newer_than(std::time::Duration::ZERO);
+    let rest = archive.evict_archived_with(&store, &all).await.unwrap();
+    assert_eq!(rest.evicted, sealed.len() as u64 - 3, "{rest:?}");
+    assert_eq!(answers(&store).await, answers_now);
+    store.close().await.unwrap();
 }
 
 /// A segment whose archived object is gone or cut short (a lifecycle rule, a hand) is not

@@ -518,6 +518,9 @@ pub enum ArchivedCopy {
     Differs,
     /// Nothing whole (not archived, or its object is gone or cut short).
     Missing,
+    /// Whatever the archive holds, the caller keeps this one local (a policy: recent
+    /// events, high positions).
+    Kept,
 }
 
 /// Tells, for [`LogStore::evict_archived`], what the archive holds of segment `no`, given the
@@ -686,6 +689,7 @@ fn evict_now(
                 report.missing.push(no);
                 continue;
             }
+            ArchivedCopy::Kept => continue,
         }
         let read = |at: u64, n: u64| -> Result<Vec<u8>, ReadError> {
             let mut buf = vec![0; n as usize];

@@ -28,6 +28,52 @@ pub struct ArchiveArgs {
     /// on (through a cache in memory), and the store opens only where it can reach it.
     #[arg(long, value_name = "SEGMENTS")]
     keep_local: Option<u64>,
+    /// With the disk given back, also keep local every segment holding an event recorded
+    /// less than AGE ago (`90s`, `15m`, `12h`, `30d`).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    keep_local_newer_than: Option<std::time::Duration>,
+    /// With the disk given back, also keep local every segment holding a position at or
+    /// above POSITION.
+    #[arg(long, value_name = "POSITION")]
+    keep_local_from: Option<u64>,
+}
+
+/// An age: a number of seconds, minutes, hours or days (`90s`, `15m`, `12h`, `30d`).
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age such as 90s, 15m, 12h or 30d"))?;
+    let secs = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long an age"))
+}
+
+/// What stays local when the disk of archived segments is given back, from the command
+/// line: `None` when nothing asked for the disk back.
+pub fn keep_local(
+    newest: Option<u64>,
+    newer_than: Option<std::time::Duration>,
+    from: Option<u64>,
+) -> Option<strata_archive::KeepLocal> {
+    if newest.is_none() && newer_than.is_none() && from.is_none() {
+        return None;
+    }
+    let mut keep = strata_archive::KeepLocal::newest_segments(newest.unwrap_or(0));
+    if let Some(age) = newer_than {
+        keep = keep.newer_than(age);
+    }
+    if let Some(p) = from {
+        keep = keep.from_position(p);
+    }
+    Some(keep)
 }
 
 #[derive(Args)]
@@ -103,8 +149,13 @@ pub async fn archive(cli: &Cli, args: &ArchiveArgs, p: &Printer) -> Result<()> {
     let bar = bar("archiving");
     let result = archive.archive_store(&store, &|s| show(&bar, s)).await;
     bar.finish_and_clear();
-    let evicted = match (&result, args.keep_local) {
-        (Ok(_), Some(keep)) => Some(archive.evict_archived(&store, keep).await),
+    let keep = keep_local(
+        args.keep_local,
+        args.keep_local_newer_than,
+        args.keep_local_from,
+    );
+    let evicted = match (&result, keep) {
+        (Ok(_), Some(keep)) => Some(archive.evict_archived_with(&store, &keep).await),
         _ => None,
     };
     let closed = store.close().await;
@@ -157,16 +208,15 @@ pub fn is_damaged(e: &anyhow::Error) -> bool {
 pub struct EmbeddedArchiver {
     store: strata_log::LogStore,
     archive: Archive,
-    /// Give back the disk of archived segments after each pass, keeping this many of the
-    /// newest sealed ones.
-    keep_local: Option<u64>,
+    /// Give back the disk of archived segments after each pass, keeping these local.
+    keep_local: Option<strata_archive::KeepLocal>,
 }
 
 impl EmbeddedArchiver {
     pub fn new(
         store: strata_log::LogStore,
         url: &str,
-        keep_local: Option<u64>,
+        keep_local: Option<strata_archive::KeepLocal>,
     ) -> Result<EmbeddedArchiver> {
         Ok(EmbeddedArchiver {
             store,
@@ -189,8 +239,8 @@ impl strata_server::Archiver for EmbeddedArchiver {
     > {
         Box::pin(async move {
             let mut result = self.archive.archive_store(&self.store, &|_| {}).await;
-            if let (Ok(_), Some(keep)) = (&result, self.keep_local) {
-                match self.archive.evict_archived(&self.store, keep).await {
+            if let (Ok(_), Some(keep)) = (&result, &self.keep_local) {
+                match self.archive.evict_archived_with(&self.store, keep).await {
                     Ok(e) if e.evicted > 0 => tracing::info!(
                         segments = e.evicted,
                         bytes = e.bytes,
@@ -258,6 +308,20 @@ fn with_causes(e: &ArchiveError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ages in seconds, minutes, hours and days; anything else is refused with the forms.
+    #[test]
+    fn ages_are_read_with_their_unit() {
+        let secs = |s| parse_age(s).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("15m"), Ok(900));
+        assert_eq!(secs("12h"), Ok(43_200));
+        assert_eq!(secs("30d"), Ok(2_592_000));
+        for bad in ["", "d", "1w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
 
     /// No message a failed pass shows over HTTP names a local path.
     #[test]

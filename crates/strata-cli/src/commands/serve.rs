@@ -44,6 +44,14 @@ pub struct ServeArgs {
     /// the newest sealed segments local (the others are read from the archive).
     #[arg(long, value_name = "SEGMENTS", requires = "archive")]
     archive_keep_local: Option<u64>,
+    /// With the disk given back, also keep local every segment holding an event recorded
+    /// less than AGE ago (`90s`, `15m`, `12h`, `30d`).
+    #[arg(long, value_name = "AGE", requires = "archive", value_parser = super::archive::parse_age)]
+    archive_keep_local_newer_than: Option<std::time::Duration>,
+    /// With the disk given back, also keep local every segment holding a position at or
+    /// above POSITION.
+    #[arg(long, value_name = "POSITION", requires = "archive")]
+    archive_keep_local_from: Option<u64>,
 }
 
 async fn shutdown_signal() {
@@ -158,8 +166,15 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         let Some(log) = &log else {
             anyhow::bail!("--archive archives the embedded store's segments: it does not work with --database-url");
         };
-        let archiver =
-            super::archive::EmbeddedArchiver::new(log.clone(), url, args.archive_keep_local)?;
+        let archiver = super::archive::EmbeddedArchiver::new(
+            log.clone(),
+            url,
+            super::archive::keep_local(
+                args.archive_keep_local,
+                args.archive_keep_local_newer_than,
+                args.archive_keep_local_from,
+            ),
+        )?;
         state = state.with_archiver(
             Arc::new(archiver),
             std::time::Duration::from_secs(args.archive_every),
