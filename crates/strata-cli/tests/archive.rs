@@ -171,7 +171,8 @@ fn archived_segments_given_back_are_read_through_the_archive() {
     assert!(err.contains(copies), "the error names the archive: {err}");
 }
 
-fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
+/// The body of a `GET` the server answers `200`.
+fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -180,7 +181,12 @@ fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
     conn.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    body.to_owned()
+}
+
+fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
+    let body = http_get(addr, path);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// `strata serve --archive DIR` archives the sealed segments of the store it serves as it
@@ -262,6 +268,9 @@ fn a_server_archives_its_sealed_segments_as_it_serves() {
     // archive.
     let stubs = support::segment_files(&data, "archived");
     assert_eq!(stubs, status["segmentsArchived"].as_u64().unwrap() - 1);
+    let metrics = http_get(&addr, "/metrics");
+    let archived_segments = format!("\nstrata_archived_segments {stubs}\n");
+    assert!(metrics.contains(&archived_segments), "{metrics}");
     let page = http_get_json(&addr, "/streams/account-3?limit=1000");
     assert!(page.to_string().contains("\"amount\":3,"), "{page}");
     server.stop();

@@ -252,6 +252,8 @@ pub struct ArchiveCacheStats {
     pub fetches: u64,
     /// Bytes fetched from the archive.
     pub fetched_bytes: u64,
+    /// Requests to the archive that failed (each failed the read that made it).
+    pub fetch_errors: u64,
 }
 
 /// Reads of archived segments through a cache of blocks, bounded in bytes; least recently
@@ -266,6 +268,7 @@ pub(crate) struct ArchiveReads {
     hits: AtomicU64,
     fetches: AtomicU64,
     fetched_bytes: AtomicU64,
+    fetch_errors: AtomicU64,
 }
 
 /// A cached block: its bytes and when it was last used (the cache's clock).
@@ -290,6 +293,7 @@ impl ArchiveReads {
             hits: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
+            fetch_errors: AtomicU64::new(0),
         }
     }
 
@@ -304,6 +308,7 @@ impl ArchiveReads {
             hits: self.hits.load(Ordering::Relaxed),
             fetches: self.fetches.load(Ordering::Relaxed),
             fetched_bytes: self.fetched_bytes.load(Ordering::Relaxed),
+            fetch_errors: self.fetch_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -363,7 +368,9 @@ impl ArchiveReads {
             .chain(ahead.iter().copied())
             .map(range)
             .collect();
-        let fetched = self.source.fetch_many(no, &ranges)?;
+        let fetched = self.source.fetch_many(no, &ranges).inspect_err(|_| {
+            self.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
         if fetched.len() != ranges.len() {
             return Err(io::Error::other(format!(
                 "the archive {} gave {} ranges of segment {no}, not {}",
@@ -761,6 +768,63 @@ fn evict_now(
     }
     report.archived_segments = archived_count(&shared.segments);
     Ok(report)
+}
+
+impl ArchiveCacheStats {
+    /// The figures as Prometheus text, with `archived_segments`, for a server's `/metrics`.
+    pub fn prometheus(&self, archived_segments: u64) -> String {
+        use std::fmt::Write;
+        let mut text = String::new();
+        let mut put = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        put(
+            "strata_archived_segments",
+            "gauge",
+            "Sealed segments whose records are read from the archive (their disk given back).",
+            archived_segments,
+        );
+        put(
+            "strata_archive_cache_bytes",
+            "gauge",
+            "Bytes of archived segments held in memory (at most archive_cache_bytes).",
+            self.cached_bytes,
+        );
+        put(
+            "strata_archive_cache_limit_bytes",
+            "gauge",
+            "The archive cache's bound, in bytes.",
+            self.limit_bytes,
+        );
+        put(
+            "strata_archive_cache_hits_total",
+            "counter",
+            "Blocks of archived segments read from the cache.",
+            self.hits,
+        );
+        put(
+            "strata_archive_fetches_total",
+            "counter",
+            "Blocks of archived segments fetched from the archive.",
+            self.fetches,
+        );
+        put(
+            "strata_archive_fetched_bytes_total",
+            "counter",
+            "Bytes of archived segments fetched from the archive.",
+            self.fetched_bytes,
+        );
+        put(
+            "strata_archive_fetch_errors_total",
+            "counter",
+            "Requests to the archive that failed (each failed the read that made it).",
+            self.fetch_errors,
+        );
+        text
+    }
 }
 
 /// How many of `segments` live only in an archive.

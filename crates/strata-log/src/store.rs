@@ -1106,6 +1106,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl EventStore for LogStore {
+    /// The archive cache's figures ([`crate::ArchiveCacheStats::prometheus`]), once the
+    /// store reads archived segments; nothing before.
+    async fn backend_metrics(&self) -> Result<String, ReadError> {
+        let archived = crate::archived::archived_count(&self.inner.shared.segments);
+        Ok(self
+            .archive_cache()
+            .map(|c| c.prometheus(archived))
+            .unwrap_or_default())
+    }
+
     async fn append(
         &self,
         stream: &StreamId,

@@ -301,6 +301,12 @@ async fn an_unreachable_archive_fails_its_reads_only() {
         .await
         .unwrap();
     assert_eq!(tail[0].stream_version, 30);
+    let metrics = store.backend_metrics().await.unwrap();
+    assert!(
+        metrics.contains("\nstrata_archive_fetch_errors_total 1\n"),
+        "the failed fetch is counted: {metrics}"
+    );
+    assert!(metrics.contains("\nstrata_archived_segments "), "{metrics}");
     archive.failing.store(false, Ordering::SeqCst);
     let all = store
         .read_stream(&s, ReadStreamOptions::forward())
