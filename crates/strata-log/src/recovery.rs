@@ -100,6 +100,9 @@ pub(crate) struct SegmentDir {
     pub indexes: Vec<u64>,
     /// Segments that live only in an archive: a stub and no segment file (among `segments`).
     pub archived: std::collections::BTreeSet<u64>,
+    /// Stubs beside their segment file, left by an eviction a crash cut short: the file is
+    /// read, and the stub removed once the open has checked the log.
+    pub stale_stubs: Vec<PathBuf>,
     /// Temp files of index files and scavenged segments being written: left over by a crash
     /// when found on open.
     pub temps: Vec<PathBuf>,
@@ -111,6 +114,7 @@ pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> 
         segments: Vec::new(),
         indexes: Vec::new(),
         archived: std::collections::BTreeSet::new(),
+        stale_stubs: Vec::new(),
         temps: Vec::new(),
     };
     let rd =
@@ -141,9 +145,13 @@ pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> 
     // A stub beside its segment file is one whose eviction a crash cut short: the file
     // (still whole) is read, and the next eviction writes the stub again.
     let stubs = std::mem::take(&mut dir.archived);
-    dir.archived = stubs
+    let (stale, archived): (Vec<u64>, Vec<u64>) = stubs
         .into_iter()
-        .filter(|no| dir.segments.binary_search(no).is_err())
+        .partition(|no| dir.segments.binary_search(no).is_ok());
+    dir.archived = archived.into_iter().collect();
+    dir.stale_stubs = stale
+        .into_iter()
+        .map(|no| seg_dir.join(crate::archived::stub_file_name(no)))
         .collect();
     dir.segments.extend(dir.archived.iter().copied());
     dir.segments.sort_unstable();
@@ -1470,7 +1478,7 @@ pub(crate) fn recover(
 
     // Only now change the disk.
     // Segment index files a crash left half written (their temp files) are of no use.
-    for path in &listing.temps {
+    for path in listing.temps.iter().chain(&listing.stale_stubs) {
         vfs.remove(path)
             .map_err(io_ctx(format!("removing {}", path.display())))?;
     }

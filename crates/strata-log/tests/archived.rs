@@ -317,9 +317,10 @@ async fn an_unreachable_archive_fails_its_reads_only() {
 }
 
 /// A segment whose local file is not the archive's copy stays local; a stub left beside its
-/// segment file (an eviction cut short by a crash) leaves the file read locally.
+/// segment file (an eviction cut short by a crash) leaves the file read locally, and the
+/// open removes it.
 #[tokio::test]
-async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_ignored() {
+async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_removed() {
     let (data, copies, archive) = dirs();
     let store = LogStore::open_with(data.path(), config(None)).unwrap();
     fill(&store, 0..30).await;
@@ -355,6 +356,11 @@ async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_ignored() {
     assert!(
         fetched <= seg0,
         "only segment 0 comes from the archive: {fetched} bytes fetched, segment 0 is {seg0}"
+    );
+    assert_eq!(
+        files_with(data.path(), "archived"),
+        vec![0],
+        "the open removed the stub its file outlived"
     );
     store.close().await.unwrap();
 }
