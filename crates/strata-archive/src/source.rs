@@ -208,6 +208,7 @@ impl Archive {
                 .unwrap_or_default();
             now.saturating_sub(age).as_micros() as i64
         });
+        let looked_at: std::collections::HashSet<u64> = candidates.iter().copied().collect();
         for no in candidates {
             let m = self.manifest(no).await?;
             if root.as_ref().map(|r| &r.store) != Some(&m.store) {
@@ -236,7 +237,9 @@ impl Archive {
             }
         }
         let same = Box::new(move |no: u64, file: &std::fs::File| {
-            if kept.contains(&no) {
+            // A segment this pass did not look at (sealed since it listed them) waits for
+            // the next one.
+            if kept.contains(&no) || !looked_at.contains(&no) {
                 return Ok(ArchivedCopy::Kept);
             }
             let Some((bytes, sha256)) = archived.get(&no) else {

@@ -331,6 +331,9 @@ async fn what_stays_local_is_what_a_rule_keeps() {
         kept.missing.is_empty() && kept.differ.is_empty(),
         "{kept:?}"
     );
+    // A pass that gives nothing back leaves the store as it was: no archive to read from.
+    assert!(store.archive_cache().is_none());
+    assert_eq!(store.backend_metrics().await.unwrap(), "");
     // Segments ending at or below the second's end go; the rest stay.
     let mark = sealed[1].end_position;
     let from = KeepLocal::newest_segments(0).from_position(mark);

@@ -372,6 +372,7 @@ impl ArchiveReads {
             self.fetch_errors.fetch_add(1, Ordering::Relaxed);
         })?;
         if fetched.len() != ranges.len() {
+            self.fetch_errors.fetch_add(1, Ordering::Relaxed);
             return Err(io::Error::other(format!(
                 "the archive {} gave {} ranges of segment {no}, not {}",
                 self.source.name(),
@@ -381,6 +382,7 @@ impl ArchiveReads {
         }
         for (&(at, want), bytes) in ranges.iter().zip(&fetched) {
             if bytes.len() != want {
+                self.fetch_errors.fetch_add(1, Ordering::Relaxed);
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
@@ -518,6 +520,7 @@ pub struct EvictReport {
 
 /// What an archive holds of a segment, for [`LogStore::evict_archived`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ArchivedCopy {
     /// Byte for byte the local file: the segment may be given back.
     Same,
@@ -637,27 +640,30 @@ fn evict_now(
     same: &mut SameAsArchived,
 ) -> Result<EvictReport, ReadError> {
     let storage = |what: String| ReadError::Storage(what.into());
-    let reads = {
-        let mut slot = shared.archive.write();
-        match &*slot {
-            Some(r) if r.name() != source.name() => {
-                return Err(ReadError::Unavailable(
-                    format!(
-                        "this store reads archived segments from {}, not {}",
-                        r.name(),
-                        source.name()
-                    )
-                    .into(),
-                ))
-            }
-            Some(r) => r.clone(),
-            None => slot
-                .insert(Arc::new(ArchiveReads::new(
-                    source,
-                    shared.archive_cache_bytes,
-                )))
-                .clone(),
+    if let Some(r) = &*shared.archive.read() {
+        if r.name() != source.name() {
+            return Err(ReadError::Unavailable(
+                format!(
+                    "this store reads archived segments from {}, not {}",
+                    r.name(),
+                    source.name()
+                )
+                .into(),
+            ));
         }
+    }
+    // The store reads from the archive once it gives a first segment back, not before.
+    let reads = || {
+        shared
+            .archive
+            .write()
+            .get_or_insert_with(|| {
+                Arc::new(ArchiveReads::new(
+                    source.clone(),
+                    shared.archive_cache_bytes,
+                ))
+            })
+            .clone()
     };
     let seg_dir = shared.dir.join(SEGMENTS_DIR);
     let mut report = EvictReport::default();
@@ -734,7 +740,7 @@ fn evict_now(
             segment_no: no,
             len,
             pinned,
-            archive: reads.name(),
+            archive: source.name(),
         };
         let vfs = &*shared.vfs;
         let stub_path = seg_dir.join(stub_file_name(no));
@@ -745,7 +751,7 @@ fn evict_now(
             .map_err(|(file, reason)| storage(format!("{}: {reason}", file.display())))?;
         let archived = Arc::new(Segment::archived(
             seg.path.clone(),
-            Arc::new(ArchivedFile::new(stub, reads.clone())),
+            Arc::new(ArchivedFile::new(stub, reads())),
             seg.header,
         ));
         let old = {

@@ -143,7 +143,7 @@ pub(crate) fn list_segment_dir(seg_dir: &Path) -> Result<SegmentDir, OpenError> 
     }
     dir.segments.sort_unstable();
     // A stub beside its segment file is one whose eviction a crash cut short: the file
-    // (still whole) is read, and the next eviction writes the stub again.
+    // (still whole) is read, and the open removes the stub once the log is checked.
     let stubs = std::mem::take(&mut dir.archived);
     let (stale, archived): (Vec<u64>, Vec<u64>) = stubs
         .into_iter()
@@ -1478,7 +1478,13 @@ pub(crate) fn recover(
 
     // Only now change the disk.
     // Segment index files a crash left half written (their temp files) are of no use.
-    for path in listing.temps.iter().chain(&listing.stale_stubs) {
+    for path in &listing.temps {
+        vfs.remove(path)
+            .map_err(io_ctx(format!("removing {}", path.display())))?;
+    }
+    // A stub its segment file outlived goes: the file is read from now on, and a scavenge may
+    // rewrite it, after which the stub would describe another file.
+    for path in &listing.stale_stubs {
         vfs.remove(path)
             .map_err(io_ctx(format!("removing {}", path.display())))?;
     }

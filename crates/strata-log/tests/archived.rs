@@ -817,3 +817,30 @@ async fn a_damaged_length_after_a_pinned_record_is_checked_before_use() {
     );
     store.close().await.unwrap();
 }
+
+/// Segments the caller keeps (`ArchivedCopy::Kept`) stay local and are reported neither as
+/// differing nor as missing.
+#[tokio::test]
+async fn segments_the_caller_keeps_stay_and_are_not_reported() {
+    let (data, copies, archive) = dirs();
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    fill(&store, 0..30).await;
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    let mut check = same_as(copies.path());
+    let keep_odd = Box::new(move |no: u64, file: &std::fs::File| match no % 2 {
+        1 => Ok(strata_log::ArchivedCopy::Kept),
+        _ => check(no, file),
+    });
+    let report = store
+        .evict_archived(archive.clone(), sealed, 0, keep_odd)
+        .await
+        .unwrap();
+    assert_eq!(report.evicted, sealed.div_ceil(2), "{report:?}");
+    assert!(
+        report.differ.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
+    let stubs = files_with(data.path(), "archived");
+    assert!(stubs.iter().all(|no| no % 2 == 0), "{stubs:?}");
+    store.close().await.unwrap();
+}
