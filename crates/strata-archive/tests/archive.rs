@@ -66,6 +66,12 @@ async fn answers(store: &LogStore) -> String {
     strata_testkit::every_answer(store, &streams).await
 }
 
+/// Runs a scavenge; returns the events it removed.
+async fn scavenged(store: &LogStore) -> u64 {
+    let report = store.scavenge(&|_| {}).await.unwrap();
+    report.progress.events_removed
+}
+
 fn open_local(dir: &Path) -> Archive {
     Archive::open(&dir.display().to_string()).unwrap()
 }
@@ -297,12 +303,10 @@ async fn long_reads_through_a_local_archive_answer_alike() {
 
 #[tokio::test]
 async fn long_reads_through_an_s3_archive_answer_alike() {
-    let Some(endpoint) = s3_endpoint() else {
+    let Some(archive) = fresh_s3_archive("long").await else {
         return;
     };
-    let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
-    create_bucket(&endpoint, &bucket).await;
-    long_reads_through(&s3_archive(&endpoint, &bucket, "long")).await;
+    long_reads_through(&archive).await;
 }
 
 #[tokio::test]
@@ -609,15 +613,7 @@ async fn held_sealed_files_read_whole_or_fail_after_a_scavenge_elsewhere() {
             .unwrap();
     store.close().await.unwrap();
     let store = open_store(data.path());
-    assert!(
-        store
-            .scavenge(&|_| {})
-            .await
-            .unwrap()
-            .progress
-            .events_removed
-            > 0
-    );
+    assert!(scavenged(&store).await > 0);
     let now = strata_log::check_sealed_segment(&seg.segment_path, seg.end_position).unwrap();
     assert!(now.header.scavenged && now.events < before.events);
     match strata_log::check_sealed_segment_file(
@@ -744,6 +740,14 @@ async fn create_bucket(endpoint: &str, bucket: &str) {
     );
 }
 
+/// An archive at `prefix` in a new bucket of the S3-compatible server, when there is one.
+async fn fresh_s3_archive(prefix: &str) -> Option<Archive> {
+    let endpoint = s3_endpoint()?;
+    let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
+    create_bucket(&endpoint, &bucket).await;
+    Some(s3_archive(&endpoint, &bucket, prefix))
+}
+
 fn s3_archive(endpoint: &str, bucket: &str, prefix: &str) -> Archive {
     Archive::open_with_options(
         &format!("s3://{bucket}/{prefix}"),
@@ -759,22 +763,18 @@ fn s3_archive(endpoint: &str, bucket: &str, prefix: &str) -> Archive {
 
 #[tokio::test]
 async fn an_s3_archive_restores_what_was_archived() {
-    let Some(endpoint) = s3_endpoint() else {
+    let Some(archive) = fresh_s3_archive("archive/one").await else {
         return;
     };
-    let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
-    create_bucket(&endpoint, &bucket).await;
-    round_trip(&s3_archive(&endpoint, &bucket, "archive/one")).await;
+    round_trip(&archive).await;
 }
 
 #[tokio::test]
 async fn segments_given_back_to_an_s3_archive_are_read_from_it() {
-    let Some(endpoint) = s3_endpoint() else {
+    let Some(archive) = fresh_s3_archive("evicted").await else {
         return;
     };
-    let bucket = format!("strata-{}", uuid::Uuid::new_v4().simple());
-    create_bucket(&endpoint, &bucket).await;
-    evicted_round_trip(&s3_archive(&endpoint, &bucket, "evicted"), false).await;
+    evicted_round_trip(&archive, false).await;
 }
 
 #[tokio::test]
@@ -909,15 +909,7 @@ async fn segments_archived_between_scavenges_restore() {
     };
     append_x(6).await;
     store.truncate_stream(&x, 3).await.unwrap();
-    assert!(
-        store
-            .scavenge(&|_| {})
-            .await
-            .unwrap()
-            .progress
-            .events_removed
-            > 0
-    );
+    assert!(scavenged(&store).await > 0);
     // The first scavenge's segments archived: account-x's versions 0..3 removed there.
     archive.archive_store(&store, &|_| {}).await.unwrap();
     append_x(6).await;

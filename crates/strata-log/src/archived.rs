@@ -319,18 +319,19 @@ impl ArchiveReads {
     /// several blocks rather than one per block.
     fn block(&self, no: u64, block: u64, len: u64) -> io::Result<Arc<[u8]>> {
         let tick = || self.clock.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some((bytes, used)) = self.cache.read().blocks.get(&(no, block)) {
+        let hit = |(bytes, used): &Cached| {
             used.store(tick(), Ordering::Relaxed);
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(bytes.clone());
+            bytes.clone()
+        };
+        if let Some(cached) = self.cache.read().blocks.get(&(no, block)) {
+            return Ok(hit(cached));
         }
         let ahead = {
             let mut c = self.cache.write();
             // Another reader may have fetched it meanwhile.
-            if let Some((bytes, used)) = c.blocks.get(&(no, block)) {
-                used.store(tick(), Ordering::Relaxed);
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(bytes.clone());
+            if let Some(cached) = c.blocks.get(&(no, block)) {
+                return Ok(hit(cached));
             }
             let follows = c
                 .recent_misses

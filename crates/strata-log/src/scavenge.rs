@@ -518,9 +518,7 @@ fn cut_at_archived(
     shared: &Shared,
     plan: HashMap<String, Range<u64>>,
 ) -> HashMap<String, Range<u64>> {
-    let any_archived = (0..shared.segments.count())
-        .any(|no| shared.segments.get(no).is_some_and(|s| s.is_archived()));
-    if !any_archived {
+    if crate::archived::archived_count(&shared.segments) == 0 {
         return plan;
     }
     let mut out = HashMap::new();
