@@ -23,6 +23,7 @@
 mod archived;
 mod entries;
 mod error;
+mod export;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -43,6 +44,7 @@ mod writer;
 
 pub use archived::{ArchiveCacheStats, ArchivedCopy, EvictReport, SameAsArchived, SegmentSource};
 pub use error::{DataLoss, LossCause, OpenError};
+pub use export::{each_sealed_event, ExportError, SegmentWriter};
 pub use sealed::{
     check_sealed_segment, check_sealed_segment_file, finish_restored_segments,
     reconcile_copied_segments, sealed_file_names, segments_dir, SealedFiles, SealedFilesError,

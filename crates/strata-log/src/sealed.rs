@@ -287,7 +287,9 @@ pub fn finish_restored_segments(
 /// there that the later scavenge removed from the store. A store keeps one run of removed
 /// versions per stream, which runs only grow, so every version from a stream's lowest removed
 /// version to its highest was removed from the store: those still held are removed here (their
-/// segments rewritten as a scavenge rewrites them). Returns the events removed.
+/// segments rewritten as a scavenge rewrites them). Then each run starts at its stream's next
+/// version ([`crate::SegmentWriter`]'s segments record what their source no longer holds,
+/// which may begin below it). Returns the events removed.
 pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u64, String> {
     use std::collections::HashMap;
     use std::ops::Range;
@@ -306,6 +308,19 @@ pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u
     if span.is_empty() {
         return Ok(0);
     }
+    let removed = remove_inside(&seg_dir, &opened, &span, end_position)?;
+    drop(opened);
+    start_runs_at_next(&seg_dir, end_position)?;
+    Ok(removed)
+}
+
+/// Removes from the segments `opened` every version a stream's `span` holds.
+fn remove_inside(
+    seg_dir: &Path,
+    opened: &[Arc<crate::segment::Segment>],
+    span: &std::collections::HashMap<String, std::ops::Range<u64>>,
+    end_position: u64,
+) -> Result<u64, String> {
     let inside = |r: &crate::format::DecodedRecord<'_>| {
         span.get(r.stream_id)
             .is_some_and(|s| s.contains(&r.stream_version))
@@ -325,8 +340,78 @@ pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u
         let end = opened
             .get(i + 1)
             .map_or(end_position, |next| next.header.first_position);
-        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, &seg_dir, seg, end, inside)?;
+        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, seg_dir, seg, end, inside)?;
         removed += rewrite.map_or(0, |r| r.removed);
     }
     Ok(removed)
+}
+
+/// Makes every removed run start at its stream's next version, where the segments before
+/// leave it (stored versions and removed ones). A segment exported from another backend
+/// records the versions its source no longer holds before a stream's first event there,
+/// which may include versions an earlier segment holds (or, once the span's versions are
+/// removed, already records as removed): that part is cut off the run (and a run left with
+/// nothing is dropped), its segment's runs and index file written again.
+fn start_runs_at_next(seg_dir: &Path, end_position: u64) -> Result<(), String> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::FileExt;
+    let listing = crate::recovery::list_segment_dir(seg_dir).map_err(|e| e.to_string())?;
+    let (opened, _) = crate::recovery::open_segments(&StdVfs, seg_dir, &listing, None)
+        .map_err(|e| e.to_string())?;
+    let mut next: HashMap<String, u64> = HashMap::new();
+    let mut changed = Vec::new();
+    for seg in &opened {
+        let runs = match seg.header.scavenged {
+            true => crate::recovery::read_removed_runs(seg)?,
+            false => Vec::new(),
+        };
+        let mut kept = Vec::with_capacity(runs.len());
+        for (stream, run) in &runs {
+            let from = next.get(stream).copied().unwrap_or(0).max(run.start);
+            if from < run.end {
+                kept.push((stream.clone(), from..run.end));
+            }
+        }
+        crate::recovery::scan_segment(seg, crate::format::SEGMENT_HEADER_BYTES, |_, r| {
+            next.insert(r.stream_id.to_owned(), r.stream_version + 1);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        for (stream, run) in &kept {
+            let n = next.entry(stream.clone()).or_insert(0);
+            *n = (*n).max(run.end);
+        }
+        if kept == runs {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        crate::format::encode_removed_runs(&kept, seg.header.salt, &mut bytes);
+        let path = &seg.path;
+        let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        file.write_all_at(&bytes, seg.header.runs_at).map_err(io)?;
+        file.set_len(seg.header.runs_at + bytes.len() as u64)
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        changed.push(seg.header.segment_no);
+    }
+    drop(opened);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    // Their index files hold the runs too: written again from the segments as they are now.
+    let listing = crate::recovery::list_segment_dir(seg_dir).map_err(|e| e.to_string())?;
+    let (opened, _) = crate::recovery::open_segments(&StdVfs, seg_dir, &listing, None)
+        .map_err(|e| e.to_string())?;
+    for no in changed {
+        let seg = &opened[no as usize];
+        let end = opened
+            .get(no as usize + 1)
+            .map_or(end_position, |n| n.header.first_position);
+        crate::scavenge::index_scavenged_segment(&StdVfs, seg_dir, seg, end)?;
+    }
+    Ok(())
 }
