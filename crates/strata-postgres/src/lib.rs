@@ -72,6 +72,7 @@
 #![forbid(unsafe_code)]
 
 mod append;
+mod archive;
 mod error;
 mod event_store;
 mod hosts;
@@ -88,6 +89,7 @@ mod store;
 mod transaction;
 mod watermark;
 
+pub use archive::ImportError;
 pub use error::ConnectError;
 pub use migrate::SCHEMA_VERSION;
 pub use options::PgStoreOptions;

@@ -49,10 +49,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "strata_append reads a batch's soft-delete state in one statement",
         sql: include_str!("sql/0006_batch_lifecycle_checks.sql"),
     },
+    Migration {
+        version: 7,
+        description: "the store's id, and strata_import for restores from an archive",
+        sql: include_str!("sql/0007_import.sql"),
+    },
 ];
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 const _: () = assert!(MIGRATIONS.len() as i32 == SCHEMA_VERSION);
 
