@@ -29,6 +29,8 @@
 #![deny(missing_docs)]
 
 mod format;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod source;
 mod target;
 
@@ -45,6 +47,8 @@ pub use format::{
     ArchiveRoot, CompleteMark, FileEntry, SegmentManifest, ARCHIVE_FORMAT, COMPLETE_OBJECT,
     ROOT_OBJECT,
 };
+#[cfg(feature = "postgres")]
+pub use postgres::{EXPORT_PAGE_BYTES, EXPORT_PAGE_EVENTS, EXPORT_SEGMENT_BYTES};
 pub use source::{open_store, verify_store, KeepLocal, FETCH_TIMEOUT};
 
 /// Bytes of a segment file read, hashed and sent at a time (and fetched at a time by a
@@ -150,6 +154,24 @@ pub enum ArchiveError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// A restore goes into an empty store only: this one holds events, or has taken
+    /// positions.
+    #[error("{store} is not empty: a restore goes into an empty store")]
+    StoreNotEmpty {
+        /// The store, for people.
+        store: String,
+    },
+    /// An exported segment could not be made of the store's events.
+    #[error("exporting the store's events failed")]
+    Export(#[from] strata_log::ExportError),
+    /// The target store cannot hold an archived event as it is.
+    #[error("the event at position {position} cannot be restored there: {reason}")]
+    Unstorable {
+        /// Its position.
+        position: u64,
+        /// Why.
+        reason: String,
     },
     /// A task of the operation ended without an answer (it panicked, or the runtime is
     /// shutting down).
