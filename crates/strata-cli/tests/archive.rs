@@ -111,6 +111,91 @@ fn a_store_archived_from_the_command_line_restores_into_a_new_directory() {
     );
 }
 
+/// One archive for both backends from the command line: an embedded store's archive
+/// restores into PostgreSQL (`--database-url`), that store archives into a second archive
+/// (`strata archive --database-url`), which restores into a new data directory; every copy
+/// reads as the first. A restore into a PostgreSQL store holding events is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_cross_between_the_embedded_store_and_postgres() {
+    let (Some(db), Some(second)) = (
+        support::Database::create("the cross-backend archive test").await,
+        support::Database::create("the cross-backend archive test").await,
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (data, copies, from_pg, restored) = (
+        path("data"),
+        path("archive"),
+        path("archive-pg"),
+        path("restored"),
+    );
+    for n in 0..5 {
+        let body = format!("{{\"n\":{n}}}");
+        let (ok, _, err) = run_cli(&["--data", &data, "append", "order-1", "Placed", &body]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = run_cli(&["--data", &data, "archive", "--to", &copies, "--seal"]);
+    assert!(ok, "{err}");
+    let (url, second_url) = (db.url(), second.url());
+    let (ok, out, err) = run_cli(&[
+        "--database-url",
+        &url,
+        "--json",
+        "restore",
+        "--from",
+        &copies,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["events"], 5);
+    let read = |store: &[&str]| {
+        let mut args = store.to_vec();
+        args.extend(["--json", "read", "order-1"]);
+        let (ok, out, err) = run_cli(&args);
+        assert!(ok, "{err}");
+        json_lines(&out)
+    };
+    let original = read(&["--data", &data]);
+    assert_eq!(read(&["--database-url", &url]), original);
+
+    let (ok, out, err) = run_cli(&[
+        "--database-url",
+        &url,
+        "--json",
+        "archive",
+        "--to",
+        &from_pg,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["events"], 5);
+    let (ok, _, err) = run_cli(&["--data", &restored, "restore", "--from", &from_pg]);
+    assert!(ok, "{err}");
+    assert_eq!(read(&["--data", &restored]), original);
+    let (code, _, err) = strata(&["verify", "--archive", &from_pg]);
+    assert_eq!(code, 0, "{err}");
+
+    // --keep-local is the embedded store's: refused with PostgreSQL, nothing archived.
+    let (ok, _, err) = run_cli(&[
+        "--database-url",
+        &url,
+        "archive",
+        "--to",
+        &from_pg,
+        "--keep-local",
+        "0",
+    ]);
+    assert!(!ok && err.contains("--keep-local"), "{err}");
+
+    // Into a store holding events: refused, and nothing changes.
+    let (ok, _, err) = run_cli(&["--database-url", &second_url, "append", "x-1", "E", "{}"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_cli(&["--database-url", &second_url, "restore", "--from", &copies]);
+    assert!(!ok && err.contains("is not empty"), "{err}");
+    let (ok, _, err) = run_cli(&["--database-url", &second_url, "read", "order-1"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+}
+
 /// `GET path` on a server: the answer's body, with a JSON content.
 /// `strata archive --keep-local 0` gives back the disk of what it archived; every command
 /// then reads the store through the archive its stubs name, `strata verify` included; a
@@ -301,4 +386,61 @@ fn a_server_archives_its_sealed_segments_as_it_serves() {
     let events = json_lines(&out);
     assert_eq!(events.len() as u64, below);
     assert_eq!(events.last().unwrap()["position"], below - 1);
+}
+
+/// `strata serve --database-url URL --archive DIR` exports PostgreSQL's final events as it
+/// serves (its first pass at start), and the archive restores into a data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_postgres_archives_as_it_serves() {
+    let Some(db) = support::Database::create("the PostgreSQL archive pass test").await else {
+        return;
+    };
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (copies, restored) = (dir.path().join("archive"), dir.path().join("restored"));
+    for n in 0..5 {
+        let body = format!("{{\"n\":{n}}}");
+        let (ok, _, err) = run_cli(&["--database-url", &url, "append", "order-1", "Placed", &body]);
+        assert!(ok, "{err}");
+    }
+    let mut serve = std::process::Command::new(support::BIN);
+    serve
+        .args(["--database-url", &url])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-projections",
+            "--archive",
+        ])
+        .arg(&copies)
+        .args(["--archive-every", "3600"]);
+    let server = support::Server::spawn(serve);
+    let addr = server.addr().to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status = http_get_json(&addr, "/admin/archive");
+            if status["state"] == "ok" || status["state"] == "failing" {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no pass ended: {status}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status["state"], "ok", "{status}");
+    assert_eq!(status["segmentsArchived"], 1, "{status}");
+    assert_eq!(status["archivedBelowPosition"], 5, "{status}");
+    drop(server);
+    let (copies, restored) = (copies.to_str().unwrap(), restored.to_str().unwrap());
+    let (ok, _, err) = run_cli(&["--data", restored, "restore", "--from", copies]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_cli(&["--data", restored, "--json", "read", "order-1"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out).len(), 5);
 }

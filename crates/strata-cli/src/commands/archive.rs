@@ -1,6 +1,7 @@
 //! `strata archive`, `strata restore` and `strata verify --archive`: the embedded store's
-//! sealed segments copied to an archive (a directory, or S3), brought back into a new data
-//! directory, and checked where they lie.
+//! sealed segments (or a PostgreSQL store's final events, in the same format) copied to an
+//! archive (a directory, or S3), brought back into a new data directory or an empty
+//! PostgreSQL store, and checked where they lie.
 
 use std::path::PathBuf;
 
@@ -81,6 +82,10 @@ pub struct RestoreArgs {
     /// The archive to restore from (as for `strata archive --to`).
     #[arg(long = "from", env = "STRATA_ARCHIVE")]
     from: String,
+    /// With --database-url: where the archive is first restored and checked (removed
+    /// afterwards); it needs room for the archive's size [default: the temp directory].
+    #[arg(long)]
+    scratch: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -135,7 +140,35 @@ fn show(bar: &indicatif::ProgressBar, p: Progress) {
     bar.set_message(format!("{:.1} MiB", p.bytes as f64 / (1024.0 * 1024.0)));
 }
 
+/// `strata archive --database-url`: the PostgreSQL store's final events exported into the
+/// archive, in the embedded store's segment format.
+async fn archive_postgres(url: &str, args: &ArchiveArgs, p: &Printer) -> Result<()> {
+    if args.seal
+        || args.keep_local.is_some()
+        || args.keep_local_newer_than.is_some()
+        || args.keep_local_from.is_some()
+    {
+        anyhow::bail!(
+            "--seal and --keep-local* work on the embedded store's segments; PostgreSQL exports every final event"
+        );
+    }
+    let archive = Archive::open(&args.to)?;
+    let store = strata_postgres::PostgresStore::connect(url).await?;
+    let bar = bar("exporting");
+    let result = archive.archive_postgres(&store, &|s| show(&bar, s)).await;
+    bar.finish_and_clear();
+    let report = result.with_context(|| format!("archiving PostgreSQL to {}", args.to))?;
+    p.archived(&args.to, &report, None);
+    Ok(())
+}
+
 pub async fn archive(cli: &Cli, args: &ArchiveArgs, p: &Printer) -> Result<()> {
+    if let (None, Some(url)) = (&cli.server, &cli.database_url) {
+        if cli.data.is_some() {
+            anyhow::bail!("give --data or --database-url, not both");
+        }
+        return archive_postgres(url, args, p).await;
+    }
     embedded_only(cli, "archive")?;
     let archive = Archive::open(&args.to)?;
     let dir = cli.data_dir();
@@ -172,6 +205,22 @@ pub async fn archive(cli: &Cli, args: &ArchiveArgs, p: &Printer) -> Result<()> {
 }
 
 pub async fn restore(cli: &Cli, args: &RestoreArgs, p: &Printer) -> Result<()> {
+    if let (None, Some(url)) = (&cli.server, &cli.database_url) {
+        if cli.data.is_some() {
+            anyhow::bail!("give --data or --database-url, not both");
+        }
+        let archive = Archive::open(&args.from)?;
+        let store = strata_postgres::PostgresStore::connect(url).await?;
+        let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+        let bar = bar("restoring");
+        let result = archive
+            .restore_postgres(&store, &scratch, &|s| show(&bar, s))
+            .await;
+        bar.finish_and_clear();
+        let report = result.with_context(|| format!("restoring {} into PostgreSQL", args.from))?;
+        p.restored(std::path::Path::new("PostgreSQL"), &report);
+        return Ok(());
+    }
     embedded_only(cli, "restore")?;
     let archive = Archive::open(&args.from)?;
     let dir = cli.data_dir();
@@ -204,29 +253,55 @@ pub fn is_damaged(e: &anyhow::Error) -> bool {
     )
 }
 
-/// What `strata serve --archive URL` archives with: the embedded store's sealed segments.
-pub struct EmbeddedArchiver {
-    store: strata_log::LogStore,
-    archive: Archive,
-    /// Give back the disk of archived segments after each pass, keeping these local.
-    keep_local: Option<strata_archive::KeepLocal>,
+/// What `strata serve --archive URL` archives.
+pub enum Archived {
+    /// The embedded store's sealed segments.
+    Embedded {
+        store: strata_log::LogStore,
+        /// Give back the disk of archived segments after each pass, keeping these local.
+        keep_local: Option<strata_archive::KeepLocal>,
+    },
+    /// A PostgreSQL store's final events.
+    Postgres(strata_postgres::PostgresStore),
 }
 
-impl EmbeddedArchiver {
-    pub fn new(
-        store: strata_log::LogStore,
-        url: &str,
-        keep_local: Option<strata_archive::KeepLocal>,
-    ) -> Result<EmbeddedArchiver> {
-        Ok(EmbeddedArchiver {
-            store,
+/// What `strata serve --archive URL` archives with.
+pub struct StoreArchiver {
+    source: Archived,
+    archive: Archive,
+}
+
+impl StoreArchiver {
+    pub fn new(source: Archived, url: &str) -> Result<StoreArchiver> {
+        Ok(StoreArchiver {
+            source,
             archive: Archive::open(url)?,
-            keep_local,
         })
+    }
+
+    /// One pass: archive, then give back the disk of what is archived when asked to.
+    async fn pass(&self) -> Result<strata_archive::ArchiveReport, ArchiveError> {
+        let (store, keep) = match &self.source {
+            Archived::Postgres(pg) => return self.archive.archive_postgres(pg, &|_| {}).await,
+            Archived::Embedded { store, keep_local } => (store, keep_local),
+        };
+        let result = self.archive.archive_store(store, &|_| {}).await?;
+        if let Some(keep) = keep {
+            let e = self.archive.evict_archived_with(store, keep).await?;
+            if e.evicted > 0 {
+                tracing::info!(
+                    segments = e.evicted,
+                    bytes = e.bytes,
+                    read_from_archive = e.archived_segments,
+                    "gave back the disk of archived segments"
+                );
+            }
+        }
+        Ok(result)
     }
 }
 
-impl strata_server::Archiver for EmbeddedArchiver {
+impl strata_server::Archiver for StoreArchiver {
     fn target(&self) -> String {
         self.archive.url().to_owned()
     }
@@ -238,20 +313,7 @@ impl strata_server::Archiver for EmbeddedArchiver {
         Result<strata_server::ArchivePass, strata_server::ArchivePassError>,
     > {
         Box::pin(async move {
-            let mut result = self.archive.archive_store(&self.store, &|_| {}).await;
-            if let (Ok(_), Some(keep)) = (&result, &self.keep_local) {
-                match self.archive.evict_archived_with(&self.store, keep).await {
-                    Ok(e) if e.evicted > 0 => tracing::info!(
-                        segments = e.evicted,
-                        bytes = e.bytes,
-                        read_from_archive = e.archived_segments,
-                        "gave back the disk of archived segments"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => result = Err(e),
-                }
-            }
-            match result {
+            match self.pass().await {
                 Ok(r) => Ok(strata_server::ArchivePass {
                     segments: r.segments,
                     bytes: r.bytes,

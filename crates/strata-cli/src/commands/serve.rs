@@ -32,7 +32,8 @@ pub struct ServeArgs {
     /// Host no projections.
     #[arg(long, conflicts_with = "projections")]
     no_projections: bool,
-    /// Archive the embedded store's sealed segments to this archive (a directory, or
+    /// Archive the embedded store's sealed segments (PostgreSQL's final events, in the same
+    /// format) to this archive (a directory, or
     /// s3://bucket/prefix configured from the AWS_* environment variables) while serving: a
     /// pass at start, then every --archive-every seconds and on POST /admin/archive.
     #[arg(long, env = "STRATA_ARCHIVE")]
@@ -133,6 +134,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     })?;
     // The embedded store, to close when the server stops.
     let mut log = None;
+    let mut postgres = None;
     let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
         Backend::Embedded(dir) => {
             let store = open_log(dir)?;
@@ -144,6 +146,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         }
         Backend::Postgres(url) => {
             let store = strata_postgres::PostgresStore::connect(url).await?;
+            postgres = Some(store.clone());
             (Arc::new(store), "PostgreSQL".to_owned())
         }
     };
@@ -163,18 +166,23 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         state = state.with_projections(h.control());
     }
     if let Some(url) = &args.archive {
-        let Some(log) = &log else {
-            anyhow::bail!("--archive archives the embedded store's segments: it does not work with --database-url");
-        };
-        let archiver = super::archive::EmbeddedArchiver::new(
-            log.clone(),
-            url,
-            super::archive::keep_local(
-                args.archive_keep_local,
-                args.archive_keep_local_newer_than,
-                args.archive_keep_local_from,
+        let keep_local = super::archive::keep_local(
+            args.archive_keep_local,
+            args.archive_keep_local_newer_than,
+            args.archive_keep_local_from,
+        );
+        let source = match (&log, postgres) {
+            (Some(log), _) => super::archive::Archived::Embedded {
+                store: log.clone(),
+                keep_local,
+            },
+            (None, Some(_)) if keep_local.is_some() => anyhow::bail!(
+                "--archive-keep-local* give back the embedded store's disk: they do not work with --database-url"
             ),
-        )?;
+            (None, Some(pg)) => super::archive::Archived::Postgres(pg),
+            (None, None) => unreachable!("the store is embedded or PostgreSQL"),
+        };
+        let archiver = super::archive::StoreArchiver::new(source, url)?;
         state = state.with_archiver(
             Arc::new(archiver),
             std::time::Duration::from_secs(args.archive_every),
