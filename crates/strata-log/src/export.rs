@@ -181,7 +181,12 @@ impl SegmentWriter {
         if recorded_us < self.last_recorded_us {
             return Err(refused("its time is before the event before".to_owned()));
         }
-        let metadata = e.metadata.to_bytes();
+        // Compact JSON, as the writer stores it (another backend may give it back spaced).
+        let metadata = match e.metadata.is_empty() {
+            true => Vec::new(),
+            false => serde_json::to_vec(e.metadata.as_map())
+                .map_err(|err| refused(format!("its metadata does not encode: {err}")))?,
+        };
         if e.stream_id.as_str().len() > usize::from(u16::MAX)
             || e.event_type.len() > usize::from(u16::MAX)
             || e.content_type.len() > usize::from(u8::MAX)
