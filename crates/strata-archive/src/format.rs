@@ -62,6 +62,20 @@ pub struct CompleteMark {
     pub segments: u64,
     /// The position after the last event they cover.
     pub end_position: u64,
+    /// The last event a PostgreSQL export put below the mark: its position and id, which the
+    /// next export checks the store still holds there (absent from the embedded store's runs,
+    /// checked by their segments' salts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<MarkedEvent>,
+}
+
+/// An event named by its position and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkedEvent {
+    /// Its position.
+    pub position: u64,
+    /// Its id.
+    pub id: strata_core::Uuid,
 }
 
 impl CompleteMark {

@@ -44,8 +44,8 @@ use strata_core::ReadError;
 use strata_log::{LogStore, SealedFilesError, SealedSegment};
 
 pub use format::{
-    ArchiveRoot, CompleteMark, FileEntry, SegmentManifest, ARCHIVE_FORMAT, COMPLETE_OBJECT,
-    ROOT_OBJECT,
+    ArchiveRoot, CompleteMark, FileEntry, MarkedEvent, SegmentManifest, ARCHIVE_FORMAT,
+    COMPLETE_OBJECT, ROOT_OBJECT,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::{EXPORT_PAGE_BYTES, EXPORT_PAGE_EVENTS, EXPORT_SEGMENT_BYTES};
@@ -560,6 +560,7 @@ impl Archive {
             store: store_id,
             segments: sealed.segments.len() as u64,
             end_position: report.archived_below,
+            last_event: None,
         };
         if mark.as_ref() != Some(&new_mark) {
             let mark = new_mark;

@@ -10,7 +10,9 @@ use strata_core::RecordedEvent;
 use strata_log::{SealedSegment, SegmentWriter};
 use strata_postgres::{ImportError, PostgresStore};
 
-use crate::format::{ArchiveRoot, CompleteMark, ARCHIVE_FORMAT, COMPLETE_OBJECT, ROOT_OBJECT};
+use crate::format::{
+    ArchiveRoot, CompleteMark, MarkedEvent, ARCHIVE_FORMAT, COMPLETE_OBJECT, ROOT_OBJECT,
+};
 use crate::{blocking, Archive, ArchiveError, ArchiveReport, Progress, ProgressFn, RestoreReport};
 
 /// Bytes of records an exported segment holds before the next one starts (as the embedded
@@ -64,6 +66,8 @@ impl Archive {
     }
 
     /// [`Archive::archive_postgres`] with segments of `segment_bytes` (one event at least).
+    /// One export of a store runs at a time, across processes: another one meanwhile is
+    /// refused ([`ArchiveError::Busy`]).
     pub async fn archive_postgres_with(
         &self,
         store: &PostgresStore,
@@ -71,6 +75,26 @@ impl Archive {
         progress: ProgressFn<'_>,
     ) -> Result<ArchiveReport, ArchiveError> {
         let started = std::time::Instant::now();
+        let hold = store
+            .hold_export()
+            .await
+            .map_err(store_error)?
+            .ok_or(ArchiveError::Busy)?;
+        let result = self
+            .archive_postgres_held(store, segment_bytes, progress)
+            .await;
+        hold.release().await;
+        let mut report = result?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn archive_postgres_held(
+        &self,
+        store: &PostgresStore,
+        segment_bytes: u64,
+        progress: ProgressFn<'_>,
+    ) -> Result<ArchiveReport, ArchiveError> {
         let store_id = store.store_id().await.map_err(store_error)?;
         let store_salt = u64::from_str_radix(&store_id, 16).map_err(|_| {
             ArchiveError::Store(strata_core::ReadError::Storage(
@@ -105,14 +129,28 @@ impl Archive {
             archived_below: from,
             ..ArchiveReport::default()
         };
+        let diverged = |reason: String| ArchiveError::Diverged {
+            url: self.url.clone(),
+            segment: held.saturating_sub(1),
+            reason,
+        };
         if below < from {
-            return Err(ArchiveError::Diverged {
-                url: self.url.clone(),
-                segment: held.saturating_sub(1),
-                reason: format!(
-                    "the archive holds events up to position {from}, the store's final events end at {below}"
-                ),
-            });
+            return Err(diverged(format!(
+                "the archive holds events up to position {from}, the store's final events end at {below}"
+            )));
+        }
+        if let Some(last) = mark.as_ref().and_then(|m| m.last_event) {
+            if store
+                .holds_event(last.position, last.id)
+                .await
+                .map_err(store_error)?
+                == Some(false)
+            {
+                return Err(diverged(format!(
+                    "the archive's last event, {} at position {}, is not the store's",
+                    last.id, last.position
+                )));
+            }
         }
         let scratch = {
             let base = std::env::temp_dir();
@@ -135,12 +173,14 @@ impl Archive {
             Ok(())
         })
         .await;
-        let segments = result?;
+        let (segments, exported_last) = result?;
+        let last_event = exported_last.or(mark.as_ref().and_then(|m| m.last_event));
         let new_mark = CompleteMark {
             format: ARCHIVE_FORMAT,
             store: store_id,
             segments,
             end_position: report.archived_below,
+            last_event,
         };
         if segments > 0 && mark.as_ref() != Some(&new_mark) {
             let path = self.path(COMPLETE_OBJECT);
@@ -150,12 +190,11 @@ impl Archive {
                 .map_err(self.unavailable())?;
             self.sync_local(&[path]).await?;
         }
-        report.elapsed = started.elapsed();
         Ok(report)
     }
 
     /// Exports positions `from..below` as segments from `held` on, in `scratch`; returns the
-    /// number of segments the archive holds afterwards.
+    /// number of segments the archive holds afterwards, and the last event exported.
     #[allow(clippy::too_many_arguments)]
     async fn export_range(
         &self,
@@ -166,8 +205,9 @@ impl Archive {
         scratch: &Path,
         report: &mut ArchiveReport,
         progress: ProgressFn<'_>,
-    ) -> Result<u64, ArchiveError> {
+    ) -> Result<(u64, Option<MarkedEvent>), ArchiveError> {
         let seg_dir = strata_log::segments_dir(scratch);
+        let mut last_event = None;
         let mut done = Progress::default();
         progress(done);
         let mut next_no = held;
@@ -213,6 +253,10 @@ impl Archive {
                     }
                 };
                 b.writer.push(&event).map_err(export_error)?;
+                last_event = Some(MarkedEvent {
+                    position: event.position.0,
+                    id: event.event_id,
+                });
             }
         }
         if let Some(b) = building.take() {
@@ -220,7 +264,7 @@ impl Archive {
                 .await
                 .map(|m| account(report, &mut done, m, progress))?;
         }
-        Ok(next_no)
+        Ok((next_no, last_event))
     }
 
     /// Ends segment `b` at `end_position`, uploads its two files and its manifest, and

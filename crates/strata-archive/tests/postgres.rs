@@ -197,6 +197,29 @@ async fn a_postgres_store_restores_into_either_backend() {
     assert_eq!(checked.store.events, checked.events, "{checked:?}");
     assert!(checked.store.torn_tail.is_none(), "{checked:?}");
 
+    // The original went its own way (the archive now holds the restored copy's later
+    // events): it cannot archive there any more, also once it has appended past them.
+    match archive.archive_postgres(&store, &|_| {}).await {
+        Err(ArchiveError::Diverged { .. }) => {}
+        other => panic!("expected Diverged, got {other:?}"),
+    }
+    fill_but(&store, 40, 4, "account-3").await;
+    match archive.archive_postgres(&store, &|_| {}).await {
+        Err(ArchiveError::Diverged { reason, .. }) => {
+            assert!(reason.contains("last event"), "{reason}")
+        }
+        other => panic!("expected Diverged, got {other:?}"),
+    }
+
+    // One export of a store at a time: another one meanwhile is refused.
+    let hold = other.hold_export().await.unwrap().expect("no export runs");
+    match archive.archive_postgres(&other, &|_| {}).await {
+        Err(ArchiveError::Busy) => {}
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    hold.release().await;
+    archive.archive_postgres(&other, &|_| {}).await.unwrap();
+
     back.close().await.unwrap();
     drop(store);
     drop(other);

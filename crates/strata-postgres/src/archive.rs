@@ -38,6 +38,31 @@ pub enum ImportError {
     Store(#[from] ReadError),
 }
 
+/// An export's hold on its store: one export of a store runs at a time, across processes (a
+/// session advisory lock on a connection of its own; dropping the hold closes it, which
+/// releases the lock).
+pub struct ExportHold {
+    conn: sqlx::PgConnection,
+    key: i64,
+}
+
+impl ExportHold {
+    /// Releases the hold now (a dropped one is released when its connection's session ends).
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn)
+            .await;
+        let _ = sqlx::Connection::close(self.conn).await;
+    }
+}
+
+impl std::fmt::Debug for ExportHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportHold").finish_non_exhaustive()
+    }
+}
+
 const STORE_ID: &str = "SELECT id FROM {schema}.strata_store";
 
 const SET_STORE_ID: &str = "UPDATE {schema}.strata_store SET id = $1";
@@ -76,6 +101,23 @@ impl PostgresStore {
             .replace("{cols}", COLS)
     }
 
+    /// Holds off other exports of this store until the answer is released or dropped;
+    /// `None` while another one runs.
+    pub async fn hold_export(&self) -> Result<Option<ExportHold>, ReadError> {
+        let mut conn = self.pool().acquire().await.map_err(read_error)?.detach();
+        let key = crate::migrate::lock_key("strata-export", self.schema());
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(read_error)?;
+        if !locked {
+            let _ = sqlx::Connection::close(conn).await;
+            return Ok(None);
+        }
+        Ok(Some(ExportHold { conn, key }))
+    }
+
     /// The store's id (16 hex digits), which an archive of its events names.
     pub async fn store_id(&self) -> Result<String, ReadError> {
         sqlx::query_scalar(&self.render(STORE_ID))
@@ -93,6 +135,32 @@ impl PostgresStore {
             .await
             .map_err(read_error)?;
         Ok(())
+    }
+
+    /// Whether the store holds event `id` at `position`: `Some(true)` when it does,
+    /// `Some(false)` when another event lies there or the id lies elsewhere, `None` when it
+    /// holds neither (a scavenge deleted it).
+    pub async fn holds_event(
+        &self,
+        position: u64,
+        id: strata_core::Uuid,
+    ) -> Result<Option<bool>, ReadError> {
+        let row = sqlx::query(&self.render(
+            "SELECT (SELECT x.event_id FROM {schema}.events x WHERE x.position = $1),
+                    (SELECT x.position FROM {schema}.events x WHERE x.event_id = $2)",
+        ))
+        .bind(to_i64(position))
+        .bind(id)
+        .fetch_one(self.pool())
+        .await
+        .map_err(read_error)?;
+        let there: Option<strata_core::Uuid> = row.try_get(0).map_err(read_error)?;
+        let at: Option<i64> = row.try_get(1).map_err(read_error)?;
+        Ok(match (there, at) {
+            (None, None) => None,
+            (Some(there), Some(at)) => Some(there == id && at == to_i64(position)),
+            _ => Some(false),
+        })
     }
 
     /// Whether the store holds no event and has taken no position: what a restore goes into.

@@ -89,7 +89,7 @@ mod store;
 mod transaction;
 mod watermark;
 
-pub use archive::ImportError;
+pub use archive::{ExportHold, ImportError};
 pub use error::ConnectError;
 pub use migrate::SCHEMA_VERSION;
 pub use options::PgStoreOptions;
