@@ -827,7 +827,7 @@ pub fn document() -> Value {
 fn archive_schema() -> Value {
     json!({
         "type": "object",
-        "description": "The server's archiving of the embedded store's sealed segments to its archive (docs/lifecycle.md, \"Archiving and restoring\").",
+        "description": "The server's archiving of its store's history (the embedded store's sealed segments, or PostgreSQL's final events in the same format) to its archive (docs/lifecycle.md, \"Archiving and restoring\").",
         "required": ["state", "target", "consecutiveFailures", "segmentsArchived", "bytesArchived"],
         "properties": {
             "state": { "type": "string", "enum": ["idle", "running", "ok", "failing"] },
