@@ -15,6 +15,8 @@
 //!   stream from local segments. Two streams: `long-1`, written in 100 appends of 100 in a
 //!   row, and `spread-1`, one event in every 100 of the last million (every 10 of the last
 //!   100,000 in a quick run).
+//! - restoring the directory archive into an empty PostgreSQL store and exporting that store
+//!   into a new archive ([`crate::archive_pg`]), when the database answers.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,8 @@ pub struct ArchiveBenchReport {
     pub cache_bytes: u64,
     /// The S3-compatible server used.
     pub s3_endpoint: String,
+    /// The archive restored into PostgreSQL and exported back (`Err`: why not measured).
+    pub postgres: Result<Vec<crate::archive_pg::PgMove>, String>,
 }
 
 impl fmt::Display for ArchiveBenchReport {
@@ -119,6 +123,14 @@ impl fmt::Display for ArchiveBenchReport {
                 r.warm.as_secs_f64() / r.local.as_secs_f64(),
                 self.cache_bytes >> 20,
             )?;
+        }
+        match &self.postgres {
+            Ok(moves) => {
+                for m in moves {
+                    writeln!(f, "{m}")?;
+                }
+            }
+            Err(why) => writeln!(f, "  PostgreSQL rows not measured: {why}")?,
         }
         Ok(())
     }
@@ -536,7 +548,8 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
         baseline_what: "plain copy of the archived files",
         baseline: copy_back,
     });
-    let (bytes, took) = restore(&local, &work.0.join("from-dir"), events).await?;
+    let from_dir = work.0.join("from-dir");
+    let (bytes, took) = restore(&local, &from_dir, events).await?;
     moves.push(Move {
         what: "restore from a dir and open",
         bytes,
@@ -544,6 +557,7 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
         baseline_what: "plain copy of the archived files",
         baseline: copy_back,
     });
+    let postgres = crate::archive_pg::run(&local, events, &from_dir, took, &work.0).await;
     let reads = archived_reads(&data, &s3, (&endpoint, &bucket, &sizes)).await?;
     Ok(ArchiveBenchReport {
         events,
@@ -551,5 +565,6 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
         reads,
         cache_bytes: READ_CACHE_BYTES,
         s3_endpoint: endpoint,
+        postgres,
     })
 }

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod archive_pg;
 mod cpu;
 pub mod disk;
 pub mod fresh;
