@@ -28,7 +28,7 @@
 //! let summary = segment.finish(4, &HashMap::new())?;
 //! assert_eq!(summary.events, 2);
 //! let mut read = Vec::new();
-//! strata_log::each_sealed_event(dir.path(), |e| { read.push(e.position); Ok(()) })?;
+//! strata_log::each_sealed_event(dir.path(), |e| { read.push(e.position); Ok::<(), String>(()) })?;
 //! assert_eq!(read, [Position(0), Position(3)]);
 //! # Ok(()) }
 //! ```
@@ -66,12 +66,23 @@ pub enum ExportError {
         /// Why.
         reason: String,
     },
-    /// Writing or reading the segment's files failed.
-    #[error("writing segment {segment}: {reason}")]
+    /// Writing or reading the segment's file failed.
+    #[error("segment {segment}: {context}")]
     Io {
         /// The segment.
         segment: u64,
-        /// What failed.
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its index file could not be written from it.
+    #[error("writing segment {segment}'s index file: {reason}")]
+    Index {
+        /// The segment.
+        segment: u64,
+        /// Why.
         reason: String,
     },
 }
@@ -114,15 +125,16 @@ impl SegmentWriter {
             salt,
             segment_no: no,
             first_position,
-            created_at_us: crate::recovery::now_us(),
+            created_at_us: 0, // its first event's time, set when it is finished
             batch_marks: false,
             scavenged: true,
             runs_at: SEGMENT_HEADER_BYTES,
         };
         let tmp = segment_temp_path(seg_dir, no);
-        let io = |e: std::io::Error| ExportError::Io {
+        let io = |source: std::io::Error| ExportError::Io {
             segment: no,
-            reason: format!("creating {}: {e}", tmp.display()),
+            context: format!("creating {}", tmp.display()),
+            source,
         };
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -250,9 +262,10 @@ impl SegmentWriter {
 
     fn io(&self, what: &str) -> impl Fn(std::io::Error) -> ExportError + '_ {
         let what = what.to_owned();
-        move |e| ExportError::Io {
+        move |source| ExportError::Io {
             segment: self.header.segment_no,
-            reason: format!("{what} {}: {e}", self.tmp.display()),
+            context: format!("{what} {}", self.tmp.display()),
+            source,
         }
     }
 
@@ -309,6 +322,8 @@ impl SegmentWriter {
             runs.push((stream.clone(), run));
         }
         runs.sort_by(|a, b| a.0.cmp(&b.0));
+        // Created at its first event's time: the same events make the same bytes.
+        self.header.created_at_us = self.first_recorded_us.unwrap_or(0);
         self.flush()?;
         self.header.runs_at = SEGMENT_HEADER_BYTES + self.written;
         encode_removed_runs(&runs, self.header.salt, &mut self.buf);
@@ -330,9 +345,9 @@ impl SegmentWriter {
         );
         seg.seal(bytes);
         index_scavenged_segment(&StdVfs, &self.seg_dir, &seg, end_position).map_err(|reason| {
-            ExportError::Io {
+            ExportError::Index {
                 segment: no,
-                reason: format!("writing its index file: {reason}"),
+                reason,
             }
         })?;
         Ok(SegmentSummary {

@@ -289,7 +289,9 @@ pub fn finish_restored_segments(
 /// version to its highest was removed from the store: those still held are removed here (their
 /// segments rewritten as a scavenge rewrites them). Then each run starts at its stream's next
 /// version ([`crate::SegmentWriter`]'s segments record what their source no longer holds,
-/// which may begin below it). Returns the events removed.
+/// which may begin below it). Segments are rewritten in place: the directory must be one no
+/// store has open, as a restore's is before it is renamed into place. Returns the events
+/// removed.
 pub fn reconcile_copied_segments(data_dir: &Path, end_position: u64) -> Result<u64, String> {
     use std::collections::HashMap;
     use std::ops::Range;
