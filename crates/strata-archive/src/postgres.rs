@@ -2,7 +2,7 @@
 //! into segments (format version 2, see `docs/format.md`) a segment at a time, and an archive
 //! made by either backend restored into an empty PostgreSQL store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -102,24 +102,13 @@ impl Archive {
             ))
         })?;
         let mark = self.complete().await?;
-        match self.root().await? {
-            Some(root) if root.store != store_id => {
-                return Err(ArchiveError::OtherStore {
-                    url: self.url.clone(),
-                    archived: root.store,
-                    this: store_id,
-                })
-            }
-            Some(_) => {}
-            None => {
-                let root = ArchiveRoot::new(store_id.clone());
-                let path = self.path(ROOT_OBJECT);
-                self.objects
-                    .put(&path, root.encode().into())
-                    .await
-                    .map_err(self.unavailable())?;
-                self.sync_local(&[path]).await?;
-            }
+        let root = self.root().await?;
+        if let Some(root) = root.as_ref().filter(|r| r.store != store_id) {
+            return Err(ArchiveError::OtherStore {
+                url: self.url.clone(),
+                archived: root.store.clone(),
+                this: store_id,
+            });
         }
         let held = mark.as_ref().map_or(0, |m| m.segments);
         let from = mark.as_ref().map_or(0, |m| m.end_position);
@@ -151,6 +140,19 @@ impl Archive {
                     last.id, last.position
                 )));
             }
+        }
+        if below == from {
+            return Ok(report);
+        }
+        // The archive is this store's from its first export with anything to export on.
+        if root.is_none() {
+            let root = ArchiveRoot::new(store_id.clone());
+            let path = self.path(ROOT_OBJECT);
+            self.objects
+                .put(&path, root.encode().into())
+                .await
+                .map_err(self.unavailable())?;
+            self.sync_local(&[path]).await?;
         }
         let scratch = {
             let base = std::env::temp_dir();
@@ -211,33 +213,42 @@ impl Archive {
         let mut done = Progress::default();
         progress(done);
         let mut next_no = held;
-        let mut cursor = from;
         let mut building: Option<Building> = None;
-        loop {
-            let page = store
-                .export_page(cursor, below, EXPORT_PAGE_EVENTS, EXPORT_PAGE_BYTES)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            cursor = last.position.0 + 1;
-            for event in page {
-                let full = building
-                    .as_ref()
-                    .is_some_and(|b| b.writer.bytes() >= segment_bytes.max(1));
-                if full {
-                    let b = building.take().expect("checked");
-                    self.finish_exported(store, b, event.position.0, store_id, &seg_dir)
-                        .await
-                        .map(|m| account(report, &mut done, m, progress))?;
+        let limit = segment_bytes.max(1);
+        // Pages are read one ahead of the segment being written.
+        let (tx, mut pages) = tokio::sync::mpsc::channel(1);
+        let reader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut cursor = from;
+                loop {
+                    let page = store
+                        .export_page(cursor, below, EXPORT_PAGE_EVENTS, EXPORT_PAGE_BYTES)
+                        .await;
+                    let next = match &page {
+                        Ok(p) => p.last().map(|e| e.position.0 + 1),
+                        Err(_) => None,
+                    };
+                    if tx.send(page).await.is_err() {
+                        return;
+                    }
+                    match next {
+                        Some(n) => cursor = n,
+                        None => return,
+                    }
                 }
-                let b = match &mut building {
+            })
+        };
+        let _stop = AbortOnDrop(reader);
+        while let Some(page) = pages.recv().await {
+            let mut pending: VecDeque<RecordedEvent> = page.map_err(store_error)?.into();
+            while let Some(first) = pending.front() {
+                let first = first.position.0;
+                let b = match building.take() {
                     Some(b) => b,
                     None => {
                         let (dir, no) = (seg_dir.clone(), next_no);
-                        let first_position = match no == held {
-                            true => from,
-                            false => event.position.0,
-                        };
+                        let first_position = if no == held { from } else { first };
                         let writer = blocking(move || {
                             SegmentWriter::create(&dir, no, salt(store_salt, no), first_position)
                                 .map_err(export_error)
@@ -245,18 +256,43 @@ impl Archive {
                         .await?;
                         next_no += 1;
                         done.segments_total += 1;
-                        building.insert(Building {
+                        Building {
                             writer,
                             no,
                             first_position,
-                        })
+                        }
                     }
                 };
-                b.writer.push(&event).map_err(export_error)?;
-                last_event = Some(MarkedEvent {
-                    position: event.position.0,
-                    id: event.event_id,
-                });
+                // Records are encoded and written on the blocking pool, up to where the
+                // segment is full.
+                let (b, rest, last) = blocking(move || {
+                    let (mut b, mut rest, mut last) = (b, pending, None);
+                    while let Some(e) = rest.front() {
+                        if b.writer.bytes() >= limit {
+                            break;
+                        }
+                        b.writer.push(e).map_err(export_error)?;
+                        last = Some(MarkedEvent {
+                            position: e.position.0,
+                            id: e.event_id,
+                        });
+                        rest.pop_front();
+                    }
+                    Ok((b, rest, last))
+                })
+                .await?;
+                last_event = last.or(last_event);
+                pending = rest;
+                match pending.front() {
+                    // Full: it ends where the next event starts the next segment.
+                    Some(next) => {
+                        let end = next.position.0;
+                        self.finish_exported(store, b, end, store_id, &seg_dir)
+                            .await
+                            .map(|m| account(report, &mut done, m, progress))?;
+                    }
+                    None => building = Some(b),
+                }
             }
         }
         if let Some(b) = building.take() {
@@ -293,7 +329,7 @@ impl Archive {
         let (no, first_position) = (b.no, b.first_position);
         let dir = seg_dir.to_path_buf();
         let sealed = blocking(move || {
-            b.writer.finish(end_position, &next).map_err(export_error)?;
+            let summary = b.writer.finish(end_position, &next).map_err(export_error)?;
             let (seg_name, idx_name) = strata_log::sealed_file_names(no);
             let open = |name: &str| {
                 let p = dir.join(name);
@@ -305,7 +341,7 @@ impl Archive {
             let (index_file, index_path) = open(&idx_name)?;
             Ok(SealedSegment {
                 segment_no: no,
-                salt: 0,
+                salt: summary.header.salt,
                 first_position,
                 end_position,
                 scavenged: true,
@@ -363,11 +399,12 @@ impl Archive {
         let copy = dir.join("store");
         let result = async {
             let mut report = self.restore(&copy, progress).await?;
-            report.events = self.import_dir(store, &copy).await?;
+            let (events, last) = self.import_dir(store, &copy).await?;
+            report.events = events;
             store
-                .skip_positions_below(report.next_position)
+                .skip_positions_below(report.next_position, last)
                 .await
-                .map_err(store_error)?;
+                .map_err(import_error)?;
             store.set_store_id(&root.store).await.map_err(store_error)?;
             report.elapsed = started.elapsed();
             Ok(report)
@@ -382,8 +419,13 @@ impl Archive {
     }
 
     /// Takes the events of restored data directory `dir` into `store`, a batch at a time
-    /// (read on the blocking pool, at most two batches ahead); returns how many.
-    async fn import_dir(&self, store: &PostgresStore, dir: &Path) -> Result<u64, ArchiveError> {
+    /// (read on the blocking pool, at most two batches ahead); returns how many, and the
+    /// position of the last.
+    async fn import_dir(
+        &self,
+        store: &PostgresStore,
+        dir: &Path,
+    ) -> Result<(u64, Option<u64>), ArchiveError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
         let dir = dir.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || {
@@ -405,35 +447,37 @@ impl Archive {
             Ok::<(), String>(())
         });
         let mut events = 0u64;
+        let mut after = None;
         let mut failed = None;
         while let Some(batch) = rx.recv().await {
-            if let Err(e) = store.import_events(&batch).await {
+            if let Err(e) = store.import_events(&batch, after).await {
                 failed = Some(e);
                 break;
             }
             events += batch.len() as u64;
+            after = batch.last().map(|e| e.position.0).or(after);
         }
         drop(rx);
         let read = reader
             .await
             .map_err(|e| ArchiveError::Interrupted(e.to_string()))?;
         if let Some(e) = failed {
-            return Err(match e {
-                ImportError::Store(e) => ArchiveError::Store(e),
-                ImportError::PositionsTaken { .. } => ArchiveError::StoreNotEmpty {
-                    store: "the PostgreSQL store".to_owned(),
-                },
-                ImportError::Unstorable { position, reason } => {
-                    ArchiveError::Unstorable { position, reason }
-                }
-                other => ArchiveError::Interrupted(other.to_string()),
-            });
+            return Err(import_error(e));
         }
         read.map_err(|reason| ArchiveError::Damaged {
             object: self.url.clone(),
             reason,
         })?;
-        Ok(events)
+        Ok((events, after))
+    }
+}
+
+/// Aborts a task when dropped: an export that stops stops reading ahead.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -452,6 +496,22 @@ fn account(
     done.segments_done += 1;
     done.bytes += bytes;
     progress(*done);
+}
+
+fn import_error(e: ImportError) -> ArchiveError {
+    match e {
+        ImportError::Store(e) => ArchiveError::Store(e),
+        ImportError::PositionsTaken { position: 0, .. } => ArchiveError::StoreNotEmpty {
+            store: "the PostgreSQL store".to_owned(),
+        },
+        ImportError::PositionsTaken { .. } => ArchiveError::StoreNotEmpty {
+            store: "the PostgreSQL store (it took an append during the restore)".to_owned(),
+        },
+        ImportError::Unstorable { position, reason } => {
+            ArchiveError::Unstorable { position, reason }
+        }
+        other => ArchiveError::Interrupted(other.to_string()),
+    }
 }
 
 fn export_error(e: strata_log::ExportError) -> ArchiveError {

@@ -238,11 +238,19 @@ async fn an_embedded_archive_restores_into_postgres() {
     let archive = Archive::open(&archive_dir.path().display().to_string()).unwrap();
     let log = open_log(data.path());
     fill(&log, 0, 20).await;
+    // JSON whose number jsonb cannot hold: PostgreSQL keeps its bytes only, as on append.
+    let tiny = EventData {
+        data: br#"{"n":1e-20000}"#.to_vec(),
+        ..EventData::json("Measured", &serde_json::json!({})).unwrap()
+    };
+    log.append(&sid("account-0"), ExpectedVersion::Any, vec![tiny])
+        .await
+        .unwrap();
     log.truncate_stream(&sid("account-4"), 10).await.unwrap();
+    fill(&log, 20, 2).await;
     log.delete_stream(&sid("account-5"), ExpectedVersion::Any)
         .await
         .unwrap();
-    fill(&log, 20, 2).await;
     log.scavenge(&|_| {}).await.unwrap();
     log.seal_open_segment().await.unwrap();
     archive.archive_store(&log, &|_| {}).await.unwrap();
@@ -250,6 +258,18 @@ async fn an_embedded_archive_restores_into_postgres() {
 
     let (pg, schema) = support::connect("arch_log_to", |o| o).await;
     let scratch = tempfile::tempdir().unwrap();
+    // A store that has taken a position holds history an archive would collide with.
+    let (busy, busy_schema) = support::connect("arch_busy", |o| o).await;
+    burn_position(&busy, &busy_schema).await;
+    match archive
+        .restore_postgres(&busy, scratch.path(), &|_| {})
+        .await
+    {
+        Err(ArchiveError::StoreNotEmpty { .. }) => {}
+        other => panic!("expected StoreNotEmpty, got {other:?}"),
+    }
+    drop(busy);
+    support::drop_schema(busy_schema).await;
     archive
         .restore_postgres(&pg, scratch.path(), &|_| {})
         .await
@@ -270,9 +290,70 @@ async fn an_embedded_archive_restores_into_postgres() {
         other => panic!("expected OtherStore, got {other:?}"),
     }
 
+    // The lifecycle reads alike: account-5 was deleted, and an append that expects no
+    // stream re-creates it at the same version in both.
+    let again = |store| async move {
+        let s: &dyn EventStore = store;
+        s.append(&sid("account-5"), ExpectedVersion::NoStream, vec![ev(77)])
+            .await
+            .unwrap()
+            .stream_version
+    };
+    assert_eq!(again(&pg).await, again(&log).await);
     log.close().await.unwrap();
     drop(pg);
     drop(stranger);
     support::drop_schema(schema).await;
     support::drop_schema(stranger_schema).await;
+}
+
+/// The import keeps imported events in their place: a second import as if into an empty
+/// store is refused, and so is one after an append took a position meanwhile; after the
+/// last batch, the next position can be moved past a trailing gap, and an append goes there,
+/// recorded no earlier than the imported events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_events_keep_their_place() {
+    let _serial = SERIAL.lock().await;
+    let (pg, schema) = support::connect("arch_import", |o| o).await;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let later = strata_core::timestamp_from_micros(now_us + 3_600_000_000);
+    let event = |position: u64, version: u64| strata_core::RecordedEvent {
+        event_id: strata_core::Uuid::new_v4(),
+        stream_id: sid("account-1"),
+        stream_version: version,
+        position: strata_core::Position(position),
+        recorded_at: later,
+        event_type: "Deposited".to_owned(),
+        content_type: "application/json".to_owned(),
+        data: b"{}".to_vec(),
+        metadata: Metadata::new(),
+    };
+    let taken = |r: Result<(), strata_postgres::ImportError>| match r {
+        Err(strata_postgres::ImportError::PositionsTaken { .. }) => {}
+        other => panic!("expected PositionsTaken, got {other:?}"),
+    };
+    pg.import_events(&[event(0, 0), event(2, 1)], None)
+        .await
+        .unwrap();
+    taken(pg.import_events(&[event(3, 2)], None).await);
+    taken(pg.skip_positions_below(9, Some(1)).await);
+    pg.skip_positions_below(9, Some(2)).await.unwrap();
+    let appended = pg
+        .append(&sid("account-1"), ExpectedVersion::Exact(1), vec![ev(1)])
+        .await
+        .unwrap();
+    assert_eq!(appended.positions, [strata_core::Position(9)]);
+    let read = pg
+        .read_stream(&sid("account-1"), strata_core::ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(read[2].recorded_at >= later, "{:?}", read[2].recorded_at);
+    // The append took position 9: a batch that assumed 2 was the last one taken is refused.
+    taken(pg.import_events(&[event(10, 3)], Some(2)).await);
+    drop(pg);
+    support::drop_schema(schema).await;
 }

@@ -38,9 +38,9 @@ pub enum ImportError {
     Store(#[from] ReadError),
 }
 
-/// An export's hold on its store: one export of a store runs at a time, across processes (a
-/// session advisory lock on a connection of its own; dropping the hold closes it, which
-/// releases the lock).
+/// An export's hold on its store: one export or scavenge of a store runs at a time, across
+/// processes (a session advisory lock on a connection of its own; dropping the hold closes
+/// it, which releases the lock).
 pub struct ExportHold {
     conn: sqlx::PgConnection,
     key: i64,
@@ -89,7 +89,8 @@ const VERSIONS_BEFORE: &str = "SELECT s.id, (SELECT x.version FROM {schema}.even
                         ORDER BY x.version DESC LIMIT 1)
       FROM unnest($1::text[], $2::bigint[]) AS s(id, v)";
 
-const IMPORT: &str = "SELECT {schema}.strata_import($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const IMPORT: &str =
+    "SELECT {schema}.strata_import($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// The columns of an event, as `read::event_from_row` reads them.
 const COLS: &str = "e.position, e.event_id, e.aggregate_id, e.version, e.created_at, \
@@ -101,11 +102,13 @@ impl PostgresStore {
             .replace("{cols}", COLS)
     }
 
-    /// Holds off other exports of this store until the answer is released or dropped;
-    /// `None` while another one runs.
+    /// Holds off other exports and scavenges of this store until the answer is released or
+    /// dropped; `None` while another one runs.
     pub async fn hold_export(&self) -> Result<Option<ExportHold>, ReadError> {
         let mut conn = self.pool().acquire().await.map_err(read_error)?.detach();
-        let key = crate::migrate::lock_key("strata-export", self.schema());
+        // The scavenge's lock: an export and a scavenge exclude each other (the export reads
+        // a stream's rows and its versions below them apart), as two exports do.
+        let key = crate::migrate::lock_key("strata-scavenge", self.schema());
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut conn)
@@ -223,11 +226,17 @@ impl PostgresStore {
         Ok(out)
     }
 
-    /// Stores `events` (in position order, past every position the store has taken) as they
-    /// were recorded: positions, versions, ids and times kept, in one transaction whose
-    /// positions are taken as an append takes them. What a restore from an archive does, a
-    /// batch at a time; appends may go on meanwhile and land after.
-    pub async fn import_events(&self, events: &[RecordedEvent]) -> Result<(), ImportError> {
+    /// Stores `events` (in position order) as they were recorded: positions, versions, ids
+    /// and times kept, in one transaction whose positions are taken as an append takes them.
+    /// `after` is the last position the store has taken: `None` for an empty store (a
+    /// restore's first batch), the last event of the batch before for the next ones. A
+    /// position taken meanwhile by anyone else (an append during a restore) refuses the
+    /// batch ([`ImportError::PositionsTaken`]), which then changes nothing.
+    pub async fn import_events(
+        &self,
+        events: &[RecordedEvent],
+        after: Option<u64>,
+    ) -> Result<(), ImportError> {
         let Some(first) = events.first() else {
             return Ok(());
         };
@@ -260,12 +269,15 @@ impl PostgresStore {
                     && !crate::append::has_nul_escape(&e.data)
             })
             .collect();
-        match self.import_batch(events, &metadata, &json).await {
-            // A payload jsonb cannot hold (a number out of its range): its bytes only, as an
-            // append stores it.
+        match self
+            .import_batch(events, after, &metadata, &json, false)
+            .await
+        {
+            // A payload jsonb cannot hold (a number out of its range): that one's bytes only,
+            // as an append stores it; the others' jsonb is kept.
             Err(ImportError::Unstorable { .. }) if json.iter().any(|&j| j) => {
-                let bytes_only = vec![false; events.len()];
-                self.import_batch(events, &metadata, &bytes_only).await
+                self.import_batch(events, after, &metadata, &json, true)
+                    .await
             }
             other => other,
         }
@@ -281,8 +293,10 @@ impl PostgresStore {
     async fn import_batch(
         &self,
         events: &[RecordedEvent],
+        after: Option<u64>,
         metadata: &[Option<String>],
         json: &[bool],
+        lenient: bool,
     ) -> Result<(), ImportError> {
         let positions: Vec<i64> = events.iter().map(|e| to_i64(e.position.0)).collect();
         let ids: Vec<strata_core::Uuid> = events.iter().map(|e| e.event_id).collect();
@@ -298,6 +312,7 @@ impl PostgresStore {
             .collect();
         let mut conn = self.pool().acquire().await.map_err(read_error)?;
         let result = sqlx::query(&self.render(IMPORT))
+            .bind(after.map(to_i64))
             .bind(&positions)
             .bind(&ids)
             .bind(&streams)
@@ -309,6 +324,7 @@ impl PostgresStore {
             .bind(&data)
             .bind(metadata)
             .bind(&recorded)
+            .bind(lenient)
             .execute(&mut *conn)
             .await;
         let Err(err) = result else {
@@ -342,32 +358,53 @@ impl PostgresStore {
         }
     }
 
-    /// Moves the store's next position to at least `position`: after a restore, appends go
-    /// past the archive's end, also where its last positions were gaps (appends that rolled
-    /// back), so that the archive's positions are never taken again.
-    pub async fn skip_positions_below(&self, position: u64) -> Result<(), ReadError> {
-        let Some(last) = position.checked_sub(1) else {
-            return Ok(());
-        };
+    /// Moves the store's next position to `position`, when `after` is still the last one
+    /// taken (`None`: none is): after a restore, appends go past the archive's end, also where its last
+    /// positions were gaps (appends that rolled back), so that the archive's positions are
+    /// never taken again. A position taken by anyone else since the last batch is
+    /// [`ImportError::PositionsTaken`].
+    pub async fn skip_positions_below(
+        &self,
+        position: u64,
+        after: Option<u64>,
+    ) -> Result<(), ImportError> {
         let key = crate::migrate::append_lock_key(self.schema());
         let mut conn = self.pool().acquire().await.map_err(read_error)?;
-        let result = sqlx::query(&self.render(
-            "SELECT pg_advisory_lock($2),
-                    (SELECT setval('{schema}.events_position_seq', $1) FROM {schema}.events_position_seq s
-                      WHERE NOT s.is_called OR s.last_value < $1),
-                    pg_advisory_unlock($2)",
-        ))
-        .bind(to_i64(last))
-        .bind(key)
-        .execute(&mut *conn)
-        .await;
-        if result.is_err() {
-            let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+        let moved: Result<bool, sqlx::Error> = async {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
                 .execute(&mut *conn)
-                .await;
+                .await?;
+            let (called, last): (bool, i64) = sqlx::query_as(
+                &self
+                    .render("SELECT s.is_called, s.last_value FROM {schema}.events_position_seq s"),
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            if called != after.is_some() || (called && Some(last) != after.map(to_i64)) {
+                return Ok(false);
+            }
+            let floor = after.map_or(0, |a| a + 1);
+            if let Some(last) = position.checked_sub(1).filter(|_| position > floor) {
+                sqlx::query(&self.render("SELECT setval('{schema}.events_position_seq', $1)"))
+                    .bind(to_i64(last))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(true)
         }
-        result.map_err(read_error)?;
-        Ok(())
+        .await;
+        // Released on every path (a session lock outlives a failed statement).
+        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut *conn)
+            .await;
+        match moved.map_err(read_error)? {
+            true => Ok(()),
+            false => Err(ImportError::PositionsTaken {
+                position: after.map_or(0, |a| a + 1),
+                taken_up_to: self.last_position_taken().await?,
+            }),
+        }
     }
 
     async fn last_position_taken(&self) -> Result<u64, ReadError> {

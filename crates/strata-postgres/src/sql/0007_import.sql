@@ -15,16 +15,34 @@ INSERT INTO {schema}.strata_store (id)
     SELECT substr(replace(gen_random_uuid()::text, '-', ''), 1, 16)
      WHERE NOT EXISTS (SELECT 1 FROM {schema}.strata_store);
 
+-- A payload as jsonb, or NULL when jsonb cannot hold it (a number out of its range): what an
+-- import that failed on such a payload stores, row by row, so that the batch's other JSON
+-- events (a metastream's, whose jsonb the append's checks read) keep theirs.
+CREATE OR REPLACE FUNCTION {schema}.strata_jsonb_or_null(p_data BYTEA) RETURNS JSONB
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    RETURN convert_from(p_data, 'UTF8')::JSONB;
+EXCEPTION WHEN data_exception THEN
+    RETURN NULL;
+END
+$fn$;
+
 -- Inserts events that keep their positions, versions, ids and times (a restore from an
--- archive), in position order, past every position taken so far. Positions are taken as an
--- append takes them: in the critical section, under the append's advisory lock, together with
--- this transaction's id, so the ordering proof (docs/guarantees.md) holds for imported rows as
--- for appended ones. The position sequence and the recorded_at clock are moved to the last
--- imported event: an append afterwards goes after it.
+-- archive), in position order, right after the positions taken so far: p_after is the last
+-- position the caller knows taken (NULL: none, the store is empty), so a position taken by
+-- anyone else meanwhile (an append during a restore) fails the batch instead of landing inside
+-- the restored history. The transaction's id is taken and the rows inserted in the critical
+-- section, under the append's advisory lock, so the ordering proof (docs/guarantees.md) holds
+-- for imported rows as for appended ones; only then are the position sequence and the
+-- recorded_at clock moved to the last imported event (an append afterwards goes after it). A
+-- batch that fails (a payload jsonb cannot hold, say) changes neither: the caller releases
+-- the lock (pg_advisory_unlock_all, as after a failed append) and may try again.
 --
--- SX001: the transaction has written already (as for strata_append); SX003: a position is not
--- past those taken before (the store is not empty, or the batches came out of order).
+-- SX001: the transaction has written already (as for strata_append); SX003: the positions
+-- taken are not what p_after says. p_lenient: payloads jsonb cannot hold get a NULL `data`
+-- (their bytes are kept), one by one, instead of failing the batch.
 CREATE OR REPLACE FUNCTION {schema}.strata_import(
+    p_after         BIGINT,
     p_positions     BIGINT[],
     p_ids           UUID[],
     p_streams       TEXT[],
@@ -35,7 +53,8 @@ CREATE OR REPLACE FUNCTION {schema}.strata_import(
     p_json          BOOLEAN[],
     p_data          BYTEA[],
     p_metadata      TEXT[],
-    p_recorded_us   BIGINT[])
+    p_recorded_us   BIGINT[],
+    p_lenient       BOOLEAN)
 RETURNS VOID LANGUAGE plpgsql AS $fn$
 DECLARE
     v_n      INT := cardinality(p_positions);
@@ -53,26 +72,30 @@ BEGIN
     END IF;
     PERFORM pg_advisory_lock({lock_key});
     SELECT s.last_value, s.is_called INTO v_last, v_called FROM {schema}.events_position_seq s;
-    IF v_called AND v_last >= p_positions[1] THEN
+    IF v_called IS DISTINCT FROM (p_after IS NOT NULL)
+       OR (v_called AND v_last <> p_after)
+       OR p_positions[1] <= coalesce(p_after, -1) THEN
         PERFORM pg_advisory_unlock({lock_key});
         RAISE EXCEPTION 'import at position % refused: positions up to % are taken',
-            p_positions[1], v_last USING ERRCODE = 'SX003';
+            p_positions[1], CASE WHEN v_called THEN v_last END USING ERRCODE = 'SX003';
     END IF;
     v_xid := pg_current_xact_id();
-    SELECT c.last_value INTO v_clock FROM {schema}.recorded_at_clock c;
-    PERFORM setval('{schema}.events_position_seq', p_positions[v_n]),
-            setval('{schema}.recorded_at_clock', greatest(v_clock, p_recorded_us[v_n])),
-            pg_advisory_unlock({lock_key});
     PERFORM set_config('strata.append', '{schema}', true);
     INSERT INTO {schema}.events (position, event_id, aggregate_id, aggregate_type, event_type,
         version, data, metadata, created_at, transaction_id, content_type, data_bytes)
     SELECT x.p, x.id, x.s, x.cat, x.t, x.v,
-        CASE WHEN x.j THEN convert_from(x.d, 'UTF8')::JSONB END,
+        CASE WHEN NOT x.j THEN NULL
+             WHEN p_lenient THEN {schema}.strata_jsonb_or_null(x.d)
+             ELSE convert_from(x.d, 'UTF8')::JSONB END,
         x.m::JSONB, 'epoch'::TIMESTAMPTZ + x.us * INTERVAL '1 microsecond', v_xid, x.c, x.d
     FROM unnest(p_positions, p_ids, p_streams, p_categories, p_types, p_versions,
                 p_content_types, p_json, p_data, p_metadata, p_recorded_us)
          AS x(p, id, s, cat, t, v, c, j, d, m, us)
     ORDER BY x.p;
     PERFORM set_config('strata.append', '', true);
+    SELECT c.last_value INTO v_clock FROM {schema}.recorded_at_clock c;
+    PERFORM setval('{schema}.events_position_seq', p_positions[v_n]),
+            setval('{schema}.recorded_at_clock', greatest(v_clock, p_recorded_us[v_n])),
+            pg_advisory_unlock({lock_key});
 END
 $fn$;
