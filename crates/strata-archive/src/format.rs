@@ -62,9 +62,8 @@ pub struct CompleteMark {
     pub segments: u64,
     /// The position after the last event they cover.
     pub end_position: u64,
-    /// The last event a PostgreSQL export put below the mark: its position and id, which the
-    /// next export checks the store still holds there (absent from the embedded store's runs,
-    /// checked by their segments' salts).
+    /// The last event below the mark: its position and id, which a PostgreSQL export checks
+    /// the store still holds there (absent in marks written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<MarkedEvent>,
 }

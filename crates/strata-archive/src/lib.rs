@@ -538,6 +538,9 @@ impl Archive {
             report.archived_below = last.end_position;
         }
         let todo = &sealed.segments[held as usize..];
+        // The mark names the last event below it, as a PostgreSQL export's does: another
+        // copy of the store that went its own way is refused by it (see `archive_postgres`).
+        let mut last_event = mark.as_ref().and_then(|m| m.last_event);
         let mut done = Progress {
             segments_done: 0,
             segments_total: todo.len() as u64,
@@ -545,9 +548,10 @@ impl Archive {
         };
         progress(done);
         for seg in todo {
-            let manifest = self
+            let (manifest, last) = self
                 .archive_segment(seg, &store_id, &mut done, progress)
                 .await?;
+            last_event = last.or(last_event);
             report.segments += 1;
             report.events += manifest.events;
             report.bytes += manifest.files.iter().map(|f| f.bytes).sum::<u64>();
@@ -560,7 +564,7 @@ impl Archive {
             store: store_id,
             segments: sealed.segments.len() as u64,
             end_position: report.archived_below,
-            last_event: None,
+            last_event,
         };
         if mark.as_ref() != Some(&new_mark) {
             let mark = new_mark;
@@ -581,7 +585,7 @@ impl Archive {
         store_id: &str,
         done: &mut Progress,
         progress: ProgressFn<'_>,
-    ) -> Result<SegmentManifest, ArchiveError> {
+    ) -> Result<(SegmentManifest, Option<MarkedEvent>), ArchiveError> {
         let (seg_name, idx_name) = strata_log::sealed_file_names(seg.segment_no);
         let (seg_object, idx_object) = (
             self.segment_object(&seg_name),
@@ -641,7 +645,10 @@ impl Archive {
             .await
             .map_err(self.unavailable())?;
         self.sync_local(&[path]).await?;
-        Ok(manifest)
+        let last = summary
+            .last_event
+            .map(|(position, id)| MarkedEvent { position, id });
+        Ok((manifest, last))
     }
 
     /// Uploads an open file in chunks, hashing it on the way; an upload that fails is

@@ -239,7 +239,7 @@ impl Archive {
                 }
             })
         };
-        let _stop = AbortOnDrop(reader);
+        let mut reader = AbortOnDrop(Some(reader));
         while let Some(page) = pages.recv().await {
             let mut pending: VecDeque<RecordedEvent> = page.map_err(store_error)?.into();
             while let Some(first) = pending.front() {
@@ -294,6 +294,13 @@ impl Archive {
                     None => building = Some(b),
                 }
             }
+        }
+        // The channel closed: the reader read to the end, or it panicked (then nothing past
+        // what it sent counts as read).
+        if let Some(handle) = reader.0.take() {
+            handle
+                .await
+                .map_err(|e| ArchiveError::Interrupted(format!("reading the store's rows: {e}")))?;
         }
         if let Some(b) = building.take() {
             self.finish_exported(store, b, below, store_id, &seg_dir)
@@ -353,7 +360,7 @@ impl Archive {
         })
         .await?;
         let mut done = Progress::default();
-        let manifest = self
+        let (manifest, _) = self
             .archive_segment(&sealed, store_id, &mut done, &|_| {})
             .await?;
         let (seg, idx) = (sealed.segment_path.clone(), sealed.index_path.clone());
@@ -404,7 +411,7 @@ impl Archive {
             store
                 .skip_positions_below(report.next_position, last)
                 .await
-                .map_err(import_error)?;
+                .map_err(|e| import_error(e, last.is_some()))?;
             store.set_store_id(&root.store).await.map_err(store_error)?;
             report.elapsed = started.elapsed();
             Ok(report)
@@ -462,7 +469,7 @@ impl Archive {
             .await
             .map_err(|e| ArchiveError::Interrupted(e.to_string()))?;
         if let Some(e) = failed {
-            return Err(import_error(e));
+            return Err(import_error(e, after.is_some()));
         }
         read.map_err(|reason| ArchiveError::Damaged {
             object: self.url.clone(),
@@ -473,11 +480,13 @@ impl Archive {
 }
 
 /// Aborts a task when dropped: an export that stops stops reading ahead.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
     }
 }
 
@@ -498,10 +507,12 @@ fn account(
     progress(*done);
 }
 
-fn import_error(e: ImportError) -> ArchiveError {
+/// An import's error; `started`: a batch went in before it (so a position taken meanwhile
+/// was an append during the restore).
+fn import_error(e: ImportError, started: bool) -> ArchiveError {
     match e {
         ImportError::Store(e) => ArchiveError::Store(e),
-        ImportError::PositionsTaken { position: 0, .. } => ArchiveError::StoreNotEmpty {
+        ImportError::PositionsTaken { .. } if !started => ArchiveError::StoreNotEmpty {
             store: "the PostgreSQL store".to_owned(),
         },
         ImportError::PositionsTaken { .. } => ArchiveError::StoreNotEmpty {

@@ -217,6 +217,11 @@ async fn a_postgres_store_restores_into_either_backend() {
         Err(ArchiveError::Busy) => {}
         other => panic!("expected Busy, got {other:?}"),
     }
+    // Nor does a scavenge: an export reads rows and the versions below them apart.
+    match other.scavenge(&|_| {}).await {
+        Err(strata_core::scavenge::ScavengeError::AlreadyRunning) => {}
+        other => panic!("expected AlreadyRunning, got {other:?}"),
+    }
     hold.release().await;
     archive.archive_postgres(&other, &|_| {}).await.unwrap();
 
@@ -237,7 +242,8 @@ async fn an_embedded_archive_restores_into_postgres() {
     let archive_dir = tempfile::tempdir().unwrap();
     let archive = Archive::open(&archive_dir.path().display().to_string()).unwrap();
     let log = open_log(data.path());
-    fill(&log, 0, 20).await;
+    // Over 1,000 events: the restore imports several batches, each after the one before.
+    fill(&log, 0, 180).await;
     // JSON whose number jsonb cannot hold: PostgreSQL keeps its bytes only, as on append.
     let tiny = EventData {
         data: br#"{"n":1e-20000}"#.to_vec(),
@@ -247,7 +253,7 @@ async fn an_embedded_archive_restores_into_postgres() {
         .await
         .unwrap();
     log.truncate_stream(&sid("account-4"), 10).await.unwrap();
-    fill(&log, 20, 2).await;
+    fill(&log, 180, 2).await;
     log.delete_stream(&sid("account-5"), ExpectedVersion::Any)
         .await
         .unwrap();
@@ -339,6 +345,8 @@ async fn imported_events_keep_their_place() {
         .await
         .unwrap();
     taken(pg.import_events(&[event(3, 2)], None).await);
+    // A batch must go past the last position taken.
+    taken(pg.import_events(&[event(1, 2)], Some(2)).await);
     taken(pg.skip_positions_below(9, Some(1)).await);
     pg.skip_positions_below(9, Some(2)).await.unwrap();
     let appended = pg
@@ -354,6 +362,39 @@ async fn imported_events_keep_their_place() {
     assert!(read[2].recorded_at >= later, "{:?}", read[2].recorded_at);
     // The append took position 9: a batch that assumed 2 was the last one taken is refused.
     taken(pg.import_events(&[event(10, 3)], Some(2)).await);
+    drop(pg);
+    support::drop_schema(schema).await;
+}
+
+/// A PostgreSQL store's archive restored into the embedded store, which archives there in
+/// turn: the PostgreSQL original, appending on its own, is refused (`Diverged`) rather than
+/// mixing its events after the copy's (the embedded run's mark names its last event too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_original_is_refused_after_its_embedded_copy_archived() {
+    let _serial = SERIAL.lock().await;
+    let (pg, schema) = support::connect("arch_diverge", |o| o).await;
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(&archive_dir.path().display().to_string()).unwrap();
+    fill(&pg, 0, 2).await;
+    archive.archive_postgres(&pg, &|_| {}).await.unwrap();
+
+    let restored = tempfile::tempdir().unwrap();
+    let target = restored.path().join("store");
+    archive.restore(&target, &|_| {}).await.unwrap();
+    let copy = open_log(&target);
+    fill(&copy, 2, 1).await;
+    copy.seal_open_segment().await.unwrap();
+    let r = archive.archive_store(&copy, &|_| {}).await.unwrap();
+    assert_eq!(r.events, STREAMS as u64);
+
+    fill(&pg, 2, 3).await;
+    match archive.archive_postgres(&pg, &|_| {}).await {
+        Err(ArchiveError::Diverged { reason, .. }) => {
+            assert!(reason.contains("last event"), "{reason}")
+        }
+        other => panic!("expected Diverged, got {other:?}"),
+    }
+    copy.close().await.unwrap();
     drop(pg);
     support::drop_schema(schema).await;
 }

@@ -108,6 +108,7 @@ pub struct SegmentWriter {
     next_position: u64,
     last_recorded_us: i64,
     first_recorded_us: Option<i64>,
+    last_event: Option<(u64, strata_core::Uuid)>,
     events: u64,
     streams: HashMap<String, Span>,
 }
@@ -153,6 +154,7 @@ impl SegmentWriter {
             next_position: first_position,
             last_recorded_us: i64::MIN,
             first_recorded_us: None,
+            last_event: None,
             events: 0,
             streams: HashMap::new(),
         })
@@ -253,6 +255,7 @@ impl SegmentWriter {
         self.next_position = e.position.0 + 1;
         self.last_recorded_us = recorded_us;
         self.first_recorded_us.get_or_insert(recorded_us);
+        self.last_event = Some((e.position.0, e.event_id));
         self.events += 1;
         if self.buf.len() >= WRITE_BUFFER_BYTES {
             self.flush()?;
@@ -357,6 +360,7 @@ impl SegmentWriter {
             recorded_us: self
                 .first_recorded_us
                 .map(|first| (first, self.last_recorded_us)),
+            last_event: self.last_event,
         })
     }
 }

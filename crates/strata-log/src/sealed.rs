@@ -157,6 +157,8 @@ pub struct SegmentSummary {
     /// When its first and last events were recorded, µs since the epoch (`None`: it holds
     /// none, which only a scavenged segment can).
     pub recorded_us: Option<(i64, i64)>,
+    /// Its last event's position and id (`None`: it holds none).
+    pub last_event: Option<(u64, strata_core::Uuid)>,
 }
 
 /// Checks a sealed segment file on its own: its header, then every record (length, CRC,
@@ -202,6 +204,7 @@ pub fn check_sealed_segment_file(
     let mut next = header.first_position;
     let mut events = 0u64;
     let mut recorded_us = None;
+    let mut last_event = None;
     let mut last_commit = true;
     let mut wrong = None;
     let dense = !header.scavenged;
@@ -219,6 +222,7 @@ pub fn check_sealed_segment_file(
         }
         next = r.position + 1;
         events += 1;
+        last_event = Some((r.position, r.event_id));
         last_commit = r.is_commit();
         recorded_us = Some(match recorded_us {
             None => (r.recorded_at_us, r.recorded_at_us),
@@ -246,6 +250,7 @@ pub fn check_sealed_segment_file(
         events,
         bytes,
         recorded_us,
+        last_event,
     })
 }
 

@@ -18,12 +18,18 @@ use crate::store::PostgresStore;
 pub enum ImportError {
     /// The store has taken positions at or past the first one imported: a restore goes into
     /// an empty store only, and its batches in position order.
-    #[error("position {position} is taken already: the store holds events up to {taken_up_to}")]
+    #[error(
+        "position {position} cannot be imported: {}",
+        match taken_up_to {
+            Some(last) => format!("the store has taken positions up to {last}"),
+            None => "the store has taken none, and the import expected some".to_owned(),
+        }
+    )]
     PositionsTaken {
         /// The first position of the batch.
         position: u64,
-        /// The last position the store has taken.
-        taken_up_to: u64,
+        /// The last position the store has taken (`None`: none).
+        taken_up_to: Option<u64>,
     },
     /// PostgreSQL cannot store an event as it is (metadata holding U+0000, say).
     #[error("the event at position {position} cannot be stored: {reason}")]
@@ -240,6 +246,12 @@ impl PostgresStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        if let Some(w) = events.windows(2).find(|w| w[1].position <= w[0].position) {
+            return Err(ImportError::Unstorable {
+                position: w[1].position.0,
+                reason: "positions must increase within a batch".to_owned(),
+            });
+        }
         let mut metadata = Vec::with_capacity(events.len());
         for e in events {
             let m = e.metadata.to_bytes();
@@ -337,10 +349,9 @@ impl PostgresStore {
             return Ok(());
         };
         // A failure inside the critical section leaves its session lock: released before the
-        // connection goes back to the pool, as after an append.
-        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut *conn)
-            .await;
+        // connection goes back to the pool (or the connection closed), as after an append.
+        crate::append::release_locks(&mut conn).await;
+        drop(conn);
         let code = err
             .as_database_error()
             .and_then(|d| d.code())
@@ -368,37 +379,14 @@ impl PostgresStore {
         position: u64,
         after: Option<u64>,
     ) -> Result<(), ImportError> {
-        let key = crate::migrate::append_lock_key(self.schema());
-        let mut conn = self.pool().acquire().await.map_err(read_error)?;
-        let moved: Result<bool, sqlx::Error> = async {
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
-            let (called, last): (bool, i64) = sqlx::query_as(
-                &self
-                    .render("SELECT s.is_called, s.last_value FROM {schema}.events_position_seq s"),
-            )
-            .fetch_one(&mut *conn)
-            .await?;
-            if called != after.is_some() || (called && Some(last) != after.map(to_i64)) {
-                return Ok(false);
-            }
-            let floor = after.map_or(0, |a| a + 1);
-            if let Some(last) = position.checked_sub(1).filter(|_| position > floor) {
-                sqlx::query(&self.render("SELECT setval('{schema}.events_position_seq', $1)"))
-                    .bind(to_i64(last))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(true)
-        }
-        .await;
-        // Released on every path (a session lock outlives a failed statement).
-        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut *conn)
-            .await;
-        match moved.map_err(read_error)? {
+        let moved: bool =
+            sqlx::query_scalar(&self.render("SELECT {schema}.strata_skip_positions($1, $2)"))
+                .bind(after.map(to_i64))
+                .bind(to_i64(position))
+                .fetch_one(self.pool())
+                .await
+                .map_err(read_error)?;
+        match moved {
             true => Ok(()),
             false => Err(ImportError::PositionsTaken {
                 position: after.map_or(0, |a| a + 1),
@@ -407,13 +395,13 @@ impl PostgresStore {
         }
     }
 
-    async fn last_position_taken(&self) -> Result<u64, ReadError> {
-        let last: i64 = sqlx::query_scalar(
-            &self.render("SELECT s.last_value FROM {schema}.events_position_seq s"),
+    async fn last_position_taken(&self) -> Result<Option<u64>, ReadError> {
+        let (called, last): (bool, i64) = sqlx::query_as(
+            &self.render("SELECT s.is_called, s.last_value FROM {schema}.events_position_seq s"),
         )
         .fetch_one(self.pool())
         .await
         .map_err(read_error)?;
-        Ok(last.max(0) as u64)
+        Ok(called.then_some(last.max(0) as u64))
     }
 }
