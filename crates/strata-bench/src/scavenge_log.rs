@@ -133,10 +133,22 @@ pub(crate) fn open(dir: &Path) -> Result<LogStore, String> {
         dir,
         LogConfig {
             segment_max_bytes: SEGMENT_BYTES,
+            scavenge_bytes_per_sec: scavenge_pace()?,
             ..LogConfig::default()
         },
     )
     .map_err(|e| e.to_string())
+}
+
+/// The scavenge's pace: `STRATA_BENCH_SCAVENGE_MIB_PER_SEC` (0: unpaced), else the default.
+pub(crate) fn scavenge_pace() -> Result<u64, String> {
+    match std::env::var("STRATA_BENCH_SCAVENGE_MIB_PER_SEC") {
+        Ok(v) => v
+            .parse::<u64>()
+            .map(|mib| mib << 20)
+            .map_err(|_| format!("STRATA_BENCH_SCAVENGE_MIB_PER_SEC={v:?} is not a number")),
+        Err(_) => Ok(LogConfig::default().scavenge_bytes_per_sec),
+    }
 }
 
 /// Reads every segment file of `dir` and writes it to a new file in `to`, fsyncing each:

@@ -71,6 +71,53 @@ struct Kept {
     event_id: Uuid,
 }
 
+/// A scavenge's pace: the bytes of segment data it reads per second, at most. A rewrite that
+/// gets ahead sleeps (on its own thread, at the lowest priority) until it is back on pace.
+pub(crate) struct Pace {
+    bytes_per_sec: u64,
+    started: std::time::Instant,
+    /// Bytes read in segments finished before this one.
+    before: u64,
+    /// Bytes read in this one.
+    here: u64,
+}
+
+impl Pace {
+    /// `bytes_per_sec` from now on; `None` for 0 (unpaced).
+    pub(crate) fn new(bytes_per_sec: u64) -> Option<Pace> {
+        (bytes_per_sec > 0).then(|| Pace {
+            bytes_per_sec,
+            started: std::time::Instant::now(),
+            before: 0,
+            here: 0,
+        })
+    }
+
+    /// The next segment starts.
+    pub(crate) fn next_segment(&mut self) {
+        self.before += self.here;
+        self.here = 0;
+    }
+
+    /// The rewrite has read its segment up to byte `offset`: sleeps when that is ahead of
+    /// the pace by more than a millisecond's worth.
+    fn reached(&mut self, offset: u64) {
+        if let Some(wait) = self.ahead(offset, self.started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// How long to wait, having read this segment up to `offset` after `elapsed`: the time
+    /// those bytes are due at the pace, less `elapsed`, when that is over a millisecond.
+    fn ahead(&mut self, offset: u64, elapsed: std::time::Duration) -> Option<std::time::Duration> {
+        self.here = offset;
+        let due = std::time::Duration::from_secs_f64(
+            (self.before + self.here) as f64 / self.bytes_per_sec as f64,
+        );
+        (due > elapsed + std::time::Duration::from_millis(1)).then(|| due - elapsed)
+    }
+}
+
 /// The temp file a rewrite of segment `no` writes first (removed on open when a crash left
 /// it).
 pub(crate) fn segment_temp_path(seg_dir: &Path, no: u64) -> PathBuf {
@@ -86,6 +133,7 @@ pub(crate) fn rewrite_segment(
     seg: &Segment,
     end_position: u64,
     mut remove: impl FnMut(&DecodedRecord<'_>) -> bool,
+    mut pace: Option<&mut Pace>,
 ) -> Result<Option<Rewrite>, String> {
     let no = seg.header.segment_no;
     // What earlier scavenges removed from it: the runs go on in the new file.
@@ -108,7 +156,10 @@ pub(crate) fn rewrite_segment(
         std::collections::HashMap::new();
     let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
     let mut failed: Option<String> = None;
-    let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |_, r| {
+    let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |at, r| {
+        if let Some(p) = pace.as_deref_mut() {
+            p.reached(at);
+        }
         if remove(r) {
             removed += 1;
             let v = r.stream_version;
@@ -374,6 +425,9 @@ pub(crate) async fn run(
     done.streams_examined = examined;
     let plan = Arc::new(plan);
     let seg_dir = shared.dir.join(crate::recovery::SEGMENTS_DIR);
+    let pace = Arc::new(parking_lot::Mutex::new(Pace::new(
+        shared.scavenge_bytes_per_sec,
+    )));
     for no in segments {
         let (Some(seg), Some(next)) = (shared.segments.get(no), shared.segments.get(no + 1)) else {
             continue;
@@ -389,7 +443,7 @@ pub(crate) async fn run(
         let closed = || ReadError::Unavailable(("the store is closed".to_owned()).into());
         let rewritten = {
             let (store, plan, seg_dir) = (store.clone(), plan.clone(), seg_dir.clone());
-            let running = running.clone();
+            let (running, pace) = (running.clone(), pace.clone());
             at_low_priority(move || {
                 let _running = running;
                 let remove = |r: &DecodedRecord<'_>| {
@@ -397,10 +451,17 @@ pub(crate) async fn run(
                         .is_some_and(|range| range.contains(&r.stream_version))
                 };
                 let vfs = &*store.shared().vfs;
-                store
-                    .while_open(|| rewrite_segment(vfs, &seg_dir, &seg, end_position, remove))
+                let mut pace = pace.lock();
+                let rewritten = store
+                    .while_open(|| {
+                        rewrite_segment(vfs, &seg_dir, &seg, end_position, remove, pace.as_mut())
+                    })
                     .ok_or_else(closed)?
-                    .map_err(|reason| ReadError::Storage(reason.into()))
+                    .map_err(|reason| ReadError::Storage(reason.into()));
+                if let Some(p) = pace.as_mut() {
+                    p.next_segment();
+                }
+                rewritten
             })
             .await?
         };
@@ -700,4 +761,34 @@ pub(crate) fn release_gradually<T: Send + 'static>(mut old: Arc<Segment>, index_
         });
     // Without a thread the file is closed at once, as before.
     drop(spawned);
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::Pace;
+    use std::time::Duration;
+
+    /// At 100 MiB/s, 50 MiB are due at 0.5 s: read at once, the rewrite waits the rest; on
+    /// pace or behind it, not at all; bytes of earlier segments count.
+    #[test]
+    fn a_rewrite_ahead_of_its_pace_waits_until_its_bytes_are_due() {
+        let mib = 1 << 20;
+        assert!(Pace::new(0).is_none());
+        let mut pace = Pace::new(100 * mib).unwrap();
+        assert_eq!(
+            pace.ahead(50 * mib, Duration::ZERO),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            pace.ahead(50 * mib, Duration::from_millis(200)),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(pace.ahead(50 * mib, Duration::from_millis(500)), None);
+        assert_eq!(pace.ahead(50 * mib, Duration::from_secs(2)), None);
+        pace.next_segment();
+        assert_eq!(
+            pace.ahead(50 * mib, Duration::from_millis(600)),
+            Some(Duration::from_millis(400))
+        );
+    }
 }

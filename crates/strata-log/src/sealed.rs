@@ -347,7 +347,7 @@ fn remove_inside(
         let end = opened
             .get(i + 1)
             .map_or(end_position, |next| next.header.first_position);
-        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, seg_dir, seg, end, inside)?;
+        let rewrite = crate::scavenge::rewrite_segment(&StdVfs, seg_dir, seg, end, inside, None)?;
         removed += rewrite.map_or(0, |r| r.removed);
     }
     Ok(removed)

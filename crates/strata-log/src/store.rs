@@ -65,6 +65,10 @@ pub struct LogConfig {
     /// [`limits::ARCHIVE_CACHE_BYTES_DEFAULT`], at least
     /// [`limits::ARCHIVE_CACHE_BYTES_MIN`]).
     pub archive_cache_bytes: u64,
+    /// The most bytes of segment data a scavenge reads per second (0: as fast as it can;
+    /// default [`limits::SCAVENGE_BYTES_PER_SEC_DEFAULT`]): what it leaves of the disk and the
+    /// CPU goes to appends and reads.
+    pub scavenge_bytes_per_sec: u64,
 }
 
 impl Default for LogConfig {
@@ -77,6 +81,7 @@ impl Default for LogConfig {
             vfs: Arc::new(StdVfs),
             archive: None,
             archive_cache_bytes: limits::ARCHIVE_CACHE_BYTES_DEFAULT,
+            scavenge_bytes_per_sec: limits::SCAVENGE_BYTES_PER_SEC_DEFAULT,
         }
     }
 }
@@ -90,6 +95,7 @@ impl std::fmt::Debug for LogConfig {
             .field("accept_data_loss", &self.accept_data_loss)
             .field("archive", &self.archive.as_ref().map(|a| a.name()))
             .field("archive_cache_bytes", &self.archive_cache_bytes)
+            .field("scavenge_bytes_per_sec", &self.scavenge_bytes_per_sec)
             .finish_non_exhaustive()
     }
 }
@@ -415,6 +421,7 @@ impl LogStore {
             before_record_reads: Mutex::new(None),
             archive: parking_lot::RwLock::new(archive),
             archive_cache_bytes: config.archive_cache_bytes,
+            scavenge_bytes_per_sec: config.scavenge_bytes_per_sec,
         });
         let missing_queued = missing_indexes.len();
         if report.data_loss.is_some() {

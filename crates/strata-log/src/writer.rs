@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub archive: RwLock<Option<Arc<crate::archived::ArchiveReads>>>,
     /// Bound of that cache.
     pub archive_cache_bytes: u64,
+    /// A scavenge's pace ([`crate::LogConfig::scavenge_bytes_per_sec`]).
+    pub scavenge_bytes_per_sec: u64,
 }
 
 impl Shared {
