@@ -361,6 +361,17 @@ impl Archive {
         .await
     }
 
+    /// Writes a small object at `name` under the prefix (the root object, the complete
+    /// mark), durably on a local archive.
+    async fn put_small(&self, name: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        let path = self.path(name);
+        self.objects
+            .put(&path, bytes.into())
+            .await
+            .map_err(self.unavailable())?;
+        self.sync_local(&[path]).await
+    }
+
     /// Reads a small JSON object, `None` when there is none.
     async fn get_small(&self, path: &ObjectPath) -> Result<Option<bytes::Bytes>, ArchiveError> {
         match self.objects.get(path).await {
@@ -489,13 +500,8 @@ impl Archive {
             }
             Some(_) => {}
             None => {
-                let root = ArchiveRoot::new(store_id.clone());
-                let path = self.path(ROOT_OBJECT);
-                self.objects
-                    .put(&path, root.encode().into())
-                    .await
-                    .map_err(self.unavailable())?;
-                self.sync_local(&[path]).await?;
+                self.put_small(ROOT_OBJECT, ArchiveRoot::new(store_id.clone()).encode())
+                    .await?
             }
         }
         // Segments below the complete mark are archived for good; those above it were left by
@@ -567,13 +573,7 @@ impl Archive {
             last_event,
         };
         if mark.as_ref() != Some(&new_mark) {
-            let mark = new_mark;
-            let path = self.path(COMPLETE_OBJECT);
-            self.objects
-                .put(&path, mark.encode().into())
-                .await
-                .map_err(self.unavailable())?;
-            self.sync_local(&[path]).await?;
+            self.put_small(COMPLETE_OBJECT, new_mark.encode()).await?;
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -1025,13 +1025,19 @@ impl Archive {
             })
         }
         .await;
-        let _ = blocking(move || {
-            let _ = std::fs::remove_dir_all(&dir);
-            Ok(())
-        })
-        .await;
+        remove_scratch(dir).await;
         result
     }
+}
+
+/// Removes a scratch directory on the blocking pool; what cannot be removed stays (it is
+/// named as the work's own, `.NAME.restoring-…`).
+async fn remove_scratch(dir: PathBuf) {
+    let _ = blocking(move || {
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+    .await;
 }
 
 /// Whether the file at `path` is no longer the one `file` has open (a scavenge renamed a

@@ -146,13 +146,8 @@ impl Archive {
         }
         // The archive is this store's from its first export with anything to export on.
         if root.is_none() {
-            let root = ArchiveRoot::new(store_id.clone());
-            let path = self.path(ROOT_OBJECT);
-            self.objects
-                .put(&path, root.encode().into())
-                .await
-                .map_err(self.unavailable())?;
-            self.sync_local(&[path]).await?;
+            self.put_small(ROOT_OBJECT, ArchiveRoot::new(store_id.clone()).encode())
+                .await?;
         }
         let scratch = {
             let base = std::env::temp_dir();
@@ -169,12 +164,7 @@ impl Archive {
                 progress,
             )
             .await;
-        let cleanup = scratch.clone();
-        let _ = blocking(move || {
-            let _ = std::fs::remove_dir_all(&cleanup);
-            Ok(())
-        })
-        .await;
+        crate::remove_scratch(scratch.clone()).await;
         let (segments, exported_last) = result?;
         let last_event = exported_last.or(mark.as_ref().and_then(|m| m.last_event));
         let new_mark = CompleteMark {
@@ -185,12 +175,7 @@ impl Archive {
             last_event,
         };
         if segments > 0 && mark.as_ref() != Some(&new_mark) {
-            let path = self.path(COMPLETE_OBJECT);
-            self.objects
-                .put(&path, new_mark.encode().into())
-                .await
-                .map_err(self.unavailable())?;
-            self.sync_local(&[path]).await?;
+            self.put_small(COMPLETE_OBJECT, new_mark.encode()).await?;
         }
         Ok(report)
     }
@@ -417,11 +402,7 @@ impl Archive {
             Ok(report)
         }
         .await;
-        let _ = blocking(move || {
-            let _ = std::fs::remove_dir_all(&dir);
-            Ok(())
-        })
-        .await;
+        crate::remove_scratch(dir).await;
         result
     }
 

@@ -196,6 +196,42 @@ async fn archives_cross_between_the_embedded_store_and_postgres() {
     assert!(!ok && err.contains("not found"), "{err}");
 }
 
+/// `strata serve` on `store` (its options) archiving to `archive`, a pass at start and then
+/// hourly, with `more` options.
+fn archiving_server(store: &[&str], archive: &std::path::Path, more: &[&str]) -> support::Server {
+    let mut serve = std::process::Command::new(support::BIN);
+    serve
+        .args(store)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-projections",
+            "--archive",
+        ])
+        .arg(archive)
+        .args(["--archive-every", "3600"])
+        .args(more);
+    support::Server::spawn(serve)
+}
+
+/// The server's archive status once its first pass ended (polled: the pass runs in the
+/// server, which signals nothing a test can wait on but its status).
+fn first_pass(addr: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = http_get_json(addr, "/admin/archive");
+        if status["state"] == "ok" || status["state"] == "failing" {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pass ended: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `GET path` on a server: the answer's body, with a JSON content.
 /// `strata archive --keep-local 0` gives back the disk of what it archived; every command
 /// then reads the store through the archive its stubs name, `strata verify` included; a
@@ -313,33 +349,13 @@ fn a_server_archives_its_sealed_segments_as_it_serves() {
             }
             store.close().await.unwrap();
         });
-    let mut serve = std::process::Command::new(support::BIN);
-    serve
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-projections",
-            "--archive",
-        ])
-        .arg(&copies)
-        .args(["--archive-every", "3600", "--archive-keep-local", "1"]);
-    let server = support::Server::spawn(serve);
+    let server = archiving_server(
+        &["--data", data.to_str().unwrap()],
+        &copies,
+        &["--archive-keep-local", "1"],
+    );
     let addr = server.addr().to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        let status = http_get_json(&addr, "/admin/archive");
-        if status["state"] == "ok" || status["state"] == "failing" {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no pass ended: {status}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = first_pass(&addr);
     assert_eq!(status["state"], "ok", "{status}");
     assert!(
         status["segmentsArchived"].as_u64().unwrap() >= 2,
@@ -403,36 +419,11 @@ async fn a_server_on_postgres_archives_as_it_serves() {
         let (ok, _, err) = run_cli(&["--database-url", &url, "append", "order-1", "Placed", &body]);
         assert!(ok, "{err}");
     }
-    let mut serve = std::process::Command::new(support::BIN);
-    serve
-        .args(["--database-url", &url])
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-projections",
-            "--archive",
-        ])
-        .arg(&copies)
-        .args(["--archive-every", "3600"]);
-    let server = support::Server::spawn(serve);
+    let server = archiving_server(&["--database-url", &url], &copies, &[]);
     let addr = server.addr().to_owned();
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let status = http_get_json(&addr, "/admin/archive");
-            if status["state"] == "ok" || status["state"] == "failing" {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no pass ended: {status}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
+    let status = tokio::task::spawn_blocking(move || first_pass(&addr))
+        .await
+        .unwrap();
     assert_eq!(status["state"], "ok", "{status}");
     assert_eq!(status["segmentsArchived"], 1, "{status}");
     assert_eq!(status["archivedBelowPosition"], 5, "{status}");

@@ -111,20 +111,13 @@ impl PostgresStore {
     /// Holds off other exports and scavenges of this store until the answer is released or
     /// dropped; `None` while another one runs.
     pub async fn hold_export(&self) -> Result<Option<ExportHold>, ReadError> {
-        let mut conn = self.pool().acquire().await.map_err(read_error)?.detach();
         // The scavenge's lock: an export and a scavenge exclude each other (the export reads
         // a stream's rows and its versions below them apart), as two exports do.
         let key = crate::migrate::lock_key("strata-scavenge", self.schema());
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(read_error)?;
-        if !locked {
-            let _ = sqlx::Connection::close(conn).await;
-            return Ok(None);
-        }
-        Ok(Some(ExportHold { conn, key }))
+        Ok(self
+            .try_session_lock(key)
+            .await?
+            .map(|conn| ExportHold { conn, key }))
     }
 
     /// The store's id (16 hex digits), which an archive of its events names.

@@ -155,17 +155,10 @@ impl PostgresStore {
         progress: ProgressFn<'_>,
     ) -> Result<ScavengeReport, ScavengeError> {
         let started = Instant::now();
-        // A connection of its own, out of the pool: closing it releases the lock.
-        let mut conn = self.pool().acquire().await.map_err(read_error)?.detach();
         let key = crate::migrate::lock_key("strata-scavenge", &self.shared().schema);
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(read_error)?;
-        if !locked {
+        let Some(mut conn) = self.try_session_lock(key).await? else {
             return Err(ScavengeError::AlreadyRunning);
-        }
+        };
         let result = self.scavenge_on(&mut conn, progress).await;
         // Released here so that the next scavenge may start at once (the server ends a closed
         // connection's session, and releases its locks, a moment after the close); on a
@@ -180,6 +173,25 @@ impl PostgresStore {
             progress,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Takes the session advisory lock `key` on a connection of its own, out of the pool
+    /// (closing it releases the lock); `None` while another session holds it.
+    pub(crate) async fn try_session_lock(
+        &self,
+        key: i64,
+    ) -> Result<Option<sqlx::PgConnection>, ReadError> {
+        let mut conn = self.pool().acquire().await.map_err(read_error)?.detach();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(read_error)?;
+        if !locked {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(conn))
     }
 
     async fn scavenge_on(
