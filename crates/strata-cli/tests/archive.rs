@@ -232,7 +232,6 @@ fn first_pass(addr: &str) -> serde_json::Value {
     }
 }
 
-/// `GET path` on a server: the answer's body, with a JSON content.
 /// `strata archive --keep-local 0` gives back the disk of what it archived; every command
 /// then reads the store through the archive its stubs name, `strata verify` included; a
 /// store whose archive is gone says which archive it needs.
@@ -305,6 +304,7 @@ fn http_get(addr: &str, path: &str) -> String {
     body.to_owned()
 }
 
+/// `GET path` on a server: the answer's body, with a JSON content.
 fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
     let body = http_get(addr, path);
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))

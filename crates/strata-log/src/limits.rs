@@ -118,9 +118,10 @@ pub const ARCHIVED_STUB_RUNS_MAX_BYTES: u64 = 64 * 1024;
 
 /// Default pace of a scavenge, in bytes of segment data read per second
 /// ([`crate::LogConfig::scavenge_bytes_per_sec`]; 0 is unpaced): 256 MiB/s. Unpaced, a
-/// scavenge read 380–720 MiB/s on the benchmark machine (2 cores, one disk) and appends' p99
-/// while it ran was 3–6× their p99 without it; at this pace, 2.6–3.2×, the rate still above
-/// the 200 MB/s a scavenge must keep (`cargo bench -p strata-bench --bench scavenge_log`).
+/// scavenge read 585–672 MiB/s on the benchmark machine (2 cores, one disk) and appends' p99
+/// while it ran was 4.6–7.4× their p99 without it; at this pace, 2.75–2.94×, the rate still
+/// above the 200 MB/s a scavenge must keep (`cargo bench -p strata-bench --bench
+/// scavenge_log`, three alternating runs each).
 pub const SCAVENGE_BYTES_PER_SEC_DEFAULT: u64 = 256 << 20;
 
 const _: () = assert!(ARCHIVE_CACHE_BYTES_MIN <= ARCHIVE_CACHE_BYTES_DEFAULT);

@@ -72,24 +72,44 @@ struct Kept {
 }
 
 /// A scavenge's pace: the bytes of segment data it reads per second, at most. A rewrite that
-/// gets ahead sleeps (on its own thread, at the lowest priority) until it is back on pace.
+/// gets ahead sleeps (on its own thread, at the lowest priority) until it is back on pace, in
+/// slices, giving up when the store starts closing (a close then waits for no sleep). Time
+/// spent behind the pace (a swap, fsyncs, a starved thread) is forgiven beyond
+/// [`Pace::MAX_LAG`]: the rewrite does not then read flat out to catch up.
 pub(crate) struct Pace {
     bytes_per_sec: u64,
     started: std::time::Instant,
+    /// Time behind the pace forgiven so far.
+    forgiven: std::time::Duration,
     /// Bytes read in segments finished before this one.
     before: u64,
     /// Bytes read in this one.
     here: u64,
+    /// Set when the store starts closing.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Why a paced rewrite stopped: the store is closing.
+pub(crate) struct Closing;
+
 impl Pace {
-    /// `bytes_per_sec` from now on; `None` for 0 (unpaced).
-    pub(crate) fn new(bytes_per_sec: u64) -> Option<Pace> {
+    /// The most a rewrite may lag behind its pace and then catch up on.
+    const MAX_LAG: std::time::Duration = std::time::Duration::from_millis(100);
+    /// The longest sleep between two looks at whether the store is closing.
+    const SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
+    /// `bytes_per_sec` from now on, giving up when `closing` is set; `None` for 0 (unpaced).
+    pub(crate) fn new(
+        bytes_per_sec: u64,
+        closing: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<Pace> {
         (bytes_per_sec > 0).then(|| Pace {
             bytes_per_sec,
             started: std::time::Instant::now(),
+            forgiven: std::time::Duration::ZERO,
             before: 0,
             here: 0,
+            closing,
         })
     }
 
@@ -99,21 +119,37 @@ impl Pace {
         self.here = 0;
     }
 
-    /// The rewrite has read its segment up to byte `offset`: sleeps when that is ahead of
-    /// the pace by more than a millisecond's worth.
-    fn reached(&mut self, offset: u64) {
-        if let Some(wait) = self.ahead(offset, self.started.elapsed()) {
-            std::thread::sleep(wait);
+    /// The rewrite has read its segment up to byte `offset`: sleeps while that is ahead of
+    /// the pace by more than a millisecond's worth; `Err` when the store starts closing.
+    fn reached(&mut self, offset: u64) -> Result<(), Closing> {
+        use std::sync::atomic::Ordering;
+        let mut wait = self.ahead(offset, self.started.elapsed());
+        while let Some(w) = wait {
+            if self.closing.load(Ordering::Acquire) {
+                return Err(Closing);
+            }
+            std::thread::sleep(w.min(Self::SLICE));
+            wait = w.checked_sub(Self::SLICE).filter(|w| !w.is_zero());
+        }
+        match self.closing.load(Ordering::Acquire) {
+            true => Err(Closing),
+            false => Ok(()),
         }
     }
 
     /// How long to wait, having read this segment up to `offset` after `elapsed`: the time
-    /// those bytes are due at the pace, less `elapsed`, when that is over a millisecond.
+    /// those bytes are due at the pace, less `elapsed` (less the time forgiven), when that is
+    /// over a millisecond. A lag over [`Pace::MAX_LAG`] is forgiven down to it.
     fn ahead(&mut self, offset: u64, elapsed: std::time::Duration) -> Option<std::time::Duration> {
         self.here = offset;
         let due = std::time::Duration::from_secs_f64(
             (self.before + self.here) as f64 / self.bytes_per_sec as f64,
         );
+        let mut elapsed = elapsed.saturating_sub(self.forgiven);
+        if elapsed > due + Self::MAX_LAG {
+            self.forgiven += elapsed - due - Self::MAX_LAG;
+            elapsed = due + Self::MAX_LAG;
+        }
         (due > elapsed + std::time::Duration::from_millis(1)).then(|| due - elapsed)
     }
 }
@@ -158,7 +194,12 @@ pub(crate) fn rewrite_segment(
     let mut failed: Option<String> = None;
     let end = scan_segment(seg, SEGMENT_HEADER_BYTES, |at, r| {
         if let Some(p) = pace.as_deref_mut() {
-            p.reached(at);
+            if p.reached(at).is_err() {
+                return Err(OpenError::Io {
+                    context: "rewriting a segment".to_owned(),
+                    source: std::io::Error::other("the store is closing"),
+                });
+            }
         }
         if remove(r) {
             removed += 1;
@@ -184,8 +225,15 @@ pub(crate) fn rewrite_segment(
             failed = flushed.err().map(|e| io("writing", e));
         }
         Ok(())
-    })
-    .map_err(|e| e.to_string())?;
+    });
+    let end = match end {
+        Ok(end) => end,
+        Err(e) => {
+            drop(out);
+            let _ = vfs.remove(&tmp);
+            return Err(e.to_string());
+        }
+    };
     if let ScanEnd::Invalid { offset, reason } = end {
         drop(out);
         let _ = vfs.remove(&tmp);
@@ -427,6 +475,7 @@ pub(crate) async fn run(
     let seg_dir = shared.dir.join(crate::recovery::SEGMENTS_DIR);
     let pace = Arc::new(parking_lot::Mutex::new(Pace::new(
         shared.scavenge_bytes_per_sec,
+        store.closing_flag(),
     )));
     for no in segments {
         let (Some(seg), Some(next)) = (shared.segments.get(no), shared.segments.get(no + 1)) else {
@@ -766,29 +815,54 @@ pub(crate) fn release_gradually<T: Send + 'static>(mut old: Arc<Segment>, index_
 #[cfg(test)]
 mod pace_tests {
     use super::Pace;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
     use std::time::Duration;
 
+    const MIB: u64 = 1 << 20;
+
+    fn pace() -> Pace {
+        Pace::new(100 * MIB, Arc::new(AtomicBool::new(false))).unwrap()
+    }
+
     /// At 100 MiB/s, 50 MiB are due at 0.5 s: read at once, the rewrite waits the rest; on
-    /// pace or behind it, not at all; bytes of earlier segments count.
+    /// pace, not at all; bytes of earlier segments count.
     #[test]
     fn a_rewrite_ahead_of_its_pace_waits_until_its_bytes_are_due() {
-        let mib = 1 << 20;
-        assert!(Pace::new(0).is_none());
-        let mut pace = Pace::new(100 * mib).unwrap();
+        assert!(Pace::new(0, Arc::new(AtomicBool::new(false))).is_none());
+        let mut pace = pace();
         assert_eq!(
-            pace.ahead(50 * mib, Duration::ZERO),
+            pace.ahead(50 * MIB, Duration::ZERO),
             Some(Duration::from_millis(500))
         );
         assert_eq!(
-            pace.ahead(50 * mib, Duration::from_millis(200)),
+            pace.ahead(50 * MIB, Duration::from_millis(200)),
             Some(Duration::from_millis(300))
         );
-        assert_eq!(pace.ahead(50 * mib, Duration::from_millis(500)), None);
-        assert_eq!(pace.ahead(50 * mib, Duration::from_secs(2)), None);
+        assert_eq!(pace.ahead(50 * MIB, Duration::from_millis(500)), None);
         pace.next_segment();
         assert_eq!(
-            pace.ahead(50 * mib, Duration::from_millis(600)),
+            pace.ahead(50 * MIB, Duration::from_millis(600)),
             Some(Duration::from_millis(400))
         );
+    }
+
+    /// A rewrite 1.5 s behind its pace (a stall) is forgiven all but 100 ms of it: the next
+    /// 50 MiB are due 0.4 s later, not read flat out to catch up.
+    #[test]
+    fn time_behind_the_pace_is_forgiven_beyond_a_tenth_of_a_second() {
+        let mut pace = pace();
+        assert_eq!(pace.ahead(50 * MIB, Duration::from_secs(2)), None);
+        assert_eq!(
+            pace.ahead(100 * MIB, Duration::from_secs(2)),
+            Some(Duration::from_millis(400))
+        );
+    }
+
+    /// A store that starts closing stops a rewrite that would sleep, at its next look.
+    #[test]
+    fn a_closing_store_stops_the_wait() {
+        let mut pace = Pace::new(MIB, Arc::new(AtomicBool::new(true))).unwrap();
+        assert!(pace.reached(100 * MIB).is_err());
     }
 }

@@ -197,6 +197,8 @@ struct Inner {
     /// for reading by every write outside the writer thread (index checkpoints, snapshots), so
     /// that `close` waits for those in flight.
     closed: parking_lot::RwLock<bool>,
+    /// Set by `close` before it waits for `closed`: a paced scavenge stops sleeping at it.
+    closing: Arc<std::sync::atomic::AtomicBool>,
     snapshots: SnapshotFile,
     report: OpenReport,
 }
@@ -462,6 +464,7 @@ impl LogStore {
                 writer: Mutex::new(Some(handle)),
                 released,
                 closed: parking_lot::RwLock::new(false),
+                closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 snapshots,
                 report,
             }),
@@ -489,7 +492,11 @@ impl LogStore {
     pub async fn close(self) -> std::io::Result<()> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            // Waits for checkpoints and snapshot writes in flight; later ones are refused.
+            // A paced scavenge's rewrite stops sleeping; then this waits for it, and for
+            // checkpoints and snapshot writes in flight; later ones are refused.
+            inner
+                .closing
+                .store(true, std::sync::atomic::Ordering::Release);
             *inner.closed.write() = true;
             match inner.stop_writer() {
                 Some(w) => w
@@ -580,6 +587,11 @@ impl LogStore {
             return Err(std::io::Error::other("the store is closed"));
         }
         self.inner.shared.checkpoint_index()
+    }
+
+    /// The flag `close` sets before waiting for work in flight.
+    pub(crate) fn closing_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.inner.closing.clone()
     }
 
     /// Runs `f` while the store is open, `None` when it is closed: a close waits for it to

@@ -102,25 +102,23 @@ $fn$;
 
 -- After a restore's last batch: moves the position sequence so that the next append goes to
 -- p_position, when p_after is still the last position taken (NULL: none is). False, and
--- nothing changed, when anyone else took a position since. One statement, so that a caller
--- that goes away midway cannot leave the append lock held on a pooled connection.
+-- nothing changed, when anyone else took a position since. The append lock is taken for the
+-- statement's transaction only (it conflicts with the appends' session lock on the same key),
+-- so that a caller that goes away, or an error, cannot leave it held on a pooled connection.
 CREATE OR REPLACE FUNCTION {schema}.strata_skip_positions(p_after BIGINT, p_position BIGINT)
 RETURNS BOOLEAN LANGUAGE plpgsql AS $fn$
 DECLARE
     v_last   BIGINT;
     v_called BOOLEAN;
 BEGIN
-    PERFORM pg_advisory_lock({lock_key});
+    PERFORM pg_advisory_xact_lock({lock_key});
     SELECT s.last_value, s.is_called INTO v_last, v_called FROM {schema}.events_position_seq s;
     IF v_called IS DISTINCT FROM (p_after IS NOT NULL) OR (v_called AND v_last <> p_after) THEN
-        PERFORM pg_advisory_unlock({lock_key});
         RETURN false;
     END IF;
     IF p_position > coalesce(p_after + 1, 0) THEN
         PERFORM setval('{schema}.events_position_seq', p_position - 1);
     END IF;
-    PERFORM pg_advisory_unlock({lock_key});
     RETURN true;
 END
 $fn$;
-
