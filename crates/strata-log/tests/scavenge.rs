@@ -555,3 +555,45 @@ async fn a_closed_handle_reading_while_another_store_frees_old_segments_does_not
     }
     b.close().await.unwrap();
 }
+
+/// A close does not wait out a paced scavenge's sleep: with a pace of one byte a second, the
+/// rewrite would sleep for a minute before its first record; the close stops it (the guard
+/// below fails the test where the close waited), the scavenge answers an error, and the
+/// store reopens answering as before, its removed events still there and hidden.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_stops_a_paced_scavenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let paced = LogConfig {
+        scavenge_bytes_per_sec: 1,
+        ..config()
+    };
+    let store = LogStore::open_with(dir.path(), paced.clone()).unwrap();
+    fill(&store).await;
+    let before = answers(&store).await;
+    let scavenging = {
+        let store = store.clone();
+        tokio::spawn(async move { store.scavenge(&|_| {}).await })
+    };
+    // The rewrite runs on a thread of its own: wait until it exists.
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .any(|name| name.trim() == "strata-scavenge")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no rewrite started"
+        );
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(30), store.close())
+        .await
+        .expect("the close waited for the paced rewrite")
+        .unwrap();
+    assert!(scavenging.await.unwrap().is_err());
+    let again = LogStore::open_with(dir.path(), paced).unwrap();
+    assert_eq!(answers(&again).await, before);
+    again.close().await.unwrap();
+}
