@@ -144,6 +144,22 @@ fn dirs() -> (tempfile::TempDir, tempfile::TempDir, Arc<DirArchive>) {
     (data, copies, archive)
 }
 
+/// A store filled with 30 rounds, its open segment sealed and every sealed segment copied to
+/// an archive: its directories, the archive, the store, and the segments copied.
+async fn filled_and_copied() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Arc<DirArchive>,
+    LogStore,
+    u64,
+) {
+    let (data, copies, archive) = dirs();
+    let store = LogStore::open_with(data.path(), config(None)).unwrap();
+    fill(&store, 0..30).await;
+    let sealed = seal_and_copy(&store, copies.path()).await;
+    (data, copies, archive, store, sealed)
+}
+
 /// Seals the open segment and copies every sealed segment to `archive`; returns how many.
 async fn seal_and_copy(store: &LogStore, archive: &Path) -> u64 {
     store.seal_open_segment().await.unwrap();
@@ -205,10 +221,7 @@ fn same_as(archive: &Path) -> strata_log::SameAsArchived {
 /// the store does not open, and `verify` checks it through the archive.
 #[tokio::test]
 async fn archived_segments_answer_as_local_ones_across_reopens() {
-    let (data, copies, archive) = dirs();
-    let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    fill(&store, 0..30).await;
-    let archived = seal_and_copy(&store, copies.path()).await;
+    let (data, copies, archive, store, archived) = filled_and_copied().await;
     assert!(archived >= 5, "the fill seals several segments: {archived}");
     let before = answers(&store).await;
 
@@ -289,10 +302,7 @@ async fn archived_segments_answer_as_local_ones_across_reopens() {
 /// appends and reads of local segments go on.
 #[tokio::test]
 async fn an_unreachable_archive_fails_its_reads_only() {
-    let (data, copies, archive) = dirs();
-    let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    fill(&store, 0..30).await;
-    let archived = seal_and_copy(&store, copies.path()).await;
+    let (_data, copies, archive, store, archived) = filled_and_copied().await;
     evict(&store, &archive, copies.path(), archived, 0).await;
     archive.failing.store(true, Ordering::SeqCst);
     let s = sid("account-3");
@@ -331,10 +341,7 @@ async fn an_unreachable_archive_fails_its_reads_only() {
 /// open removes it.
 #[tokio::test]
 async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_removed() {
-    let (data, copies, archive) = dirs();
-    let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    fill(&store, 0..30).await;
-    let archived = seal_and_copy(&store, copies.path()).await;
+    let (data, copies, archive, store, archived) = filled_and_copied().await;
     // The archive's copy of segment 1 differs.
     let (name1, _) = strata_log::sealed_file_names(1);
     let mut other = std::fs::read(copies.path().join(&name1)).unwrap();
@@ -379,10 +386,7 @@ async fn only_identical_segments_are_evicted_and_a_leftover_stub_is_removed() {
 /// stays what the lifecycle says, across a reopen.
 #[tokio::test]
 async fn a_scavenge_leaves_archived_segments_alone() {
-    let (data, copies, archive) = dirs();
-    let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    fill(&store, 0..30).await;
-    let archived = seal_and_copy(&store, copies.path()).await;
+    let (data, copies, archive, store, archived) = filled_and_copied().await;
     evict(&store, &archive, copies.path(), archived / 2, 0).await;
     for s in 0..6 {
         store
@@ -820,10 +824,7 @@ async fn a_damaged_length_after_a_pinned_record_is_checked_before_use() {
 /// differing nor as missing.
 #[tokio::test]
 async fn segments_the_caller_keeps_stay_and_are_not_reported() {
-    let (data, copies, archive) = dirs();
-    let store = LogStore::open_with(data.path(), config(None)).unwrap();
-    fill(&store, 0..30).await;
-    let sealed = seal_and_copy(&store, copies.path()).await;
+    let (data, copies, archive, store, sealed) = filled_and_copied().await;
     let mut check = same_as(copies.path());
     let keep_odd = Box::new(move |no: u64, file: &std::fs::File| match no % 2 {
         1 => Ok(strata_log::ArchivedCopy::Kept),
