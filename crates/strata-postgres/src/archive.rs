@@ -98,14 +98,46 @@ const VERSIONS_BEFORE: &str = "SELECT s.id, (SELECT x.version FROM {schema}.even
 const IMPORT: &str =
     "SELECT {schema}.strata_import($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-/// The columns of an event, as `read::event_from_row` reads them.
-const COLS: &str = "e.position, e.event_id, e.aggregate_id, e.version, e.created_at, \
-     e.event_type, e.content_type, e.data_bytes, e.metadata::text";
+const SKIP_POSITIONS: &str = "SELECT {schema}.strata_skip_positions($1, $2)";
+
+const HOLDS_EVENT: &str = "SELECT (SELECT x.event_id FROM {schema}.events x WHERE x.position = $1),
+        (SELECT x.position FROM {schema}.events x WHERE x.event_id = $2)";
+
+const LAST_TAKEN: &str = "SELECT s.is_called, s.last_value FROM {schema}.events_position_seq s";
+
+/// The archive's statements, rendered for the store's schema once.
+pub(crate) struct ArchiveSql {
+    store_id: String,
+    set_store_id: String,
+    is_empty: String,
+    export_page: String,
+    versions_before: String,
+    import: String,
+    skip_positions: String,
+    holds_event: String,
+    last_taken: String,
+}
+
+impl ArchiveSql {
+    /// The statements, with `render` filling in the schema and the event columns.
+    pub(crate) fn new(render: &dyn Fn(&str) -> String) -> ArchiveSql {
+        ArchiveSql {
+            store_id: render(STORE_ID),
+            set_store_id: render(SET_STORE_ID),
+            is_empty: render(IS_EMPTY),
+            export_page: render(EXPORT_PAGE),
+            versions_before: render(VERSIONS_BEFORE),
+            import: render(IMPORT),
+            skip_positions: render(SKIP_POSITIONS),
+            holds_event: render(HOLDS_EVENT),
+            last_taken: render(LAST_TAKEN),
+        }
+    }
+}
 
 impl PostgresStore {
-    fn render(&self, sql: &str) -> String {
-        sql.replace("{schema}", self.schema())
-            .replace("{cols}", COLS)
+    fn sql(&self) -> &ArchiveSql {
+        &self.shared().sql.archive
     }
 
     /// Holds off other exports and scavenges of this store until the answer is released or
@@ -122,7 +154,7 @@ impl PostgresStore {
 
     /// The store's id (16 hex digits), which an archive of its events names.
     pub async fn store_id(&self) -> Result<String, ReadError> {
-        sqlx::query_scalar(&self.render(STORE_ID))
+        sqlx::query_scalar(&self.sql().store_id)
             .fetch_one(self.pool())
             .await
             .map_err(read_error)
@@ -131,7 +163,7 @@ impl PostgresStore {
     /// Gives the store the id of the archive it was restored from, so that it goes on
     /// archiving there.
     pub async fn set_store_id(&self, id: &str) -> Result<(), ReadError> {
-        sqlx::query(&self.render(SET_STORE_ID))
+        sqlx::query(&self.sql().set_store_id)
             .bind(id)
             .execute(self.pool())
             .await
@@ -147,15 +179,12 @@ impl PostgresStore {
         position: u64,
         id: strata_core::Uuid,
     ) -> Result<Option<bool>, ReadError> {
-        let row = sqlx::query(&self.render(
-            "SELECT (SELECT x.event_id FROM {schema}.events x WHERE x.position = $1),
-                    (SELECT x.position FROM {schema}.events x WHERE x.event_id = $2)",
-        ))
-        .bind(to_i64(position))
-        .bind(id)
-        .fetch_one(self.pool())
-        .await
-        .map_err(read_error)?;
+        let row = sqlx::query(&self.sql().holds_event)
+            .bind(to_i64(position))
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .map_err(read_error)?;
         let there: Option<strata_core::Uuid> = row.try_get(0).map_err(read_error)?;
         let at: Option<i64> = row.try_get(1).map_err(read_error)?;
         Ok(match (there, at) {
@@ -167,7 +196,7 @@ impl PostgresStore {
 
     /// Whether the store holds no event and has taken no position: what a restore goes into.
     pub async fn is_empty(&self) -> Result<bool, ReadError> {
-        sqlx::query_scalar(&self.render(IS_EMPTY))
+        sqlx::query_scalar(&self.sql().is_empty)
             .fetch_one(self.pool())
             .await
             .map_err(read_error)
@@ -189,7 +218,7 @@ impl PostgresStore {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let rows = sqlx::query(&self.render(EXPORT_PAGE))
+        let rows = sqlx::query(&self.sql().export_page)
             .bind(to_i64(from))
             .bind(to_i64(below))
             .bind(i64::try_from(max_events).unwrap_or(i64::MAX))
@@ -208,7 +237,7 @@ impl PostgresStore {
     ) -> Result<HashMap<String, u64>, ReadError> {
         let streams: Vec<&str> = firsts.iter().map(|(s, _)| s.as_str()).collect();
         let versions: Vec<i64> = firsts.iter().map(|(_, v)| to_i64(*v)).collect();
-        let rows = sqlx::query(&self.render(VERSIONS_BEFORE))
+        let rows = sqlx::query(&self.sql().versions_before)
             .bind(&streams)
             .bind(&versions)
             .fetch_all(self.pool())
@@ -316,7 +345,7 @@ impl PostgresStore {
             .map(|e| e.recorded_at.timestamp_micros())
             .collect();
         let mut conn = self.pool().acquire().await.map_err(read_error)?;
-        let result = sqlx::query(&self.render(IMPORT))
+        let result = sqlx::query(&self.sql().import)
             .bind(after.map(to_i64))
             .bind(&positions)
             .bind(&ids)
@@ -372,13 +401,12 @@ impl PostgresStore {
         position: u64,
         after: Option<u64>,
     ) -> Result<(), ImportError> {
-        let moved: bool =
-            sqlx::query_scalar(&self.render("SELECT {schema}.strata_skip_positions($1, $2)"))
-                .bind(after.map(to_i64))
-                .bind(to_i64(position))
-                .fetch_one(self.pool())
-                .await
-                .map_err(read_error)?;
+        let moved: bool = sqlx::query_scalar(&self.sql().skip_positions)
+            .bind(after.map(to_i64))
+            .bind(to_i64(position))
+            .fetch_one(self.pool())
+            .await
+            .map_err(read_error)?;
         match moved {
             true => Ok(()),
             false => Err(ImportError::PositionsTaken {
@@ -389,12 +417,10 @@ impl PostgresStore {
     }
 
     async fn last_position_taken(&self) -> Result<Option<u64>, ReadError> {
-        let (called, last): (bool, i64) = sqlx::query_as(
-            &self.render("SELECT s.is_called, s.last_value FROM {schema}.events_position_seq s"),
-        )
-        .fetch_one(self.pool())
-        .await
-        .map_err(read_error)?;
+        let (called, last): (bool, i64) = sqlx::query_as(&self.sql().last_taken)
+            .fetch_one(self.pool())
+            .await
+            .map_err(read_error)?;
         Ok(called.then_some(last.max(0) as u64))
     }
 }

@@ -238,6 +238,7 @@ pub(crate) struct Sql {
     pub lifecycles: String,
     pub lifecycle_exists: String,
     pub scavenge: crate::scavenge::ScavengeSql,
+    pub archive: crate::archive::ArchiveSql,
 }
 
 impl Sql {
@@ -269,6 +270,7 @@ impl Sql {
             lifecycles: r(LIFECYCLES),
             lifecycle_exists: r(&format!("SELECT {LIFECYCLE_EXISTS}")),
             scavenge: crate::scavenge::ScavengeSql::new(&r),
+            archive: crate::archive::ArchiveSql::new(&r),
             append_one: r(APPEND_ONE),
             append: r(
                 "SELECT * FROM {schema}.strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, \
