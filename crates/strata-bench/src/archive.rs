@@ -459,8 +459,8 @@ pub async fn run(base: &Path, scale: ScavengeScale) -> Result<ArchiveBenchReport
     let streams = scale.streams();
     // `spread-1` lies among the last million events (a tenth of that in a quick run).
     let filler = match scale {
-        ScavengeScale::Full => 99,
         ScavengeScale::Quick => 9,
+        ScavengeScale::Full | ScavengeScale::Streams(_) => 99,
     };
     let events = streams * STREAM_EVENTS;
     let work = Scratch(base.join(format!("strata-bench-archive-{}", std::process::id())));

@@ -30,6 +30,9 @@ pub enum ScavengeScale {
     Full,
     /// 1,000 streams of 100 events, for smoke tests.
     Quick,
+    /// This many streams of 100 events: a longer run, so that a p99 taken during a
+    /// scavenge counts more appends than one minute's disk gives.
+    Streams(u64),
 }
 
 impl ScavengeScale {
@@ -37,18 +40,30 @@ impl ScavengeScale {
         match self {
             ScavengeScale::Full => 10_000,
             ScavengeScale::Quick => 1_000,
+            ScavengeScale::Streams(n) => n,
         }
     }
 }
 
 impl ScavengeScale {
-    /// `Quick` when `STRATA_BENCH_QUICK=1`, else `Full`.
-    pub fn from_env() -> ScavengeScale {
-        if std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1") {
-            ScavengeScale::Quick
-        } else {
-            ScavengeScale::Full
+    /// `Streams(n)` when `STRATA_BENCH_STREAMS=n` (n ≥ 1,000), else `Quick` when
+    /// `STRATA_BENCH_QUICK=1`, else `Full`.
+    pub fn from_env() -> Result<ScavengeScale, String> {
+        if let Ok(v) = std::env::var("STRATA_BENCH_STREAMS") {
+            return match v.parse::<u64>() {
+                Ok(n) if n >= 1_000 => Ok(ScavengeScale::Streams(n)),
+                _ => Err(format!(
+                    "STRATA_BENCH_STREAMS={v:?} is not a number of streams of at least 1000"
+                )),
+            };
         }
+        Ok(
+            if std::env::var("STRATA_BENCH_QUICK").is_ok_and(|v| v == "1") {
+                ScavengeScale::Quick
+            } else {
+                ScavengeScale::Full
+            },
+        )
     }
 }
 
@@ -63,7 +78,11 @@ where
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(bench(ScavengeScale::from_env())) {
+    let scale = ScavengeScale::from_env().unwrap_or_else(|e| {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    });
+    match rt.block_on(bench(scale)) {
         Ok(report) => print!("{report}"),
         Err(e) => {
             eprintln!("benchmark failed: {e}");
