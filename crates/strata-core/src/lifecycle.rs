@@ -58,6 +58,30 @@ pub const EVENT_TYPE_STREAM_TRUNCATED: &str = "$streamTruncated";
 /// metastream.
 pub const EVENT_TYPE_STREAM_TOMBSTONED: &str = "$streamTombstoned";
 
+/// The event that tells projections a data subject was forgotten (crypto-shredding,
+/// `strata-shred`). Strata appends it, alone, to [`SUBJECT_FORGOTTEN_STREAM`] only.
+pub const EVENT_TYPE_SUBJECT_FORGOTTEN: &str = "$subjectForgotten";
+/// The stream of [`EVENT_TYPE_SUBJECT_FORGOTTEN`] events.
+pub const SUBJECT_FORGOTTEN_STREAM: &str = "strata-forgotten";
+/// The registration of an encryption schema (`strata-shred`). Strata appends it, alone, to
+/// [`ENCRYPTION_SCHEMA_STREAM`] only.
+pub const EVENT_TYPE_ENCRYPTION_SCHEMA: &str = "$encryptionSchema";
+/// The stream of [`EVENT_TYPE_ENCRYPTION_SCHEMA`] events.
+pub const ENCRYPTION_SCHEMA_STREAM: &str = "strata-encryption";
+
+/// Whether `events` is one system event of crypto-shredding in its own stream.
+fn is_shredding_event(stream: &StreamId, events: &[EventData]) -> bool {
+    match events {
+        [e] => {
+            (e.event_type == EVENT_TYPE_SUBJECT_FORGOTTEN
+                && stream.as_str() == SUBJECT_FORGOTTEN_STREAM)
+                || (e.event_type == EVENT_TYPE_ENCRYPTION_SCHEMA
+                    && stream.as_str() == ENCRYPTION_SCHEMA_STREAM)
+        }
+        _ => false,
+    }
+}
+
 /// The event types a metastream holds.
 pub const METASTREAM_EVENT_TYPES: [&str; 4] = [
     EVENT_TYPE_METADATA,
@@ -446,7 +470,8 @@ pub fn visible_info(mut info: StreamInfo, visibility: Visibility) -> StreamInfo 
 }
 
 /// Checks an append against the names Strata reserves: event types starting with `$` are
-/// Strata's own ([`EVENT_TYPE_STREAM_TOMBSTONED`] alone, in an append of its own), and a
+/// Strata's own ([`EVENT_TYPE_STREAM_TOMBSTONED`] alone, in an append of its own; the two
+/// events of crypto-shredding alone, each in its own stream), and a
 /// metastream takes one event per append, of a metastream event type, holding valid
 /// [`StreamMetadata`].
 pub fn check_reserved(stream: &StreamId, events: &[EventData]) -> Result<(), AppendError> {
@@ -494,6 +519,9 @@ pub fn check_reserved(stream: &StreamId, events: &[EventData]) -> Result<(), App
             )
             .into());
         }
+        return Ok(());
+    }
+    if is_shredding_event(stream, events) {
         return Ok(());
     }
     for (i, event) in events.iter().enumerate() {
@@ -832,4 +860,49 @@ pub async fn tombstone_stream<S: EventStore + ?Sized>(
         }
     }
     Err(raced(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str) -> EventData {
+        EventData::json(event_type, &serde_json::json!({})).expect("json")
+    }
+
+    fn sid(s: &str) -> StreamId {
+        StreamId::new(s).expect("stream id")
+    }
+
+    #[test]
+    fn shredding_events_pass_only_alone_in_their_own_stream() {
+        let forgotten = sid(SUBJECT_FORGOTTEN_STREAM);
+        let schemas = sid(ENCRYPTION_SCHEMA_STREAM);
+        assert!(check_reserved(&forgotten, &[event(EVENT_TYPE_SUBJECT_FORGOTTEN)]).is_ok());
+        assert!(check_reserved(&schemas, &[event(EVENT_TYPE_ENCRYPTION_SCHEMA)]).is_ok());
+        for (stream, events) in [
+            (&schemas, vec![event(EVENT_TYPE_SUBJECT_FORGOTTEN)]),
+            (&forgotten, vec![event(EVENT_TYPE_ENCRYPTION_SCHEMA)]),
+            (&sid("account-1"), vec![event(EVENT_TYPE_SUBJECT_FORGOTTEN)]),
+            (
+                &forgotten,
+                vec![
+                    event(EVENT_TYPE_SUBJECT_FORGOTTEN),
+                    event(EVENT_TYPE_SUBJECT_FORGOTTEN),
+                ],
+            ),
+            (&forgotten, vec![event("$other")]),
+        ] {
+            assert!(
+                matches!(
+                    check_reserved(stream, &events),
+                    Err(AppendError::InvalidInput(_))
+                ),
+                "{stream} {:?}",
+                events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+            );
+        }
+        // Plain events in those streams pass the reserved-name check (the wrapper refuses them).
+        assert!(check_reserved(&forgotten, &[event("Note")]).is_ok());
+    }
 }
