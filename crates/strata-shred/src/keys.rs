@@ -1,0 +1,757 @@
+//! Subject keys: where they are kept ([`KeyStorage`]: a directory for the embedded store, an
+//! in-memory map for tests and the memory store), and the [`Keyring`] that wraps, unwraps and
+//! caches them.
+//!
+//! A key is created on a subject's first sealed field, durably, before the event that uses it
+//! is appended. Forgetting a subject first records the forget as **pending** (with the subject
+//! id, so that the `$subjectForgotten` event can still be appended after a crash), then
+//! destroys the key in place, durably; the pending record goes once the event is appended.
+//! Opening a key store finishes every pending forget.
+
+use std::collections::HashMap;
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use ring::digest;
+
+use crate::limits::{KEY_CACHE_ENTRIES, SUBJECT_MAX_BYTES};
+use crate::master::{MasterKey, SubjectRef};
+use crate::seal::{new_wrapped_key, unwrap_key, SealError, SubjectKey, WRAPPED_KEY_BYTES};
+
+/// Why a subject key could not be had or forgotten.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key store was set up with another master key: nothing it holds would unwrap.
+    #[error("the key store at {0} was set up with another master key; start with the master key it was created with")]
+    WrongMasterKey(String),
+    /// A stored key did not unwrap under the master key, or its file is damaged.
+    #[error("the key of subject {subject} is damaged: {reason}")]
+    Damaged {
+        /// The subject's reference (its id is not known here).
+        subject: SubjectRef,
+        /// What failed.
+        reason: String,
+    },
+    /// An event holds a field sealed for a subject whose key the store never had: the key
+    /// store is not the one the events were written with (restored from another backup?).
+    #[error("no key is stored for subject {0}, whose data an event holds: is this the key store the events were written with?")]
+    Missing(SubjectRef),
+    /// The subject id is empty, too long or holds control characters.
+    #[error("subject id {0:?} is invalid: {1}")]
+    InvalidSubject(String, &'static str),
+    /// Reading or writing the key store failed.
+    #[error("key store I/O error at {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The backend holding the keys failed (a database, say).
+    #[error("the key store failed: {0}")]
+    Backend(String),
+}
+
+/// What a key store holds for one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredKey {
+    /// The subject's key, wrapped under the master key.
+    Wrapped([u8; WRAPPED_KEY_BYTES]),
+    /// The subject was forgotten: its key is destroyed.
+    Forgotten,
+    /// No key was ever stored.
+    Absent,
+}
+
+/// A forget recorded but whose `$subjectForgotten` event is not known to be appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingForget {
+    /// The subject's reference.
+    pub subject_ref: SubjectRef,
+    /// The subject's id.
+    pub subject: String,
+}
+
+/// Where subject keys are kept, durably. Every method returns only once what it wrote is
+/// durable. Implemented for a directory ([`DirKeys`]) and in memory ([`MemoryKeys`]).
+#[async_trait]
+pub trait KeyStorage: Send + Sync + 'static {
+    /// The master key's check value the store recorded, recording `check` if none is: `true`
+    /// when they agree.
+    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError>;
+    /// What is stored for `subject`.
+    async fn load(&self, subject: SubjectRef) -> Result<StoredKey, KeyError>;
+    /// Stores `wrapped` for `subject` unless something is stored already; returns what is
+    /// stored afterwards (the earlier key when two creations race).
+    async fn create(
+        &self,
+        subject: SubjectRef,
+        wrapped: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<StoredKey, KeyError>;
+    /// Records the forget of `subject` as pending, then destroys its key (or marks it
+    /// forgotten when it has none, so that no key is created for it later). Returns what was
+    /// stored before.
+    async fn forget(&self, pending: &PendingForget) -> Result<StoredKey, KeyError>;
+    /// The pending forgets.
+    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError>;
+    /// Drops the pending record of `subject`: its event is appended.
+    async fn settle(&self, subject: SubjectRef) -> Result<(), KeyError>;
+    /// A name for people: the directory, or the database table.
+    fn name(&self) -> String;
+}
+
+/// Checks a subject id.
+pub(crate) fn check_subject(subject: &str) -> Result<(), KeyError> {
+    let bad = |why| {
+        Err(KeyError::InvalidSubject(
+            subject.chars().take(64).collect(),
+            why,
+        ))
+    };
+    if subject.is_empty() {
+        return bad("it is empty");
+    }
+    if subject.len() > SUBJECT_MAX_BYTES {
+        return bad("it is longer than 255 bytes");
+    }
+    if subject.chars().any(char::is_control) {
+        return bad("it holds control characters");
+    }
+    Ok(())
+}
+
+/// A subject's key as the keyring caches it.
+#[derive(Clone)]
+enum Cached {
+    Active(Arc<SubjectKey>),
+    Forgotten,
+}
+
+/// What a read finds for a sealed value's subject.
+pub(crate) enum ReadKey {
+    Active(Arc<SubjectKey>),
+    Forgotten,
+}
+
+/// What [`Keyring::forget`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgetOutcome {
+    /// The key was destroyed now.
+    Forgotten,
+    /// The subject had been forgotten before (forgetting is idempotent).
+    AlreadyForgotten,
+    /// The subject never had a key: nothing of theirs was sealed. It is marked forgotten, so
+    /// that nothing is sealed for them later.
+    NeverSeen,
+}
+
+/// Subject keys wrapped under the master key, with a bounded cache of unwrapped ones.
+pub struct Keyring {
+    storage: Arc<dyn KeyStorage>,
+    master: MasterKey,
+    cache: Mutex<HashMap<SubjectRef, Cached>>,
+}
+
+impl Keyring {
+    /// A keyring over `storage`, refusing a master key other than the one the store was set
+    /// up with.
+    pub async fn open(
+        storage: Arc<dyn KeyStorage>,
+        master: MasterKey,
+    ) -> Result<Keyring, KeyError> {
+        if !storage.check_master(master.check_value()).await? {
+            return Err(KeyError::WrongMasterKey(storage.name()));
+        }
+        Ok(Keyring {
+            storage,
+            master,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The reference of `subject`.
+    pub fn subject_ref(&self, subject: &str) -> SubjectRef {
+        self.master.subject_ref(subject)
+    }
+
+    fn cached(&self, subject: SubjectRef) -> Option<Cached> {
+        self.cache.lock().get(&subject).cloned()
+    }
+
+    fn remember(&self, subject: SubjectRef, entry: Cached) {
+        let mut cache = self.cache.lock();
+        if cache.len() >= KEY_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(subject, entry);
+    }
+
+    fn unwrap(&self, subject: SubjectRef, stored: StoredKey) -> Result<Option<Cached>, KeyError> {
+        Ok(match stored {
+            StoredKey::Wrapped(w) => {
+                let key = unwrap_key(&self.master, subject, &w).map_err(|e| KeyError::Damaged {
+                    subject,
+                    reason: match e {
+                        SealError::Tampered => "it does not unwrap under the master key".to_owned(),
+                        other => other.to_string(),
+                    },
+                })?;
+                Some(Cached::Active(Arc::new(SubjectKey::from_bytes(&key))))
+            }
+            StoredKey::Forgotten => Some(Cached::Forgotten),
+            StoredKey::Absent => None,
+        })
+    }
+
+    /// Drops `subject`'s key from the cache: another process forgot it.
+    pub(crate) fn evict(&self, subject: SubjectRef) {
+        self.cache.lock().remove(&subject);
+    }
+
+    /// The key to seal `subject`'s fields with, created on first use; `None` when the
+    /// subject was forgotten.
+    pub(crate) async fn key_for_seal(
+        &self,
+        subject: &str,
+    ) -> Result<(SubjectRef, Option<Arc<SubjectKey>>), KeyError> {
+        check_subject(subject)?;
+        let r = self.subject_ref(subject);
+        let entry = match self.cached(r) {
+            Some(c) => c,
+            None => {
+                let mut found = self.unwrap(r, self.storage.load(r).await?)?;
+                if found.is_none() {
+                    let (_, wrapped) = new_wrapped_key(&self.master, r);
+                    found = self.unwrap(r, self.storage.create(r, wrapped).await?)?;
+                }
+                let entry = found.ok_or_else(|| {
+                    KeyError::Backend(format!("the key of subject {r} was not kept"))
+                })?;
+                self.remember(r, entry.clone());
+                entry
+            }
+        };
+        Ok(match entry {
+            Cached::Active(k) => (r, Some(k)),
+            Cached::Forgotten => (r, None),
+        })
+    }
+
+    /// The key to open a value sealed for `subject`.
+    pub(crate) async fn key_for_read(&self, subject: SubjectRef) -> Result<ReadKey, KeyError> {
+        let entry = match self.cached(subject) {
+            Some(c) => c,
+            None => {
+                let entry = self
+                    .unwrap(subject, self.storage.load(subject).await?)?
+                    .ok_or(KeyError::Missing(subject))?;
+                self.remember(subject, entry.clone());
+                entry
+            }
+        };
+        Ok(match entry {
+            Cached::Active(k) => ReadKey::Active(k),
+            Cached::Forgotten => ReadKey::Forgotten,
+        })
+    }
+
+    /// Destroys `subject`'s key durably (recorded as pending until
+    /// [`settle`](Self::settle)).
+    pub(crate) async fn forget(&self, subject: &str) -> Result<ForgetOutcome, KeyError> {
+        check_subject(subject)?;
+        let pending = PendingForget {
+            subject_ref: self.subject_ref(subject),
+            subject: subject.to_owned(),
+        };
+        let before = self.storage.forget(&pending).await?;
+        self.remember(pending.subject_ref, Cached::Forgotten);
+        Ok(match before {
+            StoredKey::Wrapped(_) => ForgetOutcome::Forgotten,
+            StoredKey::Forgotten => ForgetOutcome::AlreadyForgotten,
+            StoredKey::Absent => ForgetOutcome::NeverSeen,
+        })
+    }
+
+    /// The forgets whose event may not be appended.
+    pub(crate) async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
+        self.storage.pending().await
+    }
+
+    /// The forget of `subject` is complete: its event is appended.
+    pub(crate) async fn settle(&self, subject: SubjectRef) -> Result<(), KeyError> {
+        self.storage.settle(subject).await
+    }
+}
+
+/// Keys in memory, for tests and the memory store: gone with the process.
+#[derive(Default)]
+pub struct MemoryKeys {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    check: Option<[u8; 16]>,
+    keys: HashMap<SubjectRef, StoredKey>,
+    pending: HashMap<SubjectRef, PendingForget>,
+}
+
+impl MemoryKeys {
+    /// An empty store.
+    pub fn new() -> MemoryKeys {
+        MemoryKeys::default()
+    }
+}
+
+#[async_trait]
+impl KeyStorage for MemoryKeys {
+    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError> {
+        Ok(*self.state.lock().check.get_or_insert(check) == check)
+    }
+    async fn load(&self, subject: SubjectRef) -> Result<StoredKey, KeyError> {
+        Ok(self
+            .state
+            .lock()
+            .keys
+            .get(&subject)
+            .cloned()
+            .unwrap_or(StoredKey::Absent))
+    }
+    async fn create(
+        &self,
+        subject: SubjectRef,
+        wrapped: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<StoredKey, KeyError> {
+        Ok(self
+            .state
+            .lock()
+            .keys
+            .entry(subject)
+            .or_insert(StoredKey::Wrapped(wrapped))
+            .clone())
+    }
+    async fn forget(&self, pending: &PendingForget) -> Result<StoredKey, KeyError> {
+        let mut s = self.state.lock();
+        s.pending.insert(pending.subject_ref, pending.clone());
+        Ok(s.keys
+            .insert(pending.subject_ref, StoredKey::Forgotten)
+            .unwrap_or(StoredKey::Absent))
+    }
+    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
+        Ok(self.state.lock().pending.values().cloned().collect())
+    }
+    async fn settle(&self, subject: SubjectRef) -> Result<(), KeyError> {
+        self.state.lock().pending.remove(&subject);
+        Ok(())
+    }
+    fn name(&self) -> String {
+        "memory".to_owned()
+    }
+}
+
+/// Keys in a directory of the embedded store's data directory (`keys/`), with the log's crash
+/// rules: a new file is written, fsynced and renamed into place, then its directory fsynced.
+///
+/// Layout:
+/// - `master.check`: the master key's check value (16 bytes) and its SHA-256 prefix (8);
+/// - `subjects/<2 hex>/<32 hex>.key`: one subject's record of [`KEY_FILE_BYTES`] bytes, named
+///   by its reference (never its id);
+/// - `pending/<32 hex>`: a pending forget, holding the subject id.
+///
+/// A subject's record: magic `STRKEY01`, a state byte (1 = key, 2 = forgotten), the wrapped
+/// key (zeros once forgotten), zeros, and the first 8 bytes of the SHA-256 of everything
+/// before them. Forgetting overwrites the record in place with the forgotten state and zeros,
+/// then `fdatasync`s it: on a file system that writes in place (ext4, xfs) the wrapped key's
+/// bytes are overwritten on the device. `docs/gdpr.md` says what that does not cover (SSD
+/// remapping, copy-on-write file systems, backups).
+pub struct DirKeys {
+    dir: PathBuf,
+    /// Serialises creations and forgets in this process (the data directory's lock keeps other
+    /// processes out).
+    write: Mutex<()>,
+}
+
+/// Bytes of a subject's record in a [`DirKeys`] directory.
+pub const KEY_FILE_BYTES: usize = 128;
+const KEY_MAGIC: &[u8; 8] = b"STRKEY01";
+const STATE_KEY: u8 = 1;
+const STATE_FORGOTTEN: u8 = 2;
+
+fn checksum(bytes: &[u8]) -> [u8; 8] {
+    digest::digest(&digest::SHA256, bytes).as_ref()[..8]
+        .try_into()
+        .expect("8 bytes of 32")
+}
+
+fn encode_record(stored: &StoredKey) -> [u8; KEY_FILE_BYTES] {
+    let mut b = [0u8; KEY_FILE_BYTES];
+    b[..8].copy_from_slice(KEY_MAGIC);
+    match stored {
+        StoredKey::Wrapped(w) => {
+            b[8] = STATE_KEY;
+            b[9..9 + WRAPPED_KEY_BYTES].copy_from_slice(w);
+        }
+        StoredKey::Forgotten | StoredKey::Absent => b[8] = STATE_FORGOTTEN,
+    }
+    let sum = checksum(&b[..KEY_FILE_BYTES - 8]);
+    b[KEY_FILE_BYTES - 8..].copy_from_slice(&sum);
+    b
+}
+
+fn decode_record(b: &[u8]) -> Result<StoredKey, String> {
+    if b.len() != KEY_FILE_BYTES {
+        return Err(format!(
+            "its record is {} bytes, not {KEY_FILE_BYTES}",
+            b.len()
+        ));
+    }
+    if &b[..8] != KEY_MAGIC || b[KEY_FILE_BYTES - 8..] != checksum(&b[..KEY_FILE_BYTES - 8]) {
+        return Err("its record fails its checksum".to_owned());
+    }
+    match b[8] {
+        STATE_KEY => Ok(StoredKey::Wrapped(
+            b[9..9 + WRAPPED_KEY_BYTES].try_into().expect("length"),
+        )),
+        STATE_FORGOTTEN => Ok(StoredKey::Forgotten),
+        s => Err(format!("its record has unknown state {s}")),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` through a temporary file: written, fsynced, renamed, directory
+/// fsynced.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+impl DirKeys {
+    /// The key store in `dir`, created if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DirKeys, KeyError> {
+        let dir = dir.into();
+        for d in [dir.join("subjects"), dir.join("pending")] {
+            std::fs::create_dir_all(&d).map_err(|source| KeyError::Io { path: d, source })?;
+        }
+        Ok(DirKeys {
+            dir,
+            write: Mutex::new(()),
+        })
+    }
+
+    fn key_path(&self, subject: SubjectRef) -> PathBuf {
+        let hex = subject.to_hex();
+        self.dir
+            .join("subjects")
+            .join(&hex[..2])
+            .join(format!("{hex}.key"))
+    }
+
+    fn pending_path(&self, subject: SubjectRef) -> PathBuf {
+        self.dir.join("pending").join(subject.to_hex())
+    }
+
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
+        move |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn load_now(&self, subject: SubjectRef) -> Result<StoredKey, KeyError> {
+        let path = self.key_path(subject);
+        match std::fs::read(&path) {
+            Ok(bytes) => decode_record(&bytes).or_else(|reason| {
+                // A record torn while a forget overwrote it: the forget is pending, and
+                // finishing it is what was asked.
+                if self.pending_path(subject).exists() {
+                    tracing::warn!(file = %path.display(), "a key record torn by a forget: the forget is finished");
+                    Ok(StoredKey::Forgotten)
+                } else {
+                    Err(KeyError::Damaged { subject, reason })
+                }
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StoredKey::Absent),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn create_now(
+        &self,
+        subject: SubjectRef,
+        wrapped: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<StoredKey, KeyError> {
+        let _w = self.write.lock();
+        let before = self.load_now(subject)?;
+        if before != StoredKey::Absent {
+            return Ok(before);
+        }
+        let stored = StoredKey::Wrapped(wrapped);
+        let path = self.key_path(subject);
+        write_new(&path, &encode_record(&stored)).map_err(Self::io(&path))?;
+        Ok(stored)
+    }
+
+    fn forget_now(&self, pending: &PendingForget) -> Result<StoredKey, KeyError> {
+        let _w = self.write.lock();
+        let subject = pending.subject_ref;
+        let marker = self.pending_path(subject);
+        write_new(&marker, pending.subject.as_bytes()).map_err(Self::io(&marker))?;
+        let path = self.key_path(subject);
+        let before = match self.load_now(subject) {
+            Ok(s) => s,
+            // Damaged: destroyed all the same.
+            Err(KeyError::Damaged { .. }) => StoredKey::Wrapped([0; WRAPPED_KEY_BYTES]),
+            Err(e) => return Err(e),
+        };
+        let record = encode_record(&StoredKey::Forgotten);
+        match before {
+            StoredKey::Absent => {
+                write_new(&path, &record).map_err(Self::io(&path))?;
+            }
+            _ => {
+                // In place, so that the wrapped key's bytes are overwritten, not unlinked.
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(Self::io(&path))?;
+                f.write_all_at(&record, 0).map_err(Self::io(&path))?;
+                f.set_len(KEY_FILE_BYTES as u64).map_err(Self::io(&path))?;
+                f.sync_data().map_err(Self::io(&path))?;
+            }
+        }
+        Ok(before)
+    }
+
+    fn pending_now(&self) -> Result<Vec<PendingForget>, KeyError> {
+        let dir = self.dir.join("pending");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(Self::io(&dir))? {
+            let entry = entry.map_err(Self::io(&dir))?;
+            let name = entry.file_name();
+            let Some(subject_ref) = name.to_str().and_then(SubjectRef::from_hex) else {
+                // A temporary file of a forget that did not finish: it recorded nothing.
+                continue;
+            };
+            let path = entry.path();
+            let subject = std::fs::read_to_string(&path).map_err(Self::io(&path))?;
+            out.push(PendingForget {
+                subject_ref,
+                subject,
+            });
+        }
+        Ok(out)
+    }
+
+    fn settle_now(&self, subject: SubjectRef) -> Result<(), KeyError> {
+        let path = self.pending_path(subject);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir.join("pending")).map_err(Self::io(&path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn check_now(&self, check: [u8; 16]) -> Result<bool, KeyError> {
+        let path = self.dir.join("master.check");
+        let mut record = check.to_vec();
+        record.extend_from_slice(&checksum(&check));
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == record => Ok(true),
+            Ok(bytes) if bytes.len() == 24 && bytes[16..] == checksum(&bytes[..16]) => Ok(false),
+            Ok(_) => Err(KeyError::Io {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, "damaged"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_new(&path, &record).map_err(Self::io(&path))?;
+                Ok(true)
+            }
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (file reads and fsyncs never run on a runtime's worker).
+async fn blocking<T: Send + 'static>(
+    keys: &Arc<DirKeys>,
+    f: impl FnOnce(&DirKeys) -> Result<T, KeyError> + Send + 'static,
+) -> Result<T, KeyError> {
+    let keys = keys.clone();
+    tokio::task::spawn_blocking(move || f(&keys))
+        .await
+        .map_err(|e| KeyError::Backend(format!("a key store task failed: {e}")))?
+}
+
+/// [`DirKeys`] shared, as the keyring holds it.
+#[derive(Clone)]
+pub struct SharedDirKeys(Arc<DirKeys>);
+
+impl DirKeys {
+    /// This store, ready to be a keyring's storage.
+    pub fn shared(self) -> Arc<dyn KeyStorage> {
+        Arc::new(SharedDirKeys(Arc::new(self)))
+    }
+}
+
+#[async_trait]
+impl KeyStorage for SharedDirKeys {
+    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError> {
+        blocking(&self.0, move |k| k.check_now(check)).await
+    }
+    async fn load(&self, subject: SubjectRef) -> Result<StoredKey, KeyError> {
+        blocking(&self.0, move |k| k.load_now(subject)).await
+    }
+    async fn create(
+        &self,
+        subject: SubjectRef,
+        wrapped: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<StoredKey, KeyError> {
+        blocking(&self.0, move |k| k.create_now(subject, wrapped)).await
+    }
+    async fn forget(&self, pending: &PendingForget) -> Result<StoredKey, KeyError> {
+        let pending = pending.clone();
+        blocking(&self.0, move |k| k.forget_now(&pending)).await
+    }
+    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
+        blocking(&self.0, |k| k.pending_now()).await
+    }
+    async fn settle(&self, subject: SubjectRef) -> Result<(), KeyError> {
+        blocking(&self.0, move |k| k.settle_now(subject)).await
+    }
+    fn name(&self) -> String {
+        self.0.dir.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_refuse_damage() {
+        let w = StoredKey::Wrapped([9; WRAPPED_KEY_BYTES]);
+        for s in [w.clone(), StoredKey::Forgotten] {
+            assert_eq!(decode_record(&encode_record(&s)), Ok(s));
+        }
+        let rec = encode_record(&w);
+        for i in 0..KEY_FILE_BYTES {
+            let mut b = rec;
+            b[i] ^= 0x10;
+            assert!(decode_record(&b).is_err(), "byte {i}");
+        }
+        assert!(decode_record(&rec[..100]).is_err());
+        // A forgotten record holds no byte of the key.
+        let f = encode_record(&StoredKey::Forgotten);
+        assert!(f.windows(4).all(|x| x != [9, 9, 9, 9]));
+    }
+
+    #[tokio::test]
+    async fn a_directory_store_keeps_keys_and_forgets_them_in_place() {
+        let dir = tempfile::tempdir().expect("dir");
+        let master = || MasterKey::from_bytes([3; 32]);
+        let keys = DirKeys::open(dir.path()).expect("open").shared();
+        let ring = Keyring::open(keys.clone(), master()).await.expect("ring");
+        let (r, key) = ring.key_for_seal("customer-1").await.expect("key");
+        assert!(key.is_some());
+        let path = dir
+            .path()
+            .join("subjects")
+            .join(&r.to_hex()[..2])
+            .join(format!("{}.key", r.to_hex()));
+        let before = std::fs::read(&path).expect("record");
+        let StoredKey::Wrapped(wrapped) = decode_record(&before).expect("decodes") else {
+            panic!("a key")
+        };
+        // A second keyring over the same directory finds the same key.
+        let again = Keyring::open(DirKeys::open(dir.path()).expect("open").shared(), master())
+            .await
+            .expect("ring");
+        assert!(matches!(
+            again.key_for_read(r).await,
+            Ok(ReadKey::Active(_))
+        ));
+        assert_eq!(
+            ring.forget("customer-1").await.expect("forget"),
+            ForgetOutcome::Forgotten
+        );
+        let after = std::fs::read(&path).expect("record");
+        assert_eq!(decode_record(&after), Ok(StoredKey::Forgotten));
+        assert!(
+            !after.windows(WRAPPED_KEY_BYTES).any(|w| w == wrapped),
+            "the wrapped key is overwritten"
+        );
+        assert_eq!(keys.pending().await.expect("pending").len(), 1);
+        assert_eq!(
+            ring.forget("customer-1").await.expect("forget"),
+            ForgetOutcome::AlreadyForgotten
+        );
+        // Never seen: marked, so that no key is made for them later.
+        assert_eq!(
+            ring.forget("customer-2").await.expect("forget"),
+            ForgetOutcome::NeverSeen
+        );
+        assert!(matches!(
+            ring.key_for_seal("customer-2").await,
+            Ok((_, None))
+        ));
+        // Another master key is refused.
+        assert!(matches!(
+            Keyring::open(keys.clone(), MasterKey::from_bytes([4; 32])).await,
+            Err(KeyError::WrongMasterKey(_))
+        ));
+        // Settling drops the pending record.
+        for p in keys.pending().await.expect("pending") {
+            keys.settle(p.subject_ref).await.expect("settle");
+        }
+        assert!(keys.pending().await.expect("pending").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_a_typed_error_unless_a_forget_tore_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let keys = DirKeys::open(dir.path()).expect("open").shared();
+        let ring = Keyring::open(keys.clone(), MasterKey::from_bytes([3; 32]))
+            .await
+            .expect("ring");
+        let (r, _) = ring.key_for_seal("c-1").await.expect("key");
+        let path = dir
+            .path()
+            .join("subjects")
+            .join(&r.to_hex()[..2])
+            .join(format!("{}.key", r.to_hex()));
+        let mut rec = std::fs::read(&path).expect("record");
+        rec[20] ^= 1;
+        std::fs::write(&path, &rec).expect("write");
+        let fresh = || async {
+            Keyring::open(
+                DirKeys::open(dir.path()).expect("open").shared(),
+                MasterKey::from_bytes([3; 32]),
+            )
+            .await
+            .expect("ring")
+        };
+        assert!(matches!(
+            fresh().await.key_for_read(r).await,
+            Err(KeyError::Damaged { .. })
+        ));
+        std::fs::write(dir.path().join("pending").join(r.to_hex()), "c-1").expect("marker");
+        assert!(matches!(
+            fresh().await.key_for_read(r).await,
+            Ok(ReadKey::Forgotten)
+        ));
+    }
+}

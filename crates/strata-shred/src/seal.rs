@@ -1,0 +1,307 @@
+//! The crypto envelope: a personal field's value sealed under its subject's key, and subject
+//! keys wrapped under the master key.
+//!
+//! A field is sealed with AES-256-GCM. Its associated data binds the ciphertext to the event id,
+//! the field's JSON pointer and the subject, so that a sealed value moved to another event, to
+//! another field or claimed for another subject fails to open. The nonce is synthetic (as in
+//! SIV): HMAC-SHA256, under a key derived from the subject key, of the associated data and the
+//! plaintext. Sealing the same value of the same field of the same event twice therefore
+//! gives the same bytes, which keeps an append's idempotent retry a retry (the store compares
+//! the data it stores); two different plaintexts never share a nonce.
+//!
+//! In an event's JSON a sealed value is the object `{"$sealed": "v1.<subject>.<base64url>"}`:
+//! the format version, the subject's reference (32 hex digits, see
+//! [`SubjectRef`]) and the nonce followed by the ciphertext and its tag.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use uuid::Uuid;
+
+use crate::master::{derive, MasterKey, SubjectRef};
+
+/// The key of the object that holds a sealed value.
+pub const SEALED_KEY: &str = "$sealed";
+
+/// What a sealed value's text starts with: the format version.
+const SEALED_VERSION: &str = "v1";
+
+/// Why a sealed value or a wrapped key did not open. Never garbage: a value either opens to
+/// what was sealed or gives one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The text is not a sealed value of a known version.
+    #[error("a sealed value is malformed: {0}")]
+    Malformed(&'static str),
+    /// Authentication failed: the ciphertext, its place (event, field, subject) or the key is
+    /// not the one it was sealed with.
+    #[error("a sealed value failed authentication: changed, moved, or opened with another key")]
+    Tampered,
+}
+
+/// A subject's key, as the keys derived from it.
+pub(crate) struct SubjectKey {
+    enc: LessSafeKey,
+    nonce: hmac::Key,
+}
+
+impl SubjectKey {
+    pub fn from_bytes(key: &[u8; 32]) -> SubjectKey {
+        let enc = derive(key, b"strata-shred v1 field key");
+        let nonce = derive(key, b"strata-shred v1 nonce key");
+        SubjectKey {
+            enc: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &enc).expect("32 bytes")),
+            nonce: hmac::Key::new(hmac::HMAC_SHA256, &nonce),
+        }
+    }
+}
+
+/// The associated data of a field: the event id, the subject and the pointer.
+fn field_ad(event_id: Uuid, pointer: &str, subject: SubjectRef) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(64 + pointer.len());
+    ad.extend_from_slice(b"strata-shred v1 field\0");
+    ad.extend_from_slice(event_id.as_bytes());
+    ad.extend_from_slice(subject.as_bytes());
+    ad.extend_from_slice(pointer.as_bytes());
+    ad
+}
+
+/// Seals `plaintext`, the JSON of the value at `pointer` in event `event_id`, for `subject`.
+/// Returns the sealed value's text.
+pub(crate) fn seal(
+    key: &SubjectKey,
+    event_id: Uuid,
+    pointer: &str,
+    subject: SubjectRef,
+    plaintext: &[u8],
+) -> String {
+    let ad = field_ad(event_id, pointer, subject);
+    let mut ctx = hmac::Context::with_key(&key.nonce);
+    ctx.update(&(ad.len() as u64).to_le_bytes());
+    ctx.update(&ad);
+    ctx.update(plaintext);
+    let tag = ctx.sign();
+    let nonce: [u8; NONCE_LEN] = tag.as_ref()[..NONCE_LEN]
+        .try_into()
+        .expect("12 bytes of 32");
+    let mut body = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
+    body.extend_from_slice(&nonce);
+    body.extend_from_slice(plaintext);
+    let mut sealed = body.split_off(NONCE_LEN);
+    key.enc
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&ad),
+            &mut sealed,
+        )
+        .expect("AES-GCM seals any input under the size limits");
+    body.extend_from_slice(&sealed);
+    format!(
+        "{SEALED_VERSION}.{}.{}",
+        subject.to_hex(),
+        URL_SAFE_NO_PAD.encode(&body)
+    )
+}
+
+/// A sealed value's text taken apart: its subject and its nonce with ciphertext and tag.
+pub(crate) fn parse(text: &str) -> Result<(SubjectRef, Vec<u8>), SealError> {
+    let mut parts = text.splitn(3, '.');
+    if parts.next() != Some(SEALED_VERSION) {
+        return Err(SealError::Malformed("unknown version"));
+    }
+    let subject = parts
+        .next()
+        .and_then(SubjectRef::from_hex)
+        .ok_or(SealError::Malformed("no subject reference"))?;
+    let body = URL_SAFE_NO_PAD
+        .decode(parts.next().ok_or(SealError::Malformed("no ciphertext"))?)
+        .map_err(|_| SealError::Malformed("the ciphertext is not base64url"))?;
+    if body.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+        return Err(SealError::Malformed("the ciphertext is too short"));
+    }
+    Ok((subject, body))
+}
+
+/// Opens a sealed value's `body` ([`parse`]) found at `pointer` in event `event_id`.
+pub(crate) fn open(
+    key: &SubjectKey,
+    event_id: Uuid,
+    pointer: &str,
+    subject: SubjectRef,
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>, SealError> {
+    let ad = field_ad(event_id, pointer, subject);
+    let mut sealed = body.split_off(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = body.try_into().map_err(|_| SealError::Tampered)?;
+    let plain = key
+        .enc
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&ad),
+            &mut sealed,
+        )
+        .map_err(|_| SealError::Tampered)?;
+    Ok(plain.to_vec())
+}
+
+/// Bytes of a wrapped subject key: nonce, key, tag.
+pub const WRAPPED_KEY_BYTES: usize = NONCE_LEN + 32 + 16;
+
+fn wrap_ad(subject: SubjectRef) -> Vec<u8> {
+    let mut ad = b"strata-shred v1 subject key\0".to_vec();
+    ad.extend_from_slice(subject.as_bytes());
+    ad
+}
+
+/// A new random subject key, and it wrapped under `master` for `subject`.
+pub(crate) fn new_wrapped_key(
+    master: &MasterKey,
+    subject: SubjectRef,
+) -> ([u8; 32], [u8; WRAPPED_KEY_BYTES]) {
+    let rng = SystemRandom::new();
+    let mut key = [0u8; 32];
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut key)
+        .expect("the operating system's random source");
+    rng.fill(&mut nonce)
+        .expect("the operating system's random source");
+    let mut sealed = key.to_vec();
+    master
+        .wrap_key()
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&wrap_ad(subject)),
+            &mut sealed,
+        )
+        .expect("AES-GCM seals 32 bytes");
+    let mut wrapped = [0u8; WRAPPED_KEY_BYTES];
+    wrapped[..NONCE_LEN].copy_from_slice(&nonce);
+    wrapped[NONCE_LEN..].copy_from_slice(&sealed);
+    (key, wrapped)
+}
+
+/// Unwraps a subject key: [`SealError::Tampered`] when the bytes, the subject or the master
+/// key is not the one it was wrapped with.
+pub(crate) fn unwrap_key(
+    master: &MasterKey,
+    subject: SubjectRef,
+    wrapped: &[u8],
+) -> Result<[u8; 32], SealError> {
+    if wrapped.len() != WRAPPED_KEY_BYTES {
+        return Err(SealError::Malformed("a wrapped key of the wrong length"));
+    }
+    let nonce: [u8; NONCE_LEN] = wrapped[..NONCE_LEN].try_into().expect("12 bytes");
+    let mut sealed = wrapped[NONCE_LEN..].to_vec();
+    let key = master
+        .wrap_key()
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&wrap_ad(subject)),
+            &mut sealed,
+        )
+        .map_err(|_| SealError::Tampered)?;
+    key.try_into().map_err(|_| SealError::Tampered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (MasterKey, SubjectRef, SubjectKey) {
+        let master = MasterKey::from_bytes([7; 32]);
+        let subject = master.subject_ref("customer-1");
+        let (key, _) = new_wrapped_key(&master, subject);
+        (master, subject, SubjectKey::from_bytes(&key))
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_in_its_place_under_its_key() {
+        let (master, subject, key) = setup();
+        let id = Uuid::new_v4();
+        let text = seal(&key, id, "/email", subject, br#""ada@example.com""#);
+        assert!(!text.contains("ada"), "{text}");
+        let (s, body) = parse(&text).expect("parses");
+        assert_eq!(s, subject);
+        assert_eq!(
+            open(&key, id, "/email", subject, body.clone()).expect("opens"),
+            br#""ada@example.com""#
+        );
+        // Same value, same place: same bytes (an idempotent retry stays one).
+        assert_eq!(
+            seal(&key, id, "/email", subject, br#""ada@example.com""#),
+            text
+        );
+        // Moved to another event, another field, another subject: refused.
+        let other = master.subject_ref("customer-2");
+        for (event, pointer, who) in [
+            (Uuid::new_v4(), "/email", subject),
+            (id, "/name", subject),
+            (id, "/email", other),
+        ] {
+            assert_eq!(
+                open(&key, event, pointer, who, body.clone()),
+                Err(SealError::Tampered)
+            );
+        }
+        // Another key: refused.
+        let (_, _, stranger) = setup();
+        assert_eq!(
+            open(&stranger, id, "/email", subject, body.clone()),
+            Err(SealError::Tampered)
+        );
+        // Any flipped bit: refused.
+        for i in 0..body.len() {
+            let mut b = body.clone();
+            b[i] ^= 0x01;
+            assert_eq!(
+                open(&key, id, "/email", subject, b),
+                Err(SealError::Tampered),
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_sealed_text_is_a_typed_error() {
+        let (_, subject, key) = setup();
+        let good = seal(&key, Uuid::new_v4(), "/a", subject, b"1");
+        for bad in [
+            "",
+            "v2.00.AA",
+            "v1.zz.AA",
+            "v1.0123",
+            &format!("v1.{}.***", subject.to_hex()),
+            &format!("v1.{}.AAAA", subject.to_hex()),
+            &good[..good.len() - 30],
+        ] {
+            assert!(
+                matches!(parse(bad), Err(SealError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrapped_key_unwraps_only_for_its_subject_under_its_master() {
+        let master = MasterKey::from_bytes([7; 32]);
+        let subject = master.subject_ref("customer-1");
+        let (key, wrapped) = new_wrapped_key(&master, subject);
+        assert_eq!(unwrap_key(&master, subject, &wrapped), Ok(key));
+        assert_eq!(
+            unwrap_key(&master, master.subject_ref("customer-2"), &wrapped),
+            Err(SealError::Tampered)
+        );
+        assert_eq!(
+            unwrap_key(&MasterKey::from_bytes([8; 32]), subject, &wrapped),
+            Err(SealError::Tampered)
+        );
+        let mut flipped = wrapped;
+        flipped[20] ^= 1;
+        assert_eq!(
+            unwrap_key(&master, subject, &flipped),
+            Err(SealError::Tampered)
+        );
+    }
+}

@@ -1,0 +1,680 @@
+//! [`Shredded`]: an event store whose events' personal fields are sealed on the way in and
+//! opened on the way out, over any backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use serde_json::Value;
+use strata_core::lifecycle;
+use strata_core::scavenge::{ProgressFn, ScavengeError, ScavengeReport};
+use strata_core::{
+    AllPage, AppendError, AppendResult, BackendError, CategorySummary, Corruption,
+    CorruptionLocation, EventData, EventStore, ExpectedVersion, InvalidInput, ListOptions, Page,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
+    StreamMetadata, StreamMetadataRecord, StreamSummary, SubscribeFrom, Subscription,
+    SubscriptionTarget, Timestamp, CONTENT_TYPE_JSON,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::keys::{ForgetOutcome, KeyError, Keyring, ReadKey};
+use crate::limits::{SCHEMAS_MAX, SYNC_INTERVAL_MS};
+use crate::master::SubjectRef;
+use crate::schema::{holds_sealed_key, EncryptionSchema};
+use crate::seal::{self, SealError, SEALED_KEY};
+
+/// The stream that holds the encryption schemas, one `$encryptionSchema` event per
+/// registration (the latest of an event type is in force).
+pub const SCHEMAS_STREAM: &str = lifecycle::ENCRYPTION_SCHEMA_STREAM;
+/// The event type of a schema's registration.
+pub const SCHEMA_EVENT: &str = lifecycle::EVENT_TYPE_ENCRYPTION_SCHEMA;
+/// The stream of `$subjectForgotten` events, one per forgotten subject.
+pub const FORGOTTEN_STREAM: &str = lifecycle::SUBJECT_FORGOTTEN_STREAM;
+/// The event type that tells projections a subject was forgotten: data
+/// `{"subject": "<id>", "subjectRef": "<32 hex>"}`.
+pub const FORGOTTEN_EVENT: &str = lifecycle::EVENT_TYPE_SUBJECT_FORGOTTEN;
+/// The metadata key of a read event whose sealed fields belonged to a forgotten subject: the
+/// JSON pointers of the fields that read as `null`.
+pub const FORGOTTEN_METADATA_KEY: &str = "$forgotten";
+
+/// Why a schema could not be registered or a subject forgotten.
+#[derive(Debug, thiserror::Error)]
+pub enum ShredError {
+    /// The schema is malformed.
+    #[error(transparent)]
+    InvalidSchema(#[from] InvalidInput),
+    /// More event types than [`SCHEMAS_MAX`] would have a schema.
+    #[error("{0} event types already have a schema, the most a store keeps")]
+    TooManySchemas(usize),
+    /// The key store failed, or refused the subject id.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Appending the schema or the `$subjectForgotten` event failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Reading the schemas failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// What [`Shredded::forget`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgetReport {
+    /// Whether the key was destroyed now, before, or never existed.
+    pub outcome: ForgetOutcome,
+    /// The subject's reference, as its sealed values and its `$subjectForgotten` event name it.
+    pub subject_ref: String,
+    /// Where the `$subjectForgotten` event is.
+    pub position: Position,
+}
+
+/// The schemas in force, by event type, and the version of the schema stream they were read at.
+#[derive(Default)]
+struct Schemas {
+    by_type: HashMap<String, Arc<EncryptionSchema>>,
+    version: Option<u64>,
+}
+
+/// An event store whose events' personal fields are sealed with a key per data subject, over
+/// any backend. Appends seal the fields an event type's [`EncryptionSchema`] names; reads
+/// open them, and give a forgotten subject's fields as `null`, their pointers listed under the
+/// metadata key [`FORGOTTEN_METADATA_KEY`]. Everything else is the inner store's.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
+/// use strata_shred::{EncryptionSchema, Keyring, MasterKey, MemoryKeys, Shredded, SubjectSource};
+///
+/// let inner = Arc::new(strata_testkit::MemoryStore::new());
+/// let keys = Keyring::open(Arc::new(MemoryKeys::new()), MasterKey::from_bytes([7; 32])).await?;
+/// let store = Shredded::open(inner.clone(), keys).await?;
+/// store.register(EncryptionSchema {
+///     event_type: "CustomerRegistered".into(),
+///     subject: SubjectSource::Pointer("/customerId".into()),
+///     fields: vec!["/email".into()],
+/// }).await?;
+///
+/// let stream = StreamId::new("customer-1")?;
+/// let event = EventData::json("CustomerRegistered",
+///     &serde_json::json!({"customerId": "c-1", "email": "ada@example.com"}))?;
+/// store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+///
+/// // The inner store holds only ciphertext; the wrapper reads the email back.
+/// let stored = inner.read_stream(&stream, ReadStreamOptions::forward()).await?;
+/// assert!(!String::from_utf8_lossy(&stored[0].data).contains("ada@"));
+/// let read = store.read_stream(&stream, ReadStreamOptions::forward()).await?;
+/// assert_eq!(read[0].data_json().unwrap()["email"], "ada@example.com");
+///
+/// // Forgotten: the event still reads, without the email.
+/// store.forget("c-1").await?;
+/// let read = store.read_stream(&stream, ReadStreamOptions::forward()).await?;
+/// assert_eq!(read[0].data_json().unwrap()["email"], serde_json::Value::Null);
+/// assert_eq!(read[0].metadata.get("$forgotten"), Some(&serde_json::json!(["/email"])));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Shredded {
+    inner: Arc<dyn EventStore>,
+    keyring: Arc<Keyring>,
+    schemas: Arc<RwLock<Schemas>>,
+    sync: Arc<tokio::sync::Mutex<Sync>>,
+    /// When the last look ended, for a check without waiting on `sync`.
+    looked: Arc<parking_lot::Mutex<Option<tokio::time::Instant>>>,
+}
+
+/// What this process has read of the forgotten stream.
+struct Sync {
+    /// The next version of [`FORGOTTEN_STREAM`] to read.
+    next_forgotten: u64,
+}
+
+fn schemas_stream() -> StreamId {
+    StreamId::new(SCHEMAS_STREAM).expect("a valid stream id")
+}
+
+fn forgotten_stream() -> StreamId {
+    StreamId::new(FORGOTTEN_STREAM).expect("a valid stream id")
+}
+
+/// The `$subjectForgotten` event's id: derived from the subject's reference, so that appending
+/// it again (a retried forget, a crash before its record was settled) is an idempotent retry.
+fn forgotten_event_id(subject: SubjectRef) -> Uuid {
+    let mut b = *subject.as_bytes();
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8: custom
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    Uuid::from_bytes(b)
+}
+
+fn key_read_error(e: KeyError, position: Position) -> ReadError {
+    match e {
+        KeyError::Damaged { .. } | KeyError::Missing(_) => ReadError::Corruption(Corruption::new(
+            CorruptionLocation::Other("the key store".to_owned()),
+            Some(position),
+            e.to_string(),
+        )),
+        other => ReadError::Storage(BackendError::with_source(other.to_string(), other)),
+    }
+}
+
+fn key_append_error(e: KeyError, at: &str) -> AppendError {
+    match e {
+        KeyError::InvalidSubject(_, why) => AppendError::InvalidInput(InvalidInput::new(
+            at,
+            format!("is not a valid subject id: {why}"),
+        )),
+        other => AppendError::Storage(BackendError::with_source(other.to_string(), other)),
+    }
+}
+
+impl Shredded {
+    /// Wraps `inner`: reads the schemas in force, and finishes the forgets a crash left
+    /// pending (their `$subjectForgotten` events appended).
+    pub async fn open(
+        inner: Arc<dyn EventStore>,
+        keyring: Keyring,
+    ) -> Result<Shredded, ShredError> {
+        let store = Shredded {
+            inner,
+            keyring: Arc::new(keyring),
+            schemas: Arc::new(RwLock::new(Schemas::default())),
+            sync: Arc::new(tokio::sync::Mutex::new(Sync { next_forgotten: 0 })),
+            looked: Arc::new(parking_lot::Mutex::new(None)),
+        };
+        store.refresh_schemas().await?;
+        for pending in store.keyring.pending().await? {
+            tracing::warn!(subject = %pending.subject_ref, "finishing a forget that a stop interrupted");
+            store
+                .append_forgotten(&pending.subject, pending.subject_ref)
+                .await?;
+            store.keyring.settle(pending.subject_ref).await?;
+        }
+        Ok(store)
+    }
+
+    /// The store inside, which holds sealed values as they are stored.
+    pub fn inner(&self) -> &Arc<dyn EventStore> {
+        &self.inner
+    }
+
+    /// Every [`SYNC_INTERVAL_MS`] at most: reads the schemas and the forgets other processes
+    /// wrote since the last look, and drops the forgotten subjects' keys from the cache.
+    async fn sync(&self) -> Result<(), ReadError> {
+        let interval = std::time::Duration::from_millis(SYNC_INTERVAL_MS);
+        let fresh = || self.looked.lock().is_some_and(|t| t.elapsed() < interval);
+        if fresh() {
+            return Ok(());
+        }
+        let mut sync = self.sync.lock().await;
+        if fresh() {
+            return Ok(());
+        }
+        self.refresh_schemas().await.map_err(|e| match e {
+            ShredError::Read(e) => e,
+            other => ReadError::Storage(BackendError::new(other.to_string())),
+        })?;
+        loop {
+            let mut options = ReadStreamOptions::forward();
+            options.from_version = Some(sync.next_forgotten);
+            let events = match self.inner.read_stream(&forgotten_stream(), options).await {
+                Ok(e) => e,
+                Err(ReadError::StreamNotFound(_)) => break,
+                Err(e) => return Err(e),
+            };
+            let Some(last) = events.last() else { break };
+            sync.next_forgotten = last.stream_version + 1;
+            for e in &events {
+                let subject = e
+                    .data_json()
+                    .and_then(|d| d["subjectRef"].as_str().and_then(SubjectRef::from_hex));
+                if let Some(r) = subject {
+                    self.keyring.evict(r);
+                }
+            }
+        }
+        *self.looked.lock() = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
+    /// Reads the schema stream again: schemas another process registered take effect here.
+    pub async fn refresh_schemas(&self) -> Result<(), ShredError> {
+        let from = self.schemas.read().version.map_or(0, |v| v + 1);
+        let mut options = ReadStreamOptions::forward();
+        options.from_version = Some(from);
+        let mut next = from;
+        loop {
+            options.from_version = Some(next);
+            let events = match self
+                .inner
+                .read_stream(&schemas_stream(), options.clone())
+                .await
+            {
+                Ok(e) => e,
+                Err(ReadError::StreamNotFound(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(last) = events.last() else {
+                return Ok(());
+            };
+            next = last.stream_version + 1;
+            let mut schemas = self.schemas.write();
+            for e in &events {
+                if e.event_type != SCHEMA_EVENT {
+                    continue;
+                }
+                let schema: EncryptionSchema = serde_json::from_slice(&e.data).map_err(|err| {
+                    ReadError::Corruption(Corruption::new(
+                        CorruptionLocation::Other(format!("stream {SCHEMAS_STREAM}")),
+                        Some(e.position),
+                        format!("an encryption schema does not parse: {err}"),
+                    ))
+                })?;
+                schemas
+                    .by_type
+                    .insert(schema.event_type.clone(), Arc::new(schema));
+                schemas.version = Some(e.stream_version);
+            }
+            schemas.version = Some(last.stream_version);
+        }
+    }
+
+    /// Registers `schema` (replacing its event type's): events of its type appended from now on
+    /// have the fields it names sealed. Stored in the store's [`SCHEMAS_STREAM`], versioned;
+    /// a registration that races another is read again and retried.
+    pub async fn register(&self, schema: EncryptionSchema) -> Result<AppendResult, ShredError> {
+        schema.validate()?;
+        loop {
+            let (expected, count, known) = {
+                let s = self.schemas.read();
+                (
+                    s.version
+                        .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
+                    s.by_type.len(),
+                    s.by_type.contains_key(&schema.event_type),
+                )
+            };
+            if !known && count >= SCHEMAS_MAX {
+                return Err(ShredError::TooManySchemas(count));
+            }
+            let event = EventData::json(SCHEMA_EVENT, &schema)
+                .map_err(|e| InvalidInput::new("schema", e.to_string()))?;
+            match self
+                .inner
+                .append(&schemas_stream(), expected, vec![event])
+                .await
+            {
+                Ok(result) => {
+                    self.refresh_schemas().await?;
+                    return Ok(result);
+                }
+                Err(e) if e.is_wrong_expected_version() => self.refresh_schemas().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The schemas in force, by event type.
+    pub fn schemas(&self) -> Vec<EncryptionSchema> {
+        let mut all: Vec<EncryptionSchema> = self
+            .schemas
+            .read()
+            .by_type
+            .values()
+            .map(|s| (**s).clone())
+            .collect();
+        all.sort_by(|a, b| a.event_type.cmp(&b.event_type));
+        all
+    }
+
+    /// Forgets `subject`: destroys its key durably, then appends its `$subjectForgotten` event
+    /// to [`FORGOTTEN_STREAM`] so that projections can drop what they copied. Idempotent: a
+    /// second forget succeeds and says so. After it, the subject's sealed fields read as
+    /// `null`, and no event with a field sealed for them is accepted.
+    pub async fn forget(&self, subject: &str) -> Result<ForgetReport, ShredError> {
+        let outcome = self.keyring.forget(subject).await?;
+        let subject_ref = self.keyring.subject_ref(subject);
+        let result = self.append_forgotten(subject, subject_ref).await?;
+        self.keyring.settle(subject_ref).await?;
+        Ok(ForgetReport {
+            outcome,
+            subject_ref: subject_ref.to_hex(),
+            position: result.positions[0],
+        })
+    }
+
+    async fn append_forgotten(
+        &self,
+        subject: &str,
+        subject_ref: SubjectRef,
+    ) -> Result<AppendResult, AppendError> {
+        let event = EventData::json(
+            FORGOTTEN_EVENT,
+            &serde_json::json!({"subject": subject, "subjectRef": subject_ref.to_hex()}),
+        )
+        .map_err(|e| InvalidInput::new("subject", e.to_string()))?
+        .with_id(forgotten_event_id(subject_ref));
+        self.inner
+            .append(&forgotten_stream(), ExpectedVersion::Any, vec![event])
+            .await
+    }
+
+    fn schema_of(&self, event_type: &str) -> Option<Arc<EncryptionSchema>> {
+        self.schemas.read().by_type.get(event_type).cloned()
+    }
+
+    /// Seals the personal fields of `event`, the `index`th of its append.
+    async fn seal_event(&self, index: usize, event: &mut EventData) -> Result<(), AppendError> {
+        let at = format!("events[{index}]");
+        let Some(schema) = self.schema_of(&event.event_type) else {
+            if event.content_type == CONTENT_TYPE_JSON
+                && memchr::memmem::find(&event.data, SEALED_NEEDLE).is_some()
+            {
+                return Err(sealed_key_refused(&at));
+            }
+            return Ok(());
+        };
+        if event.content_type != CONTENT_TYPE_JSON {
+            return Err(InvalidInput::new(
+                format!("{at}.content_type"),
+                format!(
+                    "must be application/json: the event type {} has personal fields to seal",
+                    event.event_type
+                ),
+            )
+            .into());
+        }
+        let mut data: Value = serde_json::from_slice(&event.data).map_err(|e| {
+            InvalidInput::new(format!("{at}.data"), format!("is not valid JSON: {e}"))
+        })?;
+        if holds_sealed_key(&data) {
+            return Err(sealed_key_refused(&at));
+        }
+        let subject = schema.subject_of(&data, &event.metadata, &at)?;
+        let (subject_ref, key) = self
+            .keyring
+            .key_for_seal(&subject)
+            .await
+            .map_err(|e| key_append_error(e, &at))?;
+        let Some(key) = key else {
+            return Err(InvalidInput::new(
+                at,
+                "holds personal data of a subject who was forgotten: nothing of theirs is stored again",
+            )
+            .into());
+        };
+        let event_id = *event.event_id.get_or_insert_with(Uuid::new_v4);
+        for pointer in &schema.fields {
+            let Some(value) = data.pointer_mut(pointer) else {
+                return Err(InvalidInput::new(
+                    format!("{at}.data{pointer}"),
+                    format!(
+                        "is missing: the encryption schema of {} names it as a personal field",
+                        event.event_type
+                    ),
+                )
+                .into());
+            };
+            let plain = serde_json::to_vec(value).expect("a JSON value serialises");
+            let sealed = seal::seal(&key, event_id, pointer, subject_ref, &plain);
+            *value = serde_json::json!({ SEALED_KEY: sealed });
+        }
+        event.data = serde_json::to_vec(&data).expect("a JSON value serialises");
+        Ok(())
+    }
+
+    /// Opens the sealed values of `event`, in place.
+    async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), ReadError> {
+        if !event.is_json() || memchr::memmem::find(&event.data, SEALED_NEEDLE).is_none() {
+            return Ok(());
+        }
+        let position = event.position;
+        let corrupt = |reason: String| {
+            ReadError::Corruption(Corruption::new(
+                CorruptionLocation::Other(format!("the event at position {}", position.get())),
+                Some(position),
+                reason,
+            ))
+        };
+        let mut data: Value = serde_json::from_slice(&event.data)
+            .map_err(|e| corrupt(format!("its data does not parse: {e}")))?;
+        let mut sealed = Vec::new();
+        find_sealed(&data, &mut String::new(), &mut sealed);
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        let mut forgotten = Vec::new();
+        for (pointer, text) in sealed {
+            let (subject, body) = seal::parse(&text).map_err(|e| corrupt(e.to_string()))?;
+            let value = match self
+                .keyring
+                .key_for_read(subject)
+                .await
+                .map_err(|e| key_read_error(e, position))?
+            {
+                ReadKey::Active(key) => {
+                    let plain = seal::open(&key, event.event_id, &pointer, subject, body)
+                        .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?;
+                    serde_json::from_slice(&plain).map_err(|e| {
+                        corrupt(format!(
+                            "the field at {pointer} opens to no JSON value: {e}"
+                        ))
+                    })?
+                }
+                ReadKey::Forgotten => {
+                    forgotten.push(Value::String(pointer.clone()));
+                    Value::Null
+                }
+            };
+            if let Some(slot) = data.pointer_mut(&pointer) {
+                *slot = value;
+            }
+        }
+        event.data = serde_json::to_vec(&data).expect("a JSON value serialises");
+        if !forgotten.is_empty() {
+            let metadata = std::mem::take(&mut event.metadata);
+            event.metadata = metadata.with(FORGOTTEN_METADATA_KEY, Value::Array(forgotten));
+        }
+        Ok(())
+    }
+
+    async fn open_all(&self, events: &mut [RecordedEvent]) -> Result<(), ReadError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.sync().await?;
+        for e in events {
+            self.open_event(e).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed look for other processes' schemas and forgets, as an append's error.
+fn sync_append_error(e: ReadError) -> AppendError {
+    match e {
+        ReadError::Unavailable(b) => AppendError::Unavailable(b),
+        ReadError::Corruption(c) => AppendError::Corruption(c),
+        ReadError::Denied(d) => AppendError::Denied(d),
+        other => AppendError::Storage(BackendError::new(format!(
+            "reading the encryption schemas and forgets failed: {other}"
+        ))),
+    }
+}
+
+/// What a sealed value's key looks like in stored JSON.
+const SEALED_NEEDLE: &[u8] = b"\"$sealed\"";
+
+fn sealed_key_refused(at: &str) -> AppendError {
+    InvalidInput::new(
+        format!("{at}.data"),
+        "holds the key \"$sealed\", which Strata keeps for its sealed values",
+    )
+    .into()
+}
+
+/// Escapes a member name for a JSON pointer.
+fn escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+/// The sealed values in `value`: (pointer, sealed text).
+fn find_sealed(value: &Value, at: &mut String, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            if map.len() == 1 {
+                if let Some(Value::String(text)) = map.get(SEALED_KEY) {
+                    out.push((at.clone(), text.clone()));
+                    return;
+                }
+            }
+            for (k, v) in map {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&escape(k));
+                find_sealed(v, at, out);
+                at.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&i.to_string());
+                find_sealed(v, at, out);
+                at.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl EventStore for Shredded {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mut events: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError> {
+        if [SCHEMAS_STREAM, FORGOTTEN_STREAM].contains(&stream.as_str()) {
+            return Err(InvalidInput::new(
+                "stream_id",
+                "is kept by Strata for crypto-shredding: register schemas and forget subjects through their own calls",
+            )
+            .into());
+        }
+        self.sync().await.map_err(sync_append_error)?;
+        for (i, e) in events.iter_mut().enumerate() {
+            self.seal_event(i, e).await?;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut events = self.inner.read_stream(stream, options).await?;
+        self.open_all(&mut events).await?;
+        Ok(events)
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<AllPage, ReadError> {
+        let mut page = self.inner.read_all(options).await?;
+        self.open_all(&mut page.events).await?;
+        Ok(page)
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo, ReadError> {
+        self.inner.stream_info(stream).await
+    }
+
+    async fn list_streams(&self, options: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
+        self.inner.list_streams(options).await
+    }
+
+    async fn list_categories(
+        &self,
+        options: ListOptions,
+    ) -> Result<Page<CategorySummary>, ReadError> {
+        self.inner.list_categories(options).await
+    }
+
+    async fn position_at(&self, at: Timestamp) -> Result<Option<Position>, ReadError> {
+        self.inner.position_at(at).await
+    }
+
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        self.inner.head().await
+    }
+
+    async fn head_now(&self) -> Result<Option<Position>, ReadError> {
+        self.inner.head_now().await
+    }
+
+    async fn backend_metrics(&self) -> Result<String, ReadError> {
+        self.inner.backend_metrics().await
+    }
+
+    fn check_writable(&self) -> Result<(), AppendError> {
+        self.inner.check_writable()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    async fn stream_metadata(&self, stream: &StreamId) -> Result<StreamMetadataRecord, ReadError> {
+        self.inner.stream_metadata(stream).await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult, AppendError> {
+        self.inner
+            .set_stream_metadata(stream, expected, metadata)
+            .await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, AppendError> {
+        self.inner.delete_stream(stream, expected).await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, AppendError> {
+        self.inner.tombstone_stream(stream, expected).await
+    }
+
+    async fn truncate_stream(
+        &self,
+        stream: &StreamId,
+        before: u64,
+    ) -> Result<AppendResult, AppendError> {
+        self.inner.truncate_stream(stream, before).await
+    }
+
+    async fn scavenge(&self, progress: ProgressFn<'_>) -> Result<ScavengeReport, ScavengeError> {
+        self.inner.scavenge(progress).await
+    }
+
+    async fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from: SubscribeFrom,
+    ) -> Result<Subscription, ReadError> {
+        Subscription::start(Arc::new(self.clone()), target, from).await
+    }
+}
