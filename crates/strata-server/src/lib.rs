@@ -93,6 +93,8 @@ struct StateInner {
     scavenges: scavenges::Scavenges,
     /// The archiving, when the server was given an archiver.
     archives: RwLock<Option<Arc<archives::Archives>>>,
+    /// Crypto-shredding, when the server was given a master key.
+    shredding: RwLock<Option<strata_shred::Shredded>>,
     /// One permit per connection [`serve`] may hold open (`connections_max`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per request-body byte the server may hold at once
@@ -140,6 +142,7 @@ impl AppState {
                 rebuilds: rebuilds::Rebuilds::default(),
                 scavenges: scavenges::Scavenges::default(),
                 archives: RwLock::new(None),
+                shredding: RwLock::new(None),
                 connection_slots,
                 body_bytes,
             }),
@@ -187,6 +190,18 @@ impl AppState {
         *self.inner.archives.write() = Some(Arc::new(archives::Archives::new(archiver)));
         tokio::spawn(archives::run(Arc::downgrade(&self.inner), every));
         self
+    }
+
+    /// Serves crypto-shredding's endpoints (`/encryption/schemas`, `/subjects/{subject}`) with
+    /// `shredded`, which should be the store the state was made over: appends then seal and
+    /// reads open through it.
+    pub fn with_shredding(self, shredded: strata_shred::Shredded) -> Self {
+        *self.inner.shredding.write() = Some(shredded);
+        self
+    }
+
+    pub(crate) fn shredding(&self) -> Option<strata_shred::Shredded> {
+        self.inner.shredding.read().clone()
     }
 
     pub(crate) fn archives(&self) -> Option<Arc<archives::Archives>> {

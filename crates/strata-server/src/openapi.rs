@@ -524,7 +524,9 @@ fn schemas() -> Value {
         "Head": { "type": "object", "required": ["head"], "properties": { "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." } } },
         "PositionAt": { "type": "object", "required": ["position"], "properties": { "position": { "type": "integer", "nullable": true } } },
         "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" }, "head": { "type": "integer", "nullable": true }, "writable": { "type": "boolean", "description": "`/ready` only: whether the store accepts appends (false once the embedded store has stopped after an I/O error)." }, "archive": { "type": "object", "description": "`/health` only, on a server with an archive: `state` (idle, running, ok, failing), `consecutiveFailures`, `lastError`, `lastSuccessAt`. A failing archive leaves the process healthy: appends go on." } } },
-        "Archive": archive_schema()
+        "Archive": archive_schema(),
+        "EncryptionSchema": encryption_schema(),
+        "ForgetAnswer": forget_schema()
     })
 }
 
@@ -820,7 +822,97 @@ pub fn document() -> Value {
     });
     // Past what one `json!` expands.
     doc["paths"]["/admin/archive"] = archive_path();
+    for (path, item) in encryption_paths() {
+        doc["paths"][path] = item;
+    }
     doc
+}
+
+/// An event type's encryption schema (docs/gdpr.md).
+fn encryption_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "The personal fields of one event type, sealed under the key of the data subject the event names (docs/gdpr.md).",
+        "required": ["eventType", "subject", "fields"],
+        "properties": {
+            "eventType": { "type": "string" },
+            "subject": {
+                "type": "object",
+                "description": "Where the subject's id is: a JSON pointer into the event's data (to a string or an integer), or a metadata key. Exactly one of the two.",
+                "properties": {
+                    "pointer": { "type": "string", "example": "/customerId" },
+                    "metadataKey": { "type": "string", "example": "subject" }
+                }
+            },
+            "fields": {
+                "type": "array", "minItems": 1, "maxItems": strata_shred::limits::SCHEMA_FIELDS_MAX,
+                "items": { "type": "string", "description": "A JSON pointer (RFC 6901), such as /email." }
+            }
+        }
+    })
+}
+
+/// `DELETE /subjects/{subject}`'s answer.
+fn forget_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["subject", "outcome", "subjectRef", "position"],
+        "properties": {
+            "subject": { "type": "string" },
+            "outcome": { "type": "string", "enum": ["forgotten", "alreadyForgotten", "neverSeen"] },
+            "subjectRef": { "type": "string", "description": "How the subject's sealed values and its `$subjectForgotten` event name it (32 hex digits)." },
+            "position": { "type": "integer", "description": "Where the `$subjectForgotten` event is in `$all`." }
+        }
+    })
+}
+
+/// `/encryption/schemas`, `/encryption/schemas/{eventType}` and `/subjects/{subject}`.
+fn encryption_paths() -> [(&'static str, Value); 3] {
+    let unconfigured = (
+        "501",
+        "The server was started without a master key (`encryption_unconfigured`).",
+    );
+    [
+        (
+            "/encryption/schemas",
+            json!({
+                "get": {
+                    "operationId": "encryptionSchemas",
+                    "summary": "The encryption schemas in force, by event type (admin).",
+                    "responses": responses(("200", json!({ "description": "The schemas.", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["schemas"],
+                        "properties": { "schemas": { "type": "array", "items": { "$ref": "#/components/schemas/EncryptionSchema" } } } } } } })),
+                        &errs(&[unconfigured]))
+                }
+            }),
+        ),
+        (
+            "/encryption/schemas/{eventType}",
+            json!({
+                "put": {
+                    "operationId": "registerEncryptionSchema",
+                    "summary": "Register the event type's encryption schema, replacing the one in force (admin). Events of the type appended from now on have the fields sealed; an event that does not match it is refused (`invalid_request`, naming the field) and nothing is written.",
+                    "parameters": [param("eventType", "path", "The event type.", json!({ "type": "string" }), true)],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/EncryptionSchema" } } } },
+                    "responses": responses(("200", json!({ "description": "Registered: the schema, its version in the schema stream and its position.", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["schema", "version", "position"],
+                        "properties": { "schema": { "$ref": "#/components/schemas/EncryptionSchema" }, "version": { "type": "integer" }, "position": { "type": "integer" } } } } } })),
+                        &errs(&[unconfigured]))
+                }
+            }),
+        ),
+        (
+            "/subjects/{subject}",
+            json!({
+                "delete": {
+                    "operationId": "forgetSubject",
+                    "summary": "Forget a data subject (admin): their key is destroyed, so their sealed fields read as null from now on, and a `$subjectForgotten` event is appended to `strata-forgotten` for projections. Idempotent.",
+                    "parameters": [param("subject", "path", "The subject's id.", json!({ "type": "string" }), true)],
+                    "responses": responses(("200", ok("The forget: destroyed now, before, or never sealed anything.", "ForgetAnswer")), &errs(&[unconfigured]))
+                }
+            }),
+        ),
+    ]
 }
 
 /// The status of the server's archiving.

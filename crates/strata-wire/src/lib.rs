@@ -3,7 +3,7 @@
 //! What a Strata server and its clients must agree on, in one place that both use: the JSON
 //! shapes of events ([`EventJson`]), append requests ([`append_body`] writes one,
 //! [`AppendBody`] reads it) and their answers ([`Appended`]), pages ([`StreamPage`],
-//! [`AllPage`], [`ListPage`]), a projection's rebuild ([`RebuildReport`]), a scavenge ([`ScavengeStatus`]), archiving ([`ArchiveStatus`]), the error codes of problem documents ([`ErrorCode`]), the
+//! [`AllPage`], [`ListPage`]), a projection's rebuild ([`RebuildReport`]), a scavenge ([`ScavengeStatus`]), archiving ([`ArchiveStatus`]), a forget ([`ForgetAnswer`]), the error codes of problem documents ([`ErrorCode`]), the
 //! names of server-sent events ([`sse`]), the percent-encoding of query strings
 //! ([`query::encode`]) and the paths of the API's resources ([`paths`]), which the server also
 //! writes into its `next` links.
@@ -45,6 +45,7 @@ mod projection;
 pub mod query;
 mod scavenge;
 pub mod sse;
+mod subject;
 
 pub use append::{
     append_body, batch_append_body, expected_to_json, parse_body, AppendBody, Appended,
@@ -56,6 +57,7 @@ pub use page::{AllPage, Head, ListPage, MetadataAnswer, PositionAt, StreamPage};
 pub use problem::{ErrorCode, PROBLEM_JSON};
 pub use projection::{RebuildReport, RebuildState};
 pub use scavenge::{ScavengeState, ScavengeStatus};
+pub use subject::{ForgetAnswer, ForgetOutcome};
 
 /// Standard base64; decoding also takes unpadded input and non-zero trailing bits.
 pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(

@@ -229,6 +229,30 @@ pub fn projection_path(name: &str) -> String {
 /// The scavenge resource: `POST` starts one, `GET` reports the latest.
 pub const SCAVENGE_PATH: &str = "/admin/scavenge";
 
+/// The encryption schemas, `GET /encryption/schemas`.
+pub const SCHEMAS_PATH: &str = "/encryption/schemas";
+
+/// One event type's encryption schema, `PUT /encryption/schemas/{eventType}` registers it.
+///
+/// ```
+/// assert_eq!(
+///     strata_wire::paths::schema_path("Customer Registered"),
+///     "/encryption/schemas/Customer%20Registered"
+/// );
+/// ```
+pub fn schema_path(event_type: &str) -> String {
+    format!("{SCHEMAS_PATH}/{}", encode(event_type))
+}
+
+/// A data subject, `DELETE /subjects/{subject}` forgets them.
+///
+/// ```
+/// assert_eq!(strata_wire::paths::subject_path("customer/42"), "/subjects/customer%2F42");
+/// ```
+pub fn subject_path(subject: &str) -> String {
+    format!("/subjects/{}", encode(subject))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

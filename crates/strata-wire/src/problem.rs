@@ -39,6 +39,9 @@ pub enum ErrorCode {
     ScavengeUnsupported,
     /// 501: the server was started without an archive (`strata serve --archive URL`).
     ArchiveUnconfigured,
+    /// 501: the server was started without a master key, so it seals nothing and forgets no
+    /// one (`strata serve --master-key-file PATH`, docs/gdpr.md).
+    EncryptionUnconfigured,
     /// 409: a projection had not passed the position asked for (`atLeast`) when the wait
     /// ended; carries `projection`, `position`, `reached` and `waitedMs`, like the library's
     /// `ProjectionError::NotYetConsistent`.
@@ -65,7 +68,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::ScavengeInProgress,
         ErrorCode::ScavengeUnsupported,
         ErrorCode::ArchiveUnconfigured,
+        ErrorCode::EncryptionUnconfigured,
         ErrorCode::NotYetConsistent,
         ErrorCode::TooManySubscriptions,
         ErrorCode::Internal,
@@ -113,6 +117,7 @@ impl ErrorCode {
             ErrorCode::ScavengeInProgress => "scavenge_in_progress",
             ErrorCode::ScavengeUnsupported => "scavenge_unsupported",
             ErrorCode::ArchiveUnconfigured => "archive_unconfigured",
+            ErrorCode::EncryptionUnconfigured => "encryption_unconfigured",
             ErrorCode::NotYetConsistent => "not_yet_consistent",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::WrongExpectedVersion => "wrong_expected_version",
@@ -148,7 +153,9 @@ impl ErrorCode {
             | ErrorCode::RebuildInProgress
             | ErrorCode::ScavengeInProgress
             | ErrorCode::NotYetConsistent => 409,
-            ErrorCode::ScavengeUnsupported | ErrorCode::ArchiveUnconfigured => 501,
+            ErrorCode::ScavengeUnsupported
+            | ErrorCode::ArchiveUnconfigured
+            | ErrorCode::EncryptionUnconfigured => 501,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManySubscriptions => 429,
             ErrorCode::Internal | ErrorCode::Corruption => 500,
@@ -173,6 +180,7 @@ impl ErrorCode {
             ErrorCode::ScavengeInProgress => "Scavenge in progress",
             ErrorCode::ScavengeUnsupported => "Scavenge unsupported",
             ErrorCode::ArchiveUnconfigured => "No archive configured",
+            ErrorCode::EncryptionUnconfigured => "No master key configured",
             ErrorCode::NotYetConsistent => "Not yet consistent",
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::WrongExpectedVersion => "Wrong expected version",

@@ -2,6 +2,7 @@
 
 mod admin;
 mod all;
+mod encryption;
 mod lifecycle;
 mod listing;
 mod projections;
@@ -57,6 +58,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/scavenge"),
     ("POST", "/admin/archive"),
     ("GET", "/admin/archive"),
+    ("GET", "/encryption/schemas"),
+    ("PUT", "/encryption/schemas/{eventType}"),
+    ("DELETE", "/subjects/{subject}"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -106,6 +110,15 @@ pub fn app(state: AppState) -> Router {
             "/admin/archive",
             post(admin::start_archive).get(admin::archive_status),
         )
+        .route("/encryption/schemas", get(encryption::list))
+        .route(
+            "/encryption/schemas/{event_type}",
+            axum::routing::put(encryption::put),
+        )
+        .route(
+            "/subjects/{subject}",
+            axum::routing::delete(encryption::forget),
+        )
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics))
@@ -125,7 +138,7 @@ pub fn app(state: AppState) -> Router {
                             .get(REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
-                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        tracing::info_span!("request", method = %req.method(), path = %logged_path(req.uri().path()), request_id = %id)
                     }),
                 )
                 // Sees responses after the next layer put the request id on them: problems get
@@ -142,6 +155,16 @@ pub fn app(state: AppState) -> Router {
                 .layer(tower::layer::layer_fn(CheckPath)),
         )
         .with_state(state)
+}
+
+/// A request's path as the log shows it: a data subject's id is personal data, so the log
+/// never holds the path that names one.
+fn logged_path(path: &str) -> &str {
+    if path.starts_with("/subjects/") {
+        "/subjects/{subject}"
+    } else {
+        path
+    }
 }
 
 /// Refuses, before routing, a request whose head is longer than `SERVER_REQUEST_HEAD_MAX_BYTES`
@@ -409,4 +432,19 @@ pub(crate) fn paged_response(value: &impl serde::Serialize, next: Option<&str>) 
         }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_log_never_names_a_data_subject() {
+        assert_eq!(
+            super::logged_path("/subjects/customer-42"),
+            "/subjects/{subject}"
+        );
+        assert_eq!(
+            super::logged_path("/streams/customer-42"),
+            "/streams/customer-42"
+        );
+    }
 }
