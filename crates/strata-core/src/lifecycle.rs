@@ -69,6 +69,15 @@ pub const EVENT_TYPE_ENCRYPTION_SCHEMA: &str = "$encryptionSchema";
 /// The stream of [`EVENT_TYPE_ENCRYPTION_SCHEMA`] events.
 pub const ENCRYPTION_SCHEMA_STREAM: &str = "strata-encryption";
 
+/// Whether `stream` is one of crypto-shredding's own streams ([`SUBJECT_FORGOTTEN_STREAM`],
+/// [`ENCRYPTION_SCHEMA_STREAM`]) or the metastream of one. Only their system events are
+/// written there: no other event, and no metadata, delete, truncation or tombstone (losing
+/// the schemas would have personal data written in clear).
+pub fn is_shredding_stream(stream: &StreamId) -> bool {
+    let own = |s: &str| s == SUBJECT_FORGOTTEN_STREAM || s == ENCRYPTION_SCHEMA_STREAM;
+    own(stream.as_str()) || stream.described_stream().is_some_and(|d| own(d.as_str()))
+}
+
 /// Whether `events` is one system event of crypto-shredding in its own stream.
 fn is_shredding_event(stream: &StreamId, events: &[EventData]) -> bool {
     match events {
@@ -471,10 +480,22 @@ pub fn visible_info(mut info: StreamInfo, visibility: Visibility) -> StreamInfo 
 
 /// Checks an append against the names Strata reserves: event types starting with `$` are
 /// Strata's own ([`EVENT_TYPE_STREAM_TOMBSTONED`] alone, in an append of its own; the two
-/// events of crypto-shredding alone, each in its own stream), and a
+/// events of crypto-shredding alone, each in its own stream, which takes nothing else: see
+/// [`is_shredding_stream`]), and a
 /// metastream takes one event per append, of a metastream event type, holding valid
 /// [`StreamMetadata`].
 pub fn check_reserved(stream: &StreamId, events: &[EventData]) -> Result<(), AppendError> {
+    if is_shredding_stream(stream) {
+        if is_shredding_event(stream, events) {
+            return Ok(());
+        }
+        return Err(InvalidInput::new(
+            "stream_id",
+            "is kept by Strata for crypto-shredding: it takes only its own system events, \
+             one per append",
+        )
+        .into());
+    }
     if stream.is_metastream() {
         if events.len() != 1 {
             return Err(InvalidInput::new(
@@ -519,9 +540,6 @@ pub fn check_reserved(stream: &StreamId, events: &[EventData]) -> Result<(), App
             )
             .into());
         }
-        return Ok(());
-    }
-    if is_shredding_event(stream, events) {
         return Ok(());
     }
     for (i, event) in events.iter().enumerate() {
@@ -902,7 +920,22 @@ mod tests {
                 events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
             );
         }
-        // Plain events in those streams pass the reserved-name check (the wrapper refuses them).
-        assert!(check_reserved(&forgotten, &[event("Note")]).is_ok());
+        // Those streams take nothing else, and their metastreams nothing at all: no metadata,
+        // delete, truncation or tombstone.
+        for (stream, event) in [
+            (&forgotten, event("Note")),
+            (&forgotten, event(EVENT_TYPE_STREAM_TOMBSTONED)),
+            (&forgotten.metastream(), event(EVENT_TYPE_METADATA)),
+            (&schemas.metastream(), event(EVENT_TYPE_STREAM_DELETED)),
+        ] {
+            assert!(
+                matches!(
+                    check_reserved(stream, std::slice::from_ref(&event)),
+                    Err(AppendError::InvalidInput(i)) if i.field == "stream_id"
+                ),
+                "{stream} {}",
+                event.event_type
+            );
+        }
     }
 }

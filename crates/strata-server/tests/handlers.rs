@@ -2856,14 +2856,24 @@ async fn personal_fields_are_sealed_read_and_forgotten_over_http() {
     .await;
     assert_eq!(
         (r.status.as_u16(), r.json()["field"].clone()),
-        (400, json!("stream_id"))
+        (400, json!("stream"))
     );
 
-    // A server without a master key says so.
+    // A server without a master key says so, and its clients cannot write the system events
+    // of crypto-shredding either.
     let plain = setup(ServerConfig::default());
     let r = get(&plain.app, "/encryption/schemas").await;
     assert_eq!(
         (r.status.as_u16(), r.code()),
         (501, "encryption_unconfigured".into())
+    );
+    let forged = one(
+        "$encryptionSchema",
+        json!({"eventType": "X", "subject": {"pointer": "/id"}, "fields": ["/a"]}),
+    );
+    let r = append(&plain.app, "strata-encryption", json!("any"), vec![forged]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["field"].clone()),
+        (400, json!("stream"))
     );
 }

@@ -41,8 +41,8 @@ pub enum KeyError {
     #[error("no key is stored for subject {0}, whose data an event holds: is this the key store the events were written with?")]
     Missing(SubjectRef),
     /// The subject id is empty, too long or holds control characters.
-    #[error("subject id {0:?} is invalid: {1}")]
-    InvalidSubject(String, &'static str),
+    #[error("the subject id is invalid: {0}")]
+    InvalidSubject(&'static str),
     /// Reading or writing the key store failed.
     #[error("key store I/O error at {path}: {source}")]
     Io {
@@ -55,6 +55,9 @@ pub enum KeyError {
     /// The backend holding the keys failed (a database, say).
     #[error("the key store failed: {0}")]
     Backend(String),
+    /// The backend holding the keys cannot be reached right now (a database connection).
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What a key store holds for one subject.
@@ -107,12 +110,7 @@ pub trait KeyStorage: Send + Sync + 'static {
 
 /// Checks a subject id.
 pub(crate) fn check_subject(subject: &str) -> Result<(), KeyError> {
-    let bad = |why| {
-        Err(KeyError::InvalidSubject(
-            subject.chars().take(64).collect(),
-            why,
-        ))
-    };
+    let bad = |why| Err(KeyError::InvalidSubject(why));
     if subject.is_empty() {
         return bad("it is empty");
     }
@@ -155,6 +153,9 @@ pub struct Keyring {
     storage: Arc<dyn KeyStorage>,
     master: MasterKey,
     cache: Mutex<HashMap<SubjectRef, Cached>>,
+    /// Bumped by every forget and eviction: a key loaded while it moved is used once and not
+    /// cached, since the forget may have destroyed it after the load read it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Keyring {
@@ -171,6 +172,7 @@ impl Keyring {
             storage,
             master,
             cache: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -183,12 +185,38 @@ impl Keyring {
         self.cache.lock().get(&subject).cloned()
     }
 
-    fn remember(&self, subject: SubjectRef, entry: Cached) {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn moved(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Caches what a load found, unless a forget or an eviction came since the load began
+    /// (`generation`); a subject cached as forgotten stays so. Returns what to use.
+    fn remember_loaded(&self, subject: SubjectRef, entry: Cached, generation: u64) -> Cached {
+        let mut cache = self.cache.lock();
+        if let Some(Cached::Forgotten) = cache.get(&subject) {
+            return Cached::Forgotten;
+        }
+        if self.generation() == generation {
+            if cache.len() >= KEY_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(subject, entry.clone());
+        }
+        entry
+    }
+
+    fn remember_forgotten(&self, subject: SubjectRef) {
         let mut cache = self.cache.lock();
         if cache.len() >= KEY_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(subject, entry);
+        cache.insert(subject, Cached::Forgotten);
+        self.moved();
     }
 
     fn unwrap(&self, subject: SubjectRef, stored: StoredKey) -> Result<Option<Cached>, KeyError> {
@@ -210,7 +238,9 @@ impl Keyring {
 
     /// Drops `subject`'s key from the cache: another process forgot it.
     pub(crate) fn evict(&self, subject: SubjectRef) {
-        self.cache.lock().remove(&subject);
+        let mut cache = self.cache.lock();
+        cache.remove(&subject);
+        self.moved();
     }
 
     /// The key to seal `subject`'s fields with, created on first use; `None` when the
@@ -224,6 +254,7 @@ impl Keyring {
         let entry = match self.cached(r) {
             Some(c) => c,
             None => {
+                let generation = self.generation();
                 let mut found = self.unwrap(r, self.storage.load(r).await?)?;
                 if found.is_none() {
                     let (_, wrapped) = new_wrapped_key(&self.master, r);
@@ -232,8 +263,7 @@ impl Keyring {
                 let entry = found.ok_or_else(|| {
                     KeyError::Backend(format!("the key of subject {r} was not kept"))
                 })?;
-                self.remember(r, entry.clone());
-                entry
+                self.remember_loaded(r, entry, generation)
             }
         };
         Ok(match entry {
@@ -247,11 +277,11 @@ impl Keyring {
         let entry = match self.cached(subject) {
             Some(c) => c,
             None => {
+                let generation = self.generation();
                 let entry = self
                     .unwrap(subject, self.storage.load(subject).await?)?
                     .ok_or(KeyError::Missing(subject))?;
-                self.remember(subject, entry.clone());
-                entry
+                self.remember_loaded(subject, entry, generation)
             }
         };
         Ok(match entry {
@@ -269,7 +299,7 @@ impl Keyring {
             subject: subject.to_owned(),
         };
         let before = self.storage.forget(&pending).await?;
-        self.remember(pending.subject_ref, Cached::Forgotten);
+        self.remember_forgotten(pending.subject_ref);
         Ok(match before {
             StoredKey::Wrapped(_) => ForgetOutcome::Forgotten,
             StoredKey::Forgotten => ForgetOutcome::AlreadyForgotten,
@@ -426,13 +456,42 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Writes `bytes` to `path` through a temporary file: written, fsynced, renamed, directory
-/// fsynced.
+/// Creates `dir` and its missing parents (owner only), each made durable by an fsync of the
+/// directory that holds it: a key written below a directory whose entry the power took would
+/// be lost with it.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(
+        dir.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// Writes `bytes` to `path` (readable by the owner only) through a temporary file: written,
+/// fsynced, renamed, directory fsynced.
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir)?;
+    create_dirs(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -444,7 +503,7 @@ impl DirKeys {
     pub fn open(dir: impl Into<PathBuf>) -> Result<DirKeys, KeyError> {
         let dir = dir.into();
         for d in [dir.join("subjects"), dir.join("pending")] {
-            std::fs::create_dir_all(&d).map_err(|source| KeyError::Io { path: d, source })?;
+            create_dirs(&d).map_err(|source| KeyError::Io { path: d, source })?;
         }
         Ok(DirKeys {
             dir,

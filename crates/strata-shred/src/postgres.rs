@@ -24,7 +24,12 @@ pub struct PgKeys {
 }
 
 fn db(e: sqlx::Error) -> KeyError {
-    KeyError::Backend(format!("PostgreSQL: {e}"))
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            KeyError::Unavailable(format!("PostgreSQL: {e}"))
+        }
+        e => KeyError::Backend(format!("PostgreSQL: {e}")),
+    }
 }
 
 impl PgKeys {
@@ -36,7 +41,7 @@ impl PgKeys {
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(KeyError::Backend(format!(
-                "{schema:?} is not a plain schema name"
+                "the schema name `{schema}` is not a plain identifier"
             )));
         }
         let keys = PgKeys {

@@ -9,6 +9,11 @@
 //! gives the same bytes, which keeps an append's idempotent retry a retry (the store compares
 //! the data it stores); two different plaintexts never share a nonce.
 //!
+//! Before sealing, a value is padded to a multiple of [`PAD_BYTES`] (its length in 4 bytes,
+//! the value, zeros): a sealed `true` and a sealed `false`, or two short names, have the same
+//! length, so that the length of what is left after a forget tells nothing about a short
+//! value (a long one shows its size to within 32 bytes).
+//!
 //! In an event's JSON a sealed value is the object `{"$sealed": "v1.<subject>.<base64url>"}`:
 //! the format version, the subject's reference (32 hex digits, see
 //! [`SubjectRef`]) and the nonce followed by the ciphertext and its tag.
@@ -24,6 +29,34 @@ use crate::master::{derive, MasterKey, SubjectRef};
 
 /// The key of the object that holds a sealed value.
 pub const SEALED_KEY: &str = "$sealed";
+
+/// Sealed values are padded to a multiple of this many bytes.
+pub const PAD_BYTES: usize = 32;
+
+/// `plaintext` with its length before it and zeros after, to a multiple of [`PAD_BYTES`].
+fn pad(plaintext: &[u8]) -> Vec<u8> {
+    let len = 4 + plaintext.len();
+    let padded = len.div_ceil(PAD_BYTES) * PAD_BYTES;
+    let mut out = Vec::with_capacity(padded + 16);
+    out.extend_from_slice(&(plaintext.len() as u32).to_le_bytes());
+    out.extend_from_slice(plaintext);
+    out.resize(padded, 0);
+    out
+}
+
+/// The value inside a padded plaintext: its length must fit and the padding be zeros.
+fn unpad(padded: &[u8]) -> Result<&[u8], SealError> {
+    let bad = SealError::Malformed("its padding is not Strata's");
+    let len = padded
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or(bad.clone())?;
+    let value = padded.get(4..4 + len).ok_or(bad.clone())?;
+    if padded[4 + len..].iter().any(|&b| b != 0) || !padded.len().is_multiple_of(PAD_BYTES) {
+        return Err(bad);
+    }
+    Ok(value)
+}
 
 /// What a sealed value's text starts with: the format version.
 const SEALED_VERSION: &str = "v1";
@@ -78,6 +111,7 @@ pub(crate) fn seal(
     plaintext: &[u8],
 ) -> String {
     let ad = field_ad(event_id, pointer, subject);
+    let plaintext = &pad(plaintext)[..];
     let mut ctx = hmac::Context::with_key(&key.nonce);
     ctx.update(&(ad.len() as u64).to_le_bytes());
     ctx.update(&ad);
@@ -143,7 +177,7 @@ pub(crate) fn open(
             &mut sealed,
         )
         .map_err(|_| SealError::Tampered)?;
-    Ok(plain.to_vec())
+    Ok(unpad(plain)?.to_vec())
 }
 
 /// Bytes of a wrapped subject key: nonce, key, tag.
@@ -261,6 +295,29 @@ mod tests {
                 "byte {i}"
             );
         }
+    }
+
+    #[test]
+    fn short_values_seal_to_the_same_length() {
+        let (_, subject, key) = setup();
+        let id = Uuid::new_v4();
+        let len = |v: &[u8]| seal(&key, id, "/a", subject, v).len();
+        assert_eq!(len(b"true"), len(b"false"));
+        assert_eq!(len(br#""male""#), len(br#""female""#));
+        assert_eq!(len(b"1"), len(&[b'7'; 28]));
+        assert!(
+            len(&[b'7'; 29]) > len(&[b'7'; 28]),
+            "past a bucket, the next one"
+        );
+        for v in [&b""[..], b"x", &[b'y'; 28], &[b'z'; 29], &[b'w'; 100]] {
+            assert_eq!(unpad(&pad(v)), Ok(v));
+        }
+        let mut p = pad(b"abc");
+        p[10] = 1;
+        assert!(unpad(&p).is_err(), "padding must be zeros");
+        let mut p = pad(b"abc");
+        p[0] = 200;
+        assert!(unpad(&p).is_err(), "a length past the end");
     }
 
     #[test]

@@ -155,16 +155,22 @@ fn key_read_error(e: KeyError, position: Position) -> ReadError {
             Some(position),
             e.to_string(),
         )),
+        KeyError::Unavailable(_) => {
+            ReadError::Unavailable(BackendError::with_source(e.to_string(), e))
+        }
         other => ReadError::Storage(BackendError::with_source(other.to_string(), other)),
     }
 }
 
 fn key_append_error(e: KeyError, at: &str) -> AppendError {
     match e {
-        KeyError::InvalidSubject(_, why) => AppendError::InvalidInput(InvalidInput::new(
+        KeyError::InvalidSubject(why) => AppendError::InvalidInput(InvalidInput::new(
             at,
-            format!("is not a valid subject id: {why}"),
+            format!("names a subject id that is not valid: {why}"),
         )),
+        KeyError::Unavailable(_) => {
+            AppendError::Unavailable(BackendError::with_source(e.to_string(), e))
+        }
         other => AppendError::Storage(BackendError::with_source(other.to_string(), other)),
     }
 }
@@ -186,11 +192,17 @@ impl Shredded {
         store.refresh_schemas().await?;
         for pending in store.keyring.pending().await? {
             tracing::warn!(subject = %pending.subject_ref, "finishing a forget that a stop interrupted");
+            // The stop may have come before the key was destroyed, or while its record was
+            // being overwritten: destroy it (again) first.
+            store.keyring.forget(&pending.subject).await?;
             store
                 .append_forgotten(&pending.subject, pending.subject_ref)
                 .await?;
             store.keyring.settle(pending.subject_ref).await?;
         }
+        // The cache is empty: forgets made before now have nothing to evict.
+        let forgotten = store.inner.stream_info(&forgotten_stream()).await?;
+        store.sync.lock().await.next_forgotten = forgotten.current_version.map_or(0, |v| v + 1);
         Ok(store)
     }
 
@@ -213,7 +225,7 @@ impl Shredded {
         }
         self.refresh_schemas().await.map_err(|e| match e {
             ShredError::Read(e) => e,
-            other => ReadError::Storage(BackendError::new(other.to_string())),
+            other => ReadError::Storage(BackendError::with_source(other.to_string(), other)),
         })?;
         loop {
             let mut options = ReadStreamOptions::forward();
@@ -261,22 +273,31 @@ impl Shredded {
             next = last.stream_version + 1;
             let mut schemas = self.schemas.write();
             for e in &events {
-                if e.event_type != SCHEMA_EVENT {
+                // A refresh that raced another may hold a page the other applied already.
+                if e.event_type != SCHEMA_EVENT
+                    || schemas.version.is_some_and(|v| e.stream_version <= v)
+                {
                     continue;
                 }
-                let schema: EncryptionSchema = serde_json::from_slice(&e.data).map_err(|err| {
-                    ReadError::Corruption(Corruption::new(
-                        CorruptionLocation::Other(format!("stream {SCHEMAS_STREAM}")),
-                        Some(e.position),
-                        format!("an encryption schema does not parse: {err}"),
-                    ))
-                })?;
-                schemas
-                    .by_type
-                    .insert(schema.event_type.clone(), Arc::new(schema));
-                schemas.version = Some(e.stream_version);
+                let schema = serde_json::from_slice::<EncryptionSchema>(&e.data)
+                    .map_err(|err| err.to_string())
+                    .and_then(|s| s.validate().map(|()| s).map_err(|err| err.to_string()));
+                match schema {
+                    Ok(schema) => {
+                        schemas
+                            .by_type
+                            .insert(schema.event_type.clone(), Arc::new(schema));
+                    }
+                    Err(reason) => tracing::error!(
+                        position = e.position.0,
+                        %reason,
+                        "an encryption schema in {SCHEMAS_STREAM} is not one: skipped"
+                    ),
+                }
             }
-            schemas.version = Some(last.stream_version);
+            if schemas.version.is_none_or(|v| v < last.stream_version) {
+                schemas.version = Some(last.stream_version);
+            }
         }
     }
 
@@ -367,9 +388,19 @@ impl Shredded {
     /// Seals the personal fields of `event`, the `index`th of its append.
     async fn seal_event(&self, index: usize, event: &mut EventData) -> Result<(), AppendError> {
         let at = format!("events[{index}]");
+        if event.metadata.get(FORGOTTEN_METADATA_KEY).is_some() {
+            return Err(InvalidInput::new(
+                format!("{at}.metadata.{FORGOTTEN_METADATA_KEY}"),
+                "is kept by Strata: it marks the fields of a forgotten subject when read",
+            )
+            .into());
+        }
         let Some(schema) = self.schema_of(&event.event_type) else {
+            // Only a key can look sealed: parse what might hold one (an escaped key too).
             if event.content_type == CONTENT_TYPE_JSON
-                && memchr::memmem::find(&event.data, SEALED_NEEDLE).is_some()
+                && memchr::memmem::find(&event.data, b"sealed\"").is_some()
+                && serde_json::from_slice::<Value>(&event.data)
+                    .is_ok_and(|data| holds_sealed_key(&data))
             {
                 return Err(sealed_key_refused(&at));
             }
@@ -497,9 +528,10 @@ fn sync_append_error(e: ReadError) -> AppendError {
         ReadError::Unavailable(b) => AppendError::Unavailable(b),
         ReadError::Corruption(c) => AppendError::Corruption(c),
         ReadError::Denied(d) => AppendError::Denied(d),
-        other => AppendError::Storage(BackendError::new(format!(
-            "reading the encryption schemas and forgets failed: {other}"
-        ))),
+        other => AppendError::Storage(BackendError::with_source(
+            format!("reading the encryption schemas and forgets failed: {other}"),
+            other,
+        )),
     }
 }
 
@@ -558,7 +590,7 @@ impl EventStore for Shredded {
         expected: ExpectedVersion,
         mut events: Vec<EventData>,
     ) -> Result<AppendResult, AppendError> {
-        if [SCHEMAS_STREAM, FORGOTTEN_STREAM].contains(&stream.as_str()) {
+        if lifecycle::is_shredding_stream(stream) {
             return Err(InvalidInput::new(
                 "stream_id",
                 "is kept by Strata for crypto-shredding: register schemas and forget subjects through their own calls",

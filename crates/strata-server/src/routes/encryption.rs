@@ -38,7 +38,10 @@ fn shred_error(e: ShredError) -> ApiError {
             "eventType",
             format!("{n} event types already have a schema, the most a store keeps"),
         ),
-        ShredError::Key(KeyError::InvalidSubject(_, why)) => ApiError::invalid("subject", why),
+        ShredError::Key(KeyError::InvalidSubject(why)) => ApiError::invalid("subject", why),
+        ShredError::Key(e @ KeyError::Unavailable(_)) => {
+            strata_core::AppendError::Unavailable(e.to_string().into()).into()
+        }
         ShredError::Key(other) => ApiError::internal(other.to_string()),
         ShredError::Append(e) => e.into(),
         ShredError::Read(e) => e.into(),

@@ -63,8 +63,17 @@ pub(crate) async fn append(
 }
 
 /// A metastream is written only by the lifecycle endpoints, which keep its rules (deletion
-/// and truncation only move forward, a tombstone is for good).
+/// and truncation only move forward, a tombstone is for good); crypto-shredding's own streams
+/// only by their endpoints, on every server (one without a master key too).
 fn refuse_metastream(stream: &StreamId, field: &str) -> Result<(), ApiError> {
+    if strata_core::lifecycle::is_shredding_stream(stream) {
+        return Err(ApiError::invalid(
+            field,
+            "is kept by Strata for crypto-shredding: schemas are registered at \
+             PUT /encryption/schemas/{eventType}, and subjects forgotten at \
+             DELETE /subjects/{subject}",
+        ));
+    }
     if stream.is_metastream() {
         return Err(ApiError::invalid(
             field,

@@ -1,0 +1,653 @@
+//! Crypto-shredding under faults and races: a stop at each step of a forget, a key loaded
+//! while a forget destroys it, schema refreshes out of order, Strata's own streams attacked
+//! through the store's calls, and data that tries to look sealed or forgotten.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use strata_core::{
+    AllPage, AppendError, AppendResult, CategorySummary, EventData, EventStore, ExpectedVersion,
+    ListOptions, Page, Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent,
+    StreamId, StreamInfo, StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget,
+    Timestamp,
+};
+use strata_shred::{
+    DirKeys, EncryptionSchema, KeyError, KeyStorage, Keyring, MasterKey, MemoryKeys, PendingForget,
+    Shredded, StoredKey, SubjectSource, FORGOTTEN_STREAM, SCHEMAS_STREAM, WRAPPED_KEY_BYTES,
+};
+use tokio::sync::{watch, Notify};
+
+fn master() -> MasterKey {
+    MasterKey::from_bytes([42; 32])
+}
+
+fn schema(fields: &[&str]) -> EncryptionSchema {
+    EncryptionSchema {
+        event_type: "CustomerRegistered".into(),
+        subject: SubjectSource::Pointer("/customerId".into()),
+        fields: fields.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn registration(customer: &str) -> EventData {
+    EventData::json(
+        "CustomerRegistered",
+        &json!({"customerId": customer, "name": "Ada Secret", "email": "ada@secret.example"}),
+    )
+    .expect("json")
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).expect("sid")
+}
+
+fn key_path(dir: &std::path::Path, hex: &str) -> std::path::PathBuf {
+    dir.join("subjects")
+        .join(&hex[..2])
+        .join(format!("{hex}.key"))
+}
+
+/// A key storage whose `load` can be held after it has read (a slow blocking pool, a slow
+/// database round trip).
+struct SlowLoad {
+    inner: MemoryKeys,
+    armed: std::sync::atomic::AtomicBool,
+    loaded: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl KeyStorage for SlowLoad {
+    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError> {
+        self.inner.check_master(check).await
+    }
+    async fn load(&self, s: strata_shred::SubjectRef) -> Result<StoredKey, KeyError> {
+        let v = self.inner.load(s).await?;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.loaded.notify_one();
+            self.release.notified().await;
+        }
+        Ok(v)
+    }
+    async fn create(
+        &self,
+        s: strata_shred::SubjectRef,
+        w: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<StoredKey, KeyError> {
+        self.inner.create(s, w).await
+    }
+    async fn forget(&self, p: &PendingForget) -> Result<StoredKey, KeyError> {
+        self.inner.forget(p).await
+    }
+    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
+        self.inner.pending().await
+    }
+    async fn settle(&self, s: strata_shred::SubjectRef) -> Result<(), KeyError> {
+        self.inner.settle(s).await
+    }
+    fn name(&self) -> String {
+        "slow".into()
+    }
+}
+
+/// An event store that can hold one read of the schema stream after it has read.
+struct Gate {
+    inner: strata_testkit::MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+    read: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl EventStore for Gate {
+    async fn append(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        ev: Vec<EventData>,
+    ) -> Result<AppendResult, AppendError> {
+        self.inner.append(s, e, ev).await
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamId,
+        o: ReadStreamOptions,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let r = self.inner.read_stream(s, o).await;
+        if s.as_str() == SCHEMAS_STREAM
+            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.read.notify_one();
+            self.release.notified().await;
+        }
+        r
+    }
+    async fn read_all(&self, o: ReadAllOptions) -> Result<AllPage, ReadError> {
+        self.inner.read_all(o).await
+    }
+    async fn stream_info(&self, s: &StreamId) -> Result<StreamInfo, ReadError> {
+        self.inner.stream_info(s).await
+    }
+    async fn list_streams(&self, o: ListOptions) -> Result<Page<StreamSummary>, ReadError> {
+        self.inner.list_streams(o).await
+    }
+    async fn list_categories(&self, o: ListOptions) -> Result<Page<CategorySummary>, ReadError> {
+        self.inner.list_categories(o).await
+    }
+    async fn position_at(&self, t: Timestamp) -> Result<Option<Position>, ReadError> {
+        self.inner.position_at(t).await
+    }
+    async fn head(&self) -> Result<Option<Position>, ReadError> {
+        self.inner.head().await
+    }
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+    async fn subscribe(
+        &self,
+        t: SubscriptionTarget,
+        f: SubscribeFrom,
+    ) -> Result<Subscription, ReadError> {
+        self.inner.subscribe(t, f).await
+    }
+}
+
+/// A stop after the pending record was written and before the key was overwritten: the next
+/// open destroys the key, then appends the event.
+#[tokio::test]
+async fn a_forget_stopped_before_the_key_was_destroyed_is_finished_at_open() {
+    let dir = tempfile::tempdir().expect("dir");
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let keys_dir = dir.path().join("keys");
+    let r = seeded(&inner, &keys_dir).await;
+    // The first step of a forget only (its pending record), then the stop.
+    std::fs::write(keys_dir.join("pending").join(r.to_hex()), "alice").expect("marker");
+    let store = reopen(&inner, &keys_dir).await;
+    let forgets = inner
+        .read_stream(&sid(FORGOTTEN_STREAM), ReadStreamOptions::forward())
+        .await
+        .expect("forgets");
+    assert_eq!(forgets.len(), 1);
+    assert!(!keys_dir.join("pending").join(r.to_hex()).exists());
+    let rec = std::fs::read(key_path(&keys_dir, &r.to_hex())).expect("record");
+    assert_eq!(rec[8], 2, "the record says forgotten");
+    let read = store
+        .read_stream(&sid("customer-alice"), ReadStreamOptions::forward())
+        .await
+        .expect("read");
+    assert_eq!(read[0].data_json().unwrap()["name"], Value::Null);
+    // And in a later process too.
+    drop(store);
+    let read = reopen(&inner, &keys_dir)
+        .await
+        .read_stream(&sid("customer-alice"), ReadStreamOptions::forward())
+        .await
+        .expect("read");
+    assert_eq!(read[0].data_json().unwrap()["name"], Value::Null);
+}
+
+async fn seeded(
+    inner: &Arc<dyn EventStore>,
+    keys_dir: &std::path::Path,
+) -> strata_shred::SubjectRef {
+    let ring = Keyring::open(DirKeys::open(keys_dir).expect("k").shared(), master())
+        .await
+        .expect("ring");
+    let r = ring.subject_ref("alice");
+    let store = Shredded::open(inner.clone(), ring).await.expect("open");
+    store
+        .register(schema(&["/name", "/email"]))
+        .await
+        .expect("reg");
+    store
+        .append(
+            &sid("customer-alice"),
+            ExpectedVersion::NoStream,
+            vec![registration("alice")],
+        )
+        .await
+        .expect("append");
+    r
+}
+
+async fn reopen(inner: &Arc<dyn EventStore>, keys_dir: &std::path::Path) -> Shredded {
+    Shredded::open(
+        inner.clone(),
+        Keyring::open(DirKeys::open(keys_dir).expect("k").shared(), master())
+            .await
+            .expect("ring"),
+    )
+    .await
+    .expect("reopen")
+}
+
+/// A stop while the key's record was being overwritten (torn): the next open rewrites it
+/// whole, so that later processes read the subject as forgotten, not as damage.
+#[tokio::test]
+async fn a_record_torn_by_a_forget_is_rewritten_at_open() {
+    let dir = tempfile::tempdir().expect("dir");
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let keys_dir = dir.path().join("keys");
+    let r = seeded(&inner, &keys_dir).await;
+    std::fs::write(keys_dir.join("pending").join(r.to_hex()), "alice").expect("marker");
+    let path = key_path(&keys_dir, &r.to_hex());
+    let mut rec = std::fs::read(&path).expect("rec");
+    rec[8] = 2;
+    for b in &mut rec[9..64] {
+        *b = 0;
+    }
+    std::fs::write(&path, &rec).expect("torn");
+    drop(reopen(&inner, &keys_dir).await);
+    let read = reopen(&inner, &keys_dir)
+        .await
+        .read_stream(&sid("customer-alice"), ReadStreamOptions::forward())
+        .await
+        .expect("read: forgotten, not damaged");
+    assert_eq!(read[0].data_json().unwrap()["name"], Value::Null);
+}
+
+/// Strata's own streams refuse every lifecycle call, through the wrapper and on the store
+/// under it: losing the schemas would have personal data written in clear.
+#[tokio::test]
+async fn the_schema_and_forgotten_streams_cannot_be_deleted_truncated_or_tombstoned() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(keys.clone(), master()).await.expect("ring"),
+    )
+    .await
+    .expect("open");
+    store
+        .register(schema(&["/name", "/email"]))
+        .await
+        .expect("reg");
+    store.forget("someone").await.expect("forget");
+    for target in [&store as &dyn EventStore, inner.as_ref()] {
+        for stream in [sid(SCHEMAS_STREAM), sid(FORGOTTEN_STREAM)] {
+            let refused = |r: Result<AppendResult, AppendError>| matches!(r, Err(AppendError::InvalidInput(i)) if i.field == "stream_id");
+            assert!(
+                refused(target.delete_stream(&stream, ExpectedVersion::Any).await),
+                "{stream}"
+            );
+            assert!(
+                refused(target.tombstone_stream(&stream, ExpectedVersion::Any).await),
+                "{stream}"
+            );
+            assert!(
+                refused(target.truncate_stream(&stream, 1).await),
+                "{stream}"
+            );
+            let meta = strata_core::StreamMetadata::from_json(br#"{"maxCount":1}"#).unwrap();
+            assert!(
+                refused(
+                    target
+                        .set_stream_metadata(&stream, ExpectedVersion::Any, meta)
+                        .await
+                ),
+                "{stream}"
+            );
+            let note = EventData::json("Note", &json!({})).unwrap();
+            assert!(
+                refused(
+                    target
+                        .append(&stream, ExpectedVersion::Any, vec![note])
+                        .await
+                ),
+                "{stream}"
+            );
+        }
+    }
+    // Everything still works, after a restart too.
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(keys, master()).await.expect("ring"),
+    )
+    .await
+    .expect("reopen");
+    assert_eq!(store.schemas(), vec![schema(&["/name", "/email"])]);
+    store
+        .append(
+            &sid("customer-bob"),
+            ExpectedVersion::NoStream,
+            vec![registration("bob")],
+        )
+        .await
+        .expect("append");
+    let raw = inner
+        .read_stream(&sid("customer-bob"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw[0].data).contains("secret"));
+    store.forget("other").await.expect("forget");
+}
+
+/// A read that loaded a key before a forget destroyed it does not keep it in the cache: the
+/// subject reads as forgotten from then on, and nothing personal of theirs is accepted.
+#[tokio::test(start_paused = true)]
+async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let slow = Arc::new(SlowLoad {
+        inner: MemoryKeys::new(),
+        armed: false.into(),
+        loaded: Notify::new(),
+        release: Notify::new(),
+    });
+    let seed = Shredded::open(
+        inner.clone(),
+        Keyring::open(slow.clone(), master()).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    seed.register(schema(&["/name", "/email"])).await.unwrap();
+    seed.append(
+        &sid("customer-alice"),
+        ExpectedVersion::NoStream,
+        vec![registration("alice")],
+    )
+    .await
+    .unwrap();
+    drop(seed);
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(slow.clone(), master()).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let alice = sid("customer-alice");
+    slow.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reader = {
+        let store = store.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            store
+                .read_stream(&alice, ReadStreamOptions::forward())
+                .await
+        })
+    };
+    slow.loaded.notified().await;
+    store.forget("alice").await.expect("forget");
+    tokio::time::advance(std::time::Duration::from_millis(300)).await;
+    // A read that syncs (it reads the $subjectForgotten event and evicts alice) without
+    // reading alice's events: the cache holds nothing of hers when the racing load ends.
+    let _ = store
+        .read_stream(&sid(FORGOTTEN_STREAM), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    slow.release.notify_one();
+    // The racing read itself answered with what it loaded before the forget.
+    let _ = reader.await.unwrap().unwrap();
+    let read = store
+        .read_stream(&alice, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(read[0].data_json().unwrap()["name"], Value::Null);
+    assert!(matches!(
+        store
+            .append(&alice, ExpectedVersion::Any, vec![registration("alice")])
+            .await,
+        Err(AppendError::InvalidInput(_))
+    ));
+}
+
+/// Two refreshes of the schemas at once apply in version order: an older page read by one
+/// never replaces what a newer one applied.
+#[tokio::test(start_paused = true)]
+async fn a_late_schema_refresh_never_brings_an_older_schema_back() {
+    let gate = Arc::new(Gate {
+        inner: strata_testkit::MemoryStore::new(),
+        armed: false.into(),
+        read: Notify::new(),
+        release: Notify::new(),
+    });
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let inner: Arc<dyn EventStore> = gate.clone();
+    let other = Shredded::open(
+        inner.clone(),
+        Keyring::open(keys.clone(), master()).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(keys.clone(), master()).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let typed = |t: &str, f: &[&str]| EncryptionSchema {
+        event_type: t.into(),
+        ..schema(f)
+    };
+    store.register(typed("U", &["/x"])).await.unwrap();
+    store
+        .append(
+            &sid("n-1"),
+            ExpectedVersion::Any,
+            vec![EventData::json("N", &json!({})).unwrap()],
+        )
+        .await
+        .unwrap();
+    let _ = store.read_all(ReadAllOptions::forward()).await.unwrap();
+    other.refresh_schemas().await.unwrap();
+    other.register(schema(&["/name"])).await.unwrap();
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let x = {
+        let store = store.clone();
+        let v = typed("V", &["/y"]);
+        tokio::spawn(async move { store.register(v).await })
+    };
+    gate.read.notified().await;
+    other.register(schema(&["/name", "/email"])).await.unwrap();
+    store.refresh_schemas().await.unwrap();
+    assert!(store.schemas().contains(&schema(&["/name", "/email"])));
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.release.notify_one();
+    gate.read.notified().await;
+    assert!(
+        store.schemas().contains(&schema(&["/name", "/email"])),
+        "the newer schema stays in force"
+    );
+    store
+        .append(
+            &sid("customer-carol"),
+            ExpectedVersion::NoStream,
+            vec![registration("carol")],
+        )
+        .await
+        .unwrap();
+    gate.release.notify_one();
+    x.await.unwrap().unwrap();
+    let raw = gate
+        .inner
+        .read_stream(&sid("customer-carol"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw[0].data).contains("ada@secret.example"));
+}
+
+/// A string value "$sealed" is data like any other; a key that decodes to "$sealed" (escaped
+/// or not) is refused, with or without a schema.
+#[tokio::test]
+async fn only_keys_can_look_sealed_and_escaping_does_not_hide_one() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let store = Shredded::open(
+        inner,
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    store.register(schema(&["/name"])).await.unwrap();
+    let e = EventData::json("Note", &json!({"text": "$sealed"})).unwrap();
+    store
+        .append(&sid("note-1"), ExpectedVersion::Any, vec![e])
+        .await
+        .expect("a value");
+    for event_type in ["Note", "CustomerRegistered"] {
+        let raw = br#"{"customerId":"c","name":"n","x":{"\u0024sealed":"v1.00000000000000000000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}"#;
+        let mut ev = EventData::json(event_type, &json!({})).unwrap();
+        ev.data = raw.to_vec();
+        let r = store
+            .append(&sid("note-2"), ExpectedVersion::Any, vec![ev])
+            .await;
+        assert!(
+            matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == "events[0].data"),
+            "{event_type}: {r:?}"
+        );
+    }
+}
+
+/// The metadata key that marks forgotten fields is Strata's: an append cannot set it.
+#[tokio::test]
+async fn the_forgotten_mark_cannot_be_appended() {
+    let store = Shredded::open(
+        Arc::new(strata_testkit::MemoryStore::new()),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut e = EventData::json("Note", &json!({"a": null})).unwrap();
+    e.metadata = e.metadata.with("$forgotten", json!(["/a"]));
+    let r = store
+        .append(&sid("note-9"), ExpectedVersion::Any, vec![e])
+        .await;
+    assert!(
+        matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == "events[0].metadata.$forgotten"),
+        "{r:?}"
+    );
+}
+
+/// A malformed schema event written under the wrapper (by a process without it) is skipped
+/// and logged: it poisons nothing.
+#[tokio::test]
+async fn a_malformed_schema_event_is_skipped() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(keys.clone(), master()).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    store.register(schema(&["/name"])).await.unwrap();
+    inner
+        .append(
+            &sid(SCHEMAS_STREAM),
+            ExpectedVersion::Any,
+            vec![EventData::json("$encryptionSchema", &json!({"nope": 1})).unwrap()],
+        )
+        .await
+        .expect("the plain store takes it");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    store
+        .append(
+            &sid("n-1"),
+            ExpectedVersion::Any,
+            vec![EventData::json("N", &json!({})).unwrap()],
+        )
+        .await
+        .expect("appends go on");
+    let reopened = Shredded::open(inner.clone(), Keyring::open(keys, master()).await.unwrap())
+        .await
+        .expect("opens");
+    assert_eq!(reopened.schemas(), vec![schema(&["/name"])]);
+    // And a schema registered after it still takes effect.
+    reopened
+        .register(schema(&["/name", "/email"]))
+        .await
+        .unwrap();
+    assert_eq!(reopened.schemas(), vec![schema(&["/name", "/email"])]);
+}
+
+/// Escaped pointers, array indexes and the empty member name seal and open in place.
+#[tokio::test]
+async fn escaped_and_array_pointers_round_trip() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    store
+        .register(EncryptionSchema {
+            event_type: "T".into(),
+            subject: SubjectSource::MetadataKey("subject".into()),
+            fields: vec![
+                "/a~1b".into(),
+                "/c~0d".into(),
+                "/items/1/email".into(),
+                "/".into(),
+                "/~01".into(),
+            ],
+        })
+        .await
+        .unwrap();
+    let data = json!({"a/b": "x1", "c~d": {"k": [1,2]}, "items": [{"email": "no"}, {"email": "secret"}], "": 5, "~1": "t"});
+    let mut e = EventData::json("T", &data).unwrap();
+    e.metadata = e.metadata.with("subject", json!("s-1"));
+    store
+        .append(&sid("t-1"), ExpectedVersion::Any, vec![e])
+        .await
+        .unwrap();
+    let raw = inner
+        .read_stream(&sid("t-1"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw[0].data).contains("secret"));
+    let read = store
+        .read_stream(&sid("t-1"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(read[0].data_json().unwrap(), data);
+    store.forget("s-1").await.unwrap();
+    let read = store
+        .read_stream(&sid("t-1"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    let forgotten = read[0].data_json().unwrap();
+    assert_eq!(forgotten["items"][1]["email"], Value::Null);
+    assert_eq!(forgotten["items"][0]["email"], "no");
+    assert_eq!(forgotten[""], Value::Null);
+    assert_eq!(
+        read[0]
+            .metadata
+            .get("$forgotten")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+/// A forget retried after others replays its own event.
+#[tokio::test]
+async fn a_forget_retried_after_others_replays() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = strata_log::LogStore::open(dir.path().join("data")).expect("open");
+    for inner in [
+        Arc::new(strata_testkit::MemoryStore::new()) as Arc<dyn EventStore>,
+        Arc::new(log.clone()),
+    ] {
+        let store = Shredded::open(
+            inner.clone(),
+            Keyring::open(Arc::new(MemoryKeys::new()), master())
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let a = store.forget("alice").await.unwrap();
+        store.forget("bob").await.unwrap();
+        let again = store.forget("alice").await.unwrap();
+        assert_eq!(a.position, again.position);
+    }
+    log.close().await.unwrap();
+}
