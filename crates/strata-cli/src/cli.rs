@@ -12,7 +12,8 @@ use strata_core::EventStore;
 use strata_log::LogStore;
 
 use crate::commands::{
-    append, bench, info, lifecycle, projections, read, serve, streams, tail, token, verify,
+    append, bench, info, lifecycle, projections, read, serve, streams, subjects, tail, token,
+    verify,
 };
 
 /// Strata: an event store and event-sourcing toolkit.
@@ -43,6 +44,22 @@ pub struct Cli {
     /// Print JSON (one document per line) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The master key of crypto-shredding, in a file (64 hex digits; `strata keygen` makes
+    /// one): personal fields of events are sealed per data subject (docs/gdpr.md). A store
+    /// with encryption schemas does not open without it.
+    #[arg(long, global = true, env = "STRATA_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key, from this environment variable (64 hex digits).
+    #[arg(long, global = true, value_name = "VARIABLE")]
+    pub master_key_env: Option<String>,
+    /// The master key, printed by this command (run with `sh -c`; a secrets manager's CLI).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_MASTER_KEY_COMMAND",
+        value_name = "COMMAND"
+    )]
+    pub master_key_command: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -93,6 +110,13 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Forget a data subject: their key is destroyed, so every field sealed for them reads as
+    /// null from now on, and `$subjectForgotten` is appended for projections (docs/gdpr.md).
+    Forget(subjects::ForgetArgs),
+    /// List the encryption schemas, or register one with --set.
+    Schemas(subjects::SchemasArgs),
+    /// Print a new random master key (64 hex digits) for --master-key-file.
+    Keygen,
     /// The benchmarks are the `strata-bench` program now; this only says how to run them.
     #[command(hide = true)]
     Bench(bench::BenchArgs),
@@ -151,16 +175,36 @@ impl Cli {
     pub async fn open(&self) -> Result<Arc<dyn EventStore>> {
         if let Some(url) = &self.server {
             self.server_alone()?;
+            if subjects::master_key(self)?.is_some() {
+                anyhow::bail!(
+                    "--master-key-* are for a store this command opens: a server seals with its own"
+                );
+            }
             return Ok(Arc::new(self.server_client(url)?));
         }
+        Ok(self.open_sealed().await?.0)
+    }
+
+    /// The local store (PostgreSQL or the embedded log), sealing personal fields when a
+    /// master key is given (see [`subjects::seal`]), and the crypto-shredding over it.
+    pub async fn open_sealed(
+        &self,
+    ) -> Result<(Arc<dyn EventStore>, Option<strata_shred::Shredded>)> {
         if let Some(url) = &self.database_url {
             if self.data.is_some() {
                 anyhow::bail!("give --data or --database-url, not both");
             }
             let store = strata_postgres::PostgresStore::connect(url).await?;
-            return Ok(Arc::new(store));
+            return subjects::seal(
+                self,
+                Arc::new(store.clone()),
+                subjects::Keys::Postgres(store),
+            )
+            .await;
         }
-        Ok(Arc::new(open_log(&self.data_dir())?))
+        let dir = self.data_dir();
+        let store = open_log(&dir)?;
+        subjects::seal(self, Arc::new(store), subjects::Keys::Dir(dir.join("keys"))).await
     }
 
     /// Where the store is, for people.

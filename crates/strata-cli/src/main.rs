@@ -16,8 +16,8 @@ use strata_log::OpenError;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{
-    append, archive, bench, info, lifecycle, projections, read, serve, streams, tail, token, tour,
-    verify,
+    append, archive, bench, info, lifecycle, projections, read, serve, streams, subjects, tail,
+    token, tour, verify,
 };
 use crate::output::Printer;
 
@@ -153,6 +153,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Repair(a) => verify::repair(&cli, a, &p),
         Command::Projections { command } => projections::run(&cli, command.as_ref(), &p).await,
         Command::Token(c) => token::run(c, &p),
+        Command::Forget(a) => subjects::forget(&cli, a, &p).await,
+        Command::Schemas(a) => subjects::schemas(&cli, a, &p).await,
+        Command::Keygen => {
+            subjects::keygen();
+            Ok(())
+        }
         Command::Bench(a) => Err(bench::bench(&cli, a).into()),
         Command::BenchOpen => Err(bench::bench_open(&cli).into()),
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use strata_core::{EventData, ExpectedVersion};
-use strata_wire::{append_body, batch_append_body, paths, Appended, BatchAppended};
+use strata_wire::{append_body, batch_append_body, paths, Appended, BatchAppended, ForgetAnswer};
 use tokio::sync::watch;
 
 use crate::limits::{ANSWER_MAX_BYTES, CONNECT_TIMEOUT_MS, IDLE_CONNECTIONS_PER_HOST_MAX};
@@ -180,6 +180,34 @@ impl Client {
         }
         let body = self.send(request).await?;
         serde_json::from_slice(&body).map_err(|source| ClientError::UnexpectedAnswer { source })
+    }
+
+    /// Forgets a data subject (`DELETE /subjects/{subject}`, admin): the server destroys
+    /// their key and appends `$subjectForgotten`. Idempotent.
+    pub async fn forget_subject(&self, subject: &str) -> Result<ForgetAnswer, ClientError> {
+        self.call(reqwest::Method::DELETE, &paths::subject_path(subject), None)
+            .await
+    }
+
+    /// The encryption schemas in force (`GET /encryption/schemas`, admin), as the server
+    /// answers them: `{"schemas": [...]}`.
+    pub async fn encryption_schemas(&self) -> Result<Value, ClientError> {
+        self.get_json(paths::SCHEMAS_PATH).await
+    }
+
+    /// Registers `event_type`'s encryption schema (`PUT /encryption/schemas/{eventType}`,
+    /// admin): `schema` is its JSON (`subject` and `fields`).
+    pub async fn register_schema(
+        &self,
+        event_type: &str,
+        schema: &Value,
+    ) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::PUT,
+            &paths::schema_path(event_type),
+            Some(schema.to_string().into_bytes()),
+        )
+        .await
     }
 
     /// Appends `events` to `stream` if it is at `expected`; the server's answer (the

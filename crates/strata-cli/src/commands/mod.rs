@@ -10,6 +10,7 @@ pub mod projections;
 pub mod read;
 pub mod serve;
 pub mod streams;
+pub mod subjects;
 pub mod tail;
 pub mod token;
 pub mod tour;

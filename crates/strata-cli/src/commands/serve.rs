@@ -135,21 +135,29 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     // The embedded store, to close when the server stops.
     let mut log = None;
     let mut postgres = None;
-    let (store, what): (Arc<dyn EventStore>, String) = match &resolved.backend {
+    let (store, what, keys): (Arc<dyn EventStore>, String, _) = match &resolved.backend {
         Backend::Embedded(dir) => {
             let store = open_log(dir)?;
             log = Some(store.clone());
             (
                 Arc::new(store),
                 format!("the embedded store in {}", dir.display()),
+                super::subjects::Keys::Dir(dir.join("keys")),
             )
         }
         Backend::Postgres(url) => {
             let store = strata_postgres::PostgresStore::connect(url).await?;
             postgres = Some(store.clone());
-            (Arc::new(store), "PostgreSQL".to_owned())
+            (
+                Arc::new(store.clone()),
+                "PostgreSQL".to_owned(),
+                super::subjects::Keys::Postgres(store),
+            )
         }
     };
+    // Personal fields sealed per subject with a master key; refused without one when the
+    // store has encryption schemas.
+    let (store, shredding) = super::subjects::seal(cli, store, keys).await?;
     let auth = if resolved.server.auth_enabled() {
         format!("{} API token(s)", resolved.server.tokens.len())
     } else {
@@ -165,6 +173,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     if let Some(h) = &hosted {
         state = state.with_projections(h.control());
     }
+    let sealing = match shredding {
+        Some(shredded) => {
+            state = state.with_shredding(shredded);
+            ", sealing personal data"
+        }
+        None => "",
+    };
     if let Some(url) = &args.archive {
         let keep_local = super::archive::keep_local(
             args.archive_keep_local,
@@ -200,7 +215,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     } else {
         format!(", hosting projections {}", resolved.projections.join(", "))
     };
-    println!("strata: serving {what} on {scheme}://{addr} with {auth}{hosting}");
+    println!("strata: serving {what} on {scheme}://{addr} with {auth}{hosting}{sealing}");
     tracing::info!(%addr, "serving");
     strata_server::serve(
         listener,

@@ -1,0 +1,184 @@
+//! Crypto-shredding on the real binary: a master key made by `strata keygen`, a schema
+//! registered, personal data appended and read back, a subject forgotten locally and through
+//! `strata serve`, and every byte the data directory holds searched for the personal data.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+mod support;
+use support::{run_cli, Server, BIN};
+
+const SENTINEL: &str = "sentinel-cli-e5f1@example.org";
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Files under `dir` holding `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
+
+fn registration(customer: &str) -> String {
+    serde_json::json!({"customerId": customer, "email": format!("{customer}-{SENTINEL}")})
+        .to_string()
+}
+
+#[test]
+fn a_subject_is_sealed_read_and_forgotten_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key_file = dir.path().join("master.key");
+    let (ok, key, err) = run_cli(&["keygen"]);
+    assert!(ok, "{err}");
+    assert_eq!(key.trim().len(), 64);
+    std::fs::write(&key_file, &key).unwrap();
+    let data_s = data.to_str().unwrap().to_owned();
+    let key_s = key_file.to_str().unwrap().to_owned();
+    let sealed = |args: &[&str]| {
+        let mut all = vec!["--data", &data_s, "--json", "--master-key-file", &key_s];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let plain = |args: &[&str]| {
+        let mut all = vec!["--data", &data_s, "--json"];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+
+    let (ok, out, err) = sealed(&[
+        "schemas",
+        "--set",
+        "CustomerRegistered",
+        "--subject-pointer",
+        "/customerId",
+        "--field",
+        "/email",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["schemas"][0]["fields"][0], "/email");
+    let (ok, _, err) = sealed(&[
+        "append",
+        "customer-1",
+        "CustomerRegistered",
+        &registration("c-1"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = sealed(&["read", "customer-1"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_lines(&out)[0]["data"]["email"],
+        format!("c-1-{SENTINEL}")
+    );
+
+    // Without the master key the store does not open: nothing is written in clear text.
+    let (ok, _, err) = plain(&[
+        "append",
+        "customer-2",
+        "CustomerRegistered",
+        &registration("c-2"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("master key"), "{err}");
+    let (ok, _, err) = plain(&["read", "customer-1"]);
+    assert!(!ok && err.contains("master key"), "{err}");
+    // Nor with another one.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, run_cli(&["keygen"]).1).unwrap();
+    let (ok, _, err) = run_cli(&[
+        "--data",
+        &data_s,
+        "--master-key-file",
+        other.to_str().unwrap(),
+        "read",
+        "customer-1",
+    ]);
+    assert!(!ok && err.contains("another master key"), "{err}");
+
+    let (ok, out, err) = sealed(&["forget", "c-1"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["outcome"], "forgotten");
+    let (ok, out, _) = sealed(&["forget", "c-1"]);
+    assert!(ok);
+    assert_eq!(json_lines(&out)[0]["outcome"], "alreadyForgotten");
+    let (ok, out, err) = sealed(&["read", "customer-1"]);
+    assert!(ok, "{err}");
+    let event = &json_lines(&out)[0];
+    assert_eq!(event["data"]["email"], serde_json::Value::Null);
+    assert_eq!(
+        event["metadata"]["$forgotten"],
+        serde_json::json!(["/email"])
+    );
+
+    // Through a server: the server holds the key, the client forgets.
+    let mut serve = Command::new(BIN);
+    serve
+        .args(["--data", &data_s, "--master-key-file", &key_s, "serve"])
+        .args(["--listen", "127.0.0.1:0", "--no-projections"]);
+    let server = Server::spawn(serve);
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", server.url.as_str(), "--json"];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let (ok, _, err) = remote(&[
+        "append",
+        "customer-3",
+        "CustomerRegistered",
+        &registration("c-3"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = remote(&["schemas"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_lines(&out)[0]["schemas"][0]["eventType"],
+        "CustomerRegistered"
+    );
+    let (ok, out, err) = remote(&["forget", "c-3"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["outcome"], "forgotten");
+    let (ok, out, _) = remote(&["read", "customer-3"]);
+    assert!(ok);
+    assert_eq!(
+        json_lines(&out)[0]["data"]["email"],
+        serde_json::Value::Null
+    );
+    server.stop();
+
+    // No byte of the data directory holds the personal data: segments, index files, keys.
+    assert_eq!(
+        files_holding(&data, SENTINEL.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // The same search finds it in a store without the schema: it can fail.
+    let control = dir.path().join("control");
+    let (ok, _, err) = run_cli(&[
+        "--data",
+        control.to_str().unwrap(),
+        "append",
+        "customer-1",
+        "CustomerRegistered",
+        &registration("c-1"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(!files_holding(&control, SENTINEL.as_bytes()).is_empty());
+}
