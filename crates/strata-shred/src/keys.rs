@@ -131,6 +131,7 @@ enum Cached {
 }
 
 /// What a read finds for a sealed value's subject.
+#[derive(Clone)]
 pub(crate) enum ReadKey {
     Active(Arc<SubjectKey>),
     Forgotten,

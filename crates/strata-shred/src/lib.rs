@@ -17,6 +17,7 @@ pub mod limits;
 mod master;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod scan;
 mod schema;
 mod seal;
 mod store;

@@ -187,8 +187,9 @@ impl SubjectRef {
 
     /// Parses 32 hex digits.
     pub fn from_hex(text: &str) -> Option<SubjectRef> {
-        let bytes = hex::decode(text).ok()?;
-        Some(SubjectRef(bytes.try_into().ok()?))
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(SubjectRef(bytes))
     }
 
     /// Its bytes.

@@ -124,16 +124,17 @@ impl EncryptionSchema {
         Ok(())
     }
 
-    /// The subject id of an event of this type: `data` parsed, `metadata` its metadata. `at`
+    /// The subject id of an event of this type: `at_pointer` is the value the subject's
+    /// pointer found in the data (when it is a pointer), `metadata` the event's metadata. `at`
     /// names the event in errors (`events[3]`).
     pub(crate) fn subject_of(
         &self,
-        data: &Value,
+        at_pointer: Option<&Value>,
         metadata: &strata_core::Metadata,
         at: &str,
     ) -> Result<String, InvalidInput> {
         let (value, wher) = match &self.subject {
-            SubjectSource::Pointer(p) => (data.pointer(p), format!("{at}.data{p}")),
+            SubjectSource::Pointer(p) => (at_pointer, format!("{at}.data{p}")),
             SubjectSource::MetadataKey(k) => (metadata.get(k), format!("{at}.metadata.{k}")),
         };
         match value {
@@ -153,6 +154,14 @@ impl EncryptionSchema {
                     self.event_type
                 ),
             )),
+        }
+    }
+
+    /// The pointer of the subject's id in the data, when the schema names one.
+    pub(crate) fn subject_pointer(&self) -> Option<&str> {
+        match &self.subject {
+            SubjectSource::Pointer(p) => Some(p),
+            SubjectSource::MetadataKey(_) => None,
         }
     }
 }
@@ -223,10 +232,9 @@ mod tests {
         let s = schema("/customerId", &["/email"]);
         let md = strata_core::Metadata::new();
         let data = serde_json::json!({"customerId": 42, "email": "x"});
-        assert_eq!(s.subject_of(&data, &md, "events[0]").expect("found"), "42");
-        let e = s
-            .subject_of(&serde_json::json!({"email": "x"}), &md, "events[2]")
-            .expect_err("missing");
+        let found = data.pointer("/customerId");
+        assert_eq!(s.subject_of(found, &md, "events[0]").expect("found"), "42");
+        let e = s.subject_of(None, &md, "events[2]").expect_err("missing");
         assert_eq!(e.field, "events[2].data/customerId");
         let by_meta = EncryptionSchema {
             subject: SubjectSource::MetadataKey("subject".into()),
@@ -234,7 +242,7 @@ mod tests {
         };
         let md = md.with("subject", serde_json::json!("c-1"));
         assert_eq!(
-            by_meta.subject_of(&data, &md, "events[0]").expect("found"),
+            by_meta.subject_of(found, &md, "events[0]").expect("found"),
             "c-1"
         );
     }

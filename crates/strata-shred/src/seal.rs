@@ -33,17 +33,6 @@ pub const SEALED_KEY: &str = "$sealed";
 /// Sealed values are padded to a multiple of this many bytes.
 pub const PAD_BYTES: usize = 32;
 
-/// `plaintext` with its length before it and zeros after, to a multiple of [`PAD_BYTES`].
-fn pad(plaintext: &[u8]) -> Vec<u8> {
-    let len = 4 + plaintext.len();
-    let padded = len.div_ceil(PAD_BYTES) * PAD_BYTES;
-    let mut out = Vec::with_capacity(padded + 16);
-    out.extend_from_slice(&(plaintext.len() as u32).to_le_bytes());
-    out.extend_from_slice(plaintext);
-    out.resize(padded, 0);
-    out
-}
-
 /// The value inside a padded plaintext: its length must fit and the padding be zeros.
 fn unpad(padded: &[u8]) -> Result<&[u8], SealError> {
     let bad = SealError::Malformed("its padding is not Strata's");
@@ -101,8 +90,57 @@ fn field_ad(event_id: Uuid, pointer: &str, subject: SubjectRef) -> Vec<u8> {
     ad
 }
 
-/// Seals `plaintext`, the JSON of the value at `pointer` in event `event_id`, for `subject`.
-/// Returns the sealed value's text.
+/// Seals `plaintext`, the JSON of the value at `pointer` in event `event_id`, for `subject`
+/// (`subject_hex` its reference in hex), and appends the sealed value's text to `out`.
+pub(crate) fn seal_into(
+    out: &mut Vec<u8>,
+    key: &SubjectKey,
+    event_id: Uuid,
+    pointer: &str,
+    (subject, subject_hex): (SubjectRef, &str),
+    plaintext: &[u8],
+) {
+    let ad = field_ad(event_id, pointer, subject);
+    // nonce | length | plaintext | zeros, to a multiple of PAD_BYTES after the nonce.
+    let padded = (4 + plaintext.len()).div_ceil(PAD_BYTES) * PAD_BYTES;
+    let mut body = Vec::with_capacity(NONCE_LEN + padded + AES_256_GCM.tag_len());
+    body.resize(NONCE_LEN, 0);
+    body.extend_from_slice(&(plaintext.len() as u32).to_le_bytes());
+    body.extend_from_slice(plaintext);
+    body.resize(NONCE_LEN + padded, 0);
+    let mut ctx = hmac::Context::with_key(&key.nonce);
+    ctx.update(&(ad.len() as u64).to_le_bytes());
+    ctx.update(&ad);
+    ctx.update(&body[NONCE_LEN..]);
+    let nonce: [u8; NONCE_LEN] = ctx.sign().as_ref()[..NONCE_LEN]
+        .try_into()
+        .expect("12 bytes of 32");
+    body[..NONCE_LEN].copy_from_slice(&nonce);
+    let tag = key
+        .enc
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&ad),
+            &mut body[NONCE_LEN..],
+        )
+        .expect("AES-GCM seals any input under the size limits");
+    body.extend_from_slice(tag.as_ref());
+    out.extend_from_slice(SEALED_VERSION.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(subject_hex.as_bytes());
+    out.push(b'.');
+    let at = out.len();
+    out.resize(
+        at + base64::encoded_len(body.len(), false).expect("a small body"),
+        0,
+    );
+    URL_SAFE_NO_PAD
+        .encode_slice(&body, &mut out[at..])
+        .expect("sized to fit");
+}
+
+/// [`seal_into`], as a string.
+#[cfg(test)]
 pub(crate) fn seal(
     key: &SubjectKey,
     event_id: Uuid,
@@ -110,55 +148,75 @@ pub(crate) fn seal(
     subject: SubjectRef,
     plaintext: &[u8],
 ) -> String {
-    let ad = field_ad(event_id, pointer, subject);
-    let plaintext = &pad(plaintext)[..];
-    let mut ctx = hmac::Context::with_key(&key.nonce);
-    ctx.update(&(ad.len() as u64).to_le_bytes());
-    ctx.update(&ad);
-    ctx.update(plaintext);
-    let tag = ctx.sign();
-    let nonce: [u8; NONCE_LEN] = tag.as_ref()[..NONCE_LEN]
-        .try_into()
-        .expect("12 bytes of 32");
-    let mut body = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
-    body.extend_from_slice(&nonce);
-    body.extend_from_slice(plaintext);
-    let mut sealed = body.split_off(NONCE_LEN);
-    key.enc
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&ad),
-            &mut sealed,
-        )
-        .expect("AES-GCM seals any input under the size limits");
-    body.extend_from_slice(&sealed);
-    format!(
-        "{SEALED_VERSION}.{}.{}",
-        subject.to_hex(),
-        URL_SAFE_NO_PAD.encode(&body)
-    )
+    let mut out = Vec::new();
+    let hex = subject.to_hex();
+    seal_into(&mut out, key, event_id, pointer, (subject, &hex), plaintext);
+    String::from_utf8(out).expect("ASCII")
 }
 
-/// A sealed value's text taken apart: its subject and its nonce with ciphertext and tag.
-pub(crate) fn parse(text: &str) -> Result<(SubjectRef, Vec<u8>), SealError> {
-    let mut parts = text.splitn(3, '.');
-    if parts.next() != Some(SEALED_VERSION) {
+/// A sealed value's text taken apart: its subject, and its nonce with ciphertext and tag
+/// decoded into `body` (cleared first; one buffer serves an event's fields).
+pub(crate) fn parse_into(text: &str, body: &mut Vec<u8>) -> Result<SubjectRef, SealError> {
+    // `v1.` 32 hex digits `.` base64url: fixed places, no search.
+    let hex_at = SEALED_VERSION.len() + 1;
+    let body_at = hex_at + 33;
+    if text.len() <= body_at
+        || !text.starts_with(SEALED_VERSION)
+        || text.as_bytes()[hex_at - 1] != b'.'
+    {
         return Err(SealError::Malformed("unknown version"));
     }
-    let subject = parts
-        .next()
-        .and_then(SubjectRef::from_hex)
-        .ok_or(SealError::Malformed("no subject reference"))?;
-    let body = URL_SAFE_NO_PAD
-        .decode(parts.next().ok_or(SealError::Malformed("no ciphertext"))?)
-        .map_err(|_| SealError::Malformed("the ciphertext is not base64url"))?;
-    if body.len() < NONCE_LEN + AES_256_GCM.tag_len() {
-        return Err(SealError::Malformed("the ciphertext is too short"));
+    if text.as_bytes()[body_at - 1] != b'.' {
+        return Err(SealError::Malformed("no subject reference"));
     }
+    let subject = SubjectRef::from_hex(&text[hex_at..body_at - 1])
+        .ok_or(SealError::Malformed("no subject reference"))?;
+    body.clear();
+    URL_SAFE_NO_PAD
+        .decode_vec(&text[body_at..], body)
+        .map_err(|_| SealError::Malformed("the ciphertext is not base64url"))?;
+    let overhead = NONCE_LEN + AES_256_GCM.tag_len();
+    if body.len() < overhead + PAD_BYTES || !(body.len() - overhead).is_multiple_of(PAD_BYTES) {
+        return Err(SealError::Malformed("the ciphertext has the wrong length"));
+    }
+    Ok(subject)
+}
+
+/// [`parse_into`] with a buffer of its own.
+#[cfg(test)]
+pub(crate) fn parse(text: &str) -> Result<(SubjectRef, Vec<u8>), SealError> {
+    let mut body = Vec::new();
+    let subject = parse_into(text, &mut body)?;
     Ok((subject, body))
 }
 
-/// Opens a sealed value's `body` ([`parse`]) found at `pointer` in event `event_id`.
+/// Opens a sealed value's `body` ([`parse_into`]) found at `pointer` in event `event_id`,
+/// and appends the value's JSON to `out`. `body` is decrypted in place.
+pub(crate) fn open_into(
+    out: &mut Vec<u8>,
+    key: &SubjectKey,
+    event_id: Uuid,
+    pointer: &str,
+    subject: SubjectRef,
+    body: &mut [u8],
+) -> Result<(), SealError> {
+    let ad = field_ad(event_id, pointer, subject);
+    let nonce: [u8; NONCE_LEN] = body[..NONCE_LEN].try_into().expect("checked by parse");
+    let plain = key
+        .enc
+        .open_within(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&ad),
+            body,
+            NONCE_LEN..,
+        )
+        .map_err(|_| SealError::Tampered)?;
+    out.extend_from_slice(unpad(plain)?);
+    Ok(())
+}
+
+/// [`open_into`], as a vector.
+#[cfg(test)]
 pub(crate) fn open(
     key: &SubjectKey,
     event_id: Uuid,
@@ -166,18 +224,9 @@ pub(crate) fn open(
     subject: SubjectRef,
     mut body: Vec<u8>,
 ) -> Result<Vec<u8>, SealError> {
-    let ad = field_ad(event_id, pointer, subject);
-    let mut sealed = body.split_off(NONCE_LEN);
-    let nonce: [u8; NONCE_LEN] = body.try_into().map_err(|_| SealError::Tampered)?;
-    let plain = key
-        .enc
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&ad),
-            &mut sealed,
-        )
-        .map_err(|_| SealError::Tampered)?;
-    Ok(unpad(plain)?.to_vec())
+    let mut out = Vec::new();
+    open_into(&mut out, key, event_id, pointer, subject, &mut body)?;
+    Ok(out)
 }
 
 /// Bytes of a wrapped subject key: nonce, key, tag.
@@ -310,12 +359,15 @@ mod tests {
             "past a bucket, the next one"
         );
         for v in [&b""[..], b"x", &[b'y'; 28], &[b'z'; 29], &[b'w'; 100]] {
-            assert_eq!(unpad(&pad(v)), Ok(v));
+            let (_, body) = parse(&seal(&key, id, "/a", subject, v)).expect("parses");
+            assert_eq!(open(&key, id, "/a", subject, body), Ok(v.to_vec()));
         }
-        let mut p = pad(b"abc");
+        let mut p = [0u8; 32];
+        p[0] = 3;
+        assert_eq!(unpad(&p), Ok(&[0u8; 3][..]));
         p[10] = 1;
         assert!(unpad(&p).is_err(), "padding must be zeros");
-        let mut p = pad(b"abc");
+        p[10] = 0;
         p[0] = 200;
         assert!(unpad(&p).is_err(), "a length past the end");
     }

@@ -22,8 +22,9 @@ use uuid::Uuid;
 use crate::keys::{ForgetOutcome, KeyError, Keyring, ReadKey};
 use crate::limits::{SCHEMAS_MAX, SYNC_INTERVAL_MS};
 use crate::master::SubjectRef;
+use crate::scan::{self, Step};
 use crate::schema::{holds_sealed_key, EncryptionSchema};
-use crate::seal::{self, SealError, SEALED_KEY};
+use crate::seal::{self, SealError};
 
 /// The stream that holds the encryption schemas, one `$encryptionSchema` event per
 /// registration (the latest of an event type is in force).
@@ -398,7 +399,7 @@ impl Shredded {
         let Some(schema) = self.schema_of(&event.event_type) else {
             // Only a key can look sealed: parse what might hold one (an escaped key too).
             if event.content_type == CONTENT_TYPE_JSON
-                && memchr::memmem::find(&event.data, b"sealed\"").is_some()
+                && SEALED_KEY_END_FINDER.find(&event.data).is_some()
                 && serde_json::from_slice::<Value>(&event.data)
                     .is_ok_and(|data| holds_sealed_key(&data))
             {
@@ -416,13 +417,34 @@ impl Shredded {
             )
             .into());
         }
-        let mut data: Value = serde_json::from_slice(&event.data).map_err(|e| {
-            InvalidInput::new(format!("{at}.data"), format!("is not valid JSON: {e}"))
-        })?;
-        if holds_sealed_key(&data) {
+        // Checked as the store checks it (JSON, sizes) before anything is read from it.
+        strata_core::validate_event(index, event)?;
+        if SEALED_KEY_END_FINDER.find(&event.data).is_some()
+            && serde_json::from_slice::<Value>(&event.data).is_ok_and(|d| holds_sealed_key(&d))
+        {
             return Err(sealed_key_refused(&at));
         }
-        let subject = schema.subject_of(&data, &event.metadata, &at)?;
+        // The subject's id and the personal fields, where they lie in the data.
+        let subject_at = schema.subject_pointer();
+        let wanted = |p: &str| subject_at == Some(p) || schema.fields.iter().any(|f| f == p);
+        let spans = scan::scan(&event.data, |p, _| {
+            if wanted(p) {
+                Step::Take
+            } else if subject_at.is_some_and(|s| scan::inside(p, s))
+                || schema.fields.iter().any(|f| scan::inside(p, f))
+            {
+                Step::Descend
+            } else {
+                Step::Skip
+            }
+        })
+        .ok_or_else(|| InvalidInput::new(format!("{at}.data"), "could not be scanned as JSON"))?;
+        let span_of = |p: &str| spans.iter().find(|(q, _)| q == p).map(|(_, r)| r.clone());
+        let subject_value = match subject_at.and_then(span_of) {
+            Some(r) => serde_json::from_slice::<Value>(&event.data[r]).ok(),
+            None => None,
+        };
+        let subject = schema.subject_of(subject_value.as_ref(), &event.metadata, &at)?;
         let (subject_ref, key) = self
             .keyring
             .key_for_seal(&subject)
@@ -435,29 +457,47 @@ impl Shredded {
             )
             .into());
         };
-        let event_id = *event.event_id.get_or_insert_with(Uuid::new_v4);
-        for pointer in &schema.fields {
-            let Some(value) = data.pointer_mut(pointer) else {
-                return Err(InvalidInput::new(
-                    format!("{at}.data{pointer}"),
-                    format!(
-                        "is missing: the encryption schema of {} names it as a personal field",
-                        event.event_type
-                    ),
-                )
-                .into());
-            };
-            let plain = serde_json::to_vec(value).expect("a JSON value serialises");
-            let sealed = seal::seal(&key, event_id, pointer, subject_ref, &plain);
-            *value = serde_json::json!({ SEALED_KEY: sealed });
+        if let Some(missing) = schema.fields.iter().find(|f| span_of(f).is_none()) {
+            return Err(InvalidInput::new(
+                format!("{at}.data{missing}"),
+                format!(
+                    "is missing: the encryption schema of {} names it as a personal field",
+                    event.event_type
+                ),
+            )
+            .into());
         }
-        event.data = serde_json::to_vec(&data).expect("a JSON value serialises");
+        let event_id = *event.event_id.get_or_insert_with(Uuid::new_v4);
+        let subject_hex = subject_ref.to_hex();
+        let data = &event.data;
+        let mut out = Vec::with_capacity(data.len() + 160 * schema.fields.len());
+        let mut copied = 0;
+        for (pointer, span) in &spans {
+            if subject_at == Some(pointer.as_str()) && !schema.fields.contains(pointer) {
+                continue;
+            }
+            out.extend_from_slice(&data[copied..span.start]);
+            out.extend_from_slice(SEALED_OPEN);
+            let plaintext = &data[span.clone()];
+            seal::seal_into(
+                &mut out,
+                &key,
+                event_id,
+                pointer,
+                (subject_ref, &subject_hex),
+                plaintext,
+            );
+            out.extend_from_slice(b"\"}");
+            copied = span.end;
+        }
+        out.extend_from_slice(&data[copied..]);
+        event.data = out;
         Ok(())
     }
 
     /// Opens the sealed values of `event`, in place.
     async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), ReadError> {
-        if !event.is_json() || memchr::memmem::find(&event.data, SEALED_NEEDLE).is_none() {
+        if !event.is_json() || SEALED_FINDER.find(&event.data).is_none() {
             return Ok(());
         }
         let position = event.position;
@@ -468,41 +508,54 @@ impl Shredded {
                 reason,
             ))
         };
-        let mut data: Value = serde_json::from_slice(&event.data)
-            .map_err(|e| corrupt(format!("its data does not parse: {e}")))?;
-        let mut sealed = Vec::new();
-        find_sealed(&data, &mut String::new(), &mut sealed);
-        if sealed.is_empty() {
+        let spans = scan::scan(&event.data, |_, rest| {
+            if scan::sealed_text(rest).is_some() {
+                Step::Take
+            } else {
+                Step::Descend
+            }
+        })
+        .ok_or_else(|| corrupt("its data does not scan as JSON".to_owned()))?;
+        if spans.is_empty() {
             return Ok(());
         }
         let mut forgotten = Vec::new();
-        for (pointer, text) in sealed {
-            let (subject, body) = seal::parse(&text).map_err(|e| corrupt(e.to_string()))?;
-            let value = match self
-                .keyring
-                .key_for_read(subject)
-                .await
-                .map_err(|e| key_read_error(e, position))?
-            {
-                ReadKey::Active(key) => {
-                    let plain = seal::open(&key, event.event_id, &pointer, subject, body)
-                        .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?;
-                    serde_json::from_slice(&plain).map_err(|e| {
-                        corrupt(format!(
-                            "the field at {pointer} opens to no JSON value: {e}"
-                        ))
-                    })?
-                }
-                ReadKey::Forgotten => {
-                    forgotten.push(Value::String(pointer.clone()));
-                    Value::Null
+        let data = &event.data;
+        let mut out = Vec::with_capacity(data.len());
+        let mut copied = 0;
+        // The fields of one event are mostly one subject's: its key is looked up once.
+        let mut last: Option<(SubjectRef, ReadKey)> = None;
+        let mut body = Vec::new();
+        for (pointer, span) in spans {
+            let text = scan::sealed_text(&data[span.clone()]).expect("taken as sealed");
+            let subject = seal::parse_into(text, &mut body).map_err(|e| corrupt(e.to_string()))?;
+            let key = match &last {
+                Some((r, key)) if *r == subject => key.clone(),
+                _ => {
+                    let key = self
+                        .keyring
+                        .key_for_read(subject)
+                        .await
+                        .map_err(|e| key_read_error(e, position))?;
+                    last = Some((subject, key.clone()));
+                    key
                 }
             };
-            if let Some(slot) = data.pointer_mut(&pointer) {
-                *slot = value;
+            out.extend_from_slice(&data[copied..span.start]);
+            match key {
+                ReadKey::Active(key) => {
+                    seal::open_into(&mut out, &key, event.event_id, &pointer, subject, &mut body)
+                        .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?
+                }
+                ReadKey::Forgotten => {
+                    out.extend_from_slice(b"null");
+                    forgotten.push(Value::String(pointer));
+                }
             }
+            copied = span.end;
         }
-        event.data = serde_json::to_vec(&data).expect("a JSON value serialises");
+        out.extend_from_slice(&data[copied..]);
+        event.data = out;
         if !forgotten.is_empty() {
             let metadata = std::mem::take(&mut event.metadata);
             event.metadata = metadata.with(FORGOTTEN_METADATA_KEY, Value::Array(forgotten));
@@ -535,8 +588,19 @@ fn sync_append_error(e: ReadError) -> AppendError {
     }
 }
 
+/// How Strata writes a sealed value's object, up to its text.
+const SEALED_OPEN: &[u8] = b"{\"$sealed\":\"";
+
 /// What a sealed value's key looks like in stored JSON.
 const SEALED_NEEDLE: &[u8] = b"\"$sealed\"";
+
+/// Looks for [`SEALED_NEEDLE`]: built once, used on every event read.
+static SEALED_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(SEALED_NEEDLE));
+
+/// Looks for the end of a key that may decode to `$sealed` (escaped or not), on every append.
+static SEALED_KEY_END_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"sealed\""));
 
 fn sealed_key_refused(at: &str) -> AppendError {
     InvalidInput::new(
@@ -544,42 +608,6 @@ fn sealed_key_refused(at: &str) -> AppendError {
         "holds the key \"$sealed\", which Strata keeps for its sealed values",
     )
     .into()
-}
-
-/// Escapes a member name for a JSON pointer.
-fn escape(name: &str) -> String {
-    name.replace('~', "~0").replace('/', "~1")
-}
-
-/// The sealed values in `value`: (pointer, sealed text).
-fn find_sealed(value: &Value, at: &mut String, out: &mut Vec<(String, String)>) {
-    match value {
-        Value::Object(map) => {
-            if map.len() == 1 {
-                if let Some(Value::String(text)) = map.get(SEALED_KEY) {
-                    out.push((at.clone(), text.clone()));
-                    return;
-                }
-            }
-            for (k, v) in map {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&escape(k));
-                find_sealed(v, at, out);
-                at.truncate(len);
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&i.to_string());
-                find_sealed(v, at, out);
-                at.truncate(len);
-            }
-        }
-        _ => {}
-    }
 }
 
 #[async_trait]
@@ -708,5 +736,17 @@ impl EventStore for Shredded {
         from: SubscribeFrom,
     ) -> Result<Subscription, ReadError> {
         Subscription::start(Arc::new(self.clone()), target, from).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sealed_object_is_written_with_its_key() {
+        assert_eq!(
+            super::SEALED_OPEN,
+            format!("{{\"{}\":\"", crate::seal::SEALED_KEY).as_bytes()
+        );
+        assert!(crate::scan::sealed_text(&[super::SEALED_OPEN, b"v1.x.y\"}"].concat()).is_some());
     }
 }

@@ -114,8 +114,34 @@ async fn suite(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) {
         .expect("read");
     let sent: Value = serde_json::from_slice(&first.data).expect("json");
     assert_eq!(read[0].data_json(), Some(sent.clone()));
+    assert_eq!(read[0].data, first.data, "byte for byte");
     assert_eq!(read[0].event_id, first.event_id.expect("id"));
     assert_eq!(read[0].metadata.get("$forgotten"), None);
+
+    // The document's own spacing and member order are kept around sealed values.
+    let mut spaced = registration("alice", 2);
+    spaced.data = format!(
+        "{{ \"tier\" : 2 ,\n  \"contact\":{{\"optIn\":false, \"email\" : \"x-{SENTINEL_EMAIL}\" }} , \"name\": [\"{SENTINEL_NAME}\", 1] , \"customerId\":\"alice\" }}"
+    )
+    .into_bytes();
+    let spaced_stream = sid("customer-alice-spaced");
+    store
+        .append(
+            &spaced_stream,
+            ExpectedVersion::NoStream,
+            vec![spaced.clone()],
+        )
+        .await
+        .expect("append");
+    let back = store
+        .read_stream(&spaced_stream, ReadStreamOptions::forward())
+        .await
+        .expect("read");
+    assert_eq!(
+        String::from_utf8_lossy(&back[0].data),
+        String::from_utf8_lossy(&spaced.data)
+    );
+    assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
 
     // An idempotent retry stays one: sealing is deterministic for the same event id.
     let again = store
@@ -236,7 +262,8 @@ async fn suite(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) {
             .iter()
             .filter(|e| e.metadata.get("$forgotten").is_some())
             .count(),
-        1
+        2,
+        "alice's two registrations"
     );
     // A subscription from the start, after it: placeholders.
     let mut sub = store

@@ -1,0 +1,306 @@
+//! A scan of a JSON text that finds where values lie, by JSON pointer, without building the
+//! document: sealing and opening replace a few values' bytes and keep every other byte as it
+//! came (the document's own spacing and member order included).
+//!
+//! The scan trusts nothing: it fails (`None`) on anything it does not expect, and callers then
+//! take the slow path that parses the whole document. It is run on documents that the store
+//! checks as JSON (appends are checked before they are sealed; reads come from the store).
+
+use std::ops::Range;
+
+use strata_core::limits::JSON_NESTING_MAX_DEPTH;
+
+/// What to do with the value at a pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Report its span, and do not look inside it.
+    Take,
+    /// Look inside it (an object or an array); a scalar is passed over.
+    Descend,
+    /// Pass over it.
+    Skip,
+}
+
+/// Calls `at(pointer, bytes from the value's start)` for every value the scan reaches, from the
+/// root (pointer `""`) down as `at` asks, and returns the spans of the values it took, in
+/// document order. `None` when the text is not what the scan expects.
+pub(crate) fn scan(
+    json: &[u8],
+    mut at: impl FnMut(&str, &[u8]) -> Step,
+) -> Option<Vec<(String, Range<usize>)>> {
+    let mut s = Scanner {
+        b: json,
+        i: 0,
+        taken: Vec::new(),
+    };
+    let mut path = String::new();
+    s.value(&mut path, &mut at, 0)?;
+    s.ws();
+    (s.i == json.len()).then_some(s.taken)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    taken: Vec<(String, Range<usize>)>,
+}
+
+impl Scanner<'_> {
+    fn ws(&mut self) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    /// A string starting at `self.i` (its opening quote): its raw content, past its closing
+    /// quote.
+    fn string(&mut self) -> Option<Range<usize>> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let start = self.i + 1;
+        let mut i = start;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', self.b.get(i..)?)?;
+            if self.b[i] == b'"' {
+                break;
+            }
+            i += 2;
+        }
+        self.i = i + 1;
+        Some(start..i)
+    }
+
+    /// Passes over one value without looking at paths.
+    fn skip(&mut self) -> Option<()> {
+        self.ws();
+        let mut depth = 0usize;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => {
+                    self.string()?;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.i += 1;
+                }
+                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if depth > 0 => self.i += 1,
+                _ => {
+                    // A scalar: up to the next delimiter.
+                    let start = self.i;
+                    while self.b.get(self.i).is_some_and(|c| {
+                        !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                    }) {
+                        self.i += 1;
+                    }
+                    if self.i == start {
+                        return None;
+                    }
+                }
+            }
+            if depth == 0 {
+                return Some(());
+            }
+        }
+    }
+
+    fn value(
+        &mut self,
+        path: &mut String,
+        at: &mut impl FnMut(&str, &[u8]) -> Step,
+        depth: usize,
+    ) -> Option<()> {
+        self.ws();
+        let start = self.i;
+        let first = *self.b.get(start)?;
+        match at(path, &self.b[start..]) {
+            Step::Take => {
+                self.skip()?;
+                self.taken.push((path.clone(), start..self.i));
+                Some(())
+            }
+            Step::Descend if first == b'{' && depth < JSON_NESTING_MAX_DEPTH => {
+                self.i += 1;
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    let len = path.len();
+                    path.push('/');
+                    push_escaped(path, &self.b[key])?;
+                    self.eat(b':')?;
+                    self.value(path, at, depth + 1)?;
+                    path.truncate(len);
+                    if self.eat(b',').is_none() {
+                        return self.eat(b'}');
+                    }
+                }
+            }
+            Step::Descend if first == b'[' && depth < JSON_NESTING_MAX_DEPTH => {
+                self.i += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                for n in 0usize.. {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&n.to_string());
+                    self.value(path, at, depth + 1)?;
+                    path.truncate(len);
+                    if self.eat(b',').is_none() {
+                        return self.eat(b']');
+                    }
+                }
+                None
+            }
+            Step::Descend if first == b'{' || first == b'[' => None,
+            _ => self.skip(),
+        }
+    }
+}
+
+/// Appends member name `raw` (a string's content as written, escapes and all) to `path`,
+/// escaped for a JSON pointer.
+fn push_escaped(path: &mut String, raw: &[u8]) -> Option<()> {
+    let name: std::borrow::Cow<'_, str> = if raw.contains(&b'\\') {
+        let mut quoted = Vec::with_capacity(raw.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(raw);
+        quoted.push(b'"');
+        serde_json::from_slice::<String>(&quoted).ok()?.into()
+    } else {
+        std::str::from_utf8(raw).ok()?.into()
+    };
+    if !name.contains(['~', '/']) {
+        path.push_str(&name);
+        return Some(());
+    }
+    for c in name.chars() {
+        match c {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+    Some(())
+}
+
+/// Whether pointer `p` lies strictly inside pointer `of`.
+pub(crate) fn inside(p: &str, of: &str) -> bool {
+    of.len() > p.len() && of.starts_with(p) && of.as_bytes()[p.len()] == b'/'
+}
+
+/// The text of a sealed value if `bytes` starts with one: `{"$sealed": "<text>"}`, spaces
+/// allowed between tokens, nothing else in the object.
+pub(crate) fn sealed_text(bytes: &[u8]) -> Option<&str> {
+    let mut s = Scanner {
+        b: bytes,
+        i: 0,
+        taken: Vec::new(),
+    };
+    s.eat(b'{')?;
+    s.ws();
+    let key = s.string()?;
+    if &bytes[key] != crate::seal::SEALED_KEY.as_bytes() {
+        return None;
+    }
+    s.eat(b':')?;
+    s.ws();
+    let text = s.string()?;
+    s.eat(b'}')?;
+    let text = std::str::from_utf8(&bytes[text]).ok()?;
+    (!text.contains('\\')).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(json: &str, want: &[&str]) -> Option<Vec<(String, String)>> {
+        let spans = scan(json.as_bytes(), |p, _| {
+            if want.contains(&p) {
+                Step::Take
+            } else if want.iter().any(|w| inside(p, w)) {
+                Step::Descend
+            } else {
+                Step::Skip
+            }
+        })?;
+        Some(
+            spans
+                .into_iter()
+                .map(|(p, r)| (p, json[r].to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn values_are_found_by_pointer_with_their_exact_bytes() {
+        let json = r#" { "a" : { "b/c" : [1, {"x": "y,}]"} , 3 ] , "~k": true }, "e":"q\"}", "n": -1.5e3 } "#;
+        assert_eq!(
+            taken(json, &["/a/b~1c/1", "/e", "/n", "/a/~0k"]),
+            Some(vec![
+                ("/a/b~1c/1".into(), r#"{"x": "y,}]"}"#.into()),
+                ("/a/~0k".into(), "true".into()),
+                ("/e".into(), r#""q\"}""#.into()),
+                ("/n".into(), "-1.5e3".into()),
+            ])
+        );
+        // An escaped member name is compared decoded.
+        assert_eq!(
+            taken(r#"{"\u0061":1}"#, &["/a"]),
+            Some(vec![("/a".into(), "1".into())])
+        );
+        assert_eq!(taken("[]", &["/0"]), Some(vec![]));
+        assert_eq!(
+            taken(r#"{"":{"":2}}"#, &["//"]),
+            Some(vec![("//".into(), "2".into())])
+        );
+    }
+
+    #[test]
+    fn what_the_scan_does_not_expect_is_refused() {
+        for bad in [
+            "",
+            "{",
+            r#"{"a":}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":1,}"#,
+            "[1,]",
+            r#"{"a":1} x"#,
+            r#""open"#,
+            "]",
+        ] {
+            assert_eq!(taken(bad, &["/a", "/0"]), None, "{bad:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(taken(&deep, &["/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0/0"]), None);
+    }
+
+    #[test]
+    fn sealed_values_are_recognised_with_or_without_spaces() {
+        assert_eq!(sealed_text(br#"{"$sealed":"v1.ab.CD"}"#), Some("v1.ab.CD"));
+        assert_eq!(
+            sealed_text(br#"{ "$sealed" : "v1.ab.CD" } , 1"#),
+            Some("v1.ab.CD")
+        );
+        assert_eq!(sealed_text(br#"{"$sealed":"v1","x":1}"#), None);
+        assert_eq!(sealed_text(br#"{"sealed":"v1"}"#), None);
+        assert_eq!(sealed_text(br#"{"$sealed":1}"#), None);
+    }
+}
