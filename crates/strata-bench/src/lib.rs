@@ -30,6 +30,7 @@ pub mod postgres;
 pub mod rotation;
 pub mod scavenge;
 pub mod scavenge_log;
+pub mod shred;
 
 pub use measure::{Latency, Throughput};
 
