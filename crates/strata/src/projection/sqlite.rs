@@ -94,6 +94,24 @@ impl SqliteReadModels {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
+    /// Copies the write-ahead log into the database file and truncates it to nothing, so that
+    /// no older version of a page (a row deleted since, say) stays in the log file. Waits for
+    /// readers to finish; call it after a read model forgot someone.
+    pub fn truncate_wal(&self) -> Result<(), ProjectionError> {
+        let conn = self.connect()?;
+        let (busy, _, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(db)?;
+        if busy != 0 {
+            return Err(ProjectionError::ReadModel(
+                "the write-ahead log was not truncated: a reader or writer held it".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A new connection, for queries (WAL mode: readers never block the projections).
     pub fn connect(&self) -> Result<Connection, ProjectionError> {
         let conn = Connection::open(&self.path).map_err(db)?;
@@ -108,6 +126,12 @@ impl SqliteReadModels {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        // A deleted row's bytes are overwritten, not left in a free page: a read model that
+        // forgets a data subject (crypto-shredding, docs/gdpr.md) keeps nothing of theirs in
+        // the file. The WAL holds a page's older versions until a checkpoint truncates it
+        // (`truncate_wal`).
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(db)?;
         Ok(conn)
     }
