@@ -430,14 +430,24 @@ async fn embedded_files_with_sentinels(with_schema: bool) -> Vec<std::path::Path
     }
     inner.seal_open_segment().await.expect("seal");
     store.forget("erin").await.expect("forget");
+    // The archive copies the sealed segments as they are.
+    let archive = dir.path().join("archive");
+    strata_archive::Archive::open(archive.to_str().expect("utf-8"))
+        .expect("archive")
+        .archive_store(&inner, &|_| {})
+        .await
+        .expect("archived");
     inner.close().await.expect("close");
-    let mut hits = files_holding(&data, SENTINEL_NAME.as_bytes());
-    hits.extend(files_holding(&data, SENTINEL_EMAIL.as_bytes()));
+    let mut hits = Vec::new();
+    for root in [&data, &archive] {
+        hits.extend(files_holding(root, SENTINEL_NAME.as_bytes()));
+        hits.extend(files_holding(root, SENTINEL_EMAIL.as_bytes()));
+    }
     hits
 }
 
-/// After a forget, no byte the embedded store wrote (segments, index files, keys) holds the
-/// sentinels; without the schema the same search finds them, so it can fail.
+/// After a forget, no byte the embedded store wrote (segments, index files, keys) nor its
+/// archive holds the sentinels; without the schema the same search finds them, so it can fail.
 #[tokio::test]
 async fn nothing_readable_remains_in_the_embedded_data_directory() {
     assert_eq!(
@@ -501,5 +511,63 @@ async fn another_process_sees_schemas_and_forgets_within_the_sync_interval() {
                 .expect("read")
         ),
         Value::Null
+    );
+}
+
+/// Fills a PostgreSQL store through the wrapper, with or without the schema, forgets the
+/// subject, and returns whether a `pg_dump` of its schema shows a sentinel.
+async fn pg_dump_shows_sentinels(with_schema: bool) -> bool {
+    let (pg, schema) = support::connect("shreddump", |o| o).await;
+    let keys = PgKeys::open(pg.pool().clone(), pg.schema())
+        .await
+        .expect("keys");
+    let store = Shredded::open(
+        Arc::new(pg.clone()),
+        Keyring::open(Arc::new(keys), master()).await.expect("ring"),
+    )
+    .await
+    .expect("open");
+    if with_schema {
+        store.register(registered()).await.expect("register");
+    }
+    for n in 0..20 {
+        store
+            .append(
+                &sid(&format!("customer-{n}")),
+                ExpectedVersion::Any,
+                vec![registration("erin", n)],
+            )
+            .await
+            .expect("append");
+    }
+    store.forget("erin").await.expect("forget");
+    let out = std::process::Command::new("pg_dump")
+        .args([
+            "--dbname",
+            &support::database_url(),
+            "--schema",
+            &schema,
+            "--data-only",
+        ])
+        .output()
+        .expect("pg_dump runs (it is installed with PostgreSQL's client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    support::drop_schema(schema).await;
+    let dump = String::from_utf8_lossy(&out.stdout);
+    dump.contains(SENTINEL_NAME) || dump.contains(SENTINEL_EMAIL)
+}
+
+/// After a forget, a `pg_dump` of the store's schema holds no sentinel; without the schema the
+/// same search finds them.
+#[tokio::test]
+async fn nothing_readable_remains_in_a_pg_dump() {
+    assert!(!pg_dump_shows_sentinels(true).await);
+    assert!(
+        pg_dump_shows_sentinels(false).await,
+        "the control finds plaintext"
     );
 }
