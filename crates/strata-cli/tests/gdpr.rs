@@ -162,6 +162,23 @@ fn a_subject_is_sealed_read_and_forgotten_from_the_command_line() {
         json_lines(&out)[0]["data"]["email"],
         serde_json::Value::Null
     );
+    // A master key exported for local commands does not get in the way of --server.
+    let out = Command::new(BIN)
+        .args([
+            "--server",
+            server.url.as_str(),
+            "--json",
+            "read",
+            "customer-1",
+        ])
+        .env("STRATA_MASTER_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     server.stop();
 
     // No byte of the data directory holds the personal data: segments, index files, keys.

@@ -55,6 +55,11 @@ pub enum KeyError {
     /// The backend holding the keys failed (a database, say).
     #[error("the key store failed: {0}")]
     Backend(String),
+    /// This process was started without the master key ([`crate::Shredded::keyless`]).
+    #[error(
+        "this process has no master key: start it with one to register schemas or forget subjects"
+    )]
+    NoMasterKey,
     /// The backend holding the keys cannot be reached right now (a database connection).
     #[error("the key store is unavailable: {0}")]
     Unavailable(String),

@@ -21,13 +21,18 @@ pub(crate) enum Step {
     Skip,
 }
 
+/// A value the scan took: its pointer, its bytes' span, and how many arrays and objects hold
+/// it.
+pub(crate) struct Taken {
+    pub pointer: String,
+    pub span: Range<usize>,
+    pub depth: usize,
+}
+
 /// Calls `at(pointer, bytes from the value's start)` for every value the scan reaches, from the
-/// root (pointer `""`) down as `at` asks, and returns the spans of the values it took, in
-/// document order. `None` when the text is not what the scan expects.
-pub(crate) fn scan(
-    json: &[u8],
-    mut at: impl FnMut(&str, &[u8]) -> Step,
-) -> Option<Vec<(String, Range<usize>)>> {
+/// root (pointer `""`) down as `at` asks, and returns the values it took, in document order.
+/// `None` when the text is not what the scan expects.
+pub(crate) fn scan(json: &[u8], mut at: impl FnMut(&str, &[u8]) -> Step) -> Option<Vec<Taken>> {
     let mut s = Scanner {
         b: json,
         i: 0,
@@ -42,7 +47,7 @@ pub(crate) fn scan(
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
-    taken: Vec<(String, Range<usize>)>,
+    taken: Vec<Taken>,
 }
 
 impl Scanner<'_> {
@@ -129,7 +134,11 @@ impl Scanner<'_> {
         match at(path, &self.b[start..]) {
             Step::Take => {
                 self.skip()?;
-                self.taken.push((path.clone(), start..self.i));
+                self.taken.push(Taken {
+                    pointer: path.clone(),
+                    span: start..self.i,
+                    depth,
+                });
                 Some(())
             }
             Step::Descend if first == b'{' && depth < JSON_NESTING_MAX_DEPTH => {
@@ -224,7 +233,13 @@ pub(crate) fn sealed_text(bytes: &[u8]) -> Option<&str> {
     let text = s.string()?;
     s.eat(b'}')?;
     let text = std::str::from_utf8(&bytes[text]).ok()?;
-    (!text.contains('\\')).then_some(text)
+    // Only what Strata writes: `v1.`, 32 hex digits, `.`; any other object with that key is
+    // data (written before sealing began, say), read as it is.
+    let shape = text.len() > 36
+        && text.starts_with("v1.")
+        && text.as_bytes()[35] == b'.'
+        && text.as_bytes()[3..35].iter().all(u8::is_ascii_hexdigit);
+    (shape && !text.contains('\\')).then_some(text)
 }
 
 #[cfg(test)]
@@ -244,7 +259,7 @@ mod tests {
         Some(
             spans
                 .into_iter()
-                .map(|(p, r)| (p, json[r].to_owned()))
+                .map(|t| (t.pointer, json[t.span].to_owned()))
                 .collect(),
         )
     }
@@ -294,13 +309,35 @@ mod tests {
 
     #[test]
     fn sealed_values_are_recognised_with_or_without_spaces() {
-        assert_eq!(sealed_text(br#"{"$sealed":"v1.ab.CD"}"#), Some("v1.ab.CD"));
-        assert_eq!(
-            sealed_text(br#"{ "$sealed" : "v1.ab.CD" } , 1"#),
-            Some("v1.ab.CD")
-        );
-        assert_eq!(sealed_text(br#"{"$sealed":"v1","x":1}"#), None);
+        let text = "v1.0123456789abcdef0123456789abcdef.CD";
+        let sealed = format!(r#"{{"$sealed":"{text}"}}"#);
+        assert_eq!(sealed_text(sealed.as_bytes()), Some(text));
+        let spaced = format!(r#"{{ "$sealed" : "{text}" }} , 1"#);
+        assert_eq!(sealed_text(spaced.as_bytes()), Some(text));
+        let more = format!(r#"{{"$sealed":"{text}","x":1}}"#);
+        assert_eq!(sealed_text(more.as_bytes()), None);
         assert_eq!(sealed_text(br#"{"sealed":"v1"}"#), None);
         assert_eq!(sealed_text(br#"{"$sealed":1}"#), None);
+        // Not Strata's shape: data, not a sealed value.
+        for other in [
+            "v1.ab.CD",
+            "v2.0123456789abcdef0123456789abcdef.CD",
+            "hello",
+        ] {
+            let doc = format!(r#"{{"$sealed":"{other}"}}"#);
+            assert_eq!(sealed_text(doc.as_bytes()), None);
+        }
+    }
+
+    #[test]
+    fn taken_values_know_their_depth() {
+        let spans = scan(br#"{"a":[{"b":1}],"c":2}"#, |p, _| match p {
+            "/a/0/b" | "/c" => Step::Take,
+            _ => Step::Descend,
+        })
+        .expect("scans");
+        let depths: Vec<(String, usize)> =
+            spans.into_iter().map(|t| (t.pointer, t.depth)).collect();
+        assert_eq!(depths, vec![("/a/0/b".into(), 3), ("/c".into(), 1)]);
     }
 }

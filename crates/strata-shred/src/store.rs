@@ -22,9 +22,10 @@ use uuid::Uuid;
 use crate::keys::{ForgetOutcome, KeyError, Keyring, ReadKey};
 use crate::limits::{SCHEMAS_MAX, SYNC_INTERVAL_MS};
 use crate::master::SubjectRef;
-use crate::scan::{self, Step};
+use crate::scan::{self, Step, Taken};
 use crate::schema::{holds_sealed_key, EncryptionSchema};
 use crate::seal::{self, SealError};
+use strata_core::limits::JSON_NESTING_MAX_DEPTH;
 
 /// The stream that holds the encryption schemas, one `$encryptionSchema` event per
 /// registration (the latest of an event type is in force).
@@ -119,7 +120,8 @@ struct Schemas {
 #[derive(Clone)]
 pub struct Shredded {
     inner: Arc<dyn EventStore>,
-    keyring: Arc<Keyring>,
+    /// `None` in a process without the master key ([`Shredded::keyless`]).
+    keyring: Option<Arc<Keyring>>,
     schemas: Arc<RwLock<Schemas>>,
     sync: Arc<tokio::sync::Mutex<Sync>>,
     /// When the last look ended, for a check without waiting on `sync`.
@@ -183,28 +185,54 @@ impl Shredded {
         inner: Arc<dyn EventStore>,
         keyring: Keyring,
     ) -> Result<Shredded, ShredError> {
+        Shredded::start(inner, Some(Arc::new(keyring))).await
+    }
+
+    /// Wraps `inner` in a process that has no master key: events of a type with a schema are
+    /// refused ([`AppendError::Unavailable`]: this process cannot seal them), whenever the
+    /// schema was registered, by this process or another; everything else passes, and sealed
+    /// values read as they are stored. What a process opens a store with when it was given no
+    /// master key, so that a schema registered after it started is kept all the same.
+    pub async fn keyless(inner: Arc<dyn EventStore>) -> Result<Shredded, ShredError> {
+        Shredded::start(inner, None).await
+    }
+
+    async fn start(
+        inner: Arc<dyn EventStore>,
+        keyring: Option<Arc<Keyring>>,
+    ) -> Result<Shredded, ShredError> {
         let store = Shredded {
             inner,
-            keyring: Arc::new(keyring),
+            keyring,
             schemas: Arc::new(RwLock::new(Schemas::default())),
             sync: Arc::new(tokio::sync::Mutex::new(Sync { next_forgotten: 0 })),
             looked: Arc::new(parking_lot::Mutex::new(None)),
         };
         store.refresh_schemas().await?;
-        for pending in store.keyring.pending().await? {
+        let pending = match &store.keyring {
+            Some(keyring) => keyring.pending().await?,
+            None => Vec::new(),
+        };
+        for pending in pending {
             tracing::warn!(subject = %pending.subject_ref, "finishing a forget that a stop interrupted");
+            let keyring = store.keyring()?;
             // The stop may have come before the key was destroyed, or while its record was
             // being overwritten: destroy it (again) first.
-            store.keyring.forget(&pending.subject).await?;
+            keyring.forget(&pending.subject).await?;
             store
                 .append_forgotten(&pending.subject, pending.subject_ref)
                 .await?;
-            store.keyring.settle(pending.subject_ref).await?;
+            keyring.settle(pending.subject_ref).await?;
         }
         // The cache is empty: forgets made before now have nothing to evict.
         let forgotten = store.inner.stream_info(&forgotten_stream()).await?;
         store.sync.lock().await.next_forgotten = forgotten.current_version.map_or(0, |v| v + 1);
         Ok(store)
+    }
+
+    /// The keyring, or [`KeyError::NoMasterKey`] in a process without one.
+    fn keyring(&self) -> Result<&Arc<Keyring>, KeyError> {
+        self.keyring.as_ref().ok_or(KeyError::NoMasterKey)
     }
 
     /// The store inside, which holds sealed values as they are stored.
@@ -242,8 +270,8 @@ impl Shredded {
                 let subject = e
                     .data_json()
                     .and_then(|d| d["subjectRef"].as_str().and_then(SubjectRef::from_hex));
-                if let Some(r) = subject {
-                    self.keyring.evict(r);
+                if let (Some(r), Some(keyring)) = (subject, &self.keyring) {
+                    keyring.evict(r);
                 }
             }
         }
@@ -306,6 +334,7 @@ impl Shredded {
     /// have the fields it names sealed. Stored in the store's [`SCHEMAS_STREAM`], versioned;
     /// a registration that races another is read again and retried.
     pub async fn register(&self, schema: EncryptionSchema) -> Result<AppendResult, ShredError> {
+        self.keyring()?;
         schema.validate()?;
         loop {
             let (expected, count, known) = {
@@ -355,10 +384,11 @@ impl Shredded {
     /// second forget succeeds and says so. After it, the subject's sealed fields read as
     /// `null`, and no event with a field sealed for them is accepted.
     pub async fn forget(&self, subject: &str) -> Result<ForgetReport, ShredError> {
-        let outcome = self.keyring.forget(subject).await?;
-        let subject_ref = self.keyring.subject_ref(subject);
+        let keyring = self.keyring()?;
+        let outcome = keyring.forget(subject).await?;
+        let subject_ref = keyring.subject_ref(subject);
         let result = self.append_forgotten(subject, subject_ref).await?;
-        self.keyring.settle(subject_ref).await?;
+        keyring.settle(subject_ref).await?;
         Ok(ForgetReport {
             outcome,
             subject_ref: subject_ref.to_hex(),
@@ -397,15 +427,15 @@ impl Shredded {
             .into());
         }
         let Some(schema) = self.schema_of(&event.event_type) else {
-            // Only a key can look sealed: parse what might hold one (an escaped key too).
-            if event.content_type == CONTENT_TYPE_JSON
-                && SEALED_KEY_END_FINDER.find(&event.data).is_some()
-                && serde_json::from_slice::<Value>(&event.data)
-                    .is_ok_and(|data| holds_sealed_key(&data))
-            {
-                return Err(sealed_key_refused(&at));
-            }
-            return Ok(());
+            return refuse_sealed_key(event, &at);
+        };
+        let Some(keyring) = &self.keyring else {
+            return Err(AppendError::Unavailable(BackendError::new(format!(
+                "events of type {} have personal fields to seal, and this process has no \
+                 master key: start it with one (--master-key-file, --master-key-env or \
+                 --master-key-command); nothing was written",
+                event.event_type
+            ))));
         };
         if event.content_type != CONTENT_TYPE_JSON {
             return Err(InvalidInput::new(
@@ -419,11 +449,7 @@ impl Shredded {
         }
         // Checked as the store checks it (JSON, sizes) before anything is read from it.
         strata_core::validate_event(index, event)?;
-        if SEALED_KEY_END_FINDER.find(&event.data).is_some()
-            && serde_json::from_slice::<Value>(&event.data).is_ok_and(|d| holds_sealed_key(&d))
-        {
-            return Err(sealed_key_refused(&at));
-        }
+        refuse_sealed_key(event, &at)?;
         // The subject's id and the personal fields, where they lie in the data.
         let subject_at = schema.subject_pointer();
         let wanted = |p: &str| subject_at == Some(p) || schema.fields.iter().any(|f| f == p);
@@ -439,14 +465,42 @@ impl Shredded {
             }
         })
         .ok_or_else(|| InvalidInput::new(format!("{at}.data"), "could not be scanned as JSON"))?;
-        let span_of = |p: &str| spans.iter().find(|(q, _)| q == p).map(|(_, r)| r.clone());
+        for (i, t) in spans.iter().enumerate() {
+            // A member named twice: readers take the last, so the subject or a field would be
+            // decided on one and read from another.
+            if spans[..i].iter().any(|u| u.pointer == t.pointer) {
+                return Err(InvalidInput::new(
+                    format!("{at}.data{}", t.pointer),
+                    "appears twice (a member named twice on its way): an event with personal \
+                     fields names each member once",
+                )
+                .into());
+            }
+            // Sealed, a value becomes an object: one level deeper than the store takes.
+            if t.depth >= JSON_NESTING_MAX_DEPTH {
+                return Err(InvalidInput::new(
+                    format!("{at}.data{}", t.pointer),
+                    format!(
+                        "is nested too deep to seal: a personal field lies inside at most {} \
+                         arrays and objects",
+                        JSON_NESTING_MAX_DEPTH - 1
+                    ),
+                )
+                .into());
+            }
+        }
+        let span_of = |p: &str| {
+            spans
+                .iter()
+                .find(|t| t.pointer == p)
+                .map(|t| t.span.clone())
+        };
         let subject_value = match subject_at.and_then(span_of) {
             Some(r) => serde_json::from_slice::<Value>(&event.data[r]).ok(),
             None => None,
         };
         let subject = schema.subject_of(subject_value.as_ref(), &event.metadata, &at)?;
-        let (subject_ref, key) = self
-            .keyring
+        let (subject_ref, key) = keyring
             .key_for_seal(&subject)
             .await
             .map_err(|e| key_append_error(e, &at))?;
@@ -472,7 +526,7 @@ impl Shredded {
         let data = &event.data;
         let mut out = Vec::with_capacity(data.len() + 160 * schema.fields.len());
         let mut copied = 0;
-        for (pointer, span) in &spans {
+        for Taken { pointer, span, .. } in &spans {
             if subject_at == Some(pointer.as_str()) && !schema.fields.contains(pointer) {
                 continue;
             }
@@ -497,6 +551,10 @@ impl Shredded {
 
     /// Opens the sealed values of `event`, in place.
     async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), ReadError> {
+        let Some(keyring) = &self.keyring else {
+            // No key: sealed values read as they are stored.
+            return Ok(());
+        };
         if !event.is_json() || SEALED_FINDER.find(&event.data).is_none() {
             return Ok(());
         }
@@ -526,14 +584,13 @@ impl Shredded {
         // The fields of one event are mostly one subject's: its key is looked up once.
         let mut last: Option<(SubjectRef, ReadKey)> = None;
         let mut body = Vec::new();
-        for (pointer, span) in spans {
+        for Taken { pointer, span, .. } in spans {
             let text = scan::sealed_text(&data[span.clone()]).expect("taken as sealed");
             let subject = seal::parse_into(text, &mut body).map_err(|e| corrupt(e.to_string()))?;
             let key = match &last {
                 Some((r, key)) if *r == subject => key.clone(),
                 _ => {
-                    let key = self
-                        .keyring
+                    let key = keyring
                         .key_for_read(subject)
                         .await
                         .map_err(|e| key_read_error(e, position))?;
@@ -601,6 +658,19 @@ static SEALED_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
 /// Looks for the end of a key that may decode to `$sealed` (escaped or not), on every append.
 static SEALED_KEY_END_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"sealed\""));
+
+/// Refuses data that holds the key `$sealed`, however it is written: only Strata writes one.
+/// The data is parsed only when it may hold one (the key's last letters, or an escape).
+fn refuse_sealed_key(event: &EventData, at: &str) -> Result<(), AppendError> {
+    if event.content_type == CONTENT_TYPE_JSON
+        && (SEALED_KEY_END_FINDER.find(&event.data).is_some()
+            || memchr::memchr(b'\\', &event.data).is_some())
+        && serde_json::from_slice::<Value>(&event.data).is_ok_and(|d| holds_sealed_key(&d))
+    {
+        return Err(sealed_key_refused(at));
+    }
+    Ok(())
+}
 
 fn sealed_key_refused(at: &str) -> AppendError {
     InvalidInput::new(
@@ -747,6 +817,13 @@ mod tests {
             super::SEALED_OPEN,
             format!("{{\"{}\":\"", crate::seal::SEALED_KEY).as_bytes()
         );
-        assert!(crate::scan::sealed_text(&[super::SEALED_OPEN, b"v1.x.y\"}"].concat()).is_some());
+        assert!(crate::scan::sealed_text(
+            &[
+                super::SEALED_OPEN,
+                b"v1.0123456789abcdef0123456789abcdef.y\"}",
+            ]
+            .concat()
+        )
+        .is_some());
     }
 }

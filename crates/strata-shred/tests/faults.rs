@@ -651,3 +651,220 @@ async fn a_forget_retried_after_others_replays() {
     }
     log.close().await.unwrap();
 }
+
+/// A member named twice on the way to the subject or a field is refused: readers take the last
+/// occurrence, so sealing by the first would seal one subject's data under another's key.
+#[tokio::test]
+async fn a_member_named_twice_on_a_personal_path_is_refused() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    store.register(schema(&["/email"])).await.unwrap();
+    store
+        .register(EncryptionSchema {
+            event_type: "Nested".into(),
+            subject: SubjectSource::Pointer("/who/id".into()),
+            fields: vec!["/email".into()],
+        })
+        .await
+        .unwrap();
+    for (event_type, raw, field) in [
+        (
+            "CustomerRegistered",
+            r#"{"customerId":"alice","customerId":"bob","email":"b@x.org"}"#,
+            "events[0].data/customerId",
+        ),
+        (
+            "CustomerRegistered",
+            r#"{"customerId":"bob","email":"a@x.org","email":"b@x.org"}"#,
+            "events[0].data/email",
+        ),
+        (
+            "Nested",
+            r#"{"who":{"id":"alice"},"who":{"id":"bob"},"email":"b@x.org"}"#,
+            "events[0].data/who/id",
+        ),
+    ] {
+        let mut e = EventData::json(event_type, &json!({})).unwrap();
+        e.data = raw.as_bytes().to_vec();
+        let r = store
+            .append(&sid("dup-1"), ExpectedVersion::Any, vec![e])
+            .await;
+        assert!(
+            matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == field),
+            "{raw}: {r:?}"
+        );
+    }
+    // Repeats elsewhere are the data's own business.
+    let mut e = EventData::json("CustomerRegistered", &json!({})).unwrap();
+    e.data = br#"{"customerId":"bob","email":"b@x.org","note":1,"note":2}"#.to_vec();
+    store
+        .append(&sid("dup-1"), ExpectedVersion::Any, vec![e])
+        .await
+        .expect("appended");
+}
+
+/// A personal field nested as deep as the store allows cannot be sealed (sealing adds a
+/// level): a clear error naming it, not a complaint about the JSON.
+#[tokio::test]
+async fn a_field_too_deep_to_seal_is_named() {
+    let store = Shredded::open(
+        Arc::new(strata_testkit::MemoryStore::new()),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let deep = format!("/customerId{}", "");
+    let mut pointer = String::new();
+    let mut data = json!("secret");
+    for _ in 0..63 {
+        data = json!({ "d": data });
+        pointer.push_str("/d");
+    }
+    let doc = json!({"customerId": "c", "d": data});
+    let pointer = format!("/d{pointer}");
+    store
+        .register(EncryptionSchema {
+            event_type: "Deep".into(),
+            subject: SubjectSource::Pointer(deep),
+            fields: vec![pointer.clone()],
+        })
+        .await
+        .unwrap();
+    let r = store
+        .append(
+            &sid("deep-1"),
+            ExpectedVersion::Any,
+            vec![EventData::json("Deep", &doc).unwrap()],
+        )
+        .await;
+    assert!(
+        matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == format!("events[0].data{pointer}") && i.reason.contains("too deep")),
+        "{r:?}"
+    );
+}
+
+/// An escape in any letter of the key does not hide it.
+#[tokio::test]
+async fn any_escaped_spelling_of_the_sealed_key_is_refused() {
+    let store = Shredded::open(
+        Arc::new(strata_testkit::MemoryStore::new()),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    store.register(schema(&["/name"])).await.unwrap();
+    for key in [r"$se\u0061led", r"$seale\u0064", r"\u0024\u0073ealed"] {
+        for event_type in ["Note", "CustomerRegistered"] {
+            let raw = format!(r#"{{"customerId":"c","name":"n","x":{{"{key}":"v1.abc"}}}}"#);
+            let mut e = EventData::json(event_type, &json!({})).unwrap();
+            e.data = raw.into_bytes();
+            let r = store
+                .append(&sid("esc-1"), ExpectedVersion::Any, vec![e])
+                .await;
+            assert!(
+                matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == "events[0].data"),
+                "{key} {event_type}: {r:?}"
+            );
+        }
+    }
+}
+
+/// Data written before sealing began (through the bare store) that looks like a sealed value
+/// but is not Strata's shape reads as it is, never as damage.
+#[tokio::test]
+async fn a_lookalike_written_without_the_wrapper_reads_as_data() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let e = EventData::json("Note", &json!({"x": {"$sealed": "hello"}})).unwrap();
+    inner
+        .append(&sid("old-1"), ExpectedVersion::Any, vec![e.clone()])
+        .await
+        .unwrap();
+    let store = Shredded::open(
+        inner,
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let read = store
+        .read_stream(&sid("old-1"), ReadStreamOptions::forward())
+        .await
+        .expect("reads");
+    assert_eq!(read[0].data, e.data);
+}
+
+/// A process without the master key refuses the events a schema names, as soon as it sees the
+/// schema another process registered; passes everything else; and reads sealed values as
+/// they are stored.
+#[tokio::test(start_paused = true)]
+async fn a_keyless_process_refuses_what_a_later_schema_names() {
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let keyless = Shredded::keyless(inner.clone()).await.expect("keyless");
+    let keyed = Shredded::open(inner.clone(), Keyring::open(keys, master()).await.unwrap())
+        .await
+        .unwrap();
+    keyless
+        .append(
+            &sid("customer-1"),
+            ExpectedVersion::Any,
+            vec![registration("alice")],
+        )
+        .await
+        .expect("no schema yet: plain");
+    keyed.register(schema(&["/name", "/email"])).await.unwrap();
+    tokio::time::advance(std::time::Duration::from_millis(300)).await;
+    let r = keyless
+        .append(
+            &sid("customer-2"),
+            ExpectedVersion::Any,
+            vec![registration("bob")],
+        )
+        .await;
+    assert!(matches!(&r, Err(AppendError::Unavailable(_))), "{r:?}");
+    assert!(!inner.stream_info(&sid("customer-2")).await.unwrap().exists);
+    keyless
+        .append(
+            &sid("note-1"),
+            ExpectedVersion::Any,
+            vec![EventData::json("Note", &json!({})).unwrap()],
+        )
+        .await
+        .expect("other types pass");
+    keyed
+        .append(
+            &sid("customer-3"),
+            ExpectedVersion::Any,
+            vec![registration("carol")],
+        )
+        .await
+        .unwrap();
+    let read = keyless
+        .read_stream(&sid("customer-3"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert!(
+        read[0].data_json().unwrap()["name"]["$sealed"].is_string(),
+        "read as stored"
+    );
+    assert!(matches!(
+        keyless.forget("carol").await,
+        Err(strata_shred::ShredError::Key(KeyError::NoMasterKey))
+    ));
+    assert!(matches!(
+        keyless.register(schema(&["/name"])).await,
+        Err(strata_shred::ShredError::Key(KeyError::NoMasterKey))
+    ));
+}

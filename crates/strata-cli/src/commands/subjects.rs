@@ -39,6 +39,13 @@ impl Keys {
     }
 }
 
+/// Whether the command line (or the environment) names a master key.
+pub fn has_master_key(cli: &Cli) -> bool {
+    cli.master_key_file.is_some()
+        || cli.master_key_env.is_some()
+        || cli.master_key_command.is_some()
+}
+
 /// The master key the command line names, if it names one.
 pub fn master_key(cli: &Cli) -> Result<Option<MasterKey>> {
     Ok(
@@ -60,7 +67,10 @@ pub fn master_key(cli: &Cli) -> Result<Option<MasterKey>> {
 
 /// `store`, sealing personal fields when the command line names a master key. Without one, a
 /// store that has encryption schemas is refused: its personal fields would be written in
-/// clear text and read sealed. Returns the store to use, and the crypto-shredding over it.
+/// clear text and read sealed; and a PostgreSQL store that has none yet is wrapped all the
+/// same, so that a schema another process registers later has this one refuse the events it
+/// names. Returns
+/// the store to use, and the crypto-shredding over it when there is a key.
 pub async fn seal(
     cli: &Cli,
     store: Arc<dyn EventStore>,
@@ -75,7 +85,14 @@ pub async fn seal(
                  Strata neither reads nor writes their fields"
             );
         }
-        return Ok((store, None));
+        return Ok(match keys {
+            // The data directory's lock keeps other processes out: no schema can appear
+            // while this one has the store open without a key.
+            Keys::Dir(_) => (store, None),
+            // Other processes share PostgreSQL: a schema one registers later must still
+            // stop this one from writing the events it names in clear.
+            Keys::Postgres(_) => (Arc::new(Shredded::keyless(store).await?), None),
+        });
     };
     let keyring = Keyring::open(keys.storage().await?, master).await?;
     let shredded = Shredded::open(store, keyring).await?;
@@ -111,7 +128,7 @@ pub struct SchemasArgs {
 
 /// The crypto-shredding of the local store the command line opens; a master key is needed.
 async fn local(cli: &Cli) -> Result<Shredded> {
-    if master_key(cli)?.is_none() {
+    if !has_master_key(cli) {
         anyhow::bail!(
             "forgetting and schemas need the store's master key: give --master-key-file, \
              --master-key-env or --master-key-command (or talk to a server with --server)"
