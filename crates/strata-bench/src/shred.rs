@@ -212,10 +212,19 @@ fn sid(s: &str) -> Result<StreamId, String> {
 
 /// A fresh store in `dir`: bare, or wrapped with the schema registered.
 async fn store(dir: &Path, sealed: bool) -> Result<(LogStore, Arc<dyn EventStore>), String> {
+    let (log, shredded) = opened(dir, sealed).await?;
+    Ok(match shredded {
+        Some(s) => (log, Arc::new(s)),
+        None => (log.clone(), Arc::new(log)),
+    })
+}
+
+/// A fresh store in `dir`, and the wrapper over it with the schema registered when `sealed`.
+async fn opened(dir: &Path, sealed: bool) -> Result<(LogStore, Option<Shredded>), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let log = LogStore::open(dir.join("data")).map_err(|e| e.to_string())?;
     if !sealed {
-        return Ok((log.clone(), Arc::new(log)));
+        return Ok((log, None));
     }
     let keys = DirKeys::open(dir.join("data").join("keys"))
         .map_err(|e| e.to_string())?
@@ -230,7 +239,7 @@ async fn store(dir: &Path, sealed: bool) -> Result<(LogStore, Arc<dyn EventStore
         .register(schema())
         .await
         .map_err(|e| e.to_string())?;
-    Ok((log, Arc::new(shredded)))
+    Ok((log, Some(shredded)))
 }
 
 /// `WRITERS` tasks appending one event at a time to their own stream (their own subject) for
@@ -396,16 +405,8 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
     }
     // Forgetting: the same call for a subject of many events and one of few.
     let dir = work.0.join("forget");
-    let (log, _) = store(&dir, true).await?;
-    let keys = DirKeys::open(dir.join("data").join("keys"))
-        .map_err(|e| e.to_string())?
-        .shared();
-    let ring = Keyring::open(keys, MasterKey::from_bytes([5; 32]))
-        .await
-        .map_err(|e| e.to_string())?;
-    let shredded = Shredded::open(Arc::new(log.clone()), ring)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (log, shredded) = opened(&dir, true).await?;
+    let shredded = shredded.ok_or("the sealed store was not wrapped")?;
     fill(
         &shredded,
         &sid("customer-big")?,

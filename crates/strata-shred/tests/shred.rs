@@ -402,6 +402,24 @@ fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf
     hits
 }
 
+/// Registers the schema (or not), then appends `events` registrations of subject `erin`, each
+/// to its own stream.
+async fn fill_erin(store: &Shredded, with_schema: bool, events: usize) {
+    if with_schema {
+        store.register(registered()).await.expect("register");
+    }
+    for n in 0..events {
+        store
+            .append(
+                &sid(&format!("customer-{n}")),
+                ExpectedVersion::Any,
+                vec![registration("erin", n)],
+            )
+            .await
+            .expect("append");
+    }
+}
+
 /// Fills an embedded store through the wrapper, with or without the schema, forgets the
 /// subject, closes it, and returns the files that still hold a sentinel.
 async fn embedded_files_with_sentinels(with_schema: bool) -> Vec<std::path::PathBuf> {
@@ -415,19 +433,7 @@ async fn embedded_files_with_sentinels(with_schema: bool) -> Vec<std::path::Path
     )
     .await
     .expect("open");
-    if with_schema {
-        store.register(registered()).await.expect("register");
-    }
-    for n in 0..50 {
-        store
-            .append(
-                &sid(&format!("customer-{n}")),
-                ExpectedVersion::Any,
-                vec![registration("erin", n)],
-            )
-            .await
-            .expect("append");
-    }
+    fill_erin(&store, with_schema, 50).await;
     inner.seal_open_segment().await.expect("seal");
     store.forget("erin").await.expect("forget");
     // The archive copies the sealed segments as they are.
@@ -527,19 +533,7 @@ async fn pg_dump_shows_sentinels(with_schema: bool) -> bool {
     )
     .await
     .expect("open");
-    if with_schema {
-        store.register(registered()).await.expect("register");
-    }
-    for n in 0..20 {
-        store
-            .append(
-                &sid(&format!("customer-{n}")),
-                ExpectedVersion::Any,
-                vec![registration("erin", n)],
-            )
-            .await
-            .expect("append");
-    }
+    fill_erin(&store, with_schema, 20).await;
     store.forget("erin").await.expect("forget");
     let out = std::process::Command::new("pg_dump")
         .args([
