@@ -189,7 +189,8 @@ impl Shredded {
     }
 
     /// Wraps `inner` in a process that has no master key: events of a type with a schema are
-    /// refused ([`AppendError::Unavailable`]: this process cannot seal them), whenever the
+    /// refused ([`AppendError::InvalidInput`] naming the event type: this process cannot
+    /// seal them), whenever the
     /// schema was registered, by this process or another; everything else passes, and sealed
     /// values read as they are stored. What a process opens a store with when it was given no
     /// master key, so that a schema registered after it started is kept all the same.
@@ -256,7 +257,8 @@ impl Shredded {
             ShredError::Read(e) => e,
             other => ReadError::Storage(BackendError::with_source(other.to_string(), other)),
         })?;
-        loop {
+        // A process without keys has nothing to evict.
+        while self.keyring.is_some() {
             let mut options = ReadStreamOptions::forward();
             options.from_version = Some(sync.next_forgotten);
             let events = match self.inner.read_stream(&forgotten_stream(), options).await {
@@ -430,12 +432,13 @@ impl Shredded {
             return refuse_sealed_key(event, &at);
         };
         let Some(keyring) = &self.keyring else {
-            return Err(AppendError::Unavailable(BackendError::new(format!(
-                "events of type {} have personal fields to seal, and this process has no \
-                 master key: start it with one (--master-key-file, --master-key-env or \
-                 --master-key-command); nothing was written",
-                event.event_type
-            ))));
+            return Err(InvalidInput::new(
+                format!("{at}.event_type"),
+                "has personal fields to seal (an encryption schema names them), and this \
+                 process has no master key: append it through one started with the store's \
+                 master key (--master-key-file, --master-key-env or --master-key-command)",
+            )
+            .into());
         };
         if event.content_type != CONTENT_TYPE_JSON {
             return Err(InvalidInput::new(
@@ -477,7 +480,7 @@ impl Shredded {
                 .into());
             }
             // Sealed, a value becomes an object: one level deeper than the store takes.
-            if t.depth >= JSON_NESTING_MAX_DEPTH {
+            if t.depth >= JSON_NESTING_MAX_DEPTH && schema.fields.contains(&t.pointer) {
                 return Err(InvalidInput::new(
                     format!("{at}.data{}", t.pointer),
                     format!(
@@ -655,6 +658,10 @@ const SEALED_NEEDLE: &[u8] = b"\"$sealed\"";
 static SEALED_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(SEALED_NEEDLE));
 
+/// Looks for a `\\u` escape, which may spell a letter of `$sealed`, on every append.
+static UNICODE_ESCAPE_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+
 /// Looks for the end of a key that may decode to `$sealed` (escaped or not), on every append.
 static SEALED_KEY_END_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"sealed\""));
@@ -662,15 +669,32 @@ static SEALED_KEY_END_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static
 /// Refuses data that holds the key `$sealed`, however it is written: only Strata writes one.
 /// The data is parsed only when it may hold one (the key's last letters, or an escape).
 fn refuse_sealed_key(event: &EventData, at: &str) -> Result<(), AppendError> {
-    if event.content_type == CONTENT_TYPE_JSON
-        && (SEALED_KEY_END_FINDER.find(&event.data).is_some()
-            || memchr::memchr(b'\\', &event.data).is_some())
-        && serde_json::from_slice::<Value>(&event.data).is_ok_and(|d| holds_sealed_key(&d))
+    if event.content_type != CONTENT_TYPE_JSON
+        || (SEALED_KEY_END_FINDER.find(&event.data).is_none()
+            && UNICODE_ESCAPE_FINDER.find(&event.data).is_none())
     {
+        return Ok(());
+    }
+    // The scan sees every member, a repeated one too (a parse into a map keeps the last),
+    // with its name decoded.
+    let mut holds = false;
+    let scanned = scan::scan(&event.data, |p, _| {
+        holds |= p.ends_with(SEALED_MEMBER);
+        Step::Descend
+    });
+    let holds = match scanned {
+        Some(_) => holds,
+        // Not JSON the scan takes: the store refuses what is not JSON; a parse decides.
+        None => serde_json::from_slice::<Value>(&event.data).is_ok_and(|d| holds_sealed_key(&d)),
+    };
+    if holds {
         return Err(sealed_key_refused(at));
     }
     Ok(())
 }
+
+/// A member named `$sealed`, as the end of a pointer.
+const SEALED_MEMBER: &str = "/$sealed";
 
 fn sealed_key_refused(at: &str) -> AppendError {
     InvalidInput::new(
