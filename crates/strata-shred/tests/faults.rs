@@ -652,23 +652,30 @@ async fn a_member_named_twice_on_a_personal_path_is_refused() {
             "events[0].data/who/id",
         ),
     ] {
-        let mut e = EventData::json(event_type, &json!({})).unwrap();
-        e.data = raw.as_bytes().to_vec();
-        let r = store
-            .append(&sid("dup-1"), ExpectedVersion::Any, vec![e])
-            .await;
-        assert!(
-            matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == field),
-            "{raw}: {r:?}"
+        assert_eq!(
+            refused_field(&store, event_type, raw).await.as_deref(),
+            Some(field),
+            "{raw}"
         );
     }
     // Repeats elsewhere are the data's own business.
-    let mut e = EventData::json("CustomerRegistered", &json!({})).unwrap();
-    e.data = br#"{"customerId":"bob","email":"b@x.org","note":1,"note":2}"#.to_vec();
-    store
-        .append(&sid("dup-1"), ExpectedVersion::Any, vec![e])
+    let raw = r#"{"customerId":"bob","email":"b@x.org","note":1,"note":2}"#;
+    assert_eq!(refused_field(&store, "CustomerRegistered", raw).await, None);
+}
+
+/// Appends one event of `event_type` whose data is `raw`: the field an `InvalidInput` refusal
+/// named, or `None` when it was appended.
+async fn refused_field(store: &Shredded, event_type: &str, raw: &str) -> Option<String> {
+    let mut e = EventData::json(event_type, &json!({})).expect("json");
+    e.data = raw.as_bytes().to_vec();
+    match store
+        .append(&sid("raw-1"), ExpectedVersion::Any, vec![e])
         .await
-        .expect("appended");
+    {
+        Ok(_) => None,
+        Err(AppendError::InvalidInput(i)) => Some(i.field),
+        Err(other) => panic!("{raw}: {other}"),
+    }
 }
 
 /// A personal field nested as deep as the store allows cannot be sealed (sealing adds a
@@ -714,28 +721,20 @@ async fn any_escaped_spelling_of_the_sealed_key_is_refused() {
     for key in [r"$se\u0061led", r"$seale\u0064", r"\u0024\u0073ealed"] {
         for event_type in ["Note", "CustomerRegistered"] {
             let raw = format!(r#"{{"customerId":"c","name":"n","x":{{"{key}":"v1.abc"}}}}"#);
-            let mut e = EventData::json(event_type, &json!({})).unwrap();
-            e.data = raw.into_bytes();
-            let r = store
-                .append(&sid("esc-1"), ExpectedVersion::Any, vec![e])
-                .await;
-            assert!(
-                matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == "events[0].data"),
-                "{key} {event_type}: {r:?}"
+            assert_eq!(
+                refused_field(&store, event_type, &raw).await.as_deref(),
+                Some("events[0].data"),
+                "{key} {event_type}"
             );
         }
     }
     // Nor does a repeat of the member that holds it (a parse into a map keeps the last).
     for event_type in ["Note", "CustomerRegistered"] {
         let raw = r#"{"customerId":"c","name":"n","x":{"$sealed":"v1.00000000000000000000000000000000.AAAA"},"x":0}"#;
-        let mut e = EventData::json(event_type, &json!({})).unwrap();
-        e.data = raw.as_bytes().to_vec();
-        let r = store
-            .append(&sid("esc-2"), ExpectedVersion::Any, vec![e])
-            .await;
-        assert!(
-            matches!(&r, Err(AppendError::InvalidInput(i)) if i.field == "events[0].data"),
-            "{event_type}: {r:?}"
+        assert_eq!(
+            refused_field(&store, event_type, raw).await.as_deref(),
+            Some("events[0].data"),
+            "{event_type}"
         );
     }
 }
