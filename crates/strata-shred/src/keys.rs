@@ -511,6 +511,24 @@ impl DirKeys {
         for d in [dir.join("subjects"), dir.join("pending")] {
             create_dirs(&d).map_err(|source| KeyError::Io { path: d, source })?;
         }
+        // A forget stopped while its pending record was being written left it as a
+        // temporary file: it recorded nothing (the key was not touched yet), so it goes.
+        let pending = dir.join("pending");
+        let io = |source| KeyError::Io {
+            path: pending.clone(),
+            source,
+        };
+        let mut removed = false;
+        for entry in std::fs::read_dir(&pending).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                std::fs::remove_file(&path).map_err(io)?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&pending).map_err(io)?;
+        }
         Ok(DirKeys {
             dir,
             write: Mutex::new(()),
