@@ -27,7 +27,7 @@ use strata_core::{EventStore, ReadAllOptions};
 use strata_log::LogStore;
 
 use crate::scavenge::{ScavengeScale, STREAM_EVENTS};
-use crate::scavenge_log::open;
+use crate::scavenge_log::{open, Scratch};
 
 /// One move (an archive or a restore) and its baseline.
 #[derive(Debug, Clone)]
@@ -299,15 +299,6 @@ async fn archived_reads(
     }
     store.close().await.map_err(|e| e.to_string())?;
     Ok(reads)
-}
-
-/// A directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// moto's S3-compatible server, stopped when dropped.

@@ -170,8 +170,8 @@ fn copy_segments(dir: &Path, to: &Path) -> Result<Duration, String> {
     Ok(t.elapsed())
 }
 
-/// A directory removed when dropped.
-struct Scratch(std::path::PathBuf);
+/// A directory removed when dropped: the benchmarks' work directories.
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {

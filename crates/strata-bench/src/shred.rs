@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::scavenge_log::Scratch;
 use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
 use strata_log::LogStore;
 use strata_shred::{DirKeys, EncryptionSchema, Keyring, MasterKey, Shredded, SubjectSource};
@@ -337,15 +338,6 @@ async fn fill(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-/// A directory removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs the benchmark in temporary directories under `base`.
