@@ -3,8 +3,8 @@
 //! `strata serve`, and every byte the data directory holds searched for the personal data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::process::Command;
+use strata_testkit::harness::files_holding;
 
 mod support;
 use support::{run_cli, Server, BIN};
@@ -15,27 +15,6 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-/// Files under `dir` holding `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut hits = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if std::fs::read(&path)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                hits.push(path);
-            }
-        }
-    }
-    hits
 }
 
 fn registration(customer: &str) -> String {

@@ -7,8 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -97,12 +96,8 @@ fn acknowledged_appends_survive_sigkill() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let cycles: u64 = std::env::var("STRATA_CRASH_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let cycles = strata_testkit::harness::cycles("STRATA_CRASH_CYCLES", 50);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(std::process::id() as u64);
     let mut acked: Vec<Ack> = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -110,33 +105,17 @@ fn acknowledged_appends_survive_sigkill() {
         .build()
         .unwrap();
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("STRATA_CRASH_SEED", (cycle + 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| parse_ack(&l))
-                .collect::<Vec<_>>()
-        });
         // Let it run until it has acknowledged something, plus a random while.
-        let run_for = Duration::from_millis(rng.gen_range(30..300));
-        std::thread::sleep(run_for);
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let got = reader.join().unwrap();
+        let seed = (cycle + 1).to_string();
+        let got = strata_testkit::harness::run_child_then_kill(
+            "crash_child_entry",
+            &[
+                (CHILD_ENV, dir.path().as_os_str()),
+                ("STRATA_CRASH_SEED", seed.as_ref()),
+            ],
+            Duration::from_millis(rng.gen_range(30..300)),
+        );
+        let got = got.iter().filter_map(|l| parse_ack(l));
         acked.extend(got);
 
         // Reopen and check everything.

@@ -9,8 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -153,12 +152,8 @@ fn sigkill_during_scavenges_loses_nothing_and_resurrects_nothing() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let cycles: u64 = std::env::var("STRATA_CRASH_SCAVENGE_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let cycles = strata_testkit::harness::cycles("STRATA_CRASH_SCAVENGE_CYCLES", 20);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(std::process::id()));
     let mut acked: Vec<Ack> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
@@ -168,32 +163,17 @@ fn sigkill_during_scavenges_loses_nothing_and_resurrects_nothing() {
         .build()
         .unwrap();
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "scavenge_crash_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("STRATA_CRASH_SEED", (cycle + 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| parse(&l))
-                .collect::<Vec<_>>()
-        });
         // A random moment: the kill lands anywhere in appends, deletions and rewrites.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        for line in reader.join().unwrap() {
+        let seed = (cycle + 1).to_string();
+        let lines = strata_testkit::harness::run_child_then_kill(
+            "scavenge_crash_child_entry",
+            &[
+                (CHILD_ENV, dir.path().as_os_str()),
+                ("STRATA_CRASH_SEED", seed.as_ref()),
+            ],
+            Duration::from_millis(rng.gen_range(50..400)),
+        );
+        for line in lines.iter().filter_map(|l| parse(l)) {
             match line {
                 Line::Ack(a) => acked.push(a),
                 Line::Deleted(s) => deleted.push(s),

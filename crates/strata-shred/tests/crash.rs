@@ -8,9 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,10 +65,7 @@ fn a_forget_killed_at_any_moment_is_whole_after_the_next_open() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let cycles: u64 = std::env::var("STRATA_FORGET_CRASH_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let cycles = strata_testkit::harness::cycles("STRATA_FORGET_CRASH_CYCLES", 20);
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,37 +95,19 @@ fn a_forget_killed_at_any_moment_is_whole_after_the_next_open() {
         drop(store);
         log.close().await.unwrap();
     });
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(std::process::id() as u64);
     let mut acked: HashSet<usize> = HashSet::new();
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "forget_crash_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    l.strip_prefix("FORGOT ")
-                        .and_then(|n| n.parse::<usize>().ok())
-                })
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        acked.extend(reader.join().unwrap());
+        let lines = strata_testkit::harness::run_child_then_kill(
+            "forget_crash_child_entry",
+            &[(CHILD_ENV, dir.path().as_os_str())],
+            Duration::from_millis(rng.gen_range(20..400)),
+        );
+        acked.extend(
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("FORGOT ")?.parse::<usize>().ok()),
+        );
 
         rt.block_on(async {
             let (log, store) = open(dir.path()).await;

@@ -11,6 +11,7 @@ use strata_core::{EventData, EventStore, ExpectedVersion, Filter, RecordedEvent,
 use strata_shred::{
     EncryptionSchema, Keyring, MasterKey, MemoryKeys, Shredded, SubjectSource, FORGOTTEN_EVENT,
 };
+use strata_testkit::harness::files_holding;
 
 const SENTINEL: &str = "sentinel-readmodel-73c1@example.org";
 
@@ -51,22 +52,6 @@ impl Projection for Emails {
         }
         Ok(())
     }
-}
-
-/// Every file of `dir` whose bytes hold `needle`.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.is_file()
-                && std::fs::read(p)
-                    .expect("read")
-                    .windows(needle.len())
-                    .any(|w| w == needle)
-        })
-        .map(|p| p.display().to_string())
-        .collect()
 }
 
 #[tokio::test]
@@ -146,6 +131,6 @@ async fn a_sqlite_read_model_forgets_and_keeps_no_byte_of_it() {
     models.truncate_wal().expect("checkpoint");
     assert_eq!(
         files_holding(dir.path(), SENTINEL.as_bytes()),
-        Vec::<String>::new()
+        Vec::<std::path::PathBuf>::new()
     );
 }

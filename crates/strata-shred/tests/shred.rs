@@ -16,6 +16,7 @@ use strata_shred::{
     DirKeys, EncryptionSchema, ForgetOutcome, KeyStorage, Keyring, MasterKey, MemoryKeys,
     PendingForget, PgKeys, Shredded, SubjectSource, FORGOTTEN_STREAM,
 };
+use strata_testkit::harness::files_holding;
 
 const SENTINEL_NAME: &str = "Sentinel-Name-7f3a9c";
 const SENTINEL_EMAIL: &str = "sentinel-mail-41b2@example.org";
@@ -373,27 +374,6 @@ async fn postgresql() {
         .expect("keys");
     suite(Arc::new(store), Arc::new(keys)).await;
     support::drop_schema(schema).await;
-}
-
-/// Every file under `dir`, read whole, searched for `needle`.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut hits = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if std::fs::read(&path)
-                .expect("read")
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                hits.push(path);
-            }
-        }
-    }
-    hits
 }
 
 /// Registers the schema (or not), then appends `events` registrations of subject `erin`, each

@@ -41,6 +41,7 @@
 
 mod answers;
 pub mod conformance;
+pub mod harness;
 mod memory;
 
 pub use answers::{all_events, every_answer};

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,11 +159,10 @@ fn projection_crash_child_entry() {
 
 #[test]
 fn killing_an_async_projection_never_double_applies_or_loses_events() {
-    let cycles: u64 = std::env::var("STRATA_PROJECTION_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25);
-    kill_cycles(cycles, false);
+    kill_cycles(
+        strata_testkit::harness::cycles("STRATA_PROJECTION_CRASH_CYCLES", 25),
+        false,
+    );
 }
 
 /// Inline: the child is killed between an append being durable and its inline application
@@ -176,7 +174,6 @@ fn killing_an_inline_projection_is_repaired_on_restart() {
 
 fn kill_cycles(cycles: u64, inline: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -185,21 +182,19 @@ fn kill_cycles(cycles: u64, inline: bool) {
         .unwrap();
     let mut behind_at_kill = 0;
     for cycle in 0..cycles {
-        let mut command = Command::new(&exe);
+        let seed = cycle.to_string();
+        let mut env = vec![
+            (CHILD_ENV, dir.path().as_os_str()),
+            ("STRATA_PROJECTION_CRASH_SEED", seed.as_ref()),
+        ];
         if inline {
-            command.env("STRATA_PROJECTION_CRASH_INLINE", "1");
+            env.push(("STRATA_PROJECTION_CRASH_INLINE", "1".as_ref()));
         }
-        let mut child = command
-            .args(["--exact", "projection_crash_child_entry", "--nocapture"])
-            .env(CHILD_ENV, dir.path())
-            .env("STRATA_PROJECTION_CRASH_SEED", cycle.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        strata_testkit::harness::run_child_then_kill(
+            "projection_crash_child_entry",
+            &env,
+            Duration::from_millis(rng.gen_range(50..400)),
+        );
 
         rt.block_on(async {
             let data = dir.path().join("data");
