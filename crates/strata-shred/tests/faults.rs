@@ -24,10 +24,13 @@ fn master() -> MasterKey {
 
 /// `inner` wrapped, with keys in memory.
 async fn over(inner: Arc<dyn EventStore>) -> Shredded {
-    let keys = Keyring::open(Arc::new(MemoryKeys::new()), master())
-        .await
-        .expect("ring");
-    Shredded::open(inner, keys).await.expect("open")
+    wrap(inner, Arc::new(MemoryKeys::new())).await
+}
+
+/// `inner` wrapped, with the keys `keys` holds.
+async fn wrap(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) -> Shredded {
+    let ring = Keyring::open(keys, master()).await.expect("ring");
+    Shredded::open(inner, ring).await.expect("open")
 }
 
 fn schema(fields: &[&str]) -> EncryptionSchema {
@@ -220,14 +223,7 @@ async fn seeded(
 }
 
 async fn reopen(inner: &Arc<dyn EventStore>, keys_dir: &std::path::Path) -> Shredded {
-    Shredded::open(
-        inner.clone(),
-        Keyring::open(DirKeys::open(keys_dir).expect("k").shared(), master())
-            .await
-            .expect("ring"),
-    )
-    .await
-    .expect("reopen")
+    wrap(inner.clone(), DirKeys::open(keys_dir).expect("k").shared()).await
 }
 
 /// A stop while the key's record was being overwritten (torn): the next open rewrites it
@@ -261,12 +257,7 @@ async fn a_record_torn_by_a_forget_is_rewritten_at_open() {
 async fn the_schema_and_forgotten_streams_cannot_be_deleted_truncated_or_tombstoned() {
     let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys.clone(), master()).await.expect("ring"),
-    )
-    .await
-    .expect("open");
+    let store = wrap(inner.clone(), keys.clone()).await;
     store
         .register(schema(&["/name", "/email"]))
         .await
@@ -308,12 +299,7 @@ async fn the_schema_and_forgotten_streams_cannot_be_deleted_truncated_or_tombsto
         }
     }
     // Everything still works, after a restart too.
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys, master()).await.expect("ring"),
-    )
-    .await
-    .expect("reopen");
+    let store = wrap(inner.clone(), keys).await;
     assert_eq!(store.schemas(), vec![schema(&["/name", "/email"])]);
     store
         .append(
@@ -342,12 +328,7 @@ async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
         loaded: Notify::new(),
         release: Notify::new(),
     });
-    let seed = Shredded::open(
-        inner.clone(),
-        Keyring::open(slow.clone(), master()).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let seed = wrap(inner.clone(), slow.clone()).await;
     seed.register(schema(&["/name", "/email"])).await.unwrap();
     seed.append(
         &sid("customer-alice"),
@@ -357,12 +338,7 @@ async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
     .await
     .unwrap();
     drop(seed);
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(slow.clone(), master()).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let store = wrap(inner.clone(), slow.clone()).await;
     let alice = sid("customer-alice");
     slow.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let reader = {
@@ -411,18 +387,8 @@ async fn a_late_schema_refresh_never_brings_an_older_schema_back() {
     });
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
     let inner: Arc<dyn EventStore> = gate.clone();
-    let other = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys.clone(), master()).await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys.clone(), master()).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let other = wrap(inner.clone(), keys.clone()).await;
+    let store = wrap(inner.clone(), keys.clone()).await;
     let typed = |t: &str, f: &[&str]| EncryptionSchema {
         event_type: t.into(),
         ..schema(f)
@@ -509,12 +475,7 @@ async fn the_forgotten_mark_cannot_be_appended() {
 async fn a_malformed_schema_event_is_skipped() {
     let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys.clone(), master()).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let store = wrap(inner.clone(), keys.clone()).await;
     store.register(schema(&["/name"])).await.unwrap();
     inner
         .append(
@@ -533,9 +494,7 @@ async fn a_malformed_schema_event_is_skipped() {
         )
         .await
         .expect("appends go on");
-    let reopened = Shredded::open(inner.clone(), Keyring::open(keys, master()).await.unwrap())
-        .await
-        .expect("opens");
+    let reopened = wrap(inner.clone(), keys).await;
     assert_eq!(reopened.schemas(), vec![schema(&["/name"])]);
     // And a schema registered after it still takes effect.
     reopened
@@ -765,9 +724,7 @@ async fn a_keyless_process_refuses_what_a_later_schema_names() {
     let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
     let keyless = Shredded::keyless(inner.clone()).await.expect("keyless");
-    let keyed = Shredded::open(inner.clone(), Keyring::open(keys, master()).await.unwrap())
-        .await
-        .unwrap();
+    let keyed = wrap(inner.clone(), keys).await;
     keyless
         .append(
             &sid("customer-1"),
