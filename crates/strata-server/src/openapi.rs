@@ -838,10 +838,11 @@ fn encryption_schema() -> Value {
             "eventType": { "type": "string" },
             "subject": {
                 "type": "object",
-                "description": "Where the subject's id is: a JSON pointer into the event's data (to a string or an integer), or a metadata key. Exactly one of the two.",
+                "description": "Where the subject's id is: a JSON pointer into the event's data (to a string or an integer), a metadata key, or the id of the stream the event is appended to (`{\"stream\": {}}`). Exactly one of the three.",
                 "properties": {
                     "pointer": { "type": "string", "example": "/customerId" },
-                    "metadataKey": { "type": "string", "example": "subject" }
+                    "metadataKey": { "type": "string", "example": "subject" },
+                    "stream": { "type": "object", "maxProperties": 0 }
                 }
             },
             "fields": {

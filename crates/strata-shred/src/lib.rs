@@ -7,14 +7,17 @@
 //!   ([`DirKeys`] in the embedded store's data directory, `PgKeys` in a PostgreSQL store's
 //!   schema, [`MemoryKeys`] for tests).
 //! - [`EncryptionSchema`]: which fields of an event type are personal, and whose.
-//! - [`Shredded`]: an [`EventStore`](strata_core::EventStore) over any backend that seals on
-//!   append, opens on read, and [`forgets`](Shredded::forget) a subject in one call.
+//! - [`Shredded`]: an [`EventStore`](strata_core::EventStore) and
+//!   [`SnapshotStore`](strata_core::SnapshotStore) over any backend that seals on append and
+//!   on snapshot, opens on read, and [`forgets`](Shredded::forget) a subject in one call.
+//! - [`PersonalData`]: a Rust application's domain events name their personal fields.
 //!
 //! `docs/gdpr.md` explains the model, the threat model and a worked erasure.
 
 mod keys;
 pub mod limits;
 mod master;
+mod personal;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod scan;
@@ -27,6 +30,7 @@ pub use keys::{
     KEY_FILE_BYTES,
 };
 pub use master::{MasterKey, MasterKeyError, SubjectRef};
+pub use personal::PersonalData;
 #[cfg(feature = "postgres")]
 pub use postgres::PgKeys;
 pub use schema::{EncryptionSchema, SubjectSource};

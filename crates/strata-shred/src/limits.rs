@@ -29,3 +29,8 @@ pub const MASTER_KEY_TEXT_MAX_BYTES: usize = 1024;
 /// append or read that comes this long after the last look. The bound on how long another
 /// process may still open a forgotten subject's fields from its key cache.
 pub const SYNC_INTERVAL_MS: u64 = 250;
+
+/// Most data subjects one sealed snapshot names (16 bytes each in its header, and a key each
+/// to derive its key). An aggregate's state holds the data of a few people; one that holds
+/// more is not snapshotted, and loads by replay.
+pub const SNAPSHOT_SUBJECTS_MAX: usize = 1024;

@@ -20,6 +20,9 @@ pub enum SubjectSource {
     Pointer(String),
     /// A key of the event's metadata, such as `subject`.
     MetadataKey(String),
+    /// The id of the stream the event is appended to: an aggregate per person (`user-42`).
+    /// Written `{"stream": {}}`.
+    Stream {},
 }
 
 /// The personal fields of one event type.
@@ -99,7 +102,7 @@ impl EncryptionSchema {
                     "must be 1 to 255 bytes",
                 ))
             }
-            SubjectSource::MetadataKey(_) => {}
+            SubjectSource::MetadataKey(_) | SubjectSource::Stream {} => {}
         }
         for (i, f) in self.fields.iter().enumerate() {
             let name = format!("fields[{i}]");
@@ -125,17 +128,19 @@ impl EncryptionSchema {
     }
 
     /// The subject id of an event of this type: `at_pointer` is the value the subject's
-    /// pointer found in the data (when it is a pointer), `metadata` the event's metadata. `at`
-    /// names the event in errors (`events[3]`).
+    /// pointer found in the data (when it is a pointer), `metadata` the event's metadata,
+    /// `stream` the stream it is appended to. `at` names the event in errors (`events[3]`).
     pub(crate) fn subject_of(
         &self,
         at_pointer: Option<&Value>,
         metadata: &strata_core::Metadata,
+        stream: &strata_core::StreamId,
         at: &str,
     ) -> Result<String, InvalidInput> {
         let (value, wher) = match &self.subject {
             SubjectSource::Pointer(p) => (at_pointer, format!("{at}.data{p}")),
             SubjectSource::MetadataKey(k) => (metadata.get(k), format!("{at}.metadata.{k}")),
+            SubjectSource::Stream {} => return Ok(stream.as_str().to_owned()),
         };
         match value {
             Some(Value::String(s)) => Ok(s.clone()),
@@ -161,7 +166,7 @@ impl EncryptionSchema {
     pub(crate) fn subject_pointer(&self) -> Option<&str> {
         match &self.subject {
             SubjectSource::Pointer(p) => Some(p),
-            SubjectSource::MetadataKey(_) => None,
+            SubjectSource::MetadataKey(_) | SubjectSource::Stream {} => None,
         }
     }
 }
@@ -231,19 +236,42 @@ mod tests {
     fn subjects_are_found_or_named_in_the_error() {
         let s = schema("/customerId", &["/email"]);
         let md = strata_core::Metadata::new();
+        let stream = strata_core::StreamId::new("customer-7").expect("stream");
         let data = serde_json::json!({"customerId": 42, "email": "x"});
         let found = data.pointer("/customerId");
-        assert_eq!(s.subject_of(found, &md, "events[0]").expect("found"), "42");
-        let e = s.subject_of(None, &md, "events[2]").expect_err("missing");
+        assert_eq!(
+            s.subject_of(found, &md, &stream, "events[0]")
+                .expect("found"),
+            "42"
+        );
+        let e = s
+            .subject_of(None, &md, &stream, "events[2]")
+            .expect_err("missing");
         assert_eq!(e.field, "events[2].data/customerId");
         let by_meta = EncryptionSchema {
             subject: SubjectSource::MetadataKey("subject".into()),
-            ..s
+            ..s.clone()
         };
         let md = md.with("subject", serde_json::json!("c-1"));
         assert_eq!(
-            by_meta.subject_of(found, &md, "events[0]").expect("found"),
+            by_meta
+                .subject_of(found, &md, &stream, "events[0]")
+                .expect("found"),
             "c-1"
+        );
+        let by_stream = EncryptionSchema {
+            subject: SubjectSource::Stream {},
+            ..s
+        };
+        assert_eq!(
+            by_stream
+                .subject_of(found, &md, &stream, "events[0]")
+                .expect("found"),
+            "customer-7"
+        );
+        assert_eq!(
+            serde_json::to_value(&by_stream.subject).expect("json"),
+            serde_json::json!({"stream": {}})
         );
     }
 }

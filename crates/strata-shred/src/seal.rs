@@ -67,15 +67,19 @@ pub enum SealError {
 pub(crate) struct SubjectKey {
     enc: LessSafeKey,
     nonce: hmac::Key,
+    /// Its share of the key of every snapshot that holds the subject's data.
+    snapshot: hmac::Key,
 }
 
 impl SubjectKey {
     pub fn from_bytes(key: &[u8; 32]) -> SubjectKey {
         let enc = derive(key, b"strata-shred v1 field key");
         let nonce = derive(key, b"strata-shred v1 nonce key");
+        let snapshot = derive(key, b"strata-shred v1 snapshot key");
         SubjectKey {
             enc: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &enc).expect("32 bytes")),
             nonce: hmac::Key::new(hmac::HMAC_SHA256, &nonce),
+            snapshot: hmac::Key::new(hmac::HMAC_SHA256, &snapshot),
         }
     }
 }
@@ -229,6 +233,121 @@ pub(crate) fn open(
     Ok(out)
 }
 
+/// What a sealed snapshot's data starts with. A NUL: no JSON starts so, and a snapshot of an
+/// application's own that does is refused rather than mistaken for a sealed one.
+pub(crate) const SNAPSHOT_MAGIC: &[u8] = b"\0strata-shred v1 snapshot\0";
+
+/// A sealed snapshot taken apart: the subjects whose keys sealed it, and the rest (nonce,
+/// ciphertext, tag).
+pub(crate) struct SealedSnapshot<'a> {
+    pub subjects: Vec<SubjectRef>,
+    sealed: &'a [u8],
+}
+
+/// The key of a snapshot that holds the data of `keys`' subjects (sorted, distinct): derived
+/// through every one of their keys in turn, so that forgetting any of them leaves it
+/// underivable.
+fn snapshot_key(keys: &[(SubjectRef, &SubjectKey)]) -> LessSafeKey {
+    let mut acc = derive(b"strata-shred v1", b"snapshot key chain");
+    for (r, k) in keys {
+        let mut ctx = hmac::Context::with_key(&k.snapshot);
+        ctx.update(&acc);
+        ctx.update(r.as_bytes());
+        acc.copy_from_slice(ctx.sign().as_ref());
+    }
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &acc).expect("32 bytes"))
+}
+
+/// The associated data of a snapshot: where it belongs, and whose keys sealed it.
+fn snapshot_ad(place: &[u8], subjects: &[SubjectRef]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(SNAPSHOT_MAGIC.len() + place.len() + 16 * subjects.len());
+    ad.extend_from_slice(SNAPSHOT_MAGIC);
+    ad.extend_from_slice(&(place.len() as u64).to_le_bytes());
+    ad.extend_from_slice(place);
+    for r in subjects {
+        ad.extend_from_slice(r.as_bytes());
+    }
+    ad
+}
+
+/// Seals a snapshot's `plaintext` under the keys of `keys`' subjects (sorted, distinct, at
+/// most [`u16::MAX`]); `place` names the snapshot (stream, versions), so that it cannot be
+/// moved to another. The nonce is random: the same subjects seal many snapshots.
+///
+/// `MAGIC | subjects (u16 LE) | 16 bytes each | nonce | ciphertext | tag`.
+pub(crate) fn seal_snapshot(
+    keys: &[(SubjectRef, &SubjectKey)],
+    place: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let subjects: Vec<SubjectRef> = keys.iter().map(|(r, _)| *r).collect();
+    let count = u16::try_from(subjects.len()).expect("at most u16::MAX subjects");
+    let mut out = Vec::with_capacity(
+        SNAPSHOT_MAGIC.len() + 2 + 16 * subjects.len() + NONCE_LEN + plaintext.len() + 16,
+    );
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&count.to_le_bytes());
+    for r in &subjects {
+        out.extend_from_slice(r.as_bytes());
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .expect("the system's random source works");
+    out.extend_from_slice(&nonce);
+    let at = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = snapshot_key(keys)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(snapshot_ad(place, &subjects)),
+            &mut out[at..],
+        )
+        .expect("AES-GCM seals any input under the size limits");
+    out.extend_from_slice(tag.as_ref());
+    out
+}
+
+/// Takes a sealed snapshot apart: `None` when `data` is not one (a snapshot without personal
+/// data is stored as it is).
+pub(crate) fn parse_snapshot(data: &[u8]) -> Option<Result<SealedSnapshot<'_>, SealError>> {
+    let rest = data.strip_prefix(SNAPSHOT_MAGIC)?;
+    let bad = SealError::Malformed("a sealed snapshot is cut short");
+    let Some((count, rest)) = rest.split_first_chunk::<2>() else {
+        return Some(Err(bad));
+    };
+    let count = usize::from(u16::from_le_bytes(*count));
+    if rest.len() < 16 * count + NONCE_LEN + AES_256_GCM.tag_len() {
+        return Some(Err(bad));
+    }
+    let (refs, sealed) = rest.split_at(16 * count);
+    let subjects = refs
+        .chunks_exact(16)
+        .map(|c| SubjectRef(c.try_into().expect("16 bytes")))
+        .collect();
+    Some(Ok(SealedSnapshot { subjects, sealed }))
+}
+
+/// Opens a sealed snapshot with its subjects' keys (in its order), for `place`.
+pub(crate) fn open_snapshot(
+    snapshot: &SealedSnapshot<'_>,
+    keys: &[(SubjectRef, &SubjectKey)],
+    place: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let (nonce, body) = snapshot.sealed.split_at(NONCE_LEN);
+    let mut body = body.to_vec();
+    let plain = snapshot_key(keys)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce.try_into().expect("12 bytes")),
+            Aad::from(snapshot_ad(place, &snapshot.subjects)),
+            &mut body,
+        )
+        .map_err(|_| SealError::Tampered)?;
+    let len = plain.len();
+    body.truncate(len);
+    Ok(body)
+}
+
 /// Bytes of a wrapped subject key: nonce, key, tag.
 pub const WRAPPED_KEY_BYTES: usize = NONCE_LEN + 32 + 16;
 
@@ -297,6 +416,56 @@ mod tests {
         let subject = master.subject_ref("customer-1");
         let (key, _) = new_wrapped_key(&master, subject);
         (master, subject, SubjectKey::from_bytes(&key))
+    }
+
+    #[test]
+    fn a_sealed_snapshot_opens_only_in_its_place_with_every_key() {
+        let master = MasterKey::from_bytes([7; 32]);
+        let mut subjects: Vec<(SubjectRef, SubjectKey)> = ["c-1", "c-2"]
+            .iter()
+            .map(|s| {
+                let r = master.subject_ref(s);
+                (r, SubjectKey::from_bytes(&new_wrapped_key(&master, r).0))
+            })
+            .collect();
+        subjects.sort_by_key(|(r, _)| *r);
+        let keys: Vec<(SubjectRef, &SubjectKey)> = subjects.iter().map(|(r, k)| (*r, k)).collect();
+        let state = br#"{"owner":"Ada Lovelace"}"#;
+        let sealed = seal_snapshot(&keys, b"account-1@7", state);
+        assert!(!sealed.windows(3).any(|w| w == b"Ada"));
+        let parsed = parse_snapshot(&sealed).expect("sealed").expect("parses");
+        assert_eq!(parsed.subjects, [keys[0].0, keys[1].0]);
+        assert_eq!(
+            open_snapshot(&parsed, &keys, b"account-1@7").expect("opens"),
+            state
+        );
+        // Another place, a missing key, another order, a flipped byte: never opened.
+        assert_eq!(
+            open_snapshot(&parsed, &keys, b"account-2@7").err(),
+            Some(SealError::Tampered)
+        );
+        assert_eq!(
+            open_snapshot(&parsed, &keys[..1], b"account-1@7").err(),
+            Some(SealError::Tampered)
+        );
+        let reversed = [keys[1], keys[0]];
+        assert_eq!(
+            open_snapshot(&parsed, &reversed, b"account-1@7").err(),
+            Some(SealError::Tampered)
+        );
+        for i in SNAPSHOT_MAGIC.len()..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
+            let opened = parse_snapshot(&bad)
+                .expect("still sealed")
+                .and_then(|p| open_snapshot(&p, &keys, b"account-1@7"));
+            assert!(opened.is_err(), "byte {i} flipped opened");
+        }
+        assert!(parse_snapshot(br#"{"owner":"Ada"}"#).is_none());
+        assert!(matches!(
+            parse_snapshot(&sealed[..SNAPSHOT_MAGIC.len() + 10]),
+            Some(Err(SealError::Malformed(_)))
+        ));
     }
 
     #[test]

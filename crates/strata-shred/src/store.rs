@@ -1,7 +1,7 @@
 //! [`Shredded`]: an event store whose events' personal fields are sealed on the way in and
 //! opened on the way out, over any backend.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,16 +12,18 @@ use strata_core::scavenge::{ProgressFn, ScavengeError, ScavengeReport};
 use strata_core::{
     AllPage, AppendError, AppendResult, BackendError, CategorySummary, Corruption,
     CorruptionLocation, EventData, EventStore, ExpectedVersion, InvalidInput, ListOptions, Page,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, StreamId, StreamInfo,
-    StreamMetadata, StreamMetadataRecord, StreamSummary, SubscribeFrom, Subscription,
-    SubscriptionTarget, Timestamp, CONTENT_TYPE_JSON,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, Snapshot,
+    SnapshotAndEvents, SnapshotError, SnapshotStore, StreamId, StreamInfo, StreamMetadata,
+    StreamMetadataRecord, StreamSummary, SubscribeFrom, Subscription, SubscriptionTarget,
+    Timestamp, CONTENT_TYPE_JSON,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::keys::{ForgetOutcome, KeyError, Keyring, ReadKey};
-use crate::limits::{SCHEMAS_MAX, SYNC_INTERVAL_MS};
+use crate::limits::{SCHEMAS_MAX, SNAPSHOT_SUBJECTS_MAX, SYNC_INTERVAL_MS};
 use crate::master::SubjectRef;
+use crate::personal::PersonalData;
 use crate::scan::{self, Step, Taken};
 use crate::schema::{holds_sealed_key, EncryptionSchema};
 use crate::seal::{self, SealError};
@@ -120,6 +122,8 @@ struct Schemas {
 #[derive(Clone)]
 pub struct Shredded {
     inner: Arc<dyn EventStore>,
+    /// Where snapshots go, sealed ([`Shredded::with_snapshots`]).
+    snapshots: Option<Arc<dyn SnapshotStore>>,
     /// `None` in a process without the master key ([`Shredded::keyless`]).
     keyring: Option<Arc<Keyring>>,
     schemas: Arc<RwLock<Schemas>>,
@@ -204,6 +208,7 @@ impl Shredded {
     ) -> Result<Shredded, ShredError> {
         let store = Shredded {
             inner,
+            snapshots: None,
             keyring,
             schemas: Arc::new(RwLock::new(Schemas::default())),
             sync: Arc::new(tokio::sync::Mutex::new(Sync { next_forgotten: 0 })),
@@ -229,6 +234,16 @@ impl Shredded {
         let forgotten = store.inner.stream_info(&forgotten_stream()).await?;
         store.sync.lock().await.next_forgotten = forgotten.current_version.map_or(0, |v| v + 1);
         Ok(store)
+    }
+
+    /// Keeps aggregate snapshots in `snapshots` (the backend's own, as a rule), sealed: a
+    /// snapshot whose stream holds personal data is sealed under a key derived from the keys
+    /// of every subject its events name, so that forgetting any of them leaves it unreadable
+    /// (a load then replays the events). Without it the store keeps no snapshots: loads find
+    /// none, and saves are refused.
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>) -> Shredded {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// The keyring, or [`KeyError::NoMasterKey`] in a process without one.
@@ -414,12 +429,48 @@ impl Shredded {
             .await
     }
 
+    /// Registers the schemas of a family of domain events ([`PersonalData`]): each must name
+    /// one of the family's event types; those already in force as they are are not written
+    /// again. Returns how many were registered now.
+    pub async fn register_personal_data<E: PersonalData>(&self) -> Result<usize, ShredError> {
+        let types = E::event_types();
+        let mut registered = 0;
+        for schema in E::personal_data() {
+            if !types.contains(&schema.event_type.as_str()) {
+                return Err(InvalidInput::new(
+                    "eventType",
+                    format!(
+                        "{:?} is not an event type of {} (its event types: {})",
+                        schema.event_type,
+                        std::any::type_name::<E>(),
+                        types.join(", ")
+                    ),
+                )
+                .into());
+            }
+            if self
+                .schema_of(&schema.event_type)
+                .is_some_and(|s| *s == schema)
+            {
+                continue;
+            }
+            self.register(schema).await?;
+            registered += 1;
+        }
+        Ok(registered)
+    }
+
     fn schema_of(&self, event_type: &str) -> Option<Arc<EncryptionSchema>> {
         self.schemas.read().by_type.get(event_type).cloned()
     }
 
     /// Seals the personal fields of `event`, the `index`th of its append.
-    async fn seal_event(&self, index: usize, event: &mut EventData) -> Result<(), AppendError> {
+    async fn seal_event(
+        &self,
+        stream: &StreamId,
+        index: usize,
+        event: &mut EventData,
+    ) -> Result<(), AppendError> {
         let at = format!("events[{index}]");
         if event.metadata.get(FORGOTTEN_METADATA_KEY).is_some() {
             return Err(InvalidInput::new(
@@ -502,7 +553,7 @@ impl Shredded {
             Some(r) => serde_json::from_slice::<Value>(&event.data[r]).ok(),
             None => None,
         };
-        let subject = schema.subject_of(subject_value.as_ref(), &event.metadata, &at)?;
+        let subject = schema.subject_of(subject_value.as_ref(), &event.metadata, stream, &at)?;
         let (subject_ref, key) = keyring
             .key_for_seal(&subject)
             .await
@@ -721,7 +772,7 @@ impl EventStore for Shredded {
         }
         self.sync().await.map_err(sync_append_error)?;
         for (i, e) in events.iter_mut().enumerate() {
-            self.seal_event(i, e).await?;
+            self.seal_event(stream, i, e).await?;
         }
         self.inner.append(stream, expected, events).await
     }
@@ -830,6 +881,250 @@ impl EventStore for Shredded {
         from: SubscribeFrom,
     ) -> Result<Subscription, ReadError> {
         Subscription::start(Arc::new(self.clone()), target, from).await
+    }
+}
+
+/// A snapshot's place, bound into its sealed form: its stream and versions.
+fn snapshot_place(s: &Snapshot) -> Vec<u8> {
+    format!(
+        "{}\0{}\0{}",
+        s.stream_id.as_str(),
+        s.stream_version,
+        s.schema_version
+    )
+    .into_bytes()
+}
+
+fn snapshot_read_error(e: ReadError) -> SnapshotError {
+    match e {
+        ReadError::Unavailable(b) => SnapshotError::Unavailable(b),
+        ReadError::InvalidInput(i) => SnapshotError::InvalidInput(i),
+        ReadError::Limit(l) => SnapshotError::Limit(l),
+        other => SnapshotError::Storage(BackendError::with_source(other.to_string(), other)),
+    }
+}
+
+fn snapshot_key_error(e: KeyError) -> SnapshotError {
+    match e {
+        KeyError::Unavailable(_) => {
+            SnapshotError::Unavailable(BackendError::with_source(e.to_string(), e))
+        }
+        other => SnapshotError::Storage(BackendError::with_source(other.to_string(), other)),
+    }
+}
+
+/// Adds the subjects of the values sealed in `data` to `subjects`.
+fn sealed_subjects(data: &[u8], subjects: &mut BTreeSet<SubjectRef>) {
+    if SEALED_FINDER.find(data).is_none() {
+        return;
+    }
+    let _ = scan::scan(data, |_, rest| match scan::sealed_text(rest) {
+        Some(text) => {
+            if let Some(r) = text.get(3..35).and_then(SubjectRef::from_hex) {
+                subjects.insert(r);
+            }
+            Step::Skip
+        }
+        None => Step::Descend,
+    });
+}
+
+impl Shredded {
+    fn snapshot_store(&self) -> Result<&Arc<dyn SnapshotStore>, SnapshotError> {
+        self.snapshots.as_ref().ok_or_else(|| {
+            SnapshotError::InvalidInput(InvalidInput::new(
+                "snapshot",
+                "cannot be kept: this store was opened without a snapshot store \
+                 (Shredded::with_snapshots)",
+            ))
+        })
+    }
+
+    /// The subjects whose sealed values the events of `snapshot`'s stream up to its version
+    /// hold: those its previous sealed snapshot names, and those of the events after it.
+    async fn snapshot_subjects(
+        &self,
+        snapshots: &dyn SnapshotStore,
+        snapshot: &Snapshot,
+    ) -> Result<BTreeSet<SubjectRef>, SnapshotError> {
+        let mut subjects = BTreeSet::new();
+        let mut from = 0;
+        let previous = snapshots
+            .load_snapshot(
+                &snapshot.stream_id,
+                snapshot.schema_version,
+                Some(snapshot.stream_version),
+            )
+            .await?;
+        if let Some(previous) = previous {
+            match seal::parse_snapshot(&previous.data) {
+                // A damaged one says nothing: the events are read from the start.
+                Some(Err(_)) => {}
+                Some(Ok(p)) => {
+                    subjects.extend(p.subjects);
+                    from = previous.stream_version + 1;
+                }
+                None => from = previous.stream_version + 1,
+            }
+        }
+        while from <= snapshot.stream_version {
+            let mut options = ReadStreamOptions::forward();
+            options.from_version = Some(from);
+            let events = match self.inner.read_stream(&snapshot.stream_id, options).await {
+                Ok(e) => e,
+                Err(ReadError::StreamNotFound(_)) => break,
+                Err(e) => return Err(snapshot_read_error(e)),
+            };
+            let Some(last) = events.last() else { break };
+            from = last.stream_version + 1;
+            for e in &events {
+                if e.stream_version <= snapshot.stream_version {
+                    sealed_subjects(&e.data, &mut subjects);
+                }
+            }
+        }
+        Ok(subjects)
+    }
+
+    /// Opens a stored snapshot: `None` when it cannot be (a subject of it forgotten, or this
+    /// process without the master key), so that the aggregate loads by replay.
+    async fn open_snapshot(&self, stored: Snapshot) -> Result<Option<Snapshot>, SnapshotError> {
+        let parsed = match seal::parse_snapshot(&stored.data) {
+            None => return Ok(Some(stored)),
+            Some(p) => p,
+        };
+        let damaged = |e: SealError| {
+            SnapshotError::Storage(BackendError::new(format!(
+                "the snapshot of {} at version {}: {e}",
+                stored.stream_id, stored.stream_version
+            )))
+        };
+        let parsed = parsed.map_err(damaged)?;
+        let Some(keyring) = &self.keyring else {
+            return Ok(None);
+        };
+        let mut keys = Vec::with_capacity(parsed.subjects.len());
+        for r in &parsed.subjects {
+            match keyring.key_for_read(*r).await.map_err(snapshot_key_error)? {
+                ReadKey::Active(k) => keys.push((*r, k)),
+                ReadKey::Forgotten => return Ok(None),
+            }
+        }
+        let keys: Vec<_> = keys.iter().map(|(r, k)| (*r, &**k)).collect();
+        let data =
+            seal::open_snapshot(&parsed, &keys, &snapshot_place(&stored)).map_err(damaged)?;
+        Ok(Some(Snapshot { data, ..stored }))
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for Shredded {
+    /// Seals `snapshot` under the keys of every subject its stream's events hold sealed
+    /// values of (stored as it is when there are none). Refused when one of them was
+    /// forgotten: the state may have been built before the forget.
+    async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), SnapshotError> {
+        let snapshots = self.snapshot_store()?;
+        if snapshot.data.starts_with(seal::SNAPSHOT_MAGIC) {
+            return Err(SnapshotError::InvalidInput(InvalidInput::new(
+                "snapshot.data",
+                "starts as Strata's sealed snapshots do (a NUL byte and \"strata-shred\")",
+            )));
+        }
+        let Some(keyring) = &self.keyring else {
+            // Built from events read as stored: sealed values, no personal data in clear.
+            return snapshots.save_snapshot(snapshot).await;
+        };
+        self.sync().await.map_err(snapshot_read_error)?;
+        let subjects = self
+            .snapshot_subjects(snapshots.as_ref(), &snapshot)
+            .await?;
+        if subjects.is_empty() {
+            return snapshots.save_snapshot(snapshot).await;
+        }
+        if subjects.len() > SNAPSHOT_SUBJECTS_MAX {
+            return Err(strata_core::LimitError::new(
+                "data subjects in a snapshot",
+                SNAPSHOT_SUBJECTS_MAX,
+                subjects.len(),
+            )
+            .into());
+        }
+        let mut keys = Vec::with_capacity(subjects.len());
+        for r in subjects {
+            match keyring.key_for_read(r).await.map_err(snapshot_key_error)? {
+                ReadKey::Active(k) => keys.push((r, k)),
+                ReadKey::Forgotten => {
+                    return Err(SnapshotError::InvalidInput(InvalidInput::new(
+                        "snapshot",
+                        format!(
+                            "of {} holds the data of a forgotten subject ({r}): it is not kept, \
+                             and the aggregate loads by replay",
+                            snapshot.stream_id
+                        ),
+                    )))
+                }
+            }
+        }
+        let keys: Vec<_> = keys.iter().map(|(r, k)| (*r, &**k)).collect();
+        snapshot.data = seal::seal_snapshot(&keys, &snapshot_place(&snapshot), &snapshot.data);
+        snapshots.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
+        let Some(snapshots) = &self.snapshots else {
+            return Ok(None);
+        };
+        let Some(stored) = snapshots
+            .load_snapshot(stream, schema_version, max_version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.sync().await.map_err(snapshot_read_error)?;
+        self.open_snapshot(stored).await
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64, SnapshotError> {
+        match &self.snapshots {
+            Some(s) => s.delete_snapshots(stream).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn load_snapshot_and_events(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<SnapshotAndEvents, SnapshotError> {
+        SnapshotAndEvents::check_limit(limit)?;
+        let Some(snapshots) = &self.snapshots else {
+            return Ok(SnapshotAndEvents {
+                snapshot: None,
+                events: None,
+            });
+        };
+        let mut got = snapshots
+            .load_snapshot_and_events(stream, schema_version, limit)
+            .await?;
+        self.sync().await.map_err(snapshot_read_error)?;
+        if let Some(stored) = got.snapshot.take() {
+            got.snapshot = self.open_snapshot(stored).await?;
+            if got.snapshot.is_none() {
+                // The events read were those after a snapshot that cannot be opened: the
+                // caller reads them from the start.
+                got.events = None;
+            }
+        }
+        if let Some(events) = &mut got.events {
+            self.open_all(events).await.map_err(snapshot_read_error)?;
+        }
+        Ok(got)
     }
 }
 

@@ -7,14 +7,16 @@ mod support;
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use strata::{Aggregate, DomainEvent, Repository};
 use strata_core::{
     AppendError, EventData, EventStore, ExpectedVersion, ReadAllOptions, ReadStreamOptions,
-    StreamId, SubscribeFrom, SubscriptionTarget,
+    Snapshot, SnapshotError, SnapshotStore, StreamId, SubscribeFrom, SubscriptionTarget,
 };
 use strata_shred::{
     DirKeys, EncryptionSchema, ForgetOutcome, KeyStorage, Keyring, MasterKey, MemoryKeys,
-    PendingForget, PgKeys, Shredded, SubjectSource, FORGOTTEN_STREAM,
+    PendingForget, PersonalData, PgKeys, ShredError, Shredded, SubjectSource, FORGOTTEN_STREAM,
 };
 use strata_testkit::harness::files_holding;
 
@@ -73,8 +75,189 @@ async fn stored_sentinels(inner: &dyn EventStore) -> usize {
         .count()
 }
 
+/// The events of a member, as a Rust application writes them: `CustomerRegistered` as
+/// [`registration`] writes it, its personal fields optional (a forgotten subject's read as
+/// `null`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all_fields = "camelCase")]
+enum MemberEvent {
+    CustomerRegistered {
+        customer_id: String,
+        name: Option<String>,
+        contact: Contact,
+        tier: u64,
+    },
+    Deposited {
+        customer_id: String,
+        amount: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Contact {
+    email: Option<String>,
+    opt_in: bool,
+}
+
+impl DomainEvent for MemberEvent {}
+
+impl PersonalData for MemberEvent {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        vec![EncryptionSchema::new(
+            "CustomerRegistered",
+            SubjectSource::Pointer("/customerId".into()),
+        )
+        .field("/name")
+        .field("/contact/email")]
+    }
+}
+
+/// A member's account: its state holds the member's name, so its snapshots hold personal data.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Member {
+    id: String,
+    name: Option<String>,
+    balance: u64,
+}
+
+#[derive(Debug, Clone)]
+enum MemberCommand {
+    Register { id: String, n: usize },
+    Deposit(u64),
+}
+
+impl Aggregate for Member {
+    type Event = MemberEvent;
+    type Command = MemberCommand;
+    type Error = std::convert::Infallible;
+    const CATEGORY: &'static str = "member";
+
+    fn handle(&self, command: MemberCommand) -> Result<Vec<MemberEvent>, Self::Error> {
+        let event = match command {
+            MemberCommand::Register { id, n } => {
+                let e = registration(&id, n);
+                MemberEvent::decode_json(&e.event_type, &e.data).expect("decodes")
+            }
+            MemberCommand::Deposit(amount) => MemberEvent::Deposited {
+                customer_id: self.id.clone(),
+                amount,
+            },
+        };
+        Ok(vec![event])
+    }
+
+    fn apply(&mut self, event: &MemberEvent) {
+        match event {
+            MemberEvent::CustomerRegistered {
+                customer_id, name, ..
+            } => {
+                self.id = customer_id.clone();
+                self.name = name.clone();
+            }
+            MemberEvent::Deposited { amount, .. } => self.balance += amount,
+        }
+    }
+}
+
+/// Snapshots through the wrapper: sealed under the member's key, opened on load, unreadable
+/// once the member is forgotten (the load replays, with the name `null`).
+async fn snapshot_suite(store: &Shredded, snapshots: Arc<dyn SnapshotStore>) {
+    let store = store.clone().with_snapshots(snapshots.clone());
+    // The suite registered the same schema by hand: nothing is written again.
+    assert_eq!(
+        store
+            .register_personal_data::<MemberEvent>()
+            .await
+            .expect("registered"),
+        0
+    );
+    let members = Repository::<Member, _>::new(store.clone()).with_snapshot_interval(2);
+    let command = |c| members.execute("gina", c);
+    command(MemberCommand::Register {
+        id: "gina".into(),
+        n: 9,
+    })
+    .await
+    .expect("registered");
+    let mut snapshot_at = None;
+    for _ in 0..3 {
+        let done = command(MemberCommand::Deposit(10)).await.expect("deposit");
+        snapshot_at = done.snapshot_version.or(snapshot_at);
+    }
+    assert_eq!(snapshot_at, Some(3), "a snapshot every 2 events");
+    let stream = sid("member-gina");
+    let raw = snapshots
+        .load_snapshot(&stream, 1, None)
+        .await
+        .expect("load")
+        .expect("a snapshot");
+    assert!(
+        !String::from_utf8_lossy(&raw.data).contains(SENTINEL_NAME),
+        "the snapshot is sealed"
+    );
+    let cold = || {
+        let repository = Repository::<Member, _>::new(store.clone());
+        async move { repository.load("gina").await }
+    };
+    let loaded = cold().await.expect("load");
+    assert_eq!(loaded.snapshot_version, Some(3));
+    assert_eq!(
+        loaded.name.as_deref(),
+        Some(&*format!("{SENTINEL_NAME}-gina-9"))
+    );
+    assert_eq!(loaded.balance, 30);
+    // The raw snapshot cannot be moved to another place.
+    let moved = Snapshot {
+        stream_id: sid("member-hal"),
+        ..raw.clone()
+    };
+    snapshots.save_snapshot(moved).await.expect("saved raw");
+    assert!(matches!(
+        store.load_snapshot(&sid("member-hal"), 1, None).await,
+        Err(SnapshotError::Storage(_))
+    ));
+    // Data that looks sealed is not taken from an application.
+    let forged = Snapshot {
+        stream_id: sid("member-ivy"),
+        data: raw.data.clone(),
+        ..raw.clone()
+    };
+    assert!(matches!(
+        store.save_snapshot(forged).await,
+        Err(SnapshotError::InvalidInput(_))
+    ));
+
+    store.forget("gina").await.expect("forget");
+    let loaded = cold().await.expect("load after the forget");
+    assert_eq!(
+        loaded.snapshot_version, None,
+        "the snapshot cannot be opened"
+    );
+    assert_eq!(loaded.events_replayed, 4);
+    assert_eq!(loaded.name, None);
+    assert_eq!(loaded.balance, 30, "the events still add up");
+    // Later commands work; their snapshots are refused (the state may predate the forget).
+    let done = command(MemberCommand::Deposit(10)).await.expect("deposit");
+    assert_eq!(done.snapshot_version, None);
+    assert_eq!(done.balance, 40);
+    assert!(matches!(
+        store
+            .save_snapshot(Snapshot {
+                stream_version: 4,
+                ..raw
+            })
+            .await,
+        Err(SnapshotError::InvalidInput(_))
+    ));
+}
+
 /// The suite: `inner` is an empty store, `keys` an empty key storage.
-async fn suite(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) {
+async fn suite(
+    inner: Arc<dyn EventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    keys: Arc<dyn KeyStorage>,
+) {
     let store = Shredded::open(
         inner.clone(),
         Keyring::open(keys.clone(), master()).await.expect("ring"),
@@ -338,6 +521,7 @@ async fn suite(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) {
     assert_eq!(daves[0].data_json().expect("json")["name"], Value::Null);
     // The schemas are read back from the store.
     assert_eq!(reopened.schemas(), vec![registered()]);
+    snapshot_suite(&reopened, snapshots).await;
 
     // A wrong master key is refused before anything is read or written.
     assert!(matches!(
@@ -348,11 +532,8 @@ async fn suite(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) {
 
 #[tokio::test]
 async fn the_memory_store() {
-    suite(
-        Arc::new(strata_testkit::MemoryStore::new()),
-        Arc::new(MemoryKeys::new()),
-    )
-    .await;
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    suite(inner.clone(), inner, Arc::new(MemoryKeys::new())).await;
 }
 
 #[tokio::test]
@@ -362,7 +543,7 @@ async fn the_embedded_store() {
     let keys = DirKeys::open(dir.path().join("data").join("keys"))
         .expect("keys")
         .shared();
-    suite(Arc::new(inner.clone()), keys).await;
+    suite(Arc::new(inner.clone()), Arc::new(inner.clone()), keys).await;
     inner.close().await.expect("close");
 }
 
@@ -372,15 +553,24 @@ async fn postgresql() {
     let keys = PgKeys::open(store.pool().clone(), store.schema())
         .await
         .expect("keys");
-    suite(Arc::new(store), Arc::new(keys)).await;
+    suite(Arc::new(store.clone()), Arc::new(store), Arc::new(keys)).await;
     support::drop_schema(schema).await;
 }
 
 /// Registers the schema (or not), then appends `events` registrations of subject `erin`, each
-/// to its own stream.
+/// to its own stream, and runs erin's member account with snapshots.
 async fn fill_erin(store: &Shredded, with_schema: bool, events: usize) {
     if with_schema {
         store.register(registered()).await.expect("register");
+    }
+    let members = Repository::<Member, _>::new(store.clone()).with_snapshot_interval(2);
+    let mut commands = vec![MemberCommand::Register {
+        id: "erin".into(),
+        n: events,
+    }];
+    commands.extend([MemberCommand::Deposit(1), MemberCommand::Deposit(2)]);
+    for c in commands {
+        members.execute("erin", c).await.expect("member command");
     }
     for n in 0..events {
         store
@@ -406,7 +596,8 @@ async fn embedded_files_with_sentinels(with_schema: bool) -> Vec<std::path::Path
         Keyring::open(keys, master()).await.expect("ring"),
     )
     .await
-    .expect("open");
+    .expect("open")
+    .with_snapshots(Arc::new(inner.clone()));
     fill_erin(&store, with_schema, 50).await;
     inner.seal_open_segment().await.expect("seal");
     store.forget("erin").await.expect("forget");
@@ -426,8 +617,8 @@ async fn embedded_files_with_sentinels(with_schema: bool) -> Vec<std::path::Path
     hits
 }
 
-/// After a forget, no byte the embedded store wrote (segments, index files, keys) nor its
-/// archive holds the sentinels; without the schema the same search finds them, so it can fail.
+/// After a forget, no byte the embedded store wrote (segments, index files, snapshots, keys)
+/// nor its archive holds the sentinels; without the schema the same search finds them, so it can fail.
 #[tokio::test]
 async fn nothing_readable_remains_in_the_embedded_data_directory() {
     assert_eq!(
@@ -506,7 +697,8 @@ async fn pg_dump_shows_sentinels(with_schema: bool) -> bool {
         Keyring::open(Arc::new(keys), master()).await.expect("ring"),
     )
     .await
-    .expect("open");
+    .expect("open")
+    .with_snapshots(Arc::new(pg.clone()));
     fill_erin(&store, with_schema, 20).await;
     store.forget("erin").await.expect("forget");
     let out = std::process::Command::new("pg_dump")
@@ -526,7 +718,10 @@ async fn pg_dump_shows_sentinels(with_schema: bool) -> bool {
     );
     support::drop_schema(schema).await;
     let dump = String::from_utf8_lossy(&out.stdout);
-    dump.contains(SENTINEL_NAME) || dump.contains(SENTINEL_EMAIL)
+    // `bytea` columns (snapshots) are dumped in hex.
+    [SENTINEL_NAME, SENTINEL_EMAIL]
+        .iter()
+        .any(|s| dump.contains(s) || dump.contains(&hex::encode(s)))
 }
 
 /// After a forget, a `pg_dump` of the store's schema holds no sentinel; without the schema the
@@ -538,4 +733,89 @@ async fn nothing_readable_remains_in_a_pg_dump() {
         pg_dump_shows_sentinels(false).await,
         "the control finds plaintext"
     );
+}
+
+#[derive(Serialize, Deserialize)]
+enum Misspelt {
+    Registered { id: String, name: String },
+}
+
+impl DomainEvent for Misspelt {}
+
+impl PersonalData for Misspelt {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        vec![
+            EncryptionSchema::new("Registred", SubjectSource::Pointer("/id".into())).field("/name"),
+        ]
+    }
+}
+
+/// A schema naming an event type the family does not have is an error, not a field in clear.
+#[tokio::test]
+async fn personal_data_must_name_the_familys_event_types() {
+    let store = Shredded::open(
+        Arc::new(strata_testkit::MemoryStore::new()),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .expect("ring"),
+    )
+    .await
+    .expect("open");
+    match store.register_personal_data::<Misspelt>().await {
+        Err(ShredError::InvalidSchema(e)) => {
+            assert_eq!(e.field, "eventType");
+            assert!(e.reason.contains("Registered"), "{}", e.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.schemas().is_empty());
+    assert_eq!(
+        store
+            .register_personal_data::<MemberEvent>()
+            .await
+            .expect("registered"),
+        1
+    );
+    assert_eq!(store.schemas(), MemberEvent::personal_data());
+}
+
+/// The subject may be the stream: an aggregate per person.
+#[tokio::test]
+async fn the_subject_may_be_the_stream() {
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .expect("ring"),
+    )
+    .await
+    .expect("open");
+    store
+        .register(EncryptionSchema::new("UserCreated", SubjectSource::Stream {}).field("/name"))
+        .await
+        .expect("register");
+    for user in ["user-1", "user-2"] {
+        let event = EventData::json("UserCreated", &json!({"name": SENTINEL_NAME})).expect("json");
+        store
+            .append(&sid(user), ExpectedVersion::NoStream, vec![event])
+            .await
+            .expect("append");
+    }
+    assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
+    store.forget("user-1").await.expect("forget");
+    let name = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .read_stream(&sid(user), ReadStreamOptions::forward())
+                .await
+                .expect("read")[0]
+                .data_json()
+                .expect("json")["name"]
+                .clone()
+        }
+    };
+    assert_eq!(name("user-1").await, Value::Null);
+    assert_eq!(name("user-2").await, json!(SENTINEL_NAME));
 }

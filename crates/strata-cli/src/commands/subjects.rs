@@ -115,12 +115,21 @@ pub struct SchemasArgs {
         long,
         value_name = "POINTER",
         requires = "set",
-        conflicts_with = "subject_metadata_key"
+        conflicts_with_all = ["subject_metadata_key", "subject_stream"]
     )]
     subject_pointer: Option<String>,
     /// With --set: the metadata key holding the subject's id.
-    #[arg(long, value_name = "KEY", requires = "set")]
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "set",
+        conflicts_with = "subject_stream"
+    )]
     subject_metadata_key: Option<String>,
+    /// With --set: the subject's id is the id of the stream the event is appended to
+    /// (an aggregate per person, such as `user-42`).
+    #[arg(long, requires = "set")]
+    subject_stream: bool,
     /// With --set: the JSON pointer of a personal field (repeatable).
     #[arg(long = "field", value_name = "POINTER", requires = "set")]
     fields: Vec<String>,
@@ -184,11 +193,17 @@ pub async fn schemas(cli: &Cli, a: &SchemasArgs, p: &Printer) -> Result<()> {
     let set = match &a.set {
         None => None,
         Some(event_type) => {
-            let subject = match (&a.subject_pointer, &a.subject_metadata_key) {
-                (Some(ptr), None) => SubjectSource::Pointer(ptr.clone()),
-                (None, Some(key)) => SubjectSource::MetadataKey(key.clone()),
+            let subject = match (
+                &a.subject_pointer,
+                &a.subject_metadata_key,
+                a.subject_stream,
+            ) {
+                (Some(ptr), None, false) => SubjectSource::Pointer(ptr.clone()),
+                (None, Some(key), false) => SubjectSource::MetadataKey(key.clone()),
+                (None, None, true) => SubjectSource::Stream {},
                 _ => anyhow::bail!(
-                    "--set needs where the subject is: --subject-pointer or --subject-metadata-key"
+                    "--set needs where the subject is: --subject-pointer, --subject-metadata-key \
+                     or --subject-stream"
                 ),
             };
             Some(EncryptionSchema {
@@ -232,6 +247,7 @@ pub async fn schemas(cli: &Cli, a: &SchemasArgs, p: &Printer) -> Result<()> {
             let subject = match (&s["subject"]["pointer"], &s["subject"]["metadataKey"]) {
                 (serde_json::Value::String(ptr), _) => format!("subject at {ptr}"),
                 (_, serde_json::Value::String(key)) => format!("subject in metadata {key}"),
+                _ if s["subject"].get("stream").is_some() => "subject is the stream".to_owned(),
                 _ => "subject unknown".to_owned(),
             };
             let fields: Vec<&str> = s["fields"]
