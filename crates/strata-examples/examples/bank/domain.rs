@@ -3,9 +3,14 @@
 //! Events: `AccountOpened`, `MoneyDeposited`, `MoneyWithdrawn`, `AccountClosed`.
 //! Rules: amounts must be positive, no overdraft, nothing happens to a closed account, and an
 //! account can only be closed once it is empty.
+//!
+//! The customer's name and email are personal data: [`PersonalData`] names them, and the store
+//! seals them under the customer's key (docs/gdpr.md). Once the customer is forgotten they read
+//! as `None`; the money still adds up.
 
 use serde::{Deserialize, Serialize};
 use strata::{Aggregate, DomainEvent};
+use strata_shred::{EncryptionSchema, PersonalData, SubjectSource};
 
 /// Where an account is in its life.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,16 +28,22 @@ pub enum Status {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BankAccount {
     pub status: Status,
-    pub owner: String,
+    pub customer_id: String,
+    /// The owner's name; `None` once the customer is forgotten.
+    pub owner: Option<String>,
     pub balance: u64,
 }
 
 /// What happened to an account. The variant names are the stored event types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AccountEvent {
+    /// `owner` and `email` are personal data of the customer `customer_id`: `None` when read
+    /// after the customer was forgotten.
     #[serde(rename_all = "camelCase")]
     AccountOpened {
-        owner: String,
+        customer_id: String,
+        owner: Option<String>,
+        email: Option<String>,
         initial_balance: u64,
     },
     MoneyDeposited {
@@ -46,10 +57,26 @@ pub enum AccountEvent {
 
 impl DomainEvent for AccountEvent {}
 
+impl PersonalData for AccountEvent {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        vec![EncryptionSchema::new(
+            "AccountOpened",
+            SubjectSource::Pointer("/customerId".into()),
+        )
+        .field("/owner")
+        .field("/email")]
+    }
+}
+
 /// What a teller can ask. Amounts arrive from outside, so they are signed and checked.
 #[derive(Debug, Clone)]
 pub enum AccountCommand {
-    Open { owner: String, initial_balance: i64 },
+    Open {
+        customer_id: String,
+        owner: String,
+        email: String,
+        initial_balance: i64,
+    },
     Deposit { amount: i64 },
     Withdraw { amount: i64 },
     Close,
@@ -102,7 +129,9 @@ impl Aggregate for BankAccount {
     fn handle(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
         match command {
             AccountCommand::Open {
+                customer_id,
                 owner,
+                email,
                 initial_balance,
             } => {
                 match self.status {
@@ -113,7 +142,9 @@ impl Aggregate for BankAccount {
                 let initial_balance = u64::try_from(initial_balance)
                     .map_err(|_| AccountError::NegativeOpeningBalance(initial_balance))?;
                 Ok(vec![AccountEvent::AccountOpened {
-                    owner,
+                    customer_id,
+                    owner: Some(owner),
+                    email: Some(email),
                     initial_balance,
                 }])
             }
@@ -151,10 +182,13 @@ impl Aggregate for BankAccount {
     fn apply(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::AccountOpened {
+                customer_id,
                 owner,
                 initial_balance,
+                ..
             } => {
                 self.status = Status::Open;
+                self.customer_id = customer_id.clone();
                 self.owner = owner.clone();
                 self.balance = *initial_balance;
             }
@@ -184,7 +218,18 @@ mod tests {
 
     fn opened(initial_balance: u64) -> AccountEvent {
         AccountOpened {
-            owner: "Alice".into(),
+            customer_id: "c-alice".into(),
+            owner: Some("Alice".into()),
+            email: Some("alice@example.org".into()),
+            initial_balance,
+        }
+    }
+
+    fn open(owner: &str, initial_balance: i64) -> AccountCommand {
+        Open {
+            customer_id: format!("c-{}", owner.to_lowercase()),
+            owner: owner.into(),
+            email: format!("{}@example.org", owner.to_lowercase()),
             initial_balance,
         }
     }
@@ -201,22 +246,13 @@ mod tests {
     #[test]
     fn opening() {
         AggregateTest::<BankAccount>::new()
-            .when(Open {
-                owner: "Alice".into(),
-                initial_balance: 100,
-            })
+            .when(open("Alice", 100))
             .then_expect_events([opened(100)]);
         AggregateTest::<BankAccount>::given([opened(0)])
-            .when(Open {
-                owner: "Bob".into(),
-                initial_balance: 1,
-            })
+            .when(open("Bob", 1))
             .then_expect_error(AccountError::AlreadyOpen);
         AggregateTest::<BankAccount>::new()
-            .when(Open {
-                owner: "Alice".into(),
-                initial_balance: -1,
-            })
+            .when(open("Alice", -1))
             .then_expect_error(AccountError::NegativeOpeningBalance(-1));
     }
 
@@ -284,7 +320,12 @@ mod tests {
         assert_eq!(e.event_type, "AccountOpened");
         assert_eq!(
             e.data,
-            serde_json::json!({"owner": "Alice", "initialBalance": 100})
+            serde_json::json!({
+                "customerId": "c-alice",
+                "owner": "Alice",
+                "email": "alice@example.org",
+                "initialBalance": 100
+            })
         );
         assert_eq!(
             MoneyDeposited { amount: 200 }.encode().unwrap().event_type,
@@ -297,16 +338,7 @@ mod tests {
         let dir = strata_examples::ScratchDir::new("bank").unwrap();
         let store = strata_log::LogStore::open(dir.path()).unwrap();
         let accounts = Repository::<BankAccount, _>::new(store);
-        accounts
-            .execute(
-                "123",
-                Open {
-                    owner: "Alice".into(),
-                    initial_balance: 100,
-                },
-            )
-            .await
-            .unwrap();
+        accounts.execute("123", open("Alice", 100)).await.unwrap();
         accounts
             .execute("123", Deposit { amount: 200 })
             .await
@@ -323,5 +355,41 @@ mod tests {
         assert_eq!((then.balance, then.version), (300, Some(1)));
         let first = accounts.load_at_version("123", 0).await.unwrap();
         assert_eq!(first.balance, 100);
+    }
+
+    /// The customer's name and email are sealed in the events and in the snapshots; once
+    /// the customer is forgotten no byte of the data directory holds them, the account still
+    /// loads with its balance, and its owner reads as `None`.
+    #[tokio::test]
+    async fn a_forgotten_customer_leaves_a_balance_and_no_name() {
+        let dir = strata_examples::ScratchDir::new("bank-forget").unwrap();
+        let accounts = crate::open_accounts(dir.path(), crate::demo_master_key().unwrap())
+            .await
+            .unwrap()
+            .with_snapshot_interval(2);
+        let name = "Zebulon-Sentinel-5c1e";
+        let mut open = open(name, 10);
+        if let Open { customer_id, .. } = &mut open {
+            *customer_id = "c-zeb".into();
+        }
+        accounts.execute("9", open).await.unwrap();
+        for _ in 0..3 {
+            accounts.execute("9", Deposit { amount: 5 }).await.unwrap();
+        }
+        let cold = || Repository::<BankAccount, _>::new(accounts.store().as_ref().clone());
+        let before = cold().load("9").await.unwrap();
+        assert_eq!(before.owner.as_deref(), Some(name));
+        assert!(before.snapshot_version.is_some(), "loaded from a snapshot");
+        let holding = |dir: &std::path::Path| {
+            strata_testkit::harness::files_holding(dir, name.as_bytes())
+        };
+        assert_eq!(holding(dir.path()), Vec::<std::path::PathBuf>::new());
+
+        accounts.store().forget("c-zeb").await.unwrap();
+        let after = cold().load("9").await.unwrap();
+        assert_eq!(after.owner, None);
+        assert_eq!(after.balance, 25);
+        assert_eq!(after.snapshot_version, None, "the snapshot is sealed for good");
+        assert_eq!(holding(dir.path()), Vec::<std::path::PathBuf>::new());
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! It opens an account, deposits and withdraws, shows the business rules refusing bad
 //! commands, prints the stored events with their metadata, answers "what was the balance
-//! as of ...?", and shows snapshots keeping loads short.
+//! as of ...?", shows snapshots keeping loads short, and forgets a customer (GDPR): the
+//! customers' names and emails are sealed under a key per customer, and forgetting one
+//! destroys the key. Set `BANK_MASTER_KEY` (64 hex digits, `strata keygen`) to reopen a
+//! data directory of your own; without it, a key is made for the run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod domain;
@@ -13,11 +16,50 @@ mod domain;
 mod read_models;
 
 use std::error::Error;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{AccountCommand, BankAccount};
-use strata::{CommandEnvelope, ExecuteError, Repository};
+use domain::{AccountCommand, AccountEvent, BankAccount};
+use strata::{CommandEnvelope, ExecuteError, ReadStreamOptions, Repository};
 use strata_log::LogStore;
+use strata_shred::{DirKeys, Keyring, MasterKey, Shredded};
+
+/// The master key that wraps the customers' keys: from `BANK_MASTER_KEY`, else one made for
+/// this run. It never sits beside the data.
+pub fn demo_master_key() -> Result<MasterKey, Box<dyn Error>> {
+    Ok(match std::env::var_os("BANK_MASTER_KEY") {
+        Some(_) => MasterKey::from_env("BANK_MASTER_KEY")?,
+        None => MasterKey::from_hex(&MasterKey::generate_hex(), "a key made for this run")?,
+    })
+}
+
+/// The accounts, on the embedded store in `dir`: personal fields sealed (the customers' keys
+/// in `dir/keys`, wrapped by `master`), snapshots sealed too.
+pub async fn open_accounts(
+    dir: &Path,
+    master: MasterKey,
+) -> Result<Repository<BankAccount, Shredded>, Box<dyn Error>> {
+    let store = LogStore::open(dir)?;
+    let keys = Keyring::open(DirKeys::open(dir.join("keys"))?.shared(), master).await?;
+    let sealed = Shredded::open(Arc::new(store.clone()), keys)
+        .await?
+        .with_snapshots(Arc::new(store));
+    // Registers the schemas the events declare (once: later starts find them in force).
+    sealed.register_personal_data::<AccountEvent>().await?;
+    Ok(Repository::new(sealed))
+}
+
+/// An opening: the customer `c-<name>` with an email of their own.
+fn open(owner: &str, initial_balance: i64) -> AccountCommand {
+    let id = owner.to_lowercase();
+    AccountCommand::Open {
+        customer_id: format!("c-{id}"),
+        owner: owner.into(),
+        email: format!("{id}@example.org"),
+        initial_balance,
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -28,9 +70,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("Strata bank example: event-sourced accounts on the embedded store");
     println!("Data directory: {}\n", dir.display());
 
-    let store = LogStore::open(&dir)?;
     // Snapshot every 100 events (the default, spelled out here).
-    let accounts = Repository::<BankAccount, _>::new(store).with_snapshot_interval(100);
+    let accounts = open_accounts(&dir, demo_master_key()?)
+        .await?
+        .with_snapshot_interval(100);
 
     println!("1. The mission's account: opened with 100, then +200, then -150.");
     // Every command carries who asked and which request it belongs to; the events inherit it.
@@ -39,15 +82,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .user_id("teller-7")
             .correlation_id("branch-visit-42")
     };
-    run(
-        &accounts,
-        "123",
-        teller(AccountCommand::Open {
-            owner: "Alice".into(),
-            initial_balance: 100,
-        }),
-    )
-    .await?;
+    run(&accounts, "123", teller(open("Alice", 100))).await?;
     run(
         &accounts,
         "123",
@@ -84,10 +119,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         AccountCommand::Deposit { amount: -5 },
         AccountCommand::Withdraw { amount: 0 },
         AccountCommand::Close,
-        AccountCommand::Open {
-            owner: "Mallory".into(),
-            initial_balance: 1_000_000,
-        },
+        open("Mallory", 1_000_000),
     ] {
         run(&accounts, "123", teller(command)).await?;
     }
@@ -149,15 +181,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
 
     println!("5. Snapshots: account-456 gets 250 deposits; a snapshot is taken every 100 events.");
-    run(
-        &accounts,
-        "456",
-        AccountCommand::Open {
-            owner: "Bob".into(),
-            initial_balance: 0,
-        },
-    )
-    .await?;
+    run(&accounts, "456", open("Bob", 0)).await?;
     for _ in 0..250 {
         let done = accounts
             .execute("456", AccountCommand::Deposit { amount: 1 })
@@ -185,6 +209,36 @@ async fn main() -> Result<(), Box<dyn Error>> {
         past.events_replayed,
         past.balance
     );
+
+    println!("\n6. Forgetting a customer (GDPR): Bob's name and email are sealed under his key.");
+    let stored = accounts
+        .store()
+        .inner()
+        .read_stream(&"account-456".parse()?, ReadStreamOptions::forward())
+        .await?;
+    println!(
+        "   As stored: {}",
+        String::from_utf8_lossy(&stored[0].data)
+    );
+    let report = accounts.store().forget("c-bob").await?;
+    let outcome = match report.outcome {
+        strata_shred::ForgetOutcome::Forgotten => "his key is destroyed",
+        strata_shred::ForgetOutcome::AlreadyForgotten => "he was already forgotten",
+        strata_shred::ForgetOutcome::NeverSeen => "he had nothing sealed",
+    };
+    println!(
+        "   Forgot customer c-bob: {outcome}; $subjectForgotten at position {} tells read models",
+        report.position
+    );
+    let cold = Repository::<BankAccount, _>::new(accounts.store().as_ref().clone());
+    let bob = cold.load("456").await?;
+    println!(
+        "   Loading account-456 now: owner {}, balance {} (replayed {} events: the snapshot \
+         was sealed under Bob's key too)",
+        bob.owner.as_deref().unwrap_or("(forgotten)"),
+        bob.balance,
+        bob.events_replayed
+    );
     read_models::demo(&dir).await?;
     println!("\nDone. Every state above was rebuilt from events; nothing was updated in place.");
     Ok(())
@@ -192,7 +246,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
 /// Executes one command and says what happened.
 async fn run(
-    accounts: &Repository<BankAccount, LogStore>,
+    accounts: &Repository<BankAccount, Shredded>,
     id: &str,
     command: impl Into<CommandEnvelope<AccountCommand>>,
 ) -> Result<(), Box<dyn Error>> {

@@ -12,7 +12,6 @@ use strata::projection::{
     SqliteReadModels, Typed,
 };
 use strata::{Filter, Repository};
-use strata_log::LogStore;
 
 use crate::domain::{AccountCommand, AccountEvent, BankAccount};
 
@@ -21,9 +20,11 @@ fn signed(amount: u64) -> Result<i64, HandlerError> {
     i64::try_from(amount).map_err(|_| HandlerError::new("amount beyond i64"))
 }
 
-/// `account_balances(account_id, owner, balance, last_updated)`: the mission's balance table.
-/// Its handler matches on the aggregate's own event enum: the events arrive decoded and
-/// upcast, with their envelope (stream, position, recorded-at).
+/// `account_balances(account_id, customer_id, balance, last_updated)`: the mission's balance
+/// table. Its handler matches on the aggregate's own event enum: the events arrive decoded and
+/// upcast, with their envelope (stream, position, recorded-at). It keeps the customer's id,
+/// not their name: personal data stays sealed in the events, so a forget has nothing to chase
+/// here (a read model that copies it deletes it on `$subjectForgotten`: docs/gdpr.md).
 pub struct AccountBalances;
 
 impl ReadModel<Sqlite> for AccountBalances {
@@ -40,7 +41,7 @@ impl ReadModel<Sqlite> for AccountBalances {
     fn setup<'a>(&'a self, sql: &'a Sql<'a>) -> Result<(), HandlerError> {
         sql.execute_batch(
             "CREATE TABLE {account_balances} (
-                 account_id TEXT PRIMARY KEY, owner TEXT, balance INTEGER NOT NULL,
+                 account_id TEXT PRIMARY KEY, customer_id TEXT, balance INTEGER NOT NULL,
                  last_updated TEXT NOT NULL)",
         )
     }
@@ -53,16 +54,17 @@ impl ReadModel<Sqlite> for AccountBalances {
         let id = e.stream_key();
         let change = match &e.event {
             AccountEvent::AccountOpened {
-                owner,
+                customer_id,
                 initial_balance,
+                ..
             } => {
                 sql.execute(
                     // Idempotent by construction (an upsert), though the checkpoint already
                     // guarantees each event is applied once.
                     "INSERT INTO {account_balances} VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (account_id) DO UPDATE SET owner = ?2, balance = ?3,
+                     ON CONFLICT (account_id) DO UPDATE SET customer_id = ?2, balance = ?3,
                      last_updated = ?4",
-                    rusqlite::params![id, owner, signed(*initial_balance)?, at],
+                    rusqlite::params![id, customer_id, signed(*initial_balance)?, at],
                 )?;
                 return Ok(());
             }
@@ -184,8 +186,13 @@ impl ReadModel<Sqlite> for MonthlySummary {
 /// The read side in action, on its own store under `dir`.
 pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
     let data = dir.join("bank-cqrs");
-    let store = LogStore::open(&data)?;
     let models = SqliteReadModels::next_to(&data)?;
+    // The accounts' store, sealed as in the first part.
+    let store = crate::open_accounts(&data, crate::demo_master_key()?)
+        .await?
+        .store()
+        .as_ref()
+        .clone();
     println!("\nRead models (CQRS): {}", models.path().display());
     let projections = Projections::new(Arc::new(store.clone()), models.clone());
     // Inline: current when the command returns. Async: background tasks with checkpoints.
@@ -198,15 +205,7 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
 
     println!("1. Commands through the repository; the inline balance needs no wait.");
     for (id, owner) in [("123", "Alice"), ("456", "Bob")] {
-        accounts
-            .execute(
-                id,
-                AccountCommand::Open {
-                    owner: owner.into(),
-                    initial_balance: 100,
-                },
-            )
-            .await?;
+        accounts.execute(id, crate::open(owner, 100)).await?;
         accounts
             .execute(id, AccountCommand::Deposit { amount: 200 })
             .await?;
