@@ -12,6 +12,9 @@ mod domain;
 #[path = "bank/read_models.rs"]
 #[allow(unused)]
 mod read_models;
+#[path = "bank/sealed.rs"]
+#[allow(unused)]
+mod sealed;
 
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +27,9 @@ use strata_log::LogStore;
 
 fn event(kind: &str, amount: u64) -> EventData {
     let data = match kind {
-        "AccountOpened" => serde_json::json!({"owner": "demo", "initialBalance": amount}),
+        "AccountOpened" => {
+            serde_json::json!({"customerId": "demo", "owner": "demo", "initialBalance": amount})
+        }
         _ => serde_json::json!({ "amount": amount }),
     };
     EventData::json(kind, &data).unwrap()

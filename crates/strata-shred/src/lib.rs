@@ -30,7 +30,7 @@ pub use keys::{
     KEY_FILE_BYTES,
 };
 pub use master::{MasterKey, MasterKeyError, SubjectRef};
-pub use personal::PersonalData;
+pub use personal::{forgotten_as_default, PersonalData};
 #[cfg(feature = "postgres")]
 pub use postgres::PgKeys;
 pub use schema::{EncryptionSchema, SubjectSource};

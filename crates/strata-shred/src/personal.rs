@@ -59,3 +59,26 @@ impl EncryptionSchema {
         self
     }
 }
+
+/// For `#[serde(deserialize_with = "strata_shred::forgotten_as_default")]` on a personal field
+/// that should read as its type's default (an empty name) once its subject is forgotten,
+/// rather than as `None`: a forgotten field reads as `null`, and `null` gives the default.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct UserCreated {
+///     #[serde(deserialize_with = "strata_shred::forgotten_as_default")]
+///     name: String,
+/// }
+/// let forgotten: UserCreated = serde_json::from_str(r#"{"name": null}"#).unwrap();
+/// assert_eq!(forgotten.name, "");
+/// let known: UserCreated = serde_json::from_str(r#"{"name": "Ada"}"#).unwrap();
+/// assert_eq!(known.name, "Ada");
+/// ```
+pub fn forgotten_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
+}

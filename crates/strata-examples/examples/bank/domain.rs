@@ -77,8 +77,12 @@ pub enum AccountCommand {
         email: String,
         initial_balance: i64,
     },
-    Deposit { amount: i64 },
-    Withdraw { amount: i64 },
+    Deposit {
+        amount: i64,
+    },
+    Withdraw {
+        amount: i64,
+    },
     Close,
 }
 
@@ -363,10 +367,11 @@ mod tests {
     #[tokio::test]
     async fn a_forgotten_customer_leaves_a_balance_and_no_name() {
         let dir = strata_examples::ScratchDir::new("bank-forget").unwrap();
-        let accounts = crate::open_accounts(dir.path(), crate::demo_master_key().unwrap())
-            .await
-            .unwrap()
-            .with_snapshot_interval(2);
+        let accounts =
+            crate::sealed::open_accounts(dir.path(), crate::sealed::demo_master_key().unwrap())
+                .await
+                .unwrap()
+                .with_snapshot_interval(2);
         let name = "Zebulon-Sentinel-5c1e";
         let mut open = open(name, 10);
         if let Open { customer_id, .. } = &mut open {
@@ -380,16 +385,18 @@ mod tests {
         let before = cold().load("9").await.unwrap();
         assert_eq!(before.owner.as_deref(), Some(name));
         assert!(before.snapshot_version.is_some(), "loaded from a snapshot");
-        let holding = |dir: &std::path::Path| {
-            strata_testkit::harness::files_holding(dir, name.as_bytes())
-        };
+        let holding =
+            |dir: &std::path::Path| strata_testkit::harness::files_holding(dir, name.as_bytes());
         assert_eq!(holding(dir.path()), Vec::<std::path::PathBuf>::new());
 
         accounts.store().forget("c-zeb").await.unwrap();
         let after = cold().load("9").await.unwrap();
         assert_eq!(after.owner, None);
         assert_eq!(after.balance, 25);
-        assert_eq!(after.snapshot_version, None, "the snapshot is sealed for good");
+        assert_eq!(
+            after.snapshot_version, None,
+            "the snapshot is sealed for good"
+        );
         assert_eq!(holding(dir.path()), Vec::<std::path::PathBuf>::new());
     }
 }

@@ -14,52 +14,16 @@
 mod domain;
 // The read side (CQRS): read models in SQLite.
 mod read_models;
+// The store that seals the customers' personal data.
+mod sealed;
 
 use std::error::Error;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{AccountCommand, AccountEvent, BankAccount};
+use domain::{AccountCommand, BankAccount};
+use sealed::{demo_master_key, open, open_accounts};
 use strata::{CommandEnvelope, ExecuteError, ReadStreamOptions, Repository};
-use strata_log::LogStore;
-use strata_shred::{DirKeys, Keyring, MasterKey, Shredded};
-
-/// The master key that wraps the customers' keys: from `BANK_MASTER_KEY`, else one made for
-/// this run. It never sits beside the data.
-pub fn demo_master_key() -> Result<MasterKey, Box<dyn Error>> {
-    Ok(match std::env::var_os("BANK_MASTER_KEY") {
-        Some(_) => MasterKey::from_env("BANK_MASTER_KEY")?,
-        None => MasterKey::from_hex(&MasterKey::generate_hex(), "a key made for this run")?,
-    })
-}
-
-/// The accounts, on the embedded store in `dir`: personal fields sealed (the customers' keys
-/// in `dir/keys`, wrapped by `master`), snapshots sealed too.
-pub async fn open_accounts(
-    dir: &Path,
-    master: MasterKey,
-) -> Result<Repository<BankAccount, Shredded>, Box<dyn Error>> {
-    let store = LogStore::open(dir)?;
-    let keys = Keyring::open(DirKeys::open(dir.join("keys"))?.shared(), master).await?;
-    let sealed = Shredded::open(Arc::new(store.clone()), keys)
-        .await?
-        .with_snapshots(Arc::new(store));
-    // Registers the schemas the events declare (once: later starts find them in force).
-    sealed.register_personal_data::<AccountEvent>().await?;
-    Ok(Repository::new(sealed))
-}
-
-/// An opening: the customer `c-<name>` with an email of their own.
-fn open(owner: &str, initial_balance: i64) -> AccountCommand {
-    let id = owner.to_lowercase();
-    AccountCommand::Open {
-        customer_id: format!("c-{id}"),
-        owner: owner.into(),
-        email: format!("{id}@example.org"),
-        initial_balance,
-    }
-}
+use strata_shred::Shredded;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -216,10 +180,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .inner()
         .read_stream(&"account-456".parse()?, ReadStreamOptions::forward())
         .await?;
-    println!(
-        "   As stored: {}",
-        String::from_utf8_lossy(&stored[0].data)
-    );
+    println!("   As stored: {}", String::from_utf8_lossy(&stored[0].data));
     let report = accounts.store().forget("c-bob").await?;
     let outcome = match report.outcome {
         strata_shred::ForgetOutcome::Forgotten => "his key is destroyed",

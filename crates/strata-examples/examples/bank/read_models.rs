@@ -188,7 +188,7 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
     let data = dir.join("bank-cqrs");
     let models = SqliteReadModels::next_to(&data)?;
     // The accounts' store, sealed as in the first part.
-    let store = crate::open_accounts(&data, crate::demo_master_key()?)
+    let store = crate::sealed::open_accounts(&data, crate::sealed::demo_master_key()?)
         .await?
         .store()
         .as_ref()
@@ -205,7 +205,9 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
 
     println!("1. Commands through the repository; the inline balance needs no wait.");
     for (id, owner) in [("123", "Alice"), ("456", "Bob")] {
-        accounts.execute(id, crate::open(owner, 100)).await?;
+        accounts
+            .execute(id, crate::sealed::open(owner, 100))
+            .await?;
         accounts
             .execute(id, AccountCommand::Deposit { amount: 200 })
             .await?;

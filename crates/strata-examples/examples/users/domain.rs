@@ -4,10 +4,15 @@
 //! `UserCreated { firstName, lastName }`. Old events are never rewritten (the store is
 //! append-only); instead the upcaster below turns a v1 payload into a v2 payload whenever
 //! one is read, so the code only ever sees the newest shape.
+//!
+//! Names and emails are personal data, sealed under a key per user (the user's stream is the
+//! subject: [`PersonalData`]). They are opened before the upcaster runs; once a user is
+//! forgotten they read as `null`, which the upcaster passes on and the events read as empty.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use strata::{Aggregate, DomainEvent, Upcasters};
+use strata_shred::{EncryptionSchema, PersonalData, SubjectSource};
 
 /// The state rebuilt from the events.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,17 +29,44 @@ pub enum UserEvent {
     /// Schema version 2. (Version 1 was `{ "name": "John Doe" }`.)
     #[serde(rename_all = "camelCase")]
     UserCreated {
+        #[serde(deserialize_with = "strata_shred::forgotten_as_default")]
         first_name: String,
+        #[serde(deserialize_with = "strata_shred::forgotten_as_default")]
         last_name: String,
     },
     #[serde(rename_all = "camelCase")]
     UserRenamed {
+        #[serde(deserialize_with = "strata_shred::forgotten_as_default")]
         first_name: String,
+        #[serde(deserialize_with = "strata_shred::forgotten_as_default")]
         last_name: String,
     },
     EmailChanged {
+        #[serde(deserialize_with = "strata_shred::forgotten_as_default")]
         email: String,
     },
+}
+
+/// The personal fields of each event type at its newest schema, sealed under the user's key
+/// (the user's stream names the subject).
+impl PersonalData for UserEvent {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        let names = |event_type| {
+            EncryptionSchema::new(event_type, SubjectSource::Stream {})
+                .field("/firstName")
+                .field("/lastName")
+        };
+        vec![
+            names("UserCreated"),
+            names("UserRenamed"),
+            EncryptionSchema::new("EmailChanged", SubjectSource::Stream {}).field("/email"),
+        ]
+    }
+}
+
+/// The schema version 1 of the application registered for `UserCreated`: its one name field.
+pub fn user_created_v1_personal_data() -> EncryptionSchema {
+    EncryptionSchema::new("UserCreated", SubjectSource::Stream {}).field("/name")
 }
 
 impl DomainEvent for UserEvent {
@@ -49,8 +81,12 @@ pub fn upcasters() -> Upcasters {
 }
 
 /// The mission's upcaster: `{ "name": "John Doe" }` → `{ "firstName": "John", "lastName":
-/// "Doe" }`. The first word is the first name; the rest (possibly empty) is the last name.
+/// "Doe" }`. The first word is the first name; the rest (possibly empty) is the last name. A
+/// forgotten user's name (`null`) stays forgotten: both parts `null`.
 pub fn user_created_v1_to_v2(v1: Value) -> Result<Value, String> {
+    if v1.get("name") == Some(&Value::Null) {
+        return Ok(json!({ "firstName": null, "lastName": null }));
+    }
     let name = v1
         .get("name")
         .and_then(Value::as_str)
@@ -187,6 +223,11 @@ mod tests {
             json!({"firstName": "Mary", "lastName": "Ann Smith"})
         );
         assert!(user_created_v1_to_v2(json!({"fullName": "x"})).is_err());
+        assert_eq!(
+            user_created_v1_to_v2(json!({"name": null})).unwrap(),
+            json!({"firstName": null, "lastName": null}),
+            "a forgotten name stays forgotten"
+        );
         assert_eq!(upcasters().current_version("UserCreated"), 2);
         assert_eq!(upcasters().current_version("EmailChanged"), 1);
     }
@@ -327,5 +368,44 @@ mod tests {
                 latest: 2
             })
         );
+    }
+
+    /// Names sealed by version 1 of the application are opened before the upcaster runs; once
+    /// the user is forgotten, the upcaster passes the `null` on, the user loads with empty
+    /// names, and no byte of the data directory holds the name.
+    #[tokio::test]
+    async fn a_forgotten_user_goes_through_the_upcaster_as_null() {
+        let dir = strata_examples::ScratchDir::new("users-forget").unwrap();
+        let (_, sealed) = crate::open(dir.path()).await.unwrap();
+        crate::seed_v1(&sealed).await.unwrap();
+        sealed.register_personal_data::<UserEvent>().await.unwrap();
+        let holding = || strata_testkit::harness::files_holding(dir.path(), b"Brewster");
+        assert_eq!(holding(), Vec::<std::path::PathBuf>::new(), "sealed");
+        let users = || Repository::<User, _>::new(sealed.clone());
+        let grace = users().load("3").await.unwrap();
+        assert_eq!(
+            (grace.first_name.as_str(), grace.last_name.as_str()),
+            ("Grace", "Brewster Hopper")
+        );
+
+        sealed.forget("user-3").await.unwrap();
+        let grace = users().load("3").await.unwrap();
+        assert!(grace.exists, "the events still happened");
+        assert_eq!(
+            (grace.first_name.as_str(), grace.last_name.as_str()),
+            ("", "")
+        );
+        let stream = StreamId::new("user-3").unwrap();
+        let stored = sealed
+            .read_stream(&stream, ReadStreamOptions::forward())
+            .await
+            .unwrap();
+        assert_eq!(
+            upcasters().upcast_recorded(&stored[0]).unwrap().data_json(),
+            Some(json!({"firstName": null, "lastName": null}))
+        );
+        assert_eq!(holding(), Vec::<std::path::PathBuf>::new());
+        // Another user is untouched.
+        assert_eq!(users().load("1").await.unwrap().last_name, "Doe");
     }
 }
