@@ -187,6 +187,11 @@ impl Keyring {
         self.master.subject_ref(subject)
     }
 
+    /// Where a sealed snapshot's key starts ([`crate::seal::seal_snapshot`]).
+    pub(crate) fn snapshot_chain(&self) -> &[u8; 32] {
+        self.master.snapshot_chain()
+    }
+
     fn cached(&self, subject: SubjectRef) -> Option<Cached> {
         self.cache.lock().get(&subject).cloned()
     }

@@ -52,6 +52,9 @@ pub struct MasterKey {
     wrap: LessSafeKey,
     name: hmac::Key,
     check: [u8; 16],
+    /// Where the key of every sealed snapshot starts: a snapshot is sealed by the master key
+    /// and its subjects' keys, so that only a process with the master key writes one.
+    snapshot: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -74,12 +77,14 @@ impl MasterKey {
         let wrap = derive(&bytes, b"strata-shred v1 wrap");
         let name = derive(&bytes, b"strata-shred v1 name");
         let check = derive(&bytes, b"strata-shred v1 check");
+        let snapshot = derive(&bytes, b"strata-shred v1 snapshot");
         MasterKey {
             wrap: LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &wrap).expect("a 32-byte AES-256 key"),
             ),
             name: hmac::Key::new(hmac::HMAC_SHA256, &name),
             check: check[..16].try_into().expect("16 bytes of 32"),
+            snapshot,
         }
     }
 
@@ -169,6 +174,10 @@ impl MasterKey {
     }
 
     /// The value a key store records to recognise this master key.
+    pub(crate) fn snapshot_chain(&self) -> &[u8; 32] {
+        &self.snapshot
+    }
+
     pub(crate) fn check_value(&self) -> [u8; 16] {
         self.check
     }

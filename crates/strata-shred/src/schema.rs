@@ -25,6 +25,16 @@ pub enum SubjectSource {
     Stream {},
 }
 
+impl std::fmt::Display for SubjectSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubjectSource::Pointer(p) => write!(f, "at {p}"),
+            SubjectSource::MetadataKey(k) => write!(f, "in metadata {k}"),
+            SubjectSource::Stream {} => f.write_str("the stream"),
+        }
+    }
+}
+
 /// The personal fields of one event type.
 ///
 /// ```

@@ -245,10 +245,10 @@ pub(crate) struct SealedSnapshot<'a> {
 }
 
 /// The key of a snapshot that holds the data of `keys`' subjects (sorted, distinct): derived
-/// through every one of their keys in turn, so that forgetting any of them leaves it
-/// underivable.
-fn snapshot_key(keys: &[(SubjectRef, &SubjectKey)]) -> LessSafeKey {
-    let mut acc = derive(b"strata-shred v1", b"snapshot key chain");
+/// from `chain` (the master key's) through every one of their keys in turn, so that only a
+/// process with the master key seals one, and forgetting any subject leaves it underivable.
+fn snapshot_key(chain: &[u8; 32], keys: &[(SubjectRef, &SubjectKey)]) -> LessSafeKey {
+    let mut acc = *chain;
     for (r, k) in keys {
         let mut ctx = hmac::Context::with_key(&k.snapshot);
         ctx.update(&acc);
@@ -270,12 +270,14 @@ fn snapshot_ad(place: &[u8], subjects: &[SubjectRef]) -> Vec<u8> {
     ad
 }
 
-/// Seals a snapshot's `plaintext` under the keys of `keys`' subjects (sorted, distinct, at
-/// most [`u16::MAX`]); `place` names the snapshot (stream, versions), so that it cannot be
-/// moved to another. The nonce is random: the same subjects seal many snapshots.
+/// Seals a snapshot's `plaintext` under the master key's `chain` and the keys of `keys`'
+/// subjects (sorted, distinct, at most [`u16::MAX`]; none for a stream without personal
+/// data); `place` names the snapshot (stream, versions), so that it cannot be moved to
+/// another. The nonce is random: the same subjects seal many snapshots.
 ///
 /// `MAGIC | subjects (u16 LE) | 16 bytes each | nonce | ciphertext | tag`.
 pub(crate) fn seal_snapshot(
+    chain: &[u8; 32],
     keys: &[(SubjectRef, &SubjectKey)],
     place: &[u8],
     plaintext: &[u8],
@@ -297,7 +299,7 @@ pub(crate) fn seal_snapshot(
     out.extend_from_slice(&nonce);
     let at = out.len();
     out.extend_from_slice(plaintext);
-    let tag = snapshot_key(keys)
+    let tag = snapshot_key(chain, keys)
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(snapshot_ad(place, &subjects)),
@@ -328,15 +330,17 @@ pub(crate) fn parse_snapshot(data: &[u8]) -> Option<Result<SealedSnapshot<'_>, S
     Some(Ok(SealedSnapshot { subjects, sealed }))
 }
 
-/// Opens a sealed snapshot with its subjects' keys (in its order), for `place`.
+/// Opens a sealed snapshot with the master key's `chain` and its subjects' keys (in its
+/// order), for `place`.
 pub(crate) fn open_snapshot(
+    chain: &[u8; 32],
     snapshot: &SealedSnapshot<'_>,
     keys: &[(SubjectRef, &SubjectKey)],
     place: &[u8],
 ) -> Result<Vec<u8>, SealError> {
     let (nonce, body) = snapshot.sealed.split_at(NONCE_LEN);
     let mut body = body.to_vec();
-    let plain = snapshot_key(keys)
+    let plain = snapshot_key(chain, keys)
         .open_in_place(
             Nonce::assume_unique_for_key(nonce.try_into().expect("12 bytes")),
             Aad::from(snapshot_ad(place, &snapshot.subjects)),
@@ -431,26 +435,27 @@ mod tests {
         subjects.sort_by_key(|(r, _)| *r);
         let keys: Vec<(SubjectRef, &SubjectKey)> = subjects.iter().map(|(r, k)| (*r, k)).collect();
         let state = br#"{"owner":"Ada Lovelace"}"#;
-        let sealed = seal_snapshot(&keys, b"account-1@7", state);
+        let chain = master.snapshot_chain();
+        let sealed = seal_snapshot(chain, &keys, b"account-1@7", state);
         assert!(!sealed.windows(3).any(|w| w == b"Ada"));
         let parsed = parse_snapshot(&sealed).expect("sealed").expect("parses");
         assert_eq!(parsed.subjects, [keys[0].0, keys[1].0]);
         assert_eq!(
-            open_snapshot(&parsed, &keys, b"account-1@7").expect("opens"),
+            open_snapshot(chain, &parsed, &keys, b"account-1@7").expect("opens"),
             state
         );
         // Another place, a missing key, another order, a flipped byte: never opened.
         assert_eq!(
-            open_snapshot(&parsed, &keys, b"account-2@7").err(),
+            open_snapshot(chain, &parsed, &keys, b"account-2@7").err(),
             Some(SealError::Tampered)
         );
         assert_eq!(
-            open_snapshot(&parsed, &keys[..1], b"account-1@7").err(),
+            open_snapshot(chain, &parsed, &keys[..1], b"account-1@7").err(),
             Some(SealError::Tampered)
         );
         let reversed = [keys[1], keys[0]];
         assert_eq!(
-            open_snapshot(&parsed, &reversed, b"account-1@7").err(),
+            open_snapshot(chain, &parsed, &reversed, b"account-1@7").err(),
             Some(SealError::Tampered)
         );
         for i in SNAPSHOT_MAGIC.len()..sealed.len() {
@@ -458,9 +463,23 @@ mod tests {
             bad[i] ^= 1;
             let opened = parse_snapshot(&bad)
                 .expect("still sealed")
-                .and_then(|p| open_snapshot(&p, &keys, b"account-1@7"));
+                .and_then(|p| open_snapshot(chain, &p, &keys, b"account-1@7"));
             assert!(opened.is_err(), "byte {i} flipped opened");
         }
+        // Another master key, or none of the subjects' keys: never opened.
+        let other = MasterKey::from_bytes([8; 32]);
+        assert_eq!(
+            open_snapshot(other.snapshot_chain(), &parsed, &keys, b"account-1@7").err(),
+            Some(SealError::Tampered)
+        );
+        let bare = seal_snapshot(chain, &[], b"account-1@7", state);
+        let bare = parse_snapshot(&bare).expect("sealed").expect("parses");
+        assert!(bare.subjects.is_empty());
+        assert_eq!(
+            open_snapshot(chain, &bare, &[], b"account-1@7").expect("opens"),
+            state
+        );
+        assert!(open_snapshot(other.snapshot_chain(), &bare, &[], b"account-1@7").is_err());
         assert!(parse_snapshot(br#"{"owner":"Ada"}"#).is_none());
         assert!(matches!(
             parse_snapshot(&sealed[..SNAPSHOT_MAGIC.len() + 10]),

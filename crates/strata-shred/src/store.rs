@@ -78,6 +78,9 @@ pub struct ForgetReport {
 #[derive(Default)]
 struct Schemas {
     by_type: HashMap<String, Arc<EncryptionSchema>>,
+    /// Event types whose schema in force this process cannot read (a newer version of
+    /// Strata registered it): their events are refused rather than written in clear.
+    unknown: std::collections::HashSet<String>,
     version: Option<u64>,
 }
 
@@ -124,6 +127,8 @@ pub struct Shredded {
     inner: Arc<dyn EventStore>,
     /// Where snapshots go, sealed ([`Shredded::with_snapshots`]).
     snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// Streams whose snapshots are refused for good, at most [`REFUSED_STREAMS_MAX`].
+    refused: Arc<parking_lot::Mutex<std::collections::HashSet<StreamId>>>,
     /// `None` in a process without the master key ([`Shredded::keyless`]).
     keyring: Option<Arc<Keyring>>,
     schemas: Arc<RwLock<Schemas>>,
@@ -209,6 +214,7 @@ impl Shredded {
         let store = Shredded {
             inner,
             snapshots: None,
+            refused: Arc::default(),
             keyring,
             schemas: Arc::new(RwLock::new(Schemas::default())),
             sync: Arc::new(tokio::sync::Mutex::new(Sync { next_forgotten: 0 })),
@@ -236,11 +242,11 @@ impl Shredded {
         Ok(store)
     }
 
-    /// Keeps aggregate snapshots in `snapshots` (the backend's own, as a rule), sealed: a
-    /// snapshot whose stream holds personal data is sealed under a key derived from the keys
-    /// of every subject its events name, so that forgetting any of them leaves it unreadable
-    /// (a load then replays the events). Without it the store keeps no snapshots: loads find
-    /// none, and saves are refused.
+    /// Keeps aggregate snapshots in `snapshots` (the backend's own, as a rule), sealed under
+    /// a key derived from the master key and the keys of every subject whose sealed values
+    /// the stream holds up to the snapshot, so that forgetting any of them leaves it
+    /// unreadable (a load then replays the events). Without it the store keeps no snapshots:
+    /// loads find none, and saves are refused.
     pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>) -> Shredded {
         self.snapshots = Some(snapshots);
         self
@@ -330,15 +336,31 @@ impl Shredded {
                     .and_then(|s| s.validate().map(|()| s).map_err(|err| err.to_string()));
                 match schema {
                     Ok(schema) => {
+                        schemas.unknown.remove(&schema.event_type);
                         schemas
                             .by_type
                             .insert(schema.event_type.clone(), Arc::new(schema));
                     }
-                    Err(reason) => tracing::error!(
-                        position = e.position.0,
-                        %reason,
-                        "an encryption schema in {SCHEMAS_STREAM} is not one: skipped"
-                    ),
+                    Err(reason) => {
+                        // Its event type's events are refused from now on: the schema may
+                        // name fields this process would write in clear.
+                        let event_type = e.data_json().and_then(|d| {
+                            d.get("eventType")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        });
+                        tracing::error!(
+                            position = e.position.0,
+                            %reason,
+                            event_type = event_type.as_deref().unwrap_or("?"),
+                            "an encryption schema in {SCHEMAS_STREAM} cannot be read by this \
+                             process: the events of its type are refused"
+                        );
+                        if let Some(t) = event_type {
+                            schemas.by_type.remove(&t);
+                            schemas.unknown.insert(t);
+                        }
+                    }
                 }
             }
             if schemas.version.is_none_or(|v| v < last.stream_version) {
@@ -429,33 +451,56 @@ impl Shredded {
             .await
     }
 
-    /// Registers the schemas of a family of domain events ([`PersonalData`]): each must name
-    /// one of the family's event types; those already in force as they are are not written
-    /// again. Returns how many were registered now.
+    /// Registers the schemas of a family of domain events ([`PersonalData`]), all or none:
+    /// each must name one of the family's event types, once. A schema already in force as it
+    /// is is not written again, and one that only adds fields to the one in force replaces it;
+    /// one that would stop sealing a field the schema in force seals, or change where the
+    /// subject is, is refused (naming the event type): replace it deliberately with
+    /// [`Shredded::register`]. Returns how many were registered now.
     pub async fn register_personal_data<E: PersonalData>(&self) -> Result<usize, ShredError> {
         let types = E::event_types();
-        let mut registered = 0;
-        for schema in E::personal_data() {
+        let wanted = E::personal_data();
+        let mut new = Vec::new();
+        for (i, schema) in wanted.iter().enumerate() {
+            schema.validate()?;
+            let at = |reason: String| {
+                InvalidInput::new(format!("{}.eventType", schema.event_type), reason)
+            };
             if !types.contains(&schema.event_type.as_str()) {
-                return Err(InvalidInput::new(
-                    "eventType",
-                    format!(
-                        "{:?} is not an event type of {} (its event types: {})",
-                        schema.event_type,
-                        std::any::type_name::<E>(),
-                        types.join(", ")
-                    ),
-                )
+                return Err(at(format!(
+                    "is not an event type of {} (its event types: {})",
+                    std::any::type_name::<E>(),
+                    types.join(", ")
+                ))
                 .into());
             }
-            if self
-                .schema_of(&schema.event_type)
-                .is_some_and(|s| *s == schema)
+            if wanted[..i]
+                .iter()
+                .any(|w| w.event_type == schema.event_type)
             {
-                continue;
+                return Err(at("has two schemas: name each event type once".to_owned()).into());
             }
+            match self.schema_of(&schema.event_type) {
+                Some(in_force) if *in_force == *schema => {}
+                Some(in_force)
+                    if in_force.subject != schema.subject
+                        || in_force.fields.iter().any(|f| !schema.fields.contains(f)) =>
+                {
+                    return Err(at(format!(
+                        "has a schema in force that this one would weaken (subject {}, \
+                         fields {}): register the new one with Shredded::register to replace \
+                         it deliberately",
+                        in_force.subject,
+                        in_force.fields.join(", ")
+                    ))
+                    .into());
+                }
+                _ => new.push(schema.clone()),
+            }
+        }
+        let registered = new.len();
+        for schema in new {
             self.register(schema).await?;
-            registered += 1;
         }
         Ok(registered)
     }
@@ -480,6 +525,14 @@ impl Shredded {
             .into());
         }
         let Some(schema) = self.schema_of(&event.event_type) else {
+            if self.schemas.read().unknown.contains(&event.event_type) {
+                return Err(InvalidInput::new(
+                    format!("{at}.event_type"),
+                    "has an encryption schema this process cannot read (a newer version of \
+                     Strata registered it): append it through an upgraded process",
+                )
+                .into());
+            }
             return refuse_sealed_key(event, &at);
         };
         let Some(keyring) = &self.keyring else {
@@ -913,12 +966,13 @@ fn snapshot_key_error(e: KeyError) -> SnapshotError {
     }
 }
 
-/// Adds the subjects of the values sealed in `data` to `subjects`.
-fn sealed_subjects(data: &[u8], subjects: &mut BTreeSet<SubjectRef>) {
+/// Adds the subjects of the values sealed in `data` to `subjects`; `None` when the data does
+/// not scan (its subjects are then unknown).
+fn sealed_subjects(data: &[u8], subjects: &mut BTreeSet<SubjectRef>) -> Option<()> {
     if SEALED_FINDER.find(data).is_none() {
-        return;
+        return Some(());
     }
-    let _ = scan::scan(data, |_, rest| match scan::sealed_text(rest) {
+    scan::scan(data, |_, rest| match scan::sealed_text(rest) {
         Some(text) => {
             if let Some(r) = text.get(3..35).and_then(SubjectRef::from_hex) {
                 subjects.insert(r);
@@ -926,8 +980,22 @@ fn sealed_subjects(data: &[u8], subjects: &mut BTreeSet<SubjectRef>) {
             Step::Skip
         }
         None => Step::Descend,
-    });
+    })
+    .map(|_| ())
 }
+
+/// A snapshot not kept, and why.
+fn snapshot_refused(stream: &StreamId, why: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::InvalidInput(InvalidInput::new(
+        "snapshot",
+        format!("of {stream} is not kept: {why}; the aggregate loads by replay"),
+    ))
+}
+
+/// Streams whose snapshots were refused for good (a forgotten subject's data, events that can
+/// no longer be read), so that their next saves are refused without reading the stream again.
+/// Cleared whole when full: a refusal is then found again by reading.
+const REFUSED_STREAMS_MAX: usize = 4096;
 
 impl Shredded {
     fn snapshot_store(&self) -> Result<&Arc<dyn SnapshotStore>, SnapshotError> {
@@ -940,56 +1008,121 @@ impl Shredded {
         })
     }
 
+    /// The keys of `subjects`; `Err(r)` when `r` was forgotten.
+    async fn snapshot_keys(
+        keyring: &Keyring,
+        subjects: &[SubjectRef],
+    ) -> Result<Result<Vec<(SubjectRef, Arc<crate::seal::SubjectKey>)>, SubjectRef>, SnapshotError>
+    {
+        let mut keys = Vec::with_capacity(subjects.len());
+        for r in subjects {
+            match keyring.key_for_read(*r).await.map_err(snapshot_key_error)? {
+                ReadKey::Active(k) => keys.push((*r, k)),
+                ReadKey::Forgotten => return Ok(Err(*r)),
+            }
+        }
+        Ok(Ok(keys))
+    }
+
     /// The subjects whose sealed values the events of `snapshot`'s stream up to its version
-    /// hold: those its previous sealed snapshot names, and those of the events after it.
+    /// hold: those its previous snapshot names when it is sealed and opens (so that its list
+    /// is authentic), and those of every event after it, read without a gap. A gap (events
+    /// truncated, expired or deleted, which the state may still hold) refuses the snapshot, as
+    /// does a subject forgotten.
     async fn snapshot_subjects(
         &self,
+        keyring: &Keyring,
         snapshots: &dyn SnapshotStore,
         snapshot: &Snapshot,
     ) -> Result<BTreeSet<SubjectRef>, SnapshotError> {
+        let stream = &snapshot.stream_id;
         let mut subjects = BTreeSet::new();
         let mut from = 0;
         let previous = snapshots
             .load_snapshot(
-                &snapshot.stream_id,
+                stream,
                 snapshot.schema_version,
                 Some(snapshot.stream_version),
             )
             .await?;
         if let Some(previous) = previous {
-            match seal::parse_snapshot(&previous.data) {
-                // A damaged one says nothing: the events are read from the start.
-                Some(Err(_)) => {}
-                Some(Ok(p)) => {
-                    subjects.extend(p.subjects);
-                    from = previous.stream_version + 1;
+            // A snapshot in clear, or one that does not open, vouches for nothing.
+            if let Some(Ok(parsed)) = seal::parse_snapshot(&previous.data) {
+                match Self::snapshot_keys(keyring, &parsed.subjects).await? {
+                    Err(r) => {
+                        return Err(snapshot_refused(
+                            stream,
+                            format_args!("it holds the data of a forgotten subject ({r})"),
+                        ))
+                    }
+                    Ok(keys) => {
+                        let keys: Vec<_> = keys.iter().map(|(r, k)| (*r, &**k)).collect();
+                        let place = snapshot_place(&previous);
+                        let chain = keyring.snapshot_chain();
+                        if seal::open_snapshot(chain, &parsed, &keys, &place).is_ok() {
+                            subjects.extend(parsed.subjects.iter().copied());
+                            from = previous.stream_version + 1;
+                        }
+                    }
                 }
-                None => from = previous.stream_version + 1,
             }
         }
+        let gap = |at: u64| {
+            snapshot_refused(
+                stream,
+                format_args!(
+                    "the stream's event at version {at} can no longer be read (truncated, \
+                     expired or deleted), so the subjects whose data the state holds are unknown"
+                ),
+            )
+        };
         while from <= snapshot.stream_version {
             let mut options = ReadStreamOptions::forward();
             options.from_version = Some(from);
-            let events = match self.inner.read_stream(&snapshot.stream_id, options).await {
+            let events = match self.inner.read_stream(stream, options).await {
                 Ok(e) => e,
-                Err(ReadError::StreamNotFound(_)) => break,
+                Err(ReadError::StreamNotFound(_)) => Vec::new(),
                 Err(e) => return Err(snapshot_read_error(e)),
             };
-            let Some(last) = events.last() else { break };
-            from = last.stream_version + 1;
+            if events.is_empty() {
+                return Err(gap(from));
+            }
             for e in &events {
-                if e.stream_version <= snapshot.stream_version {
-                    sealed_subjects(&e.data, &mut subjects);
+                if e.stream_version > snapshot.stream_version {
+                    break;
                 }
+                if e.stream_version != from {
+                    return Err(gap(from));
+                }
+                sealed_subjects(&e.data, &mut subjects).ok_or_else(|| {
+                    snapshot_refused(
+                        stream,
+                        format_args!("its event at version {from} does not scan as JSON"),
+                    )
+                })?;
+                from += 1;
+            }
+            if events
+                .last()
+                .is_some_and(|l| l.stream_version >= snapshot.stream_version)
+            {
+                break;
             }
         }
         Ok(subjects)
     }
 
-    /// Opens a stored snapshot: `None` when it cannot be (a subject of it forgotten, or this
-    /// process without the master key), so that the aggregate loads by replay.
+    /// Opens a stored snapshot: `None` when it cannot be (a subject of it forgotten, this
+    /// process without the master key, or one in clear holding sealed values, which a process
+    /// without the key saved), so that the aggregate loads by replay.
     async fn open_snapshot(&self, stored: Snapshot) -> Result<Option<Snapshot>, SnapshotError> {
+        let Some(keyring) = &self.keyring else {
+            return Ok(seal::parse_snapshot(&stored.data)
+                .is_none()
+                .then_some(stored));
+        };
         let parsed = match seal::parse_snapshot(&stored.data) {
+            None if SEALED_FINDER.find(&stored.data).is_some() => return Ok(None),
             None => return Ok(Some(stored)),
             Some(p) => p,
         };
@@ -1000,28 +1133,39 @@ impl Shredded {
             )))
         };
         let parsed = parsed.map_err(damaged)?;
-        let Some(keyring) = &self.keyring else {
+        let Ok(keys) = Self::snapshot_keys(keyring, &parsed.subjects).await? else {
             return Ok(None);
         };
-        let mut keys = Vec::with_capacity(parsed.subjects.len());
-        for r in &parsed.subjects {
-            match keyring.key_for_read(*r).await.map_err(snapshot_key_error)? {
-                ReadKey::Active(k) => keys.push((*r, k)),
-                ReadKey::Forgotten => return Ok(None),
-            }
-        }
         let keys: Vec<_> = keys.iter().map(|(r, k)| (*r, &**k)).collect();
-        let data =
-            seal::open_snapshot(&parsed, &keys, &snapshot_place(&stored)).map_err(damaged)?;
+        let data = seal::open_snapshot(
+            keyring.snapshot_chain(),
+            &parsed,
+            &keys,
+            &snapshot_place(&stored),
+        )
+        .map_err(damaged)?;
         Ok(Some(Snapshot { data, ..stored }))
+    }
+
+    fn refused(&self, stream: &StreamId) -> bool {
+        self.refused.lock().contains(stream)
+    }
+
+    fn refuse(&self, stream: &StreamId) {
+        let mut refused = self.refused.lock();
+        if refused.len() >= REFUSED_STREAMS_MAX {
+            refused.clear();
+        }
+        refused.insert(stream.clone());
     }
 }
 
 #[async_trait]
 impl SnapshotStore for Shredded {
-    /// Seals `snapshot` under the keys of every subject its stream's events hold sealed
-    /// values of (stored as it is when there are none). Refused when one of them was
-    /// forgotten: the state may have been built before the forget.
+    /// Seals `snapshot` under the master key and the keys of every subject its stream's
+    /// events hold sealed values of ([`Shredded::with_snapshots`]). Refused when one of them
+    /// was forgotten (the state may have been built before the forget), or when events of the
+    /// stream up to its version can no longer be read.
     async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), SnapshotError> {
         let snapshots = self.snapshot_store()?;
         if snapshot.data.starts_with(seal::SNAPSHOT_MAGIC) {
@@ -1031,16 +1175,28 @@ impl SnapshotStore for Shredded {
             )));
         }
         let Some(keyring) = &self.keyring else {
-            // Built from events read as stored: sealed values, no personal data in clear.
+            // Built from events read as stored: sealed values, no personal data in clear. A
+            // process with the key neither trusts nor loads it.
             return snapshots.save_snapshot(snapshot).await;
         };
-        self.sync().await.map_err(snapshot_read_error)?;
-        let subjects = self
-            .snapshot_subjects(snapshots.as_ref(), &snapshot)
-            .await?;
-        if subjects.is_empty() {
-            return snapshots.save_snapshot(snapshot).await;
+        if self.refused(&snapshot.stream_id) {
+            return Err(snapshot_refused(
+                &snapshot.stream_id,
+                "an earlier snapshot of it was refused for good",
+            ));
         }
+        self.sync().await.map_err(snapshot_read_error)?;
+        let subjects = match self
+            .snapshot_subjects(keyring, snapshots.as_ref(), &snapshot)
+            .await
+        {
+            Ok(s) => s,
+            Err(e @ SnapshotError::InvalidInput(_)) => {
+                self.refuse(&snapshot.stream_id);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if subjects.len() > SNAPSHOT_SUBJECTS_MAX {
             return Err(strata_core::LimitError::new(
                 "data subjects in a snapshot",
@@ -1049,24 +1205,24 @@ impl SnapshotStore for Shredded {
             )
             .into());
         }
-        let mut keys = Vec::with_capacity(subjects.len());
-        for r in subjects {
-            match keyring.key_for_read(r).await.map_err(snapshot_key_error)? {
-                ReadKey::Active(k) => keys.push((r, k)),
-                ReadKey::Forgotten => {
-                    return Err(SnapshotError::InvalidInput(InvalidInput::new(
-                        "snapshot",
-                        format!(
-                            "of {} holds the data of a forgotten subject ({r}): it is not kept, \
-                             and the aggregate loads by replay",
-                            snapshot.stream_id
-                        ),
-                    )))
-                }
+        let subjects: Vec<SubjectRef> = subjects.into_iter().collect();
+        let keys = match Self::snapshot_keys(keyring, &subjects).await? {
+            Ok(keys) => keys,
+            Err(r) => {
+                self.refuse(&snapshot.stream_id);
+                return Err(snapshot_refused(
+                    &snapshot.stream_id,
+                    format_args!("it holds the data of a forgotten subject ({r})"),
+                ));
             }
-        }
+        };
         let keys: Vec<_> = keys.iter().map(|(r, k)| (*r, &**k)).collect();
-        snapshot.data = seal::seal_snapshot(&keys, &snapshot_place(&snapshot), &snapshot.data);
+        snapshot.data = seal::seal_snapshot(
+            keyring.snapshot_chain(),
+            &keys,
+            &snapshot_place(&snapshot),
+            &snapshot.data,
+        );
         snapshots.save_snapshot(snapshot).await
     }
 

@@ -237,19 +237,138 @@ async fn snapshot_suite(store: &Shredded, snapshots: Arc<dyn SnapshotStore>) {
     assert_eq!(loaded.events_replayed, 4);
     assert_eq!(loaded.name, None);
     assert_eq!(loaded.balance, 30, "the events still add up");
-    // Later commands work; their snapshots are refused (the state may predate the forget).
-    let done = command(MemberCommand::Deposit(10)).await.expect("deposit");
-    assert_eq!(done.snapshot_version, None);
-    assert_eq!(done.balance, 40);
-    assert!(matches!(
-        store
-            .save_snapshot(Snapshot {
-                stream_version: 4,
-                ..raw
-            })
-            .await,
-        Err(SnapshotError::InvalidInput(_))
-    ));
+    // A snapshot of the stream is refused from now on, even of a state without the name
+    // (the state may have been built before the forget).
+    let clear = |stream_version, name: Option<&str>| Snapshot {
+        stream_version,
+        data: serde_json::to_vec(&Member {
+            id: "gina".into(),
+            name: name.map(str::to_owned),
+            balance: 40,
+        })
+        .expect("json"),
+        ..raw.clone()
+    };
+    match store.save_snapshot(clear(4, None)).await {
+        Err(SnapshotError::InvalidInput(e)) => {
+            assert!(e.reason.contains("forgotten subject"), "{}", e.reason)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Later commands work; the snapshots they try are refused.
+    let eager = Repository::<Member, _>::new(store.clone()).with_snapshot_interval(1);
+    let done = eager
+        .execute("gina", MemberCommand::Deposit(10))
+        .await
+        .expect("deposit");
+    assert_eq!((done.snapshot_version, done.balance), (None, 40));
+    let newest = snapshots
+        .load_snapshot(&stream, 1, None)
+        .await
+        .expect("load");
+    assert_eq!(
+        newest.map(|s| s.stream_version),
+        Some(3),
+        "nothing newer kept"
+    );
+
+    // Events the state holds but the stream no longer shows (truncated): the subjects are
+    // unknown, so the snapshot is refused.
+    let ivan = Repository::<Member, _>::new(store.clone()).with_snapshot_interval(3);
+    ivan.execute(
+        "ivan",
+        MemberCommand::Register {
+            id: "ivan".into(),
+            n: 3,
+        },
+    )
+    .await
+    .expect("registered");
+    ivan.execute("ivan", MemberCommand::Deposit(1))
+        .await
+        .expect("deposit");
+    store
+        .truncate_stream(&sid("member-ivan"), 1)
+        .await
+        .expect("truncated");
+    let done = ivan
+        .execute("ivan", MemberCommand::Deposit(1))
+        .await
+        .expect("deposit");
+    assert_eq!(
+        done.snapshot_version, None,
+        "a snapshot was due, and refused"
+    );
+    assert!(snapshots
+        .load_snapshot(&sid("member-ivan"), 1, None)
+        .await
+        .expect("load")
+        .is_none());
+
+    // A previous snapshot in clear (a process without the key wrote it), or one whose list of
+    // subjects was changed, vouches for nothing: the events are read from the start.
+    let keyless = Shredded::keyless(store.inner().clone())
+        .await
+        .expect("keyless")
+        .with_snapshots(snapshots.clone());
+    for (member, spoil) in [("jo", false), ("kim", true)] {
+        let stream = sid(&format!("member-{member}"));
+        let repository = Repository::<Member, _>::new(store.clone()).with_snapshot_interval(2);
+        let register = MemberCommand::Register {
+            id: member.into(),
+            n: 4,
+        };
+        repository
+            .execute(member, register)
+            .await
+            .expect("registered");
+        let done = repository
+            .execute(member, MemberCommand::Deposit(1))
+            .await
+            .expect("deposit");
+        assert_eq!(done.snapshot_version, Some(1));
+        let previous = Snapshot {
+            stream_id: stream.clone(),
+            ..clear(1, None)
+        };
+        if spoil {
+            let mut sealed = snapshots
+                .load_snapshot(&stream, 1, None)
+                .await
+                .expect("load")
+                .expect("sealed");
+            let count_at = "\0strata-shred v1 snapshot\0".len();
+            sealed.data[count_at] = 0;
+            snapshots.save_snapshot(sealed).await.expect("saved raw");
+        } else {
+            keyless
+                .save_snapshot(previous)
+                .await
+                .expect("saved in clear");
+        }
+        for _ in 0..2 {
+            repository
+                .execute(member, MemberCommand::Deposit(1))
+                .await
+                .expect("deposit");
+        }
+        let newest = snapshots
+            .load_snapshot(&stream, 1, None)
+            .await
+            .expect("load")
+            .expect("a snapshot");
+        assert_eq!(newest.stream_version, 3);
+        assert!(
+            !String::from_utf8_lossy(&newest.data).contains(SENTINEL_NAME),
+            "{member}'s snapshot is sealed"
+        );
+        store.forget(member).await.expect("forget");
+        let loaded = Repository::<Member, _>::new(store.clone())
+            .load(member)
+            .await
+            .expect("load");
+        assert_eq!((loaded.name.clone(), loaded.snapshot_version), (None, None));
+    }
 }
 
 /// The suite: `inner` is an empty store, `keys` an empty key storage.
@@ -763,7 +882,7 @@ async fn personal_data_must_name_the_familys_event_types() {
     .expect("open");
     match store.register_personal_data::<Misspelt>().await {
         Err(ShredError::InvalidSchema(e)) => {
-            assert_eq!(e.field, "eventType");
+            assert_eq!(e.field, "Registred.eventType");
             assert!(e.reason.contains("Registered"), "{}", e.reason);
         }
         other => panic!("{other:?}"),
@@ -777,6 +896,136 @@ async fn personal_data_must_name_the_familys_event_types() {
         1
     );
     assert_eq!(store.schemas(), MemberEvent::personal_data());
+}
+
+#[derive(Serialize, Deserialize)]
+enum Narrower {
+    CustomerRegistered { customer_id: String },
+    Deposited { customer_id: String },
+}
+
+impl DomainEvent for Narrower {}
+
+impl PersonalData for Narrower {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        vec![
+            EncryptionSchema::new("Deposited", SubjectSource::Pointer("/customerId".into()))
+                .field("/amount"),
+            EncryptionSchema::new(
+                "CustomerRegistered",
+                SubjectSource::Pointer("/customerId".into()),
+            )
+            .field("/name"),
+        ]
+    }
+}
+
+/// A schema in force is never weakened by an application's start (an operator may have added
+/// a field): adding fields replaces it, dropping one is refused, all or nothing.
+#[tokio::test]
+async fn personal_data_never_weakens_the_schema_in_force() {
+    let store = Shredded::open(
+        Arc::new(strata_testkit::MemoryStore::new()),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .expect("ring"),
+    )
+    .await
+    .expect("open");
+    let operators = MemberEvent::personal_data()[0].clone().field("/tier");
+    store.register(operators).await.expect("register");
+    match store.register_personal_data::<MemberEvent>().await {
+        Err(ShredError::InvalidSchema(e)) => {
+            assert_eq!(e.field, "CustomerRegistered.eventType");
+            assert!(e.reason.contains("/tier"), "{}", e.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Narrower drops /contact/email: refused, and its other schema is not written either.
+    store
+        .register(MemberEvent::personal_data()[0].clone())
+        .await
+        .expect("register");
+    assert!(store.register_personal_data::<Narrower>().await.is_err());
+    assert_eq!(store.schemas(), MemberEvent::personal_data());
+    // A schema that only adds fields replaces the one in force.
+    store
+        .register(
+            EncryptionSchema::new(
+                "CustomerRegistered",
+                SubjectSource::Pointer("/customerId".into()),
+            )
+            .field("/name"),
+        )
+        .await
+        .expect("register");
+    assert_eq!(
+        store
+            .register_personal_data::<MemberEvent>()
+            .await
+            .expect("widened"),
+        1
+    );
+    assert_eq!(store.schemas(), MemberEvent::personal_data());
+}
+
+/// An encryption schema this process cannot read (a newer Strata wrote it) refuses its event
+/// type's appends instead of letting the fields through in clear.
+#[tokio::test]
+async fn a_schema_this_process_cannot_read_refuses_its_events() {
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    let future = EventData::json(
+        strata_shred::SCHEMA_EVENT,
+        &json!({"eventType": "CustomerRegistered", "subject": {"regex": "c-.*"}, "fields": ["/name"]}),
+    )
+    .expect("json");
+    inner
+        .append(
+            &sid(strata_shred::SCHEMAS_STREAM),
+            ExpectedVersion::Any,
+            vec![future],
+        )
+        .await
+        .expect("append");
+    let store = Shredded::open(
+        inner.clone(),
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .expect("ring"),
+    )
+    .await
+    .expect("open");
+    match store
+        .append(
+            &sid("customer-1"),
+            ExpectedVersion::Any,
+            vec![registration("lee", 1)],
+        )
+        .await
+    {
+        Err(AppendError::InvalidInput(e)) => assert_eq!(e.field, "events[0].event_type"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
+    store
+        .append(
+            &sid("customer-1"),
+            ExpectedVersion::Any,
+            vec![deposit("lee", 1)],
+        )
+        .await
+        .expect("other types pass");
+    // A schema it reads, registered after, is in force again.
+    store.register(registered()).await.expect("register");
+    store
+        .append(
+            &sid("customer-1"),
+            ExpectedVersion::Any,
+            vec![registration("lee", 1)],
+        )
+        .await
+        .expect("sealed");
+    assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
 }
 
 /// The subject may be the stream: an aggregate per person.

@@ -378,7 +378,14 @@ mod tests {
         let dir = strata_examples::ScratchDir::new("users-forget").unwrap();
         let (_, sealed) = crate::open(dir.path()).await.unwrap();
         crate::seed_v1(&sealed).await.unwrap();
-        sealed.register_personal_data::<UserEvent>().await.unwrap();
+        // Today's schemas weaken v1's (`/name` is no longer sealed): refused unless replaced
+        // deliberately.
+        assert!(sealed.register_personal_data::<UserEvent>().await.is_err());
+        crate::register_v2(&sealed).await.unwrap();
+        assert_eq!(
+            sealed.register_personal_data::<UserEvent>().await.unwrap(),
+            0
+        );
         let holding = || strata_testkit::harness::files_holding(dir.path(), b"Brewster");
         assert_eq!(holding(), Vec::<std::path::PathBuf>::new(), "sealed");
         let users = || Repository::<User, _>::new(sealed.clone());
