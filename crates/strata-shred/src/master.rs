@@ -189,15 +189,32 @@ impl MasterKey {
 pub struct SubjectRef(pub(crate) [u8; 16]);
 
 impl SubjectRef {
-    /// Its 32 lowercase hex digits.
+    /// Its 32 lowercase hex digits. Every sealed value written names one.
     pub fn to_hex(self) -> String {
-        hex::encode(self.0)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(32);
+        for b in self.0 {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 15)]));
+        }
+        out
     }
 
-    /// Parses 32 hex digits.
+    /// Parses 32 hex digits (either case). Every sealed value read names one.
     pub fn from_hex(text: &str) -> Option<SubjectRef> {
+        fn digit(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let text: &[u8; 32] = text.as_bytes().try_into().ok()?;
         let mut bytes = [0u8; 16];
-        hex::decode_to_slice(text, &mut bytes).ok()?;
+        for (b, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            *b = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
         Some(SubjectRef(bytes))
     }
 
@@ -247,6 +264,26 @@ mod tests {
         assert_ne!(a.check_value(), b.check_value());
         let r = a.subject_ref("alice");
         assert_eq!(SubjectRef::from_hex(&r.to_hex()), Some(r));
+        assert_eq!(
+            SubjectRef::from_hex(&r.to_hex().to_uppercase()),
+            Some(r),
+            "either case"
+        );
+        let hex = r.to_hex();
+        for bad in [
+            &hex[1..],
+            &format!("{hex}0"),
+            &format!("g{}", &hex[1..]),
+            "",
+        ] {
+            assert_eq!(SubjectRef::from_hex(bad), None, "{bad}");
+        }
+        let bytes: [u8; 16] = std::array::from_fn(|i| (i * 17) as u8);
+        assert_eq!(SubjectRef(bytes).to_hex(), hex::encode(bytes));
+        assert_eq!(
+            SubjectRef::from_hex(&hex::encode(bytes)),
+            Some(SubjectRef(bytes))
+        );
     }
 
     #[test]

@@ -38,10 +38,108 @@ pub(crate) fn scan(json: &[u8], mut at: impl FnMut(&str, &[u8]) -> Step) -> Opti
         i: 0,
         taken: Vec::new(),
     };
-    let mut path = String::new();
-    s.value(&mut path, &mut at, 0)?;
+    s.value(&mut String::new(), &mut at, 0)?;
     s.ws();
     (s.i == json.len()).then_some(s.taken)
+}
+
+/// [`scan`] for a caller that decides by the bytes alone (`at(bytes from the value's start)`,
+/// every value descended into unless taken or passed over): the pointers of the values
+/// taken are built, the others never are. Reads are this scan's caller, once per event.
+pub(crate) fn scan_bytes(json: &[u8], mut at: impl FnMut(&[u8]) -> Step) -> Option<Vec<Taken>> {
+    let mut s = Scanner {
+        b: json,
+        i: 0,
+        taken: Vec::new(),
+    };
+    s.value(
+        &mut Lazy(Vec::new()),
+        &mut |_: &str, rest: &[u8]| at(rest),
+        0,
+    )?;
+    s.ws();
+    (s.i == json.len()).then_some(s.taken)
+}
+
+/// Where the scan is in the document, as it builds it.
+trait Path {
+    fn len(&self) -> usize;
+    fn truncate(&mut self, len: usize);
+    /// Appends a member: `json[name]` is its name as written (escapes and all).
+    fn member(&mut self, json: &[u8], name: Range<usize>) -> Option<()>;
+    fn index(&mut self, n: usize);
+    /// The pointer so far, for the caller's decision (empty where it is not built).
+    fn as_str(&self) -> &str;
+    /// The pointer of a value taken, in `json`.
+    fn pointer(&self, json: &[u8]) -> Option<String>;
+}
+
+/// A path built as it goes: every decision sees the pointer.
+impl Path for String {
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+    fn truncate(&mut self, len: usize) {
+        String::truncate(self, len);
+    }
+    fn member(&mut self, json: &[u8], name: Range<usize>) -> Option<()> {
+        self.push('/');
+        push_escaped(self, &json[name])
+    }
+    fn index(&mut self, n: usize) {
+        self.push('/');
+        self.push_str(&n.to_string());
+    }
+    fn as_str(&self) -> &str {
+        self
+    }
+    fn pointer(&self, _: &[u8]) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+/// A step of a path kept as places in the document: a member's name, or an index.
+enum Seg {
+    Member(Range<usize>),
+    Index(usize),
+}
+
+/// A path built only for the values taken.
+struct Lazy(Vec<Seg>);
+
+impl Path for Lazy {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+    fn member(&mut self, _: &[u8], name: Range<usize>) -> Option<()> {
+        self.0.push(Seg::Member(name));
+        Some(())
+    }
+    fn index(&mut self, n: usize) {
+        self.0.push(Seg::Index(n));
+    }
+    fn as_str(&self) -> &str {
+        ""
+    }
+    fn pointer(&self, json: &[u8]) -> Option<String> {
+        let mut p = String::new();
+        for seg in &self.0 {
+            match seg {
+                Seg::Member(r) => {
+                    p.push('/');
+                    push_escaped(&mut p, &json[r.clone()])?;
+                }
+                Seg::Index(n) => {
+                    p.push('/');
+                    p.push_str(&n.to_string());
+                }
+            }
+        }
+        Some(p)
+    }
 }
 
 struct Scanner<'a> {
@@ -122,20 +220,20 @@ impl Scanner<'_> {
         }
     }
 
-    fn value(
+    fn value<P: Path>(
         &mut self,
-        path: &mut String,
+        path: &mut P,
         at: &mut impl FnMut(&str, &[u8]) -> Step,
         depth: usize,
     ) -> Option<()> {
         self.ws();
         let start = self.i;
         let first = *self.b.get(start)?;
-        match at(path, &self.b[start..]) {
+        match at(path.as_str(), &self.b[start..]) {
             Step::Take => {
                 self.skip()?;
                 self.taken.push(Taken {
-                    pointer: path.clone(),
+                    pointer: path.pointer(self.b)?,
                     span: start..self.i,
                     depth,
                 });
@@ -150,8 +248,7 @@ impl Scanner<'_> {
                     self.ws();
                     let key = self.string()?;
                     let len = path.len();
-                    path.push('/');
-                    push_escaped(path, &self.b[key])?;
+                    path.member(self.b, key)?;
                     self.eat(b':')?;
                     self.value(path, at, depth + 1)?;
                     path.truncate(len);
@@ -167,8 +264,7 @@ impl Scanner<'_> {
                 }
                 for n in 0usize.. {
                     let len = path.len();
-                    path.push('/');
-                    path.push_str(&n.to_string());
+                    path.index(n);
                     self.value(path, at, depth + 1)?;
                     path.truncate(len);
                     if self.eat(b',').is_none() {

@@ -84,14 +84,53 @@ impl SubjectKey {
     }
 }
 
-/// The associated data of a field: the event id, the subject and the pointer.
-fn field_ad(event_id: Uuid, pointer: &str, subject: SubjectRef) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(64 + pointer.len());
-    ad.extend_from_slice(b"strata-shred v1 field\0");
-    ad.extend_from_slice(event_id.as_bytes());
-    ad.extend_from_slice(subject.as_bytes());
-    ad.extend_from_slice(pointer.as_bytes());
-    ad
+/// What a field's associated data starts with.
+const FIELD_AD_LABEL: &[u8] = b"strata-shred v1 field\0";
+
+/// Bytes of a field's associated data before its pointer.
+const FIELD_AD_HEAD: usize = FIELD_AD_LABEL.len() + 16 + 16;
+
+/// The associated data of a field: the event id, the subject and the pointer. Built on the
+/// stack for pointers of up to 128 bytes (all but rare ones): it is built for every field
+/// sealed or opened.
+enum FieldAd {
+    Short([u8; FIELD_AD_HEAD + 128], usize),
+    Long(Vec<u8>),
+}
+
+impl FieldAd {
+    fn new(event_id: Uuid, pointer: &str, subject: SubjectRef) -> FieldAd {
+        let len = FIELD_AD_HEAD + pointer.len();
+        let fill = |ad: &mut [u8]| {
+            ad[..FIELD_AD_LABEL.len()].copy_from_slice(FIELD_AD_LABEL);
+            ad[FIELD_AD_LABEL.len()..FIELD_AD_LABEL.len() + 16]
+                .copy_from_slice(event_id.as_bytes());
+            ad[FIELD_AD_LABEL.len() + 16..FIELD_AD_HEAD].copy_from_slice(subject.as_bytes());
+            ad[FIELD_AD_HEAD..].copy_from_slice(pointer.as_bytes());
+        };
+        if pointer.len() <= 128 {
+            let mut ad = [0u8; FIELD_AD_HEAD + 128];
+            fill(&mut ad[..len]);
+            FieldAd::Short(ad, len)
+        } else {
+            let mut ad = vec![0u8; len];
+            fill(&mut ad);
+            FieldAd::Long(ad)
+        }
+    }
+}
+
+impl AsRef<[u8]> for FieldAd {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            FieldAd::Short(ad, len) => &ad[..*len],
+            FieldAd::Long(ad) => ad,
+        }
+    }
+}
+
+fn field_ad(event_id: Uuid, pointer: &str, subject: SubjectRef) -> FieldAd {
+    FieldAd::new(event_id, pointer, subject)
 }
 
 /// Seals `plaintext`, the JSON of the value at `pointer` in event `event_id`, for `subject`
@@ -105,6 +144,7 @@ pub(crate) fn seal_into(
     plaintext: &[u8],
 ) {
     let ad = field_ad(event_id, pointer, subject);
+    let ad = ad.as_ref();
     // nonce | length | plaintext | zeros, to a multiple of PAD_BYTES after the nonce.
     let padded = (4 + plaintext.len()).div_ceil(PAD_BYTES) * PAD_BYTES;
     let mut body = Vec::with_capacity(NONCE_LEN + padded + AES_256_GCM.tag_len());
@@ -114,7 +154,7 @@ pub(crate) fn seal_into(
     body.resize(NONCE_LEN + padded, 0);
     let mut ctx = hmac::Context::with_key(&key.nonce);
     ctx.update(&(ad.len() as u64).to_le_bytes());
-    ctx.update(&ad);
+    ctx.update(ad);
     ctx.update(&body[NONCE_LEN..]);
     let nonce: [u8; NONCE_LEN] = ctx.sign().as_ref()[..NONCE_LEN]
         .try_into()
@@ -124,7 +164,7 @@ pub(crate) fn seal_into(
         .enc
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(&ad),
+            Aad::from(ad),
             &mut body[NONCE_LEN..],
         )
         .expect("AES-GCM seals any input under the size limits");
@@ -195,31 +235,29 @@ pub(crate) fn parse(text: &str) -> Result<(SubjectRef, Vec<u8>), SealError> {
 }
 
 /// Opens a sealed value's `body` ([`parse_into`]) found at `pointer` in event `event_id`,
-/// and appends the value's JSON to `out`. `body` is decrypted in place.
-pub(crate) fn open_into(
-    out: &mut Vec<u8>,
+/// in place: the value's JSON, within `body`.
+pub(crate) fn open_in<'b>(
     key: &SubjectKey,
     event_id: Uuid,
     pointer: &str,
     subject: SubjectRef,
-    body: &mut [u8],
-) -> Result<(), SealError> {
+    body: &'b mut [u8],
+) -> Result<&'b [u8], SealError> {
     let ad = field_ad(event_id, pointer, subject);
     let nonce: [u8; NONCE_LEN] = body[..NONCE_LEN].try_into().expect("checked by parse");
     let plain = key
         .enc
         .open_within(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(&ad),
+            Aad::from(ad.as_ref()),
             body,
             NONCE_LEN..,
         )
         .map_err(|_| SealError::Tampered)?;
-    out.extend_from_slice(unpad(plain)?);
-    Ok(())
+    unpad(plain)
 }
 
-/// [`open_into`], as a vector.
+/// [`open_in`], as a vector.
 #[cfg(test)]
 pub(crate) fn open(
     key: &SubjectKey,
@@ -228,9 +266,7 @@ pub(crate) fn open(
     subject: SubjectRef,
     mut body: Vec<u8>,
 ) -> Result<Vec<u8>, SealError> {
-    let mut out = Vec::new();
-    open_into(&mut out, key, event_id, pointer, subject, &mut body)?;
-    Ok(out)
+    open_in(key, event_id, pointer, subject, &mut body).map(<[u8]>::to_vec)
 }
 
 /// What a sealed snapshot's data starts with. A NUL: no JSON starts so, and a snapshot of an

@@ -656,8 +656,14 @@ impl Shredded {
         Ok(())
     }
 
-    /// Opens the sealed values of `event`, in place.
-    async fn open_event(&self, event: &mut RecordedEvent) -> Result<(), ReadError> {
+    /// Opens the sealed values of `event`, in place (a value is shorter than its sealed
+    /// text, so the data is rewritten in its own buffer). `last` is the key of the last
+    /// subject looked up: the events of a page are mostly one subject's.
+    async fn open_event(
+        &self,
+        event: &mut RecordedEvent,
+        last: &mut Option<(SubjectRef, ReadKey)>,
+    ) -> Result<(), ReadError> {
         let Some(keyring) = &self.keyring else {
             // No key: sealed values read as they are stored.
             return Ok(());
@@ -673,7 +679,7 @@ impl Shredded {
                 reason,
             ))
         };
-        let spans = scan::scan(&event.data, |_, rest| {
+        let spans = scan::scan_bytes(&event.data, |rest| {
             if scan::sealed_text(rest).is_some() {
                 Step::Take
             } else {
@@ -685,41 +691,45 @@ impl Shredded {
             return Ok(());
         }
         let mut forgotten = Vec::new();
-        let data = &event.data;
-        let mut out = Vec::with_capacity(data.len());
-        let mut copied = 0;
-        // The fields of one event are mostly one subject's: its key is looked up once.
-        let mut last: Option<(SubjectRef, ReadKey)> = None;
+        let mut data = std::mem::take(&mut event.data);
+        // Bytes kept so far, and where the next unread byte is.
+        let (mut kept, mut copied) = (0, 0);
         let mut body = Vec::new();
         for Taken { pointer, span, .. } in spans {
             let text = scan::sealed_text(&data[span.clone()]).expect("taken as sealed");
             let subject = seal::parse_into(text, &mut body).map_err(|e| corrupt(e.to_string()))?;
-            let key = match &last {
+            let key = match &*last {
                 Some((r, key)) if *r == subject => key.clone(),
                 _ => {
                     let key = keyring
                         .key_for_read(subject)
                         .await
                         .map_err(|e| key_read_error(e, position))?;
-                    last = Some((subject, key.clone()));
+                    *last = Some((subject, key.clone()));
                     key
                 }
             };
-            out.extend_from_slice(&data[copied..span.start]);
-            match key {
+            data.copy_within(copied..span.start, kept);
+            kept += span.start - copied;
+            let value: &[u8] = match &key {
                 ReadKey::Active(key) => {
-                    seal::open_into(&mut out, &key, event.event_id, &pointer, subject, &mut body)
+                    seal::open_in(key, event.event_id, &pointer, subject, &mut body)
                         .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?
                 }
                 ReadKey::Forgotten => {
-                    out.extend_from_slice(b"null");
                     forgotten.push(Value::String(pointer));
+                    b"null"
                 }
-            }
+            };
+            // Never longer than its sealed text: a nonce, a tag and base64 make that longer.
+            data[kept..kept + value.len()].copy_from_slice(value);
+            kept += value.len();
             copied = span.end;
         }
-        out.extend_from_slice(&data[copied..]);
-        event.data = out;
+        let end = data.len();
+        data.copy_within(copied..end, kept);
+        data.truncate(kept + end - copied);
+        event.data = data;
         if !forgotten.is_empty() {
             let metadata = std::mem::take(&mut event.metadata);
             event.metadata = metadata.with(FORGOTTEN_METADATA_KEY, Value::Array(forgotten));
@@ -732,8 +742,9 @@ impl Shredded {
             return Ok(());
         }
         self.sync().await?;
+        let mut last = None;
         for e in events {
-            self.open_event(e).await?;
+            self.open_event(e, &mut last).await?;
         }
         Ok(())
     }
@@ -972,7 +983,7 @@ fn sealed_subjects(data: &[u8], subjects: &mut BTreeSet<SubjectRef>) -> Option<(
     if SEALED_FINDER.find(data).is_none() {
         return Some(());
     }
-    scan::scan(data, |_, rest| match scan::sealed_text(rest) {
+    scan::scan_bytes(data, |rest| match scan::sealed_text(rest) {
         Some(text) => {
             if let Some(r) = text.get(3..35).and_then(SubjectRef::from_hex) {
                 subjects.insert(r);
