@@ -153,7 +153,9 @@ async fn run(row: &Row, round: usize, secs: f64) -> f64 {
         .collect();
     for id in &ids {
         let open = AccountCommand::Open {
+            customer_id: "bench".into(),
             owner: "bench".into(),
+            email: "bench@example.org".into(),
             initial_balance: 0,
         };
         (row.execute)(id.clone(), open).await;

@@ -142,7 +142,9 @@ async fn seed_account(store: &LogStore, id: &str, n: u64) {
     let stream = StreamId::new(format!("account-{id}")).unwrap();
     let mut events = vec![codec
         .encode(&AccountEvent::AccountOpened {
-            owner: "bench".into(),
+            customer_id: "bench".into(),
+            owner: Some("bench".into()),
+            email: None,
             initial_balance: 0,
         })
         .unwrap()];
@@ -251,7 +253,9 @@ fn commands<S: EventStore + SnapshotStore + Clone>(
                     repo.execute(
                         id,
                         AccountCommand::Open {
+                            customer_id: "bench".into(),
                             owner: "bench".into(),
+                            email: "bench@example.org".into(),
                             initial_balance: 0,
                         },
                     )

@@ -44,7 +44,7 @@ fn event(kind: &str, amount: u64) -> EventData {
     match kind {
         "AccountOpened" => EventData::json(
             kind,
-            &serde_json::json!({"owner": "bench", "initialBalance": amount}),
+            &serde_json::json!({"customerId": "bench", "owner": "bench", "initialBalance": amount}),
         ),
         _ => EventData::json(kind, &serde_json::json!({ "amount": amount })),
     }

@@ -4,13 +4,12 @@
 //! Rules: amounts must be positive, no overdraft, nothing happens to a closed account, and an
 //! account can only be closed once it is empty.
 //!
-//! The customer's name and email are personal data: [`PersonalData`] names them, and the store
+//! The customer's name and email are personal data: `sealed.rs` names them, and the store
 //! seals them under the customer's key (docs/gdpr.md). Once the customer is forgotten they read
 //! as `None`; the money still adds up.
 
 use serde::{Deserialize, Serialize};
 use strata::{Aggregate, DomainEvent};
-use strata_shred::{EncryptionSchema, PersonalData, SubjectSource};
 
 /// Where an account is in its life.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,17 +55,6 @@ pub enum AccountEvent {
 }
 
 impl DomainEvent for AccountEvent {}
-
-impl PersonalData for AccountEvent {
-    fn personal_data() -> Vec<EncryptionSchema> {
-        vec![EncryptionSchema::new(
-            "AccountOpened",
-            SubjectSource::Pointer("/customerId".into()),
-        )
-        .field("/owner")
-        .field("/email")]
-    }
-}
 
 /// What a teller can ask. Amounts arrive from outside, so they are signed and checked.
 #[derive(Debug, Clone)]

@@ -12,7 +12,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod domain;
-// The read side (CQRS): read models in SQLite.
+// The read side (CQRS): read models in SQLite, and a run of them.
+mod cqrs;
 mod read_models;
 // The store that seals the customers' personal data.
 mod sealed;
@@ -200,7 +201,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         bob.balance,
         bob.events_replayed
     );
-    read_models::demo(&dir).await?;
+    cqrs::demo(&dir).await?;
     println!("\nDone. Every state above was rebuilt from events; nothing was updated in place.");
     Ok(())
 }

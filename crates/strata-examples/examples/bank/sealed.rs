@@ -6,9 +6,23 @@ use std::sync::Arc;
 
 use strata::Repository;
 use strata_log::LogStore;
-use strata_shred::{DirKeys, Keyring, MasterKey, Shredded};
+use strata_shred::{
+    DirKeys, EncryptionSchema, Keyring, MasterKey, PersonalData, Shredded, SubjectSource,
+};
 
 use crate::domain::{AccountCommand, AccountEvent, BankAccount};
+
+/// `AccountOpened`'s owner and email are the customer's personal data.
+impl PersonalData for AccountEvent {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        vec![EncryptionSchema::new(
+            "AccountOpened",
+            SubjectSource::Pointer("/customerId".into()),
+        )
+        .field("/owner")
+        .field("/email")]
+    }
+}
 
 /// The master key that wraps the customers' keys: from `BANK_MASTER_KEY`, else one made for
 /// this run. It never sits beside the data.
