@@ -5,8 +5,9 @@
 //!   store wrapped for crypto-shredding, beside the same appends to the bare store, and beside
 //!   plain events padded to the sealed ones' stored size (what sealing costs besides the bytes
 //!   it adds);
-//! - loading an aggregate of 10,000 such events (reading its stream and decoding each event),
-//!   sealed beside plain;
+//! - loading an aggregate of 10,000 such events, sealed beside plain: through the toolkit's
+//!   repository (no snapshot, no cache: every event read, opened, decoded and applied), and
+//!   as a bare read of its stream with each event's data parsed;
 //! - forgetting a subject with 100,000 events, beside one with 10.
 //!
 //! Rounds alternate (plain, sealed, plain, sealed...) in fresh stores, and each row reports
@@ -19,9 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::scavenge_log::Scratch;
+use serde::{Deserialize, Serialize};
+use strata::{Aggregate, DomainEvent, Repository, SnapshotStore};
 use strata_core::{EventData, EventStore, ExpectedVersion, ReadStreamOptions, StreamId};
 use strata_log::LogStore;
-use strata_shred::{DirKeys, EncryptionSchema, Keyring, MasterKey, Shredded, SubjectSource};
+use strata_shred::{
+    DirKeys, EncryptionSchema, Keyring, MasterKey, PersonalData, Shredded, SubjectSource,
+};
 
 /// Writers appending at once.
 pub const WRITERS: usize = 64;
@@ -79,6 +84,10 @@ pub struct ShredReport {
     pub sealed_loads: Vec<Duration>,
     /// Loads of the plain aggregate of events as large as the sealed ones, per round.
     pub same_size_loads: Vec<Duration>,
+    /// Repository loads of the plain aggregate, per round.
+    pub plain_repository_loads: Vec<Duration>,
+    /// Repository loads of the sealed aggregate, per round.
+    pub sealed_repository_loads: Vec<Duration>,
     /// Events of the big subject.
     pub forget_events: u64,
     /// How long forgetting it took.
@@ -131,9 +140,20 @@ impl fmt::Display for ShredReport {
             median_d(&self.sealed_loads),
             median_d(&self.same_size_loads),
         );
+        let (pr, sr) = (
+            median_d(&self.plain_repository_loads),
+            median_d(&self.sealed_repository_loads),
+        );
         writeln!(
             f,
-            "  aggregate load, {AGGREGATE_EVENTS} events: plain {:.1} ms, sealed {:.1} ms = {:.2}x the plain rate; plain of the sealed size {:.1} ms = {:.2}x",
+            "  aggregate load through the repository, {AGGREGATE_EVENTS} events: plain {:.1} ms, sealed {:.1} ms = {:.2}x the plain rate",
+            pr.as_secs_f64() * 1e3,
+            sr.as_secs_f64() * 1e3,
+            pr.as_secs_f64() / sr.as_secs_f64(),
+        )?;
+        writeln!(
+            f,
+            "  bare read of its stream, data parsed, {AGGREGATE_EVENTS} events: plain {:.1} ms, sealed {:.1} ms = {:.2}x the plain rate; plain of the sealed size {:.1} ms = {:.2}x",
             pl.as_secs_f64() * 1e3,
             sl.as_secs_f64() * 1e3,
             pl.as_secs_f64() / sl.as_secs_f64(),
@@ -150,12 +170,83 @@ impl fmt::Display for ShredReport {
     }
 }
 
-fn schema() -> EncryptionSchema {
-    EncryptionSchema {
-        event_type: "CustomerUpdated".into(),
-        subject: SubjectSource::Pointer("/customerId".into()),
-        fields: vec!["/name".into(), "/email".into()],
+/// The events of the benchmark's customer, as an application declares them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all_fields = "camelCase")]
+enum CustomerEvent {
+    CustomerUpdated {
+        customer_id: String,
+        name: Option<String>,
+        email: Option<String>,
+        tier: u64,
+        balance_cents: u64,
+        country: String,
+    },
+}
+
+impl DomainEvent for CustomerEvent {}
+
+impl PersonalData for CustomerEvent {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        vec![EncryptionSchema::new(
+            "CustomerUpdated",
+            SubjectSource::Pointer("/customerId".into()),
+        )
+        .field("/name")
+        .field("/email")]
     }
+}
+
+/// The aggregate loaded: what its events add up to.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Customer {
+    updates: u64,
+    name_bytes: u64,
+    balance_cents: u64,
+}
+
+impl Aggregate for Customer {
+    type Event = CustomerEvent;
+    type Command = ();
+    type Error = std::convert::Infallible;
+    const CATEGORY: &'static str = "customer";
+
+    fn handle(&self, (): ()) -> Result<Vec<CustomerEvent>, Self::Error> {
+        Ok(Vec::new())
+    }
+
+    fn apply(&mut self, event: &CustomerEvent) {
+        let CustomerEvent::CustomerUpdated {
+            name,
+            balance_cents,
+            ..
+        } = event;
+        self.updates += 1;
+        self.name_bytes += name.as_ref().map_or(0, |n| n.len() as u64);
+        self.balance_cents += balance_cents;
+    }
+}
+
+/// Loads the aggregate `customer-aggregate` through a repository with neither snapshots nor a
+/// cache: every event is read, opened when sealed, decoded and applied.
+async fn repository_load<S: EventStore + SnapshotStore>(store: S) -> Result<Duration, String> {
+    let repository = Repository::<Customer, S>::new(store)
+        .with_snapshot_interval(0)
+        .with_cache_capacity(0);
+    let start = Instant::now();
+    let loaded = repository
+        .load("aggregate")
+        .await
+        .map_err(|e| e.to_string())?;
+    let took = start.elapsed();
+    if loaded.updates != AGGREGATE_EVENTS || loaded.name_bytes == 0 {
+        return Err(format!("the aggregate folded {} events", loaded.updates));
+    }
+    Ok(took)
+}
+
+fn schema() -> EncryptionSchema {
+    CustomerEvent::personal_data().remove(0)
 }
 
 /// An event of subject `customer` with two personal fields among others, and `filler` bytes
@@ -351,6 +442,8 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
         plain_loads: Vec::new(),
         sealed_loads: Vec::new(),
         same_size_loads: Vec::new(),
+        plain_repository_loads: Vec::new(),
+        sealed_repository_loads: Vec::new(),
         forget_events: scale.forget_events,
         forget_big: Duration::ZERO,
         forget_small: Duration::ZERO,
@@ -366,7 +459,11 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
                 _ => 0,
             };
             let dir = work.0.join(format!("r{round}-{kind:?}"));
-            let (log, store) = store(&dir, sealed).await?;
+            let (log, shredded) = opened(&dir, sealed).await?;
+            let store: Arc<dyn EventStore> = match &shredded {
+                Some(s) => Arc::new(s.clone()),
+                None => Arc::new(log.clone()),
+            };
             let rate = appends(store.clone(), scale.append_secs, filler).await?;
             fill(
                 store.as_ref(),
@@ -383,6 +480,25 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
                 loads.push(load(store.as_ref(), &aggregate).await?);
             }
             let took = median_d(&loads);
+            let mut repository_loads = Vec::new();
+            for _ in 0..LOADS {
+                repository_loads.push(match &shredded {
+                    Some(s) => {
+                        let s = s.clone().with_snapshots(Arc::new(log.clone()));
+                        repository_load(s).await?
+                    }
+                    None => repository_load(log.clone()).await?,
+                });
+            }
+            match kind {
+                Kind::Plain => report
+                    .plain_repository_loads
+                    .push(median_d(&repository_loads)),
+                Kind::Sealed => report
+                    .sealed_repository_loads
+                    .push(median_d(&repository_loads)),
+                Kind::SameSize => {}
+            }
             let (rates, times) = match kind {
                 Kind::Plain => (&mut report.plain_appends, &mut report.plain_loads),
                 Kind::Sealed => (&mut report.sealed_appends, &mut report.sealed_loads),
@@ -390,7 +506,7 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
             };
             rates.push(rate);
             times.push(took);
-            drop(store);
+            drop((store, shredded));
             log.close().await.map_err(|e| e.to_string())?;
             let _ = std::fs::remove_dir_all(&dir);
         }
