@@ -117,6 +117,11 @@ pub enum Command {
     Schemas(subjects::SchemasArgs),
     /// Print a new random master key (64 hex digits) for --master-key-file.
     Keygen,
+    /// Rotate the master key: the store's subject keys are re-wrapped under a new one, and
+    /// only the new one opens the store afterwards. Give the key in force the usual way
+    /// (--master-key-file, ...) and the new one here. Run it with the store's other processes
+    /// stopped; run it again to finish a rotation that stopped part way.
+    RotateMasterKey(subjects::RotateArgs),
     /// The benchmarks are the `strata-bench` program now; this only says how to run them.
     #[command(hide = true)]
     Bench(bench::BenchArgs),

@@ -159,6 +159,7 @@ async fn run(cli: Cli) -> Result<()> {
             subjects::keygen();
             Ok(())
         }
+        Command::RotateMasterKey(a) => subjects::rotate(&cli, a, &p).await,
         Command::Bench(a) => Err(bench::bench(&cli, a).into()),
         Command::BenchOpen => Err(bench::bench_open(&cli).into()),
     }

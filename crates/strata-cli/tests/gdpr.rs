@@ -178,3 +178,66 @@ fn a_subject_is_sealed_read_and_forgotten_from_the_command_line() {
     assert!(ok, "{err}");
     assert!(!files_holding(&control, SENTINEL.as_bytes()).is_empty());
 }
+
+/// `strata rotate-master-key`: afterwards the store opens with the new key and reads as
+/// before, and the old key is refused.
+#[test]
+fn the_master_key_is_rotated_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = |name: &str| {
+        let (ok, key, err) = run_cli(&["keygen"]);
+        assert!(ok, "{err}");
+        let path = dir.path().join(name);
+        std::fs::write(&path, key).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (old, new) = (key("old.key"), key("new.key"));
+    let data_s = data.to_str().unwrap().to_owned();
+    let with = |key: &str, args: &[&str]| {
+        let mut all = vec!["--data", &data_s, "--json", "--master-key-file", key];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let (ok, _, err) = with(
+        &old,
+        &[
+            "schemas",
+            "--set",
+            "CustomerRegistered",
+            "--subject-pointer",
+            "/customerId",
+            "--field",
+            "/email",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = with(
+        &old,
+        &[
+            "append",
+            "customer-1",
+            "CustomerRegistered",
+            &registration("c-1"),
+        ],
+    );
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = with(&old, &["rotate-master-key", "--new-master-key-file", &new]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["rewrapped"], 1);
+
+    let (ok, out, err) = with(&new, &["read", "customer-1"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_lines(&out)[0]["data"]["email"],
+        format!("c-1-{SENTINEL}")
+    );
+    let (ok, _, err) = with(&old, &["read", "customer-1"]);
+    assert!(!ok);
+    assert!(err.contains("another master key"), "{err}");
+    // Rotating again to the same key is refused in a sentence.
+    let (ok, _, err) = with(&new, &["rotate-master-key", "--new-master-key-file", &new]);
+    assert!(!ok);
+    assert!(err.contains("the one in force"), "{err}");
+}

@@ -20,13 +20,14 @@ use ring::digest;
 
 use crate::limits::{KEY_CACHE_ENTRIES, SUBJECT_MAX_BYTES};
 use crate::master::{MasterKey, SubjectRef};
-use crate::seal::{new_wrapped_key, unwrap_key, SealError, SubjectKey, WRAPPED_KEY_BYTES};
+use crate::rotation::{Secrets, StoredSecrets};
+use crate::seal::{new_wrapped_key, unwrap_key, SubjectKey, WRAPPED_KEY_BYTES};
 
 /// Why a subject key could not be had or forgotten.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The key store was set up with another master key: nothing it holds would unwrap.
-    #[error("the key store at {0} was set up with another master key; start with the master key it was created with")]
+    /// The key store is under another master key: nothing it holds would unwrap.
+    #[error("the key store at {0} is under another master key; start with the one it was set up with, or last rotated to")]
     WrongMasterKey(String),
     /// A stored key did not unwrap under the master key, or its file is damaged.
     #[error("the key of subject {subject} is damaged: {reason}")]
@@ -63,6 +64,10 @@ pub enum KeyError {
     /// The backend holding the keys cannot be reached right now (a database connection).
     #[error("the key store is unavailable: {0}")]
     Unavailable(String),
+    /// A master key rotation cannot run as asked, or the master key was rotated under this
+    /// process (restart it with the new one).
+    #[error("master key rotation: {0}")]
+    Rotation(String),
 }
 
 /// What a key store holds for one subject.
@@ -95,11 +100,14 @@ pub trait KeyStorage: Send + Sync + 'static {
     /// What is stored for `subject`.
     async fn load(&self, subject: SubjectRef) -> Result<StoredKey, KeyError>;
     /// Stores `wrapped` for `subject` unless something is stored already; returns what is
-    /// stored afterwards (the earlier key when two creations race).
+    /// stored afterwards (the earlier key when two creations race). `check` is the check value
+    /// of the master key the caller opened the store with: a store shared between processes
+    /// refuses the key ([`KeyError::Rotation`]) when another master key is in force now.
     async fn create(
         &self,
         subject: SubjectRef,
         wrapped: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
     ) -> Result<StoredKey, KeyError>;
     /// Records the forget of `subject` as pending, then destroys its key (or marks it
     /// forgotten when it has none, so that no key is created for it later). Returns what was
@@ -111,6 +119,22 @@ pub trait KeyStorage: Send + Sync + 'static {
     async fn settle(&self, subject: SubjectRef) -> Result<(), KeyError>;
     /// A name for people: the directory, or the database table.
     fn name(&self) -> String;
+    /// The store's secrets, once a master key rotation wrote them ([`crate::rotate_master_key`]).
+    async fn secrets(&self) -> Result<Option<StoredSecrets>, KeyError>;
+    /// Records `new` in one atomic write when the master key in force (the secrets' check
+    /// value, or the one recorded before any rotation) is `expected` or `new.check`; `false`
+    /// when it is neither.
+    async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError>;
+    /// The subjects with a record whose reference starts with the byte `prefix`.
+    async fn subjects(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError>;
+    /// Replaces `subject`'s wrapped key `from` by `to` in one atomic write, if it is still
+    /// `from`; `false` when it is not (forgotten meanwhile).
+    async fn rewrap(
+        &self,
+        subject: SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError>;
 }
 
 /// Checks a subject id.
@@ -157,7 +181,10 @@ pub enum ForgetOutcome {
 /// Subject keys wrapped under the master key, with a bounded cache of unwrapped ones.
 pub struct Keyring {
     storage: Arc<dyn KeyStorage>,
-    master: MasterKey,
+    /// The store's keys, derived from the master key or (after a rotation) sealed under it.
+    secrets: Secrets,
+    /// The check value of the master key this keyring was opened with.
+    check: [u8; 16],
     cache: Mutex<HashMap<SubjectRef, Cached>>,
     /// Bumped by every forget and eviction: a key loaded while it moved is used once and not
     /// cached, since the forget may have destroyed it after the load read it.
@@ -165,18 +192,25 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// A keyring over `storage`, refusing a master key other than the one the store was set
-    /// up with.
+    /// A keyring over `storage`, refusing a master key other than the one in force (the one
+    /// the store was set up with, or rotated to last).
     pub async fn open(
         storage: Arc<dyn KeyStorage>,
         master: MasterKey,
     ) -> Result<Keyring, KeyError> {
-        if !storage.check_master(master.check_value()).await? {
-            return Err(KeyError::WrongMasterKey(storage.name()));
-        }
+        let check = master.check_value();
+        let secrets = match storage.secrets().await? {
+            Some(stored) if stored.check == check => {
+                Secrets::open(&stored, &master, &storage.name())?
+            }
+            Some(_) => return Err(KeyError::WrongMasterKey(storage.name())),
+            None if storage.check_master(check).await? => Secrets::from_master(&master),
+            None => return Err(KeyError::WrongMasterKey(storage.name())),
+        };
         Ok(Keyring {
             storage,
-            master,
+            secrets,
+            check,
             cache: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -184,12 +218,12 @@ impl Keyring {
 
     /// The reference of `subject`.
     pub fn subject_ref(&self, subject: &str) -> SubjectRef {
-        self.master.subject_ref(subject)
+        self.secrets.subject_ref(subject)
     }
 
     /// Where a sealed snapshot's key starts ([`crate::seal::seal_snapshot`]).
     pub(crate) fn snapshot_chain(&self) -> &[u8; 32] {
-        self.master.snapshot_chain()
+        self.secrets.snapshot_chain()
     }
 
     fn cached(&self, subject: SubjectRef) -> Option<Cached> {
@@ -233,13 +267,15 @@ impl Keyring {
     fn unwrap(&self, subject: SubjectRef, stored: StoredKey) -> Result<Option<Cached>, KeyError> {
         Ok(match stored {
             StoredKey::Wrapped(w) => {
-                let key = unwrap_key(&self.master, subject, &w).map_err(|e| KeyError::Damaged {
-                    subject,
-                    reason: match e {
-                        SealError::Tampered => "it does not unwrap under the master key".to_owned(),
-                        other => other.to_string(),
-                    },
-                })?;
+                // During a rotation a key may be wrapped under the old wrapping key still.
+                let key = self
+                    .secrets
+                    .wraps()
+                    .find_map(|wrap| unwrap_key(wrap, subject, &w).ok())
+                    .ok_or_else(|| KeyError::Damaged {
+                        subject,
+                        reason: "it does not unwrap under the master key".to_owned(),
+                    })?;
                 Some(Cached::Active(Arc::new(SubjectKey::from_bytes(&key))))
             }
             StoredKey::Forgotten => Some(Cached::Forgotten),
@@ -268,8 +304,8 @@ impl Keyring {
                 let generation = self.generation();
                 let mut found = self.unwrap(r, self.storage.load(r).await?)?;
                 if found.is_none() {
-                    let (_, wrapped) = new_wrapped_key(&self.master, r);
-                    found = self.unwrap(r, self.storage.create(r, wrapped).await?)?;
+                    let (_, wrapped) = new_wrapped_key(self.secrets.wrap(), r);
+                    found = self.unwrap(r, self.storage.create(r, wrapped, self.check).await?)?;
                 }
                 let entry = found.ok_or_else(|| {
                     KeyError::Backend(format!("the key of subject {r} was not kept"))
@@ -338,6 +374,7 @@ pub struct MemoryKeys {
 #[derive(Default)]
 struct MemoryState {
     check: Option<[u8; 16]>,
+    secrets: Option<StoredSecrets>,
     keys: HashMap<SubjectRef, StoredKey>,
     pending: HashMap<SubjectRef, PendingForget>,
 }
@@ -367,10 +404,13 @@ impl KeyStorage for MemoryKeys {
         &self,
         subject: SubjectRef,
         wrapped: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
     ) -> Result<StoredKey, KeyError> {
-        Ok(self
-            .state
-            .lock()
+        let mut state = self.state.lock();
+        if state.in_force() != Some(check) {
+            return Err(rotated_under_us());
+        }
+        Ok(state
             .keys
             .entry(subject)
             .or_insert(StoredKey::Wrapped(wrapped))
@@ -393,6 +433,58 @@ impl KeyStorage for MemoryKeys {
     fn name(&self) -> String {
         "memory".to_owned()
     }
+    async fn secrets(&self) -> Result<Option<StoredSecrets>, KeyError> {
+        Ok(self.state.lock().secrets.clone())
+    }
+    async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
+        let mut state = self.state.lock();
+        let in_force = state.in_force();
+        if in_force != Some(expected) && in_force != Some(new.check) {
+            return Ok(false);
+        }
+        state.secrets = Some(new.clone());
+        Ok(true)
+    }
+    async fn subjects(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
+        Ok(self
+            .state
+            .lock()
+            .keys
+            .keys()
+            .filter(|r| r.0[0] == prefix)
+            .copied()
+            .collect())
+    }
+    async fn rewrap(
+        &self,
+        subject: SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError> {
+        let mut state = self.state.lock();
+        match state.keys.get_mut(&subject) {
+            Some(k) if *k == StoredKey::Wrapped(from) => {
+                *k = StoredKey::Wrapped(to);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl MemoryState {
+    /// The check value of the master key in force.
+    fn in_force(&self) -> Option<[u8; 16]> {
+        self.secrets.as_ref().map(|s| s.check).or(self.check)
+    }
+}
+
+/// A creation by a process opened with a master key that is no longer in force.
+fn rotated_under_us() -> KeyError {
+    KeyError::Rotation(
+        "the master key was rotated since this process started: restart it with the new master key"
+            .to_owned(),
+    )
 }
 
 /// Keys in a directory of the embedded store's data directory (`keys/`), with the log's crash
@@ -400,6 +492,8 @@ impl KeyStorage for MemoryKeys {
 ///
 /// Layout:
 /// - `master.check`: the master key's check value (16 bytes) and its SHA-256 prefix (8);
+/// - `master.secrets`, once the master key was rotated: the check value of the master key in
+///   force and the store's secrets sealed under it ([`crate::rotate_master_key`]);
 /// - `subjects/<2 hex>/<32 hex>.key`: one subject's record of [`KEY_FILE_BYTES`] bytes, named
 ///   by its reference (never its id);
 /// - `pending/<32 hex>`: a pending forget, holding the subject id.
@@ -581,8 +675,12 @@ impl DirKeys {
         &self,
         subject: SubjectRef,
         wrapped: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
     ) -> Result<StoredKey, KeyError> {
         let _w = self.write.lock();
+        if self.in_force()? != Some(check) {
+            return Err(rotated_under_us());
+        }
         let before = self.load_now(subject)?;
         if before != StoredKey::Absent {
             return Ok(before);
@@ -653,6 +751,109 @@ impl DirKeys {
         }
     }
 
+    fn secrets_path(&self) -> PathBuf {
+        self.dir.join("master.secrets")
+    }
+
+    /// `master.secrets`: the check value (16 bytes), the sealed secrets' length (4, little
+    /// endian) and bytes, and the SHA-256 prefix (8) of all that.
+    fn secrets_now(&self) -> Result<Option<StoredSecrets>, KeyError> {
+        let path = self.secrets_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(&path)(e)),
+        };
+        let damaged = || KeyError::Io {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "damaged"),
+        };
+        if bytes.len() < 28 || bytes[bytes.len() - 8..] != checksum(&bytes[..bytes.len() - 8]) {
+            return Err(damaged());
+        }
+        let len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes")) as usize;
+        if bytes.len() != 28 + len {
+            return Err(damaged());
+        }
+        Ok(Some(StoredSecrets {
+            check: bytes[..16].try_into().expect("16 bytes"),
+            sealed: bytes[20..20 + len].to_vec(),
+        }))
+    }
+
+    /// The check value of the master key in force: the secrets', or the one recorded at set-up.
+    fn in_force(&self) -> Result<Option<[u8; 16]>, KeyError> {
+        if let Some(s) = self.secrets_now()? {
+            return Ok(Some(s.check));
+        }
+        let path = self.dir.join("master.check");
+        match std::fs::read(&path) {
+            Ok(b) if b.len() == 24 && b[16..] == checksum(&b[..16]) => {
+                Ok(Some(b[..16].try_into().expect("16 bytes")))
+            }
+            Ok(_) => Err(KeyError::Io {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, "damaged"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn set_secrets_now(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
+        let _w = self.write.lock();
+        let in_force = self.in_force()?;
+        if in_force != Some(expected) && in_force != Some(new.check) {
+            return Ok(false);
+        }
+        let mut record = new.check.to_vec();
+        record.extend_from_slice(&(new.sealed.len() as u32).to_le_bytes());
+        record.extend_from_slice(&new.sealed);
+        let sum = checksum(&record);
+        record.extend_from_slice(&sum);
+        let path = self.secrets_path();
+        write_new(&path, &record).map_err(Self::io(&path))?;
+        Ok(true)
+    }
+
+    fn subjects_now(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
+        let dir = self.dir.join("subjects").join(format!("{prefix:02x}"));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(Self::io(&dir))?.file_name();
+            // `<32 hex>.key`; temporary files of a stopped creation are not records.
+            if let Some(r) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".key"))
+                .and_then(SubjectRef::from_hex)
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rewrap_now(
+        &self,
+        subject: SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError> {
+        let _w = self.write.lock();
+        if self.load_now(subject)? != StoredKey::Wrapped(from) {
+            return Ok(false);
+        }
+        // A new file renamed over the old: a stop leaves one record or the other, whole.
+        let path = self.key_path(subject);
+        write_new(&path, &encode_record(&StoredKey::Wrapped(to))).map_err(Self::io(&path))?;
+        Ok(true)
+    }
+
     fn check_now(&self, check: [u8; 16]) -> Result<bool, KeyError> {
         let path = self.dir.join("master.check");
         let mut record = check.to_vec();
@@ -707,8 +908,27 @@ impl KeyStorage for SharedDirKeys {
         &self,
         subject: SubjectRef,
         wrapped: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
     ) -> Result<StoredKey, KeyError> {
-        blocking(&self.0, move |k| k.create_now(subject, wrapped)).await
+        blocking(&self.0, move |k| k.create_now(subject, wrapped, check)).await
+    }
+    async fn secrets(&self) -> Result<Option<StoredSecrets>, KeyError> {
+        blocking(&self.0, |k| k.secrets_now()).await
+    }
+    async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
+        let new = new.clone();
+        blocking(&self.0, move |k| k.set_secrets_now(expected, &new)).await
+    }
+    async fn subjects(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
+        blocking(&self.0, move |k| k.subjects_now(prefix)).await
+    }
+    async fn rewrap(
+        &self,
+        subject: SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError> {
+        blocking(&self.0, move |k| k.rewrap_now(subject, from, to)).await
     }
     async fn forget(&self, pending: &PendingForget) -> Result<StoredKey, KeyError> {
         let pending = pending.clone();

@@ -11,6 +11,7 @@
 //!   [`SnapshotStore`](strata_core::SnapshotStore) over any backend that seals on append and
 //!   on snapshot, opens on read, and [`forgets`](Shredded::forget) a subject in one call.
 //! - [`PersonalData`]: a Rust application's domain events name their personal fields.
+//! - [`rotate_master_key`]: a new master key, the subject keys re-wrapped.
 //!
 //! `docs/gdpr.md` explains the model, the threat model and a worked erasure.
 
@@ -20,6 +21,7 @@ mod master;
 mod personal;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rotation;
 mod scan;
 mod schema;
 mod seal;
@@ -33,6 +35,7 @@ pub use master::{MasterKey, MasterKeyError, SubjectRef};
 pub use personal::{forgotten_as_default, PersonalData};
 #[cfg(feature = "postgres")]
 pub use postgres::PgKeys;
+pub use rotation::{rotate_master_key, RotationReport, StoredSecrets};
 pub use schema::{EncryptionSchema, SubjectSource};
 pub use seal::{SealError, SEALED_KEY, WRAPPED_KEY_BYTES};
 pub use store::{

@@ -50,7 +50,10 @@ pub enum MasterKeyError {
 /// keys, inside ring's key types.
 pub struct MasterKey {
     wrap: LessSafeKey,
-    name: hmac::Key,
+    /// The bytes of the two above: a store set up before its first rotation keeps them, wrapped
+    /// under the next master key ([`crate::rotate_master_key`]).
+    wrap_bytes: [u8; 32],
+    name_bytes: [u8; 32],
     check: [u8; 16],
     /// Where the key of every sealed snapshot starts: a snapshot is sealed by the master key
     /// and its subjects' keys, so that only a process with the master key writes one.
@@ -82,7 +85,8 @@ impl MasterKey {
             wrap: LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &wrap).expect("a 32-byte AES-256 key"),
             ),
-            name: hmac::Key::new(hmac::HMAC_SHA256, &name),
+            wrap_bytes: wrap,
+            name_bytes: name,
             check: check[..16].try_into().expect("16 bytes of 32"),
             snapshot,
         }
@@ -167,17 +171,23 @@ impl MasterKey {
         &self.wrap
     }
 
-    /// A subject's name on disk: 16 bytes of HMAC-SHA256 of its id.
+    /// A subject's name on disk in a store never rotated: 16 bytes of HMAC-SHA256 of its id.
+    #[cfg(test)]
     pub(crate) fn subject_ref(&self, subject: &str) -> SubjectRef {
-        let tag = hmac::sign(&self.name, subject.as_bytes());
-        SubjectRef(tag.as_ref()[..16].try_into().expect("16 bytes of 32"))
+        crate::rotation::Secrets::from_master(self).subject_ref(subject)
     }
 
-    /// The value a key store records to recognise this master key.
+    /// Where a sealed snapshot's key starts, in a store never rotated.
     pub(crate) fn snapshot_chain(&self) -> &[u8; 32] {
         &self.snapshot
     }
 
+    /// The bytes of the keys derived for wrapping and naming, in a store never rotated.
+    pub(crate) fn derived_bytes(&self) -> ([u8; 32], [u8; 32]) {
+        (self.wrap_bytes, self.name_bytes)
+    }
+
+    /// The value a key store records to recognise this master key.
     pub(crate) fn check_value(&self) -> [u8; 16] {
         self.check
     }

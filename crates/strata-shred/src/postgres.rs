@@ -3,7 +3,9 @@
 //! - `strata_subject_keys (subject_ref bytea PRIMARY KEY, wrapped bytea)`: a subject's key
 //!   wrapped under the master key, `NULL` once forgotten;
 //! - `strata_subject_forgets (subject_ref bytea PRIMARY KEY, subject text)`: pending forgets;
-//! - `strata_key_check (id, check_value)`: the master key's check value.
+//! - `strata_key_check (id, check_value)`: the master key's check value;
+//! - `strata_store_secrets (id, check_value, sealed)`, once the master key was rotated: the
+//!   check value of the master key in force and the store's secrets sealed under it.
 //!
 //! A forget records the pending row and nulls the key in one transaction. The row's old
 //! version keeps the wrapped key until `VACUUM` removes it, and the WAL until it is recycled;
@@ -15,6 +17,7 @@ use sqlx::{PgPool, Row};
 
 use crate::keys::{KeyError, KeyStorage, PendingForget, StoredKey};
 use crate::master::SubjectRef;
+use crate::rotation::StoredSecrets;
 use crate::seal::WRAPPED_KEY_BYTES;
 
 /// Subject keys in tables of a PostgreSQL schema (the store's own: `PostgresStore::schema`).
@@ -55,6 +58,9 @@ impl PgKeys {
                 subject_ref bytea PRIMARY KEY, subject text NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {s}.strata_key_check (
                 id int PRIMARY KEY CHECK (id = 1), check_value bytea NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {s}.strata_store_secrets (
+                id int PRIMARY KEY CHECK (id = 1), check_value bytea NOT NULL,
+                sealed bytea NOT NULL)",
         ] {
             sqlx::query(&keys.sql(ddl))
                 .execute(&keys.pool)
@@ -68,6 +74,11 @@ impl PgKeys {
         text.replace("{s}", &self.schema)
     }
 }
+
+/// The check value of the master key in force, in SQL: the secrets', or the one recorded at
+/// set-up.
+const IN_FORCE: &str = "COALESCE((SELECT check_value FROM {s}.strata_store_secrets WHERE id = 1),
+                                 (SELECT check_value FROM {s}.strata_key_check WHERE id = 1))";
 
 fn stored(wrapped: Option<Vec<u8>>, subject: SubjectRef) -> Result<StoredKey, KeyError> {
     match wrapped {
@@ -114,8 +125,29 @@ impl KeyStorage for PgKeys {
         &self,
         subject: SubjectRef,
         wrapped: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
     ) -> Result<StoredKey, KeyError> {
-        // The insert, or the row a concurrent creation or a forget left.
+        // The insert, or the row a concurrent creation or a forget left. Nothing is inserted
+        // when another master key is in force: the rotation that put it there re-wrapped
+        // every key under a wrapping key this process does not have.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Shared: rotations (which take it exclusively) wait for creations, and back.
+        sqlx::query(&self.sql("SELECT 1 FROM {s}.strata_key_check WHERE id = 1 FOR SHARE"))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let in_force: Option<Vec<u8>> =
+            sqlx::query_scalar(&self.sql(&format!("SELECT {IN_FORCE}")))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if in_force.as_deref() != Some(check.as_slice()) {
+            return Err(KeyError::Rotation(
+                "the master key was rotated since this process started: restart it with the new \
+                 master key"
+                    .to_owned(),
+            ));
+        }
         let row = sqlx::query(&self.sql(
             "WITH ins AS (INSERT INTO {s}.strata_subject_keys (subject_ref, wrapped)
                           VALUES ($1, $2) ON CONFLICT (subject_ref) DO NOTHING RETURNING wrapped)
@@ -126,9 +158,10 @@ impl KeyStorage for PgKeys {
         ))
         .bind(subject.as_bytes().as_slice())
         .bind(wrapped.as_slice())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         match row {
             Some(row) => stored(row.try_get(0).map_err(db)?, subject),
             // A concurrent creation committed while this statement ran: its snapshot does not
@@ -204,5 +237,92 @@ impl KeyStorage for PgKeys {
 
     fn name(&self) -> String {
         format!("PostgreSQL schema {}", self.schema)
+    }
+
+    async fn secrets(&self) -> Result<Option<StoredSecrets>, KeyError> {
+        let row = sqlx::query(
+            &self.sql("SELECT check_value, sealed FROM {s}.strata_store_secrets WHERE id = 1"),
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let check: Vec<u8> = row.try_get(0).map_err(db)?;
+        Ok(Some(StoredSecrets {
+            check: check
+                .try_into()
+                .map_err(|_| KeyError::Backend("a check value is not 16 bytes".into()))?,
+            sealed: row.try_get(1).map_err(db)?,
+        }))
+    }
+
+    async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Exclusive: no key is created under the old master key while the new one comes in.
+        sqlx::query(&self.sql("SELECT 1 FROM {s}.strata_key_check WHERE id = 1 FOR UPDATE"))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let in_force: Option<Vec<u8>> =
+            sqlx::query_scalar(&self.sql(&format!("SELECT {IN_FORCE}")))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        let in_force = in_force.as_deref();
+        if in_force != Some(expected.as_slice()) && in_force != Some(new.check.as_slice()) {
+            return Ok(false);
+        }
+        sqlx::query(&self.sql(
+            "INSERT INTO {s}.strata_store_secrets (id, check_value, sealed) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET check_value = $1, sealed = $2",
+        ))
+        .bind(new.check.as_slice())
+        .bind(new.sealed.as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn subjects(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
+        // A range of the primary key: the references starting with `prefix`.
+        let rows = sqlx::query(&self.sql(
+            "SELECT subject_ref FROM {s}.strata_subject_keys
+             WHERE subject_ref >= $1 AND ($2::bytea IS NULL OR subject_ref < $2)
+               AND wrapped IS NOT NULL",
+        ))
+        .bind(vec![prefix])
+        .bind(prefix.checked_add(1).map(|p| vec![p]))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let r: Vec<u8> = row.try_get(0).map_err(db)?;
+                Ok(SubjectRef(r.try_into().map_err(|_| {
+                    KeyError::Backend("a subject reference is not 16 bytes".into())
+                })?))
+            })
+            .collect()
+    }
+
+    async fn rewrap(
+        &self,
+        subject: SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE {s}.strata_subject_keys SET wrapped = $3
+             WHERE subject_ref = $1 AND wrapped = $2",
+        ))
+        .bind(subject.as_bytes().as_slice())
+        .bind(from.as_slice())
+        .bind(to.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -25,7 +25,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
 
-use crate::master::{derive, MasterKey, SubjectRef};
+use crate::master::{derive, SubjectRef};
 
 /// The key of the object that holds a sealed value.
 pub const SEALED_KEY: &str = "$sealed";
@@ -397,37 +397,46 @@ fn wrap_ad(subject: SubjectRef) -> Vec<u8> {
     ad
 }
 
-/// A new random subject key, and it wrapped under `master` for `subject`.
+/// A new random subject key, and it wrapped under `wrap` for `subject`.
 pub(crate) fn new_wrapped_key(
-    master: &MasterKey,
+    wrap: &LessSafeKey,
     subject: SubjectRef,
 ) -> ([u8; 32], [u8; WRAPPED_KEY_BYTES]) {
-    let rng = SystemRandom::new();
     let mut key = [0u8; 32];
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut key)
+    SystemRandom::new()
+        .fill(&mut key)
         .expect("the operating system's random source");
-    rng.fill(&mut nonce)
-        .expect("the operating system's random source");
-    let mut sealed = key.to_vec();
-    master
-        .wrap_key()
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&wrap_ad(subject)),
-            &mut sealed,
-        )
-        .expect("AES-GCM seals 32 bytes");
-    let mut wrapped = [0u8; WRAPPED_KEY_BYTES];
-    wrapped[..NONCE_LEN].copy_from_slice(&nonce);
-    wrapped[NONCE_LEN..].copy_from_slice(&sealed);
+    let wrapped = wrap_subject_key(wrap, subject, &key);
     (key, wrapped)
 }
 
-/// Unwraps a subject key: [`SealError::Tampered`] when the bytes, the subject or the master
+/// `key` wrapped under `wrap` for `subject`, with a random nonce.
+pub(crate) fn wrap_subject_key(
+    wrap: &LessSafeKey,
+    subject: SubjectRef,
+    key: &[u8; 32],
+) -> [u8; WRAPPED_KEY_BYTES] {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .expect("the operating system's random source");
+    let mut sealed = key.to_vec();
+    wrap.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&wrap_ad(subject)),
+        &mut sealed,
+    )
+    .expect("AES-GCM seals 32 bytes");
+    let mut wrapped = [0u8; WRAPPED_KEY_BYTES];
+    wrapped[..NONCE_LEN].copy_from_slice(&nonce);
+    wrapped[NONCE_LEN..].copy_from_slice(&sealed);
+    wrapped
+}
+
+/// Unwraps a subject key: [`SealError::Tampered`] when the bytes, the subject or the wrapping
 /// key is not the one it was wrapped with.
 pub(crate) fn unwrap_key(
-    master: &MasterKey,
+    wrap: &LessSafeKey,
     subject: SubjectRef,
     wrapped: &[u8],
 ) -> Result<[u8; 32], SealError> {
@@ -436,8 +445,7 @@ pub(crate) fn unwrap_key(
     }
     let nonce: [u8; NONCE_LEN] = wrapped[..NONCE_LEN].try_into().expect("12 bytes");
     let mut sealed = wrapped[NONCE_LEN..].to_vec();
-    let key = master
-        .wrap_key()
+    let key = wrap
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(&wrap_ad(subject)),
@@ -450,11 +458,12 @@ pub(crate) fn unwrap_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::master::MasterKey;
 
     fn setup() -> (MasterKey, SubjectRef, SubjectKey) {
         let master = MasterKey::from_bytes([7; 32]);
         let subject = master.subject_ref("customer-1");
-        let (key, _) = new_wrapped_key(&master, subject);
+        let (key, _) = new_wrapped_key(master.wrap_key(), subject);
         (master, subject, SubjectKey::from_bytes(&key))
     }
 
@@ -465,7 +474,10 @@ mod tests {
             .iter()
             .map(|s| {
                 let r = master.subject_ref(s);
-                (r, SubjectKey::from_bytes(&new_wrapped_key(&master, r).0))
+                (
+                    r,
+                    SubjectKey::from_bytes(&new_wrapped_key(master.wrap_key(), r).0),
+                )
             })
             .collect();
         subjects.sort_by_key(|(r, _)| *r);
@@ -620,20 +632,24 @@ mod tests {
     fn a_wrapped_key_unwraps_only_for_its_subject_under_its_master() {
         let master = MasterKey::from_bytes([7; 32]);
         let subject = master.subject_ref("customer-1");
-        let (key, wrapped) = new_wrapped_key(&master, subject);
-        assert_eq!(unwrap_key(&master, subject, &wrapped), Ok(key));
+        let (key, wrapped) = new_wrapped_key(master.wrap_key(), subject);
+        assert_eq!(unwrap_key(master.wrap_key(), subject, &wrapped), Ok(key));
         assert_eq!(
-            unwrap_key(&master, master.subject_ref("customer-2"), &wrapped),
+            unwrap_key(
+                master.wrap_key(),
+                master.subject_ref("customer-2"),
+                &wrapped
+            ),
             Err(SealError::Tampered)
         );
         assert_eq!(
-            unwrap_key(&MasterKey::from_bytes([8; 32]), subject, &wrapped),
+            unwrap_key(MasterKey::from_bytes([8; 32]).wrap_key(), subject, &wrapped),
             Err(SealError::Tampered)
         );
         let mut flipped = wrapped;
         flipped[20] ^= 1;
         assert_eq!(
-            unwrap_key(&master, subject, &flipped),
+            unwrap_key(master.wrap_key(), subject, &flipped),
             Err(SealError::Tampered)
         );
     }

@@ -85,8 +85,9 @@ impl KeyStorage for SlowLoad {
         &self,
         s: strata_shred::SubjectRef,
         w: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
     ) -> Result<StoredKey, KeyError> {
-        self.inner.create(s, w).await
+        self.inner.create(s, w, check).await
     }
     async fn forget(&self, p: &PendingForget) -> Result<StoredKey, KeyError> {
         self.inner.forget(p).await
@@ -99,6 +100,27 @@ impl KeyStorage for SlowLoad {
     }
     fn name(&self) -> String {
         "slow".into()
+    }
+    async fn secrets(&self) -> Result<Option<strata_shred::StoredSecrets>, KeyError> {
+        self.inner.secrets().await
+    }
+    async fn set_secrets(
+        &self,
+        expected: [u8; 16],
+        new: &strata_shred::StoredSecrets,
+    ) -> Result<bool, KeyError> {
+        self.inner.set_secrets(expected, new).await
+    }
+    async fn subjects(&self, prefix: u8) -> Result<Vec<strata_shred::SubjectRef>, KeyError> {
+        self.inner.subjects(prefix).await
+    }
+    async fn rewrap(
+        &self,
+        s: strata_shred::SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError> {
+        self.inner.rewrap(s, from, to).await
     }
 }
 

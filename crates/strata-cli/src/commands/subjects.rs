@@ -1,5 +1,6 @@
 //! Crypto-shredding on the command line: the master key options every command shares,
-//! sealing the store a command opens, and `strata forget`, `strata schemas`, `strata keygen`.
+//! sealing the store a command opens, and `strata forget`, `strata schemas`, `strata keygen`,
+//! `strata rotate-master-key`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use clap::Args;
 use serde_json::json;
 use strata_core::{EventStore, StreamId};
 use strata_shred::{
-    DirKeys, EncryptionSchema, ForgetOutcome, KeyStorage, Keyring, MasterKey, PgKeys, Shredded,
-    SubjectSource, SCHEMAS_STREAM,
+    rotate_master_key, DirKeys, EncryptionSchema, ForgetOutcome, KeyStorage, Keyring, MasterKey,
+    PgKeys, Shredded, SubjectSource, SCHEMAS_STREAM,
 };
 
 use crate::cli::Cli;
@@ -262,6 +263,75 @@ pub async fn schemas(cli: &Cli, a: &SchemasArgs, p: &Printer) -> Result<()> {
                 fields.join(", ")
             );
         }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RotateArgs {
+    /// The new master key, in a file (64 hex digits; `strata keygen` makes one).
+    #[arg(long, value_name = "PATH", conflicts_with = "new_master_key_env")]
+    new_master_key_file: Option<PathBuf>,
+    /// The new master key, in this environment variable.
+    #[arg(long, value_name = "VAR")]
+    new_master_key_env: Option<String>,
+}
+
+/// `strata rotate-master-key`: the local store's subject keys re-wrapped under a new master key.
+pub async fn rotate(cli: &Cli, a: &RotateArgs, p: &Printer) -> Result<()> {
+    if cli.server.is_some() {
+        anyhow::bail!(
+            "rotate the master key where the store is (--data or --database-url), with its \
+             server stopped: a server holds the key in force"
+        );
+    }
+    let old = master_key(cli)?.context(
+        "rotating needs the master key in force: give --master-key-file, --master-key-env or \
+         --master-key-command",
+    )?;
+    let new = match (&a.new_master_key_file, &a.new_master_key_env) {
+        (Some(f), None) => MasterKey::from_file(f)?,
+        (None, Some(v)) => MasterKey::from_env(v)?,
+        _ => {
+            anyhow::bail!("give the new master key: --new-master-key-file or --new-master-key-env")
+        }
+    };
+    // The embedded store is opened (and locked) for the rotation's length: no other process
+    // creates a key meanwhile.
+    let (keys, held) = match &cli.database_url {
+        Some(url) => {
+            let store = strata_postgres::PostgresStore::connect(url).await?;
+            (Keys::Postgres(store), None)
+        }
+        None => {
+            let dir = cli.data_dir();
+            let store = crate::cli::open_log(&dir)?;
+            (Keys::Dir(dir.join("keys")), Some(store))
+        }
+    };
+    let report = rotate_master_key(keys.storage().await?, &old, &new).await?;
+    if p.is_json() {
+        println!(
+            "{}",
+            json!({"rewrapped": report.rewrapped, "already": report.already, "resumed": report.resumed})
+        );
+    } else {
+        println!(
+            "master key rotated: {} subject keys re-wrapped{}; only the new master key opens \
+             this store now",
+            report.rewrapped,
+            if report.resumed {
+                format!(
+                    " (finishing an earlier run, which had re-wrapped {})",
+                    report.already
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(store) = held {
+        store.close().await?;
     }
     Ok(())
 }

@@ -1,0 +1,310 @@
+//! Master key rotation on every key storage: the store reads as before under the new key
+//! only, a rotation stopped part way is finished by running it again, and a process still
+//! holding the old key creates no key the rotated store could not read.
+
+#[path = "../../strata-postgres/tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use strata_core::{
+    EventData, EventStore, ExpectedVersion, ReadStreamOptions, Snapshot, SnapshotStore, StreamId,
+};
+use strata_shred::{
+    rotate_master_key, DirKeys, EncryptionSchema, KeyError, KeyStorage, Keyring, MasterKey,
+    MemoryKeys, PendingForget, PgKeys, Shredded, StoredKey, StoredSecrets, SubjectRef,
+    SubjectSource, WRAPPED_KEY_BYTES,
+};
+
+fn old() -> MasterKey {
+    MasterKey::from_bytes([1; 32])
+}
+
+fn new() -> MasterKey {
+    MasterKey::from_bytes([2; 32])
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).expect("stream id")
+}
+
+fn registration(customer: &str) -> EventData {
+    EventData::json(
+        "CustomerRegistered",
+        &json!({"customerId": customer, "name": format!("Name of {customer}")}),
+    )
+    .expect("json")
+}
+
+async fn open(
+    inner: &Arc<strata_testkit::MemoryStore>,
+    keys: &Arc<dyn KeyStorage>,
+    master: MasterKey,
+) -> Result<Shredded, KeyError> {
+    let ring = Keyring::open(keys.clone(), master).await?;
+    Ok(Shredded::open(inner.clone(), ring)
+        .await
+        .expect("open")
+        .with_snapshots(inner.clone()))
+}
+
+async fn name(store: &Shredded, customer: &str) -> Value {
+    store
+        .read_stream(
+            &sid(&format!("customer-{customer}")),
+            ReadStreamOptions::forward(),
+        )
+        .await
+        .expect("read")[0]
+        .data_json()
+        .expect("json")["name"]
+        .clone()
+}
+
+/// Fills a store under the old key: three customers, one forgotten, a sealed snapshot.
+async fn fill(inner: &Arc<strata_testkit::MemoryStore>, keys: &Arc<dyn KeyStorage>) {
+    let store = open(inner, keys, old()).await.expect("opened");
+    store
+        .register(
+            EncryptionSchema::new(
+                "CustomerRegistered",
+                SubjectSource::Pointer("/customerId".into()),
+            )
+            .field("/name"),
+        )
+        .await
+        .expect("register");
+    for c in ["ann", "bob", "cat"] {
+        store
+            .append(
+                &sid(&format!("customer-{c}")),
+                ExpectedVersion::NoStream,
+                vec![registration(c)],
+            )
+            .await
+            .expect("append");
+    }
+    store.forget("cat").await.expect("forget");
+    store
+        .save_snapshot(Snapshot {
+            stream_id: sid("customer-ann"),
+            stream_version: 0,
+            schema_version: 1,
+            data: br#"{"name":"Name of ann"}"#.to_vec(),
+            taken_at: strata_core::Timestamp::default(),
+        })
+        .await
+        .expect("snapshot");
+}
+
+/// After the rotation the store opens with the new key only, and reads as before.
+async fn reads_as_before(inner: &Arc<strata_testkit::MemoryStore>, keys: &Arc<dyn KeyStorage>) {
+    assert!(matches!(
+        open(inner, keys, old()).await,
+        Err(KeyError::WrongMasterKey(_))
+    ));
+    let store = open(inner, keys, new())
+        .await
+        .expect("the new key opens it");
+    assert_eq!(name(&store, "ann").await, json!("Name of ann"));
+    assert_eq!(name(&store, "bob").await, json!("Name of bob"));
+    assert_eq!(name(&store, "cat").await, Value::Null, "still forgotten");
+    let snapshot = store
+        .load_snapshot(&sid("customer-ann"), 1, None)
+        .await
+        .expect("load")
+        .expect("the snapshot sealed before opens after");
+    assert_eq!(snapshot.data, br#"{"name":"Name of ann"}"#);
+    // New subjects, under the new key.
+    store
+        .append(
+            &sid("customer-dan"),
+            ExpectedVersion::NoStream,
+            vec![registration("dan")],
+        )
+        .await
+        .expect("append");
+    assert_eq!(name(&store, "dan").await, json!("Name of dan"));
+}
+
+async fn rotation(keys: Arc<dyn KeyStorage>) {
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    fill(&inner, &keys).await;
+    // A process that opened the store before the rotation, and keeps running.
+    let stale = open(&inner, &keys, old()).await.expect("opened");
+    assert!(matches!(
+        rotate_master_key(keys.clone(), &old(), &old()).await,
+        Err(KeyError::Rotation(_))
+    ));
+    assert!(matches!(
+        rotate_master_key(keys.clone(), &MasterKey::from_bytes([9; 32]), &new()).await,
+        Err(KeyError::WrongMasterKey(_))
+    ));
+    let report = rotate_master_key(keys.clone(), &old(), &new())
+        .await
+        .expect("rotated");
+    assert_eq!(
+        (report.rewrapped, report.resumed),
+        (2, false),
+        "ann and bob"
+    );
+    reads_as_before(&inner, &keys).await;
+    // The stale process reads the keys it had, and creates none the new key cannot read.
+    let refused = stale
+        .append(
+            &sid("customer-eve"),
+            ExpectedVersion::NoStream,
+            vec![registration("eve")],
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Run again: nothing left to do.
+    let again = rotate_master_key(keys.clone(), &old(), &new())
+        .await
+        .expect("again");
+    assert_eq!((again.rewrapped, again.resumed), (0, true));
+    assert_eq!(again.already, 3, "ann, bob and dan");
+}
+
+#[tokio::test]
+async fn memory_keys() {
+    rotation(Arc::new(MemoryKeys::new())).await;
+}
+
+#[tokio::test]
+async fn dir_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    rotation(
+        DirKeys::open(dir.path().join("keys"))
+            .expect("keys")
+            .shared(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pg_keys() {
+    let (store, schema) = support::connect("shredrotate", |o| o).await;
+    let keys = PgKeys::open(store.pool().clone(), store.schema())
+        .await
+        .expect("keys");
+    rotation(Arc::new(keys)).await;
+    support::drop_schema(schema).await;
+}
+
+/// The key files and the old master key, without the rotation's record: nothing unwraps.
+#[tokio::test]
+async fn the_old_master_key_unwraps_no_key_left_on_disk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys_dir = dir.path().join("keys");
+    let keys = DirKeys::open(&keys_dir).expect("keys").shared();
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    fill(&inner, &keys).await;
+    rotate_master_key(keys.clone(), &old(), &new())
+        .await
+        .expect("rotated");
+    // What a thief with the old master key and today's key files would do: drop the record
+    // that names the new master key, and open with the old one.
+    std::fs::remove_file(keys_dir.join("master.secrets")).expect("removed");
+    let keys = DirKeys::open(&keys_dir).expect("keys").shared();
+    let store = open(&inner, &keys, old())
+        .await
+        .expect("opens: its check value");
+    let read = store
+        .read_stream(&sid("customer-ann"), ReadStreamOptions::forward())
+        .await;
+    assert!(read.is_err(), "ann's key does not unwrap: {read:?}");
+}
+
+/// A key storage whose re-wraps fail after `budget` of them: a rotation stopped part way.
+struct Failing {
+    inner: Arc<dyn KeyStorage>,
+    budget: AtomicUsize,
+}
+
+#[async_trait]
+impl KeyStorage for Failing {
+    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError> {
+        self.inner.check_master(check).await
+    }
+    async fn load(&self, s: SubjectRef) -> Result<StoredKey, KeyError> {
+        self.inner.load(s).await
+    }
+    async fn create(
+        &self,
+        s: SubjectRef,
+        w: [u8; WRAPPED_KEY_BYTES],
+        check: [u8; 16],
+    ) -> Result<StoredKey, KeyError> {
+        self.inner.create(s, w, check).await
+    }
+    async fn forget(&self, p: &PendingForget) -> Result<StoredKey, KeyError> {
+        self.inner.forget(p).await
+    }
+    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
+        self.inner.pending().await
+    }
+    async fn settle(&self, s: SubjectRef) -> Result<(), KeyError> {
+        self.inner.settle(s).await
+    }
+    fn name(&self) -> String {
+        "failing".into()
+    }
+    async fn secrets(&self) -> Result<Option<StoredSecrets>, KeyError> {
+        self.inner.secrets().await
+    }
+    async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
+        self.inner.set_secrets(expected, new).await
+    }
+    async fn subjects(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
+        self.inner.subjects(prefix).await
+    }
+    async fn rewrap(
+        &self,
+        s: SubjectRef,
+        from: [u8; WRAPPED_KEY_BYTES],
+        to: [u8; WRAPPED_KEY_BYTES],
+    ) -> Result<bool, KeyError> {
+        if self
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_err()
+        {
+            return Err(KeyError::Unavailable("stopped".into()));
+        }
+        self.inner.rewrap(s, from, to).await
+    }
+}
+
+/// A rotation stopped after one re-wrap: the new key reads keys wrapped either way, and the
+/// same rotation run again finishes it.
+#[tokio::test]
+async fn a_stopped_rotation_is_finished_by_running_it_again() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys: Arc<dyn KeyStorage> = DirKeys::open(dir.path().join("keys"))
+        .expect("keys")
+        .shared();
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    fill(&inner, &keys).await;
+    let failing: Arc<dyn KeyStorage> = Arc::new(Failing {
+        inner: keys.clone(),
+        budget: AtomicUsize::new(1),
+    });
+    assert!(rotate_master_key(failing, &old(), &new()).await.is_err());
+    let store = open(&inner, &keys, new())
+        .await
+        .expect("the new key opens it");
+    assert_eq!(name(&store, "ann").await, json!("Name of ann"));
+    assert_eq!(name(&store, "bob").await, json!("Name of bob"));
+    let report = rotate_master_key(keys.clone(), &old(), &new())
+        .await
+        .expect("finished");
+    assert_eq!(
+        (report.rewrapped, report.already, report.resumed),
+        (1, 1, true)
+    );
+    reads_as_before(&inner, &keys).await;
+}
