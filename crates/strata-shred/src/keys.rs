@@ -283,6 +283,22 @@ impl Keyring {
         })
     }
 
+    /// [`Keyring::unwrap`], telling a key re-wrapped by a rotation since this keyring opened
+    /// (restart with the new master key) from a damaged one.
+    async fn unwrap_loaded(
+        &self,
+        subject: SubjectRef,
+        stored: StoredKey,
+    ) -> Result<Option<Cached>, KeyError> {
+        match self.unwrap(subject, stored) {
+            Err(e @ KeyError::Damaged { .. }) => match self.storage.secrets().await? {
+                Some(s) if s.check != self.check => Err(rotated_under_us()),
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
     /// Drops `subject`'s key from the cache: another process forgot it.
     pub(crate) fn evict(&self, subject: SubjectRef) {
         let mut cache = self.cache.lock();
@@ -302,10 +318,11 @@ impl Keyring {
             Some(c) => c,
             None => {
                 let generation = self.generation();
-                let mut found = self.unwrap(r, self.storage.load(r).await?)?;
+                let mut found = self.unwrap_loaded(r, self.storage.load(r).await?).await?;
                 if found.is_none() {
                     let (_, wrapped) = new_wrapped_key(self.secrets.wrap(), r);
-                    found = self.unwrap(r, self.storage.create(r, wrapped, self.check).await?)?;
+                    let stored = self.storage.create(r, wrapped, self.check).await?;
+                    found = self.unwrap_loaded(r, stored).await?;
                 }
                 let entry = found.ok_or_else(|| {
                     KeyError::Backend(format!("the key of subject {r} was not kept"))
@@ -326,7 +343,8 @@ impl Keyring {
             None => {
                 let generation = self.generation();
                 let entry = self
-                    .unwrap(subject, self.storage.load(subject).await?)?
+                    .unwrap_loaded(subject, self.storage.load(subject).await?)
+                    .await?
                     .ok_or(KeyError::Missing(subject))?;
                 self.remember_loaded(subject, entry, generation)
             }
@@ -492,7 +510,7 @@ fn rotated_under_us() -> KeyError {
 ///
 /// Layout:
 /// - `master.check`: the master key's check value (16 bytes) and its SHA-256 prefix (8);
-/// - `master.secrets`, once the master key was rotated: the check value of the master key in
+/// - `secrets.sealed`, once the master key was rotated: the check value of the master key in
 ///   force and the store's secrets sealed under it ([`crate::rotate_master_key`]);
 /// - `subjects/<2 hex>/<32 hex>.key`: one subject's record of [`KEY_FILE_BYTES`] bytes, named
 ///   by its reference (never its id);
@@ -697,6 +715,13 @@ impl DirKeys {
         let marker = self.pending_path(subject);
         write_new(&marker, pending.subject.as_bytes()).map_err(Self::io(&marker))?;
         let path = self.key_path(subject);
+        // A creation or re-wrap stopped before its rename left the key in a temporary file.
+        let tmp = path.with_extension("tmp");
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => sync_dir(tmp.parent().expect("a directory")).map_err(Self::io(&tmp))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Self::io(&tmp)(e)),
+        }
         let before = match self.load_now(subject) {
             Ok(s) => s,
             // Damaged: destroyed all the same.
@@ -752,10 +777,11 @@ impl DirKeys {
     }
 
     fn secrets_path(&self) -> PathBuf {
-        self.dir.join("master.secrets")
+        // Not `master.*`: the temporary file of each is named by replacing its extension.
+        self.dir.join("secrets.sealed")
     }
 
-    /// `master.secrets`: the check value (16 bytes), the sealed secrets' length (4, little
+    /// `secrets.sealed`: the check value (16 bytes), the sealed secrets' length (4, little
     /// endian) and bytes, and the SHA-256 prefix (8) of all that.
     fn secrets_now(&self) -> Result<Option<StoredSecrets>, KeyError> {
         let path = self.secrets_path();
@@ -816,7 +842,10 @@ impl DirKeys {
         Ok(true)
     }
 
+    /// The subjects under `subjects/<prefix>/`; temporary files a stopped creation or
+    /// re-wrap left there (a key that was never in use, or a copy of one) are removed.
     fn subjects_now(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
+        let _w = self.write.lock();
         let dir = self.dir.join("subjects").join(format!("{prefix:02x}"));
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -824,16 +853,20 @@ impl DirKeys {
             Err(e) => return Err(Self::io(&dir)(e)),
         };
         let mut out = Vec::new();
+        let mut removed = false;
         for entry in entries {
-            let name = entry.map_err(Self::io(&dir))?.file_name();
-            // `<32 hex>.key`; temporary files of a stopped creation are not records.
-            if let Some(r) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".key"))
-                .and_then(SubjectRef::from_hex)
-            {
+            let entry = entry.map_err(Self::io(&dir))?;
+            let name = entry.file_name();
+            let name = name.to_str().unwrap_or_default();
+            if let Some(r) = name.strip_suffix(".key").and_then(SubjectRef::from_hex) {
                 out.push(r);
+            } else if name.ends_with(".tmp") {
+                std::fs::remove_file(entry.path()).map_err(Self::io(&entry.path()))?;
+                removed = true;
             }
+        }
+        if removed {
+            sync_dir(&dir).map_err(Self::io(&dir))?;
         }
         Ok(out)
     }

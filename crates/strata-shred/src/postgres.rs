@@ -131,6 +131,12 @@ impl KeyStorage for PgKeys {
         // when another master key is in force: the rotation that put it there re-wrapped
         // every key under a wrapping key this process does not have.
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // Each statement sees what committed before it: after waiting for a rotation's lock,
+        // the check value it wrote (a snapshot taken earlier would show the old one).
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         // Shared: rotations (which take it exclusively) wait for creations, and back.
         sqlx::query(&self.sql("SELECT 1 FROM {s}.strata_key_check WHERE id = 1 FOR SHARE"))
             .execute(&mut *tx)
@@ -258,6 +264,10 @@ impl KeyStorage for PgKeys {
 
     async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         // Exclusive: no key is created under the old master key while the new one comes in.
         sqlx::query(&self.sql("SELECT 1 FROM {s}.strata_key_check WHERE id = 1 FOR UPDATE"))
             .execute(&mut *tx)

@@ -188,6 +188,53 @@ pub struct RotationReport {
     pub resumed: bool,
 }
 
+/// Steps 2 and 3 of a rotation to `master`, whose secrets are `rotating` (the new wrapping key
+/// first): every subject key re-wrapped under it, then the secrets without the old one.
+/// Returns the keys re-wrapped now, and those found re-wrapped already.
+async fn finish(
+    storage: &dyn KeyStorage,
+    rotating: &Secrets,
+    master: &MasterKey,
+) -> Result<(u64, u64), KeyError> {
+    let (mut rewrapped, mut already) = (0, 0);
+    for prefix in 0..=u8::MAX {
+        for subject in storage.subjects(prefix).await? {
+            let StoredKey::Wrapped(wrapped) = storage.load(subject).await? else {
+                continue;
+            };
+            if unwrap_key(rotating.wrap(), subject, &wrapped).is_ok() {
+                already += 1;
+                continue;
+            }
+            let key = rotating
+                .wraps()
+                .skip(1)
+                .find_map(|w| unwrap_key(w, subject, &wrapped).ok())
+                .ok_or_else(|| KeyError::Damaged {
+                    subject,
+                    reason: "it unwraps under neither the old nor the new wrapping key".to_owned(),
+                })?;
+            let new = wrap_subject_key(rotating.wrap(), subject, &key);
+            // False when a forget destroyed it meanwhile: nothing to carry over.
+            if storage.rewrap(subject, wrapped, new).await? {
+                rewrapped += 1;
+            }
+        }
+    }
+    let done = Secrets::new(
+        vec![rotating.wraps[0].0],
+        rotating.name_bytes,
+        rotating.snapshot,
+    );
+    if !storage
+        .set_secrets(master.check_value(), &done.seal(master))
+        .await?
+    {
+        return Err(KeyError::WrongMasterKey(storage.name()));
+    }
+    Ok((rewrapped, already))
+}
+
 /// Rotates the master key of the key store `storage` from `old` to `new` (module docs). Run
 /// it with no other process using the store: a process still running with the old master key
 /// can no longer create keys (PostgreSQL refuses them; restart it with the new key). Run
@@ -215,6 +262,18 @@ pub async fn rotate_master_key(
     let rotating = if resumed {
         secrets
     } else {
+        // A rotation to `old` that stopped part way holds two wrapping keys: it is finished
+        // first, or the keys it had not re-wrapped would be left under one dropped below.
+        let secrets = if secrets.wraps.len() > 1 {
+            finish(storage.as_ref(), &secrets, old).await?;
+            Secrets::new(
+                vec![secrets.wraps[0].0],
+                secrets.name_bytes,
+                secrets.snapshot,
+            )
+        } else {
+            secrets
+        };
         // 1. A new wrapping key, beside the one it replaces, under the new master key.
         let current = secrets.wraps[0].0;
         let rotating = Secrets::new(
@@ -230,47 +289,11 @@ pub async fn rotate_master_key(
         }
         rotating
     };
-    // 2. Every subject key under the new wrapping key.
-    let mut report = RotationReport {
-        rewrapped: 0,
-        already: 0,
+    let (rewrapped, already) = finish(storage.as_ref(), &rotating, new).await?;
+    let report = RotationReport {
+        rewrapped,
+        already,
         resumed,
     };
-    for prefix in 0..=u8::MAX {
-        for subject in storage.subjects(prefix).await? {
-            let StoredKey::Wrapped(wrapped) = storage.load(subject).await? else {
-                continue;
-            };
-            if unwrap_key(rotating.wrap(), subject, &wrapped).is_ok() {
-                report.already += 1;
-                continue;
-            }
-            let key = rotating
-                .wraps()
-                .skip(1)
-                .find_map(|w| unwrap_key(w, subject, &wrapped).ok())
-                .ok_or_else(|| KeyError::Damaged {
-                    subject,
-                    reason: "it unwraps under neither the old nor the new wrapping key".to_owned(),
-                })?;
-            let rewrapped = wrap_subject_key(rotating.wrap(), subject, &key);
-            // False when a forget destroyed it meanwhile: nothing to carry over.
-            if storage.rewrap(subject, wrapped, rewrapped).await? {
-                report.rewrapped += 1;
-            }
-        }
-    }
-    // 3. The old wrapping key dropped.
-    let done = Secrets::new(
-        vec![rotating.wraps[0].0],
-        rotating.name_bytes,
-        rotating.snapshot,
-    );
-    if !storage
-        .set_secrets(new.check_value(), &done.seal(new))
-        .await?
-    {
-        return Err(KeyError::WrongMasterKey(at));
-    }
     Ok(report)
 }

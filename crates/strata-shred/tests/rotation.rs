@@ -208,7 +208,7 @@ async fn the_old_master_key_unwraps_no_key_left_on_disk() {
         .expect("rotated");
     // What a thief with the old master key and today's key files would do: drop the record
     // that names the new master key, and open with the old one.
-    std::fs::remove_file(keys_dir.join("master.secrets")).expect("removed");
+    std::fs::remove_file(keys_dir.join("secrets.sealed")).expect("removed");
     let keys = DirKeys::open(&keys_dir).expect("keys").shared();
     let store = open(&inner, &keys, old())
         .await
@@ -307,4 +307,90 @@ async fn a_stopped_rotation_is_finished_by_running_it_again() {
         (1, 1, true)
     );
     reads_as_before(&inner, &keys).await;
+}
+
+/// A rotation to B stopped part way, then a rotation from B to C: the first is finished
+/// before the second begins, so no key is left under a wrapping key the store dropped.
+#[tokio::test]
+async fn a_rotation_from_a_key_whose_rotation_stopped_finishes_it_first() {
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    fill(&inner, &keys).await;
+    let failing: Arc<dyn KeyStorage> = Arc::new(Failing {
+        inner: keys.clone(),
+        budget: AtomicUsize::new(1),
+    });
+    assert!(rotate_master_key(failing, &old(), &new()).await.is_err());
+    let third = MasterKey::from_bytes([3; 32]);
+    rotate_master_key(keys.clone(), &new(), &third)
+        .await
+        .expect("rotated");
+    let store = open(&inner, &keys, third).await.expect("opens");
+    assert_eq!(name(&store, "ann").await, json!("Name of ann"));
+    assert_eq!(name(&store, "bob").await, json!("Name of bob"));
+}
+
+/// A process opened before a rotation: a key it had not cached is not taken for damaged,
+/// it is told to restart with the new master key.
+#[tokio::test]
+async fn a_process_left_with_the_old_key_is_told_to_restart() {
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    fill(&inner, &keys).await;
+    let stale = open(&inner, &keys, old()).await.expect("opened");
+    assert_eq!(name(&stale, "ann").await, json!("Name of ann"), "cached");
+    rotate_master_key(keys.clone(), &old(), &new())
+        .await
+        .expect("rotated");
+    assert_eq!(
+        name(&stale, "ann").await,
+        json!("Name of ann"),
+        "from its cache"
+    );
+    let bob = stale
+        .read_stream(&sid("customer-bob"), ReadStreamOptions::forward())
+        .await;
+    match bob {
+        Err(strata_core::ReadError::Storage(e)) => {
+            assert!(
+                e.to_string().contains("restart it with the new master key"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A re-wrap or creation stopped before its rename leaves the key in a temporary file: a
+/// forget of the subject removes it with the key, and a rotation's walk removes any.
+#[tokio::test]
+async fn temporary_key_files_go_with_a_forget_and_a_rotation() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys_dir = dir.path().join("keys");
+    let keys = DirKeys::open(&keys_dir).expect("keys").shared();
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    fill(&inner, &keys).await;
+    let key_files: Vec<std::path::PathBuf> = std::fs::read_dir(keys_dir.join("subjects"))
+        .expect("subjects")
+        .flat_map(|d| std::fs::read_dir(d.expect("dir").path()).expect("dir"))
+        .map(|f| f.expect("file").path())
+        .collect();
+    // What a stop before the rename leaves: a copy of the record beside it.
+    for f in &key_files {
+        std::fs::copy(f, f.with_extension("tmp")).expect("copied");
+    }
+    let temporary = || {
+        key_files
+            .iter()
+            .filter(|f| f.with_extension("tmp").exists())
+            .count()
+    };
+    assert_eq!(temporary(), 3);
+    let store = open(&inner, &keys, old()).await.expect("opened");
+    store.forget("ann").await.expect("forget");
+    assert_eq!(temporary(), 2, "ann's went with her key");
+    rotate_master_key(keys.clone(), &old(), &new())
+        .await
+        .expect("rotated");
+    assert_eq!(temporary(), 0);
 }
