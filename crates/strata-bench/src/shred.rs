@@ -60,7 +60,7 @@ impl ShredScale {
         } else {
             ShredScale {
                 append_secs: 3.0,
-                rounds: 3,
+                rounds: 5,
                 forget_events: FORGET_EVENTS,
             }
         }
@@ -88,6 +88,9 @@ pub struct ShredReport {
     pub plain_repository_loads: Vec<Duration>,
     /// Repository loads of the sealed aggregate, per round.
     pub sealed_repository_loads: Vec<Duration>,
+    /// Microseconds per event of reading 10,000 events through the wrapper with no, one and
+    /// two sealed fields (no parse: the opening's own cost).
+    pub opening_us: [f64; 3],
     /// Events of the big subject.
     pub forget_events: u64,
     /// How long forgetting it took.
@@ -159,6 +162,13 @@ impl fmt::Display for ShredReport {
             pl.as_secs_f64() / sl.as_secs_f64(),
             ml.as_secs_f64() * 1e3,
             ml.as_secs_f64() / sl.as_secs_f64()
+        )?;
+        let [none, one, two] = self.opening_us;
+        writeln!(
+            f,
+            "  reading {AGGREGATE_EVENTS} events through the wrapper, per event: no sealed field {none:.3} us, one {one:.3} us (+{:.3}), two {two:.3} us (+{:.3})",
+            one - none,
+            two - none
         )?;
         writeln!(
             f,
@@ -431,6 +441,61 @@ async fn fill(
     Ok(())
 }
 
+/// Microseconds per event of reading `AGGREGATE_EVENTS` events through the wrapper, with no,
+/// one and two sealed fields: the cost of opening, without decoding anything.
+async fn opening_costs(dir: &Path) -> Result<[f64; 3], String> {
+    let (log, shredded) = opened(dir, true).await?;
+    let shredded = shredded.ok_or("the sealed store was not wrapped")?;
+    shredded
+        .register(
+            EncryptionSchema::new("EmailUpdated", SubjectSource::Pointer("/customerId".into()))
+                .field("/email"),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut costs = [0.0; 3];
+    for (sealed_fields, event_type) in ["PlainUpdated", "EmailUpdated", "CustomerUpdated"]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = sid(&format!("opening-{sealed_fields}"))?;
+        let mut n = 0;
+        while n < AGGREGATE_EVENTS {
+            let batch: Vec<EventData> = (n..(n + 1000).min(AGGREGATE_EVENTS))
+                .map(|i| EventData {
+                    event_type: event_type.to_owned(),
+                    ..event("c-opening", i, 0)
+                })
+                .collect();
+            n += batch.len() as u64;
+            shredded
+                .append(&stream, ExpectedVersion::Any, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut reads = Vec::new();
+        for _ in 0..15 {
+            let start = Instant::now();
+            let mut from = 0;
+            loop {
+                let mut options = ReadStreamOptions::forward();
+                options.from_version = Some(from);
+                let page = shredded
+                    .read_stream(&stream, options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = page.last() else { break };
+                from = last.stream_version + 1;
+            }
+            reads.push(start.elapsed());
+        }
+        costs[sealed_fields] = median_d(&reads).as_secs_f64() * 1e6 / AGGREGATE_EVENTS as f64;
+    }
+    drop(shredded);
+    log.close().await.map_err(|e| e.to_string())?;
+    Ok(costs)
+}
+
 /// Runs the benchmark in temporary directories under `base`.
 pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> {
     let work = Scratch(base.join(format!("strata-bench-shred-{}", std::process::id())));
@@ -444,6 +509,7 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
         same_size_loads: Vec::new(),
         plain_repository_loads: Vec::new(),
         sealed_repository_loads: Vec::new(),
+        opening_us: [0.0; 3],
         forget_events: scale.forget_events,
         forget_big: Duration::ZERO,
         forget_small: Duration::ZERO,
@@ -511,6 +577,7 @@ pub async fn run(base: &Path, scale: ShredScale) -> Result<ShredReport, String> 
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    report.opening_us = opening_costs(&work.0.join("opening")).await?;
     // Forgetting: the same call for a subject of many events and one of few.
     let dir = work.0.join("forget");
     let (log, shredded) = opened(&dir, true).await?;
