@@ -73,12 +73,48 @@ impl PgKeys {
     fn sql(&self, text: &str) -> String {
         text.replace("{s}", &self.schema)
     }
+
+    /// A transaction holding the master key's row locked `FOR {mode}` (`SHARE` or `UPDATE`),
+    /// and the check value of the master key in force, read once the lock is held. Read
+    /// committed: each statement sees what committed before it, so after waiting for a
+    /// rotation's lock it reads the check value the rotation wrote (a snapshot taken before
+    /// the wait would show the old one).
+    async fn in_force(
+        &self,
+        mode: &str,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Option<Vec<u8>>), KeyError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(&self.sql(&format!(
+            "SELECT 1 FROM {{s}}.strata_key_check WHERE id = 1 FOR {mode}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let in_force: Option<Vec<u8>> =
+            sqlx::query_scalar(&self.sql(&format!("SELECT {IN_FORCE}")))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        Ok((tx, in_force))
+    }
 }
 
 /// The check value of the master key in force, in SQL: the secrets', or the one recorded at
 /// set-up.
 const IN_FORCE: &str = "COALESCE((SELECT check_value FROM {s}.strata_store_secrets WHERE id = 1),
                                  (SELECT check_value FROM {s}.strata_key_check WHERE id = 1))";
+
+/// The subject reference in column `i` of `row`.
+fn subject_ref_at(row: &sqlx::postgres::PgRow, i: usize) -> Result<SubjectRef, KeyError> {
+    let r: Vec<u8> = row.try_get(i).map_err(db)?;
+    Ok(SubjectRef(r.try_into().map_err(|_| {
+        KeyError::Backend("a subject reference is not 16 bytes".into())
+    })?))
+}
 
 fn stored(wrapped: Option<Vec<u8>>, subject: SubjectRef) -> Result<StoredKey, KeyError> {
     match wrapped {
@@ -130,23 +166,8 @@ impl KeyStorage for PgKeys {
         // The insert, or the row a concurrent creation or a forget left. Nothing is inserted
         // when another master key is in force: the rotation that put it there re-wrapped
         // every key under a wrapping key this process does not have.
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // Each statement sees what committed before it: after waiting for a rotation's lock,
-        // the check value it wrote (a snapshot taken earlier would show the old one).
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         // Shared: rotations (which take it exclusively) wait for creations, and back.
-        sqlx::query(&self.sql("SELECT 1 FROM {s}.strata_key_check WHERE id = 1 FOR SHARE"))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let in_force: Option<Vec<u8>> =
-            sqlx::query_scalar(&self.sql(&format!("SELECT {IN_FORCE}")))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
+        let (mut tx, in_force) = self.in_force("SHARE").await?;
         if in_force.as_deref() != Some(check.as_slice()) {
             return Err(KeyError::Rotation(
                 "the master key was rotated since this process started: restart it with the new \
@@ -221,11 +242,8 @@ impl KeyStorage for PgKeys {
                 .map_err(db)?;
         rows.iter()
             .map(|row| {
-                let r: Vec<u8> = row.try_get(0).map_err(db)?;
                 Ok(PendingForget {
-                    subject_ref: SubjectRef(r.try_into().map_err(|_| {
-                        KeyError::Backend("a pending forget's reference is not 16 bytes".into())
-                    })?),
+                    subject_ref: subject_ref_at(row, 0)?,
                     subject: row.try_get(1).map_err(db)?,
                 })
             })
@@ -263,21 +281,8 @@ impl KeyStorage for PgKeys {
     }
 
     async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         // Exclusive: no key is created under the old master key while the new one comes in.
-        sqlx::query(&self.sql("SELECT 1 FROM {s}.strata_key_check WHERE id = 1 FOR UPDATE"))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let in_force: Option<Vec<u8>> =
-            sqlx::query_scalar(&self.sql(&format!("SELECT {IN_FORCE}")))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
+        let (mut tx, in_force) = self.in_force("UPDATE").await?;
         let in_force = in_force.as_deref();
         if in_force != Some(expected.as_slice()) && in_force != Some(new.check.as_slice()) {
             return Ok(false);
@@ -307,14 +312,7 @@ impl KeyStorage for PgKeys {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                let r: Vec<u8> = row.try_get(0).map_err(db)?;
-                Ok(SubjectRef(r.try_into().map_err(|_| {
-                    KeyError::Backend("a subject reference is not 16 bytes".into())
-                })?))
-            })
-            .collect()
+        rows.iter().map(|row| subject_ref_at(row, 0)).collect()
     }
 
     async fn rewrap(

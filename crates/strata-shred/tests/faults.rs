@@ -2,6 +2,8 @@
 //! while a forget destroys it, schema refreshes out of order, Strata's own streams attacked
 //! through the store's calls, and data that tries to look sealed or forgotten.
 
+mod hooked;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,8 +15,8 @@ use strata_core::{
     Timestamp,
 };
 use strata_shred::{
-    DirKeys, EncryptionSchema, KeyError, KeyStorage, Keyring, MasterKey, MemoryKeys, PendingForget,
-    Shredded, StoredKey, SubjectSource, FORGOTTEN_STREAM, SCHEMAS_STREAM, WRAPPED_KEY_BYTES,
+    DirKeys, EncryptionSchema, KeyError, KeyStorage, Keyring, MasterKey, MemoryKeys, Shredded,
+    SubjectSource, FORGOTTEN_STREAM, SCHEMAS_STREAM,
 };
 use tokio::sync::{watch, Notify};
 
@@ -59,68 +61,21 @@ fn key_path(dir: &std::path::Path, hex: &str) -> std::path::PathBuf {
         .join(format!("{hex}.key"))
 }
 
-/// A key storage whose `load` can be held after it has read (a slow blocking pool, a slow
-/// database round trip).
+/// Holds a key load after it has read, once armed (a slow blocking pool, a slow database
+/// round trip).
 struct SlowLoad {
-    inner: MemoryKeys,
     armed: std::sync::atomic::AtomicBool,
     loaded: Notify,
     release: Notify,
 }
 
 #[async_trait]
-impl KeyStorage for SlowLoad {
-    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError> {
-        self.inner.check_master(check).await
-    }
-    async fn load(&self, s: strata_shred::SubjectRef) -> Result<StoredKey, KeyError> {
-        let v = self.inner.load(s).await?;
+impl hooked::Hooks for SlowLoad {
+    async fn after_load(&self) {
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.loaded.notify_one();
             self.release.notified().await;
         }
-        Ok(v)
-    }
-    async fn create(
-        &self,
-        s: strata_shred::SubjectRef,
-        w: [u8; WRAPPED_KEY_BYTES],
-        check: [u8; 16],
-    ) -> Result<StoredKey, KeyError> {
-        self.inner.create(s, w, check).await
-    }
-    async fn forget(&self, p: &PendingForget) -> Result<StoredKey, KeyError> {
-        self.inner.forget(p).await
-    }
-    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
-        self.inner.pending().await
-    }
-    async fn settle(&self, s: strata_shred::SubjectRef) -> Result<(), KeyError> {
-        self.inner.settle(s).await
-    }
-    fn name(&self) -> String {
-        "slow".into()
-    }
-    async fn secrets(&self) -> Result<Option<strata_shred::StoredSecrets>, KeyError> {
-        self.inner.secrets().await
-    }
-    async fn set_secrets(
-        &self,
-        expected: [u8; 16],
-        new: &strata_shred::StoredSecrets,
-    ) -> Result<bool, KeyError> {
-        self.inner.set_secrets(expected, new).await
-    }
-    async fn subjects(&self, prefix: u8) -> Result<Vec<strata_shred::SubjectRef>, KeyError> {
-        self.inner.subjects(prefix).await
-    }
-    async fn rewrap(
-        &self,
-        s: strata_shred::SubjectRef,
-        from: [u8; WRAPPED_KEY_BYTES],
-        to: [u8; WRAPPED_KEY_BYTES],
-    ) -> Result<bool, KeyError> {
-        self.inner.rewrap(s, from, to).await
     }
 }
 
@@ -344,11 +299,13 @@ async fn the_schema_and_forgotten_streams_cannot_be_deleted_truncated_or_tombsto
 #[tokio::test(start_paused = true)]
 async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
     let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
-    let slow = Arc::new(SlowLoad {
-        inner: MemoryKeys::new(),
-        armed: false.into(),
-        loaded: Notify::new(),
-        release: Notify::new(),
+    let slow = Arc::new(hooked::Hooked {
+        inner: Arc::new(MemoryKeys::new()),
+        hooks: SlowLoad {
+            armed: false.into(),
+            loaded: Notify::new(),
+            release: Notify::new(),
+        },
     });
     let seed = wrap(inner.clone(), slow.clone()).await;
     seed.register(schema(&["/name", "/email"])).await.unwrap();
@@ -362,7 +319,9 @@ async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
     drop(seed);
     let store = wrap(inner.clone(), slow.clone()).await;
     let alice = sid("customer-alice");
-    slow.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.hooks
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let reader = {
         let store = store.clone();
         let alice = alice.clone();
@@ -372,7 +331,7 @@ async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
                 .await
         })
     };
-    slow.loaded.notified().await;
+    slow.hooks.loaded.notified().await;
     store.forget("alice").await.expect("forget");
     tokio::time::advance(std::time::Duration::from_millis(300)).await;
     // A read that syncs (it reads the $subjectForgotten event and evicts alice) without
@@ -381,7 +340,7 @@ async fn a_key_loaded_while_a_forget_destroys_it_is_not_kept() {
         .read_stream(&sid(FORGOTTEN_STREAM), ReadStreamOptions::forward())
         .await
         .unwrap();
-    slow.release.notify_one();
+    slow.hooks.release.notify_one();
     // The racing read itself answered with what it loaded before the forget.
     let _ = reader.await.unwrap().unwrap();
     let read = store

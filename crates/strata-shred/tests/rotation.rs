@@ -2,21 +2,20 @@
 //! only, a rotation stopped part way is finished by running it again, and a process still
 //! holding the old key creates no key the rotated store could not read.
 
+mod hooked;
 #[path = "../../strata-postgres/tests/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde_json::{json, Value};
 use strata_core::{
     EventData, EventStore, ExpectedVersion, ReadStreamOptions, Snapshot, SnapshotStore, StreamId,
 };
 use strata_shred::{
     rotate_master_key, DirKeys, EncryptionSchema, KeyError, KeyStorage, Keyring, MasterKey,
-    MemoryKeys, PendingForget, PgKeys, Shredded, StoredKey, StoredSecrets, SubjectRef,
-    SubjectSource, WRAPPED_KEY_BYTES,
+    MemoryKeys, PgKeys, Shredded, SubjectSource,
 };
 
 fn old() -> MasterKey {
@@ -219,64 +218,24 @@ async fn the_old_master_key_unwraps_no_key_left_on_disk() {
     assert!(read.is_err(), "ann's key does not unwrap: {read:?}");
 }
 
-/// A key storage whose re-wraps fail after `budget` of them: a rotation stopped part way.
-struct Failing {
-    inner: Arc<dyn KeyStorage>,
-    budget: AtomicUsize,
+/// Re-wraps that fail after `budget` of them: a rotation stopped part way.
+struct Budget(AtomicUsize);
+
+impl hooked::Hooks for Budget {
+    fn before_rewrap(&self) -> Result<(), KeyError> {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .map(|_| ())
+            .map_err(|_| KeyError::Unavailable("stopped".into()))
+    }
 }
 
-#[async_trait]
-impl KeyStorage for Failing {
-    async fn check_master(&self, check: [u8; 16]) -> Result<bool, KeyError> {
-        self.inner.check_master(check).await
-    }
-    async fn load(&self, s: SubjectRef) -> Result<StoredKey, KeyError> {
-        self.inner.load(s).await
-    }
-    async fn create(
-        &self,
-        s: SubjectRef,
-        w: [u8; WRAPPED_KEY_BYTES],
-        check: [u8; 16],
-    ) -> Result<StoredKey, KeyError> {
-        self.inner.create(s, w, check).await
-    }
-    async fn forget(&self, p: &PendingForget) -> Result<StoredKey, KeyError> {
-        self.inner.forget(p).await
-    }
-    async fn pending(&self) -> Result<Vec<PendingForget>, KeyError> {
-        self.inner.pending().await
-    }
-    async fn settle(&self, s: SubjectRef) -> Result<(), KeyError> {
-        self.inner.settle(s).await
-    }
-    fn name(&self) -> String {
-        "failing".into()
-    }
-    async fn secrets(&self) -> Result<Option<StoredSecrets>, KeyError> {
-        self.inner.secrets().await
-    }
-    async fn set_secrets(&self, expected: [u8; 16], new: &StoredSecrets) -> Result<bool, KeyError> {
-        self.inner.set_secrets(expected, new).await
-    }
-    async fn subjects(&self, prefix: u8) -> Result<Vec<SubjectRef>, KeyError> {
-        self.inner.subjects(prefix).await
-    }
-    async fn rewrap(
-        &self,
-        s: SubjectRef,
-        from: [u8; WRAPPED_KEY_BYTES],
-        to: [u8; WRAPPED_KEY_BYTES],
-    ) -> Result<bool, KeyError> {
-        if self
-            .budget
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
-            .is_err()
-        {
-            return Err(KeyError::Unavailable("stopped".into()));
-        }
-        self.inner.rewrap(s, from, to).await
-    }
+/// `keys`, whose re-wraps fail after the first.
+fn failing_after_one(keys: &Arc<dyn KeyStorage>) -> Arc<dyn KeyStorage> {
+    Arc::new(hooked::Hooked {
+        inner: keys.clone(),
+        hooks: Budget(AtomicUsize::new(1)),
+    })
 }
 
 /// A rotation stopped after one re-wrap: the new key reads keys wrapped either way, and the
@@ -289,11 +248,9 @@ async fn a_stopped_rotation_is_finished_by_running_it_again() {
         .shared();
     let inner = Arc::new(strata_testkit::MemoryStore::new());
     fill(&inner, &keys).await;
-    let failing: Arc<dyn KeyStorage> = Arc::new(Failing {
-        inner: keys.clone(),
-        budget: AtomicUsize::new(1),
-    });
-    assert!(rotate_master_key(failing, &old(), &new()).await.is_err());
+    assert!(rotate_master_key(failing_after_one(&keys), &old(), &new())
+        .await
+        .is_err());
     let store = open(&inner, &keys, new())
         .await
         .expect("the new key opens it");
@@ -316,11 +273,9 @@ async fn a_rotation_from_a_key_whose_rotation_stopped_finishes_it_first() {
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
     let inner = Arc::new(strata_testkit::MemoryStore::new());
     fill(&inner, &keys).await;
-    let failing: Arc<dyn KeyStorage> = Arc::new(Failing {
-        inner: keys.clone(),
-        budget: AtomicUsize::new(1),
-    });
-    assert!(rotate_master_key(failing, &old(), &new()).await.is_err());
+    assert!(rotate_master_key(failing_after_one(&keys), &old(), &new())
+        .await
+        .is_err());
     let third = MasterKey::from_bytes([3; 32]);
     rotate_master_key(keys.clone(), &new(), &third)
         .await

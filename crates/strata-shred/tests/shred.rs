@@ -854,6 +854,18 @@ async fn nothing_readable_remains_in_a_pg_dump() {
     );
 }
 
+/// `inner` wrapped, with keys in memory.
+async fn in_memory(inner: Arc<strata_testkit::MemoryStore>) -> Shredded {
+    Shredded::open(
+        inner,
+        Keyring::open(Arc::new(MemoryKeys::new()), master())
+            .await
+            .expect("ring"),
+    )
+    .await
+    .expect("open")
+}
+
 #[derive(Serialize, Deserialize)]
 enum Misspelt {
     Registered { id: String, name: String },
@@ -872,14 +884,7 @@ impl PersonalData for Misspelt {
 /// A schema naming an event type the family does not have is an error, not a field in clear.
 #[tokio::test]
 async fn personal_data_must_name_the_familys_event_types() {
-    let store = Shredded::open(
-        Arc::new(strata_testkit::MemoryStore::new()),
-        Keyring::open(Arc::new(MemoryKeys::new()), master())
-            .await
-            .expect("ring"),
-    )
-    .await
-    .expect("open");
+    let store = in_memory(Arc::new(strata_testkit::MemoryStore::new())).await;
     match store.register_personal_data::<Misspelt>().await {
         Err(ShredError::InvalidSchema(e)) => {
             assert_eq!(e.field, "Registred.eventType");
@@ -924,14 +929,7 @@ impl PersonalData for Narrower {
 /// a field): adding fields replaces it, dropping one is refused, all or nothing.
 #[tokio::test]
 async fn personal_data_never_weakens_the_schema_in_force() {
-    let store = Shredded::open(
-        Arc::new(strata_testkit::MemoryStore::new()),
-        Keyring::open(Arc::new(MemoryKeys::new()), master())
-            .await
-            .expect("ring"),
-    )
-    .await
-    .expect("open");
+    let store = in_memory(Arc::new(strata_testkit::MemoryStore::new())).await;
     let operators = MemberEvent::personal_data()[0].clone().field("/tier");
     store.register(operators).await.expect("register");
     match store.register_personal_data::<MemberEvent>().await {
@@ -987,14 +985,7 @@ async fn a_schema_this_process_cannot_read_refuses_its_events() {
         )
         .await
         .expect("append");
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(Arc::new(MemoryKeys::new()), master())
-            .await
-            .expect("ring"),
-    )
-    .await
-    .expect("open");
+    let store = in_memory(inner.clone()).await;
     match store
         .append(
             &sid("customer-1"),
@@ -1032,14 +1023,7 @@ async fn a_schema_this_process_cannot_read_refuses_its_events() {
 #[tokio::test]
 async fn the_subject_may_be_the_stream() {
     let inner = Arc::new(strata_testkit::MemoryStore::new());
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(Arc::new(MemoryKeys::new()), master())
-            .await
-            .expect("ring"),
-    )
-    .await
-    .expect("open");
+    let store = in_memory(inner.clone()).await;
     store
         .register(EncryptionSchema::new("UserCreated", SubjectSource::Stream {}).field("/name"))
         .await
