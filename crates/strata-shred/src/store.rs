@@ -81,6 +81,9 @@ struct Schemas {
     /// Event types whose schema in force this process cannot read (a newer version of
     /// Strata registered it): their events are refused rather than written in clear.
     unknown: std::collections::HashSet<String>,
+    /// Whether the schema stream holds a schema this process cannot even tell the event type
+    /// of: then every event type without a schema it reads is refused.
+    unknown_types: bool,
     version: Option<u64>,
 }
 
@@ -356,9 +359,12 @@ impl Shredded {
                             "an encryption schema in {SCHEMAS_STREAM} cannot be read by this \
                              process: the events of its type are refused"
                         );
-                        if let Some(t) = event_type {
-                            schemas.by_type.remove(&t);
-                            schemas.unknown.insert(t);
+                        match event_type {
+                            Some(t) => {
+                                schemas.by_type.remove(&t);
+                                schemas.unknown.insert(t);
+                            }
+                            None => schemas.unknown_types = true,
                         }
                     }
                 }
@@ -375,29 +381,46 @@ impl Shredded {
     pub async fn register(&self, schema: EncryptionSchema) -> Result<AppendResult, ShredError> {
         self.keyring()?;
         schema.validate()?;
+        let (result, _) = self.register_all(|_| Ok(vec![schema.clone()])).await?;
+        Ok(result.expect("one schema written"))
+    }
+
+    /// Writes the schemas `decide` picks from the schemas in force, in one append at the
+    /// schema stream's version they were read at; when another registration came first, reads
+    /// them again and decides again. Returns the append (none when `decide` picked none) and
+    /// how many it wrote.
+    async fn register_all(
+        &self,
+        decide: impl Fn(&Schemas) -> Result<Vec<EncryptionSchema>, ShredError>,
+    ) -> Result<(Option<AppendResult>, usize), ShredError> {
         loop {
-            let (expected, count, known) = {
+            let (expected, new) = {
                 let s = self.schemas.read();
-                (
-                    s.version
-                        .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
-                    s.by_type.len(),
-                    s.by_type.contains_key(&schema.event_type),
-                )
+                let new = decide(&s)?;
+                let added = new
+                    .iter()
+                    .filter(|n| !s.by_type.contains_key(&n.event_type))
+                    .count();
+                if s.by_type.len() + added > SCHEMAS_MAX {
+                    return Err(ShredError::TooManySchemas(s.by_type.len()));
+                }
+                let expected = s
+                    .version
+                    .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                (expected, new)
             };
-            if !known && count >= SCHEMAS_MAX {
-                return Err(ShredError::TooManySchemas(count));
+            if new.is_empty() {
+                return Ok((None, 0));
             }
-            let event = EventData::json(SCHEMA_EVENT, &schema)
+            let events = new
+                .iter()
+                .map(|schema| EventData::json(SCHEMA_EVENT, schema))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| InvalidInput::new("schema", e.to_string()))?;
-            match self
-                .inner
-                .append(&schemas_stream(), expected, vec![event])
-                .await
-            {
+            match self.inner.append(&schemas_stream(), expected, events).await {
                 Ok(result) => {
                     self.refresh_schemas().await?;
-                    return Ok(result);
+                    return Ok((Some(result), new.len()));
                 }
                 Err(e) if e.is_wrong_expected_version() => self.refresh_schemas().await?,
                 Err(e) => return Err(e.into()),
@@ -451,21 +474,25 @@ impl Shredded {
             .await
     }
 
-    /// Registers the schemas of a family of domain events ([`PersonalData`]), all or none:
-    /// each must name one of the family's event types, once. A schema already in force as it
-    /// is is not written again, and one that only adds fields to the one in force replaces it;
-    /// one that would stop sealing a field the schema in force seals, or change where the
-    /// subject is, is refused (naming the event type): replace it deliberately with
-    /// [`Shredded::register`]. Returns how many were registered now.
+    /// Registers the schemas of a family of domain events ([`PersonalData`]), all or none, in
+    /// one append: each must name one of the family's event types, once. A schema already in
+    /// force as it is is not written again, and one that only adds fields to the one in force
+    /// replaces it; one that would stop sealing a field the schema in force seals, change where
+    /// the subject is, or replace a schema this process cannot read (a newer Strata wrote it),
+    /// is refused, naming the event type: replace it deliberately with [`Shredded::register`].
+    /// The schemas in force are read again first, and checked again if another registration
+    /// comes first. Returns how many were registered now.
     pub async fn register_personal_data<E: PersonalData>(&self) -> Result<usize, ShredError> {
+        self.keyring()?;
         let types = E::event_types();
         let wanted = E::personal_data();
-        let mut new = Vec::new();
         for (i, schema) in wanted.iter().enumerate() {
-            schema.validate()?;
             let at = |reason: String| {
                 InvalidInput::new(format!("{}.eventType", schema.event_type), reason)
             };
+            schema.validate().map_err(|e| {
+                InvalidInput::new(format!("{}.{}", schema.event_type, e.field), e.reason)
+            })?;
             if !types.contains(&schema.event_type.as_str()) {
                 return Err(at(format!(
                     "is not an event type of {} (its event types: {})",
@@ -480,28 +507,44 @@ impl Shredded {
             {
                 return Err(at("has two schemas: name each event type once".to_owned()).into());
             }
-            match self.schema_of(&schema.event_type) {
-                Some(in_force) if *in_force == *schema => {}
-                Some(in_force)
-                    if in_force.subject != schema.subject
-                        || in_force.fields.iter().any(|f| !schema.fields.contains(f)) =>
-                {
-                    return Err(at(format!(
-                        "has a schema in force that this one would weaken (subject {}, \
-                         fields {}): register the new one with Shredded::register to replace \
-                         it deliberately",
-                        in_force.subject,
-                        in_force.fields.join(", ")
-                    ))
-                    .into());
+        }
+        self.refresh_schemas().await?;
+        let (_, registered) = self
+            .register_all(|in_force| {
+                let mut new = Vec::new();
+                for schema in &wanted {
+                    let at = |reason: String| {
+                        InvalidInput::new(format!("{}.eventType", schema.event_type), reason)
+                    };
+                    if in_force.unknown.contains(&schema.event_type) {
+                        return Err(at(
+                            "has a schema in force that this process cannot read (a newer \
+                             version of Strata registered it): it is not replaced"
+                                .to_owned(),
+                        )
+                        .into());
+                    }
+                    match in_force.by_type.get(&schema.event_type) {
+                        Some(current) if **current == *schema => {}
+                        Some(current)
+                            if current.subject != schema.subject
+                                || current.fields.iter().any(|f| !schema.fields.contains(f)) =>
+                        {
+                            return Err(at(format!(
+                                "has a schema in force that this one would weaken (subject {}, \
+                                 fields {}): register the new one with Shredded::register to \
+                                 replace it deliberately",
+                                current.subject,
+                                current.fields.join(", ")
+                            ))
+                            .into());
+                        }
+                        _ => new.push(schema.clone()),
+                    }
                 }
-                _ => new.push(schema.clone()),
-            }
-        }
-        let registered = new.len();
-        for schema in new {
-            self.register(schema).await?;
-        }
+                Ok(new)
+            })
+            .await?;
         Ok(registered)
     }
 
@@ -525,11 +568,15 @@ impl Shredded {
             .into());
         }
         let Some(schema) = self.schema_of(&event.event_type) else {
-            if self.schemas.read().unknown.contains(&event.event_type) {
+            let refused = {
+                let s = self.schemas.read();
+                s.unknown_types || s.unknown.contains(&event.event_type)
+            };
+            if refused {
                 return Err(InvalidInput::new(
                     format!("{at}.event_type"),
-                    "has an encryption schema this process cannot read (a newer version of \
-                     Strata registered it): append it through an upgraded process",
+                    "has, or may have, an encryption schema this process cannot read (a newer \
+                     version of Strata registered it): append it through an upgraded process",
                 )
                 .into());
             }

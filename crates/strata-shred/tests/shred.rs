@@ -1006,6 +1006,11 @@ async fn a_schema_this_process_cannot_read_refuses_its_events() {
         )
         .await
         .expect("other types pass");
+    // An application's start does not replace it with its own.
+    match store.register_personal_data::<MemberEvent>().await {
+        Err(ShredError::InvalidSchema(e)) => assert_eq!(e.field, "CustomerRegistered.eventType"),
+        other => panic!("{other:?}"),
+    }
     // A schema it reads, registered after, is in force again.
     store.register(registered()).await.expect("register");
     store
@@ -1051,4 +1056,94 @@ async fn the_subject_may_be_the_stream() {
     };
     assert_eq!(name("user-1").await, Value::Null);
     assert_eq!(name("user-2").await, json!(SENTINEL_NAME));
+}
+
+/// A schema whose event type this process cannot even read: every event type without a
+/// schema it reads is refused, rather than one of them written in clear.
+#[tokio::test]
+async fn a_schema_without_a_readable_event_type_refuses_every_unsealed_type() {
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    let future = EventData::json(
+        strata_shred::SCHEMA_EVENT,
+        &json!({"eventType": ["CustomerRegistered"], "subject": {"pointer": "/customerId"}, "fields": ["/name"]}),
+    )
+    .expect("json");
+    inner
+        .append(
+            &sid(strata_shred::SCHEMAS_STREAM),
+            ExpectedVersion::Any,
+            vec![future],
+        )
+        .await
+        .expect("append");
+    let store = in_memory(inner.clone()).await;
+    for event in [registration("lee", 1), deposit("lee", 1)] {
+        match store
+            .append(&sid("customer-1"), ExpectedVersion::Any, vec![event])
+            .await
+        {
+            Err(AppendError::InvalidInput(e)) => assert_eq!(e.field, "events[0].event_type"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
+}
+
+/// Another process registered a wider schema since this one last looked: an application's
+/// start reads the schemas again before it decides, and does not weaken it.
+#[tokio::test]
+async fn personal_data_is_checked_against_the_schemas_just_read() {
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
+    let open = || async {
+        Shredded::open(
+            inner.clone(),
+            Keyring::open(keys.clone(), master()).await.expect("ring"),
+        )
+        .await
+        .expect("open")
+    };
+    let (a, b) = (open().await, open().await);
+    let wider = MemberEvent::personal_data()[0].clone().field("/tier");
+    b.register(wider.clone()).await.expect("register");
+    assert!(a.register_personal_data::<MemberEvent>().await.is_err());
+    b.refresh_schemas().await.expect("refresh");
+    assert_eq!(b.schemas(), vec![wider]);
+}
+
+#[derive(Serialize, Deserialize)]
+enum Pair {
+    First { id: String, name: String },
+    Second { id: String, name: String },
+}
+
+impl DomainEvent for Pair {}
+
+impl PersonalData for Pair {
+    fn personal_data() -> Vec<EncryptionSchema> {
+        ["First", "Second"]
+            .iter()
+            .map(|t| EncryptionSchema::new(*t, SubjectSource::Pointer("/id".into())).field("/name"))
+            .collect()
+    }
+}
+
+/// A family's schemas are registered in one append: when they do not all fit, none is.
+#[tokio::test]
+async fn personal_data_is_registered_all_or_none() {
+    let store = in_memory(Arc::new(strata_testkit::MemoryStore::new())).await;
+    for n in 0..strata_shred::limits::SCHEMAS_MAX - 1 {
+        store
+            .register(
+                EncryptionSchema::new(format!("Type{n}"), SubjectSource::Pointer("/id".into()))
+                    .field("/name"),
+            )
+            .await
+            .expect("register");
+    }
+    assert!(matches!(
+        store.register_personal_data::<Pair>().await,
+        Err(ShredError::TooManySchemas(_))
+    ));
+    assert!(!store.schemas().iter().any(|s| s.event_type == "First"));
 }
