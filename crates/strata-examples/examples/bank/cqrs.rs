@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::projection::{ProjectedStore, ProjectionError, Projections, SqliteReadModels, Typed};
-use strata::Repository;
+use strata::{ExecuteError, Repository};
 
-use crate::domain::{AccountCommand, BankAccount};
+use crate::domain::{AccountCommand, AccountError, BankAccount};
 use crate::read_models::{AccountBalances, MonthlySummary, TransactionHistory};
 
 /// The read side in action, on its own store under `dir`.
@@ -33,9 +33,11 @@ pub async fn demo(dir: &Path) -> Result<(), Box<dyn Error>> {
 
     println!("1. Commands through the repository; the inline balance needs no wait.");
     for (id, owner) in [("123", "Alice"), ("456", "Bob")] {
-        accounts
-            .execute(id, crate::sealed::open(owner, 100))
-            .await?;
+        // Open already in a directory of an earlier run (given with BANK_MASTER_KEY).
+        match accounts.execute(id, crate::sealed::open(owner, 100)).await {
+            Ok(_) | Err(ExecuteError::Rejected(AccountError::AlreadyOpen)) => {}
+            Err(e) => return Err(e.into()),
+        }
         accounts
             .execute(id, AccountCommand::Deposit { amount: 200 })
             .await?;

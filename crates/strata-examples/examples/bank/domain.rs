@@ -373,8 +373,15 @@ mod tests {
         let before = cold().load("9").await.unwrap();
         assert_eq!(before.owner.as_deref(), Some(name));
         assert!(before.snapshot_version.is_some(), "loaded from a snapshot");
-        let holding =
-            |dir: &std::path::Path| strata_testkit::harness::files_holding(dir, name.as_bytes());
+        let email = format!("{}@example.org", name.to_lowercase());
+        let holding = |dir: &std::path::Path| {
+            let mut files = strata_testkit::harness::files_holding(dir, name.as_bytes());
+            files.extend(strata_testkit::harness::files_holding(
+                dir,
+                email.as_bytes(),
+            ));
+            files
+        };
         assert_eq!(holding(dir.path()), Vec::<std::path::PathBuf>::new());
 
         accounts.store().forget("c-zeb").await.unwrap();

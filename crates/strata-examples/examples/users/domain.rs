@@ -191,7 +191,10 @@ impl Aggregate for User {
                 self.first_name = first_name.clone();
                 self.last_name = last_name.clone();
             }
-            UserEvent::EmailChanged { email } => self.email = Some(email.clone()),
+            // A forgotten email reads as empty: no email.
+            UserEvent::EmailChanged { email } => {
+                self.email = Some(email.clone()).filter(|e| !e.is_empty())
+            }
         }
     }
 }
@@ -386,7 +389,11 @@ mod tests {
             sealed.register_personal_data::<UserEvent>().await.unwrap(),
             0
         );
-        let holding = || strata_testkit::harness::files_holding(dir.path(), b"Brewster");
+        let holding = || {
+            let mut files = strata_testkit::harness::files_holding(dir.path(), b"Brewster");
+            files.extend(strata_testkit::harness::files_holding(dir.path(), b"john@"));
+            files
+        };
         assert_eq!(holding(), Vec::<std::path::PathBuf>::new(), "sealed");
         let users = || Repository::<User, _>::new(sealed.clone());
         let grace = users().load("3").await.unwrap();
@@ -412,7 +419,14 @@ mod tests {
             Some(json!({"firstName": null, "lastName": null}))
         );
         assert_eq!(holding(), Vec::<std::path::PathBuf>::new());
-        // Another user is untouched.
-        assert_eq!(users().load("1").await.unwrap().last_name, "Doe");
+        // Another user is untouched; then forgotten, their email too.
+        let john = users().load("1").await.unwrap();
+        assert_eq!(
+            (john.last_name.as_str(), john.email.as_deref()),
+            ("Doe", Some("john@example.com"))
+        );
+        sealed.forget("user-1").await.unwrap();
+        let john = users().load("1").await.unwrap();
+        assert_eq!((john.first_name.as_str(), john.email.clone()), ("", None));
     }
 }
