@@ -465,7 +465,11 @@ async fn opening_costs(dir: &Path) -> Result<[f64; 3], String> {
     for (k, event_type) in types.iter().enumerate() {
         let probe = sid(&format!("opening-probe-{k}"))?;
         shredded
-            .append(&probe, ExpectedVersion::Any, vec![of_type(event_type, 0, 0)])
+            .append(
+                &probe,
+                ExpectedVersion::Any,
+                vec![of_type(event_type, 0, 0)],
+            )
             .await
             .map_err(|e| e.to_string())?;
         let raw = log

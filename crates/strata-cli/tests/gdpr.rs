@@ -236,6 +236,43 @@ fn the_master_key_is_rotated_from_the_command_line() {
     let (ok, _, err) = with(&old, &["read", "customer-1"]);
     assert!(!ok);
     assert!(err.contains("another master key"), "{err}");
+    // A schema whose subject is the stream.
+    let (ok, out, err) = with(
+        &new,
+        &[
+            "schemas",
+            "--set",
+            "UserCreated",
+            "--subject-stream",
+            "--field",
+            "/name",
+        ],
+    );
+    assert!(ok, "{err}");
+    let listed = &json_lines(&out)[0]["schemas"];
+    let user = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["eventType"] == "UserCreated")
+        .unwrap();
+    assert_eq!(user["subject"], serde_json::json!({"stream": {}}));
+    let (ok, _, err) = with(
+        &new,
+        &[
+            "append",
+            "user-7",
+            "UserCreated",
+            r#"{"name": "Zed-Sentinel-91"}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = with(&new, &["forget", "user-7"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = with(&new, &["read", "user-7"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_lines(&out)[0]["data"]["name"], serde_json::Value::Null);
+    assert!(files_holding(&data, b"Zed-Sentinel-91").is_empty());
     // Rotating again to the same key is refused in a sentence.
     let (ok, _, err) = with(&new, &["rotate-master-key", "--new-master-key-file", &new]);
     assert!(!ok);
