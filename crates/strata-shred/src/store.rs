@@ -705,11 +705,13 @@ impl Shredded {
 
     /// Opens the sealed values of `event`, in place (a value is shorter than its sealed
     /// text, so the data is rewritten in its own buffer). `last` is the key of the last
-    /// subject looked up: the events of a page are mostly one subject's.
+    /// subject looked up (the events of a page are mostly one subject's), `body` a buffer for
+    /// the sealed bytes.
     async fn open_event(
         &self,
         event: &mut RecordedEvent,
         last: &mut Option<(SubjectRef, ReadKey)>,
+        body: &mut Vec<u8>,
     ) -> Result<(), ReadError> {
         let Some(keyring) = &self.keyring else {
             // No key: sealed values read as they are stored.
@@ -741,10 +743,9 @@ impl Shredded {
         let mut data = std::mem::take(&mut event.data);
         // Bytes kept so far, and where the next unread byte is.
         let (mut kept, mut copied) = (0, 0);
-        let mut body = Vec::new();
         for Taken { pointer, span, .. } in spans {
             let text = scan::sealed_text(&data[span.clone()]).expect("taken as sealed");
-            let subject = seal::parse_into(text, &mut body).map_err(|e| corrupt(e.to_string()))?;
+            let subject = seal::parse_into(text, body).map_err(|e| corrupt(e.to_string()))?;
             let key = match &*last {
                 Some((r, key)) if *r == subject => key.clone(),
                 _ => {
@@ -760,7 +761,7 @@ impl Shredded {
             kept += span.start - copied;
             let value: &[u8] = match &key {
                 ReadKey::Active(key) => {
-                    seal::open_in(key, event.event_id, &pointer, subject, &mut body)
+                    seal::open_in(key, event.event_id, &pointer, subject, body)
                         .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?
                 }
                 ReadKey::Forgotten => {
@@ -789,9 +790,10 @@ impl Shredded {
             return Ok(());
         }
         self.sync().await?;
-        let mut last = None;
+        // The last subject's key and a buffer for the sealed bytes, across the page.
+        let (mut last, mut body) = (None, Vec::new());
         for e in events {
-            self.open_event(e, &mut last).await?;
+            self.open_event(e, &mut last, &mut body).await?;
         }
         Ok(())
     }
