@@ -81,8 +81,8 @@ struct Schemas {
     /// Event types whose schema in force this process cannot read (a newer version of
     /// Strata registered it): their events are refused rather than written in clear.
     unknown: std::collections::HashSet<String>,
-    /// Whether the schema stream holds a schema this process cannot even tell the event type
-    /// of: then every event type without a schema it reads is refused.
+    /// Whether the schema stream holds a schema whose event type is there but not a string:
+    /// then every event type without a schema this process reads is refused.
     unknown_types: bool,
     version: Option<u64>,
 }
@@ -346,25 +346,28 @@ impl Shredded {
                     }
                     Err(reason) => {
                         // Its event type's events are refused from now on: the schema may
-                        // name fields this process would write in clear.
-                        let event_type = e.data_json().and_then(|d| {
-                            d.get("eventType")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned)
-                        });
+                        // name fields this process would write in clear. One whose event
+                        // type is there but not a string (a later format naming several?)
+                        // refuses every type without a readable schema; one without any is
+                        // not a schema (garbage a process without the wrapper wrote), and is
+                        // skipped.
+                        let event_type = e
+                            .data_json()
+                            .and_then(|d| d.get("eventType").cloned())
+                            .map(|t| t.as_str().map(str::to_owned));
                         tracing::error!(
                             position = e.position.0,
                             %reason,
-                            event_type = event_type.as_deref().unwrap_or("?"),
                             "an encryption schema in {SCHEMAS_STREAM} cannot be read by this \
-                             process: the events of its type are refused"
+                             process"
                         );
                         match event_type {
-                            Some(t) => {
+                            Some(Some(t)) => {
                                 schemas.by_type.remove(&t);
                                 schemas.unknown.insert(t);
                             }
-                            None => schemas.unknown_types = true,
+                            Some(None) => schemas.unknown_types = true,
+                            None => {}
                         }
                     }
                 }
@@ -760,10 +763,8 @@ impl Shredded {
             data.copy_within(copied..span.start, kept);
             kept += span.start - copied;
             let value: &[u8] = match &key {
-                ReadKey::Active(key) => {
-                    seal::open_in(key, event.event_id, &pointer, subject, body)
-                        .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?
-                }
+                ReadKey::Active(key) => seal::open_in(key, event.event_id, &pointer, subject, body)
+                    .map_err(|e: SealError| corrupt(format!("the field at {pointer}: {e}")))?,
                 ReadKey::Forgotten => {
                     forgotten.push(Value::String(pointer));
                     b"null"
