@@ -452,7 +452,7 @@ async fn the_forgotten_mark_cannot_be_appended() {
 
 /// A malformed schema event written under the wrapper (by a process without it) is skipped
 /// and logged: it poisons nothing.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_malformed_schema_event_is_skipped() {
     let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
@@ -466,7 +466,11 @@ async fn a_malformed_schema_event_is_skipped() {
         )
         .await
         .expect("the plain store takes it");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Past the sync interval (paused time): the next append reads the schema stream again.
+    tokio::time::advance(std::time::Duration::from_millis(
+        strata_shred::limits::SYNC_INTERVAL_MS + 1,
+    ))
+    .await;
     store
         .append(
             &sid("n-1"),
