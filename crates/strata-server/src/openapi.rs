@@ -839,6 +839,9 @@ fn encryption_schema() -> Value {
             "subject": {
                 "type": "object",
                 "description": "Where the subject's id is: a JSON pointer into the event's data (to a string or an integer), a metadata key, or the id of the stream the event is appended to (`{\"stream\": {}}`). Exactly one of the three.",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": false,
                 "properties": {
                     "pointer": { "type": "string", "example": "/customerId" },
                     "metadataKey": { "type": "string", "example": "subject" },
