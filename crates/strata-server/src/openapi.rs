@@ -885,7 +885,9 @@ fn encryption_paths() -> [(&'static str, Value); 3] {
                     "summary": "The encryption schemas in force, by event type (admin).",
                     "responses": responses(("200", json!({ "description": "The schemas.", "content": { "application/json": { "schema": {
                         "type": "object", "required": ["schemas"],
-                        "properties": { "schemas": { "type": "array", "items": { "$ref": "#/components/schemas/EncryptionSchema" } } } } } } })),
+                        "properties": {
+                            "schemas": { "type": "array", "items": { "$ref": "#/components/schemas/EncryptionSchema" } },
+                            "unreadable": { "type": "array", "items": { "type": "string" }, "description": "Event types whose schema in force this server cannot read (registered by a newer version of Strata): their appends are refused. \"*\" when one names no readable event type: then every type without a readable schema is refused. Absent when empty." } } } } } })),
                         &errs(&[unconfigured]))
                 }
             }),

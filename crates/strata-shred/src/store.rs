@@ -431,6 +431,19 @@ impl Shredded {
         }
     }
 
+    /// The event types whose schema in force this process cannot read (a newer version of
+    /// Strata registered it), sorted: their events are refused here. `"*"` stands for a schema
+    /// whose event type it cannot read either: every type without a readable schema is.
+    pub fn unreadable_schemas(&self) -> Vec<String> {
+        let s = self.schemas.read();
+        let mut all: Vec<String> = s.unknown.iter().cloned().collect();
+        if s.unknown_types {
+            all.push("*".to_owned());
+        }
+        all.sort();
+        all
+    }
+
     /// The schemas in force, by event type.
     pub fn schemas(&self) -> Vec<EncryptionSchema> {
         let mut all: Vec<EncryptionSchema> = self

@@ -1006,6 +1006,7 @@ async fn a_schema_this_process_cannot_read_refuses_its_events() {
         )
         .await
         .expect("other types pass");
+    assert_eq!(store.unreadable_schemas(), ["CustomerRegistered"]);
     // An application's start does not replace it with its own.
     match store.register_personal_data::<MemberEvent>().await {
         Err(ShredError::InvalidSchema(e)) => assert_eq!(e.field, "CustomerRegistered.eventType"),
@@ -1022,6 +1023,7 @@ async fn a_schema_this_process_cannot_read_refuses_its_events() {
         .await
         .expect("sealed");
     assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
+    assert!(store.unreadable_schemas().is_empty());
 }
 
 /// The subject may be the stream: an aggregate per person.
@@ -1087,6 +1089,7 @@ async fn a_schema_without_a_readable_event_type_refuses_every_unsealed_type() {
         }
     }
     assert_eq!(stored_sentinels(inner.as_ref()).await, 0);
+    assert_eq!(store.unreadable_schemas(), ["*"]);
 }
 
 /// Another process registered a wider schema since this one last looked: an application's

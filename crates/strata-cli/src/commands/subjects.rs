@@ -214,7 +214,7 @@ pub async fn schemas(cli: &Cli, a: &SchemasArgs, p: &Printer) -> Result<()> {
             })
         }
     };
-    let schemas: Vec<serde_json::Value> = match &cli.server {
+    let (schemas, unreadable): (Vec<serde_json::Value>, Vec<String>) = match &cli.server {
         Some(url) => {
             cli.server_alone()?;
             let client = cli.server_client(url)?;
@@ -224,7 +224,16 @@ pub async fn schemas(cli: &Cli, a: &SchemasArgs, p: &Printer) -> Result<()> {
                 client.register_schema(&schema.event_type, &body).await?;
             }
             let all = client.encryption_schemas().await?;
-            all["schemas"].as_array().cloned().unwrap_or_default()
+            let unreadable = all["unreadable"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect();
+            (
+                all["schemas"].as_array().cloned().unwrap_or_default(),
+                unreadable,
+            )
         }
         None => {
             let shredded = local(cli).await?;
@@ -232,18 +241,29 @@ pub async fn schemas(cli: &Cli, a: &SchemasArgs, p: &Printer) -> Result<()> {
                 schema.validate()?;
                 shredded.register(schema).await?;
             }
-            shredded
+            let schemas = shredded
                 .schemas()
                 .iter()
                 .map(serde_json::to_value)
-                .collect::<Result<_, _>>()?
+                .collect::<Result<_, _>>()?;
+            (schemas, shredded.unreadable_schemas())
         }
     };
     if p.is_json() {
-        println!("{}", json!({ "schemas": schemas }));
-    } else if schemas.is_empty() {
+        let mut answer = json!({ "schemas": schemas });
+        if !unreadable.is_empty() {
+            answer["unreadable"] = json!(unreadable);
+        }
+        println!("{answer}");
+    } else if schemas.is_empty() && unreadable.is_empty() {
         println!("no encryption schemas");
     } else {
+        for t in &unreadable {
+            println!(
+                "{t}: a schema this version of Strata cannot read (a newer one registered it); \
+                 its events are refused here"
+            );
+        }
         for s in &schemas {
             let subject = match (&s["subject"]["pointer"], &s["subject"]["metadataKey"]) {
                 (serde_json::Value::String(ptr), _) => format!("subject at {ptr}"),

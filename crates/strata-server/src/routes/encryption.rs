@@ -51,6 +51,9 @@ fn shred_error(e: ShredError) -> ApiError {
 #[derive(Serialize)]
 struct SchemasAnswer {
     schemas: Vec<EncryptionSchema>,
+    /// Event types with a schema in force this server cannot read (a newer Strata's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unreadable: Vec<String>,
 }
 
 /// `GET /encryption/schemas`: the schemas in force, by event type (admin).
@@ -66,6 +69,7 @@ pub(crate) async fn list(
     shredded.refresh_schemas().await.map_err(shred_error)?;
     Ok(json_response(&SchemasAnswer {
         schemas: shredded.schemas(),
+        unreadable: shredded.unreadable_schemas(),
     }))
 }
 
