@@ -66,6 +66,15 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// `N` bytes from the operating system's random source: keys and nonces.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source");
+    bytes
+}
+
 /// HMAC-SHA256 of `label` under `key`.
 pub(crate) fn derive(key: &[u8], label: &[u8]) -> [u8; 32] {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), label);
@@ -159,11 +168,7 @@ impl MasterKey {
 
     /// A new random master key, as 64 hex digits, for `strata keys generate`.
     pub fn generate_hex() -> String {
-        let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .expect("the operating system's random source");
-        hex::encode(bytes)
+        hex::encode(random::<32>())
     }
 
     /// The key that wraps subject keys.

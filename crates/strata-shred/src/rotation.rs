@@ -21,10 +21,9 @@ use std::sync::Arc;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::keys::{KeyError, KeyStorage, StoredKey};
-use crate::master::{MasterKey, SubjectRef};
+use crate::master::{random, MasterKey, SubjectRef};
 use crate::seal::{unwrap_key, wrap_subject_key};
 
 /// The associated data of sealed store secrets.
@@ -49,14 +48,6 @@ pub(crate) struct Secrets {
     name_bytes: [u8; 32],
     name: hmac::Key,
     snapshot: [u8; 32],
-}
-
-fn random_32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the operating system's random source");
-    b
 }
 
 impl Secrets {
@@ -130,10 +121,7 @@ impl Secrets {
 
     /// Sealed under `master`, for its check value.
     fn seal(&self, master: &MasterKey) -> StoredSecrets {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .expect("the operating system's random source");
+        let nonce = random::<NONCE_LEN>();
         let check = master.check_value();
         let mut body = self.encode();
         master
@@ -277,7 +265,7 @@ pub async fn rotate_master_key(
         // 1. A new wrapping key, beside the one it replaces, under the new master key.
         let current = secrets.wraps[0].0;
         let rotating = Secrets::new(
-            vec![random_32(), current],
+            vec![random::<32>(), current],
             secrets.name_bytes,
             secrets.snapshot,
         );

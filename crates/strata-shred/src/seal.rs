@@ -22,10 +22,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
 
-use crate::master::{derive, SubjectRef};
+use crate::master::{derive, random, SubjectRef};
 
 /// The key of the object that holds a sealed value.
 pub const SEALED_KEY: &str = "$sealed";
@@ -328,10 +327,7 @@ pub(crate) fn seal_snapshot(
     for r in &subjects {
         out.extend_from_slice(r.as_bytes());
     }
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .expect("the system's random source works");
+    let nonce = random::<NONCE_LEN>();
     out.extend_from_slice(&nonce);
     let at = out.len();
     out.extend_from_slice(plaintext);
@@ -402,10 +398,7 @@ pub(crate) fn new_wrapped_key(
     wrap: &LessSafeKey,
     subject: SubjectRef,
 ) -> ([u8; 32], [u8; WRAPPED_KEY_BYTES]) {
-    let mut key = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut key)
-        .expect("the operating system's random source");
+    let key = random::<32>();
     let wrapped = wrap_subject_key(wrap, subject, &key);
     (key, wrapped)
 }
@@ -416,10 +409,7 @@ pub(crate) fn wrap_subject_key(
     subject: SubjectRef,
     key: &[u8; 32],
 ) -> [u8; WRAPPED_KEY_BYTES] {
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .expect("the operating system's random source");
+    let nonce = random::<NONCE_LEN>();
     let mut sealed = key.to_vec();
     wrap.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
