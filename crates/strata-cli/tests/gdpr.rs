@@ -17,6 +17,27 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `strata --data DATA --json [--master-key-file KEY] ARGS`.
+fn in_store(data: &str, key: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["--data", data, "--json"];
+    if let Some(key) = key {
+        all.extend(["--master-key-file", key]);
+    }
+    all.extend_from_slice(args);
+    run_cli(&all)
+}
+
+/// The schema both tests register: `CustomerRegistered`'s email, the subject at `/customerId`.
+const EMAIL_SCHEMA: &[&str] = &[
+    "schemas",
+    "--set",
+    "CustomerRegistered",
+    "--subject-pointer",
+    "/customerId",
+    "--field",
+    "/email",
+];
+
 fn registration(customer: &str) -> String {
     serde_json::json!({"customerId": customer, "email": format!("{customer}-{SENTINEL}")})
         .to_string()
@@ -33,26 +54,10 @@ fn a_subject_is_sealed_read_and_forgotten_from_the_command_line() {
     std::fs::write(&key_file, &key).unwrap();
     let data_s = data.to_str().unwrap().to_owned();
     let key_s = key_file.to_str().unwrap().to_owned();
-    let sealed = |args: &[&str]| {
-        let mut all = vec!["--data", &data_s, "--json", "--master-key-file", &key_s];
-        all.extend_from_slice(args);
-        run_cli(&all)
-    };
-    let plain = |args: &[&str]| {
-        let mut all = vec!["--data", &data_s, "--json"];
-        all.extend_from_slice(args);
-        run_cli(&all)
-    };
+    let sealed = |args: &[&str]| in_store(&data_s, Some(&key_s), args);
+    let plain = |args: &[&str]| in_store(&data_s, None, args);
 
-    let (ok, out, err) = sealed(&[
-        "schemas",
-        "--set",
-        "CustomerRegistered",
-        "--subject-pointer",
-        "/customerId",
-        "--field",
-        "/email",
-    ]);
+    let (ok, out, err) = sealed(EMAIL_SCHEMA);
     assert!(ok, "{err}");
     assert_eq!(json_lines(&out)[0]["schemas"][0]["fields"][0], "/email");
     let (ok, _, err) = sealed(&[
@@ -194,23 +199,8 @@ fn the_master_key_is_rotated_from_the_command_line() {
     };
     let (old, new) = (key("old.key"), key("new.key"));
     let data_s = data.to_str().unwrap().to_owned();
-    let with = |key: &str, args: &[&str]| {
-        let mut all = vec!["--data", &data_s, "--json", "--master-key-file", key];
-        all.extend_from_slice(args);
-        run_cli(&all)
-    };
-    let (ok, _, err) = with(
-        &old,
-        &[
-            "schemas",
-            "--set",
-            "CustomerRegistered",
-            "--subject-pointer",
-            "/customerId",
-            "--field",
-            "/email",
-        ],
-    );
+    let with = |key: &str, args: &[&str]| in_store(&data_s, Some(key), args);
+    let (ok, _, err) = with(&old, EMAIL_SCHEMA);
     assert!(ok, "{err}");
     let (ok, _, err) = with(
         &old,

@@ -145,12 +145,7 @@ impl EventStore for Gate {
 /// open destroys the key, then appends the event.
 #[tokio::test]
 async fn a_forget_stopped_before_the_key_was_destroyed_is_finished_at_open() {
-    let dir = tempfile::tempdir().expect("dir");
-    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
-    let keys_dir = dir.path().join("keys");
-    let r = seeded(&inner, &keys_dir).await;
-    // The first step of a forget only (its pending record), then the stop.
-    std::fs::write(keys_dir.join("pending").join(r.to_hex()), "alice").expect("marker");
+    let (_dir, inner, keys_dir, r) = forget_recorded().await;
     let store = reopen(&inner, &keys_dir).await;
     let forgets = inner
         .read_stream(&sid(FORGOTTEN_STREAM), ReadStreamOptions::forward())
@@ -199,6 +194,23 @@ async fn seeded(
     r
 }
 
+/// A store seeded with alice's registration (keys in a directory), and the first step of a
+/// forget of her (its pending record) done, as a stop right after it leaves it: the
+/// directory, the store, the keys' directory and alice's reference.
+async fn forget_recorded() -> (
+    tempfile::TempDir,
+    Arc<dyn EventStore>,
+    std::path::PathBuf,
+    strata_shred::SubjectRef,
+) {
+    let dir = tempfile::tempdir().expect("dir");
+    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
+    let keys_dir = dir.path().join("keys");
+    let r = seeded(&inner, &keys_dir).await;
+    std::fs::write(keys_dir.join("pending").join(r.to_hex()), "alice").expect("marker");
+    (dir, inner, keys_dir, r)
+}
+
 async fn reopen(inner: &Arc<dyn EventStore>, keys_dir: &std::path::Path) -> Shredded {
     wrap(inner.clone(), DirKeys::open(keys_dir).expect("k").shared()).await
 }
@@ -207,11 +219,7 @@ async fn reopen(inner: &Arc<dyn EventStore>, keys_dir: &std::path::Path) -> Shre
 /// whole, so that later processes read the subject as forgotten, not as damage.
 #[tokio::test]
 async fn a_record_torn_by_a_forget_is_rewritten_at_open() {
-    let dir = tempfile::tempdir().expect("dir");
-    let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
-    let keys_dir = dir.path().join("keys");
-    let r = seeded(&inner, &keys_dir).await;
-    std::fs::write(keys_dir.join("pending").join(r.to_hex()), "alice").expect("marker");
+    let (_dir, inner, keys_dir, r) = forget_recorded().await;
     let path = key_path(&keys_dir, &r.to_hex());
     let mut rec = std::fs::read(&path).expect("rec");
     rec[8] = 2;

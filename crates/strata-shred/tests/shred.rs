@@ -377,12 +377,7 @@ async fn suite(
     snapshots: Arc<dyn SnapshotStore>,
     keys: Arc<dyn KeyStorage>,
 ) {
-    let store = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys.clone(), master()).await.expect("ring"),
-    )
-    .await
-    .expect("open");
+    let store = open_with(inner.clone(), keys.clone()).await;
     store.register(registered()).await.expect("register");
     assert_eq!(store.schemas(), vec![registered()]);
 
@@ -613,12 +608,7 @@ async fn suite(
         .await
         .expect("read")
         .len();
-    let reopened = Shredded::open(
-        inner.clone(),
-        Keyring::open(keys.clone(), master()).await.expect("ring"),
-    )
-    .await
-    .expect("open");
+    let reopened = open_with(inner.clone(), keys.clone()).await;
     let forgets = inner
         .read_stream(&sid(FORGOTTEN_STREAM), ReadStreamOptions::forward())
         .await
@@ -710,13 +700,9 @@ async fn embedded_files_with_sentinels(with_schema: bool) -> Vec<std::path::Path
     let data = dir.path().join("data");
     let inner = strata_log::LogStore::open(&data).expect("open");
     let keys = DirKeys::open(data.join("keys")).expect("keys").shared();
-    let store = Shredded::open(
-        Arc::new(inner.clone()),
-        Keyring::open(keys, master()).await.expect("ring"),
-    )
-    .await
-    .expect("open")
-    .with_snapshots(Arc::new(inner.clone()));
+    let store = open_with(Arc::new(inner.clone()), keys)
+        .await
+        .with_snapshots(Arc::new(inner.clone()));
     fill_erin(&store, with_schema, 50).await;
     inner.seal_open_segment().await.expect("seal");
     store.forget("erin").await.expect("forget");
@@ -756,14 +742,7 @@ async fn nothing_readable_remains_in_the_embedded_data_directory() {
 async fn another_process_sees_schemas_and_forgets_within_the_sync_interval() {
     let inner: Arc<dyn EventStore> = Arc::new(strata_testkit::MemoryStore::new());
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
-    let open = || async {
-        Shredded::open(
-            inner.clone(),
-            Keyring::open(keys.clone(), master()).await.expect("ring"),
-        )
-        .await
-        .expect("open")
-    };
+    let open = || async { open_with(inner.clone(), keys.clone()).await };
     let (a, b) = (open().await, open().await);
     let interval = std::time::Duration::from_millis(strata_shred::limits::SYNC_INTERVAL_MS + 1);
     a.register(registered()).await.expect("register");
@@ -811,13 +790,9 @@ async fn pg_dump_shows_sentinels(with_schema: bool) -> bool {
     let keys = PgKeys::open(pg.pool().clone(), pg.schema())
         .await
         .expect("keys");
-    let store = Shredded::open(
-        Arc::new(pg.clone()),
-        Keyring::open(Arc::new(keys), master()).await.expect("ring"),
-    )
-    .await
-    .expect("open")
-    .with_snapshots(Arc::new(pg.clone()));
+    let store = open_with(Arc::new(pg.clone()), Arc::new(keys))
+        .await
+        .with_snapshots(Arc::new(pg.clone()));
     fill_erin(&store, with_schema, 20).await;
     store.forget("erin").await.expect("forget");
     let out = std::process::Command::new("pg_dump")
@@ -854,16 +829,16 @@ async fn nothing_readable_remains_in_a_pg_dump() {
     );
 }
 
+/// `inner` wrapped, with the keys `keys` holds.
+async fn open_with(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) -> Shredded {
+    Shredded::open(inner, Keyring::open(keys, master()).await.expect("ring"))
+        .await
+        .expect("open")
+}
+
 /// `inner` wrapped, with keys in memory.
 async fn in_memory(inner: Arc<strata_testkit::MemoryStore>) -> Shredded {
-    Shredded::open(
-        inner,
-        Keyring::open(Arc::new(MemoryKeys::new()), master())
-            .await
-            .expect("ring"),
-    )
-    .await
-    .expect("open")
+    open_with(inner, Arc::new(MemoryKeys::new())).await
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1098,14 +1073,7 @@ async fn a_schema_without_a_readable_event_type_refuses_every_unsealed_type() {
 async fn personal_data_is_checked_against_the_schemas_just_read() {
     let inner = Arc::new(strata_testkit::MemoryStore::new());
     let keys: Arc<dyn KeyStorage> = Arc::new(MemoryKeys::new());
-    let open = || async {
-        Shredded::open(
-            inner.clone(),
-            Keyring::open(keys.clone(), master()).await.expect("ring"),
-        )
-        .await
-        .expect("open")
-    };
+    let open = || async { open_with(inner.clone(), keys.clone()).await };
     let (a, b) = (open().await, open().await);
     let wider = MemberEvent::personal_data()[0].clone().field("/tier");
     b.register(wider.clone()).await.expect("register");
