@@ -836,6 +836,23 @@ async fn open_with(inner: Arc<dyn EventStore>, keys: Arc<dyn KeyStorage>) -> Shr
         .expect("open")
 }
 
+/// A memory store holding `schema` as a schema event, written under the wrapper (as a newer
+/// Strata would), and the wrapper opened over it.
+async fn over_raw_schema(schema: Value) -> (Arc<strata_testkit::MemoryStore>, Shredded) {
+    let inner = Arc::new(strata_testkit::MemoryStore::new());
+    let event = EventData::json(strata_shred::SCHEMA_EVENT, &schema).expect("json");
+    inner
+        .append(
+            &sid(strata_shred::SCHEMAS_STREAM),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .expect("append");
+    let store = in_memory(inner.clone()).await;
+    (inner, store)
+}
+
 /// `inner` wrapped, with keys in memory.
 async fn in_memory(inner: Arc<strata_testkit::MemoryStore>) -> Shredded {
     open_with(inner, Arc::new(MemoryKeys::new())).await
@@ -946,21 +963,7 @@ async fn personal_data_never_weakens_the_schema_in_force() {
 /// type's appends instead of letting the fields through in clear.
 #[tokio::test]
 async fn a_schema_this_process_cannot_read_refuses_its_events() {
-    let inner = Arc::new(strata_testkit::MemoryStore::new());
-    let future = EventData::json(
-        strata_shred::SCHEMA_EVENT,
-        &json!({"eventType": "CustomerRegistered", "subject": {"regex": "c-.*"}, "fields": ["/name"]}),
-    )
-    .expect("json");
-    inner
-        .append(
-            &sid(strata_shred::SCHEMAS_STREAM),
-            ExpectedVersion::Any,
-            vec![future],
-        )
-        .await
-        .expect("append");
-    let store = in_memory(inner.clone()).await;
+    let (inner, store) = over_raw_schema(json!({"eventType": "CustomerRegistered", "subject": {"regex": "c-.*"}, "fields": ["/name"]})).await;
     match store
         .append(
             &sid("customer-1"),
@@ -1039,21 +1042,7 @@ async fn the_subject_may_be_the_stream() {
 /// schema it reads is refused, rather than one of them written in clear.
 #[tokio::test]
 async fn a_schema_without_a_readable_event_type_refuses_every_unsealed_type() {
-    let inner = Arc::new(strata_testkit::MemoryStore::new());
-    let future = EventData::json(
-        strata_shred::SCHEMA_EVENT,
-        &json!({"eventType": ["CustomerRegistered"], "subject": {"pointer": "/customerId"}, "fields": ["/name"]}),
-    )
-    .expect("json");
-    inner
-        .append(
-            &sid(strata_shred::SCHEMAS_STREAM),
-            ExpectedVersion::Any,
-            vec![future],
-        )
-        .await
-        .expect("append");
-    let store = in_memory(inner.clone()).await;
+    let (inner, store) = over_raw_schema(json!({"eventType": ["CustomerRegistered"], "subject": {"pointer": "/customerId"}, "fields": ["/name"]})).await;
     for event in [registration("lee", 1), deposit("lee", 1)] {
         match store
             .append(&sid("customer-1"), ExpectedVersion::Any, vec![event])
